@@ -1,0 +1,44 @@
+"""npxception: Xception (Chollet, arXiv:1610.02357) in pure NumPy, hot loops in Numba.
+
+Keras-identical ImageNet predictions with only numpy, numba, Pillow and h5py,
+every op readable as a reference next to its fast kernel, and layer-by-layer
+cross-checking of other implementations. No deep-learning framework is ever
+imported by this package.
+
+The public names are loaded lazily so that ``import npxception`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "ops": "npxception.ops",
+    "Xception": "npxception.model",
+    "XceptionModel": "npxception.model",
+    "load": "npxception.model",
+    "predict": "npxception.predict",
+    "load_image": "npxception.images",
+    "preprocess_input": "npxception.images",
+    "decode_predictions": "npxception.labels",
+    "get_file": "npxception.download",
+    "compare": "npxception.compare",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if name == "ops" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'npxception' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,64 @@
+"""Test helpers shared by the whole-network tests: random Keras weights that exercise BN.
+
+Randomising the BatchNorm statistics matters: with Keras' initial mean 0 and
+variance 1, BN is nearly the identity and hides bugs (a wrong epsilon, swapped
+mean/variance, a missing BN). Kernels are He-normal so activations keep their
+scale through the 36 convolutional layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_keras_weights(layer, rng):
+    """Random arrays for one Keras layer, by the role of each variable."""
+    out = []
+    cls = type(layer).__name__
+    for w in layer.weights:
+        shape = tuple(w.shape)
+        name = w.name.split("/")[-1].split(":")[0]
+        dtype = np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
+        if cls == "BatchNormalization":
+            if name == "gamma":
+                a = rng.uniform(0.5, 1.5, shape)
+            elif name == "beta":
+                a = rng.normal(0.0, 0.1, shape)
+            elif name == "moving_mean":
+                a = rng.normal(0.0, 0.5, shape)
+            else:  # moving_variance: away from 1, never near 0
+                a = rng.uniform(0.5, 2.0, shape)
+        elif name == "bias":
+            a = rng.normal(0.0, 0.1, shape)
+        elif name == "depthwise_kernel":
+            a = rng.normal(0.0, np.sqrt(2.0 / (shape[0] * shape[1])), shape)
+        else:  # kernel, pointwise_kernel
+            a = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        out.append(a.astype(dtype))
+    return out
+
+
+def randomize(model, seed=0):
+    """Give every layer of a Keras model (nested models included) random weights."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            randomize(layer, int(rng.integers(1 << 30)))
+        elif layer.weights:
+            layer.set_weights(random_keras_weights(layer, rng))
+    return model
+
+
+def first_divergence(ours: dict, theirs: dict, order, rtol):
+    """The first layer (in network order) whose activations differ, with ours-vs-theirs detail."""
+    for name in order:
+        a, b = ours[name], theirs[name]
+        if a.shape != b.shape:
+            return f"{name}: shape ours {a.shape} vs theirs {b.shape}"
+        scale = max(float(np.abs(b).max()), 1e-30)
+        err = float(np.abs(a.astype(np.float64) - b).max())
+        if err > rtol * scale:
+            i = np.unravel_index(np.abs(a - b).argmax(), a.shape)
+            return (f"{name}: max |ours - theirs| = {err:.3g} > {rtol:g} * max|theirs| ({scale:.3g}); "
+                    f"at {i}: ours {a[i]!r} vs theirs {b[i]!r}")
+    return None

@@ -1,0 +1,160 @@
+"""The .npz weight format: round trip, and every kind of bad file refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import npxception
+from npxception import weights as wfile
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    # classes=10 keeps the file small; the format is the same for 1000.
+    return npxception.Xception(classes=10, seed=5)
+
+
+def _rewrite(src, dst, edit):
+    """Copy a weight file, letting ``edit(arrays, manifest)`` change it."""
+    with np.load(src, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    manifest = json.loads(str(arrays.pop(wfile.MANIFEST_KEY)))
+    edit(arrays, manifest)
+    arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_round_trip(small_model, tmp_path):
+    path = small_model.save(tmp_path / "w.npz")
+    loaded = npxception.load(path)
+    assert loaded.manifest() | {"source": None} == small_model.manifest() | {"source": None}
+    for key, a in small_model.weights.items():
+        np.testing.assert_array_equal(loaded.weights[key], a)
+    assert list(loaded.weights) == list(small_model.weights)
+    manifest, _ = wfile.read(path)
+    assert manifest["format_version"] == wfile.FORMAT_VERSION
+    assert manifest["variant"] == "keras" and manifest["input_shape"] == [299, 299, 3]
+    assert manifest["classes"] == 10 and manifest["classifier_activation"] == "softmax"
+    assert [h["kind"] for h in manifest["head"]] == ["global_avg_pool", "dense"]
+    # Xception(weights=path) gives the same model.
+    again = npxception.Xception(weights=path, classes=10)
+    np.testing.assert_array_equal(again.weights["predictions/bias"], small_model.weights["predictions/bias"])
+
+
+def test_float64_round_trip_and_astype(small_model, tmp_path):
+    oracle = small_model.astype("float64")
+    assert oracle.dtype == np.float64 and small_model.dtype == np.float32
+    loaded = npxception.load(oracle.save(tmp_path / "w64.npz"))
+    assert loaded.dtype == np.float64
+
+
+def test_save_is_atomic(small_model, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        small_model.save(tmp_path / "w.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_key(small_model, tmp_path):
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: a.pop("block4_sepconv2_bn/gamma"))
+    with pytest.raises(ValueError, match=r"missing weight 'block4_sepconv2_bn/gamma' \(expected shape \(728,\)\)"):
+        npxception.load(bad)
+
+
+def test_unexpected_key(small_model, tmp_path):
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: a.update({"block99_conv/kernel": np.zeros(3, "f4")}))
+    with pytest.raises(ValueError, match="unexpected weight 'block99_conv/kernel'"):
+        npxception.load(bad)
+
+
+def test_wrong_shape(small_model, tmp_path):
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz",
+                   lambda a, m: a.update({"block2_sepconv1/pointwise_kernel": np.zeros((1, 1, 64, 127), "f4")}))
+    with pytest.raises(ValueError, match=r"block2_sepconv1/pointwise_kernel.*expected \(1, 1, 64, 128\), found \(1, 1, 64, 127\)"):
+        npxception.load(bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite(small_model, tmp_path, value):
+    good = small_model.save(tmp_path / "good.npz")
+
+    def poison(arrays, manifest):
+        a = arrays["block13_sepconv1/depthwise_kernel"].copy()
+        a[0, 0, 0, 0] = value
+        arrays["block13_sepconv1/depthwise_kernel"] = a
+
+    bad = _rewrite(good, tmp_path / "bad.npz", poison)
+    with pytest.raises(ValueError, match="block13_sepconv1/depthwise_kernel.*NaN or Inf"):
+        npxception.load(bad)
+
+
+def test_pickled_object_refused(small_model, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz",
+                   lambda a, m: a.update({"block1_conv1/kernel": np.array([Evil()], dtype=object)}))
+    with pytest.raises(ValueError, match="pickled object"):
+        npxception.load(bad)
+    assert pickle  # the payload above is a pickle; it must never be executed
+
+
+def test_newer_version_refused(small_model, tmp_path):
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: m.update(format_version=wfile.FORMAT_VERSION + 1))
+    with pytest.raises(ValueError, match="newer npxception.*format version 2"):
+        npxception.load(bad)
+
+
+def test_not_an_npz(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="junk.npz: not a readable .npz"):
+        npxception.load(junk)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not an npxception weight file"):
+        npxception.load(plain)
+    with pytest.raises(FileNotFoundError, match="no such weight file"):
+        npxception.load(tmp_path / "absent.npz")
+
+
+def test_head_override_rules(small_model, tmp_path):
+    path = small_model.save(tmp_path / "w.npz")
+    features = npxception.Xception(weights=path, include_top=False, pooling="max")
+    assert features.head == [{"kind": "global_max_pool", "name": "max_pool"}]
+    assert features.input_shape == (None, None, 3)
+    with pytest.raises(ValueError, match="variant"):
+        npxception.Xception(weights=path, variant="article")
+    with pytest.raises(ValueError, match="classes"):
+        npxception.Xception(weights=path, classes=7)
+    logits = npxception.Xception(weights=path, classifier_activation=None, classes=10)
+    assert logits.classifier_activation is None
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(pooling="mean"), ValueError, "pooling"),
+    (dict(classes=0), ValueError, "classes"),
+    (dict(classifier_activation="relu"), ValueError, "classifier_activation"),
+    (dict(input_shape=(70, 70, 3), include_top=False), ValueError, "at least 71"),
+    (dict(input_shape=(299, 299, 1)), ValueError, r"\(H, W, 3\)"),
+    (dict(dtype="float16"), TypeError, "float32"),
+    (dict(variant="pytorch"), ValueError, "variant"),
+    (dict(weights=3), TypeError, "weights"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        npxception.Xception(**kwargs)

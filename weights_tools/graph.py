@@ -1,0 +1,29 @@
+"""A framework-neutral view of a Keras model: its layers, their wiring and weights.
+
+Every reader in weights_tools (a live ``keras.Model``, a ``.keras`` archive, a
+legacy ``.h5`` full-model or weights-only file) produces a list of
+:class:`KLayer` in the model's layer order, with nested sub-models flattened
+(a nested model's consumers read from its output layer, its input layer reads
+from what fed the nested model). :mod:`weights_tools.mapping` turns that list
+into an npxception model. Nothing here imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class KLayer:
+    name: str  # the Keras layer name (auto-names like "conv2d_3" included)
+    class_name: str  # "Conv2D", "SeparableConv2D", "BatchNormalization", "Activation", "ReLU", ...
+    config: dict | None = None  # the layer's Keras config as plain JSON data; None if unknown
+    inbound: list[str] | None = None  # names of the layers feeding it; None if unknown (weights-only files)
+    weights: list[np.ndarray] = field(default_factory=list)  # in Keras' get_weights() order
+    weight_names: list[str] = field(default_factory=list)  # as stored in the file, for messages
+
+    def describe(self) -> str:
+        shapes = ", ".join(str(tuple(w.shape)) for w in self.weights)
+        return f"{self.name} ({self.class_name}) [{shapes}]"
