@@ -1,0 +1,257 @@
+"""Images in, model input out: Keras' own pipeline, with bad files turned into one clear error.
+
+Provenance: ``keras.utils.load_img`` + ``keras.utils.img_to_array``
+(keras/src/utils/image_utils.py) and ``keras.applications.xception.preprocess_input``
+("tf" mode in keras/src/applications/imagenet_utils.py). The default pipeline is
+Keras' bit for bit, because cross-checks must compare like with like:
+
+* Pillow decodes the file; any mode other than RGB goes through ``convert("RGB")``:
+  RGBA and LA drop alpha (no compositing), palette images are expanded, and
+  16-bit images are clipped to 0..255, not scaled (Pillow#2574);
+* no EXIF rotation (``exif_transpose=True`` opts in);
+* a resize with Pillow's ``nearest`` filter, only when the size differs;
+* float32 pixels in [0, 255], then ``x / 127.5 - 1``.
+
+Better choices are available by name (``interpolation="bilinear"``, ``"bicubic"``…),
+but they no longer match Keras' defaults.
+
+Hostile or broken files: decoders are restricted to common photo formats,
+Pillow's decompression-bomb limit is kept (and its warning is an error here),
+pixels are decoded eagerly so truncation is found here, and every failure is
+one ``ImageError`` whose message is ``"<file>: <reason>"``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import CONFIG
+
+# Keras' names (keras/src/utils/image_utils.py PIL_INTERPOLATION_METHODS).
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "hamming": Image.Resampling.HAMMING,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+# The only decoders Pillow may use. Rare formats are left out on purpose: some
+# Pillow versions had decompression bombs in exotic plugins (FITS gzip).
+# MPO is here because many phone cameras write JPEGs that Pillow opens as MPO;
+# PPM covers PBM/PGM/PPM/PNM.
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+_FORMAT_NAMES = "JPEG, PNG, GIF, BMP, TIFF, WEBP or PPM"
+
+
+class ImageError(ValueError):
+    """An image that cannot be used. ``str(e)`` is one line: ``"<file>: <reason>"``."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- arguments
+
+def _interpolation(name) -> Image.Resampling:
+    """Keras' interpolation name -> Pillow's filter; ValueError listing the valid names."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in INTERPOLATIONS:
+        raise ValueError(f"interpolation: unknown method {name!r}; expected one of {', '.join(INTERPOLATIONS)}")
+    return INTERPOLATIONS[key]
+
+
+def _target_size(target_size) -> tuple[int, int] | None:
+    """None, an int (square) or (height, width) like Keras -> (height, width)."""
+    if target_size is None:
+        return None
+    if isinstance(target_size, (int, np.integer)) and not isinstance(target_size, bool):
+        size = (int(target_size), int(target_size))
+    else:
+        try:
+            size = tuple(target_size)
+        except TypeError:
+            size = ()
+        if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size):
+            raise ValueError(f"target_size: expected None, an int or (height, width), found {target_size!r}")
+        size = (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError(f"target_size: sizes must be positive, found {target_size!r}")
+    return size
+
+
+def _name(source) -> str:
+    """How the error names the input: the path as given, a file object's name, or a placeholder."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        return os.fsdecode(source)
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    name = getattr(source, "name", None)
+    return os.fsdecode(name) if isinstance(name, (str, bytes)) else f"<{type(source).__name__}>"
+
+
+# --------------------------------------------------------------------------- decoding
+
+def _open(source, name: str) -> Image.Image:
+    """Decode a path or binary file into a fully loaded PIL image, or raise ImageError."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.init()  # register every plugin first: Pillow's first pass only knows five, and
+    # looking up another name in `formats=` then fails with a KeyError.
+    formats = [f for f in FORMATS if f in Image.OPEN]  # WEBP may be missing from a Pillow build
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source, formats=formats) as img:
+                # The warning filter above is process-wide state; check again in case
+                # another thread changed it.
+                if limit and img.width * img.height > limit:
+                    raise Image.DecompressionBombError(f"{img.width * img.height} pixels")
+                img.load()  # decode now so that truncation is found here, not later
+                return img
+    except FileNotFoundError:
+        raise ImageError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, f"not an image Pillow can read (expected {_FORMAT_NAMES})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(name, f"too many pixels (more than Pillow's limit of {limit}); "
+                               "refused as a possible decompression bomb") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
+        # SyntaxError ("broken PNG file"), ValueError ("Decompressed data too large") or EOFError.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(name, f"truncated or corrupt image data ({detail})") from None
+
+
+def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool) -> Image.Image:
+    """Keras' load_img for color_mode="rgb": convert("RGB") unless RGB, resize only if needed."""
+    if exif_transpose:
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - malformed EXIF tags crash exif_transpose; keep the pixels
+            pass
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if size is not None:
+        width_height = (size[1], size[0])  # Keras' target_size is (height, width); PIL's is (w, h)
+        if img.size != width_height:
+            img = img.resize(width_height, resample)
+    return img
+
+
+def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False) -> np.ndarray:
+    """Read an image file into float32 pixels, as ``keras.utils.load_img`` + ``img_to_array``.
+
+    path: a str / os.PathLike, an open binary file object, or a PIL image.
+    target_size: None (keep the size), an int (square) or (height, width), as in Keras.
+    interpolation: nearest (Keras' default), bilinear, bicubic, hamming, box or lanczos;
+      used only when the size differs.
+    exif_transpose: rotate by the EXIF orientation first (Keras does not). Bad EXIF
+      data is ignored.
+
+    Returns (H, W, 3) float32 in [0, 255], bit for bit Keras' array.
+    Raises ImageError (a ValueError) naming the file for a missing, unreadable,
+    truncated or oversized image.
+    """
+    size = _target_size(target_size)
+    resample = _interpolation(interpolation)
+    name = _name(path)
+    if isinstance(path, Image.Image):
+        img = path
+    elif isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, io.IOBase) or hasattr(path, "read"):
+        img = _open(path, name)
+    else:
+        raise TypeError(f"path: expected a file path, a binary file object or a PIL image, "
+                        f"found {type(path).__name__}")
+    try:
+        img = _to_rgb(img, size, resample, exif_transpose)
+    except (OSError, ValueError) as exc:  # a lazily loaded PIL image passed in may fail here
+        raise ImageError(name, f"cannot convert to RGB ({' '.join(str(exc).split())})") from None
+    return np.asarray(img, dtype=np.float32)  # keras img_to_array: np.asarray(img, dtype=floatx)
+
+
+# --------------------------------------------------------------------------- in-memory images
+
+def to_array(image) -> np.ndarray:
+    """An in-memory image -> a new float32 (H, W, 3) array of pixels in [0, 255].
+
+    Accepts a PIL image (any mode, converted like ``convert("RGB")``) or a numeric
+    array: (H, W) or (H, W, 1) grayscale (copied to 3 channels, as convert("RGB")
+    does), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped). Values must be finite
+    and in [0, 255]; floats are not rescaled. The caller's array is never aliased.
+    """
+    if isinstance(image, Image.Image):
+        return load_image(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image: expected a PIL image or a numpy array, found {type(image).__name__}")
+    if image.dtype == bool or image.dtype.kind not in "uif":
+        raise TypeError(f"image: expected an integer or float array of pixels, found dtype {image.dtype}")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        rgb = image[:, :, :3] if image.shape[2] != 1 else np.repeat(image, 3, axis=2)
+    elif image.ndim == 2:
+        rgb = np.repeat(image[:, :, None], 3, axis=2)
+    else:
+        raise ValueError(f"image: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), found {image.shape}")
+    if 0 in rgb.shape[:2]:
+        raise ValueError(f"image: empty image of shape {image.shape}")
+    if image.dtype.kind == "f" and not np.isfinite(rgb).all():
+        raise ValueError("image: contains NaN or Inf")
+    lo, hi = rgb.min(), rgb.max()
+    if lo < 0 or hi > 255:
+        raise ValueError(f"image: pixels must be in [0, 255] (raw, not preprocessed), found {lo}..{hi}")
+    return np.array(rgb, dtype=np.float32, order="C")  # always a copy
+
+
+def resize_array(pixels, target_size, interpolation="nearest") -> np.ndarray:
+    """Resize float32 (H, W, 3) pixels in [0, 255] to target_size with a Pillow filter.
+
+    Whole-number pixels (the usual case, e.g. from a uint8 array) go through a
+    uint8 RGB image, which is what Keras resizes; other values are resized per
+    channel as 32-bit float images so nothing is rounded.
+    """
+    size = _target_size(target_size)
+    resample = _interpolation(interpolation)
+    pixels = to_array(pixels)
+    width_height = (size[1], size[0])
+    if pixels.shape[:2] == size:
+        return pixels
+    if np.array_equal(pixels, np.round(pixels)):
+        img = Image.fromarray(pixels.astype(np.uint8), mode="RGB")
+        return np.asarray(img.resize(width_height, resample), dtype=np.float32)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, c]), mode="F")
+                           .resize(width_height, resample)) for c in range(3)]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+def preprocess_input(x) -> np.ndarray:
+    """Keras' "tf" mode for Xception: ``x / 127.5 - 1`` maps [0, 255] to [-1, 1].
+
+    (..., 3) pixels -> same shape. Returns a new array and never writes into ``x``
+    (Keras' numpy path divides float arrays in place, keras#11591). float64 input
+    stays float64; everything else (ints, uint8, float16, float32) gives float32,
+    as Keras' floatx.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == bool or arr.dtype.kind not in "uif":
+        raise TypeError(f"preprocess_input: expected a numeric array of pixels, found dtype {arr.dtype}")
+    if arr.ndim < 1 or arr.shape[-1] != 3:
+        raise ValueError(f"preprocess_input: expected shape (..., 3) (RGB, channels last), found {arr.shape}")
+    dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    out = arr.astype(dtype, copy=True)
+    out /= dtype(CONFIG.preprocess_scale)
+    out -= dtype(1.0)
+    return out
