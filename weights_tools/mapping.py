@@ -202,7 +202,45 @@ def _input_shape(root: KLayer):
     return (h, w, c)
 
 
-def _walk(v, root, live, inputs, source):
+def match_names(klayers: list[KLayer], *, variant=None, source="model") -> dict[str, str]:
+    """``{our layer name: Keras layer name}`` by the wiring alone.
+
+    Configuration values (epsilon, padding...) are not checked, so a model with a
+    planted fault still maps; that is what compare() needs to find the fault.
+    """
+    _, inputs, live = _collapse(klayers, source)
+    roots = [k for k in live if kind_of(k) == "input"]
+    if len(roots) != 1:
+        raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    failures = []
+    for v in _candidate_variants(variant):
+        try:
+            matched, _ = _walk(v, roots[0], live, inputs, source, check=False)
+        except ConversionError as exc:
+            failures.append(exc)
+            continue
+        matched.pop("input")
+        head, _ = _head_chain(matched, live, inputs, v)
+        matched.update({ours: theirs for ours, theirs in head})
+        return matched
+    raise failures[0]
+
+
+def _head_chain(matched, live, inputs, v):
+    """[(name, name)] for the single chain of layers after the backbone (names are kept)."""
+    consumers: dict[str, list[KLayer]] = {}
+    for k in live:
+        for i in inputs[k.name]:
+            consumers.setdefault(i, []).append(k)
+    current = matched[arch.backbone(v)[-1].name]
+    chain = []
+    while len(consumers.get(current, [])) == 1:
+        current = consumers[current][0].name
+        chain.append((current, current))
+    return chain, consumers
+
+
+def _walk(v, root, live, inputs, source, check=True):
     """Match our backbone table to the Keras graph; return ({ours: theirs}, params)."""
     matched = {"input": root.name}
     used = {root.name}
@@ -224,10 +262,11 @@ def _walk(v, root, live, inputs, source):
                 f"{source}: not an Xception ({arch.variant_name(v)}) graph: expected one {layer.kind} "
                 f"layer reading from {where} (our {layer.name}), found {len(cands)}")
         k = cands[0]
-        _check_config(layer, k, source)
         matched[layer.name] = k.name
         used.add(k.name)
-        params.update(_layer_params(layer.name, layer.kind, k, shapes, source))
+        if check:
+            _check_config(layer, k, source)
+            params.update(_layer_params(layer.name, layer.kind, k, shapes, source))
     return matched, params
 
 

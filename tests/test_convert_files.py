@@ -1,0 +1,333 @@
+"""Converted Keras files against the framework that wrote them, and bad files refused.
+
+The files are written by tf_keras and Keras 3 (tests/keras_fixtures.py, once per
+session). They are converted, inspected and run in ONE subprocess in which
+importing tensorflow, keras or tf_keras raises ImportError, which proves the
+converters and the forward pass need no framework.
+
+Tolerances:
+* probabilities (softmax outputs in [0, 1]): 1e-5 absolute. float32 has a unit
+  round-off of 6e-8; the logits carry ~1e-5 relative error after ~36 conv layers
+  of float32 accumulation (sums of up to 9 * 2048 terms, summed in a different
+  order by TensorFlow's kernels and ours), and softmax's Jacobian is bounded by
+  1/4 in each output, so probabilities move by well under 1e-5.
+* features / logits (unbounded): 1e-4 relative to the largest magnitude: the
+  same ~1e-5 per layer, compounded over the network (as in test_model_keras.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+from keras_fixtures import build_bad_files, build_keras3, build_tf_keras
+
+from weights_tools import ConversionError
+from weights_tools.hdf5 import GuardedH5
+from weights_tools.keras_config import read_keras_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROB_ATOL = 1e-5
+FEATURE_RTOL = 1e-4
+
+# Runs without TensorFlow: a meta-path finder refuses the frameworks before
+# weights_tools is imported.
+RUNNER = textwrap.dedent("""
+    import contextlib, importlib.abc, io, json, os, sys
+
+    class BlockFrameworks(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, BlockFrameworks())
+    import numpy as np
+    import npxception
+    from weights_tools.cli import main
+
+    jobs = json.load(open(sys.argv[1]))
+    results = {}
+    for job in jobs:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(job["argv"])
+        res = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        if rc == 0 and job.get("x"):
+            try:
+                model = npxception.load(job["output"])
+                y = model(np.load(job["x"]))
+                np.save(job["result"], y)
+                res["dtype"] = str(model.dtype)
+            except Exception as exc:  # reported by the test of this file, not fatal to the others
+                res["run_error"] = f"{type(exc).__name__}: {exc}"
+        results[job["name"]] = res
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
+    json.dump({"results": results, "leaked": leaked}, open(sys.argv[2], "w"))
+""")
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("keras_files"))
+    good = {**build_tf_keras(root), **build_keras3(root)}
+    bad = build_bad_files(root, good["tf_keras_weights_h5"].path)
+    return root, good, bad
+
+
+@pytest.fixture(scope="session")
+def converted(files, tmp_path_factory):
+    """Convert every good and bad file, and inspect some, in one framework-free subprocess."""
+    root, good, bad = files
+    work = tmp_path_factory.mktemp("converted")
+    jobs = []
+    for name, fx in good.items():
+        x = str(work / f"{name}_x.npy")
+        np.save(x, fx.x)
+        argv = ["convert", fx.path, "-o", str(work / f"{name}.npz")]
+        if fx.config:
+            argv += ["--config", fx.config]
+        jobs.append({"name": name, "argv": argv, "output": str(work / f"{name}.npz"), "x": x,
+                     "result": str(work / f"{name}_y.npy")})
+    # A .weights.h5 with a two-Dense head and no config: the activations are unknowable.
+    jobs.append({"name": "b_weights_h5_no_config", "argv": ["convert", good["b_weights_h5"].path, "-o",
+                                                              str(work / "b_noconfig" / "out.npz")]})
+    for name, path in bad.items():
+        (work / f"bad_{name}").mkdir()
+        jobs.append({"name": f"bad_{name}",
+                     "argv": ["convert", path, "-o", str(work / f"bad_{name}" / "out.npz")]})
+    jobs.append({"name": "inspect_tf_keras", "argv": ["inspect", good["tf_keras_weights_h5"].path]})
+    jobs.append({"name": "inspect_nested", "argv": ["inspect", good["b_keras"].path]})
+    jobs.append({"name": "inspect_bad", "argv": ["inspect", bad["text"]]})
+    jobs_file, results_file = work / "jobs.json", work / "results.json"
+    jobs_file.write_text(json.dumps(jobs))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(jobs_file), str(results_file)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"runner failed:\n{proc.stdout}\n{proc.stderr}"
+    data = json.loads(results_file.read_text())
+    assert data["leaked"] == [], f"frameworks imported: {data['leaked']}"
+    return work, data["results"]
+
+
+GOOD = ["tf_keras_weights_h5", "tf_keras_full_h5", "a_keras", "a_weights_h5",
+        "b_keras", "b_weights_h5", "c_keras", "c_weights_h5"]
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_converted_file_matches_keras(files, converted, name):
+    _, good, _ = files
+    work, results = converted
+    res = results[name]
+    assert res["rc"] == 0, f"{name}: {res['stderr']}"
+    assert "run_error" not in res, f"{name}: converted, but the forward pass failed: {res.get('run_error')}"
+    lines = res["stdout"].strip().splitlines()
+    assert lines[0] == str(work / f"{name}.npz") and "variant=keras" in lines[1]
+    fx = good[name]
+    ours = np.load(work / f"{name}_y.npy")
+    if fx.pool:
+        ours = ours.mean(axis=(1, 2))
+    theirs = fx.expected
+    assert ours.shape == theirs.shape, f"ours {ours.shape} vs keras {theirs.shape}"
+    err = np.abs(ours.astype(np.float64) - theirs)
+    if fx.kind == "probabilities":
+        assert err.max() <= PROB_ATOL, f"{name}: max |ours - keras| {err.max():.3g}; " \
+                                       f"ours {ours[0, :4]} vs keras {theirs[0, :4]}"
+    else:
+        scale = np.abs(theirs).max()
+        assert err.max() <= FEATURE_RTOL * scale, f"{name}: max |ours - keras| {err.max():.3g} " \
+                                                  f"> {FEATURE_RTOL} * {scale:.3g}"
+    assert res["dtype"] == "float32"
+
+
+def test_manifest_records_head_and_input_size(converted):
+    import npxception
+
+    work, _ = converted
+    model = npxception.load(work / "b_keras.npz")
+    assert model.input_shape == (150, 150, 3)
+    assert [h["kind"] for h in model.head] == ["global_avg_pool", "dense", "dense"]
+    assert model.head[1]["activation"] == "relu" and model.head[2]["activation"] == "softmax"
+    full = npxception.load(work / "tf_keras_full_h5.npz")
+    assert full.input_shape == (299, 299, 3) and full.classes == 1000
+
+
+def _one_line_refusal(res, name):
+    assert res["rc"] == 1, f"{name}: exit code {res['rc']}, stdout {res['stdout']!r}"
+    err = res["stderr"].strip()
+    assert err and "\n" not in err, f"{name}: expected one line on stderr, found {err!r}"
+    assert "Traceback" not in res["stderr"]
+    return err
+
+
+BAD = {
+    "empty": "empty", "truncated": "HDF5", "text": "neither HDF5", "not_keras": "config.json",
+    "tiny_cnn": "conv2d", "mobilenet": "", "wrong_shape": "shape", "nan": "NaN", "inf": "NaN or Inf",
+    "external_link": "external link", "soft_link": "soft link", "external_storage": "external storage",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_file_refused_without_output(files, converted, name):
+    work, results = converted
+    err = _one_line_refusal(results[f"bad_{name}"], name)
+    assert BAD[name].lower() in err.lower(), f"{name}: {err}"
+    assert list((work / f"bad_{name}").iterdir()) == [], f"{name}: a file was left behind"
+
+
+def test_weights_h5_without_config_names_the_remedy(converted):
+    work, results = converted
+    err = _one_line_refusal(results["b_weights_h5_no_config"], "b without config")
+    assert "--config" in err
+    assert not (work / "b_noconfig").exists() or list((work / "b_noconfig").iterdir()) == []
+
+
+def test_inspect(converted):
+    _, results = converted
+    res = results["inspect_tf_keras"]
+    assert res["rc"] == 0, res["stderr"]
+    out = res["stdout"]
+    assert "legacy Keras HDF5 weights-only file" in out
+    assert "block14_sepconv2" in out and "(1, 1, 1536, 2048)" in out
+    assert "detected architecture: Xception variant=keras" in out
+    nested = results["inspect_nested"]
+    assert nested["rc"] == 0 and "Keras 3 .keras archive" in nested["stdout"]
+    assert "input shape: (150, 150, 3)" in nested["stdout"]
+    _one_line_refusal(results["inspect_bad"], "inspect of a text file")
+
+
+# ---- readers, without any framework ------------------------------------------
+
+def _k3_tensor(name):
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "keras_history": [name, 0, 0]}}
+
+
+def test_keras3_functional_config_with_list_args():
+    config = {"class_name": "Functional", "config": {
+        "name": "m", "input_layers": [["in", 0, 0]], "output_layers": [["add", 0, 0]],
+        "layers": [
+            {"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_shape": [None, 71, 72, 3]},
+             "inbound_nodes": []},
+            {"class_name": "Conv2D", "name": "a", "config": {"name": "a"},
+             "inbound_nodes": [{"args": [_k3_tensor("in")], "kwargs": {}}]},
+            {"class_name": "Add", "name": "add", "config": {"name": "add"},
+             "inbound_nodes": [{"args": [[_k3_tensor("a"), _k3_tensor("in")]], "kwargs": {}}]},
+        ]}}
+    klayers, shape = read_keras_config(config)
+    assert shape == (71, 72, 3)
+    assert [(k.name, k.inbound) for k in klayers] == [("in", []), ("a", ["in"]), ("add", ["a", "in"])]
+    assert all(k.weights == [] for k in klayers)
+
+
+def test_tf_keras_nested_sequential_is_flattened_with_prefix_on_clash():
+    inner = {"name": "inner", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "dense", "batch_input_shape": [None, 8]}},
+        {"class_name": "Dense", "config": {"name": "d1"}},
+    ]}
+    config = {"class_name": "Functional", "config": {
+        "name": "outer", "input_layers": [["x", 0, 0]], "output_layers": [["dense", 0, 0]],
+        "layers": [
+            {"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_input_shape": [None, 8]},
+             "inbound_nodes": []},
+            {"class_name": "Sequential", "name": "inner", "config": inner,
+             "inbound_nodes": [[["x", 0, 0, {}]]]},
+            {"class_name": "Dense", "name": "dense", "config": {"name": "dense"},
+             "inbound_nodes": [[["inner", 1, 0, {}]]]},
+        ]}}
+    klayers, shape = read_keras_config(config)
+    assert shape == (8,)
+    # the nested InputLayer is called "dense", like an outer layer: the nested model is prefixed
+    assert [(k.name, k.inbound) for k in klayers] == [
+        ("x", []), ("inner/dense", ["x"]), ("inner/d1", ["inner/dense"]), ("dense", ["inner/d1"])]
+
+
+def test_sequential_without_input_layer_gets_one():
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Conv2D", "config": {"name": "c", "batch_input_shape": [None, 99, 99, 3]}},
+        {"class_name": "Dense", "config": {"name": "d"}}]}}
+    klayers, shape = read_keras_config(config)
+    assert shape == (99, 99, 3)
+    assert [(k.name, k.class_name, k.inbound) for k in klayers] == [
+        ("s_input", "InputLayer", []), ("c", "Conv2D", ["s_input"]), ("d", "Dense", ["c"])]
+
+
+def test_config_refusals():
+    with pytest.raises(ConversionError, match="not valid JSON"):
+        read_keras_config("{not json")
+    shared = {"name": "m", "input_layers": [["in", 0, 0]], "output_layers": [["a", 0, 0]], "layers": [
+        {"class_name": "InputLayer", "name": "in", "config": {}, "inbound_nodes": []},
+        {"class_name": "Dense", "name": "a", "config": {},
+         "inbound_nodes": [[["in", 0, 0, {}]], [["in", 0, 0, {}]]]}]}
+    with pytest.raises(ConversionError, match="called 2 times"):
+        read_keras_config(shared)
+
+
+def test_hdf5_guards(tmp_path):
+    p = tmp_path / "hostile.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("ext", shape=(10,), dtype="f4", external=[("/dev/zero", 0, 40)])
+        f["soft"] = h5py.SoftLink("/ext")
+        f["link"] = h5py.ExternalLink("/etc/passwd", "/x")
+        f.create_dataset("ints", data=np.arange(3))
+        f.create_dataset("ok", data=np.ones(3, np.float32))
+        layout = h5py.VirtualLayout(shape=(10,), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "a", shape=(10,))
+        f.create_virtual_dataset("virtual", layout)
+    with GuardedH5(str(p), "hostile.h5") as h5:
+        assert h5.read(h5.file, "ok").tolist() == [1, 1, 1]
+        for name, message in [("ext", "external storage"), ("soft", "soft link"), ("link", "external link"),
+                              ("ints", "floating point"), ("virtual", "virtual dataset")]:
+            with pytest.raises(ConversionError, match=message) as info:
+                h5.read(h5.file, name)
+            assert "hostile.h5" in str(info.value)
+
+
+def test_legacy_keras1_names_and_chunked_layer_names(tmp_path):
+    """Keras-1 auto-names and split layer_names attributes: classes come from the arrays."""
+    from weights_tools.legacy_h5 import read_legacy_h5
+
+    p = tmp_path / "keras1.h5"
+    rng = np.random.default_rng(0)
+    layers = {
+        "convolution2d_1": [("convolution2d_1_W", (3, 3, 3, 32))],
+        "batchnormalization_1": [(f"batchnormalization_1_{v}", (32,))
+                                 for v in ("gamma", "beta", "running_mean", "running_std")],
+        "separableconvolution2d_1": [("separableconvolution2d_1_depthwise_kernel", (3, 3, 32, 1)),
+                                     ("separableconvolution2d_1_pointwise_kernel", (1, 1, 32, 64))],
+    }
+    with h5py.File(p, "w") as f:
+        names = list(layers)
+        f.attrs["layer_names0"] = np.array([n.encode() for n in names[:2]])
+        f.attrs["layer_names1"] = np.array([n.encode() for n in names[2:]])
+        for layer, weights in layers.items():
+            g = f.create_group(layer)
+            g.attrs["weight_names"] = np.array([w.encode() for w, _ in weights])
+            for w, shape in weights:
+                g.create_dataset(w, data=rng.normal(size=shape).astype(np.float32))
+    with GuardedH5(str(p), "keras1.h5") as h5:
+        klayers, shape, wired = read_legacy_h5(h5)
+    assert not wired and shape is None
+    assert [(k.name, k.class_name, k.inbound) for k in klayers] == [
+        ("convolution2d_1", "Conv2D", None), ("batchnormalization_1", "BatchNormalization", None),
+        ("separableconvolution2d_1", "SeparableConv2D", None)]
+
+
+def test_archive_member_size_limit(tmp_path, monkeypatch):
+    from weights_tools import keras3
+
+    p = tmp_path / "big.keras"
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", "{}")
+        z.writestr("metadata.json", "{}")
+        z.writestr("model.weights.h5", b"\0" * 10_000)
+    monkeypatch.setattr(keras3, "MAX_WEIGHTS_BYTES", 1000)
+    with pytest.raises(ConversionError, match="limit"):
+        keras3.open_archive(str(p), str(p))

@@ -1,0 +1,169 @@
+"""Guarded HDF5 reading: every weight file may be broken or hostile.
+
+Crafted HDF5 files have crashed libhdf5 (several CVEs), and some HDF5 features
+read data from outside the file. Like Keras 3.12.3+, we read through guards and
+refuse, naming the file and the object:
+
+* external links and soft links (they point outside the object tree we check);
+* datasets with external storage (``dset.external``): they read arbitrary
+  local files, and their reported storage size is tiny;
+* virtual datasets (``dset.is_virtual``): they assemble data from other files;
+* datasets claiming more bytes than the whole file holds (a decompression or
+  allocation bomb, or a truncated file);
+* datasets of a non-float dtype (weights are floating point).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+from .mapping import ConversionError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# A compressed dataset may legitimately expand; allow this ratio over the file size.
+MAX_EXPANSION = 64
+
+
+def open_h5(src, where: str):
+    """Open ``src`` (a path or a binary file object) read-only; ConversionError if it is not HDF5."""
+    import h5py
+
+    try:
+        return h5py.File(src, "r")
+    except (OSError, ValueError) as exc:
+        reason = str(exc).split("(")[0].strip().rstrip(".") or type(exc).__name__
+        raise ConversionError(f"{where}: not a readable HDF5 file ({reason}; truncated or corrupt?)") from None
+
+
+def file_size(src) -> int:
+    if isinstance(src, (io.BytesIO,)):
+        return len(src.getbuffer())
+    if hasattr(src, "seek"):
+        pos = src.tell()
+        src.seek(0, os.SEEK_END)
+        size = src.tell()
+        src.seek(pos)
+        return size
+    return os.path.getsize(src)
+
+
+class GuardedH5:
+    """A read-only view of an HDF5 file that checks every object before reading it."""
+
+    def __init__(self, src, where: str):
+        self.where = where
+        self.size = file_size(src)
+        self.file = open_h5(src, where)
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_link(self, group, name):
+        import h5py
+
+        try:
+            link = group.get(name, getlink=True)
+        except (KeyError, OSError, ValueError) as exc:
+            raise ConversionError(f"{self.where}: unreadable HDF5 object {name!r} in {group.name} ({exc})") from None
+        if link is None:
+            raise ConversionError(f"{self.where}: missing HDF5 object {group.name.rstrip('/')}/{name}")
+        if isinstance(link, h5py.ExternalLink):
+            raise ConversionError(f"{self.where}: refusing external link {group.name.rstrip('/')}/{name} "
+                                  f"-> {link.filename}:{link.path}")
+        if isinstance(link, h5py.SoftLink):
+            raise ConversionError(f"{self.where}: refusing soft link {group.name.rstrip('/')}/{name} "
+                                  f"-> {link.path}")
+
+    def get(self, group, path: str):
+        """``group[path]``, refusing any link that is not a plain hard link along the way."""
+        obj = group
+        for part in [p for p in path.split("/") if p]:
+            import h5py
+
+            if not isinstance(obj, h5py.Group):
+                raise ConversionError(f"{self.where}: {obj.name} is not a group (looking for {path})")
+            self._check_link(obj, part)
+            try:
+                obj = obj[part]
+            except (KeyError, OSError, ValueError) as exc:
+                raise ConversionError(f"{self.where}: unreadable HDF5 object {path!r} ({exc})") from None
+        return obj
+
+    def keys(self, group) -> list[str]:
+        """The member names of ``group``, each checked to be a hard link."""
+        try:
+            names = list(group.keys())
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConversionError(f"{self.where}: unreadable HDF5 group {group.name} ({exc})") from None
+        for n in names:
+            self._check_link(group, n)
+        return names
+
+    def read(self, group, path: str) -> np.ndarray:
+        """Read one float dataset, after every guard."""
+        import h5py
+
+        dset = self.get(group, path)
+        name = dset.name
+        if not isinstance(dset, h5py.Dataset):
+            raise ConversionError(f"{self.where}: {name} is not a dataset")
+        if dset.is_virtual:
+            raise ConversionError(f"{self.where}: refusing virtual dataset {name}")
+        if dset.external:
+            raise ConversionError(f"{self.where}: refusing dataset {name} with external storage "
+                                  f"({dset.external[0][0]!r}...)")
+        if dset.dtype.kind != "f":
+            raise ConversionError(f"{self.where}: dataset {name} has dtype {dset.dtype}; weights must be "
+                                  "floating point")
+        claimed = int(np.prod(dset.shape, dtype=np.int64)) * dset.dtype.itemsize
+        if claimed > MAX_EXPANSION * self.size + (1 << 16):
+            raise ConversionError(f"{self.where}: dataset {name} claims {claimed} bytes, far more than "
+                                  f"the {self.size}-byte file holds")
+        try:
+            stored = dset.id.get_storage_size()
+        except (OSError, ValueError, RuntimeError):
+            stored = 0
+        if dset.compression is None and claimed and stored < claimed:
+            raise ConversionError(f"{self.where}: dataset {name} stores {stored} of its {claimed} bytes "
+                                  "(truncated file?)")
+        try:
+            return np.array(dset[()])
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConversionError(f"{self.where}: cannot read dataset {name} ({exc}; truncated file?)") from None
+
+    def attr_strings(self, obj, key: str) -> list[str] | None:
+        """A string-list attribute (``layer_names``...), possibly split as ``key0``, ``key1``, ...
+
+        Keras splits attributes beyond HDF5's 64 KiB header limit into numbered chunks.
+        """
+        attrs = obj.attrs
+        if key in attrs:
+            values = list(np.atleast_1d(attrs[key]))
+        elif f"{key}0" in attrs:
+            values, i = [], 0
+            while f"{key}{i}" in attrs:
+                values += list(np.atleast_1d(attrs[f"{key}{i}"]))
+                i += 1
+        else:
+            return None
+        return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+    def attr_text(self, obj, key: str) -> str | None:
+        if key not in obj.attrs:
+            return None
+        value = obj.attrs[key]
+        if isinstance(value, bytes):
+            return value.decode("utf8")
+        if isinstance(value, np.ndarray) and value.shape == ():
+            value = value[()]
+            return value.decode("utf8") if isinstance(value, bytes) else str(value)
+        return str(value)

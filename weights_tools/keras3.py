@@ -1,0 +1,251 @@
+"""Keras 3 files: ``.keras`` archives and ``.weights.h5`` weight files.
+
+A ``.keras`` archive is a zip holding ``config.json`` (the model config, read
+here as plain JSON data only: never deserialised, see CVE-2025-1550 and
+CVE-2025-9906), ``metadata.json`` and ``model.weights.h5``. The HDF5 member is
+read from the zip into memory, with a size limit, and opened from a BytesIO:
+nothing is ever extracted to disk.
+
+Weight paths (keras/src/saving/saving_lib.py, ``_save_container_state``): a
+layer is addressed not by its name but by its class, snake-cased, with a
+per-class counter in the order of its model's ``layers`` list::
+
+    layers/functional/layers/separable_conv2d_3/vars/0     (the 4th SeparableConv2D)
+    layers/dense_1/vars/1                                  (the 2nd Dense's bias)
+
+A nested model is ``layers/<its class key>/layers/...``. A Functional's
+``layers`` include its InputLayer; a Sequential's do not. The ``vars/<i>``
+order is the layer's variable order, which is ``get_weights()`` order. Keras
+3.x also writes the layer's real name as the ``name`` attribute of its ``vars``
+group; when present it is checked against the config.
+
+A ``.weights.h5`` file has no config. With ``config=`` (a ``.keras`` archive or
+a ``config.json``) its paths are resolved exactly as an archive's. Without, the
+architecture is Xception by assumption: our table gives each weighted layer's
+class, hence its per-class key (``conv2d_2`` is Keras' third Conv2D, the block2
+residual), and the layers come out in Keras' order with ``inbound=None`` for the
+by-order rule. Only a single Dense after the backbone can be placed that way:
+a weights-only file does not record a head's activations.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+
+from npxception import architecture as arch
+
+from .graph import KLayer
+from .hdf5 import GuardedH5
+from .keras_config import MODEL_CLASSES, _unwrap
+from .mapping import ConversionError
+
+ZIP_MAGIC = b"PK\x03\x04"
+# Xception float64 with a head is ~185 MB; leave room, but refuse zip bombs.
+MAX_WEIGHTS_BYTES = 2 * 1024**3
+MAX_JSON_BYTES = 64 * 1024**2
+_KIND_CLASS = {"conv": "Conv2D", "sepconv": "SeparableConv2D", "bn": "BatchNormalization"}
+
+
+def to_snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case``: "SeparableConv2D" -> "separable_conv2d"."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# ---- the archive -------------------------------------------------------------
+
+def _member(z: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise ConversionError(f"{where}: a zip without {name}; not a Keras .keras archive") from None
+    if info.file_size > limit:
+        raise ConversionError(f"{where}: {name} is {info.file_size} bytes, over the {limit}-byte limit")
+    try:
+        with z.open(info) as f:
+            data = f.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ConversionError(f"{where}: cannot read {name} from the archive ({exc})") from None
+    if len(data) > limit:
+        raise ConversionError(f"{where}: {name} expands beyond the {limit}-byte limit")
+    return data
+
+
+def read_archive_config(src, where: str) -> dict:
+    """``config.json`` of a ``.keras`` archive, as plain data."""
+    try:
+        with zipfile.ZipFile(src) as z:
+            return _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+    except zipfile.BadZipFile as exc:
+        raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
+
+
+def _json(data: bytes, name: str, where: str):
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConversionError(f"{where}: {name} is not valid JSON ({exc})") from None
+
+
+def open_archive(src, where: str) -> tuple[dict, GuardedH5]:
+    """``(config, weights)`` of a ``.keras`` archive; the weights opened from memory."""
+    try:
+        with zipfile.ZipFile(src) as z:
+            names = set(z.namelist())
+            if "config.json" not in names or "model.weights.h5" not in names:
+                raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
+                                      "not a Keras .keras file")
+            config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            blob = _member(z, "model.weights.h5", MAX_WEIGHTS_BYTES, where)
+    except zipfile.BadZipFile as exc:
+        raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
+    return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)")
+
+
+# ---- weights by config -------------------------------------------------------
+
+def weight_keys(config, where: str) -> dict[tuple, str]:
+    """``{(nested model, ..., layer name): "layers/.../<class key>"}`` from a model config."""
+    class_name, cfg = _unwrap(config, where)
+    out: dict[tuple, str] = {}
+
+    def walk(class_name, cfg, path, prefix):
+        used: dict[str, int] = {}
+        for entry in cfg.get("layers", []):
+            if not isinstance(entry, dict):
+                continue
+            cls = str(entry.get("class_name"))
+            inner = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            name = entry.get("name") or inner.get("name")
+            if cls == "InputLayer" and class_name == "Sequential":
+                continue  # Sequential.layers leaves out its InputLayer
+            key = to_snake_case(cls)
+            if key in used:
+                used[key] += 1
+                key = f"{key}_{used[key]}"
+            else:
+                used[key] = 0
+            here = f"{prefix}layers/{key}"
+            out[path + (name,)] = here
+            if cls in MODEL_CLASSES or "layers" in inner:
+                walk(cls, inner, path + (name,), here + "/")
+
+    walk(class_name, cfg, (), "")
+    return out
+
+
+def _read_vars(h5: GuardedH5, key: str, expected_name: str | None):
+    """The arrays under ``key/vars`` in index order, with their paths."""
+    root = h5.file
+    try:
+        group = h5.get(root, key)
+    except ConversionError:
+        return None, []
+    members = h5.keys(group)
+    if "vars" not in members:
+        return [], []
+    vars_group = h5.get(group, "vars")
+    stored = h5.attr_text(vars_group, "name")
+    if expected_name is not None and stored is not None and stored != expected_name:
+        raise ConversionError(f"{h5.where}: {key} holds the weights of layer {stored!r}, but the config "
+                              f"puts layer {expected_name!r} there")
+    indices = sorted(h5.keys(vars_group), key=lambda s: int(s) if s.isdigit() else -1)
+    if any(not s.isdigit() for s in indices) or [int(s) for s in indices] != list(range(len(indices))):
+        raise ConversionError(f"{h5.where}: {key}/vars holds {indices}; expected 0, 1, ...")
+    arrays = [h5.read(vars_group, s) for s in indices]
+    return arrays, [f"{key}/vars/{s}" for s in indices]
+
+
+def fill_weights(klayers, paths, config, h5: GuardedH5) -> None:
+    """Put the arrays of ``h5`` (Keras 3 layout) into the flattened config's KLayers."""
+    keys = weight_keys(config, h5.where)
+    used = set()
+    for k in klayers:
+        path = paths[k.name]
+        if k.class_name == "InputLayer" or path not in keys:
+            continue
+        arrays, names = _read_vars(h5, keys[path], path[-1])
+        if arrays is None:
+            raise ConversionError(f"{h5.where}: no weights group {keys[path]} for layer {k.name}")
+        k.weights, k.weight_names = arrays, names
+        used.update(names)
+    stray = sorted(set(_all_datasets(h5)) - used)
+    if stray:
+        raise ConversionError(f"{h5.where}: weights {stray[0]} belong to no layer of the model config "
+                              f"({len(stray)} unexpected array(s))")
+
+
+def _all_datasets(h5: GuardedH5, group=None, prefix=""):
+    import h5py
+
+    group = h5.file if group is None else group
+    for name in h5.keys(group):
+        obj = h5.get(group, name)
+        if isinstance(obj, h5py.Group):
+            yield from _all_datasets(h5, obj, f"{prefix}{name}/")
+        else:
+            yield f"{prefix}{name}"
+
+
+# ---- weights without config: Xception by assumption ---------------------------
+
+def _find_backbone_prefix(h5: GuardedH5) -> str:
+    """Where the backbone's layers sit: "" (inline) or "layers/functional/" etc. (nested)."""
+    import h5py
+
+    root = h5.file
+    if "layers" not in h5.keys(root):
+        raise ConversionError(f"{h5.where}: no 'layers' group; not a Keras 3 weight file")
+    layers = h5.get(root, "layers")
+    if "separable_conv2d" in h5.keys(layers):
+        return ""
+    candidates = []
+    for name in h5.keys(layers):
+        obj = h5.get(layers, name)
+        if isinstance(obj, h5py.Group) and "layers" in h5.keys(obj) \
+                and "separable_conv2d" in h5.keys(h5.get(obj, "layers")):
+            candidates.append(f"layers/{name}/")
+    if len(candidates) != 1:
+        raise ConversionError(f"{h5.where}: cannot find an Xception backbone (no SeparableConv2D layers)"
+                              if not candidates else f"{h5.where}: several nested models hold "
+                              f"SeparableConv2D layers ({', '.join(candidates)}); give the config")
+    return candidates[0]
+
+
+def klayers_without_config(h5: GuardedH5) -> list[KLayer]:
+    """KLayers in Keras' layer order for an Xception ``.weights.h5`` (``inbound=None``)."""
+    prefix = _find_backbone_prefix(h5)
+    counters: dict[str, int] = {}
+    klayers, used = [], set()
+    for layer in arch.backbone("keras"):
+        if layer.kind not in _KIND_CLASS:
+            continue
+        cls = _KIND_CLASS[layer.kind]
+        base = to_snake_case(cls)
+        n = counters.get(base, -1) + 1
+        counters[base] = n
+        key = f"{prefix}layers/{base}" + (f"_{n}" if n else "")
+        arrays, names = _read_vars(h5, key, None)
+        if arrays is None:
+            raise ConversionError(f"{h5.where}: no weights group {key} (our {layer.name}); "
+                                  "not Xception weights")
+        klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
+        used.update(names)
+    # What is left is the head: Dense layers at the top level, in counter order.
+    rest = sorted(set(_all_datasets(h5)) - used)
+    dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
+                        key=lambda s: (s.rsplit("_", 1)[0], int(s.rsplit("_", 1)[1])
+                                       if s.rsplit("_", 1)[-1].isdigit() else 0))
+    for key in dense_keys:
+        arrays, names = _read_vars(h5, key, None)
+        cls = "Dense" if key.split("/")[-1].startswith("dense") else to_camel(key.split("/")[-1])
+        klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
+    return klayers
+
+
+def to_camel(key: str) -> str:
+    return "".join(p.capitalize() for p in re.sub(r"_\d+$", "", key).split("_"))

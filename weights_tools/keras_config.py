@@ -1,0 +1,252 @@
+"""Read a Keras model configuration as plain JSON data into a :class:`KLayer` list.
+
+The configuration is never turned into objects and Keras is never imported:
+deserialising a config can run code (CVE-2025-1550, CVE-2025-9906), and reading
+it as data is all the converter needs. The layers' wiring is recovered from the
+three serialisations Keras has used:
+
+* Keras 3 Functional: ``"inbound_nodes": [{"args": [<tensor> | [<tensor>, ...]],
+  "kwargs": {...}}]`` where a tensor is ``{"class_name": "__keras_tensor__",
+  "config": {"keras_history": [layer_name, node_index, tensor_index]}}``;
+* Keras 2 / tf_keras (and Keras 1) Functional: ``"inbound_nodes": [[[name, node,
+  index, kwargs], ...]]``;
+* Sequential: no wiring at all; each layer reads the previous one. Its first
+  layer is an ``InputLayer`` or carries ``batch_input_shape`` / ``batch_shape``
+  (Keras 1 and early Keras 2 serialise a Sequential's config as a bare list).
+
+Nested models (a Functional or Sequential used as a layer) are flattened: the
+nested model's ``InputLayer`` reads from whatever fed the nested model, and the
+nested model's consumers read from its output layer. Inner names are kept as
+they are unless they clash with another layer's name; then every layer of that
+nested model is renamed ``"<nested model>/<layer>"``.
+
+Node indices are not used to pick between several calls of one layer: Xception
+calls each layer once, and tf_keras numbers a nested model's nodes globally (the
+head of a tf_keras classifier reads ``["xception", 1, 0]`` although only one
+node is serialised), so a layer called more than once is refused instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .graph import KLayer
+from .mapping import ConversionError
+
+# class names that hold a whole model as a layer
+MODEL_CLASSES = ("Functional", "Model", "Sequential")
+
+
+def read_keras_config(config, *, source: str = "model config") -> tuple[list[KLayer], tuple | None]:
+    """``(klayers, input_shape)`` from a Keras model config (a dict, or its JSON text).
+
+    ``config`` may be what ``model.get_config()`` returns (``{"name", "layers",
+    ...}``), or the ``{"class_name": ..., "config": {...}}`` wrapper stored in
+    ``.keras`` archives' ``config.json`` and legacy HDF5's ``model_config``.
+
+    The KLayers come in the model's layer order, nested models flattened, with
+    ``weights`` empty and ``inbound`` set (names of the feeding layers).
+    ``input_shape`` is the model input's ``(H, W, C)`` from its InputLayer's
+    ``batch_shape`` / ``batch_input_shape`` (``H``/``W`` may be None), or None
+    when the config does not record it.
+    """
+    klayers, _paths, input_shape = flatten_config(config, source=source)
+    return klayers, input_shape
+
+
+def flatten_config(config, *, source: str = "model config"):
+    """Like :func:`read_keras_config`, plus ``{flat name: (nested model, ..., layer name)}``.
+
+    The path names each layer inside the nested models it sits in, which is how
+    :mod:`weights_tools.from_keras` and the archive readers find its weights.
+    """
+    if isinstance(config, (str, bytes)):
+        try:
+            config = json.loads(config)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConversionError(f"{source}: the model config is not valid JSON ({exc})") from None
+    class_name, cfg = _unwrap(config, source)
+    reader = _Reader(source)
+    out, _ = reader.model(class_name, cfg, outer_inbound=None, prefix="", path=(), taken=set())
+    if not reader.klayers:
+        raise ConversionError(f"{source}: the model config holds no layers")
+    return reader.klayers, reader.paths, reader.input_shape
+
+
+def _unwrap(config, source):
+    """``(class_name, inner config)`` for a model config with or without its wrapper."""
+    if not isinstance(config, (dict, list)):
+        raise ConversionError(f"{source}: a model config must be a JSON object, found {type(config).__name__}")
+    if isinstance(config, list):  # Keras 1 Sequential: the config is the list of layers
+        return "Sequential", {"layers": config}
+    if "layers" in config:  # model.get_config(): no wrapper
+        kind = "Sequential" if not any("inbound_nodes" in (l or {}) for l in config["layers"]
+                                       if isinstance(l, dict)) and "input_layers" not in config \
+            else "Functional"
+        return kind, config
+    inner = config.get("config")
+    if isinstance(inner, list):
+        return "Sequential", {"layers": inner}
+    if isinstance(inner, dict) and "layers" in inner:
+        return str(config.get("class_name", "Functional")), inner
+    raise ConversionError(f"{source}: not a Keras model config (no 'layers' list)")
+
+
+def _layer_name(entry: dict) -> str:
+    name = entry.get("name") or (entry.get("config") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("a layer without a name")
+    return name
+
+
+def _history_names(node, source, layer):
+    """The names of the layers feeding one inbound node, in argument order."""
+    names: list[str] = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                hist = (value.get("config") or {}).get("keras_history")
+                if not (isinstance(hist, list) and hist and isinstance(hist[0], str)):
+                    raise ConversionError(f"{source}: layer {layer}: a tensor without keras_history")
+                names.append(hist[0])
+            else:
+                for v in value.values():
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        walk(node.get("args", []))
+        walk(node.get("kwargs", {}))
+    elif isinstance(node, list):  # Keras 1/2: [[name, node_index, tensor_index(, kwargs)], ...]
+        for item in node:
+            if (isinstance(item, list) and item and isinstance(item[0], str)):
+                names.append(item[0])
+            else:
+                raise ConversionError(f"{source}: layer {layer}: unreadable inbound node {item!r}")
+    else:
+        raise ConversionError(f"{source}: layer {layer}: unreadable inbound node {node!r}")
+    return names
+
+
+def _endpoint_names(value) -> list[str]:
+    """``input_layers`` / ``output_layers``: ``[name, 0, 0]`` or ``[[name, 0, 0], ...]``."""
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return [value[0]]
+    if isinstance(value, dict):  # Keras 3 may key them by input name
+        return [n for v in value.values() for n in _endpoint_names(v)]
+    out = []
+    for item in value or []:
+        out += _endpoint_names(item)
+    return out
+
+
+class _Reader:
+    def __init__(self, source):
+        self.source = source
+        self.klayers: list[KLayer] = []
+        self.paths: dict[str, tuple] = {}
+        self.input_shape = None
+
+    def emit(self, name, class_name, config, inbound, path):
+        if name in self.paths:
+            raise ConversionError(f"{self.source}: two layers are named {name!r}")
+        self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound))
+        self.paths[name] = path
+
+    def record_input_shape(self, config):
+        shape = (config or {}).get("batch_shape") or (config or {}).get("batch_input_shape")
+        if self.input_shape is None and isinstance(shape, list) and len(shape) >= 2:
+            self.input_shape = tuple(shape[1:])
+
+    def model(self, class_name, cfg, *, outer_inbound, prefix, path, taken):
+        """Emit one (possibly nested) model's layers; return (output flat name, its names)."""
+        layers = cfg.get("layers")
+        if not isinstance(layers, list):
+            raise ConversionError(f"{self.source}: model {cfg.get('name')!r} has no 'layers' list")
+        try:
+            names = [_layer_name(e) for e in layers]
+        except (ValueError, AttributeError):
+            raise ConversionError(f"{self.source}: a layer of model {cfg.get('name')!r} has no name") from None
+        if class_name == "Sequential" or not any("inbound_nodes" in e for e in layers):
+            return self.sequential(cfg, layers, names, outer_inbound, prefix, path, taken)
+        return self.functional(cfg, layers, names, outer_inbound, prefix, path, taken)
+
+    def nested(self, entry, name, inbound, prefix, path, taken):
+        """Flatten a model used as a layer; return its output layer's flat name."""
+        inner_cfg = entry.get("config") or {}
+        inner_names = {_layer_name(e) for e in inner_cfg.get("layers", []) if isinstance(e, dict)}
+        # Keep inner names when they are unique; otherwise prefix the whole nested model.
+        clash = bool(inner_names & (taken | set(self.paths)))
+        inner_prefix = f"{prefix}{name}/" if clash else prefix
+        out, _ = self.model(entry.get("class_name"), inner_cfg, outer_inbound=inbound,
+                            prefix=inner_prefix, path=path + (name,), taken=taken | inner_names)
+        return out
+
+    def functional(self, cfg, layers, names, outer_inbound, prefix, path, taken):
+        flat: dict[str, str] = {}  # this model's layer name -> flat name of its output
+        taken = taken | set(names)
+        for entry, name in zip(layers, names):
+            nodes = entry.get("inbound_nodes") or []
+            if len(nodes) > 1:
+                raise ConversionError(f"{self.source}: layer {name} is called {len(nodes)} times (a shared "
+                                      "layer); Xception calls every layer once")
+            srcs = _history_names(nodes[0], self.source, name) if nodes else []
+            try:
+                inbound = [flat[s] for s in srcs]
+            except KeyError as exc:
+                raise ConversionError(f"{self.source}: layer {name} reads from {exc.args[0]!r}, "
+                                      "which is not an earlier layer") from None
+            class_name = entry.get("class_name")
+            config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            if class_name in MODEL_CLASSES or "layers" in config:
+                flat[name] = self.nested(entry, name, inbound, prefix, path, taken)
+                continue
+            if class_name == "InputLayer":
+                if outer_inbound is not None:
+                    inbound = list(outer_inbound)
+                else:
+                    self.record_input_shape(config)
+            self.emit(prefix + name, str(class_name), config, inbound, path + (name,))
+            flat[name] = prefix + name
+        outputs = _endpoint_names(cfg.get("output_layers"))
+        if len(outputs) != 1:
+            raise ConversionError(f"{self.source}: model {cfg.get('name')!r} has {len(outputs)} outputs; "
+                                  "expected one")
+        if outputs[0] not in flat:
+            raise ConversionError(f"{self.source}: model {cfg.get('name')!r} names output "
+                                  f"{outputs[0]!r}, which is not one of its layers")
+        return flat[outputs[0]], names
+
+    def sequential(self, cfg, layers, names, outer_inbound, prefix, path, taken):
+        taken = taken | set(names)
+        previous = None
+        for i, (entry, name) in enumerate(zip(layers, names)):
+            class_name = entry.get("class_name")
+            config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            if i == 0 and class_name != "InputLayer":
+                # The implicit input: its shape is on the first layer or the model.
+                shape = (config.get("batch_shape") or config.get("batch_input_shape")
+                         or cfg.get("build_input_shape"))
+                input_name = prefix + f"{cfg.get('name') or 'sequential'}_input"
+                input_cfg = {"name": input_name, "batch_shape": shape}
+                if outer_inbound is None:
+                    self.record_input_shape(input_cfg)
+                self.emit(input_name, "InputLayer", input_cfg,
+                          list(outer_inbound) if outer_inbound is not None else [],
+                          path + ("<input>",))
+                previous = input_name
+            inbound = [previous] if previous is not None else (
+                list(outer_inbound) if outer_inbound is not None else [])
+            if class_name in MODEL_CLASSES or "layers" in config:
+                previous = self.nested(entry, name, inbound, prefix, path, taken)
+                continue
+            if class_name == "InputLayer" and outer_inbound is None:
+                self.record_input_shape(config)
+            self.emit(prefix + name, str(class_name), config, inbound, path + (name,))
+            previous = prefix + name
+        if previous is None:
+            raise ConversionError(f"{self.source}: Sequential model {cfg.get('name')!r} has no layers")
+        return previous, names

@@ -1,0 +1,174 @@
+"""Legacy Keras (1, 2 and tf_keras) HDF5 files: weights-only and full-model saves.
+
+Layout, as ``keras/engine/saving.py`` (Keras 2) and tf_keras' ``hdf5_format.py`` write it::
+
+    /                         attrs: layer_names (maybe split: layer_names0, layer_names1, ...),
+                                     keras_version, backend
+    /<layer>                  attrs: weight_names  (e.g. "block1_conv1/kernel:0")
+    /<layer>/<weight name>    the array
+
+A full-model save (``model.save("x.h5")``) puts that tree under ``/model_weights``
+and the architecture in the root attribute ``model_config`` (JSON), which gives
+the wiring through :func:`weights_tools.keras_config.flatten_config`. A
+weights-only file (``save_weights``, and the official ImageNet download) has no
+wiring: its layers come out with ``inbound=None`` in file order, and
+:mod:`weights_tools.mapping` applies Keras' by-order rule, checking every shape.
+
+Names are never trusted. Official files carry auto-names (``conv2d_1``, or in
+Keras-1 files ``convolution2d_N``, ``separableconvolution2d_N``,
+``batchnormalization_N``), so without a config a layer's class is inferred from
+its variable names when they are informative, else from the number and shapes
+of its arrays.
+
+A nested model (e.g. a fine-tuned classifier whose first layer is the Xception
+model) is stored as one layer group whose ``weight_names`` span all its inner
+layers ("block1_conv1/kernel:0", ...), trainable variables first and the BN
+moving statistics after. Its weights are regrouped by inner layer name (the
+path component before the variable name), keeping file order within a layer,
+which is each layer's own variable order.
+
+**Keras 1 ``running_std`` is a variance.** Keras 1's BatchNormalization stored
+``[gamma, beta, running_mean, running_std]``, but ``running_std`` held the moving
+*variance*: training updated it with the variance returned by
+``K.normalize_batch_in_training`` and inference passed it as ``var`` to
+``K.batch_normalization`` (TensorFlow's ``tf.nn.batch_normalization(x, mean,
+variance, ...)``). Keras 2 renamed it ``moving_variance`` and loads Keras-1 files
+without any conversion of the values. So we use it as the variance, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .graph import KLayer
+from .hdf5 import GuardedH5
+from .keras_config import flatten_config
+from .mapping import ConversionError
+
+_BN_VARS = {"gamma", "beta", "moving_mean", "moving_variance", "running_mean", "running_std"}
+
+
+def _var_name(weight_name: str) -> str:
+    """``"block1_conv1_bn/moving_mean:0"`` -> ``"moving_mean"``; Keras-1 ``"..._running_std"`` too."""
+    leaf = weight_name.split("/")[-1].split(":")[0]
+    for known in sorted(_BN_VARS | {"depthwise_kernel", "pointwise_kernel", "kernel", "bias"}, key=len,
+                        reverse=True):
+        if leaf == known or leaf.endswith("_" + known):
+            return known
+    return leaf
+
+
+def _owner(weight_name: str, default: str) -> str:
+    """The layer a weight belongs to: the path component before the variable name."""
+    parts = weight_name.split("/")
+    return parts[-2] if len(parts) >= 2 else default
+
+
+def infer_class(weight_names, arrays) -> str:
+    """A layer's Keras class from its variable names, else from its arrays' shapes."""
+    names = {_var_name(n) for n in weight_names}
+    if {"depthwise_kernel", "pointwise_kernel"} <= names:
+        return "SeparableConv2D"
+    if names and names <= _BN_VARS:
+        return "BatchNormalization"
+    shapes = [a.shape for a in arrays]
+    if len(shapes) == 4 and all(len(s) == 1 for s in shapes) and len(set(shapes)) == 1:
+        return "BatchNormalization"
+    if len(shapes) in (2, 3) and len(shapes[0]) == 4 and len(shapes[1]) == 4 and shapes[1][:2] == (1, 1) \
+            and shapes[0][3] == 1:
+        return "SeparableConv2D"
+    if shapes and len(shapes[0]) == 4 and len(shapes) <= 2:
+        return "Conv2D"
+    if shapes and len(shapes[0]) == 2 and len(shapes) <= 2:
+        return "Dense"
+    return "Unknown"
+
+
+def _weights_root(h5: GuardedH5):
+    root = h5.file
+    names = h5.keys(root)
+    if "model_weights" in names:
+        return h5.get(root, "model_weights"), True
+    return root, False
+
+
+def _read_groups(h5: GuardedH5, group) -> list[tuple[str, list[str], list]]:
+    """``[(layer name, weight names, arrays)]`` in the file's layer order."""
+    layer_names = h5.attr_strings(group, "layer_names")
+    if layer_names is None:
+        raise ConversionError(f"{h5.where}: an HDF5 file without Keras 'layer_names'; not a Keras weight file")
+    members = set(h5.keys(group))
+    out = []
+    for name in layer_names:
+        if name not in members:
+            raise ConversionError(f"{h5.where}: layer_names lists {name!r}, but the file has no such group")
+        g = h5.get(group, name)
+        weight_names = h5.attr_strings(g, "weight_names") or []
+        arrays = [h5.read(g, wn) for wn in weight_names]
+        out.append((name, weight_names, arrays))
+    return out
+
+
+def _split_nested(name, weight_names, arrays):
+    """One group -> [(inner layer name, weight names, arrays)]: several when it is a nested model."""
+    owners: dict[str, tuple[list, list]] = {}
+    for wn, a in zip(weight_names, arrays):
+        wns, arr = owners.setdefault(_owner(wn, name), ([], []))
+        wns.append(wn)
+        arr.append(a)
+    if len(owners) <= 1:
+        return [(name, list(weight_names), list(arrays))]
+    return [(inner, wns, arr) for inner, (wns, arr) in owners.items()]
+
+
+def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
+    """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file."""
+    group, full_model = _weights_root(h5)
+    groups = _read_groups(h5, group)
+    config_text = h5.attr_text(h5.file, "model_config") if full_model else None
+    if config_text:
+        return _with_config(h5, groups, config_text)
+    klayers = []
+    seen = set()
+    for name, weight_names, arrays in groups:
+        parts = _split_nested(name, weight_names, arrays)
+        nested = len(parts) > 1
+        for inner, wns, arr in parts:
+            if not arr:
+                continue
+            flat = f"{name}/{inner}" if nested else inner
+            if flat in seen:
+                raise ConversionError(f"{h5.where}: layer {flat!r} appears twice")
+            seen.add(flat)
+            klayers.append(KLayer(name=flat, class_name=infer_class(wns, arr), config=None, inbound=None,
+                                  weights=arr, weight_names=wns))
+    if not klayers:
+        raise ConversionError(f"{h5.where}: the file holds no weights")
+    return klayers, None, False
+
+
+def _with_config(h5: GuardedH5, groups, config_text):
+    try:
+        config = json.loads(config_text)
+    except json.JSONDecodeError as exc:
+        raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
+    klayers, paths, input_shape = flatten_config(config, source=h5.where)
+    by_path = {paths[k.name]: k for k in klayers}
+    for name, weight_names, arrays in groups:
+        if not arrays:
+            continue
+        if (name,) in by_path:  # a top-level layer: its weights in its own order
+            k = by_path[(name,)]
+            k.weights, k.weight_names = list(arrays), list(weight_names)
+            continue
+        inner_layers = {p[-1]: k for p, k in by_path.items() if len(p) > 1 and p[0] == name}
+        if not inner_layers:
+            raise ConversionError(f"{h5.where}: weights for layer {name!r}, which the model config "
+                                  "does not have")
+        for inner, wns, arr in _split_nested(name, weight_names, arrays):
+            k = inner_layers.get(inner)
+            if k is None:
+                raise ConversionError(f"{h5.where}: weights {wns[0]!r} in {name!r} belong to no layer of "
+                                      "the nested model's config")
+            k.weights, k.weight_names = list(arr), list(wns)
+    return klayers, input_shape, True
