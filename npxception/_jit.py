@@ -15,26 +15,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
-
-def cache_home() -> pathlib.Path:
-    """``NPXCEPTION_HOME``, then ``$XDG_CACHE_HOME/npxception``, then ``~/.cache/npxception``."""
-    if os.environ.get("NPXCEPTION_HOME"):
-        return pathlib.Path(os.environ["NPXCEPTION_HOME"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "npxception"
-    return pathlib.Path.home() / ".cache" / "npxception"
-
-
-def _writable(folder: pathlib.Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        return True
-    except OSError:
-        return False
+from .paths import _writable, cache_home  # noqa: F401  (cache_home re-exported)
 
 
 def _choose_cache_dir() -> bool:

@@ -1,0 +1,313 @@
+"""A small, careful file downloader with a hash-checked cache: :func:`get_file`.
+
+Anchors: ``keras.utils.get_file``, ``torch.hub.download_url_to_file`` and
+``huggingface_hub``. What this one does that Keras' does not:
+
+* It streams into ``<name>.<uuid4hex>.partial`` in the destination folder and
+  ``os.replace``-s it onto the final name only after the size and the hash
+  are checked. Keras writes straight into the final path, so a killed process
+  leaves a truncated file that later fails with "OSError: truncated file"
+  (keras#6221, #8546). The partial is deleted on *any* error, including
+  ``KeyboardInterrupt``.
+* It checks the hash every time a cached file is used, not only after the
+  download. A cached file with the wrong hash raises :class:`DownloadError`
+  naming it. Unless offline, the bad file is deleted first, so a re-run
+  downloads it again (no silent re-download: the user learns that the cache
+  was damaged). Offline, the file is left in place for the user to replace.
+* With ``offline=True`` or ``NPXCEPTION_OFFLINE=1`` it makes no network call.
+  A file that is not cached then raises an error that names the URL and the
+  exact path to copy the file to by hand (keras#5005, #11905).
+* Progress goes to stderr and only when stderr is a terminal; ``progress=False``
+  silences it. Nothing is ever printed to stdout.
+
+Every failure (offline miss, dead server, HTTP error, timeout, truncated body,
+wrong hash, corrupt cache) is a :class:`DownloadError`, a subclass of
+``OSError`` because all of them are I/O failures that ``except OSError`` code
+already expects. Wrong *arguments* (a bad URL scheme, a malformed hash, a file
+name with a path in it) are ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import pathlib
+import posixpath
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+from .paths import cache_home
+
+__all__ = ["get_file", "file_hash", "DownloadError", "default_cache_dir", "is_offline"]
+
+CHUNK_BYTES = 1 << 20  # 1 MiB: few syscalls, and a smooth progress bar for the ~90 MB weight files
+TIMEOUT_S = 30.0  # per socket operation (connect, each read), not for the whole file
+SCHEMES = ("http", "https", "file")  # file:// serves mirrors on a shared disk (air-gapped sites)
+HASH_HEX_LENGTH = {"md5": 32, "sha256": 64}
+OFFLINE_ENV = "NPXCEPTION_OFFLINE"
+_TRUE = ("1", "true", "yes", "on")
+
+
+class DownloadError(OSError):
+    """A file could not be downloaded, or its cached copy is unusable.
+
+    ``url`` and ``path`` (the final cache path) are kept as attributes for
+    callers that add their own advice.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, path: pathlib.Path | None = None):
+        super().__init__(message)
+        self.url = url
+        self.path = path
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``cache_home() / "downloads"`` (``$NPXCEPTION_HOME/downloads`` by default)."""
+    return cache_home() / "downloads"
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` if given, else whether ``NPXCEPTION_OFFLINE`` is 1/true/yes/on."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def file_hash(path, algorithm: str = "sha256") -> str:
+    """Hex digest of the file at ``path``, read in chunks (any hashlib algorithm)."""
+    return _file_hashes(path, [algorithm])[algorithm]
+
+
+def get_file(url: str, *, md5: str | None = None, sha256: str | None = None, cache_dir=None,
+             fname: str | None = None, progress: bool = True, offline: bool | None = None,
+             timeout: float = TIMEOUT_S) -> pathlib.Path:
+    """Return the path of ``url``'s file in the cache, downloading it if needed.
+
+    url: http(s):// or file:// URL.
+    md5 / sha256: expected hex digests. Every one given is checked, after the
+      download and on every later call that finds the file cached. With no
+      hash, a cached file is trusted by its existence alone.
+    cache_dir: destination folder; default ``default_cache_dir()``.
+    fname: file name in ``cache_dir``; default the last component of the URL path.
+    progress: show a progress bar on stderr (only if stderr is a terminal).
+    offline: never touch the network; default from ``NPXCEPTION_OFFLINE``.
+    timeout: seconds per socket operation.
+
+    Raises DownloadError (an OSError) for every download or cache failure and
+    ValueError for bad arguments.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"url: expected an http://, https:// or file:// URL, found {url!r}")
+    expected = _expected_hashes(md5=md5, sha256=sha256)
+    fname = _check_fname(fname if fname is not None else _fname_from_url(url), url)
+    cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    dest = cache_dir / fname
+    offline = is_offline(offline)
+
+    if dest.is_file():
+        _check_cached(dest, url, expected, offline)
+        return dest  # pure cache hit: no network
+    if offline:
+        raise DownloadError(
+            f"offline ({OFFLINE_ENV}=1 or offline=True): {dest} is not in the cache, and no download is "
+            f"attempted.\nTo place it by hand, download {url} on a machine with network access and copy "
+            f"it to {dest}{_hash_note(expected)}.", url=url, path=dest)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the cache folder {cache_dir}: {exc.strerror or exc}; "
+                            "set NPXCEPTION_HOME to a writable folder", url=url, path=dest) from None
+    _download(url, dest, expected, progress=progress, timeout=timeout)
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# cache checks
+
+
+def _expected_hashes(**given) -> dict[str, str]:
+    expected = {}
+    for algorithm, value in given.items():
+        if value is None:
+            continue
+        value = str(value).strip().lower()
+        if not re.fullmatch(f"[0-9a-f]{{{HASH_HEX_LENGTH[algorithm]}}}", value):
+            raise ValueError(f"{algorithm}: expected {HASH_HEX_LENGTH[algorithm]} hex digits, found {value!r}")
+        expected[algorithm] = value
+    return expected
+
+
+def _fname_from_url(url: str) -> str:
+    return posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+
+def _check_fname(fname: str, url: str) -> str:
+    """A plain file name: no folder part, so nothing is written outside ``cache_dir``."""
+    bad = (not fname or fname in (".", "..") or "/" in fname or "\\" in fname or "\0" in fname
+           or os.sep in fname or (os.altsep is not None and os.altsep in fname))
+    if bad:
+        raise ValueError(f"fname: expected a plain file name, found {fname!r} (from {url!r}); pass fname=")
+    return fname
+
+
+def _file_hashes(path, algorithms) -> dict[str, str]:
+    hashers = {a: hashlib.new(a) for a in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            for h in hashers.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashers.items()}
+
+
+def _mismatches(expected: dict[str, str], actual: dict[str, str]) -> str:
+    """'' if every hash matches, else "md5 expected X, found Y" (joined with '; ')."""
+    return "; ".join(f"{a} expected {expected[a]}, found {actual[a]}"
+                     for a in expected if actual[a] != expected[a])
+
+
+def _hash_note(expected: dict[str, str]) -> str:
+    return "".join(f" ({a} {v})" for a, v in expected.items())
+
+
+def _check_cached(dest: pathlib.Path, url: str, expected: dict[str, str], offline: bool) -> None:
+    if not expected:
+        return
+    try:
+        bad = _mismatches(expected, _file_hashes(dest, expected))
+    except OSError as exc:
+        raise DownloadError(f"{dest}: cannot read the cached file ({exc.strerror or exc}); "
+                            f"delete {dest} or re-run; it will be downloaded again", url=url, path=dest) from None
+    if not bad:
+        return
+    if offline:
+        raise DownloadError(f"{dest}: the cached file is corrupt ({bad}); offline, so nothing is downloaded: "
+                            f"replace it with a good copy of {url}, or delete {dest} and re-run with network; "
+                            "it will be downloaded again", url=url, path=dest)
+    try:
+        dest.unlink()
+        done = f"it has been deleted: re-run; it will be downloaded again from {url}"
+    except OSError:
+        done = f"delete {dest} or re-run; it will be downloaded again from {url}"
+    raise DownloadError(f"{dest}: the cached file is corrupt ({bad}); {done}", url=url, path=dest)
+
+
+# ---------------------------------------------------------------------------
+# the download itself
+
+
+def _open(url: str, timeout: float):
+    """The HTTP(S)/file response for ``url`` (a seam for tests)."""
+    from . import __version__
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"npxception/{__version__}"})
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def _content_length(response) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
+
+
+def _download(url: str, dest: pathlib.Path, expected: dict[str, str], *, progress: bool, timeout: float):
+    partial = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
+    hashers = {a: hashlib.new(a) for a in expected}
+    by_hand = f"To place it by hand, download {url} elsewhere and copy it to {dest}{_hash_note(expected)}."
+    bar = None
+    try:
+        try:
+            with _open(url, timeout) as response, open(partial, "xb") as out:
+                total = _content_length(response)
+                bar = _ProgressBar(dest.name, total) if progress and _stderr_is_terminal() else None
+                received = 0
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    for h in hashers.values():
+                        h.update(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(received)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}.\n{by_hand}",
+                                url=url, path=dest) from None
+        except urllib.error.URLError as exc:
+            raise DownloadError(f"could not download {url}: {exc.reason}.\n{by_hand}", url=url, path=dest) from None
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, IncompleteRead, disk full
+            reason = str(exc) or type(exc).__name__
+            raise DownloadError(f"could not download {url}: {reason}.\n{by_hand}", url=url, path=dest) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        if total is not None and received != total:
+            raise DownloadError(f"could not download {url}: the body was truncated (received {received} of "
+                                f"{total} bytes).\n{by_hand}", url=url, path=dest)
+        actual = {a: h.hexdigest() for a, h in hashers.items()}
+        bad = _mismatches(expected, actual)
+        if bad:
+            raise DownloadError(f"{url}: hash mismatch: {bad} ({received} bytes); the download was discarded "
+                                "(the server or mirror serves a different file)", url=url, path=dest)
+        os.replace(partial, dest)
+    except BaseException:  # KeyboardInterrupt included: never leave a partial behind
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------
+# progress bar (stderr only, plain text)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+class _ProgressBar:
+    """``name: [#######.............]  35%  31.2/89.6 MB`` redrawn in place with ``\\r``."""
+
+    WIDTH = 30  # characters of bar
+    INTERVAL_S = 0.1  # redraw at most 10 times a second
+
+    def __init__(self, name: str, total: int | None):
+        self.name, self.total = name, total
+        self.last_draw = 0.0
+        self.received = 0
+
+    def update(self, received: int):
+        self.received = received
+        now = time.monotonic()
+        if now - self.last_draw >= self.INTERVAL_S:
+            self.last_draw = now
+            self._draw()
+
+    def _draw(self):
+        mb = self.received / 1e6
+        if self.total:
+            frac = min(self.received / self.total, 1.0)
+            filled = int(frac * self.WIDTH)
+            line = (f"{self.name}: [{'#' * filled}{'.' * (self.WIDTH - filled)}] {frac:4.0%} "
+                    f"{mb:.1f}/{self.total / 1e6:.1f} MB")
+        else:
+            line = f"{self.name}: {mb:.1f} MB"
+        sys.stderr.write("\r" + line)
+        sys.stderr.flush()
+
+    def close(self):
+        self._draw()
+        sys.stderr.write("\n")
+        sys.stderr.flush()

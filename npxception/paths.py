@@ -1,0 +1,33 @@
+"""Where npxception keeps its files: one cache home shared by every module.
+
+``NPXCEPTION_HOME``, then ``$XDG_CACHE_HOME/npxception``, then
+``~/.cache/npxception`` (the XDG base-directory convention, as torch.hub and
+huggingface_hub follow). This module imports nothing heavy (no numba), so the
+downloader and the weight cache can use it without starting the JIT.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+
+def cache_home() -> pathlib.Path:
+    """``NPXCEPTION_HOME``, then ``$XDG_CACHE_HOME/npxception``, then ``~/.cache/npxception``."""
+    if os.environ.get("NPXCEPTION_HOME"):
+        return pathlib.Path(os.environ["NPXCEPTION_HOME"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "npxception"
+    return pathlib.Path.home() / ".cache" / "npxception"
+
+
+def _writable(folder: pathlib.Path) -> bool:
+    """Whether ``folder`` exists (created if needed) and accepts a new file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return True
+    except OSError:
+        return False

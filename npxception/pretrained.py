@@ -1,0 +1,131 @@
+"""The official Keras ImageNet weights for Xception, downloaded and converted once.
+
+Provenance: ``keras.applications.xception`` (François Chollet's ImageNet
+training, 0.790 top-1 / 0.945 top-5 as reported by Keras), preprocessed with
+``xception.preprocess_input`` (pixels scaled to [-1, 1]). Keras pins the
+files' MD5 values below; we pin the same ones, so a mirror must serve the
+identical bytes.
+
+    path = imagenet_weights(include_top=True)   # an npxception .npz
+    model = npxception.load(path)
+
+Cache layout under ``cache_home()`` (``NPXCEPTION_HOME``, default
+``~/.cache/npxception``):
+
+    downloads/xception_weights_tf_dim_ordering_tf_kernels.h5      the official file, md5-checked on every use
+    weights/xception_weights_tf_dim_ordering_tf_kernels.npz       its conversion (what npxception loads)
+    weights/xception_weights_tf_dim_ordering_tf_kernels.npz.sha256  the .npz's SHA-256, written at conversion
+
+The ``.npz`` is re-hashed against its sidecar on every call. An ``.npz``
+without a sidecar was placed by hand; it is returned as is, and the loader
+validates every key, shape and value of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import uuid
+
+from .download import DownloadError, file_hash, get_file
+from .paths import cache_home
+
+__all__ = ["imagenet_weights", "weights_url", "FILES", "WeightFile", "DEFAULT_BASE_URL", "BASE_URL_ENV"]
+
+# Where Keras itself downloads them from (keras/src/applications/xception.py).
+DEFAULT_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
+# Mirrors and air-gapped sites point this at their own copy (http(s):// or file://).
+BASE_URL_ENV = "NPXCEPTION_WEIGHTS_URL"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightFile:
+    fname: str  # the official file name, kept so that hand-placed copies match Keras' cache
+    md5: str  # pinned by keras.applications.xception
+    sha256: str | None = None  # not pinned: we have no verified digest of the official bytes yet
+
+
+# include_top -> the official file
+FILES = {
+    True: WeightFile("xception_weights_tf_dim_ordering_tf_kernels.h5", "0a58e3b7378bc2990ea3b43d5981f1f6"),
+    False: WeightFile("xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "b0042744bf5b25fce3cb969f33bebb97"),
+}
+
+
+def weights_url(include_top: bool = True) -> str:
+    """The download URL: ``$NPXCEPTION_WEIGHTS_URL`` (or Keras' bucket) + the official name."""
+    base = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return base.rstrip("/") + "/" + FILES[bool(include_top)].fname
+
+
+def _paths(include_top: bool) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(downloaded .h5, converted .npz, .npz sha256 sidecar)."""
+    spec = FILES[bool(include_top)]
+    home = cache_home()
+    npz = home / "weights" / (pathlib.PurePath(spec.fname).stem + ".npz")
+    return home / "downloads" / spec.fname, npz, npz.with_name(npz.name + ".sha256")
+
+
+def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline: bool | None = None) -> pathlib.Path:
+    """Path of the converted official ImageNet weights, downloading and converting on first use.
+
+    Raises DownloadError (an OSError) when the file cannot be obtained: offline
+    and not cached, a network failure, or a file whose MD5 differs from Keras'.
+    The message says where to place the ``.h5`` or the ``.npz`` by hand.
+    """
+    spec = FILES[bool(include_top)]
+    h5, npz, sidecar = _paths(include_top)
+    if npz.is_file():
+        _check_npz(npz, sidecar)
+        return npz
+
+    url = weights_url(include_top)
+    try:
+        h5 = get_file(url, md5=spec.md5, sha256=spec.sha256, cache_dir=h5.parent, fname=spec.fname,
+                      progress=progress, offline=offline)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{exc}\nAlternatively place converted weights at {npz} (`python -m weights_tools convert "
+            f"{spec.fname} -o {npz}`), or pass weights=PATH to npxception.Xception; for a mirror, set "
+            f"{BASE_URL_ENV}.", url=url, path=exc.path) from None
+
+    import weights_tools  # lazy: the converter is only needed once per cache
+
+    weights_tools.convert(h5, npz, variant="keras")
+    _write_sidecar(sidecar, file_hash(npz, "sha256"))
+    return npz
+
+
+def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:
+    """Raise DownloadError if the ``.npz`` does not match its sidecar; no sidecar means placed by hand."""
+    if not sidecar.is_file():
+        return  # placed by hand: the loader checks every key, shape and value
+    try:
+        expected = sidecar.read_text(encoding="ascii").split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        expected = "(unreadable sidecar)"
+    actual = file_hash(npz, "sha256")
+    if actual == expected:
+        return
+    # The cached conversion changed after it was written. Remove it so that a
+    # re-run converts the (md5-checked) download again; say so rather than
+    # silently redoing it, because a damaged cache is worth knowing about.
+    for path in (npz, sidecar):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    raise DownloadError(f"{npz}: the cached weights are corrupt (sha256 expected {expected}, found {actual}); "
+                        "they have been deleted: re-run; they will be converted (and if needed downloaded) again",
+                        path=npz)
+
+
+def _write_sidecar(sidecar: pathlib.Path, digest: str) -> None:
+    tmp = sidecar.with_name(f"{sidecar.name}.{uuid.uuid4().hex}.partial")
+    try:
+        tmp.write_text(f"{digest}  {sidecar.name[:-len('.sha256')]}\n", encoding="ascii")
+        os.replace(tmp, sidecar)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

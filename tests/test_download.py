@@ -1,0 +1,437 @@
+"""The downloader's guarantees, against a loopback HTTP server (no real network).
+
+After every failure the cache holds exactly the good file or nothing, and never
+a ``.partial``. A second call is a pure cache hit (the server's request count
+does not change), and a cached file keeps working offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import sys
+import threading
+import types
+
+import pytest
+
+from npxception import download, pretrained
+from npxception.download import DownloadError, file_hash, get_file
+
+GOOD = bytes(range(256)) * 3000  # 768 kB: several reads, so the progress bar redraws
+OTHER = b"not the file you asked for " * 1000
+GOOD_MD5 = hashlib.md5(GOOD).hexdigest()
+GOOD_SHA256 = hashlib.sha256(GOOD).hexdigest()
+OTHER_MD5 = hashlib.md5(OTHER).hexdigest()
+OTHER_SHA256 = hashlib.sha256(OTHER).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        server = self.server
+        with server.lock:
+            server.requests[self.path] = server.requests.get(self.path, 0) + 1
+        name = self.path.rsplit("/", 1)[-1]
+        if name == "good.bin" or self.path.startswith("/good/"):
+            self._send(GOOD)
+        elif name == "wrong.bin" or self.path.startswith("/mirror/"):
+            self._send(OTHER)
+        elif name == "truncated.bin":
+            self._send(GOOD[: len(GOOD) // 2], length=len(GOOD))  # then the connection closes
+        elif name == "slow.bin":
+            self._send(GOOD[:100], length=len(GOOD))
+            server.release.wait(5)  # hang until the client has timed out (or teardown)
+        elif name == "error.bin":
+            self.send_error(500)
+        else:
+            self.send_error(404)
+
+    def _send(self, body: bytes, length: int | None = None):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.requests, srv.lock, srv.release = {}, threading.Lock(), threading.Event()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.total = lambda: sum(srv.requests.values())
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No test reads the user's cache or environment."""
+    monkeypatch.setenv("NPXCEPTION_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NPXCEPTION_OFFLINE", raising=False)
+    monkeypatch.delenv("NPXCEPTION_WEIGHTS_URL", raising=False)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+def files_under(folder):
+    """Every file below ``folder``, as names relative to it (sorted)."""
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def dead_url():
+    """A URL on a port that was bound and then closed: connection refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/good.bin"
+
+
+# ---------------------------------------------------------------------------
+# the good path and the cache
+
+
+def test_good_file_then_pure_cache_hit(server, cache):
+    path = get_file(f"{server.url}/good.bin", md5=GOOD_MD5, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
+    assert path == cache / "good.bin"
+    assert path.read_bytes() == GOOD
+    assert files_under(cache) == ["good.bin"]
+    assert server.total() == 1
+
+    again = get_file(f"{server.url}/good.bin", md5=GOOD_MD5, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
+    assert again == path
+    assert server.total() == 1, "the second call must not touch the network"
+
+
+def test_fname_and_default_cache_dir(server, tmp_path):
+    path = get_file(f"{server.url}/good.bin", md5=GOOD_MD5, fname="renamed.bin", progress=False)
+    assert path == tmp_path / "home" / "downloads" / "renamed.bin"
+    assert path == download.default_cache_dir() / "renamed.bin"
+
+
+def test_works_offline_once_cached(server, cache, monkeypatch):
+    url = f"{server.url}/good.bin"
+    get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("offline mode opened a connection")
+
+    monkeypatch.setattr(download, "_open", no_network)
+    assert get_file(url, md5=GOOD_MD5, cache_dir=cache, offline=True) == cache / "good.bin"
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    assert get_file(url, md5=GOOD_MD5, cache_dir=cache) == cache / "good.bin"
+    assert server.total() == 1
+
+
+@pytest.mark.parametrize("how", ["argument", "env"])
+def test_offline_not_cached_names_path_and_url(server, cache, monkeypatch, how):
+    url = f"{server.url}/good.bin"
+    if how == "env":
+        monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, offline=True if how == "argument" else None)
+    msg = str(info.value)
+    assert "offline" in msg and str(cache / "good.bin") in msg and url in msg and GOOD_MD5 in msg
+    assert "by hand" in msg
+    assert server.total() == 0
+    assert files_under(cache) == []
+
+
+def test_offline_false_overrides_env(server, cache, monkeypatch):
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False, offline=False)
+    assert server.total() == 1
+
+
+def test_corrupt_cached_file_detected_on_load(server, cache):
+    url = f"{server.url}/good.bin"
+    path = get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    path.write_bytes(GOOD[:1000])  # e.g. a disk error, or a hand copy cut short
+
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert str(path) in msg and "corrupt" in msg and "downloaded again" in msg
+    assert GOOD_MD5 in msg and hashlib.md5(GOOD[:1000]).hexdigest() in msg
+    assert server.total() == 1, "detecting corruption must not download"
+    assert files_under(cache) == [], "the corrupt file is removed so that a re-run downloads it"
+
+    assert get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False).read_bytes() == GOOD
+    assert server.total() == 2
+
+
+def test_corrupt_cached_file_offline_is_kept(server, cache):
+    url = f"{server.url}/good.bin"
+    path = get_file(url, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
+    path.write_bytes(b"junk")
+    with pytest.raises(DownloadError, match="corrupt") as info:
+        get_file(url, sha256=GOOD_SHA256, cache_dir=cache, offline=True)
+    assert str(path) in str(info.value) and "downloaded again" in str(info.value)
+    assert files_under(cache) == ["good.bin"]  # offline: the user replaces it
+
+
+# ---------------------------------------------------------------------------
+# failures leave the cache untouched
+
+
+def test_wrong_md5_refused(server, cache):
+    url = f"{server.url}/wrong.bin"
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert f"md5 expected {GOOD_MD5}, found {OTHER_MD5}" in msg and url in msg
+    assert files_under(cache) == []
+
+
+def test_wrong_sha256_refused_even_if_md5_matches(server, cache):
+    url = f"{server.url}/wrong.bin"
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=OTHER_MD5, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert f"sha256 expected {GOOD_SHA256}, found {OTHER_SHA256}" in msg and "md5 expected" not in msg
+    assert files_under(cache) == []
+
+
+def test_wrong_file_does_not_disturb_a_good_cached_one(server, cache):
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    with pytest.raises(DownloadError):
+        get_file(f"{server.url}/wrong.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert files_under(cache) == ["good.bin"]
+    assert (cache / "good.bin").read_bytes() == GOOD
+
+
+def test_truncated_body_refused(server, cache):
+    url = f"{server.url}/truncated.bin"
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert url in msg and ("truncated" in msg or "IncompleteRead" in msg)
+    assert files_under(cache) == []
+
+
+def test_truncated_body_refused_without_hash(server, cache):
+    """The Content-Length check holds on its own, even when no hash is pinned."""
+    with pytest.raises(DownloadError, match="truncated"):
+        get_file(f"{server.url}/truncated.bin", cache_dir=cache, progress=False)
+    assert files_under(cache) == []
+
+
+@pytest.mark.parametrize("name, code", [("missing.bin", 404), ("error.bin", 500)])
+def test_http_error(server, cache, name, code):
+    url = f"{server.url}/{name}"
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert url in msg and f"HTTP {code}" in msg and str(cache / name) in msg and "by hand" in msg
+    assert files_under(cache) == []
+
+
+def test_dead_server(cache):
+    url = dead_url()
+    with pytest.raises(DownloadError) as info:
+        get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
+    msg = str(info.value)
+    assert url in msg and "by hand" in msg and str(cache / "good.bin") in msg
+    assert isinstance(info.value, OSError)
+    assert files_under(cache) == []
+
+
+def test_timeout(server, cache):
+    url = f"{server.url}/slow.bin"
+    with pytest.raises(DownloadError) as info:
+        get_file(url, cache_dir=cache, progress=False, timeout=0.3)
+    assert url in str(info.value) and "timed out" in str(info.value)
+    assert files_under(cache) == []
+
+
+def test_keyboard_interrupt_leaves_no_partial(server, cache, monkeypatch):
+    real_open = download._open
+    seen = []
+
+    class Interrupting:
+        def __init__(self, response):
+            self.response, self.headers, self.reads = response, response.headers, 0
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads == 2:
+                seen.extend(files_under(cache))  # the partial exists mid-stream
+                raise KeyboardInterrupt
+            return self.response.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.response.close()
+
+    monkeypatch.setattr(download, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(download, "_open", lambda url, timeout: Interrupting(real_open(url, timeout)))
+    with pytest.raises(KeyboardInterrupt):
+        get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert len(seen) == 1 and seen[0].startswith("good.bin.") and seen[0].endswith(".partial")
+    assert files_under(cache) == []
+
+
+# ---------------------------------------------------------------------------
+# arguments
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/good.bin", "/etc/passwd", "data:,x", "javascript:x"])
+def test_refuses_other_schemes(cache, url):
+    with pytest.raises(ValueError, match="url"):
+        get_file(url, cache_dir=cache)
+
+
+def test_refuses_malformed_hashes_and_names(cache):
+    with pytest.raises(ValueError, match="md5"):
+        get_file("http://127.0.0.1/x.bin", md5="abc", cache_dir=cache)
+    with pytest.raises(ValueError, match="sha256"):
+        get_file("http://127.0.0.1/x.bin", sha256=GOOD_MD5, cache_dir=cache)
+    for fname in ("../x.bin", "a/b", ".."):
+        with pytest.raises(ValueError, match="fname"):
+            get_file("http://127.0.0.1/x.bin", fname=fname, cache_dir=cache)
+    with pytest.raises(ValueError, match="fname"):
+        get_file("http://127.0.0.1/", cache_dir=cache)  # no file name in the URL
+
+
+def test_file_url(tmp_path, cache):
+    src = tmp_path / "mirror" / "good.bin"
+    src.parent.mkdir()
+    src.write_bytes(GOOD)
+    path = get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert path.read_bytes() == GOOD and files_under(cache) == ["good.bin"]
+    with pytest.raises(DownloadError, match="could not download"):
+        get_file((tmp_path / "mirror" / "absent.bin").as_uri(), cache_dir=cache, progress=False)
+    assert files_under(cache) == ["good.bin"]
+
+
+def test_file_hash(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(GOOD)
+    assert file_hash(p, "md5") == GOOD_MD5
+    assert file_hash(p) == GOOD_SHA256
+
+
+# ---------------------------------------------------------------------------
+# progress: stderr only, only on a terminal
+
+
+def test_progress_on_stderr_when_terminal(server, cache, capsys, monkeypatch):
+    monkeypatch.setattr(download, "_stderr_is_terminal", lambda: True)
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "good.bin" in err and "100%" in err and "#" in err and err.endswith("\n")
+
+
+def test_progress_silenced(server, cache, capsys, monkeypatch):
+    monkeypatch.setattr(download, "_stderr_is_terminal", lambda: True)
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_no_progress_when_not_a_terminal(server, cache, capsys):
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache)  # capsys' stderr is no TTY
+    assert capsys.readouterr() == ("", "")
+
+
+# ---------------------------------------------------------------------------
+# pretrained.imagenet_weights through NPXCEPTION_WEIGHTS_URL
+
+
+def test_imagenet_wrong_file_from_mirror_refused(server, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/mirror/")
+    url = f"{server.url}/mirror/{pretrained.FILES[True].fname}"
+    assert pretrained.weights_url(True) == url
+    with pytest.raises(DownloadError) as info:
+        pretrained.imagenet_weights(include_top=True, progress=False)
+    msg = str(info.value)
+    assert f"md5 expected {pretrained.FILES[True].md5}, found {OTHER_MD5}" in msg and url in msg
+    assert "weights=" in msg
+    assert server.requests == {f"/mirror/{pretrained.FILES[True].fname}": 1}
+    assert files_under(home) == [], "a refused download leaves nothing in NPXCEPTION_HOME"
+
+
+def test_imagenet_offline_advice(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    for include_top in (True, False):
+        h5, npz, _ = pretrained._paths(include_top)
+        with pytest.raises(DownloadError) as info:
+            pretrained.imagenet_weights(include_top=include_top)
+        msg = str(info.value)
+        assert str(h5) in msg and str(npz) in msg and "weights=" in msg
+        assert pretrained.weights_url(include_top) in msg and "offline" in msg
+    assert str(h5).startswith(str(tmp_path / "home"))
+    assert files_under(tmp_path / "home") == []
+
+
+@pytest.fixture
+def fake_converter(monkeypatch):
+    """A stand-in for weights_tools (tested elsewhere) that records its calls."""
+    calls = []
+
+    def convert(src, dst, *, variant=None, config=None):
+        calls.append((src, dst, variant))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(b"converted:" + src.read_bytes()[:16])
+        return dst
+
+    monkeypatch.setitem(sys.modules, "weights_tools", types.SimpleNamespace(convert=convert))
+    return calls
+
+
+def test_imagenet_download_convert_then_cache_hit(server, tmp_path, monkeypatch, fake_converter):
+    fname = pretrained.FILES[False].fname
+    monkeypatch.setitem(pretrained.FILES, False, pretrained.WeightFile(fname, GOOD_MD5))
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/good")  # no trailing slash: still joined
+
+    npz = pretrained.imagenet_weights(include_top=False, progress=False)
+    h5, expected_npz, sidecar = pretrained._paths(False)
+    assert npz == expected_npz and npz.suffix == ".npz"
+    assert fake_converter == [(h5, npz, "keras")]
+    assert files_under(tmp_path / "home") == sorted([
+        f"downloads/{fname}", f"weights/{npz.name}", f"weights/{sidecar.name}"])
+    assert sidecar.read_text().split()[0] == file_hash(npz, "sha256")
+
+    assert pretrained.imagenet_weights(include_top=False) == npz  # cache hit: no download, no conversion
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    assert pretrained.imagenet_weights(include_top=False) == npz
+    assert server.total() == 1 and len(fake_converter) == 1
+
+    # a damaged conversion is named, removed, and rebuilt from the cached .h5 on re-run (even offline)
+    npz.write_bytes(b"damaged")
+    with pytest.raises(DownloadError, match="corrupt") as info:
+        pretrained.imagenet_weights(include_top=False)
+    assert str(npz) in str(info.value)
+    assert not npz.exists() and not sidecar.exists()
+    assert pretrained.imagenet_weights(include_top=False) == npz
+    assert server.total() == 1 and len(fake_converter) == 2
+    assert not any(name.endswith(".partial") for name in files_under(tmp_path / "home"))
+
+
+def test_imagenet_hand_placed_npz_is_used(tmp_path, monkeypatch, fake_converter):
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    _, npz, _ = pretrained._paths(True)
+    npz.parent.mkdir(parents=True)
+    npz.write_bytes(b"placed by hand")  # the loader validates its content
+    assert pretrained.imagenet_weights(include_top=True) == npz
+    assert fake_converter == []
