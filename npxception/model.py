@@ -197,6 +197,10 @@ class XceptionModel:
             raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
         x = self._check_input(x)
         wanted = self._capture_set(capture)
+        if impl == "fast" and not wanted:
+            from .fast import fast_forward
+
+            return fast_forward(self, x), {}
         return _run(self, x, wanted, impl)
 
     def _check_input(self, x) -> np.ndarray:
@@ -291,15 +295,15 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
             if readers[i] == 0:
                 del acts[i]
     y = acts[model.layers[-1].name]
-    y = _run_head(model, y, impl, captured, wanted)
+    y = _run_head(model.head, p, y, impl, captured, wanted)
     return y, captured
 
 
-def _run_head(model, y, impl, captured=None, wanted=()):
+def _run_head(head, p, y, impl, captured=None, wanted=()):
+    """The classifier head: global pooling, then dense / BN / activation layers."""
     from . import ops
 
-    p = model._params
-    for h in model.head:
+    for h in head:
         n, kind = h["name"], h["kind"]
         if kind == "global_avg_pool":
             y = ops.global_avg_pool2d(y, impl=impl)

@@ -36,11 +36,14 @@ class floatx:
         self.dtype = dtype
 
     def __enter__(self):
-        self.saved = keras.config.floatx()
+        # Keras 3 caches its global dtype policy on first use, so set it with floatx.
+        self.saved = keras.config.floatx(), keras.config.dtype_policy()
         keras.config.set_floatx(self.dtype)
+        keras.config.set_dtype_policy(self.dtype)
 
     def __exit__(self, *exc):
-        keras.config.set_floatx(self.saved)
+        keras.config.set_floatx(self.saved[0])
+        keras.config.set_dtype_policy(self.saved[1])
 
 
 def keras_activations(kmodel, names_by_ours: dict, x):

@@ -272,7 +272,7 @@ def _walk(v, root, live, inputs, source, check=True):
 
 def _check_config(layer: arch.Layer, k: KLayer, source: str):
     cfg = k.config or {}
-    what = f"{source}: layer {k.name} (our {layer.name})"
+    what = f"{source}: layer {k.name} (our {layer.name}) does not fit Xception"
 
     def expect(key, wanted, found):
         if found != wanted:
