@@ -1,0 +1,50 @@
+"""``import npxception`` (and ``npxception.ops``) is light: no deep-learning framework, under 1 s,
+and no Numba kernel compiled at import (they compile lazily, on first call)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FRAMEWORKS = {"tensorflow", "keras", "tf_keras", "torch", "jax", "jaxlib", "onnxruntime", "tf2onnx"}
+
+PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import npxception
+import npxception.ops
+seconds = time.perf_counter() - t0
+from numba.core.registry import CPUDispatcher
+kernels = {f"{mod.__name__}.{name}": obj for mod in list(sys.modules.values())
+           if getattr(mod, "__name__", "").startswith("npxception.ops")
+           for name, obj in vars(mod).items() if isinstance(obj, CPUDispatcher)}
+print(json.dumps({"seconds": seconds, "modules": sorted(sys.modules), "kernels": sorted(kernels),
+                  "compiled": sorted(name for name, k in kernels.items() if k.signatures)}))
+"""
+
+
+def _probe():
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_is_light_and_lazy():
+    report = _probe()
+    loaded = {m.split(".")[0] for m in report["modules"]}
+    assert not loaded & FRAMEWORKS, f"import npxception pulled in {sorted(loaded & FRAMEWORKS)}"
+    assert report["seconds"] < 1.0, f"import npxception + npxception.ops took {report['seconds']:.2f} s"
+    assert len(report["kernels"]) >= 6, report["kernels"]  # the kernels exist...
+    assert report["compiled"] == [], f"compiled at import: {report['compiled']}"  # ...but none is compiled yet
+
+
+def test_public_names():
+    import npxception.ops as ops
+
+    expected = {"conv2d", "depthwise_conv2d", "pointwise_conv2d", "separable_conv2d", "batch_norm", "relu", "add",
+                "max_pool2d", "global_avg_pool2d", "global_max_pool2d", "dense", "softmax", "same_padding",
+                "output_size"}
+    assert expected <= set(ops.__all__)
+    for name in expected:
+        assert callable(getattr(ops, name)), name
+        assert getattr(ops, name).__doc__, f"{name} has no docstring"
