@@ -1,0 +1,7 @@
+"""`python -m npxception` is the `npxception` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

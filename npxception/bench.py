@@ -1,0 +1,232 @@
+"""``npxception bench``: npxception against TensorFlow and ONNX Runtime, measured side by side.
+
+How it measures, because this machine (2 cores) is noisy:
+
+* every system gets the same weights (a Keras Xception with random weights and
+  BN statistics, converted to npxception, exported to ONNX with tf2onnx);
+* after warm-up, runs are interleaved (A B C A B C ...) so drifts in machine
+  load hit every system alike; we report medians and the ratio of ours to each
+  peer within the same run;
+* peak RSS and start-up are measured in fresh processes.
+
+Peers are optional extras (``pip install 'npxception[test,bench]'``); missing
+ones are reported, not fatal. TensorFlow is imported here only, never by the
+rest of the package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "cores": os.cpu_count(), "numpy": np.__version__}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        model = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+        info["cpu"] = model[0] if model else platform.processor()
+        info["simd"] = [f for f in ("avx2", "fma", "avx512f") if f" {f}" in flags]
+    except OSError:
+        info["cpu"] = platform.processor()
+    import numba
+
+    info["numba"] = numba.__version__
+    info["numba_threads"] = numba.get_num_threads()
+    info["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                               "OPENBLAS_CORETYPE", "NUMBA_THREADING_LAYER") if k in os.environ}
+    return info
+
+
+def _peers(kmodel, against, size, batches):
+    """{name: callable(x) -> output} for the peers that are installed, plus notes on the missing."""
+    runners, missing = {}, []
+    if "tf" in against:
+        import tensorflow as tf
+
+        fn = tf.function(lambda t: kmodel(t, training=False), reduce_retracing=True)
+        runners["tf"] = lambda x: fn(tf.constant(x)).numpy()
+    if "ort" in against:
+        try:
+            import onnxruntime as ort
+            import tf2onnx  # noqa: F401
+        except ImportError as exc:
+            missing.append(f"ort ({exc.name} not installed: pip install 'npxception[bench]')")
+        else:
+            runners["ort"] = _ort_runner(kmodel, size, ort)
+    return runners, missing
+
+
+def _ort_runner(kmodel, size, ort):
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
+    fn = tf.function(lambda t: kmodel(t, training=False))
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def interleaved(systems: dict, x, repeats: int, warmup: int = 2) -> dict:
+    """Median seconds per call for each system, measured A B C A B C ..."""
+    for fn in systems.values():
+        for _ in range(warmup):
+            fn(x)
+    times = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, fn in systems.items():
+            t = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _fresh(code: str, env=None) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    return out.stdout.strip().splitlines()[-1]
+
+
+def startup(weights_path: str, size: int) -> dict:
+    """Import time, first-call overhead with a warm cache, first-ever compile, peak RSS."""
+    res = {}
+    res["import_s"] = float(_fresh("import time; t = time.perf_counter(); import npxception; "
+                                   "print(time.perf_counter() - t)"))
+    probe = (
+        "import time, resource, numpy as np, npxception\n"
+        f"m = npxception.load({weights_path!r})\n"
+        f"x = np.random.default_rng(0).uniform(-1, 1, (1, {size}, {size}, 3)).astype('float32')\n"
+        "t = time.perf_counter(); m(x); first = time.perf_counter() - t\n"
+        "t = time.perf_counter(); m(x); steady = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(first, steady, rss)\n"
+    )
+    with tempfile.TemporaryDirectory() as cold:
+        first, steady, _ = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
+        res["first_ever_call_s"] = first  # compiles every kernel
+        res["compile_s"] = first - steady
+        first, steady, _ = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
+        res["first_call_warm_cache_extra_s"] = first - steady
+    rss_probe = (
+        "import resource, numpy as np, npxception\n"
+        f"m = npxception.load({weights_path!r})\n"
+        f"m(np.zeros((1, {size}, {size}, 3), 'float32'))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    res["peak_rss_mb"] = float(_fresh(rss_probe))
+    return res
+
+
+def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", "ort"), repeats=15,
+        reference=True, log=print) -> dict:
+    import keras
+
+    import npxception
+    from weights_tools import from_keras
+
+    log(f"building Keras Xception {size}x{size} with random weights ...")
+    from . import fast  # noqa: F401 - compile before timing
+
+    kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
+    rng = np.random.default_rng(0)
+    for layer in kmodel.layers:
+        if layer.weights:
+            layer.set_weights([_random_like(w, layer, rng) for w in layer.weights])
+    ours32 = from_keras(kmodel)
+    results = {"machine": machine(), "size": size, "runs": [], "missing": []}
+    runners, missing = _peers(kmodel, against, size, batches)
+    results["missing"] = missing
+    for note in missing:
+        log(f"peer missing: {note}")
+    for batch in batches:
+        x32 = np.random.default_rng(batch).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+        systems = {"npxception": ours32, **runners}
+        if "float64" in dtypes:
+            ours64 = ours32.astype("float64")
+            x64 = x32.astype(np.float64)
+            systems["npxception_f64"] = lambda _x, m=ours64, xx=x64: m(xx)
+        med = interleaved(systems, x32, repeats)
+        row = {"batch": batch, "median_s": med, "per_image_ms": {k: 1e3 * v / batch for k, v in med.items()}}
+        row["ratios"] = {f"ours/{p}": med["npxception"] / med[p] for p in runners}
+        if "npxception_f64" in med:
+            row["ratios"]["f64/f32"] = med["npxception_f64"] / med["npxception"]
+        results["runs"].append(row)
+        log(f"batch {batch}: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in med.items())
+            + " | " + ", ".join(f"{k} {v:.2f}" for k, v in row["ratios"].items()))
+    if reference:
+        x = np.random.default_rng(1).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+        t = time.perf_counter()
+        ours32(x, impl="reference")
+        results["reference_batch1_s"] = time.perf_counter() - t
+        log(f"reference path, batch 1: {results['reference_batch1_s']:.1f} s")
+    results["profile_ms"] = profile(ours32, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ours32.save(os.path.join(tmp, "w.npz"))
+        results["startup"] = startup(str(path), size)
+    log("start-up: " + ", ".join(f"{k} {v:.3g}" for k, v in results["startup"].items()))
+    import numba
+
+    results["machine"]["numba_threading_layer"] = numba.threading_layer()
+    return results
+
+
+def profile(model, size, repeats=5) -> dict:
+    """Median milliseconds per step of the fast plan (batch 1)."""
+    from .fast import fast_forward
+
+    x = np.random.default_rng(2).uniform(-1, 1, (1, size, size, 3)).astype(model.dtype)
+    fast_forward(model, x)
+    plan = model._fast
+    samples: dict[str, list] = {}
+    for _ in range(repeats):
+        plan.profile = {}
+        plan(x)
+        for k, v in plan.profile.items():
+            samples.setdefault(k, []).append(v)
+    plan.profile = None
+    return {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+
+
+def _random_like(w, layer, rng):
+    shape = tuple(w.shape)
+    name = w.name.split("/")[-1].split(":")[0]
+    if type(layer).__name__ == "BatchNormalization":
+        lo_hi = {"gamma": (0.5, 1.5), "moving_variance": (0.5, 2.0)}.get(name)
+        a = rng.uniform(*lo_hi, shape) if lo_hi else rng.normal(0, 0.1 if name == "beta" else 0.5, shape)
+    elif name == "bias":
+        a = rng.normal(0, 0.1, shape)
+    else:
+        fan_in = shape[0] * shape[1] if name == "depthwise_kernel" else int(np.prod(shape[:-1]))
+        a = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
+    return a.astype(np.float32)
+
+
+def cli_bench(args) -> int:
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        raise ImportError("npxception bench builds its reference model with Keras: "
+                          "pip install 'npxception[test,bench]'") from None
+    res = run(args.batch, args.size, args.dtype, args.against, args.repeats, not args.no_reference,
+              log=lambda s: print(s, file=sys.stderr))
+    text = json.dumps(res, indent=2)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text)
+    print(text)
+    return 0

@@ -1,0 +1,227 @@
+"""The ``npxception`` command: predict, summary, convert, compare, show, bench.
+
+Errors are one line on stderr and exit code 1 (argparse's usage errors: 2).
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+
+
+class CLIError(Exception):
+    """An error already phrased for the user."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="npxception",
+        description="Xception in pure NumPy: ImageNet predictions without a framework, "
+                    "and layer-by-layer cross-checking of other implementations.")
+    p.add_argument("--version", action="version", version=f"npxception {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    pr = sub.add_parser("predict", help="label images with an Xception classifier")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    pr.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
+    pr.add_argument("--top", type=_positive_int, default=5, help="how many classes per image (default 5)")
+    pr.add_argument("--json", action="store_true", help="print one JSON array")
+    pr.add_argument("--interpolation", default="nearest",
+                    help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos")
+    pr.add_argument("--batch-size", type=_positive_int, default=8)
+    pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    su = sub.add_parser("summary", help="print the architecture as a table or Graphviz DOT")
+    su.add_argument("--variant", default="keras", choices=["keras", "article"])
+    su.add_argument("--input-size", type=int, default=299, metavar="N")
+    su.add_argument("--format", default="table", choices=["table", "dot"])
+    su.add_argument("--no-top", action="store_true", help="without the classifier")
+    su.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    co = sub.add_parser("convert", help="convert a Keras file to npxception .npz (see weights_tools)",
+                        add_help=False)
+    co.add_argument("rest", nargs=argparse.REMAINDER)
+
+    cm = sub.add_parser("compare", help="compare another implementation layer by layer")
+    cm.add_argument("--against", required=True, metavar="PATH",
+                    help=".keras/.h5 model, .onnx file, or .npz activation dump")
+    cm.add_argument("--weights", default=None,
+                    help="npxception weights (default: converted from --against when it is a Keras file)")
+    src = cm.add_mutually_exclusive_group()
+    src.add_argument("--image", metavar="IMG")
+    src.add_argument("--random", action="store_true", help="a seeded random input (default)")
+    cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"], help="layout of a dump")
+    cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
+    cm.add_argument("--json", action="store_true")
+    cm.add_argument("--plot", metavar="OUT.png")
+    cm.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    sh = sub.add_parser("show", help="draw a layer's feature maps for an image")
+    sh.add_argument("image", metavar="IMG")
+    sh.add_argument("--layer", required=True)
+    sh.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    sh.add_argument("--weights", default="imagenet")
+    sh.add_argument("--maps", type=_positive_int, default=16, help="how many channels to draw")
+    sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
+    be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8])
+    be.add_argument("--size", type=int, default=299)
+    be.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    be.add_argument("--against", nargs="*", default=["tf", "ort"], choices=["tf", "ort"])
+    be.add_argument("--repeats", type=_positive_int, default=15)
+    be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
+    be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
+    be.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        from weights_tools.cli import main as convert_main
+
+        return convert_main(argv)
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("npxception: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
+        if args.debug:
+            raise
+        print(f"npxception: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split("\n")) if len(text) < 400 else text
+
+
+# ---- predict ------------------------------------------------------------------
+
+def _cmd_predict(args) -> int:
+    from .predict import predict_files
+
+    results, failures = predict_files(args.images, weights=args.weights, top=args.top,
+                                      interpolation=args.interpolation, batch_size=args.batch_size,
+                                      progress=sys.stdout.isatty())
+    for path, reason in failures:
+        print(f"npxception: {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{"file": path, "predictions": [
+            {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in preds]}
+            for path, preds in results], indent=2))
+    else:
+        for path, preds in results:
+            print(path)
+            for rank, p in enumerate(preds, 1):
+                tag = " ".join(str(t) for t in (p.label, p.name) if t is not None and t != p.index)
+                print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
+    return 1 if failures else 0
+
+
+# ---- summary ------------------------------------------------------------------
+
+def _cmd_summary(args) -> int:
+    from . import architecture as arch
+    from .config import CONFIG
+    from .model import XceptionModel, random_params
+
+    if args.input_size < CONFIG.min_input_size:
+        raise CLIError(f"--input-size must be at least {CONFIG.min_input_size}, found {args.input_size}")
+    layers = arch.backbone(args.variant)
+    head = arch.keras_head(not args.no_top)
+    shape = (args.input_size, args.input_size, 3)
+    if args.format == "dot":
+        print(to_dot(layers, head, shape, args.variant))
+        return 0
+    # zeros would do as well as random weights: summary only reads shapes
+    model = XceptionModel(random_params(layers, head), variant=args.variant, head=head, input_shape=shape)
+    model.summary()
+    return 0
+
+
+def to_dot(layers, head, input_shape, variant="keras") -> str:
+    """The architecture as Graphviz DOT: one node per layer, clustered by flow, with output shapes."""
+    from . import architecture as arch
+
+    rows = arch.trace(layers, head, input_shape)
+    flows = {"entry": [], "middle": [], "exit": []}
+    for layer in layers:
+        block = int(layer.name.split("_")[0][5:])
+        flows["entry" if block <= 4 else "middle" if block <= 12 else "exit"].append(layer)
+    colors = {"conv": "lightblue", "sepconv": "lightskyblue", "bn": "lightyellow", "relu": "palegreen",
+              "maxpool": "lightpink", "add": "orange"}
+    out = [f'digraph xception_{variant} {{', '  rankdir=TB;', '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+           f'  input [label="input\\n{input_shape}", fillcolor=white];']
+    for flow, members in flows.items():
+        out.append(f'  subgraph cluster_{flow} {{ label="{flow} flow"; style=dashed;')
+        for layer in members:
+            shape = rows[layer.name][0]
+            out.append(f'    "{layer.name}" [label="{layer.name}\\n{layer.kind}\\n{shape}", '
+                       f'fillcolor={colors[layer.kind]}];')
+        out.append("  }")
+    for layer in layers:
+        for i in layer.inputs:
+            out.append(f'  "{i}" -> "{layer.name}";')
+    prev = layers[-1].name
+    for h in head:
+        out.append(f'  "{h["name"]}" [label="{h["name"]}\\n{h["kind"]}\\n{rows[h["name"]][0]}", fillcolor=lavender];')
+        out.append(f'  "{prev}" -> "{h["name"]}";')
+        prev = h["name"]
+    out.append("}")
+    return "\n".join(out)
+
+
+# ---- compare / show / bench (defined in their own modules) ---------------------
+
+def _cmd_compare(args) -> int:
+    from .compare import cli_compare
+
+    return cli_compare(args)
+
+
+def _cmd_show(args) -> int:
+    from .show import cli_show
+
+    return cli_show(args)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import cli_bench
+
+    return cli_bench(args)
+
+
+_COMMANDS = {
+    "predict": _cmd_predict,
+    "summary": _cmd_summary,
+    "compare": _cmd_compare,
+    "show": _cmd_show,
+    "bench": _cmd_bench,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
