@@ -41,18 +41,19 @@ from .model import _run_head
 # ---------------------------------------------------------------------------
 
 
-@njit(parallel=True, fastmath=False)
-def depthwise3x3_same(x, k, out, relu_in):
-    """Depthwise 3x3, stride 1, SAME padding, optional ReLU on the input.
+@njit(parallel=True)
+def depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
+    """Depthwise 3x3, stride 1, SAME padding, optional ReLU on the input, for rows row0..row1-1.
 
-    x (N, H, W, C), k (3, 3, C), out (N*H*W, C) — the GEMM's left operand.
-    out[n,h,w,c] = sum_{i,j} relu?(x[n, h+i-1, w+j-1, c]) * k[i, j, c]   (zero outside)
+    x (N, H, W, C), k (3, 3, C); a "row" is one (n, h) pair, numbered n*H + h.
+    out ((row1 - row0) * W, C) — the GEMM's left operand for those rows:
+    out[(n*H + h - row0)*W + w, c] = sum_{i,j} relu?(x[n, h+i-1, w+j-1, c]) * k[i, j, c]  (zero outside)
     """
     n_, h_, w_, c_ = x.shape
-    for nh in prange(n_ * h_):
+    for nh in prange(row0, row1):
         n = nh // h_
         h = nh % h_
-        base = nh * w_
+        base = (nh - row0) * w_
         for w in range(w_):
             o = out[base + w]
             for c in range(c_):
@@ -79,6 +80,11 @@ def depthwise3x3_same(x, k, out, relu_in):
                             o[c] += src[c] * kij[c]
 
 
+def depthwise3x3_same(x, k, out, relu_in):
+    """:func:`depthwise3x3_same_rows` over every row: out (N*H*W, C)."""
+    depthwise3x3_same_rows(x, k, out, relu_in, 0, x.shape[0] * x.shape[1])
+
+
 def depthwise3x3_same_reference(x, k, relu_in):
     """NumPy twin of :func:`depthwise3x3_same` (tap by tap, zero padding)."""
     if relu_in:
@@ -93,25 +99,25 @@ def depthwise3x3_same_reference(x, k, relu_in):
 
 
 @njit(parallel=True)
-def bias_act(y, b, relu):
-    """In place: y = y + b, then ReLU if asked. y (M, C), b (C,)."""
+def affine_act(y, scale, shift, relu):
+    """In place, the folded BN: y = y * scale + shift, then ReLU if asked. y (M, C); scale, shift (C,)."""
     m, c_ = y.shape
     for r in prange(m):
         row = y[r]
         for c in range(c_):
-            v = row[c] + b[c]
+            v = row[c] * scale[c] + shift[c]
             if relu and v < 0:
                 v = 0.0
             row[c] = v
 
 
 @njit(parallel=True)
-def bias_add_residual(y, b, res):
-    """In place on res: res = y + b + res (the middle flow's Add). All (M, C)."""
+def affine_add_residual(y, scale, shift, res):
+    """In place on res, the middle flow's BN and Add: res = y * scale + shift + res. All rows (M, C)."""
     m, c_ = y.shape
     for r in prange(m):
         for c in range(c_):
-            res[r, c] = y[r, c] + b[c] + res[r, c]
+            res[r, c] = y[r, c] * scale[c] + shift[c] + res[r, c]
 
 
 @njit(parallel=True)
@@ -217,14 +223,26 @@ def im2col_reference(x, kh, kw, stride, pad_t, pad_l, ho, wo):
 # the plan
 # ---------------------------------------------------------------------------
 
-def fold_bn(kernel_2d, gamma, beta, mean, var, eps):
-    """Fold an inference BN into a (C_in, C_out) kernel: returns (kernel * s, beta - s * mean)."""
-    scale = gamma / np.sqrt(var + kernel_2d.dtype.type(eps))
-    return (kernel_2d * scale).astype(kernel_2d.dtype), (beta - scale * mean).astype(kernel_2d.dtype)
+def fold_bn(gamma, beta, mean, var, eps):
+    """An inference BN as a per-channel affine map: BN(z) = z * scale + shift.
+
+    scale = gamma / sqrt(var + eps), shift = beta - scale * mean. Applied to a
+    convolution's output channels it is the convolution with its kernel's last
+    axis multiplied by ``scale``, plus a bias ``shift``.
+    """
+    scale = gamma / np.sqrt(var + gamma.dtype.type(eps))
+    return scale.astype(gamma.dtype), (beta - scale * mean).astype(gamma.dtype)
 
 
 class FastPlan:
-    """BN-folded weights of one model, and the buffers for each input shape seen."""
+    """The folded BN of one model, and a small arena of reused buffers.
+
+    Where BN goes: it is folded into an affine epilogue applied to each GEMM's
+    output tile (``y * scale + shift``), fused with the ReLU, the residual add or
+    the pooling that follows. Scaling the kernel itself instead would need a
+    second copy of the 88 MB of weights (the unfolded ones stay, for capture and
+    the reference path), and the whole prediction must fit in 300 MB.
+    """
 
     def __init__(self, model):
         p = model._params
@@ -233,27 +251,21 @@ class FastPlan:
         self.variant = model.variant
         self.head = model.head
         self.model_params = p
-        self.steps = []  # (layer, folded arrays)
-        layers = model.layers
-        by_name = {layer.name: layer for layer in layers}
         self.folded = {}
-        for layer in layers:
+        for layer in model.layers:
             n = layer.name
             if layer.kind not in ("conv", "sepconv"):
                 continue
-            bn = n + "_bn" if not n.endswith("_residual_conv") else n.replace("_conv", "_bn")
-            assert by_name[bn].inputs == (n,)
-            g, b, m, v = (p[f"{bn}/{k}"] for k in ("gamma", "beta", "moving_mean", "moving_variance"))
+            bn = n.replace("_residual_conv", "_residual_bn") if n.endswith("_residual_conv") else n + "_bn"
+            scale, shift = fold_bn(*(p[f"{bn}/{k}"] for k in ("gamma", "beta", "moving_mean", "moving_variance")),
+                                   eps)
             if layer.kind == "conv":
                 k = p[f"{n}/kernel"]
-                w2, bias = fold_bn(k.reshape(-1, k.shape[-1]), g, b, m, v, eps)
-                self.folded[n] = (w2, bias)
+                self.folded[n] = (k.reshape(-1, k.shape[-1]), scale, shift)  # a view, no copy
             else:
-                dw = np.ascontiguousarray(p[f"{n}/depthwise_kernel"][:, :, :, 0])
-                pw = p[f"{n}/pointwise_kernel"][0, 0]
-                w2, bias = fold_bn(pw, g, b, m, v, eps)
-                self.folded[n] = (dw, w2, bias)
-        self.buffers = {}
+                dw = np.ascontiguousarray(p[f"{n}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
+                self.folded[n] = (dw, p[f"{n}/pointwise_kernel"][0, 0], scale, shift)
+        self.arena: dict[str, np.ndarray] = {}
         self.profile = None  # {step: seconds} when set to a dict (npxception bench)
         self._t = 0.0
 
@@ -264,17 +276,29 @@ class FastPlan:
             self.profile[label] = self.profile.get(label, 0.0) + now - self._t
             self._t = now
 
-    def _buffer(self, key, shape):
-        buf = self.buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, self.dtype)
-            self.buffers[key] = buf
-        return buf
+    def _buffer(self, role, shape):
+        """A view of the arena slot ``role`` with ``shape``; slots grow to the largest use and are reused.
+
+        Roles, and why each is separate: "dw" and "tile0"/"tile1" (one chunk's
+        depthwise output and GEMM output), "a"/"b" (separable-conv outputs; a
+        conv keeping its width overwrites its own input, see sep_bn), "stem"
+        (block1's output, read by block2 and its residual), "res0"/"res1" and
+        "out0"/"out1" (residuals and block outputs alternate, because the next
+        block reads the previous ones), "cols" (im2col chunks).
+        """
+        size = int(np.prod(shape))
+        buf = self.arena.get(role)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, self.dtype)
+            self.arena[role] = buf
+        return buf[:size].reshape(shape)
 
     # ---- building blocks ----------------------------------------------
-    def conv_bn(self, name, x, kh, stride, padding, relu_out):
-        """Convolution + folded BN (+ ReLU) by im2col and one GEMM. Returns (N, Ho, Wo, C_out)."""
-        w2, bias = self.folded[name]
+    COLS_ROWS = 4096  # im2col rows per GEMM chunk: 4096 x 288 floats = 4.7 MB, not 25 MB at once
+
+    def conv_bn(self, name, x, kh, stride, padding, relu_out, role):
+        """Convolution + folded BN (+ ReLU): im2col in row chunks, one GEMM each. -> (N, Ho, Wo, C_out)."""
+        w2, scale, shift = self.folded[name]
         n, h, w, c = x.shape
         if padding == "same":
             ho, wo = -(-h // stride), -(-w // stride)
@@ -283,40 +307,76 @@ class FastPlan:
         else:
             ho, wo = (h - kh) // stride + 1, (w - kh) // stride + 1
             pad_t = pad_l = 0
-        if kh == 1 and stride == 1:
-            cols = x.reshape(n * h * w, c)
-        elif kh == 1:
-            cols = self._buffer(name + ":cols", (n * ho * wo, c))
-            cols.reshape(n, ho, wo, c)[...] = x[:, pad_t::stride, pad_l::stride, :][:, :ho, :wo]
+        out = self._buffer(role, (n * ho * wo, w2.shape[1]))
+        if kh == 1:
+            # a 1x1 SAME convolution with stride s reads every s-th pixel (no padding needed)
+            cols = self._buffer("cols", (n, ho, wo, c))
+            cols[...] = x[:, pad_t::stride, pad_l::stride, :][:, :ho, :wo]
+            np.matmul(cols.reshape(n * ho * wo, c), w2, out=out)
         else:
-            cols = self._buffer(name + ":cols", (n * ho * wo, kh * kh * c))
-            im2col(x, kh, kh, stride, pad_t, pad_l, ho, wo, cols)
-        out = self._buffer(name, (n * ho * wo, w2.shape[1]))
-        self._mark(name + " (im2col)")
-        np.matmul(cols, w2, out=out)
-        bias_act(out, bias, relu_out)
-        self._mark(name + " (gemm+epilogue)")
+            rows_per_chunk = max(1, self.COLS_ROWS // wo)  # whole output rows per chunk
+            for n0 in range(n):
+                for r0 in range(0, ho, rows_per_chunk):
+                    r1 = min(ho, r0 + rows_per_chunk)
+                    cols = self._buffer("cols", ((r1 - r0) * wo, kh * kh * c))
+                    im2col(x[n0:n0 + 1], kh, kh, stride, pad_t - r0 * stride, pad_l, r1 - r0, wo, cols)
+                    start = (n0 * ho + r0) * wo
+                    np.matmul(cols, w2, out=out[start:start + (r1 - r0) * wo])
+        self._mark(name + " (im2col+gemm)")
+        affine_act(out, scale, shift, relu_out)
+        self._mark(name + " (epilogue)")
         return out.reshape(n, ho, wo, w2.shape[1])
 
-    def sep_bn(self, name, x, relu_in, relu_out=False, out_key=None, epilogue=True):
-        """ReLU? -> depthwise 3x3 -> pointwise GEMM with folded BN (+ ReLU).
+    # Elements per depthwise tile (256 K floats = 1 MB in float32): small enough to
+    # stay in L2 between the depthwise kernel that writes it and the GEMM that reads it.
+    TILE_ELEMS = 256 * 1024
 
-        Returns the (N*H*W, C_out) GEMM output, with the BN shift (and ReLU)
-        applied unless ``epilogue=False``; then the caller fuses the shift into
-        its own epilogue and gets ``(out, shift)``.
+    def sep_bn(self, name, x, relu_in, relu_out=False, residual=None):
+        """ReLU? -> depthwise 3x3 -> pointwise GEMM -> folded BN (+ ReLU), in row chunks.
+
+        x is (N, H, W, C_in). Returns (N*H*W, C_out). With ``residual`` (an
+        (N*H*W, C_out) array) the result is added into ``residual`` instead (the
+        middle flow's Add) and nothing is returned.
+
+        Each chunk of rows goes depthwise -> small tile -> GEMM -> epilogue, so
+        the depthwise output never exists whole. When C_in == C_out and x lives
+        in the arena, the output overwrites x one chunk late: the 3x3 window of
+        the next chunk reaches back one row, never two chunks.
         """
-        dw, w2, bias = self.folded[name]
+        dw, pw, scale, shift = self.folded[name]
         n, h, w, c = x.shape
-        cols = self._buffer("dw:%d" % (n * h * w * c), (n * h * w, c))
-        depthwise3x3_same(x, dw, cols, relu_in)
-        self._mark(name + " (depthwise)")
-        out = self._buffer(out_key or name, (n * h * w, w2.shape[1]))
-        np.matmul(cols, w2, out=out)
-        self._mark(name + " (pointwise gemm)")
-        if not epilogue:
-            return out, bias
-        bias_act(out, bias, relu_out)
-        self._mark(name + " (epilogue)")
+        cout = pw.shape[1]
+        rows = n * h
+        step = max(1, self.TILE_ELEMS // (w * max(c, cout)))  # whole rows per tile
+        in_place = residual is None and cout == c and np.shares_memory(x, self.arena.get("a", _EMPTY))
+        if residual is None:
+            out = x.reshape(rows * w, c) if in_place else self._buffer(
+                "b" if np.shares_memory(x, self.arena.get("a", _EMPTY)) else "a", (rows * w, cout))
+        pending = None  # (row0, tile) written back one chunk late when in place
+        for k, r0 in enumerate(range(0, rows, step)):
+            r1 = min(rows, r0 + step)
+            tile_in = self._buffer("dw", ((r1 - r0) * w, c))
+            depthwise3x3_same_rows(x, dw, tile_in, relu_in, r0, r1)
+            tile = self._buffer(f"tile{k % 2}", ((r1 - r0) * w, cout))
+            np.matmul(tile_in, pw, out=tile)
+            if residual is not None:
+                if relu_out:  # the article's extra ReLU before the Add
+                    affine_act(tile, scale, shift, True)
+                    residual[r0 * w:r1 * w] += tile
+                else:
+                    affine_add_residual(tile, scale, shift, residual[r0 * w:r1 * w])
+                continue
+            affine_act(tile, scale, shift, relu_out)
+            if pending is not None:
+                p0, ptile = pending
+                out[p0 * w:p0 * w + ptile.shape[0]] = ptile
+            pending = (r0, tile)
+        if residual is not None:
+            self._mark(name)
+            return None
+        p0, ptile = pending
+        out[p0 * w:p0 * w + ptile.shape[0]] = ptile
+        self._mark(name)
         return out
 
     # ---- the network ----------------------------------------------------
@@ -325,12 +385,12 @@ class FastPlan:
         v = self.variant
         n = x.shape[0]
         stem_pad = "same" if v.same_stem else "valid"
-        x = self.conv_bn("block1_conv1", x, 3, 2, stem_pad, relu_out=True)
-        x = self.conv_bn("block1_conv2", x, 3, 1, stem_pad, relu_out=True)
+        x = self.conv_bn("block1_conv1", x, 3, 2, stem_pad, relu_out=True, role="b")
+        x = self.conv_bn("block1_conv2", x, 3, 1, stem_pad, relu_out=True, role="stem")
 
         # entry flow: two separable convs, max-pool + a strided 1x1 residual
         residual_source = x
-        for block in (2, 3, 4):
+        for i, block in enumerate((2, 3, 4)):
             b = f"block{block}"
             block_input = x
             _, h, w, _ = x.shape
@@ -338,52 +398,47 @@ class FastPlan:
             y = self.sep_bn(f"{b}_sepconv1", x, relu_in=(block != 2))
             y = self.sep_bn(f"{b}_sepconv2", y.reshape(n, h, w, -1), relu_in=True)
             res_in = residual_source if v.chained_residuals else block_input
-            r = self.conv_bn(f"{b}_residual_conv", res_in, 1, 2, "same", relu_out=False)
-            x = self._buffer(f"{b}_add", r.shape)
+            r = self.conv_bn(f"{b}_residual_conv", res_in, 1, 2, "same", relu_out=False, role=f"res{i % 2}")
+            x = self._buffer(f"out{i % 2}", r.shape)
             maxpool3x3s2_same_add(y.reshape(n, h, w, -1), r, x)
             self._mark(f"{b}_pool+add")
             residual_source = r
 
-        # middle flow: x <- x + sep3(relu(sep2(relu(sep1(relu(x)))))), in place
+        # middle flow: x <- x + sep3(relu(sep2(relu(sep1(relu(x)))))), the Add in place
         _, h, w, c = x.shape
         flat = x.reshape(n * h * w, c)  # block4_add's buffer
         for block in arch.MIDDLE_FLOW_BLOCKS:
             b = f"block{block}"
-            y = self.sep_bn(f"{b}_sepconv1", x, relu_in=True, out_key="middle1")
-            y = self.sep_bn(f"{b}_sepconv2", y.reshape(n, h, w, c), relu_in=True, out_key="middle2")
-            if v.relu_before_middle_add:
-                y = self.sep_bn(f"{b}_sepconv3", y.reshape(n, h, w, c), relu_in=True, relu_out=True,
-                                out_key="middle3")
-                flat += y
-            else:
-                y, shift = self.sep_bn(f"{b}_sepconv3", y.reshape(n, h, w, c), relu_in=True,
-                                       out_key="middle3", epilogue=False)
-                bias_add_residual(y, shift, flat)
-            self._mark(f"{b}_add")
+            y = self.sep_bn(f"{b}_sepconv1", x, relu_in=True)
+            y = self.sep_bn(f"{b}_sepconv2", y.reshape(n, h, w, c), relu_in=True)
+            self.sep_bn(f"{b}_sepconv3", y.reshape(n, h, w, c), relu_in=True,
+                        relu_out=v.relu_before_middle_add, residual=flat)
 
         # exit flow
         block_input = x
         y = self.sep_bn("block13_sepconv1", x, relu_in=True)
         y = self.sep_bn("block13_sepconv2", y.reshape(n, h, w, -1), relu_in=True)
-        r = self.conv_bn("block13_residual_conv", block_input, 1, 2, "same", relu_out=False)
-        x = self._buffer("block13_add", r.shape)
+        r = self.conv_bn("block13_residual_conv", block_input, 1, 2, "same", relu_out=False, role="res1")
+        x = self._buffer("stem", r.shape)  # block1's output is long dead
         maxpool3x3s2_same_add(y.reshape(n, h, w, -1), r, x)
         self._mark("block13_pool+add")
         _, h, w, _ = x.shape
         y = self.sep_bn("block14_sepconv1", x, relu_in=False, relu_out=True)
         final_relu = not v.no_final_relu
+        y = self.sep_bn("block14_sepconv2", y.reshape(n, h, w, -1), relu_in=False, relu_out=final_relu)
+        features = y.reshape(n, h, w, -1)
         if self.head and self.head[0]["kind"] == "global_avg_pool":
-            # ReLU and the global average fused in one pass
-            y = self.sep_bn("block14_sepconv2", y.reshape(n, h, w, -1), relu_in=False)
-            pooled = np.empty((n, y.shape[-1]), self.dtype)
-            relu_global_avg(y.reshape(n, h, w, -1), final_relu, pooled)
+            pooled = np.empty((n, features.shape[-1]), self.dtype)
+            relu_global_avg(features, False, pooled)
             out = _run_head(self.head[1:], self.model_params, pooled, "fast")
         else:
-            y = self.sep_bn("block14_sepconv2", y.reshape(n, h, w, -1), relu_in=False, relu_out=final_relu)
-            features = y.reshape(n, h, w, -1).copy()  # the buffer is reused by the next call
-            out = _run_head(self.head, self.model_params, features, "fast")
+            # the arena is reused by the next call: hand back a copy
+            out = _run_head(self.head, self.model_params, features.copy(), "fast")
         self._mark("head")
         return out
+
+
+_EMPTY = np.empty(0)
 
 
 def fast_forward(model, x):

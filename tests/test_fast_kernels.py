@@ -71,18 +71,19 @@ def test_im2col(n, h, w, c, k, stride, same, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bias_act_and_residual(dtype):
+def test_epilogues(dtype):
     rng = np.random.default_rng(0)
     y, b, r = rand(rng, (37, 11), dtype), rand(rng, (11,), dtype), rand(rng, (37, 11), dtype)
+    s = rand(rng, (11,), dtype)
     got = y.copy()
-    fast.bias_act(got, b, True)
-    np.testing.assert_array_equal(got, np.maximum(y + b, 0))
+    fast.affine_act(got, s, b, True)
+    np.testing.assert_allclose(got, np.maximum(y * s + b, 0), rtol=TOL[dtype], atol=TOL[dtype])
     got = y.copy()
-    fast.bias_act(got, b, False)
-    np.testing.assert_array_equal(got, y + b)
+    fast.affine_act(got, s, b, False)
+    np.testing.assert_allclose(got, y * s + b, rtol=TOL[dtype], atol=TOL[dtype])
     res = r.copy()
-    fast.bias_add_residual(y, b, res)
-    np.testing.assert_allclose(res, y + b + r, rtol=TOL[dtype])
+    fast.affine_add_residual(y, s, b, res)
+    np.testing.assert_allclose(res, y * s + b + r, rtol=TOL[dtype], atol=TOL[dtype])
     x = rand(rng, (2, 3, 5, 11), dtype)
     pooled = np.empty((2, 11), dtype)
     fast.relu_global_avg(x, True, pooled)
@@ -98,6 +99,8 @@ def test_fold_bn_equals_conv_then_bn(dtype):
     mean, var = rng.normal(0, 0.5, 4).astype(dtype), rng.uniform(0.5, 2, 4).astype(dtype)
     explicit = ops.batch_norm(ops.pointwise_conv2d(x, kernel, impl="reference"), gamma, beta, mean, var,
                               epsilon=1e-3, impl="reference")
-    w2, bias = fast.fold_bn(kernel[0, 0], gamma, beta, mean, var, 1e-3)
-    assert w2.dtype == dtype and bias.dtype == dtype
-    np.testing.assert_allclose(x @ w2 + bias, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    scale, shift = fast.fold_bn(gamma, beta, mean, var, 1e-3)
+    assert scale.dtype == dtype and shift.dtype == dtype
+    # folded into the epilogue (as the plan does) and into the kernel (the textbook form)
+    np.testing.assert_allclose((x @ kernel[0, 0]) * scale + shift, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(x @ (kernel[0, 0] * scale) + shift, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
