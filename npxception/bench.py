@@ -82,6 +82,10 @@ def _ort_runner(kmodel, size, ort):
     return lambda x: session.run(None, {name: x})[0]
 
 
+GAP_S = 0.1  # idle time before each timed call: TF's and ORT's thread pools spin-wait
+# after a run, and would otherwise steal the cores from whichever system runs next.
+
+
 def interleaved(systems: dict, x, repeats: int, warmup: int = 2) -> dict:
     """Median seconds per call for each system, measured A B C A B C ..."""
     for fn in systems.values():
@@ -90,6 +94,7 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2) -> dict:
     times = {name: [] for name in systems}
     for _ in range(repeats):
         for name, fn in systems.items():
+            time.sleep(GAP_S)
             t = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t)
