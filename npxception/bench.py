@@ -235,3 +235,42 @@ def cli_bench(args) -> int:
             f.write(text)
     print(text)
     return 0
+
+
+def to_markdown(res: dict) -> str:
+    """The results as the tables of docs/performance.md."""
+    m = res["machine"]
+    lines = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, SIMD {', '.join(m.get('simd', []))}; "
+             f"Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']} "
+             f"(threading layer {m.get('numba_threading_layer')}, {m['numba_threads']} threads). "
+             f"Input {res['size']}x{res['size']}, medians of interleaved runs.", ""]
+    peers = sorted({k for run in res["runs"] for k in run["median_s"]} - {"npxception", "npxception_f64"})
+    head = "| batch | npxception f32 (ms/img) | " + " | ".join(f"{p} (ms/img)" for p in peers)
+    head += " | npxception f64 (ms/img) | " + " | ".join(f"ours/{p}" for p in peers) + " | f64/f32 |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for run in res["runs"]:
+        per = run["per_image_ms"]
+        row = f"| {run['batch']} | {per['npxception']:.1f} | " + " | ".join(f"{per[p]:.1f}" for p in peers)
+        row += f" | {per.get('npxception_f64', float('nan')):.1f} | "
+        row += " | ".join(f"{run['ratios'][f'ours/{p}']:.2f}" for p in peers)
+        row += f" | {run['ratios'].get('f64/f32', float('nan')):.2f} |"
+        lines.append(row)
+    if res.get("missing"):
+        lines += ["", "Missing peers: " + "; ".join(res["missing"])]
+    st = res.get("startup", {})
+    if st:
+        lines += ["", "| start-up and memory | value |", "|---|---|",
+                  f"| `import npxception` | {st['import_s'] * 1e3:.0f} ms |",
+                  f"| first-ever call (compiles every kernel) | {st['first_ever_call_s']:.1f} s |",
+                  f"| first call with a warm cache, beyond a steady call | {st['first_call_warm_cache_extra_s']:.2f} s |",
+                  f"| peak RSS, fresh process, one batch-1 prediction with the top | {st['peak_rss_mb']:.0f} MB |"]
+    if "reference_batch1_s" in res:
+        lines += [f"| reference path (`impl=\"reference\"`), batch 1 | {res['reference_batch1_s']:.1f} s |"]
+    prof = res.get("profile_ms")
+    if prof:
+        total = sum(prof.values())
+        lines += ["", f"Fast path, batch 1, per step (median of 5; total {total:.1f} ms):", "",
+                  "| step | ms | share |", "|---|---|---|"]
+        for k, v in sorted(prof.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {k} | {v:.2f} | {v / total:.1%} |")
+    return "\n".join(lines)

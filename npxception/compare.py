@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
+import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -170,6 +171,41 @@ def _keras_dtype(kmodel):
     return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
 
 
+# The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
+# node is only that layer's output when it is this op: tf2onnx folds BatchNorm into
+# the convolution before it and leaves the pointwise half of a separable
+# convolution unscoped ("Conv__434"), so "block2_sepconv1/.../depthwise" is the
+# depthwise half only and must not be compared with our whole layer.
+_ONNX_FINAL_OPS = {
+    "conv": {"Conv"}, "sepconv": set(), "bn": {"BatchNormalization"}, "relu": {"Relu"},
+    "maxpool": {"MaxPool"}, "add": {"Add", "Sum"}, "global_avg_pool": {"GlobalAveragePool", "ReduceMean"},
+    "global_max_pool": {"GlobalMaxPool", "ReduceMax"}, "dense": {"Gemm", "MatMul", "Add"},
+    "batch_norm": {"BatchNormalization"}, "activation": {"Softmax", "Relu", "Sigmoid", "Tanh"},
+}
+
+
+def _onnx_scopes(graph):
+    """{scope name: (last output in that scope, its node's op type)}; nodes are topologically sorted."""
+    last = {}
+    for node in graph.node:
+        for out in node.output:
+            for part in out.replace(":", "/").split("/")[:-1]:  # the last part is the op, not a scope
+                last[part] = (out, node.op_type)
+    return last
+
+
+def _onnx_scope_of(theirs: str, scopes: dict, keras_names: set, suffixed: bool) -> str | None:
+    """The scope holding Keras layer ``theirs``: its name or, when ``suffixed`` (Keras 3 traced
+    by tf.function names scopes "block1_conv1_act_1"), its name + "_1". A suffixed name that
+    is also another layer's name ("add" + "_1" is "add_1") is ambiguous: TensorFlow
+    de-duplicates such scopes further ("add_1_2"), so those layers are left out rather than
+    risk comparing the wrong tensor."""
+    if not suffixed:
+        return theirs if theirs in scopes else None
+    scope = f"{theirs}_1"
+    return scope if scope in scopes and scope not in keras_names else None
+
+
 def _onnx_activations(model, path, x):
     try:
         import onnx
@@ -179,31 +215,32 @@ def _onnx_activations(model, path, x):
                           "(pip install 'npxception[bench]')") from None
     proto = onnx.load(str(path))
     graph = proto.graph
-    inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
-    # The last node output inside each scope ("model/block1_conv1/Conv2D:0" is in
-    # scope block1_conv1) is that Keras layer's output; nodes are in topological order.
-    last_in_scope = {}
-    for node in graph.node:
-        for out in node.output:
-            for part in out.replace(":", "/").split("/"):
-                last_in_scope[part] = out
+    inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one image input, found {len(inputs)}: {inputs}")
+    final = graph.output[0].name  # before we add the intermediate outputs
+    scopes = _onnx_scopes(graph)
     src_names = model.source_layer_names or {}
+    keras_names = set(src_names.values()) | set(model.layer_names)
+    kinds = {layer.name: layer.kind for layer in model.layers} | {h["name"]: h["kind"] for h in model.head}
+    theirs_names = [src_names.get(n, n) for n in model.layer_names]
+    suffixed = (sum(f"{n}_1" in scopes for n in theirs_names)
+                > sum(n in scopes for n in theirs_names))
     wanted = {}
     for ours in model.layer_names:
-        theirs = src_names.get(ours, ours)
-        if theirs in last_in_scope:
-            wanted[ours] = last_in_scope[theirs]
+        scope = _onnx_scope_of(src_names.get(ours, ours), scopes, keras_names, suffixed)
+        if scope is not None:
+            tensor, op = scopes[scope]
+            if op in _ONNX_FINAL_OPS[kinds[ours]]:
+                wanted[ours] = tensor
     existing = {o.name for o in graph.output}
     for name in sorted(set(wanted.values()) - existing):
         graph.output.append(onnx.ValueInfoProto(name=name))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    (input_name,) = inputs
-    final = graph.output[0].name
-    outs = session.run(None, {input_name: x.astype(np.float32)})
+    outs = session.run(None, {inputs[0]: x.astype(np.float32)})
     by_name = dict(zip([o.name for o in session.get_outputs()], outs))
     acts = {ours: by_name[n] for ours, n in wanted.items() if n in by_name}
-    last = model.layer_names[-1]
-    acts.setdefault(last, by_name[final])
+    acts[model.layer_names[-1]] = by_name[final]
     return acts
 
 
@@ -283,6 +320,9 @@ def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None)
         elif suffix == ".onnx":
             theirs = _onnx_activations(model, path, x)
             their_dtype = np.dtype("float32")
+            # tf2onnx keeps some tensors NHWC and turns others NCHW around its
+            # Conv nodes, so the layout is detected tensor by tensor.
+            layout = None
         elif suffix in (".keras", ".h5", ".hdf5"):
             try:
                 import keras
@@ -339,33 +379,44 @@ def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None)
 
 # ---------------------------------------------------------------------------
 
-def cli_compare(args) -> int:
+def cli_input(model, image=None) -> np.ndarray:
+    """The batch ``npxception compare`` feeds both sides: ``image`` preprocessed, or
+    (without one) a uniform [-1, 1] batch from seed 0, in the model's input size."""
     from .images import load_image, preprocess_input
+
+    h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
+    if image is not None:
+        x = preprocess_input(load_image(image, target_size=(h, w)))[None]
+    else:
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+    return x.astype(model.dtype)
+
+
+def cli_compare(args) -> int:
     from .model import Xception
+    from .weights import load
 
     against = pathlib.Path(args.against)
     if not against.is_file():
         raise FileNotFoundError(f"{against}: no such file")
     if args.weights:
-        model = Xception(args.weights) if args.weights == "imagenet" else __import__(
-            "npxception.weights", fromlist=["load"]).load(args.weights)
+        model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
     elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
         import weights_tools
 
         model = weights_tools.read(against)
     else:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
-    h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
-    if args.image:
-        x = preprocess_input(load_image(args.image, target_size=(h, w)))[None]
-    else:
-        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
-    report = compare(model, str(against), x.astype(model.dtype), oracle=args.oracle, layout=args.layout)
+    report = compare(model, str(against), cli_input(model, args.image), oracle=args.oracle,
+                     layout=args.layout)
     if args.plot:
         report.plot(args.plot)
+    verdict = (f"first divergence: {report.first_divergence}" if report.first_divergence
+               else f"no divergence: {len(report.rows)} layers agree")
     if args.json:
+        # stdout stays one JSON document; the verdict line goes to stderr
         print(report.to_json())
-        print(f"first divergence: {report.first_divergence}" if report.first_divergence else "no divergence")
+        print(verdict, file=sys.stderr)
     else:
-        print(report)
+        print(report)  # its last line is the verdict
     return 0 if report.ok else 1
