@@ -20,7 +20,7 @@ _LAZY = {
     "Xception": "npxception.model",
     "XceptionModel": "npxception.model",
     "load": "npxception.model",
-    "predict": "npxception.predict",
+    "predict": "npxception.prediction",
     "load_image": "npxception.images",
     "preprocess_input": "npxception.images",
     "decode_predictions": "npxception.labels",

@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Xception in pure NumPy: ImageNet predictions without a framework, "
                     "and layer-by-layer cross-checking of other implementations.")
     p.add_argument("--version", action="version", version=f"npxception {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # Its own dest: each subcommand's --debug default (False) would overwrite this
+    # one's value, so `npxception --debug predict ...` lost the flag.
+    p.add_argument("--debug", action="store_true", dest="debug_global", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     pr = sub.add_parser("predict", help="label images with an Xception classifier")
@@ -98,6 +100,10 @@ def main(argv=None) -> int:
 
         return convert_main(argv)
     args = _parser().parse_args(argv)
+    if args.command == "convert":  # reached when options precede it: `npxception --debug convert ...`
+        from weights_tools.cli import main as convert_main
+
+        return convert_main(["convert", *args.rest] + (["--debug"] if args.debug_global else []))
     if args.command is None:
         _parser().print_help()
         return 2
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
         print("npxception: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
-        if args.debug:
+        if args.debug_global or getattr(args, "debug", False):
             raise
         print(f"npxception: error: {_one_line(exc)}", file=sys.stderr)
         return 1
@@ -121,7 +127,7 @@ def _one_line(exc: BaseException) -> str:
 # ---- predict ------------------------------------------------------------------
 
 def _cmd_predict(args) -> int:
-    from .predict import predict_files
+    from .prediction import predict_files
 
     results, failures = predict_files(args.images, weights=args.weights, top=args.top,
                                       interpolation=args.interpolation, batch_size=args.batch_size,

@@ -87,7 +87,8 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
     except DownloadError as exc:
         raise DownloadError(
             f"{exc}\nAlternatively place converted weights at {npz} (`python -m weights_tools convert "
-            f"{spec.fname} -o {npz}`), or pass weights=PATH to npxception.Xception; for a mirror, set "
+            f"{spec.fname} -o {npz}`), or pass your own converted file (npxception.Xception(weights=PATH), "
+            f"`npxception predict --weights PATH`); for a mirror, set "
             f"{BASE_URL_ENV}.", url=url, path=exc.path) from None
 
     import weights_tools  # lazy: the converter is only needed once per cache

@@ -61,7 +61,7 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
 
 
 def cli_show(args) -> int:
-    from .predict import get_model
+    from .prediction import get_model
 
     render(get_model(args.weights), args.image, args.layer, args.output, args.maps)
     print(args.output)

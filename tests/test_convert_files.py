@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 import pytest
 
+from framework_block import BLOCKER, LEAKED
 from keras_fixtures import build_bad_files, build_keras3, build_tf_keras
 
 from weights_tools import ConversionError
@@ -38,18 +39,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROB_ATOL = 1e-5
 FEATURE_RTOL = 1e-4
 
-# Runs without TensorFlow: a meta-path finder refuses the frameworks before
-# weights_tools is imported.
-RUNNER = textwrap.dedent("""
-    import contextlib, importlib.abc, io, json, os, sys
-
-    class BlockFrameworks(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockFrameworks())
+# Runs without TensorFlow: a meta-path finder (framework_block.BLOCKER) refuses
+# the frameworks before weights_tools is imported.
+RUNNER = BLOCKER + textwrap.dedent("""
+    import contextlib, io, json, os, sys
     import numpy as np
     import npxception
     from weights_tools.cli import main
@@ -70,7 +63,7 @@ RUNNER = textwrap.dedent("""
             except Exception as exc:  # reported by the test of this file, not fatal to the others
                 res["run_error"] = f"{type(exc).__name__}: {exc}"
         results[job["name"]] = res
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
+    leaked = """ + LEAKED + """
     json.dump({"results": results, "leaked": leaked}, open(sys.argv[2], "w"))
 """)
 

@@ -76,6 +76,9 @@ def _to_pixels(image, target_size, interpolation):
     if isinstance(image, Image.Image):
         return load_image(image, target_size=target_size, interpolation=interpolation)
     if isinstance(image, np.ndarray):
+        if image.ndim == 4:
+            raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
+                             "(e.g. list(batch)) or one (H, W, 3) image")
         pixels = to_array(image)
         if pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
@@ -119,6 +122,10 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
+    from .images import _interpolation
+
+    interpolation = interpolation or CONFIG.default_interpolation
+    _interpolation(interpolation)  # a bad name fails even when no image needs resizing
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     if not items:
@@ -129,7 +136,6 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     if labels is not None and len(labels) != model.classes:
         raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
     size = _target_size(model)
-    interpolation = interpolation or CONFIG.default_interpolation
     results = []
     for start in range(0, len(items), batch_size):
         batch = [_to_pixels(im, size, interpolation) for im in items[start:start + batch_size]]
@@ -199,3 +205,4 @@ def predict_files(paths, *, weights="imagenet", top=5, interpolation="nearest", 
 def _bar(done, total, width=30):
     filled = int(width * done / max(total, 1))
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
