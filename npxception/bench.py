@@ -112,6 +112,9 @@ def startup(weights_path: str, size: int) -> dict:
     res = {}
     res["import_s"] = float(_fresh("import time; t = time.perf_counter(); import npxception; "
                                    "print(time.perf_counter() - t)"))
+    # what a first model call imports anyway: the model, the ops and Numba
+    res["import_with_ops_s"] = float(_fresh("import time; t = time.perf_counter(); import npxception.model, "
+                                            "npxception.ops, npxception.fast; print(time.perf_counter() - t)"))
     probe = (
         "import time, resource, numpy as np, npxception\n"
         f"m = npxception.load({weights_path!r})\n"
@@ -127,11 +130,14 @@ def startup(weights_path: str, size: int) -> dict:
         res["compile_s"] = first - steady
         first, steady, _ = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
         res["first_call_warm_cache_extra_s"] = first - steady
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork+exec,
+    # so a child of this (TensorFlow-sized) process would report the parent's peak.
     rss_probe = (
-        "import resource, numpy as np, npxception\n"
+        "import numpy as np, npxception\n"
         f"m = npxception.load({weights_path!r})\n"
         f"m(np.zeros((1, {size}, {size}, 3), 'float32'))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]) / 1024)\n"
     )
     res["peak_rss_mb"] = float(_fresh(rss_probe))
     return res
@@ -260,7 +266,9 @@ def to_markdown(res: dict) -> str:
     st = res.get("startup", {})
     if st:
         lines += ["", "| start-up and memory | value |", "|---|---|",
-                  f"| `import npxception` | {st['import_s'] * 1e3:.0f} ms |",
+                  f"| `import npxception` | {st['import_s'] * 1e3:.1f} ms |",
+                  f"| `import npxception.model, npxception.ops, npxception.fast` (loads Numba) | "
+                  f"{st['import_with_ops_s'] * 1e3:.0f} ms |",
                   f"| first-ever call (compiles every kernel) | {st['first_ever_call_s']:.1f} s |",
                   f"| first call with a warm cache, beyond a steady call | {st['first_call_warm_cache_extra_s']:.2f} s |",
                   f"| peak RSS, fresh process, one batch-1 prediction with the top | {st['peak_rss_mb']:.0f} MB |"]
