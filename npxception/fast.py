@@ -35,6 +35,7 @@ from . import architecture as arch
 from ._jit import njit, prange
 from .config import CONFIG
 from .model import _run_head
+from .ops.conv import _im2col
 
 # ---------------------------------------------------------------------------
 # kernels and their twins
@@ -180,32 +181,14 @@ def relu_global_avg(x, relu, out):
             out[n, c] = acc[c] / (h_ * w_)
 
 
-@njit(parallel=True)
 def im2col(x, kh, kw, stride, pad_t, pad_l, ho, wo, out):
     """Patches for a convolution: out[(n, oh, ow), (i, j, c)] = x[n, oh*s+i-pad_t, ow*s+j-pad_l, c].
 
     Zero outside the image. out (N*Ho*Wo, KH*KW*C), laid out so that
-    ``out @ kernel.reshape(KH*KW*C, C_out)`` is the convolution.
+    ``out @ kernel.reshape(KH*KW*C, C_out)`` is the convolution. The kernel is
+    the ops' own (npxception/ops/conv.py), with one stride for both axes.
     """
-    n_, h_, w_, c_ = x.shape
-    for r in prange(n_ * ho):
-        n = r // ho
-        oh = r % ho
-        for ow in range(wo):
-            dst = out[r * wo + ow]
-            col = 0
-            for i in range(kh):
-                hi = oh * stride + i - pad_t
-                for j in range(kw):
-                    wj = ow * stride + j - pad_l
-                    if 0 <= hi < h_ and 0 <= wj < w_:
-                        src = x[n, hi, wj]
-                        for c in range(c_):
-                            dst[col + c] = src[c]
-                    else:
-                        for c in range(c_):
-                            dst[col + c] = 0.0
-                    col += c_
+    _im2col(x, kh, kw, stride, stride, pad_t, pad_l, ho, wo, out)
 
 
 def im2col_reference(x, kh, kw, stride, pad_t, pad_l, ho, wo):

@@ -87,7 +87,9 @@ def softmax(x, axis=-1, *, impl="fast"):
     if x.shape[axis] == 0:
         raise ValueError(f"{op}: x must have at least one entry along axis {axis}, found shape {x.shape}")
     if impl == "reference":
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        # x - max can overflow to -inf for logits near -float max; exp(-inf) = 0 is the right limit
+        with np.errstate(over="ignore"):
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
     moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))  # the softmax axis last: one row per softmax
     y = np.empty_like(moved)
