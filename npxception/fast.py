@@ -277,7 +277,7 @@ class FastPlan:
         return buf[:size].reshape(shape)
 
     # ---- building blocks ----------------------------------------------
-    COLS_ROWS = 4096  # im2col rows per GEMM chunk: 4096 x 288 floats = 4.7 MB, not 25 MB at once
+    COLS_ROWS = 1024  # im2col rows per GEMM chunk: 1024 x 288 floats = 1.2 MB, not 25 MB at once
 
     def conv_bn(self, name, x, kh, stride, padding, relu_out, role):
         """Convolution + folded BN (+ ReLU): im2col in row chunks, one GEMM each. -> (N, Ho, Wo, C_out)."""
@@ -338,6 +338,10 @@ class FastPlan:
         # Overwrite the input only where it saves real memory (the 147x147 maps);
         # elsewhere write to the other buffer and skip the write-back copies.
         in_place = (residual is None and cout == c and (in_a or in_b) and tiles > 1)
+        if in_place:
+            # these are the 147x147 maps, where memory peaks: quarter-size tiles
+            tiles = -(-rows * w * c * 4 // self.TILE_ELEMS)
+            step = -(-rows // tiles)
         if residual is None and not in_place:
             out = self._buffer("b" if in_a else "a", (rows * w, cout))
         elif in_place:
