@@ -1,5 +1,9 @@
-"""``import npxception`` (and ``npxception.ops``) is light: no deep-learning framework, under 1 s,
-and no Numba kernel compiled at import (they compile lazily, on first call)."""
+"""``import npxception`` (and ``npxception.ops``) is light: no deep-learning framework, and no
+Numba kernel compiled at import (they compile lazily, on first call).
+
+How long the import takes is a benchmark figure (``npxception bench``, docs/performance.md:
+under 1 ms for ``npxception``, about 0.25 s with Numba loaded), not a timed test: a busy CI
+machine must not fail a build over wall-clock time."""
 
 from __future__ import annotations
 
@@ -33,7 +37,6 @@ def test_import_is_light_and_lazy():
     report = _probe()
     loaded = {m.split(".")[0] for m in report["modules"]}
     assert not loaded & FRAMEWORKS, f"import npxception pulled in {sorted(loaded & FRAMEWORKS)}"
-    assert report["seconds"] < 1.0, f"import npxception + npxception.ops took {report['seconds']:.2f} s"
     assert len(report["kernels"]) >= 6, report["kernels"]  # the kernels exist...
     assert report["compiled"] == [], f"compiled at import: {report['compiled']}"  # ...but none is compiled yet
 
