@@ -6,20 +6,22 @@ Keras at the same tolerances (tests/test_model_keras.py).
 
 What the plan does differently from the op-by-op path, and why:
 
-* **BN folded into the weights.** An inference BN after a convolution is an
-  affine map per output channel, ``y = s * conv(x) + t`` with
-  ``s = gamma / sqrt(var + eps)`` and ``t = beta - s * mean``; scaling the
-  convolution's output channels by ``s`` is scaling its kernel's last axis. For
-  a separable convolution only the pointwise kernel is scaled. The bias ``t``
-  is added in the GEMM's epilogue.
+* **BN folded.** An inference BN after a convolution is an affine map per
+  output channel, ``BN(z) = s * z + t`` with ``s = gamma / sqrt(var + eps)``
+  and ``t = beta - s * mean``. Scaling the convolution's output channels by
+  ``s`` equals scaling its kernel's last axis, but a scaled copy of the kernels
+  would double the 88 MB of weights (the unscaled ones stay, for capture and
+  the reference path). So ``s`` and ``t`` are applied together in one fused
+  epilogue on each GEMM output tile, with the ReLU or Add that follows.
 * **ReLU fused.** A ReLU before a separable convolution is applied as the
-  depthwise kernel reads its input; a ReLU after a BN (stem, block14) is applied
-  in the epilogue.
+  depthwise kernel reads its input; a ReLU after a BN is applied in the epilogue.
 * **Max-pool fused with the residual add**, and the middle flow's Add fused into
   the epilogue of its last pointwise convolution.
-* **Pointwise convolutions are one BLAS GEMM** on a contiguous ``(N*H*W, C)``
-  buffer, written straight into a preallocated output (``np.matmul(..., out=)``).
-* **Buffers are preallocated** per input shape and reused between calls.
+* **Pointwise convolutions are BLAS GEMMs** on contiguous ``(rows, C)`` tiles:
+  depthwise into a tile, GEMM straight into the output (``np.matmul(..., out=)``),
+  epilogue while the tile is warm.
+* **Buffers come from a small arena** keyed by role, sized on first use and
+  reused between calls (about 37 MB at 299x299, batch 1).
 
 Every fused kernel has a plain NumPy twin (``*_reference``) next to it, and the
 tests compare the two.
