@@ -264,8 +264,9 @@ class FastPlan:
     def _buffer(self, role, shape):
         """A view of the arena slot ``role`` with ``shape``; slots grow to the largest use and are reused.
 
-        Roles, and why each is separate: "dw" and "tile0"/"tile1" (one chunk's
-        depthwise output and GEMM output), "a"/"b" (separable-conv outputs; a
+        Roles, and why each is separate: "dw0"/"dw1" (depthwise tiles, two for
+        the pipelining in sep_bn), "tile" (a GEMM tile added into the middle
+        flow's residual), "a"/"b" (separable-conv outputs; a
         conv keeping its width overwrites its own input, see sep_bn), "stem"
         (block1's output, read by block2 and its residual), "res0"/"res1" and
         "out0"/"out1" (residuals and block outputs alternate, because the next
@@ -325,9 +326,8 @@ class FastPlan:
 
         Each tile of rows goes depthwise -> GEMM -> epilogue, so the depthwise
         output never exists whole. On maps that need several tiles (the large
-        entry-flow maps) a conv that keeps its width overwrites its own input,
-        each tile written back one tile late: the 3x3 window of the next tile
-        reaches back one row, never into the tile before.
+        entry-flow maps) a conv that keeps its width overwrites its own input
+        (see the pipelining below), which saves a whole activation buffer.
         """
         dw, pw, scale, shift = self.folded[name]
         n, h, w, c = x.shape
@@ -348,32 +348,43 @@ class FastPlan:
             out = self._buffer("b" if in_a else "a", (rows * w, cout))
         elif in_place:
             out = x.reshape(rows * w, c)
-        pending = None  # (row0, tile) written back one tile late when in place
-        for k, r0 in enumerate(range(0, rows, step)):
-            r1 = min(rows, r0 + step)
-            tile_in = self._buffer("dw", ((r1 - r0) * w, c))
+        bounds = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+        if in_place:
+            # Software-pipelined so that no tile is copied: the depthwise of tile
+            # k+1 runs before the GEMM of tile k overwrites tile k's rows, and it
+            # is the last input the 3x3 window needs from them (it reaches back
+            # one row). Tile k+2's window starts at tile k+1's last row.
+            def depthwise(k):
+                r0, r1 = bounds[k]
+                tile_in = self._buffer(f"dw{k % 2}", ((r1 - r0) * w, c))
+                depthwise3x3_same_rows(x, dw, tile_in, relu_in, r0, r1)
+                return tile_in
+
+            nxt = depthwise(0)
+            for k, (r0, r1) in enumerate(bounds):
+                tile_in = nxt
+                if k + 1 < len(bounds):
+                    nxt = depthwise(k + 1)
+                tile = out[r0 * w:r1 * w]
+                np.matmul(tile_in, pw, out=tile)
+                affine_act(tile, scale, shift, relu_out)
+            self._mark(name)
+            return out
+        for r0, r1 in bounds:
+            tile_in = self._buffer("dw0", ((r1 - r0) * w, c))
             depthwise3x3_same_rows(x, dw, tile_in, relu_in, r0, r1)
-            if residual is None and not in_place:
+            if residual is None:
                 tile = out[r0 * w:r1 * w]  # straight into place
             else:
-                tile = self._buffer(f"tile{k % 2}", ((r1 - r0) * w, cout))
+                tile = self._buffer("tile", ((r1 - r0) * w, cout))
             np.matmul(tile_in, pw, out=tile)
-            if residual is not None:
-                if relu_out:  # the article's extra ReLU before the Add
-                    affine_act(tile, scale, shift, True)
-                    residual[r0 * w:r1 * w] += tile
-                else:
-                    affine_add_residual(tile, scale, shift, residual[r0 * w:r1 * w])
-                continue
-            affine_act(tile, scale, shift, relu_out)
-            if in_place:
-                if pending is not None:
-                    p0, ptile = pending
-                    out[p0 * w:p0 * w + ptile.shape[0]] = ptile
-                pending = (r0, tile)
-        if pending is not None:
-            p0, ptile = pending
-            out[p0 * w:p0 * w + ptile.shape[0]] = ptile
+            if residual is None:
+                affine_act(tile, scale, shift, relu_out)
+            elif relu_out:  # the article's extra ReLU before the Add
+                affine_act(tile, scale, shift, True)
+                residual[r0 * w:r1 * w] += tile
+            else:
+                affine_add_residual(tile, scale, shift, residual[r0 * w:r1 * w])
         self._mark(name)
         return None if residual is not None else out
 
