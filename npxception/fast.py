@@ -316,6 +316,7 @@ class FastPlan:
     # Elements per depthwise tile (1 M floats = 4 MB in float32): measured best of
     # 256 K..4 M (121, 112, 107, 107 ms per 299x299 image); larger only costs memory.
     TILE_ELEMS = 1024 * 1024
+    IN_PLACE_SPLIT = 4  # tiles 4x smaller where a conv overwrites its input: the 147x147 maps, the memory peak
 
     def sep_bn(self, name, x, relu_in, relu_out=False, residual=None):
         """ReLU? -> depthwise 3x3 -> pointwise GEMM -> folded BN (+ ReLU), in row chunks.
@@ -342,7 +343,7 @@ class FastPlan:
         in_place = (residual is None and cout == c and (in_a or in_b) and tiles > 1)
         if in_place:
             # these are the 147x147 maps, where memory peaks: quarter-size tiles
-            tiles = -(-rows * w * c * 4 // self.TILE_ELEMS)
+            tiles = -(-rows * w * c * self.IN_PLACE_SPLIT // self.TILE_ELEMS)
             step = -(-rows // tiles)
         if residual is None and not in_place:
             out = self._buffer("b" if in_a else "a", (rows * w, cout))
