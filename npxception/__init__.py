@@ -11,6 +11,17 @@ The public names are loaded lazily so that ``import npxception`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
+
+# Threads: Numba's kernels and OpenBLAS' GEMMs take turns on the same cores, so
+# neither pool may spin while the other works. OpenBLAS' workers busy-wait
+# after each GEMM (2^28 cycles by default) and halve the speed of the Numba
+# kernel that follows: a separable conv measured 6.5 ms spinning, 4.5 ms with
+# OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles), the whole network 100 -> 94 ms.
+# OpenBLAS reads this once, when NumPy loads it, so it only helps when
+# npxception is imported before NumPy (the `npxception` command always is).
+# A user's own setting wins. OMP_WAIT_POLICY: see npxception/_jit.py.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __version__ = "0.1.0"
 
