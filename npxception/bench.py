@@ -82,11 +82,13 @@ def _ort_runner(kmodel, size, ort):
     return lambda x: session.run(None, {name: x})[0]
 
 
-GAP_S = 0.1  # idle time before each timed call: TF's and ORT's thread pools spin-wait
-# after a run, and would otherwise steal the cores from whichever system runs next.
+GAP_S = 0.02  # idle time before each timed call: TF's and ORT's thread pools spin-wait
+# for a few ms after a run and would steal the cores from whichever system runs
+# next. Longer gaps measure a cold start instead (0.1 s cost npxception ~20 ms
+# of its ~95 ms: its sleeping threads and caches must wake up).
 
 
-def interleaved(systems: dict, x, repeats: int, warmup: int = 2) -> dict:
+def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GAP_S) -> dict:
     """Median seconds per call for each system, measured A B C A B C ..."""
     for fn in systems.values():
         for _ in range(warmup):
@@ -94,7 +96,7 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2) -> dict:
     times = {name: [] for name in systems}
     for _ in range(repeats):
         for name, fn in systems.items():
-            time.sleep(GAP_S)
+            time.sleep(gap)
             t = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t)
