@@ -280,7 +280,7 @@ class FastPlan:
         return buf[:size].reshape(shape)
 
     # ---- building blocks ----------------------------------------------
-    COLS_ROWS = 1024  # im2col rows per GEMM chunk: 1024 x 288 floats = 1.2 MB, not 25 MB at once
+    COLS_ELEMS = 1024 * 288  # im2col floats per GEMM chunk: 1.2 MB (block1_conv2 whole would be 25 MB)
 
     def conv_bn(self, name, x, kh, stride, padding, relu_out, role):
         """Convolution + folded BN (+ ReLU): im2col in row chunks, one GEMM each. -> (N, Ho, Wo, C_out)."""
@@ -300,7 +300,7 @@ class FastPlan:
             cols[...] = x[:, pad_t::stride, pad_l::stride, :][:, :ho, :wo]
             np.matmul(cols.reshape(n * ho * wo, c), w2, out=out)
         else:
-            rows_per_chunk = max(1, self.COLS_ROWS // wo)  # whole output rows per chunk
+            rows_per_chunk = max(1, self.COLS_ELEMS // (wo * kh * kh * c))  # whole output rows per chunk
             for n0 in range(n):
                 for r0 in range(0, ho, rows_per_chunk):
                     r1 = min(ho, r0 + rows_per_chunk)
