@@ -149,12 +149,9 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
         reference=True, log=print) -> dict:
     import keras
 
-    import npxception
     from weights_tools import from_keras
 
     log(f"building Keras Xception {size}x{size} with random weights ...")
-    from . import fast  # noqa: F401 - compile before timing
-
     kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(0)
     for layer in kmodel.layers:

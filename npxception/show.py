@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 
-def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96) -> "PIL.Image.Image":
+def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
     """(H, W, C) activation -> a grid image of its ``maps`` channels with the largest mean."""
     from PIL import Image
 

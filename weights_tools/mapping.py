@@ -220,24 +220,29 @@ def match_names(klayers: list[KLayer], *, variant=None, source="model") -> dict[
             failures.append(exc)
             continue
         matched.pop("input")
-        head, _ = _head_chain(matched, live, inputs, v)
-        matched.update({ours: theirs for ours, theirs in head})
+        matched.update(dict(_head_chain(matched, live, inputs, v)))
         return matched
     raise failures[0]
 
 
-def _head_chain(matched, live, inputs, v):
-    """[(name, name)] for the single chain of layers after the backbone (names are kept)."""
+def _consumers(live, inputs) -> dict[str, list[KLayer]]:
+    """{layer name: the layers reading it}, in model order."""
     consumers: dict[str, list[KLayer]] = {}
     for k in live:
         for i in inputs[k.name]:
             consumers.setdefault(i, []).append(k)
+    return consumers
+
+
+def _head_chain(matched, live, inputs, v):
+    """[(name, name)] for the single chain of layers after the backbone (names are kept)."""
+    consumers = _consumers(live, inputs)
     current = matched[arch.backbone(v)[-1].name]
     chain = []
     while len(consumers.get(current, [])) == 1:
         current = consumers[current][0].name
         chain.append((current, current))
-    return chain, consumers
+    return chain
 
 
 def _walk(v, root, live, inputs, source, check=True):
@@ -245,10 +250,7 @@ def _walk(v, root, live, inputs, source, check=True):
     matched = {"input": root.name}
     used = {root.name}
     params = {}
-    consumers: dict[str, list[KLayer]] = {}
-    for k in live:
-        for i in inputs[k.name]:
-            consumers.setdefault(i, []).append(k)
+    consumers = _consumers(live, inputs)
     layers = arch.backbone(v)
     shapes = arch.param_shapes(layers, [])
     for layer in layers:
@@ -350,10 +352,7 @@ def _layer_params(ours: str, kind: str, k: KLayer, shapes: dict, source: str) ->
 
 def _head(matched, live, inputs, v, source):
     """Follow the single chain of layers after the backbone: the classifier head."""
-    consumers: dict[str, list[KLayer]] = {}
-    for k in live:
-        for i in inputs[k.name]:
-            consumers.setdefault(i, []).append(k)
+    consumers = _consumers(live, inputs)
     last = matched[arch.backbone(v)[-1].name]
     used = set(matched.values())
     head, params = [], {}
