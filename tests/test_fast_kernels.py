@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npxception import fast, ops
+from npxception import blas, fast, ops
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -104,3 +104,129 @@ def test_fold_bn_equals_conv_then_bn(dtype):
     # folded into the epilogue (as the plan does) and into the kernel (the textbook form)
     np.testing.assert_allclose((x @ kernel[0, 0]) * scale + shift, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     np.testing.assert_allclose(x @ (kernel[0, 0] * scale) + shift, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+
+
+# ---- the fused layers (one parallel region, a GEMM per thread) ---------------
+# Their twins are the compositions of the twins above. A GEMM's reduction runs
+# over up to 9 * C terms here (C <= 9): 1e-5 relative in float32 with an
+# absolute floor scaled by the reduction length, 1e-12 in float64.
+
+fused_only = pytest.mark.skipif(not blas.AVAILABLE, reason=f"fused path needs NumPy's bundled OpenBLAS: {blas.WHERE}")
+
+
+def sep_twin(x, dw, pw, scale, shift, relu_in, relu_out):
+    y = fast.depthwise3x3_same_reference(x, dw, relu_in) @ pw * scale + shift
+    return np.maximum(y, 0) if relu_out else y
+
+
+@fused_only
+@pytest.mark.parametrize("order", ["forward", "backward"])
+@pytest.mark.parametrize("threads,tile_rows", [(2, 1), (2, 2), (3, 1), (3, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sep_conv_fused_in_place_every_order(order, threads, tile_rows, dtype):
+    # The hazards of writing in place, each hit for certain: a thread's first
+    # row needs the row above it (its neighbour's), its last the row below, and
+    # each tile the previous tile's last row.
+    check_sep_conv_fused(2, 7, 4, 3, 3, True, True, "in_place", threads, tile_rows, order, dtype, 5)
+
+
+@fused_only
+@given(n=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11), c=st.integers(1, 9),
+       cout=st.integers(1, 9), relu_in=st.booleans(), relu_out=st.booleans(),
+       mode=st.sampled_from(["out", "in_place", "residual"]), threads=st.integers(1, 3),
+       tile_rows=st.integers(1, 5), order=st.sampled_from(["parallel", "forward", "backward"]),
+       dtype=dtypes, seed=st.integers(0, 2**16))
+def test_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed):
+    check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed)
+
+
+def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if mode == "in_place":
+        cout = c
+    x = rand(rng, (n, h, w, c), dtype)
+    dw, pw = rand(rng, (3, 3, c), dtype), rand(rng, (c, cout), dtype)
+    scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
+    want = sep_twin(x, dw, pw, scale, shift, relu_in, relu_out)
+    scratch = np.empty((threads, tile_rows * w, c), dtype)
+    saved = np.full((threads, 3, w, c), np.nan, dtype)  # must never be read before it is written
+    residual = np.empty((0, cout), dtype)
+    if mode == "out":
+        out = np.full((n * h * w, cout), np.nan, dtype)
+    elif mode == "in_place":
+        out = x.copy().reshape(n * h * w, c)
+    else:
+        start = rand(rng, (n * h * w, cout), dtype)
+        residual = start.copy()
+        out = np.empty((threads * tile_rows * w, cout), dtype)
+        want = want + start
+    src = out.reshape(n, h, w, c) if mode == "in_place" else x
+    args = (src, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
+    with blas.single_threaded():
+        if order == "parallel":
+            fast.sep_conv_fused(*args)
+        else:
+            # the threads' shares one after another, in an adversarial order: in
+            # place, each share must survive its neighbours having written first
+            fast._save_halo_rows(src, threads, saved)
+            for t in (range(threads) if order == "forward" else reversed(range(threads))):
+                fast._sep_conv_part(t, *args)
+    got = residual if mode == "residual" else out
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
+
+
+@fused_only
+@given(n=st.integers(1, 3), h=st.integers(3, 12), w=st.integers(3, 12), c=st.integers(1, 5),
+       cout=st.integers(1, 6), k=st.sampled_from([1, 3]), stride=st.integers(1, 2), same=st.booleans(),
+       relu=st.booleans(), threads=st.integers(1, 3), tile_rows=st.integers(1, 4), dtype=dtypes,
+       seed=st.integers(0, 2**16))
+def test_conv_fused(n, h, w, c, cout, k, stride, same, relu, threads, tile_rows, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (n, h, w, c), dtype)
+    if same:
+        ho, wo = -(-h // stride), -(-w // stride)
+        pad_t, pad_l = max((ho - 1) * stride + k - h, 0) // 2, max((wo - 1) * stride + k - w, 0) // 2
+    else:
+        ho, wo, pad_t, pad_l = (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    kernel = rand(rng, (k * k * c, cout), dtype)
+    scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
+    want = fast.im2col_reference(x, k, k, stride, pad_t, pad_l, ho, wo) @ kernel * scale + shift
+    want = np.maximum(want, 0) if relu else want
+    out = np.full((n * ho * wo, cout), np.nan, dtype)
+    cols = np.empty((threads, tile_rows * wo, k * k * c), dtype)
+    with blas.single_threaded():
+        fast.conv_fused(x, kernel, k, stride, pad_t, pad_l, ho, wo, scale, shift, relu, out, cols, tile_rows)
+    np.testing.assert_allclose(out, want, rtol=TOL[dtype], atol=TOL[dtype] * k * k * c)
+
+
+def test_fused_path_finds_numpys_openblas():
+    # NumPy's wheels bundle scipy-openblas; with it the fused path must be on,
+    # or every fused test above would be skipped and the model tests would
+    # silently run the np.matmul path only.
+    blas_name = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if blas_name != "scipy-openblas":
+        pytest.skip(f"NumPy built against {blas_name}: the np.matmul path is the one in use")
+    assert blas.AVAILABLE, blas.WHERE
+
+
+@fused_only
+def test_single_threaded_restores_openblas_threads():
+    before = blas._get_threads()
+    with blas.single_threaded():
+        with blas.single_threaded():  # nested, as two models in two threads would be
+            assert blas._get_threads() == 1
+        assert blas._get_threads() == 1
+    assert blas._get_threads() == before
+
+
+def test_gemm_fallback_can_be_forced():
+    import subprocess
+    import sys
+
+    code = ("import npxception.blas as b, numpy as np; from npxception import Xception;"
+            "m = Xception(weights=None, include_top=False, input_shape=(71, 71, 3));"
+            "x = np.zeros((1, 71, 71, 3), np.float32); m(x);"
+            "print(b.AVAILABLE, m._fast.fused, b.WHERE)")
+    env = {**__import__("os").environ, "NPXCEPTION_GEMM": "numpy"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "NPXCEPTION_GEMM=numpy"]
