@@ -22,6 +22,15 @@ import os
 # npxception is imported before NumPy (the `npxception` command always is).
 # A user's own setting wins. OMP_WAIT_POLICY: see npxception/_jit.py.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# Numba's parallel kernels run on GNU OpenMP here, whose threads spin-wait after
+# each parallel region; they then steal both cores from the OpenBLAS threads of
+# the GEMMs between kernels. Measured on 2 cores, one 299x299 image: 400-1700 ms
+# spinning, 90 ms passive. libgomp reads this once, when Numba first starts its
+# threads (the first parallel kernel, or numba.get_num_threads()), so it is set
+# here, at package import, rather than next to the kernels: a caller that asked
+# Numba for its thread count between the two imports measured 384 ms.
+# A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

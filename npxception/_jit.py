@@ -37,10 +37,8 @@ def _choose_cache_dir() -> bool:
 
 CACHE = _choose_cache_dir()
 
-# Numba's parallel kernels run on GNU OpenMP here, whose threads spin-wait after
-# each parallel region; they then steal both cores from the OpenBLAS threads of
-# the GEMM that follows every depthwise kernel. Measured on 2 cores, one 299x299
-# image: 400-1700 ms spinning, 107 ms passive. A user's own setting wins.
+# OMP_WAIT_POLICY=PASSIVE is set in npxception/__init__.py, before anything
+# can load Numba's OpenMP layer (which reads it once, when it is loaded).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402  (must follow the cache decision above)
