@@ -49,7 +49,7 @@ from .blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ._jit import njit, prange
 from .config import CONFIG
 from .model import _run_head
-from .ops.conv import _im2col
+from .ops.conv import _im2col, _im2col_row
 
 # ---------------------------------------------------------------------------
 # kernels and their twins
@@ -381,28 +381,6 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
         r0 = r1
 
 
-@njit
-def _im2col_rows(x, n, oh0, oh1, kh, stride, pad_t, pad_l, wo, dst):
-    """dst[((oh - oh0) * wo + ow), (i, j, c)] = x[n, oh*s + i - pad_t, ow*s + j - pad_l, c], zero outside."""
-    _, h_, w_, c_ = x.shape
-    for oh in range(oh0, oh1):
-        for ow in range(wo):
-            d = dst[(oh - oh0) * wo + ow]
-            col = 0
-            for i in range(kh):
-                hi = oh * stride + i - pad_t
-                for j in range(kh):
-                    wj = ow * stride + j - pad_l
-                    if 0 <= hi < h_ and 0 <= wj < w_:
-                        src = x[n, hi, wj]
-                        for c in range(c_):
-                            d[col + c] = src[c]
-                    else:
-                        for c in range(c_):
-                            d[col + c] = 0.0
-                    col += c_
-
-
 @njit(parallel=True)
 def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):
     """A convolution + folded BN: out = relu?(im2col(x) @ kernel * scale + shift).
@@ -421,12 +399,12 @@ def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_o
         b = min(rows, a + per)
         r0 = a
         while r0 < b:
-            # a tile never crosses images, so that its rows are one (n, oh0:oh1) slab
-            n = r0 // ho
-            r1 = min(b, r0 + tiles, (n + 1) * ho)
+            r1 = min(b, r0 + tiles)
             m = (r1 - r0) * wo
             buf = cols[t, :m]
-            _im2col_rows(x, n, r0 - n * ho, r1 - n * ho, kh, stride, pad_t, pad_l, wo, buf)
+            for r in range(r0, r1):  # output row r is (n, oh) = divmod(r, Ho)
+                _im2col_row(x, r // ho, r % ho, kh, kh, stride, stride, pad_t, pad_l, wo,
+                            buf[(r - r0) * wo:(r - r0 + 1) * wo])
             y = out[r0 * wo:r1 * wo]
             _gemm(buf, kernel, y)
             _epilogue(y, scale, shift, relu_out, out[:0])

@@ -23,6 +23,14 @@ def rand(rng, shape, dtype):
     return rng.normal(0, 1, shape).astype(dtype)
 
 
+def conv_geometry(h, w, k, stride, same):
+    """(Ho, Wo, pad_top, pad_left) of a k x k convolution, TF's SAME or VALID."""
+    if same:
+        ho, wo = -(-h // stride), -(-w // stride)
+        return ho, wo, max((ho - 1) * stride + k - h, 0) // 2, max((wo - 1) * stride + k - w, 0) // 2
+    return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+
+
 @given(n=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 9),
        relu=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))
 def test_depthwise3x3_same(n, h, w, c, relu, dtype, seed):
@@ -56,11 +64,7 @@ def test_maxpool_add(n, h, w, c, dtype, seed):
 def test_im2col(n, h, w, c, k, stride, same, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype)
-    if same:
-        ho, wo = -(-h // stride), -(-w // stride)
-        pad_t, pad_l = max((ho - 1) * stride + k - h, 0) // 2, max((wo - 1) * stride + k - w, 0) // 2
-    else:
-        ho, wo, pad_t, pad_l = (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
     out = np.empty((n * ho * wo, k * k * c), dtype)
     fast.im2col(x, k, k, stride, pad_t, pad_l, ho, wo, out)
     np.testing.assert_array_equal(out, fast.im2col_reference(x, k, k, stride, pad_t, pad_l, ho, wo))
@@ -183,11 +187,7 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
 def test_conv_fused(n, h, w, c, cout, k, stride, same, relu, threads, tile_rows, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype)
-    if same:
-        ho, wo = -(-h // stride), -(-w // stride)
-        pad_t, pad_l = max((ho - 1) * stride + k - h, 0) // 2, max((wo - 1) * stride + k - w, 0) // 2
-    else:
-        ho, wo, pad_t, pad_l = (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
     kernel = rand(rng, (k * k * c, cout), dtype)
     scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
     want = fast.im2col_reference(x, k, k, stride, pad_t, pad_l, ho, wo) @ kernel * scale + shift

@@ -86,21 +86,26 @@ def _conv2d_fast(x, kernel, strides, padding):
 @njit(parallel=True)
 def _im2col(x, kh, kw, sh, sw, pad_t, pad_l, ho, wo, out):
     """out[(n, oh, ow), (i, j, c)] = x[n, oh*sh + i - pad_t, ow*sw + j - pad_l, c], zero outside x."""
-    n_, h_, w_, c_ = x.shape
-    for r in prange(n_ * ho):  # one output row per iteration: rows are independent
-        n = r // ho
-        oh = r % ho
-        for ow in range(wo):
-            dst = out[r * wo + ow]
-            col = 0
-            for i in range(kh):
-                hi = oh * sh + i - pad_t
-                for j in range(kw):
-                    wj = ow * sw + j - pad_l
-                    if 0 <= hi < h_ and 0 <= wj < w_:
-                        for c in range(c_):
-                            dst[col + c] = x[n, hi, wj, c]
-                    else:
-                        for c in range(c_):
-                            dst[col + c] = 0.0
-                    col += c_
+    for r in prange(x.shape[0] * ho):  # one output row per iteration: rows are independent
+        _im2col_row(x, r // ho, r % ho, kh, kw, sh, sw, pad_t, pad_l, wo, out[r * wo:(r + 1) * wo])
+
+
+@njit
+def _im2col_row(x, n, oh, kh, kw, sh, sw, pad_t, pad_l, wo, dst):
+    """One output row of :func:`_im2col`: dst (Wo, KH*KW*C). Also used by npxception/fast.py."""
+    _, h_, w_, c_ = x.shape
+    hi0 = oh * sh - pad_t
+    for ow in range(wo):
+        d = dst[ow]
+        col = 0
+        for i in range(kh):
+            hi = hi0 + i
+            for j in range(kw):
+                wj = ow * sw + j - pad_l
+                if 0 <= hi < h_ and 0 <= wj < w_:
+                    for c in range(c_):
+                        d[col + c] = x[n, hi, wj, c]
+                else:
+                    for c in range(c_):
+                        d[col + c] = 0.0
+                col += c_
