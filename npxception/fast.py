@@ -19,16 +19,16 @@ What the plan does differently from the op-by-op path, and why:
   the epilogue of its last pointwise convolution.
 * **Pointwise convolutions are BLAS GEMMs** on contiguous ``(rows, C)`` tiles:
   depthwise into a tile, GEMM straight into the output, epilogue while the tile
-  is warm. Two ways, chosen per layer by the size of its map:
+  is warm. Two ways:
 
-  - *fused* (maps of 2048 pixels or more, with NumPy's bundled OpenBLAS): one
-    parallel region per layer; each Numba thread takes its own rows through
-    depthwise (or im2col) -> single-threaded GEMM -> epilogue
-    (:func:`sep_conv_fused`, :func:`conv_fused`, npxception/blas.py);
-  - *between kernels* (small maps, or any other BLAS): a Numba depthwise
-    kernel, ``np.matmul(..., out=)`` on OpenBLAS' own threads, a Numba
-    epilogue. On small maps each thread's private GEMM would pack the whole
-    (large) pointwise kernel, and OpenBLAS' shared packing wins.
+  - *fused* (with NumPy's bundled OpenBLAS, the default): one parallel region
+    per layer; each Numba thread takes its own rows through depthwise (or
+    im2col) -> single-threaded GEMM -> epilogue (:func:`sep_conv_fused`,
+    :func:`conv_fused`, npxception/blas.py). Only Numba's threads run, so no
+    second thread pool is woken (~70 us a wake-up) or left spinning.
+  - *between kernels* (any other BLAS, or ``NPXCEPTION_GEMM=numpy``): a Numba
+    depthwise kernel, ``np.matmul(..., out=)`` on OpenBLAS' own threads, a
+    Numba epilogue, tile by tile.
 * **Buffers come from a small arena** keyed by role, sized on first use and
   reused between calls (about 37 MB at 299x299, batch 1).
 
@@ -65,34 +65,14 @@ def depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
     out[(n*H + h - row0)*W + w, c] = sum_{i,j} relu?(x[n, h+i-1, w+j-1, c]) * k[i, j, c]  (zero outside)
     """
     n_, h_, w_, c_ = x.shape
-    zero = x.dtype.type(0)  # typed like x, so max() stays in float32 for float32
+    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
+    zero = np.zeros((w_, c_), x.dtype)
+    xr = x.reshape(n_ * h_, w_, c_)
     for nh in prange(row0, row1):
-        n = nh // h_
         h = nh % h_
-        base = (nh - row0) * w_
-        for w in range(w_):
-            o = out[base + w]
-            for c in range(c_):
-                o[c] = 0.0
-        for i in range(3):
-            hi = h + i - 1
-            if hi < 0 or hi >= h_:
-                continue
-            row = x[n, hi]
-            for j in range(3):
-                kij = k[i, j]
-                w_lo = 1 if j == 0 else 0
-                w_hi = w_ - 1 if j == 2 else w_
-                for w in range(w_lo, w_hi):
-                    src = row[w + j - 1]
-                    o = out[base + w]
-                    if relu_in:
-                        for c in range(c_):
-                            # a select, not a branch around the store, so LLVM vectorises it
-                            o[c] += max(src[c], zero) * kij[c]
-                    else:
-                        for c in range(c_):
-                            o[c] += src[c] * kij[c]
+        top = xr[nh - 1] if h > 0 else zero
+        bot = xr[nh + 1] if h < h_ - 1 else zero
+        _depthwise_row(top, xr[nh], bot, k, lo, out[(nh - row0) * w_:(nh - row0 + 1) * w_])
 
 
 def depthwise3x3_same(x, k, out, relu_in):
@@ -232,34 +212,69 @@ def _depthwise_row(top, mid, bot, k, lo, o):
     top, mid, bot (W, C): input rows h-1, h, h+1 (zeros where outside the
     image); k (3, 3, C); o (W, C). lo = 0 applies a ReLU to the input; -inf none.
     o[w, c] = sum_{i,j} max(row_i[w+j-1, c], lo) * k[i, j, c]   (columns outside skipped)
+
+    Interior columns go four at a time (:func:`_depthwise_4`), the first and
+    last and any leftovers one at a time (:func:`_depthwise_cols`).
     """
-    w_, c_ = mid.shape
-    k00 = k[0, 0]; k01 = k[0, 1]; k02 = k[0, 2]  # noqa: E702  (the 3x3 taps, as in the formula)
+    w_ = mid.shape[0]
+    w = 1
+    while w + 4 <= w_ - 1:
+        _depthwise_4(top, mid, bot, k, lo, o, w)
+        w += 4
+    _depthwise_cols(top, mid, bot, k, lo, o, 0, min(1, w_))
+    _depthwise_cols(top, mid, bot, k, lo, o, max(w, 1), w_)
+
+
+@njit(fastmath={"contract"})
+def _depthwise_4(top, mid, bot, k, lo, o, w):
+    """Output columns w..w+3, all interior (1 <= w, w+4 <= W-1).
+
+    Per channel the 9 taps and the 18 inputs they need (columns w-1..w+4 of the
+    three rows) are loaded once and shared by the four outputs: 27 loads for 36
+    multiply-adds, where one column at a time takes 18 loads for 9. Measured
+    1.7-3x faster than one column at a time.
+    """
+    c_ = mid.shape[1]
+    k00 = k[0, 0]; k01 = k[0, 1]; k02 = k[0, 2]  # noqa: E702  (the taps k[i, j])
     k10 = k[1, 0]; k11 = k[1, 1]; k12 = k[1, 2]  # noqa: E702
     k20 = k[2, 0]; k21 = k[2, 1]; k22 = k[2, 2]  # noqa: E702
-    for w in range(w_):
+    t_0, t_1, t_2, t_3, t_4, t_5 = top[w - 1], top[w], top[w + 1], top[w + 2], top[w + 3], top[w + 4]
+    m_0, m_1, m_2, m_3, m_4, m_5 = mid[w - 1], mid[w], mid[w + 1], mid[w + 2], mid[w + 3], mid[w + 4]
+    b_0, b_1, b_2, b_3, b_4, b_5 = bot[w - 1], bot[w], bot[w + 1], bot[w + 2], bot[w + 3], bot[w + 4]
+    o0, o1, o2, o3 = o[w], o[w + 1], o[w + 2], o[w + 3]
+    for c in range(c_):
+        a0, a1, a2 = k00[c], k01[c], k02[c]
+        b0, b1, b2 = k10[c], k11[c], k12[c]
+        d0, d1, d2 = k20[c], k21[c], k22[c]
+        t0, t1, t2 = max(t_0[c], lo), max(t_1[c], lo), max(t_2[c], lo)
+        t3, t4, t5 = max(t_3[c], lo), max(t_4[c], lo), max(t_5[c], lo)
+        m0, m1, m2 = max(m_0[c], lo), max(m_1[c], lo), max(m_2[c], lo)
+        m3, m4, m5 = max(m_3[c], lo), max(m_4[c], lo), max(m_5[c], lo)
+        e0, e1, e2 = max(b_0[c], lo), max(b_1[c], lo), max(b_2[c], lo)
+        e3, e4, e5 = max(b_3[c], lo), max(b_4[c], lo), max(b_5[c], lo)
+        o0[c] = t0 * a0 + t1 * a1 + t2 * a2 + m0 * b0 + m1 * b1 + m2 * b2 + e0 * d0 + e1 * d1 + e2 * d2
+        o1[c] = t1 * a0 + t2 * a1 + t3 * a2 + m1 * b0 + m2 * b1 + m3 * b2 + e1 * d0 + e2 * d1 + e3 * d2
+        o2[c] = t2 * a0 + t3 * a1 + t4 * a2 + m2 * b0 + m3 * b1 + m4 * b2 + e2 * d0 + e3 * d1 + e4 * d2
+        o3[c] = t3 * a0 + t4 * a1 + t5 * a2 + m3 * b0 + m4 * b1 + m5 * b2 + e3 * d0 + e4 * d1 + e5 * d2
+
+
+@njit(fastmath={"contract"})
+def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
+    """Output columns w0..w1-1 one at a time, skipping the taps that fall in the padding."""
+    w_, c_ = mid.shape
+    for w in range(w0, w1):
         ow = o[w]
-        t1 = top[w]; m1 = mid[w]; b1 = bot[w]  # noqa: E702
-        if 0 < w < w_ - 1:
-            # interior: all nine taps, one straight vectorisable loop over channels
-            t0 = top[w - 1]; m0 = mid[w - 1]; b0 = bot[w - 1]  # noqa: E702
-            t2 = top[w + 1]; m2 = mid[w + 1]; b2 = bot[w + 1]  # noqa: E702
+        t1, m1, b1 = top[w], mid[w], bot[w]
+        for c in range(c_):
+            ow[c] = max(t1[c], lo) * k[0, 1, c] + max(m1[c], lo) * k[1, 1, c] + max(b1[c], lo) * k[2, 1, c]
+        if w > 0:
+            t0, m0, b0 = top[w - 1], mid[w - 1], bot[w - 1]
             for c in range(c_):
-                ow[c] = (max(t0[c], lo) * k00[c] + max(t1[c], lo) * k01[c] + max(t2[c], lo) * k02[c]
-                         + max(m0[c], lo) * k10[c] + max(m1[c], lo) * k11[c] + max(m2[c], lo) * k12[c]
-                         + max(b0[c], lo) * k20[c] + max(b1[c], lo) * k21[c] + max(b2[c], lo) * k22[c])
-        else:
-            # first or last column (or both, when W == 1): skip the taps in the padding
+                ow[c] += max(t0[c], lo) * k[0, 0, c] + max(m0[c], lo) * k[1, 0, c] + max(b0[c], lo) * k[2, 0, c]
+        if w < w_ - 1:
+            t2, m2, b2 = top[w + 1], mid[w + 1], bot[w + 1]
             for c in range(c_):
-                ow[c] = max(t1[c], lo) * k01[c] + max(m1[c], lo) * k11[c] + max(b1[c], lo) * k21[c]
-            if w > 0:
-                t0 = top[w - 1]; m0 = mid[w - 1]; b0 = bot[w - 1]  # noqa: E702
-                for c in range(c_):
-                    ow[c] += max(t0[c], lo) * k00[c] + max(m0[c], lo) * k10[c] + max(b0[c], lo) * k20[c]
-            if w < w_ - 1:
-                t2 = top[w + 1]; m2 = mid[w + 1]; b2 = bot[w + 1]  # noqa: E702
-                for c in range(c_):
-                    ow[c] += max(t2[c], lo) * k02[c] + max(m2[c], lo) * k12[c] + max(b2[c], lo) * k22[c]
+                ow[c] += max(t2[c], lo) * k[0, 2, c] + max(m2[c], lo) * k[1, 2, c] + max(b2[c], lo) * k[2, 2, c]
 
 
 @njit
@@ -504,13 +519,11 @@ class FastPlan:
             ho, wo = (h - kh) // stride + 1, (w - kh) // stride + 1
             pad_t = pad_l = 0
         out = self._buffer(role, (n * ho * wo, w2.shape[1]))
-        if self._fuse(n * ho * wo):
+        if self.fused:
             threads = numba.get_num_threads()
             rows_per_tile = max(1, min(-(-n * ho // threads), self.COLS_ELEMS // (wo * kh * kh * c)))
             cols = self._buffer("cols", (threads, rows_per_tile * wo, kh * kh * c))
-            with blas.single_threaded():
-                conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols,
-                           rows_per_tile)
+            conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, rows_per_tile)
             self._mark(name)
             return out.reshape(n, ho, wo, w2.shape[1])
         if kh == 1:
@@ -549,7 +562,7 @@ class FastPlan:
         entry-flow maps) a conv that keeps its width overwrites its own input
         (see the pipelining below), which saves a whole activation buffer.
         """
-        if self._fuse(x.shape[0] * x.shape[1] * x.shape[2]):
+        if self.fused:
             return self._sep_bn_fused(name, x, relu_in, relu_out, residual)
         dw, pw, scale, shift = self.folded[name]
         n, h, w, c = x.shape
@@ -610,23 +623,11 @@ class FastPlan:
         self._mark(name)
         return None if residual is not None else out
 
-    # When a layer runs fused (one parallel region, a GEMM per thread): on maps
-    # of at least this many output pixels (N*H*W). Each thread's GEMM packs the
-    # whole pointwise kernel, so that copy must be small next to its share of
-    # rows. Measured per layer at batch 1 (ms, fused vs np.matmul between
-    # kernels): 147x147 maps 5.1 vs 7.5 (block2_sepconv2), 4.6 vs 8.9
-    # (block1_conv2); 74x74 3.5 vs 4.6 (block3_sepconv2); 37x37 2.6 vs 2.2
-    # (block4_sepconv1); 19x19 1.9 vs 1.7 (a middle-flow conv). At batch 8 the
-    # 19x19 maps (2888 pixels) gain: 11.7 vs 14.0 ms.
-    FUSED_MIN_PIXELS = 2048
     # Per-thread tile of the fused path, in elements of the wider side (C or
     # C_out): 256 K floats (1 MB in float32) stays in a core's L2 between the
     # GEMM and its epilogue. Measured, whole network: 128 K 94.8, 256 K 90.6,
     # 512 K 91.8, 1 M 96.6 ms.
     FUSED_TILE_ELEMS = 256 * 1024
-
-    def _fuse(self, pixels):
-        return self.fused and pixels >= self.FUSED_MIN_PIXELS
 
     def _sep_bn_fused(self, name, x, relu_in, relu_out, residual):
         """:meth:`sep_bn` as one fused kernel (:func:`sep_conv_fused`)."""
@@ -648,14 +649,19 @@ class FastPlan:
                 out = x.reshape(rows * w, c)  # in place: sep_conv_fused saves the rows still needed
             else:
                 out = self._buffer("b" if in_a else "a", (rows * w, cout))
-        with blas.single_threaded():  # Numba's threads call it; switching costs 2 us
-            sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, rows_per_tile,
-                           saved)
+        sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, rows_per_tile, saved)
         self._mark(name)
         return None if residual.shape[0] else out
 
     # ---- the network ----------------------------------------------------
     def __call__(self, x):
+        if not self.fused:
+            return self._forward(x)
+        # Numba's threads call OpenBLAS, each on its own rows: one thread each
+        with blas.single_threaded():
+            return self._forward(x)
+
+    def _forward(self, x):
         self._t = time.perf_counter()
         v = self.variant
         n = x.shape[0]
