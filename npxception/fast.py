@@ -202,7 +202,7 @@ def im2col_reference(x, kh, kw, stride, pad_t, pad_l, ho, wo):
 # With NumPy's bundled OpenBLAS reachable from Numba (npxception/blas.py), each
 # thread takes its own rows through depthwise (or im2col) -> GEMM -> epilogue,
 # tile by tile, while they are in its cache. The twins of these kernels are the
-# compositions of the twins above (tests/test_fast_kernels.py).
+# compositions of the twins above, next to each kernel (tests/test_fast_kernels.py).
 
 
 @njit(fastmath={"contract"})
@@ -333,6 +333,12 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
         _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
 
 
+def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
+    """NumPy twin of :func:`sep_conv_fused`: depthwise twin, then ``@ pw``, affine, ReLU. -> (N*H*W, Co)."""
+    y = depthwise3x3_same_reference(x, dw, relu_in) @ pw * scale + shift
+    return np.maximum(y, 0) if relu_out else y
+
+
 @njit
 def _save_halo_rows(x, nt, saved):
     """Before any thread writes: saved[t, 0] = the row above thread t's first, saved[t, 1] = below its last."""
@@ -424,6 +430,12 @@ def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_o
             _gemm(buf, kernel, y)
             _epilogue(y, scale, shift, relu_out, out[:0])
             r0 = r1
+
+
+def conv_fused_reference(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out):
+    """NumPy twin of :func:`conv_fused`: im2col twin, then ``@ kernel``, affine, ReLU. -> (N*Ho*Wo, Co)."""
+    y = im2col_reference(x, kh, kh, stride, pad_t, pad_l, ho, wo) @ kernel * scale + shift
+    return np.maximum(y, 0) if relu_out else y
 
 
 # ---------------------------------------------------------------------------

@@ -111,16 +111,11 @@ def test_fold_bn_equals_conv_then_bn(dtype):
 
 
 # ---- the fused layers (one parallel region, a GEMM per thread) ---------------
-# Their twins are the compositions of the twins above. A GEMM's reduction runs
+# Their twins (fast.*_fused_reference) compose the twins above. A GEMM's reduction runs
 # over up to 9 * C terms here (C <= 9): 1e-5 relative in float32 with an
 # absolute floor scaled by the reduction length, 1e-12 in float64.
 
 fused_only = pytest.mark.skipif(not blas.AVAILABLE, reason=f"fused path needs NumPy's bundled OpenBLAS: {blas.WHERE}")
-
-
-def sep_twin(x, dw, pw, scale, shift, relu_in, relu_out):
-    y = fast.depthwise3x3_same_reference(x, dw, relu_in) @ pw * scale + shift
-    return np.maximum(y, 0) if relu_out else y
 
 
 @fused_only
@@ -151,7 +146,7 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
     x = rand(rng, (n, h, w, c), dtype)
     dw, pw = rand(rng, (3, 3, c), dtype), rand(rng, (c, cout), dtype)
     scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
-    want = sep_twin(x, dw, pw, scale, shift, relu_in, relu_out)
+    want = fast.sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out)
     scratch = np.empty((threads, tile_rows * w, c), dtype)
     saved = np.full((threads, 3, w, c), np.nan, dtype)  # must never be read before it is written
     residual = np.empty((0, cout), dtype)
@@ -190,8 +185,7 @@ def test_conv_fused(n, h, w, c, cout, k, stride, same, relu, threads, tile_rows,
     ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
     kernel = rand(rng, (k * k * c, cout), dtype)
     scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
-    want = fast.im2col_reference(x, k, k, stride, pad_t, pad_l, ho, wo) @ kernel * scale + shift
-    want = np.maximum(want, 0) if relu else want
+    want = fast.conv_fused_reference(x, kernel, k, stride, pad_t, pad_l, ho, wo, scale, shift, relu)
     out = np.full((n * ho * wo, cout), np.nan, dtype)
     cols = np.empty((threads, tile_rows * wo, k * k * c), dtype)
     with blas.single_threaded():
