@@ -46,7 +46,7 @@ _SYMBOLS = {  # our name -> the scipy-openblas symbol (ILP64 interface)
 def _candidates():
     """Where NumPy's wheels put their bundled OpenBLAS (Linux, macOS, Windows)."""
     root = pathlib.Path(np.__file__).resolve().parent
-    for folder in (root.parent / "numpy.libs", root / ".dylibs", root.parent / "numpy.libs"):
+    for folder in (root.parent / "numpy.libs", root / ".dylibs"):  # Linux and Windows; macOS
         yield from sorted(glob.glob(str(folder / "*openblas*")))
 
 

@@ -30,7 +30,7 @@ What the plan does differently from the op-by-op path, and why:
     depthwise kernel, ``np.matmul(..., out=)`` on OpenBLAS' own threads, a
     Numba epilogue, tile by tile.
 * **Buffers come from a small arena** keyed by role, sized on first use and
-  reused between calls (about 37 MB at 299x299, batch 1).
+  reused between calls (about 32 MB at 299x299, batch 1).
 
 Every fused kernel has a plain NumPy twin (``*_reference``) next to it, and the
 tests compare the two.
@@ -54,6 +54,78 @@ from .ops.conv import _im2col, _im2col_row
 # ---------------------------------------------------------------------------
 # kernels and their twins
 # ---------------------------------------------------------------------------
+
+
+@njit(fastmath={"contract"})
+def _depthwise_row(top, mid, bot, k, lo, o):
+    """One output row of a depthwise 3x3 SAME convolution; each input read as max(v, lo).
+
+    top, mid, bot (W, C): input rows h-1, h, h+1 (zeros where outside the
+    image); k (3, 3, C); o (W, C). lo = 0 applies a ReLU to the input; -inf none.
+    o[w, c] = sum_{i,j} max(row_i[w+j-1, c], lo) * k[i, j, c]   (columns outside skipped)
+
+    Interior columns go four at a time (:func:`_depthwise_4`), the first and
+    last and any leftovers one at a time (:func:`_depthwise_cols`).
+    """
+    w_ = mid.shape[0]
+    w = 1
+    while w + 4 <= w_ - 1:
+        _depthwise_4(top, mid, bot, k, lo, o, w)
+        w += 4
+    _depthwise_cols(top, mid, bot, k, lo, o, 0, min(1, w_))
+    _depthwise_cols(top, mid, bot, k, lo, o, max(w, 1), w_)
+
+
+@njit(fastmath={"contract"})
+def _depthwise_4(top, mid, bot, k, lo, o, w):
+    """Output columns w..w+3, all interior (1 <= w, w+4 <= W-1).
+
+    Per channel the 9 taps and the 18 inputs they need (columns w-1..w+4 of the
+    three rows) are loaded once and shared by the four outputs: 27 loads for 36
+    multiply-adds, where one column at a time takes 18 loads for 9. Measured
+    1.7-3x faster than one column at a time.
+    """
+    c_ = mid.shape[1]
+    k00 = k[0, 0]; k01 = k[0, 1]; k02 = k[0, 2]  # noqa: E702  (the taps k[i, j])
+    k10 = k[1, 0]; k11 = k[1, 1]; k12 = k[1, 2]  # noqa: E702
+    k20 = k[2, 0]; k21 = k[2, 1]; k22 = k[2, 2]  # noqa: E702
+    t_0, t_1, t_2, t_3, t_4, t_5 = top[w - 1], top[w], top[w + 1], top[w + 2], top[w + 3], top[w + 4]
+    m_0, m_1, m_2, m_3, m_4, m_5 = mid[w - 1], mid[w], mid[w + 1], mid[w + 2], mid[w + 3], mid[w + 4]
+    b_0, b_1, b_2, b_3, b_4, b_5 = bot[w - 1], bot[w], bot[w + 1], bot[w + 2], bot[w + 3], bot[w + 4]
+    o0, o1, o2, o3 = o[w], o[w + 1], o[w + 2], o[w + 3]
+    for c in range(c_):
+        a0, a1, a2 = k00[c], k01[c], k02[c]
+        b0, b1, b2 = k10[c], k11[c], k12[c]
+        d0, d1, d2 = k20[c], k21[c], k22[c]
+        t0, t1, t2 = max(t_0[c], lo), max(t_1[c], lo), max(t_2[c], lo)
+        t3, t4, t5 = max(t_3[c], lo), max(t_4[c], lo), max(t_5[c], lo)
+        m0, m1, m2 = max(m_0[c], lo), max(m_1[c], lo), max(m_2[c], lo)
+        m3, m4, m5 = max(m_3[c], lo), max(m_4[c], lo), max(m_5[c], lo)
+        e0, e1, e2 = max(b_0[c], lo), max(b_1[c], lo), max(b_2[c], lo)
+        e3, e4, e5 = max(b_3[c], lo), max(b_4[c], lo), max(b_5[c], lo)
+        o0[c] = t0 * a0 + t1 * a1 + t2 * a2 + m0 * b0 + m1 * b1 + m2 * b2 + e0 * d0 + e1 * d1 + e2 * d2
+        o1[c] = t1 * a0 + t2 * a1 + t3 * a2 + m1 * b0 + m2 * b1 + m3 * b2 + e1 * d0 + e2 * d1 + e3 * d2
+        o2[c] = t2 * a0 + t3 * a1 + t4 * a2 + m2 * b0 + m3 * b1 + m4 * b2 + e2 * d0 + e3 * d1 + e4 * d2
+        o3[c] = t3 * a0 + t4 * a1 + t5 * a2 + m3 * b0 + m4 * b1 + m5 * b2 + e3 * d0 + e4 * d1 + e5 * d2
+
+
+@njit(fastmath={"contract"})
+def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
+    """Output columns w0..w1-1 one at a time, skipping the taps that fall in the padding."""
+    w_, c_ = mid.shape
+    for w in range(w0, w1):
+        ow = o[w]
+        t1, m1, b1 = top[w], mid[w], bot[w]
+        for c in range(c_):
+            ow[c] = max(t1[c], lo) * k[0, 1, c] + max(m1[c], lo) * k[1, 1, c] + max(b1[c], lo) * k[2, 1, c]
+        if w > 0:
+            t0, m0, b0 = top[w - 1], mid[w - 1], bot[w - 1]
+            for c in range(c_):
+                ow[c] += max(t0[c], lo) * k[0, 0, c] + max(m0[c], lo) * k[1, 0, c] + max(b0[c], lo) * k[2, 0, c]
+        if w < w_ - 1:
+            t2, m2, b2 = top[w + 1], mid[w + 1], bot[w + 1]
+            for c in range(c_):
+                ow[c] += max(t2[c], lo) * k[0, 2, c] + max(m2[c], lo) * k[1, 2, c] + max(b2[c], lo) * k[2, 2, c]
 
 
 @njit(parallel=True)
@@ -93,26 +165,34 @@ def depthwise3x3_same_reference(x, k, relu_in):
     return out.reshape(n * h * w, c)
 
 
-@njit(parallel=True)
-def affine_act(y, scale, shift, relu):
-    """In place, the folded BN: y = y * scale + shift, then ReLU if asked. y (M, C); scale, shift (C,)."""
-    m, c_ = y.shape
-    for r in prange(m):
+@njit
+def _epilogue(y, scale, shift, relu, res):
+    """y = relu?(y * scale + shift) in place; or, if res has rows, res += relu?(y * scale + shift)."""
+    add = res.shape[0] > 0
+    for r in range(y.shape[0]):
         row = y[r]
-        for c in range(c_):
+        for c in range(y.shape[1]):
             v = row[c] * scale[c] + shift[c]
             if relu and v < 0:
                 v = 0.0
-            row[c] = v
+            if add:
+                res[r, c] += v
+            else:
+                row[c] = v
+
+
+@njit(parallel=True)
+def affine_act(y, scale, shift, relu):
+    """In place, the folded BN: y = y * scale + shift, then ReLU if asked. y (M, C); scale, shift (C,)."""
+    for r in prange(y.shape[0]):
+        _epilogue(y[r:r + 1], scale, shift, relu, y[:0])
 
 
 @njit(parallel=True)
 def affine_add_residual(y, scale, shift, res):
     """In place on res, the middle flow's BN and Add: res = y * scale + shift + res. All rows (M, C)."""
-    m, c_ = y.shape
-    for r in prange(m):
-        for c in range(c_):
-            res[r, c] = y[r, c] * scale[c] + shift[c] + res[r, c]
+    for r in prange(y.shape[0]):
+        _epilogue(y[r:r + 1], scale, shift, False, res[r:r + 1])
 
 
 @njit(parallel=True)
@@ -201,80 +281,8 @@ def im2col_reference(x, kh, kw, stride, pad_t, pad_l, ho, wo):
 # ---------------------------------------------------------------------------
 # With NumPy's bundled OpenBLAS reachable from Numba (npxception/blas.py), each
 # thread takes its own rows through depthwise (or im2col) -> GEMM -> epilogue,
-# tile by tile, while they are in its cache. The twins of these kernels are the
-# compositions of the twins above, next to each kernel (tests/test_fast_kernels.py).
-
-
-@njit(fastmath={"contract"})
-def _depthwise_row(top, mid, bot, k, lo, o):
-    """One output row of a depthwise 3x3 SAME convolution; each input read as max(v, lo).
-
-    top, mid, bot (W, C): input rows h-1, h, h+1 (zeros where outside the
-    image); k (3, 3, C); o (W, C). lo = 0 applies a ReLU to the input; -inf none.
-    o[w, c] = sum_{i,j} max(row_i[w+j-1, c], lo) * k[i, j, c]   (columns outside skipped)
-
-    Interior columns go four at a time (:func:`_depthwise_4`), the first and
-    last and any leftovers one at a time (:func:`_depthwise_cols`).
-    """
-    w_ = mid.shape[0]
-    w = 1
-    while w + 4 <= w_ - 1:
-        _depthwise_4(top, mid, bot, k, lo, o, w)
-        w += 4
-    _depthwise_cols(top, mid, bot, k, lo, o, 0, min(1, w_))
-    _depthwise_cols(top, mid, bot, k, lo, o, max(w, 1), w_)
-
-
-@njit(fastmath={"contract"})
-def _depthwise_4(top, mid, bot, k, lo, o, w):
-    """Output columns w..w+3, all interior (1 <= w, w+4 <= W-1).
-
-    Per channel the 9 taps and the 18 inputs they need (columns w-1..w+4 of the
-    three rows) are loaded once and shared by the four outputs: 27 loads for 36
-    multiply-adds, where one column at a time takes 18 loads for 9. Measured
-    1.7-3x faster than one column at a time.
-    """
-    c_ = mid.shape[1]
-    k00 = k[0, 0]; k01 = k[0, 1]; k02 = k[0, 2]  # noqa: E702  (the taps k[i, j])
-    k10 = k[1, 0]; k11 = k[1, 1]; k12 = k[1, 2]  # noqa: E702
-    k20 = k[2, 0]; k21 = k[2, 1]; k22 = k[2, 2]  # noqa: E702
-    t_0, t_1, t_2, t_3, t_4, t_5 = top[w - 1], top[w], top[w + 1], top[w + 2], top[w + 3], top[w + 4]
-    m_0, m_1, m_2, m_3, m_4, m_5 = mid[w - 1], mid[w], mid[w + 1], mid[w + 2], mid[w + 3], mid[w + 4]
-    b_0, b_1, b_2, b_3, b_4, b_5 = bot[w - 1], bot[w], bot[w + 1], bot[w + 2], bot[w + 3], bot[w + 4]
-    o0, o1, o2, o3 = o[w], o[w + 1], o[w + 2], o[w + 3]
-    for c in range(c_):
-        a0, a1, a2 = k00[c], k01[c], k02[c]
-        b0, b1, b2 = k10[c], k11[c], k12[c]
-        d0, d1, d2 = k20[c], k21[c], k22[c]
-        t0, t1, t2 = max(t_0[c], lo), max(t_1[c], lo), max(t_2[c], lo)
-        t3, t4, t5 = max(t_3[c], lo), max(t_4[c], lo), max(t_5[c], lo)
-        m0, m1, m2 = max(m_0[c], lo), max(m_1[c], lo), max(m_2[c], lo)
-        m3, m4, m5 = max(m_3[c], lo), max(m_4[c], lo), max(m_5[c], lo)
-        e0, e1, e2 = max(b_0[c], lo), max(b_1[c], lo), max(b_2[c], lo)
-        e3, e4, e5 = max(b_3[c], lo), max(b_4[c], lo), max(b_5[c], lo)
-        o0[c] = t0 * a0 + t1 * a1 + t2 * a2 + m0 * b0 + m1 * b1 + m2 * b2 + e0 * d0 + e1 * d1 + e2 * d2
-        o1[c] = t1 * a0 + t2 * a1 + t3 * a2 + m1 * b0 + m2 * b1 + m3 * b2 + e1 * d0 + e2 * d1 + e3 * d2
-        o2[c] = t2 * a0 + t3 * a1 + t4 * a2 + m2 * b0 + m3 * b1 + m4 * b2 + e2 * d0 + e3 * d1 + e4 * d2
-        o3[c] = t3 * a0 + t4 * a1 + t5 * a2 + m3 * b0 + m4 * b1 + m5 * b2 + e3 * d0 + e4 * d1 + e5 * d2
-
-
-@njit(fastmath={"contract"})
-def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
-    """Output columns w0..w1-1 one at a time, skipping the taps that fall in the padding."""
-    w_, c_ = mid.shape
-    for w in range(w0, w1):
-        ow = o[w]
-        t1, m1, b1 = top[w], mid[w], bot[w]
-        for c in range(c_):
-            ow[c] = max(t1[c], lo) * k[0, 1, c] + max(m1[c], lo) * k[1, 1, c] + max(b1[c], lo) * k[2, 1, c]
-        if w > 0:
-            t0, m0, b0 = top[w - 1], mid[w - 1], bot[w - 1]
-            for c in range(c_):
-                ow[c] += max(t0[c], lo) * k[0, 0, c] + max(m0[c], lo) * k[1, 0, c] + max(b0[c], lo) * k[2, 0, c]
-        if w < w_ - 1:
-            t2, m2, b2 = top[w + 1], mid[w + 1], bot[w + 1]
-            for c in range(c_):
-                ow[c] += max(t2[c], lo) * k[0, 2, c] + max(m2[c], lo) * k[1, 2, c] + max(b2[c], lo) * k[2, 2, c]
+# tile by tile, while they are in its cache. Each kernel's twin (*_reference,
+# below it) composes the twins above; tests/test_fast_kernels.py compares them.
 
 
 @njit
@@ -293,22 +301,6 @@ def _gemm(a, b, c):
     else:
         dgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, k,
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
-
-
-@njit
-def _epilogue(y, scale, shift, relu, res):
-    """y = relu?(y * scale + shift) in place; or, if res has rows, res += relu?(y * scale + shift)."""
-    add = res.shape[0] > 0
-    for r in range(y.shape[0]):
-        row = y[r]
-        for c in range(y.shape[1]):
-            v = row[c] * scale[c] + shift[c]
-            if relu and v < 0:
-                v = 0.0
-            if add:
-                res[r, c] += v
-            else:
-                row[c] = v
 
 
 @njit(parallel=True)
@@ -516,6 +508,10 @@ class FastPlan:
             self.arena[role] = buf
         return buf[:size].reshape(shape)
 
+    def _in_buffer(self, x, role):
+        """Whether x lives in the arena slot ``role`` (so a conv may write in place, or must not)."""
+        return np.shares_memory(x, self.arena.get(role, _EMPTY))
+
     # ---- building blocks ----------------------------------------------
     COLS_ELEMS = 1024 * 288  # im2col floats per GEMM chunk: 1.2 MB (block1_conv2 whole would be 25 MB)
 
@@ -582,8 +578,7 @@ class FastPlan:
         rows = n * h
         tiles = -(-rows * w * max(c, cout) // self.TILE_ELEMS)
         step = -(-rows // tiles)  # whole rows per tile, tiles of equal size
-        in_a = np.shares_memory(x, self.arena.get("a", _EMPTY))
-        in_b = np.shares_memory(x, self.arena.get("b", _EMPTY))
+        in_a, in_b = self._in_buffer(x, "a"), self._in_buffer(x, "b")
         # Overwrite the input only where it saves real memory (the 147x147 maps);
         # elsewhere write to the other buffer and skip the write-back copies.
         in_place = (residual is None and cout == c and (in_a or in_b) and tiles > 1)
@@ -651,8 +646,7 @@ class FastPlan:
         rows_per_tile = max(1, min(-(-rows // threads), self.FUSED_TILE_ELEMS // (w * max(c, cout))))
         scratch = self._buffer("dw0", (threads, rows_per_tile * w, c))
         saved = self._buffer("rows", (threads, 3, w, c))
-        in_a = np.shares_memory(x, self.arena.get("a", _EMPTY))
-        in_b = np.shares_memory(x, self.arena.get("b", _EMPTY))
+        in_a, in_b = self._in_buffer(x, "a"), self._in_buffer(x, "b")
         if residual is not None:
             out = self._buffer("tile", (threads * rows_per_tile * w, cout))
         else:
