@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from . import architecture as arch
+from . import input_stage as stage
 from .config import CONFIG
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -55,9 +56,11 @@ class XceptionModel:
     """
 
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
-                 labels=None, source=None):
+                 labels=None, source=None, input_stage=()):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
+        # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
+        self.input_stage = stage.validate(input_stage)
         self.layers = arch.backbone(self.variant)
         self.input_shape = tuple(None if d is None else int(d) for d in input_shape)
         self.labels = None if labels is None else [str(s) for s in labels]
@@ -105,6 +108,11 @@ class XceptionModel:
         return None
 
     @property
+    def takes_pixels(self) -> bool:
+        """True when the model preprocesses in-graph: it takes raw [0, 255] pixels, not preprocess_input's output."""
+        return stage.takes_pixels(self.input_stage)
+
+    @property
     def layer_names(self) -> list[str]:
         """Every capturable layer name, in network order."""
         return [layer.name for layer in self.layers] + [h["name"] for h in self.head]
@@ -126,6 +134,9 @@ class XceptionModel:
             "labels": self.labels,
             "source": self.source,
             "dtype": self.dtype.name,
+            "input_stage": self.input_stage,
+            # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
+            "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
 
     def summary(self, input_shape=None, print_fn=print) -> str:
@@ -142,6 +153,11 @@ class XceptionModel:
         header = f"{'Layer (type)':<48}{'Output Shape':<24}{'Param #':>12}{'Mult-Adds':>16}"
         rule = "=" * len(header)
         lines += [rule, header, rule]
+        for step in self.input_stage:
+            lines.append(f"  input stage: {stage.describe(step)}")
+        if self.input_stage:
+            lines.append("  (applied by model(x); predict() feeds it "
+                         + ("raw pixels in [0, 255])" if self.takes_pixels else "preprocess_input(pixels))"))
         kinds = {layer.name: layer.kind for layer in self.layers}
         kinds.update({h["name"]: h["kind"] for h in self.head})
         total_macs = 0
@@ -170,7 +186,7 @@ class XceptionModel:
         dt = _as_dtype(dtype)
         return XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
                              variant=self.variant, head=self.head, input_shape=self.input_shape,
-                             labels=self.labels, source=self.source)
+                             labels=self.labels, source=self.source, input_stage=self.input_stage)
 
     def save(self, path) -> "os.PathLike":
         """Write the weights and manifest to ``path`` (``.npz``), atomically."""
@@ -180,7 +196,11 @@ class XceptionModel:
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
-        """The forward pass on a preprocessed NHWC batch: ``(N, H, W, 3) -> (N, classes)``."""
+        """The forward pass: ``(N, H, W, 3) -> (N, classes)``.
+
+        ``x`` is what the source model takes: ``preprocess_input``'s output, or
+        raw pixels when the model preprocesses in-graph (``takes_pixels``).
+        """
         return self.forward(x, impl=impl)[0]
 
     def predict(self, x, *, impl="fast"):
@@ -195,7 +215,7 @@ class XceptionModel:
         """
         if impl not in ("fast", "reference"):
             raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
-        x = self._check_input(x)
+        x = stage.apply(self.input_stage, self._check_input(x))
         wanted = self._capture_set(capture)
         if impl == "fast" and not wanted:
             from .fast import fast_forward
@@ -221,8 +241,11 @@ class XceptionModel:
         h, w = x.shape[1:3]
         eh, ew = self.input_shape[:2]
         if eh is not None and (h, w) != (eh, ew):
+            resized = [s["name"] for s in self.input_stage if s["kind"] in stage.GEOMETRY]
+            why = (f"; its {', '.join(resized)} layer(s) are identities only at that size: resize the "
+                   f"images first, e.g. npxception.load_image(path, target_size=({eh}, {ew}))" if resized else "")
             raise ValueError(f"x: this model takes {eh}x{ew} images (its input_shape is "
-                             f"{self.input_shape}), found {h}x{w}")
+                             f"{self.input_shape}), found {h}x{w}{why}")
         if min(h, w) < CONFIG.min_input_size:
             raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
                              f"{CONFIG.min_input_size}, found {h}x{w}")
@@ -492,14 +515,19 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
             head = [dict(h) for h in model.head]
             head[-1]["activation"] = None
             model = XceptionModel(model._params, variant=model.variant, head=head,
-                                  input_shape=model.input_shape, labels=model.labels, source=model.source)
+                                  input_shape=model.input_shape, labels=model.labels, source=model.source,
+                                  input_stage=model.input_stage)
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [])
     params = {k: model._params[k] for k in backbone_keys}
+    if input_shape is None:  # a Resizing/CenterCrop stage fixes the size; otherwise any size
+        geometry = any(s["kind"] in stage.GEOMETRY for s in model.input_stage)
+        input_shape = model.input_shape if geometry else (None, None, 3)
     return XceptionModel(params, variant=model.variant, head=head,
-                         input_shape=input_shape or (None, None, 3), source=model.source)
+                         input_shape=input_shape, source=model.source,
+                         input_stage=model.input_stage)
 
 
 def load(path) -> XceptionModel:

@@ -3,6 +3,9 @@
 The pipeline is Keras' own, so results can be compared like with like:
 ``load_img`` (Pillow decode, RGB, ``nearest`` resize) -> ``img_to_array`` ->
 ``preprocess_input`` (x / 127.5 - 1) -> the model -> ``decode_predictions``.
+A model that preprocesses in-graph (a converted ``Rescaling`` or
+``Normalization``, see :mod:`npxception.input_stage`) gets the raw pixels
+instead, exactly as its Keras original does.
 """
 
 from __future__ import annotations
@@ -145,10 +148,13 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
 
 
 def _run(model, pixels):
+    """The model on a list of [0, 255] pixel arrays: raw when it preprocesses in-graph
+    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
     from .images import preprocess_input
 
-    x = preprocess_input(np.stack(pixels)).astype(model.dtype, copy=False)
-    return model(x)
+    batch = np.stack(pixels)
+    x = batch if model.takes_pixels else preprocess_input(batch)
+    return model(x.astype(model.dtype, copy=False))
 
 
 def expand(paths) -> list[str]:

@@ -1,6 +1,6 @@
 """npxception's weight file: one ``.npz`` of ``layer/variable`` arrays plus a JSON manifest.
 
-Layout (format version 1)::
+Layout (format versions 1 and 2)::
 
     block1_conv1/kernel            (3, 3, 3, 32)      Keras layout, no transposes
     block1_conv1_bn/gamma          (32,)
@@ -10,7 +10,12 @@ Layout (format version 1)::
         {"format": "npxception-weights", "format_version": 1, "variant": "keras",
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
-         "dtype": "float32"}
+         "dtype": "float32", "input_stage": [], "feed": "preprocess_input"}
+
+``input_stage`` lists in-graph preprocessing (``Rescaling``, ``Normalization``,
+``Resizing``...) that ``model(x)`` applies (:mod:`npxception.input_stage`);
+``feed`` says what ``predict()`` gives the model: ``"pixels"`` (raw [0, 255],
+when the stage rescales) or ``"preprocess_input"`` (``x / 127.5 - 1``).
 
 Reading never unpickles (``allow_pickle=False``): object arrays are refused. Every
 key, shape and dtype is checked against the architecture the manifest names, and
@@ -32,7 +37,11 @@ import numpy as np
 from . import architecture as arch
 
 FORMAT = "npxception-weights"
-FORMAT_VERSION = 1  # bump when the layout changes; readers refuse newer versions
+# Bump when the layout changes; readers refuse newer versions. Version 2 adds
+# the manifest's "input_stage" (in-graph preprocessing, npxception.input_stage):
+# a file is written as version 2 only when it has one, because a version-1
+# reader would silently skip the stage and compute something else.
+FORMAT_VERSION = 2
 MANIFEST_KEY = "__manifest__"
 
 
@@ -61,7 +70,7 @@ def save(model, path) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.manifest()}
+    manifest = {"format": FORMAT, "format_version": 2 if model.input_stage else 1, **model.manifest()}
     arrays = dict(model.weights)
     arrays[MANIFEST_KEY] = np.array(json.dumps(manifest))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -133,8 +142,13 @@ def load(path):
         if not (isinstance(input_shape, list) and len(input_shape) == 3):
             raise ValueError(f"input_shape must be [H, W, 3], found {input_shape!r}")
         labels = manifest.get("labels")
-        return XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
-                             labels=labels, source=manifest.get("source") or where)
+        model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
+                              labels=labels, source=manifest.get("source") or where,
+                              input_stage=manifest.get("input_stage", []))
+        feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
+        if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
+            raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")
+        return model
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if not msg.startswith(where):

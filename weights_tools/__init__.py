@@ -19,12 +19,13 @@ reader yields a :class:`~weights_tools.graph.KLayer` list;
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass, field
 
 from .from_keras import from_keras
 from .graph import KLayer
 from .mapping import ConversionError
 
-__all__ = ["from_keras", "convert", "read", "read_layers", "inspect", "ConversionError", "KLayer"]
+__all__ = ["from_keras", "convert", "read", "read_layers", "inspect", "ConversionError", "KLayer", "Reading"]
 
 from .hdf5 import HDF5_MAGIC  # noqa: E402
 from .keras3 import ZIP_MAGIC  # noqa: E402
@@ -56,7 +57,11 @@ def _config_from(config, where):
     if config is None or isinstance(config, dict):
         return config
     cpath = pathlib.Path(config)
-    if detect_format(cpath) == "zip":
+    if not cpath.is_file():
+        raise ConversionError(f"{cpath}: no such config file (expected a .keras archive or a config.json)")
+    with open(cpath, "rb") as f:
+        is_zip = f.read(4) == ZIP_MAGIC
+    if is_zip:
         return keras3.read_archive_config(cpath, str(cpath))
     data = cpath.read_bytes()
     if len(data) > keras3.MAX_JSON_BYTES:
@@ -64,8 +69,23 @@ def _config_from(config, where):
     return keras3._json(data, "the config", str(cpath))
 
 
-def read_layers(src, *, config=None) -> tuple[list[KLayer], tuple | None, str]:
-    """``(klayers, input_shape, kind)`` from any supported file; kind describes the format.
+@dataclass
+class Reading:
+    """What a Keras file holds, before it is matched to Xception."""
+
+    klayers: list[KLayer]  # in the model's layer order, nested models flattened
+    input_shape: tuple | None  # (H, W, C) from the config, None when not recorded
+    kind: str  # the format, for messages and inspect
+    ignored: dict[str, int] = field(default_factory=dict)  # training state left out: {"optimizer state": 10}
+
+    @property
+    def wired(self) -> bool:
+        """True when the file records the model's wiring (a config), so nothing about it is guessed."""
+        return all(k.inbound is not None for k in self.klayers)
+
+
+def read_layers(src, *, config=None) -> Reading:
+    """The :class:`Reading` of any supported file.
 
     ``config`` (a dict, a ``config.json`` or a ``.keras`` file) supplies the
     wiring of a Keras-3 ``.weights.h5`` file, which records none.
@@ -81,73 +101,99 @@ def read_layers(src, *, config=None) -> tuple[list[KLayer], tuple | None, str]:
         cfg, h5 = keras3.open_archive(src, where)
         with h5:
             klayers, paths, input_shape = flatten_config(cfg, source=where)
-            keras3.fill_weights(klayers, paths, cfg, h5)
-        return klayers, input_shape, "Keras 3 .keras archive"
+            ignored = keras3.fill_weights(klayers, paths, cfg, h5)
+        return Reading(klayers, input_shape, "Keras 3 .keras archive", ignored)
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
             kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
-            return klayers, input_shape, kind
+            return Reading(klayers, input_shape, kind, legacy_h5.training_state(h5))
         if "layers" in names:
             if config is not None:
                 klayers, paths, input_shape = flatten_config(config, source=where)
-                keras3.fill_weights(klayers, paths, config, h5)
-                return klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)"
-            return keras3.klayers_without_config(h5), None, "Keras 3 .weights.h5 file (no config)"
+                ignored = keras3.fill_weights(klayers, paths, config, h5)
+                return Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored)
+            klayers, ignored = keras3.klayers_without_config(h5)
+            return Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
     raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
                           "or layers group)")
 
 
-def read(src, *, variant=None, config=None):
-    """An :class:`~npxception.model.XceptionModel` from any supported Keras file."""
+def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_shape=None,
+         classifier_activation=None):
+    """An :class:`~npxception.model.XceptionModel` from any supported Keras file.
+
+    A weights-only file (``.weights.h5``, ``save_weights``) records no head
+    beyond its arrays: unless it is a bare backbone or the official ImageNet
+    layout, give its ``config`` (the model's ``.keras`` or ``config.json``), or
+    all of ``pooling`` ("avg"/"max"), ``input_shape`` ((H, W)) and
+    ``classifier_activation``; otherwise it is refused, never guessed.
+    ``skip_layers`` names layers that are identities at inference but of a
+    class the converter does not know (a custom augmentation layer).
+    """
+    return _model(read_layers(src, config=config), str(src), variant=variant, skip_layers=skip_layers,
+                  pooling=pooling, input_shape=input_shape, classifier_activation=classifier_activation)
+
+
+def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooling=None, input_shape=None,
+           classifier_activation=None):
     from .mapping import to_npxception
 
-    klayers, input_shape, kind = read_layers(src, config=config)
-    in_shape = tuple(input_shape) if input_shape and len(input_shape) == 3 else None
-    try:
-        return to_npxception(klayers, variant=variant, source=str(src), input_shape=in_shape)
-    except ConversionError as exc:
-        if "Keras 3 .weights.h5" in kind and "no config" in kind:
-            raise ConversionError(f"{exc} (a .weights.h5 file records no architecture; pass the model's "
-                                  ".keras archive or config.json as config=/--config)") from None
-        raise
+    in_shape = tuple(reading.input_shape) if reading.input_shape and len(reading.input_shape) == 3 else None
+    head_spec = {"pooling": pooling, "input_shape": input_shape, "classifier_activation": classifier_activation}
+    return to_npxception(reading.klayers, variant=variant, source=source, input_shape=in_shape,
+                         skip_layers=tuple(skip_layers), head_spec=head_spec)
 
 
-def convert(src, dst, *, variant=None, config=None) -> pathlib.Path:
+def convert(src, dst, *, variant=None, config=None, **options) -> pathlib.Path:
     """Convert ``src`` to an npxception ``.npz`` at ``dst``, written atomically.
 
-    A failed conversion leaves no output file (nothing is written until the
-    model has been fully read and checked, and the write itself is atomic).
+    ``options`` are :func:`read`'s. A failed conversion leaves no output file
+    (nothing is written until the model has been fully read and checked, and
+    the write itself is atomic).
     """
     from npxception.weights import save
 
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
-    model = read(src, variant=variant, config=config)
+    model = read(src, variant=variant, config=config, **options)
     return save(model, dst)
 
 
-def inspect(src, *, config=None) -> str:
-    """A text report: the format, every layer with its weight shapes, and the detected architecture."""
-    klayers, input_shape, kind = read_layers(src, config=config)
-    lines = [f"{src}: {kind}", f"input shape: {input_shape}" if input_shape else "input shape: not recorded",
-             f"{len(klayers)} layers ({sum(1 for k in klayers if k.weights)} with weights):"]
-    for k in klayers:
+def inspect(src, *, config=None, **options) -> str:
+    """A text report: the format, every layer with its weight shapes, the training state
+    ignored, what the file does and does not determine, and the detected architecture."""
+    reading = read_layers(src, config=config)
+    input_shape = reading.input_shape
+    lines = [f"{src}: {reading.kind}", f"input shape: {input_shape}" if input_shape else "input shape: not recorded",
+             f"{len(reading.klayers)} layers ({sum(1 for k in reading.klayers if k.weights)} with weights):"]
+    for k in reading.klayers:
         shapes = ", ".join(str(tuple(w.shape)) for w in k.weights)
         lines.append(f"  {k.name:<48} {k.class_name:<24} {shapes}")
+    for what, count in reading.ignored.items():
+        lines.append(f"{what}: {count} arrays, ignored (training state; Keras ignores it with compile=False)")
+    if reading.wired:
+        lines.append("the file determines: the layers, their wiring and configs, and every weight")
+    else:
+        lines.append("the file determines: the weights, in layer order; it does not record the layers' wiring, "
+                     "the head's pooling and activations, or the input size")
     try:
-        from .mapping import to_npxception
-
-        in_shape = tuple(input_shape) if input_shape and len(input_shape) == 3 else None
-        model = to_npxception(klayers, source=str(src), input_shape=in_shape)
+        model = _model(reading, str(src), **options)
         total, trainable = model.count_params()
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
                      f"input {model.input_shape}, head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
+        for step in model.input_stage:
+            from npxception.input_stage import describe
+
+            lines.append(f"input stage: {describe(step)}")
+        if model.input_stage:
+            lines.append("input: raw pixels in [0, 255] (the model preprocesses in-graph)" if model.takes_pixels
+                         else "input: preprocess_input(pixels)")
     except ConversionError as exc:
         lines.append(f"detected architecture: not convertible: {exc}")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """``python -m weights_tools``: convert Keras files to npxception ``.npz`` and inspect them.
 
     python -m weights_tools convert SRC -o DST.npz [--variant keras|article] [--config CONFIG]
-    python -m weights_tools inspect SRC
+                                   [--skip-layer NAME ...] [--pooling avg|max --input-shape H,W
+                                    --classifier-activation softmax|sigmoid|linear|...]
+    python -m weights_tools inspect SRC [the same options]
 
 Bad files get one line on stderr and exit code 1, never a traceback (``--debug``
 shows it). ``npxception convert`` calls :func:`main` too.
@@ -23,14 +25,41 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
     c.add_argument("--variant", choices=["keras", "article"], default=None,
                    help="the architecture (default: detect it)")
-    c.add_argument("--config", default=None,
-                   help="a .keras archive or config.json giving the wiring of a Keras 3 .weights.h5 file")
     c.add_argument("--debug", action="store_true", help="show tracebacks")
-    i = sub.add_parser("inspect", help="list the layers, shapes and the detected architecture")
+    _model_options(c)
+    i = sub.add_parser("inspect", help="list the layers, shapes, what the file determines, and the architecture")
     i.add_argument("src")
-    i.add_argument("--config", default=None, help="as for convert")
     i.add_argument("--debug", action="store_true", help="show tracebacks")
+    _model_options(i)
     return p
+
+
+def _input_shape(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W (e.g. 160,160), found {text!r}") from None
+    return h, w
+
+
+def _model_options(p):
+    """What a file may not record: its wiring, its head, a custom identity layer."""
+    p.add_argument("--config", default=None,
+                   help="a .keras archive or config.json giving the wiring of a weights-only file")
+    p.add_argument("--skip-layer", action="append", default=[], metavar="NAME",
+                   help="treat layer NAME as an identity (only for a layer that is one at inference); repeatable")
+    p.add_argument("--pooling", choices=["avg", "max"], default=None,
+                   help="weights-only file without --config: the head's global pooling")
+    p.add_argument("--input-shape", type=_input_shape, default=None, metavar="H,W",
+                   help="weights-only file without --config: the input size the model was trained at")
+    p.add_argument("--classifier-activation", default=None, metavar="NAME",
+                   help="weights-only file without --config: the classifier's activation "
+                        "(softmax, sigmoid, linear, ...)")
+
+
+def _options(args) -> dict:
+    return {"config": args.config, "skip_layers": args.skip_layer, "pooling": args.pooling,
+            "input_shape": args.input_shape, "classifier_activation": args.classifier_activation}
 
 
 def main(argv=None) -> int:
@@ -42,7 +71,7 @@ def main(argv=None) -> int:
         import weights_tools
 
         if args.command == "convert":
-            path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config)
+            path = weights_tools.convert(args.src, args.output, variant=args.variant, **_options(args))
             from npxception.weights import load
 
             model = load(path)
@@ -51,7 +80,7 @@ def main(argv=None) -> int:
             print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
                   f"classes {model.classes}, {total:,} parameters, {model.dtype}")
         else:
-            print(weights_tools.inspect(args.src, config=args.config))
+            print(weights_tools.inspect(args.src, **_options(args)))
         return 0
     except KeyboardInterrupt:
         print("weights_tools: interrupted", file=sys.stderr)

@@ -10,7 +10,8 @@ refuse, naming the file and the object:
 * virtual datasets (``dset.is_virtual``): they assemble data from other files;
 * datasets claiming more bytes than the whole file holds (a decompression or
   allocation bomb, or a truncated file);
-* datasets of a non-float dtype (weights are floating point).
+* datasets of a non-float dtype (weights are floating point; integer scalars,
+  the counters of adapted layers, are the one exception).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class GuardedH5:
         if dset.external:
             raise ConversionError(f"{self.where}: refusing dataset {name} with external storage "
                                   f"({dset.external[0][0]!r}...)")
-        if dset.dtype.kind != "f":
+        # An integer scalar is a counter (Normalization's adapted `count`), never a weight we use.
+        if dset.dtype.kind != "f" and not (dset.dtype.kind in "iu" and dset.shape == ()):
             raise ConversionError(f"{self.where}: dataset {name} has dtype {dset.dtype}; weights must be "
                                   "floating point")
         claimed = int(np.prod(dset.shape, dtype=np.int64)) * dset.dtype.itemsize

@@ -160,8 +160,12 @@ def _read_vars(h5: GuardedH5, key: str, expected_name: str | None):
     return arrays, [f"{key}/vars/{s}" for s in indices]
 
 
-def fill_weights(klayers, paths, config, h5: GuardedH5) -> None:
-    """Put the arrays of ``h5`` (Keras 3 layout) into the flattened config's KLayers."""
+def fill_weights(klayers, paths, config, h5: GuardedH5) -> dict[str, int]:
+    """Put the arrays of ``h5`` (Keras 3 layout) into the flattened config's KLayers.
+
+    Returns ``{what: array count}`` of the training state that was ignored
+    (:func:`training_state`); any other array that belongs to no layer is refused.
+    """
     keys = weight_keys(config, h5.where)
     used = set()
     for k in klayers:
@@ -174,9 +178,44 @@ def fill_weights(klayers, paths, config, h5: GuardedH5) -> None:
         k.weights, k.weight_names = arrays, names
         used.update(names)
     stray = sorted(set(_all_datasets(h5)) - used)
+    ignored = training_state(stray)
+    state = {path for paths in ignored.values() for path in paths}
+    stray = [s for s in stray if s not in state]
     if stray:
         raise ConversionError(f"{h5.where}: weights {stray[0]} belong to no layer of the model config "
                               f"({len(stray)} unexpected array(s))")
+    return {what: len(paths) for what, paths in ignored.items()}
+
+
+# Groups of a Keras 3 weight file that hold training state, not model state:
+# keras.saving.load_model(..., compile=False) skips them (saving_lib loads the
+# optimizer only into a compiled model, and metrics and seed generators are
+# re-created when a model is compiled or trained), and so does the converter.
+TRAINING_STATE = {
+    "optimizer": "optimizer state",  # optimizer/vars/<i>: iterations, learning rate, moments
+    "metrics": "metrics state",  # compiled metrics' accumulators
+    "compile_metrics": "metrics state",
+    "loss": "loss state",
+    "vars": "model-level variables",  # the Model object's own trackers (no layer's weights)
+}
+
+
+def training_state(datasets) -> dict[str, list[str]]:
+    """``{what: [dataset paths]}`` for the arrays of ``datasets`` that are training state.
+
+    A path is training state when its first component is a group of
+    :data:`TRAINING_STATE`, or when it sits in a layer's ``seed_generator``
+    (the random state of augmentation layers, e.g.
+    ``layers/random_flip/seed_generator/vars/0``): never a weight of the model.
+    """
+    out: dict[str, list[str]] = {}
+    for path in datasets:
+        parts = path.split("/")
+        if parts[0] in TRAINING_STATE and len(parts) > 1:
+            out.setdefault(TRAINING_STATE[parts[0]], []).append(path)
+        elif any(p == "seed_generator" or p.startswith("seed_generator_") for p in parts[:-1]):
+            out.setdefault("seed generator state", []).append(path)
+    return out
 
 
 def _all_datasets(h5: GuardedH5, group=None, prefix=""):
@@ -216,8 +255,9 @@ def _find_backbone_prefix(h5: GuardedH5) -> str:
     return candidates[0]
 
 
-def klayers_without_config(h5: GuardedH5) -> list[KLayer]:
-    """KLayers in Keras' layer order for an Xception ``.weights.h5`` (``inbound=None``)."""
+def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]:
+    """``(klayers, ignored)`` for an Xception ``.weights.h5``: KLayers in Keras' layer order
+    (``inbound=None``), and the training state left out (as :func:`fill_weights`)."""
     prefix = _find_backbone_prefix(h5)
     counters: dict[str, int] = {}
     klayers, used = [], set()
@@ -237,14 +277,20 @@ def klayers_without_config(h5: GuardedH5) -> list[KLayer]:
         used.update(names)
     # What is left is the head: Dense layers at the top level, in counter order.
     rest = sorted(set(_all_datasets(h5)) - used)
+    ignored = training_state(rest)
+    state = {path for paths in ignored.values() for path in paths}
+    rest = [r for r in rest if r not in state]
     dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
                         key=lambda s: (s.rsplit("_", 1)[0], int(s.rsplit("_", 1)[1])
                                        if s.rsplit("_", 1)[-1].isdigit() else 0))
     for key in dense_keys:
         arrays, names = _read_vars(h5, key, None)
         cls = "Dense" if key.split("/")[-1].startswith("dense") else to_camel(key.split("/")[-1])
-        klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
-    return klayers
+        # Keras 3.x records the layer's own name ("predictions") on its vars group.
+        stored = h5.attr_text(h5.get(h5.file, f"{key}/vars"), "name") if arrays else None
+        klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
+                              weight_names=names))
+    return klayers, {what: len(paths) for what, paths in ignored.items()}
 
 
 def to_camel(key: str) -> str:

@@ -121,6 +121,36 @@ def _split_nested(name, weight_names, arrays):
     return [(inner, wns, arr) for inner, (wns, arr) in owners.items()]
 
 
+def training_state(h5: GuardedH5) -> dict[str, int]:
+    """``{"optimizer state": n}`` for a full-model save's ``/optimizer_weights`` group.
+
+    ``model.save("x.h5")`` after ``compile()`` stores the optimizer's slots there
+    (and ``training_config`` in the root attributes). ``load_model(...,
+    compile=False)`` never reads them; neither do we, beyond counting them for
+    ``inspect``.
+    """
+    import h5py
+
+    if "optimizer_weights" not in h5.keys(h5.file):
+        return {}
+    root = h5.get(h5.file, "optimizer_weights")
+    # Iterative, and each object once: a deep or cyclic (hard-linked) hostile
+    # tree can neither exhaust the stack nor loop.
+    count, stack, seen = 0, [root], {root.id}
+    while stack:
+        group = stack.pop()
+        for name in h5.keys(group):
+            obj = h5.get(group, name)
+            if obj.id in seen:
+                continue
+            seen.add(obj.id)
+            if isinstance(obj, h5py.Group):
+                stack.append(obj)
+            else:
+                count += 1
+    return {"optimizer state": count}
+
+
 def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
     """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file."""
     group, full_model = _weights_root(h5)

@@ -32,6 +32,7 @@ from npxception.config import CONFIG
 from npxception.model import XceptionModel
 
 from .graph import KLayer
+from .preprocessing import IDENTITY, STAGE, StageError, input_stage
 
 
 class ConversionError(ValueError):
@@ -54,10 +55,8 @@ _KINDS = {
     "GlobalMaxPooling2D": "global_max_pool",
     "GlobalMaxPool2D": "global_max_pool",
     "Dense": "dense",
-    "Dropout": "dropout",
-    "SpatialDropout2D": "dropout",
-    "GaussianDropout": "dropout",
-    "AlphaDropout": "dropout",
+    **{cls: "identity" for cls in IDENTITY},  # Dropout, augmentation: `return inputs` at inference
+    **STAGE,  # Rescaling, Normalization, Resizing, CenterCrop, RandomCrop: the input stage
 }
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -91,22 +90,32 @@ def kind_of(layer: KLayer) -> str:
 # ---------------------------------------------------------------------------
 
 def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_shape=None,
-                  dtype=None, labels=None) -> XceptionModel:
-    """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception."""
+                  dtype=None, labels=None, skip_layers=(), head_spec=None) -> XceptionModel:
+    """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception.
+
+    ``skip_layers``: names of layers to treat as identities (the user's word that
+    they are at inference). ``head_spec``: ``{"pooling", "input_shape",
+    "classifier_activation"}`` for a weights-only file, which records none of them.
+    """
     if not klayers:
         raise ConversionError(f"{source}: no layers found")
     wired = all(k.inbound is not None for k in klayers)
+    given = {k: v for k, v in (head_spec or {}).items() if v is not None}
+    steps = []
     if wired:
-        params, v, head, in_shape, names = _match_graph(klayers, variant, source)
+        if given:
+            raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
+                                  "file records its own head and input size")
+        params, v, head, in_shape, names, steps = _match_graph(klayers, variant, source, skip_layers)
+        if input_shape is None:
+            input_shape = in_shape
     else:
-        params, v, head, names = _match_by_order(klayers, variant, source)
-        in_shape = None
-    if input_shape is None:
-        input_shape = in_shape
+        if skip_layers:
+            raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
+                                  "file is matched by weight order; pass --config)")
+        params, v, head, names, input_shape = _match_by_order(klayers, variant, source, given)
     if input_shape is None or input_shape[0] is None:
-        # A classifier was trained at one size; Keras' Xception top is 299x299.
-        has_dense = any(h["kind"] == "dense" for h in head)
-        input_shape = CONFIG.default_input_shape if has_dense and input_shape is None else (None, None, 3)
+        input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
     for a in params.values():
         if a.dtype.kind != "f":
@@ -119,7 +128,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: weight {key} contains NaN or Inf")
     try:
         model = XceptionModel(params, variant=v, head=head, input_shape=input_shape,
-                              labels=labels, source=source)
+                              labels=labels, source=source, input_stage=steps)
     except (ValueError, TypeError) as exc:
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
@@ -140,53 +149,92 @@ def _candidate_variants(variant):
     return ordered + [o for o in others if o not in ordered]
 
 
-def _collapse(klayers: list[KLayer], source: str):
-    """Index layers by name and route around identity layers (nested InputLayers, Dropout)."""
+def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
+    """Index layers by name and route around identity layers (nested InputLayers, Dropout,
+    augmentation, and the layers the user named in ``skip_layers``)."""
     by_name = {}
     for k in klayers:
         if k.name in by_name:
             raise ConversionError(f"{source}: two layers are named {k.name!r}")
         by_name[k.name] = k
+    skip = set(skip_layers)
+    for name in sorted(skip):
+        if name not in by_name:
+            hint = [k.name for k in klayers if k.name.rsplit("/", 1)[-1] == name]
+            raise ConversionError(f"{source}: --skip-layer {name}: no such layer"
+                                  + (f" (did you mean {hint[0]}?)" if hint else ""))
+        if by_name[name].weights:
+            raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
+                                  f"({len(by_name[name].weights)} arrays), so it is not an identity")
+
+    def is_identity(k):
+        kind = kind_of(k)
+        return (kind == "input" and k.inbound) or kind == "identity" or k.name in skip
 
     def resolve(name, seen=()):
         k = by_name.get(name)
         if k is None:
             raise ConversionError(f"{source}: layer input {name!r} names no layer")
-        kind = kind_of(k)
-        if (kind == "input" and k.inbound) or kind == "dropout":
+        if is_identity(k):
             if len(k.inbound or []) != 1 or name in seen:
                 raise ConversionError(f"{source}: {k.name} ({k.class_name}) must have exactly one input")
             return resolve(k.inbound[0], seen + (name,))
         return name
 
     inputs = {k.name: [resolve(i) for i in k.inbound] for k in klayers}
-    live = [k for k in klayers if not ((kind_of(k) == "input" and k.inbound) or kind_of(k) == "dropout")]
+    live = [k for k in klayers if not is_identity(k)]
     return by_name, inputs, live
 
 
-def _match_graph(klayers, variant, source):
-    by_name, inputs, live = _collapse(klayers, source)
+def _unsupported(k: KLayer, source: str) -> ConversionError:
+    why = ("a Lambda layer's function is code, which a file read as data does not hold"
+           if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
+           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop and Keras' augmentation and "
+           "noise layers; after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation and "
+           "BatchNormalization")
+    return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. Rebuild the model "
+                           f"without it, or, if it is an identity at inference, pass --skip-layer {k.name}")
+
+
+def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
+    """The input-stage layers (Rescaling, Normalization, Resizing...) that follow the input in a chain."""
+    consumers = _consumers(live, inputs)
+    chain, current = [], root.name
+    while len(consumers.get(current, [])) == 1 and kind_of(consumers[current][0]) in STAGE.values():
+        chain.append(consumers[current][0])
+        current = chain[-1].name
+    return chain
+
+
+def _match_graph(klayers, variant, source, skip_layers=()):
+    by_name, inputs, live = _collapse(klayers, source, skip_layers)
     roots = [k for k in live if kind_of(k) == "input"]
     if len(roots) != 1:
         raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
-        k = unsupported[0]
-        raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}); npxception converts "
-                              "an Xception backbone plus a head of GlobalAverage/MaxPooling2D, Dense, "
-                              "Dropout, Activation and BatchNormalization")
+        raise _unsupported(unsupported[0], source)
+    root_shape = _input_shape(roots[0])
+    chain = _stage_chain(roots[0], live, inputs)
+    try:
+        steps, size = input_stage(chain, root_shape[:2] if root_shape else None)
+    except StageError as exc:
+        raise ConversionError(f"{source}: {exc}") from None
+    in_shape = (*size, 3) if size else root_shape
+    start = chain[-1] if chain else roots[0]
     failures = []
     for v in _candidate_variants(variant):
         try:
-            matched, params = _walk(v, roots[0], live, inputs, source)
+            matched, params = _walk(v, start, live, inputs, source)
         except ConversionError as exc:
             failures.append((v, exc))
             continue
-        head, head_params = _head(matched, live, inputs, v, source)
+        head, head_params = _head(matched, live, inputs, v, source,
+                                  before={roots[0].name} | {k.name for k in chain})
         params.update(head_params)
         matched.pop("input")
         matched.update({h["name"]: h["name"] for h in head})
-        return params, v, head, _input_shape(roots[0]), matched
+        return params, v, head, in_shape, matched, steps
     v, exc = failures[0]
     raise ConversionError(str(exc)) from None
 
@@ -212,10 +260,11 @@ def match_names(klayers: list[KLayer], *, variant=None, source="model") -> dict[
     roots = [k for k in live if kind_of(k) == "input"]
     if len(roots) != 1:
         raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    chain = _stage_chain(roots[0], live, inputs)
     failures = []
     for v in _candidate_variants(variant):
         try:
-            matched, _ = _walk(v, roots[0], live, inputs, source, check=False)
+            matched, _ = _walk(v, chain[-1] if chain else roots[0], live, inputs, source, check=False)
         except ConversionError as exc:
             failures.append(exc)
             continue
@@ -350,11 +399,14 @@ def _layer_params(ours: str, kind: str, k: KLayer, shapes: dict, source: str) ->
     return out
 
 
-def _head(matched, live, inputs, v, source):
-    """Follow the single chain of layers after the backbone: the classifier head."""
+def _head(matched, live, inputs, v, source, before=()):
+    """Follow the single chain of layers after the backbone: the classifier head.
+
+    ``before``: the input and the input stage's layers, matched already.
+    """
     consumers = _consumers(live, inputs)
     last = matched[arch.backbone(v)[-1].name]
-    used = set(matched.values())
+    used = set(matched.values()) | set(before)
     head, params = [], {}
     features = [layer for layer in arch.backbone(v) if layer.filters][-1].filters  # 2048
     current = last
@@ -426,7 +478,7 @@ def _head(matched, live, inputs, v, source):
 # wiring unknown: Keras' by-order rule
 # ---------------------------------------------------------------------------
 
-def _match_by_order(klayers, variant, source):
+def _match_by_order(klayers, variant, source, given):
     v = arch.resolve_variant(variant or "keras")
     if v != arch.VARIANTS["keras"]:
         raise ConversionError(
@@ -448,23 +500,84 @@ def _match_by_order(klayers, variant, source):
         except ConversionError as exc:
             raise ConversionError(f"{source}: {label}: {str(exc).split(': ', 1)[-1]}") from None
     rest = theirs[len(ours):]
-    head: list[dict] = []
+    dense = None
     if len(rest) == 1 and len(rest[0].weights) in (1, 2) and rest[0].weights[0].ndim == 2:
-        k = rest[0]
-        units = k.weights[0].shape[1]
-        if k.weights[0].shape[0] != 2048:
-            raise ConversionError(f"{source}: shape mismatch in layer #{len(ours)} (predictions / {k.name} "
-                                  f"in the file): expected (2048, units), found {k.weights[0].shape}")
-        head = arch.keras_head(True, None, units, "softmax")
-        names["predictions"] = k.name
-        params["predictions/kernel"] = np.asarray(k.weights[0])
-        if len(k.weights) == 2:
-            params["predictions/bias"] = np.asarray(k.weights[1])
-        else:
-            head[-1]["use_bias"] = False
+        dense = rest[0]
+        if dense.weights[0].shape[0] != 2048:
+            raise ConversionError(f"{source}: shape mismatch in layer #{len(ours)} (predictions / {dense.name} "
+                                  f"in the file): expected (2048, units), found {dense.weights[0].shape}")
     elif rest:
         k = rest[0]
-        raise ConversionError(f"{source}: unsupported layer {k.name} after the Xception backbone "
-                              f"(weights {[tuple(w.shape) for w in k.weights]}); a weights-only file "
-                              "may end in the (2048, classes) predictions layer only")
-    return params, v, head, names
+        raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
+                              f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
+                              "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
+    head, input_shape = _weights_only_head(dense, given, source)
+    if dense is not None:
+        name = head[-1]["name"]
+        names[name] = dense.name
+        params[f"{name}/kernel"] = np.asarray(dense.weights[0])
+        if len(dense.weights) == 2:
+            params[f"{name}/bias"] = np.asarray(dense.weights[1])
+        else:
+            head[-1]["use_bias"] = False
+    return params, v, head, names, input_shape
+
+
+# The official ImageNet file's head, the only one a weights-only file determines:
+# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299.
+IMAGENET_CLASSES = 1000
+_HEAD_FLAGS = {"pooling": "--pooling avg|max", "input_shape": "--input-shape H,W",
+               "classifier_activation": "--classifier-activation softmax|sigmoid|linear|..."}
+
+
+def _flags(given) -> str:
+    return " ".join(_HEAD_FLAGS[k].split()[0] for k in given)
+
+
+def _is_official(dense: KLayer) -> bool:
+    return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
+
+
+def _weights_only_head(dense: KLayer | None, given: dict, source: str):
+    """``(head, input_shape)`` of a weights-only file: what it determines, plus ``given``; else refuse.
+
+    A bare backbone is determined (any input size, no pooling unless asked for).
+    A classifier is determined only in the official ImageNet layout (a 1000-unit
+    Dense named ``predictions``). Any other classifier needs its pooling, its
+    activation and its input size from the user: guessing them changes the
+    answer silently (a GlobalMaxPooling head converted as average pooling).
+    """
+    pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
+    if pooling not in (None, "avg", "max"):
+        raise ConversionError(f"{source}: --pooling: expected avg or max, found {pooling!r}")
+    if act is not None and act not in arch.ACTIVATIONS:
+        raise ConversionError(f"{source}: --classifier-activation: expected one of "
+                              f"{[a for a in arch.ACTIVATIONS if a]}, found {act!r}")
+    if shape is not None:
+        shape = tuple(shape)
+        if len(shape) == 2:
+            shape = (*shape, 3)
+        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= CONFIG.min_input_size
+                                                       for d in shape[:2]):
+            raise ConversionError(f"{source}: --input-shape: expected H,W of at least "
+                                  f"{CONFIG.min_input_size}, found {shape!r}")
+    if dense is None:
+        if act is not None:
+            raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
+                                  "(a bare backbone)")
+        return arch.keras_head(False, pooling), shape
+    if _is_official(dense):
+        pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
+    missing = [flag for key, flag in _HEAD_FLAGS.items()
+               if {"pooling": pooling, "input_shape": shape, "classifier_activation": act}[key] is None]
+    if missing:
+        units = dense.weights[0].shape[1]
+        raise ConversionError(
+            f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
+            f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
+            "classifier's activation or the input size it was trained at. Pass the model's architecture "
+            f"with --config model.keras|config.json, or give {' '.join(missing)}")
+    head = arch.keras_head(False, pooling) + [
+        {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
+         "activation": None if act == "linear" else act, "use_bias": True}]
+    return head, shape
