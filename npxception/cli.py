@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cm = sub.add_parser("compare", help="compare another implementation layer by layer")
     cm.add_argument("--against", required=True, metavar="PATH",
-                    help=".keras/.h5 model, .onnx file, or .npz activation dump")
+                    help=".keras/.h5/.weights.h5 file, .onnx file, or .npz activation dump")
+    cm.add_argument("--config", default=None, metavar="PATH",
+                    help="the .keras archive or config.json of a weights-only --against file")
     cm.add_argument("--weights", default=None,
                     help="npxception weights (default: converted from --against when it is a Keras file)")
     src = cm.add_mutually_exclusive_group()

@@ -8,8 +8,10 @@ cosine similarity and pass/fail. The first failing layer is where to look.
 ``other`` may be:
 
 * a ``keras.Model`` (TensorFlow is imported only then, by the model itself);
-* a path to a ``.keras`` / ``.h5`` model (loaded with Keras, so TensorFlow is
-  needed) or an ``.onnx`` file (onnxruntime; intermediate tensors are matched
+* a path to a ``.keras`` / ``.h5`` / ``.weights.h5`` file (run by the framework
+  that wrote it, :mod:`npxception.keras_side`, so TensorFlow is needed; layers
+  inside a nested backbone are reached by their path) or an ``.onnx`` file
+  (onnxruntime; intermediate tensors are matched
   to our layer names where the exported graph keeps Keras' scopes, otherwise
   only the final output is compared);
 * a ``dict`` or ``.npz`` of ``{layer_name: activation}`` dumped by anything,
@@ -31,7 +33,6 @@ each float32 side is from it: who is closer to exact.
 
 from __future__ import annotations
 
-import importlib
 import json
 import pathlib
 import sys
@@ -148,27 +149,6 @@ class Report:
 def _is_keras_model(obj) -> bool:
     mod = type(obj).__module__
     return hasattr(obj, "get_layer") and hasattr(obj, "layers") and mod.split(".")[0] in ("keras", "tf_keras", "tensorflow")
-
-
-def _keras_activations(model, kmodel, x):
-    """Activations of every Keras layer matched to ours by the converter's graph walk."""
-    from weights_tools.from_keras import keras_layers
-    from weights_tools.mapping import match_names
-
-    names = match_names(keras_layers(kmodel), variant=model.variant)
-    ours = [n for n in model.layer_names if n in names]
-    outputs = [kmodel.get_layer(names[n]).output for n in ours]
-    framework = importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
-    probe = framework.Model(kmodel.inputs, outputs)
-    values = probe(x.astype(_keras_dtype(kmodel)), training=False)
-    if not isinstance(values, (list, tuple)):
-        values = [values]
-    return {n: np.asarray(v) for n, v in zip(ours, values)}
-
-
-def _keras_dtype(kmodel):
-    w = kmodel.weights[0]
-    return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
 
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
@@ -291,8 +271,12 @@ def _errors(a, b):
     return max_abs, max_rel, cosine, scale
 
 
-def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None) -> Report:
-    """Compare ``model`` with ``other`` on input batch ``x``; see the module docstring."""
+def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None, config=None) -> Report:
+    """Compare ``model`` with ``other`` on input batch ``x``; see the module docstring.
+
+    ``config``: the architecture of a weights-only Keras file given as ``other``.
+    """
+    from . import keras_side
     from .model import XceptionModel
 
     if not isinstance(model, XceptionModel):
@@ -302,8 +286,8 @@ def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None)
     x = np.asarray(x)
     if _is_keras_model(other):
         label = f"keras model {other.name!r}"
-        theirs = _keras_activations(model, other, x)
-        their_dtype = _keras_dtype(other)
+        theirs = keras_side.activations(model, other, x)
+        their_dtype = keras_side.keras_dtype(other)
     elif isinstance(other, dict):
         label = "activation dict"
         theirs = dict(other)
@@ -324,14 +308,9 @@ def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None)
             # Conv nodes, so the layout is detected tensor by tensor.
             layout = None
         elif suffix in (".keras", ".h5", ".hdf5"):
-            try:
-                import keras
-            except ImportError:
-                raise ImportError(f"{path}: running a Keras file needs TensorFlow/Keras; without a "
-                                  "framework, dump its activations to .npz and compare with that") from None
-            kmodel = keras.models.load_model(path, compile=False)
-            theirs = _keras_activations(model, kmodel, x)
-            their_dtype = _keras_dtype(kmodel)
+            kmodel = keras_side.load(path, config=config, model=model)  # in the framework that wrote it
+            theirs = keras_side.activations(model, kmodel, x)
+            their_dtype = keras_side.keras_dtype(kmodel)
         else:
             raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file")
     else:
@@ -380,13 +359,17 @@ def compare(model, other, x, *, rtol=None, atol=None, oracle=False, layout=None)
 # ---------------------------------------------------------------------------
 
 def cli_input(model, image=None) -> np.ndarray:
-    """The batch ``npxception compare`` feeds both sides: ``image`` preprocessed, or
-    (without one) a uniform [-1, 1] batch from seed 0, in the model's input size."""
+    """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
+    ``image`` as pixels (through preprocess_input unless the model preprocesses in-graph),
+    or without one a uniform batch from seed 0 over the same range ([0, 255] or [-1, 1])."""
     from .images import load_image, preprocess_input
 
     h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
     if image is not None:
-        x = preprocess_input(load_image(image, target_size=(h, w)))[None]
+        pixels = load_image(image, target_size=(h, w))[None]
+        x = pixels if model.takes_pixels else preprocess_input(pixels)
+    elif model.takes_pixels:
+        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
     else:
         x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
     return x.astype(model.dtype)
@@ -404,11 +387,11 @@ def cli_compare(args) -> int:
     elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
         import weights_tools
 
-        model = weights_tools.read(against)
+        model = weights_tools.read(against, config=getattr(args, "config", None))
     else:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     report = compare(model, str(against), cli_input(model, args.image), oracle=args.oracle,
-                     layout=args.layout)
+                     layout=args.layout, config=getattr(args, "config", None))
     if args.plot:
         report.plot(args.plot)
     verdict = (f"first divergence: {report.first_divergence}" if report.first_divergence

@@ -1,0 +1,178 @@
+"""The Keras side of ``compare``: open a Keras file in the framework that wrote it, and
+capture its layers by npxception's names.
+
+Correctness is measured against the framework that wrote the file, so the file
+is run by that framework, never by a guess:
+
+* a ``.keras`` archive or a Keras 3 ``.weights.h5``: Keras 3;
+* a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
+  reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
+* a weights-only file: the model is rebuilt from ``config`` (the model's own
+  ``.keras`` archive or ``config.json``) and the weights loaded into it; without
+  a config only the layouts the converter itself accepts without one (a bare
+  backbone, the official ImageNet classifier) are rebuilt, with
+  ``applications.Xception``.
+
+Layers are reached by their path through nested models: the keras.io recipe
+calls the backbone as one layer (``x = base_model(inputs)``), so its
+``block1_conv1`` is not a layer of the outer model. Each nested model is run
+on the tensor that feeds it in the outer model.
+
+TensorFlow is imported here only, and only when a comparison needs it. Its
+start-up noise (absl/oneDNN/CUDA lines written to the C-level stderr) and Keras'
+"structure of `inputs`" warning are kept out of the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import pathlib
+import tempfile
+import warnings
+
+import numpy as np
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence TensorFlow's C++ logging and Keras' input-structure warning for the duration.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` is honoured only for messages after absl is set
+    up, so the start-up lines are caught by pointing file descriptor 2 at a
+    temporary file; they are shown again if something fails.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The structure of `inputs` doesn't match")
+        warnings.filterwarnings("ignore", module=r"keras|tf_keras|tensorflow")
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            noise = sink.read().decode("utf8", "replace").strip()
+            if noise:
+                print(noise, file=__import__("sys").stderr)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def framework_name(path) -> str:
+    """``"keras"`` (Keras 3) or ``"tf_keras"``: the framework that wrote the file at ``path``."""
+    import h5py
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != HDF5_MAGIC:
+        return "keras"  # a .keras zip archive: Keras 3 only
+    with h5py.File(path, "r") as f:
+        version = f.attrs.get("keras_version")
+        legacy = "model_weights" in f or "layer_names" in f.attrs
+    if not legacy:
+        return "keras"  # a Keras 3 .weights.h5 (layers/<class key>/vars/<i>)
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    return "keras" if version.startswith("3.") else "tf_keras"
+
+
+def _import(name: str):
+    try:
+        with _quiet():
+            return importlib.import_module(name)
+    except ImportError:
+        raise ImportError(f"running this Keras file needs {name} (pip install 'npxception[test]'); without "
+                          "a framework, dump its activations to .npz and compare with that") from None
+
+
+def load(path, *, config=None, model=None):
+    """The Keras model stored at ``path``, opened by the framework that wrote it.
+
+    ``config``: the architecture of a weights-only file (a ``.keras`` archive or
+    ``config.json``). ``model``: our converted model, which says for a
+    weights-only file without config which ``applications.Xception`` to build.
+    """
+    import weights_tools
+
+    path = pathlib.Path(path)
+    fw = _import(framework_name(path))
+    reading = weights_tools.read_layers(path, config=config)
+    with _quiet():
+        if reading.kind.startswith("Keras 3 .keras") or "full-model" in reading.kind:
+            return fw.models.load_model(path, compile=False)
+        if config is not None:
+            cpath = pathlib.Path(config)
+            if cpath.suffix == ".keras":
+                kmodel = fw.models.load_model(cpath, compile=False)
+            else:
+                kmodel = fw.models.model_from_json(cpath.read_text())
+        elif model is not None:
+            pooling = next((h["kind"][7:10] for h in model.head if h["kind"].startswith("global_")), None)
+            kmodel = fw.applications.Xception(
+                weights=None, include_top=False, pooling=pooling,
+                input_shape=model.input_shape if model.input_shape[0] else None)
+            if model.include_top:
+                y = fw.layers.Dense(model.classes, activation=model.classifier_activation or "linear",
+                                    name="predictions")(kmodel.output)
+                kmodel = fw.Model(kmodel.input, y)
+        else:
+            raise ValueError(f"{path}: a weights-only file records no architecture; pass the model's "
+                             ".keras archive or config.json as config")
+        kmodel.load_weights(path)
+    return kmodel
+
+
+def _call_input(layer):
+    """The tensor that feeds ``layer`` (a nested model) in its outer model's graph."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    tensors = getattr(nodes[-1], "input_tensors", None) if nodes else None
+    tensors = list(tensors) if isinstance(tensors, (list, tuple)) else [] if tensors is None else [tensors]
+    if len(tensors) != 1:
+        raise ValueError(f"nested model {layer.name!r}: expected one input tensor, found {len(tensors)}")
+    return tensors[0]
+
+
+def _capture(fw, kmodel, wanted: dict, x) -> dict:
+    """``{key: activation}`` for ``wanted = {key: path of layer names inside kmodel}``."""
+    top = {key: path[0] for key, path in wanted.items() if len(path) == 1}
+    deeper: dict[str, dict] = {}
+    for key, path in wanted.items():
+        if len(path) > 1:
+            deeper.setdefault(path[0], {})[key] = path[1:]
+    tensors = [kmodel.get_layer(name).output for name in top.values()]
+    tensors += [_call_input(kmodel.get_layer(name)) for name in deeper]
+    values = fw.Model(kmodel.inputs, tensors)(x, training=False)
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    out = {key: np.asarray(v) for key, v in zip(top, values)}
+    for (name, inner), feed in zip(deeper.items(), values[len(top):]):
+        out.update(_capture(fw, kmodel.get_layer(name), inner, feed))
+    return out
+
+
+def keras_dtype(kmodel) -> np.dtype:
+    w = kmodel.weights[0]
+    return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
+
+
+def activations(model, kmodel, x) -> dict[str, np.ndarray]:
+    """``{our layer name: the Keras layer's output}`` on ``x``, for every layer the graph walk matches.
+
+    ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
+    """
+    from weights_tools.keras_config import flatten_config
+    from weights_tools.mapping import match_names
+
+    config = json.loads(json.dumps(kmodel.get_config(), default=str))
+    klayers, paths, _ = flatten_config(config, source=f"keras model {kmodel.name!r}")
+    names = match_names(klayers, variant=model.variant)
+    wanted = {ours: paths[names[ours]] for ours in model.layer_names if ours in names}
+    fw = importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
+    with _quiet():
+        return _capture(fw, kmodel, wanted, np.asarray(x).astype(keras_dtype(kmodel)))
