@@ -180,7 +180,7 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
         return
     node = loc.node
     earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
-    case = hypotheses.Case(model, node.name, node.kind, node.spec, loc.inputs, theirs_out, y,
+    case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs and their_input is None else None,
                            skipped=loc.skipped, earlier=earlier)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

@@ -39,6 +39,7 @@ class Case:
     name: str
     kind: str  # architecture kind: conv, sepconv, bn, relu, maxpool, add, or a head kind
     spec: object  # the architecture.Layer, or the head dict
+    input_names: tuple  # the layers feeding it, in the table's order ("input": the image)
     inputs: list  # their input activations, in the table's input order
     theirs: np.ndarray  # their output
     local: np.ndarray  # our layer on their inputs
@@ -321,7 +322,7 @@ def extra_relu_on_input(case: Case) -> Candidate | None:
         err = np.abs(y - case.theirs).max()
         if best is None or err < best[0]:
             best = (err, i, y)
-    src = case.spec.inputs[best[1]]
+    src = case.input_names[best[1]]
     return Candidate("extra_relu_before", f"an extra ReLU on {src} before this add", best[2], src)
 
 
@@ -340,7 +341,7 @@ def wrong_input(case: Case) -> Candidate | None:
     want = case.inputs[0].shape
     best = None
     for name, a in case.earlier.items():
-        if name != case.spec.inputs[0] and a.shape == want:
+        if name != case.input_names[0] and a.shape == want:
             y = case.model.run_layer(case.name, [a])
             if y.shape == case.theirs.shape:
                 err = np.abs(y - case.theirs).max()
@@ -348,7 +349,7 @@ def wrong_input(case: Case) -> Candidate | None:
                     best = (err, name, y)
     if best is None:
         return None
-    return Candidate("wrong_input", f"reads {best[1]} instead of {case.spec.inputs[0]}", best[2], best[1])
+    return Candidate("wrong_input", f"reads {best[1]} instead of {case.input_names[0]}", best[2], best[1])
 
 
 def skipped_layer(case: Case) -> Candidate | None:
@@ -506,6 +507,14 @@ def best_of(candidates, theirs, rtol, atol) -> Diagnosis | None:
     return best
 
 
+def _tried(hypothesis, case):
+    """A hypothesis' candidate, or None when their tensors do not fit it (a shape our ops refuse)."""
+    try:
+        return hypothesis(case)
+    except ValueError:
+        return None
+
+
 def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
     """Test the catalogue on one source layer; the best explanation, or None."""
     if case.x_ours is not None:
@@ -513,7 +522,7 @@ def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
                         case.theirs, rtol, atol)
         if found:
             return found
-    found = best_of((h(case) for h in CATALOGUE.get(case.kind, [])), case.theirs, rtol, atol)
+    found = best_of((_tried(h, case) for h in CATALOGUE.get(case.kind, [])), case.theirs, rtol, atol)
     if found:
         return found
-    return best_of((h(case) for h in GENERIC), case.theirs, rtol, atol)
+    return best_of((_tried(h, case) for h in GENERIC), case.theirs, rtol, atol)
