@@ -21,39 +21,37 @@ place only when complete.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
-import os
 import pathlib
-import uuid
 import zipfile
 
 import numpy as np
 
 from . import architecture as arch
+from .config import CONFIG
+from .untrusted import atomic_write  # noqa: F401  (re-exported: show.py and others write through it)
 
 FORMAT = "npxception-weights"
 FORMAT_VERSION = 1  # bump when the layout changes; readers refuse newer versions
 MANIFEST_KEY = "__manifest__"
 
 
-def atomic_write(path, write) -> pathlib.Path:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+@functools.lru_cache(maxsize=None)
+def weight_budget() -> int:
+    """The most bytes a valid weight file can hold: its parameter count x 8 (float64).
 
-    A failure at any point (KeyboardInterrupt included) leaves no file behind.
+    The parameters are those of the largest backbone in the table (over every
+    combination of the variant flags) plus ``CONFIG.head_params_margin`` for
+    any head the converter supports. Readers charge every array against it
+    before allocating.
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    flags = list(arch.Variant.__dataclass_fields__)
+    backbone = max(sum(int(np.prod(s)) for s in arch.param_shapes(arch.backbone(
+        arch.Variant(**dict(zip(flags, bits)))), []).values())
+        for bits in itertools.product((False, True), repeat=len(flags)))
+    return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
 
 def save(model, path) -> pathlib.Path:
