@@ -102,6 +102,14 @@ def open_regular(path):
         raise
 
 
+# --------------------------------------------------------------------------- messages
+
+def short_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a hostile value must not flood an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # --------------------------------------------------------------------------- JSON
 
 def loads_json(text):

@@ -262,3 +262,169 @@ def test_config_at_the_nesting_bound_flattens():
     dense = [k for k in klayers if k.class_name == "Dense"]
     assert len(dense) == (depth + 1) * width
     assert max(len(p) for p in paths.values()) == depth + 1
+
+
+# --------------------------------------------------------------------------- .npz weight files
+
+def npy_bytes(shape, dtype="<f4", body=b"") -> bytes:
+    """An .npy member: a real header claiming ``shape``, then ``body`` (nothing like its claim)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue() + body
+
+
+def manifest_npy(manifest_text: str) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array(manifest_text))
+    return buf.getvalue()
+
+
+GOOD_MANIFEST = ('{"format": "npxception-weights", "format_version": 1, "variant": "keras", '
+                 '"input_shape": [null, null, 3], "head": []}')
+
+
+def npz(path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for name, data in members.items():
+            z.writestr(name + ".npy", data)
+    return path
+
+
+def load_refused(path, *fragments):
+    out = run_limited("npxception.cli", "predict", "--weights", path, os.path.join(REPO, "README.md"))
+    assert_refused(out, os.path.basename(path), *fragments)
+
+
+def test_npz_unknown_member_is_refused_before_decompressing(tmp_path):
+    p = npz(tmp_path / "extra.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                     "evil": npy_bytes((1,), body=b"\0" * (8 << 20))})
+    load_refused(forge_declared_size(p, "evil.npy", 2_400_000_000), "unexpected weight 'evil'")
+
+
+def test_npz_member_declaring_more_than_its_shape(tmp_path):
+    p = npz(tmp_path / "big.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                   "block1_conv1/kernel": npy_bytes((3, 3, 3, 32), body=b"\0" * 3456)})
+    load_refused(forge_declared_size(p, "block1_conv1/kernel.npy", 2_000_000_000), "before decompressing")
+
+
+def test_npz_header_claiming_1e11_values(tmp_path):
+    p = npz(tmp_path / "claim.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                     "block1_conv1/kernel": npy_bytes((10**11,), body=b"\0" * 64)})
+    load_refused(p, "block1_conv1/kernel", "expected (3, 3, 3, 32), found (100000000000,)")
+
+
+def test_npz_manifest_nested_100000_levels(tmp_path):
+    p = npz(tmp_path / "deep.npz", {"__manifest__": manifest_npy("[" * 100_000 + "]" * 100_000)})
+    load_refused(p, "nested too deeply")
+
+
+def test_npz_manifest_head_beyond_the_budget(tmp_path):
+    head = ('[{"kind": "global_avg_pool", "name": "avg_pool"}, {"kind": "dense", "name": "predictions", '
+            '"units": 100000000, "activation": "softmax"}]')
+    p = npz(tmp_path / "head.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST.replace('"head": []',
+                                                                                     f'"head": {head}'))})
+    load_refused(p, "refused before reading")
+
+
+# --------------------------------------------------------------------------- values that cannot be valid
+
+LABELS = ["tabby\x1b[31m", "two\nlines", "\u202eevil"]  # an ANSI escape, a newline, a bidi override
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A small classifier (3 classes, 71x71) saved with hostile label text."""
+    import npxception
+    from npxception.model import XceptionModel
+
+    base = npxception.Xception(classes=3, input_shape=(71, 71, 3), seed=3)
+    model = XceptionModel(base.weights, variant=base.variant, head=base.head, input_shape=base.input_shape,
+                          labels=LABELS)
+    return model.save(tmp_path_factory.mktemp("labelled") / "labelled.npz")
+
+
+def rewrite(src, dst, manifest_edit=None, arrays=None):
+    """Copy an .npz member by member, editing the manifest (a dict) or replacing arrays."""
+    import json
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            key = info.filename[:-4]
+            data = zin.read(info)
+            if key == "__manifest__" and manifest_edit:
+                manifest = json.loads(str(np.load(io.BytesIO(data))))
+                manifest_edit(manifest)
+                data = manifest_npy(json.dumps(manifest))
+            elif arrays and key in arrays:
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, arrays[key])
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    return dst
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(input_shape=[100000, 100000, 3]), "at most 2048"),
+    (lambda m: m.update(input_shape=[299, 299, 5]), r"expected \(H, W, 3\)"),
+    (lambda m: m.update(labels=["only one"]), "expected 3 names"),
+    (lambda m: m.update(labels="abc"), "list of strings"),
+], ids=["huge-input", "five-channels", "short-labels", "string-labels"])
+def test_manifest_values_that_cannot_be_valid(labelled, tmp_path, edit, message):
+    import npxception
+
+    bad = rewrite(labelled, tmp_path / "bad.npz", manifest_edit=edit)
+    with pytest.raises(ValueError, match=message) as info:
+        npxception.load(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_negative_bn_variance_is_refused(labelled, tmp_path):
+    import npxception
+
+    var = -np.ones(32, np.float32)
+    bad = rewrite(labelled, tmp_path / "var.npz", arrays={"block1_conv1_bn/moving_variance": var})
+    with pytest.raises(ValueError, match="block1_conv1_bn/moving_variance.*negative"):
+        npxception.load(bad)
+
+
+def test_predict_fifo_is_refused_and_the_rest_answered_with_escaped_labels(labelled, tmp_path):
+    from PIL import Image
+
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), np.uint8)).save(good)
+    out = run_limited("npxception.cli", "predict", "--weights", labelled, "--top", "3", fifo, "/dev/zero", good)
+    assert out.returncode == 1, out.stderr
+    assert "fifo.jpg: is a FIFO (named pipe), not an image file" in out.stderr
+    assert "/dev/zero: is a character device, not an image file" in out.stderr
+    assert out.stdout.startswith(str(good))
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "tabby\\x1b[31m" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 4  # the path and three classes: no forged lines
+    assert "two\\nlines" in out.stdout and "\\u202eevil" in out.stdout
+
+
+def test_predict_json_is_strict_when_scores_are_not_finite(labelled, tmp_path, monkeypatch, capsys):
+    """Finite weights can still overflow (a kernel of 1e38): no NaN token reaches the JSON."""
+    import json
+
+    import npxception
+    from npxception import cli, prediction
+    from npxception.model import XceptionModel
+    from PIL import Image
+
+    model = npxception.load(labelled)
+    weights = model.weights
+    weights["predictions/kernel"] = np.full_like(weights["predictions/kernel"], 1e38)
+    huge = XceptionModel(weights, variant=model.variant, head=model.head, input_shape=model.input_shape)
+    monkeypatch.setattr(prediction, "get_model", lambda w: huge)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((71, 71, 3), 200, np.uint8)).save(good)
+    assert cli.main(["predict", "--json", "--weights", str(labelled), str(good)]) == 1
+    out, err = capsys.readouterr()
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    assert json.loads(out, parse_constant=refuse) == []
+    assert "good.png: the model gave non-finite scores" in err
