@@ -148,22 +148,26 @@ def _one_line(exc: BaseException) -> str:
 # ---- predict ------------------------------------------------------------------
 
 def _cmd_predict(args) -> int:
+    from .labels import printable
     from .prediction import predict_files
 
     results, failures = predict_files(args.images, weights=args.weights, top=args.top,
                                       interpolation=args.interpolation, batch_size=args.batch_size,
                                       progress=sys.stdout.isatty())
     for path, reason in failures:
-        print(f"npxception: {path}: {reason}", file=sys.stderr)
+        print(f"npxception: {printable(path)}: {printable(reason)}", file=sys.stderr)
     if args.json:
+        # Strict JSON: predict_files reports non-finite scores as failures, and
+        # allow_nan=False makes sure no NaN/Infinity token is ever printed.
         print(json.dumps([{"file": path, "predictions": [
             {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in preds]}
-            for path, preds in results], indent=2))
+            for path, preds in results], indent=2, allow_nan=False))
     else:
         for path, preds in results:
-            print(path)
+            print(printable(path))
             for rank, p in enumerate(preds, 1):
-                tag = " ".join(str(t) for t in (p.label, p.name) if t is not None and t != p.index)
+                # Labels come from the weight file: escape control characters (ANSI, newlines).
+                tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
                 print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
     return 1 if failures else 0
 

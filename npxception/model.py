@@ -21,6 +21,7 @@ import numpy as np
 
 from . import architecture as arch
 from .config import CONFIG
+from .untrusted import short_repr
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
 _KERAS_TYPES = {
@@ -59,9 +60,9 @@ class XceptionModel:
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
-        self.input_shape = tuple(None if d is None else int(d) for d in input_shape)
-        self.labels = None if labels is None else [str(s) for s in labels]
+        self.input_shape = _check_input_shape(input_shape)
         self.source = source
+        self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head)
         params = dict(params)
         _check_params(params, expected, where=source or "params")
@@ -389,6 +390,9 @@ def _check_params(params: dict, expected: dict, where: str) -> None:
         dtypes.add(a.dtype)
         if not np.isfinite(a).all():
             raise ValueError(f"{where}: weight {key!r} contains NaN or Inf")
+        if key.endswith("/moving_variance") and (a < 0).any():  # BN would take the sqrt of a negative
+            raise ValueError(f"{where}: weight {key!r} is a variance but holds negative values "
+                             f"(min {a.min():g})")
     if len(dtypes) > 1:
         raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
 
@@ -478,16 +482,36 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
 
 def _check_input_shape(shape) -> tuple:
+    """(H, W, 3) with min_input_size <= H, W <= max_input_size, or None for H and W (any size)."""
     try:
-        shape = tuple(None if d is None else int(d) for d in shape)
+        shape = tuple(None if d is None else _int(d) for d in shape)
     except (TypeError, ValueError):
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}") from None
     if len(shape) != 3 or shape[2] != 3:
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}")
-    if any(d is not None and d < CONFIG.min_input_size for d in shape[:2]):
-        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size}, "
-                         f"found {shape}")
+    if any(d is not None and not CONFIG.min_input_size <= d <= CONFIG.max_input_size for d in shape[:2]):
+        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
+                         f"most {CONFIG.max_input_size}, found {shape}")
     return shape
+
+
+def _int(d) -> int:
+    """An int dimension; 299.0 or "299" (a hand-edited manifest) are not silently accepted."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+        raise TypeError(d)
+    return int(d)
+
+
+def _check_labels(labels, classes):
+    """None, or a list of exactly ``classes`` strings (a string is not a list of labels)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+        raise ValueError(f"labels: expected a list of strings, found {short_repr(labels)}")
+    if classes is None or len(labels) != classes:
+        raise ValueError(f"labels: expected {classes or 0} names, one per class, found {len(labels)}")
+    return list(labels)
+
 
 
 def _adapt(model, *, variant, include_top, pooling, classes, classifier_activation, input_shape, dtype):
