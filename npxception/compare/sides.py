@@ -79,8 +79,17 @@ def load_keras_file(path):
 
 
 def load_dump(path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """A ``.npz`` dump: a regular file (a FIFO would block), no pickles, numeric arrays only."""
+    from ..untrusted import open_regular
+
+    with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
+        out = {}
+        for k in data.files:
+            a = data[k]
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array")
+            out[k] = a
+        return out
 
 
 def open_other(model, other, *, layout=None, names=None) -> Other:

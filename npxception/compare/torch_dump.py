@@ -11,12 +11,9 @@ would save the BN output after the next ReLU ran on it.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import tempfile
-
 import numpy as np
 
+from ..untrusted import atomic_write
 from .sides import INPUT_KEY
 
 
@@ -52,13 +49,4 @@ def dump_torch_activations(module, x, path, *, names=None):
         for h in handles:
             h.remove()
     acts[INPUT_KEY] = x.detach().cpu().numpy()
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        np.savez(tmp, **acts)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **acts))
