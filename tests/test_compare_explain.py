@@ -366,3 +366,34 @@ def test_every_hypothesis_has_a_test():
     assert produced <= named, produced - named
     functions = {f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.INPUT_TRANSFORMS.values())
     assert all(f.__doc__ for f in functions)
+
+
+# ---- an NCHW ONNX export of a PyTorch-convention port -------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_port(model, tmp_path_factory):
+    from onnx_port import build
+
+    path = tmp_path_factory.mktemp("onnx") / "legacy_xception.onnx"
+    build(model, path)
+    return path
+
+
+def test_onnx_nchw_export(model, x, onnx_port):
+    with pytest.raises(ValueError, match="layout='NCHW'"):
+        compare(model, onnx_port, x)
+    report = compare(model, onnx_port, x, layout="NCHW", names="timm.legacy_xception")
+    # every module's tensor is found through its exporter scope: all 133 layers are compared
+    assert len(report.rows) == len(model.layer_names), report.skipped
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
+                                                       "predictions": "output_logits"}  # timm has no softmax
+    assert causes(report) == expected, "\n".join(report.source_lines())
+
+
+def test_exporter_scopes_to_module_paths():
+    from npxception.compare.onnx_side import torch_module_paths
+
+    assert torch_module_paths("/block1/rep/rep.0/pointwise/Conv_output_0") == [
+        "block1", "block1.rep", "block1.rep.0", "block1.rep.0.pointwise"]
+    assert torch_module_paths("/features/features.10/Relu_output_0") == ["features", "features.10"]
+    assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
