@@ -397,3 +397,66 @@ def test_exporter_scopes_to_module_paths():
         "block1", "block1.rep", "block1.rep.0", "block1.rep.0.pointwise"]
     assert torch_module_paths("/features/features.10/Relu_output_0") == ["features", "features.10"]
     assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cli_files(model, onnx_port, tmp_path_factory):
+    from PIL import Image
+
+    from npxception.compare import cli_input
+    from npxception.compare.names import timm_legacy_xception
+
+    root = tmp_path_factory.mktemp("compare_cli")
+    model.save(root / "ours.npz")
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    x = cli_input(model)  # the seeded batch the CLI feeds without --image
+    theirs = {v: k for k, v in timm_legacy_xception().items()}
+    acts = run_port(model, x, PYTORCH)
+    nchw = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
+    np.savez(root / "timm.npz", **nchw, **{INPUT_KEY: x.transpose(0, 3, 1, 2)})
+    np.savez(root / "no_input.npz", **run_port(model, x))
+    (root / "map.json").write_text(json.dumps({v: k for k, v in theirs.items()}))
+    return root
+
+
+def test_cli_port_layout_tolerances(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "timm.npz"),
+            "--layout", "NCHW"]
+    assert cli.main(args + ["--port", "timm.legacy_xception"]) == 1
+    out = capsys.readouterr().out
+    assert f"sources of error: {len(BN_LAYERS) + 1}:" in out
+    assert "  block3_pool (local" in out and "explained by symmetric padding" in out
+    assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--rtol", "-1"])
+    assert "expected a finite number >= 0" in capsys.readouterr().err
+
+
+def test_cli_dump_without_input_warns(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "no_input.npz")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no --image given and the dump carries no input" in out
+    assert out.strip().splitlines()[-1].startswith("no divergence")
+
+
+def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(onnx_port),
+            "--layout", "NCHW", "--port", "timm.legacy_xception", "--image", str(cli_files / "images")]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
+    assert "predictions (local" in out and "their output is logits" in out
