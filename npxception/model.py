@@ -248,6 +248,22 @@ class XceptionModel:
                              + (f"; did you mean {hint}?" if hint else "; see model.layer_names"))
         return wanted
 
+    def run_layer(self, name, inputs, *, impl="fast"):
+        """Run one layer (backbone or head) on given input activations; return its output.
+
+        ``inputs`` is a list in the order of the layer's inputs in the architecture
+        table (one array, two for an ``add``; a head layer takes the previous
+        layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
+        """
+        x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
+        for layer in self.layers:
+            if layer.name == name:
+                return _run_layer(self._params, layer, x, CONFIG.bn_epsilon, impl)
+        for h in self.head:
+            if h["name"] == name:
+                return _run_head([h], self._params, x[0], impl)
+        raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
+
     def __repr__(self):
         total, _ = self.count_params()
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
@@ -256,8 +272,6 @@ class XceptionModel:
 
 def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     """The plain forward pass: every layer of the table, one op each."""
-    from . import ops
-
     p = model._params
     eps = CONFIG.bn_epsilon
     # How many later layers read each activation, so memory is freed early.
@@ -268,26 +282,8 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     acts = {"input": x}
     captured = {}
     for layer in model.layers:
-        ins = [acts[i] for i in layer.inputs]
         n = layer.name
-        if layer.kind == "conv":
-            y = ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides,
-                           padding=layer.padding, impl=impl)
-        elif layer.kind == "sepconv":
-            y = ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], p[f"{n}/pointwise_kernel"],
-                                     strides=layer.strides, padding=layer.padding, impl=impl)
-        elif layer.kind == "bn":
-            y = ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
-                               p[f"{n}/moving_variance"], epsilon=eps, impl=impl)
-        elif layer.kind == "relu":
-            y = ops.relu(ins[0], impl=impl)
-        elif layer.kind == "maxpool":
-            y = ops.max_pool2d(ins[0], pool_size=layer.kernel_size, strides=layer.strides,
-                               padding=layer.padding, impl=impl)
-        elif layer.kind == "add":
-            y = ops.add(ins[0], ins[1], impl=impl)
-        else:  # pragma: no cover - architecture.Layer kinds are closed
-            raise AssertionError(layer.kind)
+        y = _run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
         acts[n] = y
         if n in wanted:
             captured[n] = y
@@ -298,6 +294,29 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     y = acts[model.layers[-1].name]
     y = _run_head(model.head, p, y, impl, captured, wanted)
     return y, captured
+
+
+def _run_layer(p, layer, ins, eps, impl):
+    """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
+    from . import ops
+
+    n = layer.name
+    if layer.kind == "conv":
+        return ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "sepconv":
+        return ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], p[f"{n}/pointwise_kernel"],
+                                    strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "bn":
+        return ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
+                              p[f"{n}/moving_variance"], epsilon=eps, impl=impl)
+    if layer.kind == "relu":
+        return ops.relu(ins[0], impl=impl)
+    if layer.kind == "maxpool":
+        return ops.max_pool2d(ins[0], pool_size=layer.kernel_size, strides=layer.strides,
+                              padding=layer.padding, impl=impl)
+    if layer.kind == "add":
+        return ops.add(ins[0], ins[1], impl=impl)
+    raise AssertionError(layer.kind)  # pragma: no cover - architecture.Layer kinds are closed
 
 
 def _run_head(head, p, y, impl, captured=None, wanted=()):
