@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import warnings
 
@@ -59,7 +60,7 @@ def _quiet():
             sink.seek(0)
             noise = sink.read().decode("utf8", "replace").strip()
             if noise:
-                print(noise, file=__import__("sys").stderr)
+                print(noise, file=sys.stderr)
             raise
         finally:
             os.dup2(saved, 2)
@@ -161,8 +162,9 @@ def keras_dtype(kmodel) -> np.dtype:
     return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
 
 
-def activations(model, kmodel, x) -> dict[str, np.ndarray]:
-    """``{our layer name: the Keras layer's output}`` on ``x``, for every layer the graph walk matches.
+def activations(model, kmodel, x, final_only=False) -> dict[str, np.ndarray]:
+    """``{our layer name: the Keras layer's output}`` on ``x``, for every layer the graph walk matches
+    (only the last one with ``final_only``).
 
     ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
     """
@@ -173,6 +175,8 @@ def activations(model, kmodel, x) -> dict[str, np.ndarray]:
     klayers, paths, _ = flatten_config(config, source=f"keras model {kmodel.name!r}")
     names = match_names(klayers, variant=model.variant)
     wanted = {ours: paths[names[ours]] for ours in model.layer_names if ours in names}
+    if final_only:
+        wanted = dict(list(wanted.items())[-1:])
     fw = importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
     with _quiet():
         return _capture(fw, kmodel, wanted, np.asarray(x).astype(keras_dtype(kmodel)))

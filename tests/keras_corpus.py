@@ -86,13 +86,14 @@ def _nested_classifier(fw, size, preprocessing, head, seed):
     """The keras.io layout: augmentation, preprocessing, frozen nested backbone, head."""
     base = fw.applications.Xception(weights=None, include_top=False, input_shape=(size, size, 3))
     base.trainable = False
-    inputs = fw.Input((size, size, 3))
-    augmentation = fw.Sequential([fw.layers.RandomFlip("horizontal"), fw.layers.RandomRotation(0.1)],
-                                 name="data_augmentation")
+    # Layers named explicitly: auto-names depend on what the process built before.
+    inputs = fw.Input((size, size, 3), name="image")
+    augmentation = fw.Sequential([fw.layers.RandomFlip("horizontal", name="random_flip"),
+                                  fw.layers.RandomRotation(0.1, name="random_rotation")], name="data_augmentation")
     x = preprocessing(augmentation(inputs))
     x = base(x, training=False)
-    x = fw.layers.GlobalAveragePooling2D()(x)
-    x = fw.layers.Dropout(0.2)(x)
+    x = fw.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = fw.layers.Dropout(0.2, name="dropout")(x)
     model = fw.Model(inputs, head(x))
     return randomize(model, seed=seed)
 
@@ -105,8 +106,8 @@ def build(root) -> dict[str, Case]:
     path = lambda name: os.path.join(root, name)  # noqa: E731
 
     # the keras.io recipe: Dense(1) logits, binary cross-entropy
-    recipe = _nested_classifier(keras, 71, keras.layers.Rescaling(1 / 127.5, offset=-1),
-                                keras.layers.Dense(1), seed=21)
+    recipe = _nested_classifier(keras, 71, keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling"),
+                                keras.layers.Dense(1, name="dense"), seed=21)
     _fit_one_step(recipe, keras.losses.BinaryCrossentropy(from_logits=True), 71, True, np.array([[0.], [1.]]))
     recipe.save(path("recipe.keras"))
     recipe.save(path("recipe.h5"))
@@ -118,7 +119,7 @@ def build(root) -> dict[str, Case]:
     out["recipe_weights_h5"] = _same_model(case, path("recipe.weights.h5"), config=path("recipe.config.json"))
 
     # adapted Normalization instead of Rescaling: statistics of a pixel sample with unequal channels
-    norm = keras.layers.Normalization()
+    norm = keras.layers.Normalization(name="normalization")
     normalization = _nested_classifier(keras, 71, norm, keras.layers.Dense(3, activation="softmax"), seed=22)
     norm.adapt(_x(71, True, 5) * np.array([0.5, 0.8, 1.0], np.float32))
     _fit_one_step(normalization, "sparse_categorical_crossentropy", 71, True, np.array([0, 2]))
@@ -156,4 +157,5 @@ def build(root) -> dict[str, Case]:
     tk.save(path("tf_keras_recipe.h5"))
     out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5)
     return out
+
 

@@ -17,56 +17,21 @@ Tolerances:
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
 
-from framework_block import BLOCKER, LEAKED
+from free_runner import run_jobs
 from keras_fixtures import build_bad_files, build_keras3, build_tf_keras
 
 from weights_tools import ConversionError
 from weights_tools.hdf5 import GuardedH5
 from weights_tools.keras_config import read_keras_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROB_ATOL = 1e-5
 FEATURE_RTOL = 1e-4
-
-# Runs without TensorFlow: a meta-path finder (framework_block.BLOCKER) refuses
-# the frameworks before weights_tools is imported.
-RUNNER = BLOCKER + textwrap.dedent("""
-    import contextlib, io, json, os, sys
-    import numpy as np
-    import npxception
-    from weights_tools.cli import main
-
-    jobs = json.load(open(sys.argv[1]))
-    results = {}
-    for job in jobs:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(job["argv"])
-        res = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
-        if rc == 0 and job.get("x"):
-            try:
-                model = npxception.load(job["output"])
-                y = model(np.load(job["x"]))
-                np.save(job["result"], y)
-                res["dtype"] = str(model.dtype)
-            except Exception as exc:  # reported by the test of this file, not fatal to the others
-                res["run_error"] = f"{type(exc).__name__}: {exc}"
-        results[job["name"]] = res
-    leaked = """ + LEAKED + """
-    json.dump({"results": results, "leaked": leaked}, open(sys.argv[2], "w"))
-""")
-
 
 @pytest.fixture(scope="session")
 def files(tmp_path_factory):
@@ -100,15 +65,7 @@ def converted(files, tmp_path_factory):
     jobs.append({"name": "inspect_tf_keras", "argv": ["inspect", good["tf_keras_weights_h5"].path]})
     jobs.append({"name": "inspect_nested", "argv": ["inspect", good["b_keras"].path]})
     jobs.append({"name": "inspect_bad", "argv": ["inspect", bad["text"]]})
-    jobs_file, results_file = work / "jobs.json", work / "results.json"
-    jobs_file.write_text(json.dumps(jobs))
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(jobs_file), str(results_file)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"runner failed:\n{proc.stdout}\n{proc.stderr}"
-    data = json.loads(results_file.read_text())
-    assert data["leaked"] == [], f"frameworks imported: {data['leaked']}"
-    return work, data["results"]
+    return work, run_jobs(jobs, work)
 
 
 GOOD = ["tf_keras_weights_h5", "tf_keras_full_h5", "a_keras", "a_weights_h5",
@@ -321,6 +278,6 @@ def test_archive_member_size_limit(tmp_path, monkeypatch):
         z.writestr("config.json", "{}")
         z.writestr("metadata.json", "{}")
         z.writestr("model.weights.h5", b"\0" * 10_000)
-    monkeypatch.setattr(keras3, "MAX_WEIGHTS_BYTES", 1000)
+    monkeypatch.setattr(keras3, "max_weights_bytes", lambda: 1000)
     with pytest.raises(ConversionError, match="limit"):
         keras3.open_archive(str(p), str(p))

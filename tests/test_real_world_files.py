@@ -4,7 +4,7 @@ preprocessing layers, nested backbones, weights-only files that do not say their
 The corpus (tests/keras_corpus.py) is written by Keras 3 and tf_keras once per
 module. Conversions, the converted models' forward passes and `npxception
 predict` on photo files run in ONE subprocess in which tensorflow, keras and
-tf_keras cannot be imported. `compare` runs in this process (it needs the
+tf_keras cannot be imported (tests/free_runner.py). `compare` runs in this process (it needs the
 framework that wrote each file).
 
 Tolerance: 1e-5 relative to the largest magnitude of Keras' output, in float32.
@@ -22,44 +22,14 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from framework_block import BLOCKER, LEAKED
+from free_runner import run_jobs
 from keras_corpus import REPO, build
 
 RTOL = 1e-5
-
-RUNNER = BLOCKER + textwrap.dedent("""
-    import contextlib, io, json, sys
-    import numpy as np
-    import npxception
-    from npxception.cli import main as cli
-    from weights_tools.cli import main as weights_tools_cli
-
-    jobs = json.load(open(sys.argv[1]))
-    results = {}
-    for job in jobs:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = (weights_tools_cli if job.get("tool") == "weights_tools" else cli)(job["argv"])
-        res = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
-        if rc == 0 and job.get("x"):
-            model = npxception.load(job["output"])
-            np.save(job["result"], model(np.load(job["x"])))
-            res.update(takes_pixels=model.takes_pixels, input_shape=list(model.input_shape),
-                       head=[h["kind"] for h in model.head], summary=model.summary(print_fn=None))
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                res["predict_rc"] = cli(["predict", "--weights", job["output"], "--json",
-                                         "--top", str(model.classes), *job["photos"]])
-            res["predict"] = out.getvalue()
-        results[job["name"]] = res
-    leaked = """ + LEAKED + """
-    json.dump({"results": results, "leaked": leaked}, open(sys.argv[2], "w"))
-""")
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +56,8 @@ def converted(corpus, tmp_path_factory):
     jobs.append({"name": "recipe_weights_no_config",
                  "argv": ["convert", corpus["recipe_weights_h5"].path, "-o", str(work / "refused" / "y.npz")]})
     for name in ("recipe_keras", "tf_keras_recipe_h5", "gmp160_weights_h5"):
-        jobs.append({"name": f"inspect_{name}", "tool": "weights_tools", "argv": ["inspect", corpus[name].path]})
-    jobs_file, results_file = work / "jobs.json", work / "results.json"
-    jobs_file.write_text(json.dumps(jobs))
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(jobs_file), str(results_file)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"runner failed:\n{proc.stdout}\n{proc.stderr}"
-    data = json.loads(results_file.read_text())
-    assert data["leaked"] == [], f"frameworks imported: {data['leaked']}"
-    return work, data["results"]
+        jobs.append({"name": f"inspect_{name}", "argv": ["inspect", corpus[name].path]})
+    return work, run_jobs(jobs, work)
 
 
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
@@ -117,6 +79,7 @@ def test_converted_model_matches_keras_predict(corpus, converted, name):
     work, results = converted
     res = results[name]
     assert res["rc"] == 0, f"{name}: {res['stderr']}"
+    assert "run_error" not in res, f"{name}: converted, but the forward pass failed: {res.get('run_error')}"
     case = corpus[name]
     assert res["takes_pixels"] == (name in PIXEL_CASES) == case.pixels
     assert res["input_shape"] == [case.size, case.size, 3]
@@ -127,7 +90,7 @@ def test_converted_model_matches_keras_predict(corpus, converted, name):
 def test_npxception_predict_on_photos_matches_keras(corpus, converted, name):
     """`npxception predict --weights X.npz photo` gives Keras' scores on img_to_array(load_img(photo))."""
     res = converted[1][name]
-    assert res["predict_rc"] == 0, res["stderr"]
+    assert res["predict_rc"] == 0, res["predict_stderr"]
     case = corpus[name]
     ours = np.zeros_like(case.photos_expected)
     for i, item in enumerate(json.loads(res["predict"])):
@@ -216,3 +179,97 @@ def test_compare_cli_output_has_no_framework_noise(corpus, tmp_path):
     assert proc.stderr.strip() == "", f"noise on stderr: {proc.stderr[:500]}"
     for noise in ("oneDNN", "absl", "cuda", "structure of `inputs`"):
         assert noise not in proc.stdout
+
+
+# ---- the converter's rules on edited copies of the recipe (no framework needed) -----------
+
+@pytest.fixture(scope="module")
+def recipe_layers(corpus):
+    import weights_tools
+
+    return weights_tools.read_layers(corpus["recipe_keras"].path).klayers
+
+
+def _edited(klayers, name, class_name=None, **config):
+    """A copy of the layer list with layer ``name`` turned into ``class_name`` / given ``config``."""
+    import dataclasses
+
+    out = []
+    for k in klayers:
+        if k.name == name:
+            k = dataclasses.replace(k, class_name=class_name or k.class_name, config={**(k.config or {}), **config})
+        out.append(k)
+    return out
+
+
+def _convert(klayers, **kw):
+    from weights_tools.mapping import to_npxception
+
+    return to_npxception(klayers, source="recipe", input_shape=(71, 71, 3), **kw)
+
+
+@pytest.mark.parametrize("class_name", ["Lambda", "MyAugment"])
+def test_unknown_layer_is_refused_with_the_way_out(recipe_layers, class_name):
+    from weights_tools import ConversionError
+
+    edited = _edited(recipe_layers, "random_flip", class_name)
+    with pytest.raises(ConversionError, match=f"random_flip \\({class_name}\\).*--skip-layer random_flip"):
+        _convert(edited)
+    # the user's word that it is an identity at inference: then it converts, to the same model
+    model = _convert(edited, skip_layers=("random_flip",))
+    plain = _convert(recipe_layers)
+    assert model.input_stage == plain.input_stage and model.head == plain.head
+
+
+def test_skip_layer_must_name_a_weightless_layer(recipe_layers):
+    from weights_tools import ConversionError
+
+    with pytest.raises(ConversionError, match="--skip-layer no_such_layer: no such layer"):
+        _convert(recipe_layers, skip_layers=("no_such_layer",))
+    with pytest.raises(ConversionError, match="--skip-layer dense: it has weights"):
+        _convert(recipe_layers, skip_layers=("dense",))
+
+
+def test_preprocessing_after_the_backbone_is_refused_not_dropped(recipe_layers):
+    from weights_tools import ConversionError
+
+    edited = _edited(recipe_layers, "dropout", "Rescaling", scale=2.0, offset=0.0)
+    with pytest.raises(ConversionError, match="dropout \\(Rescaling\\)"):
+        _convert(edited)
+
+
+def test_geometry_layers_fix_or_refuse_the_input_size(recipe_layers):
+    from weights_tools import ConversionError
+
+    same = _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71))
+    assert same.input_shape == (71, 71, 3) and [s["kind"] for s in same.input_stage] == ["resizing"]
+    assert not same.takes_pixels  # no rescaling left: predict applies preprocess_input
+    with pytest.raises(ConversionError, match="turns 71x71 images into 80x80 inside the model"):
+        _convert(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80))
+    # a variable input size: the target becomes the model's input size
+    free = _edited(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80),
+                   "image", batch_shape=[None, None, None, 3])
+    from weights_tools.mapping import to_npxception
+
+    assert to_npxception(free, source="recipe").input_shape == (80, 80, 3)
+    with pytest.raises(ConversionError, match="RandomCrop.*variable input size"):
+        to_npxception(_edited(free, "rescaling", "RandomCrop"), source="recipe")
+
+
+def test_normalization_that_depends_on_an_unrecorded_epsilon_is_refused(recipe_layers):
+    from weights_tools import ConversionError
+
+    edited = _edited(recipe_layers, "rescaling", "Normalization", mean=[0.0, 0.0, 0.0], variance=[1.0, 1e-16, 1.0],
+                     axis=-1)
+    with pytest.raises(ConversionError, match="epsilon"):
+        _convert(edited)
+
+
+def test_training_state_paths():
+    from weights_tools.keras3 import training_state
+
+    found = training_state(["optimizer/vars/0", "optimizer/vars/1", "vars/0", "metrics/0/vars/0",
+                            "layers/random_flip/seed_generator/vars/0", "layers/dense/vars/0", "extra/x"])
+    assert found == {"optimizer state": ["optimizer/vars/0", "optimizer/vars/1"],
+                     "model-level variables": ["vars/0"], "metrics state": ["metrics/0/vars/0"],
+                     "seed generator state": ["layers/random_flip/seed_generator/vars/0"]}

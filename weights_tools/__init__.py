@@ -18,6 +18,7 @@ reader yields a :class:`~weights_tools.graph.KLayer` list;
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from dataclasses import dataclass, field
 
@@ -25,7 +26,8 @@ from .from_keras import from_keras
 from .graph import KLayer
 from .mapping import ConversionError
 
-__all__ = ["from_keras", "convert", "read", "read_layers", "inspect", "ConversionError", "KLayer", "Reading"]
+__all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
+           "KLayer", "Reading"]
 
 from .hdf5 import HDF5_MAGIC  # noqa: E402
 from .keras3 import ZIP_MAGIC  # noqa: E402
@@ -33,14 +35,19 @@ from .keras3 import ZIP_MAGIC  # noqa: E402
 
 def detect_format(path) -> str:
     """``"hdf5"`` or ``"zip"`` from the magic bytes; ConversionError for anything else."""
+    from npxception.untrusted import IrregularFileError, open_regular
+
     path = pathlib.Path(path)
     where = str(path)
-    if not path.exists():
-        raise ConversionError(f"{where}: no such file")
-    if not path.is_file():
-        raise ConversionError(f"{where}: not a regular file")
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open_regular(path) as f:  # a FIFO would block open() forever
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ConversionError(f"{where}: no such file") from None
+    except IrregularFileError as exc:
+        raise ConversionError(str(exc)) from None
+    except OSError as exc:
+        raise ConversionError(f"{where}: cannot open ({exc.strerror or exc})") from None
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
@@ -56,11 +63,16 @@ def _config_from(config, where):
 
     if config is None or isinstance(config, dict):
         return config
+    from npxception.untrusted import IrregularFileError, open_regular
+
     cpath = pathlib.Path(config)
-    if not cpath.is_file():
-        raise ConversionError(f"{cpath}: no such config file (expected a .keras archive or a config.json)")
-    with open(cpath, "rb") as f:
-        is_zip = f.read(4) == ZIP_MAGIC
+    try:
+        with open_regular(cpath) as f:  # a FIFO would block open() forever
+            is_zip = f.read(4) == ZIP_MAGIC
+    except FileNotFoundError:
+        raise ConversionError(f"{cpath}: no such config file (expected a .keras archive or a config.json)") from None
+    except (IrregularFileError, OSError) as exc:
+        raise ConversionError(f"{cpath}: cannot read the config ({exc})") from None
     if is_zip:
         return keras3.read_archive_config(cpath, str(cpath))
     data = cpath.read_bytes()
@@ -84,11 +96,17 @@ class Reading:
         return all(k.inbound is not None for k in self.klayers)
 
 
-def read_layers(src, *, config=None) -> Reading:
-    """The :class:`Reading` of any supported file.
+@contextlib.contextmanager
+def open_layers(src, *, config=None):
+    """Open any supported file as a :class:`Reading`.
 
     ``config`` (a dict, a ``config.json`` or a ``.keras`` file) supplies the
     wiring of a Keras-3 ``.weights.h5`` file, which records none.
+
+    Within the block the file stays open and each KLayer's ``weights`` are
+    :class:`~weights_tools.hdf5.StoredArray`: shape and dtype known, data read
+    on first use, once, against the file's read budget. Converters check
+    shapes before touching the data.
     """
     from . import keras3, legacy_h5
     from .hdf5 import GuardedH5
@@ -102,23 +120,37 @@ def read_layers(src, *, config=None) -> Reading:
         with h5:
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = keras3.fill_weights(klayers, paths, cfg, h5)
-        return Reading(klayers, input_shape, "Keras 3 .keras archive", ignored)
+            yield Reading(klayers, input_shape, "Keras 3 .keras archive", ignored)
+        return
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
             kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
-            return Reading(klayers, input_shape, kind, legacy_h5.training_state(h5))
+            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5))
+            return
         if "layers" in names:
             if config is not None:
                 klayers, paths, input_shape = flatten_config(config, source=where)
                 ignored = keras3.fill_weights(klayers, paths, config, h5)
-                return Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored)
+                yield Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored)
+                return
             klayers, ignored = keras3.klayers_without_config(h5)
-            return Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
+            yield Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
+            return
     raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
                           "or layers group)")
+
+
+def read_layers(src, *, config=None) -> Reading:
+    """Like :func:`open_layers`, with every array read (each once, within the read budget)."""
+    import numpy as np
+
+    with open_layers(src, config=config) as reading:
+        for k in reading.klayers:
+            k.weights = [np.asarray(w) for w in k.weights]
+    return reading
 
 
 def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_shape=None,
@@ -133,8 +165,15 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     ``skip_layers`` names layers that are identities at inference but of a
     class the converter does not know (a custom augmentation layer).
     """
-    return _model(read_layers(src, config=config), str(src), variant=variant, skip_layers=skip_layers,
-                  pooling=pooling, input_shape=input_shape, classifier_activation=classifier_activation)
+    with open_layers(src, config=config) as reading:
+        try:
+            return _model(reading, str(src), variant=variant, skip_layers=skip_layers, pooling=pooling,
+                          input_shape=input_shape, classifier_activation=classifier_activation)
+        except ConversionError as exc:
+            if "no config" in reading.kind and "--config" not in str(exc):
+                raise ConversionError(f"{exc} (a .weights.h5 file records no architecture; pass the model's "
+                                      ".keras archive or config.json as config=/--config)") from None
+            raise
 
 
 def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooling=None, input_shape=None,
@@ -166,7 +205,11 @@ def convert(src, dst, *, variant=None, config=None, **options) -> pathlib.Path:
 def inspect(src, *, config=None, **options) -> str:
     """A text report: the format, every layer with its weight shapes, the training state
     ignored, what the file does and does not determine, and the detected architecture."""
-    reading = read_layers(src, config=config)
+    with open_layers(src, config=config) as reading:
+        return _report(src, reading, options)
+
+
+def _report(src, reading: Reading, options) -> str:
     input_shape = reading.input_shape
     lines = [f"{src}: {reading.kind}", f"input shape: {input_shape}" if input_shape else "input shape: not recorded",
              f"{len(reading.klayers)} layers ({sum(1 for k in reading.klayers if k.weights)} with weights):"]

@@ -16,6 +16,13 @@ Two rules, as Keras itself uses them:
   checking every shape. This is only unambiguous for ``variant="keras"``, whose
   weight order Keras defines; article-variant files need their config.
 
+Layers that are identities at inference (Dropout, augmentation) are routed
+around; preprocessing between the input and the backbone becomes the model's
+input stage (:mod:`weights_tools.preprocessing`); any other layer is refused by
+name, with the way out. A weights-only file's head is taken from the file only
+when the file determines it (a bare backbone, the official ImageNet layout),
+else from the user's ``head_spec``, else refused: never guessed.
+
 Explicit list of transforms: none. Keras' kernel layouts are npxception's
 layouts ((KH, KW, C_in, C_out), depthwise (KH, KW, C_in, M), dense (C_in, units)),
 so every array is copied as it is.
@@ -122,7 +129,9 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: weights must be floating point, found {a.dtype}")
     target = np.dtype(dtype) if dtype is not None else (
         np.dtype("float64") if np.dtype("float64") in dtypes else np.dtype("float32"))
-    params = {k: np.array(a, dtype=target) for k, a in params.items()}
+    # The arrays are read here, after every shape was checked; asarray: no copy
+    # when the dtype already fits (a budget-sized file must not need twice the memory).
+    params = {k: np.asarray(a, dtype=target) for k, a in params.items()}
     for key, a in params.items():
         if not np.isfinite(a).all():
             raise ConversionError(f"{source}: weight {key} contains NaN or Inf")
@@ -390,11 +399,10 @@ def _layer_params(ours: str, kind: str, k: KLayer, shapes: dict, source: str) ->
         raise ConversionError(f"{source}: layer {k.name} (our {ours}) has {len(arrays)} weights, "
                               f"expected {len(names)}")
     out = {}
-    for key, a in zip(names, arrays):
-        a = np.asarray(a)
-        if a.shape != tuple(shapes[key]):
+    for key, a in zip(names, arrays):  # every shape checked before any array is read
+        if tuple(a.shape) != tuple(shapes[key]):
             raise ConversionError(f"{source}: shape mismatch in layer {k.name} (our {key}): "
-                                  f"expected {tuple(shapes[key])}, found {a.shape}")
+                                  f"expected {tuple(shapes[key])}, found {tuple(a.shape)}")
         out[key] = a
     return out
 
@@ -440,9 +448,9 @@ def _head(matched, live, inputs, v, source, before=()):
             if found != expect:
                 raise ConversionError(f"{source}: shape mismatch in layer {k.name} (Dense): "
                                       f"expected {expect}, found {found}")
-            params[f"{k.name}/kernel"] = np.asarray(k.weights[0])
+            params[f"{k.name}/kernel"] = k.weights[0]  # read later, in to_npxception
             if use_bias:
-                params[f"{k.name}/bias"] = np.asarray(k.weights[1])
+                params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
             eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False)
@@ -451,7 +459,7 @@ def _head(matched, live, inputs, v, source, before=()):
                 if a.shape != (features,):
                     raise ConversionError(f"{source}: shape mismatch in layer {k.name} ({var}): "
                                           f"expected {(features,)}, found {a.shape}")
-                params[f"{k.name}/{var}"] = np.asarray(a)
+                params[f"{k.name}/{var}"] = a
         elif kind in ("activation", "relu"):
             act = "relu" if kind == "relu" else _activation_name(cfg)
             head.append({"kind": "activation", "name": k.name, "activation": act})
@@ -503,9 +511,12 @@ def _match_by_order(klayers, variant, source, given):
     dense = None
     if len(rest) == 1 and len(rest[0].weights) in (1, 2) and rest[0].weights[0].ndim == 2:
         dense = rest[0]
-        if dense.weights[0].shape[0] != 2048:
+        units = dense.weights[0].shape[1]
+        if dense.weights[0].shape[0] != 2048 or (len(dense.weights) == 2
+                                                 and tuple(dense.weights[1].shape) != (units,)):
             raise ConversionError(f"{source}: shape mismatch in layer #{len(ours)} (predictions / {dense.name} "
-                                  f"in the file): expected (2048, units), found {dense.weights[0].shape}")
+                                  f"in the file): expected [(2048, units), (units,)], found "
+                                  f"{[tuple(w.shape) for w in dense.weights]}")
     elif rest:
         k = rest[0]
         raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
@@ -515,9 +526,9 @@ def _match_by_order(klayers, variant, source, given):
     if dense is not None:
         name = head[-1]["name"]
         names[name] = dense.name
-        params[f"{name}/kernel"] = np.asarray(dense.weights[0])
+        params[f"{name}/kernel"] = dense.weights[0]  # read later, in to_npxception
         if len(dense.weights) == 2:
-            params[f"{name}/bias"] = np.asarray(dense.weights[1])
+            params[f"{name}/bias"] = dense.weights[1]
         else:
             head[-1]["use_bias"] = False
     return params, v, head, names, input_shape
