@@ -135,26 +135,19 @@ def nested_sequential_json(depth: int) -> str:
 
 # --------------------------------------------------------------------------- HDF5 amplification
 
-def test_one_dataset_named_many_times_is_read_once(tmp_path):
+@pytest.mark.parametrize("layer_names, weight_names, message", [
+    ([b"block1_conv1"], [b"w"] * 400, "referenced a second time"),  # one dataset named 400 times
+    ([b"block1_conv1"] * 400, [b"w"], "lists 'block1_conv1' twice"),  # one layer listed 400 times
+], ids=["weight_names", "layer_names"])
+def test_one_dataset_named_many_times_is_read_once(tmp_path, layer_names, weight_names, message):
     p = tmp_path / "repeat.h5"
-    with h5py.File(p, "w") as f:  # 64 MiB claimed, nothing stored, named 400 times
-        f.attrs["layer_names"] = np.array([b"block1_conv1"])
+    with h5py.File(p, "w") as f:  # 64 MiB claimed, nothing stored
+        f.attrs["layer_names"] = np.array(layer_names)
         g = f.create_group("block1_conv1")
-        g.attrs["weight_names"] = np.array([b"w"] * 400)
+        g.attrs["weight_names"] = np.array(weight_names)
         _lazy(g, "w", (16 * 1024**2,))
         _pad(f, 1 << 20)
-    convert_refused(tmp_path, p, "referenced a second time")
-
-
-def test_one_layer_listed_many_times(tmp_path):
-    p = tmp_path / "layers.h5"
-    with h5py.File(p, "w") as f:
-        f.attrs["layer_names"] = np.array([b"block1_conv1"] * 400)
-        g = f.create_group("block1_conv1")
-        g.attrs["weight_names"] = np.array([b"w"])
-        _lazy(g, "w", (16 * 1024**2,))
-        _pad(f, 1 << 20)
-    convert_refused(tmp_path, p, "twice")
+    convert_refused(tmp_path, p, message)
 
 
 def test_hard_links_to_one_dataset(tmp_path):
