@@ -124,15 +124,6 @@ def bn_gamma_beta_swapped(case: Case) -> Candidate:
                      _bn(case.inputs[0], p, gamma=p["beta"], beta=p["gamma"]))
 
 
-def bn_mean_variance_swapped(case: Case) -> Candidate | None:
-    """moving_mean and moving_variance loaded into each other's place (only when that is a valid BN)."""
-    p = case.params
-    if (p["moving_mean"] + CONFIG.bn_epsilon <= 0).any():
-        return None
-    return Candidate("bn_mean_variance_swapped", "moving mean and moving variance swapped",
-                     _bn(case.inputs[0], p, mean=p["moving_variance"], var=p["moving_mean"]))
-
-
 # ---- windowed ops: padding, window and stride -------------------------------------------
 
 def _padded(x, pads, fill):
@@ -468,7 +459,7 @@ def input_candidates(x, run=None):
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_mean_variance_swapped],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped],
     "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
                 pool_stride_off_by_one],
