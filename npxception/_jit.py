@@ -50,3 +50,9 @@ def njit(*args, **options):
     """``numba.njit`` with ``cache`` set by the decision above (never crashes on read-only installs)."""
     options["cache"] = CACHE
     return numba.njit(*args, **options)
+
+
+# A one-line notice before the first cold compile (npxception/_jit_notice.py).
+from . import _jit_notice  # noqa: E402
+
+_jit_notice.install(CACHE)

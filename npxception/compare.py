@@ -112,13 +112,12 @@ class Report:
 
     def plot(self, path):
         """Error against depth on a log scale (needs matplotlib, the ``plot`` extra)."""
-        try:
-            import matplotlib
+        require_matplotlib()
+        import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("Report.plot needs matplotlib: pip install 'npxception[plot]'") from None
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
         rows = [r for r in self.rows if r.max_rel is not None]
         fig, ax = plt.subplots(figsize=(12, 4.5))
         depth = range(len(rows))
@@ -392,10 +391,20 @@ def cli_input(model, image=None) -> np.ndarray:
     return x.astype(model.dtype)
 
 
+def require_matplotlib() -> None:
+    """ImportError saying how to install matplotlib, before any work that would need it."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("plotting needs matplotlib: pip install 'npxception[plot]'")
+
+
 def cli_compare(args) -> int:
     from .model import Xception
     from .weights import load
 
+    if args.plot:
+        require_matplotlib()  # before the comparison, not after minutes of it
     against = pathlib.Path(args.against)
     if not against.is_file():
         raise FileNotFoundError(f"{against}: no such file")
