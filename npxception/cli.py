@@ -79,10 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--weights", default=None,
                     help="npxception weights (default: converted from --against when it is a Keras file)")
     src = cm.add_mutually_exclusive_group()
-    src.add_argument("--image", metavar="IMG",
-                     help="run both sides on this photo (Keras' preprocessing)")
+    src.add_argument("--image", metavar="IMG", nargs="+",
+                     help="image files or folders; the layer report uses the first, and with several "
+                          "a summary gives top-1 agreement, top-5 overlap and max |dp| over all")
     src.add_argument("--random", action="store_true", help="a seeded random input (default)")
-    cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"], help="layout of a dump")
+    cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"],
+                    help="layout of a dump or of an ONNX model's input (NCHW: a plain torch.onnx.export)")
+    cm.add_argument("--rtol", type=_non_negative_float, default=None,
+                    help="relative tolerance, of max|theirs| per layer (default 1e-4 float32, 1e-10 float64)")
+    cm.add_argument("--atol", type=_non_negative_float, default=None, help="absolute tolerance (default 0)")
+    names = cm.add_mutually_exclusive_group()
+    names.add_argument("--names", metavar="MAP.json",
+                       help="JSON object mapping their layer names to ours")
+    names.add_argument("--port", metavar="NAME",
+                       help="a known port whose module names are mapped to ours (timm.legacy_xception)")
     cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
     cm.add_argument("--json", action="store_true",
                     help="print the report as one JSON document (the verdict goes to stderr)")
@@ -126,6 +136,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text!r}")
+    return value
+
+
 @quiet_pipe
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -153,6 +173,7 @@ _CSV_COLUMNS = ("file", "rank", "index", "label", "name", "score", "error")
 
 
 def _cmd_predict(args) -> int:
+    from .labels import printable
     from .prediction import IMAGE_SUFFIXES, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
@@ -177,7 +198,7 @@ def _cmd_predict(args) -> int:
             for result in batch:
                 if result.error is not None:
                     failed += 1
-                    print(f"{PROG}: {result.path}: {result.error}", file=sys.stderr)
+                    print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
                 out.write(result)
             sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
             done += len(batch)
@@ -193,6 +214,12 @@ def _cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def _json(result) -> str:
+    # Strict JSON: predict_files reports non-finite scores as failures, and
+    # allow_nan=False makes sure no NaN/Infinity token is ever printed.
+    return json.dumps(_entry(result), allow_nan=False)
+
+
 def _entry(result) -> dict:
     """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed."""
     if result.error is not None:
@@ -206,12 +233,15 @@ class _Table:
         pass
 
     def write(self, result):
-        print(result.path)
+        from .labels import printable
+
+        print(printable(result.path))
         if result.error is not None:
-            print(f"  error: {result.error}")
+            print(f"  error: {printable(result.error)}")
             return
         for rank, p in enumerate(result.predictions, 1):
-            tag = " ".join(str(t) for t in (p.label, p.name) if t is not None and t != p.index)
+            # Labels come from the weight file: escape control characters (ANSI, newlines).
+            tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
             print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
 
     def end(self):
@@ -226,7 +256,7 @@ class _JSONArray:
         print("[", end="")
 
     def write(self, result):
-        print(("\n  " if self.first else ",\n  ") + json.dumps(_entry(result)), end="")
+        print(("\n  " if self.first else ",\n  ") + _json(result), end="")
         self.first = False
 
     def end(self):
@@ -238,7 +268,7 @@ class _JSONLines:
         pass
 
     def write(self, result):
-        print(json.dumps(_entry(result)))
+        print(_json(result))
 
     def end(self):
         pass

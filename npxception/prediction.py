@@ -223,9 +223,18 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
 
     def flush():
         good = [pixels for _, pixels, _ in pending if pixels is not None]
-        decoded = iter(_decode(model, _run(model, good), top)) if good else iter(())
-        out = [FileResult(path, next(decoded) if pixels is not None else None, error)
-               for path, pixels, error in pending]
+        probs = _run(model, good) if good else np.empty((0, model.classes))
+        decoded = iter(zip(probs, _decode(model, probs, top)))
+        out = []
+        for path, pixels, error in pending:
+            if pixels is None:
+                out.append(FileResult(path, None, error))
+                continue
+            row, preds = next(decoded)
+            if np.isfinite(row).all():
+                out.append(FileResult(path, preds))
+            else:  # never print NaN scores with an arbitrary top class
+                out.append(FileResult(path, None, "the model gave non-finite scores (NaN or Inf) for this image"))
         pending.clear()
         return out
 

@@ -492,11 +492,12 @@ def test_compare_plot_needs_matplotlib_before_it_runs(ref, tmp_path, monkeypatch
 
     from npxception.cli import main
 
-    compare = importlib.import_module("npxception.compare")  # (npxception.compare is also the function)
+    compare_cli = importlib.import_module("npxception.compare.cli")
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    monkeypatch.setattr(compare, "compare", lambda *a, **k: pytest.fail("the comparison ran"))
+    for step in ("open_other", "compare"):
+        monkeypatch.setattr(compare_cli, step, lambda *a, **k: pytest.fail("the comparison ran"))
     code = main(["compare", "--against", str(ref.npz), "--weights", str(ref.npz), "--plot", str(tmp_path / "e.png")])
     assert code == 1
-    assert capsys.readouterr().err == "npxception: error: plotting needs matplotlib: pip install 'npxception[plot]'\n"
+    assert capsys.readouterr().err == "npxception: error: --plot needs matplotlib: pip install 'npxception[plot]'\n"
