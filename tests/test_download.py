@@ -394,6 +394,23 @@ def test_no_progress_when_not_a_terminal(server, cache, capsys):
 # pretrained.imagenet_weights through NPXCEPTION_WEIGHTS_URL
 
 
+@pytest.mark.parametrize("setting, top, notop", [
+    # a folder, with or without the trailing slash
+    ("https://m.example/x/", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    # the URL of either official file (what a user copies from Keras' source): its folder
+    ("https://m.example/x/{top}", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x/{notop}?sig=1", "https://m.example/x/{top}?sig=1", "https://m.example/x/{notop}?sig=1"),
+    # a renamed .h5 on a mirror: used as given (its MD5 is still checked)
+    ("file:///srv/xception.h5", "file:///srv/xception.h5", "file:///srv/xception.h5"),
+])
+def test_weights_url_accepts_a_folder_or_a_file(monkeypatch, setting, top, notop):
+    names = {"top": pretrained.FILES[True].fname, "notop": pretrained.FILES[False].fname}
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", setting.format(**names))
+    assert pretrained.weights_url(True) == top.format(**names)
+    assert pretrained.weights_url(False) == notop.format(**names)
+
+
 def test_imagenet_wrong_file_from_mirror_refused(server, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/mirror/")
