@@ -505,3 +505,14 @@ def test_config_json_that_is_a_fifo_or_too_big(tmp_path):
     big.write_bytes(b" " * (keras3.MAX_JSON_BYTES + 10))
     with pytest.raises(weights_tools.ConversionError, match="a config over"):
         weights_tools._config_from(str(big), "x")
+
+
+def test_config_json_that_parses_into_millions_of_objects(tmp_path):
+    """A config at the size cap made of empty objects: parsed within the memory limit, then refused."""
+    from weights_tools import keras3
+
+    n = (keras3.MAX_JSON_BYTES - 2) // 3
+    p = keras_archive(tmp_path / "wide.keras", "[" + "{}," * (n - 1) + "{}]")
+    convert_refused(tmp_path, p)
+    p = keras_archive(tmp_path / "over.keras", "[" + "{}," * n + "{}]")
+    convert_refused(tmp_path, p, "over the")
