@@ -119,7 +119,7 @@ def test_bomb_fixture_is_what_it_claims():
     """The patched PNG is well formed (CRC correct) and only its declared size is hostile."""
     import io
 
-    with pytest.raises(Image.DecompressionBombError):
+    with pytest.raises(Image.DecompressionBombError, match="decompression bomb"):
         Image.open(io.BytesIO(png_bytes(1, 1, declared=(20000, 20000))))
     with Image.open(io.BytesIO(png_bytes(1, 1, declared=(2, 2)))) as img:  # a harmless size opens fine
         assert img.size == (2, 2)

@@ -441,7 +441,7 @@ def test_cli_port_layout_tolerances(cli_files, capsys):
     assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         cli.main(args + ["--rtol", "-1"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ Tolerances (relative to the largest magnitude of the Keras activation):
 * float64: 1e-10. Both sides compute in IEEE double; the only differences are
   summation order over reductions of at most 9 * 2048 terms, ~1e-13 each layer,
   compounded over 36 layers and the residual adds.
-* float32: 1e-4 for the whole network (DEVELOPERS.md): float32's 6e-8 unit
+* float32: 1e-4 for the whole network: float32's 6e-8 unit
   round-off times the reduction lengths (sqrt(18k) ~ 130 for a random walk)
   is ~1e-5 per layer, and errors compound over 36 conv layers.
 """

@@ -205,3 +205,16 @@ def test_python_block(sandbox, index):
         assert proc.stdout.count("Total params: 22,910,480") == 1, proc.stdout
     if "print(model.source)" in code:
         assert proc.stdout.strip().splitlines()[-1].startswith("imagenet ("), proc.stdout
+
+
+def test_referenced_documents_exist():
+    """Every Markdown file named in the code, the tests and the docs is in the repository
+    (as a path from the root, or next to the file that names it)."""
+    missing = []
+    for folder, suffix in [(".", "*.md"), ("docs", "*.md"), ("tests", "*.py"), ("npxception", "**/*.py"),
+                           ("weights_tools", "*.py"), ("benchmarks", "*.py")]:
+        for path in (REPO / folder).glob(suffix):
+            for name in set(re.findall(r"[\w./-]+\.md\b", path.read_text(encoding="utf-8"))):
+                if not ((REPO / name).is_file() or (path.parent / name).is_file()):
+                    missing.append(f"{path.relative_to(REPO)}: {name}")
+    assert missing == []
