@@ -10,12 +10,41 @@ twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import numpy as np
 
-from .._jit import njit, prange
+from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
-from .kernels import _depthwise_row, _epilogue, depthwise3x3_same_reference, im2col_reference
+from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
+
+
+# ---- threads ------------------------------------------------------------------
+# The shares run on Python threads, each in a Numba function that releases the
+# GIL, rather than in a Numba parallel loop: a parallel loop links its body's
+# code (the GEMM call, the epilogue, im2col) into a gufunc and compiles all of
+# it again, several seconds of the cold compile per kernel and dtype
+# (docs/performance.md, "Cold compile"); a hand-off costs tens of microseconds.
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def in_parallel(part, nt, args):
+    """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads."""
+    global _pool
+    if nt > 1 and (_pool is None or _pool._max_workers < nt - 1):
+        with _pool_lock:
+            if _pool is None or _pool._max_workers < nt - 1:
+                _pool = concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="npxception")
+    futures = [_pool.submit(part, t, *args) for t in range(1, nt)]
+    try:
+        part(0, *args)
+    finally:
+        for f in futures:
+            f.result()
 
 
 @njit
@@ -36,7 +65,6 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-@njit(parallel=True)
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
     """A whole separable conv + folded BN: relu?(depthwise(relu?(x)) @ pw * scale + shift).
 
@@ -52,16 +80,25 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     each thread's first and the row below its last are saved before any thread
     starts, and each tile's last input row before its GEMM, for the next tile.
     """
+    bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
-    for t in prange(nt):
-        _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
+    in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
+                                     tile_rows, saved))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
     """NumPy twin of :func:`sep_conv_fused`: depthwise twin, then ``@ pw``, affine, ReLU. -> (N*H*W, Co)."""
     y = depthwise3x3_same_reference(x, dw, relu_in) @ pw * scale + shift
     return np.maximum(y, 0) if relu_out else y
+
+
+@njit
+def _copy_row(dst, src):
+    """dst[:] = src for two (W, C) arrays, as loops: Numba compiles an array assignment to far more code."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
 
 
 @njit
@@ -75,12 +112,12 @@ def _save_halo_rows(x, nt, saved):
         a = t * per
         b = min(rows, a + per)
         if 0 < a < rows:
-            saved[t, 0] = xr[a - 1]
+            _copy_row(saved[t, 0], xr[a - 1])
         if b < rows:
-            saved[t, 1] = xr[b]
+            _copy_row(saved[t, 1], xr[b])
 
 
-@njit
+@njit(nogil=True)
 def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
@@ -113,8 +150,8 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
                 bot = saved[t, 1]
             else:
                 bot = xr[nh + 1]
-            _depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
-        saved[t, 2] = xr[r1 - 1]
+            depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
+        _copy_row(saved[t, 2], xr[r1 - 1])
         m = (r1 - r0) * w_
         if add:
             y = out[t * buf.shape[0]:t * buf.shape[0] + m]
@@ -127,7 +164,6 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
         r0 = r1
 
 
-@njit(parallel=True)
 def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):
     """A convolution + folded BN: out = relu?(im2col(x) @ kernel * scale + shift).
 
@@ -135,26 +171,29 @@ def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_o
     (T, tile rows * Wo, KH*KH*C): each thread's patch tile. Thread t takes
     output rows (n, oh) [a_t, b_t), ``tiles`` at a time.
     """
-    n_ = x.shape[0]
-    co = kernel.shape[1]
-    rows = n_ * ho
-    nt = cols.shape[0]
-    per = -(-rows // nt)
-    for t in prange(nt):
-        a = t * per
-        b = min(rows, a + per)
-        r0 = a
-        while r0 < b:
-            r1 = min(b, r0 + tiles)
-            m = (r1 - r0) * wo
-            buf = cols[t, :m]
-            for r in range(r0, r1):  # output row r is (n, oh) = divmod(r, Ho)
-                _im2col_row(x, r // ho, r % ho, kh, kh, stride, stride, pad_t, pad_l, wo,
-                            buf[(r - r0) * wo:(r - r0 + 1) * wo])
-            y = out[r0 * wo:r1 * wo]
-            _gemm(buf, kernel, y)
-            _epilogue(y, scale, shift, relu_out, out[:0])
-            r0 = r1
+    in_parallel(_conv_part, cols.shape[0], (x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out,
+                                            out, cols, tiles))
+
+
+@njit(nogil=True)
+def _conv_part(t, x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):
+    """Thread t's share of :func:`conv_fused`: its output rows, ``tiles`` at a time."""
+    rows = x.shape[0] * ho
+    per = -(-rows // cols.shape[0])
+    a = t * per
+    b = min(rows, a + per)
+    r0 = a
+    while r0 < b:
+        r1 = min(b, r0 + tiles)
+        m = (r1 - r0) * wo
+        buf = cols[t, :m]
+        for r in range(r0, r1):  # output row r is (n, oh) = divmod(r, Ho)
+            _im2col_row(x, r // ho, r % ho, kh, kh, stride, stride, pad_t, pad_l, wo,
+                        buf[(r - r0) * wo:(r - r0 + 1) * wo])
+        y = out[r0 * wo:r1 * wo]
+        _gemm(buf, kernel, y)
+        _epilogue(y, scale, shift, relu_out, out[:0])
+        r0 = r1
 
 
 def conv_fused_reference(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out):

@@ -8,21 +8,26 @@ with the ops (npxception/ops/), which are tested against TensorFlow.
 * the folded-BN epilogue ``y * scale + shift`` with an optional ReLU or an add
   into a residual;
 * max-pool + residual add in one pass;
-* ReLU + global average pool;
 * im2col (the ops' own kernel, npxception/ops/conv.py).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import threading
 
-from .._jit import njit, prange
+import llvmlite.binding as ll
+import numba
+import numpy as np
+from numba import carray, types
+from numba.extending import intrinsic, overload
+
+from .._jit import CACHE, njit, prange
 from ..ops.conv import _im2col
 from ..ops.padding import tap_view
 from ..ops.pooling import max_pool2d
 
 
-@njit(fastmath={"contract"})
+@njit(fastmath={"contract"}, inline="always")  # compiled once, in depthwise_row
 def _depthwise_row(top, mid, bot, k, lo, o):
     """One output row of a depthwise 3x3 SAME convolution; each input read as max(v, lo).
 
@@ -42,7 +47,7 @@ def _depthwise_row(top, mid, bot, k, lo, o):
     _depthwise_cols(top, mid, bot, k, lo, o, max(w, 1), w_)
 
 
-@njit(fastmath={"contract"})
+@njit(fastmath={"contract"}, inline="always")  # compiled once, in depthwise_row
 def _depthwise_4(top, mid, bot, k, lo, o, w):
     """Output columns w..w+3, all interior (1 <= w, w+4 <= W-1).
 
@@ -75,7 +80,7 @@ def _depthwise_4(top, mid, bot, k, lo, o, w):
         o3[c] = t3 * a0 + t4 * a1 + t5 * a2 + m3 * b0 + m4 * b1 + m5 * b2 + e3 * d0 + e4 * d1 + e5 * d2
 
 
-@njit(fastmath={"contract"})
+@njit(fastmath={"contract"}, inline="always")  # compiled once, in depthwise_row
 def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
     """Output columns w0..w1-1 one at a time, skipping the taps that fall in the padding."""
     w_, c_ = mid.shape
@@ -94,8 +99,77 @@ def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
                 ow[c] += max(t2[c], lo) * k[0, 2, c] + max(m2[c], lo) * k[1, 2, c] + max(b2[c], lo) * k[2, 2, c]
 
 
+# ---- the depthwise row, compiled once and called by name ---------------------
+# Numba links a callee's LLVM IR into each caller, then optimizes and generates
+# machine code for it again there (numba/core/codegen.py, CPUCodeLibrary.finalize).
+# The row above, unrolled four columns at a time, was so rebuilt in each of its
+# callers, parallel gufuncs included: most of the cold compile (docs/performance.md,
+# "Cold compile"). So it is compiled once per dtype as a C-callable function,
+# bound to a symbol name, and the kernels call that name, as they call BLAS.
+
+_ROW_SYMBOL = {np.dtype(np.float32): "npxception_depthwise_row_f32",
+               np.dtype(np.float64): "npxception_depthwise_row_f64"}
+
+
+def _row_signature(dtype):
+    real = numba.from_dtype(dtype)
+    p = types.CPointer(real)
+    return types.void(p, p, p, p, real, p, types.int64, types.int64)
+
+
+_ROW_EXTERNAL = {dt: types.ExternalFunction(name, _row_signature(dt)) for dt, name in _ROW_SYMBOL.items()}
+_bound: set = set()  # the dtypes whose symbol is bound
+_bind_lock = threading.Lock()
+
+
+def _row_c(top, mid, bot, k, lo, o, w, c):
+    """depthwise_row on raw pointers: rows (W, C), taps (3, 3, C), all C-contiguous."""
+    _depthwise_row(carray(top, (w, c)), carray(mid, (w, c)), carray(bot, (w, c)), carray(k, (3, 3, c)), lo,
+                   carray(o, (w, c)))
+
+
+def bind_symbols(dtype):
+    """Compile (or load from the cache) the row kernel for ``dtype`` and bind its symbol; idempotent.
+
+    Every kernel that calls :func:`depthwise_row` needs this first: its Python
+    wrapper calls it. Not done at import, so that importing compiles nothing.
+    """
+    dt = np.dtype(dtype)
+    if dt in _bound or numba.config.DISABLE_JIT:
+        return
+    with _bind_lock:
+        if dt not in _bound:
+            fn = numba.cfunc(_row_signature(dt), cache=CACHE, fastmath={"contract"})(_row_c)
+            ll.add_symbol(_ROW_SYMBOL[dt], fn.address)
+            _bound.add(dt)
+
+
+@intrinsic
+def _data(typingctx, arr):
+    """The data pointer of a C-contiguous array, typed (a CPointer of its dtype)."""
+    def codegen(context, builder, signature, args):
+        return context.make_array(arr)(context, builder, args[0]).data
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
+def depthwise_row(top, mid, bot, k, lo, o):
+    """:func:`_depthwise_row`, called from kernels through its compiled symbol (plain Python without JIT)."""
+    _depthwise_row(top, mid, bot, k, lo, o)
+
+
+@overload(depthwise_row)
+def _depthwise_row_by_symbol(top, mid, bot, k, lo, o):
+    if any(a.layout != "C" for a in (top, mid, bot, k, o)):
+        return None  # pointers need C-contiguous rows; every caller passes them
+    row = _ROW_EXTERNAL[np.dtype(str(o.dtype))]
+
+    def impl(top, mid, bot, k, lo, o):
+        row(_data(top), _data(mid), _data(bot), _data(k), lo, _data(o), mid.shape[0], mid.shape[1])
+    return impl
+
+
 @njit(parallel=True)
-def depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
+def _depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
     """Depthwise 3x3, stride 1, SAME padding, optional ReLU on the input, for rows row0..row1-1.
 
     x (N, H, W, C), k (3, 3, C); a "row" is one (n, h) pair, numbered n*H + h.
@@ -110,7 +184,13 @@ def depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
         h = nh % h_
         top = xr[nh - 1] if h > 0 else zero
         bot = xr[nh + 1] if h < h_ - 1 else zero
-        _depthwise_row(top, xr[nh], bot, k, lo, out[(nh - row0) * w_:(nh - row0 + 1) * w_])
+        depthwise_row(top, xr[nh], bot, k, lo, out[(nh - row0) * w_:(nh - row0 + 1) * w_])
+
+
+def depthwise3x3_same_rows(x, k, out, relu_in, row0, row1):
+    """:func:`_depthwise3x3_same_rows`, once the row kernel's symbol is bound."""
+    bind_symbols(x.dtype)
+    _depthwise3x3_same_rows(x, k, out, relu_in, row0, row1)
 
 
 def depthwise3x3_same(x, k, out, relu_in):
@@ -198,24 +278,6 @@ def maxpool_add(x, res, k, stride, pad_t, pad_l, out):
 def maxpool_add_reference(x, res, k, stride, padding):
     """NumPy twin of :func:`maxpool_add` (the ops' reference max pool, then the add)."""
     return max_pool2d(x, pool_size=k, strides=stride, padding=padding, impl="reference") + res
-
-
-@njit(parallel=True)
-def relu_global_avg(x, relu, out):
-    """out[n, c] = mean over (h, w) of relu?(x[n, h, w, c]). x (N, H, W, C)."""
-    n_, h_, w_, c_ = x.shape
-    for n in prange(n_):
-        acc = np.zeros(c_, dtype=x.dtype)
-        for h in range(h_):
-            for w in range(w_):
-                src = x[n, h, w]
-                for c in range(c_):
-                    v = src[c]
-                    if relu and v < 0:
-                        v = 0.0
-                    acc[c] += v
-        for c in range(c_):
-            out[n, c] = acc[c] / (h_ * w_)
 
 
 def im2col(x, kh, kw, stride, pad_t, pad_l, ho, wo, out):

@@ -29,7 +29,7 @@ from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from .fused import conv_fused, sep_conv_fused
-from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add, relu_global_avg
+from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 
 
@@ -240,15 +240,15 @@ class FastPlan:
         return out
 
     def run_head(self, step: Head, features):
-        """The head (npxception/head.py); a global average pool runs as one kernel."""
-        head = self.head
-        if head and head[0]["kind"] == "global_avg_pool":
-            pooled = np.empty((features.shape[0], features.shape[-1]), self.dtype)
-            relu_global_avg(features, False, pooled)
-            out = run_head(head[1:], self.model_params, pooled, "fast")
-        else:
-            # the arena is reused by the next call: hand back a copy
-            out = run_head(head, self.model_params, features.copy(), "fast")
+        """The head, by npxception/head.py.
+
+        In NumPy (``impl="reference"``): at most a (N, H', W', 2048) pooling
+        and one small GEMM, under 0.5% of the time, where two more Numba
+        kernels would add their compile to the first call (docs/performance.md).
+        """
+        out = run_head(self.head, self.model_params, features, "reference")
+        if np.shares_memory(out, features):  # no head: the arena is reused by the next call
+            out = out.copy()
         self._mark(step.label)
         return out
 
