@@ -82,8 +82,10 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
 
     url = weights_url(include_top)
     try:
+        # allow_file: the URL is Keras' https bucket or a mirror the user configured
+        # on purpose, which may be a file:// path on a shared disk.
         h5 = get_file(url, md5=spec.md5, sha256=spec.sha256, cache_dir=h5.parent, fname=spec.fname,
-                      progress=progress, offline=offline)
+                      progress=progress, offline=offline, allow_file=True)
     except DownloadError as exc:
         raise DownloadError(
             f"{exc}\nAlternatively place converted weights at {npz} (`python -m weights_tools convert "

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
+import signal
+import subprocess
 import socket
 import sys
 import threading
@@ -42,6 +45,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif name == "slow.bin":
             self._send(GOOD[:100], length=len(GOOD))
             server.release.wait(5)  # hang until the client has timed out (or teardown)
+        elif name == "drip.bin":  # a byte at a time, for ever: no single read ever times out
+            self._drip(length=len(GOOD))
+        elif name == "endless.bin":  # no Content-Length, a body that never ends
+            self._drip(length=None, chunk=b"\0" * 65536, pause=0)
         elif name == "error.bin":
             self.send_error(500)
         else:
@@ -56,6 +63,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
+    def _drip(self, length, chunk=b"x", pause=0.05):
+        self.send_response(200)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.close_connection = True
+        self.server.dripping.set()
+        try:
+            while not self.server.release.is_set():
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if pause:
+                    self.server.release.wait(pause)
+        except OSError:  # the client hung up: what it should do
+            pass
+
     def log_message(self, *args):  # keep test output clean
         pass
 
@@ -65,6 +88,7 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.requests, srv.lock, srv.release = {}, threading.Lock(), threading.Event()
+    srv.dripping = threading.Event()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     srv.total = lambda: sum(srv.requests.values())
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -316,11 +340,24 @@ def test_file_url(tmp_path, cache):
     src = tmp_path / "mirror" / "good.bin"
     src.parent.mkdir()
     src.write_bytes(GOOD)
-    path = get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False)
+    with pytest.raises(ValueError, match="allow_file=True"):  # only when explicitly allowed
+        get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False)
+    path = get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False, allow_file=True)
     assert path.read_bytes() == GOOD and files_under(cache) == ["good.bin"]
     with pytest.raises(DownloadError, match="could not download"):
-        get_file((tmp_path / "mirror" / "absent.bin").as_uri(), cache_dir=cache, progress=False)
+        get_file((tmp_path / "mirror" / "absent.bin").as_uri(), cache_dir=cache, progress=False,
+                 allow_file=True)
     assert files_under(cache) == ["good.bin"]
+
+
+def test_file_url_to_a_device_or_fifo_is_refused(tmp_path, cache):
+    """file:///dev/zero used to fill the disk at ~450 MB/s; a FIFO would block forever."""
+    fifo = tmp_path / "fifo.bin"
+    os.mkfifo(fifo)
+    for url in ("file:///dev/zero", fifo.as_uri()):
+        with pytest.raises(DownloadError, match="not a regular file"):
+            get_file(url, sha256=GOOD_SHA256, cache_dir=cache, fname="x.bin", progress=False, allow_file=True)
+    assert files_under(cache) == []
 
 
 def test_file_hash(tmp_path):
@@ -435,3 +472,71 @@ def test_imagenet_hand_placed_npz_is_used(tmp_path, monkeypatch, fake_converter)
     npz.write_bytes(b"placed by hand")  # the loader validates its content
     assert pretrained.imagenet_weights(include_top=True) == npz
     assert fake_converter == []
+
+
+# ---------------------------------------------------------------------------
+# nothing runs forever, nothing is left behind
+
+
+def test_dripping_server_hits_the_overall_deadline(server, cache):
+    """A byte every 50 ms never trips the per-read timeout; the deadline ends it."""
+    url = f"{server.url}/drip.bin"
+    with pytest.raises(DownloadError, match="deadline") as info:
+        get_file(url, cache_dir=cache, progress=False, timeout=5, deadline=0.5)
+    assert url in str(info.value)
+    assert files_under(cache) == []
+
+
+def test_default_deadline_is_proportional_with_a_floor():
+    limits = download._Limits(deadline=None, max_bytes=download.MAX_BYTES)
+    assert limits.seconds(None, 10) == download.DEADLINE_MIN_S  # a dripping server: a few minutes
+    big = 100 * download.DEADLINE_MIN_S * download.MIN_RATE
+    assert limits.seconds(big, 0) == 100 * download.DEADLINE_MIN_S  # the expected size at MIN_RATE
+    assert limits.seconds(None, big) == 100 * download.DEADLINE_MIN_S  # unknown size: what has arrived
+
+
+def test_size_cap(server, cache):
+    with pytest.raises(DownloadError, match="announces 768,000 bytes, over the 1,000-byte cap"):
+        get_file(f"{server.url}/good.bin", cache_dir=cache, progress=False, max_bytes=1000)
+    with pytest.raises(DownloadError, match="exceeds the 1,000,000-byte cap"):
+        get_file(f"{server.url}/endless.bin", cache_dir=cache, progress=False, max_bytes=1_000_000)
+    assert files_under(cache) == []
+
+
+CHILD = """
+import sys
+from npxception.download import get_file
+get_file(sys.argv[1], cache_dir=sys.argv[2], progress=False)
+"""
+
+
+def test_sigterm_during_a_download_leaves_no_partial(server, cache):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, f"{server.url}/drip.bin", str(cache)], env=env,
+                             stderr=subprocess.PIPE)
+    try:
+        assert server.dripping.wait(60), "the child never connected"
+        while not files_under(cache):  # the partial appears once the body starts
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            server.release.wait(0.02)
+        assert files_under(cache)[0].endswith(".partial")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(60) == 128 + signal.SIGTERM
+    finally:
+        child.kill()
+        child.wait()
+    assert files_under(cache) == []
+
+
+def test_stale_partials_are_swept_and_fresh_ones_kept(server, cache):
+    cache.mkdir(parents=True)
+    stale = cache / "good.bin.0123456789abcdef0123456789abcdef.partial"
+    fresh = cache / "good.bin.fedcba9876543210fedcba9876543210.partial"
+    other = cache / "good.bin.notmine.partial"
+    for p in (stale, fresh, other):
+        p.write_bytes(b"x")
+    old = os.stat(stale).st_mtime - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert files_under(cache) == sorted(["good.bin", fresh.name, other.name])

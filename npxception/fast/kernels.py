@@ -21,7 +21,7 @@ import numpy as np
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
-from .._jit import CACHE, njit, prange
+from .._jit import cfunc, njit, prange
 from ..ops.conv import _im2col
 from ..ops.padding import tap_view
 from ..ops.pooling import max_pool2d
@@ -139,7 +139,7 @@ def bind_symbols(dtype):
         return
     with _bind_lock:
         if dt not in _bound:
-            fn = numba.cfunc(_row_signature(dt), cache=CACHE, fastmath={"contract"})(_row_c)
+            fn = cfunc(_row_signature(dt), _row_c, fastmath={"contract"})
             ll.add_symbol(_ROW_SYMBOL[dt], fn.address)
             _bound.add(dt)
 

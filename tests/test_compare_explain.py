@@ -1,0 +1,462 @@
+"""compare explains: every source of error in a port, each with its cause, and nothing else.
+
+The ports are built here without any framework (tests/ports.py): our own ops,
+run over the architecture table with another implementation's conventions
+planted one at a time or together. The model is 75x75 with a 10-class top: the
+smallest size at which, as at 299, block3_pool is the only max-pool whose input
+is even (18x18; 299 gives 74x74), so symmetric padding changes that pool alone.
+
+Tolerances: compare's float32 default, rtol 1e-4 of max|theirs| (see
+npxception/compare/core.py). A correct port's local errors are one layer's
+float32 round-off (measured < 1e-6 here); each planted cause moves its layer's
+local error by > 2e-4 (BN epsilon 1e-5 vs 1e-3 with variances in [0.5, 2]:
+~(1e-3 - 1e-5) / (2 var) >= 2.5e-4), the others by 1e-2 or more.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ports import PYTORCH, Conventions, run_port
+
+import npxception
+from npxception import architecture as arch
+from npxception.compare import INPUT_KEY, compare, summarize
+
+SIZE = 75
+
+
+@pytest.fixture(scope="module")
+def model():
+    return npxception.Xception(input_shape=(SIZE, SIZE, 3), classes=10, seed=3)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(1).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def causes(report) -> dict[str, str | None]:
+    """{source layer: the cause compare names, or None when unexplained}."""
+    return {r.layer: r.diagnosis.cause if r.diagnosis else None for r in report.sources}
+
+
+BN_LAYERS = [layer.name for layer in arch.backbone() if layer.kind == "bn"]
+
+
+def test_correct_port_has_no_source(model, x):
+    report = compare(model, run_port(model, x), x)
+    assert report.ok and not report.sources, str(report)
+    # a correct port's local error is one layer's float32 round-off
+    assert max(r.local_rel for r in report.rows) < 1e-5
+    assert report.agreement.top1 == 1.0
+
+
+# ---- the headline: PyTorch's two defaults, planted together --------------------------------
+
+def test_pytorch_conventions_port(model, x):
+    report = compare(model, run_port(model, x, PYTORCH), x)
+    sources = [r.layer for r in report.sources]
+    assert sources == [n for n in model.layer_names if n in set(BN_LAYERS) | {"block3_pool"}], sources
+    for r in report.sources:
+        d = r.diagnosis
+        assert d is not None, r.layer
+        if r.layer == "block3_pool":
+            assert d.cause == "pool_symmetric_padding" and "padding" in d.explanation
+        else:
+            assert d.cause == "bn_epsilon", (r.layer, d)
+            assert "epsilon ≈ 1e-05" in d.explanation
+            assert d.parameter == pytest.approx(1e-5, rel=0.05)
+        assert d.residual < 1e-5  # what is left after the fix is round-off
+    text = str(report)
+    assert "block3_pool (local" in text and "explained by epsilon ≈ 1e-05" in text
+    # the pool's local error is two orders above a BN's: the larger bug is visible
+    pool = next(r for r in report.rows if r.layer == "block3_pool")
+    assert pool.local_rel > 100 * max(r.local_rel for r in report.sources if r.layer != "block3_pool")
+    # every layer fails accumulated from the first BN on, yet only these are sources
+    assert report.first_divergence == "block1_conv1_bn"
+    assert sum(not r.passed for r in report.rows) > len(sources)
+
+
+# ---- the catalogue of docs/discrepancies.md: each entry planted alone -------------------------
+
+MIDDLE_ADDS = [f"block{b}_add" for b in arch.MIDDLE_FLOW_BLOCKS]
+CATALOGUE = {
+    "bn_epsilon": (Conventions(bn_epsilon=1e-5), {n: "bn_epsilon" for n in BN_LAYERS}),
+    "symmetric_pool_padding": (Conventions(pool_padding="symmetric"), {"block3_pool": "pool_symmetric_padding"}),
+    "bgr_input": (Conventions(channels="bgr"), {"block1_conv1": "input_bgr"}),
+    "caffe_preprocessing": (Conventions(preprocessing="caffe"), {"block1_conv1": "input_caffe"}),
+    "hwio_read_as_oihw": (Conventions(oihw_reshaped=frozenset({"block1_conv2", "block6_sepconv2"})),
+                          {"block1_conv2": "kernel_read_as_oihw", "block6_sepconv2": "kernel_read_as_oihw"}),
+    "kernel_hw_swapped": (Conventions(hw_swapped=frozenset({"block1_conv2"})), {"block1_conv2": "kernel_hw_swapped"}),
+    "logits": (Conventions(logits=True), {"predictions": "output_logits"}),
+    "article_same_stem": (Conventions(variant=arch.Variant(same_stem=True)),
+                          {"block1_conv1": "conv_same_padding", "block1_conv2": "conv_same_padding"}),
+    "article_chained_residuals": (Conventions(variant=arch.Variant(chained_residuals=True)),
+                                  {"block3_residual_conv": "wrong_input", "block4_residual_conv": "wrong_input"}),
+    "article_relu_before_middle_add": (Conventions(variant=arch.Variant(relu_before_middle_add=True)),
+                                       {n: "extra_relu_before" for n in MIDDLE_ADDS}),
+    "article_no_final_relu": (Conventions(variant=arch.Variant(no_final_relu=True)), {"avg_pool": "skipped_layer"}),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(CATALOGUE))
+def test_catalogue_entry(model, x, entry):
+    conventions, expected = CATALOGUE[entry]
+    report = compare(model, run_port(model, x, conventions), x)
+    assert causes(report) == expected, "\n".join(report.source_lines())
+
+
+def test_catalogue_parameters(model, x):
+    """The fitted parameters name the exact planted difference."""
+    report = compare(model, run_port(model, x, Conventions(variant=arch.Variant(chained_residuals=True))), x)
+    assert {r.layer: r.diagnosis.parameter for r in report.sources} == {
+        "block3_residual_conv": "block2_residual_bn", "block4_residual_conv": "block3_residual_bn"}
+    report = compare(model, run_port(model, x, Conventions(variant=arch.Variant(no_final_relu=True))), x)
+    assert report.sources[0].diagnosis.parameter == "block14_sepconv2_act"
+
+
+def test_article_port_all_four(model, x):
+    """The article's model against ours: its four departures, at their layers, nothing else."""
+    report = compare(model, run_port(model, x, Conventions(variant="article")), x)
+    expected = {}
+    for entry in ("article_same_stem", "article_chained_residuals", "article_relu_before_middle_add",
+                  "article_no_final_relu"):
+        expected.update(CATALOGUE[entry][1])
+    assert causes(report) == expected, "\n".join(report.source_lines())
+    # its extra ReLUs have no counterpart here and are listed as theirs only
+    assert "(theirs only) block5_sepconv3_bn_act" in report.skipped
+
+
+def test_input_carried_by_the_dump(model, x):
+    """With the input under the reserved key, a BGR port is caught at the input itself."""
+    bgr = run_port(model, x, Conventions(channels="bgr"))
+    report = compare(model, {**bgr, INPUT_KEY: x[..., ::-1]}, x)
+    assert causes(report) == {"input": "input_bgr"}
+    assert any("inputs differ" in w for w in report.warnings)
+    # the dump's own input is used when none is given
+    assert compare(model, {**run_port(model, x), INPUT_KEY: x}).ok
+
+
+# ---- names, layouts, summary ---------------------------------------------------------------------
+
+def test_timm_module_names_and_nchw(model, x):
+    from npxception.compare.names import timm_legacy_xception
+
+    theirs = {v: k for k, v in timm_legacy_xception().items()}
+    acts = run_port(model, x, PYTORCH)
+    dump = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
+    dump[INPUT_KEY] = x.transpose(0, 3, 1, 2)
+    with pytest.raises(ValueError, match="no layer in common.*names="):
+        compare(model, dump, x)
+    report = compare(model, dump, names="timm.legacy_xception", layout="NCHW")
+    assert [r.layer for r in report.sources] == [n for n in model.layer_names
+                                                 if n in set(BN_LAYERS) | {"block3_pool"}]
+
+
+def test_timm_map_covers_every_layer(model):
+    from npxception.compare.names import timm_legacy_xception
+
+    m = timm_legacy_xception()
+    assert sorted(m.values()) == sorted(model.layer_names)  # one module per layer, each layer once
+    assert m["block4.rep.4"] == "block5_sepconv2"  # the issue's example
+    assert m["block1.rep.5"] == "block2_pool" and m["block12.rep.6"] == "block13_pool"
+    assert m["fc"] == "predictions"
+
+
+def test_names_file_and_errors(model, x, tmp_path):
+    acts = run_port(model, x)
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({f"theirs.{k}": k for k in acts}))
+    report = compare(model, {f"theirs.{k}": v for k, v in acts.items()}, x, names=path)
+    assert report.ok and len(report.rows) == len(model.layer_names)
+    with pytest.raises(ValueError, match="'a' maps to 'block99_conv'"):
+        compare(model, acts, x, names={"a": "block99_conv"})
+    with pytest.raises(ValueError, match="timm.legacy_xception"):
+        compare(model, acts, x, names="timm.legacy-xception")
+
+
+def test_multi_image_summary(model):
+    xs = np.random.default_rng(5).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    acts = run_port(model, xs, Conventions(logits=True))
+    s = summarize(model, {"predictions": acts["predictions"], INPUT_KEY: xs})
+    assert s.images == 3 and s.top1 == 1.0 and s.top5_overlap == 1.0
+    assert "theirs looked like logits" in s.note and s.max_dp < 1e-5
+    wrong = acts["predictions"][:, ::-1].copy()  # a class order reversed
+    s = summarize(model, {"predictions": wrong, INPUT_KEY: xs})
+    assert s.top1 < 1.0 and s.max_dp > 0.1
+
+
+def test_report_json_stages_plot(model, x, tmp_path):
+    from PIL import Image
+
+    report = compare(model, run_port(model, x, PYTORCH), x, rtol=1e-4, atol=0)
+    data = json.loads(report.to_json())
+    assert [s["layer"] for s in data["sources"]] == [r.layer for r in report.sources]
+    assert data["sources"][0]["diagnosis"]["cause"] == "bn_epsilon"
+    stages = report.stages()
+    assert set(stages) == {"entry", "middle", "exit"}
+    assert stages["entry"]["sources"] == 12 and stages["middle"]["sources"] == 24  # 11 BN + pool; 8x3 BN
+    assert "1-cos" in str(report) and "per stage: entry" in str(report)
+    out = report.plot(tmp_path / "p.png")
+    with Image.open(out) as img:
+        assert img.format == "PNG"
+    # a looser tolerance than the BN effect (~8e-4) leaves only the pool
+    loose = compare(model, run_port(model, x, PYTORCH), x, rtol=5e-3)
+    assert [r.layer for r in loose.sources] == ["block3_pool"]
+
+
+# ---- every hypothesis, one planted fault each (their output computed here, independently) ---------
+
+@pytest.fixture(scope="module")
+def port_acts(model, x):
+    return run_port(model, x)
+
+
+def _case(model, acts, x, name, theirs, inputs=None, spec=None):
+    """The Case compare would build for layer ``name`` if their output were ``theirs``."""
+    from npxception.compare.hypotheses import Case
+    from npxception.compare.local import nodes
+
+    node = next(n for n in nodes(model) if n.name == name)
+    ins = inputs if inputs is not None else [x if i == "input" else acts[i] for i in node.inputs]
+    local = model.run_layer(name, ins)
+    return Case(model, name, node.kind, spec or node.spec, node.inputs, ins, theirs.astype(np.float32), local,
+                x_ours=x if "input" in node.inputs else None, skipped={},
+                earlier={k: v for k, v in acts.items()
+                         if model.layer_names.index(k) < model.layer_names.index(name)})
+
+
+def _w(model, name):
+    return {k.split("/")[1]: v.astype(np.float64) for k, v in model.weights.items() if k.startswith(name + "/")}
+
+
+def _conv_valid(x, k, s=1):
+    """Cross-correlation, VALID, NHWC/HWIO, written out with einsum: independent of ops.conv2d."""
+    kh, kw = k.shape[:2]
+    ho, wo = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
+    out = 0
+    for i in range(kh):
+        for j in range(kw):
+            out = out + np.einsum("nhwc,co->nhwo", x[:, i:i + s * ho:s, j:j + s * wo:s], k[i, j])
+    return out
+
+
+def _depthwise_same(x, d):
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    return sum(xp[:, i:i + h, j:j + w] * d[i, j, :, 0] for i in range(3) for j in range(3))
+
+
+def _bn64(x, w, eps=1e-3, gamma=None, beta=None, mean=None, var=None):
+    g = w["gamma"] if gamma is None else gamma
+    b = w["beta"] if beta is None else beta
+    m = w["moving_mean"] if mean is None else mean
+    v = w["moving_variance"] if var is None else var
+    return g * (x - m) / np.sqrt(v + eps) + b
+
+
+def _window_max(x, k, s, top, left, bottom, right, fill=-np.inf):
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
+    return np.max([xp[:, i:i + s * ho:s, j:j + s * wo:s] for i in range(k) for j in range(k)], axis=0)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _plant(model, acts, x, cause):
+    """(case, expected cause) with one fault planted at one layer."""
+    a = {k: v.astype(np.float64) for k, v in acts.items()}
+    if cause == "bn_batch_statistics":
+        xi = a["block2_sepconv1"]
+        y = _bn64(xi, _w(model, "block2_sepconv1_bn"), mean=xi.mean((0, 1, 2)), var=xi.var((0, 1, 2)))
+        return _case(model, acts, x, "block2_sepconv1_bn", y)
+    if cause == "bn_missing":
+        return _case(model, acts, x, "block3_sepconv2_bn", a["block3_sepconv2"])
+    if cause == "bn_gamma_beta_swapped":
+        w = _w(model, "block4_sepconv1_bn")
+        return _case(model, acts, x, "block4_sepconv1_bn",
+                     _bn64(a["block4_sepconv1"], w, gamma=w["beta"], beta=w["gamma"]))
+    if cause == "pool_zero_padding":  # 5x5 -> 3x3, SAME pads 1/1 with zeros
+        return _case(model, acts, x, "block13_pool", _window_max(a["block13_sepconv2_bn"], 3, 2, 1, 1, 1, 1, 0.0))
+    if cause == "pool_ceil_mode":  # 35x35: ceil((35 - 3) / 2) + 1 = 17 windows, no padding
+        return _case(model, acts, x, "block2_pool", _window_max(a["block2_sepconv2_bn"], 3, 2, 0, 0, 0, 0))
+    if cause == "pool_window":  # a 2x2 window on the 9x9 map, TF SAME pads 0/1
+        return _case(model, acts, x, "block4_pool", _window_max(a["block4_sepconv2_bn"], 2, 2, 0, 0, 1, 1))
+    if cause == "pool_stride":  # stride 1 on the 9x9 map: SAME pads 1/1, 9x9 out
+        return _case(model, acts, x, "block4_pool", _window_max(a["block4_sepconv2_bn"], 3, 1, 1, 1, 1, 1))
+    if cause == "conv_symmetric_padding":  # an even 76x76 input: TF SAME pads 0/1, PyTorch padding=1 pads 1/1
+        from dataclasses import replace
+
+        spec = replace(next(layer for layer in model.layers if layer.name == "block1_conv1"), padding="same")
+        x76 = np.random.default_rng(2).uniform(-1, 1, (1, 76, 76, 3)).astype(np.float32)
+        y = _conv_valid(np.pad(x76.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0))),
+                        _w(model, "block1_conv1")["kernel"], 2)
+        return _case(model, acts, x, "block1_conv1", y, inputs=[x76], spec=spec)
+    if cause == "depthwise_channel_order":
+        w = _w(model, "block2_sepconv2")
+        y = _conv_valid(_depthwise_same(a["block2_sepconv2_act"], w["depthwise_kernel"][:, :, ::-1]),
+                        w["pointwise_kernel"])
+        return _case(model, acts, x, "block2_sepconv2", y)
+    if cause == "extra_bias":
+        b = np.random.default_rng(3).normal(0, 0.5, 256)
+        return _case(model, acts, x, "block3_residual_conv", a["block3_residual_conv"] + b)
+    if cause == "relu6":  # scaled so that values pass 6
+        xi = 10 * a["block2_sepconv2_bn"]
+        return _case(model, acts, x, "block2_sepconv2_act", np.minimum(np.maximum(xi, 0), 6), inputs=[xi.astype(np.float32)])
+    if cause == "relu_missing":
+        return _case(model, acts, x, "block3_sepconv1_act", a["block2_add"])
+    if cause == "extra_relu_after":
+        return _case(model, acts, x, "block3_sepconv1_bn", np.maximum(a["block3_sepconv1_bn"], 0))
+    # features scaled to [0, 1] so that the random classifier's softmax is not saturated
+    f = a["avg_pool"] / np.abs(a["avg_pool"]).max()
+    f32 = [f.astype(np.float32)]
+    w = _w(model, "predictions")
+    if cause == "output_probabilities":  # a logits model of ours (same seed, same weights) against a softmax
+        logits = npxception.Xception(input_shape=(SIZE, SIZE, 3), classes=10, seed=3, classifier_activation=None)
+        return _case(logits, acts, x, "predictions", _softmax(f @ w["kernel"] + w["bias"]), inputs=f32)
+    if cause == "dense_missing_bias":
+        return _case(model, acts, x, "predictions", _softmax(f @ w["kernel"]), inputs=f32)
+    if cause == "dense_kernel_layout":  # torch Linear (out, in) memory read as (in, out)
+        k = w["kernel"].reshape(w["kernel"].shape[1], w["kernel"].shape[0]).T
+        return _case(model, acts, x, "predictions", _softmax(f @ k + w["bias"]), inputs=f32)
+    xr = (x.astype(np.float64) + 1) * 127.5
+    inputs = {
+        "input_torch": (xr / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
+        "input_nchw_as_nhwc": x.astype(np.float64).reshape(1, 3, SIZE, SIZE).transpose(0, 2, 3, 1),
+        "input_hw_transposed": np.swapaxes(x.astype(np.float64), 1, 2),
+    }
+    return _case(model, acts, x, "block1_conv1", _conv_valid(inputs[cause], _w(model, "block1_conv1")["kernel"], 2))
+
+
+PLANTED = ["bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped", "pool_zero_padding", "pool_ceil_mode",
+           "pool_window", "pool_stride", "conv_symmetric_padding", "depthwise_channel_order", "extra_bias",
+           "relu6", "relu_missing", "extra_relu_after", "output_probabilities", "dense_missing_bias",
+           "dense_kernel_layout", "input_torch", "input_nchw_as_nhwc", "input_hw_transposed"]
+
+
+@pytest.mark.parametrize("cause", PLANTED)
+def test_each_hypothesis(model, port_acts, x, cause):
+    from npxception.compare.hypotheses import diagnose
+
+    case = _plant(model, port_acts, x, cause)
+    # the fault is real: our layer on their inputs misses their output by far more than rtol
+    if case.local.shape == case.theirs.shape:
+        assert np.abs(case.local - case.theirs).max() > 1e-3 * np.abs(case.theirs).max()
+    found = diagnose(case, 1e-4, 0.0)
+    assert found is not None and found.cause == cause, found
+    assert found.residual < 1e-5
+
+
+def test_every_hypothesis_has_a_test():
+    from npxception.compare import hypotheses as h
+
+    named = set(PLANTED) | {c for _, expected in CATALOGUE.values() for c in expected.values()} | {"input_bgr"}
+    produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
+                "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
+                "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
+                "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
+                "extra_relu_after", "wrong_input", "skipped_layer", "output_logits", "output_probabilities",
+                "dense_missing_bias", "dense_kernel_layout", *h.INPUT_TRANSFORMS}
+    assert produced <= named, produced - named
+    functions = {f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.INPUT_TRANSFORMS.values())
+    assert all(f.__doc__ for f in functions)
+
+
+# ---- an NCHW ONNX export of a PyTorch-convention port -------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_port(model, tmp_path_factory):
+    from onnx_port import build
+
+    path = tmp_path_factory.mktemp("onnx") / "legacy_xception.onnx"
+    build(model, path)
+    return path
+
+
+def test_onnx_nchw_export(model, x, onnx_port):
+    with pytest.raises(ValueError, match="layout='NCHW'"):
+        compare(model, onnx_port, x)
+    report = compare(model, onnx_port, x, layout="NCHW", names="timm.legacy_xception")
+    # every module's tensor is found through its exporter scope: all 133 layers are compared
+    assert len(report.rows) == len(model.layer_names), report.skipped
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
+                                                       "predictions": "output_logits"}  # timm has no softmax
+    assert causes(report) == expected, "\n".join(report.source_lines())
+
+
+def test_exporter_scopes_to_module_paths():
+    from npxception.compare.onnx_side import torch_module_paths
+
+    assert torch_module_paths("/block1/rep/rep.0/pointwise/Conv_output_0") == [
+        "block1", "block1.rep", "block1.rep.0", "block1.rep.0.pointwise"]
+    assert torch_module_paths("/features/features.10/Relu_output_0") == ["features", "features.10"]
+    assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cli_files(model, onnx_port, tmp_path_factory):
+    from PIL import Image
+
+    from npxception.compare import cli_input
+    from npxception.compare.names import timm_legacy_xception
+
+    root = tmp_path_factory.mktemp("compare_cli")
+    model.save(root / "ours.npz")
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    x = cli_input(model)  # the seeded batch the CLI feeds without --image
+    theirs = {v: k for k, v in timm_legacy_xception().items()}
+    acts = run_port(model, x, PYTORCH)
+    nchw = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
+    np.savez(root / "timm.npz", **nchw, **{INPUT_KEY: x.transpose(0, 3, 1, 2)})
+    np.savez(root / "no_input.npz", **run_port(model, x))
+    (root / "map.json").write_text(json.dumps({v: k for k, v in theirs.items()}))
+    return root
+
+
+def test_cli_port_layout_tolerances(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "timm.npz"),
+            "--layout", "NCHW"]
+    assert cli.main(args + ["--port", "timm.legacy_xception"]) == 1
+    out = capsys.readouterr().out
+    assert f"sources of error: {len(BN_LAYERS) + 1}:" in out
+    assert "  block3_pool (local" in out and "explained by symmetric padding" in out
+    assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--rtol", "-1"])
+    assert "expected a finite number >= 0" in capsys.readouterr().err
+
+
+def test_cli_dump_without_input_warns(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "no_input.npz")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no --image given and the dump carries no input" in out
+    assert out.strip().splitlines()[-1].startswith("no divergence")
+
+
+def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(onnx_port),
+            "--layout", "NCHW", "--port", "timm.legacy_xception", "--image", str(cli_files / "images")]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
+    assert "predictions (local" in out and "their output is logits" in out
