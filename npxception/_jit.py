@@ -119,3 +119,9 @@ def _damaged(cache, exc) -> None:
         warnings.warn(f"npxception: a damaged Numba cache entry in {folder} ({type(exc).__name__}: "
                       f"{' '.join(str(exc).split())[:200]}); recompiling. Deleting that folder clears "
                       "the cache.", RuntimeWarning, stacklevel=2)
+
+
+# ---- a one-line notice before the first cold compile (npxception/_jit_notice.py) ----
+from . import _jit_notice  # noqa: E402
+
+_jit_notice.install(CACHE)

@@ -436,7 +436,7 @@ def test_cli_port_layout_tolerances(cli_files, capsys):
     assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         cli.main(args + ["--rtol", "-1"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
 
@@ -460,3 +460,16 @@ def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
     out = capsys.readouterr().out
     assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
     assert "predictions (local" in out and "their output is logits" in out
+
+
+def test_error_kernel_matches_its_numpy_twin():
+    from npxception.compare.metrics import errors, errors_reference
+
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((1, 9, 9, 7), np.float32), ((3, 1000), np.float64), ((5,), np.float32)):
+        a = rng.normal(size=shape).astype(dtype)
+        b = (a + rng.normal(0, 1e-3, shape)).astype(dtype)
+        for x, y in ((a, b), (a, a), (a, -a), (a, np.zeros_like(a))):
+            # float64 sums in another order: equal to ~1e-12 relative
+            np.testing.assert_allclose(errors(x, y), errors_reference(x, y), rtol=1e-9, atol=1e-15)
+    assert errors(a, a)[:3] == (0.0, 0.0, 0.0)

@@ -398,9 +398,14 @@ def test_predict_fifo_is_refused_and_the_rest_answered_with_escaped_labels(label
     assert out.returncode == 1, out.stderr
     assert "fifo.jpg: is a FIFO (named pipe), not an image file" in out.stderr
     assert "/dev/zero: is a character device, not an image file" in out.stderr
-    assert out.stdout.startswith(str(good))
+    # Every file has its place in the output, in input order (issue 14): the two refused ones
+    # with their error line, then the good one's path and three classes: no forged lines.
+    lines = out.stdout.strip().splitlines()
+    assert lines[:4] == [str(fifo), "  error: is a FIFO (named pipe), not an image file",
+                         "/dev/zero", "  error: is a character device, not an image file"], out.stdout
+    assert lines[4] == str(good)
     assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "tabby\\x1b[31m" in out.stdout
-    assert len(out.stdout.strip().splitlines()) == 4  # the path and three classes: no forged lines
+    assert len(lines) == 8
     assert "two\\nlines" in out.stdout and "\\u202eevil" in out.stdout
 
 
@@ -426,7 +431,8 @@ def test_predict_json_is_strict_when_scores_are_not_finite(labelled, tmp_path, m
     def refuse(token):
         raise AssertionError(f"non-standard JSON token {token}")
 
-    assert json.loads(out, parse_constant=refuse) == []
+    assert json.loads(out, parse_constant=refuse) == [
+        {"file": str(good), "error": "the model gave non-finite scores (NaN or Inf) for this image"}]
     assert "good.png: the model gave non-finite scores" in err
 
 
