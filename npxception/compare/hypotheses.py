@@ -405,9 +405,9 @@ def dense_missing_bias(case: Case) -> Candidate | None:
     p = case.params
     if case.kind != "dense" or "bias" not in p:
         return None
-    from ..model import _activation
+    from ..head import activation
 
-    y = _activation(case.inputs[0] @ p["kernel"], case.spec.get("activation"), "reference")
+    y = activation(case.inputs[0] @ p["kernel"], case.spec.get("activation"), "reference")
     return Candidate("dense_missing_bias", "the dense layer's bias is missing", y)
 
 
@@ -416,11 +416,11 @@ def dense_kernel_transposed(case: Case) -> Candidate | None:
     p = case.params
     if case.kind != "dense":
         return None
-    from ..model import _activation
+    from ..head import activation
 
     fi, fo = p["kernel"].shape
     k = np.ascontiguousarray(p["kernel"]).reshape(fo, fi).T
-    y = _activation(case.inputs[0] @ k + p.get("bias", 0), case.spec.get("activation"), "reference")
+    y = activation(case.inputs[0] @ k + p.get("bias", 0), case.spec.get("activation"), "reference")
     return Candidate("dense_kernel_layout", "dense kernel (out, in) read as (in, out)", y.astype(case.local.dtype))
 
 
