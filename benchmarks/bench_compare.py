@@ -1,6 +1,6 @@
 """How long ``compare`` takes on a full dump, against a plain forward pass of both sides.
 
-    python benchmarks/bench_compare.py [--size 299] [--repeats 5]
+    python benchmarks/bench_compare.py [--size 299] [--repeats 5] [--epsilon 1e-5]
 
 The other side is a Keras Xception (random weights, random BN statistics) that
 dumps every layer to an .npz, the way a porter would. Timed, interleaved after
@@ -31,6 +31,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=299)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epsilon", type=float, default=None,
+                   help="plant this BN epsilon in every Keras BN (1e-5: 40 sources to diagnose)")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -47,6 +49,10 @@ def main() -> int:
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
                                rng.normal(0, 0.5, m.shape), rng.uniform(0.5, 2, v.shape)])
     model = from_keras(kmodel)
+    if args.epsilon is not None:  # after the conversion: our model keeps Keras' 1e-3
+        for layer in kmodel.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.epsilon = args.epsilon
     x = rng.uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
     names = model.source_layer_names
     order = [n for n in model.layer_names if n in names]

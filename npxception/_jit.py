@@ -56,6 +56,22 @@ def njit(*args, **options):
     return lambda func: _guard_cache(made(func))  # @njit(...)
 
 
+def cfunc(signature, func, **options):
+    """``numba.cfunc(signature, cache=...)(func)`` with the cache decision and guard of :func:`njit`.
+
+    Compiles now (or loads from the cache): call it on first use, not at import.
+    """
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    made = CFunc(func, sigutils.normalize_signature(signature), locals={}, options=options)
+    if CACHE:
+        made.enable_caching()
+        _guard_cache(made)
+    made.compile()
+    return made
+
+
 # ---- a damaged cache is recompiled, never fatal ---------------------------------
 # A truncated .nbc or a garbage .nbi (a full disk, a killed process, two
 # versions sharing a folder) made numba raise "pickle data was truncated" on
@@ -103,3 +119,9 @@ def _damaged(cache, exc) -> None:
         warnings.warn(f"npxception: a damaged Numba cache entry in {folder} ({type(exc).__name__}: "
                       f"{' '.join(str(exc).split())[:200]}); recompiling. Deleting that folder clears "
                       "the cache.", RuntimeWarning, stacklevel=2)
+
+
+# ---- a one-line notice before the first cold compile (npxception/_jit_notice.py) ----
+from . import _jit_notice  # noqa: E402
+
+_jit_notice.install(CACHE)

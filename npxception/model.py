@@ -21,7 +21,10 @@ import numpy as np
 
 from . import architecture as arch
 from . import input_stage as stage
+from . import ops
 from .config import CONFIG
+from .fast import fast_forward
+from .head import run_head
 from .untrusted import short_repr
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -76,7 +79,7 @@ class XceptionModel:
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
-        self._fast = None  # the BN-folded plan, built on first use (npxception.fast)
+        self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
         self._lock = threading.Lock()
 
     # ---- description ----------------------------------------------------
@@ -140,8 +143,13 @@ class XceptionModel:
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
 
-    def summary(self, input_shape=None, print_fn=print) -> str:
-        """A Keras-like table: layer, type, output shape, parameters, multiply-adds.
+    def summary(self, input_shape=None, print_fn=None) -> None:
+        """Print a Keras-like table: layer, type, output shape, parameters, multiply-adds.
+
+        Returns None, as Keras' ``model.summary()`` does (an interactive session
+        would otherwise show the table twice). ``print_fn`` receives the whole
+        table as one string instead of ``print``: ``summary(print_fn=lines.append)``
+        captures it.
 
         Multiply-adds count the convolutions and dense layers (BN, ReLU, pooling
         and adds are a rounding error next to them, and BN folds away).
@@ -176,10 +184,7 @@ class XceptionModel:
             f"Total mult-adds: {total_macs:,} ({total_macs / 1e9:.2f} G)",
             rule,
         ]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        (print_fn or print)("\n".join(lines))
 
     # ---- conversion and files -------------------------------------------
     def astype(self, dtype) -> "XceptionModel":
@@ -219,9 +224,9 @@ class XceptionModel:
         x = self.backbone_input(x)
         wanted = self._capture_set(capture)
         if impl == "fast" and not wanted:
-            from .fast import fast_forward
-
-            return fast_forward(self, x), {}
+            y = fast_forward(self, x)
+            if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
+                return y, {}
         return _run(self, x, wanted, impl)
 
     def backbone_input(self, x) -> np.ndarray:
@@ -247,10 +252,10 @@ class XceptionModel:
         eh, ew = self.input_shape[:2]
         if eh is not None and (h, w) != (eh, ew):
             resized = [s["name"] for s in self.input_stage if s["kind"] in stage.GEOMETRY]
-            why = (f"; its {', '.join(resized)} layer(s) are identities only at that size: resize the "
-                   f"images first, e.g. npxception.load_image(path, target_size=({eh}, {ew}))" if resized else "")
+            why = f"; its {', '.join(resized)} layer(s) are identities only at that size" if resized else ""
             raise ValueError(f"x: this model takes {eh}x{ew} images (its input_shape is "
-                             f"{self.input_shape}), found {h}x{w}{why}")
+                             f"{self.input_shape}), found {h}x{w}{why}; resize when loading: "
+                             f"load_image(path, target_size=({eh}, {ew})), or let npxception.predict do it")
         if min(h, w) < CONFIG.min_input_size:
             raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
                              f"{CONFIG.min_input_size}, found {h}x{w}")
@@ -288,13 +293,13 @@ class XceptionModel:
                 return _run_layer(self._params, layer, x, CONFIG.bn_epsilon, impl)
         for h in self.head:
             if h["name"] == name:
-                return _run_head([h], self._params, x[0], impl)
+                return run_head([h], self._params, x[0], impl)
         raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
 
     def __repr__(self):
         total, _ = self.count_params()
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
-                f"classes={self.classes} dtype={self.dtype.name} params={total:,}>")
+                f"classes={self.classes} dtype={self.dtype.name} params={total:,} weights={self.source}>")
 
 
 def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
@@ -319,14 +324,12 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
             if readers[i] == 0:
                 del acts[i]
     y = acts[model.layers[-1].name]
-    y = _run_head(model.head, p, y, impl, captured, wanted)
+    y = run_head(model.head, p, y, impl, captured, wanted)
     return y, captured
 
 
 def _run_layer(p, layer, ins, eps, impl):
     """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
-    from . import ops
-
     n = layer.name
     if layer.kind == "conv":
         return ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides, padding=layer.padding, impl=impl)
@@ -344,54 +347,6 @@ def _run_layer(p, layer, ins, eps, impl):
     if layer.kind == "add":
         return ops.add(ins[0], ins[1], impl=impl)
     raise AssertionError(layer.kind)  # pragma: no cover - architecture.Layer kinds are closed
-
-
-def _run_head(head, p, y, impl, captured=None, wanted=()):
-    """The classifier head: global pooling, then dense / BN / activation layers."""
-    from . import ops
-
-    for h in head:
-        n, kind = h["name"], h["kind"]
-        if kind == "global_avg_pool":
-            y = ops.global_avg_pool2d(y, impl=impl)
-        elif kind == "global_max_pool":
-            y = ops.global_max_pool2d(y, impl=impl)
-        elif kind == "dense":
-            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=impl)
-            y = _activation(y, h.get("activation"), impl)
-        elif kind == "batch_norm":
-            y = ops.batch_norm(y, p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
-                               p[f"{n}/moving_variance"], epsilon=h.get("epsilon", CONFIG.bn_epsilon),
-                               impl=impl)
-        elif kind == "activation":
-            y = _activation(y, h["activation"], impl)
-        if captured is not None and n in wanted:
-            captured[n] = y
-    return y
-
-
-def _activation(y, name, impl):
-    """Keras' activations by name, for classifier heads."""
-    from . import ops
-
-    if name in (None, "linear"):
-        return y
-    if name == "relu":
-        return ops.relu(y, impl=impl)
-    if name == "softmax":
-        return ops.softmax(y, axis=-1, impl=impl)
-    one = y.dtype.type(1)
-    if name == "sigmoid":
-        # split by sign so exp never overflows: sigma(x) = 1/(1+e^-x) = e^x/(1+e^x)
-        e = np.exp(-np.abs(y))
-        return np.where(y >= 0, one / (one + e), e / (one + e)).astype(y.dtype)
-    if name == "tanh":
-        return np.tanh(y)
-    if name == "swish":
-        return y * _activation(y, "sigmoid", impl)
-    if name == "elu":
-        return np.where(y > 0, y, np.expm1(np.minimum(y, 0))).astype(y.dtype)
-    raise ValueError(f"activation: unsupported {name!r}; expected one of {arch.ACTIVATIONS}")
 
 
 def _check_params(params: dict, expected: dict, where: str) -> None:
@@ -459,9 +414,13 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
              classifier_activation="softmax", input_shape=None, dtype="float32", seed=0):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
-    weights: None (seeded random weights and BN statistics), "imagenet" (the
-      official Keras weights, downloaded and converted once), or a path to an
-      npxception ``.npz`` weight file.
+    weights: None (the default: seeded random weights and BN statistics),
+      "imagenet" (the official Keras weights, downloaded once, 88 MB, and
+      converted into the cache), or a path to an npxception ``.npz`` weight file.
+      Keras defaults to "imagenet"; npxception deliberately does not, so that
+      building a model never starts a download behind the caller's back (a
+      test, an offline machine, a CI job). ``model.source`` and the repr say
+      where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
     variant: "keras" (default; what real weights fit) or "article".
     include_top / pooling / classes / classifier_activation: as in Keras.
     input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
@@ -498,12 +457,16 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
         from .pretrained import imagenet_weights
 
         weights = imagenet_weights(include_top=include_top)
-    elif not isinstance(weights, (str, os.PathLike)):
+        source = f"imagenet ({weights})"
+    elif isinstance(weights, (str, os.PathLike)):
+        source = None  # the file's own: what it was converted from, else its path
+    else:
         raise TypeError(f"weights: expected None, 'imagenet' or a path, found {type(weights).__name__}")
 
     from .weights import load
 
     model = load(weights)
+    model.source = source or model.source
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
 

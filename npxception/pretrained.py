@@ -26,10 +26,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import uuid
+import urllib.parse
 
 from .download import DownloadError, file_hash, get_file
 from .paths import cache_home
+from .untrusted import atomic_write
 
 __all__ = ["imagenet_weights", "weights_url", "FILES", "WeightFile", "DEFAULT_BASE_URL", "BASE_URL_ENV"]
 
@@ -54,9 +55,23 @@ FILES = {
 
 
 def weights_url(include_top: bool = True) -> str:
-    """The download URL: ``$NPXCEPTION_WEIGHTS_URL`` (or Keras' bucket) + the official name."""
+    """The download URL from ``$NPXCEPTION_WEIGHTS_URL`` (default: Keras' bucket).
+
+    The variable may name a folder (``https://mirror/xception/``, with or without
+    the trailing slash) or a file in it. The URL of either official file counts
+    as its folder, so that pasting Keras' own file URL works for both files; a
+    URL of any other ``.h5`` file is used as it is (the pinned MD5 still decides
+    whether it is the right file).
+    """
     base = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    return base.rstrip("/") + "/" + FILES[bool(include_top)].fname
+    wanted = FILES[bool(include_top)].fname
+    parts = urllib.parse.urlsplit(base)
+    folder, _, name = parts.path.rpartition("/")
+    if name in {spec.fname for spec in FILES.values()}:
+        return urllib.parse.urlunsplit(parts._replace(path=f"{folder}/{wanted}"))
+    if name.lower().endswith(".h5"):
+        return base
+    return base.rstrip("/") + "/" + wanted
 
 
 def _paths(include_top: bool) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
@@ -125,10 +140,5 @@ def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:
 
 
 def _write_sidecar(sidecar: pathlib.Path, digest: str) -> None:
-    tmp = sidecar.with_name(f"{sidecar.name}.{uuid.uuid4().hex}.partial")
-    try:
-        tmp.write_text(f"{digest}  {sidecar.name[:-len('.sha256')]}\n", encoding="ascii")
-        os.replace(tmp, sidecar)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    line = f"{digest}  {sidecar.name[:-len('.sha256')]}\n"
+    atomic_write(sidecar, lambda f: f.write(line.encode("ascii")))

@@ -226,7 +226,8 @@ def _case(model, acts, x, name, theirs, inputs=None, spec=None):
     return Case(model, name, node.kind, spec or node.spec, node.inputs, ins, theirs.astype(np.float32), local,
                 x_ours=x if "input" in node.inputs else None, skipped={},
                 earlier={k: v for k, v in acts.items()
-                         if model.layer_names.index(k) < model.layer_names.index(name)})
+                         if model.layer_names.index(k) < model.layer_names.index(name)},
+                readers={n.name: acts[n.name] for n in nodes(model) if name in n.inputs})
 
 
 def _w(model, name):
@@ -309,10 +310,13 @@ def _plant(model, acts, x, cause):
     if cause == "relu6":  # scaled so that values pass 6
         xi = 10 * a["block2_sepconv2_bn"]
         return _case(model, acts, x, "block2_sepconv2_act", np.minimum(np.maximum(xi, 0), 6), inputs=[xi.astype(np.float32)])
+    if cause == "overwritten_in_place":  # a hook kept the BN's tensor; ReLU(inplace=True) then ran on it
+        return _case(model, acts, x, "block2_sepconv1_bn", a["block2_sepconv2_act"])
     if cause == "relu_missing":
         return _case(model, acts, x, "block3_sepconv1_act", a["block2_add"])
     if cause == "extra_relu_after":
-        return _case(model, acts, x, "block3_sepconv1_bn", np.maximum(a["block3_sepconv1_bn"], 0))
+        # before an add, not a ReLU (there the dump could not tell it from an in-place overwrite)
+        return _case(model, acts, x, "block3_residual_bn", np.maximum(a["block3_residual_bn"], 0))
     # features scaled to [0, 1] so that the random classifier's softmax is not saturated
     f = a["avg_pool"] / np.abs(a["avg_pool"]).max()
     f32 = [f.astype(np.float32)]
@@ -336,7 +340,7 @@ def _plant(model, acts, x, cause):
 
 PLANTED = ["bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped", "pool_zero_padding", "pool_ceil_mode",
            "pool_window", "pool_stride", "conv_symmetric_padding", "depthwise_channel_order", "extra_bias",
-           "relu6", "relu_missing", "extra_relu_after", "output_probabilities", "dense_missing_bias",
+           "relu6", "relu_missing", "overwritten_in_place", "extra_relu_after", "output_probabilities", "dense_missing_bias",
            "dense_kernel_layout", "input_torch", "input_nchw_as_nhwc", "input_hw_transposed"]
 
 
@@ -361,10 +365,11 @@ def test_every_hypothesis_has_a_test():
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
-                "extra_relu_after", "wrong_input", "skipped_layer", "output_logits", "output_probabilities",
+                "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
-    functions = {f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.INPUT_TRANSFORMS.values())
+    functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
+                 | set(h.INPUT_TRANSFORMS.values()))
     assert all(f.__doc__ for f in functions)
 
 
@@ -436,7 +441,7 @@ def test_cli_port_layout_tolerances(cli_files, capsys):
     assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         cli.main(args + ["--rtol", "-1"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
 
@@ -460,3 +465,16 @@ def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
     out = capsys.readouterr().out
     assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
     assert "predictions (local" in out and "their output is logits" in out
+
+
+def test_error_kernel_matches_its_numpy_twin():
+    from npxception.compare.metrics import errors, errors_reference
+
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((1, 9, 9, 7), np.float32), ((3, 1000), np.float64), ((5,), np.float32)):
+        a = rng.normal(size=shape).astype(dtype)
+        b = (a + rng.normal(0, 1e-3, shape)).astype(dtype)
+        for x, y in ((a, b), (a, a), (a, -a), (a, np.zeros_like(a))):
+            # float64 sums in another order: equal to ~1e-12 relative
+            np.testing.assert_allclose(errors(x, y), errors_reference(x, y), rtol=1e-9, atol=1e-15)
+    assert errors(a, a)[:3] == (0.0, 0.0, 0.0)

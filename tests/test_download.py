@@ -169,7 +169,7 @@ def test_offline_not_cached_names_path_and_url(server, cache, monkeypatch, how):
     url = f"{server.url}/good.bin"
     if how == "env":
         monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="offline") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, offline=True if how == "argument" else None)
     msg = str(info.value)
     assert "offline" in msg and str(cache / "good.bin") in msg and url in msg and GOOD_MD5 in msg
@@ -189,7 +189,7 @@ def test_corrupt_cached_file_detected_on_load(server, cache):
     path = get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     path.write_bytes(GOOD[:1000])  # e.g. a disk error, or a hand copy cut short
 
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="corrupt") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert str(path) in msg and "corrupt" in msg and "downloaded again" in msg
@@ -217,7 +217,7 @@ def test_corrupt_cached_file_offline_is_kept(server, cache):
 
 def test_wrong_md5_refused(server, cache):
     url = f"{server.url}/wrong.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="md5 expected") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert f"md5 expected {GOOD_MD5}, found {OTHER_MD5}" in msg and url in msg
@@ -226,7 +226,7 @@ def test_wrong_md5_refused(server, cache):
 
 def test_wrong_sha256_refused_even_if_md5_matches(server, cache):
     url = f"{server.url}/wrong.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="sha256 expected") as info:
         get_file(url, md5=OTHER_MD5, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert f"sha256 expected {GOOD_SHA256}, found {OTHER_SHA256}" in msg and "md5 expected" not in msg
@@ -235,7 +235,7 @@ def test_wrong_sha256_refused_even_if_md5_matches(server, cache):
 
 def test_wrong_file_does_not_disturb_a_good_cached_one(server, cache):
     get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
-    with pytest.raises(DownloadError):
+    with pytest.raises(DownloadError, match="md5 expected"):
         get_file(f"{server.url}/wrong.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
     assert files_under(cache) == ["good.bin"]
     assert (cache / "good.bin").read_bytes() == GOOD
@@ -243,7 +243,7 @@ def test_wrong_file_does_not_disturb_a_good_cached_one(server, cache):
 
 def test_truncated_body_refused(server, cache):
     url = f"{server.url}/truncated.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="truncated|IncompleteRead") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and ("truncated" in msg or "IncompleteRead" in msg)
@@ -260,7 +260,7 @@ def test_truncated_body_refused_without_hash(server, cache):
 @pytest.mark.parametrize("name, code", [("missing.bin", 404), ("error.bin", 500)])
 def test_http_error(server, cache, name, code):
     url = f"{server.url}/{name}"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match=f"HTTP {code}") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and f"HTTP {code}" in msg and str(cache / name) in msg and "by hand" in msg
@@ -269,7 +269,7 @@ def test_http_error(server, cache, name, code):
 
 def test_dead_server(cache):
     url = dead_url()
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="by hand") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and "by hand" in msg and str(cache / "good.bin") in msg
@@ -279,7 +279,7 @@ def test_dead_server(cache):
 
 def test_timeout(server, cache):
     url = f"{server.url}/slow.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="timed out") as info:
         get_file(url, cache_dir=cache, progress=False, timeout=0.3)
     assert url in str(info.value) and "timed out" in str(info.value)
     assert files_under(cache) == []
@@ -308,7 +308,7 @@ def test_keyboard_interrupt_leaves_no_partial(server, cache, monkeypatch):
 
     monkeypatch.setattr(download, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(download, "_open", lambda url, timeout: Interrupting(real_open(url, timeout)))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^$"):
         get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
     assert len(seen) == 1 and seen[0].startswith("good.bin.") and seen[0].endswith(".partial")
     assert files_under(cache) == []
@@ -394,12 +394,29 @@ def test_no_progress_when_not_a_terminal(server, cache, capsys):
 # pretrained.imagenet_weights through NPXCEPTION_WEIGHTS_URL
 
 
+@pytest.mark.parametrize("setting, top, notop", [
+    # a folder, with or without the trailing slash
+    ("https://m.example/x/", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    # the URL of either official file (what a user copies from Keras' source): its folder
+    ("https://m.example/x/{top}", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x/{notop}?sig=1", "https://m.example/x/{top}?sig=1", "https://m.example/x/{notop}?sig=1"),
+    # a renamed .h5 on a mirror: used as given (its MD5 is still checked)
+    ("file:///srv/xception.h5", "file:///srv/xception.h5", "file:///srv/xception.h5"),
+])
+def test_weights_url_accepts_a_folder_or_a_file(monkeypatch, setting, top, notop):
+    names = {"top": pretrained.FILES[True].fname, "notop": pretrained.FILES[False].fname}
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", setting.format(**names))
+    assert pretrained.weights_url(True) == top.format(**names)
+    assert pretrained.weights_url(False) == notop.format(**names)
+
+
 def test_imagenet_wrong_file_from_mirror_refused(server, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/mirror/")
     url = f"{server.url}/mirror/{pretrained.FILES[True].fname}"
     assert pretrained.weights_url(True) == url
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="md5 expected") as info:
         pretrained.imagenet_weights(include_top=True, progress=False)
     msg = str(info.value)
     assert f"md5 expected {pretrained.FILES[True].md5}, found {OTHER_MD5}" in msg and url in msg
@@ -412,7 +429,7 @@ def test_imagenet_offline_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
     for include_top in (True, False):
         h5, npz, _ = pretrained._paths(include_top)
-        with pytest.raises(DownloadError) as info:
+        with pytest.raises(DownloadError, match="weights=") as info:
             pretrained.imagenet_weights(include_top=include_top)
         msg = str(info.value)
         assert str(h5) in msg and str(npz) in msg and "weights=" in msg
