@@ -72,7 +72,9 @@ def test_manifest_round_trip_and_version(plain, tmp_path):
     assert manifest["format_version"] == 2 and manifest["feed"] == "pixels"
     loaded = npxception.load(path)
     assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
-    text = loaded.summary(print_fn=None)
+    lines = []
+    loaded.summary(print_fn=lines.append)
+    text = "\n".join(lines)
     assert "input stage: rescaling (Rescaling): x * 0.00784314 + -1" in text
     assert "input stage: resize (Resizing): 71x71" in text and "raw pixels" in text
 
