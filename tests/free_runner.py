@@ -48,7 +48,7 @@ RUNNER = BLOCKER + textwrap.dedent("""
                 model.summary(print_fn=summary.append)
                 res.update(dtype=str(model.dtype), takes_pixels=model.takes_pixels,
                            input_shape=list(model.input_shape), head=[h["kind"] for h in model.head],
-                           summary="\n".join(summary))
+                           summary="\\n".join(summary))
                 if job.get("photos"):
                     res["predict_rc"], res["predict"], res["predict_stderr"] = quietly(npxception_cli, [
                         "predict", "--weights", job["output"], "--json", "--top", str(model.classes),

@@ -49,10 +49,10 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
     # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
     with single_threaded():
         return _compare(model, other, x, rtol=rtol, atol=atol, oracle=oracle, layout=layout, names=names,
-                        explain=explain)
+                        explain=explain, config=config)
 
 
-def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain) -> Report:
+def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None) -> Report:
     from ..model import XceptionModel
 
     if not isinstance(model, XceptionModel):
@@ -60,7 +60,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain) -> 
     if layout not in (None, "NHWC", "NCHW"):
         raise ValueError(f"layout: expected 'NHWC', 'NCHW' or None, found {layout!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names,
-                                                                        config=config)
+                                                             config=config)
     if x is None and not side.fixed:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     raw = side(None if x is None else np.asarray(x))
