@@ -1,4 +1,4 @@
-"""The ``npxception`` command: predict, summary, convert, compare, show, bench.
+"""The ``npxception`` command: predict, summary, convert, compare, show, bench, verify.
 
 Errors are one line on stderr and exit code 1 (argparse's usage errors: 2).
 ``--debug`` shows the traceback instead.
@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--weights", default="imagenet")
     sh.add_argument("--maps", type=_positive_int, default=16, help="how many channels to draw")
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
+    ve.add_argument("files", nargs="+", metavar="FILE.npz")
+    ve.add_argument("--report", metavar="OUT.json",
+                    help="write versions, CPU flags, threading layer and every deviation as JSON")
+    ve.add_argument("--add", action="store_true",
+                    help="give files without a golden test case one (our float64 oracle's), then check")
+    ve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
     be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8])
@@ -214,6 +222,12 @@ def _cmd_show(args) -> int:
     return cli_show(args)
 
 
+def _cmd_verify(args) -> int:
+    from .verify import cli_verify
+
+    return cli_verify(args)
+
+
 def _cmd_bench(args) -> int:
     from .bench import cli_bench
 
@@ -226,6 +240,7 @@ _COMMANDS = {
     "compare": _cmd_compare,
     "show": _cmd_show,
     "bench": _cmd_bench,
+    "verify": _cmd_verify,
 }
 
 

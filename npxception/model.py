@@ -72,6 +72,10 @@ class XceptionModel:
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
+        # The golden test case a weight file carries (npxception.golden): set by
+        # load() and from_keras, computed by save() when absent.
+        self.golden = None
+        self.golden_factory = None  # a deferred golden (from_keras: Keras runs only if the model is saved)
         self._fast = None  # the BN-folded plan, built on first use (npxception.fast)
         self._lock = threading.Lock()
 
@@ -168,15 +172,18 @@ class XceptionModel:
     def astype(self, dtype) -> "XceptionModel":
         """The same weights in another dtype; ``astype("float64")`` is the oracle."""
         dt = _as_dtype(dtype)
-        return XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
-                             variant=self.variant, head=self.head, input_shape=self.input_shape,
-                             labels=self.labels, source=self.source)
+        model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
+                              variant=self.variant, head=self.head, input_shape=self.input_shape,
+                              labels=self.labels, source=self.source)
+        # the same network: its golden still holds, at the tolerance of the new dtype
+        model.golden, model.golden_factory = self.golden, self.golden_factory
+        return model
 
-    def save(self, path) -> "os.PathLike":
-        """Write the weights and manifest to ``path`` (``.npz``), atomically."""
+    def save(self, path, *, golden=True) -> "os.PathLike":
+        """Write the weights, manifest and golden test case to ``path`` (``.npz``), atomically."""
         from .weights import save
 
-        return save(self, path)
+        return save(self, path, golden=golden)
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
@@ -202,6 +209,18 @@ class XceptionModel:
 
             return fast_forward(self, x), {}
         return _run(self, x, wanted, impl)
+
+    def head_forward(self, features, capture=None, impl="fast"):
+        """The head alone on backbone features (the last backbone layer's output).
+
+        ``(N, h, w, C) -> (output, {head layer name: activation})``; the golden
+        check feeds it the fused plan's features (npxception.golden).
+        """
+        wanted = self._capture_set(capture)
+        captured = {}
+        y = _run_head(self.head, self._params, np.ascontiguousarray(features, dtype=self.dtype), impl,
+                      captured, wanted)
+        return y, captured
 
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -406,7 +425,7 @@ def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray
 
 
 def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=1000,
-             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0):
+             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0, verify=True):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (seeded random weights and BN statistics), "imagenet" (the
@@ -417,6 +436,8 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
       ImageNet weights it must be (299, 299, 3).
     dtype: "float32" or "float64".
+    verify: run the weight file's golden test case (once per file per process);
+      False skips it for speed-critical callers.
     """
     dt = _as_dtype(dtype)
     if pooling not in (None, "avg", "max"):
@@ -453,7 +474,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
     from .weights import load
 
-    model = load(weights)
+    model = load(weights, verify=verify)
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
 
@@ -502,9 +523,14 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
                          input_shape=input_shape or (None, None, 3), source=model.source)
 
 
-def load(path) -> XceptionModel:
-    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`)."""
+def load(path, *, verify=True) -> XceptionModel:
+    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`).
+
+    ``verify`` runs its golden test case once per file per process (one small
+    forward pass); a mismatch raises ValueError naming the first layer that
+    disagrees. ``verify=False`` skips it.
+    """
     from .weights import load as _load
 
-    return _load(path)
+    return _load(path, verify=verify)
 

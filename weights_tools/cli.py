@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the architecture (default: detect it)")
     c.add_argument("--config", default=None,
                    help="a .keras archive or config.json giving the wiring of a Keras 3 .weights.h5 file")
+    c.add_argument("--check-with-keras", action="store_true",
+                   help="run SRC in Keras (TensorFlow needed), record Keras' output as the golden test "
+                        "case, and fail if npxception disagrees with it")
     c.add_argument("--debug", action="store_true", help="show tracebacks")
     i = sub.add_parser("inspect", help="list the layers, shapes and the detected architecture")
     i.add_argument("src")
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
         import weights_tools
 
         if args.command == "convert":
-            path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config)
+            path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config,
+                                         check_with_keras=args.check_with_keras)
             from npxception.weights import load
 
             model = load(path)
@@ -50,6 +54,7 @@ def main(argv=None) -> int:
             print(path)
             print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
                   f"classes {model.classes}, {total:,} parameters, {model.dtype}")
+            print(f"golden test case: {model.golden.source}; checked on load")
         else:
             print(weights_tools.inspect(args.src, config=args.config))
         return 0
