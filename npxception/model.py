@@ -519,8 +519,11 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [])
     params = {k: model._params[k] for k in backbone_keys}
-    return XceptionModel(params, variant=model.variant, head=head,
-                         input_shape=input_shape or (None, None, 3), source=model.source)
+    adapted = XceptionModel(params, variant=model.variant, head=head,
+                            input_shape=input_shape or (None, None, 3), source=model.source)
+    if head == model.head and adapted.input_shape == model.input_shape:
+        adapted.golden = model.golden  # the same network: a no-top file loaded without the top
+    return adapted
 
 
 def load(path, *, verify=True) -> XceptionModel:

@@ -235,3 +235,110 @@ def test_float64_file_is_checked_at_float64_tolerance(saved, tmp_path):
     assert loaded.dtype == np.float64 and loaded.golden.tolerance("float64") == gold.RTOL["float64"]
     check = gold.run_path(loaded, loaded.golden, "fast")
     assert check.passed and check.worst.deviation < 1e-12  # float64 vs float64: summation order only
+
+
+# ---- goldens from Keras, from convert, and in the ImageNet cache ---------------------
+
+@pytest.fixture(scope="module")
+def keras_backbone(tmp_path_factory):
+    """A randomised Keras 3 backbone at 71x71, and its .keras archive."""
+    import keras
+
+    from keras_helpers import randomize
+
+    kmodel = randomize(keras.applications.Xception(weights=None, include_top=False, pooling="avg",
+                                                   input_shape=(SIZE, SIZE, 3)), seed=3)
+    root = tmp_path_factory.mktemp("keras_golden")
+    kmodel.save(root / "backbone.keras")
+    return kmodel, root
+
+
+def test_from_keras_golden_is_keras_own_output(keras_backbone, capsys):
+    import keras
+
+    from weights_tools import from_keras
+
+    kmodel, root = keras_backbone
+    model = from_keras(kmodel)
+    path = model.save(root / "from_keras.npz")
+    pool = model.head[0]["name"]  # Keras' name for it: global_average_pooling2d
+    manifest, arrays = wfile.read(path)
+    section = manifest["golden"]
+    assert section["source"].startswith(f"keras {keras.__version__}: the Keras model") and section["precision"] == "float32"
+    assert section["written_by"]["keras"] == keras.__version__
+    assert list(section["layers"]) == gold.checked_layers(model)  # a top-level backbone: every layer
+    assert list(section["layers"])[-1] == pool
+    # Keras' numbers, not ours: the stored digest is Keras' output on the stored input. Keras
+    # with oneDNN is not bit-reproducible between graphs (measured 2e-7 of max|x|), so 1e-6.
+    x = gold.model_input(model, arrays[gold.INPUT_KEY])
+    theirs = np.asarray(kmodel(x, training=False), np.float64).ravel()
+    np.testing.assert_allclose(arrays[f"{gold.KEY_PREFIX}{pool}/sample"],
+                               theirs[arrays[f"{gold.KEY_PREFIX}{pool}/index"]],
+                               rtol=0, atol=1e-6 * np.abs(theirs).max())
+    code, out = _verify(capsys, path)
+    assert code == 0, out
+    assert "golden from keras" in out
+
+
+def test_convert_writes_a_golden_and_check_with_keras_records_keras(keras_backbone, tmp_path, capsys, monkeypatch):
+    import weights_tools
+    from weights_tools import ConversionError
+
+    from weights_tools import keras_golden
+
+    kmodel, root = keras_backbone
+    src = root / "backbone.keras"
+    plain, checked = tmp_path / "plain.npz", tmp_path / "checked.npz"
+    assert cli(["convert", str(src), "-o", str(plain)]) == 0
+    assert cli(["convert", str(src), "-o", str(checked), "--check-with-keras"]) == 0
+    out = capsys.readouterr().out
+    assert "golden test case: npxception float64 oracle" in out and "golden test case: keras" in out
+    assert wfile.read(plain)[0]["golden"]["precision"] == "float64"
+    assert wfile.read(checked)[0]["golden"]["source"].startswith("keras")
+    code, out = _verify(capsys, plain, checked)
+    assert code == 0, out
+
+    # A conversion that disagrees with Keras is refused, and nothing is written. (The Keras
+    # model is the one the archive was saved from: loading it again is tested above.)
+    monkeypatch.setattr(keras_golden, "load_in_keras", lambda *a, **k: kmodel)
+    real_read = weights_tools.read
+
+    def misread(*args, **kwargs):
+        model = real_read(*args, **kwargs)
+        params = model.weights
+        params["block8_sepconv3_bn/gamma"] = params["block8_sepconv3_bn/gamma"] * np.float32(1.01)
+        return npxception.XceptionModel(params, variant=model.variant, head=model.head,
+                                        input_shape=model.input_shape, source=model.source)
+
+    monkeypatch.setattr(weights_tools, "read", misread)
+    bad = tmp_path / "bad.npz"
+    with pytest.raises(ConversionError, match=r"fails at layer block8_add.*npxception and Keras disagree"):
+        weights_tools.convert(src, bad, check_with_keras=True)
+    assert not bad.exists()
+
+
+def test_imagenet_cache_conversion_carries_a_golden(tmp_path, monkeypatch, capsys):
+    """The official no-top layout (a tf_keras save_weights .h5) through the cache: converted with a golden."""
+    import tf_keras
+
+    from keras_helpers import randomize
+    from npxception import pretrained
+    from npxception.download import file_hash
+
+    official = pretrained.FILES[False]
+    home = tmp_path / "home"
+    h5 = home / "downloads" / official.fname
+    h5.parent.mkdir(parents=True)
+    randomize(tf_keras.applications.Xception(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3)),
+              seed=4).save_weights(str(h5))
+    monkeypatch.setitem(pretrained.FILES, False, pretrained.WeightFile(official.fname, file_hash(h5, "md5")))
+    monkeypatch.setenv("NPXCEPTION_HOME", str(home))
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")  # the .h5 is cached: no network call
+    model = npxception.Xception(weights="imagenet", include_top=False)
+    npz = pretrained.imagenet_weights(include_top=False)
+    manifest, _ = wfile.read(npz)
+    assert manifest["golden"]["source"] == "npxception float64 oracle (impl='reference')"
+    assert model.golden.pixels.shape == (1, SIZE, SIZE, 3)  # no fixed input size: 71x71
+    assert gold.already_checked(gold.file_identity(npz), "float32")  # weights="imagenet" ran it
+    code, out = _verify(capsys, npz)
+    assert code == 0, out
