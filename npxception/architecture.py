@@ -47,6 +47,7 @@ class Layer:
     kernel_size: int = 0  # square kernel (conv, sepconv) or pool window (maxpool)
     strides: int = 1
     padding: str = "valid"
+    flow: str = "entry"  # the paper's stage: "entry", "middle" or "exit" (compare's per-stage summary)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,10 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
     v = resolve_variant(variant)
     stem_padding = "same" if v.same_stem else "valid"
     layers: list[Layer] = []
+    flow = "entry"
 
     def add(name, kind, inputs, **kw) -> str:
-        layers.append(Layer(name, kind, tuple(inputs), **kw))
+        layers.append(Layer(name, kind, tuple(inputs), flow=flow, **kw))
         return name
 
     def conv_bn(name, x, filters, kernel_size, strides=1, padding="valid") -> str:
@@ -155,6 +157,7 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
         residual_source = r
 
     # ---- middle flow ------------------------------------------------------
+    flow = "middle"
     for block in MIDDLE_FLOW_BLOCKS:
         b = f"block{block}"
         residual = x
@@ -166,6 +169,7 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
         x = add(f"{b}_add", "add", [x, residual])
 
     # ---- exit flow --------------------------------------------------------
+    flow = "exit"
     block_input = x
     x = relu("block13_sepconv1_act", x)
     x = sep_bn("block13_sepconv1", x, 728)

@@ -55,9 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--weights", default=None,
                     help="npxception weights (default: converted from --against when it is a Keras file)")
     src = cm.add_mutually_exclusive_group()
-    src.add_argument("--image", metavar="IMG")
+    src.add_argument("--image", metavar="IMG", nargs="+",
+                     help="image files or folders; the layer report uses the first, and with several "
+                          "a summary gives top-1 agreement, top-5 overlap and max |dp| over all")
     src.add_argument("--random", action="store_true", help="a seeded random input (default)")
-    cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"], help="layout of a dump")
+    cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"],
+                    help="layout of a dump or of an ONNX model's input (NCHW: a plain torch.onnx.export)")
+    cm.add_argument("--rtol", type=_non_negative_float, default=None,
+                    help="relative tolerance, of max|theirs| per layer (default 1e-4 float32, 1e-10 float64)")
+    cm.add_argument("--atol", type=_non_negative_float, default=None, help="absolute tolerance (default 0)")
+    names = cm.add_mutually_exclusive_group()
+    names.add_argument("--names", metavar="MAP.json",
+                       help="JSON object mapping their layer names to ours")
+    names.add_argument("--port", metavar="NAME",
+                       help="a known port whose module names are mapped to ours (timm.legacy_xception)")
     cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
     cm.add_argument("--json", action="store_true")
     cm.add_argument("--plot", metavar="OUT.png")
@@ -101,6 +112,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["convert"]:
@@ -135,22 +156,26 @@ def _one_line(exc: BaseException) -> str:
 # ---- predict ------------------------------------------------------------------
 
 def _cmd_predict(args) -> int:
+    from .labels import printable
     from .prediction import predict_files
 
     results, failures = predict_files(args.images, weights=args.weights, top=args.top,
                                       interpolation=args.interpolation, batch_size=args.batch_size,
                                       progress=sys.stdout.isatty())
     for path, reason in failures:
-        print(f"npxception: {path}: {reason}", file=sys.stderr)
+        print(f"npxception: {printable(path)}: {printable(reason)}", file=sys.stderr)
     if args.json:
+        # Strict JSON: predict_files reports non-finite scores as failures, and
+        # allow_nan=False makes sure no NaN/Infinity token is ever printed.
         print(json.dumps([{"file": path, "predictions": [
             {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in preds]}
-            for path, preds in results], indent=2))
+            for path, preds in results], indent=2, allow_nan=False))
     else:
         for path, preds in results:
-            print(path)
+            print(printable(path))
             for rank, p in enumerate(preds, 1):
-                tag = " ".join(str(t) for t in (p.label, p.name) if t is not None and t != p.index)
+                # Labels come from the weight file: escape control characters (ANSI, newlines).
+                tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
                 print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
     return 1 if failures else 0
 

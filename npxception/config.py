@@ -21,5 +21,22 @@ class Config:
     # keras.utils.load_img's default resampling; cross-checks must compare like with like.
     default_interpolation: str = "nearest"
 
+    # ---- bounds on untrusted input (docs/security.md), each far above real models ----
+    # Parameters a supported head may add to the backbone's ~20.9 M: a Dense over
+    # 2048 features for ~24,000 classes (ImageNet-21k has 21,843), or a hidden
+    # Dense plus a classifier. Weight readers budget (backbone + this) x 8 bytes.
+    head_params_margin: int = 50_000_000
+    # How deep models may nest in a config: the keras.io fine-tuning recipe nests
+    # 3 levels (Sequential augmentation inside a Functional around the backbone).
+    max_model_nesting: int = 32
+    # Layers in one config, all nesting levels counted: Xception has 134, a
+    # fine-tuned classifier a dozen more.
+    max_config_layers: int = 10_000
+    # The largest input height/width a weight file may declare: a 2048x2048 image
+    # already needs about 1 GB of float32 activations in block2.
+    max_input_size: int = 2048
+    # An .npz manifest is JSON: a few kB, or ~1 MB with ImageNet-21k labels.
+    max_manifest_bytes: int = 16 * 1024**2
+
 
 CONFIG = Config()

@@ -23,6 +23,7 @@ one ``ImageError`` whose message is ``"<file>: <reason>"``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import importlib
 import os
@@ -32,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import CONFIG
+from .untrusted import IrregularFileError, open_regular
 
 # Keras' names (keras/src/utils/image_utils.py PIL_INTERPOLATION_METHODS).
 INTERPOLATIONS = {
@@ -125,7 +127,15 @@ def _open(source, name: str) -> Image.Image:
     limit = Image.MAX_IMAGE_PIXELS
     _register_decoders()
     formats = [f for f in FORMATS if f in Image.OPEN]  # WEBP may be missing from a Pillow build
+    with contextlib.ExitStack() as stack:
+        return _decode(source, name, formats, limit, stack)
+
+
+def _decode(source, name, formats, limit, stack) -> Image.Image:
     try:
+        if isinstance(source, (str, bytes, os.PathLike)):
+            # Regular files only: a FIFO would block open() forever, /dev/zero never ends.
+            source = stack.enter_context(open_regular(source))
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -140,6 +150,8 @@ def _open(source, name: str) -> Image.Image:
         raise ImageError(name, "no such file") from None
     except IsADirectoryError:
         raise ImageError(name, "is a directory, not an image file") from None
+    except IrregularFileError as exc:
+        raise ImageError(name, f"is {exc.kind}, not an image file") from None
     except PermissionError:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:

@@ -73,3 +73,16 @@ def decode_predictions(preds, top=5) -> list[list[tuple[str, str, float]]]:
         result.sort(key=lambda t: t[2], reverse=True)
         results.append(result)
     return results
+
+
+def printable(text) -> str:
+    """``text`` safe for a terminal: control and format characters escaped (``\\x1b``, ``\\n``, ``\\u202e``).
+
+    Labels come from weight files, which may be hostile: raw ANSI escapes could
+    rewrite the terminal, a newline could forge an output line, and bidi
+    overrides could reorder it.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import architecture as arch
 from .config import CONFIG
+from .untrusted import short_repr
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
 _KERAS_TYPES = {
@@ -59,9 +60,9 @@ class XceptionModel:
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
-        self.input_shape = tuple(None if d is None else int(d) for d in input_shape)
-        self.labels = None if labels is None else [str(s) for s in labels]
+        self.input_shape = _check_input_shape(input_shape)
         self.source = source
+        self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head)
         params = dict(params)
         _check_params(params, expected, where=source or "params")
@@ -266,6 +267,22 @@ class XceptionModel:
                              + (f"; did you mean {hint}?" if hint else "; see model.layer_names"))
         return wanted
 
+    def run_layer(self, name, inputs, *, impl="fast"):
+        """Run one layer (backbone or head) on given input activations; return its output.
+
+        ``inputs`` is a list in the order of the layer's inputs in the architecture
+        table (one array, two for an ``add``; a head layer takes the previous
+        layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
+        """
+        x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
+        for layer in self.layers:
+            if layer.name == name:
+                return _run_layer(self._params, layer, x, CONFIG.bn_epsilon, impl)
+        for h in self.head:
+            if h["name"] == name:
+                return _run_head([h], self._params, x[0], impl)
+        raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
+
     def __repr__(self):
         total, _ = self.count_params()
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
@@ -274,8 +291,6 @@ class XceptionModel:
 
 def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     """The plain forward pass: every layer of the table, one op each."""
-    from . import ops
-
     p = model._params
     eps = CONFIG.bn_epsilon
     # How many later layers read each activation, so memory is freed early.
@@ -286,26 +301,8 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     acts = {"input": x}
     captured = {}
     for layer in model.layers:
-        ins = [acts[i] for i in layer.inputs]
         n = layer.name
-        if layer.kind == "conv":
-            y = ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides,
-                           padding=layer.padding, impl=impl)
-        elif layer.kind == "sepconv":
-            y = ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], p[f"{n}/pointwise_kernel"],
-                                     strides=layer.strides, padding=layer.padding, impl=impl)
-        elif layer.kind == "bn":
-            y = ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
-                               p[f"{n}/moving_variance"], epsilon=eps, impl=impl)
-        elif layer.kind == "relu":
-            y = ops.relu(ins[0], impl=impl)
-        elif layer.kind == "maxpool":
-            y = ops.max_pool2d(ins[0], pool_size=layer.kernel_size, strides=layer.strides,
-                               padding=layer.padding, impl=impl)
-        elif layer.kind == "add":
-            y = ops.add(ins[0], ins[1], impl=impl)
-        else:  # pragma: no cover - architecture.Layer kinds are closed
-            raise AssertionError(layer.kind)
+        y = _run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
         acts[n] = y
         if n in wanted:
             captured[n] = y
@@ -316,6 +313,29 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
     y = acts[model.layers[-1].name]
     y = _run_head(model.head, p, y, impl, captured, wanted)
     return y, captured
+
+
+def _run_layer(p, layer, ins, eps, impl):
+    """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
+    from . import ops
+
+    n = layer.name
+    if layer.kind == "conv":
+        return ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "sepconv":
+        return ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], p[f"{n}/pointwise_kernel"],
+                                    strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "bn":
+        return ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
+                              p[f"{n}/moving_variance"], epsilon=eps, impl=impl)
+    if layer.kind == "relu":
+        return ops.relu(ins[0], impl=impl)
+    if layer.kind == "maxpool":
+        return ops.max_pool2d(ins[0], pool_size=layer.kernel_size, strides=layer.strides,
+                              padding=layer.padding, impl=impl)
+    if layer.kind == "add":
+        return ops.add(ins[0], ins[1], impl=impl)
+    raise AssertionError(layer.kind)  # pragma: no cover - architecture.Layer kinds are closed
 
 
 def _run_head(head, p, y, impl, captured=None, wanted=()):
@@ -389,6 +409,9 @@ def _check_params(params: dict, expected: dict, where: str) -> None:
         dtypes.add(a.dtype)
         if not np.isfinite(a).all():
             raise ValueError(f"{where}: weight {key!r} contains NaN or Inf")
+        if key.endswith("/moving_variance") and (a < 0).any():  # BN would take the sqrt of a negative
+            raise ValueError(f"{where}: weight {key!r} is a variance but holds negative values "
+                             f"(min {a.min():g})")
     if len(dtypes) > 1:
         raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
 
@@ -480,16 +503,36 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
 
 def _check_input_shape(shape) -> tuple:
+    """(H, W, 3) with min_input_size <= H, W <= max_input_size, or None for H and W (any size)."""
     try:
-        shape = tuple(None if d is None else int(d) for d in shape)
+        shape = tuple(None if d is None else _int(d) for d in shape)
     except (TypeError, ValueError):
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}") from None
     if len(shape) != 3 or shape[2] != 3:
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}")
-    if any(d is not None and d < CONFIG.min_input_size for d in shape[:2]):
-        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size}, "
-                         f"found {shape}")
+    if any(d is not None and not CONFIG.min_input_size <= d <= CONFIG.max_input_size for d in shape[:2]):
+        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
+                         f"most {CONFIG.max_input_size}, found {shape}")
     return shape
+
+
+def _int(d) -> int:
+    """An int dimension; 299.0 or "299" (a hand-edited manifest) are not silently accepted."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+        raise TypeError(d)
+    return int(d)
+
+
+def _check_labels(labels, classes):
+    """None, or a list of exactly ``classes`` strings (a string is not a list of labels)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+        raise ValueError(f"labels: expected a list of strings, found {short_repr(labels)}")
+    if classes is None or len(labels) != classes:
+        raise ValueError(f"labels: expected {classes or 0} names, one per class, found {len(labels)}")
+    return list(labels)
+
 
 
 def _adapt(model, *, variant, include_top, pooling, classes, classifier_activation, input_shape, dtype):

@@ -181,8 +181,12 @@ def predict_files(paths, *, weights="imagenet", top=5, interpolation="nearest", 
 
     def flush():
         if pending:
-            for path, preds in zip(pending_paths, _decode(model, _run(model, pending), top)):
-                results.append((path, preds))
+            probs = _run(model, pending)
+            for path, row, preds in zip(pending_paths, probs, _decode(model, probs, top)):
+                if np.isfinite(row).all():
+                    results.append((path, preds))
+                else:  # never print NaN scores with an arbitrary top class
+                    failures.append((path, "the model gave non-finite scores (NaN or Inf) for this image"))
             pending.clear()
             pending_paths.clear()
 

@@ -29,40 +29,46 @@ place only when complete. Loading runs the golden case once per file per process
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import json
-import os
 import pathlib
-import uuid
 import zipfile
+import zlib
 
 import numpy as np
 
 from . import architecture as arch
 from . import golden as gold
+from .config import CONFIG
+from .untrusted import IrregularFileError, atomic_write, loads_json, open_regular, short_repr  # noqa: F401
+# (atomic_write is re-exported: show.py and others write through npxception.weights)
 
 FORMAT = "npxception-weights"
 FORMAT_VERSION = 2  # bump when the layout changes; readers refuse newer versions. 2: the golden case
 MANIFEST_KEY = "__manifest__"
+# numpy's own cap on an .npy header (np.lib.format's max_header_size default).
+NPY_HEADER_MAX = 10_000
+# Reserved (non-weight) arrays a manifest may declare, all together: a golden
+# test case takes a few hundred kB.
+RESERVED_BYTES = 16 * 1024**2
 
 
-def atomic_write(path, write) -> pathlib.Path:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+@functools.lru_cache(maxsize=None)
+def weight_budget() -> int:
+    """The most bytes a valid weight file can hold: its parameter count x 8 (float64).
 
-    A failure at any point (KeyboardInterrupt included) leaves no file behind.
+    The parameters are those of the largest backbone in the table (over every
+    combination of the variant flags) plus ``CONFIG.head_params_margin`` for
+    any head the converter supports. Readers charge every array against it
+    before allocating.
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    flags = list(arch.Variant.__dataclass_fields__)
+    backbone = max(sum(int(np.prod(s)) for s in arch.param_shapes(arch.backbone(
+        arch.Variant(**dict(zip(flags, bits)))), []).values())
+        for bits in itertools.product((False, True), repeat=len(flags)))
+    return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
 
 def save(model, path, *, golden=True) -> pathlib.Path:
@@ -80,6 +86,7 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     arrays = dict(model.weights)
     if golden:
         manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))
+        manifest["reserved"] = {k: list(a.shape) for k, a in golden_arrays.items()}  # for read()
         arrays.update(golden_arrays)
     arrays[MANIFEST_KEY] = np.array(json.dumps(manifest))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -97,38 +104,76 @@ def _damaged(where, exc) -> str:
 
 
 def read(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read and check a weight file's manifest; return ``(manifest, arrays)``.
+    """Read and check a weight file; return ``(manifest, arrays)``.
 
-    ``arrays`` holds the weights and the golden case's reserved ``__golden__/``
-    arrays (:func:`split` separates them).
+    Headers before data: the manifest is read first (its size bounded); it
+    fixes every key and shape the file may hold (:func:`expected_arrays`).
+    Each member's declared size and its ``.npy`` header (key, shape, dtype) are
+    checked against that before a byte of its data is decompressed, and the
+    data is read with a cap. Unknown keys, object arrays and a head whose
+    parameters exceed the read budget are refused before reading them.
+    ``arrays`` holds the weights and any reserved arrays the manifest declares
+    (the golden case's ``__golden__/`` arrays; :func:`split` separates them).
+    A zip CRC mismatch names the array whose bytes changed.
     """
-    path = pathlib.Path(path)
     where = str(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such weight file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":  # an .npz is a zip archive
-        raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
-                         + (", it is empty)" if not magic else ")"))
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(f"{where}: holds pickled object arrays; npxception weight files "
-                             "contain numeric arrays only and are never unpickled") from None
-        raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
-    except zipfile.BadZipFile as exc:
-        raise ValueError(_damaged(where, exc)) from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
-    if MANIFEST_KEY not in arrays:
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such weight file") from None
+    except IrregularFileError as exc:
+        raise ValueError(str(exc)) from None
+    with f:
+        magic = f.read(4)
+        if magic != b"PK\x03\x04":  # an .npz is a zip archive
+            raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
+                             + (", it is empty)" if not magic else ")"))
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as z:
+                return _read_members(z, where)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(_damaged(where, exc)) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
+
+
+def _read_members(z: zipfile.ZipFile, where: str):
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in z.infolist():
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"{where}: unexpected member {info.filename!r}; an .npz holds .npy arrays only")
+        key = info.filename[:-len(".npy")]
+        if key in members:
+            raise ValueError(f"{where}: member {info.filename!r} appears twice")
+        members[key] = info
+    if MANIFEST_KEY not in members:
         raise ValueError(f"{where}: no {MANIFEST_KEY} entry; not an npxception weight file "
                          "(convert Keras files with `npxception convert`)")
+    text = _read_npy(z, members.pop(MANIFEST_KEY), where, MANIFEST_KEY, shape=(), kinds="U",
+                     max_bytes=CONFIG.max_manifest_bytes)
+    manifest = _parse_manifest(str(text), where)
+    expected = expected_arrays(manifest, where)
+    unknown = [k for k in members if k not in expected]
+    if unknown:
+        raise ValueError(f"{where}: unexpected weight {unknown[0]!r}; it belongs to no layer of this "
+                         "architecture and head" + (f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    arrays = {}
+    for key, spec in expected.items():  # each member's size and header checked before its data
+        if key in members:
+            arrays[key] = _read_npy(z, members[key], where, key, shape=spec.shape, kinds=spec.kinds,
+                                    max_bytes=spec.max_bytes)
+    missing = [k for k in expected if k not in members]
+    if missing:
+        raise ValueError(f"{where}: missing weight {missing[0]!r} (expected shape {expected[missing[0]].shape})"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    return manifest, arrays
+
+
+def _parse_manifest(text: str, where: str) -> dict:
     try:
-        manifest = json.loads(str(arrays.pop(MANIFEST_KEY)))
-    except (json.JSONDecodeError, TypeError) as exc:
+        manifest = loads_json(text)
+    except ValueError as exc:  # JSONDecodeError, or nested too deeply
         raise ValueError(f"{where}: the manifest is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{where}: the manifest does not name format {FORMAT!r}")
@@ -139,7 +184,87 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(f"{where}: written by a newer npxception (format version {version}); "
                          f"this version reads format version {FORMAT_VERSION} or older. "
                          "Upgrade npxception to read it.")
-    return manifest, arrays
+    return manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    shape: tuple  # exactly this shape
+    kinds: str  # allowed dtype kinds ("f": float32/float64 weights)
+    max_bytes: int  # the member's largest valid size, checked before decompressing
+
+
+def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
+    """Every array a file with this manifest must hold: the weights of its architecture and head,
+    plus the reserved arrays it declares.
+
+    Reserved arrays (the extension point for data that is not a weight, such as
+    a golden test case) are declared in the manifest as ``"reserved":
+    {"__name__": [shape...], ...}``: names start with ``__``, dtypes are numeric,
+    and together they stay under ``RESERVED_BYTES``.
+    """
+    try:
+        variant = variant_from_manifest(manifest.get("variant", "keras"), where)
+        head = arch.validate_head(manifest.get("head", []))
+        shapes = arch.param_shapes(arch.backbone(variant), head)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{where}: the manifest's architecture is invalid ({exc})") from None
+    params = sum(int(np.prod(s)) for s in shapes.values())
+    if params * np.dtype(np.float64).itemsize > weight_budget():
+        raise ValueError(f"{where}: the manifest's head makes {params:,} parameters, more than the "
+                         f"{weight_budget() // 8:,} any supported model holds; refused before reading")
+    out = {k: ArraySpec(tuple(s), "f", int(np.prod(s)) * 8) for k, s in shapes.items()}
+    reserved = manifest.get("reserved") or {}
+    if not isinstance(reserved, dict):
+        raise ValueError(f"{where}: the manifest's 'reserved' must map names to shapes, found {reserved!r}")
+    total = 0
+    for key, shape in reserved.items():
+        if not (isinstance(key, str) and key.startswith("__") and key != MANIFEST_KEY and key not in out
+                and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ValueError(f"{where}: bad reserved array {key!r}: {shape!r}; expected a name starting "
+                             "with '__' and a list of sizes")
+        total += int(np.prod(shape)) * 8
+        out[key] = ArraySpec(tuple(shape), "fiub", int(np.prod(shape)) * 8)
+    if total > RESERVED_BYTES:
+        raise ValueError(f"{where}: the reserved arrays claim {total:,} bytes, over the {RESERVED_BYTES:,} "
+                         "allowed")
+    return out
+
+
+def _read_npy(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, *, shape, kinds: str,
+              max_bytes: int) -> np.ndarray:
+    """One member: declared size, then the .npy header, checked before its data is decompressed."""
+    if info.file_size > max_bytes + NPY_HEADER_MAX:
+        raise ValueError(f"{where}: {key} declares {info.file_size:,} bytes, more than its expected shape "
+                         f"{shape} can take; refused before decompressing")
+    with z.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            header = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            found_shape, fortran, dtype = header(f, max_header_size=NPY_HEADER_MAX)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {key} has no readable .npy header ({exc})") from None
+        if dtype.hasobject:
+            raise ValueError(f"{where}: {key} holds pickled object arrays; npxception weight files "
+                             "contain numeric arrays only and are never unpickled")
+        if tuple(found_shape) != tuple(shape):
+            raise ValueError(f"{where}: weight {key!r} has the wrong shape: expected {tuple(shape)}, "
+                             f"found {tuple(found_shape)}")
+        if dtype.kind not in kinds or (kinds == "f" and dtype not in (np.float32, np.float64)) \
+                or dtype.fields is not None:
+            raise ValueError(f"{where}: weight {key!r} has dtype {dtype}; expected "
+                             + ("float32 or float64" if kinds == "f" else "a plain numeric or text dtype"))
+        nbytes = int(np.prod(found_shape)) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise ValueError(f"{where}: {key} claims {nbytes:,} bytes, more than its expected {max_bytes:,}")
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):
+            raise ValueError(f"{where}: {key} holds {'fewer' if len(data) != nbytes else 'more'} bytes than "
+                             "its .npy header says (truncated or corrupt)")
+    return np.frombuffer(data, dtype=dtype).reshape(found_shape, order="F" if fortran else "C")
 
 
 def variant_from_manifest(value, where="manifest") -> arch.Variant:
@@ -185,13 +310,18 @@ def _build(path):
     arrays, golden_arrays = split(arrays)
     where = str(path)
     golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
+    for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
+        arrays.pop(key, None)
     try:
         variant = variant_from_manifest(manifest.get("variant", "keras"), where)
         head = manifest.get("head", [])
         input_shape = manifest.get("input_shape", [None, None, 3])
         if not (isinstance(input_shape, list) and len(input_shape) == 3):
-            raise ValueError(f"input_shape must be [H, W, 3], found {input_shape!r}")
+            raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
         labels = manifest.get("labels")
+        # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
+        # or not 3 channels, labels that are not exactly one string per class, a
+        # negative or non-finite BN variance, any non-finite weight.
         model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
                               labels=labels, source=manifest.get("source") or where)
     except (ValueError, TypeError) as exc:

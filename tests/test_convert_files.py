@@ -321,6 +321,6 @@ def test_archive_member_size_limit(tmp_path, monkeypatch):
         z.writestr("config.json", "{}")
         z.writestr("metadata.json", "{}")
         z.writestr("model.weights.h5", b"\0" * 10_000)
-    monkeypatch.setattr(keras3, "MAX_WEIGHTS_BYTES", 1000)
+    monkeypatch.setattr(keras3, "max_weights_bytes", lambda: 1000)
     with pytest.raises(ConversionError, match="limit"):
         keras3.open_archive(str(p), str(p))

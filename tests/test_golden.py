@@ -218,11 +218,15 @@ def test_malformed_golden_section_is_refused_clearly(saved, tmp_path):
     path, _ = saved
     undeclared = _rewrite(path, tmp_path / "u.npz",
                           lambda a, m: a.update({gold.KEY_PREFIX + "extra": np.zeros(3)}))
-    with pytest.raises(ValueError, match="'__golden__/extra' is not declared"):
+    with pytest.raises(ValueError, match="unexpected weight '__golden__/extra'"):  # refused before reading
         npxception.load(undeclared)
     missing = _rewrite(path, tmp_path / "m.npz", lambda a, m: a.pop(gold.KEY_PREFIX + "block4_add/index"))
-    with pytest.raises(ValueError, match="'__golden__/block4_add/index' is declared but missing"):
+    with pytest.raises(ValueError, match="missing weight '__golden__/block4_add/index'"):
         npxception.load(missing)
+    undeclared_by_golden = _rewrite(path, tmp_path / "g.npz", lambda a, m: (
+        a.update({gold.KEY_PREFIX + "extra": np.zeros(3)}), m["reserved"].update({gold.KEY_PREFIX + "extra": [3]})))
+    with pytest.raises(ValueError, match="golden array '__golden__/extra' is not declared"):
+        npxception.load(undeclared_by_golden)
     orphan = _rewrite(path, tmp_path / "o.npz", lambda a, m: m.pop("golden"))
     with pytest.raises(ValueError, match="declares no golden case"):
         npxception.load(orphan)

@@ -18,13 +18,15 @@ reader yields a :class:`~weights_tools.graph.KLayer` list;
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 from .from_keras import from_keras
 from .graph import KLayer
 from .mapping import ConversionError
 
-__all__ = ["from_keras", "convert", "read", "read_layers", "inspect", "ConversionError", "KLayer"]
+__all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
+           "KLayer"]
 
 from .hdf5 import HDF5_MAGIC  # noqa: E402
 from .keras3 import ZIP_MAGIC  # noqa: E402
@@ -32,14 +34,19 @@ from .keras3 import ZIP_MAGIC  # noqa: E402
 
 def detect_format(path) -> str:
     """``"hdf5"`` or ``"zip"`` from the magic bytes; ConversionError for anything else."""
+    from npxception.untrusted import IrregularFileError, open_regular
+
     path = pathlib.Path(path)
     where = str(path)
-    if not path.exists():
-        raise ConversionError(f"{where}: no such file")
-    if not path.is_file():
-        raise ConversionError(f"{where}: not a regular file")
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open_regular(path) as f:  # a FIFO would block open() forever
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ConversionError(f"{where}: no such file") from None
+    except IrregularFileError as exc:
+        raise ConversionError(str(exc)) from None
+    except OSError as exc:
+        raise ConversionError(f"{where}: cannot open ({exc.strerror or exc})") from None
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
@@ -64,11 +71,17 @@ def _config_from(config, where):
     return keras3._json(data, "the config", str(cpath))
 
 
-def read_layers(src, *, config=None) -> tuple[list[KLayer], tuple | None, str]:
-    """``(klayers, input_shape, kind)`` from any supported file; kind describes the format.
+@contextlib.contextmanager
+def open_layers(src, *, config=None):
+    """Open any supported file as ``(klayers, input_shape, kind)``; kind describes the format.
 
     ``config`` (a dict, a ``config.json`` or a ``.keras`` file) supplies the
     wiring of a Keras-3 ``.weights.h5`` file, which records none.
+
+    Within the block the file stays open and each KLayer's ``weights`` are
+    :class:`~weights_tools.hdf5.StoredArray`: shape and dtype known, data read
+    on first use, once, against the file's read budget. Converters check
+    shapes before touching the data.
     """
     from . import keras3, legacy_h5
     from .hdf5 import GuardedH5
@@ -82,32 +95,47 @@ def read_layers(src, *, config=None) -> tuple[list[KLayer], tuple | None, str]:
         with h5:
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             keras3.fill_weights(klayers, paths, cfg, h5)
-        return klayers, input_shape, "Keras 3 .keras archive"
+            yield klayers, input_shape, "Keras 3 .keras archive"
+        return
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
             kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
-            return klayers, input_shape, kind
+            yield klayers, input_shape, kind
+            return
         if "layers" in names:
             if config is not None:
                 klayers, paths, input_shape = flatten_config(config, source=where)
                 keras3.fill_weights(klayers, paths, config, h5)
-                return klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)"
-            return keras3.klayers_without_config(h5), None, "Keras 3 .weights.h5 file (no config)"
+                yield klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)"
+                return
+            yield keras3.klayers_without_config(h5), None, "Keras 3 .weights.h5 file (no config)"
+            return
     raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
                           "or layers group)")
+
+
+def read_layers(src, *, config=None) -> tuple[list[KLayer], tuple | None, str]:
+    """Like :func:`open_layers`, with every array read (each once, within the read budget)."""
+    import numpy as np
+
+    with open_layers(src, config=config) as (klayers, input_shape, kind):
+        for k in klayers:
+            k.weights = [np.asarray(w) for w in k.weights]
+    return klayers, input_shape, kind
 
 
 def read(src, *, variant=None, config=None):
     """An :class:`~npxception.model.XceptionModel` from any supported Keras file."""
     from .mapping import to_npxception
 
-    klayers, input_shape, kind = read_layers(src, config=config)
-    in_shape = tuple(input_shape) if input_shape and len(input_shape) == 3 else None
+    kind = ""
     try:
-        return to_npxception(klayers, variant=variant, source=str(src), input_shape=in_shape)
+        with open_layers(src, config=config) as (klayers, input_shape, kind):
+            in_shape = tuple(input_shape) if input_shape and len(input_shape) == 3 else None
+            return to_npxception(klayers, variant=variant, source=str(src), input_shape=in_shape)
     except ConversionError as exc:
         if "Keras 3 .weights.h5" in kind and "no config" in kind:
             raise ConversionError(f"{exc} (a .weights.h5 file records no architecture; pass the model's "
@@ -139,7 +167,11 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False) -> p
 
 def inspect(src, *, config=None) -> str:
     """A text report: the format, every layer with its weight shapes, and the detected architecture."""
-    klayers, input_shape, kind = read_layers(src, config=config)
+    with open_layers(src, config=config) as (klayers, input_shape, kind):
+        return _report(src, klayers, input_shape, kind)
+
+
+def _report(src, klayers, input_shape, kind) -> str:
     lines = [f"{src}: {kind}", f"input shape: {input_shape}" if input_shape else "input shape: not recorded",
              f"{len(klayers)} layers ({sum(1 for k in klayers if k.weights)} with weights):"]
     for k in klayers:

@@ -11,6 +11,17 @@ refuse, naming the file and the object:
 * datasets claiming more bytes than the whole file holds (a decompression or
   allocation bomb, or a truncated file);
 * datasets of a non-float dtype (weights are floating point).
+
+And, against amplification (the budget rule, docs/security.md):
+
+* **each dataset is referenced once.** Names are resolved to HDF5 object ids;
+  a second name for the same data (``weight_names`` listing it twice, a layer
+  listed twice in ``layer_names``, a hard link) is refused before anything is read;
+* **headers before data.** Readers get a :class:`StoredArray`: the dataset's
+  shape and dtype, read only when the converter has checked them against the
+  layer they belong to (``np.asarray`` reads it, once);
+* **a read budget.** Every read is charged, before it allocates, against the
+  bytes a valid file can hold (:func:`npxception.weights.weight_budget`).
 """
 
 from __future__ import annotations
@@ -20,11 +31,15 @@ import os
 
 import numpy as np
 
+from npxception.untrusted import ReadBudget
+from npxception.weights import weight_budget
+
 from .mapping import ConversionError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # A compressed dataset may legitimately expand; allow this ratio over the file size.
 MAX_EXPANSION = 64
+PARAM_BYTES = 8  # the read budget counts every parameter as a float64
 
 
 def open_h5(src, where: str):
@@ -50,12 +65,77 @@ def file_size(src) -> int:
     return os.path.getsize(src)
 
 
-class GuardedH5:
-    """A read-only view of an HDF5 file that checks every object before reading it."""
+class StoredArray(np.lib.mixins.NDArrayOperatorsMixin):
+    """One checked dataset of a :class:`GuardedH5`: its shape and dtype now, its data on first use.
 
-    def __init__(self, src, where: str):
+    ``np.asarray(stored)`` (or any NumPy operation) reads the data, once,
+    charging the file's read budget first. Converters check ``shape`` and
+    ``dtype`` against the layer the array belongs to before that.
+    """
+
+    def __init__(self, h5: "GuardedH5", dset, name: str):
+        self._h5, self._dset, self.name = h5, dset, name
+        self.shape = tuple(int(d) for d in dset.shape)
+        self.dtype = dset.dtype
+        self._array = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def read(self) -> np.ndarray:
+        if self._array is None:
+            self._array = self._h5._read_data(self._dset, self.name, self.size)
+            self._dset = None
+        return self._array
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read()
+        return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = tuple(i.read() if isinstance(i, StoredArray) else i for i in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __getitem__(self, index):
+        return self.read()[index]
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __getattr__(self, attr):  # .T, .astype, .tolist, ...: the data's own
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self.read(), attr)
+
+    def __repr__(self):
+        state = "read" if self._array is not None else "not read"
+        return f"<StoredArray {self.name} shape={self.shape} dtype={self.dtype} ({state})>"
+
+
+class GuardedH5:
+    """A read-only view of an HDF5 file that checks every object before reading it.
+
+    ``budget``: the total bytes its datasets may make us read; by default what
+    the largest valid Xception file can hold.
+    """
+
+    def __init__(self, src, where: str, budget: ReadBudget | None = None):
         self.where = where
         self.size = file_size(src)
+        self.budget = budget or ReadBudget(weight_budget(), where, error=ConversionError,
+                                           why=" (what the largest supported Xception model holds)")
+        self.referenced: dict = {}  # dataset object id -> the name it was first reached by
         self.file = open_h5(src, where)
 
     def close(self):
@@ -110,6 +190,10 @@ class GuardedH5:
 
     def read(self, group, path: str) -> np.ndarray:
         """Read one float dataset, after every guard."""
+        return self.stored(group, path).read()
+
+    def stored(self, group, path: str) -> StoredArray:
+        """One float dataset, checked but not read: a second reference to it is refused."""
         import h5py
 
         dset = self.get(group, path)
@@ -135,8 +219,22 @@ class GuardedH5:
         if dset.compression is None and claimed and stored < claimed:
             raise ConversionError(f"{self.where}: dataset {name} stores {stored} of its {claimed} bytes "
                                   "(truncated file?)")
+        first = self.referenced.get(dset.id)
+        if first is not None:
+            again = "referenced a second time" if first == name else f"the same data as {first} (a hard link)"
+            raise ConversionError(f"{self.where}: dataset {name} is {again}; every weight is read once")
+        self.referenced[dset.id] = name
+        return StoredArray(self, dset, name)
+
+    def _read_data(self, dset, name: str, size: int) -> np.ndarray:
+        # Charged as parameters x 8 bytes whatever the stored dtype, so a float16
+        # file cannot fit twice the parameters into the budget.
+        self.budget.charge(size * PARAM_BYTES, f"dataset {name} ({size:,} values)")
         try:
             return np.array(dset[()])
+        except MemoryError:
+            raise ConversionError(f"{self.where}: dataset {name} ({size:,} values) does not fit in "
+                                  "memory") from None
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConversionError(f"{self.where}: cannot read dataset {name} ({exc}; truncated file?)") from None
 

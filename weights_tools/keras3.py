@@ -31,21 +31,27 @@ a weights-only file does not record a head's activations.
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
+import zlib
 
 from npxception import architecture as arch
+from npxception.config import CONFIG
+from npxception.untrusted import loads_json
+from npxception.weights import weight_budget
 
 from .graph import KLayer
-from .hdf5 import GuardedH5
+from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap
 from .mapping import ConversionError
 
 ZIP_MAGIC = b"PK\x03\x04"
-# Xception float64 with a head is ~185 MB; leave room, but refuse zip bombs.
-MAX_WEIGHTS_BYTES = 2 * 1024**3
+# model.weights.h5 may hold what the largest valid model holds (the read budget,
+# npxception.weights.weight_budget) plus HDF5's own metadata: a few hundred kB
+# for Xception's ~240 datasets, given ample room here.
+HDF5_OVERHEAD_BYTES = 64 * 1024**2
 MAX_JSON_BYTES = 64 * 1024**2
+CHUNK_BYTES = 1 << 20  # members are inflated 1 MiB at a time, each chunk counted against the cap
 _KIND_CLASS = {"conv": "Conv2D", "sepconv": "SeparableConv2D", "bn": "BatchNormalization"}
 
 
@@ -58,21 +64,41 @@ def to_snake_case(name: str) -> str:
 
 # ---- the archive -------------------------------------------------------------
 
-def _member(z: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
+def max_weights_bytes() -> int:
+    return weight_budget() + HDF5_OVERHEAD_BYTES
+
+
+def _member(z: zipfile.ZipFile, name: str, limit: int, where: str, magic: bytes = b"") -> bytes:
+    """A member's bytes: its declared size checked first, then inflated in chunks under the cap.
+
+    ``magic``: the bytes the member must start with, checked after inflating
+    only those, before the rest.
+    """
     try:
         info = z.getinfo(name)
     except KeyError:
         raise ConversionError(f"{where}: a zip without {name}; not a Keras .keras archive") from None
     if info.file_size > limit:
-        raise ConversionError(f"{where}: {name} is {info.file_size} bytes, over the {limit}-byte limit")
+        raise ConversionError(f"{where}: {name} declares {info.file_size:,} bytes, over the {limit:,}-byte "
+                              "limit; refused before decompressing")
+    buf = io.BytesIO()
     try:
         with z.open(info) as f:
-            data = f.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            head = f.read(len(magic))
+            if head != magic:
+                raise ConversionError(f"{where}: {name} is not an HDF5 file (its first bytes are {head!r})")
+            buf.write(head)
+            # zipfile stops at the declared size; the cap is checked again in case it does not.
+            while chunk := f.read(CHUNK_BYTES):
+                if buf.tell() + len(chunk) > min(limit, info.file_size):
+                    raise ConversionError(f"{where}: {name} inflates beyond its declared {info.file_size:,} "
+                                          "bytes")
+                buf.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+        if isinstance(exc, ConversionError):
+            raise
         raise ConversionError(f"{where}: cannot read {name} from the archive ({exc})") from None
-    if len(data) > limit:
-        raise ConversionError(f"{where}: {name} expands beyond the {limit}-byte limit")
-    return data
+    return buf.getvalue()
 
 
 def read_archive_config(src, where: str) -> dict:
@@ -86,8 +112,8 @@ def read_archive_config(src, where: str) -> dict:
 
 def _json(data: bytes, name: str, where: str):
     try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return loads_json(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
         raise ConversionError(f"{where}: {name} is not valid JSON ({exc})") from None
 
 
@@ -100,7 +126,7 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5]:
                 raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
                                       "not a Keras .keras file")
             config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
-            blob = _member(z, "model.weights.h5", MAX_WEIGHTS_BYTES, where)
+            blob = _member(z, "model.weights.h5", max_weights_bytes(), where, magic=HDF5_MAGIC)
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
     return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)")
@@ -114,6 +140,8 @@ def weight_keys(config, where: str) -> dict[tuple, str]:
     out: dict[tuple, str] = {}
 
     def walk(class_name, cfg, path, prefix):
+        if len(path) > CONFIG.max_model_nesting:  # flatten_config refuses this first; kept as a guard
+            raise ConversionError(f"{where}: models nest more than {CONFIG.max_model_nesting} levels deep")
         used: dict[str, int] = {}
         for entry in cfg.get("layers", []):
             if not isinstance(entry, dict):
@@ -156,7 +184,7 @@ def _read_vars(h5: GuardedH5, key: str, expected_name: str | None):
     indices = sorted(h5.keys(vars_group), key=lambda s: int(s) if s.isdigit() else -1)
     if any(not s.isdigit() for s in indices) or [int(s) for s in indices] != list(range(len(indices))):
         raise ConversionError(f"{h5.where}: {key}/vars holds {indices}; expected 0, 1, ...")
-    arrays = [h5.read(vars_group, s) for s in indices]
+    arrays = [h5.stored(vars_group, s) for s in indices]  # checked, read after the shape check
     return arrays, [f"{key}/vars/{s}" for s in indices]
 
 
@@ -179,16 +207,24 @@ def fill_weights(klayers, paths, config, h5: GuardedH5) -> None:
                               f"({len(stray)} unexpected array(s))")
 
 
-def _all_datasets(h5: GuardedH5, group=None, prefix=""):
+def _all_datasets(h5: GuardedH5):
+    """Every dataset path, each group visited once (a hard-linked cycle of groups is refused)."""
     import h5py
 
-    group = h5.file if group is None else group
-    for name in h5.keys(group):
-        obj = h5.get(group, name)
-        if isinstance(obj, h5py.Group):
-            yield from _all_datasets(h5, obj, f"{prefix}{name}/")
-        else:
-            yield f"{prefix}{name}"
+    seen = {h5.file.id}
+    stack = [(h5.file, "")]
+    while stack:
+        group, prefix = stack.pop()
+        for name in h5.keys(group):
+            obj = h5.get(group, name)
+            if isinstance(obj, h5py.Group):
+                if obj.id in seen:
+                    raise ConversionError(f"{h5.where}: group {prefix}{name} is linked twice (a loop?); "
+                                          "every group is read once")
+                seen.add(obj.id)
+                stack.append((obj, f"{prefix}{name}/"))
+            else:
+                yield f"{prefix}{name}"
 
 
 # ---- weights without config: Xception by assumption ---------------------------

@@ -28,7 +28,10 @@ node is serialised), so a layer called more than once is refused instead.
 
 from __future__ import annotations
 
-import json
+from collections import Counter
+
+from npxception.config import CONFIG
+from npxception.untrusted import loads_json
 
 from .graph import KLayer
 from .mapping import ConversionError
@@ -62,12 +65,12 @@ def flatten_config(config, *, source: str = "model config"):
     """
     if isinstance(config, (str, bytes)):
         try:
-            config = json.loads(config)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            config = loads_json(config)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise ConversionError(f"{source}: the model config is not valid JSON ({exc})") from None
     class_name, cfg = _unwrap(config, source)
     reader = _Reader(source)
-    out, _ = reader.model(class_name, cfg, outer_inbound=None, prefix="", path=(), taken=set())
+    out, _ = reader.model(class_name, cfg, outer_inbound=None, prefix="", path=())
     if not reader.klayers:
         raise ConversionError(f"{source}: the model config holds no layers")
     return reader.klayers, reader.paths, reader.input_shape
@@ -104,18 +107,21 @@ def _history_names(node, source, layer):
     names: list[str] = []
 
     def walk(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == "__keras_tensor__":
-                hist = (value.get("config") or {}).get("keras_history")
-                if not (isinstance(hist, list) and hist and isinstance(hist[0], str)):
-                    raise ConversionError(f"{source}: layer {layer}: a tensor without keras_history")
-                names.append(hist[0])
-            else:
-                for v in value.values():
-                    walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
+        # An explicit stack, depth-first in argument order: linear, and no
+        # recursion however deeply the JSON nests.
+        stack = [value]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                if value.get("class_name") == "__keras_tensor__":
+                    hist = (value.get("config") or {}).get("keras_history")
+                    if not (isinstance(hist, list) and hist and isinstance(hist[0], str)):
+                        raise ConversionError(f"{source}: layer {layer}: a tensor without keras_history")
+                    names.append(hist[0])
+                else:
+                    stack.extend(reversed(list(value.values())))
+            elif isinstance(value, list):
+                stack.extend(reversed(value))
 
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         walk(node.get("args", []))
@@ -133,13 +139,15 @@ def _history_names(node, source, layer):
 
 def _endpoint_names(value) -> list[str]:
     """``input_layers`` / ``output_layers``: ``[name, 0, 0]`` or ``[[name, 0, 0], ...]``."""
-    if isinstance(value, list) and value and isinstance(value[0], str):
-        return [value[0]]
-    if isinstance(value, dict):  # Keras 3 may key them by input name
-        return [n for v in value.values() for n in _endpoint_names(v)]
-    out = []
-    for item in value or []:
-        out += _endpoint_names(item)
+    out, stack = [], [value]
+    while stack:  # an explicit stack: no recursion however deeply the JSON nests
+        value = stack.pop()
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            out.append(value[0])
+        elif isinstance(value, dict):  # Keras 3 may key them by input name
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
     return out
 
 
@@ -149,6 +157,11 @@ class _Reader:
         self.klayers: list[KLayer] = []
         self.paths: dict[str, tuple] = {}
         self.input_shape = None
+        # The layer names of every model being walked (the nested models around
+        # the current one): a multiset updated on entry and exit, so the clash
+        # test costs the nested model's size, not the whole config's.
+        self.scope: Counter = Counter()
+        self.layer_count = 0
 
     def emit(self, name, class_name, config, inbound, path):
         if name in self.paths:
@@ -161,33 +174,45 @@ class _Reader:
         if self.input_shape is None and isinstance(shape, list) and len(shape) >= 2:
             self.input_shape = tuple(shape[1:])
 
-    def model(self, class_name, cfg, *, outer_inbound, prefix, path, taken):
+    def model(self, class_name, cfg, *, outer_inbound, prefix, path):
         """Emit one (possibly nested) model's layers; return (output flat name, its names)."""
+        if len(path) > CONFIG.max_model_nesting:
+            raise ConversionError(f"{self.source}: models nest more than {CONFIG.max_model_nesting} levels "
+                                  f"deep (at {'/'.join(path[:3])}/...); real Xception models nest a few")
         layers = cfg.get("layers")
         if not isinstance(layers, list):
             raise ConversionError(f"{self.source}: model {cfg.get('name')!r} has no 'layers' list")
+        self.layer_count += len(layers)
+        if self.layer_count > CONFIG.max_config_layers:
+            raise ConversionError(f"{self.source}: the config holds more than {CONFIG.max_config_layers} "
+                                  "layers; an Xception model has about 140")
         try:
             names = [_layer_name(e) for e in layers]
         except (ValueError, AttributeError):
             raise ConversionError(f"{self.source}: a layer of model {cfg.get('name')!r} has no name") from None
-        if class_name == "Sequential" or not any("inbound_nodes" in e for e in layers):
-            return self.sequential(cfg, layers, names, outer_inbound, prefix, path, taken)
-        return self.functional(cfg, layers, names, outer_inbound, prefix, path, taken)
+        self.scope.update(names)
+        try:
+            if class_name == "Sequential" or not any("inbound_nodes" in e for e in layers):
+                return self.sequential(cfg, layers, names, outer_inbound, prefix, path)
+            return self.functional(cfg, layers, names, outer_inbound, prefix, path)
+        finally:
+            self.scope.subtract(names)
 
-    def nested(self, entry, name, inbound, prefix, path, taken):
+    def nested(self, entry, name, inbound, prefix, path):
         """Flatten a model used as a layer; return its output layer's flat name."""
-        inner_cfg = entry.get("config") or {}
-        inner_names = {_layer_name(e) for e in inner_cfg.get("layers", []) if isinstance(e, dict)}
+        inner_cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        inner_layers = inner_cfg.get("layers")
+        inner_names = {_layer_name(e) for e in inner_layers if isinstance(e, dict)} \
+            if isinstance(inner_layers, list) else set()
         # Keep inner names when they are unique; otherwise prefix the whole nested model.
-        clash = bool(inner_names & (taken | set(self.paths)))
+        clash = any(self.scope[n] > 0 or n in self.paths for n in inner_names)
         inner_prefix = f"{prefix}{name}/" if clash else prefix
         out, _ = self.model(entry.get("class_name"), inner_cfg, outer_inbound=inbound,
-                            prefix=inner_prefix, path=path + (name,), taken=taken | inner_names)
+                            prefix=inner_prefix, path=path + (name,))
         return out
 
-    def functional(self, cfg, layers, names, outer_inbound, prefix, path, taken):
+    def functional(self, cfg, layers, names, outer_inbound, prefix, path):
         flat: dict[str, str] = {}  # this model's layer name -> flat name of its output
-        taken = taken | set(names)
         for entry, name in zip(layers, names):
             nodes = entry.get("inbound_nodes") or []
             if len(nodes) > 1:
@@ -202,7 +227,7 @@ class _Reader:
             class_name = entry.get("class_name")
             config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
             if class_name in MODEL_CLASSES or "layers" in config:
-                flat[name] = self.nested(entry, name, inbound, prefix, path, taken)
+                flat[name] = self.nested(entry, name, inbound, prefix, path)
                 continue
             if class_name == "InputLayer":
                 if outer_inbound is not None:
@@ -220,8 +245,7 @@ class _Reader:
                                   f"{outputs[0]!r}, which is not one of its layers")
         return flat[outputs[0]], names
 
-    def sequential(self, cfg, layers, names, outer_inbound, prefix, path, taken):
-        taken = taken | set(names)
+    def sequential(self, cfg, layers, names, outer_inbound, prefix, path):
         previous = None
         for i, (entry, name) in enumerate(zip(layers, names)):
             class_name = entry.get("class_name")
@@ -241,7 +265,7 @@ class _Reader:
             inbound = [previous] if previous is not None else (
                 list(outer_inbound) if outer_inbound is not None else [])
             if class_name in MODEL_CLASSES or "layers" in config:
-                previous = self.nested(entry, name, inbound, prefix, path, taken)
+                previous = self.nested(entry, name, inbound, prefix, path)
                 continue
             if class_name == "InputLayer" and outer_inbound is None:
                 self.record_input_shape(config)

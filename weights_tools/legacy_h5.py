@@ -38,7 +38,7 @@ without any conversion of the values. So we use it as the variance, unchanged.
 
 from __future__ import annotations
 
-import json
+from npxception.untrusted import loads_json
 
 from .graph import KLayer
 from .hdf5 import GuardedH5
@@ -99,12 +99,18 @@ def _read_groups(h5: GuardedH5, group) -> list[tuple[str, list[str], list]]:
         raise ConversionError(f"{h5.where}: an HDF5 file without Keras 'layer_names'; not a Keras weight file")
     members = set(h5.keys(group))
     out = []
+    listed = set()
     for name in layer_names:
         if name not in members:
             raise ConversionError(f"{h5.where}: layer_names lists {name!r}, but the file has no such group")
+        if name in listed:
+            raise ConversionError(f"{h5.where}: layer_names lists {name!r} twice; every layer is read once")
+        listed.add(name)
         g = h5.get(group, name)
         weight_names = h5.attr_strings(g, "weight_names") or []
-        arrays = [h5.read(g, wn) for wn in weight_names]
+        # Checked (links, storage, each dataset referenced once), not yet read:
+        # the converter reads each array after checking its shape.
+        arrays = [h5.stored(g, wn) for wn in weight_names]
         out.append((name, weight_names, arrays))
     return out
 
@@ -149,8 +155,8 @@ def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
 
 def _with_config(h5: GuardedH5, groups, config_text):
     try:
-        config = json.loads(config_text)
-    except json.JSONDecodeError as exc:
+        config = loads_json(config_text)
+    except ValueError as exc:
         raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
     klayers, paths, input_shape = flatten_config(config, source=h5.where)
     by_path = {paths[k.name]: k for k in klayers}

@@ -113,7 +113,9 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: weights must be floating point, found {a.dtype}")
     target = np.dtype(dtype) if dtype is not None else (
         np.dtype("float64") if np.dtype("float64") in dtypes else np.dtype("float32"))
-    params = {k: np.array(a, dtype=target) for k, a in params.items()}
+    # The arrays are read here, after every shape was checked; asarray: no copy
+    # when the dtype already fits (a budget-sized file must not need twice the memory).
+    params = {k: np.asarray(a, dtype=target) for k, a in params.items()}
     for key, a in params.items():
         if not np.isfinite(a).all():
             raise ConversionError(f"{source}: weight {key} contains NaN or Inf")
@@ -341,11 +343,10 @@ def _layer_params(ours: str, kind: str, k: KLayer, shapes: dict, source: str) ->
         raise ConversionError(f"{source}: layer {k.name} (our {ours}) has {len(arrays)} weights, "
                               f"expected {len(names)}")
     out = {}
-    for key, a in zip(names, arrays):
-        a = np.asarray(a)
-        if a.shape != tuple(shapes[key]):
+    for key, a in zip(names, arrays):  # every shape checked before any array is read
+        if tuple(a.shape) != tuple(shapes[key]):
             raise ConversionError(f"{source}: shape mismatch in layer {k.name} (our {key}): "
-                                  f"expected {tuple(shapes[key])}, found {a.shape}")
+                                  f"expected {tuple(shapes[key])}, found {tuple(a.shape)}")
         out[key] = a
     return out
 
@@ -388,9 +389,9 @@ def _head(matched, live, inputs, v, source):
             if found != expect:
                 raise ConversionError(f"{source}: shape mismatch in layer {k.name} (Dense): "
                                       f"expected {expect}, found {found}")
-            params[f"{k.name}/kernel"] = np.asarray(k.weights[0])
+            params[f"{k.name}/kernel"] = k.weights[0]  # read later, in to_npxception
             if use_bias:
-                params[f"{k.name}/bias"] = np.asarray(k.weights[1])
+                params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
             eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False)
@@ -399,7 +400,7 @@ def _head(matched, live, inputs, v, source):
                 if a.shape != (features,):
                     raise ConversionError(f"{source}: shape mismatch in layer {k.name} ({var}): "
                                           f"expected {(features,)}, found {a.shape}")
-                params[f"{k.name}/{var}"] = np.asarray(a)
+                params[f"{k.name}/{var}"] = a
         elif kind in ("activation", "relu"):
             act = "relu" if kind == "relu" else _activation_name(cfg)
             head.append({"kind": "activation", "name": k.name, "activation": act})
@@ -452,14 +453,15 @@ def _match_by_order(klayers, variant, source):
     if len(rest) == 1 and len(rest[0].weights) in (1, 2) and rest[0].weights[0].ndim == 2:
         k = rest[0]
         units = k.weights[0].shape[1]
-        if k.weights[0].shape[0] != 2048:
+        if k.weights[0].shape[0] != 2048 or (len(k.weights) == 2 and tuple(k.weights[1].shape) != (units,)):
             raise ConversionError(f"{source}: shape mismatch in layer #{len(ours)} (predictions / {k.name} "
-                                  f"in the file): expected (2048, units), found {k.weights[0].shape}")
+                                  f"in the file): expected [(2048, units), (units,)], found "
+                                  f"{[tuple(w.shape) for w in k.weights]}")
         head = arch.keras_head(True, None, units, "softmax")
         names["predictions"] = k.name
-        params["predictions/kernel"] = np.asarray(k.weights[0])
+        params["predictions/kernel"] = k.weights[0]  # read later, in to_npxception
         if len(k.weights) == 2:
-            params["predictions/bias"] = np.asarray(k.weights[1])
+            params["predictions/bias"] = k.weights[1]
         else:
             head[-1]["use_bias"] = False
     elif rest:

@@ -1,0 +1,96 @@
+"""``npxception compare``: the command-line face of :func:`npxception.compare.compare`."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+
+from .core import compare
+from .sides import INPUT_KEY, open_other
+from .summary import summarize
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def image_paths(items) -> list[pathlib.Path]:
+    """Files as given; a folder contributes its image files, sorted by name."""
+    out = []
+    for item in items or []:
+        p = pathlib.Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in _IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(_IMAGE_SUFFIXES)}) in this folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def cli_input(model, image=None) -> np.ndarray:
+    """The batch ``npxception compare`` feeds both sides: ``image`` (a path or a list of paths)
+    preprocessed, or (without one) a uniform [-1, 1] batch from seed 0, in the model's input size."""
+    from ..images import load_image, preprocess_input
+
+    h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
+    if image is not None:
+        paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
+        x = np.stack([preprocess_input(load_image(p, target_size=(h, w))) for p in paths])
+    else:
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+    return x.astype(model.dtype)
+
+
+def cli_compare(args) -> int:
+    from ..model import Xception
+    from ..weights import load
+
+    against = pathlib.Path(args.against)
+    if not against.is_file():
+        raise FileNotFoundError(f"{against}: no such file")
+    if args.weights:
+        model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
+    elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        import weights_tools
+
+        model = weights_tools.read(against)
+    else:
+        raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
+    names = getattr(args, "names", None) or getattr(args, "port", None)
+    side = open_other(model, str(against), layout=args.layout, names=names)
+    images = image_paths(args.image)
+    warnings = []
+    x_all = None
+    if images:
+        x_all = cli_input(model, images)
+        x = x_all[:1]
+    elif side.fixed and INPUT_KEY in side(None):
+        x = None  # the dump says what it ran on
+    else:
+        x = cli_input(model)
+        if side.fixed:
+            warnings.append(f"no --image given and the dump carries no input (key {INPUT_KEY!r}): ours ran on "
+                            "a seeded random batch, which the dump saw only if it was made from that batch")
+    if side.fixed and x_all is not None:
+        x, x_all = x_all, None  # a dump holds one batch: compare all of it
+    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout)
+    report.warnings[:0] = warnings
+    if x_all is not None and len(x_all) > 1 and model.classes:
+        report.agreement = summarize(model, side, x_all)
+    if args.plot:
+        report.plot(args.plot)
+    verdict = (f"first divergence: {report.first_divergence}" if report.first_divergence
+               else f"no divergence: {len(report.rows)} layers agree")
+    if args.json:
+        # stdout stays one JSON document; warnings and the verdict go to stderr
+        print(report.to_json())
+        for w in report.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(verdict, file=sys.stderr)
+    else:
+        print(report)  # its last line is the verdict
+    return 0 if report.ok else 1

@@ -1,0 +1,186 @@
+"""compare(): ours against theirs, layer by layer, with local errors and diagnoses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import hypotheses
+from .local import local_pass
+from .report import Report, Row, agreement
+from .sides import INPUT_KEY, Other, open_other, to_nhwc
+
+# Default tolerances, by the lower precision of the two sides, relative to the
+# largest magnitude of the other side's activation (|ours - theirs| <= atol + rtol * max|theirs|):
+# float32: float32 round-off (6e-8) times reduction lengths up to 9 * 2048, compounded over
+#   36 layers, stays below ~3e-5 for a correct port; a wrong BN epsilon (1e-5 for 1e-3)
+#   moves a BN output by ~1e-3 relative. The same bound serves local errors, which are
+#   one layer's round-off (~1e-6).
+# float64: summation order only.
+DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+def _explain_shapes(ours, theirs) -> str:
+    if ours is None or theirs is None:
+        return "missing on one side"
+    if len(ours) == 4 and len(theirs) == 4 and (theirs[0], theirs[2], theirs[3], theirs[1]) == ours:
+        return "shapes differ; theirs looks NCHW: pass layout='NCHW'"
+    if len(ours) == len(theirs) == 4 and ours[-1] == theirs[-1] and ours[1:3] != theirs[1:3]:
+        return (f"spatial size differs ({ours[1]}x{ours[2]} vs {theirs[1]}x{theirs[2]}): "
+                "different padding or stride, or a different input size")
+    if ours[-1:] != theirs[-1:]:
+        return f"channels differ ({ours[-1]} vs {theirs[-1]}): a different layer, or a different layout"
+    return f"shape ours {ours} vs theirs {theirs}"
+
+
+def errors(a, b):
+    """``(max_abs, max_rel, 1 - cosine, max|b|)`` of ``a`` against ``b``, in float64."""
+    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    max_abs = float(np.abs(a64 - b64).max()) if a64.size else 0.0
+    scale = float(np.abs(b64).max()) if b64.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    # sums, not np.linalg.norm: its BLAS dot spins threads and was 10x slower on a busy machine
+    na, nb = np.sqrt(np.square(a64).sum()), np.sqrt(np.square(b64).sum())
+    if na > 0 and nb > 0:
+        # 1 - cos from the distance, not from the dot product: the dot product rounds
+        # 1 - 1e-12 to 1, the distance keeps it (|a/|a| - b/|b||^2 = 2 (1 - cos)).
+        one_minus_cos = float(0.5 * np.square(a64 / na - b64 / nb).sum())
+    else:
+        one_minus_cos = float(na != nb)
+    return max_abs, max_rel, one_minus_cos, scale
+
+
+def _within(a, b, rtol, atol) -> bool:
+    max_abs, _, _, scale = errors(a, b)
+    return max_abs <= atol + rtol * scale
+
+
+def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=None, names=None,
+            explain=True) -> Report:
+    """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
+
+    ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``).
+    ``names``: ``{their name: our name}``, a JSON file, or a known port (``"timm.legacy_xception"``).
+    ``explain``: compute local errors and test the hypothesis catalogue at every source.
+    """
+    from ..model import XceptionModel
+
+    if not isinstance(model, XceptionModel):
+        raise TypeError(f"model: expected an npxception model, found {type(model).__name__}")
+    if layout not in (None, "NHWC", "NCHW"):
+        raise ValueError(f"layout: expected 'NHWC', 'NCHW' or None, found {layout!r}")
+    side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
+    if x is None and not side.fixed:
+        raise ValueError(f"x: an input batch is needed to run {side.label}")
+    raw = side(None if x is None else np.asarray(x))
+    their_input = raw.pop(INPUT_KEY, None)
+    if their_input is not None:
+        their_input = to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY]
+    if x is None:
+        if their_input is None:
+            raise ValueError(f"{side.label}: no input given and the dump carries none "
+                             f"(key {INPUT_KEY!r}); pass x")
+        x = their_input
+    x = np.asarray(x)
+
+    ours_out, ours = model.forward(x, capture="all")
+    theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
+    unknown = [k for k in theirs if k not in ours]
+    their_dtype = side.dtype
+    precision = "float64" if model.dtype == np.float64 and their_dtype in (None, np.dtype("float64")) else "float32"
+    if their_dtype is None and any(np.asarray(v).dtype == np.float32 for v in theirs.values()):
+        precision = "float32"
+    rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
+    atol = 0.0 if atol is None else float(atol)
+    if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
+        raise ValueError(f"rtol, atol: expected finite numbers >= 0, found {rtol!r}, {atol!r}")
+
+    oracle_acts = None
+    if oracle:
+        _, oracle_acts = model.astype("float64").forward(x.astype(np.float64), capture="all")
+
+    rows, skipped, warnings = [], [], []
+    if their_input is not None:
+        rows.append(_input_row(x, their_input, rtol, atol, explain))
+        if not rows[0].passed:
+            warnings.append("the two sides' inputs differ: every accumulated error below includes that")
+    by_name = {}
+    order = {n: i for i, n in enumerate(model.layer_names)}
+    for loc in (local_pass(model, theirs, x if their_input is None else their_input)
+                if explain else _no_local(model)):
+        name = loc.node.name
+        if name not in theirs:
+            skipped.append(name)
+            continue
+        a, b = ours[name], np.asarray(theirs[name])
+        row = Row(name, a.shape, b.shape, flow=loc.node.flow)
+        if a.shape != b.shape:
+            row.note = _explain_shapes(a.shape, b.shape)
+        elif not np.isfinite(b).all():
+            row.note = "theirs contains NaN or Inf"
+        else:
+            row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(a, b)
+            row.passed = row.max_abs <= atol + rtol * scale
+            if oracle_acts is not None:
+                row.ours_vs_oracle = errors(a, oracle_acts[name])[1]
+                row.theirs_vs_oracle = errors(b, oracle_acts[name])[1]
+            inherited = [by_name[i].max_rel for i in loc.node.inputs if i in by_name and by_name[i].max_rel]
+            if inherited and row.max_rel is not None:
+                row.amplification = row.max_rel / max(inherited)
+        if explain:
+            _judge_locally(model, row, loc, b, theirs, order, x, their_input, rtol, atol)
+        by_name[name] = row
+        rows.append(row)
+    if unknown:
+        skipped += [f"(theirs only) {k}" for k in unknown]
+    if not any(r.flow != "input" for r in rows):
+        raise ValueError(f"{side.label}: no layer in common with npxception's names "
+                         f"(theirs: {sorted(theirs)[:5]}...; ours: {model.layer_names[:3]}...); "
+                         "map their names with names= (--names FILE.json, or --port for a known port)")
+    report = Report(rows, rtol, atol, other=side.label, skipped=skipped, warnings=warnings)
+    last = model.layer_names[-1]
+    if model.classes and last in theirs and theirs[last].shape == ours[last].shape:
+        report.agreement = agreement(ours[last], theirs[last])
+    return report
+
+
+def _no_local(model):
+    from .local import Local, nodes
+
+    for node in nodes(model):
+        yield Local(node, [], None, {})
+
+
+def _input_row(x, their_input, rtol, atol, explain) -> Row:
+    """The input itself, when the other side says what it ran on."""
+    row = Row("input", x.shape, their_input.shape, flow="input")
+    if x.shape != their_input.shape:
+        row.note = _explain_shapes(x.shape, their_input.shape)
+    else:
+        row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(x, their_input)
+        row.passed = row.max_abs <= atol + rtol * scale
+        row.local_rel = row.max_rel
+    row.source = not row.passed
+    if row.source and explain:
+        row.diagnosis = hypotheses.best_of(hypotheses.input_candidates(x), their_input, rtol, atol)
+    return row
+
+
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol):
+    """Local error of one layer; a source gets the catalogue's diagnosis."""
+    y = loc.output
+    if y is None:
+        row.note = (row.note + "; " if row.note else "") + f"local run impossible: {loc.error}"
+        return
+    if y.shape == theirs_out.shape and np.isfinite(theirs_out).all():
+        max_abs, row.local_rel, _, scale = errors(y, theirs_out)
+        row.source = max_abs > atol + rtol * scale
+    else:
+        row.source = True
+    if not row.source:
+        return
+    node = loc.node
+    earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
+    case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
+                           x_ours=x if "input" in node.inputs and their_input is None else None,
+                           skipped=loc.skipped, earlier=earlier)
+    row.diagnosis = hypotheses.diagnose(case, rtol, atol)

@@ -1,0 +1,237 @@
+"""What compare returns: one row per layer, the sources of error with their causes,
+a per-stage summary, and (for a batch of images) the agreement of the predictions.
+
+Per row, ``accumulated`` is ours against theirs on the same image: the error a
+layer inherits plus the error it adds. ``local`` is *our* layer run on *their*
+inputs against their output: the error the layer itself introduces.
+``amplification`` is the accumulated error over the largest accumulated error
+among its inputs: how much the layer grows the error it inherits. A layer whose
+local error exceeds tolerance is a **source**; a layer that only propagates
+upstream error is not.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .hypotheses import Diagnosis
+
+
+@dataclass
+class Row:
+    layer: str
+    shape_ours: tuple | None
+    shape_theirs: tuple | None
+    max_abs: float | None = None
+    max_rel: float | None = None  # accumulated: max |ours - theirs| / max |theirs|
+    one_minus_cos: float | None = None  # 1 - cosine similarity: 0 for parallel outputs
+    passed: bool = False
+    note: str = ""
+    ours_vs_oracle: float | None = None  # max relative error against the float64 oracle
+    theirs_vs_oracle: float | None = None
+    flow: str = ""  # entry / middle / exit / input
+    local_rel: float | None = None  # our layer on their inputs vs their output
+    amplification: float | None = None  # accumulated / the largest accumulated error of its inputs
+    source: bool = False  # the layer itself introduces error over tolerance
+    diagnosis: Diagnosis | None = None  # the catalogue's explanation of a source, if any
+
+    @property
+    def cosine(self) -> float | None:
+        return None if self.one_minus_cos is None else 1.0 - self.one_minus_cos
+
+
+@dataclass
+class Agreement:
+    """Prediction agreement over a batch: what a user reports upstream."""
+
+    images: int
+    top1: float  # fraction of images with the same top-1 class
+    top5_overlap: float  # mean |top-5 ours ∩ top-5 theirs| / 5
+    max_dp: float  # largest |p_ours - p_theirs| over every image and class
+    note: str = ""
+
+    def __str__(self):
+        return (f"{self.images} image(s): top-1 agreement {self.top1:.1%}, top-5 overlap "
+                f"{self.top5_overlap:.1%}, max |Δp| {self.max_dp:.3g}" + (f" ({self.note})" if self.note else ""))
+
+
+def _probabilities(z):
+    """Rows of ``z`` as probabilities: unchanged when they already are, else a softmax (logits)."""
+    z = np.asarray(z, dtype=np.float64)
+    if (z >= 0).all() and np.allclose(z.sum(-1), 1.0, atol=1e-3):
+        return z, False
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True), True
+
+
+def agreement(ours, theirs) -> Agreement:
+    """Top-1 agreement, top-5 overlap and the largest |Δp| between two ``(N, classes)`` outputs."""
+    p, q = _probabilities(ours), _probabilities(theirs)
+    notes = [f"{side} looked like logits: softmax applied" for side, (_, soft) in
+             (("ours", p), ("theirs", q)) if soft]
+    p, q = p[0], q[0]
+    k = min(5, p.shape[-1])
+    top_p, top_q = np.argsort(-p, -1)[:, :k], np.argsort(-q, -1)[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_p, top_q)])
+    return Agreement(p.shape[0], float(np.mean(top_p[:, 0] == top_q[:, 0])), float(overlap),
+                     float(np.abs(p - q).max()), "; ".join(notes))
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    rtol: float
+    atol: float
+    other: str = ""
+    skipped: list[str] = field(default_factory=list)  # our layers the other side does not expose
+    warnings: list[str] = field(default_factory=list)
+    agreement: Agreement | None = None
+
+    @property
+    def first_divergence(self) -> str | None:
+        for row in self.rows:
+            if not row.passed:
+                return row.layer
+        return None
+
+    @property
+    def sources(self) -> list[Row]:
+        """Every layer that introduces error itself, in network order."""
+        return [r for r in self.rows if r.source]
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergence is None and not self.sources and bool(self.rows)
+
+    def stages(self) -> dict[str, dict]:
+        """Per flow (entry, middle, exit): layers compared, failing, sources, largest error."""
+        out = {}
+        for r in self.rows:
+            s = out.setdefault(r.flow or "?", {"layers": 0, "failing": 0, "sources": 0, "max_rel": 0.0})
+            s["layers"] += 1
+            s["failing"] += not r.passed
+            s["sources"] += r.source
+            if r.max_rel is not None:
+                s["max_rel"] = max(s["max_rel"], r.max_rel)
+        return out
+
+    def to_json(self) -> str:
+        def row(r):
+            d = asdict(r)
+            d["shape_ours"] = list(r.shape_ours) if r.shape_ours else None
+            d["shape_theirs"] = list(r.shape_theirs) if r.shape_theirs else None
+            return d
+
+        return json.dumps({
+            "other": self.other, "rtol": self.rtol, "atol": self.atol,
+            "first_divergence": self.first_divergence, "compared": len(self.rows),
+            "sources": [{"layer": r.layer, "local_rel": r.local_rel,
+                         "diagnosis": asdict(r.diagnosis) if r.diagnosis else None} for r in self.sources],
+            "stages": self.stages(), "warnings": self.warnings,
+            "agreement": asdict(self.agreement) if self.agreement else None,
+            "skipped": self.skipped, "rows": [row(r) for r in self.rows],
+        }, indent=2, default=float)
+
+    def source_lines(self) -> list[str]:
+        lines = []
+        for r in self.sources:
+            local = "shape differs" if r.local_rel is None else f"local {r.local_rel:.2g}"
+            if r.diagnosis:
+                d = r.diagnosis
+                why = f"explained by {d.explanation}; residual {d.residual:.1g}"
+            else:
+                why = "unexplained: no hypothesis of the catalogue reproduces their output"
+            lines.append(f"  {r.layer} ({local}): {why}")
+        return lines
+
+    def __str__(self) -> str:
+        first = self.first_divergence
+        oracle = any(r.ours_vs_oracle is not None for r in self.rows)
+        head = (f"{'layer':<28}{'shape':<22}{'accum rel':>11}{'local rel':>11}{'ampl':>8}"
+                f"{'1-cos':>10}  ")
+        if oracle:
+            head += f"{'ours~f64':>10}{'theirs~f64':>11}  "
+        lines = [f"compare against {self.other} (rtol={self.rtol:g}, atol={self.atol:g})"]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        lines.append(head + "result")
+
+        def num(v, w=11):
+            return f"{'-':>{w}}" if v is None else f"{v:>{w}.3g}"
+
+        for r in self.rows:
+            mark = "ok" if r.passed else "FAIL"
+            if r.source:
+                mark += "  SOURCE"
+            if r.layer == first:
+                mark += "  <-- first divergence"
+            line = (f"{r.layer:<28}{str(r.shape_ours):<22}{num(r.max_rel)}{num(r.local_rel)}"
+                    f"{num(r.amplification, 8)}{num(r.one_minus_cos, 10)}  ")
+            if oracle:
+                line += f"{num(r.ours_vs_oracle, 10)}{num(r.theirs_vs_oracle)}  "
+            lines.append(line + mark + (f" ({r.note})" if r.note else ""))
+        if self.skipped:
+            lines.append(f"({len(self.skipped)} of our layers have no counterpart on the other side)")
+        lines.append("per stage: " + "; ".join(
+            f"{flow} {s['layers']} layers, {s['failing']} failing, {s['sources']} sources, max rel {s['max_rel']:.2g}"
+            for flow, s in self.stages().items()))
+        if self.agreement:
+            lines.append(f"predictions: {self.agreement}")
+        sources = self.sources
+        lines.append(f"sources of error: {len(sources)}" + (":" if sources else ""))
+        lines += self.source_lines()
+        lines.append(f"first divergence: {first}" if first else
+                     f"no divergence: {len(self.rows)} layers agree")
+        return "\n".join(lines)
+
+    def plot(self, path):
+        """Accumulated and local error against depth on a log scale, sources marked and named
+        (needs matplotlib, the ``plot`` extra)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("Report.plot needs matplotlib: pip install 'npxception[plot]'") from None
+        rows = [r for r in self.rows if r.max_rel is not None or r.local_rel is not None]
+        values = [v for r in rows for v in (r.max_rel, r.local_rel, r.ours_vs_oracle, r.theirs_vs_oracle)
+                  if v is not None and v > 0]
+        # An exact 0 has no logarithm; draw it one decade under the smallest error shown (or
+        # under the tolerance), not at 1e-17, so the axis is spent on the errors.
+        floor = min(values + [self.rtol]) / 10 if values else self.rtol / 10
+
+        def y(v):
+            return floor if v is None or v <= 0 else v
+
+        fig, ax = plt.subplots(figsize=(12, 4.5))
+        depth = range(len(rows))
+        ax.semilogy(depth, [y(r.max_rel) for r in rows], ".-", label="accumulated (ours vs theirs)")
+        ax.semilogy(depth, [y(r.local_rel) for r in rows], "x", ms=4, label="local (our layer on their inputs)")
+        if any(r.ours_vs_oracle is not None for r in rows):
+            ax.semilogy(depth, [y(r.ours_vs_oracle) for r in rows], "--", label="ours vs float64")
+            ax.semilogy(depth, [y(r.theirs_vs_oracle) for r in rows], ":", label="theirs vs float64")
+        ax.axhline(self.rtol, color="red", lw=0.8, label=f"rtol {self.rtol:g}")
+        ax.set_ylim(bottom=floor / 2)
+        sources = [i for i, r in enumerate(rows) if r.source]
+        for i in sources:
+            ax.axvline(i, color="red", ls="--", lw=0.6)
+        if sources:
+            ax.plot(sources, [y(rows[i].local_rel) for i in sources], "o", mfc="none", color="red",
+                    label="source")
+        ticks = sorted(set(sources) | {i for i, r in enumerate(rows)
+                                       if r.layer.endswith(("_add", "avg_pool", "predictions"))})
+        ax.set_xticks(ticks, [rows[i].layer for i in ticks], rotation=90, fontsize=7)
+        for label, i in zip(ax.get_xticklabels(), ticks):
+            if i in sources:
+                label.set_color("red")
+        ax.set_ylabel("max |ours - theirs| / max |theirs|")
+        ax.set_title(f"npxception vs {self.other}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return pathlib.Path(path)

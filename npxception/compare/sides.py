@@ -1,0 +1,159 @@
+"""The other side of a comparison: whatever it is, it becomes named NHWC activations.
+
+:func:`open_other` turns what the user passed (a Keras model, a Keras file, an
+ONNX file, a dict or ``.npz`` dump) into an :class:`Other`: a callable
+``other(x) -> {name: activation}`` plus what is known about it (label, dtype,
+the input it saw, whether it can be re-run on a new input). Everything after
+that (name maps, layouts, errors) is the same for every kind of port.
+
+A dump can carry the input its activations came from under the reserved key
+:data:`INPUT_KEY`; compare then checks that both sides saw the same input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# The reserved dump key for the input batch the dumped activations were computed from.
+INPUT_KEY = "__input__"
+
+
+@dataclass
+class Other:
+    """The other side. ``run(x)`` returns ``{their name: activation}`` for input batch ``x``
+    (NHWC, preprocessed as ours); a dump ignores ``x`` (``fixed`` is True)."""
+
+    label: str
+    run: Callable[[np.ndarray], dict]
+    dtype: np.dtype | None = None  # None: judge by the arrays
+    fixed: bool = False  # a dump: its activations are for one input only
+    layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
+    names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
+    final: Callable[[np.ndarray], np.ndarray] | None = None  # the final output only, when cheaper
+
+    def __call__(self, x):
+        return self.run(x)
+
+
+def is_keras_model(obj) -> bool:
+    mod = type(obj).__module__
+    return hasattr(obj, "get_layer") and hasattr(obj, "layers") and mod.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
+def keras_dtype(kmodel):
+    w = kmodel.weights[0]
+    return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
+
+
+def keras_activations(model, kmodel, x, final_only=False):
+    """Activations of every Keras layer matched to ours by the converter's graph walk."""
+    from weights_tools.from_keras import keras_layers
+    from weights_tools.mapping import match_names
+
+    names = match_names(keras_layers(kmodel), variant=model.variant)
+    ours = [n for n in model.layer_names if n in names]
+    if final_only:
+        ours = ours[-1:]
+    outputs = [kmodel.get_layer(names[n]).output for n in ours]
+    framework = importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
+    probe = framework.Model(kmodel.inputs, outputs)
+    values = probe(x.astype(keras_dtype(kmodel)), training=False)
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    return {n: np.asarray(v) for n, v in zip(ours, values)}
+
+
+def load_keras_file(path):
+    """The Keras model in ``path`` (TensorFlow is imported only here)."""
+    try:
+        import keras
+    except ImportError:
+        raise ImportError(f"{path}: running a Keras file needs TensorFlow/Keras; without a "
+                          "framework, dump its activations to .npz and compare with that") from None
+    return keras.models.load_model(path, compile=False)
+
+
+def load_dump(path) -> dict:
+    """A ``.npz`` dump: a regular file (a FIFO would block), no pickles, numeric arrays only."""
+    from ..untrusted import open_regular
+
+    with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
+        out = {}
+        for k in data.files:
+            a = data[k]
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array")
+            out[k] = a
+        return out
+
+
+def open_other(model, other, *, layout=None, names=None) -> Other:
+    """What ``other`` is -> an :class:`Other`; see the package docstring for the kinds."""
+    from .names import resolve_names
+    from .onnx_side import onnx_runner
+
+    mapping = resolve_names(names, model.layer_names)
+    if is_keras_model(other):
+        return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
+                     keras_dtype(other), layout="NHWC", final=_keras_final(model, other))
+    if isinstance(other, dict):
+        acts = dict(other)
+        return Other("activation dict", lambda x: _renamed(acts, mapping), None, fixed=True,
+                     layout=layout, names=mapping)
+    if not isinstance(other, (str, pathlib.Path)):
+        raise TypeError(f"other: expected a keras.Model, a path or a dict of activations, "
+                        f"found {type(other).__name__}")
+    path = pathlib.Path(other)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        acts = load_dump(path)
+        return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
+                     names=mapping)
+    if suffix == ".onnx":
+        run = onnx_runner(model, path, layout, mapping)
+        return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
+                     final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
+    if suffix in (".keras", ".h5", ".hdf5"):
+        kmodel = load_keras_file(path)
+        return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
+                     layout="NHWC", final=_keras_final(model, kmodel))
+    raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file")
+
+
+def _keras_final(model, kmodel):
+    return lambda x: keras_activations(model, kmodel, x, final_only=True)[model.layer_names[-1]]
+
+
+def _renamed(acts: dict, mapping: dict) -> dict:
+    """Apply ``{their name: our name}``; names the map does not mention stay as they are."""
+    if not mapping:
+        return dict(acts)
+    return {mapping.get(k, k): v for k, v in acts.items()}
+
+
+def to_nhwc(acts, ours_shapes, layout):
+    """Their 4-D activations in NHWC. ``layout=None`` detects per tensor, only when unambiguous."""
+    out = {}
+    for name, a in acts.items():
+        a = np.asarray(a)
+        if a.ndim == 4:
+            lay = layout
+            mine = ours_shapes.get(name)
+            if lay is None and mine is not None:
+                if a.shape == mine:
+                    lay = "NHWC"
+                elif (a.shape[0], a.shape[2], a.shape[3], a.shape[1]) == mine:
+                    lay = "NCHW"
+            if lay is None and name == INPUT_KEY and a.shape[1] == 3 and a.shape[3] != 3:
+                lay = "NCHW"
+            if lay == "NCHW":
+                a = a.transpose(0, 2, 3, 1)
+        out[name] = a
+    return out

@@ -1,0 +1,47 @@
+"""The multi-image summary: do two implementations agree on what they predict?
+
+Layer errors tell a porter where to look; over a batch or a folder of images
+the question a user asks upstream is simpler: same top-1 class, how much of the
+top-5 overlaps, and the largest difference in any probability. Only the final
+outputs are computed, in chunks, so a folder of images costs two plain forward
+passes per chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .report import Agreement, agreement
+from .sides import INPUT_KEY, Other, open_other, to_nhwc
+
+
+def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) -> Agreement:
+    """Top-1 agreement, top-5 overlap and max |Δp| of ``model`` and ``other`` over batch ``x``.
+
+    For a dump, its final layer is compared with ours on ``x`` (or on the dump's input).
+    """
+    if not model.classes:
+        raise ValueError("summarize: the model has no classifier (include_top=False); "
+                         "prediction agreement needs class scores")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
+    side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
+    last = model.layer_names[-1]
+    if side.fixed:
+        acts = side(None)
+        if x is None:
+            if INPUT_KEY not in acts:
+                raise ValueError(f"{side.label}: no input given and the dump carries none (key {INPUT_KEY!r})")
+            x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout)[INPUT_KEY]
+        if last not in acts:
+            raise ValueError(f"{side.label}: holds no {last!r} output to compare predictions with")
+        return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1))
+    if x is None:
+        raise ValueError(f"x: an input batch is needed to run {side.label}")
+    x = np.asarray(x)
+    ours, theirs = [], []
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        ours.append(model(chunk))
+        theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
+    return agreement(np.concatenate(ours), np.concatenate(theirs))

@@ -1,0 +1,210 @@
+"""Reading untrusted files within bounds, and writing files that are whole or absent.
+
+Every weight file, image, manifest and download may be broken or hostile
+(docs/security.md). A guard that checks each object alone is not enough: a
+small file can make a reader do far more work than its size justifies. The
+pieces every reader shares live here:
+
+* :class:`ReadBudget`: the total bytes a reader may read, known before reading,
+  charged before each allocation;
+* :func:`open_regular`: open only regular files (a FIFO blocks ``open()`` forever,
+  ``/dev/zero`` never ends);
+* :func:`loads_json`: JSON whose nesting is a clear error, never a ``RecursionError``;
+* :func:`atomic_write`: a temporary ``<name>.<uuid>.partial`` beside the
+  destination, renamed into place when complete, deleted on any exception and
+  on SIGTERM; stale partials of killed processes are swept before writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import re
+import signal
+import stat
+import threading
+import time
+import uuid
+
+# A partial older than this was left by a killed process: no write takes a day.
+STALE_PARTIAL_S = 24 * 3600
+
+
+class ReadBudget:
+    """The bytes a reader may still read from one file; refuses *before* allocating.
+
+    ``error`` is the exception class raised (``ValueError`` or a subclass such
+    as weights_tools' ``ConversionError``); its message names the file and the object.
+    """
+
+    def __init__(self, limit: int, where: str, *, error=ValueError, why: str = ""):
+        self.limit = int(limit)
+        self.left = int(limit)
+        self.where = where
+        self.error = error
+        self.why = why
+
+    def charge(self, nbytes: int, what: str) -> None:
+        nbytes = int(nbytes)
+        if nbytes > self.left:
+            raise self.error(f"{self.where}: {what} claims {nbytes:,} bytes; only {self.left:,} of the "
+                             f"{self.limit:,}-byte read budget are left{self.why} (a hostile or corrupt file?)")
+        self.left -= nbytes
+
+
+# --------------------------------------------------------------------------- regular files
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class IrregularFileError(ValueError):
+    """A path that names a FIFO, a device, a socket or a directory instead of a file."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(f"{os.fsdecode(path)}: is {kind}, not a regular file")
+        self.kind = kind
+
+
+def check_regular(path) -> None:
+    """Raise IrregularFileError unless ``path`` (symlinks followed) is a regular file.
+
+    FileNotFoundError/PermissionError pass through. ``stat`` never blocks, even on a FIFO.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise IrregularFileError(path, _kind(mode))
+
+
+def open_regular(path):
+    """Open ``path`` for binary reading only if it is a regular file; never blocks.
+
+    The file is opened non-blocking and checked with ``fstat`` on the open
+    descriptor, so swapping in a FIFO between a check and the open cannot hang us.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise IrregularFileError(path, _kind(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# --------------------------------------------------------------------------- messages
+
+def short_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a hostile value must not flood an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- JSON
+
+def loads_json(text):
+    """``json.loads`` whose too-deep nesting is a ValueError, not a RecursionError.
+
+    Python's parser recurses once per level, up to the interpreter's recursion
+    limit (about 1000 levels); real Keras configs nest a few dozen.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply to be a model description "
+                         "(over ~1000 levels)") from None
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def partial_name(path: pathlib.Path) -> pathlib.Path:
+    """``<name>.<uuid4hex>.partial`` beside ``path``."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+
+
+def sweep_partials(path, max_age_s: float = STALE_PARTIAL_S) -> list[pathlib.Path]:
+    """Delete ``<name>.<uuid>.partial`` files of ``path`` older than ``max_age_s``; return them.
+
+    Only names this module writes are touched (and the older ``.<name>.<uuid>.partial``
+    form), so no other file is ever deleted.
+    """
+    path = pathlib.Path(path)
+    pattern = re.compile(r"\.?" + re.escape(path.name) + r"\.[0-9a-f]{32}\.partial")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > max_age_s:
+                os.unlink(entry.path)
+                removed.append(pathlib.Path(entry.path))
+        except OSError:
+            pass  # another process removed or replaced it
+    return removed
+
+
+def _terminate(signum, frame):
+    # SystemExit unwinds the stack, so every `except BaseException` / `finally`
+    # runs and deletes its partial file; the exit status is the usual 128 + 15.
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """Within the block, SIGTERM raises SystemExit instead of killing the process outright.
+
+    SIGINT already raises KeyboardInterrupt. Signal handlers can only be set
+    from the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError):  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def atomic_write(path, write) -> pathlib.Path:
+    """Call ``write(file_object)`` on ``<name>.<uuid>.partial`` beside ``path``, then rename it.
+
+    A failure at any point (KeyboardInterrupt and SIGTERM included) leaves no
+    file behind. Partials older than a day, left by killed processes, are
+    swept first.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_partials(path)
+    tmp = partial_name(path)
+    with sigterm_unwinds():
+        try:
+            with open(tmp, "xb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+    return path

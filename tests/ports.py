@@ -1,0 +1,104 @@
+"""Foreign Xception ports built without torch: our ops with another framework's conventions.
+
+``run_port(model, x, conventions)`` walks the architecture table of
+``conventions.variant`` and runs every layer with *our ops* (the same weights
+as ``model``) but the port's choices: a BN epsilon, a pooling padding rule,
+an input channel order and preprocessing, a kernel layout mistake, logits
+instead of probabilities. It returns ``{layer name: activation}``, as a dump of
+that port would. Each convention is independent, so a test can plant exactly
+the causes it wants and check that compare names those and nothing else.
+
+This deliberately does not call ``model.run_layer`` or ``model.forward``: the
+port has its own dispatch, as another implementation would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npxception import architecture as arch
+from npxception import ops
+from npxception.compare.hypotheses import CAFFE_MEAN_BGR
+
+
+@dataclass(frozen=True)
+class Conventions:
+    bn_epsilon: float = 1e-3  # PyTorch's BatchNorm2d default is 1e-5
+    pool_padding: str = "tf"  # "tf" (SAME, odd pixel bottom/right), "symmetric" (PyTorch padding=1), "zero"
+    channels: str = "rgb"  # "bgr": the port reverses the channels of what it is given
+    preprocessing: str = "tf"  # "caffe": the port preprocesses the raw image Keras' caffe way
+    oihw_reshaped: frozenset = frozenset()  # conv layers whose HWIO kernel the port reshaped as OIHW
+    hw_swapped: frozenset = frozenset()  # conv layers whose kernel the port transposed kh <-> kw
+    logits: bool = False  # the port's classifier has no softmax
+    variant: str = "keras"  # "article": the article's four departures
+    extra: dict = field(default_factory=dict)
+
+
+PYTORCH = Conventions(bn_epsilon=1e-5, pool_padding="symmetric")
+
+
+def _pool(x, layer, rule):
+    k, s = layer.kernel_size, layer.strides
+    if rule == "symmetric":  # torch.nn.MaxPool2d(3, 2, padding=1)
+        p = k // 2
+        xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-np.inf)
+        return ops.max_pool2d(xp, pool_size=k, strides=s, padding="valid")
+    if rule == "zero":
+        (t, b), (l, r) = (ops.same_padding(x.shape[i], k, s) for i in (1, 2))
+        xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=0.0)
+        return ops.max_pool2d(xp, pool_size=k, strides=s, padding="valid")
+    return ops.max_pool2d(x, pool_size=k, strides=s, padding=layer.padding)
+
+
+def _kernel(name, k, c: Conventions):
+    if name in c.oihw_reshaped:  # torch_weight = keras_kernel.reshape(O, I, H, W): the classic slip
+        kh, kw, ci, co = k.shape
+        return np.ascontiguousarray(k).reshape(co, ci, kh, kw).transpose(2, 3, 1, 0)
+    if name in c.hw_swapped:  # transpose(3, 2, 1, 0) instead of (3, 2, 0, 1)
+        return k.transpose(1, 0, 2, 3)
+    return k
+
+
+def run_port(model, x, c: Conventions = Conventions()) -> dict:
+    """Every activation of the port on ``x`` (our tf-preprocessed batch), keyed by its layer name."""
+    p = model.weights
+    x = np.asarray(x, dtype=model.dtype)
+    if c.preprocessing == "caffe":  # the port gets the same image and preprocesses it its way
+        raw = (x.astype(np.float64) + 1.0) * 127.5
+        x = (raw[..., ::-1] - np.array(CAFFE_MEAN_BGR)).astype(model.dtype)
+    if c.channels == "bgr":
+        x = np.ascontiguousarray(x[..., ::-1])
+    acts = {"input": x}
+    for layer in arch.backbone(c.variant):
+        n, ins = layer.name, [acts[i] for i in layer.inputs]
+        if layer.kind == "conv":
+            y = ops.conv2d(ins[0], _kernel(n, p[f"{n}/kernel"], c), strides=layer.strides, padding=layer.padding)
+        elif layer.kind == "sepconv":
+            y = ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], _kernel(n, p[f"{n}/pointwise_kernel"], c),
+                                     strides=layer.strides, padding=layer.padding)
+        elif layer.kind == "bn":
+            y = ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
+                               p[f"{n}/moving_variance"], epsilon=c.bn_epsilon)
+        elif layer.kind == "relu":
+            y = ops.relu(ins[0])
+        elif layer.kind == "maxpool":
+            y = _pool(ins[0], layer, c.pool_padding)
+        else:
+            y = ops.add(ins[0], ins[1])
+        acts[n] = y
+    y = acts[arch.backbone(c.variant)[-1].name]
+    for h in model.head:
+        n = h["name"]
+        if h["kind"] == "global_avg_pool":
+            y = ops.global_avg_pool2d(y)
+        elif h["kind"] == "dense":
+            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"))
+            if h.get("activation") == "softmax" and not c.logits:
+                y = ops.softmax(y)
+        else:  # pragma: no cover - the test models use Keras' own heads
+            raise AssertionError(h["kind"])
+        acts[n] = y
+    del acts["input"]
+    return acts

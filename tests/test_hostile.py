@@ -1,0 +1,430 @@
+"""A hostile corpus: small files (and streams) that try to make a reader do far more work than they justify.
+
+Every file is generated here and is small: big claims are made with unallocated
+HDF5 datasets (a shape and a fill value, no stored bytes), forged zip headers
+and nested JSON, never with a big file on disk. Each case runs in a subprocess
+under ``RLIMIT_AS`` of 1 GB (a resource limit, not a timed assertion) and must
+end with exit status 1 and one clear line naming the file: never a
+MemoryError, a RecursionError, "Unable to allocate", a traceback or a kill.
+The budgets and the threat model are in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+from npxception import architecture as arch
+from npxception.weights import weight_budget
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIMIT = 1 << 30  # RLIMIT_AS: the acceptance bound on peak memory (address space >= RSS)
+BAD_SIGNS = ("MemoryError", "RecursionError", "Unable to allocate", "Traceback", "recursion depth")
+
+# The child sets its own address-space limit, then runs a command-line entry point.
+RUNNER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+from {module} import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_limited(module: str, *args, limit: int = LIMIT):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", RUNNER.format(limit=limit, module=module), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def assert_refused(out, name: str, *fragments: str):
+    """Exit 1 (not a kill, not a crash), one clear line naming the file, no memory or recursion error."""
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, f"exit {out.returncode}\n{text[-3000:]}"
+    assert not any(sign in text for sign in BAD_SIGNS), text[-3000:]
+    assert name in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr, out.stderr
+
+
+def convert_refused(tmp_path, src, *fragments):
+    out = run_limited("weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz")
+    assert_refused(out, os.path.basename(src), *fragments)
+    assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
+
+
+# --------------------------------------------------------------------------- builders
+
+def _lazy(group, name, shape, dtype="f4"):
+    """A dataset that claims ``shape`` but stores nothing: chunked, compressed, never written."""
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=True, compression="gzip")
+
+
+def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
+    """A legacy weights-only Xception file (Keras' layout) of unallocated datasets: tiny on disk.
+
+    tweak(name, var, shape) -> shape lets a case misshape one array.
+    """
+    shapes = arch.param_shapes(arch.backbone("keras"), [])
+    layers: dict[str, list] = {}
+    for key, shape in shapes.items():
+        layer, var = key.split("/")
+        layers.setdefault(layer, []).append((var, tweak(layer, var, shape) if tweak else shape))
+    if head_units:
+        layers["predictions"] = [("kernel", (2048, head_units)), ("bias", (head_units,))]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        for layer, weights in layers.items():
+            g = f.create_group(layer)
+            g.attrs["weight_names"] = np.array([f"{layer}/{v}:0".encode() for v, _ in weights])
+            for var, shape in weights:
+                _lazy(g, f"{layer}/{var}:0", shape)
+        _pad(f, padding_bytes)
+    return path
+
+
+def _pad(f, nbytes):
+    """Stored, incompressible bytes listed nowhere: the file grows past the per-file expansion guard
+    (a dataset may claim 64x the file size), as the measured 1 MB attack files did."""
+    if nbytes:
+        f.create_dataset("padding", data=np.random.default_rng(0).integers(0, 255, nbytes, np.uint8))
+
+
+def keras_archive(path, config_text: str, weights: bytes | None = None):
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_group("layers")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("metadata.json", "{}")
+        z.writestr("config.json", config_text)
+        z.writestr("model.weights.h5", buf.getvalue() if weights is None else weights)
+    return path
+
+
+def forge_declared_size(path, member: str, size: int):
+    """Rewrite ``member``'s uncompressed size in the zip's central directory (what readers trust)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    name = member.encode()
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        n = struct.unpack("<H", data[at + 28:at + 30])[0]
+        if data[at + 46:at + 46 + n] == name:
+            data[at + 24:at + 28] = struct.pack("<I", size)
+            break
+        at = data.find(b"PK\x01\x02", at + 4)
+    assert at >= 0 and info.file_size != size
+    path.write_bytes(bytes(data))
+    return path
+
+
+def nested_sequential_json(depth: int) -> str:
+    inner = '{"class_name": "Dense", "config": {"name": "d", "units": 1}}'
+    for i in range(depth):
+        inner = f'{{"class_name": "Sequential", "config": {{"name": "s{i}", "layers": [{inner}]}}}}'
+    return inner
+
+
+# --------------------------------------------------------------------------- HDF5 amplification
+
+def test_one_dataset_named_many_times_is_read_once(tmp_path):
+    p = tmp_path / "repeat.h5"
+    with h5py.File(p, "w") as f:  # 64 MiB claimed, nothing stored, named 400 times
+        f.attrs["layer_names"] = np.array([b"block1_conv1"])
+        g = f.create_group("block1_conv1")
+        g.attrs["weight_names"] = np.array([b"w"] * 400)
+        _lazy(g, "w", (16 * 1024**2,))
+        _pad(f, 1 << 20)
+    convert_refused(tmp_path, p, "referenced a second time")
+
+
+def test_one_layer_listed_many_times(tmp_path):
+    p = tmp_path / "layers.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["layer_names"] = np.array([b"block1_conv1"] * 400)
+        g = f.create_group("block1_conv1")
+        g.attrs["weight_names"] = np.array([b"w"])
+        _lazy(g, "w", (16 * 1024**2,))
+        _pad(f, 1 << 20)
+    convert_refused(tmp_path, p, "twice")
+
+
+def test_hard_links_to_one_dataset(tmp_path):
+    p = tmp_path / "links.weights.h5"
+    with h5py.File(p, "w") as f:
+        big = _lazy(f, "layers/conv2d/vars/0", (16 * 1024**2,))
+        f.create_group("layers/separable_conv2d/vars")
+        for i in range(234):  # Keras 3 paths of the next layers the reader visits
+            f[f"layers/batch_normalization{f'_{i}' if i else ''}/vars/0"] = big
+        _pad(f, 1 << 20)
+    convert_refused(tmp_path, p, "hard link")
+
+
+def test_dataset_larger_than_its_layer_is_refused_before_reading(tmp_path):
+    # 64 MiB claimed by block1_conv1's kernel (3.5 kB), in a file padded so that the
+    # claim passes the per-file expansion guard: the layer's shape refuses it.
+    p = legacy_xception(tmp_path / "claim.h5", padding_bytes=1 << 20,
+                        tweak=lambda layer, var, s: (16, 1024, 1024) if layer == "block1_conv1" else s)
+    convert_refused(tmp_path, p, "block1_conv1", "expected (3, 3, 3, 32)")
+
+
+def test_head_beyond_the_read_budget(tmp_path):
+    units = weight_budget() // 8 // 2048  # this head alone would take the whole budget
+    p = legacy_xception(tmp_path / "head.h5", head_units=units, padding_bytes=8 << 20)
+    convert_refused(tmp_path, p, "read budget")
+
+
+def test_no_dataset_is_read_twice_or_before_its_shape_is_checked(tmp_path, monkeypatch):
+    """In process: count every data read of a whole conversion."""
+    import weights_tools
+    from weights_tools import hdf5
+
+    reads: list[str] = []
+    real = hdf5.GuardedH5._read_data
+
+    def counting(self, dset, name, size):
+        reads.append(name)
+        return real(self, dset, name, size)
+
+    monkeypatch.setattr(hdf5.GuardedH5, "_read_data", counting)
+    model = weights_tools.read(legacy_xception(tmp_path / "ok.h5", head_units=10))
+    assert model.classes == 10
+    assert len(reads) == len(set(reads)) == len(model.weights)
+    reads.clear()
+    bad = legacy_xception(tmp_path / "bad.h5", tweak=lambda layer, var, s: (7,) if layer == "block14_sepconv2_bn"
+                          and var == "moving_variance" else s)
+    with pytest.raises(weights_tools.ConversionError, match="block14_sepconv2_bn"):
+        weights_tools.read(bad)
+    assert reads == [], "arrays were read before every shape was checked"
+
+
+# --------------------------------------------------------------------------- .keras archives
+
+def test_archive_member_declaring_gigabytes(tmp_path):
+    p = forge_declared_size(keras_archive(tmp_path / "bomb.keras", "{}"), "model.weights.h5", 2**31)
+    convert_refused(tmp_path, p, "before decompressing")
+
+
+def test_archive_member_inflating_beyond_its_declared_size(tmp_path):
+    p = keras_archive(tmp_path / "liar.keras", "{}", weights=b"\x89HDF\r\n\x1a\n" + b"\0" * (8 << 20))
+    p = forge_declared_size(p, "model.weights.h5", 4096)
+    convert_refused(tmp_path, p, "model.weights.h5")
+
+
+def test_archive_member_that_is_not_hdf5(tmp_path):
+    p = keras_archive(tmp_path / "zeros.keras", "{}", weights=b"\0" * (8 << 20))
+    convert_refused(tmp_path, p, "not an HDF5 file")
+
+
+# --------------------------------------------------------------------------- configs
+
+def test_config_nested_beyond_the_json_parser(tmp_path):
+    p = keras_archive(tmp_path / "deep.keras", nested_sequential_json(50_000))
+    convert_refused(tmp_path, p, "nested too deeply")
+
+
+def test_config_nesting_models_beyond_the_bound(tmp_path):
+    from npxception.config import CONFIG
+
+    p = keras_archive(tmp_path / "nest.keras", nested_sequential_json(CONFIG.max_model_nesting + 5))
+    convert_refused(tmp_path, p, "nest more than")
+
+
+def test_config_with_too_many_layers(tmp_path):
+    from npxception.config import CONFIG
+
+    layers = ",".join(f'{{"class_name": "Sequential", "config": {{"name": "s{i}", "layers": []}}}}'
+                      for i in range(CONFIG.max_config_layers + 1))
+    p = keras_archive(tmp_path / "wide.keras", f'{{"class_name": "Sequential", "config": '
+                                               f'{{"name": "top", "layers": [{layers}]}}}}')
+    convert_refused(tmp_path, p, "more than")
+
+
+def test_config_at_the_nesting_bound_flattens():
+    """30 nested Sequentials of 200 layers each: within the bounds, flattened in full."""
+    from weights_tools.keras_config import flatten_config
+
+    width, depth = 200, 30
+    inner = {"class_name": "Sequential", "config": {"name": "leaf", "layers": [
+        {"class_name": "Dense", "config": {"name": f"leaf_{j}", "units": 1}} for j in range(width)]}}
+    for i in range(depth):
+        inner = {"class_name": "Sequential", "config": {"name": f"m{i}", "layers": [inner] + [
+            {"class_name": "Dense", "config": {"name": f"m{i}_{j}", "units": 1}} for j in range(width)]}}
+    klayers, paths, _ = flatten_config(inner)
+    dense = [k for k in klayers if k.class_name == "Dense"]
+    assert len(dense) == (depth + 1) * width
+    assert max(len(p) for p in paths.values()) == depth + 1
+
+
+# --------------------------------------------------------------------------- .npz weight files
+
+def npy_bytes(shape, dtype="<f4", body=b"") -> bytes:
+    """An .npy member: a real header claiming ``shape``, then ``body`` (nothing like its claim)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue() + body
+
+
+def manifest_npy(manifest_text: str) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array(manifest_text))
+    return buf.getvalue()
+
+
+GOOD_MANIFEST = ('{"format": "npxception-weights", "format_version": 1, "variant": "keras", '
+                 '"input_shape": [null, null, 3], "head": []}')
+
+
+def npz(path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for name, data in members.items():
+            z.writestr(name + ".npy", data)
+    return path
+
+
+def load_refused(path, *fragments):
+    out = run_limited("npxception.cli", "predict", "--weights", path, os.path.join(REPO, "README.md"))
+    assert_refused(out, os.path.basename(path), *fragments)
+
+
+def test_npz_unknown_member_is_refused_before_decompressing(tmp_path):
+    p = npz(tmp_path / "extra.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                     "evil": npy_bytes((1,), body=b"\0" * (8 << 20))})
+    load_refused(forge_declared_size(p, "evil.npy", 2_400_000_000), "unexpected weight 'evil'")
+
+
+def test_npz_member_declaring_more_than_its_shape(tmp_path):
+    p = npz(tmp_path / "big.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                   "block1_conv1/kernel": npy_bytes((3, 3, 3, 32), body=b"\0" * 3456)})
+    load_refused(forge_declared_size(p, "block1_conv1/kernel.npy", 2_000_000_000), "before decompressing")
+
+
+def test_npz_header_claiming_1e11_values(tmp_path):
+    p = npz(tmp_path / "claim.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST),
+                                     "block1_conv1/kernel": npy_bytes((10**11,), body=b"\0" * 64)})
+    load_refused(p, "block1_conv1/kernel", "expected (3, 3, 3, 32), found (100000000000,)")
+
+
+def test_npz_manifest_nested_100000_levels(tmp_path):
+    p = npz(tmp_path / "deep.npz", {"__manifest__": manifest_npy("[" * 100_000 + "]" * 100_000)})
+    load_refused(p, "nested too deeply")
+
+
+def test_npz_manifest_head_beyond_the_budget(tmp_path):
+    head = ('[{"kind": "global_avg_pool", "name": "avg_pool"}, {"kind": "dense", "name": "predictions", '
+            '"units": 100000000, "activation": "softmax"}]')
+    p = npz(tmp_path / "head.npz", {"__manifest__": manifest_npy(GOOD_MANIFEST.replace('"head": []',
+                                                                                     f'"head": {head}'))})
+    load_refused(p, "refused before reading")
+
+
+# --------------------------------------------------------------------------- values that cannot be valid
+
+LABELS = ["tabby\x1b[31m", "two\nlines", "\u202eevil"]  # an ANSI escape, a newline, a bidi override
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A small classifier (3 classes, 71x71) saved with hostile label text."""
+    import npxception
+    from npxception.model import XceptionModel
+
+    base = npxception.Xception(classes=3, input_shape=(71, 71, 3), seed=3)
+    model = XceptionModel(base.weights, variant=base.variant, head=base.head, input_shape=base.input_shape,
+                          labels=LABELS)
+    return model.save(tmp_path_factory.mktemp("labelled") / "labelled.npz")
+
+
+def rewrite(src, dst, manifest_edit=None, arrays=None):
+    """Copy an .npz member by member, editing the manifest (a dict) or replacing arrays."""
+    import json
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            key = info.filename[:-4]
+            data = zin.read(info)
+            if key == "__manifest__" and manifest_edit:
+                manifest = json.loads(str(np.load(io.BytesIO(data))))
+                manifest_edit(manifest)
+                data = manifest_npy(json.dumps(manifest))
+            elif arrays and key in arrays:
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, arrays[key])
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    return dst
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(input_shape=[100000, 100000, 3]), "at most 2048"),
+    (lambda m: m.update(input_shape=[299, 299, 5]), r"expected \(H, W, 3\)"),
+    (lambda m: m.update(labels=["only one"]), "expected 3 names"),
+    (lambda m: m.update(labels="abc"), "list of strings"),
+], ids=["huge-input", "five-channels", "short-labels", "string-labels"])
+def test_manifest_values_that_cannot_be_valid(labelled, tmp_path, edit, message):
+    import npxception
+
+    bad = rewrite(labelled, tmp_path / "bad.npz", manifest_edit=edit)
+    with pytest.raises(ValueError, match=message) as info:
+        npxception.load(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_negative_bn_variance_is_refused(labelled, tmp_path):
+    import npxception
+
+    var = -np.ones(32, np.float32)
+    bad = rewrite(labelled, tmp_path / "var.npz", arrays={"block1_conv1_bn/moving_variance": var})
+    with pytest.raises(ValueError, match="block1_conv1_bn/moving_variance.*negative"):
+        npxception.load(bad)
+
+
+def test_predict_fifo_is_refused_and_the_rest_answered_with_escaped_labels(labelled, tmp_path):
+    from PIL import Image
+
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), np.uint8)).save(good)
+    out = run_limited("npxception.cli", "predict", "--weights", labelled, "--top", "3", fifo, "/dev/zero", good)
+    assert out.returncode == 1, out.stderr
+    assert "fifo.jpg: is a FIFO (named pipe), not an image file" in out.stderr
+    assert "/dev/zero: is a character device, not an image file" in out.stderr
+    assert out.stdout.startswith(str(good))
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "tabby\\x1b[31m" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 4  # the path and three classes: no forged lines
+    assert "two\\nlines" in out.stdout and "\\u202eevil" in out.stdout
+
+
+def test_predict_json_is_strict_when_scores_are_not_finite(labelled, tmp_path, monkeypatch, capsys):
+    """Finite weights can still overflow (a kernel of 1e38): no NaN token reaches the JSON."""
+    import json
+
+    import npxception
+    from npxception import cli, prediction
+    from npxception.model import XceptionModel
+    from PIL import Image
+
+    model = npxception.load(labelled)
+    weights = model.weights
+    weights["predictions/kernel"] = np.full_like(weights["predictions/kernel"], 1e38)
+    huge = XceptionModel(weights, variant=model.variant, head=model.head, input_shape=model.input_shape)
+    monkeypatch.setattr(prediction, "get_model", lambda w: huge)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((71, 71, 3), 200, np.uint8)).save(good)
+    assert cli.main(["predict", "--json", "--weights", str(labelled), str(good)]) == 1
+    out, err = capsys.readouterr()
+
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    assert json.loads(out, parse_constant=refuse) == []
+    assert "good.png: the model gave non-finite scores" in err
