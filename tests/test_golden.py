@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import npxception
+from weight_files import rewrite as _rewrite
 from npxception import golden as gold
 from npxception import weights as wfile
 from npxception.cli import main as cli
@@ -30,17 +31,6 @@ def saved(tmp_path_factory):
     model = npxception.Xception(classes=10, input_shape=(SIZE, SIZE, 3), seed=7)
     path = model.save(tmp_path_factory.mktemp("golden") / "w.npz")
     return path, model
-
-
-def _rewrite(src, dst, edit):
-    """Copy a weight file, letting ``edit(arrays, manifest)`` change it (np.savez writes fresh CRCs)."""
-    with np.load(src, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    manifest = json.loads(str(arrays.pop(wfile.MANIFEST_KEY)))
-    edit(arrays, manifest)
-    arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
-    np.savez(dst, **arrays)
-    return dst
 
 
 def _verify(capsys, *argv):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 import npxception
 from npxception import weights as wfile
+from weight_files import rewrite as _rewrite
 
 
 @pytest.fixture(scope="module")
@@ -17,17 +17,6 @@ def small_model():
     # classes=10 keeps the file small; the format is the same for 1000. 71x71 keeps the
     # golden test case's float64 oracle (computed once per model, at save) to ~1 s.
     return npxception.Xception(classes=10, seed=5, input_shape=(71, 71, 3))
-
-
-def _rewrite(src, dst, edit):
-    """Copy a weight file, letting ``edit(arrays, manifest)`` change it."""
-    with np.load(src, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    manifest = json.loads(str(arrays.pop(wfile.MANIFEST_KEY)))
-    edit(arrays, manifest)
-    arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
-    np.savez(dst, **arrays)
-    return dst
 
 
 def test_round_trip(small_model, tmp_path):
