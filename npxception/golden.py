@@ -75,6 +75,7 @@ class Golden:
     rtol: dict  # {"float32": ..., "float64": ...}
     written_by: dict  # {"npxception": ..., "numpy": ..., maybe "keras": ...}
     seed: int = SEED
+    to_model: str = "preprocess_input (x / 127.5 - 1)"  # how the pixels become the model's input
 
     @property
     def layers(self) -> list[str]:
@@ -94,7 +95,7 @@ class Golden:
         checked = checked_layers(model)
         order = [n for n in checked if n in self.layers]
         return (order == self.layers and self.layers[-1] == checked[-1]
-                and self.pixels.shape[1:3] == golden_size(model))
+                and self.pixels.shape[1:3] == golden_size(model) and self.to_model == input_description(model))
 
 
 # ---- making a golden --------------------------------------------------------
@@ -122,11 +123,19 @@ def golden_pixels(model, seed=SEED) -> np.ndarray:
 
 
 def model_input(model, pixels: np.ndarray, dtype=None) -> np.ndarray:
-    """The golden pixels as ``model`` takes them: Keras' ``preprocess_input`` (x / 127.5 - 1)."""
+    """The golden pixels as ``model`` takes them: as they are for a model that preprocesses
+    in-graph (an input stage), else through Keras' ``preprocess_input`` (x / 127.5 - 1)."""
     from .images import preprocess_input
 
+    if getattr(model, "takes_pixels", False):
+        return pixels.astype(dtype or model.dtype)
     x = preprocess_input(pixels.astype(np.float64))
     return x.astype(dtype or model.dtype)
+
+
+def input_description(model) -> str:
+    return ("pixels as they are (the model's input stage preprocesses)" if getattr(model, "takes_pixels", False)
+            else "preprocess_input (x / 127.5 - 1)")
 
 
 def digest(layer: str, activation: np.ndarray, index: np.ndarray | None = None, *, seed=SEED,
@@ -153,7 +162,7 @@ def make_golden(model, activations: dict, *, source: str, precision: str, pixels
     if not digests:
         raise ValueError("golden: no checked layer among the activations given")
     written_by = {"npxception": __version__, "numpy": np.__version__, **(extra_versions or {})}
-    return Golden(pixels, digests, source, precision, dict(RTOL), written_by)
+    return Golden(pixels, digests, source, precision, dict(RTOL), written_by, to_model=input_description(model))
 
 
 def reference_golden(model) -> Golden:
@@ -186,7 +195,7 @@ def to_file(golden: Golden) -> tuple[dict, dict[str, np.ndarray]]:
         for part in PARTS:
             arrays[f"{KEY_PREFIX}{d.layer}/{part}"] = getattr(d, part)
     section = {
-        "input": {"key": INPUT_KEY, "seed": golden.seed, "to_model": "preprocess_input (x / 127.5 - 1)"},
+        "input": {"key": INPUT_KEY, "seed": golden.seed, "to_model": golden.to_model},
         "layers": {d.layer: list(d.shape) for d in golden.digests},
         "keys": {k: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": _sha256(a)}
                  for k, a in arrays.items()},
@@ -275,7 +284,8 @@ def from_file(section, arrays: dict[str, np.ndarray], where: str) -> Golden | No
         if precision not in RTOL:
             raise ValueError(f"golden precision must be one of {sorted(RTOL)}, found {precision!r}")
         golden = Golden(pixels, tuple(digests), str(section["source"]), precision, rtol,
-                        dict(section.get("written_by") or {}), int(section["input"].get("seed", SEED)))
+                        dict(section.get("written_by") or {}), int(section["input"].get("seed", SEED)),
+                        str(section["input"]["to_model"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{where}: the manifest's golden section is malformed ({type(exc).__name__}: "
                          f"{exc}); re-save the file or add a fresh one with `npxception verify --add`") from None
