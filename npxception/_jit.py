@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 
 from .paths import _writable, cache_home  # noqa: F401  (cache_home re-exported)
 
@@ -49,4 +50,62 @@ prange = numba.prange
 def njit(*args, **options):
     """``numba.njit`` with ``cache`` set by the decision above (never crashes on read-only installs)."""
     options["cache"] = CACHE
-    return numba.njit(*args, **options)
+    made = numba.njit(*args, **options)
+    if args and callable(args[0]):  # @njit
+        return _guard_cache(made)
+    return lambda func: _guard_cache(made(func))  # @njit(...)
+
+
+# ---- a damaged cache is recompiled, never fatal ---------------------------------
+# A truncated .nbc or a garbage .nbi (a full disk, a killed process, two
+# versions sharing a folder) made numba raise "pickle data was truncated" on
+# every later run until someone found the cache and deleted it. Now the
+# damaged entry is warned about once, naming the folder, dropped, and the
+# kernel compiled in memory (and cached afresh when the folder is writable).
+
+_warned = False
+
+
+def _guard_cache(dispatcher):
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or not hasattr(cache, "load_overload"):
+        return dispatcher
+    load, save = cache.load_overload, cache.save_overload
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged entry
+            _damaged(cache, exc)
+            return None  # numba compiles when the cache has nothing
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except Exception as exc:  # noqa: BLE001 - compiled in memory already; the cache is optional
+            _damaged(cache, exc)
+
+    cache.load_overload, cache.save_overload = load_overload, save_overload
+    return dispatcher
+
+
+def _damaged(cache, exc) -> None:
+    global _warned
+    folder = getattr(cache, "_cache_path", "?")
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    if index:
+        try:
+            os.unlink(index)  # the damaged index; the next save writes a good one
+        except OSError:
+            pass
+    if not _warned:
+        _warned = True
+        warnings.warn(f"npxception: a damaged Numba cache entry in {folder} ({type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:200]}); recompiling. Deleting that folder clears "
+                      "the cache.", RuntimeWarning, stacklevel=2)
+
+
+# ---- a one-line notice before the first cold compile (npxception/_jit_notice.py) ----
+from . import _jit_notice  # noqa: E402
+
+_jit_notice.install(CACHE)

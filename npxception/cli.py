@@ -1,53 +1,77 @@
 """The ``npxception`` command: predict, summary, convert, compare, show, bench, verify.
 
-Errors are one line on stderr and exit code 1 (argparse's usage errors: 2).
-``--debug`` shows the traceback instead.
+Its manners (npxception/console.py): errors are one line on stderr,
+``npxception: error: ...``, exit code 1 (argparse's usage errors and "no images
+to label": 2); ``--debug`` shows the traceback instead; a closed pipe ends it
+quietly; Ctrl-C keeps what was printed and exits 130. ``npxception convert`` is
+``python -m weights_tools convert`` under this program's name.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 
 from . import __version__
+from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, quiet_pipe, run
 
-
-class CLIError(Exception):
-    """An error already phrased for the user."""
+PROG = "npxception"
+FORMATS = ("table", "json", "jsonl", "csv")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="npxception",
+        prog=PROG,
         description="Xception in pure NumPy: ImageNet predictions without a framework, "
                     "and layer-by-layer cross-checking of other implementations.")
-    p.add_argument("--version", action="version", version=f"npxception {__version__}")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     # Its own dest: each subcommand's --debug default (False) would overwrite this
     # one's value, so `npxception --debug predict ...` lost the flag.
     p.add_argument("--debug", action="store_true", dest="debug_global", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    pr = sub.add_parser("predict", help="label images with an Xception classifier")
-    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    pr.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
+    pr = sub.add_parser("predict", help="label images with an Xception classifier",
+                        description="Label images. Results stream as each batch finishes; a file that "
+                                    "cannot be read gets one line on stderr and its place in the output, "
+                                    "and the exit code is then 1.")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR",
+                    help="image files, and folders (their image files, sorted by name)")
+    pr.add_argument("--weights", default="imagenet",
+                    help="'imagenet' (default: the official Keras weights, downloaded once) or a converted .npz")
     pr.add_argument("--top", type=_positive_int, default=5, help="how many classes per image (default 5)")
-    pr.add_argument("--json", action="store_true", help="print one JSON array")
+    pr.add_argument("--format", choices=FORMATS, default="table",
+                    help="table (default); json: one array; jsonl: one object per line; "
+                         "csv: one row per (file, rank) with columns " + ",".join(_CSV_COLUMNS)
+                         + ". A file that failed has an 'error' field/column instead of predictions.")
+    pr.add_argument("--json", action="store_const", const="json", dest="format",
+                    help="the same as --format json")
+    pr.add_argument("-r", "--recursive", action="store_true",
+                    help="also label the images in sub-folders of the folders given")
+    pr.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     pr.add_argument("--interpolation", default="nearest",
                     help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos")
-    pr.add_argument("--batch-size", type=_positive_int, default=8)
+    pr.add_argument("--batch-size", type=_positive_int, default=8,
+                    help="images per forward pass (default 8); results are printed after each batch")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     su = sub.add_parser("summary", help="print the architecture as a table or Graphviz DOT")
-    su.add_argument("--variant", default="keras", choices=["keras", "article"])
-    su.add_argument("--input-size", type=int, default=299, metavar="N")
-    su.add_argument("--format", default="table", choices=["table", "dot"])
+    su.add_argument("--variant", default="keras", choices=["keras", "article"],
+                    help="keras (default; what keras.applications.Xception builds) or article "
+                         "(the seed article's model)")
+    su.add_argument("--input-size", type=int, default=299, metavar="N",
+                    help="square input size for the output shapes (default 299, at least 71)")
+    su.add_argument("--format", default="table", choices=["table", "dot"],
+                    help="table (default, like Keras' model.summary()) or dot (Graphviz)")
     su.add_argument("--no-top", action="store_true", help="without the classifier")
     su.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    co = sub.add_parser("convert", help="convert a Keras file to npxception .npz (see weights_tools)",
+    co = sub.add_parser("convert", help="convert a Keras file to npxception .npz "
+                                        "(the same as python -m weights_tools convert)",
                         add_help=False)
-    co.add_argument("rest", nargs=argparse.REMAINDER)
+    co.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     cm = sub.add_parser("compare", help="compare another implementation layer by layer")
     cm.add_argument("--against", required=True, metavar="PATH",
@@ -70,16 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     names.add_argument("--port", metavar="NAME",
                        help="a known port whose module names are mapped to ours (timm.legacy_xception)")
     cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
-    cm.add_argument("--json", action="store_true")
-    cm.add_argument("--plot", metavar="OUT.png")
+    cm.add_argument("--json", action="store_true",
+                    help="print the report as one JSON document (the verdict goes to stderr)")
+    cm.add_argument("--plot", metavar="OUT.png",
+                    help="also draw the error against depth (needs matplotlib: pip install 'npxception[plot]')")
     cm.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     sh = sub.add_parser("show", help="draw a layer's feature maps for an image")
-    sh.add_argument("image", metavar="IMG")
-    sh.add_argument("--layer", required=True)
-    sh.add_argument("-o", "--output", required=True, metavar="OUT.png")
-    sh.add_argument("--weights", default="imagenet")
-    sh.add_argument("--maps", type=_positive_int, default=16, help="how many channels to draw")
+    sh.add_argument("image", metavar="IMG", help="the photo to run")
+    sh.add_argument("--layer", required=True, help="a Keras layer name, e.g. block3_sepconv2_act")
+    sh.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                    help="the picture to write; its suffix names the format (.png, .jpg, .webp, ...)")
+    sh.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
+    sh.add_argument("--maps", type=_positive_int, default=16,
+                    help="how many channels to draw, the most active first (default 16)")
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
@@ -91,11 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
-    be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8])
-    be.add_argument("--size", type=int, default=299)
-    be.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
-    be.add_argument("--against", nargs="*", default=["tf", "ort"], choices=["tf", "ort"])
-    be.add_argument("--repeats", type=_positive_int, default=15)
+    be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8],
+                    help="batch sizes to time (default: 1 8)")
+    be.add_argument("--size", type=int, default=299, help="square input size (default 299)")
+    be.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"],
+                    help="npxception's precisions to time (default: both)")
+    be.add_argument("--against", nargs="*", default=["tf", "ort"], choices=["tf", "ort"],
+                    help="the frameworks to time against (default: tf ort; none: just npxception)")
+    be.add_argument("--repeats", type=_positive_int, default=15,
+                    help="timed runs per configuration; medians are reported (default 15)")
     be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     be.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -122,62 +154,153 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+@quiet_pipe
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["convert"]:
-        from weights_tools.cli import main as convert_main
-
-        return convert_main(argv)
+        return _convert(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "convert":  # reached when options precede it: `npxception --debug convert ...`
-        from weights_tools.cli import main as convert_main
-
-        return convert_main(["convert", *args.rest] + (["--debug"] if args.debug_global else []))
+        return _convert(args.rest + (["--debug"] if args.debug_global else []))
     if args.command is None:
-        _parser().print_help()
-        return 2
-    try:
-        return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("npxception: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
-        if args.debug_global or getattr(args, "debug", False):
-            raise
-        print(f"npxception: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        _parser().print_help(sys.stderr)
+        return EXIT_USAGE
+    return run(PROG, _COMMANDS[args.command], args, debug=args.debug_global or getattr(args, "debug", False))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split("\n")) if len(text) < 400 else text
+def _convert(rest) -> int:
+    # weights_tools depends on npxception, not the other way round: imported only here.
+    from weights_tools.cli import main as weights_tools_main
+
+    return weights_tools_main(["convert", *rest], prog=PROG)
 
 
 # ---- predict ------------------------------------------------------------------
 
+_CSV_COLUMNS = ("file", "rank", "index", "label", "name", "score", "error")
+
+
 def _cmd_predict(args) -> int:
     from .labels import printable
-    from .prediction import predict_files
+    from .prediction import IMAGE_SUFFIXES, expand, get_model, predict_files
 
-    results, failures = predict_files(args.images, weights=args.weights, top=args.top,
-                                      interpolation=args.interpolation, batch_size=args.batch_size,
-                                      progress=sys.stdout.isatty())
-    for path, reason in failures:
-        print(f"npxception: {printable(path)}: {printable(reason)}", file=sys.stderr)
-    if args.json:
-        # Strict JSON: predict_files reports non-finite scores as failures, and
-        # allow_nan=False makes sure no NaN/Infinity token is ever printed.
-        print(json.dumps([{"file": path, "predictions": [
-            {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in preds]}
-            for path, preds in results], indent=2, allow_nan=False))
-    else:
-        for path, preds in results:
-            print(printable(path))
-            for rank, p in enumerate(preds, 1):
-                # Labels come from the weight file: escape control characters (ANSI, newlines).
-                tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
-                print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
-    return 1 if failures else 0
+    inputs = expand(args.images, recursive=args.recursive)
+    if inputs.skipped:
+        shown = ", ".join(inputs.skipped[:5]) + (f" and {len(inputs.skipped) - 5} more"
+                                                  if len(inputs.skipped) > 5 else "")
+        print(f"{PROG}: note: sub-folders skipped (use -r to include them): {shown}", file=sys.stderr)
+    if not inputs.files:
+        raise CLIError(f"no images to label in {' '.join(args.images)} (image suffixes: "
+                       f"{' '.join(sorted(IMAGE_SUFFIXES))})", code=EXIT_USAGE)
+    model = get_model(args.weights)
+    if model.classes is None:
+        raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
+    out = _WRITERS[args.format]()
+    progress = Progress(len(inputs.files), enabled=not args.no_progress)
+    done = failed = 0
+    out.start()
+    try:
+        for batch in predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
+                                   batch_size=args.batch_size):
+            progress.clear()
+            for result in batch:
+                if result.error is not None:
+                    failed += 1
+                    print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
+                out.write(result)
+            sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
+            done += len(batch)
+            progress.advance(len(batch))
+    except KeyboardInterrupt:
+        progress.close()
+        out.end()  # e.g. close the JSON array: what was printed stays valid
+        sys.stdout.flush()
+        print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    progress.close()
+    out.end()
+    return 1 if failed else 0
+
+
+def _json(result) -> str:
+    # Strict JSON: predict_files reports non-finite scores as failures, and
+    # allow_nan=False makes sure no NaN/Infinity token is ever printed.
+    return json.dumps(_entry(result), allow_nan=False)
+
+
+def _entry(result) -> dict:
+    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed."""
+    if result.error is not None:
+        return {"file": result.path, "error": result.error}
+    return {"file": result.path, "predictions": [
+        {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in result.predictions]}
+
+
+class _Table:
+    def start(self):
+        pass
+
+    def write(self, result):
+        from .labels import printable
+
+        print(printable(result.path))
+        if result.error is not None:
+            print(f"  error: {printable(result.error)}")
+            return
+        for rank, p in enumerate(result.predictions, 1):
+            # Labels come from the weight file: escape control characters (ANSI, newlines).
+            tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
+            print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
+
+    def end(self):
+        pass
+
+
+class _JSONArray:
+    """One JSON array, written element by element so that it streams; closed even on Ctrl-C."""
+
+    def start(self):
+        self.first = True
+        print("[", end="")
+
+    def write(self, result):
+        print(("\n  " if self.first else ",\n  ") + _json(result), end="")
+        self.first = False
+
+    def end(self):
+        print("\n]")
+
+
+class _JSONLines:
+    def start(self):
+        pass
+
+    def write(self, result):
+        print(_json(result))
+
+    def end(self):
+        pass
+
+
+class _CSV:
+    """One row per (file, rank); a file that failed has one row with only ``file`` and ``error``."""
+
+    def start(self):
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")
+        self.writer.writerow(_CSV_COLUMNS)
+
+    def write(self, result):
+        if result.error is not None:
+            self.writer.writerow([result.path, "", "", "", "", "", result.error])
+            return
+        for rank, p in enumerate(result.predictions, 1):
+            self.writer.writerow([result.path, rank, p.index, p.label or "", p.name or "", repr(p.score), ""])
+
+    def end(self):
+        pass
+
+
+_WRITERS = {"table": _Table, "json": _JSONArray, "jsonl": _JSONLines, "csv": _CSV}
 
 
 # ---- summary ------------------------------------------------------------------

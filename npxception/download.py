@@ -5,7 +5,8 @@ Anchors: ``keras.utils.get_file``, ``torch.hub.download_url_to_file`` and
 
 * It streams into ``<name>.<uuid4hex>.partial`` in the destination folder and
   ``os.replace``-s it onto the final name only after the size and the hash
-  are checked. Keras writes straight into the final path, so a killed process
+  are checked (:func:`npxception.untrusted.atomic_write`; SIGTERM deletes it
+  too, and partials over a day old, left by killed processes, are swept). Keras writes straight into the final path, so a killed process
   leaves a truncated file that later fails with "OSError: truncated file"
   (keras#6221, #8546). The partial is deleted on *any* error, including
   ``KeyboardInterrupt``.
@@ -19,6 +20,9 @@ Anchors: ``keras.utils.get_file``, ``torch.hub.download_url_to_file`` and
   exact path to copy the file to by hand (keras#5005, #11905).
 * Progress goes to stderr and only when stderr is a terminal; ``progress=False``
   silences it. Nothing is ever printed to stdout.
+* Nothing runs forever: besides the per-read ``timeout`` there is an overall
+  ``deadline`` and a size cap ``max_bytes``. Only http(s) URLs are fetched,
+  unless ``allow_file=True`` (then only regular files).
 
 Every failure (offline miss, dead server, HTTP error, timeout, truncated body,
 wrong hash, corrupt cache) is a :class:`DownloadError`, a subclass of
@@ -29,6 +33,7 @@ name with a path in it) are ``ValueError``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -40,15 +45,22 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 
 from .paths import cache_home
+from .untrusted import IrregularFileError, atomic_write, check_regular
 
 __all__ = ["get_file", "file_hash", "DownloadError", "default_cache_dir", "is_offline"]
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: few syscalls, and a smooth progress bar for the ~90 MB weight files
 TIMEOUT_S = 30.0  # per socket operation (connect, each read), not for the whole file
-SCHEMES = ("http", "https", "file")  # file:// serves mirrors on a shared disk (air-gapped sites)
+# The whole download's deadline, unless given: urllib's timeout bounds each socket
+# operation, so a server dripping a byte a second would never trip it. A few
+# minutes at least, else the time to receive the expected size at MIN_RATE.
+DEADLINE_MIN_S = 300.0
+MIN_RATE = 50_000  # bytes/s, below any usable link: the 92 MB weight file gets 31 minutes
+MAX_BYTES = 2 * 1000**3  # the size cap when the caller gives none; the weight files are ~90 MB
+SCHEMES = ("http", "https")
+FILE_SCHEME = "file"  # mirrors on a shared disk (air-gapped sites); only with allow_file=True
 HASH_HEX_LENGTH = {"md5": 32, "sha256": 64}
 OFFLINE_ENV = "NPXCEPTION_OFFLINE"
 _TRUE = ("1", "true", "yes", "on")
@@ -86,7 +98,8 @@ def file_hash(path, algorithm: str = "sha256") -> str:
 
 def get_file(url: str, *, md5: str | None = None, sha256: str | None = None, cache_dir=None,
              fname: str | None = None, progress: bool = True, offline: bool | None = None,
-             timeout: float = TIMEOUT_S) -> pathlib.Path:
+             timeout: float = TIMEOUT_S, deadline: float | None = None, max_bytes: int | None = None,
+             allow_file: bool = False) -> pathlib.Path:
     """Return the path of ``url``'s file in the cache, downloading it if needed.
 
     url: http(s):// or file:// URL.
@@ -98,13 +111,26 @@ def get_file(url: str, *, md5: str | None = None, sha256: str | None = None, cac
     progress: show a progress bar on stderr (only if stderr is a terminal).
     offline: never touch the network; default from ``NPXCEPTION_OFFLINE``.
     timeout: seconds per socket operation.
+    deadline: seconds for the whole download; default max(DEADLINE_MIN_S, expected
+      size / MIN_RATE), the expected size being the server's Content-Length, else
+      the bytes received so far (a dripping server is cut off after a few minutes).
+    max_bytes: the size cap; default MAX_BYTES (2 GB). A larger Content-Length is
+      refused before reading; a body that grows past it is cut off.
+    allow_file: also accept file:// URLs (a mirror on a shared disk). They must
+      name a regular file: never /dev/zero or a FIFO.
 
     Raises DownloadError (an OSError) for every download or cache failure and
     ValueError for bad arguments.
     """
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in SCHEMES:
-        raise ValueError(f"url: expected an http://, https:// or file:// URL, found {url!r}")
+    if scheme not in SCHEMES and not (allow_file and scheme == FILE_SCHEME):
+        raise ValueError(f"url: expected an http:// or https:// URL{' or file://' if allow_file else ''}, "
+                         f"found {url!r}" + ("" if allow_file or scheme != FILE_SCHEME else
+                                             " (file:// URLs need allow_file=True)"))
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"deadline: expected a positive number of seconds, found {deadline!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        raise ValueError(f"max_bytes: expected a positive int, found {max_bytes!r}")
     expected = _expected_hashes(md5=md5, sha256=sha256)
     fname = _check_fname(fname if fname is not None else _fname_from_url(url), url)
     cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -124,8 +150,22 @@ def get_file(url: str, *, md5: str | None = None, sha256: str | None = None, cac
     except OSError as exc:
         raise DownloadError(f"cannot create the cache folder {cache_dir}: {exc.strerror or exc}; "
                             "set NPXCEPTION_HOME to a writable folder", url=url, path=dest) from None
-    _download(url, dest, expected, progress=progress, timeout=timeout)
+    if scheme == FILE_SCHEME:
+        _check_local(url, dest)
+    limits = _Limits(deadline=deadline, max_bytes=max_bytes or MAX_BYTES)
+    _download(url, dest, expected, progress=progress, timeout=timeout, limits=limits)
     return dest
+
+
+def _check_local(url: str, dest: pathlib.Path) -> None:
+    """A file:// URL must name a regular file: /dev/zero would fill the disk, a FIFO would block."""
+    path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+    try:
+        check_regular(path)
+    except IrregularFileError as exc:
+        raise DownloadError(f"could not download {url}: {exc}", url=url, path=dest) from None
+    except OSError:
+        pass  # urlopen reports a missing or unreadable file in its own words
 
 
 # ---------------------------------------------------------------------------
@@ -219,51 +259,74 @@ def _content_length(response) -> int | None:
     return n if n >= 0 else None
 
 
-def _download(url: str, dest: pathlib.Path, expected: dict[str, str], *, progress: bool, timeout: float):
-    partial = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
-    hashers = {a: hashlib.new(a) for a in expected}
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    deadline: float | None  # seconds for the whole download, or None for the default rule
+    max_bytes: int  # the size cap
+
+    def seconds(self, expected: int | None, received: int) -> float:
+        if self.deadline is not None:
+            return self.deadline
+        return max(DEADLINE_MIN_S, (expected or received) / MIN_RATE)
+
+
+def _download(url: str, dest: pathlib.Path, expected: dict[str, str], *, progress: bool, timeout: float,
+              limits: _Limits):
     by_hand = f"To place it by hand, download {url} elsewhere and copy it to {dest}{_hash_note(expected)}."
-    bar = None
-    try:
+
+    def fail(reason: str):
+        return DownloadError(f"could not download {url}: {reason}.\n{by_hand}", url=url, path=dest)
+
+    def stream(out):
+        hashers = {a: hashlib.new(a) for a in expected}
+        bar = None
+        start = time.monotonic()
         try:
-            with _open(url, timeout) as response, open(partial, "xb") as out:
+            with _open(url, timeout) as response:
                 total = _content_length(response)
+                if total is not None and total > limits.max_bytes:
+                    raise fail(f"the server announces {total:,} bytes, over the {limits.max_bytes:,}-byte cap")
                 bar = _ProgressBar(dest.name, total) if progress and _stderr_is_terminal() else None
+                # read1 returns what has arrived, so the deadline is checked even
+                # while a server drips; read(n) would wait for n bytes.
+                read = getattr(response, "read1", response.read)
                 received = 0
-                while chunk := response.read(CHUNK_BYTES):
+                while chunk := read(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > limits.max_bytes:
+                        raise fail(f"the body exceeds the {limits.max_bytes:,}-byte cap")
                     out.write(chunk)
                     for h in hashers.values():
                         h.update(chunk)
-                    received += len(chunk)
                     if bar is not None:
                         bar.update(received)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}.\n{by_hand}",
-                                url=url, path=dest) from None
-        except urllib.error.URLError as exc:
-            raise DownloadError(f"could not download {url}: {exc.reason}.\n{by_hand}", url=url, path=dest) from None
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, IncompleteRead, disk full
-            reason = str(exc) or type(exc).__name__
-            raise DownloadError(f"could not download {url}: {reason}.\n{by_hand}", url=url, path=dest) from None
+                    allowed = limits.seconds(total, received)
+                    if time.monotonic() - start > allowed:
+                        raise fail(f"not finished after {allowed:.0f} s (the download's deadline; "
+                                   f"{received:,} bytes received)")
         finally:
             if bar is not None:
                 bar.close()
         if total is not None and received != total:
-            raise DownloadError(f"could not download {url}: the body was truncated (received {received} of "
-                                f"{total} bytes).\n{by_hand}", url=url, path=dest)
-        actual = {a: h.hexdigest() for a, h in hashers.items()}
-        bad = _mismatches(expected, actual)
+            raise fail(f"the body was truncated (received {received} of {total} bytes)")
+        bad = _mismatches(expected, {a: h.hexdigest() for a, h in hashers.items()})
         if bad:
             raise DownloadError(f"{url}: hash mismatch: {bad} ({received} bytes); the download was discarded "
                                 "(the server or mirror serves a different file)", url=url, path=dest)
-        os.replace(partial, dest)
-    except BaseException:  # KeyboardInterrupt included: never leave a partial behind
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
+
+    try:
+        # <name>.<uuid>.partial beside dest, renamed when complete; deleted on any
+        # error, KeyboardInterrupt and SIGTERM included; stale partials swept first.
+        atomic_write(dest, stream)
+    except DownloadError:
         raise
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise fail(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise fail(str(exc.reason)) from None
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, IncompleteRead, disk full
+        raise fail(str(exc) or type(exc).__name__) from None
 
 
 # ---------------------------------------------------------------------------

@@ -221,7 +221,8 @@ def to_array(image) -> np.ndarray:
     Accepts a PIL image (any mode, converted like ``convert("RGB")``) or a numeric
     array: (H, W) or (H, W, 1) grayscale (copied to 3 channels, as convert("RGB")
     does), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped). Values must be finite
-    and in [0, 255]; floats are not rescaled. The caller's array is never aliased.
+    and in [0, 255]; floats are not rescaled, and a float image whose pixels all
+    lie in (0, 1] is refused as one scaled to [0, 1]. The caller's array is never aliased.
     """
     if isinstance(image, Image.Image):
         return load_image(image)
@@ -242,6 +243,11 @@ def to_array(image) -> np.ndarray:
     lo, hi = rgb.min(), rgb.max()
     if lo < 0 or hi > 255:
         raise ValueError(f"image: pixels must be in [0, 255] (raw, not preprocessed), found {lo}..{hi}")
+    if image.dtype.kind == "f" and 0 < hi <= 1:
+        # A float image scaled to [0, 1] (matplotlib's, skimage's img_as_float) would be
+        # read as a nearly black photo and labelled with confidence: nonsense, not an error.
+        raise ValueError(f"image: float pixels all in [0, 1] (max {hi}); npxception expects [0, 255], "
+                         "as Keras' load_img gives: multiply by 255 first (image * 255)")
     return np.array(rgb, dtype=np.float32, order="C")  # always a copy
 
 

@@ -133,8 +133,13 @@ class XceptionModel:
             "dtype": self.dtype.name,
         }
 
-    def summary(self, input_shape=None, print_fn=print) -> str:
-        """A Keras-like table: layer, type, output shape, parameters, multiply-adds.
+    def summary(self, input_shape=None, print_fn=None) -> None:
+        """Print a Keras-like table: layer, type, output shape, parameters, multiply-adds.
+
+        Returns None, as Keras' ``model.summary()`` does (an interactive session
+        would otherwise show the table twice). ``print_fn`` receives the whole
+        table as one string instead of ``print``: ``summary(print_fn=lines.append)``
+        captures it.
 
         Multiply-adds count the convolutions and dense layers (BN, ReLU, pooling
         and adds are a rounding error next to them, and BN folds away).
@@ -164,10 +169,7 @@ class XceptionModel:
             f"Total mult-adds: {total_macs:,} ({total_macs / 1e9:.2f} G)",
             rule,
         ]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        (print_fn or print)("\n".join(lines))
 
     # ---- conversion and files -------------------------------------------
     def astype(self, dtype) -> "XceptionModel":
@@ -242,7 +244,8 @@ class XceptionModel:
         eh, ew = self.input_shape[:2]
         if eh is not None and (h, w) != (eh, ew):
             raise ValueError(f"x: this model takes {eh}x{ew} images (its input_shape is "
-                             f"{self.input_shape}), found {h}x{w}")
+                             f"{self.input_shape}), found {h}x{w}; resize when loading: "
+                             f"load_image(path, target_size=({eh}, {ew})), or let npxception.predict do it")
         if min(h, w) < CONFIG.min_input_size:
             raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
                              f"{CONFIG.min_input_size}, found {h}x{w}")
@@ -286,7 +289,7 @@ class XceptionModel:
     def __repr__(self):
         total, _ = self.count_params()
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
-                f"classes={self.classes} dtype={self.dtype.name} params={total:,}>")
+                f"classes={self.classes} dtype={self.dtype.name} params={total:,} weights={self.source}>")
 
 
 def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
@@ -451,9 +454,13 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
              classifier_activation="softmax", input_shape=None, dtype="float32", seed=0, verify=True):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
-    weights: None (seeded random weights and BN statistics), "imagenet" (the
-      official Keras weights, downloaded and converted once), or a path to an
-      npxception ``.npz`` weight file.
+    weights: None (the default: seeded random weights and BN statistics),
+      "imagenet" (the official Keras weights, downloaded once, 88 MB, and
+      converted into the cache), or a path to an npxception ``.npz`` weight file.
+      Keras defaults to "imagenet"; npxception deliberately does not, so that
+      building a model never starts a download behind the caller's back (a
+      test, an offline machine, a CI job). ``model.source`` and the repr say
+      where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
     variant: "keras" (default; what real weights fit) or "article".
     include_top / pooling / classes / classifier_activation: as in Keras.
     input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
@@ -492,12 +499,16 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
         from .pretrained import imagenet_weights
 
         weights = imagenet_weights(include_top=include_top)
-    elif not isinstance(weights, (str, os.PathLike)):
+        source = f"imagenet ({weights})"
+    elif isinstance(weights, (str, os.PathLike)):
+        source = None  # the file's own: what it was converted from, else its path
+    else:
         raise TypeError(f"weights: expected None, 'imagenet' or a path, found {type(weights).__name__}")
 
     from .weights import load
 
     model = load(weights, verify=verify)
+    model.source = source or model.source
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -71,10 +70,6 @@ def _to_pixels(image, target_size, interpolation):
 
     from .images import load_image, resize_array, to_array
 
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image, target_size=target_size, interpolation=interpolation)
-    if isinstance(image, Image.Image):
-        return load_image(image, target_size=target_size, interpolation=interpolation)
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
@@ -83,7 +78,14 @@ def _to_pixels(image, target_size, interpolation):
         if pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
-    raise TypeError(f"images: expected a path, a PIL image or an array, found {type(image).__name__}")
+    if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
+        return load_image(image, target_size=target_size, interpolation=interpolation)  # what it reads
+    raise TypeError(f"images: expected a path, a binary file object, a PIL image or an array, "
+                    f"found {type(image).__name__}")
+
+
+def _is_folder(item) -> bool:
+    return isinstance(item, (str, bytes, os.PathLike)) and os.path.isdir(item)
 
 
 def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
@@ -112,13 +114,16 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
             batch_size=8):
     """Label one image or a list of images.
 
-    images: a path, a PIL image, a uint8 (H, W, 3) / (H, W) array, a float array
-      of pixels in [0, 255], or a list of these.
+    images: whatever ``load_image`` reads (a path, a binary file object, a PIL
+      image), a uint8 (H, W, 3) / (H, W) array or a float array of pixels in
+      [0, 255] (not [0, 1]: multiply by 255 first), a folder, or a list of these.
+      A folder stands for its images, sorted by name, as ``expand([folder]).files``
+      lists them (sub-folders are not searched).
     Returns, per image, a list of ``(label, name, score)`` best first: for the
     1000 ImageNet classes exactly Keras' ``decode_predictions`` tuples
     (``('n01484850', 'great_white_shark', 0.93)``); for other heads ``label`` is
     the class index and ``name`` comes from ``labels=`` or the weight file, else None.
-    A single image gives a single list.
+    A single image gives a single list; a folder or a list gives one list per image.
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
@@ -126,8 +131,17 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
 
     interpolation = interpolation or CONFIG.default_interpolation
     _interpolation(interpolation)  # a bad name fails even when no image needs resizing
-    single = not isinstance(images, (list, tuple))
-    items = [images] if single else list(images)
+    single = not isinstance(images, (list, tuple)) and not _is_folder(images)
+    items = []
+    for item in (images if isinstance(images, (list, tuple)) else [images]):
+        if not _is_folder(item):
+            items.append(item)
+            continue
+        files = expand([item]).files
+        if not files:
+            raise ValueError(f"images: {os.fsdecode(item)} holds no image files "
+                             f"(expected suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        items += files
     if not items:
         return []
     model = model if model is not None else get_model(weights)
@@ -151,62 +165,87 @@ def _run(model, pixels):
     return model(x)
 
 
-def expand(paths) -> list[str]:
-    """Files as given, and folders expanded to the images in them (sorted)."""
-    out = []
+@dataclass(frozen=True)
+class Inputs:
+    """What a list of paths expands to: the image files, in order, and the folders left out."""
+
+    files: list[str]  # the paths as given, folders replaced by their images (sorted)
+    skipped: list[str]  # sub-folders not descended into (without ``recursive``)
+
+
+def expand(paths, *, recursive: bool = False) -> Inputs:
+    """Files as given, and folders expanded to the images in them (sorted by name).
+
+    A folder contributes its files with an image suffix (``IMAGE_SUFFIXES``);
+    its sub-folders are searched too with ``recursive=True``, else listed in
+    ``Inputs.skipped`` so that the caller can say so. Files named explicitly
+    are kept whatever their suffix: the decoder will judge them.
+    """
+    files, skipped = [], []
     for p in paths:
-        path = pathlib.Path(p)
-        if path.is_dir():
-            out += [str(f) for f in sorted(path.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
-        else:
-            out.append(str(p))
-    return out
+        path = pathlib.Path(os.fsdecode(p))
+        if not path.is_dir():
+            files.append(os.fsdecode(p))
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            if not recursive:
+                skipped += [os.path.join(dirpath, d) for d in dirnames]
+                dirnames.clear()
+            files += [os.path.join(dirpath, f) for f in sorted(filenames)
+                      if pathlib.PurePath(f).suffix.lower() in IMAGE_SUFFIXES]
+    return Inputs(files, skipped)
 
 
-def predict_files(paths, *, weights="imagenet", top=5, interpolation="nearest", batch_size=8,
-                  progress=False):
-    """For the CLI: ``([(path, [Prediction, ...]), ...], [(path, reason), ...])``.
+@dataclass(frozen=True)
+class FileResult:
+    """One input file's outcome: its predictions, or the reason it could not be read."""
 
-    One bad file never stops the rest: it is reported and skipped.
+    path: str
+    predictions: list[Prediction] | None  # best first; None when ``error`` is set
+    error: str | None = None  # why the file was skipped, without the path ("no such file")
+
+
+def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8):
+    """Yield, batch by batch, a list of FileResult for every file in input order (for the CLI).
+
+    A list is yielded as soon as ``batch_size`` images have been run (and at the
+    end), so results can be printed while later batches are still computing.
+    One bad file never stops the rest: it gets its FileResult with ``error``.
     """
     from .images import ImageError, load_image
 
-    files = expand(paths)
-    model = get_model(weights)
     if model.classes is None:
-        raise ValueError(f"{weights}: this weight file has no classifier (it was saved without the top)")
+        raise ValueError("this weight file has no classifier (it was saved without the top)")
     size = _target_size(model)
-    results, failures = [], []
-    pending_paths, pending = [], []
+    pending: list = []  # (path, pixels or None, error or None), in input order
+    loaded = 0
 
     def flush():
-        if pending:
-            probs = _run(model, pending)
-            for path, row, preds in zip(pending_paths, probs, _decode(model, probs, top)):
-                if np.isfinite(row).all():
-                    results.append((path, preds))
-                else:  # never print NaN scores with an arbitrary top class
-                    failures.append((path, "the model gave non-finite scores (NaN or Inf) for this image"))
-            pending.clear()
-            pending_paths.clear()
+        good = [pixels for _, pixels, _ in pending if pixels is not None]
+        probs = _run(model, good) if good else np.empty((0, model.classes))
+        decoded = iter(zip(probs, _decode(model, probs, top)))
+        out = []
+        for path, pixels, error in pending:
+            if pixels is None:
+                out.append(FileResult(path, None, error))
+                continue
+            row, preds = next(decoded)
+            if np.isfinite(row).all():
+                out.append(FileResult(path, preds))
+            else:  # never print NaN scores with an arbitrary top class
+                out.append(FileResult(path, None, "the model gave non-finite scores (NaN or Inf) for this image"))
+        pending.clear()
+        return out
 
-    for n, path in enumerate(files, 1):
+    for path in files:
         try:
-            pending.append(load_image(path, target_size=size, interpolation=interpolation))
-            pending_paths.append(path)
+            pending.append((path, load_image(path, target_size=size, interpolation=interpolation), None))
+            loaded += 1
         except ImageError as exc:
-            failures.append((path, str(exc).split(": ", 1)[-1] if str(exc).startswith(path) else str(exc)))
-        if len(pending) >= batch_size:
-            flush()
-        if progress:
-            _bar(n, len(files))
-    flush()
-    if progress and files:
-        print(file=sys.stderr)
-    return results, failures
-
-
-def _bar(done, total, width=30):
-    filled = int(width * done / max(total, 1))
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
-
+            pending.append((path, None, exc.reason))
+        if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
+            yield flush()
+            loaded = 0
+    if pending:
+        yield flush()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import urllib.parse
 import uuid
 
 from .download import DownloadError, file_hash, get_file
@@ -57,9 +58,23 @@ FILES = {
 
 
 def weights_url(include_top: bool = True) -> str:
-    """The download URL: ``$NPXCEPTION_WEIGHTS_URL`` (or Keras' bucket) + the official name."""
+    """The download URL from ``$NPXCEPTION_WEIGHTS_URL`` (default: Keras' bucket).
+
+    The variable may name a folder (``https://mirror/xception/``, with or without
+    the trailing slash) or a file in it. The URL of either official file counts
+    as its folder, so that pasting Keras' own file URL works for both files; a
+    URL of any other ``.h5`` file is used as it is (the pinned MD5 still decides
+    whether it is the right file).
+    """
     base = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    return base.rstrip("/") + "/" + FILES[bool(include_top)].fname
+    wanted = FILES[bool(include_top)].fname
+    parts = urllib.parse.urlsplit(base)
+    folder, _, name = parts.path.rpartition("/")
+    if name in {spec.fname for spec in FILES.values()}:
+        return urllib.parse.urlunsplit(parts._replace(path=f"{folder}/{wanted}"))
+    if name.lower().endswith(".h5"):
+        return base
+    return base.rstrip("/") + "/" + wanted
 
 
 def _paths(include_top: bool) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
@@ -85,8 +100,10 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
 
     url = weights_url(include_top)
     try:
+        # allow_file: the URL is Keras' https bucket or a mirror the user configured
+        # on purpose, which may be a file:// path on a shared disk.
         h5 = get_file(url, md5=spec.md5, sha256=spec.sha256, cache_dir=h5.parent, fname=spec.fname,
-                      progress=progress, offline=offline)
+                      progress=progress, offline=offline, allow_file=True)
     except DownloadError as exc:
         raise DownloadError(
             f"{exc}\nAlternatively place converted weights at {npz} (`python -m weights_tools convert "

@@ -8,8 +8,25 @@ scaled to its own 0..255 range, in a grid.
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
+
+from . import architecture as arch
+
+# The picture's format comes from the output's suffix, as Pillow's save(path) does,
+# but from a short list: a typo (maps.pgn) is refused rather than guessed.
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                  ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def output_format(out_path) -> str:
+    """Pillow's format name for ``out_path``'s suffix; ValueError naming the accepted suffixes."""
+    suffix = pathlib.PurePath(out_path).suffix.lower()
+    if suffix not in SUFFIX_FORMATS:
+        raise ValueError(f"{out_path}: unknown picture suffix {suffix or '(none)'!r}; "
+                         f"expected one of {', '.join(SUFFIX_FORMATS)}")
+    return SUFFIX_FORMATS[suffix]
 
 
 def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
@@ -32,23 +49,32 @@ def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
 
 
 def render(model, image_path, layer: str, out_path, maps: int = 16):
-    """Write the input image beside the feature-map grid of ``layer`` to ``out_path`` (PNG)."""
+    """Write the input image beside the feature-map grid of ``layer`` to ``out_path``.
+
+    The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps``
+    may not exceed the layer's channel count.
+    """
     from PIL import Image
 
     from .images import load_image, preprocess_input
 
+    fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
     if layer not in model.layer_names:
         import difflib
 
         hint = difflib.get_close_matches(layer, model.layer_names, n=3)
         raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
     h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
+    # The layer's output shape from the table, so that both checks come before the forward pass.
+    shape = arch.trace(model.layers, model.head, (h, w, 3))[layer][0]
+    if len(shape) != 3:
+        raise ValueError(f"--layer: {layer} outputs a vector {shape}, not feature maps; "
+                         "pick a convolutional layer")
+    if maps > shape[-1]:
+        raise ValueError(f"--maps: {layer} has {shape[-1]} channels; expected at most that, found {maps}")
     pixels = load_image(image_path, target_size=(h, w))
     _, acts = model.forward(preprocess_input(pixels)[None].astype(model.dtype), capture=[layer])
     act = acts[layer][0]
-    if act.ndim != 3:
-        raise ValueError(f"--layer: {layer} outputs a vector {act.shape}, not feature maps; "
-                         "pick a convolutional layer")
     grid = feature_grid(act, maps)
     photo = Image.fromarray(pixels.astype(np.uint8)).resize((grid.height, grid.height))
     canvas = Image.new("RGB", (photo.width + grid.width + 8, grid.height), "white")
@@ -56,13 +82,14 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
     canvas.paste(grid.convert("RGB"), (photo.width + 8, 0))
     from .weights import atomic_write
 
-    atomic_write(out_path, lambda f: canvas.save(f, format="PNG"))
+    atomic_write(out_path, lambda f: canvas.save(f, format=fmt))
     return out_path
 
 
 def cli_show(args) -> int:
     from .prediction import get_model
 
+    output_format(args.output)  # refuse a bad suffix before loading the weights
     render(get_model(args.weights), args.image, args.layer, args.output, args.maps)
     print(args.output)
     return 0

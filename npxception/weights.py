@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import pathlib
 import zipfile
@@ -59,15 +58,12 @@ RESERVED_BYTES = 16 * 1024**2
 def weight_budget() -> int:
     """The most bytes a valid weight file can hold: its parameter count x 8 (float64).
 
-    The parameters are those of the largest backbone in the table (over every
-    combination of the variant flags) plus ``CONFIG.head_params_margin`` for
-    any head the converter supports. Readers charge every array against it
-    before allocating.
+    The parameters are those of the largest backbone in the table (20,861,480
+    for both variants) plus ``CONFIG.head_params_margin`` for any head the
+    converter supports. Readers charge every array against it before allocating.
     """
-    flags = list(arch.Variant.__dataclass_fields__)
-    backbone = max(sum(int(np.prod(s)) for s in arch.param_shapes(arch.backbone(
-        arch.Variant(**dict(zip(flags, bits)))), []).values())
-        for bits in itertools.product((False, True), repeat=len(flags)))
+    backbone = max(sum(int(np.prod(s)) for s in arch.param_shapes(arch.backbone(v), []).values())
+                   for v in arch.VARIANTS.values())
     return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
 

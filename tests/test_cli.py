@@ -15,13 +15,22 @@ disk after the first), so the predict cases are packed into few processes.
 
 from __future__ import annotations
 
+import argparse
+import csv
+import importlib
+import io
 import json
 import os
+import pty
+import shlex
+import signal
+import sys
 import re
 import shutil
 import struct
 import subprocess
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +39,7 @@ from PIL import Image
 import npxception
 from npxception import architecture as arch
 from npxception.labels import imagenet_labels
+from console_script import command
 from predict_reference import SAMPLES, keras_reference, top_indices
 
 PROB_ATOL = 1e-5
@@ -38,9 +48,7 @@ LABELS = imagenet_labels()
 
 @pytest.fixture(scope="module")
 def exe():
-    path = shutil.which("npxception")
-    assert path, "the npxception console script is not on PATH: install the package (pip install -e .)"
-    return path
+    return command()  # the console script, or `python -m npxception` without an activated venv
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +63,14 @@ def ref(tmp_path_factory):
 
 
 def run(exe, env, *args, cwd=None, **extra_env):
-    proc = subprocess.run([exe, *map(str, args)], env=dict(env, **extra_env), cwd=cwd, capture_output=True,
+    proc = subprocess.run([*exe, *map(str, args)], env=dict(env, **extra_env), cwd=cwd, capture_output=True,
                           text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def messages(stderr) -> list[str]:
+    """stderr's lines without the one-time compile notice (printed only when Numba's cache is cold)."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("npxception: compiling ")]
 
 
 def assert_no_traceback(stderr):
@@ -106,7 +119,7 @@ def test_bomb_fixture_is_what_it_claims():
     """The patched PNG is well formed (CRC correct) and only its declared size is hostile."""
     import io
 
-    with pytest.raises(Image.DecompressionBombError):
+    with pytest.raises(Image.DecompressionBombError, match="decompression bomb"):
         Image.open(io.BytesIO(png_bytes(1, 1, declared=(20000, 20000))))
     with Image.open(io.BytesIO(png_bytes(1, 1, declared=(2, 2)))) as img:  # a harmless size opens fine
         assert img.size == (2, 2)
@@ -119,23 +132,33 @@ def test_predict_mixed_batch_json(exe, env, ref, batch):
     assert code == 1, err
     assert_no_traceback(err)
 
-    # Every bad file: exactly one stderr line naming it, with the reason.
-    lines = err.strip().splitlines()
+    # Every bad file: exactly one stderr line naming it, with the reason; and one note
+    # naming the sub-folder that was not searched.
+    lines = messages(err)
     bad = {missing: "no such file", batch / "text.jpg": "not an image",
            batch / "folder" / "c_truncated.png": "truncated", batch / "folder" / "d_bomb.png": "decompression bomb"}
-    assert len(lines) == len(bad), err
+    assert len(lines) == len(bad) + 1, err
     for path, reason in bad.items():
         mine = [line for line in lines if str(path) in line]
         assert len(mine) == 1 and reason in mine[0], (path, err)
+    assert [line for line in lines if "note:" in line] == [
+        f"npxception: note: sub-folders skipped (use -r to include them): {batch / 'folder' / 'sub'}"]
 
-    # stdout is one valid JSON array with the documented schema; the good files are all there,
-    # the folder expanded in sorted order, non-images and sub-folders skipped.
+    # stdout is one valid JSON array with the documented schema: every input file in input
+    # order (the folder expanded in sorted order, non-images skipped), failed ones with "error".
     data = json.loads(out)
     assert isinstance(data, list)
-    assert [d["file"] for d in data] == [str(batch / "good.png"), str(batch / "folder" / "a_chelsea.png"),
-                                         str(batch / "folder" / "b_coffee.png")]
+    order = [batch / "good.png", missing, batch / "text.jpg", batch / "folder" / "a_chelsea.png",
+             batch / "folder" / "b_coffee.png", batch / "folder" / "c_truncated.png",
+             batch / "folder" / "d_bomb.png"]
+    assert [d["file"] for d in data] == [str(p) for p in order]
+    for entry in data:
+        if Path(entry["file"]) in bad:
+            assert set(entry) == {"file", "error"} and bad[Path(entry["file"])] in entry["error"], entry
+    good = [d for d in data if "error" not in d]
     expected = [ref.probs[0], ref.probs[0], ref.probs[1]]
-    for entry, probs in zip(data, expected):
+    assert len(good) == len(expected)
+    for entry, probs in zip(good, expected):
         assert set(entry) == {"file", "predictions"}
         preds = entry["predictions"]
         assert len(preds) == 3  # --top 3
@@ -151,7 +174,7 @@ def test_predict_all_good_text_output(exe, env, ref):
     code, out, err = run(exe, env, "predict", "--top", "2", "--weights", ref.npz, *SAMPLES)
     assert code == 0, err
     assert_no_traceback(err)
-    assert err.strip() == ""  # stdout is not a terminal: no progress bar
+    assert messages(err) == []  # stderr is not a terminal: no progress bar
     lines = out.strip().splitlines()
     assert len(lines) == 2 * 3  # per image: its path, then --top 2 ranked lines
     for k, (path, probs) in enumerate(zip(SAMPLES, ref.probs)):
@@ -265,3 +288,216 @@ def test_convert_bad_file_is_one_line(exe, env, tmp_path):
         else:
             assert_no_traceback(err)
             assert len(err.strip().splitlines()) == 1 and str(bad) in err and "not a Keras weight file" in err
+            assert err.startswith("npxception: error: ")  # the program the user ran, not weights_tools
+
+
+# --------------------------------------------------------------------------- batch output as people script it
+
+CSV_HEADER = "file,rank,index,label,name,score,error"
+
+
+def test_predict_csv_recursive_lists_every_file_in_order(exe, env, ref, batch):
+    code, out, err = run(exe, env, "predict", "--format", "csv", "-r", "--top", "2", "--weights", ref.npz,
+                         batch / "text.jpg", batch / "folder")
+    assert code == 1, err  # some files failed
+    assert_no_traceback(err)
+    assert not [line for line in messages(err) if "note:" in line]  # -r: nothing skipped
+    assert out.splitlines()[0] == CSV_HEADER
+    rows = list(csv.DictReader(io.StringIO(out)))
+    folder = batch / "folder"
+    # One row per (file, rank); a failed file has one row with only file and error.
+    expected = [(batch / "text.jpg", None), (folder / "a_chelsea.png", 0), (folder / "a_chelsea.png", 0),
+                (folder / "b_coffee.png", 1), (folder / "b_coffee.png", 1), (folder / "c_truncated.png", None),
+                (folder / "d_bomb.png", None), (folder / "sub" / "deeper.png", 1), (folder / "sub" / "deeper.png", 1)]
+    assert [(r["file"]) for r in rows] == [str(path) for path, _ in expected]
+    for k, (row, (path, sample)) in enumerate(zip(rows, expected)):
+        if sample is None:
+            assert row["error"] and row["rank"] == row["index"] == row["score"] == "", row
+            continue
+        rank = 1 if k == 0 or rows[k - 1]["file"] != row["file"] else 2
+        index = top_indices(ref.probs[sample][None], 2)[0][rank - 1]
+        assert (int(row["rank"]), int(row["index"]), row["error"]) == (rank, index, ""), row
+        assert (row["label"], row["name"]) == LABELS[index]
+        assert abs(float(row["score"]) - ref.probs[sample][index]) <= PROB_ATOL
+
+
+def read_terminal(master: int) -> str:
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("progress", [True, False], ids=["progress", "no-progress"])
+def test_predict_jsonl_with_stderr_on_a_terminal(exe, env, ref, progress):
+    """The bar follows stderr (a terminal here), not stdout (a pipe); --no-progress turns it off."""
+    master, slave = pty.openpty()
+    flags = [] if progress else ["--no-progress"]
+    proc = subprocess.Popen([*exe, "predict", "--format", "jsonl", "--top", "1", "--batch-size", "1",
+                             "--weights", str(ref.npz), *flags, *map(str, SAMPLES)],
+                            env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out, _ = proc.communicate(timeout=300)
+    err = read_terminal(master)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]  # one JSON object per line
+    assert [d["file"] for d in lines] == [str(p) for p in SAMPLES]
+    for entry, probs in zip(lines, ref.probs):
+        assert [p["index"] for p in entry["predictions"]] == top_indices(probs[None], 1)[0]
+    bar = f"[{'#' * 30}] {len(SAMPLES)}/{len(SAMPLES)}"
+    assert (bar in err) == progress, err
+
+
+def test_predict_csv_into_head_stops_quietly(exe, env, ref):
+    """`| head -2`: a header and one row, no error; npxception ends as a SIGPIPE'd tool does (141).
+
+    --top 1000 over 4 files writes ~250 KB, more than a pipe holds (64 KB), so the
+    write after head has exited really meets a closed pipe.
+    """
+    cmd = " ".join(shlex.quote(str(a)) for a in [*exe, "predict", "--format", "csv", "--top", "1000",
+                                                  "--weights", ref.npz, *SAMPLES, *SAMPLES])
+    proc = subprocess.run(["bash", "-c", f'{cmd} | head -2; echo "npxception exit ${{PIPESTATUS[0]}}" >&2'],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0] == CSV_HEADER and lines[1].startswith(f"{SAMPLES[0]},1,")
+    assert messages(proc.stderr) == ["npxception exit 141"]  # nothing else: no "Broken pipe"
+
+
+def closed_pipe_run(argv, env) -> subprocess.CompletedProcess:
+    """Run argv with stdout the write end of a pipe whose reader is already gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(argv, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+
+
+def test_closed_pipe_is_quiet_in_both_programs(exe, env, ref):
+    for argv in ([*exe, "summary"], [sys.executable, "-m", "weights_tools", "inspect", str(ref.keras_file())]):
+        proc = closed_pipe_run(argv, env)
+        assert (proc.returncode, messages(proc.stderr)) == (141, []), (argv, proc.stderr)
+    # --help: argparse itself ignores a failed write of the help text and exits 0; quiet either way.
+    for argv in ([*exe, "--help"], [sys.executable, "-m", "weights_tools", "--help"]):
+        proc = closed_pipe_run(argv, env)
+        assert proc.returncode in (0, 141) and proc.stderr == "", (argv, proc.stderr)
+
+
+def test_ctrl_c_keeps_what_was_printed(exe, env, ref, tmp_path):
+    """SIGINT after the first result: exit 130, and the JSON printed so far is closed and valid."""
+    files = [str(SAMPLES[0])] * 40
+    with open(tmp_path / "stderr", "w+") as stderr:
+        proc = subprocess.Popen([*exe, "predict", "--json", "--top", "1", "--batch-size", "1", "--weights",
+                                 str(ref.npz), *files], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        first = proc.stdout.readline()  # "[\n": the newline comes with the first result
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()  # (not communicate(): it would skip what readline buffered)
+        proc.wait(timeout=300)
+        stderr.seek(0)
+        err = stderr.read()
+    assert proc.returncode == 130, err
+    assert_no_traceback(err)
+    data = json.loads(first + rest)
+    assert 1 <= len(data) < len(files)
+    assert all(d["file"] == files[0] and len(d["predictions"]) == 1 for d in data)
+    assert messages(err) == [f"npxception: interrupted after {len(data)} of {len(files)} files"]
+
+
+def test_no_images_exits_2(exe, env, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nested" / "photos").mkdir(parents=True)
+    code, out, err = run(exe, env, "predict", tmp_path / "empty")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"npxception: error: no images to label in {tmp_path / 'empty'} (image suffixes: ")
+    code, out, err = run(exe, env, "predict", tmp_path / "nested")
+    assert (code, out) == (2, "")
+    assert messages(err)[0] == ("npxception: note: sub-folders skipped (use -r to include them): "
+                                f"{tmp_path / 'nested' / 'photos'}")
+
+
+# --------------------------------------------------------------------------- one program, Unix manners
+
+def all_actions(parser, path=()):
+    """(command path, action) for every option and argument of parser and its subcommands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from all_actions(sub, (*path, name))
+        else:
+            yield path, action
+
+
+@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+def test_every_flag_has_help(module):
+    parser = importlib.import_module(module)._parser()
+    actions = list(all_actions(parser))
+    assert len(actions) > 10
+    missing = [(path, action.option_strings or action.dest) for path, action in actions
+               if not action.help and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))]
+    assert missing == []
+
+
+def test_version_in_both_programs(exe, env):
+    for argv in ([*exe, "--version"], [sys.executable, "-m", "weights_tools", "--version"]):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert (proc.returncode, proc.stdout.strip()) == (0, f"npxception {npxception.__version__}"), argv
+
+
+@pytest.mark.parametrize("argv, prog", [
+    (["convert", "--help"], "npxception convert"),
+    (["convert", "model.h5"], "npxception convert"),  # -o missing: a usage error
+])
+def test_convert_speaks_as_npxception(exe, env, argv, prog):
+    code, out, err = run(exe, env, *argv)
+    text = out + err
+    assert "weights_tools" not in text, text
+    assert re.search(rf"^usage: {prog} ", text, re.M), text
+    if code:
+        assert code == 2 and f"\n{prog}: error: " in text, text
+
+
+def test_show_writes_the_format_its_suffix_names(ref, tmp_path, capsys):
+    from npxception.cli import main
+
+    out = tmp_path / "maps.jpg"
+    assert main(["show", str(SAMPLES[0]), "--layer", "block1_conv1_act", "--maps", "4", "-o", str(out),
+                 "--weights", str(ref.npz)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "JPEG"  # not PNG bytes in a .jpg
+    capsys.readouterr()
+    out = tmp_path / "maps.pgn"
+    assert main(["show", str(SAMPLES[0]), "--layer", "block1_conv1_act", "-o", str(out), "--weights", "nowhere"]) == 1
+    err = capsys.readouterr().err  # refused before the (missing) weights are even looked for
+    assert err == (f"npxception: error: {out}: unknown picture suffix '.pgn'; "
+                   "expected one of .png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff\n")
+    assert not out.exists()
+    out = tmp_path / "many.png"
+    assert main(["show", str(SAMPLES[0]), "--layer", "block1_conv1_act", "--maps", "5000", "-o", str(out),
+                 "--weights", str(ref.npz)]) == 1
+    assert capsys.readouterr().err == ("npxception: error: --maps: block1_conv1_act has 32 channels; "
+                                       "expected at most that, found 5000\n")
+    assert not out.exists()
+
+
+def test_compare_plot_needs_matplotlib_before_it_runs(ref, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from npxception.cli import main
+
+    compare_cli = importlib.import_module("npxception.compare.cli")
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    for step in ("open_other", "compare"):
+        monkeypatch.setattr(compare_cli, step, lambda *a, **k: pytest.fail("the comparison ran"))
+    code = main(["compare", "--against", str(ref.npz), "--weights", str(ref.npz), "--plot", str(tmp_path / "e.png")])
+    assert code == 1
+    assert capsys.readouterr().err == "npxception: error: --plot needs matplotlib: pip install 'npxception[plot]'\n"

@@ -5,7 +5,7 @@ keras_helpers.randomize) is built per module; every case compares it, a dump of
 its activations, or its ONNX export with the npxception model converted from it.
 
 Tolerances: compare's float32 default, rtol 1e-4 relative to max|theirs| (see
-npxception/compare.py's docstring). A correct port measures ~3e-6 here; a BN
+npxception/compare/core.py). A correct port measures ~3e-6 here; a BN
 epsilon of 1e-5 instead of 1e-3 and a 1% perturbation both move the layer by
 ~1e-3..1e-2 relative, 10-100x above the threshold, so each verdict has margin on
 both sides.

@@ -206,3 +206,270 @@ def test_report_json_stages_plot(model, x, tmp_path):
     # a looser tolerance than the BN effect (~8e-4) leaves only the pool
     loose = compare(model, run_port(model, x, PYTORCH), x, rtol=5e-3)
     assert [r.layer for r in loose.sources] == ["block3_pool"]
+
+
+# ---- every hypothesis, one planted fault each (their output computed here, independently) ---------
+
+@pytest.fixture(scope="module")
+def port_acts(model, x):
+    return run_port(model, x)
+
+
+def _case(model, acts, x, name, theirs, inputs=None, spec=None):
+    """The Case compare would build for layer ``name`` if their output were ``theirs``."""
+    from npxception.compare.hypotheses import Case
+    from npxception.compare.local import nodes
+
+    node = next(n for n in nodes(model) if n.name == name)
+    ins = inputs if inputs is not None else [x if i == "input" else acts[i] for i in node.inputs]
+    local = model.run_layer(name, ins)
+    return Case(model, name, node.kind, spec or node.spec, node.inputs, ins, theirs.astype(np.float32), local,
+                x_ours=x if "input" in node.inputs else None, skipped={},
+                earlier={k: v for k, v in acts.items()
+                         if model.layer_names.index(k) < model.layer_names.index(name)})
+
+
+def _w(model, name):
+    return {k.split("/")[1]: v.astype(np.float64) for k, v in model.weights.items() if k.startswith(name + "/")}
+
+
+def _conv_valid(x, k, s=1):
+    """Cross-correlation, VALID, NHWC/HWIO, written out with einsum: independent of ops.conv2d."""
+    kh, kw = k.shape[:2]
+    ho, wo = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
+    out = 0
+    for i in range(kh):
+        for j in range(kw):
+            out = out + np.einsum("nhwc,co->nhwo", x[:, i:i + s * ho:s, j:j + s * wo:s], k[i, j])
+    return out
+
+
+def _depthwise_same(x, d):
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    return sum(xp[:, i:i + h, j:j + w] * d[i, j, :, 0] for i in range(3) for j in range(3))
+
+
+def _bn64(x, w, eps=1e-3, gamma=None, beta=None, mean=None, var=None):
+    g = w["gamma"] if gamma is None else gamma
+    b = w["beta"] if beta is None else beta
+    m = w["moving_mean"] if mean is None else mean
+    v = w["moving_variance"] if var is None else var
+    return g * (x - m) / np.sqrt(v + eps) + b
+
+
+def _window_max(x, k, s, top, left, bottom, right, fill=-np.inf):
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
+    return np.max([xp[:, i:i + s * ho:s, j:j + s * wo:s] for i in range(k) for j in range(k)], axis=0)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _plant(model, acts, x, cause):
+    """(case, expected cause) with one fault planted at one layer."""
+    a = {k: v.astype(np.float64) for k, v in acts.items()}
+    if cause == "bn_batch_statistics":
+        xi = a["block2_sepconv1"]
+        y = _bn64(xi, _w(model, "block2_sepconv1_bn"), mean=xi.mean((0, 1, 2)), var=xi.var((0, 1, 2)))
+        return _case(model, acts, x, "block2_sepconv1_bn", y)
+    if cause == "bn_missing":
+        return _case(model, acts, x, "block3_sepconv2_bn", a["block3_sepconv2"])
+    if cause == "bn_gamma_beta_swapped":
+        w = _w(model, "block4_sepconv1_bn")
+        return _case(model, acts, x, "block4_sepconv1_bn",
+                     _bn64(a["block4_sepconv1"], w, gamma=w["beta"], beta=w["gamma"]))
+    if cause == "pool_zero_padding":  # 5x5 -> 3x3, SAME pads 1/1 with zeros
+        return _case(model, acts, x, "block13_pool", _window_max(a["block13_sepconv2_bn"], 3, 2, 1, 1, 1, 1, 0.0))
+    if cause == "pool_ceil_mode":  # 35x35: ceil((35 - 3) / 2) + 1 = 17 windows, no padding
+        return _case(model, acts, x, "block2_pool", _window_max(a["block2_sepconv2_bn"], 3, 2, 0, 0, 0, 0))
+    if cause == "pool_window":  # a 2x2 window on the 9x9 map, TF SAME pads 0/1
+        return _case(model, acts, x, "block4_pool", _window_max(a["block4_sepconv2_bn"], 2, 2, 0, 0, 1, 1))
+    if cause == "pool_stride":  # stride 1 on the 9x9 map: SAME pads 1/1, 9x9 out
+        return _case(model, acts, x, "block4_pool", _window_max(a["block4_sepconv2_bn"], 3, 1, 1, 1, 1, 1))
+    if cause == "conv_symmetric_padding":  # an even 76x76 input: TF SAME pads 0/1, PyTorch padding=1 pads 1/1
+        from dataclasses import replace
+
+        spec = replace(next(layer for layer in model.layers if layer.name == "block1_conv1"), padding="same")
+        x76 = np.random.default_rng(2).uniform(-1, 1, (1, 76, 76, 3)).astype(np.float32)
+        y = _conv_valid(np.pad(x76.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0))),
+                        _w(model, "block1_conv1")["kernel"], 2)
+        return _case(model, acts, x, "block1_conv1", y, inputs=[x76], spec=spec)
+    if cause == "depthwise_channel_order":
+        w = _w(model, "block2_sepconv2")
+        y = _conv_valid(_depthwise_same(a["block2_sepconv2_act"], w["depthwise_kernel"][:, :, ::-1]),
+                        w["pointwise_kernel"])
+        return _case(model, acts, x, "block2_sepconv2", y)
+    if cause == "extra_bias":
+        b = np.random.default_rng(3).normal(0, 0.5, 256)
+        return _case(model, acts, x, "block3_residual_conv", a["block3_residual_conv"] + b)
+    if cause == "relu6":  # scaled so that values pass 6
+        xi = 10 * a["block2_sepconv2_bn"]
+        return _case(model, acts, x, "block2_sepconv2_act", np.minimum(np.maximum(xi, 0), 6), inputs=[xi.astype(np.float32)])
+    if cause == "relu_missing":
+        return _case(model, acts, x, "block3_sepconv1_act", a["block2_add"])
+    if cause == "extra_relu_after":
+        return _case(model, acts, x, "block3_sepconv1_bn", np.maximum(a["block3_sepconv1_bn"], 0))
+    # features scaled to [0, 1] so that the random classifier's softmax is not saturated
+    f = a["avg_pool"] / np.abs(a["avg_pool"]).max()
+    f32 = [f.astype(np.float32)]
+    w = _w(model, "predictions")
+    if cause == "output_probabilities":  # a logits model of ours (same seed, same weights) against a softmax
+        logits = npxception.Xception(input_shape=(SIZE, SIZE, 3), classes=10, seed=3, classifier_activation=None)
+        return _case(logits, acts, x, "predictions", _softmax(f @ w["kernel"] + w["bias"]), inputs=f32)
+    if cause == "dense_missing_bias":
+        return _case(model, acts, x, "predictions", _softmax(f @ w["kernel"]), inputs=f32)
+    if cause == "dense_kernel_layout":  # torch Linear (out, in) memory read as (in, out)
+        k = w["kernel"].reshape(w["kernel"].shape[1], w["kernel"].shape[0]).T
+        return _case(model, acts, x, "predictions", _softmax(f @ k + w["bias"]), inputs=f32)
+    xr = (x.astype(np.float64) + 1) * 127.5
+    inputs = {
+        "input_torch": (xr / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
+        "input_nchw_as_nhwc": x.astype(np.float64).reshape(1, 3, SIZE, SIZE).transpose(0, 2, 3, 1),
+        "input_hw_transposed": np.swapaxes(x.astype(np.float64), 1, 2),
+    }
+    return _case(model, acts, x, "block1_conv1", _conv_valid(inputs[cause], _w(model, "block1_conv1")["kernel"], 2))
+
+
+PLANTED = ["bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped", "pool_zero_padding", "pool_ceil_mode",
+           "pool_window", "pool_stride", "conv_symmetric_padding", "depthwise_channel_order", "extra_bias",
+           "relu6", "relu_missing", "extra_relu_after", "output_probabilities", "dense_missing_bias",
+           "dense_kernel_layout", "input_torch", "input_nchw_as_nhwc", "input_hw_transposed"]
+
+
+@pytest.mark.parametrize("cause", PLANTED)
+def test_each_hypothesis(model, port_acts, x, cause):
+    from npxception.compare.hypotheses import diagnose
+
+    case = _plant(model, port_acts, x, cause)
+    # the fault is real: our layer on their inputs misses their output by far more than rtol
+    if case.local.shape == case.theirs.shape:
+        assert np.abs(case.local - case.theirs).max() > 1e-3 * np.abs(case.theirs).max()
+    found = diagnose(case, 1e-4, 0.0)
+    assert found is not None and found.cause == cause, found
+    assert found.residual < 1e-5
+
+
+def test_every_hypothesis_has_a_test():
+    from npxception.compare import hypotheses as h
+
+    named = set(PLANTED) | {c for _, expected in CATALOGUE.values() for c in expected.values()} | {"input_bgr"}
+    produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
+                "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
+                "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
+                "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
+                "extra_relu_after", "wrong_input", "skipped_layer", "output_logits", "output_probabilities",
+                "dense_missing_bias", "dense_kernel_layout", *h.INPUT_TRANSFORMS}
+    assert produced <= named, produced - named
+    functions = {f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.INPUT_TRANSFORMS.values())
+    assert all(f.__doc__ for f in functions)
+
+
+# ---- an NCHW ONNX export of a PyTorch-convention port -------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_port(model, tmp_path_factory):
+    from onnx_port import build
+
+    path = tmp_path_factory.mktemp("onnx") / "legacy_xception.onnx"
+    build(model, path)
+    return path
+
+
+def test_onnx_nchw_export(model, x, onnx_port):
+    with pytest.raises(ValueError, match="layout='NCHW'"):
+        compare(model, onnx_port, x)
+    report = compare(model, onnx_port, x, layout="NCHW", names="timm.legacy_xception")
+    # every module's tensor is found through its exporter scope: all 133 layers are compared
+    assert len(report.rows) == len(model.layer_names), report.skipped
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
+                                                       "predictions": "output_logits"}  # timm has no softmax
+    assert causes(report) == expected, "\n".join(report.source_lines())
+
+
+def test_exporter_scopes_to_module_paths():
+    from npxception.compare.onnx_side import torch_module_paths
+
+    assert torch_module_paths("/block1/rep/rep.0/pointwise/Conv_output_0") == [
+        "block1", "block1.rep", "block1.rep.0", "block1.rep.0.pointwise"]
+    assert torch_module_paths("/features/features.10/Relu_output_0") == ["features", "features.10"]
+    assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cli_files(model, onnx_port, tmp_path_factory):
+    from PIL import Image
+
+    from npxception.compare import cli_input
+    from npxception.compare.names import timm_legacy_xception
+
+    root = tmp_path_factory.mktemp("compare_cli")
+    model.save(root / "ours.npz")
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+    x = cli_input(model)  # the seeded batch the CLI feeds without --image
+    theirs = {v: k for k, v in timm_legacy_xception().items()}
+    acts = run_port(model, x, PYTORCH)
+    nchw = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
+    np.savez(root / "timm.npz", **nchw, **{INPUT_KEY: x.transpose(0, 3, 1, 2)})
+    np.savez(root / "no_input.npz", **run_port(model, x))
+    (root / "map.json").write_text(json.dumps({v: k for k, v in theirs.items()}))
+    return root
+
+
+def test_cli_port_layout_tolerances(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "timm.npz"),
+            "--layout", "NCHW"]
+    assert cli.main(args + ["--port", "timm.legacy_xception"]) == 1
+    out = capsys.readouterr().out
+    assert f"sources of error: {len(BN_LAYERS) + 1}:" in out
+    assert "  block3_pool (local" in out and "explained by symmetric padding" in out
+    assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
+    with pytest.raises(SystemExit, match="^2$"):
+        cli.main(args + ["--rtol", "-1"])
+    assert "expected a finite number >= 0" in capsys.readouterr().err
+
+
+def test_cli_dump_without_input_warns(cli_files, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(cli_files / "no_input.npz")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no --image given and the dump carries no input" in out
+    assert out.strip().splitlines()[-1].startswith("no divergence")
+
+
+def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
+    from npxception import cli
+
+    args = ["compare", "--weights", str(cli_files / "ours.npz"), "--against", str(onnx_port),
+            "--layout", "NCHW", "--port", "timm.legacy_xception", "--image", str(cli_files / "images")]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
+    assert "predictions (local" in out and "their output is logits" in out
+
+
+def test_error_kernel_matches_its_numpy_twin():
+    from npxception.compare.metrics import errors, errors_reference
+
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((1, 9, 9, 7), np.float32), ((3, 1000), np.float64), ((5,), np.float32)):
+        a = rng.normal(size=shape).astype(dtype)
+        b = (a + rng.normal(0, 1e-3, shape)).astype(dtype)
+        for x, y in ((a, b), (a, a), (a, -a), (a, np.zeros_like(a))):
+            # float64 sums in another order: equal to ~1e-12 relative
+            np.testing.assert_allclose(errors(x, y), errors_reference(x, y), rtol=1e-9, atol=1e-15)
+    assert errors(a, a)[:3] == (0.0, 0.0, 0.0)

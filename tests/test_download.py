@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
+import signal
+import subprocess
 import socket
 import sys
 import threading
@@ -42,6 +45,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif name == "slow.bin":
             self._send(GOOD[:100], length=len(GOOD))
             server.release.wait(5)  # hang until the client has timed out (or teardown)
+        elif name == "drip.bin":  # a byte at a time, for ever: no single read ever times out
+            self._drip(length=len(GOOD))
+        elif name == "endless.bin":  # no Content-Length, a body that never ends
+            self._drip(length=None, chunk=b"\0" * 65536, pause=0)
         elif name == "error.bin":
             self.send_error(500)
         else:
@@ -56,6 +63,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
+    def _drip(self, length, chunk=b"x", pause=0.05):
+        self.send_response(200)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.close_connection = True
+        self.server.dripping.set()
+        try:
+            while not self.server.release.is_set():
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if pause:
+                    self.server.release.wait(pause)
+        except OSError:  # the client hung up: what it should do
+            pass
+
     def log_message(self, *args):  # keep test output clean
         pass
 
@@ -65,6 +88,7 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.requests, srv.lock, srv.release = {}, threading.Lock(), threading.Event()
+    srv.dripping = threading.Event()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     srv.total = lambda: sum(srv.requests.values())
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -145,7 +169,7 @@ def test_offline_not_cached_names_path_and_url(server, cache, monkeypatch, how):
     url = f"{server.url}/good.bin"
     if how == "env":
         monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="offline") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, offline=True if how == "argument" else None)
     msg = str(info.value)
     assert "offline" in msg and str(cache / "good.bin") in msg and url in msg and GOOD_MD5 in msg
@@ -165,7 +189,7 @@ def test_corrupt_cached_file_detected_on_load(server, cache):
     path = get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     path.write_bytes(GOOD[:1000])  # e.g. a disk error, or a hand copy cut short
 
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="corrupt") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert str(path) in msg and "corrupt" in msg and "downloaded again" in msg
@@ -193,7 +217,7 @@ def test_corrupt_cached_file_offline_is_kept(server, cache):
 
 def test_wrong_md5_refused(server, cache):
     url = f"{server.url}/wrong.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="md5 expected") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert f"md5 expected {GOOD_MD5}, found {OTHER_MD5}" in msg and url in msg
@@ -202,7 +226,7 @@ def test_wrong_md5_refused(server, cache):
 
 def test_wrong_sha256_refused_even_if_md5_matches(server, cache):
     url = f"{server.url}/wrong.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="sha256 expected") as info:
         get_file(url, md5=OTHER_MD5, sha256=GOOD_SHA256, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert f"sha256 expected {GOOD_SHA256}, found {OTHER_SHA256}" in msg and "md5 expected" not in msg
@@ -211,7 +235,7 @@ def test_wrong_sha256_refused_even_if_md5_matches(server, cache):
 
 def test_wrong_file_does_not_disturb_a_good_cached_one(server, cache):
     get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
-    with pytest.raises(DownloadError):
+    with pytest.raises(DownloadError, match="md5 expected"):
         get_file(f"{server.url}/wrong.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
     assert files_under(cache) == ["good.bin"]
     assert (cache / "good.bin").read_bytes() == GOOD
@@ -219,7 +243,7 @@ def test_wrong_file_does_not_disturb_a_good_cached_one(server, cache):
 
 def test_truncated_body_refused(server, cache):
     url = f"{server.url}/truncated.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="truncated|IncompleteRead") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and ("truncated" in msg or "IncompleteRead" in msg)
@@ -236,7 +260,7 @@ def test_truncated_body_refused_without_hash(server, cache):
 @pytest.mark.parametrize("name, code", [("missing.bin", 404), ("error.bin", 500)])
 def test_http_error(server, cache, name, code):
     url = f"{server.url}/{name}"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match=f"HTTP {code}") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and f"HTTP {code}" in msg and str(cache / name) in msg and "by hand" in msg
@@ -245,7 +269,7 @@ def test_http_error(server, cache, name, code):
 
 def test_dead_server(cache):
     url = dead_url()
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="by hand") as info:
         get_file(url, md5=GOOD_MD5, cache_dir=cache, progress=False)
     msg = str(info.value)
     assert url in msg and "by hand" in msg and str(cache / "good.bin") in msg
@@ -255,7 +279,7 @@ def test_dead_server(cache):
 
 def test_timeout(server, cache):
     url = f"{server.url}/slow.bin"
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="timed out") as info:
         get_file(url, cache_dir=cache, progress=False, timeout=0.3)
     assert url in str(info.value) and "timed out" in str(info.value)
     assert files_under(cache) == []
@@ -284,7 +308,7 @@ def test_keyboard_interrupt_leaves_no_partial(server, cache, monkeypatch):
 
     monkeypatch.setattr(download, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(download, "_open", lambda url, timeout: Interrupting(real_open(url, timeout)))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^$"):
         get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
     assert len(seen) == 1 and seen[0].startswith("good.bin.") and seen[0].endswith(".partial")
     assert files_under(cache) == []
@@ -316,11 +340,24 @@ def test_file_url(tmp_path, cache):
     src = tmp_path / "mirror" / "good.bin"
     src.parent.mkdir()
     src.write_bytes(GOOD)
-    path = get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False)
+    with pytest.raises(ValueError, match="allow_file=True"):  # only when explicitly allowed
+        get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False)
+    path = get_file(src.as_uri(), md5=GOOD_MD5, cache_dir=cache, progress=False, allow_file=True)
     assert path.read_bytes() == GOOD and files_under(cache) == ["good.bin"]
     with pytest.raises(DownloadError, match="could not download"):
-        get_file((tmp_path / "mirror" / "absent.bin").as_uri(), cache_dir=cache, progress=False)
+        get_file((tmp_path / "mirror" / "absent.bin").as_uri(), cache_dir=cache, progress=False,
+                 allow_file=True)
     assert files_under(cache) == ["good.bin"]
+
+
+def test_file_url_to_a_device_or_fifo_is_refused(tmp_path, cache):
+    """file:///dev/zero used to fill the disk at ~450 MB/s; a FIFO would block forever."""
+    fifo = tmp_path / "fifo.bin"
+    os.mkfifo(fifo)
+    for url in ("file:///dev/zero", fifo.as_uri()):
+        with pytest.raises(DownloadError, match="not a regular file"):
+            get_file(url, sha256=GOOD_SHA256, cache_dir=cache, fname="x.bin", progress=False, allow_file=True)
+    assert files_under(cache) == []
 
 
 def test_file_hash(tmp_path):
@@ -357,12 +394,29 @@ def test_no_progress_when_not_a_terminal(server, cache, capsys):
 # pretrained.imagenet_weights through NPXCEPTION_WEIGHTS_URL
 
 
+@pytest.mark.parametrize("setting, top, notop", [
+    # a folder, with or without the trailing slash
+    ("https://m.example/x/", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    # the URL of either official file (what a user copies from Keras' source): its folder
+    ("https://m.example/x/{top}", "https://m.example/x/{top}", "https://m.example/x/{notop}"),
+    ("https://m.example/x/{notop}?sig=1", "https://m.example/x/{top}?sig=1", "https://m.example/x/{notop}?sig=1"),
+    # a renamed .h5 on a mirror: used as given (its MD5 is still checked)
+    ("file:///srv/xception.h5", "file:///srv/xception.h5", "file:///srv/xception.h5"),
+])
+def test_weights_url_accepts_a_folder_or_a_file(monkeypatch, setting, top, notop):
+    names = {"top": pretrained.FILES[True].fname, "notop": pretrained.FILES[False].fname}
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", setting.format(**names))
+    assert pretrained.weights_url(True) == top.format(**names)
+    assert pretrained.weights_url(False) == notop.format(**names)
+
+
 def test_imagenet_wrong_file_from_mirror_refused(server, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/mirror/")
     url = f"{server.url}/mirror/{pretrained.FILES[True].fname}"
     assert pretrained.weights_url(True) == url
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="md5 expected") as info:
         pretrained.imagenet_weights(include_top=True, progress=False)
     msg = str(info.value)
     assert f"md5 expected {pretrained.FILES[True].md5}, found {OTHER_MD5}" in msg and url in msg
@@ -375,7 +429,7 @@ def test_imagenet_offline_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
     for include_top in (True, False):
         h5, npz, _ = pretrained._paths(include_top)
-        with pytest.raises(DownloadError) as info:
+        with pytest.raises(DownloadError, match="weights=") as info:
             pretrained.imagenet_weights(include_top=include_top)
         msg = str(info.value)
         assert str(h5) in msg and str(npz) in msg and "weights=" in msg
@@ -435,3 +489,71 @@ def test_imagenet_hand_placed_npz_is_used(tmp_path, monkeypatch, fake_converter)
     npz.write_bytes(b"placed by hand")  # the loader validates its content
     assert pretrained.imagenet_weights(include_top=True) == npz
     assert fake_converter == []
+
+
+# ---------------------------------------------------------------------------
+# nothing runs forever, nothing is left behind
+
+
+def test_dripping_server_hits_the_overall_deadline(server, cache):
+    """A byte every 50 ms never trips the per-read timeout; the deadline ends it."""
+    url = f"{server.url}/drip.bin"
+    with pytest.raises(DownloadError, match="deadline") as info:
+        get_file(url, cache_dir=cache, progress=False, timeout=5, deadline=0.5)
+    assert url in str(info.value)
+    assert files_under(cache) == []
+
+
+def test_default_deadline_is_proportional_with_a_floor():
+    limits = download._Limits(deadline=None, max_bytes=download.MAX_BYTES)
+    assert limits.seconds(None, 10) == download.DEADLINE_MIN_S  # a dripping server: a few minutes
+    big = 100 * download.DEADLINE_MIN_S * download.MIN_RATE
+    assert limits.seconds(big, 0) == 100 * download.DEADLINE_MIN_S  # the expected size at MIN_RATE
+    assert limits.seconds(None, big) == 100 * download.DEADLINE_MIN_S  # unknown size: what has arrived
+
+
+def test_size_cap(server, cache):
+    with pytest.raises(DownloadError, match="announces 768,000 bytes, over the 1,000-byte cap"):
+        get_file(f"{server.url}/good.bin", cache_dir=cache, progress=False, max_bytes=1000)
+    with pytest.raises(DownloadError, match="exceeds the 1,000,000-byte cap"):
+        get_file(f"{server.url}/endless.bin", cache_dir=cache, progress=False, max_bytes=1_000_000)
+    assert files_under(cache) == []
+
+
+CHILD = """
+import sys
+from npxception.download import get_file
+get_file(sys.argv[1], cache_dir=sys.argv[2], progress=False)
+"""
+
+
+def test_sigterm_during_a_download_leaves_no_partial(server, cache):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, f"{server.url}/drip.bin", str(cache)], env=env,
+                             stderr=subprocess.PIPE)
+    try:
+        assert server.dripping.wait(60), "the child never connected"
+        while not files_under(cache):  # the partial appears once the body starts
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            server.release.wait(0.02)
+        assert files_under(cache)[0].endswith(".partial")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(60) == 128 + signal.SIGTERM
+    finally:
+        child.kill()
+        child.wait()
+    assert files_under(cache) == []
+
+
+def test_stale_partials_are_swept_and_fresh_ones_kept(server, cache):
+    cache.mkdir(parents=True)
+    stale = cache / "good.bin.0123456789abcdef0123456789abcdef.partial"
+    fresh = cache / "good.bin.fedcba9876543210fedcba9876543210.partial"
+    other = cache / "good.bin.notmine.partial"
+    for p in (stale, fresh, other):
+        p.write_bytes(b"x")
+    old = os.stat(stale).st_mtime - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert files_under(cache) == sorted(["good.bin", fresh.name, other.name])

@@ -54,3 +54,45 @@ def test_read_only_package_uses_user_cache(tmp_path):
 def test_nowhere_writable_still_runs(tmp_path):
     report = _run("nothing", tmp_path / "home", tmp_path)
     assert report["cache"] is False  # compiled in memory; no crash at import or call
+
+
+# A tiny kernel made with npxception's own njit, in a module file (Numba caches only
+# file-backed functions): it goes through the same cache guard as every real kernel,
+# and compiles in well under a second.
+KERNEL_MODULE = """
+from npxception._jit import njit
+
+
+@njit
+def add_one(x):
+    return x + 1
+"""
+KERNEL = "import probe_kernel; print(probe_kernel.add_one(1))"
+
+
+def _kernel_run(tmp_path, cache_dir):
+    (tmp_path / "probe_kernel.py").write_text(KERNEL_MODULE)
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env["PYTHONPATH"] = str(tmp_path) + __import__("os").pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-W", "always", "-c", KERNEL], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+
+
+def test_damaged_cache_is_recompiled_with_one_warning(tmp_path):
+    """A truncated .nbc, then a garbage .nbi: each run still works, warns naming the folder, and heals."""
+    cache = tmp_path / "numba"
+    first = _kernel_run(tmp_path, cache)
+    assert first.returncode == 0 and "damaged" not in first.stderr, first.stderr[-2000:]
+    assert list(cache.rglob("*.nbc")), "nothing was cached"
+    for damage in ("truncate-data", "garbage-index"):
+        if damage == "truncate-data":
+            for f in cache.rglob("*.nbc"):
+                f.write_bytes(f.read_bytes()[:20])
+        else:
+            for f in cache.rglob("*.nbi"):
+                f.write_bytes(b"garbage\n")
+        hurt = _kernel_run(tmp_path, cache)
+        assert hurt.returncode == 0 and hurt.stdout.strip() == "2", hurt.stderr[-2000:]
+        assert hurt.stderr.count("damaged Numba cache") == 1 and str(cache) in hurt.stderr, hurt.stderr[-2000:]
+        healed = _kernel_run(tmp_path, cache)
+        assert healed.returncode == 0 and "damaged" not in healed.stderr, healed.stderr[-2000:]

@@ -76,9 +76,9 @@ def test_decode_predictions_ties_and_float64_equal_keras(keras_decode):
 def test_decode_predictions_bad_shape_messages_equal_keras(keras_decode):
     for shape in [(1000,), (2, 999), (2, 1000, 1), (0,), (1001, 10)]:
         preds = np.zeros(shape, np.float32)
-        with pytest.raises(ValueError) as ours:
+        with pytest.raises(ValueError, match="`decode_predictions` expects a batch of predictions") as ours:
             decode_predictions(preds)
-        with pytest.raises(ValueError) as theirs:
+        with pytest.raises(ValueError, match="`decode_predictions` expects a batch of predictions") as theirs:
             keras_decode(preds)
         assert str(ours.value) == str(theirs.value)
         assert str(shape) in str(ours.value)

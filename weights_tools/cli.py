@@ -4,7 +4,10 @@
     python -m weights_tools inspect SRC
 
 Bad files get one line on stderr and exit code 1, never a traceback (``--debug``
-shows it). ``npxception convert`` calls :func:`main` too.
+shows it); the rest of the command-line manners (closed pipes, Ctrl-C) are
+npxception's own (npxception/console.py). ``npxception convert`` calls
+:func:`main` with its own program name, so usage and error lines name the
+command the user typed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from npxception import __version__
+from npxception.console import EXIT_USAGE, quiet_pipe, run
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m weights_tools",
+PROG = "python -m weights_tools"
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Convert Keras weight files to npxception .npz, without TensorFlow.")
+    p.add_argument("--version", action="version", version=f"npxception {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file to .npz")
     c.add_argument("src", help="the Keras file (format detected from its contents)")
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
@@ -30,40 +39,43 @@ def _parser() -> argparse.ArgumentParser:
                         "case, and fail if npxception disagrees with it")
     c.add_argument("--debug", action="store_true", help="show tracebacks")
     i = sub.add_parser("inspect", help="list the layers, shapes and the detected architecture")
-    i.add_argument("src")
+    i.add_argument("src", help="the Keras file to describe")
     i.add_argument("--config", default=None, help="as for convert")
     i.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+@quiet_pipe
+def main(argv=None, prog: str = PROG) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); ``prog`` names the program in messages."""
+    parser = _parser(prog)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.command is None:
-        _parser().print_help(sys.stderr)
-        return 2
-    try:
-        import weights_tools
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return run(prog, _COMMANDS[args.command], args, debug=args.debug)
 
-        if args.command == "convert":
-            path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config,
-                                         check_with_keras=args.check_with_keras)
-            from npxception.weights import load
 
-            model = load(path)
-            total, _ = model.count_params()
-            print(path)
-            print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
-                  f"classes {model.classes}, {total:,} parameters, {model.dtype}")
-            print(f"golden test case: {model.golden.source}; checked on load")
-        else:
-            print(weights_tools.inspect(args.src, config=args.config))
-        return 0
-    except KeyboardInterrupt:
-        print("weights_tools: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
-        if args.debug:
-            raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+def _convert(args) -> int:
+    import weights_tools
+    from npxception.weights import load
+
+    path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config,
+                                 check_with_keras=args.check_with_keras)
+    model = load(path)
+    total, _ = model.count_params()
+    print(path)
+    print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
+          f"classes {model.classes}, {total:,} parameters, {model.dtype}")
+    print(f"golden test case: {model.golden.source}; checked on load")
+    return 0
+
+
+def _inspect(args) -> int:
+    import weights_tools
+
+    print(weights_tools.inspect(args.src, config=args.config))
+    return 0
+
+
+_COMMANDS = {"convert": _convert, "inspect": _inspect}

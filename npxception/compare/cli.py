@@ -49,6 +49,11 @@ def cli_compare(args) -> int:
     from ..model import Xception
     from ..weights import load
 
+    if args.plot:  # checked before the comparison, not after minutes of it
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
     against = pathlib.Path(args.against)
     if not against.is_file():
         raise FileNotFoundError(f"{against}: no such file")

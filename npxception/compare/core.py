@@ -6,6 +6,7 @@ import numpy as np
 
 from . import hypotheses
 from .local import local_pass
+from .metrics import errors
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
@@ -32,28 +33,6 @@ def _explain_shapes(ours, theirs) -> str:
     return f"shape ours {ours} vs theirs {theirs}"
 
 
-def errors(a, b):
-    """``(max_abs, max_rel, 1 - cosine, max|b|)`` of ``a`` against ``b``, in float64."""
-    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    max_abs = float(np.abs(a64 - b64).max()) if a64.size else 0.0
-    scale = float(np.abs(b64).max()) if b64.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    # sums, not np.linalg.norm: its BLAS dot spins threads and was 10x slower on a busy machine
-    na, nb = np.sqrt(np.square(a64).sum()), np.sqrt(np.square(b64).sum())
-    if na > 0 and nb > 0:
-        # 1 - cos from the distance, not from the dot product: the dot product rounds
-        # 1 - 1e-12 to 1, the distance keeps it (|a/|a| - b/|b||^2 = 2 (1 - cos)).
-        one_minus_cos = float(0.5 * np.square(a64 / na - b64 / nb).sum())
-    else:
-        one_minus_cos = float(na != nb)
-    return max_abs, max_rel, one_minus_cos, scale
-
-
-def _within(a, b, rtol, atol) -> bool:
-    max_abs, _, _, scale = errors(a, b)
-    return max_abs <= atol + rtol * scale
-
-
 def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=None, names=None,
             explain=True) -> Report:
     """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
@@ -62,6 +41,17 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
     ``names``: ``{their name: our name}``, a JSON file, or a known port (``"timm.legacy_xception"``).
     ``explain``: compute local errors and test the hypothesis catalogue at every source.
     """
+    from ..blas import single_threaded
+
+    # Our side runs op by op (every activation is kept), one BLAS call per layer between
+    # Numba kernels; with OpenBLAS' own threads also waking for each, that path ran 3x
+    # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
+    with single_threaded():
+        return _compare(model, other, x, rtol=rtol, atol=atol, oracle=oracle, layout=layout, names=names,
+                        explain=explain)
+
+
+def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain) -> Report:
     from ..model import XceptionModel
 
     if not isinstance(model, XceptionModel):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import ops
 from ..config import CONFIG
+from .metrics import errors
 
 # keras.applications.imagenet_utils: "caffe" mode is BGR minus these means (BGR order);
 # "torch" mode is x/255 normalised by these ImageNet means and stds (RGB order).
@@ -87,8 +88,12 @@ def bn_epsilon(case: Case) -> Candidate | None:
     is the fit, robust to channels where x is nearly constant.
     """
     p = case.params
-    x = case.inputs[0].astype(np.float64).reshape(-1, case.inputs[0].shape[-1])
-    y = case.theirs.astype(np.float64).reshape(x.shape)
+    c = case.inputs[0].shape[-1]
+    # 4096 pixels per channel fix s to ~1e-9 against float32 round-off (eps to ~2e-9);
+    # every pixel of a 147x147 map would only cost time.
+    step = max(1, case.inputs[0].size // c // 4096)
+    x = case.inputs[0].reshape(-1, c)[::step].astype(np.float64)
+    y = case.theirs.reshape(-1, c)[::step].astype(np.float64)
     u = p["gamma"] * (x - p["moving_mean"])
     t = y - p["beta"]
     den = (u * u).sum(0)
@@ -122,15 +127,6 @@ def bn_gamma_beta_swapped(case: Case) -> Candidate:
     p = case.params
     return Candidate("bn_gamma_beta_swapped", "gamma and beta swapped",
                      _bn(case.inputs[0], p, gamma=p["beta"], beta=p["gamma"]))
-
-
-def bn_mean_variance_swapped(case: Case) -> Candidate | None:
-    """moving_mean and moving_variance loaded into each other's place (only when that is a valid BN)."""
-    p = case.params
-    if (p["moving_mean"] + CONFIG.bn_epsilon <= 0).any():
-        return None
-    return Candidate("bn_mean_variance_swapped", "moving mean and moving variance swapped",
-                     _bn(case.inputs[0], p, mean=p["moving_variance"], var=p["moving_mean"]))
 
 
 # ---- windowed ops: padding, window and stride -------------------------------------------
@@ -468,7 +464,7 @@ def input_candidates(x, run=None):
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_mean_variance_swapped],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped],
     "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
                 pool_stride_off_by_one],
@@ -487,9 +483,8 @@ GENERIC = [skipped_layer, extra_relu_after, wrong_input]
 def _residual(y, theirs):
     if y.shape != theirs.shape or not np.isfinite(y).all():
         return None
-    diff = np.abs(y.astype(np.float64) - theirs).max() if y.size else 0.0
-    scale = float(np.abs(theirs).max()) if theirs.size else 0.0
-    return diff, scale
+    max_abs, _, _, scale = errors(y, theirs)
+    return max_abs, scale
 
 
 def best_of(candidates, theirs, rtol, atol) -> Diagnosis | None:
@@ -504,6 +499,10 @@ def best_of(candidates, theirs, rtol, atol) -> Diagnosis | None:
         rel = r[0] / r[1] if r[1] > 0 else 0.0
         if best is None or rel < best.residual:
             best = Diagnosis(c.cause, c.explanation, c.parameter, rel)
+        if rel <= 0.01 * rtol:
+            # round-off level: nothing can fit better, and the remaining candidates (each a
+            # pass over the layer) would double compare's time on a port with 40 sources
+            break
     return best
 
 

@@ -112,6 +112,10 @@ def _named_matches(model, graph, mapping) -> dict:
     return wanted
 
 
+def _dims(declared):
+    return "(" + ", ".join("?" if d is None else str(d) for d in declared) + ")"
+
+
 def onnx_runner(model, path, layout, mapping):
     """A callable ``x (NHWC) -> {our name: activation}`` running the ONNX file at ``path``."""
     try:
@@ -134,13 +138,20 @@ def onnx_runner(model, path, layout, mapping):
     dims = graph.input[[i.name for i in graph.input].index(inputs[0])].type.tensor_type.shape.dim
     declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
+    nchw_input = len(declared) == 4 and declared[1] == 3 and declared[3] != 3
+
     def run(x, final_only=False):
-        feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
-        if len(declared) == 4 and declared[1] == 3 and declared[3] not in (None, 3) and layout != "NCHW":
-            raise ValueError(f"{path}: its input is NCHW {tuple(declared)}; pass layout='NCHW' "
+        if nchw_input and layout != "NCHW":
+            raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
+        feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
         fetch = [final] if final_only else [o.name for o in session.get_outputs()]
-        outs = session.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=np.float32)})
+        try:
+            outs = session.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=np.float32)})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} input {feed.shape} "
+                             f"(declared {_dims(declared)}): {str(exc).splitlines()[0]}; "
+                             "a PyTorch export needs layout='NCHW'") from None
         by_name = dict(zip(fetch, outs))
         acts = {ours: by_name[n] for ours, n in wanted.items() if n in by_name}
         acts[model.layer_names[-1]] = by_name[final]

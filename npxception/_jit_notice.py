@@ -1,0 +1,64 @@
+"""The one line a first run prints before Numba compiles npxception's kernels.
+
+A cold compile takes ~20 s for the float32 kernels and another ~20 s for the
+float64 ones (measured on 2 cores; docs/performance.md); without a word it
+looks like a hang. Numba fires its ``numba:compile`` event only when a kernel
+is not found in the on-disk cache (``Dispatcher.compile`` tries the cache
+first), so a listener on that event knows the cache is cold without guessing
+from file names. The notice is logged once per dtype per process on the
+``npxception`` logger: the Python API stays quiet unless the caller configures
+logging, and the CLI attaches a stderr handler (npxception/console.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from numba.core import event, types
+
+log = logging.getLogger("npxception")
+
+_announced: set[str] = set()
+_lock = threading.Lock()
+
+
+def _dtype_of(args) -> str:
+    """"float64" if any array argument is float64, else "float32": the two kernel families."""
+    for t in args:
+        if isinstance(t, types.Array) and t.dtype == types.float64:
+            return "float64"
+    return "float32"
+
+
+def message(dtype: str, cached: bool) -> str:
+    kernels = "kernels" if dtype == "float32" else "float64 kernels"
+    if cached:
+        return f"compiling {kernels} once (about 20 s); later runs start in under a second"
+    return (f"compiling {kernels} (about 20 s); no writable cache folder, so every run compiles: "
+            "set NUMBA_CACHE_DIR to a writable folder")
+
+
+class _Listener(event.Listener):
+    def __init__(self, cached: bool):
+        self.cached = cached
+
+    def on_start(self, ev):
+        dispatcher = ev.data.get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if not module.startswith("npxception"):  # someone else's Numba code in the same process
+            return
+        dtype = _dtype_of(ev.data.get("args", ()))
+        with _lock:
+            if dtype in _announced:
+                return
+            _announced.add(dtype)
+        log.info(message(dtype, self.cached))
+
+    def on_end(self, ev):
+        pass
+
+
+def install(cached: bool) -> None:
+    """Listen to Numba's compile events (called once, by npxception._jit)."""
+    event.register("numba:compile", _Listener(cached))

@@ -1,0 +1,170 @@
+"""How both command-line programs behave, written once for ``npxception`` and ``python -m weights_tools``.
+
+The manners are those of the Unix tools people already pipe together:
+
+* an error is one line on stderr, ``PROG: error: <message>``, exit code 1
+  (argparse's usage errors: 2); ``--debug`` shows the traceback instead;
+* a closed pipe (``npxception predict DIR | head -2``) ends the program quietly
+  with exit code 141, what a shell reports for a tool killed by SIGPIPE;
+* Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT);
+* progress and notices go to stderr, never stdout, so ``> results.txt`` holds
+  results only.
+
+This module imports nothing heavy: it runs before any command decides what it needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+
+EXIT_ERROR = 1  # the command failed (a bad file, a bad value)
+EXIT_USAGE = 2  # argparse's code for a wrong command line; also "nothing to do"
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for `yes | head -1`'s `yes`
+EXIT_INTERRUPTED = 128 + 2  # 128 + SIGINT, as shells report Ctrl-C
+
+
+class CLIError(Exception):
+    """An error already phrased for the user; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line the CLI prints (long multi-part messages keep their lines)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split("\n")) if len(text) < 400 else text
+
+
+def run(prog: str, command, args, *, debug: bool) -> int:
+    """Run ``command(args)`` with the CLI's contract; return the exit code.
+
+    prog: the program name that starts every error line (the same name as in
+    the usage line). debug: re-raise instead of printing one line.
+    """
+    try:
+        with _notices(prog):
+            code = command(args)
+        sys.stdout.flush()  # a closed pipe shows up here when the output was small
+        return code
+    except BrokenPipeError:
+        raise  # for quiet_pipe, around the whole main(): not an error to report
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CLIError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        return exc.code
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def quiet_pipe(main):
+    """Decorate a CLI's ``main``: a closed stdout anywhere (even in ``--help``) ends it quietly."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            try:
+                return main(*args, **kwargs)
+            finally:  # also after argparse's SystemExit (--help): its output is still buffered
+                sys.stdout.flush()
+        except BrokenPipeError:
+            return _closed_pipe()
+
+    return wrapper
+
+
+def _closed_pipe() -> int:
+    """The reader went away: stop quietly, as a tool killed by SIGPIPE does.
+
+    Python would otherwise report the unflushed stdout again at exit
+    ("Exception ignored ... BrokenPipeError"), so stdout is pointed at
+    /dev/null first (the recipe of the Python docs, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (e.g. captured): nothing to silence
+        pass
+    return EXIT_SIGPIPE
+
+
+class _notices:
+    """While a command runs, npxception's notices (e.g. "compiling kernels once") reach stderr.
+
+    The Python API stays quiet: the package logs to ``logging.getLogger("npxception")``
+    and only the CLI attaches this handler, as ``PROG: message`` lines.
+    """
+
+    def __init__(self, prog: str):
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+        self.logger = logging.getLogger("npxception")
+
+    def __enter__(self):
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        return False
+
+
+class Progress:
+    """``[#####.....] 3/10`` on stderr, redrawn in place; only when stderr is a terminal.
+
+    Whatever stdout is: ``npxception predict DIR > results.txt`` still shows it.
+    Lines printed to stdout in between are kept readable by clearing the bar
+    first (``clear``) and redrawing it after (``draw``).
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total = total
+        self.done = 0
+        self.enabled = enabled and total > 0 and _isatty(sys.stderr)
+        self.shown = False
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self.draw()
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        filled = int(self.WIDTH * self.done / self.total)
+        print(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total}", end="",
+              file=sys.stderr, flush=True)
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            self.shown = False
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr, flush=True)
+            self.shown = False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
