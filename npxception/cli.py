@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
-    ve.add_argument("files", nargs="+", metavar="FILE.npz")
+    ve.add_argument("files", nargs="+", metavar="FILE.npz", help="npxception weight files")
     ve.add_argument("--report", metavar="OUT.json",
                     help="write versions, CPU flags, threading layer and every deviation as JSON")
     ve.add_argument("--add", action="store_true",
