@@ -362,6 +362,7 @@ def _fused_activations(model, x, layers) -> dict:
     weights, and its features feed the head with every head layer captured.
     """
     from . import architecture as arch
+    from .head import run_head
     from .model import XceptionModel
 
     last = model.layers[-1].name
@@ -371,9 +372,9 @@ def _fused_activations(model, x, layers) -> dict:
     twin = XceptionModel({k: weights[k] for k in arch.param_shapes(model.layers, [])},
                          variant=model.variant, head=[], input_shape=model.input_shape)
     features = twin(x)
-    del twin  # its folded plan: ~40 MB at float32, not kept
-    _, acts = model.head_forward(features, capture=[n for n in layers if n != last])
-    acts[last] = features
+    del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
+    acts = {last: features}
+    run_head(model.head, weights, features, "fast", acts, set(layers))
     return acts
 
 

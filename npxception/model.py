@@ -216,18 +216,6 @@ class XceptionModel:
                 return y, {}
         return _run(self, x, wanted, impl)
 
-    def head_forward(self, features, capture=None, impl="fast"):
-        """The head alone on backbone features (the last backbone layer's output).
-
-        ``(N, h, w, C) -> (output, {head layer name: activation})``; the golden
-        check feeds it the fused plan's features (npxception.golden).
-        """
-        wanted = self._capture_set(capture)
-        captured = {}
-        y = _run_head(self.head, self._params, np.ascontiguousarray(features, dtype=self.dtype), impl,
-                      captured, wanted)
-        return y, captured
-
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             try:
