@@ -13,24 +13,11 @@ from __future__ import annotations
 import importlib
 import os
 
-# Threads: Numba's kernels and OpenBLAS' GEMMs take turns on the same cores, so
-# neither pool may spin while the other works. OpenBLAS' workers busy-wait
-# after each GEMM (2^28 cycles by default) and halve the speed of the Numba
-# kernel that follows: a separable conv measured 6.5 ms spinning, 4.5 ms with
-# OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles), the whole network 100 -> 94 ms.
-# OpenBLAS reads this once, when NumPy loads it, so it only helps when
-# npxception is imported before NumPy (the `npxception` command always is).
-# A user's own setting wins. OMP_WAIT_POLICY: see npxception/_jit.py.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-# Numba's parallel kernels run on GNU OpenMP here, whose threads spin-wait after
-# each parallel region; they then steal both cores from the OpenBLAS threads of
-# the GEMMs between kernels. Measured on 2 cores, one 299x299 image: 400-1700 ms
-# spinning, 90 ms passive. libgomp reads this once, when Numba first starts its
-# threads (the first parallel kernel, or numba.get_num_threads()), so it is set
-# here, at package import, rather than next to the kernels: a caller that asked
-# Numba for its thread count between the two imports measured 384 ms.
-# A user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Neither thread pool may spin while the other works (measurements: docs/performance.md,
+# "Threads"). Both libraries read these once, at load, so they are set at package
+# import, before NumPy or Numba's OpenMP layer can load; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # OpenBLAS' workers busy-wait 2^28 cycles otherwise
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # GNU OpenMP's workers spin after each kernel otherwise
 
 __version__ = "0.1.0"
 

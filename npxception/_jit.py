@@ -56,6 +56,22 @@ def njit(*args, **options):
     return lambda func: _guard_cache(made(func))  # @njit(...)
 
 
+def cfunc(signature, func, **options):
+    """``numba.cfunc(signature, cache=...)(func)`` with the cache decision and guard of :func:`njit`.
+
+    Compiles now (or loads from the cache): call it on first use, not at import.
+    """
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    made = CFunc(func, sigutils.normalize_signature(signature), locals={}, options=options)
+    if CACHE:
+        made.enable_caching()
+        _guard_cache(made)
+    made.compile()
+    return made
+
+
 # ---- a damaged cache is recompiled, never fatal ---------------------------------
 # A truncated .nbc or a garbage .nbi (a full disk, a killed process, two
 # versions sharing a folder) made numba raise "pickle data was truncated" on

@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .ops.padding import output_size  # TF's SAME/VALID rule, written once
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -248,13 +250,6 @@ def validate_head(head) -> list[dict]:
 
 # ---- shapes and parameters --------------------------------------------------
 
-def _out_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    # TF's rule: SAME -> ceil(H / s); VALID -> ceil((H - K + 1) / s)
-    if padding == "same":
-        return -(-size // stride)
-    return -(-(size - kernel + 1) // stride)
-
-
 def trace(layers, head, input_shape=(299, 299, 3)):
     """Shapes and weights of every layer for one input size (batch omitted).
 
@@ -271,8 +266,8 @@ def trace(layers, head, input_shape=(299, 299, 3)):
         macs = 0
         if layer.kind in ("conv", "sepconv", "maxpool"):
             k, s = layer.kernel_size, layer.strides
-            oh = None if ih is None else _out_size(ih, k, s, layer.padding)
-            ow = None if iw is None else _out_size(iw, k, s, layer.padding)
+            oh = None if ih is None else output_size(ih, k, s, layer.padding)
+            ow = None if iw is None else output_size(iw, k, s, layer.padding)
             hw = 0 if oh is None else oh * ow
             if layer.kind == "conv":
                 oc = layer.filters

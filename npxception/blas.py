@@ -13,7 +13,7 @@ What is found: the OpenBLAS that NumPy's wheels bundle ("scipy-openblas":
 64-bit integers, symbols ``scipy_cblas_sgemm64_`` etc.), loaded by NumPy
 already; we only look its symbols up. Any other BLAS (MKL, Accelerate, a
 distribution's OpenBLAS) leaves :data:`AVAILABLE` False and the fast path uses
-``np.matmul`` between its kernels instead (see npxception/fast.py). Setting
+``np.matmul`` between its kernels instead (see npxception/fast/run.py). Setting
 ``NPXCEPTION_GEMM=numpy`` forces that fallback.
 
 The symbols are declared to Numba as named external functions
@@ -89,7 +89,7 @@ if AVAILABLE:
     # C = alpha * A @ B + beta * C, row-major, A (M, K), B (K, N), C (M, N) with row strides lda, ldb, ldc.
     sgemm = _t.ExternalFunction("npxception_sgemm", _gemm_type(_t.float32))
     dgemm = _t.ExternalFunction("npxception_dgemm", _gemm_type(_t.float64))
-else:  # never called: fast.py checks AVAILABLE first
+else:  # never called: npxception/fast/run.py checks AVAILABLE first
     sgemm = dgemm = None
 
 

@@ -20,7 +20,10 @@ import threading
 import numpy as np
 
 from . import architecture as arch
+from . import ops
 from .config import CONFIG
+from .fast import fast_forward
+from .head import run_head
 from .untrusted import short_repr
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -73,7 +76,7 @@ class XceptionModel:
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
-        self._fast = None  # the BN-folded plan, built on first use (npxception.fast)
+        self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
         self._lock = threading.Lock()
 
     # ---- description ----------------------------------------------------
@@ -201,9 +204,9 @@ class XceptionModel:
         x = self._check_input(x)
         wanted = self._capture_set(capture)
         if impl == "fast" and not wanted:
-            from .fast import fast_forward
-
-            return fast_forward(self, x), {}
+            y = fast_forward(self, x)
+            if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
+                return y, {}
         return _run(self, x, wanted, impl)
 
     def _check_input(self, x) -> np.ndarray:
@@ -264,7 +267,7 @@ class XceptionModel:
                 return _run_layer(self._params, layer, x, CONFIG.bn_epsilon, impl)
         for h in self.head:
             if h["name"] == name:
-                return _run_head([h], self._params, x[0], impl)
+                return run_head([h], self._params, x[0], impl)
         raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
 
     def __repr__(self):
@@ -295,14 +298,12 @@ def _run(model: XceptionModel, x: np.ndarray, wanted: set[str], impl: str):
             if readers[i] == 0:
                 del acts[i]
     y = acts[model.layers[-1].name]
-    y = _run_head(model.head, p, y, impl, captured, wanted)
+    y = run_head(model.head, p, y, impl, captured, wanted)
     return y, captured
 
 
 def _run_layer(p, layer, ins, eps, impl):
     """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
-    from . import ops
-
     n = layer.name
     if layer.kind == "conv":
         return ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides, padding=layer.padding, impl=impl)
@@ -320,54 +321,6 @@ def _run_layer(p, layer, ins, eps, impl):
     if layer.kind == "add":
         return ops.add(ins[0], ins[1], impl=impl)
     raise AssertionError(layer.kind)  # pragma: no cover - architecture.Layer kinds are closed
-
-
-def _run_head(head, p, y, impl, captured=None, wanted=()):
-    """The classifier head: global pooling, then dense / BN / activation layers."""
-    from . import ops
-
-    for h in head:
-        n, kind = h["name"], h["kind"]
-        if kind == "global_avg_pool":
-            y = ops.global_avg_pool2d(y, impl=impl)
-        elif kind == "global_max_pool":
-            y = ops.global_max_pool2d(y, impl=impl)
-        elif kind == "dense":
-            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=impl)
-            y = _activation(y, h.get("activation"), impl)
-        elif kind == "batch_norm":
-            y = ops.batch_norm(y, p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
-                               p[f"{n}/moving_variance"], epsilon=h.get("epsilon", CONFIG.bn_epsilon),
-                               impl=impl)
-        elif kind == "activation":
-            y = _activation(y, h["activation"], impl)
-        if captured is not None and n in wanted:
-            captured[n] = y
-    return y
-
-
-def _activation(y, name, impl):
-    """Keras' activations by name, for classifier heads."""
-    from . import ops
-
-    if name in (None, "linear"):
-        return y
-    if name == "relu":
-        return ops.relu(y, impl=impl)
-    if name == "softmax":
-        return ops.softmax(y, axis=-1, impl=impl)
-    one = y.dtype.type(1)
-    if name == "sigmoid":
-        # split by sign so exp never overflows: sigma(x) = 1/(1+e^-x) = e^x/(1+e^x)
-        e = np.exp(-np.abs(y))
-        return np.where(y >= 0, one / (one + e), e / (one + e)).astype(y.dtype)
-    if name == "tanh":
-        return np.tanh(y)
-    if name == "swish":
-        return y * _activation(y, "sigmoid", impl)
-    if name == "elu":
-        return np.where(y > 0, y, np.expm1(np.minimum(y, 0))).astype(y.dtype)
-    raise ValueError(f"activation: unsupported {name!r}; expected one of {arch.ACTIVATIONS}")
 
 
 def _check_params(params: dict, expected: dict, where: str) -> None:

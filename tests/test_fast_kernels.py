@@ -14,6 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npxception import blas, fast, ops
+from npxception.config import CONFIG
+from npxception.fast import fused
+from npxception.ops.padding import window_geometry
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -24,11 +27,10 @@ def rand(rng, shape, dtype):
 
 
 def conv_geometry(h, w, k, stride, same):
-    """(Ho, Wo, pad_top, pad_left) of a k x k convolution, TF's SAME or VALID."""
-    if same:
-        ho, wo = -(-h // stride), -(-w // stride)
-        return ho, wo, max((ho - 1) * stride + k - h, 0) // 2, max((wo - 1) * stride + k - w, 0) // 2
-    return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    """(Ho, Wo, pad_top, pad_left) of a k x k convolution, TF's SAME or VALID (the ops' one rule)."""
+    padding = "same" if same else "valid"
+    (ho, pad_t), (wo, pad_l) = window_geometry(h, k, stride, padding), window_geometry(w, k, stride, padding)
+    return ho, wo, pad_t, pad_l
 
 
 @given(n=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 9),
@@ -46,16 +48,16 @@ def test_depthwise3x3_same(n, h, w, c, relu, dtype, seed):
     np.testing.assert_allclose(want, via_ops.reshape(-1, c), rtol=TOL[dtype], atol=TOL[dtype] * 9)
 
 
-@given(n=st.integers(1, 2), h=st.integers(1, 13), w=st.integers(1, 13), c=st.integers(1, 7),
-       dtype=dtypes, seed=st.integers(0, 2**16))
-def test_maxpool_add(n, h, w, c, dtype, seed):
+@given(n=st.integers(1, 2), h=st.integers(3, 13), w=st.integers(3, 13), c=st.integers(1, 7),
+       k=st.integers(1, 3), stride=st.integers(1, 3), same=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_maxpool_add(n, h, w, c, k, stride, same, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype) - 3  # mostly negative: padded cells must never win
-    ho, wo = -(-h // 2), -(-w // 2)
+    ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
     res = rand(rng, (n, ho, wo, c), dtype)
     out = np.empty_like(res)
-    fast.maxpool3x3s2_same_add(x, res, out)
-    np.testing.assert_array_equal(out, fast.maxpool3x3s2_same_add_reference(x, res))
+    fast.maxpool_add(x, res, k, stride, pad_t, pad_l, out)
+    np.testing.assert_array_equal(out, fast.maxpool_add_reference(x, res, k, stride, "same" if same else "valid"))
 
 
 @given(n=st.integers(1, 2), h=st.integers(3, 12), w=st.integers(3, 12), c=st.integers(1, 5),
@@ -88,10 +90,6 @@ def test_epilogues(dtype):
     res = r.copy()
     fast.affine_add_residual(y, s, b, res)
     np.testing.assert_allclose(res, y * s + b + r, rtol=TOL[dtype], atol=TOL[dtype])
-    x = rand(rng, (2, 3, 5, 11), dtype)
-    pooled = np.empty((2, 11), dtype)
-    fast.relu_global_avg(x, True, pooled)
-    np.testing.assert_allclose(pooled, np.maximum(x, 0).mean(axis=(1, 2)), rtol=TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -102,8 +100,8 @@ def test_fold_bn_equals_conv_then_bn(dtype):
     gamma, beta = rng.uniform(0.5, 1.5, 4).astype(dtype), rng.normal(0, 0.1, 4).astype(dtype)
     mean, var = rng.normal(0, 0.5, 4).astype(dtype), rng.uniform(0.5, 2, 4).astype(dtype)
     explicit = ops.batch_norm(ops.pointwise_conv2d(x, kernel, impl="reference"), gamma, beta, mean, var,
-                              epsilon=1e-3, impl="reference")
-    scale, shift = fast.fold_bn(gamma, beta, mean, var, 1e-3)
+                              epsilon=CONFIG.bn_epsilon, impl="reference")
+    scale, shift = fast.fold_bn(gamma, beta, mean, var, CONFIG.bn_epsilon)
     assert scale.dtype == dtype and shift.dtype == dtype
     # folded into the epilogue (as the plan does) and into the kernel (the textbook form)
     np.testing.assert_allclose((x @ kernel[0, 0]) * scale + shift, explicit, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
@@ -167,9 +165,10 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
         else:
             # the threads' shares one after another, in an adversarial order: in
             # place, each share must survive its neighbours having written first
-            fast._save_halo_rows(src, threads, saved)
+            fused.bind_symbols(dtype)  # what the public wrapper does first
+            fused._save_halo_rows(src, threads, saved)
             for t in (range(threads) if order == "forward" else reversed(range(threads))):
-                fast._sep_conv_part(t, *args)
+                fused._sep_conv_part(t, *args)
     got = residual if mode == "residual" else out
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
 

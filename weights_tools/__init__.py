@@ -32,21 +32,26 @@ from .hdf5 import HDF5_MAGIC  # noqa: E402
 from .keras3 import ZIP_MAGIC  # noqa: E402
 
 
-def detect_format(path) -> str:
-    """``"hdf5"`` or ``"zip"`` from the magic bytes; ConversionError for anything else."""
+def _open_checked(path: pathlib.Path):
+    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
     from npxception.untrusted import IrregularFileError, open_regular
 
-    path = pathlib.Path(path)
-    where = str(path)
     try:
-        with open_regular(path) as f:  # a FIFO would block open() forever
-            head = f.read(8)
+        return open_regular(path)
     except FileNotFoundError:
-        raise ConversionError(f"{where}: no such file") from None
+        raise ConversionError(f"{path}: no such file") from None
     except IrregularFileError as exc:
         raise ConversionError(str(exc)) from None
     except OSError as exc:
-        raise ConversionError(f"{where}: cannot open ({exc.strerror or exc})") from None
+        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def detect_format(path) -> str:
+    """``"hdf5"`` or ``"zip"`` from the magic bytes; ConversionError for anything else."""
+    path = pathlib.Path(path)
+    where = str(path)
+    with _open_checked(path) as f:
+        head = f.read(8)
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
@@ -63,9 +68,11 @@ def _config_from(config, where):
     if config is None or isinstance(config, dict):
         return config
     cpath = pathlib.Path(config)
-    if detect_format(cpath) == "zip":
-        return keras3.read_archive_config(cpath, str(cpath))
-    data = cpath.read_bytes()
+    with _open_checked(cpath) as f:
+        head = f.read(len(ZIP_MAGIC))
+        if head == ZIP_MAGIC:
+            return keras3.read_archive_config(cpath, str(cpath))
+        data = head + f.read(keras3.MAX_JSON_BYTES + 1 - len(head))  # read no more than the cap
     if len(data) > keras3.MAX_JSON_BYTES:
         raise ConversionError(f"{cpath}: a config over {keras3.MAX_JSON_BYTES} bytes")
     return keras3._json(data, "the config", str(cpath))

@@ -180,6 +180,8 @@ class GuardedH5:
 
     def keys(self, group) -> list[str]:
         """The member names of ``group``, each checked to be a hard link."""
+        if not hasattr(group, "keys"):
+            raise ConversionError(f"{self.where}: {group.name} is a dataset where a group was expected")
         try:
             names = list(group.keys())
         except (OSError, ValueError, RuntimeError) as exc:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit, prange
+from ..config import CONFIG
 from ._checks import check_impl, check_same_shape, float_array
 
-BN_EPSILON = 1e-3  # Keras default; PyTorch ports use 1e-5
-
-
-def batch_norm(x, gamma, beta, moving_mean, moving_variance, *, epsilon=BN_EPSILON, impl="fast"):
+def batch_norm(x, gamma, beta, moving_mean, moving_variance, *, epsilon=CONFIG.bn_epsilon, impl="fast"):
     """Inference-mode batch normalisation over the last axis.
 
     Shapes::

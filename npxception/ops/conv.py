@@ -18,7 +18,7 @@ import numpy as np
 
 from .._jit import njit, prange
 from ._checks import check_impl, conv_args
-from .padding import output_size, pad_nhwc, same_padding
+from .padding import output_size, pad_nhwc, tap_view, window_geometry
 
 
 def conv2d(x, kernel, *, strides=1, padding="valid", impl="fast"):
@@ -61,7 +61,7 @@ def _conv2d_reference(x, kernel, strides, padding):
     for i in range(kh):
         for j in range(kw):
             # rows i, i+sh, ..., i+sh*(ho-1): the input pixel under tap (i, j) for every output pixel
-            view = xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]  # (N, H', W', C_in)
+            view = tap_view(xp, i, j, (sh, sw), (ho, wo))  # (N, H', W', C_in)
             y += view @ kernel[i, j]  # (N, H', W', C_in) @ (C_in, C_out)
     return y
 
@@ -71,9 +71,8 @@ def _conv2d_fast(x, kernel, strides, padding):
     n, h, w, c_in = x.shape
     kh, kw, _, c_out = kernel.shape
     sh, sw = strides
-    ho, wo = output_size(h, kh, sh, padding), output_size(w, kw, sw, padding)
-    pad_t = same_padding(h, kh, sh)[0] if padding == "same" else 0
-    pad_l = same_padding(w, kw, sw)[0] if padding == "same" else 0
+    ho, pad_t = window_geometry(h, kh, sh, padding)
+    wo, pad_l = window_geometry(w, kw, sw, padding)
     if kh == kw == 1 and sh == sw == 1:  # a pointwise convolution: the input already is its im2col
         cols = x.reshape(n * h * w, c_in)
     else:
@@ -92,7 +91,7 @@ def _im2col(x, kh, kw, sh, sw, pad_t, pad_l, ho, wo, out):
 
 @njit
 def _im2col_row(x, n, oh, kh, kw, sh, sw, pad_t, pad_l, wo, dst):
-    """One output row of :func:`_im2col`: dst (Wo, KH*KW*C). Also used by npxception/fast.py."""
+    """One output row of :func:`_im2col`: dst (Wo, KH*KW*C). Also used by npxception/fast/fused.py."""
     _, h_, w_, c_ = x.shape
     hi0 = oh * sh - pad_t
     for ow in range(wo):

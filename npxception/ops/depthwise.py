@@ -17,7 +17,7 @@ import numpy as np
 
 from .._jit import njit, prange
 from ._checks import check_impl, conv_args
-from .padding import output_size, pad_nhwc
+from .padding import output_size, pad_nhwc, tap_view
 
 
 def depthwise_conv2d(x, kernel, *, strides=1, padding="valid", impl="fast"):
@@ -62,7 +62,7 @@ def _depthwise_reference(xp, kernel, strides, ho, wo):
     y = np.zeros((n, ho, wo, c_in, m), dtype=xp.dtype)
     for i in range(kh):
         for j in range(kw):
-            view = xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]  # (N, H', W', C_in)
+            view = tap_view(xp, i, j, (sh, sw), (ho, wo))  # (N, H', W', C_in)
             y += view[..., None] * kernel[i, j]  # (N, H', W', C_in, 1) * (C_in, M)
     return y.reshape(n, ho, wo, c_in * m)  # (c, m) -> channel c*M + m, as TF
 

@@ -37,6 +37,27 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return before, total - before
 
 
+def window_geometry(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """``(output length, padding before)`` along one axis: what a kernel that skips the padding needs.
+
+    A fast kernel that reads x itself (no padded copy) starts output ``o``'s
+    window at input ``o * stride - before``; taps outside ``[0, size)`` are padding.
+    """
+    before = same_padding(size, kernel, stride)[0] if padding == "same" else 0
+    return output_size(size, kernel, stride, padding), before
+
+
+def tap_view(xp: np.ndarray, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """The padded input pixels under kernel tap ``(i, j)``, one per output pixel.
+
+    xp (N, Hp, Wp, C) already padded -> (N, H', W', C), a strided view (no copy):
+    ``view[n, h, w, c] = xp[n, h*sh + i, w*sw + j, c]``. A windowed op is the sum
+    (or max) over taps of these views: rows i, i+sh, ..., i+sh*(H'-1).
+    """
+    (sh, sw), (ho, wo) = strides, out_hw
+    return xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+
+
 def pad_nhwc(x: np.ndarray, kernel_hw: tuple[int, int], strides: tuple[int, int], padding: str,
              value: float = 0.0) -> np.ndarray:
     """Pad an NHWC batch in H and W for ``padding`` (VALID: returned unchanged).

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._jit import njit, prange
 from ._checks import check_impl, check_nhwc, check_padding, check_window_fits, float_array, pair
-from .padding import output_size, pad_nhwc
+from .padding import output_size, pad_nhwc, tap_view
 
 
 def max_pool2d(x, *, pool_size=3, strides=2, padding="valid", impl="fast"):
@@ -56,7 +56,7 @@ def max_pool2d(x, *, pool_size=3, strides=2, padding="valid", impl="fast"):
         y = np.full((n, ho, wo, c), -np.inf, dtype=x.dtype)
         for i in range(ph):
             for j in range(pw):
-                view = xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]  # (N, H', W', C)
+                view = tap_view(xp, i, j, (sh, sw), (ho, wo))  # (N, H', W', C)
                 np.maximum(y, view, out=y)
         return y
     y = np.empty((n, ho, wo, c), dtype=x.dtype)

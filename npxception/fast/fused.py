@@ -1,0 +1,202 @@
+"""Fused layers: one parallel region per layer, the GEMM called from each thread.
+
+With NumPy's bundled OpenBLAS reachable from Numba (npxception/blas.py), each
+thread takes its own rows through depthwise (or im2col) -> GEMM -> epilogue,
+tile by tile, while they are in its cache. Only Numba's threads run, so no
+second thread pool is woken (~70 us a wake-up on 2 cores; docs/performance.md)
+or left spinning. Each kernel's twin (``*_reference``, below it) composes the
+twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import numpy as np
+
+from .._jit import njit
+from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
+from ..ops.conv import _im2col_row
+from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
+
+
+# ---- threads ------------------------------------------------------------------
+# The shares run on Python threads, each in a Numba function that releases the
+# GIL, rather than in a Numba parallel loop: a parallel loop links its body's
+# code (the GEMM call, the epilogue, im2col) into a gufunc and compiles all of
+# it again, several seconds of the cold compile per kernel and dtype
+# (docs/performance.md, "Cold compile"); a hand-off costs tens of microseconds.
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def in_parallel(part, nt, args):
+    """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads."""
+    global _pool
+    if nt > 1 and (_pool is None or _pool._max_workers < nt - 1):
+        with _pool_lock:
+            if _pool is None or _pool._max_workers < nt - 1:
+                _pool = concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="npxception")
+    futures = [_pool.submit(part, t, *args) for t in range(1, nt)]
+    try:
+        part(0, *args)
+    finally:
+        for f in futures:
+            f.result()
+
+
+@njit
+def _gemm(a, b, c):
+    """c = a @ b by NumPy's OpenBLAS, from inside a kernel. a (M, K), b (K, N), c (M, N), C-contiguous.
+
+    Runs on the calling thread (the caller holds blas.single_threaded()).
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    if m == 0:
+        return
+    if a.itemsize == 4:
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, np.float32(1.0), a.ctypes.data, k,
+              b.ctypes.data, n, np.float32(0.0), c.ctypes.data, n)
+    else:
+        dgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, k,
+              b.ctypes.data, n, 0.0, c.ctypes.data, n)
+
+
+def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+    """A whole separable conv + folded BN: relu?(depthwise(relu?(x)) @ pw * scale + shift).
+
+    x (N, H, W, C); dw (3, 3, C); pw (C, Co). The result goes to out
+    (N*H*W, Co), which may be x itself (in place); or, when ``residual``
+    (N*H*W, Co) has rows, it is added into residual, and out is a
+    (T * tile_rows * W, Co) scratch. scratch (T, tile_rows * W, C): each
+    thread's depthwise tile; saved (T, 3, W, C): each thread's saved input rows.
+
+    Thread t takes the image rows (n, h) numbered [a_t, b_t), ``tile_rows`` at a
+    time: depthwise into its scratch, GEMM, epilogue. In place, a tile's GEMM
+    overwrites input rows that the 3x3 window still needs: so the row above
+    each thread's first and the row below its last are saved before any thread
+    starts, and each tile's last input row before its GEMM, for the next tile.
+    """
+    bind_symbols(x.dtype)
+    nt = scratch.shape[0]
+    _save_halo_rows(x, nt, saved)
+    in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
+                                     tile_rows, saved))
+
+
+def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
+    """NumPy twin of :func:`sep_conv_fused`: depthwise twin, then ``@ pw``, affine, ReLU. -> (N*H*W, Co)."""
+    y = depthwise3x3_same_reference(x, dw, relu_in) @ pw * scale + shift
+    return np.maximum(y, 0) if relu_out else y
+
+
+@njit
+def _copy_row(dst, src):
+    """dst[:] = src for two (W, C) arrays, as loops: Numba compiles an array assignment to far more code."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
+@njit
+def _save_halo_rows(x, nt, saved):
+    """Before any thread writes: saved[t, 0] = the row above thread t's first, saved[t, 1] = below its last."""
+    n_, h_, w_, c_ = x.shape
+    rows = n_ * h_
+    xr = x.reshape(rows, w_, c_)
+    per = -(-rows // nt)
+    for t in range(nt):
+        a = t * per
+        b = min(rows, a + per)
+        if 0 < a < rows:
+            _copy_row(saved[t, 0], xr[a - 1])
+        if b < rows:
+            _copy_row(saved[t, 1], xr[b])
+
+
+@njit(nogil=True)
+def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+    """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
+    n_, h_, w_, c_ = x.shape
+    rows = n_ * h_
+    nt = scratch.shape[0]
+    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
+    zero = np.zeros((w_, c_), x.dtype)
+    add = residual.shape[0] > 0
+    xr = x.reshape(rows, w_, c_)
+    per = -(-rows // nt)
+    a = t * per
+    b = min(rows, a + per)
+    buf = scratch[t]
+    r0 = a
+    while r0 < b:
+        r1 = min(b, r0 + tile_rows)
+        for nh in range(r0, r1):
+            h = nh % h_
+            if h == 0:
+                top = zero
+            elif nh - 1 < a:
+                top = saved[t, 0]
+            elif nh - 1 < r0:
+                top = saved[t, 2]  # the previous tile's last row
+            else:
+                top = xr[nh - 1]
+            if h == h_ - 1:
+                bot = zero
+            elif nh + 1 >= b:
+                bot = saved[t, 1]
+            else:
+                bot = xr[nh + 1]
+            depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
+        _copy_row(saved[t, 2], xr[r1 - 1])
+        m = (r1 - r0) * w_
+        if add:
+            y = out[t * buf.shape[0]:t * buf.shape[0] + m]
+            res = residual[r0 * w_:r1 * w_]
+        else:
+            y = out[r0 * w_:r1 * w_]
+            res = residual[:0]
+        _gemm(buf[:m], pw, y)
+        _epilogue(y, scale, shift, relu_out, res)
+        r0 = r1
+
+
+def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):
+    """A convolution + folded BN: out = relu?(im2col(x) @ kernel * scale + shift).
+
+    x (N, H, W, C); kernel (KH*KH*C, Co); out (N*Ho*Wo, Co); cols
+    (T, tile rows * Wo, KH*KH*C): each thread's patch tile. Thread t takes
+    output rows (n, oh) [a_t, b_t), ``tiles`` at a time.
+    """
+    in_parallel(_conv_part, cols.shape[0], (x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out,
+                                            out, cols, tiles))
+
+
+@njit(nogil=True)
+def _conv_part(t, x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):
+    """Thread t's share of :func:`conv_fused`: its output rows, ``tiles`` at a time."""
+    rows = x.shape[0] * ho
+    per = -(-rows // cols.shape[0])
+    a = t * per
+    b = min(rows, a + per)
+    r0 = a
+    while r0 < b:
+        r1 = min(b, r0 + tiles)
+        m = (r1 - r0) * wo
+        buf = cols[t, :m]
+        for r in range(r0, r1):  # output row r is (n, oh) = divmod(r, Ho)
+            _im2col_row(x, r // ho, r % ho, kh, kh, stride, stride, pad_t, pad_l, wo,
+                        buf[(r - r0) * wo:(r - r0 + 1) * wo])
+        y = out[r0 * wo:r1 * wo]
+        _gemm(buf, kernel, y)
+        _epilogue(y, scale, shift, relu_out, out[:0])
+        r0 = r1
+
+
+def conv_fused_reference(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out):
+    """NumPy twin of :func:`conv_fused`: im2col twin, then ``@ kernel``, affine, ReLU. -> (N*Ho*Wo, Co)."""
+    y = im2col_reference(x, kh, kh, stride, pad_t, pad_l, ho, wo) @ kernel * scale + shift
+    return np.maximum(y, 0) if relu_out else y
