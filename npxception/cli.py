@@ -186,11 +186,11 @@ def _cmd_predict(args) -> int:
 
     inputs = expand(args.images, recursive=args.recursive)
     if inputs.skipped:
-        shown = ", ".join(inputs.skipped[:5]) + (f" and {len(inputs.skipped) - 5} more"
-                                                  if len(inputs.skipped) > 5 else "")
+        shown = ", ".join(map(printable, inputs.skipped[:5])) + (f" and {len(inputs.skipped) - 5} more"
+                                                                  if len(inputs.skipped) > 5 else "")
         print(f"{PROG}: note: sub-folders skipped (use -r to include them): {shown}", file=sys.stderr)
     if not inputs.files:
-        raise CLIError(f"no images to label in {' '.join(args.images)} (image suffixes: "
+        raise CLIError(f"no images to label in {' '.join(map(printable, args.images))} (image suffixes: "
                        f"{' '.join(sorted(IMAGE_SUFFIXES))})", code=EXIT_USAGE)
     model = get_model(args.weights)
     if model.classes is None:

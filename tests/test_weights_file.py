@@ -148,3 +148,19 @@ def test_head_override_rules(small_model, tmp_path):
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         npxception.Xception(**kwargs)
+
+
+def test_repr_and_source_say_where_the_weights_came_from(small_model, tmp_path, monkeypatch):
+    # weights=None is the default (no implicit download, unlike Keras): random, and it says so.
+    assert small_model.source == "random(seed=5)"
+    assert repr(small_model).endswith(" weights=random(seed=5)>")
+    path = small_model.save(tmp_path / "w.npz")
+    assert npxception.Xception(weights=path, include_top=False).source == "random(seed=5)"  # kept by the file
+    # "imagenet": the cached conversion, named as such (placed by hand here: no download).
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    monkeypatch.setenv("NPXCEPTION_HOME", str(home))
+    cached = home / "weights" / "xception_weights_tf_dim_ordering_tf_kernels_notop.npz"
+    npxception.Xception(include_top=False, seed=2).save(cached)
+    model = npxception.Xception(weights="imagenet", include_top=False)
+    assert model.source == f"imagenet ({cached})" and f"weights=imagenet ({cached})>" in repr(model)
