@@ -68,8 +68,8 @@ def test_manifest_round_trip_and_version(plain, tmp_path):
                                                     "width": 71}])
     path = ours.save(tmp_path / "staged.npz")
     manifest, _ = wfile.read(path)
-    # a version-1 reader would skip the stage and compute something else: it must refuse the file
-    assert manifest["format_version"] == 2 and manifest["feed"] == "pixels"
+    # a version-2 reader would skip the stage and compute something else: it must refuse the file
+    assert manifest["format_version"] == wfile.FORMAT_VERSION == 3 and manifest["feed"] == "pixels"
     loaded = npxception.load(path)
     assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
     lines = []

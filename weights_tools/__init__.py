@@ -184,12 +184,14 @@ def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooli
                          skip_layers=tuple(skip_layers), head_spec=head_spec)
 
 
-def convert(src, dst, *, variant=None, config=None, **options) -> pathlib.Path:
+def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **options) -> pathlib.Path:
     """Convert ``src`` to an npxception ``.npz`` at ``dst``, written atomically.
 
-    ``options`` are :func:`read`'s. A failed conversion leaves no output file
-    (nothing is written until the model has been fully read and checked, and
-    the write itself is atomic).
+    ``options`` are :func:`read`'s. The file carries a golden test case: our
+    float64 oracle's output (``impl="reference"``) or, with ``check_with_keras``
+    (TensorFlow needed), Keras' own output on ``src``, after checking that we
+    agree with it. A failed conversion leaves no output file (nothing is written
+    until the model has been fully read and checked, and the write itself is atomic).
     """
     from npxception.weights import save
 
@@ -197,6 +199,10 @@ def convert(src, dst, *, variant=None, config=None, **options) -> pathlib.Path:
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
     model = read(src, variant=variant, config=config, **options)
+    if check_with_keras:
+        from .keras_golden import check_with_keras as keras_check
+
+        model.golden = keras_check(src, model, config=config)
     return save(model, dst)
 
 

@@ -34,6 +34,9 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
     c.add_argument("--variant", choices=["keras", "article"], default=None,
                    help="the architecture (default: detect it)")
+    c.add_argument("--check-with-keras", action="store_true",
+                   help="run SRC in Keras (TensorFlow needed), record Keras' output as the golden test "
+                        "case, and fail if npxception disagrees with it")
     c.add_argument("--debug", action="store_true", help="show tracebacks")
     _model_options(c)
     i = sub.add_parser("inspect", help="list the layers, shapes, what the file determines, and the architecture")
@@ -86,12 +89,14 @@ def _convert(args) -> int:
     import weights_tools
     from npxception.weights import load
 
-    path = weights_tools.convert(args.src, args.output, variant=args.variant, **_options(args))
+    path = weights_tools.convert(args.src, args.output, variant=args.variant,
+                                 check_with_keras=args.check_with_keras, **_options(args))
     model = load(path)
     total, _ = model.count_params()
     print(path)
     print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
           f"classes {model.classes}, {total:,} parameters, {model.dtype}")
+    print(f"golden test case: {model.golden.source}; checked on load")
     return 0
 
 
