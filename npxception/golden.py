@@ -373,7 +373,8 @@ def _fused_activations(model, x, layers) -> dict:
         return {layers[-1]: model(x)}
     weights = model.weights
     twin = XceptionModel({k: weights[k] for k in arch.param_shapes(model.layers, [])},
-                         variant=model.variant, head=[], input_shape=model.input_shape)
+                         variant=model.variant, head=[], input_shape=model.input_shape,
+                         input_stage=model.input_stage)  # the same input, the same preprocessing
     features = twin(x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}

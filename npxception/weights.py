@@ -334,7 +334,6 @@ def _build(path):
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")
-        return model
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if not msg.startswith(where):
