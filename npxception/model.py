@@ -24,7 +24,11 @@ from . import ops
 from .config import CONFIG
 from .fast import fast_forward
 from .head import run_head
+from .pretrained import imagenet_weights
 from .untrusted import short_repr
+from .weights import read as read_weights
+from .weights import save as save_weights
+from .weights import variant_from_manifest
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
 _KERAS_TYPES = {
@@ -180,9 +184,7 @@ class XceptionModel:
 
     def save(self, path) -> "os.PathLike":
         """Write the weights and manifest to ``path`` (``.npz``), atomically."""
-        from .weights import save
-
-        return save(self, path)
+        return save_weights(self, path)
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
@@ -428,16 +430,12 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
                              f"{CONFIG.default_input_shape}, found {input_shape}")
         if arch.resolve_variant(variant) != arch.VARIANTS["keras"]:
             raise ValueError(f"variant: the ImageNet weights fit variant='keras', found {variant!r}")
-        from .pretrained import imagenet_weights
-
         weights = imagenet_weights(include_top=include_top)
         source = f"imagenet ({weights})"
     elif isinstance(weights, (str, os.PathLike)):
         source = None  # the file's own: what it was converted from, else its path
     else:
         raise TypeError(f"weights: expected None, 'imagenet' or a path, found {type(weights).__name__}")
-
-    from .weights import load
 
     model = load(weights)
     model.source = source or model.source
@@ -510,8 +508,32 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
 
 
 def load(path) -> XceptionModel:
-    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`)."""
-    from .weights import load as _load
+    """Load an npxception ``.npz`` weight file into an :class:`XceptionModel`.
 
-    return _load(path)
+    :func:`npxception.weights.read` checks the file against its format and
+    returns the arrays and the manifest; the model checks every weight against
+    the table. Raises ValueError naming the layer, the expected and the found
+    shape for a missing, unexpected, misshapen or non-finite weight.
+    """
+    manifest, arrays = read_weights(path)
+    where = str(path)
+    for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
+        arrays.pop(key)
+    try:
+        variant = variant_from_manifest(manifest.get("variant", "keras"), where)
+        head = manifest.get("head", [])
+        input_shape = manifest.get("input_shape", [None, None, 3])
+        if not (isinstance(input_shape, list) and len(input_shape) == 3):
+            raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
+        labels = manifest.get("labels")
+        # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
+        # or not 3 channels, labels that are not exactly one string per class, a
+        # negative or non-finite BN variance, any non-finite weight.
+        return XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
+                             labels=labels, source=manifest.get("source") or where)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if not msg.startswith(where):
+            msg = f"{where}: {msg}"
+        raise type(exc)(msg) from None
 

@@ -236,34 +236,3 @@ def variant_from_manifest(value, where="manifest") -> arch.Variant:
             raise ValueError(f"{where}: bad variant flags {value!r}; expected booleans for {sorted(fields)}")
         return arch.Variant(**value)
     return arch.resolve_variant(value)
-
-
-def load(path):
-    """Load a weight file into an :class:`~npxception.model.XceptionModel`.
-
-    Raises ValueError naming the layer, the expected and the found shape for a
-    missing, unexpected, misshapen or non-finite weight.
-    """
-    from .model import XceptionModel
-
-    manifest, arrays = read(path)
-    where = str(path)
-    for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
-        arrays.pop(key)
-    try:
-        variant = variant_from_manifest(manifest.get("variant", "keras"), where)
-        head = manifest.get("head", [])
-        input_shape = manifest.get("input_shape", [None, None, 3])
-        if not (isinstance(input_shape, list) and len(input_shape) == 3):
-            raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
-        labels = manifest.get("labels")
-        # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
-        # or not 3 channels, labels that are not exactly one string per class, a
-        # negative or non-finite BN variance, any non-finite weight.
-        return XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
-                             labels=labels, source=manifest.get("source") or where)
-    except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        if not msg.startswith(where):
-            msg = f"{where}: {msg}"
-        raise type(exc)(msg) from None
