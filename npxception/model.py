@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from . import architecture as arch
+from . import golden as gold
 from . import ops
 from .config import CONFIG
 from .fast import fast_forward
@@ -28,6 +29,7 @@ from .pretrained import imagenet_weights
 from .untrusted import short_repr
 from .weights import read as read_weights
 from .weights import save as save_weights
+from .weights import split as split_golden
 from .weights import variant_from_manifest
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -80,6 +82,10 @@ class XceptionModel:
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
+        # The golden test case a weight file carries (npxception.golden): set by
+        # load() and from_keras, computed by save() when absent.
+        self.golden = None
+        self.golden_factory = None  # a deferred golden (from_keras: Keras runs only if the model is saved)
         self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
         self._lock = threading.Lock()
 
@@ -178,13 +184,16 @@ class XceptionModel:
     def astype(self, dtype) -> "XceptionModel":
         """The same weights in another dtype; ``astype("float64")`` is the oracle."""
         dt = _as_dtype(dtype)
-        return XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
-                             variant=self.variant, head=self.head, input_shape=self.input_shape,
-                             labels=self.labels, source=self.source)
+        model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
+                              variant=self.variant, head=self.head, input_shape=self.input_shape,
+                              labels=self.labels, source=self.source)
+        # the same network: its golden still holds, at the tolerance of the new dtype
+        model.golden, model.golden_factory = self.golden, self.golden_factory
+        return model
 
-    def save(self, path) -> "os.PathLike":
-        """Write the weights and manifest to ``path`` (``.npz``), atomically."""
-        return save_weights(self, path)
+    def save(self, path, *, golden=True) -> "os.PathLike":
+        """Write the weights, manifest and golden test case to ``path`` (``.npz``), atomically."""
+        return save_weights(self, path, golden=golden)
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
@@ -387,7 +396,7 @@ def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray
 
 
 def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=1000,
-             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0):
+             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0, verify=True):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (the default: seeded random weights and BN statistics),
@@ -402,6 +411,8 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
       ImageNet weights it must be (299, 299, 3).
     dtype: "float32" or "float64".
+    verify: run the weight file's golden test case (once per file per process);
+      False skips it for speed-critical callers.
     """
     dt = _as_dtype(dtype)
     if pooling not in (None, "avg", "max"):
@@ -437,7 +448,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     else:
         raise TypeError(f"weights: expected None, 'imagenet' or a path, found {type(weights).__name__}")
 
-    model = load(weights)
+    model = load(weights, verify=verify)
     model.source = source or model.source
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
@@ -503,22 +514,44 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [])
     params = {k: model._params[k] for k in backbone_keys}
-    return XceptionModel(params, variant=model.variant, head=head,
-                         input_shape=input_shape or (None, None, 3), source=model.source)
+    adapted = XceptionModel(params, variant=model.variant, head=head,
+                            input_shape=input_shape or (None, None, 3), source=model.source)
+    if head == model.head and adapted.input_shape == model.input_shape:
+        adapted.golden = model.golden  # the same network: a no-top file loaded without the top
+    return adapted
 
 
-def load(path) -> XceptionModel:
+def load(path, *, verify=True) -> XceptionModel:
     """Load an npxception ``.npz`` weight file into an :class:`XceptionModel`.
 
     :func:`npxception.weights.read` checks the file against its format and
-    returns the arrays and the manifest; the model checks every weight against
-    the table. Raises ValueError naming the layer, the expected and the found
-    shape for a missing, unexpected, misshapen or non-finite weight.
+    returns the arrays and the manifest; the model is built here and checks
+    every weight against the table.
+    Raises ValueError naming the layer, the expected and the found shape for a
+    missing, unexpected, misshapen or non-finite weight. With ``verify`` (the
+    default) the file's golden test case runs once per file per process and a
+    mismatch raises :class:`~npxception.golden.GoldenMismatch` (a ValueError);
+    a file without one loads with a one-time :class:`~npxception.golden.NoGoldenWarning`.
     """
-    manifest, arrays = read_weights(path)
+    model = _from_file(path)
     where = str(path)
+    identity = gold.file_identity(path)
+    if model.golden is None:
+        gold.notify_missing(where, identity)
+    elif verify and not gold.already_checked(identity, model.dtype.name):
+        gold.check_on_load(model, model.golden, where)
+        gold.mark_checked(identity, model.dtype.name)
+    return model
+
+
+def _from_file(path):
+    """The model and its golden (unchecked) from a weight file."""
+    manifest, arrays = read_weights(path)
+    arrays, golden_arrays = split_golden(arrays)
+    where = str(path)
+    golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
     for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
-        arrays.pop(key)
+        arrays.pop(key, None)
     try:
         variant = variant_from_manifest(manifest.get("variant", "keras"), where)
         head = manifest.get("head", [])
@@ -529,11 +562,17 @@ def load(path) -> XceptionModel:
         # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
         # or not 3 channels, labels that are not exactly one string per class, a
         # negative or non-finite BN variance, any non-finite weight.
-        return XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
-                             labels=labels, source=manifest.get("source") or where)
+        model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
+                              labels=labels, source=manifest.get("source") or where)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if not msg.startswith(where):
             msg = f"{where}: {msg}"
         raise type(exc)(msg) from None
+    if golden is not None and not golden.fits(model):
+        raise ValueError(f"{where}: the golden case does not fit the model the manifest describes "
+                         f"(layers {golden.layers}, input {golden.pixels.shape[1:3]}); re-convert the file "
+                         "or replace the golden with `npxception verify --add`")
+    model.golden = golden
+    return model
 

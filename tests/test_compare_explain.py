@@ -226,7 +226,8 @@ def _case(model, acts, x, name, theirs, inputs=None, spec=None):
     return Case(model, name, node.kind, spec or node.spec, node.inputs, ins, theirs.astype(np.float32), local,
                 x_ours=x if "input" in node.inputs else None, skipped={},
                 earlier={k: v for k, v in acts.items()
-                         if model.layer_names.index(k) < model.layer_names.index(name)})
+                         if model.layer_names.index(k) < model.layer_names.index(name)},
+                readers={n.name: acts[n.name] for n in nodes(model) if name in n.inputs})
 
 
 def _w(model, name):
@@ -309,10 +310,13 @@ def _plant(model, acts, x, cause):
     if cause == "relu6":  # scaled so that values pass 6
         xi = 10 * a["block2_sepconv2_bn"]
         return _case(model, acts, x, "block2_sepconv2_act", np.minimum(np.maximum(xi, 0), 6), inputs=[xi.astype(np.float32)])
+    if cause == "overwritten_in_place":  # a hook kept the BN's tensor; ReLU(inplace=True) then ran on it
+        return _case(model, acts, x, "block2_sepconv1_bn", a["block2_sepconv2_act"])
     if cause == "relu_missing":
         return _case(model, acts, x, "block3_sepconv1_act", a["block2_add"])
     if cause == "extra_relu_after":
-        return _case(model, acts, x, "block3_sepconv1_bn", np.maximum(a["block3_sepconv1_bn"], 0))
+        # before an add, not a ReLU (there the dump could not tell it from an in-place overwrite)
+        return _case(model, acts, x, "block3_residual_bn", np.maximum(a["block3_residual_bn"], 0))
     # features scaled to [0, 1] so that the random classifier's softmax is not saturated
     f = a["avg_pool"] / np.abs(a["avg_pool"]).max()
     f32 = [f.astype(np.float32)]
@@ -336,7 +340,7 @@ def _plant(model, acts, x, cause):
 
 PLANTED = ["bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped", "pool_zero_padding", "pool_ceil_mode",
            "pool_window", "pool_stride", "conv_symmetric_padding", "depthwise_channel_order", "extra_bias",
-           "relu6", "relu_missing", "extra_relu_after", "output_probabilities", "dense_missing_bias",
+           "relu6", "relu_missing", "overwritten_in_place", "extra_relu_after", "output_probabilities", "dense_missing_bias",
            "dense_kernel_layout", "input_torch", "input_nchw_as_nhwc", "input_hw_transposed"]
 
 
@@ -361,10 +365,11 @@ def test_every_hypothesis_has_a_test():
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
-                "extra_relu_after", "wrong_input", "skipped_layer", "output_logits", "output_probabilities",
+                "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
-    functions = {f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.INPUT_TRANSFORMS.values())
+    functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
+                 | set(h.INPUT_TRANSFORMS.values()))
     assert all(f.__doc__ for f in functions)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import hypotheses
-from .local import local_pass
+from .local import local_pass, nodes
 from .metrics import errors
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
@@ -170,7 +170,8 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
         return
     node = loc.node
     earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
+    readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier)
+                           skipped=loc.skipped, earlier=earlier, readers=readers)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

@@ -47,6 +47,7 @@ class Case:
     x_ours: np.ndarray | None = None  # our input batch, when this layer reads the image
     skipped: dict | None = None  # {input position: (layer we ran to fill a gap, that layer's input)}
     earlier: dict | None = None  # their earlier activations {name: array}, for a mis-wired input
+    readers: dict | None = None  # their outputs of the layers that read this one {name: array}
 
     @property
     def params(self) -> dict:
@@ -348,6 +349,19 @@ def wrong_input(case: Case) -> Candidate | None:
     return Candidate("wrong_input", f"reads {best[1]} instead of {case.input_names[0]}", best[2], best[1])
 
 
+def overwritten_in_place(case: Case) -> Candidate | None:
+    """Their dump holds, for this layer, exactly the output of a layer that reads it: an in-place
+    op (``ReLU(inplace=True)``, ``x += skip``) overwrote the tensor after a forward hook kept a
+    reference to it. The port may be right; the dump is not (clone in the hook)."""
+    for name, a in (case.readers or {}).items():
+        if a.shape == case.theirs.shape and np.array_equal(a, case.theirs):
+            # an extra ReLU before a ReLU leaves the same two tensors: a dump cannot tell them apart
+            also = " or an extra ReLU here" if (case.theirs >= 0).all() else ""
+            return Candidate("overwritten_in_place", f"their value is {name}'s output: overwritten in place "
+                             f"after it was hooked (dump with .clone()){also}", case.theirs, name)
+    return None
+
+
 def skipped_layer(case: Case) -> Candidate | None:
     """Their port has no layer where we have one: an input their side does not expose was filled by
     running our layer, and feeding that layer's own input instead reproduces their output (the
@@ -478,6 +492,7 @@ CATALOGUE: dict[str, list[Callable]] = {
     "activation": [output_logits],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
+FIRST = [overwritten_in_place]  # evidence about the dump itself, tested before any cause in the port
 
 
 def _residual(y, theirs):
@@ -521,6 +536,9 @@ def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
                         case.theirs, rtol, atol)
         if found:
             return found
+    found = best_of((h(case) for h in FIRST), case.theirs, rtol, atol)
+    if found:
+        return found
     found = best_of((_tried(h, case) for h in CATALOGUE.get(case.kind, [])), case.theirs, rtol, atol)
     if found:
         return found
