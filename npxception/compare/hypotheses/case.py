@@ -45,3 +45,15 @@ class Diagnosis:
     parameter: object
     residual: float  # max |candidate - theirs| / max |theirs|: what the cause leaves unexplained
 
+
+
+def closest(options, theirs):
+    """``(label, output)`` of the ``(label, output)`` pair nearest ``theirs`` (max abs error) among
+    those of its shape, or None: for hypotheses with a discrete parameter to choose."""
+    best = None
+    for label, y in options:
+        if y.shape == theirs.shape:
+            err = np.abs(y - theirs).max()
+            if best is None or err < best[0]:
+                best = (err, label, y)
+    return None if best is None else best[1:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from .case import Candidate, Case
+from .case import Candidate, Case, closest
 
 
 def _padded(x, pads, fill):
@@ -67,19 +67,12 @@ def pool_ceil_mode(case: Case) -> Candidate:
 def pool_window_off_by_one(case: Case) -> Candidate | None:
     """A pool window one larger or smaller than Keras' (3x3), with SAME padding."""
     layer, x = case.spec, case.inputs[0]
-    best = None
-    for k in (layer.kernel_size - 1, layer.kernel_size + 1):
-        if k < 1:
-            continue
-        y = _pool(x, k, layer.strides, _same_pads(x, k, layer.strides))
-        if y.shape == case.theirs.shape:
-            err = np.abs(y - case.theirs).max()
-            if best is None or err < best[0]:
-                best = (err, k, y)
-    if best is None:
+    found = closest(((k, _pool(x, k, layer.strides, _same_pads(x, k, layer.strides)))
+                     for k in (layer.kernel_size - 1, layer.kernel_size + 1) if k >= 1), case.theirs)
+    if found is None:
         return None
-    return Candidate("pool_window", f"pool window {best[1]}x{best[1]} instead of "
-                     f"{layer.kernel_size}x{layer.kernel_size}", best[2], best[1])
+    k, y = found
+    return Candidate("pool_window", f"pool window {k}x{k} instead of {layer.kernel_size}x{layer.kernel_size}", y, k)
 
 
 def pool_stride_off_by_one(case: Case) -> Candidate | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
-from .case import Candidate, Case
+from .case import Candidate, Case, closest
 
 
 def relu6(case: Case) -> Candidate:
@@ -24,15 +24,15 @@ def extra_relu_on_input(case: Case) -> Candidate | None:
     middle-flow BN, before the Add)."""
     if case.kind != "add":
         return None
-    best = None
+    options = []
     for i in range(len(case.inputs)):
         ins = [np.maximum(a, 0) if j == i else a for j, a in enumerate(case.inputs)]
-        y = ops.add(ins[0], ins[1], impl="reference")
-        err = np.abs(y - case.theirs).max()
-        if best is None or err < best[0]:
-            best = (err, i, y)
-    src = case.input_names[best[1]]
-    return Candidate("extra_relu_before", f"an extra ReLU on {src} before this add", best[2], src)
+        options.append((case.input_names[i], ops.add(ins[0], ins[1], impl="reference")))
+    found = closest(options, case.theirs)
+    if found is None:
+        return None
+    src, y = found
+    return Candidate("extra_relu_before", f"an extra ReLU on {src} before this add", y, src)
 
 
 def extra_relu_after(case: Case) -> Candidate | None:
@@ -48,17 +48,12 @@ def wrong_input(case: Case) -> Candidate | None:
     if not case.earlier or len(case.inputs) != 1:
         return None
     want = case.inputs[0].shape
-    best = None
-    for name, a in case.earlier.items():
-        if name != case.input_names[0] and a.shape == want:
-            y = case.model.run_layer(case.name, [a])
-            if y.shape == case.theirs.shape:
-                err = np.abs(y - case.theirs).max()
-                if best is None or err < best[0]:
-                    best = (err, name, y)
-    if best is None:
+    found = closest(((name, case.model.run_layer(case.name, [a])) for name, a in case.earlier.items()
+                     if name != case.input_names[0] and a.shape == want), case.theirs)
+    if found is None:
         return None
-    return Candidate("wrong_input", f"reads {best[1]} instead of {case.input_names[0]}", best[2], best[1])
+    name, y = found
+    return Candidate("wrong_input", f"reads {name} instead of {case.input_names[0]}", y, name)
 
 
 def overwritten_in_place(case: Case) -> Candidate | None:
