@@ -27,10 +27,10 @@ import dataclasses
 import os
 import pathlib
 import urllib.parse
-import uuid
 
 from .download import DownloadError, file_hash, get_file
 from .paths import cache_home
+from .untrusted import atomic_write
 
 __all__ = ["imagenet_weights", "weights_url", "FILES", "WeightFile", "DEFAULT_BASE_URL", "BASE_URL_ENV"]
 
@@ -140,10 +140,5 @@ def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:
 
 
 def _write_sidecar(sidecar: pathlib.Path, digest: str) -> None:
-    tmp = sidecar.with_name(f"{sidecar.name}.{uuid.uuid4().hex}.partial")
-    try:
-        tmp.write_text(f"{digest}  {sidecar.name[:-len('.sha256')]}\n", encoding="ascii")
-        os.replace(tmp, sidecar)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    line = f"{digest}  {sidecar.name[:-len('.sha256')]}\n"
+    atomic_write(sidecar, lambda f: f.write(line.encode("ascii")))

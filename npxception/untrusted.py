@@ -123,6 +123,8 @@ def loads_json(text):
     except RecursionError:
         raise ValueError("the JSON is nested too deeply to be a model description "
                          "(over ~1000 levels)") from None
+    except MemoryError:  # callers cap the text; this is the last line of defence
+        raise ValueError(f"the JSON ({len(text):,} bytes) does not fit in memory once parsed") from None
 
 
 # --------------------------------------------------------------------------- atomic writes

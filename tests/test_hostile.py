@@ -505,3 +505,30 @@ def test_config_json_that_is_a_fifo_or_too_big(tmp_path):
     big.write_bytes(b" " * (keras3.MAX_JSON_BYTES + 10))
     with pytest.raises(weights_tools.ConversionError, match="a config over"):
         weights_tools._config_from(str(big), "x")
+
+
+def test_config_json_that_parses_into_millions_of_objects(tmp_path):
+    """A config at the size cap made of empty objects: parsed within the memory limit, then refused."""
+    from weights_tools import keras3
+
+    n = (keras3.MAX_JSON_BYTES - 2) // 3
+    p = keras_archive(tmp_path / "wide.keras", "[" + "{}," * (n - 1) + "{}]")
+    convert_refused(tmp_path, p)
+    p = keras_archive(tmp_path / "over.keras", "[" + "{}," * n + "{}]")
+    convert_refused(tmp_path, p, "over the")
+
+
+def test_stale_partials_of_killed_writes_are_swept(tmp_path):
+    """SIGKILL cannot be caught: the next write of the same name removes partials over a day old."""
+    from npxception.untrusted import atomic_write
+
+    dst = tmp_path / "dst.npz"
+    old = [tmp_path / f"dst.npz.{'a' * 32}.partial", tmp_path / f".dst.npz.{'b' * 32}.partial"]  # both namings
+    fresh = tmp_path / f"dst.npz.{'c' * 32}.partial"  # maybe another process, writing now
+    unrelated = tmp_path / f"other.npz.{'d' * 32}.partial"
+    for p in (*old, fresh, unrelated):
+        p.write_bytes(b"x")
+    for p in (*old, unrelated):
+        os.utime(p, (1e9, 1e9))  # 2001
+    atomic_write(dst, lambda f: f.write(b"done"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dst.name, fresh.name, unrelated.name])
