@@ -19,7 +19,9 @@ them here and say so in the README's contributors' notes):
 6. Everything runs in a scratch folder (the working directory) holding the
    repository's ``examples/`` and the files named in ``FIXTURES`` below. A README
    line that reads a new input file needs an entry there. Outputs (``-o x``,
-   ``> x``) land in the scratch folder.
+   ``> x``) land in the scratch folder, and lines run in README order, so a
+   line may read what an earlier one wrote (``verify my_model.npz`` after
+   ``convert ... -o my_model.npz``).
 7. The environment: ``NPXCEPTION_OFFLINE=1``, and ``NPXCEPTION_HOME`` a scratch
    cache in which ``weights="imagenet"`` finds its converted weights where it
    looks for them (``weights/xception_weights_tf_dim_ordering_tf_kernels.npz``).
