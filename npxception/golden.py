@@ -354,20 +354,23 @@ def run_path(model, golden: Golden, path: str) -> PathCheck:
 
 
 def _fused_activations(model, x, layers) -> dict:
-    """The backbone's output from the fused fast plan, then the head op by op.
+    """``model(x)``, the fused fast plan, and what it lets us see.
 
-    The plan yields only its output, and a classifier's softmax can saturate on
-    the golden input (random test weights do: one class at 1.0), which would
-    hide any damage. So the backbone runs alone, as a headless twin sharing the
-    weights, and its features feed the head with every head layer captured.
+    The plan yields only its output. Without a dense layer in the head that
+    output (the features, or their pooling) shows any damage, and the check is
+    exactly the forward pass the caller's first ``model(x)`` would build anyway.
+    A classifier's softmax, though, can saturate on the golden input (random test
+    weights do: one class at 1.0) and hide the damage; so its backbone runs
+    alone, as a headless twin sharing the weights, and the features feed the
+    head with every head layer captured.
     """
     from . import architecture as arch
     from .head import run_head
     from .model import XceptionModel
 
     last = model.layers[-1].name
-    if not model.head:
-        return {last: model(x)}
+    if not any(h["kind"] == "dense" for h in model.head):
+        return {layers[-1]: model(x)}
     weights = model.weights
     twin = XceptionModel({k: weights[k] for k in arch.param_shapes(model.layers, [])},
                          variant=model.variant, head=[], input_shape=model.input_shape)
