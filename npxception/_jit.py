@@ -65,6 +65,7 @@ def cfunc(signature, func, **options):
     from numba.core.ccallback import CFunc
 
     made = CFunc(func, sigutils.normalize_signature(signature), locals={}, options=options)
+    _jit_notice.watch_cfunc(made, CACHE)  # a first compile says so (npxception/_jit_notice.py)
     if CACHE:
         made.enable_caching()
         _guard_cache(made)

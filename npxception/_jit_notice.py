@@ -24,9 +24,9 @@ _lock = threading.Lock()
 
 
 def _dtype_of(args) -> str:
-    """"float64" if any array argument is float64, else "float32": the two kernel families."""
+    """"float64" if any array (or pointer) argument is float64, else "float32": the two kernel families."""
     for t in args:
-        if isinstance(t, types.Array) and t.dtype == types.float64:
+        if isinstance(t, (types.Array, types.CPointer)) and t.dtype == types.float64:
             return "float64"
     return "float32"
 
@@ -39,6 +39,15 @@ def message(dtype: str, cached: bool) -> str:
             "set NUMBA_CACHE_DIR to a writable folder")
 
 
+def announce(dtype: str, cached: bool) -> None:
+    """Log the notice for ``dtype``'s kernels, the first time only."""
+    with _lock:
+        if dtype in _announced:
+            return
+        _announced.add(dtype)
+    log.info(message(dtype, cached))
+
+
 class _Listener(event.Listener):
     def __init__(self, cached: bool):
         self.cached = cached
@@ -48,12 +57,7 @@ class _Listener(event.Listener):
         module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
         if not module.startswith("npxception"):  # someone else's Numba code in the same process
             return
-        dtype = _dtype_of(ev.data.get("args", ()))
-        with _lock:
-            if dtype in _announced:
-                return
-            _announced.add(dtype)
-        log.info(message(dtype, self.cached))
+        announce(_dtype_of(ev.data.get("args", ())), self.cached)
 
     def on_end(self, ev):
         pass
@@ -62,3 +66,17 @@ class _Listener(event.Listener):
 def install(cached: bool) -> None:
     """Listen to Numba's compile events (called once, by npxception._jit)."""
     event.register("numba:compile", _Listener(cached))
+
+
+def watch_cfunc(made, cached: bool) -> None:
+    """The same notice for a ``numba.cfunc``: its compile fires no event, so hook its cache miss.
+
+    ``CFunc.compile`` calls ``_compile_uncached`` only when the cache had nothing.
+    """
+    uncached = made._compile_uncached
+
+    def compile_uncached():
+        announce(_dtype_of(made._sig.args), cached)
+        return uncached()
+
+    made._compile_uncached = compile_uncached

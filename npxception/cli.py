@@ -1,4 +1,4 @@
-"""The ``npxception`` command: predict, summary, convert, compare, show, bench.
+"""The ``npxception`` command: predict, summary, convert, compare, show, bench, verify.
 
 Its manners (npxception/console.py): errors are one line on stderr,
 ``npxception: error: ...``, exit code 1 (argparse's usage errors and "no images
@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="how many channels to draw, the most active first (default 16)")
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
+    ve.add_argument("files", nargs="+", metavar="FILE.npz", help="npxception weight files")
+    ve.add_argument("--report", metavar="OUT.json",
+                    help="write versions, CPU flags, threading layer and every deviation as JSON")
+    ve.add_argument("--add", action="store_true",
+                    help="give files without a golden test case one (our float64 oracle's), then check")
+    ve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
     be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8],
                     help="batch sizes to time (default: 1 8)")
@@ -178,11 +186,11 @@ def _cmd_predict(args) -> int:
 
     inputs = expand(args.images, recursive=args.recursive)
     if inputs.skipped:
-        shown = ", ".join(inputs.skipped[:5]) + (f" and {len(inputs.skipped) - 5} more"
-                                                  if len(inputs.skipped) > 5 else "")
+        shown = ", ".join(map(printable, inputs.skipped[:5])) + (f" and {len(inputs.skipped) - 5} more"
+                                                                  if len(inputs.skipped) > 5 else "")
         print(f"{PROG}: note: sub-folders skipped (use -r to include them): {shown}", file=sys.stderr)
     if not inputs.files:
-        raise CLIError(f"no images to label in {' '.join(args.images)} (image suffixes: "
+        raise CLIError(f"no images to label in {' '.join(map(printable, args.images))} (image suffixes: "
                        f"{' '.join(sorted(IMAGE_SUFFIXES))})", code=EXIT_USAGE)
     model = get_model(args.weights)
     if model.classes is None:
@@ -362,6 +370,12 @@ def _cmd_show(args) -> int:
     return cli_show(args)
 
 
+def _cmd_verify(args) -> int:
+    from .verify import cli_verify
+
+    return cli_verify(args)
+
+
 def _cmd_bench(args) -> int:
     from .bench import cli_bench
 
@@ -374,6 +388,7 @@ _COMMANDS = {
     "compare": _cmd_compare,
     "show": _cmd_show,
     "bench": _cmd_bench,
+    "verify": _cmd_verify,
 }
 
 

@@ -52,7 +52,7 @@ def run(prog: str, command, args, *, debug: bool) -> int:
         sys.stdout.flush()  # a closed pipe shows up here when the output was small
         return code
     except BrokenPipeError:
-        raise  # for quiet_pipe, around the whole main(): not an error to report
+        raise  # not an error to report: quiet_pipe, around the whole main(), ends quietly
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -76,6 +76,10 @@ class XceptionModel:
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
+        # The golden test case a weight file carries (npxception.golden): set by
+        # load() and from_keras, computed by save() when absent.
+        self.golden = None
+        self.golden_factory = None  # a deferred golden (from_keras: Keras runs only if the model is saved)
         self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
         self._lock = threading.Lock()
 
@@ -174,15 +178,18 @@ class XceptionModel:
     def astype(self, dtype) -> "XceptionModel":
         """The same weights in another dtype; ``astype("float64")`` is the oracle."""
         dt = _as_dtype(dtype)
-        return XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
-                             variant=self.variant, head=self.head, input_shape=self.input_shape,
-                             labels=self.labels, source=self.source)
+        model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
+                              variant=self.variant, head=self.head, input_shape=self.input_shape,
+                              labels=self.labels, source=self.source)
+        # the same network: its golden still holds, at the tolerance of the new dtype
+        model.golden, model.golden_factory = self.golden, self.golden_factory
+        return model
 
-    def save(self, path) -> "os.PathLike":
-        """Write the weights and manifest to ``path`` (``.npz``), atomically."""
+    def save(self, path, *, golden=True) -> "os.PathLike":
+        """Write the weights, manifest and golden test case to ``path`` (``.npz``), atomically."""
         from .weights import save
 
-        return save(self, path)
+        return save(self, path, golden=golden)
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
@@ -385,7 +392,7 @@ def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray
 
 
 def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=1000,
-             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0):
+             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0, verify=True):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (the default: seeded random weights and BN statistics),
@@ -400,6 +407,8 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
       ImageNet weights it must be (299, 299, 3).
     dtype: "float32" or "float64".
+    verify: run the weight file's golden test case (once per file per process);
+      False skips it for speed-critical callers.
     """
     dt = _as_dtype(dtype)
     if pooling not in (None, "avg", "max"):
@@ -439,7 +448,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
     from .weights import load
 
-    model = load(weights)
+    model = load(weights, verify=verify)
     model.source = source or model.source
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
@@ -505,13 +514,21 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [])
     params = {k: model._params[k] for k in backbone_keys}
-    return XceptionModel(params, variant=model.variant, head=head,
-                         input_shape=input_shape or (None, None, 3), source=model.source)
+    adapted = XceptionModel(params, variant=model.variant, head=head,
+                            input_shape=input_shape or (None, None, 3), source=model.source)
+    if head == model.head and adapted.input_shape == model.input_shape:
+        adapted.golden = model.golden  # the same network: a no-top file loaded without the top
+    return adapted
 
 
-def load(path) -> XceptionModel:
-    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`)."""
+def load(path, *, verify=True) -> XceptionModel:
+    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`).
+
+    ``verify`` runs its golden test case once per file per process (one small
+    forward pass); a mismatch raises ValueError naming the first layer that
+    disagrees. ``verify=False`` skips it.
+    """
     from .weights import load as _load
 
-    return _load(path)
+    return _load(path, verify=verify)
 

@@ -18,7 +18,10 @@ Cache layout under ``cache_home()`` (``NPXCEPTION_HOME``, default
 
 The ``.npz`` is re-hashed against its sidecar on every call. An ``.npz``
 without a sidecar was placed by hand; it is returned as is, and the loader
-validates every key, shape and value of it.
+validates every key, shape and value of it. Either way the conversion carries a
+golden test case (our float64 oracle's output, docs/weights-format.md) that
+``Xception(weights="imagenet")`` runs once per process, so kernels that
+miscompute on this machine are caught too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """npxception's weight file: one ``.npz`` of ``layer/variable`` arrays plus a JSON manifest.
 
-Layout (format version 1)::
+Layout (format version 2; docs/weights-format.md)::
 
     block1_conv1/kernel            (3, 3, 3, 32)      Keras layout, no transposes
     block1_conv1_bn/gamma          (32,)
@@ -10,13 +10,21 @@ Layout (format version 1)::
         {"format": "npxception-weights", "format_version": 1, "variant": "keras",
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
-         "dtype": "float32"}
+         "dtype": "float32", "golden": {...}}
+    __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
+    __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
+    __golden__/<layer>/index       (32,) int64         digest of the expected activation,
+    __golden__/<layer>/sample      (32,) float64       declared key by key in manifest["golden"]
+
+Format version 1 is version 2 without the golden case; such files still load,
+with a one-time notice.
 
 Reading never unpickles (``allow_pickle=False``): object arrays are refused. Every
 key, shape and dtype is checked against the architecture the manifest names, and
 non-finite weights are refused, because nothing downstream would notice them.
 Writing goes to a temporary file in the destination folder and is renamed into
-place only when complete.
+place only when complete. Loading runs the golden case once per file per process
+(:func:`npxception.golden.check_on_load`).
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ import zlib
 import numpy as np
 
 from . import architecture as arch
+from . import golden as gold
 from .config import CONFIG
 from .untrusted import IrregularFileError, atomic_write, loads_json, open_regular, short_repr  # noqa: F401
 # (atomic_write is re-exported: show.py and others write through npxception.weights)
 
 FORMAT = "npxception-weights"
-FORMAT_VERSION = 1  # bump when the layout changes; readers refuse newer versions
+FORMAT_VERSION = 2  # bump when the layout changes; readers refuse newer versions. 2: the golden case
 MANIFEST_KEY = "__manifest__"
 # numpy's own cap on an .npy header (np.lib.format's max_header_size default).
 NPY_HEADER_MAX = 10_000
@@ -58,15 +67,36 @@ def weight_budget() -> int:
     return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
 
-def save(model, path) -> pathlib.Path:
-    """Write ``model``'s weights and manifest to ``path`` atomically."""
+def save(model, path, *, golden=True) -> pathlib.Path:
+    """Write ``model``'s weights, manifest and golden test case to ``path`` atomically.
+
+    The golden is the one the model carries (Keras' output, from
+    ``weights_tools.from_keras``) when it fits, else our float64 oracle's,
+    computed once per model (seconds at 299x299). ``golden=False`` writes a file
+    without one, which loads with a notice: for throw-away files only.
+    """
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.manifest()}
     arrays = dict(model.weights)
+    if golden:
+        manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))
+        manifest["reserved"] = {k: list(a.shape) for k, a in golden_arrays.items()}  # for read()
+        arrays.update(golden_arrays)
     arrays[MANIFEST_KEY] = np.array(json.dumps(manifest))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _damaged(where, exc) -> str:
+    """A zip error in words; a CRC mismatch names the array whose bytes changed."""
+    text = str(exc)
+    if text.startswith("Bad CRC-32 for file"):
+        member = text.split("'")[1] if text.count("'") >= 2 else "?"
+        return (f"{where}: array {member.removesuffix('.npy')!r} is damaged: its bytes no longer match "
+                "the CRC-32 recorded when the file was written (a changed byte on disk or in transfer); "
+                "re-convert the file or restore it from a good copy")
+    return f"{where}: not a readable .npz weight file ({text})"
 
 
 def read(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -78,7 +108,9 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
     checked against that before a byte of its data is decompressed, and the
     data is read with a cap. Unknown keys, object arrays and a head whose
     parameters exceed the read budget are refused before reading them.
-    ``arrays`` holds the weights and any reserved arrays the manifest declares.
+    ``arrays`` holds the weights and any reserved arrays the manifest declares
+    (the golden case's ``__golden__/`` arrays; :func:`split` separates them).
+    A zip CRC mismatch names the array whose bytes changed.
     """
     where = str(path)
     try:
@@ -96,7 +128,9 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         try:
             with zipfile.ZipFile(f) as z:
                 return _read_members(z, where)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        except zipfile.BadZipFile as exc:
+            raise ValueError(_damaged(where, exc)) from None
+        except (OSError, EOFError, zlib.error) as exc:
             raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
 
 
@@ -238,18 +272,42 @@ def variant_from_manifest(value, where="manifest") -> arch.Variant:
     return arch.resolve_variant(value)
 
 
-def load(path):
+def split(arrays: dict) -> tuple[dict, dict]:
+    """``(weights, golden arrays)``: the reserved ``__golden__/`` keys apart."""
+    reserved = {k: a for k, a in arrays.items() if k.startswith(gold.KEY_PREFIX)}
+    return {k: a for k, a in arrays.items() if k not in reserved}, reserved
+
+
+def load(path, *, verify=True):
     """Load a weight file into an :class:`~npxception.model.XceptionModel`.
 
     Raises ValueError naming the layer, the expected and the found shape for a
-    missing, unexpected, misshapen or non-finite weight.
+    missing, unexpected, misshapen or non-finite weight. With ``verify`` (the
+    default) the file's golden test case runs once per file per process and a
+    mismatch raises :class:`~npxception.golden.GoldenMismatch` (a ValueError);
+    a file without one loads with a one-time :class:`~npxception.golden.NoGoldenWarning`.
     """
+    model = _build(path)
+    where = str(path)
+    identity = gold.file_identity(path)
+    if model.golden is None:
+        gold.notify_missing(where, identity)
+    elif verify and not gold.already_checked(identity, model.dtype.name):
+        gold.check_on_load(model, model.golden, where)
+        gold.mark_checked(identity, model.dtype.name)
+    return model
+
+
+def _build(path):
+    """The model and its golden (unchecked) from a weight file."""
     from .model import XceptionModel
 
     manifest, arrays = read(path)
+    arrays, golden_arrays = split(arrays)
     where = str(path)
+    golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
     for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
-        arrays.pop(key)
+        arrays.pop(key, None)
     try:
         variant = variant_from_manifest(manifest.get("variant", "keras"), where)
         head = manifest.get("head", [])
@@ -260,10 +318,16 @@ def load(path):
         # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
         # or not 3 channels, labels that are not exactly one string per class, a
         # negative or non-finite BN variance, any non-finite weight.
-        return XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
-                             labels=labels, source=manifest.get("source") or where)
+        model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
+                              labels=labels, source=manifest.get("source") or where)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         if not msg.startswith(where):
             msg = f"{where}: {msg}"
         raise type(exc)(msg) from None
+    if golden is not None and not golden.fits(model):
+        raise ValueError(f"{where}: the golden case does not fit the model the manifest describes "
+                         f"(layers {golden.layers}, input {golden.pixels.shape[1:3]}); re-convert the file "
+                         "or replace the golden with `npxception verify --add`")
+    model.golden = golden
+    return model

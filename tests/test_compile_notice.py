@@ -3,8 +3,10 @@
 Each case is a fresh process with its own empty ``NUMBA_CACHE_DIR``, so the
 cache is really cold; it compiles one small kernel (ReLU) in float32 twice and
 then in float64, which is enough for Numba's compile event to fire (the whole
-network's ~20 s compile is not needed to test the notice). The command line's
-stderr handler is npxception.console.run's, as every CLI command uses it.
+network's ~20 s compile is not needed to test the notice). A ``numba.cfunc``
+(the fast path's row kernel is one) fires no event, so it is hooked on its
+cache miss; one small cfunc checks that too. The command line's stderr handler
+is npxception.console.run's, as every CLI command uses it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ def job(args):
         ops.relu(np.linspace(-1, 1, 8, dtype=dtype).reshape(1, 2, 2, 2))
     return 0
 
+def twice(x):
+    return 2 * x
+
+def c_job(args):
+    from npxception._jit import cfunc
+    assert cfunc("float32(float32)", twice).ctypes(1.5) == 3.0
+    return 0
+
 if sys.argv[1] == "cli":
     sys.exit(run("npxception", job, None, debug=True))
+if sys.argv[1] == "cfunc":
+    sys.exit(run("npxception", c_job, None, debug=True))
 job(None)  # the Python API: no handler attached, so nothing may reach stderr
 """
 
@@ -35,7 +47,9 @@ NOTICES = ["npxception: compiling kernels once (about 20 s); later runs start in
 
 def run_job(mode, cache, tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NPXCEPTION_HOME=str(tmp_path / "home"))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True, text=True,
+    script = tmp_path / "job.py"  # a file, not -c: Numba caches only functions with a source file
+    script.write_text(SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr.splitlines()
@@ -50,3 +64,9 @@ def test_cli_notices_once_per_dtype_on_a_cold_cache_only(tmp_path):
 
 def test_python_api_stays_quiet(tmp_path):
     assert run_job("api", tmp_path / "numba", tmp_path) == []
+
+
+def test_cfunc_compile_notices_too(tmp_path):
+    cache = tmp_path / "numba"
+    assert run_job("cfunc", cache, tmp_path) == NOTICES[:1]
+    assert run_job("cfunc", cache, tmp_path) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -10,23 +9,14 @@ import pytest
 
 import npxception
 from npxception import weights as wfile
+from weight_files import rewrite as _rewrite
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    # classes=10 keeps the file small; the format is the same for 1000.
-    return npxception.Xception(classes=10, seed=5)
-
-
-def _rewrite(src, dst, edit):
-    """Copy a weight file, letting ``edit(arrays, manifest)`` change it."""
-    with np.load(src, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    manifest = json.loads(str(arrays.pop(wfile.MANIFEST_KEY)))
-    edit(arrays, manifest)
-    arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
-    np.savez(dst, **arrays)
-    return dst
+    # classes=10 keeps the file small; the format is the same for 1000. 71x71 keeps the
+    # golden test case's float64 oracle (computed once per model, at save) to ~1 s.
+    return npxception.Xception(classes=10, seed=5, input_shape=(71, 71, 3))
 
 
 def test_round_trip(small_model, tmp_path):
@@ -38,7 +28,7 @@ def test_round_trip(small_model, tmp_path):
     assert list(loaded.weights) == list(small_model.weights)
     manifest, _ = wfile.read(path)
     assert manifest["format_version"] == wfile.FORMAT_VERSION
-    assert manifest["variant"] == "keras" and manifest["input_shape"] == [299, 299, 3]
+    assert manifest["variant"] == "keras" and manifest["input_shape"] == [71, 71, 3]
     assert manifest["classes"] == 10 and manifest["classifier_activation"] == "softmax"
     assert [h["kind"] for h in manifest["head"]] == ["global_avg_pool", "dense"]
     # Xception(weights=path) gives the same model.
@@ -158,3 +148,19 @@ def test_head_override_rules(small_model, tmp_path):
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         npxception.Xception(**kwargs)
+
+
+def test_repr_and_source_say_where_the_weights_came_from(small_model, tmp_path, monkeypatch):
+    # weights=None is the default (no implicit download, unlike Keras): random, and it says so.
+    assert small_model.source == "random(seed=5)"
+    assert repr(small_model).endswith(" weights=random(seed=5)>")
+    path = small_model.save(tmp_path / "w.npz")
+    assert npxception.Xception(weights=path, include_top=False).source == "random(seed=5)"  # kept by the file
+    # "imagenet": the cached conversion, named as such (placed by hand here: no download).
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    monkeypatch.setenv("NPXCEPTION_HOME", str(home))
+    cached = home / "weights" / "xception_weights_tf_dim_ordering_tf_kernels_notop.npz"
+    npxception.Xception(include_top=False, seed=2).save(cached)
+    model = npxception.Xception(weights="imagenet", include_top=False)
+    assert model.source == f"imagenet ({cached})" and f"weights=imagenet ({cached})>" in repr(model)

@@ -150,9 +150,12 @@ def read(src, *, variant=None, config=None):
         raise
 
 
-def convert(src, dst, *, variant=None, config=None) -> pathlib.Path:
+def convert(src, dst, *, variant=None, config=None, check_with_keras=False) -> pathlib.Path:
     """Convert ``src`` to an npxception ``.npz`` at ``dst``, written atomically.
 
+    The file carries a golden test case: our float64 oracle's output
+    (``impl="reference"``) or, with ``check_with_keras`` (TensorFlow needed),
+    Keras' own output on ``src``, after checking that we agree with it.
     A failed conversion leaves no output file (nothing is written until the
     model has been fully read and checked, and the write itself is atomic).
     """
@@ -162,6 +165,10 @@ def convert(src, dst, *, variant=None, config=None) -> pathlib.Path:
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
     model = read(src, variant=variant, config=config)
+    if check_with_keras:
+        from .keras_golden import check_with_keras as keras_check
+
+        model.golden = keras_check(src, model, config=config)
     return save(model, dst)
 
 

@@ -34,6 +34,9 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="the architecture (default: detect it)")
     c.add_argument("--config", default=None,
                    help="a .keras archive or config.json giving the wiring of a Keras 3 .weights.h5 file")
+    c.add_argument("--check-with-keras", action="store_true",
+                   help="run SRC in Keras (TensorFlow needed), record Keras' output as the golden test "
+                        "case, and fail if npxception disagrees with it")
     c.add_argument("--debug", action="store_true", help="show tracebacks")
     i = sub.add_parser("inspect", help="list the layers, shapes and the detected architecture")
     i.add_argument("src", help="the Keras file to describe")
@@ -57,12 +60,14 @@ def _convert(args) -> int:
     import weights_tools
     from npxception.weights import load
 
-    path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config)
+    path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config,
+                                 check_with_keras=args.check_with_keras)
     model = load(path)
     total, _ = model.count_params()
     print(path)
     print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
           f"classes {model.classes}, {total:,} parameters, {model.dtype}")
+    print(f"golden test case: {model.golden.source}; checked on load")
     return 0
 
 

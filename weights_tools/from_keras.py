@@ -7,7 +7,9 @@ imports no framework: it only calls methods on the object it is given, so it
 works the same for ``keras`` and ``tf_keras`` models.
 
 The Keras model's dtype is kept: a float64 Keras model gives a float64
-npxception model (the arrays are passed through as they are).
+npxception model (the arrays are passed through as they are). A file saved from
+the result carries Keras' own output as its golden test case
+(:mod:`weights_tools.keras_golden`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from .graph import KLayer
 from .keras_config import flatten_config
+from .keras_golden import keras_golden
 from .mapping import ConversionError, to_npxception
 
 
@@ -66,4 +69,7 @@ def from_keras(keras_model, variant=None):
     """
     source = f"keras model {getattr(keras_model, 'name', '?')!r}"
     klayers = keras_layers(keras_model)
-    return to_npxception(klayers, variant=variant, source=source)
+    model = to_npxception(klayers, variant=variant, source=source)
+    # The golden a saved file will carry is Keras' own output; Keras runs only if it is saved.
+    model.golden_factory = lambda: keras_golden(keras_model, model)
+    return model

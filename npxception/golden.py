@@ -1,0 +1,495 @@
+"""The golden test case a weight file carries: a seeded input and digests of what it must produce.
+
+frugally-deep (the C++ Keras inference library) embeds a test case computed by
+Keras in every converted model and runs it on load; npxception does the same, so
+that a file damaged on disk, converted by a buggy mapping, or run by kernels
+that miscompile on this machine is noticed before it answers a question.
+
+A golden case (format version 2, see docs/weights-format.md) is:
+
+* ``input``: seeded pixels, ``(1, H, W, 3)`` uint8, at the model's input size
+  (71x71 for a backbone without a fixed size). The model receives them as its
+  own kind of input (:func:`model_input`: ``preprocess_input`` for a model
+  without an input stage).
+* per checked layer (the first ReLU, every residual ``add``, the backbone's
+  last layer and every head layer, all taken from the architecture table), a
+  digest of its activation: mean, std and max|x| (``stats``) and the values
+  at ``K`` fixed positions (``index`` -> ``sample``), all float64;
+* where the expectation came from: Keras' own output for a live Keras model, or
+  our float64 oracle (``impl="reference"``) for a file converted without a
+  framework, so that a fast-kernel bug cannot certify itself; its tolerance;
+  the versions that wrote it.
+
+A digest agrees when every one of its numbers is within ``rtol * max|x|`` of
+the expectation (:func:`deviation`): the error scaled by the layer's own size,
+as ``npxception.compare`` measures it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+from .config import CONFIG
+
+KEY_PREFIX = "__golden__/"  # reserved: layer names never start with "__"
+INPUT_KEY = KEY_PREFIX + "input"
+SEED = 16  # any fixed seed; the pixels are stored, so the generator's stream may change freely
+SAMPLE_SIZE = 32  # values per layer: 32 x 16 bytes x 16 layers = 8 kB, the input dominates the size
+# Tolerance relative to the layer's max|x|, by the lower of the two precisions
+# compared (the golden's and the run's). float32: npxception.compare's 1e-4,
+# 80x above the worst correct float32 run against the float64 oracle (1.2e-6)
+# and 100x below what one layer's weights scaled by 1.01 do (1e-2).
+# float64: summation order only (measured below 3e-15). docs/weights-format.md.
+RTOL = {"float32": 1e-4, "float64": 1e-9}
+PARTS = ("stats", "index", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Digest:
+    """What one layer's activation must look like."""
+
+    layer: str
+    shape: tuple  # the activation's shape, batch 1
+    stats: np.ndarray  # (3,) float64: mean, std, max|x|
+    index: np.ndarray  # (K,) int64: positions in the flattened activation
+    sample: np.ndarray  # (K,) float64: the values there
+
+
+@dataclasses.dataclass(frozen=True)
+class Golden:
+    """A golden test case: input pixels, digests in network order, and their provenance."""
+
+    pixels: np.ndarray  # (1, H, W, 3) uint8
+    digests: tuple  # of Digest, network order
+    source: str  # who computed the expectation, in words
+    precision: str  # dtype the expectation was computed in: "float32" or "float64"
+    rtol: dict  # {"float32": ..., "float64": ...}
+    written_by: dict  # {"npxception": ..., "numpy": ..., maybe "keras": ...}
+    seed: int = SEED
+    to_model: str = "preprocess_input (x / 127.5 - 1)"  # how the pixels become the model's input
+
+    @property
+    def layers(self) -> list[str]:
+        return [d.layer for d in self.digests]
+
+    def tolerance(self, dtype) -> float:
+        """The tolerance for a run in ``dtype``: the looser of the golden's and the run's precision."""
+        low = "float32" if "float32" in (self.precision, np.dtype(dtype).name) else "float64"
+        return float(self.rtol[low])
+
+    def fits(self, model) -> bool:
+        """Whether this golden was made for ``model``'s architecture, head and input size.
+
+        It digests checked layers in network order, ending with the output (a
+        Keras golden may lack intermediates Keras could not expose).
+        """
+        checked = checked_layers(model)
+        order = [n for n in checked if n in self.layers]
+        return (order == self.layers and self.layers[-1] == checked[-1]
+                and self.pixels.shape[1:3] == golden_size(model) and self.to_model == input_description(model))
+
+
+# ---- making a golden --------------------------------------------------------
+
+def checked_layers(model) -> list[str]:
+    """The layers a golden digests, from the architecture table: the first ReLU, every ``add``,
+    the backbone's last layer and every head layer (the last one is the model's output)."""
+    first_relu = next(layer.name for layer in model.layers if layer.kind == "relu")
+    names = [first_relu] + [layer.name for layer in model.layers if layer.kind == "add"]
+    names.append(model.layers[-1].name)
+    names += [h["name"] for h in model.head]
+    return list(dict.fromkeys(names))
+
+
+def golden_size(model) -> tuple[int, int]:
+    """The model's input size, or the smallest Keras accepts for a backbone without one."""
+    h, w = model.input_shape[:2]
+    return (CONFIG.min_input_size, CONFIG.min_input_size) if h is None else (h, w)
+
+
+def golden_pixels(model, seed=SEED) -> np.ndarray:
+    """Seeded pixels ``(1, H, W, 3)`` uint8 for ``model``'s golden."""
+    h, w = golden_size(model)
+    return np.random.default_rng(seed).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+
+
+def model_input(model, pixels: np.ndarray, dtype=None) -> np.ndarray:
+    """The golden pixels as ``model`` takes them: as they are for a model that preprocesses
+    in-graph (an input stage), else through Keras' ``preprocess_input`` (x / 127.5 - 1)."""
+    from .images import preprocess_input
+
+    if getattr(model, "takes_pixels", False):
+        return pixels.astype(dtype or model.dtype)
+    x = preprocess_input(pixels.astype(np.float64))
+    return x.astype(dtype or model.dtype)
+
+
+def input_description(model) -> str:
+    return ("pixels as they are (the model's input stage preprocesses)" if getattr(model, "takes_pixels", False)
+            else "preprocess_input (x / 127.5 - 1)")
+
+
+def digest(layer: str, activation: np.ndarray, index: np.ndarray | None = None, *, seed=SEED,
+           position=0) -> Digest:
+    """The digest of one activation; ``index`` defaults to ``SAMPLE_SIZE`` seeded positions."""
+    a = np.asarray(activation, dtype=np.float64)
+    flat = a.ravel()
+    if index is None:
+        rng = np.random.default_rng([seed, position])
+        index = np.sort(rng.choice(flat.size, min(SAMPLE_SIZE, flat.size), replace=False))
+    index = np.asarray(index, dtype=np.int64)
+    stats = np.array([flat.mean(), flat.std(), np.abs(flat).max()])
+    return Digest(layer, tuple(a.shape), stats, index, flat[index])
+
+
+def make_golden(model, activations: dict, *, source: str, precision: str, pixels=None,
+                extra_versions=None) -> Golden:
+    """A golden from ``{layer: activation}`` computed on ``model_input(model, pixels)``."""
+    from . import __version__
+
+    pixels = golden_pixels(model) if pixels is None else pixels
+    digests = tuple(digest(name, activations[name], position=i)
+                    for i, name in enumerate(checked_layers(model)) if name in activations)
+    if not digests:
+        raise ValueError("golden: no checked layer among the activations given")
+    written_by = {"npxception": __version__, "numpy": np.__version__, **(extra_versions or {})}
+    return Golden(pixels, digests, source, precision, dict(RTOL), written_by, to_model=input_description(model))
+
+
+def reference_golden(model) -> Golden:
+    """The golden from our float64 oracle, ``impl="reference"``: independent of the fast kernels."""
+    oracle = model.astype("float64")
+    pixels = golden_pixels(model)
+    _, acts = oracle.forward(model_input(oracle, pixels), capture=checked_layers(model), impl="reference")
+    return make_golden(model, acts, pixels=pixels, precision="float64",
+                       source="npxception float64 oracle (impl='reference')")
+
+
+def golden_for(model) -> Golden:
+    """``model``'s golden: the one it carries (or its ``golden_factory`` makes) when it fits,
+    else the reference golden. The result is kept on the model: computed once."""
+    golden = model.golden
+    if golden is None and model.golden_factory is not None:
+        golden = model.golden_factory()
+    if golden is None or not golden.fits(model):
+        golden = reference_golden(model)
+    model.golden = golden
+    return golden
+
+
+# ---- the file form ----------------------------------------------------------
+
+def to_file(golden: Golden) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(manifest section, {reserved key: array})`` for a weight file."""
+    arrays = {INPUT_KEY: golden.pixels}
+    for d in golden.digests:
+        for part in PARTS:
+            arrays[f"{KEY_PREFIX}{d.layer}/{part}"] = getattr(d, part)
+    section = {
+        "input": {"key": INPUT_KEY, "seed": golden.seed, "to_model": golden.to_model},
+        "layers": {d.layer: list(d.shape) for d in golden.digests},
+        "keys": {k: {"shape": list(a.shape), "dtype": a.dtype.name, "sha256": _sha256(a)}
+                 for k, a in arrays.items()},
+        "source": golden.source,
+        "precision": golden.precision,
+        "rtol": golden.rtol,
+        "written_by": golden.written_by,
+    }
+    return section, arrays
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _check_seal(section, reserved, where) -> None:
+    """Each golden array against the SHA-256 recorded beside it: a golden altered after it was
+    written fails here, naming its layer, before anything runs (the load check only runs the
+    output; ``verify`` runs every layer)."""
+    for key, spec in section["keys"].items():
+        recorded = spec.get("sha256")
+        if recorded is not None and recorded != _sha256(reserved[key]):
+            part = key[len(KEY_PREFIX):]
+            what = "its input" if key == section["input"]["key"] else f"layer {part.rsplit('/', 1)[0]}"
+            raise GoldenMismatch(
+                f"{where}: the golden test case fails at {what}: {key!r} no longer matches the SHA-256 "
+                "recorded when the golden was written, so the golden itself was altered or damaged. "
+                "Re-convert the file from its source, or replace the golden with `npxception verify --add` "
+                "once you trust the weights.")
+
+
+def expected_keys(section) -> dict[str, tuple[tuple, str]]:
+    """``{reserved key: (shape, dtype)}`` declared by a manifest's golden section (for readers)."""
+    if not isinstance(section, dict) or not isinstance(section.get("keys"), dict):
+        raise ValueError("the manifest's golden section declares no keys")
+    out = {}
+    for key, spec in section["keys"].items():
+        if not (isinstance(key, str) and key.startswith(KEY_PREFIX) and isinstance(spec, dict)
+                and isinstance(spec.get("shape"), list) and spec.get("dtype") in ("uint8", "int64", "float64")):
+            raise ValueError(f"the manifest's golden key {key!r} is malformed: expected "
+                             f"'{KEY_PREFIX}...' with a shape list and a dtype (uint8, int64, float64)")
+        out[key] = (tuple(int(d) for d in spec["shape"]), spec["dtype"])
+    return out
+
+
+def from_file(section, arrays: dict[str, np.ndarray], where: str) -> Golden | None:
+    """The golden of a file, checking every reserved key against its declaration; None if it has none."""
+    reserved = {k: a for k, a in arrays.items() if k.startswith(KEY_PREFIX)}
+    if section is None:
+        if reserved:
+            raise ValueError(f"{where}: holds golden arrays ({sorted(reserved)[0]!r}) but its manifest "
+                             "declares no golden case")
+        return None
+    try:
+        declared = expected_keys(section)
+        layers = section["layers"]
+        if not isinstance(layers, dict) or not layers:
+            raise ValueError("the manifest's golden section lists no layers")
+        for key in declared.keys() | reserved.keys():
+            if key not in reserved:
+                raise ValueError(f"golden array {key!r} is declared but missing")
+            if key not in declared:
+                raise ValueError(f"golden array {key!r} is not declared in the manifest")
+            shape, dtype = declared[key]
+            a = reserved[key]
+            if a.shape != shape or a.dtype.name != dtype:
+                raise ValueError(f"golden array {key!r}: expected {shape} {dtype}, found {a.shape} {a.dtype}")
+        pixels = reserved[section["input"]["key"]]
+        if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[3] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f"the golden input must be (1, H, W, 3) uint8, found {pixels.shape} {pixels.dtype}")
+        digests = []
+        for layer, shape in layers.items():
+            parts = {p: reserved.get(f"{KEY_PREFIX}{layer}/{p}") for p in PARTS}
+            if any(a is None for a in parts.values()):
+                raise ValueError(f"golden digest of layer {layer!r} is incomplete")
+            size = int(np.prod(shape))
+            if parts["stats"].shape != (3,) or parts["index"].shape != parts["sample"].shape \
+                    or parts["index"].ndim != 1 or ((parts["index"] < 0) | (parts["index"] >= size)).any():
+                raise ValueError(f"golden digest of layer {layer!r}: malformed (stats (3,), index within "
+                                 f"0..{size - 1} and sample of the same length expected)")
+            if not all(np.isfinite(parts[p]).all() for p in ("stats", "sample")):
+                raise ValueError(f"golden digest of layer {layer!r} contains NaN or Inf")
+            digests.append(Digest(layer, tuple(int(d) for d in shape), **parts))
+        rtol = {k: float(section["rtol"][k]) for k in RTOL}
+        precision = section["precision"]
+        if precision not in RTOL:
+            raise ValueError(f"golden precision must be one of {sorted(RTOL)}, found {precision!r}")
+        golden = Golden(pixels, tuple(digests), str(section["source"]), precision, rtol,
+                        dict(section.get("written_by") or {}), int(section["input"].get("seed", SEED)),
+                        str(section["input"]["to_model"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{where}: the manifest's golden section is malformed ({type(exc).__name__}: "
+                         f"{exc}); re-save the file or add a fresh one with `npxception verify --add`") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}; the golden case is damaged: re-convert the file, or replace "
+                         "the golden with `npxception verify --add`") from None
+    _check_seal(section, reserved, where)
+    return golden
+
+
+# ---- checking ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LayerCheck:
+    layer: str
+    deviation: float  # max |ours - expected| over the digest / max|x| of the expectation
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.deviation <= self.tolerance
+
+
+@dataclasses.dataclass(frozen=True)
+class PathCheck:
+    """One run of the golden input: which path, in which dtype, and each checked layer's deviation."""
+
+    path: str  # "fused" (model(x), the fast plan), "fast" (per-op kernels) or "reference"
+    dtype: str
+    rows: tuple  # of LayerCheck
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        return next((r for r in self.rows if not r.passed), None)
+
+    @property
+    def worst(self) -> LayerCheck:
+        return max(self.rows, key=lambda r: r.deviation / r.tolerance)
+
+
+def deviation(expected: Digest, activation: np.ndarray) -> float:
+    """``max |ours - expected|`` over the digest's numbers, divided by the expected max|x|."""
+    a = np.asarray(activation)
+    if tuple(a.shape) != expected.shape:
+        return float("inf")
+    ours = digest(expected.layer, a, expected.index)
+    scale = max(float(expected.stats[2]), float(np.finfo(np.float32).tiny))
+    worst = max(np.abs(ours.stats - expected.stats).max(), np.abs(ours.sample - expected.sample).max())
+    return float(worst) / scale if np.isfinite(worst) else float("inf")
+
+
+def run_path(model, golden: Golden, path: str) -> PathCheck:
+    """Run the golden input through ``path`` and measure every checked layer it produces."""
+    x = model_input(model, golden.pixels)
+    tol = golden.tolerance(model.dtype)
+    if path == "fused":
+        acts = _fused_activations(model, x, golden.layers)
+    else:
+        _, acts = model.forward(x, capture=golden.layers, impl=path)
+    rows = tuple(LayerCheck(d.layer, deviation(d, acts[d.layer]), tol)
+                 for d in golden.digests if d.layer in acts)
+    return PathCheck(path, model.dtype.name, rows)
+
+
+def _fused_activations(model, x, layers) -> dict:
+    """``model(x)``, the fused fast plan, and what it lets us see.
+
+    The plan yields only its output. Without a dense layer in the head that
+    output (the features, or their pooling) shows any damage, and the check is
+    exactly the forward pass the caller's first ``model(x)`` would build anyway.
+    A classifier's softmax, though, can saturate on the golden input (random test
+    weights do: one class at 1.0) and hide the damage; so its backbone runs
+    alone, as a headless twin sharing the weights, and the features feed the
+    head with every head layer captured.
+    """
+    from . import architecture as arch
+    from .head import run_head
+    from .model import XceptionModel
+
+    last = model.layers[-1].name
+    if not any(h["kind"] == "dense" for h in model.head):
+        return {layers[-1]: model(x)}
+    weights = model.weights
+    twin = XceptionModel({k: weights[k] for k in arch.param_shapes(model.layers, [])},
+                         variant=model.variant, head=[], input_shape=model.input_shape)
+    features = twin(x)
+    del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
+    acts = {last: features}
+    run_head(model.head, weights, features, "fast", acts, set(layers))
+    return acts
+
+
+def fast_path_available() -> bool:
+    """False under ``NUMBA_DISABLE_JIT=1``, where the fast kernels run as (very slow) Python."""
+    return os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+
+
+class GoldenMismatch(ValueError):
+    """A weight file's golden test case failed: the file or the kernels are wrong."""
+
+
+REPORT_ADVICE = ("Either the file is damaged or was converted with a since-fixed bug: re-convert it from its "
+                 "source; or the kernels miscompute on this machine: report a kernel bug with the output of "
+                 "`npxception verify --report report.json {where}`. (verify=False skips this check.)")
+
+
+def mismatch_message(where: str, golden: Golden, check: PathCheck, localised: PathCheck | None = None,
+                     advice: str = REPORT_ADVICE) -> str:
+    """The error: the file, the first layer that disagrees and by how much, and the ways out."""
+    located = localised if localised is not None and not localised.passed else check
+    bad = located.first_failure
+    idx = [r.layer for r in located.rows].index(bad.layer)
+    before = f"; the layer checked before it, {located.rows[idx - 1].layer}, agrees" if idx else ""
+    how = {"fused": "the fast path (model(x))", "fast": "the fast per-layer kernels",
+           "reference": "the reference ops"}[located.path]
+    text = (f"{where}: the golden test case fails at layer {bad.layer}: it differs from the expected "
+            f"digest by {bad.deviation:.3g} of its max|x| (tolerance {bad.tolerance:g}, {how}, "
+            f"{located.dtype}){before}. The expectation came from {golden.source}.")
+    if localised is not None and localised.passed:
+        text += (" Every layer agrees when run op by op, so the fused fast path miscomputes on this "
+                 "machine.")
+    return f"{text} {advice.format(where=where)}"
+
+
+def check_on_load(model, golden: Golden, where: str) -> PathCheck:
+    """The load-time check: one forward pass of the golden input in the model's dtype.
+
+    The fast path (``model(x)``) when it is available, else the reference ops;
+    the output digest decides. Only on a mismatch are the checked layers run
+    again op by op, to name the first one that disagrees.
+    """
+    path = "fused" if fast_path_available() else "reference"
+    check = run_path(model, golden, path)
+    if check.passed:
+        return check
+    localised = run_path(model, golden, "fast" if path == "fused" else "reference")
+    raise GoldenMismatch(mismatch_message(where, golden, check, localised))
+
+
+# ---- once per file per process, and the notice for files without a golden -----
+
+_LOCK = threading.Lock()
+_CHECKED: set = set()
+_NOTIFIED: set = set()
+
+
+class NoGoldenWarning(UserWarning):
+    """A weight file without a golden test case was loaded unchecked."""
+
+
+def file_identity(path) -> tuple:
+    """The file as the OS knows it now: a rewritten or replaced file is checked again."""
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def already_checked(identity, dtype) -> bool:
+    with _LOCK:
+        return (identity, dtype) in _CHECKED
+
+
+def mark_checked(identity, dtype) -> None:
+    with _LOCK:
+        _CHECKED.add((identity, dtype))
+
+
+def notify_missing(where: str, identity) -> None:
+    """Warn once per file per process that it carries no golden case."""
+    with _LOCK:
+        if identity in _NOTIFIED:
+            return
+        _NOTIFIED.add(identity)
+    warnings.warn(f"{where}: this weight file carries no golden test case (written by an older npxception), "
+                  "so it was loaded unchecked; `npxception verify --add FILE` (or re-saving it) adds one",
+                  NoGoldenWarning, stacklevel=4)
+
+
+# ---- the environment, for bug reports ---------------------------------------
+
+def environment() -> dict:
+    """Versions, CPU, threading layer and BLAS: what a kernel bug report needs."""
+    import numba
+
+    from . import __version__
+
+    env = {"npxception": __version__, "numpy": np.__version__, "numba": numba.__version__,
+           "python": sys.version.split()[0], "platform": platform.platform(),
+           "machine": platform.machine(), "numba_threads": numba.get_num_threads()}
+    try:
+        env["threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        env["threading_layer"] = None
+    try:
+        import llvmlite.binding as llvm
+
+        env["cpu"] = llvm.get_host_cpu_name()
+        env["cpu_flags"] = sorted(f[1:] for f in llvm.get_host_cpu_features().flatten().split(",")
+                                  if f.startswith("+"))
+    except Exception as exc:  # noqa: BLE001 - a report without CPU flags beats no report
+        env["cpu_flags"] = f"unavailable ({type(exc).__name__})"
+    from . import blas
+
+    env["gemm"] = blas.WHERE if blas.AVAILABLE else f"numpy.matmul ({blas.WHERE})"
+    return env
