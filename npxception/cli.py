@@ -15,7 +15,7 @@ import json
 import sys
 
 from . import __version__
-from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, quiet_pipe, run
+from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, deferred_interrupt, quiet_pipe, run
 
 PROG = "npxception"
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -206,12 +206,13 @@ def _cmd_predict(args) -> int:
                                    batch_size=args.batch_size):
             progress.clear()
             for result in batch:
-                if result.error is not None:
-                    failed += 1
-                    print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
-                out.write(result)
+                with deferred_interrupt():  # printed and counted whole, or not at all
+                    if result.error is not None:
+                        failed += 1
+                        print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
+                    out.write(result)
+                    done += 1
             sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
-            done += len(batch)
             progress.advance(len(batch))
     except KeyboardInterrupt:
         progress.close()

@@ -15,10 +15,13 @@ This module imports nothing heavy: it runs before any command decides what it ne
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 
 EXIT_ERROR = 1  # the command failed (a bad file, a bad value)
 EXIT_USAGE = 2  # argparse's code for a wrong command line; also "nothing to do"
@@ -97,6 +100,28 @@ def _closed_pipe() -> int:
     except (OSError, ValueError):  # stdout is not a real file (e.g. captured): nothing to silence
         pass
     return EXIT_SIGPIPE
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C until the block ends, then raise it: what the block prints is whole.
+
+    Used around writing one result and counting it, so that an interrupt can
+    neither cut a JSON element in half nor land between printing a result and
+    counting it ("interrupted after N files" must match what was printed).
+    Outside the main thread signals cannot be handled, and the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 class _notices:

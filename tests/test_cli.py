@@ -501,3 +501,27 @@ def test_compare_plot_needs_matplotlib_before_it_runs(ref, tmp_path, monkeypatch
     code = main(["compare", "--against", str(ref.npz), "--weights", str(ref.npz), "--plot", str(tmp_path / "e.png")])
     assert code == 1
     assert capsys.readouterr().err == "npxception: error: --plot needs matplotlib: pip install 'npxception[plot]'\n"
+
+
+def test_runs_without_the_console_script_on_path(env, monkeypatch):
+    """An unactivated venv: no `npxception` on PATH, and the tests still run the command."""
+    import console_script
+
+    monkeypatch.setattr(console_script.shutil, "which", lambda *a, **k: None)
+    argv = command()
+    assert argv == [sys.executable, "-m", "npxception"]
+    code, out, err = run(argv, dict(env, PATH="/nonexistent"), "--version")
+    assert (code, out.strip()) == (0, f"npxception {npxception.__version__}"), err
+
+
+def test_ctrl_c_waits_for_the_result_being_written():
+    """A SIGINT inside the block is held until the block has finished, then raised."""
+    from npxception.console import deferred_interrupt
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt, match="^$"):  # raised bare, as Python does on Ctrl-C
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("after the signal")
+    assert finished == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

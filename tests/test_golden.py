@@ -148,7 +148,7 @@ def test_flipped_byte_in_a_stored_array_is_named(saved, tmp_path, capsys):
     data[start + info.file_size // 2] ^= 0x10  # one bit of one weight's mantissa
     bad = tmp_path / "flipped.npz"
     bad.write_bytes(bytes(data))
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(ValueError, match="is damaged") as exc:
         npxception.load(bad)
     msg = str(exc.value)
     assert msg.startswith(f"{bad}: array 'block3_sepconv1/pointwise_kernel' is damaged") and "CRC-32" in msg

@@ -19,7 +19,9 @@ them here and say so in the README's contributors' notes):
 6. Everything runs in a scratch folder (the working directory) holding the
    repository's ``examples/`` and the files named in ``FIXTURES`` below. A README
    line that reads a new input file needs an entry there. Outputs (``-o x``,
-   ``> x``) land in the scratch folder.
+   ``> x``) land in the scratch folder, and lines run in README order, so a
+   line may read what an earlier one wrote (``verify my_model.npz`` after
+   ``convert ... -o my_model.npz``).
 7. The environment: ``NPXCEPTION_OFFLINE=1``, and ``NPXCEPTION_HOME`` a scratch
    cache in which ``weights="imagenet"`` finds its converted weights where it
    looks for them (``weights/xception_weights_tf_dim_ordering_tf_kernels.npz``).
@@ -218,3 +220,19 @@ def test_referenced_documents_exist():
                 if not ((REPO / name).is_file() or (path.parent / name).is_file()):
                     missing.append(f"{path.relative_to(REPO)}: {name}")
     assert missing == []
+
+
+def test_every_pytest_raises_names_its_message():
+    """A bare ``pytest.raises`` of an exception type passes on any such error, even the wrong one:
+    every one says with ``match=`` which message it expects."""
+    loose = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"pytest\.raises\(", text):
+            depth, end = 1, m.end()
+            while depth and end < len(text):  # the call's closing parenthesis
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            if "match=" not in text[m.end():end]:
+                loose.append(f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}")
+    assert loose == []

@@ -87,7 +87,7 @@ def main(argv=None, prog: str = PROG) -> int:
 
 def _convert(args) -> int:
     import weights_tools
-    from npxception.weights import load
+    from npxception.model import load
 
     path = weights_tools.convert(args.src, args.output, variant=args.variant,
                                  check_with_keras=args.check_with_keras, **_options(args))

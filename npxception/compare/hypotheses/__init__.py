@@ -1,0 +1,106 @@
+"""The catalogue of named causes compare tests at every source of error.
+
+A *source* is a layer whose output differs from ours even though it ran on the
+same inputs (its local error is over tolerance). Each hypothesis below is one
+way a port is known to differ: it takes the :class:`Case` (their inputs, their
+output, our layer) and returns a :class:`Candidate`, the output *their* layer
+would produce under that cause, with the fitted parameter; or None when it does
+not apply. :func:`diagnose` keeps the candidate that reproduces their output
+within tolerance with the smallest residual. A port that matches no hypothesis
+is reported as "unexplained", never forced into one.
+
+Layer-specific hypotheses are tried first; the generic ones (an extra ReLU, a
+different input, a skipped layer) only when no specific one explains the layer.
+docs/discrepancies.md shows each with the signature compare reports.
+
+One module per family, one small documented function per hypothesis:
+``batchnorm``, ``windows`` (pooling and convolution), ``wiring`` (activations,
+inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier)
+and ``inputs`` (channel order, preprocessing, layout).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..metrics import errors
+from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing
+from .case import Candidate, Case, Diagnosis
+from .head import dense_kernel_transposed, dense_missing_bias, output_logits
+from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates
+from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
+                      conv_symmetric_padding, depthwise_channel_order, pool_ceil_mode, pool_stride_off_by_one,
+                      pool_symmetric_padding, pool_window_off_by_one, pool_zero_padding)
+from .wiring import (extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6, relu_missing,
+                     skipped_layer, wrong_input)
+
+# ---- the catalogue ------------------------------------------------------------------------------
+
+CATALOGUE: dict[str, list[Callable]] = {
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped],
+    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped],
+    "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
+                pool_stride_off_by_one],
+    "conv": [conv_same_for_valid, conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
+             conv_extra_bias],
+    "sepconv": [conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
+                depthwise_channel_order, conv_extra_bias],
+    "relu": [relu6, relu_missing],
+    "add": [extra_relu_on_input],
+    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed],
+    "activation": [output_logits],
+}
+GENERIC = [skipped_layer, extra_relu_after, wrong_input]
+FIRST = [overwritten_in_place]  # evidence about the dump itself, tested before any cause in the port
+
+
+def _residual(y, theirs):
+    if y.shape != theirs.shape or not np.isfinite(y).all():
+        return None
+    max_abs, _, _, scale = errors(y, theirs)
+    return max_abs, scale
+
+
+def best_of(candidates, theirs, rtol, atol) -> Diagnosis | None:
+    """The candidate that reproduces ``theirs`` within tolerance with the smallest residual."""
+    best = None
+    for c in candidates:
+        if c is None:
+            continue
+        r = _residual(c.output, theirs)
+        if r is None or r[0] > atol + rtol * r[1]:
+            continue
+        rel = r[0] / r[1] if r[1] > 0 else 0.0
+        if best is None or rel < best.residual:
+            best = Diagnosis(c.cause, c.explanation, c.parameter, rel)
+        if rel <= 0.01 * rtol:
+            # round-off level: nothing can fit better, and the remaining candidates (each a
+            # pass over the layer) would double compare's time on a port with 40 sources
+            break
+    return best
+
+
+def _tried(hypothesis, case):
+    """A hypothesis' candidate, or None when their tensors do not fit it (a shape our ops refuse)."""
+    try:
+        return hypothesis(case)
+    except ValueError:
+        return None
+
+
+def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
+    """Test the catalogue on one source layer; the best explanation, or None."""
+    if case.x_ours is not None:
+        found = best_of(input_candidates(case.x_ours, lambda xt: case.model.run_layer(case.name, [xt])),
+                        case.theirs, rtol, atol)
+        if found:
+            return found
+    found = best_of((h(case) for h in FIRST), case.theirs, rtol, atol)
+    if found:
+        return found
+    found = best_of((_tried(h, case) for h in CATALOGUE.get(case.kind, [])), case.theirs, rtol, atol)
+    if found:
+        return found
+    return best_of((_tried(h, case) for h in GENERIC), case.theirs, rtol, atol)

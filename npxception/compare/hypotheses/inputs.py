@@ -1,0 +1,65 @@
+"""The input: channel order, preprocessing mode, layout. Each transform maps our tf-mode batch
+to what the port would have fed its first layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...config import CONFIG
+from .case import Candidate
+
+# keras.applications.imagenet_utils: "caffe" mode is BGR minus these means (BGR order);
+# "torch" mode is x/255 normalised by these ImageNet means and stds (RGB order).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def _raw(x):
+    """Our tf-mode input back in [0, 255]: x = raw / 127.5 - 1."""
+    return (x.astype(np.float64) + 1.0) * CONFIG.preprocess_scale
+
+
+def input_bgr(x):
+    """BGR channel order instead of RGB."""
+    return "BGR channel order instead of RGB", x[..., ::-1]
+
+
+def input_caffe(x):
+    """Keras' "caffe" preprocess_input (BGR, ImageNet means subtracted, no scaling) instead of "tf"."""
+    return ("caffe preprocessing (BGR minus ImageNet means) instead of tf's x/127.5 - 1",
+            _raw(x)[..., ::-1] - np.array(CAFFE_MEAN_BGR))
+
+
+def input_torch(x):
+    """Keras' "torch" preprocess_input (x/255 normalised by ImageNet mean and std) instead of "tf"."""
+    return ("torch preprocessing ((x/255 - mean) / std) instead of tf's x/127.5 - 1",
+            (_raw(x) / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD))
+
+
+def input_nchw_as_nhwc(x):
+    """An NHWC batch's memory read as NCHW (a reshape where a transpose was needed)."""
+    n, h, w, c = x.shape
+    return "NHWC input read as NCHW (reshaped, not transposed)", \
+        np.ascontiguousarray(x).reshape(n, c, h, w).transpose(0, 2, 3, 1)
+
+
+def input_hw_transposed(x):
+    """Height and width swapped (an NCHW/NHWC transpose with the wrong axis order)."""
+    return "image transposed (height and width swapped)", x.transpose(0, 2, 1, 3)
+
+
+INPUT_TRANSFORMS = {
+    "input_bgr": input_bgr, "input_caffe": input_caffe, "input_torch": input_torch,
+    "input_nchw_as_nhwc": input_nchw_as_nhwc, "input_hw_transposed": input_hw_transposed,
+}
+
+
+def input_candidates(x, run=None):
+    """Every input hypothesis as a Candidate: the transformed input itself (``run`` None, for
+    the dumped input) or the first layer run on it."""
+    for cause, transform in INPUT_TRANSFORMS.items():
+        text, xt = transform(x)
+        xt = xt.astype(x.dtype)
+        yield Candidate(cause, text, xt if run is None else run(xt))
+

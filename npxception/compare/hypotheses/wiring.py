@@ -1,0 +1,86 @@
+"""Activations and wiring: ReLU6, a missing or extra ReLU, a different input, a skipped layer,
+and a dump overwritten in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from .case import Candidate, Case, closest
+
+
+def relu6(case: Case) -> Candidate:
+    """ReLU6 (``min(max(x, 0), 6)``, MobileNet's) instead of ReLU."""
+    return Candidate("relu6", "ReLU6 instead of ReLU", np.clip(case.inputs[0], 0, 6))
+
+
+def relu_missing(case: Case) -> Candidate:
+    """No activation: their layer passes its input through."""
+    return Candidate("relu_missing", "missing ReLU (their output is its input)", case.inputs[0])
+
+
+def extra_relu_on_input(case: Case) -> Candidate | None:
+    """A ReLU on one input of an add that Keras does not have (the article's ReLU after the third
+    middle-flow BN, before the Add)."""
+    if case.kind != "add":
+        return None
+    options = []
+    for i in range(len(case.inputs)):
+        ins = [np.maximum(a, 0) if j == i else a for j, a in enumerate(case.inputs)]
+        options.append((case.input_names[i], ops.add(ins[0], ins[1], impl="reference")))
+    found = closest(options, case.theirs)
+    if found is None:
+        return None
+    src, y = found
+    return Candidate("extra_relu_before", f"an extra ReLU on {src} before this add", y, src)
+
+
+def extra_relu_after(case: Case) -> Candidate | None:
+    """An extra ReLU after the layer."""
+    if case.kind == "relu" or case.local.shape != case.theirs.shape:
+        return None
+    return Candidate("extra_relu_after", "an extra ReLU after this layer", np.maximum(case.local, 0))
+
+
+def wrong_input(case: Case) -> Candidate | None:
+    """The layer reads a different tensor of the same shape (the article's residuals of blocks 3
+    and 4 take the previous residual branch instead of the block output)."""
+    if not case.earlier or len(case.inputs) != 1:
+        return None
+    want = case.inputs[0].shape
+    found = closest(((name, case.model.run_layer(case.name, [a])) for name, a in case.earlier.items()
+                     if name != case.input_names[0] and a.shape == want), case.theirs)
+    if found is None:
+        return None
+    name, y = found
+    return Candidate("wrong_input", f"reads {name} instead of {case.input_names[0]}", y, name)
+
+
+def overwritten_in_place(case: Case) -> Candidate | None:
+    """Their dump holds, for this layer, exactly the output of a layer that reads it: an in-place
+    op (``ReLU(inplace=True)``, ``x += skip``) overwrote the tensor after a forward hook kept a
+    reference to it. The port may be right; the dump is not (clone in the hook)."""
+    for name, a in (case.readers or {}).items():
+        if a.shape == case.theirs.shape and np.array_equal(a, case.theirs):
+            # an extra ReLU before a ReLU leaves the same two tensors: a dump cannot tell them apart
+            also = " or an extra ReLU here" if (case.theirs >= 0).all() else ""
+            return Candidate("overwritten_in_place", f"their value is {name}'s output: overwritten in place "
+                             f"after it was hooked (dump with .clone()){also}", case.theirs, name)
+    return None
+
+
+def skipped_layer(case: Case) -> Candidate | None:
+    """Their port has no layer where we have one: an input their side does not expose was filled by
+    running our layer, and feeding that layer's own input instead reproduces their output (the
+    article pools block14_sepconv2_bn with no ReLU)."""
+    if not case.skipped:
+        return None
+    for pos, (gap, gap_input) in case.skipped.items():
+        ins = list(case.inputs)
+        ins[pos] = gap_input
+        y = case.model.run_layer(case.name, ins)
+        if y.shape == case.theirs.shape:
+            return Candidate("skipped_layer", f"their port has no {gap}: this layer reads its input directly",
+                             y, gap)
+    return None
+
