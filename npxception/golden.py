@@ -366,7 +366,6 @@ def _fused_activations(model, x, layers) -> dict:
     """
     from . import architecture as arch
     from .head import run_head
-    from .model import XceptionModel
 
     last = model.layers[-1].name
     if not any(h["kind"] == "dense" for h in model.head):
@@ -374,8 +373,8 @@ def _fused_activations(model, x, layers) -> dict:
     weights = model.weights
     # An in-graph input stage (issue 11's, where the model has one) runs in the twin too.
     stage = {"input_stage": model.input_stage} if hasattr(model, "input_stage") else {}
-    twin = XceptionModel({k: weights[k] for k in arch.param_shapes(model.layers, [])},
-                         variant=model.variant, head=[], input_shape=model.input_shape, **stage)
+    twin = type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [])},  # an XceptionModel
+                       variant=model.variant, head=[], input_shape=model.input_shape, **stage)
     features = twin(x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}

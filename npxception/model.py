@@ -20,11 +20,17 @@ import threading
 import numpy as np
 
 from . import architecture as arch
+from . import golden as gold
 from . import ops
 from .config import CONFIG
 from .fast import fast_forward
 from .head import run_head
+from .pretrained import imagenet_weights
 from .untrusted import short_repr
+from .weights import read as read_weights
+from .weights import save as save_weights
+from .weights import split as split_golden
+from .weights import variant_from_manifest
 
 _DTYPES = (np.dtype("float32"), np.dtype("float64"))
 _KERAS_TYPES = {
@@ -187,9 +193,7 @@ class XceptionModel:
 
     def save(self, path, *, golden=True) -> "os.PathLike":
         """Write the weights, manifest and golden test case to ``path`` (``.npz``), atomically."""
-        from .weights import save
-
-        return save(self, path, golden=golden)
+        return save_weights(self, path, golden=golden)
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
@@ -437,16 +441,12 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
                              f"{CONFIG.default_input_shape}, found {input_shape}")
         if arch.resolve_variant(variant) != arch.VARIANTS["keras"]:
             raise ValueError(f"variant: the ImageNet weights fit variant='keras', found {variant!r}")
-        from .pretrained import imagenet_weights
-
         weights = imagenet_weights(include_top=include_top)
         source = f"imagenet ({weights})"
     elif isinstance(weights, (str, os.PathLike)):
         source = None  # the file's own: what it was converted from, else its path
     else:
         raise TypeError(f"weights: expected None, 'imagenet' or a path, found {type(weights).__name__}")
-
-    from .weights import load
 
     model = load(weights, verify=verify)
     model.source = source or model.source
@@ -522,13 +522,57 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
 
 
 def load(path, *, verify=True) -> XceptionModel:
-    """Load an npxception ``.npz`` weight file (see :mod:`npxception.weights`).
+    """Load an npxception ``.npz`` weight file into an :class:`XceptionModel`.
 
-    ``verify`` runs its golden test case once per file per process (one small
-    forward pass); a mismatch raises ValueError naming the first layer that
-    disagrees. ``verify=False`` skips it.
+    :func:`npxception.weights.read` checks the file against its format and
+    returns the arrays and the manifest; the model is built here and checks
+    every weight against the table.
+    Raises ValueError naming the layer, the expected and the found shape for a
+    missing, unexpected, misshapen or non-finite weight. With ``verify`` (the
+    default) the file's golden test case runs once per file per process and a
+    mismatch raises :class:`~npxception.golden.GoldenMismatch` (a ValueError);
+    a file without one loads with a one-time :class:`~npxception.golden.NoGoldenWarning`.
     """
-    from .weights import load as _load
+    model = _from_file(path)
+    where = str(path)
+    identity = gold.file_identity(path)
+    if model.golden is None:
+        gold.notify_missing(where, identity)
+    elif verify and not gold.already_checked(identity, model.dtype.name):
+        gold.check_on_load(model, model.golden, where)
+        gold.mark_checked(identity, model.dtype.name)
+    return model
 
-    return _load(path, verify=verify)
+
+def _from_file(path):
+    """The model and its golden (unchecked) from a weight file."""
+    manifest, arrays = read_weights(path)
+    arrays, golden_arrays = split_golden(arrays)
+    where = str(path)
+    golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
+    for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
+        arrays.pop(key, None)
+    try:
+        variant = variant_from_manifest(manifest.get("variant", "keras"), where)
+        head = manifest.get("head", [])
+        input_shape = manifest.get("input_shape", [None, None, 3])
+        if not (isinstance(input_shape, list) and len(input_shape) == 3):
+            raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
+        labels = manifest.get("labels")
+        # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
+        # or not 3 channels, labels that are not exactly one string per class, a
+        # negative or non-finite BN variance, any non-finite weight.
+        model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
+                              labels=labels, source=manifest.get("source") or where)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if not msg.startswith(where):
+            msg = f"{where}: {msg}"
+        raise type(exc)(msg) from None
+    if golden is not None and not golden.fits(model):
+        raise ValueError(f"{where}: the golden case does not fit the model the manifest describes "
+                         f"(layers {golden.layers}, input {golden.pixels.shape[1:3]}); re-convert the file "
+                         "or replace the golden with `npxception verify --add`")
+    model.golden = golden
+    return model
 

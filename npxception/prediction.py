@@ -52,7 +52,7 @@ def get_model(weights="imagenet"):
             if key == ("imagenet",):
                 model = Xception("imagenet")
             else:
-                from .weights import load
+                from .model import load
 
                 model = load(weights)
             _MODELS[key] = model

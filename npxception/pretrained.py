@@ -27,8 +27,11 @@ miscompute on this machine are caught too.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
 import urllib.parse
 
 from .download import DownloadError, file_hash, get_file
@@ -111,11 +114,35 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
             f"`npxception predict --weights PATH`); for a mirror, set "
             f"{BASE_URL_ENV}.", url=url, path=exc.path) from None
 
-    import weights_tools  # lazy: the converter is only needed once per cache
-
-    weights_tools.convert(h5, npz, variant="keras")
+    convert(h5, npz)
     _write_sidecar(sidecar, file_hash(npz, "sha256"))
     return npz
+
+
+def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
+    """Convert the official ``.h5`` to ``npz`` with ``python -m weights_tools convert``, in a child process.
+
+    A process rather than an import, for two reasons: the converter depends on
+    npxception (``weights_tools -> npxception``), never the other way round, so
+    the package does not import it back; and libhdf5 reads the downloaded file in
+    the child, so a crash on a damaged file cannot take the caller down. The
+    child writes ``npz`` atomically. Raises ValueError with the converter's message.
+    """
+    roots = []
+    for package in ("weights_tools", "npxception"):
+        spec = importlib.util.find_spec(package)  # finds the package without importing it
+        if spec is not None and spec.origin:
+            roots.append(str(pathlib.Path(spec.origin).resolve().parent.parent))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p]))
+    cmd = [sys.executable, "-m", "weights_tools", "convert", str(h5), "-o", str(npz), "--variant", "keras"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not npz.is_file():
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise ValueError(f"{h5}: converting the official weights failed ({reason}); delete it to download "
+                         "it again, or convert a copy by hand with `python -m weights_tools convert`")
 
 
 def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:

@@ -47,7 +47,7 @@ class FileResult:
 
 def verify_file(path, *, paths=PATHS, add=False) -> FileResult:
     """Check one file on each of ``paths``; with ``add``, first give a file without a golden one."""
-    from .weights import load
+    from .model import load
 
     result = FileResult(str(path))
     try:

@@ -324,3 +324,23 @@ def test_archive_member_size_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(keras3, "max_weights_bytes", lambda: 1000)
     with pytest.raises(ConversionError, match="limit"):
         keras3.open_archive(str(p), str(p))
+
+
+def test_pretrained_converts_the_official_layout_in_a_child_process(files, tmp_path):
+    # npxception.pretrained converts the downloaded official .h5 by running
+    # `python -m weights_tools convert` in a child (the package never imports the
+    # converter); the tf_keras weights file has the official layout.
+    import pathlib
+
+    from npxception import pretrained
+    from npxception.model import load
+
+    _, good, bad = files
+    fx = good["tf_keras_weights_h5"]
+    npz = tmp_path / "weights" / "official.npz"
+    pretrained.convert(pathlib.Path(fx.path), npz)
+    ours = load(npz)(fx.x)
+    assert np.abs(ours.astype(np.float64) - fx.expected).max() <= PROB_ATOL  # as test_converted_file_matches_keras
+    with pytest.raises(ValueError, match=r"truncated\.h5: converting the official weights failed \(.*HDF5"):
+        pretrained.convert(pathlib.Path(bad["truncated"]), tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()

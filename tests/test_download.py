@@ -15,7 +15,6 @@ import subprocess
 import socket
 import sys
 import threading
-import types
 
 import pytest
 
@@ -440,16 +439,15 @@ def test_imagenet_offline_advice(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fake_converter(monkeypatch):
-    """A stand-in for weights_tools (tested elsewhere) that records its calls."""
+    """A stand-in for the child-process conversion (tested in test_convert_files.py) that records its calls."""
     calls = []
 
-    def convert(src, dst, *, variant=None, config=None):
-        calls.append((src, dst, variant))
+    def convert(src, dst):
+        calls.append((src, dst))
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(b"converted:" + src.read_bytes()[:16])
-        return dst
 
-    monkeypatch.setitem(sys.modules, "weights_tools", types.SimpleNamespace(convert=convert))
+    monkeypatch.setattr(pretrained, "convert", convert)
     return calls
 
 
@@ -461,7 +459,7 @@ def test_imagenet_download_convert_then_cache_hit(server, tmp_path, monkeypatch,
     npz = pretrained.imagenet_weights(include_top=False, progress=False)
     h5, expected_npz, sidecar = pretrained._paths(False)
     assert npz == expected_npz and npz.suffix == ".npz"
-    assert fake_converter == [(h5, npz, "keras")]
+    assert fake_converter == [(h5, npz)]
     assert files_under(tmp_path / "home") == sorted([
         f"downloads/{fname}", f"weights/{npz.name}", f"weights/{sidecar.name}"])
     assert sidecar.read_text().split()[0] == file_hash(npz, "sha256")

@@ -265,17 +265,17 @@ def test_top_larger_than_the_classes_gives_them_all(small):
 # --------------------------------------------------------------------------- weights loaded once
 
 def test_weights_are_loaded_once_per_process(ref, monkeypatch):
-    import npxception.weights as weights_module
+    import npxception.model as model_module  # model.load builds a model from a weight file
 
     calls = []
-    real_load = weights_module.load
+    real_load = model_module.load
 
     def counting_load(path):
         calls.append(path)
         return real_load(path)
 
     monkeypatch.setattr(predict_module, "_MODELS", {})
-    monkeypatch.setattr(weights_module, "load", counting_load)
+    monkeypatch.setattr(model_module, "load", counting_load)
     image = np.zeros((299, 299, 3), np.uint8)
     first = npxception.predict(image, weights=str(ref.npz))
     second = npxception.predict(image, weights=ref.npz)  # a Path to the same file: the same entry
@@ -289,7 +289,7 @@ def test_weights_are_loaded_once_per_process(ref, monkeypatch):
 def test_rewritten_weight_file_is_reloaded(small, tmp_path, monkeypatch):
     import os
 
-    import npxception.weights as weights_module
+    import npxception.model as weights_module  # model.load builds a model from a weight file
 
     calls = []
     real_load = weights_module.load

@@ -28,37 +28,8 @@ from .mapping import ConversionError
 __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
            "KLayer"]
 
-from .hdf5 import HDF5_MAGIC  # noqa: E402
+from .formats import _open_checked, detect_format  # noqa: E402,F401  (detect_format is public)
 from .keras3 import ZIP_MAGIC  # noqa: E402
-
-
-def _open_checked(path: pathlib.Path):
-    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
-    from npxception.untrusted import IrregularFileError, open_regular
-
-    try:
-        return open_regular(path)
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: no such file") from None
-    except IrregularFileError as exc:
-        raise ConversionError(str(exc)) from None
-    except OSError as exc:
-        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
-
-
-def detect_format(path) -> str:
-    """``"hdf5"`` or ``"zip"`` from the magic bytes; ConversionError for anything else."""
-    path = pathlib.Path(path)
-    where = str(path)
-    with _open_checked(path) as f:
-        head = f.read(8)
-    if not head:
-        raise ConversionError(f"{where}: the file is empty")
-    if head == HDF5_MAGIC:
-        return "hdf5"
-    if head[:4] == ZIP_MAGIC:
-        return "zip"
-    raise ConversionError(f"{where}: not a Keras weight file (neither HDF5 nor a .keras zip archive)")
 
 
 def _config_from(config, where):

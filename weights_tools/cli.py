@@ -58,7 +58,7 @@ def main(argv=None, prog: str = PROG) -> int:
 
 def _convert(args) -> int:
     import weights_tools
-    from npxception.weights import load
+    from npxception.model import load
 
     path = weights_tools.convert(args.src, args.output, variant=args.variant, config=args.config,
                                  check_with_keras=args.check_with_keras)

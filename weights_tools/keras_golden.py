@@ -23,6 +23,7 @@ import numpy as np
 
 from npxception import golden as gold
 
+from .formats import detect_format
 from .keras_config import flatten_config
 from .mapping import ConversionError, match_names
 
@@ -70,8 +71,6 @@ def load_in_keras(src, model, *, config=None):
     into the architecture its wiring names (``config``) or, for a standard
     ``keras.applications.Xception`` layout, the one npxception detected.
     """
-    from . import detect_format
-
     where = str(src)
     try:
         import keras

@@ -47,7 +47,7 @@ def cli_input(model, image=None) -> np.ndarray:
 
 def cli_compare(args) -> int:
     from ..model import Xception
-    from ..weights import load
+    from ..model import load
 
     if args.plot:  # checked before the comparison, not after minutes of it
         import importlib.util

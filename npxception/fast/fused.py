@@ -11,6 +11,7 @@ twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 
 import numpy as np
@@ -30,6 +31,14 @@ from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depth
 
 _pool = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool():
+    global _pool
+    _pool = None  # a forked child has none of the parent's threads: start its own on first use
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def in_parallel(part, nt, args):

@@ -174,7 +174,8 @@ def compile_plan(layers, head) -> list:
             add = sole_reader(out.name, "add")
             residual = None
             if add is not None:
-                (other,) = [i for i in add.inputs if i != out.name] or [None]
+                others = [i for i in add.inputs if i != out.name]
+                other = others[0] if len(others) == 1 else None
                 # the Add may write into the other branch only if nothing reads it later
                 if other is not None and other != INPUT and all(r.name in claimed or r is add
                                                                   for r in readers[other]):
