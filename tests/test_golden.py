@@ -336,3 +336,21 @@ def test_imagenet_cache_conversion_carries_a_golden(tmp_path, monkeypatch, capsy
     assert gold.already_checked(gold.file_identity(npz), "float32")  # weights="imagenet" ran it
     code, out = _verify(capsys, npz)
     assert code == 0, out
+
+
+def test_without_the_fast_path_the_check_runs_the_reference_ops(saved, tmp_path):
+    """NUMBA_DISABLE_JIT=1 (kernels as slow Python): the load check uses the reference path instead."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = saved
+    bad = _rewrite(path, tmp_path / "bad.npz", TAMPER["two layers swapped"][0])
+    code = ("import sys, npxception\n"
+            "npxception.load(sys.argv[1])\n"
+            "try:\n    npxception.load(sys.argv[2])\nexcept ValueError as exc:\n    print(exc)\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code, str(path), str(bad)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "fails at layer block6_add" in proc.stdout and "the reference ops, float32" in proc.stdout
