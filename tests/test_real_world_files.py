@@ -273,3 +273,25 @@ def test_training_state_paths():
     assert found == {"optimizer state": ["optimizer/vars/0", "optimizer/vars/1"],
                      "model-level variables": ["vars/0"], "metrics state": ["metrics/0/vars/0"],
                      "seed generator state": ["layers/random_flip/seed_generator/vars/0"]}
+
+
+@pytest.mark.parametrize("policy", [
+    "mixed_float16",  # tf_keras and older Keras 3 configs write the policy's name
+    {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_bfloat16"}, "registered_name": None},
+])
+def test_mixed_precision_is_refused_not_computed_in_float32(corpus, policy):
+    """A mixed-precision model keeps float32 weights but computes in 16 bits: refuse, naming the layer."""
+    import zipfile
+
+    from weights_tools import ConversionError
+    from weights_tools.keras_config import read_keras_config
+
+    with zipfile.ZipFile(corpus["recipe_keras"].path) as archive:
+        config = json.loads(archive.read("config.json"))
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    read_keras_config(config, source="recipe.keras")  # as written (float32): accepted
+    dense["config"]["dtype"] = policy
+    name = policy if isinstance(policy, str) else policy["config"]["name"]
+    with pytest.raises(ConversionError, match=rf"layer {dense['config']['name']} \(Dense\) computes with "
+                                              rf"the dtype policy '{name}'.*set_global_policy\('float32'\)"):
+        read_keras_config(config, source="recipe.keras")

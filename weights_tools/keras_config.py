@@ -102,6 +102,16 @@ def _layer_name(entry: dict) -> str:
     return name
 
 
+def _dtype_policy(config) -> str | None:
+    """A layer's dtype policy name: Keras 3 and tf_keras write a string or ``{"config": {"name": ...}}``."""
+    dtype = (config or {}).get("dtype") if isinstance(config, dict) else None
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    inner = dtype.get("config") if isinstance(dtype, dict) else None
+    name = inner.get("name") if isinstance(inner, dict) else None
+    return name if isinstance(name, str) else repr(dtype)[:80]
+
+
 def _history_names(node, source, layer):
     """The names of the layers feeding one inbound node, in argument order."""
     names: list[str] = []
@@ -166,6 +176,16 @@ class _Reader:
     def emit(self, name, class_name, config, inbound, path):
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
+        policy = _dtype_policy(config)
+        if class_name != "InputLayer" and policy not in (None, "float32"):
+            # Mixed precision keeps float32 variables, so the weights alone look fine, but
+            # Keras computes in float16/bfloat16: our float32 answer would differ from the
+            # source by ~1e-3, far beyond round-off. Refuse rather than differ silently.
+            raise ConversionError(
+                f"{self.source}: layer {name} ({class_name}) computes with the dtype policy {policy!r}; "
+                "npxception computes in float32 (or float64) and would not reproduce it. Rebuild the "
+                "model under keras.mixed_precision.set_global_policy('float32'), load its weights, "
+                "save it again and convert that file")
         self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound))
         self.paths[name] = path
 
