@@ -15,7 +15,7 @@ import json
 import sys
 
 from . import __version__
-from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, deferred_interrupt, quiet_pipe, run
+from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, interrupt_requested, quiet_pipe, run
 
 PROG = "npxception"
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -201,25 +201,27 @@ def _cmd_predict(args) -> int:
     progress = Progress(len(inputs.files), enabled=not args.no_progress)
     done = failed = 0
     out.start()
-    try:
-        for batch in predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
-                                   batch_size=args.batch_size):
-            progress.clear()
-            for result in batch:
-                with deferred_interrupt():  # printed and counted whole, or not at all
+    with interrupt_requested() as interrupted:
+        try:
+            for batch in predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
+                                       batch_size=args.batch_size):
+                progress.clear()
+                for result in batch:
                     if result.error is not None:
                         failed += 1
                         print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
                     out.write(result)
-                    done += 1
-            sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
-            progress.advance(len(batch))
-    except KeyboardInterrupt:
-        progress.close()
-        out.end()  # e.g. close the JSON array: what was printed stays valid
-        sys.stdout.flush()
-        print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
-        return EXIT_INTERRUPTED
+                sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
+                done += len(batch)
+                progress.advance(len(batch))
+                if interrupted:  # Ctrl-C: stop here, between results, with the output whole
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            progress.close()
+            out.end()  # e.g. close the JSON array: what was printed stays valid
+            sys.stdout.flush()
+            print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
+            return EXIT_INTERRUPTED
     progress.close()
     out.end()
     return 1 if failed else 0

@@ -102,26 +102,40 @@ def _closed_pipe() -> int:
     return EXIT_SIGPIPE
 
 
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Hold Ctrl-C until the block ends, then raise it: what the block prints is whole.
+class _Interrupts:
+    """How many times Ctrl-C was pressed while ``interrupt_requested`` was active."""
 
-    Used around writing one result and counting it, so that an interrupt can
-    neither cut a JSON element in half nor land between printing a result and
-    counting it ("interrupted after N files" must match what was printed).
-    Outside the main thread signals cannot be handled, and the block runs as is.
+    count = 0
+
+    def __bool__(self):
+        return self.count > 0
+
+
+@contextlib.contextmanager
+def interrupt_requested():
+    """The first Ctrl-C only asks to stop; the caller checks at a safe point. A second one interrupts.
+
+    A KeyboardInterrupt raised at an arbitrary bytecode can land inside a
+    ``try/except BaseException`` that closes a file descriptor, or between
+    printing a result and counting it. Checking a flag between results keeps
+    what was printed whole and the count exact. Outside the main thread
+    signals cannot be handled, and the flag stays unset.
     """
+    flag = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield flag
         return
-    pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+
+    def handler(signum, frame):
+        flag.count += 1
+        if flag.count > 1:  # asked twice: stop now, wherever we are
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
-    if pending:
-        raise KeyboardInterrupt
 
 
 class _notices:

@@ -96,10 +96,10 @@ def open_regular(path):
             raise IrregularFileError(path, _kind(mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    return os.fdopen(fd, "rb")  # from here the file object owns (and closes) the descriptor
 
 
 # --------------------------------------------------------------------------- messages

@@ -514,14 +514,14 @@ def test_runs_without_the_console_script_on_path(env, monkeypatch):
     assert (code, out.strip()) == (0, f"npxception {npxception.__version__}"), err
 
 
-def test_ctrl_c_waits_for_the_result_being_written():
-    """A SIGINT inside the block is held until the block has finished, then raised."""
-    from npxception.console import deferred_interrupt
+def test_first_ctrl_c_asks_and_the_second_interrupts():
+    """The first SIGINT only sets the flag (checked between results); a second one raises at once."""
+    from npxception.console import interrupt_requested
 
-    finished = []
-    with pytest.raises(KeyboardInterrupt, match="^$"):  # raised bare, as Python does on Ctrl-C
-        with deferred_interrupt():
+    with interrupt_requested() as interrupted:
+        assert not interrupted
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted  # asked, and nothing raised
+        with pytest.raises(KeyboardInterrupt, match="^$"):  # raised bare, as Python does on Ctrl-C
             os.kill(os.getpid(), signal.SIGINT)
-            finished.append("after the signal")
-    assert finished == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -177,9 +177,9 @@ class _Reader:
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
         policy = _dtype_policy(config)
-        if class_name != "InputLayer" and policy not in (None, "float32"):
-            # Mixed precision keeps float32 variables, so the weights alone look fine, but
-            # Keras computes in float16/bfloat16: our float32 answer would differ from the
+        if class_name != "InputLayer" and policy not in (None, "float32", "float64"):
+            # float32 and float64 are what we compute in. Mixed precision keeps float32
+            # variables, so the weights alone look fine, but Keras computes in float16/bfloat16: our float32 answer would differ from the
             # source by ~1e-3, far beyond round-off. Refuse rather than differ silently.
             raise ConversionError(
                 f"{self.source}: layer {name} ({class_name}) computes with the dtype policy {policy!r}; "
