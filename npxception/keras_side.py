@@ -115,6 +115,7 @@ def load(path, *, config=None, model=None):
             else:
                 kmodel = fw.models.model_from_json(cpath.read_text())
         elif model is not None:
+            _check_rebuildable(path, model)
             pooling = next((h["kind"][7:10] for h in model.head if h["kind"].startswith("global_")), None)
             kmodel = fw.applications.Xception(
                 weights=None, include_top=False, pooling=pooling,
@@ -128,6 +129,17 @@ def load(path, *, config=None, model=None):
                              ".keras archive or config.json as config")
         kmodel.load_weights(path)
     return kmodel
+
+
+def _check_rebuildable(path, model) -> None:
+    """Refuse to rebuild a weights-only file's model as ``applications.Xception`` unless that is what
+    ``model`` (converted from the file) is: Keras' variant, with at most one global pooling and one Dense."""
+    kinds = [h["kind"] for h in model.head]
+    if model.variant_name != "keras" or kinds[:1] not in ([], ["global_avg_pool"], ["global_max_pool"]) \
+            or kinds[1:] not in ([], ["dense"]):
+        raise ValueError(f"{path}: a weights-only file records no architecture, and this one is not "
+                         f"keras.applications.Xception's (variant {model.variant_name}, head {kinds}); pass "
+                         "the model's .keras archive or config.json as config")
 
 
 def _call_input(layer):
@@ -162,9 +174,14 @@ def keras_dtype(kmodel) -> np.dtype:
     return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
 
 
-def activations(model, kmodel, x, final_only=False) -> dict[str, np.ndarray]:
+def framework_of(kmodel):
+    """The module of a live Keras model: ``keras`` (Keras 3) or ``tf_keras``."""
+    return importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
+
+
+def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np.ndarray]:
     """``{our layer name: the Keras layer's output}`` on ``x``, for every layer the graph walk matches
-    (only the last one with ``final_only``).
+    (only ``layers``, our names, when given; only the last one with ``final_only``).
 
     ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
     """
@@ -174,9 +191,15 @@ def activations(model, kmodel, x, final_only=False) -> dict[str, np.ndarray]:
     config = json.loads(json.dumps(kmodel.get_config(), default=str))
     klayers, paths, _ = flatten_config(config, source=f"keras model {kmodel.name!r}")
     names = match_names(klayers, variant=model.variant)
-    wanted = {ours: paths[names[ours]] for ours in model.layer_names if ours in names}
+    wanted = {ours: paths[names[ours]] for ours in (model.layer_names if layers is None else layers)
+              if ours in names}
     if final_only:
         wanted = dict(list(wanted.items())[-1:])
-    fw = importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
     with _quiet():
-        return _capture(fw, kmodel, wanted, np.asarray(x).astype(keras_dtype(kmodel)))
+        return _capture(framework_of(kmodel), kmodel, wanted, np.asarray(x).astype(keras_dtype(kmodel)))
+
+
+def output(kmodel, x) -> np.ndarray:
+    """The Keras model's own output on ``x``: ``kmodel(x, training=False)`` in its dtype."""
+    with _quiet():
+        return np.asarray(kmodel(np.asarray(x).astype(keras_dtype(kmodel)), training=False))
