@@ -181,6 +181,120 @@ def test_compare_cli_output_has_no_framework_noise(corpus, tmp_path):
         assert noise not in proc.stdout
 
 
+# ---- goldens computed by Keras (convert --check-with-keras), nested backbones included ----------
+
+NESTED = ["recipe_keras", "normalization_keras", "tf_keras_recipe_h5", "recipe_weights_h5"]
+# Keras with oneDNN is not bit-reproducible between graphs: a probe of a layer may differ from the
+# graph that made the golden (measured 0 on these files, 2e-7 of max|x| on test_golden's backbone),
+# so Keras' values are compared at 1e-6 of max|x|; a wrong layer or input is off by far more than 1e-2.
+KERAS_REPEAT = 1e-6
+
+
+@pytest.fixture(scope="module")
+def keras_checked(corpus, tmp_path_factory):
+    """Nested-backbone files and the flat two_dense, converted with Keras' own golden, in this process."""
+    import weights_tools
+
+    work = tmp_path_factory.mktemp("keras_checked")
+    return {name: weights_tools.convert(corpus[name].path, work / f"{name}.npz", config=corpus[name].config,
+                                        check_with_keras=True)
+            for name in NESTED + ["two_dense_keras"]}
+
+
+def _keras_model(case):
+    """The corpus file (a full-model save) in the framework that wrote it, opened with plain Keras calls."""
+    if "tf_keras" in os.path.basename(case.path):
+        import tf_keras as fw
+    else:
+        import keras as fw
+    return fw, fw.models.load_model(case.path, compile=False)
+
+
+def _assert_keras_digest(section, arrays, layer, theirs):
+    from npxception import golden as gold
+
+    theirs = np.asarray(theirs, np.float64)
+    assert section["layers"][layer] == list(theirs.shape), layer
+    flat, scale = theirs.ravel(), np.abs(theirs).max()
+    stored = {p: arrays[f"{gold.KEY_PREFIX}{layer}/{p}"] for p in gold.PARTS}
+    np.testing.assert_allclose(stored["sample"], flat[stored["index"]], rtol=0, atol=KERAS_REPEAT * scale,
+                               err_msg=f"{layer}: golden (ours) vs keras (theirs)")
+    np.testing.assert_allclose(stored["stats"], [flat.mean(), flat.std(), scale], rtol=0,
+                               atol=KERAS_REPEAT * scale, err_msg=f"{layer}: golden stats vs keras")
+
+
+@pytest.mark.parametrize("name", NESTED)
+def test_nested_backbone_golden_digests_backbone_layers_with_keras_values(corpus, keras_checked, name):
+    """The backbone inside base_model(inputs) is digested like a flat one, with Keras' numbers,
+    and the load-time check verifies every one of them."""
+    import npxception
+    from npxception import golden as gold
+    from npxception import weights as wfile
+
+    manifest, arrays = wfile.read(keras_checked[name])
+    section = manifest["golden"]
+    model = npxception.load(keras_checked[name])  # the load check passes
+    layers = gold.checked_layers(model)
+    assert list(section["layers"]) == layers and {"block5_add", "block14_sepconv2_act"} <= set(layers)
+    assert section["source"].split()[0] in ("keras", "tf_keras") and "15 intermediate layers" in section["source"]
+    assert section["input"]["to_model"].startswith("pixels as they are")  # Rescaling / Normalization in-graph
+
+    # Keras' values, reached here by hand: the preprocessing layer's output fed to the nested backbone.
+    # recipe_weights_h5 is recipe_keras's model saved as weights + config.json: the same Keras values.
+    fw, kmodel = _keras_model(corpus["recipe_keras" if name == "recipe_weights_h5" else name])
+    base = kmodel.get_layer("xception")  # applications.Xception's name, called as one layer
+    prep = next(layer for layer in kmodel.layers if type(layer).__name__ in ("Rescaling", "Normalization"))
+    feed = prep(arrays[gold.INPUT_KEY].astype(np.float32))
+    # applications.Xception leaves its adds unnamed (add, add_1, ... in the order the process built
+    # them): block5's sum is the tensor block6_sepconv1_act reads.
+    probe = fw.Model(base.inputs, [base.get_layer("block1_conv1_act").output,
+                                   base.get_layer("block6_sepconv1_act").input])
+    for layer, theirs in zip(("block1_conv1_act", "block5_add"), probe(feed, training=False)):
+        _assert_keras_digest(section, arrays, layer, theirs)
+
+    check = gold.run_path(model, model.golden, "fast")  # what the load check localises with
+    assert [r.layer for r in check.rows] == layers and check.passed, check.first_failure
+
+
+def test_tampered_nested_backbone_weight_is_named_by_the_load_check(keras_checked, tmp_path):
+    """A backbone weight of the converted recipe rewritten by 1%: load fails at block5_add, Keras' digest."""
+    import npxception
+    from npxception import golden as gold
+    from weight_files import rewrite
+
+    def edit(arrays, manifest):
+        key = "block5_sepconv2/pointwise_kernel"
+        arrays[key] = (arrays[key] * 1.01).astype(arrays[key].dtype)
+
+    bad = rewrite(keras_checked["recipe_keras"], tmp_path / "bad.npz", edit)
+    with pytest.raises(gold.GoldenMismatch, match="fails at layer block5_add:") as info:
+        npxception.load(bad)
+    msg = str(info.value)
+    assert "block4_add, agrees" in msg and "The expectation came from keras" in msg
+
+
+def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked):
+    """A flat (inline) backbone's Keras golden: every checked layer, probed at the model's top level
+    (as keras_golden did before it reached into nested backbones)."""
+    import npxception
+    import weights_tools
+    from npxception import golden as gold
+    from npxception import weights as wfile
+
+    path = keras_checked["two_dense_keras"]
+    manifest, arrays = wfile.read(path)
+    section = manifest["golden"]
+    model = npxception.load(path)
+    layers = gold.checked_layers(model)
+    assert list(section["layers"]) == layers and section["source"].startswith("keras ")
+    fw, kmodel = _keras_model(corpus["two_dense_keras"])
+    keras_names = weights_tools.read(corpus["two_dense_keras"].path).source_layer_names  # {ours: Keras'}
+    x = gold.model_input(model, arrays[gold.INPUT_KEY], np.float32)  # preprocess_input's output
+    probe = fw.Model(kmodel.inputs, [kmodel.get_layer(keras_names[n]).output for n in layers[:-1]])
+    for layer, theirs in zip(layers, [*probe(x, training=False), kmodel(x, training=False)]):
+        _assert_keras_digest(section, arrays, layer, theirs)
+
+
 # ---- the converter's rules on edited copies of the recipe (no framework needed) -----------
 
 @pytest.fixture(scope="module")
