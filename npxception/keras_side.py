@@ -1,5 +1,5 @@
-"""The Keras side of ``compare``: open a Keras file in the framework that wrote it, and
-capture its layers by npxception's names.
+"""The Keras side of ``compare`` and of Keras' golden test case (``weights_tools.keras_golden``):
+open a Keras file in the framework that wrote it, and capture its layers by npxception's names.
 
 Correctness is measured against the framework that wrote the file, so the file
 is run by that framework, never by a guess:
@@ -18,7 +18,7 @@ calls the backbone as one layer (``x = base_model(inputs)``), so its
 ``block1_conv1`` is not a layer of the outer model. Each nested model is run
 on the tensor that feeds it in the outer model.
 
-TensorFlow is imported here only, and only when a comparison needs it. Its
+TensorFlow is imported here only, and only when a comparison or a Keras golden needs it. Its
 start-up noise (absl/oneDNN/CUDA lines written to the C-level stderr) and Keras'
 "structure of `inputs`" warning are kept out of the report.
 """
@@ -67,21 +67,24 @@ def _quiet():
             os.close(saved)
 
 
-def framework_name(path) -> str:
-    """``"keras"`` (Keras 3) or ``"tf_keras"``: the framework that wrote the file at ``path``."""
+def saved_by(path) -> tuple[str, bool]:
+    """``(framework, full_model)`` for the file at ``path``: ``"keras"`` (Keras 3) or ``"tf_keras"``,
+    the framework that wrote it, and whether it records its architecture (a ``.keras`` archive or a
+    legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights only."""
     import h5py
 
     with open(path, "rb") as f:
         head = f.read(8)
     if head != HDF5_MAGIC:
-        return "keras"  # a .keras zip archive: Keras 3 only
+        return "keras", True  # a .keras zip archive: Keras 3 only
     with h5py.File(path, "r") as f:
         version = f.attrs.get("keras_version")
         legacy = "model_weights" in f or "layer_names" in f.attrs
+        full_model = "model_weights" in f and "model_config" in f.attrs
     if not legacy:
-        return "keras"  # a Keras 3 .weights.h5 (layers/<class key>/vars/<i>)
+        return "keras", False  # a Keras 3 .weights.h5 (layers/<class key>/vars/<i>)
     version = version.decode() if isinstance(version, bytes) else str(version or "")
-    return "keras" if version.startswith("3.") else "tf_keras"
+    return ("keras" if version.startswith("3.") else "tf_keras"), full_model
 
 
 def _import(name: str):
@@ -100,13 +103,11 @@ def load(path, *, config=None, model=None):
     ``config.json``). ``model``: our converted model, which says for a
     weights-only file without config which ``applications.Xception`` to build.
     """
-    import weights_tools
-
     path = pathlib.Path(path)
-    fw = _import(framework_name(path))
-    reading = weights_tools.read_layers(path, config=config)
+    name, full_model = saved_by(path)
+    fw = _import(name)
     with _quiet():
-        if reading.kind.startswith("Keras 3 .keras") or "full-model" in reading.kind:
+        if full_model:
             return fw.models.load_model(path, compile=False)
         if config is not None:
             cpath = pathlib.Path(config)

@@ -295,6 +295,18 @@ def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked
         _assert_keras_digest(section, arrays, layer, theirs)
 
 
+def test_weights_only_file_is_not_rebuilt_as_an_architecture_it_is_not(corpus):
+    """Without a config, keras_side rebuilds only applications.Xception (+ pooling + Dense): never a
+    guess at another head, for compare --against or a Keras golden alike."""
+    import weights_tools
+    from npxception import keras_side
+
+    two_dense = weights_tools.read(corpus["two_dense_keras"].path)  # GAP, Dense, BN, Dense
+    with pytest.raises(ValueError, match=r"not keras.applications.Xception's \(variant keras, head "
+                                         r"\['global_avg_pool', 'dense', 'batch_norm', 'dense'\]\).*config"):
+        keras_side.load(corpus["recipe_weights_h5"].path, model=two_dense)
+
+
 # ---- the converter's rules on edited copies of the recipe (no framework needed) -----------
 
 @pytest.fixture(scope="module")
