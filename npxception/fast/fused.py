@@ -55,8 +55,9 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
+    zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
-                                     tile_rows, saved))
+                                     tile_rows, saved, zero))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
@@ -92,13 +93,12 @@ def _save_halo_rows(x, nt, saved):
 
 
 @njit(nogil=True)
-def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
     nt = scratch.shape[0]
     lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
-    zero = np.zeros((w_, c_), x.dtype)
     add = residual.shape[0] > 0
     xr = x.reshape(rows, w_, c_)
     per = -(-rows // nt)
