@@ -1,5 +1,6 @@
 """The import graph of npxception and weights_tools has no cycle (scripts/check_import_cycles.py),
-and every function-level import says why it is not at the top (STYLE.md, "Dependencies point one way").
+and every function-level import says why it is not at the top (dependencies point one way, and a
+function-level import exists only to keep a start-up light or an optional extra optional).
 
 Read from the source, so it costs no import. Each checker is itself checked on
 a planted fault, so that a tree it failed to read could not pass as clean.
