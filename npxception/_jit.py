@@ -43,6 +43,8 @@ CACHE = _choose_cache_dir()
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402  (must follow the cache decision above)
+from numba.core import sigutils  # noqa: E402
+from numba.core.ccallback import CFunc  # noqa: E402
 
 prange = numba.prange
 
@@ -61,9 +63,6 @@ def cfunc(signature, func, **options):
 
     Compiles now (or loads from the cache): call it on first use, not at import.
     """
-    from numba.core import sigutils
-    from numba.core.ccallback import CFunc
-
     made = CFunc(func, sigutils.normalize_signature(signature), locals={}, options=options)
     _jit_notice.watch_cfunc(made, CACHE)  # a first compile says so (npxception/_jit_notice.py)
     if CACHE:

@@ -5,6 +5,11 @@ Its manners (npxception/console.py): errors are one line on stderr,
 to label": 2); ``--debug`` shows the traceback instead; a closed pipe ends it
 quietly; Ctrl-C keeps what was printed and exits 130. ``npxception convert`` is
 ``python -m weights_tools convert`` under this program's name.
+
+Function-level imports: each command imports its module when it runs, so that
+``npxception --help``, ``--version`` and usage errors load neither NumPy nor
+Numba (~0.3 s), and ``weights_tools`` (which depends on npxception, not the
+other way round) is loaded only by ``convert`` (tests/test_import.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import sys
 
 from . import __version__
+from .config import CONFIG
 from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, interrupt_requested, quiet_pipe, run
 
 PROG = "npxception"
@@ -171,7 +177,6 @@ def main(argv=None) -> int:
 
 
 def _convert(rest) -> int:
-    # weights_tools depends on npxception, not the other way round: imported only here.
     from weights_tools.cli import main as weights_tools_main
 
     return weights_tools_main(["convert", *rest], prog=PROG)
@@ -312,7 +317,6 @@ _WRITERS = {"table": _Table, "json": _JSONArray, "jsonl": _JSONLines, "csv": _CS
 
 def _cmd_summary(args) -> int:
     from . import architecture as arch
-    from .config import CONFIG
     from .model import XceptionModel, random_params
 
     if args.input_size < CONFIG.min_input_size:

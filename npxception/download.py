@@ -46,6 +46,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from . import __version__
 from .paths import cache_home
 from .untrusted import IrregularFileError, atomic_write, check_regular
 
@@ -244,8 +245,6 @@ def _check_cached(dest: pathlib.Path, url: str, expected: dict[str, str], offlin
 
 def _open(url: str, timeout: float):
     """The HTTP(S)/file response for ``url`` (a seam for tests)."""
-    from . import __version__
-
     request = urllib.request.Request(url, headers={"User-Agent": f"npxception/{__version__}"})
     return urllib.request.urlopen(request, timeout=timeout)
 

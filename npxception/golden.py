@@ -35,9 +35,15 @@ import sys
 import threading
 import warnings
 
+import llvmlite.binding as llvm
+import numba
 import numpy as np
 
+from . import __version__
+from . import architecture as arch
+from . import blas
 from .config import CONFIG
+from .head import run_head
 
 KEY_PREFIX = "__golden__/"  # reserved: layer names never start with "__"
 INPUT_KEY = KEY_PREFIX + "input"
@@ -124,7 +130,7 @@ def golden_pixels(model, seed=SEED) -> np.ndarray:
 def model_input(model, pixels: np.ndarray, dtype=None) -> np.ndarray:
     """The golden pixels as ``model`` takes them: as they are for a model that preprocesses
     in-graph (an input stage), else through Keras' ``preprocess_input`` (x / 127.5 - 1)."""
-    from .images import preprocess_input
+    from .images import preprocess_input  # loads Pillow, which model and weights (our importers) never need
 
     if getattr(model, "takes_pixels", False):
         return pixels.astype(dtype or model.dtype)
@@ -153,8 +159,6 @@ def digest(layer: str, activation: np.ndarray, index: np.ndarray | None = None, 
 def make_golden(model, activations: dict, *, source: str, precision: str, pixels=None,
                 extra_versions=None) -> Golden:
     """A golden from ``{layer: activation}`` computed on ``model_input(model, pixels)``."""
-    from . import __version__
-
     pixels = golden_pixels(model) if pixels is None else pixels
     digests = tuple(digest(name, activations[name], position=i)
                     for i, name in enumerate(checked_layers(model)) if name in activations)
@@ -364,9 +368,6 @@ def _fused_activations(model, x, layers) -> dict:
     alone, as a headless twin sharing the weights, and the features feed the
     head with every head layer captured.
     """
-    from . import architecture as arch
-    from .head import run_head
-
     last = model.layers[-1].name
     if not any(h["kind"] == "dense" for h in model.head):
         return {layers[-1]: model(x)}
@@ -378,7 +379,9 @@ def _fused_activations(model, x, layers) -> dict:
     features = twin(x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}
-    run_head(model.head, weights, features, "fast", acts, set(layers))
+    # NumPy for the head, as the fast plan runs it (npxception/fast/run.py): the ops' parallel
+    # pooling and softmax kernels would add ~5 s to a cold first load, for microseconds of work
+    run_head(model.head, weights, features, "reference", acts, set(layers))
     return acts
 
 
@@ -471,10 +474,6 @@ def notify_missing(where: str, identity) -> None:
 
 def environment() -> dict:
     """Versions, CPU, threading layer and BLAS: what a kernel bug report needs."""
-    import numba
-
-    from . import __version__
-
     env = {"npxception": __version__, "numpy": np.__version__, "numba": numba.__version__,
            "python": sys.version.split()[0], "platform": platform.platform(),
            "machine": platform.machine(), "numba_threads": numba.get_num_threads()}
@@ -483,14 +482,10 @@ def environment() -> dict:
     except ValueError:  # no parallel kernel has run yet in this process
         env["threading_layer"] = None
     try:
-        import llvmlite.binding as llvm
-
         env["cpu"] = llvm.get_host_cpu_name()
         env["cpu_flags"] = sorted(f[1:] for f in llvm.get_host_cpu_features().flatten().split(",")
                                   if f.startswith("+"))
     except Exception as exc:  # noqa: BLE001 - a report without CPU flags beats no report
         env["cpu_flags"] = f"unavailable ({type(exc).__name__})"
-    from . import blas
-
     env["gemm"] = blas.WHERE if blas.AVAILABLE else f"numpy.matmul ({blas.WHERE})"
     return env

@@ -16,8 +16,12 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .config import CONFIG
+from .images import ImageError, _interpolation, load_image, preprocess_input, resize_array, to_array
+from .labels import imagenet_labels
+from .model import Xception, load
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -39,8 +43,6 @@ class Prediction:
 
 def get_model(weights="imagenet"):
     """The model for ``weights``, loaded once per process and cached."""
-    from .model import Xception
-
     if isinstance(weights, str) and weights == "imagenet":
         key = ("imagenet",)
     elif isinstance(weights, (str, os.PathLike)):
@@ -55,8 +57,6 @@ def get_model(weights="imagenet"):
             if key == ("imagenet",):
                 model = Xception("imagenet")
             else:
-                from .model import load
-
                 model = load(weights)
             _MODELS[key] = model
         return model
@@ -69,10 +69,6 @@ def _target_size(model):
 
 def _to_pixels(image, target_size, interpolation):
     """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size."""
-    from PIL import Image
-
-    from .images import load_image, resize_array, to_array
-
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
@@ -92,8 +88,6 @@ def _is_folder(item) -> bool:
 
 
 def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
-    from .labels import imagenet_labels
-
     top = min(int(top), probs.shape[1])
     names = labels if labels is not None else model.labels
     wnids = None
@@ -130,8 +124,6 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
-    from .images import _interpolation
-
     interpolation = interpolation or CONFIG.default_interpolation
     _interpolation(interpolation)  # a bad name fails even when no image needs resizing
     single = not isinstance(images, (list, tuple)) and not _is_folder(images)
@@ -164,8 +156,6 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
 def _run(model, pixels):
     """The model on a list of [0, 255] pixel arrays: raw when it preprocesses in-graph
     (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
-    from .images import preprocess_input
-
     batch = np.stack(pixels)
     x = batch if model.takes_pixels else preprocess_input(batch)
     return model(x.astype(model.dtype, copy=False))
@@ -219,8 +209,6 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
     end), so results can be printed while later batches are still computing.
     One bad file never stops the rest: it gets its FileResult with ``error``.
     """
-    from .images import ImageError, load_image
-
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
     size = _target_size(model)

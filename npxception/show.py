@@ -7,12 +7,17 @@ scaled to its own 0..255 range, in a grid.
 
 from __future__ import annotations
 
+import difflib
 import math
 import pathlib
 
 import numpy as np
+from PIL import Image
 
 from . import architecture as arch
+from .images import load_image, preprocess_input
+from .prediction import get_model
+from .untrusted import atomic_write
 
 # The picture's format comes from the output's suffix, as Pillow's save(path) does,
 # but from a short list: a typo (maps.pgn) is refused rather than guessed.
@@ -31,8 +36,6 @@ def output_format(out_path) -> str:
 
 def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
     """(H, W, C) activation -> a grid image of its ``maps`` channels with the largest mean."""
-    from PIL import Image
-
     if activation.ndim != 3:
         raise ValueError(f"activation: expected (H, W, C) feature maps, found shape {activation.shape}")
     order = np.argsort(activation.mean(axis=(0, 1)))[::-1][:maps]
@@ -54,14 +57,8 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
     The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps``
     may not exceed the layer's channel count.
     """
-    from PIL import Image
-
-    from .images import load_image, preprocess_input
-
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
     if layer not in model.layer_names:
-        import difflib
-
         hint = difflib.get_close_matches(layer, model.layer_names, n=3)
         raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
     h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
@@ -80,15 +77,11 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
     canvas = Image.new("RGB", (photo.width + grid.width + 8, grid.height), "white")
     canvas.paste(photo, (0, 0))
     canvas.paste(grid.convert("RGB"), (photo.width + 8, 0))
-    from .weights import atomic_write
-
     atomic_write(out_path, lambda f: canvas.save(f, format=fmt))
     return out_path
 
 
 def cli_show(args) -> int:
-    from .prediction import get_model
-
     output_format(args.output)  # refuse a bad suffix before loading the weights
     render(get_model(args.weights), args.image, args.layer, args.output, args.maps)
     print(args.output)

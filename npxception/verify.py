@@ -15,6 +15,8 @@ import sys
 import warnings
 
 from . import golden as gold
+from .model import load
+from .untrusted import atomic_write
 
 PATHS = ("fused", "fast", "reference")
 
@@ -47,8 +49,6 @@ class FileResult:
 
 def verify_file(path, *, paths=PATHS, add=False) -> FileResult:
     """Check one file on each of ``paths``; with ``add``, first give a file without a golden one."""
-    from .model import load
-
     result = FileResult(str(path))
     try:
         with warnings.catch_warnings():
@@ -120,8 +120,6 @@ def cli_verify(args) -> int:
         results.append(result)
         print(describe(result), file=sys.stdout if result.passed else sys.stderr)
     if args.report:
-        from .weights import atomic_write
-
         report = {"environment": gold.environment(), "passed": all(r.passed for r in results),
                   "files": [r.to_dict() for r in results]}
         text = json.dumps(report, indent=2) + "\n"

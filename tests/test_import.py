@@ -41,6 +41,28 @@ def test_import_is_light_and_lazy():
     assert report["compiled"] == [], f"compiled at import: {report['compiled']}"  # ...but none is compiled yet
 
 
+# What `import npxception` and the console script's module may not load: Numba and NumPy cost
+# ~0.3 s, h5py and Pillow are loaded by the commands that read weight files and images.
+HEAVY = {"numpy", "numba", "llvmlite", "h5py", "PIL", "matplotlib", "weights_tools"}
+
+LIGHT_PROBE = r"""
+import json, sys
+import npxception
+package = sorted(m for m in sys.modules if m.split(".")[0] in {"npxception", *HEAVY})
+import npxception.cli
+cli = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
+print(json.dumps({"package": package, "cli": cli}))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_package_and_cli_import_load_no_heavy_module():
+    out = subprocess.run([sys.executable, "-c", LIGHT_PROBE], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["package"] == ["npxception"], f"import npxception loaded {report['package']}"
+    # npxception/cli.py's function-level imports exist for this: --help and usage errors stay light.
+    assert report["cli"] == [], f"import npxception.cli loaded {report['cli']}"
+
+
 def test_public_names():
     import npxception.ops as ops
 

@@ -1,15 +1,29 @@
-"""The import graph of npxception and weights_tools has no cycle (scripts/check_import_cycles.py).
+"""The import graph of npxception and weights_tools has no cycle (scripts/check_import_cycles.py),
+and every function-level import says why it is not at the top (dependencies point one way, and a
+function-level import exists only to keep a start-up light or an optional extra optional).
 
-Read from the source, so it costs no import. The checker itself is checked on
-a planted cycle, so that a graph it failed to read could not pass as clean.
+Read from the source, so it costs no import. Each checker is itself checked on
+a planted fault, so that a tree it failed to read could not pass as clean.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import io
 import pathlib
+import re
+import tokenize
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# A module whose docstring holds this phrase, followed by the reason, keeps its
+# function-level imports without a comment on each (npxception/cli.py: every
+# command loads its own module, so that --help stays light).
+POLICY = "Function-level imports:"
+# Files being rewritten on other branches of issue 15 (the benchmark; the Keras
+# side of compare and of goldens): their imports get their reasons there.
+PENDING = {"npxception/bench.py", "npxception/keras_side.py", "weights_tools/keras_golden.py"}
 
 
 def _checker():
@@ -38,3 +52,77 @@ def test_checker_finds_a_planted_cycle(tmp_path):
     (tmp_path / "weights_tools" / "d.py").write_text("from npxception.a import x\n")
     assert check.cycles(check.graph(tmp_path)) == [["npxception.a", "npxception.b", "npxception.c",
                                                     "weights_tools.d"]]
+
+
+def _function_level_imports(tree):
+    """Import statements inside a def (methods and nested functions included)."""
+    found = []
+
+    def walk(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    walk(tree, False)
+    return found
+
+
+def _is_reason(comment: str) -> bool:
+    """A comment that gives a reason: some words left once lint codes (``noqa: F401``) are removed."""
+    text = re.sub(r"noqa(:\s*[A-Z]+[0-9]+(\s*,\s*[A-Z]+[0-9]+)*)?", "", comment.lstrip("#"))
+    return len(re.findall(r"[A-Za-z]{2,}", text)) >= 2
+
+
+def unexplained_imports(root=ROOT, packages=("npxception", "weights_tools"), pending=PENDING) -> list[str]:
+    """``path:line: statement`` for each function-level import with no reason on its lines,
+    in a module whose docstring states no function-level import policy."""
+    out = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            name = path.relative_to(root).as_posix()
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source, name)
+            doc = ast.get_docstring(tree) or ""
+            if name in pending or re.search(re.escape(POLICY) + r"\s+\S+\s+\S+", doc):
+                continue
+            comments = {}  # line -> comment text
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+                if tok.type == tokenize.COMMENT:
+                    comments[tok.start[0]] = tok.string
+            lines = source.splitlines()
+            for node in _function_level_imports(tree):
+                span = range(node.lineno, node.end_lineno + 1)
+                if not any(_is_reason(comments.get(line, "")) for line in span):
+                    out.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return out
+
+
+def test_every_function_level_import_says_why():
+    bad = unexplained_imports()
+    assert not bad, ("function-level imports without a reason (move them to the top, or say why not "
+                     "in a trailing comment):\n" + "\n".join(bad))
+
+
+def test_pending_files_still_exist():
+    for name in PENDING:  # a renamed file must not keep an exemption it no longer needs
+        assert (ROOT / name).is_file(), f"{name} is gone: remove it from PENDING"
+
+
+def test_import_check_flags_a_planted_import(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "bad.py").write_text(
+        "import os\n\n"
+        "def f():\n    import json\n\n"  # flagged: no reason
+        "class C:\n    def g(self):\n        from os import path  # noqa: F401\n\n"  # flagged: a lint code only
+        "def h():\n    from os import (\n        sep,  # loads nothing heavy, only an example\n    )\n")
+    (tmp_path / "pkg" / "lazy.py").write_text(
+        '"""A command.\n\nFunction-level imports: each command loads its module when it runs."""\n'
+        "def f():\n    import json\n")
+    (tmp_path / "pkg" / "half.py").write_text(
+        '"""Function-level imports:"""\n'  # a policy with no reason is none
+        "def f():\n    import json\n")
+    assert unexplained_imports(tmp_path, packages=("pkg",), pending=set()) == [
+        "pkg/bad.py:4: import json", "pkg/bad.py:8: from os import path  # noqa: F401",
+        "pkg/half.py:3: import json"]

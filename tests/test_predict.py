@@ -265,17 +265,15 @@ def test_top_larger_than_the_classes_gives_them_all(small):
 # --------------------------------------------------------------------------- weights loaded once
 
 def test_weights_are_loaded_once_per_process(ref, monkeypatch):
-    import npxception.model as model_module  # model.load builds a model from a weight file
-
     calls = []
-    real_load = model_module.load
+    real_load = predict_module.load  # npxception.model.load, as prediction calls it
 
     def counting_load(path):
         calls.append(path)
         return real_load(path)
 
     monkeypatch.setattr(predict_module, "_MODELS", {})
-    monkeypatch.setattr(model_module, "load", counting_load)
+    monkeypatch.setattr(predict_module, "load", counting_load)
     image = np.zeros((299, 299, 3), np.uint8)
     first = npxception.predict(image, weights=str(ref.npz))
     second = npxception.predict(image, weights=ref.npz)  # a Path to the same file: the same entry
@@ -289,11 +287,9 @@ def test_weights_are_loaded_once_per_process(ref, monkeypatch):
 def test_rewritten_weight_file_is_reloaded(small, tmp_path, monkeypatch):
     import os
 
-    import npxception.model as weights_module  # model.load builds a model from a weight file
-
     calls = []
-    real_load = weights_module.load
-    monkeypatch.setattr(weights_module, "load", lambda p: calls.append(p) or real_load(p))
+    real_load = predict_module.load  # npxception.model.load, as prediction calls it
+    monkeypatch.setattr(predict_module, "load", lambda p: calls.append(p) or real_load(p))
     monkeypatch.setattr(predict_module, "_MODELS", {})
     path = small.save(tmp_path / "w.npz")
     npxception.predict(np.zeros((71, 71), np.uint8), weights=path)
@@ -306,11 +302,9 @@ def test_rewritten_weight_file_is_reloaded(small, tmp_path, monkeypatch):
 
 
 def test_imagenet_weights_are_built_once(small, monkeypatch):
-    import npxception.model as model_module
-
     calls = []
     monkeypatch.setattr(predict_module, "_MODELS", {})
-    monkeypatch.setattr(model_module, "Xception", lambda weights=None, **kw: calls.append(weights) or small)
+    monkeypatch.setattr(predict_module, "Xception", lambda weights=None, **kw: calls.append(weights) or small)
     image = np.zeros((71, 71, 3), np.uint8)
     a = npxception.predict(image)  # weights="imagenet" is the default
     b = npxception.predict([image, image], weights="imagenet")

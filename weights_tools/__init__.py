@@ -22,21 +22,27 @@ import contextlib
 import pathlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from npxception.input_stage import describe
+from npxception.weights import save
+
+from . import keras3, legacy_h5
+from .formats import _open_checked, detect_format
 from .from_keras import from_keras
 from .graph import KLayer
-from .mapping import ConversionError
+from .hdf5 import GuardedH5
+from .keras3 import ZIP_MAGIC
+from .keras_config import flatten_config
+from .keras_golden import check_with_keras as keras_check
+from .mapping import ConversionError, to_npxception
 
 __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
-           "KLayer", "Reading"]
-
-from .formats import _open_checked, detect_format  # noqa: E402,F401  (detect_format is public)
-from .keras3 import ZIP_MAGIC  # noqa: E402
+           "KLayer", "Reading", "detect_format"]
 
 
 def _config_from(config, where):
     """A model config (dict) from a dict, a config.json path or a .keras archive path."""
-    from . import keras3
-
     if config is None or isinstance(config, dict):
         return config
     cpath = pathlib.Path(config)
@@ -77,10 +83,6 @@ def open_layers(src, *, config=None):
     on first use, once, against the file's read budget. Converters check
     shapes before touching the data.
     """
-    from . import keras3, legacy_h5
-    from .hdf5 import GuardedH5
-    from .keras_config import flatten_config
-
     where = str(src)
     fmt = detect_format(src)
     config = _config_from(config, where)
@@ -114,8 +116,6 @@ def open_layers(src, *, config=None):
 
 def read_layers(src, *, config=None) -> Reading:
     """Like :func:`open_layers`, with every array read (each once, within the read budget)."""
-    import numpy as np
-
     with open_layers(src, config=config) as reading:
         for k in reading.klayers:
             k.weights = [np.asarray(w) for w in k.weights]
@@ -147,8 +147,6 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
 
 def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooling=None, input_shape=None,
            classifier_activation=None):
-    from .mapping import to_npxception
-
     in_shape = tuple(reading.input_shape) if reading.input_shape and len(reading.input_shape) == 3 else None
     head_spec = {"pooling": pooling, "input_shape": input_shape, "classifier_activation": classifier_activation}
     return to_npxception(reading.klayers, variant=variant, source=source, input_shape=in_shape,
@@ -164,15 +162,11 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **op
     agree with it. A failed conversion leaves no output file (nothing is written
     until the model has been fully read and checked, and the write itself is atomic).
     """
-    from npxception.weights import save
-
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
     model = read(src, variant=variant, config=config, **options)
     if check_with_keras:
-        from .keras_golden import check_with_keras as keras_check
-
         model.golden = keras_check(src, model, config=config)
     return save(model, dst)
 
@@ -206,8 +200,6 @@ def _report(src, reading: Reading, options) -> str:
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
         for step in model.input_stage:
-            from npxception.input_stage import describe
-
             lines.append(f"input stage: {describe(step)}")
         if model.input_stage:
             lines.append("input: raw pixels in [0, 255] (the model preprocesses in-graph)" if model.takes_pixels

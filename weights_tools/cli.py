@@ -19,6 +19,9 @@ import sys
 
 from npxception import __version__
 from npxception.console import EXIT_USAGE, quiet_pipe, run
+from npxception.model import load
+
+import weights_tools
 
 PROG = "python -m weights_tools"
 
@@ -86,9 +89,6 @@ def main(argv=None, prog: str = PROG) -> int:
 
 
 def _convert(args) -> int:
-    import weights_tools
-    from npxception.model import load
-
     path = weights_tools.convert(args.src, args.output, variant=args.variant,
                                  check_with_keras=args.check_with_keras, **_options(args))
     model = load(path)
@@ -101,8 +101,6 @@ def _convert(args) -> int:
 
 
 def _inspect(args) -> int:
-    import weights_tools
-
     print(weights_tools.inspect(args.src, **_options(args)))
     return 0
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import os
 
+import h5py
 import numpy as np
 
 from npxception.untrusted import ReadBudget
@@ -45,8 +46,6 @@ PARAM_BYTES = 8  # the read budget counts every parameter as a float64
 
 def open_h5(src, where: str):
     """Open ``src`` (a path or a binary file object) read-only; ConversionError if it is not HDF5."""
-    import h5py
-
     try:
         return h5py.File(src, "r")
     except (OSError, ValueError) as exc:
@@ -149,8 +148,6 @@ class GuardedH5:
         self.close()
 
     def _check_link(self, group, name):
-        import h5py
-
         try:
             link = group.get(name, getlink=True)
         except (KeyError, OSError, ValueError) as exc:
@@ -168,8 +165,6 @@ class GuardedH5:
         """``group[path]``, refusing any link that is not a plain hard link along the way."""
         obj = group
         for part in [p for p in path.split("/") if p]:
-            import h5py
-
             if not isinstance(obj, h5py.Group):
                 raise ConversionError(f"{self.where}: {obj.name} is not a group (looking for {path})")
             self._check_link(obj, part)
@@ -197,8 +192,6 @@ class GuardedH5:
 
     def stored(self, group, path: str) -> StoredArray:
         """One float dataset, checked but not read: a second reference to it is refused."""
-        import h5py
-
         dset = self.get(group, path)
         name = dset.name
         if not isinstance(dset, h5py.Dataset):

@@ -39,6 +39,8 @@ import re
 import zipfile
 import zlib
 
+import h5py
+
 from npxception import architecture as arch
 from npxception.config import CONFIG
 from npxception.untrusted import loads_json
@@ -255,8 +257,6 @@ def training_state(datasets) -> dict[str, list[str]]:
 
 def _all_datasets(h5: GuardedH5):
     """Every dataset path, each group visited once (a hard-linked cycle of groups is refused)."""
-    import h5py
-
     seen = {h5.file.id}
     stack = [(h5.file, "")]
     while stack:
@@ -277,8 +277,6 @@ def _all_datasets(h5: GuardedH5):
 
 def _find_backbone_prefix(h5: GuardedH5) -> str:
     """Where the backbone's layers sit: "" (inline) or "layers/functional/" etc. (nested)."""
-    import h5py
-
     root = h5.file
     if "layers" not in h5.keys(root):
         raise ConversionError(f"{h5.where}: no 'layers' group; not a Keras 3 weight file")

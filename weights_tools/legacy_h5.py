@@ -38,6 +38,8 @@ without any conversion of the values. So we use it as the variance, unchanged.
 
 from __future__ import annotations
 
+import h5py
+
 from npxception.untrusted import loads_json
 
 from .graph import KLayer
@@ -135,8 +137,6 @@ def training_state(h5: GuardedH5) -> dict[str, int]:
     compile=False)`` never reads them; neither do we, beyond counting them for
     ``inspect``.
     """
-    import h5py
-
     if "optimizer_weights" not in h5.keys(h5.file):
         return {}
     root = h5.get(h5.file, "optimizer_weights")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import sys
 
 import numpy as np
 
+from ..images import load_image, preprocess_input
+from ..model import Xception, load
 from .core import compare
 from .sides import INPUT_KEY, open_other
 from .summary import summarize
@@ -36,8 +39,6 @@ def cli_input(model, image=None) -> np.ndarray:
     ``image`` (a path or a list of paths) as pixels, through preprocess_input unless the model
     preprocesses in-graph (``model.takes_pixels``), or without one a uniform batch from seed 0
     over the same range ([0, 255] or [-1, 1])."""
-    from ..images import load_image, preprocess_input
-
     h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
@@ -51,12 +52,7 @@ def cli_input(model, image=None) -> np.ndarray:
 
 
 def cli_compare(args) -> int:
-    from ..model import Xception
-    from ..model import load
-
     if args.plot:  # checked before the comparison, not after minutes of it
-        import importlib.util
-
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
     against = pathlib.Path(args.against)
@@ -65,7 +61,7 @@ def cli_compare(args) -> int:
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
     elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        import weights_tools
+        import weights_tools  # it depends on npxception, not the reverse: loaded only to convert a Keras --against
 
         model = weights_tools.read(against, config=getattr(args, "config", None))
     else:

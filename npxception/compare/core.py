@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..blas import single_threaded
+from ..model import XceptionModel
 from . import hypotheses
-from .local import local_pass, nodes
+from .local import Local, local_pass, nodes
 from .metrics import errors
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
@@ -42,8 +44,6 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
     ``explain``: compute local errors and test the hypothesis catalogue at every source.
     ``config``: the architecture (``.keras`` or ``config.json``) of a weights-only Keras file ``other``.
     """
-    from ..blas import single_threaded
-
     # Our side runs op by op (every activation is kept), one BLAS call per layer between
     # Numba kernels; with OpenBLAS' own threads also waking for each, that path ran 3x
     # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
@@ -53,8 +53,6 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
 
 
 def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None) -> Report:
-    from ..model import XceptionModel
-
     if not isinstance(model, XceptionModel):
         raise TypeError(f"model: expected an npxception model, found {type(model).__name__}")
     if layout not in (None, "NHWC", "NCHW"):
@@ -138,8 +136,6 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
 
 
 def _no_local(model):
-    from .local import Local, nodes
-
     for node in nodes(model):
         yield Local(node, [], None, {})
 

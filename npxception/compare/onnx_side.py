@@ -119,8 +119,8 @@ def _dims(declared):
 def onnx_runner(model, path, layout, mapping):
     """A callable ``x (NHWC) -> {our name: activation}`` running the ONNX file at ``path``."""
     try:
-        import onnx
-        import onnxruntime as ort
+        import onnx  # optional extra ('bench'): only an .onnx comparison needs it
+        import onnxruntime as ort  # optional extra ('bench'), as onnx
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
                           "(pip install 'npxception[bench]')") from None

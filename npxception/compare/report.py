@@ -191,10 +191,10 @@ class Report:
         """Accumulated and local error against depth on a log scale, sources marked and named
         (needs matplotlib, the ``plot`` extra)."""
         try:
-            import matplotlib
+            import matplotlib  # optional extra: matplotlib ('plot'), needed only to draw
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # optional extra, as above; after use("Agg"): no display
         except ImportError:
             raise ImportError("Report.plot needs matplotlib: pip install 'npxception[plot]'") from None
         rows = [r for r in self.rows if r.max_rel is not None or r.local_rel is not None]

@@ -18,6 +18,11 @@ from typing import Callable
 
 import numpy as np
 
+from .. import keras_side
+from ..untrusted import open_regular
+from .names import resolve_names
+from .onnx_side import onnx_runner
+
 # The reserved dump key for the input batch the dumped activations were computed from.
 INPUT_KEY = "__input__"
 
@@ -45,31 +50,23 @@ def is_keras_model(obj) -> bool:
 
 
 def keras_dtype(kmodel):
-    from ..keras_side import keras_dtype
-
-    return keras_dtype(kmodel)
+    return keras_side.keras_dtype(kmodel)
 
 
 def keras_activations(model, kmodel, x, final_only=False):
     """Activations of every Keras layer matched to ours by the converter's graph walk,
     nested backbones reached by their path (:mod:`npxception.keras_side`)."""
-    from ..keras_side import activations
-
-    return activations(model, kmodel, x, final_only=final_only)
+    return keras_side.activations(model, kmodel, x, final_only=final_only)
 
 
 def load_keras_file(path, *, config=None, model=None):
     """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
     only here); ``config`` gives a weights-only file its architecture."""
-    from ..keras_side import load
-
-    return load(path, config=config, model=model)
+    return keras_side.load(path, config=config, model=model)
 
 
 def load_dump(path) -> dict:
     """A ``.npz`` dump: a regular file (a FIFO would block), no pickles, numeric arrays only."""
-    from ..untrusted import open_regular
-
     with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
         out = {}
         for k in data.files:
@@ -85,9 +82,6 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
 
     ``config``: the architecture of a weights-only Keras file (``.keras`` or ``config.json``).
     """
-    from .names import resolve_names
-    from .onnx_side import onnx_runner
-
     mapping = resolve_names(names, model.layer_names)
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),

@@ -26,7 +26,7 @@ def dump_torch_activations(module, x, path, *, names=None):
     ``compare(model, path, layout="NCHW", names="timm.legacy_xception")``.
     The file is written to a temporary name and renamed when complete.
     """
-    import torch  # optional: only this function needs it
+    import torch  # the caller's own torch, never our dependency: only this function needs it
 
     x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
     wanted = set(names) if names is not None else None
