@@ -34,6 +34,7 @@ import sys
 import tempfile
 import warnings
 
+import h5py
 import numpy as np
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -71,8 +72,6 @@ def saved_by(path) -> tuple[str, bool]:
     """``(framework, full_model)`` for the file at ``path``: ``"keras"`` (Keras 3) or ``"tf_keras"``,
     the framework that wrote it, and whether it records its architecture (a ``.keras`` archive or a
     legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights only."""
-    import h5py
-
     with open(path, "rb") as f:
         head = f.read(8)
     if head != HDF5_MAGIC:
@@ -186,8 +185,10 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
 
     ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
     """
-    from weights_tools.keras_config import flatten_config
-    from weights_tools.mapping import match_names
+    # weights_tools depends on npxception, not the reverse: the converter loads only when a Keras model
+    # is matched to ours (at the top, importing npxception.compare would load weights_tools)
+    from weights_tools.keras_config import flatten_config  # the converter's config walk, see above
+    from weights_tools.mapping import match_names  # the converter's name matching, see above
 
     config = json.loads(json.dumps(kmodel.get_config(), default=str))
     klayers, paths, _ = flatten_config(config, source=f"keras model {kmodel.name!r}")

@@ -21,9 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # function-level imports without a comment on each (npxception/cli.py: every
 # command loads its own module, so that --help stays light).
 POLICY = "Function-level imports:"
-# Files being rewritten on other branches of issue 15 (the benchmark; the Keras
-# side of compare and of goldens): their imports get their reasons there.
-PENDING = {"npxception/bench.py", "npxception/keras_side.py", "weights_tools/keras_golden.py"}
+# Files being rewritten on other branches of issue 15 (the benchmark): their imports get their reasons there.
+PENDING = {"npxception/bench.py"}
 
 
 def _checker():
