@@ -379,7 +379,9 @@ def _fused_activations(model, x, layers) -> dict:
     features = twin(x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}
-    run_head(model.head, weights, features, "fast", acts, set(layers))
+    # NumPy for the head, as the fast plan runs it (npxception/fast/run.py): the ops' parallel
+    # pooling and softmax kernels would add ~5 s to a cold first load, for microseconds of work
+    run_head(model.head, weights, features, "reference", acts, set(layers))
     return acts
 
 

@@ -10,50 +10,13 @@ twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
-import threading
-
 import numpy as np
 
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
-
-
-# ---- threads ------------------------------------------------------------------
-# The shares run on Python threads, each in a Numba function that releases the
-# GIL, rather than in a Numba parallel loop: a parallel loop links its body's
-# code (the GEMM call, the epilogue, im2col) into a gufunc and compiles all of
-# it again, several seconds of the cold compile per kernel and dtype
-# (docs/performance.md, "Cold compile"); a hand-off costs tens of microseconds.
-
-_pool = None
-_pool_lock = threading.Lock()
-
-
-def _forget_pool():
-    global _pool
-    _pool = None  # a forked child has none of the parent's threads: start its own on first use
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
-def in_parallel(part, nt, args):
-    """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads."""
-    global _pool
-    if nt > 1 and (_pool is None or _pool._max_workers < nt - 1):
-        with _pool_lock:
-            if _pool is None or _pool._max_workers < nt - 1:
-                _pool = concurrent.futures.ThreadPoolExecutor(nt - 1, thread_name_prefix="npxception")
-    futures = [_pool.submit(part, t, *args) for t in range(1, nt)]
-    try:
-        part(0, *args)
-    finally:
-        for f in futures:
-            f.result()
+from .threads import in_parallel
 
 
 @njit
@@ -92,8 +55,9 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
+    zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
-                                     tile_rows, saved))
+                                     tile_rows, saved, zero))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
@@ -110,9 +74,11 @@ def _copy_row(dst, src):
             dst[i, j] = src[i, j]
 
 
-@njit
 def _save_halo_rows(x, nt, saved):
-    """Before any thread writes: saved[t, 0] = the row above thread t's first, saved[t, 1] = below its last."""
+    """Before any thread writes: saved[t, 0] = the row above thread t's first, saved[t, 1] = below its last.
+
+    In NumPy: a few (W, C) rows, microseconds, where a kernel would add its compile to the first call.
+    """
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
     xr = x.reshape(rows, w_, c_)
@@ -121,19 +87,18 @@ def _save_halo_rows(x, nt, saved):
         a = t * per
         b = min(rows, a + per)
         if 0 < a < rows:
-            _copy_row(saved[t, 0], xr[a - 1])
+            saved[t, 0] = xr[a - 1]
         if b < rows:
-            _copy_row(saved[t, 1], xr[b])
+            saved[t, 1] = xr[b]
 
 
 @njit(nogil=True)
-def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
     nt = scratch.shape[0]
     lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
-    zero = np.zeros((w_, c_), x.dtype)
     add = residual.shape[0] > 0
     xr = x.reshape(rows, w_, c_)
     per = -(-rows // nt)

@@ -22,6 +22,7 @@ from numba import carray, types
 from numba.extending import intrinsic, overload
 
 from .._jit import cfunc, njit, prange
+from .threads import in_parallel
 from ..ops.conv import _im2col
 from ..ops.padding import tap_view
 from ..ops.pooling import max_pool2d
@@ -241,17 +242,26 @@ def affine_add_residual(y, scale, shift, res):
         _epilogue(y[r:r + 1], scale, shift, False, res[r:r + 1])
 
 
-@njit(parallel=True)
 def maxpool_add(x, res, k, stride, pad_t, pad_l, out):
     """out = max_pool(k x k, stride, padded cells never win)(x) + res.
 
     x (N, H, W, C); res and out (N, H', W', C). Output pixel (oh, ow) reads
     rows oh*stride - pad_t .. + k - 1 (and likewise columns), skipping those
     outside x; H', pad_t and pad_l come from npxception/ops/padding.py.
+    The output rows are shared among Numba's threads (npxception/fast/threads.py).
     """
+    nt = numba.get_num_threads()
+    in_parallel(_maxpool_add_part, nt, (nt, x, res, k, stride, pad_t, pad_l, out))
+
+
+@njit(nogil=True)
+def _maxpool_add_part(t, nt, x, res, k, stride, pad_t, pad_l, out):
+    """Thread t's share of :func:`maxpool_add`: output rows (n, oh) numbered [a_t, b_t)."""
     n_, h_, w_, c_ = x.shape
     _, ho_, wo_, _ = out.shape
-    for nh in prange(n_ * ho_):
+    rows = n_ * ho_
+    per = -(-rows // nt)
+    for nh in range(t * per, min(rows, (t + 1) * per)):
         n = nh // ho_
         oh = nh % ho_
         for ow in range(wo_):

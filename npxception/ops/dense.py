@@ -3,7 +3,7 @@
 Xception's ImageNet head is ``Dense(1000)`` on the 2048 globally pooled
 features; the softmax is applied separately (:func:`npxception.ops.softmax`).
 
-* ``reference``: an explicit sum over input features, one at a time.
+* ``reference``: the formula as an ``einsum`` (a plain sum over input features, no BLAS).
 * ``fast``: one GEMM through NumPy's BLAS.
 """
 
@@ -44,9 +44,8 @@ def dense(x, kernel, bias=None, *, impl="fast"):
         bias = float_array(op, "bias", bias, like=x)
         check_same_shape(op, "bias", bias, (kernel.shape[1],), "one value per unit of kernel")
     if impl == "reference":
-        y = np.zeros((x.shape[0], kernel.shape[1]), dtype=x.dtype)
-        for c in range(c_in):
-            y += x[:, c, None] * kernel[c]  # (N, 1) * (units,)
+        # the formula as written; a loop over C_in in Python cost ~6 ms of 2048 steps per call
+        y = np.einsum("nc,cu->nu", x, kernel, optimize=False)  # y[n,u] = sum_c x[n,c] kernel[c,u]
     else:
         y = x @ kernel
     if bias is not None:
