@@ -126,12 +126,16 @@ def startup(weights_path: str, size: int) -> dict:
         f"t = time.perf_counter(); m = npxception.load({weights_path!r}); load = time.perf_counter() - t\n"
         "t = time.perf_counter(); m(x); first = time.perf_counter() - t\n"
         "t = time.perf_counter(); m(x); steady = time.perf_counter() - t\n"
-        "print(load, first, steady)\n"
+        "m64 = m.astype('float64'); x64 = x.astype('float64')\n"
+        "t = time.perf_counter(); m64(x64); first64 = time.perf_counter() - t\n"
+        "t = time.perf_counter(); m64(x64); steady64 = time.perf_counter() - t\n"
+        "print(load, first, steady, first64 - steady64)\n"
     )
     with tempfile.TemporaryDirectory() as cold:
-        load, first, steady = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
+        load, first, steady, compile64 = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
         res["first_ever_use_s"] = load + first  # load (golden check) + first call, compiling every kernel
-        load_w, first_w, steady_w = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
+        res["float64_compile_s"] = compile64  # the first float64 call beyond a steady one: its kernels
+        load_w, first_w, steady_w, _ = map(float, _fresh(probe, {"NUMBA_CACHE_DIR": cold}).split())
         res["compile_s"] = (load + first) - (load_w + first_w)
         res["load_warm_cache_s"] = load_w  # reading the file + its golden check (one forward pass)
         res["first_call_warm_cache_extra_s"] = first_w - steady_w
@@ -275,6 +279,8 @@ def to_markdown(res: dict) -> str:
                   f"| first-ever use: load + first call, cold cache (compiles every kernel) | "
                   f"{st['first_ever_use_s']:.1f} s |",
                   f"| of which compiling | {st['compile_s']:.1f} s |",
+                  f"| then the first float64 call, beyond a steady one (compiles the float64 kernels) | "
+                  f"{st['float64_compile_s']:.1f} s |",
                   f"| load with a warm cache (reads the file, checks its golden case) | {st['load_warm_cache_s']:.2f} s |",
                   f"| first call with a warm cache, beyond a steady call | {st['first_call_warm_cache_extra_s']:.2f} s |",
                   f"| peak RSS, fresh process, one batch-1 prediction with the top | {st['peak_rss_mb']:.0f} MB |"]

@@ -9,7 +9,8 @@ Keras at the same tolerances (tests/test_model_keras.py).
 * run.py: runs the steps, with BN folded into the GEMM epilogues and a small
   arena of reused buffers;
 * fused.py: one parallel region per layer, OpenBLAS' GEMM called from each thread;
-* kernels.py: the Numba kernels, each with its NumPy twin.
+* kernels.py: the Numba kernels, each with its NumPy twin;
+* threads.py: the hand-off that runs a kernel's per-thread shares at once.
 
 Why each fusion, and what it measured: docs/performance.md.
 """

@@ -248,7 +248,7 @@ def maxpool_add(x, res, k, stride, pad_t, pad_l, out):
     x (N, H, W, C); res and out (N, H', W', C). Output pixel (oh, ow) reads
     rows oh*stride - pad_t .. + k - 1 (and likewise columns), skipping those
     outside x; H', pad_t and pad_l come from npxception/ops/padding.py.
-    The output rows are shared among Numba's threads (npxception/fast/threads.py).
+    The output rows are shared among ``numba.get_num_threads()`` threads (npxception/fast/threads.py).
     """
     nt = numba.get_num_threads()
     in_parallel(_maxpool_add_part, nt, (nt, x, res, k, stride, pad_t, pad_l, out))

@@ -1,0 +1,68 @@
+"""The plain forward pass: the architecture table run layer by layer, one op per layer.
+
+This loop is the whole network, read from :mod:`npxception.architecture` (its
+only description): each activation is kept under its Keras name until its last
+reader has run, and any of them can be captured. ``impl`` picks every op's fast
+kernel ("fast") or its readable twin ("reference": the float64 oracle's path).
+The fused, BN-folded plan (npxception/fast/) runs the same table faster when
+nothing is captured, and is tested against this loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .config import CONFIG
+from .head import run_head
+
+
+def run(model, x: np.ndarray, wanted: set[str], impl: str):
+    """The plain forward pass: every layer of the table, one op each; ``(output, {name: activation})``.
+
+    ``model`` needs only ``layers``, ``head`` and ``_params`` (an XceptionModel, or a test's stand-in);
+    ``wanted`` names the activations to keep, ``impl`` is "fast" or "reference".
+    """
+    p = model._params
+    eps = CONFIG.bn_epsilon
+    # How many later layers read each activation, so memory is freed early.
+    readers: dict[str, int] = {}
+    for layer in model.layers:
+        for i in layer.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    acts = {"input": x}
+    captured = {}
+    for layer in model.layers:
+        n = layer.name
+        y = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
+        acts[n] = y
+        if n in wanted:
+            captured[n] = y
+        for i in layer.inputs:
+            readers[i] -= 1
+            if readers[i] == 0:
+                del acts[i]
+    y = acts[model.layers[-1].name]
+    y = run_head(model.head, p, y, impl, captured, wanted)
+    return y, captured
+
+
+def run_layer(p, layer, ins, eps, impl):
+    """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
+    n = layer.name
+    if layer.kind == "conv":
+        return ops.conv2d(ins[0], p[f"{n}/kernel"], strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "sepconv":
+        return ops.separable_conv2d(ins[0], p[f"{n}/depthwise_kernel"], p[f"{n}/pointwise_kernel"],
+                                    strides=layer.strides, padding=layer.padding, impl=impl)
+    if layer.kind == "bn":
+        return ops.batch_norm(ins[0], p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
+                              p[f"{n}/moving_variance"], epsilon=eps, impl=impl)
+    if layer.kind == "relu":
+        return ops.relu(ins[0], impl=impl)
+    if layer.kind == "maxpool":
+        return ops.max_pool2d(ins[0], pool_size=layer.kernel_size, strides=layer.strides,
+                              padding=layer.padding, impl=impl)
+    if layer.kind == "add":
+        return ops.add(ins[0], ins[1], impl=impl)
+    raise AssertionError(layer.kind)  # pragma: no cover - architecture.Layer kinds are closed

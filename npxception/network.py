@@ -1,0 +1,282 @@
+"""XceptionModel: an architecture table with NumPy weights in Keras layout, and how it runs.
+
+The object holds a backbone from :mod:`npxception.architecture`, a head, an
+optional in-graph input stage (:mod:`npxception.input_stage`) and the weights
+(:mod:`npxception.params`). ``model(x)`` runs the fused, BN-folded plan
+(npxception/fast/) when nothing is captured; ``model.forward(x, capture=...)``
+runs the plain forward pass (:mod:`npxception.forward`), which names every
+activation. Build one with :func:`npxception.Xception` or :func:`npxception.load`
+(npxception/model.py), not directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+
+import numpy as np
+
+from . import architecture as arch
+from . import forward
+from . import input_stage as stage
+from .config import CONFIG
+from .fast import fast_forward
+from .head import run_head
+from .params import as_dtype, check_params
+from .summary import summary_table
+from .untrusted import short_repr
+from .weights import save as save_weights
+
+
+class XceptionModel:
+    """An Xception backbone plus a head, holding NumPy weights in Keras layout.
+
+    Build one with :func:`npxception.Xception` or :func:`npxception.load`, not directly.
+    """
+
+    def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
+                 labels=None, source=None, input_stage=()):
+        self.variant = arch.resolve_variant(variant)
+        self.head = arch.validate_head(list(head))
+        # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
+        self.input_stage = stage.validate(input_stage)
+        self.layers = arch.backbone(self.variant)
+        self.input_shape = check_input_shape(input_shape)
+        self.source = source
+        self.labels = _check_labels(labels, self.classes)
+        expected = arch.param_shapes(self.layers, self.head)
+        params = dict(params)
+        check_params(params, expected, where=source or "params")
+        self.dtype = next(iter(params.values())).dtype
+        for array in params.values():
+            array.flags.writeable = False  # weights are shared with prepared fast plans
+        self._params = params
+        # {our layer name: the source model's layer name}, set by weights_tools
+        # converters; compare() uses it to find Keras' auto-named layers.
+        self.source_layer_names: dict[str, str] = {}
+        # The golden test case a weight file carries (npxception.golden): set by
+        # load() and from_keras, computed by save() when absent.
+        self.golden = None
+        self.golden_factory = None  # a deferred golden (from_keras: Keras runs only if the model is saved)
+        self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
+        self._lock = threading.Lock()
+
+    # ---- description ----------------------------------------------------
+    @property
+    def variant_name(self) -> str:
+        return arch.variant_name(self.variant)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays)."""
+        return dict(self._params)
+
+    @property
+    def classes(self) -> int | None:
+        """Width of the last dense layer, or None for a feature extractor."""
+        dense = [h for h in self.head if h["kind"] == "dense"]
+        return dense[-1]["units"] if dense else None
+
+    @property
+    def include_top(self) -> bool:
+        return self.classes is not None
+
+    @property
+    def classifier_activation(self):
+        for h in reversed(self.head):
+            if h["kind"] == "dense":
+                return h.get("activation")
+            if h["kind"] == "activation":
+                return h["activation"]
+        return None
+
+    @property
+    def takes_pixels(self) -> bool:
+        """True when the model preprocesses in-graph: it takes raw [0, 255] pixels, not preprocess_input's output."""
+        return stage.takes_pixels(self.input_stage)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Every capturable layer name, in network order."""
+        return [layer.name for layer in self.layers] + [h["name"] for h in self.head]
+
+    def count_params(self) -> tuple[int, int]:
+        """``(total, trainable)``; BN moving statistics are non-trainable, as in Keras."""
+        total = sum(a.size for a in self._params.values())
+        frozen = sum(a.size for k, a in self._params.items() if k.endswith(arch.NON_TRAINABLE))
+        return total, total - frozen
+
+    def manifest(self) -> dict:
+        return {
+            "variant": self.variant_name if self.variant_name in arch.VARIANTS
+            else {f: getattr(self.variant, f) for f in arch.Variant.__dataclass_fields__},
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+            "head": self.head,
+            "classifier_activation": self.classifier_activation,
+            "labels": self.labels,
+            "source": self.source,
+            "dtype": self.dtype.name,
+            "input_stage": self.input_stage,
+            # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
+            "feed": "pixels" if self.takes_pixels else "preprocess_input",
+        }
+
+    def summary(self, input_shape=None, print_fn=None) -> None:
+        """Print a Keras-like table: layer, type, output shape, parameters, multiply-adds.
+
+        Returns None, as Keras' ``model.summary()`` does (an interactive session
+        would otherwise show the table twice). ``print_fn`` receives the whole
+        table as one string instead of ``print``: ``summary(print_fn=lines.append)``
+        captures it. The table is :func:`npxception.summary.summary_table`'s.
+        """
+        (print_fn or print)(summary_table(self, input_shape))
+
+    # ---- conversion and files -------------------------------------------
+    def astype(self, dtype) -> "XceptionModel":
+        """The same weights in another dtype; ``astype("float64")`` is the oracle."""
+        dt = as_dtype(dtype)
+        model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
+                              variant=self.variant, head=self.head, input_shape=self.input_shape,
+                              labels=self.labels, source=self.source, input_stage=self.input_stage)
+        # the same network: its golden still holds, at the tolerance of the new dtype
+        model.golden, model.golden_factory = self.golden, self.golden_factory
+        return model
+
+    def save(self, path, *, golden=True) -> "os.PathLike":
+        """Write the weights, manifest and golden test case to ``path`` (``.npz``), atomically."""
+        return save_weights(self, path, golden=golden)
+
+    # ---- the forward pass -----------------------------------------------
+    def __call__(self, x, *, impl="fast"):
+        """The forward pass: ``(N, H, W, 3) -> (N, classes)``.
+
+        ``x`` is what the source model takes: ``preprocess_input``'s output, or
+        raw pixels when the model preprocesses in-graph (``takes_pixels``).
+        """
+        return self.forward(x, impl=impl)[0]
+
+    def predict(self, x, *, impl="fast"):
+        """Alias of ``model(x)``, as in Keras."""
+        return self(x, impl=impl)
+
+    def forward(self, x, capture=None, impl="fast"):
+        """Run the network; return ``(output, {layer_name: activation})``.
+
+        capture: None (nothing), "all", or a list of layer names (see ``layer_names``).
+        impl: "fast" (Numba/BLAS kernels) or "reference" (every op's readable twin).
+        """
+        if impl not in ("fast", "reference"):
+            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        x = self.backbone_input(x)
+        wanted = self._capture_set(capture)
+        if impl == "fast" and not wanted:
+            y = fast_forward(self, x)
+            if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
+                return y, {}
+        return forward.run(self, x, wanted, impl)
+
+    def backbone_input(self, x) -> np.ndarray:
+        """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
+        return stage.apply(self.input_stage, self._check_input(x))
+
+    def _check_input(self, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's input
+                raise TypeError(f"x: expected an array of shape (N, H, W, 3), found {type(x).__name__}") from exc
+        if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
+            raise TypeError(f"x: expected a float array (preprocessed image batch), found dtype {x.dtype}")
+        if x.ndim == 3 and x.shape[-1] == 3:
+            raise ValueError(f"x: expected a batch (N, H, W, 3), found a single image {x.shape}; "
+                             "use x[None] to add the batch axis")
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"x: expected shape (N, H, W, 3), found {x.shape}")
+        if x.shape[0] < 1:
+            raise ValueError(f"x: expected at least one image, found batch size {x.shape[0]}")
+        h, w = x.shape[1:3]
+        eh, ew = self.input_shape[:2]
+        if eh is not None and (h, w) != (eh, ew):
+            resized = [s["name"] for s in self.input_stage if s["kind"] in stage.GEOMETRY]
+            why = f"; its {', '.join(resized)} layer(s) are identities only at that size" if resized else ""
+            raise ValueError(f"x: this model takes {eh}x{ew} images (its input_shape is "
+                             f"{self.input_shape}), found {h}x{w}{why}; resize when loading: "
+                             f"load_image(path, target_size=({eh}, {ew})), or let npxception.predict do it")
+        if min(h, w) < CONFIG.min_input_size:
+            raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
+                             f"{CONFIG.min_input_size}, found {h}x{w}")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            raise ValueError("x: contains NaN or Inf")
+        return x
+
+    def _capture_set(self, capture) -> set[str]:
+        if capture is None:
+            return set()
+        names = self.layer_names
+        if isinstance(capture, str):
+            if capture == "all":
+                return set(names)
+            capture = [capture]
+        wanted = set(capture)
+        unknown = sorted(wanted - set(names))
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], names, n=3)
+            raise ValueError(f"capture: unknown layer name {unknown[0]!r}"
+                             + (f"; did you mean {hint}?" if hint else "; see model.layer_names"))
+        return wanted
+
+    def run_layer(self, name, inputs, *, impl="fast"):
+        """Run one layer (backbone or head) on given input activations; return its output.
+
+        ``inputs`` is a list in the order of the layer's inputs in the architecture
+        table (one array, two for an ``add``; a head layer takes the previous
+        layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
+        """
+        x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
+        for layer in self.layers:
+            if layer.name == name:
+                return forward.run_layer(self._params, layer, x, CONFIG.bn_epsilon, impl)
+        for h in self.head:
+            if h["name"] == name:
+                return run_head([h], self._params, x[0], impl)
+        raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
+
+    def __repr__(self):
+        total, _ = self.count_params()
+        return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
+                f"classes={self.classes} dtype={self.dtype.name} params={total:,} weights={self.source}>")
+
+
+def check_input_shape(shape) -> tuple:
+    """(H, W, 3) with min_input_size <= H, W <= max_input_size, or None for H and W (any size)."""
+    try:
+        shape = tuple(None if d is None else _int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}") from None
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}")
+    if any(d is not None and not CONFIG.min_input_size <= d <= CONFIG.max_input_size for d in shape[:2]):
+        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
+                         f"most {CONFIG.max_input_size}, found {shape}")
+    return shape
+
+
+def _int(d) -> int:
+    """An int dimension; 299.0 or "299" (a hand-edited manifest) are not silently accepted."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+        raise TypeError(d)
+    return int(d)
+
+
+def _check_labels(labels, classes):
+    """None, or a list of exactly ``classes`` strings (a string is not a list of labels)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
+        raise ValueError(f"labels: expected a list of strings, found {short_repr(labels)}")
+    if classes is None or len(labels) != classes:
+        raise ValueError(f"labels: expected {classes or 0} names, one per class, found {len(labels)}")
+    return list(labels)

@@ -1,0 +1,87 @@
+"""A model's weights in memory: ``{"layer/variable": array}``, Keras' layout and names.
+
+:func:`check_params` holds them to the architecture table
+(:func:`npxception.architecture.param_shapes`): every key present, nothing
+extra, every shape right, one float dtype, all finite. :func:`random_params`
+draws seeded weights, BN statistics included, for tests and teaching.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import architecture as arch
+
+DTYPES = (np.dtype("float32"), np.dtype("float64"))  # the two precisions every op computes in
+
+
+def as_dtype(dtype) -> np.dtype:
+    """``dtype`` as a NumPy dtype, float32 or float64; TypeError for anything else."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise TypeError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+    return dt
+
+
+def check_params(params: dict, expected: dict, where: str) -> None:
+    """Every key present, nothing extra, every shape right, one float dtype, all finite."""
+    missing = [k for k in expected if k not in params]
+    if missing:
+        raise ValueError(f"{where}: missing weight {missing[0]!r} (expected shape {expected[missing[0]]})"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    extra = [k for k in params if k not in expected]
+    if extra:
+        raise ValueError(f"{where}: unexpected weight {extra[0]!r} (shape {np.shape(params[extra[0]])}); "
+                         "it belongs to no layer of this architecture and head")
+    dtypes = set()
+    for key, shape in expected.items():
+        a = params[key]
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{where}: weight {key!r} must be a numpy array, found {type(a).__name__}")
+        if a.shape != tuple(shape):
+            raise ValueError(f"{where}: weight {key!r} has the wrong shape: expected {tuple(shape)}, "
+                             f"found {a.shape}")
+        if a.dtype not in DTYPES:
+            raise TypeError(f"{where}: weight {key!r} must be float32 or float64, found {a.dtype}")
+        dtypes.add(a.dtype)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{where}: weight {key!r} contains NaN or Inf")
+        if key.endswith("/moving_variance") and (a < 0).any():  # BN would take the sqrt of a negative
+            raise ValueError(f"{where}: weight {key!r} is a variance but holds negative values "
+                             f"(min {a.min():g})")
+    if len(dtypes) > 1:
+        raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
+
+
+def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray]:
+    """Seeded random weights with random BN statistics (for tests and teaching).
+
+    Kernels are He-normal (std sqrt(2 / fan_in)) so activations keep their scale
+    through 36 layers; BN statistics are drawn away from the identity on purpose,
+    because BN with mean 0 and variance 1 would hide bugs.
+    """
+    dt = as_dtype(dtype)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in arch.param_shapes(layers, head).items():
+        var = key.rsplit("/", 1)[1]
+        if var in ("kernel", "pointwise_kernel"):
+            fan_in = int(np.prod(shape[:-1]))
+            a = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif var == "depthwise_kernel":
+            a = rng.normal(0.0, np.sqrt(2.0 / (shape[0] * shape[1])), shape)
+        elif var == "gamma":
+            a = rng.uniform(0.5, 1.5, shape)
+        elif var in ("beta", "bias"):
+            a = rng.normal(0.0, 0.1, shape)
+        elif var == "moving_mean":
+            a = rng.normal(0.0, 0.5, shape)
+        elif var == "moving_variance":
+            a = rng.uniform(0.5, 2.0, shape)
+        else:  # pragma: no cover
+            raise AssertionError(key)
+        out[key] = a.astype(dt)
+    return out

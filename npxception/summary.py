@@ -1,0 +1,64 @@
+"""``model.summary()``: the network as a Keras-like table, read from the architecture table.
+
+One row per layer: name (Keras type), output shape, parameters and
+multiply-adds, all from :func:`npxception.architecture.trace`. Multiply-adds
+count the convolutions and dense layers (BN, ReLU, pooling and adds are a
+rounding error next to them, and BN folds away).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import architecture as arch
+from . import input_stage as stage
+from .config import CONFIG
+
+KERAS_TYPES = {  # our layer kinds -> the Keras class each stands for, as Keras' summary names it
+    "conv": "Conv2D",
+    "sepconv": "SeparableConv2D",
+    "bn": "BatchNormalization",
+    "relu": "Activation",
+    "maxpool": "MaxPooling2D",
+    "add": "Add",
+    "global_avg_pool": "GlobalAveragePooling2D",
+    "global_max_pool": "GlobalMaxPooling2D",
+    "dense": "Dense",
+    "batch_norm": "BatchNormalization",
+    "activation": "Activation",
+}
+
+
+def summary_table(model, input_shape=None) -> str:
+    """The table ``model.summary()`` prints, at ``input_shape`` (default: the model's, else 299x299)."""
+    shape = tuple(input_shape or model.input_shape)
+    if shape[0] is None:
+        shape = CONFIG.default_input_shape
+    rows = arch.trace(model.layers, model.head, shape)
+    lines = [f'Model: "xception" (variant={model.variant_name}, input {shape}, dtype={model.dtype.name})']
+    header = f"{'Layer (type)':<48}{'Output Shape':<24}{'Param #':>12}{'Mult-Adds':>16}"
+    rule = "=" * len(header)
+    lines += [rule, header, rule]
+    for step in model.input_stage:
+        lines.append(f"  input stage: {stage.describe(step)}")
+    if model.input_stage:
+        lines.append("  (applied by model(x); predict() feeds it "
+                     + ("raw pixels in [0, 255])" if model.takes_pixels else "preprocess_input(pixels))"))
+    kinds = {layer.name: layer.kind for layer in model.layers}
+    kinds.update({h["name"]: h["kind"] for h in model.head})
+    total_macs = 0
+    for name, (out_shape, params, macs) in rows.items():
+        n = sum(int(np.prod(s)) for s in params.values())
+        total_macs += macs
+        typ = KERAS_TYPES[kinds[name]]
+        lines.append(f"{name + ' (' + typ + ')':<48}{str((None, *out_shape)):<24}{n:>12,}{macs:>16,}")
+    total, trainable = model.count_params()
+    lines += [
+        rule,
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        f"Total mult-adds: {total_macs:,} ({total_macs / 1e9:.2f} G)",
+        rule,
+    ]
+    return "\n".join(lines)
