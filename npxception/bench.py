@@ -25,7 +25,10 @@ import sys
 import tempfile
 import time
 
+import numba
 import numpy as np
+
+from .fast import fast_forward
 
 
 def machine() -> dict:
@@ -40,8 +43,6 @@ def machine() -> dict:
         info["simd"] = [f for f in ("avx2", "fma", "avx512f") if f" {f}" in flags]
     except OSError:
         info["cpu"] = platform.processor()
-    import numba
-
     info["numba"] = numba.__version__
     info["numba_threads"] = numba.get_num_threads()
     info["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -53,14 +54,14 @@ def _peers(kmodel, against, size, batches):
     """{name: callable(x) -> output} for the peers that are installed, plus notes on the missing."""
     runners, missing = {}, []
     if "tf" in against:
-        import tensorflow as tf
+        import tensorflow as tf  # optional extra (test): the peer being timed
 
         fn = tf.function(lambda t: kmodel(t, training=False), reduce_retracing=True)
         runners["tf"] = lambda x: fn(tf.constant(x)).numpy()
     if "ort" in against:
         try:
-            import onnxruntime as ort
-            import tf2onnx  # noqa: F401
+            import onnxruntime as ort  # optional extra (bench): the peer being timed
+            import tf2onnx  # noqa: F401 - optional extra (bench); checked here, used in _ort_runner
         except ImportError as exc:
             missing.append(f"ort ({exc.name} not installed: pip install 'npxception[bench]')")
         else:
@@ -69,8 +70,8 @@ def _peers(kmodel, against, size, batches):
 
 
 def _ort_runner(kmodel, size, ort):
-    import tensorflow as tf
-    import tf2onnx
+    import tensorflow as tf  # optional extra (test): exports the peer's graph
+    import tf2onnx  # optional extra (bench)
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
     fn = tf.function(lambda t: kmodel(t, training=False))
@@ -155,9 +156,9 @@ def startup(weights_path: str, size: int) -> dict:
 
 def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", "ort"), repeats=15,
         reference=True, log=print) -> dict:
-    import keras
+    import keras  # optional extra (test): builds the model every system runs
 
-    from weights_tools import from_keras
+    from weights_tools import from_keras  # weights_tools depends on npxception, never the reverse at import
 
     log(f"building Keras Xception {size}x{size} with random weights ...")
     kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
@@ -197,16 +198,12 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
         path = ours32.save(os.path.join(tmp, "w.npz"))
         results["startup"] = startup(str(path), size)
     log("start-up: " + ", ".join(f"{k} {v:.3g}" for k, v in results["startup"].items()))
-    import numba
-
     results["machine"]["numba_threading_layer"] = numba.threading_layer()
     return results
 
 
 def profile(model, size, repeats=5) -> dict:
     """Median milliseconds per step of the fast plan (batch 1)."""
-    from .fast import fast_forward
-
     x = np.random.default_rng(2).uniform(-1, 1, (1, size, size, 3)).astype(model.dtype)
     fast_forward(model, x)
     plan = model._fast
@@ -236,7 +233,7 @@ def _random_like(w, layer, rng):
 
 def cli_bench(args) -> int:
     try:
-        import keras  # noqa: F401
+        import keras  # noqa: F401 - optional extra (test); asked for here to name it in the error
     except ImportError:
         raise ImportError("npxception bench builds its reference model with Keras: "
                           "pip install 'npxception[test,bench]'") from None

@@ -1,6 +1,6 @@
 """The classifier head: global pooling, then dense / BatchNormalization / activation layers.
 
-Both the plain forward pass (npxception/model.py) and the fast plan
+Both the plain forward pass (npxception/forward.py) and the fast plan
 (npxception/fast/) run the head through :func:`run_head`, so a head is
 executed one way. The head's description is a list of dicts, validated by
 :func:`npxception.architecture.validate_head`.

@@ -16,7 +16,7 @@ a separable convolution's epilogue when the other branch has no later reader:
 the result is added into that branch's buffer in place. Every table layer is
 consumed by exactly one step, which :func:`compile_plan` asserts; a table the
 steps cannot express raises :class:`Unsupported`, and the model then runs op
-by op (npxception/model.py).
+by op (npxception/forward.py).
 
 Buffers: every value a step writes gets an arena slot, chosen by liveness
 (the lowest slot whose value is dead). A separable convolution that keeps its
