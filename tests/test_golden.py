@@ -274,6 +274,31 @@ def test_from_keras_golden_is_keras_own_output(keras_backbone, capsys):
     assert "golden from keras" in out
 
 
+def test_sequential_around_a_nested_backbone_digests_its_layers(keras_backbone):
+    """Sequential([backbone, Dense]): the backbone (its pooling included) is a nested model, and
+    its layers are digested from Keras like a top-level backbone's."""
+    import keras
+
+    from weights_tools import from_keras
+
+    kmodel, _ = keras_backbone
+    logits = keras.layers.Dense(4, name="logits")
+    seq = keras.Sequential([keras.Input((SIZE, SIZE, 3)), kmodel, logits], name="seq")
+    rng = np.random.default_rng(5)
+    logits.set_weights([rng.normal(0, 0.05, (2048, 4)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32)])
+    model = from_keras(seq)
+    golden = gold.golden_for(model)
+    assert golden.layers == gold.checked_layers(model) and golden.layers[-1] == "logits"
+    assert "block5_add" in golden.layers and golden.source.startswith("keras ")
+    # Keras' block5 sum, probed in the backbone itself: the tensor block6_sepconv1_act reads (the adds are unnamed)
+    x = gold.model_input(model, golden.pixels)
+    theirs = np.asarray(keras.Model(kmodel.inputs, kmodel.get_layer("block6_sepconv1_act").input)(x), np.float64)
+    d = golden.digests[golden.layers.index("block5_add")]
+    # oneDNN is not bit-reproducible between graphs (measured 2e-7 of max|x|), hence 1e-6
+    np.testing.assert_allclose(d.sample, theirs.ravel()[d.index], rtol=0, atol=1e-6 * np.abs(theirs).max())
+    assert gold.run_path(model, golden, "fast").passed
+
+
 def test_convert_writes_a_golden_and_check_with_keras_records_keras(keras_backbone, tmp_path, capsys, monkeypatch):
     import weights_tools
     from weights_tools import ConversionError
