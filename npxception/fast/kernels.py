@@ -44,8 +44,8 @@ def _depthwise_row(top, mid, bot, k, lo, o):
     while w + 4 <= w_ - 1:
         _depthwise_4(top, mid, bot, k, lo, o, w)
         w += 4
-    _depthwise_cols(top, mid, bot, k, lo, o, 0, min(1, w_))
-    _depthwise_cols(top, mid, bot, k, lo, o, max(w, 1), w_)
+    for w0, w1 in ((0, min(1, w_)), (max(w, 1), w_)):  # one call site: the kernel is inlined once
+        _depthwise_cols(top, mid, bot, k, lo, o, w0, w1)
 
 
 @njit(fastmath={"contract"}, inline="always")  # compiled once, in depthwise_row
