@@ -1,6 +1,6 @@
 """The one line a first run prints before Numba compiles npxception's kernels.
 
-A cold compile takes ~10 s for the float32 kernels and another ~7-10 s for the
+A cold compile takes ~7 s for the float32 kernels and another ~6-7 s for the
 float64 ones (measured on 2 cores; docs/performance.md); without a word it
 looks like a hang. Numba fires its ``numba:compile`` event only when a kernel
 is not found in the on-disk cache (``Dispatcher.compile`` tries the cache
@@ -34,8 +34,8 @@ def _dtype_of(args) -> str:
 def message(dtype: str, cached: bool) -> str:
     kernels = "kernels" if dtype == "float32" else "float64 kernels"
     if cached:
-        return f"compiling {kernels} once (about 10 s); later runs start in under a second"
-    return (f"compiling {kernels} (about 10 s); no writable cache folder, so every run compiles: "
+        return f"compiling {kernels} once (about 7 s); later runs start in under a second"
+    return (f"compiling {kernels} (about 7 s); no writable cache folder, so every run compiles: "
             "set NUMBA_CACHE_DIR to a writable folder")
 
 

@@ -3,7 +3,7 @@
 Each case is a fresh process with its own empty ``NUMBA_CACHE_DIR``, so the
 cache is really cold; it compiles one small kernel (ReLU) in float32 twice and
 then in float64, which is enough for Numba's compile event to fire (the whole
-network's ~10 s compile is not needed to test the notice). A ``numba.cfunc``
+network's ~7 s compile is not needed to test the notice). A ``numba.cfunc``
 (the fast path's row kernel is one) fires no event, so it is hooked on its
 cache miss; one small cfunc checks that too. The command line's stderr handler
 is npxception.console.run's, as every CLI command uses it.
@@ -41,8 +41,8 @@ if sys.argv[1] == "cfunc":
 job(None)  # the Python API: no handler attached, so nothing may reach stderr
 """
 
-NOTICES = ["npxception: compiling kernels once (about 10 s); later runs start in under a second",
-           "npxception: compiling float64 kernels once (about 10 s); later runs start in under a second"]
+NOTICES = ["npxception: compiling kernels once (about 7 s); later runs start in under a second",
+           "npxception: compiling float64 kernels once (about 7 s); later runs start in under a second"]
 
 
 def run_job(mode, cache, tmp_path):
