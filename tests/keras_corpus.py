@@ -15,6 +15,9 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``tf_keras``: the recipe in tf_keras (3 softmax classes), a full-model ``.h5``.
 * ``gmp160``: GlobalMaxPooling2D + Dense(4) at 160x160 as ``.weights.h5`` (and its
   ``config.json``): without the config the file cannot say max pooling or 160x160.
+* ``center_crop``: the recipe at a variable input size, ``Input((None, None, 3))``
+  then ``CenterCrop(71, 71)`` before Rescaling, 2 logits: the crop's target is the only
+  input size the file determines, so it becomes the converted model's.
 
 Inputs are 71x71 (Keras' minimum without the top) except where the case is the
 input size. Each :class:`Case` records the model's own kind of input (raw
@@ -82,12 +85,16 @@ def _same_model(case, path, **kw):
     return Case(path, case.size, case.pixels, case.x, case.expected, case.photos, case.photos_expected, **kw)
 
 
-def _nested_classifier(fw, size, preprocessing, head, seed):
-    """The keras.io layout: augmentation, preprocessing, frozen nested backbone, head."""
+def _nested_classifier(fw, size, preprocessing, head, seed, input_size="fixed"):
+    """The keras.io layout: augmentation, preprocessing, frozen nested backbone, head.
+
+    input_size "fixed": Input((size, size, 3)); "variable": Input((None, None, 3)).
+    """
     base = fw.applications.Xception(weights=None, include_top=False, input_shape=(size, size, 3))
     base.trainable = False
     # Layers named explicitly: auto-names depend on what the process built before.
-    inputs = fw.Input((size, size, 3), name="image")
+    side = size if input_size == "fixed" else None
+    inputs = fw.Input((side, side, 3), name="image")
     augmentation = fw.Sequential([fw.layers.RandomFlip("horizontal", name="random_flip"),
                                   fw.layers.RandomRotation(0.1, name="random_rotation")], name="data_augmentation")
     x = preprocessing(augmentation(inputs))
@@ -149,6 +156,17 @@ def build(root) -> dict[str, Case]:
                                             config=path("gmp160.config.json"))
     out["gmp160_weights_h5_flags"] = _same_model(case, path("gmp160.weights.h5"), options=[
         "--pooling", "max", "--input-shape", "160,160", "--classifier-activation", "softmax"])
+
+    # a variable input size with CenterCrop(71, 71) in front of the Rescaling, 2 logits (a softmax of
+    # random weights saturates at one class, and would hide a wrong input)
+    crop = keras.Sequential([keras.layers.CenterCrop(71, 71, name="center_crop"),
+                             keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")], name="preprocessing")
+    center_crop = _nested_classifier(keras, 71, crop, keras.layers.Dense(2, name="dense"), seed=26,
+                                     input_size="variable")
+    _fit_one_step(center_crop, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True,
+                  np.array([0, 1]))
+    center_crop.save(path("center_crop.keras"))
+    out["center_crop_keras"] = _case(keras, center_crop, path("center_crop.keras"), 71, True, 6)
 
     # the recipe in tf_keras, 3 classes, a full-model .h5
     tk = _nested_classifier(tf_keras, 71, tf_keras.layers.Rescaling(1 / 127.5, offset=-1),

@@ -61,8 +61,9 @@ def converted(corpus, tmp_path_factory):
 
 
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
-         "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5"]
-PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5"}
+         "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras"]
+PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
+               "center_crop_keras"}
 
 
 def _close(ours, theirs, what):
@@ -110,6 +111,9 @@ def test_heads_and_input_stage_are_recorded(converted):
     assert "raw pixels" in recipe
     assert "(Normalization): (x - [" in results["normalization_keras"]["summary"]
     assert "input stage" not in results["two_dense_keras"]["summary"]
+    # Input((None, None, 3)) -> CenterCrop(71, 71): the file's only determined size becomes the input size
+    crop = results["center_crop_keras"]["summary"]
+    assert "(CenterCrop): 71x71" in crop and "(Rescaling)" in crop, crop
 
 
 def _refusal(res, name):

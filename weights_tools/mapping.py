@@ -114,7 +114,9 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
                                   "file records its own head and input size")
         params, v, head, in_shape, names, steps = _match_graph(klayers, variant, source, skip_layers)
-        if input_shape is None:
+        # the graph's size wins over the file's recorded input shape: a geometry layer (CenterCrop...)
+        # behind a variable-size Input fixes the size that the recorded (None, None, 3) leaves open
+        if input_shape is None or (None in input_shape[:2] and in_shape is not None):
             input_shape = in_shape
     else:
         if skip_layers:
