@@ -31,7 +31,6 @@ from . import architecture as arch
 from . import golden as gold
 from . import input_stage as stage
 from .config import CONFIG
-from .forward import run as _run  # noqa: F401  (re-exported: tests/test_fast_plan.py checks the plan against it)
 from .network import XceptionModel, check_input_shape
 from .params import as_dtype, random_params
 from .pretrained import imagenet_weights

@@ -49,14 +49,15 @@ def test_depthwise3x3_same(n, h, w, c, relu, dtype, seed):
 
 
 @given(n=st.integers(1, 2), h=st.integers(3, 13), w=st.integers(3, 13), c=st.integers(1, 7),
-       k=st.integers(1, 3), stride=st.integers(1, 3), same=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))
-def test_maxpool_add(n, h, w, c, k, stride, same, dtype, seed):
+       k=st.integers(1, 3), stride=st.integers(1, 3), same=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16),
+       threads=st.sampled_from([1, 2, 3, 5]))
+def test_maxpool_add(n, h, w, c, k, stride, same, dtype, seed, threads):
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype) - 3  # mostly negative: padded cells must never win
     ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
     res = rand(rng, (n, ho, wo, c), dtype)
     out = np.empty_like(res)
-    fast.maxpool_add(x, res, k, stride, pad_t, pad_l, out)
+    fast.maxpool_add(x, res, k, stride, pad_t, pad_l, out, threads)  # 5 threads: more than output rows, often
     np.testing.assert_array_equal(out, fast.maxpool_add_reference(x, res, k, stride, "same" if same else "valid"))
 
 

@@ -10,6 +10,9 @@ output's largest magnitude, as in tests/test_model_keras.py.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -19,7 +22,8 @@ import pytest
 import npxception
 from npxception import architecture as arch
 from npxception import fast
-from npxception.model import _run, random_params
+from npxception.forward import run as _run
+from npxception.model import random_params
 
 RTOL = 1e-10  # float64 on both sides (see the module docstring)
 
@@ -104,3 +108,22 @@ def test_a_conv_without_its_bn_is_refused_by_name():
               for layer in layers if layer is not bn]
     with pytest.raises(fast.Unsupported, match="block1_conv2 .conv. is not followed by its own BatchNorm"):
         fast.compile_plan(layers, [])
+
+
+def test_fast_path_runs_from_a_thread_that_outlives_the_main_thread():
+    """Python shuts concurrent.futures' pools down when the main thread ends; a server thread
+    that calls the model after that must still get the same answer (the shares then run
+    one after another on the calling thread), not "cannot schedule new futures"."""
+    code = (
+        "import threading, time, numpy as np, npxception\n"
+        "m = npxception.Xception(include_top=False, pooling='avg', input_shape=(71, 71, 3))\n"
+        "x = np.random.default_rng(0).uniform(-1, 1, (1, 71, 71, 3)).astype('float32')\n"
+        "want = m(x)\n"
+        "def late():\n"
+        "    time.sleep(0.5)  # by now the main thread has returned\n"
+        "    print('same' if np.array_equal(m(x), want) else 'different', flush=True)\n"
+        "threading.Thread(target=late).start()\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # two shares per layer, whatever the machine
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "same", proc.stdout + proc.stderr

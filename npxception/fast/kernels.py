@@ -242,15 +242,16 @@ def affine_add_residual(y, scale, shift, res):
         _epilogue(y[r:r + 1], scale, shift, False, res[r:r + 1])
 
 
-def maxpool_add(x, res, k, stride, pad_t, pad_l, out):
+def maxpool_add(x, res, k, stride, pad_t, pad_l, out, threads=None):
     """out = max_pool(k x k, stride, padded cells never win)(x) + res.
 
     x (N, H, W, C); res and out (N, H', W', C). Output pixel (oh, ow) reads
     rows oh*stride - pad_t .. + k - 1 (and likewise columns), skipping those
     outside x; H', pad_t and pad_l come from npxception/ops/padding.py.
-    The output rows are shared among ``numba.get_num_threads()`` threads (npxception/fast/threads.py).
+    The output rows are shared among ``threads`` threads (default: as many as
+    the fused layers use, ``numba.get_num_threads()``; npxception/fast/threads.py).
     """
-    nt = numba.get_num_threads()
+    nt = numba.get_num_threads() if threads is None else threads
     in_parallel(_maxpool_add_part, nt, (nt, x, res, k, stride, pad_t, pad_l, out))
 
 
