@@ -74,8 +74,11 @@ def saved_by(path) -> tuple[str, bool]:
     legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights only."""
     with open(path, "rb") as f:
         head = f.read(8)
-    if head != HDF5_MAGIC:
+    if head[:4] == b"PK\x03\x04":
         return "keras", True  # a .keras zip archive: Keras 3 only
+    if head != HDF5_MAGIC:
+        raise ValueError(f"{path}: neither a Keras 3 .keras archive (a zip file) nor an HDF5 file (.h5, "
+                         f".weights.h5): it starts with {head!r}")
     with h5py.File(path, "r") as f:
         version = f.attrs.get("keras_version")
         legacy = "model_weights" in f or "layer_names" in f.attrs
@@ -135,11 +138,18 @@ def _check_rebuildable(path, model) -> None:
     """Refuse to rebuild a weights-only file's model as ``applications.Xception`` unless that is what
     ``model`` (converted from the file) is: Keras' variant, with at most one global pooling and one Dense."""
     kinds = [h["kind"] for h in model.head]
+    why = None
     if model.variant_name != "keras" or kinds[:1] not in ([], ["global_avg_pool"], ["global_max_pool"]) \
             or kinds[1:] not in ([], ["dense"]):
+        why = f"variant {model.variant_name}, head {kinds}"
+    elif model.input_stage:  # applications.Xception has none: it would be fed raw pixels
+        why = "an input stage " + ", ".join(f"{s['name']} ({s['kind']})" for s in model.input_stage)
+    elif any(not h.get("use_bias", True) for h in model.head if h["kind"] == "dense"):
+        why = "a Dense layer without bias"
+    if why:
         raise ValueError(f"{path}: a weights-only file records no architecture, and this one is not "
-                         f"keras.applications.Xception's (variant {model.variant_name}, head {kinds}); pass "
-                         "the model's .keras archive or config.json as config")
+                         f"keras.applications.Xception's ({why}); pass the model's .keras archive or "
+                         "config.json as config")
 
 
 def _call_input(layer):

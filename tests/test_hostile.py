@@ -539,3 +539,17 @@ def test_stale_partials_of_killed_writes_are_swept(tmp_path):
         os.utime(p, (1e9, 1e9))  # 2001
     atomic_write(dst, lambda f: f.write(b"done"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dst.name, fresh.name, unrelated.name])
+
+
+def test_compare_vets_a_keras_file_before_keras_opens_it(labelled, tmp_path):
+    """`compare --weights ours.npz --against theirs.h5`: their file goes through the converter's
+    guarded walk first (Keras and h5py's high-level reader follow links and external storage)."""
+    linked = legacy_xception(tmp_path / "linked.h5")
+    with h5py.File(linked, "a") as f:
+        del f["block1_conv1/block1_conv1/kernel:0"]
+        f["block1_conv1/block1_conv1/kernel:0"] = h5py.ExternalLink("/etc/passwd", "/x")
+    assert_refused(run_limited("npxception.cli", "compare", "--weights", labelled, "--against", linked),
+                   "linked.h5", "external link")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not a model\n")
+    assert_refused(run_limited("npxception.cli", "compare", "--weights", labelled, "--against", junk), "junk.h5")

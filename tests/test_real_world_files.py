@@ -309,6 +309,10 @@ def test_weights_only_file_is_not_rebuilt_as_an_architecture_it_is_not(corpus):
     with pytest.raises(ValueError, match=r"not keras.applications.Xception's \(variant keras, head "
                                          r"\['global_avg_pool', 'dense', 'batch_norm', 'dense'\]\).*config"):
         keras_side.load(corpus["recipe_weights_h5"].path, model=two_dense)
+    # the recipe itself: its Rescaling stage is not in applications.Xception, which would get raw pixels
+    recipe = weights_tools.read(corpus["recipe_keras"].path)
+    with pytest.raises(ValueError, match=r"an input stage rescaling \(rescaling\)\).*config"):
+        keras_side.load(corpus["recipe_weights_h5"].path, model=recipe)
 
 
 # ---- the converter's rules on edited copies of the recipe (no framework needed) -----------

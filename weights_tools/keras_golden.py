@@ -42,8 +42,11 @@ def load_in_keras(src, model, *, config=None):
     """The Keras model ``src`` holds, opened by the framework that wrote it; ConversionError if it cannot be."""
     try:
         return keras_side.load(src, config=config, model=model)
-    except (ImportError, ValueError, OSError) as exc:
-        raise ConversionError(f"--check-with-keras: {exc}") from None
+    except ImportError:
+        raise ConversionError(f"{src}: --check-with-keras runs the file in Keras, which is not installed: "
+                              "pip install 'npxception[test]', or convert without --check-with-keras") from None
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # Keras' own errors seldom name the file
+        raise ConversionError(f"{src}: --check-with-keras: Keras could not open it: {exc}") from None
 
 
 def check_with_keras(src, model, *, config=None) -> gold.Golden:

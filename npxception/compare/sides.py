@@ -61,7 +61,19 @@ def keras_activations(model, kmodel, x, final_only=False):
 
 def load_keras_file(path, *, config=None, model=None):
     """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
-    only here); ``config`` gives a weights-only file its architecture."""
+    only here); ``config`` gives a weights-only file its architecture.
+
+    The file may come from anyone: before Keras or h5py's high-level reader sees it, it goes through
+    the converter's guarded walk (headers only: no external or soft links, no external or virtual
+    datasets, sizes within the read budget; docs/security.md), which Keras itself does not do.
+    """
+    import weights_tools  # it depends on npxception, not the reverse: loaded only for a Keras file
+
+    try:
+        with weights_tools.open_layers(path, config=config):
+            pass
+    except weights_tools.ConversionError as exc:
+        raise ValueError(str(exc)) from None
     return keras_side.load(path, config=config, model=model)
 
 
