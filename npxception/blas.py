@@ -7,7 +7,7 @@ about 70 microseconds: with the tiles of the large entry-flow maps that is 230
 wake-ups and ~15 ms per image. Calling GEMM from inside the kernel lets each
 Numba thread take its own rows through depthwise -> GEMM -> epilogue while they
 are in its cache, one parallel region per layer, with OpenBLAS single-threaded
-so that Numba's threads are the only ones (no oversubscription).
+so that our threads (npxception/fast/threads.py) are the only ones (no oversubscription).
 
 What is found: the OpenBLAS that NumPy's wheels bundle ("scipy-openblas":
 64-bit integers, symbols ``scipy_cblas_sgemm64_`` etc.), loaded by NumPy
@@ -100,7 +100,7 @@ _saved = 1
 
 @contextlib.contextmanager
 def single_threaded():
-    """OpenBLAS on one thread while we run: Numba's threads each call it on their own rows.
+    """OpenBLAS on one thread while we run: our threads each call it on their own rows.
 
     Process-wide (OpenBLAS has no per-thread setting in this build), so it is
     restored as soon as the last concurrent forward pass ends.

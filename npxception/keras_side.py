@@ -195,8 +195,8 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
 
     ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
     """
-    # weights_tools depends on npxception, not the reverse: the converter loads only when a Keras model
-    # is matched to ours (at the top, importing npxception.compare would load weights_tools)
+    # weights_tools imports npxception at import time, not the reverse: the converter loads only when a
+    # Keras model is matched to ours (at the top, importing npxception.compare would load weights_tools)
     from weights_tools.keras_config import flatten_config  # the converter's config walk, see above
     from weights_tools.mapping import match_names  # the converter's name matching, see above
 

@@ -61,7 +61,7 @@ def cli_compare(args) -> int:
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
     elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        import weights_tools  # it depends on npxception, not the reverse: loaded only to convert a Keras --against
+        import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
 
         model = weights_tools.read(against, config=getattr(args, "config", None))
     else:

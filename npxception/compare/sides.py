@@ -67,7 +67,7 @@ def load_keras_file(path, *, config=None, model=None):
     the converter's guarded walk (headers only: no external or soft links, no external or virtual
     datasets, sizes within the read budget; docs/security.md), which Keras itself does not do.
     """
-    import weights_tools  # it depends on npxception, not the reverse: loaded only for a Keras file
+    import weights_tools  # imports npxception at import time, not the reverse: loaded for a Keras file
 
     try:
         with weights_tools.open_layers(path, config=config):

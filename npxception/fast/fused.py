@@ -3,8 +3,9 @@
 With NumPy's bundled OpenBLAS reachable from Numba (npxception/blas.py), each
 thread takes its own rows through depthwise (or im2col) -> GEMM -> epilogue,
 tile by tile, while they are in its cache. Only our threads run (as many as
-Numba's; npxception/fast/threads.py), so no second thread pool is woken (~70
-us a wake-up on 2 cores; docs/performance.md) or left spinning. Each kernel's twin (``*_reference``, below it) composes the
+Numba's; npxception/fast/threads.py): OpenBLAS' pool is never woken (~70 us a
+wake-up on 2 cores; docs/performance.md) and Numba's, started only to tell
+its thread count, is never given work. Each kernel's twin (``*_reference``, below it) composes the
 twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
 """
 

@@ -103,7 +103,7 @@ class FastPlan:
     def __call__(self, x):
         if not self.fused:
             return self._forward(x)
-        # Numba's threads call OpenBLAS, each on its own rows: one thread each
+        # our threads (fast/threads.py) call OpenBLAS, each on its own rows: one OpenBLAS thread each
         with blas.single_threaded():
             return self._forward(x)
 
