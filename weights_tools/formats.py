@@ -71,8 +71,8 @@ def detect_format(path) -> str:
     where = str(path)
     if path.is_dir():
         return _directory_format(path)
-    if not path.exists() and path.with_name(path.name + ".index").is_file():
-        return "tf_checkpoint"  # the prefix of save_weights("ckpt")
+    if not path.exists() and os.path.lexists(path.with_name(path.name + ".index")):
+        return "tf_checkpoint"  # the prefix of save_weights("ckpt"); its reader opens regular files only
     with _open_checked(path) as f:
         head = f.read(8)
         size = os.fstat(f.fileno()).st_size

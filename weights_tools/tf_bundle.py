@@ -426,10 +426,18 @@ class Bundle:
     def tensor(self, key: str) -> BundleTensor:
         """The weight ``key``, checked but not read: float32/float64 (or an integer scalar, a counter)."""
         e = self.entries.get(key)
+        if e is not None and e.dtype in _NUMPY and _NUMPY[e.dtype].kind != "f" and e.shape != ():
+            raise ConversionError(f"{self.where}: entry {key!r} has dtype {e.dtype_name}; weights must be "
+                                  "float32 or float64")
+        return self.array(key)
+
+    def array(self, key: str) -> BundleTensor:
+        """Any numeric entry (float32, float64, int32, int64), checked but not read."""
+        e = self.entries.get(key)
         if e is None:
             raise ConversionError(f"{self.where}: no entry {key!r}")
         dtype = _NUMPY.get(e.dtype)
-        if dtype is None or (dtype.kind != "f" and e.shape != ()):
+        if dtype is None:
             raise ConversionError(f"{self.where}: entry {key!r} has dtype {e.dtype_name}; weights must be "
                                   "float32 or float64")
         return BundleTensor(self, e, dtype)

@@ -83,8 +83,21 @@ class ObjectGraph:
         return node
 
     def variables(self, node: int) -> dict[str, Variable]:
-        """``{local name: variable}`` of a layer's node: its children that hold a value."""
-        return {name: self.values[child] for name, child in self.children[node].items() if child in self.values}
+        """``{local name: variable}`` of a layer's node: its children that hold a value.
+
+        A variable referenced under several names (tf_keras' Normalization tracks its
+        ``mean`` weight as ``mean`` and as the attribute ``adapt_mean``) is listed once,
+        by its weight name when one of its names is in :data:`WEIGHT_ORDER`.
+        """
+        names: dict[int, list[str]] = {}
+        for name, child in self.children[node].items():
+            if child in self.values:
+                names.setdefault(child, []).append(name)
+        out = {}
+        for child, aliases in names.items():
+            known = [a for a in aliases if a in WEIGHT_ORDER]
+            out[(known or aliases)[0]] = self.values[child]
+        return out
 
 
 def read_object_graph(bundle: Bundle) -> ObjectGraph:
