@@ -1,7 +1,7 @@
 """Hostile TensorFlow checkpoints: small forged bundles that try to crash, hang or bloat the reader.
 
 The bundles are written here by a tiny SSTable writer (:func:`write_bundle`,
-following google/leveldb doc/table_format.md and tensorflow's tensor_bundle.proto,
+following google/leveldb's table format document and tensorflow's tensor_bundle.proto,
 as weights_tools.tf_bundle reads them; the reader is checked against TensorFlow on
 real files in test_real_world_files.py). Big claims are made with small files or
 sparse ones (``truncate``), never with big data on disk. As in test_hostile.py,

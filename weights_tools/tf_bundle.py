@@ -3,7 +3,7 @@
 A bundle with prefix ``P`` (``save_weights("ckpt")`` gives ``P = ckpt``; a
 SavedModel has ``P = variables/variables``) is two files:
 
-* ``P.index``: a LevelDB-format SSTable (google/leveldb ``doc/table_format.md``;
+* ``P.index``: a LevelDB-format SSTable (google/leveldb's table format document, ``doc/table_format`` there;
   TensorFlow's copy is ``tsl/lib/io/table*``). Its last 48 bytes are the footer:
   two BlockHandles (varint64 offset, varint64 size; padded to 40 bytes) for the
   metaindex and index blocks, then the magic ``0xdb4775248b80fb57`` as a

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from npxception.config import CONFIG
 
 from . import protowire as pw
+from .graph import set_aside
 from .keras_config import MODEL_CLASSES, _unwrap
 from .mapping import ConversionError
 from .tf_bundle import Bundle
@@ -225,11 +226,8 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
         k.weights = [bundle.tensor(variables[n].key) for n in names]  # checked, read after the shape check
         k.weight_names = [variables[n].key for n in names]
         used.update(k.weight_names)
-    stray = sorted(set(bundle.entries) - used)
-    ignored = training_state(stray)
-    state = {key for keys in ignored.values() for key in keys}
-    stray = [s for s in stray if s not in state]
+    ignored, stray = set_aside(sorted(set(bundle.entries) - used), training_state)
     if stray:
         raise ConversionError(f"{where}: entry {stray[0]!r} belongs to no layer of the model config "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
-    return {what: len(keys) for what, keys in ignored.items()}
+    return ignored
