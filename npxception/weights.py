@@ -123,6 +123,9 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
     A zip CRC mismatch names the array whose bytes changed.
     """
     where = str(path)
+    tf_save = _tensorflow_save(pathlib.Path(path))
+    if tf_save:
+        raise ValueError(_convert_first(where, *tf_save))
     try:
         f = open_regular(path)
     except FileNotFoundError:
@@ -131,6 +134,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(str(exc)) from None
     with f:
         magic = f.read(4)
+        if magic == b"\x89HDF":
+            raise ValueError(_convert_first(where, "a Keras HDF5 file"))
         if magic != b"PK\x03\x04":  # an .npz is a zip archive
             raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
                              + (", it is empty)" if not magic else ")"))
@@ -144,9 +149,26 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
             raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
 
 
+def _tensorflow_save(path: pathlib.Path) -> tuple[str, str] | None:
+    """``(what, extra convert option)`` when ``path`` is a tf_keras SavedModel directory or a
+    TensorFlow checkpoint (its prefix or ``.index``), which `npxception convert` reads; else None."""
+    if (path / "saved_model.pb").is_file():
+        return "a TensorFlow SavedModel directory", ""
+    if path.name.endswith(".index") or (not path.exists() and path.with_name(path.name + ".index").exists()):
+        return "a TensorFlow checkpoint", " --config model.json"
+    return None
+
+
+def _convert_first(where: str, what: str, extra: str = "") -> str:
+    return (f"{where}: {what}, not an npxception .npz weight file; convert it first: "
+            f"npxception convert {where}{extra} -o model.npz")
+
+
 def _read_members(z: zipfile.ZipFile, where: str):
     members: dict[str, zipfile.ZipInfo] = {}
     for info in z.infolist():
+        if info.filename in ("config.json", "metadata.json", "model.weights.h5"):
+            raise ValueError(_convert_first(where, "a Keras .keras archive"))
         if not info.filename.endswith(".npy"):
             raise ValueError(f"{where}: unexpected member {info.filename!r}; an .npz holds .npy arrays only")
         key = info.filename[:-len(".npy")]

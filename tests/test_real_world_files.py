@@ -523,3 +523,29 @@ def test_tf_format_parts_are_refused_with_the_path_to_give(corpus, tmp_path):
     for path, message in cases:
         with pytest.raises(ConversionError, match=message):
             detect_format(path)
+
+
+@pytest.mark.parametrize("name", ["tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "recipe_keras",
+                                  "recipe_h5"])
+def test_a_keras_save_given_as_npxception_weights_says_convert_it_first(corpus, name):
+    """`npxception predict --weights` takes converted .npz files; a Keras or TensorFlow save is named as
+    what it is, with the command that converts it."""
+    import npxception
+
+    with pytest.raises(ValueError, match=r"not an npxception \.npz weight file; convert it first: "
+                                         r"npxception convert .* -o model\.npz"):
+        npxception.load(corpus[name].path)
+
+
+def test_keras3_export_is_refused_with_what_to_save_instead(tmp_path):
+    """Keras 3's model.export(): a real SavedModel with a serving graph and no keras_metadata.pb."""
+    import keras
+
+    from weights_tools import ConversionError, read
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.export(str(tmp_path / "exported"), verbose=False)
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
+    with pytest.raises(ConversionError, match=r"exported: a TensorFlow SavedModel without keras_metadata\.pb.*"
+                                              r"model\.save\('model\.keras'\)"):
+        read(tmp_path / "exported")
