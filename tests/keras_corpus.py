@@ -17,6 +17,9 @@ before saving, so every file holds optimizer state like a real trained model:
   Sequential preprocessing model (Rescaling, then an adapted Normalization: weights inside a
   nested Sequential), saved in TensorFlow's formats: a SavedModel directory (``model.save(dir)``)
   and a checkpoint (``save_weights(prefix)``, plus ``to_json()``), given as its prefix and as ``.index``.
+* ``tf_keras_flat_ckpt_flags``: tf_keras' ``applications.Xception(include_top=True, classes=3,
+  classifier_activation=None)`` at 71x71, a checkpoint without config: converted by layer order
+  with ``--pooling avg --input-shape 71,71 --classifier-activation linear``.
 * ``gmp160``: GlobalMaxPooling2D + Dense(4) at 160x160 as ``.weights.h5`` (and its
   ``config.json``): without the config the file cannot say max pooling or 160x160.
 * ``center_crop``: the recipe at a variable input size, ``Input((None, None, 3))``
@@ -192,6 +195,14 @@ def build(root) -> dict[str, Case]:
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
     out["tf_keras_ckpt"] = _same_model(case, path("tf_keras_ckpt"), config=path("tf_keras_ckpt.json"))
     out["tf_keras_ckpt_index"] = _same_model(case, path("tf_keras_ckpt.index"), config=path("tf_keras_ckpt.json"))
+
+    # applications.Xception itself (no nesting), 3 logits, a checkpoint without its config
+    flat = randomize(tf_keras.applications.Xception(weights=None, include_top=True, input_shape=(71, 71, 3),
+                                                     classes=3, classifier_activation=None), seed=28)
+    _fit_one_step(flat, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, False, np.array([0, 2]))
+    flat.save_weights(path("tf_keras_flat_ckpt"))
+    out["tf_keras_flat_ckpt_flags"] = _case(tf_keras, flat, path("tf_keras_flat_ckpt"), 71, False, 8, options=[
+        "--pooling", "avg", "--input-shape", "71,71", "--classifier-activation", "linear"])
     return out
 
 

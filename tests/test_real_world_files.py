@@ -57,6 +57,8 @@ def converted(corpus, tmp_path_factory):
                  "argv": ["convert", corpus["recipe_weights_h5"].path, "-o", str(work / "refused" / "y.npz")]})
     jobs.append({"name": "tf_keras_ckpt_no_config",
                  "argv": ["convert", corpus["tf_keras_ckpt"].path, "-o", str(work / "refused" / "z.npz")]})
+    jobs.append({"name": "tf_keras_flat_ckpt_no_flags",
+                 "argv": ["convert", corpus["tf_keras_flat_ckpt_flags"].path, "-o", str(work / "refused" / "w.npz")]})
     for name in ("recipe_keras", "tf_keras_recipe_h5", "gmp160_weights_h5", "tf_keras_savedmodel"):
         jobs.append({"name": f"inspect_{name}", "argv": ["inspect", corpus[name].path]})
     return work, run_jobs(jobs, work)
@@ -64,7 +66,7 @@ def converted(corpus, tmp_path_factory):
 
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
          "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras",
-         "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index"]
+         "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags"]
 PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
                "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index"}
 # The tf_keras formats' model: 2 logits that nearly cancel (|logit| up to 2.4e4, one of them -1.8e3:
@@ -133,7 +135,7 @@ def _refusal(res, name):
     return err
 
 
-@pytest.mark.parametrize("name", ["gmp160_no_config", "recipe_weights_no_config"])
+@pytest.mark.parametrize("name", ["gmp160_no_config", "recipe_weights_no_config", "tf_keras_flat_ckpt_no_flags"])
 def test_weights_only_head_is_refused_not_guessed(converted, name):
     work, results = converted
     err = _refusal(results[name], name)
@@ -173,7 +175,8 @@ def compare_reports(corpus):
     return reports
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c not in ("gmp160_weights_h5_flags", "tf_keras_ckpt_index")])
+@pytest.mark.parametrize("name", [c for c in CASES if c not in ("gmp160_weights_h5_flags", "tf_keras_ckpt_index",
+                                                                 "tf_keras_flat_ckpt_flags")])
 def test_compare_against_each_source_file_finds_no_divergence(compare_reports, name):
     report = compare_reports[name]
     assert report.ok, str(report)
@@ -443,10 +446,10 @@ def test_mixed_precision_is_refused_not_computed_in_float32(corpus, policy):
 
 # ---- tf_keras' TensorFlow formats: SavedModel directories and save_weights checkpoints ----------
 
-def test_tf_checkpoint_without_config_is_refused_naming_config(converted):
+def test_tf_checkpoint_of_a_nested_model_without_config_is_refused_naming_config(converted):
     work, results = converted
     err = _refusal(results["tf_keras_ckpt_no_config"], "tf_keras_ckpt_no_config")
-    assert "TensorFlow checkpoint" in err and "no architecture" in err and "--config" in err, err
+    assert "layer_with_weights-0 is a nested model" in err and "--config" in err, err
     assert list((work / "refused").iterdir()) == []
 
 

@@ -97,12 +97,12 @@ def open_layers(src, *, config=None):
             yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored)
         return
     if fmt == "tf_checkpoint":
-        if config is None:
-            raise ConversionError(f"{where}: a TensorFlow checkpoint (save_weights without .h5) records the "
-                                  "weights but no architecture; pass the model's config.json (model.to_json()) "
-                                  "as config=/--config")
         with Bundle(src) as bundle:
             graph = tf_checkpoint.read_object_graph(bundle)
+            if config is None:  # Keras' by-order rule, as for a weights-only .h5
+                klayers, ignored = tf_checkpoint.klayers_by_order(bundle, graph)
+                yield Reading(klayers, None, "TensorFlow checkpoint (save_weights, no config)", ignored)
+                return
             klayers, paths, input_shape = flatten_config(config, source=where)
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
@@ -163,8 +163,8 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
                           input_shape=input_shape, classifier_activation=classifier_activation)
         except ConversionError as exc:
             if "no config" in reading.kind and "--config" not in str(exc):
-                raise ConversionError(f"{exc} (a .weights.h5 file records no architecture; pass the model's "
-                                      ".keras archive or config.json as config=/--config)") from None
+                raise ConversionError(f"{exc} (a {reading.kind.split(' (')[0]} records no architecture; pass "
+                                      "the model's .keras archive or config.json as config=/--config)") from None
             raise
 
 

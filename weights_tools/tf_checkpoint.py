@@ -28,7 +28,11 @@ against the layer the config puts there.
 
 The object path of a layer comes from the config's layer order
 (:func:`object_paths_from_config`, for ``save_weights`` files) or from a
-SavedModel's ``keras_metadata.pb`` (:mod:`weights_tools.savedmodel`). Every
+SavedModel's ``keras_metadata.pb`` (:mod:`weights_tools.savedmodel`). Without
+a config, a checkpoint of ``applications.Xception`` (the layout the official
+weights have) is read by Keras' by-order rule (:func:`klayers_by_order`): its
+``layer_with_weights-0``, ``-1``, ... are the weighted layers in order; a nested
+model among them is not determined and is refused. Every
 entry no layer takes must be training state (:func:`training_state`), counted
 and ignored as ``load_model(..., compile=False)`` ignores it; any other is refused.
 """
@@ -40,7 +44,8 @@ from dataclasses import dataclass
 from npxception.config import CONFIG
 
 from . import protowire as pw
-from .graph import set_aside
+from .graph import KLayer, set_aside
+from .legacy_h5 import infer_class
 from .keras_config import MODEL_CLASSES, _unwrap
 from .mapping import ConversionError
 from .tf_bundle import Bundle
@@ -189,6 +194,32 @@ def training_state(keys) -> dict[str, list[str]]:
     return out
 
 
+def _owner(variable: Variable) -> str | None:
+    """The layer a variable was created in: ``block1_conv1`` for ``block1_conv1/kernel``."""
+    return variable.full_name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in variable.full_name else None
+
+
+def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
+    """``(variable names, variables, tensors)`` of a layer's node, in ``get_weights()`` order."""
+    variables = graph.variables(node)
+    unknown = sorted(set(variables) - set(WEIGHT_ORDER))
+    if unknown:
+        raise ConversionError(f"{bundle.where}: {what} holds variable {unknown[0]!r}, which no layer the "
+                              "converter knows has")
+    names = [n for n in WEIGHT_ORDER if n in variables]
+    # checked (shape, dtype, extent), read only after the converter has checked the shape
+    return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
+
+
+def _leftovers(bundle: Bundle, used: set[str]) -> dict[str, int]:
+    """The training state among the entries no layer took; any other entry is refused."""
+    ignored, stray = set_aside(sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY}), training_state)
+    if stray:
+        raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
+                              f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
+    return ignored
+
+
 def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], bundle: Bundle,
                  graph: ObjectGraph) -> dict[str, int]:
     """Put the bundle's tensors (checked, not yet read) into the flattened config's KLayers.
@@ -198,7 +229,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     training state ignored; any other entry that belongs to no layer is refused.
     """
     where = bundle.where
-    used = {OBJECT_GRAPH_KEY}
+    used: set[str] = set()
     for k in klayers:
         kpath = paths.get(k.name)
         if k.class_name == "InputLayer" or kpath is None:
@@ -210,24 +241,37 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
                 continue
             raise ConversionError(f"{where}: no object {'/'.join(opath)} for layer {k.name} ({k.class_name}); "
                                   "the config does not describe the model that wrote this checkpoint")
-        variables = graph.variables(node)
-        unknown = sorted(set(variables) - set(WEIGHT_ORDER))
-        if unknown:
-            raise ConversionError(f"{where}: layer {k.name} ({k.class_name}) holds variable {unknown[0]!r}, "
-                                  "which no layer the converter knows has")
-        names = [n for n in WEIGHT_ORDER if n in variables]
-        for n in names:
-            owner = variables[n].full_name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in variables[n].full_name \
-                else None
-            if owner is not None and owner != kpath[-1]:
-                raise ConversionError(f"{where}: {'/'.join(opath)} holds variable {variables[n].full_name!r}, "
-                                      f"but the config puts layer {kpath[-1]!r} there; the config does not "
-                                      "describe the model that wrote this checkpoint")
-        k.weights = [bundle.tensor(variables[n].key) for n in names]  # checked, read after the shape check
-        k.weight_names = [variables[n].key for n in names]
+        _, variables, tensors = _layer_arrays(bundle, graph, node, f"layer {k.name} ({k.class_name})")
+        for v in variables:
+            if _owner(v) not in (None, kpath[-1]):
+                raise ConversionError(f"{where}: {'/'.join(opath)} holds variable {v.full_name!r}, but the "
+                                      f"config puts layer {kpath[-1]!r} there; the config does not describe "
+                                      "the model that wrote this checkpoint")
+        k.weights, k.weight_names = tensors, [v.key for v in variables]
         used.update(k.weight_names)
-    ignored, stray = set_aside(sorted(set(bundle.entries) - used), training_state)
-    if stray:
-        raise ConversionError(f"{where}: entry {stray[0]!r} belongs to no layer of the model config "
-                              f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
-    return ignored
+    return _leftovers(bundle, used)
+
+
+def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], dict[str, int]]:
+    """``(klayers, ignored)`` of a checkpoint without config: the model's ``layer_with_weights-0``,
+    ``-1``, ... in order, each with ``inbound=None`` (Keras' by-order rule, as for a weights-only
+    ``.h5``), named by its variables (``predictions/kernel`` -> ``predictions``), its class
+    inferred from their names as for a legacy weights-only file."""
+    klayers, used = [], set()
+    root = graph.children[0]
+    while f"layer_with_weights-{len(klayers)}" in root:
+        what = f"layer_with_weights-{len(klayers)}"
+        node = root[what]
+        if any(n.startswith("layer_with_weights-") for n in graph.children[node]):
+            raise ConversionError(f"{bundle.where}: {what} is a nested model, whose wiring a checkpoint does "
+                                  "not record; pass the model's config.json (model.to_json()) as --config")
+        names, variables, tensors = _layer_arrays(bundle, graph, node, what)
+        owners = {_owner(v) for v in variables} - {None}
+        klayers.append(KLayer(name=owners.pop() if len(owners) == 1 else what,
+                              class_name=infer_class(names, tensors), inbound=None, weights=tensors,
+                              weight_names=[v.key for v in variables]))
+        used.update(v.key for v in variables)
+    if not klayers:
+        raise ConversionError(f"{bundle.where}: no layer_with_weights-0 in the checkpoint's object graph; "
+                              "not the save_weights of a Keras model")
+    return klayers, _leftovers(bundle, used)
