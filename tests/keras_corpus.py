@@ -190,6 +190,7 @@ def build(root) -> dict[str, Case]:
     _fit_one_step(tfs, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 1]))
     tfs.save(path("tf_keras_savedmodel"))  # no extension: a SavedModel directory
     tfs.save_weights(path("tf_keras_ckpt"))  # no .h5: a TensorFlow checkpoint
+    tfs.save(path("tf_keras_same.h5"))  # the same model in the format the converter read first
     with open(path("tf_keras_ckpt.json"), "w") as f:
         f.write(tfs.to_json())
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)

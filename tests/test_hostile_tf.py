@@ -254,3 +254,26 @@ def test_index_beyond_its_cap(tmp_path):
     with open(tmp_path / "ckpt.index", "r+b") as f:
         f.truncate(17 * 1024**2)  # sparse
     convert_refused(tmp_path, prefix, "refused before parsing")
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (b"\xff" * 16, "not a readable Keras SavedMetadata"),
+    # one node whose metadata JSON nests beyond the parser: a clear error, not a RecursionError
+    (f_bytes(1, f_bytes(3, b"root") + f_bytes(5, b"[" * 100_000)), "is not JSON"),
+    (f_bytes(1, f_bytes(3, b"root.layer-0") + f_bytes(5, b"{}")), "no root model config"),
+])
+def test_savedmodel_with_a_hostile_keras_metadata(tmp_path, metadata, message):
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"")  # never read: only its presence says "SavedModel"
+    (saved / "keras_metadata.pb").write_bytes(metadata)
+    convert_refused(tmp_path, saved, "keras_metadata.pb", message)
+
+
+def test_savedmodel_metadata_beyond_its_cap(tmp_path):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    with open(saved / "keras_metadata.pb", "wb") as f:
+        f.truncate(9 * 1024**2)  # sparse
+    convert_refused(tmp_path, saved, "refused before parsing")

@@ -487,6 +487,22 @@ def test_bundle_reader_matches_tensorflow_on_every_entry(corpus, name, prefix):
             np.testing.assert_array_equal(ours, expected, err_msg=key)
 
 
+def test_tf_formats_convert_exactly_as_the_same_models_h5(corpus):
+    """A SavedModel and a checkpoint + config give the model a full-model .h5 of it gives: the same
+    manifest (but its source) and the same arrays, bit for bit."""
+    import weights_tools
+
+    saved = corpus["tf_keras_savedmodel"].path
+    h5 = weights_tools.read(os.path.join(os.path.dirname(saved), "tf_keras_same.h5"))
+    for name in ("tf_keras_savedmodel", "tf_keras_ckpt"):
+        model = weights_tools.read(corpus[name].path, config=corpus[name].config)
+        ours, theirs = model.manifest(), h5.manifest()
+        assert {k: v for k, v in ours.items() if k != "source"} == {k: v for k, v in theirs.items() if k != "source"}
+        assert model.weights.keys() == h5.weights.keys()
+        for key in h5.weights:
+            np.testing.assert_array_equal(model.weights[key], h5.weights[key], err_msg=f"{name}: {key}")
+
+
 def test_tf_formats_convert_with_keras_golden(corpus, tmp_path):
     """--check-with-keras opens a SavedModel and a checkpoint (+ config) in tf_keras, which wrote them."""
     import npxception

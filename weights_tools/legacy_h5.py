@@ -117,14 +117,19 @@ def _read_groups(h5: GuardedH5, group) -> list[tuple[str, list[str], list]]:
     return out
 
 
-def _split_nested(name, weight_names, arrays):
-    """One group -> [(inner layer name, weight names, arrays)]: several when it is a nested model."""
+def _split_nested(name, weight_names, arrays, nested=False):
+    """One group -> [(inner layer name, weight names, arrays)]: several when it is a nested model.
+
+    ``nested``: the config says the group is a nested model, so its weights are split by owner
+    even when one inner layer holds them all (a Sequential preprocessing block whose only
+    weighted layer is a Normalization).
+    """
     owners: dict[str, tuple[list, list]] = {}
     for wn, a in zip(weight_names, arrays):
         wns, arr = owners.setdefault(_owner(wn, name), ([], []))
         wns.append(wn)
         arr.append(a)
-    if len(owners) <= 1:
+    if len(owners) <= 1 and not nested:
         return [(name, list(weight_names), list(arrays))]
     return [(inner, wns, arr) for inner, (wns, arr) in owners.items()]
 
@@ -201,7 +206,7 @@ def _with_config(h5: GuardedH5, groups, config_text):
         if not inner_layers:
             raise ConversionError(f"{h5.where}: weights for layer {name!r}, which the model config "
                                   "does not have")
-        for inner, wns, arr in _split_nested(name, weight_names, arrays):
+        for inner, wns, arr in _split_nested(name, weight_names, arrays, nested=True):
             k = inner_layers.get(inner)
             if k is None:
                 raise ConversionError(f"{h5.where}: weights {wns[0]!r} in {name!r} belong to no layer of "

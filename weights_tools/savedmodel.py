@@ -45,8 +45,10 @@ from .tf_checkpoint import read_object_graph
 
 METADATA = "keras_metadata.pb"
 VARIABLES = pathlib.Path("variables") / "variables"
-# keras_metadata.pb of the recipe (nested Xception) is ~500 kB; every layer's config is in it.
-MAX_METADATA_BYTES = 64 * 1024**2
+# keras_metadata.pb of the recipe (nested Xception) is ~500 kB: every layer's config, twice (in the
+# root's model config and in its own node). Its JSON inflates ~20x when parsed, as config.json does
+# (weights_tools.keras3.MAX_JSON_BYTES), so 8 MiB (16x the recipe's) keeps parsing within ~200 MB.
+MAX_METADATA_BYTES = 8 * 1024**2
 MAX_NODE_PATH = 4096  # characters; real paths nest a few levels of "layer_with_weights-N"
 
 _METADATA = {1: ("nodes", pw.LENGTH, True)}
