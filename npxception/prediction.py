@@ -6,6 +6,13 @@ The pipeline is Keras' own, so results can be compared like with like:
 A model that preprocesses in-graph (a converted ``Rescaling`` or
 ``Normalization``, see :mod:`npxception.input_stage`) gets the raw pixels
 instead, exactly as its Keras original does.
+
+Photo sizes: a model whose source took any size (``Input((None, None, 3))``)
+and resizes or crops in-graph (a converted ``Resizing``, ``CenterCrop``...) gets
+each photo at its own size, ``img_to_array(load_img(path))`` without
+``target_size``, as its Keras user feeds it; its stage brings each to the
+backbone's size, and the batch is stacked after that. Every other model gets
+photos resized to its input size by ``load_img``'s pipeline (``nearest``).
 """
 
 from __future__ import annotations
@@ -63,18 +70,23 @@ def get_model(weights="imagenet"):
 
 
 def _target_size(model):
-    h, w = model.input_shape[:2]
-    return (h, w) if h is not None else CONFIG.default_input_shape[:2]
+    """The size photos are loaded at, or None for their own (see the module docstring)."""
+    h, w = model.source_input_shape[:2]
+    if None not in (h, w):
+        return h, w
+    if model.source_input_shape != model.input_shape:
+        return None  # a variable source with a geometry stage: the stage resizes, as in Keras
+    return CONFIG.default_input_shape[:2]
 
 
 def _to_pixels(image, target_size, interpolation):
-    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size."""
+    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size (None: its own)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
                              "(e.g. list(batch)) or one (H, W, 3) image")
         pixels = to_array(image)
-        if pixels.shape[:2] != tuple(target_size):
+        if target_size is not None and pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
     if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
@@ -155,10 +167,13 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
 
 def _run(model, pixels):
     """The model on a list of [0, 255] pixel arrays: raw when it preprocesses in-graph
-    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
-    batch = np.stack(pixels)
-    x = batch if model.takes_pixels else preprocess_input(batch)
-    return model(x.astype(model.dtype, copy=False))
+    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input.
+    Arrays of different sizes go through the input stage one by one, then the backbone together."""
+    feed = [p if model.takes_pixels else preprocess_input(p) for p in pixels]
+    if len({p.shape for p in feed}) == 1:
+        return model(np.stack(feed).astype(model.dtype, copy=False))
+    staged = [model.backbone_input(p[None].astype(model.dtype, copy=False)) for p in feed]
+    return model.run_backbone(np.concatenate(staged))
 
 
 @dataclass(frozen=True)
