@@ -220,22 +220,27 @@ class XceptionModel:
             raise ValueError(f"x: expected shape (N, H, W, 3), found {x.shape}")
         if x.shape[0] < 1:
             raise ValueError(f"x: expected at least one image, found batch size {x.shape[0]}")
-        h, w = x.shape[1:3]
+        self.check_image_size(*x.shape[1:3])
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            raise ValueError("x: contains NaN or Inf")
+        return x
+
+    def check_image_size(self, h, w) -> None:
+        """Raise ValueError unless ``model(x)`` takes ``h x w`` images, naming the sizes it takes and,
+        where the input stage refuses, the layer (:func:`npxception.input_stage.output_size`)."""
         eh, ew = self.source_input_shape[:2]
         if (eh is not None and h != eh) or (ew is not None and w != ew):
             want = "x".join("any" if d is None else str(d) for d in (eh, ew))
+            hint = f"({eh}, {ew})" if None not in (eh, ew) else "..."
             raise ValueError(f"x: this model takes {want} images (the source model's input shape "
                              f"{self.source_input_shape}), found {h}x{w}; resize when loading: "
-                             f"load_image(path, target_size=...), or let npxception.predict do it")
+                             f"load_image(path, target_size={hint}), or let npxception.predict do it")
         if self.source_input_shape[:2] != self.input_shape[:2]:
             stage.output_size(self.input_stage, (h, w))  # refuses, naming the layer, what Keras would not run
         elif min(h, w) < CONFIG.min_input_size:
             raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
                              f"{CONFIG.min_input_size}, found {h}x{w}")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            raise ValueError("x: contains NaN or Inf")
-        return x
 
     def _capture_set(self, capture) -> set[str]:
         if capture is None:

@@ -249,10 +249,14 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
 
     for path in files:
         try:
-            pending.append((path, load_image(path, target_size=size, interpolation=interpolation), None))
+            pixels = load_image(path, target_size=size, interpolation=interpolation)
+            model.check_image_size(*pixels.shape[:2])  # a photo at its own size may be one the stage refuses
+            pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:
             pending.append((path, None, exc.reason))
+        except ValueError as exc:
+            pending.append((path, None, str(exc).removeprefix("x: ")))
         if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
             yield flush()
             loaded = 0
