@@ -42,7 +42,10 @@ converter reads it from the layer's config), because they differ (``x`` of size
                   slices a partial window or resizes depending on which input sizes it
                   traced first, so the file does not determine the answer.
     random_crop:  tf_keras: smart_resize at every size (training=False never crops at random)
-                  Keras 3: the identity (transform_images returns the input when not training)
+                  Keras 3: only at its target size. Its inference path returns the input
+                  unchanged (transform_images when not training), although the layer
+                  declares h x w outputs: a nested backbone built for h x w then refuses
+                  the input in Keras 3 itself, an inline one runs at H x W.
 
 A model records the input size of the Keras model it came from as
 ``source_input_shape`` (``None`` per variable axis, as ``Input((None, None, 3))``
@@ -184,7 +187,11 @@ def _step_size(step, hw) -> tuple:
                                 f"field: written before npxception computed geometry), so only {target[0]}x"
                                 f"{target[1]} images are converted exactly; re-convert the Keras file")
     if step["kind"] == "random_crop" and step["keras"] == "keras3":
-        return tuple(hw)  # Keras 3's inference path returns its input
+        raise _refuse(step, hw, f"Keras 3's RandomCrop returns its input unchanged at inference although it "
+                                f"declares {target[0]}x{target[1]} outputs, so the layers after it run at a size "
+                                f"the model does not declare (a nested backbone built for {target[0]}x{target[1]} "
+                                f"refuses it in Keras 3 too); give the model Input(shape=({target[0]}, "
+                                f"{target[1]}, 3))")
     if step["kind"] == "center_crop" and step["keras"] == "keras3" and None not in hw and (
             hw[0] < target[0] or hw[1] < target[1]):
         raise _refuse(step, hw, f"Keras 3 crops images of at least {target[0]}x{target[1]}; for a smaller one "
@@ -217,8 +224,8 @@ def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
     """One geometry step on a ``(N, H, W, C)`` batch whose size :func:`_step_size` accepted."""
     in_h, in_w = x.shape[1:3]
     h, w = step["height"], step["width"]
-    if (in_h, in_w) == (h, w) or (step["kind"] == "random_crop" and step["keras"] == "keras3"):
-        return x  # identities (see _step_size)
+    if (in_h, in_w) == (h, w):
+        return x  # every geometry step is an identity at its target size
     if step["kind"] == "center_crop" and in_h >= h and in_w >= w:
         top, left = (in_h - h) // 2, (in_w - w) // 2
         return x[:, top:top + h, left:left + w]

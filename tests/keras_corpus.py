@@ -124,6 +124,18 @@ def _variable_case(fw, model, path, seed, photos, refuses):
     return case
 
 
+def _geometry_classifier(fw, geometry, path, seed, labels, case_seed, photos, refuses=lambda h, w: False):
+    """``Input((None, None, 3))`` -> ``geometry`` -> Rescaling -> the nested backbone -> Dense(2) logits,
+    fit one step at 71x71, saved to ``path``; the case records Keras at other sizes and on photos."""
+    preprocessing = fw.Sequential([geometry, fw.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")],
+                                  name="preprocessing")
+    model = _nested_classifier(fw, 71, preprocessing, fw.layers.Dense(2, name="dense"), seed=seed,
+                               input_size="variable")
+    _fit_one_step(model, fw.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array(labels))
+    model.save(path)
+    return _variable_case(fw, model, path, case_seed, photos, refuses)
+
+
 def _fit_one_step(model, loss, size, pixels, labels):
     # run_eagerly: tracing the training (and predict) graph of Xception costs ~5 s of CPU per model,
     # far more than one eager step at 71x71; the arithmetic is the same kernels either way.
@@ -218,40 +230,18 @@ def build(root) -> dict[str, Case]:
 
     # a variable input size with CenterCrop(71, 71) in front of the Rescaling, 2 logits (a softmax of
     # random weights saturates at one class, and would hide a wrong input)
-    crop = keras.Sequential([keras.layers.CenterCrop(71, 71, name="center_crop"),
-                             keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")], name="preprocessing")
-    center_crop = _nested_classifier(keras, 71, crop, keras.layers.Dense(2, name="dense"), seed=26,
-                                     input_size="variable")
-    _fit_one_step(center_crop, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True,
-                  np.array([0, 1]))
-    center_crop.save(path("center_crop.keras"))
     photos = own_size_photos(root)
     # Keras 3 crops images of at least 71x71; a smaller one is refused (input_stage.py says why)
-    out["center_crop_keras"] = _variable_case(keras, center_crop, path("center_crop.keras"), 6, photos,
-                                              refuses=lambda h, w: h < 71 or w < 71)
-
-    # Keras 3's Resizing(71, 71), bilinear, at a variable input size: every size
-    resize = keras.Sequential([keras.layers.Resizing(71, 71, name="resizing"),
-                               keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")], name="preprocessing")
-    resizing = _nested_classifier(keras, 71, resize, keras.layers.Dense(2, name="dense"), seed=27,
-                                  input_size="variable")
-    _fit_one_step(resizing, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True,
-                  np.array([1, 0]))
-    resizing.save(path("resizing.keras"))
-    out["resizing_keras"] = _variable_case(keras, resizing, path("resizing.keras"), 7, photos,
-                                           refuses=lambda h, w: False)
-
+    out["center_crop_keras"] = _geometry_classifier(keras, keras.layers.CenterCrop(71, 71, name="center_crop"),
+                                                    path("center_crop.keras"), 26, [0, 1], 6, photos,
+                                                    refuses=lambda h, w: h < 71 or w < 71)
+    # Keras 3's Resizing(71, 71), bilinear: every size
+    out["resizing_keras"] = _geometry_classifier(keras, keras.layers.Resizing(71, 71, name="resizing"),
+                                                 path("resizing.keras"), 27, [1, 0], 7, photos)
     # tf_keras' CenterCrop: its smaller-input path (smart_resize) is determined, so every size converts
-    tk_crop = tf_keras.Sequential([tf_keras.layers.CenterCrop(71, 71, name="center_crop"),
-                                   tf_keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")],
-                                  name="preprocessing")
-    tk_cc = _nested_classifier(tf_keras, 71, tk_crop, tf_keras.layers.Dense(2, name="dense"), seed=28,
-                               input_size="variable")
-    _fit_one_step(tk_cc, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True,
-                  np.array([0, 1]))
-    tk_cc.save(path("tf_keras_center_crop.h5"))
-    out["tf_keras_center_crop_h5"] = _variable_case(tf_keras, tk_cc, path("tf_keras_center_crop.h5"), 8, photos,
-                                                    refuses=lambda h, w: False)
+    out["tf_keras_center_crop_h5"] = _geometry_classifier(
+        tf_keras, tf_keras.layers.CenterCrop(71, 71, name="center_crop"), path("tf_keras_center_crop.h5"), 28,
+        [0, 1], 8, photos)
 
     # the recipe in tf_keras, 3 classes, a full-model .h5
     tk = _nested_classifier(tf_keras, 71, tf_keras.layers.Rescaling(1 / 127.5, offset=-1),

@@ -456,11 +456,18 @@ def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):
                    "image", batch_shape=[None, None, None, 3])
     model = to_npxception(free, source="recipe")
     assert model.input_shape == (80, 80, 3) and model.source_input_shape == (None, None, 3)
-    with pytest.raises(ConversionError, match="RandomCrop, Keras 3\\) at a variable input size"):
+    # Keras 3's RandomCrop returns its input at inference, whatever size it declares: only its own size
+    with pytest.raises(ConversionError, match="rescaling \\(RandomCrop\\) cannot take anyxany images.*Keras 3"):
         to_npxception(_edited(free, "rescaling", "RandomCrop"), source="recipe")
-    # Keras 3's RandomCrop returns its input at inference: the backbone runs at the source's size
-    rc = _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=64, width=64, **keras3))
+    with pytest.raises(ConversionError, match="rescaling \\(RandomCrop\\) cannot take 71x71 images"):
+        _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=64, width=64, **keras3))
+    rc = _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=71, width=71, **keras3))
     assert rc.input_shape == rc.source_input_shape == (71, 71, 3)
+    # tf_keras' RandomCrop resizes (smart_resize) at inference: any size
+    free_tk = _edited(_edited(recipe_layers, "rescaling", "RandomCrop", height=80, width=80),
+                      "image", batch_shape=[None, None, None, 3])
+    tk = to_npxception(free_tk, source="recipe")
+    assert tk.input_shape == (80, 80, 3) and tk.input_stage[0]["keras"] == "tf_keras"
     # an interpolation npxception does not compute is named at conversion
     with pytest.raises(ConversionError, match="rescaling \\(Resizing\\): interpolation='lanczos5'"):
         _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71, interpolation="lanczos5"))

@@ -127,12 +127,6 @@ def input_stage(chain: list[KLayer], input_hw) -> tuple[list[dict], tuple]:
     """
     steps = [_step(k) for k in chain]
     hw = tuple(input_hw) if input_hw else (None, None)
-    for k, step in zip(chain, steps):
-        if step["kind"] == "random_crop" and step["keras"] == "keras3" and None in hw:
-            raise StageError(f"layer {k.name} (RandomCrop, Keras 3) at a variable input size: its inference path "
-                             "returns the input unchanged, and Keras 3's model.predict fails on it once it has "
-                             "seen two input sizes (it needs a static height and width); give the model "
-                             "Input(shape=(H, W, 3))")
     try:
         size = output_size(steps, hw)
     except ValueError as exc:  # "x: layer L (Class) cannot take HxW images: why"
