@@ -160,20 +160,29 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     results = []
     for start in range(0, len(items), batch_size):
         batch = [_to_pixels(im, size, interpolation) for im in items[start:start + batch_size]]
-        results += _decode(model, _run(model, batch), top, labels)
+        if size is None:  # each at its own size, through the stage, then the backbone on the stack
+            probs = model.run_backbone(np.concatenate([_staged(model, p) for p in batch]))
+        else:
+            probs = _run(model, batch)
+        results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
 
 
 def _run(model, pixels):
-    """The model on a list of [0, 255] pixel arrays: raw when it preprocesses in-graph
-    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input.
-    Arrays of different sizes go through the input stage one by one, then the backbone together."""
-    feed = [p if model.takes_pixels else preprocess_input(p) for p in pixels]
-    if len({p.shape for p in feed}) == 1:
-        return model(np.stack(feed).astype(model.dtype, copy=False))
-    staged = [model.backbone_input(p[None].astype(model.dtype, copy=False)) for p in feed]
-    return model.run_backbone(np.concatenate(staged))
+    """The model on a list of [0, 255] pixel arrays of one size: raw when it preprocesses in-graph
+    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
+    batch = np.stack(pixels)
+    x = batch if model.takes_pixels else preprocess_input(batch)
+    return model(x.astype(model.dtype, copy=False))
+
+
+def _staged(model, pixels) -> np.ndarray:
+    """One [0, 255] image at its own size, fed as ``_run`` feeds it and through the model's input stage:
+    ``(1, H, W, 3)`` at the backbone's size. Photos at their own size are staged as they are read, so
+    a batch holds backbone-sized arrays rather than whole photos, then runs as one."""
+    x = pixels if model.takes_pixels else preprocess_input(pixels)
+    return model.backbone_input(x[None].astype(model.dtype, copy=False))
 
 
 @dataclass(frozen=True)
@@ -232,7 +241,10 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
 
     def flush():
         good = [pixels for _, pixels, _ in pending if pixels is not None]
-        probs = _run(model, good) if good else np.empty((0, model.classes))
+        if not good:
+            probs = np.empty((0, model.classes))
+        else:  # photos at their own size were staged as they were read
+            probs = _run(model, good) if size is not None else model.run_backbone(np.concatenate(good))
         decoded = iter(zip(probs, _decode(model, probs, top)))
         out = []
         for path, pixels, error in pending:
@@ -250,7 +262,8 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
     for path in files:
         try:
             pixels = load_image(path, target_size=size, interpolation=interpolation)
-            model.check_image_size(*pixels.shape[:2])  # a photo at its own size may be one the stage refuses
+            if size is None:  # its own size, which the stage may refuse (naming the layer): this file's error
+                pixels = _staged(model, pixels)
             pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:
