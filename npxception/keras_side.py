@@ -7,6 +7,9 @@ is run by that framework, never by a guess:
 * a ``.keras`` archive or a Keras 3 ``.weights.h5``: Keras 3;
 * a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
   reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
+* a SavedModel directory with ``keras_metadata.pb``, or a TensorFlow checkpoint
+  (``save_weights("ckpt")``, given as ``ckpt`` or ``ckpt.index``): tf_keras, the
+  Keras that writes them (Keras 3 reads neither);
 * a weights-only file: the model is rebuilt from ``config`` (the model's own
   ``.keras`` archive or ``config.json``) and the weights loaded into it; without
   a config only the layouts the converter itself accepts without one (a bare
@@ -72,6 +75,11 @@ def saved_by(path) -> tuple[str, bool]:
     """``(framework, full_model)`` for the file at ``path``: ``"keras"`` (Keras 3) or ``"tf_keras"``,
     the framework that wrote it, and whether it records its architecture (a ``.keras`` archive or a
     legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights only."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return "tf_keras", True  # a SavedModel: tf_keras writes (and reads) those with keras_metadata.pb
+    if _checkpoint_prefix(path) is not None:
+        return "tf_keras", False  # save_weights("ckpt"): weights only
     with open(path, "rb") as f:
         head = f.read(8)
     if head[:4] == b"PK\x03\x04":
@@ -87,6 +95,22 @@ def saved_by(path) -> tuple[str, bool]:
         return "keras", False  # a Keras 3 .weights.h5 (layers/<class key>/vars/<i>)
     version = version.decode() if isinstance(version, bytes) else str(version or "")
     return ("keras" if version.startswith("3.") else "tf_keras"), full_model
+
+
+def _checkpoint_prefix(path: pathlib.Path) -> pathlib.Path | None:
+    """The prefix of a TensorFlow checkpoint given as ``ckpt`` or ``ckpt.index``, else None."""
+    if path.name.endswith(".index") and path.is_file():
+        return path.with_name(path.name[:-len(".index")])
+    if not path.exists() and path.with_name(path.name + ".index").is_file():
+        return path
+    return None
+
+
+def is_tensorflow_save(path) -> bool:
+    """True for what tf_keras saves in TensorFlow's formats: a SavedModel directory, or a checkpoint
+    given by its prefix or its ``.index`` (none of them is one file with a Keras suffix)."""
+    path = pathlib.Path(path)
+    return path.is_dir() or _checkpoint_prefix(path) is not None
 
 
 def _import(name: str):
@@ -130,8 +154,31 @@ def load(path, *, config=None, model=None):
         else:
             raise ValueError(f"{path}: a weights-only file records no architecture; pass the model's "
                              ".keras archive or config.json as config")
-        kmodel.load_weights(path)
+        status = kmodel.load_weights(_checkpoint_prefix(path) or path)  # a checkpoint is loaded by its prefix
+        if hasattr(status, "expect_partial"):
+            # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
+            # without this, TensorFlow warns about every optimizer variable when the status is collected
+            status.expect_partial()
+            _finalize_nested(kmodel)
     return kmodel
+
+
+def _finalize_nested(kmodel) -> None:
+    """``finalize_state()`` on every layer of the nested models too, after loading a checkpoint.
+
+    tf_keras' ``load_weights`` finalizes the model's own layers only, so an adapted
+    ``Normalization`` inside a nested model (a Sequential preprocessing block) keeps the
+    statistics it was built with: its ``mean`` is a tensor computed from its variables,
+    not the variables themselves (measured: block1_conv1 off by 2.8 relative, while
+    ``model.predict`` of the model that saved the checkpoint agrees with the file).
+    """
+    stack = list(getattr(kmodel, "layers", []))
+    while stack:
+        layer = stack.pop()
+        if hasattr(layer, "layers"):
+            stack.extend(layer.layers)
+        elif hasattr(layer, "finalize_state"):
+            layer.finalize_state()
 
 
 def _check_rebuildable(path, model) -> None:

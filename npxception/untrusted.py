@@ -112,14 +112,15 @@ def short_repr(value, limit: int = 80) -> str:
 
 # --------------------------------------------------------------------------- JSON
 
-def loads_json(text):
+def loads_json(text, object_hook=None):
     """``json.loads`` whose too-deep nesting is a ValueError, not a RecursionError.
 
     Python's parser recurses once per level, up to the interpreter's recursion
     limit (about 1000 levels); real Keras configs nest a few dozen.
+    ``object_hook`` is json's: called on every decoded object, innermost first.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_hook=object_hook)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply to be a model description "
                          "(over ~1000 levels)") from None

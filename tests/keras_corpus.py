@@ -13,6 +13,10 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``two_dense``: inline backbone, GAP, Dense(32, relu), BatchNormalization,
   Dropout, Dense(6, softmax), trained with Adam; takes preprocess_input's output.
 * ``tf_keras``: the recipe in tf_keras (3 softmax classes), a full-model ``.h5``.
+* ``tf_keras_savedmodel`` / ``tf_keras_ckpt``: the recipe in tf_keras with 2 logits and a
+  Sequential preprocessing model (Rescaling, then an adapted Normalization: weights inside a
+  nested Sequential), saved in TensorFlow's formats: a SavedModel directory (``model.save(dir)``)
+  and a checkpoint (``save_weights(prefix)``, plus ``to_json()``), given as its prefix and as ``.index``.
 * ``gmp160``: GlobalMaxPooling2D + Dense(4) at 160x160 as ``.weights.h5`` (and its
   ``config.json``): without the config the file cannot say max pooling or 160x160.
 * ``center_crop``: the recipe at a variable input size, ``Input((None, None, 3))``
@@ -249,6 +253,20 @@ def build(root) -> dict[str, Case]:
     _fit_one_step(tk, "sparse_categorical_crossentropy", 71, True, np.array([0, 1]))
     tk.save(path("tf_keras_recipe.h5"))
     out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5)
+
+    # tf_keras' own formats: 2 logits, a Sequential preprocessing model holding weights (Normalization)
+    norm = tf_keras.layers.Normalization(name="normalization")
+    prep = tf_keras.Sequential([tf_keras.layers.Rescaling(1 / 255.0, name="rescaling"), norm], name="preprocessing")
+    tfs = _nested_classifier(tf_keras, 71, prep, tf_keras.layers.Dense(2, name="dense"), seed=27)
+    norm.adapt(_x(71, True, 7) / 255.0 * np.array([0.5, 0.8, 1.0], np.float32))
+    _fit_one_step(tfs, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 1]))
+    tfs.save(path("tf_keras_savedmodel"))  # no extension: a SavedModel directory
+    tfs.save_weights(path("tf_keras_ckpt"))  # no .h5: a TensorFlow checkpoint
+    with open(path("tf_keras_ckpt.json"), "w") as f:
+        f.write(tfs.to_json())
+    out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
+    out["tf_keras_ckpt"] = _same_model(case, path("tf_keras_ckpt"), config=path("tf_keras_ckpt.json"))
+    out["tf_keras_ckpt_index"] = _same_model(case, path("tf_keras_ckpt.index"), config=path("tf_keras_ckpt.json"))
     return out
 
 

@@ -5,6 +5,9 @@ Reads, with h5py, zipfile and json only (no framework import):
 * legacy Keras 1/2 and tf_keras HDF5: weights-only (the official ImageNet
   download) and full-model saves (:mod:`weights_tools.legacy_h5`);
 * Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`weights_tools.keras3`);
+* tf_keras SavedModel directories (:mod:`weights_tools.savedmodel`) and TensorFlow
+  checkpoints from ``save_weights("ckpt")`` (:mod:`weights_tools.tf_checkpoint`),
+  read without TensorFlow (:mod:`weights_tools.tf_bundle`);
 * a live ``keras.Model`` / ``tf_keras.Model`` (:func:`from_keras`).
 
 The format is detected from the file's first bytes, never its extension. Every
@@ -27,7 +30,7 @@ import numpy as np
 from npxception.input_stage import describe
 from npxception.weights import save
 
-from . import keras3, legacy_h5
+from . import keras3, legacy_h5, savedmodel, tf_checkpoint
 from .formats import _open_checked, detect_format
 from .from_keras import from_keras
 from .graph import KLayer
@@ -36,6 +39,7 @@ from .keras3 import ZIP_MAGIC
 from .keras_config import flatten_config
 from .keras_golden import check_with_keras as keras_check
 from .mapping import ConversionError, to_npxception
+from .tf_bundle import Bundle
 
 __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
            "KLayer", "Reading", "detect_format"]
@@ -76,7 +80,7 @@ def open_layers(src, *, config=None):
     """Open any supported file as a :class:`Reading`.
 
     ``config`` (a dict, a ``config.json`` or a ``.keras`` file) supplies the
-    wiring of a Keras-3 ``.weights.h5`` file, which records none.
+    wiring of a Keras-3 ``.weights.h5`` file or a TensorFlow checkpoint, which record none.
 
     Within the block the file stays open and each KLayer's ``weights`` are
     :class:`~weights_tools.hdf5.StoredArray`: shape and dtype known, data read
@@ -86,6 +90,25 @@ def open_layers(src, *, config=None):
     where = str(src)
     fmt = detect_format(src)
     config = _config_from(config, where)
+    if fmt == "savedmodel":
+        with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
+            klayers, paths, input_shape = flatten_config(cfg, source=where)
+            ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
+            yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored)
+        return
+    if fmt == "tf_checkpoint":
+        if config is None:
+            raise ConversionError(f"{where}: a TensorFlow checkpoint (save_weights without .h5) records the "
+                                  "weights but no architecture; pass the model's config.json (model.to_json()) "
+                                  "as config=/--config")
+        with Bundle(src) as bundle:
+            graph = tf_checkpoint.read_object_graph(bundle)
+            klayers, paths, input_shape = flatten_config(config, source=where)
+            object_paths = tf_checkpoint.object_paths_from_config(config, where)
+            ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
+            yield Reading(klayers, input_shape, "TensorFlow checkpoint (save_weights, with a given config)",
+                          ignored)
+        return
     if fmt == "zip":
         cfg, h5 = keras3.open_archive(src, where)
         with h5:

@@ -32,8 +32,10 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"npxception {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file to .npz")
-    c.add_argument("src", help="the Keras file (format detected from its contents)")
+    c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file, a tf_keras SavedModel directory "
+                                       "or a TensorFlow checkpoint to .npz")
+    c.add_argument("src", help="the Keras file (format detected from its contents), SavedModel directory, or "
+                               "checkpoint prefix (or its .index)")
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
     c.add_argument("--variant", choices=["keras", "article"], default=None,
                    help="the architecture (default: detect it)")
@@ -60,7 +62,8 @@ def _input_shape(text: str) -> tuple[int, int]:
 def _model_options(p):
     """What a file may not record: its wiring, its head, a custom identity layer."""
     p.add_argument("--config", default=None,
-                   help="a .keras archive or config.json giving the wiring of a weights-only file")
+                   help="a .keras archive or config.json giving the wiring of a weights-only file "
+                        "(.weights.h5, a TensorFlow checkpoint)")
     p.add_argument("--skip-layer", action="append", default=[], metavar="NAME",
                    help="treat layer NAME as an identity (only for a layer that is one at inference); repeatable")
     p.add_argument("--pooling", choices=["avg", "max"], default=None,

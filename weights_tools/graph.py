@@ -27,3 +27,11 @@ class KLayer:
     def describe(self) -> str:
         shapes = ", ".join(str(tuple(w.shape)) for w in self.weights)
         return f"{self.name} ({self.class_name}) [{shapes}]"
+
+
+def set_aside(names, classify) -> tuple[dict[str, int], list[str]]:
+    """``({what: count}, the rest)``: the names ``classify`` (``-> {what: [names]}``) calls training
+    state, counted to be ignored as ``load_model(..., compile=False)`` ignores them, and the others in order."""
+    ignored = classify(names)
+    state = {n for group in ignored.values() for n in group}
+    return {what: len(group) for what, group in ignored.items()}, [n for n in names if n not in state]

@@ -46,7 +46,7 @@ from npxception.config import CONFIG
 from npxception.untrusted import loads_json
 from npxception.weights import weight_budget
 
-from .graph import KLayer
+from .graph import KLayer, set_aside
 from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap
 from .mapping import ConversionError
@@ -214,14 +214,11 @@ def fill_weights(klayers, paths, config, h5: GuardedH5) -> dict[str, int]:
             raise ConversionError(f"{h5.where}: no weights group {keys[path]} for layer {k.name}")
         k.weights, k.weight_names = arrays, names
         used.update(names)
-    stray = sorted(set(_all_datasets(h5)) - used)
-    ignored = training_state(stray)
-    state = {path for paths in ignored.values() for path in paths}
-    stray = [s for s in stray if s not in state]
+    ignored, stray = set_aside(sorted(set(_all_datasets(h5)) - used), training_state)
     if stray:
         raise ConversionError(f"{h5.where}: weights {stray[0]} belong to no layer of the model config "
                               f"({len(stray)} unexpected array(s))")
-    return {what: len(paths) for what, paths in ignored.items()}
+    return ignored
 
 
 # Groups of a Keras 3 weight file that hold training state, not model state:
@@ -317,10 +314,7 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
         used.update(names)
     # What is left is the head: Dense layers at the top level, in counter order.
-    rest = sorted(set(_all_datasets(h5)) - used)
-    ignored = training_state(rest)
-    state = {path for paths in ignored.values() for path in paths}
-    rest = [r for r in rest if r not in state]
+    ignored, rest = set_aside(sorted(set(_all_datasets(h5)) - used), training_state)
     dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
                         key=lambda s: (s.rsplit("_", 1)[0], int(s.rsplit("_", 1)[1])
                                        if s.rsplit("_", 1)[-1].isdigit() else 0))
@@ -331,7 +325,7 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         stored = h5.attr_text(h5.get(h5.file, f"{key}/vars"), "name") if arrays else None
         klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
                               weight_names=names))
-    return klayers, {what: len(paths) for what, paths in ignored.items()}
+    return klayers, ignored
 
 
 def to_camel(key: str) -> str:

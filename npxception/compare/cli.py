@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from .. import keras_side
 from ..images import load_image, preprocess_input
 from ..model import Xception, load
 from .core import compare
@@ -56,11 +57,12 @@ def cli_compare(args) -> int:
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
     against = pathlib.Path(args.against)
-    if not against.is_file():
+    keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
+    if not against.is_file() and not keras_side.is_tensorflow_save(against):
         raise FileNotFoundError(f"{against}: no such file")
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
-    elif against.suffix.lower() in (".keras", ".h5", ".hdf5"):
+    elif keras_file:
         import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
 
         model = weights_tools.read(against, config=getattr(args, "config", None))

@@ -106,7 +106,8 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         raise TypeError(f"other: expected a keras.Model, a path or a dict of activations, "
                         f"found {type(other).__name__}")
     path = pathlib.Path(other)
-    if not path.is_file():
+    tensorflow_save = keras_side.is_tensorflow_save(path)  # a SavedModel directory, a checkpoint prefix
+    if not path.is_file() and not tensorflow_save:
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -117,11 +118,12 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         run = onnx_runner(model, path, layout, mapping)
         return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
                      final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
-    if suffix in (".keras", ".h5", ".hdf5"):
+    if suffix in (".keras", ".h5", ".hdf5") or tensorflow_save:
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel))
-    raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file")
+    raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel directory "
+                     "or a TensorFlow checkpoint (its prefix or .index)")
 
 
 def _keras_final(model, kmodel):

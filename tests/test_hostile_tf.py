@@ -1,0 +1,256 @@
+"""Hostile TensorFlow checkpoints: small forged bundles that try to crash, hang or bloat the reader.
+
+The bundles are written here by a tiny SSTable writer (:func:`write_bundle`,
+following google/leveldb's table format document and tensorflow's tensor_bundle.proto,
+as weights_tools.tf_bundle reads them; the reader is checked against TensorFlow on
+real files in test_real_world_files.py). Big claims are made with small files or
+sparse ones (``truncate``), never with big data on disk. As in test_hostile.py,
+each case runs in a subprocess under ``RLIMIT_AS`` (a resource limit, not a timed
+assertion) and must end with exit status 1 and one clear line naming the file:
+never a MemoryError, a traceback, a hang or a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from test_hostile import LIMIT, assert_refused, run_limited
+from weights_tools.tf_bundle import crc32c, crc32c_reference, mask, unmask
+
+DT = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 9}
+GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"
+MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+
+
+def varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def f_varint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value)
+
+
+def f_bytes(number: int, value: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def entry_proto(dtype, shape, offset, size, crc, shard=0) -> bytes:
+    dims = b"".join(f_bytes(2, f_varint(1, d)) for d in shape)
+    return (f_varint(1, dtype) + f_bytes(2, dims) + f_varint(3, shard) + f_varint(4, offset) + f_varint(5, size)
+            + varint(6 << 3 | 5) + struct.pack("<I", crc))
+
+
+def block(pairs, kind=0) -> bytes:
+    """A block without prefix compression (one restart point), with its trailer."""
+    body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in pairs)
+    body += struct.pack("<II", 0, 1)
+    return body + bytes([kind]) + struct.pack("<I", mask(crc32c(body + bytes([kind]))))
+
+
+def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianness=0, kind=0, edit=None,
+                 data_size=None, duplicate_block=False):
+    """``prefix.index`` + ``prefix.data-00000-of-00001``; ``edit(key, fields) -> fields`` forges an entry."""
+    data, pairs = bytearray(), []
+    raw_graph = varint(len(graph)) + struct.pack("<I", mask(crc32c(struct.pack("<I", len(graph))))) + graph
+    graph_crc = crc32c(struct.pack("<I", len(graph)) + raw_graph[len(varint(len(graph))):])
+    items = {k.encode(): np.asarray(a) for k, a in tensors.items()}
+    for key in sorted(set(items) | {GRAPH_KEY}):
+        if key == GRAPH_KEY:
+            fields = dict(dtype=7, shape=(), offset=len(data), size=len(raw_graph), crc=mask(graph_crc))
+            data += raw_graph
+        else:
+            raw = items[key].astype(items[key].dtype.newbyteorder("<")).tobytes()
+            fields = dict(dtype=DT[items[key].dtype], shape=items[key].shape, offset=len(data), size=len(raw),
+                          crc=mask(crc32c(raw)))
+            data += raw
+        if edit is not None:
+            fields = edit(key.decode(), fields)
+        pairs.append((key, entry_proto(**fields)))
+    header = f_varint(1, shards) + f_varint(2, endianness) + f_bytes(3, f_varint(1, 1))
+    first = block([(b"", header)] + pairs[:1], kind)
+    second = block(pairs[1:], kind)
+    handles = [(0, len(first) - 5), (len(first), len(second) - 5)]
+    if duplicate_block:
+        handles.append(handles[1])  # the same data block listed twice
+    table = first + second
+    metaindex = block([])
+    meta_handle = (len(table), len(metaindex) - 5)
+    table += metaindex
+    index = block([(bytes([i + 1]) * 2, varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
+    index_handle = (len(table), len(index) - 5)
+    table += index
+    footer = (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0]) + varint(index_handle[1]))
+    table += footer.ljust(40, b"\0") + MAGIC
+    with open(f"{prefix}.index", "wb") as f:
+        f.write(table)
+    with open(f"{prefix}.data-00000-of-00001", "wb") as f:
+        f.write(data)
+        if data_size is not None:
+            f.truncate(data_size)  # sparse: claims bytes without storing them
+    return prefix
+
+
+CONFIG = '{"class_name": "Sequential", "config": {"name": "m", "layers": []}}'
+WEIGHTS = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(12, dtype=np.float32).reshape(3, 4)}
+
+# A child that opens a bundle and reads every numeric entry, as the converter does once it has checked shapes.
+READ_ALL = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+from weights_tools.mapping import ConversionError
+from weights_tools.tf_bundle import Bundle
+try:
+    with Bundle(sys.argv[1]) as b:
+        for key, e in b.entries.items():
+            b.string(key) if e.dtype == 7 else b.tensor(key).read()
+except ConversionError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def read_refused(prefix, *fragments):
+    import subprocess
+    import sys
+
+    from test_hostile import REPO
+
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", READ_ALL.format(limit=LIMIT), str(prefix)], capture_output=True,
+                         text=True, env=env, cwd=REPO)
+    assert_refused(out, os.path.basename(str(prefix)), *fragments)
+
+
+def convert_refused(tmp_path, src, *fragments):
+    config = tmp_path / "config.json"
+    config.write_text(CONFIG)
+    out = run_limited("weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz", "--config", config)
+    assert_refused(out, os.path.basename(str(src)), *fragments)
+    assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
+
+
+def test_crc32c_kernel_matches_its_reference():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 8, 9, 1000):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32c(data) == crc32c_reference(data)
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720, B.4)
+    assert crc32c(b"6789", crc32c(b"12345")) == 0xE3069283  # extending
+    assert unmask(mask(0x12345678)) == 0x12345678
+
+
+def test_a_forged_bundle_reads_back(tmp_path):
+    """The writer below is sound: what it writes, the reader returns, checksums included."""
+    from weights_tools.tf_bundle import Bundle
+
+    prefix = write_bundle(tmp_path / "ok", WEIGHTS)
+    with Bundle(prefix) as b:
+        key = next(iter(WEIGHTS))
+        np.testing.assert_array_equal(b.tensor(key).read(), WEIGHTS[key])
+        assert b.string(GRAPH_KEY.decode()) == b"\x0a\x00"
+
+
+def test_truncated_index(tmp_path):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS)
+    index = tmp_path / "ckpt.index"
+    index.write_bytes(index.read_bytes()[:-30])
+    convert_refused(tmp_path, index, "not a Keras weight file")  # no magic at its end: not recognised
+    convert_refused(tmp_path, prefix, "ckpt.index: not a TensorFlow checkpoint index")  # given by its prefix
+    index.write_bytes(b"\x00" * 20)
+    convert_refused(tmp_path, prefix, "too short for a TensorFlow checkpoint index")
+
+
+def test_wrong_magic(tmp_path):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS)
+    index = tmp_path / "ckpt.index"
+    index.write_bytes(index.read_bytes()[:-1] + b"\x00")
+    convert_refused(tmp_path, prefix, "not a TensorFlow checkpoint index", "table magic")
+
+
+def test_huge_shape_is_refused_before_reading(tmp_path):
+    key = next(iter(WEIGHTS))
+    huge = write_bundle(tmp_path / "huge", WEIGHTS,
+                        edit=lambda k, f: {**f, "shape": (1 << 40, 1 << 20)} if k == key else f)
+    convert_refused(tmp_path, huge, f"entry {key!r} of shape", "its shape needs")
+    both = write_bundle(tmp_path / "both", WEIGHTS,
+                        edit=lambda k, f: {**f, "shape": (1 << 30,), "size": 4 << 30} if k == key else f)
+    convert_refused(tmp_path, both, "claims bytes", "which holds")
+
+
+def test_entry_beyond_the_data_file(tmp_path):
+    key = next(iter(WEIGHTS))
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, edit=lambda k, f: {**f, "offset": 1 << 33} if k == key else f)
+    convert_refused(tmp_path, prefix, f"entry {key!r} claims bytes", "ckpt.data-00000-of-00001")
+
+
+def test_checksum_mismatch(tmp_path):
+    key = next(iter(WEIGHTS))
+    # a flipped byte in a tensor: found when it is read (TensorFlow checks it there too)
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS)
+    data = tmp_path / "ckpt.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1
+    data.write_bytes(bytes(raw))
+    read_refused(prefix, f"entry {key!r} fails its checksum")
+    # in the object graph: found before any layer is matched
+    graph = write_bundle(tmp_path / "graph", WEIGHTS, edit=lambda k, f: {**f, "crc": f["crc"] ^ 1}
+                         if k == GRAPH_KEY.decode() else f)
+    convert_refused(tmp_path, graph, "_CHECKPOINTABLE_OBJECT_GRAPH' fails its checksum")
+    # in an index block
+    index = tmp_path / "ckpt.index"
+    raw = bytearray(index.read_bytes())
+    raw[3] ^= 1
+    index.write_bytes(bytes(raw))
+    convert_refused(tmp_path, prefix, "fails its checksum", "corrupt index")
+
+
+def test_fifo_as_data_file(tmp_path):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS)
+    data = tmp_path / "ckpt.data-00000-of-00001"
+    data.unlink()
+    os.mkfifo(data)
+    convert_refused(tmp_path, prefix, "FIFO")
+    index = tmp_path / "ckpt.index"
+    index.unlink()
+    os.mkfifo(index)  # the index itself
+    convert_refused(tmp_path, prefix, "FIFO")
+
+
+def test_compressed_block(tmp_path):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, kind=1)
+    convert_refused(tmp_path, prefix, "is compressed (type 1)")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(endianness=1), "big-endian"),
+    (dict(shards=2), "a bundle of 2 data shards"),
+    (dict(duplicate_block=True), "overlaps or precedes"),
+])
+def test_header_and_layout_refusals(tmp_path, options, message):
+    convert_refused(tmp_path, write_bundle(tmp_path / "ckpt", WEIGHTS, **options), message)
+
+
+def test_tensor_beyond_the_read_budget(tmp_path):
+    """A 400 MB entry in a sparse data file: refused by the budget before a byte is allocated."""
+    key = next(iter(WEIGHTS))
+    count = 100_000_000  # float32: 400 MB, x 8 bytes per parameter charged = 800 MB > the ~170 MB budget
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, data_size=(count + 1024) * 4,
+                          edit=lambda k, f: {**f, "shape": (count,), "size": count * 4, "offset": 1024 * 4}
+                          if k == key else f)
+    read_refused(prefix, "read budget")
+
+
+def test_index_beyond_its_cap(tmp_path):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS)
+    with open(tmp_path / "ckpt.index", "r+b") as f:
+        f.truncate(17 * 1024**2)  # sparse
+    convert_refused(tmp_path, prefix, "refused before parsing")

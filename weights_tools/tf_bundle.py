@@ -1,0 +1,497 @@
+"""TensorFlow's tensor bundle (checkpoints, SavedModel variables), read without TensorFlow.
+
+A bundle with prefix ``P`` (``save_weights("ckpt")`` gives ``P = ckpt``; a
+SavedModel has ``P = variables/variables``) is two files:
+
+* ``P.index``: a LevelDB-format SSTable (google/leveldb's table format document, ``doc/table_format`` there;
+  TensorFlow's copy is ``tsl/lib/io/table*``). Its last 48 bytes are the footer:
+  two BlockHandles (varint64 offset, varint64 size; padded to 40 bytes) for the
+  metaindex and index blocks, then the magic ``0xdb4775248b80fb57`` as a
+  little-endian fixed64. Each block is followed by a 5-byte trailer: its
+  compression type (0: none) and the masked CRC32C of the block and that type
+  byte. A block is a run of prefix-compressed entries (varint32 shared key
+  bytes, varint32 unshared key bytes, varint32 value length, the unshared key
+  bytes, the value) then the restart offsets (fixed32 each) and their count
+  (fixed32). The index block maps keys to the BlockHandles of the data blocks,
+  which hold, in key order, ``"" -> BundleHeaderProto`` and ``tensor key ->
+  BundleEntryProto`` (tensorflow/core/protobuf/tensor_bundle.proto).
+* ``P.data-00000-of-00001``: the tensors' raw bytes, little-endian, C order, at
+  ``[offset, offset + size)`` of the shard the entry names. ``crc32c`` is the
+  masked CRC32C of those bytes (tensor_bundle.cc, ``BundleWriter::Add``), which
+  TensorFlow verifies when it reads a tensor, and so do we.
+
+TensorFlow writes bundles uncompressed (``TableBuilderOptions``: kNoCompression)
+and Keras on one device writes one shard. Against hostile files (the budget
+rule, docs/security.md) this reader:
+
+* opens regular files only (a FIFO blocks ``open()`` forever) and caps the
+  index at :data:`MAX_INDEX_BYTES` and :data:`MAX_ENTRIES`, far above any
+  Keras model's;
+* checks the footer, every block's trailer and CRC, and that data blocks are
+  disjoint and in order (a block cannot be parsed twice), before any tensor;
+* refuses compressed blocks, big-endian bundles, several shards, partitioned
+  (sliced) tensors, and entries whose size is not ``prod(shape) * itemsize``
+  or whose bytes lie beyond the data file;
+* reads a tensor only when the converter has checked its shape and dtype
+  (:class:`BundleTensor`), each once, charged against the converter's read budget
+  (:func:`npxception.weights.weight_budget`, as :mod:`weights_tools.hdf5`),
+  and verifies its CRC32C.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from npxception._jit import njit
+from npxception.untrusted import IrregularFileError, ReadBudget, open_regular
+from npxception.weights import weight_budget
+
+from . import protowire as pw
+from .hdf5 import PARAM_BYTES, StoredArray
+from .mapping import ConversionError
+
+TABLE_MAGIC = 0xDB4775248B80FB57  # leveldb's kTableMagicNumber, TensorFlow's too
+FOOTER_BYTES = 48  # 2 BlockHandles padded to 40 bytes, then the 8-byte magic
+TRAILER_BYTES = 5  # compression type + masked crc32c
+HEADER_KEY = b""  # the BundleHeaderProto's key, first in the table
+# An Xception checkpoint after fit() with Adam holds ~720 entries in a ~50 kB
+# index; a SavedModel's ~240. These caps are 300x and 1000x that.
+MAX_INDEX_BYTES = 16 * 1024**2
+MAX_ENTRIES = 200_000
+MAX_RANK = 8  # Keras weights have rank <= 4
+MAX_STRING_BYTES = 64 * 1024**2  # the object graph (a DT_STRING scalar): ~150 kB for the recipe's SavedModel
+TENSOR_BUNDLE_VERSION = 1  # tensor_bundle.cc kTensorBundleVersion: what a reader of this format may accept
+
+# DataType (tensorflow/core/framework/types.proto) -> NumPy dtype, for the types a weight may have.
+DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64 = 1, 2, 3, 7, 9
+_NUMPY = {DT_FLOAT: np.dtype("<f4"), DT_DOUBLE: np.dtype("<f8"), DT_INT32: np.dtype("<i4"),
+          DT_INT64: np.dtype("<i8")}
+_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
+          8: "complex64", 9: "int64", 10: "bool", 14: "bfloat16", 19: "float16", 20: "resource", 21: "variant"}
+
+_HEADER = {1: ("num_shards", pw.VARINT, False), 2: ("endianness", pw.VARINT, False),
+           3: ("version", pw.LENGTH, False)}
+_VERSION = {1: ("producer", pw.VARINT, False), 2: ("min_consumer", pw.VARINT, False),
+            3: ("bad_consumers", pw.VARINT, True)}
+_ENTRY = {1: ("dtype", pw.VARINT, False), 2: ("shape", pw.LENGTH, False), 3: ("shard_id", pw.VARINT, False),
+          4: ("offset", pw.VARINT, False), 5: ("size", pw.VARINT, False), 6: ("crc32c", pw.FIXED32, False),
+          7: ("slices", pw.LENGTH, True)}
+_SHAPE = {2: ("dim", pw.LENGTH, True), 3: ("unknown_rank", pw.VARINT, False)}
+_DIM = {1: ("size", pw.VARINT, False)}
+
+
+# ---- CRC32C (Castagnoli), as leveldb and TensorFlow use it ------------------------------
+
+def _crc_tables() -> np.ndarray:
+    """Slicing-by-8 tables of the reflected polynomial 0x82F63B78: ``T[0]`` is the byte-wise table,
+    ``T[k][b]`` the CRC of byte ``b`` followed by ``k`` zero bytes."""
+    t = np.zeros((8, 256), np.uint32)
+    for b in range(256):
+        crc = b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        t[0, b] = crc
+    for k in range(1, 8):
+        t[k] = (t[k - 1] >> 8) ^ t[0][t[k - 1] & 0xFF]
+    return t
+
+
+_TABLES = _crc_tables()
+
+
+def crc32c_reference(data: bytes, crc: int = 0) -> int:
+    """CRC32C bit by bit: ``crc = ~crc; for each bit: crc = (crc >> 1) ^ (0x82F63B78 if crc & 1)``; ``~crc``."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@njit
+def _crc32c_kernel(data, tables, crc):
+    # slicing-by-8: eight table lookups per 8 bytes instead of one per byte (~1 GB/s here)
+    crc = crc ^ np.uint32(0xFFFFFFFF)
+    n = data.shape[0]
+    i = 0
+    while i + 8 <= n:
+        lo = crc ^ (np.uint32(data[i]) | (np.uint32(data[i + 1]) << 8) | (np.uint32(data[i + 2]) << 16)
+                    | (np.uint32(data[i + 3]) << 24))
+        crc = (tables[7, lo & 0xFF] ^ tables[6, (lo >> 8) & 0xFF] ^ tables[5, (lo >> 16) & 0xFF]
+               ^ tables[4, lo >> 24] ^ tables[3, data[i + 4]] ^ tables[2, data[i + 5]]
+               ^ tables[1, data[i + 6]] ^ tables[0, data[i + 7]])
+        i += 8
+    while i < n:
+        crc = tables[0, (crc ^ data[i]) & 0xFF] ^ (crc >> 8)
+        i += 1
+    return crc ^ np.uint32(0xFFFFFFFF)
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """CRC32C of ``data`` (bytes or a uint8 array), extending ``crc``: the fast twin of :func:`crc32c_reference`."""
+    arr = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    return int(_crc32c_kernel(arr, _TABLES, np.uint32(crc)))
+
+
+def unmask(masked: int) -> int:
+    """leveldb's ``crc32c::Unmask``: stored CRCs are rotated right by 15 bits plus 0xa282ead8, so a CRC of
+    data that embeds CRCs stays informative."""
+    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def mask(crc: int) -> int:
+    """leveldb's ``crc32c::Mask``, the inverse of :func:`unmask`."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# ---- the SSTable --------------------------------------------------------------------------
+
+def _handle(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:
+    offset, pos = pw.read_varint(buf, pos, end)
+    size, pos = pw.read_varint(buf, pos, end)
+    return offset, size, pos
+
+
+def _block(data: bytes, offset: int, size: int, limit: int, where: str, what: str) -> bytes:
+    """The contents of the block at ``(offset, size)``, its trailer's type and CRC checked."""
+    if offset < 0 or size < 4 or offset + size + TRAILER_BYTES > limit:
+        raise ConversionError(f"{where}: the {what} at bytes {offset}..{offset + size} lies outside the "
+                              f"{limit}-byte table (a truncated or corrupt index file)")
+    contents = data[offset:offset + size]
+    kind = data[offset + size]
+    if kind != 0:
+        raise ConversionError(f"{where}: the {what} is compressed (type {kind}); TensorFlow writes bundle "
+                              "indexes uncompressed, and this reader reads no other")
+    stored = struct.unpack_from("<I", data, offset + size + 1)[0]
+    actual = crc32c(data[offset:offset + size + 1])
+    if unmask(stored) != actual:
+        raise ConversionError(f"{where}: the {what} fails its checksum (stored {unmask(stored):08x}, "
+                              f"computed {actual:08x}; a corrupt index file)")
+    return contents
+
+
+def _block_entries(contents: bytes, where: str, what: str) -> list[tuple[bytes, bytes]]:
+    """The ``(key, value)`` pairs of one block, keys rebuilt from their shared prefixes."""
+    n = len(contents)
+    restarts = struct.unpack_from("<I", contents, n - 4)[0]
+    end = n - 4 - 4 * restarts
+    if restarts < 1 or end < 0:
+        raise ConversionError(f"{where}: the {what} claims {restarts} restart points in {n} bytes (corrupt)")
+    out, key, pos = [], b"", 0
+    try:
+        while pos < end:
+            shared, pos = pw.read_varint(contents, pos, end)
+            unshared, pos = pw.read_varint(contents, pos, end)
+            length, pos = pw.read_varint(contents, pos, end)
+            if shared > len(key) or unshared + length > end - pos:
+                raise pw.WireError("an entry runs past the end of its block")
+            key = key[:shared] + contents[pos:pos + unshared]
+            pos += unshared
+            out.append((key, contents[pos:pos + length]))
+            pos += length
+    except pw.WireError as exc:
+        raise ConversionError(f"{where}: unreadable {what} ({exc})") from None
+    return out
+
+
+def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """Every ``(key, value)`` of an SSTable held in ``data``, in key order."""
+    if len(data) < FOOTER_BYTES:
+        raise ConversionError(f"{where}: {len(data)} bytes, too short for a TensorFlow checkpoint index "
+                              f"(its footer alone is {FOOTER_BYTES}); a truncated file?")
+    footer = len(data) - FOOTER_BYTES
+    magic = struct.unpack_from("<Q", data, footer + 40)[0]
+    if magic != TABLE_MAGIC:
+        raise ConversionError(f"{where}: not a TensorFlow checkpoint index (its footer ends in {magic:#018x}, "
+                              f"expected the table magic {TABLE_MAGIC:#018x}); truncated or another format?")
+    try:
+        _, _, pos = _handle(data, footer, footer + 40, "metaindex")
+        index_offset, index_size, _ = _handle(data, pos, footer + 40, "index")
+    except pw.WireError as exc:
+        raise ConversionError(f"{where}: unreadable index footer ({exc})") from None
+    index = _block_entries(_block(data, index_offset, index_size, footer, where, "index block"), where,
+                           "index block")
+    entries: list[tuple[bytes, bytes]] = []
+    next_free = 0
+    for i, (_, value) in enumerate(index):
+        try:
+            offset, size, _ = _handle(value, 0, len(value), "data block")
+        except pw.WireError as exc:
+            raise ConversionError(f"{where}: unreadable handle of data block {i} ({exc})") from None
+        # Blocks in file order and disjoint: each byte of the table is parsed once at most.
+        if offset < next_free:
+            raise ConversionError(f"{where}: data block {i} overlaps or precedes block {i - 1}; "
+                                  "every block is read once")
+        next_free = offset + size + TRAILER_BYTES
+        block = _block(data, offset, size, index_offset, where, f"data block {i}")
+        entries += _block_entries(block, where, f"data block {i}")
+        if len(entries) > MAX_ENTRIES:
+            raise ConversionError(f"{where}: more than {MAX_ENTRIES:,} entries; a Keras checkpoint holds "
+                                  "a few hundred")
+    for (a, _), (b, _) in zip(entries, entries[1:]):
+        if not a < b:  # an SSTable's keys are sorted and unique
+            raise ConversionError(f"{where}: key {b[:80]!r} is out of order or repeated (a corrupt index)")
+    return entries
+
+
+# ---- the bundle -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One BundleEntryProto: where a tensor's bytes are, and what they hold."""
+
+    key: str
+    dtype: int  # a DataType code: 1 float32, 2 float64, 7 string, 9 int64, ...
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int  # masked
+
+    @property
+    def dtype_name(self) -> str:
+        return _NAMES.get(self.dtype, f"DataType {self.dtype}")
+
+
+def data_filename(prefix: pathlib.Path, shard: int, shards: int) -> pathlib.Path:
+    """``P.data-00000-of-00001`` (tensor_bundle/naming.cc ``DataFilename``)."""
+    return prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{shards:05d}")
+
+
+def bundle_prefix(path) -> pathlib.Path:
+    """The bundle prefix of ``ckpt``, ``ckpt.index`` or ``ckpt.data-00000-of-00001``."""
+    path = pathlib.Path(path)
+    name = path.name
+    if name.endswith(".index"):
+        return path.with_name(name[:-len(".index")])
+    if ".data-" in name:
+        return path.with_name(name.split(".data-")[0])
+    return path
+
+
+def _decode_entry(key: str, value: bytes, where: str) -> Entry:
+    try:
+        e = pw.message(value, _ENTRY)
+        dims = []
+        if "shape" in e:
+            shape = pw.message(e["shape"], _SHAPE)
+            if shape.get("unknown_rank"):
+                raise pw.WireError("a shape of unknown rank")
+            for d in shape.get("dim", []):
+                dims.append(pw.signed64(pw.message(d, _DIM).get("size", 0)))
+    except pw.WireError as exc:
+        raise ConversionError(f"{where}: entry {key!r} is not a readable BundleEntryProto ({exc})") from None
+    if e.get("slices"):
+        raise ConversionError(f"{where}: entry {key!r} is a partitioned (sliced) tensor; Keras saves whole "
+                              "variables, and this reader reads no other")
+    if len(dims) > MAX_RANK or any(d < 0 for d in dims):
+        raise ConversionError(f"{where}: entry {key!r} has shape {tuple(dims[:MAX_RANK + 1])}; expected "
+                              f"at most {MAX_RANK} non-negative dimensions")
+    return Entry(key, e.get("dtype", 0), tuple(dims), pw.signed64(e.get("shard_id", 0)),
+                 pw.signed64(e.get("offset", 0)), pw.signed64(e.get("size", 0)), e.get("crc32c", 0))
+
+
+class BundleTensor(StoredArray):
+    """One tensor of a :class:`Bundle`: shape and dtype now, its bytes on first use (read once, CRC checked)."""
+
+    def __init__(self, bundle: "Bundle", entry: Entry, dtype: np.dtype):
+        self._bundle, self._entry, self.name = bundle, entry, entry.key
+        self.shape, self.dtype = entry.shape, dtype
+        self._array = None
+
+    def read(self) -> np.ndarray:
+        if self._array is None:
+            self._array = self._bundle._read_tensor(self._entry, self.dtype)
+        return self._array
+
+
+class Bundle:
+    """An open tensor bundle: its entries decoded and checked, its data file open, no tensor read yet.
+
+    ``path``: the prefix (``ckpt``), or ``ckpt.index``. Use as a context manager.
+    """
+
+    def __init__(self, path, budget: ReadBudget | None = None):
+        self.prefix = bundle_prefix(path)
+        self.index_path = self.prefix.with_name(self.prefix.name + ".index")
+        self.where = str(self.index_path)
+        data = self._read_index()
+        entries = read_table(data, self.where)
+        if not entries or entries[0][0] != HEADER_KEY:
+            raise ConversionError(f"{self.where}: a table without the bundle header (key \"\"); not a "
+                                  "TensorFlow checkpoint index")
+        self._check_header(entries[0][1])
+        self.entries: dict[str, Entry] = {}
+        for raw, value in entries[1:]:
+            try:
+                key = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConversionError(f"{self.where}: key {raw[:80]!r} is not UTF-8 text") from None
+            self.entries[key] = _decode_entry(key, value, self.where)
+        self.data_path = data_filename(self.prefix, 0, 1)
+        self._data = self._open_data()
+        try:
+            self.data_size = os.fstat(self._data.fileno()).st_size
+            self._check_extents()
+        except BaseException:
+            self._data.close()
+            raise
+        self.budget = budget or ReadBudget(weight_budget(), self.where, error=ConversionError,
+                                           why=" (what the largest supported Xception model holds)")
+        self.read_keys: set[str] = set()
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _read_index(self) -> bytes:
+        try:
+            f = open_regular(self.index_path)
+        except FileNotFoundError:
+            raise ConversionError(f"{self.where}: no such file (a TensorFlow checkpoint is PREFIX.index plus "
+                                  "PREFIX.data-00000-of-00001)") from None
+        except IrregularFileError as exc:
+            raise ConversionError(str(exc)) from None
+        except OSError as exc:
+            raise ConversionError(f"{self.where}: cannot open ({exc.strerror or exc})") from None
+        with f:
+            data = f.read(MAX_INDEX_BYTES + 1)
+        if len(data) > MAX_INDEX_BYTES:
+            raise ConversionError(f"{self.where}: over {MAX_INDEX_BYTES:,} bytes; a Keras checkpoint index "
+                                  "is tens of kB (refused before parsing)")
+        return data
+
+    def _check_header(self, value: bytes):
+        try:
+            header = pw.message(value, _HEADER)
+            version = pw.message(header.get("version", b""), _VERSION)
+        except pw.WireError as exc:
+            raise ConversionError(f"{self.where}: unreadable bundle header ({exc})") from None
+        if header.get("endianness", 0) != 0:
+            raise ConversionError(f"{self.where}: a big-endian bundle; only little-endian bundles (what "
+                                  "every common platform writes) are read")
+        shards = pw.signed64(header.get("num_shards", 0))
+        if shards != 1:
+            raise ConversionError(f"{self.where}: a bundle of {shards} data shards; Keras on one device "
+                                  "writes one, and this reader reads one (re-save with save_weights on one device)")
+        if pw.signed64(version.get("min_consumer", 0)) > TENSOR_BUNDLE_VERSION:
+            raise ConversionError(f"{self.where}: bundle format version {version.get('min_consumer')} "
+                                  f"(a newer TensorFlow); this reader knows version {TENSOR_BUNDLE_VERSION}")
+
+    def _open_data(self):
+        try:
+            return open_regular(self.data_path)
+        except FileNotFoundError:
+            raise ConversionError(f"{self.where}: its data file {self.data_path.name} is missing (a TensorFlow "
+                                  "checkpoint is PREFIX.index plus PREFIX.data-00000-of-00001; copy both)") from None
+        except IrregularFileError as exc:
+            raise ConversionError(f"{self.where}: data file {exc}") from None
+        except OSError as exc:
+            raise ConversionError(f"{self.data_path}: cannot open ({exc.strerror or exc})") from None
+
+    def _check_extents(self):
+        """Every entry's bytes inside the data file, and as many as its shape and dtype say."""
+        for e in self.entries.values():
+            if e.shard != 0:
+                raise ConversionError(f"{self.where}: entry {e.key!r} is in shard {e.shard}; the bundle has one")
+            if e.offset < 0 or e.size < 0 or e.offset + e.size > self.data_size:
+                raise ConversionError(f"{self.where}: entry {e.key!r} claims bytes {e.offset:,}..{e.offset + e.size:,} "
+                                      f"of {self.data_path.name}, which holds {self.data_size:,} (a truncated "
+                                      "or corrupt checkpoint)")
+            if e.dtype in _NUMPY:
+                count = 1
+                for d in e.shape:
+                    count *= d
+                if count * _NUMPY[e.dtype].itemsize != e.size:
+                    raise ConversionError(f"{self.where}: entry {e.key!r} of shape {e.shape} ({e.dtype_name}) "
+                                          f"claims {e.size:,} bytes; its shape needs "
+                                          f"{count * _NUMPY[e.dtype].itemsize:,}")
+
+    def close(self):
+        self._data.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- tensors --------------------------------------------------------------------------
+
+    def tensor(self, key: str) -> BundleTensor:
+        """The weight ``key``, checked but not read: float32/float64 (or an integer scalar, a counter)."""
+        e = self.entries.get(key)
+        if e is not None and e.dtype in _NUMPY and _NUMPY[e.dtype].kind != "f" and e.shape != ():
+            raise ConversionError(f"{self.where}: entry {key!r} has dtype {e.dtype_name}; weights must be "
+                                  "float32 or float64")
+        return self.array(key)
+
+    def array(self, key: str) -> BundleTensor:
+        """Any numeric entry (float32, float64, int32, int64), checked but not read."""
+        e = self.entries.get(key)
+        if e is None:
+            raise ConversionError(f"{self.where}: no entry {key!r}")
+        dtype = _NUMPY.get(e.dtype)
+        if dtype is None:
+            raise ConversionError(f"{self.where}: entry {key!r} has dtype {e.dtype_name}; weights must be "
+                                  "float32 or float64")
+        return BundleTensor(self, e, dtype)
+
+    def _bytes(self, e: Entry, crc_of=None) -> bytes:
+        """The entry's bytes, read once; ``crc_of(raw)`` gives the bytes its CRC covers (default: all)."""
+        if e.key in self.read_keys:
+            raise ConversionError(f"{self.where}: entry {e.key!r} is read a second time; every weight is read once")
+        self.read_keys.add(e.key)
+        try:
+            self._data.seek(e.offset)
+            raw = self._data.read(e.size)
+        except OSError as exc:
+            raise ConversionError(f"{self.data_path}: cannot read entry {e.key!r} ({exc})") from None
+        if len(raw) != e.size:
+            raise ConversionError(f"{self.data_path}: entry {e.key!r} ends after {len(raw):,} of its {e.size:,} "
+                                  "bytes (the file shrank while being read?)")
+        actual = crc32c(raw) if crc_of is None else crc32c(crc_of(raw))
+        if unmask(e.crc32c) != actual:
+            raise ConversionError(f"{self.where}: entry {e.key!r} fails its checksum (stored "
+                                  f"{unmask(e.crc32c):08x}, computed {actual:08x} on its {e.size:,} bytes in "
+                                  f"{self.data_path.name}); a corrupt checkpoint")
+        return raw
+
+    def _read_tensor(self, e: Entry, dtype: np.dtype) -> np.ndarray:
+        count = e.size // dtype.itemsize
+        # Charged as parameters x 8 bytes whatever the stored dtype, as weights_tools.hdf5 does.
+        self.budget.charge(count * PARAM_BYTES, f"entry {e.key!r} ({count:,} values)")
+        return np.frombuffer(self._bytes(e), dtype).reshape(e.shape).astype(dtype.newbyteorder("="))
+
+    def string(self, key: str) -> bytes:
+        """A DT_STRING scalar (the object graph): varint64 length, masked CRC32C of the length as a
+        uint32, the bytes (tensor_bundle.cc ``WriteStringTensor``); every part checked."""
+        e = self.entries.get(key)
+        if e is None:
+            raise ConversionError(f"{self.where}: no entry {key!r}")
+        if e.dtype != DT_STRING or e.shape != ():
+            raise ConversionError(f"{self.where}: entry {key!r} is {e.dtype_name} of shape {e.shape}; "
+                                  "expected a string scalar")
+        if e.size > MAX_STRING_BYTES:
+            raise ConversionError(f"{self.where}: entry {key!r} claims {e.size:,} bytes, over the "
+                                  f"{MAX_STRING_BYTES:,}-byte limit")
+        parts = {}
+
+        def covered(raw):  # the CRC covers the length as a uint32, not as the varint stored
+            try:
+                length, pos = pw.read_varint(raw, 0)
+            except pw.WireError as exc:
+                raise ConversionError(f"{self.where}: entry {key!r}: unreadable string length ({exc})") from None
+            if pos + 4 + length != len(raw) or length > 0xFFFFFFFF:
+                raise ConversionError(f"{self.where}: entry {key!r}: a string of {length:,} bytes in a "
+                                      f"{len(raw):,}-byte entry")
+            parts["text"] = raw[pos + 4:]
+            return struct.pack("<I", length) + raw[pos:]
+
+        self._bytes(e, covered)
+        return parts["text"]

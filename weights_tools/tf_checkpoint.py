@@ -1,0 +1,233 @@
+"""Keras layers in a TensorFlow checkpoint: which bundle entries hold which layer's weights.
+
+tf_keras saves a model's variables as a TensorFlow checkpoint: ``save_weights("ckpt")``
+without ``.h5``, and the ``variables/`` of a SavedModel directory. Its entries are
+keyed not by layer name but by a path of *object references* from the model to
+the variable (tensorflow/python/checkpoint/graph_view.py):
+
+* a Functional or Sequential model references ``model.layers[i]`` as ``layer-i``
+  and, when that layer has weights, also as ``layer_with_weights-k`` for the
+  k-th such layer (tf_keras ``training.py``, ``_layer_checkpoint_dependencies``).
+  A Sequential's ``layers`` leave out its InputLayer; a Functional's include it;
+* a layer references each variable by the name given to ``add_weight``
+  (``kernel``, ``depthwise_kernel``, ``gamma``, ``moving_mean``, ...).
+
+The graph of these references is stored in the bundle itself: a
+TrackableObjectGraph (tensorflow/core/protobuf/trackable_object_graph.proto)
+under the key ``_CHECKPOINTABLE_OBJECT_GRAPH``, whose nodes list their named
+children (``ObjectReference``: node_id = 1, local_name = 2) and, for a variable,
+the bundle key of its value (``SerializedTensor``: name = 1 "VARIABLE_VALUE",
+full_name = 2 "block1_conv1/kernel", checkpoint_key = 3). A key is the first
+breadth-first path to its variable, so one variable is keyed
+``layer_with_weights-0/layer_with_weights-1/gamma/.ATTRIBUTES/VARIABLE_VALUE``
+in a checkpoint but ``variables/7/.ATTRIBUTES/VARIABLE_VALUE`` in a SavedModel
+(whose model also lists its variables). Keys are therefore never parsed: the
+object graph is walked from the model (node 0) along each layer's object path,
+and the variable's ``full_name`` (``<layer name>/<variable>``) is checked
+against the layer the config puts there.
+
+The object path of a layer comes from the config's layer order
+(:func:`object_paths_from_config`, for ``save_weights`` files) or from a
+SavedModel's ``keras_metadata.pb`` (:mod:`weights_tools.savedmodel`). Every
+entry no layer takes must be training state (:func:`training_state`), counted
+and ignored as ``load_model(..., compile=False)`` ignores it; any other is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npxception.config import CONFIG
+
+from . import protowire as pw
+from .graph import set_aside
+from .keras_config import MODEL_CLASSES, _unwrap
+from .mapping import ConversionError
+from .tf_bundle import Bundle
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+VALUE_ATTRIBUTE = "VARIABLE_VALUE"
+# get_weights() order of every variable name the converter's layers have: Conv2D (kernel, bias),
+# SeparableConv2D (depthwise_kernel, pointwise_kernel, bias), BatchNormalization (gamma, beta,
+# moving_mean, moving_variance; gamma/beta absent with scale/center off), Dense (kernel, bias),
+# Normalization (mean, variance, count). One order fits them all.
+WEIGHT_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "bias", "gamma", "beta", "moving_mean",
+                "moving_variance", "mean", "variance", "count")
+
+_GRAPH = {1: ("nodes", pw.LENGTH, True)}
+_OBJECT = {1: ("children", pw.LENGTH, True), 2: ("attributes", pw.LENGTH, True)}
+_REFERENCE = {1: ("node_id", pw.VARINT, False), 2: ("local_name", pw.LENGTH, False)}
+_TENSOR = {1: ("name", pw.LENGTH, False), 2: ("full_name", pw.LENGTH, False), 3: ("checkpoint_key", pw.LENGTH, False)}
+
+
+@dataclass(frozen=True)
+class Variable:
+    full_name: str  # the variable's own name, "block1_conv1/kernel"
+    key: str  # its bundle key
+
+
+@dataclass
+class ObjectGraph:
+    """The checkpoint's TrackableObjectGraph: each node's named children, and the value of each variable."""
+
+    children: list[dict[str, int]]  # node id -> {local name: child node id}
+    values: dict[int, Variable]  # variable node id -> where its value is
+    where: str
+
+    def node(self, path: tuple[str, ...]) -> int | None:
+        """The node reached from the root (node 0) along ``path``'s local names, or None."""
+        node = 0
+        for name in path:
+            node = self.children[node].get(name)
+            if node is None:
+                return None
+        return node
+
+    def variables(self, node: int) -> dict[str, Variable]:
+        """``{local name: variable}`` of a layer's node: its children that hold a value.
+
+        A variable referenced under several names (tf_keras' Normalization tracks its
+        ``mean`` weight as ``mean`` and as the attribute ``adapt_mean``) is listed once,
+        by its weight name when one of its names is in :data:`WEIGHT_ORDER`.
+        """
+        names: dict[int, list[str]] = {}
+        for name, child in self.children[node].items():
+            if child in self.values:
+                names.setdefault(child, []).append(name)
+        out = {}
+        for child, aliases in names.items():
+            known = [a for a in aliases if a in WEIGHT_ORDER]
+            out[(known or aliases)[0]] = self.values[child]
+        return out
+
+
+def read_object_graph(bundle: Bundle) -> ObjectGraph:
+    """Decode the bundle's ``_CHECKPOINTABLE_OBJECT_GRAPH`` (one linear pass; child ids checked)."""
+    where = bundle.where
+    if OBJECT_GRAPH_KEY not in bundle.entries:
+        raise ConversionError(f"{where}: no {OBJECT_GRAPH_KEY} entry, so nothing says which tensor belongs to "
+                              "which layer (a checkpoint of TF1's Saver, not of Keras' save_weights?)")
+    raw = bundle.string(OBJECT_GRAPH_KEY)
+    children: list[dict[str, int]] = []
+    values: dict[int, Variable] = {}
+    try:
+        nodes = pw.message(raw, _GRAPH).get("nodes", [])
+        for i, node in enumerate(nodes):
+            obj = pw.message(node, _OBJECT)
+            refs: dict[str, int] = {}
+            for ref in obj.get("children", []):
+                r = pw.message(ref, _REFERENCE)
+                # the first reference of a name wins, as TensorFlow's restore does
+                refs.setdefault(pw.text(r.get("local_name", b""), "a child's name"), pw.signed64(r.get("node_id", 0)))
+            children.append(refs)
+            for attr in obj.get("attributes", []):
+                a = pw.message(attr, _TENSOR)
+                if pw.text(a.get("name", b""), "an attribute's name") == VALUE_ATTRIBUTE:
+                    values[i] = Variable(pw.text(a.get("full_name", b""), "a variable's name"),
+                                         pw.text(a.get("checkpoint_key", b""), "a checkpoint key"))
+    except pw.WireError as exc:
+        raise ConversionError(f"{where}: entry {OBJECT_GRAPH_KEY} is not a readable object graph ({exc})") from None
+    if not children:
+        raise ConversionError(f"{where}: entry {OBJECT_GRAPH_KEY} holds no objects")
+    for i, refs in enumerate(children):
+        for name, child in refs.items():
+            if not 0 <= child < len(children):
+                raise ConversionError(f"{where}: object {i}'s child {name!r} is node {child}; the graph has "
+                                      f"{len(children)} nodes (a corrupt checkpoint)")
+    return ObjectGraph(children, values, where)
+
+
+def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
+    """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
+
+    The Keras path is :func:`weights_tools.keras_config.flatten_config`'s (nested
+    model names, then the layer name); the object path, the local names from
+    the model to that layer (``("layer-3", "layer-1")``). A walk with an explicit
+    stack, linear in the config, nesting bounded as the config reader bounds it.
+    """
+    class_name, cfg = _unwrap(config, where)
+    out: dict[tuple, tuple] = {}
+    stack = [(class_name, cfg, (), ())]
+    while stack:
+        cls, cfg, kpath, opath = stack.pop()
+        if len(kpath) > CONFIG.max_model_nesting:
+            raise ConversionError(f"{where}: models nest more than {CONFIG.max_model_nesting} levels deep")
+        index = 0
+        for entry in cfg.get("layers", []) if isinstance(cfg.get("layers"), list) else []:
+            if not isinstance(entry, dict):
+                continue
+            entry_cls = entry.get("class_name")
+            inner = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            if entry_cls == "InputLayer" and cls == "Sequential":
+                continue  # Sequential.layers leaves out its InputLayer
+            here = (kpath + (entry.get("name") or inner.get("name"),), opath + (f"layer-{index}",))
+            out[here[0]] = here[1]
+            index += 1
+            if entry_cls in MODEL_CLASSES or "layers" in inner:
+                stack.append((entry_cls, inner, *here))
+    return out
+
+
+# Entries that are training state, not model state, by the object they hang from.
+def training_state(keys) -> dict[str, list[str]]:
+    """``{what: [keys]}`` for the bundle keys that are training state:
+
+    * ``optimizer/...`` (the optimizer's iterations, learning rate and moments) and, for
+      tf_keras' legacy optimizers, slots hung from a variable (``.../.OPTIMIZER_SLOT/optimizer/m/...``);
+    * ``keras_api/metrics/...``: a compiled model's metric accumulators (SavedModel);
+    * ``.../_random_generator/...``: augmentation layers' random state (``rng_type="stateful"``).
+    """
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        parts = key.split("/")
+        if parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
+            out.setdefault("optimizer state", []).append(key)
+        elif parts[0] == "keras_api":
+            out.setdefault("metrics state", []).append(key)
+        elif "_random_generator" in parts:
+            out.setdefault("random generator state", []).append(key)
+    return out
+
+
+def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], bundle: Bundle,
+                 graph: ObjectGraph) -> dict[str, int]:
+    """Put the bundle's tensors (checked, not yet read) into the flattened config's KLayers.
+
+    ``paths``: ``{flat name: Keras path}`` (flatten_config); ``object_paths``:
+    ``{Keras path: object path}``. Returns ``{what: entry count}`` of the
+    training state ignored; any other entry that belongs to no layer is refused.
+    """
+    where = bundle.where
+    used = {OBJECT_GRAPH_KEY}
+    for k in klayers:
+        kpath = paths.get(k.name)
+        if k.class_name == "InputLayer" or kpath is None:
+            continue
+        opath = object_paths.get(kpath)
+        node = graph.node(opath) if opath is not None else None
+        if node is None:
+            if opath is None or k.class_name in MODEL_CLASSES:
+                continue
+            raise ConversionError(f"{where}: no object {'/'.join(opath)} for layer {k.name} ({k.class_name}); "
+                                  "the config does not describe the model that wrote this checkpoint")
+        variables = graph.variables(node)
+        unknown = sorted(set(variables) - set(WEIGHT_ORDER))
+        if unknown:
+            raise ConversionError(f"{where}: layer {k.name} ({k.class_name}) holds variable {unknown[0]!r}, "
+                                  "which no layer the converter knows has")
+        names = [n for n in WEIGHT_ORDER if n in variables]
+        for n in names:
+            owner = variables[n].full_name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in variables[n].full_name \
+                else None
+            if owner is not None and owner != kpath[-1]:
+                raise ConversionError(f"{where}: {'/'.join(opath)} holds variable {variables[n].full_name!r}, "
+                                      f"but the config puts layer {kpath[-1]!r} there; the config does not "
+                                      "describe the model that wrote this checkpoint")
+        k.weights = [bundle.tensor(variables[n].key) for n in names]  # checked, read after the shape check
+        k.weight_names = [variables[n].key for n in names]
+        used.update(k.weight_names)
+    ignored, stray = set_aside(sorted(set(bundle.entries) - used), training_state)
+    if stray:
+        raise ConversionError(f"{where}: entry {stray[0]!r} belongs to no layer of the model config "
+                              f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
+    return ignored
