@@ -23,11 +23,44 @@ folding of the two into one multiply-add, which would round differently).
 channel whose ``sqrt(variance)`` does not exceed it, where the result would
 depend on a setting the file does not record.
 
-Geometry steps (``Resizing``, ``CenterCrop``, ``RandomCrop``) are identities at
-their target size, which becomes the model's input size: ``model(x)`` takes
-exactly ``(height, width)`` images (where Keras' layers change nothing) and
-``predict()`` brings photos to that size with ``load_img``'s pipeline
-(``nearest`` by default). They are recorded so that ``summary()`` shows them.
+Geometry steps bring an image to the backbone's input size, as the Keras that
+wrote the file computes them at inference (TensorFlow backend; the resampling is
+:mod:`npxception.ops.resize`, ``tf.image.resize`` with half-pixel centres)::
+
+    {"kind": "resizing", "name": ..., "height": h, "width": w, "interpolation": "bilinear" | "nearest",
+     "crop_to_aspect_ratio": false, "pad_to_aspect_ratio": false, "fill_value": 0.0, "keras": "keras3"}
+    {"kind": "center_crop" | "random_crop", "name": ..., "height": h, "width": w, "keras": "tf_keras"}
+
+``keras`` says which implementation wrote the layer ("keras3" or "tf_keras"; the
+converter reads it from the layer's config), because they differ (``x`` of size
+``H x W``, target ``h x w``)::
+
+    resizing:     crop (or pad) to h:w's aspect if asked, then resize to h x w         (both)
+    center_crop:  H >= h and W >= w: x[(H - h) // 2 : ... + h, (W - w) // 2 : ... + w]  (both)
+                  else tf_keras: smart_resize (the largest centred h:w window, bilinear)
+                  else Keras 3: refused. Its eager call resizes, but model.predict
+                  slices a partial window or resizes depending on which input sizes it
+                  traced first, so the file does not determine the answer.
+    random_crop:  tf_keras: smart_resize at every size (training=False never crops at random)
+                  Keras 3: only at its target size. Its inference path returns the input
+                  unchanged (transform_images when not training), although the layer
+                  declares h x w outputs: a nested backbone built for h x w then refuses
+                  the input in Keras 3 itself, an inline one runs at H x W.
+
+A model records the input size of the Keras model it came from as
+``source_input_shape`` (``None`` per variable axis, as ``Input((None, None, 3))``
+writes it); ``input_shape`` is the backbone's. ``model(x)`` takes every size the
+source takes and the stage brings it to the backbone's size; a fixed source size
+admits that size only. A manifest without ``source_input_shape`` (written before
+it existed) gets today's rule: the source size is the backbone's, where every
+geometry step is an identity; a geometry step without ``keras`` (same age)
+converts only images already at its target size.
+
+``predict()`` feeds a model with a variable source size and a geometry stage
+each photo at its own size (``img_to_array(load_img(path))``, no ``target_size``),
+which the stage brings to the backbone's size, as a Keras user's
+``model.predict(img_to_array(load_img(path))[None])`` does; other models get
+photos resized to their input size by ``load_img``'s pipeline (``nearest``).
 
 A model whose stage holds a rescaling or a normalization takes raw pixels in
 ``[0, 255]`` (what ``img_to_array(load_img(path))`` gives), so ``predict()``
@@ -40,9 +73,19 @@ import math
 
 import numpy as np
 
+from .config import CONFIG
+from .ops.resize import INTERPOLATIONS, aspect_crop_box, aspect_pad, resize
+
 AFFINE = ("rescaling", "normalization")
 GEOMETRY = ("resizing", "center_crop", "random_crop")
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
+# Which implementation wrote a geometry layer: Keras 3 and tf_keras differ at inference (module docstring).
+KERAS = ("keras3", "tf_keras")
+CLASS = {"rescaling": "Rescaling", "normalization": "Normalization", "resizing": "Resizing",
+         "center_crop": "CenterCrop", "random_crop": "RandomCrop"}
+# Real models hold one to three preprocessing layers; a manifest listing thousands
+# would make every model(x) call resample thousands of times.
+MAX_STEPS = 16
 
 
 def _vector(value, what: str) -> float | list[float]:
@@ -58,10 +101,47 @@ def _vector(value, what: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+def _size(value) -> bool:
+    """A target side: an int in [1, CONFIG.max_input_size]. The bound is the backbone's own (an
+    image of that side already needs ~1 GB of activations): a manifest cannot make a step allocate more."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= CONFIG.max_input_size
+
+
+def _geometry(step, where) -> dict:
+    h, w = step.get("height"), step.get("width")
+    if not (_size(h) and _size(w)):
+        raise ValueError(f"{where}: expected int height and width in [1, {CONFIG.max_input_size}], "
+                         f"found {h!r}, {w!r}")
+    keras = step.get("keras")
+    if keras is not None and keras not in KERAS:
+        raise ValueError(f"{where}.keras: expected one of {KERAS}, found {keras!r}")
+    out = {"kind": step["kind"], "name": step["name"], "height": h, "width": w}
+    if step["kind"] == "resizing":
+        interpolation = step.get("interpolation", "bilinear")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"{where}.interpolation: expected one of {INTERPOLATIONS}, found {interpolation!r}")
+        crop, pad = step.get("crop_to_aspect_ratio", False), step.get("pad_to_aspect_ratio", False)
+        if not (isinstance(crop, bool) and isinstance(pad, bool)) or (crop and pad):
+            raise ValueError(f"{where}: crop_to_aspect_ratio and pad_to_aspect_ratio must be booleans, "
+                             f"not both true, found {crop!r}, {pad!r}")
+        if pad and keras != "keras3":
+            raise ValueError(f"{where}: pad_to_aspect_ratio exists in Keras 3 only, found keras={keras!r}")
+        fill = step.get("fill_value", 0.0)
+        if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
+            raise ValueError(f"{where}.fill_value: expected a finite number, found {fill!r}")
+        out.update(interpolation=interpolation, crop_to_aspect_ratio=crop, pad_to_aspect_ratio=pad,
+                   fill_value=float(fill))
+    out["keras"] = keras
+    return out
+
+
 def validate(steps) -> list[dict]:
     """Check a stage read from a manifest or built by the converter; return it as plain dicts."""
+    steps = list(steps or [])
+    if len(steps) > MAX_STEPS:
+        raise ValueError(f"input_stage: at most {MAX_STEPS} steps, found {len(steps)}")
     out = []
-    for i, step in enumerate(list(steps or [])):
+    for i, step in enumerate(steps):
         where = f"input_stage[{i}]"
         if not isinstance(step, dict) or not isinstance(step.get("name"), str):
             raise ValueError(f"{where}: expected a dict with a 'kind' and a 'name', found {step!r}")
@@ -77,10 +157,7 @@ def validate(steps) -> list[dict]:
             out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean"),
                         "variance": var, "epsilon": eps})
         elif kind in GEOMETRY:
-            h, w = step.get("height"), step.get("width")
-            if not all(isinstance(d, int) and d > 0 for d in (h, w)):
-                raise ValueError(f"{where}: expected positive int height and width, found {h!r}, {w!r}")
-            out.append({"kind": kind, "name": step["name"], "height": h, "width": w})
+            out.append(_geometry(step, where))
         else:
             raise ValueError(f"{where}: unknown kind {kind!r}; expected one of {AFFINE + GEOMETRY}")
     return out
@@ -91,8 +168,81 @@ def takes_pixels(steps) -> bool:
     return any(s["kind"] in AFFINE for s in steps)
 
 
+def has_geometry(steps) -> bool:
+    return any(s["kind"] in GEOMETRY for s in steps)
+
+
+def _refuse(step, hw, why) -> ValueError:
+    size = "x".join("any" if d is None else str(d) for d in hw)
+    return ValueError(f"x: layer {step['name']} ({CLASS[step['kind']]}) cannot take {size} images: {why}")
+
+
+def _step_size(step, hw) -> tuple:
+    """The size a geometry step gives an ``hw`` input (``None``: any size), or a ValueError naming it."""
+    target = (step["height"], step["width"])
+    if tuple(hw) == target:
+        return target  # every geometry step is an identity at its target size
+    if step["keras"] is None:
+        raise _refuse(step, hw, f"the weight file does not record which Keras wrote it (its step has no 'keras' "
+                                f"field: written before npxception computed geometry), so only {target[0]}x"
+                                f"{target[1]} images are converted exactly; re-convert the Keras file")
+    if step["kind"] == "random_crop" and step["keras"] == "keras3":
+        raise _refuse(step, hw, f"Keras 3's RandomCrop returns its input unchanged at inference although it "
+                                f"declares {target[0]}x{target[1]} outputs, so the layers after it run at a size "
+                                f"the model does not declare (a nested backbone built for {target[0]}x{target[1]} "
+                                f"refuses it in Keras 3 too); give the model Input(shape=({target[0]}, "
+                                f"{target[1]}, 3))")
+    if step["kind"] == "center_crop" and step["keras"] == "keras3" and None not in hw and (
+            hw[0] < target[0] or hw[1] < target[1]):
+        raise _refuse(step, hw, f"Keras 3 crops images of at least {target[0]}x{target[1]}; for a smaller one "
+                                "its model.predict slices a partial window or resizes, depending on which sizes "
+                                "it traced first, so the file does not determine the answer. Give images of "
+                                f"at least {target[0]}x{target[1]}")
+    if step["kind"] in ("center_crop", "random_crop") or step.get("crop_to_aspect_ratio"):
+        if step["keras"] == "tf_keras" and None not in hw:
+            try:
+                aspect_crop_box(*hw, *target, at_least_one=False)
+            except ValueError as exc:
+                raise _refuse(step, hw, f"tf_keras' smart_resize fails on it ({exc})") from None
+    return target
+
+
+def output_size(steps, hw) -> tuple:
+    """``(H', W')`` after the stage for an ``(H, W)`` input (``None`` entries: any size, then maybe ``None``).
+
+    Raises ValueError naming the layer, the size and the sizes it takes when the
+    Keras that wrote it would not compute an answer the file determines.
+    """
+    hw = tuple(hw)
+    for step in steps:
+        if step["kind"] in GEOMETRY:
+            hw = _step_size(step, hw)
+    return hw
+
+
+def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
+    """One geometry step on a ``(N, H, W, C)`` batch whose size :func:`_step_size` accepted."""
+    in_h, in_w = x.shape[1:3]
+    h, w = step["height"], step["width"]
+    if (in_h, in_w) == (h, w):
+        return x  # every geometry step is an identity at its target size
+    if step["kind"] == "center_crop" and in_h >= h and in_w >= w:
+        top, left = (in_h - h) // 2, (in_w - w) // 2
+        return x[:, top:top + h, left:left + w]
+    interpolation = step.get("interpolation", "bilinear")  # smart_resize's is bilinear
+    if step["kind"] != "resizing" or step["crop_to_aspect_ratio"]:
+        top, left, ch, cw = aspect_crop_box(in_h, in_w, h, w, at_least_one=step["keras"] == "keras3")
+        x = x[:, top:top + ch, left:left + cw]
+    elif step["pad_to_aspect_ratio"]:
+        x = aspect_pad(x, h, w, step["fill_value"])
+    return resize(x, (h, w), interpolation)
+
+
 def apply(steps, x: np.ndarray) -> np.ndarray:
-    """Run the stage on a checked ``(N, H, W, 3)`` batch; a new array, ``x`` is never modified."""
+    """Run the stage on a checked ``(N, H, W, 3)`` batch; a new array, ``x`` is never modified.
+
+    The caller checked the size with :func:`output_size`.
+    """
     dt = x.dtype
     for s in steps:
         if s["kind"] == "rescaling":
@@ -100,12 +250,13 @@ def apply(steps, x: np.ndarray) -> np.ndarray:
         elif s["kind"] == "normalization":
             std = np.maximum(np.sqrt(np.asarray(s["variance"], dt)), dt.type(s["epsilon"]))
             x = (x - np.asarray(s["mean"], dt)) / std
-        # geometry steps are identities at the model's input size, which _check_input enforces
-    return x
+        else:
+            x = _geometry_apply(s, x)
+    return np.ascontiguousarray(x)
 
 
 def describe(step) -> str:
-    """One line for ``summary()``: the step's Keras name and its formula."""
+    """One line for ``summary()``: the step's Keras name and its formula or options."""
     def num(v):
         return f"{v:.6g}" if isinstance(v, float) else "[" + ", ".join(f"{a:.6g}" for a in v) + "]"
 
@@ -114,5 +265,11 @@ def describe(step) -> str:
     if step["kind"] == "normalization":
         return (f"{step['name']} (Normalization): (x - {num(step['mean'])}) / max(sqrt({num(step['variance'])}), "
                 f"{step['epsilon']:g})")
-    cls = {"resizing": "Resizing", "center_crop": "CenterCrop", "random_crop": "RandomCrop"}[step["kind"]]
-    return f"{step['name']} ({cls}): {step['height']}x{step['width']}, an identity at the model's input size"
+    text = f"{step['name']} ({CLASS[step['kind']]}): {step['height']}x{step['width']}"
+    if step["kind"] == "resizing":
+        text += f", interpolation={step['interpolation']}"
+        for flag in ("crop_to_aspect_ratio", "pad_to_aspect_ratio"):
+            if step[flag]:
+                text += f", {flag}=True" + (f" (fill {step['fill_value']:g})" if flag[0] == "p" else "")
+    semantics = {"keras3": "Keras 3", "tf_keras": "tf_keras", None: "writer unrecorded: identity at that size"}
+    return text + f" [{semantics[step['keras']]}]"

@@ -123,17 +123,20 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
             head[-1]["activation"] = None
             model = XceptionModel(model._params, variant=model.variant, head=head,
                                   input_shape=model.input_shape, labels=model.labels, source=model.source,
-                                  input_stage=model.input_stage)
+                                  input_stage=model.input_stage, source_input_shape=model.source_input_shape)
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [])
     params = {k: model._params[k] for k in backbone_keys}
-    if input_shape is None:  # a Resizing/CenterCrop stage fixes the size; otherwise any size
-        geometry = any(s["kind"] in stage.GEOMETRY for s in model.input_stage)
-        input_shape = model.input_shape if geometry else (None, None, 3)
-    adapted = XceptionModel(params, variant=model.variant, head=head,
-                            input_shape=input_shape, source=model.source, input_stage=model.input_stage)
+    source_shape = None
+    if input_shape is None and stage.has_geometry(model.input_stage):
+        # a Resizing/CenterCrop stage fixes the backbone's size; the source's is kept
+        input_shape, source_shape = model.input_shape, model.source_input_shape
+    elif input_shape is None:
+        input_shape = (None, None, 3)
+    adapted = XceptionModel(params, variant=model.variant, head=head, input_shape=input_shape,
+                            source=model.source, input_stage=model.input_stage, source_input_shape=source_shape)
     if head == model.head and adapted.input_shape == model.input_shape:
         adapted.golden = model.golden  # the same network: a no-top file loaded without the top
     return adapted
@@ -182,7 +185,9 @@ def _from_file(path):
         # negative or non-finite BN variance, any non-finite weight, a bad input stage.
         model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
                               labels=labels, source=manifest.get("source") or where,
-                              input_stage=manifest.get("input_stage", []))
+                              input_stage=manifest.get("input_stage", []),
+                              # absent before format 4: the backbone's size (input_stage.py)
+                              source_input_shape=manifest.get("source_input_shape"))
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")

@@ -36,13 +36,21 @@ class XceptionModel:
     """
 
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
-                 labels=None, source=None, input_stage=()):
+                 labels=None, source=None, input_stage=(), source_input_shape=None):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
         self.input_stage = stage.validate(input_stage)
         self.layers = arch.backbone(self.variant)
-        self.input_shape = check_input_shape(input_shape)
+        self.input_shape = check_input_shape(input_shape)  # the backbone's
+        # What the source model takes, before its stage; None (a model built here, or a manifest
+        # written before the field existed): the backbone's size, where geometry steps are identities.
+        self.source_input_shape = (self.input_shape if source_input_shape is None
+                                   else check_source_shape(source_input_shape))
+        reached = stage.output_size(self.input_stage, self.source_input_shape[:2])
+        if reached != self.input_shape[:2]:
+            raise ValueError(f"input_stage: brings the source's {self.source_input_shape} images to "
+                             f"{reached}, but the backbone's input_shape is {self.input_shape}")
         self.source = source
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head)
@@ -119,6 +127,7 @@ class XceptionModel:
             "source": self.source,
             "dtype": self.dtype.name,
             "input_stage": self.input_stage,
+            "source_input_shape": list(self.source_input_shape),
             # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
@@ -139,7 +148,8 @@ class XceptionModel:
         dt = as_dtype(dtype)
         model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
                               variant=self.variant, head=self.head, input_shape=self.input_shape,
-                              labels=self.labels, source=self.source, input_stage=self.input_stage)
+                              labels=self.labels, source=self.source, input_stage=self.input_stage,
+                              source_input_shape=self.source_input_shape)
         # the same network: its golden still holds, at the tolerance of the new dtype
         model.golden, model.golden_factory = self.golden, self.golden_factory
         return model
@@ -169,8 +179,22 @@ class XceptionModel:
         """
         if impl not in ("fast", "reference"):
             raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
-        x = self.backbone_input(x)
-        wanted = self._capture_set(capture)
+        return self._run_backbone(self.backbone_input(x), self._capture_set(capture), impl)
+
+    def run_backbone(self, b, *, impl="fast"):
+        """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, 3)``
+        at the backbone's ``input_shape``, in the model's dtype); ``predict()`` stacks photos of different
+        sizes this way, each brought to the backbone's size by the stage."""
+        if impl not in ("fast", "reference"):
+            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        eh, ew = self.input_shape[:2]
+        if (not isinstance(b, np.ndarray) or b.ndim != 4 or b.dtype != self.dtype
+                or (eh is not None and b.shape[1:3] != (eh, ew))):
+            raise ValueError(f"b: expected backbone_input's output, a {self.dtype} array (N, {eh}, {ew}, 3), "
+                             f"found {type(b).__name__} {getattr(b, 'shape', '')} {getattr(b, 'dtype', '')}")
+        return self._run_backbone(np.ascontiguousarray(b), set(), impl)[0]
+
+    def _run_backbone(self, x, wanted, impl):
         if impl == "fast" and not wanted:
             y = fast_forward(self, x)
             if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
@@ -196,21 +220,27 @@ class XceptionModel:
             raise ValueError(f"x: expected shape (N, H, W, 3), found {x.shape}")
         if x.shape[0] < 1:
             raise ValueError(f"x: expected at least one image, found batch size {x.shape[0]}")
-        h, w = x.shape[1:3]
-        eh, ew = self.input_shape[:2]
-        if eh is not None and (h, w) != (eh, ew):
-            resized = [s["name"] for s in self.input_stage if s["kind"] in stage.GEOMETRY]
-            why = f"; its {', '.join(resized)} layer(s) are identities only at that size" if resized else ""
-            raise ValueError(f"x: this model takes {eh}x{ew} images (its input_shape is "
-                             f"{self.input_shape}), found {h}x{w}{why}; resize when loading: "
-                             f"load_image(path, target_size=({eh}, {ew})), or let npxception.predict do it")
-        if min(h, w) < CONFIG.min_input_size:
-            raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
-                             f"{CONFIG.min_input_size}, found {h}x{w}")
+        self.check_image_size(*x.shape[1:3])
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if not np.isfinite(x).all():
             raise ValueError("x: contains NaN or Inf")
         return x
+
+    def check_image_size(self, h, w) -> None:
+        """Raise ValueError unless ``model(x)`` takes ``h x w`` images, naming the sizes it takes and,
+        where the input stage refuses, the layer (:func:`npxception.input_stage.output_size`)."""
+        eh, ew = self.source_input_shape[:2]
+        if (eh is not None and h != eh) or (ew is not None and w != ew):
+            want = "x".join("any" if d is None else str(d) for d in (eh, ew))
+            hint = f"({eh}, {ew})" if None not in (eh, ew) else "..."
+            raise ValueError(f"x: this model takes {want} images (the source model's input shape "
+                             f"{self.source_input_shape}), found {h}x{w}; resize when loading: "
+                             f"load_image(path, target_size={hint}), or let npxception.predict do it")
+        if self.source_input_shape[:2] != self.input_shape[:2]:
+            stage.output_size(self.input_stage, (h, w))  # refuses, naming the layer, what Keras would not run
+        elif min(h, w) < CONFIG.min_input_size:
+            raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
+                             f"{CONFIG.min_input_size}, found {h}x{w}")
 
     def _capture_set(self, capture) -> set[str]:
         if capture is None:
@@ -261,6 +291,23 @@ def check_input_shape(shape) -> tuple:
     if any(d is not None and not CONFIG.min_input_size <= d <= CONFIG.max_input_size for d in shape[:2]):
         raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
                          f"most {CONFIG.max_input_size}, found {shape}")
+    return shape
+
+
+def check_source_shape(shape) -> tuple:
+    """The source model's (H, W, 3) before its input stage: None (any size) or 1 <= H, W <= max_input_size.
+
+    Bounded as the backbone's size is: predict() loads photos at a fixed source size,
+    so a manifest must not be able to make it allocate more than a backbone input.
+    """
+    try:
+        shape = tuple(None if d is None else _int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"source_input_shape: expected (H, W, 3), found {short_repr(shape)}") from None
+    if len(shape) != 3 or shape[2] != 3 or any(d is not None and not 1 <= d <= CONFIG.max_input_size
+                                                for d in shape[:2]):
+        raise ValueError(f"source_input_shape: expected (H, W, 3) with H and W None (any size) or in "
+                         f"[1, {CONFIG.max_input_size}], found {short_repr(shape)}")
     return shape
 
 

@@ -6,6 +6,13 @@ The pipeline is Keras' own, so results can be compared like with like:
 A model that preprocesses in-graph (a converted ``Rescaling`` or
 ``Normalization``, see :mod:`npxception.input_stage`) gets the raw pixels
 instead, exactly as its Keras original does.
+
+Photo sizes: a model whose source took any size (``Input((None, None, 3))``)
+and resizes or crops in-graph (a converted ``Resizing``, ``CenterCrop``...) gets
+each photo at its own size, ``img_to_array(load_img(path))`` without
+``target_size``, as its Keras user feeds it; its stage brings each to the
+backbone's size, and the batch is stacked after that. Every other model gets
+photos resized to its input size by ``load_img``'s pipeline (``nearest``).
 """
 
 from __future__ import annotations
@@ -63,18 +70,23 @@ def get_model(weights="imagenet"):
 
 
 def _target_size(model):
-    h, w = model.input_shape[:2]
-    return (h, w) if h is not None else CONFIG.default_input_shape[:2]
+    """The size photos are loaded at, or None for their own (see the module docstring)."""
+    h, w = model.source_input_shape[:2]
+    if None not in (h, w):
+        return h, w
+    if model.source_input_shape != model.input_shape:
+        return None  # a variable source with a geometry stage: the stage resizes, as in Keras
+    return CONFIG.default_input_shape[:2]
 
 
 def _to_pixels(image, target_size, interpolation):
-    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size."""
+    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size (None: its own)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
                              "(e.g. list(batch)) or one (H, W, 3) image")
         pixels = to_array(image)
-        if pixels.shape[:2] != tuple(target_size):
+        if target_size is not None and pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
     if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
@@ -148,17 +160,29 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     results = []
     for start in range(0, len(items), batch_size):
         batch = [_to_pixels(im, size, interpolation) for im in items[start:start + batch_size]]
-        results += _decode(model, _run(model, batch), top, labels)
+        if size is None:  # each at its own size, through the stage, then the backbone on the stack
+            probs = model.run_backbone(np.concatenate([_staged(model, p) for p in batch]))
+        else:
+            probs = _run(model, batch)
+        results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
 
 
 def _run(model, pixels):
-    """The model on a list of [0, 255] pixel arrays: raw when it preprocesses in-graph
+    """The model on a list of [0, 255] pixel arrays of one size: raw when it preprocesses in-graph
     (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
     batch = np.stack(pixels)
     x = batch if model.takes_pixels else preprocess_input(batch)
     return model(x.astype(model.dtype, copy=False))
+
+
+def _staged(model, pixels) -> np.ndarray:
+    """One [0, 255] image at its own size, fed as ``_run`` feeds it and through the model's input stage:
+    ``(1, H, W, 3)`` at the backbone's size. Photos at their own size are staged as they are read, so
+    a batch holds backbone-sized arrays rather than whole photos, then runs as one."""
+    x = pixels if model.takes_pixels else preprocess_input(pixels)
+    return model.backbone_input(x[None].astype(model.dtype, copy=False))
 
 
 @dataclass(frozen=True)
@@ -217,7 +241,10 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
 
     def flush():
         good = [pixels for _, pixels, _ in pending if pixels is not None]
-        probs = _run(model, good) if good else np.empty((0, model.classes))
+        if not good:
+            probs = np.empty((0, model.classes))
+        else:  # photos at their own size were staged as they were read
+            probs = _run(model, good) if size is not None else model.run_backbone(np.concatenate(good))
         decoded = iter(zip(probs, _decode(model, probs, top)))
         out = []
         for path, pixels, error in pending:
@@ -234,10 +261,15 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
 
     for path in files:
         try:
-            pending.append((path, load_image(path, target_size=size, interpolation=interpolation), None))
+            pixels = load_image(path, target_size=size, interpolation=interpolation)
+            if size is None:  # its own size, which the stage may refuse (naming the layer): this file's error
+                pixels = _staged(model, pixels)
+            pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:
             pending.append((path, None, exc.reason))
+        except ValueError as exc:
+            pending.append((path, None, str(exc).removeprefix("x: ")))
         if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
             yield flush()
             loaded = 0

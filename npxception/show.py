@@ -61,7 +61,7 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
     if layer not in model.layer_names:
         hint = difflib.get_close_matches(layer, model.layer_names, n=3)
         raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
-    h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
+    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
     # The layer's output shape from the table, so that both checks come before the forward pass.
     shape = arch.trace(model.layers, model.head, (h, w, 3))[layer][0]
     if len(shape) != 3:

@@ -42,7 +42,10 @@ def summary_table(model, input_shape=None) -> str:
     for step in model.input_stage:
         lines.append(f"  input stage: {stage.describe(step)}")
     if model.input_stage:
-        lines.append("  (applied by model(x); predict() feeds it "
+        takes = ("" if model.source_input_shape == model.input_shape else
+                 f" to the source's {model.source_input_shape} images, photos at their own size"
+                 if None in model.source_input_shape else f" to the source's {model.source_input_shape} images")
+        lines.append(f"  (applied by model(x){takes}; predict() feeds it "
                      + ("raw pixels in [0, 255])" if model.takes_pixels else "preprocess_input(pixels))"))
     kinds = {layer.name: layer.kind for layer in model.layers}
     kinds.update({h["name"]: h["kind"] for h in model.head})

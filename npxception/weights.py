@@ -53,7 +53,12 @@ FORMAT = "npxception-weights"
 # 3: the manifest's "input_stage" (in-graph preprocessing, npxception.input_stage),
 # written only by a model that has one, because a version-2 reader would skip
 # the stage silently and compute something else; other files stay version 2.
-FORMAT_VERSION = 3
+# 4: "source_input_shape" differs from "input_shape" (the stage resizes or crops
+# other sizes, npxception.input_stage): a version-3 reader would refuse those sizes
+# and let predict() resize photos with load_img instead, a different answer;
+# files whose source size is the backbone's keep version 3 or 2.
+FORMAT_VERSION = 4
+WITH_INPUT_STAGE = 3
 WITHOUT_INPUT_STAGE = 2
 MANIFEST_KEY = "__manifest__"
 # numpy's own cap on an .npy header (np.lib.format's max_header_size default).
@@ -87,8 +92,9 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION if model.input_stage else WITHOUT_INPUT_STAGE,
-                **model.manifest()}
+    version = (FORMAT_VERSION if model.source_input_shape != model.input_shape
+               else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
+    manifest = {"format": FORMAT, "format_version": version, **model.manifest()}
     arrays = dict(model.weights)
     if golden:
         manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))

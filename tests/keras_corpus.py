@@ -23,8 +23,16 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``gmp160``: GlobalMaxPooling2D + Dense(4) at 160x160 as ``.weights.h5`` (and its
   ``config.json``): without the config the file cannot say max pooling or 160x160.
 * ``center_crop``: the recipe at a variable input size, ``Input((None, None, 3))``
-  then ``CenterCrop(71, 71)`` before Rescaling, 2 logits: the crop's target is the only
-  input size the file determines, so it becomes the converted model's.
+  then ``CenterCrop(71, 71)`` before Rescaling, 2 logits: the crop's target becomes
+  the backbone's input size, and the converted model takes every size Keras 3 crops.
+* ``resizing``: the same with Keras 3's ``Resizing(71, 71)`` (bilinear): any size.
+* ``tf_keras_center_crop``: the center_crop case in tf_keras (a full-model ``.h5``),
+  whose CenterCrop resizes (smart_resize) images smaller than its target.
+
+The variable-size cases also record Keras' predictions at other sizes (``sizes``:
+larger and smaller, odd and even, non-square) and on photos at their own size
+(``img_to_array(load_img(path))``, the photos of ``examples/`` plus a JPEG and a
+small PNG cut from them), one predict call per photo as a Keras user makes it.
 
 Inputs are 71x71 (Keras' minimum without the top) except where the case is the
 input size. Each :class:`Case` records the model's own kind of input (raw
@@ -58,6 +66,11 @@ class Case:
     photos_expected: np.ndarray  # keras_model.predict on img_to_array(load_img(photo, target_size))
     config: str | None = None  # the architecture of a weights-only file
     options: list[str] = field(default_factory=list)  # extra convert options
+    # variable-size sources: {(h, w): (x, keras_model.predict(x), scale)}, None for a size we must refuse
+    sizes: dict = field(default_factory=dict)
+    # the size of the terms the logits sum (_logit_terms), where the tolerance is relative to them
+    scale: float | None = None
+    photos_scale: float | None = None
 
 
 def _x(size, pixels, seed):
@@ -70,6 +83,64 @@ def _photo_batch(fw, size, pixels):
     """The photos as the Keras user feeds them: img_to_array(load_img(path, target_size))."""
     batch = np.stack([fw.utils.img_to_array(fw.utils.load_img(p, target_size=(size, size))) for p in PHOTOS])
     return batch if pixels else batch / 127.5 - 1
+
+
+# Sizes around the 71x71 target: equal, larger non-square, even/odd, smaller on one or both axes.
+SIZES = [(71, 71), (100, 133), (90, 80), (72, 97), (64, 50), (80, 66)]
+
+
+def own_size_photos(root) -> list[str]:
+    """examples/' photos plus a JPEG (173x141) and a PNG smaller than 71x71 (52x64) cut from them."""
+    from PIL import Image
+
+    with Image.open(PHOTOS[0]) as im:
+        im.convert("RGB").crop((120, 40, 120 + 173, 40 + 141)).save(os.path.join(root, "cat.jpg"), quality=90)
+        im.convert("RGB").crop((200, 90, 200 + 52, 90 + 64)).save(os.path.join(root, "small.png"))
+    return PHOTOS + [os.path.join(root, "cat.jpg"), os.path.join(root, "small.png")]
+
+
+def _logit_terms(fw, model, x) -> float:
+    """``max_k sum_j |f_j W_jk| + |b_k|`` over the batch: the size of the terms the Dense logits sum, from
+    Keras' own pooled features. A fit() step can leave logits far smaller than their terms (measured on
+    the resizing case: 5.1e3 against ~5e4 before the step), and float32 rounding, Keras' included, is
+    relative to the terms: Keras' own batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of
+    max|logit|."""
+    pool = fw.Model(model.input, model.get_layer("pool").output)
+    kernel, bias = model.get_layer("dense").get_weights()
+    return float((np.abs(pool.predict(x, verbose=0)) @ np.abs(kernel) + np.abs(bias)).max())
+
+
+def _variable_case(fw, model, path, seed, photos, refuses):
+    """A variable-size source: the 71x71 case, plus Keras on other sizes and on each photo at its own
+    size; ``refuses(h, w)`` marks the sizes the converted model must refuse (no Keras answer recorded)."""
+    case = _case(fw, model, path, 71, True, seed)
+    case.scale = _logit_terms(fw, model, case.x)
+    rng = np.random.default_rng(seed + 100)
+    for h, w in SIZES:
+        x = rng.uniform(0, 255, (2, h, w, 3)).astype(np.float32)
+        case.sizes[(h, w)] = None if refuses(h, w) else (x, model.predict(x, verbose=0), _logit_terms(fw, model, x))
+    rows, scales = [], []
+    for p in photos:
+        arr = fw.utils.img_to_array(fw.utils.load_img(p))[None]
+        if refuses(*arr.shape[1:3]):
+            rows.append(np.full(case.expected.shape[1], np.nan))
+            continue
+        rows.append(model.predict(arr, verbose=0)[0])
+        scales.append(_logit_terms(fw, model, arr))
+    case.photos, case.photos_expected, case.photos_scale = photos, np.array(rows), max(scales)
+    return case
+
+
+def _geometry_classifier(fw, geometry, path, seed, labels, case_seed, photos, refuses=lambda h, w: False):
+    """``Input((None, None, 3))`` -> ``geometry`` -> Rescaling -> the nested backbone -> Dense(2) logits,
+    fit one step at 71x71, saved to ``path``; the case records Keras at other sizes and on photos."""
+    preprocessing = fw.Sequential([geometry, fw.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")],
+                                  name="preprocessing")
+    model = _nested_classifier(fw, 71, preprocessing, fw.layers.Dense(2, name="dense"), seed=seed,
+                               input_size="variable")
+    _fit_one_step(model, fw.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array(labels))
+    model.save(path)
+    return _variable_case(fw, model, path, case_seed, photos, refuses)
 
 
 def _fit_one_step(model, loss, size, pixels, labels):
@@ -166,14 +237,18 @@ def build(root) -> dict[str, Case]:
 
     # a variable input size with CenterCrop(71, 71) in front of the Rescaling, 2 logits (a softmax of
     # random weights saturates at one class, and would hide a wrong input)
-    crop = keras.Sequential([keras.layers.CenterCrop(71, 71, name="center_crop"),
-                             keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")], name="preprocessing")
-    center_crop = _nested_classifier(keras, 71, crop, keras.layers.Dense(2, name="dense"), seed=26,
-                                     input_size="variable")
-    _fit_one_step(center_crop, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True,
-                  np.array([0, 1]))
-    center_crop.save(path("center_crop.keras"))
-    out["center_crop_keras"] = _case(keras, center_crop, path("center_crop.keras"), 71, True, 6)
+    photos = own_size_photos(root)
+    # Keras 3 crops images of at least 71x71; a smaller one is refused (input_stage.py says why)
+    out["center_crop_keras"] = _geometry_classifier(keras, keras.layers.CenterCrop(71, 71, name="center_crop"),
+                                                    path("center_crop.keras"), 26, [0, 1], 6, photos,
+                                                    refuses=lambda h, w: h < 71 or w < 71)
+    # Keras 3's Resizing(71, 71), bilinear: every size
+    out["resizing_keras"] = _geometry_classifier(keras, keras.layers.Resizing(71, 71, name="resizing"),
+                                                 path("resizing.keras"), 27, [1, 0], 7, photos)
+    # tf_keras' CenterCrop: its smaller-input path (smart_resize) is determined, so every size converts
+    out["tf_keras_center_crop_h5"] = _geometry_classifier(
+        tf_keras, tf_keras.layers.CenterCrop(71, 71, name="center_crop"), path("tf_keras_center_crop.h5"), 28,
+        [0, 1], 8, photos)
 
     # the recipe in tf_keras, 3 classes, a full-model .h5
     tk = _nested_classifier(tf_keras, 71, tf_keras.layers.Rescaling(1 / 127.5, offset=-1),
@@ -194,8 +269,13 @@ def build(root) -> dict[str, Case]:
     with open(path("tf_keras_ckpt.json"), "w") as f:
         f.write(tfs.to_json())
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
-    out["tf_keras_ckpt"] = _same_model(case, path("tf_keras_ckpt"), config=path("tf_keras_ckpt.json"))
-    out["tf_keras_ckpt_index"] = _same_model(case, path("tf_keras_ckpt.index"), config=path("tf_keras_ckpt.json"))
+    # its 2 logits nearly cancel (measured: up to 2.4e4 with one of -1.8e3): rounding is relative to the terms
+    case.scale = _logit_terms(tf_keras, tfs, case.x)
+    case.photos_scale = _logit_terms(tf_keras, tfs, _photo_batch(tf_keras, 71, True).astype(np.float32))
+    scales = dict(scale=case.scale, photos_scale=case.photos_scale)
+    out["tf_keras_ckpt"] = _same_model(case, path("tf_keras_ckpt"), config=path("tf_keras_ckpt.json"), **scales)
+    out["tf_keras_ckpt_index"] = _same_model(case, path("tf_keras_ckpt.index"), config=path("tf_keras_ckpt.json"),
+                                             **scales)
 
     # applications.Xception itself (no nesting), 3 logits, a checkpoint without its config
     flat = randomize(tf_keras.applications.Xception(weights=None, include_top=True, input_shape=(71, 71, 3),

@@ -48,7 +48,20 @@ def test_formulas_against_float64_and_input_untouched():
     ({"kind": "rescaling", "name": "r", "scale": float("nan"), "offset": 0.0}, "NaN"),
     ({"kind": "rescaling", "name": "r", "scale": [1.0, 2.0], "offset": 0.0}, "3 per-channel"),
     ({"kind": "normalization", "name": "n", "mean": 0.0, "variance": -1.0}, "negative"),
-    ({"kind": "resizing", "name": "z", "height": 0, "width": 5}, "positive int"),
+    ({"kind": "resizing", "name": "z", "height": 0, "width": 5}, "int height and width in \\[1, 2048\\]"),
+    # a hostile manifest: a target that would make every call allocate gigabytes, wrong types
+    ({"kind": "resizing", "name": "z", "height": 10**9, "width": 5}, "in \\[1, 2048\\], found 1000000000"),
+    ({"kind": "center_crop", "name": "c", "height": 71.0, "width": 71}, "int height and width"),
+    ({"kind": "center_crop", "name": "c", "height": True, "width": 71}, "int height and width"),
+    ({"kind": "center_crop", "name": "c", "height": 71, "width": 71, "keras": "keras4"}, "keras: expected one of"),
+    ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "interpolation": "bicubic"},
+     "interpolation: expected one of"),
+    ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "crop_to_aspect_ratio": 1}, "must be booleans"),
+    ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "keras": "keras3", "crop_to_aspect_ratio": True,
+      "pad_to_aspect_ratio": True}, "not both true"),
+    ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "keras": "tf_keras", "pad_to_aspect_ratio": True},
+     "Keras 3 only"),
+    ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "fill_value": float("inf")}, "finite number"),
 ])
 def test_bad_steps_refused(step, message):
     with pytest.raises(ValueError, match=message):
@@ -69,14 +82,15 @@ def test_manifest_round_trip_and_version(plain, tmp_path):
     path = ours.save(tmp_path / "staged.npz")
     manifest, _ = wfile.read(path)
     # a version-2 reader would skip the stage and compute something else: it must refuse the file
-    assert manifest["format_version"] == wfile.FORMAT_VERSION == 3 and manifest["feed"] == "pixels"
+    assert manifest["format_version"] == wfile.WITH_INPUT_STAGE == 3 and manifest["feed"] == "pixels"
     loaded = npxception.load(path)
     assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
     lines = []
     loaded.summary(print_fn=lines.append)
     text = "\n".join(lines)
     assert "input stage: rescaling (Rescaling): x * 0.00784314 + -1" in text
-    assert "input stage: resize (Resizing): 71x71" in text and "raw pixels" in text
+    assert "input stage: resize (Resizing): 71x71, interpolation=bilinear [writer unrecorded" in text
+    assert "raw pixels" in text
 
 
 def test_feed_contradicting_the_stage_is_refused(plain, tmp_path):
@@ -101,7 +115,89 @@ def test_predict_feeds_raw_pixels_to_a_model_that_rescales(plain):
     np.testing.assert_allclose([p[2] for p in ours], [p[2] for p in theirs], rtol=1e-9)
 
 
-def test_geometry_fixes_the_input_size(plain):
-    ours = _with_stage(plain, [{"kind": "center_crop", "name": "crop", "height": 71, "width": 71}])
-    with pytest.raises(ValueError, match="crop.*identities only at that size.*target_size=\\(71, 71\\)"):
+CROP = {"kind": "center_crop", "name": "crop", "height": 71, "width": 71}
+
+
+def test_geometry_of_a_fixed_size_source_admits_that_size_only(plain):
+    """A manifest without source_input_shape (written before it existed): the source size is the backbone's."""
+    ours = _with_stage(plain, [CROP])
+    assert ours.source_input_shape == (71, 71, 3)
+    with pytest.raises(ValueError, match="takes 71x71 images.*found 80x80"):
         ours(np.zeros((1, 80, 80, 3)))
+
+
+def test_geometry_of_a_variable_size_source_crops_and_resizes(plain):
+    """The stage brings any size the source takes to the backbone's (formulas vs TF: test_geometry_tf.py)."""
+    x = np.random.default_rng(4).uniform(0, 255, (2, 90, 77, 3))
+    crop = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                         input_stage=[dict(CROP, keras="tf_keras")], source_input_shape=(None, None, 3))
+    # the crop is a slice: exactly the backbone on the centred window ((90 - 71) // 2 = 9, (77 - 71) // 2 = 3)
+    np.testing.assert_array_equal(crop(x), plain(x[:, 9:80, 3:74]))
+    # smaller than the target: tf_keras resizes (smart_resize), Keras 3 refuses, naming the layer and size
+    assert crop(x[:, :60, :50]).shape == (2, 3)
+    keras3 = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                           input_stage=[dict(CROP, keras="keras3")], source_input_shape=(None, None, 3))
+    np.testing.assert_array_equal(keras3(x), crop(x))
+    with pytest.raises(ValueError, match="layer crop \\(CenterCrop\\) cannot take 60x50 images.*at least 71x71"):
+        keras3(x[:, :60, :50])
+    # a step written before the 'keras' field: only its target size is determined
+    with pytest.raises(ValueError, match="cannot take anyxany images: .*does not record which Keras wrote it"):
+        XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                      input_stage=[CROP], source_input_shape=(None, None, 3))
+
+
+def test_variable_source_round_trip_summary_and_format_version(plain, tmp_path):
+    resize = {"kind": "resizing", "name": "resize", "height": 71, "width": 71, "interpolation": "nearest",
+              "keras": "keras3", "crop_to_aspect_ratio": True}
+    ours = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                         input_stage=[resize, RESCALE], source_input_shape=(None, None, 3))
+    path = ours.save(tmp_path / "variable.npz")
+    manifest, _ = wfile.read(path)
+    # a version-3 reader would refuse other sizes and let predict() resize photos itself: it must refuse the file
+    assert manifest["format_version"] == wfile.FORMAT_VERSION == 4
+    assert manifest["source_input_shape"] == [None, None, 3]
+    loaded = npxception.load(path)
+    assert loaded.source_input_shape == (None, None, 3) and loaded.input_stage == ours.input_stage
+    lines = []
+    loaded.summary(print_fn=lines.append)
+    assert "resize (Resizing): 71x71, interpolation=nearest, crop_to_aspect_ratio=True [Keras 3]" in lines[0]
+    x = np.random.default_rng(5).uniform(0, 255, (1, 100, 130, 3))
+    np.testing.assert_array_equal(loaded(x), ours(x))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([None, 10**6, 3], "source_input_shape: expected .* in \\[1, 2048\\]"),
+    (["71", 71, 3], "source_input_shape: expected"),
+    ([71, 71], "source_input_shape: expected"),
+    ([None, None, 3], "brings the source's \\(None, None, 3\\) images to \\(None, None\\)"),
+])
+def test_hostile_source_input_shape_is_refused(plain, tmp_path, shape, message):
+    import json
+
+    path = _with_stage(plain, [RESCALE]).save(tmp_path / "a.npz", golden=False)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    manifest = json.loads(str(arrays.pop(wfile.MANIFEST_KEY)))
+    manifest["source_input_shape"] = shape
+    arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
+    np.savez(tmp_path / "b.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        npxception.load(tmp_path / "b.npz")
+
+
+def test_too_many_steps_are_refused():
+    with pytest.raises(ValueError, match="at most 16 steps, found 17"):
+        stage.validate([RESCALE] * 17)
+
+
+def test_predict_stacks_photos_of_different_sizes_after_the_stage(plain):
+    model = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                          input_stage=[{"kind": "resizing", "name": "r", "height": 71, "width": 71,
+                                        "keras": "keras3"}, RESCALE], source_input_shape=(None, None, 3))
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(90, 120, 3), (71, 71, 3), (50, 64, 3)]]
+    together = npxception.predict(images, model=model, top=3)
+    # one at a time, each image is a batch of one through model(x): the same scores
+    for image, preds in zip(images, together):
+        alone = model(image[None].astype(np.float64))[0]
+        np.testing.assert_allclose([p[2] for p in preds], np.sort(alone)[::-1], rtol=1e-12)

@@ -66,21 +66,21 @@ def converted(corpus, tmp_path_factory):
 
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
          "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras",
-         "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags"]
+         "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags", "resizing_keras",
+         "tf_keras_center_crop_h5"]
 PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
-               "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index"}
-# The tf_keras formats' model: 2 logits that nearly cancel (|logit| up to 2.4e4, one of them -1.8e3:
-# a Dense sum of 2048 large products), so float32 round-off reaches 1.2e-5 of max|logit| there
-# (measured; `compare --against` the same file: every layer within 3.5e-6 of Keras, the logits 7.5e-6 on
-# one image, and our float64 oracle within 2e-11). 3e-5 keeps a 2.5x margin; a wrong weight, input
-# stage or layer moves the logits by far more than 1e-2.
-CASE_RTOL = {"tf_keras_savedmodel": 3e-5, "tf_keras_ckpt": 3e-5, "tf_keras_ckpt_index": 3e-5}
+               "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "resizing_keras",
+               "tf_keras_center_crop_h5"}
+# Input((None, None, 3)) then a geometry layer: the converted model takes any size Keras takes
+VARIABLE = ["center_crop_keras", "resizing_keras", "tf_keras_center_crop_h5"]
 
 
-def _close(ours, theirs, what, rtol=RTOL):
+def _close(ours, theirs, what, rtol=RTOL, scale=None):
+    """Within ``rtol`` of max|theirs|, or of ``scale`` where the corpus gives the size of the terms that
+    logits sum (keras_corpus._logit_terms: a fit() step can make them cancel)."""
     assert ours.shape == theirs.shape, f"{what}: shape ours {ours.shape} vs keras {theirs.shape}"
     err = float(np.abs(ours.astype(np.float64) - theirs).max())
-    scale = float(np.abs(theirs).max())
+    scale = max(float(np.abs(theirs).max()), scale or 0.0)
     assert err <= rtol * scale, f"{what}: max |ours - keras| {err:.3g} > {rtol:g} * {scale:.3g}; " \
                                 f"ours {ours.ravel()[:4]} vs keras {theirs.ravel()[:4]}"
 
@@ -95,22 +95,75 @@ def test_converted_model_matches_keras_predict(corpus, converted, name):
     case = corpus[name]
     assert res["takes_pixels"] == (name in PIXEL_CASES) == case.pixels
     assert res["input_shape"] == [case.size, case.size, 3]
-    _close(np.load(work / f"{name}_y.npy"), case.expected, name, CASE_RTOL.get(name, RTOL))
+    _close(np.load(work / f"{name}_y.npy"), case.expected, name, scale=case.scale)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_npxception_predict_on_photos_matches_keras(corpus, converted, name):
-    """`npxception predict --weights X.npz photo` gives Keras' scores on img_to_array(load_img(photo))."""
+    """`npxception predict --weights X.npz photo...` gives Keras' scores on img_to_array(load_img(photo)):
+    resized to the input size by load_img, or, for a variable-size source, at each photo's own size in
+    one call (photos of four sizes, JPEG and PNG, stacked after the stage). A photo that the converted
+    model refuses (NaN in the corpus: Keras 3's CenterCrop on an image smaller than its target) gets its
+    one-line error naming the layer, and the others their scores."""
     res = converted[1][name]
-    assert res["predict_rc"] == 0, res["predict_stderr"]
     case = corpus[name]
+    refused = np.isnan(case.photos_expected).any(axis=1)
+    assert res["predict_rc"] == (1 if refused.any() else 0), res["predict_stderr"]
     ours = np.zeros_like(case.photos_expected)
     for i, item in enumerate(json.loads(res["predict"])):
         assert item["file"] == case.photos[i]
+        if refused[i]:
+            assert "layer center_crop (CenterCrop) cannot take 64x52 images" in item["error"], item
+            ours[i] = np.nan
+            continue
         for p in item["predictions"]:
             ours[i, p["index"]] = p["score"]
-    _close(ours, case.photos_expected, f"{name} on {[os.path.basename(p) for p in case.photos]}",
-           CASE_RTOL.get(name, RTOL))
+    assert np.array_equal(np.isnan(ours), np.isnan(case.photos_expected))
+    _close(ours[~refused], case.photos_expected[~refused], f"{name} on {[os.path.basename(p) for p in case.photos]}",
+           scale=case.photos_scale)
+
+
+@pytest.fixture(scope="module")
+def variable_models(converted):
+    import npxception
+
+    work, results = converted
+    return {name: npxception.load(work / f"{name}.npz") for name in VARIABLE if results[name]["rc"] == 0}
+
+
+@pytest.mark.parametrize("name", VARIABLE)
+def test_variable_size_model_matches_keras_at_every_size(corpus, variable_models, name):
+    """model(x) on batches larger and smaller than the 71x71 target, odd and even, non-square, against
+    Keras' model.predict on the same arrays; the sizes Keras does not determine are refused by name."""
+    model = variable_models[name]
+    assert model.source_input_shape == (None, None, 3) and model.input_shape == (71, 71, 3)
+    for (h, w), keras_case in corpus[name].sizes.items():
+        if keras_case is None:
+            with pytest.raises(ValueError, match=f"layer center_crop \\(CenterCrop\\) cannot take {h}x{w} images"
+                                                 ".*at least 71x71"):
+                model(np.zeros((1, h, w, 3), np.float32))
+            continue
+        x, expected, scale = keras_case
+        _close(model(x), expected, f"{name} at {h}x{w}", scale=scale)
+
+
+@pytest.mark.parametrize("name", VARIABLE)
+def test_predict_api_on_photos_of_different_sizes_matches_keras(corpus, variable_models, name):
+    """npxception.predict([photos]) stacks photos of different sizes after the stage: Keras' scores."""
+    import npxception
+
+    case, model = corpus[name], variable_models[name]
+    keep = ~np.isnan(case.photos_expected).any(axis=1)
+    photos = [p for p, k in zip(case.photos, keep) if k]
+    ours = np.zeros((len(photos), model.classes))
+    for i, preds in enumerate(npxception.predict(photos, model=model, top=model.classes)):
+        for index, _, score in preds:
+            ours[i, index] = score
+    _close(ours, case.photos_expected[keep], f"{name}: npxception.predict on {len(photos)} photos",
+           scale=case.photos_scale)
+    for p in (p for p, k in zip(case.photos, keep) if not k):
+        with pytest.raises(ValueError, match="center_crop \\(CenterCrop\\) cannot take 64x52"):
+            npxception.predict(p, model=model)
 
 
 def test_heads_and_input_stage_are_recorded(converted):
@@ -123,9 +176,11 @@ def test_heads_and_input_stage_are_recorded(converted):
     assert "raw pixels" in recipe
     assert "(Normalization): (x - [" in results["normalization_keras"]["summary"]
     assert "input stage" not in results["two_dense_keras"]["summary"]
-    # Input((None, None, 3)) -> CenterCrop(71, 71): the file's only determined size becomes the input size
+    # Input((None, None, 3)) -> CenterCrop(71, 71): the crop's target is the backbone's size, with its options
     crop = results["center_crop_keras"]["summary"]
-    assert "(CenterCrop): 71x71" in crop and "(Rescaling)" in crop, crop
+    assert "center_crop (CenterCrop): 71x71 [Keras 3]" in crop and "(Rescaling)" in crop, crop
+    assert "resizing (Resizing): 71x71, interpolation=bilinear [Keras 3]" in results["resizing_keras"]["summary"]
+    assert "center_crop (CenterCrop): 71x71 [tf_keras]" in results["tf_keras_center_crop_h5"]["summary"]
 
 
 def _refusal(res, name):
@@ -385,22 +440,44 @@ def test_preprocessing_after_the_backbone_is_refused_not_dropped(recipe_layers):
         _convert(edited)
 
 
-def test_geometry_layers_fix_or_refuse_the_input_size(recipe_layers):
+def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):
+    """The stage's output size is the backbone's; the source's input size is kept; what the Keras that
+    wrote the layer does not determine is refused (data_format in a config marks Keras 3's layers)."""
     from weights_tools import ConversionError
-
-    same = _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71))
-    assert same.input_shape == (71, 71, 3) and [s["kind"] for s in same.input_stage] == ["resizing"]
-    assert not same.takes_pixels  # no rescaling left: predict applies preprocess_input
-    with pytest.raises(ConversionError, match="turns 71x71 images into 80x80 inside the model"):
-        _convert(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80))
-    # a variable input size: the target becomes the model's input size
-    free = _edited(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80),
-                   "image", batch_shape=[None, None, None, 3])
     from weights_tools.mapping import to_npxception
 
-    assert to_npxception(free, source="recipe").input_shape == (80, 80, 3)
-    with pytest.raises(ConversionError, match="RandomCrop.*variable input size"):
+    keras3 = {"data_format": "channels_last"}
+    same = _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71, **keras3))
+    assert same.input_shape == same.source_input_shape == (71, 71, 3)
+    assert [s["kind"] for s in same.input_stage] == ["resizing"] and same.input_stage[0]["keras"] == "keras3"
+    assert not same.takes_pixels  # no rescaling left: predict applies preprocess_input
+    # a fixed 71x71 input and Keras 3's CenterCrop(80, 80): Keras 3 does not determine the answer
+    with pytest.raises(ConversionError, match="rescaling \\(CenterCrop\\) cannot take 71x71 images.*80x80"):
+        _convert(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80, **keras3))
+    # tf_keras' CenterCrop resizes it (smart_resize): the backbone runs at 80x80, the model takes 71x71
+    up = _convert(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80))
+    assert up.input_shape == (80, 80, 3) and up.source_input_shape == (71, 71, 3)
+    assert up.input_stage[0]["keras"] == "tf_keras"
+    # a variable input size: the target becomes the backbone's size and the model takes any size
+    free = _edited(_edited(recipe_layers, "rescaling", "CenterCrop", height=80, width=80, **keras3),
+                   "image", batch_shape=[None, None, None, 3])
+    model = to_npxception(free, source="recipe")
+    assert model.input_shape == (80, 80, 3) and model.source_input_shape == (None, None, 3)
+    # Keras 3's RandomCrop returns its input at inference, whatever size it declares: only its own size
+    with pytest.raises(ConversionError, match="rescaling \\(RandomCrop\\) cannot take anyxany images.*Keras 3"):
         to_npxception(_edited(free, "rescaling", "RandomCrop"), source="recipe")
+    with pytest.raises(ConversionError, match="rescaling \\(RandomCrop\\) cannot take 71x71 images"):
+        _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=64, width=64, **keras3))
+    rc = _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=71, width=71, **keras3))
+    assert rc.input_shape == rc.source_input_shape == (71, 71, 3)
+    # tf_keras' RandomCrop resizes (smart_resize) at inference: any size
+    free_tk = _edited(_edited(recipe_layers, "rescaling", "RandomCrop", height=80, width=80),
+                      "image", batch_shape=[None, None, None, 3])
+    tk = to_npxception(free_tk, source="recipe")
+    assert tk.input_shape == (80, 80, 3) and tk.input_stage[0]["keras"] == "tf_keras"
+    # an interpolation npxception does not compute is named at conversion
+    with pytest.raises(ConversionError, match="rescaling \\(Resizing\\): interpolation='lanczos5'"):
+        _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71, interpolation="lanczos5"))
 
 
 def test_normalization_that_depends_on_an_unrecorded_epsilon_is_refused(recipe_layers):

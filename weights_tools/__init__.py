@@ -219,7 +219,10 @@ def _report(src, reading: Reading, options) -> str:
         model = _model(reading, str(src), **options)
         total, trainable = model.count_params()
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
-                     f"input {model.input_shape}, head {[h['kind'] for h in model.head]}, "
+                     f"input {model.input_shape}"
+                     + (f" (the source takes {model.source_input_shape})"
+                        if model.source_input_shape != model.input_shape else "")
+                     + f", head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
         for step in model.input_stage:

@@ -108,16 +108,13 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         raise ConversionError(f"{source}: no layers found")
     wired = all(k.inbound is not None for k in klayers)
     given = {k: v for k, v in (head_spec or {}).items() if v is not None}
-    steps = []
+    steps, source_shape = [], None
     if wired:
         if given:
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
                                   "file records its own head and input size")
-        params, v, head, in_shape, names, steps = _match_graph(klayers, variant, source, skip_layers)
-        # the graph's size wins over the file's recorded input shape: a geometry layer (CenterCrop...)
-        # behind a variable-size Input fixes the size that the recorded (None, None, 3) leaves open
-        if input_shape is None or (None in input_shape[:2] and in_shape is not None):
-            input_shape = in_shape
+        params, v, head, input_shape, source_shape, names, steps = _match_graph(
+            klayers, variant, source, skip_layers, input_shape)
     else:
         if skip_layers:
             raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
@@ -139,7 +136,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: weight {key} contains NaN or Inf")
     try:
         model = XceptionModel(params, variant=v, head=head, input_shape=input_shape,
-                              labels=labels, source=source, input_stage=steps)
+                              labels=labels, source=source, input_stage=steps, source_input_shape=source_shape)
     except (ValueError, TypeError) as exc:
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
@@ -217,7 +214,8 @@ def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
     return chain
 
 
-def _match_graph(klayers, variant, source, skip_layers=()):
+def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None):
+    """``(params, variant, head, backbone input shape, source input shape, names, stage steps)``."""
     by_name, inputs, live = _collapse(klayers, source, skip_layers)
     roots = [k for k in live if kind_of(k) == "input"]
     if len(roots) != 1:
@@ -225,13 +223,16 @@ def _match_graph(klayers, variant, source, skip_layers=()):
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
         raise _unsupported(unsupported[0], source)
-    root_shape = _input_shape(roots[0])
+    root_shape = _input_shape(roots[0]) or recorded_shape or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
     try:
-        steps, size = input_stage(chain, root_shape[:2] if root_shape else None)
+        steps, size = input_stage(chain, root_shape[:2])
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
-    in_shape = (*size, 3) if size else root_shape
+    # the stage's output is the backbone's input: a geometry layer (CenterCrop...) behind a
+    # variable-size Input fixes the size that the recorded (None, None, 3) leaves open
+    in_shape = (*size, 3)
+    source_shape = tuple(root_shape) if chain else None
     start = chain[-1] if chain else roots[0]
     failures = []
     for v in _candidate_variants(variant):
@@ -245,7 +246,7 @@ def _match_graph(klayers, variant, source, skip_layers=()):
         params.update(head_params)
         matched.pop("input")
         matched.update({h["name"]: h["name"] for h in head})
-        return params, v, head, in_shape, matched, steps
+        return params, v, head, in_shape, source_shape, matched, steps
     v, exc = failures[0]
     raise ConversionError(str(exc)) from None
 

@@ -9,11 +9,16 @@ offset=-1)``, then the backbone). They are sorted here into:
   training=False)`` returns ``x`` unchanged. The converter routes around them,
   wherever they sit.
 * **the input stage** (:data:`STAGE`): ``Rescaling`` and ``Normalization``
-  (affine, applied by ``model(x)``), ``Resizing``, ``CenterCrop`` and
-  ``RandomCrop`` (geometry: identities at their target size, which becomes the
-  model's input size). They must form a chain between the model's input and the
-  backbone; :func:`input_stage` turns that chain into
+  (affine), ``Resizing``, ``CenterCrop`` and ``RandomCrop`` (geometry: they bring
+  the source's input size to the backbone's, as the Keras that wrote them does at
+  inference), all applied by ``model(x)``. They must form a chain between the
+  model's input and the backbone; :func:`input_stage` turns that chain into
   :mod:`npxception.input_stage` steps, refusing what it cannot reproduce exactly.
+
+Which Keras wrote a geometry layer is read from its config: Keras 3's
+``Resizing``, ``CenterCrop`` and ``RandomCrop`` serialise ``data_format``
+(``get_config`` of keras/src/layers/preprocessing/image_preprocessing/*.py),
+tf_keras' (and Keras 2's) never do (tf_keras/layers/preprocessing/image_preprocessing.py).
 
 Anything else (``Lambda``, custom classes, other augmentation layers) is refused
 by :mod:`weights_tools.mapping`, naming the layer and the way out.
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npxception.input_stage import GEOMETRY, KERAS_EPSILON
+from npxception.input_stage import KERAS_EPSILON, output_size
+from npxception.ops.resize import INTERPOLATIONS
 
 from .graph import KLayer
 
@@ -35,7 +41,8 @@ IDENTITY = frozenset({
 })
 STAGE = {"Rescaling": "rescaling", "Normalization": "normalization", "Resizing": "resizing",
          "CenterCrop": "center_crop", "RandomCrop": "random_crop"}
-_CLASS = {kind: cls for cls, kind in STAGE.items()}
+# Keras 3 spells some interpolations differently from tf_keras; all are refused but these two.
+_OTHER_INTERPOLATIONS = ("bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic", "lanczos")
 
 
 class StageError(ValueError):
@@ -86,33 +93,42 @@ def _step(k: KLayer) -> dict:
     h, w = cfg.get("height"), cfg.get("width")
     if not all(isinstance(d, int) and d > 0 for d in (h, w)):
         raise StageError(f"{what}: expected int height and width in its config, found {h!r}, {w!r}")
-    return {"kind": kind, "name": k.name, "height": h, "width": w}
+    keras = "keras3" if "data_format" in cfg else "tf_keras"
+    if cfg.get("data_format") not in (None, "channels_last"):
+        raise StageError(f"{what}: data_format {cfg['data_format']!r}; only channels_last converts")
+    step = {"kind": kind, "name": k.name, "height": h, "width": w, "keras": keras}
+    if kind != "resizing":
+        return step
+    interpolation = cfg.get("interpolation", "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        known = "one of Keras' other methods" if interpolation in _OTHER_INTERPOLATIONS else "an unknown method"
+        raise StageError(f"{what}: interpolation={interpolation!r} ({known}); npxception computes "
+                         f"{' and '.join(INTERPOLATIONS)} exactly, as tf.image.resize does")
+    if cfg.get("antialias"):
+        raise StageError(f"{what}: antialias=True (tf.image.resize's scale-dependent kernel); npxception "
+                         "computes antialias=False only")
+    if cfg.get("pad_to_aspect_ratio") and cfg.get("fill_mode", "constant") != "constant":
+        raise StageError(f"{what}: fill_mode={cfg.get('fill_mode')!r}; Keras pads with a constant only")
+    fill = cfg.get("fill_value", 0.0)
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not np.isfinite(fill):
+        raise StageError(f"{what}: fill_value {fill!r} is not a finite number")
+    step.update(interpolation=interpolation, crop_to_aspect_ratio=bool(cfg.get("crop_to_aspect_ratio", False)),
+                pad_to_aspect_ratio=bool(cfg.get("pad_to_aspect_ratio", False)), fill_value=float(fill))
+    return step
 
 
-def input_stage(chain: list[KLayer], input_hw) -> tuple[list[dict], tuple | None]:
-    """``(steps, (H, W) or None)`` for the stage layers between the input and the backbone.
+def input_stage(chain: list[KLayer], input_hw) -> tuple[list[dict], tuple]:
+    """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
-    ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a
-    variable size). A geometry layer at a fixed input size must be an identity
-    there (its target is that size); at a variable size its target becomes the
-    model's input size. Raises :class:`StageError` otherwise.
+    ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
+    size, ``None`` when the file does not record it). The size the stage gives
+    that input becomes the backbone's (:func:`npxception.input_stage.output_size`).
+    Raises :class:`StageError` for what Keras does not compute reliably.
     """
-    steps = []
-    size = tuple(input_hw) if input_hw and None not in input_hw else None
-    for k in chain:
-        step = _step(k)
-        if step["kind"] in GEOMETRY:
-            target = (step["height"], step["width"])
-            if size is None and step["kind"] == "random_crop":
-                raise StageError(f"layer {k.name} (RandomCrop) at a variable input size: its inference path "
-                                 "resizes and crops unless the input is already "
-                                 f"{target[0]}x{target[1]}; give the model Input(shape=({target[0]}, "
-                                 f"{target[1]}, 3))")
-            if size is not None and size != target:
-                raise StageError(f"layer {k.name} ({_CLASS[step['kind']]}) turns {size[0]}x{size[1]} images into "
-                                 f"{target[0]}x{target[1]} inside the model; npxception does not reproduce "
-                                 "in-graph resampling. Rebuild the model without it, with Input(shape="
-                                 f"({target[0]}, {target[1]}, 3)), and resize images before the model")
-            size = target
-        steps.append(step)
+    steps = [_step(k) for k in chain]
+    hw = tuple(input_hw) if input_hw else (None, None)
+    try:
+        size = output_size(steps, hw)
+    except ValueError as exc:  # "x: layer L (Class) cannot take HxW images: why"
+        raise StageError(f"{str(exc).removeprefix('x: ')} (the model's input size)") from None
     return steps, size

@@ -40,7 +40,7 @@ def cli_input(model, image=None) -> np.ndarray:
     ``image`` (a path or a list of paths) as pixels, through preprocess_input unless the model
     preprocesses in-graph (``model.takes_pixels``), or without one a uniform batch from seed 0
     over the same range ([0, 255] or [-1, 1])."""
-    h, w = model.input_shape[:2] if model.input_shape[0] else (299, 299)
+    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
         x = np.stack([load_image(p, target_size=(h, w)) for p in paths])
