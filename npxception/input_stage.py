@@ -9,7 +9,6 @@ manifest under ``"input_stage"``::
 
     {"kind": "rescaling", "name": "rescaling", "scale": 0.00784313725490196, "offset": -1.0}
     {"kind": "normalization", "name": "normalization", "mean": [...], "variance": [...], "epsilon": 1e-07}
-    {"kind": "resizing" | "center_crop" | "random_crop", "name": ..., "height": H, "width": W}
 
 Equations (per channel ``c``, ``x`` of shape ``(N, H, W, 3)``; scale, offset,
 mean and variance are scalars or length-3 vectors broadcast over the channels)::
@@ -42,7 +41,7 @@ converter reads it from the layer's config), because they differ (``x`` of size
                   slices a partial window or resizes depending on which input sizes it
                   traced first, so the file does not determine the answer.
     random_crop:  tf_keras: smart_resize at every size (training=False never crops at random)
-                  Keras 3: only at its target size. Its inference path returns the input
+                  Keras 3: only at its target size, refused at any other. Its inference path returns the input
                   unchanged (transform_images when not training), although the layer
                   declares h x w outputs: a nested backbone built for h x w then refuses
                   the input in Keras 3 itself, an inline one runs at H x W.
@@ -52,7 +51,7 @@ A model records the input size of the Keras model it came from as
 writes it); ``input_shape`` is the backbone's. ``model(x)`` takes every size the
 source takes and the stage brings it to the backbone's size; a fixed source size
 admits that size only. A manifest without ``source_input_shape`` (written before
-it existed) gets today's rule: the source size is the backbone's, where every
+it existed, format 3) gets that format's rule: the source size is the backbone's, where every
 geometry step is an identity; a geometry step without ``keras`` (same age)
 converts only images already at its target size.
 

@@ -68,7 +68,7 @@ class Case:
     options: list[str] = field(default_factory=list)  # extra convert options
     # variable-size sources: {(h, w): (x, keras_model.predict(x), scale)}, None for a size we must refuse
     sizes: dict = field(default_factory=dict)
-    # the size of the terms the logits sum (_logit_terms), where the tolerance is relative to them
+    # the size of the terms the logits sum (_logits_and_terms), where the tolerance is relative to them
     scale: float | None = None
     photos_scale: float | None = None
 
@@ -99,34 +99,40 @@ def own_size_photos(root) -> list[str]:
     return PHOTOS + [os.path.join(root, "cat.jpg"), os.path.join(root, "small.png")]
 
 
-def _logit_terms(fw, model, x) -> float:
-    """``max_k sum_j |f_j W_jk| + |b_k|`` over the batch: the size of the terms the Dense logits sum, from
-    Keras' own pooled features. A fit() step can leave logits far smaller than their terms (measured on
-    the resizing case: 5.1e3 against ~5e4 before the step), and float32 rounding, Keras' included, is
-    relative to the terms: Keras' own batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of
-    max|logit|."""
-    pool = fw.Model(model.input, model.get_layer("pool").output)
+def _logits_and_terms(fw, model):
+    """``x -> (model.predict(x), terms)`` in one Keras run, where ``terms`` is ``max_k sum_j |f_j W_jk| + |b_k|``
+    over the batch: the size of the terms the Dense logits sum, from Keras' own pooled features. A fit()
+    step can leave logits far smaller than their terms (measured on the resizing case: 5.1e3 against ~5e4
+    before the step), and float32 rounding, Keras' included, is relative to the terms: Keras' own
+    batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|."""
+    both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
     kernel, bias = model.get_layer("dense").get_weights()
-    return float((np.abs(pool.predict(x, verbose=0)) @ np.abs(kernel) + np.abs(bias)).max())
+
+    def run(x):
+        features, logits = both.predict(x, verbose=0)
+        return logits, float((np.abs(features) @ np.abs(kernel) + np.abs(bias)).max())
+    return run
 
 
 def _variable_case(fw, model, path, seed, photos, refuses):
     """A variable-size source: the 71x71 case, plus Keras on other sizes and on each photo at its own
     size; ``refuses(h, w)`` marks the sizes the converted model must refuse (no Keras answer recorded)."""
     case = _case(fw, model, path, 71, True, seed)
-    case.scale = _logit_terms(fw, model, case.x)
+    run = _logits_and_terms(fw, model)
+    case.scale = run(case.x)[1]
     rng = np.random.default_rng(seed + 100)
     for h, w in SIZES:
         x = rng.uniform(0, 255, (2, h, w, 3)).astype(np.float32)
-        case.sizes[(h, w)] = None if refuses(h, w) else (x, model.predict(x, verbose=0), _logit_terms(fw, model, x))
+        case.sizes[(h, w)] = None if refuses(h, w) else (x, *run(x))
     rows, scales = [], []
     for p in photos:
         arr = fw.utils.img_to_array(fw.utils.load_img(p))[None]
         if refuses(*arr.shape[1:3]):
             rows.append(np.full(case.expected.shape[1], np.nan))
             continue
-        rows.append(model.predict(arr, verbose=0)[0])
-        scales.append(_logit_terms(fw, model, arr))
+        logits, terms = run(arr)
+        rows.append(logits[0])
+        scales.append(terms)
     case.photos, case.photos_expected, case.photos_scale = photos, np.array(rows), max(scales)
     return case
 

@@ -368,7 +368,15 @@ def rewrite(src, dst, manifest_edit=None, arrays=None):
     (lambda m: m.update(input_shape=[299, 299, 5]), "expected (H, W, 3)"),
     (lambda m: m.update(labels=["only one"]), "expected 3 names"),  # was "list index out of range"
     (lambda m: m.update(labels="abc"), "list of strings"),  # was three labels
-], ids=["huge-input", "five-channels", "short-labels", "string-labels"])
+    # a geometry step or a source size that would make model(x) or predict() allocate gigabytes, and a
+    # stage that would resample 20,000 times per call: refused when the manifest is read
+    (lambda m: m.update(input_stage=[{"kind": "resizing", "name": "r", "height": 10**6, "width": 10**6,
+                                      "keras": "keras3"}], source_input_shape=[None, None, 3]), "[1, 2048]"),
+    (lambda m: m.update(source_input_shape=[100000, 100000, 3]), "source_input_shape: expected"),
+    (lambda m: m.update(input_stage=[{"kind": "rescaling", "name": "r", "scale": 2.0}] * 20000),
+     "at most 16 steps"),
+], ids=["huge-input", "five-channels", "short-labels", "string-labels", "huge-resize", "huge-source",
+        "many-steps"])
 def test_manifest_values_that_cannot_be_valid(labelled, tmp_path, edit, message):
     load_refused(rewrite(labelled, tmp_path / "bad.npz", manifest_edit=edit), message)
 

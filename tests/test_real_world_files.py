@@ -77,7 +77,7 @@ VARIABLE = ["center_crop_keras", "resizing_keras", "tf_keras_center_crop_h5"]
 
 def _close(ours, theirs, what, rtol=RTOL, scale=None):
     """Within ``rtol`` of max|theirs|, or of ``scale`` where the corpus gives the size of the terms that
-    logits sum (keras_corpus._logit_terms: a fit() step can make them cancel)."""
+    logits sum (keras_corpus._logits_and_terms: a fit() step can make them cancel)."""
     assert ours.shape == theirs.shape, f"{what}: shape ours {ours.shape} vs keras {theirs.shape}"
     err = float(np.abs(ours.astype(np.float64) - theirs).max())
     scale = max(float(np.abs(theirs).max()), scale or 0.0)
