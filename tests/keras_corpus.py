@@ -276,8 +276,9 @@ def build(root) -> dict[str, Case]:
         f.write(tfs.to_json())
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
     # its 2 logits nearly cancel (measured: up to 2.4e4 with one of -1.8e3): rounding is relative to the terms
-    case.scale = _logit_terms(tf_keras, tfs, case.x)
-    case.photos_scale = _logit_terms(tf_keras, tfs, _photo_batch(tf_keras, 71, True).astype(np.float32))
+    run = _logits_and_terms(tf_keras, tfs)
+    case.scale = run(case.x)[1]
+    case.photos_scale = run(_photo_batch(tf_keras, 71, True).astype(np.float32))[1]
     scales = dict(scale=case.scale, photos_scale=case.photos_scale)
     out["tf_keras_ckpt"] = _same_model(case, path("tf_keras_ckpt"), config=path("tf_keras_ckpt.json"), **scales)
     out["tf_keras_ckpt_index"] = _same_model(case, path("tf_keras_ckpt.index"), config=path("tf_keras_ckpt.json"),
