@@ -40,7 +40,10 @@ converter reads it from the layer's config), because they differ (``x`` of size
                   else Keras 3: refused. Its eager call resizes, but model.predict
                   slices a partial window or resizes depending on which input sizes it
                   traced first, so the file does not determine the answer.
-    random_crop:  tf_keras: smart_resize at every size (training=False never crops at random)
+    random_crop:  tf_keras: smart_resize at every size (training=False never crops at random); Keras
+                  before 2.7 resized to the shorter side and centre-cropped, with the same
+                  config, so the converter needs a recorded version >= 2.7 to convert it
+                  off its target size (weights_tools.preprocessing)
                   Keras 3: only at its target size, refused at any other. Its inference path returns the input
                   unchanged (transform_images when not training), although the layer
                   declares h x w outputs: a nested backbone built for h x w then refuses

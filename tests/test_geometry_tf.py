@@ -35,8 +35,10 @@ def _pixels(seed, h, w, n=2):
 
 
 def _steps(layer, hw):
-    """The converter's steps for a live Keras layer, at a fixed input size ``hw``."""
-    steps, _ = input_stage([KLayer(layer.name, type(layer).__name__, layer.get_config())], hw)
+    """The converter's steps for a live Keras layer, at a fixed input size ``hw``, recording the version
+    of the Keras that runs it (as a file it saved would)."""
+    version = (tf_keras if type(layer).__module__.startswith("tf_keras") else keras).__version__
+    steps, _ = input_stage([KLayer(layer.name, type(layer).__name__, layer.get_config())], hw, version)
     return steps
 
 
@@ -147,3 +149,20 @@ def test_pad_and_resize_is_resize_of_the_padded_image(h, w, out_h, out_w, method
     ours = pad_and_resize(x, (out_h, out_w), method, fill)
     reference = resize(aspect_pad(x, out_h, out_w, fill), (out_h, out_w), method)
     np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.parametrize("version", [None, "2.6.0", "2.4.0-tf", "garbage"])
+def test_tf_keras_random_crop_off_its_size_needs_keras_2_7(version):
+    """Keras before 2.7 resized to the shorter side and centre-cropped at inference; 2.7 and later
+    smart_resize; the two write the same config. Without a recorded version of at least 2.7 a
+    RandomCrop that resizes is refused at conversion; at its own size it is an identity in every version."""
+    layer = KLayer("crop", "RandomCrop", tf_keras.layers.RandomCrop(71, 71, name="crop").get_config())
+    with pytest.raises(StageError, match="layer crop \\(RandomCrop\\): at inference Keras 2.7 and later .*"
+                                         "earlier versions resized to the shorter side"):
+        input_stage([layer], (None, None), version)
+    with pytest.raises(StageError, match="Give the model Input\\(shape=\\(71, 71, 3\\)\\)"):
+        input_stage([layer], (100, 80), version)
+    steps, size = input_stage([layer], (71, 71), version)
+    assert size == (71, 71) and steps[0]["keras"] == "tf_keras"
+    for recorded in ("2.7.0", "2.15.1", tf_keras.__version__):
+        assert input_stage([layer], (None, None), recorded)[1] == (71, 71)

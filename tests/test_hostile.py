@@ -480,8 +480,11 @@ def test_a_killed_write_leaves_no_partial(tmp_path, signum):
     import signal
 
     env = dict(os.environ, PYTHONPATH=REPO)
+    # SIGINT back to its default in the child: a shell runs background jobs with it ignored, and Python
+    # then never raises KeyboardInterrupt (the test would measure the shell, not atomic_write)
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "dst.npz")], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert child.stdout.readline() == b"ready\n", child.stderr.read()
         assert [p.name.endswith(".partial") for p in tmp_path.iterdir()] == [True]

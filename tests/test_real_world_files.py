@@ -470,11 +470,16 @@ def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):
         _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=64, width=64, **keras3))
     rc = _convert(_edited(recipe_layers, "rescaling", "RandomCrop", height=71, width=71, **keras3))
     assert rc.input_shape == rc.source_input_shape == (71, 71, 3)
-    # tf_keras' RandomCrop resizes (smart_resize) at inference: any size
+    # tf_keras' RandomCrop resizes (smart_resize) at inference since Keras 2.7: any size
     free_tk = _edited(_edited(recipe_layers, "rescaling", "RandomCrop", height=80, width=80),
                       "image", batch_shape=[None, None, None, 3])
-    tk = to_npxception(free_tk, source="recipe")
+    tk = to_npxception(free_tk, source="recipe", keras_version="2.15.0")
     assert tk.input_shape == (80, 80, 3) and tk.input_stage[0]["keras"] == "tf_keras"
+    # before 2.7 it resized to the shorter side and centre-cropped, with the same config: refused where
+    # the file records an older version or none
+    for version in ("2.6.0", None):
+        with pytest.raises(ConversionError, match="rescaling \\(RandomCrop\\): at inference Keras 2.7"):
+            to_npxception(free_tk, source="recipe", keras_version=version)
     # an interpolation npxception does not compute is named at conversion
     with pytest.raises(ConversionError, match="rescaling \\(Resizing\\): interpolation='lanczos5'"):
         _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71, interpolation="lanczos5"))
@@ -645,3 +650,21 @@ def test_keras3_export_is_refused_with_what_to_save_instead(tmp_path):
     with pytest.raises(ConversionError, match=r"exported: a TensorFlow SavedModel without keras_metadata\.pb.*"
                                               r"model\.save\('model\.keras'\)"):
         read(tmp_path / "exported")
+
+
+def test_every_format_records_the_keras_version_that_wrote_it(corpus):
+    """What decides an old tf_keras RandomCrop's answer (weights_tools.preprocessing): the version each
+    reader finds (.keras metadata.json, a legacy .h5's attribute, a SavedModel's root metadata, a given
+    to_json() config), equal to the version of the Keras that wrote the file in this process."""
+    import keras
+    import tf_keras
+
+    import weights_tools
+
+    expected = {"recipe_keras": keras.__version__, "recipe_h5": keras.__version__,
+                "tf_keras_recipe_h5": tf_keras.__version__, "tf_keras_savedmodel": tf_keras.__version__,
+                "tf_keras_ckpt": tf_keras.__version__}
+    for name, version in expected.items():
+        case = corpus[name]
+        with weights_tools.open_layers(case.path, config=case.config) as reading:
+            assert reading.keras_version == version, (name, reading.keras_version, version)

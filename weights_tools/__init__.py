@@ -68,11 +68,27 @@ class Reading:
     input_shape: tuple | None  # (H, W, C) from the config, None when not recorded
     kind: str  # the format, for messages and inspect
     ignored: dict[str, int] = field(default_factory=dict)  # training state left out: {"optimizer state": 10}
+    keras_version: str | None = None  # the version of Keras that wrote it, where the file records one
 
     @property
     def wired(self) -> bool:
         """True when the file records the model's wiring (a config), so nothing about it is guessed."""
         return all(k.inbound is not None for k in self.klayers)
+
+
+def _recorded_version(config) -> str | None:
+    """The ``keras_version`` a model config records at its top level (``to_json()`` and a SavedModel's
+    root metadata write it), else None."""
+    version = config.get("keras_version") if isinstance(config, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def _h5_version(h5) -> str | None:
+    """The ``keras_version`` attribute of a legacy HDF5 file, else None (an unreadable one is no version)."""
+    try:
+        return h5.attr_text(h5.file, "keras_version")
+    except (UnicodeDecodeError, TypeError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -94,7 +110,8 @@ def open_layers(src, *, config=None):
         with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored)
+            yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored,
+                          _recorded_version(cfg))
         return
     if fmt == "tf_checkpoint":
         with Bundle(src) as bundle:
@@ -107,14 +124,14 @@ def open_layers(src, *, config=None):
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
             yield Reading(klayers, input_shape, "TensorFlow checkpoint (save_weights, with a given config)",
-                          ignored)
+                          ignored, _recorded_version(config))
         return
     if fmt == "zip":
-        cfg, h5 = keras3.open_archive(src, where)
+        cfg, h5, version = keras3.open_archive(src, where)
         with h5:
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = keras3.fill_weights(klayers, paths, cfg, h5)
-            yield Reading(klayers, input_shape, "Keras 3 .keras archive", ignored)
+            yield Reading(klayers, input_shape, "Keras 3 .keras archive", ignored, version)
         return
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
@@ -122,13 +139,14 @@ def open_layers(src, *, config=None):
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
             kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
-            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5))
+            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), _h5_version(h5))
             return
         if "layers" in names:
             if config is not None:
                 klayers, paths, input_shape = flatten_config(config, source=where)
                 ignored = keras3.fill_weights(klayers, paths, config, h5)
-                yield Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored)
+                yield Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored,
+                              _recorded_version(config))
                 return
             klayers, ignored = keras3.klayers_without_config(h5)
             yield Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
@@ -173,7 +191,7 @@ def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooli
     in_shape = tuple(reading.input_shape) if reading.input_shape and len(reading.input_shape) == 3 else None
     head_spec = {"pooling": pooling, "input_shape": input_shape, "classifier_activation": classifier_activation}
     return to_npxception(reading.klayers, variant=variant, source=source, input_shape=in_shape,
-                         skip_layers=tuple(skip_layers), head_spec=head_spec)
+                         skip_layers=tuple(skip_layers), head_spec=head_spec, keras_version=reading.keras_version)
 
 
 def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **options) -> pathlib.Path:

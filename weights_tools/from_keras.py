@@ -15,6 +15,7 @@ the result carries Keras' own output as its golden test case
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 
@@ -69,7 +70,10 @@ def from_keras(keras_model, variant=None):
     """
     source = f"keras model {getattr(keras_model, 'name', '?')!r}"
     klayers = keras_layers(keras_model)
-    model = to_npxception(klayers, variant=variant, source=source)
+    # the Keras running the model (keras or tf_keras, already imported by the caller), as a file records it
+    package = sys.modules.get(type(keras_model).__module__.split(".")[0])
+    model = to_npxception(klayers, variant=variant, source=source,
+                          keras_version=getattr(package, "__version__", None))
     # The golden a saved file will carry is Keras' own output; Keras runs only if it is saved.
     model.golden_factory = lambda: keras_golden(keras_model, model)
     return model

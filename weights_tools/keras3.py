@@ -126,8 +126,12 @@ def _json(data: bytes, name: str, where: str):
         raise ConversionError(f"{where}: {name} is not valid JSON ({exc})") from None
 
 
-def open_archive(src, where: str) -> tuple[dict, GuardedH5]:
-    """``(config, weights)`` of a ``.keras`` archive; the weights opened from memory."""
+def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
+    """``(config, weights, keras_version)`` of a ``.keras`` archive; the weights opened from memory.
+
+    ``keras_version`` is what ``metadata.json`` records (``"3.6.0"``, or ``"2.15.0"`` for an
+    archive tf_keras wrote); None when the archive has no readable one.
+    """
     try:
         with zipfile.ZipFile(src) as z:
             names = set(z.namelist())
@@ -135,10 +139,14 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5]:
                 raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
                                       "not a Keras .keras file")
             config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            version = None
+            if "metadata.json" in names:
+                metadata = _json(_member(z, "metadata.json", MAX_JSON_BYTES, where), "metadata.json", where)
+                version = metadata.get("keras_version") if isinstance(metadata, dict) else None
             blob = _member(z, "model.weights.h5", max_weights_bytes(), where, magic=HDF5_MAGIC)
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
-    return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)")
+    return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)"), version
 
 
 # ---- weights by config -------------------------------------------------------

@@ -97,12 +97,14 @@ def kind_of(layer: KLayer) -> str:
 # ---------------------------------------------------------------------------
 
 def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_shape=None,
-                  dtype=None, labels=None, skip_layers=(), head_spec=None) -> XceptionModel:
+                  dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None) -> XceptionModel:
     """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception.
 
     ``skip_layers``: names of layers to treat as identities (the user's word that
     they are at inference). ``head_spec``: ``{"pooling", "input_shape",
     "classifier_activation"}`` for a weights-only file, which records none of them.
+    ``keras_version``: the Keras version the file records (None: none), for the
+    preprocessing layers whose inference changed between versions.
     """
     if not klayers:
         raise ConversionError(f"{source}: no layers found")
@@ -114,7 +116,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
                                   "file records its own head and input size")
         params, v, head, input_shape, source_shape, names, steps = _match_graph(
-            klayers, variant, source, skip_layers, input_shape)
+            klayers, variant, source, skip_layers, input_shape, keras_version)
     else:
         if skip_layers:
             raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
@@ -214,7 +216,7 @@ def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
     return chain
 
 
-def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None):
+def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, keras_version=None):
     """``(params, variant, head, backbone input shape, source input shape, names, stage steps)``."""
     by_name, inputs, live = _collapse(klayers, source, skip_layers)
     roots = [k for k in live if kind_of(k) == "input"]
@@ -226,7 +228,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None):
     root_shape = _input_shape(roots[0]) or recorded_shape or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
     try:
-        steps, size = input_stage(chain, root_shape[:2])
+        steps, size = input_stage(chain, root_shape[:2], keras_version)
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
     # the stage's output is the backbone's input: a geometry layer (CenterCrop...) behind a

@@ -26,6 +26,8 @@ by :mod:`weights_tools.mapping`, naming the layer and the way out.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from npxception.input_stage import KERAS_EPSILON, output_size
@@ -117,12 +119,46 @@ def _step(k: KLayer) -> dict:
     return step
 
 
-def input_stage(chain: list[KLayer], input_hw) -> tuple[list[dict], tuple]:
+# keras-team/keras 6cf8b34 (2021-09, first in v2.7.0): RandomCrop at inference became smart_resize (the
+# largest centred h:w window, resized); before, it resized to the shorter side and then centre-cropped.
+# Both write the same config, so only the Keras version the file records tells them apart.
+RANDOM_CROP_SMART_RESIZE = (2, 7)
+
+
+def version_tuple(text) -> tuple[int, ...] | None:
+    """``"2.15.0"`` -> ``(2, 15)``; None for a missing or unreadable version."""
+    found = re.match(r"(\d+)\.(\d+)", text) if isinstance(text, str) else None
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _random_crop_determined(steps, hw, keras_version) -> None:
+    """A tf_keras RandomCrop that resizes (its input is not its target size) computes what the file's
+    Keras version says: StageError when the version is unrecorded or before 2.7."""
+    version = version_tuple(keras_version)
+    if version is not None and version >= RANDOM_CROP_SMART_RESIZE:
+        return
+    for i, s in enumerate(steps):
+        if s["kind"] != "random_crop" or s["keras"] != "tf_keras":
+            continue
+        before = output_size(steps[:i], hw)
+        if tuple(before) == (s["height"], s["width"]):
+            continue  # an identity at its target size, in every version
+        recorded = f"Keras {keras_version}" if version else "no Keras version"
+        raise StageError(f"layer {s['name']} (RandomCrop): at inference Keras 2.7 and later resize a "
+                         f"{'x'.join('any' if d is None else str(d) for d in before)} input with smart_resize, "
+                         "earlier versions resized to the shorter side and centre-cropped; the file records "
+                         f"{recorded}, so its answer is not determined. Give the model Input(shape=("
+                         f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
+
+
+def input_stage(chain: list[KLayer], input_hw, keras_version=None) -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
     size, ``None`` when the file does not record it). The size the stage gives
     that input becomes the backbone's (:func:`npxception.input_stage.output_size`).
+    ``keras_version`` is the version the file records (``"2.15.0"``; None when it
+    records none), which decides what an old tf_keras RandomCrop computes.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
     steps = [_step(k) for k in chain]
@@ -131,4 +167,5 @@ def input_stage(chain: list[KLayer], input_hw) -> tuple[list[dict], tuple]:
         size = output_size(steps, hw)
     except ValueError as exc:  # "x: layer L (Class) cannot take HxW images: why"
         raise StageError(f"{str(exc).removeprefix('x: ')} (the model's input size)") from None
+    _random_crop_determined(steps, hw, keras_version)
     return steps, size

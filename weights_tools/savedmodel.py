@@ -97,7 +97,8 @@ def read_metadata(directory: pathlib.Path) -> tuple[dict, dict[tuple, tuple], di
     if root is None or not isinstance(root.get("config"), dict):
         raise ConversionError(f"{where}: no root model config (a SavedModel of a subclassed model, which "
                               "records no layer list?); save a Functional or Sequential model")
-    config = {"class_name": root.get("class_name", "Functional"), "config": root["config"]}
+    config = {"class_name": root.get("class_name", "Functional"), "config": root["config"],
+              "keras_version": root.get("keras_version")}  # which Keras wrote it (preprocessing.input_stage)
     object_paths, node_ids = {}, {}
     for node_path, name in names.items():
         if node_path == "root":
