@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from test_hostile import LIMIT, assert_refused, run_limited
-from weights_tools.tf_bundle import crc32c, crc32c_reference, mask, unmask
+from weights_tools.crc32c import crc32c, crc32c_reference, mask, unmask
 
 DT = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 9}
 GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"
