@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="also label the images in sub-folders of the folders given")
     pr.add_argument("--no-progress", action="store_true",
                     help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
-    pr.add_argument("--interpolation", default="nearest",
-                    help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos")
+    pr.add_argument("--interpolation", default=None,
+                    help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
+                         "not for a model that resizes photos in its own input stage")
     pr.add_argument("--batch-size", type=_positive_int, default=8,
                     help="images per forward pass (default 8); results are printed after each batch")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)

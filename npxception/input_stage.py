@@ -73,7 +73,7 @@ import math
 import numpy as np
 
 from .config import CONFIG
-from .ops.resize import INTERPOLATIONS, aspect_crop_box, aspect_pad, resize
+from .ops.resize import INTERPOLATIONS, aspect_crop_box, pad_and_resize, resize
 
 AFFINE = ("rescaling", "normalization")
 GEOMETRY = ("resizing", "center_crop", "random_crop")
@@ -233,7 +233,8 @@ def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
         top, left, ch, cw = aspect_crop_box(in_h, in_w, h, w, at_least_one=step["keras"] == "keras3")
         x = x[:, top:top + ch, left:left + cw]
     elif step["pad_to_aspect_ratio"]:
-        x = aspect_pad(x, h, w, step["fill_value"])
+        # never materialised: a manifest's earlier step can make the padded image gigabytes
+        return pad_and_resize(x, (h, w), interpolation, step["fill_value"])
     return resize(x, (h, w), interpolation)
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from .config import CONFIG
 from .images import ImageError, _interpolation, load_image, preprocess_input, resize_array, to_array
+from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
 
@@ -77,6 +78,18 @@ def _target_size(model):
     if model.source_input_shape != model.input_shape:
         return None  # a variable source with a geometry stage: the stage resizes, as in Keras
     return CONFIG.default_input_shape[:2]
+
+
+def _resize_filter(model, size, interpolation) -> str:
+    """The filter photos are resized with: ``interpolation`` (default Keras' nearest) for a model of a fixed
+    size; a model that takes photos at their own size resizes them in its stage, so a filter given for it
+    would be ignored: refused instead."""
+    if size is None and interpolation is not None:
+        stage = ", ".join(s["name"] for s in model.input_stage if s["kind"] in GEOMETRY)
+        raise ValueError(f"interpolation: this model takes each photo at its own size and its input stage "
+                         f"({stage}) resizes it as the Keras model does; interpolation= applies only to a "
+                         f"model of a fixed input size (leave it unset)")
+    return interpolation or CONFIG.default_interpolation
 
 
 def _to_pixels(image, target_size, interpolation):
@@ -136,8 +149,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
-    interpolation = interpolation or CONFIG.default_interpolation
-    _interpolation(interpolation)  # a bad name fails even when no image needs resizing
+    _interpolation(interpolation or CONFIG.default_interpolation)  # a bad name fails even when none is resized
     single = not isinstance(images, (list, tuple)) and not _is_folder(images)
     items = []
     for item in (images if isinstance(images, (list, tuple)) else [images]):
@@ -157,6 +169,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     if labels is not None and len(labels) != model.classes:
         raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
     size = _target_size(model)
+    interpolation = _resize_filter(model, size, interpolation)
     results = []
     for start in range(0, len(items), batch_size):
         batch = [_to_pixels(im, size, interpolation) for im in items[start:start + batch_size]]
@@ -226,7 +239,7 @@ class FileResult:
     error: str | None = None  # why the file was skipped, without the path ("no such file")
 
 
-def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8):
+def predict_files(files, model, *, top=5, interpolation=None, batch_size=8):
     """Yield, batch by batch, a list of FileResult for every file in input order (for the CLI).
 
     A list is yielded as soon as ``batch_size`` images have been run (and at the
@@ -236,6 +249,7 @@ def predict_files(files, model, *, top=5, interpolation="nearest", batch_size=8)
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
     size = _target_size(model)
+    interpolation = _resize_filter(model, size, interpolation)
     pending: list = []  # (path, pixels or None, error or None), in input order
     loaded = 0
 

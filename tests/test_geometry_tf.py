@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npxception import input_stage as stage
-from npxception.ops.resize import resize
+from npxception.ops.resize import aspect_pad, pad_and_resize, resize
 from weights_tools.graph import KLayer
 from weights_tools.preprocessing import StageError, input_stage
 
@@ -135,3 +135,15 @@ def test_unsupported_resizing_options_are_refused_by_name(kwargs, option):
     layer = keras.layers.Resizing(71, 71, name="resize_photo", **kwargs)
     with pytest.raises(StageError, match=f"layer resize_photo \\(Resizing\\): {option}"):
         _steps(layer, (None, None))
+
+
+@given(h=sides, w=sides, out_h=sides, out_w=sides, method=st.sampled_from(["bilinear", "nearest"]),
+       fill=st.sampled_from([0.0, -1.5, 255.0]))
+def test_pad_and_resize_is_resize_of_the_padded_image(h, w, out_h, out_w, method, fill):
+    """The bounded pad (indices mapped back into x, never building the padded image) against its
+    readable twin, which builds it; the same values read with the same weights: equal, bit for bit.
+    (Both against Keras 3's Resizing(pad_to_aspect_ratio=True): test_resizing_layers above.)"""
+    x = _pixels(h * 100 + w, h, w)
+    ours = pad_and_resize(x, (out_h, out_w), method, fill)
+    reference = resize(aspect_pad(x, out_h, out_w, fill), (out_h, out_w), method)
+    np.testing.assert_array_equal(ours, reference)

@@ -381,6 +381,28 @@ def test_manifest_values_that_cannot_be_valid(labelled, tmp_path, edit, message)
     load_refused(rewrite(labelled, tmp_path / "bad.npz", manifest_edit=edit), message)
 
 
+def test_a_stage_padding_to_an_extreme_aspect_runs_in_bounded_memory(labelled, tmp_path):
+    """Every side within [1, 2048], yet the middle step pads a 1x2048 image to a 2048:1 aspect: built,
+    the padded image was 4M x 2048 pixels (96 GiB), and both the load-time golden check and model(x)
+    died with a MemoryError. Resampled without building it, each takes the memory of the steps' outputs:
+    the golden check now runs and names its mismatch (the stage changed the golden input), and model(x)
+    answers."""
+    step = {"kind": "resizing", "interpolation": "nearest", "keras": "keras3"}
+    stage = [dict(step, name="a", height=1, width=2048),
+             dict(step, name="b", height=2048, width=1, pad_to_aspect_ratio=True),
+             dict(step, name="c", height=71, width=71)]
+    bad = rewrite(labelled, tmp_path / "pad.npz",
+                  manifest_edit=lambda m: m.update(input_stage=stage, source_input_shape=[None, None, 3]))
+    load_refused(bad, "golden test case fails")
+    code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({LIMIT}, {LIMIT}))\n"
+            "import sys, numpy as np, npxception\n"
+            "m = npxception.load(sys.argv[1], verify=False)\n"
+            "print(m(np.full((1, 80, 90, 3), 0.5, np.float32)).shape)\n")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "(1, 3)", out.stderr[-3000:]
+
+
 def test_negative_bn_variance_is_refused(labelled, tmp_path):
     """It passed every guard, and predict printed nan scores with exit 0."""
     var = -np.ones(32, np.float32)

@@ -201,3 +201,25 @@ def test_predict_stacks_photos_of_different_sizes_after_the_stage(plain):
     for image, preds in zip(images, together):
         alone = model(image[None].astype(np.float64))[0]
         np.testing.assert_allclose([p[2] for p in preds], np.sort(alone)[::-1], rtol=1e-12)
+    # a filter for photos the model resizes itself would be ignored: refused, naming the stage's layer
+    with pytest.raises(ValueError, match="interpolation: this model takes each photo at its own size and its "
+                                         "input stage \\(r\\) resizes it"):
+        npxception.predict(images, model=model, interpolation="bilinear")
+
+
+def test_cli_refuses_a_resize_filter_for_a_model_that_resizes_in_its_stage(plain, tmp_path, capsys):
+    from PIL import Image
+
+    from npxception.cli import main
+
+    model = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                          input_stage=[{"kind": "resizing", "name": "r", "height": 71, "width": 71,
+                                        "keras": "keras3"}, RESCALE], source_input_shape=(None, None, 3))
+    path = model.save(tmp_path / "variable.npz")
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((80, 90, 3), np.uint8)).save(photo)
+    assert main(["predict", "--weights", str(path), str(photo)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(path), "--interpolation", "bilinear", str(photo)]) == 1
+    err = capsys.readouterr().err
+    assert "interpolation: this model takes each photo at its own size" in err and "Traceback" not in err, err

@@ -25,7 +25,7 @@ them, so the same pixels are read with the same weights; the values are
 interpolated in ``x``'s dtype (TensorFlow's bilinear kernel works in float32;
 float64 here is the oracle). At ``h == H`` both are the identity (``s = y``).
 
-The boxes (:func:`aspect_crop_box`, :func:`aspect_pad`) are the integer
+The boxes (:func:`aspect_crop_box`, :func:`aspect_pad_offsets`) are the integer
 arithmetic of Keras' ``crop_to_aspect_ratio`` / ``smart_resize`` and
 ``pad_to_aspect_ratio``, also in float32 as those run on ``tf.shape`` tensors.
 
@@ -64,6 +64,33 @@ def source_coordinates(out_size: int, in_size: int, interpolation: str):
     return i0, i1, (s - floor).astype(np.float32)
 
 
+def _take(x: np.ndarray, index: np.ndarray, axis: int, fill) -> np.ndarray:
+    """``x``'s slices at ``index`` along ``axis``; where ``index`` is -1, ``fill`` (the padding)."""
+    out = np.take(x, np.maximum(index, 0), axis=axis)
+    outside = index < 0
+    if outside.any():
+        where = [slice(None)] * x.ndim
+        where[axis] = outside
+        out[tuple(where)] = fill
+    return out
+
+
+def _resample(x: np.ndarray, rows, cols, interpolation: str, fill=None) -> np.ndarray:
+    """The gather and the three lerps of the module docstring, given each axis' ``(i0, i1, frac)``."""
+    (y0, y1, a), (x0, x1, b) = rows, cols
+    if interpolation == "nearest":
+        return _take(_take(x, y0, 1, fill), x0, 2, fill)
+    dt = x.dtype
+    a = a.astype(dt)[None, :, None, None]  # (1, h, 1, 1)
+    b = b.astype(dt)[None, None, :, None]  # (1, 1, w, 1)
+    rows0, rows1 = _take(x, y0, 1, fill), _take(x, y1, 1, fill)  # (N, h, W, C)
+    r00, r01 = _take(rows0, x0, 2, fill), _take(rows0, x1, 2, fill)  # (N, h, w, C)
+    r10, r11 = _take(rows1, x0, 2, fill), _take(rows1, x1, 2, fill)
+    top = r00 + (r01 - r00) * b
+    bottom = r10 + (r11 - r10) * b
+    return top + (bottom - top) * a
+
+
 def resize(x: np.ndarray, size, interpolation: str = "bilinear") -> np.ndarray:
     """``tf.image.resize(x, size, method=interpolation, antialias=False)``: ``(N, H, W, C) -> (N, h, w, C)``.
 
@@ -74,17 +101,31 @@ def resize(x: np.ndarray, size, interpolation: str = "bilinear") -> np.ndarray:
     n, in_h, in_w, c = x.shape
     if min(h, w, in_h, in_w) < 1:
         raise ValueError(f"resize: sizes must be at least 1, found {in_h}x{in_w} -> {h}x{w}")
-    dt = x.dtype
-    y0, y1, a = source_coordinates(h, in_h, interpolation)
-    x0, x1, b = source_coordinates(w, in_w, interpolation)
-    if interpolation == "nearest":
-        return x[:, y0][:, :, x0].copy()
-    a = a.astype(dt)[None, :, None, None]  # (1, h, 1, 1)
-    b = b.astype(dt)[None, None, :, None]  # (1, 1, w, 1)
-    rows0, rows1 = x[:, y0], x[:, y1]  # (N, h, W, C)
-    top = rows0[:, :, x0] + (rows0[:, :, x1] - rows0[:, :, x0]) * b  # (N, h, w, C)
-    bottom = rows1[:, :, x0] + (rows1[:, :, x1] - rows1[:, :, x0]) * b
-    return top + (bottom - top) * a
+    return _resample(x, source_coordinates(h, in_h, interpolation), source_coordinates(w, in_w, interpolation),
+                     interpolation)
+
+
+def pad_and_resize(x: np.ndarray, size, interpolation: str, fill_value: float) -> np.ndarray:
+    """``resize(aspect_pad(x, h, w, fill_value), size, interpolation)`` without building the padded image.
+
+    Keras 3's ``Resizing(pad_to_aspect_ratio=True)``. The padded image can be far
+    larger than ``x`` (a 1x2048 image padded to a 2048:1 aspect is 4M x 2048
+    pixels) although only ``h x w`` of its values are read, so each index into it
+    is mapped back to ``x``'s (or to ``fill_value``): memory stays ``O(N h W C)``,
+    as :func:`resize`'s, and the values are the same, read with the same weights.
+    """
+    h, w = (int(s) for s in size)
+    n, in_h, in_w, c = x.shape
+    if min(h, w, in_h, in_w) < 1:
+        raise ValueError(f"resize: sizes must be at least 1, found {in_h}x{in_w} -> {h}x{w}")
+    top, left = aspect_pad_offsets(in_h, in_w, h, w)
+
+    def axis(out, inside, offset):  # source coordinates in the padded frame, mapped into x (-1: padding)
+        i0, i1, frac = source_coordinates(out, inside + 2 * offset, interpolation)
+        i0, i1 = i0 - offset, i1 - offset
+        return (np.where((i0 >= 0) & (i0 < inside), i0, -1), np.where((i1 >= 0) & (i1 < inside), i1, -1), frac)
+
+    return _resample(x, axis(h, in_h, top), axis(w, in_w, left), interpolation, x.dtype.type(fill_value))
 
 
 def aspect_crop_box(in_h: int, in_w: int, h: int, w: int, *, at_least_one: bool = True):
@@ -108,21 +149,30 @@ def aspect_crop_box(in_h: int, in_w: int, h: int, w: int, *, at_least_one: bool 
     return (in_h - crop_h) // 2, (in_w - crop_w) // 2, crop_h, crop_w
 
 
-def aspect_pad(x: np.ndarray, h: int, w: int, fill_value: float) -> np.ndarray:
-    """Keras 3's ``pad_to_aspect_ratio``: pad ``(N, H, W, C)`` with ``fill_value`` towards ``h:w``'s aspect.
+def aspect_pad_offsets(in_h: int, in_w: int, h: int, w: int) -> tuple[int, int]:
+    """``(top, left)``: the rows (columns) of padding Keras 3's ``pad_to_aspect_ratio`` puts on *each* side.
 
     As keras.src.backend.tensorflow.image.resize computes it::
 
         pad_h = max(H, int32(float32(W * h) / w))      top = (pad_h - H) // 2
         pad_w = max(W, int32(float32(H * w) / h))      left = (pad_w - W) // 2
 
-    and ``top`` rows (``left`` columns) of ``fill_value`` go on *both* sides, so an
-    odd difference leaves the result one row (column) short of ``pad_h`` (``pad_w``).
-    At most one of the two is non-zero.
+    ``top`` rows (``left`` columns) go on *both* sides, so an odd difference
+    leaves the result one row (column) short of ``pad_h`` (``pad_w``). At most one
+    of the two is non-zero.
     """
-    n, in_h, in_w, c = x.shape
     top = (max(in_h, int(_f32(in_w * h) / _f32(w))) - in_h) // 2
     left = (max(in_w, int(_f32(in_h * w) / _f32(h))) - in_w) // 2
+    return top, left
+
+
+def aspect_pad(x: np.ndarray, h: int, w: int, fill_value: float) -> np.ndarray:
+    """Keras 3's ``pad_to_aspect_ratio``: pad ``(N, H, W, C)`` with ``fill_value`` towards ``h:w``'s aspect.
+
+    The readable twin of :func:`pad_and_resize` (which never builds this array):
+    ``(N, H + 2 top, W + 2 left, C)`` with :func:`aspect_pad_offsets`.
+    """
+    top, left = aspect_pad_offsets(x.shape[1], x.shape[2], h, w)
     if top == 0 and left == 0:
         return x
     return np.pad(x, ((0, 0), (top, top), (left, left), (0, 0)), constant_values=x.dtype.type(fill_value))
