@@ -277,3 +277,41 @@ def test_savedmodel_metadata_beyond_its_cap(tmp_path):
     with open(saved / "keras_metadata.pb", "wb") as f:
         f.truncate(9 * 1024**2)  # sparse
     convert_refused(tmp_path, saved, "refused before parsing")
+
+
+def write_prefix_compressed_index(prefix, first: bytes, n: int, shared: int, step: bytes = b"a"):
+    """``prefix.index`` whose one data block holds ``first`` then ``n - 1`` keys that each share
+    ``shared`` bytes with the previous one (``-1``: all of it) and add ``step``: a few bytes each in
+    the file, whole keys of up to n bytes each once rebuilt."""
+    body = bytearray(varint(0) + varint(len(first)) + varint(0) + first)
+    length = len(first)
+    for _ in range(1, n):
+        s = length if shared < 0 else shared
+        body += varint(s) + varint(len(step)) + varint(0) + step
+        length = s + len(step)
+    body += struct.pack("<II", 0, 1)
+
+    def trailer(b):
+        return bytes(b) + b"\0" + struct.pack("<I", mask(crc32c(bytes(b) + b"\0")))
+
+    data = trailer(body)
+    handle = varint(0) + varint(len(body))
+    index = varint(0) + varint(1) + varint(len(handle)) + b"z" + handle + struct.pack("<II", 0, 1)
+    table = data + trailer(index)
+    footer = (varint(0) + varint(0) + varint(len(data)) + varint(len(index) - 0)).ljust(40, b"\0") + MAGIC
+    with open(f"{prefix}.index", "wb") as f:
+        f.write(table + footer)
+    open(f"{prefix}.data-00000-of-00001", "wb").close()
+    return prefix
+
+
+@pytest.mark.parametrize("first, n, shared, message", [
+    # 400,000 keys, each the previous plus one byte: a 2.4 MB index whose keys would take 80 GB whole
+    # (without the caps: a MemoryError under RLIMIT_AS after ~3 s). The total trips at key ~2,900.
+    (b"a", 400_000, -1, "its keys total more than 4,194,304 bytes (in the data block 0)"),
+    # one key over the per-key cap
+    (b"k" * 5000, 1, 0, "a key of 5,000 bytes in the data block 0, over the 4,096-byte limit per key"),
+], ids=["growing_keys", "long_key"])
+def test_index_keys_beyond_their_caps(tmp_path, first, n, shared, message):
+    prefix = write_prefix_compressed_index(tmp_path / "ckpt", first, n, shared)
+    convert_refused(tmp_path, prefix, "ckpt.index", message)

@@ -15,7 +15,10 @@ data blocks, which hold the table's ``(key, value)`` pairs in key order.
 Against hostile files (the budget rule, docs/security.md) :func:`read_table`
 checks the footer, every block's trailer and CRC, that data blocks are
 disjoint and in order (a block cannot be parsed twice), and caps the entries
-at :data:`MAX_ENTRIES`; compressed blocks (TensorFlow writes none) are refused.
+at :data:`MAX_ENTRIES`, each key at :data:`MAX_KEY_BYTES` and all keys at
+:data:`MAX_TOTAL_KEY_BYTES`, counted as each key is rebuilt (prefix
+compression lets n keys of 4 bytes each in the file take n^2/2 bytes whole);
+compressed blocks (TensorFlow writes none) are refused.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ TRAILER_BYTES = 5  # compression type + masked crc32c
 # An Xception checkpoint after fit() with Adam holds ~720 entries in a ~50 kB
 # index; a SavedModel's ~240. This cap is 300x that.
 MAX_ENTRIES = 200_000
+# Keys are rebuilt whole from their shared prefixes, so a key that extends the previous one by a byte
+# costs 4 bytes of file and len(key) bytes of memory: n such keys take n^2/2 bytes. The longest key of
+# the corpus' checkpoints and SavedModel is 86 bytes ("layer_with_weights-0/layer_with_weights-1/
+# .../.ATTRIBUTES/VARIABLE_VALUE"), 551 keys the most, ~40 kB of keys in all. A key is capped at
+# 4 KiB (50x the longest) and all keys together at 4 MiB (100x the corpus' total), so keys never
+# take more memory than a quarter of the largest index (MAX_INDEX_BYTES) read whole.
+MAX_KEY_BYTES = 4096
+MAX_TOTAL_KEY_BYTES = 4 * 1024**2
 
 
 def _handle(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:
@@ -58,8 +69,12 @@ def _block(data: bytes, offset: int, size: int, limit: int, where: str, what: st
     return contents
 
 
-def _block_entries(contents: bytes, where: str, what: str) -> list[tuple[bytes, bytes]]:
-    """The ``(key, value)`` pairs of one block, keys rebuilt from their shared prefixes."""
+def _block_entries(contents: bytes, where: str, what: str, limits: list[int]) -> list[tuple[bytes, bytes]]:
+    """The ``(key, value)`` pairs of one block, keys rebuilt from their shared prefixes.
+
+    ``limits``: ``[entries left, key bytes left]`` of the whole table, charged
+    entry by entry before its key is built, so a refusal comes before the memory is taken.
+    """
     n = len(contents)
     restarts = struct.unpack_from("<I", contents, n - 4)[0]
     end = n - 4 - 4 * restarts
@@ -73,6 +88,18 @@ def _block_entries(contents: bytes, where: str, what: str) -> list[tuple[bytes, 
             length, pos = pw.read_varint(contents, pos, end)
             if shared > len(key) or unshared + length > end - pos:
                 raise pw.WireError("an entry runs past the end of its block")
+            size = shared + unshared
+            if size > MAX_KEY_BYTES:
+                raise ConversionError(f"{where}: a key of {size:,} bytes in the {what}, over the "
+                                      f"{MAX_KEY_BYTES:,}-byte limit per key (a Keras checkpoint's are under 100)")
+            limits[0] -= 1
+            limits[1] -= size
+            if limits[0] < 0:
+                raise ConversionError(f"{where}: more than {MAX_ENTRIES:,} entries (in the {what}); a Keras "
+                                      "checkpoint holds a few hundred")
+            if limits[1] < 0:
+                raise ConversionError(f"{where}: its keys total more than {MAX_TOTAL_KEY_BYTES:,} bytes (in the "
+                                      f"{what}); a Keras checkpoint's total tens of kB")
             key = key[:shared] + contents[pos:pos + unshared]
             pos += unshared
             out.append((key, contents[pos:pos + length]))
@@ -98,7 +125,8 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
     except pw.WireError as exc:
         raise ConversionError(f"{where}: unreadable index footer ({exc})") from None
     index = _block_entries(_block(data, index_offset, index_size, footer, where, "index block"), where,
-                           "index block")
+                           "index block", [MAX_ENTRIES, MAX_TOTAL_KEY_BYTES])
+    limits = [MAX_ENTRIES, MAX_TOTAL_KEY_BYTES]  # the data blocks' entries and keys, counted as they are built
     entries: list[tuple[bytes, bytes]] = []
     next_free = 0
     for i, (_, value) in enumerate(index):
@@ -112,10 +140,7 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
                                   "every block is read once")
         next_free = offset + size + TRAILER_BYTES
         block = _block(data, offset, size, index_offset, where, f"data block {i}")
-        entries += _block_entries(block, where, f"data block {i}")
-        if len(entries) > MAX_ENTRIES:
-            raise ConversionError(f"{where}: more than {MAX_ENTRIES:,} entries; a Keras checkpoint holds "
-                                  "a few hundred")
+        entries += _block_entries(block, where, f"data block {i}", limits)
     for (a, _), (b, _) in zip(entries, entries[1:]):
         if not a < b:  # an SSTable's keys are sorted and unique
             raise ConversionError(f"{where}: key {b[:80]!r} is out of order or repeated (a corrupt index)")
