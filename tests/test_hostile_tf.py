@@ -315,3 +315,18 @@ def write_prefix_compressed_index(prefix, first: bytes, n: int, shared: int, ste
 def test_index_keys_beyond_their_caps(tmp_path, first, n, shared, message):
     prefix = write_prefix_compressed_index(tmp_path / "ckpt", first, n, shared)
     convert_refused(tmp_path, prefix, "ckpt.index", message)
+
+
+@pytest.mark.parametrize("graph, message", [
+    # 4,000,000 empty objects (2 bytes each, within the 8 MiB string cap): without a count, ~100x
+    # Python-object inflation before any check (a MemoryError under RLIMIT_AS 1 GiB)
+    (b"\x0a\x00" * 4_000_000, "holds more than 100,000 objects (the limit)"),
+    # one object with 3,000,000 empty child references
+    (f_bytes(1, b"\x0a\x00" * 3_000_000), "holds more than 100,000 fields in object 0 (the limit)"),
+    # 20 objects of 60,000 references each: the objects and each object's fields within their caps
+    (f_bytes(1, b"\x0a\x00" * 60_000) * 20, "holds more than 1,000,000 fields in all"),
+], ids=["objects", "references", "total"])
+def test_object_graph_beyond_its_caps(tmp_path, graph, message):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, graph=graph)
+    convert_refused(tmp_path, prefix, "ckpt.index: entry _CHECKPOINTABLE_OBJECT_GRAPH", message)
+

@@ -51,6 +51,9 @@ HEADER_KEY = b""  # the BundleHeaderProto's key, first in the table
 # An Xception checkpoint after fit() with Adam has a ~50 kB index; this cap is 300x that.
 MAX_INDEX_BYTES = 16 * 1024**2
 MAX_RANK = 8  # Keras weights have rank <= 4
+# A BundleEntryProto has 7 fields and a shape of rank <= MAX_RANK; the header, 3 and a version of 3.
+# Their fields are counted as decoded (a 16 MB entry of 2-byte fields would be 8M Python tuples).
+MAX_PROTO_FIELDS = 1000
 # The object graph (a DT_STRING scalar): 43 kB for the recipe's checkpoint, 123 kB for its SavedModel.
 # Decoded into Python objects it grows ~20x, so 8 MiB (65x the SavedModel's) stays within ~200 MB.
 MAX_STRING_BYTES = 8 * 1024**2
@@ -108,15 +111,16 @@ def bundle_prefix(path) -> pathlib.Path:
 
 
 def _decode_entry(key: str, value: bytes, where: str) -> Entry:
+    budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
     try:
-        e = pw.message(value, _ENTRY)
+        e = pw.message(value, _ENTRY, budget)
         dims = []
         if "shape" in e:
-            shape = pw.message(e["shape"], _SHAPE)
+            shape = pw.message(e["shape"], _SHAPE, budget)
             if shape.get("unknown_rank"):
                 raise pw.WireError("a shape of unknown rank")
             for d in shape.get("dim", []):
-                dims.append(pw.signed64(pw.message(d, _DIM).get("size", 0)))
+                dims.append(pw.signed64(pw.message(d, _DIM, budget).get("size", 0)))
     except pw.WireError as exc:
         raise ConversionError(f"{where}: entry {key!r} is not a readable BundleEntryProto ({exc})") from None
     if e.get("slices"):
@@ -198,9 +202,10 @@ class Bundle:
         return data
 
     def _check_header(self, value: bytes):
+        budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
         try:
-            header = pw.message(value, _HEADER)
-            version = pw.message(header.get("version", b""), _VERSION)
+            header = pw.message(value, _HEADER, budget)
+            version = pw.message(header.get("version", b""), _VERSION, budget)
         except pw.WireError as exc:
             raise ConversionError(f"{self.where}: unreadable bundle header ({exc})") from None
         if header.get("endianness", 0) != 0:
