@@ -330,3 +330,25 @@ def test_object_graph_beyond_its_caps(tmp_path, graph, message):
     prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, graph=graph)
     convert_refused(tmp_path, prefix, "ckpt.index: entry _CHECKPOINTABLE_OBJECT_GRAPH", message)
 
+
+def _saved_metadata(tmp_path, nodes: bytes):
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"")
+    root = f_bytes(1, f_varint(2, 0) + f_bytes(3, b"root")
+                   + f_bytes(5, b'{"name": "m", "class_name": "Functional", "config": {"layers": []}}'))
+    (saved / "keras_metadata.pb").write_bytes(root + nodes)
+    return saved
+
+
+@pytest.mark.parametrize("nodes, message", [
+    # 500,000 nodes "root.<i>" of empty metadata (6 MB): each decoded, its JSON parsed, its path kept
+    (b"".join(f_bytes(1, f_bytes(3, b"root.%d" % i)) for i in range(500_000)),
+     "keras_metadata.pb: more than 10,000 nodes, over this reader's limit"),
+    # a node_path of 1,991 segments (4,000 characters, within MAX_NODE_PATH): each of its prefixes was
+    # rebuilt and hashed, O(depth^2) per node (1,600 such nodes took ~2 minutes)
+    (b"".join(f_bytes(1, f_bytes(3, ("root" + ".a" * 1990 + f".{i}").encode()) + f_bytes(5, b"{}"))
+              for i in range(1600)), "a node_path of 1,992 segments"),
+], ids=["nodes", "deep_node_path"])
+def test_keras_metadata_beyond_its_caps(tmp_path, nodes, message):
+    convert_refused(tmp_path, _saved_metadata(tmp_path, nodes), message)
