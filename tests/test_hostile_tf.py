@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from test_hostile import LIMIT, assert_refused, run_limited
-from weights_tools.tf_bundle import crc32c, crc32c_reference, mask, unmask
+from weights_tools.crc32c import crc32c, crc32c_reference, mask, unmask
 
 DT = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 9}
 GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -277,3 +277,78 @@ def test_savedmodel_metadata_beyond_its_cap(tmp_path):
     with open(saved / "keras_metadata.pb", "wb") as f:
         f.truncate(9 * 1024**2)  # sparse
     convert_refused(tmp_path, saved, "refused before parsing")
+
+
+def write_prefix_compressed_index(prefix, first: bytes, n: int, shared: int, step: bytes = b"a"):
+    """``prefix.index`` whose one data block holds ``first`` then ``n - 1`` keys that each share
+    ``shared`` bytes with the previous one (``-1``: all of it) and add ``step``: a few bytes each in
+    the file, whole keys of up to n bytes each once rebuilt."""
+    body = bytearray(varint(0) + varint(len(first)) + varint(0) + first)
+    length = len(first)
+    for _ in range(1, n):
+        s = length if shared < 0 else shared
+        body += varint(s) + varint(len(step)) + varint(0) + step
+        length = s + len(step)
+    body += struct.pack("<II", 0, 1)
+
+    def trailer(b):
+        return bytes(b) + b"\0" + struct.pack("<I", mask(crc32c(bytes(b) + b"\0")))
+
+    data = trailer(body)
+    handle = varint(0) + varint(len(body))
+    index = varint(0) + varint(1) + varint(len(handle)) + b"z" + handle + struct.pack("<II", 0, 1)
+    table = data + trailer(index)
+    footer = (varint(0) + varint(0) + varint(len(data)) + varint(len(index) - 0)).ljust(40, b"\0") + MAGIC
+    with open(f"{prefix}.index", "wb") as f:
+        f.write(table + footer)
+    open(f"{prefix}.data-00000-of-00001", "wb").close()
+    return prefix
+
+
+@pytest.mark.parametrize("first, n, shared, message", [
+    # 400,000 keys, each the previous plus one byte: a 2.4 MB index whose keys would take 80 GB whole
+    # (without the caps: a MemoryError under RLIMIT_AS after ~3 s). The total trips at key ~2,900.
+    (b"a", 400_000, -1, "its keys total more than 4,194,304 bytes (in the data block 0)"),
+    # one key over the per-key cap
+    (b"k" * 5000, 1, 0, "a key of 5,000 bytes in the data block 0, over the 4,096-byte limit per key"),
+], ids=["growing_keys", "long_key"])
+def test_index_keys_beyond_their_caps(tmp_path, first, n, shared, message):
+    prefix = write_prefix_compressed_index(tmp_path / "ckpt", first, n, shared)
+    convert_refused(tmp_path, prefix, "ckpt.index", message)
+
+
+@pytest.mark.parametrize("graph, message", [
+    # 4,000,000 empty objects (2 bytes each, within the 8 MiB string cap): without a count, ~100x
+    # Python-object inflation before any check (a MemoryError under RLIMIT_AS 1 GiB)
+    (b"\x0a\x00" * 4_000_000, "holds more than 100,000 objects (the limit)"),
+    # one object with 3,000,000 empty child references
+    (f_bytes(1, b"\x0a\x00" * 3_000_000), "holds more than 100,000 fields in object 0 (the limit)"),
+    # 20 objects of 60,000 references each: the objects and each object's fields within their caps
+    (f_bytes(1, b"\x0a\x00" * 60_000) * 20, "holds more than 1,000,000 fields in all"),
+], ids=["objects", "references", "total"])
+def test_object_graph_beyond_its_caps(tmp_path, graph, message):
+    prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, graph=graph)
+    convert_refused(tmp_path, prefix, "ckpt.index: entry _CHECKPOINTABLE_OBJECT_GRAPH", message)
+
+
+def _saved_metadata(tmp_path, nodes: bytes):
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"")
+    root = f_bytes(1, f_varint(2, 0) + f_bytes(3, b"root")
+                   + f_bytes(5, b'{"name": "m", "class_name": "Functional", "config": {"layers": []}}'))
+    (saved / "keras_metadata.pb").write_bytes(root + nodes)
+    return saved
+
+
+@pytest.mark.parametrize("nodes, message", [
+    # 500,000 nodes "root.<i>" of empty metadata (6 MB): each decoded, its JSON parsed, its path kept
+    (b"".join(f_bytes(1, f_bytes(3, b"root.%d" % i)) for i in range(500_000)),
+     "keras_metadata.pb: more than 10,000 nodes, over this reader's limit"),
+    # a node_path of 1,991 segments (4,000 characters, within MAX_NODE_PATH): each of its prefixes was
+    # rebuilt and hashed, O(depth^2) per node (1,600 such nodes took ~2 minutes)
+    (b"".join(f_bytes(1, f_bytes(3, ("root" + ".a" * 1990 + f".{i}").encode()) + f_bytes(5, b"{}"))
+              for i in range(1600)), "a node_path of 1,992 segments"),
+], ids=["nodes", "deep_node_path"])
+def test_keras_metadata_beyond_its_caps(tmp_path, nodes, message):
+    convert_refused(tmp_path, _saved_metadata(tmp_path, nodes), message)

@@ -16,7 +16,10 @@ package: a message is a sequence of fields, each a varint key
 Groups (wire types 3 and 4) were deprecated before any of these messages
 existed, and are refused. Decoding is one linear pass over the bytes; a nested
 message is decoded only when its reader asks for it, so nothing recurses on
-the input's say-so.
+the input's say-so. A reader bounds how many fields it accepts with
+:class:`FieldBudget` objects, counted as each field is decoded: two bytes of input
+make a field, and a decoded field costs ~100 bytes of Python objects, so a byte
+cap alone lets a few MB of input take a GB.
 """
 
 from __future__ import annotations
@@ -29,6 +32,23 @@ MAX_VARINT_BYTES = 10  # a 64-bit value needs ceil(64 / 7) bytes
 
 class WireError(ValueError):
     """Bytes that are not a well-formed protobuf message; the caller names the file and the message."""
+
+
+class LimitError(WireError):
+    """A well-formed message with more fields than its reader allows (a :class:`FieldBudget` ran out)."""
+
+
+class FieldBudget:
+    """How many more fields a reader accepts: shared by every message decoded with it (a total), or
+    made per message (a per-message cap). ``what`` names the fields in the error."""
+
+    def __init__(self, limit: int, what: str):
+        self.limit, self.left, self.what = limit, limit, what
+
+    def take(self):
+        self.left -= 1
+        if self.left < 0:
+            raise LimitError(f"more than {self.limit:,} {self.what}")
 
 
 def read_varint(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int]:
@@ -51,15 +71,18 @@ def signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
+def fields(buf: bytes, *budgets: FieldBudget) -> list[tuple[int, int, int | bytes]]:
     """``[(field number, wire type, value)]`` of one message, in wire order.
 
     ``value`` is an int for varint and fixed fields, the raw bytes for
-    length-delimited ones (decode a nested message with another call).
+    length-delimited ones (decode a nested message with another call). Each
+    field is charged to every one of ``budgets`` before it is decoded.
     """
     out = []
     pos, end = 0, len(buf)
     while pos < end:
+        for budget in budgets:
+            budget.take()
         key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
@@ -83,22 +106,25 @@ def fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
     return out
 
 
-def message(buf: bytes, schema: dict[int, tuple[str, int, bool]]) -> dict:
+def message(buf: bytes, schema: dict[int, tuple[str, int, bool]], *budgets: FieldBudget) -> dict:
     """Decode one message into ``{name: value}`` by ``schema``: ``{number: (name, wire type, repeated)}``.
 
     A field of the wrong wire type is a WireError; unknown fields are skipped,
     as protobuf readers do. Missing singular fields are absent (callers apply
     proto3's defaults). A repeated varint field may come packed (one
-    length-delimited run of varints), as proto3 writes them.
+    length-delimited run of varints), as proto3 writes them; each of its
+    values is charged to ``budgets`` as a field.
     """
     out: dict = {}
-    for number, wire, value in fields(buf):
+    for number, wire, value in fields(buf, *budgets):
         if number not in schema:
             continue
         name, expected, repeated = schema[number]
         if repeated and expected == VARINT and wire == LENGTH:
             packed, pos = [], 0
             while pos < len(value):
+                for budget in budgets:
+                    budget.take()
                 v, pos = read_varint(value, pos)
                 packed.append(v)
             out.setdefault(name, []).extend(packed)

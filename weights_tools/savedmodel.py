@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 
+from npxception.config import CONFIG
 from npxception.untrusted import loads_json
 
 from . import protowire as pw
@@ -50,6 +51,15 @@ VARIABLES = pathlib.Path("variables") / "variables"
 # (weights_tools.keras3.MAX_JSON_BYTES), so 8 MiB (16x the recipe's) keeps parsing within ~200 MB.
 MAX_METADATA_BYTES = 8 * 1024**2
 MAX_NODE_PATH = 4096  # characters; real paths nest a few levels of "layer_with_weights-N"
+# The recipe's keras_metadata.pb (the corpus' tf_keras SavedModel) has 145 nodes (one per layer, model
+# and metric), each of 4-5 fields; its longest node_path is 47 characters in 4 segments
+# ("root.keras_api.metrics.0"). Nodes and their fields are counted as they are decoded, before the
+# Python objects (~100 bytes a field, from 2 bytes of input) are made.
+MAX_METADATA_NODES = 10_000  # 70x the recipe's
+MAX_NODE_FIELDS = 1000  # a SavedObject has 5 fields
+# Segments of a node_path: "root", the nested models (the config reader refuses more than
+# CONFIG.max_model_nesting), then a layer, or "keras_api.metrics.N" (3 segments) of a model.
+MAX_NODE_SEGMENTS = CONFIG.max_model_nesting + 4
 
 _METADATA = {1: ("nodes", pw.LENGTH, True)}
 _NODE = {2: ("node_id", pw.VARINT, False), 3: ("node_path", pw.LENGTH, False), 4: ("identifier", pw.LENGTH, False),
@@ -73,13 +83,19 @@ def read_metadata(directory: pathlib.Path) -> tuple[dict, dict[tuple, tuple], di
         raise ConversionError(f"{where}: over {MAX_METADATA_BYTES:,} bytes; refused before parsing")
     names: dict[str, str] = {}  # node_path -> the layer's name
     ids: dict[str, int] = {}
+    depth: dict[str, int] = {}  # node_path -> its segments
     root = None
+    nodes_budget = pw.FieldBudget(MAX_METADATA_NODES, "nodes")
     try:
-        for raw in pw.message(data, _METADATA).get("nodes", []):
-            node = pw.message(raw, _NODE)
+        for raw in pw.message(data, _METADATA, nodes_budget).get("nodes", []):
+            node = pw.message(raw, _NODE, pw.FieldBudget(MAX_NODE_FIELDS, "fields in one node"))
             node_path = pw.text(node.get("node_path", b""), "a node_path")
             if len(node_path) > MAX_NODE_PATH or not (node_path == "root" or node_path.startswith("root.")):
                 raise pw.WireError(f"node_path {node_path[:80]!r} is not root or root.<child>...")
+            segments = node_path.count(".") + 1
+            if segments > MAX_NODE_SEGMENTS:
+                raise pw.LimitError(f"a node_path of {segments:,} segments ({node_path[:40]!r}...), more than "
+                                    f"{MAX_NODE_SEGMENTS} (models nest at most {CONFIG.max_model_nesting} deep)")
             if node_path in names:
                 raise pw.WireError(f"node_path {node_path!r} appears twice")
             try:
@@ -92,6 +108,10 @@ def read_metadata(directory: pathlib.Path) -> tuple[dict, dict[tuple, tuple], di
                 root = meta
             names[node_path] = str(meta.get("name", ""))
             ids[node_path] = pw.signed64(node.get("node_id", -1))
+            depth[node_path] = segments
+    except pw.LimitError as exc:
+        raise ConversionError(f"{where}: {exc}, over this reader's limit; a Keras model's SavedMetadata holds "
+                              "a few hundred nodes, each a few segments deep") from None
     except pw.WireError as exc:
         raise ConversionError(f"{where}: not a readable Keras SavedMetadata ({exc})") from None
     if root is None or not isinstance(root.get("config"), dict):
@@ -99,18 +119,20 @@ def read_metadata(directory: pathlib.Path) -> tuple[dict, dict[tuple, tuple], di
                               "records no layer list?); save a Functional or Sequential model")
     config = {"class_name": root.get("class_name", "Functional"), "config": root["config"],
               "keras_version": root.get("keras_version")}  # which Keras wrote it (preprocessing.input_stage)
+    # The Keras path of a node: the names of the nested models on the way, then the layer's own. Built
+    # from its parent's, shallowest first, so each node costs its own path's length.
+    kpaths: dict[str, tuple] = {"root": ()}
     object_paths, node_ids = {}, {}
-    for node_path, name in names.items():
+    for node_path in sorted(names, key=depth.__getitem__):
         if node_path == "root":
             continue
-        parts = node_path.split(".")[1:]
-        # the Keras path: the names of the nested models on the way, then the layer's own
-        prefixes = [".".join(["root", *parts[:i]]) for i in range(1, len(parts) + 1)]
-        if any(p not in names for p in prefixes):
+        parent = node_path.rpartition(".")[0]
+        if parent not in kpaths:
             continue  # an object inside a non-layer (metrics under keras_api): no layer of the config
-        kpath = tuple(names[p] for p in prefixes)
-        object_paths[kpath] = tuple(parts)
-        node_ids[tuple(parts)] = ids[node_path]
+        kpath = kpaths[node_path] = kpaths[parent] + (names[node_path],)
+        opath = tuple(node_path.split(".")[1:])
+        object_paths[kpath] = opath
+        node_ids[opath] = ids[node_path]
     return config, object_paths, node_ids
 
 

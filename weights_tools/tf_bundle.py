@@ -3,33 +3,24 @@
 A bundle with prefix ``P`` (``save_weights("ckpt")`` gives ``P = ckpt``; a
 SavedModel has ``P = variables/variables``) is two files:
 
-* ``P.index``: a LevelDB-format SSTable (google/leveldb's table format document, ``doc/table_format`` there;
-  TensorFlow's copy is ``tsl/lib/io/table*``). Its last 48 bytes are the footer:
-  two BlockHandles (varint64 offset, varint64 size; padded to 40 bytes) for the
-  metaindex and index blocks, then the magic ``0xdb4775248b80fb57`` as a
-  little-endian fixed64. Each block is followed by a 5-byte trailer: its
-  compression type (0: none) and the masked CRC32C of the block and that type
-  byte. A block is a run of prefix-compressed entries (varint32 shared key
-  bytes, varint32 unshared key bytes, varint32 value length, the unshared key
-  bytes, the value) then the restart offsets (fixed32 each) and their count
-  (fixed32). The index block maps keys to the BlockHandles of the data blocks,
-  which hold, in key order, ``"" -> BundleHeaderProto`` and ``tensor key ->
-  BundleEntryProto`` (tensorflow/core/protobuf/tensor_bundle.proto).
+* ``P.index``: a LevelDB-format SSTable (:mod:`weights_tools.sstable`) which
+  holds, in key order, ``"" -> BundleHeaderProto`` and ``tensor key ->
+  BundleEntryProto`` (tensorflow/core/protobuf/tensor_bundle.proto);
 * ``P.data-00000-of-00001``: the tensors' raw bytes, little-endian, C order, at
   ``[offset, offset + size)`` of the shard the entry names. ``crc32c`` is the
-  masked CRC32C of those bytes (tensor_bundle.cc, ``BundleWriter::Add``), which
-  TensorFlow verifies when it reads a tensor, and so do we.
+  masked CRC32C (:mod:`weights_tools.crc32c`) of those bytes (tensor_bundle.cc,
+  ``BundleWriter::Add``), which TensorFlow verifies when it reads a tensor, and so do we.
 
 TensorFlow writes bundles uncompressed (``TableBuilderOptions``: kNoCompression)
 and Keras on one device writes one shard. Against hostile files (the budget
 rule, docs/security.md) this reader:
 
 * opens regular files only (a FIFO blocks ``open()`` forever) and caps the
-  index at :data:`MAX_INDEX_BYTES` and :data:`MAX_ENTRIES`, far above any
-  Keras model's;
-* checks the footer, every block's trailer and CRC, and that data blocks are
-  disjoint and in order (a block cannot be parsed twice), before any tensor;
-* refuses compressed blocks, big-endian bundles, several shards, partitioned
+  index at :data:`MAX_INDEX_BYTES` (and the table's entries, see
+  :mod:`weights_tools.sstable`), far above any Keras model's;
+* checks the table (footer, block trailers and CRCs, blocks disjoint and in
+  order) before any tensor;
+* refuses big-endian bundles, several shards, partitioned
   (sliced) tensors, and entries whose size is not ``prod(shape) * itemsize``
   or whose bytes lie beyond the data file;
 * reads a tensor only when the converter has checked its shape and dtype
@@ -47,23 +38,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npxception._jit import njit
 from npxception.untrusted import IrregularFileError, ReadBudget, open_regular
 from npxception.weights import weight_budget
 
 from . import protowire as pw
+from .crc32c import crc32c, unmask
 from .hdf5 import PARAM_BYTES, StoredArray
 from .mapping import ConversionError
+from .sstable import read_table
 
-TABLE_MAGIC = 0xDB4775248B80FB57  # leveldb's kTableMagicNumber, TensorFlow's too
-FOOTER_BYTES = 48  # 2 BlockHandles padded to 40 bytes, then the 8-byte magic
-TRAILER_BYTES = 5  # compression type + masked crc32c
 HEADER_KEY = b""  # the BundleHeaderProto's key, first in the table
-# An Xception checkpoint after fit() with Adam holds ~720 entries in a ~50 kB
-# index; a SavedModel's ~240. These caps are 300x and 1000x that.
+# An Xception checkpoint after fit() with Adam has a ~50 kB index; this cap is 300x that.
 MAX_INDEX_BYTES = 16 * 1024**2
-MAX_ENTRIES = 200_000
 MAX_RANK = 8  # Keras weights have rank <= 4
+# A BundleEntryProto has 7 fields and a shape of rank <= MAX_RANK; the header, 3 and a version of 3.
+# Their fields are counted as decoded (a 16 MB entry of 2-byte fields would be 8M Python tuples).
+MAX_PROTO_FIELDS = 1000
 # The object graph (a DT_STRING scalar): 43 kB for the recipe's checkpoint, 123 kB for its SavedModel.
 # Decoded into Python objects it grows ~20x, so 8 MiB (65x the SavedModel's) stays within ~200 MB.
 MAX_STRING_BYTES = 8 * 1024**2
@@ -86,164 +76,6 @@ _ENTRY = {1: ("dtype", pw.VARINT, False), 2: ("shape", pw.LENGTH, False), 3: ("s
 _SHAPE = {2: ("dim", pw.LENGTH, True), 3: ("unknown_rank", pw.VARINT, False)}
 _DIM = {1: ("size", pw.VARINT, False)}
 
-
-# ---- CRC32C (Castagnoli), as leveldb and TensorFlow use it ------------------------------
-
-def _crc_tables() -> np.ndarray:
-    """Slicing-by-8 tables of the reflected polynomial 0x82F63B78: ``T[0]`` is the byte-wise table,
-    ``T[k][b]`` the CRC of byte ``b`` followed by ``k`` zero bytes."""
-    t = np.zeros((8, 256), np.uint32)
-    for b in range(256):
-        crc = b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-        t[0, b] = crc
-    for k in range(1, 8):
-        t[k] = (t[k - 1] >> 8) ^ t[0][t[k - 1] & 0xFF]
-    return t
-
-
-_TABLES = _crc_tables()
-
-
-def crc32c_reference(data: bytes, crc: int = 0) -> int:
-    """CRC32C bit by bit: ``crc = ~crc; for each bit: crc = (crc >> 1) ^ (0x82F63B78 if crc & 1)``; ``~crc``."""
-    crc ^= 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-@njit
-def _crc32c_kernel(data, tables, crc):
-    # slicing-by-8: eight table lookups per 8 bytes instead of one per byte (~1 GB/s here)
-    crc = crc ^ np.uint32(0xFFFFFFFF)
-    n = data.shape[0]
-    i = 0
-    while i + 8 <= n:
-        lo = crc ^ (np.uint32(data[i]) | (np.uint32(data[i + 1]) << 8) | (np.uint32(data[i + 2]) << 16)
-                    | (np.uint32(data[i + 3]) << 24))
-        crc = (tables[7, lo & 0xFF] ^ tables[6, (lo >> 8) & 0xFF] ^ tables[5, (lo >> 16) & 0xFF]
-               ^ tables[4, lo >> 24] ^ tables[3, data[i + 4]] ^ tables[2, data[i + 5]]
-               ^ tables[1, data[i + 6]] ^ tables[0, data[i + 7]])
-        i += 8
-    while i < n:
-        crc = tables[0, (crc ^ data[i]) & 0xFF] ^ (crc >> 8)
-        i += 1
-    return crc ^ np.uint32(0xFFFFFFFF)
-
-
-def crc32c(data, crc: int = 0) -> int:
-    """CRC32C of ``data`` (bytes or a uint8 array), extending ``crc``: the fast twin of :func:`crc32c_reference`."""
-    arr = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
-    return int(_crc32c_kernel(arr, _TABLES, np.uint32(crc)))
-
-
-def unmask(masked: int) -> int:
-    """leveldb's ``crc32c::Unmask``: stored CRCs are rotated right by 15 bits plus 0xa282ead8, so a CRC of
-    data that embeds CRCs stays informative."""
-    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
-    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
-
-
-def mask(crc: int) -> int:
-    """leveldb's ``crc32c::Mask``, the inverse of :func:`unmask`."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-# ---- the SSTable --------------------------------------------------------------------------
-
-def _handle(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:
-    offset, pos = pw.read_varint(buf, pos, end)
-    size, pos = pw.read_varint(buf, pos, end)
-    return offset, size, pos
-
-
-def _block(data: bytes, offset: int, size: int, limit: int, where: str, what: str) -> bytes:
-    """The contents of the block at ``(offset, size)``, its trailer's type and CRC checked."""
-    if offset < 0 or size < 4 or offset + size + TRAILER_BYTES > limit:
-        raise ConversionError(f"{where}: the {what} at bytes {offset}..{offset + size} lies outside the "
-                              f"{limit}-byte table (a truncated or corrupt index file)")
-    contents = data[offset:offset + size]
-    kind = data[offset + size]
-    if kind != 0:
-        raise ConversionError(f"{where}: the {what} is compressed (type {kind}); TensorFlow writes bundle "
-                              "indexes uncompressed, and this reader reads no other")
-    stored = struct.unpack_from("<I", data, offset + size + 1)[0]
-    actual = crc32c(data[offset:offset + size + 1])
-    if unmask(stored) != actual:
-        raise ConversionError(f"{where}: the {what} fails its checksum (stored {unmask(stored):08x}, "
-                              f"computed {actual:08x}; a corrupt index file)")
-    return contents
-
-
-def _block_entries(contents: bytes, where: str, what: str) -> list[tuple[bytes, bytes]]:
-    """The ``(key, value)`` pairs of one block, keys rebuilt from their shared prefixes."""
-    n = len(contents)
-    restarts = struct.unpack_from("<I", contents, n - 4)[0]
-    end = n - 4 - 4 * restarts
-    if restarts < 1 or end < 0:
-        raise ConversionError(f"{where}: the {what} claims {restarts} restart points in {n} bytes (corrupt)")
-    out, key, pos = [], b"", 0
-    try:
-        while pos < end:
-            shared, pos = pw.read_varint(contents, pos, end)
-            unshared, pos = pw.read_varint(contents, pos, end)
-            length, pos = pw.read_varint(contents, pos, end)
-            if shared > len(key) or unshared + length > end - pos:
-                raise pw.WireError("an entry runs past the end of its block")
-            key = key[:shared] + contents[pos:pos + unshared]
-            pos += unshared
-            out.append((key, contents[pos:pos + length]))
-            pos += length
-    except pw.WireError as exc:
-        raise ConversionError(f"{where}: unreadable {what} ({exc})") from None
-    return out
-
-
-def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
-    """Every ``(key, value)`` of an SSTable held in ``data``, in key order."""
-    if len(data) < FOOTER_BYTES:
-        raise ConversionError(f"{where}: {len(data)} bytes, too short for a TensorFlow checkpoint index "
-                              f"(its footer alone is {FOOTER_BYTES}); a truncated file?")
-    footer = len(data) - FOOTER_BYTES
-    magic = struct.unpack_from("<Q", data, footer + 40)[0]
-    if magic != TABLE_MAGIC:
-        raise ConversionError(f"{where}: not a TensorFlow checkpoint index (its footer ends in {magic:#018x}, "
-                              f"expected the table magic {TABLE_MAGIC:#018x}); truncated or another format?")
-    try:
-        _, _, pos = _handle(data, footer, footer + 40, "metaindex")
-        index_offset, index_size, _ = _handle(data, pos, footer + 40, "index")
-    except pw.WireError as exc:
-        raise ConversionError(f"{where}: unreadable index footer ({exc})") from None
-    index = _block_entries(_block(data, index_offset, index_size, footer, where, "index block"), where,
-                           "index block")
-    entries: list[tuple[bytes, bytes]] = []
-    next_free = 0
-    for i, (_, value) in enumerate(index):
-        try:
-            offset, size, _ = _handle(value, 0, len(value), "data block")
-        except pw.WireError as exc:
-            raise ConversionError(f"{where}: unreadable handle of data block {i} ({exc})") from None
-        # Blocks in file order and disjoint: each byte of the table is parsed once at most.
-        if offset < next_free:
-            raise ConversionError(f"{where}: data block {i} overlaps or precedes block {i - 1}; "
-                                  "every block is read once")
-        next_free = offset + size + TRAILER_BYTES
-        block = _block(data, offset, size, index_offset, where, f"data block {i}")
-        entries += _block_entries(block, where, f"data block {i}")
-        if len(entries) > MAX_ENTRIES:
-            raise ConversionError(f"{where}: more than {MAX_ENTRIES:,} entries; a Keras checkpoint holds "
-                                  "a few hundred")
-    for (a, _), (b, _) in zip(entries, entries[1:]):
-        if not a < b:  # an SSTable's keys are sorted and unique
-            raise ConversionError(f"{where}: key {b[:80]!r} is out of order or repeated (a corrupt index)")
-    return entries
-
-
-# ---- the bundle -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Entry:
@@ -279,15 +111,16 @@ def bundle_prefix(path) -> pathlib.Path:
 
 
 def _decode_entry(key: str, value: bytes, where: str) -> Entry:
+    budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
     try:
-        e = pw.message(value, _ENTRY)
+        e = pw.message(value, _ENTRY, budget)
         dims = []
         if "shape" in e:
-            shape = pw.message(e["shape"], _SHAPE)
+            shape = pw.message(e["shape"], _SHAPE, budget)
             if shape.get("unknown_rank"):
                 raise pw.WireError("a shape of unknown rank")
             for d in shape.get("dim", []):
-                dims.append(pw.signed64(pw.message(d, _DIM).get("size", 0)))
+                dims.append(pw.signed64(pw.message(d, _DIM, budget).get("size", 0)))
     except pw.WireError as exc:
         raise ConversionError(f"{where}: entry {key!r} is not a readable BundleEntryProto ({exc})") from None
     if e.get("slices"):
@@ -369,9 +202,10 @@ class Bundle:
         return data
 
     def _check_header(self, value: bytes):
+        budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
         try:
-            header = pw.message(value, _HEADER)
-            version = pw.message(header.get("version", b""), _VERSION)
+            header = pw.message(value, _HEADER, budget)
+            version = pw.message(header.get("version", b""), _VERSION, budget)
         except pw.WireError as exc:
             raise ConversionError(f"{self.where}: unreadable bundle header ({exc})") from None
         if header.get("endianness", 0) != 0:

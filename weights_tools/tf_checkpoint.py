@@ -59,6 +59,14 @@ VALUE_ATTRIBUTE = "VARIABLE_VALUE"
 WEIGHT_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "bias", "gamma", "beta", "moving_mean",
                 "moving_variance", "mean", "variance", "count")
 
+# The object graph is decoded field by field against these caps (protowire.FieldBudget), so a refusal
+# comes before the Python objects (~100 bytes a field, from 2 bytes of input) are made. The recipe's
+# SavedModel (the largest graph of the corpus: the model also lists its variables) has 2,426 objects,
+# 20,701 fields in all, and its largest object (the root) 240 fields; the flat checkpoint's root has 314.
+MAX_OBJECTS = 100_000  # 40x the recipe's SavedModel
+MAX_GRAPH_FIELDS = 1_000_000  # 50x its fields: objects, references, attributes and their fields together
+MAX_OBJECT_FIELDS = 100_000  # 300x the largest object's (children, attributes, ...)
+
 _GRAPH = {1: ("nodes", pw.LENGTH, True)}
 _OBJECT = {1: ("children", pw.LENGTH, True), 2: ("attributes", pw.LENGTH, True)}
 _REFERENCE = {1: ("node_id", pw.VARINT, False), 2: ("local_name", pw.LENGTH, False)}
@@ -115,21 +123,25 @@ def read_object_graph(bundle: Bundle) -> ObjectGraph:
     raw = bundle.string(OBJECT_GRAPH_KEY)
     children: list[dict[str, int]] = []
     values: dict[int, Variable] = {}
+    total = pw.FieldBudget(MAX_GRAPH_FIELDS, "fields in all (objects, references, attributes)")
     try:
-        nodes = pw.message(raw, _GRAPH).get("nodes", [])
+        nodes = pw.message(raw, _GRAPH, total, pw.FieldBudget(MAX_OBJECTS, "objects")).get("nodes", [])
         for i, node in enumerate(nodes):
-            obj = pw.message(node, _OBJECT)
+            obj = pw.message(node, _OBJECT, total, pw.FieldBudget(MAX_OBJECT_FIELDS, f"fields in object {i}"))
             refs: dict[str, int] = {}
             for ref in obj.get("children", []):
-                r = pw.message(ref, _REFERENCE)
+                r = pw.message(ref, _REFERENCE, total)
                 # the first reference of a name wins, as TensorFlow's restore does
                 refs.setdefault(pw.text(r.get("local_name", b""), "a child's name"), pw.signed64(r.get("node_id", 0)))
             children.append(refs)
             for attr in obj.get("attributes", []):
-                a = pw.message(attr, _TENSOR)
+                a = pw.message(attr, _TENSOR, total)
                 if pw.text(a.get("name", b""), "an attribute's name") == VALUE_ATTRIBUTE:
                     values[i] = Variable(pw.text(a.get("full_name", b""), "a variable's name"),
                                          pw.text(a.get("checkpoint_key", b""), "a checkpoint key"))
+    except pw.LimitError as exc:
+        raise ConversionError(f"{where}: entry {OBJECT_GRAPH_KEY} holds {exc} (the limit); a Keras model's "
+                              "object graph holds a few thousand objects") from None
     except pw.WireError as exc:
         raise ConversionError(f"{where}: entry {OBJECT_GRAPH_KEY} is not a readable object graph ({exc})") from None
     if not children:
