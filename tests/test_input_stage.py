@@ -84,18 +84,23 @@ def test_model_with_rescaling_takes_pixels(plain):
     np.testing.assert_allclose(ours(pixels), plain(npxception.preprocess_input(pixels)), rtol=1e-10)
 
 
+def _round_trip(model, path):
+    """``(manifest, the loaded model, its summary)`` after saving ``model``: the stage survives, takes pixels."""
+    model.save(path)
+    manifest, _ = wfile.read(path)
+    loaded = npxception.load(path)
+    assert loaded.input_stage == model.input_stage and loaded.takes_pixels and manifest["feed"] == "pixels"
+    lines = []
+    loaded.summary(print_fn=lines.append)
+    return manifest, loaded, "\n".join(lines)
+
+
 def test_manifest_round_trip_and_version(plain, tmp_path):
     ours = _with_stage(plain, [RESCALE, NORMALIZE, {"kind": "resizing", "name": "resize", "height": 71,
                                                     "width": 71}])
-    path = ours.save(tmp_path / "staged.npz")
-    manifest, _ = wfile.read(path)
+    manifest, _, text = _round_trip(ours, tmp_path / "staged.npz")
     # a version-2 reader would skip the stage and compute something else: it must refuse the file
-    assert manifest["format_version"] == wfile.WITH_INPUT_STAGE == 3 and manifest["feed"] == "pixels"
-    loaded = npxception.load(path)
-    assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
-    lines = []
-    loaded.summary(print_fn=lines.append)
-    text = "\n".join(lines)
+    assert manifest["format_version"] == wfile.WITH_INPUT_STAGE == 3
     assert "input stage: rescaling (Rescaling): x * 0.00784314 + -1" in text
     assert "input stage: resize (Resizing): 71x71, interpolation=bilinear [writer unrecorded" in text
     assert "raw pixels" in text
@@ -110,16 +115,9 @@ PREPROCESS_INPUT = [{"kind": "arithmetic", "name": "true_divide", "op": "divide"
 def test_arithmetic_stage_round_trip_version_and_pixels(plain, tmp_path):
     """preprocess_input as operation nodes: format 5 (a version-4 reader would refuse the step as an unknown
     kind without saying a newer npxception reads it), shown by summary(), fed raw pixels by predict()."""
-    ours = _with_stage(plain, PREPROCESS_INPUT)
-    path = ours.save(tmp_path / "ops.npz")
-    manifest, _ = wfile.read(path)
-    assert manifest["format_version"] == wfile.FORMAT_VERSION == 5 and manifest["feed"] == "pixels"
-    loaded = npxception.load(path)
-    assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
-    lines = []
-    loaded.summary(print_fn=lines.append)
-    assert "input stage: true_divide (TrueDivide): x / 127.5\n  input stage: subtract (Subtract): x - 1" \
-        in "\n".join(lines)
+    manifest, loaded, text = _round_trip(_with_stage(plain, PREPROCESS_INPUT), tmp_path / "ops.npz")
+    assert manifest["format_version"] == wfile.FORMAT_VERSION == 5
+    assert "input stage: true_divide (TrueDivide): x / 127.5\n  input stage: subtract (Subtract): x - 1" in text
     image = np.random.default_rng(5).integers(0, 256, (71, 71, 3), dtype=np.uint8)
     # npxception's preprocess_input divides too: the same float64 numbers, so the same scores
     assert npxception.predict(image, model=loaded, top=3) == npxception.predict(image, model=plain, top=3)
