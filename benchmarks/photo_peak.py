@@ -1,4 +1,4 @@
-"""Peak RSS of ``npxception.predict`` on one large photo, fixed-size model against one that takes photos at their own size.
+"""Peak RSS of ``npxception.predict`` on one large photo: a fixed-size model, and one that takes it at its own size.
 
     python benchmarks/photo_peak.py [--side 8000] [--runs 3] [--input 299]
 
@@ -74,7 +74,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         photo = os.path.join(folder, "photo.jpg")
         smooth_jpeg(photo, args.side)
-        print(f"{args.side}x{args.side} JPEG, {os.path.getsize(photo) / 1e6:.1f} MB; backbone {args.input}x{args.input}")
+        print(f"{args.side}x{args.side} JPEG, {os.path.getsize(photo) / 1e6:.1f} MB; "
+              f"backbone {args.input}x{args.input}")
         for (name, dtype), weights in models(folder, args.input).items():
             peak_mb(weights, photo)  # fills the kernel cache: a compile's peak is not a prediction's
             runs = [peak_mb(weights, photo) for _ in range(args.runs)]
