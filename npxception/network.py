@@ -23,6 +23,7 @@ from . import input_stage as stage
 from .config import CONFIG
 from .fast import fast_forward
 from .head import run_head
+from .ops._checks import check_impl
 from .params import as_dtype, check_params
 from .summary import summary_table
 from .untrusted import short_repr
@@ -177,16 +178,14 @@ class XceptionModel:
         capture: None (nothing), "all", or a list of layer names (see ``layer_names``).
         impl: "fast" (Numba/BLAS kernels) or "reference" (every op's readable twin).
         """
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        check_impl("model", impl)
         return self._run_backbone(self.backbone_input(x), self._capture_set(capture), impl)
 
     def run_backbone(self, b, *, impl="fast"):
         """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, 3)``
         at the backbone's ``input_shape``, in the model's dtype); ``predict()`` stacks photos of different
         sizes this way, each brought to the backbone's size by the stage."""
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        check_impl("model", impl)
         eh, ew = self.input_shape[:2]
         if (not isinstance(b, np.ndarray) or b.ndim != 4 or b.dtype != self.dtype
                 or (eh is not None and b.shape[1:3] != (eh, ew))):
@@ -204,6 +203,24 @@ class XceptionModel:
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
         return stage.apply(self.input_stage, self._check_input(x))
+
+    def backbone_input_gathered(self, hw, read, feed) -> np.ndarray:
+        """``backbone_input(feed(x)[None])`` for one ``H x W`` image ``x`` that is never whole in memory.
+
+        ``read(rows, cols)`` gives ``x[rows][:, cols]``, ``feed`` is pixelwise (predict's cast to float
+        and ``preprocess_input``): only the pixels the input stage's first geometry step reads are read,
+        fed and checked (:func:`npxception.input_stage.apply_gathered`), with the same bits and the
+        same refusals as :meth:`backbone_input`. ``(1, H', W', 3)`` at the backbone's size.
+        """
+        self.check_image_size(*hw)
+
+        def fed(pixels):
+            x = np.ascontiguousarray(feed(pixels), dtype=self.dtype)
+            if not np.isfinite(x).all():  # the gathered values only: what the stage computes with
+                raise ValueError("x: contains NaN or Inf")
+            return x
+
+        return stage.apply_gathered(self.input_stage, hw, read, fed)
 
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -265,6 +282,7 @@ class XceptionModel:
         table (one array, two for an ``add``; a head layer takes the previous
         layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
         """
+        check_impl("run_layer", impl)
         x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
         for layer in self.layers:
             if layer.name == name:
