@@ -59,7 +59,8 @@ def converted(corpus, tmp_path_factory):
                  "argv": ["convert", corpus["tf_keras_ckpt"].path, "-o", str(work / "refused" / "z.npz")]})
     jobs.append({"name": "tf_keras_flat_ckpt_no_flags",
                  "argv": ["convert", corpus["tf_keras_flat_ckpt_flags"].path, "-o", str(work / "refused" / "w.npz")]})
-    for name in ("recipe_keras", "tf_keras_recipe_h5", "gmp160_weights_h5", "tf_keras_savedmodel"):
+    for name in ("recipe_keras", "tf_keras_recipe_h5", "gmp160_weights_h5", "tf_keras_savedmodel",
+                 "tf_keras_preprocess_input_h5"):
         jobs.append({"name": f"inspect_{name}", "argv": ["inspect", corpus[name].path]})
     return work, run_jobs(jobs, work)
 
@@ -181,6 +182,15 @@ def test_heads_and_input_stage_are_recorded(converted):
     assert "center_crop (CenterCrop): 71x71 [Keras 3]" in crop and "(Rescaling)" in crop, crop
     assert "resizing (Resizing): 71x71, interpolation=bilinear [Keras 3]" in results["resizing_keras"]["summary"]
     assert "center_crop (CenterCrop): 71x71 [tf_keras]" in results["tf_keras_center_crop_h5"]["summary"]
+    # the tutorial's preprocess_input: two operations on the input tensor, in each Keras' names
+    assert "input stage: true_divide (TrueDivide): x / 127.5\n  input stage: subtract (Subtract): x - 1\n" \
+        in results["preprocess_input_keras"]["summary"]
+    assert "input stage: tf.math.truediv (TFOpLambda): x / 127.5\n  input stage: tf.math.subtract (TFOpLambda): " \
+        "x - 1\n" in results["tf_keras_preprocess_input_h5"]["summary"]
+    inspected = results["inspect_tf_keras_preprocess_input_h5"]["stdout"]
+    # its call, in place of weights; it reads the augmentation Sequential's last layer
+    assert "TFOpLambda               tf.math.truediv(random_rotation, y=127.5)" in inspected, inspected
+    assert "input stage: tf.math.subtract (TFOpLambda): x - 1" in inspected
 
 
 def _refusal(res, name):
@@ -440,6 +450,43 @@ def test_preprocessing_after_the_backbone_is_refused_not_dropped(recipe_layers):
     edited = _edited(recipe_layers, "dropout", "Rescaling", scale=2.0, offset=0.0)
     with pytest.raises(ConversionError, match="dropout \\(Rescaling\\)"):
         _convert(edited)
+
+
+def _with_operation(klayers, before, reads):
+    """The layer list with `x * 2.0` (a Keras 3 operation node) inserted where layer ``before`` reads ``reads``."""
+    import dataclasses
+
+    from weights_tools.graph import Argument, KLayer
+
+    op = KLayer(name="multiply", class_name="Multiply", function="keras.src.ops.numpy.Multiply", inbound=[reads],
+                arguments=[Argument("#0", tensor=reads, dtype="float32"), Argument("#1", value=2.0)])
+    out = []
+    for k in klayers:
+        if k.name == before:
+            out.append(op)
+            k = dataclasses.replace(k, inbound=["multiply" if i == reads else i for i in k.inbound])
+        out.append(k)
+    return out
+
+
+def test_operation_in_the_head_or_the_backbone_is_refused_by_name_or_skipped(corpus):
+    """The tutorial's model with `x * 2.0` after its pooling, or between two backbone blocks: refused, naming
+    the operation, its call and where it sits; the user's --skip-layer converts it to the tutorial's model."""
+    import weights_tools
+    from weights_tools import ConversionError
+
+    klayers = weights_tools.read_layers(corpus["preprocess_input_keras"].path).klayers
+    plain = _convert(klayers)
+    assert [s["kind"] for s in plain.input_stage] == ["arithmetic", "arithmetic"]
+    block5 = next(k for k in klayers if k.name == "block5_sepconv1_act")
+    for before, reads, where in (("dropout", "pool", "in the head"), ("block5_sepconv1_act", block5.inbound[0],
+                                                                      "inside the backbone")):
+        edited = _with_operation(klayers, before, reads)
+        with pytest.raises(ConversionError, match=f"operation multiply \\(keras.ops.multiply\\({reads}, 2.0\\)\\) "
+                                                  f"{where}, reading from {reads}: .*--skip-layer multiply"):
+            _convert(edited)
+        skipped = _convert(edited, skip_layers=("multiply",))
+        assert skipped.input_stage == plain.input_stage and skipped.head == plain.head
 
 
 def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):

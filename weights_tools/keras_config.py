@@ -129,6 +129,14 @@ def is_operation(entry) -> bool:
     return isinstance(module, str) and _OPERATION_MODULE.match(module) is not None
 
 
+def _moduleless_operation(entry, node) -> bool:
+    """A Keras 3 operation as Keras 3's legacy ``.h5`` save writes it: a Keras 3 node (``{"args": ...}``), no
+    ``module``, and no ``trainable`` in its config, which every Keras 3 layer's ``get_config`` writes."""
+    config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    return (isinstance(node, dict) and entry.get("module") is None and "trainable" not in config
+            and entry.get("class_name") not in ("InputLayer", *MODEL_CLASSES))
+
+
 def _is_ref(value) -> bool:
     """tf_keras' rule for a serialised tensor (``convert_inner_node_data``): ``[layer name, node index,
     tensor index(, kwargs)]``."""
@@ -326,6 +334,12 @@ class _Reader:
                 else:
                     self.record_input_shape(config)
             function, arguments = None, ()
+            if nodes and _moduleless_operation(entry, nodes[0]):
+                raise ConversionError(
+                    f"{self.source}: operation {name} ({class_name}): Keras 3 wrote it into a legacy .h5 without "
+                    f"its module, and Keras 3 cannot load that file itself (\"Unknown layer: '{class_name}'\"), "
+                    "so no Keras can check what it computes. Save the model as .keras "
+                    "(model.save('model.keras')) and convert that")
             if nodes and (is_operation(entry) or class_name in OPERATION_LAYERS):
                 function, arguments = _operation(entry, nodes[0], flat)
             self.emit(prefix + name, str(class_name), config, inbound, path + (name,), function, arguments)
