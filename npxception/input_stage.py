@@ -93,7 +93,8 @@ from .config import CONFIG
 from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, pad_and_resize, resample,
                          resize)
 
-AFFINE = ("rescaling", "normalization", "arithmetic")
+# Steps that preprocess each pixel alone (module docstring): a model with one takes raw pixels.
+PIXELWISE = ("rescaling", "normalization", "arithmetic")
 # arithmetic's ops, as Keras computes them: elementwise in the tensor's dtype (numpy's true_divide is IEEE division)
 ARITHMETIC = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide}
 SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
@@ -193,13 +194,13 @@ def validate(steps) -> list[dict]:
         elif kind in GEOMETRY:
             out.append(_geometry(step, where))
         else:
-            raise ValueError(f"{where}: unknown kind {kind!r}; expected one of {AFFINE + GEOMETRY}")
+            raise ValueError(f"{where}: unknown kind {kind!r}; expected one of {PIXELWISE + GEOMETRY}")
     return out
 
 
 def takes_pixels(steps) -> bool:
-    """True when the stage rescales or normalises: the model's input is raw pixels in [0, 255]."""
-    return any(s["kind"] in AFFINE for s in steps)
+    """True when the stage rescales, normalises or does arithmetic: the model's input is raw pixels in [0, 255]."""
+    return any(s["kind"] in PIXELWISE for s in steps)
 
 
 def has_geometry(steps) -> bool:

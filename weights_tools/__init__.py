@@ -83,14 +83,6 @@ def _recorded_version(config) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _h5_version(h5) -> str | None:
-    """The ``keras_version`` attribute of a legacy HDF5 file, else None (an unreadable one is no version)."""
-    try:
-        return h5.attr_text(h5.file, "keras_version")
-    except (UnicodeDecodeError, TypeError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def open_layers(src, *, config=None):
     """Open any supported file as a :class:`Reading`.
@@ -139,7 +131,7 @@ def open_layers(src, *, config=None):
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
             kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
-            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), _h5_version(h5))
+            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
             return
         if "layers" in names:
             if config is not None:

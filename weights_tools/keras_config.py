@@ -60,11 +60,13 @@ def read_keras_config(config, *, source: str = "model config") -> tuple[list[KLa
     return klayers, input_shape
 
 
-def flatten_config(config, *, source: str = "model config"):
+def flatten_config(config, *, source: str = "model config", keras3_legacy_h5: bool = False):
     """Like :func:`read_keras_config`, plus ``{flat name: (nested model, ..., layer name)}``.
 
     The path names each layer inside the nested models it sits in, which is how
     :mod:`weights_tools.from_keras` and the archive readers find its weights.
+    ``keras3_legacy_h5``: the config of a legacy ``.h5`` that Keras 3 wrote, whose
+    operations (``x / 127.5``) lost their module there and are refused by name.
     """
     if isinstance(config, (str, bytes)):
         try:
@@ -72,7 +74,7 @@ def flatten_config(config, *, source: str = "model config"):
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise ConversionError(f"{source}: the model config is not valid JSON ({exc})") from None
     class_name, cfg = _unwrap(config, source)
-    reader = _Reader(source)
+    reader = _Reader(source, keras3_legacy_h5)
     out, _ = reader.model(class_name, cfg, outer_inbound=None, prefix="", path=())
     if not reader.klayers:
         raise ConversionError(f"{source}: the model config holds no layers")
@@ -130,8 +132,8 @@ def is_operation(entry) -> bool:
 
 
 def _moduleless_operation(entry, node) -> bool:
-    """A Keras 3 operation as Keras 3's legacy ``.h5`` save writes it: a Keras 3 node (``{"args": ...}``), no
-    ``module``, and no ``trainable`` in its config, which every Keras 3 layer's ``get_config`` writes."""
+    """A Keras 3 operation as Keras 3's legacy ``.h5`` save writes it (every entry without its module): a
+    Keras 3 node (``{"args": ...}``) and no ``trainable`` in its config, which every Keras 3 layer writes."""
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     return (isinstance(node, dict) and entry.get("module") is None and "trainable" not in config
             and entry.get("class_name") not in ("InputLayer", *MODEL_CLASSES))
@@ -239,8 +241,9 @@ def _endpoint_names(value) -> list[str]:
 
 
 class _Reader:
-    def __init__(self, source):
+    def __init__(self, source, keras3_legacy_h5=False):
         self.source = source
+        self.keras3_legacy_h5 = keras3_legacy_h5
         self.klayers: list[KLayer] = []
         self.paths: dict[str, tuple] = {}
         self.input_shape = None
@@ -334,7 +337,7 @@ class _Reader:
                 else:
                     self.record_input_shape(config)
             function, arguments = None, ()
-            if nodes and _moduleless_operation(entry, nodes[0]):
+            if self.keras3_legacy_h5 and nodes and _moduleless_operation(entry, nodes[0]):
                 raise ConversionError(
                     f"{self.source}: operation {name} ({class_name}): Keras 3 wrote it into a legacy .h5 without "
                     f"its module, and Keras 3 cannot load that file itself (\"Unknown layer: '{class_name}'\"), "

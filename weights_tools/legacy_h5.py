@@ -162,6 +162,14 @@ def training_state(h5: GuardedH5) -> dict[str, int]:
     return {"optimizer state": count}
 
 
+def h5_version(h5: GuardedH5) -> str | None:
+    """The ``keras_version`` attribute of a legacy HDF5 file, else None (an unreadable one is no version)."""
+    try:
+        return h5.attr_text(h5.file, "keras_version")
+    except (UnicodeDecodeError, TypeError, ValueError):
+        return None
+
+
 def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
     """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file."""
     group, full_model = _weights_root(h5)
@@ -193,7 +201,8 @@ def _with_config(h5: GuardedH5, groups, config_text):
         config = loads_json(config_text)
     except ValueError as exc:
         raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
-    klayers, paths, input_shape = flatten_config(config, source=h5.where)
+    klayers, paths, input_shape = flatten_config(config, source=h5.where,
+                                                 keras3_legacy_h5=(h5_version(h5) or "").startswith("3."))
     by_path = {paths[k.name]: k for k in klayers}
     for name, weight_names, arrays in groups:
         if not arrays:
