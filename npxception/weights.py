@@ -57,7 +57,11 @@ FORMAT = "npxception-weights"
 # other sizes, npxception.input_stage): a version-3 reader would refuse those sizes
 # and let predict() resize photos with load_img instead, a different answer;
 # files whose source size is the backbone's keep version 3 or 2.
-FORMAT_VERSION = 4
+# 5: the stage holds "arithmetic" steps (preprocess_input's x / 127.5 - 1 as operation nodes,
+# npxception.input_stage): a version-4 reader refuses the unknown step kind, but would not say
+# that a newer npxception reads it; only such files are version 5.
+FORMAT_VERSION = 5
+WITH_SOURCE_INPUT_SHAPE = 4
 WITH_INPUT_STAGE = 3
 WITHOUT_INPUT_STAGE = 2
 MANIFEST_KEY = "__manifest__"
@@ -92,7 +96,8 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    version = (FORMAT_VERSION if model.source_input_shape != model.input_shape
+    version = (FORMAT_VERSION if any(s["kind"] == "arithmetic" for s in model.input_stage)
+               else WITH_SOURCE_INPUT_SHAPE if model.source_input_shape != model.input_shape
                else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
     manifest = {"format": FORMAT, "format_version": version, **model.manifest()}
     arrays = dict(model.weights)
