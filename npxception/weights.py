@@ -10,7 +10,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
         {"format": "npxception-weights", "format_version": 2, "variant": "keras",
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
-         "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input"}
+         "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
+         "source_data_format": "channels_last"}   (or "channels_first", or null: not recorded)
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,
@@ -57,6 +58,10 @@ FORMAT = "npxception-weights"
 # other sizes, npxception.input_stage): a version-3 reader would refuse those sizes
 # and let predict() resize photos with load_img instead, a different answer;
 # files whose source size is the backbone's keep version 3 or 2.
+# "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
+# bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
+# source's format, so a reader that ignores the field computes the same answer; it only
+# tells compare and --check-with-keras to feed Keras NCHW.
 FORMAT_VERSION = 4
 WITH_INPUT_STAGE = 3
 WITHOUT_INPUT_STAGE = 2

@@ -34,6 +34,7 @@ from npxception.input_stage import KERAS_EPSILON, output_size
 from npxception.ops.resize import INTERPOLATIONS
 
 from .graph import KLayer
+from .layout import CHANNEL_AXES, CHANNELS_LAST
 
 # Keras and tf_keras class names whose inference path is `return inputs`.
 IDENTITY = frozenset({
@@ -51,9 +52,9 @@ class StageError(ValueError):
     """A preprocessing layer the converter cannot reproduce exactly; the message says why."""
 
 
-def _axis_is_channels(axis) -> bool:
+def _axis_is_channels(axis, data_format=CHANNELS_LAST) -> bool:
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    return axis in (-1, 3, None)
+    return axis in CHANNEL_AXES[data_format] or axis is None  # None: one mean and variance for every value
 
 
 def _per_channel(a, what) -> float | list[float]:
@@ -65,7 +66,8 @@ def _per_channel(a, what) -> float | list[float]:
     return [float(v) for v in a.reshape(3)]
 
 
-def _step(k: KLayer) -> dict:
+def _step(k: KLayer, data_format=CHANNELS_LAST) -> dict:
+    """One stage step; ``data_format``: the model's (weights_tools.layout), which says where the channels are."""
     cfg = k.config or {}
     kind = STAGE[k.class_name]
     what = f"layer {k.name} ({k.class_name})"
@@ -75,8 +77,10 @@ def _step(k: KLayer) -> dict:
     if kind == "normalization":
         if cfg.get("invert"):
             raise StageError(f"{what}: invert=True (de-normalisation) is not an input preprocessing")
-        if not _axis_is_channels(cfg.get("axis", -1)):
-            raise StageError(f"{what}: axis {cfg.get('axis')!r}; only per-channel (-1) statistics convert")
+        if not _axis_is_channels(cfg.get("axis", -1), data_format):
+            axes = " or ".join(map(str, CHANNEL_AXES[data_format]))
+            raise StageError(f"{what}: axis {cfg.get('axis')!r}; only per-channel statistics convert (axis {axes} "
+                             f"in a {data_format} model)")
         if k.weights:  # adapted: [mean, variance, count]
             if len(k.weights) != 3:
                 raise StageError(f"{what}: expected the arrays mean, variance and count, found {len(k.weights)}")
@@ -96,8 +100,7 @@ def _step(k: KLayer) -> dict:
     if not all(isinstance(d, int) and d > 0 for d in (h, w)):
         raise StageError(f"{what}: expected int height and width in its config, found {h!r}, {w!r}")
     keras = "keras3" if "data_format" in cfg else "tf_keras"
-    if cfg.get("data_format") not in (None, "channels_last"):
-        raise StageError(f"{what}: data_format {cfg['data_format']!r}; only channels_last converts")
+    # its data_format is the model's (weights_tools.layout refuses a mix): it crops and resizes H and W either way
     step = {"kind": kind, "name": k.name, "height": h, "width": w, "keras": keras}
     if kind != "resizing":
         return step
@@ -151,7 +154,8 @@ def _random_crop_determined(steps, hw, keras_version) -> None:
                          f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
 
 
-def input_stage(chain: list[KLayer], input_hw, keras_version=None) -> tuple[list[dict], tuple]:
+def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST
+                ) -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
@@ -159,9 +163,10 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None) -> tuple[list
     that input becomes the backbone's (:func:`npxception.input_stage.output_size`).
     ``keras_version`` is the version the file records (``"2.15.0"``; None when it
     records none), which decides what an old tf_keras RandomCrop computes.
+    ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
-    steps = [_step(k) for k in chain]
+    steps = [_step(k, data_format) for k in chain]
     hw = tuple(input_hw) if input_hw else (None, None)
     try:
         size = output_size(steps, hw)
