@@ -23,6 +23,7 @@ from . import input_stage as stage
 from .config import CONFIG
 from .fast import fast_forward
 from .head import run_head
+from .ops._checks import check_impl
 from .params import as_dtype, check_params
 from .summary import summary_table
 from .untrusted import short_repr
@@ -183,16 +184,14 @@ class XceptionModel:
         capture: None (nothing), "all", or a list of layer names (see ``layer_names``).
         impl: "fast" (Numba/BLAS kernels) or "reference" (every op's readable twin).
         """
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        check_impl("model", impl)
         return self._run_backbone(self.backbone_input(x), self._capture_set(capture), impl)
 
     def run_backbone(self, b, *, impl="fast"):
         """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, 3)``
         at the backbone's ``input_shape``, in the model's dtype); ``predict()`` stacks photos of different
         sizes this way, each brought to the backbone's size by the stage."""
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl: expected 'fast' or 'reference', found {impl!r}")
+        check_impl("model", impl)
         eh, ew = self.input_shape[:2]
         if (not isinstance(b, np.ndarray) or b.ndim != 4 or b.dtype != self.dtype
                 or (eh is not None and b.shape[1:3] != (eh, ew))):
@@ -271,6 +270,7 @@ class XceptionModel:
         table (one array, two for an ``add``; a head layer takes the previous
         layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
         """
+        check_impl("run_layer", impl)
         x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
         for layer in self.layers:
             if layer.name == name:

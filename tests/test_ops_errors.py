@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import npxception
 from npxception import ops
 
 f32, f64 = np.float32, np.float64
@@ -152,6 +153,17 @@ def test_unknown_impl(op):
             "max_pool2d": (X,)}[op]
     with pytest.raises(ValueError, match=rf"{op}: impl must be 'fast' or 'reference', found 'numba'"):
         getattr(ops, op)(*args, impl="numba")
+
+
+def test_unknown_impl_on_the_model_is_refused_before_any_work():
+    """Every public entry of the model names the argument, as the ops do; the input is not even looked at."""
+    model = npxception.Xception(weights=None, include_top=False, input_shape=(71, 71, 3), seed=0)
+    calls = [lambda: model(None, impl="numba"), lambda: model.forward(None, impl="numba"),
+             lambda: model.predict(None, impl="numba"), lambda: model.run_backbone(None, impl="numba"),
+             lambda: model.run_layer("block1_conv1", [None], impl="numba")]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"impl must be 'fast' or 'reference', found 'numba'"):
+            call()
 
 
 def test_padding_is_case_insensitive():
