@@ -236,6 +236,10 @@ def _report(src, reading: Reading, options) -> str:
     try:
         model = _model(reading, str(src), **options)
         total, trainable = model.count_params()
+        if model.source_data_format:
+            lines.append(f"data_format: {model.source_data_format}"
+                         + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"
+                            if model.source_data_format == "channels_first" else ""))
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
                      f"input {model.input_shape}"
                      + (f" (the source takes {model.source_input_shape})"
@@ -243,10 +247,6 @@ def _report(src, reading: Reading, options) -> str:
                      + f", head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
-        if model.source_data_format:
-            lines.append(f"data_format: {model.source_data_format}"
-                         + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"
-                            if model.source_data_format == "channels_first" else ""))
         for step in model.input_stage:
             lines.append(f"input stage: {describe(step)}")
         if model.input_stage:
