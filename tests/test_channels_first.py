@@ -252,12 +252,48 @@ def k3_layers(corpus):
     return weights_tools.read_layers(corpus["k3_keras"]["path"]).klayers
 
 
-def _convert(klayers, edit):
+def _convert(klayers, edit, keras_version=None):
     from weights_tools.mapping import to_npxception
 
     layers = copy.deepcopy(klayers)
     edit({k.name: k for k in layers})
-    return to_npxception(layers, source="cf.keras")
+    return to_npxception(layers, source="cf.keras", keras_version=keras_version)
+
+
+def _rescaling(scale, offset):
+    """The k3 model with Rescaling(scale, offset) instead of its Normalization."""
+    def edit(by):
+        k = by["normalization"]
+        k.class_name, k.weights = "Rescaling", []
+        k.config = {"name": k.name, "scale": scale, "offset": offset}
+    return edit
+
+
+def test_per_channel_rescaling_scales_the_channels_as_keras_3_does(k3_layers):
+    """Keras 3 reshapes a per-channel Rescaling scale to (3, 1, 1) under channels_first (layout.py): the converted
+    stage scales the channels of our NHWC batch as Keras' layer does the NCHW one."""
+    import keras
+
+    scale = [1 / 255, 2 / 255, 3 / 255]
+    model = _convert(k3_layers, _rescaling(scale, -1.0), keras_version="3.15.1")
+    x = _pixels(7)
+    with channels_first(keras):
+        theirs = np.asarray(keras.layers.Rescaling(scale, offset=-1.0)(_nchw(x)))
+    np.testing.assert_allclose(model.backbone_input(x), theirs.transpose(0, 2, 3, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale, offset, version, message", [
+    (1 / 127.5, [-1.0, 0.0, 1.0], "3.15.1", r"a per-channel offset in a channels_first model broadcasts over the "
+                                            r"width of the NCHW batch \(Keras 3 reshapes the scale only\)"),
+    ([0.1, 0.2, 0.3], 0.0, "2.15.0", r"a per-channel scale .*\(only Keras 3 reshapes the scale; the file records "
+                                     r"Keras 2.15.0\)"),
+    ([0.1, 0.2, 0.3], 0.0, None, r"a per-channel scale .*the file records no Keras version"),
+])
+def test_per_channel_rescaling_keras_cannot_compute_is_refused(k3_layers, scale, offset, version, message):
+    from weights_tools import ConversionError
+
+    with pytest.raises(ConversionError, match=r"layer normalization \(Rescaling\): " + message):
+        _convert(k3_layers, _rescaling(scale, offset), keras_version=version)
 
 
 def _set(name, **cfg):

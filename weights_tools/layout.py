@@ -16,11 +16,12 @@ in such a file, read from Keras 3's source (keras/src/layers/) and tf_keras':
   ``kernel_size + (C_in, M)`` and ``(1, 1, C_in * M, filters)`` whatever the data
   format, so the converter copies them as it does for channels_last files;
 * ``Flatten`` transposes a channels_first map to channels_last before reshaping
-  (``reshaping/flatten.py``), and ``Rescaling`` with per-channel values reshapes
-  them to ``(3, 1, 1)`` when the *global* image_data_format is channels_first at
-  call time (``preprocessing/rescaling.py``): the file does not record that
-  setting, but for any image at least 71 wide the other setting is a broadcasting
-  error, so per channel is the only answer Keras computes.
+  (``reshaping/flatten.py``); Keras 3's ``Rescaling`` reshapes a per-channel
+  ``scale`` (not its ``offset``) to ``(3, 1, 1)`` when the *global*
+  image_data_format is channels_first at call time (``preprocessing/rescaling.py``;
+  tf_keras never does): the file does not record that setting, but for any image
+  at least 71 wide the other setting is a broadcasting error, so per channel is
+  the only answer Keras computes (weights_tools.preprocessing refuses the rest).
 
 npxception computes in NHWC whatever the source's format (``model(x)`` takes
 NHWC); the converted model records the source's format as

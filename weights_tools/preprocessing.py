@@ -66,14 +66,37 @@ def _per_channel(a, what) -> float | list[float]:
     return [float(v) for v in a.reshape(3)]
 
 
-def _step(k: KLayer, data_format=CHANNELS_LAST) -> dict:
+def _channels_first_rescaling(step, what, keras_version):
+    """A Rescaling in a channels_first model, as Keras computes it on an NCHW batch, or StageError.
+
+    Keras 3 reshapes a per-channel ``scale`` to ``(3, 1, 1)`` (keras/src/layers/preprocessing/
+    rescaling.py; when the global image_data_format is channels_first, the only setting in which such a
+    model runs at all: measured, the other is a broadcasting error), so it scales the channels; it does
+    not reshape the ``offset``, nor does tf_keras either, so a per-channel value there broadcasts over
+    the width, and Keras computes nothing for an image wider than 3.
+    """
+    vector = [name for name in ("scale", "offset") if isinstance(step[name], list)]
+    keras3 = (version_tuple(keras_version) or (0,)) >= (3,)
+    if vector and (vector != ["scale"] or not keras3):
+        raise StageError(f"{what}: a per-channel {' and '.join(vector)} in a channels_first model broadcasts "
+                         "over the width of the NCHW batch" + (" (Keras 3 reshapes the scale only)" if keras3 else
+                                                               " (only Keras 3 reshapes the scale; the file records "
+                                                               + (f"Keras {keras_version})" if keras_version
+                                                                  else "no Keras version)"))
+                         + ": Keras computes no answer for images at least 71 wide")
+
+
+def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None) -> dict:
     """One stage step; ``data_format``: the model's (weights_tools.layout), which says where the channels are."""
     cfg = k.config or {}
     kind = STAGE[k.class_name]
     what = f"layer {k.name} ({k.class_name})"
     if kind == "rescaling":
-        return {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale"),
+        step = {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale"),
                 "offset": _per_channel(cfg.get("offset", 0.0), f"{what} offset")}
+        if data_format != CHANNELS_LAST:
+            _channels_first_rescaling(step, what, keras_version)
+        return step
     if kind == "normalization":
         if cfg.get("invert"):
             raise StageError(f"{what}: invert=True (de-normalisation) is not an input preprocessing")
@@ -166,7 +189,7 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
-    steps = [_step(k, data_format) for k in chain]
+    steps = [_step(k, data_format, keras_version) for k in chain]
     hw = tuple(input_hw) if input_hw else (None, None)
     try:
         size = output_size(steps, hw)
