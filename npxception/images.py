@@ -182,6 +182,31 @@ def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool) -> Image.Ima
     return img
 
 
+def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=False) -> Image.Image:
+    """Read an image file into a loaded RGB PIL image, as ``keras.utils.load_img``.
+
+    Arguments, errors and the pipeline as :func:`load_image`, which is
+    ``np.asarray(load_img(...), dtype=np.float32)``. The image holds the photo
+    at one byte per pixel and channel (Pillow stores RGB in 4 bytes per pixel);
+    :func:`read_pixels` converts parts of it.
+    """
+    size = _target_size(target_size)
+    resample = _interpolation(interpolation)
+    name = _name(path)
+    if isinstance(path, Image.Image):
+        img = path
+    elif isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, io.IOBase) or hasattr(path, "read"):
+        img = _open(path, name)
+    else:
+        raise TypeError(f"path: expected a file path, a binary file object or a PIL image, "
+                        f"found {type(path).__name__}")
+    try:
+        img.load()  # a lazily opened PIL image passed in fails here, named, rather than where it is read
+        return _to_rgb(img, size, resample, exif_transpose)
+    except (OSError, ValueError) as exc:
+        raise ImageError(name, f"cannot convert to RGB ({' '.join(str(exc).split())})") from None
+
+
 def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False) -> np.ndarray:
     """Read an image file into float32 pixels, as ``keras.utils.load_img`` + ``img_to_array``.
 
@@ -196,21 +221,27 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
     Raises ImageError (a ValueError) naming the file for a missing, unreadable,
     truncated or oversized image.
     """
-    size = _target_size(target_size)
-    resample = _interpolation(interpolation)
-    name = _name(path)
-    if isinstance(path, Image.Image):
-        img = path
-    elif isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, io.IOBase) or hasattr(path, "read"):
-        img = _open(path, name)
-    else:
-        raise TypeError(f"path: expected a file path, a binary file object or a PIL image, "
-                        f"found {type(path).__name__}")
-    try:
-        img = _to_rgb(img, size, resample, exif_transpose)
-    except (OSError, ValueError) as exc:  # a lazily loaded PIL image passed in may fail here
-        raise ImageError(name, f"cannot convert to RGB ({' '.join(str(exc).split())})") from None
+    img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose)
     return np.asarray(img, dtype=np.float32)  # keras img_to_array: np.asarray(img, dtype=floatx)
+
+
+def read_pixels(img: Image.Image, rows, cols) -> np.ndarray:
+    """``np.asarray(img)[rows][:, cols]`` for an RGB PIL image, without building ``np.asarray(img)``.
+
+    rows, cols: sorted distinct int arrays. Returns uint8 ``(len(rows), len(cols), 3)``.
+    Each run of consecutive rows is cropped as one band of the columns' span, so the
+    memory is that of a band, not of the image; the values are the image's bytes.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    out = np.empty((len(rows), len(cols), 3), np.uint8)
+    stops = [*(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]
+    start = 0
+    for stop in stops:
+        band = np.asarray(img.crop((c0, int(rows[start]), c1, int(rows[stop - 1]) + 1)))  # (run, c1 - c0, 3)
+        out[start:stop] = band[:, cols - c0]
+        start = stop
+    return out
 
 
 # --------------------------------------------------------------------------- in-memory images

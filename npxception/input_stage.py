@@ -64,6 +64,14 @@ which the stage brings to the backbone's size, as a Keras user's
 ``model.predict(img_to_array(load_img(path))[None])`` does; other models get
 photos resized to their input size by ``load_img``'s pipeline (``nearest``).
 
+Every step that is not geometry is *pixelwise*: each output pixel is computed from
+the same input pixel alone, so it commutes with any gather of pixels. A photo at its
+own size is therefore staged from only the pixels the first geometry step reads
+(:func:`apply_gathered`: two rows and two columns per output coordinate for a
+bilinear resize, one for nearest, a window for a crop), converted to float and
+preprocessed there, not over the whole photo: the same bits as :func:`apply` on the
+whole image, its readable twin (docs/performance.md, "Photos at their own size").
+
 A model whose stage holds a rescaling or a normalization takes raw pixels in
 ``[0, 255]`` (what ``img_to_array(load_img(path))`` gives), so ``predict()``
 feeds it pixels instead of applying ``preprocess_input`` a second time.
@@ -72,11 +80,13 @@ feeds it pixels instead of applying ``preprocess_input`` a second time.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .config import CONFIG
-from .ops.resize import INTERPOLATIONS, aspect_crop_box, pad_and_resize, resize
+from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, pad_and_resize, resample,
+                         resize)
 
 AFFINE = ("rescaling", "normalization")
 GEOMETRY = ("resizing", "center_crop", "random_crop")
@@ -222,23 +232,55 @@ def output_size(steps, hw) -> tuple:
     return hw
 
 
-def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
-    """One geometry step on a ``(N, H, W, C)`` batch whose size :func:`_step_size` accepted."""
-    in_h, in_w = x.shape[1:3]
+@dataclass(frozen=True)
+class Geometry:
+    """What one geometry step does to an image of a given size: read a window of it, then resample the
+    window to ``size`` (or pad it towards ``size``'s aspect first), or keep it as it is."""
+
+    window: tuple[int, int, int, int]  # (top, left, height, width): the part of the input the step reads
+    size: tuple[int, int]  # (h, w): the output
+    interpolation: str | None  # None: the window is the output (a crop, or the identity at the target size)
+    pad_fill: float | None = None  # Keras 3's pad_to_aspect_ratio: its fill_value; None: no padding
+
+
+def geometry_at(step, hw) -> Geometry:
+    """One geometry step on an ``(H, W)`` input whose size :func:`_step_size` accepted (module docstring)."""
+    in_h, in_w = hw
     h, w = step["height"], step["width"]
+    whole = (0, 0, in_h, in_w)
     if (in_h, in_w) == (h, w):
-        return x  # every geometry step is an identity at its target size
+        return Geometry(whole, (h, w), None)  # every geometry step is an identity at its target size
     if step["kind"] == "center_crop" and in_h >= h and in_w >= w:
-        top, left = (in_h - h) // 2, (in_w - w) // 2
-        return x[:, top:top + h, left:left + w]
+        return Geometry(((in_h - h) // 2, (in_w - w) // 2, h, w), (h, w), None)
     interpolation = step.get("interpolation", "bilinear")  # smart_resize's is bilinear
     if step["kind"] != "resizing" or step["crop_to_aspect_ratio"]:
-        top, left, ch, cw = aspect_crop_box(in_h, in_w, h, w, at_least_one=step["keras"] == "keras3")
-        x = x[:, top:top + ch, left:left + cw]
-    elif step["pad_to_aspect_ratio"]:
+        return Geometry(aspect_crop_box(in_h, in_w, h, w, at_least_one=step["keras"] == "keras3"), (h, w),
+                        interpolation)
+    return Geometry(whole, (h, w), interpolation, step["fill_value"] if step["pad_to_aspect_ratio"] else None)
+
+
+def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
+    """One geometry step on a ``(N, H, W, C)`` batch: the readable twin of what :func:`apply_gathered` reads."""
+    g = geometry_at(step, x.shape[1:3])
+    top, left, ch, cw = g.window
+    x = x[:, top:top + ch, left:left + cw]
+    if g.interpolation is None:
+        return x
+    if g.pad_fill is not None:
         # never materialised: a manifest's earlier step can make the padded image gigabytes
-        return pad_and_resize(x, (h, w), interpolation, step["fill_value"])
-    return resize(x, (h, w), interpolation)
+        return pad_and_resize(x, g.size, g.interpolation, g.pad_fill)
+    return resize(x, g.size, g.interpolation)
+
+
+def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
+    """One step that is not geometry: each output pixel from the same input pixel (module docstring)."""
+    dt = x.dtype
+    if step["kind"] == "rescaling":
+        return x * np.asarray(step["scale"], dt) + np.asarray(step["offset"], dt)
+    if step["kind"] == "normalization":
+        std = np.maximum(np.sqrt(np.asarray(step["variance"], dt)), dt.type(step["epsilon"]))
+        return (x - np.asarray(step["mean"], dt)) / std
+    raise ValueError(f"input stage: no computation for a step of kind {step['kind']!r}")
 
 
 def apply(steps, x: np.ndarray) -> np.ndarray:
@@ -246,16 +288,62 @@ def apply(steps, x: np.ndarray) -> np.ndarray:
 
     The caller checked the size with :func:`output_size`.
     """
-    dt = x.dtype
     for s in steps:
-        if s["kind"] == "rescaling":
-            x = x * np.asarray(s["scale"], dt) + np.asarray(s["offset"], dt)
-        elif s["kind"] == "normalization":
-            std = np.maximum(np.sqrt(np.asarray(s["variance"], dt)), dt.type(s["epsilon"]))
-            x = (x - np.asarray(s["mean"], dt)) / std
-        else:
-            x = _geometry_apply(s, x)
+        x = _geometry_apply(s, x) if s["kind"] in GEOMETRY else _pixelwise_apply(s, x)
     return np.ascontiguousarray(x)
+
+
+def _reads(g: Geometry):
+    """``(rows, cols, interpolation)``: each axis' ``(i0, i1, frac)`` in the input's coordinates (-1: the
+    padding) and the interpolation, such that ``resample(x, rows, cols, interpolation, fill)`` is
+    :func:`_geometry_apply`'s result."""
+    top, left, ch, cw = g.window
+    if g.interpolation is None:  # a window: each output reads one input pixel
+        return _identity(top, ch), _identity(left, cw), "nearest"
+    rows, cols = coordinates((ch, cw), g.size, g.interpolation, pad=g.pad_fill is not None)
+    return _shift(rows, top), _shift(cols, left), g.interpolation
+
+
+def _identity(start: int, length: int):
+    i = np.arange(start, start + length)
+    return i, i, np.zeros(length, np.float32)
+
+
+def _shift(axis, offset: int):
+    i0, i1, frac = axis
+    return np.where(i0 >= 0, i0 + offset, -1), np.where(i1 >= 0, i1 + offset, -1), frac
+
+
+def apply_gathered(steps, hw, read, feed) -> np.ndarray:
+    """``apply(steps, feed(x)[None])`` for one ``H x W`` image ``x`` read piecewise, never whole.
+
+    hw: ``(H, W)``, a size :func:`output_size` accepted.
+    read(rows, cols): ``x[rows][:, cols]``, ``(len(rows), len(cols), C)``, for sorted distinct int arrays.
+    feed: a pixelwise function of an array of pixels (predict's cast to float and ``preprocess_input``).
+    Returns ``(1, h, w, C)`` after the whole stage.
+
+    The stage's first geometry step reads at most two rows and two columns per output
+    coordinate (bilinear; nearest and crops one), whatever ``H x W``: those are read
+    (:func:`npxception.ops.resize.compact`), fed, put through the steps before it, and
+    resampled. ``feed`` and those steps are pixelwise, so they compute on each gathered
+    pixel exactly what they compute on it in the whole image, the padding is filled
+    after them as in :func:`apply`, and the steps after it see the same array: the
+    same bits as the whole-image path, which stays as its readable twin (the two are
+    compared bit for bit in tests/test_input_stage.py). A new step kind that is not
+    geometry must be pixelwise to be computed here.
+    """
+    first = next((i for i, s in enumerate(steps) if s["kind"] in GEOMETRY), None)
+    if first is None:  # nothing to gather: every pixel is read
+        return apply(steps, feed(read(np.arange(hw[0]), np.arange(hw[1])))[None])
+    g = geometry_at(steps[first], hw)
+    rows, cols, interpolation = _reads(g)
+    kept_rows, rows = compact(rows)
+    kept_cols, cols = compact(cols)
+    x = feed(read(kept_rows, kept_cols))[None]  # (1, <= 2h, <= 2w, C)
+    for s in steps[:first]:
+        x = _pixelwise_apply(s, x)
+    fill = None if g.pad_fill is None else x.dtype.type(g.pad_fill)
+    return apply(steps[first + 1:], resample(x, rows, cols, interpolation, fill))
 
 
 def describe(step) -> str:

@@ -210,6 +210,24 @@ class XceptionModel:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
         return stage.apply(self.input_stage, self._check_input(x))
 
+    def backbone_input_gathered(self, hw, read, feed) -> np.ndarray:
+        """``backbone_input(feed(x)[None])`` for one ``H x W`` image ``x`` that is never whole in memory.
+
+        ``read(rows, cols)`` gives ``x[rows][:, cols]``, ``feed`` is pixelwise (predict's cast to float
+        and ``preprocess_input``): only the pixels the input stage's first geometry step reads are read,
+        fed and checked (:func:`npxception.input_stage.apply_gathered`), with the same bits and the
+        same refusals as :meth:`backbone_input`. ``(1, H', W', 3)`` at the backbone's size.
+        """
+        self.check_image_size(*hw)
+
+        def fed(pixels):
+            x = np.ascontiguousarray(feed(pixels), dtype=self.dtype)
+            if not np.isfinite(x).all():  # the gathered values only: what the stage computes with
+                raise ValueError("x: contains NaN or Inf")
+            return x
+
+        return stage.apply_gathered(self.input_stage, hw, read, fed)
+
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             try:

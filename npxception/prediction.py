@@ -17,6 +17,7 @@ photos resized to its input size by ``load_img``'s pipeline (``nearest``).
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import threading
@@ -26,7 +27,8 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
-from .images import ImageError, _interpolation, load_image, preprocess_input, resize_array, to_array
+from .images import (ImageError, _interpolation, load_image, load_img, preprocess_input, read_pixels, resize_array,
+                     to_array)
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
@@ -93,7 +95,9 @@ def _resize_filter(model, size, interpolation) -> str:
 
 
 def _to_pixels(image, target_size, interpolation):
-    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size (None: its own)."""
+    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size; at its own size
+    (``target_size`` None) a file or PIL image stays the RGB PIL image ``load_img`` gives, for
+    :func:`_staged` to read only the pixels the model's stage uses."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
@@ -103,6 +107,8 @@ def _to_pixels(image, target_size, interpolation):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
     if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
+        if target_size is None:
+            return load_img(image)
         return load_image(image, target_size=target_size, interpolation=interpolation)  # what it reads
     raise TypeError(f"images: expected a path, a binary file object, a PIL image or an array, "
                     f"found {type(image).__name__}")
@@ -172,30 +178,42 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     interpolation = _resize_filter(model, size, interpolation)
     results = []
     for start in range(0, len(items), batch_size):
-        batch = [_to_pixels(im, size, interpolation) for im in items[start:start + batch_size]]
-        if size is None:  # each at its own size, through the stage, then the backbone on the stack
-            probs = model.run_backbone(np.concatenate([_staged(model, p) for p in batch]))
+        chunk = items[start:start + batch_size]
+        if size is None:  # each at its own size, staged as it is read, then the backbone on the stack
+            probs = model.run_backbone(np.concatenate([_staged(model, _to_pixels(im, None, None)) for im in chunk]))
         else:
-            probs = _run(model, batch)
+            probs = _run(model, [_to_pixels(im, size, interpolation) for im in chunk])
         results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
 
 
-def _run(model, pixels):
-    """The model on a list of [0, 255] pixel arrays of one size: raw when it preprocesses in-graph
-    (a converted Rescaling/Normalization, ``model.takes_pixels``), else through preprocess_input."""
-    batch = np.stack(pixels)
-    x = batch if model.takes_pixels else preprocess_input(batch)
-    return model(x.astype(model.dtype, copy=False))
-
-
-def _staged(model, pixels) -> np.ndarray:
-    """One [0, 255] image at its own size, fed as ``_run`` feeds it and through the model's input stage:
-    ``(1, H, W, 3)`` at the backbone's size. Photos at their own size are staged as they are read, so
-    a batch holds backbone-sized arrays rather than whole photos, then runs as one."""
+def _feed(model, pixels) -> np.ndarray:
+    """[0, 255] pixels as ``model(x)`` takes them: float32 (``img_to_array``), then raw when the model
+    preprocesses in-graph (a converted Rescaling/Normalization, ``model.takes_pixels``), else through
+    preprocess_input; in the model's dtype. Pixelwise, so :func:`_staged` may feed a photo in parts."""
+    pixels = pixels.astype(np.float32, copy=False)
     x = pixels if model.takes_pixels else preprocess_input(pixels)
-    return model.backbone_input(x[None].astype(model.dtype, copy=False))
+    return x.astype(model.dtype, copy=False)
+
+
+def _run(model, pixels):
+    """The model on a list of [0, 255] pixel arrays of one size."""
+    return model(_feed(model, np.stack(pixels)))
+
+
+def _staged(model, photo) -> np.ndarray:
+    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through ``_feed`` and the model's
+    input stage: ``(1, H, W, 3)`` at the backbone's size, the same bits as
+    ``model.backbone_input(_feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
+    geometry step reads are converted and fed (``model.backbone_input_gathered``): a photo costs its
+    Pillow image, not ~10 bytes per pixel and channel of float copies (docs/performance.md). Photos are
+    staged as they are read, so a batch holds backbone-sized arrays rather than whole photos."""
+    if isinstance(photo, Image.Image):
+        hw, read = (photo.height, photo.width), functools.partial(read_pixels, photo)
+    else:
+        hw, read = photo.shape[:2], lambda rows, cols: photo[rows][:, cols]
+    return model.backbone_input_gathered(hw, read, functools.partial(_feed, model))
 
 
 @dataclass(frozen=True)
@@ -275,9 +293,10 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8):
 
     for path in files:
         try:
-            pixels = load_image(path, target_size=size, interpolation=interpolation)
             if size is None:  # its own size, which the stage may refuse (naming the layer): this file's error
-                pixels = _staged(model, pixels)
+                pixels = _staged(model, load_img(path))
+            else:
+                pixels = load_image(path, target_size=size, interpolation=interpolation)
             pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:

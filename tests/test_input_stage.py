@@ -8,8 +8,13 @@ float64 arithmetic written out, and the plumbing (manifest, predict's feed) agai
 
 from __future__ import annotations
 
+import functools
+import types
+
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import npxception
 from npxception import input_stage as stage
@@ -223,3 +228,98 @@ def test_cli_refuses_a_resize_filter_for_a_model_that_resizes_in_its_stage(plain
     assert main(["predict", "--weights", str(path), "--interpolation", "bilinear", str(photo)]) == 1
     err = capsys.readouterr().err
     assert "interpolation: this model takes each photo at its own size" in err and "Traceback" not in err, err
+
+
+# --------------------------------------------------------------------------- a photo staged from the pixels it reads
+
+def _geometry_steps(draw, name):
+    """One geometry step of any kind, as the converter writes it (Keras 3 or tf_keras, every option)."""
+    kind = draw(st.sampled_from(stage.GEOMETRY))
+    step = {"kind": kind, "name": name, "height": draw(st.integers(1, 24)), "width": draw(st.integers(1, 24)),
+            "keras": draw(st.sampled_from(stage.KERAS))}
+    if kind == "resizing":
+        flag = draw(st.sampled_from([None, "crop_to_aspect_ratio"] + (["pad_to_aspect_ratio"] * (
+            step["keras"] == "keras3"))))
+        step.update(interpolation=draw(st.sampled_from(["bilinear", "nearest"])),
+                    fill_value=draw(st.sampled_from([0.0, -1.5, 200.0])))
+        if flag:
+            step[flag] = True
+    return step
+
+
+PIXELWISE = [RESCALE, NORMALIZE, {"kind": "rescaling", "name": "per_channel", "scale": [0.5, 1 / 255, 3.0],
+                                  "offset": [0.25, -0.5, 1e-3]}]
+
+
+@st.composite
+def photo_stages(draw):
+    """``(steps, (H, W))``: pixelwise steps, then one geometry step, then more of either, at a size they take."""
+    before = draw(st.lists(st.sampled_from(PIXELWISE), max_size=2))
+    after = draw(st.lists(st.one_of(st.sampled_from(PIXELWISE), st.builds(lambda: None)), max_size=2))
+    steps = before + [_geometry_steps(draw, "first")]
+    steps += [s if s is not None else _geometry_steps(draw, f"then{i}") for i, s in enumerate(after)]
+    hw = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
+    try:
+        steps = stage.validate(steps)
+        stage.output_size(steps, hw)
+    except ValueError:  # a size the Keras that wrote the step refuses (tested above and in test_geometry_tf.py)
+        assume(False)
+    return steps, hw
+
+
+@given(photo_stages(), st.sampled_from(["float32", "float64"]), st.booleans(), st.integers(0, 2**32 - 1))
+@settings(max_examples=150)
+def test_a_photo_staged_from_the_pixels_it_reads_equals_the_whole_photo_path(case, dtype, takes_pixels, seed):
+    """apply_gathered reads only what the first geometry step reads (two rows and columns per output
+    coordinate for bilinear, one for nearest and crops), feeds and preprocesses those, and gives the bits of
+    apply() on the whole fed photo, its readable twin: for every step kind before and after, in both dtypes,
+    with predict's own feed (img_to_array's float32, preprocess_input or raw pixels, the model's dtype), from
+    a NumPy array and from a PIL image."""
+    from PIL import Image
+
+    from npxception.images import read_pixels
+    from npxception.prediction import _feed
+
+    steps, hw = case
+    feed = functools.partial(_feed, types.SimpleNamespace(takes_pixels=takes_pixels, dtype=np.dtype(dtype)))
+    photo = np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    whole = stage.apply(steps, feed(photo)[None])
+    reads = []
+
+    def read(rows, cols):
+        assert np.all(np.diff(rows) > 0) and np.all(np.diff(cols) > 0)  # sorted, distinct
+        reads.append((len(rows), len(cols)))
+        return photo[rows][:, cols]
+
+    gathered = stage.apply_gathered(steps, hw, read, feed)
+    from_pil = stage.apply_gathered(steps, hw, functools.partial(read_pixels, Image.fromarray(photo)), feed)
+    first = next(s for s in steps if s["kind"] in stage.GEOMETRY)
+    h, w = stage.output_size([first], hw)
+    taps = 2 if stage.geometry_at(first, hw).interpolation == "bilinear" else 1
+    assert len(reads) == 1 and reads[0][0] <= taps * h and reads[0][1] <= taps * w, (reads, (h, w), first)
+    for ours in (gathered, from_pil):
+        assert ours.dtype == whole.dtype == np.dtype(dtype) and ours.shape == whole.shape
+        # bit for bit (also -0.0 against 0.0): the same values through the same arithmetic
+        assert np.array_equal(ours.view(f"u{ours.itemsize}"), whole.view(f"u{whole.itemsize}")), (
+            f"{steps} at {hw}: ours {ours.ravel()[:6]} vs whole {whole.ravel()[:6]}")
+
+
+def test_a_photo_staged_from_its_pixels_checks_what_it_computes(plain):
+    """model.backbone_input_gathered refuses what backbone_input refuses: the stage's size rule, naming the
+    layer, and non-finite values among what it feeds (never a full-size mask of the photo)."""
+    model = XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(71, 71, 3),
+                          input_stage=[dict(CROP, keras="keras3")], source_input_shape=(None, None, 3))
+    photo = np.random.default_rng(7).integers(0, 256, (90, 80, 3), dtype=np.uint8)
+
+    def read(rows, cols):
+        return photo[rows][:, cols]
+
+    def feed(p):
+        return npxception.preprocess_input(p)
+
+    x = model.backbone_input_gathered((90, 80), read, feed)
+    np.testing.assert_array_equal(x, model.backbone_input(feed(photo)[None]))
+    with pytest.raises(ValueError, match="layer crop \\(CenterCrop\\) cannot take 60x50 images"):
+        model.backbone_input_gathered((60, 50), read, feed)
+    with pytest.raises(ValueError, match="x: contains NaN or Inf"):
+        model.backbone_input_gathered((90, 80), read, lambda p: np.full(p.shape, np.inf))

@@ -75,8 +75,13 @@ def _take(x: np.ndarray, index: np.ndarray, axis: int, fill) -> np.ndarray:
     return out
 
 
-def _resample(x: np.ndarray, rows, cols, interpolation: str, fill=None) -> np.ndarray:
-    """The gather and the three lerps of the module docstring, given each axis' ``(i0, i1, frac)``."""
+def resample(x: np.ndarray, rows, cols, interpolation: str, fill=None) -> np.ndarray:
+    """The gather and the three lerps of the module docstring, given each axis' ``(i0, i1, frac)``.
+
+    ``(N, H, W, C) -> (N, h, w, C)`` with ``h = len(rows[0])``, ``w = len(cols[0])``;
+    an index of -1 reads ``fill`` (:func:`coordinates` with ``pad``). Values are
+    interpolated in ``x``'s dtype; only the indexed rows and columns are read.
+    """
     (y0, y1, a), (x0, x1, b) = rows, cols
     if interpolation == "nearest":
         return _take(_take(x, y0, 1, fill), x0, 2, fill)
@@ -91,18 +96,48 @@ def _resample(x: np.ndarray, rows, cols, interpolation: str, fill=None) -> np.nd
     return top + (bottom - top) * a
 
 
+def coordinates(in_hw, size, interpolation: str, *, pad: bool = False):
+    """``(rows, cols)``, each axis' ``(i0, i1, frac)``: what :func:`resize` (``pad=False``) or
+    :func:`pad_and_resize` (``pad=True``; -1 where the padding is read) reads of an ``in_h x in_w`` image."""
+    (in_h, in_w), (h, w) = in_hw, (int(s) for s in size)
+    if min(h, w, in_h, in_w) < 1:
+        raise ValueError(f"resize: sizes must be at least 1, found {in_h}x{in_w} -> {h}x{w}")
+    if not pad:
+        return source_coordinates(h, in_h, interpolation), source_coordinates(w, in_w, interpolation)
+    top, left = aspect_pad_offsets(in_h, in_w, h, w)
+
+    def axis(out, inside, offset):  # source coordinates in the padded frame, mapped into x (-1: padding)
+        i0, i1, frac = source_coordinates(out, inside + 2 * offset, interpolation)
+        i0, i1 = i0 - offset, i1 - offset
+        return (np.where((i0 >= 0) & (i0 < inside), i0, -1), np.where((i1 >= 0) & (i1 < inside), i1, -1), frac)
+
+    return axis(h, in_h, top), axis(w, in_w, left)
+
+
+def compact(axis):
+    """``(kept, (j0, j1, frac))``: the distinct indices one axis' ``(i0, i1, frac)`` reads (sorted, at least
+    one), and ``i0``, ``i1`` re-indexed into ``kept`` (-1 stays -1). ``resample(x[:, kept], (j0, j1, frac), ...)``
+    reads the same values with the same weights as ``resample(x, (i0, i1, frac), ...)``: at most two
+    indices per output, whatever the input's length."""
+    i0, i1, frac = axis
+    both = np.concatenate([i0, i1])
+    kept = np.unique(both[both >= 0])
+    if kept.size == 0:  # every output reads the padding: keep one index for np.take to clamp to
+        kept = np.zeros(1, np.int64)
+
+    def where(i):
+        return np.where(i >= 0, np.searchsorted(kept, i), -1)
+
+    return kept, (where(i0), where(i1), frac)
+
+
 def resize(x: np.ndarray, size, interpolation: str = "bilinear") -> np.ndarray:
     """``tf.image.resize(x, size, method=interpolation, antialias=False)``: ``(N, H, W, C) -> (N, h, w, C)``.
 
     ``size`` is ``(h, w)``, both >= 1; ``H, W >= 1``. A new array in ``x``'s
     (floating) dtype; ``x`` is not modified.
     """
-    h, w = (int(s) for s in size)
-    n, in_h, in_w, c = x.shape
-    if min(h, w, in_h, in_w) < 1:
-        raise ValueError(f"resize: sizes must be at least 1, found {in_h}x{in_w} -> {h}x{w}")
-    return _resample(x, source_coordinates(h, in_h, interpolation), source_coordinates(w, in_w, interpolation),
-                     interpolation)
+    return resample(x, *coordinates(x.shape[1:3], size, interpolation), interpolation)
 
 
 def pad_and_resize(x: np.ndarray, size, interpolation: str, fill_value: float) -> np.ndarray:
@@ -114,18 +149,8 @@ def pad_and_resize(x: np.ndarray, size, interpolation: str, fill_value: float) -
     is mapped back to ``x``'s (or to ``fill_value``): memory stays ``O(N h W C)``,
     as :func:`resize`'s, and the values are the same, read with the same weights.
     """
-    h, w = (int(s) for s in size)
-    n, in_h, in_w, c = x.shape
-    if min(h, w, in_h, in_w) < 1:
-        raise ValueError(f"resize: sizes must be at least 1, found {in_h}x{in_w} -> {h}x{w}")
-    top, left = aspect_pad_offsets(in_h, in_w, h, w)
-
-    def axis(out, inside, offset):  # source coordinates in the padded frame, mapped into x (-1: padding)
-        i0, i1, frac = source_coordinates(out, inside + 2 * offset, interpolation)
-        i0, i1 = i0 - offset, i1 - offset
-        return (np.where((i0 >= 0) & (i0 < inside), i0, -1), np.where((i1 >= 0) & (i1 < inside), i1, -1), frac)
-
-    return _resample(x, axis(h, in_h, top), axis(w, in_w, left), interpolation, x.dtype.type(fill_value))
+    return resample(x, *coordinates(x.shape[1:3], size, interpolation, pad=True), interpolation,
+                    x.dtype.type(fill_value))
 
 
 def aspect_crop_box(in_h: int, in_w: int, h: int, w: int, *, at_least_one: bool = True):
