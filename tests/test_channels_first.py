@@ -282,6 +282,29 @@ def test_per_channel_rescaling_scales_the_channels_as_keras_3_does(k3_layers):
     np.testing.assert_allclose(model.backbone_input(x), theirs.transpose(0, 2, 3, 1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("layer", ["Resizing", "CenterCrop"])
+def test_geometry_stage_of_a_channels_first_model_is_keras_own(k3_layers, layer):
+    """Keras 3's Resizing and CenterCrop with data_format channels_first resize and crop the H and W of the NCHW
+    batch: behind Input((3, None, None)) the converted stage computes the same on NHWC at another size."""
+    import keras
+
+    cfg = {"height": SIZE, "width": SIZE, "data_format": "channels_first"}
+    if layer == "Resizing":
+        cfg.update(interpolation="bilinear", crop_to_aspect_ratio=False, pad_to_aspect_ratio=False,
+                   fill_mode="constant", fill_value=0.0, antialias=False)
+
+    def edit(by):
+        k = by["normalization"]
+        k.class_name, k.weights, k.config = layer, [], {"name": k.name, **cfg}
+        by["image"].config["batch_shape"] = [None, 3, None, None]
+    model = _convert(k3_layers, edit, keras_version="3.15.1")
+    assert model.source_input_shape == (None, None, 3) and model.input_shape == (SIZE, SIZE, 3)
+    x = np.random.default_rng(8).uniform(0, 255, (2, 100, 133, 3)).astype(np.float32)
+    theirs = np.asarray(getattr(keras.layers, layer)(**cfg)(_nchw(x))).transpose(0, 2, 3, 1)
+    # bilinear sums of two-by-two float32 products of pixels up to 255: round-off ~255 * 6e-8 per term
+    np.testing.assert_allclose(model.backbone_input(x), theirs, rtol=0, atol=255 * 1e-6)
+
+
 @pytest.mark.parametrize("scale, offset, version, message", [
     (1 / 127.5, [-1.0, 0.0, 1.0], "3.15.1", r"a per-channel offset in a channels_first model broadcasts over the "
                                             r"width of the NCHW batch \(Keras 3 reshapes the scale only\)"),

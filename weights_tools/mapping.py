@@ -280,8 +280,9 @@ def _input_shape(root: KLayer, data_format=None):
     if c != 3:
         fmt = data_format or CHANNELS_LAST
         where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
+        why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
         raise ConversionError(f"input layer {root.name}: expected 3 channels (RGB), found {c}: its shape "
-                              f"{tuple(shape)} read as {where}, as the model's layers are {fmt}")
+                              f"{tuple(shape)} read as {where}, as {why}")
     return (h, w, c)
 
 
