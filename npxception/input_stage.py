@@ -9,15 +9,20 @@ manifest under ``"input_stage"``::
 
     {"kind": "rescaling", "name": "rescaling", "scale": 0.00784313725490196, "offset": -1.0}
     {"kind": "normalization", "name": "normalization", "mean": [...], "variance": [...], "epsilon": 1e-07}
+    {"kind": "arithmetic", "name": "true_divide", "op": "divide", "scalar": 127.5, "scalar_first": false,
+     "keras_class": "TrueDivide"}
 
 Equations (per channel ``c``, ``x`` of shape ``(N, H, W, 3)``; scale, offset,
 mean and variance are scalars or length-3 vectors broadcast over the channels)::
 
     rescaling:      y = x * scale + offset                                   (keras.layers.Rescaling)
     normalization:  y = (x - mean) / max(sqrt(variance), epsilon)           (keras.layers.Normalization)
+    arithmetic:     y = x <op> scalar, or scalar <op> x when scalar_first    (preprocess_input's x / 127.5, x - 1.0
+                    <op>: + (add), - (subtract), * (multiply), / (divide)     on a symbolic tensor: operation nodes)
 
 computed in the model's dtype, in this order, as Keras computes them (no
-folding of the two into one multiply-add, which would round differently).
+folding of the two into one multiply-add, which would round differently; a
+division stays a division, never a multiplication by the reciprocal).
 ``epsilon`` is Keras' ``backend.epsilon()`` (1e-7); the converter refuses a
 channel whose ``sqrt(variance)`` does not exceed it, where the result would
 depend on a setting the file does not record.
@@ -72,7 +77,7 @@ bilinear resize, one for nearest, a window for a crop), converted to float and
 preprocessed there, not over the whole photo: the same bits as :func:`apply` on the
 whole image, its readable twin (docs/performance.md, "Photos at their own size").
 
-A model whose stage holds a rescaling or a normalization takes raw pixels in
+A model whose stage holds a rescaling, a normalization or arithmetic takes raw pixels in
 ``[0, 255]`` (what ``img_to_array(load_img(path))`` gives), so ``predict()``
 feeds it pixels instead of applying ``preprocess_input`` a second time.
 """
@@ -88,7 +93,10 @@ from .config import CONFIG
 from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, pad_and_resize, resample,
                          resize)
 
-AFFINE = ("rescaling", "normalization")
+AFFINE = ("rescaling", "normalization", "arithmetic")
+# arithmetic's ops, as Keras computes them: elementwise in the tensor's dtype (numpy's true_divide is IEEE division)
+ARITHMETIC = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide}
+SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
 GEOMETRY = ("resizing", "center_crop", "random_crop")
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
 # Which implementation wrote a geometry layer: Keras 3 and tf_keras differ at inference (module docstring).
@@ -117,6 +125,18 @@ def _size(value) -> bool:
     """A target side: an int in [1, CONFIG.max_input_size]. The bound is the backbone's own (an
     image of that side already needs ~1 GB of activations): a manifest cannot make a step allocate more."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= CONFIG.max_input_size
+
+
+def _arithmetic(step, where) -> dict:
+    op, scalar, first, cls = (step.get(k) for k in ("op", "scalar", "scalar_first", "keras_class"))
+    if op not in ARITHMETIC:
+        raise ValueError(f"{where}.op: expected one of {tuple(ARITHMETIC)}, found {op!r}")
+    if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not math.isfinite(scalar):
+        raise ValueError(f"{where}.scalar: expected a finite number, found {scalar!r}")
+    if not isinstance(first, bool) or not isinstance(cls, str):
+        raise ValueError(f"{where}: expected a boolean scalar_first and a keras_class name, found {first!r}, {cls!r}")
+    return {"kind": "arithmetic", "name": step["name"], "op": op, "scalar": float(scalar), "scalar_first": first,
+            "keras_class": cls}
 
 
 def _geometry(step, where) -> dict:
@@ -168,6 +188,8 @@ def validate(steps) -> list[dict]:
                 raise ValueError(f"{where}.variance: negative variance {var!r}")
             out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean"),
                         "variance": var, "epsilon": eps})
+        elif kind == "arithmetic":
+            out.append(_arithmetic(step, where))
         elif kind in GEOMETRY:
             out.append(_geometry(step, where))
         else:
@@ -280,6 +302,10 @@ def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
     if step["kind"] == "normalization":
         std = np.maximum(np.sqrt(np.asarray(step["variance"], dt)), dt.type(step["epsilon"]))
         return (x - np.asarray(step["mean"], dt)) / std
+    if step["kind"] == "arithmetic":
+        c = np.asarray(step["scalar"], dt)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # as TF: c / 0 is inf
+            return ARITHMETIC[step["op"]](*((c, x) if step["scalar_first"] else (x, c)))
     raise ValueError(f"input stage: no computation for a step of kind {step['kind']!r}")
 
 
@@ -353,6 +379,10 @@ def describe(step) -> str:
 
     if step["kind"] == "rescaling":
         return f"{step['name']} (Rescaling): x * {num(step['scale'])} + {num(step['offset'])}"
+    if step["kind"] == "arithmetic":
+        operands = (f"{step['scalar']:.9g}", "x")
+        a, b = operands if step["scalar_first"] else operands[::-1]
+        return f"{step['name']} ({step['keras_class']}): {a} {SYMBOL[step['op']]} {b}"
     if step["kind"] == "normalization":
         return (f"{step['name']} (Normalization): (x - {num(step['mean'])}) / max(sqrt({num(step['variance'])}), "
                 f"{step['epsilon']:g})")

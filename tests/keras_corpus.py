@@ -28,6 +28,10 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``resizing``: the same with Keras 3's ``Resizing(71, 71)`` (bilinear): any size.
 * ``tf_keras_center_crop``: the center_crop case in tf_keras (a full-model ``.h5``),
   whose CenterCrop resizes (smart_resize) images smaller than its target.
+* ``preprocess_input``: the tensorflow.org transfer-learning tutorial: augmentation, then
+  ``applications.xception.preprocess_input`` called on the symbolic tensor (``x /= 127.5; x -= 1``,
+  saved as operation nodes: Keras 3's TrueDivide and Subtract, tf_keras' TFOpLambda), the nested
+  backbone, GAP, Dropout(0.2), Dense(3) logits; as Keras 3 ``.keras`` and tf_keras ``.h5``.
 
 The variable-size cases also record Keras' predictions at other sizes (``sizes``:
 larger and smaller, odd and even, non-square) and on photos at their own size
@@ -149,6 +153,15 @@ def _geometry_classifier(fw, geometry, path, seed, labels, case_seed, photos, re
     return _variable_case(fw, model, path, case_seed, photos, refuses)
 
 
+def _logits_case(fw, model, path, seed):
+    """A case whose model ends in logits: Keras' predictions and the size of their terms
+    (_logits_and_terms) on the random batch and the photos, in one predict call."""
+    x = _x(71, True, seed)
+    photos = _photo_batch(fw, 71, True).astype(np.float32)
+    y, terms = _logits_and_terms(fw, model)(np.concatenate([x, photos]))
+    return Case(path, 71, True, x, y[:len(x)], PHOTOS, y[len(x):], scale=terms, photos_scale=terms)
+
+
 def _fit_one_step(model, loss, size, pixels, labels):
     # run_eagerly: tracing the training (and predict) graph of Xception costs ~5 s of CPU per model,
     # far more than one eager step at 71x71; the arithmetic is the same kernels either way.
@@ -262,6 +275,16 @@ def build(root) -> dict[str, Case]:
     _fit_one_step(tk, "sparse_categorical_crossentropy", 71, True, np.array([0, 1]))
     tk.save(path("tf_keras_recipe.h5"))
     out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5)
+
+    # the tensorflow.org tutorial: preprocess_input on the symbolic input, 3 logits
+    # (not also as a tf_keras SavedModel: saving one takes ~30 s here; the reader is tf_keras_savedmodel's)
+    for fw, name, file, seed in ((keras, "preprocess_input_keras", "preprocess_input.keras", 29),
+                                 (tf_keras, "tf_keras_preprocess_input_h5", "tf_keras_preprocess_input.h5", 30)):
+        model = _nested_classifier(fw, 71, fw.applications.xception.preprocess_input,
+                                   fw.layers.Dense(3, name="dense"), seed=seed)
+        _fit_one_step(model, fw.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 2]))
+        model.save(path(file))
+        out[name] = _logits_case(fw, model, path(file), seed - 20)
 
     # tf_keras' own formats: 2 logits, a Sequential preprocessing model holding weights (Normalization)
     norm = tf_keras.layers.Normalization(name="normalization")

@@ -67,6 +67,14 @@ def test_formulas_against_float64_and_input_untouched():
     ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "keras": "tf_keras", "pad_to_aspect_ratio": True},
      "Keras 3 only"),
     ({"kind": "resizing", "name": "z", "height": 71, "width": 71, "fill_value": float("inf")}, "finite number"),
+    ({**{"kind": "arithmetic", "name": "p", "op": "power", "scalar": 2.0, "scalar_first": False,
+         "keras_class": "Power"}}, "op: expected one of"),
+    ({"kind": "arithmetic", "name": "d", "op": "divide", "scalar": float("nan"), "scalar_first": False,
+      "keras_class": "TrueDivide"}, "scalar: expected a finite number"),
+    ({"kind": "arithmetic", "name": "d", "op": "divide", "scalar": [127.5], "scalar_first": False,
+      "keras_class": "TrueDivide"}, "scalar: expected a finite number"),
+    ({"kind": "arithmetic", "name": "d", "op": "divide", "scalar": 127.5, "scalar_first": 0,
+      "keras_class": "TrueDivide"}, "boolean scalar_first"),
 ])
 def test_bad_steps_refused(step, message):
     with pytest.raises(ValueError, match=message):
@@ -81,21 +89,43 @@ def test_model_with_rescaling_takes_pixels(plain):
     np.testing.assert_allclose(ours(pixels), plain(npxception.preprocess_input(pixels)), rtol=1e-10)
 
 
+def _round_trip(model, path):
+    """``(manifest, the loaded model, its summary)`` after saving ``model``: the stage survives, takes pixels."""
+    model.save(path)
+    manifest, _ = wfile.read(path)
+    loaded = npxception.load(path)
+    assert loaded.input_stage == model.input_stage and loaded.takes_pixels and manifest["feed"] == "pixels"
+    lines = []
+    loaded.summary(print_fn=lines.append)
+    return manifest, loaded, "\n".join(lines)
+
+
 def test_manifest_round_trip_and_version(plain, tmp_path):
     ours = _with_stage(plain, [RESCALE, NORMALIZE, {"kind": "resizing", "name": "resize", "height": 71,
                                                     "width": 71}])
-    path = ours.save(tmp_path / "staged.npz")
-    manifest, _ = wfile.read(path)
+    manifest, _, text = _round_trip(ours, tmp_path / "staged.npz")
     # a version-2 reader would skip the stage and compute something else: it must refuse the file
-    assert manifest["format_version"] == wfile.WITH_INPUT_STAGE == 3 and manifest["feed"] == "pixels"
-    loaded = npxception.load(path)
-    assert loaded.input_stage == ours.input_stage and loaded.takes_pixels
-    lines = []
-    loaded.summary(print_fn=lines.append)
-    text = "\n".join(lines)
+    assert manifest["format_version"] == wfile.WITH_INPUT_STAGE == 3
     assert "input stage: rescaling (Rescaling): x * 0.00784314 + -1" in text
     assert "input stage: resize (Resizing): 71x71, interpolation=bilinear [writer unrecorded" in text
     assert "raw pixels" in text
+
+
+PREPROCESS_INPUT = [{"kind": "arithmetic", "name": "true_divide", "op": "divide", "scalar": 127.5, "scalar_first": False,
+                     "keras_class": "TrueDivide"},
+                    {"kind": "arithmetic", "name": "subtract", "op": "subtract", "scalar": 1.0, "scalar_first": False,
+                     "keras_class": "Subtract"}]
+
+
+def test_arithmetic_stage_round_trip_version_and_pixels(plain, tmp_path):
+    """preprocess_input as operation nodes: format 5 (a version-4 reader would refuse the step as an unknown
+    kind without saying a newer npxception reads it), shown by summary(), fed raw pixels by predict()."""
+    manifest, loaded, text = _round_trip(_with_stage(plain, PREPROCESS_INPUT), tmp_path / "ops.npz")
+    assert manifest["format_version"] == wfile.FORMAT_VERSION == 5
+    assert "input stage: true_divide (TrueDivide): x / 127.5\n  input stage: subtract (Subtract): x - 1" in text
+    image = np.random.default_rng(5).integers(0, 256, (71, 71, 3), dtype=np.uint8)
+    # npxception's preprocess_input divides too: the same float64 numbers, so the same scores
+    assert npxception.predict(image, model=loaded, top=3) == npxception.predict(image, model=plain, top=3)
 
 
 def test_feed_contradicting_the_stage_is_refused(plain, tmp_path):
@@ -159,7 +189,7 @@ def test_variable_source_round_trip_summary_and_format_version(plain, tmp_path):
     path = ours.save(tmp_path / "variable.npz")
     manifest, _ = wfile.read(path)
     # a version-3 reader would refuse other sizes and let predict() resize photos itself: it must refuse the file
-    assert manifest["format_version"] == wfile.FORMAT_VERSION == 4
+    assert manifest["format_version"] == wfile.WITH_SOURCE_INPUT_SHAPE == 4
     assert manifest["source_input_shape"] == [None, None, 3]
     loaded = npxception.load(path)
     assert loaded.source_input_shape == (None, None, 3) and loaded.input_stage == ours.input_stage
@@ -248,7 +278,8 @@ def _geometry_steps(draw, name):
 
 
 PIXELWISE = [RESCALE, NORMALIZE, {"kind": "rescaling", "name": "per_channel", "scale": [0.5, 1 / 255, 3.0],
-                                  "offset": [0.25, -0.5, 1e-3]}]
+                                  "offset": [0.25, -0.5, 1e-3]},
+             PREPROCESS_INPUT[0], {**PREPROCESS_INPUT[1], "scalar_first": True}]  # x / 127.5, 1 - x
 
 
 @st.composite

@@ -67,10 +67,10 @@ def converted(corpus, tmp_path_factory):
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
          "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras",
          "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags", "resizing_keras",
-         "tf_keras_center_crop_h5"]
+         "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5"]
 PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
                "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "resizing_keras",
-               "tf_keras_center_crop_h5"}
+               "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5"}
 # Input((None, None, 3)) then a geometry layer: the converted model takes any size Keras takes
 VARIABLE = ["center_crop_keras", "resizing_keras", "tf_keras_center_crop_h5"]
 
@@ -255,7 +255,8 @@ def test_compare_cli_output_has_no_framework_noise(corpus, tmp_path):
 
 # ---- goldens computed by Keras (convert --check-with-keras), nested backbones included ----------
 
-NESTED = ["recipe_keras", "normalization_keras", "tf_keras_recipe_h5", "recipe_weights_h5"]
+NESTED = ["recipe_keras", "normalization_keras", "tf_keras_recipe_h5", "recipe_weights_h5", "preprocess_input_keras",
+          "tf_keras_preprocess_input_h5"]
 # Keras with oneDNN is not bit-reproducible between graphs: a probe of a layer may differ from the
 # graph that made the golden (measured 0 on these files, 2e-7 of max|x| on test_golden's backbone),
 # so Keras' values are compared at 1e-6 of max|x|; a wrong layer or input is off by far more than 1e-2.
@@ -315,7 +316,8 @@ def test_nested_backbone_golden_digests_backbone_layers_with_keras_values(corpus
     # recipe_weights_h5 is recipe_keras's model saved as weights + config.json: the same Keras values.
     fw, kmodel = _keras_model(corpus["recipe_keras" if name == "recipe_weights_h5" else name])
     base = kmodel.get_layer("xception")  # applications.Xception's name, called as one layer
-    prep = next(layer for layer in kmodel.layers if type(layer).__name__ in ("Rescaling", "Normalization"))
+    prep = next((layer for layer in kmodel.layers if type(layer).__name__ in ("Rescaling", "Normalization")),
+                fw.applications.xception.preprocess_input)  # the tutorial's: operation nodes, no layer
     feed = prep(arrays[gold.INPUT_KEY].astype(np.float32))
     # applications.Xception leaves its adds unnamed (add, add_1, ... in the order the process built
     # them): block5's sum is the tensor block6_sepconv1_act reads.

@@ -30,7 +30,7 @@ import numpy as np
 from npxception.input_stage import describe
 from npxception.weights import save
 
-from . import keras3, legacy_h5, savedmodel, tf_checkpoint
+from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
 from .formats import _open_checked, detect_format
 from .from_keras import from_keras
 from .graph import KLayer
@@ -225,6 +225,8 @@ def _report(src, reading: Reading, options) -> str:
              f"{len(reading.klayers)} layers ({sum(1 for k in reading.klayers if k.weights)} with weights):"]
     for k in reading.klayers:
         shapes = ", ".join(str(tuple(w.shape)) for w in k.weights)
+        if k.function is not None:  # an operation node: no weights, its call instead
+            shapes = operations.call_text(k)
         lines.append(f"  {k.name:<48} {k.class_name:<24} {shapes}")
     for what, count in reading.ignored.items():
         lines.append(f"{what}: {count} arrays, ignored (training state; Keras ignores it with compile=False)")

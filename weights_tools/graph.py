@@ -10,9 +10,19 @@ into an npxception model. Nothing here imports TensorFlow or Keras.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One argument of an operation node (tf_keras' ``TFOpLambda``, a Keras 3 operation), as its config records it."""
+    name: str  # the parameter's name ("y", "x2"), or "#i" for the i-th positional argument
+    tensor: str | None = None  # the flat name of the layer whose output it is; None for a constant
+    value: object = None  # a constant as plain JSON data: a number, a list, ...
+    dtype: str | None = None  # a tensor's or a typed constant's recorded dtype; None for a Python number
 
 
 @dataclass
@@ -23,10 +33,21 @@ class KLayer:
     inbound: list[str] | None = None  # names of the layers feeding it; None if unknown (weights-only files)
     weights: list[np.ndarray] = field(default_factory=list)  # in Keras' get_weights() order
     weight_names: list[str] = field(default_factory=list)  # as stored in the file, for messages
+    # An operation node, not a layer: what it calls ("tf.math.truediv" for a TFOpLambda, the module and
+    # class for a Keras 3 operation: "keras.src.ops.numpy.TrueDivide") and its arguments in call order.
+    function: str | None = None
+    arguments: list[Argument] = field(default_factory=list)
 
     def describe(self) -> str:
         shapes = ", ".join(str(tuple(w.shape)) for w in self.weights)
         return f"{self.name} ({self.class_name}) [{shapes}]"
+
+
+def to_snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case``: "SeparableConv2D" -> "separable_conv2d"."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def set_aside(names, classify) -> tuple[dict[str, int], list[str]]:

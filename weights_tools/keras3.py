@@ -46,9 +46,9 @@ from npxception.config import CONFIG
 from npxception.untrusted import loads_json
 from npxception.weights import weight_budget
 
-from .graph import KLayer, set_aside
+from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
-from .keras_config import MODEL_CLASSES, _unwrap
+from .keras_config import MODEL_CLASSES, _unwrap, is_operation
 from .mapping import ConversionError
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -62,13 +62,6 @@ HDF5_OVERHEAD_BYTES = 64 * 1024**2
 MAX_JSON_BYTES = 8 * 1024**2
 CHUNK_BYTES = 1 << 20  # members are inflated 1 MiB at a time, each chunk counted against the cap
 _KIND_CLASS = {"conv": "Conv2D", "sepconv": "SeparableConv2D", "bn": "BatchNormalization"}
-
-
-def to_snake_case(name: str) -> str:
-    """Keras' ``naming.to_snake_case``: "SeparableConv2D" -> "separable_conv2d"."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 # ---- the archive -------------------------------------------------------------
@@ -168,6 +161,8 @@ def weight_keys(config, where: str) -> dict[tuple, str]:
             name = entry.get("name") or inner.get("name")
             if cls == "InputLayer" and class_name == "Sequential":
                 continue  # Sequential.layers leaves out its InputLayer
+            if is_operation(entry):
+                continue  # an operation (`x / 127.5`) is no layer: no weights, no place in model.layers
             key = to_snake_case(cls)
             if key in used:
                 used[key] += 1

@@ -28,16 +28,19 @@ node is serialised), so a layer called more than once is refused instead.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from npxception.config import CONFIG
-from npxception.untrusted import loads_json
+from npxception.untrusted import loads_json, short_repr
 
-from .graph import KLayer
+from .graph import Argument, KLayer
 from .mapping import ConversionError
 
 # class names that hold a whole model as a layer
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
+# tf_keras' layers that call a TensorFlow function on a symbolic tensor (`x / 127.5`, `x[..., 0]`)
+OPERATION_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 
 
 def read_keras_config(config, *, source: str = "model config") -> tuple[list[KLayer], tuple | None]:
@@ -112,11 +115,41 @@ def _dtype_policy(config) -> str | None:
     return name if isinstance(name, str) else repr(dtype)[:80]
 
 
+# tf_keras: a TFOpLambda's first argument that is a constant, not a tensor, is written
+# [_CONSTANT_VALUE, -1, value, kwargs] (tf_keras/src/engine/node.py, Node.serialize).
+_CONSTANT = "_CONSTANT_VALUE"
+# Keras 3 writes an operation node (keras.ops on a symbolic tensor: `x / 127.5`) with its class'
+# own module, "keras.src.ops.numpy"; a layer with its public one, "keras.layers".
+_OPERATION_MODULE = re.compile(r"keras(\.src)?\.ops(\.|$)")
+
+
+def is_operation(entry) -> bool:
+    """True for a Keras 3 operation node: not a layer, so it has no weights and no place in ``model.layers``."""
+    module = entry.get("module") if isinstance(entry, dict) else None
+    return isinstance(module, str) and _OPERATION_MODULE.match(module) is not None
+
+
+def _is_ref(value) -> bool:
+    """tf_keras' rule for a serialised tensor (``convert_inner_node_data``): ``[layer name, node index,
+    tensor index(, kwargs)]``."""
+    return isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+
+
+def _keras2_items(node, source, layer):
+    """A Keras 1/2 node's top-level items: ``[[name, node, tensor, kwargs], ...]``, or a TFOpLambda's first
+    argument kept as it was called (one ``[name, node, tensor, kwargs]``, or a structure of them)."""
+    if _is_ref(node):
+        return [node]
+    if not isinstance(node, list) or not all(isinstance(item, list) for item in node):
+        raise ConversionError(f"{source}: layer {layer}: unreadable inbound node {short_repr(node)}")
+    return node
+
+
 def _history_names(node, source, layer):
     """The names of the layers feeding one inbound node, in argument order."""
     names: list[str] = []
 
-    def walk(value):
+    def walk(value, keras2=False):
         # An explicit stack, depth-first in argument order: linear, and no
         # recursion however deeply the JSON nests.
         stack = [value]
@@ -130,21 +163,57 @@ def _history_names(node, source, layer):
                     names.append(hist[0])
                 else:
                     stack.extend(reversed(list(value.values())))
+            elif keras2 and _is_ref(value):
+                if not (value[0] == _CONSTANT and value[1] == -1):
+                    names.append(value[0])
+                if len(value) == 4:
+                    stack.append(value[3])  # kwargs: a TFOpLambda's other operands (`y`) may be tensors
             elif isinstance(value, list):
                 stack.extend(reversed(value))
 
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         walk(node.get("args", []))
         walk(node.get("kwargs", {}))
-    elif isinstance(node, list):  # Keras 1/2: [[name, node_index, tensor_index(, kwargs)], ...]
-        for item in node:
-            if (isinstance(item, list) and item and isinstance(item[0], str)):
-                names.append(item[0])
-            else:
-                raise ConversionError(f"{source}: layer {layer}: unreadable inbound node {item!r}")
-    else:
-        raise ConversionError(f"{source}: layer {layer}: unreadable inbound node {node!r}")
+    else:  # Keras 1/2: [[name, node_index, tensor_index(, kwargs)], ...]
+        walk(_keras2_items(node, source, layer), keras2=True)
     return names
+
+
+def _keras3_argument(name, value, flat) -> Argument:
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        config = value.get("config") or {}
+        return Argument(name, tensor=flat[config["keras_history"][0]], dtype=config.get("dtype"))
+    if isinstance(value, dict) and value.get("class_name") in ("__tensor__", "__numpy__"):
+        config = value.get("config") if isinstance(value.get("config"), dict) else {}
+        return Argument(name, value=config.get("value"), dtype=config.get("dtype"))
+    return Argument(name, value=value)
+
+
+def _operation(entry, node, flat) -> tuple[str, list[Argument]]:
+    """``(function, arguments)`` of an operation node: a tf_keras TFOpLambda or a Keras 3 operation.
+
+    Tensors are named by the flat name of the layer they come from. tf_keras records the
+    first argument in the node and the others as its kwargs; Keras 3 records ``args`` and ``kwargs``.
+    """
+    if isinstance(node, dict):  # Keras 3
+        args = node.get("args") if isinstance(node.get("args"), list) else []
+        kwargs = node.get("kwargs") if isinstance(node.get("kwargs"), dict) else {}
+        return (f"{entry.get('module')}.{entry.get('class_name')}",
+                [_keras3_argument(f"#{i}", v, flat) for i, v in enumerate(args)]
+                + [_keras3_argument(str(k), v, flat) for k, v in kwargs.items()])
+    function = (entry.get("config") or {}).get("function")
+    out, kwargs = [], {}
+    if _is_ref(node):
+        if node[0] == _CONSTANT and node[1] == -1:
+            out.append(Argument("#0", value=node[2]))
+        else:
+            out.append(Argument("#0", tensor=flat[node[0]]))
+        kwargs = node[3] if len(node) == 4 and isinstance(node[3], dict) else {}
+    elif node:
+        out.append(Argument("#0", value=node))  # a structure of tensors (tf.concat([a, b]))
+    for k, v in kwargs.items():
+        out.append(Argument(str(k), tensor=flat[v[0]]) if _is_ref(v) else Argument(str(k), value=v))
+    return f"tf.{function}", out
 
 
 def _endpoint_names(value) -> list[str]:
@@ -173,10 +242,11 @@ class _Reader:
         self.scope: Counter = Counter()
         self.layer_count = 0
 
-    def emit(self, name, class_name, config, inbound, path):
+    def emit(self, name, class_name, config, inbound, path, function=None, arguments=()):
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
-        policy = _dtype_policy(config)
+        # a Keras 3 operation has no dtype policy: a "dtype" in its config is its argument (Cast's)
+        policy = None if function is not None and class_name != "TFOpLambda" else _dtype_policy(config)
         if class_name != "InputLayer" and policy not in (None, "float32", "float64"):
             # float32 and float64 are what we compute in. Mixed precision keeps float32
             # variables, so the weights alone look fine, but Keras computes in float16/bfloat16: our float32 answer would differ from the
@@ -186,7 +256,8 @@ class _Reader:
                 "npxception computes in float32 (or float64) and would not reproduce it. Rebuild the "
                 "model under keras.mixed_precision.set_global_policy('float32'), load its weights, "
                 "save it again and convert that file")
-        self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound))
+        self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound,
+                                   function=function, arguments=list(arguments)))
         self.paths[name] = path
 
     def record_input_shape(self, config):
@@ -254,7 +325,10 @@ class _Reader:
                     inbound = list(outer_inbound)
                 else:
                     self.record_input_shape(config)
-            self.emit(prefix + name, str(class_name), config, inbound, path + (name,))
+            function, arguments = None, ()
+            if nodes and (is_operation(entry) or class_name in OPERATION_LAYERS):
+                function, arguments = _operation(entry, nodes[0], flat)
+            self.emit(prefix + name, str(class_name), config, inbound, path + (name,), function, arguments)
             flat[name] = prefix + name
         outputs = _endpoint_names(cfg.get("output_layers"))
         if len(outputs) != 1:

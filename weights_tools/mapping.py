@@ -40,6 +40,7 @@ from npxception import architecture as arch
 from npxception.config import CONFIG
 from npxception.model import XceptionModel
 
+from . import operations
 from .graph import KLayer
 from .layout import CHANNEL_AXES, CHANNELS_FIRST, CHANNELS_LAST, LayoutError, model_data_format, to_hwc
 from .preprocessing import IDENTITY, STAGE, StageError, input_stage
@@ -79,7 +80,9 @@ def _activation_name(cfg) -> str | None:
 
 
 def kind_of(layer: KLayer) -> str:
-    """Our kind for a Keras layer, or "unsupported"."""
+    """Our kind for a Keras layer, "op" for an operation node (weights_tools.operations), or "unsupported"."""
+    if layer.function is not None:
+        return "op"
     if layer.class_name in _KINDS:
         return _KINDS[layer.class_name]
     cfg = layer.config or {}
@@ -212,18 +215,19 @@ def _unsupported(k: KLayer, source: str) -> ConversionError:
             "Rebuild the head on global pooling and fine-tune it")
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
-           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop and Keras' augmentation and "
-           "noise layers; after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation and "
+           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
+           "layers and arithmetic with a number (preprocess_input's); after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation and "
            "BatchNormalization")
     return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. Rebuild the model "
                            f"without it, or, if it is an identity at inference, pass --skip-layer {k.name}")
 
 
 def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
-    """The input-stage layers (Rescaling, Normalization, Resizing...) that follow the input in a chain."""
+    """The input-stage layers (Rescaling, Normalization, Resizing..., operation nodes such as
+    preprocess_input's) that follow the input in a chain."""
     consumers = _consumers(live, inputs)
     chain, current = [], root.name
-    while len(consumers.get(current, [])) == 1 and kind_of(consumers[current][0]) in STAGE.values():
+    while len(consumers.get(current, [])) == 1 and kind_of(consumers[current][0]) in (*STAGE.values(), "op"):
         chain.append(consumers[current][0])
         current = chain[-1].name
     return chain
@@ -244,10 +248,17 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         raise _unsupported(unsupported[0], source)
     root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
+    input_dtype = (roots[0].config or {}).get("dtype")
+    input_dtype = input_dtype if isinstance(input_dtype, str) else None
     try:
-        steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST)
+        steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST,
+                                  input_dtype=input_dtype)
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
+    misplaced = [k for k in live if kind_of(k) == "op" and k.name not in {c.name for c in chain}]
+    if misplaced:
+        where = _where(misplaced[0], live, inputs)
+        raise ConversionError(f"{source}: {operations.refusal(misplaced[0], where, input_dtype)}")
     # the stage's output is the backbone's input: a geometry layer (CenterCrop...) behind a
     # variable-size Input fixes the size that the recorded (None, None, 3) leaves open
     in_shape = (*size, 3)
@@ -268,6 +279,30 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         return params, v, head, in_shape, source_shape, matched, steps, data_format
     v, exc = failures[0]
     raise ConversionError(str(exc)) from None
+
+
+def _where(k: KLayer, live, inputs) -> str:
+    """Where a layer sits, in words: on the input path, inside the backbone or in the head, reading from what."""
+    consumers = _consumers(live, inputs)
+    by_name = {x.name: x for x in live}
+
+    def reaches_conv(start, step):  # a linear walk up (inputs) or down (consumers) the graph
+        seen, stack = set(), list(start)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if kind_of(by_name[name]) in ("conv", "sepconv"):
+                return True
+            stack.extend(step(name))
+        return False
+
+    after = reaches_conv(inputs[k.name], lambda n: inputs[n])
+    before = reaches_conv([c.name for c in consumers.get(k.name, [])], lambda n: [c.name for c in consumers.get(n, [])])
+    where = ("inside the backbone" if after and before else "in the head" if after
+             else "on the input path" if before else "apart from the backbone")
+    return where + (f", reading from {', '.join(inputs[k.name])}" if inputs[k.name] else "")
 
 
 def _input_shape(root: KLayer, data_format=None):

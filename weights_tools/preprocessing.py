@@ -9,7 +9,8 @@ offset=-1)``, then the backbone). They are sorted here into:
   training=False)`` returns ``x`` unchanged. The converter routes around them,
   wherever they sit.
 * **the input stage** (:data:`STAGE`): ``Rescaling`` and ``Normalization``
-  (affine), ``Resizing``, ``CenterCrop`` and ``RandomCrop`` (geometry: they bring
+  (affine), arithmetic with a scalar on the input tensor (``preprocess_input``'s
+  ``x / 127.5 - 1``: operation nodes, :mod:`weights_tools.operations`), ``Resizing``, ``CenterCrop`` and ``RandomCrop`` (geometry: they bring
   the source's input size to the backbone's, as the Keras that wrote them does at
   inference), all applied by ``model(x)``. They must form a chain between the
   model's input and the backbone; :func:`input_stage` turns that chain into
@@ -33,6 +34,7 @@ import numpy as np
 from npxception.input_stage import KERAS_EPSILON, output_size
 from npxception.ops.resize import INTERPOLATIONS
 
+from . import operations
 from .graph import KLayer
 from .layout import CHANNEL_AXES, CHANNELS_LAST
 
@@ -177,8 +179,8 @@ def _random_crop_determined(steps, hw, keras_version) -> None:
                          f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
 
 
-def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST
-                ) -> tuple[list[dict], tuple]:
+def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST, *,
+                input_dtype=None) -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
@@ -187,9 +189,21 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     ``keras_version`` is the version the file records (``"2.15.0"``; None when it
     records none), which decides what an old tf_keras RandomCrop computes.
     ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
+    ``input_dtype``: the input's recorded dtype (None: float32), which operation nodes
+    (:mod:`weights_tools.operations`) compute in.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
-    steps = [_step(k, data_format, keras_version) for k in chain]
+    steps = []
+    for k in chain:
+        if k.function is None:
+            steps.append(_step(k, data_format, keras_version))
+            continue
+        try:
+            op_step = operations.step(k, input_dtype)
+        except operations.OperationError:
+            raise StageError(operations.refusal(k, "between the input and the backbone", input_dtype)) from None
+        if op_step is not None:  # None: a cast that changes nothing
+            steps.append(op_step)
     hw = tuple(input_hw) if input_hw else (None, None)
     try:
         size = output_size(steps, hw)

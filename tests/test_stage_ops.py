@@ -1,0 +1,252 @@
+"""Operation nodes on the input path (weights_tools/operations.py): ``preprocess_input`` and hand-written
+arithmetic on a symbolic tensor, read from the configs that Keras 3 and tf_keras write, computed as they compute it.
+
+Each form is a small model ``Input -> form`` built by each Keras; its config is read as the converter reads
+a file, and the stage it becomes must equal the Keras model called on the same array, bit for bit, on
+hypothesis draws of pixel arrays. The Keras call is eager, ``model(x)``: TensorFlow's graph optimizer
+rewrites ``x / c`` in ``model.predict`` into ``x * (1 / c)`` (operations.py), which the whole tutorial
+models of test_real_world_files.py (preprocess_input_keras, tf_keras_preprocess_input_h5) meet within
+their tolerance. Unsupported operations are refused by name, from the same real configs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from npxception import input_stage as stage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAVOURS = ("keras3", "tf_keras")
+
+
+def _frameworks(flavour):
+    import tensorflow as tf
+
+    if flavour == "tf_keras":
+        import tf_keras as fw
+    else:
+        import keras as fw
+    return fw, tf
+
+
+# name: (the form on a symbolic tensor x, the steps it must become: (op, scalar, scalar_first))
+FORMS = {
+    "preprocess_input": (lambda fw, tf, x: fw.applications.xception.preprocess_input(x),
+                         [("divide", 127.5, False), ("subtract", 1.0, False)]),
+    "c_minus_x": (lambda fw, tf, x: 1.0 - x, [("subtract", 1.0, True)]),
+    "c_over_x": (lambda fw, tf, x: 255.0 / x, [("divide", 255.0, True)]),
+    "x_over_tenth": (lambda fw, tf, x: x / 0.1, [("divide", 0.1, False)]),  # not x * 10 (0.1 is inexact)
+    "x_times_c": (lambda fw, tf, x: x * 0.1, [("multiply", 0.1, False)]),
+    "c_times_x": (lambda fw, tf, x: 2.5 * x, [("multiply", 2.5, True)]),
+    "x_plus_int": (lambda fw, tf, x: x + 1, [("add", 1.0, False)]),
+    "c_plus_x": (lambda fw, tf, x: 3.0 + x, [("add", 3.0, True)]),
+    "scale_shift": (lambda fw, tf, x: (x / 255.0 - 0.5) * 2.0,
+                    [("divide", 255.0, False), ("subtract", 0.5, False), ("multiply", 2.0, False)]),
+}
+KERAS3_FORMS = {
+    "ops_divide": (lambda fw, tf, x: fw.ops.divide(x, 127.5), [("divide", 127.5, False)]),
+    "ops_add": (lambda fw, tf, x: fw.ops.add(2.0, x), [("add", 2.0, True)]),
+    "tf_constant": (lambda fw, tf, x: x / tf.constant(127.5), [("divide", 127.5, False)]),  # a __tensor__ float32
+    "cast_then_divide": (lambda fw, tf, x: fw.ops.cast(x, "float32") / 127.5, [("divide", 127.5, False)]),
+}
+TF_KERAS_FORMS = {
+    "tf_divide": (lambda fw, tf, x: tf.math.divide(x, 127.5), [("divide", 127.5, False)]),
+    "tf_add": (lambda fw, tf, x: tf.math.add(x, 2.0), [("add", 2.0, False)]),
+    "scalar_mul": (lambda fw, tf, x: tf.math.scalar_mul(2.0, x), [("multiply", 2.0, True)]),
+    "cast_then_divide": (lambda fw, tf, x: tf.cast(x, tf.float32) / 127.5, [("divide", 127.5, False)]),
+}
+
+
+def _klayers(model):
+    from weights_tools.keras_config import read_keras_config
+
+    return read_keras_config(model.to_json(), source="test model")[0]
+
+
+def _stage_of(model):
+    """The stage the converter builds from the model's config: its operation nodes, in order."""
+    from weights_tools.preprocessing import input_stage
+
+    chain = [k for k in _klayers(model) if k.function is not None]
+    return input_stage(chain, (None, None))[0]
+
+
+@pytest.fixture(scope="module")
+def forms():
+    """{(flavour, form): (keras model, its stage)}, each model Input((None, None, 3)) -> the form."""
+    out = {}
+    for flavour in FLAVOURS:
+        fw, tf = _frameworks(flavour)
+        extra = KERAS3_FORMS if flavour == "keras3" else TF_KERAS_FORMS
+        for name, (form, expected) in {**FORMS, **extra}.items():
+            inputs = fw.Input((None, None, 3))
+            model = fw.Model(inputs, form(fw, tf, inputs))
+            steps = _stage_of(model)
+            assert [(s["op"], s["scalar"], s["scalar_first"]) for s in steps] == expected, (flavour, name, steps)
+            out[flavour, name] = model, steps
+    return out
+
+
+def test_every_form_becomes_its_steps(forms):
+    """Both Keras write every form so that the converter reads the op, the number and the operand order."""
+    assert len(forms) == 2 * len(FORMS) + len(KERAS3_FORMS) + len(TF_KERAS_FORMS)
+    model, steps = forms["keras3", "preprocess_input"]
+    assert [stage.describe(s) for s in steps] == ["true_divide (TrueDivide): x / 127.5",
+                                                  "subtract (Subtract): x - 1"]
+    model, steps = forms["tf_keras", "c_minus_x"]
+    assert stage.describe(steps[0]).endswith("(TFOpLambda): 1 - x")
+
+
+# Pixels as img_to_array gives them (whole numbers) or as augmentation leaves them (fractions), in [0, 255].
+# Not below 2**-20: TensorFlow's CPU kernels flush subnormal inputs and results to zero, numpy does not,
+# and a pixel is never within 1e-38 of zero without being zero.
+pixels = arrays(np.float32, st.tuples(st.integers(1, 2), st.integers(1, 7), st.integers(1, 7), st.just(3)),
+                elements=st.one_of(st.integers(0, 255).map(float),
+                                   st.floats(2**-20, 255, width=32), st.just(0.0)))
+
+
+@given(x=pixels)
+def test_stage_equals_keras_eager_call_bit_for_bit(forms, x):
+    """stage.apply on the converter's steps == the Keras model called on the same pixels (c / 0 = inf in both)."""
+    for (flavour, name), (model, steps) in forms.items():
+        theirs = np.asarray(model(x, training=False))
+        ours = stage.apply(stage.validate(steps), x)
+        assert ours.dtype == theirs.dtype == np.float32
+        assert np.array_equal(ours, theirs, equal_nan=True), \
+            f"{flavour} {name}: ours {ours.ravel()[:4]} vs keras {theirs.ravel()[:4]}"
+
+
+@given(x=pixels, op=st.sampled_from(sorted(stage.ARITHMETIC)), scalar_first=st.booleans(),
+       c=st.floats(-1e4, 1e4).filter(lambda c: abs(c) > 1e-3))
+def test_arithmetic_step_equals_tensorflow_and_keras_ops(x, op, scalar_first, c):
+    """Any number, either order: the step == tf.math's op (tf_keras' TFOpLambda) and keras.ops' (Keras 3),
+    the Python float rounded to float32 as both convert it."""
+    import keras
+    import tensorflow as tf
+
+    tf_op = {"add": tf.math.add, "subtract": tf.math.subtract, "multiply": tf.math.multiply,
+             "divide": tf.math.truediv}[op]
+    keras_op = {"add": keras.ops.add, "subtract": keras.ops.subtract, "multiply": keras.ops.multiply,
+                "divide": keras.ops.true_divide}[op]
+    args = (c, x) if scalar_first else (x, c)
+    ours = stage.apply(stage.validate([{"kind": "arithmetic", "name": "op", "op": op, "scalar": c,
+                                        "scalar_first": scalar_first, "keras_class": "Test"}]), x)
+    for theirs in (tf_op(*(tf.constant(a) if a is x else a for a in args)), keras_op(*args)):
+        theirs = np.asarray(theirs)
+        assert theirs.dtype == np.float32
+        assert np.array_equal(ours, theirs, equal_nan=True), f"{op} {c!r}: ours {ours.ravel()[:3]} vs {theirs.ravel()[:3]}"
+
+
+# ---- refusals, from the configs each Keras writes -----------------------------------------------------
+
+def _conv(fw, x):
+    return fw.layers.Conv2D(2, 1, name="conv")(x)
+
+
+# name: (the model's layers after Input((8, 8, 3)), what the refusal must say)
+REFUSED = {
+    "tensor_operand": (lambda fw, tf, x: _conv(fw, x - x), r"on the input path.*both its operands are tensors"),
+    "vector_constant": (lambda fw, tf, x: _conv(fw, x - np.array([1.0, 2.0, 3.0], np.float32)),
+                        r"between the input and the backbone: its constant operand \[1.0, 2.0, 3.0\] is not one number"),
+    "power": (lambda fw, tf, x: _conv(fw, x ** 2), r"it is not elementwise arithmetic with a scalar"),
+    "cast_float16": (lambda fw, tf, x: _conv(fw, tf.cast(x, tf.float16) if fw.__name__ == "tf_keras"
+                                            else fw.ops.cast(x, "float16")),
+                     r"dtype='float16'\).*a cast to 'float16' changes the values"),
+    "resize": (lambda fw, tf, x: _conv(fw, tf.image.resize(x, (8, 8)) if fw.__name__ == "tf_keras"
+                                       else fw.ops.image.resize(x, (8, 8))),
+               r"image.resize\(.*size=\[8, 8\].*it is not elementwise arithmetic"),
+    "bgr": (lambda fw, tf, x: _conv(fw, x[..., ::-1]), r"it is not elementwise arithmetic"),
+    "in_the_head": (lambda fw, tf, x: fw.layers.Dense(2)(fw.layers.GlobalAveragePooling2D(name="gap")(_conv(fw, x))
+                                                         * 2.0),
+                    r"in the head, reading from gap: npxception converts such arithmetic only between the "
+                    r"model's input and the backbone"),
+    "between_blocks": (lambda fw, tf, x: fw.layers.Conv2D(2, 1)(_conv(fw, x) * 2.0),
+                       r"inside the backbone, reading from conv: npxception converts such arithmetic only"),
+}
+SKIPPABLE = {"vector_constant", "power", "cast_float16", "resize", "bgr", "in_the_head", "between_blocks"}
+
+
+@pytest.fixture(scope="module")
+def refused():
+    """{(flavour, case): (the op node's name, the ConversionError's text)}, from each Keras' config."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    out = {}
+    for flavour in FLAVOURS:
+        fw, tf = _frameworks(flavour)
+        for name, (build, _) in REFUSED.items():
+            inputs = fw.Input((8, 8, 3))
+            klayers = _klayers(fw.Model(inputs, build(fw, tf, inputs)))
+            op = next(k for k in klayers if k.function is not None)
+            with pytest.raises(ConversionError) as info:
+                to_npxception(klayers, source="m", input_shape=(8, 8, 3))
+            out[flavour, name] = op.name, str(info.value)
+    return out
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_unsupported_operation_is_refused_naming_it(refused, flavour, name):
+    op, message = refused[flavour, name]
+    assert message.startswith(f"m: operation {op} ("), message
+    assert ("tf." if flavour == "tf_keras" else "keras.ops.") in message  # what it calls, by its public name
+    assert re.search(REFUSED[name][1], message), message
+    assert ("--skip-layer " + op in message) == (name in SKIPPABLE)  # not for two tensor operands
+    for vague in ("unreadable inbound node", "no weights group", "not an Xception"):
+        assert vague not in message
+
+
+def test_keras3_float64_constant_is_refused_not_computed_in_float32():
+    """Keras 3 promotes float32 / float64-tensor to float64: a step npxception would compute differently."""
+    import keras
+    import tensorflow as tf
+
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    inputs = keras.Input((8, 8, 3))
+    klayers = _klayers(keras.Model(inputs, _conv(keras, inputs / tf.constant(127.5, tf.float64))))
+    with pytest.raises(ConversionError, match=r"operation true_divide.*is a float64 tensor, so Keras computes"):
+        to_npxception(klayers, source="m", input_shape=(8, 8, 3))
+
+
+@pytest.fixture(scope="module")
+def saved_power(tmp_path_factory):
+    """`x ** 2` before a Conv2D, saved by each Keras in its own format."""
+    import keras
+    import tf_keras
+
+    root = tmp_path_factory.mktemp("saved_power")
+    paths = {}
+    for fw, file in ((keras, "power.keras"), (tf_keras, "power.h5")):
+        inputs = fw.Input((8, 8, 3))
+        fw.Model(inputs, _conv(fw, inputs ** 2)).save(root / file)
+        paths[fw.__name__] = root / file
+    return paths
+
+
+@pytest.mark.parametrize("flavour, op", [("keras", "power"), ("tf_keras", "tf.math.pow")])
+def test_saved_files_are_refused_naming_the_operation(saved_power, flavour, op):
+    """Through each file reader (the .keras archive has no weights group for an operation: skipped)."""
+    import weights_tools
+
+    # auto-named: power_3 when this process built other powers first
+    with pytest.raises(weights_tools.ConversionError, match=f"operation {op}(_\\d+)? \\(.*pow.*it is not elementwise"):
+        weights_tools.read(saved_power[flavour])
+
+
+def test_cli_refusal_is_one_line(saved_power, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "weights_tools", "convert", str(saved_power["keras"]), "-o",
+                           str(tmp_path / "out.npz")], env=env, capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in err and "Traceback" not in err, proc.stderr
+    assert re.search(r"operation power(_\d+)? \(keras.ops.power\(", err) and not (tmp_path / "out.npz").exists()
