@@ -151,8 +151,9 @@ def test_first_names_unsuffixed_and_nchw(setup):
     assert report.complete and report.first_divergence is None, str(report)
     assert report.matched_by_order["block2_add"] == "add"
     nchw = {k: v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for k, v in renamed.items()}
-    report = compare(ours, nchw, layout="NCHW")
-    assert report.complete and report.first_divergence is None, str(report)
+    for layout in ("NCHW", None):  # None: detected tensor by tensor, as for named layers
+        report = compare(ours, nchw, layout=layout)
+        assert report.complete and report.first_divergence is None, str(report)
 
 
 def test_shapes_refuse_a_by_order_match(setup):

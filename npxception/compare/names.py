@@ -168,6 +168,8 @@ def match_auto_names(theirs: dict[str, tuple], ours: list[tuple[str, str, tuple]
     for prefix, keys in by_prefix.items():
         mine = [(name, shape) for name, kind, shape in ours if AUTO_NAMES.get(kind) == prefix]
         spelled = f"{prefix}[_N]"
+        if not mine:  # every layer of ours of that kind has its name: these keys are theirs only
+            continue
         if len(keys) != len(mine):
             out.refused.append(f"{len(keys)} {spelled} key(s) of theirs for {len(mine)} {prefix} layer(s) of ours "
                                "without a counterpart: the counts differ, so the order does not say which is which")
