@@ -62,6 +62,7 @@ class XceptionModel:
         params = dict(params)
         check_params(params, expected, where=source or "params")
         self.dtype = next(iter(params.values())).dtype
+        stage.check_dtype(self.input_stage, self.dtype)
         for array in params.values():
             array.flags.writeable = False  # weights are shared with prepared fast plans
         self._params = params
@@ -208,7 +209,7 @@ class XceptionModel:
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
-        return stage.apply(self.input_stage, self._check_input(x))
+        return stage.apply(self.input_stage, self._check_input(x), finite=True)
 
     def backbone_input_gathered(self, hw, read, feed) -> np.ndarray:
         """``backbone_input(feed(x)[None])`` for one ``H x W`` image ``x`` that is never whole in memory.
@@ -226,7 +227,7 @@ class XceptionModel:
                 raise ValueError("x: contains NaN or Inf")
             return x
 
-        return stage.apply_gathered(self.input_stage, hw, read, fed)
+        return stage.apply_gathered(self.input_stage, hw, read, fed, finite=True)
 
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):

@@ -108,6 +108,12 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     arrays = dict(model.weights)
     if golden:
         manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))
+        try:  # what load checks: a file is never written that its own loader refuses
+            gold.parse(manifest["golden"], golden_arrays)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not written: the model's golden test case (its "
+                             f"{manifest['golden']['source']} output on the golden input) is unusable: "
+                             f"{exc}") from None
         manifest["reserved"] = {k: list(a.shape) for k, a in golden_arrays.items()}  # for read()
         arrays.update(golden_arrays)
     arrays[MANIFEST_KEY] = np.array(json.dumps(manifest))
