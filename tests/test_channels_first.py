@@ -381,3 +381,19 @@ def test_manifest_without_the_field_reads_as_not_recorded(converted, tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=r"bad.npz: source_data_format: expected one of"):
         npxception.load(tmp_path / "bad.npz")
+
+
+def test_nchw_input_in_a_channels_last_model_names_the_layout_it_was_read_in(k3_layers):
+    """The report that started this: an input of (None, 3, 71, 71) read as NHWC. The message says which layout
+    the shape was read in, and why (every layer that depends on a data format says channels_last)."""
+    from weights_tools import ConversionError
+    from weights_tools.layout import DEPENDS
+
+    def channels_last(by):
+        for k in by.values():
+            if k.class_name in DEPENDS:
+                k.config["data_format"] = "channels_last"
+    with pytest.raises(ConversionError, match=r"input layer image: expected 3 channels \(RGB\), found 71: its shape "
+                                              r"\(None, 3, 71, 71\) read as \(N, H, W, C\), as the model's layers "
+                                              r"are channels_last"):
+        _convert(k3_layers, channels_last)
