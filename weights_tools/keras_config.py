@@ -34,7 +34,7 @@ from collections import Counter
 from npxception.config import CONFIG
 from npxception.untrusted import loads_json, short_repr
 
-from .graph import Argument, KLayer
+from .graph import Argument, KLayer, dtype_policy
 from .mapping import ConversionError
 
 # class names that hold a whole model as a layer
@@ -103,16 +103,6 @@ def _layer_name(entry: dict) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError("a layer without a name")
     return name
-
-
-def _dtype_policy(config) -> str | None:
-    """A layer's dtype policy name: Keras 3 and tf_keras write a string or ``{"config": {"name": ...}}``."""
-    dtype = (config or {}).get("dtype") if isinstance(config, dict) else None
-    if dtype is None or isinstance(dtype, str):
-        return dtype
-    inner = dtype.get("config") if isinstance(dtype, dict) else None
-    name = inner.get("name") if isinstance(inner, dict) else None
-    return name if isinstance(name, str) else repr(dtype)[:80]
 
 
 # tf_keras: a TFOpLambda's first argument that is a constant, not a tensor, is written
@@ -246,7 +236,7 @@ class _Reader:
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
         # a Keras 3 operation has no dtype policy: a "dtype" in its config is its argument (Cast's)
-        policy = None if function is not None and class_name != "TFOpLambda" else _dtype_policy(config)
+        policy = None if function is not None and class_name != "TFOpLambda" else dtype_policy(config)
         if class_name != "InputLayer" and policy not in (None, "float32", "float64"):
             # float32 and float64 are what we compute in. Mixed precision keeps float32
             # variables, so the weights alone look fine, but Keras computes in float16/bfloat16: our float32 answer would differ from the
