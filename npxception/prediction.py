@@ -11,7 +11,9 @@ Photo sizes: a model whose source took any size (``Input((None, None, 3))``)
 gets each photo at its own size, ``img_to_array(load_img(path))`` without
 ``target_size``, as its Keras user feeds it. When its stage resizes or crops
 (a converted ``Resizing``, ``CenterCrop``...) to the backbone's size, the batch
-is stacked after the stage; when nothing fixes the backbone's size, photos of
+is stacked after the stage, and only the pixels the stage reads are converted
+from Pillow's image and preprocessed (the same bits as the whole photo's,
+docs/performance.md); when nothing fixes the backbone's size, photos of
 different sizes cannot be stacked and each runs alone (Keras' user calls
 ``model.predict`` once per photo too). A photo the model cannot take (smaller
 than 71x71, or refused by a stage layer) is refused by name. Every other model,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npxception.input_stage import describe
+from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
 from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
@@ -206,6 +207,7 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **op
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
+    check_output_dir(dst)  # before the reading, which can take a while
     model = read(src, variant=variant, config=config, **options)
     if check_with_keras:
         model.golden = keras_check(src, model, config=config)
