@@ -401,7 +401,7 @@ def test_size_option_is_checked_against_the_model_before_any_output(plain, any_s
     assert main(["predict", "--weights", str(fixed), "--size", "80x90", "--json", str(photo)]) == 1
     out = capsys.readouterr()
     assert out.out == "" and "target_size: this model takes 71x71 images" in out.err, out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
         main(["predict", "--weights", str(fixed), "--size", "80", str(photo)])
     assert "expected HxW" in capsys.readouterr().err
     variable = any_size.save(tmp_path / "any.npz")
