@@ -40,7 +40,7 @@ also runs our model in float64 and reports how far each side is from it.
 
 from __future__ import annotations
 
-from .cli import cli_compare, cli_input
+from .cli import cli_compare, cli_input, cli_inputs
 from .core import DEFAULT_RTOL, compare
 from .hypotheses import CATALOGUE, Diagnosis
 from .names import KNOWN_PORTS
@@ -50,5 +50,5 @@ from .summary import summarize
 from .torch_dump import dump_torch_activations
 
 __all__ = ["compare", "summarize", "Report", "Row", "Agreement", "Diagnosis", "Other", "agreement",
-           "CATALOGUE", "KNOWN_PORTS", "INPUT_KEY", "DEFAULT_RTOL", "cli_compare", "cli_input",
+           "CATALOGUE", "KNOWN_PORTS", "INPUT_KEY", "DEFAULT_RTOL", "cli_compare", "cli_input", "cli_inputs",
            "dump_torch_activations"]
