@@ -147,7 +147,8 @@ def _history_names(node, source, layer):
             value = stack.pop()
             if isinstance(value, dict):
                 if value.get("class_name") == "__keras_tensor__":
-                    hist = (value.get("config") or {}).get("keras_history")
+                    config = value.get("config")
+                    hist = config.get("keras_history") if isinstance(config, dict) else None
                     if not (isinstance(hist, list) and hist and isinstance(hist[0], str)):
                         raise ConversionError(f"{source}: layer {layer}: a tensor without keras_history")
                     names.append(hist[0])
@@ -191,7 +192,9 @@ def _operation(entry, node, flat) -> tuple[str, list[Argument]]:
         return (f"{entry.get('module')}.{entry.get('class_name')}",
                 [_keras3_argument(f"#{i}", v, flat) for i, v in enumerate(args)]
                 + [_keras3_argument(str(k), v, flat) for k, v in kwargs.items()])
-    function = (entry.get("config") or {}).get("function")
+    function = (entry.get("config") or {}).get("function") if isinstance(entry.get("config"), dict) else None
+    # a Keras 3 operation whose node is a list, not {"args", "kwargs"}: named as Keras 3 names it
+    name = f"tf.{function}" if isinstance(function, str) else f"{entry.get('module')}.{entry.get('class_name')}"
     out, kwargs = [], {}
     if _is_ref(node):
         if node[0] == _CONSTANT and node[1] == -1:
@@ -203,7 +206,7 @@ def _operation(entry, node, flat) -> tuple[str, list[Argument]]:
         out.append(Argument("#0", value=node))  # a structure of tensors (tf.concat([a, b]))
     for k, v in kwargs.items():
         out.append(Argument(str(k), tensor=flat[v[0]]) if _is_ref(v) else Argument(str(k), value=v))
-    return f"tf.{function}", out
+    return name, out
 
 
 def _endpoint_names(value) -> list[str]:

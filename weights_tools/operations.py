@@ -73,11 +73,11 @@ class OperationError(ValueError):
 def function_name(k: KLayer) -> str:
     """The public name of what ``k`` calls: ``"tf.math.truediv"``, ``"keras.ops.true_divide"``."""
     function = k.function or "?"
-    if function.startswith("tf."):
-        return function
-    module, _, cls = function.rpartition(".")
-    sub = module.rpartition(".")[2]  # keras.src.ops.numpy -> numpy; image ops keep their namespace
-    return f"keras.ops.{'image.' if sub == 'image' else ''}{to_snake_case(cls)}"
+    if not function.startswith("tf."):
+        module, _, cls = function.rpartition(".")
+        sub = module.rpartition(".")[2]  # keras.src.ops.numpy -> numpy; image ops keep their namespace
+        function = f"keras.ops.{'image.' if sub == 'image' else ''}{to_snake_case(cls)}"
+    return function if len(function) <= 80 else function[:77] + "..."  # a hostile class name floods no message
 
 
 def _show(a: Argument) -> str:
