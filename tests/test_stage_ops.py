@@ -165,6 +165,9 @@ REFUSED = {
                                        else fw.ops.image.resize(x, (8, 8))),
                r"image.resize\(.*size=\[8, 8\].*it is not elementwise arithmetic"),
     "bgr": (lambda fw, tf, x: _conv(fw, x[..., ::-1]), r"it is not elementwise arithmetic"),
+    "divide_by_zero": (lambda fw, tf, x: _conv(fw, x / 0.0),
+                       r"between the input and the backbone: it divides the image by zero \(0.0\), which gives Inf "
+                       r"or NaN at every pixel"),
     "in_the_head": (lambda fw, tf, x: fw.layers.Dense(2)(fw.layers.GlobalAveragePooling2D(name="gap")(_conv(fw, x))
                                                          * 2.0),
                     r"in the head, reading from gap: npxception converts such arithmetic only between the "
@@ -172,7 +175,7 @@ REFUSED = {
     "between_blocks": (lambda fw, tf, x: fw.layers.Conv2D(2, 1)(_conv(fw, x) * 2.0),
                        r"inside the backbone, reading from conv: npxception converts such arithmetic only"),
 }
-SKIPPABLE = {"vector_constant", "power", "cast_float16", "resize", "bgr", "in_the_head", "between_blocks"}
+SKIPPABLE = {"divide_by_zero", "vector_constant", "power", "cast_float16", "resize", "bgr", "in_the_head", "between_blocks"}
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +219,25 @@ def test_keras3_float64_constant_is_refused_not_computed_in_float32():
     klayers = _klayers(keras.Model(inputs, _conv(keras, inputs / tf.constant(127.5, tf.float64))))
     with pytest.raises(ConversionError, match=r"operation true_divide.*is a float64 tensor, so Keras computes"):
         to_npxception(klayers, source="m", input_shape=(8, 8, 3))
+
+
+@pytest.mark.parametrize("flavour, refusal", [
+    ("tf_keras", r"operation tf.math.truediv(_\d+)? \(.*it reads the output of layer f64, whose dtype policy is 'float64', "
+                 r"so Keras computes this operation in float64"),
+    ("keras3", r"operation true_divide(_\d+)? \(.*it reads a float64 tensor")])
+def test_float64_layer_before_an_operation_is_refused(flavour, refusal):
+    """Rescaling(dtype="float64") -> preprocess_input: Keras divides in float64 (tf_keras records no dtype on
+    the op's tensor, only the layer's policy); npxception would divide in float32, differing in the last bits."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    fw, tf = _frameworks(flavour)
+    inputs = fw.Input((8, 8, 3))
+    x = fw.applications.xception.preprocess_input(fw.layers.Rescaling(1.0, dtype="float64", name="f64")(inputs))
+    model = fw.Model(inputs, _conv(fw, x))
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    assert np.asarray(fw.Model(inputs, x)(pixels)).dtype == np.float64  # what the stage computes in Keras
+    with pytest.raises(ConversionError, match=refusal):
+        to_npxception(_klayers(model), source="m", input_shape=(8, 8, 3))
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +303,93 @@ def test_cli_refusal_is_one_line(saved_power, tmp_path):
     err = proc.stderr.strip()
     assert proc.returncode == 1 and "\n" not in err and "Traceback" not in err, proc.stderr
     assert re.search(r"operation power(_\d+)? \(keras.ops.power\(", err) and not (tmp_path / "out.npz").exists()
+
+
+def _tensor(prev):
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": [None, 8, 8, 3], "dtype": "float32", "keras_history": [prev, 0, 0]}}
+
+
+def _hand_written(n, edit=lambda layer: None):
+    """The klayers of a Keras 3 config written by hand: Input((8, 8, 3)) then ``n`` divisions by 2, each
+    entry passed to ``edit`` (no Keras needed)."""
+    import json
+
+    from weights_tools.keras_config import read_keras_config
+
+    layers = [{"class_name": "InputLayer", "name": "input_layer", "inbound_nodes": [],
+               "config": {"batch_shape": [None, 8, 8, 3], "dtype": "float32", "name": "input_layer"}}]
+    for i in range(n):
+        layers.append({"module": "keras.src.ops.numpy", "class_name": "TrueDivide", "name": f"op{i}",
+                       "config": {"name": f"op{i}"},
+                       "inbound_nodes": [{"args": [_tensor(layers[-1]["name"]), 2.0], "kwargs": {}}]})
+        edit(layers[-1])
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": layers, "input_layers": [
+        ["input_layer", 0, 0]], "output_layers": [[layers[-1]["name"], 0, 0]]}}
+    return read_keras_config(json.dumps(config), source="m")[0]
+
+
+def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
+    """MAX_STEPS + 1 divisions after the input: refused by the converter with the model's own wording,
+    before the backbone is looked for."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    klayers = _hand_written(stage.MAX_STEPS + 1)
+    with pytest.raises(ConversionError, match=rf"^m: input_stage: at most {stage.MAX_STEPS} steps, found "
+                                              rf"{stage.MAX_STEPS + 1} \(the layers op0 to op{stage.MAX_STEPS} "):
+        to_npxception(klayers, source="m", input_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match=rf"^input_stage: at most {stage.MAX_STEPS} steps, found "):  # the same words
+        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1))
+
+
+def test_malformed_operation_entries_get_readable_refusals():
+    """A tensor whose config is a list, a node written as a list, a 5,000-character class name: each refusal
+    names the file and the layer, in words and at a readable length."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    def list_config(layer):
+        layer["inbound_nodes"][0]["args"][0]["config"] = [1]
+
+    with pytest.raises(ConversionError, match=r"^m: layer op0: a tensor without keras_history"):
+        _hand_written(1, list_config)
+
+    def node_list(layer):
+        layer["inbound_nodes"][0] = [["input_layer", 0, 0, {}]]
+
+    with pytest.raises(ConversionError, match=r"^m: operation op0 \(keras.ops.true_divide\(\[\['input_layer'.*the config records "
+                                              r"no argument 'x2'") as info:
+        to_npxception(_hand_written(1, node_list), source="m", input_shape=(8, 8, 3))
+    assert "None" not in str(info.value)
+
+    def long_class(layer):
+        layer["class_name"] = "Divide" + "X" * 5000
+
+    with pytest.raises(ConversionError, match=r"^m: operation op0 \(keras.ops.divide_x+\.\.\.\(") as info:
+        to_npxception(_hand_written(1, long_class), source="m", input_shape=(8, 8, 3))
+    assert len(str(info.value)) < 1000, len(str(info.value))
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
+    """Input(dtype="uint8") -> cast to float32 -> preprocess_input (a serving model): the cast is exact (every
+    uint8 is a float32), so the stage is preprocess_input's two steps, equal to Keras on every pixel value;
+    a cast of int32 (not exact beyond 2**24) is still refused."""
+    fw, tf = _frameworks(flavour)
+
+    def cast(x):
+        return tf.cast(x, tf.float32) if flavour == "tf_keras" else fw.ops.cast(x, "float32")
+
+    from weights_tools.preprocessing import StageError, input_stage
+
+    inputs = fw.Input((None, None, 3), dtype="uint8")
+    model = fw.Model(inputs, fw.applications.xception.preprocess_input(cast(inputs)))
+    chain = [k for k in _klayers(model) if k.function is not None]
+    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8")[0])
+    assert [(s["op"], s["scalar"]) for s in steps] == [("divide", 127.5), ("subtract", 1.0)]
+    x = np.arange(256 * 3, dtype=np.uint32).reshape(1, 16, 16, 3).__mod__(256).astype(np.uint8)  # every value
+    assert np.array_equal(stage.apply(steps, x.astype(np.float32)), np.asarray(model(x)))
+
+    inputs = fw.Input((None, None, 3), dtype="int32")
+    model = fw.Model(inputs, cast(inputs) / 127.5)
+    with pytest.raises(StageError, match=r"it reads a int32 tensor"):
+        input_stage([k for k in _klayers(model) if k.function is not None], (None, None), input_dtype="int32")
