@@ -56,6 +56,7 @@ def converted(files, tmp_path_factory):
         jobs.append({"name": name, "argv": argv, "output": str(work / f"{name}.npz"), "x": x,
                      "result": str(work / f"{name}_y.npy")})
     # A .weights.h5 with a two-Dense head and no config: the activations are unknowable.
+    (work / "b_noconfig").mkdir()  # convert -o refuses a missing directory before it reads the file
     jobs.append({"name": "b_weights_h5_no_config", "argv": ["convert", good["b_weights_h5"].path, "-o",
                                                               str(work / "b_noconfig" / "out.npz")]})
     for name, path in bad.items():

@@ -190,7 +190,7 @@ def refused():
             inputs = fw.Input((8, 8, 3))
             klayers = _klayers(fw.Model(inputs, build(fw, tf, inputs)))
             op = next(k for k in klayers if k.function is not None)
-            with pytest.raises(ConversionError) as info:
+            with pytest.raises(ConversionError, match=rf"^m: operation {re.escape(op.name)} \(") as info:
                 to_npxception(klayers, source="m", input_shape=(8, 8, 3))
             out[flavour, name] = op.name, str(info.value)
     return out
