@@ -40,6 +40,7 @@ from npxception.model import XceptionModel
 
 from . import operations
 from .graph import KLayer
+from .keras_layers import not_identity_reason
 from .preprocessing import IDENTITY, STAGE, StageError, input_stage
 
 
@@ -67,13 +68,26 @@ _KINDS = {
     **STAGE,  # Rescaling, Normalization, Resizing, CenterCrop, RandomCrop: the input stage
 }
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
+# Keras 3 serialises activation="swish" by its function's name, "silu": the same x * sigmoid(x) as tf_keras'
+# swish (keras/src/activations/activations.py silu; tf_keras/activations.py swish -> tf.nn.silu).
+_ACTIVATION_ALIASES = {"silu": "swish"}
+# The rank of the tensors in a head: global pooling makes (N, C), and every head layer keeps it.
+_HEAD_RANK = 2
+_BACKBONE_RANK = 4  # (N, H, W, C)
 
 
 def _activation_name(cfg) -> str | None:
     act = (cfg or {}).get("activation", "linear")
     if isinstance(act, dict):  # Keras 3 may serialise built-ins as {"class_name": "function", "config": "relu"}
         act = act.get("config") if isinstance(act.get("config"), str) else None
-    return act
+    return _ACTIVATION_ALIASES.get(act, act)
+
+
+def _last_axis(axis, rank) -> bool:
+    """True when ``axis`` (an int, or a one-element list as tf_keras records it) is the last axis of a
+    tensor of ``rank``: tf_keras writes the resolved index (BatchNormalization axis [1] on (N, C)), Keras 3 -1."""
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    return isinstance(axis, int) and not isinstance(axis, bool) and axis in (-1, rank - 1)
 
 
 def kind_of(layer: KLayer) -> str:
@@ -87,6 +101,8 @@ def kind_of(layer: KLayer) -> str:
         plain = (cfg.get("max_value") in (None,) and float(cfg.get("negative_slope", 0) or 0) == 0
                  and float(cfg.get("threshold", 0) or 0) == 0)
         return "relu" if plain else "unsupported"
+    if layer.class_name == "Softmax":  # its axis is checked where the rank is known: in the head
+        return "softmax"
     if layer.class_name == "Activation":
         act = _activation_name(cfg)
         if act == "relu":
@@ -179,6 +195,10 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
         if by_name[name].weights:
             raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
                                   f"({len(by_name[name].weights)} arrays), so it is not an identity")
+        why = not_identity_reason(by_name[name].class_name)
+        if why:
+            raise ConversionError(f"{source}: --skip-layer {name}: a {by_name[name].class_name} layer is not an "
+                                  f"identity at inference ({why}); skipping it would change the model's output")
 
     def is_identity(k):
         kind = kind_of(k)
@@ -203,8 +223,12 @@ def _unsupported(k: KLayer, source: str) -> ConversionError:
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
-           "layers and arithmetic with a number (preprocess_input's); after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation and "
-           "BatchNormalization")
+           "layers and arithmetic with a number (preprocess_input's); after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax "
+           "and BatchNormalization")
+    if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
+        return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "
+                               f"{k.class_name} is not an identity at inference ({not_identity_reason(k.class_name)}); "
+                               "npxception cannot reproduce this model")
     return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. Rebuild the model "
                            f"without it, or, if it is an identity at inference, pass --skip-layer {k.name}")
 
@@ -397,14 +421,15 @@ def _check_config(layer: arch.Layer, k: KLayer, source: str):
         expect("strides", (2, 2), pair(cfg.get("strides", 2)))
         expect("padding", "same", str(cfg.get("padding", "same")).lower())
     elif layer.kind == "bn":
-        _check_bn(cfg, what, fixed_epsilon=True)
+        _check_bn(cfg, what, fixed_epsilon=True, rank=_BACKBONE_RANK)
 
 
-def _check_bn(cfg, what, fixed_epsilon):
+def _check_bn(cfg, what, fixed_epsilon, rank):
+    """BN's epsilon; refuse an axis other than the channels, the last of the ``rank`` axes at this point."""
     axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in (-1, 3, 1) or (axis == 1 and cfg.get("_rank", 4) == 4):
-        raise ConversionError(f"{what}: BatchNormalization axis {axis!r}; expected the channel axis (-1)")
+    if not _last_axis(axis, rank):
+        raise ConversionError(f"{what}: BatchNormalization axis {axis!r} of a rank-{rank} tensor; expected "
+                              f"the channel axis (-1 or {rank - 1})")
     eps = float(cfg.get("epsilon", CONFIG.bn_epsilon))
     if fixed_epsilon and eps != CONFIG.bn_epsilon:
         raise ConversionError(f"{what}: BatchNormalization epsilon is {eps:g}, expected Keras' "
@@ -492,7 +517,7 @@ def _head(matched, live, inputs, v, source, before=()):
                 params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
-            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False)
+            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False, rank=_HEAD_RANK)
             head.append({"kind": "batch_norm", "name": k.name, "epsilon": eps})
             for var, a in zip(_BN_VARS, _bn_arrays(k, features, source)):
                 if a.shape != (features,):
@@ -502,6 +527,12 @@ def _head(matched, live, inputs, v, source, before=()):
         elif kind in ("activation", "relu"):
             act = "relu" if kind == "relu" else _activation_name(cfg)
             head.append({"kind": "activation", "name": k.name, "activation": act})
+        elif kind == "softmax":  # layers.Softmax(axis): Activation("softmax") when the axis is the classes'
+            if not _last_axis(cfg.get("axis", -1), _HEAD_RANK):
+                raise ConversionError(f"{source}: layer {k.name} (Softmax) normalises over axis "
+                                      f"{cfg.get('axis')!r} of the head's (N, classes) output; npxception's "
+                                      "softmax is over the last axis (-1)")
+            head.append({"kind": "activation", "name": k.name, "activation": "softmax"})
         else:
             raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}) in the head")
         used.add(k.name)
