@@ -19,9 +19,11 @@ Two rules, as Keras itself uses them:
 Layers that are identities at inference (Dropout, augmentation) are routed
 around; preprocessing between the input and the backbone becomes the model's
 input stage (:mod:`weights_tools.preprocessing`); any other layer is refused by
-name, with the way out. A weights-only file's head is taken from the file only
-when the file determines it (a bare backbone, the official ImageNet layout),
-else from the user's ``head_spec``, else refused: never guessed.
+name, with the way out (``--skip-layer`` only for classes not known to compute
+something: :mod:`weights_tools.keras_layers`). A weights-only file's head is taken
+from the file only when the file determines it (a bare backbone, by documented
+policy and with a notice; Keras' official ImageNet file, by its MD5), else from
+the user's ``head_spec``, else refused: never guessed.
 
 Explicit list of transforms: none. Keras' kernel layouts are npxception's
 layouts ((KH, KW, C_in, C_out), depthwise (KH, KW, C_in, M), dense (C_in, units)),
@@ -116,20 +118,27 @@ def kind_of(layer: KLayer) -> str:
 # ---------------------------------------------------------------------------
 
 def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_shape=None,
-                  dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None) -> XceptionModel:
+                  dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None,
+                  official_file=None) -> XceptionModel:
     """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception.
 
     ``skip_layers``: names of layers to treat as identities (the user's word that
     they are at inference). ``head_spec``: ``{"pooling", "input_shape",
     "classifier_activation"}`` for a weights-only file, which records none of them.
     ``keras_version``: the Keras version the file records (None: none), for the
-    preprocessing layers whose inference changed between versions.
+    preprocessing layers whose inference changed between versions. ``official_file``:
+    the file is one of Keras' official ImageNet files (``True``/``False`` for with/without
+    the top, checked by the caller against the pinned MD5 of its whole bytes), whose
+    head ``keras.applications.Xception`` defines; None for any other file.
+
+    The model's ``notices`` lists what was decided by documented policy rather than
+    read from the file (a weights-only backbone's pooling and input size), one line each.
     """
     if not klayers:
         raise ConversionError(f"{source}: no layers found")
     wired = all(k.inbound is not None for k in klayers)
     given = {k: v for k, v in (head_spec or {}).items() if v is not None}
-    steps, source_shape = [], None
+    steps, source_shape, notices = [], None, []
     if wired:
         if given:
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
@@ -140,7 +149,8 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         if skip_layers:
             raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
                                   "file is matched by weight order; pass --config)")
-        params, v, head, names, input_shape = _match_by_order(klayers, variant, source, given)
+        params, v, head, names, input_shape, notices = _match_by_order(klayers, variant, source, given,
+                                                                       official_file)
     if input_shape is None or input_shape[0] is None:
         input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
@@ -162,6 +172,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
     model.source_layer_names = names
+    model.notices = notices
     return model
 
 
@@ -556,7 +567,7 @@ def _head(matched, live, inputs, v, source, before=()):
 # wiring unknown: Keras' by-order rule
 # ---------------------------------------------------------------------------
 
-def _match_by_order(klayers, variant, source, given):
+def _match_by_order(klayers, variant, source, given, official_file=None):
     v = arch.resolve_variant(variant or "keras")
     if v != arch.VARIANTS["keras"]:
         raise ConversionError(
@@ -592,7 +603,7 @@ def _match_by_order(klayers, variant, source, given):
         raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
                               f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
                               "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
-    head, input_shape = _weights_only_head(dense, given, source)
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file)
     if dense is not None:
         name = head[-1]["name"]
         names[name] = dense.name
@@ -601,11 +612,13 @@ def _match_by_order(klayers, variant, source, given):
             params[f"{name}/bias"] = dense.weights[1]
         else:
             head[-1]["use_bias"] = False
-    return params, v, head, names, input_shape
+    return params, v, head, names, input_shape, notices
 
 
 # The official ImageNet file's head, the only one a weights-only file determines:
-# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299.
+# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299. The layout alone
+# (a 1000-unit Dense named predictions) does not say it: Xception(classifier_activation=None) or a
+# fine-tuned copy saves the same layout, so only the official file itself (its MD5) gets this head.
 IMAGENET_CLASSES = 1000
 _HEAD_FLAGS = {"pooling": "--pooling avg|max", "input_shape": "--input-shape H,W",
                "classifier_activation": "--classifier-activation softmax|sigmoid|linear|..."}
@@ -615,18 +628,21 @@ def _flags(given) -> str:
     return " ".join(_HEAD_FLAGS[k].split()[0] for k in given)
 
 
-def _is_official(dense: KLayer) -> bool:
+def _official_layout(dense: KLayer) -> bool:
     return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
 
 
-def _weights_only_head(dense: KLayer | None, given: dict, source: str):
-    """``(head, input_shape)`` of a weights-only file: what it determines, plus ``given``; else refuse.
+def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None):
+    """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
 
-    A bare backbone is determined (any input size, no pooling unless asked for).
-    A classifier is determined only in the official ImageNet layout (a 1000-unit
-    Dense named ``predictions``). Any other classifier needs its pooling, its
-    activation and its input size from the user: guessing them changes the
-    answer silently (a GlobalMaxPooling head converted as average pooling).
+    A bare backbone converts by documented policy as the unpooled backbone at any
+    input size (Keras' ``include_top=False, pooling=None``); the file records neither,
+    so ``notices`` says so, unless ``given`` or the official file settles them.
+    A classifier is determined only by the official ImageNet file with the top
+    (``official_file`` True, the caller's MD5 check). Any other classifier,
+    the official layout included, needs its pooling, its activation and its input
+    size from the user: guessing them changes the answer silently (a
+    GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
     """
     pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
     if pooling not in (None, "avg", "max"):
@@ -646,19 +662,31 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str):
         if act is not None:
             raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
                                   "(a bare backbone)")
-        return arch.keras_head(False, pooling), shape
-    if _is_official(dense):
+        unknown = [flag for key, flag in _HEAD_FLAGS.items() if key != "classifier_activation" and given.get(key)
+                   is None]
+        notices = [] if official_file is False or not unknown else [
+            f"note: {source}: a weights-only backbone does not record the model's "
+            f"{' or '.join(f.split()[0].lstrip('-').replace('-', ' ') for f in unknown)}; converted "
+            + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling")
+            + (" for any input size" if shape is None else f" at {shape[0]}x{shape[1]}")
+            + f". If the model had them, give {' '.join(unknown)}"]
+        return arch.keras_head(False, pooling), shape, notices
+    official = official_file is True and _official_layout(dense)
+    if official:
         pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
     missing = [flag for key, flag in _HEAD_FLAGS.items()
                if {"pooling": pooling, "input_shape": shape, "classifier_activation": act}[key] is None]
     if missing:
         units = dense.weights[0].shape[1]
+        layout = (" It has the official ImageNet layout, but it is not Keras' official file (whose MD5 "
+                  "decides its softmax head), and the layout is also what Xception(classifier_activation=None) "
+                  "or a fine-tuned copy saves." if _official_layout(dense) else "")
         raise ConversionError(
             f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
             f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
-            "classifier's activation or the input size it was trained at. Pass the model's architecture "
-            f"with --config model.keras|config.json, or give {' '.join(missing)}")
+            f"classifier's activation or the input size it was trained at.{layout} Pass the model's "
+            f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
     head = arch.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
          "activation": None if act == "linear" else act, "use_bias": True}]
-    return head, shape
+    return head, shape, []
