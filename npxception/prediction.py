@@ -11,7 +11,9 @@ Photo sizes: a model whose source took any size (``Input((None, None, 3))``)
 and resizes or crops in-graph (a converted ``Resizing``, ``CenterCrop``...) gets
 each photo at its own size, ``img_to_array(load_img(path))`` without
 ``target_size``, as its Keras user feeds it; its stage brings each to the
-backbone's size, and the batch is stacked after that. Every other model gets
+backbone's size, and the batch is stacked after that. Only the pixels the stage
+reads are converted from Pillow's image and preprocessed (the same bits as the
+whole photo's, docs/performance.md). Every other model gets
 photos resized to its input size by ``load_img``'s pipeline (``nearest``).
 """
 

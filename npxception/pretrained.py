@@ -145,6 +145,7 @@ def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p]))
     cmd = [sys.executable, "-m", "weights_tools", "convert", str(h5), "-o", str(npz), "--variant", "keras"]
+    npz.parent.mkdir(parents=True, exist_ok=True)  # our cache's folder: `convert -o` makes no directories
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0 or not npz.is_file():
         lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -12,7 +12,8 @@ pieces every reader shares live here:
 * :func:`loads_json`: JSON whose nesting is a clear error, never a ``RecursionError``;
 * :func:`atomic_write`: a temporary ``<name>.<uuid>.partial`` beside the
   destination, renamed into place when complete, deleted on any exception and
-  on SIGTERM; stale partials of killed processes are swept before writing.
+  on SIGTERM; stale partials of killed processes are swept before writing;
+  into an existing directory only (:func:`check_output_dir`).
 """
 
 from __future__ import annotations
@@ -188,15 +189,26 @@ def sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_output_dir(path) -> pathlib.Path:
+    """``path`` as a Path, after checking that its directory exists; raise FileNotFoundError naming it."""
+    path = pathlib.Path(path)
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise FileNotFoundError(f"{path}: cannot write: the directory {path.parent} {what}; "
+                                "expected an existing directory (create it first)")
+    return path
+
+
 def atomic_write(path, write) -> pathlib.Path:
     """Call ``write(file_object)`` on ``<name>.<uuid>.partial`` beside ``path``, then rename it.
 
     A failure at any point (KeyboardInterrupt and SIGTERM included) leaves no
     file behind. Partials older than a day, left by killed processes, are
-    swept first.
+    swept first. A missing directory is an error, as for ``open`` and
+    ``np.save``: a mistyped output path must not create directories somewhere
+    unexpected (our cache makes its own folders).
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_dir(path)
     sweep_partials(path)
     tmp = partial_name(path)
     with sigterm_unwinds():

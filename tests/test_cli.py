@@ -291,6 +291,16 @@ def test_convert_bad_file_is_one_line(exe, env, tmp_path):
             assert err.startswith("npxception: error: ")  # the program the user ran, not weights_tools
 
 
+def test_convert_into_a_missing_directory_is_one_line_before_reading(exe, env, tmp_path):
+    bad = tmp_path / "model.h5"
+    bad.write_text("not HDF5")  # never read: the output is checked first
+    code, out, err = run(exe, env, "convert", bad, "-o", tmp_path / "typo" / "out.npz")
+    assert code == 1
+    assert_no_traceback(err)
+    assert len(err.strip().splitlines()) == 1 and "typo does not exist" in err and "not a Keras" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.h5"]
+
+
 # --------------------------------------------------------------------------- batch output as people script it
 
 CSV_HEADER = "file,rank,index,label,name,score,error"

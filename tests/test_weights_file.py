@@ -54,6 +54,16 @@ def test_save_is_atomic(small_model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_into_a_missing_directory_is_refused_and_creates_nothing(small_model, tmp_path):
+    """As open() and np.save: a mistyped output path must not create directories somewhere unexpected."""
+    with pytest.raises(FileNotFoundError, match=r"the directory .*typo.sub does not exist; expected an existing"):
+        small_model.save(tmp_path / "typo" / "sub" / "w.npz")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"a_file is not a directory"):
+        small_model.save(tmp_path / "a_file" / "w.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_missing_key(small_model, tmp_path):
     good = small_model.save(tmp_path / "good.npz")
     bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: a.pop("block4_sepconv2_bn/gamma"))

@@ -29,6 +29,7 @@ import numpy as np
 
 from npxception.input_stage import describe
 from npxception.pretrained import official_include_top
+from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
 from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
@@ -220,6 +221,7 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False, on_n
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
+    check_output_dir(dst)  # before the reading, which can take a while
     model = read(src, variant=variant, config=config, **options)
     for line in model.notices if on_notice else ():
         on_notice(line)

@@ -31,6 +31,10 @@ arithmetic of Keras' ``crop_to_aspect_ratio`` / ``smart_resize`` and
 
 There is no Numba twin: a resize is a gather and three lerps per output value,
 vectorised here, O(N h w C) against block1_conv1's O(N h w C 32 9 / 4).
+A resize reads at most two rows and two columns per output coordinate:
+:func:`coordinates` says which, :func:`compact` lists them, so a caller can read
+only those of a large image (npxception.input_stage.apply_gathered) and
+:func:`resample` them with the same weights.
 """
 
 from __future__ import annotations
