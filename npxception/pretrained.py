@@ -38,7 +38,8 @@ from .download import DownloadError, file_hash, get_file
 from .paths import cache_home
 from .untrusted import atomic_write
 
-__all__ = ["imagenet_weights", "weights_url", "official_include_top", "FILES", "WeightFile", "DEFAULT_BASE_URL", "BASE_URL_ENV"]
+__all__ = ["imagenet_weights", "weights_url", "official_include_top", "FILES", "WeightFile", "DEFAULT_BASE_URL",
+           "BASE_URL_ENV"]
 
 # Where Keras itself downloads them from (keras/src/applications/xception.py).
 DEFAULT_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"

@@ -234,8 +234,8 @@ def _unsupported(k: KLayer, source: str) -> ConversionError:
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
-           "layers and arithmetic with a number (preprocess_input's); after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax "
-           "and BatchNormalization")
+           "layers and arithmetic with a number (preprocess_input's); after it a head of "
+           "GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
     if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
         return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "
                                f"{k.class_name} is not an identity at inference ({not_identity_reason(k.class_name)}); "
