@@ -55,7 +55,9 @@ def converted(files, tmp_path_factory):
             argv += ["--config", fx.config]
         jobs.append({"name": name, "argv": argv, "output": str(work / f"{name}.npz"), "x": x,
                      "result": str(work / f"{name}_y.npy")})
-    # A .weights.h5 with a two-Dense head and no config: the activations are unknowable.
+    # A .weights.h5 with a two-Dense head and no config: the activations are unknowable. Its output
+    # folder exists (convert writes only into an existing directory), so the head is what is refused.
+    (work / "b_noconfig").mkdir()
     jobs.append({"name": "b_weights_h5_no_config", "argv": ["convert", good["b_weights_h5"].path, "-o",
                                                               str(work / "b_noconfig" / "out.npz")]})
     for name, path in bad.items():
