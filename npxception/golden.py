@@ -244,6 +244,48 @@ def expected_keys(section) -> dict[str, tuple[tuple, str]]:
     return out
 
 
+def parse(section, reserved: dict[str, np.ndarray]) -> Golden:
+    """The golden a manifest section and its reserved arrays describe, checked as :func:`from_file` checks
+    it on load (ValueError, KeyError, TypeError, AttributeError on a malformed one). The writer runs it too
+    (npxception.weights.save), so that no file is written whose golden its own loader refuses."""
+    declared = expected_keys(section)
+    layers = section["layers"]
+    if not isinstance(layers, dict) or not layers:
+        raise ValueError("the manifest's golden section lists no layers")
+    for key in declared.keys() | reserved.keys():
+        if key not in reserved:
+            raise ValueError(f"golden array {key!r} is declared but missing")
+        if key not in declared:
+            raise ValueError(f"golden array {key!r} is not declared in the manifest")
+        shape, dtype = declared[key]
+        a = reserved[key]
+        if a.shape != shape or a.dtype.name != dtype:
+            raise ValueError(f"golden array {key!r}: expected {shape} {dtype}, found {a.shape} {a.dtype}")
+    pixels = reserved[section["input"]["key"]]
+    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[3] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"the golden input must be (1, H, W, 3) uint8, found {pixels.shape} {pixels.dtype}")
+    digests = []
+    for layer, shape in layers.items():
+        parts = {p: reserved.get(f"{KEY_PREFIX}{layer}/{p}") for p in PARTS}
+        if any(a is None for a in parts.values()):
+            raise ValueError(f"golden digest of layer {layer!r} is incomplete")
+        size = int(np.prod(shape))
+        if parts["stats"].shape != (3,) or parts["index"].shape != parts["sample"].shape \
+                or parts["index"].ndim != 1 or ((parts["index"] < 0) | (parts["index"] >= size)).any():
+            raise ValueError(f"golden digest of layer {layer!r}: malformed (stats (3,), index within "
+                             f"0..{size - 1} and sample of the same length expected)")
+        if not all(np.isfinite(parts[p]).all() for p in ("stats", "sample")):
+            raise ValueError(f"golden digest of layer {layer!r} contains NaN or Inf")
+        digests.append(Digest(layer, tuple(int(d) for d in shape), **parts))
+    rtol = {k: float(section["rtol"][k]) for k in RTOL}
+    precision = section["precision"]
+    if precision not in RTOL:
+        raise ValueError(f"golden precision must be one of {sorted(RTOL)}, found {precision!r}")
+    return Golden(pixels, tuple(digests), str(section["source"]), precision, rtol,
+                  dict(section.get("written_by") or {}), int(section["input"].get("seed", SEED)),
+                  str(section["input"]["to_model"]))
+
+
 def from_file(section, arrays: dict[str, np.ndarray], where: str) -> Golden | None:
     """The golden of a file, checking every reserved key against its declaration; None if it has none."""
     reserved = {k: a for k, a in arrays.items() if k.startswith(KEY_PREFIX)}
@@ -253,42 +295,7 @@ def from_file(section, arrays: dict[str, np.ndarray], where: str) -> Golden | No
                              "declares no golden case")
         return None
     try:
-        declared = expected_keys(section)
-        layers = section["layers"]
-        if not isinstance(layers, dict) or not layers:
-            raise ValueError("the manifest's golden section lists no layers")
-        for key in declared.keys() | reserved.keys():
-            if key not in reserved:
-                raise ValueError(f"golden array {key!r} is declared but missing")
-            if key not in declared:
-                raise ValueError(f"golden array {key!r} is not declared in the manifest")
-            shape, dtype = declared[key]
-            a = reserved[key]
-            if a.shape != shape or a.dtype.name != dtype:
-                raise ValueError(f"golden array {key!r}: expected {shape} {dtype}, found {a.shape} {a.dtype}")
-        pixels = reserved[section["input"]["key"]]
-        if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[3] != 3 or pixels.dtype != np.uint8:
-            raise ValueError(f"the golden input must be (1, H, W, 3) uint8, found {pixels.shape} {pixels.dtype}")
-        digests = []
-        for layer, shape in layers.items():
-            parts = {p: reserved.get(f"{KEY_PREFIX}{layer}/{p}") for p in PARTS}
-            if any(a is None for a in parts.values()):
-                raise ValueError(f"golden digest of layer {layer!r} is incomplete")
-            size = int(np.prod(shape))
-            if parts["stats"].shape != (3,) or parts["index"].shape != parts["sample"].shape \
-                    or parts["index"].ndim != 1 or ((parts["index"] < 0) | (parts["index"] >= size)).any():
-                raise ValueError(f"golden digest of layer {layer!r}: malformed (stats (3,), index within "
-                                 f"0..{size - 1} and sample of the same length expected)")
-            if not all(np.isfinite(parts[p]).all() for p in ("stats", "sample")):
-                raise ValueError(f"golden digest of layer {layer!r} contains NaN or Inf")
-            digests.append(Digest(layer, tuple(int(d) for d in shape), **parts))
-        rtol = {k: float(section["rtol"][k]) for k in RTOL}
-        precision = section["precision"]
-        if precision not in RTOL:
-            raise ValueError(f"golden precision must be one of {sorted(RTOL)}, found {precision!r}")
-        golden = Golden(pixels, tuple(digests), str(section["source"]), precision, rtol,
-                        dict(section.get("written_by") or {}), int(section["input"].get("seed", SEED)),
-                        str(section["input"]["to_model"]))
+        golden = parse(section, reserved)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{where}: the manifest's golden section is malformed ({type(exc).__name__}: "
                          f"{exc}); re-save the file or add a fresh one with `npxception verify --add`") from None

@@ -225,22 +225,32 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
     return np.asarray(img, dtype=np.float32)  # keras img_to_array: np.asarray(img, dtype=floatx)
 
 
+# A band of rows read at once: Pillow's crop and its array are both this size (docs/performance.md,
+# "Photos at their own size"); 4 MB is small against a large photo, and ~1,400 rows of a
+# 1,000-pixel-wide one, so the per-band cost of crop() is negligible.
+BAND_BYTES = 4 * 1024 * 1024
+
+
 def read_pixels(img: Image.Image, rows, cols) -> np.ndarray:
     """``np.asarray(img)[rows][:, cols]`` for an RGB PIL image, without building ``np.asarray(img)``.
 
     rows, cols: sorted distinct int arrays. Returns uint8 ``(len(rows), len(cols), 3)``.
-    Each run of consecutive rows is cropped as one band of the columns' span, so the
-    memory is that of a band, not of the image; the values are the image's bytes.
+    Consecutive rows are cropped as bands of the columns' span, each at most
+    ``BAND_BYTES`` (or one row), so the memory is that of a band, not of the
+    image, even when every row is read (a photo at most twice as tall as the
+    model's input); the values are the image's bytes.
     """
     rows, cols = np.asarray(rows), np.asarray(cols)
     c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    per_band = max(1, BAND_BYTES // (3 * (c1 - c0)))  # rows per band
     out = np.empty((len(rows), len(cols), 3), np.uint8)
-    stops = [*(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]
-    start = 0
-    for stop in stops:
-        band = np.asarray(img.crop((c0, int(rows[start]), c1, int(rows[stop - 1]) + 1)))  # (run, c1 - c0, 3)
-        out[start:stop] = band[:, cols - c0]
-        start = stop
+    run_start = 0
+    for run_stop in [*(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]:  # runs of consecutive rows
+        for start in range(run_start, run_stop, per_band):
+            stop = min(run_stop, start + per_band)
+            band = np.asarray(img.crop((c0, int(rows[start]), c1, int(rows[stop - 1]) + 1)))  # (rows, c1 - c0, 3)
+            out[start:stop] = band[:, cols - c0]
+        run_start = run_stop
     return out
 
 

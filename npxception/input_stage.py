@@ -135,6 +135,9 @@ def _arithmetic(step, where) -> dict:
         raise ValueError(f"{where}.scalar: expected a finite number, found {scalar!r}")
     if not isinstance(first, bool) or not isinstance(cls, str):
         raise ValueError(f"{where}: expected a boolean scalar_first and a keras_class name, found {first!r}, {cls!r}")
+    if op == "divide" and not first and scalar == 0:
+        raise ValueError(f"{where}: layer {step['name']} divides the image by zero (x / {scalar!r}), which gives "
+                         "Inf or NaN at every pixel")
     return {"kind": "arithmetic", "name": step["name"], "op": op, "scalar": float(scalar), "scalar_first": first,
             "keras_class": cls}
 
@@ -195,6 +198,27 @@ def validate(steps) -> list[dict]:
         else:
             raise ValueError(f"{where}: unknown kind {kind!r}; expected one of {AFFINE + GEOMETRY}")
     return out
+
+
+def check_dtype(steps, dtype) -> None:
+    """Every number a step computes with must be finite in the model's ``dtype`` (the stage computes in it):
+    1e300 is a finite float64 but Inf in float32, and would make every pixel Inf or NaN."""
+    top = float(np.finfo(dtype).max)
+    for i, step in enumerate(steps):
+        for key in ("scalar", "scale", "offset", "mean", "variance"):
+            if key in step and not all(abs(v) <= top for v in np.atleast_1d(step[key])):
+                raise ValueError(f"input_stage[{i}].{key}: layer {step['name']}'s {step[key]!r} is not a "
+                                 f"finite {np.dtype(dtype).name} number (at most {top:.9g} in magnitude), the "
+                                 "dtype the model computes in")
+
+
+def _check_finite(step, x: np.ndarray) -> np.ndarray:
+    """``x``, the output of ``step``, unless it holds NaN or Inf: the input was finite, so ``step`` made
+    them (c / x at a zero pixel, an overflow), and the backbone would turn them into NaN scores."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"x: the input stage's step {describe(step)} gives NaN or Inf on "
+                         "this input; the model computes no scores from them")
+    return x
 
 
 def takes_pixels(steps) -> bool:
@@ -309,13 +333,16 @@ def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"input stage: no computation for a step of kind {step['kind']!r}")
 
 
-def apply(steps, x: np.ndarray) -> np.ndarray:
+def apply(steps, x: np.ndarray, *, finite: bool = False) -> np.ndarray:
     """Run the stage on a checked ``(N, H, W, 3)`` batch; a new array, ``x`` is never modified.
 
-    The caller checked the size with :func:`output_size`.
+    The caller checked the size with :func:`output_size`. ``finite``: raise ValueError naming the
+    first step whose output holds NaN or Inf (``model(x)``'s check; without it, c / 0 is Inf as in Keras).
     """
     for s in steps:
         x = _geometry_apply(s, x) if s["kind"] in GEOMETRY else _pixelwise_apply(s, x)
+        if finite:
+            _check_finite(s, x)
     return np.ascontiguousarray(x)
 
 
@@ -340,12 +367,13 @@ def _shift(axis, offset: int):
     return np.where(i0 >= 0, i0 + offset, -1), np.where(i1 >= 0, i1 + offset, -1), frac
 
 
-def apply_gathered(steps, hw, read, feed) -> np.ndarray:
+def apply_gathered(steps, hw, read, feed, *, finite: bool = False) -> np.ndarray:
     """``apply(steps, feed(x)[None])`` for one ``H x W`` image ``x`` read piecewise, never whole.
 
     hw: ``(H, W)``, a size :func:`output_size` accepted.
     read(rows, cols): ``x[rows][:, cols]``, ``(len(rows), len(cols), C)``, for sorted distinct int arrays.
     feed: a pixelwise function of an array of pixels (predict's cast to float and ``preprocess_input``).
+    finite: as :func:`apply`'s.
     Returns ``(1, h, w, C)`` after the whole stage.
 
     The stage's first geometry step reads at most two rows and two columns per output
@@ -360,7 +388,7 @@ def apply_gathered(steps, hw, read, feed) -> np.ndarray:
     """
     first = next((i for i, s in enumerate(steps) if s["kind"] in GEOMETRY), None)
     if first is None:  # nothing to gather: every pixel is read
-        return apply(steps, feed(read(np.arange(hw[0]), np.arange(hw[1])))[None])
+        return apply(steps, feed(read(np.arange(hw[0]), np.arange(hw[1])))[None], finite=finite)
     g = geometry_at(steps[first], hw)
     rows, cols, interpolation = _reads(g)
     kept_rows, rows = compact(rows)
@@ -368,8 +396,13 @@ def apply_gathered(steps, hw, read, feed) -> np.ndarray:
     x = feed(read(kept_rows, kept_cols))[None]  # (1, <= 2h, <= 2w, C)
     for s in steps[:first]:
         x = _pixelwise_apply(s, x)
+        if finite:
+            _check_finite(s, x)
     fill = None if g.pad_fill is None else x.dtype.type(g.pad_fill)
-    return apply(steps[first + 1:], resample(x, rows, cols, interpolation, fill))
+    x = resample(x, rows, cols, interpolation, fill)
+    if finite:
+        _check_finite(steps[first], x)
+    return apply(steps[first + 1:], x, finite=finite)
 
 
 def describe(step) -> str:

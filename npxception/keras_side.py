@@ -16,6 +16,10 @@ is run by that framework, never by a guess:
   backbone, the official ImageNet classifier) are rebuilt, with
   ``applications.Xception``.
 
+A channels_first model (``image_data_format`` "channels_first", weights_tools/layout.py)
+is fed NCHW: our NHWC batch is transposed on the way in, and its 4-D activations
+back to NHWC on the way out, so everything after this module sees NHWC.
+
 Layers are reached by their path through nested models: the keras.io recipe
 calls the backbone as one layer (``x = base_model(inputs)``), so its
 ``block1_conv1`` is not a layer of the outer model. Each nested model is run
@@ -236,29 +240,58 @@ def framework_of(kmodel):
     return importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras
 
 
+def _layers(kmodel):
+    """``(klayers, paths, data format)`` of a live Keras model, read from its config as the converter reads a file."""
+    # weights_tools imports npxception at import time, not the reverse: the converter loads only when a
+    # Keras model is matched to ours (at the top, importing npxception.compare would load weights_tools)
+    from weights_tools.keras_config import flatten_config  # the converter's config walk, see above
+    from weights_tools.layout import model_data_format  # the converter's data format rule, see above
+
+    source = f"keras model {kmodel.name!r}"
+    config = json.loads(json.dumps(kmodel.get_config(), default=str))
+    klayers, paths, _ = flatten_config(config, source=source)
+    return klayers, paths, model_data_format(klayers, source)
+
+
+def _feed(kmodel, x, data_format):
+    """Our NHWC batch as the Keras model takes it: in its dtype, NCHW for a channels_first model."""
+    from weights_tools.layout import CHANNELS_FIRST, nchw  # see _layers
+
+    x = np.asarray(x).astype(keras_dtype(kmodel))
+    return nchw(x) if data_format == CHANNELS_FIRST else x
+
+
+def _to_ours(a, data_format):
+    """A Keras activation in our NHWC layout."""
+    from weights_tools.layout import CHANNELS_FIRST, nhwc  # see _layers
+
+    a = np.asarray(a)
+    return nhwc(a) if data_format == CHANNELS_FIRST else a
+
+
 def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np.ndarray]:
     """``{our layer name: the Keras layer's output}`` on ``x``, for every layer the graph walk matches
     (only ``layers``, our names, when given; only the last one with ``final_only``).
 
-    ``x`` is what both models take (raw pixels when ``model.takes_pixels``).
+    ``x`` is what both models take (raw pixels when ``model.takes_pixels``), NHWC; a channels_first
+    Keras model is fed it as NCHW, and its activations come back NHWC.
     """
-    # weights_tools imports npxception at import time, not the reverse: the converter loads only when a
-    # Keras model is matched to ours (at the top, importing npxception.compare would load weights_tools)
-    from weights_tools.keras_config import flatten_config  # the converter's config walk, see above
-    from weights_tools.mapping import match_names  # the converter's name matching, see above
+    from weights_tools.mapping import match_names  # the converter's name matching, see _layers
 
-    config = json.loads(json.dumps(kmodel.get_config(), default=str))
-    klayers, paths, _ = flatten_config(config, source=f"keras model {kmodel.name!r}")
+    klayers, paths, data_format = _layers(kmodel)
     names = match_names(klayers, variant=model.variant)
     wanted = {ours: paths[names[ours]] for ours in (model.layer_names if layers is None else layers)
               if ours in names}
     if final_only:
         wanted = dict(list(wanted.items())[-1:])
     with _quiet():
-        return _capture(framework_of(kmodel), kmodel, wanted, np.asarray(x).astype(keras_dtype(kmodel)))
+        acts = _capture(framework_of(kmodel), kmodel, wanted, _feed(kmodel, x, data_format))
+    return {name: _to_ours(a, data_format) for name, a in acts.items()}
 
 
 def output(kmodel, x) -> np.ndarray:
-    """The Keras model's own output on ``x``: ``kmodel(x, training=False)`` in its dtype."""
+    """The Keras model's own output on NHWC ``x``: ``kmodel(x, training=False)`` in its dtype, NHWC
+    (a channels_first model is fed NCHW, and a 4-D output comes back NHWC)."""
+    data_format = _layers(kmodel)[2]
     with _quiet():
-        return np.asarray(kmodel(np.asarray(x).astype(keras_dtype(kmodel)), training=False))
+        return _to_ours(kmodel(_feed(kmodel, x, data_format), training=False), data_format)

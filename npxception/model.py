@@ -123,7 +123,8 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
             head[-1]["activation"] = None
             model = XceptionModel(model._params, variant=model.variant, head=head,
                                   input_shape=model.input_shape, labels=model.labels, source=model.source,
-                                  input_stage=model.input_stage, source_input_shape=model.source_input_shape)
+                                  input_stage=model.input_stage, source_input_shape=model.source_input_shape,
+                                  source_data_format=model.source_data_format)
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
@@ -136,7 +137,8 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
     elif input_shape is None:
         input_shape = (None, None, 3)
     adapted = XceptionModel(params, variant=model.variant, head=head, input_shape=input_shape,
-                            source=model.source, input_stage=model.input_stage, source_input_shape=source_shape)
+                            source=model.source, input_stage=model.input_stage, source_input_shape=source_shape,
+                            source_data_format=model.source_data_format)
     if head == model.head and adapted.input_shape == model.input_shape:
         adapted.golden = model.golden  # the same network: a no-top file loaded without the top
     return adapted
@@ -187,7 +189,9 @@ def _from_file(path):
                               labels=labels, source=manifest.get("source") or where,
                               input_stage=manifest.get("input_stage", []),
                               # absent before format 4: the backbone's size (input_stage.py)
-                              source_input_shape=manifest.get("source_input_shape"))
+                              source_input_shape=manifest.get("source_input_shape"),
+                              # absent before it existed: not recorded (weights.py, FORMAT_VERSION)
+                              source_data_format=manifest.get("source_data_format"))
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")

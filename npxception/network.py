@@ -37,7 +37,7 @@ class XceptionModel:
     """
 
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
-                 labels=None, source=None, input_stage=(), source_input_shape=None):
+                 labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
@@ -53,11 +53,16 @@ class XceptionModel:
             raise ValueError(f"input_stage: brings the source's {self.source_input_shape} images to "
                              f"{reached}, but the backbone's input_shape is {self.input_shape}")
         self.source = source
+        # The data format the source Keras model computed in ("channels_last", "channels_first" or None:
+        # not recorded). Ours is NHWC whatever it says: it tells compare and --check-with-keras to feed
+        # Keras NCHW, and a reader where the weights came from (weights_tools.layout).
+        self.source_data_format = check_data_format(source_data_format)
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head)
         params = dict(params)
         check_params(params, expected, where=source or "params")
         self.dtype = next(iter(params.values())).dtype
+        stage.check_dtype(self.input_stage, self.dtype)
         for array in params.values():
             array.flags.writeable = False  # weights are shared with prepared fast plans
         self._params = params
@@ -129,6 +134,7 @@ class XceptionModel:
             "dtype": self.dtype.name,
             "input_stage": self.input_stage,
             "source_input_shape": list(self.source_input_shape),
+            "source_data_format": self.source_data_format,
             # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
@@ -150,7 +156,8 @@ class XceptionModel:
         model = XceptionModel({k: a.astype(dt) for k, a in self._params.items()},
                               variant=self.variant, head=self.head, input_shape=self.input_shape,
                               labels=self.labels, source=self.source, input_stage=self.input_stage,
-                              source_input_shape=self.source_input_shape)
+                              source_input_shape=self.source_input_shape,
+                              source_data_format=self.source_data_format)
         # the same network: its golden still holds, at the tolerance of the new dtype
         model.golden, model.golden_factory = self.golden, self.golden_factory
         return model
@@ -202,7 +209,7 @@ class XceptionModel:
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
-        return stage.apply(self.input_stage, self._check_input(x))
+        return stage.apply(self.input_stage, self._check_input(x), finite=True)
 
     def backbone_input_gathered(self, hw, read, feed) -> np.ndarray:
         """``backbone_input(feed(x)[None])`` for one ``H x W`` image ``x`` that is never whole in memory.
@@ -220,7 +227,7 @@ class XceptionModel:
                 raise ValueError("x: contains NaN or Inf")
             return x
 
-        return stage.apply_gathered(self.input_stage, hw, read, fed)
+        return stage.apply_gathered(self.input_stage, hw, read, fed, finite=True)
 
     def _check_input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -310,6 +317,17 @@ def check_input_shape(shape) -> tuple:
         raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
                          f"most {CONFIG.max_input_size}, found {shape}")
     return shape
+
+
+# The data formats a Keras source can compute in (weights_tools.layout reads them from its layers).
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_data_format(value):
+    """A source's recorded data format: one of DATA_FORMATS, or None (not recorded)."""
+    if value is not None and value not in DATA_FORMATS:
+        raise ValueError(f"source_data_format: expected one of {DATA_FORMATS} or None, found {short_repr(value)}")
+    return value
 
 
 def check_source_shape(shape) -> tuple:

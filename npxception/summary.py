@@ -39,6 +39,9 @@ def summary_table(model, input_shape=None) -> str:
     header = f"{'Layer (type)':<48}{'Output Shape':<24}{'Param #':>12}{'Mult-Adds':>16}"
     rule = "=" * len(header)
     lines += [rule, header, rule]
+    if model.source_data_format == "channels_first":
+        lines.append("  converted from a channels_first (NCHW) Keras model: model(x) takes NHWC (N, H, W, 3); "
+                     "the weights need no transpose")
     for step in model.input_stage:
         lines.append(f"  input stage: {stage.describe(step)}")
     if model.input_stage:

@@ -10,7 +10,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
         {"format": "npxception-weights", "format_version": 2, "variant": "keras",
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
-         "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input"}
+         "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
+         "source_data_format": "channels_last"}   (or "channels_first", or null: not recorded)
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,
@@ -60,6 +61,10 @@ FORMAT = "npxception-weights"
 # 5: the stage holds "arithmetic" steps (preprocess_input's x / 127.5 - 1 as operation nodes,
 # npxception.input_stage): a version-4 reader refuses the unknown step kind, but would not say
 # that a newer npxception reads it; only such files are version 5.
+# "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
+# bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
+# source's format, so a reader that ignores the field computes the same answer; it only
+# tells compare and --check-with-keras to feed Keras NCHW.
 FORMAT_VERSION = 5
 WITH_SOURCE_INPUT_SHAPE = 4
 WITH_INPUT_STAGE = 3
@@ -103,6 +108,12 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     arrays = dict(model.weights)
     if golden:
         manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))
+        try:  # what load checks: a file is never written that its own loader refuses
+            gold.parse(manifest["golden"], golden_arrays)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not written: the model's golden test case (its "
+                             f"{manifest['golden']['source']} output on the golden input) is unusable: "
+                             f"{exc}") from None
         manifest["reserved"] = {k: list(a.shape) for k, a in golden_arrays.items()}  # for read()
         arrays.update(golden_arrays)
     arrays[MANIFEST_KEY] = np.array(json.dumps(manifest))

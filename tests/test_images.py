@@ -379,3 +379,18 @@ def test_preprocess_input_shapes_and_types():
                 np.zeros((2, 3), complex)):
         with pytest.raises(TypeError, match="expected a numeric array of pixels"):
             preprocess_input(bad)
+
+
+@pytest.mark.parametrize("band_bytes", [1, 7, 100, 10**9])
+def test_read_pixels_in_bands_of_any_size_is_the_image_indexed(monkeypatch, band_bytes):
+    """read_pixels reads runs of rows in bands of at most BAND_BYTES (or one row): any band gives the same bytes."""
+    from npxception import images
+
+    monkeypatch.setattr(images, "BAND_BYTES", band_bytes)
+    rng = np.random.default_rng(band_bytes)
+    for _ in range(50):
+        h, w = rng.integers(1, 40, 2)
+        photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        rows = np.unique(rng.integers(0, h, rng.integers(1, h + 1)))
+        cols = np.unique(rng.integers(0, w, rng.integers(1, w + 1)))
+        np.testing.assert_array_equal(images.read_pixels(Image.fromarray(photo), rows, cols), photo[rows][:, cols])

@@ -165,6 +165,9 @@ REFUSED = {
                                        else fw.ops.image.resize(x, (8, 8))),
                r"image.resize\(.*size=\[8, 8\].*it is not elementwise arithmetic"),
     "bgr": (lambda fw, tf, x: _conv(fw, x[..., ::-1]), r"it is not elementwise arithmetic"),
+    "divide_by_zero": (lambda fw, tf, x: _conv(fw, x / 0.0),
+                       r"between the input and the backbone: it divides the image by zero \(0.0\), which gives Inf "
+                       r"or NaN at every pixel"),
     "in_the_head": (lambda fw, tf, x: fw.layers.Dense(2)(fw.layers.GlobalAveragePooling2D(name="gap")(_conv(fw, x))
                                                          * 2.0),
                     r"in the head, reading from gap: npxception converts such arithmetic only between the "
@@ -172,7 +175,7 @@ REFUSED = {
     "between_blocks": (lambda fw, tf, x: fw.layers.Conv2D(2, 1)(_conv(fw, x) * 2.0),
                        r"inside the backbone, reading from conv: npxception converts such arithmetic only"),
 }
-SKIPPABLE = {"vector_constant", "power", "cast_float16", "resize", "bgr", "in_the_head", "between_blocks"}
+SKIPPABLE = {"divide_by_zero", "vector_constant", "power", "cast_float16", "resize", "bgr", "in_the_head", "between_blocks"}
 
 
 @pytest.fixture(scope="module")

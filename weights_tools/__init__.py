@@ -256,6 +256,10 @@ def _report(src, reading: Reading, options) -> str:
     try:
         model = _model(reading, str(src), **options)
         total, trainable = model.count_params()
+        if model.source_data_format:
+            lines.append(f"data_format: {model.source_data_format}"
+                         + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"
+                            if model.source_data_format == "channels_first" else ""))
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
                      f"input {model.input_shape}"
                      + (f" (the source takes {model.source_input_shape})"

@@ -27,7 +27,9 @@ the user's ``head_spec``, else refused: never guessed.
 
 Explicit list of transforms: none. Keras' kernel layouts are npxception's
 layouts ((KH, KW, C_in, C_out), depthwise (KH, KW, C_in, M), dense (C_in, units)),
-so every array is copied as it is.
+so every array is copied as it is; channels_first files too, whose kernels Keras
+stores in the same layouts (:mod:`weights_tools.layout`): only their input
+shape and BN axis are read the other way round.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from npxception.model import XceptionModel
 from . import operations
 from .graph import KLayer
 from .keras_layers import not_identity_reason
+from .layout import CHANNEL_AXES, CHANNELS_FIRST, CHANNELS_LAST, LayoutError, model_data_format, to_hwc
 from .preprocessing import IDENTITY, STAGE, StageError, input_stage
 
 
@@ -73,9 +76,6 @@ _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
 # Keras 3 serialises activation="swish" by its function's name, "silu": the same x * sigmoid(x) as tf_keras'
 # swish (keras/src/activations/activations.py silu; tf_keras/activations.py swish -> tf.nn.silu).
 _ACTIVATION_ALIASES = {"silu": "swish"}
-# The rank of the tensors in a head: global pooling makes (N, C), and every head layer keeps it.
-_HEAD_RANK = 2
-_BACKBONE_RANK = 4  # (N, H, W, C)
 
 
 def _activation_name(cfg) -> str | None:
@@ -83,13 +83,6 @@ def _activation_name(cfg) -> str | None:
     if isinstance(act, dict):  # Keras 3 may serialise built-ins as {"class_name": "function", "config": "relu"}
         act = act.get("config") if isinstance(act.get("config"), str) else None
     return _ACTIVATION_ALIASES.get(act, act)
-
-
-def _last_axis(axis, rank) -> bool:
-    """True when ``axis`` (an int, or a one-element list as tf_keras records it) is the last axis of a
-    tensor of ``rank``: tf_keras writes the resolved index (BatchNormalization axis [1] on (N, C)), Keras 3 -1."""
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    return isinstance(axis, int) and not isinstance(axis, bool) and axis in (-1, rank - 1)
 
 
 def kind_of(layer: KLayer) -> str:
@@ -143,7 +136,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         if given:
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
                                   "file records its own head and input size")
-        params, v, head, input_shape, source_shape, names, steps = _match_graph(
+        params, v, head, input_shape, source_shape, names, steps, data_format = _match_graph(
             klayers, variant, source, skip_layers, input_shape, keras_version)
     else:
         if skip_layers:
@@ -151,6 +144,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
                                   "file is matched by weight order; pass --config)")
         params, v, head, names, input_shape, notices = _match_by_order(klayers, variant, source, given,
                                                                        official_file)
+        data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
     if input_shape is None or input_shape[0] is None:
         input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
@@ -167,7 +161,8 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: weight {key} contains NaN or Inf")
     try:
         model = XceptionModel(params, variant=v, head=head, input_shape=input_shape,
-                              labels=labels, source=source, input_stage=steps, source_input_shape=source_shape)
+                              labels=labels, source=source, input_stage=steps, source_input_shape=source_shape,
+                              source_data_format=data_format)
     except (ValueError, TypeError) as exc:
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
@@ -231,6 +226,14 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
 
 
 def _unsupported(k: KLayer, source: str) -> ConversionError:
+    if k.class_name == "Flatten":
+        fmt = (k.config or {}).get("data_format", CHANNELS_LAST)
+        order = "(C, H, W)" if fmt == CHANNELS_FIRST else "(H, W, C)"
+        return ConversionError(
+            f"{source}: unsupported layer {k.name} (Flatten, data_format {fmt}): it feeds the next layer the "
+            f"feature map flattened in {order} order, so the head depends on the input size and the data "
+            "format; npxception converts heads that start with GlobalAveragePooling2D or GlobalMaxPooling2D. "
+            "Rebuild the head on global pooling and fine-tune it")
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
@@ -256,20 +259,25 @@ def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
 
 
 def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, keras_version=None):
-    """``(params, variant, head, backbone input shape, source input shape, names, stage steps)``."""
+    """``(params, variant, head, backbone input shape, source input shape, names, stage steps, data format)``."""
     by_name, inputs, live = _collapse(klayers, source, skip_layers)
+    try:
+        data_format = model_data_format(live, source)
+    except LayoutError as exc:
+        raise ConversionError(str(exc)) from None
     roots = [k for k in live if kind_of(k) == "input"]
     if len(roots) != 1:
         raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
         raise _unsupported(unsupported[0], source)
-    root_shape = _input_shape(roots[0]) or recorded_shape or (None, None, 3)
+    root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
     input_dtype = (roots[0].config or {}).get("dtype")
     input_dtype = input_dtype if isinstance(input_dtype, str) else None
     try:
-        steps, size = input_stage(chain, root_shape[:2], keras_version, input_dtype=input_dtype)
+        steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST,
+                                  input_dtype=input_dtype)
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
     misplaced = [k for k in live if kind_of(k) == "op" and k.name not in {c.name for c in chain}]
@@ -284,7 +292,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     failures = []
     for v in _candidate_variants(variant):
         try:
-            matched, params = _walk(v, start, live, inputs, source)
+            matched, params = _walk(v, start, live, inputs, source, data_format=data_format)
         except ConversionError as exc:
             failures.append((v, exc))
             continue
@@ -293,7 +301,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         params.update(head_params)
         matched.pop("input")
         matched.update({h["name"]: h["name"] for h in head})
-        return params, v, head, in_shape, source_shape, matched, steps
+        return params, v, head, in_shape, source_shape, matched, steps, data_format
     v, exc = failures[0]
     raise ConversionError(str(exc)) from None
 
@@ -322,14 +330,19 @@ def _where(k: KLayer, live, inputs) -> str:
     return where + (f", reading from {', '.join(inputs[k.name])}" if inputs[k.name] else "")
 
 
-def _input_shape(root: KLayer):
+def _input_shape(root: KLayer, data_format=None):
+    """The input's ``(H, W, C)``, read from ``(N, C, H, W)`` when the model's layers are channels_first."""
     cfg = root.config or {}
     shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
     if not shape or len(shape) != 4:
         return None
-    h, w, c = shape[1:]
+    h, w, c = to_hwc(shape[1:], data_format)
     if c != 3:
-        raise ConversionError(f"input layer {root.name}: expected 3 channels (RGB), found {c}")
+        fmt = data_format or CHANNELS_LAST
+        where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
+        why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
+        raise ConversionError(f"input layer {root.name}: expected 3 channels (RGB), found {c}: its shape "
+                              f"{tuple(shape)} read as {where}, as {why}")
     return (h, w, c)
 
 
@@ -377,7 +390,7 @@ def _head_chain(matched, live, inputs, v):
     return chain
 
 
-def _walk(v, root, live, inputs, source, check=True):
+def _walk(v, root, live, inputs, source, check=True, data_format=None):
     """Match our backbone table to the Keras graph; return ({ours: theirs}, params)."""
     matched = {"input": root.name}
     used = {root.name}
@@ -399,12 +412,12 @@ def _walk(v, root, live, inputs, source, check=True):
         matched[layer.name] = k.name
         used.add(k.name)
         if check:
-            _check_config(layer, k, source)
+            _check_config(layer, k, source, data_format or CHANNELS_LAST)
             params.update(_layer_params(layer.name, layer.kind, k, shapes, source))
     return matched, params
 
 
-def _check_config(layer: arch.Layer, k: KLayer, source: str):
+def _check_config(layer: arch.Layer, k: KLayer, source: str, data_format: str = CHANNELS_LAST):
     cfg = k.config or {}
     what = f"{source}: layer {k.name} (our {layer.name}) does not fit Xception"
 
@@ -425,22 +438,31 @@ def _check_config(layer: arch.Layer, k: KLayer, source: str):
         expect("activation", "linear", _activation_name(cfg) or "linear")
         if layer.kind == "sepconv":
             expect("depth_multiplier", 1, cfg.get("depth_multiplier", 1))
-        if cfg.get("data_format", "channels_last") != "channels_last":
-            raise ConversionError(f"{what}: data_format {cfg.get('data_format')!r}; expected channels_last")
     elif layer.kind == "maxpool":
         expect("pool_size", (3, 3), pair(cfg.get("pool_size", 3)))
         expect("strides", (2, 2), pair(cfg.get("strides", 2)))
         expect("padding", "same", str(cfg.get("padding", "same")).lower())
     elif layer.kind == "bn":
-        _check_bn(cfg, what, fixed_epsilon=True, rank=_BACKBONE_RANK)
+        _check_bn(cfg, what, fixed_epsilon=True, axes=CHANNEL_AXES[data_format], data_format=data_format)
 
 
-def _check_bn(cfg, what, fixed_epsilon, rank):
-    """BN's epsilon; refuse an axis other than the channels, the last of the ``rank`` axes at this point."""
-    axis = cfg.get("axis", -1)
-    if not _last_axis(axis, rank):
-        raise ConversionError(f"{what}: BatchNormalization axis {axis!r} of a rank-{rank} tensor; expected "
-                              f"the channel axis (-1 or {rank - 1})")
+# After global pooling, a head's (N, C) features: the channel axis is 1, or -1.
+FEATURE_AXES = (-1, 1)
+
+
+def _one_axis(axis):
+    """An axis as Keras 3 (-1) or tf_keras (a one-element list, [1]) records it."""
+    return axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+
+
+def _check_bn(cfg, what, fixed_epsilon, axes=FEATURE_AXES, data_format=None):
+    """BN's epsilon, after checking that it normalises the channels: ``axes`` are the channel axis'
+    spellings (``CHANNEL_AXES`` of the data format on a 4-D map, ``FEATURE_AXES`` on pooled features)."""
+    axis = _one_axis(cfg.get("axis", -1))
+    if axis not in axes:
+        on = f"a {data_format} map" if data_format else "pooled (N, C) features"
+        raise ConversionError(f"{what}: BatchNormalization axis {axis!r}; expected the channel axis of {on} "
+                              f"({' or '.join(map(str, axes))})")
     eps = float(cfg.get("epsilon", CONFIG.bn_epsilon))
     if fixed_epsilon and eps != CONFIG.bn_epsilon:
         raise ConversionError(f"{what}: BatchNormalization epsilon is {eps:g}, expected Keras' "
@@ -528,7 +550,7 @@ def _head(matched, live, inputs, v, source, before=()):
                 params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
-            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False, rank=_HEAD_RANK)
+            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False)  # on (N, C) features
             head.append({"kind": "batch_norm", "name": k.name, "epsilon": eps})
             for var, a in zip(_BN_VARS, _bn_arrays(k, features, source)):
                 if a.shape != (features,):
@@ -539,7 +561,7 @@ def _head(matched, live, inputs, v, source, before=()):
             act = "relu" if kind == "relu" else _activation_name(cfg)
             head.append({"kind": "activation", "name": k.name, "activation": act})
         elif kind == "softmax":  # layers.Softmax(axis): Activation("softmax") when the axis is the classes'
-            if not _last_axis(cfg.get("axis", -1), _HEAD_RANK):
+            if _one_axis(cfg.get("axis", -1)) not in FEATURE_AXES:
                 raise ConversionError(f"{source}: layer {k.name} (Softmax) normalises over axis "
                                       f"{cfg.get('axis')!r} of the head's (N, classes) output; npxception's "
                                       "softmax is over the last axis (-1)")

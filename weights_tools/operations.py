@@ -171,6 +171,9 @@ def step(k: KLayer, input_dtype=None) -> dict | None:
     _check_float32(tensors[0], input_dtype)
     scalar_first = operands[0].tensor is None
     scalar = _scalar(operands[0] if scalar_first else operands[1])
+    if op == "divide" and not scalar_first and scalar == 0:
+        raise OperationError(f"it divides the image by zero ({scalar!r}), which gives Inf or NaN at every pixel: "
+                             "no scores follow from it")
     return {"kind": "arithmetic", "name": k.name, "op": op, "scalar": scalar, "scalar_first": scalar_first,
             "keras_class": k.class_name}
 

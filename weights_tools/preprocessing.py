@@ -36,6 +36,7 @@ from npxception.ops.resize import INTERPOLATIONS
 
 from . import operations
 from .graph import KLayer
+from .layout import CHANNEL_AXES, CHANNELS_LAST
 
 # Keras and tf_keras class names whose inference path is `return inputs`.
 IDENTITY = frozenset({
@@ -53,9 +54,9 @@ class StageError(ValueError):
     """A preprocessing layer the converter cannot reproduce exactly; the message says why."""
 
 
-def _axis_is_channels(axis) -> bool:
+def _axis_is_channels(axis, data_format=CHANNELS_LAST) -> bool:
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    return axis in (-1, 3, None)
+    return axis in CHANNEL_AXES[data_format] or axis is None  # None: one mean and variance for every value
 
 
 def _per_channel(a, what) -> float | list[float]:
@@ -67,18 +68,44 @@ def _per_channel(a, what) -> float | list[float]:
     return [float(v) for v in a.reshape(3)]
 
 
-def _step(k: KLayer) -> dict:
+def _channels_first_rescaling(step, what, keras_version):
+    """A Rescaling in a channels_first model, as Keras computes it on an NCHW batch, or StageError.
+
+    Keras 3 reshapes a per-channel ``scale`` to ``(3, 1, 1)`` (keras/src/layers/preprocessing/
+    rescaling.py; when the global image_data_format is channels_first, the only setting in which such a
+    model runs at all: measured, the other is a broadcasting error), so it scales the channels; it does
+    not reshape the ``offset``, nor does tf_keras either, so a per-channel value there broadcasts over
+    the width, and Keras computes nothing for an image wider than 3.
+    """
+    vector = [name for name in ("scale", "offset") if isinstance(step[name], list)]
+    keras3 = (version_tuple(keras_version) or (0,)) >= (3,)
+    if vector and (vector != ["scale"] or not keras3):
+        raise StageError(f"{what}: a per-channel {' and '.join(vector)} in a channels_first model broadcasts "
+                         "over the width of the NCHW batch" + (" (Keras 3 reshapes the scale only)" if keras3 else
+                                                               " (only Keras 3 reshapes the scale; the file records "
+                                                               + (f"Keras {keras_version})" if keras_version
+                                                                  else "no Keras version)"))
+                         + ": Keras computes no answer for images at least 71 wide")
+
+
+def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None) -> dict:
+    """One stage step; ``data_format``: the model's (weights_tools.layout), which says where the channels are."""
     cfg = k.config or {}
     kind = STAGE[k.class_name]
     what = f"layer {k.name} ({k.class_name})"
     if kind == "rescaling":
-        return {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale"),
+        step = {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale"),
                 "offset": _per_channel(cfg.get("offset", 0.0), f"{what} offset")}
+        if data_format != CHANNELS_LAST:
+            _channels_first_rescaling(step, what, keras_version)
+        return step
     if kind == "normalization":
         if cfg.get("invert"):
             raise StageError(f"{what}: invert=True (de-normalisation) is not an input preprocessing")
-        if not _axis_is_channels(cfg.get("axis", -1)):
-            raise StageError(f"{what}: axis {cfg.get('axis')!r}; only per-channel (-1) statistics convert")
+        if not _axis_is_channels(cfg.get("axis", -1), data_format):
+            axes = " or ".join(map(str, CHANNEL_AXES[data_format]))
+            raise StageError(f"{what}: axis {cfg.get('axis')!r}; only per-channel statistics convert (axis {axes} "
+                             f"in a {data_format} model)")
         if k.weights:  # adapted: [mean, variance, count]
             if len(k.weights) != 3:
                 raise StageError(f"{what}: expected the arrays mean, variance and count, found {len(k.weights)}")
@@ -98,8 +125,7 @@ def _step(k: KLayer) -> dict:
     if not all(isinstance(d, int) and d > 0 for d in (h, w)):
         raise StageError(f"{what}: expected int height and width in its config, found {h!r}, {w!r}")
     keras = "keras3" if "data_format" in cfg else "tf_keras"
-    if cfg.get("data_format") not in (None, "channels_last"):
-        raise StageError(f"{what}: data_format {cfg['data_format']!r}; only channels_last converts")
+    # its data_format is the model's (weights_tools.layout refuses a mix): it crops and resizes H and W either way
     step = {"kind": kind, "name": k.name, "height": h, "width": w, "keras": keras}
     if kind != "resizing":
         return step
@@ -153,7 +179,8 @@ def _random_crop_determined(steps, hw, keras_version) -> None:
                          f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
 
 
-def input_stage(chain: list[KLayer], input_hw, keras_version=None, *, input_dtype=None) -> tuple[list[dict], tuple]:
+def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST, *,
+                input_dtype=None) -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
@@ -161,6 +188,7 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, *, input_dtyp
     that input becomes the backbone's (:func:`npxception.input_stage.output_size`).
     ``keras_version`` is the version the file records (``"2.15.0"``; None when it
     records none), which decides what an old tf_keras RandomCrop computes.
+    ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
     ``input_dtype``: the input's recorded dtype (None: float32), which operation nodes
     (:mod:`weights_tools.operations`) compute in.
     Raises :class:`StageError` for what Keras does not compute reliably.
@@ -168,7 +196,7 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, *, input_dtyp
     steps = []
     for k in chain:
         if k.function is None:
-            steps.append(_step(k))
+            steps.append(_step(k, data_format, keras_version))
             continue
         try:
             op_step = operations.step(k, input_dtype)

@@ -91,14 +91,12 @@ def cli_compare(args) -> int:
         report.agreement = summarize(model, side, x_all)
     if args.plot:
         report.plot(args.plot)
-    verdict = (f"first divergence: {report.first_divergence}" if report.first_divergence
-               else f"no divergence: {len(report.rows)} layers agree")
     if args.json:
         # stdout stays one JSON document; warnings and the verdict go to stderr
         print(report.to_json())
         for w in report.warnings:
             print(f"warning: {w}", file=sys.stderr)
-        print(verdict, file=sys.stderr)
+        print(report.verdict, file=sys.stderr)
     else:
         print(report)  # its last line is the verdict
     return 0 if report.ok else 1

@@ -9,6 +9,7 @@ from ..model import XceptionModel
 from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import errors
+from .names import ByOrder, match_auto_names
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
@@ -73,6 +74,12 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     x = np.asarray(x)
 
     ours_out, ours = model.forward(x, capture="all")
+    by_order = ByOrder()
+    if side.fixed:  # a dump keyed by Keras' names carries its auto-names: map them when it determines them
+        by_order = match_auto_names({k: np.shape(v) for k, v in raw.items() if k not in ours},
+                                    [(n.name, n.kind, ours[n.name].shape) for n in nodes(model) if n.name not in raw],
+                                    side.layout)
+        raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
     unknown = [k for k in theirs if k not in ours]
     their_dtype = side.dtype
@@ -88,7 +95,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if oracle:
         _, oracle_acts = model.astype("float64").forward(x.astype(np.float64), capture="all")
 
-    rows, skipped, warnings = [], [], []
+    rows, not_compared, warnings = [], [], []
     if their_input is not None:
         rows.append(_input_row(x, their_input, rtol, atol, explain))
         if not rows[0].passed:
@@ -101,7 +108,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                 if explain else _no_local(model)):
         name = loc.node.name
         if name not in theirs:
-            skipped.append(name)
+            not_compared.append(name)
             continue
         a, b = ours[name], np.asarray(theirs[name])
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
@@ -122,13 +129,13 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol)
         by_name[name] = row
         rows.append(row)
-    if unknown:
-        skipped += [f"(theirs only) {k}" for k in unknown]
     if not any(r.flow != "input" for r in rows):
         raise ValueError(f"{side.label}: no layer in common with npxception's names "
                          f"(theirs: {sorted(theirs)[:5]}...; ours: {model.layer_names[:3]}...); "
                          "map their names with names= (--names FILE.json, or --port for a known port)")
-    report = Report(rows, rtol, atol, other=side.label, skipped=skipped, warnings=warnings)
+    report = Report(rows, rtol, atol, other=side.label, not_compared=not_compared, warnings=warnings,
+                    theirs_only=unknown, unmatched_names=by_order.refused,
+                    matched_by_order={ours_name: key for key, ours_name in by_order.matched.items()})
     last = model.layer_names[-1]
     if model.classes and last in theirs and theirs[last].shape == ours[last].shape:
         report.agreement = agreement(ours[last], theirs[last])

@@ -22,12 +22,22 @@ tstandley/cadene port of these Keras weights) is read from its source:
 
 Its ReLUs are in place and its add is ``x += skip``: a forward hook must copy
 each output (see docs/discrepancies.md, dumping a PyTorch port).
+
+A Keras dump keyed by Keras' own layer names matches ours by name except where
+``keras.applications.Xception`` leaves layers unnamed: the residual Conv2D and
+BatchNormalization of blocks 2, 3, 4 and 13 and every Add, which Keras calls
+``conv2d_60``, ``batch_normalization_62``, ``add_180`` (the counters depend on
+what the process built before). :func:`match_auto_names` maps those by order,
+as the converter maps a weights-only file (weights_tools/mapping.py), but only
+when the dump determines it; see its docstring.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
+from dataclasses import dataclass, field
 
 from ..architecture import MIDDLE_FLOW_BLOCKS
 
@@ -107,3 +117,74 @@ def resolve_names(names, our_names) -> dict[str, str]:
             raise ValueError(f"names: {theirs!r} maps to {mine!r}, which is not one of our layer names "
                              "(see model.layer_names)")
     return mapping
+
+
+# Keras' automatic layer names, by our layer kind: the class name in snake case, then a
+# per-name counter, "_N", absent on the first (Keras 3 and tf_keras spell them alike).
+# Only the kinds keras.applications.Xception leaves unnamed; a head's BatchNormalization
+# ("batch_norm" in our head) is auto-named the same way.
+AUTO_NAMES = {"conv": "conv2d", "bn": "batch_normalization", "batch_norm": "batch_normalization", "add": "add"}
+_AUTO_NAME = re.compile(r"(conv2d|batch_normalization|add)(?:_(\d+))?")
+
+
+@dataclass
+class ByOrder:
+    """Their Keras auto-named keys mapped to our layers by order, and why others were not."""
+
+    matched: dict[str, str] = field(default_factory=dict)  # {their key: our name}
+    refused: list[str] = field(default_factory=list)  # one line per auto-name left unmatched: why
+
+
+def _shape_agrees(theirs: tuple, ours: tuple, layout) -> bool:
+    nchw = (ours[0], ours[3], ours[1], ours[2]) if len(ours) == 4 else None
+    if layout == "NCHW":
+        return theirs == nchw if nchw else theirs == ours
+    return theirs == ours or (layout is None and nchw is not None and theirs == nchw)
+
+
+def match_auto_names(theirs: dict[str, tuple], ours: list[tuple[str, str, tuple]], layout=None) -> ByOrder:
+    """Map their unmatched Keras auto-names to our layers without a counterpart, by order.
+
+    ``theirs``: ``{key: shape}`` of their keys that are none of our names, in the dump's key
+    order (an ``.npz`` keeps the order it was written in). ``ours``: ``(name, kind, NHWC
+    shape)`` of our layers that have no counterpart, in network order. ``layout``: the
+    dump's ("NCHW", "NHWC" or None: either).
+
+    For each auto-name (``conv2d[_N]``, ``batch_normalization[_N]``, ``add[_N]``) the i-th
+    such key of theirs becomes our i-th layer of that kind, only if the dump determines it:
+    the counts are equal, the keys' counters increase in key order (Keras numbers layers
+    as it creates them, and applications.Xception creates them in network order; a dump
+    whose order disagrees with its own counters was reordered), and every pair's shape
+    agrees. Otherwise none of that name is mapped, and ``refused`` says why. A wrong order
+    among same-shaped layers (the nine 728-channel adds) cannot pass as agreement: their
+    values are compared like any other layer's.
+    """
+    out = ByOrder()
+    by_prefix: dict[str, list[tuple[str, int]]] = {}
+    for key in theirs:
+        m = _AUTO_NAME.fullmatch(key)
+        if m:
+            by_prefix.setdefault(m.group(1), []).append((key, int(m.group(2) or 0)))
+    for prefix, keys in by_prefix.items():
+        mine = [(name, shape) for name, kind, shape in ours if AUTO_NAMES.get(kind) == prefix]
+        spelled = f"{prefix}[_N]"
+        if not mine:  # every layer of ours of that kind has its name: these keys are theirs only
+            continue
+        if len(keys) != len(mine):
+            out.refused.append(f"{len(keys)} {spelled} key(s) of theirs for {len(mine)} {prefix} layer(s) of ours "
+                               "without a counterpart: the counts differ, so the order does not say which is which")
+            continue
+        late = next((i for i in range(1, len(keys)) if keys[i][1] <= keys[i - 1][1]), None)
+        if late is not None:
+            out.refused.append(f"their {spelled} keys are not in Keras' creation order ({keys[late - 1][0]} before "
+                               f"{keys[late][0]}): the dump was reordered, so its order does not say which is which")
+            continue
+        wrong = next(((key, tuple(theirs[key]), name, shape) for (key, _), (name, shape) in zip(keys, mine)
+                      if not _shape_agrees(tuple(theirs[key]), tuple(shape), layout)), None)
+        if wrong is not None:
+            key, found, name, shape = wrong
+            out.refused.append(f"{key} {found} would be our {name} {shape} by order, and the shapes differ: "
+                               f"no {spelled} key matched")
+            continue
+        out.matched.update({key: name for (key, _), (name, _) in zip(keys, mine)})
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -81,15 +82,76 @@ def agreement(ours, theirs) -> Agreement:
                      float(np.abs(p - q).max()), "; ".join(notes))
 
 
+def _numbers(ns: list[int]) -> str:
+    """``[2, 3, 4, 13]`` -> ``2,3,4,13``; a run of four or more -> ``5..12``."""
+    parts, i = [], 0
+    while i < len(ns):
+        j = i
+        while j + 1 < len(ns) and ns[j + 1] == ns[j] + 1:
+            j += 1
+        parts += [f"{ns[i]}..{ns[j]}"] if j - i >= 3 else [str(n) for n in ns[i:j + 1]]
+        i = j + 1
+    return ",".join(parts)
+
+
+def compact_names(names: list[str]) -> str:
+    """Layer names, shortened for a line of text only: ``block2_add``..``block13_add`` ->
+    ``block{2..13}_add``, ``block{2,3,4,13}_residual_bn``; other names as they are, in order."""
+    groups: dict[str, list[int]] = {}  # suffix (or a whole other name) -> block numbers, first seen first
+    for name in names:
+        m = re.fullmatch(r"block(\d+)_(.+)", name)
+        groups.setdefault(m.group(2) if m else f"={name}", []).append(int(m.group(1)) if m else 0)
+    out = []
+    for key, ns in groups.items():
+        if key.startswith("="):
+            out += [key[1:]] * len(ns)
+        else:
+            out.append(f"block{ns[0]}_{key}" if len(ns) == 1 else f"block{{{_numbers(ns)}}}_{key}")
+    return ", ".join(out)
+
+
 @dataclass
 class Report:
     rows: list[Row]
     rtol: float
     atol: float
     other: str = ""
-    skipped: list[str] = field(default_factory=list)  # our layers the other side does not expose
+    not_compared: list[str] = field(default_factory=list)  # our layers the other side does not expose
     warnings: list[str] = field(default_factory=list)
     agreement: Agreement | None = None
+    theirs_only: list[str] = field(default_factory=list)  # their names that are none of ours
+    matched_by_order: dict[str, str] = field(default_factory=dict)  # {our name: their Keras auto-name}
+    unmatched_names: list[str] = field(default_factory=list)  # why auto-names were not matched by order
+
+    @property
+    def skipped(self) -> list[str]:
+        """Ours not compared, then theirs only (marked): the older single list."""
+        return self.not_compared + [f"(theirs only) {k}" for k in self.theirs_only]
+
+    @property
+    def compared(self) -> int:
+        """How many of our layers were compared (the input row is not a layer)."""
+        return sum(r.flow != "input" for r in self.rows)
+
+    @property
+    def complete(self) -> bool:
+        """Every one of our layers was compared."""
+        return not self.not_compared
+
+    @property
+    def verdict(self) -> str:
+        """One line: the first divergence or none, and whether every layer of ours was compared."""
+        first = self.first_divergence
+        if self.complete:
+            by_order = (f" ({len(self.matched_by_order)} of them matched to Keras auto-names by order)"
+                        if self.matched_by_order else "")
+            return f"first divergence: {first}" if first else f"no divergence: {len(self.rows)} layers agree{by_order}"
+        total = self.compared + len(self.not_compared)
+        missing = (f"{len(self.not_compared)} of our {total} layers not compared (no counterpart in theirs): "
+                   f"{compact_names(self.not_compared)}")
+        if first:
+            return f"first divergence: {first} (PARTIAL: {missing})"
+        return f"PARTIAL: no divergence in the {self.compared} of our {total} layers compared; {missing}"
 
     @property
     def first_divergence(self) -> str | None:
@@ -128,7 +190,10 @@ class Report:
 
         return json.dumps({
             "other": self.other, "rtol": self.rtol, "atol": self.atol,
-            "first_divergence": self.first_divergence, "compared": len(self.rows),
+            "first_divergence": self.first_divergence, "verdict": self.verdict, "compared": len(self.rows),
+            "complete": self.complete, "layers_compared": self.compared, "not_compared": self.not_compared,
+            "theirs_only": self.theirs_only, "matched_by_order": self.matched_by_order,
+            "unmatched_names": self.unmatched_names,
             "sources": [{"layer": r.layer, "local_rel": r.local_rel,
                          "diagnosis": asdict(r.diagnosis) if r.diagnosis else None} for r in self.sources],
             "stages": self.stages(), "warnings": self.warnings,
@@ -162,6 +227,7 @@ class Report:
         def num(v, w=11):
             return f"{'-':>{w}}" if v is None else f"{v:>{w}.3g}"
 
+        by_order = {ours: f"theirs {theirs}, matched by order" for ours, theirs in self.matched_by_order.items()}
         for r in self.rows:
             mark = "ok" if r.passed else "FAIL"
             if r.source:
@@ -172,9 +238,24 @@ class Report:
                     f"{num(r.amplification, 8)}{num(r.one_minus_cos, 10)}  ")
             if oracle:
                 line += f"{num(r.ours_vs_oracle, 10)}{num(r.theirs_vs_oracle)}  "
-            lines.append(line + mark + (f" ({r.note})" if r.note else ""))
-        if self.skipped:
-            lines.append(f"({len(self.skipped)} of our layers have no counterpart on the other side)")
+            note = "; ".join(filter(None, [r.note, by_order.get(r.layer, "")]))
+            lines.append(line + mark + (f" ({note})" if note else ""))
+        if self.matched_by_order:
+            kinds: dict[str, list[tuple[str, str]]] = {}  # conv2d / batch_normalization / add -> pairs
+            for ours, theirs in self.matched_by_order.items():
+                kinds.setdefault(re.sub(r"_\d+$", "", theirs), []).append((theirs, ours))
+            lines.append(f"matched by order ({len(self.matched_by_order)} Keras auto-names; counts, Keras' counters "
+                         "and every shape checked, values compared as any layer's): " + "; ".join(
+                             f"{pairs[0][0]}" + (f"..{pairs[-1][0]}" if len(pairs) > 1 else "")
+                             + f" = {compact_names([ours for _, ours in pairs])}" for pairs in kinds.values()))
+        lines += [f"not matched by order: {why}" for why in self.unmatched_names]
+        if self.not_compared:
+            lines.append(f"not compared ({len(self.not_compared)} of our layers, no counterpart in theirs): "
+                         f"{compact_names(self.not_compared)}")
+        if self.theirs_only:
+            shown = ", ".join(self.theirs_only[:8]) + (f" and {len(self.theirs_only) - 8} more"
+                                                        if len(self.theirs_only) > 8 else "")
+            lines.append(f"theirs only ({len(self.theirs_only)}, none of our names): {shown}")
         lines.append("per stage: " + "; ".join(
             f"{flow} {s['layers']} layers, {s['failing']} failing, {s['sources']} sources, max rel {s['max_rel']:.2g}"
             for flow, s in self.stages().items()))
@@ -183,8 +264,7 @@ class Report:
         sources = self.sources
         lines.append(f"sources of error: {len(sources)}" + (":" if sources else ""))
         lines += self.source_lines()
-        lines.append(f"first divergence: {first}" if first else
-                     f"no divergence: {len(self.rows)} layers agree")
+        lines.append(self.verdict)
         return "\n".join(lines)
 
     def plot(self, path):
