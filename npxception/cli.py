@@ -57,9 +57,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="also label the images in sub-folders of the folders given")
     pr.add_argument("--no-progress", action="store_true",
                     help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
+    pr.add_argument("--size", type=_size, default=None, metavar="HxW",
+                    help="resize every photo to H x W, as load_img(target_size=(H, W)) does (default: the "
+                         "model's input size; each photo's own size for a model that takes any size)")
     pr.add_argument("--interpolation", default=None,
                     help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
-                         "not for a model that resizes photos in its own input stage")
+                         "for a model that takes photos at their own size, only with --size")
     pr.add_argument("--batch-size", type=_positive_int, default=8,
                     help="images per forward pass (default 8); results are printed after each batch")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -92,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="image files or folders; the layer report uses the first, and with several "
                           "a summary gives top-1 agreement, top-5 overlap and max |dp| over all")
     src.add_argument("--random", action="store_true", help="a seeded random input (default)")
+    cm.add_argument("--size", type=_size, default=None, metavar="HxW",
+                    help="resize the --image photos to H x W (default: the model's input size; each photo's "
+                         "own size for a model that takes any size, as predict feeds it)")
     cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"],
                     help="layout of a dump or of an ONNX model's input (NCHW: a plain torch.onnx.export)")
     cm.add_argument("--rtol", type=_non_negative_float, default=None,
@@ -153,6 +159,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` (``299x299``) -> ``(H, W)``, as Keras' ``target_size``."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers (e.g. 299x299), found {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -203,14 +217,16 @@ def _cmd_predict(args) -> int:
     model = get_model(args.weights)
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
+    # the options are checked here (--size, --interpolation against the model), before any output
+    batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
+                            batch_size=args.batch_size, target_size=args.size)
     out = _WRITERS[args.format]()
     progress = Progress(len(inputs.files), enabled=not args.no_progress)
     done = failed = 0
     out.start()
     with interrupt_requested() as interrupted:
         try:
-            for batch in predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
-                                       batch_size=args.batch_size):
+            for batch in batches:
                 progress.clear()
                 for result in batch:
                     if result.error is not None:

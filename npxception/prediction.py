@@ -8,13 +8,18 @@ A model that preprocesses in-graph (a converted ``Rescaling`` or
 instead, exactly as its Keras original does.
 
 Photo sizes: a model whose source took any size (``Input((None, None, 3))``)
-and resizes or crops in-graph (a converted ``Resizing``, ``CenterCrop``...) gets
-each photo at its own size, ``img_to_array(load_img(path))`` without
-``target_size``, as its Keras user feeds it; its stage brings each to the
-backbone's size, and the batch is stacked after that. Only the pixels the stage
-reads are converted from Pillow's image and preprocessed (the same bits as the
-whole photo's, docs/performance.md). Every other model gets
-photos resized to its input size by ``load_img``'s pipeline (``nearest``).
+gets each photo at its own size, ``img_to_array(load_img(path))`` without
+``target_size``, as its Keras user feeds it. When its stage resizes or crops
+(a converted ``Resizing``, ``CenterCrop``...) to the backbone's size, the batch
+is stacked after the stage, and only the pixels the stage reads are converted
+from Pillow's image and preprocessed (the same bits as the whole photo's,
+docs/performance.md); when nothing fixes the backbone's size, photos of
+different sizes cannot be stacked and each runs alone (Keras' user calls
+``model.predict`` once per photo too). A photo the model cannot take (smaller
+than 71x71, or refused by a stage layer) is refused by name. Every other model,
+and any model given ``target_size=(h, w)`` (CLI ``--size HxW``), gets photos
+resized by ``load_img``'s pipeline (``nearest`` unless ``interpolation=``), as
+``load_img(path, target_size=...)`` does.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
-from .images import (ImageError, _interpolation, load_image, load_img, preprocess_input, read_pixels, resize_array,
-                     to_array)
+from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, load_image, load_img,
+                     preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
@@ -74,25 +79,31 @@ def get_model(weights="imagenet"):
         return model
 
 
-def _target_size(model):
-    """The size photos are loaded at, or None for their own (see the module docstring)."""
+def photo_size(model, target_size=None):
+    """The size photos are loaded at: ``target_size`` when given (refused unless ``model(x)`` takes it), the
+    source model's fixed size, else None: each photo at its own size (see the module docstring)."""
+    if target_size is not None:
+        size = _size_arg(target_size)
+        try:
+            model.check_image_size(*size)
+        except ValueError as exc:
+            raise ValueError(f"target_size: {str(exc).removeprefix('x: ')}") from None
+        return size
     h, w = model.source_input_shape[:2]
-    if None not in (h, w):
-        return h, w
-    if model.source_input_shape != model.input_shape:
-        return None  # a variable source with a geometry stage: the stage resizes, as in Keras
-    return CONFIG.default_input_shape[:2]
+    return (h, w) if None not in (h, w) else None
 
 
 def _resize_filter(model, size, interpolation) -> str:
-    """The filter photos are resized with: ``interpolation`` (default Keras' nearest) for a model of a fixed
-    size; a model that takes photos at their own size resizes them in its stage, so a filter given for it
-    would be ignored: refused instead."""
+    """The filter photos are resized with: ``interpolation`` (default Keras' nearest) when they are resized;
+    a model that takes photos at their own size resizes nothing (or in its stage, as the Keras model does),
+    so a filter given for it would be ignored: refused instead, naming target_size."""
     if size is None and interpolation is not None:
         stage = ", ".join(s["name"] for s in model.input_stage if s["kind"] in GEOMETRY)
-        raise ValueError(f"interpolation: this model takes each photo at its own size and its input stage "
-                         f"({stage}) resizes it as the Keras model does; interpolation= applies only to a "
-                         f"model of a fixed input size (leave it unset)")
+        how = (f"its input stage ({stage}) resizes it as the Keras model does" if stage
+               else f"nothing resizes it (the source model's input shape {model.source_input_shape})")
+        raise ValueError(f"interpolation: this model takes each photo at its own size and {how}; "
+                         f"interpolation= applies only when photos are resized: give target_size=(h, w) "
+                         f"(--size HxW) too, or leave it unset")
     return interpolation or CONFIG.default_interpolation
 
 
@@ -141,7 +152,7 @@ def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
 
 
 def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None, labels=None,
-            batch_size=8):
+            batch_size=8, target_size=None):
     """Label one image or a list of images.
 
     images: whatever ``load_image`` reads (a path, a binary file object, a PIL
@@ -154,6 +165,12 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     (``('n01484850', 'great_white_shark', 0.93)``); for other heads ``label`` is
     the class index and ``name`` comes from ``labels=`` or the weight file, else None.
     A single image gives a single list; a folder or a list gives one list per image.
+
+    Photos are fed as the Keras user of the model feeds them: resized to its fixed
+    input size, or, for a model whose source takes any size, each at its own size
+    (see the module docstring). ``target_size=(h, w)`` resizes every photo to
+    ``h x w`` instead, as ``load_img(path, target_size=(h, w))`` does, with
+    ``interpolation`` (Keras' ``nearest`` by default).
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
@@ -176,18 +193,25 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         raise ValueError("model: predict needs a classifier; this model has no top (include_top=False)")
     if labels is not None and len(labels) != model.classes:
         raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
-    size = _target_size(model)
+    size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
     results = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        if size is None:  # each at its own size, staged as it is read, then the backbone on the stack
-            probs = model.run_backbone(np.concatenate([_staged(model, _to_pixels(im, None, None)) for im in chunk]))
+        if size is None:  # each at its own size, staged (and run, when sizes differ) as it is read
+            probs = _finish(model, [_own_size(model, _to_pixels(im, None, None), _label(im, start + i))
+                                    for i, im in enumerate(chunk)])
         else:
             probs = _run(model, [_to_pixels(im, size, interpolation) for im in chunk])
         results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
+
+
+def _label(image, index) -> str:
+    """How an error names an input of predict(): its file, else its position in the list."""
+    name = _name(image) if not isinstance(image, np.ndarray) else "<array>"
+    return name if not name.startswith("<") else f"images[{index}]"
 
 
 def _feed(model, pixels) -> np.ndarray:
@@ -216,6 +240,30 @@ def _staged(model, photo) -> np.ndarray:
     else:
         hw, read = photo.shape[:2], lambda rows, cols: photo[rows][:, cols]
     return model.backbone_input_gathered(hw, read, functools.partial(_feed, model))
+
+
+def _stacks(model) -> bool:
+    """Whether photos at their own size stack after the stage: it brought each to the backbone's fixed size."""
+    return None not in model.input_shape[:2]
+
+
+def _own_size(model, photo, label=None) -> np.ndarray:
+    """One photo at its own size: ``(1, h, w, 3)`` staged at the backbone's fixed size, to be stacked with the
+    batch (:func:`_finish`); or, when nothing fixes the backbone's size, the photo's ``(1, classes)`` scores
+    at once: photos of different sizes do not stack, and a whole photo's float copy does not wait for a
+    batch. A size the model refuses (below 71x71, or a stage layer's) raises naming ``label``."""
+    try:
+        staged = _staged(model, photo)
+    except ValueError as exc:
+        if label is None:
+            raise
+        raise ValueError(f"{label}: {str(exc).removeprefix('x: ')}") from None
+    return staged if _stacks(model) else model.run_backbone(staged)
+
+
+def _finish(model, parts) -> np.ndarray:
+    """``(N, classes)`` scores of a batch of :func:`_own_size` results, in order."""
+    return model.run_backbone(np.concatenate(parts)) if _stacks(model) else np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -259,17 +307,22 @@ class FileResult:
     error: str | None = None  # why the file was skipped, without the path ("no such file")
 
 
-def predict_files(files, model, *, top=5, interpolation=None, batch_size=8):
+def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, target_size=None):
     """Yield, batch by batch, a list of FileResult for every file in input order (for the CLI).
 
     A list is yielded as soon as ``batch_size`` images have been run (and at the
     end), so results can be printed while later batches are still computing.
     One bad file never stops the rest: it gets its FileResult with ``error``.
+    Photos are sized as :func:`predict` sizes them (``target_size``, else the model's).
     """
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
-    size = _target_size(model)
+    size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
+    return _file_batches(files, model, top, size, interpolation, batch_size)  # the checks above ran first
+
+
+def _file_batches(files, model, top, size, interpolation, batch_size):
     pending: list = []  # (path, pixels or None, error or None), in input order
     loaded = 0
 
@@ -277,8 +330,8 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8):
         good = [pixels for _, pixels, _ in pending if pixels is not None]
         if not good:
             probs = np.empty((0, model.classes))
-        else:  # photos at their own size were staged as they were read
-            probs = _run(model, good) if size is not None else model.run_backbone(np.concatenate(good))
+        else:  # photos at their own size were staged (or run) as they were read
+            probs = _run(model, good) if size is not None else _finish(model, good)
         decoded = iter(zip(probs, _decode(model, probs, top)))
         out = []
         for path, pixels, error in pending:
@@ -295,8 +348,8 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8):
 
     for path in files:
         try:
-            if size is None:  # its own size, which the stage may refuse (naming the layer): this file's error
-                pixels = _staged(model, load_img(path))
+            if size is None:  # its own size, which the model may refuse (too small, a stage layer): this file's error
+                pixels = _own_size(model, load_img(path))
             else:
                 pixels = load_image(path, target_size=size, interpolation=interpolation)
             pending.append((path, pixels, None))

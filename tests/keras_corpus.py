@@ -28,6 +28,9 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``resizing``: the same with Keras 3's ``Resizing(71, 71)`` (bilinear): any size.
 * ``tf_keras_center_crop``: the center_crop case in tf_keras (a full-model ``.h5``),
   whose CenterCrop resizes (smart_resize) images smaller than its target.
+* ``any_size``: ``Input((None, None, 3))``, Rescaling, a nested backbone built for any size
+  (``input_shape=(None, None, 3)``), GAP, Dropout, Dense(3) logits, no geometry layer: nothing
+  fixes the backbone's size, so each photo runs at its own size; smaller than 71x71 is refused.
 * ``preprocess_input``: the tensorflow.org transfer-learning tutorial: augmentation, then
   ``applications.xception.preprocess_input`` called on the symbolic tensor (``x /= 127.5; x -= 1``,
   saved as operation nodes: Keras 3's TrueDivide and Subtract, tf_keras' TFOpLambda), the nested
@@ -75,6 +78,10 @@ class Case:
     # the size of the terms the logits sum (_logits_and_terms), where the tolerance is relative to them
     scale: float | None = None
     photos_scale: float | None = None
+    # variable-size sources: the photos and Keras on them resized to the 71x71 case's size by load_img
+    resized_photos: list[str] = field(default_factory=list)
+    resized_expected: np.ndarray | None = None
+    resized_scale: float | None = None
 
 
 def _x(size, pixels, seed):
@@ -118,14 +125,14 @@ def _logits_and_terms(fw, model):
     return run
 
 
-def _variable_case(fw, model, path, seed, photos, refuses):
-    """A variable-size source: the 71x71 case, plus Keras on other sizes and on each photo at its own
+def _variable_case(fw, model, path, seed, photos, refuses, sizes=SIZES):
+    """A variable-size source: the 71x71 case, plus Keras on other ``sizes`` and on each photo at its own
     size; ``refuses(h, w)`` marks the sizes the converted model must refuse (no Keras answer recorded)."""
     case = _case(fw, model, path, 71, True, seed)
     run = _logits_and_terms(fw, model)
     case.scale = run(case.x)[1]
     rng = np.random.default_rng(seed + 100)
-    for h, w in SIZES:
+    for h, w in sizes:
         x = rng.uniform(0, 255, (2, h, w, 3)).astype(np.float32)
         case.sizes[(h, w)] = None if refuses(h, w) else (x, *run(x))
     rows, scales = [], []
@@ -137,6 +144,9 @@ def _variable_case(fw, model, path, seed, photos, refuses):
         logits, terms = run(arr)
         rows.append(logits[0])
         scales.append(terms)
+    # Keras on the photos resized by load_img(target_size=(71, 71)): what --size 71x71 feeds
+    case.resized_photos = PHOTOS
+    case.resized_expected, case.resized_scale = run(_photo_batch(fw, 71, True).astype(np.float32))
     case.photos, case.photos_expected, case.photos_scale = photos, np.array(rows), max(scales)
     return case
 
@@ -185,9 +195,11 @@ def _same_model(case, path, **kw):
 def _nested_classifier(fw, size, preprocessing, head, seed, input_size="fixed"):
     """The keras.io layout: augmentation, preprocessing, frozen nested backbone, head.
 
-    input_size "fixed": Input((size, size, 3)); "variable": Input((None, None, 3)).
+    input_size "fixed": Input((size, size, 3)); "variable": Input((None, None, 3)) (a geometry layer in
+    ``preprocessing`` brings it to the backbone's size); "any": that, and the backbone takes any size too.
     """
-    base = fw.applications.Xception(weights=None, include_top=False, input_shape=(size, size, 3))
+    base_side = None if input_size == "any" else size
+    base = fw.applications.Xception(weights=None, include_top=False, input_shape=(base_side, base_side, 3))
     base.trainable = False
     # Layers named explicitly: auto-names depend on what the process built before.
     side = size if input_size == "fixed" else None
@@ -268,6 +280,16 @@ def build(root) -> dict[str, Case]:
     out["tf_keras_center_crop_h5"] = _geometry_classifier(
         tf_keras, tf_keras.layers.CenterCrop(71, 71, name="center_crop"), path("tf_keras_center_crop.h5"), 28,
         [0, 1], 8, photos)
+
+    # Input((None, None, 3)) with no geometry layer and a backbone of any size: each photo at its own size,
+    # 3 logits; below 71x71 the exit flow's map would vanish: refused (Keras 3 runs it on its padded maps)
+    any_size = _nested_classifier(keras, 71, keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling"),
+                                  keras.layers.Dense(3, name="dense"), seed=31, input_size="any")
+    _fit_one_step(any_size, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([2, 0]))
+    any_size.save(path("any_size.keras"))
+    # (its photos already run at three sizes; each other size is one more trace of Keras' predict graph)
+    out["any_size_keras"] = _variable_case(keras, any_size, path("any_size.keras"), 9, photos,
+                                           refuses=lambda h, w: h < 71 or w < 71, sizes=[(72, 97), (64, 50)])
 
     # the recipe in tf_keras, 3 classes, a full-model .h5
     tk = _nested_classifier(tf_keras, 71, tf_keras.layers.Rescaling(1 / 127.5, offset=-1),

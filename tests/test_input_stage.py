@@ -354,3 +354,57 @@ def test_a_photo_staged_from_its_pixels_checks_what_it_computes(plain):
         model.backbone_input_gathered((60, 50), read, feed)
     with pytest.raises(ValueError, match="x: contains NaN or Inf"):
         model.backbone_input_gathered((90, 80), read, lambda p: np.full(p.shape, np.inf))
+
+
+# --------------------------------------------------------------------------- photos at their own size, no geometry
+
+@pytest.fixture(scope="module")
+def any_size(plain):
+    """``Input((None, None, 3))`` -> Rescaling -> a backbone of any size: nothing fixes the photo's size."""
+    return XceptionModel(plain.weights, variant=plain.variant, head=plain.head, input_shape=(None, None, 3),
+                         input_stage=[RESCALE], source_input_shape=(None, None, 3))
+
+
+def test_predict_runs_each_photo_at_its_own_size_when_nothing_fixes_it(any_size):
+    """Photos of three sizes (not stackable) in one call, batched by two: each gets model(photo[None])'s
+    scores, in order; a filter without a size to resize to would be ignored: refused; target_size resizes
+    as load_img(target_size=...) does; a photo below 71x71 is refused naming it and the minimum."""
+    from npxception.images import resize_array
+
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(90, 120, 3), (71, 71, 3), (75, 80, 3)]]
+    together = npxception.predict(images, model=any_size, top=3, batch_size=2)
+    for image, preds in zip(images, together):
+        alone = any_size(image[None].astype(np.float64))[0]  # float64 model, same ops: rounding far below 1e-12
+        np.testing.assert_allclose([p[2] for p in preds], np.sort(alone)[::-1], rtol=1e-12)
+    with pytest.raises(ValueError, match="interpolation: this model takes each photo at its own size and nothing "
+                                         "resizes it .*give target_size"):
+        npxception.predict(images, model=any_size, interpolation="bilinear")
+    resized = npxception.predict(images[0], model=any_size, top=3, target_size=(80, 72), interpolation="bilinear")
+    expected = any_size(resize_array(images[0], (80, 72), "bilinear")[None].astype(np.float64))[0]
+    np.testing.assert_allclose([p[2] for p in resized], np.sort(expected)[::-1], rtol=1e-12)
+    small = [images[0], rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)]
+    with pytest.raises(ValueError, match="images\\[1\\]: images must be at least 71x71, found 70x90"):
+        npxception.predict(small, model=any_size)
+    with pytest.raises(ValueError, match="target_size: images must be at least 71x71, found 60x90"):
+        npxception.predict(images, model=any_size, target_size=(60, 90))
+
+
+def test_size_option_is_checked_against_the_model_before_any_output(plain, any_size, tmp_path, capsys):
+    from PIL import Image
+
+    from npxception.cli import main
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((80, 90, 3), np.uint8)).save(photo)
+    fixed = plain.save(tmp_path / "fixed.npz")
+    assert main(["predict", "--weights", str(fixed), "--size", "80x90", "--json", str(photo)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "target_size: this model takes 71x71 images" in out.err, out
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
+        main(["predict", "--weights", str(fixed), "--size", "80", str(photo)])
+    assert "expected HxW" in capsys.readouterr().err
+    variable = any_size.save(tmp_path / "any.npz")
+    assert main(["predict", "--weights", str(variable), "--interpolation", "bilinear", "--json", str(photo)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "give target_size=(h, w) (--size HxW)" in out.err, out

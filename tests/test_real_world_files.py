@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,12 +68,22 @@ def converted(corpus, tmp_path_factory):
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
          "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras",
          "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags", "resizing_keras",
-         "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5"]
+         "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5", "any_size_keras"]
 PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
                "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "resizing_keras",
-               "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5"}
-# Input((None, None, 3)) then a geometry layer: the converted model takes any size Keras takes
-VARIABLE = ["center_crop_keras", "resizing_keras", "tf_keras_center_crop_h5"]
+               "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5", "any_size_keras"}
+# Input((None, None, 3)) then a geometry layer: the converted model takes any size Keras takes;
+# any_size_keras has none, and its backbone takes each photo at its own size
+VARIABLE = ["center_crop_keras", "resizing_keras", "tf_keras_center_crop_h5", "any_size_keras"]
+ANY_SIZE = {"any_size_keras"}
+
+
+def _refusal_of(name, h, w) -> str:
+    """The error (a regex) for an h x w image the converted model must refuse: Keras 3's CenterCrop on a
+    smaller image, or, where nothing brings it to a size, an image below Xception's 71x71 minimum."""
+    if name in ANY_SIZE:
+        return f"at least 71x71, found {h}x{w}"
+    return f"layer center_crop \\(CenterCrop\\) cannot take {h}x{w} images"
 
 
 def _close(ours, theirs, what, rtol=RTOL, scale=None):
@@ -94,7 +105,7 @@ def test_converted_model_matches_keras_predict(corpus, converted, name):
     assert "run_error" not in res, f"{name}: converted, but the forward pass failed: {res.get('run_error')}"
     case = corpus[name]
     assert res["takes_pixels"] == (name in PIXEL_CASES) == case.pixels
-    assert res["input_shape"] == [case.size, case.size, 3]
+    assert res["input_shape"] == ([None, None, 3] if name in ANY_SIZE else [case.size, case.size, 3])
     _close(np.load(work / f"{name}_y.npy"), case.expected, name, scale=case.scale)
 
 
@@ -102,9 +113,10 @@ def test_converted_model_matches_keras_predict(corpus, converted, name):
 def test_npxception_predict_on_photos_matches_keras(corpus, converted, name):
     """`npxception predict --weights X.npz photo...` gives Keras' scores on img_to_array(load_img(photo)):
     resized to the input size by load_img, or, for a variable-size source, at each photo's own size in
-    one call (photos of four sizes, JPEG and PNG, stacked after the stage). A photo that the converted
-    model refuses (NaN in the corpus: Keras 3's CenterCrop on an image smaller than its target) gets its
-    one-line error naming the layer, and the others their scores."""
+    one call (photos of four sizes, JPEG and PNG, stacked after the stage, or each run alone where no
+    stage fixes the backbone's size). A photo that the converted model refuses (NaN in the corpus: Keras
+    3's CenterCrop on an image smaller than its target, or one below 71x71) gets its one-line error
+    naming the layer or the minimum, and the others their scores."""
     res = converted[1][name]
     case = corpus[name]
     refused = np.isnan(case.photos_expected).any(axis=1)
@@ -113,7 +125,7 @@ def test_npxception_predict_on_photos_matches_keras(corpus, converted, name):
     for i, item in enumerate(json.loads(res["predict"])):
         assert item["file"] == case.photos[i]
         if refused[i]:
-            assert "layer center_crop (CenterCrop) cannot take 64x52 images" in item["error"], item
+            assert re.search(_refusal_of(name, 64, 52), item["error"]), item
             ours[i] = np.nan
             continue
         for p in item["predictions"]:
@@ -136,11 +148,11 @@ def test_variable_size_model_matches_keras_at_every_size(corpus, variable_models
     """model(x) on batches larger and smaller than the 71x71 target, odd and even, non-square, against
     Keras' model.predict on the same arrays; the sizes Keras does not determine are refused by name."""
     model = variable_models[name]
-    assert model.source_input_shape == (None, None, 3) and model.input_shape == (71, 71, 3)
+    assert model.source_input_shape == (None, None, 3)
+    assert model.input_shape == ((None, None, 3) if name in ANY_SIZE else (71, 71, 3))
     for (h, w), keras_case in corpus[name].sizes.items():
         if keras_case is None:
-            with pytest.raises(ValueError, match=f"layer center_crop \\(CenterCrop\\) cannot take {h}x{w} images"
-                                                 ".*at least 71x71"):
+            with pytest.raises(ValueError, match=_refusal_of(name, h, w) + ".*at least 71x71" * (name not in ANY_SIZE)):
                 model(np.zeros((1, h, w, 3), np.float32))
             continue
         x, expected, scale = keras_case
@@ -161,9 +173,54 @@ def test_predict_api_on_photos_of_different_sizes_matches_keras(corpus, variable
             ours[i, index] = score
     _close(ours, case.photos_expected[keep], f"{name}: npxception.predict on {len(photos)} photos",
            scale=case.photos_scale)
-    for p in (p for p, k in zip(case.photos, keep) if not k):
-        with pytest.raises(ValueError, match="center_crop \\(CenterCrop\\) cannot take 64x52"):
+    for p in (p for p, k in zip(case.photos, keep) if not k):  # refused naming the photo
+        with pytest.raises(ValueError, match=re.escape(p) + ": .*" + _refusal_of(name, 64, 52)):
             npxception.predict(p, model=model)
+
+
+def test_any_size_model_with_size_option_matches_keras_load_img_target_size(corpus, converted, variable_models,
+                                                                             capsys):
+    """A fixed size when the user asks for one: ``target_size=(71, 71)`` / ``--size 71x71`` resize each photo
+    as ``load_img(path, target_size=(71, 71))`` does (nearest), against Keras on those arrays."""
+    import npxception
+    from npxception import cli
+
+    case, model = corpus["any_size_keras"], variable_models["any_size_keras"]
+    ours = np.zeros_like(case.resized_expected)
+    for i, preds in enumerate(npxception.predict(case.resized_photos, model=model, top=3, target_size=(71, 71))):
+        for index, _, score in preds:
+            ours[i, index] = score
+    _close(ours, case.resized_expected, "predict(target_size=(71, 71))", scale=case.resized_scale)
+    work = converted[0]
+    assert cli.main(["predict", "--weights", str(work / "any_size_keras.npz"), "--size", "71x71", "--json",
+                     "--top", "3", "--no-progress", *case.resized_photos]) == 0
+    ours = np.zeros_like(case.resized_expected)
+    for i, item in enumerate(json.loads(capsys.readouterr().out)):
+        for p in item["predictions"]:
+            ours[i, p["index"]] = p["score"]
+    _close(ours, case.resized_expected, "predict --size 71x71", scale=case.resized_scale)
+
+
+def test_compare_image_feeds_an_any_size_model_each_photo_at_its_own_size(corpus, converted, capsys):
+    """`compare --against any_size.keras --image cat.jpg chelsea.png`: both sides get each photo at its own
+    size (cat.jpg is 141x173: block1_conv1, 3x3 stride 2 VALID, is 70x86 on both sides), the layer report on
+    the first, the prediction agreement over both (two sizes, run one by one); a photo below 71x71 is
+    refused naming it, as predict refuses it."""
+    from npxception import cli
+
+    case = corpus["any_size_keras"]
+    cat, small = case.photos[2], case.photos[3]
+    npz = str(converted[0] / "any_size_keras.npz")
+    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", cat, case.photos[0],
+                     "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    first = report["rows"][0]
+    assert first["layer"] == "block1_conv1" and first["shape_ours"] == first["shape_theirs"] == [1, 70, 86, 32]
+    assert report["first_divergence"] is None and report["agreement"]["images"] == 2, out.err
+    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", small]) == 1
+    err = capsys.readouterr().err
+    assert f"{small}: images must be at least 71x71, found 64x52" in err and "Traceback" not in err, err
 
 
 def test_heads_and_input_stage_are_recorded(converted):

@@ -221,6 +221,25 @@ def test_keras3_float64_constant_is_refused_not_computed_in_float32():
         to_npxception(klayers, source="m", input_shape=(8, 8, 3))
 
 
+@pytest.mark.parametrize("flavour, refusal", [
+    ("tf_keras", r"operation tf.math.truediv(_\d+)? \(.*it reads the output of layer f64, whose dtype policy is 'float64', "
+                 r"so Keras computes this operation in float64"),
+    ("keras3", r"operation true_divide(_\d+)? \(.*it reads a float64 tensor")])
+def test_float64_layer_before_an_operation_is_refused(flavour, refusal):
+    """Rescaling(dtype="float64") -> preprocess_input: Keras divides in float64 (tf_keras records no dtype on
+    the op's tensor, only the layer's policy); npxception would divide in float32, differing in the last bits."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    fw, tf = _frameworks(flavour)
+    inputs = fw.Input((8, 8, 3))
+    x = fw.applications.xception.preprocess_input(fw.layers.Rescaling(1.0, dtype="float64", name="f64")(inputs))
+    model = fw.Model(inputs, _conv(fw, x))
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    assert np.asarray(fw.Model(inputs, x)(pixels)).dtype == np.float64  # what the stage computes in Keras
+    with pytest.raises(ConversionError, match=refusal):
+        to_npxception(_klayers(model), source="m", input_shape=(8, 8, 3))
+
+
 @pytest.fixture(scope="module")
 def saved_power(tmp_path_factory):
     """`x ** 2` before a Conv2D, saved by each Keras in its own format."""
@@ -253,3 +272,67 @@ def test_cli_refusal_is_one_line(saved_power, tmp_path):
     err = proc.stderr.strip()
     assert proc.returncode == 1 and "\n" not in err and "Traceback" not in err, proc.stderr
     assert re.search(r"operation power(_\d+)? \(keras.ops.power\(", err) and not (tmp_path / "out.npz").exists()
+
+
+def _tensor(prev):
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": [None, 8, 8, 3], "dtype": "float32", "keras_history": [prev, 0, 0]}}
+
+
+def _hand_written(n, edit=lambda layer: None):
+    """The klayers of a Keras 3 config written by hand: Input((8, 8, 3)) then ``n`` divisions by 2, each
+    entry passed to ``edit`` (no Keras needed)."""
+    import json
+
+    from weights_tools.keras_config import read_keras_config
+
+    layers = [{"class_name": "InputLayer", "name": "input_layer", "inbound_nodes": [],
+               "config": {"batch_shape": [None, 8, 8, 3], "dtype": "float32", "name": "input_layer"}}]
+    for i in range(n):
+        layers.append({"module": "keras.src.ops.numpy", "class_name": "TrueDivide", "name": f"op{i}",
+                       "config": {"name": f"op{i}"},
+                       "inbound_nodes": [{"args": [_tensor(layers[-1]["name"]), 2.0], "kwargs": {}}]})
+        edit(layers[-1])
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": layers, "input_layers": [
+        ["input_layer", 0, 0]], "output_layers": [[layers[-1]["name"], 0, 0]]}}
+    return read_keras_config(json.dumps(config), source="m")[0]
+
+
+def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
+    """MAX_STEPS + 1 divisions after the input: refused by the converter with the model's own wording,
+    before the backbone is looked for."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    klayers = _hand_written(stage.MAX_STEPS + 1)
+    with pytest.raises(ConversionError, match=rf"^m: input_stage: at most {stage.MAX_STEPS} steps, found "
+                                              rf"{stage.MAX_STEPS + 1} \(the layers op0 to op{stage.MAX_STEPS} "):
+        to_npxception(klayers, source="m", input_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match=rf"^input_stage: at most {stage.MAX_STEPS} steps, found "):  # the same words
+        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1))
+
+
+def test_malformed_operation_entries_get_readable_refusals():
+    """A tensor whose config is a list, a node written as a list, a 5,000-character class name: each refusal
+    names the file and the layer, in words and at a readable length."""
+    from weights_tools.mapping import ConversionError, to_npxception
+
+    def list_config(layer):
+        layer["inbound_nodes"][0]["args"][0]["config"] = [1]
+
+    with pytest.raises(ConversionError, match=r"^m: layer op0: a tensor without keras_history"):
+        _hand_written(1, list_config)
+
+    def node_list(layer):
+        layer["inbound_nodes"][0] = [["input_layer", 0, 0, {}]]
+
+    with pytest.raises(ConversionError, match=r"^m: operation op0 \(keras.ops.true_divide\(\[\['input_layer'.*the config records "
+                                              r"no argument 'x2'") as info:
+        to_npxception(_hand_written(1, node_list), source="m", input_shape=(8, 8, 3))
+    assert "None" not in str(info.value)
+
+    def long_class(layer):
+        layer["class_name"] = "Divide" + "X" * 5000
+
+    with pytest.raises(ConversionError, match=r"^m: operation op0 \(keras.ops.divide_x+\.\.\.\(") as info:
+        to_npxception(_hand_written(1, long_class), source="m", input_shape=(8, 8, 3))
+    assert len(str(info.value)) < 1000, len(str(info.value))

@@ -43,6 +43,16 @@ class KLayer:
         return f"{self.name} ({self.class_name}) [{shapes}]"
 
 
+def dtype_policy(config) -> str | None:
+    """A layer's dtype policy name: Keras 3 and tf_keras write a string or ``{"config": {"name": ...}}``."""
+    dtype = (config or {}).get("dtype") if isinstance(config, dict) else None
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    inner = dtype.get("config") if isinstance(dtype, dict) else None
+    name = inner.get("name") if isinstance(inner, dict) else None
+    return name if isinstance(name, str) else repr(dtype)[:80]
+
+
 def to_snake_case(name: str) -> str:
     """Keras' ``naming.to_snake_case``: "SeparableConv2D" -> "separable_conv2d"."""
     name = re.sub(r"\W+", "", name)

@@ -34,7 +34,7 @@ from collections import Counter
 from npxception.config import CONFIG
 from npxception.untrusted import loads_json, short_repr
 
-from .graph import Argument, KLayer
+from .graph import Argument, KLayer, dtype_policy
 from .mapping import ConversionError
 
 # class names that hold a whole model as a layer
@@ -105,16 +105,6 @@ def _layer_name(entry: dict) -> str:
     return name
 
 
-def _dtype_policy(config) -> str | None:
-    """A layer's dtype policy name: Keras 3 and tf_keras write a string or ``{"config": {"name": ...}}``."""
-    dtype = (config or {}).get("dtype") if isinstance(config, dict) else None
-    if dtype is None or isinstance(dtype, str):
-        return dtype
-    inner = dtype.get("config") if isinstance(dtype, dict) else None
-    name = inner.get("name") if isinstance(inner, dict) else None
-    return name if isinstance(name, str) else repr(dtype)[:80]
-
-
 # tf_keras: a TFOpLambda's first argument that is a constant, not a tensor, is written
 # [_CONSTANT_VALUE, -1, value, kwargs] (tf_keras/src/engine/node.py, Node.serialize).
 _CONSTANT = "_CONSTANT_VALUE"
@@ -157,7 +147,8 @@ def _history_names(node, source, layer):
             value = stack.pop()
             if isinstance(value, dict):
                 if value.get("class_name") == "__keras_tensor__":
-                    hist = (value.get("config") or {}).get("keras_history")
+                    config = value.get("config")
+                    hist = config.get("keras_history") if isinstance(config, dict) else None
                     if not (isinstance(hist, list) and hist and isinstance(hist[0], str)):
                         raise ConversionError(f"{source}: layer {layer}: a tensor without keras_history")
                     names.append(hist[0])
@@ -201,7 +192,9 @@ def _operation(entry, node, flat) -> tuple[str, list[Argument]]:
         return (f"{entry.get('module')}.{entry.get('class_name')}",
                 [_keras3_argument(f"#{i}", v, flat) for i, v in enumerate(args)]
                 + [_keras3_argument(str(k), v, flat) for k, v in kwargs.items()])
-    function = (entry.get("config") or {}).get("function")
+    function = (entry.get("config") or {}).get("function") if isinstance(entry.get("config"), dict) else None
+    # a Keras 3 operation whose node is a list, not {"args", "kwargs"}: named as Keras 3 names it
+    name = f"tf.{function}" if isinstance(function, str) else f"{entry.get('module')}.{entry.get('class_name')}"
     out, kwargs = [], {}
     if _is_ref(node):
         if node[0] == _CONSTANT and node[1] == -1:
@@ -213,7 +206,7 @@ def _operation(entry, node, flat) -> tuple[str, list[Argument]]:
         out.append(Argument("#0", value=node))  # a structure of tensors (tf.concat([a, b]))
     for k, v in kwargs.items():
         out.append(Argument(str(k), tensor=flat[v[0]]) if _is_ref(v) else Argument(str(k), value=v))
-    return f"tf.{function}", out
+    return name, out
 
 
 def _endpoint_names(value) -> list[str]:
@@ -246,7 +239,7 @@ class _Reader:
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
         # a Keras 3 operation has no dtype policy: a "dtype" in its config is its argument (Cast's)
-        policy = None if function is not None and class_name != "TFOpLambda" else _dtype_policy(config)
+        policy = None if function is not None and class_name != "TFOpLambda" else dtype_policy(config)
         if class_name != "InputLayer" and policy not in (None, "float32", "float64"):
             # float32 and float64 are what we compute in. Mixed precision keeps float32
             # variables, so the weights alone look fine, but Keras computes in float16/bfloat16: our float32 answer would differ from the

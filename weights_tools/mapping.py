@@ -40,6 +40,7 @@ import numpy as np
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
+from npxception.input_stage import MAX_STEPS
 from npxception.model import XceptionModel
 
 from . import operations
@@ -280,7 +281,11 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
                                   input_dtype=input_dtype)
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
-    misplaced = [k for k in live if kind_of(k) == "op" and k.name not in {c.name for c in chain}]
+    if len(steps) > MAX_STEPS:  # the model's own limit (npxception.input_stage.validate), before any matching
+        raise ConversionError(f"{source}: input_stage: at most {MAX_STEPS} steps, found {len(steps)} (the layers "
+                              f"{chain[0].name} to {chain[-1].name} between the input and the backbone)")
+    in_chain = {c.name for c in chain}
+    misplaced = [k for k in live if kind_of(k) == "op" and k.name not in in_chain]
     if misplaced:
         where = _where(misplaced[0], live, inputs)
         raise ConversionError(f"{source}: {operations.refusal(misplaced[0], where, input_dtype)}")

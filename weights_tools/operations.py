@@ -73,11 +73,11 @@ class OperationError(ValueError):
 def function_name(k: KLayer) -> str:
     """The public name of what ``k`` calls: ``"tf.math.truediv"``, ``"keras.ops.true_divide"``."""
     function = k.function or "?"
-    if function.startswith("tf."):
-        return function
-    module, _, cls = function.rpartition(".")
-    sub = module.rpartition(".")[2]  # keras.src.ops.numpy -> numpy; image ops keep their namespace
-    return f"keras.ops.{'image.' if sub == 'image' else ''}{to_snake_case(cls)}"
+    if not function.startswith("tf."):
+        module, _, cls = function.rpartition(".")
+        sub = module.rpartition(".")[2]  # keras.src.ops.numpy -> numpy; image ops keep their namespace
+        function = f"keras.ops.{'image.' if sub == 'image' else ''}{to_snake_case(cls)}"
+    return function if len(function) <= 80 else function[:77] + "..."  # a hostile class name floods no message
 
 
 def _show(a: Argument) -> str:
@@ -135,19 +135,26 @@ def _scalar(a: Argument) -> float:
     return v
 
 
-def _check_float32(tensor: Argument, input_dtype) -> None:
-    """The tensor operand must be float32: Keras 3 records its dtype, tf_keras only the input's (the stage's
-    other steps all give float32)."""
+def _check_float32(tensor: Argument, input_dtype, policies) -> None:
+    """The tensor operand must be float32: Keras 3 records its dtype; tf_keras records only the input's and
+    each layer's dtype policy (``policies``: {layer name: its policy, when not float32}), which sets the
+    dtype of that layer's output (a float64 Rescaling gives float64, and x / 127.5 on it divides in float64)."""
+    policy = (policies or {}).get(tensor.tensor) if tensor.dtype is None else None
+    if policy is not None:
+        raise OperationError(f"it reads the output of layer {tensor.tensor}, whose dtype policy is {policy!r}, so "
+                             f"Keras computes this operation in {policy}, not in npxception's float32; give {tensor.tensor} "
+                             "the float32 policy")
     dtype = tensor.dtype or input_dtype or "float32"
     if dtype != "float32":
         raise OperationError(f"it reads a {dtype} tensor, whose arithmetic Keras promotes by dtype rules "
                              "npxception does not reproduce; give the model a float32 Input")
 
 
-def step(k: KLayer, input_dtype=None) -> dict | None:
+def step(k: KLayer, input_dtype=None, policies=None) -> dict | None:
     """The input-stage step for operation node ``k``, None for a cast that changes nothing.
 
     ``input_dtype``: the model input's recorded dtype (None: Keras' default float32).
+    ``policies``: {layer name: its dtype policy} for the stage's layers whose policy is not float32.
     Raises :class:`OperationError` saying why ``k`` does not convert.
     """
     name = function_name(k)
@@ -156,7 +163,7 @@ def step(k: KLayer, input_dtype=None) -> dict | None:
         target = rest[0].value if rest else (k.config or {}).get("dtype")
         if tensor.tensor is None:
             raise OperationError("it casts a constant, not the image")
-        _check_float32(tensor, input_dtype)
+        _check_float32(tensor, input_dtype, policies)
         if target != "float32":
             raise OperationError(f"a cast to {target!r} changes the values (rounding or truncation)")
         return None
@@ -168,7 +175,7 @@ def step(k: KLayer, input_dtype=None) -> dict | None:
     if len(tensors) != 1:
         raise OperationError(f"{'both its operands are tensors' if tensors else 'neither operand is a tensor'} "
                              f"({', '.join(_show(a) for a in operands)})")
-    _check_float32(tensors[0], input_dtype)
+    _check_float32(tensors[0], input_dtype, policies)
     scalar_first = operands[0].tensor is None
     scalar = _scalar(operands[0] if scalar_first else operands[1])
     if op == "divide" and not scalar_first and scalar == 0:
@@ -178,10 +185,10 @@ def step(k: KLayer, input_dtype=None) -> dict | None:
             "keras_class": k.class_name}
 
 
-def refusal(k: KLayer, where: str, input_dtype=None) -> str:
+def refusal(k: KLayer, where: str, input_dtype=None, policies=None) -> str:
     """One line: operation ``k`` (its call) does not convert ``where`` it sits, why, and what does."""
     try:
-        step(k, input_dtype)
+        step(k, input_dtype, policies)
         why = ("npxception converts such arithmetic only between the model's input and the backbone, "
                "as preprocessing")
     except OperationError as exc:

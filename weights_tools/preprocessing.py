@@ -35,7 +35,7 @@ from npxception.input_stage import KERAS_EPSILON, output_size
 from npxception.ops.resize import INTERPOLATIONS
 
 from . import operations
-from .graph import KLayer
+from .graph import KLayer, dtype_policy
 from .layout import CHANNEL_AXES, CHANNELS_LAST
 
 # Keras and tf_keras class names whose inference path is `return inputs`.
@@ -194,14 +194,18 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
     steps = []
+    policies = {}  # {layer: its dtype policy} where not float32: the dtype of its output, which ops compute in
     for k in chain:
         if k.function is None:
             steps.append(_step(k, data_format, keras_version))
+            if dtype_policy(k.config) not in (None, "float32"):
+                policies[k.name] = dtype_policy(k.config)
             continue
         try:
-            op_step = operations.step(k, input_dtype)
+            op_step = operations.step(k, input_dtype, policies)
         except operations.OperationError:
-            raise StageError(operations.refusal(k, "between the input and the backbone", input_dtype)) from None
+            raise StageError(operations.refusal(k, "between the input and the backbone", input_dtype,
+                                                policies)) from None
         if op_step is not None:  # None: a cast that changes nothing
             steps.append(op_step)
     hw = tuple(input_hw) if input_hw else (None, None)

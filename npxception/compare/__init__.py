@@ -25,6 +25,12 @@ network order):
 * a ``dict`` or ``.npz`` of ``{layer_name: activation}`` dumped by anything,
   which needs no framework, optionally with its input under ``"__input__"``.
   NCHW dumps are accepted with ``layout="NCHW"`` (or detected when unambiguous).
+  A Keras dump's auto-named residual layers and adds (``conv2d_60``,
+  ``batch_normalization_62``, ``add_180``) are matched to ours by order when the
+  dump determines it (:func:`npxception.compare.names.match_auto_names`).
+
+The report says whether every layer of ours was compared (``Report.complete``,
+``Report.not_compared``); a verdict that left some out begins ``PARTIAL``.
 
 ``names=`` maps their names to ours: a dict, a JSON file, or a known port's
 name (``"timm.legacy_xception"``). Tolerances are in
@@ -34,7 +40,7 @@ also runs our model in float64 and reports how far each side is from it.
 
 from __future__ import annotations
 
-from .cli import cli_compare, cli_input
+from .cli import cli_compare, cli_input, cli_inputs
 from .core import DEFAULT_RTOL, compare
 from .hypotheses import CATALOGUE, Diagnosis
 from .names import KNOWN_PORTS
@@ -44,5 +50,5 @@ from .summary import summarize
 from .torch_dump import dump_torch_activations
 
 __all__ = ["compare", "summarize", "Report", "Row", "Agreement", "Diagnosis", "Other", "agreement",
-           "CATALOGUE", "KNOWN_PORTS", "INPUT_KEY", "DEFAULT_RTOL", "cli_compare", "cli_input",
+           "CATALOGUE", "KNOWN_PORTS", "INPUT_KEY", "DEFAULT_RTOL", "cli_compare", "cli_input", "cli_inputs",
            "dump_torch_activations"]

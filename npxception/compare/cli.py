@@ -11,6 +11,7 @@ import numpy as np
 from .. import keras_side
 from ..images import load_image, preprocess_input
 from ..model import Xception, load
+from ..prediction import photo_size
 from .core import compare
 from .sides import INPUT_KEY, open_other
 from .summary import summarize
@@ -35,17 +36,41 @@ def image_paths(items) -> list[pathlib.Path]:
     return out
 
 
+def cli_inputs(model, images, target_size=None) -> list[np.ndarray]:
+    """The photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them: resized to the
+    model's fixed input size (or ``target_size``), one batch; for a model whose source takes any size,
+    each at its own size (``img_to_array(load_img(path))``, as its Keras user feeds it), a batch of one
+    per photo, since photos of different sizes do not stack. Pixels, through preprocess_input unless the
+    model preprocesses in-graph (``model.takes_pixels``). A photo the model cannot take is refused by name."""
+    size = photo_size(model, target_size)  # the one rule of what size a photo is fed at
+    batches = []
+    for p in images:
+        pixels = load_image(p, target_size=size)
+        try:
+            model.check_image_size(*pixels.shape[:2])
+        except ValueError as exc:
+            raise ValueError(f"{p}: {str(exc).removeprefix('x: ')}") from None
+        batches.append(pixels[None])
+    if size is not None:
+        batches = [np.concatenate(batches)]
+    return [(b if model.takes_pixels else preprocess_input(b)).astype(model.dtype) for b in batches]
+
+
 def cli_input(model, image=None) -> np.ndarray:
     """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
-    ``image`` (a path or a list of paths) as pixels, through preprocess_input unless the model
-    preprocesses in-graph (``model.takes_pixels``), or without one a uniform batch from seed 0
-    over the same range ([0, 255] or [-1, 1])."""
-    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
+    ``image`` (a path or a list of paths) as :func:`cli_inputs` loads them, stacked (a model that takes
+    photos at their own size: photos of one size), or without one a uniform batch from seed 0
+    over the same range ([0, 255] or [-1, 1]) at the model's fixed size, else 299x299."""
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
-        x = np.stack([load_image(p, target_size=(h, w)) for p in paths])
-        x = x if model.takes_pixels else preprocess_input(x)
-    elif model.takes_pixels:
+        batches = cli_inputs(model, paths)
+        if len({b.shape[1:3] for b in batches}) > 1:
+            raise ValueError(f"image: photos of different sizes do not stack in one batch "
+                             f"({', '.join(f'{b.shape[1]}x{b.shape[2]}' for b in batches)}); "
+                             "use cli_inputs, which gives one batch per photo")
+        return np.concatenate(batches)
+    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
+    if model.takes_pixels:
         x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
     else:
         x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
@@ -71,11 +96,13 @@ def cli_compare(args) -> int:
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
     images = image_paths(args.image)
+    if getattr(args, "size", None) is not None and not images:
+        raise ValueError("--size: resizes --image photos; give --image too")
     warnings = []
-    x_all = None
+    x_all = None  # the photos: a list of batches (one per photo when each is fed at its own size)
     if images:
-        x_all = cli_input(model, images)
-        x = x_all[:1]
+        x_all = cli_inputs(model, images, getattr(args, "size", None))
+        x = x_all[0][:1]
     elif side.fixed and INPUT_KEY in side(None):
         x = None  # the dump says what it ran on
     else:
@@ -84,10 +111,14 @@ def cli_compare(args) -> int:
             warnings.append(f"no --image given and the dump carries no input (key {INPUT_KEY!r}): ours ran on "
                             "a seeded random batch, which the dump saw only if it was made from that batch")
     if side.fixed and x_all is not None:
-        x, x_all = x_all, None  # a dump holds one batch: compare all of it
+        if len(x_all) > 1:
+            raise ValueError(f"--image: an activation dump holds one batch of one size, and these photos are "
+                             f"fed at their own sizes ({', '.join(f'{b.shape[1]}x{b.shape[2]}' for b in x_all)}); "
+                             f"give the photo(s) the dump was made from, or --size HxW")
+        x, x_all = x_all[0], None  # a dump holds one batch: compare all of it
     report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout)
     report.warnings[:0] = warnings
-    if x_all is not None and len(x_all) > 1 and model.classes:
+    if x_all is not None and sum(len(b) for b in x_all) > 1 and model.classes:
         report.agreement = summarize(model, side, x_all)
     if args.plot:
         report.plot(args.plot)

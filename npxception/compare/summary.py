@@ -16,7 +16,8 @@ from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
 
 def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) -> Agreement:
-    """Top-1 agreement, top-5 overlap and max |Δp| of ``model`` and ``other`` over batch ``x``.
+    """Top-1 agreement, top-5 overlap and max |Δp| of ``model`` and ``other`` over batch ``x``, or over a
+    list of batches (photos at their own sizes, which do not stack: ``cli_inputs``).
 
     For a dump, its final layer is compared with ours on ``x`` (or on the dump's input).
     """
@@ -27,6 +28,11 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
         raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
     last = model.layer_names[-1]
+    batches = list(x) if isinstance(x, (list, tuple)) else None
+    if batches is not None and side.fixed:
+        if len({np.shape(b)[1:] for b in batches}) > 1:
+            raise ValueError(f"{side.label}: a dump holds one batch of one size; x holds batches of different sizes")
+        x = np.concatenate(batches)
     if side.fixed:
         acts = side(None)
         if x is None:
@@ -38,10 +44,11 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
         return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1))
     if x is None:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
-    x = np.asarray(x)
     ours, theirs = [], []
-    for i in range(0, len(x), batch_size):
-        chunk = x[i:i + batch_size]
-        ours.append(model(chunk))
-        theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
+    for batch in (batches if batches is not None else [x]):
+        batch = np.asarray(batch)
+        for i in range(0, len(batch), batch_size):
+            chunk = batch[i:i + batch_size]
+            ours.append(model(chunk))
+            theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
     return agreement(np.concatenate(ours), np.concatenate(theirs))
