@@ -336,3 +336,29 @@ def test_malformed_operation_entries_get_readable_refusals():
     with pytest.raises(ConversionError, match=r"^m: operation op0 \(keras.ops.divide_x+\.\.\.\(") as info:
         to_npxception(_hand_written(1, long_class), source="m", input_shape=(8, 8, 3))
     assert len(str(info.value)) < 1000, len(str(info.value))
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
+    """Input(dtype="uint8") -> cast to float32 -> preprocess_input (a serving model): the cast is exact (every
+    uint8 is a float32), so the stage is preprocess_input's two steps, equal to Keras on every pixel value;
+    a cast of int32 (not exact beyond 2**24) is still refused."""
+    fw, tf = _frameworks(flavour)
+
+    def cast(x):
+        return tf.cast(x, tf.float32) if flavour == "tf_keras" else fw.ops.cast(x, "float32")
+
+    from weights_tools.preprocessing import StageError, input_stage
+
+    inputs = fw.Input((None, None, 3), dtype="uint8")
+    model = fw.Model(inputs, fw.applications.xception.preprocess_input(cast(inputs)))
+    chain = [k for k in _klayers(model) if k.function is not None]
+    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8")[0])
+    assert [(s["op"], s["scalar"]) for s in steps] == [("divide", 127.5), ("subtract", 1.0)]
+    x = np.arange(256 * 3, dtype=np.uint32).reshape(1, 16, 16, 3).__mod__(256).astype(np.uint8)  # every value
+    assert np.array_equal(stage.apply(steps, x.astype(np.float32)), np.asarray(model(x)))
+
+    inputs = fw.Input((None, None, 3), dtype="int32")
+    model = fw.Model(inputs, cast(inputs) / 127.5)
+    with pytest.raises(StageError, match=r"it reads a int32 tensor"):
+        input_stage([k for k in _klayers(model) if k.function is not None], (None, None), input_dtype="int32")

@@ -62,7 +62,8 @@ CASTS = {"tf.cast": ("x", "dtype"), "keras.ops.cast": ("x",)}  # Keras 3's targe
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SUPPORTED = ("elementwise +, -, * and / of the image with one number (x / c, c - x...: tf.math.add/subtract/"
              "multiply/truediv, keras.ops.add/subtract/multiply/divide/true_divide, as keras.applications."
-             "xception.preprocess_input writes them) and casts from float32 to float32, between the model's "
+             "xception.preprocess_input writes them) and casts to float32 from float32 or an integer type of at most "
+             "16 bits (exact), between the model's "
              "input and the backbone")
 
 
@@ -135,11 +136,17 @@ def _scalar(a: Argument) -> float:
     return v
 
 
+# Integer dtypes whose every value is a float32 exactly (|v| < 2**24): a cast of one to float32 changes nothing.
+EXACT_IN_FLOAT32 = ("uint8", "int8", "uint16", "int16")
+
+
 def _check_float32(tensor: Argument, input_dtype, policies) -> None:
     """The tensor operand must be float32: Keras 3 records its dtype; tf_keras records only the input's and
     each layer's dtype policy (``policies``: {layer name: its policy, when not float32}), which sets the
     dtype of that layer's output (a float64 Rescaling gives float64, and x / 127.5 on it divides in float64)."""
     policy = (policies or {}).get(tensor.tensor) if tensor.dtype is None else None
+    if policy == "float32":  # a cast's output (tf_keras records no dtype on the tensor)
+        return
     if policy is not None:
         raise OperationError(f"it reads the output of layer {tensor.tensor}, whose dtype policy is {policy!r}, so "
                              f"Keras computes this operation in {policy}, not in npxception's float32; give {tensor.tensor} "
@@ -163,9 +170,11 @@ def step(k: KLayer, input_dtype=None, policies=None) -> dict | None:
         target = rest[0].value if rest else (k.config or {}).get("dtype")
         if tensor.tensor is None:
             raise OperationError("it casts a constant, not the image")
-        _check_float32(tensor, input_dtype, policies)
         if target != "float32":
             raise OperationError(f"a cast to {target!r} changes the values (rounding or truncation)")
+        source = tensor.dtype or (policies or {}).get(tensor.tensor) or input_dtype or "float32"
+        if source not in EXACT_IN_FLOAT32:  # an integer Input cast to float32 (a serving model's uint8): exact
+            _check_float32(tensor, input_dtype, policies)
         return None
     if name not in BINARY:
         raise OperationError("it is not elementwise arithmetic with a scalar")

@@ -194,12 +194,12 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
     steps = []
-    policies = {}  # {layer: its dtype policy} where not float32: the dtype of its output, which ops compute in
+    # {layer: the dtype of its output}: a layer's policy, a cast's float32: what the operations reading it compute in
+    policies = {}
     for k in chain:
         if k.function is None:
             steps.append(_step(k, data_format, keras_version))
-            if dtype_policy(k.config) not in (None, "float32"):
-                policies[k.name] = dtype_policy(k.config)
+            policies[k.name] = dtype_policy(k.config) or "float32"  # a layer computes in its policy
             continue
         try:
             op_step = operations.step(k, input_dtype, policies)
@@ -208,6 +208,7 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
                                                 policies)) from None
         if op_step is not None:  # None: a cast that changes nothing
             steps.append(op_step)
+        policies[k.name] = "float32"  # a converted operation computes in float32 (a cast: to it, from uint8...)
     hw = tuple(input_hw) if input_hw else (None, None)
     try:
         size = output_size(steps, hw)
