@@ -38,7 +38,8 @@ from .download import DownloadError, file_hash, get_file
 from .paths import cache_home
 from .untrusted import atomic_write
 
-__all__ = ["imagenet_weights", "weights_url", "FILES", "WeightFile", "DEFAULT_BASE_URL", "BASE_URL_ENV"]
+__all__ = ["imagenet_weights", "weights_url", "official_include_top", "FILES", "WeightFile", "DEFAULT_BASE_URL",
+           "BASE_URL_ENV"]
 
 # Where Keras itself downloads them from (keras/src/applications/xception.py).
 DEFAULT_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
@@ -58,6 +59,14 @@ FILES = {
     True: WeightFile("xception_weights_tf_dim_ordering_tf_kernels.h5", "0a58e3b7378bc2990ea3b43d5981f1f6"),
     False: WeightFile("xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "b0042744bf5b25fce3cb969f33bebb97"),
 }
+
+
+def official_include_top(path) -> bool | None:
+    """``include_top`` of the official file that ``path`` is (the MD5 of its whole bytes is one pinned
+    in :data:`FILES`), else None. weights_tools gives the official file, and only it, the head
+    ``keras.applications.Xception`` defines for it (a weights-only file does not record its head)."""
+    md5 = file_hash(path, "md5")
+    return next((top for top, spec in FILES.items() if spec.md5 == md5), None)
 
 
 def weights_url(include_top: bool = True) -> str:

@@ -29,10 +29,16 @@ class Fixture:
     kind: str  # "probabilities" (softmax) or "features"/"logits" (unbounded)
     config: str | None = None  # a .keras archive giving a .weights.h5 its wiring
     pool: bool = False  # the file holds no pooling: compare mean over H, W
+    options: tuple = ()  # convert options giving what the file does not record
 
 
 def _input(size, seed):
     return np.random.default_rng(seed).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+
+
+# A stand-in for the official file (the official layout, not its bytes) records no head: the head Keras'
+# official file has, given by options (test_convert_files tests the official-file rule by the MD5 itself).
+OFFICIAL_HEAD = ("--pooling", "avg", "--input-shape", "299,299", "--classifier-activation", "softmax")
 
 
 def build_tf_keras(root) -> dict[str, Fixture]:
@@ -49,7 +55,7 @@ def build_tf_keras(root) -> dict[str, Fixture]:
                                 tf_keras.layers.GlobalAveragePooling2D(), tf_keras.layers.Dense(2)])
     tiny.save(os.path.join(root, "tiny_cnn.h5"))
     return {
-        "tf_keras_weights_h5": Fixture(weights_only, x, expected, "probabilities"),
+        "tf_keras_weights_h5": Fixture(weights_only, x, expected, "probabilities", options=OFFICIAL_HEAD),
         "tf_keras_full_h5": Fixture(full, x, expected, "probabilities"),
     }
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from free_runner import run_jobs
-from keras_fixtures import build_bad_files, build_keras3, build_tf_keras
+from keras_fixtures import OFFICIAL_HEAD, build_bad_files, build_keras3, build_tf_keras
 
 from weights_tools import ConversionError
 from weights_tools.hdf5 import GuardedH5
@@ -50,25 +50,30 @@ def converted(files, tmp_path_factory):
     for name, fx in good.items():
         x = str(work / f"{name}_x.npy")
         np.save(x, fx.x)
-        argv = ["convert", fx.path, "-o", str(work / f"{name}.npz")]
+        argv = ["convert", fx.path, "-o", str(work / f"{name}.npz"), *fx.options]
         if fx.config:
             argv += ["--config", fx.config]
         jobs.append({"name": name, "argv": argv, "output": str(work / f"{name}.npz"), "x": x,
                      "result": str(work / f"{name}_y.npy")})
-    # A .weights.h5 with a two-Dense head and no config: the activations are unknowable.
-    (work / "b_noconfig").mkdir()  # an existing output folder: convert refuses a missing one before reading
+    # A .weights.h5 with a two-Dense head and no config: the activations are unknowable. Its output
+    # folder exists (convert writes only into an existing directory), so the head is what is refused.
+    (work / "b_noconfig").mkdir()
     jobs.append({"name": "b_weights_h5_no_config", "argv": ["convert", good["b_weights_h5"].path, "-o",
                                                               str(work / "b_noconfig" / "out.npz")]})
     for name, path in bad.items():
         (work / f"bad_{name}").mkdir()
+        # edited copies of the weights-only stand-in: its head given, so that the edit is what is refused
+        options = list(OFFICIAL_HEAD) if name in EDITED_COPIES else []
         jobs.append({"name": f"bad_{name}",
-                     "argv": ["convert", path, "-o", str(work / f"bad_{name}" / "out.npz")]})
-    jobs.append({"name": "inspect_tf_keras", "argv": ["inspect", good["tf_keras_weights_h5"].path]})
+                     "argv": ["convert", path, "-o", str(work / f"bad_{name}" / "out.npz"), *options]})
+    jobs.append({"name": "inspect_tf_keras", "argv": ["inspect", good["tf_keras_weights_h5"].path, *OFFICIAL_HEAD]})
+    jobs.append({"name": "inspect_backbone", "argv": ["inspect", good["a_weights_h5"].path]})
     jobs.append({"name": "inspect_nested", "argv": ["inspect", good["b_keras"].path]})
     jobs.append({"name": "inspect_bad", "argv": ["inspect", bad["text"]]})
     return work, run_jobs(jobs, work)
 
 
+EDITED_COPIES = {"wrong_shape", "nan", "inf", "external_link", "soft_link", "external_storage"}
 GOOD = ["tf_keras_weights_h5", "tf_keras_full_h5", "a_keras", "a_weights_h5",
         "b_keras", "b_weights_h5", "c_keras", "c_weights_h5"]
 
@@ -284,21 +289,71 @@ def test_archive_member_size_limit(tmp_path, monkeypatch):
         keras3.open_archive(str(p), str(p))
 
 
-def test_pretrained_converts_the_official_layout_in_a_child_process(files, tmp_path):
+def test_pretrained_converts_in_a_child_process_and_only_the_official_file_gets_its_head(files, tmp_path):
     # npxception.pretrained converts the downloaded official .h5 by running
     # `python -m weights_tools convert` in a child (the package never imports the
-    # converter); the tf_keras weights file has the official layout.
+    # converter). The child decides the head by the file's MD5 like any conversion:
+    # the tf_keras stand-in has the official layout but not the official bytes, so
+    # it is refused, naming what to give; test_golden's notop test converts through it.
     import pathlib
 
     from npxception import pretrained
-    from npxception.model import load
 
     _, good, bad = files
     fx = good["tf_keras_weights_h5"]
     npz = tmp_path / "weights" / "official.npz"
-    pretrained.convert(pathlib.Path(fx.path), npz)
-    ours = load(npz)(fx.x)
-    assert np.abs(ours.astype(np.float64) - fx.expected).max() <= PROB_ATOL  # as test_converted_file_matches_keras
+    with pytest.raises(ValueError, match=r"converting the official weights failed \(.*not Keras' official "
+                                         r"file.*--classifier-activation"):
+        pretrained.convert(pathlib.Path(fx.path), npz)
+    assert not npz.exists()
     with pytest.raises(ValueError, match=r"truncated\.h5: converting the official weights failed \(.*HDF5"):
         pretrained.convert(pathlib.Path(bad["truncated"]), tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_official_file_by_its_md5_gets_keras_softmax_head(files, monkeypatch):
+    """The rule itself: the stand-in made the official file by pinning its MD5 (as if Keras had
+    published these bytes) converts with Keras' head and matches Keras; unpinned, the same bytes are
+    refused (Xception(classifier_activation=None) saves the same layout), naming the options."""
+    import weights_tools
+    from npxception import pretrained
+    from npxception.download import file_hash
+
+    fx = files[1]["tf_keras_weights_h5"]
+    with pytest.raises(ConversionError, match=r"official ImageNet layout, but it is not Keras' official file.*"
+                                              r"--config.*--pooling.*--input-shape.*--classifier-activation"):
+        weights_tools.read(fx.path)
+    official = pretrained.FILES[True]
+    monkeypatch.setitem(pretrained.FILES, True, pretrained.WeightFile(official.fname, file_hash(fx.path, "md5")))
+    model = weights_tools.read(fx.path)
+    assert model.head[-1]["activation"] == "softmax" and model.input_shape == (299, 299, 3)
+    assert model.notices == []
+    ours = model(fx.x)
+    assert np.abs(ours.astype(np.float64) - fx.expected).max() <= PROB_ATOL  # as test_converted_file_matches_keras
+    # the pinned MD5 of the file without the top does not make a file with the top official
+    monkeypatch.setitem(pretrained.FILES, True, official)
+    monkeypatch.setitem(pretrained.FILES, False, pretrained.WeightFile(official.fname, file_hash(fx.path, "md5")))
+    with pytest.raises(ConversionError, match="--classifier-activation"):
+        weights_tools.read(fx.path)
+
+
+def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted):
+    """A weights-only backbone converts unpooled at any size (the documented policy), with a one-line
+    notice on stderr naming the pooling and input size it does not record and the flags that give them."""
+    import weights_tools
+
+    _, results = converted
+    res = results["a_weights_h5"]
+    assert res["rc"] == 0
+    notice = res["stderr"].strip()
+    assert "\n" not in notice and "Traceback" not in notice, notice
+    for needed in ("a_backbone.weights.h5", "does not record", "pooling", "input shape", "unpooled",
+                   "--pooling avg|max", "--input-shape H,W"):
+        assert needed in notice, (needed, notice)
+    inspected = results["inspect_backbone"]
+    assert inspected["rc"] == 0 and notice in inspected["stdout"], inspected["stdout"]
+    # given, nothing is left to policy: no notice
+    model = weights_tools.read(files[1]["a_weights_h5"].path, pooling="avg", input_shape=(96, 96))
+    assert model.notices == [] and [h["kind"] for h in model.head] == ["global_avg_pool"]
+    # files that record their head, and the classifier stand-in given its head, print nothing
+    assert results["a_keras"]["stderr"] == "" and results["tf_keras_weights_h5"]["stderr"] == ""

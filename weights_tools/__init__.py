@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npxception.input_stage import describe
+from npxception.pretrained import official_include_top
 from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
@@ -59,6 +60,9 @@ def _config_from(config, where):
     if len(data) > keras3.MAX_JSON_BYTES:
         raise ConversionError(f"{cpath}: a config over {keras3.MAX_JSON_BYTES} bytes")
     return keras3._json(data, "the config", str(cpath))
+
+
+_LEGACY_WEIGHTS_ONLY = "legacy Keras HDF5 weights-only file"
 
 
 @dataclass
@@ -131,7 +135,7 @@ def open_layers(src, *, config=None):
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
-            kind = "legacy Keras HDF5 " + ("full-model save" if wired else "weights-only file")
+            kind = "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY
             yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
             return
         if "layers" in names:
@@ -166,7 +170,11 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     all of ``pooling`` ("avg"/"max"), ``input_shape`` ((H, W)) and
     ``classifier_activation``; otherwise it is refused, never guessed.
     ``skip_layers`` names layers that are identities at inference but of a
-    class the converter does not know (a custom augmentation layer).
+    class the converter does not know (a custom augmentation layer). The official
+    ImageNet file with the top is recognised by its pinned MD5, and converts
+    with Keras' head (average pooling, softmax, 299x299); any other file in its
+    layout, a weights-only ``applications.Xception(classifier_activation=None)`` for one,
+    needs these options.
     """
     with open_layers(src, config=config) as reading:
         try:
@@ -183,11 +191,15 @@ def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooli
            classifier_activation=None):
     in_shape = tuple(reading.input_shape) if reading.input_shape and len(reading.input_shape) == 3 else None
     head_spec = {"pooling": pooling, "input_shape": input_shape, "classifier_activation": classifier_activation}
+    # Keras' official files are legacy weights-only HDF5; their head is defined by which file they are
+    official = official_include_top(source) if reading.kind == _LEGACY_WEIGHTS_ONLY else None
     return to_npxception(reading.klayers, variant=variant, source=source, input_shape=in_shape,
-                         skip_layers=tuple(skip_layers), head_spec=head_spec, keras_version=reading.keras_version)
+                         skip_layers=tuple(skip_layers), head_spec=head_spec, keras_version=reading.keras_version,
+                         official_file=official)
 
 
-def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **options) -> pathlib.Path:
+def convert(src, dst, *, variant=None, config=None, check_with_keras=False, on_notice=None,
+            **options) -> pathlib.Path:
     """Convert ``src`` to an npxception ``.npz`` at ``dst``, written atomically.
 
     ``options`` are :func:`read`'s. The file carries a golden test case: our
@@ -195,12 +207,16 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False, **op
     (TensorFlow needed), Keras' own output on ``src``, after checking that we
     agree with it. A failed conversion leaves no output file (nothing is written
     until the model has been fully read and checked, and the write itself is atomic).
+    ``on_notice`` is called with each line of the model's ``notices`` (what a
+    weights-only file left to documented policy); the command line prints them on stderr.
     """
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
     check_output_dir(dst)  # before the reading, which can take a while
     model = read(src, variant=variant, config=config, **options)
+    for line in model.notices if on_notice else ():
+        on_notice(line)
     if check_with_keras:
         model.golden = keras_check(src, model, config=config)
     return save(model, dst)
@@ -243,6 +259,7 @@ def _report(src, reading: Reading, options) -> str:
                      + f", head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
+        lines.extend(model.notices)
         for step in model.input_stage:
             lines.append(f"input stage: {describe(step)}")
         if model.input_stage:

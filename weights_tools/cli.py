@@ -93,7 +93,8 @@ def main(argv=None, prog: str = PROG) -> int:
 
 def _convert(args) -> int:
     path = weights_tools.convert(args.src, args.output, variant=args.variant,
-                                 check_with_keras=args.check_with_keras, **_options(args))
+                                 check_with_keras=args.check_with_keras,
+                                 on_notice=lambda line: print(line, file=sys.stderr), **_options(args))
     model = load(path)
     total, _ = model.count_params()
     print(path)

@@ -19,9 +19,11 @@ Two rules, as Keras itself uses them:
 Layers that are identities at inference (Dropout, augmentation) are routed
 around; preprocessing between the input and the backbone becomes the model's
 input stage (:mod:`weights_tools.preprocessing`); any other layer is refused by
-name, with the way out. A weights-only file's head is taken from the file only
-when the file determines it (a bare backbone, the official ImageNet layout),
-else from the user's ``head_spec``, else refused: never guessed.
+name, with the way out (``--skip-layer`` only for classes not known to compute
+something: :mod:`weights_tools.keras_layers`). A weights-only file's head is taken
+from the file only when the file determines it (a bare backbone, by documented
+policy and with a notice; Keras' official ImageNet file, by its MD5), else from
+the user's ``head_spec``, else refused: never guessed.
 
 Explicit list of transforms: none. Keras' kernel layouts are npxception's
 layouts ((KH, KW, C_in, C_out), depthwise (KH, KW, C_in, M), dense (C_in, units)),
@@ -43,6 +45,7 @@ from npxception.model import XceptionModel
 
 from . import operations
 from .graph import KLayer
+from .keras_layers import not_identity_reason
 from .layout import CHANNEL_AXES, CHANNELS_FIRST, CHANNELS_LAST, LayoutError, model_data_format, to_hwc
 from .preprocessing import IDENTITY, STAGE, StageError, input_stage
 
@@ -71,13 +74,16 @@ _KINDS = {
     **STAGE,  # Rescaling, Normalization, Resizing, CenterCrop, RandomCrop: the input stage
 }
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
+# Keras 3 serialises activation="swish" by its function's name, "silu": the same x * sigmoid(x) as tf_keras'
+# swish (keras/src/activations/activations.py silu; tf_keras/activations.py swish -> tf.nn.silu).
+_ACTIVATION_ALIASES = {"silu": "swish"}
 
 
 def _activation_name(cfg) -> str | None:
     act = (cfg or {}).get("activation", "linear")
     if isinstance(act, dict):  # Keras 3 may serialise built-ins as {"class_name": "function", "config": "relu"}
         act = act.get("config") if isinstance(act.get("config"), str) else None
-    return act
+    return _ACTIVATION_ALIASES.get(act, act)
 
 
 def kind_of(layer: KLayer) -> str:
@@ -91,6 +97,8 @@ def kind_of(layer: KLayer) -> str:
         plain = (cfg.get("max_value") in (None,) and float(cfg.get("negative_slope", 0) or 0) == 0
                  and float(cfg.get("threshold", 0) or 0) == 0)
         return "relu" if plain else "unsupported"
+    if layer.class_name == "Softmax":  # its axis is checked where the rank is known: in the head
+        return "softmax"
     if layer.class_name == "Activation":
         act = _activation_name(cfg)
         if act == "relu":
@@ -104,20 +112,27 @@ def kind_of(layer: KLayer) -> str:
 # ---------------------------------------------------------------------------
 
 def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_shape=None,
-                  dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None) -> XceptionModel:
+                  dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None,
+                  official_file=None) -> XceptionModel:
     """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception.
 
     ``skip_layers``: names of layers to treat as identities (the user's word that
     they are at inference). ``head_spec``: ``{"pooling", "input_shape",
     "classifier_activation"}`` for a weights-only file, which records none of them.
     ``keras_version``: the Keras version the file records (None: none), for the
-    preprocessing layers whose inference changed between versions.
+    preprocessing layers whose inference changed between versions. ``official_file``:
+    the file is one of Keras' official ImageNet files (``True``/``False`` for with/without
+    the top, checked by the caller against the pinned MD5 of its whole bytes), whose
+    head ``keras.applications.Xception`` defines; None for any other file.
+
+    The model's ``notices`` lists what was decided by documented policy rather than
+    read from the file (a weights-only backbone's pooling and input size), one line each.
     """
     if not klayers:
         raise ConversionError(f"{source}: no layers found")
     wired = all(k.inbound is not None for k in klayers)
     given = {k: v for k, v in (head_spec or {}).items() if v is not None}
-    steps, source_shape = [], None
+    steps, source_shape, notices = [], None, []
     if wired:
         if given:
             raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
@@ -128,7 +143,8 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         if skip_layers:
             raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
                                   "file is matched by weight order; pass --config)")
-        params, v, head, names, input_shape = _match_by_order(klayers, variant, source, given)
+        params, v, head, names, input_shape, notices = _match_by_order(klayers, variant, source, given,
+                                                                       official_file)
         data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
     if input_shape is None or input_shape[0] is None:
         input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
@@ -152,6 +168,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
     model.source_layer_names = names
+    model.notices = notices
     return model
 
 
@@ -185,6 +202,10 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
         if by_name[name].weights:
             raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
                                   f"({len(by_name[name].weights)} arrays), so it is not an identity")
+        why = not_identity_reason(by_name[name].class_name)
+        if why:
+            raise ConversionError(f"{source}: --skip-layer {name}: a {by_name[name].class_name} layer is not an "
+                                  f"identity at inference ({why}); skipping it would change the model's output")
 
     def is_identity(k):
         kind = kind_of(k)
@@ -217,8 +238,12 @@ def _unsupported(k: KLayer, source: str) -> ConversionError:
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
-           "layers and arithmetic with a number (preprocess_input's); after it a head of GlobalAverage/MaxPooling2D, Dense, Dropout, Activation and "
-           "BatchNormalization")
+           "layers and arithmetic with a number (preprocess_input's); after it a head of "
+           "GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
+    if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
+        return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "
+                               f"{k.class_name} is not an identity at inference ({not_identity_reason(k.class_name)}); "
+                               "npxception cannot reproduce this model")
     return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. Rebuild the model "
                            f"without it, or, if it is an identity at inference, pass --skip-layer {k.name}")
 
@@ -430,11 +455,15 @@ def _check_config(layer: arch.Layer, k: KLayer, source: str, data_format: str = 
 FEATURE_AXES = (-1, 1)
 
 
+def _one_axis(axis):
+    """An axis as Keras 3 (-1) or tf_keras (a one-element list, [1]) records it."""
+    return axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+
+
 def _check_bn(cfg, what, fixed_epsilon, axes=FEATURE_AXES, data_format=None):
     """BN's epsilon, after checking that it normalises the channels: ``axes`` are the channel axis'
     spellings (``CHANNEL_AXES`` of the data format on a 4-D map, ``FEATURE_AXES`` on pooled features)."""
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    axis = _one_axis(cfg.get("axis", -1))
     if axis not in axes:
         on = f"a {data_format} map" if data_format else "pooled (N, C) features"
         raise ConversionError(f"{what}: BatchNormalization axis {axis!r}; expected the channel axis of {on} "
@@ -536,6 +565,12 @@ def _head(matched, live, inputs, v, source, before=()):
         elif kind in ("activation", "relu"):
             act = "relu" if kind == "relu" else _activation_name(cfg)
             head.append({"kind": "activation", "name": k.name, "activation": act})
+        elif kind == "softmax":  # layers.Softmax(axis): Activation("softmax") when the axis is the classes'
+            if _one_axis(cfg.get("axis", -1)) not in FEATURE_AXES:
+                raise ConversionError(f"{source}: layer {k.name} (Softmax) normalises over axis "
+                                      f"{cfg.get('axis')!r} of the head's (N, classes) output; npxception's "
+                                      "softmax is over the last axis (-1)")
+            head.append({"kind": "activation", "name": k.name, "activation": "softmax"})
         else:
             raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}) in the head")
         used.add(k.name)
@@ -559,7 +594,7 @@ def _head(matched, live, inputs, v, source, before=()):
 # wiring unknown: Keras' by-order rule
 # ---------------------------------------------------------------------------
 
-def _match_by_order(klayers, variant, source, given):
+def _match_by_order(klayers, variant, source, given, official_file=None):
     v = arch.resolve_variant(variant or "keras")
     if v != arch.VARIANTS["keras"]:
         raise ConversionError(
@@ -595,7 +630,7 @@ def _match_by_order(klayers, variant, source, given):
         raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
                               f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
                               "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
-    head, input_shape = _weights_only_head(dense, given, source)
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file)
     if dense is not None:
         name = head[-1]["name"]
         names[name] = dense.name
@@ -604,11 +639,13 @@ def _match_by_order(klayers, variant, source, given):
             params[f"{name}/bias"] = dense.weights[1]
         else:
             head[-1]["use_bias"] = False
-    return params, v, head, names, input_shape
+    return params, v, head, names, input_shape, notices
 
 
 # The official ImageNet file's head, the only one a weights-only file determines:
-# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299.
+# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299. The layout alone
+# (a 1000-unit Dense named predictions) does not say it: Xception(classifier_activation=None) or a
+# fine-tuned copy saves the same layout, so only the official file itself (its MD5) gets this head.
 IMAGENET_CLASSES = 1000
 _HEAD_FLAGS = {"pooling": "--pooling avg|max", "input_shape": "--input-shape H,W",
                "classifier_activation": "--classifier-activation softmax|sigmoid|linear|..."}
@@ -618,18 +655,21 @@ def _flags(given) -> str:
     return " ".join(_HEAD_FLAGS[k].split()[0] for k in given)
 
 
-def _is_official(dense: KLayer) -> bool:
+def _official_layout(dense: KLayer) -> bool:
     return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
 
 
-def _weights_only_head(dense: KLayer | None, given: dict, source: str):
-    """``(head, input_shape)`` of a weights-only file: what it determines, plus ``given``; else refuse.
+def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None):
+    """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
 
-    A bare backbone is determined (any input size, no pooling unless asked for).
-    A classifier is determined only in the official ImageNet layout (a 1000-unit
-    Dense named ``predictions``). Any other classifier needs its pooling, its
-    activation and its input size from the user: guessing them changes the
-    answer silently (a GlobalMaxPooling head converted as average pooling).
+    A bare backbone converts by documented policy as the unpooled backbone at any
+    input size (Keras' ``include_top=False, pooling=None``); the file records neither,
+    so ``notices`` says so, unless ``given`` or the official file settles them.
+    A classifier is determined only by the official ImageNet file with the top
+    (``official_file`` True, the caller's MD5 check). Any other classifier,
+    the official layout included, needs its pooling, its activation and its input
+    size from the user: guessing them changes the answer silently (a
+    GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
     """
     pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
     if pooling not in (None, "avg", "max"):
@@ -649,19 +689,31 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str):
         if act is not None:
             raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
                                   "(a bare backbone)")
-        return arch.keras_head(False, pooling), shape
-    if _is_official(dense):
+        unknown = [flag for key, flag in _HEAD_FLAGS.items() if key != "classifier_activation" and given.get(key)
+                   is None]
+        notices = [] if official_file is False or not unknown else [
+            f"note: {source}: a weights-only backbone does not record the model's "
+            f"{' or '.join(f.split()[0].lstrip('-').replace('-', ' ') for f in unknown)}; converted "
+            + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling")
+            + (" for any input size" if shape is None else f" at {shape[0]}x{shape[1]}")
+            + f". If the model had them, give {' '.join(unknown)}"]
+        return arch.keras_head(False, pooling), shape, notices
+    official = official_file is True and _official_layout(dense)
+    if official:
         pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
     missing = [flag for key, flag in _HEAD_FLAGS.items()
                if {"pooling": pooling, "input_shape": shape, "classifier_activation": act}[key] is None]
     if missing:
         units = dense.weights[0].shape[1]
+        layout = (" It has the official ImageNet layout, but it is not Keras' official file (whose MD5 "
+                  "decides its softmax head), and the layout is also what Xception(classifier_activation=None) "
+                  "or a fine-tuned copy saves." if _official_layout(dense) else "")
         raise ConversionError(
             f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
             f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
-            "classifier's activation or the input size it was trained at. Pass the model's architecture "
-            f"with --config model.keras|config.json, or give {' '.join(missing)}")
+            f"classifier's activation or the input size it was trained at.{layout} Pass the model's "
+            f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
     head = arch.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
          "activation": None if act == "linear" else act, "use_bias": True}]
-    return head, shape
+    return head, shape, []
