@@ -202,7 +202,9 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
         if by_name[name].weights:
             raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
                                   f"({len(by_name[name].weights)} arrays), so it is not an identity")
-        why = not_identity_reason(by_name[name].class_name)
+        # a layer class's rule: an operation node (Keras 3's Multiply op shares the merge layer's class name)
+        # reads one tensor when --skip-layer is offered for it (weights_tools.operations.refusal)
+        why = not_identity_reason(by_name[name].class_name) if by_name[name].function is None else None
         if why:
             raise ConversionError(f"{source}: --skip-layer {name}: a {by_name[name].class_name} layer is not an "
                                   f"identity at inference ({why}); skipping it would change the model's output")
