@@ -100,8 +100,10 @@ def test_every_form_becomes_its_steps(forms):
     """Both Keras write every form so that the converter reads the op, the number and the operand order."""
     assert len(forms) == 2 * len(FORMS) + len(KERAS3_FORMS) + len(TF_KERAS_FORMS)
     model, steps = forms["keras3", "preprocess_input"]
-    assert [stage.describe(s) for s in steps] == ["true_divide (TrueDivide): x / 127.5",
-                                                  "subtract (Subtract): x - 1"]
+    # Keras numbers its automatic names per process (true_divide, true_divide_1, ...): which one this model
+    # got depends on the tests that ran before it, so the number is not part of what is checked.
+    described = [re.sub(r"^(\w+?)(_\d+)? \(", r"\1 (", stage.describe(s)) for s in steps]
+    assert described == ["true_divide (TrueDivide): x / 127.5", "subtract (Subtract): x - 1"]
     model, steps = forms["tf_keras", "c_minus_x"]
     assert stage.describe(steps[0]).endswith("(TFOpLambda): 1 - x")
 
