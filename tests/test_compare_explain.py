@@ -140,6 +140,37 @@ def test_input_carried_by_the_dump(model, x):
     assert compare(model, {**run_port(model, x), INPUT_KEY: x}).ok
 
 
+# ---- Inf and NaN in their dump: counted, never measured nor diagnosed ----------------------------
+
+def test_non_finite_values_are_counted_never_diagnosed(model, x, port_acts):
+    """One Inf and one NaN in a correct port's dump (a float16 overflow leaves them): the layer that
+    holds them is the one source, with how many and the likely reason, and no cause of the catalogue
+    (before, "ReLU6 instead of ReLU; residual nan" on equal shapes printed as "shape differs"); the
+    layer reading them is not run on them, and its own output, which agrees, is no source."""
+    acts = dict(port_acts)
+    a = acts["block5_sepconv1_act"].copy()
+    a[0, 0, 0, 0], a[0, 1, 1, 1] = np.inf, np.nan
+    acts["block5_sepconv1_act"] = a
+    report = compare(model, acts, x)
+    assert causes(report) == {"block5_sepconv1_act": None}, "\n".join(report.source_lines())
+    row = next(r for r in report.rows if r.layer == "block5_sepconv1_act")
+    assert row.non_finite == f"1 Inf and 1 NaN of {a.size} values" and row.local_rel is None
+    line, = report.source_lines()
+    assert "theirs holds 1 Inf and 1 NaN" in line and "not diagnosed" in line and "overflow" in line
+    assert "shape differs" not in line
+    reader = next(r for r in report.rows if r.layer == "block5_sepconv1")
+    assert reader.passed and not reader.source and "not run locally" in reader.note
+    assert report.first_divergence == "block5_sepconv1_act"
+
+
+def test_no_candidate_explains_non_finite_values():
+    from npxception.compare.hypotheses import Candidate, best_of
+
+    theirs = np.array([1.0, np.inf, 2.0], np.float32)
+    assert best_of([Candidate("c", "c", np.array([1.0, 5.0, 2.0], np.float32))], theirs, 1e-4, 0.0) is None
+    assert best_of([Candidate("c", "c", theirs.copy())], theirs, 1e-4, 0.0) is None
+
+
 # ---- names, layouts, summary ---------------------------------------------------------------------
 
 def test_timm_module_names_and_nchw(model, x):

@@ -8,7 +8,7 @@ from ..blas import single_threaded
 from ..model import XceptionModel
 from . import hypotheses
 from .local import Local, local_pass, nodes
-from .metrics import errors
+from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
@@ -114,8 +114,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
         if a.shape != b.shape:
             row.note = _explain_shapes(a.shape, b.shape)
-        elif not np.isfinite(b).all():
-            row.note = "theirs contains NaN or Inf"
+        elif non_finite(b):
+            row.non_finite = non_finite(b)
+            row.note = f"theirs holds {row.non_finite}"
         else:
             row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(a, b)
             row.passed = row.max_abs <= atol + rtol * scale
@@ -126,7 +127,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             if inherited and row.max_rel is not None:
                 row.amplification = row.max_rel / max(inherited)
         if explain:
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol)
+            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -137,7 +138,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                     theirs_only=unknown, unmatched_names=by_order.refused,
                     matched_by_order={ours_name: key for key, ours_name in by_order.matched.items()})
     last = model.layer_names[-1]
-    if model.classes and last in theirs and theirs[last].shape == ours[last].shape:
+    if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
+            and not non_finite(theirs[last])):
         report.agreement = agreement(ours[last], theirs[last])
     return report
 
@@ -152,6 +154,11 @@ def _input_row(x, their_input, rtol, atol, explain) -> Row:
     row = Row("input", x.shape, their_input.shape, flow="input")
     if x.shape != their_input.shape:
         row.note = _explain_shapes(x.shape, their_input.shape)
+    elif non_finite(their_input):
+        row.non_finite = non_finite(their_input)
+        row.note = f"theirs holds {row.non_finite}: the input itself is broken"
+        row.source = True
+        return row
     else:
         row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(x, their_input)
         row.passed = row.max_abs <= atol + rtol * scale
@@ -162,13 +169,41 @@ def _input_row(x, their_input, rtol, atol, explain) -> Row:
     return row
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol):
-    """Local error of one layer; a source gets the catalogue's diagnosis."""
+def _non_finite_cause(theirs_out, precision) -> str:
+    """The likely reason a layer's output holds Inf or NaN when its inputs do not."""
+    finite = np.abs(theirs_out[np.isfinite(theirs_out)])
+    top = f" (their largest finite |value| here is {finite.max():.3g})" if finite.size else ""
+    if precision == "float16" or (finite.size and finite.max() > FLOAT16_MAX / 4):
+        return (f"likely a float16 overflow: float16's largest value is {FLOAT16_MAX:g}{top}; "
+                "run this layer in float32 or bfloat16")
+    return (f"an overflow or an invalid operation (0/0, Inf - Inf, the square root of a negative "
+            f"variance); in float16 any value past {FLOAT16_MAX:g} overflows{top}")
+
+
+def _add_note(row, text):
+    row.note = (row.note + "; " if row.note else "") + text
+
+
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision):
+    """Local error of one layer; a source gets the catalogue's diagnosis.
+
+    Inf and NaN are never measured nor diagnosed: every candidate cause would "reproduce" them (an
+    error of Inf is not above a tolerance of Inf) or be compared with noise. A layer whose inputs
+    are finite and whose output is not is the source, with the likely reason; a layer that reads
+    their Inf or NaN is not run (:func:`npxception.compare.local.local_pass`).
+    """
     y = loc.output
-    if y is None:
-        row.note = (row.note + "; " if row.note else "") + f"local run impossible: {loc.error}"
+    if loc.non_finite_input:
+        _add_note(row, f"not run locally: {loc.error}")
         return
-    if y.shape == theirs_out.shape and np.isfinite(theirs_out).all():
+    if row.non_finite:
+        row.source = True  # finite inputs, non-finite output: this layer (or a gap before it) made them
+        _add_note(row, _non_finite_cause(theirs_out, precision))
+        return
+    if y is None:
+        _add_note(row, f"local run impossible: {loc.error}")
+        return
+    if y.shape == theirs_out.shape:
         max_abs, row.local_rel, _, scale = errors(y, theirs_out)
         row.source = max_abs > atol + rtol * scale
     else:

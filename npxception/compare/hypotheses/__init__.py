@@ -57,7 +57,8 @@ FIRST = [overwritten_in_place]  # evidence about the dump itself, tested before 
 
 
 def _residual(y, theirs):
-    if y.shape != theirs.shape or not np.isfinite(y).all():
+    # Inf or NaN on either side proves nothing: Inf is not above a tolerance of Inf
+    if y.shape != theirs.shape or not np.isfinite(y).all() or not np.isfinite(theirs).all():
         return None
     max_abs, _, _, scale = errors(y, theirs)
     return max_abs, scale
