@@ -63,17 +63,10 @@ def load_keras_file(path, *, config=None, model=None):
     """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
     only here); ``config`` gives a weights-only file its architecture.
 
-    The file may come from anyone: before Keras or h5py's high-level reader sees it, it goes through
-    the converter's guarded walk (headers only: no external or soft links, no external or virtual
-    datasets, sizes within the read budget; docs/security.md), which Keras itself does not do.
+    The file may come from anyone: :func:`npxception.keras_side.load` vets it (and ``config``) before
+    Keras sees it (weights_tools.vetting: the converter's guarded walk, and every layer one the converter
+    reads, a Lambda refused by name) and opens it in the framework's safe mode.
     """
-    import weights_tools  # imports npxception at import time, not the reverse: loaded for a Keras file
-
-    try:
-        with weights_tools.open_layers(path, config=config):
-            pass
-    except weights_tools.ConversionError as exc:
-        raise ValueError(str(exc)) from None
     return keras_side.load(path, config=config, model=model)
 
 
