@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inputs import load_onnx
+
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
 # node is only that layer's output when it is this op: tf2onnx folds BatchNorm into
 # the convolution before it and leaves the pointwise half of a separable
@@ -124,7 +126,7 @@ def onnx_runner(model, path, layout, mapping):
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
                           "(pip install 'npxception[bench]')") from None
-    proto = onnx.load(str(path))
+    proto = load_onnx(path)  # bounded, self-contained, CNN operators only: checked before onnxruntime sees it
     graph = proto.graph
     inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1:

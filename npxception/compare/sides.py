@@ -19,12 +19,9 @@ from typing import Callable
 import numpy as np
 
 from .. import keras_side
-from ..untrusted import open_regular
+from .inputs import INPUT_KEY, check_other_path, read_dump
 from .names import resolve_names
 from .onnx_side import onnx_runner
-
-# The reserved dump key for the input batch the dumped activations were computed from.
-INPUT_KEY = "__input__"
 
 
 @dataclass
@@ -70,18 +67,6 @@ def load_keras_file(path, *, config=None, model=None):
     return keras_side.load(path, config=config, model=model)
 
 
-def load_dump(path) -> dict:
-    """A ``.npz`` dump: a regular file (a FIFO would block), no pickles, numeric arrays only."""
-    with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
-        out = {}
-        for k in data.files:
-            a = data[k]
-            if a.dtype.kind not in "fiu":
-                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array")
-            out[k] = a
-        return out
-
-
 def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     """What ``other`` is -> an :class:`Other`; see the package docstring for the kinds.
 
@@ -99,19 +84,17 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         raise TypeError(f"other: expected a keras.Model, a path or a dict of activations, "
                         f"found {type(other).__name__}")
     path = pathlib.Path(other)
-    tensorflow_save = keras_side.is_tensorflow_save(path)  # a SavedModel directory, a checkpoint prefix
-    if not path.is_file() and not tensorflow_save:
-        raise FileNotFoundError(f"{path}: no such file")
+    check_other_path(path)  # a regular file or a TensorFlow save; a FIFO or a device is named, never read
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        acts = load_dump(path)
+        acts = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
                      names=mapping)
     if suffix == ".onnx":
         run = onnx_runner(model, path, layout, mapping)
         return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
                      final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
-    if suffix in (".keras", ".h5", ".hdf5") or tensorflow_save:
+    if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel))
