@@ -147,7 +147,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
                                                                        official_file)
         data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
     if input_shape is None or input_shape[0] is None:
-        input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
+        input_shape = (None, None, 3)  # the file allows any size (>= 7x7), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
     for a in params.values():
         if a.dtype.kind != "f":
@@ -683,10 +683,9 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         shape = tuple(shape)
         if len(shape) == 2:
             shape = (*shape, 3)
-        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= CONFIG.min_input_size
-                                                       for d in shape[:2]):
-            raise ConversionError(f"{source}: --input-shape: expected H,W of at least "
-                                  f"{CONFIG.min_input_size}, found {shape!r}")
+        low = arch.min_input_size(arch.backbone("keras"))  # weights-only files are variant keras (_match_by_order)
+        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= low for d in shape[:2]):
+            raise ConversionError(f"{source}: --input-shape: expected H,W of at least {low}, found {shape!r}")
     if dense is None:
         if act is not None:
             raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
