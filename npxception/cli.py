@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="keras (default; what keras.applications.Xception builds) or article "
                          "(the seed article's model)")
     su.add_argument("--input-size", type=int, default=299, metavar="N",
-                    help="square input size for the output shapes (default 299, at least 71)")
+                    help="square input size for the output shapes (default 299; at least 71, as keras.applications.Xception requires)")
     su.add_argument("--format", default="table", choices=["table", "dot"],
                     help="table (default, like Keras' model.summary()) or dot (Graphviz)")
     su.add_argument("--no-top", action="store_true", help="without the classifier")
@@ -336,8 +336,8 @@ def _cmd_summary(args) -> int:
     from . import architecture as arch
     from .model import XceptionModel, random_params
 
-    if args.input_size < CONFIG.min_input_size:
-        raise CLIError(f"--input-size must be at least {CONFIG.min_input_size}, found {args.input_size}")
+    if args.input_size < CONFIG.constructor_min_size:  # the table of what keras.applications.Xception builds
+        raise CLIError(f"--input-size must be at least {CONFIG.constructor_min_size}, found {args.input_size}")
     layers = arch.backbone(args.variant)
     head = arch.keras_head(not args.no_top)
     shape = (args.input_size, args.input_size, 3)

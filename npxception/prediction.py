@@ -16,7 +16,7 @@ from Pillow's image and preprocessed (the same bits as the whole photo's,
 docs/performance.md); when nothing fixes the backbone's size, photos of
 different sizes cannot be stacked and each runs alone (Keras' user calls
 ``model.predict`` once per photo too). A photo the model cannot take (smaller
-than 71x71, or refused by a stage layer) is refused by name. Every other model,
+than the network computes, 7x7 as in Keras, or refused by a stage layer) is refused by name. Every other model,
 and any model given ``target_size=(h, w)`` (CLI ``--size HxW``), gets photos
 resized by ``load_img``'s pipeline (``nearest`` unless ``interpolation=``), as
 ``load_img(path, target_size=...)`` does.
@@ -251,7 +251,7 @@ def _own_size(model, photo, label=None) -> np.ndarray:
     """One photo at its own size: ``(1, h, w, 3)`` staged at the backbone's fixed size, to be stacked with the
     batch (:func:`_finish`); or, when nothing fixes the backbone's size, the photo's ``(1, classes)`` scores
     at once: photos of different sizes do not stack, and a whole photo's float copy does not wait for a
-    batch. A size the model refuses (below 71x71, or a stage layer's) raises naming ``label``."""
+    batch. A size the model refuses (below ``model.min_input_size``, or a stage layer's) raises naming ``label``."""
     try:
         staged = _staged(model, photo)
     except ValueError as exc:

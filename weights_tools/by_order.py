@@ -105,10 +105,9 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         shape = tuple(shape)
         if len(shape) == 2:
             shape = (*shape, 3)
-        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= CONFIG.min_input_size
-                                                       for d in shape[:2]):
-            raise ConversionError(f"{source}: --input-shape: expected H,W of at least "
-                                  f"{CONFIG.min_input_size}, found {shape!r}")
+        low = arch.min_input_size(arch.backbone("keras"))  # weights-only files are variant keras (_match_by_order)
+        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= low for d in shape[:2]):
+            raise ConversionError(f"{source}: --input-shape: expected H,W of at least {low}, found {shape!r}")
     if dense is None:
         if act is not None:
             raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "

@@ -95,7 +95,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
                                                                        official_file)
         data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
     if input_shape is None or input_shape[0] is None:
-        input_shape = (None, None, 3)  # the file allows any size (>= 71), as the Keras model does
+        input_shape = (None, None, 3)  # the file allows any size (>= 7x7), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
     for a in params.values():
         if a.dtype.kind != "f":
