@@ -499,6 +499,36 @@ def test_onnx_batchnorm_folded_into_the_convolutions(model, x, tmp_path):
                if r.layer in BN_LAYERS)
     convs = [layer.inputs[0] for layer in arch.backbone() if layer.kind == "bn"]
     assert sorted(report.not_compared) == sorted(convs) and "BN is folded" in report.warnings[0]
+    # the fused weights against ours say the same, independently of the activations
+    assert "their fused weights against ours give BN epsilon ≈ 1e-05 in 40 of them" in report.warnings[0]
+    assert "swapped" not in report.warnings[0]
+
+
+def test_fused_weights_give_epsilon_and_a_gamma_beta_swap(model):
+    """One convolution with a BN folded in, written as the exporter writes it: epsilon 1e-5 read back
+    from the weights, and gamma and beta swapped told from the fused bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from npxception.compare.folded_bn import epsilon_from_weights
+
+    w = {k.split("/")[1]: v.astype(np.float64) for k, v in model.weights.items() if k.startswith("block1_conv1")}
+    out = {}
+    for swap in (False, True):
+        gamma, beta = (w["beta"], w["gamma"]) if swap else (w["gamma"], w["beta"])
+        s = gamma / np.sqrt(w["moving_variance"] + 1e-5)
+        kernel = (w["kernel"] * s).transpose(3, 2, 0, 1).astype(np.float32)
+        bias = (beta - w["moving_mean"] * s).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "onnx::Conv_1", "onnx::Conv_2"], ["t"], strides=[2, 2])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 75, 75])],
+            [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, kernel.shape[0], 37, 37])],
+            [numpy_helper.from_array(kernel, "onnx::Conv_1"), numpy_helper.from_array(bias, "onnx::Conv_2")])
+        onnx.checker.check_model(helper.make_model(graph))
+        (eps, swapped), = epsilon_from_weights(model, graph, {"block1_conv1_bn": "t"}).values()
+        out[swap] = swapped
+        assert eps == pytest.approx(1e-5, rel=0.05)
+    assert out == {False: False, True: True}
 
 
 def test_exporter_scopes_to_module_paths():

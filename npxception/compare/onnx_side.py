@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import folded_bn
 from .names import KNOWN_PORTS
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
@@ -159,32 +160,9 @@ def _named_matches(model, graph, mapping) -> dict:
         target = mapping.get(path.removeprefix(root)) if path.startswith(root) else None
         if target is not None and target not in wanted:
             wanted[target] = tensor
-    if not any(node.op_type == "BatchNormalization" for node in graph.node):
-        wanted = _folded_bn(model, wanted)
+    if folded_bn.is_folded(graph):  # the fused convolution's tensor is the BN's output
+        wanted = folded_bn.as_bn(model, wanted)
     return wanted
-
-
-def _folded_bn(model, wanted) -> dict:
-    """BN folded into the convolution before it (``torch.onnx.export`` does in eval mode): that
-    convolution's tensor is the BN's output, so it is compared as the BN's. Our convolution then
-    fills the gap from their previous layer, as for any layer they do not expose, and the BN row's
-    local error is what their fused BN does differently: its epsilon (or gamma and beta swapped) is
-    fitted as when BN is its own node."""
-    bn_of = {layer.inputs[0]: layer.name for layer in model.layers if layer.kind == "bn"}
-    return {bn_of.get(ours, ours): tensor for ours, tensor in wanted.items()
-            if not (ours in bn_of and bn_of[ours] in wanted)}
-
-
-def folded_note(model, wanted) -> str:
-    """The report's word on a folded export, when its convolutions were compared as their BNs."""
-    convs = [layer.inputs[0] for layer in model.layers if layer.kind == "bn" and layer.name in wanted
-             and layer.inputs[0] not in wanted]
-    if not convs:
-        return ""
-    return (f"BN is folded into the convolution before it ({len(convs)} convolutions, no BatchNormalization "
-            "node): each fused convolution's output is compared as its BN's, and the convolutions themselves "
-            "are not compared (ours fill them from their previous layer, so a BN row's local error covers "
-            "the fused pair)")
 
 
 def _dims(declared):
@@ -307,4 +285,4 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
         acts[model.layer_names[-1]] = by_name[final]
         return acts
 
-    return OnnxRun(run, precision, no_names, [n for n in [folded_note(model, named)] if n])
+    return OnnxRun(run, precision, no_names, [n for n in [folded_bn.note(model, graph, named)] if n])
