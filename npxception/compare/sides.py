@@ -31,11 +31,13 @@ class Other:
 
     label: str
     run: Callable[[np.ndarray], dict]
-    dtype: np.dtype | None = None  # None: judge by the arrays
+    dtype: str | None = None  # the precision it computes in ("float16", "bfloat16"...); None: judge by the arrays
     fixed: bool = False  # a dump: its activations are for one input only
     layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
     names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
     final: Callable[[np.ndarray], np.ndarray] | None = None  # the final output only, when cheaper
+    no_names: str = ""  # why none of its intermediate names matched ours, when none did (an ONNX graph)
+    notes: list = field(default_factory=list)  # what the report should say about it (a folded BN)
 
     def __call__(self, x):
         return self.run(x)
@@ -91,9 +93,10 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
                      names=mapping)
     if suffix == ".onnx":
-        run = onnx_runner(model, path, layout, mapping)
-        return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
-                     final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
+        side = onnx_runner(model, path, layout, mapping)
+        return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
+                     no_names=side.no_names, notes=side.notes,
+                     final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
