@@ -103,6 +103,10 @@ def open_layers(src, *, config=None):
     where = str(src)
     fmt = detect_format(src)
     config = _config_from(config, where)
+    if config is not None and fmt in ("savedmodel", "zip"):
+        raise ConversionError(f"{where}: a {'SavedModel' if fmt == 'savedmodel' else '.keras archive'} records its "
+                              "own architecture; a given config is for weights-only files (.weights.h5, "
+                              "save_weights). Convert the file without --config")
     if fmt == "savedmodel":
         with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
             klayers, paths, input_shape = flatten_config(cfg, source=where)
@@ -134,8 +138,9 @@ def open_layers(src, *, config=None):
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
-            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
-            kind = "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY
+            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config)
+            kind = ("legacy Keras HDF5 weights-only file (with a given config)" if config is not None
+                    else "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY)
             yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
             return
         if "layers" in names:
