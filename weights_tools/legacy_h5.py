@@ -182,7 +182,8 @@ def read_legacy_h5(h5: GuardedH5, config=None) -> tuple[list[KLayer], tuple | No
     if config is not None:
         if full_model:
             raise ConversionError(f"{h5.where}: a full-model save records its own architecture; a given config "
-                                  "is for weights-only files. Convert the file without --config")
+                                  "is for weights-only files (.weights.h5, save_weights). Convert the file "
+                                  "without --config")
         _in_load_weights_order(h5, groups, config)
         return _with_config(h5, groups, config)
     if config_text:
