@@ -124,32 +124,69 @@ def test_a_multi_output_model_names_its_outputs_and_the_remedy(files):
 
 @pytest.fixture(scope="module")
 def frozen_base(tmp_path_factory):
-    """A frozen Xception called with training=True, in tf_keras (.h5) and Keras 3 (.keras)."""
+    """image -> Rescaling(1/127.5, -1) -> frozen Xception called with training=True -> GAP -> Dense(3), in
+    tf_keras (.h5, save_weights("w.h5") and ModelCheckpoint(save_weights_only=True) .h5 with to_json())
+    and Keras 3 (.keras)."""
     import keras
     import tf_keras
 
     root = tmp_path_factory.mktemp("frozen_training")
     out = {}
-    for fw, name in ((tf_keras, "tk.h5"), (keras, "k3.keras")):
+    for fw, name in ((tf_keras, "tk"), (keras, "k3")):
         base = fw.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
         base.trainable = False
         inp = fw.Input((71, 71, 3), name="image")
-        x = fw.layers.GlobalAveragePooling2D(name="pool")(base(inp, training=True))
+        x = fw.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")(inp)
+        x = fw.layers.GlobalAveragePooling2D(name="pool")(base(x, training=True))
         model = randomize(fw.Model(inp, fw.layers.Dense(3, name="logits")(x)), seed=17)
-        _fit_one_step(model, "mse", 71, False, np.zeros((2, 3), np.float32))
-        x = _x(71, False, 17)
+        model.compile(optimizer="adam", loss="mse", run_eagerly=True)  # eager: see keras_corpus._fit_one_step
+        callbacks = [fw.callbacks.ModelCheckpoint(str(root / "tk_checkpoint.h5"), save_weights_only=True)] \
+            if fw is tf_keras else []
+        model.fit(_x(71, True, 99), np.zeros((2, 3), np.float32), epochs=1, batch_size=2, verbose=0,
+                  callbacks=callbacks)
+        x = _x(71, True, 17)
         expected = model.predict(x, verbose=0)
-        model.save(str(root / name))
-        out[name] = (root / name, x, expected, np.asarray(model(x)))
+        if fw is tf_keras:
+            model.save(str(root / "tk.h5"))
+            model.save_weights(str(root / "tk_w.h5"))
+            (root / "tk.json").write_text(model.to_json())
+        else:
+            model.save(str(root / "k3.keras"))
+        out[name] = (root, x, expected, np.asarray(model(x)))
     return out
 
 
-@pytest.mark.parametrize("name", ["tk.h5", "k3.keras"])
-def test_a_frozen_backbone_called_in_training_mode_converts_to_what_predict_gives(frozen_base, name):
-    path, x, expected, eager = frozen_base[name]
+FROZEN = {"tf_keras .h5": ("tk", "tk.h5", None), "Keras 3 .keras": ("k3", "k3.keras", None),
+          "tf_keras save_weights .h5 + config": ("tk", "tk_w.h5", "tk.json"),
+          "tf_keras ModelCheckpoint weights .h5 + config": ("tk", "tk_checkpoint.h5", "tk.json")}
+
+
+@pytest.mark.parametrize("case", list(FROZEN))
+def test_a_frozen_backbone_called_in_training_mode_converts_to_what_predict_gives(frozen_base, case):
+    """Also finding 2: a tf_keras weights-only .h5 with its config converts with the config's Rescaling."""
+    fw, name, config = FROZEN[case]
+    root, x, expected, eager = frozen_base[fw]
     scale = float(np.abs(expected).max())
     # the framework itself: the frozen BNs use their moving statistics in eager model(x) as in predict
     assert np.abs(eager - expected).max() <= LOGIT_RTOL * scale
-    ours = np.asarray(weights_tools.read(str(path))(x), np.float64)
+    model = weights_tools.read(str(root / name), config=config and str(root / config))
+    ours = np.asarray(model(x), np.float64)  # raw pixels: the Rescaling stage must come from the config
     err = float(np.abs(ours - expected).max())
-    assert err <= LOGIT_RTOL * scale, f"{name}: max |ours - keras| {err:.3g} > {LOGIT_RTOL} * {scale:.3g}"
+    assert err <= LOGIT_RTOL * scale, f"{case}: max |ours - keras| {err:.3g} > {LOGIT_RTOL} * {scale:.3g}"
+
+
+def test_a_given_config_is_never_ignored(frozen_base, tmp_path):
+    root = frozen_base["tk"][0]
+    config = str(root / "tk.json")
+    # head flags describe a weights-only file without a config: with one, they are refused, not preferred
+    with pytest.raises(ConversionError, match="describe the head of a weights-only file"):
+        weights_tools.read(str(root / "tk_w.h5"), config=config, pooling="avg", input_shape=(71, 71),
+                           classifier_activation="linear")
+    for full in ("tk.h5", "k3.keras"):  # files that record their own architecture
+        with pytest.raises(ConversionError, match="records its own architecture"):
+            weights_tools.read(str(frozen_base["k3" if full == "k3.keras" else "tk"][0] / full), config=config)
+    # a config that is not the weights' model: refused by name, never paired by guess
+    other = tmp_path / "other.json"
+    other.write_text((root / "tk.json").read_text().replace('"logits"', '"classifier"'))
+    with pytest.raises(ConversionError, match="holds weights for logits, which the given config does not have"):
+        weights_tools.read(str(root / "tk_w.h5"), config=str(other))
