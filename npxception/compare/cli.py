@@ -116,7 +116,9 @@ def cli_compare(args) -> int:
                              f"fed at their own sizes ({', '.join(f'{b.shape[1]}x{b.shape[2]}' for b in x_all)}); "
                              f"give the photo(s) the dump was made from, or --size HxW")
         x, x_all = x_all[0], None  # a dump holds one batch: compare all of it
-    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout)
+    photos = None if x is None else (images if side.fixed else images[:1]) or None  # the files x was read from
+    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
+                     images=photos)
     report.warnings[:0] = warnings
     if x_all is not None and sum(len(b) for b in x_all) > 1 and model.classes:
         report.agreement = summarize(model, side, x_all)
