@@ -17,7 +17,6 @@ from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
 
-
 def _explain_shapes(ours, theirs) -> str:
     if ours is None or theirs is None:
         return "missing on one side"
@@ -158,8 +157,8 @@ def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:
     row = Row("input", x.shape, their_input.shape, flow="input")
     if x.shape != their_input.shape:
         row.note = _explain_shapes(x.shape, their_input.shape)
-    elif non_finite(their_input):
-        row.non_finite = non_finite(their_input)
+    elif bad := non_finite(their_input):
+        row.non_finite = bad
         row.note = f"theirs holds {row.non_finite}: the input itself is broken"
         row.source = True
         return row
