@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import folded_bn
+from .inputs import load_onnx
 from .names import KNOWN_PORTS
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
@@ -238,7 +239,7 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
                           "(pip install 'npxception[bench]')") from None
-    proto = onnx.load(str(path))
+    proto = load_onnx(path)  # bounded, self-contained, CNN operators only: checked before onnxruntime sees it
     graph = proto.graph
     inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1:
