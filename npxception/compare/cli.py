@@ -137,7 +137,9 @@ def cli_compare(args) -> int:
         # a dump holds one batch, of the photos it was made from: compare all of it
         x, x_all = _one_batch(x_all, "--image", "an activation dump holds one batch of one size: give the "
                                                 "photo(s) the dump was made from, or --size HxW"), None
-    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout)
+    photos = None if x is None else (images if side.fixed else images[:1]) or None  # the files x was read from
+    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
+                     images=photos)
     report.warnings[:0] = warnings
     if x_all is not None and len(images) > 1 and model.classes:
         report.agreement = summarize(model, side, x_all)
