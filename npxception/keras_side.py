@@ -127,22 +127,20 @@ def _import(name: str):
 
 
 def load(path, *, config=None, model=None):
-    """The Keras model stored at ``path``, opened by the framework that wrote it.
+    """The Keras model stored at ``path``, opened by the framework that wrote it, in its safe mode.
+
+    The caller vets a file from anyone first (``weights_tools.vetting.vet``: compare does; convert's
+    conversion of the file checked every layer before ``--check-with-keras`` opens it).
 
     ``config``: the architecture of a weights-only file (a ``.keras`` archive or
     ``config.json``). ``model``: our converted model, which says for a
     weights-only file without config which ``applications.Xception`` to build.
     """
-    # weights_tools imports npxception at import time, not the reverse: the converter's reader vets the file
+    # weights_tools imports npxception at import time, not the reverse: a SavedModel's config is read by it
     from weights_tools.savedmodel import VARIABLES, read_metadata  # see above
-    from weights_tools.vetting import vet  # see above
 
     path = pathlib.Path(path)
-    wired = vet(path, config=config)  # before any framework sees the file: refuses a Lambda by name
     name, full_model = saved_by(path)
-    if full_model and not wired:
-        raise ValueError(f"{path}: Keras would rebuild it from a model config that the converter's reading "
-                         "did not find; refused")
     fw = _import(name)
     with _quiet(), _safe_mode(name):
         if path.is_dir():

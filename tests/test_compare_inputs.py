@@ -74,11 +74,11 @@ def test_compare_refuses_a_planted_lambda_before_keras(evil, small, against):
 
 def test_a_config_is_vetted_too(evil):
     """A weights-only file's --config is rebuilt by Keras (compare, convert --check-with-keras): vetted as well."""
-    from npxception import keras_side
+    from npxception.compare.sides import load_keras_file
 
     with pytest.raises(ValueError, match=r"config\.json: refused before Keras opens it: unsupported layer "
                                          r"evil \(Lambda\)"):
-        keras_side.load(evil / "weights.h5", config=evil / "config.json")
+        load_keras_file(evil / "weights.h5", config=evil / "config.json")
     assert not (evil / "PWNED").exists(), "the planted code ran"
 
 

@@ -30,7 +30,7 @@ from .. import architecture as arch
 from .. import input_stage as stage
 from .. import keras_side
 from ..untrusted import IrregularFileError, check_regular, open_regular
-from ..weights import _read_npy, npy_header
+from ..weights import _read_npy, npy_header, weight_budget
 from .names import _AUTO_NAME, AUTO_NAMES
 
 # The reserved dump key for the input batch the dumped activations were computed from.
@@ -212,9 +212,7 @@ def load_onnx(path):
     initializer that holds fewer values than its shape declares.
     """
     import onnx  # optional extra ('bench'), imported by the caller first with its install hint
-    from onnx.external_data_helper import uses_external_data
-
-    from ..weights import weight_budget
+    from onnx.external_data_helper import uses_external_data  # optional extra, as onnx above
 
     where = str(path)
     cap = weight_budget() + ONNX_MARGIN_BYTES

@@ -62,10 +62,16 @@ def load_keras_file(path, *, config=None, model=None):
     """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
     only here); ``config`` gives a weights-only file its architecture.
 
-    The file may come from anyone: :func:`npxception.keras_side.load` vets it (and ``config``) before
-    Keras sees it (weights_tools.vetting: the converter's guarded walk, and every layer one the converter
-    reads, a Lambda refused by name) and opens it in the framework's safe mode.
+    The file may come from anyone: it (and ``config``) is vetted before Keras sees it (weights_tools.vetting:
+    the converter's guarded walk, and every layer one the converter reads, a Lambda refused by name), and
+    :func:`npxception.keras_side.load` opens it in the framework's safe mode.
     """
+    from weights_tools.vetting import vet  # weights_tools imports npxception at import time, not the reverse
+
+    wired = vet(path, config=config)
+    if keras_side.saved_by(path)[1] and not wired:
+        raise ValueError(f"{path}: Keras would rebuild it from a model config that the converter's reading "
+                         "did not find; refused")
     return keras_side.load(path, config=config, model=model)
 
 
