@@ -136,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
     be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8],
                     help="batch sizes to time (default: 1 8)")
-    be.add_argument("--size", type=int, default=299, help="square input size (default 299)")
+    be.add_argument("--size", type=_bench_size, default=299,
+                    help=f"square input size, {CONFIG.constructor_min_size} to {CONFIG.max_input_size} (default 299)")
     be.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"],
                     help="npxception's precisions to time (default: both)")
     be.add_argument("--against", nargs="*", default=["tf", "ort"], choices=["tf", "ort"],
@@ -156,6 +157,19 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def _bench_size(text: str) -> int:
+    """bench's square input size: what keras.applications.Xception builds (at least 71) and a weight
+    file may declare (at most 2048), checked before TensorFlow is imported (~20 s)."""
+    lo, hi = CONFIG.constructor_min_size, CONFIG.max_input_size
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, found {text!r}")
     return value
 
 
@@ -256,11 +270,21 @@ def _json(result) -> str:
 
 
 def _entry(result) -> dict:
-    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed."""
+    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed.
+
+    Every text is valid Unicode (labels.unicode_text): a file name that is not UTF-8 shows its
+    bytes escaped (``b\\xff.jpg``), as the table does, rather than lone surrogates.
+    """
+    from .labels import unicode_text
+
+    def text(value):
+        return None if value is None else unicode_text(value)
+
     if result.error is not None:
-        return {"file": result.path, "error": result.error}
-    return {"file": result.path, "predictions": [
-        {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in result.predictions]}
+        return {"file": text(result.path), "error": text(result.error)}
+    return {"file": text(result.path), "predictions": [
+        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": p.score}
+        for p in result.predictions]}
 
 
 class _Table:
@@ -317,11 +341,13 @@ class _CSV:
         self.writer.writerow(_CSV_COLUMNS)
 
     def write(self, result):
+        entry = _entry(result)  # its texts valid Unicode, as in JSON
         if result.error is not None:
-            self.writer.writerow([result.path, "", "", "", "", "", result.error])
+            self.writer.writerow([entry["file"], "", "", "", "", "", entry["error"]])
             return
-        for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([result.path, rank, p.index, p.label or "", p.name or "", repr(p.score), ""])
+        for rank, p in enumerate(entry["predictions"], 1):
+            self.writer.writerow([entry["file"], rank, p["index"], p["label"] or "", p["name"] or "",
+                                  repr(p["score"]), ""])
 
     def end(self):
         pass

@@ -317,6 +317,7 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
     """
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
+    _interpolation(interpolation or CONFIG.default_interpolation)  # once, before any file: a bad name
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
     return _file_batches(files, model, top, size, interpolation, batch_size)  # the checks above ran first

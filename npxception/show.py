@@ -17,7 +17,7 @@ from PIL import Image
 from . import architecture as arch
 from .images import load_image, preprocess_input
 from .prediction import get_model
-from .untrusted import atomic_write
+from .untrusted import atomic_write, check_output_dir
 
 # The picture's format comes from the output's suffix, as Pillow's save(path) does,
 # but from a short list: a typo (maps.pgn) is refused rather than guessed.
@@ -83,6 +83,7 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
 
 def cli_show(args) -> int:
     output_format(args.output)  # refuse a bad suffix before loading the weights
+    check_output_dir(args.output, inputs=[args.image, args.weights])  # the photo must not be replaced
     render(get_model(args.weights), args.image, args.layer, args.output, args.maps)
     print(args.output)
     return 0

@@ -12,6 +12,7 @@ from .. import keras_side
 from ..images import load_image, preprocess_input
 from ..model import Xception, load
 from ..prediction import photo_size
+from ..untrusted import check_output_dir
 from .core import compare
 from .sides import INPUT_KEY, open_other
 from .summary import summarize
@@ -81,6 +82,8 @@ def cli_compare(args) -> int:
     if args.plot:  # checked before the comparison, not after minutes of it
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
+        check_output_dir(args.plot, inputs=[args.against, args.weights, getattr(args, "config", None),
+                                            getattr(args, "names", None), *(args.image or ())])
     against = pathlib.Path(args.against)
     keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
     if not against.is_file() and not keras_side.is_tensorflow_save(against):
