@@ -163,19 +163,27 @@ def test_predict_names_that_are_not_utf8(small, odd_names, capsys, monkeypatch, 
     assert files == [os.path.join(str(odd_names), "a.png"), odd, os.path.join(str(odd_names), "c.png")], text
 
 
-def test_json_labels_with_lone_surrogates(small, tmp_path, capsys):
-    """A manifest's JSON can hold "\\udcff" in a label: printed as it was, a strict parser refused it."""
-    bad = tmp_path / "labels.npz"
-    with zipfile.ZipFile(small / "small.npz") as zin, zipfile.ZipFile(bad, "w") as zout:
+def edited(src, dst, edit, extra=None):
+    """A copy of the .npz ``src`` whose manifest ``edit(manifest)`` changed, with ``extra`` members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             data = zin.read(info)
             if info.filename == "__manifest__.npy":
                 manifest = json.loads(str(np.load(io.BytesIO(data))))
-                manifest["labels"] = ["x\udcffy", "\ud800", "ok"]
+                edit(manifest)
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.array(json.dumps(manifest)))
                 data = buf.getvalue()
             zout.writestr(info, data)
+        for name, data in (extra or {}).items():
+            zout.writestr(name, data)
+    return dst
+
+
+def test_json_labels_with_lone_surrogates(small, tmp_path, capsys):
+    """A manifest's JSON can hold "\\udcff" in a label: printed as it was, a strict parser refused it."""
+    bad = edited(small / "small.npz", tmp_path / "labels.npz",
+                 lambda m: m.update(labels=["x\udcffy", "\ud800", "ok"]))
     code, out, err = run_cli(capsys, "predict", "--weights", bad, "--format", "jsonl", "--top", "3",
                              "--no-progress", small / "a.png")
     assert code == 0, err
@@ -207,19 +215,10 @@ def test_bad_interpolation_is_refused_once_before_any_file(small, capsys):
 
 def test_npz_reserved_shape_overflowing_int64(small, tmp_path, capsys):
     """(2**32, 2**32) made np.prod wrap to 0: "cannot reshape array of size 0", no file named."""
-    bad = tmp_path / "wrap.npz"
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**32, 2**32)})
-    with zipfile.ZipFile(small / "small.npz") as zin, zipfile.ZipFile(bad, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "__manifest__.npy":
-                manifest = json.loads(str(np.load(io.BytesIO(data))))
-                manifest.setdefault("reserved", {})["__x__"] = [2**32, 2**32]
-                out = io.BytesIO()
-                np.lib.format.write_array(out, np.array(json.dumps(manifest)))
-                data = out.getvalue()
-            zout.writestr(info, data)
-        zout.writestr("__x__.npy", buf.getvalue())
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**32, 2**32)})
+    bad = edited(small / "small.npz", tmp_path / "wrap.npz",
+                 lambda m: m.setdefault("reserved", {}).update(__x__=[2**32, 2**32]),
+                 extra={"__x__.npy": header.getvalue()})
     code, out, err = run_cli(capsys, "predict", "--weights", bad, "--no-progress", small / "a.png")
     assert code == 1 and "wrap.npz: the reserved arrays claim" in err, err
