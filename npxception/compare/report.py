@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..untrusted import atomic_write
 from .hypotheses import Diagnosis
 
 
@@ -323,6 +324,10 @@ class Report:
         ax.set_title(f"npxception vs {self.other}")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        # whole or absent, as every file we write; the format from the suffix, as savefig(path) picks it
+        fmt = pathlib.Path(path).suffix[1:].lower() or "png"
+        try:
+            atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
+        finally:
+            plt.close(fig)
         return pathlib.Path(path)
