@@ -9,9 +9,9 @@ import sys
 import numpy as np
 
 from .. import keras_side
-from ..images import load_image, preprocess_input
+from ..config import CONFIG
 from ..model import Xception, load
-from ..prediction import photo_size
+from ..prediction import feed, load_photo, photo_size
 from .core import compare
 from .sides import INPUT_KEY, open_other
 from .summary import summarize
@@ -37,44 +37,59 @@ def image_paths(items) -> list[pathlib.Path]:
 
 
 def cli_inputs(model, images, target_size=None) -> list[np.ndarray]:
-    """The photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them: resized to the
-    model's fixed input size (or ``target_size``), one batch; for a model whose source takes any size,
-    each at its own size (``img_to_array(load_img(path))``, as its Keras user feeds it), a batch of one
-    per photo, since photos of different sizes do not stack. Pixels, through preprocess_input unless the
-    model preprocesses in-graph (``model.takes_pixels``). A photo the model cannot take is refused by name."""
-    size = photo_size(model, target_size)  # the one rule of what size a photo is fed at
-    batches = []
-    for p in images:
-        pixels = load_image(p, target_size=size)
-        try:
-            model.check_image_size(*pixels.shape[:2])
-        except ValueError as exc:
-            raise ValueError(f"{p}: {str(exc).removeprefix('x: ')}") from None
-        batches.append(pixels[None])
-    if size is not None:
+    """The photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them
+    (:func:`npxception.prediction.load_photo`): resized to the model's fixed input size (or ``target_size``),
+    one batch; for a model whose source takes any size, each at its own size (``img_to_array(load_img(path))``,
+    as its Keras user feeds it), a batch of one per photo, since photos of different sizes do not stack.
+    Pixels, through preprocess_input unless the model preprocesses in-graph (``model.takes_pixels``). A photo
+    the model cannot take is refused by name."""
+    batches = [load_photo(model, p, target_size)[None] for p in images]
+    if photo_size(model, target_size) is not None:
         batches = [np.concatenate(batches)]
-    return [(b if model.takes_pixels else preprocess_input(b)).astype(model.dtype) for b in batches]
+    return [feed(model, b) for b in batches]
 
 
-def cli_input(model, image=None) -> np.ndarray:
+def random_size(model, target_size=None) -> tuple[int, int]:
+    """The size of the seeded random batch ``compare`` runs without ``--image``: ``target_size`` (``--size``,
+    refused unless ``model(x)`` takes it), else the size the model takes, else, for a model whose source takes
+    any size, 299x299, the paper's (``CONFIG.default_input_shape``): no photo to give it its own size."""
+    return photo_size(model, target_size) or CONFIG.default_input_shape[:2]
+
+
+def cli_input(model, image=None, target_size=None) -> np.ndarray:
     """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
     ``image`` (a path or a list of paths) as :func:`cli_inputs` loads them, stacked (a model that takes
     photos at their own size: photos of one size), or without one a uniform batch from seed 0
-    over the same range ([0, 255] or [-1, 1]) at the model's fixed size, else 299x299."""
+    over the same range ([0, 255] or [-1, 1]) at :func:`random_size`."""
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
-        batches = cli_inputs(model, paths)
+        batches = cli_inputs(model, paths, target_size)
         if len({b.shape[1:3] for b in batches}) > 1:
             raise ValueError(f"image: photos of different sizes do not stack in one batch "
                              f"({', '.join(f'{b.shape[1]}x{b.shape[2]}' for b in batches)}); "
                              "use cli_inputs, which gives one batch per photo")
         return np.concatenate(batches)
-    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
+    h, w = random_size(model, target_size)
     if model.takes_pixels:
         x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
     else:
         x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
     return x.astype(model.dtype)
+
+
+def input_line(model, images, x_all, target_size) -> str:
+    """What both sides ran on, for the report: the photos and the size each was fed at and why, or the
+    seeded random batch's size and why (a model that takes any size says so, and how to pick another)."""
+    free = model.source_input_shape[0] is None
+    if images:
+        sizes = sorted({f"{b.shape[1]}x{b.shape[2]}" for b in x_all})
+        why = ("--size" if target_size is not None else "each at its own size: the model takes any size" if free
+               else "the model's input size")
+        return f"{len(images)} photo(s) at {', '.join(sizes)} ({why})"
+    h, w = random_size(model, target_size)
+    why = ("--size" if target_size is not None else "the model's input size" if not free else
+           "the model takes any size and no photo gives one: --size HxW or --image for another")
+    return f"a seeded random batch (seed 0) at {h}x{w} ({why})"
 
 
 def cli_compare(args) -> int:
@@ -96,17 +111,23 @@ def cli_compare(args) -> int:
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
     images = image_paths(args.image)
-    if getattr(args, "size", None) is not None and not images:
-        raise ValueError("--size: resizes --image photos; give --image too")
+    size = getattr(args, "size", None)
     warnings = []
     x_all = None  # the photos: a list of batches (one per photo when each is fed at its own size)
+    described = None  # what both sides ran on, for the report
     if images:
-        x_all = cli_inputs(model, images, getattr(args, "size", None))
+        x_all = cli_inputs(model, images, size)
         x = x_all[0][:1]
+        described = input_line(model, images, x_all, size)
     elif side.fixed and INPUT_KEY in side(None):
+        if size is not None:
+            raise ValueError(f"--size: the dump carries the input it ran on (key {INPUT_KEY!r}); "
+                             "leave --size out, or give --image with the photo(s) it was made from")
         x = None  # the dump says what it ran on
+        described = f"the input the dump carries (key {INPUT_KEY!r})"
     else:
-        x = cli_input(model)
+        x = cli_input(model, target_size=size)
+        described = input_line(model, images, None, size)
         if side.fixed:
             warnings.append(f"no --image given and the dump carries no input (key {INPUT_KEY!r}): ours ran on "
                             "a seeded random batch, which the dump saw only if it was made from that batch")
@@ -118,6 +139,7 @@ def cli_compare(args) -> int:
         x, x_all = x_all[0], None  # a dump holds one batch: compare all of it
     report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout)
     report.warnings[:0] = warnings
+    report.input = described
     if x_all is not None and sum(len(b) for b in x_all) > 1 and model.classes:
         report.agreement = summarize(model, side, x_all)
     if args.plot:
