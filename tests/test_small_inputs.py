@@ -3,9 +3,10 @@
 71x71 is ``keras.applications.Xception``'s constructor rule for a fixed ``input_shape``; a model
 built with ``input_shape=(None, None, 3)`` and saved after ``fit()`` is computed by Keras 3 and
 tf_keras from 7x7 up (the VALID stem: 7 -> 3 -> 1, then 1x1 maps to the end) and refused below,
-on either axis. The converted model answers the same sizes with the same numbers, on the fast and
-the reference path, in float32 and float64, and refuses the rest naming the size and the minimum;
-``npxception.Xception(input_shape=...)`` keeps the constructor's rule, as Keras does.
+on either axis. The converted model answers the same sizes with the same numbers, on the fast path
+(fused, and between kernels) and the reference path, in float32 and float64, and refuses the rest
+naming the size and the minimum; ``npxception.Xception(input_shape=...)`` keeps the constructor's
+rule, as Keras does. ``show`` and ``compare`` feed photos as ``predict`` does.
 
 One Keras 3 and one tf_keras model per module: the brief's layout (applications.Xception without
 the top, GlobalAveragePooling2D, Dense(3) logits), random kernels and BN statistics, one fit() step
@@ -117,6 +118,20 @@ def test_small_inputs_match_keras_predict_or_are_refused_as_keras_refuses(source
     for model in (ours32, ours64):
         for impl in ("fast", "reference"):
             _close(model(x, impl=impl), expected, scale, f"{name} {h}x{w} {model.dtype.name} {impl}")
+        _close(_between_kernels(model, x), expected, scale, f"{name} {h}x{w} {model.dtype.name} between kernels")
+
+
+def _between_kernels(model, x):
+    """The fast plan's other way to run its steps, np.matmul between Numba kernels in row tiles (what any
+    BLAS but NumPy's bundled OpenBLAS, or NPXCEPTION_GEMM=numpy, runs): its tiles at 1x1 and 2x2 maps too."""
+    from npxception import blas
+
+    plan = model._fast  # built by the fast call before
+    plan.fused = False
+    try:
+        return model(x)
+    finally:
+        plan.fused = blas.AVAILABLE
 
 
 @pytest.fixture(scope="module")
