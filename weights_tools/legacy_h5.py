@@ -12,7 +12,7 @@ and the architecture in the root attribute ``model_config`` (JSON), which gives
 the wiring through :func:`weights_tools.keras_config.flatten_config`. A
 weights-only file (``save_weights``, and the official ImageNet download) has no
 wiring: its layers come out with ``inbound=None`` in file order, and
-:mod:`weights_tools.mapping` applies Keras' by-order rule, checking every shape.
+:mod:`weights_tools.by_order` applies Keras' by-order rule, checking every shape.
 
 Names are never trusted. Official files carry auto-names (``conv2d_1``, or in
 Keras-1 files ``convolution2d_N``, ``separableconvolution2d_N``,

@@ -10,17 +10,10 @@ from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
+from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
-# Default tolerances, by the lower precision of the two sides, relative to the
-# largest magnitude of the other side's activation (|ours - theirs| <= atol + rtol * max|theirs|):
-# float32: float32 round-off (6e-8) times reduction lengths up to 9 * 2048, compounded over
-#   36 layers, stays below ~3e-5 for a correct port; a wrong BN epsilon (1e-5 for 1e-3)
-#   moves a BN output by ~1e-3 relative. The same bound serves local errors, which are
-#   one layer's round-off (~1e-6).
-# float64: summation order only.
-DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 
 def _explain_shapes(ours, theirs) -> str:
@@ -60,12 +53,15 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         raise ValueError(f"layout: expected 'NHWC', 'NCHW' or None, found {layout!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names,
                                                              config=config)
+    if side.no_names:  # an ONNX graph's final output is always found: alone, it says nothing of where
+        raise ValueError(f"{side.label}: no layer in common with npxception's names but the final output: "
+                         f"{side.no_names}")
     if x is None and not side.fixed:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     raw = side(None if x is None else np.asarray(x))
     their_input = raw.pop(INPUT_KEY, None)
     if their_input is not None:
-        their_input = to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY]
+        their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY])
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -82,10 +78,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
     unknown = [k for k in theirs if k not in ours]
-    their_dtype = side.dtype
-    precision = "float64" if model.dtype == np.float64 and their_dtype in (None, np.dtype("float64")) else "float32"
-    if their_dtype is None and any(np.asarray(v).dtype == np.float32 for v in theirs.values()):
-        precision = "float32"
+    precision, how = their_precision(model.dtype, side.dtype, theirs)
+    theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
@@ -95,7 +89,11 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if oracle:
         _, oracle_acts = model.astype("float64").forward(x.astype(np.float64), capture="all")
 
-    rows, not_compared, warnings = [], [], []
+    rows, not_compared, warnings = [], [], list(side.notes)
+    if precision in HALF:
+        warnings.append(f"theirs is {precision} ({how}): compared in float32 with rtol {rtol:g}, as {precision}'s "
+                        f"round-off ({UNIT_ROUNDOFF[precision]:.2g} per operation) allows; a difference smaller than "
+                        "that, such as a BN epsilon of 1e-5 for 1e-3, cannot be seen at this precision")
     if their_input is not None:
         rows.append(_input_row(x, their_input, rtol, atol, explain))
         if not rows[0].passed:
@@ -114,8 +112,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
         if a.shape != b.shape:
             row.note = _explain_shapes(a.shape, b.shape)
-        elif non_finite(b):
-            row.non_finite = non_finite(b)
+        elif bad := non_finite(b):
+            row.non_finite = bad
             row.note = f"theirs holds {row.non_finite}"
         else:
             row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(a, b)
@@ -127,7 +125,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             if inherited and row.max_rel is not None:
                 row.amplification = row.max_rel / max(inherited)
         if explain:
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision)
+            causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
+            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -184,7 +183,7 @@ def _add_note(row, text):
     row.note = (row.note + "; " if row.note else "") + text
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision):
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes):
     """Local error of one layer; a source gets the catalogue's diagnosis.
 
     Inf and NaN are never measured nor diagnosed: every candidate cause would "reproduce" them (an
@@ -215,5 +214,5 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers)
+                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

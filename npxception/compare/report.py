@@ -239,7 +239,8 @@ class Report:
         lines.append(head + "result")
 
         def num(v, w=11):
-            return f"{'-':>{w}}" if v is None else f"{v:>{w}.3g}"
+            text = "-" if v is None else f"{v:.3g}"
+            return f"{text:>{w}}" if len(text) < w else " " + text  # a wide value keeps one space before it
 
         by_order = {ours: f"theirs {theirs}, matched by order" for ours, theirs in self.matched_by_order.items()}
         for r in self.rows:

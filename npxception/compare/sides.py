@@ -34,11 +34,13 @@ class Other:
 
     label: str
     run: Callable[[np.ndarray], dict]
-    dtype: np.dtype | None = None  # None: judge by the arrays
+    dtype: str | None = None  # the precision it computes in ("float16", "bfloat16"...); None: judge by the arrays
     fixed: bool = False  # a dump: its activations are for one input only
     layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
     names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
     final: Callable[[np.ndarray], np.ndarray] | None = None  # the final output only, when cheaper
+    no_names: str = ""  # why none of its intermediate names matched ours, when none did (an ONNX graph)
+    notes: list = field(default_factory=list)  # what the report should say about it (a folded BN)
 
     def __call__(self, x):
         return self.run(x)
@@ -84,7 +86,10 @@ def load_dump(path) -> dict:
         for k in data.files:
             a = data[k]
             if a.dtype.kind not in "fiu":
-                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array")
+                # numpy has no bfloat16: np.save writes a torch/ml_dtypes bfloat16 array as raw 2-byte records
+                hint = (" (bfloat16? numpy cannot read it: save bfloat16 activations as float32, "
+                        "tensor.float(); compare then sees the bfloat16 rounding)") if a.dtype.itemsize == 2 else ""
+                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array{hint}")
             out[k] = a
         return out
 
@@ -115,9 +120,10 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
                      names=mapping)
     if suffix == ".onnx":
-        run = onnx_runner(model, path, layout, mapping)
-        return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
-                     final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
+        side = onnx_runner(model, path, layout, mapping)
+        return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
+                     no_names=side.no_names, notes=side.notes,
+                     final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if suffix in (".keras", ".h5", ".hdf5") or tensorflow_save:
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),

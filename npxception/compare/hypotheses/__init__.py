@@ -15,8 +15,9 @@ docs/discrepancies.md shows each with the signature compare reports.
 
 One module per family, one small documented function per hypothesis:
 ``batchnorm``, ``windows`` (pooling and convolution), ``wiring`` (activations,
-inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier)
-and ``inputs`` (channel order, preprocessing, layout).
+inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier),
+``inputs`` (channel order, preprocessing, layout) and ``rounding`` (weights
+stored in float16 or bfloat16).
 """
 
 from __future__ import annotations
@@ -30,30 +31,31 @@ from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, b
 from .case import Candidate, Case, Diagnosis
 from .head import dense_kernel_transposed, dense_missing_bias, output_logits
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates
+from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
                       conv_symmetric_padding, depthwise_channel_order, pool_ceil_mode, pool_stride_off_by_one,
                       pool_symmetric_padding, pool_window_off_by_one, pool_zero_padding)
-from .wiring import (extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6, relu_missing,
-                     skipped_layer, wrong_input)
+from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6,
+                     relu_missing, skipped_layer, wrong_input)
 
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped],
-    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, weights_rounded],
+    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
                 pool_stride_off_by_one],
     "conv": [conv_same_for_valid, conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
-             conv_extra_bias],
+             conv_extra_bias, weights_rounded],
     "sepconv": [conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
-                depthwise_channel_order, conv_extra_bias],
+                depthwise_channel_order, conv_extra_bias, weights_rounded],
     "relu": [relu6, relu_missing],
     "add": [extra_relu_on_input],
-    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed],
+    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
     "activation": [output_logits],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
-FIRST = [overwritten_in_place]  # evidence about the dump itself, tested before any cause in the port
+FIRST = [overwritten_in_place, add_input_overwritten]  # evidence about the dump itself, before any cause in the port
 
 
 def _residual(y, theirs):
