@@ -307,7 +307,7 @@ def test_compare_says_what_input_it_ran_on(photos, tmp_path, capsys):
     assert report["first_divergence"] is None, out.err
     assert cli.main(["compare", "--against", source, "--weights", str(npz), "--image", files[0], files[2]]) == 0
     text = capsys.readouterr().out
-    assert "\ninput: 2 photo(s) at 50x80, 7x61 (each at its own size: the model takes any size)\n" in text, text
+    assert "\ninput: 2 photo(s), each at its own size (the model takes any size; the first 50x80)\n" in text, text
     model = npxception.load(npz)
     assert cli_input(model).shape == (1, 299, 299, 3)  # the default, named by the report (not run here: 299x299)
     assert input_line(model, [], None, None) == ("a seeded random batch (seed 0) at 299x299 (the model takes any "
