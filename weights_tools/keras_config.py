@@ -329,7 +329,7 @@ class _Reader:
                                       "which is not an earlier layer") from None
             class_name = entry.get("class_name")
             config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-            flag = training_flag(nodes[0]) if nodes else None
+            flag = training_flag(nodes[0], class_name) if nodes else None
             outer_origin = self.training_origin
             if flag is not None:  # the node's own flag wins over the one it inherits
                 self.training_origin = prefix + name if flag else None

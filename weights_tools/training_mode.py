@@ -11,7 +11,9 @@ depends on who runs it:
   win over the call context): batch statistics in BatchNormalization, random drops
   in Dropout, random augmentation;
 * Keras 3's ``predict`` passes ``training=False``, which overrides the node's flag
-  (``Functional._run_through_graph``), but its eager ``model(x)`` keeps it.
+  (``Functional._run_through_graph``), but its eager ``model(x)`` keeps it. Keras 3 also
+  records the ``training=True`` default of its augmentation layers in every node: that one
+  is not the user's flag, and is read as no flag (:data:`_KERAS3_DEFAULT_TRUE`).
 
 npxception computes inference only, so such a file is refused by name, with the remedy.
 The flag is inherited: a nested model called with ``training=True`` calls its layers
@@ -42,11 +44,23 @@ _IGNORES_TRAINING = frozenset({
     "softmax", "activation", "op", "rescaling", "normalization", "resizing", "center_crop"})
 
 
-def training_flag(node) -> bool | None:
-    """The ``training`` argument an inbound node records (True/False), or None when it records none."""
+# Keras 3's image augmentation layers default to `call(data, training=True)` (BaseImagePreprocessingLayer), and
+# Keras 3 records that default in every node (`RandomFlip()(x)` writes "training": true; tf_keras writes no
+# kwargs): the flag is there whether the user wrote it or not, and means what an unflagged tf_keras
+# augmentation layer means (predict: the identity; eager model(x): augment). Not a flag the user set.
+_KERAS3_DEFAULT_TRUE = frozenset({
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+    "RandomCrop"})
+
+
+def training_flag(node, class_name=None) -> bool | None:
+    """The ``training`` argument an inbound node records (True/False), or None when it records none
+    (or records only Keras 3's default for an augmentation layer)."""
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         kwargs = node.get("kwargs")
         value = kwargs.get("training") if isinstance(kwargs, dict) else None
+        if value is True and class_name in _KERAS3_DEFAULT_TRUE:
+            return None
     else:  # Keras 1/2: [[name, node, tensor, kwargs], ...] (or one such item); kwargs on every item
         items = [node] if isinstance(node, list) and node and isinstance(node[0], str) else node
         value = None
