@@ -447,15 +447,16 @@ def test_every_hypothesis_has_a_test():
     from npxception.compare import hypotheses as h
 
     named = set(PLANTED) | {c for _, expected in CATALOGUE.values() for c in expected.values()} | {"input_bgr"}
-    # tested below, each with the port it explains: a dump without .clone(), weights in half precision
-    named |= {"add_input_overwritten", "weights_rounded"}
+    # tested below, each with the port it explains: a dump without .clone(), weights in half precision,
+    # photos resized another way
+    named |= {"add_input_overwritten", "weights_rounded", "input_resize"}
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
-                *h.INPUT_TRANSFORMS}
+                "input_resize", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
                  | set(h.INPUT_TRANSFORMS.values()))
@@ -679,3 +680,26 @@ def test_wide_numbers_keep_their_column_apart():
               local_rel=1.62, amplification=1.29e6)
     line = next(li for li in str(Report([row], 1e-4, 0.0)).splitlines() if li.startswith("block5_add"))
     assert " 1.62 1.29e+06 " in line  # before: "1.621.29e+06", the local error and amplification run together
+
+
+def test_photo_resized_another_way(model, x, tmp_path):
+    """With the photo files compare knows (``--image``), a port that resized them with another filter,
+    or timm's way (bicubic resize of the shorter side to size / 0.8975, then a centre crop), is named at
+    its input when the dump carries it, else at the first layer (before: "input ... unexplained")."""
+    from PIL import Image
+
+    from npxception.images import load_image, preprocess_input
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(11).integers(0, 256, (90, 110, 3), dtype=np.uint8)).save(path)
+    ours = preprocess_input(load_image(path, (SIZE, SIZE)))[None]  # Keras' nearest, as the CLI feeds it
+    bilinear = preprocess_input(load_image(path, (SIZE, SIZE), interpolation="bilinear"))[None]
+    report = compare(model, {**run_port(model, bilinear), INPUT_KEY: bilinear}, ours, images=[path])
+    assert causes(report) == {"input": "input_resize"} and report.sources[0].diagnosis.parameter == "bilinear"
+
+    with Image.open(path) as img:  # timm: 90x110 -> shorter side int(75 / 0.8975) = 83 -> 83x101, centre 75x75
+        img = img.convert("RGB").resize((101, 83), Image.Resampling.BICUBIC)
+        timm = preprocess_input(np.asarray(img.crop((13, 4, 88, 79)), np.float32))[None]
+    report = compare(model, run_port(model, timm), ours, images=[path])
+    assert causes(report) == {"block1_conv1": "input_resize"}, "\n".join(report.source_lines())
+    assert report.sources[0].diagnosis.parameter == "timm"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from ..blas import single_threaded
@@ -13,7 +15,6 @@ from .names import ByOrder, match_auto_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
-
 
 
 def _explain_shapes(ours, theirs) -> str:
@@ -30,23 +31,25 @@ def _explain_shapes(ours, theirs) -> str:
 
 
 def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=None, names=None,
-            explain=True, config=None) -> Report:
+            explain=True, config=None, images=None) -> Report:
     """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
 
     ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``).
     ``names``: ``{their name: our name}``, a JSON file, or a known port (``"timm.legacy_xception"``).
     ``explain``: compute local errors and test the hypothesis catalogue at every source.
     ``config``: the architecture (``.keras`` or ``config.json``) of a weights-only Keras file ``other``.
+    ``images``: the photo files ``x`` was loaded from, one per image (``npxception compare --image``):
+    an input that differs is then also tested against other resizes of them (bilinear, bicubic, timm's).
     """
     # Our side runs op by op (every activation is kept), one BLAS call per layer between
     # Numba kernels; with OpenBLAS' own threads also waking for each, that path ran 3x
     # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
     with single_threaded():
         return _compare(model, other, x, rtol=rtol, atol=atol, oracle=oracle, layout=layout, names=names,
-                        explain=explain, config=config)
+                        explain=explain, config=config, images=images)
 
 
-def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None) -> Report:
+def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None, images=None) -> Report:
     if not isinstance(model, XceptionModel):
         raise TypeError(f"model: expected an npxception model, found {type(model).__name__}")
     if layout not in (None, "NHWC", "NCHW"):
@@ -95,7 +98,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                         f"round-off ({UNIT_ROUNDOFF[precision]:.2g} per operation) allows; a difference smaller than "
                         "that, such as a BN epsilon of 1e-5 for 1e-3, cannot be seen at this precision")
     if their_input is not None:
-        rows.append(_input_row(x, their_input, rtol, atol, explain))
+        rows.append(_input_row(model, x, their_input, rtol, atol, explain, images))
         if not rows[0].passed:
             warnings.append("the two sides' inputs differ: every accumulated error below includes that")
     by_name = {}
@@ -126,7 +129,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                 row.amplification = row.max_rel / max(inherited)
         if explain:
             causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes)
+            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes,
+                           images, x)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -148,13 +152,13 @@ def _no_local(model):
         yield Local(node, [], None, {})
 
 
-def _input_row(x, their_input, rtol, atol, explain) -> Row:
+def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:
     """The input itself, when the other side says what it ran on."""
     row = Row("input", x.shape, their_input.shape, flow="input")
     if x.shape != their_input.shape:
         row.note = _explain_shapes(x.shape, their_input.shape)
-    elif non_finite(their_input):
-        row.non_finite = non_finite(their_input)
+    elif bad := non_finite(their_input):
+        row.non_finite = bad
         row.note = f"theirs holds {row.non_finite}: the input itself is broken"
         row.source = True
         return row
@@ -164,7 +168,9 @@ def _input_row(x, their_input, rtol, atol, explain) -> Row:
         row.local_rel = row.max_rel
     row.source = not row.passed
     if row.source and explain:
-        row.diagnosis = hypotheses.best_of(hypotheses.input_candidates(x), their_input, rtol, atol)
+        row.diagnosis = hypotheses.best_of(chain(hypotheses.input_candidates(x),
+                                                 hypotheses.resize_candidates(images, x, model)),
+                                           their_input, rtol, atol)
     return row
 
 
@@ -183,7 +189,8 @@ def _add_note(row, text):
     row.note = (row.note + "; " if row.note else "") + text
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes):
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes,
+                   images=None, x_input=None):
     """Local error of one layer; a source gets the catalogue's diagnosis.
 
     Inf and NaN are never measured nor diagnosed: every candidate cause would "reproduce" them (an
@@ -214,5 +221,6 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes)
+                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes,
+                           images=images, x_input=x_input)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import folded_bn
+from .inputs import load_onnx
 from .names import KNOWN_PORTS
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
@@ -238,7 +239,7 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
                           "(pip install 'npxception[bench]')") from None
-    proto = onnx.load(str(path))
+    proto = load_onnx(path)  # bounded, self-contained, CNN operators only: checked before onnxruntime sees it
     graph = proto.graph
     inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1:
@@ -256,6 +257,7 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
         if not sessions:
             sessions.append(ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]))
         return sessions[0]
+
     image = graph.input[[i.name for i in graph.input].index(inputs[0])].type.tensor_type
     declared = [d.dim_value if d.HasField("dim_value") else None for d in image.shape.dim]
     if image.elem_type not in _FLOAT_TYPES:
@@ -273,9 +275,10 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
             raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
         feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
-        fetch = [final] if final_only else [o.name for o in session().get_outputs()]
+        sess = session()  # outside the try below: a graph onnxruntime cannot load is not an input refused
+        fetch = [final] if final_only else [o.name for o in sess.get_outputs()]
         try:
-            outs = session().run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=feed_dtype)})
+            outs = sess.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=feed_dtype)})
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} {feed_dtype.name} input "
                              f"{feed.shape} (declared {_dims(declared)}): {str(exc).splitlines()[0]}"

@@ -22,6 +22,7 @@ stored in float16 or bfloat16).
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Callable
 
 import numpy as np
@@ -30,7 +31,7 @@ from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing
 from .case import Candidate, Case, Diagnosis
 from .head import dense_kernel_transposed, dense_missing_bias, output_logits
-from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates
+from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
                       conv_symmetric_padding, depthwise_channel_order, pool_ceil_mode, pool_stride_off_by_one,
@@ -96,7 +97,11 @@ def _tried(hypothesis, case):
 def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
     """Test the catalogue on one source layer; the best explanation, or None."""
     if case.x_ours is not None:
-        found = best_of(input_candidates(case.x_ours, lambda xt: case.model.run_layer(case.name, [xt])),
+        def run(xt):
+            return case.model.run_layer(case.name, [xt])
+
+        found = best_of(chain(input_candidates(case.x_ours, run),
+                              resize_candidates(case.images, case.x_input, case.model, run)),
                         case.theirs, rtol, atol)
         if found:
             return found
