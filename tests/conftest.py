@@ -36,6 +36,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHARED_BUILDS = {
     "predict_reference": ("test_cli.py", "test_framework_free.py", "test_predict.py", "test_readme.py"),
 }
+# Started first, longest first (xdist orders by test count): a long file started last would leave the
+# other worker idle at the end. test_real_world_files alone is a third of the suite (its Keras corpus).
+LONGEST = ("test_real_world_files.py", "test_convert_files.py", "predict_reference", "test_channels_first.py",
+           "test_model_keras.py", "test_compare.py")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -46,9 +50,18 @@ def pytest_xdist_make_scheduler(config, log):
 
     group_of = {file: group for group, files in SHARED_BUILDS.items() for file in files}
 
+    def unit(scope):
+        return scope.rsplit("/", 1)[-1]
+
     class FilesAndSharedBuilds(LoadFileScheduling):
         def _split_scope(self, nodeid):
             file = super()._split_scope(nodeid)
-            return group_of.get(file.rsplit("/", 1)[-1], file)
+            return group_of.get(unit(file), file)
+
+        def _assign_work_unit(self, node):
+            long = [s for s in self.workqueue if unit(s) in LONGEST]
+            for scope in sorted(long, key=lambda s: LONGEST.index(unit(s)), reverse=True):
+                self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
 
     return FilesAndSharedBuilds(config, log)
