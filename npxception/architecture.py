@@ -314,6 +314,41 @@ def trace(layers, head, input_shape=(299, 299, 3)):
     return out
 
 
+def vanishing_layer(layers, size: int) -> str | None:
+    """The first layer left with no output row by an input ``size`` rows high, else None.
+
+    Every windowed layer of the table has a square window and acts on each axis
+    alone, so the same rule holds for the width: an ``H x W`` input computes iff
+    neither ``H`` nor ``W`` vanishes. Keras' VALID stem: 5 -> 2 (block1_conv1,
+    3x3/2) -> 0 (block1_conv2, 3x3); SAME layers give ``ceil(H / s) >= 1`` rows.
+    """
+    rows = {"input": size}
+    for layer in layers:
+        n = rows[layer.inputs[0]]
+        if layer.kind in ("conv", "sepconv", "maxpool"):
+            n = output_size(n, layer.kernel_size, layer.strides, layer.padding)
+            if n < 1:
+                return layer.name
+        rows[layer.name] = n
+    return None
+
+
+def min_input_size(layers) -> int:
+    """The smallest input height (and width) at which every layer of ``layers`` has an output pixel.
+
+    7 for Keras' table (7 -> 3 -> 1 through the VALID stem, then 1x1 maps to the
+    end), 1 for the article's SAME stem. Keras' ``model.predict`` of a model built
+    for any size (``input_shape=(None, None, 3)``) answers from this size up and
+    raises below it, on either axis (measured with Keras 3 and tf_keras,
+    tests/test_small_inputs.py). ``keras.applications.Xception``'s constructor
+    asks more of a fixed ``input_shape``: ``CONFIG.constructor_min_size``.
+    """
+    size = 1
+    while vanishing_layer(layers, size) is not None:  # output sizes grow with the input: stops at the first fit
+        size += 1
+    return size
+
+
 def param_shapes(layers, head) -> dict[str, tuple]:
     """``{"block1_conv1/kernel": (3, 3, 3, 32), ...}`` in Keras' weight order."""
     return {

@@ -57,12 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also label the images in sub-folders of the folders given")
     pr.add_argument("--no-progress", action="store_true",
                     help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
-    pr.add_argument("--size", type=_size, default=None, metavar="HxW",
-                    help="resize every photo to H x W, as load_img(target_size=(H, W)) does (default: the "
-                         "model's input size; each photo's own size for a model that takes any size)")
-    pr.add_argument("--interpolation", default=None,
-                    help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
-                         "for a model that takes photos at their own size, only with --size")
+    _photo_size_options(pr, "every photo")
     pr.add_argument("--batch-size", type=_positive_int, default=8,
                     help="images per forward pass (default 8); results are printed after each batch")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -72,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="keras (default; what keras.applications.Xception builds) or article "
                          "(the seed article's model)")
     su.add_argument("--input-size", type=int, default=299, metavar="N",
-                    help="square input size for the output shapes (default 299, at least 71)")
+                    help="square input size for the output shapes (default 299; at least 71, as keras.applications.Xception requires)")
     su.add_argument("--format", default="table", choices=["table", "dot"],
                     help="table (default, like Keras' model.summary()) or dot (Graphviz)")
     su.add_argument("--no-top", action="store_true", help="without the classifier")
@@ -97,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--random", action="store_true", help="a seeded random input (default)")
     cm.add_argument("--size", type=_size, default=None, metavar="HxW",
                     help="resize the --image photos to H x W (default: the model's input size; each photo's "
-                         "own size for a model that takes any size, as predict feeds it)")
+                         "own size for a model that takes any size, as predict feeds it); without --image, the "
+                         "random input's size (default: the model's input size, 299x299 for a model that takes "
+                         "any size); the report's input line says which")
     cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"],
                     help="layout of a dump or of an ONNX model's input (NCHW: a plain torch.onnx.export)")
     cm.add_argument("--rtol", type=_non_negative_float, default=None,
@@ -123,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
     sh.add_argument("--maps", type=_positive_int, default=16,
                     help="how many channels to draw, the most active first (default 16)")
+    _photo_size_options(sh, "the photo")
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
@@ -147,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     be.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _photo_size_options(parser, what: str) -> None:
+    """--size and --interpolation, one rule for predict and show (npxception.prediction.photo_size)."""
+    parser.add_argument("--size", type=_size, default=None, metavar="HxW",
+                        help=f"resize {what} to H x W, as load_img(target_size=(H, W)) does (default: the "
+                             "model's input size; each photo's own size for a model that takes any size)")
+    parser.add_argument("--interpolation", default=None,
+                        help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
+                             "for a model that takes photos at their own size, only with --size")
 
 
 def _positive_int(text: str) -> int:
@@ -336,8 +344,8 @@ def _cmd_summary(args) -> int:
     from . import architecture as arch
     from .model import XceptionModel, random_params
 
-    if args.input_size < CONFIG.min_input_size:
-        raise CLIError(f"--input-size must be at least {CONFIG.min_input_size}, found {args.input_size}")
+    if args.input_size < CONFIG.constructor_min_size:  # the table of what keras.applications.Xception builds
+        raise CLIError(f"--input-size must be at least {CONFIG.constructor_min_size}, found {args.input_size}")
     layers = arch.backbone(args.variant)
     head = arch.keras_head(not args.no_top)
     shape = (args.input_size, args.input_size, 3)

@@ -13,9 +13,12 @@ class Config:
     bn_epsilon: float = 1e-3
     # The input size the paper trains at and the official weights expect with the top.
     default_input_shape: tuple = (299, 299, 3)
-    # Keras refuses smaller inputs for Xception without the top: below 71 the
-    # exit flow's feature map would vanish (71 -> 35 -> 33 -> 17 -> 9 -> 5 -> 3).
-    min_input_size: int = 71
+    # keras.applications.Xception's constructor refuses a smaller fixed input_shape
+    # (imagenet_utils.obtain_input_shape(min_size=71), Keras 3 and tf_keras alike), and
+    # npxception.Xception keeps its rule. It is the constructor's rule, not the network's:
+    # a model built for any size computes down to architecture.min_input_size (7 for
+    # Keras' VALID stem), and Keras' predict answers there too (docs/architecture.md).
+    constructor_min_size: int = 71
     # Keras' "tf" preprocessing maps [0, 255] to [-1, 1]: x / 127.5 - 1.
     preprocess_scale: float = 127.5
     # keras.utils.load_img's default resampling; cross-checks must compare like with like.

@@ -116,9 +116,11 @@ def checked_layers(model) -> list[str]:
 
 
 def golden_size(model) -> tuple[int, int]:
-    """The model's input size, or the smallest Keras accepts for a backbone without one."""
+    """The model's input size, or, for a backbone without one, 71x71: the smallest fixed size
+    keras.applications.Xception builds (files record it: ``fits`` compares it), where every block's map
+    is still more than one pixel wide, unlike at the network's own minimum (architecture.min_input_size)."""
     h, w = model.input_shape[:2]
-    return (CONFIG.min_input_size, CONFIG.min_input_size) if h is None else (h, w)
+    return (CONFIG.constructor_min_size, CONFIG.constructor_min_size) if h is None else (h, w)
 
 
 def golden_pixels(model, seed=SEED) -> np.ndarray:

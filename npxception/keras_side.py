@@ -133,16 +133,32 @@ def load(path, *, config=None, model=None):
     ``config.json``). ``model``: our converted model, which says for a
     weights-only file without config which ``applications.Xception`` to build.
     """
+    # weights_tools imports npxception at import time, not the reverse: the converter's reader vets the file
+    from weights_tools.savedmodel import VARIABLES, read_metadata  # see above
+    from weights_tools.vetting import vet  # see above
+
     path = pathlib.Path(path)
+    wired = vet(path, config=config)  # before any framework sees the file: refuses a Lambda by name
     name, full_model = saved_by(path)
+    if full_model and not wired:
+        raise ValueError(f"{path}: Keras would rebuild it from a model config that the converter's reading "
+                         "did not find; refused")
     fw = _import(name)
-    with _quiet():
+    with _quiet(), _safe_mode(name):
+        if path.is_dir():
+            # Rebuilt from the config just vetted and loaded with the checkpoint under variables/: tf_keras'
+            # own SavedModel loader revives a layer it cannot rebuild from the graph saved beside it, which
+            # can call any TensorFlow op (docs/security.md)
+            config_json = json.dumps(read_metadata(path)[0])
+            kmodel = fw.models.model_from_json(config_json)
+            _load_checkpoint(kmodel, path / VARIABLES)
+            return kmodel
         if full_model:
-            return fw.models.load_model(path, compile=False)
+            return _load_model(fw, name, path)
         if config is not None:
             cpath = pathlib.Path(config)
             if cpath.suffix == ".keras":
-                kmodel = fw.models.load_model(cpath, compile=False)
+                kmodel = _load_model(fw, name, cpath)
             else:
                 kmodel = fw.models.model_from_json(cpath.read_text())
         elif model is not None:
@@ -158,13 +174,38 @@ def load(path, *, config=None, model=None):
         else:
             raise ValueError(f"{path}: a weights-only file records no architecture; pass the model's "
                              ".keras archive or config.json as config")
-        status = kmodel.load_weights(_checkpoint_prefix(path) or path)  # a checkpoint is loaded by its prefix
-        if hasattr(status, "expect_partial"):
-            # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
-            # without this, TensorFlow warns about every optimizer variable when the status is collected
-            status.expect_partial()
-            _finalize_nested(kmodel)
+        _load_checkpoint(kmodel, _checkpoint_prefix(path) or path)  # a checkpoint is loaded by its prefix
     return kmodel
+
+
+def _load_checkpoint(kmodel, path) -> None:
+    status = kmodel.load_weights(path)
+    if hasattr(status, "expect_partial"):
+        # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
+        # without this, TensorFlow warns about every optimizer variable when the status is collected
+        status.expect_partial()
+        _finalize_nested(kmodel)
+
+
+def _load_model(fw, name, path):
+    """``load_model(path, compile=False)``, in safe mode where the framework's signature has it (Keras 3)."""
+    if name == "keras":
+        return fw.models.load_model(path, compile=False, safe_mode=True)
+    return fw.models.load_model(path, compile=False)
+
+
+@contextlib.contextmanager
+def _safe_mode(name: str):
+    """The framework's safe mode for everything it deserialises in the block: a ``lambda`` in a config is
+    refused. tf_keras' legacy loaders (``.h5``, SavedModel, ``model_from_json``) leave it unset, and unset
+    means off, unless the caller enters ``SafeModeScope(True)``."""
+    try:
+        scope = importlib.import_module(f"{name}.src.saving.serialization_lib").SafeModeScope
+    except (ImportError, AttributeError):  # a version without it: the vetting above still refused every Lambda
+        yield
+        return
+    with scope(True):
+        yield
 
 
 def _finalize_nested(kmodel) -> None:

@@ -55,8 +55,10 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
       where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
     variant: "keras" (default; what real weights fit) or "article".
     include_top / pooling / classes / classifier_activation: as in Keras.
-    input_shape: (H, W, 3); any H, W >= 71 without the top. With the top and
-      ImageNet weights it must be (299, 299, 3).
+    input_shape: (H, W, 3) with H, W >= 71, Keras' constructor rule (it raises "Input size must
+      be at least 71x71"); None for H and W builds a model for any size, which computes
+      images down to 7x7 as Keras' predict does (``model.min_input_size``). With the top
+      and ImageNet weights it must be (299, 299, 3).
     dtype: "float32" or "float64".
     verify: run the weight file's golden test case (once per file per process);
       False skips it for speed-critical callers.
@@ -69,7 +71,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     if not isinstance(classes, (int, np.integer)) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"classes: expected a positive int, found {classes!r}")
     if input_shape is not None:
-        input_shape = check_input_shape(input_shape)
+        input_shape = _constructor_shape(input_shape, variant)
 
     if weights is None:
         v = arch.resolve_variant(variant)
@@ -99,6 +101,20 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     model.source = source or model.source
     return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
+
+
+def _constructor_shape(input_shape, variant) -> tuple:
+    """``input_shape`` under keras.applications.Xception's rule: each fixed side at least
+    ``CONFIG.constructor_min_size`` (71), as Keras 3 and tf_keras require of it, though a model built
+    for any size computes smaller images (:func:`npxception.architecture.min_input_size`: 7x7 and up)."""
+    shape = check_input_shape(input_shape, 1)
+    m = CONFIG.constructor_min_size
+    if any(d is not None and d < m for d in shape[:2]):
+        low = arch.min_input_size(arch.backbone(variant))
+        raise ValueError(f"input_shape: keras.applications.Xception requires at least {m}x{m} (Keras: 'Input "
+                         f"size must be at least {m}x{m}'), found {shape}; input_shape=(None, None, 3) builds "
+                         f"a model for any size, which takes images down to {low}x{low} as Keras' predict does")
+    return shape
 
 
 def _adapt(model, *, variant, include_top, pooling, classes, classifier_activation, input_shape, dtype):
@@ -182,7 +198,7 @@ def _from_file(path):
         if not (isinstance(input_shape, list) and len(input_shape) == 3):
             raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
         labels = manifest.get("labels")
-        # XceptionModel refuses what cannot be valid: input_shape outside [71, max]
+        # XceptionModel refuses what cannot be valid: input_shape outside [min_input_size, max]
         # or not 3 channels, labels that are not exactly one string per class, a
         # negative or non-finite BN variance, any non-finite weight, a bad input stage.
         model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,

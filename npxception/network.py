@@ -43,7 +43,10 @@ class XceptionModel:
         # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
         self.input_stage = stage.validate(input_stage)
         self.layers = arch.backbone(self.variant)
-        self.input_shape = check_input_shape(input_shape)  # the backbone's
+        # The smallest height and width the backbone computes (7 for Keras' table): where Keras' predict
+        # stops answering too. keras.applications.Xception's constructor rule (71) is Xception()'s own.
+        self.min_input_size = arch.min_input_size(self.layers)
+        self.input_shape = check_input_shape(input_shape, self.min_input_size)  # the backbone's
         # What the source model takes, before its stage; None (a model built here, or a manifest
         # written before the field existed): the backbone's size, where geometry steps are identities.
         self.source_input_shape = (self.input_shape if source_input_shape is None
@@ -262,9 +265,11 @@ class XceptionModel:
                              f"load_image(path, target_size={hint}), or let npxception.predict do it")
         if self.source_input_shape[:2] != self.input_shape[:2]:
             stage.output_size(self.input_stage, (h, w))  # refuses, naming the layer, what Keras would not run
-        elif min(h, w) < CONFIG.min_input_size:
-            raise ValueError(f"x: images must be at least {CONFIG.min_input_size}x"
-                             f"{CONFIG.min_input_size}, found {h}x{w}")
+        elif min(h, w) < self.min_input_size:
+            m = self.min_input_size
+            raise ValueError(f"x: images must be at least {m}x{m}, found {h}x{w}: layer "
+                             f"{arch.vanishing_layer(self.layers, min(h, w))} would have no output pixel "
+                             "(Keras raises on it too)")
 
     def _capture_set(self, capture) -> set[str]:
         if capture is None:
@@ -305,16 +310,20 @@ class XceptionModel:
                 f"classes={self.classes} dtype={self.dtype.name} params={total:,} weights={self.source}>")
 
 
-def check_input_shape(shape) -> tuple:
-    """(H, W, 3) with min_input_size <= H, W <= max_input_size, or None for H and W (any size)."""
+def check_input_shape(shape, min_size) -> tuple:
+    """(H, W, 3) with min_size <= H, W <= max_input_size, or None for H and W (any size).
+
+    ``min_size``: the network's (:func:`npxception.architecture.min_input_size`) for a model, Keras'
+    constructor rule (``CONFIG.constructor_min_size``) for :func:`npxception.Xception`.
+    """
     try:
         shape = tuple(None if d is None else _int(d) for d in shape)
     except (TypeError, ValueError):
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}") from None
     if len(shape) != 3 or shape[2] != 3:
         raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}")
-    if any(d is not None and not CONFIG.min_input_size <= d <= CONFIG.max_input_size for d in shape[:2]):
-        raise ValueError(f"input_shape: height and width must be at least {CONFIG.min_input_size} and at "
+    if any(d is not None and not min_size <= d <= CONFIG.max_input_size for d in shape[:2]):
+        raise ValueError(f"input_shape: height and width must be at least {min_size} and at "
                          f"most {CONFIG.max_input_size}, found {shape}")
     return shape
 

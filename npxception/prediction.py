@@ -16,7 +16,7 @@ from Pillow's image and preprocessed (the same bits as the whole photo's,
 docs/performance.md); when nothing fixes the backbone's size, photos of
 different sizes cannot be stacked and each runs alone (Keras' user calls
 ``model.predict`` once per photo too). A photo the model cannot take (smaller
-than 71x71, or refused by a stage layer) is refused by name. Every other model,
+than the network computes, 7x7 as in Keras, or refused by a stage layer) is refused by name. Every other model,
 and any model given ``target_size=(h, w)`` (CLI ``--size HxW``), gets photos
 resized by ``load_img``'s pipeline (``nearest`` unless ``interpolation=``), as
 ``load_img(path, target_size=...)`` does.
@@ -91,6 +91,20 @@ def photo_size(model, target_size=None):
         return size
     h, w = model.source_input_shape[:2]
     return (h, w) if None not in (h, w) else None
+
+
+def load_photo(model, image, target_size=None, interpolation=None) -> np.ndarray:
+    """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, 3)`` pixels in [0, 255], resized
+    by ``load_img``'s pipeline to ``target_size`` or the model's fixed size, else at its own size
+    (:func:`photo_size`); a size ``model(x)`` cannot take is refused naming the photo. ``feed(model,
+    pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on."""
+    size = photo_size(model, target_size)
+    pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation))
+    try:
+        model.check_image_size(*pixels.shape[:2])
+    except ValueError as exc:
+        raise ValueError(f"{_label(image, 0)}: {str(exc).removeprefix('x: ')}") from None
+    return pixels
 
 
 def _resize_filter(model, size, interpolation) -> str:
@@ -214,7 +228,7 @@ def _label(image, index) -> str:
     return name if not name.startswith("<") else f"images[{index}]"
 
 
-def _feed(model, pixels) -> np.ndarray:
+def feed(model, pixels) -> np.ndarray:
     """[0, 255] pixels as ``model(x)`` takes them: float32 (``img_to_array``), then raw when the model
     preprocesses in-graph (a converted Rescaling/Normalization, ``model.takes_pixels``), else through
     preprocess_input; in the model's dtype. Pixelwise, so :func:`_staged` may feed a photo in parts."""
@@ -225,13 +239,13 @@ def _feed(model, pixels) -> np.ndarray:
 
 def _run(model, pixels):
     """The model on a list of [0, 255] pixel arrays of one size."""
-    return model(_feed(model, np.stack(pixels)))
+    return model(feed(model, np.stack(pixels)))
 
 
 def _staged(model, photo) -> np.ndarray:
-    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through ``_feed`` and the model's
+    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through :func:`feed` and the model's
     input stage: ``(1, H, W, 3)`` at the backbone's size, the same bits as
-    ``model.backbone_input(_feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
+    ``model.backbone_input(feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
     geometry step reads are converted and fed (``model.backbone_input_gathered``): a photo costs its
     Pillow image, not ~10 bytes per pixel and channel of float copies (docs/performance.md). Photos are
     staged as they are read, so a batch holds backbone-sized arrays rather than whole photos."""
@@ -239,7 +253,7 @@ def _staged(model, photo) -> np.ndarray:
         hw, read = (photo.height, photo.width), functools.partial(read_pixels, photo)
     else:
         hw, read = photo.shape[:2], lambda rows, cols: photo[rows][:, cols]
-    return model.backbone_input_gathered(hw, read, functools.partial(_feed, model))
+    return model.backbone_input_gathered(hw, read, functools.partial(feed, model))
 
 
 def _stacks(model) -> bool:
@@ -251,7 +265,7 @@ def _own_size(model, photo, label=None) -> np.ndarray:
     """One photo at its own size: ``(1, h, w, 3)`` staged at the backbone's fixed size, to be stacked with the
     batch (:func:`_finish`); or, when nothing fixes the backbone's size, the photo's ``(1, classes)`` scores
     at once: photos of different sizes do not stack, and a whole photo's float copy does not wait for a
-    batch. A size the model refuses (below 71x71, or a stage layer's) raises naming ``label``."""
+    batch. A size the model refuses (below ``model.min_input_size``, or a stage layer's) raises naming ``label``."""
     try:
         staged = _staged(model, photo)
     except ValueError as exc:

@@ -281,6 +281,20 @@ def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
     return out
 
 
+def npy_header(f, where: str, key: str) -> tuple[tuple, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at ``f``'s position (at most
+    ``NPY_HEADER_MAX`` bytes read; the data is not touched); ValueError naming ``where`` and ``key``."""
+    try:
+        version = np.lib.format.read_magic(f)
+        header = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if header is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        return header(f, max_header_size=NPY_HEADER_MAX)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {key} has no readable .npy header ({exc})") from None
+
+
 def _read_npy(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, *, shape, kinds: str,
               max_bytes: int) -> np.ndarray:
     """One member: declared size, then the .npy header, checked before its data is decompressed."""
@@ -288,15 +302,7 @@ def _read_npy(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, *
         raise ValueError(f"{where}: {key} declares {info.file_size:,} bytes, more than its expected shape "
                          f"{shape} can take; refused before decompressing")
     with z.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            header = {(1, 0): np.lib.format.read_array_header_1_0,
-                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if header is None:
-                raise ValueError(f"unsupported .npy format version {version}")
-            found_shape, fortran, dtype = header(f, max_header_size=NPY_HEADER_MAX)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {key} has no readable .npy header ({exc})") from None
+        found_shape, fortran, dtype = npy_header(f, where, key)
         if dtype.hasobject:
             raise ValueError(f"{where}: {key} holds pickled object arrays; npxception weight files "
                              "contain numeric arrays only and are never unpickled")

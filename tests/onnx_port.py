@@ -26,36 +26,54 @@ def exporter_scope(module_path: str) -> str:
     return "/" + "/".join(out)
 
 
-def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17):
-    """Write the graph to ``path``; returns the final output's name."""
+def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False):
+    """Write the graph to ``path``; returns the final output's name. ``fold_bn``: as ``torch.onnx.export``
+    in eval mode, each BN folded into the convolution before it (kernel * gamma / sqrt(var + eps) per
+    output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node."""
     module = {ours: theirs for theirs, ours in timm_legacy_xception().items()}
     w = model.weights
     nodes, inits = [], []
+    bn_of = {layer.inputs[0]: layer.name for layer in arch.backbone() if layer.kind == "bn"}
 
     def const(name, array):
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
         return name
+
+    def folded(conv, kernel):
+        """``(kernel, bias)`` with the BN after ``conv`` folded in (HWIO: output channels last)."""
+        g, b, mean, var = (w[f"{bn_of[conv]}/{v}"].astype(np.float64)
+                           for v in ("gamma", "beta", "moving_mean", "moving_variance"))
+        s = g / np.sqrt(var + epsilon)
+        return kernel * s, b - mean * s
 
     def node(op, inputs, scope, **attrs):
         out = f"{scope}/{op}_output_0"
         nodes.append(helper.make_node(op, inputs, [out], name=f"{scope}/{op}", **attrs))
         return out
 
-    def conv(x, kernel, scope, stride, pads, group=1):
-        k = const(f"{scope}.weight", kernel.transpose(3, 2, 0, 1))  # HWIO -> OIHW
-        return node("Conv", [x, k], scope, strides=[stride, stride], pads=list(pads), group=group)
+    def conv(x, kernel, scope, stride, pads, group=1, fold=None):
+        if fold is None:
+            k, bias = const(f"{scope}.weight", kernel.transpose(3, 2, 0, 1)), []  # HWIO -> OIHW
+        else:
+            kernel, b = folded(fold, kernel)
+            k = const(f"onnx::Conv_{len(inits)}", kernel.transpose(3, 2, 0, 1))
+            bias = [const(f"onnx::Conv_{len(inits)}", b)]
+        return node("Conv", [x, k, *bias], scope, strides=[stride, stride], pads=list(pads), group=group)
 
     acts = {"input": "x"}
     for layer in arch.backbone():
         n, scope = layer.name, exporter_scope(module[layer.name])
         ins = [acts[i] for i in layer.inputs]
+        fold = n if fold_bn else None
         if layer.kind == "conv":
             p = layer.kernel_size // 2 if layer.padding == "same" else 0
-            y = conv(ins[0], w[f"{n}/kernel"], scope, layer.strides, (p, p, p, p))
+            y = conv(ins[0], w[f"{n}/kernel"], scope, layer.strides, (p, p, p, p), fold=fold)
         elif layer.kind == "sepconv":
             dw = w[f"{n}/depthwise_kernel"]  # (3, 3, C, 1) -> a grouped conv, one group per channel
             d = conv(ins[0], dw.transpose(0, 1, 3, 2), scope + "/conv1", 1, (1, 1, 1, 1), group=dw.shape[2])
-            y = conv(d, w[f"{n}/pointwise_kernel"], scope + "/pointwise", 1, (0, 0, 0, 0))
+            y = conv(d, w[f"{n}/pointwise_kernel"], scope + "/pointwise", 1, (0, 0, 0, 0), fold=fold)
+        elif layer.kind == "bn" and fold_bn:
+            y = ins[0]  # already in the convolution before it
         elif layer.kind == "bn":
             args = [const(f"{scope}.{v}", w[f"{n}/{v}"]) for v in ("gamma", "beta", "moving_mean", "moving_variance")]
             y = node("BatchNormalization", [ins[0], *args], scope, epsilon=epsilon)
@@ -77,3 +95,66 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17):
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return out
+
+
+def to_float16(src, dst, *, keep_io_types=False):
+    """The graph at ``src`` in float16, written to ``dst``, as a float16 export leaves it: its weights
+    float16 and, like ``model.half()``, its input and output float16; or, like onnxconverter-common's
+    ``convert_float_to_float16(keep_io_types=True)``, float32 at the edges with a Cast after the input
+    and before the output."""
+    proto = onnx.load(str(src))
+    g = proto.graph
+    for i, t in enumerate(g.initializer):
+        g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    x, y = g.input[0].name, g.output[0].name
+    if keep_io_types:
+        for n in g.node:
+            n.input[:] = [f"{x}_fp16" if v == x else v for v in n.input]
+            n.output[:] = [f"{y}_fp16" if v == y else v for v in n.output]
+        nodes = [helper.make_node("Cast", [x], [f"{x}_fp16"], to=TensorProto.FLOAT16, name="graph_input_cast0"),
+                 *g.node, helper.make_node("Cast", [f"{y}_fp16"], [y], to=TensorProto.FLOAT, name="graph_output_cast0")]
+        del g.node[:]
+        g.node.extend(nodes)
+    else:
+        g.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+        g.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+_FX_NAMES = {"Conv": "convolution", "BatchNormalization": "_native_batch_norm_legit_no_training", "Relu": "relu",
+             "MaxPool": "max_pool2d", "Add": "add", "GlobalAveragePool": "mean", "Flatten": "view", "Gemm": "linear"}
+
+
+def renamed(src, dst, *, style, wrapper=""):
+    """The graph at ``src`` with its names as another exporter leaves them, written to ``dst``
+    (``wrapper``: the port held in a module of that name, its module paths ``model.block1...``):
+
+    * ``"dynamo"``: ``torch.onnx.export(dynamo=True)`` (torch >= 2.9's default): tensors named after FX
+      nodes (``convolution_3``), nodes ``node_Conv_3``, the module path only in each node's
+      ``metadata_props["pkg.torch.onnx.name_scopes"]``, ``"['', 'block1', 'block1.rep', ..., 'convolution_3']"``;
+    * ``"numbered"``: torch < 1.13: tensors numbered, nodes ``Conv_3``, no module path anywhere.
+    """
+    from npxception.compare.onnx_side import torch_module_paths
+
+    proto = onnx.load(str(src))
+    g = proto.graph
+    count, rename = {}, {}
+    for i, n in enumerate(g.node):
+        paths = [f"{wrapper}.{p}" if wrapper else p for p in torch_module_paths(n.output[0])]
+        paths = [wrapper] * bool(wrapper) + paths
+        base = _FX_NAMES[n.op_type]
+        k = count[base] = count.get(base, -1) + 1
+        new = (base if k == 0 else f"{base}_{k}") if style == "dynamo" else str(100 + i)
+        rename[n.output[0]] = new
+        n.name = f"node_{n.op_type}_{i}" if style == "dynamo" else f"{n.op_type}_{i}"
+        if style == "dynamo":
+            n.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=str(["", *paths, new]))
+    for n in g.node:
+        n.input[:] = [rename.get(v, v) for v in n.input]
+        n.output[:] = [rename.get(v, v) for v in n.output]
+    g.output[0].name = rename[g.output[0].name]
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dst))
+    return dst

@@ -140,6 +140,92 @@ def test_input_carried_by_the_dump(model, x):
     assert compare(model, {**run_port(model, x), INPUT_KEY: x}).ok
 
 
+# ---- Inf and NaN in their dump: counted, never measured nor diagnosed ----------------------------
+
+def test_non_finite_values_are_counted_never_diagnosed(model, x, port_acts):
+    """One Inf and one NaN in a correct port's dump (a float16 overflow leaves them): the layer that
+    holds them is the one source, with how many and the likely reason, and no cause of the catalogue
+    (before, "ReLU6 instead of ReLU; residual nan" on equal shapes printed as "shape differs"); the
+    layer reading them is not run on them, and its own output, which agrees, is no source."""
+    acts = dict(port_acts)
+    a = acts["block5_sepconv1_act"].copy()
+    a[0, 0, 0, 0], a[0, 1, 1, 1] = np.inf, np.nan
+    acts["block5_sepconv1_act"] = a
+    report = compare(model, acts, x)
+    assert causes(report) == {"block5_sepconv1_act": None}, "\n".join(report.source_lines())
+    row = next(r for r in report.rows if r.layer == "block5_sepconv1_act")
+    assert row.non_finite == f"1 Inf and 1 NaN of {a.size} values" and row.local_rel is None
+    line, = report.source_lines()
+    assert "theirs holds 1 Inf and 1 NaN" in line and "not diagnosed" in line and "overflow" in line
+    assert "shape differs" not in line
+    reader = next(r for r in report.rows if r.layer == "block5_sepconv1")
+    assert reader.passed and not reader.source and "not run locally" in reader.note
+    assert report.first_divergence == "block5_sepconv1_act"
+
+
+def test_no_candidate_explains_non_finite_values():
+    from npxception.compare.hypotheses import Candidate, best_of
+
+    theirs = np.array([1.0, np.inf, 2.0], np.float32)
+    assert best_of([Candidate("c", "c", np.array([1.0, 5.0, 2.0], np.float32))], theirs, 1e-4, 0.0) is None
+    assert best_of([Candidate("c", "c", theirs.copy())], theirs, 1e-4, 0.0) is None
+
+
+# ---- float16 and bfloat16 ports: compared in float32, with their own tolerance --------------------
+
+def test_float16_and_bfloat16_dumps(model, x, port_acts):
+    """A correct port run in float16 (its arrays float16) and one in bfloat16 (float32 arrays holding
+    bfloat16 numbers) agree within their precision's tolerance, and the report says which precision
+    (before: "npxception: error: float16" from the error kernel). This test model's middle flow
+    reaches 6e4, and float16 stops at 65504: layers it overflows are the only sources, named so."""
+    from npxception.compare.hypotheses.rounding import rounded
+    from npxception.compare.precision import DEFAULT_RTOL
+
+    with np.errstate(over="ignore"):
+        half = {k: v.astype(np.float16) for k, v in port_acts.items()} | {INPUT_KEY: x.astype(np.float16)}
+    report = compare(model, half, x)
+    assert report.rtol == DEFAULT_RTOL["float16"] and "theirs is float16" in report.warnings[0]
+    overflowed = [k for k, v in half.items() if not np.isfinite(v).all()]
+    # the first layer to overflow is a source; a later one too when its own inputs are finite
+    sources = [r.layer for r in report.sources]
+    assert overflowed and sources[0] == overflowed[0] and set(sources) <= set(overflowed), sources
+    assert all(r.non_finite and r.diagnosis is None and "float16 overflow" in r.note for r in report.sources)
+    assert all(r.passed for r in report.rows if r.layer not in overflowed and r.max_rel is not None)
+
+    bf16 = {k: rounded(v, "bfloat16") for k, v in port_acts.items()}  # as tensor.float() saves a bfloat16 port's
+    report = compare(model, bf16, x)
+    assert report.ok and report.rtol == DEFAULT_RTOL["bfloat16"], str(report)
+    assert "theirs is bfloat16 (every value of their float32 arrays is a bfloat16 number)" in report.warnings[0]
+    assert compare(model, port_acts, x).rtol == DEFAULT_RTOL["float32"]  # a float32 port is not taken for either
+
+
+@pytest.mark.parametrize("keep_io_types", [False, True])
+def test_float16_onnx_export(model, x, onnx_port, tmp_path, keep_io_types):
+    """A float16 export of the PyTorch-convention port runs, fed the input type it declares (before:
+    refused with a layout hint for a float16 input, or "batch_norm: x must be float32" for a float16
+    graph with float32 edges); the pool's padding is still named; the BN epsilon, below float16's
+    resolution, is not claimed; the layers float16 overflows are named so."""
+    from onnx_port import to_float16
+
+    path = to_float16(onnx_port, tmp_path / "half.onnx", keep_io_types=keep_io_types)
+    report = compare(model, path, x, layout="NCHW", names="timm.legacy_xception")
+    assert "theirs is float16 (declared by their file or model)" in report.warnings[0]
+    found = causes(report)
+    assert found.pop("block3_pool") == "pool_symmetric_padding"
+    # the rest: float16 overflows, as in the dump above (the logits, downstream, inherit NaN: no source)
+    assert found and all(c is None and next(r for r in report.rows if r.layer == k).non_finite
+                         for k, c in found.items()), found
+
+
+def test_layout_hint_only_when_layout_is_the_cause():
+    from npxception.compare.onnx_side import _layout_hint
+
+    assert "pass layout='NCHW'" in _layout_hint([None, 3, None, None], (1, 75, 75, 3))
+    assert "drop layout='NCHW'" in _layout_hint([1, 75, 75, 3], (1, 3, 75, 75))
+    assert _layout_hint([None, 3, None, None], (1, 3, 75, 75)) == ""  # the shape fits: a dtype or other refusal
+    assert _layout_hint([1, 3, 75, 75], (1, 3, 76, 76)) == ""  # another size, not another layout
+
+
 # ---- names, layouts, summary ---------------------------------------------------------------------
 
 def test_timm_module_names_and_nchw(model, x):
@@ -361,12 +447,16 @@ def test_every_hypothesis_has_a_test():
     from npxception.compare import hypotheses as h
 
     named = set(PLANTED) | {c for _, expected in CATALOGUE.values() for c in expected.values()} | {"input_bgr"}
+    # tested below, each with the port it explains: a dump without .clone(), weights in half precision,
+    # photos resized another way
+    named |= {"add_input_overwritten", "weights_rounded", "input_resize"}
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
-                "dense_missing_bias", "dense_kernel_layout", *h.INPUT_TRANSFORMS}
+                "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
+                "input_resize", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
                  | set(h.INPUT_TRANSFORMS.values()))
@@ -395,6 +485,53 @@ def test_onnx_nchw_export(model, x, onnx_port):
     assert causes(report) == expected, "\n".join(report.source_lines())
 
 
+def test_onnx_batchnorm_folded_into_the_convolutions(model, x, tmp_path):
+    """torch.onnx.export in eval mode folds each BN into the convolution before it: the fused output is
+    compared as the BN's, and the BN epsilon named as when BN is its own node (before: 40 sources, all
+    unexplained, at the ReLUs, pools and adds after the fused pairs)."""
+    from onnx_port import build
+
+    build(model, tmp_path / "folded.onnx", fold_bn=True)
+    report = compare(model, tmp_path / "folded.onnx", x, layout="NCHW", names="timm.legacy_xception")
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
+                                                       "predictions": "output_logits"}
+    assert causes(report) == expected, "\n".join(report.source_lines())
+    assert all(r.diagnosis.parameter == pytest.approx(1e-5, rel=0.05) for r in report.sources
+               if r.layer in BN_LAYERS)
+    convs = [layer.inputs[0] for layer in arch.backbone() if layer.kind == "bn"]
+    assert sorted(report.not_compared) == sorted(convs) and "BN is folded" in report.warnings[0]
+    # the fused weights against ours say the same, independently of the activations
+    assert "their fused weights against ours give BN epsilon ≈ 1e-05 in 40 of them" in report.warnings[0]
+    assert "swapped" not in report.warnings[0]
+
+
+def test_fused_weights_give_epsilon_and_a_gamma_beta_swap(model):
+    """One convolution with a BN folded in, written as the exporter writes it: epsilon 1e-5 read back
+    from the weights, and gamma and beta swapped told from the fused bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from npxception.compare.folded_bn import epsilon_from_weights
+
+    w = {k.split("/")[1]: v.astype(np.float64) for k, v in model.weights.items() if k.startswith("block1_conv1")}
+    out = {}
+    for swap in (False, True):
+        gamma, beta = (w["beta"], w["gamma"]) if swap else (w["gamma"], w["beta"])
+        s = gamma / np.sqrt(w["moving_variance"] + 1e-5)
+        kernel = (w["kernel"] * s).transpose(3, 2, 0, 1).astype(np.float32)
+        bias = (beta - w["moving_mean"] * s).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "onnx::Conv_1", "onnx::Conv_2"], ["t"], strides=[2, 2])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 75, 75])],
+            [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, kernel.shape[0], 37, 37])],
+            [numpy_helper.from_array(kernel, "onnx::Conv_1"), numpy_helper.from_array(bias, "onnx::Conv_2")])
+        onnx.checker.check_model(helper.make_model(graph))
+        (eps, swapped), = epsilon_from_weights(model, graph, {"block1_conv1_bn": "t"}).values()
+        out[swap] = swapped
+        assert eps == pytest.approx(1e-5, rel=0.05)
+    assert out == {False: False, True: True}
+
+
 def test_exporter_scopes_to_module_paths():
     from npxception.compare.onnx_side import torch_module_paths
 
@@ -402,6 +539,32 @@ def test_exporter_scopes_to_module_paths():
         "block1", "block1.rep", "block1.rep.0", "block1.rep.0.pointwise"]
     assert torch_module_paths("/features/features.10/Relu_output_0") == ["features", "features.10"]
     assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
+
+
+def test_onnx_names_of_other_exporters(model, x, onnx_port, tmp_path):
+    """torch >= 2.9's dynamo exporter keeps module paths only in node metadata, and a port held in a
+    wrapper module has them under its name (model.block1...): both are found, every layer compared,
+    the same causes named (before: "PARTIAL: 132 of our 133 layers not compared")."""
+    from onnx_port import renamed
+
+    path = renamed(onnx_port, tmp_path / "dynamo.onnx", style="dynamo", wrapper="model")
+    report = compare(model, path, x, layout="NCHW", names="timm.legacy_xception")
+    assert len(report.rows) == len(model.layer_names), report.skipped
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
+                                                       "predictions": "output_logits"}
+    assert causes(report) == expected, "\n".join(report.source_lines())
+
+
+def test_onnx_names_not_ours_say_so(model, x, onnx_port, tmp_path):
+    """When only the final output matched, compare says "no layer in common", with their names and
+    what to pass, as for a dump: not a report of one row (before: "PARTIAL 132 of 133", "unexplained")."""
+    from onnx_port import renamed
+
+    with pytest.raises(ValueError, match=r"no layer in common.*timm.legacy_xception's .*--port timm.legacy_xception"):
+        compare(model, onnx_port, x, layout="NCHW")
+    numbered = renamed(onnx_port, tmp_path / "numbered.onnx", style="numbered")
+    with pytest.raises(ValueError, match=r"no layer in common.*e\.g\. 100, 101.*carry no module path"):
+        compare(model, numbered, x, layout="NCHW", names="timm.legacy_xception")
 
 
 # ---- the command line ------------------------------------------------------------------------------
@@ -478,3 +641,65 @@ def test_error_kernel_matches_its_numpy_twin():
             # float64 sums in another order: equal to ~1e-12 relative
             np.testing.assert_allclose(errors(x, y), errors_reference(x, y), rtol=1e-9, atol=1e-15)
     assert errors(a, a)[:3] == (0.0, 0.0, 0.0)
+
+
+# ---- a dump without .clone(); weights stored in half precision; wide numbers ------------------------
+
+def test_add_whose_input_was_overwritten_in_place(model, x, port_acts):
+    """``x += skip`` after a hook kept ``x`` without .clone(): the dumped pool holds the add's output
+    (named overwritten in place), and the add, one addend lost, is named for it (before: unexplained)."""
+    acts = dict(port_acts)
+    acts["block2_pool"] = acts["block2_add"]
+    report = compare(model, acts, x)
+    assert causes(report) == {"block2_pool": "overwritten_in_place", "block2_add": "add_input_overwritten"}
+    assert report.sources[1].diagnosis.parameter == "block2_pool"
+
+
+def test_weights_rounded_to_half_precision(model, x):
+    """A port whose weights were stored in float16 (bfloat16 for the stem) and which computes in
+    float32: every source is that rounding, at the precision it was (before: 80 sources unexplained)."""
+    import types
+
+    from npxception.compare.hypotheses.rounding import rounded
+
+    to = {k: "bfloat16" if k.startswith("block1_") else "float16" for k in model.weights}
+    half = types.SimpleNamespace(weights={k: rounded(v, to[k]) for k, v in model.weights.items()},
+                                 head=model.head, dtype=model.dtype)
+    report = compare(model, run_port(half, x), x)
+    assert len(report.sources) > 20 and report.rtol == 1e-4  # float32 activations: a float32 port
+    found = {r.layer: (r.diagnosis.cause, r.diagnosis.parameter) if r.diagnosis else None for r in report.sources}
+    assert found == {k: ("weights_rounded", to[f"{k}/gamma"] if f"{k}/gamma" in to else
+                         to.get(f"{k}/kernel", to.get(f"{k}/pointwise_kernel"))) for k in found}, found
+    assert found.get("block1_conv1") == ("weights_rounded", "bfloat16")
+
+
+def test_wide_numbers_keep_their_column_apart():
+    from npxception.compare.report import Report, Row
+
+    row = Row("block5_add", (1, 5, 5, 728), (1, 5, 5, 728), max_abs=1.0, max_rel=0.5, one_minus_cos=0.5,
+              local_rel=1.62, amplification=1.29e6)
+    line = next(li for li in str(Report([row], 1e-4, 0.0)).splitlines() if li.startswith("block5_add"))
+    assert " 1.62 1.29e+06 " in line  # before: "1.621.29e+06", the local error and amplification run together
+
+
+def test_photo_resized_another_way(model, x, tmp_path):
+    """With the photo files compare knows (``--image``), a port that resized them with another filter,
+    or timm's way (bicubic resize of the shorter side to size / 0.8975, then a centre crop), is named at
+    its input when the dump carries it, else at the first layer (before: "input ... unexplained")."""
+    from PIL import Image
+
+    from npxception.images import load_image, preprocess_input
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(11).integers(0, 256, (90, 110, 3), dtype=np.uint8)).save(path)
+    ours = preprocess_input(load_image(path, (SIZE, SIZE)))[None]  # Keras' nearest, as the CLI feeds it
+    bilinear = preprocess_input(load_image(path, (SIZE, SIZE), interpolation="bilinear"))[None]
+    report = compare(model, {**run_port(model, bilinear), INPUT_KEY: bilinear}, ours, images=[path])
+    assert causes(report) == {"input": "input_resize"} and report.sources[0].diagnosis.parameter == "bilinear"
+
+    with Image.open(path) as img:  # timm: 90x110 -> shorter side int(75 / 0.8975) = 83 -> 83x101, centre 75x75
+        img = img.convert("RGB").resize((101, 83), Image.Resampling.BICUBIC)
+        timm = preprocess_input(np.asarray(img.crop((13, 4, 88, 79)), np.float32))[None]
+    report = compare(model, run_port(model, timm), ours, images=[path])
+    assert causes(report) == {"block1_conv1": "input_resize"}, "\n".join(report.source_lines())
+    assert report.sources[0].diagnosis.parameter == "timm"

@@ -1,7 +1,9 @@
 """The fast plan's fused kernels against their NumPy twins, and BN folding against explicit BN.
 
-The whole fast plan is compared with Keras in tests/test_model_keras.py; these
-tests localise a fault to one kernel. Both sides run the same dtype; the
+The whole fast plan is compared with Keras in tests/test_model_keras.py (and at the
+smallest inputs, 1x1 maps from block2 on, in tests/test_small_inputs.py); these
+tests localise a fault to one kernel. Maps start at 1x1: a variable-size model runs its
+pooling and strided residuals on 1x1 and 2x2 maps for inputs below 71x71. Both sides run the same dtype; the
 float32 tolerance 1e-5 relative covers reductions of at most 9 taps (depthwise)
 or a max (exact); float64 agrees to 1e-12.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from npxception import blas, fast, ops
@@ -48,10 +50,16 @@ def test_depthwise3x3_same(n, h, w, c, relu, dtype, seed):
     np.testing.assert_allclose(want, via_ops.reshape(-1, c), rtol=TOL[dtype], atol=TOL[dtype] * 9)
 
 
-@given(n=st.integers(1, 2), h=st.integers(3, 13), w=st.integers(3, 13), c=st.integers(1, 7),
+def valid_fits(h, w, k, same):
+    """A VALID window needs at least k rows and columns; SAME takes any map, 1x1 included."""
+    assume(same or min(h, w) >= k)
+
+
+@given(n=st.integers(1, 2), h=st.integers(1, 13), w=st.integers(1, 13), c=st.integers(1, 7),
        k=st.integers(1, 3), stride=st.integers(1, 3), same=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16),
        threads=st.sampled_from([1, 2, 3, 5]))
 def test_maxpool_add(n, h, w, c, k, stride, same, dtype, seed, threads):
+    valid_fits(h, w, k, same)
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype) - 3  # mostly negative: padded cells must never win
     ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
@@ -61,10 +69,11 @@ def test_maxpool_add(n, h, w, c, k, stride, same, dtype, seed, threads):
     np.testing.assert_array_equal(out, fast.maxpool_add_reference(x, res, k, stride, "same" if same else "valid"))
 
 
-@given(n=st.integers(1, 2), h=st.integers(3, 12), w=st.integers(3, 12), c=st.integers(1, 5),
+@given(n=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 5),
        k=st.sampled_from([1, 3]), stride=st.integers(1, 2), same=st.booleans(), dtype=dtypes,
        seed=st.integers(0, 2**16))
 def test_im2col(n, h, w, c, k, stride, same, dtype, seed):
+    valid_fits(h, w, k, same)
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype)
     ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)
@@ -175,11 +184,12 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
 
 
 @fused_only
-@given(n=st.integers(1, 3), h=st.integers(3, 12), w=st.integers(3, 12), c=st.integers(1, 5),
+@given(n=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 5),
        cout=st.integers(1, 6), k=st.sampled_from([1, 3]), stride=st.integers(1, 2), same=st.booleans(),
        relu=st.booleans(), threads=st.integers(1, 3), tile_rows=st.integers(1, 4), dtype=dtypes,
        seed=st.integers(0, 2**16))
 def test_conv_fused(n, h, w, c, cout, k, stride, same, relu, threads, tile_rows, dtype, seed):
+    valid_fits(h, w, k, same)
     rng = np.random.default_rng(seed)
     x = rand(rng, (n, h, w, c), dtype)
     ho, wo, pad_t, pad_l = conv_geometry(h, w, k, stride, same)

@@ -309,7 +309,7 @@ def test_a_photo_staged_from_the_pixels_it_reads_equals_the_whole_photo_path(cas
     from PIL import Image
 
     from npxception.images import read_pixels
-    from npxception.prediction import _feed
+    from npxception.prediction import feed as _feed
 
     steps, hw = case
     feed = functools.partial(_feed, types.SimpleNamespace(takes_pixels=takes_pixels, dtype=np.dtype(dtype)))
@@ -368,7 +368,8 @@ def any_size(plain):
 def test_predict_runs_each_photo_at_its_own_size_when_nothing_fixes_it(any_size):
     """Photos of three sizes (not stackable) in one call, batched by two: each gets model(photo[None])'s
     scores, in order; a filter without a size to resize to would be ignored: refused; target_size resizes
-    as load_img(target_size=...) does; a photo below 71x71 is refused naming it and the minimum."""
+    as load_img(target_size=...) does; a photo below 7x7 (what the network computes, as Keras' predict does:
+    tests/test_small_inputs.py) is refused naming it and the minimum."""
     from npxception.images import resize_array
 
     rng = np.random.default_rng(8)
@@ -383,11 +384,12 @@ def test_predict_runs_each_photo_at_its_own_size_when_nothing_fixes_it(any_size)
     resized = npxception.predict(images[0], model=any_size, top=3, target_size=(80, 72), interpolation="bilinear")
     expected = any_size(resize_array(images[0], (80, 72), "bilinear")[None].astype(np.float64))[0]
     np.testing.assert_allclose([p[2] for p in resized], np.sort(expected)[::-1], rtol=1e-12)
-    small = [images[0], rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)]
-    with pytest.raises(ValueError, match="images\\[1\\]: images must be at least 71x71, found 70x90"):
+    small = [images[0], rng.integers(0, 256, (6, 90, 3), dtype=np.uint8)]
+    with pytest.raises(ValueError, match="images\\[1\\]: images must be at least 7x7, found 6x90: layer "
+                                         "block1_conv2 would have no output pixel \\(Keras raises on it too\\)$"):
         npxception.predict(small, model=any_size)
-    with pytest.raises(ValueError, match="target_size: images must be at least 71x71, found 60x90"):
-        npxception.predict(images, model=any_size, target_size=(60, 90))
+    with pytest.raises(ValueError, match="target_size: images must be at least 7x7, found 60x2: layer block1_conv1"):
+        npxception.predict(images, model=any_size, target_size=(60, 2))
 
 
 def test_size_option_is_checked_against_the_model_before_any_output(plain, any_size, tmp_path, capsys):

@@ -81,9 +81,9 @@ ANY_SIZE = {"any_size_keras"}
 
 def _refusal_of(name, h, w) -> str:
     """The error (a regex) for an h x w image the converted model must refuse: Keras 3's CenterCrop on a
-    smaller image, or, where nothing brings it to a size, an image below Xception's 71x71 minimum."""
+    smaller image, or, where nothing brings it to a size, an image below the 7x7 the network computes."""
     if name in ANY_SIZE:
-        return f"at least 71x71, found {h}x{w}"
+        return f"at least 7x7, found {h}x{w}"
     return f"layer center_crop \\(CenterCrop\\) cannot take {h}x{w} images"
 
 
@@ -116,7 +116,7 @@ def test_npxception_predict_on_photos_matches_keras(corpus, converted, name):
     resized to the input size by load_img, or, for a variable-size source, at each photo's own size in
     one call (photos of four sizes, JPEG and PNG, stacked after the stage, or each run alone where no
     stage fixes the backbone's size). A photo that the converted model refuses (NaN in the corpus: Keras
-    3's CenterCrop on an image smaller than its target, or one below 71x71) gets its one-line error
+    3's CenterCrop on an image smaller than its target) gets its one-line error
     naming the layer or the minimum, and the others their scores."""
     res = converted[1][name]
     case = corpus[name]
@@ -205,23 +205,29 @@ def test_any_size_model_with_size_option_matches_keras_load_img_target_size(corp
 def test_compare_image_feeds_an_any_size_model_each_photo_at_its_own_size(corpus, converted, capsys):
     """`compare --against any_size.keras --image cat.jpg chelsea.png`: both sides get each photo at its own
     size (cat.jpg is 141x173: block1_conv1, 3x3 stride 2 VALID, is 70x86 on both sides), the layer report on
-    the first, the prediction agreement over both (two sizes, run one by one); a photo below 71x71 is
-    refused naming it, as predict refuses it."""
+    the first, the prediction agreement over all three (three sizes, run one by one: 64x52 too, below
+    keras.applications' 71x71, which Keras' predict computes); a photo below 7x7 is refused naming it, as
+    predict refuses it."""
+    from PIL import Image
+
     from npxception import cli
 
     case = corpus["any_size_keras"]
     cat, small = case.photos[2], case.photos[3]
     npz = str(converted[0] / "any_size_keras.npz")
-    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", cat, case.photos[0],
+    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", cat, case.photos[0], small,
                      "--json"]) == 0
     out = capsys.readouterr()
     report = json.loads(out.out)
     first = report["rows"][0]
     assert first["layer"] == "block1_conv1" and first["shape_ours"] == first["shape_theirs"] == [1, 70, 86, 32]
-    assert report["first_divergence"] is None and report["agreement"]["images"] == 2, out.err
-    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", small]) == 1
+    assert report["first_divergence"] is None and report["agreement"]["images"] == 3, out.err
+    tiny = str(converted[0] / "tiny.png")
+    with Image.open(small) as im:
+        im.crop((0, 0, 30, 5)).save(tiny)
+    assert cli.main(["compare", "--against", case.path, "--weights", npz, "--image", tiny]) == 1
     err = capsys.readouterr().err
-    assert f"{small}: images must be at least 71x71, found 64x52" in err and "Traceback" not in err, err
+    assert f"{tiny}: images must be at least 7x7, found 5x30: layer block1_conv2" in err and "Traceback" not in err, err
 
 
 def test_heads_and_input_stage_are_recorded(converted):

@@ -88,6 +88,13 @@ def _recorded_version(config) -> str | None:
     return version if isinstance(version, str) else None
 
 
+def _refuse_given_config(config, where, kind):
+    """A config given for a file that records its own is refused, never silently preferred or ignored."""
+    if config is not None:
+        raise ConversionError(f"{where}: {kind} records its own architecture; a given config is for weights-only "
+                              "files (.weights.h5, save_weights). Convert the file without --config")
+
+
 @contextlib.contextmanager
 def open_layers(src, *, config=None):
     """Open any supported file as a :class:`Reading`.
@@ -105,6 +112,7 @@ def open_layers(src, *, config=None):
     config = _config_from(config, where)
     if fmt == "savedmodel":
         with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
+            _refuse_given_config(config, where, "a SavedModel")
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
             yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored,
@@ -126,6 +134,7 @@ def open_layers(src, *, config=None):
     if fmt == "zip":
         cfg, h5, version = keras3.open_archive(src, where)
         with h5:
+            _refuse_given_config(config, where, "a .keras archive")
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = keras3.fill_weights(klayers, paths, cfg, h5)
             yield Reading(klayers, input_shape, "Keras 3 .keras archive", ignored, version)
@@ -134,8 +143,9 @@ def open_layers(src, *, config=None):
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
-            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5)
-            kind = "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY
+            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config)
+            kind = ("legacy Keras HDF5 weights-only file (with a given config)" if config is not None
+                    else "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY)
             yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
             return
         if "layers" in names:

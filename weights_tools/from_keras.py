@@ -65,7 +65,7 @@ def from_keras(keras_model, variant=None):
     ``keras_model`` is an Xception backbone (``keras.applications.Xception`` or
     the article's model), nested or inline, plus an optional classifier head.
     ``variant`` ("keras", "article" or None to detect it) fixes the architecture.
-    Raises :class:`~weights_tools.mapping.ConversionError` naming the first
+    Raises :class:`~weights_tools.errors.ConversionError` naming the first
     layer that does not fit.
     """
     source = f"keras model {getattr(keras_model, 'name', '?')!r}"

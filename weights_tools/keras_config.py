@@ -36,6 +36,7 @@ from npxception.untrusted import loads_json, short_repr
 
 from .graph import Argument, KLayer, dtype_policy
 from .mapping import ConversionError
+from .training_mode import refuse_training_mode, training_flag
 
 # class names that hold a whole model as a layer
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
@@ -78,6 +79,7 @@ def flatten_config(config, *, source: str = "model config", keras3_legacy_h5: bo
     out, _ = reader.model(class_name, cfg, outer_inbound=None, prefix="", path=())
     if not reader.klayers:
         raise ConversionError(f"{source}: the model config holds no layers")
+    refuse_training_mode(reader.training_mode, source)
     return reader.klayers, reader.paths, reader.input_shape
 
 
@@ -245,6 +247,10 @@ class _Reader:
         # test costs the nested model's size, not the whole config's.
         self.scope: Counter = Counter()
         self.layer_count = 0
+        # The layer whose node says training=True and is in force where the walk is (a nested model's
+        # flag reaches its layers), or None; and {that layer: [the layers it runs in training mode]}.
+        self.training_origin: str | None = None
+        self.training_mode: dict[str, list[KLayer]] = {}
 
     def emit(self, name, class_name, config, inbound, path, function=None, arguments=()):
         if name in self.paths:
@@ -263,6 +269,8 @@ class _Reader:
         self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound,
                                    function=function, arguments=list(arguments)))
         self.paths[name] = path
+        if self.training_origin is not None:
+            self.training_mode.setdefault(self.training_origin, []).append(self.klayers[-1])
 
     def record_input_shape(self, config):
         shape = (config or {}).get("batch_shape") or (config or {}).get("batch_input_shape")
@@ -321,33 +329,49 @@ class _Reader:
                                       "which is not an earlier layer") from None
             class_name = entry.get("class_name")
             config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-            if class_name in MODEL_CLASSES or "layers" in config:
-                flat[name] = self.nested(entry, name, inbound, prefix, path)
-                continue
-            if class_name == "InputLayer":
-                if outer_inbound is not None:
-                    inbound = list(outer_inbound)
-                else:
-                    self.record_input_shape(config)
-            function, arguments = None, ()
-            if self.keras3_legacy_h5 and nodes and _moduleless_operation(entry, nodes[0]):
-                raise ConversionError(
-                    f"{self.source}: operation {name} ({class_name}): Keras 3 wrote it into a legacy .h5 without "
-                    f"its module, and Keras 3 cannot load that file itself (\"Unknown layer: '{class_name}'\"), "
-                    "so no Keras can check what it computes. Save the model as .keras "
-                    "(model.save('model.keras')) and convert that")
-            if nodes and (is_operation(entry) or class_name in OPERATION_LAYERS):
-                function, arguments = _operation(entry, nodes[0], flat)
-            self.emit(prefix + name, str(class_name), config, inbound, path + (name,), function, arguments)
-            flat[name] = prefix + name
+            flag = training_flag(nodes[0], class_name) if nodes else None
+            outer_origin = self.training_origin
+            if flag is not None:  # the node's own flag wins over the one it inherits
+                self.training_origin = prefix + name if flag else None
+            try:
+                if class_name in MODEL_CLASSES or "layers" in config:
+                    flat[name] = self.nested(entry, name, inbound, prefix, path)
+                    continue
+                flat[name] = self.functional_layer(entry, name, class_name, config, nodes, inbound, flat,
+                                                   outer_inbound, prefix, path)
+            finally:
+                self.training_origin = outer_origin
         outputs = _endpoint_names(cfg.get("output_layers"))
         if len(outputs) != 1:
-            raise ConversionError(f"{self.source}: model {cfg.get('name')!r} has {len(outputs)} outputs; "
-                                  "expected one")
+            shown = ", ".join(outputs[:8]) + (", ..." if len(outputs) > 8 else "")
+            first = outputs[0] if outputs else "name"
+            raise ConversionError(
+                f"{self.source}: model {cfg.get('name')!r} has {len(outputs)} outputs ({shown}); npxception "
+                "converts a model with one output. Save a model of the output you want and convert that: "
+                f"keras.Model(model.inputs, model.get_layer({first!r}).output).save('one_output.keras')")
         if outputs[0] not in flat:
             raise ConversionError(f"{self.source}: model {cfg.get('name')!r} names output "
                                   f"{outputs[0]!r}, which is not one of its layers")
         return flat[outputs[0]], names
+
+    def functional_layer(self, entry, name, class_name, config, nodes, inbound, flat, outer_inbound, prefix, path):
+        """Emit one layer (or operation) of a Functional model; return its flat name."""
+        if class_name == "InputLayer":
+            if outer_inbound is not None:
+                inbound = list(outer_inbound)
+            else:
+                self.record_input_shape(config)
+        function, arguments = None, ()
+        if self.keras3_legacy_h5 and nodes and _moduleless_operation(entry, nodes[0]):
+            raise ConversionError(
+                f"{self.source}: operation {name} ({class_name}): Keras 3 wrote it into a legacy .h5 without "
+                f"its module, and Keras 3 cannot load that file itself (\"Unknown layer: '{class_name}'\"), "
+                "so no Keras can check what it computes. Save the model as .keras "
+                "(model.save('model.keras')) and convert that")
+        if nodes and (is_operation(entry) or class_name in OPERATION_LAYERS):
+            function, arguments = _operation(entry, nodes[0], flat)
+        self.emit(prefix + name, str(class_name), config, inbound, path + (name,), function, arguments)
+        return prefix + name
 
     def sequential(self, cfg, layers, names, outer_inbound, prefix, path):
         previous = None

@@ -42,6 +42,8 @@ def load_in_keras(src, model, *, config=None):
     """The Keras model ``src`` holds, opened by the framework that wrote it; ConversionError if it cannot be."""
     try:
         return keras_side.load(src, config=config, model=model)
+    except ConversionError:  # refused before Keras opened it (weights_tools.vetting): the message says why
+        raise
     except ImportError:
         raise ConversionError(f"{src}: --check-with-keras runs the file in Keras, which is not installed: "
                               "pip install 'npxception[test]', or convert without --check-with-keras") from None

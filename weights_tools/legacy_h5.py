@@ -12,7 +12,7 @@ and the architecture in the root attribute ``model_config`` (JSON), which gives
 the wiring through :func:`weights_tools.keras_config.flatten_config`. A
 weights-only file (``save_weights``, and the official ImageNet download) has no
 wiring: its layers come out with ``inbound=None`` in file order, and
-:mod:`weights_tools.mapping` applies Keras' by-order rule, checking every shape.
+:mod:`weights_tools.by_order` applies Keras' by-order rule, checking every shape.
 
 Names are never trusted. Official files carry auto-names (``conv2d_1``, or in
 Keras-1 files ``convolution2d_N``, ``separableconvolution2d_N``,
@@ -170,13 +170,28 @@ def h5_version(h5: GuardedH5) -> str | None:
         return None
 
 
-def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
-    """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file."""
+def read_legacy_h5(h5: GuardedH5, config=None) -> tuple[list[KLayer], tuple | None, bool]:
+    """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file.
+
+    ``config``: the model config (a dict) given for a weights-only file (``save_weights("w.h5")``,
+    ``ModelCheckpoint(save_weights_only=True)``); a full-model save records its own and is refused one.
+    """
     group, full_model = _weights_root(h5)
     groups = _read_groups(h5, group)
     config_text = h5.attr_text(h5.file, "model_config") if full_model else None
+    if config is not None:
+        if full_model:
+            raise ConversionError(f"{h5.where}: a full-model save records its own architecture; a given config "
+                                  "is for weights-only files (.weights.h5, save_weights). Convert the file "
+                                  "without --config")
+        _in_load_weights_order(h5, groups, config)
+        return _with_config(h5, groups, config)
     if config_text:
-        return _with_config(h5, groups, config_text)
+        try:
+            config = loads_json(config_text)
+        except ValueError as exc:
+            raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
+        return _with_config(h5, groups, config)
     klayers = []
     seen = set()
     for name, weight_names, arrays in groups:
@@ -196,11 +211,35 @@ def read_legacy_h5(h5: GuardedH5) -> tuple[list[KLayer], tuple | None, bool]:
     return klayers, None, False
 
 
-def _with_config(h5: GuardedH5, groups, config_text):
-    try:
-        config = loads_json(config_text)
-    except ValueError as exc:
-        raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
+def _in_load_weights_order(h5: GuardedH5, groups, config):
+    """Refuse a weights-only file whose layers are not the config's, in the config's order.
+
+    tf_keras' ``load_weights("w.h5")`` pairs the file's layers that hold weights with the model's
+    top-level layers that hold weights by order (``hdf5_format.load_weights_from_hdf5_group``); we
+    pair them by name. The two agree when the file's weighted layers are config layers, in the
+    config's order, which is what ``save_weights`` of the model the config describes writes.
+    """
+    model = config.get("config", config) if isinstance(config, dict) else config  # with or without the wrapper
+    layers = model.get("layers") if isinstance(model, dict) else model  # Keras 1 Sequential: a bare list
+    order = {}
+    for i, entry in enumerate(layers if isinstance(layers, list) else []):
+        name = entry.get("name") or (entry.get("config") or {}).get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            order.setdefault(name, i)
+    weighted = [name for name, _wns, arrays in groups if arrays]
+    missing = [name for name in weighted if name not in order]
+    if missing:
+        raise ConversionError(f"{h5.where}: the file holds weights for {', '.join(missing[:5])}, which the given "
+                              f"config does not have; its top-level layers are {', '.join(list(order)[:8])}, ... "
+                              "Give the config of the model that saved these weights")
+    positions = [order[name] for name in weighted]
+    if positions != sorted(positions):
+        raise ConversionError(f"{h5.where}: the file's layers ({', '.join(weighted[:8])}) are not in the given "
+                              "config's order; Keras' load_weights pairs them by order. Give the config of the "
+                              "model that saved these weights")
+
+
+def _with_config(h5: GuardedH5, groups, config):
     klayers, paths, input_shape = flatten_config(config, source=h5.where,
                                                  keras3_legacy_h5=(h5_version(h5) or "").startswith("3."))
     by_path = {paths[k.name]: k for k in klayers}

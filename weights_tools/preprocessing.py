@@ -22,7 +22,7 @@ Which Keras wrote a geometry layer is read from its config: Keras 3's
 tf_keras' (and Keras 2's) never do (tf_keras/layers/preprocessing/image_preprocessing.py).
 
 Anything else (``Lambda``, custom classes, other augmentation layers) is refused
-by :mod:`weights_tools.mapping`, naming the layer and the way out.
+by :mod:`weights_tools.kinds`, naming the layer and the way out.
 """
 
 from __future__ import annotations

@@ -34,16 +34,18 @@ The report says whether every layer of ours was compared (``Report.complete``,
 
 ``names=`` maps their names to ours: a dict, a JSON file, or a known port's
 name (``"timm.legacy_xception"``). Tolerances are in
-:data:`npxception.compare.core.DEFAULT_RTOL` with their reasons; ``oracle=True``
-also runs our model in float64 and reports how far each side is from it.
+:data:`npxception.compare.precision.DEFAULT_RTOL` with their reasons; a float16
+or bfloat16 port is compared in float32 with its own. ``oracle=True`` also
+runs our model in float64 and reports how far each side is from it.
 """
 
 from __future__ import annotations
 
 from .cli import cli_compare, cli_input, cli_inputs
-from .core import DEFAULT_RTOL, compare
+from .core import compare
 from .hypotheses import CATALOGUE, Diagnosis
 from .names import KNOWN_PORTS
+from .precision import DEFAULT_RTOL
 from .report import Agreement, Report, Row, agreement
 from .sides import INPUT_KEY, Other
 from .summary import summarize

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from ..blas import single_threaded
 from ..model import XceptionModel
 from . import hypotheses
 from .local import Local, local_pass, nodes
-from .metrics import errors
+from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
+from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
-
-# Default tolerances, by the lower precision of the two sides, relative to the
-# largest magnitude of the other side's activation (|ours - theirs| <= atol + rtol * max|theirs|):
-# float32: float32 round-off (6e-8) times reduction lengths up to 9 * 2048, compounded over
-#   36 layers, stays below ~3e-5 for a correct port; a wrong BN epsilon (1e-5 for 1e-3)
-#   moves a BN output by ~1e-3 relative. The same bound serves local errors, which are
-#   one layer's round-off (~1e-6).
-# float64: summation order only.
-DEFAULT_RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 
 def _explain_shapes(ours, theirs) -> str:
@@ -37,35 +31,40 @@ def _explain_shapes(ours, theirs) -> str:
 
 
 def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=None, names=None,
-            explain=True, config=None) -> Report:
+            explain=True, config=None, images=None) -> Report:
     """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
 
     ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``).
     ``names``: ``{their name: our name}``, a JSON file, or a known port (``"timm.legacy_xception"``).
     ``explain``: compute local errors and test the hypothesis catalogue at every source.
     ``config``: the architecture (``.keras`` or ``config.json``) of a weights-only Keras file ``other``.
+    ``images``: the photo files ``x`` was loaded from, one per image (``npxception compare --image``):
+    an input that differs is then also tested against other resizes of them (bilinear, bicubic, timm's).
     """
     # Our side runs op by op (every activation is kept), one BLAS call per layer between
     # Numba kernels; with OpenBLAS' own threads also waking for each, that path ran 3x
     # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
     with single_threaded():
         return _compare(model, other, x, rtol=rtol, atol=atol, oracle=oracle, layout=layout, names=names,
-                        explain=explain, config=config)
+                        explain=explain, config=config, images=images)
 
 
-def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None) -> Report:
+def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None, images=None) -> Report:
     if not isinstance(model, XceptionModel):
         raise TypeError(f"model: expected an npxception model, found {type(model).__name__}")
     if layout not in (None, "NHWC", "NCHW"):
         raise ValueError(f"layout: expected 'NHWC', 'NCHW' or None, found {layout!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names,
                                                              config=config)
+    if side.no_names:  # an ONNX graph's final output is always found: alone, it says nothing of where
+        raise ValueError(f"{side.label}: no layer in common with npxception's names but the final output: "
+                         f"{side.no_names}")
     if x is None and not side.fixed:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     raw = side(None if x is None else np.asarray(x))
     their_input = raw.pop(INPUT_KEY, None)
     if their_input is not None:
-        their_input = to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY]
+        their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY])
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -82,10 +81,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
     unknown = [k for k in theirs if k not in ours]
-    their_dtype = side.dtype
-    precision = "float64" if model.dtype == np.float64 and their_dtype in (None, np.dtype("float64")) else "float32"
-    if their_dtype is None and any(np.asarray(v).dtype == np.float32 for v in theirs.values()):
-        precision = "float32"
+    precision, how = their_precision(model.dtype, side.dtype, theirs)
+    theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
@@ -95,9 +92,13 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if oracle:
         _, oracle_acts = model.astype("float64").forward(x.astype(np.float64), capture="all")
 
-    rows, not_compared, warnings = [], [], []
+    rows, not_compared, warnings = [], [], list(side.notes)
+    if precision in HALF:
+        warnings.append(f"theirs is {precision} ({how}): compared in float32 with rtol {rtol:g}, as {precision}'s "
+                        f"round-off ({UNIT_ROUNDOFF[precision]:.2g} per operation) allows; a difference smaller than "
+                        "that, such as a BN epsilon of 1e-5 for 1e-3, cannot be seen at this precision")
     if their_input is not None:
-        rows.append(_input_row(x, their_input, rtol, atol, explain))
+        rows.append(_input_row(model, x, their_input, rtol, atol, explain, images))
         if not rows[0].passed:
             warnings.append("the two sides' inputs differ: every accumulated error below includes that")
     by_name = {}
@@ -114,8 +115,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
         if a.shape != b.shape:
             row.note = _explain_shapes(a.shape, b.shape)
-        elif not np.isfinite(b).all():
-            row.note = "theirs contains NaN or Inf"
+        elif bad := non_finite(b):
+            row.non_finite = bad
+            row.note = f"theirs holds {row.non_finite}"
         else:
             row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(a, b)
             row.passed = row.max_abs <= atol + rtol * scale
@@ -126,7 +128,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             if inherited and row.max_rel is not None:
                 row.amplification = row.max_rel / max(inherited)
         if explain:
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol)
+            causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
+            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes,
+                           images, x)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -137,7 +141,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                     theirs_only=unknown, unmatched_names=by_order.refused,
                     matched_by_order={ours_name: key for key, ours_name in by_order.matched.items()})
     last = model.layer_names[-1]
-    if model.classes and last in theirs and theirs[last].shape == ours[last].shape:
+    if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
+            and not non_finite(theirs[last])):
         report.agreement = agreement(ours[last], theirs[last])
     return report
 
@@ -147,28 +152,64 @@ def _no_local(model):
         yield Local(node, [], None, {})
 
 
-def _input_row(x, their_input, rtol, atol, explain) -> Row:
+def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:
     """The input itself, when the other side says what it ran on."""
     row = Row("input", x.shape, their_input.shape, flow="input")
     if x.shape != their_input.shape:
         row.note = _explain_shapes(x.shape, their_input.shape)
+    elif bad := non_finite(their_input):
+        row.non_finite = bad
+        row.note = f"theirs holds {row.non_finite}: the input itself is broken"
+        row.source = True
+        return row
     else:
         row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(x, their_input)
         row.passed = row.max_abs <= atol + rtol * scale
         row.local_rel = row.max_rel
     row.source = not row.passed
     if row.source and explain:
-        row.diagnosis = hypotheses.best_of(hypotheses.input_candidates(x), their_input, rtol, atol)
+        row.diagnosis = hypotheses.best_of(chain(hypotheses.input_candidates(x),
+                                                 hypotheses.resize_candidates(images, x, model)),
+                                           their_input, rtol, atol)
     return row
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol):
-    """Local error of one layer; a source gets the catalogue's diagnosis."""
+def _non_finite_cause(theirs_out, precision) -> str:
+    """The likely reason a layer's output holds Inf or NaN when its inputs do not."""
+    finite = np.abs(theirs_out[np.isfinite(theirs_out)])
+    top = f" (their largest finite |value| here is {finite.max():.3g})" if finite.size else ""
+    if precision == "float16" or (finite.size and finite.max() > FLOAT16_MAX / 4):
+        return (f"likely a float16 overflow: float16's largest value is {FLOAT16_MAX:g}{top}; "
+                "run this layer in float32 or bfloat16")
+    return (f"an overflow or an invalid operation (0/0, Inf - Inf, the square root of a negative "
+            f"variance); in float16 any value past {FLOAT16_MAX:g} overflows{top}")
+
+
+def _add_note(row, text):
+    row.note = (row.note + "; " if row.note else "") + text
+
+
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes,
+                   images=None, x_input=None):
+    """Local error of one layer; a source gets the catalogue's diagnosis.
+
+    Inf and NaN are never measured nor diagnosed: every candidate cause would "reproduce" them (an
+    error of Inf is not above a tolerance of Inf) or be compared with noise. A layer whose inputs
+    are finite and whose output is not is the source, with the likely reason; a layer that reads
+    their Inf or NaN is not run (:func:`npxception.compare.local.local_pass`).
+    """
     y = loc.output
-    if y is None:
-        row.note = (row.note + "; " if row.note else "") + f"local run impossible: {loc.error}"
+    if loc.non_finite_input:
+        _add_note(row, f"not run locally: {loc.error}")
         return
-    if y.shape == theirs_out.shape and np.isfinite(theirs_out).all():
+    if row.non_finite:
+        row.source = True  # finite inputs, non-finite output: this layer (or a gap before it) made them
+        _add_note(row, _non_finite_cause(theirs_out, precision))
+        return
+    if y is None:
+        _add_note(row, f"local run impossible: {loc.error}")
+        return
+    if y.shape == theirs_out.shape:
         max_abs, row.local_rel, _, scale = errors(y, theirs_out)
         row.source = max_abs > atol + rtol * scale
     else:
@@ -180,5 +221,6 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers)
+                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes,
+                           images=images, x_input=x_input)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

@@ -10,6 +10,11 @@ it away, a dump that omits it, a port that has no such layer), the gap is
 filled by running our own layers from the nearest activations they do expose;
 the local error then covers that short segment, and the hypotheses know which
 layers were filled (see ``skipped_layer``).
+
+A layer is not run on an input of theirs that holds Inf or NaN: our layer would
+only carry them on, and an error measured against that (or a cause fitted to it)
+would be noise. The layer that first produced them is found instead, as the one
+whose inputs are finite and whose output is not.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .metrics import non_finite
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Local:
     output: np.ndarray | None  # our layer on those inputs; None when their inputs do not fit it
     skipped: dict  # {input position: (gap layer we filled, that layer's own input)}
     error: str = ""  # why output is None
+    non_finite_input: str = ""  # their input that holds Inf or NaN (not run on), if any
 
 
 def local_pass(model, theirs: dict, x_in: np.ndarray):
@@ -59,6 +67,7 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
     """
     filled = {"input": x_in}  # our fills for what they do not expose
     fill_input = {}  # {gap layer: the input we ran it on}
+    bad = {}  # {their layer: how many Inf/NaN it holds}, each checked once
     for node in nodes(model):
         ins, skipped = [], {}
         for pos, name in enumerate(node.inputs):
@@ -68,8 +77,16 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
                 ins.append(filled.get(name))
                 if name in fill_input:
                     skipped[pos] = (name, fill_input[name])
-        y, error = None, ""
-        if all(a is not None for a in ins):
+        y, error, bad_input = None, "", ""
+        for name in node.inputs:
+            given = theirs.get(name, x_in if name == "input" else None)
+            if given is not None and name not in bad:
+                bad[name] = non_finite(given)
+            if bad.get(name):
+                bad_input = name
+        if bad_input:
+            error = f"their input {bad_input} holds {bad[bad_input]}"
+        elif all(a is not None for a in ins):
             try:
                 y = model.run_layer(node.name, ins)
             except ValueError as exc:  # their input's shape does not fit our layer
@@ -79,4 +96,4 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
         if node.name not in theirs:
             filled[node.name] = y
             fill_input[node.name] = ins[0] if ins and ins[0] is not None else None
-        yield Local(node, ins, y, skipped, error)
+        yield Local(node, ins, y, skipped, error, bad_input)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._jit import njit, prange
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: past it a float16 port holds Inf
 _CHUNKS = 64  # independent partial sums: enough for the threads, few enough to combine cheaply
 
 
@@ -80,3 +81,14 @@ def errors_reference(a, b):
     if a64.size == 0:
         return 0.0, 0.0, 0.0, 0.0
     return _finish(np.abs(a64 - b64).max(), np.abs(b64).max(), a64 @ a64, b64 @ b64, a64 @ b64)
+
+
+def non_finite(a) -> str:
+    """``"1 Inf and 2 NaN of 23328 values"``, or ``""`` when every value of ``a`` is finite."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+        return ""
+    nan = int(np.isnan(a).sum())
+    inf = int(np.isinf(a).sum())
+    parts = [f"{inf} Inf"] * bool(inf) + [f"{nan} NaN"] * bool(nan)
+    return f"{' and '.join(parts)} of {a.size} values"

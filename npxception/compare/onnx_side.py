@@ -4,8 +4,15 @@ An ONNX graph names tensors after whoever exported it:
 
 * tf2onnx (from Keras) keeps Keras' layer names as scopes: ``block2_pool/MaxPool:0``;
 * ``torch.onnx.export`` keeps module paths as scopes:
-  ``/block1/rep/rep.5/MaxPool_output_0`` is module ``block1.rep.5``;
+  ``/block1/rep/rep.5/MaxPool_output_0`` is module ``block1.rep.5`` (and so is
+  the node's name, ``/block1/rep/rep.5/MaxPool``, when the tensor's is a number);
+* its ``dynamo=True`` exporter names tensors after FX nodes (``convolution_3``)
+  and keeps the module path in each node's ``metadata_props``
+  (``pkg.torch.onnx.name_scopes``: ``"['', 'block1', 'block1.rep', ..., 'convolution_3']"``);
 * a graph written by hand may name its tensors anything, our names included.
+
+A module path that wraps every other (``model`` of ``/model/block1/...``, a port
+held inside a wrapper module) is stripped when that makes the names match.
 
 The last tensor produced inside a scope is that layer's output. Names go through
 the user's or a known port's map (``names=``) first. ``layout="NCHW"`` (a plain
@@ -15,7 +22,15 @@ without it each tensor's layout is detected from its shape (tf2onnx mixes both).
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
+
+from . import folded_bn
+from .inputs import load_onnx
+from .names import KNOWN_PORTS
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
 # node is only that layer's output when it is this op: tf2onnx folds BatchNorm into
@@ -88,27 +103,66 @@ def _keras_matches(model, graph) -> dict:
     return wanted
 
 
+_NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # torch's dynamo exporter: a node's module paths, as a Python list's repr
+_MAX_SCOPES = 4096  # characters of one name_scopes entry read: module paths are far shorter; a hostile file's are not
+
+
+def node_module_paths(node) -> list[str]:
+    """The module paths enclosing ``node``, outermost first, from whichever its exporter left: its
+    outputs' scopes, its own name's scopes, or the dynamo exporter's ``name_scopes`` metadata (read as
+    quoted strings, never evaluated; its first entry is the root "", its last the node's own name)."""
+    for name in (*node.output, node.name):
+        paths = torch_module_paths(name)
+        if paths:
+            return paths
+    for prop in node.metadata_props:
+        if prop.key == _NAME_SCOPES:
+            return [p for p in re.findall(r"'([^']*)'", prop.value[:_MAX_SCOPES])[:-1] if p]
+    return []
+
+
+def strip_root(paths, hits) -> str:
+    """The module path wrapping every other (``model`` of ``model.block1.rep``), when its removal
+    makes more paths count as ``hits(path)`` than before; else ""."""
+    root, best = "", sum(map(hits, paths))
+    prefix = ""
+    while True:
+        inner = [p[len(prefix):] for p in paths if p.startswith(prefix)]
+        firsts = {p.split(".")[0] for p in inner if "." in p}
+        if len(firsts) != 1:
+            return root
+        prefix += firsts.pop() + "."
+        n = sum(hits(p[len(prefix):]) for p in paths if p.startswith(prefix))
+        if n > best:
+            root, best = prefix, n
+
+
+def _module_last(graph) -> dict:
+    """{module path: the last tensor produced inside it}; nodes are topologically sorted."""
+    last = {}
+    for node in graph.node:
+        for path in node_module_paths(node):
+            last[path] = node.output[0]
+    return last
+
+
 def _named_matches(model, graph, mapping) -> dict:
     """Tensors named (or scoped, torch-style) by a mapped name or one of our names."""
     ours = set(model.layer_names)
-    module_last = {}
     wanted = {}
     for node in graph.node:
         for out in node.output:
             target = mapping.get(out, out if out in ours else None)
             if target is not None:
                 wanted[target] = out
-            for path in torch_module_paths(out):
-                module_last[path] = out
+    module_last = _module_last(graph)
+    root = strip_root(list(module_last), lambda path: path in mapping)
     for path, tensor in module_last.items():
-        target = mapping.get(path)
+        target = mapping.get(path.removeprefix(root)) if path.startswith(root) else None
         if target is not None and target not in wanted:
             wanted[target] = tensor
-    if not any(node.op_type == "BatchNormalization" for node in graph.node):
-        # BN was folded into the convolution before it (torch.onnx.export does in
-        # eval mode): that convolution's tensor is the BN's output, not the conv's.
-        bn_inputs = {layer.inputs[0] for layer in model.layers if layer.kind == "bn"}
-        wanted = {k: v for k, v in wanted.items() if k not in bn_inputs}
+    if folded_bn.is_folded(graph):  # the fused convolution's tensor is the BN's output
+        wanted = folded_bn.as_bn(model, wanted)
     return wanted
 
 
@@ -116,45 +170,122 @@ def _dims(declared):
     return "(" + ", ".join("?" if d is None else str(d) for d in declared) + ")"
 
 
-def onnx_runner(model, path, layout, mapping):
-    """A callable ``x (NHWC) -> {our name: activation}`` running the ONNX file at ``path``."""
+def _fits(declared, shape) -> bool:
+    return len(declared) == len(shape) and all(d is None or d == s for d, s in zip(declared, shape))
+
+
+def _layout_hint(declared, fed) -> str:
+    """What to pass instead, only when the layout is why the input was refused: the declared
+    dims fit the fed batch transposed, and not as fed."""
+    if len(fed) != 4 or _fits(declared, fed):
+        return ""
+    if _fits(declared, (fed[0], fed[3], fed[1], fed[2])):
+        return "; its input is NCHW: pass layout='NCHW' (--layout NCHW)"
+    if _fits(declared, (fed[0], fed[2], fed[3], fed[1])):
+        return "; its input is NHWC: drop layout='NCHW'"
+    return ""
+
+
+# ONNX element types by their unit round-off, the least precise last; compare needs to know the
+# lowest precision a port computed in (precision.DEFAULT_RTOL), not only what its input takes.
+_FLOAT_TYPES = {1: "float32", 11: "float64", 10: "float16", 16: "bfloat16"}  # TensorProto.FLOAT, ...
+_LEAST_PRECISE = ("bfloat16", "float16", "float32", "float64")
+
+
+def graph_precision(graph) -> str:
+    """The least precise floating type among the graph's weights and its input: a float16 export
+    (``model.half()``, or onnxconverter-common's ``keep_io_types`` with float32 edges) is float16."""
+    found = {_FLOAT_TYPES.get(t.data_type) for t in graph.initializer}
+    found |= {_FLOAT_TYPES.get(i.type.tensor_type.elem_type) for i in graph.input}
+    return next((name for name in _LEAST_PRECISE if name in found), "float32")
+
+
+def _no_names(graph, mapping) -> str:
+    """What their graph's names look like and what to pass, when none of its intermediate tensors
+    matched one of our layers (only the final output can then be compared)."""
+    paths = list(_module_last(graph))
+    for port, known in KNOWN_PORTS.items():
+        keys = set(known())
+        root = strip_root(paths, keys.__contains__)
+        if sum(p.removeprefix(root) in keys for p in paths if p.startswith(root)) >= len(keys) // 2:
+            if mapping:
+                return (f"its module paths are {port}'s (e.g. {', '.join(paths[:3])}), "
+                        "and the names map given matches none of them")
+            return f"its module paths are {port}'s (e.g. {', '.join(paths[:3])}): pass names='{port}' (--port {port})"
+    if paths:
+        return (f"its module paths (e.g. {', '.join(paths[:5])}) are none of ours"
+                f"{' nor in the names map given' if mapping else ''}: map them to ours with names= "
+                "({module path: our layer name}, --names FILE.json)")
+    tensors = [o for node in graph.node for o in node.output][:5]
+    return (f"its tensors' names (e.g. {', '.join(tensors)}) carry no module path (an export by torch < 1.13 "
+            "names them by number): re-export with a newer torch, or map tensor names to ours with names=")
+
+
+@dataclass(frozen=True)
+class OnnxRun:
+    """An ONNX file as the other side."""
+
+    run: Callable  # x (NHWC), final_only=False -> {our name: activation}, fed the type its input declares
+    precision: str  # graph_precision()
+    no_names: str  # why no intermediate tensor matched one of our layers (_no_names), or ""
+    notes: list = field(default_factory=list)  # what the report should say about this graph
+
+
+def onnx_runner(model, path, layout, mapping) -> OnnxRun:
+    """The ONNX file at ``path``, run by onnxruntime, its tensors under our names."""
     try:
         import onnx  # optional extra ('bench'): only an .onnx comparison needs it
         import onnxruntime as ort  # optional extra ('bench'), as onnx
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
                           "(pip install 'npxception[bench]')") from None
-    proto = onnx.load(str(path))
+    proto = load_onnx(path)  # bounded, self-contained, CNN operators only: checked before onnxruntime sees it
     graph = proto.graph
     inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1:
         raise ValueError(f"{path}: expected one image input, found {len(inputs)}: {inputs}")
     final = graph.output[0].name  # before we add the intermediate outputs
-    wanted = _keras_matches(model, graph) | _named_matches(model, graph, mapping)
+    named = _named_matches(model, graph, mapping)
+    wanted = _keras_matches(model, graph) | named
+    no_names = "" if set(wanted) - {model.layer_names[-1]} else _no_names(graph, mapping)
     existing = {o.name for o in graph.output}
     for name in sorted(set(wanted.values()) - existing):
         graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    dims = graph.input[[i.name for i in graph.input].index(inputs[0])].type.tensor_type.shape.dim
-    declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    sessions = []  # made on the first run: a graph compare refuses (no names in common) is never loaded
+
+    def session():
+        if not sessions:
+            sessions.append(ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]))
+        return sessions[0]
+
+    image = graph.input[[i.name for i in graph.input].index(inputs[0])].type.tensor_type
+    declared = [d.dim_value if d.HasField("dim_value") else None for d in image.shape.dim]
+    if image.elem_type not in _FLOAT_TYPES:
+        raise ValueError(f"{path}: its input {inputs[0]!r} is {onnx.TensorProto.DataType.Name(image.elem_type)}; "
+                         "expected a floating-point image batch")
+    feed_dtype = onnx.helper.tensor_dtype_to_np_dtype(image.elem_type)  # float16 for a model.half() export
+    precision = graph_precision(graph)
 
     nchw_input = len(declared) == 4 and declared[1] == 3 and declared[3] != 3
+    if no_names and nchw_input and layout != "NCHW":  # both are missing: say both at once
+        no_names += f"; and its input is NCHW {_dims(declared)}: pass layout='NCHW' (--layout NCHW)"
 
     def run(x, final_only=False):
         if nchw_input and layout != "NCHW":
             raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
         feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
-        fetch = [final] if final_only else [o.name for o in session.get_outputs()]
+        sess = session()  # outside the try below: a graph onnxruntime cannot load is not an input refused
+        fetch = [final] if final_only else [o.name for o in sess.get_outputs()]
         try:
-            outs = session.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=np.float32)})
+            outs = sess.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=feed_dtype)})
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} input {feed.shape} "
-                             f"(declared {_dims(declared)}): {str(exc).splitlines()[0]}; "
-                             "a PyTorch export needs layout='NCHW'") from None
+            raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} {feed_dtype.name} input "
+                             f"{feed.shape} (declared {_dims(declared)}): {str(exc).splitlines()[0]}"
+                             f"{_layout_hint(declared, feed.shape)}") from None
         by_name = dict(zip(fetch, outs))
         acts = {ours: by_name[n] for ours, n in wanted.items() if n in by_name}
         acts[model.layer_names[-1]] = by_name[final]
         return acts
 
-    return run
+    return OnnxRun(run, precision, no_names, [n for n in [folded_bn.note(model, graph, named)] if n])

@@ -39,6 +39,7 @@ class Row:
     amplification: float | None = None  # accumulated / the largest accumulated error of its inputs
     source: bool = False  # the layer itself introduces error over tolerance
     diagnosis: Diagnosis | None = None  # the catalogue's explanation of a source, if any
+    non_finite: str = ""  # "1 Inf of 23328 values" when theirs holds Inf or NaN (never diagnosed)
 
     @property
     def cosine(self) -> float | None:
@@ -122,6 +123,7 @@ class Report:
     theirs_only: list[str] = field(default_factory=list)  # their names that are none of ours
     matched_by_order: dict[str, str] = field(default_factory=dict)  # {our name: their Keras auto-name}
     unmatched_names: list[str] = field(default_factory=list)  # why auto-names were not matched by order
+    input: str | None = None  # what both sides ran on, when the caller says (the command line does)
 
     @property
     def skipped(self) -> list[str]:
@@ -189,7 +191,7 @@ class Report:
             return d
 
         return json.dumps({
-            "other": self.other, "rtol": self.rtol, "atol": self.atol,
+            "other": self.other, "input": self.input, "rtol": self.rtol, "atol": self.atol,
             "first_divergence": self.first_divergence, "verdict": self.verdict, "compared": len(self.rows),
             "complete": self.complete, "layers_compared": self.compared, "not_compared": self.not_compared,
             "theirs_only": self.theirs_only, "matched_by_order": self.matched_by_order,
@@ -204,10 +206,20 @@ class Report:
     def source_lines(self) -> list[str]:
         lines = []
         for r in self.sources:
-            local = "shape differs" if r.local_rel is None else f"local {r.local_rel:.2g}"
+            if r.local_rel is not None:
+                local = f"local {r.local_rel:.2g}"
+            elif r.non_finite:
+                local = f"theirs holds {r.non_finite}"
+            elif r.shape_ours != r.shape_theirs:
+                local = "shape differs"
+            else:
+                local = "not run locally"
             if r.diagnosis:
                 d = r.diagnosis
                 why = f"explained by {d.explanation}; residual {d.residual:.1g}"
+            elif r.non_finite:
+                why = ("not diagnosed (no cause is tested on Inf or NaN): "
+                       + r.note.removeprefix(f"theirs holds {r.non_finite}; "))
             else:
                 why = "unexplained: no hypothesis of the catalogue reproduces their output"
             lines.append(f"  {r.layer} ({local}): {why}")
@@ -221,11 +233,14 @@ class Report:
         if oracle:
             head += f"{'ours~f64':>10}{'theirs~f64':>11}  "
         lines = [f"compare against {self.other} (rtol={self.rtol:g}, atol={self.atol:g})"]
+        if self.input:
+            lines.append(f"input: {self.input}")
         lines += [f"WARNING: {w}" for w in self.warnings]
         lines.append(head + "result")
 
         def num(v, w=11):
-            return f"{'-':>{w}}" if v is None else f"{v:>{w}.3g}"
+            text = "-" if v is None else f"{v:.3g}"
+            return f"{text:>{w}}" if len(text) < w else " " + text  # a wide value keeps one space before it
 
         by_order = {ours: f"theirs {theirs}, matched by order" for ours, theirs in self.matched_by_order.items()}
         for r in self.rows:

@@ -19,12 +19,9 @@ from typing import Callable
 import numpy as np
 
 from .. import keras_side
-from ..untrusted import open_regular
+from .inputs import INPUT_KEY, check_other_path, read_dump
 from .names import resolve_names
 from .onnx_side import onnx_runner
-
-# The reserved dump key for the input batch the dumped activations were computed from.
-INPUT_KEY = "__input__"
 
 
 @dataclass
@@ -34,11 +31,13 @@ class Other:
 
     label: str
     run: Callable[[np.ndarray], dict]
-    dtype: np.dtype | None = None  # None: judge by the arrays
+    dtype: str | None = None  # the precision it computes in ("float16", "bfloat16"...); None: judge by the arrays
     fixed: bool = False  # a dump: its activations are for one input only
     layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
     names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
     final: Callable[[np.ndarray], np.ndarray] | None = None  # the final output only, when cheaper
+    no_names: str = ""  # why none of its intermediate names matched ours, when none did (an ONNX graph)
+    notes: list = field(default_factory=list)  # what the report should say about it (a folded BN)
 
     def __call__(self, x):
         return self.run(x)
@@ -63,30 +62,11 @@ def load_keras_file(path, *, config=None, model=None):
     """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
     only here); ``config`` gives a weights-only file its architecture.
 
-    The file may come from anyone: before Keras or h5py's high-level reader sees it, it goes through
-    the converter's guarded walk (headers only: no external or soft links, no external or virtual
-    datasets, sizes within the read budget; docs/security.md), which Keras itself does not do.
+    The file may come from anyone: :func:`npxception.keras_side.load` vets it (and ``config``) before
+    Keras sees it (weights_tools.vetting: the converter's guarded walk, and every layer one the converter
+    reads, a Lambda refused by name) and opens it in the framework's safe mode.
     """
-    import weights_tools  # imports npxception at import time, not the reverse: loaded for a Keras file
-
-    try:
-        with weights_tools.open_layers(path, config=config):
-            pass
-    except weights_tools.ConversionError as exc:
-        raise ValueError(str(exc)) from None
     return keras_side.load(path, config=config, model=model)
-
-
-def load_dump(path) -> dict:
-    """A ``.npz`` dump: a regular file (a FIFO would block), no pickles, numeric arrays only."""
-    with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
-        out = {}
-        for k in data.files:
-            a = data[k]
-            if a.dtype.kind not in "fiu":
-                raise ValueError(f"{path}: {k!r} has dtype {a.dtype}; expected a numeric activation array")
-            out[k] = a
-        return out
 
 
 def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
@@ -106,19 +86,18 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         raise TypeError(f"other: expected a keras.Model, a path or a dict of activations, "
                         f"found {type(other).__name__}")
     path = pathlib.Path(other)
-    tensorflow_save = keras_side.is_tensorflow_save(path)  # a SavedModel directory, a checkpoint prefix
-    if not path.is_file() and not tensorflow_save:
-        raise FileNotFoundError(f"{path}: no such file")
+    check_other_path(path)  # a regular file or a TensorFlow save; a FIFO or a device is named, never read
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        acts = load_dump(path)
+        acts = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
                      names=mapping)
     if suffix == ".onnx":
-        run = onnx_runner(model, path, layout, mapping)
-        return Other(str(path), run, np.dtype("float32"), layout=layout or None, names=mapping,
-                     final=lambda x: run(x, final_only=True)[model.layer_names[-1]])
-    if suffix in (".keras", ".h5", ".hdf5") or tensorflow_save:
+        side = onnx_runner(model, path, layout, mapping)
+        return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
+                     no_names=side.no_names, notes=side.notes,
+                     final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
+    if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel))

@@ -17,7 +17,8 @@ from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
 def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) -> Agreement:
     """Top-1 agreement, top-5 overlap and max |Δp| of ``model`` and ``other`` over batch ``x``, or over a
-    list of batches (photos at their own sizes, which do not stack: ``cli_inputs``).
+    list or iterator of batches (photos at their own sizes, which do not stack; ``iter_cli_inputs``, read
+    as they are used: a folder's photos are never held at once).
 
     For a dump, its final layer is compared with ours on ``x`` (or on the dump's input).
     """
@@ -28,8 +29,9 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
         raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
     last = model.layer_names[-1]
-    batches = list(x) if isinstance(x, (list, tuple)) else None
+    batches = None if x is None or isinstance(x, np.ndarray) else x  # else a list or iterator of batches
     if batches is not None and side.fixed:
+        batches = list(batches)
         if len({np.shape(b)[1:] for b in batches}) > 1:
             raise ValueError(f"{side.label}: a dump holds one batch of one size; x holds batches of different sizes")
         x = np.concatenate(batches)

@@ -15,12 +15,14 @@ docs/discrepancies.md shows each with the signature compare reports.
 
 One module per family, one small documented function per hypothesis:
 ``batchnorm``, ``windows`` (pooling and convolution), ``wiring`` (activations,
-inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier)
-and ``inputs`` (channel order, preprocessing, layout).
+inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier),
+``inputs`` (channel order, preprocessing, layout) and ``rounding`` (weights
+stored in float16 or bfloat16).
 """
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Callable
 
 import numpy as np
@@ -29,35 +31,37 @@ from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing
 from .case import Candidate, Case, Diagnosis
 from .head import dense_kernel_transposed, dense_missing_bias, output_logits
-from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates
+from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
+from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
                       conv_symmetric_padding, depthwise_channel_order, pool_ceil_mode, pool_stride_off_by_one,
                       pool_symmetric_padding, pool_window_off_by_one, pool_zero_padding)
-from .wiring import (extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6, relu_missing,
-                     skipped_layer, wrong_input)
+from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6,
+                     relu_missing, skipped_layer, wrong_input)
 
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped],
-    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, weights_rounded],
+    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
                 pool_stride_off_by_one],
     "conv": [conv_same_for_valid, conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
-             conv_extra_bias],
+             conv_extra_bias, weights_rounded],
     "sepconv": [conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
-                depthwise_channel_order, conv_extra_bias],
+                depthwise_channel_order, conv_extra_bias, weights_rounded],
     "relu": [relu6, relu_missing],
     "add": [extra_relu_on_input],
-    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed],
+    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
     "activation": [output_logits],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
-FIRST = [overwritten_in_place]  # evidence about the dump itself, tested before any cause in the port
+FIRST = [overwritten_in_place, add_input_overwritten]  # evidence about the dump itself, before any cause in the port
 
 
 def _residual(y, theirs):
-    if y.shape != theirs.shape or not np.isfinite(y).all():
+    # Inf or NaN on either side proves nothing: Inf is not above a tolerance of Inf
+    if y.shape != theirs.shape or not np.isfinite(y).all() or not np.isfinite(theirs).all():
         return None
     max_abs, _, _, scale = errors(y, theirs)
     return max_abs, scale
@@ -93,7 +97,11 @@ def _tried(hypothesis, case):
 def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
     """Test the catalogue on one source layer; the best explanation, or None."""
     if case.x_ours is not None:
-        found = best_of(input_candidates(case.x_ours, lambda xt: case.model.run_layer(case.name, [xt])),
+        def run(xt):
+            return case.model.run_layer(case.name, [xt])
+
+        found = best_of(chain(input_candidates(case.x_ours, run),
+                              resize_candidates(case.images, case.x_input, case.model, run)),
                         case.theirs, rtol, atol)
         if found:
             return found

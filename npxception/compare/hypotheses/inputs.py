@@ -4,6 +4,7 @@ to what the port would have fed its first layer."""
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from ...config import CONFIG
 from .case import Candidate
@@ -63,3 +64,50 @@ def input_candidates(x, run=None):
         xt = xt.astype(x.dtype)
         yield Candidate(cause, text, xt if run is None else run(xt))
 
+
+
+# ---- the photo's resize, when compare knows which photos the batch came from ------------------------
+
+# timm's legacy_xception default_cfg: input 299, crop_pct 0.8975, bicubic: the shorter side resized
+# to int(299 / 0.8975) = 333, then the centre 299x299 cropped (timm.data.transforms_factory).
+TIMM_CROP_PCT = 0.8975
+RESIZES = ("bilinear", "bicubic", "lanczos", "timm")
+
+
+def _resized(path, size, how):
+    """``path`` at ``size`` (H, W) as [0, 255] pixels: a Pillow filter, or timm's resize and centre crop."""
+    from ...images import load_image, load_img  # Pillow's pipeline, loaded only when a photo is re-read
+
+    if how != "timm":
+        return load_image(path, size, interpolation=how)
+    img = load_img(path)
+    h, w = size
+    short = int(min(h, w) / TIMM_CROP_PCT)
+    ih, iw = img.height, img.width
+    new = (short, int(short * iw / ih)) if ih <= iw else (int(short * ih / iw), short)  # (H, W)
+    img = img.resize(new[::-1], resample=Image.Resampling.BICUBIC)
+    top, left = int(round((new[0] - h) / 2.0)), int(round((new[1] - w) / 2.0))
+    return np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.float32)
+
+
+def resize_candidates(images, x, model, run=None):
+    """The photos the batch ``x`` (as ``model`` takes it) was made from, one path per image, resized
+    another way than Keras' nearest, then fed as ours (tf-mode preprocessing, or pixels for a model
+    that takes them) or with torch's normalisation: each as a Candidate of the input (``run`` None)
+    or of the first layer run on what the model's input stage makes of it."""
+    if not images or x is None or len(images) != len(x):
+        return
+    from ...images import preprocess_input  # ours, as the photos were fed; loaded only when photos are given
+
+    size = x.shape[1:3]
+    for how in RESIZES:
+        pixels = np.stack([_resized(p, size, how) for p in images])
+        what = ("timm's bicubic resize of the shorter side to 299 / 0.8975 then centre crop" if how == "timm"
+                else f"{how} resize") + " instead of Keras' nearest"
+        feeds = [(what, pixels if model.takes_pixels else preprocess_input(pixels))]
+        if not model.takes_pixels:
+            feeds.append((what + ", and torch preprocessing ((x/255 - mean) / std)",
+                          (pixels / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD)))
+        for text, xt in feeds:
+            xt = xt.astype(x.dtype)
+            yield Candidate("input_resize", text, xt if run is None else run(model.backbone_input(xt)), how)

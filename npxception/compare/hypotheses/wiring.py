@@ -69,6 +69,21 @@ def overwritten_in_place(case: Case) -> Candidate | None:
     return None
 
 
+def add_input_overwritten(case: Case) -> Candidate | None:
+    """An add whose input their dump holds overwritten in place by the add itself (``x += skip`` after a
+    hook kept a reference to ``x``): that input was diagnosed :func:`overwritten_in_place` and holds
+    exactly this add's output, so one addend is lost and the add cannot be checked locally from the
+    dump. Its output is still compared with ours as any layer's (the accumulated error)."""
+    if case.kind != "add":
+        return None
+    for name, a in zip(case.input_names, case.inputs):
+        if (case.input_causes or {}).get(name) == "overwritten_in_place" and np.array_equal(a, case.theirs):
+            return Candidate("add_input_overwritten", f"its input {name} holds this add's output ({name} += ... "
+                             "overwrote it in place after it was hooked: dump with .clone()); the add cannot "
+                             "be checked locally from this dump", case.theirs, name)
+    return None
+
+
 def skipped_layer(case: Case) -> Candidate | None:
     """Their port has no layer where we have one: an input their side does not expose was filled by
     running our layer, and feeding that layer's own input instead reproduces their output (the

@@ -1,0 +1,273 @@
+"""What ``compare`` is handed, read as untrusted input: the ``--against`` path, activation dumps, ONNX graphs.
+
+A dump or a graph may come from anyone (docs/security.md), so each is checked
+before the work it asks for, and every refusal names the file and the offending
+entry or node:
+
+* the path (:func:`check_other_path`): a regular file or a TensorFlow save; a FIFO
+  or a device is named as such, never waited on or read for ever;
+* an ``.npz`` dump (:func:`read_dump`): headers before data. The zip's directory
+  (each entry once), then every ``.npy`` header, are checked against a budget
+  known before a byte of data is read: what our model's layers hold for the
+  dump's batch and input size (from its ``__input__``, else our fixed input
+  size), and never more than :data:`MAX_INFLATION` times the file's size;
+* an ONNX graph (:func:`load_onnx`): a bounded file and node count, and only
+  the operators an exported CNN is made of; control flow (``Loop`` with a trip
+  count of 10^15 ran for ever), random, sequence and allocation-by-value
+  operators are refused by node, before onnxruntime sees the graph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import zipfile
+import zlib
+
+
+from .. import architecture as arch
+from .. import input_stage as stage
+from .. import keras_side
+from ..untrusted import IrregularFileError, check_regular, open_regular
+from ..weights import _read_npy, npy_header
+from .names import _AUTO_NAME, AUTO_NAMES
+
+# The reserved dump key for the input batch the dumped activations were computed from.
+INPUT_KEY = "__input__"
+# A dump's arrays may hold at most this many times the file's size: np.savez stores them (1x), and
+# savez_compressed shrinks float activations about 2x (a ReLU output is half zeros); deflate reaches
+# 1032x, which made a 1 MB file a 1 GiB allocation.
+MAX_INFLATION = 64
+FLOOR_BYTES = 1 << 20  # what a tiny dump may always hold (a few small arrays compress better than 64x)
+# An entry's per-image values may exceed our layer's by this factor plus SLACK_VALUES: a port's map can
+# be a row or column larger (symmetric padding), its head wider (1000 classes against our 3); compare
+# explains such shape differences, so they must be read, not refused.
+SLACK_FACTOR = 4
+SLACK_VALUES = 1 << 16
+# Entries of a dump: a PyTorch dump hooks every module (containers, activations: ~4 per layer of ours).
+MAX_ENTRIES = 10_000
+
+
+def check_other_path(path: pathlib.Path) -> None:
+    """Refuse an ``--against`` that is neither a TensorFlow save (a directory, a checkpoint prefix) nor a
+    regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
+    if keras_side.is_tensorflow_save(path):
+        return
+    try:
+        check_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IrregularFileError as exc:
+        raise ValueError(f"{exc}; expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel "
+                         "directory or a TensorFlow checkpoint") from None
+
+
+# --------------------------------------------------------------------------- activation dumps
+
+def _per_image(model, hw) -> dict[str, int]:
+    """``{our layer: values per image}`` for a source input of ``hw``, or {} when the size is unknown."""
+    if hw is None or None in hw:
+        return {}
+    try:
+        bh, bw = stage.output_size(model.input_stage, hw)  # what the backbone sees after the model's stage
+        shapes = arch.trace(model.layers, model.head, (bh, bw, 3))
+    except (ValueError, TypeError):
+        return {}  # a size the model refuses: compare says so when it runs
+    return {name: math.prod(d for d in shape if d is not None) for name, (shape, _, _) in shapes.items()}
+
+
+def _input_geometry(shape, layout) -> tuple[int, tuple[int, int]] | None:
+    """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels say it."""
+    if len(shape) != 4:
+        return None
+    nchw = layout == "NCHW" or (layout is None and shape[1] == 3 and shape[3] != 3)
+    return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
+
+
+def read_dump(path, model, mapping=None, layout=None) -> dict:
+    """A ``.npz`` activation dump ``{their key: array}``, read within a budget known before its data.
+
+    ``mapping``: ``{their name: our name}`` (compare's ``names=``); ``layout``: the dump's, if given.
+    Refused, naming the file and the entry: a name listed twice in the zip, an entry that is no
+    ``.npy`` array, a non-numeric dtype, an entry holding more values than our layer of that name
+    (for the batch and input size the dump declares; see the slack constants), and arrays that
+    together exceed :data:`MAX_INFLATION` times the file's size (a zip bomb).
+    """
+    where = str(path)
+    mapping = mapping or {}
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            with zipfile.ZipFile(f) as z:
+                return _read_members(z, where, size, model, mapping, layout)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{where}: not a readable .npz dump ({exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{where}: not a readable .npz dump ({exc})") from None
+
+
+def _read_members(z: zipfile.ZipFile, where, size, model, mapping, layout) -> dict:
+    infos = z.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise ValueError(f"{where}: {len(infos):,} entries, more than the {MAX_ENTRIES:,} a dump of "
+                         f"{len(model.layer_names)} layers can need; refused before reading them")
+    members = {}
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"{where}: entry {info.filename!r} is not an .npy array; a dump holds "
+                             "np.savez(path, **{name: activation}) arrays only")
+        key = info.filename[:-len(".npy")]
+        if key in members:
+            raise ValueError(f"{where}: entry {key!r} appears twice in the zip's directory; a dump holds "
+                             "each name once")
+        members[key] = info
+    headers = {}
+    for key, info in members.items():  # every header first: nothing is decompressed past them
+        with z.open(info) as f:
+            shape, _, dtype = npy_header(f, where, repr(key))
+        if dtype.kind not in "fiu" or dtype.fields is not None or dtype.hasobject:
+            # numpy has no bfloat16: np.save writes a torch/ml_dtypes bfloat16 array as raw 2-byte records
+            hint = (" (bfloat16? numpy cannot read it: save bfloat16 activations as float32, tensor.float(); "
+                    "compare then sees the bfloat16 rounding)") if dtype.itemsize == 2 else ""
+            raise ValueError(f"{where}: entry {key!r} has dtype {dtype}; expected a numeric activation "
+                             f"array{hint}")
+        headers[key] = (tuple(shape), dtype)
+    _check_budget(headers, where, size, model, mapping, layout)
+    return {key: _read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
+                           max_bytes=math.prod(shape) * dtype.itemsize)
+            for key, (shape, dtype) in headers.items()}
+
+
+def _check_budget(headers, where, size, model, mapping, layout) -> None:
+    """Refuse, before any data is read, an entry larger than our layer of its name (or, for a Keras
+    auto-name, our largest layer of that kind) for the dump's batch and input size, or arrays that
+    together exceed what the file's size can hold."""
+    batch, hw = None, None
+    if INPUT_KEY in headers:
+        geometry = _input_geometry(headers[INPUT_KEY][0], layout)
+        if geometry is None:
+            raise ValueError(f"{where}: entry {INPUT_KEY!r} has shape {headers[INPUT_KEY][0]}; expected the "
+                             "input batch, (N, H, W, 3) or (N, 3, H, W)")
+        batch, hw = geometry
+    elif model.source_input_shape[0] is not None:
+        hw = tuple(model.source_input_shape[:2])
+    ours = _per_image(model, hw)
+    largest = {}  # {Keras auto-name prefix: our largest layer of that kind}, what such a key may be
+    for layer in model.layers:
+        prefix = AUTO_NAMES.get(layer.kind)
+        if prefix and ours.get(layer.name, 0) > ours.get(largest.get(prefix), -1):
+            largest[prefix] = layer.name
+    total, largest_entry = 0, None
+    for key, (shape, dtype) in headers.items():
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps (2**32, 2**32) to 0
+        total += nbytes
+        if largest_entry is None or nbytes > largest_entry[1]:
+            largest_entry = (key, nbytes, shape)
+        auto = _AUTO_NAME.fullmatch(key)
+        name = mapping.get(key, key) if mapping.get(key, key) in ours else largest.get(auto.group(1)) if auto else None
+        if key == INPUT_KEY or name is None or not shape:
+            continue  # no layer of ours to measure it by: only the file's own budget below bounds it
+        per_image = math.prod(shape[1:])
+        if per_image > SLACK_FACTOR * ours[name] + SLACK_VALUES or (batch is not None and shape[0] != batch):
+            raise ValueError(f"{where}: entry {key!r} declares shape {shape}: {shape[0]:,} images of {per_image:,} "
+                             f"values; our {name} holds {ours[name]:,} per image at {hw[0]}x{hw[1]}"
+                             + (f", and the dump's {INPUT_KEY} is a batch of {batch}" if batch is not None else "")
+                             + ": refused before reading it")
+    cap = MAX_INFLATION * size + FLOOR_BYTES
+    if total > cap:
+        key, nbytes, shape = largest_entry
+        raise ValueError(f"{where}: its arrays declare {total:,} bytes in all (the largest, entry {key!r}, "
+                         f"shape {shape}: {nbytes:,} bytes), more than a dump of {size:,} bytes may unpack to "
+                         f"({cap:,}: {MAX_INFLATION}x its size + 1 MiB; a zip bomb?); refused before reading them")
+
+
+# --------------------------------------------------------------------------- ONNX graphs
+
+# The operators an exported CNN is made of: what torch.onnx.export, tf2onnx (Keras' preprocessing layers
+# included) and onnxruntime's float16 converter write for Xception, its heads and its preprocessing. The
+# rest is refused by node: control flow (a Loop's trip count of 10^15 ran for ever), random and sequence
+# operators, and the ones that allocate by value (ConstantOfShape, Expand, Tile, Range).
+ONNX_OPS = frozenset({
+    "Conv", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "ReduceMean", "ReduceMax", "ReduceSum", "Gemm", "MatMul",
+    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softmax",
+    "LogSoftmax", "Erf",
+    "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Neg", "Abs", "Sqrt", "Reciprocal", "Pow", "Exp", "Log",
+    "Floor", "Ceil", "Round",
+    "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast", "CastLike",
+    "Pad", "Constant", "Shape", "Gather", "Concat", "Slice", "Split", "Resize",
+})
+MAX_ONNX_NODES = 10_000  # tf2onnx's Xception has ~250, a torch export ~300
+ONNX_MARGIN_BYTES = 64 * 1024**2  # the graph's own protobuf beside its weights
+
+
+def load_onnx(path):
+    """The ONNX model at ``path`` (an ``onnx.ModelProto``), checked before onnxruntime sees it.
+
+    Refused, naming the file and the node or tensor: a file larger than the largest valid model's weights
+    (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, more than :data:`MAX_ONNX_NODES` nodes, a node
+    whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included),
+    a tensor stored outside the file (external data: it would be read from any path it names), and an
+    initializer that holds fewer values than its shape declares.
+    """
+    import onnx  # optional extra ('bench'), imported by the caller first with its install hint
+    from onnx.external_data_helper import uses_external_data
+
+    from ..weights import weight_budget
+
+    where = str(path)
+    cap = weight_budget() + ONNX_MARGIN_BYTES
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size  # read(cap + 1) would allocate the cap up front
+        if size > cap:
+            raise ValueError(f"{where}: {size:,} bytes, more than the {cap:,} any Xception's weights in float64 "
+                             "and its graph take; refused before parsing")
+        data = f.read(size)
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
+        raise ValueError(f"{where}: not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    del data
+    graph = proto.graph
+    if len(graph.node) > MAX_ONNX_NODES:
+        raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
+                         "(an Xception export has a few hundred)")
+    for i, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
+            op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+            label = repr(node.name) if node.name else f"#{i} (unnamed, output {list(node.output)[:1]})"
+            raise ValueError(f"{where}: node {label} is a {op} operator, which no Xception "
+                             f"export holds{' (control flow: it could run for ever)' if op in _CONTROL_FLOW else ''};"
+                             f" compare runs graphs of {', '.join(sorted(ONNX_OPS))}")
+    tensors = list(graph.initializer) + [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
+    for t in tensors:
+        if uses_external_data(t):
+            raise ValueError(f"{where}: tensor {t.name!r} is stored outside the file (external data); compare reads "
+                             "self-contained ONNX files only: save it with onnx.save(model, path, "
+                             "save_as_external_data=False)")
+        declared = math.prod(t.dims)
+        stored = _stored_values(t)
+        if stored is not None and stored != declared:
+            raise ValueError(f"{where}: tensor {t.name!r} declares shape {tuple(t.dims)} ({declared:,} values) and "
+                             f"stores {stored:,}")
+    return proto
+
+
+_CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}
+
+
+def _stored_values(t) -> int | None:
+    """How many values an ONNX tensor stores, or None when its type is not one we count."""
+    import onnx  # see load_onnx
+
+    if t.HasField("raw_data"):
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None
+        return len(t.raw_data) // itemsize
+    for field in ("float_data", "double_data", "int32_data", "int64_data", "uint64_data"):
+        if getattr(t, field):
+            return len(getattr(t, field))
+    return 0 if not t.string_data else None

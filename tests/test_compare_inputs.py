@@ -1,0 +1,291 @@
+"""What ``npxception compare`` is handed: hostile Keras files, activation dumps, ONNX graphs and photo folders.
+
+Every case here is a file an attacker (or an accident) can hand a user: it is refused
+with one line naming the file and the offending thing, or read within a budget,
+never run, never a hang or an allocation the file does not justify. Hostile
+files run in a subprocess under ``RLIMIT_AS`` (a resource limit, not a timed
+assertion), as in test_hostile.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import subprocess
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+from npxception import Xception
+from npxception.compare import INPUT_KEY, compare
+from test_hostile import LIMIT, REPO, assert_refused, run_limited
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """Our model: 3 classes at 71x71 (the smallest Keras' constructor allows), random weights."""
+    path = tmp_path_factory.mktemp("ours") / "small.npz"
+    Xception(classes=3, input_shape=(71, 71, 3), seed=3).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- F1: code planted in a Keras file
+
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory):
+    """tf_keras files whose Lambda writes ``PWNED`` when it is rebuilt (its bytecode runs) and again when it is
+    called (tf.io.write_file is in its graph, so a SavedModel's revived graph runs it too): a full-model .h5, a
+    SavedModel directory, and a weights-only .h5 with the model's config.json."""
+    import tf_keras as k
+
+    root = tmp_path_factory.mktemp("evil")
+    marker = root / "PWNED"
+
+    # no closure (Keras marshals the code, and its closure by value): the marker's path is in the source
+    plant = eval(f"lambda t: (__import__('pathlib').Path({str(marker)!r}).write_text('code ran'), "
+                 f"__import__('tensorflow').io.write_file({str(marker)!r}, 'graph ran'), t)[2]")
+
+    inp = k.Input((71, 71, 3))
+    x = k.layers.Lambda(plant, name="evil")(inp)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    model = k.Model(inp, k.layers.Dense(3, name="predictions")(x))
+    model.save(root / "evil.h5")
+    model.save(root / "sm", save_format="tf")
+    model.save_weights(root / "weights.h5")
+    (root / "config.json").write_text(model.to_json())
+    if marker.exists():  # building and saving ran the Python function: the cases start from no marker
+        marker.unlink()
+    return root
+
+
+@pytest.mark.parametrize("against", ["evil.h5", "sm"])
+def test_compare_refuses_a_planted_lambda_before_keras(evil, small, against):
+    """--weights skips the conversion of --against, so Keras opened the file: its Lambda ran (review 2 F1)."""
+    # 8 GB of address space: enough for TensorFlow to import (under 1 GB it cannot), so that a Keras load of the
+    # file would run the Lambda here; the refusal must come before any framework is imported
+    out = run_limited("npxception.cli", "compare", "--weights", small, "--against", evil / against, limit=8 << 30)
+    assert not (evil / "PWNED").exists(), "the planted code ran"
+    assert_refused(out, str(evil / against), "evil (Lambda)")
+
+
+def test_a_config_is_vetted_too(evil):
+    """A weights-only file's --config is rebuilt by Keras (compare, convert --check-with-keras): vetted as well."""
+    from npxception import keras_side
+
+    with pytest.raises(ValueError, match=r"config\.json: refused before Keras opens it: unsupported layer "
+                                         r"evil \(Lambda\)"):
+        keras_side.load(evil / "weights.h5", config=evil / "config.json")
+    assert not (evil / "PWNED").exists(), "the planted code ran"
+
+
+@pytest.mark.parametrize("against", ["evil.h5", "sm"])
+def test_keras_opens_files_in_safe_mode(evil, against, monkeypatch):
+    """Should the vetting miss a layer, the framework's safe mode still refuses the lambda, and a SavedModel
+    is rebuilt from its config, never revived from its stored graph (which would call tf.io.write_file)."""
+    import weights_tools.vetting
+
+    from npxception import keras_side
+
+    monkeypatch.setattr(weights_tools.vetting, "check_layers", lambda klayers, source: None)
+    with pytest.raises(ValueError, match="Lambda"):
+        kmodel = keras_side.load(evil / against)
+        kmodel(np.zeros((1, 71, 71, 3), "float32"))  # a revived graph would run here
+    assert not (evil / "PWNED").exists(), "the planted code ran"
+
+
+# --------------------------------------------------------------------------- shared by the cases below
+
+RUNNER_CPU = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
+from npxception.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_capped(*args, limit=LIMIT, cpu=60):
+    """The CLI in a subprocess under RLIMIT_AS and RLIMIT_CPU: a loop that never ends is killed by the kernel
+    (SIGXCPU, a non-1 exit status) after ``cpu`` seconds of CPU, a resource limit rather than a timed assertion."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", RUNNER_CPU.format(limit=limit, cpu=cpu), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def _header(shape, dtype="<f4") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- F4: activation dumps
+
+@pytest.fixture(scope="module")
+def dump(small):
+    """Our own activations on a batch of one, as a dump of them (the input under __input__)."""
+    import npxception
+
+    model = npxception.load(small)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    _, acts = model.forward(x, capture="all")
+    return model, {**acts, INPUT_KEY: x}
+
+
+def test_a_compressed_dump_is_read_and_a_header_beyond_our_layer_is_refused(small, dump, tmp_path):
+    """np.savez_compressed's dump compares; the same dump whose block1_conv1 header declares a billion values
+    (1 kB of data behind it) is refused before a byte of it is read, naming the entry and our layer."""
+    model, acts = dump
+    np.savez_compressed(tmp_path / "ok.npz", **acts)
+    report = compare(model, tmp_path / "ok.npz")
+    assert report.first_divergence is None and report.complete, str(report)
+
+    with zipfile.ZipFile(tmp_path / "ok.npz") as src, zipfile.ZipFile(tmp_path / "lying.npz", "w") as z:
+        for name in src.namelist():
+            data = src.read(name)
+            z.writestr(name, _header((1, 35, 35, 10**6)) + b"\0" * 1024 if name == "block1_conv1.npy" else data)
+    out = run_limited("npxception.cli", "compare", "--weights", small, "--against", tmp_path / "lying.npz")
+    assert_refused(out, str(tmp_path / "lying.npz"), "entry 'block1_conv1' declares shape (1, 35, 35, 1000000)",
+                   "our block1_conv1 holds 39,200 per image at 71x71")
+
+
+def test_a_zip_bomb_dump_is_refused_before_inflating(small, tmp_path):
+    """64 MiB of zeros deflated to 64 kB: refused by its declared size against the file's, never inflated."""
+    path = tmp_path / "bomb.npz"
+    n = 16 << 20
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("block1_conv1.npy", "w", force_zip64=True) as f:
+            f.write(_header((n,)))
+            chunk = b"\0" * (16 << 20)
+            for _ in range(n * 4 // len(chunk)):
+                f.write(chunk)
+    assert path.stat().st_size < (1 << 20)
+    out = run_limited("npxception.cli", "compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), "entry 'block1_conv1'", f"{n * 4:,} bytes", "a zip bomb?")
+
+
+def test_a_dump_naming_an_entry_twice_is_refused(small, dump, tmp_path):
+    """The zip directory lists block1_conv1 twice (each read would cost its size again): refused by name."""
+    model, acts = dump
+    path = tmp_path / "twice.npz"
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore")  # zipfile warns "Duplicate name", and writes it
+        for name in ("block1_conv1", "block1_conv1", INPUT_KEY):
+            buf = io.BytesIO()
+            np.save(buf, acts[name])
+            z.writestr(f"{name}.npy", buf.getvalue())
+    with pytest.raises(ValueError, match=f"{path}: entry 'block1_conv1' appears twice"):
+        compare(model, path)
+
+
+# --------------------------------------------------------------------------- F5: a folder of photos
+
+def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
+    """compare --image DIR decodes photos batch by batch, as predict does: at most 8 decoded at once
+    (a folder of 1000 photos held whole took +4 GB), and all of them are summarised."""
+    import weakref
+
+    from PIL import Image
+
+    import npxception
+    from npxception import cli, prediction
+    from onnx_port import build
+
+    build(npxception.load(small), tmp_path / "port.onnx")
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i:02}.png")
+    alive, most = set(), [0]
+    real = prediction.load_image  # compare reads photos through prediction.load_photo, as predict sizes them
+
+    def counted(path, **kw):
+        pixels = real(path, **kw)
+        alive.add(id(pixels))
+        weakref.finalize(pixels, alive.discard, id(pixels))
+        most[0] = max(most[0], len(alive))
+        return pixels
+
+    monkeypatch.setattr(prediction, "load_image", counted)
+    args = ["compare", "--weights", str(small), "--against", str(tmp_path / "port.onnx"), "--layout", "NCHW",
+            "--port", "timm.legacy_xception", "--image", str(tmp_path / "photos")]
+    assert cli.main(args) == 1  # timm's conventions (BN epsilon, logits) differ from ours
+    assert "predictions: 20 image(s): top-1 agreement" in capsys.readouterr().out
+    assert most[0] <= 8, f"{most[0]} decoded photos held at once"  # predict's batch (compare_cli.BATCH_SIZE)
+
+
+# --------------------------------------------------------------------------- F8: ONNX graphs
+
+def _onnx(path, nodes, inits=(), extra_inits=()):
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph(list(nodes), "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 71, 71, 3])],
+                         [h.make_tensor_value_info("predictions", T.FLOAT, [1, 3])],
+                         initializer=list(inits) + list(extra_inits))
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_an_onnx_loop_is_refused_before_it_runs(small, tmp_path):
+    """The reviewer's graph: a Loop of 10^15 iterations feeding the output ran for ever; it is refused by node,
+    before onnxruntime sees it (the CPU limit turns a hang into a kill, which fails the test)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    body = h.make_graph(
+        [h.make_node("Identity", ["cond_in"], ["cond_out"]), h.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body", [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+                 h.make_tensor_value_info("v_in", T.FLOAT, [1, 3])],
+        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, [1, 3])],
+        initializer=[h.make_tensor("one", T.FLOAT, [1], [1.0])])
+    path = _onnx(tmp_path / "loop.onnx",
+                 [h.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0, name="mean"),
+                  h.make_node("Loop", ["trip", "cond", "m"], ["predictions"], body=body, name="forever")],
+                 [h.make_tensor("trip", T.INT64, [], [10**15]), h.make_tensor("cond", T.BOOL, [], [True])])
+    out = run_capped("compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), "node 'forever' is a Loop operator", "control flow")
+
+
+def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
+    """A tensor stored in another file (onnxruntime would read whatever path it names) and an operator of
+    another domain are refused by name; an ONNX file as a FIFO is named, never opened for reading."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    model, _ = dump
+    mean = h.make_node("ReduceMean", ["x"], ["predictions"], axes=[1, 2], keepdims=0, name="mean")
+    outside = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[16], data_location=T.EXTERNAL)
+    for key, value in (("location", "../../etc/passwd"), ("offset", "0"), ("length", "64")):
+        entry = outside.external_data.add()
+        entry.key, entry.value = key, value
+    path = _onnx(tmp_path / "outside.onnx", [mean], [outside])
+    with pytest.raises(ValueError, match=f"{path}: tensor 'w' is stored outside the file"):
+        compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
+    path = _onnx(tmp_path / "custom.onnx", [h.make_node("Evil", ["x"], ["predictions"], domain="com.example",
+                                                        name="plugin")])
+    with pytest.raises(ValueError, match=r"node 'plugin' is a com\.example\.Evil operator"):
+        compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
+
+
+# --------------------------------------------------------------------------- F9: what --against is
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_against_a_fifo_or_a_device_says_what_it_is(small, tmp_path, capsys, kind):
+    """A FIFO and /dev/zero were both "no such file"; each is named for what it is, and nothing waits on it."""
+    from npxception import cli
+
+    if kind == "fifo":
+        path = tmp_path / "cat.npz"
+        os.mkfifo(path)
+    else:
+        path = pathlib.Path("/dev/zero")
+    assert cli.main(["compare", "--weights", str(small), "--against", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: is {'a FIFO (named pipe)' if kind == 'fifo' else 'a character device'}" in err, err
+    assert "expected a .keras, .h5, .onnx or .npz file" in err

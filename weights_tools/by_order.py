@@ -1,0 +1,142 @@
+"""Wiring unknown (weights-only ``.h5``, such as the official download): Keras' by-order rule.
+
+Keras' ``load_weights`` matches the layers that carry weights by their order,
+checking every shape. That order is defined only for ``variant="keras"``, so
+article-variant files need their config. After the backbone, a weights-only
+file may hold one Dense; its head (pooling, activation, input size) is taken
+from the file only when the file determines it: a bare backbone by documented
+policy and with a notice, Keras' official ImageNet file by its MD5. Otherwise
+it comes from the user's ``head_spec`` or is refused: never guessed.
+"""
+
+from __future__ import annotations
+
+from npxception import architecture as arch
+from npxception.config import CONFIG
+
+from .errors import ConversionError
+from .graph import KLayer
+from .layer_checks import _layer_params
+
+def _match_by_order(klayers, variant, source, given, official_file=None):
+    v = arch.resolve_variant(variant or "keras")
+    if v != arch.VARIANTS["keras"]:
+        raise ConversionError(
+            f"{source}: a weights-only file has no wiring, and only variant='keras' has a defined "
+            "weight order; convert the article model from a .keras or full-model .h5 file instead")
+    layers = arch.backbone(v)
+    shapes = arch.param_shapes(layers, [])
+    ours = [layer for layer in layers if layer.kind in ("conv", "sepconv", "bn")]
+    theirs = [k for k in klayers if k.weights]
+    if len(theirs) < len(ours):
+        raise ConversionError(f"{source}: not Xception weights: {len(theirs)} layers carry weights, "
+                              f"Xception's backbone has {len(ours)}")
+    params = {}
+    names = {layer.name: k.name for layer, k in zip(ours, theirs)}
+    for n, (layer, k) in enumerate(zip(ours, theirs)):
+        label = f"layer #{n} ({layer.name} / {k.name} in the file)"
+        try:
+            params.update(_layer_params(layer.name, layer.kind, k, shapes, source))
+        except ConversionError as exc:
+            raise ConversionError(f"{source}: {label}: {str(exc).split(': ', 1)[-1]}") from None
+    rest = theirs[len(ours):]
+    dense = None
+    if len(rest) == 1 and len(rest[0].weights) in (1, 2) and rest[0].weights[0].ndim == 2:
+        dense = rest[0]
+        units = dense.weights[0].shape[1]
+        if dense.weights[0].shape[0] != 2048 or (len(dense.weights) == 2
+                                                 and tuple(dense.weights[1].shape) != (units,)):
+            raise ConversionError(f"{source}: shape mismatch in layer #{len(ours)} (predictions / {dense.name} "
+                                  f"in the file): expected [(2048, units), (units,)], found "
+                                  f"{[tuple(w.shape) for w in dense.weights]}")
+    elif rest:
+        k = rest[0]
+        raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
+                              f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
+                              "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file)
+    if dense is not None:
+        name = head[-1]["name"]
+        names[name] = dense.name
+        params[f"{name}/kernel"] = dense.weights[0]  # read later, in to_npxception
+        if len(dense.weights) == 2:
+            params[f"{name}/bias"] = dense.weights[1]
+        else:
+            head[-1]["use_bias"] = False
+    return params, v, head, names, input_shape, notices
+
+
+# The official ImageNet file's head, the only one a weights-only file determines:
+# keras.applications.Xception(include_top=True) is avg-pooled, softmax, 299x299. The layout alone
+# (a 1000-unit Dense named predictions) does not say it: Xception(classifier_activation=None) or a
+# fine-tuned copy saves the same layout, so only the official file itself (its MD5) gets this head.
+IMAGENET_CLASSES = 1000
+_HEAD_FLAGS = {"pooling": "--pooling avg|max", "input_shape": "--input-shape H,W",
+               "classifier_activation": "--classifier-activation softmax|sigmoid|linear|..."}
+
+
+def _flags(given) -> str:
+    return " ".join(_HEAD_FLAGS[k].split()[0] for k in given)
+
+
+def _official_layout(dense: KLayer) -> bool:
+    return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
+
+
+def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None):
+    """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
+
+    A bare backbone converts by documented policy as the unpooled backbone at any
+    input size (Keras' ``include_top=False, pooling=None``); the file records neither,
+    so ``notices`` says so, unless ``given`` or the official file settles them.
+    A classifier is determined only by the official ImageNet file with the top
+    (``official_file`` True, the caller's MD5 check). Any other classifier,
+    the official layout included, needs its pooling, its activation and its input
+    size from the user: guessing them changes the answer silently (a
+    GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
+    """
+    pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
+    if pooling not in (None, "avg", "max"):
+        raise ConversionError(f"{source}: --pooling: expected avg or max, found {pooling!r}")
+    if act is not None and act not in arch.ACTIVATIONS:
+        raise ConversionError(f"{source}: --classifier-activation: expected one of "
+                              f"{[a for a in arch.ACTIVATIONS if a]}, found {act!r}")
+    if shape is not None:
+        shape = tuple(shape)
+        if len(shape) == 2:
+            shape = (*shape, 3)
+        low = arch.min_input_size(arch.backbone("keras"))  # weights-only files are variant keras (_match_by_order)
+        if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= low for d in shape[:2]):
+            raise ConversionError(f"{source}: --input-shape: expected H,W of at least {low}, found {shape!r}")
+    if dense is None:
+        if act is not None:
+            raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
+                                  "(a bare backbone)")
+        unknown = [flag for key, flag in _HEAD_FLAGS.items() if key != "classifier_activation" and given.get(key)
+                   is None]
+        notices = [] if official_file is False or not unknown else [
+            f"note: {source}: a weights-only backbone does not record the model's "
+            f"{' or '.join(f.split()[0].lstrip('-').replace('-', ' ') for f in unknown)}; converted "
+            + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling")
+            + (" for any input size" if shape is None else f" at {shape[0]}x{shape[1]}")
+            + f". If the model had them, give {' '.join(unknown)}"]
+        return arch.keras_head(False, pooling), shape, notices
+    official = official_file is True and _official_layout(dense)
+    if official:
+        pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
+    missing = [flag for key, flag in _HEAD_FLAGS.items()
+               if {"pooling": pooling, "input_shape": shape, "classifier_activation": act}[key] is None]
+    if missing:
+        units = dense.weights[0].shape[1]
+        layout = (" It has the official ImageNet layout, but it is not Keras' official file (whose MD5 "
+                  "decides its softmax head), and the layout is also what Xception(classifier_activation=None) "
+                  "or a fine-tuned copy saves." if _official_layout(dense) else "")
+        raise ConversionError(
+            f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
+            f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
+            f"classifier's activation or the input size it was trained at.{layout} Pass the model's "
+            f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
+    head = arch.keras_head(False, pooling) + [
+        {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
+         "activation": None if act == "linear" else act, "use_bias": True}]
+    return head, shape, []

@@ -1,0 +1,97 @@
+"""Wiring known (live models, ``.keras`` archives, full-model ``.h5``): the whole graph matched.
+
+:func:`_match_graph` checks the input and its data format, reads the input-stage
+chain (:mod:`weights_tools.stage_chain`), refuses operation nodes outside it,
+walks the backbone for each candidate variant (:mod:`weights_tools.walk`) and
+follows the head (:mod:`weights_tools.head`). :func:`match_names` does the same
+walk without checking configuration values, for compare().
+"""
+
+from __future__ import annotations
+
+from npxception.input_stage import MAX_STEPS
+
+from . import operations
+from .errors import ConversionError
+from .graph import KLayer
+from .head import _head, _head_chain
+from .kinds import _unsupported, kind_of
+from .layout import CHANNELS_LAST, LayoutError, model_data_format, to_hwc
+from .preprocessing import StageError, input_stage
+from .stage_chain import _input_shape, _stage_chain
+from .walk import _candidate_variants, _collapse, _walk, _where
+
+def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, keras_version=None):
+    """``(params, variant, head, backbone input shape, source input shape, names, stage steps, data format)``."""
+    by_name, inputs, live = _collapse(klayers, source, skip_layers)
+    try:
+        data_format = model_data_format(live, source)
+    except LayoutError as exc:
+        raise ConversionError(str(exc)) from None
+    roots = [k for k in live if kind_of(k) == "input"]
+    if len(roots) != 1:
+        raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    unsupported = [k for k in live if kind_of(k) == "unsupported"]
+    if unsupported:
+        raise _unsupported(unsupported[0], source)
+    root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
+    chain = _stage_chain(roots[0], live, inputs)
+    input_dtype = (roots[0].config or {}).get("dtype")
+    input_dtype = input_dtype if isinstance(input_dtype, str) else None
+    try:
+        steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST,
+                                  input_dtype=input_dtype)
+    except StageError as exc:
+        raise ConversionError(f"{source}: {exc}") from None
+    if len(steps) > MAX_STEPS:  # the model's own limit (npxception.input_stage.validate), before any matching
+        raise ConversionError(f"{source}: input_stage: at most {MAX_STEPS} steps, found {len(steps)} (the layers "
+                              f"{chain[0].name} to {chain[-1].name} between the input and the backbone)")
+    in_chain = {c.name for c in chain}
+    misplaced = [k for k in live if kind_of(k) == "op" and k.name not in in_chain]
+    if misplaced:
+        where = _where(misplaced[0], live, inputs)
+        raise ConversionError(f"{source}: {operations.refusal(misplaced[0], where, input_dtype)}")
+    # the stage's output is the backbone's input: a geometry layer (CenterCrop...) behind a
+    # variable-size Input fixes the size that the recorded (None, None, 3) leaves open
+    in_shape = (*size, 3)
+    source_shape = tuple(root_shape) if chain else None
+    start = chain[-1] if chain else roots[0]
+    failures = []
+    for v in _candidate_variants(variant):
+        try:
+            matched, params = _walk(v, start, live, inputs, source, data_format=data_format)
+        except ConversionError as exc:
+            failures.append((v, exc))
+            continue
+        head, head_params = _head(matched, live, inputs, v, source,
+                                  before={roots[0].name} | {k.name for k in chain})
+        params.update(head_params)
+        matched.pop("input")
+        matched.update({h["name"]: h["name"] for h in head})
+        return params, v, head, in_shape, source_shape, matched, steps, data_format
+    v, exc = failures[0]
+    raise ConversionError(str(exc)) from None
+
+
+def match_names(klayers: list[KLayer], *, variant=None, source="model") -> dict[str, str]:
+    """``{our layer name: Keras layer name}`` by the wiring alone.
+
+    Configuration values (epsilon, padding...) are not checked, so a model with a
+    planted fault still maps; that is what compare() needs to find the fault.
+    """
+    _, inputs, live = _collapse(klayers, source)
+    roots = [k for k in live if kind_of(k) == "input"]
+    if len(roots) != 1:
+        raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    chain = _stage_chain(roots[0], live, inputs)
+    failures = []
+    for v in _candidate_variants(variant):
+        try:
+            matched, _ = _walk(v, chain[-1] if chain else roots[0], live, inputs, source, check=False)
+        except ConversionError as exc:
+            failures.append(exc)
+            continue
+        matched.pop("input")
+        matched.update(dict(_head_chain(matched, live, inputs, v)))
+        return matched
+    raise failures[0]

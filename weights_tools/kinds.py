@@ -1,0 +1,91 @@
+"""Our kind for each Keras layer class, and the refusal of the classes we have none for.
+
+The matcher (:mod:`weights_tools.graph_match`, :mod:`weights_tools.head`) compares
+kinds, never names or classes: ``Conv2D`` and Keras 1's ``Convolution2D`` are one
+kind, ``Dropout`` and augmentation are identities at inference, and the
+preprocessing layers are the input stage (:mod:`weights_tools.preprocessing`).
+A class with no kind is refused by name, with the way out.
+"""
+
+from __future__ import annotations
+
+from npxception import architecture as arch
+
+from .errors import ConversionError
+from .graph import KLayer
+from .keras_layers import not_identity_reason
+from .layout import CHANNELS_FIRST, CHANNELS_LAST
+from .preprocessing import IDENTITY, STAGE
+
+# Keras class name -> our layer kind. Anything else is refused by name.
+_KINDS = {
+    "InputLayer": "input",
+    "Conv2D": "conv",
+    "Convolution2D": "conv",
+    "SeparableConv2D": "sepconv",
+    "SeparableConvolution2D": "sepconv",
+    "BatchNormalization": "bn",
+    "MaxPooling2D": "maxpool",
+    "MaxPool2D": "maxpool",
+    "Add": "add",
+    "GlobalAveragePooling2D": "global_avg_pool",
+    "GlobalAvgPool2D": "global_avg_pool",
+    "GlobalMaxPooling2D": "global_max_pool",
+    "GlobalMaxPool2D": "global_max_pool",
+    "Dense": "dense",
+    **{cls: "identity" for cls in IDENTITY},  # Dropout, augmentation: `return inputs` at inference
+    **STAGE,  # Rescaling, Normalization, Resizing, CenterCrop, RandomCrop: the input stage
+}
+# Keras 3 serialises activation="swish" by its function's name, "silu": the same x * sigmoid(x) as tf_keras'
+# swish (keras/src/activations/activations.py silu; tf_keras/activations.py swish -> tf.nn.silu).
+_ACTIVATION_ALIASES = {"silu": "swish"}
+
+
+def _activation_name(cfg) -> str | None:
+    act = (cfg or {}).get("activation", "linear")
+    if isinstance(act, dict):  # Keras 3 may serialise built-ins as {"class_name": "function", "config": "relu"}
+        act = act.get("config") if isinstance(act.get("config"), str) else None
+    return _ACTIVATION_ALIASES.get(act, act)
+
+
+def kind_of(layer: KLayer) -> str:
+    """Our kind for a Keras layer, "op" for an operation node (weights_tools.operations), or "unsupported"."""
+    if layer.function is not None:
+        return "op"
+    if layer.class_name in _KINDS:
+        return _KINDS[layer.class_name]
+    cfg = layer.config or {}
+    if layer.class_name == "ReLU":
+        plain = (cfg.get("max_value") in (None,) and float(cfg.get("negative_slope", 0) or 0) == 0
+                 and float(cfg.get("threshold", 0) or 0) == 0)
+        return "relu" if plain else "unsupported"
+    if layer.class_name == "Softmax":  # its axis is checked where the rank is known: in the head
+        return "softmax"
+    if layer.class_name == "Activation":
+        act = _activation_name(cfg)
+        if act == "relu":
+            return "relu"
+        return "activation" if act in arch.ACTIVATIONS else "unsupported"
+    return "unsupported"
+
+
+def _unsupported(k: KLayer, source: str) -> ConversionError:
+    if k.class_name == "Flatten":
+        fmt = (k.config or {}).get("data_format", CHANNELS_LAST)
+        order = "(C, H, W)" if fmt == CHANNELS_FIRST else "(H, W, C)"
+        return ConversionError(
+            f"{source}: unsupported layer {k.name} (Flatten, data_format {fmt}): it feeds the next layer the "
+            f"feature map flattened in {order} order, so the head depends on the input size and the data "
+            "format; npxception converts heads that start with GlobalAveragePooling2D or GlobalMaxPooling2D. "
+            "Rebuild the head on global pooling and fine-tune it")
+    why = ("a Lambda layer's function is code, which a file read as data does not hold"
+           if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
+           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
+           "layers and arithmetic with a number (preprocess_input's); after it a head of "
+           "GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
+    if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
+        return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "
+                               f"{k.class_name} is not an identity at inference ({not_identity_reason(k.class_name)}); "
+                               "npxception cannot reproduce this model")
+    return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. Rebuild the model "
+                           f"without it, or, if it is an identity at inference, pass --skip-layer {k.name}")
