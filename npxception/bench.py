@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from .fast import fast_forward
+from .untrusted import atomic_write, check_output_dir
 
 
 def machine() -> dict:
@@ -232,6 +233,8 @@ def _random_like(w, layer, rng):
 
 
 def cli_bench(args) -> int:
+    if args.json:  # before minutes of timing: a writable file name
+        check_output_dir(args.json)
     try:
         import keras  # noqa: F401 - optional extra (test); asked for here to name it in the error
     except ImportError:
@@ -241,8 +244,7 @@ def cli_bench(args) -> int:
               log=lambda s: print(s, file=sys.stderr))
     text = json.dumps(res, indent=2)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text)
+        atomic_write(args.json, lambda f: f.write(text.encode()))
     print(text)
     return 0
 

@@ -57,12 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also label the images in sub-folders of the folders given")
     pr.add_argument("--no-progress", action="store_true",
                     help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
-    pr.add_argument("--size", type=_size, default=None, metavar="HxW",
-                    help="resize every photo to H x W, as load_img(target_size=(H, W)) does (default: the "
-                         "model's input size; each photo's own size for a model that takes any size)")
-    pr.add_argument("--interpolation", default=None,
-                    help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
-                         "for a model that takes photos at their own size, only with --size")
+    _photo_size_options(pr, "every photo")
     pr.add_argument("--batch-size", type=_positive_int, default=8,
                     help="images per forward pass (default 8); results are printed after each batch")
     pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -97,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--random", action="store_true", help="a seeded random input (default)")
     cm.add_argument("--size", type=_size, default=None, metavar="HxW",
                     help="resize the --image photos to H x W (default: the model's input size; each photo's "
-                         "own size for a model that takes any size, as predict feeds it)")
+                         "own size for a model that takes any size, as predict feeds it); without --image, the "
+                         "random input's size (default: the model's input size, 299x299 for a model that takes "
+                         "any size); the report's input line says which")
     cm.add_argument("--layout", default=None, choices=["NHWC", "NCHW"],
                     help="layout of a dump or of an ONNX model's input (NCHW: a plain torch.onnx.export)")
     cm.add_argument("--rtol", type=_non_negative_float, default=None,
@@ -123,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
     sh.add_argument("--maps", type=_positive_int, default=16,
                     help="how many channels to draw, the most active first (default 16)")
+    _photo_size_options(sh, "the photo")
     sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
@@ -136,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
     be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8],
                     help="batch sizes to time (default: 1 8)")
-    be.add_argument("--size", type=int, default=299, help="square input size (default 299)")
+    be.add_argument("--size", type=_bench_size, default=299,
+                    help=f"square input size, {CONFIG.constructor_min_size} to {CONFIG.max_input_size} (default 299)")
     be.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"],
                     help="npxception's precisions to time (default: both)")
     be.add_argument("--against", nargs="*", default=["tf", "ort"], choices=["tf", "ort"],
@@ -149,6 +148,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _photo_size_options(parser, what: str) -> None:
+    """--size and --interpolation, one rule for predict and show (npxception.prediction.photo_size)."""
+    parser.add_argument("--size", type=_size, default=None, metavar="HxW",
+                        help=f"resize {what} to H x W, as load_img(target_size=(H, W)) does (default: the "
+                             "model's input size; each photo's own size for a model that takes any size)")
+    parser.add_argument("--interpolation", default=None,
+                        help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
+                             "for a model that takes photos at their own size, only with --size")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -156,6 +165,19 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def _bench_size(text: str) -> int:
+    """bench's square input size: what keras.applications.Xception builds (at least 71) and a weight
+    file may declare (at most 2048), checked before TensorFlow is imported (~20 s)."""
+    lo, hi = CONFIG.constructor_min_size, CONFIG.max_input_size
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, found {text!r}")
     return value
 
 
@@ -256,11 +278,21 @@ def _json(result) -> str:
 
 
 def _entry(result) -> dict:
-    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed."""
+    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed.
+
+    Every text is valid Unicode (labels.unicode_text): a file name that is not UTF-8 shows its
+    bytes escaped (``b\\xff.jpg``), as the table does, rather than lone surrogates.
+    """
+    from .labels import unicode_text
+
+    def text(value):
+        return None if value is None else unicode_text(value)
+
     if result.error is not None:
-        return {"file": result.path, "error": result.error}
-    return {"file": result.path, "predictions": [
-        {"index": p.index, "label": p.label, "name": p.name, "score": p.score} for p in result.predictions]}
+        return {"file": text(result.path), "error": text(result.error)}
+    return {"file": text(result.path), "predictions": [
+        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": p.score}
+        for p in result.predictions]}
 
 
 class _Table:
@@ -317,11 +349,13 @@ class _CSV:
         self.writer.writerow(_CSV_COLUMNS)
 
     def write(self, result):
+        entry = _entry(result)  # its texts valid Unicode, as in JSON
         if result.error is not None:
-            self.writer.writerow([result.path, "", "", "", "", "", result.error])
+            self.writer.writerow([entry["file"], "", "", "", "", "", entry["error"]])
             return
-        for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([result.path, rank, p.index, p.label or "", p.name or "", repr(p.score), ""])
+        for rank, p in enumerate(entry["predictions"], 1):
+            self.writer.writerow([entry["file"], rank, p["index"], p["label"] or "", p["name"] or "",
+                                  repr(p["score"]), ""])
 
     def end(self):
         pass

@@ -38,6 +38,13 @@ class Config:
     # The largest input height/width a weight file may declare: a 2048x2048 image
     # already needs about 1 GB of float32 activations in block2.
     max_input_size: int = 2048
+    # A Keras model description (config.json, a legacy .h5's model_config): ~200 kB for a
+    # Keras 3 Xception classifier. JSON inflates when parsed (``{},`` is 3 bytes of text, a
+    # 64-byte dict; 40 MB of ``[],`` took 1.3 GB), so 8 MiB parse within ~200 MB.
+    max_config_bytes: int = 8 * 1024**2
+    # Names in one legacy .h5 ``weight_names`` list: a nested model's group lists all its
+    # layers' weights (Xception's: 236); max_config_layers layers of up to 10 weights each.
+    max_weight_names: int = 100_000
     # An .npz manifest is JSON: a few kB, or ~1 MB with ImageNet-21k labels.
     max_manifest_bytes: int = 16 * 1024**2
 

@@ -24,6 +24,7 @@ one ``ImageError`` whose message is ``"<file>: <reason>"``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import importlib
 import os
@@ -160,6 +161,9 @@ def _decode(source, name, formats, limit, stack) -> Image.Image:
         raise ImageError(name, f"too many pixels (more than Pillow's limit of {limit}); "
                                "refused as a possible decompression bomb") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # the system's, not Pillow's
+            raise ImageError(name, "is a loop of symbolic links (too many levels), not an image file; "
+                                   "expected a path that leads to a file") from None
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
         # SyntaxError ("broken PNG file"), ValueError ("Decompressed data too large") or EOFError.
         detail = " ".join(str(exc).split()) or type(exc).__name__

@@ -75,8 +75,31 @@ def decode_predictions(preds, top=5) -> list[list[tuple[str, str, float]]]:
     return results
 
 
+def _escape_surrogate(c: str) -> str:
+    code = ord(c)
+    # U+DC80..U+DCFF: a byte that was not UTF-8 (os.listdir and sys.argv decode file names with
+    # surrogateescape): shown as that byte, as Python's repr of the bytes name shows it
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def unicode_text(text) -> str:
+    """``text`` as valid Unicode: lone surrogates escaped (``b\\xff.jpg``), everything else kept.
+
+    A file name that is not UTF-8, or a label holding a lone ``\\udcff`` (a JSON manifest
+    can), cannot be encoded as UTF-8: printed, it stopped ``predict --format csv``
+    mid-output, and in JSON it became an escape that strict parsers reject.
+    """
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escape_surrogate(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 def printable(text) -> str:
-    """``text`` safe for a terminal: control and format characters escaped (``\\x1b``, ``\\n``, ``\\u202e``).
+    """``text`` safe for a terminal: control and format characters escaped (``\\x1b``, ``\\n``, ``\\u202e``),
+    and lone surrogates as :func:`unicode_text` escapes them.
 
     Labels come from weight files, which may be hostile: raw ANSI escapes could
     rewrite the terminal, a newline could forge an output line, and bidi
@@ -85,4 +108,5 @@ def printable(text) -> str:
     text = str(text)
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() else _escape_surrogate(c) if "\ud800" <= c <= "\udfff"
+                   else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -93,6 +93,20 @@ def photo_size(model, target_size=None):
     return (h, w) if None not in (h, w) else None
 
 
+def load_photo(model, image, target_size=None, interpolation=None) -> np.ndarray:
+    """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, 3)`` pixels in [0, 255], resized
+    by ``load_img``'s pipeline to ``target_size`` or the model's fixed size, else at its own size
+    (:func:`photo_size`); a size ``model(x)`` cannot take is refused naming the photo. ``feed(model,
+    pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on."""
+    size = photo_size(model, target_size)
+    pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation))
+    try:
+        model.check_image_size(*pixels.shape[:2])
+    except ValueError as exc:
+        raise ValueError(f"{_label(image, 0)}: {str(exc).removeprefix('x: ')}") from None
+    return pixels
+
+
 def _resize_filter(model, size, interpolation) -> str:
     """The filter photos are resized with: ``interpolation`` (default Keras' nearest) when they are resized;
     a model that takes photos at their own size resizes nothing (or in its stage, as the Keras model does),
@@ -214,7 +228,7 @@ def _label(image, index) -> str:
     return name if not name.startswith("<") else f"images[{index}]"
 
 
-def _feed(model, pixels) -> np.ndarray:
+def feed(model, pixels) -> np.ndarray:
     """[0, 255] pixels as ``model(x)`` takes them: float32 (``img_to_array``), then raw when the model
     preprocesses in-graph (a converted Rescaling/Normalization, ``model.takes_pixels``), else through
     preprocess_input; in the model's dtype. Pixelwise, so :func:`_staged` may feed a photo in parts."""
@@ -225,13 +239,13 @@ def _feed(model, pixels) -> np.ndarray:
 
 def _run(model, pixels):
     """The model on a list of [0, 255] pixel arrays of one size."""
-    return model(_feed(model, np.stack(pixels)))
+    return model(feed(model, np.stack(pixels)))
 
 
 def _staged(model, photo) -> np.ndarray:
-    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through ``_feed`` and the model's
+    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through :func:`feed` and the model's
     input stage: ``(1, H, W, 3)`` at the backbone's size, the same bits as
-    ``model.backbone_input(_feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
+    ``model.backbone_input(feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
     geometry step reads are converted and fed (``model.backbone_input_gathered``): a photo costs its
     Pillow image, not ~10 bytes per pixel and channel of float copies (docs/performance.md). Photos are
     staged as they are read, so a batch holds backbone-sized arrays rather than whole photos."""
@@ -239,7 +253,7 @@ def _staged(model, photo) -> np.ndarray:
         hw, read = (photo.height, photo.width), functools.partial(read_pixels, photo)
     else:
         hw, read = photo.shape[:2], lambda rows, cols: photo[rows][:, cols]
-    return model.backbone_input_gathered(hw, read, functools.partial(_feed, model))
+    return model.backbone_input_gathered(hw, read, functools.partial(feed, model))
 
 
 def _stacks(model) -> bool:
@@ -317,6 +331,7 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
     """
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
+    _interpolation(interpolation or CONFIG.default_interpolation)  # once, before any file: a bad name
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
     return _file_batches(files, model, top, size, interpolation, batch_size)  # the checks above ran first

@@ -2,7 +2,9 @@
 
 ``npxception show --layer block2_sepconv2_act cat.png -o maps.png`` draws the
 input image, then the ``--maps`` most active channels of that layer, each
-scaled to its own 0..255 range, in a grid.
+scaled to its own 0..255 range, in a grid. The photo is sized and fed as
+``npxception predict`` feeds it: the model's fixed size, its own size for a
+model whose source takes any size, or ``--size HxW``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from . import architecture as arch
-from .images import load_image, preprocess_input
-from .prediction import get_model
-from .untrusted import atomic_write
+from .input_stage import output_size
+from .prediction import feed, get_model, load_photo
+from .untrusted import atomic_write, check_output_dir
 
 # The picture's format comes from the output's suffix, as Pillow's save(path) does,
 # but from a short list: a typo (maps.pgn) is refused rather than guessed.
@@ -51,26 +53,30 @@ def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
     return grid
 
 
-def render(model, image_path, layer: str, out_path, maps: int = 16):
+def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_size=None, interpolation=None):
     """Write the input image beside the feature-map grid of ``layer`` to ``out_path``.
 
-    The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps``
-    may not exceed the layer's channel count.
+    The photo is what :func:`npxception.predict` feeds the model (:func:`~npxception.prediction.load_photo`):
+    resized to ``target_size`` (``--size HxW``) or to the model's fixed input size, else, for a model whose
+    source takes any size, at its own size; raw pixels or ``preprocess_input``'s output as the model takes
+    them. The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps`` may not exceed the
+    layer's channel count.
     """
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
     if layer not in model.layer_names:
         hint = difflib.get_close_matches(layer, model.layer_names, n=3)
         raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
-    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
-    # The layer's output shape from the table, so that both checks come before the forward pass.
+    pixels = load_photo(model, image_path, target_size, interpolation)
+    # The layer's output shape from the table at the size the backbone gets (after the input stage's
+    # geometry), so that both checks come before the forward pass.
+    h, w = output_size(model.input_stage, pixels.shape[:2])
     shape = arch.trace(model.layers, model.head, (h, w, 3))[layer][0]
     if len(shape) != 3:
         raise ValueError(f"--layer: {layer} outputs a vector {shape}, not feature maps; "
                          "pick a convolutional layer")
     if maps > shape[-1]:
         raise ValueError(f"--maps: {layer} has {shape[-1]} channels; expected at most that, found {maps}")
-    pixels = load_image(image_path, target_size=(h, w))
-    _, acts = model.forward(preprocess_input(pixels)[None].astype(model.dtype), capture=[layer])
+    _, acts = model.forward(feed(model, pixels[None]), capture=[layer])
     act = acts[layer][0]
     grid = feature_grid(act, maps)
     photo = Image.fromarray(pixels.astype(np.uint8)).resize((grid.height, grid.height))
@@ -83,6 +89,8 @@ def render(model, image_path, layer: str, out_path, maps: int = 16):
 
 def cli_show(args) -> int:
     output_format(args.output)  # refuse a bad suffix before loading the weights
-    render(get_model(args.weights), args.image, args.layer, args.output, args.maps)
+    check_output_dir(args.output, inputs=[args.image, args.weights])  # the photo must not be replaced
+    render(get_model(args.weights), args.image, args.layer, args.output, args.maps, target_size=args.size,
+           interpolation=args.interpolation)
     print(args.output)
     return 0

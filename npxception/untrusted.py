@@ -189,13 +189,35 @@ def sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
-def check_output_dir(path) -> pathlib.Path:
-    """``path`` as a Path, after checking that its directory exists; raise FileNotFoundError naming it."""
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError, TypeError):  # either does not exist (yet), or is no path: not the same
+        return False
+
+
+def check_output_dir(path, inputs=()) -> pathlib.Path:
+    """``path`` as a Path, after checking that it can be written without losing anything.
+
+    Refused, each naming the path and what is expected: a directory that does
+    not exist, a ``path`` that is itself a directory (found before the work, not
+    at the final rename), and a ``path`` that is one of the command's ``inputs``
+    (the same file, through any link): the write would replace it.
+    ``None`` in ``inputs`` is skipped.
+    """
     path = pathlib.Path(path)
     if not path.parent.is_dir():
         what = "is not a directory" if path.parent.exists() else "does not exist"
         raise FileNotFoundError(f"{path}: cannot write: the directory {path.parent} {what}; "
                                 "expected an existing directory (create it first)")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: cannot write: it is a directory; expected the path of a file "
+                                "to write (a new name, or a file to replace)")
+    for source in inputs:
+        if source is not None and _same_file(path, source):
+            raise FileExistsError(f"{path}: cannot write: it is also an input of this command "
+                                  f"({os.fsdecode(source)}), which the output would replace; "
+                                  "expected a different output path")
     return path
 
 

@@ -16,7 +16,7 @@ import warnings
 
 from . import golden as gold
 from .model import load
-from .untrusted import atomic_write
+from .untrusted import atomic_write, check_output_dir
 
 PATHS = ("fused", "fast", "reference")
 
@@ -114,6 +114,8 @@ def failure_message(result: FileResult) -> str:
 
 
 def cli_verify(args) -> int:
+    if args.report:  # before the work: not a directory, not one of the files it checks
+        check_output_dir(args.report, inputs=args.files)
     results = []
     for path in args.files:
         result = verify_file(path, add=args.add)

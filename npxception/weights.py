@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 import zipfile
 import zlib
@@ -85,7 +86,7 @@ def weight_budget() -> int:
     for both variants) plus ``CONFIG.head_params_margin`` for any head the
     converter supports. Readers charge every array against it before allocating.
     """
-    backbone = max(sum(int(np.prod(s)) for s in arch.param_shapes(arch.backbone(v), []).values())
+    backbone = max(sum(math.prod(s) for s in arch.param_shapes(arch.backbone(v), []).values())
                    for v in arch.VARIANTS.values())
     return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
@@ -259,11 +260,11 @@ def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
         shapes = arch.param_shapes(arch.backbone(variant), head)
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{where}: the manifest's architecture is invalid ({exc})") from None
-    params = sum(int(np.prod(s)) for s in shapes.values())
+    params = sum(math.prod(s) for s in shapes.values())
     if params * np.dtype(np.float64).itemsize > weight_budget():
         raise ValueError(f"{where}: the manifest's head makes {params:,} parameters, more than the "
                          f"{weight_budget() // 8:,} any supported model holds; refused before reading")
-    out = {k: ArraySpec(tuple(s), "f", int(np.prod(s)) * 8) for k, s in shapes.items()}
+    out = {k: ArraySpec(tuple(s), "f", math.prod(s) * 8) for k, s in shapes.items()}
     reserved = manifest.get("reserved") or {}
     if not isinstance(reserved, dict):
         raise ValueError(f"{where}: the manifest's 'reserved' must map names to shapes, found {reserved!r}")
@@ -273,8 +274,8 @@ def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
                 and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
             raise ValueError(f"{where}: bad reserved array {key!r}: {shape!r}; expected a name starting "
                              "with '__' and a list of sizes")
-        total += int(np.prod(shape)) * 8
-        out[key] = ArraySpec(tuple(shape), "fiub", int(np.prod(shape)) * 8)
+        total += math.prod(shape) * 8
+        out[key] = ArraySpec(tuple(shape), "fiub", math.prod(shape) * 8)
     if total > RESERVED_BYTES:
         raise ValueError(f"{where}: the reserved arrays claim {total:,} bytes, over the {RESERVED_BYTES:,} "
                          "allowed")
@@ -313,7 +314,7 @@ def _read_npy(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, *
                 or dtype.fields is not None:
             raise ValueError(f"{where}: weight {key!r} has dtype {dtype}; expected "
                              + ("float32 or float64" if kinds == "f" else "a plain numeric or text dtype"))
-        nbytes = int(np.prod(found_shape)) * dtype.itemsize
+        nbytes = math.prod(found_shape) * dtype.itemsize  # Python ints: np.prod wrapped (2**32, 2**32) to 0
         if nbytes > max_bytes:
             raise ValueError(f"{where}: {key} claims {nbytes:,} bytes, more than its expected {max_bytes:,}")
         data = f.read(nbytes)

@@ -1,4 +1,4 @@
-"""Shared test set-up: the hypothesis profiles and TensorFlow's quiet import."""
+"""Shared test set-up: the hypothesis profiles, TensorFlow's quiet import, and how xdist splits the suite."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 # TensorFlow's C++ logging is noise in test output; must be set before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # CI: the same examples every run (derandomize), a fixed budget, and no deadline
@@ -27,3 +28,40 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# pytest-xdist (pyproject's addopts: 2 workers, --dist loadfile) gives each worker whole files, so a
+# module-scoped Keras corpus is built once, in the worker that runs its file. Files that share a
+# process-wide build (predict_reference's Keras model, cached for the process) go to one worker together.
+SHARED_BUILDS = {
+    "predict_reference": ("test_cli.py", "test_framework_free.py", "test_predict.py", "test_readme.py"),
+}
+# Started first, longest first (xdist orders by test count): a long file started last would leave the
+# other worker idle at the end. test_real_world_files alone is a third of the suite (its Keras corpus).
+LONGEST = ("test_real_world_files.py", "test_convert_files.py", "predict_reference", "test_channels_first.py",
+           "test_model_keras.py", "test_compare.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None  # another --dist given on the command line: xdist's own scheduler
+    from xdist.scheduler import LoadFileScheduling
+
+    group_of = {file: group for group, files in SHARED_BUILDS.items() for file in files}
+
+    def unit(scope):
+        return scope.rsplit("/", 1)[-1]
+
+    class FilesAndSharedBuilds(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            file = super()._split_scope(nodeid)
+            return group_of.get(unit(file), file)
+
+        def _assign_work_unit(self, node):
+            long = [s for s in self.workqueue if unit(s) in LONGEST]
+            for scope in sorted(long, key=lambda s: LONGEST.index(unit(s)), reverse=True):
+                self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return FilesAndSharedBuilds(config, log)

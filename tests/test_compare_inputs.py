@@ -191,8 +191,7 @@ def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys
     from PIL import Image
 
     import npxception
-    from npxception import cli
-    from npxception.compare import cli as compare_cli
+    from npxception import cli, prediction
     from onnx_port import build
 
     build(npxception.load(small), tmp_path / "port.onnx")
@@ -201,7 +200,7 @@ def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys
     for i in range(20):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i:02}.png")
     alive, most = set(), [0]
-    real = compare_cli.load_image
+    real = prediction.load_image  # compare reads photos through prediction.load_photo, as predict sizes them
 
     def counted(path, **kw):
         pixels = real(path, **kw)
@@ -210,7 +209,7 @@ def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys
         most[0] = max(most[0], len(alive))
         return pixels
 
-    monkeypatch.setattr(compare_cli, "load_image", counted)
+    monkeypatch.setattr(prediction, "load_image", counted)
     args = ["compare", "--weights", str(small), "--against", str(tmp_path / "port.onnx"), "--layout", "NCHW",
             "--port", "timm.legacy_xception", "--image", str(tmp_path / "photos")]
     assert cli.main(args) == 1  # timm's conventions (BN epsilon, logits) differ from ours

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import h5py
 import numpy as np
@@ -189,9 +190,9 @@ def test_no_dataset_is_read_twice_or_before_its_shape_is_checked(tmp_path, monke
     reads: list[str] = []
     real = hdf5.GuardedH5._read_data
 
-    def counting(self, dset, name, size):
+    def counting(self, dset, name, *rest):
         reads.append(name)
-        return real(self, dset, name, size)
+        return real(self, dset, name, *rest)
 
     monkeypatch.setattr(hdf5.GuardedH5, "_read_data", counting)
     model = weights_tools.read(legacy_xception(tmp_path / "ok.h5", head_units=10), pooling="avg",
@@ -204,6 +205,106 @@ def test_no_dataset_is_read_twice_or_before_its_shape_is_checked(tmp_path, monke
     with pytest.raises(weights_tools.ConversionError, match="block14_sepconv2_bn"):
         weights_tools.read(bad)
     assert reads == [], "arrays were read before every shape was checked"
+
+
+def _zeros_deflated(nbytes: int, segment: int = 4 << 20) -> bytes:
+    """A zlib stream of ``nbytes`` zeros, built in milliseconds: one raw-deflate segment of zeros,
+    ended by a full flush (so it stands alone), repeated; the Adler-32 of n zeros is n mod 65521 << 16 | 1."""
+    assert nbytes % segment == 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(segment)) + c.flush(zlib.Z_FULL_FLUSH)
+    end = zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
+    return b"\x78\xda" + block * (nbytes // segment) + end + struct.pack(">I", (nbytes % 65521) << 16 | 1)
+
+
+def test_chunk_larger_than_its_dataset(tmp_path):
+    """block1_conv1's kernel (3.5 kB) in one gzip chunk of 1 GiB (1 MB in the file): an extendible
+    dataset's chunk may exceed its shape, and reading it inflated the whole chunk (1.18 GB, 17 s;
+    under this limit a misleading "filter returned failure")."""
+    p = legacy_xception(tmp_path / "chunk.h5")
+    chunks = (64, 64, 2048, 32)  # float32: 1 GiB
+    with h5py.File(p, "a") as f:
+        g = f["block1_conv1"]
+        del g["block1_conv1/kernel:0"]
+        d = g.create_dataset("block1_conv1/kernel:0", shape=(3, 3, 3, 32), maxshape=(None,) * 4,
+                             chunks=chunks, compression="gzip", dtype="f4")
+        d.id.write_direct_chunk((0, 0, 0, 0), _zeros_deflated(4 * int(np.prod(chunks))))
+    convert_refused(tmp_path, p, "block1_conv1/kernel:0", "chunks of (64, 64, 2048, 32)",
+                    "expected chunks within its shape")
+
+
+def test_chunked_reads_are_charged_whole_chunks(tmp_path):
+    """Chunks within the shape, but each read inflates whole chunks: (2048, 100) in chunks of
+    (2047, 1) touches 2 x 100 chunks, twice the values; the budget is charged that."""
+    import weights_tools
+    from npxception.untrusted import ReadBudget
+    from weights_tools import hdf5
+
+    p = tmp_path / "grid.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("w", data=np.ones((2048, 100), "f4"), chunks=(2047, 1))
+    budget = ReadBudget(10**9, "grid.h5", error=weights_tools.ConversionError)
+    with hdf5.GuardedH5(str(p), "grid.h5", budget) as h5:
+        h5.read(h5.file, "w")
+    assert 10**9 - budget.left == 2 * 2047 * 100 * hdf5.PARAM_BYTES
+
+
+def _full_model(path, config=None, **attrs):
+    """A legacy full-model save holding one layer, with root attributes (model_config ...) to test."""
+    with h5py.File(path, "w", libver="latest") as f:  # "latest": attributes over 64 KiB
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([b"dense"])
+        d = g.create_group("dense")
+        d.attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        d.create_dataset("dense/kernel:0", data=np.zeros((2, 2), "f4"))
+        for key, value in attrs.items():
+            (g if key == "layer_names" else d if key == "weight_names" else f).attrs[key] = value
+    return path
+
+
+def test_model_config_attribute_over_the_config_cap(tmp_path):
+    """40 MB of ``[],`` parsed into 1.29 GB (24 s) before "more than 10000 layers"; a config.json
+    has been capped at 8 MiB all along. Variable-length (Keras 3's str) and fixed-length alike."""
+    from npxception.config import CONFIG
+
+    n = CONFIG.max_config_bytes // 3 + 1
+    text = "[" + "[]," * (n - 1) + "[]]"
+    convert_refused(tmp_path, _full_model(tmp_path / "vlen.h5", model_config=text),
+                    "attribute model_config of /", f"at most {CONFIG.max_config_bytes:,} bytes")
+    convert_refused(tmp_path, _full_model(tmp_path / "fixed.h5", model_config=np.bytes_(text.encode())),
+                    "attribute model_config of /", "stores", f"at most {CONFIG.max_config_bytes:,} bytes")
+
+
+@pytest.mark.parametrize("key, bound", [("layer_names", "max_config_layers"), ("weight_names", "max_weight_names")])
+def test_name_lists_beyond_their_bound(tmp_path, key, bound):
+    """A million one-byte names (1 MB stored) became a million NumPy and Python strings each
+    (~90 bytes apiece): refused from the attribute's shape, before a byte is read."""
+    from npxception.config import CONFIG
+
+    limit = getattr(CONFIG, bound)
+    p = _full_model(tmp_path / "names.h5", **{key: np.full(10**6, b"x")})
+    convert_refused(tmp_path, p, f"attribute {key} of", "1,000,000 values", f"at most {limit:,} names")
+
+
+def test_name_lists_split_beyond_the_bound(tmp_path):
+    """Keras' split form (layer_names0, layer_names1, ...) shares one bound."""
+    from npxception.config import CONFIG
+
+    parts = CONFIG.max_config_layers // 2000 + 1
+    p = tmp_path / "split.h5"
+    with h5py.File(p, "w") as f:
+        for i in range(parts):
+            f.attrs[f"layer_names{i}"] = np.full(2000, b"x")
+    convert_refused(tmp_path, p, f"attribute layer_names0 (split in {parts}) of /", f"{2000 * parts:,} values",
+                    f"at most {CONFIG.max_config_layers:,} names")
+
+
+@pytest.mark.parametrize("key", ["layer_names", "weight_names", "model_config"])
+def test_attribute_text_that_is_not_utf8(tmp_path, key):
+    """It was "'utf-8' codec can't decode byte 0xff ...": no file, no attribute named."""
+    value = np.array([b"ok", b"bad\xff\xfe"]) if key != "model_config" else np.bytes_(b"{\xff}")
+    p = _full_model(tmp_path / "utf.h5", **{key: value})
+    convert_refused(tmp_path, p, f"attribute {key} of", "is not UTF-8 text", "expected UTF-8")
 
 
 # --------------------------------------------------------------------------- .keras archives

@@ -309,7 +309,7 @@ def test_a_photo_staged_from_the_pixels_it_reads_equals_the_whole_photo_path(cas
     from PIL import Image
 
     from npxception.images import read_pixels
-    from npxception.prediction import _feed
+    from npxception.prediction import feed as _feed
 
     steps, hw = case
     feed = functools.partial(_feed, types.SimpleNamespace(takes_pixels=takes_pixels, dtype=np.dtype(dtype)))

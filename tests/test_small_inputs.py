@@ -3,9 +3,10 @@
 71x71 is ``keras.applications.Xception``'s constructor rule for a fixed ``input_shape``; a model
 built with ``input_shape=(None, None, 3)`` and saved after ``fit()`` is computed by Keras 3 and
 tf_keras from 7x7 up (the VALID stem: 7 -> 3 -> 1, then 1x1 maps to the end) and refused below,
-on either axis. The converted model answers the same sizes with the same numbers, on the fast and
-the reference path, in float32 and float64, and refuses the rest naming the size and the minimum;
-``npxception.Xception(input_shape=...)`` keeps the constructor's rule, as Keras does.
+on either axis. The converted model answers the same sizes with the same numbers, on the fast path
+(fused, and between kernels) and the reference path, in float32 and float64, and refuses the rest
+naming the size and the minimum; ``npxception.Xception(input_shape=...)`` keeps the constructor's
+rule, as Keras does. ``show`` and ``compare`` feed photos as ``predict`` does.
 
 One Keras 3 and one tf_keras model per module: the brief's layout (applications.Xception without
 the top, GlobalAveragePooling2D, Dense(3) logits), random kernels and BN statistics, one fit() step
@@ -117,6 +118,20 @@ def test_small_inputs_match_keras_predict_or_are_refused_as_keras_refuses(source
     for model in (ours32, ours64):
         for impl in ("fast", "reference"):
             _close(model(x, impl=impl), expected, scale, f"{name} {h}x{w} {model.dtype.name} {impl}")
+        _close(_between_kernels(model, x), expected, scale, f"{name} {h}x{w} {model.dtype.name} between kernels")
+
+
+def _between_kernels(model, x):
+    """The fast plan's other way to run its steps, np.matmul between Numba kernels in row tiles (what any
+    BLAS but NumPy's bundled OpenBLAS, or NPXCEPTION_GEMM=numpy, runs): its tiles at 1x1 and 2x2 maps too."""
+    from npxception import blas
+
+    plan = model._fast  # built by the fast call before
+    plan.fused = False
+    try:
+        return model(x)
+    finally:
+        plan.fused = blas.AVAILABLE
 
 
 @pytest.fixture(scope="module")
@@ -140,15 +155,13 @@ def photos(sources, tmp_path_factory):
         arr = keras.utils.img_to_array(keras.utils.load_img(f))[None] / 127.5 - 1  # the model takes preprocess_input's
         expected[f] = keras_run(arr.astype(np.float32))
     npz = weights_tools.convert(path, root / "variable.npz")
-    return files, expected, npz
+    return files, expected, npz, path
 
 
 def test_predict_on_small_photos_matches_keras(photos):
     """npxception.predict and `npxception predict` on photos of 50x80, 9x7 (JPEG) and 7x61: Keras' logits;
     a 6x40 photo is refused naming it, the size and the minimum, and the others still get their scores."""
-    from npxception import cli
-
-    files, expected, npz = photos
+    files, expected, npz, _ = photos
     model = npxception.load(npz)
     for f, (logits, scale) in expected.items():
         ours = np.zeros(3)
@@ -162,7 +175,7 @@ def test_predict_on_small_photos_matches_keras(photos):
 def test_cli_predict_on_small_photos_matches_keras(photos, capsys):
     from npxception import cli
 
-    files, expected, npz = photos
+    files, expected, npz, _ = photos
     assert cli.main(["predict", "--weights", str(npz), "--json", "--top", "3", "--no-progress", *files]) == 1
     out = capsys.readouterr()
     results = json.loads(out.out)
@@ -210,3 +223,100 @@ def test_a_weight_file_may_hold_any_size_the_network_computes(tmp_path):
     with pytest.raises(ValueError, match=re.escape("input_shape: height and width must be at least 7 and at most "
                                                    "2048, found (6, 6, 3)")):
         XceptionModel(base.weights, head=base.head, input_shape=(6, 6, 3))
+
+
+# --------------------------------------------------------------------------- show and compare: predict's sizes
+
+def _spy_forward(monkeypatch, model):
+    """Record what ``model.forward`` ran on and captured (the CLI's model is get_model's cached one)."""
+    seen = []
+    forward = model.forward
+
+    def spy(x, capture=None, impl="fast"):
+        out = forward(x, capture=capture, impl=impl)
+        seen.append((x, out[1]))
+        return out
+
+    monkeypatch.setattr(model, "forward", spy)
+    return seen
+
+
+def test_show_feeds_the_photo_as_predict_does(photos, monkeypatch, tmp_path, capsys):
+    """`npxception show` on a variable-size model: the photo at its own size (50x80), or at --size HxW as
+    load_img(target_size=...) gives it, and the maps drawn are Keras' activations of that layer on that
+    input; a photo or a --size below 7x7, and --interpolation without --size, are refused by name."""
+    import keras
+
+    from npxception import cli
+    from npxception.prediction import get_model
+    from npxception.show import render
+
+    files, _, npz, source = photos
+    layer = "block14_sepconv1_act"
+    kmodel = keras.saving.load_model(source, compile=False)
+    tap = keras.Model(kmodel.input, kmodel.get_layer(layer).output)
+    seen = _spy_forward(monkeypatch, get_model(npz))
+    for argv, load_kw in (([], {}), (["--size", "40x30", "--interpolation", "bilinear"],
+                                     dict(target_size=(40, 30), interpolation="bilinear"))):
+        out = tmp_path / "maps.png"
+        assert cli.main(["show", "--weights", str(npz), "--layer", layer, files[0], "-o", str(out), *argv]) == 0
+        assert capsys.readouterr().out.strip() == str(out) and Image.open(out).size[0] > 0
+        x, acts = seen.pop()
+        theirs = keras.utils.img_to_array(keras.utils.load_img(files[0], **load_kw))[None] / 127.5 - 1
+        np.testing.assert_array_equal(x, theirs.astype(np.float32))  # the same pixels, preprocessed alike
+        expected = tap.predict(theirs, verbose=0)
+        # an activation, not logits: 1e-5 of its largest value (the module docstring's argument, per layer)
+        _close(acts[layer], expected, float(np.abs(expected).max()), f"show {layer} {argv}")
+    # a model that rescales in-graph is fed raw pixels, as predict feeds it (show applied preprocess_input
+    # to every model: twice for this one)
+    from npxception.model import XceptionModel
+
+    plain = npxception.load(npz)
+    rescaling = XceptionModel(plain.weights, head=plain.head, input_stage=[
+        {"kind": "rescaling", "name": "rescaling", "scale": 1 / 127.5, "offset": -1.0}])
+    seen = _spy_forward(monkeypatch, rescaling)
+    render(rescaling, files[0], layer, tmp_path / "raw.png", maps=4)
+    np.testing.assert_array_equal(seen.pop()[0], keras.utils.img_to_array(keras.utils.load_img(files[0]))[None])
+    for argv, message in ((["--size", "5x5"], "target_size: " + _refusal(5, 5)),
+                          (["--interpolation", "bilinear"], "interpolation: this model takes each photo at its own "
+                                                            "size and nothing resizes it"),
+                          ([files[-1]], re.escape(files[-1]) + ": " + _refusal(6, 40))):
+        photo = [] if argv[0] == files[-1] else [files[0]]
+        assert cli.main(["show", "--weights", str(npz), "--layer", layer, *photo, *argv,
+                         "-o", str(tmp_path / "no.png")]) == 1
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, err
+        assert not (tmp_path / "no.png").exists()
+
+
+def test_compare_says_what_input_it_ran_on(photos, tmp_path, capsys):
+    """`compare` without --image on a variable-size model: a seeded random batch at --size HxW (the Keras
+    model agrees at 20x30, a size below 71x71), else at 299x299, and the report's input line says which size
+    and why; with --image, each photo at its own size, as predict feeds it. A --size the model cannot take,
+    or one given with a dump that carries its input, is refused naming it."""
+    from npxception import cli
+    from npxception.compare.cli import cli_input, input_line
+
+    files, _, npz, source = photos
+    assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "20x30", "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert report["input"] == "a seeded random batch (seed 0) at 20x30 (--size)", report["input"]
+    first = report["rows"][0]  # block1_conv1, 3x3/2 VALID: 20x30 -> 9x14 on both sides
+    assert first["layer"] == "block1_conv1" and first["shape_ours"] == first["shape_theirs"] == [1, 9, 14, 32]
+    assert report["first_divergence"] is None, out.err
+    assert cli.main(["compare", "--against", source, "--weights", str(npz), "--image", files[0], files[2]]) == 0
+    text = capsys.readouterr().out
+    assert "\ninput: 2 photo(s), each at its own size (the model takes any size; the first 50x80)\n" in text, text
+    model = npxception.load(npz)
+    assert cli_input(model).shape == (1, 299, 299, 3)  # the default, named by the report (not run here: 299x299)
+    assert input_line(model, [], None, None) == ("a seeded random batch (seed 0) at 299x299 (the model takes any "
+                                                 "size and no photo gives one: --size HxW or --image for another)")
+    assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "6x30"]) == 1
+    err = capsys.readouterr().err
+    assert re.search("target_size: " + _refusal(6, 30), err) and "Traceback" not in err, err
+    dump = tmp_path / "dump.npz"
+    np.savez(dump, __input__=np.zeros((1, 20, 30, 3), np.float32))
+    assert cli.main(["compare", "--against", str(dump), "--weights", str(npz), "--size", "20x30"]) == 1
+    err = capsys.readouterr().err
+    assert "--size: the dump carries the input it ran on (key '__input__')" in err and "Traceback" not in err, err

@@ -223,7 +223,7 @@ def convert(src, dst, *, variant=None, config=None, check_with_keras=False, on_n
     dst = pathlib.Path(dst)
     if dst.suffix != ".npz":
         raise ConversionError(f"{dst}: the output must end in .npz")
-    check_output_dir(dst)  # before the reading, which can take a while
+    check_output_dir(dst, inputs=[src, config])  # before the reading, which can take a while
     model = read(src, variant=variant, config=config, **options)
     for line in model.notices if on_notice else ():
         on_notice(line)

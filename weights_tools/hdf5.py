@@ -10,6 +10,9 @@ refuse, naming the file and the object:
 * virtual datasets (``dset.is_virtual``): they assemble data from other files;
 * datasets claiming more bytes than the whole file holds (a decompression or
   allocation bomb, or a truncated file);
+* chunks larger than their dataset: only an extendible dataset can have one
+  (Keras writes none), and reading it inflates the whole chunk, up to 4 GiB
+  behind a 3.5 kB kernel. Reads are charged the whole chunks they touch;
 * datasets of a non-float dtype (weights are floating point; integer scalars,
   the counters of adapted layers, are the one exception).
 
@@ -22,18 +25,24 @@ And, against amplification (the budget rule, docs/security.md):
   shape and dtype, read only when the converter has checked them against the
   layer they belong to (``np.asarray`` reads it, once);
 * **a read budget.** Every read is charged, before it allocates, against the
-  bytes a valid file can hold (:func:`npxception.weights.weight_budget`).
+  bytes a valid file can hold (:func:`npxception.weights.weight_budget`);
+* **text attributes within bounds.** ``model_config``, ``layer_names`` and
+  ``weight_names`` are checked, by their stored size and element count, before
+  they are read (:func:`GuardedH5.attr_text`, :func:`GuardedH5.attr_strings`):
+  parsed, 40 MB of JSON took 1.3 GB.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import h5py
 import numpy as np
 
-from npxception.untrusted import ReadBudget
+from npxception.config import CONFIG
+from npxception.untrusted import ReadBudget, short_repr
 from npxception.weights import weight_budget
 
 from .mapping import ConversionError
@@ -42,6 +51,8 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # A compressed dataset may legitimately expand; allow this ratio over the file size.
 MAX_EXPANSION = 64
 PARAM_BYTES = 8  # the read budget counts every parameter as a float64
+# Names in one string-list attribute (all its split chunks together).
+MAX_NAMES = {"layer_names": CONFIG.max_config_layers, "weight_names": CONFIG.max_weight_names}
 
 
 def open_h5(src, where: str):
@@ -73,10 +84,11 @@ class StoredArray(np.lib.mixins.NDArrayOperatorsMixin):
     ``dtype`` against the layer the array belongs to before that.
     """
 
-    def __init__(self, h5: "GuardedH5", dset, name: str):
+    def __init__(self, h5: "GuardedH5", dset, name: str, work: int | None = None):
         self._h5, self._dset, self.name = h5, dset, name
         self.shape = tuple(int(d) for d in dset.shape)
         self.dtype = dset.dtype
+        self._work = work  # the values a read inflates (whole chunks), checked by GuardedH5.stored
         self._array = None
 
     @property
@@ -85,7 +97,7 @@ class StoredArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -93,7 +105,7 @@ class StoredArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def read(self) -> np.ndarray:
         if self._array is None:
-            self._array = self._h5._read_data(self._dset, self.name, self.size)
+            self._array = self._h5._read_data(self._dset, self.name, self.size, self._work)
             self._dset = None
         return self._array
 
@@ -205,7 +217,7 @@ class GuardedH5:
         if dset.dtype.kind != "f" and not (dset.dtype.kind in "iu" and dset.shape == ()):
             raise ConversionError(f"{self.where}: dataset {name} has dtype {dset.dtype}; weights must be "
                                   "floating point")
-        claimed = int(np.prod(dset.shape, dtype=np.int64)) * dset.dtype.itemsize
+        claimed = math.prod(int(d) for d in dset.shape) * dset.dtype.itemsize
         if claimed > MAX_EXPANSION * self.size + (1 << 16):
             raise ConversionError(f"{self.where}: dataset {name} claims {claimed} bytes, far more than "
                                   f"the {self.size}-byte file holds")
@@ -216,17 +228,40 @@ class GuardedH5:
         if dset.compression is None and claimed and stored < claimed:
             raise ConversionError(f"{self.where}: dataset {name} stores {stored} of its {claimed} bytes "
                                   "(truncated file?)")
+        work = self._chunk_work(dset, name)
         first = self.referenced.get(dset.id)
         if first is not None:
             again = "referenced a second time" if first == name else f"the same data as {first} (a hard link)"
             raise ConversionError(f"{self.where}: dataset {name} is {again}; every weight is read once")
         self.referenced[dset.id] = name
-        return StoredArray(self, dset, name)
+        return StoredArray(self, dset, name, work)
 
-    def _read_data(self, dset, name: str, size: int) -> np.ndarray:
+    def _chunk_work(self, dset, name: str) -> int:
+        """The values libhdf5 inflates to read ``dset`` whole: every chunk it touches, in full.
+
+        A chunk dimension beyond the dataset's is refused: HDF5 allows one only
+        along an extendible dimension, Keras never writes extendible datasets, and
+        one such chunk (up to 4 GiB, ~1 MB compressed) hid behind a 3.5 kB kernel.
+        """
+        shape = tuple(int(d) for d in dset.shape)
+        chunks = dset.chunks
+        size = math.prod(shape)
+        if chunks is None or size == 0:
+            return size
+        if any(c > s for c, s in zip(chunks, shape)):
+            chunk_bytes = math.prod(chunks) * dset.dtype.itemsize
+            raise ConversionError(f"{self.where}: dataset {name} of shape {shape} is stored in chunks of "
+                                  f"{tuple(chunks)} ({chunk_bytes:,} bytes each), larger than the dataset; "
+                                  "expected chunks within its shape (a hostile or corrupt file?)")
+        return math.prod(-(-s // c) * c for s, c in zip(shape, chunks))
+
+    def _read_data(self, dset, name: str, size: int, work: int | None = None) -> np.ndarray:
         # Charged as parameters x 8 bytes whatever the stored dtype, so a float16
-        # file cannot fit twice the parameters into the budget.
-        self.budget.charge(size * PARAM_BYTES, f"dataset {name} ({size:,} values)")
+        # file cannot fit twice the parameters into the budget; a chunked dataset
+        # is charged the whole chunks its read inflates.
+        work = size if work is None else work
+        self.budget.charge(work * PARAM_BYTES, f"dataset {name} ({size:,} values"
+                           + (f" in chunks holding {work:,})" if work != size else ")"))
         try:
             return np.array(dset[()])
         except MemoryError:
@@ -235,30 +270,91 @@ class GuardedH5:
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConversionError(f"{self.where}: cannot read dataset {name} ({exc}; truncated file?)") from None
 
+    def _attr_header(self, obj, key: str) -> tuple[tuple, int]:
+        """An attribute's shape and stored bytes, read without its data."""
+        try:
+            aid = obj.attrs.get_id(key)
+            if aid.shape is None:  # a null dataspace (h5py.Empty): no value at all
+                return (0,), 0
+            shape = tuple(aid.shape)
+            # an empty list (a layer without weights) stores nothing: libhdf5 reports 0 as an error
+            return shape, int(aid.get_storage_size()) if math.prod(shape) else 0
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            raise ConversionError(f"{self.where}: attribute {key} of {obj.name} is unreadable ({exc})") from None
+
+    def _attrs_checked(self, obj, keys: list[str], max_count: int, expected: str) -> list:
+        """The values of attributes ``keys`` (one attribute, or the chunks of a split one), read only
+        after their element count and stored bytes, all chunks together, are checked."""
+        what = f"{self.where}: attribute {keys[0]}" + (f" (split in {len(keys)})" if len(keys) > 1 else "") \
+            + f" of {obj.name}"
+        headers = [self._attr_header(obj, k) for k in keys]
+        count = sum(math.prod(shape) for shape, _ in headers)
+        stored = sum(nbytes for _, nbytes in headers)
+        if any(len(shape) > 1 for shape, _ in headers) or count > max_count:
+            raise ConversionError(f"{what} holds {count:,} values"
+                                  + (f" of shape {headers[0][0]}" if len(keys) == 1 else "")
+                                  + f"; expected {expected}")
+        if stored > CONFIG.max_config_bytes:
+            raise ConversionError(f"{what} stores {stored:,} bytes; expected at most "
+                                  f"{CONFIG.max_config_bytes:,} bytes of text (a hostile or corrupt file?)")
+        try:
+            return [obj.attrs[k] for k in keys]
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise ConversionError(f"{what} is unreadable ({exc})") from None
+
+    def _text(self, value, where: str, text_left: int) -> str:
+        """An attribute's text, UTF-8 decoded; its length checked again (variable-length
+        strings live in the file's heap, outside the attribute's stored bytes)."""
+        if isinstance(value, bytes):
+            if len(value) > text_left:
+                raise ConversionError(f"{where} holds {len(value):,} bytes; expected at most "
+                                      f"{CONFIG.max_config_bytes:,} bytes of text (a hostile or corrupt file?)")
+            try:
+                return value.decode("utf8")
+            except UnicodeDecodeError as exc:
+                raise ConversionError(f"{where} is not UTF-8 text (byte {exc.start}: "
+                                      f"{short_repr(value[max(0, exc.start - 20):exc.start + 20])}); "
+                                      "expected UTF-8, as Keras writes it") from None
+        text = str(value)
+        if len(text) > text_left:
+            raise ConversionError(f"{where} holds {len(text):,} characters; expected at most "
+                                  f"{CONFIG.max_config_bytes:,} bytes of text (a hostile or corrupt file?)")
+        return text
+
     def attr_strings(self, obj, key: str) -> list[str] | None:
         """A string-list attribute (``layer_names``...), possibly split as ``key0``, ``key1``, ...
 
         Keras splits attributes beyond HDF5's 64 KiB header limit into numbered chunks.
+        The names (``MAX_NAMES``) and their bytes (``CONFIG.max_config_bytes``) are
+        bounded over all chunks, and checked before each chunk is read.
         """
         attrs = obj.attrs
         if key in attrs:
-            values = list(np.atleast_1d(attrs[key]))
+            parts = [key]
         elif f"{key}0" in attrs:
-            values, i = [], 0
+            parts, i = [], 0
             while f"{key}{i}" in attrs:
-                values += list(np.atleast_1d(attrs[f"{key}{i}"]))
+                parts.append(f"{key}{i}")
                 i += 1
         else:
             return None
-        return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+        max_names = MAX_NAMES.get(key, CONFIG.max_weight_names)
+        values = self._attrs_checked(obj, parts, max_names, f"a list of at most {max_names:,} names")
+        text_left = CONFIG.max_config_bytes
+        out: list[str] = []
+        for part, value in zip(parts, values):
+            for v in np.atleast_1d(value):
+                text = self._text(v, f"{self.where}: attribute {part} of {obj.name}, entry {len(out)},",
+                                  text_left)
+                text_left -= len(text)
+                out.append(text)
+        return out
 
     def attr_text(self, obj, key: str) -> str | None:
+        """A text attribute (``model_config``, ``keras_version``...), at most ``CONFIG.max_config_bytes``."""
         if key not in obj.attrs:
             return None
-        value = obj.attrs[key]
-        if isinstance(value, bytes):
-            return value.decode("utf8")
-        if isinstance(value, np.ndarray) and value.shape == ():
-            value = value[()]
-            return value.decode("utf8") if isinstance(value, bytes) else str(value)
-        return str(value)
+        value, = self._attrs_checked(obj, [key], 1, "one text")
+        if isinstance(value, np.ndarray):
+            value = value[()] if value.shape == () else value.reshape(-1)[0]
+        return self._text(value, f"{self.where}: attribute {key} of {obj.name}", CONFIG.max_config_bytes)

@@ -56,10 +56,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 # npxception.weights.weight_budget) plus HDF5's own metadata: a few hundred kB
 # for Xception's ~240 datasets, given ample room here.
 HDF5_OVERHEAD_BYTES = 64 * 1024**2
-# config.json of a Keras 3 Xception classifier is ~200 kB. JSON inflates when
-# parsed (``{},`` is 3 bytes of text, a 64-byte dict), so the cap is what keeps
-# a zip-compressed config from parsing into gigabytes: 8 MiB parse within ~200 MB.
-MAX_JSON_BYTES = 8 * 1024**2
+# The cap is what keeps a zip-compressed config from parsing into gigabytes.
+MAX_JSON_BYTES = CONFIG.max_config_bytes
 CHUNK_BYTES = 1 << 20  # members are inflated 1 MiB at a time, each chunk counted against the cap
 _KIND_CLASS = {"conv": "Conv2D", "sepconv": "SeparableConv2D", "bn": "BatchNormalization"}
 

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 
 from .. import keras_side
-from ..images import load_image, preprocess_input
+from ..config import CONFIG
 from ..model import Xception, load
-from ..prediction import photo_size
+from ..prediction import feed, load_photo, photo_size
+from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
 from .sides import INPUT_KEY, open_other
@@ -46,27 +47,19 @@ def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE):
     """Yield the photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them, at most
     ``batch_size`` at a time: resized to the model's fixed input size (or ``target_size``); for a model
     whose source takes any size, each at its own size (``img_to_array(load_img(path))``, as its Keras user
-    feeds it), a batch of one per photo, since photos of different sizes do not stack. Pixels, through
+    feeds it), a batch of one per photo, since photos of different sizes do not stack
+    (:func:`npxception.prediction.load_photo`, then :func:`~npxception.prediction.feed`). Pixels, through
     preprocess_input unless the model preprocesses in-graph (``model.takes_pixels``). A photo the model
     cannot take is refused by name when it is reached."""
     size = photo_size(model, target_size)  # the one rule of what size a photo is fed at
     pending = []
     for p in images:
-        pixels = load_image(p, target_size=size)
-        try:
-            model.check_image_size(*pixels.shape[:2])
-        except ValueError as exc:
-            raise ValueError(f"{p}: {str(exc).removeprefix('x: ')}") from None
-        pending.append(pixels[None])
+        pending.append(load_photo(model, p, target_size)[None])  # refused naming the photo, as predict does
         if size is None or len(pending) == batch_size:
-            yield _fed(model, np.concatenate(pending))
+            yield feed(model, np.concatenate(pending))
             pending = []
     if pending:
-        yield _fed(model, np.concatenate(pending))
-
-
-def _fed(model, pixels):
-    return (pixels if model.takes_pixels else preprocess_input(pixels)).astype(model.dtype)
+        yield feed(model, np.concatenate(pending))
 
 
 def cli_inputs(model, images, target_size=None) -> list[np.ndarray]:
@@ -83,16 +76,23 @@ def _one_batch(batches, what, advice) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def cli_input(model, image=None) -> np.ndarray:
+def random_size(model, target_size=None) -> tuple[int, int]:
+    """The size of the seeded random batch ``compare`` runs without ``--image``: ``target_size`` (``--size``,
+    refused unless ``model(x)`` takes it), else the size the model takes, else, for a model whose source takes
+    any size, 299x299, the paper's (``CONFIG.default_input_shape``): no photo to give it its own size."""
+    return photo_size(model, target_size) or CONFIG.default_input_shape[:2]
+
+
+def cli_input(model, image=None, target_size=None) -> np.ndarray:
     """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
     ``image`` (a path or a list of paths) as :func:`cli_inputs` loads them, stacked (a model that takes
     photos at their own size: photos of one size), or without one a uniform batch from seed 0
-    over the same range ([0, 255] or [-1, 1]) at the model's fixed size, else 299x299."""
+    over the same range ([0, 255] or [-1, 1]) at :func:`random_size`."""
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
-        return _one_batch(iter_cli_inputs(model, paths), "image",
+        return _one_batch(iter_cli_inputs(model, paths, target_size), "image",
                           "use iter_cli_inputs, which gives one batch per photo")
-    h, w = model.source_input_shape[:2] if model.source_input_shape[0] else (299, 299)  # what model(x) takes
+    h, w = random_size(model, target_size)
     if model.takes_pixels:
         x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
     else:
@@ -100,10 +100,29 @@ def cli_input(model, image=None) -> np.ndarray:
     return x.astype(model.dtype)
 
 
+def input_line(model, images, first_hw, target_size) -> str:
+    """What both sides ran on, for the report: the photos and the size they were fed at (``first_hw``: the
+    first photo's) and why, or the seeded random batch's size and why (a model that takes any size says
+    so, and how to pick another)."""
+    free = model.source_input_shape[0] is None
+    if images:
+        h, w = first_hw
+        if target_size is None and free:
+            return f"{len(images)} photo(s), each at its own size (the model takes any size; the first {h}x{w})"
+        why = "--size" if target_size is not None else "the model's input size"
+        return f"{len(images)} photo(s) at {h}x{w} ({why})"
+    h, w = random_size(model, target_size)
+    why = ("--size" if target_size is not None else "the model's input size" if not free else
+           "the model takes any size and no photo gives one: --size HxW or --image for another")
+    return f"a seeded random batch (seed 0) at {h}x{w} ({why})"
+
+
 def cli_compare(args) -> int:
     if args.plot:  # checked before the comparison, not after minutes of it
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
+        check_output_dir(args.plot, inputs=[args.against, args.weights, getattr(args, "config", None),
+                                            getattr(args, "names", None), *(args.image or ())])
     against = pathlib.Path(args.against)
     keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
@@ -118,18 +137,24 @@ def cli_compare(args) -> int:
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
     images = image_paths(args.image)
-    if getattr(args, "size", None) is not None and not images:
-        raise ValueError("--size: resizes --image photos; give --image too")
+    size = getattr(args, "size", None)
     warnings = []
     x_all = None  # the photos: batches read as they are used (one per photo when each is fed at its own size)
+    described = None  # what both sides ran on, for the report
     if images:
-        x_all = iter_cli_inputs(model, images, getattr(args, "size", None))
+        x_all = iter_cli_inputs(model, images, size)
         first = next(x_all)
         x, x_all = first[:1], itertools.chain([first], x_all)
+        described = input_line(model, images, first.shape[1:3], size)
     elif side.fixed and INPUT_KEY in side(None):
+        if size is not None:
+            raise ValueError(f"--size: the dump carries the input it ran on (key {INPUT_KEY!r}); "
+                             "leave --size out, or give --image with the photo(s) it was made from")
         x = None  # the dump says what it ran on
+        described = f"the input the dump carries (key {INPUT_KEY!r})"
     else:
-        x = cli_input(model)
+        x = cli_input(model, target_size=size)
+        described = input_line(model, images, None, size)
         if side.fixed:
             warnings.append(f"no --image given and the dump carries no input (key {INPUT_KEY!r}): ours ran on "
                             "a seeded random batch, which the dump saw only if it was made from that batch")
@@ -141,6 +166,7 @@ def cli_compare(args) -> int:
     report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
                      images=photos)
     report.warnings[:0] = warnings
+    report.input = described
     if x_all is not None and len(images) > 1 and model.classes:
         report.agreement = summarize(model, side, x_all)
     if args.plot:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..untrusted import atomic_write
 from .hypotheses import Diagnosis
 
 
@@ -123,6 +124,7 @@ class Report:
     theirs_only: list[str] = field(default_factory=list)  # their names that are none of ours
     matched_by_order: dict[str, str] = field(default_factory=dict)  # {our name: their Keras auto-name}
     unmatched_names: list[str] = field(default_factory=list)  # why auto-names were not matched by order
+    input: str | None = None  # what both sides ran on, when the caller says (the command line does)
 
     @property
     def skipped(self) -> list[str]:
@@ -190,7 +192,7 @@ class Report:
             return d
 
         return json.dumps({
-            "other": self.other, "rtol": self.rtol, "atol": self.atol,
+            "other": self.other, "input": self.input, "rtol": self.rtol, "atol": self.atol,
             "first_divergence": self.first_divergence, "verdict": self.verdict, "compared": len(self.rows),
             "complete": self.complete, "layers_compared": self.compared, "not_compared": self.not_compared,
             "theirs_only": self.theirs_only, "matched_by_order": self.matched_by_order,
@@ -232,6 +234,8 @@ class Report:
         if oracle:
             head += f"{'ours~f64':>10}{'theirs~f64':>11}  "
         lines = [f"compare against {self.other} (rtol={self.rtol:g}, atol={self.atol:g})"]
+        if self.input:
+            lines.append(f"input: {self.input}")
         lines += [f"WARNING: {w}" for w in self.warnings]
         lines.append(head + "result")
 
@@ -324,6 +328,10 @@ class Report:
         ax.set_title(f"npxception vs {self.other}")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        # whole or absent, as every file we write; the format from the suffix, as savefig(path) picks it
+        fmt = pathlib.Path(path).suffix[1:].lower() or "png"
+        try:
+            atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
+        finally:
+            plt.close(fig)
         return pathlib.Path(path)
