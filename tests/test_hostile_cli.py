@@ -117,7 +117,7 @@ def test_bench_json_and_size_are_checked_before_tensorflow(tmp_path, capsys, mon
 
     monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("bench ran"))
     for size in ("0", "-5", "5000", "7.5"):
-        with pytest.raises(SystemExit) as exc:
+        with pytest.raises(SystemExit, match="^2$") as exc:  # argparse's usage error; its message is on stderr
             cli.main(["bench", "--size", size])
         assert exc.value.code == 2
         assert f"--size: expected an integer from 71 to 2048, found '{size}'" in capsys.readouterr().err

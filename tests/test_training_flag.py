@@ -105,7 +105,7 @@ def test_the_flag_changes_what_the_framework_computes(files):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_training_true_is_refused_by_name(files, fmt):
     path, options = files[0][fmt]
-    with pytest.raises(ConversionError) as exc:
+    with pytest.raises(ConversionError, match="training=True") as exc:
         weights_tools.read(str(path), **options)
     msg = str(exc.value)
     assert "training=True" in msg and "training=False" in msg, msg  # what is wrong and the remedy
@@ -118,7 +118,7 @@ def test_training_true_is_refused_by_name(files, fmt):
 
 def test_a_multi_output_model_names_its_outputs_and_the_remedy(files):
     path, _ = files[0]["multi"]
-    with pytest.raises(ConversionError) as exc:
+    with pytest.raises(ConversionError, match=r"2 outputs \(logits, aux\)") as exc:
         weights_tools.read_layers(str(path))
     msg = str(exc.value)
     assert "2 outputs (logits, aux)" in msg and "model.get_layer('logits').output" in msg, msg
