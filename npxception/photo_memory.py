@@ -2,7 +2,7 @@
 
 A model that takes photos at their own size (``Input((None, None, 3))``) runs the
 network at the photo's size: its buffers grow with ``H x W``, and a 48-megapixel
-photo needs ~12 GB. npxception reads the photo's header (Pillow's ``open`` is lazy),
+photo needs ~14 GB. npxception reads the photo's header (Pillow's ``open`` is lazy),
 estimates the bytes the prediction will allocate from the architecture table,
 and refuses the photo, by name, before a byte of it is decoded when the estimate
 exceeds the budget (RELIABILITY.md: a MemoryError reaching the user is a bug).
@@ -25,18 +25,21 @@ The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
   and its op's scratch: a convolution's whole im2col matrix, a separable
   convolution's padded input and depthwise output).
 
-For Keras' table in float32 the plan's arena is 160 bytes per input pixel at
-large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, 64
-bytes per pixel, beside block2_sepconv1's 128 channels, 128, and so on, as the
-slots are assigned), so with the input side a photo costs ~210 bytes per pixel;
-measured peak RSS over the process's baseline is within the estimate
-(docs/performance.md, "A photo's memory, estimated before it is decoded";
-tests/test_photo_budget.py holds the estimate above what a child really uses).
+For Keras' table in float32 the plan's arena is ~225 bytes per input pixel at
+large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, is 64
+bytes per pixel; block2_sepconv1's 128 channels, 128; the block-2 residual, 32, as
+the slots are assigned), the input side 47 (8 decoded + 39 fed) and ``OVERHEAD``
+10% over all: ~300 bytes per pixel, 3.6 GB for a 12-megapixel photo. Measured peak
+RSS growth stays below it: 795 MB against 901 MB at 2000x1500 (docs/performance.md,
+"A photo's memory, estimated before it is decoded"; tests/test_photo_budget.py
+holds the estimate between the child's growth and twice it).
 
 The budget is a fixed, documented figure so that the same photo gets the same
-answer on every machine: ``DEFAULT_BUDGET`` (4 GB: a 16-megapixel photo at its
-own size on Keras' table), raised or lowered with ``NPXCEPTION_PHOTO_MEMORY``
-(e.g. ``8GB``, ``500MB`` or a number of bytes) or the CLI's ``--photo-memory``.
+answer on every machine: ``DEFAULT_BUDGET``, 4 GB. A 12-megapixel phone photo at its
+own size on Keras' table fits, a 24-megapixel camera's does not; any photo resized to
+a fixed input fits (its decoded image is at most 2 x MAX_IMAGE_PIXELS x 8 bytes, 1.4 GB).
+``NPXCEPTION_PHOTO_MEMORY`` (e.g. ``8GB``, ``500MB`` or a number of bytes) or the
+CLI's ``--photo-memory`` raises or lowers it.
 """
 
 from __future__ import annotations
