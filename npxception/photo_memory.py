@@ -52,6 +52,7 @@ import numba
 from . import architecture as arch
 from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
 from .fast.run import FastPlan
+from .images import BAND_BYTES
 from .input_stage import output_size
 
 DEFAULT_BUDGET = 4 * 10**9
@@ -174,10 +175,18 @@ def feed_bytes(model, h: int, w: int) -> int:
     return h * w * (3 + 12 + 12 + 3 * model.dtype.itemsize)
 
 
-def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False) -> int:
+def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False) -> int:
     """The estimated bytes of one photo decoded at ``decoded_hw`` and fed at ``fed_hw`` (see the module
-    docstring): ``plain`` (or ``stop_after``) for the plain forward pass, else the fused plan."""
+    docstring): ``plain`` (or ``stop_after``) for the plain forward pass, else the fused plan. ``gathered``:
+    predict's path for a photo at its own size, where only the pixels the stage's first geometry step
+    reads are fed (``input_stage.apply_gathered``: at most twice the backbone's size per axis, read in
+    bands of ``images.BAND_BYTES``), not the whole photo."""
     bh, bw = output_size(model.input_stage, fed_hw)  # the backbone's size after the stage's geometry
+    if gathered and (bh, bw) != tuple(fed_hw):
+        fh, fw = min(fed_hw[0], 2 * bh), min(fed_hw[1], 2 * bw)
+        fed = feed_bytes(model, fh, fw) + 2 * BAND_BYTES  # a band's crop and its array
+    else:
+        fed = feed_bytes(model, *fed_hw)
     if plain or stop_after is not None:
         forward = plain_bytes(model, bh, bw, stop_after)
     else:
@@ -185,7 +194,7 @@ def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False) -> i
             forward = fast_plan_bytes(model, bh, bw)
         except Unsupported:
             forward = plain_bytes(model, bh, bw)
-    counted = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1] + feed_bytes(model, *fed_hw) + forward
+    counted = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1] + fed + forward
     return int(OVERHEAD * counted)
 
 
@@ -193,10 +202,10 @@ class PhotoTooLarge(ValueError):
     """A photo whose estimated memory exceeds the budget (the message names the size, estimate and remedy)."""
 
 
-def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False) -> None:
+def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False, gathered=False) -> None:
     """Raise :class:`PhotoTooLarge` when :func:`photo_bytes` exceeds ``limit``; the message is the reason
     (without the file's name) and names ``--size HxW`` and the budget's settings."""
-    need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain)
+    need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain, gathered=gathered)
     if need <= limit:
         return
     h, w = decoded_hw

@@ -102,7 +102,8 @@ def load_photo(model, image, target_size=None, interpolation=None, *, exif_trans
     A photo whose plain forward pass (``model.forward``, up to ``stop_after``) would need more than the photo
     memory budget (:mod:`npxception.photo_memory`) is refused before it is decoded."""
     size = photo_size(model, target_size)
-    check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True)
+    check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
+                          gathered=False)  # load_image converts the whole photo
     pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
                         exif_transpose=exif_transpose, check_size=check)
     try:
@@ -116,6 +117,8 @@ def _budget_check(model, size, image, limit=None, **how):
     """``load_img``'s ``check_size`` for ``model``: refuses (ImageError naming ``image``) a photo whose estimated
     memory at the size it is fed (``size``, else its own) exceeds the budget (:mod:`npxception.photo_memory`)."""
     limit = memory_budget(limit)
+
+    how = {"gathered": size is None, **how}  # predict stages a photo at its own size from the pixels it reads
 
     def check(h, w):
         try:
@@ -143,11 +146,13 @@ def _to_pixels(image, target_size, interpolation, exif_transpose=False, check_si
     """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size; at its own size
     (``target_size`` None) a file or PIL image stays the RGB PIL image ``load_img`` gives, for
     :func:`_staged` to read only the pixels the model's stage uses. ``exif_transpose`` and ``check_size``
-    as in :func:`~npxception.images.load_img` (files and PIL images)."""
+    as in :func:`~npxception.images.load_img` (``check_size`` also sees an array's size)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
                              "(e.g. list(batch)) or one (H, W, 3) image")
+        if check_size is not None and image.ndim in (2, 3):
+            check_size(*image.shape[:2])  # in memory already, but its forward pass is still to come
         pixels = to_array(image)
         if target_size is not None and pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)

@@ -141,6 +141,9 @@ def test_the_budget_is_set_by_option_or_environment(files, tmp_path, monkeypatch
     with pytest.raises(ImageError, match=rf"^{photo}: a 200x300 photo .* over the photo memory budget"):
         npxception.predict(str(photo), model=model, photo_memory=need // 2)
     assert len(npxception.predict(str(photo), model=model, photo_memory="1GB", top=3)) == 3
+    array = np.zeros((200, 300, 3), np.uint8)  # an array's forward pass is budgeted too, named by its position
+    with pytest.raises(ImageError, match=r"^images\[1\]: a 200x300 photo .* over the photo memory budget"):
+        npxception.predict([array[:100, :100], array], model=model, photo_memory=need // 2)
 
 
 def test_a_memory_error_is_that_files_error(files):
@@ -231,3 +234,17 @@ def test_estimate_matches_the_plan_it_describes(files):
     arena = sum(a.nbytes for a in model._fast.arena.values())
     estimate = photo_memory.fast_plan_bytes(model, 150, 130)
     assert arena <= estimate <= arena * 1.05 + 2 * 10**6, (arena, estimate)
+
+
+def test_a_photo_staged_by_a_resizing_layer_is_budgeted_at_what_predict_reads(files):
+    """A model converted with a Resizing stage gathers only the pixels the resize reads (test_photo_memory.py):
+    a 13000x13000 photo (169 Mpx, under twice MAX_IMAGE_PIXELS) costs about its decoded image, under the
+    default budget, where the whole photo fed as float32 would be ~7 GB."""
+    base = files["model"]
+    resize = {"kind": "resizing", "name": "resizing", "height": 71, "width": 71, "keras": "keras3"}
+    model = XceptionModel(base.weights, variant=base.variant, head=base.head, input_shape=(71, 71, 3),
+                          input_stage=[resize], source_input_shape=(None, None, 3))
+    hw = (13000, 13000)
+    gathered = photo_memory.photo_bytes(model, hw, hw, gathered=True)
+    assert gathered <= photo_memory.OVERHEAD * (photo_memory.DECODE_BYTES_PER_PIXEL * 13000**2 + 50 * 10**6)
+    assert gathered < photo_memory.DEFAULT_BUDGET < photo_memory.photo_bytes(model, hw, hw)
