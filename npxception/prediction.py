@@ -24,23 +24,23 @@ resized by ``load_img``'s pipeline (``nearest`` unless ``interpolation=``), as
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pathlib
 import threading
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from .config import CONFIG
-from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, image_suffixes, load_image,
                      load_img, preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
+from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process
 _MODELS_LOCK = threading.Lock()
@@ -117,7 +117,6 @@ def _budget_check(model, size, image, limit=None, **how):
     """``load_img``'s ``check_size`` for ``model``: refuses (ImageError naming ``image``) a photo whose estimated
     memory at the size it is fed (``size``, else its own) exceeds the budget (:mod:`npxception.photo_memory`)."""
     limit = memory_budget(limit)
-
     how = {"gathered": size is None, **how}  # predict stages a photo at its own size from the pixels it reads
 
     def check(h, w):
