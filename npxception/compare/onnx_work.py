@@ -87,7 +87,7 @@ def _shape_graph(proto, image: str, feed_shape):
     (initializers and ``Constant`` nodes) as typed inputs without their values; only the small,
     shape-like ones keep theirs. No weight is copied, whatever the file holds."""
     import onnx  # optional extra ('bench'), imported by compare's caller first with its install hint
-    from onnx import helper
+    from onnx import helper  # optional extra, as onnx above
 
     g = proto.graph
     kind = next(i for i in g.input if i.name == image).type.tensor_type.elem_type
