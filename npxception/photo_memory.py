@@ -181,6 +181,11 @@ def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gath
     predict's path for a photo at its own size, where only the pixels the stage's first geometry step
     reads are fed (``input_stage.apply_gathered``: at most twice the backbone's size per axis, read in
     bands of ``images.BAND_BYTES``), not the whole photo."""
+    decoded = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1]
+    try:
+        model.check_image_size(*fed_hw)
+    except ValueError:  # a size the model refuses: its own error names the photo once it is read (a few bytes)
+        return int(OVERHEAD * decoded)
     bh, bw = output_size(model.input_stage, fed_hw)  # the backbone's size after the stage's geometry
     if gathered and (bh, bw) != tuple(fed_hw):
         fh, fw = min(fed_hw[0], 2 * bh), min(fed_hw[1], 2 * bw)
@@ -194,7 +199,7 @@ def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gath
             forward = fast_plan_bytes(model, bh, bw)
         except Unsupported:
             forward = plain_bytes(model, bh, bw)
-    counted = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1] + fed + forward
+    counted = decoded + fed + forward
     return int(OVERHEAD * counted)
 
 

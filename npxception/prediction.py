@@ -150,9 +150,9 @@ def _to_pixels(image, target_size, interpolation, exif_transpose=False, check_si
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
                              "(e.g. list(batch)) or one (H, W, 3) image")
-        if check_size is not None and image.ndim in (2, 3):
-            check_size(*image.shape[:2])  # in memory already, but its forward pass is still to come
         pixels = to_array(image)
+        if check_size is not None:
+            check_size(*pixels.shape[:2])  # in memory already, but its forward pass is still to come
         if target_size is not None and pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
