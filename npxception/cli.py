@@ -249,7 +249,7 @@ def photo_memory_option(args):
 def _cmd_predict(args) -> int:
     from .images import image_suffixes
     from .labels import printable
-    from .prediction import expand, get_model, predict_files
+    from .prediction import check_size_option, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
     if inputs.skipped:
@@ -266,6 +266,7 @@ def _cmd_predict(args) -> int:
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
     # the options are checked here (--size, --interpolation against the model), before any output
+    check_size_option(model, args.size)
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
                             batch_size=args.batch_size, target_size=args.size, exif_transpose=args.exif_transpose,
                             photo_memory=photo_memory)

@@ -346,8 +346,9 @@ def test_a_valid_onnx_port_still_compares_under_the_same_limits(small, tmp_path)
 
 def test_onnx_sizes_set_by_values_must_follow_from_the_input_shape(dump, tmp_path):
     """A Resize whose output size is computed from the input's values (its largest pixel) has a shape no
-    inference can know before the run: refused, naming the node; and 300 Resizes by 3 (each within the
-    one-tensor bound) feeding one Sum, all alive at once, are refused by their total."""
+    inference can know before the run: refused, naming the node; a Pad of 5,000 and a Concat of 2,000 copies
+    by their tensor's size; and 300 Resizes by 3 (each within the one-tensor bound) feeding one Sum, all
+    alive at once, by their total."""
     from onnx import TensorProto as T
     from onnx import helper as h
 
@@ -366,6 +367,13 @@ def test_onnx_sizes_set_by_values_must_follow_from_the_input_shape(dump, tmp_pat
     with pytest.raises(ValueError, match=f"{path}: the shape of 'big', output of node 'by_value', a Resize, "
                                          "does not follow from a 1x71x71x3 input"):
         compare(model, path, x)
+    for op, node, inits in (  # sizes set by values in the file: one tensor's bound, as the Resize above
+            ("Pad", h.make_node("Pad", ["block1_conv1", "pads"], ["big"], name="grow"),
+             [h.make_tensor("pads", T.INT64, [8], [0, 0, 5000, 5000, 0, 0, 5000, 5000])]),
+            ("Concat", h.make_node("Concat", ["block1_conv1"] * 2000, ["big"], axis=1, name="grow"), [])):
+        path = _onnx(tmp_path / f"{op}.onnx", [ident, node, mean], inits)
+        with pytest.raises(ValueError, match=f"{path}: node 'grow', a {op}, makes 'big' of shape"):
+            compare(model, path, x)
     many = [ident, *(h.make_node("Resize", ["block1_conv1", "", "scales"], [f"r{i}"], mode="nearest")
                      for i in range(300)), h.make_node("Sum", [f"r{i}" for i in range(300)], ["big"]), mean]
     path = _onnx(tmp_path / "many.onnx", many, [h.make_tensor("scales", T.FLOAT, [4], [1, 1, 3, 3])])
