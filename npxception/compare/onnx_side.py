@@ -40,7 +40,8 @@ from .names import KNOWN_PORTS
 _KERAS_FINAL_OPS = {
     "conv": {"Conv"}, "sepconv": set(), "bn": {"BatchNormalization"}, "relu": {"Relu"},
     "maxpool": {"MaxPool"}, "add": {"Add", "Sum"}, "global_avg_pool": {"GlobalAveragePool", "ReduceMean"},
-    "global_max_pool": {"GlobalMaxPool", "ReduceMax"}, "dense": {"Gemm", "MatMul", "Add"},
+    "global_max_pool": {"GlobalMaxPool", "ReduceMax"}, "flatten": {"Reshape", "Flatten"},
+    "dense": {"Gemm", "MatMul", "Add"},
     "batch_norm": {"BatchNormalization"}, "activation": {"Softmax", "Relu", "Sigmoid", "Tanh"},
 }
 
