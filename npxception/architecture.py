@@ -352,6 +352,7 @@ def trace(layers, head, input_shape=(299, 299, 3)):
 
 
 def shape_text(shape) -> str:
+    """``(3, 3, 2048)`` as messages write a map: ``3x3x2048``."""
     return "x".join(map(str, shape))
 
 

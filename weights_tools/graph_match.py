@@ -35,9 +35,9 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
         raise _unsupported(unsupported[0], source)
-    for k in live:  # a Flatten converts in the head only; elsewhere it reshapes what a later layer reads
-        where = _where(k, live, inputs) if kind_of(k) == "flatten" else ""
-        if where and not where.startswith("in the head"):
+    for k in (k for k in live if kind_of(k) == "flatten"):  # converted in the head only (weights_tools.head)
+        where = _where(k, live, inputs)
+        if not where.startswith("in the head"):
             raise ConversionError(f"{source}: unsupported layer {k.name} (Flatten) {where}: npxception "
                                   "converts a Flatten only after the backbone, as the head's first layer")
     root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)

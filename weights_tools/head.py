@@ -30,6 +30,7 @@ from .walk import _consumers
 _FLATTEN_ORDERS = {(CHANNELS_LAST, CHANNELS_LAST): "hwc", (CHANNELS_FIRST, CHANNELS_FIRST): "hwc",
                    (CHANNELS_FIRST, CHANNELS_LAST): "chw", (CHANNELS_LAST, CHANNELS_FIRST): "wch"}
 
+
 def flatten_order(k, data_format, source) -> str:
     """The order of a Flatten's features (:data:`_FLATTEN_ORDERS`) after a backbone in ``data_format``."""
     backbone = data_format or CHANNELS_LAST
