@@ -29,7 +29,11 @@ And, against amplification (the budget rule, docs/security.md):
 * **text attributes within bounds.** ``model_config``, ``layer_names`` and
   ``weight_names`` are checked, by their stored size and element count, before
   they are read (:func:`GuardedH5.attr_text`, :func:`GuardedH5.attr_strings`):
-  parsed, 40 MB of JSON took 1.3 GB.
+  parsed, 40 MB of JSON took 1.3 GB. A variable-length one (h5py 3 stores Keras' name lists
+  so) is read within ``VLEN_READ_BYTES`` of address space: its entries may all point to one
+  large heap string, and HDF5 reads an attribute whole;
+* **a listing budget.** Every group's size is charged against ``CONFIG.max_h5_listings``
+  before its members are listed (1,000,000 hard links took 6 minutes to walk).
 """
 
 from __future__ import annotations
@@ -336,8 +340,8 @@ class GuardedH5:
         except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
             if variable and (isinstance(exc, MemoryError) or "allocation failed" in str(exc)):
                 raise ConversionError(f"{what} is variable-length text that inflates beyond "
-                                      f"{VLEN_READ_BYTES:,} bytes when read (its entries point to "
-                                      f"{'large' if len(keys) > 1 or count > 1 else 'a large'} heap strings); "
+                                      f"{VLEN_READ_BYTES:,} bytes when read (its entries point into the file's "
+                                      "heap, where one large string can serve them all); "
                                       f"expected {expected} of at most {CONFIG.max_config_bytes:,} bytes in all "
                                       "(a hostile or corrupt file?)") from None
             raise ConversionError(f"{what} is unreadable ({exc}); expected {expected}") from None
