@@ -9,7 +9,9 @@ kind still read:
   heap string (0.9 MB on disk, 2.4 GB when libhdf5 reads it);
 * F3: HDF5 groups of many hard links (1,000,000 took 6 minutes to walk);
 * F4: zip central directories of many entries, parsed whole by ``zipfile.ZipFile``
-  before any count was checked (1,000,000 entries: 635 MB, 22 s).
+  before any count was checked (1,000,000 entries: 635 MB, 22 s);
+* and its defence-in-depth note: objects serialised inside an allowed layer's
+  config (initializers, regularizers...) were not vetted before Keras opened the file.
 """
 
 from __future__ import annotations
@@ -217,3 +219,51 @@ def test_valid_zips_pass_the_directory_check(small, tmp_path):
             z.writestr(name, b"{}")
     with open(tmp_path / "m.keras", "rb") as f:
         assert check_zip_directory(f, "m.keras", max_entries=CONFIG.max_keras_entries, what="x") == 3
+
+
+# --------------------------------------------------------------------------- Keras vetting: nested objects
+
+def conv_archive(path, kernel_initializer: dict):
+    """A Keras 3 .keras archive: an input and one Conv2D, whose initializer is ``kernel_initializer``."""
+    import io
+
+    conv = {"module": "keras.layers", "class_name": "Conv2D", "name": "conv2d", "inbound_nodes": [
+        {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [None, 71, 71, 3], "dtype": "float32",
+                                                                "keras_history": ["input_layer", 0, 0]}}],
+         "kwargs": {}}],
+        "config": {"name": "conv2d", "filters": 2, "kernel_size": [3, 3], "strides": [1, 1], "padding": "valid",
+                   "use_bias": False, "activation": "linear", "kernel_initializer": kernel_initializer,
+                   "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
+                             "registered_name": None}}}
+    config = {"module": "keras", "class_name": "Functional", "config": {"name": "m", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "name": "input_layer", "inbound_nodes": [],
+         "config": {"batch_shape": [None, 71, 71, 3], "dtype": "float32", "name": "input_layer"}}, conv],
+        "input_layers": [["input_layer", 0, 0]], "output_layers": [["conv2d", 0, 0]]}}
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("layers/conv2d/vars/0", data=np.zeros((3, 3, 3, 2), "f4"))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", buf.getvalue())
+    return path
+
+
+def test_an_object_of_another_module_inside_an_allowed_layer_never_reaches_keras(small, tmp_path):
+    """A Conv2D (an allowed class) whose kernel_initializer names a function of ``os``: before, the vetting
+    checked layer classes only and the object reached Keras' deserialisation, behind its safe mode alone."""
+    p = conv_archive(tmp_path / "planted.keras", {"module": "os", "class_name": "system", "config": {},
+                                                   "registered_name": "os>system"})
+    out = run_limited("npxception.cli", "compare", "--weights", small, "--against", p)
+    assert_refused(out, "planted.keras", "refused before Keras opens it",
+                   "kernel_initializer = 'system' from module 'os'", "built-in initializers")
+
+
+def test_keras_built_in_objects_pass_the_vetting(tmp_path):
+    from weights_tools import open_layers
+    from weights_tools.vetting import check_layers
+
+    p = conv_archive(tmp_path / "fine.keras", {"module": "keras.initializers", "class_name": "GlorotUniform",
+                                               "config": {"seed": None}, "registered_name": None})
+    with open_layers(p) as reading:
+        check_layers(reading.klayers, str(p))
