@@ -51,9 +51,10 @@ class Config:
     # converted Xception holds ~240 arrays, a fine-tuned head and golden arrays a few dozen more.
     max_npz_entries: int = 2_000
     # Group members listed while reading one HDF5 file, all walks together, each checked
-    # as a hard link (~0.35 ms). A Keras 3 Xception .weights.h5 saved after fit() with Adam
-    # holds 822 (~240 weights, 2 Adam slots each, groups), and converting it lists 1,194
-    # (measured): 8x that leaves room for heads, nesting and other optimizers, and refuses
+    # as a hard link (~0.35 ms). Xception saved after fit() with Adam (measured): a Keras 3
+    # .weights.h5 holds 822 (~240 weights, 2 Adam slots each, groups) and converting it lists
+    # 1,194; a tf_keras full-model .h5 holds 932 and lists 619. 8x the larger leaves room
+    # for heads, nesting and other optimizers, and refuses
     # a file of 1,000,000 hard links (6 minutes to walk) within a few seconds.
     max_h5_listings: int = 10_000
     # Members of a .keras archive: config.json, metadata.json, model.weights.h5, and the
