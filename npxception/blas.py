@@ -19,7 +19,9 @@ distribution's OpenBLAS) leaves :data:`AVAILABLE` False and the fast path uses
 The symbols are declared to Numba as named external functions
 (``types.ExternalFunction``) rather than ctypes pointers, so kernels that call
 them can still be cached on disk: the cache refers to the name, and
-:func:`llvmlite.binding.add_symbol` binds the name in each process.
+:func:`llvmlite.binding.add_symbol` binds the name in each process. Under
+``NUMBA_DISABLE_JIT=1`` (kernels run as Python, docs/debugging.md) the same
+symbols are ctypes functions instead.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ AVAILABLE = _LIB is not None
 
 if AVAILABLE:
     import llvmlite.binding as _ll
+    import numba
     from numba import types as _t
 
     for _ours, _theirs in _SYMBOLS.items():
@@ -85,10 +88,25 @@ if AVAILABLE:
         i32, i64, p = _t.int32, _t.int64, _t.voidptr
         return _t.void(i32, i32, i32, i64, i64, i64, real, p, i64, p, i64, real, p, i64)
 
+    def _ctypes_gemm(symbol, real):
+        """The same symbol, callable from Python: what the kernels call when they run as Python."""
+        fn = getattr(_LIB, symbol)
+        i32, i64, p = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
+        fn.argtypes = [i32, i32, i32, i64, i64, i64, real, p, i64, p, i64, real, p, i64]
+        fn.restype = None
+        return fn
+
     # cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
     # C = alpha * A @ B + beta * C, row-major, A (M, K), B (K, N), C (M, N) with row strides lda, ldb, ldc.
-    sgemm = _t.ExternalFunction("npxception_sgemm", _gemm_type(_t.float32))
-    dgemm = _t.ExternalFunction("npxception_dgemm", _gemm_type(_t.float64))
+    if numba.config.DISABLE_JIT:
+        # NUMBA_DISABLE_JIT=1 (docs/debugging.md) runs the kernels as Python, where calling an
+        # ExternalFunction (a Numba type) builds a signature and computes nothing: the output stayed
+        # uninitialised and model(x) gave NaN. So there the kernels call OpenBLAS through ctypes.
+        sgemm = _ctypes_gemm(_SYMBOLS["npxception_sgemm"], ctypes.c_float)
+        dgemm = _ctypes_gemm(_SYMBOLS["npxception_dgemm"], ctypes.c_double)
+    else:
+        sgemm = _t.ExternalFunction("npxception_sgemm", _gemm_type(_t.float32))
+        dgemm = _t.ExternalFunction("npxception_dgemm", _gemm_type(_t.float64))
 else:  # never called: npxception/fast/run.py checks AVAILABLE first
     sgemm = dgemm = None
 

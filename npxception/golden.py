@@ -380,23 +380,56 @@ def _fused_activations(model, x, layers) -> dict:
     last = model.layers[-1].name
     if not any(h["kind"] == "dense" for h in model.head):
         return {layers[-1]: model(x)}
-    weights = model.weights
     # An in-graph input stage (issue 11's, where the model has one) runs in the twin too.
     stage = {"input_stage": model.input_stage} if hasattr(model, "input_stage") else {}
-    twin = type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [])},  # an XceptionModel
-                       variant=model.variant, head=[], input_shape=model.input_shape, **stage)
+    twin = _backbone_twin(model, model.input_shape, **stage)
     features = twin(x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}
     # NumPy for the head, as the fast plan runs it (npxception/fast/run.py): the ops' parallel
     # pooling and softmax kernels would add ~5 s to a cold first load, for microseconds of work
-    run_head(model.head, weights, features, "reference", acts, set(layers))
+    run_head(model.head, model.weights, features, "reference", acts, set(layers))
     return acts
 
 
-def fast_path_available() -> bool:
-    """False under ``NUMBA_DISABLE_JIT=1``, where the fast kernels run as (very slow) Python."""
-    return os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+def _backbone_twin(model, input_shape, **options):
+    """A headless model (an XceptionModel) sharing ``model``'s backbone weights."""
+    weights = model.weights
+    return type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [])},
+                       variant=model.variant, head=[], input_shape=input_shape, **options)
+
+
+# Under NUMBA_DISABLE_JIT=1 (docs/debugging.md) the kernels run as Python: the golden input through
+# the fused path takes ~7 s at 71x71 and ~95 s at 299x299 (measured on 2 cores; the reference ops
+# 0.2 s and 4 s). So in that mode the golden runs on the reference ops (the file is checked) and the
+# fused path that model(x) will run is checked against them on a small seeded input through the
+# file's own backbone (~1.6 s): what catches kernels that compute otherwise as Python than compiled
+# (a GEMM that computed nothing left model(x) NaN). 24x24, the smallest size whose middle flow maps
+# are 2x2 (at 16x16 they are 1x1, 0.7 s): each of two threads reads the other's row as its halo.
+JIT_OFF_SIZE = 24
+
+
+def jit_enabled() -> bool:
+    """False under ``NUMBA_DISABLE_JIT=1``, where the fast kernels run as (slow) Python."""
+    return not numba.config.DISABLE_JIT
+
+
+def fused_against_reference(model) -> PathCheck:
+    """``model(x)``'s kernels against the reference ops, on a seeded ``JIT_OFF_SIZE`` square input.
+
+    The model's backbone with its weights, the input already through any input stage (the kernels
+    start after it): one row, the backbone's last layer, deviation ``max|ours - reference|`` divided
+    by the reference's max|x|, at the golden tolerance of the model's dtype.
+    """
+    twin = _backbone_twin(model, (None, None, 3))
+    size = max(JIT_OFF_SIZE, twin.min_input_size)
+    x = np.random.default_rng(SEED).uniform(-1, 1, (1, size, size, 3)).astype(model.dtype)
+    ours = twin(x)
+    reference = twin.forward(x, impl="reference")[0]
+    worst = float(np.abs(ours - reference).max())
+    scale = max(float(np.abs(reference).max()), float(np.finfo(np.float32).tiny))
+    dev = worst / scale if np.isfinite(worst) else float("inf")
+    return PathCheck("fused", model.dtype.name, (LayerCheck(model.layers[-1].name, dev, RTOL[model.dtype.name]),))
 
 
 class GoldenMismatch(ValueError):
@@ -429,16 +462,30 @@ def mismatch_message(where: str, golden: Golden, check: PathCheck, localised: Pa
 def check_on_load(model, golden: Golden, where: str) -> PathCheck:
     """The load-time check: one forward pass of the golden input in the model's dtype.
 
-    The fast path (``model(x)``) when it is available, else the reference ops;
-    the output digest decides. Only on a mismatch are the checked layers run
-    again op by op, to name the first one that disagrees.
+    The fast path (``model(x)``); the output digest decides. Only on a mismatch
+    are the checked layers run again op by op, to name the first one that
+    disagrees. Under ``NUMBA_DISABLE_JIT=1``: the reference ops, then the fast
+    path against them on a small input (:data:`JIT_OFF_SIZE`).
     """
-    path = "fused" if fast_path_available() else "reference"
-    check = run_path(model, golden, path)
+    if not jit_enabled():
+        check = run_path(model, golden, "reference")
+        if not check.passed:
+            raise GoldenMismatch(mismatch_message(where, golden, check))
+        kernels = fused_against_reference(model)
+        if not kernels.passed:
+            bad = kernels.first_failure
+            raise GoldenMismatch(
+                f"{where}: the golden test case passes on the reference ops, but under NUMBA_DISABLE_JIT=1 "
+                f"the fast path (model(x), its kernels run as Python) differs from them at layer {bad.layer} "
+                f"by {bad.deviation:.3g} of its max|x| on a small seeded input "
+                f"(tolerance {bad.tolerance:g}, {kernels.dtype}): the kernels miscompute as Python. Report "
+                "a kernel bug; without NUMBA_DISABLE_JIT the compiled kernels run. (verify=False skips "
+                "this check.)")
+        return check
+    check = run_path(model, golden, "fused")
     if check.passed:
         return check
-    localised = run_path(model, golden, "fast" if path == "fused" else "reference")
-    raise GoldenMismatch(mismatch_message(where, golden, check, localised))
+    raise GoldenMismatch(mismatch_message(where, golden, check, run_path(model, golden, "fast")))
 
 
 # ---- once per file per process, and the notice for files without a golden -----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 # TensorFlow's C++ logging is noise in test output; must be set before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -65,3 +66,30 @@ def pytest_xdist_make_scheduler(config, log):
             super()._assign_work_unit(node)
 
     return FilesAndSharedBuilds(config, log)
+
+
+# Disk: a whole run used to leave 5-10 GB under /tmp/pytest-of-<user> (Keras corpora, SavedModels,
+# converted .npz), and pytest keeps the last three runs; a CI run once failed with ENOSPC. pyproject's
+# tmp_path_retention_policy = "failed" deletes each passing test's tmp_path and, after a green run, the
+# whole base directory. The module-scoped corpora (up to 1.8 GB each) are deleted here when their file is
+# done, so that the peak is one file's worth per worker, not the suite's. A directory that must outlive
+# its file (a process-wide cache, predict_reference) is made with a name starting SESSION_PREFIX.
+SESSION_PREFIX = "session_"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_tmp(request, tmp_path_factory):
+    """Remove what this file's fixtures wrote under the base temp directory, unless one of its tests failed."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return  # a failing file keeps its files to look at, as pytest keeps a failing test's tmp_path
+    for path in set(base.iterdir()) - before:
+        if path.name.startswith(SESSION_PREFIX):
+            continue
+        if path.is_symlink():  # pytest's "<name>current" links to the newest numbered directory
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)

@@ -80,7 +80,8 @@ def keras_reference(tmp_path_factory) -> KerasReference:
     # The logits with Keras' own arithmetic: the pooled features through the scaled Dense.
     logits = np.asarray(keras.ops.matmul(features, dense.kernel) + dense.bias)
 
-    folder = tmp_path_factory.mktemp("keras_reference")
+    # Cached for the process (four files share it): conftest keeps "session_" directories to the end.
+    folder = tmp_path_factory.mktemp("session_keras_reference")
     ours = from_keras(model)
     npz = ours.save(folder / "random_xception.npz")
     ref = KerasReference(model, ours, pathlib.Path(npz), probs, logits, x, folder)

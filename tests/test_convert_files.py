@@ -34,7 +34,7 @@ from weights_tools.keras_config import read_keras_config
 PROB_ATOL = 1e-5
 FEATURE_RTOL = 1e-4
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("keras_files"))
     good = {**build_tf_keras(root), **build_keras3(root)}
@@ -42,7 +42,7 @@ def files(tmp_path_factory):
     return root, good, bad
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def converted(files, tmp_path_factory):
     """Convert every good and bad file, and inspect some, in one framework-free subprocess."""
     root, good, bad = files
