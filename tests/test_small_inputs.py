@@ -191,7 +191,7 @@ def test_cli_predict_on_small_photos_matches_keras(photos, capsys):
     # --size below the minimum: a usage error before any photo is read, naming the size and the minimum
     assert cli.main(["predict", "--weights", str(npz), "--size", "40x6", "--no-progress", files[0]]) == 1
     out = capsys.readouterr()
-    assert out.out == "" and re.search("target_size: " + _refusal(40, 6), out.err), out.err
+    assert out.out == "" and re.search("--size 40x6: " + _refusal(40, 6), out.err), out.err
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
@@ -228,16 +228,26 @@ def test_a_weight_file_may_hold_any_size_the_network_computes(tmp_path):
 # --------------------------------------------------------------------------- show and compare: predict's sizes
 
 def _spy_forward(monkeypatch, model):
-    """Record what ``model.forward`` ran on and captured (the CLI's model is get_model's cached one)."""
-    seen = []
-    forward = model.forward
+    """Record what show ran ``model`` on (``model.backbone_input``'s argument: what ``model(x)`` takes) and what
+    it captured (``npxception.forward.run``, which show stops after the layer); the CLI's model is get_model's
+    cached one."""
+    from npxception import forward
 
-    def spy(x, capture=None, impl="fast"):
-        out = forward(x, capture=capture, impl=impl)
-        seen.append((x, out[1]))
+    seen = []
+    backbone_input, run = model.backbone_input, forward.run
+
+    def spy_input(x):
+        seen.append([x, None])
+        return backbone_input(x)
+
+    def spy_run(m, b, wanted, impl, **kwargs):
+        out = run(m, b, wanted, impl, **kwargs)
+        if m is model:
+            seen[-1][1] = out[1]
         return out
 
-    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(model, "backbone_input", spy_input)
+    monkeypatch.setattr(forward, "run", spy_run)
     return seen
 
 
@@ -277,7 +287,7 @@ def test_show_feeds_the_photo_as_predict_does(photos, monkeypatch, tmp_path, cap
     seen = _spy_forward(monkeypatch, rescaling)
     render(rescaling, files[0], layer, tmp_path / "raw.png", maps=4)
     np.testing.assert_array_equal(seen.pop()[0], keras.utils.img_to_array(keras.utils.load_img(files[0]))[None])
-    for argv, message in ((["--size", "5x5"], "target_size: " + _refusal(5, 5)),
+    for argv, message in ((["--size", "5x5"], "--size 5x5: " + _refusal(5, 5)),
                           (["--interpolation", "bilinear"], "interpolation: this model takes each photo at its own "
                                                             "size and nothing resizes it"),
                           ([files[-1]], re.escape(files[-1]) + ": " + _refusal(6, 40))):
@@ -314,7 +324,7 @@ def test_compare_says_what_input_it_ran_on(photos, tmp_path, capsys):
                                                  "size and no photo gives one: --size HxW or --image for another)")
     assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "6x30"]) == 1
     err = capsys.readouterr().err
-    assert re.search("target_size: " + _refusal(6, 30), err) and "Traceback" not in err, err
+    assert re.search("--size 6x30: " + _refusal(6, 30), err) and "Traceback" not in err, err
     dump = tmp_path / "dump.npz"
     np.savez(dump, __input__=np.zeros((1, 20, 30, 3), np.float32))
     assert cli.main(["compare", "--against", str(dump), "--weights", str(npz), "--size", "20x30"]) == 1
