@@ -226,7 +226,7 @@ _CSV_COLUMNS = ("file", "rank", "index", "label", "name", "score", "error")
 
 def _cmd_predict(args) -> int:
     from .labels import printable
-    from .prediction import IMAGE_SUFFIXES, expand, get_model, predict_files
+    from .prediction import IMAGE_SUFFIXES, check_size_option, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
     if inputs.skipped:
@@ -240,6 +240,7 @@ def _cmd_predict(args) -> int:
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
     # the options are checked here (--size, --interpolation against the model), before any output
+    check_size_option(model, args.size)
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
                             batch_size=args.batch_size, target_size=args.size)
     out = _WRITERS[args.format]()

@@ -42,8 +42,29 @@ from .weights import variant_from_manifest
 __all__ = ["Xception", "XceptionModel", "load", "random_params"]
 
 
-def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=1000,
-             classifier_activation="softmax", input_shape=None, dtype="float32", seed=0, verify=True):
+class _Default:
+    """An argument's default, told apart from the same value passed explicitly.
+
+    A weight file carries its own head: ``Xception(weights=file)`` keeps the file's classes and
+    activation, while an explicit ``classes=1000`` or ``classifier_activation="softmax"`` is a request
+    the file must meet (Keras builds ``Dense(classes, activation=classifier_activation)`` whatever the
+    weights were trained with). The repr is the value's, so ``help(Xception)`` shows Keras' defaults.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+def _given(value):
+    """The value of an argument, whether defaulted or passed."""
+    return value.value if isinstance(value, _Default) else value
+
+
+def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=_Default(1000),
+             classifier_activation=_Default("softmax"), input_shape=None, dtype="float32", seed=0, verify=True):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (the default: seeded random weights and BN statistics),
@@ -54,11 +75,16 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
       test, an offline machine, a CI job). ``model.source`` and the repr say
       where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
     variant: "keras" (default; what real weights fit) or "article".
-    include_top / pooling / classes / classifier_activation: as in Keras.
+    include_top / pooling / classes: as in Keras; with a weight file, ``classes`` defaults to the file's.
+    classifier_activation: as in Keras, by name: one of ``architecture.ACTIVATIONS`` (None or "linear"
+      for logits, "softmax", "sigmoid", ...), not a callable; only read with the top, as Keras does.
+      With a weight file the default keeps the file's head; an explicit one replaces the file's
+      classifier activation (None: its logits, even behind a separate Activation/Softmax layer), as
+      Keras' Dense(classes, activation=...) would. ImageNet weights take only "softmax" or None, Keras' rule.
     input_shape: (H, W, 3) with H, W >= 71, Keras' constructor rule (it raises "Input size must
       be at least 71x71"); None for H and W builds a model for any size, which computes
-      images down to 7x7 as Keras' predict does (``model.min_input_size``). With the top
-      and ImageNet weights it must be (299, 299, 3).
+      images down to 7x7 as Keras' predict does (``model.min_input_size``), without the top
+      only, as Keras requires. With the top and ImageNet weights it must be (299, 299, 3).
     dtype: "float32" or "float64".
     verify: run the weight file's golden test case (once per file per process);
       False skips it for speed-critical callers.
@@ -66,16 +92,21 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     dt = as_dtype(dtype)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max', found {pooling!r}")
-    if classifier_activation not in (None, "softmax"):
-        raise ValueError(f"classifier_activation: expected 'softmax' or None, found {classifier_activation!r}")
-    if not isinstance(classes, (int, np.integer)) or isinstance(classes, bool) or classes < 1:
-        raise ValueError(f"classes: expected a positive int, found {classes!r}")
+    if include_top:  # Keras reads classifier_activation only with the top
+        _check_activation(classifier_activation, weights)
+    if not isinstance(_given(classes), (int, np.integer)) or isinstance(_given(classes), bool) or _given(classes) < 1:
+        raise ValueError(f"classes: expected a positive int, found {_given(classes)!r}")
     if input_shape is not None:
         input_shape = _constructor_shape(input_shape, variant)
+        if include_top and None in input_shape[:2]:
+            # Keras' obtain_input_shape(require_flatten=include_top): a top wants a static size
+            raise ValueError(f"input_shape: with include_top=True Keras requires a static input_shape ('If "
+                             f"`include_top` is True, you should specify a static `input_shape`'), found "
+                             f"{input_shape}; give (H, W, 3), or include_top=False for a model of any size")
 
     if weights is None:
         v = arch.resolve_variant(variant)
-        head = arch.keras_head(include_top, pooling, classes, classifier_activation)
+        head = arch.keras_head(include_top, pooling, _given(classes), _given(classifier_activation))
         if input_shape is None:
             input_shape = CONFIG.default_input_shape if include_top else (None, None, 3)
         params = random_params(arch.backbone(v), head, dt, seed)
@@ -83,7 +114,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
                              source=f"random(seed={seed})")
 
     if isinstance(weights, str) and weights == "imagenet":
-        if include_top and classes != 1000:
+        if include_top and _given(classes) != 1000:
             raise ValueError(f"classes: ImageNet weights with the top have 1000 classes, found {classes}")
         if include_top and input_shape not in (None, CONFIG.default_input_shape):
             raise ValueError(f"input_shape: ImageNet weights with the top take "
@@ -99,25 +130,75 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
     model = load(weights, verify=verify)
     model.source = source or model.source
-    return _adapt(model, variant=variant, include_top=include_top, pooling=pooling, classes=classes,
+    return _adapt(model, where=str(weights), variant=variant, include_top=include_top, pooling=pooling, classes=classes,
                   classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
+
+
+def _check_activation(value, weights) -> None:
+    """``classifier_activation`` as Xception() takes it: a name our head runs (``arch.ACTIVATIONS``)."""
+    if isinstance(value, _Default):
+        return
+    names = ", ".join(repr(a) for a in arch.ACTIVATIONS)
+    if callable(value):
+        name = getattr(value, "__name__", type(value).__name__)
+        hint = f"; pass {name!r}" if name in arch.ACTIVATIONS else ""
+        raise ValueError(f"classifier_activation: expected a name, one of {names}, found the callable "
+                         f"{short_repr(name)} (npxception runs its own activations, chosen by name){hint}")
+    if not (value is None or isinstance(value, str)) or value not in arch.ACTIVATIONS:
+        raise ValueError(f"classifier_activation: expected one of {names}, found {short_repr(value)}")
+    if isinstance(weights, str) and weights == "imagenet" and value not in (None, "linear", "softmax"):
+        raise ValueError(f"classifier_activation: ImageNet weights with the top take 'softmax' or None "
+                         f"(Keras: 'Only `None` and `softmax` activations are allowed ... when using "
+                         f"pretrained weights'), found {value!r}")
+
+
+def _with_activation(head, wanted, where) -> list[dict]:
+    """The file's head with its classifier activation replaced by ``wanted``, as Keras' Xception builds
+    ``Dense(classes, activation=wanted)`` whatever the weights were trained with.
+
+    The classifier activation is the head's last activation, past any linear Activation layers: a
+    Dense's own (``Dense(5, activation="softmax")``) or a layer of its own (``Dense(5)`` then
+    ``Activation("softmax")`` or ``Softmax()``, which convert to the same kind). Its input is the
+    logits, so None (or "linear") makes that activation the identity, keeping every layer name. A head
+    that ends in another layer (a BatchNormalization after the last Dense) already gives logits: None
+    keeps it, another activation is refused, naming the head, rather than invented as a new layer.
+    """
+    head = [dict(h) for h in head]
+    wanted = None if wanted == "linear" else wanted
+    i = len(head) - 1
+    while head[i]["kind"] == "activation" and head[i]["activation"] in (None, "linear"):
+        i -= 1  # an identity: the layer before it decides
+    if head[i]["kind"] in ("dense", "activation"):
+        head[i]["activation"] = wanted
+    elif wanted is not None:
+        layers = " -> ".join(f"{h['name']} ({h['kind']}"
+                             + (f", {h['activation']})" if h.get("activation") else ")") for h in head)
+        raise ValueError(f"{where}: classifier_activation={wanted!r}: the file's head ends in logits from "
+                         f"{head[i]['name']} ({head[i]['kind']}), not in a Dense or an Activation layer "
+                         f"whose activation could be replaced: {layers}; use classifier_activation=None "
+                         "(its logits) or leave it out (the file's head)")
+    return head
 
 
 def _constructor_shape(input_shape, variant) -> tuple:
     """``input_shape`` under keras.applications.Xception's rule: each fixed side at least
     ``CONFIG.constructor_min_size`` (71), as Keras 3 and tf_keras require of it, though a model built
-    for any size computes smaller images (:func:`npxception.architecture.min_input_size`: 7x7 and up)."""
+    for any size computes smaller images (:func:`npxception.architecture.min_input_size`: 7x7 and up).
+    Another table than Keras' (the article's) has no such constructor: its own minimum holds."""
     shape = check_input_shape(input_shape, 1)
+    v = arch.resolve_variant(variant)
+    low = arch.min_input_size(arch.backbone(v))
+    if v != arch.VARIANTS["keras"]:
+        return check_input_shape(shape, low)  # names the table's minimum
     m = CONFIG.constructor_min_size
     if any(d is not None and d < m for d in shape[:2]):
-        low = arch.min_input_size(arch.backbone(variant))
         raise ValueError(f"input_shape: keras.applications.Xception requires at least {m}x{m} (Keras: 'Input "
                          f"size must be at least {m}x{m}'), found {shape}; input_shape=(None, None, 3) builds "
                          f"a model for any size, which takes images down to {low}x{low} as Keras' predict does")
     return shape
 
 
-def _adapt(model, *, variant, include_top, pooling, classes, classifier_activation, input_shape, dtype):
+def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_activation, input_shape, dtype):
     """Fit a loaded model to the requested Keras arguments, or explain why it cannot."""
     wanted = arch.resolve_variant(variant)
     if model.variant != wanted:
@@ -128,15 +209,15 @@ def _adapt(model, *, variant, include_top, pooling, classes, classifier_activati
     if include_top:
         if not model.include_top:
             raise ValueError("include_top: the weight file has no classifier (it was saved without the top)")
-        if classes != model.classes and classes != 1000:
+        if not isinstance(classes, _Default) and classes != model.classes:
             raise ValueError(f"classes: the weight file's classifier has {model.classes} classes, "
                              f"requested {classes}")
         if input_shape is not None and model.input_shape[0] is not None and input_shape != model.input_shape:
             raise ValueError(f"input_shape: the weight file was converted for {model.input_shape}, "
                              f"requested {input_shape}")
-        if classifier_activation is None and model.head[-1]["kind"] == "dense":
-            head = [dict(h) for h in model.head]
-            head[-1]["activation"] = None
+        head = model.head if isinstance(classifier_activation, _Default) else \
+            _with_activation(model.head, classifier_activation, where)
+        if head != model.head:
             model = XceptionModel(model._params, variant=model.variant, head=head,
                                   input_shape=model.input_shape, labels=model.labels, source=model.source,
                                   input_stage=model.input_stage, source_input_shape=model.source_input_shape,

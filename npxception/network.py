@@ -118,11 +118,14 @@ class XceptionModel:
         """Every capturable layer name, in network order."""
         return [layer.name for layer in self.layers] + [h["name"] for h in self.head]
 
-    def count_params(self) -> tuple[int, int]:
-        """``(total, trainable)``; BN moving statistics are non-trainable, as in Keras."""
-        total = sum(a.size for a in self._params.values())
-        frozen = sum(a.size for k, a in self._params.items() if k.endswith(arch.NON_TRAINABLE))
-        return total, total - frozen
+    def count_params(self) -> int:
+        """The number of weights, BN moving statistics included: Keras' ``model.count_params()``."""
+        return sum(a.size for a in self._params.values())
+
+    def count_trainable_params(self) -> int:
+        """The weights Keras counts as trainable (``summary()``'s "Trainable params"): all but the BN moving
+        statistics, Keras' non-trainable ones; ``count_params() - count_trainable_params()`` are those."""
+        return sum(a.size for k, a in self._params.items() if not k.endswith(arch.NON_TRAINABLE))
 
     def manifest(self) -> dict:
         return {
@@ -305,9 +308,9 @@ class XceptionModel:
         raise ValueError(f"run_layer: unknown layer name {name!r}; see model.layer_names")
 
     def __repr__(self):
-        total, _ = self.count_params()
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
-                f"classes={self.classes} dtype={self.dtype.name} params={total:,} weights={self.source}>")
+                f"classes={self.classes} dtype={self.dtype.name} params={self.count_params():,} "
+                f"weights={self.source}>")
 
 
 def check_input_shape(shape, min_size) -> tuple:

@@ -84,13 +84,34 @@ def photo_size(model, target_size=None):
     source model's fixed size, else None: each photo at its own size (see the module docstring)."""
     if target_size is not None:
         size = _size_arg(target_size)
-        try:
-            model.check_image_size(*size)
-        except ValueError as exc:
-            raise ValueError(f"target_size: {str(exc).removeprefix('x: ')}") from None
+        _check_size(model, size, "target_size", lambda h, w: f"target_size=({h}, {w})")
         return size
     h, w = model.source_input_shape[:2]
     return (h, w) if None not in (h, w) else None
+
+
+def check_size_option(model, size) -> None:
+    """The CLI's ``--size HxW`` (``(H, W)`` or None) against the model before anything is read:
+    :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare)."""
+    if size is not None:
+        h, w = _size_arg(size)
+        _check_size(model, (h, w), f"--size {h}x{w}", lambda h, w: f"--size {h}x{w}")
+
+
+def _check_size(model, size, option, spell) -> None:
+    """Refuse a ``size`` that ``model(x)`` cannot take, named ``option`` (and the fixed size spelled by
+    ``spell(h, w)``) as the caller gave it: ``model.check_image_size``'s advice is for ``model(x)`` callers."""
+    try:
+        model.check_image_size(*size)
+    except ValueError as exc:
+        eh, ew = model.source_input_shape[:2]
+        if (eh is not None and size[0] != eh) or (ew is not None and size[1] != ew):  # a model of one size
+            want = "x".join("any" if d is None else str(d) for d in (eh, ew))
+            give = (f"give {spell(eh, ew)}, or leave it out: photos are then resized to {eh}x{ew}"
+                    if None not in (eh, ew) else f"give a size of {want}")
+            raise ValueError(f"{option}: this model takes {want} images only (the source model's input shape "
+                             f"{model.source_input_shape}), found {size[0]}x{size[1]}; {give}") from None
+        raise ValueError(f"{option}: {str(exc).removeprefix('x: ')}") from None
 
 
 def load_photo(model, image, target_size=None, interpolation=None) -> np.ndarray:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import architecture as arch
 from .input_stage import output_size
-from .prediction import feed, get_model, load_photo
+from .prediction import check_size_option, feed, get_model, load_photo
 from .untrusted import atomic_write, check_output_dir
 
 # The picture's format comes from the output's suffix, as Pillow's save(path) does,
@@ -90,7 +90,9 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
 def cli_show(args) -> int:
     output_format(args.output)  # refuse a bad suffix before loading the weights
     check_output_dir(args.output, inputs=[args.image, args.weights])  # the photo must not be replaced
-    render(get_model(args.weights), args.image, args.layer, args.output, args.maps, target_size=args.size,
+    model = get_model(args.weights)
+    check_size_option(model, args.size)  # in the CLI's terms, before the photo is read
+    render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
            interpolation=args.interpolation)
     print(args.output)
     return 0

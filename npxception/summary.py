@@ -30,13 +30,20 @@ KERAS_TYPES = {  # our layer kinds -> the Keras class each stands for, as Keras'
 
 
 def summary_table(model, input_shape=None) -> str:
-    """The table ``model.summary()`` prints, at ``input_shape`` (default: the model's, else 299x299)."""
+    """The table ``model.summary()`` prints, at ``input_shape`` (default: the model's).
+
+    A model of any size shows None for its heights and widths, as Keras' summary does; its
+    multiply-adds, which need a size, are counted at 299x299 and the table says so.
+    """
     shape = tuple(input_shape or model.input_shape)
-    if shape[0] is None:
-        shape = CONFIG.default_input_shape
     rows = arch.trace(model.layers, model.head, shape)
+    at = f"{shape[0]}x{shape[1]}"
+    if None in shape[:2]:
+        at = "x".join(str(d) for d in CONFIG.default_input_shape[:2])
+        macs = arch.trace(model.layers, model.head, (*CONFIG.default_input_shape[:2], shape[2]))
+        rows = {name: (out, params, macs[name][2]) for name, (out, params, _) in rows.items()}
     lines = [f'Model: "xception" (variant={model.variant_name}, input {shape}, dtype={model.dtype.name})']
-    header = f"{'Layer (type)':<48}{'Output Shape':<24}{'Param #':>12}{'Mult-Adds':>16}"
+    header = f"{'Layer (type)':<48}{'Output Shape':<24}{'Param #':>12}{'Mult-Adds @' + at:>22}"
     rule = "=" * len(header)
     lines += [rule, header, rule]
     if model.source_data_format == "channels_first":
@@ -57,14 +64,14 @@ def summary_table(model, input_shape=None) -> str:
         n = sum(int(np.prod(s)) for s in params.values())
         total_macs += macs
         typ = KERAS_TYPES[kinds[name]]
-        lines.append(f"{name + ' (' + typ + ')':<48}{str((None, *out_shape)):<24}{n:>12,}{macs:>16,}")
-    total, trainable = model.count_params()
+        lines.append(f"{name + ' (' + typ + ')':<48}{str((None, *out_shape)):<24}{n:>12,}{macs:>22,}")
+    total, trainable = model.count_params(), model.count_trainable_params()
     lines += [
         rule,
         f"Total params: {total:,}",
         f"Trainable params: {trainable:,}",
         f"Non-trainable params: {total - trainable:,}",
-        f"Total mult-adds: {total_macs:,} ({total_macs / 1e9:.2f} G)",
+        f"Total mult-adds: {total_macs:,} ({total_macs / 1e9:.2f} G) for one {at} image",
         rule,
     ]
     return "\n".join(lines)

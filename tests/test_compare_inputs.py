@@ -273,6 +273,137 @@ def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
         compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
 
 
+def _work_graph(path, kind):
+    """Review 6's F2 graphs, made only of allowed operators and far under MAX_ONNX_NODES, for a 71x71 input:
+
+    * ``resize``: one Resize by 300, 250 bytes asking onnxruntime for 1.4 G values (5.4 GB);
+    * ``conv``: a Conv 3->512 then 9,997 1x1 Conv 512->512 sharing one weight (1 MB): 1.4 T multiply-adds,
+      far beyond the CPU limit (onnxruntime's ~25 G/s on this machine);
+    * ``sparse``: a sparse initializer declaring 5e8 values, which onnxruntime densified (4 GB) on loading.
+
+    Each starts with a tensor named like our block1_conv1, so compare finds a layer in common and runs it."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    nodes, inits, sparse = [h.make_node("Transpose", ["x"], ["block1_conv1"], perm=[0, 3, 1, 2])], [], []
+    if kind == "resize":
+        inits.append(nh.from_array(np.array([1, 1, 300, 300], np.float32), "scales"))
+        nodes.append(h.make_node("Resize", ["block1_conv1", "", "scales"], ["big"], mode="nearest", name="zoom"))
+        last = "big"
+    elif kind == "conv":
+        rng = np.random.default_rng(0)
+        inits.append(nh.from_array((rng.standard_normal((512, 3, 3, 3)) * 0.1).astype(np.float32), "w0"))
+        inits.append(nh.from_array((rng.standard_normal((512, 512, 1, 1)) / 23).astype(np.float32), "w"))
+        nodes.append(h.make_node("Conv", ["block1_conv1", "w0"], ["t0"], strides=[3, 3], kernel_shape=[3, 3]))
+        nodes += [h.make_node("Conv", [f"t{i - 1}", "w"], [f"t{i}"], kernel_shape=[1, 1], name=f"conv{i}")
+                  for i in range(1, 9_998)]
+        last = "t9997"
+    else:
+        sparse.append(h.make_sparse_tensor(nh.from_array(np.ones(1, np.float32), "s"),
+                                           nh.from_array(np.zeros(1, np.int64), "s_idx"), [500_000_000]))
+        nodes.append(h.make_node("Identity", ["s"], ["big"], name="dense"))
+        last = "block1_conv1"
+    nodes.append(h.make_node("ReduceMean", [last], ["predictions"], axes=[2, 3], keepdims=0))
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 71, 71, 3])],
+                         [h.make_tensor_value_info("predictions", T.FLOAT, None)], inits, sparse_initializer=sparse)
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("resize", "node 'zoom', a Resize, makes 'big' of shape (1, 3, 21300, 21300), 1,361,070,000 values, for a "
+               "1x71x71x3 input; more than the"),
+    ("conv", "its convolutions, products and pools up to node 'conv16', a Conv, ask for"),
+    ("sparse", "tensor 's' is sparse"),
+])
+def test_the_work_an_onnx_graph_asks_is_bounded_before_it_runs(small, tmp_path, kind, message):
+    """Review 6 F2: an allowed-operator graph asked onnxruntime for 3.9 GB (a 250-byte Resize) or hours of
+    convolutions; each is refused by node, from its inferred shapes, before onnxruntime loads it. Under
+    RLIMIT_AS (1 GiB) and RLIMIT_CPU (60 s): without the bound the Resize and the sparse tensor fail inside
+    onnxruntime with its own message, and the convolutions are killed."""
+    path = _work_graph(tmp_path / f"{kind}.onnx", kind)
+    out = run_capped("compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), message, *(["refused before running it"] if kind != "sparse" else []))
+    assert "ONNXRuntimeError" not in out.stderr and ":onnxruntime" not in out.stderr, out.stderr  # never loaded
+
+
+def test_a_valid_onnx_port_still_compares_under_the_same_limits(small, tmp_path):
+    """Under the CPU limit of the hostile graphs above, a whole PyTorch-convention port at 71x71 passes the
+    bound, runs and is reported (exit 1: timm's BN epsilon and logits differ from ours), and onnxruntime's own
+    log stays quiet. 2 GiB of address space: the session holds the file's 83 MB of weights three times (the
+    model, its serialisation, onnxruntime's copy); it ran in 1.5 GiB, 770 MB peak RSS."""
+    import npxception
+    from onnx_port import build
+
+    build(npxception.load(small), tmp_path / "port.onnx")
+    out = run_capped("compare", "--weights", small, "--against", tmp_path / "port.onnx", "--layout", "NCHW",
+                     "--port", "timm.legacy_xception", limit=2 << 30)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "block14_sepconv2_act" in out.stdout and "error" not in out.stderr, out.stdout[-2000:] + out.stderr
+
+
+def test_onnx_sizes_set_by_values_must_follow_from_the_input_shape(dump, tmp_path):
+    """A Resize whose output size is computed from the input's values (its largest pixel) has a shape no
+    inference can know before the run: refused, naming the node; a Pad of 5,000 and a Concat of 2,000 copies
+    by their tensor's size; and 300 Resizes by 3 (each within the one-tensor bound) feeding one Sum, all
+    alive at once, by their total."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    model, acts = dump
+    x = acts[INPUT_KEY]
+    ident = h.make_node("Transpose", ["x"], ["block1_conv1"], perm=[0, 3, 1, 2])
+    mean = h.make_node("ReduceMean", ["big"], ["predictions"], axes=[2, 3], keepdims=0)
+    by_value = [ident, h.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+                h.make_node("Cast", ["m"], ["n"], to=T.INT64),
+                h.make_node("Unsqueeze", ["n", "axis0"], ["n1"]),
+                h.make_node("Concat", ["head", "n1", "n1"], ["sizes"], axis=0),
+                h.make_node("Resize", ["block1_conv1", "", "", "sizes"], ["big"], mode="nearest", name="by_value"),
+                mean]
+    path = _onnx(tmp_path / "by_value.onnx", by_value,
+                 [h.make_tensor("axis0", T.INT64, [1], [0]), h.make_tensor("head", T.INT64, [2], [1, 3])])
+    with pytest.raises(ValueError, match=f"{path}: the shape of 'big', output of node 'by_value', a Resize, "
+                                         "does not follow from a 1x71x71x3 input"):
+        compare(model, path, x)
+    for op, node, inits in (  # sizes set by values in the file: one tensor's bound, as the Resize above
+            ("Pad", h.make_node("Pad", ["block1_conv1", "pads"], ["big"], name="grow"),
+             [h.make_tensor("pads", T.INT64, [8], [0, 0, 5000, 5000, 0, 0, 5000, 5000])]),
+            ("Concat", h.make_node("Concat", ["block1_conv1"] * 2000, ["big"], axis=1, name="grow"), [])):
+        path = _onnx(tmp_path / f"{op}.onnx", [ident, node, mean], inits)
+        with pytest.raises(ValueError, match=f"{path}: node 'grow', a {op}, makes 'big' of shape"):
+            compare(model, path, x)
+    many = [ident, *(h.make_node("Resize", ["block1_conv1", "", "scales"], [f"r{i}"], mode="nearest")
+                     for i in range(300)), h.make_node("Sum", [f"r{i}" for i in range(300)], ["big"]), mean]
+    path = _onnx(tmp_path / "many.onnx", many, [h.make_tensor("scales", T.FLOAT, [4], [1, 1, 3, 3])])
+    with pytest.raises(ValueError, match=r"its tensors hold 40,9\d\d,\d{3} values in all for a 1x71x71x3 input"):
+        compare(model, path, x)
+
+
+def test_an_onnx_run_past_its_deadline_is_stopped(dump, tmp_path, monkeypatch):
+    """The backstop should onnxruntime do more than the shapes say: the run's deadline (from the multiply-add
+    budget) sets RunOptions.terminate, and the run stops with one line saying why. The timer here fires at
+    once (no timed assertion): a graph that fits its budget is stopped all the same."""
+    import threading
+
+    from onnx import helper as h
+
+    model, acts = dump
+    path = _onnx(tmp_path / "slow.onnx", [h.make_node("Transpose", ["x"], ["block1_conv1"], perm=[0, 3, 1, 2]),
+                                          h.make_node("ReduceMean", ["block1_conv1"], ["predictions"], axes=[2, 3],
+                                                      keepdims=0)])
+
+    class AtOnce(threading.Timer):
+        def start(self):
+            self.function(*self.args)
+
+    monkeypatch.setattr("npxception.compare.onnx_side.threading.Timer", AtOnce)
+    with pytest.raises(ValueError, match=rf"{path}: onnxruntime ran longer than 62 s, the time the work its "
+                                         r"graph declares for a \(1, 71, 71, 3\) input allows"):
+        compare(model, path, acts[INPUT_KEY])
+
+
 # --------------------------------------------------------------------------- F9: what --against is
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])

@@ -9,6 +9,7 @@ float64 arithmetic written out, and the plumbing (manifest, predict's feed) agai
 from __future__ import annotations
 
 import functools
+import re
 import types
 
 import numpy as np
@@ -402,7 +403,14 @@ def test_size_option_is_checked_against_the_model_before_any_output(plain, any_s
     fixed = plain.save(tmp_path / "fixed.npz")
     assert main(["predict", "--weights", str(fixed), "--size", "80x90", "--json", str(photo)]) == 1
     out = capsys.readouterr()
-    assert out.out == "" and "target_size: this model takes 71x71 images" in out.err, out
+    # in the CLI's terms: the option and the size it takes, not model(x)'s API advice (load_image(...))
+    assert out.out == "" and ("--size 80x90: this model takes 71x71 images only (the source model's input shape "
+                              "(71, 71, 3)), found 80x90; give --size 71x71, or leave it out: photos are then "
+                              "resized to 71x71") in out.err and "load_image" not in out.err, out
+    with pytest.raises(ValueError, match=re.escape("target_size: this model takes 71x71 images only (the source "
+                                                   "model's input shape (71, 71, 3)), found 80x90; give "
+                                                   "target_size=(71, 71), or leave it out")):
+        npxception.predict(np.zeros((80, 90, 3), np.uint8), model=npxception.load(fixed), target_size=(80, 90))
     with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
         main(["predict", "--weights", str(fixed), "--size", "80", str(photo)])
     assert "expected HxW" in capsys.readouterr().err

@@ -191,7 +191,7 @@ def test_cli_predict_on_small_photos_matches_keras(photos, capsys):
     # --size below the minimum: a usage error before any photo is read, naming the size and the minimum
     assert cli.main(["predict", "--weights", str(npz), "--size", "40x6", "--no-progress", files[0]]) == 1
     out = capsys.readouterr()
-    assert out.out == "" and re.search("target_size: " + _refusal(40, 6), out.err), out.err
+    assert out.out == "" and re.search("--size 40x6: " + _refusal(40, 6), out.err), out.err
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
@@ -277,7 +277,7 @@ def test_show_feeds_the_photo_as_predict_does(photos, monkeypatch, tmp_path, cap
     seen = _spy_forward(monkeypatch, rescaling)
     render(rescaling, files[0], layer, tmp_path / "raw.png", maps=4)
     np.testing.assert_array_equal(seen.pop()[0], keras.utils.img_to_array(keras.utils.load_img(files[0]))[None])
-    for argv, message in ((["--size", "5x5"], "target_size: " + _refusal(5, 5)),
+    for argv, message in ((["--size", "5x5"], "--size 5x5: " + _refusal(5, 5)),
                           (["--interpolation", "bilinear"], "interpolation: this model takes each photo at its own "
                                                             "size and nothing resizes it"),
                           ([files[-1]], re.escape(files[-1]) + ": " + _refusal(6, 40))):
@@ -314,7 +314,7 @@ def test_compare_says_what_input_it_ran_on(photos, tmp_path, capsys):
                                                  "size and no photo gives one: --size HxW or --image for another)")
     assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "6x30"]) == 1
     err = capsys.readouterr().err
-    assert re.search("target_size: " + _refusal(6, 30), err) and "Traceback" not in err, err
+    assert re.search("--size 6x30: " + _refusal(6, 30), err) and "Traceback" not in err, err
     dump = tmp_path / "dump.npz"
     np.savez(dump, __input__=np.zeros((1, 20, 30, 3), np.float32))
     assert cli.main(["compare", "--against", str(dump), "--weights", str(npz), "--size", "20x30"]) == 1

@@ -257,7 +257,7 @@ def _report(src, reading: Reading, options) -> str:
                      "the head's pooling and activations, or the input size")
     try:
         model = _model(reading, str(src), **options)
-        total, trainable = model.count_params()
+        total, trainable = model.count_params(), model.count_trainable_params()
         if model.source_data_format:
             lines.append(f"data_format: {model.source_data_format}"
                          + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"

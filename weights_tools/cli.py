@@ -96,7 +96,7 @@ def _convert(args) -> int:
                                  check_with_keras=args.check_with_keras,
                                  on_notice=lambda line: print(line, file=sys.stderr), **_options(args))
     model = load(path)
-    total, _ = model.count_params()
+    total = model.count_params()
     print(path)
     print(f"converted {args.src}: Xception variant={model.variant_name}, input {model.input_shape}, "
           f"classes {model.classes}, {total:,} parameters, {model.dtype}")

@@ -12,7 +12,7 @@ import numpy as np
 from .. import keras_side
 from ..config import CONFIG
 from ..model import Xception, load
-from ..prediction import feed, load_photo, photo_size
+from ..prediction import check_size_option, feed, load_photo, photo_size
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
@@ -138,6 +138,7 @@ def cli_compare(args) -> int:
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
     images = image_paths(args.image)
     size = getattr(args, "size", None)
+    check_size_option(model, size)  # in the CLI's terms, before a photo is read
     warnings = []
     x_all = None  # the photos: batches read as they are used (one per photo when each is fed at its own size)
     described = None  # what both sides ran on, for the report

@@ -14,7 +14,9 @@ entry or node:
 * an ONNX graph (:func:`load_onnx`): a bounded file and node count, and only
   the operators an exported CNN is made of; control flow (``Loop`` with a trip
   count of 10^15 ran for ever), random, sequence and allocation-by-value
-  operators are refused by node, before onnxruntime sees the graph.
+  operators are refused by node, before onnxruntime sees the graph; then, for
+  the input it is fed, the work it asks (:mod:`.onnx_work`: every tensor's
+  shape, their sizes and the multiply-adds, against our Xception's at that size).
 """
 
 from __future__ import annotations
@@ -208,8 +210,9 @@ def load_onnx(path):
     Refused, naming the file and the node or tensor: a file larger than the largest valid model's weights
     (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, more than :data:`MAX_ONNX_NODES` nodes, a node
     whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included),
-    a tensor stored outside the file (external data: it would be read from any path it names), and an
-    initializer that holds fewer values than its shape declares.
+    a tensor stored outside the file (external data: it would be read from any path it names), a sparse
+    tensor, and an initializer that holds fewer values than its shape declares. The work the graph asks for
+    an input is bounded when that input is known (:mod:`npxception.compare.onnx_work`).
     """
     import onnx  # optional extra ('bench'), imported by the caller first with its install hint
     from onnx.external_data_helper import uses_external_data  # optional extra, as onnx above
@@ -234,10 +237,15 @@ def load_onnx(path):
     for i, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
             op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-            label = repr(node.name) if node.name else f"#{i} (unnamed, output {list(node.output)[:1]})"
-            raise ValueError(f"{where}: node {label} is a {op} operator, which no Xception "
+            raise ValueError(f"{where}: node {node_label(node, i)} is a {op} operator, which no Xception "
                              f"export holds{' (control flow: it could run for ever)' if op in _CONTROL_FLOW else ''};"
                              f" compare runs graphs of {', '.join(sorted(ONNX_OPS))}")
+    sparse = [t.values.name or "(unnamed)" for t in graph.sparse_initializer]
+    sparse += [node.name or node.output[0] for node in graph.node
+               for a in node.attribute if a.HasField("sparse_tensor")]
+    if sparse:  # a 196-byte file declaring 5e8 values made onnxruntime allocate 4 GB densifying it
+        raise ValueError(f"{where}: tensor {sparse[0]!r} is sparse; no CNN export writes sparse tensors, and "
+                         "onnxruntime makes them dense whatever size they declare: refused before loading")
     tensors = list(graph.initializer) + [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
     for t in tensors:
         if uses_external_data(t):
@@ -253,6 +261,11 @@ def load_onnx(path):
 
 
 _CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}
+
+
+def node_label(node, i: int) -> str:
+    """How a refusal names the ``i``-th node of a graph: its name, else its number and first output."""
+    return repr(node.name) if node.name else f"#{i} (unnamed, output {list(node.output)[:1]})"
 
 
 def _stored_values(t) -> int | None:

@@ -23,12 +23,13 @@ without it each tensor's layout is detected from its shape (tf2onnx mixes both).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from . import folded_bn
+from . import folded_bn, onnx_work
 from .inputs import load_onnx
 from .names import KNOWN_PORTS
 from .report import UNKNOWN
@@ -222,6 +223,12 @@ def _no_names(graph, mapping) -> str:
             "names them by number): re-export with a newer torch, or map tensor names to ours with names=")
 
 
+# onnxruntime's log level for compare's sessions and runs: FATAL only. At 3 (ERROR) a failed run still
+# printed its raw coloured "[E:onnxruntime ...]" line before our message; the exception it raises carries
+# the same text, which reaches the user as one line naming the file.
+_ORT_QUIET = 4
+
+
 @dataclass(frozen=True)
 class OnnxRun:
     """An ONNX file as the other side."""
@@ -254,11 +261,24 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     for name in sorted(set(wanted.values()) - existing):
         graph.output.append(onnx.ValueInfoProto(name=name))
     sessions = []  # made on the first run: a graph compare refuses (no names in common) is never loaded
+    checked = {}  # {(feed shape, NHWC height and width): the run's deadline}, once the graph's work fits
 
     def session():
         if not sessions:
-            sessions.append(ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]))
+            options = ort.SessionOptions()
+            options.log_severity_level = _ORT_QUIET
+            sessions.append(ort.InferenceSession(proto.SerializeToString(), options,
+                                                 providers=["CPUExecutionProvider"]))
         return sessions[0]
+
+    def work_deadline(feed, hw):
+        """Check the work the graph asks for this input (onnx_work) before onnxruntime loads it."""
+        key = (feed.shape, hw)
+        if key not in checked:
+            limit = onnx_work.budget(model, feed.shape[0], hw)
+            onnx_work.check_work(proto, inputs[0], feed.shape, limit, str(path))
+            checked[key] = onnx_work.deadline_seconds(limit)
+        return checked[key]
 
     image = graph.input[[i.name for i in graph.input].index(inputs[0])].type.tensor_type
     declared = [d.dim_value if d.HasField("dim_value") else None for d in image.shape.dim]
@@ -277,14 +297,30 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
             raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
         feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
+        if image.HasField("shape") and not _fits(declared, feed.shape):  # as onnxruntime would, before its session
+            raise ValueError(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
+                             f"{layout or 'NHWC'} {feed_dtype.name} input is {feed.shape}"
+                             f"{_layout_hint(declared, feed.shape)}")
+        seconds = work_deadline(feed, x.shape[1:3])
         sess = session()  # outside the try below: a graph onnxruntime cannot load is not an input refused
         fetch = [final] if final_only else [o.name for o in sess.get_outputs()]
+        options = ort.RunOptions()
+        options.log_severity_level = _ORT_QUIET
+        timer = threading.Timer(seconds, setattr, (options, "terminate", True))
+        timer.start()
         try:
-            outs = sess.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=feed_dtype)})
+            outs = sess.run(fetch, {inputs[0]: np.ascontiguousarray(feed, dtype=feed_dtype)}, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if options.terminate:
+                raise ValueError(f"{path}: onnxruntime ran longer than {seconds:,.0f} s, the time the work its "
+                                 f"graph declares for a {feed.shape} input allows "
+                                 f"({onnx_work.SLOWEST_MACS_PER_SECOND / 1e9:g} G multiply-adds a second, plus "
+                                 f"{onnx_work.DEADLINE_FLOOR_SECONDS:.0f} s); stopped") from None
             raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} {feed_dtype.name} input "
                              f"{feed.shape} (declared {_dims(declared)}): {str(exc).splitlines()[0]}"
                              f"{_layout_hint(declared, feed.shape)}") from None
+        finally:
+            timer.cancel()
         by_name = dict(zip(fetch, outs))
         acts = {ours: by_name[n] for ours, n in wanted.items() if n in by_name}
         acts[model.layer_names[-1]] = by_name[final]
