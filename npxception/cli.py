@@ -149,13 +149,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _photo_size_options(parser, what: str) -> None:
-    """--size and --interpolation, one rule for predict and show (npxception.prediction.photo_size)."""
+    """--size, --interpolation, --exif-transpose and --photo-memory, one rule for predict and show
+    (npxception.prediction.photo_size, npxception.photo_memory)."""
     parser.add_argument("--size", type=_size, default=None, metavar="HxW",
                         help=f"resize {what} to H x W, as load_img(target_size=(H, W)) does (default: the "
                              "model's input size; each photo's own size for a model that takes any size)")
     parser.add_argument("--interpolation", default=None,
                         help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
                              "for a model that takes photos at their own size, only with --size")
+    parser.add_argument("--exif-transpose", action="store_true",
+                        help="rotate photos upright by their EXIF orientation first (Keras' load_img does not)")
+    parser.add_argument("--photo-memory", metavar="SIZE", default=None,
+                        help="refuse, before decoding it, a photo whose estimated memory exceeds SIZE "
+                             "(e.g. 8GB; default: $NPXCEPTION_PHOTO_MEMORY, else 4GB)")
 
 
 def _positive_int(text: str) -> int:
@@ -224,25 +230,46 @@ def _convert(rest) -> int:
 _CSV_COLUMNS = ("file", "rank", "index", "label", "name", "score", "error")
 
 
-def _cmd_predict(args) -> int:
+def _shown(paths) -> str:
     from .labels import printable
-    from .prediction import IMAGE_SUFFIXES, check_size_option, expand, get_model, predict_files
+
+    return ", ".join(map(printable, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+
+def photo_memory_option(args):
+    """--photo-memory in bytes, or None (the environment's or the default budget); a bad size is a usage error."""
+    from .photo_memory import parse_bytes
+
+    try:
+        return None if args.photo_memory is None else parse_bytes(args.photo_memory, "--photo-memory")
+    except ValueError as exc:
+        raise CLIError(str(exc), code=EXIT_USAGE) from None
+
+
+def _cmd_predict(args) -> int:
+    from .images import image_suffixes
+    from .labels import printable
+    from .prediction import check_size_option, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
     if inputs.skipped:
-        shown = ", ".join(map(printable, inputs.skipped[:5])) + (f" and {len(inputs.skipped) - 5} more"
-                                                                  if len(inputs.skipped) > 5 else "")
-        print(f"{PROG}: note: sub-folders skipped (use -r to include them): {shown}", file=sys.stderr)
+        print(f"{PROG}: note: sub-folders skipped (use -r to include them): {_shown(inputs.skipped)}", file=sys.stderr)
+    if inputs.other:
+        print(f"{PROG}: note: {len(inputs.other)} file{'s' * (len(inputs.other) != 1)} in the folders skipped for "
+              f"their suffix (not an image suffix; name a file to read it anyway): {_shown(inputs.other)}",
+              file=sys.stderr)
     if not inputs.files:
         raise CLIError(f"no images to label in {' '.join(map(printable, args.images))} (image suffixes: "
-                       f"{' '.join(sorted(IMAGE_SUFFIXES))})", code=EXIT_USAGE)
+                       f"{' '.join(sorted(image_suffixes()))})", code=EXIT_USAGE)
+    photo_memory = photo_memory_option(args)
     model = get_model(args.weights)
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
     # the options are checked here (--size, --interpolation against the model), before any output
     check_size_option(model, args.size)
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
-                            batch_size=args.batch_size, target_size=args.size)
+                            batch_size=args.batch_size, target_size=args.size, exif_transpose=args.exif_transpose,
+                            photo_memory=photo_memory)
     out = _WRITERS[args.format]()
     progress = Progress(len(inputs.files), enabled=not args.no_progress)
     done = failed = 0
@@ -263,12 +290,12 @@ def _cmd_predict(args) -> int:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             progress.close()
-            out.end()  # e.g. close the JSON array: what was printed stays valid
-            sys.stdout.flush()
             print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
             return EXIT_INTERRUPTED
-    progress.close()
-    out.end()
+        finally:  # whatever stopped the run (Ctrl-C, an error): close e.g. the JSON array, so it stays valid
+            progress.close()
+            out.end()
+            sys.stdout.flush()
     return 1 if failed else 0
 
 
@@ -350,13 +377,16 @@ class _CSV:
         self.writer.writerow(_CSV_COLUMNS)
 
     def write(self, result):
-        entry = _entry(result)  # its texts valid Unicode, as in JSON
+        from .labels import printable
+
+        def text(value):  # control characters escaped, as the table does: no \x1b reaches the terminal
+            return "" if value is None else printable(value)
+
         if result.error is not None:
-            self.writer.writerow([entry["file"], "", "", "", "", "", entry["error"]])
+            self.writer.writerow([text(result.path), "", "", "", "", "", text(result.error)])
             return
-        for rank, p in enumerate(entry["predictions"], 1):
-            self.writer.writerow([entry["file"], rank, p["index"], p["label"] or "", p["name"] or "",
-                                  repr(p["score"]), ""])
+        for rank, p in enumerate(result.predictions, 1):
+            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(p.score), ""])
 
     def end(self):
         pass
@@ -428,6 +458,7 @@ def _cmd_compare(args) -> int:
 def _cmd_show(args) -> int:
     from .show import cli_show
 
+    args.photo_memory = photo_memory_option(args)  # in bytes, or None
     return cli_show(args)
 
 

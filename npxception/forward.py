@@ -17,11 +17,13 @@ from .config import CONFIG
 from .head import run_head
 
 
-def run(model, x: np.ndarray, wanted: set[str], impl: str):
+def run(model, x: np.ndarray, wanted: set[str], impl: str, *, stop_early: bool = False):
     """The plain forward pass: every layer of the table, one op each; ``(output, {name: activation})``.
 
     ``model`` needs only ``layers``, ``head`` and ``_params`` (an XceptionModel, or a test's stand-in);
-    ``wanted`` names the activations to keep, ``impl`` is "fast" or "reference".
+    ``wanted`` names the activations to keep, ``impl`` is "fast" or "reference". ``stop_early``: return
+    ``(None, captured)`` as soon as every wanted backbone layer is captured, when no head layer is
+    wanted; the layers after it would cost time and memory for nothing (``npxception show``).
     """
     p = model._params
     eps = CONFIG.bn_epsilon
@@ -32,12 +34,16 @@ def run(model, x: np.ndarray, wanted: set[str], impl: str):
             readers[i] = readers.get(i, 0) + 1
     acts = {"input": x}
     captured = {}
+    backbone = {layer.name for layer in model.layers}
+    stop = stop_early and wanted and wanted <= backbone
     for layer in model.layers:
         n = layer.name
         y = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
         acts[n] = y
         if n in wanted:
             captured[n] = y
+            if stop and len(captured) == len(wanted):
+                return None, captured
         for i in layer.inputs:
             readers[i] -= 1
             if readers[i] == 0:

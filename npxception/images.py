@@ -16,17 +16,22 @@ Better choices are available by name (``interpolation="bilinear"``, ``"bicubic"`
 but they no longer match Keras' defaults.
 
 Hostile or broken files: decoders are restricted to common photo formats,
-Pillow's decompression-bomb limit is kept (and its warning is an error here),
-pixels are decoded eagerly so truncation is found here, and every failure is
-one ``ImageError`` whose message is ``"<file>: <reason>"``.
+Pillow's decompression-bomb limits are kept as Pillow sets them (a warning on
+stderr above ``MAX_IMAGE_PIXELS``, a refusal above twice that), pixels are
+decoded eagerly so truncation is found here, and every failure is one
+``ImageError`` whose message is ``"<file>: <reason>"``. Notices (a photo near the
+bomb limit, a 16-bit image that saturates) are logged to the ``npxception``
+logger at WARNING, so they reach stderr, as Pillow's own warning would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import importlib
+import logging
 import os
 import warnings
 
@@ -51,7 +56,18 @@ INTERPOLATIONS = {
 # MPO is here because many phone cameras write JPEGs that Pillow opens as MPO;
 # PPM covers PBM/PGM/PPM/PNM.
 FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
-_FORMAT_NAMES = "JPEG, PNG, GIF, BMP, TIFF, WEBP or PPM"
+_FORMAT_NAMES = "JPEG, PNG, GIF, BMP, TIFF, WebP or PPM/PGM/PBM"
+
+# Modes whose convert("RGB") clips values to 0..255 rather than scaling them (Pillow#2574).
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+# The share of saturated pixels above which a wide image gets a warning. An 8-bit image stored in
+# 16 bits (values 0..255) saturates none; a real 16-bit photo spreads over 0..65535, where 0..255
+# is its darkest 0.4%, so all but its blackest pixels saturate (tests/test_images.py: 100% for a
+# 16-bit gradient, 0% for 8-bit values in 16 bits). Half separates the two with a wide margin and
+# stays quiet about a photo with a few clipped highlights.
+SATURATION_WARNING = 0.5
+
+log = logging.getLogger("npxception")
 
 
 class ImageError(ValueError):
@@ -123,31 +139,57 @@ def _register_decoders() -> None:
             pass
 
 
-def _open(source, name: str) -> Image.Image:
-    """Decode a path or binary file into a fully loaded PIL image, or raise ImageError."""
+@functools.lru_cache(maxsize=1)
+def image_suffixes() -> frozenset[str]:
+    """The file suffixes (lower case, with the dot) Pillow registers for FORMATS: what a folder
+    contributes (``.jpg``, ``.jfif``, ``.jpe``, ``.png``, ``.apng``, ``.pbm``, ``.pnm``...)."""
+    _register_decoders()  # each plugin registers its extensions in Image.EXTENSION as it is imported;
+    # Image.registered_extensions() would import all ~40 plugins first (see _register_decoders)
+    return frozenset(ext for ext, fmt in Image.EXTENSION.items() if fmt in FORMATS)
+
+
+def _open(source, name: str, check_size=None) -> Image.Image:
+    """Decode a path or binary file into a fully loaded PIL image, or raise ImageError.
+
+    ``check_size(height, width)``, when given, runs once the header is read and before any pixel is
+    decoded; it raises (an ImageError) to refuse the photo, e.g. over a memory budget.
+    """
     limit = Image.MAX_IMAGE_PIXELS
     _register_decoders()
     formats = [f for f in FORMATS if f in Image.OPEN]  # WEBP may be missing from a Pillow build
     with contextlib.ExitStack() as stack:
-        return _decode(source, name, formats, limit, stack)
+        return _decode(source, name, formats, limit, stack, check_size)
 
 
-def _decode(source, name, formats, limit, stack) -> Image.Image:
+def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
     try:
         if isinstance(source, (str, bytes, os.PathLike)):
             # Regular files only: a FIFO would block open() forever, /dev/zero never ends.
             source = stack.enter_context(open_regular(source))
         with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here it is an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns between MAX_IMAGE_PIXELS and twice that, and refuses above (at open);
+            # its warning becomes one named line below, not a Python warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source, formats=formats) as img:
-                # The warning filter above is process-wide state; check again in case
-                # another thread changed it.
-                if limit and img.width * img.height > limit:
-                    raise Image.DecompressionBombError(f"{img.width * img.height} pixels")
+                pixels = img.width * img.height
+                # Pillow's own rule, checked again: the warnings filter is process-wide state.
+                if limit and pixels > 2 * limit:
+                    raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of "
+                                                       f"{2 * limit} pixels")
+                if limit and pixels > limit:
+                    log.warning(f"warning: {name}: {img.width}x{img.height} is {pixels:,} pixels, more than "
+                                f"Pillow's MAX_IMAGE_PIXELS ({limit:,}) but not twice that, where Pillow "
+                                "refuses it as a possible decompression bomb; reading it")
+                if check_size is not None:
+                    check_size(img.height, img.width)
                 img.load()  # decode now so that truncation is found here, not later
                 return img
+    except ImageError:
+        raise
     except FileNotFoundError:
+        if name == "-":
+            raise ImageError(name, "reading an image from standard input is not supported; "
+                                   "save it to a file and give its path") from None
         raise ImageError(name, "no such file") from None
     except IsADirectoryError:
         raise ImageError(name, "is a directory, not an image file") from None
@@ -156,10 +198,15 @@ def _decode(source, name, formats, limit, stack) -> Image.Image:
     except PermissionError:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:
-        raise ImageError(name, f"not an image Pillow can read (expected {_FORMAT_NAMES})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(name, f"too many pixels (more than Pillow's limit of {limit}); "
-                               "refused as a possible decompression bomb") from None
+        if _is_empty(source):
+            raise ImageError(name, "empty file (0 bytes)") from None
+        # Pillow may well read it (ICO, TGA...): the decoders are restricted on purpose (FORMATS).
+        raise ImageError(name, f"not a {_FORMAT_NAMES} file (npxception reads only these)") from None
+    except Image.DecompressionBombError as exc:
+        detail = " ".join(str(exc).split()).split(",")[0]
+        raise ImageError(name, f"too many pixels ({detail}): more than twice Pillow's MAX_IMAGE_PIXELS "
+                               f"({limit:,}), refused as a possible decompression bomb, as Pillow does; "
+                               "from Python, raise PIL.Image.MAX_IMAGE_PIXELS to read it") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # the system's, not Pillow's
             raise ImageError(name, "is a loop of symbolic links (too many levels), not an image file; "
@@ -170,13 +217,23 @@ def _decode(source, name, formats, limit, stack) -> Image.Image:
         raise ImageError(name, f"truncated or corrupt image data ({detail})") from None
 
 
-def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool) -> Image.Image:
+def _is_empty(f) -> bool:
+    """Whether a seekable binary file holds no bytes (checked only once Pillow gave up on it)."""
+    try:
+        return f.seek(0, io.SEEK_END) == 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool, name: str = "") -> Image.Image:
     """Keras' load_img for color_mode="rgb": convert("RGB") unless RGB, resize only if needed."""
     if exif_transpose:
         try:
             img = ImageOps.exif_transpose(img)
         except Exception:  # noqa: BLE001 - malformed EXIF tags crash exif_transpose; keep the pixels
             pass
+    if img.mode in _WIDE_MODES:
+        _warn_saturation(img, name)
     if img.mode != "RGB":
         img = img.convert("RGB")
     if size is not None:
@@ -186,11 +243,31 @@ def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool) -> Image.Ima
     return img
 
 
-def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=False) -> Image.Image:
+def saturated_share(img: Image.Image) -> float:
+    """The share of a 16-bit / 32-bit (I, F) image's pixels outside 0..255, which convert("RGB") clips."""
+    lo, hi = img.getextrema()
+    if 0 <= lo and hi <= 255:  # no copy for the common case of 8-bit values
+        return 0.0
+    a = np.asarray(img)
+    inside = (a >= 0) & (a <= 255)  # NaN is outside too: Pillow makes it 0 or 255
+    return 1.0 - np.count_nonzero(inside) / a.size
+
+
+def _warn_saturation(img, name) -> None:
+    share = saturated_share(img)
+    if share > SATURATION_WARNING:
+        log.warning(f"warning: {name or '<image>'}: {share:.0%} of this {img.mode} image's pixels are outside "
+                    "0..255 and saturate when converted to 8-bit RGB (as Keras' load_img does: Pillow clips, "
+                    "it does not scale); scale it to 0..255 first for a meaningful prediction")
+
+
+def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
+             check_size=None) -> Image.Image:
     """Read an image file into a loaded RGB PIL image, as ``keras.utils.load_img``.
 
     Arguments, errors and the pipeline as :func:`load_image`, which is
-    ``np.asarray(load_img(...), dtype=np.float32)``. The image holds the photo
+    ``np.asarray(load_img(...), dtype=np.float32)``. ``check_size(height, width)`` (for files) runs
+    before the pixels are decoded and may raise ImageError to refuse the photo. The image holds the photo
     at one byte per pixel and channel (Pillow stores RGB in 4 bytes per pixel);
     :func:`read_pixels` converts parts of it.
     """
@@ -200,18 +277,19 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
     if isinstance(path, Image.Image):
         img = path
     elif isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, io.IOBase) or hasattr(path, "read"):
-        img = _open(path, name)
+        img = _open(path, name, check_size)
     else:
         raise TypeError(f"path: expected a file path, a binary file object or a PIL image, "
                         f"found {type(path).__name__}")
     try:
         img.load()  # a lazily opened PIL image passed in fails here, named, rather than where it is read
-        return _to_rgb(img, size, resample, exif_transpose)
+        return _to_rgb(img, size, resample, exif_transpose, name)
     except (OSError, ValueError) as exc:
         raise ImageError(name, f"cannot convert to RGB ({' '.join(str(exc).split())})") from None
 
 
-def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False) -> np.ndarray:
+def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
+               check_size=None) -> np.ndarray:
     """Read an image file into float32 pixels, as ``keras.utils.load_img`` + ``img_to_array``.
 
     path: a str / os.PathLike, an open binary file object, or a PIL image.
@@ -220,12 +298,14 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
       used only when the size differs.
     exif_transpose: rotate by the EXIF orientation first (Keras does not). Bad EXIF
       data is ignored.
+    check_size: None, or ``check_size(height, width)`` run on a file's header before its pixels are
+      decoded; it raises ImageError to refuse the photo (predict's memory budget).
 
     Returns (H, W, 3) float32 in [0, 255], bit for bit Keras' array.
     Raises ImageError (a ValueError) naming the file for a missing, unreadable,
     truncated or oversized image.
     """
-    img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose)
+    img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose, check_size=check_size)
     return np.asarray(img, dtype=np.float32)  # keras img_to_array: np.asarray(img, dtype=floatx)
 
 

@@ -24,6 +24,7 @@ resized by ``load_img``'s pipeline (``nearest`` unless ``interpolation=``), as
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pathlib
@@ -34,13 +35,12 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
-from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, load_image, load_img,
-                     preprocess_input, read_pixels, resize_array, to_array)
+from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, image_suffixes, load_image,
+                     load_img, preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process
 _MODELS_LOCK = threading.Lock()
@@ -114,18 +114,38 @@ def _check_size(model, size, option, spell) -> None:
         raise ValueError(f"{option}: {str(exc).removeprefix('x: ')}") from None
 
 
-def load_photo(model, image, target_size=None, interpolation=None) -> np.ndarray:
+def load_photo(model, image, target_size=None, interpolation=None, *, exif_transpose=False, photo_memory_limit=None,
+               stop_after=None) -> np.ndarray:
     """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, 3)`` pixels in [0, 255], resized
     by ``load_img``'s pipeline to ``target_size`` or the model's fixed size, else at its own size
     (:func:`photo_size`); a size ``model(x)`` cannot take is refused naming the photo. ``feed(model,
-    pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on."""
+    pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on.
+    A photo whose plain forward pass (``model.forward``, up to ``stop_after``) would need more than the photo
+    memory budget (:mod:`npxception.photo_memory`) is refused before it is decoded."""
     size = photo_size(model, target_size)
-    pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation))
+    check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
+                          gathered=False)  # load_image converts the whole photo
+    pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
+                        exif_transpose=exif_transpose, check_size=check)
     try:
         model.check_image_size(*pixels.shape[:2])
     except ValueError as exc:
         raise ValueError(f"{_label(image, 0)}: {str(exc).removeprefix('x: ')}") from None
     return pixels
+
+
+def _budget_check(model, size, image, limit=None, **how):
+    """``load_img``'s ``check_size`` for ``model``: refuses (ImageError naming ``image``) a photo whose estimated
+    memory at the size it is fed (``size``, else its own) exceeds the budget (:mod:`npxception.photo_memory`)."""
+    limit = memory_budget(limit)
+    how = {"gathered": size is None, **how}  # predict stages a photo at its own size from the pixels it reads
+
+    def check(h, w):
+        try:
+            check_memory(model, (h, w), size or (h, w), limit, **how)
+        except PhotoTooLarge as exc:
+            raise ImageError(_label(image, 0), str(exc)) from None
+    return check
 
 
 def _resize_filter(model, size, interpolation) -> str:
@@ -142,22 +162,28 @@ def _resize_filter(model, size, interpolation) -> str:
     return interpolation or CONFIG.default_interpolation
 
 
-def _to_pixels(image, target_size, interpolation):
+def _to_pixels(image, target_size, interpolation, exif_transpose=False, check_size=None):
     """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size; at its own size
     (``target_size`` None) a file or PIL image stays the RGB PIL image ``load_img`` gives, for
-    :func:`_staged` to read only the pixels the model's stage uses."""
+    :func:`_staged` to read only the pixels the model's stage uses. ``exif_transpose`` and ``check_size``
+    as in :func:`~npxception.images.load_img` (``check_size`` also sees an array's size)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
                              "(e.g. list(batch)) or one (H, W, 3) image")
         pixels = to_array(image)
+        if check_size is not None:
+            check_size(*pixels.shape[:2])  # in memory already, but its forward pass is still to come
         if target_size is not None and pixels.shape[:2] != tuple(target_size):
             pixels = resize_array(pixels, target_size, interpolation)
         return pixels
     if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
+        if isinstance(image, Image.Image) and check_size is not None:
+            check_size(image.height, image.width)  # decoded already, but its forward pass is still to come
         if target_size is None:
-            return load_img(image)
-        return load_image(image, target_size=target_size, interpolation=interpolation)  # what it reads
+            return load_img(image, exif_transpose=exif_transpose, check_size=check_size)
+        return load_image(image, target_size=target_size, interpolation=interpolation,  # what it reads
+                          exif_transpose=exif_transpose, check_size=check_size)
     raise TypeError(f"images: expected a path, a binary file object, a PIL image or an array, "
                     f"found {type(image).__name__}")
 
@@ -187,7 +213,7 @@ def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
 
 
 def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None, labels=None,
-            batch_size=8, target_size=None):
+            batch_size=8, target_size=None, exif_transpose=False, photo_memory=None):
     """Label one image or a list of images.
 
     images: whatever ``load_image`` reads (a path, a binary file object, a PIL
@@ -206,6 +232,12 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     (see the module docstring). ``target_size=(h, w)`` resizes every photo to
     ``h x w`` instead, as ``load_img(path, target_size=(h, w))`` does, with
     ``interpolation`` (Keras' ``nearest`` by default).
+
+    exif_transpose: rotate each photo file or PIL image upright by its EXIF orientation first
+      (``PIL.ImageOps.exif_transpose``); Keras' load_img does not, so the default is False.
+    photo_memory: the budget in bytes (or ``"8GB"``) a photo's estimated memory must fit, checked before it
+      is decoded (:mod:`npxception.photo_memory`); default ``NPXCEPTION_PHOTO_MEMORY``, else 4 GB. A photo
+      over it raises ImageError naming it, its size, the estimate and ``target_size``.
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top: expected a positive int, found {top!r}")
@@ -219,7 +251,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         files = expand([item]).files
         if not files:
             raise ValueError(f"images: {os.fsdecode(item)} holds no image files "
-                             f"(expected suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+                             f"(expected suffixes: {', '.join(sorted(image_suffixes()))})")
         items += files
     if not items:
         return []
@@ -230,14 +262,20 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
+    limit = memory_budget(photo_memory)
     results = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
+
+        def pixels(i, im):
+            check = _budget_check(model, size, _label(im, start + i), limit)
+            return _to_pixels(im, size, interpolation, exif_transpose, check)
+
         if size is None:  # each at its own size, staged (and run, when sizes differ) as it is read
-            probs = _finish(model, [_own_size(model, _to_pixels(im, None, None), _label(im, start + i))
+            probs = _finish(model, [_own_size(model, pixels(i, im), _label(im, start + i))
                                     for i, im in enumerate(chunk)])
         else:
-            probs = _run(model, [_to_pixels(im, size, interpolation) for im in chunk])
+            probs = _run(model, [pixels(i, im) for i, im in enumerate(chunk)])
         results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
@@ -307,17 +345,20 @@ class Inputs:
 
     files: list[str]  # the paths as given, folders replaced by their images (sorted)
     skipped: list[str]  # sub-folders not descended into (without ``recursive``)
+    other: list[str] = dataclasses.field(default_factory=list)  # folders' files without an image suffix
 
 
 def expand(paths, *, recursive: bool = False) -> Inputs:
     """Files as given, and folders expanded to the images in them (sorted by name).
 
-    A folder contributes its files with an image suffix (``IMAGE_SUFFIXES``);
-    its sub-folders are searched too with ``recursive=True``, else listed in
+    A folder contributes its files with an image suffix (``images.image_suffixes()``: the suffixes
+    Pillow registers for the formats npxception decodes, ``.jfif`` and ``.pnm`` included); the others
+    are listed in ``Inputs.other``; its sub-folders are searched too with ``recursive=True``, else listed in
     ``Inputs.skipped`` so that the caller can say so. Files named explicitly
     are kept whatever their suffix: the decoder will judge them.
     """
-    files, skipped = [], []
+    files, skipped, other = [], [], []
+    suffixes = image_suffixes()
     for p in paths:
         path = pathlib.Path(os.fsdecode(p))
         if not path.is_dir():
@@ -328,9 +369,9 @@ def expand(paths, *, recursive: bool = False) -> Inputs:
             if not recursive:
                 skipped += [os.path.join(dirpath, d) for d in dirnames]
                 dirnames.clear()
-            files += [os.path.join(dirpath, f) for f in sorted(filenames)
-                      if pathlib.PurePath(f).suffix.lower() in IMAGE_SUFFIXES]
-    return Inputs(files, skipped)
+            for f in sorted(filenames):
+                (files if pathlib.PurePath(f).suffix.lower() in suffixes else other).append(os.path.join(dirpath, f))
+    return Inputs(files, skipped, other)
 
 
 @dataclass(frozen=True)
@@ -342,12 +383,14 @@ class FileResult:
     error: str | None = None  # why the file was skipped, without the path ("no such file")
 
 
-def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, target_size=None):
+def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, target_size=None, exif_transpose=False,
+                  photo_memory=None):
     """Yield, batch by batch, a list of FileResult for every file in input order (for the CLI).
 
     A list is yielded as soon as ``batch_size`` images have been run (and at the
     end), so results can be printed while later batches are still computing.
-    One bad file never stops the rest: it gets its FileResult with ``error``.
+    One bad file never stops the rest: it gets its FileResult with ``error``, a photo over the memory
+    budget (``photo_memory``, as in :func:`predict`) and one that runs out of memory included.
     Photos are sized as :func:`predict` sizes them (``target_size``, else the model's).
     """
     if model.classes is None:
@@ -355,10 +398,12 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
     _interpolation(interpolation or CONFIG.default_interpolation)  # once, before any file: a bad name
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
-    return _file_batches(files, model, top, size, interpolation, batch_size)  # the checks above ran first
+    limit = memory_budget(photo_memory)
+    return _file_batches(files, model, top, size, interpolation, batch_size,  # the checks above ran first
+                         exif_transpose, limit)
 
 
-def _file_batches(files, model, top, size, interpolation, batch_size):
+def _file_batches(files, model, top, size, interpolation, batch_size, exif_transpose, limit):
     pending: list = []  # (path, pixels or None, error or None), in input order
     loaded = 0
 
@@ -383,17 +428,23 @@ def _file_batches(files, model, top, size, interpolation, batch_size):
         return out
 
     for path in files:
+        check = _budget_check(model, size, path, limit)
         try:
             if size is None:  # its own size, which the model may refuse (too small, a stage layer): this file's error
-                pixels = _own_size(model, load_img(path))
+                pixels = _own_size(model, load_img(path, exif_transpose=exif_transpose, check_size=check))
             else:
-                pixels = load_image(path, target_size=size, interpolation=interpolation)
+                pixels = load_image(path, target_size=size, interpolation=interpolation,
+                                    exif_transpose=exif_transpose, check_size=check)
             pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:
             pending.append((path, None, exc.reason))
         except ValueError as exc:
             pending.append((path, None, str(exc).removeprefix("x: ")))
+        except MemoryError as exc:  # the estimate was under the budget, but the machine had less: this file's
+            pending.append((path, None, f"out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
+                                        "resize it with --size HxW, or lower --photo-memory / "
+                                        "NPXCEPTION_PHOTO_MEMORY to refuse such photos before decoding them"))
         if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
             yield flush()
             loaded = 0

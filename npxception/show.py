@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import architecture as arch
+from . import forward
 from .input_stage import output_size
 from .prediction import check_size_option, feed, get_model, load_photo
 from .untrusted import atomic_write, check_output_dir
@@ -53,20 +54,24 @@ def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
     return grid
 
 
-def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_size=None, interpolation=None):
+def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_size=None, interpolation=None,
+           exif_transpose=False, photo_memory=None):
     """Write the input image beside the feature-map grid of ``layer`` to ``out_path``.
 
     The photo is what :func:`npxception.predict` feeds the model (:func:`~npxception.prediction.load_photo`):
     resized to ``target_size`` (``--size HxW``) or to the model's fixed input size, else, for a model whose
     source takes any size, at its own size; raw pixels or ``preprocess_input``'s output as the model takes
     them. The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps`` may not exceed the
-    layer's channel count.
+    layer's channel count. The forward pass stops after ``layer``, and a photo whose pass up to it would
+    exceed the photo memory budget (``photo_memory``, :mod:`npxception.photo_memory`) is refused before
+    it is decoded.
     """
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
     if layer not in model.layer_names:
         hint = difflib.get_close_matches(layer, model.layer_names, n=3)
         raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
-    pixels = load_photo(model, image_path, target_size, interpolation)
+    pixels = load_photo(model, image_path, target_size, interpolation, exif_transpose=exif_transpose,
+                        photo_memory_limit=photo_memory, stop_after=layer)
     # The layer's output shape from the table at the size the backbone gets (after the input stage's
     # geometry), so that both checks come before the forward pass.
     h, w = output_size(model.input_stage, pixels.shape[:2])
@@ -76,7 +81,8 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
                          "pick a convolutional layer")
     if maps > shape[-1]:
         raise ValueError(f"--maps: {layer} has {shape[-1]} channels; expected at most that, found {maps}")
-    _, acts = model.forward(feed(model, pixels[None]), capture=[layer])
+    x = model.backbone_input(feed(model, pixels[None]))
+    _, acts = forward.run(model, x, {layer}, "fast", stop_early=True)  # model.forward, up to the layer
     act = acts[layer][0]
     grid = feature_grid(act, maps)
     photo = Image.fromarray(pixels.astype(np.uint8)).resize((grid.height, grid.height))
@@ -93,6 +99,6 @@ def cli_show(args) -> int:
     model = get_model(args.weights)
     check_size_option(model, args.size)  # in the CLI's terms, before the photo is read
     render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
-           interpolation=args.interpolation)
+           interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory)
     print(args.output)
     return 0

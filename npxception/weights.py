@@ -47,7 +47,8 @@ import numpy as np
 from . import architecture as arch
 from . import golden as gold
 from .config import CONFIG
-from .untrusted import IrregularFileError, atomic_write, loads_json, open_regular, short_repr  # noqa: F401
+from .untrusted import (IrregularFileError, atomic_write, check_zip_directory, loads_json,  # noqa: F401
+                        open_regular, short_repr)
 # (atomic_write is re-exported: show.py and others write through npxception.weights)
 
 FORMAT = "npxception-weights"
@@ -167,8 +168,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         if magic != b"PK\x03\x04":  # an .npz is a zip archive
             raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
                              + (", it is empty)" if not magic else ")"))
-        f.seek(0)
         try:
+            check_zip_directory(f, where, max_entries=CONFIG.max_npz_entries, what="an .npz weight file")
             with zipfile.ZipFile(f) as z:
                 return _read_members(z, where)
         except zipfile.BadZipFile as exc:

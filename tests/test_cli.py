@@ -135,14 +135,16 @@ def test_predict_mixed_batch_json(exe, env, ref, batch):
     # Every bad file: exactly one stderr line naming it, with the reason; and one note
     # naming the sub-folder that was not searched.
     lines = messages(err)
-    bad = {missing: "no such file", batch / "text.jpg": "not an image",
+    bad = {missing: "no such file", batch / "text.jpg": "not a JPEG, PNG",
            batch / "folder" / "c_truncated.png": "truncated", batch / "folder" / "d_bomb.png": "decompression bomb"}
-    assert len(lines) == len(bad) + 1, err
+    assert len(lines) == len(bad) + 2, err
     for path, reason in bad.items():
         mine = [line for line in lines if str(path) in line]
         assert len(mine) == 1 and reason in mine[0], (path, err)
     assert [line for line in lines if "note:" in line] == [
-        f"npxception: note: sub-folders skipped (use -r to include them): {batch / 'folder' / 'sub'}"]
+        f"npxception: note: sub-folders skipped (use -r to include them): {batch / 'folder' / 'sub'}",
+        "npxception: note: 1 file in the folders skipped for their suffix (not an image suffix; name a file to "
+        f"read it anyway): {batch / 'folder' / 'notes.txt'}"]
 
     # stdout is one valid JSON array with the documented schema: every input file in input
     # order (the folder expanded in sorted order, non-images skipped), failed ones with "error".
@@ -311,7 +313,10 @@ def test_predict_csv_recursive_lists_every_file_in_order(exe, env, ref, batch):
                          batch / "text.jpg", batch / "folder")
     assert code == 1, err  # some files failed
     assert_no_traceback(err)
-    assert not [line for line in messages(err) if "note:" in line]  # -r: nothing skipped
+    # -r: no sub-folder skipped; notes.txt is, for its suffix
+    assert [line for line in messages(err) if "note:" in line] == [
+        "npxception: note: 1 file in the folders skipped for their suffix (not an image suffix; name a file to "
+        f"read it anyway): {batch / 'folder' / 'notes.txt'}"]
     assert out.splitlines()[0] == CSV_HEADER
     rows = list(csv.DictReader(io.StringIO(out)))
     folder = batch / "folder"
@@ -431,6 +436,43 @@ def test_no_images_exits_2(exe, env, tmp_path):
     assert (code, out) == (2, "")
     assert messages(err)[0] == ("npxception: note: sub-folders skipped (use -r to include them): "
                                 f"{tmp_path / 'nested' / 'photos'}")
+
+
+def test_folders_contribute_every_suffix_pillow_registers_for_the_formats_read(exe, env, ref, tmp_path):
+    """Review 4, finding 3: a folder of a.jpg b.jfif c.jpe d.pbm e.pnm gave one result and no note; a folder
+    of only .jfif exited 2. Every one is labelled now, and the files left out are counted on stderr."""
+    folder = tmp_path / "suffixes"
+    folder.mkdir()
+    for name, fmt in [("a.jpg", "JPEG"), ("b.jfif", "JPEG"), ("c.jpe", "JPEG"), ("d.pbm", "PPM"), ("e.pnm", "PPM")]:
+        Image.new("1" if name == "d.pbm" else "RGB", (80, 72), 1 if name == "d.pbm" else (200, 30, 90)).save(
+            folder / name, fmt)
+    (folder / "f.ico").write_bytes(b"\0\0\1\0")
+    (folder / "g.txt").write_text("notes")
+    code, out, err = run(exe, env, "predict", "--format", "jsonl", "--weights", ref.npz, folder)
+    assert code == 0, err
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [
+        str(folder / n) for n in ("a.jpg", "b.jfif", "c.jpe", "d.pbm", "e.pnm")]
+    assert messages(err) == ["npxception: note: 2 files in the folders skipped for their suffix (not an image "
+                             f"suffix; name a file to read it anyway): {folder / 'f.ico'}, {folder / 'g.txt'}"]
+
+
+def test_csv_escapes_control_characters_as_the_table_does(exe, env, ref, tmp_path):
+    """Review 4, minor: --format csv wrote a file name's ESC raw, so \\x1b[31m reached the terminal."""
+    name = tmp_path / "red\x1b[31m.png"
+    shutil.copy(SAMPLES[0], name)
+    code, out, err = run(exe, env, "predict", "--format", "csv", "--top", "1", "--weights", ref.npz, name,
+                         tmp_path / "gone\x1b[0m.jpg")
+    assert code == 1 and "\x1b" not in out, out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["file"] for r in rows] == [str(tmp_path / "red\\x1b[31m.png"), str(tmp_path / "gone\\x1b[0m.jpg")]
+    assert rows[1]["error"] == "no such file"
+
+
+def test_dash_says_stdin_is_not_supported(exe, env, ref, tmp_path):
+    code, out, err = run(exe, env, "predict", "--weights", ref.npz, "-", cwd=tmp_path)
+    assert code == 1
+    assert messages(err) == ["npxception: -: reading an image from standard input is not supported; save it to a "
+                             "file and give its path"]
 
 
 # --------------------------------------------------------------------------- one program, Unix manners

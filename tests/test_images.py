@@ -123,6 +123,43 @@ def test_i16_is_clipped_like_convert_rgb(image_files):
     np.testing.assert_array_equal(ours[:, :, 0], ours[:, :, 2])
 
 
+def test_a_16_bit_image_that_saturates_is_warned_about(tmp_path, caplog):
+    # Keras' pipeline clips 16-bit values (kept), but a 16-bit photo then turns all white without a word
+    # (review 4, finding 5). 'Most' (images.SATURATION_WARNING, a half): a 16-bit gradient over the full
+    # range saturates all but its darkest 0.4%; 8-bit values stored in 16 bits saturate none.
+    ramp = (np.arange(256 * 64, dtype=np.uint32).reshape(64, 256) * 65535 // (256 * 64 - 1)).astype(np.uint16)
+    wide, narrow, float_f = tmp_path / "wide16.png", tmp_path / "narrow16.png", tmp_path / "f.tiff"
+    Image.fromarray(ramp).save(wide)
+    Image.fromarray((ramp >> 8).astype(np.uint16)).save(narrow)  # values 0..255 in a 16-bit file
+    Image.fromarray((ramp.astype(np.float32) / 65535 * 1000)).save(float_f)  # F: 0..1000
+    with caplog.at_level("WARNING", logger="npxception"):
+        for path in (wide, narrow, float_f):
+            caplog.clear()
+            with Image.open(path) as img:
+                mode = img.mode
+                expected = np.asarray(img.convert("RGB"), np.float32)
+            np.testing.assert_array_equal(load_image(path), expected)  # the pixels stay Keras'
+            messages = [r.getMessage() for r in caplog.records]
+            if path is narrow:
+                assert messages == [], messages
+            else:
+                share = 1 - np.count_nonzero((ramp if path is wide else ramp / 65535 * 1000) <= 255) / ramp.size
+                assert messages == [f"warning: {path}: {share:.0%} of this {mode} image's pixels are outside 0..255 "
+                                    "and saturate when converted to 8-bit RGB (as Keras' load_img does: Pillow "
+                                    "clips, it does not scale); scale it to 0..255 first for a meaningful "
+                                    "prediction"], messages
+
+
+def test_suffixes_are_pillows_for_the_formats_read():
+    from npxception.images import image_suffixes
+
+    suffixes = image_suffixes()
+    # review 4, finding 3: a folder's .jfif/.jpe/.pbm/.pnm photos were dropped silently
+    assert {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+            ".pbm", ".pnm"} <= suffixes
+    assert not {".ico", ".tga", ".fits", ".txt"} & suffixes
+
+
 def test_file_object_pil_image_and_pathlike_inputs(image_files):
     path = image_files["rgba.png"]
     expected = keras_pixels(path, (30, 30))
@@ -220,16 +257,42 @@ def test_directory(tmp_path):
 def test_not_an_image(tmp_path):
     path = tmp_path / "cat.jpg"
     path.write_text("this is text, not a JPEG\n")
-    with pytest.raises(ImageError, match="not an image Pillow can read") as info:
+    with pytest.raises(ImageError, match="not a JPEG, PNG") as info:
         load_image(path)
-    assert "not an image Pillow can read (expected JPEG, PNG" in _assert_one_line_naming(info, path)
+    assert ("not a JPEG, PNG, GIF, BMP, TIFF, WebP or PPM/PGM/PBM file (npxception reads only these)"
+            in _assert_one_line_naming(info, path))
 
 
-def test_format_outside_the_allowed_decoders(tmp_path):
-    path = tmp_path / "icon.ico"  # Pillow can read ICO, but we only open common photo formats
-    Image.new("RGB", (16, 16), (200, 10, 10)).save(path, "ICO")
-    with pytest.raises(ImageError, match="not an image Pillow can read"):
+@pytest.mark.parametrize("fmt", ["ICO", "TGA"])
+def test_format_outside_the_allowed_decoders(tmp_path, fmt):
+    # Pillow (and Keras' load_img) read ICO and TGA; npxception leaves those decoders out on purpose, and
+    # says so truthfully rather than "not an image Pillow can read" (review 4, finding 4).
+    path = tmp_path / f"icon.{fmt.lower()}"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(path, fmt)
+    with Image.open(path) as img:
+        assert img.format == fmt  # Pillow reads it
+    with pytest.raises(ImageError, match=r"not a JPEG, .* file \(npxception reads only these\)") as info:
         load_image(path)
+    assert "Pillow can read" not in _assert_one_line_naming(info, path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file") as info:
+        load_image(path)
+    assert _assert_one_line_naming(info, path).endswith(": empty file (0 bytes)")
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(io.BytesIO(b""))
+
+
+def test_stdin_dash_is_not_supported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ImageError, match="reading an image from standard input is not supported") as info:
+        load_image("-")
+    _assert_one_line_naming(info, "-")
+    Image.new("RGB", (4, 3), (9, 8, 7)).save(tmp_path / "-", "PNG")  # a file really named "-" is read
+    assert load_image("-").shape == (3, 4, 3)
 
 
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
@@ -252,17 +315,33 @@ def test_corrupt_png_data(tmp_path):
     _assert_one_line_naming(info, path)
 
 
-@pytest.mark.parametrize("limit", [64 * 64 - 1, 64 * 64 // 2 - 1], ids=["warning-range", "error-range"])
-def test_decompression_bomb(tmp_path, monkeypatch, limit):
-    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both must be ImageError.
+def test_decompression_bomb_warning_range_reads_and_warns(tmp_path, monkeypatch, caplog):
+    # Pillow warns between MAX_IMAGE_PIXELS and twice that and reads the image, as Keras' load_img
+    # does: a 101.8 MP camera JPEG was refused here (review 4, finding 2). One named line, no Python warning.
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_bytes())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning escapes
+        with caplog.at_level("WARNING", logger="npxception"):
+            pixels = load_image(path)
+    assert pixels.shape == (64, 64, 3)
+    [record] = [r for r in caplog.records if "MAX_IMAGE_PIXELS" in r.getMessage()]
+    assert record.getMessage().startswith(f"warning: {path}: 64x64 is 4,096 pixels, more than Pillow's "
+                                          "MAX_IMAGE_PIXELS (4,095)"), record.getMessage()
+
+
+def test_decompression_bomb(tmp_path, monkeypatch):
+    # Above twice MAX_IMAGE_PIXELS Pillow raises: one ImageError naming the limit and how to raise it.
     path = tmp_path / "bomb.png"
     path.write_bytes(_png_bytes())
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 2 - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning may escape either
         with pytest.raises(ImageError, match="decompression bomb") as info:
             load_image(path)
-    assert "decompression bomb" in _assert_one_line_naming(info, path)
+    message = _assert_one_line_naming(info, path)
+    assert "more than twice Pillow's MAX_IMAGE_PIXELS (2,047)" in message and "raise PIL.Image.MAX_IMAGE_PIXELS" in message
 
 
 def test_bomb_limit_is_kept_for_file_objects(monkeypatch):

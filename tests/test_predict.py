@@ -36,7 +36,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import npxception
 from npxception.labels import imagenet_labels
@@ -124,6 +124,38 @@ def test_predict_from_weight_file_equals_keras(ref, monkeypatch):
         idx = [WNID_INDEX[t[0]] for t in row]
         assert idx == top_indices(probs[None], 5)[0]
         assert np.allclose([t[2] for t in row], probs[idx], rtol=0, atol=PROB_ATOL)
+
+
+def test_exif_transpose_equals_keras_on_the_upright_photo(ref, tmp_path, capsys):
+    """Review 4, finding 5: predict(exif_transpose=True) and --exif-transpose feed what Keras' pipeline feeds on
+    the photo turned upright by PIL.ImageOps.exif_transpose; without it, Keras' own (sideways) pixels."""
+    import keras
+
+    from npxception.cli import main
+
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    with Image.open(SAMPLES[0]) as img:
+        img.convert("RGB").crop((0, 0, 451, 300)).save(photo, exif=exif, quality=95)
+    upright = tmp_path / "upright.png"
+    with Image.open(photo) as img:
+        ImageOps.exif_transpose(img).save(upright)  # lossless: the same pixels Keras then reads
+    assert Image.open(upright).size == (300, 451)
+    keras_scores = []
+    for path, turn in [(upright, True), (photo, False)]:
+        x = keras.utils.img_to_array(keras.utils.load_img(str(path), target_size=(299, 299)))
+        theirs = ref.keras_model.predict(keras.applications.xception.preprocess_input(x[None]), verbose=0)[0]
+        ours = npxception.predict(str(photo), model=ref.ours, top=3, exif_transpose=turn)
+        assert [WNID_INDEX[t[0]] for t in ours] == top_indices(theirs[None], 3)[0]
+        assert max(abs(t[2] - theirs[WNID_INDEX[t[0]]]) for t in ours) <= PROB_ATOL
+        keras_scores.append(theirs)
+    assert np.abs(keras_scores[0] - keras_scores[1]).max() > 100 * PROB_ATOL  # upright and sideways differ
+    # the CLI's option is the same switch
+    assert main(["predict", "--weights", str(ref.npz), "--format", "jsonl", "--top", "3", "--exif-transpose",
+                 str(photo)]) == 0
+    cli = [(p["label"], p["name"]) for p in __import__("json").loads(capsys.readouterr().out)["predictions"]]
+    assert cli == [t[:2] for t in npxception.predict(str(photo), model=ref.ours, top=3, exif_transpose=True)]
 
 
 def test_logits_equal_keras(ref):
@@ -392,7 +424,7 @@ def test_bad_weights_and_interpolation(small, tmp_path):
 def test_bad_file_names_the_file(small, tmp_path):
     bad = tmp_path / "not_an_image.jpg"
     bad.write_text("hello")
-    with pytest.raises(ValueError, match=re.escape(str(bad)) + ": not an image"):
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ": not a JPEG, PNG"):
         npxception.predict([str(SAMPLES[0]), str(bad)], model=small)
     with pytest.raises(ValueError, match="no such file"):
         npxception.predict(tmp_path / "missing.png", model=small)

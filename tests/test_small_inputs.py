@@ -228,16 +228,26 @@ def test_a_weight_file_may_hold_any_size_the_network_computes(tmp_path):
 # --------------------------------------------------------------------------- show and compare: predict's sizes
 
 def _spy_forward(monkeypatch, model):
-    """Record what ``model.forward`` ran on and captured (the CLI's model is get_model's cached one)."""
-    seen = []
-    forward = model.forward
+    """Record what show ran ``model`` on (``model.backbone_input``'s argument: what ``model(x)`` takes) and what
+    it captured (``npxception.forward.run``, which show stops after the layer); the CLI's model is get_model's
+    cached one."""
+    from npxception import forward
 
-    def spy(x, capture=None, impl="fast"):
-        out = forward(x, capture=capture, impl=impl)
-        seen.append((x, out[1]))
+    seen = []
+    backbone_input, run = model.backbone_input, forward.run
+
+    def spy_input(x):
+        seen.append([x, None])
+        return backbone_input(x)
+
+    def spy_run(m, b, wanted, impl, **kwargs):
+        out = run(m, b, wanted, impl, **kwargs)
+        if m is model:
+            seen[-1][1] = out[1]
         return out
 
-    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(model, "backbone_input", spy_input)
+    monkeypatch.setattr(forward, "run", spy_run)
     return seen
 
 

@@ -1,0 +1,220 @@
+"""What one photo will cost, known before its pixels are decoded, and the budget it must fit.
+
+A model that takes photos at their own size (``Input((None, None, 3))``) runs the
+network at the photo's size: its buffers grow with ``H x W``, and a 48-megapixel
+photo needs ~14 GB. npxception reads the photo's header (Pillow's ``open`` is lazy),
+estimates the bytes the prediction will allocate from the architecture table,
+and refuses the photo, by name, before a byte of it is decoded when the estimate
+exceeds the budget (RELIABILITY.md: a MemoryError reaching the user is a bug).
+
+The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
+
+* Pillow's decoded image and its RGB conversion: ``DECODE_BYTES_PER_PIXEL`` per
+  decoded pixel (an RGB image is stored as RGBX, 4 bytes; a non-RGB mode holds its
+  own pixels, at most 4 bytes, while the RGB copy is made);
+* the pixels fed: ``np.asarray``'s uint8 (3 bytes per pixel), ``img_to_array``'s
+  float32 (12), ``preprocess_input``'s result (12) and the model's input in its
+  dtype (3 x itemsize): ``feed_bytes``;
+* the forward pass at the backbone's size (after the input stage's geometry):
+  :func:`fast_plan_bytes` for ``model(x)`` (the fused plan's arena: each slot holds
+  the largest value the plan (npxception/fast/plan.py) assigns to it, so the sum of
+  the slots at this size, from ``architecture.trace``, plus the per-thread scratch
+  tiles, which are bounded by FastPlan's tile sizes or one row), and
+  :func:`plain_bytes` for ``model.forward(capture=...)`` (npxception/forward.py:
+  the largest sum, layer by layer, of the live activations, the layer's output
+  and its op's scratch: a convolution's whole im2col matrix, a separable
+  convolution's padded input and depthwise output).
+
+For Keras' table in float32 the plan's arena is ~225 bytes per input pixel at
+large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, is 64
+bytes per pixel; block2_sepconv1's 128 channels, 128; the block-2 residual, 32, as
+the slots are assigned), the input side 47 (8 decoded + 39 fed) and ``OVERHEAD``
+10% over all: ~300 bytes per pixel, 3.6 GB for a 12-megapixel photo. Measured peak
+RSS growth stays below it: 795 MB against 901 MB at 2000x1500 (docs/performance.md,
+"A photo's memory, estimated before it is decoded"; tests/test_photo_budget.py
+holds the estimate between the child's growth and twice it).
+
+The budget is a fixed, documented figure so that the same photo gets the same
+answer on every machine: ``DEFAULT_BUDGET``, 4 GB. A 12-megapixel phone photo at its
+own size on Keras' table fits, a 24-megapixel camera's does not; any photo resized to
+a fixed input fits (its decoded image is at most 2 x MAX_IMAGE_PIXELS x 8 bytes, 1.4 GB).
+``NPXCEPTION_PHOTO_MEMORY`` (e.g. ``8GB``, ``500MB`` or a number of bytes) or the
+CLI's ``--photo-memory`` raises or lowers it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numba
+
+from . import architecture as arch
+from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
+from .fast.run import FastPlan
+from .images import BAND_BYTES
+from .input_stage import output_size
+
+DEFAULT_BUDGET = 4 * 10**9
+ENV = "NPXCEPTION_PHOTO_MEMORY"
+# Pillow's RGB image is RGBX (4 bytes per pixel); a non-RGB image's own pixels (at most 4 bytes: I, F) are
+# held while convert("RGB") makes that copy.
+DECODE_BYTES_PER_PIXEL = 8
+# What the buffers counted here miss: transient masks (isfinite's bool, 1 byte per pixel), libjpeg's
+# buffers, the allocator's rounding. Measured peak RSS growth exceeded the plain count by 2.4% for a
+# 1200x900 photo (306 MB against 299 MB, tests/test_photo_budget.py); 10% covers that with room.
+OVERHEAD = 1.10
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str, what: str = ENV) -> int:
+    """``"4GB"``, ``"500MB"``, ``"1.5G"``, ``"2GiB"`` or a number of bytes -> bytes; ValueError naming ``what``."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m and m.group(2).upper()
+    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+        raise ValueError(f"{what}: expected a positive size such as 4GB, 500MB or 8e9 (bytes), found {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def budget(value=None) -> int:
+    """The photo memory budget in bytes: ``value`` (bytes or a size string), else ``NPXCEPTION_PHOTO_MEMORY``,
+    else ``DEFAULT_BUDGET``."""
+    if value is not None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else \
+            parse_bytes(value, "photo_memory")
+    env = os.environ.get(ENV)
+    return parse_bytes(env) if env else DEFAULT_BUDGET
+
+
+def human(nbytes: float) -> str:
+    """Bytes as ``12.4 GB`` / ``310 MB`` (decimal units, as the budget is written)."""
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.0f} MB"
+
+
+def _size(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
+    """Bytes the fused plan (npxception/fast/run.py) allocates for a ``(batch, h, w, 3)`` backbone input.
+
+    Raises :class:`~npxception.fast.plan.Unsupported` when the plan cannot run the table (the model then runs
+    op by op: use :func:`plain_bytes`).
+    """
+    steps = compile_plan(model.layers, model.head)
+    shapes = arch.trace(model.layers, model.head, (h, w, 3))
+    shapes["input"] = ((h, w, 3),)
+    threads = numba.get_num_threads()
+    slots: dict[int, int] = {}
+    scratch: dict[str, int] = {}
+
+    def role(name, elems):
+        scratch[name] = max(scratch.get(name, 0), elems)
+
+    for step in steps:
+        if isinstance(step, Head):
+            continue
+        ih, iw, ic = shapes[step.source][0]
+        out = shapes[step.output][0]
+        slots[step.slot] = max(slots.get(step.slot, 0), batch * _size(out))
+        if isinstance(step, ConvBN):  # row tiles of im2col, at least one row per thread (FastPlan.conv_bn)
+            row = out[1] * step.kernel_size ** 2 * ic
+            role("cols", threads * max(FastPlan.COLS_ELEMS, row))
+        elif isinstance(step, SepConvBN):  # FastPlan.sep_bn's tiles: FUSED_TILE_ELEMS or one row each
+            tile = threads * max(FastPlan.FUSED_TILE_ELEMS, iw * max(ic, step.channels))
+            role("dw0", tile)
+            role("rows", threads * 3 * iw * ic)
+            if step.residual is not None:
+                role("tile", tile)
+        else:
+            assert isinstance(step, PoolAdd)
+    return (sum(slots.values()) + sum(scratch.values())) * model.dtype.itemsize
+
+
+def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
+    """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, 3)``
+    backbone input, run up to layer ``stop_after`` (None: the whole backbone)."""
+    shapes = arch.trace(model.layers, model.head, (h, w, 3))
+    size = {"input": batch * h * w * 3}
+    readers: dict[str, int] = {}
+    for layer in model.layers:
+        for i in layer.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    live = size["input"]
+    peak = live
+    for layer in model.layers:
+        out = shapes[layer.name][0]
+        size[layer.name] = batch * _size(out)
+        ih, iw, ic = (shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else (h, w, 3))
+        if layer.kind == "conv" and not (layer.kernel_size == 1 and layer.strides == 1):
+            extra = batch * out[0] * out[1] * layer.kernel_size ** 2 * ic  # ops.conv2d's whole im2col matrix
+        elif layer.kind == "sepconv":
+            # depthwise_conv2d's padded input (a little larger than x) and its output, then the pointwise
+            k = layer.kernel_size
+            extra = batch * ((ih + k) * (iw + k) + out[0] * out[1]) * ic
+        else:
+            extra = 0
+        peak = max(peak, live + size[layer.name] + extra)
+        live += size[layer.name]
+        for i in layer.inputs:
+            readers[i] -= 1
+            if readers[i] == 0:
+                live -= size[i]
+        if layer.name == stop_after:
+            break
+    return peak * model.dtype.itemsize
+
+
+def feed_bytes(model, h: int, w: int) -> int:
+    """The pixels fed at ``h x w``: uint8 (3), float32 (12), preprocess_input (12), the model's input (3 x itemsize)."""
+    return h * w * (3 + 12 + 12 + 3 * model.dtype.itemsize)
+
+
+def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False) -> int:
+    """The estimated bytes of one photo decoded at ``decoded_hw`` and fed at ``fed_hw`` (see the module
+    docstring): ``plain`` (or ``stop_after``) for the plain forward pass, else the fused plan. ``gathered``:
+    predict's path for a photo at its own size, where only the pixels the stage's first geometry step
+    reads are fed (``input_stage.apply_gathered``: at most twice the backbone's size per axis, read in
+    bands of ``images.BAND_BYTES``), not the whole photo."""
+    decoded = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1]
+    try:
+        model.check_image_size(*fed_hw)
+    except ValueError:  # a size the model refuses: its own error names the photo once it is read (a few bytes)
+        return int(OVERHEAD * decoded)
+    bh, bw = output_size(model.input_stage, fed_hw)  # the backbone's size after the stage's geometry
+    if gathered and (bh, bw) != tuple(fed_hw):
+        fh, fw = min(fed_hw[0], 2 * bh), min(fed_hw[1], 2 * bw)
+        fed = feed_bytes(model, fh, fw) + 2 * BAND_BYTES  # a band's crop and its array
+    else:
+        fed = feed_bytes(model, *fed_hw)
+    if plain or stop_after is not None:
+        forward = plain_bytes(model, bh, bw, stop_after)
+    else:
+        try:
+            forward = fast_plan_bytes(model, bh, bw)
+        except Unsupported:
+            forward = plain_bytes(model, bh, bw)
+    counted = decoded + fed + forward
+    return int(OVERHEAD * counted)
+
+
+class PhotoTooLarge(ValueError):
+    """A photo whose estimated memory exceeds the budget (the message names the size, estimate and remedy)."""
+
+
+def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False, gathered=False) -> None:
+    """Raise :class:`PhotoTooLarge` when :func:`photo_bytes` exceeds ``limit``; the message is the reason
+    (without the file's name) and names ``--size HxW`` and the budget's settings."""
+    need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain, gathered=gathered)
+    if need <= limit:
+        return
+    h, w = decoded_hw
+    at = "at its own size" if tuple(fed_hw) == tuple(decoded_hw) else f"fed at {fed_hw[0]}x{fed_hw[1]}"
+    raise PhotoTooLarge(f"a {h}x{w} photo (height x width) {at} would need about {human(need)}, over the photo "
+                        f"memory budget of {human(limit)}; resize it with --size HxW (target_size=(h, w) in "
+                        f"Python), or raise the budget with --photo-memory or {ENV} (e.g. {human(need * 1.1)})")
