@@ -161,7 +161,7 @@ def address_space_cap(extra_bytes: int):
     unavailable (not Linux), the block runs unbounded.
     """
     try:
-        import resource
+        import resource  # Unix only: imported here so that untrusted imports on Windows too
     except ImportError:  # Windows
         yield
         return
