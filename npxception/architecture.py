@@ -194,13 +194,23 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
 # ---- the head ---------------------------------------------------------------
 # A head is a short list of plain dicts (it is stored as JSON in weight files):
 #   {"kind": "global_avg_pool" | "global_max_pool", "name": ...}
+#   {"kind": "flatten", "name": ..., "map_shape": [H', W', C], "order": "hwc"}
 #   {"kind": "dense", "name": ..., "units": int, "activation": str|None, "use_bias": bool}
 #   {"kind": "batch_norm", "name": ..., "epsilon": float}
 #   {"kind": "activation", "name": ..., "activation": str}
 # Dropout is the identity at inference and is not kept.
+#
+# A head starts with one global pooling or one flatten. A flatten is Keras' Flatten on the
+# backbone's (N, H', W', C) map: the features of each image in ``order`` (a permutation of
+# "hwc": the NHWC axes, slowest first). Keras' Flatten gives "hwc" in both data formats (its
+# channels_first Flatten moves the channels last before reshaping, keras/src/layers/reshaping/
+# flatten.py, tf_keras alike); another order comes only from a Flatten whose data_format is not
+# the backbone's (weights_tools.head). The Dense after it has H' * W' * C input rows, so a
+# flatten fixes the map it was built for, and with it the model's input size: ``map_shape``.
 
-HEAD_KINDS = ("global_avg_pool", "global_max_pool", "dense", "batch_norm", "activation")
+HEAD_KINDS = ("global_avg_pool", "global_max_pool", "flatten", "dense", "batch_norm", "activation")
 ACTIVATIONS = (None, "linear", "relu", "softmax", "sigmoid", "tanh", "swish", "elu")
+FLATTEN_ORDERS = ("hwc", "hcw", "whc", "wch", "chw", "cwh")  # the six permutations of the NHWC axes
 
 
 def keras_head(include_top=True, pooling=None, classes=1000, classifier_activation="softmax"):
@@ -222,7 +232,7 @@ def validate_head(head) -> list[dict]:
     """Check a head description; return it as a list of dicts. Raise ValueError naming the fault."""
     if not isinstance(head, (list, tuple)):
         raise ValueError(f"head: expected a list of layer dicts, found {type(head).__name__}")
-    seen_pool = False
+    reduced = False  # the map has become (N, features): by global pooling or flatten
     out = []
     for i, layer in enumerate(head):
         if not isinstance(layer, dict) or "kind" not in layer or "name" not in layer:
@@ -231,13 +241,16 @@ def validate_head(head) -> list[dict]:
         if kind not in HEAD_KINDS:
             raise ValueError(f"head[{i}] ({layer['name']}): unsupported kind {kind!r}; "
                              f"expected one of {HEAD_KINDS}")
-        if kind.startswith("global_"):
-            if seen_pool:
-                raise ValueError(f"head[{i}] ({layer['name']}): a second global pooling layer")
-            seen_pool = True
-        elif not seen_pool:
+        if kind.startswith("global_") or kind == "flatten":
+            if reduced:
+                raise ValueError(f"head[{i}] ({layer['name']}): {kind} after {out[0]['name']} "
+                                 f"({out[0]['kind']}); a head reduces the feature map once")
+            reduced = True
+        elif not reduced:
             raise ValueError(f"head[{i}] ({layer['name']}): {kind} before global pooling; "
-                             "a head must start with global_avg_pool or global_max_pool")
+                             "a head must start with global_avg_pool, global_max_pool or flatten")
+        if kind == "flatten":
+            _check_flatten(i, layer)
         if kind == "dense" and (not isinstance(layer.get("units"), int) or layer["units"] < 1):
             raise ValueError(f"head[{i}] ({layer['name']}): units must be a positive int, "
                              f"found {layer.get('units')!r}")
@@ -246,6 +259,22 @@ def validate_head(head) -> list[dict]:
                              f"{ACTIVATIONS}, found {layer.get('activation')!r}")
         out.append(dict(layer))
     return out
+
+
+def _check_flatten(i, layer) -> None:
+    shape = layer.get("map_shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16 for d in shape)):
+        raise ValueError(f"head[{i}] ({layer['name']}): flatten needs map_shape, the [H', W', C] feature map "
+                         f"it was built for (sizes in [1, 65536]), found {layer.get('map_shape')!r}")
+    if layer.get("order") not in FLATTEN_ORDERS:
+        raise ValueError(f"head[{i}] ({layer['name']}): flatten order must be one of {FLATTEN_ORDERS}, "
+                         f"found {layer.get('order')!r}")
+
+
+def flatten_step(head) -> dict | None:
+    """The head's flatten step, or None: a model with one takes only the input size that gives its map."""
+    return next((h for h in head if h["kind"] == "flatten"), None)
 
 
 # ---- shapes and parameters --------------------------------------------------
@@ -292,11 +321,19 @@ def trace(layers, head, input_shape=(299, 299, 3)):
             raise ValueError(f"{layer.name}: unknown kind {layer.kind!r}")
         shapes[layer.name] = shape
         out[layer.name] = (shape, params, macs)
-    features = shapes[layers[-1].name][-1]
+    last = shapes[layers[-1].name]
+    features = last[-1]
     for layer in head:
         kind = layer["kind"]
         params, macs = {}, 0
         if kind.startswith("global_"):
+            shape = (features,)
+        elif kind == "flatten":
+            built = tuple(layer["map_shape"])
+            if None not in last and last != built:
+                raise ValueError(f"{layer['name']} (Flatten): built for a {shape_text(built)} feature map, but a "
+                                 f"{input_shape[0]}x{input_shape[1]} input gives {shape_text(last)}")
+            features = built[0] * built[1] * built[2]
             shape = (features,)
         elif kind == "dense":
             params = {"kernel": (features, layer["units"])}
@@ -312,6 +349,11 @@ def trace(layers, head, input_shape=(299, 299, 3)):
             shape = (features,)
         out[layer["name"]] = (shape, params, macs)
     return out
+
+
+def shape_text(shape) -> str:
+    """``(3, 3, 2048)`` as messages write a map: ``3x3x2048``."""
+    return "x".join(map(str, shape))
 
 
 def vanishing_layer(layers, size: int) -> str | None:

@@ -27,8 +27,11 @@ class Config:
     # ---- bounds on untrusted input (docs/security.md), each far above real models ----
     # Parameters a supported head may add to the backbone's ~20.9 M: a Dense over
     # 2048 features for ~24,000 classes (ImageNet-21k has 21,843), or a hidden
-    # Dense plus a classifier. Weight readers budget (backbone + this) x 8 bytes.
-    head_params_margin: int = 50_000_000
+    # Dense plus a classifier; or the fine-tuning tutorials' Flatten head at 299x299,
+    # whose 10x10x2048 = 204,800 features feed a Dense(256): 52.4 M weights (a
+    # Dense(512) there, 104.9 M, is refused by the budget, naming it). Weight readers
+    # budget (backbone + this) x 8 bytes.
+    head_params_margin: int = 64_000_000
     # How deep models may nest in a config: the keras.io fine-tuning recipe nests
     # 3 levels (Sequential augmentation inside a Functional around the backbone).
     max_model_nesting: int = 32
@@ -47,6 +50,19 @@ class Config:
     max_weight_names: int = 100_000
     # An .npz manifest is JSON: a few kB, or ~1 MB with ImageNet-21k labels.
     max_manifest_bytes: int = 16 * 1024**2
+    # Entries in an .npz weight file's zip directory, checked before zipfile parses it: a
+    # converted Xception holds ~240 arrays, a fine-tuned head and golden arrays a few dozen more.
+    max_npz_entries: int = 2_000
+    # Group members listed while reading one HDF5 file, all walks together, each checked
+    # as a hard link (~0.35 ms). Xception saved after fit() with Adam (measured): a Keras 3
+    # .weights.h5 holds 822 (~240 weights, 2 Adam slots each, groups) and converting it lists
+    # 1,194; a tf_keras full-model .h5 holds 932 and lists 619. 8x the larger leaves room
+    # for heads, nesting and other optimizers, and refuses
+    # a file of 1,000,000 hard links (6 minutes to walk) within a few seconds.
+    max_h5_listings: int = 10_000
+    # Members of a .keras archive: config.json, metadata.json, model.weights.h5, and the
+    # assets of layers that have some (none of Xception's do).
+    max_keras_entries: int = 100
 
 
 CONFIG = Config()

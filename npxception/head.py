@@ -1,4 +1,4 @@
-"""The classifier head: global pooling, then dense / BatchNormalization / activation layers.
+"""The classifier head: global pooling or flatten, then dense / BatchNormalization / activation layers.
 
 Both the plain forward pass (npxception/forward.py) and the fast plan
 (npxception/fast/) run the head through :func:`run_head`, so a head is
@@ -27,6 +27,8 @@ def run_head(head, p, y, impl, captured=None, wanted=()):
             y = ops.global_avg_pool2d(y, impl=impl)
         elif kind == "global_max_pool":
             y = ops.global_max_pool2d(y, impl=impl)
+        elif kind == "flatten":
+            y = flatten(y, h["order"])
         elif kind == "dense":
             y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=impl)
             y = activation(y, h.get("activation"), impl)
@@ -39,6 +41,18 @@ def run_head(head, p, y, impl, captured=None, wanted=()):
         if captured is not None and n in wanted:
             captured[n] = y
     return y
+
+
+def flatten(y, order="hwc"):
+    """Keras' ``Flatten`` of a feature map: ``(N, H, W, C) -> (N, H * W * C)``.
+
+    Each image's features in ``order``, the NHWC axes slowest first: "hwc" is
+    ``y.reshape(N, -1)``, feature ``(i * W + j) * C + c`` is ``y[n, i, j, c]``. Keras'
+    Flatten gives "hwc" in both data formats (architecture.py, the head). A
+    reshape computes nothing, so the fast and the reference path are this one.
+    """
+    axes = tuple(1 + "hwc".index(a) for a in order)
+    return np.ascontiguousarray(y.transpose(0, *axes)).reshape(y.shape[0], -1)
 
 
 def activation(y, name, impl):

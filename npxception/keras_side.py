@@ -328,6 +328,24 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
     return {name: _to_ours(a, data_format) for name, a in acts.items()}
 
 
+def output_activation(model, kmodel) -> str | None:
+    """The activation ending the Keras layer matched to our last one, read from its config as the
+    converter reads a head (weights_tools.head): ``"softmax"``, ``"sigmoid"``..., None for none (a
+    Dense without one, a BatchNormalization), ``"unknown"`` (npxception.compare.report.UNKNOWN) when no
+    layer matches or it is none of those."""
+    from weights_tools.kinds import _activation_name, kind_of  # the converter's reading of a layer, see _layers
+    from weights_tools.mapping import match_names  # see _layers
+
+    klayers, _, _ = _layers(kmodel)
+    name = match_names(klayers, variant=model.variant).get(model.layer_names[-1])
+    k = next((k for k in klayers if k.name == name), None)
+    kind = kind_of(k) if k is not None else None
+    if kind in ("dense", "activation"):
+        act = _activation_name(k.config)
+        return None if act == "linear" else act
+    return {"softmax": "softmax", "relu": "relu", "bn": None}.get(kind, "unknown")
+
+
 def output(kmodel, x) -> np.ndarray:
     """The Keras model's own output on NHWC ``x``: ``kmodel(x, training=False)`` in its dtype, NHWC
     (a channels_first model is fed NCHW, and a 4-D output comes back NHWC)."""

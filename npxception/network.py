@@ -47,6 +47,7 @@ class XceptionModel:
         # stops answering too. keras.applications.Xception's constructor rule (71) is Xception()'s own.
         self.min_input_size = arch.min_input_size(self.layers)
         self.input_shape = check_input_shape(input_shape, self.min_input_size)  # the backbone's
+        check_flatten_size(self.layers, self.head, self.input_shape)
         # What the source model takes, before its stage; None (a model built here, or a manifest
         # written before the field existed): the backbone's size, where geometry steps are identities.
         self.source_input_shape = (self.input_shape if source_input_shape is None
@@ -263,8 +264,11 @@ class XceptionModel:
         if (eh is not None and h != eh) or (ew is not None and w != ew):
             want = "x".join("any" if d is None else str(d) for d in (eh, ew))
             hint = f"({eh}, {ew})" if None not in (eh, ew) else "..."
+            flat = arch.flatten_step(self.head)
+            why = (f"; its Flatten head {flat['name']} is built for the {arch.shape_text(flat['map_shape'])} "
+                   "feature map of that size" if flat and self.source_input_shape == self.input_shape else "")
             raise ValueError(f"x: this model takes {want} images (the source model's input shape "
-                             f"{self.source_input_shape}), found {h}x{w}; resize when loading: "
+                             f"{self.source_input_shape}{why}), found {h}x{w}; resize when loading: "
                              f"load_image(path, target_size={hint}), or let npxception.predict do it")
         if self.source_input_shape[:2] != self.input_shape[:2]:
             stage.output_size(self.input_stage, (h, w))  # refuses, naming the layer, what Keras would not run
@@ -329,6 +333,20 @@ def check_input_shape(shape, min_size) -> tuple:
         raise ValueError(f"input_shape: height and width must be at least {min_size} and at "
                          f"most {CONFIG.max_input_size}, found {shape}")
     return shape
+
+
+def check_flatten_size(layers, head, input_shape) -> None:
+    """Refuse a flatten head (:func:`npxception.architecture.flatten_step`) on an input size other than
+    the one it was built for: its Dense has a row per feature of that map. Keras cannot build one on a
+    variable size either ("The last dimension of the inputs to a Dense layer should be defined")."""
+    flat = arch.flatten_step(head)
+    if flat is None:
+        return
+    built = arch.shape_text(flat["map_shape"])
+    if input_shape[0] is None or input_shape[1] is None:
+        raise ValueError(f"head: {flat['name']} (Flatten) is built for a {built} feature map, so the model "
+                         f"takes one input size; input_shape {input_shape} takes any size")
+    arch.trace(layers, head, input_shape)  # raises naming both maps when input_shape gives another
 
 
 # The data formats a Keras source can compute in (weights_tools.layout reads them from its layers).

@@ -5,7 +5,7 @@ network at the photo's size: its buffers grow with ``H x W``, and a 48-megapixel
 photo needs ~14 GB. npxception reads the photo's header (Pillow's ``open`` is lazy),
 estimates the bytes the prediction will allocate from the architecture table,
 and refuses the photo, by name, before a byte of it is decoded when the estimate
-exceeds the budget (docs/security.md: a MemoryError reaching the user is a bug).
+exceeds the budget (the project's reliability rule: a MemoryError reaching the user is a bug).
 
 The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
 

@@ -23,6 +23,7 @@ KERAS_TYPES = {  # our layer kinds -> the Keras class each stands for, as Keras'
     "add": "Add",
     "global_avg_pool": "GlobalAveragePooling2D",
     "global_max_pool": "GlobalMaxPooling2D",
+    "flatten": "Flatten",
     "dense": "Dense",
     "batch_norm": "BatchNormalization",
     "activation": "Activation",

@@ -10,6 +10,10 @@ pieces every reader shares live here:
 * :func:`open_regular`: open only regular files (a FIFO blocks ``open()`` forever,
   ``/dev/zero`` never ends);
 * :func:`loads_json`: JSON whose nesting is a clear error, never a ``RecursionError``;
+* :func:`address_space_cap`: a block in which the process may map at most so many more
+  bytes, for a library call whose allocation cannot be known before it runs;
+* :func:`check_zip_directory`: a zip's entry count and central-directory size, read from its
+  end records before ``zipfile.ZipFile`` parses (and allocates for) every entry;
 * :func:`atomic_write`: a temporary ``<name>.<uuid>.partial`` beside the
   destination, renamed into place when complete, deleted on any exception and
   on SIGTERM; stale partials of killed processes are swept before writing;
@@ -28,6 +32,7 @@ import stat
 import threading
 import time
 import uuid
+import zipfile
 
 # A partial older than this was left by a killed process: no write takes a day.
 STALE_PARTIAL_S = 24 * 3600
@@ -127,6 +132,93 @@ def loads_json(text, object_hook=None):
                          "(over ~1000 levels)") from None
     except MemoryError:  # callers cap the text; this is the last line of defence
         raise ValueError(f"the JSON ({len(text):,} bytes) does not fit in memory once parsed") from None
+
+
+# --------------------------------------------------------------------------- address space
+
+def _mapped_bytes() -> int | None:
+    """The process's address space (Linux ``VmSize``), or None where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def address_space_cap(extra_bytes: int):
+    """Within the block, mapping more than ``extra_bytes`` beyond what is mapped now fails.
+
+    For a library call whose allocation is decided inside it and cannot be read first
+    (libhdf5 inflating a variable-length string attribute: HDF5 reads an attribute
+    whole, with no selection, and each entry may point to one large string): the
+    allocation fails (a MemoryError or the library's own error) instead of taking the
+    machine's memory. The soft ``RLIMIT_AS`` is lowered for the block and restored
+    after it. Process-wide, so kept to short reads; where the limit or ``VmSize`` is
+    unavailable (not Linux), the block runs unbounded.
+    """
+    try:
+        import resource  # Unix only: imported here so that untrusted imports on Windows too
+    except ImportError:  # Windows
+        yield
+        return
+    mapped = _mapped_bytes()
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (OSError, ValueError):
+        mapped = None
+    if mapped is None:
+        yield
+        return
+    cap = mapped + int(extra_bytes)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield  # already bounded at least as tightly
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# --------------------------------------------------------------------------- zip directories
+
+# A central-directory entry: 46 fixed bytes, then its name, extra fields and comment.
+# Python's zipfile (np.savez, Keras) writes a name and at most a 28-byte zip64 extra
+# field; other zip tools add timestamps (< 100 bytes). Names are layer paths, a few
+# dozen bytes: 1 KiB per entry is far above any writer's.
+ZIP_ENTRY_BYTES = 46 + 1024
+
+
+def check_zip_directory(f, where: str, *, max_entries: int, what: str, error=ValueError) -> int:
+    """The entry count of the zip ``f`` (a binary file object), refused *before* ``zipfile.ZipFile``
+    builds a ZipInfo per entry of its central directory (1,000,000 entries: 635 MB, 22 s).
+
+    Read from the end-of-central-directory record (the last <= 65,557 bytes) and, for a zip64
+    archive, its locator and record, with zipfile's own reader of them, so that the numbers
+    checked are those ZipFile uses. Refused: more than ``max_entries`` entries (``what``: the
+    kind of file, whose real count sets the cap), and a central directory larger than its
+    entries can need (ZipFile parses entries until the directory's *size* is used up, whatever
+    the count says). A file with no end record is left to ZipFile, whose BadZipFile says so.
+    """
+    end = zipfile._EndRecData(f)  # private but stable since Python 2; ZipFile's own first step
+    f.seek(0)
+    if end is None:
+        return 0
+    entries, cd_bytes = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > max_entries:
+        raise error(f"{where}: its zip directory lists {entries:,} entries; {what} holds at most "
+                    f"{max_entries:,} (a hostile or corrupt file?); refused before reading the directory")
+    if cd_bytes > max(entries, 1) * ZIP_ENTRY_BYTES:
+        raise error(f"{where}: its zip directory takes {cd_bytes:,} bytes for {entries:,} entries; expected "
+                    f"at most {ZIP_ENTRY_BYTES:,} bytes per entry (a hostile or corrupt file?); refused "
+                    "before reading the directory")
+    return entries
 
 
 # --------------------------------------------------------------------------- atomic writes

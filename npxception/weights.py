@@ -47,7 +47,8 @@ import numpy as np
 from . import architecture as arch
 from . import golden as gold
 from .config import CONFIG
-from .untrusted import IrregularFileError, atomic_write, loads_json, open_regular, short_repr  # noqa: F401
+from .untrusted import (IrregularFileError, atomic_write, check_zip_directory, loads_json,  # noqa: F401
+                        open_regular, short_repr)
 # (atomic_write is re-exported: show.py and others write through npxception.weights)
 
 FORMAT = "npxception-weights"
@@ -62,11 +63,15 @@ FORMAT = "npxception-weights"
 # 5: the stage holds "arithmetic" steps (preprocess_input's x / 127.5 - 1 as operation nodes,
 # npxception.input_stage): a version-4 reader refuses the unknown step kind, but would not say
 # that a newer npxception reads it; only such files are version 5.
+# 6: the head holds a "flatten" step (Keras' Flatten after the backbone, npxception.architecture):
+# a version-5 reader refuses the unknown head kind, but would not say that a newer npxception
+# reads it; only such files are version 6.
 # "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
 # bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
 # source's format, so a reader that ignores the field computes the same answer; it only
 # tells compare and --check-with-keras to feed Keras NCHW.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
+WITH_ARITHMETIC = 5
 WITH_SOURCE_INPUT_SHAPE = 4
 WITH_INPUT_STAGE = 3
 WITHOUT_INPUT_STAGE = 2
@@ -102,7 +107,8 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    version = (FORMAT_VERSION if any(s["kind"] == "arithmetic" for s in model.input_stage)
+    version = (FORMAT_VERSION if arch.flatten_step(model.head)
+               else WITH_ARITHMETIC if any(s["kind"] == "arithmetic" for s in model.input_stage)
                else WITH_SOURCE_INPUT_SHAPE if model.source_input_shape != model.input_shape
                else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
     manifest = {"format": FORMAT, "format_version": version, **model.manifest()}
@@ -162,8 +168,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         if magic != b"PK\x03\x04":  # an .npz is a zip archive
             raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
                              + (", it is empty)" if not magic else ")"))
-        f.seek(0)
         try:
+            check_zip_directory(f, where, max_entries=CONFIG.max_npz_entries, what="an .npz weight file")
             with zipfile.ZipFile(f) as z:
                 return _read_members(z, where)
         except zipfile.BadZipFile as exc:

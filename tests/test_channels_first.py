@@ -344,15 +344,6 @@ def test_inconsistent_layouts_are_refused_by_name(k3_layers, edit, message):
         _convert(k3_layers, edit)
 
 
-def test_flatten_head_is_refused_naming_its_order(k3_layers):
-    from weights_tools import ConversionError
-
-    def flatten(by):
-        by["pool"].class_name = "Flatten"
-    with pytest.raises(ConversionError, match=r"pool \(Flatten, data_format channels_first\).*\(C, H, W\) order"):
-        _convert(k3_layers, flatten)
-
-
 def test_theano_dim_ordering_is_refused(k3_layers):
     from weights_tools import ConversionError
 

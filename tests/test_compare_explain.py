@@ -268,11 +268,14 @@ def test_multi_image_summary(model):
     xs = np.random.default_rng(5).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
     acts = run_port(model, xs, Conventions(logits=True))
     s = summarize(model, {"predictions": acts["predictions"], INPUT_KEY: xs})
-    assert s.images == 3 and s.top1 == 1.0 and s.top5_overlap == 1.0
-    assert "theirs looked like logits" in s.note and s.max_dp < 1e-5
+    # a dump states no activation: its logits are never guessed into probabilities (test_compare_heads.py),
+    # the rankings are compared as they are (our float32 softmax of random weights is 0 past the top
+    # classes, so their tie order, not the port, decides the rest of the top 5: top-1 only here)
+    assert s.images == 3 and s.top1 == 1.0
+    assert "theirs activation unknown" in s.note and s.max_dp is None and s.max_dz > 0
     wrong = acts["predictions"][:, ::-1].copy()  # a class order reversed
     s = summarize(model, {"predictions": wrong, INPUT_KEY: xs})
-    assert s.top1 < 1.0 and s.max_dp > 0.1
+    assert s.top1 < 1.0
 
 
 def test_report_json_stages_plot(model, x, tmp_path):
@@ -626,7 +629,8 @@ def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
             "--layout", "NCHW", "--port", "timm.legacy_xception", "--image", str(cli_files / "images")]
     assert cli.main(args) == 1
     out = capsys.readouterr().out
-    assert "predictions: 3 image(s): top-1 agreement" in out and "theirs looked like logits" in out
+    # the graph ends in a Gemm: its logits get our head's softmax
+    assert "predictions: 3 image(s): top-1 agreement" in out and "theirs logits, ours softmax: softmax applied" in out
     assert "predictions (local" in out and "their output is logits" in out
 
 

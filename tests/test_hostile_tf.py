@@ -242,7 +242,7 @@ def test_header_and_layout_refusals(tmp_path, options, message):
 def test_tensor_beyond_the_read_budget(tmp_path):
     """A 400 MB entry in a sparse data file: refused by the budget before a byte is allocated."""
     key = next(iter(WEIGHTS))
-    count = 100_000_000  # float32: 400 MB, x 8 bytes per parameter charged = 800 MB > the ~170 MB budget
+    count = 100_000_000  # float32: 400 MB, x 8 bytes per parameter charged = 800 MB > the ~680 MB budget
     prefix = write_bundle(tmp_path / "ckpt", WEIGHTS, data_size=(count + 1024) * 4,
                           edit=lambda k, f: {**f, "shape": (count,), "size": count * 4, "offset": 1024 * 4}
                           if k == key else f)

@@ -122,7 +122,7 @@ def test_arithmetic_stage_round_trip_version_and_pixels(plain, tmp_path):
     """preprocess_input as operation nodes: format 5 (a version-4 reader would refuse the step as an unknown
     kind without saying a newer npxception reads it), shown by summary(), fed raw pixels by predict()."""
     manifest, loaded, text = _round_trip(_with_stage(plain, PREPROCESS_INPUT), tmp_path / "ops.npz")
-    assert manifest["format_version"] == wfile.FORMAT_VERSION == 5
+    assert manifest["format_version"] == wfile.WITH_ARITHMETIC == 5
     assert "input stage: true_divide (TrueDivide): x / 127.5\n  input stage: subtract (Subtract): x - 1" in text
     image = np.random.default_rng(5).integers(0, 256, (71, 71, 3), dtype=np.uint8)
     # npxception's preprocess_input divides too: the same float64 numbers, so the same scores

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from npxception import architecture as arch
 from npxception.input_stage import describe
 from npxception.pretrained import official_include_top
 from npxception.untrusted import check_output_dir
@@ -269,6 +270,13 @@ def _report(src, reading: Reading, options) -> str:
                      + f", head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
+        flat = arch.flatten_step(model.head)
+        if flat:
+            sh, sw = model.source_input_shape[:2]
+            takes = (f"the model takes {sh}x{sw} images only" if None not in (sh, sw)
+                     else f"its input stage brings every image to {model.input_shape[0]}x{model.input_shape[1]}")
+            lines.append(f"head: {flat['name']} (Flatten) of the {arch.shape_text(flat['map_shape'])} feature map, "
+                         f"features in ({', '.join(flat['order'].upper())}) order; {takes}")
         lines.extend(model.notices)
         for step in model.input_stage:
             lines.append(f"input stage: {describe(step)}")

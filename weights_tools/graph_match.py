@@ -9,6 +9,7 @@ walk without checking configuration values, for compare().
 
 from __future__ import annotations
 
+from npxception import architecture as arch
 from npxception.input_stage import MAX_STEPS
 
 from . import operations
@@ -34,6 +35,11 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
         raise _unsupported(unsupported[0], source)
+    for k in (k for k in live if kind_of(k) == "flatten"):  # converted in the head only (weights_tools.head)
+        where = _where(k, live, inputs)
+        if not where.startswith("in the head"):
+            raise ConversionError(f"{source}: unsupported layer {k.name} (Flatten) {where}: npxception "
+                                  "converts a Flatten only after the backbone, as the head's first layer")
     root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
     input_dtype = (roots[0].config or {}).get("dtype")
@@ -63,8 +69,10 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         except ConversionError as exc:
             failures.append((v, exc))
             continue
+        map_shape = arch.trace(arch.backbone(v), [], in_shape)[arch.backbone(v)[-1].name][0]
         head, head_params = _head(matched, live, inputs, v, source,
-                                  before={roots[0].name} | {k.name for k in chain})
+                                  before={roots[0].name} | {k.name for k in chain},
+                                  map_shape=map_shape, data_format=data_format)
         params.update(head_params)
         matched.pop("input")
         matched.update({h["name"]: h["name"] for h in head})

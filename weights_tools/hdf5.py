@@ -29,11 +29,16 @@ And, against amplification (the budget rule, docs/security.md):
 * **text attributes within bounds.** ``model_config``, ``layer_names`` and
   ``weight_names`` are checked, by their stored size and element count, before
   they are read (:func:`GuardedH5.attr_text`, :func:`GuardedH5.attr_strings`):
-  parsed, 40 MB of JSON took 1.3 GB.
+  parsed, 40 MB of JSON took 1.3 GB. A variable-length one (h5py 3 stores Keras' name lists
+  so) is read within ``VLEN_READ_BYTES`` of address space: its entries may all point to one
+  large heap string, and HDF5 reads an attribute whole;
+* **a listing budget.** Every group's size is charged against ``CONFIG.max_h5_listings``
+  before its members are listed (1,000,000 hard links took 6 minutes to walk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -42,7 +47,7 @@ import h5py
 import numpy as np
 
 from npxception.config import CONFIG
-from npxception.untrusted import ReadBudget, short_repr
+from npxception.untrusted import ReadBudget, address_space_cap, short_repr
 from npxception.weights import weight_budget
 
 from .mapping import ConversionError
@@ -51,6 +56,10 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # A compressed dataset may legitimately expand; allow this ratio over the file size.
 MAX_EXPANSION = 64
 PARAM_BYTES = 8  # the read budget counts every parameter as a float64
+# Address space a variable-length text attribute may take while libhdf5 reads it: its text
+# (CONFIG.max_config_bytes), per-entry overhead (~100 bytes x 100,000 names) and a new
+# malloc arena (64 MiB reserved), with room to spare.
+VLEN_READ_BYTES = 256 * 1024**2
 # Names in one string-list attribute (all its split chunks together).
 MAX_NAMES = {"layer_names": CONFIG.max_config_layers, "weight_names": CONFIG.max_weight_names}
 
@@ -148,6 +157,7 @@ class GuardedH5:
         self.budget = budget or ReadBudget(weight_budget(), where, error=ConversionError,
                                            why=" (what the largest supported Xception model holds)")
         self.referenced: dict = {}  # dataset object id -> the name it was first reached by
+        self.listings_left = CONFIG.max_h5_listings  # group members all walks of this file may list
         self.file = open_h5(src, where)
 
     def close(self):
@@ -187,9 +197,24 @@ class GuardedH5:
         return obj
 
     def keys(self, group) -> list[str]:
-        """The member names of ``group``, each checked to be a hard link."""
+        """The member names of ``group``, each checked to be a hard link.
+
+        Charged against the file's listing budget (``CONFIG.max_h5_listings``) by the group's
+        size, which libhdf5 keeps in the group's header, before a name is listed: a 30 MB file
+        of 1,000,000 hard links took 6 minutes to walk.
+        """
         if not hasattr(group, "keys"):
             raise ConversionError(f"{self.where}: {group.name} is a dataset where a group was expected")
+        try:
+            count = len(group)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConversionError(f"{self.where}: unreadable HDF5 group {group.name} ({exc})") from None
+        if count > self.listings_left:
+            raise ConversionError(
+                f"{self.where}: group {group.name} holds {count:,} objects; only {self.listings_left:,} of the "
+                f"{CONFIG.max_h5_listings:,} group members that reading one Xception file may list are left "
+                "(a hostile or corrupt file?); refused before listing them")
+        self.listings_left -= count
         try:
             names = list(group.keys())
         except (OSError, ValueError, RuntimeError) as exc:
@@ -270,37 +295,56 @@ class GuardedH5:
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConversionError(f"{self.where}: cannot read dataset {name} ({exc}; truncated file?)") from None
 
-    def _attr_header(self, obj, key: str) -> tuple[tuple, int]:
-        """An attribute's shape and stored bytes, read without its data."""
+    def _attr_header(self, obj, key: str) -> tuple[tuple, int, bool]:
+        """An attribute's shape, stored bytes and whether it is variable-length, read without its data."""
         try:
             aid = obj.attrs.get_id(key)
             if aid.shape is None:  # a null dataspace (h5py.Empty): no value at all
-                return (0,), 0
+                return (0,), 0, False
             shape = tuple(aid.shape)
+            kind = aid.get_type()
+            variable = isinstance(kind, h5py.h5t.TypeVlenID) or (
+                isinstance(kind, h5py.h5t.TypeStringID) and kind.is_variable_str())
             # an empty list (a layer without weights) stores nothing: libhdf5 reports 0 as an error
-            return shape, int(aid.get_storage_size()) if math.prod(shape) else 0
+            return shape, int(aid.get_storage_size()) if math.prod(shape) else 0, variable
         except (KeyError, OSError, ValueError, RuntimeError) as exc:
             raise ConversionError(f"{self.where}: attribute {key} of {obj.name} is unreadable ({exc})") from None
 
     def _attrs_checked(self, obj, keys: list[str], max_count: int, expected: str) -> list:
         """The values of attributes ``keys`` (one attribute, or the chunks of a split one), read only
-        after their element count and stored bytes, all chunks together, are checked."""
+        after their element count and stored bytes, all chunks together, are checked.
+
+        A variable-length string stores a 16-byte pointer into the file's heap, and every
+        entry of a list may point to the same large string: 20,000 entries of one 100 kB
+        string (a 0.9 MB file) read as 2.4 GB. Real writers use that form (h5py 3 stores
+        Keras' lists of encoded names so: tf_keras and Keras 3's legacy writer), and HDF5
+        reads an attribute whole, with no way to see the strings' lengths first, so such an
+        attribute is read within ``VLEN_READ_BYTES`` of address space, and its text checked after.
+        """
         what = f"{self.where}: attribute {keys[0]}" + (f" (split in {len(keys)})" if len(keys) > 1 else "") \
             + f" of {obj.name}"
         headers = [self._attr_header(obj, k) for k in keys]
-        count = sum(math.prod(shape) for shape, _ in headers)
-        stored = sum(nbytes for _, nbytes in headers)
-        if any(len(shape) > 1 for shape, _ in headers) or count > max_count:
+        count = sum(math.prod(shape) for shape, _, _ in headers)
+        stored = sum(nbytes for _, nbytes, _ in headers)
+        if any(len(shape) > 1 for shape, _, _ in headers) or count > max_count:
             raise ConversionError(f"{what} holds {count:,} values"
                                   + (f" of shape {headers[0][0]}" if len(keys) == 1 else "")
                                   + f"; expected {expected}")
         if stored > CONFIG.max_config_bytes:
             raise ConversionError(f"{what} stores {stored:,} bytes; expected at most "
                                   f"{CONFIG.max_config_bytes:,} bytes of text (a hostile or corrupt file?)")
+        variable = any(v for _, _, v in headers)
         try:
-            return [obj.attrs[k] for k in keys]
-        except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            raise ConversionError(f"{what} is unreadable ({exc})") from None
+            with address_space_cap(VLEN_READ_BYTES) if variable else contextlib.nullcontext():
+                return [obj.attrs[k] for k in keys]
+        except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
+            if variable and (isinstance(exc, MemoryError) or "allocation failed" in str(exc)):
+                raise ConversionError(f"{what} is variable-length text that inflates beyond "
+                                      f"{VLEN_READ_BYTES:,} bytes when read (its entries point into the file's "
+                                      "heap, where one large string can serve them all); "
+                                      f"expected {expected} of at most {CONFIG.max_config_bytes:,} bytes in all "
+                                      "(a hostile or corrupt file?)") from None
+            raise ConversionError(f"{what} is unreadable ({exc}); expected {expected}") from None
 
     def _text(self, value, where: str, text_left: int) -> str:
         """An attribute's text, UTF-8 decoded; its length checked again (variable-length
@@ -334,6 +378,9 @@ class GuardedH5:
         elif f"{key}0" in attrs:
             parts, i = [], 0
             while f"{key}{i}" in attrs:
+                if i >= MAX_NAMES.get(key, CONFIG.max_weight_names):  # every chunk holds a name or more
+                    raise ConversionError(f"{self.where}: attribute {key} of {obj.name} is split in more than "
+                                          f"{i:,} chunks; expected at most one chunk per name")
                 parts.append(f"{key}{i}")
                 i += 1
         else:
@@ -354,7 +401,7 @@ class GuardedH5:
         """A text attribute (``model_config``, ``keras_version``...), at most ``CONFIG.max_config_bytes``."""
         if key not in obj.attrs:
             return None
-        value, = self._attrs_checked(obj, [key], 1, "one text")
+        value, = self._attrs_checked(obj, [key], 1, "one UTF-8 text")
         if isinstance(value, np.ndarray):
             value = value[()] if value.shape == () else value.reshape(-1)[0]
         return self._text(value, f"{self.where}: attribute {key} of {obj.name}", CONFIG.max_config_bytes)

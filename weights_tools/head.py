@@ -1,10 +1,14 @@
 """Wiring known: the classifier head, the single chain of layers after the backbone.
 
-It must start with global pooling (a Flatten head depends on the input size and
-is refused in :mod:`weights_tools.kinds`), then Dense, BatchNormalization,
-Activation, ReLU and Softmax layers in any order :func:`npxception.architecture.validate_head`
-accepts, each checked against the features it receives. Any live layer left
-over is neither backbone nor head, and is refused by name.
+It must start with global pooling or a ``Flatten`` of the backbone's map, then
+Dense, BatchNormalization, Activation, ReLU and Softmax layers in any order
+:func:`npxception.architecture.validate_head` accepts, each checked against the
+features it receives. A Flatten records the map it flattens (the model's input
+size fixes it, and a variable size is refused: Keras cannot build a Dense after it)
+and the order of its features, read from its data_format and the backbone's
+(:func:`flatten_order`); a Flatten of pooled ``(N, C)`` features is Keras' identity
+and is dropped. Any live layer left over is neither backbone nor head, and is
+refused by name.
 """
 
 from __future__ import annotations
@@ -14,12 +18,39 @@ from npxception import architecture as arch
 from .errors import ConversionError
 from .kinds import _activation_name, kind_of
 from .layer_checks import _BN_VARS, FEATURE_AXES, _bn_arrays, _check_bn, _one_axis
+from .layout import CHANNELS_FIRST, CHANNELS_LAST, LayoutError, layer_data_format
 from .walk import _consumers
 
-def _head(matched, live, inputs, v, source, before=()):
+# The order of a Flatten's features, as the NHWC map's axes slowest first, by (the backbone's data format,
+# the Flatten's). Keras' Flatten moves a channels_first tensor's axis 1 last before reshaping
+# (keras/src/layers/reshaping/flatten.py, tf_keras/layers/reshaping/flatten.py; measured in both): a
+# channels_first model flattens (H, W, C) as a channels_last one does. A Flatten of the other format than
+# its input's reshapes what it is given: (C, H, W) as it lies, or NHWC read as (N, C, H, W) and moved
+# to (N, W, C, H).
+_FLATTEN_ORDERS = {(CHANNELS_LAST, CHANNELS_LAST): "hwc", (CHANNELS_FIRST, CHANNELS_FIRST): "hwc",
+                   (CHANNELS_FIRST, CHANNELS_LAST): "chw", (CHANNELS_LAST, CHANNELS_FIRST): "wch"}
+
+
+def flatten_order(k, data_format, source) -> str:
+    """The order of a Flatten's features (:data:`_FLATTEN_ORDERS`) after a backbone in ``data_format``."""
+    backbone = data_format or CHANNELS_LAST
+    try:
+        own = layer_data_format(k.class_name, k.config)
+    except LayoutError as exc:
+        raise ConversionError(f"{source}: layer {k.name} (Flatten): {exc}") from None
+    if own is None and backbone == CHANNELS_FIRST:
+        raise ConversionError(f"{source}: layer {k.name} (Flatten) records no data_format after a channels_first "
+                              "backbone: it flattens (H, W, C) if it was channels_first, (C, H, W) if not, and "
+                              "the file does not say which. Save the model with a Keras that records it")
+    return _FLATTEN_ORDERS[(backbone, own or CHANNELS_LAST)]
+
+
+def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_format=None):
     """Follow the single chain of layers after the backbone: the classifier head.
 
-    ``before``: the input and the input stage's layers, matched already.
+    ``before``: the input and the input stage's layers, matched already. ``map_shape``: the
+    backbone's output ``(H', W', C)`` at the model's input size (None per side the model leaves open),
+    which a Flatten records; ``data_format``: the backbone's, which orders a Flatten's features.
     """
     consumers = _consumers(live, inputs)
     last = matched[arch.backbone(v)[-1].name]
@@ -40,7 +71,24 @@ def _head(matched, live, inputs, v, source, before=()):
                                   "it has several inputs")
         kind = kind_of(k)
         cfg = k.config or {}
-        if kind in ("global_avg_pool", "global_max_pool"):
+        reduced = bool(head) and (head[0]["kind"].startswith("global_") or head[0]["kind"] == "flatten")
+        if kind == "flatten" and k.weights:  # Keras' Flatten has none: arrays here would be dropped unread
+            raise ConversionError(f"{source}: layer {k.name} (Flatten) holds {len(k.weights)} weight arrays; "
+                                  "Keras' Flatten has none")
+        if kind == "flatten" and reduced:  # (N, features) already: Keras' Flatten returns them unchanged
+            flatten_order(k, data_format, source)  # a data_format it records is still checked
+        elif kind == "flatten":
+            order = flatten_order(k, data_format, source)
+            if map_shape is None or None in map_shape:
+                raise ConversionError(
+                    f"{source}: layer {k.name} (Flatten) flattens the backbone's feature map, whose size this "
+                    "model leaves open (its input takes any size): the number of features would depend on the "
+                    "image, and Keras cannot build a Dense after it ('The last dimension of the inputs to a "
+                    "Dense layer should be defined'). Give the model a fixed input size, or a Resizing layer "
+                    "before the backbone, or pool the map (GlobalAveragePooling2D)")
+            head.append({"kind": "flatten", "name": k.name, "map_shape": list(map_shape), "order": order})
+            features = map_shape[0] * map_shape[1] * map_shape[2]
+        elif kind in ("global_avg_pool", "global_max_pool"):
             if cfg.get("keepdims", False):
                 raise ConversionError(f"{source}: layer {k.name} uses keepdims=True; expected (N, C) output")
             head.append({"kind": kind, "name": k.name})
@@ -82,9 +130,9 @@ def _head(matched, live, inputs, v, source, before=()):
             raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}) in the head")
         used.add(k.name)
         current = k.name
-    if head and not head[0]["kind"].startswith("global_"):
+    if head and not (head[0]["kind"].startswith("global_") or head[0]["kind"] == "flatten"):
         raise ConversionError(f"{source}: unsupported layer {head[0]['name']} after the backbone: "
-                              "the head must start with GlobalAveragePooling2D or GlobalMaxPooling2D")
+                              "the head must start with GlobalAveragePooling2D, GlobalMaxPooling2D or Flatten")
     leftovers = [k for k in live if k.name not in used]
     if leftovers:
         k = leftovers[0]

@@ -34,6 +34,7 @@ a weights-only file does not record a head's activations.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import zipfile
@@ -43,7 +44,7 @@ import h5py
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
-from npxception.untrusted import loads_json
+from npxception.untrusted import check_zip_directory, loads_json, open_regular
 from npxception.weights import weight_budget
 
 from .graph import KLayer, set_aside, to_snake_case
@@ -101,10 +102,20 @@ def _member(z: zipfile.ZipFile, name: str, limit: int, where: str, magic: bytes 
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _archive(src, where: str):
+    """``zipfile.ZipFile`` of ``src`` (a path or a binary file object), its directory's size checked first."""
+    with contextlib.nullcontext(src) if hasattr(src, "read") else open_regular(src) as f:
+        check_zip_directory(f, where, max_entries=CONFIG.max_keras_entries, what="a .keras archive",
+                            error=ConversionError)
+        with zipfile.ZipFile(f) as z:
+            yield z
+
+
 def read_archive_config(src, where: str) -> dict:
     """``config.json`` of a ``.keras`` archive, as plain data."""
     try:
-        with zipfile.ZipFile(src) as z:
+        with _archive(src, where) as z:
             return _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
@@ -124,7 +135,7 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     archive tf_keras wrote); None when the archive has no readable one.
     """
     try:
-        with zipfile.ZipFile(src) as z:
+        with _archive(src, where) as z:
             names = set(z.namelist())
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "

@@ -14,7 +14,6 @@ from npxception import architecture as arch
 from .errors import ConversionError
 from .graph import KLayer
 from .keras_layers import not_identity_reason
-from .layout import CHANNELS_FIRST, CHANNELS_LAST
 from .preprocessing import IDENTITY, STAGE
 
 # Keras class name -> our layer kind. Anything else is refused by name.
@@ -33,6 +32,7 @@ _KINDS = {
     "GlobalMaxPooling2D": "global_max_pool",
     "GlobalMaxPool2D": "global_max_pool",
     "Dense": "dense",
+    "Flatten": "flatten",  # in the head only (weights_tools.head); anywhere else refused by name
     **{cls: "identity" for cls in IDENTITY},  # Dropout, augmentation: `return inputs` at inference
     **STAGE,  # Rescaling, Normalization, Resizing, CenterCrop, RandomCrop: the input stage
 }
@@ -70,19 +70,11 @@ def kind_of(layer: KLayer) -> str:
 
 
 def _unsupported(k: KLayer, source: str) -> ConversionError:
-    if k.class_name == "Flatten":
-        fmt = (k.config or {}).get("data_format", CHANNELS_LAST)
-        order = "(C, H, W)" if fmt == CHANNELS_FIRST else "(H, W, C)"
-        return ConversionError(
-            f"{source}: unsupported layer {k.name} (Flatten, data_format {fmt}): it feeds the next layer the "
-            f"feature map flattened in {order} order, so the head depends on the input size and the data "
-            "format; npxception converts heads that start with GlobalAveragePooling2D or GlobalMaxPooling2D. "
-            "Rebuild the head on global pooling and fine-tune it")
     why = ("a Lambda layer's function is code, which a file read as data does not hold"
            if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
            "layers and arithmetic with a number (preprocess_input's); after it a head of "
-           "GlobalAverage/MaxPooling2D, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
+           "GlobalAverage/MaxPooling2D or Flatten, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
     if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
         return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "
                                f"{k.class_name} is not an identity at inference ({not_identity_reason(k.class_name)}); "

@@ -83,6 +83,8 @@ def model_data_format(klayers, source: str) -> str | None:
     """
     first = None  # (layer, format)
     for k in klayers:
+        if k.class_name == "Flatten":  # its format orders its features, read with the backbone's in the head
+            continue
         try:
             fmt = layer_data_format(k.class_name, k.config)
         except LayoutError as exc:

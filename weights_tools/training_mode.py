@@ -40,7 +40,7 @@ from .kinds import kind_of
 # mode is refused: Dropout and augmentation (the "identity" kind), RandomCrop (it crops at random
 # in training), BatchNormalization with trainable weights, and classes we do not know.
 _IGNORES_TRAINING = frozenset({
-    "input", "conv", "sepconv", "maxpool", "add", "global_avg_pool", "global_max_pool", "dense", "relu",
+    "input", "conv", "sepconv", "maxpool", "add", "global_avg_pool", "global_max_pool", "flatten", "dense", "relu",
     "softmax", "activation", "op", "rescaling", "normalization", "resizing", "center_crop"})
 
 

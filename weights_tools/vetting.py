@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import pathlib
 
+from npxception.untrusted import short_repr
+
 from . import _config_from, open_layers, operations
 from .formats import _open_checked
 from .graph import KLayer
@@ -46,10 +48,60 @@ def _refusal(k: KLayer) -> str | None:
             "a number)")
 
 
+# The objects Keras rebuilds from inside an allowed layer's config (its initializers,
+# regularizers, constraints, dtype policy, activation): Keras' and tf_keras' built-ins only.
+# Anything else (a custom or registered class, a function of another module, a
+# ``__lambda__``) would reach Keras' deserialisation with only its safe mode in the way.
+SAFE_OBJECTS = frozenset({
+    # initializers
+    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling",
+    "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal",
+    "OrthogonalInitializer", "Identity", "IdentityInitializer",
+    # regularizers and constraints
+    "L1", "L2", "L1L2", "OrthogonalRegularizer", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "RadialConstraint",
+    # dtype policies (Keras 3; tf_keras' mixed precision Policy)
+    "DTypePolicy", "FloatDTypePolicy", "Policy",
+    # Keras 3's plain-data markers, and a built-in activation function by name
+    "__tuple__", "__numpy__", "__keras_tensor__", "function",
+})
+
+
+def _nested_refusal(k: KLayer) -> str | None:
+    """Why an object serialised inside layer ``k``'s config must not reach Keras, or None.
+
+    Iterative over the config (already bounded in size and depth by the reader); a nested
+    model's ``layers`` are skipped, each being a layer of its own here.
+    """
+    stack = [("", k.config)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, list):
+            stack.extend((path, v) for v in value)
+            continue
+        if not isinstance(value, dict):
+            continue
+        cls, module = value.get("class_name"), value.get("module")
+        if cls is not None and path:
+            registered = value.get("registered_name")
+            builtin = cls in SAFE_OBJECTS and (module is None or str(module).split(".")[0] == "keras") \
+                and registered in (None, cls)
+            if cls == "function":  # Keras 3: {"module": "keras.activations", "config": "relu"}
+                builtin = builtin and module is not None and isinstance(value.get("config"), str)
+            if not builtin:
+                return (f"layer {k.name} ({k.class_name}) holds {path} = {short_repr(cls)}"
+                        + (f" from module {short_repr(module)}" if module is not None else "")
+                        + (f" (registered as {short_repr(registered)})" if registered not in (None, cls) else "")
+                        + "; npxception lets Keras rebuild only its built-in initializers, regularizers, "
+                          "constraints, dtype policies and activations")
+        stack.extend((key, v) for key, v in value.items() if key != "layers")
+    return None
+
+
 def check_layers(klayers, source: str) -> None:
-    """Refuse, naming the first, a layer Keras must not be asked to rebuild."""
+    """Refuse, naming the first, a layer Keras must not be asked to rebuild, or one holding an object
+    (an initializer, a regularizer...) that is not one of Keras' built-ins."""
     for k in klayers:
-        why = _refusal(k)
+        why = _refusal(k) or _nested_refusal(k)
         if why:
             raise ConversionError(f"{source}: refused before Keras opens it: {why}")
 

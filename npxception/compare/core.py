@@ -13,7 +13,7 @@ from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
-from .report import Report, Row, agreement
+from .report import Report, Row, agreement, output_activation
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
 
@@ -143,7 +143,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     last = model.layer_names[-1]
     if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
             and not non_finite(theirs[last])):
-        report.agreement = agreement(ours[last], theirs[last])
+        report.agreement = agreement(ours[last], theirs[last], ours_activation=output_activation(model.head),
+                                     theirs_activation=side.activation)
     return report
 
 

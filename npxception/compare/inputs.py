@@ -31,7 +31,7 @@ import zlib
 from .. import architecture as arch
 from .. import input_stage as stage
 from .. import keras_side
-from ..untrusted import IrregularFileError, check_regular, open_regular
+from ..untrusted import IrregularFileError, check_regular, check_zip_directory, open_regular
 from ..weights import _read_npy, npy_header, weight_budget
 from .names import _AUTO_NAME, AUTO_NAMES
 
@@ -101,6 +101,7 @@ def read_dump(path, model, mapping=None, layout=None) -> dict:
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         try:
+            check_zip_directory(f, where, max_entries=MAX_ENTRIES, what="an activation dump")
             with zipfile.ZipFile(f) as z:
                 return _read_members(z, where, size, model, mapping, layout)
         except zipfile.BadZipFile as exc:

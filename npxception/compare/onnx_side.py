@@ -32,6 +32,7 @@ import numpy as np
 from . import folded_bn, onnx_work
 from .inputs import load_onnx
 from .names import KNOWN_PORTS
+from .report import UNKNOWN
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
 # node is only that layer's output when it is this op: tf2onnx folds BatchNorm into
@@ -41,7 +42,8 @@ from .names import KNOWN_PORTS
 _KERAS_FINAL_OPS = {
     "conv": {"Conv"}, "sepconv": set(), "bn": {"BatchNormalization"}, "relu": {"Relu"},
     "maxpool": {"MaxPool"}, "add": {"Add", "Sum"}, "global_avg_pool": {"GlobalAveragePool", "ReduceMean"},
-    "global_max_pool": {"GlobalMaxPool", "ReduceMax"}, "dense": {"Gemm", "MatMul", "Add"},
+    "global_max_pool": {"GlobalMaxPool", "ReduceMax"}, "flatten": {"Reshape", "Flatten"},
+    "dense": {"Gemm", "MatMul", "Add"},
     "batch_norm": {"BatchNormalization"}, "activation": {"Softmax", "Relu", "Sigmoid", "Tanh"},
 }
 
@@ -236,6 +238,7 @@ class OnnxRun:
     precision: str  # graph_precision()
     no_names: str  # why no intermediate tensor matched one of our layers (_no_names), or ""
     notes: list = field(default_factory=list)  # what the report should say about this graph
+    activation: str | None = UNKNOWN  # what its final output ends with (final_activation)
 
 
 def onnx_runner(model, path, layout, mapping) -> OnnxRun:
@@ -324,4 +327,23 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
         acts[model.layer_names[-1]] = by_name[final]
         return acts
 
-    return OnnxRun(run, precision, no_names, [n for n in [folded_bn.note(model, graph, named)] if n])
+    return OnnxRun(run, precision, no_names, [n for n in [folded_bn.note(model, graph, named)] if n],
+                   final_activation(graph))
+
+
+# The graph's final op -> the activation its output ends with; ops that only move data are looked through.
+_FINAL_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid", "Relu": "relu", "Tanh": "tanh",
+                      "Gemm": None, "MatMul": None, "Add": None, "BatchNormalization": None}
+_DATA_MOVES = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
+
+
+def final_activation(graph) -> str | None:
+    """The activation the graph's first output ends with (None: logits, a Gemm or MatMul and bias),
+    or UNKNOWN for any other final op."""
+    producer = {out: node for node in graph.node for out in node.output}
+    node = producer.get(graph.output[0].name)
+    for _ in range(len(graph.node)):  # bounded: a walk up a chain of data moves
+        if node is None or node.op_type not in _DATA_MOVES:
+            break
+        node = producer.get(node.input[0]) if node.input else None
+    return _FINAL_ACTIVATIONS.get(node.op_type, UNKNOWN) if node is not None else UNKNOWN

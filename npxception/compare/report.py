@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..head import activation
 from ..untrusted import atomic_write
 from .hypotheses import Diagnosis
 
@@ -47,41 +48,122 @@ class Row:
         return None if self.one_minus_cos is None else 1.0 - self.one_minus_cos
 
 
+UNKNOWN = "unknown"  # a side whose output activation nothing states (a bare dump): never guessed
+PROBABILITIES = ("softmax", "sigmoid")
+
+
+def output_activation(head) -> str | None:
+    """What our model's last layer outputs: its activation (``"softmax"``, ``"sigmoid"``...), None for
+    plain values (a Dense without one: logits; a BatchNormalization)."""
+    last = head[-1] if head else {}
+    act = last.get("activation") if last.get("kind") in ("dense", "activation") else None
+    return None if act == "linear" else act
+
+
 @dataclass
 class Agreement:
-    """Prediction agreement over a batch: what a user reports upstream."""
+    """Prediction agreement over a batch: what a user reports upstream.
+
+    Read by the heads' known activations (:func:`agreement`): class rankings for several outputs,
+    yes/no decisions for one output unit or per label of a sigmoid head, |Δp| between probabilities,
+    |Δ| between logits or values of unknown kind. A field that does not apply is None.
+    """
 
     images: int
-    top1: float  # fraction of images with the same top-1 class
-    top5_overlap: float  # mean |top-5 ours ∩ top-5 theirs| / 5
-    max_dp: float  # largest |p_ours - p_theirs| over every image and class
-    note: str = ""
+    top1: float | None = None  # fraction of images with the same top-1 class (several outputs)
+    top5_overlap: float | None = None  # mean |top-5 ours ∩ top-5 theirs| / 5
+    max_dp: float | None = None  # largest |p_ours - p_theirs|, when both are probabilities
+    note: str = ""  # how the outputs were read: each side's activation, and what was applied
+    decisions: float | None = None  # fraction of equal yes/no decisions (one unit; per label for sigmoid)
+    flips: int | None = None  # how many of those decisions differ
+    max_dz: float | None = None  # largest |Δ| of logits, or of values whose activation is not known
+    per_label_dp: list | None = None  # a sigmoid multi-label head: max |Δp| of each label
 
     def __str__(self):
-        return (f"{self.images} image(s): top-1 agreement {self.top1:.1%}, top-5 overlap "
-                f"{self.top5_overlap:.1%}, max |Δp| {self.max_dp:.3g}" + (f" ({self.note})" if self.note else ""))
+        parts = []
+        if self.top1 is not None:
+            parts += [f"top-1 agreement {self.top1:.1%}", f"top-5 overlap {self.top5_overlap:.1%}"]
+        if self.decisions is not None:
+            what = "label decisions" if self.per_label_dp else "decisions"
+            parts.append(f"{what} agree {self.decisions:.1%} ({self.flips} flipped)")
+        if self.per_label_dp and len(self.per_label_dp) <= 10:
+            parts.append("max |Δp| per label " + ", ".join(f"{v:.3g}" for v in self.per_label_dp))
+        elif self.max_dp is not None:
+            parts.append(f"max |Δp| {self.max_dp:.3g}")
+        if self.max_dz is not None:
+            parts.append(f"max |Δ| {self.max_dz:.3g}")
+        return f"{self.images} image(s): " + ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
 
-def _probabilities(z):
-    """Rows of ``z`` as probabilities: unchanged when they already are, else a softmax (logits)."""
-    z = np.asarray(z, dtype=np.float64)
-    if (z >= 0).all() and np.allclose(z.sum(-1), 1.0, atol=1e-3):
-        return z, False
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True), True
+def _describe(act) -> str:
+    return {None: "logits", UNKNOWN: "activation unknown"}.get(act, act)
 
 
-def agreement(ours, theirs) -> Agreement:
-    """Top-1 agreement, top-5 overlap and the largest |Δp| between two ``(N, classes)`` outputs."""
-    p, q = _probabilities(ours), _probabilities(theirs)
-    notes = [f"{side} looked like logits: softmax applied" for side, (_, soft) in
-             (("ours", p), ("theirs", q)) if soft]
-    p, q = p[0], q[0]
-    k = min(5, p.shape[-1])
-    top_p, top_q = np.argsort(-p, -1)[:, :k], np.argsort(-q, -1)[:, :k]
-    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_p, top_q)])
-    return Agreement(p.shape[0], float(np.mean(top_p[:, 0] == top_q[:, 0])), float(overlap),
-                     float(np.abs(p - q).max()), "; ".join(notes))
+def _reading(ours_act, theirs_act):
+    """(how both outputs are read, which side gets which activation applied, a note): never a guess.
+
+    Equal activations are read as they are. Logits on one side and probabilities on the other: the
+    logits get the other head's activation (both heads say so). Otherwise (an unknown side, or two
+    different activations) only what every monotonic activation keeps is compared: the rankings,
+    and |Δ| of the values as they are.
+    """
+    if ours_act == theirs_act == UNKNOWN:
+        return UNKNOWN, {}, "neither side's activation known: the values compared as they are"
+    if ours_act == theirs_act:
+        return ours_act, {}, f"both {_describe(ours_act)}"
+    for logits, other, act in (("ours", "theirs", theirs_act), ("theirs", "ours", ours_act)):
+        if {"ours": ours_act, "theirs": theirs_act}[logits] is None and act in PROBABILITIES:
+            return act, {logits: act}, f"{logits} logits, {other} {act}: {act} applied to {logits}"
+    return UNKNOWN, {}, (f"ours {_describe(ours_act)}, theirs {_describe(theirs_act)}: no activation applied, "
+                         "the values compared as they are")
+
+
+def agreement(ours, theirs, *, ours_activation=UNKNOWN, theirs_activation=UNKNOWN) -> Agreement:
+    """How two ``(N, outputs)`` batches of predictions agree, read by each head's activation.
+
+    ``*_activation``: the activation the side's last layer ends with (``"softmax"``, ``"sigmoid"``,
+    None for logits, ...) or :data:`UNKNOWN` (a dump): unknown is never guessed (:func:`_reading`).
+
+    * several outputs: top-1 agreement and top-5 overlap (rankings: the same under any monotonic
+      activation); softmax: max |Δp|; sigmoid (multi-label): each label's yes/no at p > 0.5 and
+      its max |Δp|; logits or unknown: max |Δ| of the values;
+    * one output unit (a binary head): the yes/no decision, p > 0.5 for a sigmoid, z > 0 for a logit,
+      and max |Δp| or |Δ|. A softmax over one column is always 1: never applied. Unknown: no decision.
+    """
+    z = {"ours": np.asarray(ours, dtype=np.float64), "theirs": np.asarray(theirs, dtype=np.float64)}
+    z = {k: v.reshape(len(v), -1) for k, v in z.items()}
+    ours_activation = None if ours_activation == "linear" else ours_activation
+    theirs_activation = None if theirs_activation == "linear" else theirs_activation
+    act, applied, note = _reading(ours_activation, theirs_activation)
+    n, width = z["ours"].shape
+    if width == 1 and "softmax" in applied.values():  # a softmax over one unit is 1.0 whatever the logit
+        act, applied = None, {}
+        note = f"one unit: ours {_describe(ours_activation)}, theirs {_describe(theirs_activation)}; compared as logits"
+    v = {k: activation(a, applied[k], "reference") if k in applied else a for k, a in z.items()}
+    p, q = v["ours"], v["theirs"]
+    out = Agreement(n, note=note)
+    diff = np.abs(p - q)
+    if act in PROBABILITIES:
+        out.max_dp = float(diff.max())
+    else:
+        out.max_dz = float(diff.max())
+    if width > 1:
+        k = min(5, width)
+        top_p, top_q = np.argsort(-p, -1)[:, :k], np.argsort(-q, -1)[:, :k]
+        out.top1 = float(np.mean(top_p[:, 0] == top_q[:, 0]))
+        out.top5_overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_p, top_q)]))
+    threshold = {"sigmoid": 0.5, None: 0.0}.get(act) if (width == 1 or act == "sigmoid") else None
+    if threshold is not None:
+        same = (p > threshold) == (q > threshold)
+        out.decisions, out.flips = float(same.mean()), int((~same).sum())
+        out.note += f"; decided at {'p > 0.5' if act == 'sigmoid' else 'z > 0'}"
+        if width > 1:
+            out.per_label_dp = [float(d) for d in diff.max(0)]
+    elif width == 1 and act == "softmax":
+        out.note += "; a softmax over one unit is always 1: no decision to compare"
+    elif width == 1:
+        out.note += "; no yes/no decision: its threshold depends on the activation"
+    return out
 
 
 def _numbers(ns: list[int]) -> str:

@@ -22,6 +22,7 @@ from .. import keras_side
 from .inputs import INPUT_KEY, check_other_path, read_dump
 from .names import resolve_names
 from .onnx_side import onnx_runner
+from .report import UNKNOWN
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Other:
     final: Callable[[np.ndarray], np.ndarray] | None = None  # the final output only, when cheaper
     no_names: str = ""  # why none of its intermediate names matched ours, when none did (an ONNX graph)
     notes: list = field(default_factory=list)  # what the report should say about it (a folded BN)
+    # the activation its final output ends with ("softmax", "sigmoid", None for logits), as the model states
+    # it; a dump states none (UNKNOWN), and the prediction agreement never guesses one (report.agreement)
+    activation: str | None = UNKNOWN
 
     def __call__(self, x):
         return self.run(x)
@@ -83,7 +87,8 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     mapping = resolve_names(names, model.layer_names)
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
-                     keras_dtype(other), layout="NHWC", final=_keras_final(model, other))
+                     keras_dtype(other), layout="NHWC", final=_keras_final(model, other),
+                     activation=keras_side.output_activation(model, other))
     if isinstance(other, dict):
         acts = dict(other)
         return Other("activation dict", lambda x: _renamed(acts, mapping), None, fixed=True,
@@ -101,12 +106,13 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     if suffix == ".onnx":
         side = onnx_runner(model, path, layout, mapping)
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
-                     no_names=side.no_names, notes=side.notes,
+                     no_names=side.no_names, notes=side.notes, activation=side.activation,
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
-                     layout="NHWC", final=_keras_final(model, kmodel))
+                     layout="NHWC", final=_keras_final(model, kmodel),
+                     activation=keras_side.output_activation(model, kmodel))
     raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel directory "
                      "or a TensorFlow checkpoint (its prefix or .index)")
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .report import Agreement, agreement
+from .report import Agreement, agreement, output_activation
 from .sides import INPUT_KEY, Other, open_other, to_nhwc
 
 
 def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) -> Agreement:
-    """Top-1 agreement, top-5 overlap and max |Δp| of ``model`` and ``other`` over batch ``x``, or over a
+    """How the predictions of ``model`` and ``other`` agree (:func:`npxception.compare.agreement`: top-1,
+    top-5 and max |Δp| for a softmax head, yes/no decisions for a one-unit or sigmoid one) over batch ``x``, or over a
     list or iterator of batches (photos at their own sizes, which do not stack; ``iter_cli_inputs``, read
     as they are used: a folder's photos are never held at once).
 
@@ -29,6 +30,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
         raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
     last = model.layer_names[-1]
+    activations = {"ours_activation": output_activation(model.head), "theirs_activation": side.activation}
     batches = None if x is None or isinstance(x, np.ndarray) else x  # else a list or iterator of batches
     if batches is not None and side.fixed:
         batches = list(batches)
@@ -43,7 +45,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
             x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout)[INPUT_KEY]
         if last not in acts:
             raise ValueError(f"{side.label}: holds no {last!r} output to compare predictions with")
-        return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1))
+        return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), **activations)
     if x is None:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     ours, theirs = [], []
@@ -53,4 +55,4 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
             chunk = batch[i:i + batch_size]
             ours.append(model(chunk))
             theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
-    return agreement(np.concatenate(ours), np.concatenate(theirs))
+    return agreement(np.concatenate(ours), np.concatenate(theirs), **activations)

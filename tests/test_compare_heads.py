@@ -1,0 +1,128 @@
+"""compare's "predictions:" line reads each side's output by the activation its head states.
+
+It once softmaxed any rows not summing to 1: a one-unit head (the keras.io recipe's one logit) was then
+always "top-1 agreement 100%, max |Δp| 0", a flipped decision included, and a sigmoid multi-label
+head's differences were under-reported. Now: softmax heads by class rankings and |Δp|; one unit and
+sigmoid labels by yes/no decisions (p > 0.5, or z > 0 for a logit); an activation nothing states (a
+dump) is never guessed.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from npxception.compare import agreement
+from npxception.compare.report import UNKNOWN, output_activation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = [os.path.join(REPO, "examples", name) for name in ("chelsea.png", "coffee.png")]
+
+
+# ---- agreement() on its own: the reviewer's cases ---------------------------------------------------
+
+def test_one_sigmoid_unit_is_a_decision_never_a_softmax():
+    a = agreement([[0.1], [0.7]], [[0.9], [0.8]], ours_activation="sigmoid", theirs_activation="sigmoid")
+    assert (a.decisions, a.flips, a.top1) == (0.5, 1, None)
+    assert a.max_dp == pytest.approx(0.8) and "decided at p > 0.5" in a.note
+    assert "decisions agree 50.0% (1 flipped), max |Δp| 0.8" in str(a)
+
+
+def test_one_logit_decides_at_zero_and_reports_the_logit_difference():
+    a = agreement([[-0.00016]], [[4.99984]], ours_activation=None, theirs_activation="linear")
+    assert (a.decisions, a.flips, a.max_dp) == (0.0, 1, None) and a.max_dz == pytest.approx(5.0)
+    assert "both logits; decided at z > 0" in a.note
+    # a logit against a sigmoid probability: the logit gets the sigmoid the other head states
+    b = agreement([[2.0]], [[0.2]], ours_activation=None, theirs_activation="sigmoid")
+    assert b.flips == 1 and b.max_dp == pytest.approx(1 / (1 + np.exp(-2.0)) - 0.2)
+    assert "sigmoid applied to ours" in b.note
+
+
+def test_sigmoid_labels_are_compared_label_by_label():
+    a = agreement([[0.1, 0.9, 0.45]], [[0.6, 0.9, 0.4]], ours_activation="sigmoid", theirs_activation="sigmoid")
+    assert a.per_label_dp == pytest.approx([0.5, 0.0, 0.05]) and a.max_dp == pytest.approx(0.5)  # not 0.115
+    assert (a.decisions, a.flips) == (pytest.approx(2 / 3), 1)
+    assert "label decisions agree 66.7% (1 flipped), max |Δp| per label 0.5, 0, 0.05" in str(a)
+
+
+def test_softmax_head_and_logits_on_the_other_side():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 10))
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    a = agreement(p, z, ours_activation="softmax", theirs_activation=None)
+    assert (a.top1, a.top5_overlap, a.decisions) == (1.0, 1.0, None) and a.max_dp < 1e-12
+    assert "theirs logits, ours softmax: softmax applied to theirs" in a.note
+
+
+def test_an_unknown_activation_is_not_guessed():
+    # one column: no threshold is right for both a probability and a logit, so no decision
+    a = agreement([[0.3]], [[-2.0]], ours_activation="sigmoid", theirs_activation=UNKNOWN)
+    assert a.decisions is None and a.max_dp is None and a.max_dz == pytest.approx(2.3)
+    assert "theirs activation unknown" in a.note and "no yes/no decision" in a.note
+    # several: rankings (any monotonic activation keeps them) and the values as they are
+    b = agreement([[0.2, 0.8]], [[3.0, -1.0]])
+    assert (b.top1, b.max_dp, b.max_dz) == (0.0, None, pytest.approx(2.8))
+    assert "neither side's activation known" in b.note
+    # a softmax over one unit is always 1: never applied to a logit
+    c = agreement([[1.0]], [[-3.0]], ours_activation="softmax", theirs_activation=None)
+    assert c.max_dz == pytest.approx(4.0) and "compared as logits" in c.note
+
+
+def test_our_output_activation_comes_from_the_head():
+    assert output_activation([{"kind": "dense", "name": "d", "activation": "linear"}]) is None
+    assert output_activation([{"kind": "dense", "name": "d", "activation": "sigmoid"}]) == "sigmoid"
+    assert output_activation([{"kind": "dense", "name": "d", "activation": None},
+                              {"kind": "activation", "name": "a", "activation": "softmax"}]) == "softmax"
+
+
+# ---- the command line on the keras.io recipe (examples/finetune_recipe.py): one logit -------------
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """examples/finetune_recipe.py's recipe.keras (one logit), its conversion, and a copy whose logit is +5."""
+    import weights_tools
+    from npxception.network import XceptionModel
+
+    work = tmp_path_factory.mktemp("recipe")
+    sys.path.insert(0, os.path.join(REPO, "examples"))
+    try:
+        import finetune_recipe
+    finally:
+        sys.path.pop(0)
+    assert finetune_recipe.main(["-o", str(work / "recipe.keras")]) == 0
+    model = weights_tools.read(work / "recipe.keras")
+    assert model.classes == 1 and model.classifier_activation is None
+    p = dict(model.weights)
+    p["dense/bias"] = p["dense/bias"] + np.float32(5.0)  # the decision flips: sigmoid(~0) = 0.5 -> 0.993
+    XceptionModel(p, variant=model.variant, head=model.head, input_shape=model.input_shape, labels=model.labels,
+                  source="dense/bias + 5", input_stage=model.input_stage,
+                  source_input_shape=model.source_input_shape,
+                  source_data_format=model.source_data_format).save(work / "altered.npz")
+    return work
+
+
+def _predictions(capsys, *argv):
+    from npxception import cli
+
+    code = cli.main(["compare", *map(str, argv)])
+    lines = capsys.readouterr().out.splitlines()
+    return code, next(line for line in lines if line.startswith("predictions: "))
+
+
+def test_compare_shows_a_flipped_binary_decision(recipe, capsys):
+    """Ours with the logit shifted by 5 against recipe.keras, over both photos (the multi-image summary)."""
+    code, line = _predictions(capsys, "--against", recipe / "recipe.keras", "--weights", recipe / "altered.npz",
+                              "--image", *PHOTOS)
+    assert code == 1
+    # both photos' logits are near 0 (a random backbone, one training step) and now near 5: both flip
+    assert line.startswith("predictions: 2 image(s): decisions agree 0.0% (2 flipped), max |Δ| 5"), line
+    assert "both logits; decided at z > 0" in line and "top-1" not in line
+
+
+def test_compare_of_the_unaltered_recipe_agrees(recipe, capsys):
+    code, line = _predictions(capsys, "--against", recipe / "recipe.keras", "--image", PHOTOS[0])
+    assert code == 0
+    assert line.startswith("predictions: 1 image(s): decisions agree 100.0% (0 flipped), max |Δ| "), line
+    # |Δ logit| of float32 runs of the same weights: round-off, far below the 5 of the altered copy
+    assert float(line.split("max |Δ| ")[1].split()[0]) < 1e-3 and "both logits" in line
