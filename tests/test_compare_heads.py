@@ -94,9 +94,12 @@ def recipe(tmp_path_factory):
     model = weights_tools.read(work / "recipe.keras")
     assert model.classes == 1 and model.classifier_activation is None
     p = dict(model.weights)
-    p["dense/bias"] = p["dense/bias"] + np.float32(5.0)  # the decision flips: sigmoid(~0) = 0.5 -> 0.993
+    # The logit's Dense by the head's record, not by name: Keras 3 auto-names it "dense" only in a process
+    # that has built no Dense before (in a shared xdist worker it is "dense_N").
+    bias = [h for h in model.head if h["kind"] == "dense"][-1]["name"] + "/bias"
+    p[bias] = p[bias] + np.float32(5.0)  # the decision flips: sigmoid(~0) = 0.5 -> 0.993
     XceptionModel(p, variant=model.variant, head=model.head, input_shape=model.input_shape, labels=model.labels,
-                  source="dense/bias + 5", input_stage=model.input_stage,
+                  source=f"{bias} + 5", input_stage=model.input_stage,
                   source_input_shape=model.source_input_shape,
                   source_data_format=model.source_data_format).save(work / "altered.npz")
     return work
