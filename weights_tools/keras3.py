@@ -226,7 +226,12 @@ def fill_weights(klayers, paths, config, h5: GuardedH5) -> dict[str, int]:
             raise ConversionError(f"{h5.where}: no weights group {keys[path]} for layer {k.name}")
         k.weights, k.weight_names = arrays, names
         used.update(names)
-    ignored, stray = set_aside(sorted(set(_all_datasets(h5)) - used), training_state)
+    # A nested model (`layers/<key>` holding layers of its own) has training state of its own: a model
+    # compiled and fit, then wrapped (e.g. behind a Rescaling) and saved, keeps its optimizer under
+    # `layers/<key>/optimizer/vars/<i>`, which load_model(..., compile=False) ignores as well.
+    models = {here for here in keys.values() if any(k.startswith(here + "/layers/") for k in keys.values())}
+    ignored, stray = set_aside(sorted(set(_all_datasets(h5)) - used),
+                               lambda names: training_state(names, models))
     if stray:
         raise ConversionError(f"{h5.where}: weights {stray[0]} belong to no layer of the model config "
                               f"({len(stray)} unexpected array(s))")
@@ -246,17 +251,21 @@ TRAINING_STATE = {
 }
 
 
-def training_state(datasets) -> dict[str, list[str]]:
+def training_state(datasets, models=()) -> dict[str, list[str]]:
     """``{what: [dataset paths]}`` for the arrays of ``datasets`` that are training state.
 
     A path is training state when its first component is a group of
-    :data:`TRAINING_STATE`, or when it sits in a layer's ``seed_generator``
-    (the random state of augmentation layers, e.g.
+    :data:`TRAINING_STATE`, or the first after the key of one of the nested
+    ``models`` (``layers/sequential/optimizer/vars/0``), or when it sits in a
+    layer's ``seed_generator`` (the random state of augmentation layers, e.g.
     ``layers/random_flip/seed_generator/vars/0``): never a weight of the model.
     """
     out: dict[str, list[str]] = {}
     for path in datasets:
         parts = path.split("/")
+        model = max((m for m in models if path.startswith(m + "/")), key=len, default=None)
+        if model is not None:
+            parts = path[len(model) + 1:].split("/")
         if parts[0] in TRAINING_STATE and len(parts) > 1:
             out.setdefault(TRAINING_STATE[parts[0]], []).append(path)
         elif any(p == "seed_generator" or p.startswith("seed_generator_") for p in parts[:-1]):
@@ -326,7 +335,8 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
         used.update(names)
     # What is left is the head: Dense layers at the top level, in counter order.
-    ignored, rest = set_aside(sorted(set(_all_datasets(h5)) - used), training_state)
+    backbone = {prefix.rstrip("/")} if prefix else set()  # a compiled backbone's own optimizer state
+    ignored, rest = set_aside(sorted(set(_all_datasets(h5)) - used), lambda names: training_state(names, backbone))
     dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
                         key=lambda s: (s.rsplit("_", 1)[0], int(s.rsplit("_", 1)[1])
                                        if s.rsplit("_", 1)[-1].isdigit() else 0))
