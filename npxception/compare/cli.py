@@ -11,26 +11,25 @@ import numpy as np
 
 from .. import keras_side
 from ..config import CONFIG
+from ..images import image_suffixes
 from ..model import Xception, load
-from ..prediction import check_size_option, feed, load_photo, photo_size
+from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
 from .sides import INPUT_KEY, open_other
 from .summary import summarize
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
 def image_paths(items) -> list[pathlib.Path]:
-    """Files as given; a folder contributes its image files, sorted by name."""
+    """Files as given; a folder contributes its image files, sorted by name, as ``predict`` reads a folder
+    (:func:`npxception.prediction.expand`: the suffixes of ``images.image_suffixes()``, sub-folders not searched)."""
     out = []
     for item in items or []:
         p = pathlib.Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in _IMAGE_SUFFIXES and q.is_file())
+            found = [pathlib.Path(f) for f in expand([p]).files]
             if not found:
-                raise FileNotFoundError(f"{p}: no image files ({', '.join(_IMAGE_SUFFIXES)}) in this folder")
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(image_suffixes()))}) in this folder")
             out += found
         elif p.is_file():
             out.append(p)
