@@ -17,8 +17,9 @@ from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
-from .sides import INPUT_KEY, open_other
+from .sides import INPUT_KEY, activation_name, open_other, stated_activation
 from .summary import summarize
+
 
 def image_paths(items) -> list[pathlib.Path]:
     """Files as given; a folder contributes its image files, sorted by name, as ``predict`` reads a folder
@@ -122,6 +123,9 @@ def cli_compare(args) -> int:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
         check_output_dir(args.plot, inputs=[args.against, args.weights, getattr(args, "config", None),
                                             getattr(args, "names", None), *(args.image or ())])
+    stated = getattr(args, "their_activation", None)
+    if stated is not None:
+        activation_name(stated, "--their-activation")  # before a model is loaded
     against = pathlib.Path(args.against)
     keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
@@ -135,6 +139,7 @@ def cli_compare(args) -> int:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
+    side = stated_activation(side, stated, "--their-activation")  # before a photo is read
     images = image_paths(args.image)
     size = getattr(args, "size", None)
     check_size_option(model, size)  # in the CLI's terms, before a photo is read
