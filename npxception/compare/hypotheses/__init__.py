@@ -30,7 +30,8 @@ import numpy as np
 from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing
 from .case import Candidate, Case, Diagnosis
-from .head import dense_kernel_transposed, dense_missing_bias, output_logits
+from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
+                   output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
@@ -52,7 +53,8 @@ CATALOGUE: dict[str, list[Callable]] = {
                 depthwise_channel_order, conv_extra_bias, weights_rounded],
     "relu": [relu6, relu_missing],
     "add": [extra_relu_on_input],
-    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
+    "flatten": [flatten_order],
+    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
     "activation": [output_logits],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
