@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON object mapping their layer names to ours")
     names.add_argument("--port", metavar="NAME",
                        help="a known port whose module names are mapped to ours (timm.legacy_xception)")
+    cm.add_argument("--their-activation", default=None, metavar="NAME",
+                    help="the activation their final output ends with, for a dump, which cannot say (a Keras "
+                         "name: softmax, sigmoid, linear for logits...); the predictions line then reads it, "
+                         "|dp| for probabilities. Without it none is guessed")
     cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
     cm.add_argument("--json", action="store_true",
                     help="print the report as one JSON document (the verdict goes to stderr)")

@@ -11,26 +11,26 @@ import numpy as np
 
 from .. import keras_side
 from ..config import CONFIG
+from ..images import image_suffixes
 from ..model import Xception, load
-from ..prediction import check_size_option, feed, load_photo, photo_size
+from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
-from .sides import INPUT_KEY, open_other
+from .sides import INPUT_KEY, activation_name, open_other, stated_activation
 from .summary import summarize
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def image_paths(items) -> list[pathlib.Path]:
-    """Files as given; a folder contributes its image files, sorted by name."""
+    """Files as given; a folder contributes its image files, sorted by name, as ``predict`` reads a folder
+    (:func:`npxception.prediction.expand`: the suffixes of ``images.image_suffixes()``, sub-folders not searched)."""
     out = []
     for item in items or []:
         p = pathlib.Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in _IMAGE_SUFFIXES and q.is_file())
+            found = [pathlib.Path(f) for f in expand([p]).files]
             if not found:
-                raise FileNotFoundError(f"{p}: no image files ({', '.join(_IMAGE_SUFFIXES)}) in this folder")
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(image_suffixes()))}) in this folder")
             out += found
         elif p.is_file():
             out.append(p)
@@ -123,6 +123,9 @@ def cli_compare(args) -> int:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
         check_output_dir(args.plot, inputs=[args.against, args.weights, getattr(args, "config", None),
                                             getattr(args, "names", None), *(args.image or ())])
+    stated = getattr(args, "their_activation", None)
+    if stated is not None:
+        activation_name(stated, "--their-activation")  # before a model is loaded
     against = pathlib.Path(args.against)
     keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
@@ -136,6 +139,7 @@ def cli_compare(args) -> int:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
+    side = stated_activation(side, stated, "--their-activation")  # before a photo is read
     images = image_paths(args.image)
     size = getattr(args, "size", None)
     check_size_option(model, size)  # in the CLI's terms, before a photo is read
