@@ -39,6 +39,7 @@ and ignored as ``load_model(..., compile=False)`` ignores it; any other is refus
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from npxception.config import CONFIG
@@ -86,10 +87,14 @@ class ObjectGraph:
     children: list[dict[str, int]]  # node id -> {local name: child node id}
     values: dict[int, Variable]  # variable node id -> where its value is
     where: str
+    # The model's node: the root (node 0) of save_weights and a SavedModel; the root's child
+    # `model` (or the one Keras-model-like child) of tf.train.Checkpoint(model=..., optimizer=...)
+    root: int = 0
+    root_name: str | None = None  # that child's local name, None when the root is the model
 
     def node(self, path: tuple[str, ...]) -> int | None:
-        """The node reached from the root (node 0) along ``path``'s local names, or None."""
-        node = 0
+        """The node reached from the model (:attr:`root`) along ``path``'s local names, or None."""
+        node = self.root
         for name in path:
             node = self.children[node].get(name)
             if node is None:
@@ -151,7 +156,34 @@ def read_object_graph(bundle: Bundle) -> ObjectGraph:
             if not 0 <= child < len(children):
                 raise ConversionError(f"{where}: object {i}'s child {name!r} is node {child}; the graph has "
                                       f"{len(children)} nodes (a corrupt checkpoint)")
-    return ObjectGraph(children, values, where)
+    return ObjectGraph(children, values, where, *_model_node(children, where))
+
+
+_LAYER_REFERENCE = re.compile(r"layer(_with_weights)?-\d+")  # how a Keras model references its layers
+
+
+def _is_model(refs: dict[str, int]) -> bool:
+    return any(_LAYER_REFERENCE.fullmatch(name) for name in refs)
+
+
+def _model_node(children: list[dict[str, int]], where: str) -> tuple[int, str | None]:
+    """``(node, local name)`` of the model: the root itself when it references layers (``save_weights``,
+    a SavedModel), else the root's one child that does.
+
+    ``tf.train.Checkpoint(model=m, optimizer=opt)`` (CheckpointManager's checkpoints) and tf_keras'
+    ``BackupAndRestore`` put the model under the root's child ``model``, beside training state
+    (``optimizer``, ``save_counter``, ``ckpt_saved_epoch``, ...) that ``tf.train.Checkpoint(model=m).restore``
+    leaves alone. Several children that reference layers are several models: refused, never picked.
+    """
+    root = children[0]
+    if _is_model(root):
+        return 0, None
+    models = [name for name, node in root.items() if _is_model(children[node])]
+    if len(models) > 1:
+        raise ConversionError(f"{where}: a tf.train.Checkpoint holding {len(models)} Keras models "
+                              f"({', '.join(repr(m) for m in sorted(models))}); nothing says which one to convert. "
+                              "Write the one you mean alone: tf.train.Checkpoint(model=the_model).write(path)")
+    return (root[models[0]], models[0]) if models else (0, None)
 
 
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
@@ -186,9 +218,11 @@ def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
 
 
 # Entries that are training state, not model state, by the object they hang from.
-def training_state(keys) -> dict[str, list[str]]:
+def training_state(keys, model: str | None = None) -> dict[str, list[str]]:
     """``{what: [keys]}`` for the bundle keys that are training state:
 
+    * with the model under the root's child ``model`` (:func:`_model_node`), every entry outside it:
+      ``save_counter``, BackupAndRestore's ``ckpt_saved_epoch``, ... (and ``optimizer/...``, as below);
     * ``optimizer/...`` (the optimizer's iterations, learning rate and moments) and, for
       tf_keras' legacy optimizers, slots hung from a variable (``.../.OPTIMIZER_SLOT/optimizer/m/...``);
     * ``keras_api/metrics/...``: a compiled model's metric accumulators (SavedModel);
@@ -197,6 +231,11 @@ def training_state(keys) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key in keys:
         parts = key.split("/")
+        if model is not None and parts[0] != model and parts[0] != "optimizer":
+            out.setdefault(f"checkpoint state beside the model ({parts[0]})", []).append(key)
+            continue
+        if model is not None and parts[0] == model:
+            parts = parts[1:]
         if parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
             out.setdefault("optimizer state", []).append(key)
         elif parts[0] == "keras_api":
@@ -223,9 +262,24 @@ def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
 
 
-def _leftovers(bundle: Bundle, used: set[str]) -> dict[str, int]:
+def _names(refs: dict[str, int], shown: int = 8) -> str:
+    names = sorted(refs)
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
+
+
+def _refuse_modelless(graph: ObjectGraph) -> None:
+    """A root that references no layer, with no child that does: say what it holds instead."""
+    if graph.root == 0 and not _is_model(graph.children[0]):
+        raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
+                              f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
+                              "layer_with_weights-0); not the save_weights of a Keras model, nor a "
+                              "tf.train.Checkpoint(model=...) of one")
+
+
+def _leftovers(bundle: Bundle, graph: ObjectGraph, used: set[str]) -> dict[str, int]:
     """The training state among the entries no layer took; any other entry is refused."""
-    ignored, stray = set_aside(sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY}), training_state)
+    ignored, stray = set_aside(sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY}),
+                               lambda keys: training_state(keys, graph.root_name))
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
@@ -241,6 +295,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     training state ignored; any other entry that belongs to no layer is refused.
     """
     where = bundle.where
+    _refuse_modelless(graph)
     used: set[str] = set()
     for k in klayers:
         kpath = paths.get(k.name)
@@ -261,7 +316,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
                                       "the model that wrote this checkpoint")
         k.weights, k.weight_names = tensors, [v.key for v in variables]
         used.update(k.weight_names)
-    return _leftovers(bundle, used)
+    return _leftovers(bundle, graph, used)
 
 
 def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], dict[str, int]]:
@@ -269,8 +324,9 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     ``-1``, ... in order, each with ``inbound=None`` (Keras' by-order rule, as for a weights-only
     ``.h5``), named by its variables (``predictions/kernel`` -> ``predictions``), its class
     inferred from their names as for a legacy weights-only file."""
+    _refuse_modelless(graph)
     klayers, used = [], set()
-    root = graph.children[0]
+    root = graph.children[graph.root]
     while f"layer_with_weights-{len(klayers)}" in root:
         what = f"layer_with_weights-{len(klayers)}"
         node = root[what]
@@ -286,4 +342,4 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     if not klayers:
         raise ConversionError(f"{bundle.where}: no layer_with_weights-0 in the checkpoint's object graph; "
                               "not the save_weights of a Keras model")
-    return klayers, _leftovers(bundle, used)
+    return klayers, _leftovers(bundle, graph, used)
