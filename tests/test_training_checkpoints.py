@@ -127,6 +127,38 @@ def test_unzipped_keras_save_with_a_fifo_for_its_weights_is_refused(files, tmp_p
     _refused(tmp_path, "model.weights.h5", "FIFO")
 
 
+# --------------------------------------------------------------------------- F2
+
+def test_sharded_weights_index_and_a_lone_shard_are_refused_by_name(files):
+    root = files["root"]
+    index = root / "k3_sharded.weights.json"
+    _refused(index, "a Keras 3 sharded weights index", "model.load_weights('k3_sharded.weights.json')",
+             config=root / "k3_dir" / "config.json")
+    shards = sorted(root.glob("k3_sharded_0*.weights.h5"))
+    assert len(shards) > 2, shards
+    _refused(shards[1], "one shard of a set of Keras 3 sharded weights", f"indexed by {index}",
+             config=root / "k3_dir" / "config.json")
+
+
+@pytest.mark.parametrize("case", ["huge_file", "huge_weight_map", "outside", "itself"])
+def test_hostile_sharded_index_is_refused_within_bounds(tmp_path, case):
+    index = tmp_path / "x.weights.json"
+    if case == "huge_file":  # 1 GB claimed, nothing stored: refused by its size before parsing
+        with open(index, "wb") as f:
+            f.truncate(1 << 30)
+        expected = "over the 8,388,608-byte limit"
+    else:
+        weight_map = {"huge_weight_map": {f"/layers/dense_{i}/vars": f"x_{i % 100000:05d}.weights.h5"
+                                          for i in range(150_000)},  # 7.5 MB: under the JSON cap
+                      "outside": {"/layers/dense/vars": "../../etc/passwd"},
+                      "itself": {"/layers/dense/vars": "x.weights.json"}}[case]
+        index.write_text(json.dumps({"metadata": {"total_size": 1}, "weight_map": weight_map}))
+        expected = f"({len(weight_map):,} weight groups); npxception reads no sharded weights"
+    out = run_limited("weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz")
+    assert_refused(out, "x.weights.json", expected)
+    assert not list(tmp_path.glob("out.npz*"))
+
+
 # --------------------------------------------------------------------------- F4
 
 def test_checkpoint_directory_converts_its_latest_checkpoint(files):

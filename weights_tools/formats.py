@@ -10,6 +10,10 @@
   ``ModelCheckpoint``, ``CheckpointManager``): :func:`resolve_source` follows it as
   ``tf.train.latest_checkpoint`` does, within that directory only.
 
+Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``: a JSON
+index and ``x_00000.weights.h5`` ...) are not read: the index (size-capped, parsed as
+plain data) and each shard given alone are refused by name, with what to save instead.
+
 The parts of these formats that are not the model (``saved_model.pb``,
 ``keras_metadata.pb``, a checkpoint's data file, the ``checkpoint`` text file)
 are refused with the path to give instead. Files are recognised by their bytes;
@@ -26,7 +30,8 @@ import pathlib
 import re
 import struct
 
-from npxception.untrusted import IrregularFileError, open_regular
+from npxception.config import CONFIG
+from npxception.untrusted import IrregularFileError, loads_json, open_regular
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
@@ -66,6 +71,37 @@ def not_keras_savedmodel(path) -> ConversionError:
 # CheckpointManager lists each kept checkpoint and its timestamp, ~60 bytes apiece.
 MAX_CHECKPOINT_STATE_BYTES = 64 * 1024  # ~1,000 kept checkpoints
 _LATEST = re.compile(r'^model_checkpoint_path:[ \t]*"([^"\\\n]*)"[ \t]*$', re.MULTILINE)
+
+
+_SHARD = re.compile(r"(.+)_\d{5}\.weights\.h5")  # Keras 3's shard names: x_00000.weights.h5 for x.weights.json
+_RESAVE = ("npxception reads no sharded weights: in Keras, model.load_weights('{index}'), then "
+           "model.save('model.keras') (or save_weights('model.weights.h5') without max_shard_size, "
+           "converted with --config), and convert that file")
+
+
+def _refuse_sharded_index(path: pathlib.Path, f) -> None:
+    """Refuse a Keras 3 sharded-weights index by name (its size capped before parsing), else return."""
+    size = os.fstat(f.fileno()).st_size
+    if size > CONFIG.max_config_bytes:
+        raise ConversionError(f"{path}: {size:,} bytes, over the {CONFIG.max_config_bytes:,}-byte limit for a "
+                              "JSON file (a Keras 3 sharded weights index is a few kB)")
+    f.seek(0)
+    try:
+        index = loads_json(f.read(CONFIG.max_config_bytes + 1))
+    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
+        return
+    if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
+        raise ConversionError(f"{path}: a Keras 3 sharded weights index ({len(index['weight_map']):,} weight "
+                              "groups); " + _RESAVE.format(index=path.name))
+
+
+def _refuse_shard(path: pathlib.Path) -> None:
+    """A shard of Keras 3 sharded weights, given alone: name its index, never read it as a whole model."""
+    match = _SHARD.fullmatch(path.name)
+    index = path.with_name(f"{match.group(1)}.weights.json") if match else None
+    if index is not None and os.path.lexists(index):
+        raise ConversionError(f"{path}: one shard of a set of Keras 3 sharded weights, indexed by {index}; "
+                              + _RESAVE.format(index=index.name))
 
 
 def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
@@ -150,6 +186,7 @@ def resolve_source(path) -> tuple[str, pathlib.Path]:
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
+        _refuse_shard(path)
         return "hdf5", path
     if head[:4] == ZIP_MAGIC:
         return "zip", path
@@ -162,6 +199,9 @@ def resolve_source(path) -> tuple[str, pathlib.Path]:
     if ".data-" in path.name and path.with_name(path.name.split(".data-")[0] + ".index").is_file():
         raise ConversionError(f"{where}: the data half of a TensorFlow checkpoint; give its prefix "
                               f"{path.with_name(path.name.split('.data-')[0])} (or its .index file)")
+    if path.name.endswith(".json"):
+        with _open_checked(path) as f:
+            _refuse_sharded_index(path, f)
     if path.name in _SAVEDMODEL_PARTS:
         raise ConversionError(f"{where}: {_SAVEDMODEL_PARTS[path.name]} (by its name); give the SavedModel's "
                               f"directory, {path.parent}")
