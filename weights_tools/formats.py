@@ -31,23 +31,13 @@ import re
 import struct
 
 from npxception.config import CONFIG
-from npxception.untrusted import IrregularFileError, loads_json, open_regular
+from npxception.untrusted import loads_json
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
-
-
-def _open_checked(path: pathlib.Path):
-    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
-    try:
-        return open_regular(path)
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: no such file") from None
-    except IrregularFileError as exc:
-        raise ConversionError(str(exc)) from None
-    except OSError as exc:
-        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+from .keras3 import open_checked as _open_checked
+from .keras3 import read_capped
 
 
 TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the last 8 bytes of a checkpoint's .index (an SSTable)
@@ -111,12 +101,7 @@ def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
     Read as bounded plain text (a regular file only, its size checked before reading); a
     prefix outside that directory is refused with the path it names, never followed.
     """
-    with _open_checked(state) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_CHECKPOINT_STATE_BYTES:
-            raise ConversionError(f"{state}: {size:,} bytes, over the {MAX_CHECKPOINT_STATE_BYTES:,}-byte limit "
-                                  "for a TensorFlow checkpoint state file (~100 bytes of text)")
-        data = f.read(MAX_CHECKPOINT_STATE_BYTES + 1)[:MAX_CHECKPOINT_STATE_BYTES]
+    data = read_capped(state, MAX_CHECKPOINT_STATE_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -155,20 +155,25 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)"), version
 
 
-def read_capped(path, limit: int, where: str) -> bytes:
-    """A regular file's bytes, its size checked against ``limit`` before reading (and the read capped)."""
+def open_checked(path: pathlib.Path):
+    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
     try:
-        with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise ConversionError(f"{where}: {size:,} bytes, over the {limit:,}-byte limit")
-            return f.read(limit + 1)[:limit]
+        return open_regular(path)
     except FileNotFoundError:
-        raise ConversionError(f"{where}: no such file") from None
+        raise ConversionError(f"{path}: no such file") from None
     except IrregularFileError as exc:
         raise ConversionError(str(exc)) from None
     except OSError as exc:
-        raise ConversionError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def read_capped(path, limit: int) -> bytes:
+    """A regular file's bytes, its size checked against ``limit`` before reading (and the read capped)."""
+    with open_checked(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ConversionError(f"{path}: {size:,} bytes, over the {limit:,}-byte limit")
+        return f.read(limit + 1)[:limit]
 
 
 @contextlib.contextmanager
@@ -176,21 +181,15 @@ def open_directory(directory, where: str):
     """``(config, weights, keras_version)`` of ``model.save("dir", zipped=False)``, as :func:`open_archive`:
     each file a regular file, the JSON files and ``model.weights.h5`` under the archive's limits."""
     directory = pathlib.Path(directory)
-    config = _json(read_capped(directory / "config.json", MAX_JSON_BYTES, f"{where}/config.json"),
+    config = _json(read_capped(directory / "config.json", MAX_JSON_BYTES),
                    "config.json", where)
     version = None
     if os.path.lexists(directory / "metadata.json"):
-        metadata = _json(read_capped(directory / "metadata.json", MAX_JSON_BYTES, f"{where}/metadata.json"),
+        metadata = _json(read_capped(directory / "metadata.json", MAX_JSON_BYTES),
                          "metadata.json", where)
         version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     name = f"{where}/model.weights.h5"
-    try:
-        f = open_regular(directory / "model.weights.h5")
-    except IrregularFileError as exc:
-        raise ConversionError(str(exc)) from None
-    except OSError as exc:
-        raise ConversionError(f"{name}: cannot open it ({exc.strerror or exc})") from None
-    with f:
+    with open_checked(directory / "model.weights.h5") as f:
         size = os.fstat(f.fileno()).st_size
         if size > max_weights_bytes():
             raise ConversionError(f"{name}: {size:,} bytes, over the {max_weights_bytes():,}-byte limit (what "
