@@ -161,3 +161,38 @@ def test_a_pool_kept_4d_is_compared_squeezed_and_feeds_the_head(model, x, port):
     assert pool.max_rel is not None and pool.local_rel < 1e-5
     assert "theirs (1, 1, 1, 2048) compared as (1, 2048)" in pool.note, pool.note
     assert report.agreement.max_dp < 1e-6  # softmax of their logits is our output
+
+
+# ---- finding 4: x.view(x.size(0), -1) with a dynamic batch below opset 14 ----------------------------
+
+def _indices_as_constant_nodes(path):
+    """The graph at ``path`` with its small int64 operands as Constant nodes, as the exporter writes them."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(path))
+    g = proto.graph
+    small = [t for t in g.initializer if t.name.startswith("/Constant")]
+    keep = [t for t in g.initializer if not t.name.startswith("/Constant")]
+    nodes = [helper.make_node("Constant", [], [t.name], name=t.name.removesuffix("_output_0"), value=t)
+             for t in small] + list(g.node)
+    del g.initializer[:], g.node[:]
+    g.initializer.extend(keep)
+    g.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_a_view_head_at_an_old_opset_runs(model, x, port, opset):
+    """ONNX's data propagation leaves Shape -> Gather -> Unsqueeze -> Concat -> Reshape unresolved below
+    opset 14, which compare refused as a shape that "does not follow from a 1x3x75x75 input" although
+    onnxruntime runs it; its shapes are now inferred on the graph converted to opset 17. Opset 11's port
+    holds its indices in Constant nodes, 13's in initializers."""
+    path = port(f"view{opset}", epsilon=1e-3, fold_bn=True, head="view", opset=opset)
+    if opset == 11:
+        path = _indices_as_constant_nodes(path)
+    report = run(model, path, x)
+    assert causes(report) == TIMM, text(report)
+    assert report.agreement.max_dp < 1e-6
