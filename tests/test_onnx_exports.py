@@ -147,3 +147,17 @@ def test_a_scale_no_epsilon_gives_is_named_not_printed(model):
     assert fit.scaled and not fit.unscaled and fit.eps is None
     said = note(model, graph, {"block1_conv1_bn": "t"})
     assert "no BN epsilon > 0 gives in 1: block1_conv1" in said and "epsilon ≈" not in said, said
+
+
+# ---- finding 3: a (N, C, 1, 1) pool against our (N, C) ------------------------------------------------
+
+def test_a_pool_kept_4d_is_compared_squeezed_and_feeds_the_head(model, x, port):
+    """``F.adaptive_avg_pool2d(x, 1); x.view(x.size(0), -1)``: their avg_pool tensor is (N, C, 1, 1). It is
+    compared as our (N, C), and the Dense runs locally on it, so the logits are named (before: avg_pool
+    "shape ours (1, 2048) vs theirs (1, 1, 1, 2048)" a source, predictions "local run impossible")."""
+    report = run(model, port("view", epsilon=1e-3, fold_bn=True, head="view"), x)
+    assert causes(report) == TIMM, text(report)
+    pool = next(r for r in report.rows if r.layer == "avg_pool")
+    assert pool.max_rel is not None and pool.local_rel < 1e-5
+    assert "theirs (1, 1, 1, 2048) compared as (1, 2048)" in pool.note, pool.note
+    assert report.agreement.max_dp < 1e-6  # softmax of their logits is our output
