@@ -126,8 +126,9 @@ def note(model, graph, wanted: dict) -> str:
     folded = {bn: f for bn, f in found.items() if f.scaled and not f.unscaled}
     unscaled = [f.conv for f in found.values() if f.unscaled]
     if found and not folded:  # nothing a BN would leave: their port has none there
-        text = (f"no BatchNormalization node, and none of the {len(convs)} convolutions before our BNs has one folded in: "
-                "each one's output is compared as its BN's, and the convolutions themselves are not compared")
+        text = (f"no BatchNormalization node, and none of the {len(convs)} convolutions before our BNs has one "
+                "folded in: each one's output is compared as its BN's, and the convolutions themselves are not "
+                "compared")
     else:
         text = (f"BN is folded into the convolution before it ({len(convs)} convolutions, no BatchNormalization "
                 "node): each fused convolution's output is compared as its BN's, and the convolutions themselves "
