@@ -196,3 +196,41 @@ def test_a_view_head_at_an_old_opset_runs(model, x, port, opset):
     report = run(model, path, x)
     assert causes(report) == TIMM, text(report)
     assert report.agreement.max_dp < 1e-6
+
+
+# ---- finding 5: graphs onnxruntime rewrote: optimized, int8-quantized ---------------------------------
+
+@pytest.mark.parametrize("kind", ["ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL", "quantize_dynamic", "qdq"])
+def test_onnxruntime_rewritten_graphs_are_named_with_what_to_compare(model, x, port, tmp_path, kind):
+    """onnxruntime's optimized graphs (com.microsoft FusedConv, nchwc.Conv) and int8-quantized ones were
+    refused as operators "which no Xception export holds", no way out given."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    src, path = port("bn_nodes", epsilon=1e-3), tmp_path / f"{kind}.onnx"
+    if kind.startswith("ORT_"):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, kind)
+        options.optimized_model_filepath = str(path)
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        assert any(n.domain.startswith("com.microsoft") for n in onnx.load(str(path)).graph.node)
+    elif kind == "quantize_dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(src), str(path), weight_type=QuantType.QInt8)
+    else:  # quantize_static's QDQ form, one weight: DequantizeLinear before a Conv
+        graph = helper.make_graph(
+            [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+             helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None, None])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.ones((2, 3, 3, 3), np.int8), "wq"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "ws"),
+             numpy_helper.from_array(np.array(0, np.int8), "wz")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    expected = ("an onnxruntime-optimized graph.*compare the graph you exported.*ORT_ENABLE_BASIC"
+                if kind.startswith("ORT_") else "an int8-quantized graph.*compare the float model it was quantized from")
+    with pytest.raises(ValueError, match=expected) as refused:
+        run(model, path, x)
+    assert "no Xception export holds" not in str(refused.value)
