@@ -14,7 +14,7 @@ from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement, output_activation
-from .sides import INPUT_KEY, Other, open_other, stated_activation, to_nhwc
+from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
 
 
 def _explain_shapes(ours, theirs) -> str:
@@ -85,6 +85,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                                     side.layout)
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
+    # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
+    theirs, extra_ones = squeezed(theirs, {k: v.shape for k, v in ours.items()})
     unknown = [k for k in theirs if k not in ours]
     precision, how = their_precision(model.dtype, side.dtype, theirs)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
@@ -118,6 +120,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             continue
         a, b = ours[name], np.asarray(theirs[name])
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
+        if name in extra_ones:
+            row.note = f"theirs {extra_ones[name]} compared as {a.shape} (their extra size-1 dimensions dropped)"
         if a.shape != b.shape:
             row.note = _explain_shapes(a.shape, b.shape)
         elif bad := non_finite(b):

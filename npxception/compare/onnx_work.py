@@ -109,6 +109,28 @@ def _shape_graph(proto, image: str, feed_shape):
     return light
 
 
+# ONNX's data propagation resolves Shape -> Gather -> Unsqueeze -> Concat -> Reshape (torch's
+# x.view(x.size(0), -1) with a dynamic batch) from opset 14 on only; below, the same graph's shapes stay
+# unknown (onnx 1.17-1.19), so an older graph is inferred as converted to this opset: the converter
+# rewrites operators' signatures (Unsqueeze's axes attribute to an input, ...) and keeps every tensor's name.
+INFERENCE_OPSET = 17
+
+
+def _inferable(light):
+    """``light`` (from :func:`_shape_graph`), converted to :data:`INFERENCE_OPSET` when its default-domain
+    opset is older than 14; as it is when newer, or when the converter cannot convert it (its shapes are
+    then inferred at its own opset, as before)."""
+    import onnx  # see _shape_graph
+
+    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), INFERENCE_OPSET)
+    if opset >= 14:
+        return light
+    try:
+        return onnx.version_converter.convert_version(light, INFERENCE_OPSET)
+    except Exception:  # noqa: BLE001 - the converter raises RuntimeError and its own types; fall back
+        return light
+
+
 def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None:
     """Refuse ``proto`` (vetted by ``load_onnx``), naming the node, when fed ``feed_shape`` at its
     input ``image`` it asks more than ``limit`` (module docstring), or its shapes do not follow."""
@@ -116,8 +138,8 @@ def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None
 
     fed = "x".join(map(str, feed_shape))
     try:
-        inferred = onnx.shape_inference.infer_shapes(_shape_graph(proto, image, feed_shape), check_type=True,
-                                                     strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_inferable(_shape_graph(proto, image, feed_shape)),
+                                                     check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises InferenceError, ValidationError and RuntimeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ValueError(f"{where}: its shapes do not follow from a {fed} input ({first}); compare runs "
@@ -135,7 +157,8 @@ def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None
                 raise ValueError(f"{where}: the shape of {out!r}, output of node {node_label(node, i)}, a "
                                  f"{node.op_type}, does not follow from a {fed} input; compare runs graphs whose "
                                  "every tensor's shape ONNX shape inference determines, to bound the work before "
-                                 "running them")
+                                 "running them: an export with a fixed batch size (torch.onnx.export without "
+                                 "dynamic_axes) and opset_version >= 14 determines them")
             values = math.prod(shapes[out])
             total += values
             if values > limit.tensor:

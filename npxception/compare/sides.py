@@ -177,3 +177,18 @@ def to_nhwc(acts, ours_shapes, layout):
                 a = a.transpose(0, 2, 3, 1)
         out[name] = a
     return out
+
+
+def squeezed(acts, ours_shapes) -> tuple[dict, dict]:
+    """``(acts, {name: their shape})``: each activation that is ours with extra size-1 dimensions
+    (``(N, C, 1, 1)`` after PyTorch's ``AdaptiveAvgPool2d(1)``, where Keras' pooling gives ``(N, C)``)
+    reshaped to our shape, which keeps its values in order; the second dict names those reshaped."""
+    out, was = {}, {}
+    for name, a in acts.items():
+        mine = ours_shapes.get(name)
+        if (mine is not None and np.shape(a) != mine and np.size(a) == np.prod(mine)
+                and [d for d in np.shape(a) if d != 1] == [d for d in mine if d != 1]):
+            was[name] = np.shape(a)
+            a = np.reshape(a, mine)
+        out[name] = a
+    return out, was
