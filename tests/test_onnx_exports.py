@@ -230,7 +230,8 @@ def test_onnxruntime_rewritten_graphs_are_named_with_what_to_compare(model, x, p
              numpy_helper.from_array(np.array(0, np.int8), "wz")])
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     expected = ("an onnxruntime-optimized graph.*compare the graph you exported.*ORT_ENABLE_BASIC"
-                if kind.startswith("ORT_") else "an int8-quantized graph.*compare the float model it was quantized from")
+                if kind.startswith("ORT_") else
+                "an int8-quantized graph.*compare the float model it was quantized from")
     with pytest.raises(ValueError, match=expected) as refused:
         run(model, path, x)
     assert "no Xception export holds" not in str(refused.value)
