@@ -85,3 +85,38 @@ def test_a_forked_child_hands_off_to_its_own_workers():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stdout + proc.stderr
+
+
+class _InterruptedOnce:
+    """A lock whose first acquire is interrupted, as by Ctrl-C while the caller waits."""
+
+    def __init__(self, lock):
+        self.lock, self.interrupted = lock, False
+
+    def acquire(self):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.lock.acquire()
+
+    def release(self):
+        self.lock.release()
+
+
+def test_a_ctrl_c_while_waiting_still_waits_for_the_share():
+    """Otherwise the share's late 'done' would be taken by the next call's wait, which would then
+    return while that call's share still runs."""
+    worker = threads._Worker()
+    worker.done = _InterruptedOnce(worker.done)
+    counts = np.zeros(2, int)
+
+    def slow(t, c):
+        time.sleep(0.05)
+        c[t] += 1
+    worker.start(slow, 1, (counts,))
+    with pytest.raises(KeyboardInterrupt, match="^$"):
+        worker.wait()
+    assert counts.tolist() == [0, 1]  # the share had finished when the interrupt was raised
+    worker.start(slow, 1, (counts,))
+    worker.wait()
+    assert counts.tolist() == [0, 2]

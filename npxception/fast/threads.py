@@ -83,7 +83,15 @@ class _Worker:
         self.go.release()
 
     def wait(self):
-        self.done.acquire()
+        interrupted = None
+        while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
+            try:
+                self.done.acquire()
+                break
+            except BaseException as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
         if self.error is not None:
             error, self.error = self.error, None
             raise error
