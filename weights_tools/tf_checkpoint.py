@@ -1,7 +1,9 @@
 """Keras layers in a TensorFlow checkpoint: which bundle entries hold which layer's weights.
 
 tf_keras saves a model's variables as a TensorFlow checkpoint: ``save_weights("ckpt")``
-without ``.h5``, and the ``variables/`` of a SavedModel directory. Its entries are
+without ``.h5`` (and ``ModelCheckpoint(save_weights_only=True)``), and the ``variables/`` of a
+SavedModel directory; ``tf.train.Checkpoint(model=model)`` (and ``CheckpointManager``) saves one
+with the model as a child of its root (:func:`find_model`). Its entries are
 keyed not by layer name but by a path of *object references* from the model to
 the variable (tensorflow/python/checkpoint/graph_view.py):
 
@@ -39,8 +41,7 @@ and ignored as ``load_model(..., compile=False)`` ignores it; any other is refus
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npxception.config import CONFIG
 
@@ -87,10 +88,9 @@ class ObjectGraph:
     children: list[dict[str, int]]  # node id -> {local name: child node id}
     values: dict[int, Variable]  # variable node id -> where its value is
     where: str
-    # The model's node: the root (node 0) of save_weights and a SavedModel; the root's child
-    # `model` (or the one Keras-model-like child) of tf.train.Checkpoint(model=..., optimizer=...)
+    # the Keras model's node: 0 for save_weights; a tf.train.Checkpoint(model=...) holds it as a child
     root: int = 0
-    root_name: str | None = None  # that child's local name, None when the root is the model
+    prefix: str = ""  # the keys' path to the model: "" or "model/" (find_model)
 
     def node(self, path: tuple[str, ...]) -> int | None:
         """The node reached from the model (:attr:`root`) along ``path``'s local names, or None."""
@@ -156,34 +156,29 @@ def read_object_graph(bundle: Bundle) -> ObjectGraph:
             if not 0 <= child < len(children):
                 raise ConversionError(f"{where}: object {i}'s child {name!r} is node {child}; the graph has "
                                       f"{len(children)} nodes (a corrupt checkpoint)")
-    return ObjectGraph(children, values, where, *_model_node(children, where))
+    return ObjectGraph(children, values, where)
 
 
-_LAYER_REFERENCE = re.compile(r"layer(_with_weights)?-\d+")  # how a Keras model references its layers
+def _is_model(children: dict[str, int]) -> bool:
+    """A Keras model's node: it references its layers as ``layer-i`` / ``layer_with_weights-k``."""
+    return any(name.startswith(("layer-", "layer_with_weights-")) for name in children)
 
 
-def _is_model(refs: dict[str, int]) -> bool:
-    return any(_LAYER_REFERENCE.fullmatch(name) for name in refs)
-
-
-def _model_node(children: list[dict[str, int]], where: str) -> tuple[int, str | None]:
-    """``(node, local name)`` of the model: the root itself when it references layers (``save_weights``,
-    a SavedModel), else the root's one child that does.
-
-    ``tf.train.Checkpoint(model=m, optimizer=opt)`` (CheckpointManager's checkpoints) and tf_keras'
-    ``BackupAndRestore`` put the model under the root's child ``model``, beside training state
-    (``optimizer``, ``save_counter``, ``ckpt_saved_epoch``, ...) that ``tf.train.Checkpoint(model=m).restore``
-    leaves alone. Several children that reference layers are several models: refused, never picked.
-    """
-    root = children[0]
-    if _is_model(root):
-        return 0, None
-    models = [name for name, node in root.items() if _is_model(children[node])]
+def find_model(graph: ObjectGraph) -> ObjectGraph:
+    """The graph rooted at its Keras model. ``save_weights`` (and ``ModelCheckpoint``) save the model as
+    the root; ``tf.train.Checkpoint(model=model, ...)`` and its ``CheckpointManager`` save a Checkpoint
+    whose children are the model and the rest (``save_counter``, an optimizer): the one child that is a
+    Keras model is the model; a checkpoint holding several is refused, not guessed."""
+    if _is_model(graph.children[0]):
+        return graph
+    models = sorted(name for name, node in graph.children[0].items() if _is_model(graph.children[node]))
+    if not models:
+        return graph  # no model anywhere: the readers' own errors say what is missing
     if len(models) > 1:
-        raise ConversionError(f"{where}: a tf.train.Checkpoint holding {len(models)} Keras models "
-                              f"({', '.join(repr(m) for m in sorted(models))}); nothing says which one to convert. "
-                              "Write the one you mean alone: tf.train.Checkpoint(model=the_model).write(path)")
-    return (root[models[0]], models[0]) if models else (0, None)
+        raise ConversionError(f"{graph.where}: a checkpoint holding {len(models)} Keras models "
+                              f"({', '.join(models[:5])}); expected one (save it alone: save_weights, or "
+                              "tf.train.Checkpoint(model=model))")
+    return replace(graph, root=graph.children[0][models[0]], prefix=models[0] + "/")
 
 
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
@@ -218,25 +213,21 @@ def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
 
 
 # Entries that are training state, not model state, by the object they hang from.
-def training_state(keys, model: str | None = None) -> dict[str, list[str]]:
+def training_state(keys) -> dict[str, list[str]]:
     """``{what: [keys]}`` for the bundle keys that are training state:
 
-    * with the model under the root's child ``model`` (:func:`_model_node`), every entry outside it:
-      ``save_counter``, BackupAndRestore's ``ckpt_saved_epoch``, ... (and ``optimizer/...``, as below);
     * ``optimizer/...`` (the optimizer's iterations, learning rate and moments) and, for
       tf_keras' legacy optimizers, slots hung from a variable (``.../.OPTIMIZER_SLOT/optimizer/m/...``);
     * ``keras_api/metrics/...``: a compiled model's metric accumulators (SavedModel);
-    * ``.../_random_generator/...``: augmentation layers' random state (``rng_type="stateful"``).
+    * ``.../_random_generator/...``: augmentation layers' random state (``rng_type="stateful"``);
+    * ``save_counter/...``: a ``tf.train.Checkpoint``'s count of its saves.
     """
     out: dict[str, list[str]] = {}
     for key in keys:
         parts = key.split("/")
-        if model is not None and parts[0] != model and parts[0] != "optimizer":
-            out.setdefault(f"checkpoint state beside the model ({parts[0]})", []).append(key)
-            continue
-        if model is not None and parts[0] == model:
-            parts = parts[1:]
-        if parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
+        if parts[0] == "save_counter":
+            out.setdefault("checkpoint save counter", []).append(key)
+        elif parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
             out.setdefault("optimizer state", []).append(key)
         elif parts[0] == "keras_api":
             out.setdefault("metrics state", []).append(key)
@@ -262,6 +253,17 @@ def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
 
 
+def _beside_the_model(keys, prefix: str) -> dict[str, list[str]]:
+    """``{what: [keys]}`` of the entries hung from a tf.train.Checkpoint's root beside its model (tf_keras'
+    BackupAndRestore: ``ckpt_saved_epoch``, ``ckpt_saved_batch``, ``train_counter``): training state,
+    which ``tf.train.Checkpoint(model=m).restore`` leaves alone too."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if not key.startswith(prefix):
+            out.setdefault(f"checkpoint state beside the model ({key.split('/')[0]})", []).append(key)
+    return out
+
+
 def _names(refs: dict[str, int], shown: int = 8) -> str:
     names = sorted(refs)
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
@@ -276,10 +278,19 @@ def _refuse_modelless(graph: ObjectGraph) -> None:
                               "tf.train.Checkpoint(model=...) of one")
 
 
-def _leftovers(bundle: Bundle, graph: ObjectGraph, used: set[str]) -> dict[str, int]:
-    """The training state among the entries no layer took; any other entry is refused."""
-    ignored, stray = set_aside(sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY}),
-                               lambda keys: training_state(keys, graph.root_name))
+def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, int]:
+    """The training state among the entries no layer took; any other entry is refused. ``prefix``: the
+    model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state."""
+    keys = sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY})
+
+    def local(key):  # the key from the model, as save_weights would have written it
+        return key[len(prefix):] if prefix and key.startswith(prefix) else key
+    ignored, rest = set_aside([local(k) for k in keys], training_state)
+    rest = set(rest)
+    stray = [k for k in keys if local(k) in rest]
+    if prefix:  # what else the Checkpoint holds at its root: tf_keras BackupAndRestore's epoch and batch...
+        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix))
+        ignored.update(beside)
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
@@ -316,7 +327,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
                                       "the model that wrote this checkpoint")
         k.weights, k.weight_names = tensors, [v.key for v in variables]
         used.update(k.weight_names)
-    return _leftovers(bundle, graph, used)
+    return _leftovers(bundle, used, graph.prefix)
 
 
 def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], dict[str, int]]:
@@ -342,4 +353,4 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     if not klayers:
         raise ConversionError(f"{bundle.where}: no layer_with_weights-0 in the checkpoint's object graph; "
                               "not the save_weights of a Keras model")
-    return klayers, _leftovers(bundle, graph, used)
+    return klayers, _leftovers(bundle, used, graph.prefix)
