@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -76,8 +77,8 @@ def _close(model, files, which):
     assert err <= RTOL * float(np.abs(theirs).max()), f"max |ours - Keras| {err} vs max|Keras| {np.abs(theirs).max()}"
 
 
-def _refused(src, *fragments, **kw):
-    with pytest.raises(wt.ConversionError) as exc:
+def _refused(src, first, *fragments, **kw):
+    with pytest.raises(wt.ConversionError, match=re.escape(first)) as exc:
         wt.read(src, **kw)
     for fragment in fragments:
         assert fragment in str(exc.value), str(exc.value)

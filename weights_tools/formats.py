@@ -62,8 +62,6 @@ def not_keras_savedmodel(path) -> ConversionError:
 # CheckpointManager lists each kept checkpoint and its timestamp, ~60 bytes apiece.
 MAX_CHECKPOINT_STATE_BYTES = 64 * 1024  # ~1,000 kept checkpoints
 _LATEST = re.compile(r'^model_checkpoint_path:[ \t]*"([^"\\\n]*)"[ \t]*$', re.MULTILINE)
-
-
 _SHARD = re.compile(r"(.+)_\d{5}\.weights\.h5")  # Keras 3's shard names: x_00000.weights.h5 for x.weights.json
 _RESAVE = ("npxception reads no sharded weights: in Keras, model.load_weights('{index}'), then "
            "model.save('model.keras') (or save_weights('model.weights.h5') without max_shard_size, "
