@@ -20,7 +20,21 @@ mean and variance are scalars or length-3 vectors broadcast over the channels)::
     arithmetic:     y = x <op> scalar, or scalar <op> x when scalar_first    (preprocess_input's x / 127.5, x - 1.0
                     <op>: + (add), - (subtract), * (multiply), / (divide)     on a symbolic tensor: operation nodes)
 
-computed in the model's dtype, in this order, as Keras computes them (no
+An integer input dtype (a serving model's ``Input(dtype="uint8")``) is the first step::
+
+    {"kind": "cast", "name": "input_layer", "dtype": "uint8"}     (int8, uint16 and int16 too)
+    cast:           y = trunc(x), refused unless every trunc(x) fits the dtype  (Keras casts what it is fed)
+
+Keras casts whatever it is fed to the Input's dtype, so a fractional pixel is
+truncated towards zero: measured in Keras 3 and tf_keras (model.predict and
+model(x) alike), 0.6 -> 0, 254.9 -> 254, -0.5 -> 0. Outside the dtype's range
+TensorFlow's float-to-integer conversion is undefined in C++: on x86-64 it wrapped
+(256.7 -> 0, -1.5 -> 255, 300.2 -> 44, 1e10 -> 0 for uint8), another CPU may
+saturate, so the file does not determine the answer and ``model(x)`` refuses
+such values, naming the range. Every value of these dtypes is a float32, so
+the truncated values go on exactly.
+
+The other steps are computed in the model's dtype, in this order, as Keras computes them (no
 folding of the two into one multiply-add, which would round differently; a
 division stays a division, never a multiplication by the reciprocal).
 ``epsilon`` is Keras' ``backend.epsilon()`` (1e-7); the converter refuses a
@@ -94,7 +108,9 @@ from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, 
                          resize)
 
 # Steps that preprocess each pixel alone (module docstring): a model with one takes raw pixels.
-PIXELWISE = ("rescaling", "normalization", "arithmetic")
+PIXELWISE = ("cast", "rescaling", "normalization", "arithmetic")
+# An integer Input's dtypes the stage casts to: every value of each is exact in float32 (module docstring).
+INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16")
 # arithmetic's ops, as Keras computes them: elementwise in the tensor's dtype (numpy's true_divide is IEEE division)
 ARITHMETIC = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide}
 SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
@@ -102,7 +118,7 @@ GEOMETRY = ("resizing", "center_crop", "random_crop")
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
 # Which implementation wrote a geometry layer: Keras 3 and tf_keras differ at inference (module docstring).
 KERAS = ("keras3", "tf_keras")
-CLASS = {"rescaling": "Rescaling", "normalization": "Normalization", "resizing": "Resizing",
+CLASS = {"cast": "InputLayer", "rescaling": "Rescaling", "normalization": "Normalization", "resizing": "Resizing",
          "center_crop": "CenterCrop", "random_crop": "RandomCrop"}
 # Real models hold one to three preprocessing layers; a manifest listing thousands
 # would make every model(x) call resample thousands of times.
@@ -194,6 +210,11 @@ def validate(steps) -> list[dict]:
                         "variance": var, "epsilon": eps})
         elif kind == "arithmetic":
             out.append(_arithmetic(step, where))
+        elif kind == "cast":
+            if i != 0 or step.get("dtype") not in INTEGER_DTYPES:
+                raise ValueError(f"{where}: a cast is the stage's first step, to one of {INTEGER_DTYPES}; "
+                                 f"found dtype {step.get('dtype')!r} at step {i}")
+            out.append({"kind": kind, "name": step["name"], "dtype": step["dtype"]})
         elif kind in GEOMETRY:
             out.append(_geometry(step, where))
         else:
@@ -222,8 +243,28 @@ def _check_finite(step, x: np.ndarray) -> np.ndarray:
     return x
 
 
+def cast(step, x: np.ndarray) -> np.ndarray:
+    """What Keras feeds an integer Input ``step["dtype"]`` (module docstring): ``trunc(x)``, in ``x``'s dtype
+    (a float64 batch is truncated before any rounding to float32, as Keras casts it); a new array.
+
+    Raises ValueError for NaN, Inf or a value whose truncation the dtype does not hold.
+    """
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError("x: contains NaN or Inf")
+    info = np.iinfo(step["dtype"])
+    t = np.trunc(x) if x.dtype.kind == "f" else x
+    if t.size and (t.min() < info.min or t.max() > info.max):
+        bad = x.min() if t.min() < info.min else x.max()
+        raise ValueError(f"x: the model's input {step['name']} is {step['dtype']}, and Keras casts what it is fed "
+                         f"to it, truncating towards zero; {bad!r} does not truncate into [{info.min}, {info.max}], "
+                         "where the conversion is undefined (TensorFlow wraps it on x86-64, another CPU may "
+                         f"saturate). Feed values in ({info.min - 1}, {info.max + 1}), e.g. clipped pixels")
+    return t.copy() if t is x else t
+
+
 def takes_pixels(steps) -> bool:
-    """True when the stage rescales, normalises or does arithmetic: the model's input is raw pixels in [0, 255]."""
+    """True when the stage casts to an integer dtype, rescales, normalises or does arithmetic: the model's
+    input is raw pixels in [0, 255]."""
     return any(s["kind"] in PIXELWISE for s in steps)
 
 
@@ -322,6 +363,8 @@ def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
 def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
     """One step that is not geometry: each output pixel from the same input pixel (module docstring)."""
     dt = x.dtype
+    if step["kind"] == "cast":
+        return cast(step, x)
     if step["kind"] == "rescaling":
         return x * np.asarray(step["scale"], dt) + np.asarray(step["offset"], dt)
     if step["kind"] == "normalization":
@@ -411,6 +454,9 @@ def describe(step) -> str:
     def num(v):
         return f"{v:.6g}" if isinstance(v, float) else "[" + ", ".join(f"{a:.6g}" for a in v) + "]"
 
+    if step["kind"] == "cast":
+        info = np.iinfo(step["dtype"])
+        return f"{step['name']} (InputLayer, dtype {step['dtype']}): trunc(x), x in ({info.min - 1}, {info.max + 1})"
     if step["kind"] == "rescaling":
         return f"{step['name']} (Rescaling): x * {num(step['scale'])} + {num(step['offset'])}"
     if step["kind"] == "arithmetic":

@@ -252,6 +252,10 @@ class XceptionModel:
         if x.shape[0] < 1:
             raise ValueError(f"x: expected at least one image, found batch size {x.shape[0]}")
         self.check_image_size(*x.shape[1:3])
+        if self.input_stage and self.input_stage[0]["kind"] == "cast":
+            # before any rounding to the model's dtype, as Keras casts what it is fed (a float64 254.99999999
+            # is 254 there, and would be 255 after float32); the stage's own cast then changes nothing
+            x = stage.cast(self.input_stage[0], x)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if not np.isfinite(x).all():
             raise ValueError("x: contains NaN or Inf")

@@ -46,7 +46,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     input_dtype = input_dtype if isinstance(input_dtype, str) else None
     try:
         steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST,
-                                  input_dtype=input_dtype)
+                                  input_dtype=input_dtype, input_name=roots[0].name)
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
     if len(steps) > MAX_STEPS:  # the model's own limit (npxception.input_stage.validate), before any matching

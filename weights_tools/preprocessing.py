@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 
-from npxception.input_stage import KERAS_EPSILON, output_size
+from npxception.input_stage import INTEGER_DTYPES, KERAS_EPSILON, output_size
 from npxception.ops.resize import INTERPOLATIONS
 
 from . import operations
@@ -179,8 +179,16 @@ def _random_crop_determined(steps, hw, keras_version) -> None:
                          f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
 
 
+def _integer(dtype_name) -> bool:
+    """Whether a recorded dtype name (None: float32) is an integer dtype numpy knows."""
+    try:
+        return dtype_name is not None and np.dtype(dtype_name).kind in "iu"
+    except TypeError:
+        return False
+
+
 def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST, *,
-                input_dtype=None) -> tuple[list[dict], tuple]:
+                input_dtype=None, input_name="input") -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
@@ -190,10 +198,17 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     records none), which decides what an old tf_keras RandomCrop computes.
     ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
     ``input_dtype``: the input's recorded dtype (None: float32), which operation nodes
-    (:mod:`weights_tools.operations`) compute in.
+    (:mod:`weights_tools.operations`) compute in. An integer one is the stage's first step, a cast
+    named ``input_name`` (the Input layer's): Keras casts whatever it is fed to it, truncating.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
     steps = []
+    if input_dtype in INTEGER_DTYPES:
+        steps.append({"kind": "cast", "name": input_name, "dtype": input_dtype})
+    elif _integer(input_dtype):
+        raise StageError(f"the model's input {input_name} is {input_dtype}: Keras casts what it is fed to it, and "
+                         f"npxception reproduces that cast for {', '.join(INTEGER_DTYPES)} inputs only (every value "
+                         "of those is a float32); give the model one of those or a float32 Input")
     # {layer: the dtype of its output}: a layer's policy, a cast's float32: what the operations reading it compute in
     policies = {}
     for k in chain:
