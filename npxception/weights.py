@@ -70,7 +70,13 @@ FORMAT = "npxception-weights"
 # bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
 # source's format, so a reader that ignores the field computes the same answer; it only
 # tells compare and --check-with-keras to feed Keras NCHW.
-FORMAT_VERSION = 6
+# 8 (7 went to a change developed in parallel): the stage starts with a "cast" step (an integer Input,
+# npxception.input_stage), or the head holds a batch_norm before its pooling (on the map,
+# npxception.architecture): a version-6 reader refuses the unknown step kind or head order, but
+# would not say that a newer npxception reads it; only such files are version 8.
+FORMAT_VERSION = 8
+WITH_INPUT_CAST = WITH_MAP_BN = 8
+WITH_FLATTEN = 6
 WITH_ARITHMETIC = 5
 WITH_SOURCE_INPUT_SHAPE = 4
 WITH_INPUT_STAGE = 3
@@ -107,7 +113,9 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    version = (FORMAT_VERSION if arch.flatten_step(model.head)
+    version = (WITH_INPUT_CAST if any(s["kind"] == "cast" for s in model.input_stage)
+               else WITH_MAP_BN if arch.map_batch_norms(model.head)
+               else WITH_FLATTEN if arch.flatten_step(model.head)
                else WITH_ARITHMETIC if any(s["kind"] == "arithmetic" for s in model.input_stage)
                else WITH_SOURCE_INPUT_SHAPE if model.source_input_shape != model.input_shape
                else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
