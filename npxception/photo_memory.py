@@ -101,14 +101,14 @@ def _size(shape) -> int:
 
 
 def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
-    """Bytes the fused plan (npxception/fast/run.py) allocates for a ``(batch, h, w, 3)`` backbone input.
+    """Bytes the fused plan (npxception/fast/run.py) allocates for a ``(batch, h, w, C)`` backbone input.
 
     Raises :class:`~npxception.fast.plan.Unsupported` when the plan cannot run the table (the model then runs
     op by op: use :func:`plain_bytes`).
     """
-    steps = compile_plan(model.layers, model.head)
-    shapes = arch.trace(model.layers, model.head, (h, w, 3))
-    shapes["input"] = ((h, w, 3),)
+    steps = compile_plan(model.layers, model.head, model.channels)
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    shapes["input"] = ((h, w, model.channels),)
     threads = numba.get_num_threads()
     slots: dict[int, int] = {}
     scratch: dict[str, int] = {}
@@ -137,10 +137,10 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
 
 
 def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
-    """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, 3)``
+    """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, C)``
     backbone input, run up to layer ``stop_after`` (None: the whole backbone)."""
-    shapes = arch.trace(model.layers, model.head, (h, w, 3))
-    size = {"input": batch * h * w * 3}
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    size = {"input": batch * h * w * model.channels}
     readers: dict[str, int] = {}
     for layer in model.layers:
         for i in layer.inputs:
@@ -150,7 +150,7 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
     for layer in model.layers:
         out = shapes[layer.name][0]
         size[layer.name] = batch * _size(out)
-        ih, iw, ic = (shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else (h, w, 3))
+        ih, iw, ic = (shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else (h, w, model.channels))
         if layer.kind == "conv" and not (layer.kernel_size == 1 and layer.strides == 1):
             extra = batch * out[0] * out[1] * layer.kernel_size ** 2 * ic  # ops.conv2d's whole im2col matrix
         elif layer.kind == "sepconv":
@@ -171,8 +171,9 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
 
 
 def feed_bytes(model, h: int, w: int) -> int:
-    """The pixels fed at ``h x w``: uint8 (3), float32 (12), preprocess_input (12), the model's input (3 x itemsize)."""
-    return h * w * (3 + 12 + 12 + 3 * model.dtype.itemsize)
+    """The pixels fed at ``h x w``, per channel (3 for RGB): uint8 (1), float32 (4), preprocess_input (4), the
+    model's input (itemsize). A 16-bit grayscale photo's uint16 array (2 bytes) is within the float32 copy's margin."""
+    return h * w * model.channels * (1 + 4 + 4 + model.dtype.itemsize)
 
 
 def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False) -> int:

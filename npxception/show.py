@@ -75,7 +75,7 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
     # The layer's output shape from the table at the size the backbone gets (after the input stage's
     # geometry), so that both checks come before the forward pass.
     h, w = output_size(model.input_stage, pixels.shape[:2])
-    shape = arch.trace(model.layers, model.head, (h, w, 3))[layer][0]
+    shape = arch.trace(model.layers, model.head, (h, w, model.channels))[layer][0]
     if len(shape) != 3:
         raise ValueError(f"--layer: {layer} outputs a vector {shape}, not feature maps; "
                          "pick a convolutional layer")

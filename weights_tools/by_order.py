@@ -25,7 +25,7 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
             f"{source}: a weights-only file has no wiring, and only variant='keras' has a defined "
             "weight order; convert the article model from a .keras or full-model .h5 file instead")
     layers = arch.backbone(v)
-    shapes = arch.param_shapes(layers, [])
+    shapes = arch.param_shapes(layers, [], 3)  # RGB: no config records another input (the official layout)
     ours = [layer for layer in layers if layer.kind in ("conv", "sepconv", "bn")]
     theirs = [k for k in klayers if k.weights]
     if len(theirs) < len(ours):

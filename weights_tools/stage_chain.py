@@ -8,6 +8,8 @@ the model's input stage; the backbone walk starts where the chain ends.
 
 from __future__ import annotations
 
+from npxception.config import CONFIG
+
 from .errors import ConversionError
 from .graph import KLayer
 from .kinds import kind_of
@@ -33,10 +35,12 @@ def _input_shape(root: KLayer, data_format=None):
     if not shape or len(shape) != 4:
         return None
     h, w, c = to_hwc(shape[1:], data_format)
-    if c != 3:
+    # Any channel count Keras builds (1 grayscale, 3 RGB, 4 RGBA...); the data format says which axis it is
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= CONFIG.max_input_channels:
         fmt = data_format or CHANNELS_LAST
         where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
         why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
-        raise ConversionError(f"input layer {root.name}: expected 3 channels (RGB), found {c}: its shape "
+        raise ConversionError(f"input layer {root.name}: expected C, the channels, in [1, "
+                              f"{CONFIG.max_input_channels}] (3 for RGB), found {c!r}: its shape "
                               f"{tuple(shape)} read as {where}, as {why}")
     return (h, w, c)

@@ -94,9 +94,9 @@ def cli_input(model, image=None, target_size=None) -> np.ndarray:
                           "use iter_cli_inputs, which gives one batch per photo")
     h, w = random_size(model, target_size)
     if model.takes_pixels:
-        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, model.channels))
     else:
-        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, model.channels))
     return x.astype(model.dtype)
 
 

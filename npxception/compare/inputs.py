@@ -73,7 +73,7 @@ def _per_image(model, hw) -> dict[str, int]:
         return {}
     try:
         bh, bw = stage.output_size(model.input_stage, hw)  # what the backbone sees after the model's stage
-        shapes = arch.trace(model.layers, model.head, (bh, bw, 3))
+        shapes = arch.trace(model.layers, model.head, (bh, bw, model.channels))
     except (ValueError, TypeError):
         return {}  # a size the model refuses: compare says so when it runs
     return {name: math.prod(d for d in shape if d is not None) for name, (shape, _, _) in shapes.items()}
