@@ -281,3 +281,19 @@ def test_predict_and_the_cli_give_model_predict_of_keras_own_photo_arrays(source
         for p in row["predictions"]:
             got[p["index"]] = p["score"]
         assert np.abs(got - want).max() < PROB_ATOL, (source, row)
+
+
+def test_compare_and_show_feed_a_grayscale_model_its_photo(sources, converted, photos, tmp_path, capsys):
+    """compare --image runs the .npz and the Keras file that wrote it on the grayscale photo (load_photo, as
+    predict reads it) and finds no divergence; show draws the maps of that photo (a 16-bit one included)."""
+    from PIL import Image
+
+    from npxception.cli import main
+
+    keras_file = str(sources["gray"][1]["keras"][0])
+    assert main(["compare", "--against", keras_file, "--weights", converted["gray"], "--image", photos[2]]) == 0
+    out = capsys.readouterr().out
+    assert "input: 1 photo(s) at 71x71" in out and "no divergence" in out
+    maps = tmp_path / "maps.png"
+    assert main(["show", photos[2], "--weights", converted["gray"], "--layer", "block1_conv1_act", "-o", str(maps)]) == 0
+    assert Image.open(maps).mode == "RGB"

@@ -31,6 +31,11 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
     if len(theirs) < len(ours):
         raise ConversionError(f"{source}: not Xception weights: {len(theirs)} layers carry weights, "
                               f"Xception's backbone has {len(ours)}")
+    stem = theirs[0].weights[0].shape if theirs[0].weights else ()
+    if len(stem) == 4 and stem[2] != 3:
+        raise ConversionError(f"{source}: layer #0 (block1_conv1 / {theirs[0].name} in the file) has a kernel "
+                              f"{tuple(stem)}: a model of {stem[2]}-channel inputs, whose input shape a weights-only "
+                              "file does not record; pass the model's --config model.keras|config.json")
     params = {}
     names = {layer.name: k.name for layer, k in zip(ours, theirs)}
     for n, (layer, k) in enumerate(zip(ours, theirs)):
