@@ -105,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON object mapping their layer names to ours")
     names.add_argument("--port", metavar="NAME",
                        help="a known port whose module names are mapped to ours (timm.legacy_xception)")
+    cm.add_argument("--photo-memory", metavar="SIZE", default=None,
+                    help="refuse, before decoding it, a photo whose estimated memory exceeds SIZE: compare keeps "
+                         "every layer of both sides, ~8 KB per pixel counted (e.g. 8GB; default: "
+                         "$NPXCEPTION_PHOTO_MEMORY, else 4GB)")
+    cm.add_argument("--their-activation", default=None, metavar="NAME",
+                    help="the activation their final output ends with, for a dump, which cannot say (a Keras "
+                         "name: softmax, sigmoid, linear for logits...); the predictions line then reads it, "
+                         "|dp| for probabilities. Without it none is guessed")
     cm.add_argument("--oracle", action="store_true", help="also measure both sides against float64")
     cm.add_argument("--json", action="store_true",
                     help="print the report as one JSON document (the verdict goes to stderr)")
@@ -452,6 +460,7 @@ def to_dot(layers, head, input_shape, variant="keras") -> str:
 def _cmd_compare(args) -> int:
     from .compare import cli_compare
 
+    args.photo_memory = photo_memory_option(args)  # in bytes, or None
     return cli_compare(args)
 
 

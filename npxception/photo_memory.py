@@ -23,7 +23,9 @@ The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
   :func:`plain_bytes` for ``model.forward(capture=...)`` (npxception/forward.py:
   the largest sum, layer by layer, of the live activations, the layer's output
   and its op's scratch: a convolution's whole im2col matrix, a separable
-  convolution's padded input and depthwise output).
+  convolution's padded input and depthwise output), and :func:`capture_bytes` for
+  ``compare``, which keeps every layer (ours, and theirs when their side runs in this
+  process: docs/performance.md, "compare's memory").
 
 For Keras' table in float32 the plan's arena is ~225 bytes per input pixel at
 large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, is 64
@@ -64,6 +66,10 @@ DECODE_BYTES_PER_PIXEL = 8
 # buffers, the allocator's rounding. Measured peak RSS growth exceeded the plain count by 2.4% for a
 # 1200x900 photo (306 MB against 299 MB, tests/test_photo_budget.py); 10% covers that with room.
 OVERHEAD = 1.10
+# Their side's every activation, as a framework running in this process returns them to compare, over ours:
+# peak RSS growth of `npxception compare --image` from a 150x150 to a 500x500 photo measured 1.29x ours beyond
+# our count for onnxruntime, 1.05x for Keras 3 (docs/performance.md, "compare's memory"); 1.5 covers both.
+THEIRS_IN_PROCESS = 1.5
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -136,6 +142,20 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
     return (sum(slots.values()) + sum(scratch.values())) * model.dtype.itemsize
 
 
+def _op_scratch(layer, shapes, batch, hw_c) -> int:
+    """Values an op allocates beyond its output while it runs (npxception/ops): a convolution's whole
+    im2col matrix, a separable convolution's padded input and depthwise output."""
+    out = shapes[layer.name][0]
+    ih, iw, ic = shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else hw_c  # (h, w, channels)
+    if layer.kind == "conv" and not (layer.kernel_size == 1 and layer.strides == 1):
+        return batch * out[0] * out[1] * layer.kernel_size ** 2 * ic  # ops.conv2d's whole im2col matrix
+    if layer.kind == "sepconv":
+        # depthwise_conv2d's padded input (a little larger than x) and its output, then the pointwise
+        k = layer.kernel_size
+        return batch * ((ih + k) * (iw + k) + out[0] * out[1]) * ic
+    return 0
+
+
 def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
     """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, C)``
     backbone input, run up to layer ``stop_after`` (None: the whole backbone)."""
@@ -148,18 +168,8 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
     live = size["input"]
     peak = live
     for layer in model.layers:
-        out = shapes[layer.name][0]
-        size[layer.name] = batch * _size(out)
-        ih, iw, ic = (shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else (h, w, model.channels))
-        if layer.kind == "conv" and not (layer.kernel_size == 1 and layer.strides == 1):
-            extra = batch * out[0] * out[1] * layer.kernel_size ** 2 * ic  # ops.conv2d's whole im2col matrix
-        elif layer.kind == "sepconv":
-            # depthwise_conv2d's padded input (a little larger than x) and its output, then the pointwise
-            k = layer.kernel_size
-            extra = batch * ((ih + k) * (iw + k) + out[0] * out[1]) * ic
-        else:
-            extra = 0
-        peak = max(peak, live + size[layer.name] + extra)
+        size[layer.name] = batch * _size(shapes[layer.name][0])
+        peak = max(peak, live + size[layer.name] + _op_scratch(layer, shapes, batch, (h, w, model.channels)))
         live += size[layer.name]
         for i in layer.inputs:
             readers[i] -= 1
@@ -170,15 +180,28 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
     return peak * model.dtype.itemsize
 
 
+def capture_bytes(model, h: int, w: int, batch: int = 1, sides: int = 1) -> int:
+    """Bytes ``compare`` holds at its peak for a ``(batch, h, w, C)`` backbone input: every layer's output
+    kept (``model.forward(capture="all")``: ~2.8 KB per input pixel in float32 on Keras' table, five
+    times the plain pass), plus the largest op's scratch as it runs; ``sides=2`` when their side runs in
+    this process (a Keras model, an ONNX graph): its activations, :data:`THEIRS_IN_PROCESS` times ours.
+    A dump's are in memory before the photos are read (bounded by its file, compare.inputs), not counted."""
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    kept = batch * (h * w * model.channels + sum(_size(shape) for shape, _, _ in shapes.values()))
+    scratch = max(_op_scratch(layer, shapes, batch, (h, w, model.channels)) for layer in model.layers)
+    return int((kept * (1 + THEIRS_IN_PROCESS * (sides - 1)) + scratch) * model.dtype.itemsize)
+
+
 def feed_bytes(model, h: int, w: int) -> int:
     """The pixels fed at ``h x w``, per channel (3 for RGB): uint8 (1), float32 (4), preprocess_input (4), the
     model's input (itemsize). A 16-bit grayscale photo's uint16 array (2 bytes) is within the float32 copy's margin."""
     return h * w * model.channels * (1 + 4 + 4 + model.dtype.itemsize)
 
 
-def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False) -> int:
+def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False, capture=0) -> int:
     """The estimated bytes of one photo decoded at ``decoded_hw`` and fed at ``fed_hw`` (see the module
-    docstring): ``plain`` (or ``stop_after``) for the plain forward pass, else the fused plan. ``gathered``:
+    docstring): ``plain`` (or ``stop_after``) for the plain forward pass, ``capture`` (the number of sides
+    that keep every layer: 1 or 2) for ``compare``'s (:func:`capture_bytes`), else the fused plan. ``gathered``:
     predict's path for a photo at its own size, where only the pixels the stage's first geometry step
     reads are fed (``input_stage.apply_gathered``: at most twice the backbone's size per axis, read in
     bands of ``images.BAND_BYTES``), not the whole photo."""
@@ -193,7 +216,9 @@ def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gath
         fed = feed_bytes(model, fh, fw) + 2 * BAND_BYTES  # a band's crop and its array
     else:
         fed = feed_bytes(model, *fed_hw)
-    if plain or stop_after is not None:
+    if capture:
+        forward = capture_bytes(model, bh, bw, sides=capture)
+    elif plain or stop_after is not None:
         forward = plain_bytes(model, bh, bw, stop_after)
     else:
         try:
@@ -208,10 +233,12 @@ class PhotoTooLarge(ValueError):
     """A photo whose estimated memory exceeds the budget (the message names the size, estimate and remedy)."""
 
 
-def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False, gathered=False) -> None:
+def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False, gathered=False,
+          capture=0) -> None:
     """Raise :class:`PhotoTooLarge` when :func:`photo_bytes` exceeds ``limit``; the message is the reason
     (without the file's name) and names ``--size HxW`` and the budget's settings."""
-    need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain, gathered=gathered)
+    need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain, gathered=gathered,
+                       capture=capture)
     if need <= limit:
         return
     h, w = decoded_hw

@@ -118,17 +118,18 @@ def _check_size(model, size, option, spell) -> None:
 
 
 def load_photo(model, image, target_size=None, interpolation=None, *, exif_transpose=False, photo_memory_limit=None,
-               stop_after=None) -> np.ndarray:
+               stop_after=None, capture=0) -> np.ndarray:
     """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, C)`` pixels in [0, 255], resized
     by ``load_img``'s pipeline to ``target_size`` or the model's fixed size, else at its own size
     (:func:`photo_size`); a size ``model(x)`` cannot take is refused naming the photo. ``feed(model,
     pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on.
-    A photo whose plain forward pass (``model.forward``, up to ``stop_after``) would need more than the photo
-    memory budget (:mod:`npxception.photo_memory`) is refused before it is decoded."""
+    A photo whose plain forward pass (``model.forward``, up to ``stop_after``; with ``capture``, compare's, every
+    layer kept by that many sides) would need more than the photo memory budget (:mod:`npxception.photo_memory`)
+    is refused before it is decoded."""
     size = photo_size(model, target_size)
     mode = color_mode(model.channels)
     check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
-                          gathered=False)  # load_image converts the whole photo
+                          gathered=False, capture=capture)  # load_image converts the whole photo
     pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
                         exif_transpose=exif_transpose, check_size=check, color_mode=mode)
     try:

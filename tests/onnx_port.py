@@ -26,17 +26,25 @@ def exporter_scope(module_path: str) -> str:
     return "/" + "/".join(out)
 
 
-def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False):
+def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False, fold_bias=True,
+          bn=True, swap_hw=(), stem_pad=None, head="flatten"):
     """Write the graph to ``path``; returns the final output's name. ``fold_bn``: as ``torch.onnx.export``
     in eval mode, each BN folded into the convolution before it (kernel * gamma / sqrt(var + eps) per
-    output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node."""
+    output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node.
+
+    Bugs a port may carry: ``fold_bias=False`` a fold that drops the fused bias; ``bn=False`` no BN at
+    all; ``swap_hw`` the convolutions whose kernel height and width are swapped; ``stem_pad`` PyTorch
+    ``padding=`` of the stem's two VALID convolutions. ``head="view"``: ``F.adaptive_avg_pool2d(x, 1)``
+    then ``x.view(x.size(0), -1)`` as the exporter writes it (Shape, Gather, Unsqueeze, Concat, Reshape:
+    the pooled tensor is (N, C, 1, 1))."""
     module = {ours: theirs for theirs, ours in timm_legacy_xception().items()}
     w = model.weights
     nodes, inits = [], []
     bn_of = {layer.inputs[0]: layer.name for layer in arch.backbone() if layer.kind == "bn"}
 
     def const(name, array):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        dtype = np.int64 if np.asarray(array).dtype == np.int64 else np.float32  # shape operands stay int64
+        inits.append(numpy_helper.from_array(np.array(array, dtype=dtype, order="C"), name))  # 0-d stays 0-d
         return name
 
     def folded(conv, kernel):
@@ -57,7 +65,7 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         else:
             kernel, b = folded(fold, kernel)
             k = const(f"onnx::Conv_{len(inits)}", kernel.transpose(3, 2, 0, 1))
-            bias = [const(f"onnx::Conv_{len(inits)}", b)]
+            bias = [const(f"onnx::Conv_{len(inits)}", b)] if fold_bias else []
         return node("Conv", [x, k, *bias], scope, strides=[stride, stride], pads=list(pads), group=group)
 
     acts = {"input": "x"}
@@ -67,12 +75,14 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         fold = n if fold_bn else None
         if layer.kind == "conv":
             p = layer.kernel_size // 2 if layer.padding == "same" else 0
-            y = conv(ins[0], w[f"{n}/kernel"], scope, layer.strides, (p, p, p, p), fold=fold)
+            p = p if stem_pad is None or n not in ("block1_conv1", "block1_conv2") else stem_pad
+            kernel = w[f"{n}/kernel"].transpose(1, 0, 2, 3) if n in swap_hw else w[f"{n}/kernel"]
+            y = conv(ins[0], kernel, scope, layer.strides, (p, p, p, p), fold=fold)
         elif layer.kind == "sepconv":
             dw = w[f"{n}/depthwise_kernel"]  # (3, 3, C, 1) -> a grouped conv, one group per channel
             d = conv(ins[0], dw.transpose(0, 1, 3, 2), scope + "/conv1", 1, (1, 1, 1, 1), group=dw.shape[2])
             y = conv(d, w[f"{n}/pointwise_kernel"], scope + "/pointwise", 1, (0, 0, 0, 0), fold=fold)
-        elif layer.kind == "bn" and fold_bn:
+        elif layer.kind == "bn" and (fold_bn or not bn):
             y = ins[0]  # already in the convolution before it
         elif layer.kind == "bn":
             args = [const(f"{scope}.{v}", w[f"{n}/{v}"]) for v in ("gamma", "beta", "moving_mean", "moving_variance")]
@@ -84,8 +94,18 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         else:
             y = node("Add", ins, scope)
         acts[n] = y
-    g = node("GlobalAveragePool", [acts["block14_sepconv2_act"]], "/global_pool/pool")
-    g = node("Flatten", [g], "/global_pool/flatten", axis=1)
+    if head == "view":
+        g = node("GlobalAveragePool", [acts["block14_sepconv2_act"]], "/global_pool")
+        i0 = node("Gather", [node("Shape", [g], ""), const("/Constant_output_0", np.array(0, np.int64))], "", axis=0)
+        if opset >= 13:
+            i0 = node("Unsqueeze", [i0, const("/Constant_1_output_0", np.array([0], np.int64))], "")
+        else:
+            i0 = node("Unsqueeze", [i0], "", axes=[0])
+        g = node("Reshape", [g, node("Concat", [i0, const("/Constant_2_output_0", np.array([-1], np.int64))], "",
+                                     axis=0)], "")
+    else:
+        g = node("GlobalAveragePool", [acts["block14_sepconv2_act"]], "/global_pool/pool")
+        g = node("Flatten", [g], "/global_pool/flatten", axis=1)
     out = node("Gemm", [g, const("fc.weight", w["predictions/kernel"].T), const("fc.bias", w["predictions/bias"])],
                "/fc", transB=1)
     graph = helper.make_graph(

@@ -32,6 +32,9 @@ class Conventions:
     oihw_reshaped: frozenset = frozenset()  # conv layers whose HWIO kernel the port reshaped as OIHW
     hw_swapped: frozenset = frozenset()  # conv layers whose kernel the port transposed kh <-> kw
     logits: bool = False  # the port's classifier has no softmax
+    # "torch_view": a Flatten head as a PyTorch port writes it, x.view(N, -1) on NCHW, the Dense after it as
+    # Keras' (transposed to (out, in)); "torch_view_rows": the same, with that Dense's rows reordered to match
+    flatten: str = "keras"
     variant: str = "keras"  # "article": the article's four departures
     extra: dict = field(default_factory=dict)
 
@@ -89,14 +92,31 @@ def run_port(model, x, c: Conventions = Conventions()) -> dict:
             y = ops.add(ins[0], ins[1])
         acts[n] = y
     y = acts[arch.backbone(c.variant)[-1].name]
+    after_flatten = False
     for h in model.head:
         n = h["name"]
         if h["kind"] == "global_avg_pool":
             y = ops.global_avg_pool2d(y)
+        elif h["kind"] == "flatten":
+            assert h["order"] == "hwc", h["order"]
+            if c.flatten.startswith("torch_view"):  # the port's map is NCHW: x.view(N, -1) reads it (C, H, W)
+                y = np.ascontiguousarray(y.transpose(0, 3, 1, 2)).reshape(len(y), -1)
+            else:  # Keras' Flatten: the NHWC map as it lies in memory, (H, W, C)
+                y = y.reshape(len(y), -1)
+            after_flatten = True
         elif h["kind"] == "dense":
-            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"))
+            kernel = p[f"{n}/kernel"]
+            if after_flatten and c.flatten == "torch_view_rows":  # rows (H, W, C) -> (C, H, W), as the features
+                mh, mw, mc = h_map = next(s["map_shape"] for s in model.head if s["kind"] == "flatten")
+                kernel = kernel.reshape(*h_map, -1).transpose(2, 0, 1, 3).reshape(mh * mw * mc, -1)
+            after_flatten = False
+            y = ops.dense(y, kernel, p.get(f"{n}/bias"))
             if h.get("activation") == "softmax" and not c.logits:
                 y = ops.softmax(y)
+            elif h.get("activation") == "relu":
+                y = ops.relu(y)
+            else:
+                assert h.get("activation") in (None, "linear", "softmax"), h.get("activation")
         else:  # pragma: no cover - the test models use Keras' own heads
             raise AssertionError(h["kind"])
         acts[n] = y

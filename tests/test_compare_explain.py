@@ -451,15 +451,16 @@ def test_every_hypothesis_has_a_test():
 
     named = set(PLANTED) | {c for _, expected in CATALOGUE.values() for c in expected.values()} | {"input_bgr"}
     # tested below, each with the port it explains: a dump without .clone(), weights in half precision,
-    # photos resized another way
-    named |= {"add_input_overwritten", "weights_rounded", "input_resize"}
+    # photos resized another way; a Flatten head's port (tests/test_compare_flatten.py)
+    named |= {"add_input_overwritten", "weights_rounded", "input_resize", "flatten_order", "dense_rows_follow_flatten"}
+    named |= {"bn_shift_missing"}  # a fold that dropped the fused bias (tests/test_onnx_exports.py)
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
-                "input_resize", *h.INPUT_TRANSFORMS}
+                "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
                  | set(h.INPUT_TRANSFORMS.values()))

@@ -131,3 +131,76 @@ def test_compare_of_the_unaltered_recipe_agrees(recipe, capsys):
     assert line.startswith("predictions: 1 image(s): decisions agree 100.0% (0 flipped), max |Δ| "), line
     # |Δ logit| of float32 runs of the same weights: round-off, far below the 5 of the altered copy
     assert float(line.split("max |Δ| ")[1].split()[0]) < 1e-3 and "both logits" in line
+
+
+# ---- a dump states no activation: --their-activation says it ----------------------------------------
+
+@pytest.fixture(scope="module")
+def logits_dump(tmp_path_factory):
+    """A softmax model of ours (3 classes, 71x71) and a dump of a port of it whose classifier returns logits
+    (tests/ports.py, the PyTorch habit: ``nn.Linear`` last, softmax left to the loss), with its input,
+    for two images; one image's logits are altered so that |Δp| has something to measure."""
+    from npxception import Xception
+    from npxception.network import XceptionModel
+    from ports import Conventions, run_port
+
+    model = Xception(classes=3, input_shape=(71, 71, 3), seed=3)
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 71, 71, 3)).astype(np.float32)
+    # logits of size ~2: random weights give logits of 1e5, probabilities saturated at 0 and 1
+    p = dict(model.weights)
+    features = model.forward(x, capture=["avg_pool"])[1]["avg_pool"]
+    p["predictions/kernel"] = p["predictions/kernel"] * (2 / np.abs(features @ p["predictions/kernel"]).max())
+    p["predictions/bias"] = p["predictions/bias"] * 0
+    model = XceptionModel(p, head=model.head, input_shape=model.input_shape)
+    dump = run_port(model, x, Conventions(logits=True))
+    dump["predictions"] = dump["predictions"] + np.array([[0, 0, 0], [1.5, 0, -1.5]], np.float32)
+    dump["__input__"] = x
+    path = tmp_path_factory.mktemp("logits") / "dump.npz"
+    weights = path.parent / "ours.npz"
+    np.savez(path, **dump)
+    model.save(weights)
+    return model, dump, path, weights
+
+
+def _softmax64(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_a_dump_of_logits_gets_dp_once_its_activation_is_stated(logits_dump):
+    from npxception.compare import compare, summarize
+
+    model, dump, _, _ = logits_dump
+    unstated = compare(model, dump, explain=False).agreement
+    assert unstated.max_dp is None and "theirs activation unknown" in unstated.note  # never guessed
+    expected = np.abs(_softmax64(dump["predictions"].astype(np.float64)) - model(dump["__input__"])).max()
+    for a in (compare(model, dump, explain=False, their_activation="linear").agreement,
+              summarize(model, dump, their_activation="linear")):
+        # float32 probabilities of ours against float64 softmax of their float32 logits: round-off, 1e-6
+        assert a.max_dp == pytest.approx(expected, abs=1e-6) and a.max_dz is None
+        assert "theirs logits" in a.note and "softmax applied to theirs" in a.note
+    assert expected > 0.1  # the altered image's probabilities moved: the |Δp| measured is that, not noise
+
+
+def test_an_unknown_or_contradicted_activation_is_refused(logits_dump, tmp_path):
+    from npxception.compare import compare
+    from onnx_port import build
+
+    model, dump, _, _ = logits_dump
+    with pytest.raises(ValueError, match=r"their_activation: unknown activation 'softmx'; expected .*softmax"):
+        compare(model, dump, explain=False, their_activation="softmx")
+    build(model, tmp_path / "port.onnx")  # its final op is a Gemm: it states logits itself
+    with pytest.raises(ValueError, match=r"states that its output ends with linear \(logits\), not softmax"):
+        compare(model, tmp_path / "port.onnx", dump["__input__"], layout="NCHW", names="timm.legacy_xception",
+                their_activation="softmax")
+
+
+def test_cli_their_activation(logits_dump, capsys):
+    from npxception import cli
+
+    model, dump, path, weights = logits_dump
+    code, line = _predictions(capsys, "--against", path, "--weights", weights, "--their-activation", "linear")
+    assert code == 1 and "max |Δp| " in line and "softmax applied to theirs" in line, line
+    assert cli.main(["compare", "--against", str(path), "--weights", str(weights), "--their-activation", "softmx"]) != 0
+    err = capsys.readouterr().err
+    assert "--their-activation: unknown activation 'softmx'" in err and "linear" in err, err

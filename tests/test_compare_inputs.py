@@ -217,6 +217,29 @@ def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys
     assert most[0] <= 8, f"{most[0]} decoded photos held at once"  # predict's batch (compare_cli.BATCH_SIZE)
 
 
+def test_compare_reads_a_folder_as_predict_does(tmp_path):
+    """A folder gives compare the files predict would label: every suffix Pillow registers for the formats
+    npxception decodes (``images.image_suffixes()``: ``.ppm``, ``.jfif``...), not a list of its own."""
+    from PIL import Image
+
+    from npxception.compare.cli import image_paths
+    from npxception.images import image_suffixes
+    from npxception.prediction import expand
+
+    (tmp_path / "photos").mkdir()
+    pixels = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photos" / "a.ppm")
+    Image.fromarray(pixels).save(tmp_path / "photos" / "b.jfif", format="JPEG")
+    (tmp_path / "photos" / "notes.txt").write_text("not a photo")
+    found = image_paths([tmp_path / "photos"])
+    assert [p.name for p in found] == ["a.ppm", "b.jfif"]
+    assert [str(p) for p in found] == expand([tmp_path / "photos"]).files
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image files") as err:
+        image_paths([tmp_path / "empty"])
+    assert all(s in str(err.value) for s in image_suffixes())
+
+
 # --------------------------------------------------------------------------- F8: ONNX graphs
 
 def _onnx(path, nodes, inits=(), extra_inits=()):

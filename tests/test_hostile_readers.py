@@ -267,3 +267,19 @@ def test_keras_built_in_objects_pass_the_vetting(tmp_path):
                                                "config": {"seed": None}, "registered_name": None})
     with open_layers(p) as reading:
         check_layers(reading.klayers, str(p))
+
+
+# --------------------------------------------------------------------------- names quoted in errors
+
+def test_a_missing_objects_long_name_is_cut_in_the_error(tmp_path):
+    """weight_names naming a 1 MB object the file lacks: the refusal names it in one short line (the whole
+    name was printed: a 1,000,058-character line), quoted as short_repr quotes long values elsewhere."""
+    p = tmp_path / "missing.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["layer_names"] = [b"block1_conv1"]
+        g = f.create_group("block1_conv1")  # variable-length: the text lives in the heap, past 64 kB
+        g.attrs.create("weight_names", np.array(["k" * 1_000_000], dtype=object), dtype=h5py.string_dtype())
+    out = run_limited("weights_tools.cli", "convert", p, "-o", tmp_path / "out.npz")
+    assert_refused(out, "missing.h5", "missing HDF5 object '/block1_conv1/kkkk")
+    line = [s for s in out.stderr.splitlines() if "missing HDF5 object" in s]
+    assert len(line) == 1 and len(line[0]) < len(str(p)) + 300, out.stderr[:1000]

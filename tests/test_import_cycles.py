@@ -126,3 +126,36 @@ def test_import_check_flags_a_planted_import(tmp_path):
     assert unexplained_imports(tmp_path, packages=("pkg",), pending=set()) == [
         "pkg/bad.py:4: import json", "pkg/bad.py:8: from os import path  # noqa: F401",
         "pkg/half.py:3: import json"]
+
+
+def borrowed_conversion_errors(root=ROOT, package="weights_tools") -> list[str]:
+    """``path:line: statement`` for each import of ``ConversionError`` inside ``package`` that does not
+    take it from its home, ``errors.py`` (weights_tools/errors.py: it lives alone so that the readers
+    need not import the matcher; importing it through ``mapping`` made every reader depend on it)."""
+    out = []
+    for path in sorted((root / package).rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"), name)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or "ConversionError" not in {a.name for a in node.names}:
+                continue
+            home = (node.level == 1 and node.module == "errors") or (
+                node.level == 0 and node.module == f"{package}.errors")
+            if not home:
+                out.append(f"{name}:{node.lineno}: from {'.' * node.level}{node.module or ''} import ...")
+    return out
+
+
+def test_weights_tools_takes_conversion_error_from_its_home():
+    bad = borrowed_conversion_errors()
+    assert not bad, "import ConversionError from .errors, not through another module:\n" + "\n".join(bad)
+
+
+def test_conversion_error_check_flags_a_planted_import(tmp_path):
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt" / "good.py").write_text("from .errors import ConversionError\nfrom wt.errors import "
+                                             "ConversionError\n")
+    (tmp_path / "wt" / "bad.py").write_text("from .mapping import ConversionError, kind_of\n"
+                                            "def f():\n    from . import errors\n    from wt import ConversionError\n")
+    assert borrowed_conversion_errors(tmp_path, "wt") == ["wt/bad.py:1: from .mapping import ...",
+                                                          "wt/bad.py:4: from wt import ..."]

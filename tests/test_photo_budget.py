@@ -248,3 +248,36 @@ def test_a_photo_staged_by_a_resizing_layer_is_budgeted_at_what_predict_reads(fi
     gathered = photo_memory.photo_bytes(model, hw, hw, gathered=True)
     assert gathered <= photo_memory.OVERHEAD * (photo_memory.DECODE_BYTES_PER_PIXEL * 13000**2 + 50 * 10**6)
     assert gathered < photo_memory.DEFAULT_BUDGET < photo_memory.photo_bytes(model, hw, hw)
+
+
+def test_compare_budgets_every_layer_kept(files, tmp_path, monkeypatch, capsys):
+    """compare keeps every layer of the photo it compares (ours, and theirs when their side runs here): a
+    photo whose prediction fits the budget but whose comparison does not is refused by name before it is
+    decoded (the old check was the plain pass's, a ninth of what compare took: docs/performance.md); against
+    a dump, every photo is compared in one batch, and the batch is checked too."""
+    from npxception.cli import main
+    from onnx_port import build
+
+    model = files["model"]
+    monkeypatch.delenv("NPXCEPTION_PHOTO_MEMORY", raising=False)
+    photo, other = flat_jpeg(tmp_path / "p.jpg", 300, 200), flat_jpeg(tmp_path / "q.jpg", 300, 200, (9, 9, 9))
+    plain, ours, both = (photo_memory.photo_bytes(model, (200, 300), (200, 300), **how)
+                         for how in ({"plain": True}, {"capture": 1}, {"capture": 2}))
+    assert 4 * plain < ours < both  # every layer kept: ~5x the plain pass's live activations
+    np.savez(tmp_path / "dump.npz", predictions=np.zeros((1, 3), np.float32))
+    build(model, tmp_path / "port.onnx")
+    base = ["compare", "--weights", str(files["anysize"]), "--image"]
+
+    def refused(argv, budget):
+        assert main([*base, *map(str, argv), "--photo-memory", str(budget)]) == 1
+        return capsys.readouterr().err
+
+    err = refused([photo, "--against", tmp_path / "dump.npz"], (plain + ours) // 2)
+    assert (f"{photo}: a 200x300 photo (height x width) at its own size would need about {photo_memory.human(ours)}, "
+            "over the photo memory budget") in err, err
+    err = refused([photo, "--against", tmp_path / "port.onnx", "--layout", "NCHW", "--port", "timm.legacy_xception"],
+                  (ours + both) // 2)  # their side runs here: its activations count too
+    assert f"{photo}: a 200x300 photo (height x width) at its own size would need about {photo_memory.human(both)}" in err
+    batch = photo_memory.OVERHEAD * photo_memory.capture_bytes(model, 200, 300, batch=2)
+    err = refused([photo, other, "--against", tmp_path / "dump.npz"], int(ours + batch) // 2)
+    assert "--image: 2 photos at 200x300, compared in one batch against a dump, would need about" in err, err

@@ -34,6 +34,7 @@ from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
 from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
+from .errors import ConversionError
 from .formats import _open_checked, detect_format
 from .from_keras import from_keras
 from .graph import KLayer
@@ -41,7 +42,7 @@ from .hdf5 import GuardedH5
 from .keras3 import ZIP_MAGIC
 from .keras_config import flatten_config
 from .keras_golden import check_with_keras as keras_check
-from .mapping import ConversionError, to_npxception
+from .mapping import to_npxception
 from .tf_bundle import Bundle
 
 __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",

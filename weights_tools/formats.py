@@ -22,9 +22,9 @@ import struct
 
 from npxception.untrusted import IrregularFileError, open_regular
 
+from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
-from .mapping import ConversionError
 
 
 def _open_checked(path: pathlib.Path):

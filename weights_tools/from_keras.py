@@ -19,10 +19,11 @@ import sys
 
 import numpy as np
 
+from .errors import ConversionError
 from .graph import KLayer
 from .keras_config import flatten_config
 from .keras_golden import keras_golden
-from .mapping import ConversionError, to_npxception
+from .mapping import to_npxception
 
 
 def _live_layer(model, path):

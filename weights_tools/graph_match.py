@@ -40,7 +40,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         if not where.startswith("in the head"):
             raise ConversionError(f"{source}: unsupported layer {k.name} (Flatten) {where}: npxception "
                                   "converts a Flatten only after the backbone, as the head's first layer")
-    root_shape = _input_shape(roots[0], data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
+    root_shape = _input_shape(roots[0], source, data_format) or to_hwc(recorded_shape, data_format) or (None, None, 3)
     chain = _stage_chain(roots[0], live, inputs)
     input_dtype = (roots[0].config or {}).get("dtype")
     input_dtype = input_dtype if isinstance(input_dtype, str) else None

@@ -50,7 +50,7 @@ from npxception.config import CONFIG
 from npxception.untrusted import ReadBudget, address_space_cap, short_repr
 from npxception.weights import weight_budget
 
-from .mapping import ConversionError
+from .errors import ConversionError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # A compressed dataset may legitimately expand; allow this ratio over the file size.
@@ -62,6 +62,10 @@ PARAM_BYTES = 8  # the read budget counts every parameter as a float64
 VLEN_READ_BYTES = 256 * 1024**2
 # Names in one string-list attribute (all its split chunks together).
 MAX_NAMES = {"layer_names": CONFIG.max_config_layers, "weight_names": CONFIG.max_weight_names}
+# An object path quoted in an error, cut beyond this (the file chose it: weight_names may hold 8 MiB).
+# Real ones stay whole: a nested Keras 3 path such as layers/functional/layers/xception/layers/
+# separable_conv2d_11/vars/0 is ~80 characters.
+NAME_CHARS = 200
 
 
 def open_h5(src, where: str):
@@ -170,30 +174,31 @@ class GuardedH5:
         self.close()
 
     def _check_link(self, group, name):
+        path = short_repr(f"{group.name.rstrip('/')}/{name}", NAME_CHARS)
         try:
             link = group.get(name, getlink=True)
         except (KeyError, OSError, ValueError) as exc:
-            raise ConversionError(f"{self.where}: unreadable HDF5 object {name!r} in {group.name} ({exc})") from None
+            raise ConversionError(f"{self.where}: unreadable HDF5 object {path} ({exc})") from None
         if link is None:
-            raise ConversionError(f"{self.where}: missing HDF5 object {group.name.rstrip('/')}/{name}")
+            raise ConversionError(f"{self.where}: missing HDF5 object {path}")
         if isinstance(link, h5py.ExternalLink):
-            raise ConversionError(f"{self.where}: refusing external link {group.name.rstrip('/')}/{name} "
-                                  f"-> {link.filename}:{link.path}")
+            raise ConversionError(f"{self.where}: refusing external link {path} "
+                                  f"-> {short_repr(f'{link.filename}:{link.path}', NAME_CHARS)}")
         if isinstance(link, h5py.SoftLink):
-            raise ConversionError(f"{self.where}: refusing soft link {group.name.rstrip('/')}/{name} "
-                                  f"-> {link.path}")
+            raise ConversionError(f"{self.where}: refusing soft link {path} -> {short_repr(link.path, NAME_CHARS)}")
 
     def get(self, group, path: str):
         """``group[path]``, refusing any link that is not a plain hard link along the way."""
         obj = group
         for part in [p for p in path.split("/") if p]:
             if not isinstance(obj, h5py.Group):
-                raise ConversionError(f"{self.where}: {obj.name} is not a group (looking for {path})")
+                raise ConversionError(f"{self.where}: {short_repr(obj.name, NAME_CHARS)} is not a group (looking for "
+                                      f"{short_repr(path, NAME_CHARS)})")
             self._check_link(obj, part)
             try:
                 obj = obj[part]
             except (KeyError, OSError, ValueError) as exc:
-                raise ConversionError(f"{self.where}: unreadable HDF5 object {path!r} ({exc})") from None
+                raise ConversionError(f"{self.where}: unreadable HDF5 object {short_repr(path, NAME_CHARS)} ({exc})") from None
         return obj
 
     def keys(self, group) -> list[str]:

@@ -47,10 +47,10 @@ from npxception.config import CONFIG
 from npxception.untrusted import check_zip_directory, loads_json, open_regular
 from npxception.weights import weight_budget
 
+from .errors import ConversionError
 from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap, is_operation
-from .mapping import ConversionError
 
 ZIP_MAGIC = b"PK\x03\x04"
 # model.weights.h5 may hold what the largest valid model holds (the read budget,

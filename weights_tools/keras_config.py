@@ -34,8 +34,8 @@ from collections import Counter
 from npxception.config import CONFIG
 from npxception.untrusted import loads_json, short_repr
 
+from .errors import ConversionError
 from .graph import Argument, KLayer, dtype_policy
-from .mapping import ConversionError
 from .training_mode import refuse_training_mode, training_flag
 
 # class names that hold a whole model as a layer

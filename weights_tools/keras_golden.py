@@ -19,7 +19,7 @@ from __future__ import annotations
 from npxception import golden as gold
 from npxception import keras_side
 
-from .mapping import ConversionError
+from .errors import ConversionError
 
 
 def keras_golden(keras_model, model) -> gold.Golden:

@@ -42,10 +42,10 @@ import h5py
 
 from npxception.untrusted import loads_json
 
+from .errors import ConversionError
 from .graph import KLayer
 from .hdf5 import GuardedH5
 from .keras_config import flatten_config
-from .mapping import ConversionError
 
 _BN_VARS = {"gamma", "beta", "moving_mean", "moving_variance", "running_mean", "running_std"}
 

@@ -39,8 +39,8 @@ from npxception.config import CONFIG
 from npxception.untrusted import loads_json
 
 from . import protowire as pw
+from .errors import ConversionError
 from .formats import _open_checked, not_keras_savedmodel
-from .mapping import ConversionError
 from .tf_bundle import Bundle
 from .tf_checkpoint import read_object_graph
 

@@ -27,7 +27,7 @@ import struct
 
 from . import protowire as pw
 from .crc32c import crc32c, unmask
-from .mapping import ConversionError
+from .errors import ConversionError
 
 TABLE_MAGIC = 0xDB4775248B80FB57  # leveldb's kTableMagicNumber, TensorFlow's too
 FOOTER_BYTES = 48  # 2 BlockHandles padded to 40 bytes, then the 8-byte magic

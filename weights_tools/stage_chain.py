@@ -28,8 +28,9 @@ def _stage_chain(root: KLayer, live, inputs) -> list[KLayer]:
     return chain
 
 
-def _input_shape(root: KLayer, data_format=None):
-    """The input's ``(H, W, C)``, read from ``(N, C, H, W)`` when the model's layers are channels_first."""
+def _input_shape(root: KLayer, source: str, data_format=None):
+    """The input's ``(H, W, C)``, read from ``(N, C, H, W)`` when the model's layers are channels_first;
+    ``source`` names the file in the error, as every converter error does."""
     cfg = root.config or {}
     shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
     if not shape or len(shape) != 4:
@@ -40,7 +41,7 @@ def _input_shape(root: KLayer, data_format=None):
         fmt = data_format or CHANNELS_LAST
         where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
         why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
-        raise ConversionError(f"input layer {root.name}: expected C, the channels, in [1, "
+        raise ConversionError(f"{source}: input layer {root.name}: expected C, the channels, in [1, "
                               f"{CONFIG.max_input_channels}] (3 for RGB), found {c!r}: its shape "
                               f"{tuple(shape)} read as {where}, as {why}")
     return (h, w, c)

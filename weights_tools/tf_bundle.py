@@ -43,8 +43,8 @@ from npxception.weights import weight_budget
 
 from . import protowire as pw
 from .crc32c import crc32c, unmask
+from .errors import ConversionError
 from .hdf5 import PARAM_BYTES, StoredArray
-from .mapping import ConversionError
 from .sstable import read_table
 
 HEADER_KEY = b""  # the BundleHeaderProto's key, first in the table

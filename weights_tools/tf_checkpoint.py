@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from npxception.config import CONFIG
 
 from . import protowire as pw
+from .errors import ConversionError
 from .graph import KLayer, set_aside
 from .legacy_h5 import infer_class
 from .keras_config import MODEL_CLASSES, _unwrap
-from .mapping import ConversionError
 from .tf_bundle import Bundle
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"

@@ -24,11 +24,12 @@ import pathlib
 from npxception.untrusted import short_repr
 
 from . import _config_from, open_layers, operations
+from .errors import ConversionError
 from .formats import _open_checked
 from .graph import KLayer
 from .keras3 import ZIP_MAGIC
 from .keras_config import flatten_config
-from .mapping import ConversionError, kind_of
+from .kinds import kind_of
 
 
 def _refusal(k: KLayer) -> str | None:

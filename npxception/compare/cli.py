@@ -9,28 +9,29 @@ import sys
 
 import numpy as np
 
-from .. import keras_side
+from .. import keras_side, photo_memory
 from ..config import CONFIG
+from ..images import image_suffixes
+from ..input_stage import output_size
 from ..model import Xception, load
-from ..prediction import check_size_option, feed, load_photo, photo_size
+from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
-from .sides import INPUT_KEY, open_other
+from .sides import INPUT_KEY, activation_name, open_other, stated_activation
 from .summary import summarize
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def image_paths(items) -> list[pathlib.Path]:
-    """Files as given; a folder contributes its image files, sorted by name."""
+    """Files as given; a folder contributes its image files, sorted by name, as ``predict`` reads a folder
+    (:func:`npxception.prediction.expand`: the suffixes of ``images.image_suffixes()``, sub-folders not searched)."""
     out = []
     for item in items or []:
         p = pathlib.Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in _IMAGE_SUFFIXES and q.is_file())
+            found = [pathlib.Path(f) for f in expand([p]).files]
             if not found:
-                raise FileNotFoundError(f"{p}: no image files ({', '.join(_IMAGE_SUFFIXES)}) in this folder")
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(image_suffixes()))}) in this folder")
             out += found
         elif p.is_file():
             out.append(p)
@@ -43,18 +44,24 @@ def image_paths(items) -> list[pathlib.Path]:
 BATCH_SIZE = 8
 
 
-def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE):
+def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE, *, photo_memory=None, capture=0,
+                    captured=None):
     """Yield the photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them, at most
     ``batch_size`` at a time: resized to the model's fixed input size (or ``target_size``); for a model
     whose source takes any size, each at its own size (``img_to_array(load_img(path))``, as its Keras user
     feeds it), a batch of one per photo, since photos of different sizes do not stack
     (:func:`npxception.prediction.load_photo`, then :func:`~npxception.prediction.feed`). Pixels, through
     preprocess_input unless the model preprocesses in-graph (``model.takes_pixels``). A photo the model
-    cannot take is refused by name when it is reached."""
+    cannot take is refused by name when it is reached, and so is one over the photo memory budget
+    (``photo_memory``, :mod:`npxception.photo_memory`): the first ``captured`` photos (None: all), which compare
+    runs layer by layer, at the cost of every layer kept by ``capture`` sides (``photo_memory.capture_bytes``),
+    the others at a forward pass's."""
     size = photo_size(model, target_size)  # the one rule of what size a photo is fed at
     pending = []
-    for p in images:
-        pending.append(load_photo(model, p, target_size)[None])  # refused naming the photo, as predict does
+    for i, p in enumerate(images):
+        kept = capture if captured is None or i < captured else 0
+        # refused naming the photo, as predict does
+        pending.append(load_photo(model, p, target_size, photo_memory_limit=photo_memory, capture=kept)[None])
         if size is None or len(pending) == batch_size:
             yield feed(model, np.concatenate(pending))
             pending = []
@@ -74,6 +81,20 @@ def _one_batch(batches, what, advice) -> np.ndarray:
         raise ValueError(f"{what}: photos of different sizes do not stack in one batch "
                          f"({', '.join(f'{b.shape[1]}x{b.shape[2]}' for b in batches)}); {advice}")
     return np.concatenate(batches)
+
+
+def check_batch_memory(model, x, limit=None) -> None:
+    """Refuse, before compare runs, a batch of photos compared at once (against a dump, which holds one batch)
+    whose layers, every one kept, would exceed the photo memory budget: each photo fit it, the batch may not."""
+    bh, bw = output_size(model.input_stage, x.shape[1:3])  # the backbone's size after the model's stage
+    need = int(photo_memory.OVERHEAD * photo_memory.capture_bytes(model, bh, bw, batch=len(x)))
+    limit = photo_memory.budget(limit)
+    if need > limit:
+        raise photo_memory.PhotoTooLarge(
+            f"--image: {len(x)} photos at {x.shape[1]}x{x.shape[2]}, compared in one batch against a dump, would "
+            f"need about {photo_memory.human(need)} with every layer kept, over the photo memory budget of "
+            f"{photo_memory.human(limit)}; give fewer photos (a dump of fewer), a smaller --size, or raise the "
+            f"budget with --photo-memory or {photo_memory.ENV}")
 
 
 def random_size(model, target_size=None) -> tuple[int, int]:
@@ -123,6 +144,9 @@ def cli_compare(args) -> int:
             raise ImportError("--plot needs matplotlib: pip install 'npxception[plot]'")
         check_output_dir(args.plot, inputs=[args.against, args.weights, getattr(args, "config", None),
                                             getattr(args, "names", None), *(args.image or ())])
+    stated = getattr(args, "their_activation", None)
+    if stated is not None:
+        activation_name(stated, "--their-activation")  # before a model is loaded
     against = pathlib.Path(args.against)
     keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
@@ -136,14 +160,19 @@ def cli_compare(args) -> int:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     names = getattr(args, "names", None) or getattr(args, "port", None)
     side = open_other(model, str(against), layout=args.layout, names=names, config=getattr(args, "config", None))
+    side = stated_activation(side, stated, "--their-activation")  # before a photo is read
     images = image_paths(args.image)
     size = getattr(args, "size", None)
     check_size_option(model, size)  # in the CLI's terms, before a photo is read
     warnings = []
     x_all = None  # the photos: batches read as they are used (one per photo when each is fed at its own size)
     described = None  # what both sides ran on, for the report
+    limit = getattr(args, "photo_memory", None)
     if images:
-        x_all = iter_cli_inputs(model, images, size)
+        # compare keeps every layer of the photos it runs layer by layer: of ours, and of theirs when their side
+        # runs here (a dump's are in memory already); the first photo, or every photo against a dump
+        x_all = iter_cli_inputs(model, images, size, photo_memory=limit, capture=1 if side.fixed else 2,
+                                captured=None if side.fixed else 1)
         first = next(x_all)
         x, x_all = first[:1], itertools.chain([first], x_all)
         described = input_line(model, images, first.shape[1:3], size)
@@ -163,6 +192,7 @@ def cli_compare(args) -> int:
         # a dump holds one batch, of the photos it was made from: compare all of it
         x, x_all = _one_batch(x_all, "--image", "an activation dump holds one batch of one size: give the "
                                                 "photo(s) the dump was made from, or --size HxW"), None
+        check_batch_memory(model, x, limit)
     photos = None if x is None else (images if side.fixed else images[:1]) or None  # the files x was read from
     report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
                      images=photos)

@@ -14,7 +14,7 @@ from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement, output_activation
-from .sides import INPUT_KEY, Other, open_other, to_nhwc
+from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
 
 
 def _explain_shapes(ours, theirs) -> str:
@@ -31,7 +31,7 @@ def _explain_shapes(ours, theirs) -> str:
 
 
 def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=None, names=None,
-            explain=True, config=None, images=None) -> Report:
+            explain=True, config=None, images=None, their_activation=None) -> Report:
     """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
 
     ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``).
@@ -40,22 +40,27 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
     ``config``: the architecture (``.keras`` or ``config.json``) of a weights-only Keras file ``other``.
     ``images``: the photo files ``x`` was loaded from, one per image (``npxception compare --image``):
     an input that differs is then also tested against other resizes of them (bilinear, bicubic, timm's).
+    ``their_activation``: the activation their final output ends with, by its Keras name (``"softmax"``,
+    ``"sigmoid"``, ``"linear"`` for logits), for a dump, which cannot say: the predictions are then read by
+    it (:func:`~npxception.compare.sides.stated_activation`). Never guessed when not given.
     """
     # Our side runs op by op (every activation is kept), one BLAS call per layer between
     # Numba kernels; with OpenBLAS' own threads also waking for each, that path ran 3x
     # slower at 299x299 (3.6 s against 1.2 s, docs/performance.md), as the fast path found.
     with single_threaded():
         return _compare(model, other, x, rtol=rtol, atol=atol, oracle=oracle, layout=layout, names=names,
-                        explain=explain, config=config, images=images)
+                        explain=explain, config=config, images=images, their_activation=their_activation)
 
 
-def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None, images=None) -> Report:
+def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, config=None, images=None,
+             their_activation=None) -> Report:
     if not isinstance(model, XceptionModel):
         raise TypeError(f"model: expected an npxception model, found {type(model).__name__}")
     if layout not in (None, "NHWC", "NCHW"):
         raise ValueError(f"layout: expected 'NHWC', 'NCHW' or None, found {layout!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names,
                                                              config=config)
+    side = stated_activation(side, their_activation)
     if side.no_names:  # an ONNX graph's final output is always found: alone, it says nothing of where
         raise ValueError(f"{side.label}: no layer in common with npxception's names but the final output: "
                          f"{side.no_names}")
@@ -80,6 +85,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                                     side.layout)
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
+    # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
+    theirs, extra_ones = squeezed(theirs, {k: v.shape for k, v in ours.items()})
     unknown = [k for k in theirs if k not in ours]
     precision, how = their_precision(model.dtype, side.dtype, theirs)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
@@ -113,6 +120,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             continue
         a, b = ours[name], np.asarray(theirs[name])
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
+        if name in extra_ones:
+            row.note = f"theirs {extra_ones[name]} compared as {a.shape} (their extra size-1 dimensions dropped)"
         if a.shape != b.shape:
             row.note = _explain_shapes(a.shape, b.shape)
         elif bad := non_finite(b):

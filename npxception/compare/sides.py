@@ -12,12 +12,14 @@ A dump can carry the input its activations came from under the reserved key
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from .. import architecture as arch
 from .. import keras_side
 from .inputs import INPUT_KEY, check_other_path, read_dump
 from .names import resolve_names
@@ -45,6 +47,34 @@ class Other:
 
     def __call__(self, x):
         return self.run(x)
+
+
+# What --their-activation accepts: the activations a head of ours can end with, by their Keras names.
+STATED_ACTIVATIONS = tuple(a for a in arch.ACTIVATIONS if a is not None)
+
+
+def activation_name(name: str, what: str = "their_activation") -> str | None:
+    """A stated activation's Keras name -> what :attr:`Other.activation` holds (None for ``"linear"``:
+    logits); an unknown name is refused, naming ``what`` and the names known."""
+    if name not in STATED_ACTIVATIONS:
+        raise ValueError(f"{what}: unknown activation {name!r}; expected a Keras activation name, one "
+                         f"of {', '.join(STATED_ACTIVATIONS)} ('linear' for logits)")
+    return None if name == "linear" else name
+
+
+def stated_activation(side: Other, name: str | None, what: str = "their_activation") -> Other:
+    """``side`` with the activation its final output ends with as the user states it (``"softmax"``,
+    ``"sigmoid"``, ``"linear"`` for logits...: Keras' names): what a dump cannot say for itself. None leaves
+    ``side`` as it is. A side that states its own (a Keras model, an ONNX graph's final op) must agree:
+    two statements that differ are refused, naming both, never one picked."""
+    if name is None:
+        return side
+    act = activation_name(name, what)
+    if side.activation not in (UNKNOWN, act):
+        own = "linear (logits)" if side.activation is None else side.activation
+        raise ValueError(f"{what}: {side.label} states that its output ends with {own}, not {name}; "
+                         f"leave {what} out for a model or graph that states its own")
+    return dataclasses.replace(side, activation=act)
 
 
 def is_keras_model(obj) -> bool:
@@ -147,3 +177,18 @@ def to_nhwc(acts, ours_shapes, layout):
                 a = a.transpose(0, 2, 3, 1)
         out[name] = a
     return out
+
+
+def squeezed(acts, ours_shapes) -> tuple[dict, dict]:
+    """``(acts, {name: their shape})``: each activation that is ours with extra size-1 dimensions
+    (``(N, C, 1, 1)`` after PyTorch's ``AdaptiveAvgPool2d(1)``, where Keras' pooling gives ``(N, C)``)
+    reshaped to our shape, which keeps its values in order; the second dict names those reshaped."""
+    out, was = {}, {}
+    for name, a in acts.items():
+        mine = ours_shapes.get(name)
+        if (mine is not None and np.shape(a) != mine and np.size(a) == np.prod(mine)
+                and [d for d in np.shape(a) if d != 1] == [d for d in mine if d != 1]):
+            was[name] = np.shape(a)
+            a = np.reshape(a, mine)
+        out[name] = a
+    return out, was

@@ -12,16 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 from .report import Agreement, agreement, output_activation
-from .sides import INPUT_KEY, Other, open_other, to_nhwc
+from .sides import INPUT_KEY, Other, open_other, stated_activation, to_nhwc
 
 
-def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) -> Agreement:
+def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, their_activation=None) -> Agreement:
     """How the predictions of ``model`` and ``other`` agree (:func:`npxception.compare.agreement`: top-1,
     top-5 and max |Δp| for a softmax head, yes/no decisions for a one-unit or sigmoid one) over batch ``x``, or over a
     list or iterator of batches (photos at their own sizes, which do not stack; ``iter_cli_inputs``, read
     as they are used: a folder's photos are never held at once).
 
-    For a dump, its final layer is compared with ours on ``x`` (or on the dump's input).
+    For a dump, its final layer is compared with ours on ``x`` (or on the dump's input); ``their_activation``
+    states what its output ends with, as for :func:`~npxception.compare.compare`.
     """
     if not model.classes:
         raise ValueError("summarize: the model has no classifier (include_top=False); "
@@ -29,6 +30,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None) ->
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names)
+    side = stated_activation(side, their_activation)
     last = model.layer_names[-1]
     activations = {"ours_activation": output_activation(model.head), "theirs_activation": side.activation}
     batches = None if x is None or isinstance(x, np.ndarray) else x  # else a list or iterator of batches

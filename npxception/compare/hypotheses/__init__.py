@@ -9,15 +9,18 @@ not apply. :func:`diagnose` keeps the candidate that reproduces their output
 within tolerance with the smallest residual. A port that matches no hypothesis
 is reported as "unexplained", never forced into one.
 
-Layer-specific hypotheses are tried first; the generic ones (an extra ReLU, a
-different input, a skipped layer) only when no specific one explains the layer.
+Layer-specific hypotheses are tried first; at a BN whose convolution their side
+does not expose (folded into it), that convolution's, through our BN (``fused``);
+the generic ones (an extra ReLU, a different input, a skipped layer) only when no
+specific one explains the layer.
 docs/discrepancies.md shows each with the signature compare reports.
 
 One module per family, one small documented function per hypothesis:
-``batchnorm``, ``windows`` (pooling and convolution), ``wiring`` (activations,
-inputs, skipped layers, dumps overwritten in place), ``head`` (the classifier),
-``inputs`` (channel order, preprocessing, layout) and ``rounding`` (weights
-stored in float16 or bfloat16).
+``batchnorm``, ``fused`` (a convolution seen through the BN folded into it),
+``windows`` (pooling and convolution), ``wiring`` (activations, inputs, skipped
+layers, dumps overwritten in place), ``head`` (the classifier), ``inputs``
+(channel order, preprocessing, layout) and ``rounding`` (weights stored in
+float16 or bfloat16).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from typing import Callable
 import numpy as np
 
 from ..metrics import errors
-from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing
+from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing, bn_shift_missing
 from .case import Candidate, Case, Diagnosis
-from .head import dense_kernel_transposed, dense_missing_bias, output_logits
+from .fused import through_bn
+from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
+                   output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
@@ -42,7 +47,7 @@ from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_inpu
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, weights_rounded],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded],
     "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
                 pool_stride_off_by_one],
@@ -52,7 +57,8 @@ CATALOGUE: dict[str, list[Callable]] = {
                 depthwise_channel_order, conv_extra_bias, weights_rounded],
     "relu": [relu6, relu_missing],
     "add": [extra_relu_on_input],
-    "dense": [output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
+    "flatten": [flatten_order],
+    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
     "activation": [output_logits],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
@@ -109,6 +115,10 @@ def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
     if found:
         return found
     found = best_of((_tried(h, case) for h in CATALOGUE.get(case.kind, [])), case.theirs, rtol, atol)
+    if found:
+        return found
+    # a BN whose convolution their side does not expose (folded into it): that convolution's causes
+    found = best_of(through_bn(case, CATALOGUE), case.theirs, rtol, atol)
     if found:
         return found
     return best_of((_tried(h, case) for h in GENERIC), case.theirs, rtol, atol)

@@ -65,3 +65,29 @@ def bn_gamma_beta_swapped(case: Case) -> Candidate:
     return Candidate("bn_gamma_beta_swapped", "gamma and beta swapped",
                      _bn(case.inputs[0], p, gamma=p["beta"], beta=p["gamma"]))
 
+
+
+def bn_shift_missing(case: Case) -> Candidate | None:
+    """BN scaled and not shifted: ``y = gamma * x / sqrt(var + eps)``, without ``beta - moving_mean * s``.
+    A fold that drops the fused bias leaves exactly that (the convolution keeps ``W * s``, loses
+    ``b = beta - moving_mean * s``). ``s`` is fitted per channel through the origin, ``eps = (gamma / s)^2
+    - var`` as in :func:`bn_epsilon`; Keras' epsilon when the fit gives it or none > 0."""
+    p = case.params
+    c = case.inputs[0].shape[-1]
+    if case.theirs.shape != case.inputs[0].shape:
+        return None
+    step = max(1, case.inputs[0].size // c // 4096)  # as bn_epsilon
+    x = case.inputs[0].reshape(-1, c)[::step].astype(np.float64)
+    y = case.theirs.reshape(-1, c)[::step].astype(np.float64)
+    den = (x * x).sum(0)
+    s = np.divide((x * y).sum(0), den, out=np.full_like(den, np.nan), where=den > 0)
+    good = np.isfinite(s) & (s != 0)
+    eps = float(np.median((p["gamma"][good] / s[good]) ** 2 - p["moving_variance"][good])) if good.any() else np.nan
+    keras = not np.isfinite(eps) or eps <= 0 or np.isclose(eps, CONFIG.bn_epsilon, rtol=1e-2)
+    eps = CONFIG.bn_epsilon if keras else eps
+    scale = p["gamma"] / np.sqrt(p["moving_variance"] + eps)
+    what = ("the fused bias beta - moving_mean * s missing: BN folded into the convolution without it"
+            if case.skipped and 0 in case.skipped else "BN's shift beta - moving_mean * s missing")
+    return Candidate("bn_shift_missing", f"{what} (s = gamma / sqrt(var + eps)"
+                     f"{')' if keras else f', epsilon ≈ {eps:.2g}; Keras uses {CONFIG.bn_epsilon:g})'}",
+                     (case.inputs[0] * scale).astype(case.local.dtype), eps)

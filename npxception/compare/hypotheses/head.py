@@ -1,12 +1,13 @@
-"""The classifier: logits against probabilities, a missing bias, a transposed kernel."""
+"""The classifier: logits against probabilities, a missing bias, a transposed kernel, a Flatten's feature order."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ... import architecture as arch
 from ... import ops
-from ...head import activation
-from .case import Candidate, Case
+from ...head import activation, flatten
+from .case import Candidate, Case, closest
 
 
 def _softmax(z):
@@ -48,3 +49,70 @@ def dense_kernel_transposed(case: Case) -> Candidate | None:
     y = activation(case.inputs[0] @ k + p.get("bias", 0), case.spec.get("activation"), "reference")
     return Candidate("dense_kernel_layout", "dense kernel (out, in) read as (in, out)", y.astype(case.local.dtype))
 
+
+
+def _axes(order: str) -> str:
+    """``"chw"`` -> ``"(C, H, W)"``."""
+    return "(" + ", ".join(order.upper()) + ")"
+
+
+def flatten_order(case: Case) -> Candidate | None:
+    """Their Flatten orders each image's features another way: a PyTorch port flattens its NCHW map with
+    ``x.view(N, -1)``, features in (C, H, W) order, where Keras' Flatten gives (H, W, C) (its ``order``,
+    :func:`npxception.head.flatten`). The Dense after it then reads each weight row against another feature.
+
+    Tested at the flatten itself (their map in, their features out), and at the layer after it when their
+    side does not expose the flatten (``x.view`` is no module: a hook dump of a PyTorch port holds no
+    flatten output), from the map our fill of the flatten read (``case.skipped``): that layer run on the
+    features in each other order. The order that reproduces their output is the fitted parameter.
+    """
+    flat = arch.flatten_step(case.model.head)
+    if flat is None:
+        return None
+    if case.kind == "flatten":
+        x = case.inputs[0]
+
+        def run(features):
+            return features
+    else:
+        gap = (case.skipped or {}).get(0)
+        if gap is None or gap[0] != flat["name"]:
+            return None
+        x = gap[1]
+
+        def run(features):
+            return case.model.run_layer(case.name, [features])
+    if x is None or np.ndim(x) != 4:
+        return None
+    found = closest(((order, run(flatten(x, order))) for order in arch.FLATTEN_ORDERS if order != flat["order"]),
+                    case.theirs)
+    if found is None:
+        return None
+    order, y = found
+    where = "" if case.kind == "flatten" else f" (their side shows no {flat['name']} output: seen at {case.name})"
+    return Candidate("flatten_order", f"their Flatten orders features {_axes(order)}; Keras {_axes(flat['order'])}"
+                     f"{where}", y, order)
+
+
+def dense_rows_follow_flatten(case: Case) -> Candidate | None:
+    """The Dense after a Flatten diagnosed :func:`flatten_order` has its kernel's rows permuted to match
+    that order (a converter that did reorder the weights for ``x.view(N, -1)``): consistent, their output is
+    Keras' once their features are put back in Keras' order. The flatten row still differs, by a permutation."""
+    flat = arch.flatten_step(case.model.head)
+    if (case.kind != "dense" or flat is None or case.input_names[0] != flat["name"]
+            or (case.input_causes or {}).get(flat["name"]) != "flatten_order"):
+        return None
+    n = case.inputs[0].shape[0]
+    dims = dict(zip("hwc", flat["map_shape"]))
+
+    def undone(order):  # their features, in ``order``, back in ours
+        grid = case.inputs[0].reshape(n, *(dims[a] for a in order))
+        return flatten(grid.transpose(0, *(1 + order.index(a) for a in "hwc")), flat["order"])
+
+    found = closest(((order, case.model.run_layer(case.name, [undone(order)]))
+                     for order in arch.FLATTEN_ORDERS if order != flat["order"]), case.theirs)
+    if found is None:
+        return None
+    order, y = found
+    return Candidate("dense_rows_follow_flatten", f"its kernel's rows follow their Flatten's {_axes(order)} order: "
+                     "consistent with it, the same outputs as Keras'", y, order)
