@@ -31,7 +31,7 @@ RTOL = 1e-10  # float64 on both sides (see the module docstring)
 def table_model(layers, head, seed=0):
     """The pieces of a model the fast plan and the reference path read, for any table."""
     return SimpleNamespace(layers=layers, head=head, _params=random_params(layers, head, "float64", seed),
-                           dtype=np.dtype("float64"), _fast=None, _lock=threading.Lock())
+                           dtype=np.dtype("float64"), channels=3, _fast=None, _lock=threading.Lock())
 
 
 def check_fast_against_reference(model, size=71, batch=2):
