@@ -122,15 +122,16 @@ def open_layers(src, *, config=None):
         return
     if fmt == "tf_checkpoint":
         with Bundle(src) as bundle:
-            graph = tf_checkpoint.read_object_graph(bundle)
+            graph = tf_checkpoint.find_model(tf_checkpoint.read_object_graph(bundle))
+            writer = f"tf.train.Checkpoint, its {graph.prefix[:-1]}" if graph.prefix else "save_weights"
             if config is None:  # Keras' by-order rule, as for a weights-only .h5
                 klayers, ignored = tf_checkpoint.klayers_by_order(bundle, graph)
-                yield Reading(klayers, None, "TensorFlow checkpoint (save_weights, no config)", ignored)
+                yield Reading(klayers, None, f"TensorFlow checkpoint ({writer}, no config)", ignored)
                 return
             klayers, paths, input_shape = flatten_config(config, source=where)
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, "TensorFlow checkpoint (save_weights, with a given config)",
+            yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
                           ignored, _recorded_version(config))
         return
     if fmt == "zip":

@@ -16,6 +16,7 @@ importing the package's ``__init__``, which imports them: no import cycle.
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
 import struct
@@ -88,7 +89,8 @@ def detect_format(path) -> str:
         return "zip"
     if tail == TABLE_MAGIC and path.name.endswith(".index"):
         prefix = path.with_name(path.name[:-len(".index")])
-        if not prefix.with_name(prefix.name + ".data-00000-of-00001").is_file():
+        # one data file, or several shards (the reader names any missing one, from the index's count)
+        if not any(prefix.parent.glob(glob.escape(prefix.name) + ".data-*-of-*")):
             raise ConversionError(f"{where}: a TensorFlow checkpoint index without its data file "
                                   f"{prefix.name}.data-00000-of-00001 beside it (copy both)")
         return "tf_checkpoint"

@@ -212,7 +212,8 @@ def load_onnx(path):
 
     Refused, naming the file and the node or tensor: a file larger than the largest valid model's weights
     (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, more than :data:`MAX_ONNX_NODES` nodes, a node
-    whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included),
+    whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included; an
+    int8-quantized or onnxruntime-optimized graph is named as such, with what to compare instead),
     a tensor stored outside the file (external data: it would be read from any path it names), a sparse
     tensor, and an initializer that holds fewer values than its shape declares. The work the graph asks for
     an input is bounded when that input is known (:mod:`npxception.compare.onnx_work`).
@@ -237,6 +238,9 @@ def load_onnx(path):
     if len(graph.node) > MAX_ONNX_NODES:
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
+    family = _foreign_family(graph)
+    if family:
+        raise ValueError(f"{where}: {family}")
     for i, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
             op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
@@ -264,6 +268,27 @@ def load_onnx(path):
 
 
 _CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}
+
+# Graphs onnxruntime writes from an exported one, which compare does not run (their operators are not an
+# export's, and their values differ from the float graph's by design): named, with what to compare instead.
+_QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+              "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul"}
+
+
+def _foreign_family(graph) -> str:
+    """What an int8-quantized or onnxruntime-optimized graph is and what to do, or "" for any other."""
+    ops = [(n.domain, n.op_type) for n in graph.node]
+    quant = sorted({op for _, op in ops if op in _QUANTIZED})
+    if quant:
+        return (f"an int8-quantized graph ({', '.join(quant[:3])} nodes: onnxruntime.quantization's quantize_dynamic "
+                "or quantize_static): its weights and activations are rounded to 8 bits, so every layer differs from "
+                "ours by more than any float tolerance; compare the float model it was quantized from")
+    ort = sorted({f"{d}.{op}" for d, op in ops if d.startswith("com.microsoft")})
+    if ort:
+        return (f"an onnxruntime-optimized graph ({', '.join(ort[:3])} nodes: saved by a session with "
+                "ORT_ENABLE_EXTENDED or ORT_ENABLE_ALL, fusions only onnxruntime runs); compare the graph you "
+                "exported, or save the optimized one with GraphOptimizationLevel.ORT_ENABLE_BASIC")
+    return ""
 
 
 def node_label(node, i: int) -> str:
