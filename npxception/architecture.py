@@ -300,8 +300,9 @@ def trace(layers, head, input_shape=(299, 299, 3)):
     """Shapes and weights of every layer for one input size (batch omitted).
 
     Returns ``{name: (output_shape, {variable: weight_shape}, multiply_adds)}``
-    in network order. ``input_shape`` may be ``(None, None, 3)``: spatial sizes
-    are then None and multiply-adds 0.
+    in network order. ``input_shape`` may be ``(None, None, C)``: spatial sizes
+    are then None and multiply-adds 0. ``C``, the input's channels, flows into the
+    first convolution's kernel ``(3, 3, C, 32)``; every later layer's comes from the table.
     """
     h, w, c = input_shape
     shapes = {"input": (h, w, c)}
@@ -409,11 +410,15 @@ def min_input_size(layers) -> int:
     return size
 
 
-def param_shapes(layers, head) -> dict[str, tuple]:
-    """``{"block1_conv1/kernel": (3, 3, 3, 32), ...}`` in Keras' weight order."""
+def param_shapes(layers, head, channels: int) -> dict[str, tuple]:
+    """``{"block1_conv1/kernel": (3, 3, channels, 32), ...}`` in Keras' weight order.
+
+    ``channels``: the input's (the model's ``input_shape[2]``): 3 for RGB photos, 1 for a grayscale
+    model, 4 for RGBA or RGB+NIR. Only the first convolution's kernel depends on it (its ``C_in``).
+    """
     return {
         f"{name}/{var}": shape
-        for name, (_, params, _) in trace(layers, head, (None, None, 3)).items()
+        for name, (_, params, _) in trace(layers, head, (None, None, channels)).items()
         for var, shape in params.items()
     }
 

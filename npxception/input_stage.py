@@ -12,8 +12,8 @@ manifest under ``"input_stage"``::
     {"kind": "arithmetic", "name": "true_divide", "op": "divide", "scalar": 127.5, "scalar_first": false,
      "keras_class": "TrueDivide"}
 
-Equations (per channel ``c``, ``x`` of shape ``(N, H, W, 3)``; scale, offset,
-mean and variance are scalars or length-3 vectors broadcast over the channels)::
+Equations (per channel ``c``, ``x`` of shape ``(N, H, W, C)``, ``C`` the model's channels; scale,
+offset, mean and variance are scalars or length-``C`` vectors broadcast over the channels)::
 
     rescaling:      y = x * scale + offset                                   (keras.layers.Rescaling)
     normalization:  y = (x - mean) / max(sqrt(variance), epsilon)           (keras.layers.Normalization)
@@ -104,6 +104,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import CONFIG
+from .untrusted import short_repr
 from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, pad_and_resize, resample,
                          resize)
 
@@ -125,14 +126,15 @@ CLASS = {"cast": "InputLayer", "rescaling": "Rescaling", "normalization": "Norma
 MAX_STEPS = 16
 
 
-def _vector(value, what: str) -> float | list[float]:
-    """A finite scalar or a length-3 list of finite floats."""
+def _vector(value, what: str, channels: int) -> float | list[float]:
+    """A finite scalar or a list of ``channels`` finite floats, one per input channel."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         values = [float(value)]
-    elif isinstance(value, (list, tuple)) and len(value) == 3:
+    elif isinstance(value, (list, tuple)) and len(value) == channels:
         values = [float(v) for v in value]
     else:
-        raise ValueError(f"{what}: expected a number or 3 per-channel numbers, found {value!r}")
+        raise ValueError(f"{what}: expected a number or {channels} per-channel numbers (the model's input "
+                         f"has {channels} channels), found {short_repr(value)}")
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{what}: contains NaN or Inf")
     return values[0] if len(values) == 1 else values
@@ -187,8 +189,10 @@ def _geometry(step, where) -> dict:
     return out
 
 
-def validate(steps) -> list[dict]:
-    """Check a stage read from a manifest or built by the converter; return it as plain dicts."""
+def validate(steps, channels: int) -> list[dict]:
+    """Check a stage read from a manifest or built by the converter; return it as plain dicts.
+
+    ``channels``: the model's input channels, the length of a per-channel scale, mean or variance."""
     steps = list(steps or [])
     if len(steps) > MAX_STEPS:
         raise ValueError(f"input_stage: at most {MAX_STEPS} steps, found {len(steps)}")
@@ -199,14 +203,14 @@ def validate(steps) -> list[dict]:
             raise ValueError(f"{where}: expected a dict with a 'kind' and a 'name', found {step!r}")
         kind = step.get("kind")
         if kind == "rescaling":
-            out.append({"kind": kind, "name": step["name"], "scale": _vector(step.get("scale"), f"{where}.scale"),
-                        "offset": _vector(step.get("offset", 0.0), f"{where}.offset")})
+            out.append({"kind": kind, "name": step["name"], "scale": _vector(step.get("scale"), f"{where}.scale", channels),
+                        "offset": _vector(step.get("offset", 0.0), f"{where}.offset", channels)})
         elif kind == "normalization":
-            var = _vector(step.get("variance"), f"{where}.variance")
+            var = _vector(step.get("variance"), f"{where}.variance", channels)
             eps = float(step.get("epsilon", KERAS_EPSILON))
             if min(np.atleast_1d(var)) < 0:
                 raise ValueError(f"{where}.variance: negative variance {var!r}")
-            out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean"),
+            out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean", channels),
                         "variance": var, "epsilon": eps})
         elif kind == "arithmetic":
             out.append(_arithmetic(step, where))
@@ -291,7 +295,7 @@ def _step_size(step, hw) -> tuple:
                                 f"declares {target[0]}x{target[1]} outputs, so the layers after it run at a size "
                                 f"the model does not declare (a nested backbone built for {target[0]}x{target[1]} "
                                 f"refuses it in Keras 3 too); give the model Input(shape=({target[0]}, "
-                                f"{target[1]}, 3))")
+                                f"{target[1]}, C))")
     if step["kind"] == "center_crop" and step["keras"] == "keras3" and None not in hw and (
             hw[0] < target[0] or hw[1] < target[1]):
         raise _refuse(step, hw, f"Keras 3 crops images of at least {target[0]}x{target[1]}; for a smaller one "
@@ -378,7 +382,7 @@ def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
 
 
 def apply(steps, x: np.ndarray, *, finite: bool = False) -> np.ndarray:
-    """Run the stage on a checked ``(N, H, W, 3)`` batch; a new array, ``x`` is never modified.
+    """Run the stage on a checked ``(N, H, W, C)`` batch; a new array, ``x`` is never modified.
 
     The caller checked the size with :func:`output_size`. ``finite``: raise ValueError naming the
     first step whose output holds NaN or Inf (``model(x)``'s check; without it, c / 0 is Inf as in Keras).

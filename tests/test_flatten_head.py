@@ -187,7 +187,7 @@ def test_fast_and_reference_paths_in_both_dtypes(files, converted):
     from npxception import architecture as arch
 
     case, model = files["tfk.h5"], converted["tfk.h5"]
-    backbone = {k: model.weights[k] for k in arch.param_shapes(model.layers, [])}
+    backbone = {k: model.weights[k] for k in arch.param_shapes(model.layers, [], model.channels)}
     features = npxception.model.XceptionModel(backbone, input_shape=model.input_shape)(case["x"])  # (2, 3, 3, 2048)
     assert features.shape == (2, *MAP)
     for dtype in (np.float32, np.float64):

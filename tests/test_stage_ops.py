@@ -121,7 +121,7 @@ def test_stage_equals_keras_eager_call_bit_for_bit(forms, x):
     """stage.apply on the converter's steps == the Keras model called on the same pixels (c / 0 = inf in both)."""
     for (flavour, name), (model, steps) in forms.items():
         theirs = np.asarray(model(x, training=False))
-        ours = stage.apply(stage.validate(steps), x)
+        ours = stage.apply(stage.validate(steps, 3), x)
         assert ours.dtype == theirs.dtype == np.float32
         assert np.array_equal(ours, theirs, equal_nan=True), \
             f"{flavour} {name}: ours {ours.ravel()[:4]} vs keras {theirs.ravel()[:4]}"
@@ -141,7 +141,7 @@ def test_arithmetic_step_equals_tensorflow_and_keras_ops(x, op, scalar_first, c)
                 "divide": keras.ops.true_divide}[op]
     args = (c, x) if scalar_first else (x, c)
     ours = stage.apply(stage.validate([{"kind": "arithmetic", "name": "op", "op": op, "scalar": c,
-                                        "scalar_first": scalar_first, "keras_class": "Test"}]), x)
+                                        "scalar_first": scalar_first, "keras_class": "Test"}], 3), x)
     for theirs in (tf_op(*(tf.constant(a) if a is x else a for a in args)), keras_op(*args)):
         theirs = np.asarray(theirs)
         assert theirs.dtype == np.float32
@@ -310,7 +310,7 @@ def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
                                               rf"{stage.MAX_STEPS + 1} \(the layers op0 to op{stage.MAX_STEPS} "):
         to_npxception(klayers, source="m", input_shape=(8, 8, 3))
     with pytest.raises(ValueError, match=rf"^input_stage: at most {stage.MAX_STEPS} steps, found "):  # the same words
-        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1))
+        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1), 3)
 
 
 def test_malformed_operation_entries_get_readable_refusals():
@@ -357,7 +357,7 @@ def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
     inputs = fw.Input((None, None, 3), dtype="uint8", name="pixels")
     model = fw.Model(inputs, fw.applications.xception.preprocess_input(cast(inputs)))
     chain = [k for k in _klayers(model) if k.function is not None]
-    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8", input_name="pixels")[0])
+    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8", input_name="pixels")[0], 3)
     assert steps[0] == {"kind": "cast", "name": "pixels", "dtype": "uint8"}
     assert [(s["op"], s["scalar"]) for s in steps[1:]] == [("divide", 127.5), ("subtract", 1.0)]
     x = np.arange(256 * 3, dtype=np.uint32).reshape(1, 16, 16, 3).__mod__(256).astype(np.uint8)  # every value

@@ -253,6 +253,31 @@ def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
 
 
+def _beside_the_model(keys, prefix: str) -> dict[str, list[str]]:
+    """``{what: [keys]}`` of the entries hung from a tf.train.Checkpoint's root beside its model (tf_keras'
+    BackupAndRestore: ``ckpt_saved_epoch``, ``ckpt_saved_batch``, ``train_counter``): training state,
+    which ``tf.train.Checkpoint(model=m).restore`` leaves alone too."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if not key.startswith(prefix):
+            out.setdefault(f"checkpoint state beside the model ({key.split('/')[0]})", []).append(key)
+    return out
+
+
+def _names(refs: dict[str, int], shown: int = 8) -> str:
+    names = sorted(refs)
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
+
+
+def _refuse_modelless(graph: ObjectGraph) -> None:
+    """A root that references no layer, with no child that does: say what it holds instead."""
+    if graph.root == 0 and not _is_model(graph.children[0]):
+        raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
+                              f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
+                              "layer_with_weights-0); not the save_weights of a Keras model, nor a "
+                              "tf.train.Checkpoint(model=...) of one")
+
+
 def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, int]:
     """The training state among the entries no layer took; any other entry is refused. ``prefix``: the
     model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state."""
@@ -263,6 +288,9 @@ def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, in
     ignored, rest = set_aside([local(k) for k in keys], training_state)
     rest = set(rest)
     stray = [k for k in keys if local(k) in rest]
+    if prefix:  # what else the Checkpoint holds at its root: tf_keras BackupAndRestore's epoch and batch...
+        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix))
+        ignored.update(beside)
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
@@ -278,6 +306,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     training state ignored; any other entry that belongs to no layer is refused.
     """
     where = bundle.where
+    _refuse_modelless(graph)
     used: set[str] = set()
     for k in klayers:
         kpath = paths.get(k.name)
@@ -306,6 +335,7 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     ``-1``, ... in order, each with ``inbound=None`` (Keras' by-order rule, as for a weights-only
     ``.h5``), named by its variables (``predictions/kernel`` -> ``predictions``), its class
     inferred from their names as for a legacy weights-only file."""
+    _refuse_modelless(graph)
     klayers, used = [], set()
     root = graph.children[graph.root]
     while f"layer_with_weights-{len(klayers)}" in root:

@@ -118,11 +118,12 @@ def cli_input(model, image=None, target_size=None) -> np.ndarray:
     cast = next((s for s in model.input_stage if s["kind"] == "cast"), None)
     if cast is not None:  # an integer Input: Keras truncates fractions (input_stage.py), so pixels as photos are
         info = np.iinfo(cast["dtype"])
-        x = np.random.default_rng(0).integers(max(info.min, 0), min(info.max, 255), (1, h, w, 3), endpoint=True)
+        x = np.random.default_rng(0).integers(max(info.min, 0), min(info.max, 255), (1, h, w, model.channels),
+                                              endpoint=True)
     elif model.takes_pixels:
-        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, model.channels))
     else:
-        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, model.channels))
     return x.astype(model.dtype)
 
 
