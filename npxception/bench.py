@@ -4,9 +4,11 @@ How it measures, because this machine (2 cores) is noisy:
 
 * every system gets the same weights (a Keras Xception with random weights and
   BN statistics, converted to npxception, exported to ONNX with tf2onnx);
-* after warm-up, runs are interleaved (A B C A B C ...) so drifts in machine
-  load hit every system alike; we report medians and the ratio of ours to each
-  peer within the same run;
+* after warm-up, runs are interleaved so drifts in machine load hit every
+  system alike, in rounds ordered by a Williams design (A B C, B C A, C A B,
+  C B A, A C B, B A C) so that within the rounds every system follows every
+  other equally often: our batch-1 pass run just after ONNX Runtime's took
+  192-218 ms, after one of our own 153-180 ms; we report medians and the ratio of ours to each peer within the same run;
 * peak RSS and start-up are measured in fresh processes.
 
 Peers are optional extras (``pip install 'npxception[test,bench]'``); missing
@@ -90,14 +92,37 @@ GAP_S = 0.02  # idle time before each timed call: TF's and ORT's thread pools sp
 # of its ~95 ms: its sleeping threads and caches must wake up).
 
 
+def round_orders(n: int) -> list[list[int]]:
+    """A Williams design: orders of ``n`` systems in which, within the rounds, each system
+    follows each other equally often (once for even ``n``, twice over ``2n`` rounds for odd)."""
+    first, lo, hi = [0], 1, n - 1
+    while lo <= hi:
+        first.append(lo)
+        lo += 1
+        if lo <= hi:
+            first.append(hi)
+            hi -= 1
+    rows = [[(v + r) % n for v in first] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GAP_S) -> dict:
-    """Median seconds per call for each system, measured A B C A B C ..."""
+    """Median seconds per call for each system, measured in rounds of one call each.
+
+    The rounds' orders cycle through a Williams design (:func:`round_orders`), so every
+    system follows every other equally often: our pass run just after ONNX Runtime's took
+    192-218 ms, after one of our own 153-180 ms (docs/performance.md, 2026-11-29), and the
+    fixed order A B C A B C charged that to whichever system came after it.
+    """
     for fn in systems.values():
         for _ in range(warmup):
             fn(x)
     times = {name: [] for name in systems}
-    for _ in range(repeats):
-        for name, fn in systems.items():
+    names = list(systems)
+    orders = round_orders(len(names))
+    for r in range(repeats):
+        for i in orders[r % len(orders)]:
+            name, fn = names[i], systems[names[i]]
             time.sleep(gap)
             t = time.perf_counter()
             fn(x)

@@ -43,10 +43,15 @@ def f_bytes(number: int, value: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(value)) + value
 
 
-def entry_proto(dtype, shape, offset, size, crc, shard=0) -> bytes:
+def entry_proto(dtype, shape, offset, size, crc, shard=0, slices=()) -> bytes:
     dims = b"".join(f_bytes(2, f_varint(1, d)) for d in shape)
     return (f_varint(1, dtype) + f_bytes(2, dims) + f_varint(3, shard) + f_varint(4, offset) + f_varint(5, size)
-            + varint(6 << 3 | 5) + struct.pack("<I", crc))
+            + varint(6 << 3 | 5) + struct.pack("<I", crc) + b"".join(f_bytes(7, s) for s in slices))
+
+
+def slice_proto(extents) -> bytes:
+    """A TensorSliceProto: ``(start, length)`` per dimension, length -1 for the whole dimension (no field)."""
+    return b"".join(f_bytes(1, f_varint(1, a) + (f_varint(2, n) if n != -1 else b"")) for a, n in extents)
 
 
 def block(pairs, kind=0) -> bytes:
@@ -57,23 +62,26 @@ def block(pairs, kind=0) -> bytes:
 
 
 def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianness=0, kind=0, edit=None,
-                 data_size=None, duplicate_block=False):
-    """``prefix.index`` + ``prefix.data-00000-of-00001``; ``edit(key, fields) -> fields`` forges an entry."""
-    data, pairs = bytearray(), []
+                 data_size=None, duplicate_block=False, shard_of=lambda key: 0):
+    """``prefix.index`` + ``prefix.data-0000i-of-0000N`` for each of the ``shards`` (``shard_of(key)``: where
+    each tensor goes); ``edit(key, fields) -> fields`` forges an entry."""
+    datas, pairs = [bytearray() for _ in range(max(shards, 1))], []
     raw_graph = varint(len(graph)) + struct.pack("<I", mask(crc32c(struct.pack("<I", len(graph))))) + graph
     graph_crc = crc32c(struct.pack("<I", len(graph)) + raw_graph[len(varint(len(graph))):])
-    items = {k.encode(): np.asarray(a) for k, a in tensors.items()}
+    items = {k if isinstance(k, bytes) else k.encode(): np.asarray(a) for k, a in tensors.items()}
     for key in sorted(set(items) | {GRAPH_KEY}):
+        shard = shard_of(key.decode("latin-1"))  # latin-1: a slice's key is not UTF-8
+        data = datas[shard]
         if key == GRAPH_KEY:
-            fields = dict(dtype=7, shape=(), offset=len(data), size=len(raw_graph), crc=mask(graph_crc))
+            fields = dict(dtype=7, shape=(), offset=len(data), size=len(raw_graph), crc=mask(graph_crc), shard=shard)
             data += raw_graph
         else:
             raw = items[key].astype(items[key].dtype.newbyteorder("<")).tobytes()
             fields = dict(dtype=DT[items[key].dtype], shape=items[key].shape, offset=len(data), size=len(raw),
-                          crc=mask(crc32c(raw)))
+                          crc=mask(crc32c(raw)), shard=shard)
             data += raw
         if edit is not None:
-            fields = edit(key.decode(), fields)
+            fields = edit(key.decode("latin-1"), fields)
         pairs.append((key, entry_proto(**fields)))
     header = f_varint(1, shards) + f_varint(2, endianness) + f_bytes(3, f_varint(1, 1))
     first = block([(b"", header)] + pairs[:1], kind)
@@ -92,10 +100,11 @@ def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianne
     table += footer.ljust(40, b"\0") + MAGIC
     with open(f"{prefix}.index", "wb") as f:
         f.write(table)
-    with open(f"{prefix}.data-00000-of-00001", "wb") as f:
-        f.write(data)
-        if data_size is not None:
-            f.truncate(data_size)  # sparse: claims bytes without storing them
+    for shard, data in enumerate(datas):
+        with open(f"{prefix}.data-{shard:05d}-of-{max(shards, 1):05d}", "wb") as f:
+            f.write(data)
+            if data_size is not None and shard == 0:
+                f.truncate(data_size)  # sparse: claims bytes without storing them
     return prefix
 
 
@@ -106,7 +115,7 @@ WEIGHTS = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(1
 READ_ALL = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-from weights_tools.mapping import ConversionError
+from weights_tools.errors import ConversionError
 from weights_tools.tf_bundle import Bundle
 try:
     with Bundle(sys.argv[1]) as b:
@@ -232,7 +241,8 @@ def test_compressed_block(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (dict(endianness=1), "big-endian"),
-    (dict(shards=2), "a bundle of 2 data shards"),
+    (dict(shards=0), "a bundle of 0 data shards for 2 entries; expected 1 to one shard per entry"),
+    (dict(shards=3), "a bundle of 3 data shards for 2 entries"),  # TensorFlow writes no empty shard
     (dict(duplicate_block=True), "overlaps or precedes"),
 ])
 def test_header_and_layout_refusals(tmp_path, options, message):
@@ -352,3 +362,132 @@ def _saved_metadata(tmp_path, nodes: bytes):
 ], ids=["nodes", "deep_node_path"])
 def test_keras_metadata_beyond_its_caps(tmp_path, nodes, message):
     convert_refused(tmp_path, _saved_metadata(tmp_path, nodes), message)
+
+
+# --------------------------------------------------------------------------- several data shards
+
+TWO = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(12, dtype=np.float32).reshape(3, 4),
+       "layer_with_weights-0/bias/.ATTRIBUTES/VARIABLE_VALUE": np.arange(4, dtype=np.float64)}
+
+
+def _bias_in_shard_1(key):
+    return 1 if "bias" in key else 0
+
+
+def two_shards(prefix, **kw):
+    """A bundle of 2 shards: the bias in the second, the kernel and the object graph in the first."""
+    return write_bundle(prefix, TWO, shards=2, shard_of=_bias_in_shard_1, **kw)
+
+
+def test_a_forged_two_shard_bundle_reads_back(tmp_path):
+    from weights_tools.tf_bundle import Bundle
+
+    prefix = two_shards(tmp_path / "ok")
+    assert (tmp_path / "ok.data-00001-of-00002").stat().st_size == 32
+    with Bundle(prefix) as b:
+        assert b.shards == 2 and b.entries[next(k for k in TWO if "bias" in k)].shard == 1
+        for key, value in TWO.items():
+            np.testing.assert_array_equal(b.tensor(key).read(), value)
+
+
+def test_a_missing_or_irregular_shard_is_refused_before_any_data_is_read(tmp_path):
+    """Every shard is opened and measured when the bundle opens: a missing second shard is named with the
+    files a checkpoint of 2 shards is, before a byte of the first is read (READ_ALL reads every entry)."""
+    prefix = two_shards(tmp_path / "ckpt")
+    second = tmp_path / "ckpt.data-00001-of-00002"
+    second.unlink()
+    read_refused(prefix, "its data file ckpt.data-00001-of-00002 is missing",
+                 "PREFIX.index plus its data files ckpt.data-00000-of-00002 to ckpt.data-00001-of-00002")
+    os.mkfifo(second)
+    read_refused(prefix, "FIFO")
+
+
+def test_a_short_shard_is_refused_naming_it(tmp_path):
+    prefix = two_shards(tmp_path / "ckpt")
+    second = tmp_path / "ckpt.data-00001-of-00002"
+    second.write_bytes(second.read_bytes()[:-1])
+    key = next(k for k in TWO if "bias" in k)
+    read_refused(prefix, f"entry {key!r} claims bytes 0..32 of ckpt.data-00001-of-00002, which holds 31")
+
+
+@pytest.mark.parametrize("shard", [2, -1])  # -1: a list index would take the last shard
+def test_a_shard_id_out_of_range_is_refused(tmp_path, shard):
+    key = next(iter(TWO))
+    prefix = two_shards(tmp_path / "ckpt", edit=lambda k, f: {**f, "shard": shard} if k == key else f)
+    read_refused(prefix, f"entry {key!r} is in shard {shard}; the bundle has 2 (shards 0 to 1)")
+
+
+def test_entries_sharing_bytes_are_refused(tmp_path):
+    """Two entries over the same bytes of a shard: each byte is read once, so the second is refused
+    (one 64 MiB region named by many entries would otherwise be read many times)."""
+    kernel, bias = list(TWO)
+    prefix = write_bundle(tmp_path / "ckpt", {kernel: np.zeros(8, np.float32), bias: np.zeros(4, np.float64)},
+                          edit=lambda k, f: {**f, "offset": 0} if k in (kernel, bias) else f)
+    read_refused(prefix, "share bytes of ckpt.data-00000-of-00001")
+
+
+def test_a_corrupt_second_shard_fails_its_checksum(tmp_path):
+    prefix = two_shards(tmp_path / "ckpt")
+    second = tmp_path / "ckpt.data-00001-of-00002"
+    raw = bytearray(second.read_bytes())
+    raw[0] ^= 1
+    second.write_bytes(bytes(raw))
+    read_refused(prefix, "fails its checksum", "bytes in ckpt.data-00001-of-00002")
+
+
+# --------------------------------------------------------------------------- partitioned (sliced) tensors
+
+KERNEL = "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+VALUE = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+
+def sliced(prefix, parts, *, extra=(), listed=None, shards=1, shard_of=lambda key: 0):
+    """KERNEL (VALUE) saved as the slices ``parts`` (``((start, length), ...)`` each, -1: whole dimension),
+    each slice an entry keyed as TensorFlow keys it; ``listed``: the slices KERNEL's entry lists
+    (default ``parts``); ``extra``: slice entries ``(extents, array)`` stored but not derived from VALUE."""
+    from weights_tools.tensor_slices import region, slice_key
+
+    tensors = {KERNEL: np.zeros(0, np.float32)}  # the partitioned tensor's own entry holds no bytes
+    for extents in parts:
+        tensors[slice_key(KERNEL, extents)] = VALUE[region(extents, VALUE.shape)]
+    for extents, array in extra:
+        tensors[slice_key(KERNEL, extents)] = array
+    slices = [slice_proto(e) for e in (parts if listed is None else listed)]
+    return write_bundle(prefix, tensors, shards=shards, shard_of=shard_of,
+                        edit=lambda k, f: {**f, "shape": VALUE.shape, "slices": slices} if k == KERNEL else f)
+
+
+ROWS = (((0, 1), (0, -1)), ((1, 2), (0, -1)))  # rows 0 and 1-2, whole columns: as MaxShardSizePolicy splits
+
+
+def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_path):
+    from weights_tools.tensor_slices import slice_key
+    from weights_tools.tf_bundle import Bundle
+
+    second = slice_key(KERNEL, ROWS[1]).decode("latin-1")
+    prefix = sliced(tmp_path / "ok", ROWS, shards=2, shard_of=lambda k: int(k == second))
+    with Bundle(prefix) as b:
+        assert [p.shard for p in b.slices[KERNEL]] == [0, 1] and set(b.entries) == {KERNEL, GRAPH_KEY.decode()}
+        np.testing.assert_array_equal(b.tensor(KERNEL).read(), VALUE)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "lists slice [1:3, :], which has no entry"),
+    ("stray", "is a slice that no tensor lists (1 such entry)"),
+    ("short", "lists slices of 8 values in all; its shape holds 12"),
+    ("misshaped", "expected float32 of shape (2, 4)"),
+    ("outside", "slice 1 is not a readable TensorSliceProto inside it (a slice of 3 from 1 of a dimension of 3)"),
+    ("overlap", "overlaps another slice"),
+])
+def test_hostile_slices_are_refused_by_name(tmp_path, case, message):
+    first, second = ROWS
+    prefix = {
+        "missing": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS),
+        "stray": lambda: sliced(tmp_path / "ckpt", ROWS, extra=[(((2, 1), (0, -1)), VALUE[2:])]),
+        "short": lambda: sliced(tmp_path / "ckpt", [((0, 2), (0, -1))]),
+        "misshaped": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS, extra=[(second, VALUE[1:2])]),
+        "outside": lambda: sliced(tmp_path / "ckpt", [first, ((1, 3), (0, -1))]),
+        # row 0 twice, in other words (an explicit and a whole extent), row 1 never: as many values as the tensor
+        "overlap": lambda: sliced(tmp_path / "ckpt", [((0, 1), (0, 4)), ((0, 1), (0, -1)), ((2, 1), (0, -1))]),
+    }[case]()
+    read_refused(prefix, message)

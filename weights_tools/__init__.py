@@ -35,7 +35,7 @@ from npxception.weights import save
 
 from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
 from .errors import ConversionError
-from .formats import _open_checked, detect_format
+from .formats import _open_checked, detect_format, resolve_source
 from .from_keras import from_keras
 from .graph import KLayer
 from .hdf5 import GuardedH5
@@ -110,7 +110,7 @@ def open_layers(src, *, config=None):
     shapes before touching the data.
     """
     where = str(src)
-    fmt = detect_format(src)
+    fmt, src = resolve_source(src)  # a checkpoint directory: the prefix its checkpoint file names
     config = _config_from(config, where)
     if fmt == "savedmodel":
         with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
@@ -122,24 +122,27 @@ def open_layers(src, *, config=None):
         return
     if fmt == "tf_checkpoint":
         with Bundle(src) as bundle:
-            graph = tf_checkpoint.read_object_graph(bundle)
+            graph = tf_checkpoint.find_model(tf_checkpoint.read_object_graph(bundle))
+            writer = f"tf.train.Checkpoint, its {graph.prefix[:-1]}" if graph.prefix else "save_weights"
             if config is None:  # Keras' by-order rule, as for a weights-only .h5
                 klayers, ignored = tf_checkpoint.klayers_by_order(bundle, graph)
-                yield Reading(klayers, None, "TensorFlow checkpoint (save_weights, no config)", ignored)
+                yield Reading(klayers, None, f"TensorFlow checkpoint ({writer}, no config)", ignored)
                 return
             klayers, paths, input_shape = flatten_config(config, source=where)
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, "TensorFlow checkpoint (save_weights, with a given config)",
+            yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
                           ignored, _recorded_version(config))
         return
-    if fmt == "zip":
-        cfg, h5, version = keras3.open_archive(src, where)
-        with h5:
-            _refuse_given_config(config, where, "a .keras archive")
+    if fmt in ("zip", "keras_dir"):
+        opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
+        with opened as (cfg, h5, version):
+            kind = "Keras 3 .keras archive" + (" (unzipped: model.save(dir, zipped=False))" if fmt == "keras_dir"
+                                                else "")
+            _refuse_given_config(config, where, kind)
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = keras3.fill_weights(klayers, paths, cfg, h5)
-            yield Reading(klayers, input_shape, "Keras 3 .keras archive", ignored, version)
+            yield Reading(klayers, input_shape, kind, ignored, version)
         return
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
@@ -162,6 +165,13 @@ def open_layers(src, *, config=None):
             return
     raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
                           "or layers group)")
+
+
+@contextlib.contextmanager
+def _opened_archive(src, where):
+    cfg, h5, version = keras3.open_archive(src, where)
+    with h5:
+        yield cfg, h5, version
 
 
 def read_layers(src, *, config=None) -> Reading:
@@ -262,7 +272,7 @@ def _report(src, reading: Reading, options) -> str:
         total, trainable = model.count_params(), model.count_trainable_params()
         if model.source_data_format:
             lines.append(f"data_format: {model.source_data_format}"
-                         + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"
+                         + (f" (the source takes NCHW (N, {model.channels}, H, W); the converted model takes NHWC)"
                             if model.source_data_format == "channels_first" else ""))
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
                      f"input {model.input_shape}"

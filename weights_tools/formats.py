@@ -2,8 +2,17 @@
 
 * ``"hdf5"`` and ``"zip"`` (a ``.keras`` archive): from the magic bytes;
 * ``"savedmodel"``: a directory holding ``saved_model.pb`` (tf_keras' ``model.save("dir")``);
+* ``"keras_dir"``: a directory holding ``config.json`` and ``model.weights.h5``: Keras 3's
+  ``model.save("dir", zipped=False)``, an unzipped ``.keras`` archive, read as one;
 * ``"tf_checkpoint"``: a TensorFlow checkpoint (``save_weights("ckpt")``), given
-  by its prefix ``ckpt`` or as ``ckpt.index`` (an SSTable: magic in its last 8 bytes).
+  by its prefix ``ckpt`` or as ``ckpt.index`` (an SSTable: magic in its last 8 bytes),
+  or by its directory, whose ``checkpoint`` file names the latest prefix (tf_keras'
+  ``ModelCheckpoint``, ``CheckpointManager``): :func:`resolve_source` follows it as
+  ``tf.train.latest_checkpoint`` does, within that directory only.
+
+Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``: a JSON
+index and ``x_00000.weights.h5`` ...) are not read: the index (size-capped, parsed as
+plain data) and each shard given alone are refused by name, with what to save instead.
 
 The parts of these formats that are not the model (``saved_model.pb``,
 ``keras_metadata.pb``, a checkpoint's data file, the ``checkpoint`` text file)
@@ -16,27 +25,20 @@ importing the package's ``__init__``, which imports them: no import cycle.
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
+import re
 import struct
 
-from npxception.untrusted import IrregularFileError, open_regular
+from npxception.config import CONFIG
+from npxception.untrusted import loads_json
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
-
-
-def _open_checked(path: pathlib.Path):
-    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
-    try:
-        return open_regular(path)
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: no such file") from None
-    except IrregularFileError as exc:
-        raise ConversionError(str(exc)) from None
-    except OSError as exc:
-        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+from .keras3 import open_checked as _open_checked
+from .keras3 import read_capped
 
 
 TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the last 8 bytes of a checkpoint's .index (an SSTable)
@@ -56,23 +58,110 @@ def not_keras_savedmodel(path) -> ConversionError:
         "or model.save('model') / model.save('model.h5') in tf_keras")
 
 
-def _directory_format(path: pathlib.Path) -> str:
+# TensorFlow's `checkpoint` file (a CheckpointState in protobuf text format) is ~100 bytes:
+# CheckpointManager lists each kept checkpoint and its timestamp, ~60 bytes apiece.
+MAX_CHECKPOINT_STATE_BYTES = 64 * 1024  # ~1,000 kept checkpoints
+_LATEST = re.compile(r'^model_checkpoint_path:[ \t]*"([^"\\\n]*)"[ \t]*$', re.MULTILINE)
+
+
+_SHARD = re.compile(r"(.+)_\d{5}\.weights\.h5")  # Keras 3's shard names: x_00000.weights.h5 for x.weights.json
+_RESAVE = ("npxception reads no sharded weights: in Keras, model.load_weights('{index}'), then "
+           "model.save('model.keras') (or save_weights('model.weights.h5') without max_shard_size, "
+           "converted with --config), and convert that file")
+
+
+def _refuse_sharded_index(path: pathlib.Path, f) -> None:
+    """Refuse a Keras 3 sharded-weights index by name (its size capped before parsing), else return."""
+    size = os.fstat(f.fileno()).st_size
+    if size > CONFIG.max_config_bytes:
+        raise ConversionError(f"{path}: {size:,} bytes, over the {CONFIG.max_config_bytes:,}-byte limit for a "
+                              "JSON file (a Keras 3 sharded weights index is a few kB)")
+    f.seek(0)
+    try:
+        index = loads_json(f.read(CONFIG.max_config_bytes + 1))
+    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
+        return
+    if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
+        raise ConversionError(f"{path}: a Keras 3 sharded weights index ({len(index['weight_map']):,} weight "
+                              "groups); " + _RESAVE.format(index=path.name))
+
+
+def _refuse_shard(path: pathlib.Path) -> None:
+    """A shard of Keras 3 sharded weights, given alone: name its index, never read it as a whole model."""
+    match = _SHARD.fullmatch(path.name)
+    index = path.with_name(f"{match.group(1)}.weights.json") if match else None
+    if index is not None and os.path.lexists(index):
+        raise ConversionError(f"{path}: one shard of a set of Keras 3 sharded weights, indexed by {index}; "
+                              + _RESAVE.format(index=index.name))
+
+
+def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
+    """The prefix a ``checkpoint`` file names (its ``model_checkpoint_path``), resolved as
+    ``tf.train.latest_checkpoint`` does: relative to the file's directory.
+
+    Read as bounded plain text (a regular file only, its size checked before reading); a
+    prefix outside that directory is refused with the path it names, never followed.
+    """
+    data = read_capped(state, MAX_CHECKPOINT_STATE_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""  # binary: no line to find
+    found = _LATEST.search(text) if "\0" not in text else None
+    if found is None or not found.group(1):
+        raise ConversionError(f"{state}: not a TensorFlow checkpoint state file (no line "
+                              'model_checkpoint_path: "PREFIX" in plain text); give the checkpoint\'s prefix')
+    prefix = state.parent / found.group(1)  # an absolute path stays absolute, as in TensorFlow
+    if os.path.realpath(prefix.parent) != os.path.realpath(state.parent):
+        raise ConversionError(f"{state}: names the checkpoint {prefix}, outside {state.parent}; not followed. "
+                              "If that is the checkpoint you mean, give its prefix itself")
+    return prefix
+
+
+def _latest_checkpoint(path: pathlib.Path) -> pathlib.Path:
+    prefix = checkpoint_state_prefix(path / "checkpoint")
+    if not prefix.with_name(prefix.name + ".index").is_file():
+        raise ConversionError(f"{path}: its checkpoint file names the checkpoint {prefix}, but there is no "
+                              f"{prefix.name}.index beside it (deleted, or the directory was copied in part)")
+    return prefix
+
+
+def _directory_format(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
         if not (path / "keras_metadata.pb").is_file():
             raise not_keras_savedmodel(path)
-        return "savedmodel"
+        return "savedmodel", path
+    if os.path.lexists(path / "config.json") and os.path.lexists(path / "model.weights.h5"):
+        return "keras_dir", path  # the files are opened as regular files only, by keras3.open_directory
+    if os.path.lexists(path / "checkpoint"):
+        return "tf_checkpoint", _latest_checkpoint(path)
+    if os.path.lexists(path / "chief" / "checkpoint"):
+        raise ConversionError(f"{path}: a tf_keras BackupAndRestore directory; give {path / 'chief'} (its "
+                              f"checkpoint, {_latest_checkpoint(path / 'chief')}), with --config if the model "
+                              "is not a plain applications.Xception")
+    if os.path.lexists(path / "latest.weights.h5") and os.path.lexists(path / "training_metadata.json"):
+        raise ConversionError(f"{path}: a Keras 3 BackupAndRestore directory; its weights are "
+                              f"{path / 'latest.weights.h5'}, which records no architecture: convert that file "
+                              "with --config (the model's .keras archive or config.json)")
     raise ConversionError(f"{path}: is a directory, not a Keras file or a TensorFlow SavedModel (no "
-                          "saved_model.pb in it)")
+                          "saved_model.pb, config.json with model.weights.h5, or checkpoint file in it)")
 
 
 def detect_format(path) -> str:
-    """``"hdf5"``, ``"zip"``, ``"savedmodel"`` or ``"tf_checkpoint"``; ConversionError for anything else."""
+    """``"hdf5"``, ``"zip"``, ``"keras_dir"``, ``"savedmodel"`` or ``"tf_checkpoint"``; ConversionError for
+    anything else."""
+    return resolve_source(path)[0]
+
+
+def resolve_source(path) -> tuple[str, pathlib.Path]:
+    """``(format, path to read)``: :func:`detect_format`'s answer, and for a checkpoint directory the
+    prefix its ``checkpoint`` file names (``DIR/ckpt-3``); the path itself otherwise."""
     path = pathlib.Path(path)
     where = str(path)
     if path.is_dir():
         return _directory_format(path)
     if not path.exists() and os.path.lexists(path.with_name(path.name + ".index")):
-        return "tf_checkpoint"  # the prefix of save_weights("ckpt"); its reader opens regular files only
+        return "tf_checkpoint", path  # the prefix of save_weights("ckpt"); its reader opens regular files only
     with _open_checked(path) as f:
         head = f.read(8)
         size = os.fstat(f.fileno()).st_size
@@ -83,23 +172,29 @@ def detect_format(path) -> str:
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
-        return "hdf5"
+        _refuse_shard(path)
+        return "hdf5", path
     if head[:4] == ZIP_MAGIC:
-        return "zip"
+        return "zip", path
     if tail == TABLE_MAGIC and path.name.endswith(".index"):
         prefix = path.with_name(path.name[:-len(".index")])
-        if not prefix.with_name(prefix.name + ".data-00000-of-00001").is_file():
+        # one data file, or several shards (the reader names any missing one, from the index's count)
+        if not any(prefix.parent.glob(glob.escape(prefix.name) + ".data-*-of-*")):
             raise ConversionError(f"{where}: a TensorFlow checkpoint index without its data file "
                                   f"{prefix.name}.data-00000-of-00001 beside it (copy both)")
-        return "tf_checkpoint"
+        return "tf_checkpoint", path
     if ".data-" in path.name and path.with_name(path.name.split(".data-")[0] + ".index").is_file():
         raise ConversionError(f"{where}: the data half of a TensorFlow checkpoint; give its prefix "
                               f"{path.with_name(path.name.split('.data-')[0])} (or its .index file)")
+    if path.name.endswith(".json"):
+        with _open_checked(path) as f:
+            _refuse_sharded_index(path, f)
     if path.name in _SAVEDMODEL_PARTS:
         raise ConversionError(f"{where}: {_SAVEDMODEL_PARTS[path.name]} (by its name); give the SavedModel's "
                               f"directory, {path.parent}")
     if path.name == "checkpoint" and head.startswith(b"model_ch"):
         raise ConversionError(f"{where}: the bookkeeping file of a TensorFlow checkpoint directory; give the "
-                              "checkpoint's prefix (its model_checkpoint_path, e.g. DIR/ckpt for ckpt.index)")
+                              f"checkpoint's prefix {checkpoint_state_prefix(path)} (its model_checkpoint_path), "
+                              f"or the directory {path.parent}")
     raise ConversionError(f"{where}: not a Keras weight file (neither HDF5, a .keras zip archive, a TensorFlow "
                           "checkpoint nor a SavedModel directory)")

@@ -4,7 +4,9 @@ A ``.keras`` archive is a zip holding ``config.json`` (the model config, read
 here as plain JSON data only: never deserialised, see CVE-2025-1550 and
 CVE-2025-9906), ``metadata.json`` and ``model.weights.h5``. The HDF5 member is
 read from the zip into memory, with a size limit, and opened from a BytesIO:
-nothing is ever extracted to disk.
+nothing is ever extracted to disk. ``model.save("dir", zipped=False)`` writes
+the same three files into a directory (:func:`open_directory`), read with the
+same limits.
 
 Weight paths (keras/src/saving/saving_lib.py, ``_save_container_state``): a
 layer is addressed not by its name but by its class, snake-cased, with a
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import pathlib
 import re
 import zipfile
 import zlib
@@ -44,7 +48,7 @@ import h5py
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
-from npxception.untrusted import check_zip_directory, loads_json, open_regular
+from npxception.untrusted import IrregularFileError, check_zip_directory, loads_json, open_regular
 from npxception.weights import weight_budget
 
 from .errors import ConversionError
@@ -149,6 +153,52 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
     return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)"), version
+
+
+def open_checked(path: pathlib.Path):
+    """Open a regular file for reading (a FIFO would block open() forever); ConversionError otherwise."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise ConversionError(f"{path}: no such file") from None
+    except IrregularFileError as exc:
+        raise ConversionError(str(exc)) from None
+    except OSError as exc:
+        raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def read_capped(path, limit: int) -> bytes:
+    """A regular file's bytes, its size checked against ``limit`` before reading (and the read capped)."""
+    with open_checked(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ConversionError(f"{path}: {size:,} bytes, over the {limit:,}-byte limit")
+        return f.read(limit + 1)[:limit]
+
+
+@contextlib.contextmanager
+def open_directory(directory, where: str):
+    """``(config, weights, keras_version)`` of ``model.save("dir", zipped=False)``, as :func:`open_archive`:
+    each file a regular file, the JSON files and ``model.weights.h5`` under the archive's limits."""
+    directory = pathlib.Path(directory)
+    config = _json(read_capped(directory / "config.json", MAX_JSON_BYTES),
+                   "config.json", where)
+    version = None
+    if os.path.lexists(directory / "metadata.json"):
+        metadata = _json(read_capped(directory / "metadata.json", MAX_JSON_BYTES),
+                         "metadata.json", where)
+        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    name = f"{where}/model.weights.h5"
+    with open_checked(directory / "model.weights.h5") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_weights_bytes():
+            raise ConversionError(f"{name}: {size:,} bytes, over the {max_weights_bytes():,}-byte limit (what "
+                                  "the largest supported Xception model holds, plus HDF5's metadata)")
+        if f.read(len(HDF5_MAGIC)) != HDF5_MAGIC:
+            raise ConversionError(f"{name}: not an HDF5 file")
+        f.seek(0)
+        with GuardedH5(f, name) as h5:
+            yield config, h5, version
 
 
 # ---- weights by config -------------------------------------------------------

@@ -6,23 +6,36 @@ SavedModel has ``P = variables/variables``) is two files:
 * ``P.index``: a LevelDB-format SSTable (:mod:`weights_tools.sstable`) which
   holds, in key order, ``"" -> BundleHeaderProto`` and ``tensor key ->
   BundleEntryProto`` (tensorflow/core/protobuf/tensor_bundle.proto);
-* ``P.data-00000-of-00001``: the tensors' raw bytes, little-endian, C order, at
-  ``[offset, offset + size)`` of the shard the entry names. ``crc32c`` is the
-  masked CRC32C (:mod:`weights_tools.crc32c`) of those bytes (tensor_bundle.cc,
-  ``BundleWriter::Add``), which TensorFlow verifies when it reads a tensor, and so do we.
+* ``P.data-00000-of-0000N`` ... ``P.data-0000{N-1}-of-0000N``: the tensors' raw bytes,
+  little-endian, C order, at ``[offset, offset + size)`` of the shard the entry
+  names. ``crc32c`` is the masked CRC32C (:mod:`weights_tools.crc32c`) of those
+  bytes (tensor_bundle.cc, ``BundleWriter::Add``), which TensorFlow verifies when
+  it reads a tensor, and so do we.
 
-TensorFlow writes bundles uncompressed (``TableBuilderOptions``: kNoCompression)
-and Keras on one device writes one shard. Against hostile files (the budget
-rule, docs/security.md) this reader:
+TensorFlow writes bundles uncompressed (``TableBuilderOptions``: kNoCompression).
+A bundle has several shards when a sharding policy splits it
+(``tf.train.CheckpointOptions(experimental_sharding_callback=...)``, also taken by
+tf_keras' ``save_weights`` and ``ModelCheckpoint``, and ``tf.saved_model.SaveOptions``'s)
+or when its variables live on several machines (``ShardByTaskPolicy``, TF's default:
+one shard per task). The devices of one machine (GPU:0 and CPU:0) share its shard: TF
+saves every variable through its task's CPU:0 (``saveable_object_util.set_cpu0``;
+measured with TF 2.21 on two logical CPUs: one shard). Against hostile files (the budget rule, docs/security.md)
+this reader:
 
 * opens regular files only (a FIFO blocks ``open()`` forever) and caps the
   index at :data:`MAX_INDEX_BYTES` (and the table's entries, see
   :mod:`weights_tools.sstable`), far above any Keras model's;
 * checks the table (footer, block trailers and CRCs, blocks disjoint and in
   order) before any tensor;
-* refuses big-endian bundles, several shards, partitioned
-  (sliced) tensors, and entries whose size is not ``prod(shape) * itemsize``
-  or whose bytes lie beyond the data file;
+* checks every shard before reading data from any: each of the header's shards
+  (at most one per entry) exists and is a regular file, every entry names one of
+  them and lies inside it, entries of one shard do not overlap (no byte is read
+  twice), and an entry's size is ``prod(shape) * itemsize``;
+* reads a partitioned (sliced) tensor from its slices (:mod:`weights_tools.tensor_slices`):
+  every slice it lists has an entry of its dtype and shape, the slices hold as
+  many values as the tensor and none overlaps another, and no slice entry is
+  left that no tensor lists;
+* refuses big-endian bundles;
 * reads a tensor only when the converter has checked its shape and dtype
   (:class:`BundleTensor`), each once, charged against the converter's read budget
   (:func:`npxception.weights.weight_budget`, as :mod:`weights_tools.hdf5`),
@@ -46,6 +59,7 @@ from .crc32c import crc32c, unmask
 from .errors import ConversionError
 from .hdf5 import PARAM_BYTES, StoredArray
 from .sstable import read_table
+from .tensor_slices import decode_slice, describe, region, slice_key
 
 HEADER_KEY = b""  # the BundleHeaderProto's key, first in the table
 # An Xception checkpoint after fit() with Adam has a ~50 kB index; this cap is 300x that.
@@ -88,10 +102,20 @@ class Entry:
     offset: int
     size: int
     crc32c: int  # masked
+    # a partitioned tensor's slices, ((start, length), ...) each (weights_tools.tensor_slices); () if whole
+    slices: tuple = ()
 
     @property
     def dtype_name(self) -> str:
         return _NAMES.get(self.dtype, f"DataType {self.dtype}")
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    """The number of values of ``shape`` (a Python int: no overflow whatever the file claims)."""
+    count = 1
+    for d in shape:
+        count *= d
+    return count
 
 
 def data_filename(prefix: pathlib.Path, shard: int, shards: int) -> pathlib.Path:
@@ -110,8 +134,10 @@ def bundle_prefix(path) -> pathlib.Path:
     return path
 
 
-def _decode_entry(key: str, value: bytes, where: str) -> Entry:
-    budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
+def _decode_entry(key: str, value: bytes, where: str, max_slices: int = 0) -> Entry:
+    """A BundleEntryProto, its shape and slices checked; ``max_slices``: how many slices it may list
+    (each needs an entry of its own, so at most the table's entries)."""
+    budget = pw.FieldBudget(MAX_PROTO_FIELDS + max_slices, "fields")
     try:
         e = pw.message(value, _ENTRY, budget)
         dims = []
@@ -123,14 +149,18 @@ def _decode_entry(key: str, value: bytes, where: str) -> Entry:
                 dims.append(pw.signed64(pw.message(d, _DIM, budget).get("size", 0)))
     except pw.WireError as exc:
         raise ConversionError(f"{where}: entry {key!r} is not a readable BundleEntryProto ({exc})") from None
-    if e.get("slices"):
-        raise ConversionError(f"{where}: entry {key!r} is a partitioned (sliced) tensor; Keras saves whole "
-                              "variables, and this reader reads no other")
     if len(dims) > MAX_RANK or any(d < 0 for d in dims):
         raise ConversionError(f"{where}: entry {key!r} has shape {tuple(dims[:MAX_RANK + 1])}; expected "
                               f"at most {MAX_RANK} non-negative dimensions")
+    slices = []
+    for raw in e.get("slices", []):
+        try:
+            slices.append(decode_slice(raw, tuple(dims), pw.FieldBudget(MAX_PROTO_FIELDS, "fields")))
+        except pw.WireError as exc:
+            raise ConversionError(f"{where}: entry {key!r}, a partitioned tensor of shape {tuple(dims)}: slice "
+                                  f"{len(slices)} is not a readable TensorSliceProto inside it ({exc})") from None
     return Entry(key, e.get("dtype", 0), tuple(dims), pw.signed64(e.get("shard_id", 0)),
-                 pw.signed64(e.get("offset", 0)), pw.signed64(e.get("size", 0)), e.get("crc32c", 0))
+                 pw.signed64(e.get("offset", 0)), pw.signed64(e.get("size", 0)), e.get("crc32c", 0), tuple(slices))
 
 
 class BundleTensor(StoredArray):
@@ -162,22 +192,23 @@ class Bundle:
         if not entries or entries[0][0] != HEADER_KEY:
             raise ConversionError(f"{self.where}: a table without the bundle header (key \"\"); not a "
                                   "TensorFlow checkpoint index")
-        self._check_header(entries[0][1])
-        self.entries: dict[str, Entry] = {}
+        self.entries: dict[str, Entry] = {}  # whole tensors, and partitioned ones (their slices below)
+        slice_values: dict[bytes, bytes] = {}
         for raw, value in entries[1:]:
+            if raw[:1] == b"\x00":  # a slice's key (tensor_slices.slice_key), claimed by the tensor listing it
+                slice_values[raw] = value
+                continue
             try:
                 key = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ConversionError(f"{self.where}: key {raw[:80]!r} is not UTF-8 text") from None
-            self.entries[key] = _decode_entry(key, value, self.where)
-        self.data_path = data_filename(self.prefix, 0, 1)
-        self._data = self._open_data()
-        try:
-            self.data_size = os.fstat(self._data.fileno()).st_size
-            self._check_extents()
-        except BaseException:
-            self._data.close()
-            raise
+            self.entries[key] = _decode_entry(key, value, self.where, max_slices=len(entries))
+        self._check_header(entries[0][1], len(entries) - 1)
+        self.slices: dict[str, list[Entry]] = self._claim_slices(slice_values)
+        self.data_paths = [data_filename(self.prefix, i, self.shards) for i in range(self.shards)]
+        self.data_sizes = [self._shard_size(i) for i in range(self.shards)]  # every shard, before any data
+        self._check_extents()
+        self._open: tuple[int, object] | None = None  # (shard, file): the shard last read, kept open
         self.budget = budget or ReadBudget(weight_budget(), self.where, error=ConversionError,
                                            why=" (what the largest supported Xception model holds)")
         self.read_keys: set[str] = set()
@@ -201,7 +232,42 @@ class Bundle:
                                   "is tens of kB (refused before parsing)")
         return data
 
-    def _check_header(self, value: bytes):
+    def _claim_slices(self, slice_values: dict[bytes, bytes]) -> dict[str, list[Entry]]:
+        """``{key: its slices' entries}`` of each partitioned tensor: every slice it lists has an entry of
+        its dtype and shape, together they hold its values, and every slice entry belongs to one tensor."""
+        out = {}
+        for e in self.entries.values():
+            if not e.slices:
+                continue
+            if e.size or e.dtype not in _NUMPY:
+                raise ConversionError(f"{self.where}: entry {e.key!r} ({e.dtype_name}) is partitioned and claims "
+                                      f"{e.size:,} bytes of its own; a partitioned tensor is numeric and its "
+                                      "slices hold its bytes")
+            parts, values = [], 0
+            for extents in e.slices:
+                value = slice_values.pop(slice_key(e.key, extents), None)
+                name = f"{e.key}{describe(extents)}"
+                if value is None:
+                    raise ConversionError(f"{self.where}: entry {e.key!r} lists slice {describe(extents)}, which "
+                                          "has no entry (or is listed twice); a corrupt checkpoint")
+                part = _decode_entry(name, value, self.where)
+                shape = tuple(len(range(*r.indices(d))) for r, d in zip(region(extents, e.shape), e.shape))
+                if part.slices or part.dtype != e.dtype or part.shape != shape:
+                    raise ConversionError(f"{self.where}: slice {name!r} is {part.dtype_name} of shape "
+                                          f"{part.shape}; expected {e.dtype_name} of shape {shape}")
+                values += _count(shape)
+                parts.append(part)
+            if values != _count(e.shape):
+                raise ConversionError(f"{self.where}: entry {e.key!r} of shape {e.shape} lists slices of "
+                                      f"{values:,} values in all; its shape holds {_count(e.shape):,}")
+            out[e.key] = parts
+        if slice_values:
+            raw = next(iter(slice_values))
+            raise ConversionError(f"{self.where}: entry {raw[:80]!r} is a slice that no tensor lists "
+                                  f"({len(slice_values)} such entr{'y' if len(slice_values) == 1 else 'ies'})")
+        return out
+
+    def _check_header(self, value: bytes, entries: int):
         budget = pw.FieldBudget(MAX_PROTO_FIELDS, "fields")
         try:
             header = pw.message(value, _HEADER, budget)
@@ -212,44 +278,66 @@ class Bundle:
             raise ConversionError(f"{self.where}: a big-endian bundle; only little-endian bundles (what "
                                   "every common platform writes) are read")
         shards = pw.signed64(header.get("num_shards", 0))
-        if shards != 1:
-            raise ConversionError(f"{self.where}: a bundle of {shards} data shards; Keras on one device "
-                                  "writes one, and this reader reads one (re-save with save_weights on one device)")
+        # TensorFlow writes no empty shard: each holds at least one entry (the object graph is one)
+        if not 1 <= shards <= max(1, entries):
+            raise ConversionError(f"{self.where}: a bundle of {shards:,} data shards for {entries:,} "
+                                  "entries; expected 1 to one shard per entry")
+        self.shards = shards
         if pw.signed64(version.get("min_consumer", 0)) > TENSOR_BUNDLE_VERSION:
             raise ConversionError(f"{self.where}: bundle format version {version.get('min_consumer')} "
                                   f"(a newer TensorFlow); this reader knows version {TENSOR_BUNDLE_VERSION}")
 
-    def _open_data(self):
+    def _form(self) -> str:
+        """What the files of this bundle are, for an error about one of them."""
+        last = self.data_paths[-1].name
+        return (f"a TensorFlow checkpoint is PREFIX.index plus its data file{'s' if self.shards > 1 else ''} "
+                + (f"{self.data_paths[0].name} to {last}" if self.shards > 1 else last) + "; copy them all")
+
+    def _open_shard(self, shard: int):
+        path = self.data_paths[shard]
         try:
-            return open_regular(self.data_path)
+            return open_regular(path)
         except FileNotFoundError:
-            raise ConversionError(f"{self.where}: its data file {self.data_path.name} is missing (a TensorFlow "
-                                  "checkpoint is PREFIX.index plus PREFIX.data-00000-of-00001; copy both)") from None
+            raise ConversionError(f"{self.where}: its data file {path.name} is missing ({self._form()})") from None
         except IrregularFileError as exc:
             raise ConversionError(f"{self.where}: data file {exc}") from None
         except OSError as exc:
-            raise ConversionError(f"{self.data_path}: cannot open ({exc.strerror or exc})") from None
+            raise ConversionError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+    def _shard_size(self, shard: int) -> int:
+        with self._open_shard(shard) as f:
+            return os.fstat(f.fileno()).st_size
 
     def _check_extents(self):
-        """Every entry's bytes inside the data file, and as many as its shape and dtype say."""
-        for e in self.entries.values():
-            if e.shard != 0:
-                raise ConversionError(f"{self.where}: entry {e.key!r} is in shard {e.shard}; the bundle has one")
-            if e.offset < 0 or e.size < 0 or e.offset + e.size > self.data_size:
+        """Every entry's bytes inside its shard, as many as its shape and dtype say, overlapping no other's."""
+        spans = []
+        for e in [*self.entries.values(), *(p for parts in self.slices.values() for p in parts)]:
+            if not 0 <= e.shard < self.shards:
+                raise ConversionError(f"{self.where}: entry {e.key!r} is in shard {e.shard}; the bundle has "
+                                      f"{self.shards} (shards 0 to {self.shards - 1})")
+            size = self.data_sizes[e.shard]
+            if e.offset < 0 or e.size < 0 or e.offset + e.size > size:
                 raise ConversionError(f"{self.where}: entry {e.key!r} claims bytes {e.offset:,}..{e.offset + e.size:,} "
-                                      f"of {self.data_path.name}, which holds {self.data_size:,} (a truncated "
-                                      "or corrupt checkpoint)")
-            if e.dtype in _NUMPY:
-                count = 1
-                for d in e.shape:
-                    count *= d
+                                      f"of {self.data_paths[e.shard].name}, which holds {size:,} (a truncated "
+                                      f"or corrupt checkpoint, or a shard of another one; {self._form()})")
+            if e.dtype in _NUMPY and not e.slices:
+                count = _count(e.shape)
                 if count * _NUMPY[e.dtype].itemsize != e.size:
                     raise ConversionError(f"{self.where}: entry {e.key!r} of shape {e.shape} ({e.dtype_name}) "
                                           f"claims {e.size:,} bytes; its shape needs "
                                           f"{count * _NUMPY[e.dtype].itemsize:,}")
+            if e.size:
+                spans.append((e.shard, e.offset, e.offset + e.size, e.key))
+        spans.sort()
+        for (shard, _, end, key), (next_shard, start, _, other) in zip(spans, spans[1:]):
+            if shard == next_shard and start < end:
+                raise ConversionError(f"{self.where}: entries {key!r} and {other!r} share bytes of "
+                                      f"{self.data_paths[shard].name}; TensorFlow writes each tensor once")
 
     def close(self):
-        self._data.close()
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
 
     def __enter__(self):
         return self
@@ -283,26 +371,51 @@ class Bundle:
         if e.key in self.read_keys:
             raise ConversionError(f"{self.where}: entry {e.key!r} is read a second time; every weight is read once")
         self.read_keys.add(e.key)
+        path, data = self.data_paths[e.shard], self._data(e.shard)
         try:
-            self._data.seek(e.offset)
-            raw = self._data.read(e.size)
+            data.seek(e.offset)
+            raw = data.read(e.size)
         except OSError as exc:
-            raise ConversionError(f"{self.data_path}: cannot read entry {e.key!r} ({exc})") from None
+            raise ConversionError(f"{path}: cannot read entry {e.key!r} ({exc})") from None
         if len(raw) != e.size:
-            raise ConversionError(f"{self.data_path}: entry {e.key!r} ends after {len(raw):,} of its {e.size:,} "
+            raise ConversionError(f"{path}: entry {e.key!r} ends after {len(raw):,} of its {e.size:,} "
                                   "bytes (the file shrank while being read?)")
         actual = crc32c(raw) if crc_of is None else crc32c(crc_of(raw))
         if unmask(e.crc32c) != actual:
             raise ConversionError(f"{self.where}: entry {e.key!r} fails its checksum (stored "
                                   f"{unmask(e.crc32c):08x}, computed {actual:08x} on its {e.size:,} bytes in "
-                                  f"{self.data_path.name}); a corrupt checkpoint")
+                                  f"{path.name}); a corrupt checkpoint")
         return raw
 
+    def _data(self, shard: int):
+        """Shard ``shard``'s file, open (one at a time: a bundle may have more shards than a process may
+        open files), still the size its entries were checked against."""
+        if self._open is None or self._open[0] != shard:
+            self.close()
+            f = self._open_shard(shard)
+            self._open = (shard, f)
+            if os.fstat(f.fileno()).st_size != self.data_sizes[shard]:
+                raise ConversionError(f"{self.data_paths[shard]}: changed size while the checkpoint was read "
+                                      f"(was {self.data_sizes[shard]:,} bytes)")
+        return self._open[1]
+
     def _read_tensor(self, e: Entry, dtype: np.dtype) -> np.ndarray:
-        count = e.size // dtype.itemsize
+        count = _count(e.shape)
         # Charged as parameters x 8 bytes whatever the stored dtype, as weights_tools.hdf5 does.
         self.budget.charge(count * PARAM_BYTES, f"entry {e.key!r} ({count:,} values)")
-        return np.frombuffer(self._bytes(e), dtype).reshape(e.shape).astype(dtype.newbyteorder("="))
+        if not e.slices:
+            return np.frombuffer(self._bytes(e), dtype).reshape(e.shape).astype(dtype.newbyteorder("="))
+        # A partitioned tensor: each slice read once into its place; slices that overlap are refused, and
+        # _claim_slices checked that they hold as many values as the tensor, so together they fill it.
+        out = np.empty(e.shape, dtype.newbyteorder("="))
+        filled = np.zeros(e.shape, bool)
+        for part, extents in zip(self.slices[e.key], e.slices):
+            at = region(extents, e.shape)
+            if filled[at].any():
+                raise ConversionError(f"{self.where}: slice {part.key!r} overlaps another slice of {e.key!r}")
+            out[at] = np.frombuffer(self._bytes(part), dtype).reshape(part.shape)
+            filled[at] = True
+        return out
 
     def string(self, key: str) -> bytes:
         """A DT_STRING scalar (the object graph): varint64 length, masked CRC32C of the length as a
@@ -310,7 +423,7 @@ class Bundle:
         e = self.entries.get(key)
         if e is None:
             raise ConversionError(f"{self.where}: no entry {key!r}")
-        if e.dtype != DT_STRING or e.shape != ():
+        if e.dtype != DT_STRING or e.shape != () or e.slices:
             raise ConversionError(f"{self.where}: entry {key!r} is {e.dtype_name} of shape {e.shape}; "
                                   "expected a string scalar")
         if e.size > MAX_STRING_BYTES:

@@ -1,7 +1,9 @@
 """Keras layers in a TensorFlow checkpoint: which bundle entries hold which layer's weights.
 
 tf_keras saves a model's variables as a TensorFlow checkpoint: ``save_weights("ckpt")``
-without ``.h5``, and the ``variables/`` of a SavedModel directory. Its entries are
+without ``.h5`` (and ``ModelCheckpoint(save_weights_only=True)``), and the ``variables/`` of a
+SavedModel directory; ``tf.train.Checkpoint(model=model)`` (and ``CheckpointManager``) saves one
+with the model as a child of its root (:func:`find_model`). Its entries are
 keyed not by layer name but by a path of *object references* from the model to
 the variable (tensorflow/python/checkpoint/graph_view.py):
 
@@ -39,7 +41,7 @@ and ignored as ``load_model(..., compile=False)`` ignores it; any other is refus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npxception.config import CONFIG
 
@@ -86,10 +88,13 @@ class ObjectGraph:
     children: list[dict[str, int]]  # node id -> {local name: child node id}
     values: dict[int, Variable]  # variable node id -> where its value is
     where: str
+    # the Keras model's node: 0 for save_weights; a tf.train.Checkpoint(model=...) holds it as a child
+    root: int = 0
+    prefix: str = ""  # the keys' path to the model: "" or "model/" (find_model)
 
     def node(self, path: tuple[str, ...]) -> int | None:
-        """The node reached from the root (node 0) along ``path``'s local names, or None."""
-        node = 0
+        """The node reached from the model (:attr:`root`) along ``path``'s local names, or None."""
+        node = self.root
         for name in path:
             node = self.children[node].get(name)
             if node is None:
@@ -154,6 +159,28 @@ def read_object_graph(bundle: Bundle) -> ObjectGraph:
     return ObjectGraph(children, values, where)
 
 
+def _is_model(children: dict[str, int]) -> bool:
+    """A Keras model's node: it references its layers as ``layer-i`` / ``layer_with_weights-k``."""
+    return any(name.startswith(("layer-", "layer_with_weights-")) for name in children)
+
+
+def find_model(graph: ObjectGraph) -> ObjectGraph:
+    """The graph rooted at its Keras model. ``save_weights`` (and ``ModelCheckpoint``) save the model as
+    the root; ``tf.train.Checkpoint(model=model, ...)`` and its ``CheckpointManager`` save a Checkpoint
+    whose children are the model and the rest (``save_counter``, an optimizer): the one child that is a
+    Keras model is the model; a checkpoint holding several is refused, not guessed."""
+    if _is_model(graph.children[0]):
+        return graph
+    models = sorted(name for name, node in graph.children[0].items() if _is_model(graph.children[node]))
+    if not models:
+        return graph  # no model anywhere: the readers' own errors say what is missing
+    if len(models) > 1:
+        raise ConversionError(f"{graph.where}: a checkpoint holding {len(models)} Keras models "
+                              f"({', '.join(models[:5])}); expected one (save it alone: save_weights, or "
+                              "tf.train.Checkpoint(model=model))")
+    return replace(graph, root=graph.children[0][models[0]], prefix=models[0] + "/")
+
+
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
     """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
 
@@ -192,12 +219,15 @@ def training_state(keys) -> dict[str, list[str]]:
     * ``optimizer/...`` (the optimizer's iterations, learning rate and moments) and, for
       tf_keras' legacy optimizers, slots hung from a variable (``.../.OPTIMIZER_SLOT/optimizer/m/...``);
     * ``keras_api/metrics/...``: a compiled model's metric accumulators (SavedModel);
-    * ``.../_random_generator/...``: augmentation layers' random state (``rng_type="stateful"``).
+    * ``.../_random_generator/...``: augmentation layers' random state (``rng_type="stateful"``);
+    * ``save_counter/...``: a ``tf.train.Checkpoint``'s count of its saves.
     """
     out: dict[str, list[str]] = {}
     for key in keys:
         parts = key.split("/")
-        if parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
+        if parts[0] == "save_counter":
+            out.setdefault("checkpoint save counter", []).append(key)
+        elif parts[0] == "optimizer" or ".OPTIMIZER_SLOT" in parts:
             out.setdefault("optimizer state", []).append(key)
         elif parts[0] == "keras_api":
             out.setdefault("metrics state", []).append(key)
@@ -223,9 +253,44 @@ def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
 
 
-def _leftovers(bundle: Bundle, used: set[str]) -> dict[str, int]:
-    """The training state among the entries no layer took; any other entry is refused."""
-    ignored, stray = set_aside(sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY}), training_state)
+def _beside_the_model(keys, prefix: str) -> dict[str, list[str]]:
+    """``{what: [keys]}`` of the entries hung from a tf.train.Checkpoint's root beside its model (tf_keras'
+    BackupAndRestore: ``ckpt_saved_epoch``, ``ckpt_saved_batch``, ``train_counter``): training state,
+    which ``tf.train.Checkpoint(model=m).restore`` leaves alone too."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if not key.startswith(prefix):
+            out.setdefault(f"checkpoint state beside the model ({key.split('/')[0]})", []).append(key)
+    return out
+
+
+def _names(refs: dict[str, int], shown: int = 8) -> str:
+    names = sorted(refs)
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
+
+
+def _refuse_modelless(graph: ObjectGraph) -> None:
+    """A root that references no layer, with no child that does: say what it holds instead."""
+    if graph.root == 0 and not _is_model(graph.children[0]):
+        raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
+                              f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
+                              "layer_with_weights-0); not the save_weights of a Keras model, nor a "
+                              "tf.train.Checkpoint(model=...) of one")
+
+
+def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, int]:
+    """The training state among the entries no layer took; any other entry is refused. ``prefix``: the
+    model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state."""
+    keys = sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY})
+
+    def local(key):  # the key from the model, as save_weights would have written it
+        return key[len(prefix):] if prefix and key.startswith(prefix) else key
+    ignored, rest = set_aside([local(k) for k in keys], training_state)
+    rest = set(rest)
+    stray = [k for k in keys if local(k) in rest]
+    if prefix:  # what else the Checkpoint holds at its root: tf_keras BackupAndRestore's epoch and batch...
+        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix))
+        ignored.update(beside)
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
@@ -241,6 +306,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     training state ignored; any other entry that belongs to no layer is refused.
     """
     where = bundle.where
+    _refuse_modelless(graph)
     used: set[str] = set()
     for k in klayers:
         kpath = paths.get(k.name)
@@ -261,7 +327,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
                                       "the model that wrote this checkpoint")
         k.weights, k.weight_names = tensors, [v.key for v in variables]
         used.update(k.weight_names)
-    return _leftovers(bundle, used)
+    return _leftovers(bundle, used, graph.prefix)
 
 
 def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], dict[str, int]]:
@@ -269,8 +335,9 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     ``-1``, ... in order, each with ``inbound=None`` (Keras' by-order rule, as for a weights-only
     ``.h5``), named by its variables (``predictions/kernel`` -> ``predictions``), its class
     inferred from their names as for a legacy weights-only file."""
+    _refuse_modelless(graph)
     klayers, used = [], set()
-    root = graph.children[0]
+    root = graph.children[graph.root]
     while f"layer_with_weights-{len(klayers)}" in root:
         what = f"layer_with_weights-{len(klayers)}"
         node = root[what]
@@ -286,4 +353,4 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     if not klayers:
         raise ConversionError(f"{bundle.where}: no layer_with_weights-0 in the checkpoint's object graph; "
                               "not the save_weights of a Keras model")
-    return klayers, _leftovers(bundle, used)
+    return klayers, _leftovers(bundle, used, graph.prefix)

@@ -108,16 +108,22 @@ def cli_input(model, image=None, target_size=None) -> np.ndarray:
     """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
     ``image`` (a path or a list of paths) as :func:`cli_inputs` loads them, stacked (a model that takes
     photos at their own size: photos of one size), or without one a uniform batch from seed 0
-    over the same range ([0, 255] or [-1, 1]) at :func:`random_size`."""
+    over the same range ([0, 255] or [-1, 1]; integers for a model whose input is an integer dtype) at
+    :func:`random_size`."""
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
         return _one_batch(iter_cli_inputs(model, paths, target_size), "image",
                           "use iter_cli_inputs, which gives one batch per photo")
     h, w = random_size(model, target_size)
-    if model.takes_pixels:
-        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
+    cast = next((s for s in model.input_stage if s["kind"] == "cast"), None)
+    if cast is not None:  # an integer Input: Keras truncates fractions (input_stage.py), so pixels as photos are
+        info = np.iinfo(cast["dtype"])
+        x = np.random.default_rng(0).integers(max(info.min, 0), min(info.max, 255), (1, h, w, model.channels),
+                                              endpoint=True)
+    elif model.takes_pixels:
+        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, model.channels))
     else:
-        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, model.channels))
     return x.astype(model.dtype)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CONFIG
+from .report import compact_names
 
 
 def is_folded(graph) -> bool:
@@ -113,10 +114,6 @@ def epsilon_from_weights(model, graph, wanted: dict) -> dict:
     return {bn: (f.eps, f.swapped) for bn, f in fits(model, graph, wanted).items() if f.eps is not None}
 
 
-def _listed(names) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 def note(model, graph, wanted: dict) -> str:
     """The report's word on a graph with no BatchNormalization node: what compare did, and what the
     convolutions' weights say, each convolution whose weights are not a BN fold of ours named."""
@@ -129,8 +126,9 @@ def note(model, graph, wanted: dict) -> str:
     folded = {bn: f for bn, f in found.items() if f.scaled and not f.unscaled}
     unscaled = [f.conv for f in found.values() if f.unscaled]
     if found and not folded:  # nothing a BN would leave: their port has none there
-        text = (f"no BatchNormalization node, and none of the {len(convs)} convolutions before our BNs has one folded in: "
-                "each one's output is compared as its BN's, and the convolutions themselves are not compared")
+        text = (f"no BatchNormalization node, and none of the {len(convs)} convolutions before our BNs has one "
+                "folded in: each one's output is compared as its BN's, and the convolutions themselves are not "
+                "compared")
     else:
         text = (f"BN is folded into the convolution before it ({len(convs)} convolutions, no BatchNormalization "
                 "node): each fused convolution's output is compared as its BN's, and the convolutions themselves "
@@ -148,15 +146,15 @@ def note(model, graph, wanted: dict) -> str:
     no_eps = [f.conv for f in folded.values() if f.eps is None]
     if no_eps:
         text += (f"; kernel ours times a per-channel scale that no BN epsilon > 0 gives in {len(no_eps)}: "
-                 f"{_listed(no_eps)}")
+                 f"{compact_names(no_eps)}")
     no_bias = [f.conv for f in folded.values() if not f.bias]
     if no_bias:
         text += (f"; no bias input in {len(no_bias)} of the fused convolutions: the fused bias beta - moving_mean "
-                 f"* s is missing in {_listed(no_bias)}")
+                 f"* s is missing in {compact_names(no_bias)}")
     if unscaled:
         text += (f"; our kernel unscaled and no bias in {len(unscaled)}: no BN applied after "
-                 f"{_listed(unscaled)}")
+                 f"{compact_names(unscaled)}")
     other = [f.conv for f in found.values() if not f.scaled]
     if other:
-        text += f"; fused kernel is not ours times a per-channel scale in {len(other)}: {_listed(other)}"
+        text += f"; fused kernel is not ours times a per-channel scale in {len(other)}: {compact_names(other)}"
     return text

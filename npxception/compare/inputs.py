@@ -73,17 +73,18 @@ def _per_image(model, hw) -> dict[str, int]:
         return {}
     try:
         bh, bw = stage.output_size(model.input_stage, hw)  # what the backbone sees after the model's stage
-        shapes = arch.trace(model.layers, model.head, (bh, bw, 3))
+        shapes = arch.trace(model.layers, model.head, (bh, bw, model.channels))
     except (ValueError, TypeError):
         return {}  # a size the model refuses: compare says so when it runs
     return {name: math.prod(d for d in shape if d is not None) for name, (shape, _, _) in shapes.items()}
 
 
-def _input_geometry(shape, layout) -> tuple[int, tuple[int, int]] | None:
-    """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels say it."""
+def _input_geometry(shape, layout, channels) -> tuple[int, tuple[int, int]] | None:
+    """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels (``channels``,
+    the model's) say it."""
     if len(shape) != 4:
         return None
-    nchw = layout == "NCHW" or (layout is None and shape[1] == 3 and shape[3] != 3)
+    nchw = layout == "NCHW" or (layout is None and shape[1] == channels and shape[3] != channels)
     return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
 
 
@@ -148,10 +149,11 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
     together exceed what the file's size can hold."""
     batch, hw = None, None
     if INPUT_KEY in headers:
-        geometry = _input_geometry(headers[INPUT_KEY][0], layout)
+        geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels)
         if geometry is None:
+            c = model.channels
             raise ValueError(f"{where}: entry {INPUT_KEY!r} has shape {headers[INPUT_KEY][0]}; expected the "
-                             "input batch, (N, H, W, 3) or (N, 3, H, W)")
+                             f"input batch, (N, H, W, {c}) or (N, {c}, H, W)")
         batch, hw = geometry
     elif model.source_input_shape[0] is not None:
         hw = tuple(model.source_input_shape[:2])
@@ -210,7 +212,8 @@ def load_onnx(path):
 
     Refused, naming the file and the node or tensor: a file larger than the largest valid model's weights
     (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, more than :data:`MAX_ONNX_NODES` nodes, a node
-    whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included),
+    whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included; an
+    int8-quantized or onnxruntime-optimized graph is named as such, with what to compare instead),
     a tensor stored outside the file (external data: it would be read from any path it names), a sparse
     tensor, and an initializer that holds fewer values than its shape declares. The work the graph asks for
     an input is bounded when that input is known (:mod:`npxception.compare.onnx_work`).
@@ -235,6 +238,9 @@ def load_onnx(path):
     if len(graph.node) > MAX_ONNX_NODES:
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
+    family = _foreign_family(graph)
+    if family:
+        raise ValueError(f"{where}: {family}")
     for i, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
             op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
@@ -262,6 +268,27 @@ def load_onnx(path):
 
 
 _CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}
+
+# Graphs onnxruntime writes from an exported one, which compare does not run (their operators are not an
+# export's, and their values differ from the float graph's by design): named, with what to compare instead.
+_QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+              "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMul"}
+
+
+def _foreign_family(graph) -> str:
+    """What an int8-quantized or onnxruntime-optimized graph is and what to do, or "" for any other."""
+    ops = [(n.domain, n.op_type) for n in graph.node]
+    quant = sorted({op for _, op in ops if op in _QUANTIZED})
+    if quant:
+        return (f"an int8-quantized graph ({', '.join(quant[:3])} nodes: onnxruntime.quantization's quantize_dynamic "
+                "or quantize_static): its weights and activations are rounded to 8 bits, so every layer differs from "
+                "ours by more than any float tolerance; compare the float model it was quantized from")
+    ort = sorted({f"{d}.{op}" for d, op in ops if d.startswith("com.microsoft")})
+    if ort:
+        return (f"an onnxruntime-optimized graph ({', '.join(ort[:3])} nodes: saved by a session with "
+                "ORT_ENABLE_EXTENDED or ORT_ENABLE_ALL, fusions only onnxruntime runs); compare the graph you "
+                "exported, or save the optimized one with GraphOptimizationLevel.ORT_ENABLE_BASIC")
+    return ""
 
 
 def node_label(node, i: int) -> str:

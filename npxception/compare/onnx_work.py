@@ -68,8 +68,8 @@ def budget(model, batch: int, hw) -> Budget:
     comparison, is measured against our model at that size.
     """
     model.check_image_size(*hw)
-    traced = arch.trace(model.layers, model.head, (*stage.output_size(model.input_stage, hw), 3))
-    values = [math.prod(shape) for shape, _, _ in traced.values()] + [math.prod(hw) * 3]
+    traced = arch.trace(model.layers, model.head, (*stage.output_size(model.input_stage, hw), model.channels))
+    values = [math.prod(shape) for shape, _, _ in traced.values()] + [math.prod(hw) * model.channels]
     macs = sum(m for _, _, m in traced.values())
     return Budget(macs=MAC_FACTOR * macs * batch,
                   tensor=(TENSOR_FACTOR * max(values) + SLACK_VALUES) * batch,
@@ -109,25 +109,56 @@ def _shape_graph(proto, image: str, feed_shape):
     return light
 
 
-def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None:
-    """Refuse ``proto`` (vetted by ``load_onnx``), naming the node, when fed ``feed_shape`` at its
-    input ``image`` it asks more than ``limit`` (module docstring), or its shapes do not follow."""
+# ONNX's data propagation resolves Shape -> Gather -> Unsqueeze -> Concat -> Reshape (torch's
+# x.view(x.size(0), -1) with a dynamic batch) from opset 14 on only; below, the same graph's shapes stay
+# unknown (onnx 1.17-1.19), so an older graph whose shapes do not all follow is inferred again as converted
+# to this opset: the converter rewrites operators' signatures (Unsqueeze's axes attribute to an input, ...)
+# and keeps every tensor's name.
+INFERENCE_OPSET = 17
+
+
+def _inferred_shapes(light) -> dict:
+    """``{tensor: shape}`` for every tensor of ``light`` whose shape ONNX's inference fixes."""
     import onnx  # see _shape_graph
 
-    fed = "x".join(map(str, feed_shape))
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_shape_graph(proto, image, feed_shape), check_type=True,
-                                                     strict_mode=True, data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - onnx raises InferenceError, ValidationError and RuntimeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise ValueError(f"{where}: its shapes do not follow from a {fed} input ({first}); compare runs "
-                         "graphs whose every tensor's shape ONNX shape inference determines") from None
-    g = inferred.graph
+    g = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True).graph
     shapes = {t.name: tuple(t.dims) for t in g.initializer}
     for info in (*g.input, *g.value_info, *g.output):
         dims = info.type.tensor_type.shape.dim if info.type.tensor_type.HasField("shape") else None
         if dims is not None and all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
             shapes[info.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def _shapes(proto, image: str, feed_shape) -> dict:
+    """:func:`_inferred_shapes` of ``proto`` fed ``feed_shape``; for a graph of opset < 14 whose shapes
+    do not all follow, those of its copy converted to :data:`INFERENCE_OPSET` when they all do there (a
+    graph the converter cannot convert keeps its own)."""
+    import onnx  # see _shape_graph
+
+    light = _shape_graph(proto, image, feed_shape)
+    shapes = _inferred_shapes(light)
+    outputs = [out for node in proto.graph.node for out in node.output if out]
+    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), INFERENCE_OPSET)
+    if opset >= 14 or all(out in shapes for out in outputs):
+        return shapes
+    try:
+        converted = _inferred_shapes(onnx.version_converter.convert_version(light, INFERENCE_OPSET))
+    except Exception:  # noqa: BLE001 - the converter raises RuntimeError and its own types: keep ours
+        return shapes
+    return converted if all(out in converted for out in outputs) else shapes
+
+
+def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None:
+    """Refuse ``proto`` (vetted by ``load_onnx``), naming the node, when fed ``feed_shape`` at its
+    input ``image`` it asks more than ``limit`` (module docstring), or its shapes do not follow."""
+    fed = "x".join(map(str, feed_shape))
+    try:
+        shapes = _shapes(proto, image, feed_shape)
+    except Exception as exc:  # noqa: BLE001 - onnx raises InferenceError, ValidationError and RuntimeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ValueError(f"{where}: its shapes do not follow from a {fed} input ({first}); compare runs "
+                         "graphs whose every tensor's shape ONNX shape inference determines") from None
     macs = total = 0
     for i, node in enumerate(proto.graph.node):  # the file's nodes, as numbered in its refusals
         for out in filter(None, node.output):
@@ -135,7 +166,8 @@ def check_work(proto, image: str, feed_shape, limit: Budget, where: str) -> None
                 raise ValueError(f"{where}: the shape of {out!r}, output of node {node_label(node, i)}, a "
                                  f"{node.op_type}, does not follow from a {fed} input; compare runs graphs whose "
                                  "every tensor's shape ONNX shape inference determines, to bound the work before "
-                                 "running them")
+                                 "running them: an export with a fixed batch size (torch.onnx.export without "
+                                 "dynamic_axes) and opset_version >= 14 determines them")
             values = math.prod(shapes[out])
             total += values
             if values > limit.tensor:

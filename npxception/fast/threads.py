@@ -10,10 +10,17 @@ them forwards and backwards), so when no worker thread can be had (the
 interpreter is shutting its thread pools down: a call from a thread that
 outlives the main thread, or from an ``atexit`` handler) they run one after
 another on the calling thread instead of failing.
+
+The hand-off itself: each worker waits on a bare lock, and releases another
+when its share is done (:class:`_Worker`): about half the cost of
+``concurrent.futures``' queue and futures (docs/performance.md, "Issue 15's
+speed part"). One caller at a time uses those workers; a second, concurrent
+caller (two models in two threads) takes the executor.
 """
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import os
 import threading
@@ -22,10 +29,15 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+_workers_busy = threading.Lock()  # held by the one caller using the lock-pair workers
+_lock_workers: list = []
+
+
 def _forget_pool():
-    global _pool, _pool_lock
-    # a forked child has none of the parent's threads, and the lock may have been held by one of them
+    global _pool, _pool_lock, _workers_busy, _lock_workers
+    # a forked child has none of the parent's threads, and the locks may have been held by one of them
     _pool, _pool_lock = None, threading.Lock()
+    _workers_busy, _lock_workers = threading.Lock(), []
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -42,8 +54,86 @@ def _workers(n):
         return _pool
 
 
+class _Worker:
+    """A daemon thread that runs one share at a time: ``go`` released hands it a job, ``done`` hands it back."""
+
+    def __init__(self):
+        self.go = _thread.allocate_lock()
+        self.done = _thread.allocate_lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.job = None
+        self.error = None
+        threading.Thread(target=self._loop, name="npxception", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            part, t, args = self.job
+            try:
+                part(t, *args)
+            except BaseException as exc:  # re-raised on the caller's thread
+                self.error = exc
+            self.job = None
+            self.done.release()
+
+    def start(self, part, t, args):
+        self.error = None
+        self.job = (part, t, args)
+        self.go.release()
+
+    def wait(self):
+        interrupted = None
+        while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
+            try:
+                self.done.acquire()
+                break
+            except BaseException as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
 def in_parallel(part, nt, args):
     """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads."""
+    if nt > 1 and _workers_busy.acquire(blocking=False):
+        try:
+            while len(_lock_workers) < nt - 1:
+                _lock_workers.append(_Worker())
+        except RuntimeError:  # "can't create new thread at interpreter shutdown": the executor's fallbacks
+            _workers_busy.release()
+        else:
+            try:
+                _with_workers(part, nt, args)
+            finally:
+                _workers_busy.release()
+            return
+    _with_executor(part, nt, args)
+
+
+def _with_workers(part, nt, args):
+    started = []
+    try:
+        for t in range(1, nt):
+            _lock_workers[t - 1].start(part, t, args)
+            started.append(_lock_workers[t - 1])
+        part(0, *args)
+    finally:
+        errors = []
+        for w in started:  # every share is waited for: they write into the caller's arrays
+            try:
+                w.wait()
+            except BaseException as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _with_executor(part, nt, args):
+    """:func:`in_parallel` on ``concurrent.futures``' pool (a concurrent caller, or no new thread to be had)."""
     futures = []
     try:
         if nt > 1:

@@ -1,0 +1,122 @@
+"""The hand-off of a kernel's shares to worker threads (npxception/fast/threads.py).
+
+The fused layers' results are covered by tests/test_fast_kernels.py and
+tests/test_fast_plan.py; here the hand-off itself: every share runs once, a
+share's error reaches the caller, concurrent callers and forked children work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from npxception.fast import threads
+
+
+def _count(t, counts):
+    counts[t] += 1
+
+
+@pytest.mark.parametrize("nt", [1, 2, 3, 5])
+def test_every_share_runs_once(nt):
+    counts = np.zeros(nt, int)
+    for _ in range(3):
+        threads.in_parallel(_count, nt, (counts,))
+    assert counts.tolist() == [3] * nt
+
+
+def _fail_on(t, bad):
+    if t == bad:
+        raise ValueError(f"share {t} failed")
+
+
+@pytest.mark.parametrize("bad", [0, 1])
+def test_a_share_error_reaches_the_caller_and_the_workers_stay_usable(bad):
+    with pytest.raises(ValueError, match=f"share {bad} failed"):
+        threads.in_parallel(_fail_on, 2, (bad,))
+    counts = np.zeros(2, int)
+    threads.in_parallel(_count, 2, (counts,))
+    assert counts.tolist() == [1, 1]
+
+
+def test_concurrent_callers_each_get_all_their_shares():
+    """Two callers at once (two models in two threads): one takes the lock-pair workers, the other the executor."""
+    nt, rounds = 3, 50
+    results = {}
+
+    def caller(name):
+        counts = np.zeros(nt, int)
+
+        def share(t):
+            time.sleep(0.0005)  # long enough for the two callers to overlap
+            counts[t] += 1
+        for _ in range(rounds):
+            threads.in_parallel(share, nt, ())
+        results[name] = counts.tolist()
+
+    workers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert results == {0: [rounds] * nt, 1: [rounds] * nt}
+
+
+def test_a_forked_child_hands_off_to_its_own_workers():
+    """A forked child has none of its parent's threads: it starts its own instead of waiting forever."""
+    code = (
+        "import os, numpy as np\n"
+        "from npxception.fast import threads\n"
+        "def share(t, c): c[t] += 1\n"
+        "c = np.zeros(2, int); threads.in_parallel(share, 2, (c,))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    c = np.zeros(2, int); threads.in_parallel(share, 2, (c,))\n"
+        "    os._exit(0 if c.tolist() == [1, 1] else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stdout + proc.stderr
+
+
+class _InterruptedOnce:
+    """A lock whose first acquire is interrupted, as by Ctrl-C while the caller waits."""
+
+    def __init__(self, lock):
+        self.lock, self.interrupted = lock, False
+
+    def acquire(self):
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.lock.acquire()
+
+    def release(self):
+        self.lock.release()
+
+
+def test_a_ctrl_c_while_waiting_still_waits_for_the_share():
+    """Otherwise the share's late 'done' would be taken by the next call's wait, which would then
+    return while that call's share still runs."""
+    worker = threads._Worker()
+    worker.done = _InterruptedOnce(worker.done)
+    counts = np.zeros(2, int)
+
+    def slow(t, c):
+        time.sleep(0.05)
+        c[t] += 1
+    worker.start(slow, 1, (counts,))
+    with pytest.raises(KeyboardInterrupt, match="^$"):
+        worker.wait()
+    assert counts.tolist() == [0, 1]  # the share had finished when the interrupt was raised
+    worker.start(slow, 1, (counts,))
+    worker.wait()
+    assert counts.tolist() == [0, 2]

@@ -1,0 +1,214 @@
+"""What training code leaves on disk besides model.save: reviewer 9's findings.
+
+* F3: ``tf.train.Checkpoint(model=m, optimizer=opt)`` saved by a ``CheckpointManager``, and
+  tf_keras' ``BackupAndRestore`` checkpoint, put the model under the root's child ``model``,
+  beside training state; TensorFlow restores them with ``tf.train.Checkpoint(model=m).restore``;
+* F1: Keras 3 ``model.save(dir, zipped=False)``: an unzipped ``.keras`` archive;
+* F2: Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``);
+* F4: directories of checkpoints (tf_keras ``ModelCheckpoint``'s, with its ``checkpoint`` state
+  file; Keras 3 ``BackupAndRestore``'s) and the ``checkpoint`` file itself.
+
+One tf_keras and one Keras 3 model (``applications.Xception`` at 71x71, average pooling, random
+weights and BatchNorm statistics, one ``fit()`` step that writes the training-time files), built
+once for the module. Converted outputs are compared with ``model.predict`` of the model that wrote
+the file. Tolerance 1e-5 relative to max|predict|: the pooled features are post-ReLU averages (no
+cancellation), and float32 sums accumulated in another order leave ~2e-6 here (measured
+8e-7..1.6e-6), while a weight of the wrong layer or a skipped BatchNorm moves them by far more.
+Hostile ``checkpoint`` files and indexes run in subprocesses under RLIMIT_AS (tests/test_hostile.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import weights_tools as wt
+from keras_helpers import randomize
+from test_hostile import assert_refused, run_limited
+
+RTOL = 1e-5
+
+
+def _fit_once(fw, model, x, callbacks):
+    # run_eagerly: tracing Xception's training graph costs more CPU than one eager step at 71x71
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    model.fit(x, np.zeros((len(x), 2048), np.float32), epochs=1, batch_size=len(x), verbose=0,
+              callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    root = tmp_path_factory.mktemp("training")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 71, 71, 3)).astype(np.float32)
+    out = {"x": x, "root": root}
+
+    tk = randomize(tf_keras.applications.Xception(weights=None, include_top=False, pooling="avg",
+                                                  input_shape=(71, 71, 3)), seed=3)
+    _fit_once(tf_keras, tk, x, [tf_keras.callbacks.BackupAndRestore(str(root / "tk_backup"), delete_checkpoint=False),
+                                tf_keras.callbacks.ModelCheckpoint(str(root / "training_1" / "cp.ckpt"),
+                                                                   save_weights_only=True)])
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=tk, optimizer=tk.optimizer), str(root / "tf_ckpts"),
+                               max_to_keep=3).save()
+    other = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    tf.train.Checkpoint(model=tk, ema_model=other).write(str(root / "two_models" / "ckpt"))
+    (root / "tk.json").write_text(tk.to_json())
+    out["tk_y"] = tk.predict(x, verbose=0)
+
+    k3 = randomize(keras.applications.Xception(weights=None, include_top=False, pooling="avg",
+                                               input_shape=(71, 71, 3)), seed=4)
+    _fit_once(keras, k3, x, [keras.callbacks.BackupAndRestore(str(root / "k3_backup"), delete_checkpoint=False)])
+    k3.save(str(root / "k3_dir"), zipped=False)
+    k3.save_weights(str(root / "k3_sharded.weights.json"), max_shard_size=0.02)  # GB: ~14 shards
+    out["k3_y"] = k3.predict(x, verbose=0)
+    return out
+
+
+def _close(model, files, which):
+    ours, theirs = model(files["x"]), files[which]
+    err = float(np.abs(ours - theirs).max())
+    assert err <= RTOL * float(np.abs(theirs).max()), f"max |ours - Keras| {err} vs max|Keras| {np.abs(theirs).max()}"
+
+
+def _refused(src, *fragments, **kw):
+    with pytest.raises(wt.ConversionError) as exc:
+        wt.read(src, **kw)
+    for fragment in fragments:
+        assert fragment in str(exc.value), str(exc.value)
+    return str(exc.value)
+
+
+# --------------------------------------------------------------------------- F3
+
+@pytest.mark.parametrize("src", ["tf_ckpts/ckpt-1", "tk_backup/chief/ckpt-1"])
+def test_checkpoint_with_the_model_under_its_root_converts_as_tensorflow_restores_it(files, src):
+    path = files["root"] / src
+    _close(wt.read(path, config=files["root"] / "tk.json"), files, "tk_y")
+    _close(wt.read(path, pooling="avg"), files, "tk_y")  # without config: Keras' by-order rule, from the model
+    report = wt.inspect(path, config=files["root"] / "tk.json")
+    assert "checkpoint save counter" in report, report
+    if "backup" in src:
+        assert "checkpoint state beside the model (ckpt_saved_epoch)" in report, report
+    else:
+        assert "optimizer state" in report, report
+
+
+def test_checkpoint_holding_two_models_is_refused_naming_them(files):
+    _refused(files["root"] / "two_models" / "ckpt", "2 Keras models", "(ema_model, model)",
+             config=files["root"] / "tk.json")
+
+
+def test_checkpoint_holding_no_model_names_what_its_root_holds(tmp_path):
+    import tensorflow as tf
+
+    tf.train.Checkpoint(step=tf.Variable(3), lr=tf.Variable(0.1)).write(str(tmp_path / "ckpt"))
+    _refused(tmp_path / "ckpt", "its root holds lr, step", "none of them references layers", pooling="avg")
+
+
+# --------------------------------------------------------------------------- F1
+
+def test_unzipped_keras_save_is_read_as_its_archive(files):
+    path = files["root"] / "k3_dir"
+    _close(wt.read(path), files, "k3_y")
+    assert wt.inspect(path).startswith(f"{path}: Keras 3 .keras archive (unzipped"), wt.inspect(path)[:200]
+    _refused(path, "records its own architecture", config=files["root"] / "tk.json")
+
+
+def test_unzipped_keras_save_with_a_fifo_for_its_weights_is_refused(files, tmp_path):
+    for name in ("config.json", "metadata.json"):
+        (tmp_path / name).write_bytes((files["root"] / "k3_dir" / name).read_bytes())
+    os.mkfifo(tmp_path / "model.weights.h5")
+    _refused(tmp_path, "model.weights.h5", "FIFO")
+
+
+# --------------------------------------------------------------------------- F2
+
+def test_sharded_weights_index_and_a_lone_shard_are_refused_by_name(files):
+    root = files["root"]
+    index = root / "k3_sharded.weights.json"
+    _refused(index, "a Keras 3 sharded weights index", "model.load_weights('k3_sharded.weights.json')",
+             config=root / "k3_dir" / "config.json")
+    shards = sorted(root.glob("k3_sharded_0*.weights.h5"))
+    assert len(shards) > 2, shards
+    _refused(shards[1], "one shard of a set of Keras 3 sharded weights", f"indexed by {index}",
+             config=root / "k3_dir" / "config.json")
+
+
+@pytest.mark.parametrize("case", ["huge_file", "huge_weight_map", "outside", "itself"])
+def test_hostile_sharded_index_is_refused_within_bounds(tmp_path, case):
+    index = tmp_path / "x.weights.json"
+    if case == "huge_file":  # 1 GB claimed, nothing stored: refused by its size before parsing
+        with open(index, "wb") as f:
+            f.truncate(1 << 30)
+        expected = "over the 8,388,608-byte limit"
+    else:
+        weight_map = {"huge_weight_map": {f"/layers/dense_{i}/vars": f"x_{i % 100000:05d}.weights.h5"
+                                          for i in range(150_000)},  # 7.5 MB: under the JSON cap
+                      "outside": {"/layers/dense/vars": "../../etc/passwd"},
+                      "itself": {"/layers/dense/vars": "x.weights.json"}}[case]
+        index.write_text(json.dumps({"metadata": {"total_size": 1}, "weight_map": weight_map}))
+        expected = f"({len(weight_map):,} weight groups); npxception reads no sharded weights"
+    out = run_limited("weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz")
+    assert_refused(out, "x.weights.json", expected)
+    assert not list(tmp_path.glob("out.npz*"))
+
+
+# --------------------------------------------------------------------------- F4
+
+def test_checkpoint_directory_converts_its_latest_checkpoint(files):
+    for directory in ("training_1", "tf_ckpts"):
+        _close(wt.read(files["root"] / directory, config=files["root"] / "tk.json"), files, "tk_y")
+
+
+def test_checkpoint_state_file_names_the_real_prefix(files):
+    root = files["root"]
+    _refused(root / "training_1" / "checkpoint", f"give the checkpoint's prefix {root / 'training_1' / 'cp.ckpt'}")
+    _refused(root / "tk_backup", "tf_keras BackupAndRestore", str(root / "tk_backup" / "chief" / "ckpt-1"))
+    _refused(root / "k3_backup", "Keras 3 BackupAndRestore", str(root / "k3_backup" / "latest.weights.h5"), "--config")
+
+
+def test_keras3_backup_weights_convert_with_the_config(files):
+    _close(wt.read(files["root"] / "k3_backup" / "latest.weights.h5", config=files["root"] / "k3_dir" / "config.json"),
+           files, "k3_y")
+
+
+def _state_dir(tmp_path, text: bytes):
+    d = tmp_path / "ckdir"
+    d.mkdir(exist_ok=True)
+    (d / "checkpoint").write_bytes(text)
+    return d
+
+
+def test_checkpoint_state_outside_its_directory_or_missing_is_refused(files, tmp_path):
+    elsewhere = files["root"] / "training_1" / "cp.ckpt"
+    _refused(_state_dir(tmp_path, f'model_checkpoint_path: "{elsewhere}"\n'.encode()), str(elsewhere),
+             "not followed")
+    _refused(_state_dir(tmp_path, b'model_checkpoint_path: "../training_1/cp.ckpt"\n'), "not followed")
+    _refused(_state_dir(tmp_path, b'model_checkpoint_path: "gone"\n'), "no gone.index")
+
+
+@pytest.mark.parametrize("case", ["huge", "binary", "fifo", "escaped"])
+def test_hostile_checkpoint_state_is_refused_within_bounds(tmp_path, case):
+    d = tmp_path / "ckdir"
+    d.mkdir()
+    state = d / "checkpoint"
+    if case == "huge":  # 1 GB claimed, nothing stored: refused by its size, before a byte is read
+        with open(state, "wb") as f:
+            f.truncate(1 << 30)
+    elif case == "binary":
+        state.write_bytes(b"model_checkpoint_path: \"\xff\xfe\x00" + bytes(range(256)) * 4)
+    elif case == "fifo":
+        os.mkfifo(state)
+    else:
+        state.write_bytes(b'model_checkpoint_path: "a\\"b"\n')
+    expected = {"huge": "over the 65,536-byte limit", "binary": "not a TensorFlow checkpoint state file",
+                "fifo": "FIFO", "escaped": "not a TensorFlow checkpoint state file"}[case]
+    out = run_limited("weights_tools.cli", "convert", d, "-o", tmp_path / "out.npz")
+    assert_refused(out, "checkpoint", expected)
+    assert not list(tmp_path.glob("out.npz*"))
