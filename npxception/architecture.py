@@ -200,7 +200,10 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
 #   {"kind": "activation", "name": ..., "activation": str}
 # Dropout is the identity at inference and is not kept.
 #
-# A head starts with one global pooling or one flatten. A flatten is Keras' Flatten on the
+# A head reduces the map once, by one global pooling or one flatten; BatchNormalization layers
+# may come before it (the Kaggle head ``base.output -> BN -> GAP -> Dense``) and run on the
+# (N, H', W', C) map, per channel as Keras computes them there. Exact for GAP and GMP alike; commuting
+# such a BN past the pooling would be exact for GAP only (a negative gamma turns a max into a min). A flatten is Keras' Flatten on the
 # backbone's (N, H', W', C) map: the features of each image in ``order`` (a permutation of
 # "hwc": the NHWC axes, slowest first). Keras' Flatten gives "hwc" in both data formats (its
 # channels_first Flatten moves the channels last before reshaping, keras/src/layers/reshaping/
@@ -246,9 +249,10 @@ def validate_head(head) -> list[dict]:
                 raise ValueError(f"head[{i}] ({layer['name']}): {kind} after {out[0]['name']} "
                                  f"({out[0]['kind']}); a head reduces the feature map once")
             reduced = True
-        elif not reduced:
+        elif not reduced and kind != "batch_norm":  # a batch_norm before it runs on the map
             raise ValueError(f"head[{i}] ({layer['name']}): {kind} before global pooling; "
-                             "a head must start with global_avg_pool, global_max_pool or flatten")
+                             "a head must start with global_avg_pool, global_max_pool or flatten "
+                             "(after batch_norm layers on the map, if any)")
         if kind == "flatten":
             _check_flatten(i, layer)
         if kind == "dense" and (not isinstance(layer.get("units"), int) or layer["units"] < 1):
@@ -258,6 +262,19 @@ def validate_head(head) -> list[dict]:
             raise ValueError(f"head[{i}] ({layer['name']}): activation must be one of "
                              f"{ACTIVATIONS}, found {layer.get('activation')!r}")
         out.append(dict(layer))
+    if out and not reduced:  # batch_norm alone: a normalised map, which no model of the converter ends with
+        raise ValueError(f"head: {out[-1]['name']} ({out[-1]['kind']}) on the feature map is not followed by "
+                         "global_avg_pool, global_max_pool or flatten")
+    return out
+
+
+def map_batch_norms(head) -> list[dict]:
+    """The head's batch_norm steps before its pooling or flatten: they run on the (N, H', W', C) map."""
+    out = []
+    for h in head:
+        if h["kind"] != "batch_norm":
+            break
+        out.append(h)
     return out
 
 
@@ -283,8 +300,9 @@ def trace(layers, head, input_shape=(299, 299, 3)):
     """Shapes and weights of every layer for one input size (batch omitted).
 
     Returns ``{name: (output_shape, {variable: weight_shape}, multiply_adds)}``
-    in network order. ``input_shape`` may be ``(None, None, 3)``: spatial sizes
-    are then None and multiply-adds 0.
+    in network order. ``input_shape`` may be ``(None, None, C)``: spatial sizes
+    are then None and multiply-adds 0. ``C``, the input's channels, flows into the
+    first convolution's kernel ``(3, 3, C, 32)``; every later layer's comes from the table.
     """
     h, w, c = input_shape
     shapes = {"input": (h, w, c)}
@@ -323,6 +341,7 @@ def trace(layers, head, input_shape=(299, 299, 3)):
         out[layer.name] = (shape, params, macs)
     last = shapes[layers[-1].name]
     features = last[-1]
+    map_bns = map_batch_norms(head)
     for layer in head:
         kind = layer["kind"]
         params, macs = {}, 0
@@ -344,7 +363,7 @@ def trace(layers, head, input_shape=(299, 299, 3)):
             shape = (features,)
         elif kind == "batch_norm":
             params = {v: (features,) for v in ("gamma", "beta", "moving_mean", "moving_variance")}
-            shape = (features,)
+            shape = last if any(layer is b for b in map_bns) else (features,)  # before the pooling: on the map
         else:
             shape = (features,)
         out[layer["name"]] = (shape, params, macs)
@@ -391,11 +410,15 @@ def min_input_size(layers) -> int:
     return size
 
 
-def param_shapes(layers, head) -> dict[str, tuple]:
-    """``{"block1_conv1/kernel": (3, 3, 3, 32), ...}`` in Keras' weight order."""
+def param_shapes(layers, head, channels: int) -> dict[str, tuple]:
+    """``{"block1_conv1/kernel": (3, 3, channels, 32), ...}`` in Keras' weight order.
+
+    ``channels``: the input's (the model's ``input_shape[2]``): 3 for RGB photos, 1 for a grayscale
+    model, 4 for RGBA or RGB+NIR. Only the first convolution's kernel depends on it (its ``C_in``).
+    """
     return {
         f"{name}/{var}": shape
-        for name, (_, params, _) in trace(layers, head, (None, None, 3)).items()
+        for name, (_, params, _) in trace(layers, head, (None, None, channels)).items()
         for var, shape in params.items()
     }
 

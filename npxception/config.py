@@ -11,7 +11,9 @@ class Config:
     # PyTorch ports often keep PyTorch's 1e-5, which is exactly the kind of
     # silent difference npxception exists to catch.
     bn_epsilon: float = 1e-3
-    # The input size the paper trains at and the official weights expect with the top.
+    # The input size the paper trains at and the official weights expect with the top: RGB.
+    # Keras builds Xception for any channel count without ImageNet weights (1 for grayscale,
+    # 4 for RGBA or RGB+NIR: imagenet_utils.obtain_input_shape); the channels default to 3.
     default_input_shape: tuple = (299, 299, 3)
     # keras.applications.Xception's constructor refuses a smaller fixed input_shape
     # (imagenet_utils.obtain_input_shape(min_size=71), Keras 3 and tf_keras alike), and
@@ -41,6 +43,10 @@ class Config:
     # The largest input height/width a weight file may declare: a 2048x2048 image
     # already needs about 1 GB of float32 activations in block2.
     max_input_size: int = 2048
+    # The most input channels a weight file or input_shape may declare. Keras takes any count
+    # (multispectral and hyperspectral models have tens to a few hundred bands); the bound keeps
+    # a manifest from making a golden or a photo allocate more than a real model would.
+    max_input_channels: int = 1024
     # A Keras model description (config.json, a legacy .h5's model_config): ~200 kB for a
     # Keras 3 Xception classifier. JSON inflates when parsed (``{},`` is 3 bytes of text, a
     # 64-byte dict; 40 MB of ``[],`` took 1.3 GB), so 8 MiB parse within ~200 MB.

@@ -7,7 +7,7 @@ that miscompile on this machine is noticed before it answers a question.
 
 A golden case (format version 2, see docs/weights-format.md) is:
 
-* ``input``: seeded pixels, ``(1, H, W, 3)`` uint8, at the model's input size
+* ``input``: seeded pixels, ``(1, H, W, C)`` uint8, at the model's input size and channels
   (71x71 for a backbone without a fixed size). The model receives them as its
   own kind of input (:func:`model_input`: ``preprocess_input`` for a model
   without an input stage).
@@ -73,7 +73,7 @@ class Digest:
 class Golden:
     """A golden test case: input pixels, digests in network order, and their provenance."""
 
-    pixels: np.ndarray  # (1, H, W, 3) uint8
+    pixels: np.ndarray  # (1, H, W, C) uint8, C the model's channels
     digests: tuple  # of Digest, network order
     source: str  # who computed the expectation, in words
     precision: str  # dtype the expectation was computed in: "float32" or "float64"
@@ -100,7 +100,8 @@ class Golden:
         checked = checked_layers(model)
         order = [n for n in checked if n in self.layers]
         return (order == self.layers and self.layers[-1] == checked[-1]
-                and self.pixels.shape[1:3] == golden_size(model) and self.to_model == input_description(model))
+                and self.pixels.shape[1:3] == golden_size(model) and self.pixels.shape[3] == model.channels
+                and self.to_model == input_description(model))
 
 
 # ---- making a golden --------------------------------------------------------
@@ -124,9 +125,9 @@ def golden_size(model) -> tuple[int, int]:
 
 
 def golden_pixels(model, seed=SEED) -> np.ndarray:
-    """Seeded pixels ``(1, H, W, 3)`` uint8 for ``model``'s golden."""
+    """Seeded pixels ``(1, H, W, C)`` uint8 for ``model``'s golden, ``C`` its channels."""
     h, w = golden_size(model)
-    return np.random.default_rng(seed).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, (1, h, w, model.channels), dtype=np.uint8)
 
 
 def model_input(model, pixels: np.ndarray, dtype=None) -> np.ndarray:
@@ -264,8 +265,9 @@ def parse(section, reserved: dict[str, np.ndarray]) -> Golden:
         if a.shape != shape or a.dtype.name != dtype:
             raise ValueError(f"golden array {key!r}: expected {shape} {dtype}, found {a.shape} {a.dtype}")
     pixels = reserved[section["input"]["key"]]
-    if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[3] != 3 or pixels.dtype != np.uint8:
-        raise ValueError(f"the golden input must be (1, H, W, 3) uint8, found {pixels.shape} {pixels.dtype}")
+    if (pixels.ndim != 4 or pixels.shape[0] != 1 or not 1 <= pixels.shape[3] <= CONFIG.max_input_channels
+            or pixels.dtype != np.uint8):
+        raise ValueError(f"the golden input must be (1, H, W, C) uint8, found {pixels.shape} {pixels.dtype}")
     digests = []
     for layer, shape in layers.items():
         parts = {p: reserved.get(f"{KEY_PREFIX}{layer}/{p}") for p in PARTS}
@@ -395,7 +397,7 @@ def _fused_activations(model, x, layers) -> dict:
 def _backbone_twin(model, input_shape, **options):
     """A headless model (an XceptionModel) sharing ``model``'s backbone weights."""
     weights = model.weights
-    return type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [])},
+    return type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [], model.channels)},
                        variant=model.variant, head=[], input_shape=input_shape, **options)
 
 
@@ -421,9 +423,9 @@ def fused_against_reference(model) -> PathCheck:
     start after it): one row, the backbone's last layer, deviation ``max|ours - reference|`` divided
     by the reference's max|x|, at the golden tolerance of the model's dtype.
     """
-    twin = _backbone_twin(model, (None, None, 3))
+    twin = _backbone_twin(model, (None, None, model.channels))
     size = max(JIT_OFF_SIZE, twin.min_input_size)
-    x = np.random.default_rng(SEED).uniform(-1, 1, (1, size, size, 3)).astype(model.dtype)
+    x = np.random.default_rng(SEED).uniform(-1, 1, (1, size, size, model.channels)).astype(model.dtype)
     ours = twin(x)
     reference = twin.forward(x, impl="reference")[0]
     worst = float(np.abs(ours - reference).max())

@@ -7,7 +7,11 @@ Keras' bit for bit, because cross-checks must compare like with like:
 
 * Pillow decodes the file; any mode other than RGB goes through ``convert("RGB")``:
   RGBA and LA drop alpha (no compositing), palette images are expanded, and
-  16-bit images are clipped to 0..255, not scaled (Pillow#2574);
+  16-bit images are clipped to 0..255, not scaled (Pillow#2574). That is
+  ``color_mode="rgb"``, the default; a model with 1 or 4 input channels gets
+  Keras' ``"grayscale"`` (Pillow's ``L``, except that 8-, 16- and 32-bit grayscale
+  modes ``L``, ``I;16``, ``I`` are kept as they are, unscaled) or ``"rgba"``
+  (``convert("RGBA")``: an opaque photo's alpha is 255) (:func:`color_mode`);
 * no EXIF rotation (``exif_transpose=True`` opts in);
 * a resize with Pillow's ``nearest`` filter, only when the size differs;
 * float32 pixels in [0, 255], then ``x / 127.5 - 1``.
@@ -69,6 +73,12 @@ SATURATION_WARNING = 0.5
 
 log = logging.getLogger("npxception")
 
+# keras.utils.load_img's color modes and the channels of the array img_to_array makes of each.
+COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
+# Grayscale modes load_img(color_mode="grayscale") keeps as they are (8-, 16- and 32-bit integers):
+# img_to_array then holds their values unscaled (0..65535 for a 16-bit X-ray).
+_KEPT_GRAYSCALE = ("L", "I;16", "I")
+
 
 class ImageError(ValueError):
     """An image that cannot be used. ``str(e)`` is one line: ``"<file>: <reason>"``."""
@@ -106,6 +116,26 @@ def _target_size(target_size) -> tuple[int, int] | None:
     if min(size) < 1:
         raise ValueError(f"target_size: sizes must be positive, found {target_size!r}")
     return size
+
+
+def _color_mode(name) -> str:
+    if name not in COLOR_MODES:
+        raise ValueError(f"color_mode: expected one of {', '.join(map(repr, COLOR_MODES))} (Keras' load_img), "
+                         f"found {name!r}")
+    return name
+
+
+def color_mode(channels: int) -> str:
+    """The ``load_img`` color mode whose array has ``channels`` channels: what a photo is for a model with
+    that input (``model.channels``). Each count has exactly one: 1 "grayscale", 3 "rgb", 4 "rgba" (Keras'
+    rule: ``img_to_array(load_img(path, color_mode=...))`` has 1, 3 or 4 channels); other counts are
+    not photos (ValueError naming the count)."""
+    modes = {c: m for m, c in COLOR_MODES.items()}
+    if channels not in modes:
+        raise ValueError(f"this model takes {channels}-channel images, and a photo is 1 (grayscale), 3 (rgb) or 4 "
+                         f"(rgba) channels as Keras' load_img(color_mode=...) reads it; give model(x) arrays of "
+                         f"{channels} channels instead")
+    return modes[channels]
 
 
 def _name(source) -> str:
@@ -225,17 +255,20 @@ def _is_empty(f) -> bool:
         return False
 
 
-def _to_rgb(img: Image.Image, size, resample, exif_transpose: bool, name: str = "") -> Image.Image:
-    """Keras' load_img for color_mode="rgb": convert("RGB") unless RGB, resize only if needed."""
+def _convert(img: Image.Image, mode: str, size, resample, exif_transpose: bool, name: str = "") -> Image.Image:
+    """Keras' load_img for ``color_mode`` ``mode``: convert("RGB") unless RGB, convert("RGBA") unless RGBA, or
+    convert("L") unless a kept grayscale mode (L, I;16, I); then resize only if needed."""
     if exif_transpose:
         try:
             img = ImageOps.exif_transpose(img)
         except Exception:  # noqa: BLE001 - malformed EXIF tags crash exif_transpose; keep the pixels
             pass
-    if img.mode in _WIDE_MODES:
-        _warn_saturation(img, name)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    target = {"rgb": "RGB", "rgba": "RGBA", "grayscale": "L"}[mode]
+    keep = _KEPT_GRAYSCALE if mode == "grayscale" else (target,)
+    if img.mode not in keep:
+        if img.mode in _WIDE_MODES:  # converted to 8 bits: clipped
+            _warn_saturation(img, name, target)
+        img = img.convert(target)
     if size is not None:
         width_height = (size[1], size[0])  # Keras' target_size is (height, width); PIL's is (w, h)
         if img.size != width_height:
@@ -253,17 +286,17 @@ def saturated_share(img: Image.Image) -> float:
     return 1.0 - np.count_nonzero(inside) / a.size
 
 
-def _warn_saturation(img, name) -> None:
+def _warn_saturation(img, name, target="RGB") -> None:
     share = saturated_share(img)
     if share > SATURATION_WARNING:
         log.warning(f"warning: {name or '<image>'}: {share:.0%} of this {img.mode} image's pixels are outside "
-                    "0..255 and saturate when converted to 8-bit RGB (as Keras' load_img does: Pillow clips, "
+                    f"0..255 and saturate when converted to 8-bit {target} (as Keras' load_img does: Pillow clips, "
                     "it does not scale); scale it to 0..255 first for a meaningful prediction")
 
 
 def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
-             check_size=None) -> Image.Image:
-    """Read an image file into a loaded RGB PIL image, as ``keras.utils.load_img``.
+             check_size=None, color_mode="rgb") -> Image.Image:
+    """Read an image file into a loaded PIL image, as ``keras.utils.load_img``: RGB, or another ``color_mode``.
 
     Arguments, errors and the pipeline as :func:`load_image`, which is
     ``np.asarray(load_img(...), dtype=np.float32)``. ``check_size(height, width)`` (for files) runs
@@ -273,6 +306,7 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
     """
     size = _target_size(target_size)
     resample = _interpolation(interpolation)
+    mode = _color_mode(color_mode)
     name = _name(path)
     if isinstance(path, Image.Image):
         img = path
@@ -283,13 +317,13 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
                         f"found {type(path).__name__}")
     try:
         img.load()  # a lazily opened PIL image passed in fails here, named, rather than where it is read
-        return _to_rgb(img, size, resample, exif_transpose, name)
+        return _convert(img, mode, size, resample, exif_transpose, name)
     except (OSError, ValueError) as exc:
-        raise ImageError(name, f"cannot convert to RGB ({' '.join(str(exc).split())})") from None
+        raise ImageError(name, f"cannot convert to {mode} ({' '.join(str(exc).split())})") from None
 
 
 def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
-               check_size=None) -> np.ndarray:
+               check_size=None, color_mode="rgb") -> np.ndarray:
     """Read an image file into float32 pixels, as ``keras.utils.load_img`` + ``img_to_array``.
 
     path: a str / os.PathLike, an open binary file object, or a PIL image.
@@ -300,13 +334,23 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
       data is ignored.
     check_size: None, or ``check_size(height, width)`` run on a file's header before its pixels are
       decoded; it raises ImageError to refuse the photo (predict's memory budget).
+    color_mode: "rgb" (Keras' default), "grayscale" or "rgba", as Keras' load_img.
 
-    Returns (H, W, 3) float32 in [0, 255], bit for bit Keras' array.
+    Returns (H, W, C) float32, C = 3, 1 or 4 by ``color_mode``, in [0, 255] (a kept 16- or 32-bit
+    grayscale image: its own values), bit for bit Keras' array.
     Raises ImageError (a ValueError) naming the file for a missing, unreadable,
     truncated or oversized image.
     """
-    img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose, check_size=check_size)
-    return np.asarray(img, dtype=np.float32)  # keras img_to_array: np.asarray(img, dtype=floatx)
+    img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose, check_size=check_size,
+                   color_mode=color_mode)
+    return img_to_array(img)
+
+
+def img_to_array(img: Image.Image) -> np.ndarray:
+    """Keras' img_to_array (channels last, float32): ``np.asarray(img, dtype=floatx)``, a 2-D grayscale
+    image given its channel axis, (H, W) -> (H, W, 1)."""
+    x = np.asarray(img, dtype=np.float32)
+    return x[:, :, None] if x.ndim == 2 else x
 
 
 # A band of rows read at once: Pillow's crop and its array are both this size (docs/performance.md,
@@ -316,9 +360,10 @@ BAND_BYTES = 4 * 1024 * 1024
 
 
 def read_pixels(img: Image.Image, rows, cols) -> np.ndarray:
-    """``np.asarray(img)[rows][:, cols]`` for an RGB PIL image, without building ``np.asarray(img)``.
+    """``img_to_array(img)[rows][:, cols]`` in the image's own dtype, without building ``np.asarray(img)``.
 
-    rows, cols: sorted distinct int arrays. Returns uint8 ``(len(rows), len(cols), 3)``.
+    img: a PIL image as load_img gives it (RGB, RGBA, L, I;16 or I).
+    rows, cols: sorted distinct int arrays. Returns ``(len(rows), len(cols), C)``, uint8 for 8-bit modes.
     Consecutive rows are cropped as bands of the columns' span, each at most
     ``BAND_BYTES`` (or one row), so the memory is that of a band, not of the
     image, even when every row is read (a photo at most twice as tall as the
@@ -326,13 +371,16 @@ def read_pixels(img: Image.Image, rows, cols) -> np.ndarray:
     """
     rows, cols = np.asarray(rows), np.asarray(cols)
     c0, c1 = int(cols[0]), int(cols[-1]) + 1
-    per_band = max(1, BAND_BYTES // (3 * (c1 - c0)))  # rows per band
-    out = np.empty((len(rows), len(cols), 3), np.uint8)
+    per_band = max(1, BAND_BYTES // (4 * (c1 - c0)))  # rows per band, at most 4 bytes per pixel
+    out = None
     run_start = 0
     for run_stop in [*(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]:  # runs of consecutive rows
         for start in range(run_start, run_stop, per_band):
             stop = min(run_stop, start + per_band)
-            band = np.asarray(img.crop((c0, int(rows[start]), c1, int(rows[stop - 1]) + 1)))  # (rows, c1 - c0, 3)
+            band = np.asarray(img.crop((c0, int(rows[start]), c1, int(rows[stop - 1]) + 1)))  # (rows, c1 - c0[, C])
+            band = band[:, :, None] if band.ndim == 2 else band
+            if out is None:
+                out = np.empty((len(rows), len(cols), band.shape[2]), band.dtype)
             out[start:stop] = band[:, cols - c0]
         run_start = run_stop
     return out
@@ -340,60 +388,76 @@ def read_pixels(img: Image.Image, rows, cols) -> np.ndarray:
 
 # --------------------------------------------------------------------------- in-memory images
 
-def to_array(image) -> np.ndarray:
-    """An in-memory image -> a new float32 (H, W, 3) array of pixels in [0, 255].
+def to_array(image, color_mode="rgb") -> np.ndarray:
+    """An in-memory image -> a new float32 (H, W, C) array of pixels in [0, 255], C by ``color_mode``.
 
-    Accepts a PIL image (any mode, converted like ``convert("RGB")``) or a numeric
-    array: (H, W) or (H, W, 1) grayscale (copied to 3 channels, as convert("RGB")
-    does), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped). Values must be finite
-    and in [0, 255]; floats are not rescaled, and a float image whose pixels all
-    lie in (0, 1] is refused as one scaled to [0, 1]. The caller's array is never aliased.
+    Accepts a PIL image (any mode, converted as ``load_img(color_mode=...)`` converts it) or a numeric
+    array. For "rgb" (the default): (H, W) or (H, W, 1) grayscale (copied to 3 channels, as convert("RGB")
+    does), (H, W, 3) RGB or (H, W, 4) RGBA (alpha dropped). For "grayscale": (H, W) or (H, W, 1), whose
+    values may exceed 255 (load_img keeps 16- and 32-bit grayscale images unscaled); for "rgba": (H, W, 4).
+    An array of other channels for those two modes is refused rather than converted by a rule the
+    caller did not choose. Values must be finite and at least 0 (at most 255 but for grayscale); floats are
+    not rescaled, and a float image whose pixels all lie in (0, 1] is refused as one scaled to [0, 1].
+    The caller's array is never aliased.
     """
+    mode = _color_mode(color_mode)
     if isinstance(image, Image.Image):
-        return load_image(image)
+        return load_image(image, color_mode=mode)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image: expected a PIL image or a numpy array, found {type(image).__name__}")
     if image.dtype == bool or image.dtype.kind not in "uif":
         raise TypeError(f"image: expected an integer or float array of pixels, found dtype {image.dtype}")
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        rgb = image[:, :, :3] if image.shape[2] != 1 else np.repeat(image, 3, axis=2)
-    elif image.ndim == 2:
-        rgb = np.repeat(image[:, :, None], 3, axis=2)
+    c = image.shape[2] if image.ndim == 3 else 1 if image.ndim == 2 else None
+    if mode == "rgb" and c in (1, 3, 4):
+        pixels = (image[:, :, :3] if c != 1 else
+                  np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2))
+    elif mode == "grayscale" and c == 1:
+        pixels = image.reshape(*image.shape[:2], 1)
+    elif mode == "rgba" and c == 4 and image.ndim == 3:
+        pixels = image
     else:
-        raise ValueError(f"image: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), found {image.shape}")
-    if 0 in rgb.shape[:2]:
+        shapes = {"rgb": "(H, W), (H, W, 1), (H, W, 3) or (H, W, 4)", "grayscale": "(H, W) or (H, W, 1)",
+                  "rgba": "(H, W, 4)"}[mode]
+        raise ValueError(f"image: expected shape {shapes} for color_mode={mode!r}, found {image.shape}")
+    if 0 in pixels.shape[:2]:
         raise ValueError(f"image: empty image of shape {image.shape}")
-    if image.dtype.kind == "f" and not np.isfinite(rgb).all():
+    if image.dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ValueError("image: contains NaN or Inf")
-    lo, hi = rgb.min(), rgb.max()
-    if lo < 0 or hi > 255:
+    lo, hi = pixels.min(), pixels.max()
+    if lo < 0 or (hi > 255 and mode != "grayscale"):
         raise ValueError(f"image: pixels must be in [0, 255] (raw, not preprocessed), found {lo}..{hi}")
     if image.dtype.kind == "f" and 0 < hi <= 1:
         # A float image scaled to [0, 1] (matplotlib's, skimage's img_as_float) would be
         # read as a nearly black photo and labelled with confidence: nonsense, not an error.
         raise ValueError(f"image: float pixels all in [0, 1] (max {hi}); npxception expects [0, 255], "
                          "as Keras' load_img gives: multiply by 255 first (image * 255)")
-    return np.array(rgb, dtype=np.float32, order="C")  # always a copy
+    return np.array(pixels, dtype=np.float32, order="C")  # always a copy
 
 
-def resize_array(pixels, target_size, interpolation="nearest") -> np.ndarray:
-    """Resize float32 (H, W, 3) pixels in [0, 255] to target_size with a Pillow filter.
+# Pillow's 8-bit mode for an array of each channel count: what Keras resizes for each color mode.
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
-    Whole-number pixels (the usual case, e.g. from a uint8 array) go through a
-    uint8 RGB image, which is what Keras resizes; other values are resized per
-    channel as 32-bit float images so nothing is rounded.
+
+def resize_array(pixels, target_size, interpolation="nearest", color_mode="rgb") -> np.ndarray:
+    """Resize float32 (H, W, C) pixels in [0, 255] to target_size with a Pillow filter.
+
+    Whole-number pixels in 0..255 (the usual case, e.g. from a uint8 array) go through a
+    uint8 image of the mode load_img gives (RGB, L or RGBA), which is what Keras resizes; other
+    values are resized per channel as 32-bit float images so nothing is rounded.
     """
     size = _target_size(target_size)
     resample = _interpolation(interpolation)
-    pixels = to_array(pixels)
+    pixels = to_array(pixels, color_mode)
     width_height = (size[1], size[0])
     if pixels.shape[:2] == size:
         return pixels
-    if np.array_equal(pixels, np.round(pixels)):
-        img = Image.fromarray(pixels.astype(np.uint8), mode="RGB")
-        return np.asarray(img.resize(width_height, resample), dtype=np.float32)
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, c]), mode="F")
-                           .resize(width_height, resample)) for c in range(3)]
+    c = pixels.shape[2]
+    if np.array_equal(pixels, np.round(pixels)) and pixels.max() <= 255:
+        img = Image.fromarray(pixels.astype(np.uint8).squeeze(axis=2) if c == 1 else pixels.astype(np.uint8),
+                              mode=_PIL_MODES[c])
+        return img_to_array(img.resize(width_height, resample))
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, i]), mode="F")
+                           .resize(width_height, resample)) for i in range(c)]
     return np.stack(channels, axis=-1).astype(np.float32)
 
 
@@ -402,7 +466,8 @@ def resize_array(pixels, target_size, interpolation="nearest") -> np.ndarray:
 def preprocess_input(x) -> np.ndarray:
     """Keras' "tf" mode for Xception: ``x / 127.5 - 1`` maps [0, 255] to [-1, 1].
 
-    (..., 3) pixels -> same shape. Returns a new array and never writes into ``x``
+    (..., C) pixels, channels last -> same shape; element-wise, so any channel count (3 RGB, 1 grayscale,
+    4 RGBA), as Keras' own. Returns a new array and never writes into ``x``
     (Keras' numpy path divides float arrays in place, keras#11591). float64 input
     stays float64; ints, uint8 and float32 give float32, as Keras' floatx does.
     float16 gives float32 too, unlike Keras 3 and tf_keras, which keep float16 and
@@ -412,8 +477,8 @@ def preprocess_input(x) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == bool or arr.dtype.kind not in "uif":
         raise TypeError(f"preprocess_input: expected a numeric array of pixels, found dtype {arr.dtype}")
-    if arr.ndim < 1 or arr.shape[-1] != 3:
-        raise ValueError(f"preprocess_input: expected shape (..., 3) (RGB, channels last), found {arr.shape}")
+    if arr.ndim < 1:
+        raise ValueError("preprocess_input: expected pixels of shape (..., C) (channels last), found a scalar")
     dtype = np.float64 if arr.dtype == np.float64 else np.float32
     out = arr.astype(dtype, copy=True)
     out /= dtype(CONFIG.preprocess_scale)

@@ -12,15 +12,29 @@ manifest under ``"input_stage"``::
     {"kind": "arithmetic", "name": "true_divide", "op": "divide", "scalar": 127.5, "scalar_first": false,
      "keras_class": "TrueDivide"}
 
-Equations (per channel ``c``, ``x`` of shape ``(N, H, W, 3)``; scale, offset,
-mean and variance are scalars or length-3 vectors broadcast over the channels)::
+Equations (per channel ``c``, ``x`` of shape ``(N, H, W, C)``, ``C`` the model's channels; scale,
+offset, mean and variance are scalars or length-``C`` vectors broadcast over the channels)::
 
     rescaling:      y = x * scale + offset                                   (keras.layers.Rescaling)
     normalization:  y = (x - mean) / max(sqrt(variance), epsilon)           (keras.layers.Normalization)
     arithmetic:     y = x <op> scalar, or scalar <op> x when scalar_first    (preprocess_input's x / 127.5, x - 1.0
                     <op>: + (add), - (subtract), * (multiply), / (divide)     on a symbolic tensor: operation nodes)
 
-computed in the model's dtype, in this order, as Keras computes them (no
+An integer input dtype (a serving model's ``Input(dtype="uint8")``) is the first step::
+
+    {"kind": "cast", "name": "input_layer", "dtype": "uint8"}     (int8, uint16 and int16 too)
+    cast:           y = trunc(x), refused unless every trunc(x) fits the dtype  (Keras casts what it is fed)
+
+Keras casts whatever it is fed to the Input's dtype, so a fractional pixel is
+truncated towards zero: measured in Keras 3 and tf_keras (model.predict and
+model(x) alike), 0.6 -> 0, 254.9 -> 254, -0.5 -> 0. Outside the dtype's range
+TensorFlow's float-to-integer conversion is undefined in C++: on x86-64 it wrapped
+(256.7 -> 0, -1.5 -> 255, 300.2 -> 44, 1e10 -> 0 for uint8), another CPU may
+saturate, so the file does not determine the answer and ``model(x)`` refuses
+such values, naming the range. Every value of these dtypes is a float32, so
+the truncated values go on exactly.
+
+The other steps are computed in the model's dtype, in this order, as Keras computes them (no
 folding of the two into one multiply-add, which would round differently; a
 division stays a division, never a multiplication by the reciprocal).
 ``epsilon`` is Keras' ``backend.epsilon()`` (1e-7); the converter refuses a
@@ -90,11 +104,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import CONFIG
+from .untrusted import short_repr
 from .ops.resize import (INTERPOLATIONS, aspect_crop_box, compact, coordinates, pad_and_resize, resample,
                          resize)
 
 # Steps that preprocess each pixel alone (module docstring): a model with one takes raw pixels.
-PIXELWISE = ("rescaling", "normalization", "arithmetic")
+PIXELWISE = ("cast", "rescaling", "normalization", "arithmetic")
+# An integer Input's dtypes the stage casts to: every value of each is exact in float32 (module docstring).
+INTEGER_DTYPES = ("uint8", "int8", "uint16", "int16")
 # arithmetic's ops, as Keras computes them: elementwise in the tensor's dtype (numpy's true_divide is IEEE division)
 ARITHMETIC = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide}
 SYMBOL = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
@@ -102,21 +119,22 @@ GEOMETRY = ("resizing", "center_crop", "random_crop")
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
 # Which implementation wrote a geometry layer: Keras 3 and tf_keras differ at inference (module docstring).
 KERAS = ("keras3", "tf_keras")
-CLASS = {"rescaling": "Rescaling", "normalization": "Normalization", "resizing": "Resizing",
+CLASS = {"cast": "InputLayer", "rescaling": "Rescaling", "normalization": "Normalization", "resizing": "Resizing",
          "center_crop": "CenterCrop", "random_crop": "RandomCrop"}
 # Real models hold one to three preprocessing layers; a manifest listing thousands
 # would make every model(x) call resample thousands of times.
 MAX_STEPS = 16
 
 
-def _vector(value, what: str) -> float | list[float]:
-    """A finite scalar or a length-3 list of finite floats."""
+def _vector(value, what: str, channels: int) -> float | list[float]:
+    """A finite scalar or a list of ``channels`` finite floats, one per input channel."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         values = [float(value)]
-    elif isinstance(value, (list, tuple)) and len(value) == 3:
+    elif isinstance(value, (list, tuple)) and len(value) == channels:
         values = [float(v) for v in value]
     else:
-        raise ValueError(f"{what}: expected a number or 3 per-channel numbers, found {value!r}")
+        raise ValueError(f"{what}: expected a number or {channels} per-channel numbers (the model's input "
+                         f"has {channels} channels), found {short_repr(value)}")
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{what}: contains NaN or Inf")
     return values[0] if len(values) == 1 else values
@@ -171,8 +189,10 @@ def _geometry(step, where) -> dict:
     return out
 
 
-def validate(steps) -> list[dict]:
-    """Check a stage read from a manifest or built by the converter; return it as plain dicts."""
+def validate(steps, channels: int) -> list[dict]:
+    """Check a stage read from a manifest or built by the converter; return it as plain dicts.
+
+    ``channels``: the model's input channels, the length of a per-channel scale, mean or variance."""
     steps = list(steps or [])
     if len(steps) > MAX_STEPS:
         raise ValueError(f"input_stage: at most {MAX_STEPS} steps, found {len(steps)}")
@@ -183,17 +203,22 @@ def validate(steps) -> list[dict]:
             raise ValueError(f"{where}: expected a dict with a 'kind' and a 'name', found {step!r}")
         kind = step.get("kind")
         if kind == "rescaling":
-            out.append({"kind": kind, "name": step["name"], "scale": _vector(step.get("scale"), f"{where}.scale"),
-                        "offset": _vector(step.get("offset", 0.0), f"{where}.offset")})
+            out.append({"kind": kind, "name": step["name"], "scale": _vector(step.get("scale"), f"{where}.scale", channels),
+                        "offset": _vector(step.get("offset", 0.0), f"{where}.offset", channels)})
         elif kind == "normalization":
-            var = _vector(step.get("variance"), f"{where}.variance")
+            var = _vector(step.get("variance"), f"{where}.variance", channels)
             eps = float(step.get("epsilon", KERAS_EPSILON))
             if min(np.atleast_1d(var)) < 0:
                 raise ValueError(f"{where}.variance: negative variance {var!r}")
-            out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean"),
+            out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean", channels),
                         "variance": var, "epsilon": eps})
         elif kind == "arithmetic":
             out.append(_arithmetic(step, where))
+        elif kind == "cast":
+            if i != 0 or step.get("dtype") not in INTEGER_DTYPES:
+                raise ValueError(f"{where}: a cast is the stage's first step, to one of {INTEGER_DTYPES}; "
+                                 f"found dtype {step.get('dtype')!r} at step {i}")
+            out.append({"kind": kind, "name": step["name"], "dtype": step["dtype"]})
         elif kind in GEOMETRY:
             out.append(_geometry(step, where))
         else:
@@ -222,8 +247,28 @@ def _check_finite(step, x: np.ndarray) -> np.ndarray:
     return x
 
 
+def cast(step, x: np.ndarray) -> np.ndarray:
+    """What Keras feeds an integer Input ``step["dtype"]`` (module docstring): ``trunc(x)``, in ``x``'s dtype
+    (a float64 batch is truncated before any rounding to float32, as Keras casts it); a new array.
+
+    Raises ValueError for NaN, Inf or a value whose truncation the dtype does not hold.
+    """
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError("x: contains NaN or Inf")
+    info = np.iinfo(step["dtype"])
+    t = np.trunc(x) if x.dtype.kind == "f" else x
+    if t.size and (t.min() < info.min or t.max() > info.max):
+        bad = x.min() if t.min() < info.min else x.max()
+        raise ValueError(f"x: the model's input {step['name']} is {step['dtype']}, and Keras casts what it is fed "
+                         f"to it, truncating towards zero; {bad!r} does not truncate into [{info.min}, {info.max}], "
+                         "where the conversion is undefined (TensorFlow wraps it on x86-64, another CPU may "
+                         f"saturate). Feed values in ({info.min - 1}, {info.max + 1}), e.g. clipped pixels")
+    return t.copy() if t is x else t
+
+
 def takes_pixels(steps) -> bool:
-    """True when the stage rescales, normalises or does arithmetic: the model's input is raw pixels in [0, 255]."""
+    """True when the stage casts to an integer dtype, rescales, normalises or does arithmetic: the model's
+    input is raw pixels in [0, 255]."""
     return any(s["kind"] in PIXELWISE for s in steps)
 
 
@@ -250,7 +295,7 @@ def _step_size(step, hw) -> tuple:
                                 f"declares {target[0]}x{target[1]} outputs, so the layers after it run at a size "
                                 f"the model does not declare (a nested backbone built for {target[0]}x{target[1]} "
                                 f"refuses it in Keras 3 too); give the model Input(shape=({target[0]}, "
-                                f"{target[1]}, 3))")
+                                f"{target[1]}, C))")
     if step["kind"] == "center_crop" and step["keras"] == "keras3" and None not in hw and (
             hw[0] < target[0] or hw[1] < target[1]):
         raise _refuse(step, hw, f"Keras 3 crops images of at least {target[0]}x{target[1]}; for a smaller one "
@@ -322,6 +367,8 @@ def _geometry_apply(step, x: np.ndarray) -> np.ndarray:
 def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
     """One step that is not geometry: each output pixel from the same input pixel (module docstring)."""
     dt = x.dtype
+    if step["kind"] == "cast":
+        return cast(step, x)
     if step["kind"] == "rescaling":
         return x * np.asarray(step["scale"], dt) + np.asarray(step["offset"], dt)
     if step["kind"] == "normalization":
@@ -335,7 +382,7 @@ def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
 
 
 def apply(steps, x: np.ndarray, *, finite: bool = False) -> np.ndarray:
-    """Run the stage on a checked ``(N, H, W, 3)`` batch; a new array, ``x`` is never modified.
+    """Run the stage on a checked ``(N, H, W, C)`` batch; a new array, ``x`` is never modified.
 
     The caller checked the size with :func:`output_size`. ``finite``: raise ValueError naming the
     first step whose output holds NaN or Inf (``model(x)``'s check; without it, c / 0 is Inf as in Keras).
@@ -411,6 +458,9 @@ def describe(step) -> str:
     def num(v):
         return f"{v:.6g}" if isinstance(v, float) else "[" + ", ".join(f"{a:.6g}" for a in v) + "]"
 
+    if step["kind"] == "cast":
+        info = np.iinfo(step["dtype"])
+        return f"{step['name']} (InputLayer, dtype {step['dtype']}): trunc(x), x in ({info.min - 1}, {info.max + 1})"
     if step["kind"] == "rescaling":
         return f"{step['name']} (Rescaling): x * {num(step['scale'])} + {num(step['offset'])}"
     if step["kind"] == "arithmetic":

@@ -81,10 +81,16 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
       With a weight file the default keeps the file's head; an explicit one replaces the file's
       classifier activation (None: its logits, even behind a separate Activation/Softmax layer), as
       Keras' Dense(classes, activation=...) would. ImageNet weights take only "softmax" or None, Keras' rule.
-    input_shape: (H, W, 3) with H, W >= 71, Keras' constructor rule (it raises "Input size must
+    input_shape: (H, W, C) with H, W >= 71, Keras' constructor rule (it raises "Input size must
       be at least 71x71"); None for H and W builds a model for any size, which computes
       images down to 7x7 as Keras' predict does (``model.min_input_size``), without the top
       only, as Keras requires. With the top and ImageNet weights it must be (299, 299, 3).
+      C, the channels, is 3 (RGB) by default; without ImageNet weights any C, as Keras builds
+      it (imagenet_utils.obtain_input_shape; Keras warns "This model usually expects 1 or 3
+      input channels" for others, such as RGBA's 4, and builds them): 1 for grayscale, 4 for
+      RGBA or RGB+NIR. ImageNet weights take 3 only (Keras: "The input must have 3 channels").
+      ``predict`` feeds photos to a 1-channel model as ``load_img(color_mode="grayscale")`` and
+      to a 4-channel one as ``color_mode="rgba"`` (npxception.images.color_mode).
     dtype: "float32" or "float64".
     verify: run the weight file's golden test case (once per file per process);
       False skips it for speed-critical callers.
@@ -98,18 +104,22 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
         raise ValueError(f"classes: expected a positive int, found {_given(classes)!r}")
     if input_shape is not None:
         input_shape = _constructor_shape(input_shape, variant)
+        if isinstance(weights, str) and weights == "imagenet" and input_shape[2] != 3 and not include_top:
+            raise ValueError(f"input_shape: ImageNet weights take 3 channels (Keras: 'The input must have 3 "
+                             f"channels'), found {input_shape}")
         if include_top and None in input_shape[:2]:
             # Keras' obtain_input_shape(require_flatten=include_top): a top wants a static size
             raise ValueError(f"input_shape: with include_top=True Keras requires a static input_shape ('If "
                              f"`include_top` is True, you should specify a static `input_shape`'), found "
-                             f"{input_shape}; give (H, W, 3), or include_top=False for a model of any size")
+                             f"{input_shape}; give (H, W, {input_shape[2]}), or include_top=False for a model "
+                             "of any size")
 
     if weights is None:
         v = arch.resolve_variant(variant)
         head = arch.keras_head(include_top, pooling, _given(classes), _given(classifier_activation))
         if input_shape is None:
             input_shape = CONFIG.default_input_shape if include_top else (None, None, 3)
-        params = random_params(arch.backbone(v), head, dt, seed)
+        params = random_params(arch.backbone(v), head, dt, seed, channels=input_shape[2])
         return XceptionModel(params, variant=v, head=head, input_shape=input_shape,
                              source=f"random(seed={seed})")
 
@@ -193,7 +203,7 @@ def _constructor_shape(input_shape, variant) -> tuple:
     m = CONFIG.constructor_min_size
     if any(d is not None and d < m for d in shape[:2]):
         raise ValueError(f"input_shape: keras.applications.Xception requires at least {m}x{m} (Keras: 'Input "
-                         f"size must be at least {m}x{m}'), found {shape}; input_shape=(None, None, 3) builds "
+                         f"size must be at least {m}x{m}'), found {shape}; input_shape=(None, None, {shape[2]}) builds "
                          f"a model for any size, which takes images down to {low}x{low} as Keras' predict does")
     return shape
 
@@ -206,6 +216,9 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
                          f"requested {arch.variant_name(wanted)!r}")
     if dtype != model.dtype:
         model = model.astype(dtype)
+    if input_shape is not None and input_shape[2] != model.channels:
+        raise ValueError(f"input_shape: the weight file's model takes {model.channels}-channel images "
+                         f"(input_shape {model.input_shape}), requested {input_shape}")
     if include_top:
         if not model.include_top:
             raise ValueError("include_top: the weight file has no classifier (it was saved without the top)")
@@ -225,14 +238,14 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
-    backbone_keys = arch.param_shapes(model.layers, [])
+    backbone_keys = arch.param_shapes(model.layers, [], model.channels)
     params = {k: model._params[k] for k in backbone_keys}
     source_shape = None
     if input_shape is None and stage.has_geometry(model.input_stage):
         # a Resizing/CenterCrop stage fixes the backbone's size; the source's is kept
         input_shape, source_shape = model.input_shape, model.source_input_shape
     elif input_shape is None:
-        input_shape = (None, None, 3)
+        input_shape = (None, None, model.channels)
     adapted = XceptionModel(params, variant=model.variant, head=head, input_shape=input_shape,
                             source=model.source, input_stage=model.input_stage, source_input_shape=source_shape,
                             source_data_format=model.source_data_format)
@@ -277,10 +290,10 @@ def _from_file(path):
         head = manifest.get("head", [])
         input_shape = manifest.get("input_shape", [None, None, 3])
         if not (isinstance(input_shape, list) and len(input_shape) == 3):
-            raise ValueError(f"input_shape: expected [H, W, 3], found {short_repr(input_shape)}")
+            raise ValueError(f"input_shape: expected [H, W, C], found {short_repr(input_shape)}")
         labels = manifest.get("labels")
         # XceptionModel refuses what cannot be valid: input_shape outside [min_input_size, max]
-        # or not 3 channels, labels that are not exactly one string per class, a
+        # or channels outside [1, max_input_channels], labels that are not exactly one string per class, a
         # negative or non-finite BN variance, any non-finite weight, a bad input stage.
         model = XceptionModel(arrays, variant=variant, head=head, input_shape=input_shape,
                               labels=labels, source=manifest.get("source") or where,

@@ -40,18 +40,19 @@ class XceptionModel:
                  labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
-        # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage).
-        self.input_stage = stage.validate(input_stage)
         self.layers = arch.backbone(self.variant)
         # The smallest height and width the backbone computes (7 for Keras' table): where Keras' predict
         # stops answering too. keras.applications.Xception's constructor rule (71) is Xception()'s own.
         self.min_input_size = arch.min_input_size(self.layers)
         self.input_shape = check_input_shape(input_shape, self.min_input_size)  # the backbone's
+        # In-graph preprocessing run by model(x) before the backbone (npxception.input_stage); its
+        # per-channel numbers have one value per input channel.
+        self.input_stage = stage.validate(input_stage, self.channels)
         check_flatten_size(self.layers, self.head, self.input_shape)
         # What the source model takes, before its stage; None (a model built here, or a manifest
         # written before the field existed): the backbone's size, where geometry steps are identities.
         self.source_input_shape = (self.input_shape if source_input_shape is None
-                                   else check_source_shape(source_input_shape))
+                                   else check_source_shape(source_input_shape, self.channels))
         reached = stage.output_size(self.input_stage, self.source_input_shape[:2])
         if reached != self.input_shape[:2]:
             raise ValueError(f"input_stage: brings the source's {self.source_input_shape} images to "
@@ -62,7 +63,7 @@ class XceptionModel:
         # Keras NCHW, and a reader where the weights came from (weights_tools.layout).
         self.source_data_format = check_data_format(source_data_format)
         self.labels = _check_labels(labels, self.classes)
-        expected = arch.param_shapes(self.layers, self.head)
+        expected = arch.param_shapes(self.layers, self.head, self.channels)
         params = dict(params)
         check_params(params, expected, where=source or "params")
         self.dtype = next(iter(params.values())).dtype
@@ -89,6 +90,11 @@ class XceptionModel:
     def weights(self) -> dict[str, np.ndarray]:
         """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays)."""
         return dict(self._params)
+
+    @property
+    def channels(self) -> int:
+        """The input's channels, ``input_shape[2]``: 3 (RGB), 1 (grayscale), 4 (RGBA, RGB+NIR)..."""
+        return self.input_shape[2]
 
     @property
     def classes(self) -> int | None:
@@ -175,7 +181,7 @@ class XceptionModel:
 
     # ---- the forward pass -----------------------------------------------
     def __call__(self, x, *, impl="fast"):
-        """The forward pass: ``(N, H, W, 3) -> (N, classes)``.
+        """The forward pass: ``(N, H, W, C) -> (N, classes)``, ``C`` the model's ``channels``.
 
         ``x`` is what the source model takes: ``preprocess_input``'s output, or
         raw pixels when the model preprocesses in-graph (``takes_pixels``).
@@ -196,14 +202,15 @@ class XceptionModel:
         return self._run_backbone(self.backbone_input(x), self._capture_set(capture), impl)
 
     def run_backbone(self, b, *, impl="fast"):
-        """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, 3)``
+        """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, C)``
         at the backbone's ``input_shape``, in the model's dtype); ``predict()`` stacks photos of different
         sizes this way, each brought to the backbone's size by the stage."""
         check_impl("model", impl)
         eh, ew = self.input_shape[:2]
-        if (not isinstance(b, np.ndarray) or b.ndim != 4 or b.dtype != self.dtype
+        if (not isinstance(b, np.ndarray) or b.ndim != 4 or b.dtype != self.dtype or b.shape[3] != self.channels
                 or (eh is not None and b.shape[1:3] != (eh, ew))):
-            raise ValueError(f"b: expected backbone_input's output, a {self.dtype} array (N, {eh}, {ew}, 3), "
+            raise ValueError(f"b: expected backbone_input's output, a {self.dtype} array "
+                             f"(N, {eh}, {ew}, {self.channels}), "
                              f"found {type(b).__name__} {getattr(b, 'shape', '')} {getattr(b, 'dtype', '')}")
         return self._run_backbone(np.ascontiguousarray(b), set(), impl)[0]
 
@@ -224,7 +231,7 @@ class XceptionModel:
         ``read(rows, cols)`` gives ``x[rows][:, cols]``, ``feed`` is pixelwise (predict's cast to float
         and ``preprocess_input``): only the pixels the input stage's first geometry step reads are read,
         fed and checked (:func:`npxception.input_stage.apply_gathered`), with the same bits and the
-        same refusals as :meth:`backbone_input`. ``(1, H', W', 3)`` at the backbone's size.
+        same refusals as :meth:`backbone_input`. ``(1, H', W', C)`` at the backbone's size.
         """
         self.check_image_size(*hw)
 
@@ -237,21 +244,27 @@ class XceptionModel:
         return stage.apply_gathered(self.input_stage, hw, read, fed, finite=True)
 
     def _check_input(self, x) -> np.ndarray:
+        c = self.channels
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
             except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's input
-                raise TypeError(f"x: expected an array of shape (N, H, W, 3), found {type(x).__name__}") from exc
+                raise TypeError(f"x: expected an array of shape (N, H, W, {c}), found {type(x).__name__}") from exc
         if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
             raise TypeError(f"x: expected a float array (preprocessed image batch), found dtype {x.dtype}")
-        if x.ndim == 3 and x.shape[-1] == 3:
-            raise ValueError(f"x: expected a batch (N, H, W, 3), found a single image {x.shape}; "
+        if x.ndim == 3 and x.shape[-1] == c:
+            raise ValueError(f"x: expected a batch (N, H, W, {c}), found a single image {x.shape}; "
                              "use x[None] to add the batch axis")
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"x: expected shape (N, H, W, 3), found {x.shape}")
+        if x.ndim != 4 or x.shape[-1] != c:
+            took = f" (this model takes {c}-channel images)" if x.ndim == 4 else ""
+            raise ValueError(f"x: expected shape (N, H, W, {c}), found {x.shape}{took}")
         if x.shape[0] < 1:
             raise ValueError(f"x: expected at least one image, found batch size {x.shape[0]}")
         self.check_image_size(*x.shape[1:3])
+        if self.input_stage and self.input_stage[0]["kind"] == "cast":
+            # before any rounding to the model's dtype, as Keras casts what it is fed (a float64 254.99999999
+            # is 254 there, and would be 255 after float32); the stage's own cast then changes nothing
+            x = stage.cast(self.input_stage[0], x)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if not np.isfinite(x).all():
             raise ValueError("x: contains NaN or Inf")
@@ -318,7 +331,8 @@ class XceptionModel:
 
 
 def check_input_shape(shape, min_size) -> tuple:
-    """(H, W, 3) with min_size <= H, W <= max_input_size, or None for H and W (any size).
+    """(H, W, C) with min_size <= H, W <= max_input_size, or None for H and W (any size), and
+    1 <= C <= max_input_channels (3 for RGB; Keras builds Xception for any count without ImageNet weights).
 
     ``min_size``: the network's (:func:`npxception.architecture.min_input_size`) for a model, Keras'
     constructor rule (``CONFIG.constructor_min_size``) for :func:`npxception.Xception`.
@@ -326,9 +340,10 @@ def check_input_shape(shape, min_size) -> tuple:
     try:
         shape = tuple(None if d is None else _int(d) for d in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}") from None
-    if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"input_shape: expected (H, W, 3), found {shape!r}")
+        raise ValueError(f"input_shape: expected (H, W, C), found {shape!r}") from None
+    if len(shape) != 3 or not _channels_ok(shape[2]):
+        raise ValueError(f"input_shape: expected (H, W, C) with C, the channels, in "
+                         f"[1, {CONFIG.max_input_channels}] (3 for RGB), found {shape!r}")
     if any(d is not None and not min_size <= d <= CONFIG.max_input_size for d in shape[:2]):
         raise ValueError(f"input_shape: height and width must be at least {min_size} and at "
                          f"most {CONFIG.max_input_size}, found {shape}")
@@ -360,8 +375,9 @@ def check_data_format(value):
     return value
 
 
-def check_source_shape(shape) -> tuple:
-    """The source model's (H, W, 3) before its input stage: None (any size) or 1 <= H, W <= max_input_size.
+def check_source_shape(shape, channels) -> tuple:
+    """The source model's (H, W, C) before its input stage: None (any size) or 1 <= H, W <= max_input_size,
+    and the backbone's ``channels`` (no input-stage step changes them).
 
     Bounded as the backbone's size is: predict() loads photos at a fixed source size,
     so a manifest must not be able to make it allocate more than a backbone input.
@@ -369,12 +385,17 @@ def check_source_shape(shape) -> tuple:
     try:
         shape = tuple(None if d is None else _int(d) for d in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"source_input_shape: expected (H, W, 3), found {short_repr(shape)}") from None
-    if len(shape) != 3 or shape[2] != 3 or any(d is not None and not 1 <= d <= CONFIG.max_input_size
-                                                for d in shape[:2]):
-        raise ValueError(f"source_input_shape: expected (H, W, 3) with H and W None (any size) or in "
-                         f"[1, {CONFIG.max_input_size}], found {short_repr(shape)}")
+        raise ValueError(f"source_input_shape: expected (H, W, {channels}), found {short_repr(shape)}") from None
+    if len(shape) != 3 or shape[2] != channels or any(d is not None and not 1 <= d <= CONFIG.max_input_size
+                                                       for d in shape[:2]):
+        raise ValueError(f"source_input_shape: expected (H, W, {channels}) with H and W None (any size) or in "
+                         f"[1, {CONFIG.max_input_size}] and the backbone's {channels} channels, "
+                         f"found {short_repr(shape)}")
     return shape
+
+
+def _channels_ok(c) -> bool:
+    return isinstance(c, int) and 1 <= c <= CONFIG.max_input_channels
 
 
 def _int(d) -> int:

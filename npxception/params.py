@@ -56,8 +56,9 @@ def check_params(params: dict, expected: dict, where: str) -> None:
         raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
 
 
-def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray]:
-    """Seeded random weights with random BN statistics (for tests and teaching).
+def random_params(layers, head, dtype="float32", seed=0, *, channels=3) -> dict[str, np.ndarray]:
+    """Seeded random weights with random BN statistics (for tests and teaching), for ``channels``-channel
+    inputs (3: RGB; the model's ``input_shape[2]``).
 
     Kernels are He-normal (std sqrt(2 / fan_in)) so activations keep their scale
     through 36 layers; BN statistics are drawn away from the identity on purpose,
@@ -66,7 +67,7 @@ def random_params(layers, head, dtype="float32", seed=0) -> dict[str, np.ndarray
     dt = as_dtype(dtype)
     rng = np.random.default_rng(seed)
     out = {}
-    for key, shape in arch.param_shapes(layers, head).items():
+    for key, shape in arch.param_shapes(layers, head, channels).items():
         var = key.rsplit("/", 1)[1]
         if var in ("kernel", "pointwise_kernel"):
             fan_in = int(np.prod(shape[:-1]))

@@ -107,14 +107,14 @@ def _size(shape) -> int:
 
 
 def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
-    """Bytes the fused plan (npxception/fast/run.py) allocates for a ``(batch, h, w, 3)`` backbone input.
+    """Bytes the fused plan (npxception/fast/run.py) allocates for a ``(batch, h, w, C)`` backbone input.
 
     Raises :class:`~npxception.fast.plan.Unsupported` when the plan cannot run the table (the model then runs
     op by op: use :func:`plain_bytes`).
     """
-    steps = compile_plan(model.layers, model.head)
-    shapes = arch.trace(model.layers, model.head, (h, w, 3))
-    shapes["input"] = ((h, w, 3),)
+    steps = compile_plan(model.layers, model.head, model.channels)
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    shapes["input"] = ((h, w, model.channels),)
     threads = numba.get_num_threads()
     slots: dict[int, int] = {}
     scratch: dict[str, int] = {}
@@ -142,11 +142,11 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
     return (sum(slots.values()) + sum(scratch.values())) * model.dtype.itemsize
 
 
-def _op_scratch(layer, shapes, batch, hw) -> int:
+def _op_scratch(layer, shapes, batch, hw_c) -> int:
     """Values an op allocates beyond its output while it runs (npxception/ops): a convolution's whole
     im2col matrix, a separable convolution's padded input and depthwise output."""
     out = shapes[layer.name][0]
-    ih, iw, ic = shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else (*hw, 3)
+    ih, iw, ic = shapes[layer.inputs[0]][0] if layer.inputs[0] != "input" else hw_c  # (h, w, channels)
     if layer.kind == "conv" and not (layer.kernel_size == 1 and layer.strides == 1):
         return batch * out[0] * out[1] * layer.kernel_size ** 2 * ic  # ops.conv2d's whole im2col matrix
     if layer.kind == "sepconv":
@@ -157,10 +157,10 @@ def _op_scratch(layer, shapes, batch, hw) -> int:
 
 
 def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
-    """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, 3)``
+    """Bytes the plain forward pass (npxception/forward.py) holds at its peak for a ``(batch, h, w, C)``
     backbone input, run up to layer ``stop_after`` (None: the whole backbone)."""
-    shapes = arch.trace(model.layers, model.head, (h, w, 3))
-    size = {"input": batch * h * w * 3}
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    size = {"input": batch * h * w * model.channels}
     readers: dict[str, int] = {}
     for layer in model.layers:
         for i in layer.inputs:
@@ -169,7 +169,7 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
     peak = live
     for layer in model.layers:
         size[layer.name] = batch * _size(shapes[layer.name][0])
-        peak = max(peak, live + size[layer.name] + _op_scratch(layer, shapes, batch, (h, w)))
+        peak = max(peak, live + size[layer.name] + _op_scratch(layer, shapes, batch, (h, w, model.channels)))
         live += size[layer.name]
         for i in layer.inputs:
             readers[i] -= 1
@@ -181,20 +181,21 @@ def plain_bytes(model, h: int, w: int, stop_after=None, batch: int = 1) -> int:
 
 
 def capture_bytes(model, h: int, w: int, batch: int = 1, sides: int = 1) -> int:
-    """Bytes ``compare`` holds at its peak for a ``(batch, h, w, 3)`` backbone input: every layer's output
+    """Bytes ``compare`` holds at its peak for a ``(batch, h, w, C)`` backbone input: every layer's output
     kept (``model.forward(capture="all")``: ~2.8 KB per input pixel in float32 on Keras' table, five
     times the plain pass), plus the largest op's scratch as it runs; ``sides=2`` when their side runs in
     this process (a Keras model, an ONNX graph): its activations, :data:`THEIRS_IN_PROCESS` times ours.
     A dump's are in memory before the photos are read (bounded by its file, compare.inputs), not counted."""
-    shapes = arch.trace(model.layers, model.head, (h, w, 3))
-    kept = batch * (h * w * 3 + sum(_size(shape) for shape, _, _ in shapes.values()))
-    scratch = max(_op_scratch(layer, shapes, batch, (h, w)) for layer in model.layers)
+    shapes = arch.trace(model.layers, model.head, (h, w, model.channels))
+    kept = batch * (h * w * model.channels + sum(_size(shape) for shape, _, _ in shapes.values()))
+    scratch = max(_op_scratch(layer, shapes, batch, (h, w, model.channels)) for layer in model.layers)
     return int((kept * (1 + THEIRS_IN_PROCESS * (sides - 1)) + scratch) * model.dtype.itemsize)
 
 
 def feed_bytes(model, h: int, w: int) -> int:
-    """The pixels fed at ``h x w``: uint8 (3), float32 (12), preprocess_input (12), the model's input (3 x itemsize)."""
-    return h * w * (3 + 12 + 12 + 3 * model.dtype.itemsize)
+    """The pixels fed at ``h x w``, per channel (3 for RGB): uint8 (1), float32 (4), preprocess_input (4), the
+    model's input (itemsize). A 16-bit grayscale photo's uint16 array (2 bytes) is within the float32 copy's margin."""
+    return h * w * model.channels * (1 + 4 + 4 + model.dtype.itemsize)
 
 
 def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False, capture=0) -> int:

@@ -3,6 +3,9 @@
 The pipeline is Keras' own, so results can be compared like with like:
 ``load_img`` (Pillow decode, RGB, ``nearest`` resize) -> ``img_to_array`` ->
 ``preprocess_input`` (x / 127.5 - 1) -> the model -> ``decode_predictions``.
+A model with 1 or 4 input channels gets ``load_img(color_mode="grayscale")`` or
+``color_mode="rgba"``: the one Keras color mode whose arrays it takes
+(:func:`npxception.images.color_mode`).
 A model that preprocesses in-graph (a converted ``Rescaling`` or
 ``Normalization``, see :mod:`npxception.input_stage`) gets the raw pixels
 instead, exactly as its Keras original does.
@@ -35,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
-from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, image_suffixes, load_image,
-                     load_img, preprocess_input, read_pixels, resize_array, to_array)
+from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, color_mode, image_suffixes,
+                     load_image, load_img, preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
@@ -116,7 +119,7 @@ def _check_size(model, size, option, spell) -> None:
 
 def load_photo(model, image, target_size=None, interpolation=None, *, exif_transpose=False, photo_memory_limit=None,
                stop_after=None, capture=0) -> np.ndarray:
-    """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, 3)`` pixels in [0, 255], resized
+    """One photo as :func:`predict` sizes it for ``model``: float32 ``(H, W, C)`` pixels in [0, 255], resized
     by ``load_img``'s pipeline to ``target_size`` or the model's fixed size, else at its own size
     (:func:`photo_size`); a size ``model(x)`` cannot take is refused naming the photo. ``feed(model,
     pixels[None])`` is then what ``model(x)`` takes. What ``compare --image`` and ``show`` run on.
@@ -124,10 +127,11 @@ def load_photo(model, image, target_size=None, interpolation=None, *, exif_trans
     layer kept by that many sides) would need more than the photo memory budget (:mod:`npxception.photo_memory`)
     is refused before it is decoded."""
     size = photo_size(model, target_size)
+    mode = color_mode(model.channels)
     check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
                           gathered=False, capture=capture)  # load_image converts the whole photo
     pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
-                        exif_transpose=exif_transpose, check_size=check)
+                        exif_transpose=exif_transpose, check_size=check, color_mode=mode)
     try:
         model.check_image_size(*pixels.shape[:2])
     except ValueError as exc:
@@ -163,28 +167,29 @@ def _resize_filter(model, size, interpolation) -> str:
     return interpolation or CONFIG.default_interpolation
 
 
-def _to_pixels(image, target_size, interpolation, exif_transpose=False, check_size=None):
-    """Any accepted image form -> float32 (H, W, 3) pixels in [0, 255] at target_size; at its own size
-    (``target_size`` None) a file or PIL image stays the RGB PIL image ``load_img`` gives, for
-    :func:`_staged` to read only the pixels the model's stage uses. ``exif_transpose`` and ``check_size``
-    as in :func:`~npxception.images.load_img` (``check_size`` also sees an array's size)."""
+def _to_pixels(image, target_size, interpolation, exif_transpose=False, check_size=None, mode="rgb"):
+    """Any accepted image form -> float32 (H, W, C) pixels in [0, 255] at target_size, in color mode ``mode``
+    (:func:`~npxception.images.color_mode` of the model's channels); at its own size (``target_size`` None)
+    a file or PIL image stays the PIL image ``load_img`` gives, for :func:`_staged` to read only the pixels
+    the model's stage uses. ``exif_transpose`` and ``check_size`` as in :func:`~npxception.images.load_img`
+    (``check_size`` also sees an array's size)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 4:
             raise ValueError(f"images: a 4-D array {image.shape} is a batch; pass a list of images "
-                             "(e.g. list(batch)) or one (H, W, 3) image")
-        pixels = to_array(image)
+                             "(e.g. list(batch)) or one (H, W, C) image")
+        pixels = to_array(image, mode)
         if check_size is not None:
             check_size(*pixels.shape[:2])  # in memory already, but its forward pass is still to come
         if target_size is not None and pixels.shape[:2] != tuple(target_size):
-            pixels = resize_array(pixels, target_size, interpolation)
+            pixels = resize_array(pixels, target_size, interpolation, mode)
         return pixels
     if isinstance(image, (str, bytes, os.PathLike, Image.Image)) or hasattr(image, "read"):
         if isinstance(image, Image.Image) and check_size is not None:
             check_size(image.height, image.width)  # decoded already, but its forward pass is still to come
         if target_size is None:
-            return load_img(image, exif_transpose=exif_transpose, check_size=check_size)
+            return load_img(image, exif_transpose=exif_transpose, check_size=check_size, color_mode=mode)
         return load_image(image, target_size=target_size, interpolation=interpolation,  # what it reads
-                          exif_transpose=exif_transpose, check_size=check_size)
+                          exif_transpose=exif_transpose, check_size=check_size, color_mode=mode)
     raise TypeError(f"images: expected a path, a binary file object, a PIL image or an array, "
                     f"found {type(image).__name__}")
 
@@ -218,7 +223,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     """Label one image or a list of images.
 
     images: whatever ``load_image`` reads (a path, a binary file object, a PIL
-      image), a uint8 (H, W, 3) / (H, W) array or a float array of pixels in
+      image), a uint8 (H, W, C) / (H, W) array or a float array of pixels in
       [0, 255] (not [0, 1]: multiply by 255 first), a folder, or a list of these.
       A folder stands for its images, sorted by name, as ``expand([folder]).files``
       lists them (sub-folders are not searched).
@@ -263,6 +268,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
+    mode = color_mode(model.channels)  # Keras' load_img color mode whose arrays have the model's channels
     limit = memory_budget(photo_memory)
     results = []
     for start in range(0, len(items), batch_size):
@@ -270,7 +276,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
 
         def pixels(i, im):
             check = _budget_check(model, size, _label(im, start + i), limit)
-            return _to_pixels(im, size, interpolation, exif_transpose, check)
+            return _to_pixels(im, size, interpolation, exif_transpose, check, mode)
 
         if size is None:  # each at its own size, staged (and run, when sizes differ) as it is read
             probs = _finish(model, [_own_size(model, pixels(i, im), _label(im, start + i))
@@ -303,8 +309,8 @@ def _run(model, pixels):
 
 
 def _staged(model, photo) -> np.ndarray:
-    """One photo at its own size (an RGB PIL image, or [0, 255] pixels) through :func:`feed` and the model's
-    input stage: ``(1, H, W, 3)`` at the backbone's size, the same bits as
+    """One photo at its own size (a PIL image as load_img gives it, or [0, 255] pixels) through :func:`feed` and
+    the model's input stage: ``(1, H, W, C)`` at the backbone's size, the same bits as
     ``model.backbone_input(feed(model, img_to_array(photo))[None])``. Only the pixels the stage's first
     geometry step reads are converted and fed (``model.backbone_input_gathered``): a photo costs its
     Pillow image, not ~10 bytes per pixel and channel of float copies (docs/performance.md). Photos are
@@ -322,7 +328,7 @@ def _stacks(model) -> bool:
 
 
 def _own_size(model, photo, label=None) -> np.ndarray:
-    """One photo at its own size: ``(1, h, w, 3)`` staged at the backbone's fixed size, to be stacked with the
+    """One photo at its own size: ``(1, h, w, C)`` staged at the backbone's fixed size, to be stacked with the
     batch (:func:`_finish`); or, when nothing fixes the backbone's size, the photo's ``(1, classes)`` scores
     at once: photos of different sizes do not stack, and a whole photo's float copy does not wait for a
     batch. A size the model refuses (below ``model.min_input_size``, or a stage layer's) raises naming ``label``."""
@@ -399,6 +405,7 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
     _interpolation(interpolation or CONFIG.default_interpolation)  # once, before any file: a bad name
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
+    color_mode(model.channels)  # a model whose channels are no photo's is refused before any file is read
     limit = memory_budget(photo_memory)
     return _file_batches(files, model, top, size, interpolation, batch_size,  # the checks above ran first
                          exif_transpose, limit)
@@ -428,14 +435,16 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
         pending.clear()
         return out
 
+    mode = color_mode(model.channels)
     for path in files:
         check = _budget_check(model, size, path, limit)
         try:
             if size is None:  # its own size, which the model may refuse (too small, a stage layer): this file's error
-                pixels = _own_size(model, load_img(path, exif_transpose=exif_transpose, check_size=check))
+                pixels = _own_size(model, load_img(path, exif_transpose=exif_transpose, check_size=check,
+                                                   color_mode=mode))
             else:
                 pixels = load_image(path, target_size=size, interpolation=interpolation,
-                                    exif_transpose=exif_transpose, check_size=check)
+                                    exif_transpose=exif_transpose, check_size=check, color_mode=mode)
             pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:

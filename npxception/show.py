@@ -75,7 +75,7 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
     # The layer's output shape from the table at the size the backbone gets (after the input stage's
     # geometry), so that both checks come before the forward pass.
     h, w = output_size(model.input_stage, pixels.shape[:2])
-    shape = arch.trace(model.layers, model.head, (h, w, 3))[layer][0]
+    shape = arch.trace(model.layers, model.head, (h, w, model.channels))[layer][0]
     if len(shape) != 3:
         raise ValueError(f"--layer: {layer} outputs a vector {shape}, not feature maps; "
                          "pick a convolutional layer")
@@ -85,12 +85,23 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
     _, acts = forward.run(model, x, {layer}, "fast", stop_early=True)  # model.forward, up to the layer
     act = acts[layer][0]
     grid = feature_grid(act, maps)
-    photo = Image.fromarray(pixels.astype(np.uint8)).resize((grid.height, grid.height))
+    photo = photo_panel(pixels).resize((grid.height, grid.height))
     canvas = Image.new("RGB", (photo.width + grid.width + 8, grid.height), "white")
     canvas.paste(photo, (0, 0))
     canvas.paste(grid.convert("RGB"), (photo.width + 8, 0))
     atomic_write(out_path, lambda f: canvas.save(f, format=fmt))
     return out_path
+
+
+def photo_panel(pixels) -> Image.Image:
+    """The fed pixels ``(H, W, C)`` as an RGB picture beside the maps: RGB as it is; a grayscale model's one
+    channel as gray (a 16-bit photo's values, which the model is fed unscaled, scaled to 0..255 for display
+    only); an RGBA model's colour channels (its alpha is an input like the others, not a transparency)."""
+    shown = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, 0]
+    top = float(shown.max()) if shown.size else 0.0
+    if top > 255:
+        shown = shown * (255.0 / top)
+    return Image.fromarray(np.clip(shown, 0, 255).round().astype(np.uint8)).convert("RGB")
 
 
 def cli_show(args) -> int:

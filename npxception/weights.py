@@ -66,11 +66,21 @@ FORMAT = "npxception-weights"
 # 6: the head holds a "flatten" step (Keras' Flatten after the backbone, npxception.architecture):
 # a version-5 reader refuses the unknown head kind, but would not say that a newer npxception
 # reads it; only such files are version 6.
+# 7: "input_shape" has other channels than 3 (a grayscale model's 1, RGBA's 4; block1_conv1/kernel is
+# (3, 3, C, 32)): a version-6 reader refuses the shape, but would not say that a newer npxception reads
+# it; only such files are version 7.
 # "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
 # bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
 # source's format, so a reader that ignores the field computes the same answer; it only
 # tells compare and --check-with-keras to feed Keras NCHW.
-FORMAT_VERSION = 6
+# 8: the stage starts with a "cast" step (an integer Input, npxception.input_stage), or the head
+# holds a batch_norm before its pooling (on the map, npxception.architecture): a version-7 reader
+# refuses the unknown step kind or head order, but would not say that a newer npxception reads
+# it; only such files are version 8.
+FORMAT_VERSION = 8
+WITH_INPUT_CAST = WITH_MAP_BN = 8
+WITH_CHANNELS = 7
+WITH_FLATTEN = 6
 WITH_ARITHMETIC = 5
 WITH_SOURCE_INPUT_SHAPE = 4
 WITH_INPUT_STAGE = 3
@@ -88,10 +98,12 @@ def weight_budget() -> int:
     """The most bytes a valid weight file can hold: its parameter count x 8 (float64).
 
     The parameters are those of the largest backbone in the table (20,861,480
-    for both variants) plus ``CONFIG.head_params_margin`` for any head the
-    converter supports. Readers charge every array against it before allocating.
+    for both variants with RGB input; a stem for ``CONFIG.max_input_channels`` adds 0.3 M)
+    plus ``CONFIG.head_params_margin`` for any head the converter supports. Readers charge
+    every array against it before allocating.
     """
-    backbone = max(sum(math.prod(s) for s in arch.param_shapes(arch.backbone(v), []).values())
+    backbone = max(sum(math.prod(s) for s in arch.param_shapes(arch.backbone(v), [],
+                                                                CONFIG.max_input_channels).values())
                    for v in arch.VARIANTS.values())
     return (backbone + CONFIG.head_params_margin) * np.dtype(np.float64).itemsize
 
@@ -107,7 +119,10 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
-    version = (FORMAT_VERSION if arch.flatten_step(model.head)
+    version = (WITH_INPUT_CAST if any(s["kind"] == "cast" for s in model.input_stage)
+               else WITH_MAP_BN if arch.map_batch_norms(model.head)
+               else WITH_CHANNELS if model.channels != 3
+               else WITH_FLATTEN if arch.flatten_step(model.head)
                else WITH_ARITHMETIC if any(s["kind"] == "arithmetic" for s in model.input_stage)
                else WITH_SOURCE_INPUT_SHAPE if model.source_input_shape != model.input_shape
                else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
@@ -244,6 +259,16 @@ def _parse_manifest(text: str, where: str) -> dict:
     return manifest
 
 
+def _channels(manifest: dict) -> int:
+    """The input channels the manifest's ``input_shape`` declares (3 when absent: files before it existed)."""
+    shape = manifest.get("input_shape", [None, None, 3])
+    c = shape[2] if isinstance(shape, list) and len(shape) == 3 else None
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= CONFIG.max_input_channels:
+        raise ValueError(f"input_shape: expected [H, W, C] with C, the channels, in "
+                         f"[1, {CONFIG.max_input_channels}], found {short_repr(shape)}")
+    return c
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySpec:
     shape: tuple  # exactly this shape
@@ -263,7 +288,7 @@ def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
     try:
         variant = variant_from_manifest(manifest.get("variant", "keras"), where)
         head = arch.validate_head(manifest.get("head", []))
-        shapes = arch.param_shapes(arch.backbone(variant), head)
+        shapes = arch.param_shapes(arch.backbone(variant), head, _channels(manifest))
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{where}: the manifest's architecture is invalid ({exc})") from None
     params = sum(math.prod(s) for s in shapes.values())

@@ -384,7 +384,7 @@ def test_nchw_input_in_a_channels_last_model_names_the_layout_it_was_read_in(k3_
         for k in by.values():
             if k.class_name in DEPENDS:
                 k.config["data_format"] = "channels_last"
-    with pytest.raises(ConversionError, match=r"cf\.keras: input layer image: expected 3 channels \(RGB\), found 71: its shape "
+    with pytest.raises(ConversionError, match=r"cf\.keras: input layer image: 71 channels and a side of 3: its shape "
                                               r"\(None, 3, 71, 71\) read as \(N, H, W, C\), as the model's layers "
-                                              r"are channels_last"):
+                                              r"are channels_last; in the other layout it is a 3-channel \(RGB\) image"):
         _convert(k3_layers, channels_last)

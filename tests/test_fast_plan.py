@@ -31,7 +31,7 @@ RTOL = 1e-10  # float64 on both sides (see the module docstring)
 def table_model(layers, head, seed=0):
     """The pieces of a model the fast plan and the reference path read, for any table."""
     return SimpleNamespace(layers=layers, head=head, _params=random_params(layers, head, "float64", seed),
-                           dtype=np.dtype("float64"), _fast=None, _lock=threading.Lock())
+                           dtype=np.dtype("float64"), channels=3, _fast=None, _lock=threading.Lock())
 
 
 def check_fast_against_reference(model, size=71, batch=2):
@@ -46,7 +46,7 @@ def check_fast_against_reference(model, size=71, batch=2):
 def test_every_table_layer_is_consumed_exactly_once(variant):
     layers = arch.backbone(variant)
     head = arch.keras_head(True)
-    steps = fast.compile_plan(layers, head)
+    steps = fast.compile_plan(layers, head, 3)
     consumed = [name for step in steps for name in step.layers]
     assert sorted(consumed) == sorted([layer.name for layer in layers] + [h["name"] for h in head])
     assert all(dataclasses.is_dataclass(s) and s.__dataclass_params__.frozen for s in steps)
@@ -93,7 +93,7 @@ def test_table_the_steps_cannot_express_falls_back():
               for layer in arch.backbone("keras")]
     head = arch.keras_head(False, "avg")
     with pytest.raises(fast.Unsupported, match=r"block14_sepconv1 is a 5x5"):
-        fast.compile_plan(layers, head)
+        fast.compile_plan(layers, head, 3)
     model = table_model(layers, head)
     x = np.zeros((1, 71, 71, 3))
     assert fast.fast_forward(model, x) is None  # the caller runs the table op by op
@@ -107,7 +107,7 @@ def test_a_conv_without_its_bn_is_refused_by_name():
     layers = [dataclasses.replace(act, inputs=("block1_conv2",)) if layer is act else layer
               for layer in layers if layer is not bn]
     with pytest.raises(fast.Unsupported, match="block1_conv2 .conv. is not followed by its own BatchNorm"):
-        fast.compile_plan(layers, [])
+        fast.compile_plan(layers, [], 3)
 
 
 def test_fast_path_runs_from_a_thread_that_outlives_the_main_thread():

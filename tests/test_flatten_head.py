@@ -187,7 +187,7 @@ def test_fast_and_reference_paths_in_both_dtypes(files, converted):
     from npxception import architecture as arch
 
     case, model = files["tfk.h5"], converted["tfk.h5"]
-    backbone = {k: model.weights[k] for k in arch.param_shapes(model.layers, [])}
+    backbone = {k: model.weights[k] for k in arch.param_shapes(model.layers, [], model.channels)}
     features = npxception.model.XceptionModel(backbone, input_shape=model.input_shape)(case["x"])  # (2, 3, 3, 2048)
     assert features.shape == (2, *MAP)
     for dtype in (np.float32, np.float64):
@@ -236,7 +236,7 @@ def test_npz_records_it_and_the_golden_checks_it(converted, tmp_path):
     with np.load(path) as f:
         arrays = dict(f)
     manifest = json.loads(str(arrays["__manifest__"]))
-    assert manifest["format_version"] == wfile.FORMAT_VERSION == 6
+    assert manifest["format_version"] == wfile.WITH_FLATTEN == 6
     assert manifest["head"][0] == {"kind": "flatten", "name": "flatten", "map_shape": MAP, "order": "hwc"}
     loaded = npxception.load(path)  # runs the golden case
     assert loaded.head == model.head
@@ -334,8 +334,8 @@ def _set_class(name, class_name, **config):
                 r".*Keras cannot build a Dense after it"),
     (_set_class("block1_conv1_act", "Flatten"),
      r"unsupported layer block1_conv1_act \(Flatten\) inside the backbone, reading from block1_conv1_bn"),
-    (_map_relu, r"unsupported layer map_relu after the backbone: the head must start with GlobalAveragePooling2D, "
-                r"GlobalMaxPooling2D or Flatten"),
+    (_map_relu, r"unsupported layer map_relu \(Activation\) on the backbone's feature map: the head must reduce the "
+                r"map first, with GlobalAveragePooling2D, GlobalMaxPooling2D or Flatten"),
     (_set_class("flatten", "Flatten", data_format="channels_middle"),
      r"layer flatten \(Flatten\): data_format 'channels_middle'"),
 ])

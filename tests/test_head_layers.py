@@ -137,3 +137,39 @@ def test_softmax_over_another_axis_is_refused_by_name(heads):
         convert()
     # axis 1 of the (N, classes) output is the last axis: the same model
     assert _edited_read(heads["softmax.keras"][0], "softmax", "Softmax", axis=1)().head[-1]["activation"] == "softmax"
+
+
+# Lambda(preprocess_input) as the two Kerases record it (read from files they wrote, review 7): only a name
+K3_PREPROCESS = {"module": "builtins", "class_name": "function", "config": "preprocess_input",
+                 "registered_name": "function"}
+
+
+@pytest.mark.parametrize("config", [{"function": K3_PREPROCESS},
+                                    {"function": "preprocess_input", "function_type": "function",
+                                     "module": "tf_keras.src.applications.xception"}], ids=["keras3", "tf_keras"])
+def test_lambda_preprocess_input_names_the_rewrites_not_skip_layer(heads, config):
+    """The old message called the function code and offered --skip-layer, which then fed the backbone raw
+    pixels; the file holds only the function's name, which Keras cannot load either."""
+    convert = _edited_read(heads["softmax.keras"][0], "rescaling", "Lambda", **config)
+    with pytest.raises(ConversionError, match=r"layer rescaling \(Lambda\): Keras records only its function's "
+                                              r"name, 'preprocess_input'.*neither npxception nor Keras itself can load") as info:
+        convert()
+    text = str(info.value)
+    assert "preprocess_input(inputs)" in text and "Rescaling(1 / 127.5, offset=-1)" in text and "set_weights" in text
+    assert "--skip-layer" not in text
+
+
+def test_other_lambda_is_refused_without_skip_layer(heads):
+    convert = _edited_read(heads["softmax.keras"][0], "rescaling", "Lambda",
+                           function={"class_name": "__lambda__", "config": {"code": "4wEAAA=="}})
+    with pytest.raises(ConversionError, match=r"layer rescaling \(Lambda\): Keras records its code") as info:
+        convert()
+    assert "--skip-layer" not in str(info.value)
+
+
+def test_unsupported_dense_activation_lists_the_accepted_ones(heads):
+    convert = _edited_read(heads["softmax.keras"][0], "dense_swish", "Dense", activation="gelu")
+    with pytest.raises(ConversionError, match=r"unsupported activation 'gelu' in layer dense_swish \(Dense\); "
+                                              r"npxception computes 'linear', 'relu', 'softmax', 'sigmoid', "
+                                              r"'tanh', 'swish', 'elu'"):
+        convert()

@@ -79,7 +79,7 @@ def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
 
     tweak(name, var, shape) -> shape lets a case misshape one array.
     """
-    shapes = arch.param_shapes(arch.backbone("keras"), [])
+    shapes = arch.param_shapes(arch.backbone("keras"), [], 3)
     layers: dict[str, list] = {}
     for key, shape in shapes.items():
         layer, var = key.split("/")
@@ -466,7 +466,9 @@ def rewrite(src, dst, manifest_edit=None, arrays=None):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.update(input_shape=[100000, 100000, 3]), "at most 2048"),  # was a MemoryError
-    (lambda m: m.update(input_shape=[299, 299, 5]), "expected (H, W, 3)"),
+    # 5 channels are valid (Keras builds them), but the file's block1_conv1 kernel takes 3
+    (lambda m: m.update(input_shape=[299, 299, 5]), "'block1_conv1/kernel'"),
+    (lambda m: m.update(input_shape=[299, 299, 10**9]), "C, the channels, in [1, 1024]"),
     (lambda m: m.update(labels=["only one"]), "expected 3 names"),  # was "list index out of range"
     (lambda m: m.update(labels="abc"), "list of strings"),  # was three labels
     # a geometry step or a source size that would make model(x) or predict() allocate gigabytes, and a
@@ -476,7 +478,7 @@ def rewrite(src, dst, manifest_edit=None, arrays=None):
     (lambda m: m.update(source_input_shape=[100000, 100000, 3]), "source_input_shape: expected"),
     (lambda m: m.update(input_stage=[{"kind": "rescaling", "name": "r", "scale": 2.0}] * 20000),
      "at most 16 steps"),
-], ids=["huge-input", "five-channels", "short-labels", "string-labels", "huge-resize", "huge-source",
+], ids=["huge-input", "five-channels", "huge-channels", "short-labels", "string-labels", "huge-resize", "huge-source",
         "many-steps"])
 def test_manifest_values_that_cannot_be_valid(labelled, tmp_path, edit, message):
     load_refused(rewrite(labelled, tmp_path / "bad.npz", manifest_edit=edit), message)
@@ -614,7 +616,7 @@ def test_config_many_sibling_models_flatten():
 
 def test_weights_h5_variable_claiming_more_than_its_layer(tmp_path):
     """Keras 3 layout, no config: a 64 MiB claim where Xception's first kernel takes 3.5 kB."""
-    shapes = arch.param_shapes(arch.backbone("keras"), [])
+    shapes = arch.param_shapes(arch.backbone("keras"), [], 3)
     keys = {"conv": "conv2d", "sepconv": "separable_conv2d", "bn": "batch_normalization"}
     counters: dict[str, int] = {}
     p = tmp_path / "claim.weights.h5"

@@ -41,7 +41,7 @@ def plain():
 def test_formulas_against_float64_and_input_untouched():
     x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     before = x.copy()
-    y = stage.apply(stage.validate([RESCALE, NORMALIZE]), x)
+    y = stage.apply(stage.validate([RESCALE, NORMALIZE], 3), x)
     x64 = x.astype(np.float64) / 127.5 - 1
     ref = (x64 - np.array(NORMALIZE["mean"])) / np.sqrt(NORMALIZE["variance"])
     # float32 throughout, as Keras computes it: a few ulps of 1e-7 relative
@@ -79,7 +79,7 @@ def test_formulas_against_float64_and_input_untouched():
 ])
 def test_bad_steps_refused(step, message):
     with pytest.raises(ValueError, match=message):
-        stage.validate([step])
+        stage.validate([step], 3)
 
 
 def test_model_with_rescaling_takes_pixels(plain):
@@ -223,7 +223,7 @@ def test_hostile_source_input_shape_is_refused(plain, tmp_path, shape, message):
 
 def test_too_many_steps_are_refused():
     with pytest.raises(ValueError, match="at most 16 steps, found 17"):
-        stage.validate([RESCALE] * 17)
+        stage.validate([RESCALE] * 17, 3)
 
 
 def test_predict_stacks_photos_of_different_sizes_after_the_stage(plain):
@@ -292,7 +292,7 @@ def photo_stages(draw):
     steps += [s if s is not None else _geometry_steps(draw, f"then{i}") for i, s in enumerate(after)]
     hw = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
     try:
-        steps = stage.validate(steps)
+        steps = stage.validate(steps, 3)
         stage.output_size(steps, hw)
     except ValueError:  # a size the Keras that wrote the step refuses (tested above and in test_geometry_tf.py)
         assume(False)

@@ -36,8 +36,8 @@ def _with_stage(plain, steps, source=(71, 71, 3)):
 
 def test_manifest_division_by_zero_is_refused(plain):
     with pytest.raises(ValueError, match=r"input_stage\[0\]: layer divide_step divides the image by zero"):
-        stage.validate([_step("divide", 0.0)])
-    stage.validate([_step("divide", 0.0, scalar_first=True)])  # 0 / x: finite except at a zero pixel (below)
+        stage.validate([_step("divide", 0.0)], 3)
+    stage.validate([_step("divide", 0.0, scalar_first=True)], 3)  # 0 / x: finite except at a zero pixel (below)
 
 
 def test_manifest_scalar_beyond_the_model_dtype_is_refused(plain):

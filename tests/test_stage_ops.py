@@ -121,7 +121,7 @@ def test_stage_equals_keras_eager_call_bit_for_bit(forms, x):
     """stage.apply on the converter's steps == the Keras model called on the same pixels (c / 0 = inf in both)."""
     for (flavour, name), (model, steps) in forms.items():
         theirs = np.asarray(model(x, training=False))
-        ours = stage.apply(stage.validate(steps), x)
+        ours = stage.apply(stage.validate(steps, 3), x)
         assert ours.dtype == theirs.dtype == np.float32
         assert np.array_equal(ours, theirs, equal_nan=True), \
             f"{flavour} {name}: ours {ours.ravel()[:4]} vs keras {theirs.ravel()[:4]}"
@@ -141,7 +141,7 @@ def test_arithmetic_step_equals_tensorflow_and_keras_ops(x, op, scalar_first, c)
                 "divide": keras.ops.true_divide}[op]
     args = (c, x) if scalar_first else (x, c)
     ours = stage.apply(stage.validate([{"kind": "arithmetic", "name": "op", "op": op, "scalar": c,
-                                        "scalar_first": scalar_first, "keras_class": "Test"}]), x)
+                                        "scalar_first": scalar_first, "keras_class": "Test"}], 3), x)
     for theirs in (tf_op(*(tf.constant(a) if a is x else a for a in args)), keras_op(*args)):
         theirs = np.asarray(theirs)
         assert theirs.dtype == np.float32
@@ -310,7 +310,7 @@ def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
                                               rf"{stage.MAX_STEPS + 1} \(the layers op0 to op{stage.MAX_STEPS} "):
         to_npxception(klayers, source="m", input_shape=(8, 8, 3))
     with pytest.raises(ValueError, match=rf"^input_stage: at most {stage.MAX_STEPS} steps, found "):  # the same words
-        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1))
+        stage.validate([{"kind": "rescaling", "name": "r", "scale": 1.0}] * (stage.MAX_STEPS + 1), 3)
 
 
 def test_malformed_operation_entries_get_readable_refusals():
@@ -342,9 +342,11 @@ def test_malformed_operation_entries_get_readable_refusals():
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
-    """Input(dtype="uint8") -> cast to float32 -> preprocess_input (a serving model): the cast is exact (every
-    uint8 is a float32), so the stage is preprocess_input's two steps, equal to Keras on every pixel value;
-    a cast of int32 (not exact beyond 2**24) is still refused."""
+    """Input(dtype="uint8") -> cast to float32 -> preprocess_input (a serving model): Keras casts whatever it is
+    fed to uint8 first, so the stage starts with that cast: fractional pixels (and -1 < x < 0) truncate
+    towards zero, as Keras computes them (bit for bit: the same float32 ops on the same integers); values whose
+    truncation uint8 does not hold (Keras wraps them on x86-64, undefined in C++) are refused by name. An
+    int32 Input (not exact in float32 beyond 2**24) is still refused."""
     fw, tf = _frameworks(flavour)
 
     def cast(x):
@@ -352,15 +354,26 @@ def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
 
     from weights_tools.preprocessing import StageError, input_stage
 
-    inputs = fw.Input((None, None, 3), dtype="uint8")
+    inputs = fw.Input((None, None, 3), dtype="uint8", name="pixels")
     model = fw.Model(inputs, fw.applications.xception.preprocess_input(cast(inputs)))
     chain = [k for k in _klayers(model) if k.function is not None]
-    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8")[0])
-    assert [(s["op"], s["scalar"]) for s in steps] == [("divide", 127.5), ("subtract", 1.0)]
+    steps = stage.validate(input_stage(chain, (None, None), input_dtype="uint8", input_name="pixels")[0], 3)
+    assert steps[0] == {"kind": "cast", "name": "pixels", "dtype": "uint8"}
+    assert [(s["op"], s["scalar"]) for s in steps[1:]] == [("divide", 127.5), ("subtract", 1.0)]
     x = np.arange(256 * 3, dtype=np.uint32).reshape(1, 16, 16, 3).__mod__(256).astype(np.uint8)  # every value
     assert np.array_equal(stage.apply(steps, x.astype(np.float32)), np.asarray(model(x)))
+    # fractional and slightly negative pixels: what model.predict computes (it casts them to uint8 first)
+    frac = np.random.default_rng(3).uniform(-0.99, 255.99, (2, 8, 8, 3)).astype(np.float32)
+    frac[0, 0, 0] = [-0.5, 0.6, 254.9]
+    assert np.array_equal(stage.apply(steps, frac), np.asarray(model(frac)))
+    # model.predict truncates alike; its traced graph turns x / 127.5 into a multiply (1 ulp of 1.0 = 1.2e-7)
+    np.testing.assert_allclose(stage.apply(steps, frac), model.predict(frac, verbose=0), rtol=0, atol=2.4e-7)
+    assert np.abs(stage.apply(steps[1:], frac) - np.asarray(model(frac))).max() > 0.003  # the old stage: 0.99/127.5
+    for bad in (-1.5, 256.7):  # Keras (x86-64) gives 255 and 0: wrapped, undefined in C++ -> refused
+        with pytest.raises(ValueError, match=rf"pixels is uint8.*{bad}.*\(-1, 256\)"):
+            stage.apply(steps, np.full((1, 2, 2, 3), bad, np.float32))
 
     inputs = fw.Input((None, None, 3), dtype="int32")
     model = fw.Model(inputs, cast(inputs) / 127.5)
-    with pytest.raises(StageError, match=r"it reads a int32 tensor"):
+    with pytest.raises(StageError, match=r"is int32: Keras casts what it is fed"):
         input_stage([k for k in _klayers(model) if k.function is not None], (None, None), input_dtype="int32")

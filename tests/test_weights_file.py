@@ -151,7 +151,7 @@ def test_head_override_rules(small_model, tmp_path):
     (dict(classes=0), ValueError, "classes"),
     (dict(classifier_activation="relu6"), ValueError, "classifier_activation: expected one of"),
     (dict(input_shape=(70, 70, 3), include_top=False), ValueError, "at least 71"),
-    (dict(input_shape=(299, 299, 1)), ValueError, r"\(H, W, 3\)"),
+    (dict(input_shape=(299, 299, 0)), ValueError, r"\(H, W, C\) with C, the channels, in \[1, 1024\]"),
     (dict(dtype="float16"), TypeError, "float32"),
     (dict(variant="pytorch"), ValueError, "variant"),
     (dict(weights=3), TypeError, "weights"),

@@ -272,7 +272,7 @@ def _report(src, reading: Reading, options) -> str:
         total, trainable = model.count_params(), model.count_trainable_params()
         if model.source_data_format:
             lines.append(f"data_format: {model.source_data_format}"
-                         + (" (the source takes NCHW (N, 3, H, W); the converted model takes NHWC)"
+                         + (f" (the source takes NCHW (N, {model.channels}, H, W); the converted model takes NHWC)"
                             if model.source_data_format == "channels_first" else ""))
         lines.append(f"detected architecture: Xception variant={model.variant_name}, "
                      f"input {model.input_shape}"

@@ -25,12 +25,17 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
             f"{source}: a weights-only file has no wiring, and only variant='keras' has a defined "
             "weight order; convert the article model from a .keras or full-model .h5 file instead")
     layers = arch.backbone(v)
-    shapes = arch.param_shapes(layers, [])
+    shapes = arch.param_shapes(layers, [], 3)  # RGB: no config records another input (the official layout)
     ours = [layer for layer in layers if layer.kind in ("conv", "sepconv", "bn")]
     theirs = [k for k in klayers if k.weights]
     if len(theirs) < len(ours):
         raise ConversionError(f"{source}: not Xception weights: {len(theirs)} layers carry weights, "
                               f"Xception's backbone has {len(ours)}")
+    stem = theirs[0].weights[0].shape if theirs[0].weights else ()
+    if len(stem) == 4 and stem[2] != 3:
+        raise ConversionError(f"{source}: layer #0 (block1_conv1 / {theirs[0].name} in the file) has a kernel "
+                              f"{tuple(stem)}: a model of {stem[2]}-channel inputs, whose input shape a weights-only "
+                              "file does not record; pass the model's --config model.keras|config.json")
     params = {}
     names = {layer.name: k.name for layer, k in zip(ours, theirs)}
     for n, (layer, k) in enumerate(zip(ours, theirs)):

@@ -46,7 +46,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     input_dtype = input_dtype if isinstance(input_dtype, str) else None
     try:
         steps, size = input_stage(chain, root_shape[:2], keras_version, data_format or CHANNELS_LAST,
-                                  input_dtype=input_dtype)
+                                  input_dtype=input_dtype, input_name=roots[0].name, channels=root_shape[2])
     except StageError as exc:
         raise ConversionError(f"{source}: {exc}") from None
     if len(steps) > MAX_STEPS:  # the model's own limit (npxception.input_stage.validate), before any matching
@@ -58,14 +58,14 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         where = _where(misplaced[0], live, inputs)
         raise ConversionError(f"{source}: {operations.refusal(misplaced[0], where, input_dtype)}")
     # the stage's output is the backbone's input: a geometry layer (CenterCrop...) behind a
-    # variable-size Input fixes the size that the recorded (None, None, 3) leaves open
-    in_shape = (*size, 3)
+    # variable-size Input fixes the size that the recorded (None, None, C) leaves open; the channels are the input's
+    in_shape = (*size, root_shape[2])
     source_shape = tuple(root_shape) if chain else None
     start = chain[-1] if chain else roots[0]
     failures = []
     for v in _candidate_variants(variant):
         try:
-            matched, params = _walk(v, start, live, inputs, source, data_format=data_format)
+            matched, params = _walk(v, start, live, inputs, source, data_format=data_format, channels=in_shape[2])
         except ConversionError as exc:
             failures.append((v, exc))
             continue

@@ -1,6 +1,8 @@
 """Wiring known: the classifier head, the single chain of layers after the backbone.
 
-It must start with global pooling or a ``Flatten`` of the backbone's map, then
+It must start with global pooling or a ``Flatten`` of the backbone's map (after
+BatchNormalization layers on the map, if any: they run there, not commuted past
+the pooling, which a negative scale would break for a max), then
 Dense, BatchNormalization, Activation, ReLU and Softmax layers in any order
 :func:`npxception.architecture.validate_head` accepts, each checked against the
 features it receives. A Flatten records the map it flattens (the model's input
@@ -18,7 +20,7 @@ from npxception import architecture as arch
 from .errors import ConversionError
 from .kinds import _activation_name, kind_of
 from .layer_checks import _BN_VARS, FEATURE_AXES, _bn_arrays, _check_bn, _one_axis
-from .layout import CHANNELS_FIRST, CHANNELS_LAST, LayoutError, layer_data_format
+from .layout import CHANNEL_AXES, CHANNELS_FIRST, CHANNELS_LAST, LayoutError, layer_data_format
 from .walk import _consumers
 
 # The order of a Flatten's features, as the NHWC map's axes slowest first, by (the backbone's data format,
@@ -56,6 +58,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
     last = matched[arch.backbone(v)[-1].name]
     used = set(matched.values()) | set(before)
     head, params = [], {}
+    classes = {}  # {head layer: its Keras class}, for messages
     features = [layer for layer in arch.backbone(v) if layer.filters][-1].filters  # 2048
     current = last
     while True:
@@ -71,7 +74,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
                                   "it has several inputs")
         kind = kind_of(k)
         cfg = k.config or {}
-        reduced = bool(head) and (head[0]["kind"].startswith("global_") or head[0]["kind"] == "flatten")
+        reduced = any(h["kind"].startswith("global_") or h["kind"] == "flatten" for h in head)  # (N, features)
         if kind == "flatten" and k.weights:  # Keras' Flatten has none: arrays here would be dropped unread
             raise ConversionError(f"{source}: layer {k.name} (Flatten) holds {len(k.weights)} weight arrays; "
                                   "Keras' Flatten has none")
@@ -97,7 +100,9 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
             use_bias = bool(cfg.get("use_bias", len(k.weights) == 2))
             act = _activation_name(cfg)
             if act not in arch.ACTIVATIONS:
-                raise ConversionError(f"{source}: unsupported activation {act!r} in layer {k.name}")
+                accepted = ", ".join(repr(a) for a in arch.ACTIVATIONS if a is not None)
+                raise ConversionError(f"{source}: unsupported activation {act!r} in layer {k.name} (Dense); "
+                                      f"npxception computes {accepted} (or None)")
             head.append({"kind": "dense", "name": k.name, "units": units,
                          "activation": None if act == "linear" else act, "use_bias": use_bias})
             expect = [(features, units)] + ([(units,)] if use_bias else [])
@@ -110,7 +115,10 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
                 params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
-            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False)  # on (N, C) features
+            # on the (N, H', W', C) map before the pooling (architecture.py, the head), else on (N, C) features
+            axes = FEATURE_AXES if reduced else CHANNEL_AXES[data_format or CHANNELS_LAST]
+            eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False, axes=axes,
+                            data_format=None if reduced else data_format or CHANNELS_LAST)
             head.append({"kind": "batch_norm", "name": k.name, "epsilon": eps})
             for var, a in zip(_BN_VARS, _bn_arrays(k, features, source)):
                 if a.shape != (features,):
@@ -129,10 +137,14 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
         else:
             raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}) in the head")
         used.add(k.name)
+        classes[k.name] = k.class_name
         current = k.name
-    if head and not (head[0]["kind"].startswith("global_") or head[0]["kind"] == "flatten"):
-        raise ConversionError(f"{source}: unsupported layer {head[0]['name']} after the backbone: "
-                              "the head must start with GlobalAveragePooling2D, GlobalMaxPooling2D or Flatten")
+    first = next((h for h in head if h["kind"] != "batch_norm"), head[-1] if head else None)
+    if first is not None and not (first["kind"].startswith("global_") or first["kind"] == "flatten"):
+        raise ConversionError(f"{source}: unsupported layer {first['name']} ({classes[first['name']]}) on the "
+                              "backbone's feature map: the head must reduce the map first, with "
+                              "GlobalAveragePooling2D, GlobalMaxPooling2D or Flatten (BatchNormalization layers "
+                              "may come before it)")
     leftovers = [k for k in live if k.name not in used]
     if leftovers:
         k = leftovers[0]

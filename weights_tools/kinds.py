@@ -69,9 +69,42 @@ def kind_of(layer: KLayer) -> str:
     return "unsupported"
 
 
+def _lambda_function(cfg) -> str | None:
+    """The name a Lambda's config records for its function, or None (a lambda's bytecode, nothing).
+    Keras 3: ``{"module": "builtins", "class_name": "function", "config": "preprocess_input", ...}``;
+    tf_keras: ``"function": "preprocess_input"`` with ``"function_type": "function"``."""
+    function = (cfg or {}).get("function")
+    if isinstance(function, dict) and function.get("class_name") == "function":
+        function = function.get("config")
+    elif (cfg or {}).get("function_type") != "function":
+        return None
+    return function if isinstance(function, str) and len(function) < 200 else None
+
+
+def _lambda_refusal(k: KLayer, source: str) -> ConversionError:
+    """A Lambda's function is code: a file read as data holds at most its name. No --skip-layer hint: a Lambda's
+    purpose is to compute something, and skipping preprocess_input ran raw pixels through the backbone."""
+    name = _lambda_function(k.config)
+    if name is not None and name.rsplit(".", 1)[-1] == "preprocess_input":
+        return ConversionError(
+            f"{source}: unsupported layer {k.name} (Lambda): Keras records only its function's name, "
+            f"{name!r} (Keras 3 writes {{\"module\": \"builtins\", \"config\": \"preprocess_input\"}}), "
+            "not the function, so neither npxception nor Keras itself can load it from the file. Rebuild the "
+            "model with preprocess_input called on the tensor (x = keras.applications.xception."
+            "preprocess_input(inputs)) or with layers.Rescaling(1 / 127.5, offset=-1) in its place, copy the "
+            "weights into it (new_model.set_weights(model.get_weights()), or load_weights of the trained "
+            "file), save it and convert that")
+    recorded = f"only its name, {name!r}" if name is not None else "its code (or nothing)"
+    return ConversionError(
+        f"{source}: unsupported layer {k.name} (Lambda): Keras records {recorded} for a Lambda's function, which a "
+        "file read as data cannot run. Rebuild the model with that computation as Keras layers or as "
+        "operations on the tensor, copy the weights into it (set_weights), save it and convert that")
+
+
 def _unsupported(k: KLayer, source: str) -> ConversionError:
-    why = ("a Lambda layer's function is code, which a file read as data does not hold"
-           if k.class_name == "Lambda" else "npxception converts an Xception backbone; before it the "
+    if k.class_name == "Lambda":
+        return _lambda_refusal(k, source)
+    why = ("npxception converts an Xception backbone; before it the "
            "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
            "layers and arithmetic with a number (preprocess_input's); after it a head of "
            "GlobalAverage/MaxPooling2D or Flatten, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")

@@ -94,8 +94,10 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
         params, v, head, names, input_shape, notices = _match_by_order(klayers, variant, source, given,
                                                                        official_file)
         data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
-    if input_shape is None or input_shape[0] is None:
-        input_shape = (None, None, 3)  # the file allows any size (>= 7x7), as the Keras model does
+    if input_shape is None:
+        input_shape = (None, None, 3)  # a weights-only file matched by order: an RGB backbone (by_order.py)
+    elif input_shape[0] is None:
+        input_shape = (None, None, input_shape[2])  # the file allows any size (>= 7x7), as the Keras model does
     dtypes = {a.dtype for a in params.values()}
     for a in params.values():
         if a.dtype.kind != "f":

@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from npxception.input_stage import INTEGER_DTYPES
+
 from .graph import Argument, KLayer, to_snake_case
 
 # The function -> (the step's op, its operands' parameter names in call order).
@@ -137,7 +139,7 @@ def _scalar(a: Argument) -> float:
 
 
 # Integer dtypes whose every value is a float32 exactly (|v| < 2**24): a cast of one to float32 changes nothing.
-EXACT_IN_FLOAT32 = ("uint8", "int8", "uint16", "int16")
+EXACT_IN_FLOAT32 = INTEGER_DTYPES  # every value of each is a float32: the stage's cast step (input_stage.py)
 
 
 def _check_float32(tensor: Argument, input_dtype, policies) -> None:

@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 
-from npxception.input_stage import KERAS_EPSILON, output_size
+from npxception.input_stage import INTEGER_DTYPES, KERAS_EPSILON, output_size
 from npxception.ops.resize import INTERPOLATIONS
 
 from . import operations
@@ -59,13 +59,14 @@ def _axis_is_channels(axis, data_format=CHANNELS_LAST) -> bool:
     return axis in CHANNEL_AXES[data_format] or axis is None  # None: one mean and variance for every value
 
 
-def _per_channel(a, what) -> float | list[float]:
+def _per_channel(a, what, channels) -> float | list[float]:
+    """One number, or one per input channel (``channels``: the model input's, 3 for RGB)."""
     a = np.asarray(a, dtype=np.float64)
     if a.size == 1:
         return float(a.reshape(()))
-    if a.size != 3 or a.shape[-1] != 3:
-        raise StageError(f"{what}: expected one value per RGB channel, found shape {a.shape}")
-    return [float(v) for v in a.reshape(3)]
+    if a.size != channels or a.shape[-1] != channels:
+        raise StageError(f"{what}: expected one value per input channel ({channels}), found shape {a.shape}")
+    return [float(v) for v in a.reshape(channels)]
 
 
 def _channels_first_rescaling(step, what, keras_version):
@@ -88,14 +89,15 @@ def _channels_first_rescaling(step, what, keras_version):
                          + ": Keras computes no answer for images at least 71 wide")
 
 
-def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None) -> dict:
-    """One stage step; ``data_format``: the model's (weights_tools.layout), which says where the channels are."""
+def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None, channels=3) -> dict:
+    """One stage step; ``data_format``: the model's (weights_tools.layout), which says where the channels are;
+    ``channels``: the model input's, the length of a per-channel scale, mean or variance."""
     cfg = k.config or {}
     kind = STAGE[k.class_name]
     what = f"layer {k.name} ({k.class_name})"
     if kind == "rescaling":
-        step = {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale"),
-                "offset": _per_channel(cfg.get("offset", 0.0), f"{what} offset")}
+        step = {"kind": kind, "name": k.name, "scale": _per_channel(cfg.get("scale", 1.0), f"{what} scale", channels),
+                "offset": _per_channel(cfg.get("offset", 0.0), f"{what} offset", channels)}
         if data_format != CHANNELS_LAST:
             _channels_first_rescaling(step, what, keras_version)
         return step
@@ -114,7 +116,7 @@ def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None) -> dict:
             mean, var = cfg["mean"], cfg["variance"]
         else:
             raise StageError(f"{what}: neither adapted statistics nor mean/variance in its config")
-        mean, var = _per_channel(mean, f"{what} mean"), _per_channel(var, f"{what} variance")
+        mean, var = _per_channel(mean, f"{what} mean", channels), _per_channel(var, f"{what} variance", channels)
         if not (np.isfinite(mean).all() and np.isfinite(var).all()):
             raise StageError(f"{what}: its statistics contain NaN or Inf")
         if np.min(np.sqrt(np.maximum(var, 0))) <= KERAS_EPSILON:
@@ -179,8 +181,16 @@ def _random_crop_determined(steps, hw, keras_version) -> None:
                          f"{s['height']}, {s['width']}, 3)), or save it with Keras 2.7 or later")
 
 
+def _integer(dtype_name) -> bool:
+    """Whether a recorded dtype name (None: float32) is an integer dtype numpy knows."""
+    try:
+        return dtype_name is not None and np.dtype(dtype_name).kind in "iu"
+    except TypeError:
+        return False
+
+
 def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=CHANNELS_LAST, *,
-                input_dtype=None) -> tuple[list[dict], tuple]:
+                input_dtype=None, input_name="input", channels=3) -> tuple[list[dict], tuple]:
     """``(steps, (H, W))``: the stage layers between the input and the backbone, and the backbone's size.
 
     ``input_hw`` is the model input's ``(H, W)`` (``None`` entries for a variable
@@ -189,16 +199,24 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     ``keras_version`` is the version the file records (``"2.15.0"``; None when it
     records none), which decides what an old tf_keras RandomCrop computes.
     ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
+    ``channels``: the input's (3 for RGB), the length of a per-channel Rescaling or Normalization.
     ``input_dtype``: the input's recorded dtype (None: float32), which operation nodes
-    (:mod:`weights_tools.operations`) compute in.
+    (:mod:`weights_tools.operations`) compute in. An integer one is the stage's first step, a cast
+    named ``input_name`` (the Input layer's): Keras casts whatever it is fed to it, truncating.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """
     steps = []
+    if input_dtype in INTEGER_DTYPES:
+        steps.append({"kind": "cast", "name": input_name, "dtype": input_dtype})
+    elif _integer(input_dtype):
+        raise StageError(f"the model's input {input_name} is {input_dtype}: Keras casts what it is fed to it, and "
+                         f"npxception reproduces that cast for {', '.join(INTEGER_DTYPES)} inputs only (every value "
+                         "of those is a float32); give the model one of those or a float32 Input")
     # {layer: the dtype of its output}: a layer's policy, a cast's float32: what the operations reading it compute in
     policies = {}
     for k in chain:
         if k.function is None:
-            steps.append(_step(k, data_format, keras_version))
+            steps.append(_step(k, data_format, keras_version, channels))
             policies[k.name] = dtype_policy(k.config) or "float32"  # a layer computes in its policy
             continue
         try:

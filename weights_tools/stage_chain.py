@@ -8,6 +8,8 @@ the model's input stage; the backbone walk starts where the chain ends.
 
 from __future__ import annotations
 
+from npxception.config import CONFIG
+
 from .errors import ConversionError
 from .graph import KLayer
 from .kinds import kind_of
@@ -34,10 +36,17 @@ def _input_shape(root: KLayer, source: str, data_format=None):
     if not shape or len(shape) != 4:
         return None
     h, w, c = to_hwc(shape[1:], data_format)
-    if c != 3:
-        fmt = data_format or CHANNELS_LAST
-        where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
-        why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
-        raise ConversionError(f"{source}: input layer {root.name}: expected 3 channels (RGB), found {c}: its shape "
+    fmt = data_format or CHANNELS_LAST
+    where = "(N, C, H, W)" if fmt == CHANNELS_FIRST else "(N, H, W, C)"
+    why = f"the model's layers are {fmt}" if data_format else f"no layer records a data_format: {fmt}"
+    # Any channel count Keras builds (1 grayscale, 3 RGB, 4 RGBA...); the data format says which axis it is
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= CONFIG.max_input_channels:
+        raise ConversionError(f"{source}: input layer {root.name}: expected C, the channels, in [1, "
+                              f"{CONFIG.max_input_channels}] (3 for RGB), found {c!r}: its shape "
                               f"{tuple(shape)} read as {where}, as {why}")
+    if c != 3 and 3 in (h, w):
+        # An RGB batch in the other layout: 3 rows or columns, which no Xception computes (7 at least)
+        raise ConversionError(f"{source}: input layer {root.name}: {c} channels and a side of 3: its shape "
+                              f"{tuple(shape)} read as {where}, as {why}; in the other layout it is a 3-channel "
+                              "(RGB) image")
     return (h, w, c)

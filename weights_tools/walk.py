@@ -107,14 +107,16 @@ def _where(k: KLayer, live, inputs) -> str:
     return where + (f", reading from {', '.join(inputs[k.name])}" if inputs[k.name] else "")
 
 
-def _walk(v, root, live, inputs, source, check=True, data_format=None):
-    """Match our backbone table to the Keras graph; return ({ours: theirs}, params)."""
+def _walk(v, root, live, inputs, source, check=True, data_format=None, channels=3):
+    """Match our backbone table to the Keras graph; return ({ours: theirs}, params).
+
+    ``channels``: the model input's (its Input layer's), which the first convolution's kernel takes."""
     matched = {"input": root.name}
     used = {root.name}
     params = {}
     consumers = _consumers(live, inputs)
     layers = arch.backbone(v)
-    shapes = arch.param_shapes(layers, [])
+    shapes = arch.param_shapes(layers, [], channels)
     for layer in layers:
         srcs = [matched[i] for i in layer.inputs]
         cands = [k for k in consumers.get(srcs[0], [])

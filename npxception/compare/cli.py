@@ -44,7 +44,7 @@ def image_paths(items) -> list[pathlib.Path]:
 BATCH_SIZE = 8
 
 
-def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE, *, photo_memory=None, capture=0,
+def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE, *, photo_memory_limit=None, capture=0,
                     captured=None):
     """Yield the photos ``npxception compare --image`` feeds both sides, as ``predict`` feeds them, at most
     ``batch_size`` at a time: resized to the model's fixed input size (or ``target_size``); for a model
@@ -53,7 +53,7 @@ def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE, *, p
     (:func:`npxception.prediction.load_photo`, then :func:`~npxception.prediction.feed`). Pixels, through
     preprocess_input unless the model preprocesses in-graph (``model.takes_pixels``). A photo the model
     cannot take is refused by name when it is reached, and so is one over the photo memory budget
-    (``photo_memory``, :mod:`npxception.photo_memory`): the first ``captured`` photos (None: all), which compare
+    (``photo_memory_limit``, :mod:`npxception.photo_memory`): the first ``captured`` photos (None: all), which compare
     runs layer by layer, at the cost of every layer kept by ``capture`` sides (``photo_memory.capture_bytes``),
     the others at a forward pass's."""
     size = photo_size(model, target_size)  # the one rule of what size a photo is fed at
@@ -61,7 +61,7 @@ def iter_cli_inputs(model, images, target_size=None, batch_size=BATCH_SIZE, *, p
     for i, p in enumerate(images):
         kept = capture if captured is None or i < captured else 0
         # refused naming the photo, as predict does
-        pending.append(load_photo(model, p, target_size, photo_memory_limit=photo_memory, capture=kept)[None])
+        pending.append(load_photo(model, p, target_size, photo_memory_limit=photo_memory_limit, capture=kept)[None])
         if size is None or len(pending) == batch_size:
             yield feed(model, np.concatenate(pending))
             pending = []
@@ -108,16 +108,22 @@ def cli_input(model, image=None, target_size=None) -> np.ndarray:
     """The batch ``npxception compare`` feeds both sides, in the model's input size and kind:
     ``image`` (a path or a list of paths) as :func:`cli_inputs` loads them, stacked (a model that takes
     photos at their own size: photos of one size), or without one a uniform batch from seed 0
-    over the same range ([0, 255] or [-1, 1]) at :func:`random_size`."""
+    over the same range ([0, 255] or [-1, 1]; integers for a model whose input is an integer dtype) at
+    :func:`random_size`."""
     if image is not None:
         paths = [image] if isinstance(image, (str, pathlib.Path)) else list(image)
         return _one_batch(iter_cli_inputs(model, paths, target_size), "image",
                           "use iter_cli_inputs, which gives one batch per photo")
     h, w = random_size(model, target_size)
-    if model.takes_pixels:
-        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3))
+    cast = next((s for s in model.input_stage if s["kind"] == "cast"), None)
+    if cast is not None:  # an integer Input: Keras truncates fractions (input_stage.py), so pixels as photos are
+        info = np.iinfo(cast["dtype"])
+        x = np.random.default_rng(0).integers(max(info.min, 0), min(info.max, 255), (1, h, w, model.channels),
+                                              endpoint=True)
+    elif model.takes_pixels:
+        x = np.random.default_rng(0).uniform(0, 255, (1, h, w, model.channels))
     else:
-        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, h, w, model.channels))
     return x.astype(model.dtype)
 
 
@@ -171,7 +177,7 @@ def cli_compare(args) -> int:
     if images:
         # compare keeps every layer of the photos it runs layer by layer: of ours, and of theirs when their side
         # runs here (a dump's are in memory already); the first photo, or every photo against a dump
-        x_all = iter_cli_inputs(model, images, size, photo_memory=limit, capture=1 if side.fixed else 2,
+        x_all = iter_cli_inputs(model, images, size, photo_memory_limit=limit, capture=1 if side.fixed else 2,
                                 captured=None if side.fixed else 1)
         first = next(x_all)
         x, x_all = first[:1], itertools.chain([first], x_all)

@@ -73,17 +73,18 @@ def _per_image(model, hw) -> dict[str, int]:
         return {}
     try:
         bh, bw = stage.output_size(model.input_stage, hw)  # what the backbone sees after the model's stage
-        shapes = arch.trace(model.layers, model.head, (bh, bw, 3))
+        shapes = arch.trace(model.layers, model.head, (bh, bw, model.channels))
     except (ValueError, TypeError):
         return {}  # a size the model refuses: compare says so when it runs
     return {name: math.prod(d for d in shape if d is not None) for name, (shape, _, _) in shapes.items()}
 
 
-def _input_geometry(shape, layout) -> tuple[int, tuple[int, int]] | None:
-    """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels say it."""
+def _input_geometry(shape, layout, channels) -> tuple[int, tuple[int, int]] | None:
+    """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels (``channels``,
+    the model's) say it."""
     if len(shape) != 4:
         return None
-    nchw = layout == "NCHW" or (layout is None and shape[1] == 3 and shape[3] != 3)
+    nchw = layout == "NCHW" or (layout is None and shape[1] == channels and shape[3] != channels)
     return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
 
 
@@ -148,10 +149,11 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
     together exceed what the file's size can hold."""
     batch, hw = None, None
     if INPUT_KEY in headers:
-        geometry = _input_geometry(headers[INPUT_KEY][0], layout)
+        geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels)
         if geometry is None:
+            c = model.channels
             raise ValueError(f"{where}: entry {INPUT_KEY!r} has shape {headers[INPUT_KEY][0]}; expected the "
-                             "input batch, (N, H, W, 3) or (N, 3, H, W)")
+                             f"input batch, (N, H, W, {c}) or (N, {c}, H, W)")
         batch, hw = geometry
     elif model.source_input_shape[0] is not None:
         hw = tuple(model.source_input_shape[:2])

@@ -68,8 +68,8 @@ def budget(model, batch: int, hw) -> Budget:
     comparison, is measured against our model at that size.
     """
     model.check_image_size(*hw)
-    traced = arch.trace(model.layers, model.head, (*stage.output_size(model.input_stage, hw), 3))
-    values = [math.prod(shape) for shape, _, _ in traced.values()] + [math.prod(hw) * 3]
+    traced = arch.trace(model.layers, model.head, (*stage.output_size(model.input_stage, hw), model.channels))
+    values = [math.prod(shape) for shape, _, _ in traced.values()] + [math.prod(hw) * model.channels]
     macs = sum(m for _, _, m in traced.values())
     return Budget(macs=MAC_FACTOR * macs * batch,
                   tensor=(TENSOR_FACTOR * max(values) + SLACK_VALUES) * batch,

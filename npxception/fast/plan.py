@@ -127,8 +127,11 @@ class Head:
         return "head"
 
 
-def compile_plan(layers, head) -> list:
+def compile_plan(layers, head, channels: int) -> list:
     """The fused steps for a backbone table and a head list, with arena slots assigned.
+
+    ``channels``: the input's (the model's ``input_shape[2]``); the first convolution's im2col
+    reads ``K = kh * kw * channels`` values per output pixel (27 for RGB, 9 grayscale, 36 RGBA).
 
     Raises :class:`Unsupported` naming the first layer no step can take.
     """
@@ -136,7 +139,7 @@ def compile_plan(layers, head) -> list:
     for layer in layers:
         for name in layer.inputs:
             readers.setdefault(name, []).append(layer)
-    channels = {INPUT: 3}
+    channels = {INPUT: channels}
     claimed: dict[str, int] = {}
     steps: list = []
 

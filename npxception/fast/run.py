@@ -63,7 +63,7 @@ class FastPlan:
         self.dtype = model.dtype
         self.head = model.head
         self.model_params = p
-        self.steps = compile_plan(model.layers, model.head)
+        self.steps = compile_plan(model.layers, model.head, model.channels)
         self.folded = {}
         for step in self.steps:
             if isinstance(step, ConvBN):
