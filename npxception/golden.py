@@ -523,7 +523,8 @@ def notify_missing(where: str, identity) -> None:
         if identity in _NOTIFIED:
             return
         _NOTIFIED.add(identity)
-    warnings.warn(f"{where}: this weight file carries no golden test case (written by an older npxception), "
+    warnings.warn(f"{where}: this weight file carries no golden test case (written by an older npxception, or "
+                  "saved with golden=False), "
                   "so it was loaded unchecked; `npxception verify --add FILE` (or re-saving it) adds one",
                   NoGoldenWarning, stacklevel=4)
 

@@ -42,6 +42,21 @@ class Conventions:
 PYTORCH = Conventions(bn_epsilon=1e-5, pool_padding="symmetric")
 
 
+# The model and input the compare tests port (tests/test_compare_explain.py and
+# tests/test_onnx_exports.py share them, each building them once per module).
+PORT_SIZE = 75
+
+
+def port_model():
+    import npxception  # the package's top level; this module needs only its ops
+
+    return npxception.Xception(input_shape=(PORT_SIZE, PORT_SIZE, 3), classes=10, seed=3)
+
+
+def port_input() -> np.ndarray:
+    return np.random.default_rng(1).uniform(-1, 1, (1, PORT_SIZE, PORT_SIZE, 3)).astype(np.float32)
+
+
 def _pool(x, layer, rule):
     k, s = layer.kernel_size, layer.strides
     if rule == "symmetric":  # torch.nn.MaxPool2d(3, 2, padding=1)

@@ -19,23 +19,23 @@ import json
 
 import numpy as np
 import pytest
-from ports import PYTORCH, Conventions, run_port
+from ports import PORT_SIZE, PYTORCH, Conventions, port_input, port_model, run_port
 
 import npxception
 from npxception import architecture as arch
 from npxception.compare import INPUT_KEY, compare, summarize
 
-SIZE = 75
+SIZE = PORT_SIZE
 
 
 @pytest.fixture(scope="module")
 def model():
-    return npxception.Xception(input_shape=(SIZE, SIZE, 3), classes=10, seed=3)
+    return port_model()
 
 
 @pytest.fixture(scope="module")
 def x():
-    return np.random.default_rng(1).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    return port_input()
 
 
 def causes(report) -> dict[str, str | None]:

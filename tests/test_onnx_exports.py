@@ -18,24 +18,24 @@ import re
 
 import numpy as np
 import pytest
+from ports import PORT_SIZE, port_input, port_model
 
-import npxception
 from npxception import architecture as arch
 from npxception.compare import compare
 
-SIZE = 75
+SIZE = PORT_SIZE
 BN_LAYERS = [layer.name for layer in arch.backbone() if layer.kind == "bn"]
 TIMM = {"block3_pool": "pool_symmetric_padding", "predictions": "output_logits"}  # a correct timm export's two
 
 
 @pytest.fixture(scope="module")
 def model():
-    return npxception.Xception(input_shape=(SIZE, SIZE, 3), classes=10, seed=3)
+    return port_model()
 
 
 @pytest.fixture(scope="module")
 def x():
-    return np.random.default_rng(1).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    return port_input()
 
 
 @pytest.fixture(scope="module")
