@@ -28,14 +28,9 @@ from npxception.compare import INPUT_KEY, compare, summarize
 SIZE = PORT_SIZE
 
 
-@pytest.fixture(scope="module")
-def model():
-    return port_model()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return port_input()
+# the port model and its input (tests/ports.py), built once per module
+model = pytest.fixture(port_model, scope="module", name="model")
+x = pytest.fixture(port_input, scope="module", name="x")
 
 
 def causes(report) -> dict[str, str | None]:

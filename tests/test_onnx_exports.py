@@ -28,14 +28,9 @@ BN_LAYERS = [layer.name for layer in arch.backbone() if layer.kind == "bn"]
 TIMM = {"block3_pool": "pool_symmetric_padding", "predictions": "output_logits"}  # a correct timm export's two
 
 
-@pytest.fixture(scope="module")
-def model():
-    return port_model()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return port_input()
+# the port model and its input (tests/ports.py), built once per module
+model = pytest.fixture(port_model, scope="module", name="model")
+x = pytest.fixture(port_input, scope="module", name="x")
 
 
 @pytest.fixture(scope="module")
