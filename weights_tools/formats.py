@@ -68,15 +68,12 @@ _RESAVE = ("npxception reads no sharded weights: in Keras, model.load_weights('{
            "converted with --config), and convert that file")
 
 
-def _refuse_sharded_index(path: pathlib.Path, f) -> None:
-    """Refuse a Keras 3 sharded-weights index by name (its size capped before parsing), else return."""
-    size = os.fstat(f.fileno()).st_size
-    if size > CONFIG.max_config_bytes:
-        raise ConversionError(f"{path}: {size:,} bytes, over the {CONFIG.max_config_bytes:,}-byte limit for a "
-                              "JSON file (a Keras 3 sharded weights index is a few kB)")
-    f.seek(0)
+def _refuse_sharded_index(path: pathlib.Path) -> None:
+    """Refuse a Keras 3 sharded-weights index by name (its size capped before parsing: such an index
+    is a few kB), else return."""
+    data = read_capped(path, CONFIG.max_config_bytes)  # its refusal is a ValueError too: not in the try
     try:
-        index = loads_json(f.read(CONFIG.max_config_bytes + 1))
+        index = loads_json(data)
     except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
         return
     if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
@@ -185,8 +182,7 @@ def resolve_source(path) -> tuple[str, pathlib.Path]:
         raise ConversionError(f"{where}: the data half of a TensorFlow checkpoint; give its prefix "
                               f"{path.with_name(path.name.split('.data-')[0])} (or its .index file)")
     if path.name.endswith(".json"):
-        with _open_checked(path) as f:
-            _refuse_sharded_index(path, f)
+        _refuse_sharded_index(path)
     if path.name in _SAVEDMODEL_PARTS:
         raise ConversionError(f"{where}: {_SAVEDMODEL_PARTS[path.name]} (by its name); give the SavedModel's "
                               f"directory, {path.parent}")
