@@ -4,12 +4,18 @@ open a Keras file in the framework that wrote it, and capture its layers by npxc
 Correctness is measured against the framework that wrote the file, so the file
 is run by that framework, never by a guess:
 
-* a ``.keras`` archive or a Keras 3 ``.weights.h5``: Keras 3;
+* a ``.keras`` archive (zipped, or the directory ``model.save(dir, zipped=False)``
+  writes) or a Keras 3 ``.weights.h5``: Keras 3;
 * a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
   reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
 * a SavedModel directory with ``keras_metadata.pb``, or a TensorFlow checkpoint
-  (``save_weights("ckpt")``, given as ``ckpt`` or ``ckpt.index``): tf_keras, the
-  Keras that writes them (Keras 3 reads neither);
+  (``save_weights("ckpt")``, given as ``ckpt`` or ``ckpt.index``, or a directory
+  whose ``checkpoint`` file names it; a ``tf.train.Checkpoint(model=...)`` is
+  restored from the model's place in it): tf_keras, the Keras that writes them
+  (Keras 3 reads neither);
+
+What each path holds is the converter's answer (``weights_tools.formats.resolve_source``),
+never a second reading of it here.
 * a weights-only file: the model is rebuilt from ``config`` (the model's own
   ``.keras`` archive or ``config.json``) and the weights loaded into it; without
   a config only the layouts the converter itself accepts without one (a bare
