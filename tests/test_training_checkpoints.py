@@ -272,3 +272,14 @@ def test_compare_rebuilds_applications_xception_for_a_checkpoint_without_config(
     model = wt.read(path, pooling="avg")
     report = compare(model, path, files["x"])
     assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("directory", ["k3_dir", "training_1"])
+def test_a_directory_given_as_npxception_weights_says_convert_it_first(files, directory):
+    """`--weights DIR` (predict, compare) takes a converted .npz: each directory form is named, with the
+    command that converts it (it was "is a directory, not a regular file")."""
+    import npxception
+
+    with pytest.raises(ValueError, match=r"not an npxception \.npz weight file; convert it first: "
+                                         r"npxception convert .* -o model\.npz"):
+        npxception.load(files["root"] / directory)
