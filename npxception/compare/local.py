@@ -97,3 +97,21 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
             filled[node.name] = y
             fill_input[node.name] = ins[0] if ins and ins[0] is not None else None
         yield Local(node, ins, y, skipped, error, bad_input)
+
+
+def rerun(model, node: Node, theirs: dict, x_in: np.ndarray, memo: dict) -> np.ndarray:
+    """Our ``node`` on their inputs in ``model``'s dtype, every gap before it filled by our layers the
+    same way (:func:`local_pass`), in that dtype too: ``model.astype("float64")`` gives the exact
+    output of the layer on their inputs. ``memo`` keeps the fills of one comparison, per dtype."""
+    by_name = memo.setdefault("nodes", {n.name: n for n in nodes(model)})
+    fills = memo.setdefault(model.dtype.name, {})
+
+    def value(name):
+        if name in theirs:
+            return theirs[name]
+        if name == "input":
+            return x_in
+        if name not in fills:
+            fills[name] = model.run_layer(name, [value(i) for i in by_name[name].inputs])
+        return fills[name]
+    return model.run_layer(node.name, [value(i) for i in node.inputs])
