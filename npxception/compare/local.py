@@ -99,12 +99,12 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
         yield Local(node, ins, y, skipped, error, bad_input)
 
 
-def rerun(model, node: Node, theirs: dict, x_in: np.ndarray, memo: dict) -> np.ndarray:
-    """Our ``node`` on their inputs in ``model``'s dtype, every gap before it filled by our layers the
-    same way (:func:`local_pass`), in that dtype too: ``model.astype("float64")`` gives the exact
-    output of the layer on their inputs. ``memo`` keeps the fills of one comparison, per dtype."""
-    by_name = memo.setdefault("nodes", {n.name: n for n in nodes(model)})
-    fills = memo.setdefault(model.dtype.name, {})
+def rerun(model, node: Node, theirs: dict, x_in: np.ndarray) -> np.ndarray:
+    """Our ``node`` on their inputs in ``model``'s dtype, every gap before it filled by our layers as
+    :func:`local_pass` fills it, in that dtype too: ``model.astype("float64")`` gives the exact output of
+    the layer on their inputs. The fills live for this call only (one row's gap, not the network's)."""
+    by_name = {n.name: n for n in nodes(model)}
+    fills: dict = {}  # a gap read twice (two branches of a missing add) is run once
 
     def value(name):
         if name in theirs:
