@@ -122,7 +122,8 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
     if softmax:
         out = node("Softmax", [out], "/softmax", axis=1)
     graph = helper.make_graph(
-        nodes, "legacy_xception", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", model.channels, None, None])],
+        nodes, "legacy_xception",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", model.channels, None, None])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", w["predictions/bias"].shape[0]])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto)

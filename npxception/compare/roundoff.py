@@ -8,9 +8,7 @@ by the same constant, and the late layers' values are large: at block14_sepconv2
 test model that shift is 2.4e-6 of max|theirs|, under rtol 1e-4, and the layer is still wrong.
 
 So where the tolerance is exceeded (the row fails: every layer that adds to it counts), a layer under
-the tolerance is measured against the round-off of a float32 computation of itself, unless the user
-stated the tolerance (``rtol=``, ``--rtol``): ``--rtol 5e-3`` says a layer may add that much (PyTorch's
-BN epsilon, ~8e-4, accepted), and a BN layer after a failing pool is then no source either:
+the tolerance is measured against the round-off of a float32 computation of itself:
 
     exact      our layer in float64 on their inputs (a gap before it filled in float64 too)
     round-off  our float32 layer on the same inputs, against exact
@@ -21,12 +19,15 @@ of thousands of values is stable: their error over ours measured 0.56-0.99 at ev
 onnxruntime ports of the test model (folded BN, BN nodes, convolutions, the pool: tests/
 test_onnx_exports.py), up to 1.68 at TensorFlow's (oneDNN's convolutions, Keras Xceptions at 75x75 and
 150x150 behind a planted BN epsilon: tests/test_compare.py), and 10.1 at the smallest of the no-bias
-fold's BN layers (block14_sepconv2_bn; its max-based ratio is 5.4, too near round-off's ~3 to tell). A layer is a source when their RMS
-error is over ``ROUNDOFF_FACTOR`` times ours (``ours`` never below the rounding of the output
-itself, ``u * RMS(exact)``, so an exact op such as ReLU is not held to zero).
+fold's BN layers (block14_sepconv2_bn; its max-based ratio is 5.4, too near round-off's ~3 to tell).
+A layer is a source when their RMS error is over ``ROUNDOFF_FACTOR`` times ours (``ours`` never below
+the rounding of the output itself, ``u * RMS(exact)``, so an exact op such as ReLU is not held to zero).
+That holds under compare's default tolerance; a tolerance the user states (``rtol=``, ``--rtol``) is
+what a layer may add: ``--rtol 5e-3`` accepts PyTorch's BN epsilon (~8e-4) before a failing pool and
+after it alike.
 
 The causes at such a source are then tested at that scale (``rtol`` = the factor times our largest
-round-off, relative to max|theirs|), since every candidate is within the user's tolerance there.
+round-off, relative to max|theirs|), since every candidate is within the tolerance there.
 Only float32 is tested so: a float16 or bfloat16 port's error is its storage rounding, which our
 float32 run does not estimate (its tolerance, precision.DEFAULT_RTOL, was measured on such ports).
 """
