@@ -135,6 +135,17 @@ def test_input_carried_by_the_dump(model, x):
     assert compare(model, {**run_port(model, x), INPUT_KEY: x}).ok
 
 
+@pytest.mark.parametrize("conventions, cause", [(Conventions(channels="bgr"), "input_bgr"),
+                                                (Conventions(preprocessing="caffe"), "input_caffe")])
+def test_port_preprocessing_inside_with_its_input_dumped(model, x, conventions, cause):
+    """A port handed our batch that reorders or preprocesses it inside, its dump carrying that batch
+    (dump_torch_activations always writes __input__): the inputs agree, and the cause is named at the
+    first layer as without __input__ (before: block1_conv1 unexplained)."""
+    report = compare(model, {**run_port(model, x, conventions), INPUT_KEY: x}, x)
+    assert causes(report) == {"block1_conv1": cause}, "\n".join(report.source_lines())
+    assert report.rows[0].layer == "input" and report.rows[0].passed
+
+
 # ---- Inf and NaN in their dump: counted, never measured nor diagnosed ----------------------------
 
 def test_non_finite_values_are_counted_never_diagnosed(model, x, port_acts):
