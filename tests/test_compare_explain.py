@@ -94,6 +94,10 @@ CATALOGUE = {
     "article_relu_before_middle_add": (Conventions(variant=arch.Variant(relu_before_middle_add=True)),
                                        {n: "extra_relu_before" for n in MIDDLE_ADDS}),
     "article_no_final_relu": (Conventions(variant=arch.Variant(no_final_relu=True)), {"avg_pool": "skipped_layer"}),
+    # a real ReLU after every residual add, fed on: not a dump overwritten in place (the readers reproduce
+    # their outputs from the ReLU'd value); before: blocks 2-12 blamed on the dump
+    "relu_after_add": (Conventions(relu_after_add=True),
+                       {f"block{b}_add": "extra_relu_after" for b in range(2, 14)}),
 }
 
 
@@ -664,6 +668,16 @@ def test_add_whose_input_was_overwritten_in_place(model, x, port_acts):
     report = compare(model, acts, x)
     assert causes(report) == {"block2_pool": "overwritten_in_place", "block2_add": "add_input_overwritten"}
     assert report.sources[1].diagnosis.parameter == "block2_pool"
+
+
+def test_add_overwritten_by_the_relu_after_it(model, x, port_acts):
+    """A correct port whose dump kept block4_add without .clone() before ReLU(inplace=True) ran on it: the
+    add's other reader (block5_add) does not follow from the ReLU'd value, so the dump is named, not an
+    extra ReLU in the port (tests/ports.py relu_after_add is the port that has one)."""
+    acts = dict(port_acts)
+    acts["block4_add"] = np.maximum(acts["block4_add"], 0)
+    report = compare(model, acts, x)
+    assert causes(report)["block4_add"] == "overwritten_in_place", "\n".join(report.source_lines())
 
 
 def test_weights_rounded_to_half_precision(model, x):

@@ -230,8 +230,11 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, pr
     node = loc.node
     earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
+    reader_inputs = {n.name: [theirs[i] for i in n.inputs] for n in nodes(model)
+                     if n.name in readers and all(i in theirs for i in n.inputs)}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
                            x_ours=x if "input" in node.inputs else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes,
+                           skipped=loc.skipped, earlier=earlier, readers=readers, reader_inputs=reader_inputs,
+                           input_causes=input_causes,
                            images=images, x_input=x_input)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)
