@@ -519,6 +519,43 @@ def test_onnx_batchnorm_folded_into_the_convolutions(model, x, tmp_path):
     assert "swapped" not in report.warnings[0]
 
 
+@pytest.mark.parametrize("epsilon", [1e-3, 1e-5])
+def test_onnx_of_a_tflite_model(model, x, tmp_path, epsilon):
+    """``tf2onnx --tflite``: a fused op's tensor named by every op fused into it, joined by ';'. The fused
+    Conv's tensor is its BN's output (and the Relu split off it the first segment's activation), compared
+    as such, never as the convolution (before: block1_conv1 compared with their BN's value, 0.58 "FAIL
+    SOURCE" on a correct model, and 14 unexplained sources after it)."""
+    from onnx_port import build, tflite_named
+
+    build(model, tmp_path / "folded.onnx", fold_bn=True, epsilon=epsilon)
+    path = tflite_named(tmp_path / "folded.onnx", tmp_path / "tflite.onnx")
+    report = compare(model, path, x, layout="NCHW")
+    # the graph's own planted causes: PyTorch's pool padding and a logits head (tests/onnx_port.build)
+    expected = {"block3_pool": "pool_symmetric_padding", "predictions": "output_logits"}
+    if epsilon != 1e-3:
+        expected |= {n: "bn_epsilon" for n in BN_LAYERS}
+    assert causes(report) == expected, "\n".join(report.source_lines())
+    compared = {r.layer for r in report.rows}
+    assert set(BN_LAYERS) | {"block1_conv1_act", "block2_sepconv2_act", "block3_sepconv1_act"} <= compared
+    assert not compared & {layer.inputs[0] for layer in arch.backbone() if layer.kind == "bn"}
+
+
+def test_tflite_fused_names_refused_when_they_say_no_one_layer(model):
+    """A fused Conv's tensor whose first segment is an activation its node does not compute, with no BN
+    among its segments, is no layer of ours that compare can tell: refused, not read as block1_conv1."""
+    from onnx import TensorProto, helper
+
+    from npxception.compare.onnx_side import _keras_matches
+
+    conv = "m/block1_conv1_act_1/Relu;m/block1_conv1_1/convolution"
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], [conv]),
+                               helper.make_node("Relu", [conv], ["m/block1_conv1_act_1/Relu"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 75, 75])], [])
+    refused = []
+    assert _keras_matches(model, graph, refused) == {"block1_conv1_act": "m/block1_conv1_act_1/Relu"}
+    assert refused == [conv]
+
+
 def test_fused_weights_give_epsilon_and_a_gamma_beta_swap(model):
     """One convolution with a BN folded in, written as the exporter writes it: epsilon 1e-5 read back
     from the weights, and gamma and beta swapped told from the fused bias."""
