@@ -28,6 +28,7 @@ from .. import blas
 from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
+from . import direct
 from .fused import conv_fused, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
@@ -65,10 +66,13 @@ class FastPlan:
         self.model_params = p
         self.steps = compile_plan(model.layers, model.head, model.channels)
         self.folded = {}
+        self.packed = {}  # conv name -> its kernel in the direct convolution's panels (npxception/fast/direct.py)
         for step in self.steps:
             if isinstance(step, ConvBN):
                 k = p[f"{step.conv}/kernel"]
                 self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
+                if direct.AVAILABLE and self.dtype == np.float32:  # packed once for the direct kernel
+                    self.packed[step.conv] = direct.pack_kernel(self.folded[step.conv][0])
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 self.folded[step.sepconv] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], *_bn(p, step.bn))
@@ -132,6 +136,11 @@ class FastPlan:
         ho, pad_t = window_geometry(h, kh, stride, step.padding)
         wo, pad_l = window_geometry(w, kh, stride, step.padding)
         out = self._buffer(f"v{step.slot}", (n * ho * wo, w2.shape[1]))
+        if step.conv in self.packed and pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h \
+                and (wo - 1) * stride + kh <= w:  # no padded tap: the direct kernel reads x in place
+            direct.conv_direct(x, self.packed[step.conv], w2, kh, stride, ho, wo, scale, shift, step.relu_out, out,
+                               numba.get_num_threads())
+            return out.reshape(n, ho, wo, w2.shape[1])
         if self.fused:
             threads = numba.get_num_threads()
             rows_per_tile = max(1, min(-(-n * ho // threads), self.COLS_ELEMS // (wo * kh * kh * c)))
