@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 import numba
@@ -73,27 +74,43 @@ def one_step(name, h, c, c_out, kh, stride, repeats):
           + f"; direct/im2col {ms['direct'] / ms['im2col + GEMM']:.2f}", flush=True)
 
 
-def network(batch, repeats):
-    """Whole forward pass, the same plan with the direct convolution on and off per call (its packed kernels)."""
+def network(batch, repeats, per_step=True):
+    """Whole forward passes, one plan: packed kernels for none, the convolutions, or those and the pointwise."""
     import npxception
-    from npxception.fast import fast_forward
+    from npxception.fast import ConvBN, fast_forward
 
     model = npxception.Xception(include_top=True, seed=0)  # random weights and BN statistics, 299x299
     x = np.random.default_rng(1).uniform(-1, 1, (batch, 299, 299, 3)).astype(np.float32)
     fast_forward(model, x)
     plan = model._fast
-    packed = dict(plan.packed)
+    convs = {s.conv for s in plan.steps if isinstance(s, ConvBN)}
+    variants = {"OpenBLAS": {}, "direct convs": {k: v for k, v in plan.packed.items() if k in convs},
+                "direct convs + pointwise": dict(plan.packed)}
+
+    steps = {k: {} for k in variants}  # per-step times from the plan's own timer
 
     def run(which):
-        plan.packed = packed if which else {}
-        return plan(x)
+        plan.packed = variants[which]
+        plan.profile = {}
+        y = plan(x)
+        for label, seconds in plan.profile.items():
+            steps[which].setdefault(label, []).append(1e3 * seconds)
+        plan.profile = None
+        return y
 
     with blas.single_threaded():
-        ms = interleaved({"im2col + GEMM": lambda: run(False), "direct": lambda: run(True)}, repeats)
-    a, b = run(False), run(True)
-    assert np.allclose(a, b, rtol=1e-4, atol=1e-6)
-    print(f"network, batch {batch}: " + ", ".join(f"{k} {t:.1f} ms" for k, t in ms.items())
-          + f"; direct/im2col {ms['direct'] / ms['im2col + GEMM']:.3f}", flush=True)
+        ms = interleaved({k: (lambda k=k: run(k)) for k in variants}, repeats)
+    want = run("OpenBLAS")
+    for k in variants:
+        assert np.allclose(run(k), want, rtol=1e-4, atol=1e-6), k
+    print(f"network, batch {batch}: " + ", ".join(f"{k} {t:.1f} ms ({t / ms['OpenBLAS']:.3f})"
+                                                  for k, t in ms.items()), flush=True)
+    if per_step:
+        base = {label: statistics.median(t) for label, t in steps["OpenBLAS"].items()}
+        for label in base:
+            row = [statistics.median(steps[k][label]) for k in variants]
+            if max(row) - min(row) > 0.05 * max(row) and label in plan.packed:
+                print(f"  {label}: " + " / ".join(f"{v:.2f}" for v in row) + " ms", flush=True)
 
 
 def main():

@@ -32,7 +32,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .._jit import njit
 from ..ops.padding import tap_view
@@ -41,6 +41,7 @@ from .threads import in_parallel
 LANES = 16  # float32 lanes of one zmm register
 # (rows of pixels, vectors of channels): MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers
 TILES = {64: (6, 4), 32: (12, 2)}  # NR -> (MR, NVEC)
+PACK_MAX = 256 * 1024  # floats of the largest kernel packed: the 1x1 256 -> 728, not the 728 -> 728
 L2_FLOATS = 128 * 1024  # 512 KB: half a core's L2 on the machines measured, for inputs or weights
 
 
@@ -53,6 +54,15 @@ def _host_has_avx512() -> bool:
 
 
 AVAILABLE = _host_has_avx512()
+
+
+def worth_packing(kernel2d) -> bool:
+    """Whether a (K, C_out) kernel gets a packed copy for the microkernel: float32, AVX-512, at most PACK_MAX.
+
+    The bound keeps the copies to ~2 MB for Xception (the 300 MB budget,
+    docs/performance.md); larger kernels stay on OpenBLAS.
+    """
+    return AVAILABLE and kernel2d.dtype == np.float32 and kernel2d.size <= PACK_MAX
 
 
 def panel_width(c_out: int) -> int:
@@ -251,3 +261,54 @@ def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
             y += taps @ kernel2d[(i * kh + j) * c:(i * kh + j + 1) * c]
     y = y * scale + shift
     return np.maximum(y, 0) if relu else y
+
+
+
+@njit(nogil=True)
+def _pointwise_tile(a, packed, offs, scale, shift, relu, y):
+    """y (M, C_out) = relu?(a @ kernel * scale + shift) for a C-contiguous tile a (M, K), by the microkernel.
+
+    ``offs`` is ``arange(K)``: the microkernel's taps are then the row's K values.
+    """
+    m, k_ = a.shape
+    p_, _, nr = packed.shape
+    co = y.shape[1]
+    mr = _MR32 if nr == 32 else _MR64
+    for q in range(p_):
+        b = _at(packed, q * k_ * nr)
+        for i0 in range(0, m, mr):
+            rows = min(mr, m - i0)
+            if nr == 32:
+                _micro32(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu)
+            else:
+                _micro64(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu)
+
+
+def unpack_kernel(packed, c_out):
+    """The inverse of :func:`pack_kernel`: (P, K, NR) panels -> (K, C_out)."""
+    p, k, nr = packed.shape
+    return packed.transpose(1, 0, 2).reshape(k, p * nr)[:, :c_out]
+
+
+def pointwise_tile(a, packed, offs, scale, shift, relu, y):
+    """y = relu?(a @ kernel * scale + shift), ``packed`` being :func:`pack_kernel` (kernel). Twin: NumPy, here.
+
+    Called from kernels (an overload dispatches float32 to the microkernel);
+    as Python (``NUMBA_DISABLE_JIT=1``) this body runs.
+    """
+    v = a @ unpack_kernel(packed, y.shape[1]) * scale + shift
+    y[...] = np.maximum(v, 0) if relu else v
+
+
+@overload(pointwise_tile)
+def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, y):
+    if y.dtype != types.float32:
+        def never(a, packed, offs, scale, shift, relu, y):  # float64 plans pack nothing and never call it
+            pass
+        return never
+
+    def impl(a, packed, offs, scale, shift, relu, y):
+        _pointwise_tile(a, packed, offs, scale, shift, relu, y)
+    return impl

@@ -16,6 +16,7 @@ import numpy as np
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
+from .direct import pointwise_tile
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
@@ -38,7 +39,11 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+_NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no packed pointwise kernel: OpenBLAS does the GEMM
+
+
+def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
+                   packed=_NOT_PACKED):
     """A whole separable conv + folded BN: relu?(depthwise(relu?(x)) @ pw * scale + shift).
 
     x (N, H, W, C); dw (3, 3, C); pw (C, Co). The result goes to out
@@ -52,13 +57,20 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     overwrites input rows that the 3x3 window still needs: so the row above
     each thread's first and the row below its last are saved before any thread
     starts, and each tile's last input row before its GEMM, for the next tile.
+
+    ``packed``, when given (float32, no residual): ``pw`` in the panels of
+    npxception/fast/direct.py, whose microkernel then does the GEMM and the
+    epilogue from registers, where OpenBLAS is slower (docs/performance.md, "Issue 15, 2026-11-29 17:00-18:50").
     """
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
     zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
+    if residual.shape[0] > 0:
+        packed = _NOT_PACKED
+    offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
-                                     tile_rows, saved, zero))
+                                     tile_rows, saved, zero, packed, offs))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
@@ -94,7 +106,8 @@ def _save_halo_rows(x, nt, saved):
 
 
 @njit(nogil=True)
-def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero):
+def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
+                   packed, offs):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
@@ -134,8 +147,11 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
         else:
             y = out[r0 * w_:r1 * w_]
             res = residual[:0]
-        _gemm(buf[:m], pw, y)
-        _epilogue(y, scale, shift, relu_out, res)
+        if packed.shape[0] > 0:
+            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, y)
+        else:
+            _gemm(buf[:m], pw, y)
+            _epilogue(y, scale, shift, relu_out, res)
         r0 = r1
 
 

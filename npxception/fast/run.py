@@ -65,20 +65,22 @@ class FastPlan:
         self.head = model.head
         self.model_params = p
         self.steps = compile_plan(model.layers, model.head, model.channels)
+        # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
+        self.fused = blas.AVAILABLE
         self.folded = {}
         self.packed = {}  # conv name -> its kernel in the direct convolution's panels (npxception/fast/direct.py)
         for step in self.steps:
             if isinstance(step, ConvBN):
                 k = p[f"{step.conv}/kernel"]
                 self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
-                if direct.AVAILABLE and self.dtype == np.float32:  # packed once for the direct kernel
+                if direct.worth_packing(self.folded[step.conv][0]):  # packed once for the direct kernel
                     self.packed[step.conv] = direct.pack_kernel(self.folded[step.conv][0])
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 self.folded[step.sepconv] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], *_bn(p, step.bn))
+                if self.fused and direct.worth_packing(self.folded[step.sepconv][1]):
+                    self.packed[step.sepconv] = direct.pack_kernel(self.folded[step.sepconv][1])
         self.arena: dict[str, np.ndarray] = {}
-        # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
-        self.fused = blas.AVAILABLE
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
 
@@ -185,8 +187,9 @@ class FastPlan:
                 res = target
             else:
                 out, res = target, np.empty((0, cout), self.dtype)
+            more = {"packed": self.packed[step.sepconv]} if step.sepconv in self.packed else {}
             sep_conv_fused(x, dw, pw, scale, shift, step.relu_in, step.relu_out, out, res, scratch,
-                           rows_per_tile, saved)
+                           rows_per_tile, saved, **more)
         elif step.in_place:
             self._sep_bn_in_place(x, dw, pw, scale, shift, step, target)
         else:
