@@ -10,6 +10,7 @@ applying it adds a few roundings of its terms' size (``shift = beta - scale * me
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,7 +21,7 @@ import npxception
 from npxception import blas
 from npxception.config import CONFIG
 from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn
-from npxception.fast.fused import conv_fused_reference
+from npxception.fast.fused import NOT_PACKED, conv_fused_reference
 from npxception.ops.padding import window_geometry
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -78,25 +79,35 @@ def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed
         assert not bad.any(), f"{name}: ours {got[bad][:3]} against TF's {want[bad][:3]} (tol {tol[bad][:3]})"
 
 
+@numba.njit
+def compiled_pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+    """:func:`direct.pointwise_tile` as a kernel calls it (its overload: the microkernel)."""
+    direct.pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y)
+
+
 @needs_avx512
 @given(m=st.integers(1, 40), c=st.integers(1, 300), cout=st.integers(1, 150), relu=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_pointwise_tile_against_tf(m, c, cout, relu, seed):
-    """The separable convolutions' pointwise GEMM with its BN and ReLU, by the microkernel, as a 1x1 tf.nn.conv2d
-    on a row of m pixels; the twin (the function run as Python) too."""
+       add=st.booleans(), seed=st.integers(0, 2**16))
+def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
+    """The separable convolutions' pointwise GEMM with its BN, ReLU and residual Add, by the microkernel, as a
+    1x1 tf.nn.conv2d on a row of m pixels (fewer than a tile of 6 or 12 rows too); the twin (the function run
+    as Python) too."""
     rng = np.random.default_rng(seed)
     a = rng.normal(0, 1, (m, c)).astype(np.float32)
     pw = (rng.normal(0, 1, (c, cout)) / np.sqrt(c)).astype(np.float32)
     stats = [s.astype(np.float32) for s in bn_stats(rng, cout)]
     scale, shift = fold_bn(*stats, CONFIG.bn_epsilon)
-    packed, offs = direct.pack_kernel(pw), np.arange(c, dtype=np.int64)
-    got = np.full((m, cout), np.nan, np.float32)
-    direct._pointwise_tile(a, packed, offs, scale, shift, relu, got)  # compiled
-    twin = np.full((m, cout), np.nan, np.float32)
-    direct.pointwise_tile(a, packed, offs, scale, shift, relu, twin)  # as Python: the NumPy twin
+    residual = rng.normal(0, 1, (m, cout)).astype(np.float32) if add else np.full((m, cout), np.nan, np.float32)
+    args = (a, pw, direct.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
+    got, twin = residual.copy(), residual.copy()
+    compiled_pointwise_tile(*args, got)
+    direct.pointwise_tile(*args, twin)  # as Python: the NumPy twin
     x, kernel4 = a.reshape(1, 1, m, c), pw.reshape(1, 1, c, cout)
     want = tf_conv_bn_relu(x, kernel4, 1, stats, relu).reshape(m, cout)
     tol = tolerance(x, kernel4, 1, stats, scale, want)
+    if add:
+        want = want + residual
+        tol = tol + EPS32 * np.abs(want)  # one more rounding
     for name, out in (("kernel", got), ("twin", twin)):
         bad = np.abs(out - want) > tol
         assert not bad.any(), f"{name}: ours {out[bad][:3]} against TF's {want[bad][:3]} (tol {tol[bad][:3]})"
@@ -110,8 +121,9 @@ def test_pack_kernel_round_trips():
         packed = direct.pack_kernel(kernel)
         assert packed.shape == (-(-cout // direct.panel_width(cout)), 7, direct.panel_width(cout))
         assert packed.ctypes.data % 64 == 0
-        np.testing.assert_array_equal(direct.unpack_kernel(packed, cout), kernel)
-        assert not packed.transpose(1, 0, 2).reshape(7, -1)[:, cout:].any()
+        side_by_side = packed.transpose(1, 0, 2).reshape(7, -1)
+        np.testing.assert_array_equal(side_by_side[:, :cout], kernel)
+        assert not side_by_side[:, cout:].any()
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +148,7 @@ def test_plan_packs_by_shape_and_agrees_with_openblas(small_model):
     assert bool(plan.packed) == direct.AVAILABLE
     packed = plan.packed
     ours = plan(x).copy()
-    plan.packed = {}
+    plan.packed = {}  # im2col + OpenBLAS everywhere, as without AVX-512
     try:
         theirs = plan(x).copy()
     finally:

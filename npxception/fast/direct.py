@@ -75,9 +75,7 @@ def pack_kernel(kernel2d):
     k, c_out = kernel2d.shape
     nr = panel_width(c_out)
     p = -(-c_out // nr)
-    raw = np.zeros(p * k * nr + LANES, np.float32)
-    start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
-    packed = raw[start:start + p * k * nr].reshape(p, k, nr)
+    packed = aligned(p * k * nr).reshape(p, k, nr)
     for q in range(p):
         cols = kernel2d[:, q * nr:(q + 1) * nr]
         packed[q, :, :cols.shape[1]] = cols
@@ -92,12 +90,12 @@ def _make_micro(mr, nvec):
     f32p = types.CPointer(types.float32)
 
     @intrinsic
-    def micro(typingctx, a, lda, rows, offs, k, b, c, ldc, ncols, scale, shift, relu):
-        sig = types.void(f32p, types.int64, types.int64, types.CPointer(types.int64), types.int64, f32p, f32p,
-                         types.int64, types.int64, f32p, f32p, types.boolean)
+    def micro(typingctx, a, lda, rows, offs, k, b, ldb, c, ldc, ncols, scale, shift, relu, add):
+        sig = types.void(f32p, types.int64, types.int64, types.CPointer(types.int64), types.int64, f32p,
+                         types.int64, f32p, types.int64, types.int64, f32p, f32p, types.boolean, types.boolean)
 
         def codegen(context, builder, signature, args):
-            a, lda, rows, offs, k, b, c, ldc, ncols, scale, shift, relu = args
+            a, lda, rows, offs, k, b, ldb, c, ldc, ncols, scale, shift, relu, add = args
             mod = builder.module
             i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
             mty = ir.VectorType(i1, LANES)
@@ -137,9 +135,9 @@ def _make_micro(mr, nvec):
                 for v in range(nvec):
                     accs[i][v] = builder.phi(vty)
                     accs[i][v].add_incoming(zero, entry)
-            brow = builder.gep(b, [builder.mul(kk, ir.Constant(i64, nr))])
+            brow = builder.gep(b, [builder.mul(kk, ldb)])
             bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, v * LANES)]), vty.as_pointer()),
-                               align=64) for v in range(nvec)]
+                               align=4) for v in range(nvec)]
             off = builder.load(builder.gep(offs, [kk]))
             new = []
             for i in range(mr):
@@ -163,15 +161,22 @@ def _make_micro(mr, nvec):
                                                        vty.as_pointer()), four, masks[v], zero]) for v in range(nvec)]
             hv = [builder.call(mload, [builder.bitcast(builder.gep(shift, [ir.Constant(i64, v * LANES)]),
                                                        vty.as_pointer()), four, masks[v], zero]) for v in range(nvec)]
-            relu_v = splat(relu, ir.VectorType(i1, LANES)) if relu.type == i1 else \
-                splat(builder.trunc(relu, i1), ir.VectorType(i1, LANES))
+            def flag(value):  # a boolean argument as a vector of i1
+                return splat(value if value.type == i1 else builder.trunc(value, i1), ir.VectorType(i1, LANES))
+
+            relu_v, add_v = flag(relu), flag(add)
+            results = []
             for i in range(mr):
                 for v in range(nvec):
                     y = builder.call(fma, [ys[i][v], sv[v], hv[v]])
                     neg = builder.fcmp_ordered("<", y, zero)
                     y = builder.select(builder.and_(neg, relu_v), zero, y)
                     dst = builder.bitcast(builder.gep(cptr[i], [ir.Constant(i64, v * LANES)]), vty.as_pointer())
-                    builder.call(mstore, [y, dst, four, masks[v]])
+                    # added into what c holds (the residual) when asked: nothing is loaded otherwise
+                    y = builder.fadd(y, builder.call(mload, [dst, four, builder.and_(masks[v], add_v), zero]))
+                    results.append((y, dst, v))
+            for y, dst, v in results:  # every load before any store: repeated last rows alias it
+                builder.call(mstore, [y, dst, four, masks[v]])
             return context.get_dummy_value()
         return sig, codegen
     return micro
@@ -219,11 +224,11 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
                     dst = _at(out, (r * wo + ow0) * co + q * nr)
                     cols = min(nr, co - q * nr)
                     if nr == 32:
-                        _micro32(a, stride * c_, m, _at(offs, 0), k_, b, dst, co, cols, _at(scale, q * nr),
-                                 _at(shift, q * nr), relu)
+                        _micro32(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
+                                 _at(shift, q * nr), relu, False)
                     else:
-                        _micro64(a, stride * c_, m, _at(offs, 0), k_, b, dst, co, cols, _at(scale, q * nr),
-                                 _at(shift, q * nr), relu)
+                        _micro64(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
+                                 _at(shift, q * nr), relu, False)
 
 
 def tap_offsets(kh, kw, w, c):
@@ -264,11 +269,13 @@ def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
 
 
 
-@njit(nogil=True)
-def _pointwise_tile(a, packed, offs, scale, shift, relu, y):
-    """y (M, C_out) = relu?(a @ kernel * scale + shift) for a C-contiguous tile a (M, K), by the microkernel.
 
-    ``offs`` is ``arange(K)``: the microkernel's taps are then the row's K values.
+@njit(nogil=True)
+def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
+    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``; a (M, K) C-contiguous.
+
+    ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
+    microkernel's taps are then the row's K values.
     """
     m, k_ = a.shape
     p_, _, nr = packed.shape
@@ -279,36 +286,43 @@ def _pointwise_tile(a, packed, offs, scale, shift, relu, y):
         for i0 in range(0, m, mr):
             rows = min(mr, m - i0)
             if nr == 32:
-                _micro32(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, _at(y, i0 * co + q * nr), co,
-                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu)
+                _micro32(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
             else:
-                _micro64(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, _at(y, i0 * co + q * nr), co,
-                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu)
+                _micro64(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
 
 
-def unpack_kernel(packed, c_out):
-    """The inverse of :func:`pack_kernel`: (P, K, NR) panels -> (K, C_out)."""
-    p, k, nr = packed.shape
-    return packed.transpose(1, 0, 2).reshape(k, p * nr)[:, :c_out]
+def pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+    """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
 
-
-def pointwise_tile(a, packed, offs, scale, shift, relu, y):
-    """y = relu?(a @ kernel * scale + shift), ``packed`` being :func:`pack_kernel` (kernel). Twin: NumPy, here.
-
-    Called from kernels (an overload dispatches float32 to the microkernel);
-    as Python (``NUMBA_DISABLE_JIT=1``) this body runs.
+    a (M, K), kernel (K, C_out), y (M, C_out), all C-contiguous float32;
+    ``packed`` is :func:`pack_kernel` (kernel). Called from kernels (an
+    overload below); as Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
     """
-    v = a @ unpack_kernel(packed, y.shape[1]) * scale + shift
-    y[...] = np.maximum(v, 0) if relu else v
+    v = a @ kernel * scale + shift
+    if relu:
+        v = np.maximum(v, 0)
+    if add:
+        y += v
+    else:
+        y[...] = v
 
 
 @overload(pointwise_tile)
-def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, y):
+def _pointwise_tile_compiled(a, kernel, packed, offs, scale, shift, relu, add, y):
     if y.dtype != types.float32:
-        def never(a, packed, offs, scale, shift, relu, y):  # float64 plans pack nothing and never call it
+        def never(a, kernel, packed, offs, scale, shift, relu, add, y):  # float64 plans pack nothing
             pass
         return never
 
-    def impl(a, packed, offs, scale, shift, relu, y):
-        _pointwise_tile(a, packed, offs, scale, shift, relu, y)
+    def impl(a, kernel, packed, offs, scale, shift, relu, add, y):
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y)
     return impl
+
+
+def aligned(size):
+    """A float32 array of ``size`` zeros whose data starts on a 64-byte boundary."""
+    raw = np.zeros(size + LANES, np.float32)
+    start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
+    return raw[start:start + size]

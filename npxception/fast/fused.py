@@ -39,11 +39,11 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-_NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no packed pointwise kernel: OpenBLAS does the GEMM
+NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance
 
 
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
-                   packed=_NOT_PACKED):
+                   packed=NOT_PACKED):
     """A whole separable conv + folded BN: relu?(depthwise(relu?(x)) @ pw * scale + shift).
 
     x (N, H, W, C); dw (3, 3, C); pw (C, Co). The result goes to out
@@ -58,16 +58,15 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     each thread's first and the row below its last are saved before any thread
     starts, and each tile's last input row before its GEMM, for the next tile.
 
-    ``packed``, when given (float32, no residual): ``pw`` in the panels of
-    npxception/fast/direct.py, whose microkernel then does the GEMM and the
-    epilogue from registers, where OpenBLAS is slower (docs/performance.md, "Issue 15, 2026-11-29 17:00-18:50").
+    The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
+    ``packed`` is given (``pw`` packed in advance, float32, AVX-512), the
+    microkernel of npxception/fast/direct.py with the epilogue from registers
+    (docs/performance.md, "Issue 15, 2026-11-29 17:00-18:50").
     """
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
     zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
-    if residual.shape[0] > 0:
-        packed = _NOT_PACKED
     offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
                                      tile_rows, saved, zero, packed, offs))
@@ -141,17 +140,19 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
             depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
         _copy_row(saved[t, 2], xr[r1 - 1])
         m = (r1 - r0) * w_
+        if packed.shape[0] > 0:
+            dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
+            pointwise_tile(buf[:m], pw, packed, offs, scale, shift, relu_out, add, dest)
+            r0 = r1
+            continue
         if add:
             y = out[t * buf.shape[0]:t * buf.shape[0] + m]
             res = residual[r0 * w_:r1 * w_]
         else:
             y = out[r0 * w_:r1 * w_]
             res = residual[:0]
-        if packed.shape[0] > 0:
-            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, y)
-        else:
-            _gemm(buf[:m], pw, y)
-            _epilogue(y, scale, shift, relu_out, res)
+        _gemm(buf[:m], pw, y)
+        _epilogue(y, scale, shift, relu_out, res)
         r0 = r1
 
 

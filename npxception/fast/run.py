@@ -29,7 +29,7 @@ from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from . import direct
-from .fused import conv_fused, sep_conv_fused
+from .fused import NOT_PACKED, conv_fused, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 
@@ -68,12 +68,14 @@ class FastPlan:
         # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
         self.fused = blas.AVAILABLE
         self.folded = {}
-        self.packed = {}  # conv name -> its kernel in the direct convolution's panels (npxception/fast/direct.py)
+        # layer name -> its kernel packed for the microkernel (npxception/fast/direct.py), which then runs it:
+        # float32 on AVX-512, kernels of at most direct.PACK_MAX floats (the larger ones measured slower)
+        self.packed = {}
         for step in self.steps:
             if isinstance(step, ConvBN):
                 k = p[f"{step.conv}/kernel"]
                 self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
-                if direct.worth_packing(self.folded[step.conv][0]):  # packed once for the direct kernel
+                if direct.worth_packing(self.folded[step.conv][0]):
                     self.packed[step.conv] = direct.pack_kernel(self.folded[step.conv][0])
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
@@ -187,9 +189,8 @@ class FastPlan:
                 res = target
             else:
                 out, res = target, np.empty((0, cout), self.dtype)
-            more = {"packed": self.packed[step.sepconv]} if step.sepconv in self.packed else {}
             sep_conv_fused(x, dw, pw, scale, shift, step.relu_in, step.relu_out, out, res, scratch,
-                           rows_per_tile, saved, **more)
+                           rows_per_tile, saved, self.packed.get(step.sepconv, NOT_PACKED))
         elif step.in_place:
             self._sep_bn_in_place(x, dw, pw, scale, shift, step, target)
         else:
