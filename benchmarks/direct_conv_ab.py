@@ -8,7 +8,7 @@ weights and folded BN + ReLU: the fast path's im2col + single-threaded OpenBLAS
 GEMM per thread (``conv_fused``) against the direct convolution whose
 accumulators stay in AVX-512 registers (``npxception/fast/direct.py``), on the
 same data, alternating, 25 ms idle before each call, medians. Results:
-docs/performance.md, "Issue 15, 2026-11-29 17:00-18:50".
+docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel".
 
 On the shared machine run it in a session of its own whose autogroup has a
 higher priority (``setsid bash -c 'echo -20 > /proc/self/autogroup; exec python ...'``).

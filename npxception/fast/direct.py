@@ -15,13 +15,17 @@ The microkernel (LLVM IR through a Numba ``@intrinsic``, as in
 benchmarks/gemm_microkernel.py) holds MR pixels x NR channels of ``y`` in
 registers for the whole reduction over k, broadcasting each input against
 the weights' NR-wide row, and applies the affine map and the ReLU before its
-one masked store. The weights are packed once, in NR-wide panels, when the
-plan is built. Why this exists and what it measured: docs/performance.md,
-"Issue 15, 2026-11-29 17:00-18:50: the register-tiled direct convolution".
+one masked store (or adds into a residual). The same microkernel runs the
+separable convolutions' pointwise GEMMs (:func:`pointwise_tile`), its left
+operand the depthwise tile in the thread's cache. The weights are packed
+once, in NR-wide panels, when the plan is built, only for kernels of at most
+:data:`PACK_MAX` floats (memory). Why this exists and what it measured: docs/performance.md,
+"Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel".
 
 float32 only, and only on CPUs with AVX-512 (:data:`AVAILABLE`); elsewhere the
 plan keeps im2col + OpenBLAS (npxception/fast/fused.py). Under
-``NUMBA_DISABLE_JIT=1`` the twin, :func:`conv_direct_reference`, runs instead.
+``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the body of
+:func:`pointwise_tile`) run instead.
 """
 
 from __future__ import annotations

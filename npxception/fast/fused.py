@@ -61,7 +61,7 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
     ``packed`` is given (``pw`` packed in advance, float32, AVX-512), the
     microkernel of npxception/fast/direct.py with the epilogue from registers
-    (docs/performance.md, "Issue 15, 2026-11-29 17:00-18:50").
+    (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel").
     """
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
