@@ -178,3 +178,54 @@ def renamed(src, dst, *, style, wrapper=""):
     onnx.checker.check_model(proto)
     onnx.save(proto, str(dst))
     return dst
+
+
+_TFLITE_OPS = {"Relu": "Relu", "MaxPool": "MaxPool2d", "Add": "Add", "GlobalAveragePool": "Mean"}
+
+
+def tflite_named(src, dst, scope="model"):
+    """The BN-folded graph at ``src`` (``build(fold_bn=True)``) named as ``tf2onnx --tflite`` names a
+    TFLite model converted from Keras (3, traced: scopes ``block1_conv1_1``), written to ``dst``: a fused
+    op's tensor is named after every op fused into it, joined by ``;``, the op whose output it is first.
+    A convolution read by its ReLU alone carries that ReLU first
+    (``model/block1_conv1_act_1/Relu;model/block1_conv1_bn_1/batchnorm/add_1;model/block1_conv1_1/convolution;
+    model/block1_conv1_bn_1/batchnorm/sub1``), though tf2onnx splits the activation off into a Relu node of
+    its own (``Relu__7:0``): the tensor is the BN's output. The other layers are ``model/block2_pool_1/MaxPool2d``,
+    ``model/block2_add_1/Add``, ``model/block3_sepconv1_act_1/Relu``; a separable convolution's depthwise
+    half ``model/block2_sepconv1_1/separable_conv2d/depthwise1``."""
+    from npxception.compare.onnx_side import torch_module_paths
+
+    ours = timm_legacy_xception()
+    bn_of = {layer.inputs[0]: layer.name for layer in arch.backbone() if layer.kind == "bn"}
+    proto = onnx.load(str(src))
+    g = proto.graph
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    rename = {}
+    for i, n in enumerate(g.node):
+        out = n.output[0]
+        paths = torch_module_paths(out)
+        layer = next((ours[p] for p in reversed(paths) if p in ours), None)
+        if layer is None or out in rename:
+            continue
+        if n.op_type == "Conv" and paths[-1].endswith(".conv1"):
+            rename[out] = f"{scope}/{layer}_1/separable_conv2d/depthwise1"
+        elif n.op_type == "Conv":
+            bn, op = bn_of[layer], "separable_conv2d" if "sepconv" in layer else "convolution"
+            name = f"{scope}/{bn}_1/batchnorm/add_1;{scope}/{layer}_1/{op};{scope}/{bn}_1/batchnorm/sub1"
+            after = readers.get(out, [])
+            if len(after) == 1 and after[0].op_type == "Relu":  # the activation TFLite fuses into the convolution
+                act = next(ours[p] for p in reversed(torch_module_paths(after[0].output[0])) if p in ours)
+                name = f"{scope}/{act}_1/Relu;{name}"
+                rename[after[0].output[0]] = f"Relu__{i + 1}:0"
+            rename[out] = name
+        elif n.op_type in _TFLITE_OPS:
+            rename[out] = f"{scope}/{layer}_1/{_TFLITE_OPS[n.op_type]}"
+    for n in g.node:
+        n.input[:] = [rename.get(v, v) for v in n.input]
+        n.output[:] = [rename.get(v, v) for v in n.output]
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dst))
+    return dst

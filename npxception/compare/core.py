@@ -112,8 +112,10 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     order = {n: i for i, n in enumerate(model.layer_names)}
     # What the backbone's first layer reads: the input after the model's in-graph preprocessing.
     x_backbone = None if x is None else model.backbone_input(x)
-    for loc in (local_pass(model, theirs, x_backbone if their_input is None else model.backbone_input(their_input))
-                if explain else _no_local(model)):
+    # What their first layer read: their own input when the dump carries it (a port that preprocesses
+    # inside, handed the same batch as ours, shows its BGR or caffe input at that layer), else ours.
+    x_first = x_backbone if their_input is None else model.backbone_input(their_input)
+    for loc in (local_pass(model, theirs, x_first) if explain else _no_local(model)):
         name = loc.node.name
         if name not in theirs:
             not_compared.append(name)
@@ -138,8 +140,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                 row.amplification = row.max_rel / max(inherited)
         if explain:
             causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes,
-                           images, x)
+            _judge_locally(model, row, loc, b, theirs, order, x_first, rtol, atol, precision, causes, images, x)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -199,7 +200,7 @@ def _add_note(row, text):
     row.note = (row.note + "; " if row.note else "") + text
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes,
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, precision, input_causes,
                    images=None, x_input=None):
     """Local error of one layer; a source gets the catalogue's diagnosis.
 
@@ -229,8 +230,11 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     node = loc.node
     earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
+    reader_inputs = {n.name: [theirs[i] for i in n.inputs] for n in nodes(model)
+                     if n.name in readers and all(i in theirs for i in n.inputs)}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
-                           x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes,
+                           x_ours=x if "input" in node.inputs else None,
+                           skipped=loc.skipped, earlier=earlier, readers=readers, reader_inputs=reader_inputs,
+                           input_causes=input_causes,
                            images=images, x_input=x_input)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)
