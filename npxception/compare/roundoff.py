@@ -22,9 +22,9 @@ test_onnx_exports.py), up to 1.68 at TensorFlow's (oneDNN's convolutions, Keras 
 fold's BN layers (block14_sepconv2_bn; its max-based ratio is 5.4, too near round-off's ~3 to tell).
 A layer is a source when their RMS error is over ``ROUNDOFF_FACTOR`` times ours (``ours`` never below
 the rounding of the output itself, ``u * RMS(exact)``, so an exact op such as ReLU is not held to zero).
-That holds under compare's default tolerance; a tolerance the user states (``rtol=``, ``--rtol``) is
-what a layer may add: ``--rtol 5e-3`` accepts PyTorch's BN epsilon (~8e-4) before a failing pool and
-after it alike.
+That holds at compare's float32 tolerance or a stricter one; a looser one (``rtol`` over 1e-4, or an
+``atol``) is what the user lets a layer add: ``--rtol 5e-3`` accepts PyTorch's BN epsilon (~8e-4)
+before a failing pool and after it alike.
 
 The causes at such a source are then tested at that scale (``rtol`` = the factor times our largest
 round-off, relative to max|theirs|), since every candidate is within the tolerance there.
