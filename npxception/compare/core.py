@@ -92,7 +92,6 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     unknown = [k for k in theirs if k not in ours]
     precision, how = their_precision(model.dtype, side.dtype, theirs)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
-    stated = rtol is not None or atol is not None  # a tolerance the user states bounds local errors too
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
@@ -118,10 +117,11 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     # What their first layer read: their own input when the dump carries it (a port that preprocesses
     # inside, handed the same batch as ours, shows its BGR or caffe input at that layer), else ours.
     x_first = x_backbone if their_input is None else model.backbone_input(their_input)
-    # under the default tolerance on a failing row, a float32 layer's local error is held to float32's
-    # round-off (roundoff.py); a tolerance the user states (--rtol 5e-3 to accept PyTorch's BN epsilon)
-    # is what a layer may add
-    roundoff = RoundOff(model, theirs, x_first) if precision == "float32" and not stated else None
+    # on a failing row, a float32 layer under the tolerance is held to float32's round-off (roundoff.py),
+    # unless the user loosened the tolerance (--rtol 5e-3 to accept PyTorch's BN epsilon): then that is
+    # what a layer may add
+    loosened = rtol > DEFAULT_RTOL["float32"] or atol > 0
+    roundoff = RoundOff(model, theirs, x_first) if precision == "float32" and not loosened else None
     for loc in (local_pass(model, theirs, x_first) if explain else _no_local(model)):
         name = loc.node.name
         if name not in theirs:
