@@ -135,8 +135,8 @@ def _import(name: str):
 def load(path, *, config=None, model=None):
     """The Keras model stored at ``path``, opened by the framework that wrote it, in its safe mode.
 
-    The caller vets a file from anyone first (``weights_tools.vetting.vet``: compare does; convert's
-    conversion of the file checked every layer before ``--check-with-keras`` opens it).
+    The caller vets a file from anyone first: compare and ``convert --check-with-keras`` open it through
+    ``weights_tools.vetting.open_in_keras``.
 
     ``path``: every form the converter reads, a directory of checkpoints included (its latest, as
     ``tf.train.latest_checkpoint`` finds it). ``config``: the architecture of a weights-only file (a

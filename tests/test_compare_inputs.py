@@ -118,11 +118,11 @@ def test_compare_and_check_with_keras_refuse_a_planted_lambda_in_every_form_befo
 
 def test_a_config_is_vetted_too(evil):
     """A weights-only file's --config is rebuilt by Keras (compare, convert --check-with-keras): vetted as well."""
-    from npxception.compare.sides import load_keras_file
+    from weights_tools.vetting import open_in_keras
 
     with pytest.raises(ValueError, match=r"config\.json: refused before Keras opens it: unsupported layer "
                                          r"evil \(Lambda\)"):
-        load_keras_file(evil / "weights.h5", config=evil / "config.json")
+        open_in_keras(evil / "weights.h5", config=evil / "config.json")
     assert not (evil / "PWNED").exists(), "the planted code ran"
 
 

@@ -639,15 +639,16 @@ def test_weights_h5_variable_claiming_more_than_its_layer(tmp_path):
 def test_config_json_that_is_a_fifo_or_too_big(tmp_path):
     import weights_tools
     from weights_tools import keras3
+    from weights_tools.reading import _config_from
 
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
     with pytest.raises(weights_tools.ConversionError, match="FIFO"):
-        weights_tools._config_from(str(fifo), "x")
+        _config_from(str(fifo), "x")
     big = tmp_path / "big.json"
     big.write_bytes(b" " * (keras3.MAX_JSON_BYTES + 10))
     with pytest.raises(weights_tools.ConversionError, match="a config over"):
-        weights_tools._config_from(str(big), "x")
+        _config_from(str(big), "x")
 
 
 def test_config_json_that_parses_into_millions_of_objects(tmp_path):

@@ -283,3 +283,30 @@ def test_a_directory_given_as_npxception_weights_says_convert_it_first(files, di
     with pytest.raises(ValueError, match=r"not an npxception \.npz weight file; convert it first: "
                                          r"npxception convert .* -o model\.npz"):
         npxception.load(files["root"] / directory)
+
+
+def test_check_with_keras_vets_the_objects_inside_a_layer_before_keras(files, tmp_path, monkeypatch):
+    """block1_conv1's kernel_initializer naming a function of ``os``, planted in the unzipped directory's
+    config.json: the conversion reads the weights, not the initializers, and converts it; --check-with-keras
+    refuses it before any framework is asked for (the vetting compare does), and writes nothing."""
+    import shutil
+
+    from npxception import keras_side
+
+    planted = tmp_path / "planted"
+    shutil.copytree(files["root"] / "k3_dir", planted)
+    config = json.loads((planted / "config.json").read_text())
+    conv = next(layer for layer in config["config"]["layers"] if layer["config"]["name"] == "block1_conv1")
+    conv["config"]["kernel_initializer"] = {"module": "os", "class_name": "system", "config": {},
+                                            "registered_name": "os>system"}
+    (planted / "config.json").write_text(json.dumps(config))
+    wt.read(planted)
+
+    def no_framework(name):
+        raise AssertionError(f"{name} was imported to open a file with a planted object")
+    monkeypatch.setattr(keras_side, "_import", no_framework)
+    with pytest.raises(wt.ConversionError, match=re.escape(
+            f"{planted}: refused before Keras opens it: layer block1_conv1 (Conv2D) holds kernel_initializer = "
+            "'system' from module 'os'")):
+        wt.convert(planted, tmp_path / "out.npz", check_with_keras=True)
+    assert not list(tmp_path.glob("out.npz*"))

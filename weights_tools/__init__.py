@@ -21,11 +21,7 @@ reader yields a :class:`~weights_tools.graph.KLayer` list;
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from npxception import architecture as arch
 from npxception.input_stage import describe
@@ -33,153 +29,17 @@ from npxception.pretrained import official_include_top
 from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
-from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
+from . import operations
 from .errors import ConversionError
-from .formats import _open_checked, detect_format, resolve_source
+from .formats import detect_format
 from .from_keras import from_keras
 from .graph import KLayer
-from .hdf5 import GuardedH5
-from .keras3 import ZIP_MAGIC
-from .keras_config import flatten_config
 from .keras_golden import check_with_keras as keras_check
 from .mapping import to_npxception
-from .tf_bundle import Bundle
+from .reading import _LEGACY_WEIGHTS_ONLY, Reading, open_layers, read_layers
 
 __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspect", "ConversionError",
            "KLayer", "Reading", "detect_format"]
-
-
-def _config_from(config, where):
-    """A model config (dict) from a dict, a config.json path or a .keras archive path."""
-    if config is None or isinstance(config, dict):
-        return config
-    cpath = pathlib.Path(config)
-    with _open_checked(cpath) as f:
-        head = f.read(len(ZIP_MAGIC))
-        if head == ZIP_MAGIC:
-            return keras3.read_archive_config(cpath, str(cpath))
-        data = head + f.read(keras3.MAX_JSON_BYTES + 1 - len(head))  # read no more than the cap
-    if len(data) > keras3.MAX_JSON_BYTES:
-        raise ConversionError(f"{cpath}: a config over {keras3.MAX_JSON_BYTES} bytes")
-    return keras3._json(data, "the config", str(cpath))
-
-
-_LEGACY_WEIGHTS_ONLY = "legacy Keras HDF5 weights-only file"
-
-
-@dataclass
-class Reading:
-    """What a Keras file holds, before it is matched to Xception."""
-
-    klayers: list[KLayer]  # in the model's layer order, nested models flattened
-    input_shape: tuple | None  # (H, W, C) from the config, None when not recorded
-    kind: str  # the format, for messages and inspect
-    ignored: dict[str, int] = field(default_factory=dict)  # training state left out: {"optimizer state": 10}
-    keras_version: str | None = None  # the version of Keras that wrote it, where the file records one
-
-    @property
-    def wired(self) -> bool:
-        """True when the file records the model's wiring (a config), so nothing about it is guessed."""
-        return all(k.inbound is not None for k in self.klayers)
-
-
-def _recorded_version(config) -> str | None:
-    """The ``keras_version`` a model config records at its top level (``to_json()`` and a SavedModel's
-    root metadata write it), else None."""
-    version = config.get("keras_version") if isinstance(config, dict) else None
-    return version if isinstance(version, str) else None
-
-
-def _refuse_given_config(config, where, kind):
-    """A config given for a file that records its own is refused, never silently preferred or ignored."""
-    if config is not None:
-        raise ConversionError(f"{where}: {kind} records its own architecture; a given config is for weights-only "
-                              "files (.weights.h5, save_weights). Convert the file without --config")
-
-
-@contextlib.contextmanager
-def open_layers(src, *, config=None):
-    """Open any supported file as a :class:`Reading`.
-
-    ``config`` (a dict, a ``config.json`` or a ``.keras`` file) supplies the
-    wiring of a Keras-3 ``.weights.h5`` file or a TensorFlow checkpoint, which record none.
-
-    Within the block the file stays open and each KLayer's ``weights`` are
-    :class:`~weights_tools.hdf5.StoredArray`: shape and dtype known, data read
-    on first use, once, against the file's read budget. Converters check
-    shapes before touching the data.
-    """
-    where = str(src)
-    fmt, src = resolve_source(src)  # a checkpoint directory: the prefix its checkpoint file names
-    config = _config_from(config, where)
-    if fmt == "savedmodel":
-        with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
-            _refuse_given_config(config, where, "a SavedModel")
-            klayers, paths, input_shape = flatten_config(cfg, source=where)
-            ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored,
-                          _recorded_version(cfg))
-        return
-    if fmt == "tf_checkpoint":
-        with Bundle(src) as bundle:
-            graph = tf_checkpoint.find_model(tf_checkpoint.read_object_graph(bundle))
-            writer = f"tf.train.Checkpoint, its {graph.prefix[:-1]}" if graph.prefix else "save_weights"
-            if config is None:  # Keras' by-order rule, as for a weights-only .h5
-                klayers, ignored = tf_checkpoint.klayers_by_order(bundle, graph)
-                yield Reading(klayers, None, f"TensorFlow checkpoint ({writer}, no config)", ignored)
-                return
-            klayers, paths, input_shape = flatten_config(config, source=where)
-            object_paths = tf_checkpoint.object_paths_from_config(config, where)
-            ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
-                          ignored, _recorded_version(config))
-        return
-    if fmt in ("zip", "keras_dir"):
-        opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
-        with opened as (cfg, h5, version):
-            kind = "Keras 3 .keras archive" + (" (unzipped: model.save(dir, zipped=False))" if fmt == "keras_dir"
-                                                else "")
-            _refuse_given_config(config, where, kind)
-            klayers, paths, input_shape = flatten_config(cfg, source=where)
-            ignored = keras3.fill_weights(klayers, paths, cfg, h5)
-            yield Reading(klayers, input_shape, kind, ignored, version)
-        return
-    with GuardedH5(src, where) as h5:
-        names = h5.keys(h5.file)
-        is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
-        if is_legacy:
-            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config)
-            kind = ("legacy Keras HDF5 weights-only file (with a given config)" if config is not None
-                    else "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY)
-            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
-            return
-        if "layers" in names:
-            if config is not None:
-                klayers, paths, input_shape = flatten_config(config, source=where)
-                ignored = keras3.fill_weights(klayers, paths, config, h5)
-                yield Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored,
-                              _recorded_version(config))
-                return
-            klayers, ignored = keras3.klayers_without_config(h5)
-            yield Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
-            return
-    raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
-                          "or layers group)")
-
-
-@contextlib.contextmanager
-def _opened_archive(src, where):
-    cfg, h5, version = keras3.open_archive(src, where)
-    with h5:
-        yield cfg, h5, version
-
-
-def read_layers(src, *, config=None) -> Reading:
-    """Like :func:`open_layers`, with every array read (each once, within the read budget)."""
-    with open_layers(src, config=config) as reading:
-        for k in reading.klayers:
-            k.weights = [np.asarray(w) for w in k.weights]
-    return reading
 
 
 def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_shape=None,

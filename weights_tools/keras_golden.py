@@ -7,8 +7,8 @@ carry: it was computed by the framework that trained the weights, not by us.
   golden input and digests its output and every checked layer, reached by its
   Keras name through :mod:`npxception.keras_side`: inside a nested backbone
   (the keras.io recipe's ``base_model(inputs)``) as at the top level.
-* :func:`check_with_keras` opens a source file with :func:`npxception.keras_side.load`
-  (the framework that wrote it; TensorFlow needed) for ``convert --check-with-keras``.
+* :func:`check_with_keras` opens a source file with :func:`weights_tools.vetting.open_in_keras`
+  (vetted, then the framework that wrote it; TensorFlow needed) for ``convert --check-with-keras``.
 
 No framework is imported here: ``keras_side`` imports it when a file is opened,
 and a live model brings its own.
@@ -20,6 +20,7 @@ from npxception import golden as gold
 from npxception import keras_side
 
 from .errors import ConversionError
+from .vetting import open_in_keras
 
 
 def keras_golden(keras_model, model) -> gold.Golden:
@@ -39,9 +40,11 @@ def keras_golden(keras_model, model) -> gold.Golden:
 
 
 def load_in_keras(src, model, *, config=None):
-    """The Keras model ``src`` holds, opened by the framework that wrote it; ConversionError if it cannot be."""
+    """The Keras model ``src`` holds, opened by the framework that wrote it once vetted as compare vets it
+    (weights_tools.vetting: the objects inside a layer's config too, which the conversion does not read);
+    ConversionError if it cannot be."""
     try:
-        return keras_side.load(src, config=config, model=model)
+        return open_in_keras(src, config=config, model=model)
     except ConversionError:  # refused before Keras opened it (weights_tools.vetting): the message says why
         raise
     except ImportError:

@@ -1,4 +1,5 @@
-"""Vet a Keras file before a framework opens it (``compare --against``, ``convert --check-with-keras``).
+"""Vet a Keras file before a framework opens it (``compare --against``, ``convert --check-with-keras``:
+both open it through :func:`open_in_keras`).
 
 Opening a Keras file in Keras rebuilds its layers from the file's config, and
 some configs carry code: a ``Lambda`` layer's function is Python bytecode that
@@ -21,15 +22,17 @@ from __future__ import annotations
 
 import pathlib
 
+from npxception import keras_side
 from npxception.untrusted import short_repr
 
-from . import _config_from, open_layers, operations
+from . import operations
 from .errors import ConversionError
 from .formats import _open_checked
 from .graph import KLayer
 from .keras3 import ZIP_MAGIC
 from .keras_config import flatten_config
 from .kinds import kind_of
+from .reading import _config_from, open_layers
 
 
 def _refusal(k: KLayer) -> str | None:
@@ -128,3 +131,16 @@ def vet(src, *, config=None) -> bool:
             check_layers(reading.klayers, where)
         return reading.wired
 
+
+
+def open_in_keras(src, *, config=None, model=None):
+    """The Keras model ``src`` holds, opened by the framework that wrote it (:func:`npxception.keras_side.load`),
+    only once :func:`vet` has passed it and ``config``: what ``compare --against`` and
+    ``convert --check-with-keras`` both open, every form the converter reads. ``model``: our converted model,
+    for a weights-only file without config (see ``keras_side.load``).
+    """
+    wired = vet(src, config=config)
+    if keras_side.saved_by(src)[1] and not wired:
+        raise ConversionError(f"{src}: Keras would rebuild it from a model config that the converter's reading "
+                              "did not find; refused")
+    return keras_side.load(src, config=config, model=model)

@@ -92,23 +92,6 @@ def keras_activations(model, kmodel, x, final_only=False):
     return keras_side.activations(model, kmodel, x, final_only=final_only)
 
 
-def load_keras_file(path, *, config=None, model=None):
-    """The Keras model in ``path``, opened by the framework that wrote it (TensorFlow is imported
-    only here); ``config`` gives a weights-only file its architecture.
-
-    The file may come from anyone: it (and ``config``) is vetted before Keras sees it (weights_tools.vetting:
-    the converter's guarded walk, and every layer one the converter reads, a Lambda refused by name), and
-    :func:`npxception.keras_side.load` opens it in the framework's safe mode.
-    """
-    from weights_tools.vetting import vet  # weights_tools imports npxception at import time, not the reverse
-
-    wired = vet(path, config=config)
-    if keras_side.saved_by(path)[1] and not wired:
-        raise ValueError(f"{path}: Keras would rebuild it from a model config that the converter's reading "
-                         "did not find; refused")
-    return keras_side.load(path, config=config, model=model)
-
-
 def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     """What ``other`` is -> an :class:`Other`; see the package docstring for the kinds.
 
@@ -139,7 +122,11 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
                      no_names=side.no_names, notes=side.notes, activation=side.activation,
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if keras_side.is_keras_save(path):
-        kmodel = load_keras_file(path, config=config, model=model)
+        # weights_tools imports npxception at import time, not the reverse: the file (and config) is vetted
+        # as the converter reads it, a Lambda refused by name, before Keras opens it in its safe mode
+        from weights_tools.vetting import open_in_keras  # see above
+
+        kmodel = open_in_keras(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel),
                      activation=keras_side.output_activation(model, kmodel))
