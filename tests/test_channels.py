@@ -26,6 +26,7 @@ standard deviation ~1 keep the probabilities away from 0 and 1, where an error s
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,12 +150,11 @@ def test_a_weights_only_h5_of_a_non_rgb_model_is_refused_without_its_config(sour
     from weights_tools.cli import main
 
     path = sources["tf_gray"][1]["weights_only_h5"][0]
-    message = (f"{path}: layer #0 (block1_conv1 / xception/block1_conv1 in the file) has a kernel (3, 3, 1, 32): a model of "
-               "1-channel inputs, whose input shape a weights-only file does not record; pass the model's "
-               "--config model.keras|config.json")
-    with pytest.raises(weights_tools.ConversionError) as refused:
+    message = (f"{path}: layer #0 (block1_conv1 / xception/block1_conv1 in the file) has a kernel (3, 3, 1, 32): "
+               "a model of 1-channel inputs, whose input shape a weights-only file does not record; pass the "
+               "model's --config model.keras|config.json")
+    with pytest.raises(weights_tools.ConversionError, match="^" + re.escape(message)):
         weights_tools.read(str(path))
-    assert str(refused.value).startswith(message), str(refused.value)
     assert main(["convert", str(path), "-o", str(tmp_path / "out.npz")]) == 1
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
