@@ -170,6 +170,18 @@ def test_compare_attributes_the_differences_to_the_sources_precision(cases, name
     assert not report.ok and [r.layer for r in report.sources][:1] == ["block7_sepconv2"], str(report)
 
 
+def test_compare_command_converts_the_file_itself_and_says_why(cases, capsys):
+    """`npxception compare --against mixed.h5` needs no option: it converts the weights to compute in float32 for
+    the comparison, and its report names the policy."""
+    from npxception.cli import main
+
+    rc = main(["compare", "--against", cases["tf_keras_mixed_float16"].files["h5"]])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "the Keras model computes with the dtype policy 'mixed_float16'" in out, out
+    assert out.strip().splitlines()[-1].startswith("no divergence"), out
+
+
 def test_the_option_on_a_model_that_computes_in_float32_is_refused(cases):
     import weights_tools
     from weights_tools import ConversionError
