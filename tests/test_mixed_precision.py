@@ -107,10 +107,13 @@ def test_the_manifest_and_model_source_record_the_policy(cases, converted):
         with np.load(path, allow_pickle=False) as data:
             manifest = json.loads(str(data[wfile.MANIFEST_KEY]))
         assert manifest["source_dtype_policy"] == cases[name].policy, path
-        model = npxception.load(path)
-        assert model.source_dtype_policy == cases[name].policy
-        assert f"its Keras model computed in {cases[name].policy}; converted to compute in float32" in model.source
-        assert model.astype("float64").source_dtype_policy == cases[name].policy
+        assert f"its Keras model computed in {cases[name].policy}; converted to compute in float32" \
+            in manifest["source"], manifest["source"]
+    model = npxception.load(path)  # one load is enough: the reader is the same for every file
+    assert model.source_dtype_policy == cases[name].policy
+    assert f"its Keras model computed in {cases[name].policy}; converted to compute in float32" in model.source
+    assert model.astype("float64").source_dtype_policy == cases[name].policy
+    assert npxception.Xception(weights=str(path), include_top=False).source_dtype_policy == cases[name].policy
 
 
 def test_inspect_names_the_policy_and_the_option(converted):
