@@ -23,6 +23,7 @@ import pytest
 
 from free_runner import run_jobs
 from mixed_precision_models import build
+from test_hostile import legacy_xception
 
 RTOL = 1e-5
 FLOAT32_ROUNDOFF = 1e-4  # far above float32's ~2e-6 here, far below float16's 1e-3: a file that computed in 16 bits
@@ -197,28 +198,6 @@ def test_the_option_on_a_model_that_computes_in_float32_is_refused(cases):
     assert weights_tools.read(case.files["weights"], config=json.loads(text)).source_dtype_policy is None
 
 
-def _weights_only(path, dtype, attrs=None):
-    """A legacy weights-only Xception backbone (Keras' layout, as save_weights writes it) whose datasets claim
-    ``dtype`` and store nothing (chunked, never written: zeros on reading, tiny on disk)."""
-    import h5py
-
-    from npxception import architecture as arch
-
-    layers: dict[str, list] = {}
-    for key, shape in arch.param_shapes(arch.backbone("keras"), [], 3).items():
-        layer, var = key.split("/")
-        layers.setdefault(layer, []).append((var, shape))
-    with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
-        for layer, weights in layers.items():
-            g = f.create_group(layer)
-            g.attrs["weight_names"] = np.array([f"{layer}/{v}:0".encode() for v, _ in weights])
-            for var, shape in weights:
-                d = g.create_dataset(f"{layer}/{var}:0", shape=shape, dtype=dtype, chunks=True, compression="gzip")
-                d.attrs.update(attrs or {})
-    return path
-
-
 def test_float16_weights_without_a_config_say_their_policy(tmp_path):
     """A weights-only file records no policy, but float16 arrays are what a "float16" policy stores (mixed
     precision stores float32): refused as that policy, converted exactly (float16 values are float32 values)
@@ -226,7 +205,7 @@ def test_float16_weights_without_a_config_say_their_policy(tmp_path):
     import weights_tools
     from weights_tools import ConversionError
 
-    path = _weights_only(tmp_path / "f16.h5", "f2")
+    path = legacy_xception(tmp_path / "f16.h5", dtype="f2")  # datasets never written: zeros
     with pytest.raises(ConversionError, match=r"layer block1_conv1 \(.*\) \(its weights are float16\) computes with "
                                               r"the dtype policy 'float16'.*--dtype-policy float32"):
         weights_tools.read(path)
@@ -240,6 +219,6 @@ def test_bfloat16_weights_are_refused_naming_the_dataset(tmp_path):
     import weights_tools
     from weights_tools import ConversionError
 
-    path = _weights_only(tmp_path / "bf16.h5", "V2", {"dtype": "bfloat16"})
+    path = legacy_xception(tmp_path / "bf16.h5", dtype="V2", attrs={"dtype": "bfloat16"})
     with pytest.raises(ConversionError, match=r"dataset /block1_conv1/block1_conv1/kernel:0 holds bfloat16 weights"):
         weights_tools.read(path)
