@@ -5,7 +5,10 @@ The manners are those of the Unix tools people already pipe together:
 * an error is one line on stderr, ``PROG: error: <message>``, exit code 1
   (argparse's usage errors: 2); ``--debug`` shows the traceback instead;
 * a closed pipe (``npxception predict DIR | head -2``) ends the program quietly
-  with exit code 141, what a shell reports for a tool killed by SIGPIPE;
+  with exit code 141, what a shell reports for a tool killed by SIGPIPE; so
+  does a closed stdout (``npxception ... >&-``);
+* text the stdout encoding cannot hold (a file name under ``LANG=C``) is
+  printed escaped (``\\u72ac``), never an error that stops the run;
 * Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT);
 * progress and notices go to stderr, never stdout, so ``> results.txt`` holds
   results only.

@@ -292,7 +292,7 @@ class _Limits:
 class _Throughput:
     """The minimum-throughput rule: at least MIN_RATE bytes/s over every RATE_WINDOW_S window.
 
-    ``too_slow(received)`` is called as bytes arrive; it keeps one sample per
+    ``too_slow(now, received)`` is called as bytes arrive; it keeps one sample per
     second (so memory stays ~RATE_WINDOW_S samples however the server drips)
     and compares the bytes received now with those received a window ago.
     """

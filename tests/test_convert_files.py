@@ -332,7 +332,7 @@ def test_pretrained_conversion_that_cannot_write_keeps_the_download(files, tmp_p
     monkeypatch.setattr(pretrained.subprocess, "run", limited)
     src = pathlib.Path(files[1]["a_keras"].path)
     npz = tmp_path / "weights" / "official.npz"
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"cannot write \(File too large\)") as info:
         pretrained.convert(src, npz)
     msg = str(info.value)
     assert f"{npz}: cannot write (File too large)" in msg and "the download is intact" in msg, msg

@@ -670,7 +670,7 @@ def test_offline_advice_command_works_when_pasted(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
     _, npz, _ = pretrained._paths(True)
-    with pytest.raises(DownloadError) as info:
+    with pytest.raises(DownloadError, match="offline") as info:
         pretrained.imagenet_weights(include_top=True)
     command = re.search(r"`(mkdir -p [^`]*)`", str(info.value)).group(1)
     assert not npz.parent.exists()

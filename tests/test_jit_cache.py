@@ -13,6 +13,8 @@ import pathlib
 import subprocess
 import sys
 
+import no_home
+
 PROBE = r"""
 import json, os, pathlib, sys
 import npxception.paths as paths
@@ -100,15 +102,8 @@ def test_damaged_cache_is_recompiled_with_one_warning(tmp_path):
 
 # ---- review 12: real users' environments -----------------------------------------
 
-NO_HOME_PROBE = r"""
-import json, os, pathlib, pwd
-def no_entry(uid):
-    raise KeyError(f"getpwuid(): uid not found: {uid}")
-pwd.getpwuid = no_entry  # a uid with no passwd entry (docker run --user 54321), and HOME is unset
-import npxception.paths as paths
-real = paths._writable
-package = pathlib.Path(paths.__file__).resolve().parent
-paths._writable = lambda folder: False if pathlib.Path(folder).resolve().is_relative_to(package) else real(folder)
+NO_HOME_PROBE = no_home.PROLOGUE + r"""
+import json
 import npxception
 import npxception._jit as jit
 from npxception import pretrained
@@ -124,10 +119,8 @@ def test_no_home_directory_imports_and_says_what_to_set(tmp_path):
     """Review 12, finding 1: with no home directory (and a read-only install) `import npxception` raised
     "Could not determine home directory". Now kernels compile in memory, saying which variable gives
     them a cache, and only the weight cache, which needs a folder, asks for NPXCEPTION_HOME."""
-    env = {k: v for k, v in __import__("os").environ.items()
-           if k not in ("HOME", "NUMBA_CACHE_DIR", "NPXCEPTION_HOME", "XDG_CACHE_HOME")}
-    out = subprocess.run([sys.executable, "-c", NO_HOME_PROBE], capture_output=True, text=True, env=env,
-                         cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", NO_HOME_PROBE], capture_output=True, text=True,
+                         env=no_home.env(), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"no_cache": "no home directory: set NUMBA_CACHE_DIR to a writable folder",
