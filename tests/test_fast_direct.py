@@ -171,3 +171,34 @@ def test_without_avx512_the_plan_packs_nothing(small_model, monkeypatch):
     monkeypatch.undo()
     f64 = npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4, dtype="float64")
     assert FastPlan(f64).packed == {}
+
+
+def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatch, capsys):
+    """Another Numba/llvmlite may refuse the microkernel's IR (simulated: the probe raises what LLVM says of a
+    wrongly mangled intrinsic). The plan then packs nothing, keeps the microkernel out of the compiled fused
+    kernel (its ``packed`` is not float32: the overload's no-op), gives the reference's answer, and says why
+    on stderr once for the process, not once per plan."""
+    from npxception.fast.run import FastPlan
+
+    def refused():
+        raise RuntimeError("Failed in nopython mode pipeline (step: native lowering)\n"
+                           "Intrinsic name not mangled correctly for type arguments!")
+
+    def never(*args):
+        raise AssertionError("the microkernel ran after its probe failed")
+
+    monkeypatch.setattr(direct, "AVAILABLE", True)  # even on a CPU without AVX-512: the probe decides
+    monkeypatch.setattr(direct, "_READY", {})  # asked afresh in this process
+    monkeypatch.setattr(direct, "_probe", refused)
+    monkeypatch.setattr(direct, "conv_direct", never)
+    plans = [FastPlan(small_model) for _ in range(2)]
+    assert plans[0].packed == {} and plans[0].not_packed is direct.NO_MICROKERNEL
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    ours = plans[0](x).copy()
+    reference = small_model.forward(x, impl="reference")[0]
+    # as in test_plan_packs_by_shape_and_agrees_with_openblas: the golden check's float32 tolerance
+    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+    err = capsys.readouterr().err
+    assert err.count("npxception: the AVX-512 microkernel") == 1, err
+    assert "im2col + OpenBLAS" in err and "RuntimeError: Failed in nopython mode pipeline" in err, err
+    assert f"Numba {numba.__version__}" in err, err
