@@ -181,8 +181,8 @@ def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatc
     from npxception.fast.run import FastPlan
 
     def refused():
-        raise RuntimeError("Failed in nopython mode pipeline (step: native lowering)\n"
-                           "Intrinsic name not mangled correctly for type arguments!")
+        raise RuntimeError("Failed in nopython mode pipeline (step: native lowering)\nLLVM IR parsing error\n"
+                           "<string>:9:3: error: invalid intrinsic name\n\nDuring: lowering ...")
 
     def never(*args):
         raise AssertionError("the microkernel ran after its probe failed")
@@ -200,5 +200,27 @@ def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatc
     assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
     err = capsys.readouterr().err
     assert err.count("npxception: the AVX-512 microkernel") == 1, err
-    assert "im2col + OpenBLAS" in err and "RuntimeError: Failed in nopython mode pipeline" in err, err
+    assert "im2col + OpenBLAS" in err, err
+    assert "RuntimeError: Failed in nopython mode pipeline (step: native lowering); <string>:9:3: error: " \
+           "invalid intrinsic name\n" in err, err
     assert f"Numba {numba.__version__}" in err, err
+
+
+def test_a_microkernel_that_computes_wrong_is_not_used(monkeypatch, capsys):
+    """The probe checks answers, not only that the microkernel compiled: one wrong output (simulated:
+    the kernel's result off by one in one element) makes it not ready, and the notice names the difference."""
+    real = direct.conv_direct
+
+    def off_by_one(*args):
+        real(*args)
+        args[10][0, 0] += 1  # out
+
+    # without AVX-512 the real kernel cannot run (illegal instruction): there every element is wrong instead
+    monkeypatch.setattr(direct, "conv_direct", off_by_one if direct.AVAILABLE else
+                        lambda *args: args[10].__setitem__(Ellipsis, 0))
+    monkeypatch.setattr(direct, "AVAILABLE", True)
+    monkeypatch.setattr(direct, "_READY", {})
+    assert not direct.microkernel_ready()
+    assert not direct.worth_packing(np.zeros((9, 8), np.float32))
+    err = capsys.readouterr().err
+    assert "ArithmeticError: a 2x25x5 -> 20 convolution differs from its NumPy twin by up to" in err, err

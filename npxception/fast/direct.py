@@ -380,11 +380,13 @@ def microkernel_ready() -> bool:
             if not numba.config.DISABLE_JIT:
                 _probe()
         except Exception as error:  # any compile or lowering error: the fallback is always correct
-            cause = str(error).strip().splitlines()
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+            # Numba's first line names the stage; LLVM's own complaint is the line saying "error:"
+            cause = "; ".join(dict.fromkeys([lines[0]] + [line for line in lines if "error:" in line][:1]))
             print(f"npxception: the AVX-512 microkernel (npxception/fast/direct.py) is not used, convolutions "
                   f"run on im2col + OpenBLAS instead: it failed under Numba {numba.__version__}, llvmlite "
                   f"{llvmlite.__version__} (LLVM {'.'.join(map(str, ll.llvm_version_info))}): "
-                  f"{type(error).__name__}: {cause[0] if cause else ''}", file=sys.stderr)
+                  f"{type(error).__name__}: {cause}", file=sys.stderr)
         else:
             _READY["ready"] = True
     return _READY["ready"]
