@@ -94,6 +94,18 @@ CATALOGUE = {
     "article_relu_before_middle_add": (Conventions(variant=arch.Variant(relu_before_middle_add=True)),
                                        {n: "extra_relu_before" for n in MIDDLE_ADDS}),
     "article_no_final_relu": (Conventions(variant=arch.Variant(no_final_relu=True)), {"avg_pool": "skipped_layer"}),
+    # review 11 F5: each before "unexplained"
+    "unit_range_input": (Conventions(preprocessing="unit"), {"block1_conv1": "input_unit_range"}),
+    "raw_input": (Conventions(preprocessing="raw"), {"block1_conv1": "input_raw"}),
+    "depthwise_reshaped": (Conventions(depthwise_reshaped=frozenset({"block5_sepconv1"})),
+                           {"block5_sepconv1": "depthwise_reshaped"}),
+    "global_max_pool": (Conventions(global_pool="max"), {"avg_pool": "global_max_for_avg"}),
+    # tf.pad zeros 1/1 then VALID: only the even 18x18 map differs from SAME's 0/1; the odd ones pad 1/1 with
+    # zeros where SAME pads 1/1 with -inf, which is pool_zero_padding there, when it changes anything (their
+    # maps after a BN are negative somewhere on every border window: it does at each)
+    "symmetric_zero_pool_padding": (Conventions(pool_padding="symmetric_zero"),
+                                    {"block2_pool": "pool_zero_padding", "block3_pool": "pool_symmetric_zero_padding",
+                                     "block4_pool": "pool_zero_padding", "block13_pool": "pool_zero_padding"}),
     # a real ReLU after every residual add, fed on: not a dump overwritten in place (the readers reproduce
     # their outputs from the ReLU'd value); before: blocks 2-12 blamed on the dump
     "relu_after_add": (Conventions(relu_after_add=True),
@@ -148,6 +160,16 @@ def test_port_preprocessing_inside_with_its_input_dumped(model, x, conventions, 
     report = compare(model, {**run_port(model, x, conventions), INPUT_KEY: x}, x)
     assert causes(report) == {"block1_conv1": cause}, "\n".join(report.source_lines())
     assert report.rows[0].layer == "input" and report.rows[0].passed
+
+
+@pytest.mark.parametrize("preprocessing, cause", [("unit", "input_unit_range"), ("raw", "input_raw")])
+def test_port_own_input_in_another_range(model, x, preprocessing, cause):
+    """A port that fed its first layer x/255 or the raw pixels, its dump carrying that input: named at the
+    input itself (before: "input (local 1.2): unexplained")."""
+    raw = (x.astype(np.float64) + 1) * 127.5
+    own = (raw / 255 if preprocessing == "unit" else raw).astype(np.float32)
+    report = compare(model, {**run_port(model, x, Conventions(preprocessing=preprocessing)), INPUT_KEY: own}, x)
+    assert causes(report) == {"input": cause}, "\n".join(report.source_lines())
 
 
 # ---- Inf and NaN in their dump: counted, never measured nor diagnosed ----------------------------
@@ -470,7 +492,8 @@ def test_every_hypothesis_has_a_test():
                 "depthwise_channel_order", "extra_bias", "relu6", "relu_missing", "extra_relu_before",
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
-                "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", *h.INPUT_TRANSFORMS}
+                "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", "depthwise_reshaped",
+                "global_max_for_avg", "pool_symmetric_zero_padding", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
                  | set(h.INPUT_TRANSFORMS.values()))

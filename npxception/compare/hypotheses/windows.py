@@ -41,6 +41,21 @@ def pool_symmetric_padding(case: Case) -> Candidate | None:
                      _pool(x, layer.kernel_size, layer.strides, pads), pads[0][0])
 
 
+def pool_symmetric_zero_padding(case: Case) -> Candidate | None:
+    """Zeros padded on every side, then a VALID max-pool (TF-Slim's and DeepLab's ``fixed_padding``:
+    ``tf.pad`` 1/1 before a VALID pool): on an even map, where TF SAME pads 0/1 with -inf, both the
+    rule and the fill differ; on an odd map this is :func:`pool_zero_padding`."""
+    layer, x = case.spec, case.inputs[0]
+    pads = _symmetric(x, layer.kernel_size, layer.strides)
+    if pads == _same_pads(x, layer.kernel_size, layer.strides):
+        return None
+    return Candidate("pool_symmetric_zero_padding",
+                     f"zeros padded {pads[0][0]}/{pads[0][1]} then a VALID pool (TF-Slim's fixed_padding) instead "
+                     f"of TF SAME {'/'.join(map(str, _same_pads(x, layer.kernel_size, layer.strides)[0]))} "
+                     f"(top/bottom) with -inf on the {x.shape[1]}x{x.shape[2]} map",
+                     _pool(x, layer.kernel_size, layer.strides, pads, 0.0), pads[0][0])
+
+
 def pool_zero_padding(case: Case) -> Candidate | None:
     """SAME padding filled with 0 instead of -inf: a negative border window then returns 0."""
     layer, x = case.spec, case.inputs[0]
@@ -152,6 +167,17 @@ def depthwise_channel_order(case: Case) -> Candidate | None:
     d = case.params["depthwise_kernel"]
     return Candidate("depthwise_channel_order", "depthwise kernel channels in reverse order",
                      _conv(case, depthwise=d[:, :, ::-1, :]))
+
+
+def depthwise_reshaped_from_torch(case: Case) -> Candidate | None:
+    """The depthwise kernel converted to or from PyTorch's ``(C, 1, kh, kw)`` with a reshape where a
+    transpose was needed: Keras' ``(kh, kw, C, 1)`` memory read as ``(C, 1, kh, kw)``, then transposed."""
+    if case.spec.kind != "sepconv":
+        return None
+    d = case.params["depthwise_kernel"]
+    kh, kw, c, m = d.shape
+    return Candidate("depthwise_reshaped", "depthwise kernel reshaped, not transposed, to PyTorch's (C, 1, kh, kw)",
+                     _conv(case, depthwise=np.ascontiguousarray(d).reshape(c, m, kh, kw).transpose(2, 3, 0, 1)))
 
 
 def conv_extra_bias(case: Case) -> Candidate | None:
