@@ -284,6 +284,81 @@ def test_timm_map_covers_every_layer(model):
     assert m["fc"] == "predictions"
 
 
+# Keras' auto-names for our layers keras.applications.Xception leaves unnamed, in its creation order
+AUTO = {**{f"block{b}_residual_conv": f"conv2d{f'_{i}' if i else ''}" for i, b in enumerate((2, 3, 4, 13))},
+        **{f"block{b}_residual_bn": f"batch_normalization{f'_{i}' if i else ''}" for i, b in enumerate((2, 3, 4, 13))},
+        **{f"block{b}_add": f"add{f'_{b - 2}' if b > 2 else ''}" for b in range(2, 14)}}
+
+
+def _tflite_dump(model, acts):
+    """``acts`` keyed as a TFLite interpreter's tensors of a Keras 3 model (scopes ``model/<layer>_1``, a
+    second ``add_1`` scope ``add_1_2``): a BN read by its ReLU alone is fused into it, the key naming the
+    ReLU first then the BN and its convolution (``;``-joined), its fused bias a constant of the same name
+    (ending ``sub``); separable convolutions also show their depthwise half; the softmax output is
+    ``StatefulPartitionedCall_1:0``. In reverse network order, as the interpreter lists them."""
+    def scope(name):
+        keras_name = AUTO.get(name, name)
+        return f"model/{keras_name}_1" if keras_name != "add_1" else "model/add_1_2"
+
+    readers, kinds = {}, {layer.name: layer.kind for layer in model.layers}
+    for layer in model.layers:
+        for i in layer.inputs:
+            readers.setdefault(i, []).append(layer)
+    dump = {}
+    for layer in model.layers:
+        n = layer.name
+        if layer.kind == "bn":
+            conv = layer.inputs[0]
+            op = {"sepconv": "separable_conv2d", "conv": "convolution"}[kinds[conv]]
+            fused = f"{scope(n)}/batchnorm/add_1;{scope(conv)}/{op};{scope(n)}/batchnorm/sub"
+            after = readers[n]
+            if len(after) == 1 and after[0].kind == "relu":
+                fused = f"{scope(after[0].name)}/Relu;{fused}"
+                n = after[0].name
+            dump[fused + "1"] = acts[n]
+            dump[fused] = acts[n][0, 0, 0]  # the fused bias: a constant of the same name, (C,)
+        elif layer.kind == "sepconv":
+            dump[f"{scope(n)}/separable_conv2d/depthwise1"] = acts[layer.inputs[0]]
+        elif layer.kind == "maxpool":
+            dump[f"{scope(n)}/MaxPool2d"] = acts[n]
+        elif layer.kind == "add":
+            dump[f"{scope(n)}/Add"] = acts[n]
+        elif layer.kind == "relu" and f"{scope(n)}/Relu" not in {k.split(";")[0] for k in dump}:
+            dump[f"{scope(n)}/Relu"] = acts[n]
+    dump["model/avg_pool_1/Mean"] = acts["avg_pool"]
+    dump["StatefulPartitionedCall_1:0"] = acts["predictions"]
+    return dict(reversed(dump.items()))
+
+
+@pytest.mark.parametrize("conventions", [Conventions(), Conventions(pool_padding="symmetric")])
+def test_tflite_dump(model, x, conventions):
+    """A TFLite interpreter's tensors, dumped by their names: each layer read from the first ';'-segment
+    (the fused op's output), the residual BNs and adds by Keras' auto-names in their counters' order;
+    nothing mistaken for a layer it is not (before: "no layer in common")."""
+    report = compare(model, _tflite_dump(model, run_port(model, x, conventions)), x)
+    expected = {"block3_pool": "pool_symmetric_padding"} if conventions.pool_padding == "symmetric" else {}
+    assert causes(report) == expected, "\n".join(report.source_lines())
+    compared = {r.layer for r in report.rows}
+    assert {f"block{b}_add" for b in range(2, 14)} | {"block13_residual_bn", "block2_pool", "avg_pool",
+                                                      "block1_conv1_act", "block2_sepconv2_bn"} <= compared
+    assert not compared & {"block1_conv1_bn", "block2_sepconv1", "predictions"}  # fused, a half, unnamed
+
+
+def test_names_map_to_keras_auto_names(model, x, port_acts):
+    """A names map may name Keras' auto-names (what the Keras model called the layer), in any order:
+    they are matched to ours by order as a Keras-named dump's are (before: "maps to
+    'batch_normalization', which is not one of our layer names")."""
+    keras_names = [AUTO.get(n, n) for n in model.layer_names]
+    dump = {f"t{i}": port_acts[n] for i, n in reversed(list(enumerate(model.layer_names)))}
+    mapping = {f"t{i}": k for i, k in enumerate(keras_names)}
+    report = compare(model, dump, x, names=mapping)
+    assert report.complete and not report.sources, str(report)
+    # a wrong value planted at block3_add (Keras' add_1) is found there: the order put it at our block3_add
+    dump[f"t{model.layer_names.index('block3_add')}"] = port_acts["block3_add"] * 1.01
+    report = compare(model, dump, x, names=mapping)
+    assert [r.layer for r in report.sources][:1] == ["block3_add"], "\n".join(report.source_lines())
+
+
 def test_names_file_and_errors(model, x, tmp_path):
     acts = run_port(model, x)
     path = tmp_path / "map.json"

@@ -11,7 +11,7 @@ from ..model import XceptionModel
 from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
-from .names import ByOrder, match_auto_names
+from .names import _AUTO_NAME, ByOrder, TfliteNames, by_counter, match_auto_names, match_tflite_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement, output_activation
 from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
@@ -78,11 +78,20 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     x = np.asarray(x)
 
     ours_out, ours = model.forward(x, capture="all")
-    by_order = ByOrder()
-    if side.fixed:  # a dump keyed by Keras' names carries its auto-names: map them when it determines them
-        by_order = match_auto_names({k: np.shape(v) for k, v in raw.items() if k not in ours},
-                                    [(n.name, n.kind, ours[n.name].shape) for n in nodes(model) if n.name not in raw],
-                                    side.layout)
+    by_order, tflite = ByOrder(), TfliteNames()
+    if side.fixed:  # a TFLite dump's tensors are named by the fused op's scopes: its first one's output
+        tflite = match_tflite_names({k: np.shape(v) for k, v in raw.items() if k not in ours},
+                                    {n.name: (n.kind, ours[n.name].shape) for n in nodes(model)}, side.layout)
+        found = tflite.matched
+        raw = {found.get(k, k): v for k, v in raw.items() if k not in found or found[k] not in raw}
+    if side.fixed or side.names:  # Keras' auto-names, the dump's own or given by a map: mapped when determined
+        given = set(side.names.values()) | set(tflite.matched.values())
+        auto = [k for k in raw if k not in ours and _AUTO_NAME.fullmatch(k)]
+        keys = [k for k in auto if k not in given] + by_counter([k for k in auto if k in given])
+        # a layer their scopes name (a BN fused into its convolution) is not one Keras left unnamed
+        by_order = match_auto_names({k: np.shape(raw[k]) for k in keys},
+                                    [(n.name, n.kind, ours[n.name].shape) for n in nodes(model)
+                                     if n.name not in raw and n.name not in tflite.seen], side.layout)
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
     # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
