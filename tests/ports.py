@@ -43,6 +43,10 @@ class Conventions:
     flatten: str = "keras"
     variant: str = "keras"  # "article": the article's four departures
     relu_after_add: bool = False  # a ReLU after every residual add, its value fed on to the add's readers
+    # each BN folded into the convolution before it, the fused weights stored as TFLite's quantization leaves
+    # them: "float16" (supported_types=[tf.float16]) or "int8" (per output channel, symmetric: 2^-8 of the
+    # range, as dynamic-range quantization stores them); the convolution's key then holds the BN's output
+    fused_weights: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -89,6 +93,32 @@ def _kernel(name, k, c: Conventions):
     return k
 
 
+def _stored(w, how):
+    """Fused weights as the port stores them: float16, or int8 per output channel (the last axis)."""
+    if how == "float16":
+        return w.astype(np.float16).astype(np.float64)
+    scale = np.abs(w).reshape(-1, w.shape[-1]).max(0) / 127
+    return np.round(w / np.where(scale > 0, scale, 1)) * scale
+
+
+def _fused(layer, ins, p, bn, c: Conventions):
+    """The convolution with ``bn`` folded in, its fused weights stored as ``c.fused_weights`` says."""
+    n = layer.name
+    s = p[f"{bn}/gamma"].astype(np.float64) / np.sqrt(p[f"{bn}/moving_variance"].astype(np.float64) + c.bn_epsilon)
+    bias = _stored(p[f"{bn}/beta"] - p[f"{bn}/moving_mean"] * s, c.fused_weights) if c.fused_weights == "float16" \
+        else p[f"{bn}/beta"] - p[f"{bn}/moving_mean"] * s  # int8 quantization keeps the bias in float32
+    if layer.kind == "conv":
+        y = ops.conv2d(ins[0], _stored(p[f"{n}/kernel"] * s, c.fused_weights).astype(ins[0].dtype),
+                       strides=layer.strides, padding=layer.padding)
+    else:
+        d = p[f"{n}/depthwise_kernel"]
+        d = _stored(d, "float16") if c.fused_weights == "float16" else _stored(d[..., 0], "int8")[..., None]
+        y = ops.separable_conv2d(ins[0], d.astype(ins[0].dtype),
+                                 _stored(p[f"{n}/pointwise_kernel"] * s, c.fused_weights).astype(ins[0].dtype),
+                                 strides=layer.strides, padding=layer.padding)
+    return (y + bias).astype(ins[0].dtype)
+
+
 def run_port(model, x, c: Conventions = Conventions()) -> dict:
     """Every activation of the port on ``x`` (our tf-preprocessed batch), keyed by its layer name."""
     p = model.weights
@@ -101,9 +131,14 @@ def run_port(model, x, c: Conventions = Conventions()) -> dict:
     if c.channels == "bgr":
         x = np.ascontiguousarray(x[..., ::-1])
     acts = {"input": x}
+    bn_of = {layer.inputs[0]: layer.name for layer in arch.backbone(c.variant) if layer.kind == "bn"}
     for layer in arch.backbone(c.variant):
         n, ins = layer.name, [acts[i] for i in layer.inputs]
-        if layer.kind == "conv":
+        if c.fused_weights and n in bn_of:
+            y = _fused(layer, ins, p, bn_of[n], c)
+        elif c.fused_weights and layer.kind == "bn":
+            y = ins[0]  # folded into the convolution before it
+        elif layer.kind == "conv":
             y = ops.conv2d(ins[0], _kernel(n, p[f"{n}/kernel"], c), strides=layer.strides, padding=layer.padding)
         elif layer.kind == "sepconv":
             d = p[f"{n}/depthwise_kernel"]

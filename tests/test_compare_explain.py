@@ -837,6 +837,44 @@ def test_weights_rounded_to_half_precision(model, x):
     assert found.get("block1_conv1") == ("weights_rounded", "bfloat16")
 
 
+CONVS = [layer.inputs[0] for layer in arch.backbone() if layer.kind == "bn"]
+FUSED_ACTS = [layer.name for layer in arch.backbone() if layer.kind == "relu" and layer.inputs[0] in BN_LAYERS]
+
+
+def _fused_dump(model, x, how, hide_bn):
+    """A port with BN folded into each convolution and the fused weights stored ``how``: the convolutions'
+    keys (which hold the BN outputs) dropped, as a BN-folded model exposes none; ``hide_bn`` drops the BNs
+    a ReLU reads too, as TFLite fuses the activation and shows only its output."""
+    acts = run_port(model, x, Conventions(fused_weights=how))
+    hidden = set(CONVS) | ({layer.inputs[0] for layer in arch.backbone() if layer.name in FUSED_ACTS}
+                           if hide_bn else set())
+    return {k: v for k, v in acts.items() if k not in hidden}
+
+
+@pytest.mark.parametrize("hide_bn", [False, True])
+def test_fused_weights_stored_in_float16(model, x, hide_bn):
+    """TFLite's float16 quantization stores the FUSED weights (kernel times BN's scale, BN's shift as the
+    bias) in float16: named as such at the BN rows, or at the ReLU when their side fuses it too; never "an
+    extra bias" (before: 14 BN rows "an extra bias (max |b| 0.000196)", the rest unexplained)."""
+    report = compare(model, _fused_dump(model, x, "float16", hide_bn), x)
+    found = causes(report)
+    assert len(found) >= 10 and set(found.values()) == {"fused_weights_rounded"}, "\n".join(report.source_lines())
+    assert all(r.diagnosis.parameter == "float16" for r in report.sources)
+    assert set(found) <= set(BN_LAYERS) | (set(FUSED_ACTS) if hide_bn else set())
+    assert not any("8-bit" in w for w in report.warnings)
+
+
+def test_int8_weights_are_mentioned(model, x):
+    """8-bit fused weights (dynamic-range quantization's int8 per channel): compare cannot reproduce a
+    quantized kernel, so the sources stay unexplained, and the report says their local errors are the size
+    8-bit weights leave (before: 40 sources, nothing about int8). One bug alone never gets that word."""
+    report = compare(model, _fused_dump(model, x, "int8", True), x)
+    assert len(report.sources) >= 8 and all(r.diagnosis is None for r in report.sources)
+    assert any("8-bit weights" in w for w in report.warnings), report.warnings
+    one_bug = compare(model, run_port(model, x, Conventions(depthwise_reshaped=frozenset({"block5_sepconv1"}))), x)
+    assert not any("8-bit" in w for w in one_bug.warnings)
+
+
 def test_wide_numbers_keep_their_column_apart():
     from npxception.compare.report import Report, Row
 

@@ -33,7 +33,7 @@ import numpy as np
 from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing, bn_shift_missing
 from .case import Candidate, Case, Diagnosis
-from .fused import through_bn
+from .fused import fused_weights_rounded, through_bn
 from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
                    global_max_for_avg, output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
@@ -48,7 +48,8 @@ from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_inpu
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded,
+           fused_weights_rounded],
     "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_symmetric_zero_padding, pool_ceil_mode,
                 pool_window_off_by_one, pool_stride_off_by_one],
@@ -56,7 +57,7 @@ CATALOGUE: dict[str, list[Callable]] = {
              conv_extra_bias, weights_rounded],
     "sepconv": [conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
                 depthwise_channel_order, depthwise_reshaped_from_torch, conv_extra_bias, weights_rounded],
-    "relu": [relu6, relu_missing],
+    "relu": [relu6, relu_missing, fused_weights_rounded],
     "add": [extra_relu_on_input],
     "flatten": [flatten_order],
     "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
