@@ -51,18 +51,23 @@ SLACK_VALUES = 1 << 16
 MAX_ENTRIES = 10_000
 
 
+# What compare's other side may be, for its errors: every form `npxception convert` reads, and a port's.
+OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, a directory (a tf_keras SavedModel, Keras 3's "
+               "model.save(dir, zipped=False), a directory of TensorFlow checkpoints) or a TensorFlow checkpoint "
+               "(its prefix or .index)")
+
+
 def check_other_path(path: pathlib.Path) -> None:
-    """Refuse an ``--against`` that is neither a TensorFlow save (a directory, a checkpoint prefix) nor a
-    regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
-    if keras_side.is_tensorflow_save(path):
+    """Refuse an ``--against`` that is neither a save of several files (a directory, a checkpoint prefix)
+    nor a regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
+    if keras_side.is_multi_file_save(path):
         return
     try:
         check_regular(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except IrregularFileError as exc:
-        raise ValueError(f"{exc}; expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel "
-                         "directory or a TensorFlow checkpoint") from None
+        raise ValueError(f"{exc}; expected {OTHER_FORMS}") from None
 
 
 # --------------------------------------------------------------------------- activation dumps

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import architecture as arch
 from .. import keras_side
-from .inputs import INPUT_KEY, check_other_path, input_layout, read_dump
+from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
 from .names import resolve_names
 from .onnx_side import onnx_runner
 from .report import UNKNOWN
@@ -138,13 +138,12 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
                      no_names=side.no_names, notes=side.notes, activation=side.activation,
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
-    if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
+    if keras_side.is_keras_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel),
                      activation=keras_side.output_activation(model, kmodel))
-    raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel directory "
-                     "or a TensorFlow checkpoint (its prefix or .index)")
+    raise ValueError(f"{path}: expected {OTHER_FORMS}")
 
 
 def _keras_final(model, kmodel):
