@@ -341,6 +341,47 @@ def test_object_graph_beyond_its_caps(tmp_path, graph, message):
     convert_refused(tmp_path, prefix, "ckpt.index: entry _CHECKPOINTABLE_OBJECT_GRAPH", message)
 
 
+def ref(node: int, name: str) -> bytes:
+    """An object's child reference (ObjectReference: node_id = 1, local_name = 2), as a children field."""
+    return f_bytes(1, f_varint(1, node) + f_bytes(2, name.encode()))
+
+
+# Object graphs that multiply work (review 10 F1): K references to one node with M children (each a
+# reference back to itself), a few MB. A walk that scans a node's children once per reference does
+# K x M = 10^10 steps (the reviewer's K=1,000: 10-14 s CPU; K=100,000: killed after 600 s); each node
+# scanned once, the read takes ~4 s of CPU, imports included. RLIMIT_CPU 60 s tells the two apart.
+FAN, CPU_SECONDS = 100_000, 60
+FANNED = f_bytes(1, b"".join(ref(1, f"c{i}") for i in range(FAN)))  # node 1: M children, all itself
+
+
+@pytest.mark.parametrize("root, config, message", [
+    # find_model: is the root, or one of its children, a model? K root children, one node
+    ("c", None, "no Keras model in the checkpoint's object graph: its root holds c0, c1, c10"),
+    # klayers_by_order (no config): layer_with_weights-0..K-1, one node; tf_keras lists each layer once
+    ("layer_with_weights-", None,
+     "layer_with_weights-1 is the object layer_with_weights-0 is (node 1); a Keras model references each of "
+     "its layers once"),
+    # fill_weights (a config of 9,000 Dense layers, under its 10,000-layer cap): layer-0..K-1, one node
+    ("layer-", 9_000, "not an Xception (keras) graph"),
+], ids=["find_model", "by_order", "with_config"])
+def test_an_object_graph_fanning_into_one_node_is_walked_once(tmp_path, root, config, message):
+    import json
+
+    k = FAN if config is None else config
+    prefix = write_bundle(tmp_path / "ckpt", {}, graph=f_bytes(1, b"".join(ref(1, f"{root}{i}") for i in range(k)))
+                          + FANNED)
+    options = ()
+    if config:
+        layers = [{"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 71, 71, 3]}}]
+        layers += [{"class_name": "Dense", "config": {"name": f"dense{i}", "units": 4}} for i in range(config)]
+        (tmp_path / "config.json").write_text(json.dumps({"class_name": "Sequential",
+                                                          "config": {"name": "m", "layers": layers}}))
+        options = ("--config", tmp_path / "config.json")
+    out = run_limited("weights_tools.cli", "convert", prefix, "-o", tmp_path / "out.npz", *options, cpu=CPU_SECONDS)
+    assert_refused(out, "ckpt", message)
+    assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
+
+
 def _saved_metadata(tmp_path, nodes: bytes):
     saved = tmp_path / "saved"
     (saved / "variables").mkdir(parents=True)
@@ -473,6 +514,7 @@ def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_pa
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "lists slice [1:3, :], which has no entry"),
+    ("beyond", "lists 2 slices, beyond the table's 1 slice entries"),
     ("stray", "is a slice that no tensor lists (1 such entry)"),
     ("short", "lists slices of 8 values in all; its shape holds 12"),
     ("misshaped", "expected float32 of shape (2, 4)"),
@@ -482,7 +524,9 @@ def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_pa
 def test_hostile_slices_are_refused_by_name(tmp_path, case, message):
     first, second = ROWS
     prefix = {
-        "missing": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS),
+        # as many slice entries as slices listed, but not the listed one
+        "missing": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS, extra=[(((2, 1), (0, -1)), VALUE[2:])]),
+        "beyond": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS),
         "stray": lambda: sliced(tmp_path / "ckpt", ROWS, extra=[(((2, 1), (0, -1)), VALUE[2:])]),
         "short": lambda: sliced(tmp_path / "ckpt", [((0, 2), (0, -1))]),
         "misshaped": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS, extra=[(second, VALUE[1:2])]),
@@ -491,3 +535,36 @@ def test_hostile_slices_are_refused_by_name(tmp_path, case, message):
         "overlap": lambda: sliced(tmp_path / "ckpt", [((0, 1), (0, 4)), ((0, 1), (0, -1)), ((2, 1), (0, -1))]),
     }[case]()
     read_refused(prefix, message)
+
+
+def test_slices_listed_beyond_the_tables_slice_entries_are_refused_before_decoding(tmp_path):
+    """Review 10 F2: 190,000 filler entries (not slices) once raised every entry's slice allowance to the
+    table's size, so 10 entries listing 100,000 empty slices each had 10^6 slices decoded before the first
+    was looked up (the reviewer's 7 M: 19 s CPU, 343 MB). One budget for the table, its slice entries
+    (here none), refuses at the first slice listed: within RLIMIT_CPU, and the message says why."""
+    fillers, listing, slices = 190_000, 10, 100_000  # the table holds at most 200,000 entries
+    pairs = [(b"", f_varint(1, 1) + f_bytes(3, f_varint(1, 1)))]
+    pairs += [(b"a%05d" % i, f_varint(1, 1) + f_bytes(7, b"") * slices) for i in range(listing)]
+    pairs += [(b"z%06d" % i, b"") for i in range(fillers)]
+    blocks = [pairs[i:i + 20_000] for i in range(0, len(pairs), 20_000)]  # ~1 MB blocks
+    table, handles = b"", []
+    for b in blocks:
+        raw = block(b)
+        handles.append((len(table), len(raw) - 5))
+        table += raw
+    meta = block([])
+    meta_handle = (len(table), len(meta) - 5)
+    table += meta
+    index = block([(struct.pack(">I", i + 1), varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
+    index_handle = (len(table), len(index) - 5)
+    table += index
+    table += (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0])
+              + varint(index_handle[1])).ljust(40, b"\0") + MAGIC
+    (tmp_path / "ckpt.index").write_bytes(table)
+    (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"\0" * 16)
+    assert os.path.getsize(tmp_path / "ckpt.index") < 4 << 20
+    out = run_limited("weights_tools.cli", "convert", tmp_path / "ckpt", "-o", tmp_path / "out.npz",
+                      cpu=CPU_SECONDS)
+    assert_refused(out, "ckpt.index", "entry 'a00000' holds more than 1,000 fields",
+                   "the table's 0 slice entries")
+    assert not list(tmp_path.glob("out.npz*"))
