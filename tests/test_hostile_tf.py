@@ -61,6 +61,19 @@ def block(pairs, kind=0) -> bytes:
     return body + bytes([kind]) + struct.pack("<I", mask(crc32c(body + bytes([kind]))))
 
 
+def finish_table(table: bytes, handles) -> bytes:
+    """The data blocks ``table`` (``handles``: each block's (offset, size)) with an empty metaindex block,
+    the index block (block i keyed by i + 1, as two bytes: keys only order them) and the footer."""
+    metaindex = block([])
+    meta_handle = (len(table), len(metaindex) - 5)
+    table += metaindex
+    index = block([(bytes([i + 1]) * 2, varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
+    index_handle = (len(table), len(index) - 5)
+    table += index
+    footer = (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0]) + varint(index_handle[1]))
+    return table + footer.ljust(40, b"\0") + MAGIC
+
+
 def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianness=0, kind=0, edit=None,
                  data_size=None, duplicate_block=False, shard_of=lambda key: 0):
     """``prefix.index`` + ``prefix.data-0000i-of-0000N`` for each of the ``shards`` (``shard_of(key)``: where
@@ -89,17 +102,8 @@ def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianne
     handles = [(0, len(first) - 5), (len(first), len(second) - 5)]
     if duplicate_block:
         handles.append(handles[1])  # the same data block listed twice
-    table = first + second
-    metaindex = block([])
-    meta_handle = (len(table), len(metaindex) - 5)
-    table += metaindex
-    index = block([(bytes([i + 1]) * 2, varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
-    index_handle = (len(table), len(index) - 5)
-    table += index
-    footer = (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0]) + varint(index_handle[1]))
-    table += footer.ljust(40, b"\0") + MAGIC
     with open(f"{prefix}.index", "wb") as f:
-        f.write(table)
+        f.write(finish_table(first + second, handles))
     for shard, data in enumerate(datas):
         with open(f"{prefix}.data-{shard:05d}-of-{max(shards, 1):05d}", "wb") as f:
             f.write(data)
@@ -349,8 +353,9 @@ def ref(node: int, name: str) -> bytes:
 # Object graphs that multiply work (review 10 F1): K references to one node with M children (each a
 # reference back to itself), a few MB. A walk that scans a node's children once per reference does
 # K x M = 10^10 steps (the reviewer's K=1,000: 10-14 s CPU; K=100,000: killed after 600 s); each node
-# scanned once, the read takes ~4 s of CPU, imports included. RLIMIT_CPU 60 s tells the two apart.
-FAN, CPU_SECONDS = 100_000, 60
+# scanned once, the read takes 2.5-4 s of CPU, imports included. RLIMIT_CPU 30 s tells the two apart (the
+# config case on old main: 5 s per 1,000 layers, ~47 s for its 9,000).
+FAN, CPU_SECONDS = 100_000, 30
 FANNED = f_bytes(1, b"".join(ref(1, f"c{i}") for i in range(FAN)))  # node 1: M children, all itself
 
 
@@ -552,15 +557,7 @@ def test_slices_listed_beyond_the_tables_slice_entries_are_refused_before_decodi
         raw = block(b)
         handles.append((len(table), len(raw) - 5))
         table += raw
-    meta = block([])
-    meta_handle = (len(table), len(meta) - 5)
-    table += meta
-    index = block([(struct.pack(">I", i + 1), varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
-    index_handle = (len(table), len(index) - 5)
-    table += index
-    table += (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0])
-              + varint(index_handle[1])).ljust(40, b"\0") + MAGIC
-    (tmp_path / "ckpt.index").write_bytes(table)
+    (tmp_path / "ckpt.index").write_bytes(finish_table(table, handles))
     (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"\0" * 16)
     assert os.path.getsize(tmp_path / "ckpt.index") < 4 << 20
     out = run_limited("weights_tools.cli", "convert", tmp_path / "ckpt", "-o", tmp_path / "out.npz",
