@@ -194,10 +194,15 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _tensorflow_save(path: pathlib.Path) -> tuple[str, str] | None:
-    """``(what, extra convert option)`` when ``path`` is a tf_keras SavedModel directory or a
-    TensorFlow checkpoint (its prefix or ``.index``), which `npxception convert` reads; else None."""
+    """``(what, extra convert option)`` when ``path`` is a tf_keras SavedModel directory, Keras 3's
+    ``model.save(dir, zipped=False)``, or a TensorFlow checkpoint (its prefix, ``.index`` or directory),
+    which `npxception convert` reads; else None. A hint for the error only: convert decides what it is."""
     if (path / "saved_model.pb").is_file():
         return "a TensorFlow SavedModel directory", ""
+    if (path / "config.json").is_file():
+        return "a Keras 3 .keras archive, unzipped (model.save(dir, zipped=False))", ""
+    if (path / "checkpoint").is_file():
+        return "a directory of TensorFlow checkpoints", " --config model.json"
     if path.name.endswith(".index") or (not path.exists() and path.with_name(path.name + ".index").exists()):
         return "a TensorFlow checkpoint", " --config model.json"
     return None

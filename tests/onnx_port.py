@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from npxception import architecture as arch
+from npxception import ops
 from npxception.compare.names import timm_legacy_xception
 
 
@@ -27,7 +28,7 @@ def exporter_scope(module_path: str) -> str:
 
 
 def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False, fold_bias=True,
-          bn=True, swap_hw=(), stem_pad=None, head="flatten"):
+          bn=True, swap_hw=(), stem_pad=None, head="flatten", softmax=False, channel_order=None):
     """Write the graph to ``path``; returns the final output's name. ``fold_bn``: as ``torch.onnx.export``
     in eval mode, each BN folded into the convolution before it (kernel * gamma / sqrt(var + eps) per
     output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node.
@@ -36,7 +37,10 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
     all; ``swap_hw`` the convolutions whose kernel height and width are swapped; ``stem_pad`` PyTorch
     ``padding=`` of the stem's two VALID convolutions. ``head="view"``: ``F.adaptive_avg_pool2d(x, 1)``
     then ``x.view(x.size(0), -1)`` as the exporter writes it (Shape, Gather, Unsqueeze, Concat, Reshape:
-    the pooled tensor is (N, C, 1, 1))."""
+    the pooled tensor is (N, C, 1, 1)). ``pool_pads="same"``: TF SAME per pool at the model's input size;
+    ``softmax``: a Softmax after the classifier, as Keras'. The input takes the model's channels;
+    ``channel_order``: a port that reads its image in another channel order (its stem kernel's input
+    channels permuted so, as a port trained on BGR(A) images has them against our RGB(A))."""
     module = {ours: theirs for theirs, ours in timm_legacy_xception().items()}
     w = model.weights
     nodes, inits = [], []
@@ -69,6 +73,7 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         return node("Conv", [x, k, *bias], scope, strides=[stride, stride], pads=list(pads), group=group)
 
     acts = {"input": "x"}
+    maps = {k: v[0] for k, v in arch.trace(list(arch.backbone()), [], model.input_shape).items()}
     for layer in arch.backbone():
         n, scope = layer.name, exporter_scope(module[layer.name])
         ins = [acts[i] for i in layer.inputs]
@@ -77,6 +82,8 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
             p = layer.kernel_size // 2 if layer.padding == "same" else 0
             p = p if stem_pad is None or n not in ("block1_conv1", "block1_conv2") else stem_pad
             kernel = w[f"{n}/kernel"].transpose(1, 0, 2, 3) if n in swap_hw else w[f"{n}/kernel"]
+            if channel_order is not None and layer.inputs == ("input",):
+                kernel = kernel[:, :, list(channel_order), :]
             y = conv(ins[0], kernel, scope, layer.strides, (p, p, p, p), fold=fold)
         elif layer.kind == "sepconv":
             dw = w[f"{n}/depthwise_kernel"]  # (3, 3, C, 1) -> a grouped conv, one group per channel
@@ -90,7 +97,11 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         elif layer.kind == "relu":
             y = node("Relu", ins, scope)
         elif layer.kind == "maxpool":
-            y = node("MaxPool", ins, scope, kernel_shape=[3, 3], strides=[2, 2], pads=list(pool_pads))
+            pads = pool_pads
+            if pool_pads == "same":  # ops.same_padding: the odd pixel bottom/right, as TF
+                (t, b), (left, r) = (ops.same_padding(maps[layer.inputs[0]][i], 3, 2) for i in (0, 1))
+                pads = (t, left, b, r)
+            y = node("MaxPool", ins, scope, kernel_shape=[3, 3], strides=[2, 2], pads=list(pads))
         else:
             y = node("Add", ins, scope)
         acts[n] = y
@@ -108,8 +119,11 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         g = node("Flatten", [g], "/global_pool/flatten", axis=1)
     out = node("Gemm", [g, const("fc.weight", w["predictions/kernel"].T), const("fc.bias", w["predictions/bias"])],
                "/fc", transB=1)
+    if softmax:
+        out = node("Softmax", [out], "/softmax", axis=1)
     graph = helper.make_graph(
-        nodes, "legacy_xception", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None, None])],
+        nodes, "legacy_xception",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", model.channels, None, None])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", w["predictions/bias"].shape[0]])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto)
@@ -175,6 +189,57 @@ def renamed(src, dst, *, style, wrapper=""):
         n.input[:] = [rename.get(v, v) for v in n.input]
         n.output[:] = [rename.get(v, v) for v in n.output]
     g.output[0].name = rename[g.output[0].name]
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+_TFLITE_OPS = {"Relu": "Relu", "MaxPool": "MaxPool2d", "Add": "Add", "GlobalAveragePool": "Mean"}
+
+
+def tflite_named(src, dst, scope="model"):
+    """The BN-folded graph at ``src`` (``build(fold_bn=True)``) named as ``tf2onnx --tflite`` names a
+    TFLite model converted from Keras (3, traced: scopes ``block1_conv1_1``), written to ``dst``: a fused
+    op's tensor is named after every op fused into it, joined by ``;``, the op whose output it is first.
+    A convolution read by its ReLU alone carries that ReLU first
+    (``model/block1_conv1_act_1/Relu;model/block1_conv1_bn_1/batchnorm/add_1;model/block1_conv1_1/convolution;
+    model/block1_conv1_bn_1/batchnorm/sub1``), though tf2onnx splits the activation off into a Relu node of
+    its own (``Relu__7:0``): the tensor is the BN's output. The other layers are ``model/block2_pool_1/MaxPool2d``,
+    ``model/block2_add_1/Add``, ``model/block3_sepconv1_act_1/Relu``; a separable convolution's depthwise
+    half ``model/block2_sepconv1_1/separable_conv2d/depthwise1``."""
+    from npxception.compare.onnx_side import torch_module_paths
+
+    ours = timm_legacy_xception()
+    bn_of = {layer.inputs[0]: layer.name for layer in arch.backbone() if layer.kind == "bn"}
+    proto = onnx.load(str(src))
+    g = proto.graph
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    rename = {}
+    for i, n in enumerate(g.node):
+        out = n.output[0]
+        paths = torch_module_paths(out)
+        layer = next((ours[p] for p in reversed(paths) if p in ours), None)
+        if layer is None or out in rename:
+            continue
+        if n.op_type == "Conv" and paths[-1].endswith(".conv1"):
+            rename[out] = f"{scope}/{layer}_1/separable_conv2d/depthwise1"
+        elif n.op_type == "Conv":
+            bn, op = bn_of[layer], "separable_conv2d" if "sepconv" in layer else "convolution"
+            name = f"{scope}/{bn}_1/batchnorm/add_1;{scope}/{layer}_1/{op};{scope}/{bn}_1/batchnorm/sub1"
+            after = readers.get(out, [])
+            if len(after) == 1 and after[0].op_type == "Relu":  # the activation TFLite fuses into the convolution
+                act = next(ours[p] for p in reversed(torch_module_paths(after[0].output[0])) if p in ours)
+                name = f"{scope}/{act}_1/Relu;{name}"
+                rename[after[0].output[0]] = f"Relu__{i + 1}:0"
+            rename[out] = name
+        elif n.op_type in _TFLITE_OPS:
+            rename[out] = f"{scope}/{layer}_1/{_TFLITE_OPS[n.op_type]}"
+    for n in g.node:
+        n.input[:] = [rename.get(v, v) for v in n.input]
+        n.output[:] = [rename.get(v, v) for v in n.output]
     onnx.checker.check_model(proto)
     onnx.save(proto, str(dst))
     return dst

@@ -36,6 +36,7 @@ class Conventions:
     # Keras' (transposed to (out, in)); "torch_view_rows": the same, with that Dense's rows reordered to match
     flatten: str = "keras"
     variant: str = "keras"  # "article": the article's four departures
+    relu_after_add: bool = False  # a ReLU after every residual add, its value fed on to the add's readers
     extra: dict = field(default_factory=dict)
 
 
@@ -105,6 +106,7 @@ def run_port(model, x, c: Conventions = Conventions()) -> dict:
             y = _pool(ins[0], layer, c.pool_padding)
         else:
             y = ops.add(ins[0], ins[1])
+            y = ops.relu(y) if c.relu_after_add else y
         acts[n] = y
     y = acts[arch.backbone(c.variant)[-1].name]
     after_flatten = False

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from npxception import blas, fast, ops
 from npxception.config import CONFIG
-from npxception.fast import fused
+from npxception.fast import direct, fused
 from npxception.ops.padding import window_geometry
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -134,7 +134,8 @@ def test_sep_conv_fused_in_place_every_order(order, threads, tile_rows, dtype):
     # The hazards of writing in place, each hit for certain: a thread's first
     # row needs the row above it (its neighbour's), its last the row below, and
     # each tile the previous tile's last row.
-    check_sep_conv_fused(2, 7, 4, 3, 3, True, True, "in_place", threads, tile_rows, order, dtype, 5)
+    for pack in (False, True):
+        check_sep_conv_fused(2, 7, 4, 3, 3, True, True, "in_place", threads, tile_rows, order, dtype, 5, pack)
 
 
 @fused_only
@@ -142,12 +143,13 @@ def test_sep_conv_fused_in_place_every_order(order, threads, tile_rows, dtype):
        cout=st.integers(1, 9), relu_in=st.booleans(), relu_out=st.booleans(),
        mode=st.sampled_from(["out", "in_place", "residual"]), threads=st.integers(1, 3),
        tile_rows=st.integers(1, 5), order=st.sampled_from(["parallel", "forward", "backward"]),
-       dtype=dtypes, seed=st.integers(0, 2**16))
-def test_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed):
-    check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed)
+       dtype=dtypes, seed=st.integers(0, 2**16), pack=st.booleans())
+def test_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed, pack):
+    check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed, pack)
 
 
-def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed):
+def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed,
+                         pack):
     rng = np.random.default_rng(seed)
     if mode == "in_place":
         cout = c
@@ -169,16 +171,20 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
         want = want + start
     src = out.reshape(n, h, w, c) if mode == "in_place" else x
     args = (src, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
+    # the pointwise GEMM by OpenBLAS, or by the microkernel of npxception/fast/direct.py on the kernel packed
+    # in advance, as the plan chooses (float32 on AVX-512)
+    packed = direct.pack_kernel(pw) if pack and direct.worth_packing(pw) else fused.NOT_PACKED
+    packing = (packed, np.arange(c if packed.shape[0] else 0, dtype=np.int64))  # as sep_conv_fused passes
     with blas.single_threaded():
         if order == "parallel":
-            fast.sep_conv_fused(*args)
+            fast.sep_conv_fused(*args, packed)
         else:
             # the threads' shares one after another, in an adversarial order: in
             # place, each share must survive its neighbours having written first
             fused.bind_symbols(dtype)  # what the public wrapper does first
             fused._save_halo_rows(src, threads, saved)
             for t in (range(threads) if order == "forward" else reversed(range(threads))):
-                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype))
+                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packing)
     got = residual if mode == "residual" else out
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
 

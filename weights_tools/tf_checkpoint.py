@@ -197,6 +197,14 @@ def find_model(graph: ObjectGraph) -> ObjectGraph:
     return replace(graph, root=graph.children[0][models[0]], prefix=models[0] + "/")
 
 
+def model_child(prefix) -> str:
+    """The name under which the checkpoint at ``prefix`` holds its Keras model: ``"model"`` for
+    ``tf.train.Checkpoint(model=model)`` (TensorFlow restores it as ``tf.train.Checkpoint(model=m)``),
+    ``""`` when the model is the root (``save_weights``, ``ModelCheckpoint``: ``model.load_weights``)."""
+    with Bundle(prefix) as bundle:
+        return find_model(read_object_graph(bundle)).prefix[:-1]
+
+
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
     """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
 

@@ -154,7 +154,7 @@ def cli_compare(args) -> int:
     if stated is not None:
         activation_name(stated, "--their-activation")  # before a model is loaded
     against = pathlib.Path(args.against)
-    keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
+    keras_file = keras_side.is_keras_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)

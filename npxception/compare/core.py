@@ -14,6 +14,7 @@ from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import ByOrder, match_auto_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement, output_activation
+from .roundoff import RoundOff
 from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
 
 
@@ -69,7 +70,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     raw = side(None if x is None else np.asarray(x))
     their_input = raw.pop(INPUT_KEY, None)
     if their_input is not None:
-        their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, {}, side.layout)[INPUT_KEY])
+        ours_in = {} if x is None else {INPUT_KEY: np.shape(x)}
+        their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, ours_in, side.layout, model.channels)[INPUT_KEY])
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -84,7 +86,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                                     [(n.name, n.kind, ours[n.name].shape) for n in nodes(model) if n.name not in raw],
                                     side.layout)
         raw = {by_order.matched.get(k, k): v for k, v in raw.items()}
-    theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout)
+    theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout, model.channels)
     # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
     theirs, extra_ones = squeezed(theirs, {k: v.shape for k, v in ours.items()})
     unknown = [k for k in theirs if k not in ours]
@@ -112,8 +114,15 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     order = {n: i for i, n in enumerate(model.layer_names)}
     # What the backbone's first layer reads: the input after the model's in-graph preprocessing.
     x_backbone = None if x is None else model.backbone_input(x)
-    for loc in (local_pass(model, theirs, x_backbone if their_input is None else model.backbone_input(their_input))
-                if explain else _no_local(model)):
+    # What their first layer read: their own input when the dump carries it (a port that preprocesses
+    # inside, handed the same batch as ours, shows its BGR or caffe input at that layer), else ours.
+    x_first = x_backbone if their_input is None else model.backbone_input(their_input)
+    # on a failing row, a float32 layer under the tolerance is held to float32's round-off (roundoff.py),
+    # unless the user loosened the tolerance (--rtol 5e-3 to accept PyTorch's BN epsilon): then that is
+    # what a layer may add
+    loosened = rtol > DEFAULT_RTOL["float32"] or atol > 0
+    roundoff = RoundOff(model, theirs, x_first) if precision == "float32" and not loosened else None
+    for loc in (local_pass(model, theirs, x_first) if explain else _no_local(model)):
         name = loc.node.name
         if name not in theirs:
             not_compared.append(name)
@@ -138,8 +147,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                 row.amplification = row.max_rel / max(inherited)
         if explain:
             causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
-            _judge_locally(model, row, loc, b, theirs, order, x_backbone, their_input, rtol, atol, precision, causes,
-                           images, x)
+            _judge_locally(model, row, loc, b, theirs, order, x_first, rtol, atol, precision, causes, images, x,
+                           roundoff)
         by_name[name] = row
         rows.append(row)
     if not any(r.flow != "input" for r in rows):
@@ -199,9 +208,13 @@ def _add_note(row, text):
     row.note = (row.note + "; " if row.note else "") + text
 
 
-def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, rtol, atol, precision, input_causes,
-                   images=None, x_input=None):
+def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, precision, input_causes,
+                   images=None, x_input=None, roundoff=None):
     """Local error of one layer; a source gets the catalogue's diagnosis.
+
+    A source: its local error is over the tolerance or, on a row that fails, under it but over
+    float32's round-off in this layer (:mod:`npxception.compare.roundoff`); its causes are then
+    tested at that scale.
 
     Inf and NaN are never measured nor diagnosed: every candidate cause would "reproduce" them (an
     error of Inf is not above a tolerance of Inf) or be compared with noise. A layer whose inputs
@@ -222,6 +235,14 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     if y.shape == theirs_out.shape:
         max_abs, row.local_rel, _, scale = errors(y, theirs_out)
         row.source = max_abs > atol + rtol * scale
+        if not row.source and not row.passed and roundoff is not None and max_abs > 0:
+            beyond = roundoff.beyond(loc.node, y, theirs_out)
+            row.local_vs_roundoff = beyond.ratio
+            if beyond.source:
+                row.source = True
+                rtol, atol = beyond.rtol, 0.0
+                _add_note(row, f"local error under the tolerance but {beyond.ratio:.3g}x float32's round-off "
+                               "in this layer (RMS, against our layer in float64 on their inputs): not round-off")
     else:
         row.source = True
     if not row.source:
@@ -229,8 +250,11 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, their_input, r
     node = loc.node
     earlier = {n: a for n, a in theirs.items() if order.get(n, len(order)) < order[node.name]}
     readers = {n.name: theirs[n.name] for n in nodes(model) if node.name in n.inputs and n.name in theirs}
+    reader_inputs = {n.name: [theirs[i] for i in n.inputs] for n in nodes(model)
+                     if n.name in readers and all(i in theirs for i in n.inputs)}
     case = hypotheses.Case(model, node.name, node.kind, node.spec, node.inputs, loc.inputs, theirs_out, y,
-                           x_ours=x if "input" in node.inputs and their_input is None else None,
-                           skipped=loc.skipped, earlier=earlier, readers=readers, input_causes=input_causes,
+                           x_ours=x if "input" in node.inputs else None,
+                           skipped=loc.skipped, earlier=earlier, readers=readers, reader_inputs=reader_inputs,
+                           input_causes=input_causes,
                            images=images, x_input=x_input)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)

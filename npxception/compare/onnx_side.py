@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from . import folded_bn, onnx_work
-from .inputs import load_onnx
+from .inputs import input_layout, load_onnx
 from .names import KNOWN_PORTS
 from .report import UNKNOWN
 
@@ -48,14 +48,32 @@ _KERAS_FINAL_OPS = {
 }
 
 
+def _scopes(name: str) -> list[str]:
+    return name.replace(":", "/").split("/")[:-1]  # the last part is the op, not a scope
+
+
+_LAYER_OPS = set().union(*_KERAS_FINAL_OPS.values())
+
+
 def keras_scopes(graph):
-    """{scope name: (last output in that scope, its node's op type)}; nodes are topologically sorted."""
+    """{scope name: (last output in that scope, its node's op type)}; nodes are topologically sorted.
+    A TFLite fused op's ``;``-joined name is not one scope's: :func:`_tflite_matches` reads those."""
     last = {}
     for node in graph.node:
         for out in node.output:
-            for part in out.replace(":", "/").split("/")[:-1]:  # the last part is the op, not a scope
-                last[part] = (out, node.op_type)
+            if ";" not in out:
+                for part in _scopes(out):
+                    last[part] = (out, node.op_type)
     return last
+
+
+def fused_segments(graph) -> dict:
+    """{``;``-joined tensor name: (its node, [the scopes of each segment])}: a TFLite model converted by
+    ``tf2onnx --tflite`` names a fused op's tensor after every op fused into it, the op whose output it
+    is first (``.../block1_conv1_act_1/Relu;.../block1_conv1_bn_1/batchnorm/add_1;.../block1_conv1_1/
+    convolution;...``)."""
+    return {out: (node, [_scopes(seg) for seg in out.split(";")])
+            for node in graph.node for out in node.output if ";" in out}
 
 
 def torch_module_paths(tensor: str) -> list[str]:
@@ -89,21 +107,66 @@ def _keras_scope_of(theirs: str, scopes: dict, keras_names: set, suffixed: bool)
     return scope if scope in scopes and scope not in keras_names else None
 
 
-def _keras_matches(model, graph) -> dict:
+def _keras_matches(model, graph, refused: list | None = None) -> dict:
+    """{our name: their tensor} by Keras scopes; ``refused`` collects the TFLite fused tensors
+    (:func:`_tflite_matches`) that could not be told to be one of our layers."""
     scopes = keras_scopes(graph)
+    fused = fused_segments(graph)
+    all_scopes = set(scopes) | {p for _, segs in fused.values() for seg in segs for p in seg}
     src_names = model.source_layer_names or {}
     keras_names = set(src_names.values()) | set(model.layer_names)
     kinds = {layer.name: layer.kind for layer in model.layers} | {h["name"]: h["kind"] for h in model.head}
     theirs_names = [src_names.get(n, n) for n in model.layer_names]
-    suffixed = sum(f"{n}_1" in scopes for n in theirs_names) > sum(n in scopes for n in theirs_names)
-    wanted = {}
+    suffixed = sum(f"{n}_1" in all_scopes for n in theirs_names) > sum(n in all_scopes for n in theirs_names)
+    wanted, layer_of = {}, {}
     for ours in model.layer_names:
-        scope = _keras_scope_of(src_names.get(ours, ours), scopes, keras_names, suffixed)
+        scope = _keras_scope_of(src_names.get(ours, ours), all_scopes, keras_names, suffixed)
         if scope is not None:
+            layer_of[scope] = ours
+        if scope in scopes:
             tensor, op = scopes[scope]
             if op in _KERAS_FINAL_OPS[kinds[ours]]:
                 wanted[ours] = tensor
-    return wanted
+    found, not_ours = _tflite_matches(model, graph, fused, layer_of, kinds)
+    if refused is not None:
+        refused.extend(not_ours)
+    return wanted | found
+
+
+def _tflite_matches(model, graph, fused, layer_of, kinds) -> tuple[dict, list]:
+    """``({our name: their tensor}, [fused tensors refused])`` for TFLite's ``;``-joined names.
+
+    The tensor is the output of the op its first segment names, when the node that makes it is that
+    layer's final op (a Relu whose name begins with an ``_act`` scope). tf2onnx splits a fused
+    activation off into a Relu node of its own (``Relu__5:0``): the Conv then keeps the fused name
+    and its value is the convolution with its BN folded in, before the activation, which is that BN's
+    output (the segments name a BN and the convolution it reads); the Relu after it is the first
+    segment's activation layer when that layer reads the BN. Any other fused tensor is refused, never
+    mapped to a layer whose value it is not.
+    """
+    inputs = {layer.name: layer.inputs for layer in model.layers}
+    readers = {}
+    for node in graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    found, refused = {}, []
+    for tensor, (node, segments) in fused.items():
+        named = [[layer_of[p] for p in seg if p in layer_of] for seg in segments]
+        first = named[0][0] if named[0] else None
+        if first is not None and node.op_type in _KERAS_FINAL_OPS[kinds[first]]:
+            found[first] = tensor
+            continue
+        layers = {n for seg in named for n in seg}
+        bn = next((n for n in layers if kinds[n] == "bn" and inputs[n][0] in layers), None)
+        if node.op_type != "Conv" or bn is None:
+            if node.op_type in _LAYER_OPS:  # a layer's output, whose: not a Transpose tf2onnx adds
+                refused.append(tensor)
+            continue
+        found[bn] = tensor
+        relu = [r for r in readers.get(tensor, []) if r.op_type == "Relu"]
+        if first is not None and kinds[first] == "relu" and inputs[first] == (bn,) and len(relu) == 1:
+            found[first] = relu[0].output[0]
+    return found, refused
 
 
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # torch's dynamo exporter: a node's module paths, as a Python list's repr
@@ -256,7 +319,9 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
         raise ValueError(f"{path}: expected one image input, found {len(inputs)}: {inputs}")
     final = graph.output[0].name  # before we add the intermediate outputs
     named = _named_matches(model, graph, mapping)
-    wanted = _keras_matches(model, graph) | named
+    refused = []
+    wanted = _keras_matches(model, graph, refused) | named
+    refused = [t for t in refused if t not in set(wanted.values())]
     no_names = "" if set(wanted) - {model.layer_names[-1]} else _no_names(graph, mapping)
     existing = {o.name for o in graph.output}
     for name in sorted(set(wanted.values()) - existing):
@@ -289,12 +354,13 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     feed_dtype = onnx.helper.tensor_dtype_to_np_dtype(image.elem_type)  # float16 for a model.half() export
     precision = graph_precision(graph)
 
-    nchw_input = len(declared) == 4 and declared[1] == 3 and declared[3] != 3
-    if no_names and nchw_input and layout != "NCHW":  # both are missing: say both at once
+    # the model's channel count says which dim of the declared input is the channels; both is refused
+    nchw_input = layout is None and input_layout(declared, model.channels, f"{path}: its input {inputs[0]!r}") == "NCHW"
+    if no_names and nchw_input:  # both are missing: say both at once
         no_names += f"; and its input is NCHW {_dims(declared)}: pass layout='NCHW' (--layout NCHW)"
 
     def run(x, final_only=False):
-        if nchw_input and layout != "NCHW":
+        if nchw_input:
             raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
         feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
@@ -327,8 +393,11 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
         acts[model.layer_names[-1]] = by_name[final]
         return acts
 
-    return OnnxRun(run, precision, no_names, [n for n in [folded_bn.note(model, graph, named)] if n],
-                   final_activation(graph))
+    notes = [folded_bn.note(model, graph, named)]
+    if refused:
+        notes.append(f"{len(refused)} tensor(s) named by TFLite's fused ops (';'-joined) say no one layer of ours "
+                     f"and were not compared (e.g. {refused[0][:200]!r}); map them with names= if you know them")
+    return OnnxRun(run, precision, no_names, [n for n in notes if n], final_activation(graph))
 
 
 # The graph's final op -> the activation its output ends with; ops that only move data are looked through.

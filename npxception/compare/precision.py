@@ -19,7 +19,8 @@ import numpy as np
 # float32: float32 round-off (6e-8) times reduction lengths up to 9 * 2048, compounded over
 #   36 layers, stays below ~3e-5 for a correct port; a wrong BN epsilon (1e-5 for 1e-3)
 #   moves a BN output by ~1e-3 relative. The same bound serves local errors, which are
-#   one layer's round-off (~1e-6).
+#   one layer's round-off (~1e-6); under it, a failing row's layer is held to float32's
+#   round-off itself (roundoff.py: a dropped fused bias can be 2e-6 of max|theirs|).
 # float64: summation order only.
 # float16: unit round-off 2^-11 = 4.9e-4; a correct float16 port's local errors (its weights and
 #   its outputs rounded to float16) measured up to 1e-3 of max|theirs| on the 75x75 test model,

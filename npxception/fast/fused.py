@@ -16,6 +16,7 @@ import numpy as np
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
+from .direct import pointwise_tile
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
@@ -38,7 +39,11 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved):
+NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance
+
+
+def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
+                   packed=NOT_PACKED):
     """A whole separable conv + folded BN: relu?(depthwise(relu?(x)) @ pw * scale + shift).
 
     x (N, H, W, C); dw (3, 3, C); pw (C, Co). The result goes to out
@@ -52,13 +57,19 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     overwrites input rows that the 3x3 window still needs: so the row above
     each thread's first and the row below its last are saved before any thread
     starts, and each tile's last input row before its GEMM, for the next tile.
+
+    The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
+    ``packed`` is given (``pw`` packed in advance, float32, AVX-512), the
+    microkernel of npxception/fast/direct.py with the epilogue from registers
+    (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel").
     """
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
     zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
+    offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
-                                     tile_rows, saved, zero))
+                                     tile_rows, saved, zero, packed, offs))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
@@ -94,7 +105,8 @@ def _save_halo_rows(x, nt, saved):
 
 
 @njit(nogil=True)
-def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero):
+def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
+                   packed, offs):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
@@ -128,6 +140,11 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
             depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
         _copy_row(saved[t, 2], xr[r1 - 1])
         m = (r1 - r0) * w_
+        if packed.shape[0] > 0:
+            dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
+            pointwise_tile(buf[:m], pw, packed, offs, scale, shift, relu_out, add, dest)
+            r0 = r1
+            continue
         if add:
             y = out[t * buf.shape[0]:t * buf.shape[0] + m]
             res = residual[r0 * w_:r1 * w_]

@@ -28,7 +28,8 @@ from .. import blas
 from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
-from .fused import conv_fused, sep_conv_fused
+from . import direct
+from .fused import NOT_PACKED, conv_fused, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 
@@ -64,17 +65,24 @@ class FastPlan:
         self.head = model.head
         self.model_params = p
         self.steps = compile_plan(model.layers, model.head, model.channels)
+        # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
+        self.fused = blas.AVAILABLE
         self.folded = {}
+        # layer name -> its kernel packed for the microkernel (npxception/fast/direct.py), which then runs it:
+        # float32 on AVX-512, kernels of at most direct.PACK_MAX floats (the larger ones measured slower)
+        self.packed = {}
         for step in self.steps:
             if isinstance(step, ConvBN):
                 k = p[f"{step.conv}/kernel"]
                 self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
+                if direct.worth_packing(self.folded[step.conv][0]):
+                    self.packed[step.conv] = direct.pack_kernel(self.folded[step.conv][0])
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 self.folded[step.sepconv] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], *_bn(p, step.bn))
+                if self.fused and direct.worth_packing(self.folded[step.sepconv][1]):
+                    self.packed[step.sepconv] = direct.pack_kernel(self.folded[step.sepconv][1])
         self.arena: dict[str, np.ndarray] = {}
-        # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
-        self.fused = blas.AVAILABLE
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
 
@@ -132,6 +140,11 @@ class FastPlan:
         ho, pad_t = window_geometry(h, kh, stride, step.padding)
         wo, pad_l = window_geometry(w, kh, stride, step.padding)
         out = self._buffer(f"v{step.slot}", (n * ho * wo, w2.shape[1]))
+        if step.conv in self.packed and pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h \
+                and (wo - 1) * stride + kh <= w:  # no padded tap: the direct kernel reads x in place
+            direct.conv_direct(x, self.packed[step.conv], w2, kh, stride, ho, wo, scale, shift, step.relu_out, out,
+                               numba.get_num_threads())
+            return out.reshape(n, ho, wo, w2.shape[1])
         if self.fused:
             threads = numba.get_num_threads()
             rows_per_tile = max(1, min(-(-n * ho // threads), self.COLS_ELEMS // (wo * kh * kh * c)))
@@ -177,7 +190,7 @@ class FastPlan:
             else:
                 out, res = target, np.empty((0, cout), self.dtype)
             sep_conv_fused(x, dw, pw, scale, shift, step.relu_in, step.relu_out, out, res, scratch,
-                           rows_per_tile, saved)
+                           rows_per_tile, saved, self.packed.get(step.sepconv, NOT_PACKED))
         elif step.in_place:
             self._sep_bn_in_place(x, dw, pw, scale, shift, step, target)
         else:

@@ -23,6 +23,7 @@ class Case:
     skipped: dict | None = None  # {input position: (layer we ran to fill a gap, that layer's input)}
     earlier: dict | None = None  # their earlier activations {name: array}, for a mis-wired input
     readers: dict | None = None  # their outputs of the layers that read this one {name: array}
+    reader_inputs: dict | None = None  # {reader: its inputs, theirs}, for the readers whose inputs they expose
     input_causes: dict | None = None  # {input layer: the cause diagnosed there}, for its inputs that are sources
     images: list | None = None  # the photo files the batch was made from, one per image, when known
     x_input: np.ndarray | None = None  # that batch as the model takes it (x_ours is after its input stage)

@@ -56,12 +56,38 @@ def wrong_input(case: Case) -> Candidate | None:
     return Candidate("wrong_input", f"reads {name} instead of {case.input_names[0]}", y, name)
 
 
+# A reader "reproduces" its dumped output from their values at float32's default tolerance
+# (precision.DEFAULT_RTOL): a reader fed the value before an in-place ReLU misses it by O(1)
+# wherever that value was negative.
+_FED_ON_RTOL = 1e-4
+
+
+def _reproduced(case: Case, reader: str) -> bool:
+    """Our layer ``reader`` run on their inputs (this layer's dumped value among them) gives their output;
+    a reader of this layer's kind (the next residual add) with the same extra ReLU after it."""
+    ins = (case.reader_inputs or {}).get(reader)
+    if ins is None:
+        return False
+    y, theirs = case.model.run_layer(reader, ins), case.readers[reader]
+    kind = next((n.kind for n in case.model.layers if n.name == reader), None)
+    return y.shape == theirs.shape and any(np.abs(t - theirs).max() <= _FED_ON_RTOL * np.abs(theirs).max()
+                                           for t in ([y, np.maximum(y, 0)] if kind == case.kind else [y]))
+
+
 def overwritten_in_place(case: Case) -> Candidate | None:
     """Their dump holds, for this layer, exactly the output of a layer that reads it: an in-place
     op (``ReLU(inplace=True)``, ``x += skip``) overwrote the tensor after a forward hook kept a
-    reference to it. The port may be right; the dump is not (clone in the hook)."""
+    reference to it; the port may be right, the dump is not (clone in the hook). Unless this
+    layer's other readers (a residual convolution, the next add) reproduce their outputs from
+    that very value: the port fed it on, so the port has an extra ReLU here."""
     for name, a in (case.readers or {}).items():
         if a.shape == case.theirs.shape and np.array_equal(a, case.theirs):
+            others = [r for r in case.readers if r != name]
+            if others and (case.theirs >= 0).all() and all(_reproduced(case, r) for r in others):
+                return Candidate("extra_relu_after", f"an extra ReLU after this layer (the port feeds it on: "
+                                 f"their {' and '.join(others)} {'match' if len(others) > 1 else 'matches'} ours run on "
+                                 "the ReLU'd value)",
+                                 np.maximum(case.local, 0), others[0])
             # an extra ReLU before a ReLU leaves the same two tensors: a dump cannot tell them apart
             also = " or an extra ReLU here" if (case.theirs >= 0).all() else ""
             return Candidate("overwritten_in_place", f"their value is {name}'s output: overwritten in place "

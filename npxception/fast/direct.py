@@ -1,0 +1,332 @@
+"""A direct (implicit-GEMM) convolution whose accumulators stay in AVX-512 registers, with its NumPy twin.
+
+For a convolution with no padding (VALID, or any 1x1), output pixel
+(n, oh, ow) and input channel tap k = (i, j, c) read
+``x[n, oh*s + i, ow*s + j, c]``, which sits at a fixed offset
+``off[k] = (i*W + j)*C + c`` from the pixel's first input, and consecutive
+output pixels of a row are ``s*C`` apart. So a row of output pixels against
+the kernel ``(KH*KW*C, C_out)`` is a GEMM whose left operand is read in place
+(no im2col):
+
+    y[ow, co] = sum_k x_flat[base + ow*s*C + off[k]] * kernel[k, co]
+    out = relu?(y * scale + shift)          (the folded BN, then the ReLU)
+
+The microkernel (LLVM IR through a Numba ``@intrinsic``, as in
+benchmarks/gemm_microkernel.py) holds MR pixels x NR channels of ``y`` in
+registers for the whole reduction over k, broadcasting each input against
+the weights' NR-wide row, and applies the affine map and the ReLU before its
+one masked store (or adds into a residual). The same microkernel runs the
+separable convolutions' pointwise GEMMs (:func:`pointwise_tile`), its left
+operand the depthwise tile in the thread's cache. The weights are packed
+once, in NR-wide panels, when the plan is built, only for kernels of at most
+:data:`PACK_MAX` floats (memory). Why this exists and what it measured: docs/performance.md,
+"Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel".
+
+float32 only, and only on CPUs with AVX-512 (:data:`AVAILABLE`); elsewhere the
+plan keeps im2col + OpenBLAS (npxception/fast/fused.py). Under
+``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the body of
+:func:`pointwise_tile`) run instead.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as ll
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from .._jit import njit
+from ..ops.padding import tap_view
+from .threads import in_parallel
+
+LANES = 16  # float32 lanes of one zmm register
+# (rows of pixels, vectors of channels): MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers
+TILES = {64: (6, 4), 32: (12, 2)}  # NR -> (MR, NVEC)
+PACK_MAX = 256 * 1024  # floats of the largest kernel packed: the 1x1 256 -> 728, not the 728 -> 728
+L2_FLOATS = 128 * 1024  # 512 KB: half a core's L2 on the machines measured, for inputs or weights
+
+
+def _host_has_avx512() -> bool:
+    """Whether the CPU Numba compiles for has AVX-512F (read through llvmlite, as Numba does)."""
+    try:
+        return bool(ll.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # llvmlite could not read the host's features
+        return False
+
+
+AVAILABLE = _host_has_avx512()
+
+
+def worth_packing(kernel2d) -> bool:
+    """Whether a (K, C_out) kernel gets a packed copy for the microkernel: float32, AVX-512, at most PACK_MAX.
+
+    The bound keeps the copies to ~2 MB for Xception (the 300 MB budget,
+    docs/performance.md); larger kernels stay on OpenBLAS.
+    """
+    return AVAILABLE and kernel2d.dtype == np.float32 and kernel2d.size <= PACK_MAX
+
+
+def panel_width(c_out: int) -> int:
+    """NR for ``c_out`` channels: 32 when they fit one half-width panel, else 64."""
+    return 32 if c_out <= 32 else 64
+
+
+def pack_kernel(kernel2d):
+    """(K, C_out) -> (P, K, NR) float32 panels of NR output channels, zero past C_out; 64-byte aligned."""
+    k, c_out = kernel2d.shape
+    nr = panel_width(c_out)
+    p = -(-c_out // nr)
+    packed = aligned(p * k * nr).reshape(p, k, nr)
+    for q in range(p):
+        cols = kernel2d[:, q * nr:(q + 1) * nr]
+        packed[q, :, :cols.shape[1]] = cols
+    return packed
+
+
+def _make_micro(mr, nvec):
+    """The MR x (NVEC*16) microkernel: y = A @ B over k, then relu?(y * scale + shift), masked store."""
+    fty = ir.FloatType()
+    vty = ir.VectorType(fty, LANES)
+    nr = LANES * nvec
+    f32p = types.CPointer(types.float32)
+
+    @intrinsic
+    def micro(typingctx, a, lda, rows, offs, k, b, ldb, c, ldc, ncols, scale, shift, relu, add):
+        sig = types.void(f32p, types.int64, types.int64, types.CPointer(types.int64), types.int64, f32p,
+                         types.int64, f32p, types.int64, types.int64, f32p, f32p, types.boolean, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            a, lda, rows, offs, k, b, ldb, c, ldc, ncols, scale, shift, relu, add = args
+            mod = builder.module
+            i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
+            mty = ir.VectorType(i1, LANES)
+            fma = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), "llvm.fma.v16f32")
+            mload = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+                                                   "llvm.masked.load.v16f32.p0")
+            mstore = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]), "llvm.masked.store.v16f32.p0")
+            zero = ir.Constant(vty, [0.0] * LANES)
+            splat_idx = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+
+            def splat(value, ty):
+                v = builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, v, splat_idx)
+
+            # rows past the last pixel repeat it: their stores write the same values to the same place
+            last = builder.sub(rows, ir.Constant(i64, 1))
+            aptr, cptr = [], []
+            for i in range(mr):
+                ci = ir.Constant(i64, i)
+                idx = builder.select(builder.icmp_signed("<", ci, rows), ci, last)
+                aptr.append(builder.gep(a, [builder.mul(idx, lda)]))
+                cptr.append(builder.gep(c, [builder.mul(idx, ldc)]))
+            vi64 = ir.VectorType(i64, LANES)
+            cols = splat(ncols, vi64)
+            masks = [builder.icmp_signed("<", ir.Constant(vi64, [v * LANES + j for j in range(LANES)]), cols)
+                     for v in range(nvec)]
+            entry = builder.block
+            loop = builder.append_basic_block("direct.loop")
+            done = builder.append_basic_block("direct.done")
+            builder.cbranch(builder.icmp_signed(">", k, ir.Constant(i64, 0)), loop, done)
+            builder.position_at_end(loop)
+            kk = builder.phi(i64)
+            kk.add_incoming(ir.Constant(i64, 0), entry)
+            accs = [[None] * nvec for _ in range(mr)]
+            for i in range(mr):
+                for v in range(nvec):
+                    accs[i][v] = builder.phi(vty)
+                    accs[i][v].add_incoming(zero, entry)
+            brow = builder.gep(b, [builder.mul(kk, ldb)])
+            bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, v * LANES)]), vty.as_pointer()),
+                               align=4) for v in range(nvec)]
+            off = builder.load(builder.gep(offs, [kk]))
+            new = []
+            for i in range(mr):
+                s = splat(builder.load(builder.gep(aptr[i], [off])), vty)
+                new.append([builder.call(fma, [s, bv[v], accs[i][v]]) for v in range(nvec)])
+            nk = builder.add(kk, ir.Constant(i64, 1))
+            kk.add_incoming(nk, loop)
+            for i in range(mr):
+                for v in range(nvec):
+                    accs[i][v].add_incoming(new[i][v], loop)
+            builder.cbranch(builder.icmp_signed("<", nk, k), loop, done)
+            builder.position_at_end(done)
+            ys = [[None] * nvec for _ in range(mr)]
+            for i in range(mr):  # the sums (zero when k = 0), first in the block as LLVM requires
+                for v in range(nvec):
+                    ys[i][v] = builder.phi(vty)
+                    ys[i][v].add_incoming(zero, entry)
+                    ys[i][v].add_incoming(new[i][v], loop)
+            four = ir.Constant(i32, 4)
+            sv = [builder.call(mload, [builder.bitcast(builder.gep(scale, [ir.Constant(i64, v * LANES)]),
+                                                       vty.as_pointer()), four, masks[v], zero]) for v in range(nvec)]
+            hv = [builder.call(mload, [builder.bitcast(builder.gep(shift, [ir.Constant(i64, v * LANES)]),
+                                                       vty.as_pointer()), four, masks[v], zero]) for v in range(nvec)]
+            def flag(value):  # a boolean argument as a vector of i1
+                return splat(value if value.type == i1 else builder.trunc(value, i1), ir.VectorType(i1, LANES))
+
+            relu_v, add_v = flag(relu), flag(add)
+            results = []
+            for i in range(mr):
+                for v in range(nvec):
+                    y = builder.call(fma, [ys[i][v], sv[v], hv[v]])
+                    neg = builder.fcmp_ordered("<", y, zero)
+                    y = builder.select(builder.and_(neg, relu_v), zero, y)
+                    dst = builder.bitcast(builder.gep(cptr[i], [ir.Constant(i64, v * LANES)]), vty.as_pointer())
+                    # added into what c holds (the residual) when asked: nothing is loaded otherwise
+                    y = builder.fadd(y, builder.call(mload, [dst, four, builder.and_(masks[v], add_v), zero]))
+                    results.append((y, dst, v))
+            for y, dst, v in results:  # every load before any store: repeated last rows alias it
+                builder.call(mstore, [y, dst, four, masks[v]])
+            return context.get_dummy_value()
+        return sig, codegen
+    return micro
+
+
+_MICRO = {nr: _make_micro(*TILES[nr]) for nr in TILES}
+_micro64 = _MICRO[64]
+_micro32 = _MICRO[32]
+_MR64, _MR32 = TILES[64][0], TILES[32][0]
+
+
+@intrinsic
+def _at(typingctx, arr, off):
+    """A typed pointer to element ``off`` of a C-contiguous array's flat data."""
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.gep(data, [args[1]])
+    return types.CPointer(arr.dtype)(arr, off), codegen
+
+
+@njit(nogil=True)
+def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk):
+    """Thread t's share of :func:`conv_direct`: output rows (n, oh) numbered [a_t, b_t), MR pixels at a time.
+
+    ``chunk`` rows at a time, each panel of weights over all of them in turn:
+    the chunk's inputs and one panel stay in L2 together.
+    """
+    _, h_, w_, c_ = x.shape
+    p_, k_, nr = packed.shape
+    co = out.shape[1]
+    rows = x.shape[0] * ho
+    per = -(-rows // nt)
+    mr = _MR32 if nr == 32 else _MR64
+    end = min(rows, (t + 1) * per)
+    for r0 in range(t * per, end, chunk):
+        for q in range(p_):
+            b = _at(packed, q * k_ * nr)
+            for r in range(r0, min(end, r0 + chunk)):
+                n = r // ho
+                oh = r % ho
+                base = ((n * h_ + oh * stride) * w_) * c_
+                for ow0 in range(0, wo, mr):
+                    m = min(mr, wo - ow0)
+                    a = _at(x, base + ow0 * stride * c_)
+                    dst = _at(out, (r * wo + ow0) * co + q * nr)
+                    cols = min(nr, co - q * nr)
+                    if nr == 32:
+                        _micro32(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
+                                 _at(shift, q * nr), relu, False)
+                    else:
+                        _micro64(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
+                                 _at(shift, q * nr), relu, False)
+
+
+def tap_offsets(kh, kw, w, c):
+    """off[(i*KW + j)*C + c] = (i*W + j)*C + c: where tap k sits from its pixel's first input, in elements."""
+    i = np.arange(kh)[:, None, None]
+    j = np.arange(kw)[None, :, None]
+    return ((i * w + j) * c + np.arange(c)).reshape(-1).astype(np.int64)
+
+
+def conv_direct(x, packed, kernel2d, kh, stride, ho, wo, scale, shift, relu, out, threads):
+    """out (N*Ho*Wo, C_out) = relu?(conv(x, kernel) * scale + shift), no padding; x (N, H, W, C) float32.
+
+    ``packed`` is :func:`pack_kernel` (kernel2d); ``kernel2d`` (KH*KH*C, C_out)
+    is what the twin reads when the kernels run as Python. Output rows are
+    shared among ``threads`` threads (npxception/fast/threads.py).
+    """
+    if numba.config.DISABLE_JIT:  # the intrinsic cannot run as Python: its twin computes the same
+        out[...] = conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu)
+        return
+    offs = tap_offsets(kh, kh, x.shape[2], x.shape[3])
+    rows = x.shape[0] * ho
+    chunk = -(-rows // threads)  # every row of the share under each panel: weights over L2_FLOATS stream once
+    if packed.size <= L2_FLOATS:  # the weights stay in L2 anyway: a chunk of inputs that stays there too
+        chunk = max(1, min(chunk, L2_FLOATS // (kh * x.shape[2] * x.shape[3])))
+    in_parallel(_direct_part, threads, (threads, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk))
+
+
+def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
+    """NumPy twin of :func:`conv_direct`: one GEMM per tap on the input's strided tap view, then the epilogue."""
+    n, _, _, c = x.shape
+    y = np.zeros((n * ho * wo, kernel2d.shape[1]), x.dtype)
+    for i in range(kh):
+        for j in range(kh):
+            taps = tap_view(x, i, j, (stride, stride), (ho, wo)).reshape(-1, c)
+            y += taps @ kernel2d[(i * kh + j) * c:(i * kh + j + 1) * c]
+    y = y * scale + shift
+    return np.maximum(y, 0) if relu else y
+
+
+
+
+@njit(nogil=True)
+def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
+    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``; a (M, K) C-contiguous.
+
+    ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
+    microkernel's taps are then the row's K values.
+    """
+    m, k_ = a.shape
+    p_, _, nr = packed.shape
+    co = y.shape[1]
+    mr = _MR32 if nr == 32 else _MR64
+    for q in range(p_):
+        b = _at(packed, q * k_ * nr)
+        for i0 in range(0, m, mr):
+            rows = min(mr, m - i0)
+            if nr == 32:
+                _micro32(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
+            else:
+                _micro64(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
+                         min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
+
+
+def pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+    """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
+
+    a (M, K), kernel (K, C_out), y (M, C_out), all C-contiguous float32;
+    ``packed`` is :func:`pack_kernel` (kernel). Called from kernels (an
+    overload below); as Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
+    """
+    v = a @ kernel * scale + shift
+    if relu:
+        v = np.maximum(v, 0)
+    if add:
+        y += v
+    else:
+        y[...] = v
+
+
+@overload(pointwise_tile)
+def _pointwise_tile_compiled(a, kernel, packed, offs, scale, shift, relu, add, y):
+    if y.dtype != types.float32:
+        def never(a, kernel, packed, offs, scale, shift, relu, add, y):  # float64 plans pack nothing
+            pass
+        return never
+
+    def impl(a, kernel, packed, offs, scale, shift, relu, add, y):
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y)
+    return impl
+
+
+def aligned(size):
+    """A float32 array of ``size`` zeros whose data starts on a 64-byte boundary."""
+    raw = np.zeros(size + LANES, np.float32)
+    start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
+    return raw[start:start + size]

@@ -1,0 +1,173 @@
+"""The register-tiled microkernel (npxception/fast/direct.py) against TensorFlow, its NumPy twin and the
+OpenBLAS path it replaces; the plan's choice of it by shape; and the plan without AVX-512.
+
+Tolerance of every float32 comparison, element by element: a float32 dot product of K terms is within
+gamma_K * sum_k |x_k w_k| of the exact one (Higham, Accuracy and Stability, eq. 3.4; gamma_K ~ K eps), for
+any summation order (ours, TensorFlow's, OpenBLAS'); folding BN into float32 ``scale`` and ``shift`` and
+applying it adds a few roundings of its terms' size (``shift = beta - scale * mean`` may cancel). So
+``tol = (K + 4) eps |scale| (|x| * |w|) + 8 eps (|y| + |beta| + |scale * mean|)``, with the reference in float64 (TensorFlow run in float64: its own rounding is ~1e-16).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import npxception
+from npxception import blas
+from npxception.config import CONFIG
+from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn
+from npxception.fast.fused import NOT_PACKED, conv_fused_reference
+from npxception.ops.padding import window_geometry
+
+EPS32 = float(np.finfo(np.float32).eps)
+needs_avx512 = pytest.mark.skipif(not direct.AVAILABLE, reason="no AVX-512: the plan keeps OpenBLAS (see "
+                                  "test_without_avx512_the_plan_packs_nothing, which runs everywhere)")
+
+
+def bn_stats(rng, c):
+    """Random BN statistics (gamma, beta, mean, var), float32, as in every test model."""
+    return (rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.2, 2, c))
+
+
+def tf_conv_bn_relu(x, kernel4, stride, stats, relu):
+    """TensorFlow in float64: conv2d VALID -> batch_normalization (Keras' epsilon) -> ReLU?."""
+    gamma, beta, mean, var = (tf.constant(np.asarray(s, np.float64)) for s in stats)
+    y = tf.nn.conv2d(tf.constant(x, tf.float64), tf.constant(kernel4, tf.float64), strides=stride, padding="VALID")
+    y = tf.nn.batch_normalization(y, mean, var, beta, gamma, CONFIG.bn_epsilon)
+    return (tf.nn.relu(y) if relu else y).numpy()
+
+
+def tolerance(x, kernel4, stride, stats, scale, want):
+    """The bound of the module docstring, from |x| conv |w| in float64 -> (N*Ho*Wo, C_out)."""
+    sizes = tf.nn.conv2d(tf.constant(np.abs(x), tf.float64), tf.constant(np.abs(kernel4), tf.float64),
+                         strides=stride, padding="VALID").numpy().reshape(want.shape)
+    k = kernel4.shape[0] * kernel4.shape[1] * kernel4.shape[2]
+    beta, mean = stats[1], stats[2]
+    # shift = beta - scale * mean is rounded to float32: relative to its terms, which may cancel
+    return (k + 4) * EPS32 * np.abs(scale) * sizes + 8 * EPS32 * (np.abs(want) + np.abs(beta) + np.abs(scale * mean))
+
+
+@needs_avx512
+@given(n=st.integers(1, 2), h=st.integers(1, 16), w=st.integers(1, 30), c=st.integers(1, 40),
+       cout=st.integers(1, 80), k=st.integers(1, 3), stride=st.integers(1, 2), relu=st.booleans(),
+       threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed):
+    """Widths up to 30 leave partial tiles of 6 and 12 pixels; up to 80 channels take one half-width panel
+    (<= 32), one full panel or two, the last one masked; the kernel sizes and strides are Xception's."""
+    assume(h >= k and w >= k)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, h, w, c)).astype(np.float32)
+    kernel4 = (rng.normal(0, 1, (k, k, c, cout)) / np.sqrt(k * k * c)).astype(np.float32)
+    stats = [s.astype(np.float32) for s in bn_stats(rng, cout)]
+    scale, shift = fold_bn(*stats, CONFIG.bn_epsilon)
+    ho, pad_t = window_geometry(h, k, stride, "valid")
+    wo, pad_l = window_geometry(w, k, stride, "valid")
+    kernel = kernel4.reshape(-1, cout)
+    out = np.full((n * ho * wo, cout), np.nan, np.float32)
+    direct.conv_direct(x, direct.pack_kernel(kernel), kernel, k, stride, ho, wo, scale, shift, relu, out, threads)
+    want = tf_conv_bn_relu(x, kernel4, stride, stats, relu).reshape(-1, cout)
+    tol = tolerance(x, kernel4, stride, stats, scale, want)
+    twin = direct.conv_direct_reference(x, kernel, k, stride, ho, wo, scale, shift, relu)
+    im2col = conv_fused_reference(x, kernel, k, stride, pad_t, pad_l, ho, wo, scale, shift, relu)
+    for name, got in (("kernel", out), ("twin", twin), ("im2col path", im2col)):
+        bad = np.abs(got - want) > tol
+        assert not bad.any(), f"{name}: ours {got[bad][:3]} against TF's {want[bad][:3]} (tol {tol[bad][:3]})"
+
+
+@numba.njit
+def compiled_pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+    """:func:`direct.pointwise_tile` as a kernel calls it (its overload: the microkernel)."""
+    direct.pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y)
+
+
+@needs_avx512
+@given(m=st.integers(1, 40), c=st.integers(1, 300), cout=st.integers(1, 150), relu=st.booleans(),
+       add=st.booleans(), seed=st.integers(0, 2**16))
+def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
+    """The separable convolutions' pointwise GEMM with its BN, ReLU and residual Add, by the microkernel, as a
+    1x1 tf.nn.conv2d on a row of m pixels (fewer than a tile of 6 or 12 rows too); the twin (the function run
+    as Python) too."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1, (m, c)).astype(np.float32)
+    pw = (rng.normal(0, 1, (c, cout)) / np.sqrt(c)).astype(np.float32)
+    stats = [s.astype(np.float32) for s in bn_stats(rng, cout)]
+    scale, shift = fold_bn(*stats, CONFIG.bn_epsilon)
+    residual = rng.normal(0, 1, (m, cout)).astype(np.float32) if add else np.full((m, cout), np.nan, np.float32)
+    args = (a, pw, direct.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
+    got, twin = residual.copy(), residual.copy()
+    compiled_pointwise_tile(*args, got)
+    direct.pointwise_tile(*args, twin)  # as Python: the NumPy twin
+    x, kernel4 = a.reshape(1, 1, m, c), pw.reshape(1, 1, c, cout)
+    want = tf_conv_bn_relu(x, kernel4, 1, stats, relu).reshape(m, cout)
+    tol = tolerance(x, kernel4, 1, stats, scale, want)
+    if add:
+        want = want + residual
+        tol = tol + EPS32 * np.abs(want)  # one more rounding
+    for name, out in (("kernel", got), ("twin", twin)):
+        bad = np.abs(out - want) > tol
+        assert not bad.any(), f"{name}: ours {out[bad][:3]} against TF's {want[bad][:3]} (tol {tol[bad][:3]})"
+
+
+def test_pack_kernel_round_trips():
+    """Panels of 32 or 64 channels, zero past the last channel, and 64-byte aligned for the vector loads."""
+    rng = np.random.default_rng(0)
+    for cout in (1, 32, 33, 64, 100):
+        kernel = rng.normal(0, 1, (7, cout)).astype(np.float32)
+        packed = direct.pack_kernel(kernel)
+        assert packed.shape == (-(-cout // direct.panel_width(cout)), 7, direct.panel_width(cout))
+        assert packed.ctypes.data % 64 == 0
+        side_by_side = packed.transpose(1, 0, 2).reshape(7, -1)
+        np.testing.assert_array_equal(side_by_side[:, :cout], kernel)
+        assert not side_by_side[:, cout:].any()
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """A 71x71 float32 backbone with random BN statistics: every step kind at small maps."""
+    return npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4)
+
+
+@pytest.mark.skipif(not blas.AVAILABLE, reason=f"the fused path needs NumPy's bundled OpenBLAS: {blas.WHERE}")
+def test_plan_packs_by_shape_and_agrees_with_openblas(small_model):
+    """The plan packs exactly the float32 kernels that ``worth_packing`` admits (by size, never by name), and
+    the whole network gives the OpenBLAS path's answer with them."""
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 71, 71, 3)).astype(np.float32)
+    fast_forward(small_model, x)
+    plan = small_model._fast
+    for step in plan.steps:
+        if isinstance(step, ConvBN):
+            kernel = plan.folded[step.conv][0]
+            assert (step.conv in plan.packed) == direct.worth_packing(kernel), step.conv
+        elif isinstance(step, SepConvBN):
+            assert (step.sepconv in plan.packed) == direct.worth_packing(plan.folded[step.sepconv][1]), step.sepconv
+    assert bool(plan.packed) == direct.AVAILABLE
+    packed = plan.packed
+    ours = plan(x).copy()
+    plan.packed = {}  # im2col + OpenBLAS everywhere, as without AVX-512
+    try:
+        theirs = plan(x).copy()
+    finally:
+        plan.packed = packed
+    reference = small_model.forward(x, impl="reference")[0]
+    # the whole network's float32 rounding, both paths against the same reference: the golden check's
+    # relative tolerance (npxception/golden.py RTOL float32 1e-4) of the output's max|x|
+    scale = np.abs(reference).max()
+    assert np.abs(ours - theirs).max() <= 1e-4 * scale
+    assert np.abs(ours - reference).max() <= 1e-4 * scale
+
+
+def test_without_avx512_the_plan_packs_nothing(small_model, monkeypatch):
+    """On a CPU without AVX-512 no kernel is packed, and every step runs im2col + OpenBLAS as before; a float64
+    plan packs nothing anywhere (the microkernel is float32)."""
+    from npxception.fast.run import FastPlan
+
+    monkeypatch.setattr(direct, "AVAILABLE", False)
+    assert FastPlan(small_model).packed == {}
+    monkeypatch.undo()
+    f64 = npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4, dtype="float64")
+    assert FastPlan(f64).packed == {}
