@@ -31,7 +31,7 @@ LIMIT = 1 << 30  # RLIMIT_AS: the acceptance bound on peak memory (address space
 BAD_SIGNS = ("MemoryError", "RecursionError", "Unable to allocate", "Traceback", "recursion depth")
 
 # The child sets its own address-space limit (and, for work a file could multiply, a CPU-time limit:
-# SIGXCPU kills it, exit -24), then runs a command-line entry point.
+# the kernel kills it, exit -9), then runs a command-line entry point.
 RUNNER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
