@@ -298,6 +298,22 @@ def keras_dtype(kmodel) -> np.dtype:
     return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
 
 
+def computes_in(kmodel) -> tuple[str, str | None]:
+    """``(dtype, policy)``: the least precise dtype a layer of ``kmodel`` (nested models included) computes in,
+    and the dtype policy it does so with (``"mixed_float16"``...; None when every layer computes in its
+    variables' dtype). Mixed precision keeps float32 variables, so :func:`keras_dtype` cannot tell."""
+    rank = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
+    found, policy = keras_dtype(kmodel).name, None
+    stack = list(kmodel.layers)
+    while stack:
+        layer = stack.pop(0)  # in model order: the policy named is the first layer's that computes in `found`
+        stack[:0] = getattr(layer, "layers", [])
+        dtype = str(getattr(layer, "compute_dtype", None))
+        if rank.get(dtype, 3) < rank.get(found, 3) or (policy is None and dtype == found and rank[found] < 2):
+            found, policy = dtype, getattr(getattr(layer, "dtype_policy", None), "name", None)
+    return found, policy
+
+
 def framework_of(kmodel):
     """The module of a live Keras model: ``keras`` (Keras 3) or ``tf_keras``."""
     return importlib.import_module(type(kmodel).__module__.split(".")[0])  # keras or tf_keras

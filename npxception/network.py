@@ -21,6 +21,7 @@ from . import architecture as arch
 from . import forward
 from . import input_stage as stage
 from .config import CONFIG
+from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
@@ -37,7 +38,8 @@ class XceptionModel:
     """
 
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
-                 labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None):
+                 labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None,
+                 source_dtype_policy=None):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
@@ -62,6 +64,9 @@ class XceptionModel:
         # not recorded). Ours is NHWC whatever it says: it tells compare and --check-with-keras to feed
         # Keras NCHW, and a reader where the weights came from (weights_tools.layout).
         self.source_data_format = check_data_format(source_data_format)
+        # The 16-bit Keras dtype policy the source computed in ("mixed_float16"...), or None: ours computes
+        # its weights in self.dtype whatever it says; compare and --check-with-keras judge Keras by it.
+        self.source_dtype_policy = check_source_policy(source_dtype_policy)
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head, self.channels)
         params = dict(params)
@@ -149,6 +154,7 @@ class XceptionModel:
             "input_stage": self.input_stage,
             "source_input_shape": list(self.source_input_shape),
             "source_data_format": self.source_data_format,
+            "source_dtype_policy": self.source_dtype_policy,
             # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
@@ -171,7 +177,8 @@ class XceptionModel:
                               variant=self.variant, head=self.head, input_shape=self.input_shape,
                               labels=self.labels, source=self.source, input_stage=self.input_stage,
                               source_input_shape=self.source_input_shape,
-                              source_data_format=self.source_data_format)
+                              source_data_format=self.source_data_format,
+                              source_dtype_policy=self.source_dtype_policy)
         # the same network: its golden still holds, at the tolerance of the new dtype
         model.golden, model.golden_factory = self.golden, self.golden_factory
         return model

@@ -11,7 +11,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
          "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
-         "source_data_format": "channels_last"}   (or "channels_first", or null: not recorded)
+         "source_data_format": "channels_last",   (or "channels_first", or null: not recorded)
+         "source_dtype_policy": null}             (or "mixed_float16"...: the source computed in 16 bits)
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,
@@ -72,7 +73,10 @@ FORMAT = "npxception-weights"
 # "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
 # bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
 # source's format, so a reader that ignores the field computes the same answer; it only
-# tells compare and --check-with-keras to feed Keras NCHW.
+# tells compare and --check-with-keras to feed Keras NCHW. "source_dtype_policy" (the 16-bit Keras
+# policy the source computed in, "mixed_float16"..., npxception.dtype_policy) bumps nothing either: the
+# weights compute in the file's dtype whatever it says; it tells compare and --check-with-keras to judge
+# Keras at 16-bit precision.
 # 8: the stage starts with a "cast" step (an integer Input, npxception.input_stage), or the head
 # holds a batch_norm before its pooling (on the map, npxception.architecture): a version-7 reader
 # refuses the unknown step kind or head order, but would not say that a newer npxception reads

@@ -79,10 +79,11 @@ def _lazy(group, name, shape, dtype="f4"):
     return group.create_dataset(name, shape=shape, dtype=dtype, chunks=True, compression="gzip")
 
 
-def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
+def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0, dtype="f4", attrs=None):
     """A legacy weights-only Xception file (Keras' layout) of unallocated datasets: tiny on disk.
 
-    tweak(name, var, shape) -> shape lets a case misshape one array.
+    tweak(name, var, shape) -> shape lets a case misshape one array; ``dtype`` is every dataset's, and
+    ``attrs`` are set on each (Keras 3 tags a bfloat16 dataset with ``dtype="bfloat16"``).
     """
     shapes = arch.param_shapes(arch.backbone("keras"), [], 3)
     layers: dict[str, list] = {}
@@ -97,7 +98,7 @@ def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
             g = f.create_group(layer)
             g.attrs["weight_names"] = np.array([f"{layer}/{v}:0".encode() for v, _ in weights])
             for var, shape in weights:
-                _lazy(g, f"{layer}/{var}:0", shape)
+                _lazy(g, f"{layer}/{var}:0", shape, dtype).attrs.update(attrs or {})
         _pad(f, padding_bytes)
     return path
 

@@ -161,7 +161,12 @@ def cli_compare(args) -> int:
     elif keras_file:
         import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
 
-        model = weights_tools.read(against, config=getattr(args, "config", None))
+        config = getattr(args, "config", None)
+        # compare runs the source in Keras and judges it at its precision: a 16-bit model's weights are
+        # computed in float32 here, which the report says (weights_tools.dtype_policy)
+        model = weights_tools.read(against, config=config,
+                                   dtype_policy="float32" if weights_tools.sixteen_bit_policy(against, config=config)
+                                   else None)
     else:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     names = getattr(args, "names", None) or getattr(args, "port", None)

@@ -90,15 +90,18 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
     theirs, extra_ones = squeezed(theirs, {k: v.shape for k, v in ours.items()})
     unknown = [k for k in theirs if k not in ours]
-    precision, how = their_precision(model.dtype, side.dtype, theirs)
+    precision, how = their_precision(model.dtype, side.dtype, theirs, side.dtype_how)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
         raise ValueError(f"rtol, atol: expected finite numbers >= 0, found {rtol!r}, {atol!r}")
 
+    # A Keras model computing in 16 bits (mixed precision) compounds its rounding over the layers, past one
+    # layer's tolerance (docs/keras-recipe.md#mixed-precision); the oracle tells whose that difference is.
+    attribute = precision in HALF and side.dtype_how is not None and explain
     oracle_acts = None
-    if oracle:
+    if oracle or attribute:
         _, oracle_acts = model.astype("float64").forward(x.astype(np.float64), capture="all")
 
     rows, not_compared, warnings = [], [], list(side.notes)
@@ -155,6 +158,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         raise ValueError(f"{side.label}: no layer in common with npxception's names "
                          f"(theirs: {sorted(theirs)[:5]}...; ours: {model.layer_names[:3]}...); "
                          "map their names with names= (--names FILE.json, or --port for a known port)")
+    if attribute:
+        _attribute_rounding(rows, precision, rtol, warnings)
     report = Report(rows, rtol, atol, other=side.label, not_compared=not_compared, warnings=warnings,
                     theirs_only=unknown, unmatched_names=by_order.refused,
                     matched_by_order={ours_name: key for key, ours_name in by_order.matched.items()})
@@ -169,6 +174,29 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
 def _no_local(model):
     for node in nodes(model):
         yield Local(node, [], None, {})
+
+
+def _attribute_rounding(rows, precision, rtol, warnings) -> None:
+    """Mark as passed the layers whose accumulated difference is their 16-bit rounding, compounded: where no
+    layer is a source (each of theirs, run by ours on their inputs, agrees within ``rtol``) and ours is within
+    float32's tolerance of the float64 oracle, the difference is theirs alone, and the report says so."""
+    if any(r.source for r in rows):
+        return  # a layer introduces error itself: nothing is attributed
+    exact = DEFAULT_RTOL["float32"]
+    compounded = [r for r in rows if not r.passed and r.max_rel is not None and r.ours_vs_oracle is not None
+                  and r.ours_vs_oracle <= exact]
+    if not compounded:
+        return
+    for r in compounded:
+        r.passed = True
+        _add_note(r, f"their {precision} rounding, accumulated")
+    local = max((r.local_rel for r in rows if r.local_rel is not None), default=0.0)
+    ours = max((r.ours_vs_oracle for r in rows if r.ours_vs_oracle is not None), default=0.0)
+    warnings.append(f"{len(compounded)} layers differ by more than rtol {rtol:g} (up to "
+                    f"{max(r.max_rel for r in compounded):.2g}): their {precision} rounding, accumulated over the "
+                    f"layers before them, not a difference in what they compute: no layer's local error exceeds "
+                    f"rtol (the largest is {local:.2g}) and ours is within {ours:.2g} of the float64 oracle at every "
+                    "layer")
 
 
 def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:

@@ -35,6 +35,7 @@ class Other:
     label: str
     run: Callable[[np.ndarray], dict]
     dtype: str | None = None  # the precision it computes in ("float16", "bfloat16"...); None: judge by the arrays
+    dtype_how: str | None = None  # how that precision is known, when the side says more than its dtype
     fixed: bool = False  # a dump: its activations are for one input only
     layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
     names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
@@ -86,6 +87,16 @@ def keras_dtype(kmodel):
     return keras_side.keras_dtype(kmodel)
 
 
+def keras_precision(kmodel) -> tuple[str, str | None]:
+    """``(dtype, how it is known)``: what a Keras model computes in (:func:`npxception.keras_side.computes_in`),
+    and, for a 16-bit dtype policy (mixed precision), that policy, to which compare attributes its rounding."""
+    dtype, policy = keras_side.computes_in(kmodel)
+    if policy is None:
+        return dtype, None
+    return dtype, (f"the Keras model computes with the dtype policy {policy!r}; differences of its {dtype} "
+                   "rounding are its own, not a port's")
+
+
 def keras_activations(model, kmodel, x, final_only=False):
     """Activations of every Keras layer matched to ours by the converter's graph walk,
     nested backbones reached by their path (:mod:`npxception.keras_side`)."""
@@ -117,7 +128,7 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     mapping = resolve_names(names, model.layer_names)
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
-                     keras_dtype(other), layout="NHWC", final=_keras_final(model, other),
+                     *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
                      activation=keras_side.output_activation(model, other))
     if isinstance(other, dict):
         acts = dict(other)
@@ -140,7 +151,7 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if keras_side.is_keras_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
-        return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
+        return Other(str(path), lambda x: keras_activations(model, kmodel, x), *keras_precision(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel),
                      activation=keras_side.output_activation(model, kmodel))
     raise ValueError(f"{path}: expected {OTHER_FORMS}")
