@@ -15,28 +15,38 @@ from __future__ import annotations
 
 import os
 import pathlib
-import warnings
 
-from .paths import _writable, cache_home  # noqa: F401  (cache_home re-exported)
+from .paths import NoHomeError, _writable, cache_home  # noqa: F401  (cache_home re-exported)
 
 
-def _choose_cache_dir() -> bool:
-    """Return whether kernels may use ``cache=True``; set ``NUMBA_CACHE_DIR`` if needed."""
+def _choose_cache_dir() -> str | None:
+    """Set ``NUMBA_CACHE_DIR`` if needed; return None if kernels may use ``cache=True``, else why not.
+
+    The reason ends the first-compile notice (npxception/_jit_notice.py), so it
+    names the folder that failed and the variable that fixes it.
+    """
     if os.environ.get("NUMBA_CACHE_DIR"):
-        return _writable(pathlib.Path(os.environ["NUMBA_CACHE_DIR"]))
+        chosen = pathlib.Path(os.environ["NUMBA_CACHE_DIR"])
+        if _writable(chosen):
+            return None
+        return f"NUMBA_CACHE_DIR={chosen} is not writable: set NUMBA_CACHE_DIR to a writable folder"
     package_dir = pathlib.Path(__file__).resolve().parent
     if _writable(package_dir / "__pycache__"):
-        return True  # numba's default locator (next to the source) works
-    fallback = cache_home() / "numba"
+        return None  # numba's default locator (next to the source) works
+    try:
+        fallback = cache_home() / "numba"
+    except NoHomeError:
+        return "no home directory: set NUMBA_CACHE_DIR to a writable folder"
     if _writable(fallback):
         os.environ["NUMBA_CACHE_DIR"] = str(fallback)
-        return True
+        return None
     # Nowhere is writable: compile in memory in each process. Slower, but
     # ``cache=True`` would raise "no locator available" at import.
-    return False
+    return f"no writable cache folder ({fallback} is not): set NUMBA_CACHE_DIR to a writable folder"
 
 
-CACHE = _choose_cache_dir()
+NO_CACHE = _choose_cache_dir()  # None, or why every run compiles
+CACHE = NO_CACHE is None
 
 # OMP_WAIT_POLICY=PASSIVE is set in npxception/__init__.py, before anything
 # can load Numba's OpenMP layer (which reads it once, when it is loaded).
@@ -64,7 +74,7 @@ def cfunc(signature, func, **options):
     Compiles now (or loads from the cache): call it on first use, not at import.
     """
     made = CFunc(func, sigutils.normalize_signature(signature), locals={}, options=options)
-    _jit_notice.watch_cfunc(made, CACHE)  # a first compile says so (npxception/_jit_notice.py)
+    _jit_notice.watch_cfunc(made, NO_CACHE)  # a first compile says so (npxception/_jit_notice.py)
     if CACHE:
         made.enable_caching()
         _guard_cache(made)
@@ -114,14 +124,21 @@ def _damaged(cache, exc) -> None:
             os.unlink(index)  # the damaged index; the next save writes a good one
         except OSError:
             pass
-    if not _warned:
-        _warned = True
-        warnings.warn(f"npxception: a damaged Numba cache entry in {folder} ({type(exc).__name__}: "
-                      f"{' '.join(str(exc).split())[:200]}); recompiling. Deleting that folder clears "
-                      "the cache.", RuntimeWarning, stacklevel=2)
+    if _warned:
+        return
+    _warned = True
+    if isinstance(exc, OSError):  # a full disk, a read-only folder: nothing is damaged
+        text = (f"cannot write the kernel cache ({exc.filename or folder}: {exc.strerror or exc}); the kernels "
+                f"run compiled in memory. Free space in {folder} or set NUMBA_CACHE_DIR to a writable folder")
+    else:
+        text = (f"a damaged Numba cache entry in {folder} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}); recompiling. Deleting that folder clears the cache.")
+    # A log line, not warnings.warn: the CLI prints it as one "npxception: ..." line (no
+    # Python source line), and with no logging configured Python prints it to stderr.
+    _jit_notice.log.warning(text)
 
 
 # ---- a one-line notice before the first cold compile (npxception/_jit_notice.py) ----
 from . import _jit_notice  # noqa: E402
 
-_jit_notice.install(CACHE)
+_jit_notice.install(NO_CACHE)

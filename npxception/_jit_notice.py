@@ -31,44 +31,44 @@ def _dtype_of(args) -> str:
     return "float32"
 
 
-def message(dtype: str, cached: bool) -> str:
+def message(dtype: str, no_cache: str | None) -> str:
+    """The notice; ``no_cache`` is None when the cache works, else why not (npxception._jit says)."""
     kernels = "kernels" if dtype == "float32" else "float64 kernels"
-    if cached:
+    if no_cache is None:
         return f"compiling {kernels} once (about 7 s); later runs start in under a second"
-    return (f"compiling {kernels} (about 7 s); no writable cache folder, so every run compiles: "
-            "set NUMBA_CACHE_DIR to a writable folder")
+    return f"compiling {kernels} (about 7 s); every run compiles, because {no_cache}"
 
 
-def announce(dtype: str, cached: bool) -> None:
+def announce(dtype: str, no_cache: str | None) -> None:
     """Log the notice for ``dtype``'s kernels, the first time only."""
     with _lock:
         if dtype in _announced:
             return
         _announced.add(dtype)
-    log.info(message(dtype, cached))
+    log.info(message(dtype, no_cache))
 
 
 class _Listener(event.Listener):
-    def __init__(self, cached: bool):
-        self.cached = cached
+    def __init__(self, no_cache: str | None):
+        self.no_cache = no_cache
 
     def on_start(self, ev):
         dispatcher = ev.data.get("dispatcher")
         module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
         if not module.startswith("npxception"):  # someone else's Numba code in the same process
             return
-        announce(_dtype_of(ev.data.get("args", ())), self.cached)
+        announce(_dtype_of(ev.data.get("args", ())), self.no_cache)
 
     def on_end(self, ev):
         pass
 
 
-def install(cached: bool) -> None:
+def install(no_cache: str | None) -> None:
     """Listen to Numba's compile events (called once, by npxception._jit)."""
-    event.register("numba:compile", _Listener(cached))
+    event.register("numba:compile", _Listener(no_cache))
 
 
-def watch_cfunc(made, cached: bool) -> None:
+def watch_cfunc(made, no_cache: str | None) -> None:
     """The same notice for a ``numba.cfunc``: its compile fires no event, so hook its cache miss.
 
     ``CFunc.compile`` calls ``_compile_uncached`` only when the cache had nothing.
@@ -76,7 +76,7 @@ def watch_cfunc(made, cached: bool) -> None:
     uncached = made._compile_uncached
 
     def compile_uncached():
-        announce(_dtype_of(made._sig.args), cached)
+        announce(_dtype_of(made._sig.args), no_cache)
         return uncached()
 
     made._compile_uncached = compile_uncached

@@ -5,7 +5,10 @@ The manners are those of the Unix tools people already pipe together:
 * an error is one line on stderr, ``PROG: error: <message>``, exit code 1
   (argparse's usage errors: 2); ``--debug`` shows the traceback instead;
 * a closed pipe (``npxception predict DIR | head -2``) ends the program quietly
-  with exit code 141, what a shell reports for a tool killed by SIGPIPE;
+  with exit code 141, what a shell reports for a tool killed by SIGPIPE; so
+  does a closed stdout (``npxception ... >&-``);
+* text the stdout encoding cannot hold (a file name under ``LANG=C``) is
+  printed escaped (``\\u72ac``), never an error that stops the run;
 * Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT);
 * progress and notices go to stderr, never stdout, so ``> results.txt`` holds
   results only.
@@ -77,14 +80,55 @@ def quiet_pipe(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
+            if sys.stdout is None:  # started with stdout closed (`npxception ... >&-`)
+                _stdout_as_closed_pipe()
+            errors = _escape_unencodable(sys.stdout)
             try:
                 return main(*args, **kwargs)
             finally:  # also after argparse's SystemExit (--help): its output is still buffered
-                sys.stdout.flush()
+                try:
+                    sys.stdout.flush()
+                finally:
+                    if errors is not None:  # restored for an in-process caller (tests)
+                        _escape_unencodable(sys.stdout, errors)
         except BrokenPipeError:
             return _closed_pipe()
 
     return wrapper
+
+
+def _stdout_as_closed_pipe() -> None:
+    """Give a closed stdout (Python then sets ``sys.stdout`` to None) a pipe whose reader is gone.
+
+    Every command then behaves as with ``| head -0``: its first write (or flush)
+    raises BrokenPipeError and it ends quietly with EXIT_SIGPIPE. Holding fd 1
+    also keeps a file we open later from becoming fd 1, where a stray write
+    (ours or a child's) would land in it.
+    """
+    read_end, write_end = os.pipe()
+    if write_end != 1:
+        os.dup2(write_end, 1)  # closes read_end first if it was given fd 1
+        os.close(write_end)
+    if read_end != 1:
+        os.close(read_end)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+
+
+def _escape_unencodable(stream, errors: str = "backslashreplace") -> str | None:
+    """Set ``stream``'s error handler; return the previous one (None if it cannot be set).
+
+    A file name or label the stdout encoding cannot hold (``犬.png`` under
+    PYTHONIOENCODING=latin-1 or LANG=C) is printed escaped (``\\u72ac.png``)
+    instead of aborting the run at that file, as stderr already does by default.
+    """
+    previous = getattr(stream, "errors", None)
+    if previous is None or not hasattr(stream, "reconfigure"):
+        return None
+    try:
+        stream.reconfigure(errors=errors)
+    except (ValueError, OSError):  # closed, or a stream that cannot change now
+        return None
+    return previous
 
 
 def _closed_pipe() -> int:

@@ -4,12 +4,18 @@ open a Keras file in the framework that wrote it, and capture its layers by npxc
 Correctness is measured against the framework that wrote the file, so the file
 is run by that framework, never by a guess:
 
-* a ``.keras`` archive or a Keras 3 ``.weights.h5``: Keras 3;
+* a ``.keras`` archive (zipped, or the directory ``model.save(dir, zipped=False)``
+  writes) or a Keras 3 ``.weights.h5``: Keras 3;
 * a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
   reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
 * a SavedModel directory with ``keras_metadata.pb``, or a TensorFlow checkpoint
-  (``save_weights("ckpt")``, given as ``ckpt`` or ``ckpt.index``): tf_keras, the
-  Keras that writes them (Keras 3 reads neither);
+  (``save_weights("ckpt")``, given as ``ckpt`` or ``ckpt.index``, or a directory
+  whose ``checkpoint`` file names it; a ``tf.train.Checkpoint(model=...)`` is
+  restored from the model's place in it): tf_keras, the Keras that writes them
+  (Keras 3 reads neither);
+
+What each path holds is the converter's answer (``weights_tools.formats.resolve_source``),
+never a second reading of it here.
 * a weights-only file: the model is rebuilt from ``config`` (the model's own
   ``.keras`` archive or ``config.json``) and the weights loaded into it; without
   a config only the layouts the converter itself accepts without one (a bare
@@ -44,9 +50,6 @@ import warnings
 import h5py
 import numpy as np
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
 @contextlib.contextmanager
 def _quiet():
     """Silence TensorFlow's C++ logging and Keras' input-structure warning for the duration.
@@ -77,20 +80,24 @@ def _quiet():
 
 def saved_by(path) -> tuple[str, bool]:
     """``(framework, full_model)`` for the file at ``path``: ``"keras"`` (Keras 3) or ``"tf_keras"``,
-    the framework that wrote it, and whether it records its architecture (a ``.keras`` archive or a
-    legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights only."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        return "tf_keras", True  # a SavedModel: tf_keras writes (and reads) those with keras_metadata.pb
-    if _checkpoint_prefix(path) is not None:
-        return "tf_keras", False  # save_weights("ckpt"): weights only
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:4] == b"PK\x03\x04":
-        return "keras", True  # a .keras zip archive: Keras 3 only
-    if head != HDF5_MAGIC:
-        raise ValueError(f"{path}: neither a Keras 3 .keras archive (a zip file) nor an HDF5 file (.h5, "
-                         f".weights.h5): it starts with {head!r}")
+    the framework that wrote it, and whether it records its architecture (a ``.keras`` archive, zipped or
+    not, a SavedModel, or a legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights
+    only (a TensorFlow checkpoint, a ``.weights.h5``, a weights-only ``.h5``)."""
+    # weights_tools imports npxception at import time, not the reverse: the converter's rule for what a path
+    # holds (a checkpoint directory resolved to the prefix its checkpoint file names), not a second copy of it
+    from weights_tools.formats import resolve_source  # see above
+
+    return _saved_by(*resolve_source(path))
+
+
+def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
+    """:func:`saved_by` of ``resolve_source``'s ``(format, path)``."""
+    if fmt == "savedmodel":
+        return "tf_keras", True  # tf_keras writes (and reads) those with keras_metadata.pb
+    if fmt == "tf_checkpoint":
+        return "tf_keras", False  # save_weights("ckpt"), ModelCheckpoint, tf.train.Checkpoint(model=...)
+    if fmt in ("zip", "keras_dir"):
+        return "keras", True  # a .keras archive, or model.save(dir, zipped=False): Keras 3 only
     with h5py.File(path, "r") as f:
         version = f.attrs.get("keras_version")
         legacy = "model_weights" in f or "layer_names" in f.attrs
@@ -101,20 +108,19 @@ def saved_by(path) -> tuple[str, bool]:
     return ("keras" if version.startswith("3.") else "tf_keras"), full_model
 
 
-def _checkpoint_prefix(path: pathlib.Path) -> pathlib.Path | None:
-    """The prefix of a TensorFlow checkpoint given as ``ckpt`` or ``ckpt.index``, else None."""
-    if path.name.endswith(".index") and path.is_file():
-        return path.with_name(path.name[:-len(".index")])
-    if not path.exists() and path.with_name(path.name + ".index").is_file():
-        return path
-    return None
-
-
-def is_tensorflow_save(path) -> bool:
-    """True for what tf_keras saves in TensorFlow's formats: a SavedModel directory, or a checkpoint
-    given by its prefix or its ``.index`` (none of them is one file with a Keras suffix)."""
+def is_multi_file_save(path) -> bool:
+    """True for a save that is not one file: a directory (a tf_keras SavedModel, a checkpoint directory,
+    Keras 3's ``model.save(dir, zipped=False)``) or a TensorFlow checkpoint's prefix (``ckpt``, with no file
+    of that name: ``ckpt.index`` beside it). Decided from the path alone, before anything is opened."""
     path = pathlib.Path(path)
-    return path.is_dir() or _checkpoint_prefix(path) is not None
+    return path.is_dir() or (not path.exists() and path.with_name(path.name + ".index").is_file())
+
+
+def is_keras_save(path) -> bool:
+    """True for what compare and convert run in Keras, by the path alone: a ``.keras``, ``.h5`` or
+    ``.hdf5`` file, a checkpoint's ``.index``, or a save that is not one file (:func:`is_multi_file_save`)."""
+    path = pathlib.Path(path)
+    return path.suffix.lower() in (".keras", ".h5", ".hdf5", ".index") or is_multi_file_save(path)
 
 
 def _import(name: str):
@@ -132,27 +138,32 @@ def load(path, *, config=None, model=None):
     The caller vets a file from anyone first (``weights_tools.vetting.vet``: compare does; convert's
     conversion of the file checked every layer before ``--check-with-keras`` opens it).
 
-    ``config``: the architecture of a weights-only file (a ``.keras`` archive or
-    ``config.json``). ``model``: our converted model, which says for a
+    ``path``: every form the converter reads, a directory of checkpoints included (its latest, as
+    ``tf.train.latest_checkpoint`` finds it). ``config``: the architecture of a weights-only file (a
+    ``.keras`` archive or ``config.json``). ``model``: our converted model, which says for a
     weights-only file without config which ``applications.Xception`` to build.
     """
-    # weights_tools imports npxception at import time, not the reverse: a SavedModel's config is read by it
+    # weights_tools imports npxception at import time, not the reverse: the converter's reading of the path
+    from weights_tools.formats import resolve_source  # see above
     from weights_tools.savedmodel import VARIABLES, read_metadata  # see above
+    from weights_tools.tf_bundle import bundle_prefix  # see above
+    from weights_tools.tf_checkpoint import model_child  # see above
 
     path = pathlib.Path(path)
-    name, full_model = saved_by(path)
+    fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
+    name, full_model = _saved_by(fmt, source)
     fw = _import(name)
     with _quiet(), _safe_mode(name):
-        if path.is_dir():
+        if fmt == "savedmodel":
             # Rebuilt from the config just vetted and loaded with the checkpoint under variables/: tf_keras'
             # own SavedModel loader revives a layer it cannot rebuild from the graph saved beside it, which
             # can call any TensorFlow op (docs/security.md)
-            config_json = json.dumps(read_metadata(path)[0])
+            config_json = json.dumps(read_metadata(source)[0])
             kmodel = fw.models.model_from_json(config_json)
-            _load_checkpoint(kmodel, path / VARIABLES)
+            _load_checkpoint(kmodel, source / VARIABLES)
             return kmodel
         if full_model:
-            return _load_model(fw, name, path)
+            return _load_model(fw, name, source)  # Keras 3 loads model.save(dir, zipped=False) as its archive
         if config is not None:
             cpath = pathlib.Path(config)
             if cpath.suffix == ".keras":
@@ -172,12 +183,25 @@ def load(path, *, config=None, model=None):
         else:
             raise ValueError(f"{path}: a weights-only file records no architecture; pass the model's "
                              ".keras archive or config.json as config")
-        _load_checkpoint(kmodel, _checkpoint_prefix(path) or path)  # a checkpoint is loaded by its prefix
+        if fmt == "tf_checkpoint":  # loaded by its prefix, from where the checkpoint holds the model
+            source = bundle_prefix(source)
+            _load_checkpoint(kmodel, source, model_child(source))
+        else:
+            _load_checkpoint(kmodel, source)
     return kmodel
 
 
-def _load_checkpoint(kmodel, path) -> None:
-    status = kmodel.load_weights(path)
+def _load_checkpoint(kmodel, path, child: str = "") -> None:
+    """Load the weights at ``path`` into ``kmodel``, as TensorFlow restores them. ``child``: the name a
+    ``tf.train.Checkpoint(model=...)`` gives the model (its ``CheckpointManager``'s, tf_keras
+    ``BackupAndRestore``'s), restored as ``tf.train.Checkpoint(model=m).restore(prefix)``; "" for a
+    model saved as the root (``save_weights``, ``ModelCheckpoint``, a SavedModel's variables)."""
+    if child:
+        status = _import("tensorflow").train.Checkpoint(**{child: kmodel}).restore(str(path))
+        # every variable of the model found: a model under another name would restore nothing, silently
+        status.assert_existing_objects_matched()
+    else:
+        status = kmodel.load_weights(path)
     if hasattr(status, "expect_partial"):
         # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
         # without this, TensorFlow warns about every optimizer variable when the status is collected
@@ -272,6 +296,22 @@ def _capture(fw, kmodel, wanted: dict, x) -> dict:
 def keras_dtype(kmodel) -> np.dtype:
     w = kmodel.weights[0]
     return np.dtype(w.dtype if isinstance(w.dtype, str) else w.dtype.name)
+
+
+def computes_in(kmodel) -> tuple[str, str | None]:
+    """``(dtype, policy)``: the least precise dtype a layer of ``kmodel`` (nested models included) computes in,
+    and the dtype policy it does so with (``"mixed_float16"``...; None when every layer computes in its
+    variables' dtype). Mixed precision keeps float32 variables, so :func:`keras_dtype` cannot tell."""
+    rank = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
+    found, policy = keras_dtype(kmodel).name, None
+    stack = list(kmodel.layers)
+    while stack:
+        layer = stack.pop(0)  # in model order: the policy named is the first layer's that computes in `found`
+        stack[:0] = getattr(layer, "layers", [])
+        dtype = str(getattr(layer, "compute_dtype", None))
+        if rank.get(dtype, 3) < rank.get(found, 3) or (policy is None and dtype == found and rank[found] < 2):
+            found, policy = dtype, getattr(getattr(layer, "dtype_policy", None), "name", None)
+    return found, policy
 
 
 def framework_of(kmodel):

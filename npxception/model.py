@@ -234,7 +234,8 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
             model = XceptionModel(model._params, variant=model.variant, head=head,
                                   input_shape=model.input_shape, labels=model.labels, source=model.source,
                                   input_stage=model.input_stage, source_input_shape=model.source_input_shape,
-                                  source_data_format=model.source_data_format)
+                                  source_data_format=model.source_data_format,
+                            source_dtype_policy=model.source_dtype_policy)
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
@@ -248,7 +249,8 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
         input_shape = (None, None, model.channels)
     adapted = XceptionModel(params, variant=model.variant, head=head, input_shape=input_shape,
                             source=model.source, input_stage=model.input_stage, source_input_shape=source_shape,
-                            source_data_format=model.source_data_format)
+                            source_data_format=model.source_data_format,
+                            source_dtype_policy=model.source_dtype_policy)
     if head == model.head and adapted.input_shape == model.input_shape:
         adapted.golden = model.golden  # the same network: a no-top file loaded without the top
     return adapted
@@ -301,7 +303,9 @@ def _from_file(path):
                               # absent before format 4: the backbone's size (input_stage.py)
                               source_input_shape=manifest.get("source_input_shape"),
                               # absent before it existed: not recorded (weights.py, FORMAT_VERSION)
-                              source_data_format=manifest.get("source_data_format"))
+                              source_data_format=manifest.get("source_data_format"),
+                              # absent before it existed: the source computed in the model's dtype
+                              source_dtype_policy=manifest.get("source_dtype_policy"))
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")

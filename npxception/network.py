@@ -21,10 +21,11 @@ from . import architecture as arch
 from . import forward
 from . import input_stage as stage
 from .config import CONFIG
+from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
-from .params import as_dtype, check_params
+from .params import as_dtype, check_bn_divisors, check_params
 from .summary import summary_table
 from .untrusted import short_repr
 from .weights import save as save_weights
@@ -37,7 +38,8 @@ class XceptionModel:
     """
 
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
-                 labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None):
+                 labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None,
+                 source_dtype_policy=None):
         self.variant = arch.resolve_variant(variant)
         self.head = arch.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
@@ -62,10 +64,14 @@ class XceptionModel:
         # not recorded). Ours is NHWC whatever it says: it tells compare and --check-with-keras to feed
         # Keras NCHW, and a reader where the weights came from (weights_tools.layout).
         self.source_data_format = check_data_format(source_data_format)
+        # The 16-bit Keras dtype policy the source computed in ("mixed_float16"...), or None: ours computes
+        # its weights in self.dtype whatever it says; compare and --check-with-keras judge Keras by it.
+        self.source_dtype_policy = check_source_policy(source_dtype_policy)
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head, self.channels)
         params = dict(params)
         check_params(params, expected, where=source or "params")
+        check_bn_divisors(params, self.head, where=source or "params")
         self.dtype = next(iter(params.values())).dtype
         stage.check_dtype(self.input_stage, self.dtype)
         for array in params.values():
@@ -148,6 +154,7 @@ class XceptionModel:
             "input_stage": self.input_stage,
             "source_input_shape": list(self.source_input_shape),
             "source_data_format": self.source_data_format,
+            "source_dtype_policy": self.source_dtype_policy,
             # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
@@ -170,7 +177,8 @@ class XceptionModel:
                               variant=self.variant, head=self.head, input_shape=self.input_shape,
                               labels=self.labels, source=self.source, input_stage=self.input_stage,
                               source_input_shape=self.source_input_shape,
-                              source_data_format=self.source_data_format)
+                              source_data_format=self.source_data_format,
+                              source_dtype_policy=self.source_dtype_policy)
         # the same network: its golden still holds, at the tolerance of the new dtype
         model.golden, model.golden_factory = self.golden, self.golden_factory
         return model

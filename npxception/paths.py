@@ -13,13 +13,31 @@ import pathlib
 import tempfile
 
 
+class NoHomeError(OSError):
+    """There is no home directory to put the cache in, and ``NPXCEPTION_HOME`` is not set.
+
+    A uid without a passwd entry and no ``HOME`` (``docker run --user 54321``,
+    some CI runners): ``pathlib.Path.home()`` raises RuntimeError there. An
+    OSError, because every caller already treats an unusable cache folder as one.
+    """
+
+
+NO_HOME = "no home directory: set NPXCEPTION_HOME to a writable folder"
+
+
 def cache_home() -> pathlib.Path:
-    """``NPXCEPTION_HOME``, then ``$XDG_CACHE_HOME/npxception``, then ``~/.cache/npxception``."""
-    if os.environ.get("NPXCEPTION_HOME"):
-        return pathlib.Path(os.environ["NPXCEPTION_HOME"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "npxception"
-    return pathlib.Path.home() / ".cache" / "npxception"
+    """``NPXCEPTION_HOME``, then ``$XDG_CACHE_HOME/npxception``, then ``~/.cache/npxception``.
+
+    Raises NoHomeError when none is set and there is no home directory.
+    """
+    try:  # expanduser too: NPXCEPTION_HOME=~/x needs a home directory
+        if os.environ.get("NPXCEPTION_HOME"):
+            return pathlib.Path(os.environ["NPXCEPTION_HOME"]).expanduser()
+        if os.environ.get("XDG_CACHE_HOME"):
+            return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "npxception"
+        return pathlib.Path.home() / ".cache" / "npxception"
+    except (RuntimeError, KeyError):  # RuntimeError: "Could not determine home directory."
+        raise NoHomeError(NO_HOME) from None
 
 
 def _writable(folder: pathlib.Path) -> bool:

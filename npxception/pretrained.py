@@ -30,11 +30,12 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import urllib.parse
 
-from .download import DownloadError, file_hash, get_file
+from .download import DownloadError, discard, file_hash, get_file
 from .paths import cache_home
 from .untrusted import atomic_write
 
@@ -52,6 +53,9 @@ class WeightFile:
     fname: str  # the official file name, kept so that hand-placed copies match Keras' cache
     md5: str  # pinned by keras.applications.xception
     sha256: str | None = None  # not pinned: we have no verified digest of the official bytes yet
+    # The download's size cap: both official files are under 92 MB (88 MB in Keras' table of
+    # applications), so a server announcing more is not serving them; refused before reading.
+    max_bytes: int = 100_000_000
 
 
 # include_top -> the official file
@@ -79,6 +83,9 @@ def weights_url(include_top: bool = True) -> str:
     whether it is the right file).
     """
     base = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    if urllib.parse.urlsplit(base).scheme.lower() not in ("http", "https", "file"):
+        raise ValueError(f"{BASE_URL_ENV}={base!r}: expected an http://, https:// or file:// URL of the folder "
+                         "holding Keras' Xception weight files (or of one of them)")
     wanted = FILES[bool(include_top)].fname
     parts = urllib.parse.urlsplit(base)
     folder, _, name = parts.path.rpartition("/")
@@ -115,12 +122,14 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
         # allow_file: the URL is Keras' https bucket or a mirror the user configured
         # on purpose, which may be a file:// path on a shared disk.
         h5 = get_file(url, md5=spec.md5, sha256=spec.sha256, cache_dir=h5.parent, fname=spec.fname,
-                      progress=progress, offline=offline, allow_file=True)
+                      progress=progress, offline=offline, allow_file=True, max_bytes=spec.max_bytes)
     except DownloadError as exc:
+        # The advice makes the folder first: `convert -o` makes none, so pasted alone it failed.
+        by_hand = (f"mkdir -p {shlex.quote(str(npz.parent))} && python -m weights_tools convert "
+                   f"{shlex.quote(spec.fname)} -o {shlex.quote(str(npz))}")
         raise DownloadError(
-            f"{exc}\nAlternatively place converted weights at {npz} (`python -m weights_tools convert "
-            f"{spec.fname} -o {npz}`), or pass your own converted file (npxception.Xception(weights=PATH), "
-            f"`npxception predict --weights PATH`); for a mirror, set "
+            f"{exc}\nAlternatively place converted weights at {npz} (`{by_hand}`), or pass your own converted "
+            f"file (npxception.Xception(weights=PATH), `npxception predict --weights PATH`); for a mirror, set "
             f"{BASE_URL_ENV}.", url=url, path=exc.path) from None
 
     convert(h5, npz)
@@ -151,6 +160,9 @@ def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
     if done.returncode != 0 or not npz.is_file():
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {done.returncode}"
+        if f"{npz}: cannot write" in reason:  # untrusted.atomic_write's words: the .h5 was read fine
+            raise ValueError(f"{h5}: converting the official weights failed ({reason}); the download is "
+                             f"intact: free space in {npz.parent}, or set NPXCEPTION_HOME to a writable folder")
         raise ValueError(f"{h5}: converting the official weights failed ({reason}); delete it to download "
                          "it again, or convert a copy by hand with `python -m weights_tools convert`")
 
@@ -169,14 +181,9 @@ def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:
     # The cached conversion changed after it was written. Remove it so that a
     # re-run converts the (md5-checked) download again; say so rather than
     # silently redoing it, because a damaged cache is worth knowing about.
-    for path in (npz, sidecar):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
+    done = discard([npz, sidecar], "they will be converted (and if needed downloaded) again")
     raise DownloadError(f"{npz}: the cached weights are corrupt (sha256 expected {expected}, found {actual}); "
-                        "they have been deleted: re-run; they will be converted (and if needed downloaded) again",
-                        path=npz)
+                        f"{done}", path=npz)
 
 
 def _write_sidecar(sidecar: pathlib.Path, digest: str) -> None:

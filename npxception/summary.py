@@ -13,6 +13,7 @@ import numpy as np
 from . import architecture as arch
 from . import input_stage as stage
 from .config import CONFIG
+from .dtype_policy import describe as describe_policy
 
 KERAS_TYPES = {  # our layer kinds -> the Keras class each stands for, as Keras' summary names it
     "conv": "Conv2D",
@@ -50,6 +51,9 @@ def summary_table(model, input_shape=None) -> str:
     if model.source_data_format == "channels_first":
         lines.append("  converted from a channels_first (NCHW) Keras model: model(x) takes NHWC (N, H, W, 3); "
                      "the weights need no transpose")
+    if model.source_dtype_policy:
+        lines.append(f"  converted from a Keras model that computed in {describe_policy(model.source_dtype_policy)}: "
+                     f"this one computes its weights in {model.dtype.name}")
     for step in model.input_stage:
         lines.append(f"  input stage: {stage.describe(step)}")
     if model.input_stage:

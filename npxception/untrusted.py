@@ -23,6 +23,7 @@ pieces every reader shares live here:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -327,13 +328,41 @@ def atomic_write(path, write) -> pathlib.Path:
     tmp = partial_name(path)
     with sigterm_unwinds():
         try:
-            with open(tmp, "xb") as f:
+            with _naming(path):
+                f = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
+            # Outside f: closing flushes what is still buffered, so a full disk may show only there.
+            # Only the file system's errnos: the producer's own (a download's ECONNRESET) pass as they are.
+            with _naming(path, _DISK_ERRNOS), f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            with _naming(path):
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise
     return path
+
+
+# What the file system says when a write cannot happen here (a full disk, a quota, a
+# file size limit, a read-only mount, a failing device), as opposed to the errors of
+# whatever produces the bytes (a download's ECONNRESET), which the caller reports.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def _naming(path, errnos=None):
+    """An OSError (with an errno in ``errnos``, if given) becomes "PATH: cannot write (REASON)".
+
+    The bare "[Errno 28] No space left on device" named no file, and the partial's
+    name would be the wrong one to give: ``path`` is what the user asked for.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or (errnos is not None and exc.errno not in errnos):
+            raise
+        error = type(exc)(f"{path}: cannot write ({exc.strerror or exc})")
+        error.errno = exc.errno  # not strerror: str() would then print only it
+        raise error from None

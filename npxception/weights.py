@@ -11,7 +11,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
          "input_shape": [299, 299, 3], "classes": 1000, "head": [...],
          "classifier_activation": "softmax", "labels": null, "source": "...",
          "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
-         "source_data_format": "channels_last"}   (or "channels_first", or null: not recorded)
+         "source_data_format": "channels_last",   (or "channels_first", or null: not recorded)
+         "source_dtype_policy": null}             (or "mixed_float16"...: the source computed in 16 bits)
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,
@@ -72,7 +73,10 @@ FORMAT = "npxception-weights"
 # "source_data_format" (the Keras source's channels_last/channels_first, weights_tools.layout)
 # bumps nothing: the weights are stored in one layout and model(x) takes NHWC whatever the
 # source's format, so a reader that ignores the field computes the same answer; it only
-# tells compare and --check-with-keras to feed Keras NCHW.
+# tells compare and --check-with-keras to feed Keras NCHW. "source_dtype_policy" (the 16-bit Keras
+# policy the source computed in, "mixed_float16"..., npxception.dtype_policy) bumps nothing either: the
+# weights compute in the file's dtype whatever it says; it tells compare and --check-with-keras to judge
+# Keras at 16-bit precision.
 # 8: the stage starts with a "cast" step (an integer Input, npxception.input_stage), or the head
 # holds a batch_norm before its pooling (on the map, npxception.architecture): a version-7 reader
 # refuses the unknown step kind or head order, but would not say that a newer npxception reads
@@ -194,10 +198,15 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _tensorflow_save(path: pathlib.Path) -> tuple[str, str] | None:
-    """``(what, extra convert option)`` when ``path`` is a tf_keras SavedModel directory or a
-    TensorFlow checkpoint (its prefix or ``.index``), which `npxception convert` reads; else None."""
+    """``(what, extra convert option)`` when ``path`` is a tf_keras SavedModel directory, Keras 3's
+    ``model.save(dir, zipped=False)``, or a TensorFlow checkpoint (its prefix, ``.index`` or directory),
+    which `npxception convert` reads; else None. A hint for the error only: convert decides what it is."""
     if (path / "saved_model.pb").is_file():
         return "a TensorFlow SavedModel directory", ""
+    if (path / "config.json").is_file():
+        return "a Keras 3 .keras archive, unzipped (model.save(dir, zipped=False))", ""
+    if (path / "checkpoint").is_file():
+        return "a directory of TensorFlow checkpoints", " --config model.json"
     if path.name.endswith(".index") or (not path.exists() and path.with_name(path.name + ".index").exists()):
         return "a TensorFlow checkpoint", " --config model.json"
     return None

@@ -62,3 +62,36 @@ def first_divergence(ours: dict, theirs: dict, order, rtol):
             return (f"{name}: max |ours - theirs| = {err:.3g} > {rtol:g} * max|theirs| ({scale:.3g}); "
                     f"at {i}: ours {a[i]!r} vs theirs {b[i]!r}")
     return None
+
+
+def calibrate_batchnorm(model, x, seed=0):
+    """Give every BatchNormalization of a plain functional Keras model (Keras 3 or tf_keras) random
+    statistics around the ones ``x`` gives it, as a trained model's are; return the model.
+
+    :func:`randomize`'s statistics (mean ~N(0, 0.5), variance ~U(0.5, 2)) do not normalise: each residual
+    block then adds a branch as large as the stream, which grows ~1.5x a block (measured on Xception at
+    71x71: 5e4 by block 11), past float16's 65504. A model trained in mixed_float16 does not overflow, so
+    mixed-precision tests need this: each BN's moving mean is its input's batch mean plus N(0, 0.1) of its
+    std, its variance the batch variance times U(0.7, 1.4), gamma U(0.5, 1.5) and beta N(0, 0.1). The layers
+    run one by one in the model's order on ``x``, in the model's own dtype policy.
+    """
+    rng = np.random.default_rng(seed)
+    outputs = {}
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            outputs[layer.name] = x
+            continue
+        tensors = layer._inbound_nodes[0].input_tensors
+        tensors = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+        inputs = [outputs[t._keras_history[0].name] for t in tensors]
+        feed = inputs[0] if len(inputs) == 1 else inputs
+        if type(layer).__name__ == "BatchNormalization":
+            a = np.asarray(feed, np.float64)
+            mean, var = a.mean(axis=(0, 1, 2)), a.var(axis=(0, 1, 2))
+            shape, dtype = mean.shape, np.dtype(layer.weights[0].dtype if isinstance(layer.weights[0].dtype, str)
+                                                else layer.weights[0].dtype.name)
+            layer.set_weights([a.astype(dtype) for a in (
+                rng.uniform(0.5, 1.5, shape), rng.normal(0.0, 0.1, shape),
+                mean + rng.normal(0.0, 0.1, shape) * np.sqrt(var), var * rng.uniform(0.7, 1.4, shape))])
+        outputs[layer.name] = np.asarray(layer(feed, training=False))
+    return model

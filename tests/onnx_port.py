@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from npxception import architecture as arch
+from npxception import ops
 from npxception.compare.names import timm_legacy_xception
 
 
@@ -27,7 +28,7 @@ def exporter_scope(module_path: str) -> str:
 
 
 def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False, fold_bias=True,
-          bn=True, swap_hw=(), stem_pad=None, head="flatten"):
+          bn=True, swap_hw=(), stem_pad=None, head="flatten", softmax=False, channel_order=None):
     """Write the graph to ``path``; returns the final output's name. ``fold_bn``: as ``torch.onnx.export``
     in eval mode, each BN folded into the convolution before it (kernel * gamma / sqrt(var + eps) per
     output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node.
@@ -36,7 +37,10 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
     all; ``swap_hw`` the convolutions whose kernel height and width are swapped; ``stem_pad`` PyTorch
     ``padding=`` of the stem's two VALID convolutions. ``head="view"``: ``F.adaptive_avg_pool2d(x, 1)``
     then ``x.view(x.size(0), -1)`` as the exporter writes it (Shape, Gather, Unsqueeze, Concat, Reshape:
-    the pooled tensor is (N, C, 1, 1))."""
+    the pooled tensor is (N, C, 1, 1)). ``pool_pads="same"``: TF SAME per pool at the model's input size;
+    ``softmax``: a Softmax after the classifier, as Keras'. The input takes the model's channels;
+    ``channel_order``: a port that reads its image in another channel order (its stem kernel's input
+    channels permuted so, as a port trained on BGR(A) images has them against our RGB(A))."""
     module = {ours: theirs for theirs, ours in timm_legacy_xception().items()}
     w = model.weights
     nodes, inits = [], []
@@ -69,6 +73,7 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         return node("Conv", [x, k, *bias], scope, strides=[stride, stride], pads=list(pads), group=group)
 
     acts = {"input": "x"}
+    maps = {k: v[0] for k, v in arch.trace(list(arch.backbone()), [], model.input_shape).items()}
     for layer in arch.backbone():
         n, scope = layer.name, exporter_scope(module[layer.name])
         ins = [acts[i] for i in layer.inputs]
@@ -77,6 +82,8 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
             p = layer.kernel_size // 2 if layer.padding == "same" else 0
             p = p if stem_pad is None or n not in ("block1_conv1", "block1_conv2") else stem_pad
             kernel = w[f"{n}/kernel"].transpose(1, 0, 2, 3) if n in swap_hw else w[f"{n}/kernel"]
+            if channel_order is not None and layer.inputs == ("input",):
+                kernel = kernel[:, :, list(channel_order), :]
             y = conv(ins[0], kernel, scope, layer.strides, (p, p, p, p), fold=fold)
         elif layer.kind == "sepconv":
             dw = w[f"{n}/depthwise_kernel"]  # (3, 3, C, 1) -> a grouped conv, one group per channel
@@ -90,7 +97,11 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         elif layer.kind == "relu":
             y = node("Relu", ins, scope)
         elif layer.kind == "maxpool":
-            y = node("MaxPool", ins, scope, kernel_shape=[3, 3], strides=[2, 2], pads=list(pool_pads))
+            pads = pool_pads
+            if pool_pads == "same":  # ops.same_padding: the odd pixel bottom/right, as TF
+                (t, b), (left, r) = (ops.same_padding(maps[layer.inputs[0]][i], 3, 2) for i in (0, 1))
+                pads = (t, left, b, r)
+            y = node("MaxPool", ins, scope, kernel_shape=[3, 3], strides=[2, 2], pads=list(pads))
         else:
             y = node("Add", ins, scope)
         acts[n] = y
@@ -108,8 +119,11 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
         g = node("Flatten", [g], "/global_pool/flatten", axis=1)
     out = node("Gemm", [g, const("fc.weight", w["predictions/kernel"].T), const("fc.bias", w["predictions/bias"])],
                "/fc", transB=1)
+    if softmax:
+        out = node("Softmax", [out], "/softmax", axis=1)
     graph = helper.make_graph(
-        nodes, "legacy_xception", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None, None])],
+        nodes, "legacy_xception",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", model.channels, None, None])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", w["predictions/bias"].shape[0]])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto)

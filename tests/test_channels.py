@@ -14,7 +14,9 @@ BN statistics (keras_helpers.randomize), the classifier scaled to logits of stan
   Xception(include_top=False, input_shape=(71, 71, 4)) -> GAP -> Dropout -> Dense(2, softmax);
   .keras and .weights.h5 + config;
 * ``tf_gray``: tf_keras, Input((71, 71, 1)) -> Rescaling(1/127.5, offset=-1) -> a nested 1-channel
-  backbone -> GAP -> Dense(3, softmax); full-model .h5 and a TensorFlow checkpoint + config.
+  backbone -> GAP -> Dense(3, softmax); full-model .h5, a SavedModel directory (``model.save("dir")``),
+  a TensorFlow checkpoint + config, and a legacy weights-only .h5 (``save_weights("w.h5")``) + config,
+  which without its config is refused (it does not record the input's channels).
 
 Tolerance: 1e-5 absolute on probabilities, as tests/test_nested_compiled.py: float32 sums over ~36 layers
 in another order than Keras' (71x71, random BN statistics), far below a wrong layer's effect (logits of
@@ -95,16 +97,21 @@ def sources(tmp_path_factory):
     tf_gray = tf_keras.Model(image, tf_keras.layers.Dense(3, activation="softmax", name="dense")(pooled))
     x, y = _train(tf_keras, tf_gray, 1, True, seed=3)
     tf_gray.save(root / "tf_gray.h5")
+    tf_gray.save(root / "tf_gray_savedmodel")  # tf_keras' default format, ~30 s: this module's only one
     tf_gray.save_weights(str(root / "tf_gray_ckpt"))
+    tf_gray.save_weights(root / "tf_gray.weights_only.h5")  # legacy HDF5, weights only: no input shape
     (root / "tf_gray.json").write_text(tf_gray.to_json())
     out["tf_gray"] = (tf_gray, {"tf_keras_h5": (root / "tf_gray.h5", None),
-                                "checkpoint": (root / "tf_gray_ckpt", root / "tf_gray.json")}, x, y)
+                                "savedmodel": (root / "tf_gray_savedmodel", None),
+                                "checkpoint": (root / "tf_gray_ckpt", root / "tf_gray.json"),
+                                "weights_only_h5": (root / "tf_gray.weights_only.h5", root / "tf_gray.json")}, x, y)
     return out
 
 
 REFERENCE_RUN = {"gray": "keras", "rgba": "keras", "tf_gray": "tf_keras_h5"}
 FILES = [(s, k) for s, kinds in {"gray": ("keras", "keras3_h5", "weights_h5"), "rgba": ("keras", "weights_h5"),
-                                 "tf_gray": ("tf_keras_h5", "checkpoint")}.items() for k in kinds]
+                                 "tf_gray": ("tf_keras_h5", "savedmodel", "checkpoint", "weights_only_h5")}.items()
+         for k in kinds]
 
 
 @pytest.mark.parametrize("source, kind", FILES, ids=[f"{s}-{k}" for s, k in FILES])
@@ -132,6 +139,26 @@ def test_converted_files_compute_what_model_predict_gives(sources, tmp_path, sou
     assert manifest["format_version"] == wfile.WITH_CHANNELS == 7
     assert manifest["input_shape"][2] == c and manifest["source_input_shape"][2] == c
     assert np.abs(loaded(x) - expected).max() < PROB_ATOL
+
+
+def test_a_weights_only_h5_of_a_non_rgb_model_is_refused_without_its_config(sources, tmp_path, capsys):
+    """tf_keras save_weights("w.h5") of the 1-channel model records no input shape: Keras' by-order rule
+    would build an RGB stem. Refused, naming the stem's kernel, its channels and --config (the way out,
+    with which it converts: test_converted_files_compute_what_model_predict_gives[tf_gray-weights_only_h5]),
+    by the API and by the command line (one line, no output file)."""
+    from weights_tools.cli import main
+
+    path = sources["tf_gray"][1]["weights_only_h5"][0]
+    message = (f"{path}: layer #0 (block1_conv1 / xception/block1_conv1 in the file) has a kernel (3, 3, 1, 32): a model of "
+               "1-channel inputs, whose input shape a weights-only file does not record; pass the model's "
+               "--config model.keras|config.json")
+    with pytest.raises(weights_tools.ConversionError) as refused:
+        weights_tools.read(str(path))
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert main(["convert", str(path), "-o", str(tmp_path / "out.npz")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("out.npz*"))
 
 
 def test_the_fast_plan_reads_the_channels_from_the_input_shape():

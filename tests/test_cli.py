@@ -580,3 +580,57 @@ def test_first_ctrl_c_asks_and_the_second_interrupts():
         with pytest.raises(KeyboardInterrupt, match="^$"):  # raised bare, as Python does on Ctrl-C
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before  # restored
+
+
+# ---- review 12: real users' environments -------------------------------------------
+
+
+def test_closed_stdout_is_a_closed_pipe(exe, env, ref):
+    """Review 12, finding 2: `npxception ... >&-` (Python then has sys.stdout None) ended in an
+    AttributeError traceback, even for --version. fd 1 is closed in the child itself: DEVNULL is
+    not closed. Every command now ends as with a closed pipe: quiet, exit 141."""
+    for argv in ([*exe, "--version"], [*exe, "predict", "--help"],
+                 [*exe, "predict", "--format", "json", "--weights", ref.npz, SAMPLES[0]],
+                 [sys.executable, "-m", "weights_tools", "--help"]):
+        proc = subprocess.run(argv, env=env, stderr=subprocess.PIPE, text=True, timeout=300,
+                              preexec_fn=lambda: os.close(1))
+        assert_no_traceback(proc.stderr)
+        assert (proc.returncode, messages(proc.stderr)) == (141, []), (argv, proc.stderr)
+
+
+def test_file_names_the_stdout_encoding_cannot_hold_are_escaped_in_place(exe, env, ref, tmp_path):
+    """Review 12, finding 3: under PYTHONIOENCODING=latin-1 or ascii (LANG=C) the first file name the
+    encoding could not hold aborted the run ("'latin-1' codec can't encode..."), and the files after it
+    were never labelled. Now each is printed escaped (backslashreplace), in its place."""
+    names = ["a.png", "犬.png", "chätßé.png", "猫.png"]
+    for name in names:
+        shutil.copy(SAMPLES[0], tmp_path / name)
+    proc = subprocess.run([*exe, "predict", "--format", "csv", "--top", "1", "--weights", str(ref.npz),
+                           *(str(tmp_path / n) for n in [*names, "nö.png"])],
+                          env=dict(env, PYTHONIOENCODING="ascii"), capture_output=True, timeout=300)
+    err = proc.stderr.decode("ascii")
+    assert proc.returncode == 1 and messages(err) == [f"npxception: {tmp_path}/n\\xf6.png: no such file"], err
+    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode("ascii"))))
+    escaped = ["a.png", "\\u72ac.png", "ch\\xe4t\\xdf\\xe9.png", "\\u732b.png", "n\\xf6.png"]
+    assert [r["file"] for r in rows] == [str(tmp_path / n) for n in escaped]  # every file, in its place
+    assert len({r["index"] for r in rows[:4]}) == 1 and rows[4]["error"] == "no such file"
+
+
+def test_no_home_directory_predicts_with_a_weights_file(ref, tmp_path):
+    """Review 12, finding 1: no home directory made `npxception predict --weights FILE` fail with "Could not
+    determine home directory", though nothing needs a cache. It now predicts (kernels compiled in memory,
+    with the notice saying why), and only --weights imagenet, which needs the cache, names NPXCEPTION_HOME."""
+    import no_home
+
+    script = no_home.PROLOGUE + (
+        "import sys\nfrom npxception.cli import main\n"
+        "print(main(['predict', '--weights', 'imagenet', sys.argv[2]]), file=sys.stderr)\n"
+        "print(main(['predict', '--top', '1', '--weights', sys.argv[1], sys.argv[2]]), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(ref.npz), str(SAMPLES[0])], capture_output=True,
+                          text=True, env=dict(no_home.env(), NPXCEPTION_OFFLINE="1"), cwd=tmp_path, timeout=600)
+    assert_no_traceback(proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "npxception: error: no home directory: set NPXCEPTION_HOME to a writable folder", "1",
+        "npxception: compiling kernels (about 7 s); every run compiles, because no home directory: set "
+        "NUMBA_CACHE_DIR to a writable folder", "0"], proc.stderr
+    assert proc.stdout.splitlines()[0] == str(SAMPLES[0])

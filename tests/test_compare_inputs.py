@@ -39,7 +39,11 @@ def small(tmp_path_factory):
 def evil(tmp_path_factory):
     """tf_keras files whose Lambda writes ``PWNED`` when it is rebuilt (its bytecode runs) and again when it is
     called (tf.io.write_file is in its graph, so a SavedModel's revived graph runs it too): a full-model .h5, a
-    SavedModel directory, and a weights-only .h5 with the model's config.json."""
+    SavedModel directory, a weights-only .h5, a checkpoint directory (save_weights("ckdir/cp.ckpt") writes its
+    checkpoint file) and a CheckpointManager's tf.train.Checkpoint(model=...), each with the model's
+    config.json; and the same model in Keras 3, saved as model.save(dir, zipped=False)."""
+    import keras
+    import tensorflow as tf
     import tf_keras as k
 
     root = tmp_path_factory.mktemp("evil")
@@ -56,7 +60,13 @@ def evil(tmp_path_factory):
     model.save(root / "evil.h5")
     model.save(root / "sm", save_format="tf")
     model.save_weights(root / "weights.h5")
+    model.save_weights(str(root / "ckdir" / "cp.ckpt"))
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(root / "manager"), max_to_keep=1).save()
     (root / "config.json").write_text(model.to_json())
+
+    inp = keras.Input((71, 71, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(plant, name="evil")(inp))
+    keras.Model(inp, keras.layers.Dense(3, name="predictions")(x)).save(root / "k3_dir", zipped=False)
     if marker.exists():  # building and saving ran the Python function: the cases start from no marker
         marker.unlink()
     return root
@@ -70,6 +80,40 @@ def test_compare_refuses_a_planted_lambda_before_keras(evil, small, against):
     out = run_limited("npxception.cli", "compare", "--weights", small, "--against", evil / against, limit=8 << 30)
     assert not (evil / "PWNED").exists(), "the planted code ran"
     assert_refused(out, str(evil / against), "evil (Lambda)")
+
+
+# Every form convert reads that Keras rebuilds from a config: the file's own (Keras 3's unzipped directory) or
+# the --config given with a checkpoint (its directory, a tf.train.Checkpoint's prefix)
+PLANTED_FORMS = {"k3_dir": (None, "k3_dir"), "ckdir": ("config.json", "config.json"),
+                 "manager": ("config.json", "config.json"), "manager/ckpt-1": ("config.json", "config.json")}
+
+
+@pytest.mark.parametrize("against", PLANTED_FORMS)
+def test_compare_and_check_with_keras_refuse_a_planted_lambda_in_every_form_before_keras(evil, small, against,
+                                                                                          tmp_path, monkeypatch,
+                                                                                          capsys):
+    """compare --weights skips converting --against: the vetting refuses it, naming the file that holds the
+    Lambda, under 8 GB of address space (enough for TensorFlow to import: a Keras load would run the Lambda
+    here). convert --check-with-keras: its conversion refuses it, before Keras is asked for (in this process,
+    with the framework import made to fail loudly), and nothing is written."""
+    from npxception import keras_side
+    from weights_tools.cli import main
+
+    config, named = PLANTED_FORMS[against]
+    given = ["--config", str(evil / config)] if config else []
+    out = run_limited("npxception.cli", "compare", "--weights", small, "--against", evil / against, *given,
+                      limit=8 << 30)
+    assert not (evil / "PWNED").exists(), "the planted code ran"
+    assert_refused(out, f"{evil / named}: refused before Keras opens it: unsupported layer evil (Lambda)")
+
+    def no_framework(name):
+        raise AssertionError(f"{name} was imported to open a file with a planted Lambda")
+    monkeypatch.setattr(keras_side, "_import", no_framework)
+    assert main(["convert", str(evil / against), "-o", str(tmp_path / "out.npz"), "--check-with-keras", *given]) == 1
+    err = capsys.readouterr().err
+    assert f"{evil / against}: unsupported layer evil (Lambda)" in err, err  # the converter's refusal
+    assert not (evil / "PWNED").exists(), "the planted code ran"
+    assert not list(tmp_path.glob("out.npz*"))
 
 
 def test_a_config_is_vetted_too(evil):

@@ -46,6 +46,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             server.release.wait(5)  # hang until the client has timed out (or teardown)
         elif name == "drip.bin":  # a byte at a time, for ever: no single read ever times out
             self._drip(length=len(GOOD))
+        elif self.path.startswith("/huge/"):  # announces 1.9 GB (under the generic 2 GB cap), sends 1 kB
+            self._send(b"\0" * 1000, length=1_900_000_000)
         elif name == "endless.bin":  # no Content-Length, a body that never ends
             self._drip(length=None, chunk=b"\0" * 65536, pause=0)
         elif name == "error.bin":
@@ -502,12 +504,60 @@ def test_dripping_server_hits_the_overall_deadline(server, cache):
     assert files_under(cache) == []
 
 
-def test_default_deadline_is_proportional_with_a_floor():
-    limits = download._Limits(deadline=None, max_bytes=download.MAX_BYTES)
-    assert limits.seconds(None, 10) == download.DEADLINE_MIN_S  # a dripping server: a few minutes
-    big = 100 * download.DEADLINE_MIN_S * download.MIN_RATE
-    assert limits.seconds(big, 0) == 100 * download.DEADLINE_MIN_S  # the expected size at MIN_RATE
-    assert limits.seconds(None, big) == 100 * download.DEADLINE_MIN_S  # unknown size: what has arrived
+class FakeClock:
+    """download._clock for a test: each reading is ``step`` seconds after the last (no real waiting)."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def test_dripping_server_is_cut_off_by_the_minimum_throughput(server, cache, monkeypatch):
+    """Review 12, finding 4: the default deadline was the server's Content-Length at MIN_RATE (38,000 s
+    for a claimed 1.9 GB). Now a drip is cut off once a RATE_WINDOW_S window holds under MIN_RATE bytes/s,
+    whatever the server claims. The code's own clock is injected: 5 s per reading, so the drip (a byte
+    per 50 ms) crosses the 60 s window after ~13 bytes, and nothing here depends on real time."""
+    clock = FakeClock(step=5.0)
+    monkeypatch.setattr(download, "_clock", clock)
+    url = f"{server.url}/drip.bin"
+    with pytest.raises(DownloadError, match=r"too slow: \d+ bytes/s over the last 60 s, under the minimum of "
+                                            r"50,000") as info:
+        get_file(url, cache_dir=cache, progress=False, timeout=5)
+    assert url in str(info.value)
+    assert download.RATE_WINDOW_S <= clock.now <= download.RATE_WINDOW_S + 3 * clock.step  # cut at the window
+    assert files_under(cache) == []
+
+
+def test_throughput_rule_rides_out_a_stall_but_not_a_trickle():
+    """The rule over a window, fed (time, bytes) directly: a 30 s stall of a fast link passes, a link
+    that falls under MIN_RATE for a whole window does not, and one sample per second is kept."""
+    rule = download._Throughput(0.0)
+    received = 0
+    for t in range(1, 11):  # 10 s at 1 MB/s
+        received += 1_000_000
+        assert rule.too_slow(float(t), received) is None
+    assert rule.too_slow(40.0, received + 1) is None  # then nothing for 30 s: a stall, not a drip
+    trickle = download.MIN_RATE // 2
+    for t in range(41, 200):
+        received += trickle
+        slow = rule.too_slow(float(t), received)
+        if slow is not None:
+            break
+    assert slow is not None and slow < download.MIN_RATE
+    assert t <= 40 + download.RATE_WINDOW_S + 11  # once the fast start has left the window
+    assert len(rule.samples) <= download.RATE_WINDOW_S + 2
+
+
+def test_imagenet_refuses_an_oversized_download_before_reading(server, tmp_path, monkeypatch):
+    """A server announcing 1.9 GB for a ~92 MB official file: refused on its Content-Length, naming both."""
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/huge/")
+    with pytest.raises(DownloadError, match=r"announces 1,900,000,000 bytes, over the 100,000,000-byte cap"):
+        pretrained.imagenet_weights(include_top=True, progress=False)
+    assert server.total() == 1
+    assert files_under(tmp_path / "home") == []
 
 
 def test_size_cap(server, cache):
@@ -555,3 +605,100 @@ def test_stale_partials_are_swept_and_fresh_ones_kept(server, cache):
     os.utime(other, (old, old))
     get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
     assert files_under(cache) == sorted(["good.bin", fresh.name, other.name])
+
+
+# ---------------------------------------------------------------------------
+# review 12: what the messages say is true
+
+
+def _undeletable(monkeypatch, *paths):
+    """Path.unlink fails with EACCES for ``paths``, as in a cache owned by another user (root runs CI)."""
+    import errno
+    import pathlib
+
+    real = pathlib.Path.unlink
+    locked = {str(p) for p in paths}
+
+    def unlink(self, missing_ok=False):
+        if str(self) in locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+
+
+def test_corrupt_cache_that_cannot_be_deleted_says_so(server, cache, tmp_path, monkeypatch, fake_converter):
+    """Review 12, finding 5: a read-only shared cache with a corrupt .npz said "they have been deleted:
+    re-run", and every re-run repeated it. Both the .npz and the download now say what is true."""
+    fname = pretrained.FILES[False].fname
+    monkeypatch.setitem(pretrained.FILES, False, pretrained.WeightFile(fname, GOOD_MD5))
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", f"{server.url}/good/")
+    npz = pretrained.imagenet_weights(include_top=False, progress=False)
+    _, _, sidecar = pretrained._paths(False)
+    with open(npz, "ab") as f:
+        f.write(b"x")
+    _undeletable(monkeypatch, npz)
+    for _ in range(2):
+        with pytest.raises(DownloadError, match="corrupt") as info:
+            pretrained.imagenet_weights(include_top=False)
+        msg = str(info.value)
+        assert f"could not delete {npz} (Permission denied): delete it, or set NPXCEPTION_HOME" in msg, msg
+        assert "been deleted" not in msg and npz.exists()
+
+    path = get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    path.write_bytes(b"junk")
+    _undeletable(monkeypatch, path)
+    with pytest.raises(DownloadError, match="corrupt") as info:
+        get_file(f"{server.url}/good.bin", md5=GOOD_MD5, cache_dir=cache, progress=False)
+    assert f"could not delete {path} (Permission denied): delete it, or set NPXCEPTION_HOME" in str(info.value)
+
+
+def test_bad_weights_url_names_the_variable(monkeypatch):
+    """Review 12, finding 7b: the error quoted the URL as "url:" without saying where it came from."""
+    monkeypatch.setenv("NPXCEPTION_WEIGHTS_URL", "not a url")
+    with pytest.raises(ValueError, match=r"NPXCEPTION_WEIGHTS_URL='not a url': expected an http://, https:// "
+                                         r"or file:// URL"):
+        pretrained.imagenet_weights(include_top=True)
+
+
+def test_offline_advice_command_works_when_pasted(tmp_path, monkeypatch):
+    """Review 12, finding 7c: the advice's `convert -o ~/.cache/npxception/weights/...npz` failed when pasted
+    (the folder did not exist yet, and convert makes none). Pasted into a shell now, it gets past the
+    output folder: this stand-in .h5 is not HDF5, so the converter fails on reading it, not on the folder."""
+    import re
+    import shlex
+
+    monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
+    _, npz, _ = pretrained._paths(True)
+    with pytest.raises(DownloadError, match="offline") as info:
+        pretrained.imagenet_weights(include_top=True)
+    command = re.search(r"`(mkdir -p [^`]*)`", str(info.value)).group(1)
+    assert not npz.parent.exists()
+    (tmp_path / pretrained.FILES[True].fname).write_bytes(b"not an HDF5 file")
+    command = command.replace("python -m", f"{shlex.quote(sys.executable)} -m")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert npz.parent.is_dir()
+    assert proc.returncode == 1 and "HDF5" in proc.stderr and "does not exist" not in proc.stderr, proc.stderr
+
+
+def test_disk_full_names_the_path(tmp_path, monkeypatch):
+    """Review 12, finding 6: atomic_write's ENOSPC reached the user as "[Errno 28] No space left on device"
+    with no path. The failure is injected where the disk reports it (the write), and at the rename."""
+    import errno
+
+    from npxception.untrusted import atomic_write
+
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "out.npz"
+    with pytest.raises(OSError, match=rf"^{out}: cannot write \(No space left on device\)$") as info:
+        atomic_write(out, full)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(
+        PermissionError(errno.EROFS, "Read-only file system")))
+    with pytest.raises(PermissionError, match=rf"^{out}: cannot write \(Read-only file system\)$"):
+        atomic_write(out, lambda f: f.write(b"x"))
+    assert os.listdir(tmp_path) == []

@@ -30,19 +30,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 1 << 30  # RLIMIT_AS: the acceptance bound on peak memory (address space >= RSS)
 BAD_SIGNS = ("MemoryError", "RecursionError", "Unable to allocate", "Traceback", "recursion depth")
 
-# The child sets its own address-space limit, then runs a command-line entry point.
+# The child sets its own address-space limit (and, for work a file could multiply, a CPU-time limit:
+# the kernel kills it, exit -9), then runs a command-line entry point.
 RUNNER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+if {cpu}:
+    resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
 from {module} import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_limited(module: str, *args, limit: int = LIMIT):
+def run_limited(module: str, *args, limit: int = LIMIT, cpu: int = 0):
+    """``main(args)`` of ``module`` in a child under RLIMIT_AS ``limit`` bytes and, when ``cpu``, RLIMIT_CPU
+    ``cpu`` seconds (CPU time, not wall time: a loaded machine does not trip it)."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", RUNNER.format(limit=limit, module=module), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", RUNNER.format(limit=limit, cpu=cpu, module=module),
+                           *map(str, args)], capture_output=True, text=True, env=env, cwd=REPO)
 
 
 def assert_refused(out, name: str, *fragments: str):
@@ -74,10 +79,11 @@ def _lazy(group, name, shape, dtype="f4"):
     return group.create_dataset(name, shape=shape, dtype=dtype, chunks=True, compression="gzip")
 
 
-def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
+def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0, dtype="f4", attrs=None):
     """A legacy weights-only Xception file (Keras' layout) of unallocated datasets: tiny on disk.
 
-    tweak(name, var, shape) -> shape lets a case misshape one array.
+    tweak(name, var, shape) -> shape lets a case misshape one array; ``dtype`` is every dataset's, and
+    ``attrs`` are set on each (Keras 3 tags a bfloat16 dataset with ``dtype="bfloat16"``).
     """
     shapes = arch.param_shapes(arch.backbone("keras"), [], 3)
     layers: dict[str, list] = {}
@@ -92,7 +98,7 @@ def legacy_xception(path, *, head_units=None, tweak=None, padding_bytes=0):
             g = f.create_group(layer)
             g.attrs["weight_names"] = np.array([f"{layer}/{v}:0".encode() for v, _ in weights])
             for var, shape in weights:
-                _lazy(g, f"{layer}/{var}:0", shape)
+                _lazy(g, f"{layer}/{var}:0", shape, dtype).attrs.update(attrs or {})
         _pad(f, padding_bytes)
     return path
 

@@ -249,13 +249,19 @@ def conv_archive(path, kernel_initializer: dict):
     return path
 
 
-def test_an_object_of_another_module_inside_an_allowed_layer_never_reaches_keras(small, tmp_path):
+@pytest.mark.parametrize("form", ["archive", "directory"])
+def test_an_object_of_another_module_inside_an_allowed_layer_never_reaches_keras(small, tmp_path, form):
     """A Conv2D (an allowed class) whose kernel_initializer names a function of ``os``: before, the vetting
-    checked layer classes only and the object reached Keras' deserialisation, behind its safe mode alone."""
+    checked layer classes only and the object reached Keras' deserialisation, behind its safe mode alone.
+    The same as Keras 3's model.save(dir, zipped=False) writes it (the archive's members, unzipped)."""
     p = conv_archive(tmp_path / "planted.keras", {"module": "os", "class_name": "system", "config": {},
                                                    "registered_name": "os>system"})
+    if form == "directory":
+        with zipfile.ZipFile(p) as z:
+            z.extractall(tmp_path / "planted")
+        p = tmp_path / "planted"
     out = run_limited("npxception.cli", "compare", "--weights", small, "--against", p)
-    assert_refused(out, "planted.keras", "refused before Keras opens it",
+    assert_refused(out, str(p), "refused before Keras opens it",
                    "kernel_initializer = 'system' from module 'os'", "built-in initializers")
 
 

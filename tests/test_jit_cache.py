@@ -13,6 +13,8 @@ import pathlib
 import subprocess
 import sys
 
+import no_home
+
 PROBE = r"""
 import json, os, pathlib, sys
 import npxception.paths as paths
@@ -96,3 +98,75 @@ def test_damaged_cache_is_recompiled_with_one_warning(tmp_path):
         assert hurt.stderr.count("damaged Numba cache") == 1 and str(cache) in hurt.stderr, hurt.stderr[-2000:]
         healed = _kernel_run(tmp_path, cache)
         assert healed.returncode == 0 and "damaged" not in healed.stderr, healed.stderr[-2000:]
+
+
+# ---- review 12: real users' environments -----------------------------------------
+
+NO_HOME_PROBE = no_home.PROLOGUE + r"""
+import json
+import npxception
+import npxception._jit as jit
+from npxception import pretrained
+try:
+    pretrained.imagenet_weights()
+except OSError as exc:
+    error = str(exc)
+print(json.dumps({"no_cache": jit.NO_CACHE, "imagenet": error}))
+"""
+
+
+def test_no_home_directory_imports_and_says_what_to_set(tmp_path):
+    """Review 12, finding 1: with no home directory (and a read-only install) `import npxception` raised
+    "Could not determine home directory". Now kernels compile in memory, saying which variable gives
+    them a cache, and only the weight cache, which needs a folder, asks for NPXCEPTION_HOME."""
+    out = subprocess.run([sys.executable, "-c", NO_HOME_PROBE], capture_output=True, text=True,
+                         env=no_home.env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"no_cache": "no home directory: set NUMBA_CACHE_DIR to a writable folder",
+                      "imagenet": "no home directory: set NPXCEPTION_HOME to a writable folder"}
+
+
+def test_unwritable_numba_cache_dir_is_named(tmp_path):
+    """Review 12, finding 7a: an unwritable NUMBA_CACHE_DIR the user set was reported as "no writable
+    cache folder", naming nothing. (Root writes anywhere, so the folder is under a regular file.)"""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    folder = blocker / "numba"
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(folder))
+    out = subprocess.run([sys.executable, "-c", "import npxception._jit as j, npxception._jit_notice as n; "
+                          "print(n.message('float32', j.NO_CACHE))"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == (f"compiling kernels (about 7 s); every run compiles, because NUMBA_CACHE_DIR="
+                                  f"{folder} is not writable: set NUMBA_CACHE_DIR to a writable folder")
+
+
+def test_a_kernel_cache_that_cannot_be_written_is_not_called_damaged(monkeypatch, capsys):
+    """Review 12, finding 6: a full NUMBA_CACHE_DIR was reported as "a damaged Numba cache entry", and
+    through warnings.warn, so the CLI printed Python's source line ("_damaged(cache, exc)") under it.
+    The full disk is injected where numba writes its index; the CLI's stderr handler prints one line."""
+    import errno
+
+    import numba
+    from numba.core import caching
+
+    from npxception import _jit
+    from npxception.console import _notices
+
+    def full(self, overloads):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", full)
+    monkeypatch.setattr(_jit, "_warned", False)
+
+    def add_two(x):
+        return x + 2
+
+    kernel = _jit._guard_cache(numba.njit(cache=True)(add_two))
+    with _notices("npxception"):
+        assert kernel(1) == 3  # compiled in memory; the cache is optional
+    err = capsys.readouterr().err
+    folder = kernel._cache._cache_path
+    assert err == (f"npxception: cannot write the kernel cache ({folder}: No space left on device); the kernels "
+                   f"run compiled in memory. Free space in {folder} or set NUMBA_CACHE_DIR to a writable "
+                   "folder\n"), err

@@ -622,11 +622,14 @@ def test_training_state_paths():
 
 
 @pytest.mark.parametrize("policy", [
-    "mixed_float16",  # tf_keras and older Keras 3 configs write the policy's name
-    {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_bfloat16"}, "registered_name": None},
+    "int8_from_float32",  # Keras 3's quantized policies, and any other name, stay refused by name
+    {"module": "keras", "class_name": "QuantizedDTypePolicy", "config": {"name": "int8_from_mixed_bfloat16"},
+     "registered_name": None},
 ])
-def test_mixed_precision_is_refused_not_computed_in_float32(corpus, policy):
-    """A mixed-precision model keeps float32 weights but computes in 16 bits: refuse, naming the layer."""
+def test_a_dtype_policy_npxception_does_not_know_is_refused_by_name(corpus, policy):
+    """16-bit policies (mixed precision) are read and decided at conversion (tests/test_mixed_precision.py);
+    a policy that is none of float32, float64, mixed_float16, mixed_bfloat16, float16, bfloat16 is refused
+    while the config is read, naming the layer and the policy."""
     import zipfile
 
     from weights_tools import ConversionError
@@ -636,6 +639,8 @@ def test_mixed_precision_is_refused_not_computed_in_float32(corpus, policy):
         config = json.loads(archive.read("config.json"))
     dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
     read_keras_config(config, source="recipe.keras")  # as written (float32): accepted
+    dense["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}
+    read_keras_config(config, source="recipe.keras")  # read; converted only when asked (dtype_policy)
     dense["config"]["dtype"] = policy
     name = policy if isinstance(policy, str) else policy["config"]["name"]
     with pytest.raises(ConversionError, match=rf"layer {dense['config']['name']} \(Dense\) computes with "

@@ -213,3 +213,73 @@ def test_hostile_checkpoint_state_is_refused_within_bounds(tmp_path, case):
     out = run_limited("weights_tools.cli", "convert", d, "-o", tmp_path / "out.npz")
     assert_refused(out, "checkpoint", expected)
     assert not list(tmp_path.glob("out.npz*"))
+
+
+# --------------------------------------------------------------------------- compare and --check-with-keras
+
+# Every form above that convert reads, as a user who just converted it tries next: (path, --config, the
+# Keras that runs it). Each is run by the framework that wrote it: Keras 3 loads its unzipped directory,
+# tf_keras builds the model from the config and loads the checkpoint as TensorFlow restores it.
+FORMS = {
+    "keras3_unzipped_dir": ("k3_dir", None, "keras"),
+    "model_checkpoint_dir": ("training_1", "tk.json", "tf_keras"),  # its checkpoint file names cp.ckpt
+    "checkpoint_manager_dir": ("tf_ckpts", "tk.json", "tf_keras"),  # tf.train.Checkpoint(model=...) inside
+    "checkpoint_prefix": ("tk_backup/chief/ckpt-1", "tk.json", "tf_keras"),  # BackupAndRestore's Checkpoint
+}
+
+
+def _form(files, form):
+    path, config, framework = FORMS[form]
+    return files["root"] / path, config and files["root"] / config, framework
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_compare_against_each_form_finds_no_divergence(files, form, capsys):
+    """`npxception compare --against FORM [--config model.json]`: converted by us, run in Keras, every layer
+    agrees (compare's float32 tolerances)."""
+    from npxception import cli
+
+    path, config, _ = _form(files, form)
+    argv = ["compare", "--against", str(path)] + (["--config", str(config)] if config else [])
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].startswith("no divergence: "), out[-2000:]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_check_with_keras_passes_on_each_form(files, form, tmp_path):
+    """`npxception convert FORM --check-with-keras`: Keras' own output is the golden, and the converted model
+    gives model.predict of the model that wrote the file."""
+    import npxception
+    from weights_tools.cli import main
+
+    path, config, framework = _form(files, form)
+    out = tmp_path / "m.npz"
+    argv = ["convert", str(path), "-o", str(out), "--check-with-keras"] + (["--config", str(config)] if config else [])
+    assert main(argv) == 0
+    model = npxception.load(out)  # the load-time check against Keras' digests passes
+    assert model.golden.source.startswith(f"{framework} "), model.golden.source
+    _close(model, files, "k3_y" if framework == "keras" else "tk_y")
+
+
+def test_compare_rebuilds_applications_xception_for_a_checkpoint_without_config(files, tmp_path):
+    """--weights and a tf.train.Checkpoint without --config: Keras' applications.Xception is rebuilt from our
+    model and restored from the model's place in the checkpoint (a wrong place would restore nothing)."""
+    from npxception.compare import compare
+
+    path = files["root"] / "tf_ckpts" / "ckpt-1"
+    model = wt.read(path, pooling="avg")
+    report = compare(model, path, files["x"])
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("directory", ["k3_dir", "training_1"])
+def test_a_directory_given_as_npxception_weights_says_convert_it_first(files, directory):
+    """`--weights DIR` (predict, compare) takes a converted .npz: each directory form is named, with the
+    command that converts it (it was "is a directory, not a regular file")."""
+    import npxception
+
+    with pytest.raises(ValueError, match=r"not an npxception \.npz weight file; convert it first: "
+                                         r"npxception convert .* -o model\.npz"):
+        npxception.load(files["root"] / directory)

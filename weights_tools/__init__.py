@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from npxception import architecture as arch
+from npxception.dtype_policy import describe as describe_policy
 from npxception.input_stage import describe
 from npxception.pretrained import official_include_top
 from npxception.untrusted import check_output_dir
 from npxception.weights import save
 
 from . import keras3, legacy_h5, operations, savedmodel, tf_checkpoint
+from .dtype_policy import sixteen_bit
 from .errors import ConversionError
 from .formats import _open_checked, detect_format, resolve_source
 from .from_keras import from_keras
@@ -174,6 +176,14 @@ def _opened_archive(src, where):
         yield cfg, h5, version
 
 
+def sixteen_bit_policy(src, *, config=None) -> str | None:
+    """The 16-bit dtype policy ``src``'s model computes with (``"mixed_float16"``...), or None: what
+    :func:`read` refuses without ``dtype_policy="float32"`` (:mod:`weights_tools.dtype_policy`)."""
+    with open_layers(src, config=config) as reading:
+        found = sixteen_bit(reading.klayers)
+    return found[0] if found else None
+
+
 def read_layers(src, *, config=None) -> Reading:
     """Like :func:`open_layers`, with every array read (each once, within the read budget)."""
     with open_layers(src, config=config) as reading:
@@ -183,7 +193,7 @@ def read_layers(src, *, config=None) -> Reading:
 
 
 def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_shape=None,
-         classifier_activation=None):
+         classifier_activation=None, dtype_policy=None):
     """An :class:`~npxception.model.XceptionModel` from any supported Keras file.
 
     A weights-only file (``.weights.h5``, ``save_weights``) records no head
@@ -196,12 +206,16 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     ImageNet file with the top is recognised by its pinned MD5, and converts
     with Keras' head (average pooling, softmax, 299x299); any other file in its
     layout, a weights-only ``applications.Xception(classifier_activation=None)`` for one,
-    needs these options.
+    needs these options. A model whose layers computed in 16 bits (Keras' mixed precision,
+    ``"mixed_float16"``, ``"mixed_bfloat16"``; ``"float16"``, ``"bfloat16"``) is refused, naming the
+    layer, its policy and the difference to expect, unless ``dtype_policy="float32"`` asks for its
+    weights computed in float32 (:mod:`weights_tools.dtype_policy`).
     """
     with open_layers(src, config=config) as reading:
         try:
             return _model(reading, str(src), variant=variant, skip_layers=skip_layers, pooling=pooling,
-                          input_shape=input_shape, classifier_activation=classifier_activation)
+                          input_shape=input_shape, classifier_activation=classifier_activation,
+                          dtype_policy=dtype_policy)
         except ConversionError as exc:
             if "no config" in reading.kind and "--config" not in str(exc):
                 raise ConversionError(f"{exc} (a {reading.kind.split(' (')[0]} records no architecture; pass "
@@ -210,14 +224,14 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
 
 
 def _model(reading: Reading, source: str, *, variant=None, skip_layers=(), pooling=None, input_shape=None,
-           classifier_activation=None):
+           classifier_activation=None, dtype_policy=None):
     in_shape = tuple(reading.input_shape) if reading.input_shape and len(reading.input_shape) == 3 else None
     head_spec = {"pooling": pooling, "input_shape": input_shape, "classifier_activation": classifier_activation}
     # Keras' official files are legacy weights-only HDF5; their head is defined by which file they are
     official = official_include_top(source) if reading.kind == _LEGACY_WEIGHTS_ONLY else None
     return to_npxception(reading.klayers, variant=variant, source=source, input_shape=in_shape,
                          skip_layers=tuple(skip_layers), head_spec=head_spec, keras_version=reading.keras_version,
-                         official_file=official)
+                         official_file=official, dtype_policy=dtype_policy)
 
 
 def convert(src, dst, *, variant=None, config=None, check_with_keras=False, on_notice=None,
@@ -267,6 +281,9 @@ def _report(src, reading: Reading, options) -> str:
     else:
         lines.append("the file determines: the weights, in layer order; it does not record the layers' wiring, "
                      "the head's pooling and activations, or the input size")
+    sixteen = sixteen_bit(reading.klayers)
+    if sixteen:
+        lines.append(f"dtype policy: {describe_policy(sixteen[0])}, from {sixteen[1]}")
     try:
         model = _model(reading, str(src), **options)
         total, trainable = model.count_params(), model.count_trainable_params()

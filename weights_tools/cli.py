@@ -3,6 +3,7 @@
     python -m weights_tools convert SRC -o DST.npz [--variant keras|article] [--config CONFIG]
                                    [--skip-layer NAME ...] [--pooling avg|max --input-shape H,W
                                     --classifier-activation softmax|sigmoid|linear|...]
+                                   [--dtype-policy float32]
     python -m weights_tools inspect SRC [the same options]
 
 Bad files get one line on stderr and exit code 1, never a traceback (``--debug``
@@ -22,6 +23,7 @@ from npxception.console import EXIT_USAGE, quiet_pipe, run
 from npxception.model import load
 
 import weights_tools
+from weights_tools.dtype_policy import TARGETS
 
 PROG = "python -m weights_tools"
 
@@ -73,11 +75,16 @@ def _model_options(p):
     p.add_argument("--classifier-activation", default=None, metavar="NAME",
                    help="weights-only file without --config: the classifier's activation "
                         "(softmax, sigmoid, linear, ...)")
+    p.add_argument("--dtype-policy", choices=TARGETS, default=None,
+                   help="a model that computed in 16 bits (Keras' mixed_float16, mixed_bfloat16, float16, "
+                        "bfloat16): compute its weights in float32, which differs from its own predict by its "
+                        "16-bit rounding (refused without this option)")
 
 
 def _options(args) -> dict:
     return {"config": args.config, "skip_layers": args.skip_layer, "pooling": args.pooling,
-            "input_shape": args.input_shape, "classifier_activation": args.classifier_activation}
+            "input_shape": args.input_shape, "classifier_activation": args.classifier_activation,
+            "dtype_policy": args.dtype_policy}
 
 
 @quiet_pipe

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import ConversionError
 from .graph import KLayer
 from .keras_config import flatten_config
-from .keras_golden import keras_golden
+from .keras_golden import keras_golden, sixteen_bit_golden
 from .mapping import to_npxception
 
 
@@ -60,12 +60,14 @@ def keras_layers(keras_model) -> list[KLayer]:
     return klayers
 
 
-def from_keras(keras_model, variant=None):
+def from_keras(keras_model, variant=None, *, dtype_policy=None):
     """An :class:`~npxception.model.XceptionModel` with ``keras_model``'s weights.
 
     ``keras_model`` is an Xception backbone (``keras.applications.Xception`` or
     the article's model), nested or inline, plus an optional classifier head.
     ``variant`` ("keras", "article" or None to detect it) fixes the architecture.
+    ``dtype_policy="float32"`` converts a model that computes in 16 bits (mixed precision), refused without
+    it (:mod:`weights_tools.dtype_policy`).
     Raises :class:`~weights_tools.errors.ConversionError` naming the first
     layer that does not fit.
     """
@@ -74,7 +76,9 @@ def from_keras(keras_model, variant=None):
     # the Keras running the model (keras or tf_keras, already imported by the caller), as a file records it
     package = sys.modules.get(type(keras_model).__module__.split(".")[0])
     model = to_npxception(klayers, variant=variant, source=source,
-                          keras_version=getattr(package, "__version__", None))
-    # The golden a saved file will carry is Keras' own output; Keras runs only if it is saved.
-    model.golden_factory = lambda: keras_golden(keras_model, model)
+                          keras_version=getattr(package, "__version__", None), dtype_policy=dtype_policy)
+    # The golden a saved file will carry is Keras' own output (our oracle's, checked against Keras at 16-bit
+    # precision, for a 16-bit source); Keras runs only if it is saved.
+    model.golden_factory = (lambda: sixteen_bit_golden(keras_model, model, source)) if model.source_dtype_policy \
+        else (lambda: keras_golden(keras_model, model))
     return model

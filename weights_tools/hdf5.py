@@ -245,6 +245,13 @@ class GuardedH5:
                                   f"({dset.external[0][0]!r}...)")
         # An integer scalar is a counter (Normalization's adapted `count`), never a weight we use.
         if dset.dtype.kind != "f" and not (dset.dtype.kind in "iu" and dset.shape == ()):
+            if dset.dtype == np.dtype("V2") and self.attr_strings(dset, "dtype") == ["bfloat16"]:
+                # Keras 3 stores a "bfloat16" policy's variables as opaque 2-byte records tagged so
+                raise ConversionError(
+                    f"{self.where}: dataset {name} holds bfloat16 weights (a model built under the dtype policy "
+                    "'bfloat16'); npxception reads float16, float32 and float64 weights. Rebuild the model under "
+                    "keras.config.set_dtype_policy('mixed_bfloat16') (float32 variables), load its weights, save "
+                    "it again and convert that with --dtype-policy float32")
             raise ConversionError(f"{self.where}: dataset {name} has dtype {dset.dtype}; weights must be "
                                   "floating point")
         claimed = math.prod(int(d) for d in dset.shape) * dset.dtype.itemsize

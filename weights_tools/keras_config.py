@@ -35,7 +35,8 @@ from npxception.config import CONFIG
 from npxception.untrusted import loads_json, short_repr
 
 from .errors import ConversionError
-from .graph import Argument, KLayer, dtype_policy
+from .dtype_policy import check_known
+from .graph import Argument, KLayer
 from .training_mode import refuse_training_mode, training_flag
 
 # class names that hold a whole model as a layer
@@ -255,19 +256,11 @@ class _Reader:
     def emit(self, name, class_name, config, inbound, path, function=None, arguments=()):
         if name in self.paths:
             raise ConversionError(f"{self.source}: two layers are named {name!r}")
-        # a Keras 3 operation has no dtype policy: a "dtype" in its config is its argument (Cast's)
-        policy = None if function is not None and class_name != "TFOpLambda" else dtype_policy(config)
-        if class_name != "InputLayer" and policy not in (None, "float32", "float64"):
-            # float32 and float64 are what we compute in. Mixed precision keeps float32
-            # variables, so the weights alone look fine, but Keras computes in float16/bfloat16: our float32 answer would differ from the
-            # source by ~1e-3, far beyond round-off. Refuse rather than differ silently.
-            raise ConversionError(
-                f"{self.source}: layer {name} ({class_name}) computes with the dtype policy {policy!r}; "
-                "npxception computes in float32 (or float64) and would not reproduce it. Rebuild the "
-                "model under keras.mixed_precision.set_global_policy('float32'), load its weights, "
-                "save it again and convert that file")
-        self.klayers.append(KLayer(name=name, class_name=class_name, config=config, inbound=inbound,
-                                   function=function, arguments=list(arguments)))
+        klayer = KLayer(name=name, class_name=class_name, config=config, inbound=inbound, function=function,
+                        arguments=list(arguments))
+        # 16-bit policies (mixed precision) are read here and decided at conversion (weights_tools.dtype_policy)
+        check_known(klayer, self.source)
+        self.klayers.append(klayer)
         self.paths[name] = path
         if self.training_origin is not None:
             self.training_mode.setdefault(self.training_origin, []).append(self.klayers[-1])

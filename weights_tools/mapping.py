@@ -49,6 +49,7 @@ import numpy as np
 from npxception.model import XceptionModel
 
 from .by_order import IMAGENET_CLASSES, _flags, _match_by_order
+from .dtype_policy import source_policy as sixteen_bit_source
 from .errors import ConversionError
 from .graph import KLayer
 from .graph_match import _match_graph, match_names
@@ -61,7 +62,7 @@ __all__ = ["ConversionError", "FEATURE_AXES", "IMAGENET_CLASSES", "kind_of", "ma
 
 def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_shape=None,
                   dtype=None, labels=None, skip_layers=(), head_spec=None, keras_version=None,
-                  official_file=None) -> XceptionModel:
+                  official_file=None, dtype_policy=None) -> XceptionModel:
     """Convert a KLayer list to an :class:`XceptionModel`; raise :class:`ConversionError` if it is not Xception.
 
     ``skip_layers``: names of layers to treat as identities (the user's word that
@@ -71,13 +72,16 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     preprocessing layers whose inference changed between versions. ``official_file``:
     the file is one of Keras' official ImageNet files (``True``/``False`` for with/without
     the top, checked by the caller against the pinned MD5 of its whole bytes), whose
-    head ``keras.applications.Xception`` defines; None for any other file.
+    head ``keras.applications.Xception`` defines; None for any other file. ``dtype_policy``: ``"float32"`` to
+    convert a model that computed in 16 bits (mixed precision) to compute in float32, which it records
+    (:mod:`weights_tools.dtype_policy`); such a model is refused without it.
 
     The model's ``notices`` lists what was decided by documented policy rather than
     read from the file (a weights-only backbone's pooling and input size), one line each.
     """
     if not klayers:
         raise ConversionError(f"{source}: no layers found")
+    source_policy = sixteen_bit_source(klayers, dtype_policy, source)
     wired = all(k.inbound is not None for k in klayers)
     given = {k: v for k, v in (head_spec or {}).items() if v is not None}
     steps, source_shape, notices = [], None, []
@@ -102,7 +106,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     for a in params.values():
         if a.dtype.kind != "f":
             raise ConversionError(f"{source}: weights must be floating point, found {a.dtype}")
-    target = np.dtype(dtype) if dtype is not None else (
+    target = np.dtype(dtype) if dtype is not None else np.dtype(dtype_policy) if source_policy else (
         np.dtype("float64") if np.dtype("float64") in dtypes else np.dtype("float32"))
     # The arrays are read here, after every shape was checked; asarray: no copy
     # when the dtype already fits (a budget-sized file must not need twice the memory).
@@ -113,10 +117,12 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     try:
         model = XceptionModel(params, variant=v, head=head, input_shape=input_shape,
                               labels=labels, source=source, input_stage=steps, source_input_shape=source_shape,
-                              source_data_format=data_format)
+                              source_data_format=data_format, source_dtype_policy=source_policy)
     except (ValueError, TypeError) as exc:
         raise ConversionError(f"{source}: {exc}") from None
     # {our layer name: the source's layer name}: how compare() finds Keras' auto-named layers.
     model.source_layer_names = names
     model.notices = notices
+    if source_policy:
+        model.source = f"{source} (its Keras model computed in {source_policy}; converted to compute in {target.name})"
     return model

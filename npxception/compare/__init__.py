@@ -6,7 +6,8 @@ network order):
 
 * the *accumulated* error, ours against theirs (max abs, max relative, 1 - cosine);
 * the *local* error: our layer run on *their* inputs against their output, the
-  error the layer itself introduces; the layers where it exceeds tolerance are
+  error the layer itself introduces; the layers where it exceeds tolerance (or,
+  on a failing row, float32's round-off in that layer: :mod:`.roundoff`) are
   the **sources**, all of them, in order;
 * for each source, the cause: a catalogue of named hypotheses (BN epsilon,
   pooling padding, kernel layouts, activations, input preprocessing, logits...)

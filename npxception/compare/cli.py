@@ -154,14 +154,19 @@ def cli_compare(args) -> int:
     if stated is not None:
         activation_name(stated, "--their-activation")  # before a model is loaded
     against = pathlib.Path(args.against)
-    keras_file = against.suffix.lower() in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(against)
+    keras_file = keras_side.is_keras_save(against)
     check_other_path(against)  # before anything is loaded: a FIFO or a device is named, never read
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
     elif keras_file:
         import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
 
-        model = weights_tools.read(against, config=getattr(args, "config", None))
+        config = getattr(args, "config", None)
+        # compare runs the source in Keras and judges it at its precision: a 16-bit model's weights are
+        # computed in float32 here, which the report says (weights_tools.dtype_policy)
+        model = weights_tools.read(against, config=config,
+                                   dtype_policy="float32" if weights_tools.sixteen_bit_policy(against, config=config)
+                                   else None)
     else:
         raise ValueError("--weights is needed to compare against an .onnx file or an activation dump")
     names = getattr(args, "names", None) or getattr(args, "port", None)

@@ -51,18 +51,23 @@ SLACK_VALUES = 1 << 16
 MAX_ENTRIES = 10_000
 
 
+# What compare's other side may be, for its errors: every form `npxception convert` reads, and a port's.
+OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, a directory (a tf_keras SavedModel, Keras 3's "
+               "model.save(dir, zipped=False), a directory of TensorFlow checkpoints) or a TensorFlow checkpoint "
+               "(its prefix or .index)")
+
+
 def check_other_path(path: pathlib.Path) -> None:
-    """Refuse an ``--against`` that is neither a TensorFlow save (a directory, a checkpoint prefix) nor a
-    regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
-    if keras_side.is_tensorflow_save(path):
+    """Refuse an ``--against`` that is neither a save of several files (a directory, a checkpoint prefix)
+    nor a regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
+    if keras_side.is_multi_file_save(path):
         return
     try:
         check_regular(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except IrregularFileError as exc:
-        raise ValueError(f"{exc}; expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel "
-                         "directory or a TensorFlow checkpoint") from None
+        raise ValueError(f"{exc}; expected {OTHER_FORMS}") from None
 
 
 # --------------------------------------------------------------------------- activation dumps
@@ -79,12 +84,28 @@ def _per_image(model, hw) -> dict[str, int]:
     return {name: math.prod(d for d in shape if d is not None) for name, (shape, _, _) in shapes.items()}
 
 
-def _input_geometry(shape, layout, channels) -> tuple[int, tuple[int, int]] | None:
+def input_layout(dims, channels: int, what: str) -> str | None:
+    """The layout a 4-D image batch's dims determine for a ``channels``-channel model: ``"NCHW"`` when
+    only dim 1 is ``channels``, ``"NHWC"`` when only dim 3 is, None when neither is (an unknown dim,
+    None, as an ONNX graph may declare it, is no evidence: whoever feeds it then refuses a shape that
+    does not fit). Both (a 75x75 image of 75 channels, ``(N, 75, 75, 75)``) is refused, ``what`` named:
+    either reading fits, and guessing one compares the other's values."""
+    if len(dims) != 4:
+        return None
+    first, last = dims[1] == channels, dims[3] == channels
+    if first and last:
+        shown = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        raise ValueError(f"{what}: {shown} reads as NCHW and as NHWC for a {channels}-channel model (dims 1 and "
+                         "3 are both its channel count); pass layout='NCHW' or layout='NHWC' (--layout) to say which")
+    return "NCHW" if first else "NHWC" if last else None
+
+
+def _input_geometry(shape, layout, channels, what) -> tuple[int, tuple[int, int]] | None:
     """``(batch, (H, W))`` of a 4-D input header, NCHW when ``layout`` says so or the channels (``channels``,
-    the model's) say it."""
+    the model's) say it (:func:`input_layout`)."""
     if len(shape) != 4:
         return None
-    nchw = layout == "NCHW" or (layout is None and shape[1] == channels and shape[3] != channels)
+    nchw = layout == "NCHW" or (layout is None and input_layout(shape, channels, what) == "NCHW")
     return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
 
 
@@ -149,7 +170,7 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
     together exceed what the file's size can hold."""
     batch, hw = None, None
     if INPUT_KEY in headers:
-        geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels)
+        geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels, f"{where}: entry {INPUT_KEY!r}")
         if geometry is None:
             c = model.channels
             raise ValueError(f"{where}: entry {INPUT_KEY!r} has shape {headers[INPUT_KEY][0]}; expected the "
@@ -169,8 +190,9 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         total += nbytes
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
-        auto = _AUTO_NAME.fullmatch(key)
-        name = mapping.get(key, key) if mapping.get(key, key) in ours else largest.get(auto.group(1)) if auto else None
+        target = mapping.get(key, key)
+        auto = _AUTO_NAME.fullmatch(target)
+        name = target if target in ours else largest.get(auto.group(1)) if auto else None
         if key == INPUT_KEY or name is None or not shape:
             continue  # no layer of ours to measure it by: only the file's own budget below bounds it
         per_image = math.prod(shape[1:])

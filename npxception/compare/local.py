@@ -57,6 +57,7 @@ class Local:
     skipped: dict  # {input position: (gap layer we filled, that layer's own input)}
     error: str = ""  # why output is None
     non_finite_input: str = ""  # their input that holds Inf or NaN (not run on), if any
+    gaps: dict | None = None  # {every gap layer filled so far: the input we ran it on}
 
 
 def local_pass(model, theirs: dict, x_in: np.ndarray):
@@ -96,4 +97,22 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
         if node.name not in theirs:
             filled[node.name] = y
             fill_input[node.name] = ins[0] if ins and ins[0] is not None else None
-        yield Local(node, ins, y, skipped, error, bad_input)
+        yield Local(node, ins, y, skipped, error, bad_input, fill_input)
+
+
+def rerun(model, node: Node, theirs: dict, x_in: np.ndarray) -> np.ndarray:
+    """Our ``node`` on their inputs in ``model``'s dtype, every gap before it filled by our layers as
+    :func:`local_pass` fills it, in that dtype too: ``model.astype("float64")`` gives the exact output of
+    the layer on their inputs. The fills live for this call only (one row's gap, not the network's)."""
+    by_name = {n.name: n for n in nodes(model)}
+    fills: dict = {}  # a gap read twice (two branches of a missing add) is run once
+
+    def value(name):
+        if name in theirs:
+            return theirs[name]
+        if name == "input":
+            return x_in
+        if name not in fills:
+            fills[name] = model.run_layer(name, [value(i) for i in by_name[name].inputs])
+        return fills[name]
+    return model.run_layer(node.name, [value(i) for i in node.inputs])

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from . import folded_bn, onnx_work
-from .inputs import load_onnx
+from .inputs import input_layout, load_onnx
 from .names import KNOWN_PORTS
 from .report import UNKNOWN
 
@@ -354,12 +354,13 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     feed_dtype = onnx.helper.tensor_dtype_to_np_dtype(image.elem_type)  # float16 for a model.half() export
     precision = graph_precision(graph)
 
-    nchw_input = len(declared) == 4 and declared[1] == 3 and declared[3] != 3
-    if no_names and nchw_input and layout != "NCHW":  # both are missing: say both at once
+    # the model's channel count says which dim of the declared input is the channels; both is refused
+    nchw_input = layout is None and input_layout(declared, model.channels, f"{path}: its input {inputs[0]!r}") == "NCHW"
+    if no_names and nchw_input:  # both are missing: say both at once
         no_names += f"; and its input is NCHW {_dims(declared)}: pass layout='NCHW' (--layout NCHW)"
 
     def run(x, final_only=False):
-        if nchw_input and layout != "NCHW":
+        if nchw_input:
             raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
                              "(--layout NCHW) to feed it")
         feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x

@@ -19,7 +19,8 @@ import numpy as np
 # float32: float32 round-off (6e-8) times reduction lengths up to 9 * 2048, compounded over
 #   36 layers, stays below ~3e-5 for a correct port; a wrong BN epsilon (1e-5 for 1e-3)
 #   moves a BN output by ~1e-3 relative. The same bound serves local errors, which are
-#   one layer's round-off (~1e-6).
+#   one layer's round-off (~1e-6); under it, a failing row's layer is held to float32's
+#   round-off itself (roundoff.py: a dropped fused bias can be 2e-6 of max|theirs|).
 # float64: summation order only.
 # float16: unit round-off 2^-11 = 4.9e-4; a correct float16 port's local errors (its weights and
 #   its outputs rounded to float16) measured up to 1e-3 of max|theirs| on the 75x75 test model,
@@ -27,6 +28,10 @@ import numpy as np
 #   A BN epsilon of 1e-5 for 1e-3 (~1e-3) is below what float16 can show: the report says so.
 # bfloat16: unit round-off 2^-8 = 3.9e-3, 8x float16's; measured the same way, local errors up to
 #   7.4e-3 and accumulated 1.7e-2; the same ~20 round-offs, 8e-2, leave a 5x margin.
+# A Keras model under mixed precision (71x71 Xceptions fit one step, docs/keras-recipe.md#mixed-precision):
+#   local errors up to 9.2e-4 (float16) and 1.4e-2 (bfloat16), within these with 10x and 5.7x to spare, but
+#   its accumulated errors reach 1.4e-2 and 0.14 of a layer's max|x|: compare attributes those to its rounding
+#   (core._attribute_rounding) where no layer is a source and ours is float32-exact against the oracle.
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 8e-2}
 UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 HALF = ("float16", "bfloat16")
@@ -63,12 +68,13 @@ def rounded_to(arrays) -> str | None:
     return None
 
 
-def their_precision(model_dtype, declared, theirs: dict) -> tuple[str, str]:
+def their_precision(model_dtype, declared, theirs: dict, declared_how=None) -> tuple[str, str]:
     """``(precision, how it is known)``: the least precise of ours, what their side declares and
-    their arrays (``theirs``: their activations, the input left out)."""
+    their arrays (``theirs``: their activations, the input left out). ``declared_how`` says more of
+    how their side declares it (a Keras model's dtype policy)."""
     found = {_name(model_dtype): "ours"}
     if _name(declared):
-        found.setdefault(_name(declared), "declared by their file or model")
+        found.setdefault(_name(declared), declared_how or "declared by their file or model")
     floats = [np.asarray(a) for a in theirs.values() if np.asarray(a).dtype.kind in "fV"]
     for a in floats:
         found.setdefault(_name(a.dtype), f"their arrays are {_name(a.dtype)}")

@@ -6,8 +6,9 @@ layer inherits plus the error it adds. ``local`` is *our* layer run on *their*
 inputs against their output: the error the layer itself introduces.
 ``amplification`` is the accumulated error over the largest accumulated error
 among its inputs: how much the layer grows the error it inherits. A layer whose
-local error exceeds tolerance is a **source**; a layer that only propagates
-upstream error is not.
+local error exceeds tolerance is a **source**, and so is a layer of a failing row
+whose local error, under the tolerance, is over float32's round-off in that layer
+(``roundoff.py``); a layer that only propagates upstream error is not.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Row:
     flow: str = ""  # entry / middle / exit / input
     local_rel: float | None = None  # our layer on their inputs vs their output
     amplification: float | None = None  # accumulated / the largest accumulated error of its inputs
-    source: bool = False  # the layer itself introduces error over tolerance
+    source: bool = False  # the layer itself introduces error: over tolerance, or over round-off on a failing row
+    local_vs_roundoff: float | None = None  # RMS local error / float32 round-off's, where measured (roundoff.py)
     diagnosis: Diagnosis | None = None  # the catalogue's explanation of a source, if any
     non_finite: str = ""  # "1 Inf of 23328 values" when theirs holds Inf or NaN (never diagnosed)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import architecture as arch
 from .. import keras_side
-from .inputs import INPUT_KEY, check_other_path, read_dump
+from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
 from .names import resolve_names
 from .onnx_side import onnx_runner
 from .report import UNKNOWN
@@ -35,6 +35,7 @@ class Other:
     label: str
     run: Callable[[np.ndarray], dict]
     dtype: str | None = None  # the precision it computes in ("float16", "bfloat16"...); None: judge by the arrays
+    dtype_how: str | None = None  # how that precision is known, when the side says more than its dtype
     fixed: bool = False  # a dump: its activations are for one input only
     layout: str | None = None  # "NCHW" / "NHWC", or None to detect tensor by tensor
     names: dict = field(default_factory=dict)  # {their name: our name}, already applied by run()
@@ -86,6 +87,16 @@ def keras_dtype(kmodel):
     return keras_side.keras_dtype(kmodel)
 
 
+def keras_precision(kmodel) -> tuple[str, str | None]:
+    """``(dtype, how it is known)``: what a Keras model computes in (:func:`npxception.keras_side.computes_in`),
+    and, for a 16-bit dtype policy (mixed precision), that policy, to which compare attributes its rounding."""
+    dtype, policy = keras_side.computes_in(kmodel)
+    if policy is None:
+        return dtype, None
+    return dtype, (f"the Keras model computes with the dtype policy {policy!r}; differences of its {dtype} "
+                   "rounding are its own, not a port's")
+
+
 def keras_activations(model, kmodel, x, final_only=False):
     """Activations of every Keras layer matched to ours by the converter's graph walk,
     nested backbones reached by their path (:mod:`npxception.keras_side`)."""
@@ -117,7 +128,7 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     mapping = resolve_names(names, model.layer_names)
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
-                     keras_dtype(other), layout="NHWC", final=_keras_final(model, other),
+                     *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
                      activation=keras_side.output_activation(model, other))
     if isinstance(other, dict):
         acts = dict(other)
@@ -138,13 +149,12 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
                      no_names=side.no_names, notes=side.notes, activation=side.activation,
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
-    if suffix in (".keras", ".h5", ".hdf5") or keras_side.is_tensorflow_save(path):
+    if keras_side.is_keras_save(path):
         kmodel = load_keras_file(path, config=config, model=model)
-        return Other(str(path), lambda x: keras_activations(model, kmodel, x), keras_dtype(kmodel),
+        return Other(str(path), lambda x: keras_activations(model, kmodel, x), *keras_precision(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel),
                      activation=keras_side.output_activation(model, kmodel))
-    raise ValueError(f"{path}: expected a .keras, .h5, .onnx or .npz file, a tf_keras SavedModel directory "
-                     "or a TensorFlow checkpoint (its prefix or .index)")
+    raise ValueError(f"{path}: expected {OTHER_FORMS}")
 
 
 def _keras_final(model, kmodel):
@@ -158,8 +168,11 @@ def _renamed(acts: dict, mapping: dict) -> dict:
     return {mapping.get(k, k): v for k, v in acts.items()}
 
 
-def to_nhwc(acts, ours_shapes, layout):
-    """Their 4-D activations in NHWC. ``layout=None`` detects per tensor, only when unambiguous."""
+def to_nhwc(acts, ours_shapes, layout, channels):
+    """Their 4-D activations in NHWC. ``layout=None`` detects per tensor, only when unambiguous: by our
+    layer's shape, and the input (:data:`INPUT_KEY`) by the model's ``channels`` where ``ours_shapes`` lacks
+    it (:func:`~npxception.compare.inputs.input_layout`). A tensor both readings fit (a square map with as
+    many channels as pixels a side, ``(N, 128, 128, 128)``) is refused by name, never guessed."""
     out = {}
     for name, a in acts.items():
         a = np.asarray(a)
@@ -167,12 +180,13 @@ def to_nhwc(acts, ours_shapes, layout):
             lay = layout
             mine = ours_shapes.get(name)
             if lay is None and mine is not None:
-                if a.shape == mine:
-                    lay = "NHWC"
-                elif (a.shape[0], a.shape[2], a.shape[3], a.shape[1]) == mine:
-                    lay = "NCHW"
-            if lay is None and name == INPUT_KEY and a.shape[1] == 3 and a.shape[3] != 3:
-                lay = "NCHW"
+                nhwc, nchw = a.shape == mine, (a.shape[0], a.shape[2], a.shape[3], a.shape[1]) == mine
+                if nhwc and nchw and a.shape[1] > 1:  # (N, 1, 1, 1) reads the same either way
+                    raise ValueError(f"their {name!r} {a.shape} reads as NCHW and as NHWC (our {name} is "
+                                     f"{mine}); pass layout='NCHW' or layout='NHWC' (--layout) to say which")
+                lay = "NHWC" if nhwc else "NCHW" if nchw else None
+            elif lay is None and name == INPUT_KEY:
+                lay = input_layout(a.shape, channels, f"their {INPUT_KEY!r}")
             if lay == "NCHW":
                 a = a.transpose(0, 2, 3, 1)
         out[name] = a

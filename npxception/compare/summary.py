@@ -44,7 +44,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, th
         if x is None:
             if INPUT_KEY not in acts:
                 raise ValueError(f"{side.label}: no input given and the dump carries none (key {INPUT_KEY!r})")
-            x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout)[INPUT_KEY]
+            x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout, model.channels)[INPUT_KEY]
         if last not in acts:
             raise ValueError(f"{side.label}: holds no {last!r} output to compare predictions with")
         return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), **activations)

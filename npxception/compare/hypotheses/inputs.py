@@ -22,20 +22,41 @@ def _raw(x):
 
 
 def input_bgr(x):
-    """BGR channel order instead of RGB."""
-    return "BGR channel order instead of RGB", x[..., ::-1]
+    """BGR channel order instead of RGB; for a 4-channel model BGRA instead of RGBA (OpenCV's
+    ``imread(..., IMREAD_UNCHANGED)``). Other channel counts name no colours: not tried."""
+    if x.shape[-1] == 3:
+        return "BGR channel order instead of RGB", x[..., ::-1]
+    if x.shape[-1] == 4:
+        return "BGRA channel order instead of RGBA", x[..., [2, 1, 0, 3]]
+    return None
 
 
 def input_caffe(x):
-    """Keras' "caffe" preprocess_input (BGR, ImageNet means subtracted, no scaling) instead of "tf"."""
+    """Keras' "caffe" preprocess_input (BGR, ImageNet means subtracted, no scaling) instead of "tf":
+    RGB images only (its means are three)."""
+    if x.shape[-1] != 3:
+        return None
     return ("caffe preprocessing (BGR minus ImageNet means) instead of tf's x/127.5 - 1",
             _raw(x)[..., ::-1] - np.array(CAFFE_MEAN_BGR))
 
 
 def input_torch(x):
-    """Keras' "torch" preprocess_input (x/255 normalised by ImageNet mean and std) instead of "tf"."""
+    """Keras' "torch" preprocess_input (x/255 normalised by ImageNet mean and std) instead of "tf":
+    RGB images only (its means and stds are three)."""
+    if x.shape[-1] != 3:
+        return None
     return ("torch preprocessing ((x/255 - mean) / std) instead of tf's x/127.5 - 1",
             (_raw(x) / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD))
+
+
+def input_unit_range(x):
+    """The image scaled to [0, 1] (``x / 255``, ``ToTensor()``'s range) instead of tf's [-1, 1]."""
+    return "input scaled to [0, 1] (x/255) instead of tf's x/127.5 - 1", _raw(x) / 255.0
+
+
+def input_raw(x):
+    """The raw [0, 255] pixels, not preprocessed at all."""
+    return "raw 0..255 pixels (no preprocessing) instead of tf's x/127.5 - 1", _raw(x)
 
 
 def input_nchw_as_nhwc(x):
@@ -52,6 +73,7 @@ def input_hw_transposed(x):
 
 INPUT_TRANSFORMS = {
     "input_bgr": input_bgr, "input_caffe": input_caffe, "input_torch": input_torch,
+    "input_unit_range": input_unit_range, "input_raw": input_raw,
     "input_nchw_as_nhwc": input_nchw_as_nhwc, "input_hw_transposed": input_hw_transposed,
 }
 
@@ -60,7 +82,10 @@ def input_candidates(x, run=None):
     """Every input hypothesis as a Candidate: the transformed input itself (``run`` None, for
     the dumped input) or the first layer run on it."""
     for cause, transform in INPUT_TRANSFORMS.items():
-        text, xt = transform(x)
+        tried = transform(x)
+        if tried is None:  # a transform of RGB images, and these are not
+            continue
+        text, xt = tried
         xt = xt.astype(x.dtype)
         yield Candidate(cause, text, xt if run is None else run(xt))
 
@@ -105,7 +130,7 @@ def resize_candidates(images, x, model, run=None):
         what = ("timm's bicubic resize of the shorter side to 299 / 0.8975 then centre crop" if how == "timm"
                 else f"{how} resize") + " instead of Keras' nearest"
         feeds = [(what, pixels if model.takes_pixels else preprocess_input(pixels))]
-        if not model.takes_pixels:
+        if not model.takes_pixels and x.shape[-1] == 3:  # torch's means and stds are RGB's
             feeds.append((what + ", and torch preprocessing ((x/255 - mean) / std)",
                           (pixels / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD)))
         for text, xt in feeds:
