@@ -29,6 +29,7 @@ from the paper in four small, named ways; see :class:`Variant`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from .ops.padding import output_size  # TF's SAME/VALID rule, written once
@@ -214,6 +215,21 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
 HEAD_KINDS = ("global_avg_pool", "global_max_pool", "flatten", "dense", "batch_norm", "activation")
 ACTIVATIONS = (None, "linear", "relu", "softmax", "sigmoid", "tanh", "swish", "elu")
 FLATTEN_ORDERS = ("hwc", "hcw", "whc", "wch", "chw", "cwh")  # the six permutations of the NHWC axes
+# Keras computes BatchNormalization in the model's float32, where a larger epsilon is inf: the layer
+# then outputs beta whatever its input (measured, Keras 3 and tf_keras, epsilon 1e308 and 3e38).
+FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max
+
+
+def check_bn_epsilon(eps) -> float:
+    """A BatchNormalization epsilon as a float: a finite real number >= 0 that float32 holds.
+    Raise ValueError saying what was found (callers name the file and layer)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise ValueError(f"epsilon must be a real number >= 0, found {eps!r}")
+    if not (math.isfinite(eps) and 0 <= eps <= FLOAT32_MAX):
+        raise ValueError(f"epsilon must be a finite real number >= 0 that float32 holds (at most "
+                         f"{FLOAT32_MAX:.4g}; Keras computes it in float32, where a larger one is inf and "
+                         f"the layer ignores its input), found {eps!r}")
+    return float(eps)
 
 
 def keras_head(include_top=True, pooling=None, classes=1000, classifier_activation="softmax"):
@@ -255,6 +271,11 @@ def validate_head(head) -> list[dict]:
                              "(after batch_norm layers on the map, if any)")
         if kind == "flatten":
             _check_flatten(i, layer)
+        if kind == "batch_norm" and "epsilon" in layer:
+            try:
+                check_bn_epsilon(layer["epsilon"])
+            except ValueError as exc:
+                raise ValueError(f"head[{i}] ({layer['name']}): batch_norm {exc}") from None
         if kind == "dense" and (not isinstance(layer.get("units"), int) or layer["units"] < 1):
             raise ValueError(f"head[{i}] ({layer['name']}): units must be a positive int, "
                              f"found {layer.get('units')!r}")

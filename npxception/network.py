@@ -25,7 +25,7 @@ from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
-from .params import as_dtype, check_params
+from .params import as_dtype, check_bn_divisors, check_params
 from .summary import summary_table
 from .untrusted import short_repr
 from .weights import save as save_weights
@@ -71,6 +71,7 @@ class XceptionModel:
         expected = arch.param_shapes(self.layers, self.head, self.channels)
         params = dict(params)
         check_params(params, expected, where=source or "params")
+        check_bn_divisors(params, self.head, where=source or "params")
         self.dtype = next(iter(params.values())).dtype
         stage.check_dtype(self.input_stage, self.dtype)
         for array in params.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import architecture as arch
+from .config import CONFIG
 
 DTYPES = (np.dtype("float32"), np.dtype("float64"))  # the two precisions every op computes in
 
@@ -54,6 +55,22 @@ def check_params(params: dict, expected: dict, where: str) -> None:
                              f"(min {a.min():g})")
     if len(dtypes) > 1:
         raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
+
+
+def check_bn_divisors(params: dict, head, where: str) -> None:
+    """Every head batch_norm divides by sqrt(moving_variance + epsilon) in the weights' dtype, as the op
+    computes it: a zero there (variance 0 with epsilon 0) is refused naming the layer. The backbone's
+    epsilon is 1e-3, so only the head's can be 0."""
+    for h in head:
+        if h["kind"] != "batch_norm":
+            continue
+        eps = h.get("epsilon", CONFIG.bn_epsilon)
+        var = params[f"{h['name']}/moving_variance"]
+        zero = np.flatnonzero(var + var.dtype.type(eps) == 0)
+        if zero.size:
+            raise ValueError(f"{where}: layer {h['name']!r} (batch_norm): moving_variance + epsilon is 0 in "
+                             f"channel {zero[0]} ({zero.size} channel{'s' if zero.size > 1 else ''} in all; "
+                             f"epsilon {eps!r}), so BatchNormalization would divide by zero")
 
 
 def random_params(layers, head, dtype="float32", seed=0, *, channels=3) -> dict[str, np.ndarray]:

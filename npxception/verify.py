@@ -69,7 +69,7 @@ def verify_file(path, *, paths=PATHS, add=False) -> FileResult:
 
 def describe(result: FileResult) -> str:
     """The text ``npxception verify`` prints for one file."""
-    if result.golden is None:
+    if result.error is not None or result.golden is None:  # no check ran to completion: say why
         return f"{result.file}: FAIL: {result.error}"
     g = result.golden
     h, w = g.pixels.shape[1:3]

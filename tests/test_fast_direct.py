@@ -171,3 +171,56 @@ def test_without_avx512_the_plan_packs_nothing(small_model, monkeypatch):
     monkeypatch.undo()
     f64 = npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4, dtype="float64")
     assert FastPlan(f64).packed == {}
+
+
+def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatch, capsys):
+    """Another Numba/llvmlite may refuse the microkernel's IR (simulated: the probe raises what LLVM says of a
+    wrongly mangled intrinsic). The plan then packs nothing, keeps the microkernel out of the compiled fused
+    kernel (its ``packed`` is not float32: the overload's no-op), gives the reference's answer, and says why
+    on stderr once for the process, not once per plan."""
+    from npxception.fast.run import FastPlan
+
+    def refused():
+        raise RuntimeError("Failed in nopython mode pipeline (step: native lowering)\nLLVM IR parsing error\n"
+                           "<string>:9:3: error: invalid intrinsic name\n\nDuring: lowering ...")
+
+    def never(*args):
+        raise AssertionError("the microkernel ran after its probe failed")
+
+    monkeypatch.setattr(direct, "AVAILABLE", True)  # even on a CPU without AVX-512: the probe decides
+    monkeypatch.setattr(direct, "_READY", {})  # asked afresh in this process
+    monkeypatch.setattr(direct, "_probe", refused)
+    monkeypatch.setattr(direct, "conv_direct", never)
+    plans = [FastPlan(small_model) for _ in range(2)]
+    assert plans[0].packed == {} and plans[0].not_packed is direct.NO_MICROKERNEL
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    ours = plans[0](x).copy()
+    reference = small_model.forward(x, impl="reference")[0]
+    # as in test_plan_packs_by_shape_and_agrees_with_openblas: the golden check's float32 tolerance
+    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+    err = capsys.readouterr().err
+    assert err.count("npxception: the AVX-512 microkernel") == 1, err
+    assert "im2col + OpenBLAS" in err, err
+    assert "RuntimeError: Failed in nopython mode pipeline (step: native lowering); <string>:9:3: error: " \
+           "invalid intrinsic name\n" in err, err
+    assert f"Numba {numba.__version__}" in err, err
+
+
+def test_a_microkernel_that_computes_wrong_is_not_used(monkeypatch, capsys):
+    """The probe checks answers, not only that the microkernel compiled: one wrong output (simulated:
+    the kernel's result off by one in one element) makes it not ready, and the notice names the difference."""
+    real = direct.conv_direct
+
+    def off_by_one(*args):
+        real(*args)
+        args[10][0, 0] += 1  # out
+
+    # without AVX-512 the real kernel cannot run (illegal instruction): there every element is wrong instead
+    monkeypatch.setattr(direct, "conv_direct", off_by_one if direct.AVAILABLE else
+                        lambda *args: args[10].__setitem__(Ellipsis, 0))
+    monkeypatch.setattr(direct, "AVAILABLE", True)
+    monkeypatch.setattr(direct, "_READY", {})
+    assert not direct.microkernel_ready()
+    assert not direct.worth_packing(np.zeros((9, 8), np.float32))
+    err = capsys.readouterr().err
+    assert "ArithmeticError: a 2x25x5 -> 20 convolution differs from its NumPy twin by up to" in err, err

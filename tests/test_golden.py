@@ -379,3 +379,44 @@ def test_without_the_fast_path_the_check_runs_the_reference_ops(saved, tmp_path)
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "fails at layer block6_add" in proc.stdout and "the reference ops, float32" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def map_bn_file(tmp_path_factory):
+    """A file whose head has a batch_norm on the map (its epsilon is the manifest's): saved with its golden."""
+    from npxception import architecture as arch
+    from npxception.network import XceptionModel
+    from npxception.params import random_params
+
+    head = [{"kind": "batch_norm", "name": "map_bn", "epsilon": 1e-3}] + arch.keras_head(True, classes=3)
+    params = random_params(arch.backbone(arch.VARIANTS["keras"]), head, np.float32, 5)
+    return XceptionModel(params, head=head, input_shape=(SIZE, SIZE, 3)).save(
+        tmp_path_factory.mktemp("map_bn") / "bn.npz")
+
+
+def _bad_epsilon(src, dst, epsilon):
+    def edit(arrays, manifest):
+        manifest["head"][0]["epsilon"] = epsilon
+    bad = _rewrite(src, dst, edit)
+    return bad, f"{bad}: the manifest's architecture is invalid (head[0] (map_bn): batch_norm epsilon must be a "
+
+
+@pytest.mark.parametrize("epsilon", [-1.0, "abc", float("nan"), 1e308, None, [1e-3]],
+                         ids=["negative", "text", "nan", "beyond_float32", "null", "list"])
+def test_a_bad_head_epsilon_is_refused_naming_the_file_and_step(map_bn_file, tmp_path, epsilon):
+    bad, expected = _bad_epsilon(map_bn_file, tmp_path / "bad.npz", epsilon)
+    with pytest.raises(ValueError) as info:
+        npxception.load(bad)
+    assert str(info.value).startswith(expected), info.value
+    assert f"found {epsilon!r}" in str(info.value)
+
+
+def test_verify_prints_a_files_error_and_goes_on_to_the_next(map_bn_file, tmp_path, capsys):
+    """Its table needs checks that ran: a file refused (here by its head's epsilon) is one FAIL line
+    with the reason, never a crash of verify's own (min() of no checks), and the next file is verified."""
+    bad, expected = _bad_epsilon(map_bn_file, tmp_path / "bad.npz", -1.0)
+    code, out = _verify(capsys, bad, map_bn_file)
+    assert code == 1 and "min() arg" not in out, out
+    assert f"{bad}: FAIL: {expected}" in out
+    assert f"{map_bn_file}: golden from" in out and "ok: every path agrees with the golden" in out
+    assert f"1 of 2 files failed: {bad}" in out

@@ -61,6 +61,19 @@ def block(pairs, kind=0) -> bytes:
     return body + bytes([kind]) + struct.pack("<I", mask(crc32c(body + bytes([kind]))))
 
 
+def finish_table(table: bytes, handles) -> bytes:
+    """The data blocks ``table`` (``handles``: each block's (offset, size)) with an empty metaindex block,
+    the index block (block i keyed by i + 1, as two bytes: keys only order them) and the footer."""
+    metaindex = block([])
+    meta_handle = (len(table), len(metaindex) - 5)
+    table += metaindex
+    index = block([(bytes([i + 1]) * 2, varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
+    index_handle = (len(table), len(index) - 5)
+    table += index
+    footer = (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0]) + varint(index_handle[1]))
+    return table + footer.ljust(40, b"\0") + MAGIC
+
+
 def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianness=0, kind=0, edit=None,
                  data_size=None, duplicate_block=False, shard_of=lambda key: 0):
     """``prefix.index`` + ``prefix.data-0000i-of-0000N`` for each of the ``shards`` (``shard_of(key)``: where
@@ -89,17 +102,8 @@ def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianne
     handles = [(0, len(first) - 5), (len(first), len(second) - 5)]
     if duplicate_block:
         handles.append(handles[1])  # the same data block listed twice
-    table = first + second
-    metaindex = block([])
-    meta_handle = (len(table), len(metaindex) - 5)
-    table += metaindex
-    index = block([(bytes([i + 1]) * 2, varint(o) + varint(s)) for i, (o, s) in enumerate(handles)])
-    index_handle = (len(table), len(index) - 5)
-    table += index
-    footer = (varint(meta_handle[0]) + varint(meta_handle[1]) + varint(index_handle[0]) + varint(index_handle[1]))
-    table += footer.ljust(40, b"\0") + MAGIC
     with open(f"{prefix}.index", "wb") as f:
-        f.write(table)
+        f.write(finish_table(first + second, handles))
     for shard, data in enumerate(datas):
         with open(f"{prefix}.data-{shard:05d}-of-{max(shards, 1):05d}", "wb") as f:
             f.write(data)
@@ -341,6 +345,48 @@ def test_object_graph_beyond_its_caps(tmp_path, graph, message):
     convert_refused(tmp_path, prefix, "ckpt.index: entry _CHECKPOINTABLE_OBJECT_GRAPH", message)
 
 
+def ref(node: int, name: str) -> bytes:
+    """An object's child reference (ObjectReference: node_id = 1, local_name = 2), as a children field."""
+    return f_bytes(1, f_varint(1, node) + f_bytes(2, name.encode()))
+
+
+# Object graphs that multiply work (review 10 F1): K references to one node with M children (each a
+# reference back to itself), a few MB. A walk that scans a node's children once per reference does
+# K x M = 10^10 steps (the reviewer's K=1,000: 10-14 s CPU; K=100,000: killed after 600 s); each node
+# scanned once, the read takes 2.5-4 s of CPU, imports included. RLIMIT_CPU 30 s tells the two apart (the
+# config case on old main: 5 s per 1,000 layers, ~47 s for its 9,000).
+FAN, CPU_SECONDS = 100_000, 30
+FANNED = f_bytes(1, b"".join(ref(1, f"c{i}") for i in range(FAN)))  # node 1: M children, all itself
+
+
+@pytest.mark.parametrize("root, config, message", [
+    # find_model: is the root, or one of its children, a model? K root children, one node
+    ("c", None, "no Keras model in the checkpoint's object graph: its root holds c0, c1, c10"),
+    # klayers_by_order (no config): layer_with_weights-0..K-1, one node; tf_keras lists each layer once
+    ("layer_with_weights-", None,
+     "layer_with_weights-1 is the object layer_with_weights-0 is (node 1); a Keras model references each of "
+     "its layers once"),
+    # fill_weights (a config of 9,000 Dense layers, under its 10,000-layer cap): layer-0..K-1, one node
+    ("layer-", 9_000, "not an Xception (keras) graph"),
+], ids=["find_model", "by_order", "with_config"])
+def test_an_object_graph_fanning_into_one_node_is_walked_once(tmp_path, root, config, message):
+    import json
+
+    k = FAN if config is None else config
+    prefix = write_bundle(tmp_path / "ckpt", {}, graph=f_bytes(1, b"".join(ref(1, f"{root}{i}") for i in range(k)))
+                          + FANNED)
+    options = ()
+    if config:
+        layers = [{"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 71, 71, 3]}}]
+        layers += [{"class_name": "Dense", "config": {"name": f"dense{i}", "units": 4}} for i in range(config)]
+        (tmp_path / "config.json").write_text(json.dumps({"class_name": "Sequential",
+                                                          "config": {"name": "m", "layers": layers}}))
+        options = ("--config", tmp_path / "config.json")
+    out = run_limited("weights_tools.cli", "convert", prefix, "-o", tmp_path / "out.npz", *options, cpu=CPU_SECONDS)
+    assert_refused(out, "ckpt", message)
+    assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
+
+
 def _saved_metadata(tmp_path, nodes: bytes):
     saved = tmp_path / "saved"
     (saved / "variables").mkdir(parents=True)
@@ -473,6 +519,7 @@ def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_pa
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "lists slice [1:3, :], which has no entry"),
+    ("beyond", "lists 2 slices, beyond the table's 1 slice entries"),
     ("stray", "is a slice that no tensor lists (1 such entry)"),
     ("short", "lists slices of 8 values in all; its shape holds 12"),
     ("misshaped", "expected float32 of shape (2, 4)"),
@@ -482,7 +529,9 @@ def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_pa
 def test_hostile_slices_are_refused_by_name(tmp_path, case, message):
     first, second = ROWS
     prefix = {
-        "missing": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS),
+        # as many slice entries as slices listed, but not the listed one
+        "missing": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS, extra=[(((2, 1), (0, -1)), VALUE[2:])]),
+        "beyond": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS),
         "stray": lambda: sliced(tmp_path / "ckpt", ROWS, extra=[(((2, 1), (0, -1)), VALUE[2:])]),
         "short": lambda: sliced(tmp_path / "ckpt", [((0, 2), (0, -1))]),
         "misshaped": lambda: sliced(tmp_path / "ckpt", [first], listed=ROWS, extra=[(second, VALUE[1:2])]),
@@ -491,3 +540,28 @@ def test_hostile_slices_are_refused_by_name(tmp_path, case, message):
         "overlap": lambda: sliced(tmp_path / "ckpt", [((0, 1), (0, 4)), ((0, 1), (0, -1)), ((2, 1), (0, -1))]),
     }[case]()
     read_refused(prefix, message)
+
+
+def test_slices_listed_beyond_the_tables_slice_entries_are_refused_before_decoding(tmp_path):
+    """Review 10 F2: 190,000 filler entries (not slices) once raised every entry's slice allowance to the
+    table's size, so 10 entries listing 100,000 empty slices each had 10^6 slices decoded before the first
+    was looked up (the reviewer's 7 M: 19 s CPU, 343 MB). One budget for the table, its slice entries
+    (here none), refuses at the first slice listed: within RLIMIT_CPU, and the message says why."""
+    fillers, listing, slices = 190_000, 10, 100_000  # the table holds at most 200,000 entries
+    pairs = [(b"", f_varint(1, 1) + f_bytes(3, f_varint(1, 1)))]
+    pairs += [(b"a%05d" % i, f_varint(1, 1) + f_bytes(7, b"") * slices) for i in range(listing)]
+    pairs += [(b"z%06d" % i, b"") for i in range(fillers)]
+    blocks = [pairs[i:i + 20_000] for i in range(0, len(pairs), 20_000)]  # ~1 MB blocks
+    table, handles = b"", []
+    for b in blocks:
+        raw = block(b)
+        handles.append((len(table), len(raw) - 5))
+        table += raw
+    (tmp_path / "ckpt.index").write_bytes(finish_table(table, handles))
+    (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"\0" * 16)
+    assert os.path.getsize(tmp_path / "ckpt.index") < 4 << 20
+    out = run_limited("weights_tools.cli", "convert", tmp_path / "ckpt", "-o", tmp_path / "out.npz",
+                      cpu=CPU_SECONDS)
+    assert_refused(out, "ckpt.index", "entry 'a00000' holds more than 1,000 fields",
+                   "the table's 0 slice entries")
+    assert not list(tmp_path.glob("out.npz*"))

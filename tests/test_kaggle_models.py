@@ -137,3 +137,55 @@ def test_batch_norm_on_the_map_survives_the_file(map_bn, tmp_path):
         assert json.loads(str(f[MANIFEST_KEY]))["format_version"] == WITH_MAP_BN
     _close(load(tmp_path / "map_bn.npz")(x), expected, "loaded")
 
+
+
+def _edited(src, dst, epsilon, variance=None):
+    """``src`` (.keras) with map_bn's epsilon set in its config.json, and its moving_variance replaced."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(src) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    cfg = json.loads(members["config.json"])
+    (bn,) = [layer for layer in cfg["config"]["layers"] if layer["config"].get("name") == "map_bn"]
+    bn["config"]["epsilon"] = epsilon
+    members["config.json"] = json.dumps(cfg).encode()
+    if variance is not None:
+        buf = io.BytesIO(members["model.weights.h5"])
+        with h5py.File(buf, "r+") as f:
+            (key,) = [k for k in f["layers"] if k.startswith("batch_normalization")]
+            var = f[f"layers/{key}/vars/3"]  # gamma, beta, moving_mean, moving_variance
+            var[...] = variance(var[...])
+        members["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return str(dst)
+
+
+@pytest.mark.parametrize("epsilon", ["abc", None, [1e-3], -1.0, -0.6, float("nan"), float("inf"), 1e308],
+                         ids=["text", "null", "list", "negative", "negative_small", "nan", "inf", "beyond_float32"])
+def test_a_bad_batch_norm_epsilon_in_the_config_is_refused_naming_the_file_and_layer(map_bn, tmp_path, epsilon):
+    """Keras 3 and tf_keras take any float: 1e308 is inf in the float32 they compute in, and the layer
+    then outputs beta whatever its input (measured); no trained model does that, so it is refused too."""
+    from weights_tools import ConversionError
+
+    bad = _edited(map_bn[1]["GlobalAveragePooling2D"][0], tmp_path / "bad.keras", epsilon)
+    with pytest.raises(ConversionError) as info:
+        weights_tools.read(bad)
+    assert str(info.value).startswith(f"{bad}: layer map_bn: BatchNormalization epsilon must be a "), info.value
+    assert f"found {epsilon!r}" in str(info.value)
+
+
+def test_a_zero_variance_with_a_zero_epsilon_is_refused_at_conversion(map_bn, tmp_path):
+    """sqrt(moving_variance + epsilon) = 0 would divide by zero: refused naming the layer and channel when the
+    file is converted, not later by the golden's NaN check."""
+    bad = _edited(map_bn[1]["GlobalAveragePooling2D"][0], tmp_path / "bad.keras", 0.0,
+                  variance=lambda v: np.where(np.arange(v.size) % 7 == 0, 0, v).astype(v.dtype))
+    with pytest.raises(ValueError) as info:
+        weights_tools.read(bad)
+    assert ("layer 'map_bn' (batch_norm): moving_variance + epsilon is 0 in channel 0 (293 channels in all; "
+            "epsilon 0.0), so BatchNormalization would divide by zero") in str(info.value)
+    assert str(bad) in str(info.value)

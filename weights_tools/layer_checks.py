@@ -67,7 +67,10 @@ def _check_bn(cfg, what, fixed_epsilon, axes=FEATURE_AXES, data_format=None):
         on = f"a {data_format} map" if data_format else "pooled (N, C) features"
         raise ConversionError(f"{what}: BatchNormalization axis {axis!r}; expected the channel axis of {on} "
                               f"({' or '.join(map(str, axes))})")
-    eps = float(cfg.get("epsilon", CONFIG.bn_epsilon))
+    try:
+        eps = arch.check_bn_epsilon(cfg.get("epsilon", CONFIG.bn_epsilon))
+    except ValueError as exc:
+        raise ConversionError(f"{what}: BatchNormalization {exc}") from None
     if fixed_epsilon and eps != CONFIG.bn_epsilon:
         raise ConversionError(f"{what}: BatchNormalization epsilon is {eps:g}, expected Keras' "
                               f"{CONFIG.bn_epsilon:g} (Xception's value)")

@@ -134,10 +134,12 @@ def bundle_prefix(path) -> pathlib.Path:
     return path
 
 
-def _decode_entry(key: str, value: bytes, where: str, max_slices: int = 0) -> Entry:
-    """A BundleEntryProto, its shape and slices checked; ``max_slices``: how many slices it may list
-    (each needs an entry of its own, so at most the table's entries)."""
-    budget = pw.FieldBudget(MAX_PROTO_FIELDS + max_slices, "fields")
+def _decode_entry(key: str, value: bytes, where: str, slice_budget: pw.FieldBudget | None = None) -> Entry:
+    """A BundleEntryProto, its shape and slices checked. ``slice_budget``: the slices the whole table may
+    still list (each needs an entry of its own, so at most its slice entries), charged before each is
+    decoded; None: a slice's own entry, which lists none."""
+    left = slice_budget.left if slice_budget is not None else 0
+    budget = pw.FieldBudget(MAX_PROTO_FIELDS + max(left, 0), "fields")
     try:
         e = pw.message(value, _ENTRY, budget)
         dims = []
@@ -147,13 +149,26 @@ def _decode_entry(key: str, value: bytes, where: str, max_slices: int = 0) -> En
                 raise pw.WireError("a shape of unknown rank")
             for d in shape.get("dim", []):
                 dims.append(pw.signed64(pw.message(d, _DIM, budget).get("size", 0)))
+    except pw.LimitError as exc:  # slices are fields: an entry may list those the table has entries for
+        raise ConversionError(f"{where}: entry {key!r} holds {exc} (the limit: {MAX_PROTO_FIELDS:,} plus one "
+                              f"per slice it may list: the table's {0 if slice_budget is None else slice_budget.limit:,} "
+                              "slice entries, less those listed before; each slice has an entry of its own)") from None
     except pw.WireError as exc:
         raise ConversionError(f"{where}: entry {key!r} is not a readable BundleEntryProto ({exc})") from None
     if len(dims) > MAX_RANK or any(d < 0 for d in dims):
         raise ConversionError(f"{where}: entry {key!r} has shape {tuple(dims[:MAX_RANK + 1])}; expected "
                               f"at most {MAX_RANK} non-negative dimensions")
-    slices = []
-    for raw in e.get("slices", []):
+    slices, listed = [], e.get("slices", [])
+    if listed and slice_budget is None:
+        raise ConversionError(f"{where}: entry {key!r}, a slice of a partitioned tensor, lists {len(listed):,} "
+                              "slices of its own; a slice's entry holds its bytes")
+    for raw in listed:
+        try:
+            slice_budget.take()
+        except pw.LimitError:
+            raise ConversionError(f"{where}: entry {key!r} lists {len(listed):,} slices, beyond the table's "
+                                  f"{slice_budget.limit:,} slice entries (each slice listed has an entry of its "
+                                  "own, so the table's entries list at most that many in all)") from None
         try:
             slices.append(decode_slice(raw, tuple(dims), pw.FieldBudget(MAX_PROTO_FIELDS, "fields")))
         except pw.WireError as exc:
@@ -194,6 +209,9 @@ class Bundle:
                                   "TensorFlow checkpoint index")
         self.entries: dict[str, Entry] = {}  # whole tensors, and partitioned ones (their slices below)
         slice_values: dict[bytes, bytes] = {}
+        # One budget for the whole table: every slice listed needs an entry of its own, so the table's
+        # entries list at most as many slices as it has slice entries, each decoded only once charged.
+        slices_left = pw.FieldBudget(sum(raw[:1] == b"\x00" for raw, _ in entries[1:]), "slices")
         for raw, value in entries[1:]:
             if raw[:1] == b"\x00":  # a slice's key (tensor_slices.slice_key), claimed by the tensor listing it
                 slice_values[raw] = value
@@ -202,7 +220,7 @@ class Bundle:
                 key = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ConversionError(f"{self.where}: key {raw[:80]!r} is not UTF-8 text") from None
-            self.entries[key] = _decode_entry(key, value, self.where, max_slices=len(entries))
+            self.entries[key] = _decode_entry(key, value, self.where, slices_left)
         self._check_header(entries[0][1], len(entries) - 1)
         self.slices: dict[str, list[Entry]] = self._claim_slices(slice_values)
         self.data_paths = [data_filename(self.prefix, i, self.shards) for i in range(self.shards)]

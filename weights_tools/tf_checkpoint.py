@@ -41,7 +41,7 @@ and ignored as ``load_model(..., compile=False)`` ignores it; any other is refus
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from npxception.config import CONFIG
 
@@ -53,6 +53,8 @@ from .keras_config import MODEL_CLASSES, _unwrap
 from .tf_bundle import Bundle
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+WEIGHTED = "layer_with_weights-"  # model.layers[i] with weights, the k-th of them: layer_with_weights-k
+LAYER_PREFIXES = ("layer-", WEIGHTED)
 VALUE_ATTRIBUTE = "VARIABLE_VALUE"
 # get_weights() order of every variable name the converter's layers have: Conv2D (kernel, bias),
 # SeparableConv2D (depthwise_kernel, pointwise_kernel, bias), BatchNormalization (gamma, beta,
@@ -91,6 +93,11 @@ class ObjectGraph:
     # the Keras model's node: 0 for save_weights; a tf.train.Checkpoint(model=...) holds it as a child
     root: int = 0
     prefix: str = ""  # the keys' path to the model: "" or "model/" (find_model)
+    # Each node's children are scanned once, whatever number of references reach it (the budget rule:
+    # a node with 100,000 children referenced 100,000 times must not cost 10^10 steps): what a scan
+    # finds is kept here by node id, shared by the graphs find_model derives.
+    _variables: dict = field(default_factory=dict, repr=False, compare=False)
+    _layered: dict = field(default_factory=dict, repr=False, compare=False)
 
     def node(self, path: tuple[str, ...]) -> int | None:
         """The node reached from the model (:attr:`root`) along ``path``'s local names, or None."""
@@ -108,6 +115,8 @@ class ObjectGraph:
         ``mean`` weight as ``mean`` and as the attribute ``adapt_mean``) is listed once,
         by its weight name when one of its names is in :data:`WEIGHT_ORDER`.
         """
+        if node in self._variables:
+            return self._variables[node]
         names: dict[int, list[str]] = {}
         for name, child in self.children[node].items():
             if child in self.values:
@@ -116,7 +125,19 @@ class ObjectGraph:
         for child, aliases in names.items():
             known = [a for a in aliases if a in WEIGHT_ORDER]
             out[(known or aliases)[0]] = self.values[child]
+        self._variables[node] = out
         return out
+
+    def references_layers(self, node: int) -> frozenset[str]:
+        """Which of ``layer-`` and ``layer_with_weights-`` a node's children are named with: a Keras model
+        references its layers so (tf_keras ``_layer_checkpoint_dependencies``); any other node, neither."""
+        if node not in self._layered:
+            self._layered[node] = frozenset(p for p in LAYER_PREFIXES
+                                            if any(name.startswith(p) for name in self.children[node]))
+        return self._layered[node]
+
+    def is_model(self, node: int) -> bool:
+        return bool(self.references_layers(node))
 
 
 def read_object_graph(bundle: Bundle) -> ObjectGraph:
@@ -159,19 +180,14 @@ def read_object_graph(bundle: Bundle) -> ObjectGraph:
     return ObjectGraph(children, values, where)
 
 
-def _is_model(children: dict[str, int]) -> bool:
-    """A Keras model's node: it references its layers as ``layer-i`` / ``layer_with_weights-k``."""
-    return any(name.startswith(("layer-", "layer_with_weights-")) for name in children)
-
-
 def find_model(graph: ObjectGraph) -> ObjectGraph:
     """The graph rooted at its Keras model. ``save_weights`` (and ``ModelCheckpoint``) save the model as
     the root; ``tf.train.Checkpoint(model=model, ...)`` and its ``CheckpointManager`` save a Checkpoint
     whose children are the model and the rest (``save_counter``, an optimizer): the one child that is a
     Keras model is the model; a checkpoint holding several is refused, not guessed."""
-    if _is_model(graph.children[0]):
+    if graph.is_model(0):
         return graph
-    models = sorted(name for name, node in graph.children[0].items() if _is_model(graph.children[node]))
+    models = sorted(name for name, node in graph.children[0].items() if graph.is_model(node))
     if not models:
         return graph  # no model anywhere: the readers' own errors say what is missing
     if len(models) > 1:
@@ -279,7 +295,7 @@ def _names(refs: dict[str, int], shown: int = 8) -> str:
 
 def _refuse_modelless(graph: ObjectGraph) -> None:
     """A root that references no layer, with no child that does: say what it holds instead."""
-    if graph.root == 0 and not _is_model(graph.children[0]):
+    if graph.root == 0 and not graph.is_model(0):
         raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
                               f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
                               "layer_with_weights-0); not the save_weights of a Keras model, nor a "
@@ -344,12 +360,16 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     ``.h5``), named by its variables (``predictions/kernel`` -> ``predictions``), its class
     inferred from their names as for a legacy weights-only file."""
     _refuse_modelless(graph)
-    klayers, used = [], set()
+    klayers, used, seen = [], set(), {}
     root = graph.children[graph.root]
-    while f"layer_with_weights-{len(klayers)}" in root:
-        what = f"layer_with_weights-{len(klayers)}"
+    while f"{WEIGHTED}{len(klayers)}" in root:
+        what = f"{WEIGHTED}{len(klayers)}"
         node = root[what]
-        if any(n.startswith("layer_with_weights-") for n in graph.children[node]):
+        if node in seen:  # model.layers lists each layer once, so tf_keras writes each one once
+            raise ConversionError(f"{bundle.where}: {what} is the object {seen[node]} is (node {node}); a "
+                                  "Keras model references each of its layers once (a corrupt checkpoint)")
+        seen[node] = what
+        if WEIGHTED in graph.references_layers(node):
             raise ConversionError(f"{bundle.where}: {what} is a nested model, whose wiring a checkpoint does "
                                   "not record; pass the model's config.json (model.to_json()) as --config")
         names, variables, tensors = _layer_arrays(bundle, graph, node, what)
@@ -359,6 +379,6 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
                               weight_names=[v.key for v in variables]))
         used.update(v.key for v in variables)
     if not klayers:
-        raise ConversionError(f"{bundle.where}: no layer_with_weights-0 in the checkpoint's object graph; "
+        raise ConversionError(f"{bundle.where}: no {WEIGHTED}0 in the checkpoint's object graph; "
                               "not the save_weights of a Keras model")
     return klayers, _leftovers(bundle, used, graph.prefix)

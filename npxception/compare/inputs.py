@@ -190,8 +190,9 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         total += nbytes
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
-        auto = _AUTO_NAME.fullmatch(key)
-        name = mapping.get(key, key) if mapping.get(key, key) in ours else largest.get(auto.group(1)) if auto else None
+        target = mapping.get(key, key)
+        auto = _AUTO_NAME.fullmatch(target)
+        name = target if target in ours else largest.get(auto.group(1)) if auto else None
         if key == INPUT_KEY or name is None or not shape:
             continue  # no layer of ours to measure it by: only the file's own budget below bounds it
         per_image = math.prod(shape[1:])

@@ -57,6 +57,7 @@ class Local:
     skipped: dict  # {input position: (gap layer we filled, that layer's own input)}
     error: str = ""  # why output is None
     non_finite_input: str = ""  # their input that holds Inf or NaN (not run on), if any
+    gaps: dict | None = None  # {every gap layer filled so far: the input we ran it on}
 
 
 def local_pass(model, theirs: dict, x_in: np.ndarray):
@@ -96,7 +97,7 @@ def local_pass(model, theirs: dict, x_in: np.ndarray):
         if node.name not in theirs:
             filled[node.name] = y
             fill_input[node.name] = ins[0] if ins and ins[0] is not None else None
-        yield Local(node, ins, y, skipped, error, bad_input)
+        yield Local(node, ins, y, skipped, error, bad_input, fill_input)
 
 
 def rerun(model, node: Node, theirs: dict, x_in: np.ndarray) -> np.ndarray:

@@ -113,9 +113,9 @@ def resolve_names(names, our_names) -> dict[str, str]:
     for theirs, mine in mapping.items():
         if not isinstance(theirs, str) or not isinstance(mine, str):
             raise ValueError(f"names: entries must map strings to strings, found {theirs!r}: {mine!r}")
-        if mine not in ours:
+        if mine not in ours and not _AUTO_NAME.fullmatch(mine):
             raise ValueError(f"names: {theirs!r} maps to {mine!r}, which is not one of our layer names "
-                             "(see model.layer_names)")
+                             "(see model.layer_names) nor a Keras auto-name (conv2d_N, batch_normalization_N, add_N)")
     return mapping
 
 
@@ -125,6 +125,69 @@ def resolve_names(names, our_names) -> dict[str, str]:
 # ("batch_norm" in our head) is auto-named the same way.
 AUTO_NAMES = {"conv": "conv2d", "bn": "batch_normalization", "batch_norm": "batch_normalization", "add": "add"}
 _AUTO_NAME = re.compile(r"(conv2d|batch_normalization|add)(?:_(\d+))?")
+
+
+
+def by_counter(keys) -> list[str]:
+    """Keras auto-names in the order of their counters (``add`` before ``add_1`` before ``add_10``): the
+    order Keras created them, for auto-names that a names map or TFLite's scopes gave, in no order of
+    the dump's own."""
+    return sorted(keys, key=lambda k: int(_AUTO_NAME.fullmatch(k).group(2) or 0))
+
+
+# The op ending a TFLite tensor name's first segment when the tensor is that layer's output (the fused
+# op's output: its activation included), by our layer kind, as TFLite names a Keras 3 model's ops. A
+# separable convolution's "separable_conv2d/depthwise1" is its depthwise half, no layer of ours.
+_TFLITE_OUTPUT_OPS = {
+    "relu": {"Relu"}, "maxpool": {"MaxPool2d"}, "add": {"Add"}, "bn": {"batchnorm/add_1"},
+    "batch_norm": {"batchnorm/add_1"}, "conv": {"convolution"}, "sepconv": {"separable_conv2d"},
+    "global_avg_pool": {"Mean"}, "global_max_pool": {"Max"},
+}
+
+
+def match_tflite_names(theirs: dict[str, tuple], ours: dict[str, tuple[str, tuple]], layout=None) -> TfliteNames:
+    """Their keys named as a TFLite model converted from Keras names its tensors, by Keras layer name:
+    ``xception/block1_conv1_act_1/Relu;xception/block1_conv1_bn_1/batchnorm/add_1;...`` is the output of
+    the op its first ``;``-segment names (the ReLU, with the convolution and BN fused into it).
+
+    ``theirs``: ``{key: shape}``; ``ours``: ``{Keras name: (our kind, NHWC shape)}``. A segment's layer is
+    the scope that is a Keras name or an auto-name (``add_11``: :func:`match_auto_names` maps those by
+    order), once Keras 3's tracing suffix is dropped when most scopes carry one (``block1_conv1_act_1``;
+    TensorFlow makes a second ``add_1`` scope ``add_1_2``, the first ``add``'s ``add_1``). The key is that
+    layer's output only when the rest of the segment is the op that ends its kind (not a depthwise half)
+    and its shape agrees with that layer's, or an auto-name's with one of our layers of its kind (a fused
+    bias or a kernel constant carries the same name).
+    """
+    parts = {key: key.split(";")[0].split("/") for key in theirs if "/" in key}
+    scopes = [p for key in parts for seg in key.split(";") for p in seg.split("/")[:-1]]
+    suffixed = sum(_TRACED.sub("", p) in ours for p in scopes) > sum(p in ours for p in scopes)
+    out = TfliteNames(seen={_TRACED.sub("", p) if suffixed else p for p in scopes})
+    kinds = {prefix: kind for kind, prefix in AUTO_NAMES.items()}
+    for key, ps in parts.items():
+        for i, scope in enumerate(ps[:-1]):
+            name = _TRACED.sub("", scope) if suffixed else scope
+            auto = _AUTO_NAME.fullmatch(name)
+            kind = ours[name][0] if name in ours else kinds[auto.group(1)] if auto else None
+            if kind is None:
+                continue
+            shape = tuple(theirs[key])
+            shapes = [ours[name][1]] if name in ours else [s for k, s in ours.values() if AUTO_NAMES.get(k) == auto[1]]
+            if "/".join(ps[i + 1:]) in _TFLITE_OUTPUT_OPS.get(kind, ()) and any(
+                    _shape_agrees(shape, s, layout) for s in shapes):
+                out.matched[key] = name
+            break
+    return out
+
+
+_TRACED = re.compile(r"_\d+$")  # the suffix a traced Keras 3 model's scopes carry
+
+
+@dataclass
+class TfliteNames:
+    """What :func:`match_tflite_names` found."""
+
+    matched: dict[str, str] = field(default_factory=dict)  # {their key: Keras layer name}
+    seen: set[str] = field(default_factory=set)  # every name a scope of theirs holds, fused or not
 
 
 @dataclass

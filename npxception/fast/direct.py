@@ -22,14 +22,19 @@ once, in NR-wide panels, when the plan is built, only for kernels of at most
 :data:`PACK_MAX` floats (memory). Why this exists and what it measured: docs/performance.md,
 "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel".
 
-float32 only, and only on CPUs with AVX-512 (:data:`AVAILABLE`); elsewhere the
-plan keeps im2col + OpenBLAS (npxception/fast/fused.py). Under
+float32 only, and only on CPUs with AVX-512 (:data:`AVAILABLE`) where the
+microkernel compiled and computed a small case right (:func:`microkernel_ready`,
+once a process); elsewhere the plan keeps im2col + OpenBLAS
+(npxception/fast/fused.py). Under
 ``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the body of
 :func:`pointwise_tile`) run instead.
 """
 
 from __future__ import annotations
 
+import sys
+
+import llvmlite
 import llvmlite.binding as ll
 import numba
 import numpy as np
@@ -58,15 +63,20 @@ def _host_has_avx512() -> bool:
 
 
 AVAILABLE = _host_has_avx512()
+# passed as ``packed`` where the microkernel is not used: its type (not float32) keeps the microkernel out of
+# the compiled fused kernel (the overload of pointwise_tile below), so a microkernel that cannot compile is never
+# compiled; fused.NOT_PACKED (float32) keeps it in, for the steps of a plan that packs others
+NO_MICROKERNEL = np.empty((0, 0, 0), np.float64)
 
 
 def worth_packing(kernel2d) -> bool:
-    """Whether a (K, C_out) kernel gets a packed copy for the microkernel: float32, AVX-512, at most PACK_MAX.
+    """Whether a (K, C_out) kernel gets a packed copy for the microkernel: float32, at most PACK_MAX, AVX-512 and
+    :func:`microkernel_ready` (asked last: only plans that would pack pay for the probe).
 
     The bound keeps the copies to ~2 MB for Xception (the 300 MB budget,
     docs/performance.md); larger kernels stay on OpenBLAS.
     """
-    return AVAILABLE and kernel2d.dtype == np.float32 and kernel2d.size <= PACK_MAX
+    return AVAILABLE and kernel2d.dtype == np.float32 and kernel2d.size <= PACK_MAX and microkernel_ready()
 
 
 def panel_width(c_out: int) -> int:
@@ -84,6 +94,20 @@ def pack_kernel(kernel2d):
         cols = kernel2d[:, q * nr:(q + 1) * nr]
         packed[q, :, :cols.shape[1]] = cols
     return packed
+
+
+def _masked_suffix(vty):
+    """The pointer part of the masked load/store intrinsics' names, as the LLVM in use mangles ``vty*``.
+
+    LLVM 14 (llvmlite 0.42-0.43, Numba 0.59-0.60) has typed pointers:
+    ``llvm.masked.load.v16f32.p0v16f32``; LLVM with opaque pointers wants
+    ``.p0``, and rejects the other ("Intrinsic name not mangled correctly").
+    Asked of LLVM itself, not of llvmlite's IR layer: that layer prints typed
+    pointers by default (``llvmlite.ir_layer_typed_pointers_enabled``) even
+    where LLVM reads them as opaque (Numba 0.68, LLVM 20+).
+    """
+    declared = str(ll.parse_assembly(f"declare void @probe({vty.as_pointer()})"))
+    return "p0" if "(ptr)" in declared else f"p0v{LANES}f32"
 
 
 def _make_micro(mr, nvec):
@@ -104,10 +128,12 @@ def _make_micro(mr, nvec):
             i64, i32, i1 = ir.IntType(64), ir.IntType(32), ir.IntType(1)
             mty = ir.VectorType(i1, LANES)
             fma = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), "llvm.fma.v16f32")
+            ptr = _masked_suffix(vty)
             mload = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-                                                   "llvm.masked.load.v16f32.p0")
+                                                   f"llvm.masked.load.v{LANES}f32.{ptr}")
             mstore = cgutils.get_or_insert_function(
-                mod, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]), "llvm.masked.store.v16f32.p0")
+                mod, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+                f"llvm.masked.store.v{LANES}f32.{ptr}")
             zero = ir.Constant(vty, [0.0] * LANES)
             splat_idx = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
 
@@ -315,8 +341,9 @@ def pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
 
 @overload(pointwise_tile)
 def _pointwise_tile_compiled(a, kernel, packed, offs, scale, shift, relu, add, y):
-    if y.dtype != types.float32:
-        def never(a, kernel, packed, offs, scale, shift, relu, add, y):  # float64 plans pack nothing
+    if y.dtype != types.float32 or packed.dtype != types.float32:
+        # float64 plans pack nothing; NO_MICROKERNEL packs nothing and must not compile the microkernel
+        def never(a, kernel, packed, offs, scale, shift, relu, add, y):
             pass
         return never
 
@@ -330,3 +357,59 @@ def aligned(size):
     raw = np.zeros(size + LANES, np.float32)
     start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
     return raw[start:start + size]
+
+
+# ---- whether the microkernel works in this process --------------------------------------------------------
+_READY = {}  # "ready": the answer of microkernel_ready, once asked
+
+
+def microkernel_ready() -> bool:
+    """Whether the microkernel compiles and computes right here; asked once a process, on AVX-512 only.
+
+    It is LLVM IR written for one LLVM's intrinsics (:func:`_masked_suffix`),
+    so another Numba/llvmlite may refuse it. :func:`_probe` compiles its
+    callers and checks them on a small case; on any failure the plan keeps
+    im2col + OpenBLAS, as on CPUs without AVX-512, and one notice on stderr
+    names the cause. Under ``NUMBA_DISABLE_JIT=1`` the NumPy twins run: ready.
+    """
+    if not AVAILABLE:
+        return False
+    if "ready" not in _READY:
+        _READY["ready"] = False
+        try:
+            if not numba.config.DISABLE_JIT:
+                _probe()
+        except Exception as error:  # any compile or lowering error: the fallback is always correct
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+            # Numba's first line names the stage; LLVM's own complaint is the line saying "error:"
+            cause = "; ".join(dict.fromkeys([lines[0]] + [line for line in lines if "error:" in line][:1]))
+            print(f"npxception: the AVX-512 microkernel (npxception/fast/direct.py) is not used, convolutions "
+                  f"run on im2col + OpenBLAS instead: it failed under Numba {numba.__version__}, llvmlite "
+                  f"{llvmlite.__version__} (LLVM {'.'.join(map(str, ll.llvm_version_info))}): "
+                  f"{type(error).__name__}: {cause}", file=sys.stderr)
+        else:
+            _READY["ready"] = True
+    return _READY["ready"]
+
+
+def _probe():
+    """Run :func:`conv_direct` (both tile shapes, a tail of rows and of channels) against its twin; raises on failure.
+
+    The same argument types as the plan's calls: the compiled kernel is
+    the one the plan then uses (and caches).
+    """
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 2 * _MR32 + 3, 5)).astype(np.float32)
+    for c_out in (20, 70):  # one half-width panel (NR 32, 12 x 32 tiles); a full one and its tail (NR 64)
+        kernel = rng.standard_normal((3 * 3 * 5, c_out)).astype(np.float32)
+        scale = rng.uniform(0.5, 2, c_out).astype(np.float32)
+        shift = rng.standard_normal(c_out).astype(np.float32)
+        ho, wo = x.shape[1] - 2, x.shape[2] - 2
+        out = np.full((ho * wo, c_out), np.nan, np.float32)
+        conv_direct(x, pack_kernel(kernel), kernel, 3, 1, ho, wo, scale, shift, True, out, 1)
+        want = conv_direct_reference(x.astype(np.float64), kernel.astype(np.float64), 3, 1, ho, wo, scale, shift,
+                                     True)
+        # 45-term float32 dot products of N(0, 1) values, scaled by <= 2: 1e-4 is ~100x their rounding error
+        if not np.allclose(out, want, rtol=1e-4, atol=1e-4):
+            raise ArithmeticError(f"a {ho}x{wo}x5 -> {c_out} convolution differs from its NumPy twin by up to "
+                                  f"{np.nanmax(np.abs(out - want)):.3g}")

@@ -82,6 +82,9 @@ class FastPlan:
                 self.folded[step.sepconv] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], *_bn(p, step.bn))
                 if self.fused and direct.worth_packing(self.folded[step.sepconv][1]):
                     self.packed[step.sepconv] = direct.pack_kernel(self.folded[step.sepconv][1])
+        # what a step with no packed kernel passes: NOT_PACKED shares the compiled kernel with the packed steps;
+        # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
+        self.not_packed = NOT_PACKED if self.packed else direct.NO_MICROKERNEL
         self.arena: dict[str, np.ndarray] = {}
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
@@ -190,7 +193,7 @@ class FastPlan:
             else:
                 out, res = target, np.empty((0, cout), self.dtype)
             sep_conv_fused(x, dw, pw, scale, shift, step.relu_in, step.relu_out, out, res, scratch,
-                           rows_per_tile, saved, self.packed.get(step.sepconv, NOT_PACKED))
+                           rows_per_tile, saved, self.packed.get(step.sepconv, self.not_packed))
         elif step.in_place:
             self._sep_bn_in_place(x, dw, pw, scale, shift, step, target)
         else:

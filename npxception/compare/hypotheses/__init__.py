@@ -33,33 +33,36 @@ import numpy as np
 from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing, bn_shift_missing
 from .case import Candidate, Case, Diagnosis
-from .fused import through_bn
+from .fused import fused_weights_rounded, through_bn
 from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
-                   output_logits)
+                   global_max_for_avg, output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
-                      conv_symmetric_padding, depthwise_channel_order, pool_ceil_mode, pool_stride_off_by_one,
-                      pool_symmetric_padding, pool_window_off_by_one, pool_zero_padding)
+                      conv_symmetric_padding, depthwise_channel_order, depthwise_reshaped_from_torch, pool_ceil_mode,
+                      pool_stride_off_by_one, pool_symmetric_padding, pool_symmetric_zero_padding,
+                      pool_window_off_by_one, pool_zero_padding)
 from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6,
                      relu_missing, skipped_layer, wrong_input)
 
 # ---- the catalogue ------------------------------------------------------------------------------
 
 CATALOGUE: dict[str, list[Callable]] = {
-    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded],
+    "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded,
+           fused_weights_rounded],
     "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
-    "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_ceil_mode, pool_window_off_by_one,
-                pool_stride_off_by_one],
+    "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_symmetric_zero_padding, pool_ceil_mode,
+                pool_window_off_by_one, pool_stride_off_by_one],
     "conv": [conv_same_for_valid, conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
              conv_extra_bias, weights_rounded],
     "sepconv": [conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,
-                depthwise_channel_order, conv_extra_bias, weights_rounded],
-    "relu": [relu6, relu_missing],
+                depthwise_channel_order, depthwise_reshaped_from_torch, conv_extra_bias, weights_rounded],
+    "relu": [relu6, relu_missing, fused_weights_rounded],
     "add": [extra_relu_on_input],
     "flatten": [flatten_order],
     "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
     "activation": [output_logits],
+    "global_avg_pool": [global_max_for_avg],
 }
 GENERIC = [skipped_layer, extra_relu_after, wrong_input]
 FIRST = [overwritten_in_place, add_input_overwritten]  # evidence about the dump itself, before any cause in the port

@@ -21,6 +21,7 @@ class Case:
     local: np.ndarray  # our layer on their inputs
     x_ours: np.ndarray | None = None  # our input batch, when this layer reads the image
     skipped: dict | None = None  # {input position: (layer we ran to fill a gap, that layer's input)}
+    gaps: dict | None = None  # {every layer we ran to fill a gap before this one: its input}
     earlier: dict | None = None  # their earlier activations {name: array}, for a mis-wired input
     readers: dict | None = None  # their outputs of the layers that read this one {name: array}
     reader_inputs: dict | None = None  # {reader: its inputs, theirs}, for the readers whose inputs they expose

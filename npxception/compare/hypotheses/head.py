@@ -30,6 +30,14 @@ def output_logits(case: Case) -> Candidate | None:
     return None
 
 
+def global_max_for_avg(case: Case) -> Candidate | None:
+    """Global max pooling where Keras averages (``AdaptiveMaxPool2d`` for ``AdaptiveAvgPool2d``)."""
+    x = case.inputs[0]
+    if case.kind != "global_avg_pool" or x.ndim != 4:
+        return None
+    return Candidate("global_max_for_avg", "global max pooling instead of average pooling", x.max((1, 2)))
+
+
 def dense_missing_bias(case: Case) -> Candidate | None:
     """The classifier's bias not loaded (or zero)."""
     p = case.params

@@ -49,6 +49,16 @@ def input_torch(x):
             (_raw(x) / 255.0 - np.array(TORCH_MEAN)) / np.array(TORCH_STD))
 
 
+def input_unit_range(x):
+    """The image scaled to [0, 1] (``x / 255``, ``ToTensor()``'s range) instead of tf's [-1, 1]."""
+    return "input scaled to [0, 1] (x/255) instead of tf's x/127.5 - 1", _raw(x) / 255.0
+
+
+def input_raw(x):
+    """The raw [0, 255] pixels, not preprocessed at all."""
+    return "raw 0..255 pixels (no preprocessing) instead of tf's x/127.5 - 1", _raw(x)
+
+
 def input_nchw_as_nhwc(x):
     """An NHWC batch's memory read as NCHW (a reshape where a transpose was needed)."""
     n, h, w, c = x.shape
@@ -63,6 +73,7 @@ def input_hw_transposed(x):
 
 INPUT_TRANSFORMS = {
     "input_bgr": input_bgr, "input_caffe": input_caffe, "input_torch": input_torch,
+    "input_unit_range": input_unit_range, "input_raw": input_raw,
     "input_nchw_as_nhwc": input_nchw_as_nhwc, "input_hw_transposed": input_hw_transposed,
 }
 

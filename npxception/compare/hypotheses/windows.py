@@ -27,18 +27,30 @@ def _same_pads(x, k, s):
     return tuple(ops.same_padding(x.shape[i], k, s) for i in (1, 2))
 
 
+def _symmetric_pool(case: Case, cause: str, what: str, fill) -> Candidate | None:
+    """The max-pool padded ``k//2`` on every side with ``fill``, then VALID; None where that is TF SAME's rule."""
+    layer, x = case.spec, case.inputs[0]
+    pads = _symmetric(x, layer.kernel_size, layer.strides)
+    same = _same_pads(x, layer.kernel_size, layer.strides)
+    if pads == same:
+        return None
+    return Candidate(cause, f"{what} {pads[0][0]}/{pads[0][1]} instead of TF SAME {same[0][0]}/{same[0][1]} "
+                     f"(top/bottom) on the {x.shape[1]}x{x.shape[2]} map",
+                     _pool(x, layer.kernel_size, layer.strides, pads, fill), pads[0][0])
+
+
 def pool_symmetric_padding(case: Case) -> Candidate | None:
     """Max-pool padded symmetrically (PyTorch ``MaxPool2d(3, 2, padding=1)``) instead of TF SAME,
     which puts the odd pixel bottom/right: they differ when the input size is even."""
-    layer, x = case.spec, case.inputs[0]
-    pads = _symmetric(x, layer.kernel_size, layer.strides)
-    if pads == _same_pads(x, layer.kernel_size, layer.strides):
-        return None
-    return Candidate("pool_symmetric_padding",
-                     f"symmetric padding {pads[0][0]}/{pads[0][1]} instead of TF SAME "
-                     f"{'/'.join(map(str, _same_pads(x, layer.kernel_size, layer.strides)[0]))} (top/bottom) "
-                     f"on the {x.shape[1]}x{x.shape[2]} map",
-                     _pool(x, layer.kernel_size, layer.strides, pads), pads[0][0])
+    return _symmetric_pool(case, "pool_symmetric_padding", "symmetric padding", -np.inf)
+
+
+def pool_symmetric_zero_padding(case: Case) -> Candidate | None:
+    """Zeros padded on every side, then a VALID max-pool (TF-Slim's and DeepLab's ``fixed_padding``:
+    ``tf.pad`` 1/1 before a VALID pool): on an even map, where TF SAME pads 0/1 with -inf, both the
+    rule and the fill differ; on an odd map this is :func:`pool_zero_padding`."""
+    return _symmetric_pool(case, "pool_symmetric_zero_padding",
+                           "zeros padded (TF-Slim's fixed_padding, then a VALID pool)", 0.0)
 
 
 def pool_zero_padding(case: Case) -> Candidate | None:
@@ -152,6 +164,17 @@ def depthwise_channel_order(case: Case) -> Candidate | None:
     d = case.params["depthwise_kernel"]
     return Candidate("depthwise_channel_order", "depthwise kernel channels in reverse order",
                      _conv(case, depthwise=d[:, :, ::-1, :]))
+
+
+def depthwise_reshaped_from_torch(case: Case) -> Candidate | None:
+    """The depthwise kernel converted to or from PyTorch's ``(C, 1, kh, kw)`` with a reshape where a
+    transpose was needed: Keras' ``(kh, kw, C, 1)`` memory read as ``(C, 1, kh, kw)``, then transposed."""
+    if case.spec.kind != "sepconv":
+        return None
+    d = case.params["depthwise_kernel"]
+    kh, kw, c, m = d.shape
+    return Candidate("depthwise_reshaped", "depthwise kernel reshaped, not transposed, to PyTorch's (C, 1, kh, kw)",
+                     _conv(case, depthwise=np.ascontiguousarray(d).reshape(c, m, kh, kw).transpose(2, 3, 0, 1)))
 
 
 def conv_extra_bias(case: Case) -> Candidate | None:
