@@ -50,10 +50,12 @@ import os
 import re
 
 import numba
+import numpy as np
 
 from . import architecture as arch
 from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
-from .fast.run import FastPlan
+from .fast import direct
+from .fast.run import FastPlan, reads_in_place
 from .images import BAND_BYTES
 from .input_stage import output_size
 
@@ -128,9 +130,11 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
         ih, iw, ic = shapes[step.source][0]
         out = shapes[step.output][0]
         slots[step.slot] = max(slots.get(step.slot, 0), batch * _size(out))
-        if isinstance(step, ConvBN):  # row tiles of im2col, at least one row per thread (FastPlan.conv_bn)
-            row = out[1] * step.kernel_size ** 2 * ic
-            role("cols", threads * max(FastPlan.COLS_ELEMS, row))
+        if isinstance(step, ConvBN) and reads_in_place(step, ih, iw) \
+                and direct.worth_packing(model._params[f"{step.conv}/kernel"].reshape(-1, out[2])):
+            continue  # the direct kernel: no im2col buffer (FastPlan.conv_bn)
+        if isinstance(step, ConvBN):  # row tiles of im2col (FastPlan.conv_bn)
+            role("cols", np.prod(FastPlan.cols_shape(batch, out[0], out[1], step.kernel_size ** 2 * ic, threads)))
         elif isinstance(step, SepConvBN):  # FastPlan.sep_bn's tiles: FUSED_TILE_ELEMS or one row each
             tile = threads * max(FastPlan.FUSED_TILE_ELEMS, iw * max(ic, step.channels))
             role("dw0", tile)

@@ -50,6 +50,15 @@ def _bn(p, name):
                    CONFIG.bn_epsilon)
 
 
+def reads_in_place(step: ConvBN, h: int, w: int) -> bool:
+    """Whether ``step`` on an (h, w) map has no padded tap, so that the direct kernel (npxception/fast/direct.py)
+    reads its input in place, with no im2col buffer. One rule for the plan and for photo_memory's estimate."""
+    kh, stride = step.kernel_size, step.strides
+    ho, pad_t = window_geometry(h, kh, stride, step.padding)
+    wo, pad_l = window_geometry(w, kh, stride, step.padding)
+    return pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h and (wo - 1) * stride + kh <= w
+
+
 class FastPlan:
     """One model's steps, their folded weights, and the arena of buffers they reuse."""
 
@@ -135,6 +144,12 @@ class FastPlan:
         raise AssertionError("fast plan: no head step")  # pragma: no cover - compile_plan appends one
 
     # ---- one method per kind of step ------------------------------------
+    @classmethod
+    def cols_shape(cls, n, ho, wo, k, threads):
+        """The fused convolution's im2col tiles: (threads, rows * wo, k), whole output rows, at least one a thread."""
+        rows_per_tile = max(1, min(-(-n * ho // threads), cls.COLS_ELEMS // (wo * k)))
+        return threads, rows_per_tile * wo, k
+
     def conv_bn(self, step: ConvBN, x):
         """Convolution + folded BN (+ ReLU): im2col in row chunks, one GEMM each. -> (N, Ho, Wo, C_out)."""
         w2, scale, shift = self.folded[step.conv]
@@ -143,15 +158,14 @@ class FastPlan:
         ho, pad_t = window_geometry(h, kh, stride, step.padding)
         wo, pad_l = window_geometry(w, kh, stride, step.padding)
         out = self._buffer(f"v{step.slot}", (n * ho * wo, w2.shape[1]))
-        if step.conv in self.packed and pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h \
-                and (wo - 1) * stride + kh <= w:  # no padded tap: the direct kernel reads x in place
+        if step.conv in self.packed and reads_in_place(step, h, w):
             direct.conv_direct(x, self.packed[step.conv], w2, kh, stride, ho, wo, scale, shift, step.relu_out, out,
                                numba.get_num_threads())
             return out.reshape(n, ho, wo, w2.shape[1])
         if self.fused:
             threads = numba.get_num_threads()
-            rows_per_tile = max(1, min(-(-n * ho // threads), self.COLS_ELEMS // (wo * kh * kh * c)))
-            cols = self._buffer("cols", (threads, rows_per_tile * wo, kh * kh * c))
+            cols = self._buffer("cols", self.cols_shape(n, ho, wo, kh * kh * c, threads))
+            rows_per_tile = cols.shape[1] // wo
             conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, step.relu_out, out, cols,
                        rows_per_tile)
             return out.reshape(n, ho, wo, w2.shape[1])
