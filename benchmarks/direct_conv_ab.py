@@ -74,6 +74,17 @@ def one_step(name, h, c, c_out, kh, stride, repeats):
           + f"; direct/im2col {ms['direct'] / ms['im2col + GEMM']:.2f}", flush=True)
 
 
+def run_packed(plan, x, packed, steps):
+    """plan(x) with ``packed`` as the plan's packed kernels; each step's ms appended to ``steps[label]``."""
+    plan.packed = packed
+    plan.profile = {}
+    y = plan(x)
+    for label, seconds in plan.profile.items():
+        steps.setdefault(label, []).append(1e3 * seconds)
+    plan.profile = None
+    return y
+
+
 def network(batch, repeats, per_step=True):
     """Whole forward passes, one plan: packed kernels for none, the convolutions, or those and the pointwise."""
     import npxception
@@ -90,13 +101,7 @@ def network(batch, repeats, per_step=True):
     steps = {k: {} for k in variants}  # per-step times from the plan's own timer
 
     def run(which):
-        plan.packed = variants[which]
-        plan.profile = {}
-        y = plan(x)
-        for label, seconds in plan.profile.items():
-            steps[which].setdefault(label, []).append(1e3 * seconds)
-        plan.profile = None
-        return y
+        return run_packed(plan, x, variants[which], steps[which])
 
     with blas.single_threaded():
         ms = interleaved({k: (lambda k=k: run(k)) for k in variants}, repeats)

@@ -2,7 +2,7 @@
 
     python benchmarks/pack_all_ab.py [--repeats 21] [--batch 1 8]
     python benchmarks/pack_all_ab.py --save WEIGHTS.npz
-    /usr/bin/time -f %M python benchmarks/pack_all_ab.py --rss {default,all,only-packed} WEIGHTS.npz [--verify]
+    /usr/bin/time -f %M python benchmarks/pack_all_ab.py --rss {default,all,only-packed} WEIGHTS.npz [--verify] [--trim]
 
 The fast plan packs a kernel for the AVX-512 microkernel
 (``npxception/fast/direct.py``) only when it holds at most ``direct.PACK_MAX``
@@ -13,8 +13,9 @@ default: this script packs the rest itself, with ``direct.pack_kernel``.
 
 * the A/B (default): one model (seeded random weights and BN statistics,
   299x299, with the top), one plan, its ``packed`` dict switched per call
-  between the default plan's and every kernel packed; interleaved, 25 ms idle
-  before each timed call, medians; then per step, from the plan's own timer.
+  between the default plan's and every kernel packed; interleaved (rounds in
+  a Williams order), 25 ms idle before each timed call, medians; then per
+  step, from the plan's own timer.
 * ``--rss MODE``: a fresh process loads WEIGHTS.npz (``--save`` writes one) and
   runs one batch-1 forward; peak RSS from ``VmHWM`` (and ``/usr/bin/time -f %M``
   around it). ``default``: the plan as built. ``all``: ``direct.PACK_MAX``
@@ -47,13 +48,14 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from entry_and_split_ab import interleaved  # noqa: E402
+from direct_conv_ab import run_packed  # noqa: E402
 
 import npxception  # noqa: E402
 from npxception import blas  # noqa: E402
-from npxception.weights import save  # noqa: E402
+from npxception.bench import interleaved  # noqa: E402
 from npxception.fast import ConvBN, SepConvBN, direct, fast_forward  # noqa: E402
 from npxception.fast.run import FastPlan  # noqa: E402
+from npxception.weights import save  # noqa: E402
 
 # per-step rows always printed: a middle-flow step, and the exit flow's largest kernels
 WATCH = ("block8_sepconv2", "block13_sepconv1", "block13_sepconv2", "block13_residual_conv",
@@ -89,17 +91,13 @@ def ab(batch, repeats, model):
     variants = {"default": dict(plan.packed), "all packed": {**plan.packed, **extra}}
     steps = {k: {} for k in variants}
 
-    def run(which):
-        plan.packed = variants[which]
-        plan.profile = {}
-        y = plan(x)
-        for label, seconds in plan.profile.items():
-            steps[which].setdefault(label, []).append(1e3 * seconds)
-        plan.profile = None
-        return y
+    def run(which, _x=None):
+        return run_packed(plan, x, variants[which], steps[which])
 
     with blas.single_threaded():
-        ms = interleaved({k: (lambda k=k: run(k)) for k in variants}, repeats)
+        # rounds in a Williams order (bench's), so neither variant always runs first
+        ms = {k: 1e3 * s for k, s in interleaved({k: (lambda _x, k=k: run(k)) for k in variants}, x, repeats,
+                                                 gap=0.025).items()}
     want = run("default")
     # 728- to 2048-term float32 dot products summed in another order: a few ulp of values up to ~1e3
     assert np.allclose(run("all packed"), want, rtol=1e-4, atol=1e-6)
