@@ -1,8 +1,12 @@
 """Wiring unknown (weights-only ``.h5``, such as the official download): Keras' by-order rule.
 
 Keras' ``load_weights`` matches the layers that carry weights by their order,
-checking every shape. That order is defined only for ``variant="keras"``, so
-article-variant files need their config. After the backbone, a weights-only
+checking every shape. Both variants have the same weighted layers in the same
+order (the article builds its residual branch after the block's separable
+convolutions, as our table lists it), so the order does not tell them apart:
+the file determines ``variant="keras"`` only by Keras Xception's layer names or
+as the official file; otherwise the user gives ``variant`` (``--variant``) or the
+config, never guessed. After the backbone, a weights-only
 file may hold one Dense; its head (pooling, activation, input size) is taken
 from the file only when the file determines it: a bare backbone by documented
 policy and with a notice, Keras' official ImageNet file by its MD5. Otherwise
@@ -12,6 +16,7 @@ it comes from the user's ``head_spec`` or is refused: never guessed.
 from __future__ import annotations
 
 from npxception import architecture as arch
+from npxception.compare.names import AUTO_NAME_PATTERN
 from npxception.config import CONFIG
 
 from .errors import ConversionError
@@ -19,12 +24,10 @@ from .graph import KLayer
 from .layer_checks import _layer_params
 
 def _match_by_order(klayers, variant, source, given, official_file=None):
-    v = arch.resolve_variant(variant or "keras")
-    if v != arch.VARIANTS["keras"]:
-        raise ConversionError(
-            f"{source}: a weights-only file has no wiring, and only variant='keras' has a defined "
-            "weight order; convert the article model from a .keras or full-model .h5 file instead")
-    layers = arch.backbone(v)
+    # Both variants have the same weighted layers in the same order with the same shapes (the article's
+    # four departures change wiring and padding, no weight), so the shapes are checked against the
+    # table first and which wiring the file holds is decided after (_file_variant).
+    layers = arch.backbone(arch.resolve_variant(variant or "keras"))
     shapes = arch.param_shapes(layers, [], 3)  # RGB: no config records another input (the official layout)
     ours = [layer for layer in layers if layer.kind in ("conv", "sepconv", "bn")]
     theirs = [k for k in klayers if k.weights]
@@ -59,7 +62,15 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
         raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
                               f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
                               "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
-    head, input_shape, notices = _weights_only_head(dense, given, source, official_file)
+    v = _file_variant(variant, names, official_file)
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v)
+    if v is None:
+        sample = ", ".join(list(names.values())[:3])
+        raise ConversionError(
+            f"{source}: a weights-only file does not determine the model's wiring: its weights fit both "
+            f"Xception variants (Keras' and the article's, whose four departures change no weight shape), "
+            f"and its layer names ({sample}, ...) are not Keras Xception's block names. Give "
+            f"{_VARIANT_FLAG} (variant=...), or the model's architecture with --config model.keras|config.json")
     if dense is not None:
         name = head[-1]["name"]
         names[name] = dense.name
@@ -69,6 +80,29 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
         else:
             head[-1]["use_bias"] = False
     return params, v, head, names, input_shape, notices
+
+
+_VARIANT_FLAG = "--variant keras|article"
+
+
+def _file_variant(variant, names: dict, official_file) -> arch.Variant | None:
+    """The variant a weights-only file holds: the user's, else ``keras`` where the file determines it, else None.
+
+    ``names``: ``{our layer name: the file's layer name}`` of the backbone, matched by order. The
+    file determines Keras' wiring when it is Keras' official ImageNet file (``official_file`` not
+    None: its pinned MD5) or when its layers carry Keras Xception's own names at their places
+    (``block2_sepconv1``...; Keras leaves only the residual convolutions, BNs and Adds auto-named,
+    and any other name must be ours). A model built layer by layer, as the article builds it, has
+    only auto-names: its weights fit Keras' order too, but its wiring may be the article's.
+    """
+    if variant is not None:
+        return arch.resolve_variant(variant)
+    if official_file is not None:
+        return arch.VARIANTS["keras"]
+    pairs = [(ours, theirs.rsplit("/", 1)[-1].split(":")[0]) for ours, theirs in names.items()]
+    if any(o == t for o, t in pairs) and all(o == t or AUTO_NAME_PATTERN.fullmatch(t) for o, t in pairs):
+        return arch.VARIANTS["keras"]
+    return None
 
 
 # The official ImageNet file's head, the only one a weights-only file determines:
@@ -88,7 +122,7 @@ def _official_layout(dense: KLayer) -> bool:
     return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
 
 
-def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None):
+def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None, variant=None):
     """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
 
     A bare backbone converts by documented policy as the unpooled backbone at any
@@ -110,7 +144,7 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         shape = tuple(shape)
         if len(shape) == 2:
             shape = (*shape, 3)
-        low = arch.min_input_size(arch.backbone("keras"))  # weights-only files are variant keras (_match_by_order)
+        low = arch.min_input_size(arch.backbone(variant or arch.VARIANTS["keras"]))
         if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= low for d in shape[:2]):
             raise ConversionError(f"{source}: --input-shape: expected H,W of at least {low}, found {shape!r}")
     if dense is None:
@@ -131,6 +165,8 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
     missing = [flag for key, flag in _HEAD_FLAGS.items()
                if {"pooling": pooling, "input_shape": shape, "classifier_activation": act}[key] is None]
+    if missing and variant is None:
+        missing.insert(0, _VARIANT_FLAG)
     if missing:
         units = dense.weights[0].shape[1]
         layout = (" It has the official ImageNet layout, but it is not Keras' official file (whose MD5 "
@@ -139,7 +175,9 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         raise ConversionError(
             f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
             f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
-            f"classifier's activation or the input size it was trained at.{layout} Pass the model's "
+            f"classifier's activation or the input size it was trained at"
+            + ("" if variant is not None else ", nor which Xception's wiring (Keras' or the article's) the "
+               "weights belong to") + f".{layout} Pass the model's "
             f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
     head = arch.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),

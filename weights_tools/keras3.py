@@ -382,7 +382,11 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         if arrays is None:
             raise ConversionError(f"{h5.where}: no weights group {key} (our {layer.name}); "
                                   "not Xception weights")
-        klayers.append(KLayer(name=key, class_name=cls, inbound=None, weights=arrays, weight_names=names))
+        # Keras 3.x records the layer's own name ("block1_conv1") on its vars group: what tells Keras'
+        # Xception from a model built with the same layers (by_order._file_variant)
+        stored = h5.attr_text(h5.get(h5.file, f"{key}/vars"), "name") if arrays else None
+        klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
+                              weight_names=names))
         used.update(names)
     # What is left is the head: Dense layers at the top level, in counter order.
     backbone = {prefix.rstrip("/")} if prefix else set()  # a compiled backbone's own optimizer state
