@@ -37,7 +37,7 @@ from .pretrained import imagenet_weights
 from .untrusted import short_repr
 from .weights import read as read_weights
 from .weights import split as split_golden
-from .weights import variant_from_manifest
+from .weights import source_names_from_manifest, variant_from_manifest
 
 __all__ = ["Xception", "XceptionModel", "load", "random_params"]
 
@@ -231,11 +231,13 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
         head = model.head if isinstance(classifier_activation, _Default) else \
             _with_activation(model.head, classifier_activation, where)
         if head != model.head:
+            names = model.source_layer_names
             model = XceptionModel(model._params, variant=model.variant, head=head,
                                   input_shape=model.input_shape, labels=model.labels, source=model.source,
                                   input_stage=model.input_stage, source_input_shape=model.source_input_shape,
                                   source_data_format=model.source_data_format,
-                            source_dtype_policy=model.source_dtype_policy)
+                                  source_dtype_policy=model.source_dtype_policy)
+            model.source_layer_names = names  # same layers, same names
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
@@ -251,6 +253,7 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
                             source=model.source, input_stage=model.input_stage, source_input_shape=source_shape,
                             source_data_format=model.source_data_format,
                             source_dtype_policy=model.source_dtype_policy)
+    adapted.source_layer_names = {k: v for k, v in model.source_layer_names.items() if k in adapted.layer_names}
     if head == model.head and adapted.input_shape == model.input_shape:
         adapted.golden = model.golden  # the same network: a no-top file loaded without the top
     return adapted
@@ -306,6 +309,9 @@ def _from_file(path):
                               source_data_format=manifest.get("source_data_format"),
                               # absent before it existed: the source computed in the model's dtype
                               source_dtype_policy=manifest.get("source_dtype_policy"))
+        # absent before it existed: the source's names are unknown (capture takes ours only)
+        model.source_layer_names = source_names_from_manifest(manifest.get("source_layer_names"),
+                                                              model.layer_names, "manifest")
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")

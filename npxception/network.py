@@ -28,6 +28,7 @@ from .ops._checks import check_impl
 from .params import as_dtype, check_bn_divisors, check_params
 from .summary import summary_table
 from .untrusted import short_repr
+from .weights import capturable_source_names
 from .weights import save as save_weights
 
 
@@ -78,7 +79,8 @@ class XceptionModel:
             array.flags.writeable = False  # weights are shared with prepared fast plans
         self._params = params
         # {our layer name: the source model's layer name}, set by weights_tools
-        # converters; compare() uses it to find Keras' auto-named layers.
+        # converters and kept in the .npz manifest; compare() uses it to find Keras'
+        # auto-named layers, capture and run_layer accept those names.
         self.source_layer_names: dict[str, str] = {}
         # The golden test case a weight file carries (npxception.golden): set by
         # load() and from_keras, computed by save() when absent.
@@ -155,6 +157,8 @@ class XceptionModel:
             "source_input_shape": list(self.source_input_shape),
             "source_data_format": self.source_data_format,
             "source_dtype_policy": self.source_dtype_policy,
+            # {our layer name: the source model's}: capture and run_layer take either (old readers ignore it)
+            "source_layer_names": capturable_source_names(self.source_layer_names or {}, self.layer_names),
             # what predict() feeds model(x): raw pixels when the model preprocesses in-graph
             "feed": "pixels" if self.takes_pixels else "preprocess_input",
         }
@@ -181,6 +185,7 @@ class XceptionModel:
                               source_dtype_policy=self.source_dtype_policy)
         # the same network: its golden still holds, at the tolerance of the new dtype
         model.golden, model.golden_factory = self.golden, self.golden_factory
+        model.source_layer_names = dict(self.source_layer_names)
         return model
 
     def save(self, path, *, golden=True) -> "os.PathLike":
@@ -207,7 +212,11 @@ class XceptionModel:
         impl: "fast" (Numba/BLAS kernels) or "reference" (every op's readable twin).
         """
         check_impl("model", impl)
-        return self._run_backbone(self.backbone_input(x), self._capture_set(capture), impl)
+        wanted, aliases = self._capture_set(capture)
+        y, acts = self._run_backbone(self.backbone_input(x), wanted, impl)
+        for theirs, ours in aliases.items():  # asked by the source file's name: returned under it too
+            acts[theirs] = acts[ours]
+        return y, acts
 
     def run_backbone(self, b, *, impl="fast"):
         """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, C)``
@@ -299,21 +308,35 @@ class XceptionModel:
                              f"{arch.vanishing_layer(self.layers, min(h, w))} would have no output pixel "
                              "(Keras raises on it too)")
 
-    def _capture_set(self, capture) -> set[str]:
-        if capture is None:
-            return set()
+    def _our_name(self, what: str, name) -> str:
+        """Our layer name for ``name``: one of ``layer_names``, or the source file's name of one of them
+        (``source_layer_names``: Keras' auto-names such as ``conv2d_2`` for ``block2_residual_conv``)."""
         names = self.layer_names
+        if name in names:
+            return name
+        theirs = {src: ours for ours, src in capturable_source_names(self.source_layer_names or {}, names).items()}
+        if name in theirs and theirs[name] in names:
+            return theirs[name]
+        hint = difflib.get_close_matches(str(name), names, n=3)
+        where = ("; the source model's layers that compute nothing at inference (Dropout, augmentation "
+                 "layers) or that hold others (a nested model's own name) have no output of their own here: "
+                 "capture the layer before them, or the nested model's last layer" if self.source_layer_names else
+                 "; this model records no source names (model.source_layer_names is empty: a file converted "
+                 "before npxception kept them; re-convert it), so Keras' auto-names (conv2d_2, "
+                 "batch_normalization_4, add_1) are ours: blockN_residual_conv, blockN_residual_bn, blockN_add")
+        raise ValueError(f"{what}: unknown layer name {name!r}"
+                         + (f"; did you mean {hint}?" if hint else "; see model.layer_names") + where)
+
+    def _capture_set(self, capture) -> tuple[set[str], dict[str, str]]:
+        """``(our names to capture, {a source name asked for: our name})``."""
+        if capture is None:
+            return set(), {}
         if isinstance(capture, str):
             if capture == "all":
-                return set(names)
+                return set(self.layer_names), {}
             capture = [capture]
-        wanted = set(capture)
-        unknown = sorted(wanted - set(names))
-        if unknown:
-            hint = difflib.get_close_matches(unknown[0], names, n=3)
-            raise ValueError(f"capture: unknown layer name {unknown[0]!r}"
-                             + (f"; did you mean {hint}?" if hint else "; see model.layer_names"))
-        return wanted
+        ours = {name: self._our_name("capture", name) for name in capture}
+        return set(ours.values()), {name: our for name, our in ours.items() if name != our}
 
     def run_layer(self, name, inputs, *, impl="fast"):
         """Run one layer (backbone or head) on given input activations; return its output.
@@ -323,6 +346,7 @@ class XceptionModel:
         layer's output). ``compare`` uses it to run *our* layer on *their* inputs.
         """
         check_impl("run_layer", impl)
+        name = self._our_name("run_layer", name)
         x = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
         for layer in self.layers:
             if layer.name == name:

@@ -373,6 +373,46 @@ def variant_from_manifest(value, where="manifest") -> arch.Variant:
     return arch.resolve_variant(value)
 
 
+# A Keras layer name, nested models' prefixes included ("xception/conv2d_3"), is far shorter.
+MAX_SOURCE_NAME = 1024
+
+
+def source_names_from_manifest(value, layer_names: list[str], where="manifest") -> dict[str, str]:
+    """The manifest's ``source_layer_names`` (``{our layer name: the source file's name}``), checked as
+    untrusted: at most one entry per layer of ours, keys our layer names, values short strings, one-to-one,
+    and none of them another of our layers' names (a capture by it would be ambiguous). Absent: ``{}``."""
+    if value is None:
+        return {}
+    ours = set(layer_names)
+    if not isinstance(value, dict) or len(value) > len(ours):
+        raise ValueError(f"{where}: source_layer_names: expected at most {len(ours)} entries "
+                         f"{{our layer name: source name}}, found {short_repr(value)}")
+    for key, name in value.items():
+        if key not in ours:
+            raise ValueError(f"{where}: source_layer_names: {short_repr(key)} is not one of the model's "
+                             "layers (see model.layer_names)")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_SOURCE_NAME:
+            raise ValueError(f"{where}: source_layer_names[{key!r}]: expected a layer name of 1 to "
+                             f"{MAX_SOURCE_NAME} characters, found {short_repr(name)}")
+        if name in ours and name != key:
+            raise ValueError(f"{where}: source_layer_names[{key!r}] is {name!r}, another of the model's layers")
+    if len(set(value.values())) != len(value):
+        twice = sorted({n for n in value.values() if list(value.values()).count(n) > 1})
+        raise ValueError(f"{where}: source_layer_names: {short_repr(twice[0])} names more than one layer")
+    return dict(value)
+
+
+def capturable_source_names(names: dict, layer_names: list[str]) -> dict[str, str]:
+    """The entries of a ``{our layer name: source name}`` map that name one layer each: what the manifest
+    keeps and capture accepts (a source name shared by two of our layers, or equal to another of our
+    layers' names, would be ambiguous)."""
+    ours = set(layer_names)
+    values = list(names.values())
+    return {k: v for k, v in names.items()
+            if k in ours and isinstance(v, str) and 0 < len(v) <= MAX_SOURCE_NAME and values.count(v) == 1
+            and (v == k or v not in ours)}
+
+
 def split(arrays: dict) -> tuple[dict, dict]:
     """``(weights, golden arrays)``: the reserved ``__golden__/`` keys apart."""
     reserved = {k: a for k, a in arrays.items() if k.startswith(gold.KEY_PREFIX)}

@@ -66,6 +66,11 @@ def check_against_keras(kmodel, x, dtype, variant=None):
     theirs = keras_activations(kmodel, names, x)
     problem = first_divergence(acts, theirs, model.layer_names, RTOL[dtype])
     assert problem is None, f"first divergent layer: {problem}"
+    # captured by the names Keras' model.summary() shows, its auto-names included (conv2d, add_3...)
+    _, by_keras = model.forward(x, capture=sorted(set(names.values())))
+    problem = first_divergence({ours: by_keras[src] for ours, src in names.items()}, theirs, model.layer_names,
+                               RTOL[dtype])
+    assert problem is None, f"captured by Keras' name: first divergent layer: {problem}"
     # The fast whole-network path (no capture) must agree too: as it runs by
     # default (every layer fused, GEMM inside the kernel; tests/test_fast_kernels.py
     # checks it is found), and as it runs with any other BLAS (np.matmul between kernels).

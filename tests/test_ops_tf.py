@@ -252,3 +252,37 @@ def test_softmax_huge_logits(dtype):
         y = ops.softmax(logits, impl=impl)
         assert np.isfinite(y).all()
         np.testing.assert_allclose(y, tf.nn.softmax(T(logits)).numpy(), atol=1e-6)
+
+
+def with_nans(rng, shape, dtype, fraction):
+    """Bounded floats with about ``fraction`` of them NaN (a student feeding a broken input)."""
+    x = rand(rng, shape, dtype)
+    x[rng.uniform(size=shape) < fraction] = np.nan
+    return x
+
+
+def check_nan_all(fn, theirs, what):
+    """Both impls equal to TF's output, NaN in the same places (assert_array_equal: NaN == NaN)."""
+    theirs = np.asarray(theirs)
+    for impl in IMPLS:
+        np.testing.assert_array_equal(fn(impl), theirs, err_msg=f"{what} impl={impl}: ours (ACTUAL) vs TF")
+
+
+# Review 15, finding 3: relu and global_max_pool2d's fast kernels dropped NaN where TF (and the
+# references) propagate it; TF's max pool skips NaN, and the reference now does too.
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(**window, fraction=st.sampled_from([0.05, 0.5, 1.0]))
+def test_nan_as_tf(dtype, n, h, w, c, kh, kw, sh, sw, padding, seed, fraction):
+    rng = np.random.default_rng(seed)
+    x = with_nans(rng, (n, h, w, c), dtype, fraction)
+    check_nan_all(lambda impl: ops.relu(x, impl=impl), tf.nn.relu(T(x)), "relu")
+    check_nan_all(lambda impl: ops.global_max_pool2d(x, impl=impl), tf.reduce_max(T(x), axis=[1, 2]),
+                  "global_max_pool2d")
+    if padding == "valid" and (kh > h or kw > w):
+        return
+    theirs = np.asarray(tf_max_pool(x, kh, kw, sh, sw, padding))
+    # TF starts its running maximum at the dtype's lowest finite value, we at -inf: a window of
+    # nothing but NaN is the one documented difference (inputs are bounded by 10, never that low)
+    theirs = np.where(theirs == np.finfo(dtype).min, -np.inf, theirs).astype(dtype)
+    check_nan_all(lambda impl: ops.max_pool2d(x, pool_size=(kh, kw), strides=(sh, sw), padding=padding, impl=impl),
+                  theirs, "max_pool2d")

@@ -175,3 +175,43 @@ def test_repr_and_source_say_where_the_weights_came_from(small_model, tmp_path, 
     npxception.Xception(include_top=False, seed=2).save(cached)
     model = npxception.Xception(weights="imagenet", include_top=False)
     assert model.source == f"imagenet ({cached})" and f"weights=imagenet ({cached})>" in repr(model)
+
+
+def test_source_layer_names_are_kept_and_captured_by(small_model, tmp_path):
+    """Review 15, finding 2: the converter's {our name: Keras' name} map survives save/load, and capture
+    and run_layer take Keras' names (auto-names such as conv2d_2) as well as ours."""
+    source = {"block2_residual_conv": "conv2d_2", "block2_residual_bn": "batch_normalization_4",
+              "block2_add": "add", "predictions": "dense_1"}
+    model = small_model.astype("float32")  # a copy: the module's model stays without a map
+    model.source_layer_names = dict(source)
+    loaded = npxception.load(model.save(tmp_path / "named.npz"))
+    assert loaded.source_layer_names == source
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    _, acts = loaded.forward(x, capture=[*source.values(), "block2_residual_bn"])  # ours and theirs mixed
+    _, ours = loaded.forward(x, capture=list(source))
+    for mine, theirs in source.items():
+        np.testing.assert_array_equal(acts[theirs], ours[mine])
+    np.testing.assert_array_equal(acts["block2_residual_bn"], ours["block2_residual_bn"])
+    block1 = loaded.forward(x, capture=["block1_conv2_act"])[1]["block1_conv2_act"]
+    np.testing.assert_array_equal(loaded.run_layer("conv2d_2", [block1]), ours["block2_residual_conv"])
+    with pytest.raises(ValueError, match=r"unknown layer name 'dropout'.*compute nothing at inference \(Dropout"):
+        loaded.forward(x, capture=["dropout"])
+    with pytest.raises(ValueError, match=r"unknown layer name 'conv2d'.*records no source names.*"
+                                         r"blockN_residual_conv"):
+        small_model.forward(x, capture=["conv2d"])
+
+
+@pytest.mark.parametrize("names,match", [
+    ({"block2_residual_conv": "conv2d", "block3_residual_conv": "conv2d"}, "names more than one layer"),
+    ({"not_a_layer": "conv2d"}, "is not one of the model's layers"),
+    ({"block2_residual_conv": "block3_residual_conv"}, "another of the model's layers"),
+    ({"block2_residual_conv": "x" * 5000}, "expected a layer name of 1 to 1024"),
+    ({"block2_residual_conv": 7}, "expected a layer name"),
+    (["conv2d"], "expected at most"),
+    ({f"k{i}": "n" for i in range(500)}, "expected at most"),
+])
+def test_source_layer_names_in_a_file_are_untrusted(small_model, tmp_path, names, match):
+    good = small_model.save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: m.update(source_layer_names=names))
+    with pytest.raises(ValueError, match=f"bad.npz: .*source_layer_names.*{match}|bad.npz: .*{match}"):
+        npxception.load(bad)

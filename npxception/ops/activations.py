@@ -18,6 +18,8 @@ def relu(x, *, impl="fast"):
 
     Shapes: ``(...) -> (...)`` (any rank). Formula: ``y = max(x, 0)``.
     Output size: unchanged. The output has x's dtype.
+    NaN propagates (``relu(nan) = nan``) and ``relu(-0.0) = -0.0``, as ``tf.nn.relu``: a NaN
+    input stays visible instead of turning into a plausible 0.
     """
     op = "relu"
     check_impl(op, impl)
@@ -33,7 +35,7 @@ def relu(x, *, impl="fast"):
 def _relu_kernel(x, out):
     for k in prange(x.size):
         v = x[k]
-        out[k] = v if v > 0 else 0.0
+        out[k] = 0.0 if v < 0 else v  # not "v if v > 0": NaN and -0.0 pass through, as in tf.nn.relu
 
 
 def add(a, b, *, impl="fast"):

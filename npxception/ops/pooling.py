@@ -40,6 +40,11 @@ def max_pool2d(x, *, pool_size=3, strides=2, padding="valid", impl="fast"):
         VALID: H' = ceil((H - K + 1) / s)   (requires K <= H)
 
     ``pool_size`` and ``strides`` are ints or pairs. The output has x's dtype.
+
+    NaN: skipped, as ``tf.nn.max_pool2d`` (hence Keras' MaxPooling2D) skips it: the maximum of
+    ``[1, nan, nan]`` is 1. A window holding only NaN gives -inf here and the dtype's lowest
+    finite value in TensorFlow (which starts its running maximum there instead of at -inf). Note
+    that :func:`global_max_pool2d` propagates NaN, as ``tf.reduce_max`` does: TF itself differs.
     """
     op = "max_pool2d"
     check_impl(op, impl)
@@ -57,7 +62,7 @@ def max_pool2d(x, *, pool_size=3, strides=2, padding="valid", impl="fast"):
         for i in range(ph):
             for j in range(pw):
                 view = tap_view(xp, i, j, (sh, sw), (ho, wo))  # (N, H', W', C)
-                np.maximum(y, view, out=y)
+                np.fmax(y, view, out=y)  # fmax, not maximum: NaN is skipped, as TF's max pool does
         return y
     y = np.empty((n, ho, wo, c), dtype=x.dtype)
     _max_pool_kernel(np.ascontiguousarray(xp), ph, pw, sh, sw, y)
@@ -97,7 +102,8 @@ def global_max_pool2d(x, *, impl="fast"):
     """Maximum over the spatial axes, as Keras GlobalMaxPooling2D.
 
     Shapes: ``(N, H, W, C) -> (N, C)``. Formula: ``y[n, c] = max_{h, w} x[n, h, w, c]``.
-    The output has x's dtype.
+    The output has x's dtype. A NaN anywhere in a channel makes its maximum NaN, as
+    ``tf.reduce_max`` (Keras' GlobalMaxPooling2D); unlike :func:`max_pool2d`, which skips NaN as TF's does.
     """
     return _global_pool("global_max_pool2d", x, impl, take_max=True)
 
@@ -127,7 +133,7 @@ def _global_pool_kernel(x, take_max, out):
                 for c in range(c_):
                     v = x[n, h, w, c]
                     if take_max:
-                        if v > acc[c]:
+                        if v > acc[c] or v != v:  # a NaN wins and stays (nothing is > NaN), as tf.reduce_max
                             acc[c] = v
                     else:
                         acc[c] += v
