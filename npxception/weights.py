@@ -12,7 +12,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
          "classifier_activation": "softmax", "labels": null, "source": "...",
          "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
          "source_data_format": "channels_last",   (or "channels_first", or null: not recorded)
-         "source_dtype_policy": null}             (or "mixed_float16"...: the source computed in 16 bits)
+         "source_dtype_policy": null,             (or "mixed_float16"...: the source computed in 16 bits)
+         "source_layer_names": {"block2_residual_conv": "conv2d_2", ...}}   (the source's names; {}: none)
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,

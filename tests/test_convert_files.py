@@ -398,3 +398,31 @@ def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted
     # files that record their head, and the classifier stand-in given its head, print nothing
     assert _without_compile_notice(results["a_keras"]["stderr"]) == ""
     assert _without_compile_notice(results["tf_keras_weights_h5"]["stderr"]) == ""
+
+
+def test_nested_file_captures_by_the_names_keras_shows(files, converted):
+    """Review 15, finding 2: a converted fine-tuned nested model, loaded from its .npz, captures its layers
+    by the names Keras' summary shows (auto-names conv2d, batch_normalization_N, add_N included), and
+    they are Keras' own intermediate outputs."""
+    import keras
+
+    import npxception
+
+    _, good, _ = files
+    work, _ = converted
+    model = npxception.load(work / "b_keras.npz")
+    names = model.source_layer_names
+    auto = {ours: theirs for ours, theirs in names.items() if "residual" in ours or ours.endswith("_add")}
+    assert len(auto) == 20 and all(theirs.rsplit("/", 1)[-1].startswith(("conv2d", "batch_normalization", "add"))
+                                   for theirs in auto.values()), auto
+    fx = good["b_keras"]
+    kmodel = keras.models.load_model(fx.path, compile=False)
+    backbone = next(layer for layer in kmodel.layers if hasattr(layer, "layers"))
+    theirs = {**auto, "block14_sepconv2_act": names["block14_sepconv2_act"]}
+    probe = keras.Model(backbone.input, [backbone.get_layer(t.rsplit("/", 1)[-1]).output for t in theirs.values()])
+    expected = dict(zip(theirs.values(), probe(fx.x, training=False)))
+    _, acts = model.forward(fx.x, capture=list(theirs.values()))
+    for name, want in expected.items():
+        want = np.asarray(want)
+        # float32 both sides, different summation orders over up to 3*3*1024 terms: FEATURE_RTOL of the scale
+        assert np.abs(acts[name] - want).max() <= FEATURE_RTOL * np.abs(want).max(), name

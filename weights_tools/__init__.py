@@ -60,7 +60,10 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     beyond its arrays: unless it is a bare backbone or the official ImageNet
     layout, give its ``config`` (the model's ``.keras`` or ``config.json``), or
     all of ``pooling`` ("avg"/"max"), ``input_shape`` ((H, W)) and
-    ``classifier_activation``; otherwise it is refused, never guessed.
+    ``classifier_activation``; otherwise it is refused, never guessed. Nor does it record
+    its wiring: ``variant`` None means ``"keras"`` only where the file says so (its layers
+    carry Keras Xception's names, or it is the official file); otherwise give ``variant``
+    ("keras" or "article", whose weights have the same shapes and order) or ``config``.
     ``skip_layers`` names layers that are identities at inference but of a
     class the converter does not know (a custom augmentation layer). The official
     ImageNet file with the top is recognised by its pinned MD5, and converts

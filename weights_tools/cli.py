@@ -40,7 +40,8 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
                                "checkpoint prefix (or its .index)")
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
     c.add_argument("--variant", choices=["keras", "article"], default=None,
-                   help="the architecture (default: detect it)")
+                   help="the architecture (default: detect it; a weights-only file whose layers do not carry "
+                        "Keras Xception's names does not determine it, and needs this or --config)")
     c.add_argument("--check-with-keras", action="store_true",
                    help="run SRC in Keras (TensorFlow needed), record Keras' output as the golden test "
                         "case, and fail if npxception disagrees with it")
