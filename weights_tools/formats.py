@@ -39,6 +39,7 @@ from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
 from .keras3 import open_checked as _open_checked
 from .keras3 import read_capped
+from .tf_bundle import bundle_prefix
 
 
 TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the last 8 bytes of a checkpoint's .index (an SSTable)
@@ -150,8 +151,39 @@ def detect_format(path) -> str:
 
 def resolve_source(path) -> tuple[str, pathlib.Path]:
     """``(format, path to read)``: :func:`detect_format`'s answer, and for a checkpoint directory the
-    prefix its ``checkpoint`` file names (``DIR/ckpt-3``); the path itself otherwise."""
-    path = pathlib.Path(path)
+    prefix its ``checkpoint`` file names (``DIR/ckpt-3``); the path itself otherwise.
+
+    A path that TensorFlow or Keras could read as another save is refused (:func:`_refuse_second_reading`):
+    what compare and ``convert --check-with-keras`` run in Keras must be exactly what was read here."""
+    fmt, source = _resolve(pathlib.Path(path))
+    _refuse_second_reading(fmt, source)
+    return fmt, source
+
+
+def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
+    """Refuse, naming both, a save that sits where another one is read from the same name.
+
+    tf_keras' ``load_weights(P)`` takes a readable checkpoint ``P.index`` before the file or directory ``P``
+    itself, and ``tf.train.Checkpoint.restore(P)`` reads ``P/variables`` when ``P`` is a SavedModel
+    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it."""
+    if fmt == "tf_checkpoint":
+        prefix = bundle_prefix(source)
+        if os.path.lexists(prefix):
+            kind = "a directory" if prefix.is_dir() else "a file"
+            raise ConversionError(
+                f"{prefix}.index: the TensorFlow checkpoint {prefix} has {kind} of that very name beside "
+                f"it, {prefix}, which TensorFlow or Keras may open instead of the checkpoint. Move one of "
+                "the two elsewhere (or rename the checkpoint's .index and .data files together)")
+        return
+    index = source.with_name(source.name + ".index")
+    if os.path.lexists(index):
+        raise ConversionError(
+            f"{source}: a TensorFlow checkpoint index {index} is beside it, and Keras' load_weights('{source.name}')"
+            f" would read that checkpoint instead of {source.name}. Move one of the two elsewhere (or rename "
+            f"{source.name}) so that the name means one save")
+
+
+def _resolve(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     where = str(path)
     if path.is_dir():
         return _directory_format(path)
