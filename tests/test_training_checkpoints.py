@@ -353,3 +353,19 @@ def test_a_name_that_reads_as_two_saves_is_refused_naming_both(files, tmp_path):
     sibling.mkdir()
     (sibling / "saved_model.pb").write_bytes(b"")
     _refused(d, f"has a directory of that very name beside it, {sibling}", config=files["root"] / "tk.json")
+
+
+def test_checkpoint_state_setting_its_path_twice_names_what_tensorflow_takes(tmp_path):
+    """Reviewer 14 F5: a hand-edited ``checkpoint`` file with two model_checkpoint_path lines; TensorFlow's text
+    format keeps the last (npxception took the first)."""
+    import tensorflow as tf
+
+    from weights_tools.formats import resolve_source
+
+    d = tmp_path / "dup"
+    d.mkdir()
+    for name in ("a", "b"):
+        (d / f"{name}.index").write_bytes(b"")
+    (d / "checkpoint").write_text('model_checkpoint_path: "a"\nmodel_checkpoint_path: "b"\n')
+    assert tf.train.latest_checkpoint(str(d)) == str(d / "b")
+    assert resolve_source(d) == ("tf_checkpoint", d / "b")

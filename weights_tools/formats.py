@@ -93,7 +93,8 @@ def _refuse_shard(path: pathlib.Path) -> None:
 
 def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
     """The prefix a ``checkpoint`` file names (its ``model_checkpoint_path``), resolved as
-    ``tf.train.latest_checkpoint`` does: relative to the file's directory.
+    ``tf.train.latest_checkpoint`` does: relative to the file's directory, and the last of the lines that
+    set it, as protobuf's text format (``text_format.Merge``) keeps the last value of a non-repeated field.
 
     Read as bounded plain text (a regular file only, its size checked before reading); a
     prefix outside that directory is refused with the path it names, never followed.
@@ -103,11 +104,11 @@ def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = ""  # binary: no line to find
-    found = _LATEST.search(text) if "\0" not in text else None
-    if found is None or not found.group(1):
+    found = _LATEST.findall(text) if "\0" not in text else []
+    if not found or not found[-1]:
         raise ConversionError(f"{state}: not a TensorFlow checkpoint state file (no line "
                               'model_checkpoint_path: "PREFIX" in plain text); give the checkpoint\'s prefix')
-    prefix = state.parent / found.group(1)  # an absolute path stays absolute, as in TensorFlow
+    prefix = state.parent / found[-1]  # an absolute path stays absolute, as in TensorFlow
     if os.path.realpath(prefix.parent) != os.path.realpath(state.parent):
         raise ConversionError(f"{state}: names the checkpoint {prefix}, outside {state.parent}; not followed. "
                               "If that is the checkpoint you mean, give its prefix itself")
