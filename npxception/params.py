@@ -12,18 +12,28 @@ import numpy as np
 
 from . import architecture as arch
 from .config import CONFIG
+from .dtype_policy import SIXTEEN_BIT
+from .untrusted import short_repr
 
 DTYPES = (np.dtype("float32"), np.dtype("float64"))  # the two precisions every op computes in
 
 
-def as_dtype(dtype) -> np.dtype:
-    """``dtype`` as a NumPy dtype, float32 or float64; TypeError for anything else."""
+def as_dtype(dtype, what="dtype") -> np.dtype:
+    """``dtype`` as a NumPy dtype, float32 or float64; TypeError naming ``what`` for anything else.
+
+    A name NumPy does not know ("flaot32", Keras' "mixed_float16") must not fall back to
+    ``np.dtype(None)``, which is float64."""
     try:
-        dt = np.dtype(dtype)
+        dt = np.dtype(dtype) if dtype is not None else None
     except TypeError:
         dt = None
-    if dt not in DTYPES:
-        raise TypeError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+    if dt is None or dt not in DTYPES:
+        hint = ""
+        if isinstance(dtype, str) and dtype in SIXTEEN_BIT:  # Keras dtype policy names
+            hint = (f"; npxception computes in float32 or float64 only: a Keras model that computed in "
+                    f"{dtype!r} converts with weights_tools' dtype_policy='float32' (--dtype-policy float32), "
+                    "and is then used with dtype='float32'")
+        raise TypeError(f"{what}: expected 'float32' or 'float64', found {short_repr(dtype)}{hint}")
     return dt
 
 

@@ -269,3 +269,27 @@ def test_the_article_model_has_no_71x71_rule():
         npxception.Xception(variant="article", input_shape=(0, 5, 3))
     with pytest.raises(ValueError, match="keras.applications.Xception requires at least 71x71"):
         npxception.Xception(include_top=False, input_shape=(50, 50, 3))
+
+
+@pytest.fixture(scope="module")
+def ours_no_top():
+    return npxception.Xception(include_top=False, input_shape=(SIZE, SIZE, 3))
+
+
+@pytest.mark.parametrize("name", ["flaot32", "float32 ", "float16", "int32", None, "bfloat16", "mixed_float16",
+                                  "mixed_bfloat16"])
+def test_a_dtype_other_than_float32_or_float64_is_refused_naming_it(name, ours_no_top):
+    """A name NumPy does not know used to fall back to np.dtype(None), a float64 model: refused, naming the
+    argument, the value and what is accepted; Keras' 16-bit policy names point to the converter's option."""
+    expected = re.escape(f"dtype: expected 'float32' or 'float64', found {name!r}")
+    if name in ("bfloat16", "mixed_float16", "mixed_bfloat16"):
+        expected += ".*computes in float32 or float64 only.*dtype_policy='float32'"
+    with pytest.raises(TypeError, match=expected):
+        npxception.Xception(dtype=name, include_top=False, input_shape=(SIZE, SIZE, 3))
+    with pytest.raises(TypeError, match=expected):
+        ours_no_top.astype(name)
+
+
+def test_float32_and_float64_are_accepted_by_any_numpy_spelling(ours_no_top):
+    for good in ("float32", "float64", np.float32, np.dtype("float64"), "f8"):
+        assert ours_no_top.astype(good).dtype == np.dtype(good)
