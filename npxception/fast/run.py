@@ -202,6 +202,8 @@ class FastPlan:
         dw, pw, scale, shift = self.folded[step.sepconv]
         n, h, w, c = x.shape
         cout = step.channels
+        if pw is None and not self.fused:  # held only packed, and this plan switched off the fused path since
+            pw = self.model_params[f"{step.sepconv}/pointwise_kernel"][0, 0]
         rows = n * h
         if step.residual is not None:
             target = residual.reshape(rows * w, cout)
