@@ -251,7 +251,7 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [], model.channels)
-    params = {k: model._params[k] for k in backbone_keys}
+    params = model._params.subset(backbone_keys)  # shared: kernels the plan packed stay packed once
     source_shape = None
     if input_shape is None and stage.has_geometry(model.input_stage):
         # a Resizing/CenterCrop stage fixes the backbone's size; the source's is kept

@@ -25,7 +25,7 @@ from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
-from .params import as_dtype, check_bn_divisors, check_params
+from .params import Params, as_dtype, check_bn_divisors, check_params
 from .summary import summary_table
 from .untrusted import short_repr
 from .weights import save as save_weights
@@ -69,14 +69,14 @@ class XceptionModel:
         self.source_dtype_policy = check_source_policy(source_dtype_policy)
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head, self.channels)
-        params = dict(params)
+        if not isinstance(params, Params):
+            params = dict(params)
         check_params(params, expected, where=source or "params")
         check_bn_divisors(params, self.head, where=source or "params")
-        self.dtype = next(iter(params.values())).dtype
+        # another model's Params (the same keys, checked above) is shared: its packed kernels too
+        self._params = params if isinstance(params, Params) else Params(params)
+        self.dtype = self._params[next(iter(expected))].dtype
         stage.check_dtype(self.input_stage, self.dtype)
-        for array in params.values():
-            array.flags.writeable = False  # weights are shared with prepared fast plans
-        self._params = params
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
@@ -94,7 +94,10 @@ class XceptionModel:
 
     @property
     def weights(self) -> dict[str, np.ndarray]:
-        """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays)."""
+        """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays), a new dict.
+
+        Kernels the fast plan holds packed are unpacked for it, bit for bit (npxception/params.py).
+        """
         return dict(self._params)
 
     @property
@@ -133,12 +136,16 @@ class XceptionModel:
 
     def count_params(self) -> int:
         """The number of weights, BN moving statistics included: Keras' ``model.count_params()``."""
-        return sum(a.size for a in self._params.values())
+        return sum(int(np.prod(s)) for s in self._shapes().values())
 
     def count_trainable_params(self) -> int:
         """The weights Keras counts as trainable (``summary()``'s "Trainable params"): all but the BN moving
         statistics, Keras' non-trainable ones; ``count_params() - count_trainable_params()`` are those."""
-        return sum(a.size for k, a in self._params.items() if not k.endswith(arch.NON_TRAINABLE))
+        return sum(int(np.prod(s)) for k, s in self._shapes().items() if not k.endswith(arch.NON_TRAINABLE))
+
+    def _shapes(self) -> dict:
+        """Every weight's shape, from the table (the weights were checked against it; nothing is unpacked)."""
+        return arch.param_shapes(self.layers, self.head, self.channels)
 
     def manifest(self) -> dict:
         return {

@@ -173,7 +173,7 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
     args = (src, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
     # the pointwise GEMM by OpenBLAS, or by the microkernel of npxception/fast/direct.py on the kernel packed
     # in advance, as the plan chooses (float32 on AVX-512)
-    packed = direct.pack_kernel(pw) if pack and direct.worth_packing(pw) else fused.NOT_PACKED
+    packed = direct.pack_kernel(pw) if pack and direct.worth_packing(pw.dtype) else fused.NOT_PACKED
     packing = (packed, np.arange(c if packed.shape[0] else 0, dtype=np.int64))  # as sep_conv_fused passes
     with blas.single_threaded():
         if order == "parallel":
