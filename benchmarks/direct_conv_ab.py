@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from entry_and_split_ab import interleaved  # noqa: E402
 
 from npxception import blas  # noqa: E402
-from npxception.fast import ConvBN, direct  # noqa: E402
+from npxception.fast import ConvBN, direct, packing  # noqa: E402
 from npxception.fast.fused import conv_fused, conv_fused_reference  # noqa: E402
 from npxception.fast.run import FastPlan  # noqa: E402
 from npxception.ops.padding import window_geometry  # noqa: E402
@@ -55,7 +55,7 @@ def one_step(name, h, c, c_out, kh, stride, repeats):
     nt = numba.get_num_threads()
     rows = max(1, min(-(-ho // nt), FastPlan.COLS_ELEMS // (wo * kh * kh * c)))  # as FastPlan.conv_bn
     cols = np.empty((nt, rows * wo, kh * kh * c), np.float32)
-    packed = direct.pack_kernel(kernel)
+    packed = packing.pack_kernel(kernel)
     outs = {k: np.empty((ho * wo, c_out), np.float32) for k in ("im2col + GEMM", "direct")}
     cases = {
         "im2col + GEMM": lambda: conv_fused(x, kernel, kh, stride, 0, 0, ho, wo, scale, shift, True,

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 import npxception
 from npxception import blas
 from npxception.config import CONFIG
-from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn
-from npxception.fast.fused import NOT_PACKED, conv_fused_reference
+from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn, packing
+from npxception.fast.fused import conv_fused_reference
 from npxception.ops.padding import window_geometry
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -69,7 +69,7 @@ def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed
     wo, pad_l = window_geometry(w, k, stride, "valid")
     kernel = kernel4.reshape(-1, cout)
     out = np.full((n * ho * wo, cout), np.nan, np.float32)
-    direct.conv_direct(x, direct.pack_kernel(kernel), k, stride, ho, wo, scale, shift, relu, out, threads)
+    direct.conv_direct(x, packing.pack_kernel(kernel), k, stride, ho, wo, scale, shift, relu, out, threads)
     want = tf_conv_bn_relu(x, kernel4, stride, stats, relu).reshape(-1, cout)
     tol = tolerance(x, kernel4, stride, stats, scale, want)
     twin = direct.conv_direct_reference(x, kernel, k, stride, ho, wo, scale, shift, relu)
@@ -98,7 +98,7 @@ def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
     stats = [s.astype(np.float32) for s in bn_stats(rng, cout)]
     scale, shift = fold_bn(*stats, CONFIG.bn_epsilon)
     residual = rng.normal(0, 1, (m, cout)).astype(np.float32) if add else np.full((m, cout), np.nan, np.float32)
-    args = (a, direct.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
+    args = (a, packing.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
     got, twin = residual.copy(), residual.copy()
     compiled_pointwise_tile(*args, got)
     direct.pointwise_tile(*args, twin)  # as Python: the NumPy twin, on the kernel unpacked from the panels
@@ -120,17 +120,17 @@ def test_pack_kernel_round_trips():
     for cout in (1, 32, 33, 64, 100):
         kernel = rng.normal(0, 1, (7, cout)).astype(np.float32)
         kernel[0, 0], kernel[1, 0] = -0.0, np.float32(1e-40)  # bits a value comparison would not tell apart
-        packed = direct.pack_kernel(kernel)
-        assert packed.shape == (-(-cout // direct.panel_width(cout)), 7, direct.panel_width(cout))
+        packed = packing.pack_kernel(kernel)
+        assert packed.shape == (-(-cout // packing.panel_width(cout)), 7, packing.panel_width(cout))
         assert packed.ctypes.data % 64 == 0
         side_by_side = packed.transpose(1, 0, 2).reshape(7, -1)
         np.testing.assert_array_equal(side_by_side[:, :cout], kernel)
         assert not side_by_side[:, cout:].any()
-        back = direct.unpack_panels(packed, cout)
+        back = packing.unpack_panels(packed, cout)
         assert back.flags.c_contiguous and back.dtype == np.float32
         np.testing.assert_array_equal(back.view(np.uint32), kernel.view(np.uint32))
         kernel4 = kernel.reshape(1, 1, 7, cout)
-        held = direct.PackedKernel.of(kernel4)
+        held = packing.PackedKernel.of(kernel4)
         assert held.shape == kernel4.shape and held.dtype == np.float32
         np.testing.assert_array_equal(held.unpack().view(np.uint32), kernel4.view(np.uint32))
 
@@ -206,7 +206,7 @@ def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatc
 
     x = np.random.default_rng(2).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
     fast_forward(small_model, x)  # on AVX-512 the model now holds its kernels only packed
-    packed = {k for k, held in small_model._params._store.items() if isinstance(held, direct.PackedKernel)}
+    packed = {k for k, held in small_model._params._store.items() if isinstance(held, packing.PackedKernel)}
     assert bool(packed) == direct.worth_packing(np.float32)
     monkeypatch.setattr(direct, "AVAILABLE", True)  # even on a CPU without AVX-512: the probe decides
     monkeypatch.setattr(direct, "_READY", {})  # asked afresh in this process

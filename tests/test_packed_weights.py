@@ -18,7 +18,7 @@ import pytest
 
 import npxception
 from npxception.compare.folded_bn import _ours_oihw
-from npxception.fast import ConvBN, SepConvBN, direct
+from npxception.fast import ConvBN, SepConvBN, direct, packing
 from npxception.network import XceptionModel
 from npxception.photo_memory import fast_plan_bytes
 
@@ -67,7 +67,7 @@ def test_each_packed_kernel_is_held_once(case):
     assert len(keys) == len(steps) == (40 if plan.fused else 6)  # Xception: 6 convolutions, 34 separable ones
     store = model._params._store
     for label, key in keys.items():
-        assert isinstance(store[key], direct.PackedKernel), key
+        assert isinstance(store[key], packing.PackedKernel), key
         assert plan.packed[label] is store[key].panels, key  # the plan's panels are the model's
         assert refs[key]() is None, f"{key}: the unpacked array is still alive"
     for key in set(before) - set(keys.values()):
@@ -140,7 +140,7 @@ def test_a_loaded_model_shares_what_its_golden_check_packed(case, tmp_path):
     path = model.save(tmp_path / "golden.npz")
     loaded = npxception.load(path)  # verify=True: the golden check has run
     store = loaded._params._store
-    packed = {k for k, held in store.items() if isinstance(held, direct.PackedKernel)}
+    packed = {k for k, held in store.items() if isinstance(held, packing.PackedKernel)}
     assert packed == set(kernel_keys(model._fast).values())
     loaded(x)
     assert all(loaded._fast.packed[label] is store[key].panels for label, key in kernel_keys(loaded._fast).items())

@@ -18,7 +18,7 @@ the weights' NR-wide row, and applies the affine map and the ReLU before its
 one masked store (or adds into a residual). The same microkernel runs the
 separable convolutions' pointwise GEMMs (:func:`pointwise_tile`), its left
 operand the depthwise tile in the thread's cache. The weights are packed
-once, in NR-wide panels (:class:`PackedKernel`), when the plan is built, and
+once, in NR-wide panels (npxception/fast/packing.py), when the plan is built, and
 the model then holds them only packed (npxception/params.py): 80 MB of
 pointwise kernels are in memory once. Why this exists and what it measured:
 docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the
@@ -35,7 +35,6 @@ once a process); elsewhere the plan keeps im2col + OpenBLAS
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import llvmlite
 import llvmlite.binding as ll
@@ -48,6 +47,7 @@ from numba.extending import intrinsic, overload
 
 from .._jit import njit
 from ..ops.padding import tap_view
+from .packing import pack_kernel, unpack_panels
 from .threads import in_parallel
 
 LANES = 16  # float32 lanes of one zmm register
@@ -79,53 +79,6 @@ def worth_packing(dtype) -> bool:
     (docs/performance.md, "every kernel held only packed").
     """
     return AVAILABLE and np.dtype(dtype) == np.float32 and microkernel_ready()
-
-
-def panel_width(c_out: int) -> int:
-    """NR for ``c_out`` channels: 32 when they fit one half-width panel, else 64."""
-    return 32 if c_out <= 32 else 64
-
-
-def pack_kernel(kernel2d):
-    """(K, C_out) -> (P, K, NR) float32 panels of NR output channels, zero past C_out; 64-byte aligned."""
-    k, c_out = kernel2d.shape
-    nr = panel_width(c_out)
-    p = -(-c_out // nr)
-    packed = aligned(p * k * nr).reshape(p, k, nr)
-    for q in range(p):
-        cols = kernel2d[:, q * nr:(q + 1) * nr]
-        packed[q, :, :cols.shape[1]] = cols
-    return packed
-
-
-def unpack_panels(panels, c_out):
-    """(P, K, NR) panels -> the (K, C_out) kernel :func:`pack_kernel` packed: a permutation, bit for bit."""
-    p, k, nr = panels.shape
-    return np.ascontiguousarray(panels.transpose(1, 0, 2).reshape(k, p * nr)[:, :c_out])
-
-
-@dataclass(frozen=True, eq=False)
-class PackedKernel:
-    """A Keras kernel held in the microkernel's layout only: how a model holds a kernel its plan runs here.
-
-    ``panels`` are :func:`pack_kernel` of the kernel as a (KH*KW*C_in, C_out)
-    matrix; ``unpack()`` gives the Keras array back, bit for bit, for whatever
-    reads the weights (npxception/params.py: the reference path, capture, save).
-    """
-
-    panels: np.ndarray  # (P, K, NR) float32, zero past C_out, 64-byte aligned
-    shape: tuple  # the Keras kernel's: (KH, KW, C_in, C_out)
-
-    @classmethod
-    def of(cls, kernel):
-        return cls(pack_kernel(kernel.reshape(-1, kernel.shape[-1])), kernel.shape)
-
-    @property
-    def dtype(self):
-        return self.panels.dtype
-
-    def unpack(self):
-        return unpack_panels(self.panels, self.shape[-1]).reshape(self.shape)
 
 
 def _masked_suffix(vty):
@@ -382,13 +335,6 @@ def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y):
     def impl(a, packed, offs, scale, shift, relu, add, y):
         _pointwise_packed(a, packed, offs, scale, shift, relu, add, y)
     return impl
-
-
-def aligned(size):
-    """A float32 array of ``size`` zeros whose data starts on a 64-byte boundary."""
-    raw = np.zeros(size + LANES, np.float32)
-    start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
-    return raw[start:start + size]
 
 
 # ---- whether the microkernel works in this process --------------------------------------------------------

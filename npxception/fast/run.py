@@ -31,7 +31,7 @@ from .. import blas
 from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
-from . import direct
+from . import direct, packing
 from .fused import NOT_PACKED, conv_fused, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
@@ -89,7 +89,7 @@ class FastPlan:
             if isinstance(step, ConvBN):
                 key = f"{step.conv}/kernel"
                 if packs:
-                    self.packed[step.conv] = p.packed(key, direct.PackedKernel.of).panels
+                    self.packed[step.conv] = p.packed(key, packing.PackedKernel.of).panels
                     self.folded[step.conv] = (None, *_bn(p, step.bn))
                 else:
                     k = p[key]
@@ -98,7 +98,7 @@ class FastPlan:
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 key = f"{step.sepconv}/pointwise_kernel"
                 if packs and self.fused:
-                    self.packed[step.sepconv] = p.packed(key, direct.PackedKernel.of).panels
+                    self.packed[step.sepconv] = p.packed(key, packing.PackedKernel.of).panels
                     self.folded[step.sepconv] = (dw, None, *_bn(p, step.bn))
                 else:
                     self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
