@@ -201,6 +201,11 @@ def test_source_layer_names_are_kept_and_captured_by(small_model, tmp_path):
         small_model.forward(x, capture=["conv2d"])
 
 
+@pytest.fixture(scope="module")
+def saved_small_model(small_model, tmp_path_factory):
+    return small_model.save(tmp_path_factory.mktemp("saved") / "good.npz")  # its golden computed once
+
+
 @pytest.mark.parametrize("names,match", [
     ({"block2_residual_conv": "conv2d", "block3_residual_conv": "conv2d"}, "names more than one layer"),
     ({"not_a_layer": "conv2d"}, "is not one of the model's layers"),
@@ -210,8 +215,7 @@ def test_source_layer_names_are_kept_and_captured_by(small_model, tmp_path):
     (["conv2d"], "expected at most"),
     ({f"k{i}": "n" for i in range(500)}, "expected at most"),
 ])
-def test_source_layer_names_in_a_file_are_untrusted(small_model, tmp_path, names, match):
-    good = small_model.save(tmp_path / "good.npz")
-    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: m.update(source_layer_names=names))
+def test_source_layer_names_in_a_file_are_untrusted(saved_small_model, tmp_path, names, match):
+    bad = _rewrite(saved_small_model, tmp_path / "bad.npz", lambda a, m: m.update(source_layer_names=names))
     with pytest.raises(ValueError, match=f"bad.npz: .*source_layer_names.*{match}|bad.npz: .*{match}"):
         npxception.load(bad)
