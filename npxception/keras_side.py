@@ -152,6 +152,11 @@ def load(path, *, config=None, model=None):
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
     name, full_model = _saved_by(fmt, source)
+    if fmt == "zip" and not source.name.endswith(".keras"):
+        # Keras picks the archive loader by the name (an .h5 name gets its HDF5 loader, which finds an HDF5
+        # superblock wherever one is planted): what it would open is not the archive read and vetted
+        raise ValueError(f"{path}: a .keras zip archive (by its bytes) that Keras would not open as one under "
+                         f"the name {source.name!r}: give it the .keras suffix")
     fw = _import(name)
     with _quiet(), _safe_mode(name):
         if fmt == "savedmodel":

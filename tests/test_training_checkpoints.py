@@ -369,3 +369,39 @@ def test_checkpoint_state_setting_its_path_twice_names_what_tensorflow_takes(tmp
     (d / "checkpoint").write_text('model_checkpoint_path: "a"\nmodel_checkpoint_path: "b"\n')
     assert tf.train.latest_checkpoint(str(d)) == str(d / "b")
     assert resolve_source(d) == ("tf_checkpoint", d / "b")
+
+
+def test_keras_is_not_given_a_file_whose_name_says_another_format(tmp_path, monkeypatch):
+    """Keras picks a loader by the name: ``.keras`` is the zip loader whenever zipfile reads the file (from its
+    end), ``.h5`` the HDF5 one (which finds a superblock at 512, 1024, ...). An HDF5 file with a zip archive
+    appended, named .keras, is refused as two saves in one; an archive named .h5 is refused before Keras."""
+    import io
+    import zipfile
+
+    import h5py
+
+    from npxception import keras_side
+    from weights_tools.formats import resolve_source
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("config.json", "{}")
+    both = tmp_path / "both.keras"
+    with h5py.File(both, "w") as f:
+        f.attrs["layer_names"] = []
+    with open(both, "ab") as f:
+        f.write(archive.getvalue())
+    with pytest.raises(wt.ConversionError, match="^" + re.escape(
+            f"{both}: an HDF5 file by its first bytes and a zip archive by its last, which Keras opens as the "
+            "archive by its name .keras")):
+        resolve_source(both)
+    renamed = tmp_path / "model.h5"
+    renamed.write_bytes(archive.getvalue())
+
+    def no_framework(name):
+        raise AssertionError(f"{name} was imported to open {renamed}")
+    monkeypatch.setattr(keras_side, "_import", no_framework)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{renamed}: a .keras zip archive (by its bytes) that Keras would not open as one under the name "
+            "'model.h5': give it the .keras suffix")):
+        keras_side.load(renamed)

@@ -30,6 +30,7 @@ import os
 import pathlib
 import re
 import struct
+import zipfile
 
 from npxception.config import CONFIG
 from npxception.untrusted import loads_json
@@ -166,7 +167,9 @@ def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
 
     tf_keras' ``load_weights(P)`` takes a readable checkpoint ``P.index`` before the file or directory ``P``
     itself, and ``tf.train.Checkpoint.restore(P)`` reads ``P/variables`` when ``P`` is a SavedModel
-    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it."""
+    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it.
+    Both Kerases open a file named ``.keras`` as a zip archive whenever ``zipfile`` reads it as one (from its
+    end), so an HDF5 file (by its first bytes) named so must not be one."""
     if fmt == "tf_checkpoint":
         prefix = bundle_prefix(source)
         if os.path.lexists(prefix):
@@ -176,6 +179,10 @@ def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
                 f"it, {prefix}, which TensorFlow or Keras may open instead of the checkpoint. Move one of "
                 "the two elsewhere (or rename the checkpoint's .index and .data files together)")
         return
+    if fmt == "hdf5" and source.name.endswith(".keras") and zipfile.is_zipfile(source):
+        raise ConversionError(
+            f"{source}: an HDF5 file by its first bytes and a zip archive by its last, which Keras opens as the "
+            "archive by its name .keras: refused, as a file that reads as two saves")
     index = source.with_name(source.name + ".index")
     if os.path.lexists(index):
         raise ConversionError(
