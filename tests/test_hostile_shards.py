@@ -86,7 +86,7 @@ def test_a_generated_set_reads_as_keras_lays_it_out(valid_set):
     weight_map = json.loads(index.read_text())["weight_map"]
     assert any(len(v) == 2 for v in weight_map.values()), "no layer straddles a shard boundary"
     with wt.open_layers(index) as reading:
-        assert reading.kind == "Keras 3 sharded weights (3 shards) (no config)"
+        assert reading.kind == "Keras 3 sharded weights index (3 shards) (no config)"
         assert sum(len(k.weights) for k in reading.klayers) == 234
 
 
@@ -159,7 +159,7 @@ def test_a_symlink_within_the_directory_is_followed(valid_set, tmp_path):
     os.rename(tmp_path / "set" / "x_00001.weights.h5", tmp_path / "set" / "data1.h5")
     os.symlink("data1.h5", tmp_path / "set" / "x_00001.weights.h5")
     with wt.open_layers(index) as reading:
-        assert reading.kind.startswith("Keras 3 sharded weights (3 shards)")
+        assert reading.kind.startswith("Keras 3 sharded weights index (3 shards)")
 
 
 def test_a_fifo_as_a_shard_is_named_not_waited_on(valid_set, tmp_path):
@@ -236,14 +236,19 @@ def test_a_listed_shard_holding_none_of_the_groups_weights_is_refused(valid_set,
 
 # --------------------------------------------------------------------------- amplification
 
-def test_an_index_listing_more_shards_than_a_valid_save_has_is_refused_before_opening_any(tmp_path):
-    """100,000 shard names (4 MB of index, under its cap): refused by count, no shard opened."""
+@pytest.mark.parametrize("groups, shards, expected", [
+    (5000, 5000, f"lists more than {max_shards()} shards"),  # 5,000 shard names, none of them on disk
+    (150_000, 100, "its weight_map lists 150,000 weight groups; a valid Xception save has at most 10,000"),  # 7.5 MB
+])
+def test_an_index_listing_more_than_a_valid_save_is_refused_before_opening_any_shard(tmp_path, groups, shards,
+                                                                                     expected):
     folder = tmp_path / "set"
     folder.mkdir()
     index = folder / "x.weights.json"
-    index.write_text(json.dumps({"weight_map": {f"/layers/dense_{i}/vars": f"x_{i:05d}.weights.h5"
-                                                for i in range(5000)}}))
-    _refused_limited(tmp_path, index, f"lists more than {max_shards()} shards")
+    index.write_text(json.dumps({"weight_map": {f"/layers/dense_{i}/vars": f"x_{i % shards:05d}.weights.h5"
+                                                for i in range(groups)}}))
+    assert index.stat().st_size < 8 << 20  # under the index's size cap: refused by its counts
+    _refused_limited(tmp_path, index, expected)
 
 
 def test_one_read_budget_covers_all_shards(tmp_path):

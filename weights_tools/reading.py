@@ -116,7 +116,7 @@ def open_layers(src, *, config=None):
         return
     if fmt == "keras_sharded":
         with keras3_shards.open_shards(src) as (store, count):
-            yield _keras3_weights(store, config, where, f"Keras 3 sharded weights ({count} shards)")
+            yield _keras3_weights(store, config, where, f"Keras 3 sharded weights index ({count} shards)")
         return
     if fmt in ("zip", "keras_dir"):
         opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
