@@ -99,24 +99,29 @@ def refuse_lone_shard(path: pathlib.Path) -> None:
                               f"convert the index {index.name} (npxception reads every shard it lists)")
 
 
-@contextlib.contextmanager
-def shard_named(path):
-    """Within the block, a file named as a shard (``x_00001.weights.h5``, no index beside it) that does not
-    read as a whole model is refused as what it most likely is: one shard of a set, not a broken file.
+def lone_shard_error(path, exc: ConversionError) -> ConversionError:
+    """``exc`` for a file that did not read as a whole model, or, when the file is named as a shard
+    (``x_00001.weights.h5``, no index beside it), the error saying it is most likely one shard of a set.
 
     A file so named that reads whole (``ModelCheckpoint("ckpt_{epoch:05d}.weights.h5")`` writes such names)
-    is read as any other."""
+    never gets here: it is read as any other."""
     path = pathlib.Path(path)
     match = SHARD.fullmatch(path.name)
+    if match is None:
+        return exc
+    return ConversionError(
+        f"{path}: named as one shard of a set of Keras 3 sharded weights (save_weights(..., max_shard_size=)), "
+        f"and it does not hold a whole model ({exc}); convert the set's index {match.group(1)}.weights.json, "
+        "with every shard it lists beside it")
+
+
+@contextlib.contextmanager
+def shard_named(path):
+    """Within the block, a ConversionError becomes :func:`lone_shard_error`'s."""
     try:
         yield
     except ConversionError as exc:
-        if match is None:
-            raise
-        raise ConversionError(
-            f"{path}: named as one shard of a set of Keras 3 sharded weights (save_weights(..., max_shard_size=)), "
-            f"and it does not hold a whole model ({exc}); convert the set's index {match.group(1)}.weights.json, "
-            "with every shard it lists beside it") from None
+        raise lone_shard_error(path, exc) from None
 
 
 def _shard_list(key: str, value, where: str) -> list[str]:

@@ -142,8 +142,8 @@ def open_layers(src, *, config=None):
                 reading = _keras3_weights(H5Store(h5), config, where, "Keras 3 .weights.h5 file")
             yield reading
             return
-    raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
-                          "or layers group)")
+    raise keras3_shards.lone_shard_error(src, ConversionError(
+        f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
 
 
 def _keras3_weights(store, config, where: str, kind: str) -> Reading:
