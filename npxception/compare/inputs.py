@@ -33,7 +33,7 @@ from .. import input_stage as stage
 from .. import keras_side
 from ..untrusted import IrregularFileError, check_regular, check_zip_directory, open_regular
 from ..weights import _read_npy, npy_header, weight_budget
-from .names import _AUTO_NAME, AUTO_NAMES
+from .names import AUTO_NAME_PATTERN, AUTO_NAMES
 
 # The reserved dump key for the input batch the dumped activations were computed from.
 INPUT_KEY = "__input__"
@@ -191,7 +191,7 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
         target = mapping.get(key, key)
-        auto = _AUTO_NAME.fullmatch(target)
+        auto = AUTO_NAME_PATTERN.fullmatch(target)
         name = target if target in ours else largest.get(auto.group(1)) if auto else None
         if key == INPUT_KEY or name is None or not shape:
             continue  # no layer of ours to measure it by: only the file's own budget below bounds it
