@@ -161,5 +161,5 @@ def resolve_source(path) -> tuple[str, pathlib.Path]:
         raise ConversionError(f"{where}: the bookkeeping file of a TensorFlow checkpoint directory; give the "
                               f"checkpoint's prefix {checkpoint_state_prefix(path)} (its model_checkpoint_path), "
                               f"or the directory {path.parent}")
-    raise ConversionError(f"{where}: not a Keras weight file (neither HDF5, a .keras zip archive, a TensorFlow "
-                          "checkpoint nor a SavedModel directory)")
+    raise ConversionError(f"{where}: not a Keras weight file (neither HDF5, a .keras zip archive, the .weights.json "
+                          "index of Keras 3 sharded weights, a TensorFlow checkpoint nor a SavedModel directory)")

@@ -1,7 +1,8 @@
 """Open any Keras file the converter reads as a :class:`Reading`: its layers, wiring and weights, not yet matched.
 
 The format comes from the file's bytes (:mod:`weights_tools.formats`); each reader
-(:mod:`~weights_tools.legacy_h5`, :mod:`~weights_tools.keras3`, :mod:`~weights_tools.savedmodel`,
+(:mod:`~weights_tools.legacy_h5`, :mod:`~weights_tools.keras3` (one file, or the shards
+:mod:`~weights_tools.keras3_shards` merges), :mod:`~weights_tools.savedmodel`,
 :mod:`~weights_tools.tf_checkpoint`) yields :class:`~weights_tools.graph.KLayer` lists whose
 weights are read on first use, against the file's read budget.
 
