@@ -363,3 +363,22 @@ def test_a_keras_activation_asked_of_a_file_is_applied(files, name):
     ours = npxception.Xception(weights=paths["logits"][0], classifier_activation=name)(x)
     err = np.abs(ours - expected).max()
     assert err <= 4 * LOGIT_RTOL * np.abs(expected).max(), f"{name}: max |ours - keras| {err:.3g}"
+
+
+@pytest.mark.parametrize("classes", [0, -3, "x"])
+def test_classes_is_ignored_without_the_top_as_keras_3_ignores_it(no_top, classes):
+    keras = _keras()
+    theirs = keras.applications.Xception(weights=None, include_top=False, classes=classes, input_shape=(SIZE, SIZE, 3))
+    assert theirs.count_params() == no_top.count_params()  # Keras builds it
+    ours = npxception.Xception(include_top=False, classes=classes, input_shape=(SIZE, SIZE, 3))
+    assert ours.head == [] and ours.count_params() == no_top.count_params()
+    with pytest.raises(ValueError, match=f"classes: expected a positive int, found {classes!r}"):
+        npxception.Xception(classes=classes, input_shape=(SIZE, SIZE, 3))  # with the top it is the Dense's width
+
+
+def test_name_is_keras_default_and_can_be_set(ours_no_top):
+    assert ours_no_top.name == "xception" == _keras().applications.Xception.__defaults__[-1]
+    named = npxception.Xception(include_top=False, input_shape=(SIZE, SIZE, 3), name="backbone")
+    assert named.name == "backbone" and named.astype("float64").name == "backbone"
+    with pytest.raises(ValueError, match="name: expected a non-empty string, found 3"):
+        npxception.Xception(name=3)
