@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..architecture import MIDDLE_FLOW_BLOCKS
+from ..untrusted import COUNTER, short_repr
 
 
 def _timm_rep(block: str, ours: list[str]) -> dict[str, str]:
@@ -114,7 +115,8 @@ def resolve_names(names, our_names) -> dict[str, str]:
         if not isinstance(theirs, str) or not isinstance(mine, str):
             raise ValueError(f"names: entries must map strings to strings, found {theirs!r}: {mine!r}")
         if mine not in ours and not AUTO_NAME_PATTERN.fullmatch(mine):
-            raise ValueError(f"names: {theirs!r} maps to {mine!r}, which is not one of our layer names "
+            raise ValueError(f"names: {short_repr(theirs)} maps to {short_repr(mine)}, which is not one of our "
+                             "layer names "
                              "(see model.layer_names) nor a Keras auto-name (conv2d_N, batch_normalization_N, add_N)")
     return mapping
 
@@ -125,7 +127,7 @@ def resolve_names(names, our_names) -> dict[str, str]:
 # ("batch_norm" in our head) is auto-named the same way.
 AUTO_NAMES = {"conv": "conv2d", "bn": "batch_normalization", "batch_norm": "batch_normalization", "add": "add"}
 # One auto-name: a prefix of AUTO_NAMES, then its counter (group 2), absent on the first.
-AUTO_NAME_PATTERN = re.compile(rf"({'|'.join(sorted(set(AUTO_NAMES.values())))})(?:_(\d+))?")
+AUTO_NAME_PATTERN = re.compile(rf"({'|'.join(sorted(set(AUTO_NAMES.values())))})(?:_({COUNTER}))?")
 
 
 def by_counter(keys) -> list[str]:
