@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from entry_and_split_ab import interleaved  # noqa: E402
 
 from npxception import blas  # noqa: E402
-from npxception.fast import direct  # noqa: E402
+from npxception.fast import ConvBN, direct, packing  # noqa: E402
 from npxception.fast.fused import conv_fused, conv_fused_reference  # noqa: E402
 from npxception.fast.run import FastPlan  # noqa: E402
 from npxception.ops.padding import window_geometry  # noqa: E402
@@ -55,13 +55,13 @@ def one_step(name, h, c, c_out, kh, stride, repeats):
     nt = numba.get_num_threads()
     rows = max(1, min(-(-ho // nt), FastPlan.COLS_ELEMS // (wo * kh * kh * c)))  # as FastPlan.conv_bn
     cols = np.empty((nt, rows * wo, kh * kh * c), np.float32)
-    packed = direct.pack_kernel(kernel)
+    packed = packing.pack_kernel(kernel)
     outs = {k: np.empty((ho * wo, c_out), np.float32) for k in ("im2col + GEMM", "direct")}
     cases = {
         "im2col + GEMM": lambda: conv_fused(x, kernel, kh, stride, 0, 0, ho, wo, scale, shift, True,
                                             outs["im2col + GEMM"], cols, rows),
-        "direct": lambda: direct.conv_direct(x, packed, kernel, kh, stride, ho, wo, scale, shift, True,
-                                             outs["direct"], nt),
+        "direct": lambda: direct.conv_direct(x, packed, kh, stride, ho, wo, scale, shift, True, outs["direct"],
+                                             nt),
     }
     with blas.single_threaded():
         ms = interleaved(cases, repeats)
@@ -74,9 +74,28 @@ def one_step(name, h, c, c_out, kh, stride, repeats):
           + f"; direct/im2col {ms['direct'] / ms['im2col + GEMM']:.2f}", flush=True)
 
 
-def run_packed(plan, x, packed, steps):
-    """plan(x) with ``packed`` as the plan's packed kernels; each step's ms appended to ``steps[label]``."""
-    plan.packed = packed
+def packed_only(plan, labels):
+    """(packed, folded) for ``plan`` with only the kernels of the steps ``labels`` packed, the others unpacked
+    from the model's weights (which hold every kernel the plan packed only packed) for OpenBLAS."""
+    packed = {k: v for k, v in plan.packed.items() if k in labels}
+    folded = dict(plan.folded)
+    p = plan.model_params
+    for step in plan.steps:
+        if step.label not in plan.packed or step.label in labels:
+            continue
+        if isinstance(step, ConvBN):
+            k = p[f"{step.conv}/kernel"]
+            folded[step.label] = (k.reshape(-1, k.shape[-1]), *folded[step.label][1:])
+        else:
+            dw, _, scale, shift = folded[step.label]
+            folded[step.label] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], scale, shift)
+    return packed, folded
+
+
+def run_packed(plan, x, variant, steps):
+    """plan(x) with ``variant``, a :func:`packed_only` (packed, folded), as the plan's kernels; each step's ms
+    appended to ``steps[label]``."""
+    plan.packed, plan.folded = variant
     plan.profile = {}
     y = plan(x)
     for label, seconds in plan.profile.items():
@@ -88,15 +107,15 @@ def run_packed(plan, x, packed, steps):
 def network(batch, repeats, per_step=True):
     """Whole forward passes, one plan: packed kernels for none, the convolutions, or those and the pointwise."""
     import npxception
-    from npxception.fast import ConvBN, fast_forward
+    from npxception.fast import fast_forward
 
     model = npxception.Xception(include_top=True, seed=0)  # random weights and BN statistics, 299x299
     x = np.random.default_rng(1).uniform(-1, 1, (batch, 299, 299, 3)).astype(np.float32)
     fast_forward(model, x)
     plan = model._fast
     convs = {s.conv for s in plan.steps if isinstance(s, ConvBN)}
-    only_convs = {k: v for k, v in plan.packed.items() if k in convs}
-    variants = {"OpenBLAS": {}, "direct convs": only_convs, "direct convs + small pointwise": dict(plan.packed)}
+    variants = {"OpenBLAS": packed_only(plan, set()), "direct convs": packed_only(plan, convs),
+                "direct convs + every pointwise": (plan.packed, plan.folded)}
 
     steps = {k: {} for k in variants}  # per-step times from the plan's own timer
 

@@ -29,10 +29,10 @@ from the paper in four small, named ways; see :class:`Variant`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from .ops.padding import output_size  # TF's SAME/VALID rule, written once
+from .untrusted import short_repr
 
 
 @dataclass(frozen=True)
@@ -224,11 +224,12 @@ def check_bn_epsilon(eps) -> float:
     """A BatchNormalization epsilon as a float: a finite real number >= 0 that float32 holds.
     Raise ValueError saying what was found (callers name the file and layer)."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise ValueError(f"epsilon must be a real number >= 0, found {eps!r}")
-    if not (math.isfinite(eps) and 0 <= eps <= FLOAT32_MAX):
+        raise ValueError(f"epsilon must be a real number >= 0, found {short_repr(eps)}")
+    # compared as it is, never converted first: an int of 400 digits is no float (OverflowError); NaN fails both
+    if not 0 <= eps <= FLOAT32_MAX:
         raise ValueError(f"epsilon must be a finite real number >= 0 that float32 holds (at most "
                          f"{FLOAT32_MAX:.4g}; Keras computes it in float32, where a larger one is inf and "
-                         f"the layer ignores its input), found {eps!r}")
+                         f"the layer ignores its input), found {short_repr(eps)}")
     return float(eps)
 
 

@@ -390,14 +390,14 @@ def _fused_activations(model, x, layers) -> dict:
     acts = {last: features}
     # NumPy for the head, as the fast plan runs it (npxception/fast/run.py): the ops' parallel
     # pooling and softmax kernels would add ~5 s to a cold first load, for microseconds of work
-    run_head(model.head, model.weights, features, "reference", acts, set(layers))
+    run_head(model.head, model._params, features, "reference", acts, set(layers))
     return acts
 
 
 def _backbone_twin(model, input_shape, **options):
-    """A headless model (an XceptionModel) sharing ``model``'s backbone weights."""
-    weights = model.weights
-    return type(model)({k: weights[k] for k in arch.param_shapes(model.layers, [], model.channels)},
+    """A headless model (an XceptionModel) sharing ``model``'s backbone weights, so that the kernels its plan
+    packs are packed for ``model`` too (npxception/params.py: each weight held once)."""
+    return type(model)(model._params.subset(arch.param_shapes(model.layers, [], model.channels)),
                        variant=model.variant, head=[], input_shape=input_shape, **options)
 
 

@@ -160,7 +160,7 @@ def load(path, *, config=None, model=None):
             # can call any TensorFlow op (docs/security.md)
             config_json = json.dumps(read_metadata(source)[0])
             kmodel = fw.models.model_from_json(config_json)
-            _load_checkpoint(kmodel, source / VARIABLES)
+            _restore_checkpoint(kmodel, source / VARIABLES)
             return kmodel
         if full_model:
             return _load_model(fw, name, source)  # Keras 3 loads model.save(dir, zipped=False) as its archive
@@ -185,28 +185,33 @@ def load(path, *, config=None, model=None):
                              ".keras archive or config.json as config")
         if fmt == "tf_checkpoint":  # loaded by its prefix, from where the checkpoint holds the model
             source = bundle_prefix(source)
-            _load_checkpoint(kmodel, source, model_child(source))
+            _restore_checkpoint(kmodel, source, model_child(source))
         else:
-            _load_checkpoint(kmodel, source)
+            # an HDF5 file (legacy .h5, Keras 3 .weights.h5): resolve_source refused one with a checkpoint's
+            # .index beside it, which tf_keras' load_weights would read instead
+            kmodel.load_weights(source)
     return kmodel
 
 
-def _load_checkpoint(kmodel, path, child: str = "") -> None:
-    """Load the weights at ``path`` into ``kmodel``, as TensorFlow restores them. ``child``: the name a
-    ``tf.train.Checkpoint(model=...)`` gives the model (its ``CheckpointManager``'s, tf_keras
-    ``BackupAndRestore``'s), restored as ``tf.train.Checkpoint(model=m).restore(prefix)``; "" for a
-    model saved as the root (``save_weights``, ``ModelCheckpoint``, a SavedModel's variables)."""
+def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
+    """Restore the TensorFlow checkpoint at ``prefix`` into ``kmodel``, by TensorFlow's checkpoint API,
+    never ``load_weights``, which guesses the format from the name: it reads a prefix ``ckpt.h5`` as an
+    HDF5 file ``ckpt.h5``, one never vetted. ``child``: the name a ``tf.train.Checkpoint(model=...)`` gives
+    the model (its ``CheckpointManager``'s, tf_keras ``BackupAndRestore``'s); "" for a model saved as the
+    root (``save_weights``, ``ModelCheckpoint``, a SavedModel's variables)."""
+    tf = _import("tensorflow")
     if child:
-        status = _import("tensorflow").train.Checkpoint(**{child: kmodel}).restore(str(path))
+        status = tf.train.Checkpoint(**{child: kmodel}).restore(str(prefix))
         # every variable of the model found: a model under another name would restore nothing, silently
         status.assert_existing_objects_matched()
     else:
-        status = kmodel.load_weights(path)
-    if hasattr(status, "expect_partial"):
-        # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
-        # without this, TensorFlow warns about every optimizer variable when the status is collected
-        status.expect_partial()
-        _finalize_nested(kmodel)
+        # what tf_keras' load_weights does once it has decided on a checkpoint (Model._checkpoint.read)
+        status = tf.train.Checkpoint(root=kmodel).read(str(prefix))
+        status.assert_nontrivial_match()
+    # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
+    # without this, TensorFlow warns about every optimizer variable when the status is collected
+    status.expect_partial()
+    _finalize_nested(kmodel)
 
 
 def _load_model(fw, name, path):

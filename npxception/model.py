@@ -84,7 +84,9 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     input_shape: (H, W, C) with H, W >= 71, Keras' constructor rule (it raises "Input size must
       be at least 71x71"); None for H and W builds a model for any size, which computes
       images down to 7x7 as Keras' predict does (``model.min_input_size``), without the top
-      only, as Keras requires. With the top and ImageNet weights it must be (299, 299, 3).
+      only, as Keras requires. With the top and ImageNet weights it must be (299, 299, 3); a weight
+      file whose top pools (GlobalAveragePooling2D, as Keras' Xception builds it) is built at any size
+      asked, as Keras builds it; a Flatten head or a Resizing/CenterCrop input stage keeps the file's.
       C, the channels, is 3 (RGB) by default; without ImageNet weights any C, as Keras builds
       it (imagenet_utils.obtain_input_shape; Keras warns "This model usually expects 1 or 3
       input channels" for others, such as RGBA's 4, and builds them): 1 for grayscale, 4 for
@@ -225,22 +227,31 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
         if not isinstance(classes, _Default) and classes != model.classes:
             raise ValueError(f"classes: the weight file's classifier has {model.classes} classes, "
                              f"requested {classes}")
-        if input_shape is not None and model.input_shape[0] is not None and input_shape != model.input_shape:
-            raise ValueError(f"input_shape: the weight file was converted for {model.input_shape}, "
+        resized = input_shape is not None and input_shape != model.input_shape
+        if resized and (arch.flatten_step(model.head) or stage.has_geometry(model.input_stage)):
+            # a Flatten's Dense has a row per feature of the map it was built for; a Resizing/CenterCrop stage
+            # fixes the backbone's size. Keras' Xception(weights=file, input_shape=...) builds only a GAP head.
+            fixed = (f"its Flatten head {arch.flatten_step(model.head)['name']} is built for that size"
+                     if arch.flatten_step(model.head) else "its input stage brings every image to that size")
+            raise ValueError(f"input_shape: the weight file was converted for {model.input_shape} and {fixed}, "
                              f"requested {input_shape}")
         head = model.head if isinstance(classifier_activation, _Default) else \
             _with_activation(model.head, classifier_activation, where)
-        if head != model.head:
-            model = XceptionModel(model._params, variant=model.variant, head=head,
-                                  input_shape=model.input_shape, labels=model.labels, source=model.source,
-                                  input_stage=model.input_stage, source_input_shape=model.source_input_shape,
-                                  source_data_format=model.source_data_format,
-                            source_dtype_policy=model.source_dtype_policy)
+        if head != model.head or resized:
+            # A pooled head's weights fit any size: Keras' Xception(weights=file, input_shape=...) loads them at
+            # the size asked (its 299x299 rule is the ImageNet top's only, imagenet_utils.obtain_input_shape).
+            shape = input_shape if resized else model.input_shape
+            adapted = XceptionModel(model._params, variant=model.variant, head=head, input_shape=shape,
+                                    labels=model.labels, source=model.source, input_stage=model.input_stage,
+                                    source_input_shape=None if resized else model.source_input_shape,
+                                    source_data_format=model.source_data_format,
+                                    source_dtype_policy=model.source_dtype_policy)
+            model = adapted
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
     head = arch.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [], model.channels)
-    params = {k: model._params[k] for k in backbone_keys}
+    params = model._params.subset(backbone_keys)  # shared: kernels the plan packed stay packed once
     source_shape = None
     if input_shape is None and stage.has_geometry(model.input_stage):
         # a Resizing/CenterCrop stage fixes the backbone's size; the source's is kept

@@ -25,7 +25,7 @@ from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
-from .params import as_dtype, check_bn_divisors, check_params
+from .params import Params, as_dtype, check_bn_divisors, check_params
 from .summary import summary_table
 from .untrusted import short_repr
 from .weights import save as save_weights
@@ -69,14 +69,14 @@ class XceptionModel:
         self.source_dtype_policy = check_source_policy(source_dtype_policy)
         self.labels = _check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head, self.channels)
-        params = dict(params)
+        if not isinstance(params, Params):
+            params = dict(params)
         check_params(params, expected, where=source or "params")
         check_bn_divisors(params, self.head, where=source or "params")
-        self.dtype = next(iter(params.values())).dtype
+        # another model's Params (the same keys, checked above) is shared: its packed kernels too
+        self._params = params if isinstance(params, Params) else Params(params)
+        self.dtype = self._params[next(iter(expected))].dtype
         stage.check_dtype(self.input_stage, self.dtype)
-        for array in params.values():
-            array.flags.writeable = False  # weights are shared with prepared fast plans
-        self._params = params
         # {our layer name: the source model's layer name}, set by weights_tools
         # converters; compare() uses it to find Keras' auto-named layers.
         self.source_layer_names: dict[str, str] = {}
@@ -94,7 +94,10 @@ class XceptionModel:
 
     @property
     def weights(self) -> dict[str, np.ndarray]:
-        """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays)."""
+        """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays), a new dict.
+
+        Kernels the fast plan holds packed are unpacked for it, bit for bit (npxception/params.py).
+        """
         return dict(self._params)
 
     @property
@@ -133,12 +136,16 @@ class XceptionModel:
 
     def count_params(self) -> int:
         """The number of weights, BN moving statistics included: Keras' ``model.count_params()``."""
-        return sum(a.size for a in self._params.values())
+        return sum(int(np.prod(s)) for s in self._shapes().values())
 
     def count_trainable_params(self) -> int:
         """The weights Keras counts as trainable (``summary()``'s "Trainable params"): all but the BN moving
         statistics, Keras' non-trainable ones; ``count_params() - count_trainable_params()`` are those."""
-        return sum(a.size for k, a in self._params.items() if not k.endswith(arch.NON_TRAINABLE))
+        return sum(int(np.prod(s)) for k, s in self._shapes().items() if not k.endswith(arch.NON_TRAINABLE))
+
+    def _shapes(self) -> dict:
+        """Every weight's shape, from the table (the weights were checked against it; nothing is unpacked)."""
+        return arch.param_shapes(self.layers, self.head, self.channels)
 
     def manifest(self) -> dict:
         return {
@@ -193,12 +200,25 @@ class XceptionModel:
 
         ``x`` is what the source model takes: ``preprocess_input``'s output, or
         raw pixels when the model preprocesses in-graph (``takes_pixels``).
+        The whole batch runs at once, as Keras' ``model(x)`` does: its activations
+        take ~23 MB per 299x299 image in float32 (docs/performance.md); use
+        :meth:`predict` for a large batch. Raises :class:`ActivationOverflow` when a
+        finite input gives a non-finite output.
         """
         return self.forward(x, impl=impl)[0]
 
-    def predict(self, x, *, impl="fast"):
-        """Alias of ``model(x)``, as in Keras."""
-        return self(x, impl=impl)
+    def predict(self, x, batch_size=32, *, impl="fast"):
+        """``model(x)`` run ``batch_size`` images at a time and concatenated, as Keras' ``model.predict``
+        does (its default is 32 too): the activations of one chunk are alive at a time, so the peak memory
+        is bounded by ``batch_size``, not by ``N`` (docs/performance.md#batches). Each row is what
+        ``model(x[i:i + batch_size])`` gives for its chunk. ``batch_size``: a positive int.
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        check_impl("model", impl)
+        x = self._check_input(x)  # once, whole: a bad value anywhere is refused before any chunk runs
+        chunks = [self._run_backbone(stage.apply(self.input_stage, x[i:i + batch_size], finite=True), set(), impl)[0]
+                  for i in range(0, x.shape[0], batch_size)]
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def forward(self, x, capture=None, impl="fast"):
         """Run the network; return ``(output, {layer_name: activation})``.
@@ -226,8 +246,9 @@ class XceptionModel:
         if impl == "fast" and not wanted:
             y = fast_forward(self, x)
             if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
-                return y, {}
-        return forward.run(self, x, wanted, impl)
+                return check_finite_output(y, x), {}
+        y, captured = forward.run(self, x, wanted, impl)
+        return check_finite_output(y, x), captured
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
@@ -336,6 +357,45 @@ class XceptionModel:
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
                 f"classes={self.classes} dtype={self.dtype.name} params={self.count_params():,} "
                 f"weights={self.source}>")
+
+
+class ActivationOverflow(FloatingPointError):
+    """A finite input gave a non-finite output: an activation overflowed the model's float range inside
+    the network (Keras returns the NaN silently). ``output`` holds the output anyway, ``rows`` the images
+    whose output is not finite, ``reason`` the message without the images' names (:meth:`naming`)."""
+
+    def __init__(self, reason, output, rows, names=None):
+        names = names if names is not None else [f"image {r}" for r in rows]
+        super().__init__(f"model: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}: the output is NaN "
+                         f"or Inf: {reason}")
+        self.reason, self.output, self.rows = reason, output, rows
+
+    def naming(self, names) -> "ActivationOverflow":
+        """The same error naming the images ``names[row]`` (their files) instead of their rows."""
+        return ActivationOverflow(self.reason, self.output, self.rows, [names[r] for r in self.rows])
+
+
+def check_finite_output(y, x) -> np.ndarray:
+    """``y`` when it is all finite, else :class:`ActivationOverflow` saying so. ``x`` (finite: the inputs
+    are checked) is what the backbone read. The check reads the output only: N x classes numbers for a
+    classifier, a small fraction of the network's work for a feature map."""
+    if np.isfinite(y).all():
+        return y
+    rows = np.flatnonzero(~np.isfinite(y.reshape(y.shape[0], -1)).all(axis=1))
+    big = float(np.abs(x[rows]).max())
+    raise ActivationOverflow(
+        f"activations overflowed the {y.dtype} range (largest {np.finfo(y.dtype).max:.4g}) inside the network, "
+        f"although the input is finite; the input the backbone read has values up "
+        f"to {big:.4g} (preprocess_input gives [-1, 1])"
+        + ("; model.astype('float64') has a wider range" if y.dtype == np.float32 else ""), y, rows)
+
+
+def check_positive_int(value, what) -> int:
+    """``value`` as an int >= 1 (a bool is refused, as NumPy refuses it as an index count); ValueError
+    naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what}: expected a positive int, found {short_repr(value)}")
+    return int(value)
 
 
 def check_input_shape(shape, min_size) -> tuple:

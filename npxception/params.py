@@ -2,28 +2,42 @@
 
 :func:`check_params` holds them to the architecture table
 (:func:`npxception.architecture.param_shapes`): every key present, nothing
-extra, every shape right, one float dtype, all finite. :func:`random_params`
-draws seeded weights, BN statistics included, for tests and teaching.
+extra, every shape right, one float dtype, all finite. :class:`Params` holds
+them for a model, some kernels in the fast plan's packed form only.
+:func:`random_params` draws seeded weights, BN statistics included, for tests
+and teaching.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import architecture as arch
 from .config import CONFIG
+from .dtype_policy import SIXTEEN_BIT
+from .untrusted import short_repr
 
 DTYPES = (np.dtype("float32"), np.dtype("float64"))  # the two precisions every op computes in
 
 
-def as_dtype(dtype) -> np.dtype:
-    """``dtype`` as a NumPy dtype, float32 or float64; TypeError for anything else."""
+def as_dtype(dtype, what="dtype") -> np.dtype:
+    """``dtype`` as a NumPy dtype, float32 or float64; TypeError naming ``what`` for anything else.
+
+    A name NumPy does not know ("flaot32", Keras' "mixed_float16") must not fall back to
+    ``np.dtype(None)``, which is float64."""
     try:
-        dt = np.dtype(dtype)
+        dt = np.dtype(dtype) if dtype is not None else None
     except TypeError:
         dt = None
-    if dt not in DTYPES:
-        raise TypeError(f"dtype: expected 'float32' or 'float64', found {dtype!r}")
+    if dt is None or dt not in DTYPES:
+        hint = ""
+        if isinstance(dtype, str) and dtype in SIXTEEN_BIT:  # Keras dtype policy names
+            hint = (f"; npxception computes in float32 or float64 only: a Keras model that computed in "
+                    f"{dtype!r} converts with weights_tools' dtype_policy='float32' (--dtype-policy float32), "
+                    "and is then used with dtype='float32'")
+        raise TypeError(f"{what}: expected 'float32' or 'float64', found {short_repr(dtype)}{hint}")
     return dt
 
 
@@ -55,6 +69,67 @@ def check_params(params: dict, expected: dict, where: str) -> None:
                              f"(min {a.min():g})")
     if len(dtypes) > 1:
         raise TypeError(f"{where}: weights mix dtypes {sorted(d.name for d in dtypes)}; expected one")
+
+
+class Params(Mapping):
+    """A model's checked weights, ``{"layer/variable": array}``, read-only; each weight held once.
+
+    A kernel the fast plan runs on the AVX-512 microkernel is held in the
+    plan's packed layout instead of Keras' (:meth:`packed`): 80 MB of
+    Xception's kernels would otherwise be in memory twice, against the 300 MB
+    budget (docs/performance.md, "every kernel held only packed"). Reading it
+    unpacks a new array, bit for bit (a permutation), kept by nobody here: the
+    reference path, capture, ``save`` and ``astype`` see the weights they were given.
+    Models made from one another's weights (:meth:`subset`, or the same
+    Params) share one store: a kernel packed for one is packed for all.
+    """
+
+    def __init__(self, arrays):
+        # key -> an array, or a packed form with unpack() (npxception/fast/direct.py PackedKernel)
+        self._store = dict(arrays)
+        self._keys = dict.fromkeys(self._store)
+        for array in self._store.values():
+            array.flags.writeable = False  # weights are shared with prepared fast plans
+
+    def subset(self, keys) -> "Params":
+        """The weights ``keys`` (in that order), sharing this store."""
+        view = Params.__new__(Params)
+        view._store = self._store
+        view._keys = dict.fromkeys(keys)
+        missing = [k for k in view._keys if k not in self._keys]
+        if missing:
+            raise KeyError(missing[0])
+        return view
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        held = self._store[key]
+        if isinstance(held, np.ndarray):
+            return held
+        array = held.unpack()
+        array.flags.writeable = False
+        return array
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def packed(self, key, pack):
+        """Weight ``key`` held as ``pack(array)`` from now on (its array released), or as already packed.
+
+        ``pack`` returns a form whose ``unpack()`` gives the array back bit for
+        bit. Two plans packing at once at worst each keep their own copy.
+        """
+        if key not in self._keys:
+            raise KeyError(key)
+        held = self._store[key]
+        if isinstance(held, np.ndarray):
+            held = pack(held)
+            self._store[key] = held
+        return held
 
 
 def check_bn_divisors(params: dict, head, where: str) -> None:

@@ -130,8 +130,7 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
         ih, iw, ic = shapes[step.source][0]
         out = shapes[step.output][0]
         slots[step.slot] = max(slots.get(step.slot, 0), batch * _size(out))
-        if isinstance(step, ConvBN) and reads_in_place(step, ih, iw) \
-                and direct.worth_packing(model._params[f"{step.conv}/kernel"].reshape(-1, out[2])):
+        if isinstance(step, ConvBN) and reads_in_place(step, ih, iw) and direct.worth_packing(model.dtype):
             continue  # the direct kernel: no im2col buffer (FastPlan.conv_bn)
         if isinstance(step, ConvBN):  # row tiles of im2col (FastPlan.conv_bn)
             role("cols", np.prod(FastPlan.cols_shape(batch, out[0], out[1], step.kernel_size ** 2 * ic, threads)))

@@ -43,6 +43,7 @@ from .images import (ImageError, _interpolation, _name, _target_size as _size_ar
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
+from .network import ActivationOverflow, check_positive_int
 from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process
@@ -245,8 +246,8 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
       is decoded (:mod:`npxception.photo_memory`); default ``NPXCEPTION_PHOTO_MEMORY``, else 4 GB. A photo
       over it raises ImageError naming it, its size, the estimate and ``target_size``.
     """
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"top: expected a positive int, found {top!r}")
+    top = check_positive_int(top, "top")
+    batch_size = check_positive_int(batch_size, "batch_size")
     _interpolation(interpolation or CONFIG.default_interpolation)  # a bad name fails even when none is resized
     single = not isinstance(images, (list, tuple)) and not _is_folder(images)
     items = []
@@ -278,11 +279,16 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
             check = _budget_check(model, size, _label(im, start + i), limit)
             return _to_pixels(im, size, interpolation, exif_transpose, check, mode)
 
-        if size is None:  # each at its own size, staged (and run, when sizes differ) as it is read
-            probs = _finish(model, [_own_size(model, pixels(i, im), _label(im, start + i))
-                                    for i, im in enumerate(chunk)])
-        else:
-            probs = _run(model, [pixels(i, im) for i, im in enumerate(chunk)])
+        try:
+            if size is None:  # each at its own size, staged (and run, when sizes differ) as it is read
+                probs = _finish(model, [_own_size(model, pixels(i, im), _label(im, start + i))
+                                        for i, im in enumerate(chunk)])
+            else:
+                probs = _run(model, [pixels(i, im) for i, im in enumerate(chunk)])
+        except ActivationOverflow as exc:
+            if exc.rows.size and exc.output.shape[0] == len(chunk):  # (else _own_size named its photo)
+                raise exc.naming([_label(im, start + i) for i, im in enumerate(chunk)]) from None
+            raise
         results += _decode(model, probs, top, labels)
     tuples = [[p.as_tuple() for p in preds] for preds in results]
     return tuples[0] if single else tuples
@@ -338,7 +344,14 @@ def _own_size(model, photo, label=None) -> np.ndarray:
         if label is None:
             raise
         raise ValueError(f"{label}: {str(exc).removeprefix('x: ')}") from None
-    return staged if _stacks(model) else model.run_backbone(staged)
+    if _stacks(model):
+        return staged
+    try:
+        return model.run_backbone(staged)
+    except ActivationOverflow as exc:
+        if label is None:
+            raise
+        raise exc.naming([label]) from None
 
 
 def _finish(model, parts) -> np.ndarray:
@@ -400,6 +413,7 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
     budget (``photo_memory``, as in :func:`predict`) and one that runs out of memory included.
     Photos are sized as :func:`predict` sizes them (``target_size``, else the model's).
     """
+    top, batch_size = check_positive_int(top, "top"), check_positive_int(batch_size, "batch_size")
     if model.classes is None:
         raise ValueError("this weight file has no classifier (it was saved without the top)")
     _interpolation(interpolation or CONFIG.default_interpolation)  # once, before any file: a bad name
@@ -414,13 +428,18 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
 def _file_batches(files, model, top, size, interpolation, batch_size, exif_transpose, limit):
     pending: list = []  # (path, pixels or None, error or None), in input order
     loaded = 0
+    overflow = "activations overflowed the float range inside the network"  # ActivationOverflow's reason
 
     def flush():
+        nonlocal overflow
         good = [pixels for _, pixels, _ in pending if pixels is not None]
         if not good:
             probs = np.empty((0, model.classes))
         else:  # photos at their own size were staged (or run) as they were read
-            probs = _run(model, good) if size is not None else _finish(model, good)
+            try:
+                probs = _run(model, good) if size is not None else _finish(model, good)
+            except ActivationOverflow as exc:  # the scores of the other photos hold
+                probs, overflow = exc.output, exc.reason
         decoded = iter(zip(probs, _decode(model, probs, top)))
         out = []
         for path, pixels, error in pending:
@@ -431,7 +450,8 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
             if np.isfinite(row).all():
                 out.append(FileResult(path, preds))
             else:  # never print NaN scores with an arbitrary top class
-                out.append(FileResult(path, None, "the model gave non-finite scores (NaN or Inf) for this image"))
+                out.append(FileResult(path, None, f"the model gave non-finite scores (NaN or Inf) for this image: "
+                                                  f"{overflow}"))
         pending.clear()
         return out
 
@@ -451,6 +471,8 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
             pending.append((path, None, exc.reason))
         except ValueError as exc:
             pending.append((path, None, str(exc).removeprefix("x: ")))
+        except ActivationOverflow as exc:  # its own size, run as it was read
+            pending.append((path, None, f"the model gave non-finite scores (NaN or Inf) for this image: {exc.reason}"))
         except MemoryError as exc:  # the estimate was under the budget, but the machine had less: this file's
             pending.append((path, None, f"out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
                                         "resize it with --size HxW, or lower --photo-memory / "

@@ -117,6 +117,16 @@ def short_repr(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+# A counter in a name a file holds (conv2d_12, vars/3): 1 to 9 ASCII digits, more than any model has. A longer
+# one is no counter: int() of over 4,300 digits raises Python's int-conversion limit, an error naming nothing.
+COUNTER = "[0-9]{1,9}"
+
+
+def counter(text: str) -> int | None:
+    """``text`` as an int when it is a :data:`COUNTER`, else None."""
+    return int(text) if re.fullmatch(COUNTER, text) else None
+
+
 # --------------------------------------------------------------------------- JSON
 
 def loads_json(text, object_hook=None):

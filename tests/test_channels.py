@@ -167,7 +167,9 @@ def test_the_fast_plan_reads_the_channels_from_the_input_shape():
 
     for c in (1, 3, 4):
         model = npxception.Xception(include_top=False, input_shape=(None, None, c), seed=c)
-        assert FastPlan(model).folded["block1_conv1"][0].shape == (9 * c, 32)
+        plan = FastPlan(model)  # the kernel as a (K, 32) matrix, or packed in panels of (K, 32) (fast/direct.py)
+        kernel = plan.packed.get("block1_conv1", plan.folded["block1_conv1"][0])
+        assert kernel.shape[-2:] == (9 * c, 32)
         x = np.random.default_rng(c).uniform(-1, 1, (1, 23, 29, c)).astype(np.float32)
         oracle = model.astype("float64").forward(x.astype(np.float64), impl="reference")[0]
         # float32 against the float64 oracle: 1e-5 of the map's scale (~36 layers of float32 sums, measured

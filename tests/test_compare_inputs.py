@@ -318,6 +318,22 @@ def test_an_onnx_loop_is_refused_before_it_runs(small, tmp_path):
     assert_refused(out, str(path), "node 'forever' is a Loop operator", "control flow")
 
 
+@pytest.mark.parametrize("name, message", [
+    ("/" + "a/" * 40_000 + "Relu_output_0", "a module path 80,014 characters long and 40,000 scopes deep"),
+    ("/" + "a" * 100_000 + "/Relu_output_0", "a module path 100,015 characters long and 1 scopes deep"),
+], ids=["deep", "long"])
+def test_an_onnx_tensor_name_deeper_or_longer_than_any_export_is_refused(small, tmp_path, name, message):
+    """Reviewer 14 F2: splitting a torch-style name into every enclosing module path cost depth x length (40,000
+    scopes in 160 kB: MemoryError at 3.3 GB; 4,000 ran past 1,200 s): refused by node, with the caps, before."""
+    from onnx import helper as h
+
+    path = _onnx(tmp_path / "deep.onnx", [h.make_node("Relu", ["x"], [name], name="relu"),
+                                           h.make_node("ReduceMean", [name], ["predictions"], axes=[1, 2],
+                                                       keepdims=0, name="mean")])
+    out = run_capped("compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), "node 'relu' names '/a", message, "at most 512 characters long and 32 deep")
+
+
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
     """A tensor stored in another file (onnxruntime would read whatever path it names) and an operator of
     another domain are refused by name; an ONNX file as a FIFO is named, never opened for reading."""

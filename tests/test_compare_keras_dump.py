@@ -175,3 +175,19 @@ def test_compact_names():
                                       "block{2..13}_add")
     assert compact_names(["block1_conv1", "dense_3", "block5_add", "block7_add"]) == (
         "block1_conv1, dense_3, block{5,7}_add")
+
+
+def test_a_counter_beyond_any_model_is_no_auto_name(setup):
+    """Reviewer 14 F4: an auto-name counter of 5,000 digits (int() raised Python's 4,300-digit limit, naming
+    nothing): not a Keras auto-name, so a dump key of that form is theirs only, and a --names value is
+    refused naming it (cut short)."""
+    from npxception.compare.names import resolve_names
+
+    ours, dump, _ = setup
+    huge = "add_" + "1" * 5000
+    first = ours.source_layer_names["block2_add"]  # Keras' "add"
+    report = compare(ours, {(huge if k == first else k): v for k, v in dump.items()})
+    assert huge in report.theirs_only and "block2_add" in report.not_compared, str(report)[:2000]
+    with pytest.raises(ValueError, match=r"^names: 'x' maps to 'add_1111\S*\.\.\., which is not one of our"):
+        resolve_names({"x": huge}, ours.layer_names)
+    assert compact_names(["block" + "2" * 5000 + "_add", "block3_add"]).endswith(", block3_add")

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 import npxception
 from npxception import blas
 from npxception.config import CONFIG
-from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn
-from npxception.fast.fused import NOT_PACKED, conv_fused_reference
+from npxception.fast import ConvBN, SepConvBN, direct, fast_forward, fold_bn, packing
+from npxception.fast.fused import conv_fused_reference
 from npxception.ops.padding import window_geometry
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -69,7 +69,7 @@ def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed
     wo, pad_l = window_geometry(w, k, stride, "valid")
     kernel = kernel4.reshape(-1, cout)
     out = np.full((n * ho * wo, cout), np.nan, np.float32)
-    direct.conv_direct(x, direct.pack_kernel(kernel), kernel, k, stride, ho, wo, scale, shift, relu, out, threads)
+    direct.conv_direct(x, packing.pack_kernel(kernel), k, stride, ho, wo, scale, shift, relu, out, threads)
     want = tf_conv_bn_relu(x, kernel4, stride, stats, relu).reshape(-1, cout)
     tol = tolerance(x, kernel4, stride, stats, scale, want)
     twin = direct.conv_direct_reference(x, kernel, k, stride, ho, wo, scale, shift, relu)
@@ -80,9 +80,9 @@ def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed
 
 
 @numba.njit
-def compiled_pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+def compiled_pointwise_tile(a, packed, offs, scale, shift, relu, add, y):
     """:func:`direct.pointwise_tile` as a kernel calls it (its overload: the microkernel)."""
-    direct.pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y)
+    direct.pointwise_tile(a, packed, offs, scale, shift, relu, add, y)
 
 
 @needs_avx512
@@ -98,10 +98,10 @@ def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
     stats = [s.astype(np.float32) for s in bn_stats(rng, cout)]
     scale, shift = fold_bn(*stats, CONFIG.bn_epsilon)
     residual = rng.normal(0, 1, (m, cout)).astype(np.float32) if add else np.full((m, cout), np.nan, np.float32)
-    args = (a, pw, direct.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
+    args = (a, packing.pack_kernel(pw), np.arange(c, dtype=np.int64), scale, shift, relu, add)
     got, twin = residual.copy(), residual.copy()
     compiled_pointwise_tile(*args, got)
-    direct.pointwise_tile(*args, twin)  # as Python: the NumPy twin
+    direct.pointwise_tile(*args, twin)  # as Python: the NumPy twin, on the kernel unpacked from the panels
     x, kernel4 = a.reshape(1, 1, m, c), pw.reshape(1, 1, c, cout)
     want = tf_conv_bn_relu(x, kernel4, 1, stats, relu).reshape(m, cout)
     tol = tolerance(x, kernel4, 1, stats, scale, want)
@@ -114,16 +114,25 @@ def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
 
 
 def test_pack_kernel_round_trips():
-    """Panels of 32 or 64 channels, zero past the last channel, and 64-byte aligned for the vector loads."""
+    """Panels of 32 or 64 channels, zero past the last channel, and 64-byte aligned for the vector loads;
+    unpacked, the same bits (signed zeros, subnormals and all), as a model reads a kernel it holds packed."""
     rng = np.random.default_rng(0)
     for cout in (1, 32, 33, 64, 100):
         kernel = rng.normal(0, 1, (7, cout)).astype(np.float32)
-        packed = direct.pack_kernel(kernel)
-        assert packed.shape == (-(-cout // direct.panel_width(cout)), 7, direct.panel_width(cout))
+        kernel[0, 0], kernel[1, 0] = -0.0, np.float32(1e-40)  # bits a value comparison would not tell apart
+        packed = packing.pack_kernel(kernel)
+        assert packed.shape == (-(-cout // packing.panel_width(cout)), 7, packing.panel_width(cout))
         assert packed.ctypes.data % 64 == 0
         side_by_side = packed.transpose(1, 0, 2).reshape(7, -1)
         np.testing.assert_array_equal(side_by_side[:, :cout], kernel)
         assert not side_by_side[:, cout:].any()
+        back = packing.unpack_panels(packed, cout)
+        assert back.flags.c_contiguous and back.dtype == np.float32
+        np.testing.assert_array_equal(back.view(np.uint32), kernel.view(np.uint32))
+        kernel4 = kernel.reshape(1, 1, 7, cout)
+        held = packing.PackedKernel.of(kernel4)
+        assert held.shape == kernel4.shape and held.dtype == np.float32
+        np.testing.assert_array_equal(held.unpack().view(np.uint32), kernel4.view(np.uint32))
 
 
 @pytest.fixture(scope="module")
@@ -132,27 +141,35 @@ def small_model():
     return npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4)
 
 
+def kernel_keys(plan):
+    """{step label: its kernel's weight key} for the steps the microkernel can run."""
+    keys = {s.conv: f"{s.conv}/kernel" for s in plan.steps if isinstance(s, ConvBN)}
+    if plan.fused:
+        keys.update({s.sepconv: f"{s.sepconv}/pointwise_kernel" for s in plan.steps if isinstance(s, SepConvBN)})
+    return keys
+
+
+def openblas_plan(model, monkeypatch):
+    """A plan of ``model`` as on a CPU without AVX-512: im2col + OpenBLAS, reading the weights unpacked."""
+    from npxception.fast.run import FastPlan
+
+    with monkeypatch.context() as m:
+        m.setattr(direct, "AVAILABLE", False)
+        return FastPlan(model)
+
+
 @pytest.mark.skipif(not blas.AVAILABLE, reason=f"the fused path needs NumPy's bundled OpenBLAS: {blas.WHERE}")
-def test_plan_packs_by_shape_and_agrees_with_openblas(small_model):
-    """The plan packs exactly the float32 kernels that ``worth_packing`` admits (by size, never by name), and
-    the whole network gives the OpenBLAS path's answer with them."""
+def test_plan_packs_by_shape_and_agrees_with_openblas(small_model, monkeypatch):
+    """A float32 plan packs every kernel the microkernel can run, whatever its size or name (worth_packing
+    asks the dtype and the CPU only), and the whole network gives the OpenBLAS path's answer with them; that
+    path, planned after the model holds the kernels only packed, reads them unpacked."""
     x = np.random.default_rng(1).uniform(-1, 1, (2, 71, 71, 3)).astype(np.float32)
     fast_forward(small_model, x)
     plan = small_model._fast
-    for step in plan.steps:
-        if isinstance(step, ConvBN):
-            kernel = plan.folded[step.conv][0]
-            assert (step.conv in plan.packed) == direct.worth_packing(kernel), step.conv
-        elif isinstance(step, SepConvBN):
-            assert (step.sepconv in plan.packed) == direct.worth_packing(plan.folded[step.sepconv][1]), step.sepconv
+    assert set(plan.packed) == (set(kernel_keys(plan)) if direct.worth_packing(np.float32) else set())
     assert bool(plan.packed) == direct.AVAILABLE
-    packed = plan.packed
     ours = plan(x).copy()
-    plan.packed = {}  # im2col + OpenBLAS everywhere, as without AVX-512
-    try:
-        theirs = plan(x).copy()
-    finally:
-        plan.packed = packed
+    theirs = openblas_plan(small_model, monkeypatch)(x).copy()
     reference = small_model.forward(x, impl="reference")[0]
     # the whole network's float32 rounding, both paths against the same reference: the golden check's
     # relative tolerance (npxception/golden.py RTOL float32 1e-4) of the output's max|x|
@@ -163,19 +180,19 @@ def test_plan_packs_by_shape_and_agrees_with_openblas(small_model):
 
 def test_without_avx512_the_plan_packs_nothing(small_model, monkeypatch):
     """On a CPU without AVX-512 no kernel is packed, and every step runs im2col + OpenBLAS as before; a float64
-    plan packs nothing anywhere (the microkernel is float32)."""
+    plan packs nothing anywhere (the microkernel is float32), and its model holds its arrays as given."""
     from npxception.fast.run import FastPlan
 
-    monkeypatch.setattr(direct, "AVAILABLE", False)
-    assert FastPlan(small_model).packed == {}
-    monkeypatch.undo()
+    assert openblas_plan(small_model, monkeypatch).packed == {}
     f64 = npxception.Xception(include_top=False, pooling="avg", input_shape=(71, 71, 3), seed=4, dtype="float64")
     assert FastPlan(f64).packed == {}
+    assert all(isinstance(a, np.ndarray) for a in f64._params._store.values())
 
 
 def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatch, capsys):
     """Another Numba/llvmlite may refuse the microkernel's IR (simulated: the probe raises what LLVM says of a
-    wrongly mangled intrinsic). The plan then packs nothing, keeps the microkernel out of the compiled fused
+    wrongly mangled intrinsic), after another plan of the model packed its kernels. The plan then packs nothing
+    (and reads those kernels unpacked), keeps the microkernel out of the compiled fused
     kernel (its ``packed`` is not float32: the overload's no-op), gives the reference's answer, and says why
     on stderr once for the process, not once per plan."""
     from npxception.fast.run import FastPlan
@@ -187,14 +204,17 @@ def test_a_microkernel_that_fails_falls_back_to_openblas(small_model, monkeypatc
     def never(*args):
         raise AssertionError("the microkernel ran after its probe failed")
 
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    fast_forward(small_model, x)  # on AVX-512 the model now holds its kernels only packed
+    packed = {k for k, held in small_model._params._store.items() if isinstance(held, packing.PackedKernel)}
+    assert bool(packed) == direct.worth_packing(np.float32)
     monkeypatch.setattr(direct, "AVAILABLE", True)  # even on a CPU without AVX-512: the probe decides
     monkeypatch.setattr(direct, "_READY", {})  # asked afresh in this process
     monkeypatch.setattr(direct, "_probe", refused)
     monkeypatch.setattr(direct, "conv_direct", never)
     plans = [FastPlan(small_model) for _ in range(2)]
     assert plans[0].packed == {} and plans[0].not_packed is direct.NO_MICROKERNEL
-    x = np.random.default_rng(2).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
-    ours = plans[0](x).copy()
+    ours = plans[0](x).copy()  # from the kernels the model holds packed, unpacked for OpenBLAS
     reference = small_model.forward(x, impl="reference")[0]
     # as in test_plan_packs_by_shape_and_agrees_with_openblas: the golden check's float32 tolerance
     assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
@@ -213,14 +233,14 @@ def test_a_microkernel_that_computes_wrong_is_not_used(monkeypatch, capsys):
 
     def off_by_one(*args):
         real(*args)
-        args[10][0, 0] += 1  # out
+        args[9][0, 0] += 1  # out
 
     # without AVX-512 the real kernel cannot run (illegal instruction): there every element is wrong instead
     monkeypatch.setattr(direct, "conv_direct", off_by_one if direct.AVAILABLE else
-                        lambda *args: args[10].__setitem__(Ellipsis, 0))
+                        lambda *args: args[9].__setitem__(Ellipsis, 0))
     monkeypatch.setattr(direct, "AVAILABLE", True)
     monkeypatch.setattr(direct, "_READY", {})
     assert not direct.microkernel_ready()
-    assert not direct.worth_packing(np.zeros((9, 8), np.float32))
+    assert not direct.worth_packing(np.float32)
     err = capsys.readouterr().err
     assert "ArithmeticError: a 2x25x5 -> 20 convolution differs from its NumPy twin by up to" in err, err

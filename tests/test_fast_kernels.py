@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from npxception import blas, fast, ops
 from npxception.config import CONFIG
-from npxception.fast import direct, fused
+from npxception.fast import direct, fused, packing
 from npxception.ops.padding import window_geometry
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -173,8 +173,8 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
     args = (src, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved)
     # the pointwise GEMM by OpenBLAS, or by the microkernel of npxception/fast/direct.py on the kernel packed
     # in advance, as the plan chooses (float32 on AVX-512)
-    packed = direct.pack_kernel(pw) if pack and direct.worth_packing(pw) else fused.NOT_PACKED
-    packing = (packed, np.arange(c if packed.shape[0] else 0, dtype=np.int64))  # as sep_conv_fused passes
+    packed = packing.pack_kernel(pw) if pack and direct.worth_packing(pw.dtype) else fused.NOT_PACKED
+    packed_args = (packed, np.arange(c if packed.shape[0] else 0, dtype=np.int64))  # as sep_conv_fused passes
     with blas.single_threaded():
         if order == "parallel":
             fast.sep_conv_fused(*args, packed)
@@ -184,7 +184,7 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
             fused.bind_symbols(dtype)  # what the public wrapper does first
             fused._save_halo_rows(src, threads, saved)
             for t in (range(threads) if order == "forward" else reversed(range(threads))):
-                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packing)
+                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packed_args)
     got = residual if mode == "residual" else out
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
 

@@ -269,3 +269,62 @@ def test_the_article_model_has_no_71x71_rule():
         npxception.Xception(variant="article", input_shape=(0, 5, 3))
     with pytest.raises(ValueError, match="keras.applications.Xception requires at least 71x71"):
         npxception.Xception(include_top=False, input_shape=(50, 50, 3))
+
+
+@pytest.fixture(scope="module")
+def ours_no_top():
+    return npxception.Xception(include_top=False, input_shape=(SIZE, SIZE, 3))
+
+
+@pytest.mark.parametrize("name", ["flaot32", "float32 ", "float16", "int32", None, "bfloat16", "mixed_float16",
+                                  "mixed_bfloat16"])
+def test_a_dtype_other_than_float32_or_float64_is_refused_naming_it(name, ours_no_top):
+    """A name NumPy does not know used to fall back to np.dtype(None), a float64 model: refused, naming the
+    argument, the value and what is accepted; Keras' 16-bit policy names point to the converter's option."""
+    expected = re.escape(f"dtype: expected 'float32' or 'float64', found {name!r}")
+    if name in ("bfloat16", "mixed_float16", "mixed_bfloat16"):
+        expected += ".*computes in float32 or float64 only.*dtype_policy='float32'"
+    with pytest.raises(TypeError, match=expected):
+        npxception.Xception(dtype=name, include_top=False, input_shape=(SIZE, SIZE, 3))
+    with pytest.raises(TypeError, match=expected):
+        ours_no_top.astype(name)
+
+
+def test_float32_and_float64_are_accepted_by_any_numpy_spelling(ours_no_top):
+    for good in ("float32", "float64", np.float32, np.dtype("float64"), "f8"):
+        assert ours_no_top.astype(good).dtype == np.dtype(good)
+
+
+def test_a_pooled_top_is_built_at_the_size_asked_as_keras_builds_it(files):
+    """Keras' Xception(weights=file, input_shape=(96, 96, 3), classes=5) loads a 71x71 model's weights (a GAP
+    head's weights fit any size; its 299 rule is the ImageNet top's only, obtain_input_shape): ours did refuse."""
+    paths, weights, _, _ = files
+    x = np.random.default_rng(6).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    kmodel = _keras().applications.Xception(weights=None, classes=CLASSES, input_shape=(96, 96, 3),
+                                            classifier_activation=None)
+    kmodel.set_weights(weights)
+    theirs = kmodel.predict(x, verbose=0)
+    ours = npxception.Xception(weights=paths["logits"][0], input_shape=(96, 96, 3))
+    assert ours.input_shape == (96, 96, 3)
+    _close_logits(ours(x), theirs, "96x96")
+    probs = npxception.Xception(weights=paths["dense_softmax"][0], input_shape=(96, 96, 3), classifier_activation=None)
+    _close_logits(probs(x), theirs, "96x96, activation replaced")
+
+
+def test_a_flatten_top_keeps_its_size(tmp_path):
+    """A Flatten's Dense has a row per feature of the 3x3 map of a 71x71 image: another size is refused
+    (Keras cannot load those weights at another size either: the Dense's kernel shape differs)."""
+    from npxception.architecture import backbone
+    from npxception.model import XceptionModel, random_params
+
+    head = [{"kind": "flatten", "name": "flatten", "map_shape": [3, 3, 2048], "order": "hwc"},
+            {"kind": "dense", "name": "predictions", "units": 2, "activation": None, "use_bias": True}]
+    model = XceptionModel(random_params(backbone("keras"), head), head=head, input_shape=(SIZE, SIZE, 3))
+    path = model.save(tmp_path / "flat.npz", golden=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoGoldenWarning)
+        with pytest.raises(ValueError, match=re.escape("input_shape: the weight file was converted for (71, 71, 3) "
+                                                       "and its Flatten head flatten is built for that size, "
+                                                       "requested (96, 96, 3)")):
+            npxception.Xception(weights=path, input_shape=(96, 96, 3))
+        assert npxception.Xception(weights=path, input_shape=(SIZE, SIZE, 3)).input_shape == (SIZE, SIZE, 3)

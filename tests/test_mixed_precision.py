@@ -222,3 +222,16 @@ def test_bfloat16_weights_are_refused_naming_the_dataset(tmp_path):
     path = legacy_xception(tmp_path / "bf16.h5", dtype="V2", attrs={"dtype": "bfloat16"})
     with pytest.raises(ConversionError, match=r"dataset /block1_conv1/block1_conv1/kernel:0 holds bfloat16 weights"):
         weights_tools.read(path)
+
+
+def test_an_unknown_policy_is_named_cut_short():
+    """Reviewer 14: a dtype policy of 100,000 characters was printed whole in the refusal."""
+    from weights_tools import ConversionError
+    from weights_tools.dtype_policy import check_known
+    from weights_tools.graph import KLayer
+
+    layer = KLayer(name="block1_conv1", class_name="Conv2D", config={"dtype": "float" + "7" * 100_000})
+    with pytest.raises(ConversionError, match=r"^f\.keras: layer block1_conv1 \(Conv2D\) computes with the dtype "
+                                              r"policy 'float777\S*\.\.\.; npxception") as info:
+        check_known(layer, "f.keras")
+    assert len(str(info.value)) < 1000

@@ -310,3 +310,62 @@ def test_check_with_keras_vets_the_objects_inside_a_layer_before_keras(files, tm
             "'system' from module 'os'")):
         wt.convert(planted, tmp_path / "out.npz", check_with_keras=True)
     assert not list(tmp_path.glob("out.npz*"))
+
+
+# --------------------------------------------------------------------------- reviewer 14 F1: one name, two saves
+
+def _checkpoint_copy(files, tmp_path, prefix: str):
+    """training_1 (ModelCheckpoint's directory) copied with its checkpoint renamed ``prefix``."""
+    d = tmp_path / "renamed"
+    d.mkdir()
+    for f in (files["root"] / "training_1").glob("cp.ckpt.*"):
+        os.link(f, d / f.name.replace("cp.ckpt", prefix, 1))
+    (d / "checkpoint").write_text(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
+    return d
+
+
+def test_checkpoint_prefix_named_like_an_hdf5_file_is_restored_as_the_checkpoint(files, tmp_path):
+    """A checkpoint saved as ``ckpt.h5``: tf_keras' load_weights takes the name for an HDF5 file; Keras is
+    given the checkpoint that was vetted, by TensorFlow's checkpoint API (it was "Unable to open file")."""
+    from weights_tools.vetting import open_in_keras
+
+    d = _checkpoint_copy(files, tmp_path, "ckpt.h5")
+    for path in (d, d / "ckpt.h5", d / "ckpt.h5.index"):
+        kmodel = open_in_keras(path, config=files["root"] / "tk.json")
+        _close(lambda x: kmodel.predict(x, verbose=0), files, "tk_y")  # the same weights, run again
+
+
+def test_a_name_that_reads_as_two_saves_is_refused_naming_both(files, tmp_path):
+    """Reviewer 14 F1: what Keras opens must be what was read. (a) the checkpoint ``ckpt.h5`` with a file
+    ``ckpt.h5`` beside it (tf_keras' load_weights opens that file), or with a SavedModel directory of that
+    name (``tf.train.Checkpoint.restore`` reads its variables); (b) an HDF5 file ``w`` with a checkpoint
+    ``w.index`` beside it (load_weights reads the checkpoint). Each way in is refused, naming both."""
+    d = _checkpoint_copy(files, tmp_path, "ckpt.h5")
+    sibling = d / "ckpt.h5"
+    os.link(files["root"] / "k3_backup" / "latest.weights.h5", sibling)
+    for path in (d, d / "ckpt.h5.index"):
+        _refused(path, f"{sibling}.index: the TensorFlow checkpoint {sibling} has a file of that very name beside "
+                       f"it, {sibling}", "Move one of the two", config=files["root"] / "tk.json")
+    # given as the name itself, it is the HDF5 file with a checkpoint's index beside it: (b)
+    _refused(sibling, f"{sibling}: a TensorFlow checkpoint index {sibling}.index is beside it",
+             "Move one of the two", config=files["root"] / "k3_dir" / "config.json")
+    sibling.unlink()
+    sibling.mkdir()
+    (sibling / "saved_model.pb").write_bytes(b"")
+    _refused(d, f"has a directory of that very name beside it, {sibling}", config=files["root"] / "tk.json")
+
+
+def test_checkpoint_state_setting_its_path_twice_names_what_tensorflow_takes(tmp_path):
+    """Reviewer 14 F5: a hand-edited ``checkpoint`` file with two model_checkpoint_path lines; TensorFlow's text
+    format keeps the last (npxception took the first)."""
+    import tensorflow as tf
+
+    from weights_tools.formats import resolve_source
+
+    d = tmp_path / "dup"
+    d.mkdir()
+    for name in ("a", "b"):
+        (d / f"{name}.index").write_bytes(b"")
+    (d / "checkpoint").write_text('model_checkpoint_path: "a"\nmodel_checkpoint_path: "b"\n')
+    assert tf.train.latest_checkpoint(str(d)) == str(d / "b")
+    assert resolve_source(d) == ("tf_checkpoint", d / "b")

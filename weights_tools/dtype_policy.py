@@ -19,6 +19,7 @@ float8 policy...) is refused by name at reading, with or without the opt-in.
 from __future__ import annotations
 
 from npxception.dtype_policy import SIXTEEN_BIT, describe
+from npxception.untrusted import short_repr
 
 from .errors import ConversionError
 from .graph import KLayer, dtype_policy
@@ -45,7 +46,7 @@ def check_known(k: KLayer, source: str) -> None:
     policy = layer_policy(k)
     if k.class_name != "InputLayer" and policy not in (None, *KNOWN):
         raise ConversionError(
-            f"{source}: layer {k.name} ({k.class_name}) computes with the dtype policy {policy!r}; npxception "
+            f"{source}: layer {k.name} ({k.class_name}) computes with the dtype policy {short_repr(policy)}; npxception "
             f"computes in float32 (or float64) and converts models whose layers compute with one of "
             f"{', '.join(KNOWN)}. Rebuild the model under keras.mixed_precision.set_global_policy('float32'), "
             "load its weights, save it again and convert that file")

@@ -39,6 +39,7 @@ from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
 from .keras3 import open_checked as _open_checked
 from .keras3 import read_capped
+from .tf_bundle import bundle_prefix
 
 
 TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the last 8 bytes of a checkpoint's .index (an SSTable)
@@ -92,7 +93,8 @@ def _refuse_shard(path: pathlib.Path) -> None:
 
 def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
     """The prefix a ``checkpoint`` file names (its ``model_checkpoint_path``), resolved as
-    ``tf.train.latest_checkpoint`` does: relative to the file's directory.
+    ``tf.train.latest_checkpoint`` does: relative to the file's directory, and the last of the lines that
+    set it, as protobuf's text format (``text_format.Merge``) keeps the last value of a non-repeated field.
 
     Read as bounded plain text (a regular file only, its size checked before reading); a
     prefix outside that directory is refused with the path it names, never followed.
@@ -102,11 +104,11 @@ def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = ""  # binary: no line to find
-    found = _LATEST.search(text) if "\0" not in text else None
-    if found is None or not found.group(1):
+    found = _LATEST.findall(text) if "\0" not in text else []
+    if not found or not found[-1]:
         raise ConversionError(f"{state}: not a TensorFlow checkpoint state file (no line "
                               'model_checkpoint_path: "PREFIX" in plain text); give the checkpoint\'s prefix')
-    prefix = state.parent / found.group(1)  # an absolute path stays absolute, as in TensorFlow
+    prefix = state.parent / found[-1]  # an absolute path stays absolute, as in TensorFlow
     if os.path.realpath(prefix.parent) != os.path.realpath(state.parent):
         raise ConversionError(f"{state}: names the checkpoint {prefix}, outside {state.parent}; not followed. "
                               "If that is the checkpoint you mean, give its prefix itself")
@@ -150,8 +152,39 @@ def detect_format(path) -> str:
 
 def resolve_source(path) -> tuple[str, pathlib.Path]:
     """``(format, path to read)``: :func:`detect_format`'s answer, and for a checkpoint directory the
-    prefix its ``checkpoint`` file names (``DIR/ckpt-3``); the path itself otherwise."""
-    path = pathlib.Path(path)
+    prefix its ``checkpoint`` file names (``DIR/ckpt-3``); the path itself otherwise.
+
+    A path that TensorFlow or Keras could read as another save is refused (:func:`_refuse_second_reading`):
+    what compare and ``convert --check-with-keras`` run in Keras must be exactly what was read here."""
+    fmt, source = _resolve(pathlib.Path(path))
+    _refuse_second_reading(fmt, source)
+    return fmt, source
+
+
+def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
+    """Refuse, naming both, a save that sits where another one is read from the same name.
+
+    tf_keras' ``load_weights(P)`` takes a readable checkpoint ``P.index`` before the file or directory ``P``
+    itself, and ``tf.train.Checkpoint.restore(P)`` reads ``P/variables`` when ``P`` is a SavedModel
+    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it."""
+    if fmt == "tf_checkpoint":
+        prefix = bundle_prefix(source)
+        if os.path.lexists(prefix):
+            kind = "a directory" if prefix.is_dir() else "a file"
+            raise ConversionError(
+                f"{prefix}.index: the TensorFlow checkpoint {prefix} has {kind} of that very name beside "
+                f"it, {prefix}, which TensorFlow or Keras may open instead of the checkpoint. Move one of "
+                "the two elsewhere (or rename the checkpoint's .index and .data files together)")
+        return
+    index = source.with_name(source.name + ".index")
+    if os.path.lexists(index):
+        raise ConversionError(
+            f"{source}: a TensorFlow checkpoint index {index} is beside it, and Keras' load_weights('{source.name}')"
+            f" would read that checkpoint instead of {source.name}. Move one of the two elsewhere (or rename "
+            f"{source.name}) so that the name means one save")
+
+
+def _resolve(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     where = str(path)
     if path.is_dir():
         return _directory_format(path)

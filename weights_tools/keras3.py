@@ -48,7 +48,8 @@ import h5py
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
-from npxception.untrusted import IrregularFileError, check_zip_directory, loads_json, open_regular
+from npxception.untrusted import (IrregularFileError, check_zip_directory, counter, loads_json, open_regular,
+                                  short_repr)
 from npxception.weights import weight_budget
 
 from .errors import ConversionError
@@ -252,9 +253,9 @@ def _read_vars(h5: GuardedH5, key: str, expected_name: str | None):
     if expected_name is not None and stored is not None and stored != expected_name:
         raise ConversionError(f"{h5.where}: {key} holds the weights of layer {stored!r}, but the config "
                               f"puts layer {expected_name!r} there")
-    indices = sorted(h5.keys(vars_group), key=lambda s: int(s) if s.isdigit() else -1)
-    if any(not s.isdigit() for s in indices) or [int(s) for s in indices] != list(range(len(indices))):
-        raise ConversionError(f"{h5.where}: {key}/vars holds {indices}; expected 0, 1, ...")
+    indices = sorted(h5.keys(vars_group), key=lambda s: -1 if counter(s) is None else counter(s))
+    if [counter(s) for s in indices] != list(range(len(indices))):
+        raise ConversionError(f"{h5.where}: {key}/vars holds {short_repr(indices)}; expected 0, 1, ...")
     arrays = [h5.stored(vars_group, s) for s in indices]  # checked, read after the shape check
     return arrays, [f"{key}/vars/{s}" for s in indices]
 
@@ -388,8 +389,7 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
     backbone = {prefix.rstrip("/")} if prefix else set()  # a compiled backbone's own optimizer state
     ignored, rest = set_aside(sorted(set(_all_datasets(h5)) - used), lambda names: training_state(names, backbone))
     dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
-                        key=lambda s: (s.rsplit("_", 1)[0], int(s.rsplit("_", 1)[1])
-                                       if s.rsplit("_", 1)[-1].isdigit() else 0))
+                        key=lambda s: (s.rsplit("_", 1)[0], counter(s.rsplit("_", 1)[-1]) or 0))
     for key in dense_keys:
         arrays, names = _read_vars(h5, key, None)
         cls = "Dense" if key.split("/")[-1].startswith("dense") else to_camel(key.split("/")[-1])

@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from npxception.model import XceptionModel
+from npxception.params import as_dtype
 
 from .by_order import IMAGENET_CLASSES, _flags, _match_by_order
 from .dtype_policy import source_policy as sixteen_bit_source
@@ -106,7 +107,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     for a in params.values():
         if a.dtype.kind != "f":
             raise ConversionError(f"{source}: weights must be floating point, found {a.dtype}")
-    target = np.dtype(dtype) if dtype is not None else np.dtype(dtype_policy) if source_policy else (
+    target = as_dtype(dtype) if dtype is not None else np.dtype(dtype_policy) if source_policy else (
         np.dtype("float64") if np.dtype("float64") in dtypes else np.dtype("float32"))
     # The arrays are read here, after every shape was checked; asarray: no copy
     # when the dtype already fits (a budget-sized file must not need twice the memory).

@@ -32,6 +32,7 @@ import re
 import numpy as np
 
 from npxception.input_stage import INTEGER_DTYPES, KERAS_EPSILON, output_size
+from npxception.untrusted import COUNTER
 from npxception.ops.resize import INTERPOLATIONS
 
 from . import operations
@@ -157,7 +158,7 @@ RANDOM_CROP_SMART_RESIZE = (2, 7)
 
 def version_tuple(text) -> tuple[int, ...] | None:
     """``"2.15.0"`` -> ``(2, 15)``; None for a missing or unreadable version."""
-    found = re.match(r"(\d+)\.(\d+)", text) if isinstance(text, str) else None
+    found = re.match(rf"({COUNTER})\.({COUNTER})", text) if isinstance(text, str) else None
     return (int(found[1]), int(found[2])) if found else None
 
 

@@ -11,7 +11,7 @@ from ..model import XceptionModel
 from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
-from .names import _AUTO_NAME, ByOrder, TfliteNames, by_counter, match_auto_names, match_tflite_names
+from .names import AUTO_NAME_PATTERN, ByOrder, TfliteNames, by_counter, match_auto_names, match_tflite_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import Report, Row, agreement, output_activation
 from .roundoff import RoundOff
@@ -88,7 +88,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         raw = {found.get(k, k): v for k, v in raw.items() if k not in found or found[k] not in raw}
     if side.fixed or side.names:  # Keras' auto-names, the dump's own or given by a map: mapped when determined
         given = set(side.names.values()) | set(tflite.matched.values())
-        auto = [k for k in raw if k not in ours and _AUTO_NAME.fullmatch(k)]
+        auto = [k for k in raw if k not in ours and AUTO_NAME_PATTERN.fullmatch(k)]
         keys = [k for k in auto if k not in given] + by_counter([k for k in auto if k in given])
         # a layer their scopes name (a BN fused into its convolution) is not one Keras left unnamed
         by_order = match_auto_names({k: np.shape(raw[k]) for k in keys},

@@ -38,7 +38,7 @@ def as_bn(model, wanted: dict) -> dict:
 
 def _ours_oihw(model, conv):
     """Our kernel of ``conv`` (its pointwise half for a separable one) in PyTorch's OIHW."""
-    w = model.weights
+    w = model._params  # read by key: only this kernel is unpacked (npxception/params.py)
     k = w.get(f"{conv}/kernel", w.get(f"{conv}/pointwise_kernel"))
     return None if k is None else np.asarray(k, np.float64).transpose(3, 2, 0, 1)
 
@@ -62,7 +62,7 @@ def _fit(model, bn, conv, fused_w, fused_b) -> Fused | None:
     # float16 weights fix s to ~5e-4 only, eps to ~1e-3 of the variance: no witness of a 1e-5 epsilon
     if ours is None or fused_w.shape != ours.shape or fused_w.dtype.itemsize < 4:
         return None
-    w = {v: np.asarray(model.weights[f"{bn}/{v}"], np.float64) for v in ("gamma", "beta", "moving_mean",
+    w = {v: np.asarray(model._params[f"{bn}/{v}"], np.float64) for v in ("gamma", "beta", "moving_mean",
                                                                          "moving_variance")}
     o = ours.reshape(len(ours), -1)
     f = fused_w.reshape(len(ours), -1).astype(np.float64)

@@ -31,9 +31,9 @@ import zlib
 from .. import architecture as arch
 from .. import input_stage as stage
 from .. import keras_side
-from ..untrusted import IrregularFileError, check_regular, check_zip_directory, open_regular
+from ..untrusted import IrregularFileError, check_regular, check_zip_directory, open_regular, short_repr
 from ..weights import _read_npy, npy_header, weight_budget
-from .names import _AUTO_NAME, AUTO_NAMES
+from .names import AUTO_NAME_PATTERN, AUTO_NAMES
 
 # The reserved dump key for the input batch the dumped activations were computed from.
 INPUT_KEY = "__input__"
@@ -191,7 +191,7 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
         target = mapping.get(key, key)
-        auto = _AUTO_NAME.fullmatch(target)
+        auto = AUTO_NAME_PATTERN.fullmatch(target)
         name = target if target in ours else largest.get(auto.group(1)) if auto else None
         if key == INPUT_KEY or name is None or not shape:
             continue  # no layer of ours to measure it by: only the file's own budget below bounds it
@@ -226,6 +226,12 @@ ONNX_OPS = frozenset({
     "Pad", "Constant", "Shape", "Gather", "Concat", "Slice", "Split", "Resize",
 })
 MAX_ONNX_NODES = 10_000  # tf2onnx's Xception has ~250, a torch export ~300
+# A torch export's scoped name, "/block1/rep/rep.0/pointwise/Conv_output_0": its module path, split into every
+# enclosing path (onnx_side.torch_module_paths), costs depth x length. Real ones are 5-6 scopes deep and under
+# 100 characters (timm's /blocks/blocks.0/stack/stack.conv1/conv_dw/Conv_output_0); these caps keep the
+# splitting of 10,000 nodes' names under ~100 MB, where a 160 KB name 40,000 scopes deep took 3.3 GB.
+MAX_SCOPE_DEPTH = 32
+MAX_SCOPED_NAME = 512  # characters
 ONNX_MARGIN_BYTES = 64 * 1024**2  # the graph's own protobuf beside its weights
 
 
@@ -269,6 +275,12 @@ def load_onnx(path):
             raise ValueError(f"{where}: node {node_label(node, i)} is a {op} operator, which no Xception "
                              f"export holds{' (control flow: it could run for ever)' if op in _CONTROL_FLOW else ''};"
                              f" compare runs graphs of {', '.join(sorted(ONNX_OPS))}")
+        for name in (*node.output, node.name):
+            if name.startswith("/") and (len(name) > MAX_SCOPED_NAME or name.count("/") > MAX_SCOPE_DEPTH + 1):
+                raise ValueError(f"{where}: node {node_label(node, i)} names {short_repr(name)}, a module path "
+                                 f"{len(name):,} characters long and {name.count('/') - 1:,} scopes deep; a torch "
+                                 f"export's are at most {MAX_SCOPED_NAME} characters long and {MAX_SCOPE_DEPTH} deep "
+                                 "(an Xception's, 6): refused before reading its scopes")
     sparse = [t.values.name or "(unnamed)" for t in graph.sparse_initializer]
     sparse += [node.name or node.output[0] for node in graph.node
                for a in node.attribute if a.HasField("sparse_tensor")]
@@ -315,7 +327,7 @@ def _foreign_family(graph) -> str:
 
 def node_label(node, i: int) -> str:
     """How a refusal names the ``i``-th node of a graph: its name, else its number and first output."""
-    return repr(node.name) if node.name else f"#{i} (unnamed, output {list(node.output)[:1]})"
+    return short_repr(node.name) if node.name else f"#{i} (unnamed, output {short_repr(list(node.output)[:1])})"
 
 
 def _stored_values(t) -> int | None:

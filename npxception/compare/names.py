@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..architecture import MIDDLE_FLOW_BLOCKS
+from ..untrusted import COUNTER, short_repr
 
 
 def _timm_rep(block: str, ours: list[str]) -> dict[str, str]:
@@ -113,8 +114,9 @@ def resolve_names(names, our_names) -> dict[str, str]:
     for theirs, mine in mapping.items():
         if not isinstance(theirs, str) or not isinstance(mine, str):
             raise ValueError(f"names: entries must map strings to strings, found {theirs!r}: {mine!r}")
-        if mine not in ours and not _AUTO_NAME.fullmatch(mine):
-            raise ValueError(f"names: {theirs!r} maps to {mine!r}, which is not one of our layer names "
+        if mine not in ours and not AUTO_NAME_PATTERN.fullmatch(mine):
+            raise ValueError(f"names: {short_repr(theirs)} maps to {short_repr(mine)}, which is not one of our "
+                             "layer names "
                              "(see model.layer_names) nor a Keras auto-name (conv2d_N, batch_normalization_N, add_N)")
     return mapping
 
@@ -124,15 +126,15 @@ def resolve_names(names, our_names) -> dict[str, str]:
 # Only the kinds keras.applications.Xception leaves unnamed; a head's BatchNormalization
 # ("batch_norm" in our head) is auto-named the same way.
 AUTO_NAMES = {"conv": "conv2d", "bn": "batch_normalization", "batch_norm": "batch_normalization", "add": "add"}
-_AUTO_NAME = re.compile(r"(conv2d|batch_normalization|add)(?:_(\d+))?")
-
+# One auto-name: a prefix of AUTO_NAMES, then its counter (group 2), absent on the first.
+AUTO_NAME_PATTERN = re.compile(rf"({'|'.join(sorted(set(AUTO_NAMES.values())))})(?:_({COUNTER}))?")
 
 
 def by_counter(keys) -> list[str]:
     """Keras auto-names in the order of their counters (``add`` before ``add_1`` before ``add_10``): the
     order Keras created them, for auto-names that a names map or TFLite's scopes gave, in no order of
     the dump's own."""
-    return sorted(keys, key=lambda k: int(_AUTO_NAME.fullmatch(k).group(2) or 0))
+    return sorted(keys, key=lambda k: int(AUTO_NAME_PATTERN.fullmatch(k).group(2) or 0))
 
 
 # The op ending a TFLite tensor name's first segment when the tensor is that layer's output (the fused
@@ -166,7 +168,7 @@ def match_tflite_names(theirs: dict[str, tuple], ours: dict[str, tuple[str, tupl
     for key, ps in parts.items():
         for i, scope in enumerate(ps[:-1]):
             name = _TRACED.sub("", scope) if suffixed else scope
-            auto = _AUTO_NAME.fullmatch(name)
+            auto = AUTO_NAME_PATTERN.fullmatch(name)
             kind = ours[name][0] if name in ours else kinds[auto.group(1)] if auto else None
             if kind is None:
                 continue
@@ -225,7 +227,7 @@ def match_auto_names(theirs: dict[str, tuple], ours: list[tuple[str, str, tuple]
     out = ByOrder()
     by_prefix: dict[str, list[tuple[str, int]]] = {}
     for key in theirs:
-        m = _AUTO_NAME.fullmatch(key)
+        m = AUTO_NAME_PATTERN.fullmatch(key)
         if m:
             by_prefix.setdefault(m.group(1), []).append((key, int(m.group(2) or 0)))
     for prefix, keys in by_prefix.items():

@@ -82,6 +82,9 @@ def torch_module_paths(tensor: str) -> list[str]:
     ``/block1/rep/rep.0/pointwise/Conv_output_0`` -> ``block1``, ``block1.rep``,
     ``block1.rep.0``, ``block1.rep.0.pointwise``: a child scope repeats its
     parent's name (``rep`` then ``rep.0``), so it extends the path by its own tail.
+
+    Costs the name's depth x length: ``load_onnx`` refused names deeper or longer than
+    ``inputs.MAX_SCOPE_DEPTH`` and ``inputs.MAX_SCOPED_NAME``.
     """
     if not tensor.startswith("/"):
         return []

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..head import activation
-from ..untrusted import atomic_write
+from ..untrusted import COUNTER, atomic_write
 from .hypotheses import Diagnosis
 
 
@@ -185,7 +185,7 @@ def compact_names(names: list[str]) -> str:
     ``block{2..13}_add``, ``block{2,3,4,13}_residual_bn``; other names as they are, in order."""
     groups: dict[str, list[int]] = {}  # suffix (or a whole other name) -> block numbers, first seen first
     for name in names:
-        m = re.fullmatch(r"block(\d+)_(.+)", name)
+        m = re.fullmatch(rf"block({COUNTER})_(.+)", name)
         groups.setdefault(m.group(2) if m else f"={name}", []).append(int(m.group(1)) if m else 0)
     out = []
     for key, ns in groups.items():

@@ -9,6 +9,8 @@ Keras at the same tolerances (tests/test_model_keras.py).
 * run.py: runs the steps, with BN folded into the GEMM epilogues and a small
   arena of reused buffers;
 * fused.py: one parallel region per layer, OpenBLAS' GEMM called from each thread;
+* direct.py: the AVX-512 microkernel (direct convolutions, pointwise GEMMs), its
+  twins and its once-a-process probe; packing.py: the weight layout it reads;
 * kernels.py: the Numba kernels, each with its NumPy twin;
 * threads.py: the hand-off that runs a kernel's per-thread shares at once.
 

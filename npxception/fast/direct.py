@@ -18,16 +18,18 @@ the weights' NR-wide row, and applies the affine map and the ReLU before its
 one masked store (or adds into a residual). The same microkernel runs the
 separable convolutions' pointwise GEMMs (:func:`pointwise_tile`), its left
 operand the depthwise tile in the thread's cache. The weights are packed
-once, in NR-wide panels, when the plan is built, only for kernels of at most
-:data:`PACK_MAX` floats (memory). Why this exists and what it measured: docs/performance.md,
-"Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel".
+once, in NR-wide panels (npxception/fast/packing.py), when the plan is built, and
+the model then holds them only packed (npxception/params.py): 80 MB of
+pointwise kernels are in memory once. Why this exists and what it measured:
+docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the
+register-tiled microkernel" and "every kernel held only packed".
 
 float32 only, and only on CPUs with AVX-512 (:data:`AVAILABLE`) where the
 microkernel compiled and computed a small case right (:func:`microkernel_ready`,
 once a process); elsewhere the plan keeps im2col + OpenBLAS
 (npxception/fast/fused.py). Under
 ``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the body of
-:func:`pointwise_tile`) run instead.
+:func:`pointwise_tile`) run instead, on the kernels unpacked from the same panels.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ from numba.extending import intrinsic, overload
 
 from .._jit import njit
 from ..ops.padding import tap_view
+from .packing import pack_kernel, unpack_panels
 from .threads import in_parallel
 
 LANES = 16  # float32 lanes of one zmm register
 # (rows of pixels, vectors of channels): MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers
 TILES = {64: (6, 4), 32: (12, 2)}  # NR -> (MR, NVEC)
-PACK_MAX = 256 * 1024  # floats of the largest kernel packed: the 1x1 256 -> 728, not the 728 -> 728
 L2_FLOATS = 128 * 1024  # 512 KB: half a core's L2 on the machines measured, for inputs or weights
 
 
@@ -69,31 +71,14 @@ AVAILABLE = _host_has_avx512()
 NO_MICROKERNEL = np.empty((0, 0, 0), np.float64)
 
 
-def worth_packing(kernel2d) -> bool:
-    """Whether a (K, C_out) kernel gets a packed copy for the microkernel: float32, at most PACK_MAX, AVX-512 and
+def worth_packing(dtype) -> bool:
+    """Whether a plan in ``dtype`` packs its kernels for the microkernel: float32, AVX-512 and
     :func:`microkernel_ready` (asked last: only plans that would pack pay for the probe).
 
-    The bound keeps the copies to ~2 MB for Xception (the 300 MB budget,
-    docs/performance.md); larger kernels stay on OpenBLAS.
+    Every kernel, whatever its size: held only packed, they cost no memory
+    (docs/performance.md, "every kernel held only packed").
     """
-    return AVAILABLE and kernel2d.dtype == np.float32 and kernel2d.size <= PACK_MAX and microkernel_ready()
-
-
-def panel_width(c_out: int) -> int:
-    """NR for ``c_out`` channels: 32 when they fit one half-width panel, else 64."""
-    return 32 if c_out <= 32 else 64
-
-
-def pack_kernel(kernel2d):
-    """(K, C_out) -> (P, K, NR) float32 panels of NR output channels, zero past C_out; 64-byte aligned."""
-    k, c_out = kernel2d.shape
-    nr = panel_width(c_out)
-    p = -(-c_out // nr)
-    packed = aligned(p * k * nr).reshape(p, k, nr)
-    for q in range(p):
-        cols = kernel2d[:, q * nr:(q + 1) * nr]
-        packed[q, :, :cols.shape[1]] = cols
-    return packed
+    return AVAILABLE and np.dtype(dtype) == np.float32 and microkernel_ready()
 
 
 def _masked_suffix(vty):
@@ -268,15 +253,15 @@ def tap_offsets(kh, kw, w, c):
     return ((i * w + j) * c + np.arange(c)).reshape(-1).astype(np.int64)
 
 
-def conv_direct(x, packed, kernel2d, kh, stride, ho, wo, scale, shift, relu, out, threads):
+def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads):
     """out (N*Ho*Wo, C_out) = relu?(conv(x, kernel) * scale + shift), no padding; x (N, H, W, C) float32.
 
-    ``packed`` is :func:`pack_kernel` (kernel2d); ``kernel2d`` (KH*KH*C, C_out)
-    is what the twin reads when the kernels run as Python. Output rows are
-    shared among ``threads`` threads (npxception/fast/threads.py).
+    ``packed`` is :func:`pack_kernel` of the (KH*KH*C, C_out) kernel. Output
+    rows are shared among ``threads`` threads (npxception/fast/threads.py).
     """
     if numba.config.DISABLE_JIT:  # the intrinsic cannot run as Python: its twin computes the same
-        out[...] = conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu)
+        out[...] = conv_direct_reference(x, unpack_panels(packed, out.shape[1]), kh, stride, ho, wo, scale, shift,
+                                         relu)
         return
     offs = tap_offsets(kh, kh, x.shape[2], x.shape[3])
     rows = x.shape[0] * ho
@@ -323,14 +308,14 @@ def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
                          min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
 
 
-def pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
+def pointwise_tile(a, packed, offs, scale, shift, relu, add, y):
     """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
 
-    a (M, K), kernel (K, C_out), y (M, C_out), all C-contiguous float32;
-    ``packed`` is :func:`pack_kernel` (kernel). Called from kernels (an
+    a (M, K), y (M, C_out), C-contiguous float32; ``packed`` is
+    :func:`pack_kernel` of the (K, C_out) kernel. Called from kernels (an
     overload below); as Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
     """
-    v = a @ kernel * scale + shift
+    v = a @ unpack_panels(packed, y.shape[1]) * scale + shift
     if relu:
         v = np.maximum(v, 0)
     if add:
@@ -340,23 +325,16 @@ def pointwise_tile(a, kernel, packed, offs, scale, shift, relu, add, y):
 
 
 @overload(pointwise_tile)
-def _pointwise_tile_compiled(a, kernel, packed, offs, scale, shift, relu, add, y):
+def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y):
     if y.dtype != types.float32 or packed.dtype != types.float32:
         # float64 plans pack nothing; NO_MICROKERNEL packs nothing and must not compile the microkernel
-        def never(a, kernel, packed, offs, scale, shift, relu, add, y):
+        def never(a, packed, offs, scale, shift, relu, add, y):
             pass
         return never
 
-    def impl(a, kernel, packed, offs, scale, shift, relu, add, y):
+    def impl(a, packed, offs, scale, shift, relu, add, y):
         _pointwise_packed(a, packed, offs, scale, shift, relu, add, y)
     return impl
-
-
-def aligned(size):
-    """A float32 array of ``size`` zeros whose data starts on a 64-byte boundary."""
-    raw = np.zeros(size + LANES, np.float32)
-    start = (-raw.ctypes.data % 64) // 4  # floats to the next 64-byte boundary
-    return raw[start:start + size]
 
 
 # ---- whether the microkernel works in this process --------------------------------------------------------
@@ -406,7 +384,7 @@ def _probe():
         shift = rng.standard_normal(c_out).astype(np.float32)
         ho, wo = x.shape[1] - 2, x.shape[2] - 2
         out = np.full((ho * wo, c_out), np.nan, np.float32)
-        conv_direct(x, pack_kernel(kernel), kernel, 3, 1, ho, wo, scale, shift, True, out, 1)
+        conv_direct(x, pack_kernel(kernel), 3, 1, ho, wo, scale, shift, True, out, 1)
         want = conv_direct_reference(x.astype(np.float64), kernel.astype(np.float64), 3, 1, ho, wo, scale, shift,
                                      True)
         # 45-term float32 dot products of N(0, 1) values, scaled by <= 2: 1e-4 is ~100x their rounding error

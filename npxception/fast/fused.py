@@ -59,9 +59,10 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     starts, and each tile's last input row before its GEMM, for the next tile.
 
     The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
-    ``packed`` is given (``pw`` packed in advance, float32, AVX-512), the
+    ``packed`` is given (the kernel packed in advance, float32, AVX-512), the
     microkernel of npxception/fast/direct.py with the epilogue from registers
-    (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel").
+    (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel");
+    ``pw`` then has no rows (the model holds that kernel only packed) and is not read.
     """
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
@@ -142,7 +143,7 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
         m = (r1 - r0) * w_
         if packed.shape[0] > 0:
             dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
-            pointwise_tile(buf[:m], pw, packed, offs, scale, shift, relu_out, add, dest)
+            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, add, dest)
             r0 = r1
             continue
         if add:

@@ -14,7 +14,10 @@ Where BN goes: it is folded into an affine epilogue applied to each GEMM
 output tile (``y * scale + shift``), fused with the ReLU or the Add that
 follows. Scaling the kernels instead would need a second copy of the 88 MB of
 weights (the unfolded ones stay, for capture and the reference path), and a
-prediction must fit in 300 MB (docs/performance.md).
+prediction must fit in 300 MB (docs/performance.md). For the same reason a
+kernel packed for the microkernel (npxception/fast/direct.py) is held by the
+model in that form only (npxception/params.py), and the plan keeps no
+unpacked view of it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .. import blas
 from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
-from . import direct
+from . import direct, packing
 from .fused import NOT_PACKED, conv_fused, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
@@ -76,21 +79,29 @@ class FastPlan:
         self.steps = compile_plan(model.layers, model.head, model.channels)
         # one parallel region per layer, GEMM inside it (npxception/blas.py); else np.matmul between kernels
         self.fused = blas.AVAILABLE
+        # layer name -> (its kernel as a matrix, or None where only packed, *the folded BN), depthwise first
         self.folded = {}
         # layer name -> its kernel packed for the microkernel (npxception/fast/direct.py), which then runs it:
-        # float32 on AVX-512, kernels of at most direct.PACK_MAX floats (the larger ones measured slower)
+        # float32 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
         self.packed = {}
+        packs = direct.worth_packing(self.dtype)
         for step in self.steps:
             if isinstance(step, ConvBN):
-                k = p[f"{step.conv}/kernel"]
-                self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
-                if direct.worth_packing(self.folded[step.conv][0]):
-                    self.packed[step.conv] = direct.pack_kernel(self.folded[step.conv][0])
+                key = f"{step.conv}/kernel"
+                if packs:
+                    self.packed[step.conv] = p.packed(key, packing.PackedKernel.of).panels
+                    self.folded[step.conv] = (None, *_bn(p, step.bn))
+                else:
+                    k = p[key]
+                    self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
-                self.folded[step.sepconv] = (dw, p[f"{step.sepconv}/pointwise_kernel"][0, 0], *_bn(p, step.bn))
-                if self.fused and direct.worth_packing(self.folded[step.sepconv][1]):
-                    self.packed[step.sepconv] = direct.pack_kernel(self.folded[step.sepconv][1])
+                key = f"{step.sepconv}/pointwise_kernel"
+                if packs and self.fused:
+                    self.packed[step.sepconv] = p.packed(key, packing.PackedKernel.of).panels
+                    self.folded[step.sepconv] = (dw, None, *_bn(p, step.bn))
+                else:
+                    self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
         # what a step with no packed kernel passes: NOT_PACKED shares the compiled kernel with the packed steps;
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
         self.not_packed = NOT_PACKED if self.packed else direct.NO_MICROKERNEL
@@ -154,21 +165,23 @@ class FastPlan:
         """Convolution + folded BN (+ ReLU): im2col in row chunks, one GEMM each. -> (N, Ho, Wo, C_out)."""
         w2, scale, shift = self.folded[step.conv]
         n, h, w, c = x.shape
-        kh, stride = step.kernel_size, step.strides
+        kh, stride, cout = step.kernel_size, step.strides, step.channels
         ho, pad_t = window_geometry(h, kh, stride, step.padding)
         wo, pad_l = window_geometry(w, kh, stride, step.padding)
-        out = self._buffer(f"v{step.slot}", (n * ho * wo, w2.shape[1]))
+        out = self._buffer(f"v{step.slot}", (n * ho * wo, cout))
         if step.conv in self.packed and reads_in_place(step, h, w):
-            direct.conv_direct(x, self.packed[step.conv], w2, kh, stride, ho, wo, scale, shift, step.relu_out, out,
+            direct.conv_direct(x, self.packed[step.conv], kh, stride, ho, wo, scale, shift, step.relu_out, out,
                                numba.get_num_threads())
-            return out.reshape(n, ho, wo, w2.shape[1])
+            return out.reshape(n, ho, wo, cout)
+        if w2 is None:  # held only packed, and padded taps at this size: unpacked for this call
+            w2 = self.model_params[f"{step.conv}/kernel"].reshape(-1, cout)
         if self.fused:
             threads = numba.get_num_threads()
             cols = self._buffer("cols", self.cols_shape(n, ho, wo, kh * kh * c, threads))
             rows_per_tile = cols.shape[1] // wo
             conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, step.relu_out, out, cols,
                        rows_per_tile)
-            return out.reshape(n, ho, wo, w2.shape[1])
+            return out.reshape(n, ho, wo, cout)
         rows_per_chunk = max(1, self.COLS_ELEMS // (wo * kh * kh * c))  # whole output rows per chunk
         for n0 in range(n):
             for r0 in range(0, ho, rows_per_chunk):
@@ -178,7 +191,7 @@ class FastPlan:
                 start = (n0 * ho + r0) * wo
                 np.matmul(cols, w2, out=out[start:start + (r1 - r0) * wo])
         affine_act(out, scale, shift, step.relu_out)
-        return out.reshape(n, ho, wo, w2.shape[1])
+        return out.reshape(n, ho, wo, cout)
 
     def sep_bn(self, step: SepConvBN, x, residual):
         """ReLU? -> depthwise 3x3 -> pointwise GEMM -> folded BN (+ ReLU) (+ Add), in row tiles.
@@ -188,7 +201,9 @@ class FastPlan:
         """
         dw, pw, scale, shift = self.folded[step.sepconv]
         n, h, w, c = x.shape
-        cout = pw.shape[1]
+        cout = step.channels
+        if pw is None and not self.fused:  # held only packed, and this plan switched off the fused path since
+            pw = self.model_params[f"{step.sepconv}/pointwise_kernel"][0, 0]
         rows = n * h
         if step.residual is not None:
             target = residual.reshape(rows * w, cout)
@@ -206,6 +221,8 @@ class FastPlan:
                 res = target
             else:
                 out, res = target, np.empty((0, cout), self.dtype)
+            if pw is None:  # held only packed: the fused kernel reads the panels, and no row of this
+                pw = np.empty((0, cout), self.dtype)
             sep_conv_fused(x, dw, pw, scale, shift, step.relu_in, step.relu_out, out, res, scratch,
                            rows_per_tile, saved, self.packed.get(step.sepconv, self.not_packed))
         elif step.in_place:

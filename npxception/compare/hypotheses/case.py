@@ -31,8 +31,8 @@ class Case:
 
     @property
     def params(self) -> dict:
-        w = self.model.weights
-        return {k.split("/", 1)[1]: v for k, v in w.items() if k.split("/", 1)[0] == self.name}
+        w = self.model._params  # read by key: only this layer's kernels are unpacked (npxception/params.py)
+        return {k.split("/", 1)[1]: w[k] for k in w if k.split("/", 1)[0] == self.name}
 
 
 @dataclass

@@ -64,7 +64,7 @@ def fused_weights_rounded(case: Case) -> Candidate | None:
     if found is None:
         return None
     bn, conv, x = found
-    w = case.model.weights
+    w = case.model._params  # read by key: only these are unpacked (npxception/params.py)
     g, beta, mean, var = (w[f"{bn.name}/{k}"].astype(np.float64)
                           for k in ("gamma", "beta", "moving_mean", "moving_variance"))
     s = g / np.sqrt(var + CONFIG.bn_epsilon)
