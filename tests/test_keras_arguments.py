@@ -332,6 +332,9 @@ def test_a_flatten_top_keeps_its_size(tmp_path):
 
 # Keras' activations on logits that our head added (review 13): the converter reads each from the file
 NEW_ACTIVATIONS = ["swish", "gelu", "softplus", "relu6", "selu", "log_softmax", "mish", "softsign"]
+# converted from a file (seconds each): the converter reads every name by the same lookup in
+# architecture.ACTIVATIONS, so four stand for all: Keras 3's "silu" alias, erfc, a scale, an axis reduction
+CONVERTED = ["swish", "gelu", "selu", "log_softmax"]
 
 
 def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_path):
@@ -344,7 +347,7 @@ def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_p
     keras = _keras()
     paths, weights, x, _ = files
     logits_model = _asked(None, weights)
-    for name in NEW_ACTIVATIONS:
+    for name in CONVERTED:
         kmodel = keras.Model(logits_model.input, keras.layers.Activation(name, name="act")(logits_model.output))
         ours = from_keras(kmodel)
         assert ours.classifier_activation == name
