@@ -53,7 +53,7 @@ MAX_ENTRIES = 10_000
 
 
 # What compare's other side may be, for its errors: every form `npxception convert` reads, and a port's.
-OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, a directory (a tf_keras SavedModel, Keras 3's "
+OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, the .weights.json index of Keras 3 sharded weights, a directory (a tf_keras SavedModel, Keras 3's "
                "model.save(dir, zipped=False), a directory of TensorFlow checkpoints) or a TensorFlow checkpoint "
                "(its prefix or .index)")
 
