@@ -213,7 +213,11 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
 # flatten fixes the map it was built for, and with it the model's input size: ``map_shape``.
 
 HEAD_KINDS = ("global_avg_pool", "global_max_pool", "flatten", "dense", "batch_norm", "activation")
-ACTIVATIONS = (None, "linear", "relu", "softmax", "sigmoid", "tanh", "swish", "elu")
+# Keras' activations by name that make sense on logits (head.activation computes each). "silu" is Keras 3's
+# name for "swish". Not "hard_sigmoid": Keras 3's is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1), and
+# a head's name does not say which Keras wrote it.
+ACTIVATIONS = (None, "linear", "relu", "softmax", "sigmoid", "tanh", "swish", "silu", "elu", "gelu", "softplus",
+               "softsign", "relu6", "selu", "mish", "log_softmax", "log_sigmoid", "exponential")
 FLATTEN_ORDERS = ("hwc", "hcw", "whc", "wch", "chw", "cwh")  # the six permutations of the NHWC axes
 # Keras computes BatchNormalization in the model's float32, where a larger epsilon is inf: the layer
 # then outputs beta whatever its input (measured, Keras 3 and tf_keras, epsilon 1e308 and 3e38).

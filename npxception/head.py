@@ -8,6 +8,8 @@ executed one way. The head's description is a list of dicts, validated by
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import architecture as arch
@@ -56,22 +58,61 @@ def flatten(y, order="hwc"):
 
 
 def activation(y, name, impl):
-    """Keras' activations by name, for classifier heads: ``(N, C) -> (N, C)``."""
+    """Keras' activations by name, for classifier heads: ``(N, C) -> (N, C)``, in ``y``'s dtype.
+
+    Equations (keras.activations, Keras 3 and tf_keras alike)::
+
+        sigmoid(x) = 1 / (1 + e^-x)            swish(x) = silu(x) = x * sigmoid(x)
+        elu(x)     = x if x > 0 else e^x - 1   selu(x)  = 1.0507 * elu_1.6733(x)
+        softplus(x) = log(1 + e^x)             softsign(x) = x / (1 + |x|)
+        relu6(x)   = min(max(x, 0), 6)         mish(x) = x * tanh(softplus(x))
+        gelu(x)    = x / 2 * erfc(-x / sqrt 2)   (approximate=False, both Kerases' default)
+        log_softmax(x)_i = x_i - log sum_j e^x_j     log_sigmoid(x) = -softplus(-x)
+        exponential(x) = e^x
+    """
     if name in (None, "linear"):
         return y
     if name == "relu":
         return ops.relu(y, impl=impl)
     if name == "softmax":
         return ops.softmax(y, axis=-1, impl=impl)
-    one = y.dtype.type(1)
+    dt = y.dtype
+    one = dt.type(1)
     if name == "sigmoid":
         # split by sign so exp never overflows: sigma(x) = 1/(1+e^-x) = e^x/(1+e^x)
         e = np.exp(-np.abs(y))
-        return np.where(y >= 0, one / (one + e), e / (one + e)).astype(y.dtype)
+        return np.where(y >= 0, one / (one + e), e / (one + e)).astype(dt)
     if name == "tanh":
         return np.tanh(y)
-    if name == "swish":
+    if name in ("swish", "silu"):
         return y * activation(y, "sigmoid", impl)
     if name == "elu":
-        return np.where(y > 0, y, np.expm1(np.minimum(y, 0))).astype(y.dtype)
+        return _elu(y, 1.0)
+    if name == "selu":  # the constants of Klambauer et al. 2017, as Keras and tf.nn.selu write them
+        return (dt.type(1.0507009873554804934193349852946) * _elu(y, 1.6732632423543772848170429916717)).astype(dt)
+    if name == "softplus":
+        return np.logaddexp(dt.type(0), y)  # log(1 + e^x) without overflow
+    if name == "softsign":
+        return y / (one + np.abs(y))
+    if name == "relu6":
+        return np.clip(y, dt.type(0), dt.type(6))
+    if name == "mish":
+        return y * np.tanh(np.logaddexp(dt.type(0), y))
+    if name == "gelu":
+        # erfc, not 1 + erf: no cancellation for x << 0 (tf.nn.gelu's form). NumPy has no erfc; a head has
+        # N x classes values
+        erfc = np.frompyfunc(math.erfc, 1, 1)
+        return (dt.type(0.5) * y * erfc(-y / dt.type(math.sqrt(2))).astype(dt)).astype(dt)
+    if name == "log_softmax":
+        shifted = y - y.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    if name == "log_sigmoid":
+        return -np.logaddexp(dt.type(0), -y)
+    if name == "exponential":
+        return np.exp(y)
     raise ValueError(f"activation: unsupported {name!r}; expected one of {arch.ACTIVATIONS}")
+
+
+def _elu(y, alpha):
+    """``x if x > 0 else alpha * (e^x - 1)``, in ``y``'s dtype."""
+    return np.where(y > 0, y, y.dtype.type(alpha) * np.expm1(np.minimum(y, 0))).astype(y.dtype)

@@ -472,10 +472,11 @@ def preprocess_input(x) -> np.ndarray:
     stays float64; ints, uint8 and float32 give float32, as Keras' floatx does.
     float16 gives float32 too, unlike Keras 3 and tf_keras, which keep float16 and
     round ``x / 127.5 - 1`` to it (up to 4.9e-4 off on [0, 255]; ours 6e-8): the
-    model computes in float32, so the pixels are scaled in the dtype it reads.
+    model computes in float32, so the pixels are scaled in the dtype it reads. A bool array is
+    0 and 1, as Keras 3 casts it to float32 (True gives -0.99215686 there too).
     """
     arr = np.asarray(x)
-    if arr.dtype == bool or arr.dtype.kind not in "uif":
+    if arr.dtype.kind not in "uifb":
         raise TypeError(f"preprocess_input: expected a numeric array of pixels, found dtype {arr.dtype}")
     if arr.ndim < 1:
         raise ValueError("preprocess_input: expected pixels of shape (..., C) (channels last), found a scalar")

@@ -5,7 +5,7 @@ Correctness is measured against the framework that wrote the file, so the file
 is run by that framework, never by a guess:
 
 * a ``.keras`` archive (zipped, or the directory ``model.save(dir, zipped=False)``
-  writes) or a Keras 3 ``.weights.h5``: Keras 3;
+  writes), a Keras 3 ``.weights.h5`` or sharded weights (their ``.weights.json`` index): Keras 3;
 * a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
   reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
 * a SavedModel directory with ``keras_metadata.pb``, or a TensorFlow checkpoint
@@ -98,6 +98,8 @@ def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
         return "tf_keras", False  # save_weights("ckpt"), ModelCheckpoint, tf.train.Checkpoint(model=...)
     if fmt in ("zip", "keras_dir"):
         return "keras", True  # a .keras archive, or model.save(dir, zipped=False): Keras 3 only
+    if fmt == "keras_sharded":
+        return "keras", False  # save_weights("x.weights.json", max_shard_size=...): Keras 3's load_weights reads it
     with h5py.File(path, "r") as f:
         version = f.attrs.get("keras_version")
         legacy = "model_weights" in f or "layer_names" in f.attrs
@@ -118,9 +120,11 @@ def is_multi_file_save(path) -> bool:
 
 def is_keras_save(path) -> bool:
     """True for what compare and convert run in Keras, by the path alone: a ``.keras``, ``.h5`` or
-    ``.hdf5`` file, a checkpoint's ``.index``, or a save that is not one file (:func:`is_multi_file_save`)."""
+    ``.hdf5`` file, a checkpoint's ``.index``, the ``.weights.json`` index of Keras 3 sharded weights, or a
+    save that is not one file (:func:`is_multi_file_save`)."""
     path = pathlib.Path(path)
-    return path.suffix.lower() in (".keras", ".h5", ".hdf5", ".index") or is_multi_file_save(path)
+    return (path.suffix.lower() in (".keras", ".h5", ".hdf5", ".index") or path.name.endswith(".weights.json")
+            or is_multi_file_save(path))
 
 
 def _import(name: str):
@@ -152,6 +156,11 @@ def load(path, *, config=None, model=None):
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
     name, full_model = _saved_by(fmt, source)
+    if fmt == "zip" and not source.name.endswith(".keras"):
+        # Keras picks the archive loader by the name (an .h5 name gets its HDF5 loader, which finds an HDF5
+        # superblock wherever one is planted): what it would open is not the archive read and vetted
+        raise ValueError(f"{path}: a .keras zip archive (by its bytes) that Keras would not open as one under "
+                         f"the name {source.name!r}: give it the .keras suffix")
     fw = _import(name)
     with _quiet(), _safe_mode(name):
         if fmt == "savedmodel":

@@ -64,7 +64,8 @@ def _given(value):
 
 
 def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=_Default(1000),
-             classifier_activation=_Default("softmax"), input_shape=None, dtype="float32", seed=0, verify=True):
+             classifier_activation=_Default("softmax"), input_shape=None, dtype="float32", seed=0, verify=True,
+             name="xception"):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (the default: seeded random weights and BN statistics),
@@ -96,13 +97,17 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     dtype: "float32" or "float64".
     verify: run the weight file's golden test case (once per file per process);
       False skips it for speed-critical callers.
+    name: the model's name, ``model.name``, as Keras' ``name="xception"``.
     """
     dt = as_dtype(dtype)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, found {short_repr(name)}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max', found {pooling!r}")
     if include_top:  # Keras reads classifier_activation only with the top
         _check_activation(classifier_activation, weights)
-    if not isinstance(_given(classes), (int, np.integer)) or isinstance(_given(classes), bool) or _given(classes) < 1:
+    if include_top and (not isinstance(_given(classes), (int, np.integer)) or isinstance(_given(classes), bool)
+                        or _given(classes) < 1):  # without the top Keras 3 ignores classes, whatever it is
         raise ValueError(f"classes: expected a positive int, found {_given(classes)!r}")
     if input_shape is not None:
         input_shape = _constructor_shape(input_shape, variant)
@@ -122,8 +127,9 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
         if input_shape is None:
             input_shape = CONFIG.default_input_shape if include_top else (None, None, 3)
         params = random_params(arch.backbone(v), head, dt, seed, channels=input_shape[2])
-        return XceptionModel(params, variant=v, head=head, input_shape=input_shape,
-                             source=f"random(seed={seed})")
+        model = XceptionModel(params, variant=v, head=head, input_shape=input_shape, source=f"random(seed={seed})")
+        model.name = name
+        return model
 
     if isinstance(weights, str) and weights == "imagenet":
         if include_top and _given(classes) != 1000:
@@ -142,8 +148,10 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
     model = load(weights, verify=verify)
     model.source = source or model.source
-    return _adapt(model, where=str(weights), variant=variant, include_top=include_top, pooling=pooling, classes=classes,
-                  classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
+    model = _adapt(model, where=str(weights), variant=variant, include_top=include_top, pooling=pooling,
+                   classes=classes, classifier_activation=classifier_activation, input_shape=input_shape, dtype=dt)
+    model.name = name
+    return model
 
 
 def _check_activation(value, weights) -> None:

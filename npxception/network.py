@@ -38,6 +38,8 @@ class XceptionModel:
     Build one with :func:`npxception.Xception` or :func:`npxception.load`, not directly.
     """
 
+    name = "xception"  # Keras' model name; Xception(name=...) sets another
+
     def __init__(self, params, *, variant="keras", head=(), input_shape=(None, None, 3),
                  labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None,
                  source_dtype_policy=None):
@@ -191,7 +193,7 @@ class XceptionModel:
                               source_data_format=self.source_data_format,
                               source_dtype_policy=self.source_dtype_policy)
         # the same network: its golden still holds, at the tolerance of the new dtype
-        model.golden, model.golden_factory = self.golden, self.golden_factory
+        model.golden, model.golden_factory, model.name = self.golden, self.golden_factory, self.name
         model.source_layer_names = dict(self.source_layer_names)
         return model
 
@@ -288,7 +290,7 @@ class XceptionModel:
                 x = np.asarray(x)
             except Exception as exc:  # noqa: BLE001 - any conversion failure is the caller's input
                 raise TypeError(f"x: expected an array of shape (N, H, W, {c}), found {type(x).__name__}") from exc
-        if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
+        if x.dtype.kind not in "fiub":  # bool: 0 and 1, as Keras 3's model(x) and predict cast it
             raise TypeError(f"x: expected a float array (preprocessed image batch), found dtype {x.dtype}")
         if x.ndim == 3 and x.shape[-1] == c:
             raise ValueError(f"x: expected a batch (N, H, W, {c}), found a single image {x.shape}; "

@@ -90,13 +90,16 @@ def check_regular(path) -> None:
         raise IrregularFileError(path, _kind(mode))
 
 
-def open_regular(path):
+def open_regular(path, *, follow_symlinks: bool = True):
     """Open ``path`` for binary reading only if it is a regular file; never blocks.
 
     The file is opened non-blocking and checked with ``fstat`` on the open
     descriptor, so swapping in a FIFO between a check and the open cannot hang us.
+    ``follow_symlinks=False``: a symlink as the last component is an OSError (ELOOP),
+    for a path already resolved and checked by the caller.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    nofollow = 0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | nofollow)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

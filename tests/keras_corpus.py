@@ -117,6 +117,9 @@ def _logits_and_terms(fw, model):
     before the step), and float32 rounding, Keras' included, is relative to the terms: Keras' own
     batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|."""
     both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
+    # eager, as the models' own predict runs (compiled with run_eagerly in _fit_one_step): a traced predict
+    # retraces Xception for each new input size (~1 s of CPU each; these runs are all at new sizes)
+    both.run_eagerly = True
     kernel, bias = model.get_layer("dense").get_weights()
 
     def run(x):

@@ -75,6 +75,7 @@ def float32_twin(fw, model):
         text = text.replace(f'"{name}"', '"float32"')
     twin = fw.models.model_from_json(text)
     twin.set_weights(model.get_weights())
+    twin.run_eagerly = True  # its predict runs as the model's own does (compiled run_eagerly): no graph to trace
     return twin
 
 

@@ -328,3 +328,60 @@ def test_a_flatten_top_keeps_its_size(tmp_path):
                                                        "requested (96, 96, 3)")):
             npxception.Xception(weights=path, input_shape=(96, 96, 3))
         assert npxception.Xception(weights=path, input_shape=(SIZE, SIZE, 3)).input_shape == (SIZE, SIZE, 3)
+
+
+# Keras' activations on logits that our head added (review 13): the converter reads each from the file
+NEW_ACTIVATIONS = ["swish", "gelu", "softplus", "relu6", "selu", "log_softmax", "mish", "softsign"]
+# converted from a file (seconds each): the converter reads every name by the same lookup in
+# architecture.ACTIVATIONS, so four stand for all: Keras 3's "silu" alias, erfc, a scale, an axis reduction
+CONVERTED = ["swish", "gelu", "selu", "log_softmax"]
+
+
+def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_path):
+    """Dense(5) -> Activation(name) in a Keras 3 model (Keras 3 writes swish as "silu"), converted, against
+    model.predict; the last Dense scaled to logits of a few units, so every activation is away from its
+    saturation. Tolerance: LOGIT_RTOL of the largest output (the logits' float32 reordering, through a
+    Lipschitz-1..1.76 activation: selu's scale)."""
+    from weights_tools import from_keras
+
+    keras = _keras()
+    paths, weights, x, _ = files
+    logits_model = _asked(None, weights)
+    for name in CONVERTED:
+        kmodel = keras.Model(logits_model.input, keras.layers.Activation(name, name="act")(logits_model.output))
+        ours = from_keras(kmodel)
+        assert ours.classifier_activation == name
+        theirs = kmodel.predict(x, verbose=0)
+        err = np.abs(ours(x) - theirs).max()
+        assert err <= 2 * LOGIT_RTOL * np.abs(theirs).max(), f"{name}: max |ours - keras| {err:.3g}"
+
+
+@pytest.mark.parametrize("name", [*NEW_ACTIVATIONS, "silu", "log_sigmoid", "exponential"])
+def test_a_keras_activation_asked_of_a_file_is_applied(files, name):
+    """Xception(weights=file, classifier_activation=name) on the logits file: keras.activations on Keras'
+    own logits (LOGIT_RTOL as above; exponential's relative error is the logits' times their size, ~3)."""
+    keras = _keras()
+    paths, _, x, logits = files
+    expected = np.asarray(keras.activations.get(name)(logits))
+    ours = npxception.Xception(weights=paths["logits"][0], classifier_activation=name)(x)
+    err = np.abs(ours - expected).max()
+    assert err <= 4 * LOGIT_RTOL * np.abs(expected).max(), f"{name}: max |ours - keras| {err:.3g}"
+
+
+@pytest.mark.parametrize("classes", [0, -3, "x"])
+def test_classes_is_ignored_without_the_top_as_keras_3_ignores_it(no_top, classes):
+    keras = _keras()
+    theirs = keras.applications.Xception(weights=None, include_top=False, classes=classes, input_shape=(SIZE, SIZE, 3))
+    assert theirs.count_params() == no_top.count_params()  # Keras builds it
+    ours = npxception.Xception(include_top=False, classes=classes, input_shape=(SIZE, SIZE, 3))
+    assert ours.head == [] and ours.count_params() == no_top.count_params()
+    with pytest.raises(ValueError, match=f"classes: expected a positive int, found {classes!r}"):
+        npxception.Xception(classes=classes, input_shape=(SIZE, SIZE, 3))  # with the top it is the Dense's width
+
+
+def test_name_is_keras_default_and_can_be_set(ours_no_top):
+    assert ours_no_top.name == "xception" == _keras().applications.Xception.__defaults__[-1]
+    named = npxception.Xception(include_top=False, input_shape=(SIZE, SIZE, 3), name="backbone")
+    assert named.name == "backbone" and named.astype("float64").name == "backbone"
+    with pytest.raises(ValueError, match="name: expected a non-empty string, found 3"):
+        npxception.Xception(name=3)

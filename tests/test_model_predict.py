@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import npxception
-from npxception.network import ActivationOverflow
+ActivationOverflow = npxception.ActivationOverflow  # public, as the README names it
 
 SIZE = 71
 BATCH_RTOL = 1e-5
@@ -115,3 +115,15 @@ def test_a_finite_input_whose_activations_overflow_is_refused_by_name(model, x):
     pixels = np.full((SIZE, SIZE, 3), 200, np.uint8)
     with pytest.raises(ActivationOverflow, match=r"model: images\[0\], images\[1\]: the output is NaN or Inf"):
         npxception.predict([pixels, pixels], model=huge)
+
+
+def test_a_bool_batch_is_cast_as_keras_3_casts_it(model, keras_model):
+    """Keras 3's model.predict and preprocess_input take bool arrays as 0 and 1 (measured: preprocess_input
+    gives -0.99215686 for True); ours refused them. Tolerance: LOGIT_RTOL, as above."""
+    from keras.applications.xception import preprocess_input as keras_preprocess
+
+    xb = np.random.default_rng(3).random((2, SIZE, SIZE, 3)) < 0.5
+    theirs = keras_model.predict(xb, verbose=0)
+    err = np.abs(model.predict(xb) - theirs).max()
+    assert err <= LOGIT_RTOL * np.abs(theirs).max(), f"max |ours - keras| {err:.3g}"
+    np.testing.assert_array_equal(npxception.preprocess_input(xb), keras_preprocess(xb.copy()))

@@ -149,7 +149,7 @@ def test_head_override_rules(small_model, tmp_path):
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(pooling="mean"), ValueError, "pooling"),
     (dict(classes=0), ValueError, "classes"),
-    (dict(classifier_activation="relu6"), ValueError, "classifier_activation: expected one of"),
+    (dict(classifier_activation="hard_sigmoid"), ValueError, "classifier_activation: expected one of"),
     (dict(input_shape=(70, 70, 3), include_top=False), ValueError, "at least 71"),
     (dict(input_shape=(299, 299, 0)), ValueError, r"\(H, W, C\) with C, the channels, in \[1, 1024\]"),
     (dict(dtype="float16"), TypeError, "float32"),

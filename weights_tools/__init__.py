@@ -4,7 +4,8 @@ Reads, with h5py, zipfile and json only (no framework import):
 
 * legacy Keras 1/2 and tf_keras HDF5: weights-only (the official ImageNet
   download) and full-model saves (:mod:`weights_tools.legacy_h5`);
-* Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`weights_tools.keras3`);
+* Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`weights_tools.keras3`), and sharded
+  weights by their ``.weights.json`` index (:mod:`weights_tools.keras3_shards`);
 * tf_keras SavedModel directories (:mod:`weights_tools.savedmodel`) and TensorFlow
   checkpoints from ``save_weights("ckpt")`` (:mod:`weights_tools.tf_checkpoint`),
   read without TensorFlow (:mod:`weights_tools.tf_bundle`);

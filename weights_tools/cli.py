@@ -34,10 +34,10 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"npxception {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file, a tf_keras SavedModel directory "
-                                       "or a TensorFlow checkpoint to .npz")
-    c.add_argument("src", help="the Keras file (format detected from its contents), SavedModel directory, or "
-                               "checkpoint prefix (or its .index)")
+    c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file, Keras 3 sharded weights, a tf_keras "
+                                       "SavedModel directory or a TensorFlow checkpoint to .npz")
+    c.add_argument("src", help="the Keras file (format detected from its contents), the .weights.json index of "
+                               "sharded weights, SavedModel directory, or checkpoint prefix (or its .index)")
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
     c.add_argument("--variant", choices=["keras", "article"], default=None,
                    help="the architecture (default: detect it; a weights-only file whose layers do not carry "

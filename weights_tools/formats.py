@@ -10,9 +10,9 @@
   ``ModelCheckpoint``, ``CheckpointManager``): :func:`resolve_source` follows it as
   ``tf.train.latest_checkpoint`` does, within that directory only.
 
-Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``: a JSON
-index and ``x_00000.weights.h5`` ...) are not read: the index (size-capped, parsed as
-plain data) and each shard given alone are refused by name, with what to save instead.
+* ``"keras_sharded"``: Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``),
+  given by their JSON index (size-capped, parsed as plain data; :mod:`weights_tools.keras3_shards`).
+  A shard ``x_00001.weights.h5`` given alone with its index beside it is refused, naming the index.
 
 The parts of these formats that are not the model (``saved_model.pb``,
 ``keras_metadata.pb``, a checkpoint's data file, the ``checkpoint`` text file)
@@ -30,15 +30,14 @@ import os
 import pathlib
 import re
 import struct
-
-from npxception.config import CONFIG
-from npxception.untrusted import loads_json
+import zipfile
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
 from .keras3 import open_checked as _open_checked
 from .keras3 import read_capped
+from .keras3_shards import read_index, refuse_lone_shard
 from .tf_bundle import bundle_prefix
 
 
@@ -63,34 +62,6 @@ def not_keras_savedmodel(path) -> ConversionError:
 # CheckpointManager lists each kept checkpoint and its timestamp, ~60 bytes apiece.
 MAX_CHECKPOINT_STATE_BYTES = 64 * 1024  # ~1,000 kept checkpoints
 _LATEST = re.compile(r'^model_checkpoint_path:[ \t]*"([^"\\\n]*)"[ \t]*$', re.MULTILINE)
-_SHARD = re.compile(r"(.+)_\d{5}\.weights\.h5")  # Keras 3's shard names: x_00000.weights.h5 for x.weights.json
-_RESAVE = ("npxception reads no sharded weights: in Keras, model.load_weights('{index}'), then "
-           "model.save('model.keras') (or save_weights('model.weights.h5') without max_shard_size, "
-           "converted with --config), and convert that file")
-
-
-def _refuse_sharded_index(path: pathlib.Path) -> None:
-    """Refuse a Keras 3 sharded-weights index by name (its size capped before parsing: such an index
-    is a few kB), else return."""
-    data = read_capped(path, CONFIG.max_config_bytes)  # its refusal is a ValueError too: not in the try
-    try:
-        index = loads_json(data)
-    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
-        return
-    if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
-        raise ConversionError(f"{path}: a Keras 3 sharded weights index ({len(index['weight_map']):,} weight "
-                              "groups); " + _RESAVE.format(index=path.name))
-
-
-def _refuse_shard(path: pathlib.Path) -> None:
-    """A shard of Keras 3 sharded weights, given alone: name its index, never read it as a whole model."""
-    match = _SHARD.fullmatch(path.name)
-    index = path.with_name(f"{match.group(1)}.weights.json") if match else None
-    if index is not None and os.path.lexists(index):
-        raise ConversionError(f"{path}: one shard of a set of Keras 3 sharded weights, indexed by {index}; "
-                              + _RESAVE.format(index=index.name))
-
-
 def checkpoint_state_prefix(state: pathlib.Path) -> pathlib.Path:
     """The prefix a ``checkpoint`` file names (its ``model_checkpoint_path``), resolved as
     ``tf.train.latest_checkpoint`` does: relative to the file's directory, and the last of the lines that
@@ -145,8 +116,8 @@ def _directory_format(path: pathlib.Path) -> tuple[str, pathlib.Path]:
 
 
 def detect_format(path) -> str:
-    """``"hdf5"``, ``"zip"``, ``"keras_dir"``, ``"savedmodel"`` or ``"tf_checkpoint"``; ConversionError for
-    anything else."""
+    """``"hdf5"``, ``"zip"``, ``"keras_dir"``, ``"keras_sharded"``, ``"savedmodel"`` or ``"tf_checkpoint"``;
+    ConversionError for anything else."""
     return resolve_source(path)[0]
 
 
@@ -166,7 +137,9 @@ def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
 
     tf_keras' ``load_weights(P)`` takes a readable checkpoint ``P.index`` before the file or directory ``P``
     itself, and ``tf.train.Checkpoint.restore(P)`` reads ``P/variables`` when ``P`` is a SavedModel
-    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it."""
+    directory: so a checkpoint's prefix must not exist, and nothing else may have a ``.index`` beside it.
+    Both Kerases open a file named ``.keras`` as a zip archive whenever ``zipfile`` reads it as one (from its
+    end), so an HDF5 file (by its first bytes) named so must not be one."""
     if fmt == "tf_checkpoint":
         prefix = bundle_prefix(source)
         if os.path.lexists(prefix):
@@ -176,6 +149,10 @@ def _refuse_second_reading(fmt: str, source: pathlib.Path) -> None:
                 f"it, {prefix}, which TensorFlow or Keras may open instead of the checkpoint. Move one of "
                 "the two elsewhere (or rename the checkpoint's .index and .data files together)")
         return
+    if fmt == "hdf5" and source.name.endswith(".keras") and zipfile.is_zipfile(source):
+        raise ConversionError(
+            f"{source}: an HDF5 file by its first bytes and a zip archive by its last, which Keras opens as the "
+            "archive by its name .keras: refused, as a file that reads as two saves")
     index = source.with_name(source.name + ".index")
     if os.path.lexists(index):
         raise ConversionError(
@@ -200,7 +177,7 @@ def _resolve(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     if not head:
         raise ConversionError(f"{where}: the file is empty")
     if head == HDF5_MAGIC:
-        _refuse_shard(path)
+        refuse_lone_shard(path)
         return "hdf5", path
     if head[:4] == ZIP_MAGIC:
         return "zip", path
@@ -214,8 +191,8 @@ def _resolve(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     if ".data-" in path.name and path.with_name(path.name.split(".data-")[0] + ".index").is_file():
         raise ConversionError(f"{where}: the data half of a TensorFlow checkpoint; give its prefix "
                               f"{path.with_name(path.name.split('.data-')[0])} (or its .index file)")
-    if path.name.endswith(".json"):
-        _refuse_sharded_index(path)
+    if path.name.endswith(".json") and read_index(path) is not None:
+        return "keras_sharded", path
     if path.name in _SAVEDMODEL_PARTS:
         raise ConversionError(f"{where}: {_SAVEDMODEL_PARTS[path.name]} (by its name); give the SavedModel's "
                               f"directory, {path.parent}")
@@ -223,5 +200,5 @@ def _resolve(path: pathlib.Path) -> tuple[str, pathlib.Path]:
         raise ConversionError(f"{where}: the bookkeeping file of a TensorFlow checkpoint directory; give the "
                               f"checkpoint's prefix {checkpoint_state_prefix(path)} (its model_checkpoint_path), "
                               f"or the directory {path.parent}")
-    raise ConversionError(f"{where}: not a Keras weight file (neither HDF5, a .keras zip archive, a TensorFlow "
-                          "checkpoint nor a SavedModel directory)")
+    raise ConversionError(f"{where}: not a Keras weight file (neither HDF5, a .keras zip archive, the .weights.json "
+                          "index of Keras 3 sharded weights, a TensorFlow checkpoint nor a SavedModel directory)")

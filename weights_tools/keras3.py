@@ -44,8 +44,6 @@ import re
 import zipfile
 import zlib
 
-import h5py
-
 from npxception import architecture as arch
 from npxception.config import CONFIG
 from npxception.untrusted import (IrregularFileError, check_zip_directory, counter, loads_json, open_regular,
@@ -238,53 +236,55 @@ def weight_keys(config, where: str) -> dict[tuple, str]:
     return out
 
 
-def _read_vars(h5: GuardedH5, key: str, expected_name: str | None):
-    """The arrays under ``key/vars`` in index order, with their paths."""
-    root = h5.file
-    try:
-        group = h5.get(root, key)
-    except ConversionError:
-        return None, []
-    members = h5.keys(group)
+def _read_vars(store, key: str, expected_name: str | None):
+    """The arrays under ``key/vars`` in index order, with their paths, and the layer name the group records;
+    ``(None, [], None)`` when there is no group ``key``. ``store``: :mod:`weights_tools.weight_store`'s."""
+    members = store.members(key)
+    if members is None:
+        return None, [], None
     if "vars" not in members:
-        return [], []
-    vars_group = h5.get(group, "vars")
-    stored = h5.attr_text(vars_group, "name")
+        return [], [], None
+    vpath = f"{key}/vars"
+    indices = store.members(vpath)
+    if indices is None:
+        raise ConversionError(f"{store.where}: {vpath} is a dataset where a group was expected")
+    stored = store.name_attr(vpath)
     if expected_name is not None and stored is not None and stored != expected_name:
-        raise ConversionError(f"{h5.where}: {key} holds the weights of layer {stored!r}, but the config "
+        raise ConversionError(f"{store.where}: {key} holds the weights of layer {stored!r}, but the config "
                               f"puts layer {expected_name!r} there")
-    indices = sorted(h5.keys(vars_group), key=lambda s: -1 if counter(s) is None else counter(s))
+    indices = sorted(indices, key=lambda s: -1 if counter(s) is None else counter(s))
     if [counter(s) for s in indices] != list(range(len(indices))):
-        raise ConversionError(f"{h5.where}: {key}/vars holds {short_repr(indices)}; expected 0, 1, ...")
-    arrays = [h5.stored(vars_group, s) for s in indices]  # checked, read after the shape check
-    return arrays, [f"{key}/vars/{s}" for s in indices]
+        raise ConversionError(f"{store.where}: {key}/vars holds {short_repr(indices)}; expected 0, 1, ...")
+    arrays = [store.stored(f"{vpath}/{s}") for s in indices]  # checked, read after the shape check
+    return arrays, [f"{vpath}/{s}" for s in indices], stored
 
 
-def fill_weights(klayers, paths, config, h5: GuardedH5) -> dict[str, int]:
-    """Put the arrays of ``h5`` (Keras 3 layout) into the flattened config's KLayers.
+def fill_weights(klayers, paths, config, store) -> dict[str, int]:
+    """Put the arrays of ``store`` (a Keras 3 file or its shards, :mod:`weights_tools.weight_store`) into the
+    flattened config's KLayers.
 
     Returns ``{what: array count}`` of the training state that was ignored
     (:func:`training_state`); any other array that belongs to no layer is refused.
     """
-    keys = weight_keys(config, h5.where)
+    keys = weight_keys(config, store.where)
     used = set()
     for k in klayers:
         path = paths[k.name]
         if k.class_name == "InputLayer" or path not in keys:
             continue
-        arrays, names = _read_vars(h5, keys[path], path[-1])
+        arrays, names, _ = _read_vars(store, keys[path], path[-1])
         if arrays is None:
-            raise ConversionError(f"{h5.where}: no weights group {keys[path]} for layer {k.name}")
+            raise ConversionError(f"{store.where}: no weights group {keys[path]} for layer {k.name}")
         k.weights, k.weight_names = arrays, names
         used.update(names)
     # A nested model (`layers/<key>` holding layers of its own) has training state of its own: a model
     # compiled and fit, then wrapped (e.g. behind a Rescaling) and saved, keeps its optimizer under
     # `layers/<key>/optimizer/vars/<i>`, which load_model(..., compile=False) ignores as well.
     models = {here for here in keys.values() if any(k.startswith(here + "/layers/") for k in keys.values())}
-    ignored, stray = set_aside(sorted(set(_all_datasets(h5)) - used),
+    ignored, stray = set_aside(sorted(set(store.datasets()) - used),
                                lambda names: training_state(names, models))
     if stray:
-        raise ConversionError(f"{h5.where}: weights {stray[0]} belong to no layer of the model config "
+        raise ConversionError(f"{store.where}: weights {stray[0]} belong to no layer of the model config "
                               f"({len(stray)} unexpected array(s))")
     return ignored
 
@@ -324,51 +324,29 @@ def training_state(datasets, models=()) -> dict[str, list[str]]:
     return out
 
 
-def _all_datasets(h5: GuardedH5):
-    """Every dataset path, each group visited once (a hard-linked cycle of groups is refused)."""
-    seen = {h5.file.id}
-    stack = [(h5.file, "")]
-    while stack:
-        group, prefix = stack.pop()
-        for name in h5.keys(group):
-            obj = h5.get(group, name)
-            if isinstance(obj, h5py.Group):
-                if obj.id in seen:
-                    raise ConversionError(f"{h5.where}: group {prefix}{name} is linked twice (a loop?); "
-                                          "every group is read once")
-                seen.add(obj.id)
-                stack.append((obj, f"{prefix}{name}/"))
-            else:
-                yield f"{prefix}{name}"
-
-
 # ---- weights without config: Xception by assumption ---------------------------
 
-def _find_backbone_prefix(h5: GuardedH5) -> str:
+def _find_backbone_prefix(store) -> str:
     """Where the backbone's layers sit: "" (inline) or "layers/functional/" etc. (nested)."""
-    root = h5.file
-    if "layers" not in h5.keys(root):
-        raise ConversionError(f"{h5.where}: no 'layers' group; not a Keras 3 weight file")
-    layers = h5.get(root, "layers")
-    if "separable_conv2d" in h5.keys(layers):
+    if "layers" not in (store.members("") or []):
+        raise ConversionError(f"{store.where}: no 'layers' group; not a Keras 3 weight file")
+    layers = store.members("layers")
+    if "separable_conv2d" in layers:
         return ""
-    candidates = []
-    for name in h5.keys(layers):
-        obj = h5.get(layers, name)
-        if isinstance(obj, h5py.Group) and "layers" in h5.keys(obj) \
-                and "separable_conv2d" in h5.keys(h5.get(obj, "layers")):
-            candidates.append(f"layers/{name}/")
+    candidates = [f"layers/{name}/" for name in layers
+                  if "layers" in (store.members(f"layers/{name}") or [])
+                  and "separable_conv2d" in (store.members(f"layers/{name}/layers") or [])]
     if len(candidates) != 1:
-        raise ConversionError(f"{h5.where}: cannot find an Xception backbone (no SeparableConv2D layers)"
-                              if not candidates else f"{h5.where}: several nested models hold "
+        raise ConversionError(f"{store.where}: cannot find an Xception backbone (no SeparableConv2D layers)"
+                              if not candidates else f"{store.where}: several nested models hold "
                               f"SeparableConv2D layers ({', '.join(candidates)}); give the config")
     return candidates[0]
 
 
-def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]:
+def klayers_without_config(store) -> tuple[list[KLayer], dict[str, int]]:
     """``(klayers, ignored)`` for an Xception ``.weights.h5``: KLayers in Keras' layer order
     (``inbound=None``), and the training state left out (as :func:`fill_weights`)."""
-    prefix = _find_backbone_prefix(h5)
+    prefix = _find_backbone_prefix(store)
     counters: dict[str, int] = {}
     klayers, used = [], set()
     for layer in arch.backbone("keras"):
@@ -379,9 +357,9 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         n = counters.get(base, -1) + 1
         counters[base] = n
         key = f"{prefix}layers/{base}" + (f"_{n}" if n else "")
-        arrays, names = _read_vars(h5, key, None)
+        arrays, names, _ = _read_vars(store, key, None)
         if arrays is None:
-            raise ConversionError(f"{h5.where}: no weights group {key} (our {layer.name}); "
+            raise ConversionError(f"{store.where}: no weights group {key} (our {layer.name}); "
                                   "not Xception weights")
         # Keras 3.x records the layer's own name ("block1_conv1") on its vars group: what tells Keras'
         # Xception from a model built with the same layers (by_order._file_variant)
@@ -391,14 +369,14 @@ def klayers_without_config(h5: GuardedH5) -> tuple[list[KLayer], dict[str, int]]
         used.update(names)
     # What is left is the head: Dense layers at the top level, in counter order.
     backbone = {prefix.rstrip("/")} if prefix else set()  # a compiled backbone's own optimizer state
-    ignored, rest = set_aside(sorted(set(_all_datasets(h5)) - used), lambda names: training_state(names, backbone))
+    ignored, rest = set_aside(sorted(set(store.datasets()) - used), lambda names: training_state(names, backbone))
     dense_keys = sorted({r.rsplit("/vars/", 1)[0] for r in rest},
                         key=lambda s: (s.rsplit("_", 1)[0], counter(s.rsplit("_", 1)[-1]) or 0))
     for key in dense_keys:
-        arrays, names = _read_vars(h5, key, None)
+        arrays, names, stored = _read_vars(store, key, None)
         cls = "Dense" if key.split("/")[-1].startswith("dense") else to_camel(key.split("/")[-1])
         # Keras 3.x records the layer's own name ("predictions") on its vars group.
-        stored = h5.attr_text(h5.get(h5.file, f"{key}/vars"), "name") if arrays else None
+        stored = stored if arrays else None
         klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
                               weight_names=names))
     return klayers, ignored

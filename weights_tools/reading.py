@@ -1,7 +1,8 @@
 """Open any Keras file the converter reads as a :class:`Reading`: its layers, wiring and weights, not yet matched.
 
 The format comes from the file's bytes (:mod:`weights_tools.formats`); each reader
-(:mod:`~weights_tools.legacy_h5`, :mod:`~weights_tools.keras3`, :mod:`~weights_tools.savedmodel`,
+(:mod:`~weights_tools.legacy_h5`, :mod:`~weights_tools.keras3` (one file, or the shards
+:mod:`~weights_tools.keras3_shards` merges), :mod:`~weights_tools.savedmodel`,
 :mod:`~weights_tools.tf_checkpoint`) yields :class:`~weights_tools.graph.KLayer` lists whose
 weights are read on first use, against the file's read budget.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import keras3, legacy_h5, savedmodel, tf_checkpoint
+from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
 from .formats import _open_checked, resolve_source
 from .graph import KLayer
@@ -26,6 +27,7 @@ from .hdf5 import GuardedH5
 from .keras3 import ZIP_MAGIC
 from .keras_config import flatten_config
 from .tf_bundle import Bundle
+from .weight_store import H5Store
 
 
 def _config_from(config, where):
@@ -113,6 +115,10 @@ def open_layers(src, *, config=None):
             yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
                           ignored, _recorded_version(config))
         return
+    if fmt == "keras_sharded":
+        with keras3_shards.open_shards(src) as (store, count):
+            yield _keras3_weights(store, config, where, f"Keras 3 sharded weights index ({count} shards)")
+        return
     if fmt in ("zip", "keras_dir"):
         opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
         with opened as (cfg, h5, version):
@@ -120,7 +126,7 @@ def open_layers(src, *, config=None):
                                                 else "")
             _refuse_given_config(config, where, kind)
             klayers, paths, input_shape = flatten_config(cfg, source=where)
-            ignored = keras3.fill_weights(klayers, paths, cfg, h5)
+            ignored = keras3.fill_weights(klayers, paths, cfg, H5Store(h5))
             yield Reading(klayers, input_shape, kind, ignored, version)
         return
     with GuardedH5(src, where) as h5:
@@ -133,17 +139,22 @@ def open_layers(src, *, config=None):
             yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
             return
         if "layers" in names:
-            if config is not None:
-                klayers, paths, input_shape = flatten_config(config, source=where)
-                ignored = keras3.fill_weights(klayers, paths, config, h5)
-                yield Reading(klayers, input_shape, "Keras 3 .weights.h5 file (with a given config)", ignored,
-                              _recorded_version(config))
-                return
-            klayers, ignored = keras3.klayers_without_config(h5)
-            yield Reading(klayers, None, "Keras 3 .weights.h5 file (no config)", ignored)
+            with keras3_shards.shard_named(src):
+                reading = _keras3_weights(H5Store(h5), config, where, "Keras 3 .weights.h5 file")
+            yield reading
             return
-    raise ConversionError(f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights "
-                          "or layers group)")
+    raise keras3_shards.lone_shard_error(src, ConversionError(
+        f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
+
+
+def _keras3_weights(store, config, where: str, kind: str) -> Reading:
+    """A Keras 3 weights-only file (one ``.weights.h5``, or sharded), wired by ``config`` when given."""
+    if config is not None:
+        klayers, paths, input_shape = flatten_config(config, source=where)
+        ignored = keras3.fill_weights(klayers, paths, config, store)
+        return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, _recorded_version(config))
+    klayers, ignored = keras3.klayers_without_config(store)
+    return Reading(klayers, None, f"{kind} (no config)", ignored)
 
 
 @contextlib.contextmanager

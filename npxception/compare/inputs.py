@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import re
 import zipfile
 import zlib
 
@@ -52,7 +53,7 @@ MAX_ENTRIES = 10_000
 
 
 # What compare's other side may be, for its errors: every form `npxception convert` reads, and a port's.
-OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, a directory (a tf_keras SavedModel, Keras 3's "
+OTHER_FORMS = ("a .keras, .h5, .onnx or .npz file, the .weights.json index of Keras 3 sharded weights, a directory (a tf_keras SavedModel, Keras 3's "
                "model.save(dir, zipped=False), a directory of TensorFlow checkpoints) or a TensorFlow checkpoint "
                "(its prefix or .index)")
 
@@ -232,6 +233,15 @@ MAX_ONNX_NODES = 10_000  # tf2onnx's Xception has ~250, a torch export ~300
 # splitting of 10,000 nodes' names under ~100 MB, where a 160 KB name 40,000 scopes deep took 3.3 GB.
 MAX_SCOPE_DEPTH = 32
 MAX_SCOPED_NAME = 512  # characters
+# torch's dynamo exporter leaves a node's module paths as metadata instead: a Python list's repr
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+_MAX_SCOPES_TEXT = (MAX_SCOPE_DEPTH + 2) * (MAX_SCOPED_NAME + 4)
+
+
+def name_scopes(value: str) -> list[str]:
+    """The quoted strings of a ``name_scopes`` entry, never evaluated: the root "", the module paths
+    outermost first, then the node's own name."""
+    return re.findall(r"'([^']*)'", value)
 ONNX_MARGIN_BYTES = 64 * 1024**2  # the graph's own protobuf beside its weights
 
 
@@ -281,6 +291,15 @@ def load_onnx(path):
                                  f"{len(name):,} characters long and {name.count('/') - 1:,} scopes deep; a torch "
                                  f"export's are at most {MAX_SCOPED_NAME} characters long and {MAX_SCOPE_DEPTH} deep "
                                  "(an Xception's, 6): refused before reading its scopes")
+        for prop in node.metadata_props:
+            if prop.key != NAME_SCOPES:
+                continue
+            # parsed only when no longer than the caps allow (", 'NAME'" per scope)
+            if (len(prop.value) > _MAX_SCOPES_TEXT or len(scopes := name_scopes(prop.value)) > MAX_SCOPE_DEPTH + 2
+                    or any(len(s) > MAX_SCOPED_NAME for s in scopes)):
+                raise ValueError(f"{where}: node {node_label(node, i)}'s {NAME_SCOPES} is {len(prop.value):,} "
+                                 f"characters long; a torch export's lists at most {MAX_SCOPE_DEPTH} module "
+                                 f"paths of at most {MAX_SCOPED_NAME} characters: refused before reading it")
     sparse = [t.values.name or "(unnamed)" for t in graph.sparse_initializer]
     sparse += [node.name or node.output[0] for node in graph.node
                for a in node.attribute if a.HasField("sparse_tensor")]

@@ -22,7 +22,6 @@ without it each tensor's layout is detected from its shape (tf2onnx mixes both).
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import folded_bn, onnx_work
-from .inputs import input_layout, load_onnx
+from .inputs import MAX_SCOPE_DEPTH, NAME_SCOPES, input_layout, load_onnx, name_scopes
 from .names import KNOWN_PORTS
 from .report import UNKNOWN
 
@@ -172,8 +171,6 @@ def _tflite_matches(model, graph, fused, layer_of, kinds) -> tuple[dict, list]:
     return found, refused
 
 
-_NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # torch's dynamo exporter: a node's module paths, as a Python list's repr
-_MAX_SCOPES = 4096  # characters of one name_scopes entry read: module paths are far shorter; a hostile file's are not
 
 
 def node_module_paths(node) -> list[str]:
@@ -185,17 +182,18 @@ def node_module_paths(node) -> list[str]:
         if paths:
             return paths
     for prop in node.metadata_props:
-        if prop.key == _NAME_SCOPES:
-            return [p for p in re.findall(r"'([^']*)'", prop.value[:_MAX_SCOPES])[:-1] if p]
+        if prop.key == NAME_SCOPES:  # bounded by load_onnx, as the names above
+            return [p for p in name_scopes(prop.value)[:-1] if p]
     return []
 
 
 def strip_root(paths, hits) -> str:
     """The module path wrapping every other (``model`` of ``model.block1.rep``), when its removal
-    makes more paths count as ``hits(path)`` than before; else ""."""
+    makes more paths count as ``hits(path)`` than before; else "". Looked for at most
+    ``MAX_SCOPE_DEPTH`` modules deep, each level a pass over the paths."""
     root, best = "", sum(map(hits, paths))
     prefix = ""
-    while True:
+    for _ in range(MAX_SCOPE_DEPTH):
         inner = [p[len(prefix):] for p in paths if p.startswith(prefix)]
         firsts = {p.split(".")[0] for p in inner if "." in p}
         if len(firsts) != 1:
@@ -204,6 +202,7 @@ def strip_root(paths, hits) -> str:
         n = sum(hits(p[len(prefix):]) for p in paths if p.startswith(prefix))
         if n > best:
             root, best = prefix, n
+    return root
 
 
 def _module_last(graph) -> dict:
