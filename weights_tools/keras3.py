@@ -357,13 +357,13 @@ def klayers_without_config(store) -> tuple[list[KLayer], dict[str, int]]:
         n = counters.get(base, -1) + 1
         counters[base] = n
         key = f"{prefix}layers/{base}" + (f"_{n}" if n else "")
-        arrays, names, _ = _read_vars(store, key, None)
+        arrays, names, stored = _read_vars(store, key, None)
         if arrays is None:
             raise ConversionError(f"{store.where}: no weights group {key} (our {layer.name}); "
                                   "not Xception weights")
         # Keras 3.x records the layer's own name ("block1_conv1") on its vars group: what tells Keras'
         # Xception from a model built with the same layers (by_order._file_variant)
-        stored = h5.attr_text(h5.get(h5.file, f"{key}/vars"), "name") if arrays else None
+        stored = stored if arrays else None
         klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
                               weight_names=names))
         used.update(names)
