@@ -102,7 +102,7 @@ def _refused(tmp_path, index, *fragments, name=None):
     """Refused in this process: the cases decided from names, counts and placement, before any data."""
     with pytest.raises(wt.ConversionError, match=re.escape(name or os.path.basename(index))) as exc:
         wt.convert(index, tmp_path / "out.npz", pooling="avg", input_shape=(299, 299),
-                   classifier_activation="softmax")
+                   classifier_activation="softmax", variant="keras")
     message = str(exc.value)
     for fragment in fragments:
         assert fragment in message, message
