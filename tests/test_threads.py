@@ -149,6 +149,6 @@ def test_spin_until_sees_another_threads_store_and_gives_up_without_it():
     # ~10 ms later another thread stores 5; the budget (~4 s at 2.5-5 GHz) far exceeds that
     assert spin.spin_until(flags, 0, 5, 10**10)
     timer.join()
-    assert spin.post_then_spin(flags, 8, 7, 0, 5, 1) and flags[8] == 7
+    assert spin.post_then_spin(flags, 8, 7, 0, 5, 1, 1000) and flags[8] == 7
     assert spin.spin_until_reference(flags, 0, 5, 1) and not spin.spin_until_reference(flags, 0, 6, 1)
-    assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1) and flags[8] == 9
+    assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1, 1) and flags[8] == 9

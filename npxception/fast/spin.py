@@ -87,18 +87,29 @@ def _store_release(typingctx, arr, i, value):
 
 
 @njit(nogil=True)
-def post_then_spin(flags, post_i, post_value, i, value, cycles):
-    """flags[post_i] = post_value, then :func:`spin_until` (flags, i, value, cycles).
+def post_then_spin(flags, post_i, post_value, i, value, cycles, linger):
+    """flags[post_i] = post_value, then :func:`spin_until` (flags, i, value, cycles), then ~``linger`` cycles more
+    when it saw flags[i] >= value.
 
     The store is made with the GIL already released: a thread spinning on it
     then finds the GIL free when it returns to Python, instead of sleeping on
-    it until this one lets it go.
+    it until this one lets it go. The linger does the same the other way: the
+    poster of flags[i] (Python, holding the GIL) enters its own GIL-free code a
+    few microseconds after posting, and a thread that returned at once would
+    sleep on the GIL until then.
     """
     _store_release(flags, post_i, post_value)
-    return spin_until(flags, i, value, cycles)
+    if not spin_until(flags, i, value, cycles):
+        return False
+    start = _cycles()
+    rounds = 0
+    while _cycles() - start < linger and rounds < 1 << 16:
+        rounds += 1
+        _relax()
+    return True
 
 
-def post_then_spin_reference(flags, post_i, post_value, i, value, cycles):
+def post_then_spin_reference(flags, post_i, post_value, i, value, cycles, linger):
     """Plain-Python twin of :func:`post_then_spin`."""
     flags[post_i] = post_value
     return spin_until_reference(flags, i, value, cycles)

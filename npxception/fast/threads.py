@@ -44,6 +44,7 @@ _pool_lock = threading.Lock()
 
 SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
 SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
+LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
 _GO, _DONE = 0, 8  # flag indices, a cache line apart
 
 _workers_busy = threading.Lock()  # held by the one caller using the lock-pair workers
@@ -90,7 +91,7 @@ class _Worker:
         finished = 0
         while True:
             if SPIN:  # says this job is done (main may be spinning on it), then waits for the next
-                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES)
+                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES, LINGER_CYCLES)
             else:
                 self.flags[_DONE] = finished
             self.go.acquire()
