@@ -45,7 +45,7 @@ _pool_lock = threading.Lock()
 SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
 SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
 LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
-_GO, _DONE = 0, 8  # flag indices, a cache line apart
+_GO, _DONE, _NOTHING = 0, 8, 15  # flag indices (GO and DONE a cache line apart); the caller's wait posts nothing
 
 _workers_busy = threading.Lock()  # held by the one caller using the lock-pair workers
 _lock_workers: list = []
@@ -113,7 +113,7 @@ class _Worker:
 
     def wait(self):
         if SPIN:
-            _spin(self.flags, _DONE, self.jobs, SPIN_CYCLES)
+            _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.jobs, SPIN_CYCLES, 0)
         interrupted = None
         while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
             try:
@@ -128,7 +128,6 @@ class _Worker:
             raise error
 
 
-_spin = spin.spin_until_reference if numba.config.DISABLE_JIT else spin.spin_until
 _post_then_spin = spin.post_then_spin_reference if numba.config.DISABLE_JIT else spin.post_then_spin
 
 
