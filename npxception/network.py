@@ -138,6 +138,40 @@ class XceptionModel:
         """Every capturable layer name, in network order."""
         return [layer.name for layer in self.layers] + [h["name"] for h in self.head]
 
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras' ``model.get_weights()``: every weight as an array, in Keras' order (layer by layer, each
+        layer's variables as Keras lists them: kernel, bias; depthwise, pointwise; gamma, beta, moving_mean,
+        moving_variance) and shapes. Read-only arrays; a kernel held packed is unpacked for the call."""
+        return [self._params[key] for key in self._shapes()]
+
+    def get_layer(self, name) -> "LayerView":
+        """Keras' ``model.get_layer(name)``: the layer by our name or the source file's (``conv2d_2``),
+        with ``name`` and ``get_weights()`` (``[]`` for a layer without weights, as in Keras)."""
+        name = self._our_name("get_layer", name)
+        return LayerView(self, name, [key for key in self._shapes() if key.rsplit("/", 1)[0] == name])
+
+    @property
+    def input(self):
+        """Keras' ``model.input`` is a symbolic tensor of the framework's graph; npxception has none."""
+        raise AttributeError("model.input: npxception builds no graph of symbolic tensors (Keras' model.input is "
+                             "one); the input's shape is model.input_shape, (H, W, C) without the batch "
+                             "(Keras' (None, H, W, C)), and model(x) runs a NumPy batch")
+
+    @property
+    def output(self):
+        """Keras' ``model.output`` is a symbolic tensor of the framework's graph; npxception has none."""
+        raise AttributeError("model.output: npxception builds no graph of symbolic tensors (Keras' model.output "
+                             "is one); the output's shape is model.output_shape, with None for the batch as in "
+                             "Keras, and model(x) computes it on a NumPy batch")
+
+    @property
+    def output_shape(self) -> tuple:
+        """Keras' ``model.output_shape``: ``(None, classes)`` with the top, ``(None, 2048)`` pooled,
+        ``(None, H', W', 2048)`` for the bare backbone (None where the input size is open)."""
+        out = arch.trace(self.layers, self.head, self.input_shape)
+        last = self.head[-1]["name"] if self.head else self.layers[-1].name
+        return (None, *out[last][0])
+
     def count_params(self) -> int:
         """The number of weights, BN moving statistics included: Keras' ``model.count_params()``."""
         return sum(int(np.prod(s)) for s in self._shapes().values())
@@ -153,6 +187,7 @@ class XceptionModel:
 
     def manifest(self) -> dict:
         return {
+            "name": self.name,  # model.name, Keras' (Xception(name=...)); absent before it existed: "xception"
             "variant": self.variant_name if self.variant_name in arch.VARIANTS
             else {f: getattr(self.variant, f) for f in arch.Variant.__dataclass_fields__},
             "input_shape": list(self.input_shape),
@@ -383,6 +418,20 @@ class XceptionModel:
         return (f"<XceptionModel variant={self.variant_name} input_shape={self.input_shape} "
                 f"classes={self.classes} dtype={self.dtype.name} params={self.count_params():,} "
                 f"weights={self.source}>")
+
+
+class LayerView:
+    """One layer of a model, as ``model.get_layer(name)`` gives it: ``name`` (ours) and ``get_weights()``."""
+
+    def __init__(self, model, name, keys):
+        self._model, self.name, self._keys = model, name, keys
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras' ``layer.get_weights()``: the layer's weights in Keras' order, read-only arrays."""
+        return [self._model._params[key] for key in self._keys]
+
+    def __repr__(self):
+        return f"<LayerView {self.name} weights={[tuple(a.shape) for a in self.get_weights()]}>"
 
 
 class ActivationOverflow(FloatingPointError):

@@ -115,11 +115,19 @@ def _archive(src, where: str):
             yield z
 
 
-def read_archive_config(src, where: str) -> dict:
-    """``config.json`` of a ``.keras`` archive, as plain data."""
+def read_archive_config(src, where: str, *, with_version=False):
+    """``config.json`` of a ``.keras`` archive, as plain data; with ``with_version``, ``(config,
+    keras_version)``, the version its ``metadata.json`` records (None when it has no readable one)."""
     try:
         with _archive(src, where) as z:
-            return _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            if not with_version:
+                return config
+            version = None
+            if "metadata.json" in set(z.namelist()):
+                metadata = _json(_member(z, "metadata.json", MAX_JSON_BYTES, where), "metadata.json", where)
+                version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+            return config, version if isinstance(version, str) else None
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
 
