@@ -139,16 +139,16 @@ def test_every_share_runs_once_whether_the_sides_spin_or_sleep(monkeypatch, spin
     assert seen == list(range(200))
 
 
-def test_spin_until_sees_another_threads_store_and_gives_up_without_it():
+def test_the_spin_sees_another_threads_store_and_gives_up_without_it():
     from npxception.fast import spin
     flags = np.zeros(16, np.int64)
-    assert not spin.spin_until(flags, 0, 1, 100_000)  # nobody stores: gives up
-    assert spin.spin_until(flags, 0, 0, 100_000)  # already there
+    assert not spin.post_then_spin(flags, 15, 3, 0, 1, 100_000, 0)  # nobody stores: gives up
+    assert flags[15] == 3  # its own post made first
+    assert spin.post_then_spin(flags, 15, 0, 0, 0, 100_000, 1000)  # already there (then lingers)
     timer = threading.Timer(0.01, flags.__setitem__, (0, 5))
     timer.start()
     # ~10 ms later another thread stores 5; the budget (~4 s at 2.5-5 GHz) far exceeds that
-    assert spin.spin_until(flags, 0, 5, 10**10)
+    assert spin.post_then_spin(flags, 8, 7, 0, 5, 10**10, 0) and flags[8] == 7
     timer.join()
-    assert spin.post_then_spin(flags, 8, 7, 0, 5, 1) and flags[8] == 7
-    assert spin.spin_until_reference(flags, 0, 5, 1) and not spin.spin_until_reference(flags, 0, 6, 1)
-    assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1) and flags[8] == 9
+    assert spin.post_then_spin_reference(flags, 8, 9, 0, 5, 1, 1) and flags[8] == 9
+    assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1, 1)

@@ -44,7 +44,8 @@ _pool_lock = threading.Lock()
 
 SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
 SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
-_GO, _DONE = 0, 8  # flag indices, a cache line apart
+LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
+_GO, _DONE, _NOTHING = 0, 8, 15  # flag indices (GO and DONE a cache line apart); the caller's wait posts nothing
 
 _workers_busy = threading.Lock()  # held by the one caller using the lock-pair workers
 _lock_workers: list = []
@@ -90,7 +91,7 @@ class _Worker:
         finished = 0
         while True:
             if SPIN:  # says this job is done (main may be spinning on it), then waits for the next
-                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES)
+                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES, LINGER_CYCLES)
             else:
                 self.flags[_DONE] = finished
             self.go.acquire()
@@ -112,7 +113,7 @@ class _Worker:
 
     def wait(self):
         if SPIN:
-            _spin(self.flags, _DONE, self.jobs, SPIN_CYCLES)
+            _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.jobs, SPIN_CYCLES, 0)
         interrupted = None
         while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
             try:
@@ -127,7 +128,6 @@ class _Worker:
             raise error
 
 
-_spin = spin.spin_until_reference if numba.config.DISABLE_JIT else spin.spin_until
 _post_then_spin = spin.post_then_spin_reference if numba.config.DISABLE_JIT else spin.post_then_spin
 
 
