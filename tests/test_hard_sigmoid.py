@@ -10,9 +10,11 @@ Dense layers scaled so that every pre-activation lies in [-3, 3], where the two 
 0.1 (|x| / 30 below 2.5): a file read with the other Keras' formula would miss by far more than the
 tolerance, which each case checks on Keras' own pre-activations (``_formulas_differ``).
 
-Tolerance: 1e-5 absolute on outputs in [0, 1] (hard sigmoid) or [-3, 3] (hard_silu): the float32 backbone
-sums ~36 layers in another order than TensorFlow (measured ~1e-6 on these features), and each head
-function has slope at most 1 (hard_silu: 1.5 at x = 3), so it does not amplify that.
+Tolerance: 1e-3 absolute on outputs in [0, 1] (hard sigmoid) or [-3, 3] (hard_silu). Measured 1.3e-4 on
+k3.keras: the bias that centres each Dense's pre-activations on 0 cancels sums far larger than 3 (the pooled
+features share a large common part), so float32's ~1e-6 relative summation-order difference from
+TensorFlow shows ~100 times larger; each head function has slope at most 1.5. 1e-3 is still far below
+what the other formula would give (checked: more than 20 times it, ``_formulas_differ``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from weights_tools.kinds import resolve_activation
 
 from npxception.head import activation
 
-ATOL = 1e-5
+ATOL = 1e-3
 SIZE = 71
 
 
@@ -63,7 +65,7 @@ def _pre_activations(fw, model, x, name):
 def _formulas_differ(pre):
     """The case's power: on these pre-activations the two hard sigmoids differ by far more than ATOL."""
     gap = np.abs(activation(pre, "hard_sigmoid_keras3", "fast") - activation(pre, "hard_sigmoid_keras2", "fast"))
-    assert gap.max() > 1000 * ATOL, gap.max()
+    assert gap.max() > 20 * ATOL, gap.max()  # the gap is at most 1/12, at |x| = 2.5
 
 
 def _backbone(fw):
