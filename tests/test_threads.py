@@ -120,3 +120,35 @@ def test_a_ctrl_c_while_waiting_still_waits_for_the_share():
     worker.start(slow, 1, (counts,))
     worker.wait()
     assert counts.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("spin", [True, False])
+@pytest.mark.parametrize("cycles", [1, threads.SPIN_CYCLES])
+def test_every_share_runs_once_whether_the_sides_spin_or_sleep(monkeypatch, spin, cycles):
+    """The spin (npxception/fast/spin.py) is only a hint before each lock wait: a spin that gives up at once
+    (1 cycle), one that sees the flag, and none at all hand off the same jobs, in order."""
+    monkeypatch.setattr(threads, "SPIN", spin)
+    monkeypatch.setattr(threads, "SPIN_CYCLES", cycles)
+    seen = []
+
+    def share(t, k):
+        if t == 1:
+            seen.append(k)
+    for k in range(200):
+        threads.in_parallel(share, 2, (k,))
+    assert seen == list(range(200))
+
+
+def test_the_spin_sees_another_threads_store_and_gives_up_without_it():
+    from npxception.fast import spin
+    flags = np.zeros(16, np.int64)
+    assert not spin.post_then_spin(flags, 15, 3, 0, 1, 100_000, 0)  # nobody stores: gives up
+    assert flags[15] == 3  # its own post made first
+    assert spin.post_then_spin(flags, 15, 0, 0, 0, 100_000, 1000)  # already there (then lingers)
+    timer = threading.Timer(0.01, flags.__setitem__, (0, 5))
+    timer.start()
+    # ~10 ms later another thread stores 5; the budget (~4 s at 2.5-5 GHz) far exceeds that
+    assert spin.post_then_spin(flags, 8, 7, 0, 5, 10**10, 0) and flags[8] == 7
+    timer.join()
+    assert spin.post_then_spin_reference(flags, 8, 9, 0, 5, 1, 1) and flags[8] == 9
+    assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1, 1)

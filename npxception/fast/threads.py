@@ -16,6 +16,14 @@ when its share is done (:class:`_Worker`): about half the cost of
 ``concurrent.futures``' queue and futures (docs/performance.md, "Issue 15's
 speed part"). One caller at a time uses those workers; a second, concurrent
 caller (two models in two threads) takes the executor.
+
+Before each lock wait, the waiting side first spins for about a millisecond,
+GIL released, on a counter the other side posts (npxception/fast/spin.py):
+within a forward pass the next share comes sooner than that, and a thread that
+never slept needs no waking, which on the VM measured costs 30-175 us quiet and
+milliseconds under load, twice per hand-off (docs/performance.md, "Issue 15,
+2026-11-29 22:50-00:30 UTC: the idle gap"). The locks stay the protocol: a spin
+that gives up changes nothing but the time.
 """
 
 from __future__ import annotations
@@ -25,9 +33,19 @@ import concurrent.futures
 import os
 import threading
 
+import numba
+import numpy as np
+
+from . import spin
+
 _pool = None
 _pool_lock = threading.Lock()
 
+
+SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
+SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
+LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
+_GO, _DONE, _NOTHING = 0, 8, 15  # flag indices (GO and DONE a cache line apart); the caller's wait posts nothing
 
 _workers_busy = threading.Lock()  # held by the one caller using the lock-pair workers
 _lock_workers: list = []
@@ -64,10 +82,18 @@ class _Worker:
         self.done.acquire()
         self.job = None
         self.error = None
+        # flags[_GO] = jobs handed out, flags[_DONE] = jobs finished: a spinning side reads them (spin.py)
+        self.flags = np.zeros(16, np.int64)
+        self.jobs = 0
         threading.Thread(target=self._loop, name="npxception", daemon=True).start()
 
     def _loop(self):
+        finished = 0
         while True:
+            if SPIN:  # says this job is done (main may be spinning on it), then waits for the next
+                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES, LINGER_CYCLES)
+            else:
+                self.flags[_DONE] = finished
             self.go.acquire()
             part, t, args = self.job
             try:
@@ -75,14 +101,19 @@ class _Worker:
             except BaseException as exc:  # re-raised on the caller's thread
                 self.error = exc
             self.job = None
+            finished += 1
             self.done.release()
 
     def start(self, part, t, args):
         self.error = None
         self.job = (part, t, args)
+        self.jobs += 1
         self.go.release()
+        self.flags[_GO] = self.jobs  # after the release: a worker that saw it finds the lock free
 
     def wait(self):
+        if SPIN:
+            _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.jobs, SPIN_CYCLES, 0)
         interrupted = None
         while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
             try:
@@ -95,6 +126,9 @@ class _Worker:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
+
+
+_post_then_spin = spin.post_then_spin_reference if numba.config.DISABLE_JIT else spin.post_then_spin
 
 
 def in_parallel(part, nt, args):
