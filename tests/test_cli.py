@@ -293,6 +293,17 @@ def test_convert_bad_file_is_one_line(exe, env, tmp_path):
             assert err.startswith("npxception: error: ")  # the program the user ran, not weights_tools
 
 
+def test_convert_of_our_own_npz_says_what_it_is(ref, tmp_path, capsys):
+    """Review 17, finding 3: it was refused as a .keras archive with too many entries (a hostile file?)."""
+    from npxception.cli import main
+
+    assert main(["convert", str(ref.npz), "-o", str(tmp_path / "x.npz")]) == 1
+    err = capsys.readouterr().err
+    assert f"{ref.npz}: already an npxception weight file (it holds our manifest): nothing to convert" in err
+    assert f"npxception predict --weights {ref.npz}" in err and "hostile" not in err
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_convert_into_a_missing_directory_is_one_line_before_reading(exe, env, tmp_path):
     bad = tmp_path / "model.h5"
     bad.write_text("not HDF5")  # never read: the output is checked first
