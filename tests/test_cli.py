@@ -469,6 +469,19 @@ def test_a_signal_mid_run_leaves_valid_json(exe, env, small_npz, tmp_path, signu
     assert messages(err) == [f"npxception: {verb} after {len(data)} of {len(files)} files"]
 
 
+def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_path, capsys):
+    """Review 17, finding 4: "--layer: unknown layer 'nosuchlayer'" gave no way to find a valid name."""
+    from npxception.cli import main
+
+    argv = ["show", str(SAMPLES[0]), "--weights", str(small_npz), "-o", str(tmp_path / "m.png"), "--layer"]
+    assert main([*argv, "block3_sepconv2act"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
+    assert main([*argv, "nosuchlayer"]) == 1
+    assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_no_images_exits_2(exe, env, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "nested" / "photos").mkdir(parents=True)
