@@ -553,6 +553,18 @@ def test_every_flag_has_help(module):
     assert missing == []
 
 
+@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+def test_every_subcommand_help_has_a_description(module):
+    """Review 17, finding 7: only predict's --help said what the command does."""
+    parser = importlib.import_module(module)._parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(subs) >= 2
+    # npxception convert hands its whole command line to weights_tools convert, whose parser is checked too
+    missing = [name for name, sub in subs.items()
+               if not (sub.description or "").strip() and not (module == "npxception.cli" and name == "convert")]
+    assert missing == []
+
+
 def test_version_in_both_programs(exe, env):
     for argv in ([*exe, "--version"], [sys.executable, "-m", "weights_tools", "--version"]):
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
