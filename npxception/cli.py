@@ -346,7 +346,7 @@ def _entry(result) -> dict:
     if result.error is not None:
         return {"file": text(result.path), "error": text(result.error)}
     return {"file": text(result.path), "predictions": [
-        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": p.score}
+        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
         for p in result.predictions]}
 
 
@@ -413,7 +413,7 @@ class _CSV:
             self.writer.writerow([text(result.path), "", "", "", "", "", text(result.error)])
             return
         for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(p.score), ""])
+            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(float(p.score)), ""])
 
     def end(self):
         pass

@@ -55,7 +55,7 @@ class Prediction:
     index: int  # class index in the model's output
     label: str | None  # ImageNet wnid ('n01484850'), or None
     name: str | None  # human-readable name ('great_white_shark'), or None
-    score: float
+    score: np.floating  # the output's numpy scalar (np.float32), as Keras' decode_predictions gives
 
     def as_tuple(self):
         """Keras' ``decode_predictions`` tuple, or ``(index, name, score)`` for other heads."""
@@ -223,9 +223,9 @@ def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
         for i in order:
             i = int(i)
             if wnids is not None:
-                preds.append(Prediction(i, wnids[i][0], wnids[i][1], float(row[i])))
+                preds.append(Prediction(i, wnids[i][0], wnids[i][1], row[i]))
             else:
-                preds.append(Prediction(i, None, None if names is None else names[i], float(row[i])))
+                preds.append(Prediction(i, None, None if names is None else names[i], row[i]))
         out.append(preds)
     return out
 
