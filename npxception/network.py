@@ -239,14 +239,12 @@ class XceptionModel:
 
     def _predict_generator(self, batches, batch_size, impl):
         """``predict`` of a Python generator, as Keras 3's (its GeneratorDataAdapter): each item a tuple
-        ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` (Keras refuses a bare array there; ``y`` and the
+        ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` (Keras refuses a bare array or a list there; ``y`` and the
         weights are ignored, as predict ignores them), ``x`` one batch, run ``batch_size`` images at a time;
         the outputs concatenated in order. Each batch is checked and run as it comes, so one input batch is
         held at a time (a bad batch is refused by its number, after the ones before it ran)."""
         outputs = []
         for k, item in enumerate(batches):
-            if isinstance(item, list):  # Keras' unpack_x_y_sample_weight takes a list as the tuple
-                item = tuple(item)
             if not isinstance(item, tuple) or not 1 <= len(item) <= 3:
                 found = f"a tuple of {len(item)}" if isinstance(item, tuple) else f"a {type(item).__name__}"
                 raise TypeError(f"x: batch {k} of the generator is {found}; expected a tuple (x,), (x, y) or "
