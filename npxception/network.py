@@ -376,7 +376,7 @@ class XceptionModel:
         theirs = {src: ours for ours, src in capturable_source_names(self.source_layer_names or {}, names).items()}
         if name in theirs and theirs[name] in names:
             return theirs[name]
-        hint = difflib.get_close_matches(str(name), names, n=3)
+        hint = difflib.get_close_matches(str(name), [*names, *theirs], n=3)  # Keras' names too
         where = ("; the source model's layers that compute nothing at inference (Dropout, augmentation "
                  "layers) or that hold others (a nested model's own name) have no output of their own here: "
                  "capture the layer before them, or the nested model's last layer" if self.source_layer_names else
