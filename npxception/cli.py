@@ -3,7 +3,8 @@
 Its manners (npxception/console.py): errors are one line on stderr,
 ``npxception: error: ...``, exit code 1 (argparse's usage errors and "no images
 to label": 2); ``--debug`` shows the traceback instead; a closed pipe ends it
-quietly; Ctrl-C keeps what was printed and exits 130. ``npxception convert`` is
+quietly; Ctrl-C keeps what was printed and exits 130 (SIGTERM, in predict: 143).
+``npxception convert`` is
 ``python -m weights_tools convert`` under this program's name.
 
 Function-level imports: each command imports its module when it runs, so that
@@ -294,12 +295,12 @@ def _cmd_predict(args) -> int:
                 sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
                 done += len(batch)
                 progress.advance(len(batch))
-                if interrupted:  # Ctrl-C: stop here, between results, with the output whole
+                if interrupted:  # Ctrl-C, SIGTERM: stop here, between results, with the output whole
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             progress.close()
-            print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print(f"{PROG}: {interrupted.verb} after {done} of {len(inputs.files)} files", file=sys.stderr)
+            return interrupted.code if interrupted else EXIT_INTERRUPTED
         finally:  # whatever stopped the run (Ctrl-C, an error): close e.g. the JSON array, so it stays valid
             progress.close()
             out.end()

@@ -293,6 +293,17 @@ def test_convert_bad_file_is_one_line(exe, env, tmp_path):
             assert err.startswith("npxception: error: ")  # the program the user ran, not weights_tools
 
 
+def test_convert_of_our_own_npz_says_what_it_is(ref, tmp_path, capsys):
+    """Review 17, finding 3: it was refused as a .keras archive with too many entries (a hostile file?)."""
+    from npxception.cli import main
+
+    assert main(["convert", str(ref.npz), "-o", str(tmp_path / "x.npz")]) == 1
+    err = capsys.readouterr().err
+    assert f"{ref.npz}: already an npxception weight file (it holds our manifest): nothing to convert" in err
+    assert f"npxception predict --weights {ref.npz}" in err and "hostile" not in err
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_convert_into_a_missing_directory_is_one_line_before_reading(exe, env, tmp_path):
     bad = tmp_path / "model.h5"
     bad.write_text("not HDF5")  # never read: the output is checked first
@@ -424,6 +435,38 @@ def test_ctrl_c_keeps_what_was_printed(exe, env, ref, tmp_path):
     assert 1 <= len(data) < len(files)
     assert all(d["file"] == files[0] and len(d["predictions"]) == 1 for d in data)
     assert messages(err) == [f"npxception: interrupted after {len(data)} of {len(files)} files"]
+
+
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    """A 3-class 71x71 model: cheap to save and to run (the ImageNet fixture takes minutes to build)."""
+    path = tmp_path_factory.mktemp("small") / "small.npz"
+    npxception.Xception(classes=3, input_shape=(71, 71, 3), seed=5).save(path)
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])  # SIGINT: test_ctrl_c_keeps_what_was_printed
+def test_a_signal_mid_run_leaves_valid_json(exe, env, small_npz, tmp_path, signum):
+    """Review 17, finding 6: SIGTERM (kill, timeout, a job scheduler) left `predict --json` without its
+    closing `]`. Both signals now stop between results: exit 128 + the signal, the JSON valid. The child
+    is its own session, so that the signal reaches it with Python's handlers, not a shell's SIG_IGN."""
+    files = [str(SAMPLES[0])] * 200
+    with open(tmp_path / "stderr", "w+") as stderr:
+        proc = subprocess.Popen([*exe, "predict", "--json", "--top", "1", "--batch-size", "1", "--weights",
+                                 str(small_npz), *files], env=env, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, start_new_session=True)
+        first = proc.stdout.readline()  # "[\n": the newline comes with the first result
+        os.kill(proc.pid, signum)
+        rest = proc.stdout.read()
+        proc.wait(timeout=300)
+        stderr.seek(0)
+        err = stderr.read()
+    assert proc.returncode == 128 + signum, err
+    assert_no_traceback(err)
+    data = json.loads(first + rest)
+    assert 1 <= len(data) < len(files)
+    verb = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert messages(err) == [f"npxception: {verb} after {len(data)} of {len(files)} files"]
 
 
 def test_no_images_exits_2(exe, env, tmp_path):

@@ -53,8 +53,14 @@ def _relax(typingctx):
 
 @intrinsic
 def _cycles(typingctx):
-    """The CPU's cycle counter (``rdtsc`` on x86; 0 where LLVM has none, and then the spin counts its rounds)."""
+    """The CPU's time-stamp counter on x86 (``rdtsc``); 0 elsewhere, and the spins then count their rounds.
+
+    Only x86: on AArch64 LLVM reads ``PMCCNTR_EL0``, which Linux does not let
+    user code read (the process would die of SIGILL).
+    """
     def codegen(context, builder, sig, args):
+        if not _X86:
+            return ir.Constant(ir.IntType(64), 0)
         fn = builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(ir.IntType(64), []))
         return builder.call(fn, [])
     return types.int64(), codegen
