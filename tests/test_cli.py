@@ -219,6 +219,7 @@ def test_predict_imagenet_offline_says_where_to_put_the_file(exe, env, tmp_path)
     ["predict", "--top", "0", "x.png"],
     ["predict", "--top", "three", "x.png"],
     ["predict", "--no-such-option", "x.png"],
+    ["predict", "--interpolation", "foo", "x.png"],  # review 17, finding 5: was exit 1, naming "interpolation:"
     ["summary", "--variant", "nope"],
     ["summary", "--format", "svg"],
     ["no-such-command"],
@@ -469,6 +470,34 @@ def test_a_signal_mid_run_leaves_valid_json(exe, env, small_npz, tmp_path, signu
     assert messages(err) == [f"npxception: {verb} after {len(data)} of {len(files)} files"]
 
 
+def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_path, capsys):
+    """Review 17, finding 4: "--layer: unknown layer 'nosuchlayer'" gave no way to find a valid name."""
+    from npxception.cli import main
+
+    argv = ["show", str(SAMPLES[0]), "--weights", str(small_npz), "-o", str(tmp_path / "m.png"), "--layer"]
+    assert main([*argv, "block3_sepconv2act"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
+    assert main([*argv, "nosuchlayer"]) == 1
+    assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):
+    """Review 17, finding 5: a bad option value is a usage error (2, as argparse's), whether argparse or the
+    model refuses it, and the message names the option as typed. A file that cannot be read stays 1."""
+    from npxception.cli import INTERPOLATIONS, main
+    from npxception.images import INTERPOLATIONS as names
+
+    assert INTERPOLATIONS == tuple(names)  # the CLI spells them out (images imports Pillow)
+    base = ["predict", str(SAMPLES[0]), "--weights", str(small_npz)]
+    assert main([*base, "--size", "10x10"]) == 2
+    assert "error: --size 10x10: this model takes 71x71 images only" in capsys.readouterr().err
+    assert main([*base, "--interpolation", "BILINEAR", "--top", "1"]) == 0  # Keras' names, any case
+    capsys.readouterr()
+    assert main(["predict", str(SAMPLES[0]), "--weights", str(small_npz) + ".missing"]) == 1
+
+
 def test_no_images_exits_2(exe, env, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "nested" / "photos").mkdir(parents=True)
@@ -537,6 +566,18 @@ def test_every_flag_has_help(module):
     assert len(actions) > 10
     missing = [(path, action.option_strings or action.dest) for path, action in actions
                if not action.help and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))]
+    assert missing == []
+
+
+@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+def test_every_subcommand_help_has_a_description(module):
+    """Review 17, finding 7: only predict's --help said what the command does."""
+    parser = importlib.import_module(module)._parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(subs) >= 2
+    # npxception convert hands its whole command line to weights_tools convert, whose parser is checked too
+    missing = [name for name, sub in subs.items()
+               if not (sub.description or "").strip() and not (module == "npxception.cli" and name == "convert")]
     assert missing == []
 
 

@@ -144,6 +144,15 @@ def test_a_shard_name_that_is_a_path_or_another_form_is_refused_before_any_shard
     _refused(tmp_path, index, expected)
 
 
+def test_a_renamed_index_is_refused_naming_its_saved_name(valid_set, tmp_path):
+    """The index renamed beside its x_NNNNN shards: Keras cannot read it (it opens my_00000.weights.h5 first,
+    tests/test_training_checkpoints.py); ours names the rename, not a shard as a bad name."""
+    index = _copy(valid_set, tmp_path)
+    os.rename(index, index.with_name("my.weights.json"))
+    _refused(tmp_path, index.with_name("my.weights.json"), "lists the shards x_NNNNN.weights.h5 of a save named "
+             "x.weights.json: the index was renamed?", "opens my_00000.weights.h5 first")
+
+
 def test_a_shard_symlinked_out_of_the_directory_is_refused(valid_set, tmp_path):
     index = _copy(valid_set, tmp_path)
     elsewhere = tmp_path / "elsewhere"

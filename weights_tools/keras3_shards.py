@@ -145,6 +145,19 @@ def _shard_list(key: str, value, where: str, most: int) -> list[str]:
     return names
 
 
+def _renamed_from(weight_map: dict) -> str | None:
+    """The one stem of every shard name the weight_map lists, when they all have Keras' form with one stem
+    (an index renamed after the save), else None. A linear walk, on the error path only."""
+    stems = set()
+    for value in weight_map.values():
+        for name in [value] if isinstance(value, str) else value if isinstance(value, list) else [None]:
+            match = SHARD.fullmatch(name) if isinstance(name, str) else None
+            if match is None or "/" in name or "\\" in name or len(stems | {match.group(1)}) > 1:
+                return None
+            stems.add(match.group(1))
+    return next(iter(stems), None)
+
+
 def check_index(index: dict, path: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
     """``({group path without slashes: [shard names]}, shard names in order)``: the index's weight_map,
     every key and shard name checked (module docstring)."""
@@ -165,6 +178,13 @@ def check_index(index: dict, path: pathlib.Path) -> tuple[dict[str, list[str]], 
         for name in names:
             match = shard.fullmatch(name)
             if match is None:
+                stem = _renamed_from(weight_map)
+                if stem is not None:
+                    raise ConversionError(
+                        f"{where}: its weight_map lists the shards {stem}_NNNNN.weights.h5 of a save named "
+                        f"{stem}.weights.json: the index was renamed? Keras' load_weights cannot read it either (it "
+                        f"derives the shard names from the index's name and opens {base}_00000.weights.h5 first); "
+                        f"give the index its saved name {stem}.weights.json, beside its shards")
                 raise ConversionError(f"{where}: weight_map[{short_repr(key)}] names {short_repr(name)}; expected a "
                                       f"file name of the form {base}_NNNNN.weights.h5, beside the index (Keras "
                                       "writes no other; a path is never followed)")
@@ -190,8 +210,9 @@ def _unreferenced(path: pathlib.Path, listed: list[str]) -> None:
         for entry in entries:
             if shard.fullmatch(entry.name) and entry.name not in known:
                 raise ConversionError(f"{path}: {entry.name} beside it is not listed by the index ({len(listed)} "
-                                      f"shards, up to {listed[-1]}): a shard of another save? Move it away, or "
-                                      "save the model again into an empty directory")
+                                      f"shards, up to {listed[-1]}): left by an interrupted save, or by another "
+                                      "save? Save the model again into an empty directory (or, if it belongs to "
+                                      "another save, move it away)")
 
 
 def _open_shard(directory: pathlib.Path, name: str, seen: dict, where: str):
