@@ -28,6 +28,8 @@ PROG = "npxception"
 # Shown in every subcommand's --help, as convert's (weights_tools) shows its own: both places work.
 _DEBUG_HELP = "show tracebacks (the same as --debug before the command)"
 FORMATS = ("table", "json", "jsonl", "csv")
+# images.INTERPOLATIONS' names (Keras'), spelled out: images imports Pillow, which --help must not load
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,7 +181,7 @@ def _photo_size_options(parser, what: str) -> None:
     parser.add_argument("--size", type=_size, default=None, metavar="HxW",
                         help=f"resize {what} to H x W, as load_img(target_size=(H, W)) does (default: the "
                              "model's input size; each photo's own size for a model that takes any size)")
-    parser.add_argument("--interpolation", default=None,
+    parser.add_argument("--interpolation", default=None, choices=INTERPOLATIONS, type=str.lower,
                         help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
                              "for a model that takes photos at their own size, only with --size")
     parser.add_argument("--exif-transpose", action="store_true",
@@ -291,7 +293,7 @@ def _cmd_predict(args) -> int:
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
     # the options are checked here (--size, --interpolation against the model), before any output
-    check_size_option(model, args.size)
+    check_size_option(model, args.size, args.interpolation)
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
                             batch_size=args.batch_size, target_size=args.size, exif_transpose=args.exif_transpose,
                             photo_memory=photo_memory)

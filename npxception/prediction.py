@@ -94,12 +94,23 @@ def photo_size(model, target_size=None):
     return (h, w) if None not in (h, w) else None
 
 
-def check_size_option(model, size) -> None:
-    """The CLI's ``--size HxW`` (``(H, W)`` or None) against the model before anything is read:
-    :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare)."""
-    if size is not None:
-        h, w = _size_arg(size)
-        _check_size(model, (h, w), f"--size {h}x{w}", lambda h, w: f"--size {h}x{w}")
+def check_size_option(model, size, interpolation=None) -> None:
+    """The CLI's ``--size HxW`` (``(H, W)`` or None) and ``--interpolation`` against the model before anything
+    is read: :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare) as a usage error
+    (exit code 2, as argparse's): the command line asks what this model cannot take."""
+    from .console import EXIT_USAGE, CLIError
+
+    try:
+        if size is not None:
+            h, w = _size_arg(size)
+            _check_size(model, (h, w), f"--size {h}x{w}", lambda h, w: f"--size {h}x{w}")
+        try:
+            _resize_filter(model, photo_size(model, size), interpolation)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}".replace("interpolation= applies", "--interpolation applies")
+                             .replace("give target_size=(h, w) (--size HxW) too", "give --size HxW too")) from None
+    except ValueError as exc:
+        raise CLIError(str(exc), code=EXIT_USAGE) from None
 
 
 def _check_size(model, size, option, spell) -> None:

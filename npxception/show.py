@@ -108,7 +108,7 @@ def cli_show(args) -> int:
     output_format(args.output)  # refuse a bad suffix before loading the weights
     check_output_dir(args.output, inputs=[args.image, args.weights])  # the photo must not be replaced
     model = get_model(args.weights)
-    check_size_option(model, args.size)  # in the CLI's terms, before the photo is read
+    check_size_option(model, args.size, args.interpolation)  # in the CLI's terms, before the photo is read
     render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
            interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory)
     print(args.output)

@@ -219,6 +219,7 @@ def test_predict_imagenet_offline_says_where_to_put_the_file(exe, env, tmp_path)
     ["predict", "--top", "0", "x.png"],
     ["predict", "--top", "three", "x.png"],
     ["predict", "--no-such-option", "x.png"],
+    ["predict", "--interpolation", "foo", "x.png"],  # review 17, finding 5: was exit 1, naming "interpolation:"
     ["summary", "--variant", "nope"],
     ["summary", "--format", "svg"],
     ["no-such-command"],
@@ -480,6 +481,21 @@ def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_
     assert main([*argv, "nosuchlayer"]) == 1
     assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):
+    """Review 17, finding 5: a bad option value is a usage error (2, as argparse's), whether argparse or the
+    model refuses it, and the message names the option as typed. A file that cannot be read stays 1."""
+    from npxception.cli import INTERPOLATIONS, main
+    from npxception.images import INTERPOLATIONS as names
+
+    assert INTERPOLATIONS == tuple(names)  # the CLI spells them out (images imports Pillow)
+    base = ["predict", str(SAMPLES[0]), "--weights", str(small_npz)]
+    assert main([*base, "--size", "10x10"]) == 2
+    assert "error: --size 10x10: this model takes 71x71 images only" in capsys.readouterr().err
+    assert main([*base, "--interpolation", "BILINEAR", "--top", "1"]) == 0  # Keras' names, any case
+    capsys.readouterr()
+    assert main(["predict", str(SAMPLES[0]), "--weights", str(small_npz) + ".missing"]) == 1
 
 
 def test_no_images_exits_2(exe, env, tmp_path):
