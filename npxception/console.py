@@ -68,11 +68,34 @@ def run(prog: str, command, args, *, debug: bool) -> int:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return exc.code
+    except MemoryError as exc:  # a reader that should have refused first: still say which file, and why
+        if debug:
+            raise
+        detail = " ".join(str(exc).split())
+        print(f"{prog}: error: {_inputs(args)}: reading it needed more memory than this process may take"
+              f"{f' ({detail})' if detail else ''}; a valid file of its kind fits in far less: a hostile or "
+              "corrupt file? (please report it)", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
         if debug:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+# The arguments of both programs' commands that name input files (convert's src, compare's --against, ...).
+_INPUT_ARGS = ("src", "against", "config", "weights", "names", "image", "images", "files")
+
+
+def _inputs(args) -> str:
+    """The input files ``args`` names (those that exist), for an error no reader phrased."""
+    found = []
+    for key in _INPUT_ARGS:
+        value = getattr(args, key, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and os.path.lexists(item):
+                found.append(item)
+    return ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "") or "the input"
 
 
 def quiet_pipe(main):

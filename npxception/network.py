@@ -293,9 +293,14 @@ class XceptionModel:
         if impl == "fast" and not wanted:
             y = fast_forward(self, x)
             if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
-                return check_finite_output(y, x), {}
+                return check_finite_output(y, x, self._overflowed(x, impl)), {}
         y, captured = forward.run(self, x, wanted, impl)
-        return check_finite_output(y, x), captured
+        return check_finite_output(y, x, self._overflowed(x, impl)), captured
+
+    def _overflowed(self, x, impl):
+        """For :func:`check_finite_output`: the first layer whose output is not finite for image ``row``
+        of ``x``, found only once an output is (a second, layer-by-layer pass over that image)."""
+        return lambda row: forward.first_nonfinite(self, x[row:row + 1], impl)
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
@@ -437,18 +442,22 @@ class ActivationOverflow(FloatingPointError):
         return ActivationOverflow(self.reason, self.output, self.rows, [names[r] for r in self.rows])
 
 
-def check_finite_output(y, x) -> np.ndarray:
+def check_finite_output(y, x, locate=None) -> np.ndarray:
     """``y`` when it is all finite, else :class:`ActivationOverflow` saying so. ``x`` (finite: the inputs
     are checked) is what the backbone read. The check reads the output only: N x classes numbers for a
-    classifier, a small fraction of the network's work for a feature map."""
+    classifier, a small fraction of the network's work for a feature map. ``locate(row)``: the first
+    layer whose output is not finite for image ``row`` (or None), called only once the output is not."""
     if np.isfinite(y).all():
         return y
     rows = np.flatnonzero(~np.isfinite(y.reshape(y.shape[0], -1)).all(axis=1))
     big = float(np.abs(x[rows]).max())
+    layer = locate(int(rows[0])) if locate is not None else None
     raise ActivationOverflow(
         f"activations overflowed the {y.dtype} range (largest {np.finfo(y.dtype).max:.4g}) inside the network, "
         f"although the input is finite; the input the backbone read has values up "
         f"to {big:.4g} (preprocess_input gives [-1, 1])"
+        + (f"; the first layer whose output is NaN or Inf is {layer} (the first such image run layer by layer: "
+           "check its weights and its input)" if layer is not None else "")
         + ("; model.astype('float64') has a wider range" if y.dtype == np.float32 else ""), y, rows)
 
 

@@ -102,6 +102,8 @@ def test_a_finite_input_whose_activations_overflow_is_refused_by_name(model, x):
                                                            "the backbone read has values up to 1e+38")) as caught:
         model(big)
     assert caught.value.rows.tolist() == [1] and np.isfinite(caught.value.output[[0, 2]]).all()
+    # the layer: the first convolution's sums overflow (1e38 x a kernel summed over 27 taps)
+    assert "the first layer whose output is NaN or Inf is block1_conv1 " in str(caught.value), caught.value
     with pytest.raises(ActivationOverflow, match="model: image 1: the output is NaN or Inf"):
         model.predict(big, batch_size=2)  # the second chunk's row 0 is image 1 of x
     with pytest.raises(ActivationOverflow, match="model: image 0: the output is NaN or Inf"):
@@ -113,8 +115,14 @@ def test_a_finite_input_whose_activations_overflow_is_refused_by_name(model, x):
     weights["predictions/kernel"] = np.full_like(weights["predictions/kernel"], 1e38)
     huge = npxception.model.XceptionModel(weights, head=model.head, input_shape=model.input_shape)
     pixels = np.full((SIZE, SIZE, 3), 200, np.uint8)
-    with pytest.raises(ActivationOverflow, match=r"model: images\[0\], images\[1\]: the output is NaN or Inf"):
+    with pytest.raises(ActivationOverflow, match=r"model: images\[0\], images\[1\]: the output is NaN or Inf"
+                       ".* the first layer whose output is NaN or Inf is predictions "):
         npxception.predict([pixels, pixels], model=huge)
+    # review 18: a BN whose gamma is near float32's largest, inside the network, is named (not only the output)
+    weights = model.weights
+    weights["block2_sepconv1_bn/gamma"] = np.full_like(weights["block2_sepconv1_bn/gamma"], 3e38)
+    with pytest.raises(ActivationOverflow, match="the first layer whose output is NaN or Inf is block2_sepconv1_bn "):
+        npxception.model.XceptionModel(weights, head=model.head, input_shape=model.input_shape)(x[:1])
 
 
 def test_a_bool_batch_is_cast_as_keras_3_casts_it(model, keras_model):

@@ -140,7 +140,12 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     """
     try:
         with _archive(src, where) as z:
-            names = set(z.namelist())
+            names: set[str] = set()
+            for name in z.namelist():  # zipfile reads the last of two same-named entries, another reader the first
+                if name in names:
+                    raise ConversionError(f"{where}: entry {short_repr(name)} appears twice in the zip's directory; "
+                                          "Keras writes each once (which one is the model's?)")
+                names.add(name)
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
                                       "not a Keras .keras file")

@@ -40,7 +40,7 @@ import re
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
-from npxception.untrusted import IrregularFileError, ReadBudget, loads_json, open_regular, short_repr
+from npxception.untrusted import DeepJSONError, IrregularFileError, ReadBudget, loads_json, open_regular, short_repr
 from npxception.weights import weight_budget
 
 from .errors import ConversionError
@@ -79,7 +79,9 @@ def read_index(path: pathlib.Path) -> dict | None:
     data = read_capped(path, CONFIG.max_config_bytes)  # its refusal is a ConversionError: not in the try
     try:
         index = loads_json(data)
-    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
+    except DeepJSONError as exc:  # JSON, but no index (one nests 3 levels): say why, not "not a weight file"
+        raise ConversionError(f"{path}: {exc}; a Keras 3 sharded weights index nests 3 levels") from None
+    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError)
         return None
     return index if isinstance(index, dict) and isinstance(index.get("weight_map"), dict) else None
 
@@ -124,15 +126,22 @@ def shard_named(path):
         raise lone_shard_error(path, exc) from None
 
 
-def _shard_list(key: str, value, where: str) -> list[str]:
+def _shard_list(key: str, value, where: str, most: int) -> list[str]:
+    """The shard names of one weight_map entry: counted against ``most`` before any is looked at, then
+    checked in one pass (a hostile list is refused by its length, never searched pairwise)."""
     names = [value] if isinstance(value, str) else value
+    if isinstance(names, list) and len(names) > most:
+        raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists {len(names):,} shards; a valid "
+                              f"Xception save has at most {most} (a hostile or corrupt file?)")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConversionError(f"{where}: weight_map[{short_repr(key)}] is {short_repr(value)}; expected a shard "
                               "file name or a non-empty list of them")
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists shard {short_repr(twice)} twice; "
-                              "expected each shard once")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists shard {short_repr(name)} twice; "
+                                  "expected each shard once")
+        seen.add(name)
     return names
 
 
@@ -165,7 +174,7 @@ def check_index(index: dict, path: pathlib.Path) -> tuple[dict[str, list[str]], 
         if not (key == "/vars" or (key.startswith("/") and key.endswith("/vars"))) or "//" in key:
             raise ConversionError(f"{where}: weight_map key {short_repr(key)} is not a weight group; expected "
                                   "Keras' '/layers/<layer>/vars' form")
-        names = _shard_list(key, value, where)
+        names = _shard_list(key, value, where, most)
         for name in names:
             match = shard.fullmatch(name)
             if match is None:

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from npxception.config import CONFIG
+from npxception.untrusted import check_zip_directory, open_regular
+from npxception.weights import MANIFEST_KEY
 
 from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
@@ -166,12 +171,6 @@ def _refuse_npxception_file(src, where: str) -> None:
     100"), which told a user holding a converted file nothing (review 17, finding 3). The zip's
     directory is read within the weight file's own entry cap.
     """
-    import zipfile
-
-    from npxception.config import CONFIG
-    from npxception.untrusted import check_zip_directory, open_regular
-    from npxception.weights import MANIFEST_KEY
-
     try:
         with open_regular(src) as f:
             check_zip_directory(f, where, max_entries=CONFIG.max_npz_entries, what="an .npz weight file")
