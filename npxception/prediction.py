@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
+from .console import EXIT_USAGE, CLIError
 from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, color_mode, image_suffixes,
                      load_image, load_img, preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
@@ -98,8 +99,6 @@ def check_size_option(model, size, interpolation=None) -> None:
     """The CLI's ``--size HxW`` (``(H, W)`` or None) and ``--interpolation`` against the model before anything
     is read: :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare) as a usage error
     (exit code 2, as argparse's): the command line asks what this model cannot take."""
-    from .console import EXIT_USAGE, CLIError
-
     try:
         if size is not None:
             h, w = _size_arg(size)
