@@ -133,6 +133,10 @@ def counter(text: str) -> int | None:
 
 # --------------------------------------------------------------------------- JSON
 
+class DeepJSONError(ValueError):
+    """JSON nested deeper than Python's parser recurses: a clear error, never a RecursionError."""
+
+
 def loads_json(text, object_hook=None):
     """``json.loads`` whose too-deep nesting is a ValueError, not a RecursionError.
 
@@ -143,7 +147,7 @@ def loads_json(text, object_hook=None):
     try:
         return json.loads(text, object_hook=object_hook)
     except RecursionError:
-        raise ValueError("the JSON is nested too deeply to be a model description "
+        raise DeepJSONError("the JSON is nested too deeply to be a model description "
                          "(over ~1000 levels)") from None
     except MemoryError:  # callers cap the text; this is the last line of defence
         raise ValueError(f"the JSON ({len(text):,} bytes) does not fit in memory once parsed") from None

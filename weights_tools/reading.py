@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from npxception.config import CONFIG
+from npxception.untrusted import check_zip_directory, open_regular
+from npxception.weights import MANIFEST_KEY
 
 from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
@@ -124,6 +129,8 @@ def open_layers(src, *, config=None):
             yield _keras3_weights(store, config, where, f"Keras 3 sharded weights index ({count} shards)",
                                   config_version)
         return
+    if fmt == "zip":
+        _refuse_npxception_file(src, where)
     if fmt in ("zip", "keras_dir"):
         opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
         with opened as (cfg, h5, version):
@@ -162,6 +169,28 @@ def _keras3_weights(store, config, where: str, kind: str, version=None) -> Readi
         return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, version)
     klayers, ignored = keras3.klayers_without_config(store)
     return Reading(klayers, None, f"{kind} (no config)", ignored)
+
+
+def _refuse_npxception_file(src, where: str) -> None:
+    """An npxception ``.npz`` (a zip holding our manifest) given to the converter: say what it is.
+
+    It was read as a .keras archive and refused for its entry count ("a .keras archive holds at most
+    100"), which told a user holding a converted file nothing (review 17, finding 3). The zip's
+    directory is read within the weight file's own entry cap.
+    """
+    try:
+        with open_regular(src) as f:
+            check_zip_directory(f, where, max_entries=CONFIG.max_npz_entries, what="an .npz weight file")
+            with zipfile.ZipFile(f) as z:
+                ours = f"{MANIFEST_KEY}.npy" in z.NameToInfo
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return  # not ours: the archive reader reports what is wrong with it
+    if ours:
+        raise ConversionError(
+            f"{where}: already an npxception weight file (it holds our manifest): nothing to convert; use it as "
+            f"it is: `npxception predict --weights {where} IMAGE`, npxception.Xception(weights=...), or "
+            "`npxception verify` to check it. convert turns a Keras save (.keras, .h5, .weights.h5, a SavedModel "
+            "or a TensorFlow checkpoint) into such a file")
 
 
 @contextlib.contextmanager
