@@ -214,10 +214,27 @@ def backbone(variant: str | Variant = "keras") -> list[Layer]:
 
 HEAD_KINDS = ("global_avg_pool", "global_max_pool", "flatten", "dense", "batch_norm", "activation")
 # Keras' activations by name that make sense on logits (head.activation computes each). "silu" is Keras 3's
-# name for "swish". Not "hard_sigmoid": Keras 3's is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1), and
-# a head's name does not say which Keras wrote it.
+# name for "swish", "hard_swish" its alias of "hard_silu" (x * relu6(x + 3) / 6, Keras 3 only). "hard_sigmoid"
+# is two functions: Keras 3's relu6(x + 3) / 6, Keras 1/2's and tf_keras' clip(0.2 x + 0.5, 0, 1), and a
+# head's name does not say which Keras wrote it; a head holds one of the two by its own name, which the
+# converter picks by the Keras version the file records (weights_tools.kinds.resolve_activation).
 ACTIVATIONS = (None, "linear", "relu", "softmax", "sigmoid", "tanh", "swish", "silu", "elu", "gelu", "softplus",
-               "softsign", "relu6", "selu", "mish", "log_softmax", "log_sigmoid", "exponential")
+               "softsign", "relu6", "selu", "mish", "log_softmax", "log_sigmoid", "exponential",
+               "hard_sigmoid_keras3", "hard_sigmoid_keras2", "hard_silu", "hard_swish")
+# {a Keras name that means different functions in Keras 3 and before: (our name for Keras 1/2's, for Keras 3's)}
+VERSIONED_ACTIVATIONS = {"hard_sigmoid": ("hard_sigmoid_keras2", "hard_sigmoid_keras3")}
+# Keras 3's hard activations, which Keras 1/2 and tf_keras do not define: in a file they wrote, such a name is a
+# custom function of the user's, not this one
+KERAS3_HARD_ACTIVATIONS = ("hard_silu", "hard_swish")
+
+
+def versioned_activation_hint(name) -> str:
+    """For a name in VERSIONED_ACTIVATIONS: the two functions it means and the names that say which."""
+    old, new = VERSIONED_ACTIVATIONS[name]
+    return (f"{name!r} is relu6(x + 3) / 6 in Keras 3 and clip(0.2 x + 0.5, 0, 1) in Keras 1/2 and tf_keras; "
+            f"pass {new!r} or {old!r}")
+
+
 FLATTEN_ORDERS = ("hwc", "hcw", "whc", "wch", "chw", "cwh")  # the six permutations of the NHWC axes
 # Keras computes BatchNormalization in the model's float32, where a larger epsilon is inf: the layer
 # then outputs beta whatever its input (measured, Keras 3 and tf_keras, epsilon 1e308 and 3e38).

@@ -7,8 +7,9 @@ How it measures, because this machine (2 cores) is noisy:
 * after warm-up, runs are interleaved so drifts in machine load hit every
   system alike, in rounds ordered by a Williams design (A B C, B C A, C A B,
   C B A, A C B, B A C) so that within the rounds every system follows every
-  other equally often: our batch-1 pass run just after ONNX Runtime's took
-  192-218 ms, after one of our own 153-180 ms; we report medians and the ratio of ours to each peer within the same run;
+  other equally often, because a pass's time depends on which system ran just
+  before it (docs/performance.md, "Who runs before whom"); we report medians and
+  the ratio of ours to each peer within the same run;
 * peak RSS and start-up are measured in fresh processes.
 
 Peers are optional extras (``pip install 'npxception[test,bench]'``); missing
@@ -88,8 +89,8 @@ def _ort_runner(kmodel, size, ort):
 
 GAP_S = 0.02  # idle time before each timed call: TF's and ORT's thread pools spin-wait
 # for a few ms after a run and would steal the cores from whichever system runs
-# next. Longer gaps measure a cold start instead (0.1 s cost npxception ~20 ms
-# of its ~95 ms: its sleeping threads and caches must wake up).
+# next. Longer gaps measure a cold start instead (docs/performance.md,
+# "Measurements behind the code's choices").
 
 
 def round_orders(n: int) -> list[list[int]]:
@@ -110,9 +111,9 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GA
     """Median seconds per call for each system, measured in rounds of one call each.
 
     The rounds' orders cycle through a Williams design (:func:`round_orders`), so every
-    system follows every other equally often: our pass run just after ONNX Runtime's took
-    192-218 ms, after one of our own 153-180 ms (docs/performance.md, 2026-11-29), and the
-    fixed order A B C A B C charged that to whichever system came after it.
+    system follows every other equally often: a pass is slower just after another system's
+    (docs/performance.md, "Who runs before whom"), and the fixed order A B C A B C charged
+    that to whichever system came after it.
     """
     for fn in systems.values():
         for _ in range(warmup):

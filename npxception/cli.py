@@ -3,7 +3,8 @@
 Its manners (npxception/console.py): errors are one line on stderr,
 ``npxception: error: ...``, exit code 1 (argparse's usage errors and "no images
 to label": 2); ``--debug`` shows the traceback instead; a closed pipe ends it
-quietly; Ctrl-C keeps what was printed and exits 130. ``npxception convert`` is
+quietly; Ctrl-C keeps what was printed and exits 130 (SIGTERM, in predict: 143).
+``npxception convert`` is
 ``python -m weights_tools convert`` under this program's name.
 
 Function-level imports: each command imports its module when it runs, so that
@@ -24,7 +25,11 @@ from .config import CONFIG
 from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, interrupt_requested, quiet_pipe, run
 
 PROG = "npxception"
+# Shown in every subcommand's --help, as convert's (weights_tools) shows its own: both places work.
+_DEBUG_HELP = "show tracebacks (the same as --debug before the command)"
 FORMATS = ("table", "json", "jsonl", "csv")
+# images.INTERPOLATIONS' names (Keras'), spelled out: images imports Pillow, which --help must not load
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,9 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     _photo_size_options(pr, "every photo")
     pr.add_argument("--batch-size", type=_positive_int, default=8,
                     help="images per forward pass (default 8); results are printed after each batch")
-    pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    pr.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
-    su = sub.add_parser("summary", help="print the architecture as a table or Graphviz DOT")
+    su = sub.add_parser("summary", help="print the architecture as a table or Graphviz DOT",
+                        description="Print the architecture, layer by layer, with output shapes and parameter "
+                                    "counts, as Keras' model.summary() does, or as a Graphviz DOT graph. The layer "
+                                    "names are the ones show --layer and capture take.")
     su.add_argument("--variant", default="keras", choices=["keras", "article"],
                     help="keras (default; what keras.applications.Xception builds) or article "
                          "(the seed article's model)")
@@ -71,14 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     su.add_argument("--format", default="table", choices=["table", "dot"],
                     help="table (default, like Keras' model.summary()) or dot (Graphviz)")
     su.add_argument("--no-top", action="store_true", help="without the classifier")
-    su.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    su.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
     co = sub.add_parser("convert", help="convert a Keras file to npxception .npz "
                                         "(the same as python -m weights_tools convert)",
                         add_help=False)
     co.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    cm = sub.add_parser("compare", help="compare another implementation layer by layer")
+    cm = sub.add_parser("compare", help="compare another implementation layer by layer",
+                        description="Run another implementation (a Keras file, an ONNX model, or an .npz dump of "
+                                    "its activations) and ours on the same input, layer by layer, and report "
+                                    "where they first differ beyond tolerance and why.")
     cm.add_argument("--against", required=True, metavar="PATH",
                     help=".keras/.h5/.weights.h5 file, .onnx file, or .npz activation dump")
     cm.add_argument("--config", default=None, metavar="PATH",
@@ -118,9 +129,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="print the report as one JSON document (the verdict goes to stderr)")
     cm.add_argument("--plot", metavar="OUT.png",
                     help="also draw the error against depth (needs matplotlib: pip install 'npxception[plot]')")
-    cm.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    cm.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
-    sh = sub.add_parser("show", help="draw a layer's feature maps for an image")
+    sh = sub.add_parser("show", help="draw a layer's feature maps for an image",
+                        description="Run a photo up to one layer and draw the photo beside that layer's most "
+                                    "active feature maps, into one picture.")
     sh.add_argument("image", metavar="IMG", help="the photo to run")
     sh.add_argument("--layer", required=True, help="a Keras layer name, e.g. block3_sepconv2_act")
     sh.add_argument("-o", "--output", required=True, metavar="OUT.png",
@@ -129,17 +142,23 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--maps", type=_positive_int, default=16,
                     help="how many channels to draw, the most active first (default 16)")
     _photo_size_options(sh, "the photo")
-    sh.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sh.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
-    ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths")
+    ve = sub.add_parser("verify", help="run weight files' golden test cases on the fast and reference paths",
+                        description="Check npxception weight files: run each file's golden test case (the "
+                                    "output recorded when it was converted) on the fast and the reference paths "
+                                    "of this machine, and report every layer's deviation. Exit code 1 if one "
+                                    "fails.")
     ve.add_argument("files", nargs="+", metavar="FILE.npz", help="npxception weight files")
     ve.add_argument("--report", metavar="OUT.json",
                     help="write versions, CPU flags, threading layer and every deviation as JSON")
     ve.add_argument("--add", action="store_true",
                     help="give files without a golden test case one (our float64 oracle's), then check")
-    ve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    ve.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
-    be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime")
+    be = sub.add_parser("bench", help="time npxception against TensorFlow and ONNX Runtime",
+                        description="Time npxception against TensorFlow and ONNX Runtime with the same weights, "
+                                    "runs interleaved, and report medians and ratios from one run.")
     be.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 8],
                     help="batch sizes to time (default: 1 8)")
     be.add_argument("--size", type=_bench_size, default=299,
@@ -152,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="timed runs per configuration; medians are reported (default 15)")
     be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
-    be.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    be.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     return p
 
 
@@ -162,7 +181,7 @@ def _photo_size_options(parser, what: str) -> None:
     parser.add_argument("--size", type=_size, default=None, metavar="HxW",
                         help=f"resize {what} to H x W, as load_img(target_size=(H, W)) does (default: the "
                              "model's input size; each photo's own size for a model that takes any size)")
-    parser.add_argument("--interpolation", default=None,
+    parser.add_argument("--interpolation", default=None, choices=INTERPOLATIONS, type=str.lower,
                         help="resize filter: nearest (Keras' default), bilinear, bicubic, hamming, box, lanczos; "
                              "for a model that takes photos at their own size, only with --size")
     parser.add_argument("--exif-transpose", action="store_true",
@@ -274,7 +293,7 @@ def _cmd_predict(args) -> int:
     if model.classes is None:
         raise CLIError(f"{args.weights}: this weight file has no classifier (it was saved without the top)")
     # the options are checked here (--size, --interpolation against the model), before any output
-    check_size_option(model, args.size)
+    check_size_option(model, args.size, args.interpolation)
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
                             batch_size=args.batch_size, target_size=args.size, exif_transpose=args.exif_transpose,
                             photo_memory=photo_memory)
@@ -294,12 +313,12 @@ def _cmd_predict(args) -> int:
                 sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
                 done += len(batch)
                 progress.advance(len(batch))
-                if interrupted:  # Ctrl-C: stop here, between results, with the output whole
+                if interrupted:  # Ctrl-C, SIGTERM: stop here, between results, with the output whole
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             progress.close()
-            print(f"{PROG}: interrupted after {done} of {len(inputs.files)} files", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print(f"{PROG}: {interrupted.verb} after {done} of {len(inputs.files)} files", file=sys.stderr)
+            return interrupted.code if interrupted else EXIT_INTERRUPTED
         finally:  # whatever stopped the run (Ctrl-C, an error): close e.g. the JSON array, so it stays valid
             progress.close()
             out.end()
@@ -327,7 +346,7 @@ def _entry(result) -> dict:
     if result.error is not None:
         return {"file": text(result.path), "error": text(result.error)}
     return {"file": text(result.path), "predictions": [
-        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": p.score}
+        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
         for p in result.predictions]}
 
 
@@ -394,7 +413,7 @@ class _CSV:
             self.writer.writerow([text(result.path), "", "", "", "", "", text(result.error)])
             return
         for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(p.score), ""])
+            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(float(p.score)), ""])
 
     def end(self):
         pass

@@ -9,7 +9,8 @@ The manners are those of the Unix tools people already pipe together:
   does a closed stdout (``npxception ... >&-``);
 * text the stdout encoding cannot hold (a file name under ``LANG=C``) is
   printed escaped (``\\u72ac``), never an error that stops the run;
-* Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT);
+* Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT); SIGTERM
+  likewise, exit 143, where a command streams results (predict);
 * progress and notices go to stderr, never stdout, so ``> results.txt`` holds
   results only.
 
@@ -67,11 +68,34 @@ def run(prog: str, command, args, *, debug: bool) -> int:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return exc.code
+    except MemoryError as exc:  # a reader that should have refused first: still say which file, and why
+        if debug:
+            raise
+        detail = " ".join(str(exc).split())
+        print(f"{prog}: error: {_inputs(args)}: reading it needed more memory than this process may take"
+              f"{f' ({detail})' if detail else ''}; a valid file of its kind fits in far less: a hostile or "
+              "corrupt file? (please report it)", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: one line, no traceback
         if debug:
             raise
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+# The arguments of both programs' commands that name input files (convert's src, compare's --against, ...).
+_INPUT_ARGS = ("src", "against", "config", "weights", "names", "image", "images", "files")
+
+
+def _inputs(args) -> str:
+    """The input files ``args`` names (those that exist), for an error no reader phrased."""
+    found = []
+    for key in _INPUT_ARGS:
+        value = getattr(args, key, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and os.path.lexists(item):
+                found.append(item)
+    return ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "") or "the input"
 
 
 def quiet_pipe(main):
@@ -147,23 +171,35 @@ def _closed_pipe() -> int:
 
 
 class _Interrupts:
-    """How many times Ctrl-C was pressed while ``interrupt_requested`` was active."""
+    """How many times Ctrl-C (or SIGTERM) arrived while ``interrupt_requested`` was active, and the last one."""
 
     count = 0
+    signum = signal.SIGINT
 
     def __bool__(self):
         return self.count > 0
 
+    @property
+    def code(self) -> int:
+        """The exit code: 128 + the signal, as a shell reports a tool it killed (130, 143)."""
+        return 128 + int(self.signum)
+
+    @property
+    def verb(self) -> str:
+        return "terminated" if self.signum == signal.SIGTERM else "interrupted"
+
 
 @contextlib.contextmanager
 def interrupt_requested():
-    """The first Ctrl-C only asks to stop; the caller checks at a safe point. A second one interrupts.
+    """The first Ctrl-C or SIGTERM only asks to stop; the caller checks at a safe point. A second interrupts.
 
     A KeyboardInterrupt raised at an arbitrary bytecode can land inside a
     ``try/except BaseException`` that closes a file descriptor, or between
     printing a result and counting it. Checking a flag between results keeps
-    what was printed whole and the count exact. Outside the main thread
-    signals cannot be handled, and the flag stays unset.
+    what was printed whole and the count exact: `predict --json` killed by
+    SIGTERM (`kill`, `timeout`, a job scheduler) printed no closing ``]``
+    (review 17). Outside the main thread signals cannot be handled, and the
+    flag stays unset.
     """
     flag = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
@@ -172,14 +208,16 @@ def interrupt_requested():
 
     def handler(signum, frame):
         flag.count += 1
+        flag.signum = signum
         if flag.count > 1:  # asked twice: stop now, wherever we are
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class _notices:

@@ -235,12 +235,34 @@ def _check_cached(dest: pathlib.Path, url: str, expected: dict[str, str], offlin
                             f"delete {dest} or re-run; it will be downloaded again", url=url, path=dest) from None
     if not bad:
         return
+    what = (f"the cached file is not the one expected ({bad}): a download cut short or damaged, or a file "
+            "placed there by hand that is not the official one")
     if offline:
-        raise DownloadError(f"{dest}: the cached file is corrupt ({bad}); offline, so nothing is downloaded: "
-                            f"replace it with a good copy of {url}, or delete {dest} and re-run with network; "
-                            "it will be downloaded again", url=url, path=dest)
-    done = discard([dest], f"it will be downloaded again from {url}")
-    raise DownloadError(f"{dest}: the cached file is corrupt ({bad}); {done}", url=url, path=dest)
+        raise DownloadError(f"{dest}: {what}; offline, so nothing is downloaded: replace it with a good copy of "
+                            f"{url}{_hash_note(expected)}, or move it away and re-run with network access to "
+                            "download it", url=url, path=dest)
+    done = set_aside(dest, f"it will be downloaded again from {url}")
+    raise DownloadError(f"{dest}: {what}; {done}", url=url, path=dest)
+
+
+REJECTED_SUFFIX = ".rejected"
+
+
+def set_aside(path: pathlib.Path, then: str) -> str:
+    """Rename a cached download whose hash is wrong to ``<name>.rejected``; return what the user does next.
+
+    Renamed, not deleted: it may be a file the user placed there by hand (a weight file of their own,
+    saved under Keras' name), which we did not download and must not destroy. An older
+    ``.rejected`` copy is replaced. In a read-only shared cache the rename fails, and the user is
+    told which file to move, or to use a cache of their own.
+    """
+    rejected = path.with_name(path.name + REJECTED_SUFFIX)
+    try:
+        path.replace(rejected)
+    except OSError as exc:
+        return (f"could not move it aside ({exc.strerror or exc}): move or delete it, or set NPXCEPTION_HOME "
+                f"to a writable folder; then re-run: {then}")
+    return f"it was moved aside to {rejected} (kept, not deleted): re-run; {then}"
 
 
 def discard(paths, then: str) -> str:

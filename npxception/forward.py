@@ -53,6 +53,30 @@ def run(model, x: np.ndarray, wanted: set[str], impl: str, *, stop_early: bool =
     return y, captured
 
 
+def first_nonfinite(model, x: np.ndarray, impl: str) -> str | None:
+    """The first layer (of the table, then the head) whose output holds a NaN or an Inf for the finite
+    batch ``x``, run layer by layer; None if none does. Only for a batch already found to overflow (one
+    image: the run keeps what :func:`run` keeps, and checks each activation once)."""
+    p = model._params
+    eps = CONFIG.bn_epsilon
+    readers: dict[str, int] = {}
+    for layer in model.layers:
+        for i in layer.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    acts = {"input": x}
+    for layer in model.layers:
+        y = acts[layer.name] = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
+        if not np.isfinite(y).all():
+            return layer.name
+        for i in layer.inputs:
+            readers[i] -= 1
+            if readers[i] == 0:
+                del acts[i]
+    captured: dict = {}
+    run_head(model.head, p, acts[model.layers[-1].name], impl, captured, {h["name"] for h in model.head})
+    return next((h["name"] for h in model.head if not np.isfinite(captured[h["name"]]).all()), None)
+
+
 def run_layer(p, layer, ins, eps, impl):
     """One layer of the table on its input activations (``ins``, in ``layer.inputs`` order)."""
     n = layer.name

@@ -401,13 +401,13 @@ def _backbone_twin(model, input_shape, **options):
                        variant=model.variant, head=[], input_shape=input_shape, **options)
 
 
-# Under NUMBA_DISABLE_JIT=1 (docs/debugging.md) the kernels run as Python: the golden input through
-# the fused path takes ~7 s at 71x71 and ~95 s at 299x299 (measured on 2 cores; the reference ops
-# 0.2 s and 4 s). So in that mode the golden runs on the reference ops (the file is checked) and the
-# fused path that model(x) will run is checked against them on a small seeded input through the
-# file's own backbone (~1.6 s): what catches kernels that compute otherwise as Python than compiled
-# (a GEMM that computed nothing left model(x) NaN). 24x24, the smallest size whose middle flow maps
-# are 2x2 (at 16x16 they are 1x1, 0.7 s): each of two threads reads the other's row as its halo.
+# Under NUMBA_DISABLE_JIT=1 (docs/debugging.md) the kernels run as Python, far slower than the
+# reference ops (docs/performance.md, "Measurements behind the code's choices"). So in that mode the
+# golden runs on the reference ops (the file is checked) and the fused path that model(x) will run is
+# checked against them on a small seeded input through the file's own backbone: what catches kernels
+# that compute otherwise as Python than compiled (a GEMM that computed nothing left model(x) NaN).
+# 24x24, the smallest size whose middle flow maps are 2x2 (at 16x16 they are 1x1): each of two
+# threads reads the other's row as its halo.
 JIT_OFF_SIZE = 24
 
 

@@ -69,6 +69,12 @@ def activation(y, name, impl):
         gelu(x)    = x / 2 * erfc(-x / sqrt 2)   (approximate=False, both Kerases' default)
         log_softmax(x)_i = x_i - log sum_j e^x_j     log_sigmoid(x) = -softplus(-x)
         exponential(x) = e^x
+        hard_sigmoid_keras3(x) = relu6(x + 3) / 6          (Keras 3's "hard_sigmoid")
+        hard_sigmoid_keras2(x) = clip(0.2 x + 0.5, 0, 1)   (Keras 1/2's and tf_keras' "hard_sigmoid")
+        hard_silu(x) = hard_swish(x) = x * relu6(x + 3) / 6   (Keras 3)
+
+    Each is computed as the TensorFlow backend computes it (keras/src/backend/tensorflow/nn.py,
+    tf_keras/backend.py hard_sigmoid), in the same order of operations.
     """
     if name in (None, "linear"):
         return y
@@ -110,6 +116,12 @@ def activation(y, name, impl):
         return -np.logaddexp(dt.type(0), -y)
     if name == "exponential":
         return np.exp(y)
+    if name == "hard_sigmoid_keras3":
+        return np.clip(y + dt.type(3), dt.type(0), dt.type(6)) / dt.type(6)
+    if name == "hard_sigmoid_keras2":
+        return np.clip(y * dt.type(0.2) + dt.type(0.5), dt.type(0), one)
+    if name in ("hard_silu", "hard_swish"):
+        return y * activation(y, "hard_sigmoid_keras3", impl)
     raise ValueError(f"activation: unsupported {name!r}; expected one of {arch.ACTIVATIONS}")
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import CONFIG
-from .untrusted import IrregularFileError, open_regular
+from .untrusted import IrregularFileError, open_regular, short_repr
 
 # Keras' names (keras/src/utils/image_utils.py PIL_INTERPOLATION_METHODS).
 INTERPOLATIONS = {
@@ -255,9 +255,11 @@ def _is_empty(f) -> bool:
         return False
 
 
-def _convert(img: Image.Image, mode: str, size, resample, exif_transpose: bool, name: str = "") -> Image.Image:
+def _convert(img: Image.Image, mode: str, size, resample, exif_transpose: bool, name: str = "",
+             keep_aspect_ratio: bool = False) -> Image.Image:
     """Keras' load_img for ``color_mode`` ``mode``: convert("RGB") unless RGB, convert("RGBA") unless RGBA, or
-    convert("L") unless a kept grayscale mode (L, I;16, I); then resize only if needed."""
+    convert("L") unless a kept grayscale mode (L, I;16, I); then resize only if needed, from the centred
+    crop of the target's aspect ratio with ``keep_aspect_ratio`` (:func:`aspect_crop_box`)."""
     if exif_transpose:
         try:
             img = ImageOps.exif_transpose(img)
@@ -272,8 +274,22 @@ def _convert(img: Image.Image, mode: str, size, resample, exif_transpose: bool, 
     if size is not None:
         width_height = (size[1], size[0])  # Keras' target_size is (height, width); PIL's is (w, h)
         if img.size != width_height:
-            img = img.resize(width_height, resample)
+            box = aspect_crop_box(img.size, width_height) if keep_aspect_ratio else None
+            img = img.resize(width_height, resample, box=box)
     return img
+
+
+def aspect_crop_box(size, target) -> tuple[int, int, int, int]:
+    """Keras' load_img(keep_aspect_ratio=True) crop: the largest centred box of the target's aspect ratio,
+    ``(left, top, right, bottom)`` in PIL's order, with Keras' integer arithmetic (floor divisions, an odd
+    pixel left over at the right/bottom; keras/src/utils/image_utils.py load_img, tf_keras alike).
+    ``size`` and ``target``: (width, height)."""
+    width, height = size
+    target_width, target_height = target
+    crop_height = min(height, (width * target_height) // target_width)
+    crop_width = min(width, (height * target_width) // target_height)
+    left, top = (width - crop_width) // 2, (height - crop_height) // 2
+    return left, top, left + crop_width, top + crop_height
 
 
 def saturated_share(img: Image.Image) -> float:
@@ -295,7 +311,7 @@ def _warn_saturation(img, name, target="RGB") -> None:
 
 
 def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
-             check_size=None, color_mode="rgb") -> Image.Image:
+             check_size=None, color_mode="rgb", keep_aspect_ratio=False) -> Image.Image:
     """Read an image file into a loaded PIL image, as ``keras.utils.load_img``: RGB, or another ``color_mode``.
 
     Arguments, errors and the pipeline as :func:`load_image`, which is
@@ -307,6 +323,8 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
     size = _target_size(target_size)
     resample = _interpolation(interpolation)
     mode = _color_mode(color_mode)
+    if not isinstance(keep_aspect_ratio, (bool, np.bool_)):
+        raise TypeError(f"keep_aspect_ratio: expected True or False, found {short_repr(keep_aspect_ratio)}")
     name = _name(path)
     if isinstance(path, Image.Image):
         img = path
@@ -317,13 +335,13 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
                         f"found {type(path).__name__}")
     try:
         img.load()  # a lazily opened PIL image passed in fails here, named, rather than where it is read
-        return _convert(img, mode, size, resample, exif_transpose, name)
+        return _convert(img, mode, size, resample, exif_transpose, name, bool(keep_aspect_ratio))
     except (OSError, ValueError) as exc:
         raise ImageError(name, f"cannot convert to {mode} ({' '.join(str(exc).split())})") from None
 
 
 def load_image(path, target_size=None, interpolation="nearest", *, exif_transpose=False,
-               check_size=None, color_mode="rgb") -> np.ndarray:
+               check_size=None, color_mode="rgb", keep_aspect_ratio=False) -> np.ndarray:
     """Read an image file into float32 pixels, as ``keras.utils.load_img`` + ``img_to_array``.
 
     path: a str / os.PathLike, an open binary file object, or a PIL image.
@@ -335,6 +353,8 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
     check_size: None, or ``check_size(height, width)`` run on a file's header before its pixels are
       decoded; it raises ImageError to refuse the photo (predict's memory budget).
     color_mode: "rgb" (Keras' default), "grayscale" or "rgba", as Keras' load_img.
+    keep_aspect_ratio: as Keras' load_img: resize the largest centred crop of the target's aspect ratio
+      (the rest of the image is cut off) instead of stretching the whole image; only with target_size.
 
     Returns (H, W, C) float32, C = 3, 1 or 4 by ``color_mode``, in [0, 255] (a kept 16- or 32-bit
     grayscale image: its own values), bit for bit Keras' array.
@@ -342,7 +362,7 @@ def load_image(path, target_size=None, interpolation="nearest", *, exif_transpos
     truncated or oversized image.
     """
     img = load_img(path, target_size, interpolation, exif_transpose=exif_transpose, check_size=check_size,
-                   color_mode=color_mode)
+                   color_mode=color_mode, keep_aspect_ratio=keep_aspect_ratio)
     return img_to_array(img)
 
 
@@ -463,11 +483,13 @@ def resize_array(pixels, target_size, interpolation="nearest", color_mode="rgb")
 
 # --------------------------------------------------------------------------- preprocessing
 
-def preprocess_input(x) -> np.ndarray:
+def preprocess_input(x, data_format=None) -> np.ndarray:
     """Keras' "tf" mode for Xception: ``x / 127.5 - 1`` maps [0, 255] to [-1, 1].
 
     (..., C) pixels, channels last -> same shape; element-wise, so any channel count (3 RGB, 1 grayscale,
-    4 RGBA), as Keras' own. Returns a new array and never writes into ``x``
+    4 RGBA), as Keras' own. ``data_format``: Keras' argument, None, "channels_last" or "channels_first"
+    (anything else is refused, as Keras refuses it); the "tf" mode is element-wise, so it changes nothing
+    (an NCHW array is scaled as it lies, as in Keras). Returns a new array and never writes into ``x``
     (Keras' numpy path divides float arrays in place, keras#11591). float64 input
     stays float64; ints, uint8 and float32 give float32, as Keras' floatx does.
     float16 gives float32 too, unlike Keras 3 and tf_keras, which keep float16 and
@@ -475,6 +497,10 @@ def preprocess_input(x) -> np.ndarray:
     model computes in float32, so the pixels are scaled in the dtype it reads. A bool array is
     0 and 1, as Keras 3 casts it to float32 (True gives -0.99215686 there too).
     """
+    if data_format is not None and (not isinstance(data_format, str)
+                                    or data_format not in ("channels_first", "channels_last")):
+        raise ValueError(f"preprocess_input: data_format: expected None, 'channels_first' or 'channels_last' "
+                         f"(Keras' values), found {short_repr(data_format)}")
     arr = np.asarray(x)
     if arr.dtype.kind not in "uifb":
         raise TypeError(f"preprocess_input: expected a numeric array of pixels, found dtype {arr.dtype}")

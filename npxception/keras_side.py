@@ -50,6 +50,8 @@ import warnings
 import h5py
 import numpy as np
 
+from . import architecture as arch
+
 @contextlib.contextmanager
 def _quiet():
     """Silence TensorFlow's C++ logging and Keras' input-structure warning for the duration.
@@ -186,7 +188,7 @@ def load(path, *, config=None, model=None):
                 weights=None, include_top=False, pooling=pooling,
                 input_shape=model.input_shape if model.input_shape[0] else None)
             if model.include_top:
-                y = fw.layers.Dense(model.classes, activation=model.classifier_activation or "linear",
+                y = fw.layers.Dense(model.classes, activation=_keras_activation(name, model.classifier_activation),
                                     name="predictions")(kmodel.output)
                 kmodel = fw.Model(kmodel.input, y)
         else:
@@ -200,6 +202,18 @@ def load(path, *, config=None, model=None):
             # .index beside it, which tf_keras' load_weights would read instead
             kmodel.load_weights(source)
     return kmodel
+
+
+def _keras_activation(framework: str, ours) -> str:
+    """The name ``framework`` ("keras" or "tf_keras") gives our head's activation ``ours``: a hard sigmoid
+    by the name of the Keras that computes it, refused in the other (architecture.VERSIONED_ACTIVATIONS)."""
+    for keras_name, (keras2, keras3) in arch.VERSIONED_ACTIVATIONS.items():
+        if ours in (keras2, keras3):
+            if (ours == keras3) != (framework == "keras"):
+                raise ValueError(f"the model's classifier computes {ours!r}, which {framework}'s {keras_name!r} "
+                                 "is not: this file cannot run as that model there")
+            return keras_name
+    return ours or "linear"
 
 
 def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
@@ -396,6 +410,8 @@ def output_activation(model, kmodel) -> str | None:
     kind = kind_of(k) if k is not None else None
     if kind in ("dense", "activation"):
         act = _activation_name(k.config)
+        if act in arch.VERSIONED_ACTIVATIONS:  # the live model's Keras computes its own hard_sigmoid
+            act = arch.VERSIONED_ACTIVATIONS[act][framework_of(kmodel).__name__ == "keras"]
         return None if act == "linear" else act
     return {"softmax": "softmax", "relu": "relu", "bn": None}.get(kind, "unknown")
 

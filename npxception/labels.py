@@ -48,12 +48,12 @@ def imagenet_labels() -> list[tuple[str, str]]:
     return list(_class_index())
 
 
-def decode_predictions(preds, top=5) -> list[list[tuple[str, str, float]]]:
+def decode_predictions(preds, top=5) -> list[list[tuple[str, str, np.floating]]]:
     """(N, 1000) scores -> N lists of ``(wnid, name, score)``, best first, as Keras.
 
     The order reproduces Keras' exactly, ties included: ``argsort()[-top:][::-1]``
-    then a stable sort by score. Scores are Python floats; they compare equal to
-    the numpy scalars Keras puts in its tuples (the conversion is exact).
+    then a stable sort by score. Scores are the numpy scalars Keras puts in its tuples
+    (``np.float32`` for a float32 model's output), not Python floats (review 17, finding 8).
     """
     arr = np.asarray(preds)
     if arr.dtype == bool or arr.dtype.kind not in "uif":
@@ -69,7 +69,7 @@ def decode_predictions(preds, top=5) -> list[list[tuple[str, str, float]]]:
     results = []
     for row in arr:
         best = row.argsort()[-int(top):][::-1]
-        result = [index[i] + (float(row[i]),) for i in best]
+        result = [index[i] + (row[i],) for i in best]
         result.sort(key=lambda t: t[2], reverse=True)
         results.append(result)
     return results

@@ -37,7 +37,7 @@ from .pretrained import imagenet_weights
 from .untrusted import short_repr
 from .weights import read as read_weights
 from .weights import split as split_golden
-from .weights import source_names_from_manifest, variant_from_manifest
+from .weights import name_from_manifest, source_names_from_manifest, variant_from_manifest
 
 __all__ = ["Xception", "XceptionModel", "load", "random_params"]
 
@@ -65,7 +65,7 @@ def _given(value):
 
 def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, classes=_Default(1000),
              classifier_activation=_Default("softmax"), input_shape=None, dtype="float32", seed=0, verify=True,
-             name="xception"):
+             name="xception", input_tensor=None):
     """Build Xception with ``keras.applications.Xception``'s arguments.
 
     weights: None (the default: seeded random weights and BN statistics),
@@ -79,6 +79,8 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     include_top / pooling / classes: as in Keras; with a weight file, ``classes`` defaults to the file's.
     classifier_activation: as in Keras, by name: one of ``architecture.ACTIVATIONS`` (None or "linear"
       for logits, "softmax", "sigmoid", ...), not a callable; only read with the top, as Keras does.
+      "hard_sigmoid" is refused: Keras 3's is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1);
+      say which with "hard_sigmoid_keras3" or "hard_sigmoid_keras2".
       With a weight file the default keeps the file's head; an explicit one replaces the file's
       classifier activation (None: its logits, even behind a separate Activation/Softmax layer), as
       Keras' Dense(classes, activation=...) would. ImageNet weights take only "softmax" or None, Keras' rule.
@@ -98,7 +100,18 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
     verify: run the weight file's golden test case (once per file per process);
       False skips it for speed-critical callers.
     name: the model's name, ``model.name``, as Keras' ``name="xception"``.
+    input_tensor: only None. Keras builds the model on a framework's symbolic tensor, the output of
+      another model's layer; npxception has no graph to connect to, so any value is refused, a NumPy
+      array included: its batch is data to run, not the model's input (whose shape alone would be
+      taken, silently dropping the values). Build with ``input_shape=x.shape[1:]`` and run ``model(x)``
+      or ``model.predict(x)``; to chain another model, call it on its output.
     """
+    if input_tensor is not None:
+        found = (f"an array of shape {tuple(input_tensor.shape)}" if isinstance(input_tensor, np.ndarray)
+                 else f"a {type(input_tensor).__name__}")
+        raise ValueError(f"input_tensor: npxception builds no graph of symbolic tensors (it runs no framework), "
+                         f"found {found}; give input_shape=(H, W, C) instead and call model(x) or "
+                         "model.predict(x) on your NumPy batch (for an array x: input_shape=x.shape[1:])")
     dt = as_dtype(dtype)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a non-empty string, found {short_repr(name)}")
@@ -164,6 +177,9 @@ def _check_activation(value, weights) -> None:
         hint = f"; pass {name!r}" if name in arch.ACTIVATIONS else ""
         raise ValueError(f"classifier_activation: expected a name, one of {names}, found the callable "
                          f"{short_repr(name)} (npxception runs its own activations, chosen by name){hint}")
+    if isinstance(value, str) and value in arch.VERSIONED_ACTIVATIONS:
+        raise ValueError(f"classifier_activation: {arch.versioned_activation_hint(value)} (npxception runs no "
+                         "Keras, so the name alone does not say which)")
     if not (value is None or isinstance(value, str)) or value not in arch.ACTIVATIONS:
         raise ValueError(f"classifier_activation: expected one of {names}, found {short_repr(value)}")
     if isinstance(weights, str) and weights == "imagenet" and value not in (None, "linear", "softmax"):
@@ -330,6 +346,7 @@ def _from_file(path):
         # absent before it existed: the source's names are unknown (capture takes ours only)
         model.source_layer_names = source_names_from_manifest(manifest.get("source_layer_names"),
                                                               model.layer_names, "manifest")
+        model.name = name_from_manifest(manifest.get("name"))
         feed = manifest.get("feed", "pixels" if model.takes_pixels else "preprocess_input")
         if feed != ("pixels" if model.takes_pixels else "preprocess_input"):
             raise ValueError(f"manifest: feed {feed!r} contradicts its input_stage")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import difflib
 import os
 import threading
+import types
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -138,6 +140,40 @@ class XceptionModel:
         """Every capturable layer name, in network order."""
         return [layer.name for layer in self.layers] + [h["name"] for h in self.head]
 
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras' ``model.get_weights()``: every weight as an array, in Keras' order (layer by layer, each
+        layer's variables as Keras lists them: kernel, bias; depthwise, pointwise; gamma, beta, moving_mean,
+        moving_variance) and shapes. Read-only arrays; a kernel held packed is unpacked for the call."""
+        return [self._params[key] for key in self._shapes()]
+
+    def get_layer(self, name) -> "LayerView":
+        """Keras' ``model.get_layer(name)``: the layer by our name or the source file's (``conv2d_2``),
+        with ``name`` and ``get_weights()`` (``[]`` for a layer without weights, as in Keras)."""
+        name = self._our_name("get_layer", name)
+        return LayerView(self, name, [key for key in self._shapes() if key.rsplit("/", 1)[0] == name])
+
+    @property
+    def input(self):
+        """Keras' ``model.input`` is a symbolic tensor of the framework's graph; npxception has none."""
+        raise AttributeError("model.input: npxception builds no graph of symbolic tensors (Keras' model.input is "
+                             "one); the input's shape is model.input_shape, (H, W, C) without the batch "
+                             "(Keras' (None, H, W, C)), and model(x) runs a NumPy batch")
+
+    @property
+    def output(self):
+        """Keras' ``model.output`` is a symbolic tensor of the framework's graph; npxception has none."""
+        raise AttributeError("model.output: npxception builds no graph of symbolic tensors (Keras' model.output "
+                             "is one); the output's shape is model.output_shape, with None for the batch as in "
+                             "Keras, and model(x) computes it on a NumPy batch")
+
+    @property
+    def output_shape(self) -> tuple:
+        """Keras' ``model.output_shape``: ``(None, classes)`` with the top, ``(None, 2048)`` pooled,
+        ``(None, H', W', 2048)`` for the bare backbone (None where the input size is open)."""
+        out = arch.trace(self.layers, self.head, self.input_shape)
+        last = self.head[-1]["name"] if self.head else self.layers[-1].name
+        return (None, *out[last][0])
+
     def count_params(self) -> int:
         """The number of weights, BN moving statistics included: Keras' ``model.count_params()``."""
         return sum(int(np.prod(s)) for s in self._shapes().values())
@@ -153,6 +189,7 @@ class XceptionModel:
 
     def manifest(self) -> dict:
         return {
+            "name": self.name,  # model.name, Keras' (Xception(name=...)); absent before it existed: "xception"
             "variant": self.variant_name if self.variant_name in arch.VARIANTS
             else {f: getattr(self.variant, f) for f in arch.Variant.__dataclass_fields__},
             "input_shape": list(self.input_shape),
@@ -219,13 +256,47 @@ class XceptionModel:
         does (its default is 32 too): the activations of one chunk are alive at a time, so the peak memory
         is bounded by ``batch_size``, not by ``N`` (docs/performance.md#batches). Each row is what
         ``model(x[i:i + batch_size])`` gives for its chunk. ``batch_size``: a positive int.
+        ``x`` may also be a Python generator of ``(batch,)`` tuples, as Keras' predict takes one
+        (:meth:`_predict_generator`); another iterator is refused by name.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         check_impl("model", impl)
+        if isinstance(x, types.GeneratorType):
+            return self._predict_generator(x, batch_size, impl)
+        if isinstance(x, Iterator):  # np.asarray would make a 0-d object array of it: name it instead
+            raise TypeError(f"x: an iterator ({type(x).__name__}) is not accepted; pass an array (N, H, W, "
+                            f"{self.channels}), a list of images, or a generator yielding (batch,) tuples, as "
+                            "Keras' predict takes")
         x = self._check_input(x)  # once, whole: a bad value anywhere is refused before any chunk runs
         chunks = [self._run_backbone(stage.apply(self.input_stage, x[i:i + batch_size], finite=True), set(), impl)[0]
                   for i in range(0, x.shape[0], batch_size)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def _predict_generator(self, batches, batch_size, impl):
+        """``predict`` of a Python generator, as Keras 3's (its GeneratorDataAdapter): each item a tuple
+        ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` (Keras refuses a bare array or a list there; ``y`` and the
+        weights are ignored, as predict ignores them), ``x`` one batch, run ``batch_size`` images at a time;
+        the outputs concatenated in order. Each batch is checked and run as it comes, so one input batch is
+        held at a time (a bad batch is refused by its number, after the ones before it ran)."""
+        outputs = []
+        for k, item in enumerate(batches):
+            if not isinstance(item, tuple) or not 1 <= len(item) <= 3:
+                found = f"a tuple of {len(item)}" if isinstance(item, tuple) else f"a {type(item).__name__}"
+                raise TypeError(f"x: batch {k} of the generator is {found}; expected a tuple (x,), (x, y) or "
+                                "(x, y, sample_weight), as Keras' predict requires of a generator: yield (batch,)")
+            try:
+                out = self.predict(item[0], batch_size, impl=impl)
+            except (TypeError, ValueError) as exc:
+                message = str(exc)
+                raise type(exc)(f"x: batch {k} of the generator: "
+                                f"{message[3:] if message.startswith('x: ') else message}") from None
+            if outputs and out.shape[1:] != outputs[0].shape[1:]:
+                raise ValueError(f"x: batch {k} of the generator gives outputs {out.shape[1:]}, batch 0 "
+                                 f"{outputs[0].shape[1:]}; expected batches that give outputs of one shape")
+            outputs.append(out)
+        if not outputs:
+            raise ValueError("x: the generator yielded no batch; expected at least one (as Keras' predict)")
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def forward(self, x, capture=None, impl="fast"):
         """Run the network; return ``(output, {layer_name: activation})``.
@@ -257,9 +328,14 @@ class XceptionModel:
         if impl == "fast" and not wanted:
             y = fast_forward(self, x)
             if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
-                return check_finite_output(y, x), {}
+                return check_finite_output(y, x, self._overflowed(x, impl)), {}
         y, captured = forward.run(self, x, wanted, impl)
-        return check_finite_output(y, x), captured
+        return check_finite_output(y, x, self._overflowed(x, impl)), captured
+
+    def _overflowed(self, x, impl):
+        """For :func:`check_finite_output`: the first layer whose output is not finite for image ``row``
+        of ``x``, found only once an output is (a second, layer-by-layer pass over that image)."""
+        return lambda row: forward.first_nonfinite(self, x[row:row + 1], impl)
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""
@@ -340,7 +416,7 @@ class XceptionModel:
         theirs = {src: ours for ours, src in capturable_source_names(self.source_layer_names or {}, names).items()}
         if name in theirs and theirs[name] in names:
             return theirs[name]
-        hint = difflib.get_close_matches(str(name), names, n=3)
+        hint = difflib.get_close_matches(str(name), [*names, *theirs], n=3)  # Keras' names too
         where = ("; the source model's layers that compute nothing at inference (Dropout, augmentation "
                  "layers) or that hold others (a nested model's own name) have no output of their own here: "
                  "capture the layer before them, or the nested model's last layer" if self.source_layer_names else
@@ -385,6 +461,20 @@ class XceptionModel:
                 f"weights={self.source}>")
 
 
+class LayerView:
+    """One layer of a model, as ``model.get_layer(name)`` gives it: ``name`` (ours) and ``get_weights()``."""
+
+    def __init__(self, model, name, keys):
+        self._model, self.name, self._keys = model, name, keys
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras' ``layer.get_weights()``: the layer's weights in Keras' order, read-only arrays."""
+        return [self._model._params[key] for key in self._keys]
+
+    def __repr__(self):
+        return f"<LayerView {self.name} weights={[tuple(a.shape) for a in self.get_weights()]}>"
+
+
 class ActivationOverflow(FloatingPointError):
     """A finite input gave a non-finite output: an activation overflowed the model's float range inside
     the network (Keras returns the NaN silently). ``output`` holds the output anyway, ``rows`` the images
@@ -401,18 +491,22 @@ class ActivationOverflow(FloatingPointError):
         return ActivationOverflow(self.reason, self.output, self.rows, [names[r] for r in self.rows])
 
 
-def check_finite_output(y, x) -> np.ndarray:
+def check_finite_output(y, x, locate=None) -> np.ndarray:
     """``y`` when it is all finite, else :class:`ActivationOverflow` saying so. ``x`` (finite: the inputs
     are checked) is what the backbone read. The check reads the output only: N x classes numbers for a
-    classifier, a small fraction of the network's work for a feature map."""
+    classifier, a small fraction of the network's work for a feature map. ``locate(row)``: the first
+    layer whose output is not finite for image ``row`` (or None), called only once the output is not."""
     if np.isfinite(y).all():
         return y
     rows = np.flatnonzero(~np.isfinite(y.reshape(y.shape[0], -1)).all(axis=1))
     big = float(np.abs(x[rows]).max())
+    layer = locate(int(rows[0])) if locate is not None else None
     raise ActivationOverflow(
         f"activations overflowed the {y.dtype} range (largest {np.finfo(y.dtype).max:.4g}) inside the network, "
         f"although the input is finite; the input the backbone read has values up "
         f"to {big:.4g} (preprocess_input gives [-1, 1])"
+        + (f"; the first layer whose output is NaN or Inf is {layer} (the first such image run layer by layer: "
+           "check its weights and its input)" if layer is not None else "")
         + ("; model.astype('float64') has a wider range" if y.dtype == np.float32 else ""), y, rows)
 
 

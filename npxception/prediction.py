@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from .config import CONFIG
+from .console import EXIT_USAGE, CLIError
 from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, color_mode, image_suffixes,
                      load_image, load_img, preprocess_input, read_pixels, resize_array, to_array)
 from .input_stage import GEOMETRY
@@ -55,7 +56,7 @@ class Prediction:
     index: int  # class index in the model's output
     label: str | None  # ImageNet wnid ('n01484850'), or None
     name: str | None  # human-readable name ('great_white_shark'), or None
-    score: float
+    score: np.floating  # the output's numpy scalar (np.float32), as Keras' decode_predictions gives
 
     def as_tuple(self):
         """Keras' ``decode_predictions`` tuple, or ``(index, name, score)`` for other heads."""
@@ -94,12 +95,21 @@ def photo_size(model, target_size=None):
     return (h, w) if None not in (h, w) else None
 
 
-def check_size_option(model, size) -> None:
-    """The CLI's ``--size HxW`` (``(H, W)`` or None) against the model before anything is read:
-    :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare)."""
-    if size is not None:
-        h, w = _size_arg(size)
-        _check_size(model, (h, w), f"--size {h}x{w}", lambda h, w: f"--size {h}x{w}")
+def check_size_option(model, size, interpolation=None) -> None:
+    """The CLI's ``--size HxW`` (``(H, W)`` or None) and ``--interpolation`` against the model before anything
+    is read: :func:`photo_size`'s rule, refused in the CLI's terms (predict, show, compare) as a usage error
+    (exit code 2, as argparse's): the command line asks what this model cannot take."""
+    try:
+        if size is not None:
+            h, w = _size_arg(size)
+            _check_size(model, (h, w), f"--size {h}x{w}", lambda h, w: f"--size {h}x{w}")
+        try:
+            _resize_filter(model, photo_size(model, size), interpolation)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}".replace("interpolation= applies", "--interpolation applies")
+                             .replace("give target_size=(h, w) (--size HxW) too", "give --size HxW too")) from None
+    except ValueError as exc:
+        raise CLIError(str(exc), code=EXIT_USAGE) from None
 
 
 def _check_size(model, size, option, spell) -> None:
@@ -212,9 +222,9 @@ def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
         for i in order:
             i = int(i)
             if wnids is not None:
-                preds.append(Prediction(i, wnids[i][0], wnids[i][1], float(row[i])))
+                preds.append(Prediction(i, wnids[i][0], wnids[i][1], row[i]))
             else:
-                preds.append(Prediction(i, None, None if names is None else names[i], float(row[i])))
+                preds.append(Prediction(i, None, None if names is None else names[i], row[i]))
         out.append(preds)
     return out
 

@@ -9,7 +9,6 @@ model whose source takes any size, or ``--size HxW``.
 
 from __future__ import annotations
 
-import difflib
 import math
 import pathlib
 
@@ -67,9 +66,10 @@ def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_si
     it is decoded.
     """
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
-    if layer not in model.layer_names:
-        hint = difflib.get_close_matches(layer, model.layer_names, n=3)
-        raise ValueError(f"--layer: unknown layer {layer!r}" + (f"; did you mean {hint}?" if hint else ""))
+    try:  # ours, or the source file's (Keras') name of one of ours, as capture takes
+        layer = model._our_name("--layer", layer)
+    except ValueError as exc:  # review 17, finding 4: the message gave no way to find a valid name
+        raise ValueError(f"{exc}. Every layer's name: `npxception summary` (model.layer_names)") from None
     pixels = load_photo(model, image_path, target_size, interpolation, exif_transpose=exif_transpose,
                         photo_memory_limit=photo_memory, stop_after=layer)
     # The layer's output shape from the table at the size the backbone gets (after the input stage's
@@ -108,7 +108,7 @@ def cli_show(args) -> int:
     output_format(args.output)  # refuse a bad suffix before loading the weights
     check_output_dir(args.output, inputs=[args.image, args.weights])  # the photo must not be replaced
     model = get_model(args.weights)
-    check_size_option(model, args.size)  # in the CLI's terms, before the photo is read
+    check_size_option(model, args.size, args.interpolation)  # in the CLI's terms, before the photo is read
     render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
            interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory)
     print(args.output)

@@ -30,6 +30,7 @@ import pathlib
 import re
 import signal
 import stat
+import sys
 import threading
 import time
 import uuid
@@ -132,6 +133,10 @@ def counter(text: str) -> int | None:
 
 # --------------------------------------------------------------------------- JSON
 
+class DeepJSONError(ValueError):
+    """JSON nested deeper than Python's parser recurses: a clear error, never a RecursionError."""
+
+
 def loads_json(text, object_hook=None):
     """``json.loads`` whose too-deep nesting is a ValueError, not a RecursionError.
 
@@ -142,7 +147,7 @@ def loads_json(text, object_hook=None):
     try:
         return json.loads(text, object_hook=object_hook)
     except RecursionError:
-        raise ValueError("the JSON is nested too deeply to be a model description "
+        raise DeepJSONError("the JSON is nested too deeply to be a model description "
                          "(over ~1000 levels)") from None
     except MemoryError:  # callers cap the text; this is the last line of defence
         raise ValueError(f"the JSON ({len(text):,} bytes) does not fit in memory once parsed") from None
@@ -302,23 +307,87 @@ def _same_file(a, b) -> bool:
         return False
 
 
+# The links through which a path names a descriptor of a process: /dev/stdout, /dev/fd/1,
+# /proc/self/fd/1. Written through, never renamed over (see output_target).
+_FD_LINK = re.compile(r"/(?:proc/(self|thread-self|[0-9]+)(?:/task/[0-9]+)?/fd|dev/fd)/([0-9]+)")
+_STD_LINKS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def descriptor_link(path) -> tuple[bool, int | None]:
+    """Whether ``path``, its links followed one at a time, passes through a descriptor link; and
+    the descriptor's number when it is one of this process's (else None)."""
+    p = os.path.abspath(os.fsdecode(path))
+    for _ in range(40):  # the kernel's own limit on links followed
+        p = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        if p in _STD_LINKS:
+            return True, _STD_LINKS[p]
+        match = _FD_LINK.fullmatch(p)
+        if match:
+            ours = match[1] in (None, "self", "thread-self", str(os.getpid()))
+            return True, int(match[2]) if ours else None
+        try:
+            link = os.readlink(p)
+        except OSError:  # not a link (or not there): the chain ends
+            return False, None
+        p = os.path.join(os.path.dirname(p), link)
+    return False, None
+
+
+def output_target(path) -> tuple[pathlib.Path, bool]:
+    """Where a write to ``path`` lands, and whether it can be atomic: ``(target, atomic)``.
+
+    What ``open(path, "w")`` users expect, and a file that is whole or absent where that can be:
+
+    * a symlink is followed: the target is replaced atomically (the partial beside the *target*),
+      the link stays; a dangling link creates its target, as ``open`` does;
+    * an existing FIFO or character device (``/dev/null``, a terminal), and any path through a
+      descriptor link (``/dev/stdout``, ``/proc/self/fd/1``, whatever it points to, a pipe or a
+      redirected file): written straight to, ``atomic`` False. A rename cannot replace a
+      device, and renaming over the file behind ``> out.txt`` would cut the shell's output off;
+    * a block device or a socket: refused by name (OSError), as is a directory.
+
+    ``path`` as given otherwise: a new name, or a regular file to replace.
+    """
+    path = pathlib.Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows links; never blocks, even on a FIFO
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # a link loop, a component that is a file, no permission
+        error = type(exc)(f"{path}: cannot write ({exc.strerror or exc})")
+        error.errno = exc.errno  # not strerror: str() would then print only it
+        raise error from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path}: cannot write: it is a directory; expected the path of a file "
+                                "to write (a new name, or a file to replace)")
+    if mode is not None and (stat.S_ISBLK(mode) or stat.S_ISSOCK(mode)):
+        error = IrregularFileError(path, _kind(mode))
+        error.args = (f"{path}: cannot write: it is {_kind(mode)}; expected a file to write (a new name, "
+                      "a file to replace), a FIFO, or a character device such as /dev/stdout",)
+        raise error
+    if (mode is not None and not stat.S_ISREG(mode)) or descriptor_link(path)[0]:
+        return path, False
+    if path.is_symlink():  # to a file, or dangling: the write goes where the link points
+        return pathlib.Path(os.path.realpath(path)), True
+    return path, True
+
+
 def check_output_dir(path, inputs=()) -> pathlib.Path:
     """``path`` as a Path, after checking that it can be written without losing anything.
 
     Refused, each naming the path and what is expected: a directory that does
     not exist, a ``path`` that is itself a directory (found before the work, not
-    at the final rename), and a ``path`` that is one of the command's ``inputs``
-    (the same file, through any link): the write would replace it.
-    ``None`` in ``inputs`` is skipped.
+    at the final rename), a block device or a socket (:func:`output_target`), and
+    a ``path`` that is one of the command's ``inputs`` (the same file, through any
+    link): the write would replace it. ``None`` in ``inputs`` is skipped.
     """
     path = pathlib.Path(path)
-    if not path.parent.is_dir():
-        what = "is not a directory" if path.parent.exists() else "does not exist"
-        raise FileNotFoundError(f"{path}: cannot write: the directory {path.parent} {what}; "
+    target, atomic = output_target(path)
+    if atomic and not target.parent.is_dir():
+        what = "is not a directory" if target.parent.exists() else "does not exist"
+        via = "" if target == path else f" (where the link {path} points)"
+        raise FileNotFoundError(f"{path}: cannot write: the directory {target.parent}{via} {what}; "
                                 "expected an existing directory (create it first)")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: cannot write: it is a directory; expected the path of a file "
-                                "to write (a new name, or a file to replace)")
     for source in inputs:
         if source is not None and _same_file(path, source):
             raise FileExistsError(f"{path}: cannot write: it is also an input of this command "
@@ -335,11 +404,31 @@ def atomic_write(path, write) -> pathlib.Path:
     swept first. A missing directory is an error, as for ``open`` and
     ``np.save``: a mistyped output path must not create directories somewhere
     unexpected (our cache makes its own folders).
+
+    A symlink is followed: its target is replaced, the link stays. A FIFO, a
+    character device or a descriptor link (``/dev/stdout``) is written straight
+    to (:func:`output_target`): there, no rename can make the write atomic, and a
+    failure can leave part of the output in the stream. Returns ``path``.
     """
     path = check_output_dir(path)
-    sweep_partials(path)
-    tmp = partial_name(path)
+    target, atomic = output_target(path)
     with sigterm_unwinds():
+        if not atomic:
+            for stream in (sys.stdout, sys.stderr):  # what was printed comes first in a shared stream
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            # One of our descriptors (/dev/stdout): written through a copy of it, which shares its
+            # offset, so that the report lands after what was printed in a file the shell opened
+            # (`> out.txt`), not over it. Else "ab": after what is there; on a pipe, FIFO or device the
+            # same as "wb". A FIFO waits for its reader here, as `> fifo` does in a shell.
+            fd = descriptor_link(path)[1]
+            with _naming(path):
+                f = open(os.dup(fd), "wb") if fd is not None else open(path, "ab")  # noqa: SIM115 - closed below
+            with _naming(path, _DISK_ERRNOS), f:
+                write(f)
+            return path
+        sweep_partials(target)
+        tmp = partial_name(target)
         try:
             with _naming(path):
                 f = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
@@ -350,7 +439,7 @@ def atomic_write(path, write) -> pathlib.Path:
                 f.flush()
                 os.fsync(f.fileno())
             with _naming(path):
-                os.replace(tmp, path)
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)

@@ -13,7 +13,8 @@ Layout (format versions 2 and 3; docs/weights-format.md)::
          "dtype": "float32", "golden": {...}, "input_stage": [], "feed": "preprocess_input",
          "source_data_format": "channels_last",   (or "channels_first", or null: not recorded)
          "source_dtype_policy": null,             (or "mixed_float16"...: the source computed in 16 bits)
-         "source_layer_names": {"block2_residual_conv": "conv2d_2", ...}}   (the source's names; {}: none)
+         "source_layer_names": {"block2_residual_conv": "conv2d_2", ...},   (the source's names; {}: none)
+         "name": "xception"}                      (model.name; absent in older files: "xception")
     __golden__/input               (1, H, W, 3) uint8  the golden test case (npxception.golden):
     __golden__/<layer>/stats       (3,) float64        its input and, per checked layer, the
     __golden__/<layer>/index       (32,) int64         digest of the expected activation,
@@ -401,6 +402,17 @@ def source_names_from_manifest(value, layer_names: list[str], where="manifest") 
         twice = sorted({n for n in value.values() if list(value.values()).count(n) > 1})
         raise ValueError(f"{where}: source_layer_names: {short_repr(twice[0])} names more than one layer")
     return dict(value)
+
+
+def name_from_manifest(value, where="manifest") -> str:
+    """The manifest's ``name`` (``model.name``), checked as untrusted: a string of 1 to ``MAX_SOURCE_NAME``
+    characters. Absent (a file written before the field existed): Keras' default, ``"xception"``."""
+    if value is None:
+        return "xception"
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_SOURCE_NAME:
+        raise ValueError(f"{where}: name: expected the model's name, a string of 1 to {MAX_SOURCE_NAME} "
+                         f"characters, found {short_repr(value)}")
+    return value
 
 
 def capturable_source_names(names: dict, layer_names: list[str]) -> dict[str, str]:

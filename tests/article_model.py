@@ -10,20 +10,16 @@ imports TensorFlow.
 from __future__ import annotations
 
 
-def build_article_xception(input_shape=(299, 299, 3)):
-    import keras
-    from keras.layers import (
-        Add,
-        BatchNormalization,
-        Conv2D,
-        Dense,
-        GlobalAvgPool2D,
-        Input,
-        MaxPool2D,
-        ReLU,
-        SeparableConv2D,
-    )
-    from keras import Model
+def build_article_xception(input_shape=(299, 299, 3), keras=None):
+    """The article's model in ``keras`` (the module: Keras 3 by default, or ``tf_keras``, the
+    ``tensorflow.keras`` the article imports)."""
+    if keras is None:
+        import keras
+    L = keras.layers
+    Add, BatchNormalization, Conv2D, Dense = L.Add, L.BatchNormalization, L.Conv2D, L.Dense
+    GlobalAvgPool2D, Input, MaxPool2D, ReLU, SeparableConv2D = (L.GlobalAvgPool2D, L.Input, L.MaxPool2D, L.ReLU,
+                                                                L.SeparableConv2D)
+    Model = keras.Model
 
     # creating the Conv-Batch Norm block
     def conv_bn(x, filters, kernel_size, strides=1):

@@ -16,7 +16,8 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``tf_keras_savedmodel`` / ``tf_keras_ckpt``: the recipe in tf_keras with 2 logits and a
   Sequential preprocessing model (Rescaling, then an adapted Normalization: weights inside a
   nested Sequential), saved in TensorFlow's formats: a SavedModel directory (``model.save(dir)``)
-  and a checkpoint (``save_weights(prefix)``, plus ``to_json()``), given as its prefix and as ``.index``.
+  and a checkpoint (``save_weights(prefix)``, plus ``to_json()``), given as its prefix and as ``.index``;
+  the SavedModel again with ``save_traces=False`` (``tf_keras_savedmodel_no_traces/``, beside it).
 * ``tf_keras_flat_ckpt_flags``: tf_keras' ``applications.Xception(include_top=True, classes=3,
   classifier_activation=None)`` at 71x71, a checkpoint without config: converted by layer order
   with ``--pooling avg --input-shape 71,71 --classifier-activation linear``.
@@ -318,7 +319,12 @@ def build(root) -> dict[str, Case]:
     tfs = _nested_classifier(tf_keras, 71, prep, tf_keras.layers.Dense(2, name="dense"), seed=27)
     norm.adapt(_x(71, True, 7) / 255.0 * np.array([0.5, 0.8, 1.0], np.float32))
     _fit_one_step(tfs, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 1]))
-    tfs.save(path("tf_keras_savedmodel"))  # no extension: a SavedModel directory
+    tfs.save(path("tf_keras_savedmodel"))  # no extension: a SavedModel directory, as users save it (traces kept)
+    # The same model with save_traces=False (no traced functions: ~4 s of CPU to save instead of ~14-30 s, measured
+    # 2026-11-29): test_savedmodel_without_traces_reads_as_the_default_one shows our reader gets the same config,
+    # layer paths, manifest and arrays from it, which lets tests/test_mixed_precision.py and tests/test_channels.py
+    # save theirs this way; this default save stays the one whose variables/N keys and metrics state are read.
+    tfs.save(path("tf_keras_savedmodel_no_traces"), save_traces=False)
     tfs.save_weights(path("tf_keras_ckpt"))  # no .h5: a TensorFlow checkpoint
     tfs.save(path("tf_keras_same.h5"))  # the same model in the format the converter read first
     with open(path("tf_keras_ckpt.json"), "w") as f:

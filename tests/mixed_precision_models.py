@@ -107,7 +107,12 @@ def build(root) -> dict[str, Case]:
         model = recipe(tf_keras, "dense", 3, seed=43)
         files = {"h5": path("t16.h5"), "savedmodel": path("t16_savedmodel"), "checkpoint": path("t16_ckpt")}
         model.save(files["h5"])
-        model.save(files["savedmodel"])  # no extension: a SavedModel directory
+        # no extension: a SavedModel directory. save_traces=False: with its traced functions it was most of the 34 s
+        # of CPU that tf_keras' three model.save calls of build() took (two .h5 and this; measured 2026-11-29), and
+        # the file measured 14.5 s of CPU less without them. The dtype policies are in keras_metadata.pb's config
+        # either way, and tests/test_real_world_files.py::test_savedmodel_without_traces_reads_as_the_default_one
+        # shows the reader gets the same config, manifest and arrays from both saves (the corpus keeps a default one)
+        model.save(files["savedmodel"], save_traces=False)
         model.save_weights(files["checkpoint"])  # no .h5: a TensorFlow checkpoint
         with open(path("t16.json"), "w") as f:
             f.write(model.to_json())

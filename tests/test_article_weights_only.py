@@ -57,3 +57,78 @@ def test_article_weights_only_file_needs_its_variant(article):
     wrong = weights_tools.read(path, variant="keras", **HEAD)
     assert wrong.variant_name == "keras"
     assert np.abs(wrong.predict(x) - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+@pytest.fixture(scope="module")
+def article_legacy_h5(tmp_path_factory):
+    """The article's model in a legacy weights-only .h5 (Keras' layer order, not our table's: each residual
+    convolution of blocks 2, 3, 4 and 13 before its block's sepconv2_bn), as the two Kerases write it:
+    tf_keras' ``save_weights("w.h5")`` (the article's own tensorflow.keras) and Keras 3's legacy HDF5
+    writer (what its ``model.save("m.h5")`` writes under model_weights, here without the config)."""
+    import h5py
+    import tf_keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from article_model import build_article_xception
+
+    root = tmp_path_factory.mktemp("article_h5")
+    x = np.random.default_rng(2).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    out = {}
+    tk = randomize(build_article_xception((SIZE, SIZE, 3), keras=tf_keras), seed=16)
+    tk.save_weights(str(root / "tk_article.h5"))
+    out["tf_keras"] = (root / "tk_article.h5", tk.predict(x, verbose=0),
+                       [(k.name, type(k).__name__) for k in tk.layers if k.weights])
+    k3 = randomize(build_article_xception((SIZE, SIZE, 3)), seed=17)
+    with h5py.File(root / "k3_article.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, k3)
+    out["keras3"] = (root / "k3_article.h5", k3.predict(x, verbose=0),
+                     [(k.name, type(k).__name__) for k in k3.layers if k.weights])
+    return out, x
+
+
+@pytest.mark.parametrize("writer", ["tf_keras", "keras3"])
+def test_article_legacy_h5_converts_in_keras_order(article_legacy_h5, writer):
+    cases, x = article_legacy_h5
+    path, expected, order = cases[writer]
+    # the case's power: the file lists block 2's residual convolution between its sepconv2 and that
+    # one's BN, where our table lists the BN (auto-names depend on what the process built before: classes)
+    assert [c for _, c in order[6:10]] == ["SeparableConv2D", "Conv2D", "BatchNormalization",
+                                           "BatchNormalization"], order
+    with pytest.raises(ConversionError, match=r"does not determine the model's wiring"):
+        weights_tools.read(path, **HEAD)  # the order tells no wiring either
+    model = weights_tools.read(path, variant="article", **HEAD)
+    assert model.source_layer_names["block2_residual_conv"] == order[7][0]
+    assert model.source_layer_names["block2_sepconv2_bn"] == order[8][0]
+    assert model.source_layer_names["block2_residual_bn"] == order[9][0]
+    # tolerance: as test_article_weights_only_file_needs_its_variant's (float32, ~1e-6 relative measured)
+    np.testing.assert_allclose(model.predict(x), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_file_named_with_our_names_maps_by_name_and_needs_its_variant(article_legacy_h5, tmp_path):
+    """A legacy file whose layers carry all of our names (residual ones included) maps by name, in whatever
+    order it lists them; those names are no Keras model's, so its wiring is still the user's word."""
+    import h5py
+
+    cases, x = article_legacy_h5
+    path, expected, order = cases["tf_keras"]
+    reading = weights_tools.read(path, variant="article", **HEAD)
+    rename = {theirs: ours for ours, theirs in reading.source_layer_names.items() if theirs in dict(order)}
+    renamed = tmp_path / "named.h5"
+    with h5py.File(path, "r") as src, h5py.File(renamed, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        names = [n.decode() if isinstance(n, bytes) else n for n in src.attrs["layer_names"]]
+        shuffled = names[::-1]  # any order: the names decide
+        dst.attrs["layer_names"] = np.array([rename.get(n, n).encode() for n in shuffled])
+        for n in shuffled:
+            g = dst.create_group(rename.get(n, n))
+            weight_names = [w.decode() if isinstance(w, bytes) else w for w in src[n].attrs["weight_names"]]
+            new_names = [w.replace(n + "/", rename.get(n, n) + "/", 1) for w in weight_names]
+            g.attrs["weight_names"] = np.array([w.encode() for w in new_names])
+            for old, new in zip(weight_names, new_names):
+                g.create_dataset(new, data=src[n][old][()])
+    with pytest.raises(ConversionError, match=r"does not determine the model's wiring"):
+        weights_tools.read(renamed, **HEAD)
+    model = weights_tools.read(renamed, variant="article", **HEAD)
+    assert model.source_layer_names["block2_sepconv2_bn"] == "block2_sepconv2_bn"
+    np.testing.assert_allclose(model.predict(x), expected, rtol=0, atol=1e-4 * np.abs(expected).max())

@@ -219,6 +219,7 @@ def test_predict_imagenet_offline_says_where_to_put_the_file(exe, env, tmp_path)
     ["predict", "--top", "0", "x.png"],
     ["predict", "--top", "three", "x.png"],
     ["predict", "--no-such-option", "x.png"],
+    ["predict", "--interpolation", "foo", "x.png"],  # review 17, finding 5: was exit 1, naming "interpolation:"
     ["summary", "--variant", "nope"],
     ["summary", "--format", "svg"],
     ["no-such-command"],
@@ -291,6 +292,17 @@ def test_convert_bad_file_is_one_line(exe, env, tmp_path):
             assert_no_traceback(err)
             assert len(err.strip().splitlines()) == 1 and str(bad) in err and "not a Keras weight file" in err
             assert err.startswith("npxception: error: ")  # the program the user ran, not weights_tools
+
+
+def test_convert_of_our_own_npz_says_what_it_is(ref, tmp_path, capsys):
+    """Review 17, finding 3: it was refused as a .keras archive with too many entries (a hostile file?)."""
+    from npxception.cli import main
+
+    assert main(["convert", str(ref.npz), "-o", str(tmp_path / "x.npz")]) == 1
+    err = capsys.readouterr().err
+    assert f"{ref.npz}: already an npxception weight file (it holds our manifest): nothing to convert" in err
+    assert f"npxception predict --weights {ref.npz}" in err and "hostile" not in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_convert_into_a_missing_directory_is_one_line_before_reading(exe, env, tmp_path):
@@ -426,6 +438,66 @@ def test_ctrl_c_keeps_what_was_printed(exe, env, ref, tmp_path):
     assert messages(err) == [f"npxception: interrupted after {len(data)} of {len(files)} files"]
 
 
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    """A 3-class 71x71 model: cheap to save and to run (the ImageNet fixture takes minutes to build)."""
+    path = tmp_path_factory.mktemp("small") / "small.npz"
+    npxception.Xception(classes=3, input_shape=(71, 71, 3), seed=5).save(path)
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])  # SIGINT: test_ctrl_c_keeps_what_was_printed
+def test_a_signal_mid_run_leaves_valid_json(exe, env, small_npz, tmp_path, signum):
+    """Review 17, finding 6: SIGTERM (kill, timeout, a job scheduler) left `predict --json` without its
+    closing `]`. Both signals now stop between results: exit 128 + the signal, the JSON valid. The child
+    is its own session, so that the signal reaches it with Python's handlers, not a shell's SIG_IGN."""
+    files = [str(SAMPLES[0])] * 200
+    with open(tmp_path / "stderr", "w+") as stderr:
+        proc = subprocess.Popen([*exe, "predict", "--json", "--top", "1", "--batch-size", "1", "--weights",
+                                 str(small_npz), *files], env=env, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, start_new_session=True)
+        first = proc.stdout.readline()  # "[\n": the newline comes with the first result
+        os.kill(proc.pid, signum)
+        rest = proc.stdout.read()
+        proc.wait(timeout=300)
+        stderr.seek(0)
+        err = stderr.read()
+    assert proc.returncode == 128 + signum, err
+    assert_no_traceback(err)
+    data = json.loads(first + rest)
+    assert 1 <= len(data) < len(files)
+    verb = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert messages(err) == [f"npxception: {verb} after {len(data)} of {len(files)} files"]
+
+
+def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_path, capsys):
+    """Review 17, finding 4: "--layer: unknown layer 'nosuchlayer'" gave no way to find a valid name."""
+    from npxception.cli import main
+
+    argv = ["show", str(SAMPLES[0]), "--weights", str(small_npz), "-o", str(tmp_path / "m.png"), "--layer"]
+    assert main([*argv, "block3_sepconv2act"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
+    assert main([*argv, "nosuchlayer"]) == 1
+    assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):
+    """Review 17, finding 5: a bad option value is a usage error (2, as argparse's), whether argparse or the
+    model refuses it, and the message names the option as typed. A file that cannot be read stays 1."""
+    from npxception.cli import INTERPOLATIONS, main
+    from npxception.images import INTERPOLATIONS as names
+
+    assert INTERPOLATIONS == tuple(names)  # the CLI spells them out (images imports Pillow)
+    base = ["predict", str(SAMPLES[0]), "--weights", str(small_npz)]
+    assert main([*base, "--size", "10x10"]) == 2
+    assert "error: --size 10x10: this model takes 71x71 images only" in capsys.readouterr().err
+    assert main([*base, "--interpolation", "BILINEAR", "--top", "1"]) == 0  # Keras' names, any case
+    capsys.readouterr()
+    assert main(["predict", str(SAMPLES[0]), "--weights", str(small_npz) + ".missing"]) == 1
+
+
 def test_no_images_exits_2(exe, env, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "nested" / "photos").mkdir(parents=True)
@@ -494,6 +566,18 @@ def test_every_flag_has_help(module):
     assert len(actions) > 10
     missing = [(path, action.option_strings or action.dest) for path, action in actions
                if not action.help and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))]
+    assert missing == []
+
+
+@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+def test_every_subcommand_help_has_a_description(module):
+    """Review 17, finding 7: only predict's --help said what the command does."""
+    parser = importlib.import_module(module)._parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(subs) >= 2
+    # npxception convert hands its whole command line to weights_tools convert, whose parser is checked too
+    missing = [name for name, sub in subs.items()
+               if not (sub.description or "").strip() and not (module == "npxception.cli" and name == "convert")]
     assert missing == []
 
 

@@ -236,4 +236,4 @@ def test_cli_show(files, tmp_path, capsys):
     args[2] = "block2_sepconv2_actt"
     assert cli.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown layer 'block2_sepconv2_actt'" in err[0], err
+    assert len(err) == 1 and "unknown layer name 'block2_sepconv2_actt'" in err[0], err

@@ -716,7 +716,7 @@ def test_onnx_names_not_ours_say_so(model, x, onnx_port, tmp_path):
     with pytest.raises(ValueError, match=r"no layer in common.*timm.legacy_xception's .*--port timm.legacy_xception"):
         compare(model, onnx_port, x, layout="NCHW")
     numbered = renamed(onnx_port, tmp_path / "numbered.onnx", style="numbered")
-    with pytest.raises(ValueError, match=r"no layer in common.*e\.g\. 100, 101.*carry no module path"):
+    with pytest.raises(ValueError, match=r"no layer in common.*e\.g\. '100', '101'.*carry no module path"):
         compare(model, numbered, x, layout="NCHW", names="timm.legacy_xception")
 
 

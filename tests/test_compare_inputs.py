@@ -319,13 +319,21 @@ def test_an_onnx_loop_is_refused_before_it_runs(small, tmp_path):
 
 
 @pytest.mark.parametrize("name, scopes, message", [
-    ("/" + "a/" * 40_000 + "Relu_output_0", None, "a/a/a..., a module path 80,014 characters long and 40,000 "
-     "scopes deep; a torch export's are at most 512 characters long and 32 deep"),
-    ("/" + "a" * 100_000 + "/Relu_output_0", None, "a module path 100,015 characters long and 1 scopes deep"),
+    ("/" + "a/" * 40_000 + "Relu_output_0", None, "80,014 characters in 1 ';'-joined segments; an export's names are "
+     "at most 4,096 characters in 64 segments"),
+    ("/" + "a/" * 40 + "Relu_output_0", None, "a scope path 94 characters long of 42 scopes and modules"),
+    ("/" + "a" * 1_000 + "/Relu_output_0", None, "a scope path 1,015 characters long of 3 scopes and modules ('/', "
+     "':' and '.'-separated); an export's are at most 32 deep and a torch module path at most 512 characters long"),
+    # review 18: 180 modules in a 378-character name, which the '/' count alone let through
+    ("/" + ".".join(["r"] * 180) + "/Relu_output_0", None, "374 characters long of 182 scopes and modules"),
+    # review 18: TFLite-style ';'-joined names, each segment a list once split (40 M ';' took 1 GB)
+    (";" * 3_000, None, "3,000 characters in 3,001 ';'-joined segments"),
+    (";".join(["a"] * 65), None, "129 characters in 65 ';'-joined segments"),
     ("relu_out", ["", *(".".join(["a"] * k) for k in range(1, 41)), "relu"],
      "node 'relu''s pkg.torch.onnx.name_scopes is 1,772 characters long; a torch export's lists at most 32 module "
-     "paths of at most 512 characters: refused before reading it"),
-], ids=["deep", "long", "metadata"])
+     "paths of at most 512 characters and 32 modules: refused before reading it"),
+    ("relu_out", ["", ".".join(["a"] * 40), "relu"], "pkg.torch.onnx.name_scopes is 95 characters long"),
+], ids=["long", "deep", "long-scoped", "dotted", "semicolons", "segments", "metadata", "metadata-dotted"])
 def test_an_onnx_module_path_deeper_or_longer_than_any_export_is_refused(small, tmp_path, name, scopes, message):
     """Reviewer 14 F2: splitting a torch-style name into every enclosing module path cost depth x length (40,000
     scopes in 160 kB: MemoryError at 3.3 GB; 4,000 ran past 1,200 s), and finding their common root a pass per
@@ -339,6 +347,20 @@ def test_an_onnx_module_path_deeper_or_longer_than_any_export_is_refused(small, 
                                                             keepdims=0, name="mean")])
     out = run_capped("compare", "--weights", small, "--against", path)
     assert_refused(out, str(path), "node 'relu'", message)
+
+
+def test_onnx_names_longer_in_total_than_any_export_are_refused(small, tmp_path):
+    """Each name within its caps, but together more than any export's (4 M characters: 2,100 nodes of 2,000):
+    the splitting of all of them is refused before it starts (review 18)."""
+    from onnx import helper as h
+
+    names = [f"n{i:05d}" + "a" * 1_994 for i in range(2_100)]
+    nodes = [h.make_node("Relu", [a], [b], name=f"r{i}") for i, (a, b) in enumerate(zip(["x", *names], names))]
+    path = _onnx(tmp_path / "names.onnx", [*nodes, h.make_node("ReduceMean", [names[-1]], ["predictions"],
+                                                                 axes=[1, 2], keepdims=0, name="mean")])
+    out = run_capped("compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), "its nodes' names total more than 4,194,304 characters (at node 'r1048')")
+
 
 
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
@@ -360,6 +382,19 @@ def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
     path = _onnx(tmp_path / "custom.onnx", [h.make_node("Evil", ["x"], ["predictions"], domain="com.example",
                                                         name="plugin")])
     with pytest.raises(ValueError, match=r"node 'plugin' is a com\.example\.Evil operator"):
+        compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
+    # review 18: an attribute's tensors list (not only its single tensor) and a subgraph attribute, on an
+    # operator compare runs (onnxruntime may read or ignore an attribute the operator does not take)
+    stray = h.make_node("Identity", ["x"], ["y"], name="stray")
+    stray.attribute.append(onnx.AttributeProto(name="pad", type=onnx.AttributeProto.TENSORS, tensors=[outside]))
+    path = _onnx(tmp_path / "tensors.onnx", [stray, mean])
+    with pytest.raises(ValueError, match=f"{path}: tensor 'w' is stored outside the file"):
+        compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
+    sub = h.make_graph([], "sub", [], [], initializer=[outside])
+    stray = h.make_node("Identity", ["x"], ["y"], name="stray")
+    stray.attribute.append(onnx.AttributeProto(name="body", type=onnx.AttributeProto.GRAPHS, graphs=[sub]))
+    path = _onnx(tmp_path / "graphs.onnx", [stray, mean])
+    with pytest.raises(ValueError, match=f"{path}: node 'stray''s attribute 'body' holds a subgraph"):
         compare(model, path, np.zeros((1, 71, 71, 3), np.float32))
 
 

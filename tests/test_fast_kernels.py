@@ -88,18 +88,26 @@ def test_im2col(n, h, w, c, k, stride, same, dtype, seed):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_epilogues(dtype):
+    """affine_act and affine_add_residual against their twins in kernels.py, and the twins against the ops
+    (the folded BN is ops.batch_norm's fast formula, tested against TF; the ReLU is ops.relu's)."""
     rng = np.random.default_rng(0)
     y, b, r = rand(rng, (37, 11), dtype), rand(rng, (11,), dtype), rand(rng, (37, 11), dtype)
     s = rand(rng, (11,), dtype)
-    got = y.copy()
-    fast.affine_act(got, s, b, True)
-    np.testing.assert_allclose(got, np.maximum(y * s + b, 0), rtol=TOL[dtype], atol=TOL[dtype])
-    got = y.copy()
-    fast.affine_act(got, s, b, False)
-    np.testing.assert_allclose(got, y * s + b, rtol=TOL[dtype], atol=TOL[dtype])
+    y[0, 0] = np.nan  # passes through both. An exact zero's sign is not compared: for -0.0 * 1 + -0.0 the
+    # float32 kernel gave +0.0 and the twin -0.0 (found in review 19, not explained yet)
+    for relu in (True, False):
+        got = y.copy()
+        fast.affine_act(got, s, b, relu)
+        twin = fast.affine_act_reference(y, s, b, relu)
+        np.testing.assert_allclose(got, twin, rtol=TOL[dtype], atol=TOL[dtype])
+        assert np.isnan(got[0, 0]) and np.isnan(twin[0, 0])
+        plain = y * s + b
+        np.testing.assert_array_equal(twin, ops.relu(plain, impl="reference") if relu else plain)
     res = r.copy()
     fast.affine_add_residual(y, s, b, res)
-    np.testing.assert_allclose(res, y * s + b + r, rtol=TOL[dtype], atol=TOL[dtype])
+    twin = fast.affine_add_residual_reference(y, s, b, r)
+    np.testing.assert_allclose(res, twin, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_array_equal(twin, ops.add(y * s + b, r, impl="reference"))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

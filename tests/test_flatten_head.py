@@ -366,3 +366,21 @@ def test_a_weights_only_file_needs_its_config(files):
                                               r"\(16,\)\]\): a weights-only file records no head beyond one "
                                               r"\(2048, classes\) Dense; pass the model's --config"):
         weights_tools.read(files["k3.weights.h5"]["path"])
+
+
+def test_the_docs_flatten_head_runs():
+    """docs/keras-recipe.md's Flatten head, run with Keras: 160x160 gives a 5x5x2048 map, so the first Dense has
+    51,200 rows, as the page says."""
+    import keras  # a test extra: imported, never skipped
+    from test_docs_quotes import QUOTES, ROOT
+
+    (quote,) = [q for q in QUOTES if q[2] == "run"]
+    doc, line, _, body = quote
+    assert doc == "docs/keras-recipe.md" and "Flatten()" in body
+    namespace = {"keras": keras, "n": 3}
+    exec(compile(body, f"{doc}:{line}", "exec"), namespace)
+    model = keras.Model(namespace["base"].input, namespace["outputs"])
+    flatten_dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][0]
+    assert flatten_dense.kernel.shape == (51200, 256)
+    assert model.output_shape == (None, 3)
+    assert "160x160 gives a 5x5x2048 map: 51,200 rows" in (ROOT / doc).read_text()

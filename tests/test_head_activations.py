@@ -18,33 +18,39 @@ from npxception import architecture as arch
 from npxception.head import activation
 
 NAMES = [a for a in arch.ACTIVATIONS if a not in (None, "linear")]
+# our names for the two hard sigmoids, by the Keras that computes each (architecture.VERSIONED_ACTIVATIONS)
+KERAS3_NAME = {"hard_sigmoid_keras3": "hard_sigmoid"}
+TF_KERAS_NAME = {"hard_sigmoid_keras2": "hard_sigmoid"}
 TOL = {"gelu": dict(rtol=1e-12, atol=1e-8)}
 DEFAULT_TOL = dict(rtol=1e-12, atol=1e-13)
 LOGITS = arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 6)),
                 elements=st.floats(-40, 40, allow_nan=False, allow_infinity=False))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "hard_sigmoid_keras2"])
 @settings(max_examples=15)  # each example is an eager TF call; 15 per name keeps the file ~30 s
 @given(z=LOGITS)
 def test_each_activation_is_keras_3s(name, z):
     import keras
 
-    theirs = np.asarray(keras.activations.get(name)(keras.ops.convert_to_tensor(z, dtype="float64")))
+    theirs = np.asarray(keras.activations.get(KERAS3_NAME.get(name, name))(
+        keras.ops.convert_to_tensor(z, dtype="float64")))
     ours = activation(z, name, "fast")
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, theirs, **TOL.get(name, DEFAULT_TOL), err_msg=name)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("silu", "log_sigmoid", "log_softmax")])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("silu", "log_sigmoid", "log_softmax", "hard_silu",
+                                                                  "hard_swish", "hard_sigmoid_keras3")])
 @settings(max_examples=15)
 @given(z=LOGITS)
 def test_each_activation_is_tf_keras(name, z):
-    """tf_keras has these names too (silu, log_sigmoid and log_softmax are Keras 3's only)."""
+    """tf_keras has these names too (silu, log_sigmoid, log_softmax, hard_silu and hard_swish are Keras 3's
+    only; its hard_sigmoid is our hard_sigmoid_keras2)."""
     import tensorflow as tf
     import tf_keras
 
-    theirs = tf_keras.activations.get(name)(tf.constant(z, dtype=tf.float64)).numpy()
+    theirs = tf_keras.activations.get(TF_KERAS_NAME.get(name, name))(tf.constant(z, dtype=tf.float64)).numpy()
     np.testing.assert_allclose(activation(z, name, "fast"), theirs, **TOL.get(name, DEFAULT_TOL), err_msg=name)
 
 
@@ -55,9 +61,9 @@ def test_float32_stays_float32(name):
     assert activation(z, name, "fast").dtype == np.float32
 
 
-def test_hard_sigmoid_is_refused_as_ambiguous():
-    """Keras 3's hard_sigmoid is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1): a head's name does not
-    say which Keras wrote it (architecture.ACTIVATIONS)."""
+def test_hard_sigmoid_by_name_alone_is_refused_naming_both():
+    """Keras 3's hard_sigmoid is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1): a name alone does not
+    say which (architecture.VERSIONED_ACTIVATIONS); Xception() takes the two by their own names."""
     import keras
     import tensorflow as tf
     import tf_keras
@@ -68,5 +74,9 @@ def test_hard_sigmoid_is_refused_as_ambiguous():
     assert not np.allclose(k3, tfk)  # the two formulas differ: 1/6 vs 0.1 at -2
     import npxception
 
-    with pytest.raises(ValueError, match=r"classifier_activation: expected one of .*'exponential', found 'hard_sigmoid'"):
+    with pytest.raises(ValueError, match=r"classifier_activation: 'hard_sigmoid' is relu6\(x \+ 3\) / 6 in Keras 3 "
+                                         r"and clip\(0.2 x \+ 0.5, 0, 1\) in Keras 1/2 and tf_keras; pass "
+                                         r"'hard_sigmoid_keras3' or 'hard_sigmoid_keras2'"):
         npxception.Xception(classifier_activation="hard_sigmoid")
+    for name in ("hard_sigmoid_keras3", "hard_sigmoid_keras2"):
+        assert npxception.Xception(classifier_activation=name, include_top=True).classifier_activation == name

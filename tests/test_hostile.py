@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 
@@ -202,8 +203,9 @@ def test_no_dataset_is_read_twice_or_before_its_shape_is_checked(tmp_path, monke
         return real(self, dset, name, *rest)
 
     monkeypatch.setattr(hdf5.GuardedH5, "_read_data", counting)
+    # variant: the file's residual layers carry our names, no Keras model's (by_order._file_variant)
     model = weights_tools.read(legacy_xception(tmp_path / "ok.h5", head_units=10), pooling="avg",
-                               input_shape=(299, 299), classifier_activation="softmax")
+                               input_shape=(299, 299), classifier_activation="softmax", variant="keras")
     assert model.classes == 10
     assert len(reads) == len(set(reads)) == len(model.weights)
     reads.clear()
@@ -325,6 +327,21 @@ def test_archive_member_inflating_beyond_its_declared_size(tmp_path):
     p = keras_archive(tmp_path / "liar.keras", "{}", weights=b"\x89HDF\r\n\x1a\n" + b"\0" * (8 << 20))
     p = forge_declared_size(p, "model.weights.h5", 4096)
     convert_refused(tmp_path, p, "model.weights.h5")
+
+
+def test_archive_with_an_entry_named_twice(tmp_path):
+    """zipfile reads the last of two same-named entries, another reader (or a scanner) the first: refused
+    (review 18)."""
+    import weights_tools as wt
+
+    p = keras_archive(tmp_path / "twice.keras", "{}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+        with zipfile.ZipFile(p, "a") as z:
+            z.writestr("config.json", '{"class_name": "Functional"}')
+    with pytest.raises(wt.ConversionError, match=f"{p}: entry 'config.json' appears twice in the zip's directory"):
+        wt.convert(p, tmp_path / "out.npz")
+    assert not list(tmp_path.glob("out.npz*"))
 
 
 def test_archive_member_that_is_not_hdf5(tmp_path):

@@ -207,10 +207,11 @@ def test_symlink_loop_is_named_as_one(small, tmp_path, capsys):
 
 def test_bad_interpolation_is_refused_once_before_any_file(small, capsys):
     """Every file got its own error line; now one refusal naming the valid names, before any output."""
-    code, out, err = run_cli(capsys, "predict", "--weights", small / "small.npz", "--size", "71x71",
-                             "--interpolation", "foo", small / "a.png", small / "c.png")
-    assert code == 1 and out == ""
-    assert err.count("\n") == 1 and "unknown method 'foo'; expected one of nearest, bilinear" in err, err
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's choices: a usage error (review 17, finding 5)
+        run_cli(capsys, "predict", "--weights", small / "small.npz", "--size", "71x71",
+                "--interpolation", "foo", small / "a.png", small / "c.png")
+    out, err = capsys.readouterr()
+    assert out == "" and "argument --interpolation: invalid choice: 'foo' (choose from 'nearest', 'bilinear'" in err, err
 
 
 def test_npz_reserved_shape_overflowing_int64(small, tmp_path, capsys):
@@ -222,3 +223,23 @@ def test_npz_reserved_shape_overflowing_int64(small, tmp_path, capsys):
                  extra={"__x__.npy": header.getvalue()})
     code, out, err = run_cli(capsys, "predict", "--weights", bad, "--no-progress", small / "a.png")
     assert code == 1 and "wrap.npz: the reserved arrays claim" in err, err
+
+
+def test_a_memory_error_no_reader_caught_names_the_input_file(tmp_path, capsys):
+    """Review 18: a MemoryError reached the user as "npxception: error: MemoryError", naming nothing. The
+    readers refuse first (the budget rule); should one not, the CLI names the command's input files."""
+    import argparse
+
+    from npxception.console import run
+
+    src = tmp_path / "graph.onnx"
+    src.write_bytes(b"\0")
+
+    def command(args):
+        raise MemoryError
+
+    args = argparse.Namespace(against=str(src), weights="imagenet", image=None)  # "imagenet" is no file
+    assert run("npxception", command, args, debug=False) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"npxception: error: {src}: reading it needed more memory than this process may take; "), err
+    assert "MemoryError" not in err and "imagenet" not in err, err

@@ -144,6 +144,15 @@ def test_a_shard_name_that_is_a_path_or_another_form_is_refused_before_any_shard
     _refused(tmp_path, index, expected)
 
 
+def test_a_renamed_index_is_refused_naming_its_saved_name(valid_set, tmp_path):
+    """The index renamed beside its x_NNNNN shards: Keras cannot read it (it opens my_00000.weights.h5 first,
+    tests/test_training_checkpoints.py); ours names the rename, not a shard as a bad name."""
+    index = _copy(valid_set, tmp_path)
+    os.rename(index, index.with_name("my.weights.json"))
+    _refused(tmp_path, index.with_name("my.weights.json"), "lists the shards x_NNNNN.weights.h5 of a save named "
+             "x.weights.json: the index was renamed?", "opens my_00000.weights.h5 first")
+
+
 def test_a_shard_symlinked_out_of_the_directory_is_refused(valid_set, tmp_path):
     index = _copy(valid_set, tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -249,6 +258,28 @@ def test_an_index_listing_more_than_a_valid_save_is_refused_before_opening_any_s
                                                 for i in range(groups)}}))
     assert index.stat().st_size < 8 << 20  # under the index's size cap: refused by its counts
     _refused_limited(tmp_path, index, expected)
+
+
+# Review 18: 300,000 names in one weight_map value (6.3 MB, under the index's size cap) were searched
+# pairwise for the one listed twice (names.count per name: 111 s of CPU until RLIMIT_CPU killed the reader,
+# nothing printed). Refused by the list's length, before any name is looked at; RLIMIT_CPU of 30 s is the
+# guard against a quadratic walk (the linear read of the whole index takes under 2 s, imports included).
+def test_a_weight_map_value_listing_more_shards_than_a_valid_save_is_refused_by_its_length(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    index = folder / "x.weights.json"
+    names = [f"x_{i % 1000:05d}.weights.h5" for i in range(300_000)]  # every name listed 300 times
+    index.write_text(json.dumps({"weight_map": {"/layers/dense/vars": names}}))
+    out = run_limited("weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz", *HEAD_FLAGS, cpu=30)
+    assert_refused(out, "x.weights.json", "weight_map['/layers/dense/vars'] lists 300,000 shards; a valid Xception "
+                   f"save has at most {max_shards()}")
+
+
+def test_an_index_nested_beyond_the_json_parser_is_named_so(tmp_path):
+    """Review 18: an index nested 100,000 levels deep was called "not a Keras weight file"."""
+    index = tmp_path / "x.weights.json"
+    index.write_text('{"weight_map": {}, "m": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    _refused_limited(tmp_path, index, "nested too deeply", "a Keras 3 sharded weights index nests 3 levels")
 
 
 def test_one_read_budget_covers_all_shards(tmp_path):

@@ -493,3 +493,55 @@ def test_read_pixels_in_bands_of_any_size_is_the_image_indexed(monkeypatch, band
         rows = np.unique(rng.integers(0, h, rng.integers(1, h + 1)))
         cols = np.unique(rng.integers(0, w, rng.integers(1, w + 1)))
         np.testing.assert_array_equal(images.read_pixels(Image.fromarray(photo), rows, cols), photo[rows][:, cols])
+
+
+@pytest.mark.parametrize("data_format", [None, "channels_last", "channels_first"])
+def test_preprocess_input_data_format_equals_keras_and_leaves_input_alone(data_format):
+    """Keras' data_format argument: accepted with its values; the "tf" mode is element-wise, so an NCHW
+    array is scaled as it lies, as Keras scales it (keras.applications.xception.preprocess_input)."""
+    import tf_keras
+
+    x = np.random.default_rng(8).uniform(0, 255, (2, 3, 5, 4)).astype(np.float32)  # (N, C, H, W) or NHWC
+    before = x.copy()
+    ours = preprocess_input(x, data_format=data_format)
+    np.testing.assert_array_equal(x, before)
+    assert not np.shares_memory(ours, x)
+    for keras_preprocess in (_keras().applications.xception.preprocess_input,
+                             tf_keras.applications.xception.preprocess_input):
+        np.testing.assert_array_equal(ours, np.asarray(keras_preprocess(x.copy(), data_format=data_format)))
+    np.testing.assert_array_equal(preprocess_input(x, data_format), ours)  # positional, as Keras' signature
+
+
+@pytest.mark.parametrize("bad", ["NHWC", "channels-last", "", 1, ["channels_last"]])
+def test_preprocess_input_refuses_another_data_format_naming_it(bad):
+    keras_preprocess = _keras().applications.xception.preprocess_input
+    x = np.zeros((1, 2, 2, 3), np.float32)
+    if isinstance(bad, str):
+        with pytest.raises(ValueError, match="data_format"):  # Keras refuses them too
+            keras_preprocess(x.copy(), data_format=bad)
+    with pytest.raises(ValueError, match=r"preprocess_input: data_format: expected None, 'channels_first' or "
+                                         r"'channels_last' \(Keras' values\), found"):
+        preprocess_input(x, data_format=bad)
+
+
+@pytest.mark.parametrize("interpolation", sorted(INTERPOLATIONS))
+@pytest.mark.parametrize("size", [(20, 31), (80, 40), (37, 53), (64, 64), (11, 90)])
+def test_keep_aspect_ratio_equals_keras_bit_for_bit(image_files, interpolation, size):
+    """load_image(keep_aspect_ratio=True): Keras crops the centre to the target's aspect ratio, then resizes
+    (load_img's crop box, integer arithmetic); bit for bit, for wider, taller, equal and same-size targets."""
+    keras = _keras()
+    import tf_keras
+
+    path = image_files["rgb.png"]  # 37 x 53
+    ours = load_image(path, size, interpolation, keep_aspect_ratio=True)
+    for fw in (keras, tf_keras):
+        theirs = fw.utils.img_to_array(fw.utils.load_img(str(path), target_size=size, interpolation=interpolation,
+                                                        keep_aspect_ratio=True))
+        np.testing.assert_array_equal(ours, theirs)
+    if size != (H, W):  # the case's power: cropping differs from stretching the whole image
+        assert not np.array_equal(ours, load_image(path, size, interpolation))
+
+
+def test_keep_aspect_ratio_refuses_a_non_bool(image_files):
+    with pytest.raises(TypeError, match="keep_aspect_ratio: expected True or False"):
+        load_image(image_files["rgb.png"], (20, 20), keep_aspect_ratio="yes")

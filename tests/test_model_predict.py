@@ -102,6 +102,8 @@ def test_a_finite_input_whose_activations_overflow_is_refused_by_name(model, x):
                                                            "the backbone read has values up to 1e+38")) as caught:
         model(big)
     assert caught.value.rows.tolist() == [1] and np.isfinite(caught.value.output[[0, 2]]).all()
+    # the layer: the first convolution's sums overflow (1e38 x a kernel summed over 27 taps)
+    assert "the first layer whose output is NaN or Inf is block1_conv1 " in str(caught.value), caught.value
     with pytest.raises(ActivationOverflow, match="model: image 1: the output is NaN or Inf"):
         model.predict(big, batch_size=2)  # the second chunk's row 0 is image 1 of x
     with pytest.raises(ActivationOverflow, match="model: image 0: the output is NaN or Inf"):
@@ -113,8 +115,14 @@ def test_a_finite_input_whose_activations_overflow_is_refused_by_name(model, x):
     weights["predictions/kernel"] = np.full_like(weights["predictions/kernel"], 1e38)
     huge = npxception.model.XceptionModel(weights, head=model.head, input_shape=model.input_shape)
     pixels = np.full((SIZE, SIZE, 3), 200, np.uint8)
-    with pytest.raises(ActivationOverflow, match=r"model: images\[0\], images\[1\]: the output is NaN or Inf"):
+    with pytest.raises(ActivationOverflow, match=r"model: images\[0\], images\[1\]: the output is NaN or Inf"
+                       ".* the first layer whose output is NaN or Inf is predictions "):
         npxception.predict([pixels, pixels], model=huge)
+    # review 18: a BN whose gamma is near float32's largest, inside the network, is named (not only the output)
+    weights = model.weights
+    weights["block2_sepconv1_bn/gamma"] = np.full_like(weights["block2_sepconv1_bn/gamma"], 3e38)
+    with pytest.raises(ActivationOverflow, match="the first layer whose output is NaN or Inf is block2_sepconv1_bn "):
+        npxception.model.XceptionModel(weights, head=model.head, input_shape=model.input_shape)(x[:1])
 
 
 def test_a_bool_batch_is_cast_as_keras_3_casts_it(model, keras_model):
@@ -127,3 +135,40 @@ def test_a_bool_batch_is_cast_as_keras_3_casts_it(model, keras_model):
     err = np.abs(model.predict(xb) - theirs).max()
     assert err <= LOGIT_RTOL * np.abs(theirs).max(), f"max |ours - keras| {err:.3g}"
     np.testing.assert_array_equal(npxception.preprocess_input(xb), keras_preprocess(xb.copy()))
+
+
+def _batches(x, form):
+    """A fresh generator over ``x`` in uneven batches (3, 1, 3), each yielded as ``form`` makes it."""
+    return (form(x[i:j]) for i, j in ((0, 3), (3, 4), (4, 7)))
+
+
+@pytest.mark.parametrize("form", [lambda b: (b,), lambda b: (b, np.zeros(len(b)))], ids=["(x,)", "(x, y)"])
+def test_a_generator_of_batches_is_predicted_as_keras_predicts_it(model, keras_model, x, form):
+    """Keras 3's predict takes a Python generator of (x,) / (x, y) / (x, y, w) batches, one step each,
+    and concatenates (GeneratorDataAdapter; measured here on the same content). Ours gave "found dtype
+    object". Tolerance: LOGIT_RTOL, as above; each row is also exactly model(its batch)."""
+    theirs = keras_model.predict(_batches(x, form), verbose=0)
+    ours = model.predict(_batches(x, form), batch_size=2)
+    assert ours.shape == theirs.shape == (7, 5)
+    err = np.abs(ours - theirs).max()
+    assert err <= LOGIT_RTOL * np.abs(theirs).max(), f"max |ours - keras| {err:.3g}"
+    np.testing.assert_array_equal(ours[3:4], model.predict(x[3:4]))
+
+
+def test_a_generator_keras_refuses_and_other_iterators_are_refused_by_name(model, keras_model, x):
+    """Keras refuses a generator of bare arrays or lists ("must return a tuple", measured) and an empty one,
+    and does not take other iterators ("Unrecognized data type"): ours names each, and a bad batch by its
+    number."""
+    for gen in ((b for b in (x[:2],)), ([b] for b in (x[:2],)), (b for b in ())):
+        with pytest.raises(ValueError):
+            keras_model.predict(gen, verbose=0)
+    with pytest.raises(TypeError, match=r"x: batch 0 of the generator is a ndarray; expected a tuple \(x,\)"):
+        model.predict(b for b in (x[:2],))
+    with pytest.raises(TypeError, match=r"x: batch 0 of the generator is a list; expected a tuple \(x,\)"):
+        model.predict([b] for b in (x[:2],))
+    with pytest.raises(ValueError, match="the generator yielded no batch"):
+        model.predict(b for b in ())
+    with pytest.raises(TypeError, match=r"x: an iterator \(list_iterator\) is not accepted; pass an array"):
+        model.predict(iter([x[:2]]))
+    with pytest.raises(ValueError, match=r"x: batch 1 of the generator: expected a batch \(N, H, W, 3\), found a single image"):
+        model.predict((b,) for b in (x[:2], x[0]))

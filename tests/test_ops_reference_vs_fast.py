@@ -15,6 +15,8 @@ bit for bit.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -210,6 +212,29 @@ def _all_ops(x, dtype):
         "dense": lambda i: ops.dense(feats, dense_k, v[:3], impl=i),
         "softmax": lambda i: ops.softmax(x, axis=1, impl=i),
     }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch_has_the_formulas_shapes(dtype):
+    """Batch 0 (the draws above start at 1): every op, both impls, gives the output-size formula's shape with
+    N = 0, written out here with ceil. Checked against the formula, not TensorFlow: TF 2.21 returns wrong
+    shapes for an empty-batch convolution."""
+    x = np.zeros((0, 7, 9, 4), dtype)
+    c = math.ceil
+    expected = {
+        "conv2d": (0, c(7 / 2), 9, 6),  # SAME, strides (2, 1): ceil(H / s)
+        "depthwise_conv2d": (0, c(7 / 2), c(9 / 2), 4 * 2),  # SAME, stride 2, M = 2
+        "pointwise_conv2d": (0, 7, 9, 5),
+        "separable_conv2d": (0, 7 - 3 + 1, 9 - 2 + 1, 3),  # VALID 3x2, stride 1: H - K + 1
+        "batch_norm": (0, 7, 9, 4), "relu": (0, 7, 9, 4), "add": (0, 7, 9, 4),
+        "max_pool2d": (0, c(7 / 2), c(9 / 3), 4),  # SAME, strides (2, 3)
+        "global_avg_pool2d": (0, 4), "global_max_pool2d": (0, 4),
+        "dense": (0, 3), "softmax": (0, 7, 9, 4),
+    }
+    for name, op in _all_ops(x, dtype).items():
+        for impl in ("reference", "fast"):
+            y = op(impl)
+            assert (y.shape, y.dtype) == (expected[name], np.dtype(dtype)), f"{name} {impl}: ours {y.shape} {y.dtype}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -268,6 +268,18 @@ def check_nan_all(fn, theirs, what):
         np.testing.assert_array_equal(fn(impl), theirs, err_msg=f"{what} impl={impl}: ours (ACTUAL) vs TF")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_signed_zero(dtype):
+    """relu(-0.0) is -0.0 in both impls (its docstring), as tf.nn.relu in float32; TF's float64 kernel gives
+    +0.0 (TF 2.21). np.signbit, because assert_array_equal takes -0.0 == +0.0. If TF's float64 changes, the
+    docstring's statement of the difference must change with it."""
+    x = np.array([-0.0, 0.0, -1.0, 2.0], dtype)
+    ours = {impl: np.signbit(ops.relu(x, impl=impl)).tolist() for impl in IMPLS}
+    assert ours == {impl: [True, False, False, False] for impl in IMPLS}, f"signbit of relu([-0, 0, -1, 2]): {ours}"
+    theirs = np.signbit(np.asarray(tf.nn.relu(T(x)))).tolist()
+    assert theirs == ([True, False, False, False] if dtype == np.float32 else [False, False, False, False]), theirs
+
+
 # Review 15, finding 3: relu and global_max_pool2d's fast kernels dropped NaN where TF (and the
 # references) propagate it; TF's max pool skips NaN, and the reference now does too.
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -176,7 +176,7 @@ def test_imagenet_tuple_format(ref):
     for wnid, name, score in preds:
         assert type(wnid) is str and re.fullmatch(r"n\d{8}", wnid)
         assert type(name) is str and name == names[wnid]
-        assert type(score) is float and 0.0 <= score <= 1.0
+        assert type(score) is np.float32 and 0.0 <= score <= 1.0  # as Keras' decode_predictions (review 17)
     scores = [p[2] for p in preds]
     assert scores == sorted(scores, reverse=True)
 
@@ -273,7 +273,7 @@ def test_other_heads_give_index_and_names(small, tmp_path, monkeypatch):
     preds = npxception.predict(str(SAMPLES[1]), model=small, top=10)
     assert sorted(p[0] for p in preds) == list(range(10))
     for index, name, score in preds:
-        assert type(index) is int and name is None and type(score) is float
+        assert type(index) is int and name is None and type(score) is np.float32
 
     names = [f"class_{i}" for i in range(10)]
     named = npxception.predict(str(SAMPLES[1]), model=small, top=10, labels=names)

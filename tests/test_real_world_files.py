@@ -707,6 +707,41 @@ def test_tf_formats_convert_exactly_as_the_same_models_h5(corpus):
             np.testing.assert_array_equal(model.weights[key], h5.weights[key], err_msg=f"{name}: {key}")
 
 
+def test_savedmodel_without_traces_reads_as_the_default_one(corpus):
+    """``model.save(dir, save_traces=False)`` of the same model: a real variant users write (and what
+    tests/test_mixed_precision.py and tests/test_channels.py save, ~4 s instead of ~14-30 s of CPU). Its files
+    differ where our reader does not depend on them: no traced functions in saved_model.pb, other node ids, and
+    a bundle keyed by layer path (``layer_with_weights-1/...``) without the model's ``variables/N`` list or the
+    compiled metrics; the reader walks the object graph to each variable, so it gets the same config, the same
+    Keras-to-object paths, and the same manifest and arrays, bit for bit, as from the default save."""
+    import pathlib
+
+    import weights_tools
+    from weights_tools.savedmodel import read_metadata
+    from weights_tools.tf_bundle import Bundle
+
+    default = pathlib.Path(corpus["tf_keras_savedmodel"].path)
+    lean = default.parent / "tf_keras_savedmodel_no_traces"
+    (config, paths, ids), (lean_config, lean_paths, lean_ids) = read_metadata(default), read_metadata(lean)
+    assert config == lean_config and paths == lean_paths and len(paths) > 130
+    assert ids != lean_ids  # the functions save_traces drops were numbered objects: the graph is not the same one
+    keys = {}
+    for name, directory in (("default", default), ("lean", lean)):
+        with Bundle(directory / "variables" / "variables") as bundle:
+            keys[name] = set(bundle.entries)
+    # the default save is the one whose variables/N keys (and metrics state) the corpus' other tests read
+    assert "variables/0/.ATTRIBUTES/VARIABLE_VALUE" in keys["default"]
+    assert any(k.startswith("keras_api/metrics/") for k in keys["default"])
+    assert not any(k.startswith(("variables/", "keras_api/")) for k in keys["lean"])
+    assert "layer_with_weights-1/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys["lean"]
+    ours, theirs = weights_tools.read(lean), weights_tools.read(default)
+    assert {k: v for k, v in ours.manifest().items() if k != "source"} == \
+        {k: v for k, v in theirs.manifest().items() if k != "source"}
+    assert ours.weights.keys() == theirs.weights.keys()
+    for key in theirs.weights:
+        np.testing.assert_array_equal(ours.weights[key], theirs.weights[key], err_msg=key)
+
+
 def test_tf_formats_convert_with_keras_golden(corpus, tmp_path):
     """--check-with-keras opens a SavedModel and a checkpoint (+ config) in tf_keras, which wrote them."""
     import npxception

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -69,6 +70,14 @@ def files(tmp_path_factory):
     k3.save(str(root / "k3_dir"), zipped=False)
     k3.save_weights(str(root / "k3_sharded.weights.json"), max_shard_size=0.02)  # GB: 14 shards, with Adam's
     k3.save_weights(str(root / "k3.weights.h5"))  # the same weights unsharded
+    # An interrupted save: at 0.01 GB Keras raises at block14_sepconv2's 12 MB kernel, having written the
+    # index of the shards before it and one more shard the index does not list (reviewer 16's repro).
+    (root / "partial").mkdir()
+    try:
+        k3.save_weights(str(root / "partial" / "x.weights.json"), max_shard_size=0.01)
+        out["partial_raised"] = None
+    except ValueError as exc:
+        out["partial_raised"] = str(exc)
     out["k3_y"] = k3.predict(x, verbose=0)
     return out
 
@@ -441,3 +450,47 @@ def test_keras_is_not_given_a_file_whose_name_says_another_format(tmp_path, monk
             f"{renamed}: a .keras zip archive (by its bytes) that Keras would not open as one under the name "
             "'model.h5': give it the .keras suffix")):
         keras_side.load(renamed)
+
+
+def test_an_interrupted_sharded_save_is_named_as_one(files, tmp_path):
+    """Keras' save that raised half-way (reviewer 16): the shard it wrote after the index is named, with
+    "save again into an empty directory" first; once it is moved away, the refusal says the index covers only
+    part of the model and names the first layer with weights that it misses (a weightless pooling layer,
+    which has no group either, was named before)."""
+    assert "exceeds the maximum shard size" in (files["partial_raised"] or ""), files["partial_raised"]
+    partial, config = files["root"] / "partial", files["root"] / "k3_dir" / "config.json"
+    listed = {n for v in json.loads((partial / "x.weights.json").read_text())["weight_map"].values()
+              for n in ([v] if isinstance(v, str) else v)}
+    on_disk = {p.name for p in partial.glob("x_*.weights.h5")}
+    stray = sorted(on_disk - listed)
+    assert len(stray) == 1, (sorted(listed), sorted(on_disk))
+    _refused(partial / "x.weights.json", f"{stray[0]} beside it is not listed by the index",
+             "left by an interrupted save", "Save the model again into an empty directory", config=config)
+    moved = tmp_path / "partial"
+    moved.mkdir()
+    for name in listed | {"x.weights.json"}:
+        os.link(partial / name, moved / name)
+    message = _refused(moved / "x.weights.json", "the index covers only part of the model (an interrupted save?)",
+                       "save the model again into an empty directory", config=config)
+    missing = re.search(r"holds weights for layer (\S+) \(group (\S+)\)", message)
+    assert missing, message
+    cfg = {l["config"]["name"]: l["class_name"] for l in json.loads(config.read_text())["config"]["layers"]}
+    assert cfg[missing.group(1)] in ("BatchNormalization", "SeparableConv2D", "Conv2D"), message
+
+
+def test_a_renamed_index_is_refused_as_keras_refuses_it(files, tmp_path):
+    """An index renamed beside its shards (reviewer 16 took it for readable): Keras' load_weights opens
+    <new name>_00000.weights.h5 first (ShardedH5IOStore derives it from the index's name) and fails; ours
+    refuses naming the index's saved name."""
+    import keras
+
+    root = files["root"]
+    for shard in root.glob("k3_sharded_0*.weights.h5"):
+        os.link(shard, tmp_path / shard.name)
+    shutil.copyfile(root / "k3_sharded.weights.json", tmp_path / "my.weights.json")
+    model = keras.applications.Xception(weights=None, include_top=False, pooling="avg", input_shape=(71, 71, 3))
+    with pytest.raises(FileNotFoundError, match="my_00000.weights.h5"):
+        model.load_weights(str(tmp_path / "my.weights.json"))
+    _refused(tmp_path / "my.weights.json", "lists the shards k3_sharded_NNNNN.weights.h5 of a save named "
+             "k3_sharded.weights.json: the index was renamed?", "opens my_00000.weights.h5 first",
+             config=root / "k3_dir" / "config.json")

@@ -149,7 +149,9 @@ def test_head_override_rules(small_model, tmp_path):
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(pooling="mean"), ValueError, "pooling"),
     (dict(classes=0), ValueError, "classes"),
-    (dict(classifier_activation="hard_sigmoid"), ValueError, "classifier_activation: expected one of"),
+    # hard_tanh: a Keras 3 activation npxception does not compute (hard_sigmoid is refused with its own hint)
+    (dict(classifier_activation="hard_tanh"), ValueError, "classifier_activation: expected one of"),
+    (dict(classifier_activation="hard_sigmoid"), ValueError, "classifier_activation: 'hard_sigmoid' is relu6"),
     (dict(input_shape=(70, 70, 3), include_top=False), ValueError, "at least 71"),
     (dict(input_shape=(299, 299, 0)), ValueError, r"\(H, W, C\) with C, the channels, in \[1, 1024\]"),
     (dict(dtype="float16"), TypeError, "float32"),
@@ -219,3 +221,21 @@ def test_source_layer_names_in_a_file_are_untrusted(saved_small_model, tmp_path,
     bad = _rewrite(saved_small_model, tmp_path / "bad.npz", lambda a, m: m.update(source_layer_names=names))
     with pytest.raises(ValueError, match=f"bad.npz: .*source_layer_names.*{match}|bad.npz: .*{match}"):
         npxception.load(bad)
+
+
+def test_model_name_survives_save_and_load(small_model, tmp_path):
+    """model.name (Keras' Xception(name=...)) is saved in the manifest and restored by load."""
+    model = small_model.astype("float32")  # a copy
+    model.name = "my_classifier"
+    assert npxception.load(model.save(tmp_path / "named.npz")).name == "my_classifier"
+
+
+def test_model_name_absent_is_xception_and_a_bad_one_is_refused(saved_small_model, tmp_path):
+    def drop(a, m):
+        m.pop("name")
+    old = _rewrite(saved_small_model, tmp_path / "old.npz", drop)  # a file written before the field
+    assert npxception.load(old).name == "xception"
+    for bad_name in ("", 7, "n" * 5000):
+        bad = _rewrite(saved_small_model, tmp_path / "bad.npz", lambda a, m: m.update(name=bad_name))
+        with pytest.raises(ValueError, match=r"bad.npz: name: expected the model's name, a string of 1 to 1024"):
+            npxception.load(bad)

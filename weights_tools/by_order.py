@@ -1,9 +1,11 @@
 """Wiring unknown (weights-only ``.h5``, such as the official download): Keras' by-order rule.
 
 Keras' ``load_weights`` matches the layers that carry weights by their order,
-checking every shape. Both variants have the same weighted layers in the same
-order (the article builds its residual branch after the block's separable
-convolutions, as our table lists it), so the order does not tell them apart:
+checking every shape. Both variants have the same weighted layers with the same
+shapes; Keras lists them in our table's order for its own Xception, and with each
+residual convolution before its block's ``sepconv2_bn`` for the article's code, a
+legacy ``.h5`` file's order that its arrays determine (:func:`_write_order`); a file
+that names all our layers is mapped by name. Neither tells the wirings apart:
 the file determines ``variant="keras"`` only by Keras Xception's layer names or
 as the official file; otherwise the user gives ``variant`` (``--variant``) or the
 config, never guessed. After the backbone, a weights-only
@@ -21,9 +23,10 @@ from npxception.config import CONFIG
 
 from .errors import ConversionError
 from .graph import KLayer
+from .kinds import resolve_activation
 from .layer_checks import _layer_params
 
-def _match_by_order(klayers, variant, source, given, official_file=None):
+def _match_by_order(klayers, variant, source, given, official_file=None, keras_version=None):
     # Both variants have the same weighted layers in the same order with the same shapes (the article's
     # four departures change wiring and padding, no weight), so the shapes are checked against the
     # table first and which wiring the file holds is decided after (_file_variant).
@@ -31,6 +34,8 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
     shapes = arch.param_shapes(layers, [], 3)  # RGB: no config records another input (the official layout)
     ours = [layer for layer in layers if layer.kind in ("conv", "sepconv", "bn")]
     theirs = [k for k in klayers if k.weights]
+    theirs = _by_names(ours, theirs) or theirs
+    ours = _write_order(ours, theirs)
     if len(theirs) < len(ours):
         raise ConversionError(f"{source}: not Xception weights: {len(theirs)} layers carry weights, "
                               f"Xception's backbone has {len(ours)}")
@@ -63,7 +68,7 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
                               f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
                               "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
     v = _file_variant(variant, names, official_file)
-    head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v)
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v, keras_version)
     if v is None:
         sample = ", ".join(list(names.values())[:3])
         raise ConversionError(
@@ -85,6 +90,46 @@ def _match_by_order(klayers, variant, source, given, official_file=None):
 _VARIANT_FLAG = "--variant keras|article"
 
 
+def _base_name(k: KLayer) -> str:
+    """A file's layer name without its nesting and its variable suffix: ``xception/block1_conv1`` -> ``block1_conv1``."""
+    return k.name.rsplit("/", 1)[-1].split(":")[0]
+
+
+def _by_names(ours, theirs) -> list[KLayer] | None:
+    """The file's weighted layers in our order when the file names every one of ours (a model built with
+    Keras Xception's layer names, in whatever order its Keras listed them), followed by the rest in the
+    file's order; None when it does not (Keras' own Xception leaves its residual layers auto-named: order)."""
+    found: dict[str, KLayer] = {}
+    for k in theirs:
+        found.setdefault(_base_name(k), k)
+    if len(found) != len(theirs) or not all(layer.name in found for layer in ours):
+        return None  # a name twice, or one of ours missing: the names do not determine the mapping
+    wanted = {layer.name for layer in ours}
+    return [found[layer.name] for layer in ours] + [k for k in theirs if _base_name(k) not in wanted]
+
+
+def _write_order(ours, theirs) -> list:
+    """Our weighted layers in the order the file lists them, as Keras writes a model's layers.
+
+    Keras lists a functional model's layers by depth from the output, and a block's residual
+    convolution (1 x 1 kernel) is level with its ``sepconv2_bn``: which comes first follows the order
+    the code created them (measured, Keras 3.15 and tf_keras 2.21). Keras' Xception creates the residual
+    first and lists ``sepconv2, sepconv2_bn, residual_conv, residual_bn`` (our table's order); the
+    article creates it last and is listed ``sepconv2, residual_conv, sepconv2_bn, residual_bn``. Both
+    put ``sepconv2_bn`` (one level deeper) before ``residual_bn``, so the file's arrays at those places
+    determine the order: a single 4-D array where we expect a BatchNormalization is the residual
+    convolution. Every shape is checked after, as for any order.
+    """
+    out = list(ours)
+    for i in range(min(len(out), len(theirs)) - 1):
+        a, b = out[i], out[i + 1]
+        if (a.kind == "bn" and a.name.endswith("_sepconv2_bn") and b.kind == "conv"
+                and b.name.endswith("_residual_conv") and len(theirs[i].weights) == 1
+                and len(theirs[i].weights[0].shape) == 4):
+            out[i], out[i + 1] = b, a
+    return out
+
+
 def _file_variant(variant, names: dict, official_file) -> arch.Variant | None:
     """The variant a weights-only file holds: the user's, else ``keras`` where the file determines it, else None.
 
@@ -92,7 +137,7 @@ def _file_variant(variant, names: dict, official_file) -> arch.Variant | None:
     file determines Keras' wiring when it is Keras' official ImageNet file (``official_file`` not
     None: its pinned MD5) or when its layers carry Keras Xception's own names at their places
     (``block2_sepconv1``...; Keras leaves only the residual convolutions, BNs and Adds auto-named,
-    and any other name must be ours). A model built layer by layer, as the article builds it, has
+    and any other name must be ours; our names for the residual layers are no Keras model's). A model built layer by layer, as the article builds it, has
     only auto-names: its weights fit Keras' order too, but its wiring may be the article's.
     """
     if variant is not None:
@@ -100,7 +145,10 @@ def _file_variant(variant, names: dict, official_file) -> arch.Variant | None:
     if official_file is not None:
         return arch.VARIANTS["keras"]
     pairs = [(ours, theirs.rsplit("/", 1)[-1].split(":")[0]) for ours, theirs in names.items()]
-    if any(o == t for o, t in pairs) and all(o == t or AUTO_NAME_PATTERN.fullmatch(t) for o, t in pairs):
+    # our own residual names (block2_residual_conv) are not Keras': a model that carries them was built by
+    # someone else, in either wiring
+    if any(o == t for o, t in pairs) and all((o == t and "_residual_" not in o) or AUTO_NAME_PATTERN.fullmatch(t)
+                                             for o, t in pairs):
         return arch.VARIANTS["keras"]
     return None
 
@@ -122,7 +170,8 @@ def _official_layout(dense: KLayer) -> bool:
     return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
 
 
-def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None, variant=None):
+def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None, variant=None,
+                       keras_version=None):
     """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
 
     A bare backbone converts by documented policy as the unpooled backbone at any
@@ -133,8 +182,12 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
     the official layout included, needs its pooling, its activation and its input
     size from the user: guessing them changes the answer silently (a
     GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
+    A given "hard_sigmoid" is read with the Keras version the file records (``keras_version``;
+    :func:`~weights_tools.kinds.resolve_activation`), as a head's would be.
     """
     pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
+    if act is not None:
+        act = resolve_activation(act, keras_version, f"{source}: --classifier-activation")
     if pooling not in (None, "avg", "max"):
         raise ConversionError(f"{source}: --pooling: expected avg or max, found {pooling!r}")
     if act is not None and act not in arch.ACTIVATIONS:

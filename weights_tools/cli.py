@@ -35,7 +35,11 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     c = sub.add_parser("convert", help="convert a .h5/.keras/.weights.h5 file, Keras 3 sharded weights, a tf_keras "
-                                       "SavedModel directory or a TensorFlow checkpoint to .npz")
+                                       "SavedModel directory or a TensorFlow checkpoint to .npz",
+                       description="Convert a Keras save (a .h5, .keras or .weights.h5 file, Keras 3 sharded weights, "
+                                   "a tf_keras SavedModel directory or a TensorFlow checkpoint) of an Xception "
+                                   "model to an npxception .npz weight file, without TensorFlow; then use it "
+                                   "with --weights.")
     c.add_argument("src", help="the Keras file (format detected from its contents), the .weights.json index of "
                                "sharded weights, SavedModel directory, or checkpoint prefix (or its .index)")
     c.add_argument("-o", "--output", required=True, help="the .npz to write")
@@ -45,11 +49,14 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     c.add_argument("--check-with-keras", action="store_true",
                    help="run SRC in Keras (TensorFlow needed), record Keras' output as the golden test "
                         "case, and fail if npxception disagrees with it")
-    c.add_argument("--debug", action="store_true", help="show tracebacks")
+    c.add_argument("--debug", action="store_true", help="show tracebacks (the same as --debug before the command)")
     _model_options(c)
-    i = sub.add_parser("inspect", help="list the layers, shapes, what the file determines, and the architecture")
+    i = sub.add_parser("inspect", help="list the layers, shapes, what the file determines, and the architecture",
+                       description="Describe a Keras save without converting it: its format, every layer with its "
+                                   "weight shapes, what the file does and does not determine, and the detected "
+                                   "architecture.")
     i.add_argument("src", help="the Keras file to describe")
-    i.add_argument("--debug", action="store_true", help="show tracebacks")
+    i.add_argument("--debug", action="store_true", help="show tracebacks (the same as --debug before the command)")
     _model_options(i)
     return p
 

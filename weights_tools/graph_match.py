@@ -72,7 +72,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
         map_shape = arch.trace(arch.backbone(v), [], in_shape)[arch.backbone(v)[-1].name][0]
         head, head_params = _head(matched, live, inputs, v, source,
                                   before={roots[0].name} | {k.name for k in chain},
-                                  map_shape=map_shape, data_format=data_format)
+                                  map_shape=map_shape, data_format=data_format, keras_version=keras_version)
         params.update(head_params)
         matched.pop("input")
         matched.update({h["name"]: h["name"] for h in head})

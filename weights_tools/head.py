@@ -18,7 +18,7 @@ from __future__ import annotations
 from npxception import architecture as arch
 
 from .errors import ConversionError
-from .kinds import _activation_name, kind_of
+from .kinds import _activation_name, kind_of, resolve_activation
 from .layer_checks import _BN_VARS, FEATURE_AXES, _bn_arrays, _check_bn, _one_axis
 from .layout import CHANNEL_AXES, CHANNELS_FIRST, CHANNELS_LAST, LayoutError, layer_data_format
 from .walk import _consumers
@@ -47,12 +47,14 @@ def flatten_order(k, data_format, source) -> str:
     return _FLATTEN_ORDERS[(backbone, own or CHANNELS_LAST)]
 
 
-def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_format=None):
+def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_format=None, keras_version=None):
     """Follow the single chain of layers after the backbone: the classifier head.
 
     ``before``: the input and the input stage's layers, matched already. ``map_shape``: the
     backbone's output ``(H', W', C)`` at the model's input size (None per side the model leaves open),
-    which a Flatten records; ``data_format``: the backbone's, which orders a Flatten's features.
+    which a Flatten records; ``data_format``: the backbone's, which orders a Flatten's features;
+    ``keras_version``: the version the file records, which says what "hard_sigmoid" computes
+    (:func:`~weights_tools.kinds.resolve_activation`).
     """
     consumers = _consumers(live, inputs)
     last = matched[arch.backbone(v)[-1].name]
@@ -98,7 +100,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
         elif kind == "dense":
             units = int(cfg.get("units", k.weights[0].shape[-1] if k.weights else 0))
             use_bias = bool(cfg.get("use_bias", len(k.weights) == 2))
-            act = _activation_name(cfg)
+            act = resolve_activation(_activation_name(cfg), keras_version, f"{source}: layer {k.name} (Dense)")
             if act not in arch.ACTIVATIONS:
                 accepted = ", ".join(repr(a) for a in arch.ACTIVATIONS if a is not None)
                 raise ConversionError(f"{source}: unsupported activation {act!r} in layer {k.name} (Dense); "
@@ -126,7 +128,8 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
                                           f"expected {(features,)}, found {a.shape}")
                 params[f"{k.name}/{var}"] = a
         elif kind in ("activation", "relu"):
-            act = "relu" if kind == "relu" else _activation_name(cfg)
+            act = "relu" if kind == "relu" else resolve_activation(_activation_name(cfg), keras_version,
+                                                                   f"{source}: layer {k.name} (Activation)")
             head.append({"kind": "activation", "name": k.name, "activation": act})
         elif kind == "softmax":  # layers.Softmax(axis): Activation("softmax") when the axis is the classes'
             if _one_axis(cfg.get("axis", -1)) not in FEATURE_AXES:

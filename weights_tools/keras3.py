@@ -54,6 +54,7 @@ from .errors import ConversionError
 from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap, is_operation
+from .weight_store import ShardStore
 
 ZIP_MAGIC = b"PK\x03\x04"
 # model.weights.h5 may hold what the largest valid model holds (the read budget,
@@ -115,11 +116,19 @@ def _archive(src, where: str):
             yield z
 
 
-def read_archive_config(src, where: str) -> dict:
-    """``config.json`` of a ``.keras`` archive, as plain data."""
+def read_archive_config(src, where: str, *, with_version=False):
+    """``config.json`` of a ``.keras`` archive, as plain data; with ``with_version``, ``(config,
+    keras_version)``, the version its ``metadata.json`` records (None when it has no readable one)."""
     try:
         with _archive(src, where) as z:
-            return _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
+            if not with_version:
+                return config
+            version = None
+            if "metadata.json" in set(z.namelist()):
+                metadata = _json(_member(z, "metadata.json", MAX_JSON_BYTES, where), "metadata.json", where)
+                version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+            return config, version if isinstance(version, str) else None
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
 
@@ -139,7 +148,12 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     """
     try:
         with _archive(src, where) as z:
-            names = set(z.namelist())
+            names: set[str] = set()
+            for name in z.namelist():  # zipfile reads the last of two same-named entries, another reader the first
+                if name in names:
+                    raise ConversionError(f"{where}: entry {short_repr(name)} appears twice in the zip's directory; "
+                                          "Keras writes each once (which one is the model's?)")
+                names.add(name)
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
                                       "not a Keras .keras file")
@@ -259,6 +273,30 @@ def _read_vars(store, key: str, expected_name: str | None):
     return arrays, [f"{vpath}/{s}" for s in indices], stored
 
 
+# Classes with no variables in Keras 3: a file with no group for one of them misses nothing (Keras' loader
+# reads no group for a layer without variables). A file missing the group of any other layer is refused.
+WEIGHTLESS = frozenset({
+    "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D",
+    "GlobalMaxPooling2D", "GlobalMaxPool2D", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Add",
+    "Concatenate", "Flatten", "Reshape", "ZeroPadding2D", "Cropping2D", "Dropout", "SpatialDropout2D",
+    "GaussianDropout", "GaussianNoise", "Rescaling", "Resizing", "CenterCrop",
+})
+
+
+def _missing_group(k, klayers, paths, keys, store) -> str:
+    """The refusal for layer ``k`` (with weights) that has no group in ``store``, naming how many later
+    layers with weights have none either: a sharded index that stops there is an interrupted save."""
+    later = klayers[klayers.index(k) + 1:]
+    more = sum(1 for x in later if x.class_name not in WEIGHTLESS and x.class_name != "InputLayer"
+               and paths[x.name] in keys and store.members(keys[paths[x.name]]) is None)
+    also = f" (nor {more} later layer(s) with weights)" if more else ""
+    if isinstance(store, ShardStore):
+        return (f"{store.where}: the index covers only part of the model (an interrupted save?): no shard it "
+                f"lists holds weights for layer {k.name} (group {keys[paths[k.name]]}){also}; save the model "
+                "again into an empty directory and convert that index")
+    return f"{store.where}: no weights group {keys[paths[k.name]]} for layer {k.name}{also}"
+
+
 def fill_weights(klayers, paths, config, store) -> dict[str, int]:
     """Put the arrays of ``store`` (a Keras 3 file or its shards, :mod:`weights_tools.weight_store`) into the
     flattened config's KLayers.
@@ -274,7 +312,9 @@ def fill_weights(klayers, paths, config, store) -> dict[str, int]:
             continue
         arrays, names, _ = _read_vars(store, keys[path], path[-1])
         if arrays is None:
-            raise ConversionError(f"{store.where}: no weights group {keys[path]} for layer {k.name}")
+            if k.class_name in WEIGHTLESS:  # Keras writes an empty group for it, and loads nothing from one
+                continue
+            raise ConversionError(_missing_group(k, klayers, paths, keys, store))
         k.weights, k.weight_names = arrays, names
         used.update(names)
     # A nested model (`layers/<key>` holding layers of its own) has training state of its own: a model

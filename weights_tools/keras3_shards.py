@@ -40,7 +40,7 @@ import re
 
 from npxception import architecture as arch
 from npxception.config import CONFIG
-from npxception.untrusted import IrregularFileError, ReadBudget, loads_json, open_regular, short_repr
+from npxception.untrusted import DeepJSONError, IrregularFileError, ReadBudget, loads_json, open_regular, short_repr
 from npxception.weights import weight_budget
 
 from .errors import ConversionError
@@ -79,7 +79,9 @@ def read_index(path: pathlib.Path) -> dict | None:
     data = read_capped(path, CONFIG.max_config_bytes)  # its refusal is a ConversionError: not in the try
     try:
         index = loads_json(data)
-    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError, too deep)
+    except DeepJSONError as exc:  # JSON, but no index (one nests 3 levels): say why, not "not a weight file"
+        raise ConversionError(f"{path}: {exc}; a Keras 3 sharded weights index nests 3 levels") from None
+    except ValueError:  # not JSON (UnicodeDecodeError, JSONDecodeError)
         return None
     return index if isinstance(index, dict) and isinstance(index.get("weight_map"), dict) else None
 
@@ -124,16 +126,36 @@ def shard_named(path):
         raise lone_shard_error(path, exc) from None
 
 
-def _shard_list(key: str, value, where: str) -> list[str]:
+def _shard_list(key: str, value, where: str, most: int) -> list[str]:
+    """The shard names of one weight_map entry: counted against ``most`` before any is looked at, then
+    checked in one pass (a hostile list is refused by its length, never searched pairwise)."""
     names = [value] if isinstance(value, str) else value
+    if isinstance(names, list) and len(names) > most:
+        raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists {len(names):,} shards; a valid "
+                              f"Xception save has at most {most} (a hostile or corrupt file?)")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConversionError(f"{where}: weight_map[{short_repr(key)}] is {short_repr(value)}; expected a shard "
                               "file name or a non-empty list of them")
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists shard {short_repr(twice)} twice; "
-                              "expected each shard once")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConversionError(f"{where}: weight_map[{short_repr(key)}] lists shard {short_repr(name)} twice; "
+                                  "expected each shard once")
+        seen.add(name)
     return names
+
+
+def _renamed_from(weight_map: dict) -> str | None:
+    """The one stem of every shard name the weight_map lists, when they all have Keras' form with one stem
+    (an index renamed after the save), else None. A linear walk, on the error path only."""
+    stems = set()
+    for value in weight_map.values():
+        for name in [value] if isinstance(value, str) else value if isinstance(value, list) else [None]:
+            match = SHARD.fullmatch(name) if isinstance(name, str) else None
+            if match is None or "/" in name or "\\" in name or len(stems | {match.group(1)}) > 1:
+                return None
+            stems.add(match.group(1))
+    return next(iter(stems), None)
 
 
 def check_index(index: dict, path: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
@@ -152,10 +174,17 @@ def check_index(index: dict, path: pathlib.Path) -> tuple[dict[str, list[str]], 
         if not (key == "/vars" or (key.startswith("/") and key.endswith("/vars"))) or "//" in key:
             raise ConversionError(f"{where}: weight_map key {short_repr(key)} is not a weight group; expected "
                                   "Keras' '/layers/<layer>/vars' form")
-        names = _shard_list(key, value, where)
+        names = _shard_list(key, value, where, most)
         for name in names:
             match = shard.fullmatch(name)
             if match is None:
+                stem = _renamed_from(weight_map)
+                if stem is not None:
+                    raise ConversionError(
+                        f"{where}: its weight_map lists the shards {stem}_NNNNN.weights.h5 of a save named "
+                        f"{stem}.weights.json: the index was renamed? Keras' load_weights cannot read it either (it "
+                        f"derives the shard names from the index's name and opens {base}_00000.weights.h5 first); "
+                        f"give the index its saved name {stem}.weights.json, beside its shards")
                 raise ConversionError(f"{where}: weight_map[{short_repr(key)}] names {short_repr(name)}; expected a "
                                       f"file name of the form {base}_NNNNN.weights.h5, beside the index (Keras "
                                       "writes no other; a path is never followed)")
@@ -181,8 +210,9 @@ def _unreferenced(path: pathlib.Path, listed: list[str]) -> None:
         for entry in entries:
             if shard.fullmatch(entry.name) and entry.name not in known:
                 raise ConversionError(f"{path}: {entry.name} beside it is not listed by the index ({len(listed)} "
-                                      f"shards, up to {listed[-1]}): a shard of another save? Move it away, or "
-                                      "save the model again into an empty directory")
+                                      f"shards, up to {listed[-1]}): left by an interrupted save, or by another "
+                                      "save? Save the model again into an empty directory (or, if it belongs to "
+                                      "another save, move it away)")
 
 
 def _open_shard(directory: pathlib.Path, name: str, seen: dict, where: str):

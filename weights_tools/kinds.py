@@ -14,7 +14,7 @@ from npxception import architecture as arch
 from .errors import ConversionError
 from .graph import KLayer
 from .keras_layers import not_identity_reason
-from .preprocessing import IDENTITY, STAGE
+from .preprocessing import IDENTITY, STAGE, version_tuple
 
 # Keras class name -> our layer kind. Anything else is refused by name.
 _KINDS = {
@@ -48,6 +48,35 @@ def _activation_name(cfg) -> str | None:
     return _ACTIVATION_ALIASES.get(act, act)
 
 
+def resolve_activation(act, keras_version, where: str):
+    """The head's name for the activation a layer's config calls ``act``, read with the Keras version the
+    file records (``keras_version``, None when it records none); ConversionError when that does not determine
+    the function.
+
+    "hard_sigmoid" is relu6(x + 3) / 6 from Keras 3 on and clip(0.2 x + 0.5, 0, 1) before (Keras 1/2,
+    tf_keras): it becomes "hard_sigmoid_keras3" or "hard_sigmoid_keras2" by the version, and is refused
+    without one. "hard_silu" and "hard_swish" are Keras 3's only: a file that an earlier Keras wrote
+    holds a custom function of that name, whose code it does not record. Any other name is returned as it is.
+    """
+    version = version_tuple(keras_version)
+    if act in arch.VERSIONED_ACTIVATIONS:
+        if version is None:
+            recorded = (f"records the Keras version {keras_version!r}, which is not one" if keras_version is not None
+                        else "does not record which Keras wrote it")
+            old, new = arch.VERSIONED_ACTIVATIONS[act]
+            raise ConversionError(
+                f"{where}: activation {act!r} is relu6(x + 3) / 6 in Keras 3 and clip(0.2 x + 0.5, 0, 1) in "
+                f"Keras 1/2 and tf_keras, and the file {recorded} (its keras_version: .keras metadata.json, "
+                f"a .h5 file's root attributes, a config's to_json()). Give a config that records it (the "
+                f"model's .keras archive, or a tf_keras to_json()), or, for a weights-only file's classifier, "
+                f"--classifier-activation {new} or {old}")
+        return arch.VERSIONED_ACTIVATIONS[act][1 if version >= (3,) else 0]
+    if act in arch.KERAS3_HARD_ACTIVATIONS and version is not None and version < (3,):
+        raise ConversionError(f"{where}: activation {act!r} is Keras 3's, and Keras {keras_version} wrote the "
+                              "file: there it names a custom function, whose code the file does not record")
+    return act
+
+
 def kind_of(layer: KLayer) -> str:
     """Our kind for a Keras layer, "op" for an operation node (weights_tools.operations), or "unsupported"."""
     if layer.function is not None:
@@ -65,7 +94,7 @@ def kind_of(layer: KLayer) -> str:
         act = _activation_name(cfg)
         if act == "relu":
             return "relu"
-        return "activation" if act in arch.ACTIVATIONS else "unsupported"
+        return "activation" if act in arch.ACTIVATIONS or act in arch.VERSIONED_ACTIVATIONS else "unsupported"
     return "unsupported"
 
 

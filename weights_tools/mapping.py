@@ -97,7 +97,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
             raise ConversionError(f"{source}: --skip-layer needs a file that records its layers (a weights-only "
                                   "file is matched by weight order; pass --config)")
         params, v, head, names, input_shape, notices = _match_by_order(klayers, variant, source, given,
-                                                                       official_file)
+                                                                       official_file, keras_version)
         data_format = None  # no config: the weights' layout is the same in both formats (layout.py)
     if input_shape is None:
         input_shape = (None, None, 3)  # a weights-only file matched by order: an RGB backbone (by_order.py)

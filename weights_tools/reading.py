@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from npxception.config import CONFIG
+from npxception.untrusted import check_zip_directory, open_regular
+from npxception.weights import MANIFEST_KEY
 
 from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
@@ -30,19 +35,23 @@ from .tf_bundle import Bundle
 from .weight_store import H5Store
 
 
-def _config_from(config, where):
-    """A model config (dict) from a dict, a config.json path or a .keras archive path."""
+def _config_from(config, where, *, with_version=False):
+    """A model config (dict) from a dict, a config.json path or a .keras archive path; with ``with_version``,
+    ``(config, keras_version)``: the version a ``.keras`` archive's metadata.json or the config itself records
+    (:func:`_recorded_version`), None when neither does."""
     if config is None or isinstance(config, dict):
-        return config
+        return (config, _recorded_version(config)) if with_version else config
     cpath = pathlib.Path(config)
     with _open_checked(cpath) as f:
         head = f.read(len(ZIP_MAGIC))
         if head == ZIP_MAGIC:
-            return keras3.read_archive_config(cpath, str(cpath))
+            found, version = keras3.read_archive_config(cpath, str(cpath), with_version=True)
+            return (found, version or _recorded_version(found)) if with_version else found
         data = head + f.read(keras3.MAX_JSON_BYTES + 1 - len(head))  # read no more than the cap
     if len(data) > keras3.MAX_JSON_BYTES:
         raise ConversionError(f"{cpath}: a config over {keras3.MAX_JSON_BYTES} bytes")
-    return keras3._json(data, "the config", str(cpath))
+    found = keras3._json(data, "the config", str(cpath))
+    return (found, _recorded_version(found)) if with_version else found
 
 
 _LEGACY_WEIGHTS_ONLY = "legacy Keras HDF5 weights-only file"
@@ -92,7 +101,7 @@ def open_layers(src, *, config=None):
     """
     where = str(src)
     fmt, src = resolve_source(src)  # a checkpoint directory: the prefix its checkpoint file names
-    config = _config_from(config, where)
+    config, config_version = _config_from(config, where, with_version=True)
     if fmt == "savedmodel":
         with savedmodel.open_savedmodel(src) as (cfg, object_paths, bundle, graph):
             _refuse_given_config(config, where, "a SavedModel")
@@ -113,12 +122,15 @@ def open_layers(src, *, config=None):
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
             yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
-                          ignored, _recorded_version(config))
+                          ignored, config_version)
         return
     if fmt == "keras_sharded":
         with keras3_shards.open_shards(src) as (store, count):
-            yield _keras3_weights(store, config, where, f"Keras 3 sharded weights index ({count} shards)")
+            yield _keras3_weights(store, config, where, f"Keras 3 sharded weights index ({count} shards)",
+                                  config_version)
         return
+    if fmt == "zip":
+        _refuse_npxception_file(src, where)
     if fmt in ("zip", "keras_dir"):
         opened = keras3.open_directory(src, where) if fmt == "keras_dir" else _opened_archive(src, where)
         with opened as (cfg, h5, version):
@@ -136,25 +148,49 @@ def open_layers(src, *, config=None):
             klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config)
             kind = ("legacy Keras HDF5 weights-only file (with a given config)" if config is not None
                     else "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY)
-            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5), legacy_h5.h5_version(h5))
+            yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5),
+                          legacy_h5.h5_version(h5) or config_version)
             return
         if "layers" in names:
             with keras3_shards.shard_named(src):
-                reading = _keras3_weights(H5Store(h5), config, where, "Keras 3 .weights.h5 file")
+                reading = _keras3_weights(H5Store(h5), config, where, "Keras 3 .weights.h5 file", config_version)
             yield reading
             return
     raise keras3_shards.lone_shard_error(src, ConversionError(
         f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
 
 
-def _keras3_weights(store, config, where: str, kind: str) -> Reading:
-    """A Keras 3 weights-only file (one ``.weights.h5``, or sharded), wired by ``config`` when given."""
+def _keras3_weights(store, config, where: str, kind: str, version=None) -> Reading:
+    """A Keras 3 weights-only file (one ``.weights.h5``, or sharded), wired by ``config`` when given (its Keras
+    ``version`` as the config records it: a ``.weights.h5`` file records none)."""
     if config is not None:
         klayers, paths, input_shape = flatten_config(config, source=where)
         ignored = keras3.fill_weights(klayers, paths, config, store)
-        return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, _recorded_version(config))
+        return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, version)
     klayers, ignored = keras3.klayers_without_config(store)
     return Reading(klayers, None, f"{kind} (no config)", ignored)
+
+
+def _refuse_npxception_file(src, where: str) -> None:
+    """An npxception ``.npz`` (a zip holding our manifest) given to the converter: say what it is.
+
+    It was read as a .keras archive and refused for its entry count ("a .keras archive holds at most
+    100"), which told a user holding a converted file nothing (review 17, finding 3). The zip's
+    directory is read within the weight file's own entry cap.
+    """
+    try:
+        with open_regular(src) as f:
+            check_zip_directory(f, where, max_entries=CONFIG.max_npz_entries, what="an .npz weight file")
+            with zipfile.ZipFile(f) as z:
+                ours = f"{MANIFEST_KEY}.npy" in z.NameToInfo
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return  # not ours: the archive reader reports what is wrong with it
+    if ours:
+        raise ConversionError(
+            f"{where}: already an npxception weight file (it holds our manifest): nothing to convert; use it as "
+            f"it is: `npxception predict --weights {where} IMAGE`, npxception.Xception(weights=...), or "
+            "`npxception verify` to check it. convert turns a Keras save (.keras, .h5, .weights.h5, a SavedModel "
+            "or a TensorFlow checkpoint) into such a file")
 
 
 @contextlib.contextmanager

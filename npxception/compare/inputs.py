@@ -238,6 +238,45 @@ NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _MAX_SCOPES_TEXT = (MAX_SCOPE_DEPTH + 2) * (MAX_SCOPED_NAME + 4)
 
 
+# Every tensor and node name, whoever exported it, before any is split: compare splits names into scopes
+# (onnx_side.keras_scopes), TFLite's ';'-joined ones into segments (onnx_side.fused_segments), module paths into
+# their modules (also at '.': onnx_side.strip_root), each part a Python object of ~50 bytes; one name of 40 M
+# ';' took 1 GB (review 18). What valid Xception exports carry: tf2onnx from Keras, scoped TF names
+# ("StatefulPartitionedCall/model/block2_pool/MaxPool:0", under 100 characters, 3-4 scopes); ``tf2onnx
+# --tflite`` of a TFLite model converted from Keras, a fused op's name joined from every op fused into it
+# (conv + BN + ReLU: 4 segments, ~130 characters in tests/onnx_port.py's tflite_named, each 3 scopes deep);
+# torch.onnx (timm's, tests/onnx_port.py) under 100 characters, 6 scopes. (A fresh tf2onnx export could not
+# be measured in review 18's session: the shared machine was too loaded.) The caps are 8-30 times those, and
+# bound the splitting of all names (MAX_NAMES_TEXT: at worst a part per 2 characters, ~30 bytes a character)
+# to ~150 MB.
+MAX_NAME = 4096  # characters
+MAX_NAME_SEGMENTS = 64  # ';'-joined segments
+MAX_NAMES_TEXT = 4 << 20  # characters, all nodes' names, inputs and outputs together
+# A node's outputs: an Xception export's nodes have 1 (BatchNormalization in training mode, Dropout with its
+# mask, Split: a few); each output's name is split as above.
+MAX_NODE_OUTPUTS = 64
+
+
+def _check_name(name: str, node, i: int, where: str) -> None:
+    """Refuse a tensor or node name longer, more segmented or deeper than any export's (the caps above),
+    looking at its length first, then its ';'-segments, then each segment's scopes and modules."""
+    if len(name) > MAX_NAME or name.count(";") >= MAX_NAME_SEGMENTS:
+        raise ValueError(f"{where}: node {node_label(node, i)} names {short_repr(name)}, {len(name):,} characters "
+                         f"in {name.count(';') + 1:,} ';'-joined segments; an export's names are at most "
+                         f"{MAX_NAME:,} characters in {MAX_NAME_SEGMENTS} segments (TFLite's fused ops', the longest, "
+                         "a few hundred in ~10): refused before reading its scopes")
+    for segment in name.split(";") if ";" in name else (name,):
+        # scopes (tf2onnx's "/" and ":"), and the modules of a torch path ("/" and "."): counted together
+        depth = segment.count("/") + segment.count(":") + segment.count(".")
+        scoped = segment.startswith("/") and len(segment) > MAX_SCOPED_NAME
+        if depth > MAX_SCOPE_DEPTH + 2 or scoped:
+            raise ValueError(f"{where}: node {node_label(node, i)} names {short_repr(segment)}, a scope path "
+                             f"{len(segment):,} characters long of {depth + 1:,} scopes and modules ('/', ':' and "
+                             f"'.'-separated); an export's are at most {MAX_SCOPE_DEPTH} deep and a torch module "
+                             f"path at most {MAX_SCOPED_NAME} characters long (an Xception's, 6 and under 100): "
+                             "refused before reading its scopes")
+
+
 def name_scopes(value: str) -> list[str]:
     """The quoted strings of a ``name_scopes`` entry, never evaluated: the root "", the module paths
     outermost first, then the node's own name."""
@@ -279,34 +318,46 @@ def load_onnx(path):
     family = _foreign_family(graph)
     if family:
         raise ValueError(f"{where}: {family}")
+    names_left = MAX_NAMES_TEXT
     for i, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
             op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
             raise ValueError(f"{where}: node {node_label(node, i)} is a {op} operator, which no Xception "
                              f"export holds{' (control flow: it could run for ever)' if op in _CONTROL_FLOW else ''};"
                              f" compare runs graphs of {', '.join(sorted(ONNX_OPS))}")
-        for name in (*node.output, node.name):
-            if name.startswith("/") and (len(name) > MAX_SCOPED_NAME or name.count("/") > MAX_SCOPE_DEPTH + 1):
-                raise ValueError(f"{where}: node {node_label(node, i)} names {short_repr(name)}, a module path "
-                                 f"{len(name):,} characters long and {name.count('/') - 1:,} scopes deep; a torch "
-                                 f"export's are at most {MAX_SCOPED_NAME} characters long and {MAX_SCOPE_DEPTH} deep "
-                                 "(an Xception's, 6): refused before reading its scopes")
+        if len(node.output) > MAX_NODE_OUTPUTS:
+            raise ValueError(f"{where}: node {node_label(node, i)} has {len(node.output):,} outputs; an Xception "
+                             f"export's nodes have at most {MAX_NODE_OUTPUTS}: refused before reading their names")
+        for name in (*node.input, *node.output, node.name):
+            names_left -= len(name)
+            if names_left < 0:
+                raise ValueError(f"{where}: its nodes' names total more than {MAX_NAMES_TEXT:,} characters (at node "
+                                 f"{node_label(node, i)}); an Xception export's total well under 1 MB: refused "
+                                 "before reading their scopes")
+            _check_name(name, node, i, where)
         for prop in node.metadata_props:
             if prop.key != NAME_SCOPES:
                 continue
             # parsed only when no longer than the caps allow (", 'NAME'" per scope)
             if (len(prop.value) > _MAX_SCOPES_TEXT or len(scopes := name_scopes(prop.value)) > MAX_SCOPE_DEPTH + 2
-                    or any(len(s) > MAX_SCOPED_NAME for s in scopes)):
+                    or any(len(s) > MAX_SCOPED_NAME or s.count(".") > MAX_SCOPE_DEPTH for s in scopes)):
                 raise ValueError(f"{where}: node {node_label(node, i)}'s {NAME_SCOPES} is {len(prop.value):,} "
                                  f"characters long; a torch export's lists at most {MAX_SCOPE_DEPTH} module "
-                                 f"paths of at most {MAX_SCOPED_NAME} characters: refused before reading it")
+                                 f"paths of at most {MAX_SCOPED_NAME} characters and {MAX_SCOPE_DEPTH} modules: refused before "
+                                 "reading it")
+    for i, node in enumerate(graph.node):  # a subgraph holds tensors and nodes of its own, none checked here
+        for a in node.attribute:
+            if a.HasField("g") or len(a.graphs):
+                raise ValueError(f"{where}: node {node_label(node, i)}'s attribute {short_repr(a.name)} holds a "
+                                 "subgraph, which no Xception export's does: refused before loading")
     sparse = [t.values.name or "(unnamed)" for t in graph.sparse_initializer]
     sparse += [node.name or node.output[0] for node in graph.node
-               for a in node.attribute if a.HasField("sparse_tensor")]
+               for a in node.attribute if a.HasField("sparse_tensor") or len(a.sparse_tensors)]
     if sparse:  # a 196-byte file declaring 5e8 values made onnxruntime allocate 4 GB densifying it
         raise ValueError(f"{where}: tensor {sparse[0]!r} is sparse; no CNN export writes sparse tensors, and "
                          "onnxruntime makes them dense whatever size they declare: refused before loading")
     tensors = list(graph.initializer) + [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
+    tensors += [t for node in graph.node for a in node.attribute for t in a.tensors]  # every tensor-bearing field
     for t in tensors:
         if uses_external_data(t):
             raise ValueError(f"{where}: tensor {t.name!r} is stored outside the file (external data); compare reads "

@@ -31,6 +31,7 @@ import numpy as np
 from . import folded_bn, onnx_work
 from .inputs import MAX_SCOPE_DEPTH, NAME_SCOPES, input_layout, load_onnx, name_scopes
 from .names import KNOWN_PORTS
+from ..untrusted import short_repr
 from .report import UNKNOWN
 
 # The ONNX op that ends each of our layer kinds in a tf2onnx export. A scope's last
@@ -190,16 +191,23 @@ def node_module_paths(node) -> list[str]:
 def strip_root(paths, hits) -> str:
     """The module path wrapping every other (``model`` of ``model.block1.rep``), when its removal
     makes more paths count as ``hits(path)`` than before; else "". Looked for at most
-    ``MAX_SCOPE_DEPTH`` modules deep, each level a pass over the paths."""
+    ``MAX_SCOPE_DEPTH`` modules deep.
+
+    Linear in the paths' length per level: each level looks at one module of each path still under the
+    prefix (found from where the last one ended, never re-splitting a path) and counts those paths' hits
+    once; load_onnx caps a path's modules, '.'-separated ones included, at MAX_SCOPE_DEPTH."""
     root, best = "", sum(map(hits, paths))
+    under = [(p, 0) for p in paths]  # the paths still under the prefix, and where their next module starts
     prefix = ""
     for _ in range(MAX_SCOPE_DEPTH):
-        inner = [p[len(prefix):] for p in paths if p.startswith(prefix)]
-        firsts = {p.split(".")[0] for p in inner if "." in p}
+        # a path with no module below this level leaves; those with one must all go through the same
+        ends = [(p, start, p.find(".", start)) for p, start in under]
+        firsts = {p[start:end] for p, start, end in ends if end >= 0}
         if len(firsts) != 1:
             return root
         prefix += firsts.pop() + "."
-        n = sum(hits(p[len(prefix):]) for p in paths if p.startswith(prefix))
+        under = [(p, end + 1) for p, _, end in ends if end >= 0]
+        n = sum(hits(p[len(prefix):]) for p, _ in under)
         if n > best:
             root, best = prefix, n
     return root
@@ -268,6 +276,11 @@ def graph_precision(graph) -> str:
     return next((name for name in _LEAST_PRECISE if name in found), "float32")
 
 
+def _examples(names, n: int) -> str:
+    """The first ``n`` names, each cut (a file's name may be hundreds of characters long)."""
+    return ", ".join(short_repr(name, 60) for name in names[:n])
+
+
 def _no_names(graph, mapping) -> str:
     """What their graph's names look like and what to pass, when none of its intermediate tensors
     matched one of our layers (only the final output can then be compared)."""
@@ -277,15 +290,15 @@ def _no_names(graph, mapping) -> str:
         root = strip_root(paths, keys.__contains__)
         if sum(p.removeprefix(root) in keys for p in paths if p.startswith(root)) >= len(keys) // 2:
             if mapping:
-                return (f"its module paths are {port}'s (e.g. {', '.join(paths[:3])}), "
+                return (f"its module paths are {port}'s (e.g. {_examples(paths, 3)}), "
                         "and the names map given matches none of them")
-            return f"its module paths are {port}'s (e.g. {', '.join(paths[:3])}): pass names='{port}' (--port {port})"
+            return f"its module paths are {port}'s (e.g. {_examples(paths, 3)}): pass names='{port}' (--port {port})"
     if paths:
-        return (f"its module paths (e.g. {', '.join(paths[:5])}) are none of ours"
+        return (f"its module paths (e.g. {_examples(paths, 5)}) are none of ours"
                 f"{' nor in the names map given' if mapping else ''}: map them to ours with names= "
                 "({module path: our layer name}, --names FILE.json)")
     tensors = [o for node in graph.node for o in node.output][:5]
-    return (f"its tensors' names (e.g. {', '.join(tensors)}) carry no module path (an export by torch < 1.13 "
+    return (f"its tensors' names (e.g. {_examples(tensors, 5)}) carry no module path (an export by torch < 1.13 "
             "names them by number): re-export with a newer torch, or map tensor names to ours with names=")
 
 

@@ -20,14 +20,15 @@ Why each fusion, and what it measured: docs/performance.md.
 from __future__ import annotations
 
 from .fused import conv_fused, conv_fused_reference, sep_conv_fused, sep_conv_fused_reference
-from .kernels import (affine_act, affine_add_residual, depthwise3x3_same, depthwise3x3_same_reference,
-                      depthwise3x3_same_rows, im2col, im2col_reference, maxpool_add, maxpool_add_reference)
+from .kernels import (affine_act, affine_act_reference, affine_add_residual, affine_add_residual_reference,
+                      depthwise3x3_same, depthwise3x3_same_reference, depthwise3x3_same_rows, im2col,
+                      im2col_reference, maxpool_add, maxpool_add_reference)
 from .plan import ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 from .run import FastPlan, fast_forward, fold_bn
 
 __all__ = [
     "compile_plan", "ConvBN", "SepConvBN", "PoolAdd", "Head", "Unsupported", "FastPlan", "fast_forward",
     "fold_bn", "depthwise3x3_same", "depthwise3x3_same_rows", "depthwise3x3_same_reference", "affine_act",
-    "affine_add_residual", "maxpool_add", "maxpool_add_reference", "im2col",
+    "affine_act_reference", "affine_add_residual", "affine_add_residual_reference", "maxpool_add", "maxpool_add_reference", "im2col",
     "im2col_reference", "sep_conv_fused", "sep_conv_fused_reference", "conv_fused", "conv_fused_reference",
 ]

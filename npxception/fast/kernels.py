@@ -242,6 +242,18 @@ def affine_add_residual(y, scale, shift, res):
         _epilogue(y[r:r + 1], scale, shift, False, res[r:r + 1])
 
 
+def affine_act_reference(y, scale, shift, relu):
+    """NumPy twin of :func:`affine_act`, as a new array: y * scale + shift, then ReLU if asked (-0.0 and NaN kept,
+    as the kernel's ``v < 0`` test keeps them)."""
+    out = y * scale + shift  # (M, C) * (C,) + (C,)
+    return np.where(out < 0, out.dtype.type(0), out) if relu else out
+
+
+def affine_add_residual_reference(y, scale, shift, res):
+    """NumPy twin of :func:`affine_add_residual`, as a new array: res + (y * scale + shift)."""
+    return res + (y * scale + shift)
+
+
 def maxpool_add(x, res, k, stride, pad_t, pad_l, out, threads=None):
     """out = max_pool(k x k, stride, padded cells never win)(x) + res.
 

@@ -18,14 +18,18 @@ def relu(x, *, impl="fast"):
 
     Shapes: ``(...) -> (...)`` (any rank). Formula: ``y = max(x, 0)``.
     Output size: unchanged. The output has x's dtype.
-    NaN propagates (``relu(nan) = nan``) and ``relu(-0.0) = -0.0``, as ``tf.nn.relu``: a NaN
-    input stays visible instead of turning into a plausible 0.
+    NaN propagates (``relu(nan) = nan``), as in ``tf.nn.relu``: a NaN input stays visible
+    instead of turning into a plausible 0. ``relu(-0.0)`` is ``-0.0`` in both implementations,
+    as ``tf.nn.relu`` gives in float32; TF's float64 kernel gives ``+0.0`` (TF 2.21,
+    tests/test_ops_tf.py::test_relu_signed_zero). The two zeros are equal as numbers; only
+    ``np.signbit`` (or a division by them) tells them apart.
     """
     op = "relu"
     check_impl(op, impl)
     x = float_array(op, "x", x)
     if impl == "reference":
-        return np.maximum(x, x.dtype.type(0))
+        # max(x, 0), keeping -0.0 as the kernel and TF's float32 relu do (np.maximum(-0.0, 0.0) is +0.0)
+        return np.where(x < 0, x.dtype.type(0), x)
     y = np.empty_like(x)
     _relu_kernel(x.reshape(-1), y.reshape(-1))
     return y

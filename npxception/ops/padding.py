@@ -31,10 +31,10 @@ def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF's SAME padding along one axis as ``(before, after)``; the odd pixel goes after (bottom/right)."""
-    out = -(-size // stride)
+    out = -(-size // stride)  # ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     before = total // 2
-    return before, total - before
+    return before, total - before  # the odd pixel goes after
 
 
 def window_geometry(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:

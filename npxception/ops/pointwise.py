@@ -5,9 +5,9 @@ half of every SeparableConv2D.
 
 * ``reference``: the formula as an ``einsum``, a sum over input channels per
   pixel in NumPy's own C loop (``optimize=False``: no BLAS, so it shares nothing
-  with the fast path). A Python loop over channels read the same but made 728
-  passes over a 30 MB map: 10x slower, which made the float64 oracle that
-  certifies weight files (npxception.golden) take a minute at 299x299.
+  with the fast path). Not a Python loop over channels: too slow for the float64
+  oracle that certifies weight files (docs/performance.md, "Measurements behind
+  the code's choices").
 * ``fast``: one GEMM through NumPy's BLAS on the (N*H*W, C_in) pixel matrix.
 """
 
