@@ -17,14 +17,10 @@ from .config import CONFIG
 from .head import run_head
 
 
-def run(model, x: np.ndarray, wanted: set[str], impl: str, *, stop_early: bool = False):
-    """The plain forward pass: every layer of the table, one op each; ``(output, {name: activation})``.
-
-    ``model`` needs only ``layers``, ``head`` and ``_params`` (an XceptionModel, or a test's stand-in);
-    ``wanted`` names the activations to keep, ``impl`` is "fast" or "reference". ``stop_early``: return
-    ``(None, captured)`` as soon as every wanted backbone layer is captured, when no head layer is
-    wanted; the layers after it would cost time and memory for nothing (``npxception show``).
-    """
+def walk(model, x: np.ndarray, impl: str):
+    """Every layer of the table in order, as ``(name, activation)``; each activation is dropped as soon
+    as its last reader has run, so a caller keeps only what it holds on to. The last one yielded is the
+    backbone's output."""
     p = model._params
     eps = CONFIG.bn_epsilon
     # How many later layers read each activation, so memory is freed early.
@@ -33,23 +29,33 @@ def run(model, x: np.ndarray, wanted: set[str], impl: str, *, stop_early: bool =
         for i in layer.inputs:
             readers[i] = readers.get(i, 0) + 1
     acts = {"input": x}
-    captured = {}
-    backbone = {layer.name for layer in model.layers}
-    stop = stop_early and wanted and wanted <= backbone
     for layer in model.layers:
-        n = layer.name
-        y = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
-        acts[n] = y
-        if n in wanted:
-            captured[n] = y
-            if stop and len(captured) == len(wanted):
-                return None, captured
+        y = acts[layer.name] = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
+        yield layer.name, y
         for i in layer.inputs:
             readers[i] -= 1
             if readers[i] == 0:
                 del acts[i]
-    y = acts[model.layers[-1].name]
-    y = run_head(model.head, p, y, impl, captured, wanted)
+
+
+def run(model, x: np.ndarray, wanted: set[str], impl: str, *, stop_early: bool = False):
+    """The plain forward pass: every layer of the table, one op each; ``(output, {name: activation})``.
+
+    ``model`` needs only ``layers``, ``head`` and ``_params`` (an XceptionModel, or a test's stand-in);
+    ``wanted`` names the activations to keep, ``impl`` is "fast" or "reference". ``stop_early``: return
+    ``(None, captured)`` as soon as every wanted backbone layer is captured, when no head layer is
+    wanted; the layers after it would cost time and memory for nothing (``npxception show``).
+    """
+    captured = {}
+    backbone = {layer.name for layer in model.layers}
+    stop = stop_early and wanted and wanted <= backbone
+    y = x
+    for n, y in walk(model, x, impl):
+        if n in wanted:
+            captured[n] = y
+            if stop and len(captured) == len(wanted):
+                return None, captured
+    y = run_head(model.head, model._params, y, impl, captured, wanted)
     return y, captured
 
 
@@ -57,23 +63,12 @@ def first_nonfinite(model, x: np.ndarray, impl: str) -> str | None:
     """The first layer (of the table, then the head) whose output holds a NaN or an Inf for the finite
     batch ``x``, run layer by layer; None if none does. Only for a batch already found to overflow (one
     image: the run keeps what :func:`run` keeps, and checks each activation once)."""
-    p = model._params
-    eps = CONFIG.bn_epsilon
-    readers: dict[str, int] = {}
-    for layer in model.layers:
-        for i in layer.inputs:
-            readers[i] = readers.get(i, 0) + 1
-    acts = {"input": x}
-    for layer in model.layers:
-        y = acts[layer.name] = run_layer(p, layer, [acts[i] for i in layer.inputs], eps, impl)
+    y = x
+    for n, y in walk(model, x, impl):
         if not np.isfinite(y).all():
-            return layer.name
-        for i in layer.inputs:
-            readers[i] -= 1
-            if readers[i] == 0:
-                del acts[i]
+            return n
     captured: dict = {}
-    run_head(model.head, p, acts[model.layers[-1].name], impl, captured, {h["name"] for h in model.head})
+    run_head(model.head, model._params, y, impl, captured, {h["name"] for h in model.head})
     return next((h["name"] for h in model.head if not np.isfinite(captured[h["name"]]).all()), None)
 
 
