@@ -301,15 +301,38 @@ class XceptionModel:
     def forward(self, x, capture=None, impl="fast"):
         """Run the network; return ``(output, {layer_name: activation})``.
 
-        capture: None (nothing), "all", or a list of layer names (see ``layer_names``).
+        capture: None (nothing), "all", or a list of layer names (see ``layer_names``; the source file's
+        Keras names too, and the input stage's steps, such as ``rescaling``, which "all" leaves out).
         impl: "fast" (Numba/BLAS kernels) or "reference" (every op's readable twin).
         """
         check_impl("model", impl)
-        wanted, aliases = self._capture_set(capture)
-        y, acts = self._run_backbone(self.backbone_input(x), wanted, impl)
+        staged = self._staged(capture)
+        wanted, aliases = self._capture_set(capture, skip=staged)
+        b, acts_staged = self._stage_captured(x, staged) if staged else (self.backbone_input(x), {})
+        y, acts = self._run_backbone(b, wanted, impl)
         for theirs, ours in aliases.items():  # asked by the source file's name: returned under it too
             acts[theirs] = acts[ours]
+        acts.update(acts_staged)
         return y, acts
+
+    def _staged(self, capture) -> list[str]:
+        """The input stage's steps asked for by name (their Keras names: ``rescaling``, ``normalization``,
+        ``center_crop``), which compute something before the backbone and so can be captured too."""
+        asked = [capture] if isinstance(capture, str) and capture != "all" else capture
+        if asked is None or isinstance(asked, str):
+            return []
+        steps = {s["name"] for s in self.input_stage} - set(self.layer_names)
+        return [name for name in asked if name in steps]
+
+    def _stage_captured(self, x, staged) -> tuple[np.ndarray, dict]:
+        """``(backbone_input(x), {a staged name: that step's output})``: the stage run step by step
+        (what :func:`npxception.input_stage.apply` does in one call) to keep the outputs asked for."""
+        b, out = self._check_input(x), {}
+        for step in self.input_stage:
+            b = stage.apply([step], b, finite=True)
+            if step["name"] in staged:
+                out[step["name"]] = b
+        return np.ascontiguousarray(b), out
 
     def run_backbone(self, b, *, impl="fast"):
         """The network after its input stage: ``b`` is what :meth:`backbone_input` returned (``(N, H, W, C)``
@@ -416,7 +439,8 @@ class XceptionModel:
         theirs = {src: ours for ours, src in capturable_source_names(self.source_layer_names or {}, names).items()}
         if name in theirs and theirs[name] in names:
             return theirs[name]
-        hint = difflib.get_close_matches(str(name), [*names, *theirs], n=3)  # Keras' names too
+        steps = [s["name"] for s in self.input_stage]  # capturable too (_staged)
+        hint = difflib.get_close_matches(str(name), [*names, *theirs, *steps], n=3)  # Keras' names too
         where = ("; the source model's layers that compute nothing at inference (Dropout, augmentation "
                  "layers) or that hold others (a nested model's own name) have no output of their own here: "
                  "capture the layer before them, or the nested model's last layer" if self.source_layer_names else
@@ -426,15 +450,16 @@ class XceptionModel:
         raise ValueError(f"{what}: unknown layer name {name!r}"
                          + (f"; did you mean {hint}?" if hint else "; see model.layer_names") + where)
 
-    def _capture_set(self, capture) -> tuple[set[str], dict[str, str]]:
-        """``(our names to capture, {a source name asked for: our name})``."""
+    def _capture_set(self, capture, skip=()) -> tuple[set[str], dict[str, str]]:
+        """``(our names to capture, {a source name asked for: our name})``; the names in ``skip`` (the
+        input stage's, :meth:`_staged`) are left out."""
         if capture is None:
             return set(), {}
         if isinstance(capture, str):
             if capture == "all":
                 return set(self.layer_names), {}
             capture = [capture]
-        ours = {name: self._our_name("capture", name) for name in capture}
+        ours = {name: self._our_name("capture", name) for name in capture if name not in skip}
         return set(ours.values()), {name: our for name, our in ours.items() if name != our}
 
     def run_layer(self, name, inputs, *, impl="fast"):

@@ -90,6 +90,27 @@ def test_model_with_rescaling_takes_pixels(plain):
     np.testing.assert_allclose(ours(pixels), plain(npxception.preprocess_input(pixels)), rtol=1e-10)
 
 
+def test_input_stage_steps_are_captured_by_their_keras_names(plain):
+    """A Rescaling or Normalization computes something before the backbone, so capture takes its Keras
+    name as it takes a backbone layer's (reviewer 16 found `rescaling_1` refused as if it computed
+    nothing); each step's output is its formula on the previous one's."""
+    pixels = np.random.default_rng(2).uniform(0, 255, (2, 71, 71, 3))
+    ours = _with_stage(plain, [RESCALE, NORMALIZE])
+    y, acts = ours.forward(pixels, capture=["rescaling", "norm", "block1_conv1"])
+    assert set(acts) == {"rescaling", "norm", "block1_conv1"}
+    scaled = pixels * RESCALE["scale"] + RESCALE["offset"]
+    # keras.layers.Normalization: (x - mean) / max(sqrt(variance), epsilon)
+    normed = (scaled - np.array(NORMALIZE["mean"])) / np.maximum(np.sqrt(NORMALIZE["variance"]), NORMALIZE["epsilon"])
+    np.testing.assert_allclose(acts["rescaling"], scaled, rtol=1e-12)  # float64: rounding only
+    np.testing.assert_allclose(acts["norm"], normed, rtol=1e-12, atol=1e-12)
+    # the backbone still reads the whole stage's output: the same as without capturing the stage
+    np.testing.assert_array_equal(y, ours(pixels))
+    np.testing.assert_array_equal(acts["block1_conv1"], ours.forward(pixels, capture="block1_conv1")[1]["block1_conv1"])
+    assert set(ours.forward(pixels, capture="norm")[1]) == {"norm"}
+    with pytest.raises(ValueError, match="unknown layer name 'rescale'.*did you mean.*rescaling"):
+        ours.forward(pixels, capture=["rescale"])
+
+
 def _round_trip(model, path):
     """``(manifest, the loaded model, its summary)`` after saving ``model``: the stage survives, takes pixels."""
     model.save(path)

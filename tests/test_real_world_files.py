@@ -393,6 +393,11 @@ def test_nested_backbone_golden_digests_backbone_layers_with_keras_values(corpus
     prep = next((layer for layer in kmodel.layers if type(layer).__name__ in ("Rescaling", "Normalization")),
                 fw.applications.xception.preprocess_input)  # the tutorial's: operation nodes, no layer
     feed = prep(arrays[gold.INPUT_KEY].astype(np.float32))
+    if isinstance(prep, fw.layers.Layer):  # a preprocessing layer is captured by its Keras name too
+        theirs = np.asarray(feed)
+        ours = model.forward(arrays[gold.INPUT_KEY].astype(np.float32), capture=[prep.name])[1][prep.name]
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=KERAS_REPEAT * np.abs(theirs).max(),
+                                   err_msg=f"{prep.name}: captured (ours) vs keras (theirs)")
     # applications.Xception leaves its adds unnamed (add, add_1, ... in the order the process built
     # them): block5's sum is the tensor block6_sepconv1_act reads.
     probe = fw.Model(base.inputs, [base.get_layer("block1_conv1_act").output,
