@@ -351,7 +351,7 @@ def output_target(path) -> tuple[pathlib.Path, bool]:
     path = pathlib.Path(path)
     try:
         mode = os.stat(path).st_mode  # follows links; never blocks, even on a FIFO
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a new name (check_output_dir names a parent that is a file)
         mode = None
     except OSError as exc:  # a link loop, a component that is a file, no permission
         error = type(exc)(f"{path}: cannot write ({exc.strerror or exc})")

@@ -3,7 +3,7 @@
 The ``>>>`` examples of docs/*.md are executed (pyproject's ``--doctest-glob``). A
 fenced ```python block without ``>>>`` is a quotation, and nothing executes it, so a
 quotation of a function that later changed would go on teaching the old code (review 19:
-ops.md showed ``np.maximum`` where max_pool2d's reference uses ``np.fmax``, which skips
+docs/ops.md showed ``np.maximum`` where max_pool2d's reference uses ``np.fmax``, which skips
 NaN as TF does). So every such block names what it quotes in its fence's info string,
 after the language (Markdown renderers show only the language):
 

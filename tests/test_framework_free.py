@@ -85,7 +85,8 @@ JOB = BLOCKER + textwrap.dedent("""
 
     res["predict_after_cli"] = npxception.predict(samples[1], weights=job["npz"], top=1)
     res["leaked"] = """ + LEAKED + """
-    json.dump(res, open(sys.argv[2], "w"))
+    # default=float: predict's scores are numpy scalars (np.float32), as Keras' decode_predictions gives
+    json.dump(res, open(sys.argv[2], "w"), default=float)
 """)
 
 

@@ -188,8 +188,9 @@ def test_cli_predict_on_small_photos_matches_keras(photos, capsys):
         _close(ours, logits[0], scale, f"npxception predict {os.path.basename(r['file'])}")
     assert re.fullmatch(_refusal(6, 40) + re.escape(" (Keras raises on it too)"), results[-1]["error"]), results[-1]
     assert "Traceback" not in out.err
-    # --size below the minimum: a usage error before any photo is read, naming the size and the minimum
-    assert cli.main(["predict", "--weights", str(npz), "--size", "40x6", "--no-progress", files[0]]) == 1
+    # --size below the minimum: a usage error (exit 2, as argparse's) before any photo is read, naming the
+    # size and the minimum
+    assert cli.main(["predict", "--weights", str(npz), "--size", "40x6", "--no-progress", files[0]]) == 2
     out = capsys.readouterr()
     assert out.out == "" and re.search("--size 40x6: " + _refusal(40, 6), out.err), out.err
 
@@ -287,13 +288,14 @@ def test_show_feeds_the_photo_as_predict_does(photos, monkeypatch, tmp_path, cap
     seen = _spy_forward(monkeypatch, rescaling)
     render(rescaling, files[0], layer, tmp_path / "raw.png", maps=4)
     np.testing.assert_array_equal(seen.pop()[0], keras.utils.img_to_array(keras.utils.load_img(files[0]))[None])
-    for argv, message in ((["--size", "5x5"], "--size 5x5: " + _refusal(5, 5)),
-                          (["--interpolation", "bilinear"], "interpolation: this model takes each photo at its own "
-                                                            "size and nothing resizes it"),
-                          ([files[-1]], re.escape(files[-1]) + ": " + _refusal(6, 40))):
+    # an option the model cannot take is a usage error (exit 2); a photo it cannot take, failed work (exit 1)
+    for argv, message, code in ((["--size", "5x5"], "--size 5x5: " + _refusal(5, 5), 2),
+                                (["--interpolation", "bilinear"], "interpolation: this model takes each photo at "
+                                                                  "its own size and nothing resizes it", 2),
+                                ([files[-1]], re.escape(files[-1]) + ": " + _refusal(6, 40), 1)):
         photo = [] if argv[0] == files[-1] else [files[0]]
         assert cli.main(["show", "--weights", str(npz), "--layer", layer, *photo, *argv,
-                         "-o", str(tmp_path / "no.png")]) == 1
+                         "-o", str(tmp_path / "no.png")]) == code, argv
         err = capsys.readouterr().err
         assert re.search(message, err) and "Traceback" not in err, err
         assert not (tmp_path / "no.png").exists()
@@ -322,7 +324,7 @@ def test_compare_says_what_input_it_ran_on(photos, tmp_path, capsys):
     assert cli_input(model).shape == (1, 299, 299, 3)  # the default, named by the report (not run here: 299x299)
     assert input_line(model, [], None, None) == ("a seeded random batch (seed 0) at 299x299 (the model takes any "
                                                  "size and no photo gives one: --size HxW or --image for another)")
-    assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "6x30"]) == 1
+    assert cli.main(["compare", "--against", source, "--weights", str(npz), "--size", "6x30"]) == 2  # usage error
     err = capsys.readouterr().err
     assert re.search("--size 6x30: " + _refusal(6, 30), err) and "Traceback" not in err, err
     dump = tmp_path / "dump.npz"

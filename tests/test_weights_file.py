@@ -237,5 +237,5 @@ def test_model_name_absent_is_xception_and_a_bad_one_is_refused(saved_small_mode
     assert npxception.load(old).name == "xception"
     for bad_name in ("", 7, "n" * 5000):
         bad = _rewrite(saved_small_model, tmp_path / "bad.npz", lambda a, m: m.update(name=bad_name))
-        with pytest.raises(ValueError, match=r"bad.npz: name: expected the model's name, a string of 1 to 1024"):
+        with pytest.raises(ValueError, match=r"bad.npz: manifest: name: expected the model's name, a string of 1 to 1024"):
             npxception.load(bad)
