@@ -387,11 +387,18 @@ def apply(steps, x: np.ndarray, *, finite: bool = False) -> np.ndarray:
     The caller checked the size with :func:`output_size`. ``finite``: raise ValueError naming the
     first step whose output holds NaN or Inf (``model(x)``'s check; without it, c / 0 is Inf as in Keras).
     """
+    for _, x in each_step(steps, x, finite=finite):
+        pass
+    return np.ascontiguousarray(x)
+
+
+def each_step(steps, x: np.ndarray, *, finite: bool = False):
+    """:func:`apply` one step at a time: ``(step, its output)`` for each (capture keeps some of them)."""
     for s in steps:
         x = _geometry_apply(s, x) if s["kind"] in GEOMETRY else _pixelwise_apply(s, x)
         if finite:
             _check_finite(s, x)
-    return np.ascontiguousarray(x)
+        yield s, x
 
 
 def _reads(g: Geometry):

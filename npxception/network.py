@@ -328,8 +328,7 @@ class XceptionModel:
         """``(backbone_input(x), {a staged name: that step's output})``: the stage run step by step
         (what :func:`npxception.input_stage.apply` does in one call) to keep the outputs asked for."""
         b, out = self._check_input(x), {}
-        for step in self.input_stage:
-            b = stage.apply([step], b, finite=True)
+        for step, b in stage.each_step(self.input_stage, b, finite=True):
             if step["name"] in staged:
                 out[step["name"]] = b
         return np.ascontiguousarray(b), out
