@@ -426,7 +426,11 @@ def fused_against_reference(model) -> PathCheck:
     twin = _backbone_twin(model, (None, None, model.channels))
     size = max(JIT_OFF_SIZE, twin.min_input_size)
     x = np.random.default_rng(SEED).uniform(-1, 1, (1, size, size, model.channels)).astype(model.dtype)
-    ours = twin(x)
+    try:
+        ours = twin(x)
+    except FloatingPointError as exc:  # network.ActivationOverflow (golden sits below network: no import)
+        # a kernel that computes NaN or Inf is what this check exists to name, as a deviation
+        ours = exc.output
     reference = twin.forward(x, impl="reference")[0]
     worst = float(np.abs(ours - reference).max())
     scale = max(float(np.abs(reference).max()), float(np.finfo(np.float32).tiny))

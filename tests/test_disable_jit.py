@@ -97,11 +97,20 @@ def test_predict_cli_as_python_gives_the_compiled_labels(classifier_file):
 
 
 GOLDEN = r"""
-import sys, npxception
+import ctypes, sys, npxception
 from npxception.fast import direct, fused
-fused.sgemm = fused.dgemm = lambda *args: None  # what the GEMM did as Python before the fix: nothing
-# on AVX-512 the float32 plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
-fused.pointwise_tile = direct.conv_direct = lambda *args: None
+if sys.argv[2] == "nothing":  # what the GEMM did as Python before the fix: its output kept what it held
+    fused.sgemm = fused.dgemm = lambda *args: None
+    # on AVX-512 the float32 plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
+    fused.pointwise_tile = direct.conv_direct = lambda *args: None
+else:  # NaN, which is also what "nothing" leaves where the output buffer held NaN bit patterns
+    def gemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        size = ctypes.sizeof(ctypes.c_float if isinstance(alpha, fused.np.float32) else ctypes.c_double)
+        ctypes.memset(c, 0xFF, m * ldc * size)  # all-ones bits: a NaN in either float type
+    fused.sgemm = fused.dgemm = gemm
+    fused.pointwise_tile = lambda a, packed, offs, scale, shift, relu, add, y: y.fill(float("nan"))
+    direct.conv_direct = lambda x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads: out.fill(
+        float("nan"))
 try:
     npxception.load(sys.argv[1])
     print("loaded")
@@ -110,11 +119,14 @@ except ValueError as exc:
 """
 
 
-def test_load_check_without_jit_checks_the_fast_path(classifier_file):
+@pytest.mark.parametrize("kernels", ["nothing", "nan"])
+def test_load_check_without_jit_checks_the_fast_path(classifier_file, kernels):
     """Under NUMBA_DISABLE_JIT=1 the load check still covers model(x)'s kernels: a GEMM that computes nothing
-    as Python (what it missed when it ran only the reference ops) is refused by name. (The sound kernels
-    load the same file in test_predict_cli_as_python_gives_the_compiled_labels.)"""
-    proc = _run(["-c", GOLDEN, classifier_file])
+    as Python (what it missed when it ran only the reference ops), or NaN, is refused by name. NaN once
+    escaped as ActivationOverflow, blaming the weights' range, where the buffers "nothing" leaves behind held
+    NaN (a CI machine's). (The sound kernels load the same file in
+    test_predict_cli_as_python_gives_the_compiled_labels.)"""
+    proc = _run(["-c", GOLDEN, classifier_file, kernels])
     assert proc.returncode == 0, proc.stderr
     assert "under NUMBA_DISABLE_JIT=1 the fast path" in proc.stdout, proc.stdout
     assert "the kernels miscompute as Python" in proc.stdout and "block14_sepconv2_act" in proc.stdout
