@@ -381,17 +381,27 @@ def _fused_activations(model, x, layers) -> dict:
     """
     last = model.layers[-1].name
     if not any(h["kind"] == "dense" for h in model.head):
-        return {layers[-1]: model(x)}
+        return {layers[-1]: _even_if_not_finite(model, x)}
     # An in-graph input stage (issue 11's, where the model has one) runs in the twin too.
     stage = {"input_stage": model.input_stage} if hasattr(model, "input_stage") else {}
     twin = _backbone_twin(model, model.input_shape, **stage)
-    features = twin(x)
+    features = _even_if_not_finite(twin, x)
     del twin  # its folded plan and buffers (~40 MB at 299x299, float32) are not kept
     acts = {last: features}
     # NumPy for the head, as the fast plan runs it (npxception/fast/run.py): the ops' parallel
     # pooling and softmax kernels would add ~5 s to a cold first load, for microseconds of work
     run_head(model.head, model._params, features, "reference", acts, set(layers))
     return acts
+
+
+def _even_if_not_finite(model, x) -> np.ndarray:
+    """``model(x)``, NaN or Inf included: a kernel that computes NaN is what the checks exist to name (as a
+    deviation, with the first layer that disagrees), where ``model(x)`` raises ActivationOverflow, whose
+    message blames the weights' float range."""
+    try:
+        return model(x)
+    except FloatingPointError as exc:  # network.ActivationOverflow (golden sits below network: no import)
+        return exc.output
 
 
 def _backbone_twin(model, input_shape, **options):
@@ -426,11 +436,7 @@ def fused_against_reference(model) -> PathCheck:
     twin = _backbone_twin(model, (None, None, model.channels))
     size = max(JIT_OFF_SIZE, twin.min_input_size)
     x = np.random.default_rng(SEED).uniform(-1, 1, (1, size, size, model.channels)).astype(model.dtype)
-    try:
-        ours = twin(x)
-    except FloatingPointError as exc:  # network.ActivationOverflow (golden sits below network: no import)
-        # a kernel that computes NaN or Inf is what this check exists to name, as a deviation
-        ours = exc.output
+    ours = _even_if_not_finite(twin, x)
     reference = twin.forward(x, impl="reference")[0]
     worst = float(np.abs(ours - reference).max())
     scale = max(float(np.abs(reference).max()), float(np.finfo(np.float32).tiny))

@@ -98,6 +98,21 @@ def test_load_runs_the_golden_once_per_file_per_process(saved, monkeypatch, tmp_
     assert calls == ["fused"]
 
 
+def test_a_fused_plan_that_computes_nan_is_a_golden_mismatch(saved, monkeypatch, tmp_path):
+    """A fast path whose kernels miscompute into NaN fails the load check as a GoldenMismatch naming the fused
+    path, not as ActivationOverflow, which blames the weights' float range and says nothing of the kernels
+    (CI met that message when a stubbed GEMM left NaN in its buffers)."""
+    import npxception.network as network
+
+    path, _ = saved
+    fresh = _rewrite(path, tmp_path / "copy.npz", lambda a, m: None)  # a file this process has not checked
+    real = network.fast_forward
+    monkeypatch.setattr(network, "fast_forward", lambda model, x: np.full_like(real(model, x), np.nan))
+    with pytest.raises(gold.GoldenMismatch, match="Every layer agrees when run op by op, so the fused fast "
+                                                  "path miscomputes on this machine"):
+        npxception.load(fresh)
+
+
 TAMPER = {
     # a weight rewritten by 1%: block5's second separable conv -> block5_add is the first to disagree
     "one weight by 1%": (_scaled("block5_sepconv2/pointwise_kernel", 1.01), "block5_add", "block4_add"),
