@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import architecture as arch
+from . import head_schema
 from . import forward
 from . import input_stage as stage
 from .config import CONFIG
@@ -46,7 +47,7 @@ class XceptionModel:
                  labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None,
                  source_dtype_policy=None):
         self.variant = arch.resolve_variant(variant)
-        self.head = arch.validate_head(list(head))
+        self.head = head_schema.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
         # The smallest height and width the backbone computes (7 for Keras' table): where Keras' predict
         # stops answering too. keras.applications.Xception's constructor rule (71) is Xception()'s own.
@@ -415,7 +416,7 @@ class XceptionModel:
         if (eh is not None and h != eh) or (ew is not None and w != ew):
             want = "x".join("any" if d is None else str(d) for d in (eh, ew))
             hint = f"({eh}, {ew})" if None not in (eh, ew) else "..."
-            flat = arch.flatten_step(self.head)
+            flat = head_schema.flatten_step(self.head)
             why = (f"; its Flatten head {flat['name']} is built for the {arch.shape_text(flat['map_shape'])} "
                    "feature map of that size" if flat and self.source_input_shape == self.input_shape else "")
             raise ValueError(f"x: this model takes {want} images (the source model's input shape "
@@ -563,10 +564,10 @@ def check_input_shape(shape, min_size) -> tuple:
 
 
 def check_flatten_size(layers, head, input_shape) -> None:
-    """Refuse a flatten head (:func:`npxception.architecture.flatten_step`) on an input size other than
+    """Refuse a flatten head (:func:`npxception.head_schema.flatten_step`) on an input size other than
     the one it was built for: its Dense has a row per feature of that map. Keras cannot build one on a
     variable size either ("The last dimension of the inputs to a Dense layer should be defined")."""
-    flat = arch.flatten_step(head)
+    flat = head_schema.flatten_step(head)
     if flat is None:
         return
     built = arch.shape_text(flat["map_shape"])

@@ -402,10 +402,11 @@ def test_without_the_fast_path_the_check_runs_the_reference_ops(saved, tmp_path)
 def map_bn_file(tmp_path_factory):
     """A file whose head has a batch_norm on the map (its epsilon is the manifest's): saved with its golden."""
     from npxception import architecture as arch
+    from npxception import head_schema
     from npxception.network import XceptionModel
     from npxception.params import random_params
 
-    head = [{"kind": "batch_norm", "name": "map_bn", "epsilon": 1e-3}] + arch.keras_head(True, classes=3)
+    head = [{"kind": "batch_norm", "name": "map_bn", "epsilon": 1e-3}] + head_schema.keras_head(True, classes=3)
     params = random_params(arch.backbone(arch.VARIANTS["keras"]), head, np.float32, 5)
     return XceptionModel(params, head=head, input_shape=(SIZE, SIZE, 3)).save(
         tmp_path_factory.mktemp("map_bn") / "bn.npz")
