@@ -287,7 +287,7 @@ class FastPlan:
         return out
 
     # the head's dense layers: "fast" is the op's NumPy matmul (BLAS); "reference" its einsum, which does not
-    # use BLAS: 18 ms of a batch-8 pass (docs/performance.md, "Issue 15, 2026-11-30 02:00-03:40 UTC")
+    # use BLAS and is slower from batch 8 (docs/performance.md, "Issue 15, 2026-11-30 02:00-03:40 UTC")
     HEAD_DENSE = "fast"
 
     def run_head(self, step: Head, features):
