@@ -426,12 +426,13 @@ _WRITERS = {"table": _Table, "json": _JSONArray, "jsonl": _JSONLines, "csv": _CS
 
 def _cmd_summary(args) -> int:
     from . import architecture as arch
+    from . import head_schema
     from .model import XceptionModel, random_params
 
     if args.input_size < CONFIG.constructor_min_size:  # the table of what keras.applications.Xception builds
         raise CLIError(f"--input-size must be at least {CONFIG.constructor_min_size}, found {args.input_size}")
     layers = arch.backbone(args.variant)
-    head = arch.keras_head(not args.no_top)
+    head = head_schema.keras_head(not args.no_top)
     shape = (args.input_size, args.input_size, 3)
     if args.format == "dot":
         print(to_dot(layers, head, shape, args.variant))

@@ -42,6 +42,7 @@ import numpy as np
 from . import __version__
 from . import architecture as arch
 from . import blas
+from . import forward
 from .config import CONFIG
 from .head import run_head
 
@@ -362,7 +363,7 @@ def run_path(model, golden: Golden, path: str) -> PathCheck:
     if path == "fused":
         acts = _fused_activations(model, x, golden.layers)
     else:
-        _, acts = model.forward(x, capture=golden.layers, impl=path)
+        acts = _captured_even_if_not_finite(model, x, golden.layers, path)
     rows = tuple(LayerCheck(d.layer, deviation(d, acts[d.layer]), tol)
                  for d in golden.digests if d.layer in acts)
     return PathCheck(path, model.dtype.name, rows)
@@ -402,6 +403,15 @@ def _even_if_not_finite(model, x) -> np.ndarray:
         return model(x)
     except FloatingPointError as exc:  # network.ActivationOverflow (golden sits below network: no import)
         return exc.output
+
+
+def _captured_even_if_not_finite(model, x, layers, impl) -> dict:
+    """``model.forward(x, capture=layers, impl=impl)``'s activations, NaN or Inf included (as
+    :func:`_even_if_not_finite`): the digests then name the first checked layer that disagrees."""
+    try:
+        return model.forward(x, capture=layers, impl=impl)[1]
+    except FloatingPointError:  # network.ActivationOverflow: the same walk, without the finite check
+        return forward.run(model, model.backbone_input(x), set(layers), impl)[1]
 
 
 def _backbone_twin(model, input_shape, **options):

@@ -3,7 +3,7 @@
 Both the plain forward pass (npxception/forward.py) and the fast plan
 (npxception/fast/) run the head through :func:`run_head`, so a head is
 executed one way. The head's description is a list of dicts, validated by
-:func:`npxception.architecture.validate_head`.
+:func:`npxception.head_schema.validate_head`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import math
 
 import numpy as np
 
-from . import architecture as arch
+from . import head_schema
 from . import ops
 from .config import CONFIG
 
 
-def run_head(head, p, y, impl, captured=None, wanted=()):
+def run_head(head, p, y, impl, captured=None, wanted=(), dense_impl=None):
     """Run ``head`` (a validated list of layer dicts) on the last feature map ``y``.
 
     p: the model's weights by ``layer/variable``. With ``captured`` (a dict),
     the outputs of the layers named in ``wanted`` are stored into it.
+    ``dense_impl``: the dense layers' implementation, if not ``impl``.
     """
     for h in head:
         n, kind = h["name"], h["kind"]
@@ -32,7 +33,7 @@ def run_head(head, p, y, impl, captured=None, wanted=()):
         elif kind == "flatten":
             y = flatten(y, h["order"])
         elif kind == "dense":
-            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=impl)
+            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=dense_impl or impl)
             y = activation(y, h.get("activation"), impl)
         elif kind == "batch_norm":
             y = ops.batch_norm(y, p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],
@@ -50,7 +51,7 @@ def flatten(y, order="hwc"):
 
     Each image's features in ``order``, the NHWC axes slowest first: "hwc" is
     ``y.reshape(N, -1)``, feature ``(i * W + j) * C + c`` is ``y[n, i, j, c]``. Keras'
-    Flatten gives "hwc" in both data formats (architecture.py, the head). A
+    Flatten gives "hwc" in both data formats (head_schema.py). A
     reshape computes nothing, so the fast and the reference path are this one.
     """
     axes = tuple(1 + "hwc".index(a) for a in order)
@@ -122,7 +123,7 @@ def activation(y, name, impl):
         return np.clip(y * dt.type(0.2) + dt.type(0.5), dt.type(0), one)
     if name in ("hard_silu", "hard_swish"):
         return y * activation(y, "hard_sigmoid_keras3", impl)
-    raise ValueError(f"activation: unsupported {name!r}; expected one of {arch.ACTIVATIONS}")
+    raise ValueError(f"activation: unsupported {name!r}; expected one of {head_schema.ACTIVATIONS}")
 
 
 def _elu(y, alpha):

@@ -50,7 +50,7 @@ import warnings
 import h5py
 import numpy as np
 
-from . import architecture as arch
+from . import head_schema
 
 @contextlib.contextmanager
 def _quiet():
@@ -206,8 +206,8 @@ def load(path, *, config=None, model=None):
 
 def _keras_activation(framework: str, ours) -> str:
     """The name ``framework`` ("keras" or "tf_keras") gives our head's activation ``ours``: a hard sigmoid
-    by the name of the Keras that computes it, refused in the other (architecture.VERSIONED_ACTIVATIONS)."""
-    for keras_name, (keras2, keras3) in arch.VERSIONED_ACTIVATIONS.items():
+    by the name of the Keras that computes it, refused in the other (head_schema.VERSIONED_ACTIVATIONS)."""
+    for keras_name, (keras2, keras3) in head_schema.VERSIONED_ACTIVATIONS.items():
         if ours in (keras2, keras3):
             if (ours == keras3) != (framework == "keras"):
                 raise ValueError(f"the model's classifier computes {ours!r}, which {framework}'s {keras_name!r} "
@@ -410,8 +410,8 @@ def output_activation(model, kmodel) -> str | None:
     kind = kind_of(k) if k is not None else None
     if kind in ("dense", "activation"):
         act = _activation_name(k.config)
-        if act in arch.VERSIONED_ACTIVATIONS:  # the live model's Keras computes its own hard_sigmoid
-            act = arch.VERSIONED_ACTIVATIONS[act][framework_of(kmodel).__name__ == "keras"]
+        if act in head_schema.VERSIONED_ACTIVATIONS:  # the live model's Keras computes its own hard_sigmoid
+            act = head_schema.VERSIONED_ACTIVATIONS[act][framework_of(kmodel).__name__ == "keras"]
         return None if act == "linear" else act
     return {"softmax": "softmax", "relu": "relu", "bn": None}.get(kind, "unknown")
 

@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from . import architecture as arch
+from . import head_schema
 from . import golden as gold
 from . import input_stage as stage
 from .config import CONFIG
@@ -77,7 +78,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
       where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
     variant: "keras" (default; what real weights fit) or "article".
     include_top / pooling / classes: as in Keras; with a weight file, ``classes`` defaults to the file's.
-    classifier_activation: as in Keras, by name: one of ``architecture.ACTIVATIONS`` (None or "linear"
+    classifier_activation: as in Keras, by name: one of ``head_schema.ACTIVATIONS`` (None or "linear"
       for logits, "softmax", "sigmoid", ...), not a callable; only read with the top, as Keras does.
       "hard_sigmoid" is refused: Keras 3's is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1);
       say which with "hard_sigmoid_keras3" or "hard_sigmoid_keras2".
@@ -136,7 +137,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
     if weights is None:
         v = arch.resolve_variant(variant)
-        head = arch.keras_head(include_top, pooling, _given(classes), _given(classifier_activation))
+        head = head_schema.keras_head(include_top, pooling, _given(classes), _given(classifier_activation))
         if input_shape is None:
             input_shape = CONFIG.default_input_shape if include_top else (None, None, 3)
         params = random_params(arch.backbone(v), head, dt, seed, channels=input_shape[2])
@@ -168,19 +169,19 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
 
 
 def _check_activation(value, weights) -> None:
-    """``classifier_activation`` as Xception() takes it: a name our head runs (``arch.ACTIVATIONS``)."""
+    """``classifier_activation`` as Xception() takes it: a name our head runs (``head_schema.ACTIVATIONS``)."""
     if isinstance(value, _Default):
         return
-    names = ", ".join(repr(a) for a in arch.ACTIVATIONS)
+    names = ", ".join(repr(a) for a in head_schema.ACTIVATIONS)
     if callable(value):
         name = getattr(value, "__name__", type(value).__name__)
-        hint = f"; pass {name!r}" if name in arch.ACTIVATIONS else ""
+        hint = f"; pass {name!r}" if name in head_schema.ACTIVATIONS else ""
         raise ValueError(f"classifier_activation: expected a name, one of {names}, found the callable "
                          f"{short_repr(name)} (npxception runs its own activations, chosen by name){hint}")
-    if isinstance(value, str) and value in arch.VERSIONED_ACTIVATIONS:
-        raise ValueError(f"classifier_activation: {arch.versioned_activation_hint(value)} (npxception runs no "
+    if isinstance(value, str) and value in head_schema.VERSIONED_ACTIVATIONS:
+        raise ValueError(f"classifier_activation: {head_schema.versioned_activation_hint(value)} (npxception runs no "
                          "Keras, so the name alone does not say which)")
-    if not (value is None or isinstance(value, str)) or value not in arch.ACTIVATIONS:
+    if not (value is None or isinstance(value, str)) or value not in head_schema.ACTIVATIONS:
         raise ValueError(f"classifier_activation: expected one of {names}, found {short_repr(value)}")
     if isinstance(weights, str) and weights == "imagenet" and value not in (None, "linear", "softmax"):
         raise ValueError(f"classifier_activation: ImageNet weights with the top take 'softmax' or None "
@@ -252,11 +253,11 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
             raise ValueError(f"classes: the weight file's classifier has {model.classes} classes, "
                              f"requested {classes}")
         resized = input_shape is not None and input_shape != model.input_shape
-        if resized and (arch.flatten_step(model.head) or stage.has_geometry(model.input_stage)):
+        if resized and (head_schema.flatten_step(model.head) or stage.has_geometry(model.input_stage)):
             # a Flatten's Dense has a row per feature of the map it was built for; a Resizing/CenterCrop stage
             # fixes the backbone's size. Keras' Xception(weights=file, input_shape=...) builds only a GAP head.
-            fixed = (f"its Flatten head {arch.flatten_step(model.head)['name']} is built for that size"
-                     if arch.flatten_step(model.head) else "its input stage brings every image to that size")
+            fixed = (f"its Flatten head {head_schema.flatten_step(model.head)['name']} is built for that size"
+                     if head_schema.flatten_step(model.head) else "its input stage brings every image to that size")
             raise ValueError(f"input_shape: the weight file was converted for {model.input_shape} and {fixed}, "
                              f"requested {input_shape}")
         head = model.head if isinstance(classifier_activation, _Default) else \
@@ -274,7 +275,7 @@ def _adapt(model, *, where, variant, include_top, pooling, classes, classifier_a
             model = adapted
         return model
     # Without the top: drop the classifier, keep the backbone, apply `pooling`.
-    head = arch.keras_head(False, pooling)
+    head = head_schema.keras_head(False, pooling)
     backbone_keys = arch.param_shapes(model.layers, [], model.channels)
     params = model._params.subset(backbone_keys)  # shared: kernels the plan packed stay packed once
     source_shape = None

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import architecture as arch
+from . import head_schema
 from . import forward
 from . import input_stage as stage
 from .config import CONFIG
@@ -27,11 +28,14 @@ from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
 from .ops._checks import check_impl
-from .params import Params, as_dtype, check_bn_divisors, check_params
+from .params import Params, as_dtype, check_bn_divisors, check_params, new_weights
 from .summary import summary_table
 from .untrusted import short_repr
 from .weights import capturable_source_names
 from .weights import save as save_weights
+
+
+SET_WEIGHTS = " + set_weights"  # appended to model.source once weights were set by hand
 
 
 class XceptionModel:
@@ -46,7 +50,7 @@ class XceptionModel:
                  labels=None, source=None, input_stage=(), source_input_shape=None, source_data_format=None,
                  source_dtype_policy=None):
         self.variant = arch.resolve_variant(variant)
-        self.head = arch.validate_head(list(head))
+        self.head = head_schema.validate_head(list(head))
         self.layers = arch.backbone(self.variant)
         # The smallest height and width the backbone computes (7 for Keras' table): where Keras' predict
         # stops answering too. keras.applications.Xception's constructor rule (71) is Xception()'s own.
@@ -146,9 +150,31 @@ class XceptionModel:
         moving_variance) and shapes. Read-only arrays; a kernel held packed is unpacked for the call."""
         return [self._params[key] for key in self._shapes()]
 
+    def set_weights(self, weights) -> None:
+        """Keras' ``model.set_weights(weights)``: a list of arrays in :meth:`get_weights`' order and shapes,
+        cast to the model's dtype (float64, int and bool arrays, as Keras casts them). Everything is
+        checked before anything changes (Keras assigns layer by layer and stops at the first bad array):
+        a wrong count or shape, NaN or Inf, values beyond the dtype's range, a negative moving_variance
+        or a head BatchNormalization dividing by zero are refused naming the weight, as a weight file
+        holding them is. Then ``model(x)`` (its compiled plan and packed kernels rebuilt), ``forward``
+        and ``save`` use the new weights; the golden test case of the file the model came from no
+        longer applies and is dropped (``save`` computes one for the new weights)."""
+        self._assign(new_weights("set_weights", self._shapes(), weights, self.dtype))
+
+    def _assign(self, arrays: dict) -> None:
+        """Replace the weights ``arrays`` (checked by :func:`new_weights`) and what was derived from them."""
+        params = self._params.replaced(arrays)
+        check_bn_divisors(params, self.head, where="set_weights")
+        with self._lock:  # model(x) runs the plan under this lock: it sees the old weights or the new
+            self._params = params  # a store of its own: models made from this one keep theirs
+            self._fast = None  # the BN-folded plan and its packed kernels were the old weights'
+            self.golden = self.golden_factory = None
+            if self.source and not self.source.endswith(SET_WEIGHTS):
+                self.source += SET_WEIGHTS  # the repr and a saved manifest no longer claim the file's weights
+
     def get_layer(self, name) -> "LayerView":
         """Keras' ``model.get_layer(name)``: the layer by our name or the source file's (``conv2d_2``),
-        with ``name`` and ``get_weights()`` (``[]`` for a layer without weights, as in Keras)."""
+        with ``name``, ``get_weights()`` and ``set_weights()`` (``[]`` for a layer without weights, as in Keras)."""
         name = self._our_name("get_layer", name)
         return LayerView(self, name, [key for key in self._shapes() if key.rsplit("/", 1)[0] == name])
 
@@ -415,7 +441,7 @@ class XceptionModel:
         if (eh is not None and h != eh) or (ew is not None and w != ew):
             want = "x".join("any" if d is None else str(d) for d in (eh, ew))
             hint = f"({eh}, {ew})" if None not in (eh, ew) else "..."
-            flat = arch.flatten_step(self.head)
+            flat = head_schema.flatten_step(self.head)
             why = (f"; its Flatten head {flat['name']} is built for the {arch.shape_text(flat['map_shape'])} "
                    "feature map of that size" if flat and self.source_input_shape == self.input_shape else "")
             raise ValueError(f"x: this model takes {want} images (the source model's input shape "
@@ -486,7 +512,8 @@ class XceptionModel:
 
 
 class LayerView:
-    """One layer of a model, as ``model.get_layer(name)`` gives it: ``name`` (ours) and ``get_weights()``."""
+    """One layer of a model, as ``model.get_layer(name)`` gives it: ``name`` (ours), ``get_weights()`` and
+    ``set_weights()``."""
 
     def __init__(self, model, name, keys):
         self._model, self.name, self._keys = model, name, keys
@@ -494,6 +521,13 @@ class LayerView:
     def get_weights(self) -> list[np.ndarray]:
         """Keras' ``layer.get_weights()``: the layer's weights in Keras' order, read-only arrays."""
         return [self._model._params[key] for key in self._keys]
+
+    def set_weights(self, weights) -> None:
+        """Keras' ``layer.set_weights(weights)``: this layer's arrays in :meth:`get_weights`' order
+        (``[]`` for a layer without weights), checked and applied as :meth:`XceptionModel.set_weights` does."""
+        model = self._model
+        expected = {key: shape for key, shape in model._shapes().items() if key in self._keys}
+        model._assign(new_weights(f"set_weights: layer {self.name!r}", expected, weights, model.dtype))
 
     def __repr__(self):
         return f"<LayerView {self.name} weights={[tuple(a.shape) for a in self.get_weights()]}>"
@@ -563,10 +597,10 @@ def check_input_shape(shape, min_size) -> tuple:
 
 
 def check_flatten_size(layers, head, input_shape) -> None:
-    """Refuse a flatten head (:func:`npxception.architecture.flatten_step`) on an input size other than
+    """Refuse a flatten head (:func:`npxception.head_schema.flatten_step`) on an input size other than
     the one it was built for: its Dense has a row per feature of that map. Keras cannot build one on a
     variable size either ("The last dimension of the inputs to a Dense layer should be defined")."""
-    flat = arch.flatten_step(head)
+    flat = head_schema.flatten_step(head)
     if flat is None:
         return
     built = arch.shape_text(flat["map_shape"])

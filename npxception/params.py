@@ -117,6 +117,17 @@ class Params(Mapping):
     def __len__(self):
         return len(self._keys)
 
+    def replaced(self, arrays: dict) -> "Params":
+        """These weights with ``arrays`` (``{key: array}``, keys of this model, checked) in place of theirs,
+        in a store of their own: the models sharing this store keep their weights, and the rest of the
+        weights are held as they are here (a kernel packed stays packed, once)."""
+        out = Params.__new__(Params)
+        out._store = {key: arrays[key] if key in arrays else self._store[key] for key in self._keys}
+        out._keys = dict(self._keys)
+        for array in arrays.values():
+            array.flags.writeable = False
+        return out
+
     def packed(self, key, pack):
         """Weight ``key`` held as ``pack(array)`` from now on (its array released), or as already packed.
 
@@ -130,6 +141,54 @@ class Params(Mapping):
             held = pack(held)
             self._store[key] = held
         return held
+
+
+def new_weights(where: str, expected: dict, weights, dtype) -> dict[str, np.ndarray]:
+    """``weights``, a list in ``expected``'s order (``get_weights()``'), as ``{key: array}`` in ``dtype``:
+    what ``set_weights`` takes. Keras' rules: one array per weight, each of the weight's shape, cast to
+    the model's dtype (Keras casts float64, int and bool arrays). Ours are stricter where Keras computes
+    garbage silently: a complex array (Keras drops its imaginary part), values beyond the dtype's range
+    (Keras stores inf), NaN or Inf, a negative moving_variance are refused as a file holding them is
+    (:func:`check_params`). Copies: the caller's arrays stay theirs."""
+    if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+        raise TypeError(f"{where}: expected a list of arrays in get_weights()' order, found "
+                        f"{type(weights).__name__}")
+    keys = list(expected)
+    if len(weights) != len(keys):
+        raise ValueError(f"{where}: expected a list of {len(keys)} arrays, one per weight in get_weights()' "
+                         f"order ({_span(keys, expected)}), found {len(weights)}")
+    out = {}
+    for i, (key, a) in enumerate(zip(keys, weights)):
+        want = tuple(expected[key])
+        if not isinstance(a, np.ndarray):
+            if not hasattr(a, "shape") or not hasattr(a, "__array__"):  # a tensor of another framework
+                raise TypeError(f"{where}: weights[{i}], for {key!r} {want}, must be an array, found "
+                                f"{type(a).__name__}")
+            a = np.asarray(a)
+        if a.shape != want:
+            raise ValueError(f"{where}: weights[{i}] is for {key!r}, of shape {want}; found shape {a.shape}")
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: weights[{i}] ({key!r}) has dtype {a.dtype}; expected real numbers "
+                            f"(float, int or bool arrays are cast to the model's {dtype.name}, as Keras casts them)")
+        with np.errstate(over="ignore"):
+            cast = np.array(a, dtype=dtype, copy=True)
+        if not np.isfinite(cast).all():
+            wide = a.dtype.kind == "f" and np.isfinite(a).all()
+            raise ValueError(f"{where}: weight {key!r} (weights[{i}]) "
+                             + (f"holds values beyond {dtype.name}'s range (largest magnitude "
+                                f"{float(np.abs(a).max()):.4g}): in the model's {dtype.name} they would be inf"
+                                if wide else "contains NaN or Inf"))
+        out[key] = cast
+    check_params(out, {k: expected[k] for k in out}, where)  # the rules a file's weights obey: variances >= 0
+    return out
+
+
+def _span(keys, expected) -> str:
+    """The first and last weights of a list, for a message about its length."""
+    if not keys:
+        return "this layer has no weights"
+    first = f"{keys[0]!r} {tuple(expected[keys[0]])}"
+    return first if len(keys) == 1 else f"{first} to {keys[-1]!r} {tuple(expected[keys[-1]])}"
 
 
 def check_bn_divisors(params: dict, head, where: str) -> None:

@@ -48,6 +48,7 @@ import zlib
 import numpy as np
 
 from . import architecture as arch
+from . import head_schema
 from . import golden as gold
 from .config import CONFIG
 from .untrusted import (IrregularFileError, atomic_write, check_zip_directory, loads_json,  # noqa: F401
@@ -126,9 +127,9 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     if path.suffix != ".npz":
         raise ValueError(f"path: npxception weight files end in .npz, found {str(path)!r}")
     version = (WITH_INPUT_CAST if any(s["kind"] == "cast" for s in model.input_stage)
-               else WITH_MAP_BN if arch.map_batch_norms(model.head)
+               else WITH_MAP_BN if head_schema.map_batch_norms(model.head)
                else WITH_CHANNELS if model.channels != 3
-               else WITH_FLATTEN if arch.flatten_step(model.head)
+               else WITH_FLATTEN if head_schema.flatten_step(model.head)
                else WITH_ARITHMETIC if any(s["kind"] == "arithmetic" for s in model.input_stage)
                else WITH_SOURCE_INPUT_SHAPE if model.source_input_shape != model.input_shape
                else WITH_INPUT_STAGE if model.input_stage else WITHOUT_INPUT_STAGE)
@@ -298,7 +299,7 @@ def expected_arrays(manifest: dict, where: str) -> dict[str, ArraySpec]:
     """
     try:
         variant = variant_from_manifest(manifest.get("variant", "keras"), where)
-        head = arch.validate_head(manifest.get("head", []))
+        head = head_schema.validate_head(manifest.get("head", []))
         shapes = arch.param_shapes(arch.backbone(variant), head, _channels(manifest))
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{where}: the manifest's architecture is invalid ({exc})") from None

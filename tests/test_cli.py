@@ -38,6 +38,7 @@ from PIL import Image
 
 import npxception
 from npxception import architecture as arch
+from npxception import head_schema
 from npxception.labels import imagenet_labels
 from console_script import command
 from predict_reference import SAMPLES, keras_reference, top_indices
@@ -255,7 +256,7 @@ def test_summary_dot(exe, env):
     assert text.startswith("digraph ") and text.endswith("}")
     assert text.count("{") == text.count("}")
     nodes = set(re.findall(r'^\s*"([^"]+)" \[label=', text, re.M))
-    names = [layer.name for layer in arch.backbone("keras")] + [h["name"] for h in arch.keras_head(True)]
+    names = [layer.name for layer in arch.backbone("keras")] + [h["name"] for h in head_schema.keras_head(True)]
     assert set(names) <= nodes, sorted(set(names) - nodes)
     edges = re.findall(r'^\s*"([^"]+)" -> "([^"]+)";', text, re.M)
     assert len(edges) >= len(names) - 1

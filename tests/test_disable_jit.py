@@ -108,7 +108,7 @@ else:  # NaN, which is also what "nothing" leaves where the output buffer held N
         size = ctypes.sizeof(ctypes.c_float if isinstance(alpha, fused.np.float32) else ctypes.c_double)
         ctypes.memset(c, 0xFF, m * ldc * size)  # all-ones bits: a NaN in either float type
     fused.sgemm = fused.dgemm = gemm
-    fused.pointwise_tile = lambda a, packed, offs, scale, shift, relu, add, y: y.fill(float("nan"))
+    fused.pointwise_tile = lambda a, packed, offs, scale, shift, relu, add, y, prefetch=True: y.fill(float("nan"))
     direct.conv_direct = lambda x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads: out.fill(
         float("nan"))
 try:

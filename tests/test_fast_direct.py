@@ -80,9 +80,9 @@ def test_conv_direct_against_tf(n, h, w, c, cout, k, stride, relu, threads, seed
 
 
 @numba.njit
-def compiled_pointwise_tile(a, packed, offs, scale, shift, relu, add, y):
+def compiled_pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     """:func:`direct.pointwise_tile` as a kernel calls it (its overload: the microkernel)."""
-    direct.pointwise_tile(a, packed, offs, scale, shift, relu, add, y)
+    direct.pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch)
 
 
 @needs_avx512
@@ -111,6 +111,32 @@ def test_pointwise_tile_against_tf(m, c, cout, relu, add, seed):
     for name, out in (("kernel", got), ("twin", twin)):
         bad = np.abs(out - want) > tol
         assert not bad.any(), f"{name}: ours {out[bad][:3]} against TF's {want[bad][:3]} (tol {tol[bad][:3]})"
+
+
+@needs_avx512
+def test_prefetch_changes_no_bit(monkeypatch):
+    """The prefetch of each next panel of weights (direct.PREFETCH) is a hint: the same bits with and without it,
+    on kernels of several panels (the last one masked) and fewer rows than a tile as well as several tiles. The
+    hypothesis tests above run it on (prefetch is on by default) against TensorFlow."""
+    rng = np.random.default_rng(0)
+    for m, c, cout in ((3, 50, 200), (40, 300, 150), (13, 17, 33)):
+        a = rng.normal(0, 1, (m, c)).astype(np.float32)
+        packed = packing.pack_kernel(rng.normal(0, 1, (c, cout)).astype(np.float32))
+        scale, shift = rng.uniform(0.5, 2, cout).astype(np.float32), rng.normal(0, 1, cout).astype(np.float32)
+        args = (a, packed, np.arange(c, dtype=np.int64), scale, shift, True, False)
+        on, off = np.full((m, cout), np.nan, np.float32), np.full((m, cout), np.nan, np.float32)
+        compiled_pointwise_tile(*args, on, True)
+        compiled_pointwise_tile(*args, off, False)
+        np.testing.assert_array_equal(on.view(np.uint32), off.view(np.uint32))
+    x = rng.normal(0, 1, (1, 9, 20, 40)).astype(np.float32)
+    packed = packing.pack_kernel(rng.normal(0, 1, (9 * 40, 150)).astype(np.float32))
+    scale, shift = rng.uniform(0.5, 2, 150).astype(np.float32), rng.normal(0, 1, 150).astype(np.float32)
+    outs = []
+    for prefetch in (True, False):
+        monkeypatch.setattr(direct, "PREFETCH", prefetch)
+        outs.append(np.full((7 * 18, 150), np.nan, np.float32))
+        direct.conv_direct(x, packed, 3, 1, 7, 18, scale, shift, False, outs[-1], 2)
+    np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
 
 
 def test_pack_kernel_round_trips():

@@ -192,7 +192,7 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
             fused.bind_symbols(dtype)  # what the public wrapper does first
             fused._save_halo_rows(src, threads, saved)
             for t in (range(threads) if order == "forward" else reversed(range(threads))):
-                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packed_args)
+                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packed_args, direct.PREFETCH)
     got = residual if mode == "residual" else out
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
 

@@ -21,6 +21,7 @@ import pytest
 
 import npxception
 from npxception import architecture as arch
+from npxception import head_schema
 from npxception import fast
 from npxception.forward import run as _run
 from npxception.model import random_params
@@ -45,7 +46,7 @@ def check_fast_against_reference(model, size=71, batch=2):
 @pytest.mark.parametrize("variant", ["keras", "article"])
 def test_every_table_layer_is_consumed_exactly_once(variant):
     layers = arch.backbone(variant)
-    head = arch.keras_head(True)
+    head = head_schema.keras_head(True)
     steps = fast.compile_plan(layers, head, 3)
     consumed = [name for step in steps for name in step.layers]
     assert sorted(consumed) == sorted([layer.name for layer in layers] + [h["name"] for h in head])
@@ -83,7 +84,7 @@ def shorter_middle_flow(variant, keep=2):
 @pytest.mark.parametrize("flags", [dict(chained_residuals=True, no_final_relu=True), {}])
 def test_made_up_table_runs_fast_unchanged(flags):
     layers = shorter_middle_flow(arch.Variant(**flags))
-    head = arch.keras_head(True, classes=7, classifier_activation=None)
+    head = head_schema.keras_head(True, classes=7, classifier_activation=None)
     check_fast_against_reference(table_model(layers, head))
 
 
@@ -91,7 +92,7 @@ def test_table_the_steps_cannot_express_falls_back():
     # a 5x5 separable convolution: the fused depthwise kernel is 3x3 only
     layers = [dataclasses.replace(layer, kernel_size=5) if layer.name == "block14_sepconv1" else layer
               for layer in arch.backbone("keras")]
-    head = arch.keras_head(False, "avg")
+    head = head_schema.keras_head(False, "avg")
     with pytest.raises(fast.Unsupported, match=r"block14_sepconv1 is a 5x5"):
         fast.compile_plan(layers, head, 3)
     model = table_model(layers, head)

@@ -113,6 +113,28 @@ def test_a_fused_plan_that_computes_nan_is_a_golden_mismatch(saved, monkeypatch,
         npxception.load(fresh)
 
 
+def test_per_layer_kernels_that_compute_nan_are_located_by_the_golden(saved, monkeypatch, tmp_path):
+    """When the fused plan and the per-layer fast kernels both compute NaN (from block6_sepconv1 on), the
+    load check's second pass still names the first checked layer that disagrees, as for wrong finite
+    numbers; before, the per-layer pass raised ActivationOverflow, blaming the weights."""
+    import npxception.forward as forward
+    import npxception.network as network
+
+    path, _ = saved
+    fresh = _rewrite(path, tmp_path / "copy.npz", lambda a, m: None)
+    real_plan, real_layer = network.fast_forward, forward.run_layer
+    monkeypatch.setattr(network, "fast_forward", lambda model, x: np.full_like(real_plan(model, x), np.nan))
+
+    def run_layer(p, layer, inputs, eps, impl):
+        y = real_layer(p, layer, inputs, eps, impl)
+        return np.full_like(y, np.nan) if impl == "fast" and layer.name == "block6_sepconv1" else y
+
+    monkeypatch.setattr(forward, "run_layer", run_layer)
+    with pytest.raises(gold.GoldenMismatch, match="fails at layer block6_add: .*the fast per-layer kernels.*"
+                                                  "block5_add, agrees"):
+        npxception.load(fresh)
+
+
 TAMPER = {
     # a weight rewritten by 1%: block5's second separable conv -> block5_add is the first to disagree
     "one weight by 1%": (_scaled("block5_sepconv2/pointwise_kernel", 1.01), "block5_add", "block4_add"),
@@ -402,10 +424,11 @@ def test_without_the_fast_path_the_check_runs_the_reference_ops(saved, tmp_path)
 def map_bn_file(tmp_path_factory):
     """A file whose head has a batch_norm on the map (its epsilon is the manifest's): saved with its golden."""
     from npxception import architecture as arch
+    from npxception import head_schema
     from npxception.network import XceptionModel
     from npxception.params import random_params
 
-    head = [{"kind": "batch_norm", "name": "map_bn", "epsilon": 1e-3}] + arch.keras_head(True, classes=3)
+    head = [{"kind": "batch_norm", "name": "map_bn", "epsilon": 1e-3}] + head_schema.keras_head(True, classes=3)
     params = random_params(arch.backbone(arch.VARIANTS["keras"]), head, np.float32, 5)
     return XceptionModel(params, head=head, input_shape=(SIZE, SIZE, 3)).save(
         tmp_path_factory.mktemp("map_bn") / "bn.npz")

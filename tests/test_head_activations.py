@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from npxception import architecture as arch
+from npxception import head_schema
 from npxception.head import activation
 
-NAMES = [a for a in arch.ACTIVATIONS if a not in (None, "linear")]
-# our names for the two hard sigmoids, by the Keras that computes each (architecture.VERSIONED_ACTIVATIONS)
+NAMES = [a for a in head_schema.ACTIVATIONS if a not in (None, "linear")]
+# our names for the two hard sigmoids, by the Keras that computes each (head_schema.VERSIONED_ACTIVATIONS)
 KERAS3_NAME = {"hard_sigmoid_keras3": "hard_sigmoid"}
 TF_KERAS_NAME = {"hard_sigmoid_keras2": "hard_sigmoid"}
 TOL = {"gelu": dict(rtol=1e-12, atol=1e-8)}
@@ -63,7 +63,7 @@ def test_float32_stays_float32(name):
 
 def test_hard_sigmoid_by_name_alone_is_refused_naming_both():
     """Keras 3's hard_sigmoid is relu6(x + 3) / 6, tf_keras' clip(0.2 x + 0.5, 0, 1): a name alone does not
-    say which (architecture.VERSIONED_ACTIVATIONS); Xception() takes the two by their own names."""
+    say which (head_schema.VERSIONED_ACTIVATIONS); Xception() takes the two by their own names."""
     import keras
     import tensorflow as tf
     import tf_keras

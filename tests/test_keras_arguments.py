@@ -134,8 +134,9 @@ def test_a_head_ending_past_its_last_activation_is_refused_by_name(tmp_path):
     refused naming the head rather than appended as a layer the file never had."""
     from npxception.model import XceptionModel, random_params
     import npxception.architecture as arch
+    import npxception.head_schema as head_schema
 
-    head = arch.keras_head(True, classes=3, classifier_activation=None) + [
+    head = head_schema.keras_head(True, classes=3, classifier_activation=None) + [
         {"kind": "batch_norm", "name": "head_bn", "epsilon": 1e-3}]
     params = random_params(arch.backbone(arch.VARIANTS["keras"]), head, np.float32, 1)
     path = XceptionModel(params, head=head, input_shape=(SIZE, SIZE, 3)).save(tmp_path / "bn.npz")
@@ -169,7 +170,7 @@ def test_activations_keras_builds_are_built():
 
 def test_callables_and_unknown_names_are_refused_naming_the_form():
     keras = _keras()
-    names = ", ".join(repr(a) for a in npxception.architecture.ACTIVATIONS)
+    names = ", ".join(repr(a) for a in npxception.head_schema.ACTIVATIONS)
     with pytest.raises(ValueError, match=re.escape(f"classifier_activation: expected a name, one of {names}, found "
                                                    "the callable 'sigmoid' (npxception runs its own activations, "
                                                    "chosen by name); pass 'sigmoid'")):
@@ -333,7 +334,7 @@ def test_a_flatten_top_keeps_its_size(tmp_path):
 # Keras' activations on logits that our head added (review 13): the converter reads each from the file
 NEW_ACTIVATIONS = ["swish", "gelu", "softplus", "relu6", "selu", "log_softmax", "mish", "softsign"]
 # converted from a file (seconds each): the converter reads every name by the same lookup in
-# architecture.ACTIVATIONS, so four stand for all: Keras 3's "silu" alias, erfc, a scale, an axis reduction
+# head_schema.ACTIVATIONS, so four stand for all: Keras 3's "silu" alias, erfc, a scale, an axis reduction
 CONVERTED = ["swish", "gelu", "selu", "log_softmax"]
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import pathlib
 
 from npxception import architecture as arch
+from npxception import head_schema
 from npxception.dtype_policy import describe as describe_policy
 from npxception.input_stage import describe
 from npxception.pretrained import official_include_top
@@ -162,7 +163,7 @@ def _report(src, reading: Reading, options) -> str:
                      + f", head {[h['kind'] for h in model.head]}, "
                      f"classes {model.classes}, dtype {model.dtype}, {total:,} parameters "
                      f"({trainable:,} trainable)")
-        flat = arch.flatten_step(model.head)
+        flat = head_schema.flatten_step(model.head)
         if flat:
             sh, sw = model.source_input_shape[:2]
             takes = (f"the model takes {sh}x{sw} images only" if None not in (sh, sw)

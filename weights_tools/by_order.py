@@ -18,6 +18,7 @@ it comes from the user's ``head_spec`` or is refused: never guessed.
 from __future__ import annotations
 
 from npxception import architecture as arch
+from npxception import head_schema
 from npxception.compare.names import AUTO_NAME_PATTERN
 from npxception.config import CONFIG
 
@@ -190,9 +191,9 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         act = resolve_activation(act, keras_version, f"{source}: --classifier-activation")
     if pooling not in (None, "avg", "max"):
         raise ConversionError(f"{source}: --pooling: expected avg or max, found {pooling!r}")
-    if act is not None and act not in arch.ACTIVATIONS:
+    if act is not None and act not in head_schema.ACTIVATIONS:
         raise ConversionError(f"{source}: --classifier-activation: expected one of "
-                              f"{[a for a in arch.ACTIVATIONS if a]}, found {act!r}")
+                              f"{[a for a in head_schema.ACTIVATIONS if a]}, found {act!r}")
     if shape is not None:
         shape = tuple(shape)
         if len(shape) == 2:
@@ -212,7 +213,7 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
             + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling")
             + (" for any input size" if shape is None else f" at {shape[0]}x{shape[1]}")
             + f". If the model had them, give {' '.join(unknown)}"]
-        return arch.keras_head(False, pooling), shape, notices
+        return head_schema.keras_head(False, pooling), shape, notices
     official = official_file is True and _official_layout(dense)
     if official:
         pooling, shape, act = pooling or "avg", shape or CONFIG.default_input_shape, act or "softmax"
@@ -232,7 +233,7 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
             + ("" if variant is not None else ", nor which Xception's wiring (Keras' or the article's) the "
                "weights belong to") + f".{layout} Pass the model's "
             f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
-    head = arch.keras_head(False, pooling) + [
+    head = head_schema.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
          "activation": None if act == "linear" else act, "use_bias": True}]
     return head, shape, []

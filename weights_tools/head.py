@@ -4,7 +4,7 @@ It must start with global pooling or a ``Flatten`` of the backbone's map (after
 BatchNormalization layers on the map, if any: they run there, not commuted past
 the pooling, which a negative scale would break for a max), then
 Dense, BatchNormalization, Activation, ReLU and Softmax layers in any order
-:func:`npxception.architecture.validate_head` accepts, each checked against the
+:func:`npxception.head_schema.validate_head` accepts, each checked against the
 features it receives. A Flatten records the map it flattens (the model's input
 size fixes it, and a variable size is refused: Keras cannot build a Dense after it)
 and the order of its features, read from its data_format and the backbone's
@@ -16,6 +16,7 @@ refused by name.
 from __future__ import annotations
 
 from npxception import architecture as arch
+from npxception import head_schema
 
 from .errors import ConversionError
 from .kinds import _activation_name, kind_of, resolve_activation
@@ -101,8 +102,8 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
             units = int(cfg.get("units", k.weights[0].shape[-1] if k.weights else 0))
             use_bias = bool(cfg.get("use_bias", len(k.weights) == 2))
             act = resolve_activation(_activation_name(cfg), keras_version, f"{source}: layer {k.name} (Dense)")
-            if act not in arch.ACTIVATIONS:
-                accepted = ", ".join(repr(a) for a in arch.ACTIVATIONS if a is not None)
+            if act not in head_schema.ACTIVATIONS:
+                accepted = ", ".join(repr(a) for a in head_schema.ACTIVATIONS if a is not None)
                 raise ConversionError(f"{source}: unsupported activation {act!r} in layer {k.name} (Dense); "
                                       f"npxception computes {accepted} (or None)")
             head.append({"kind": "dense", "name": k.name, "units": units,
@@ -117,7 +118,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
                 params[f"{k.name}/bias"] = k.weights[1]
             features = units
         elif kind == "bn":
-            # on the (N, H', W', C) map before the pooling (architecture.py, the head), else on (N, C) features
+            # on the (N, H', W', C) map before the pooling (head_schema.py), else on (N, C) features
             axes = FEATURE_AXES if reduced else CHANNEL_AXES[data_format or CHANNELS_LAST]
             eps = _check_bn(cfg, f"{source}: layer {k.name}", fixed_epsilon=False, axes=axes,
                             data_format=None if reduced else data_format or CHANNELS_LAST)
@@ -154,7 +155,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
         raise ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): "
                               "it is not part of the Xception backbone or its head")
     try:
-        arch.validate_head(head)
+        head_schema.validate_head(head)
     except ValueError as exc:
         raise ConversionError(f"{source}: {exc}") from None
     return head, params

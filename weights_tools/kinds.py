@@ -9,7 +9,7 @@ A class with no kind is refused by name, with the way out.
 
 from __future__ import annotations
 
-from npxception import architecture as arch
+from npxception import head_schema
 
 from .errors import ConversionError
 from .graph import KLayer
@@ -59,19 +59,19 @@ def resolve_activation(act, keras_version, where: str):
     holds a custom function of that name, whose code it does not record. Any other name is returned as it is.
     """
     version = version_tuple(keras_version)
-    if act in arch.VERSIONED_ACTIVATIONS:
+    if act in head_schema.VERSIONED_ACTIVATIONS:
         if version is None:
             recorded = (f"records the Keras version {keras_version!r}, which is not one" if keras_version is not None
                         else "does not record which Keras wrote it")
-            old, new = arch.VERSIONED_ACTIVATIONS[act]
+            old, new = head_schema.VERSIONED_ACTIVATIONS[act]
             raise ConversionError(
                 f"{where}: activation {act!r} is relu6(x + 3) / 6 in Keras 3 and clip(0.2 x + 0.5, 0, 1) in "
                 f"Keras 1/2 and tf_keras, and the file {recorded} (its keras_version: .keras metadata.json, "
                 f"a .h5 file's root attributes, a config's to_json()). Give a config that records it (the "
                 f"model's .keras archive, or a tf_keras to_json()), or, for a weights-only file's classifier, "
                 f"--classifier-activation {new} or {old}")
-        return arch.VERSIONED_ACTIVATIONS[act][1 if version >= (3,) else 0]
-    if act in arch.KERAS3_HARD_ACTIVATIONS and version is not None and version < (3,):
+        return head_schema.VERSIONED_ACTIVATIONS[act][1 if version >= (3,) else 0]
+    if act in head_schema.KERAS3_HARD_ACTIVATIONS and version is not None and version < (3,):
         raise ConversionError(f"{where}: activation {act!r} is Keras 3's, and Keras {keras_version} wrote the "
                               "file: there it names a custom function, whose code the file does not record")
     return act
@@ -94,7 +94,7 @@ def kind_of(layer: KLayer) -> str:
         act = _activation_name(cfg)
         if act == "relu":
             return "relu"
-        return "activation" if act in arch.ACTIVATIONS or act in arch.VERSIONED_ACTIVATIONS else "unsupported"
+        return "activation" if act in head_schema.ACTIVATIONS or act in head_schema.VERSIONED_ACTIVATIONS else "unsupported"
     return "unsupported"
 
 

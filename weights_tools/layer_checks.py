@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from npxception import architecture as arch
+from npxception import head_schema
 from npxception.config import CONFIG
 
 from .errors import ConversionError
@@ -68,7 +69,7 @@ def _check_bn(cfg, what, fixed_epsilon, axes=FEATURE_AXES, data_format=None):
         raise ConversionError(f"{what}: BatchNormalization axis {axis!r}; expected the channel axis of {on} "
                               f"({' or '.join(map(str, axes))})")
     try:
-        eps = arch.check_bn_epsilon(cfg.get("epsilon", CONFIG.bn_epsilon))
+        eps = head_schema.check_bn_epsilon(cfg.get("epsilon", CONFIG.bn_epsilon))
     except ValueError as exc:
         raise ConversionError(f"{what}: BatchNormalization {exc}") from None
     if fixed_epsilon and eps != CONFIG.bn_epsilon:

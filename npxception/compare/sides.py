@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import architecture as arch
+from .. import head_schema
 from .. import keras_side
 from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
 from .names import resolve_names
@@ -51,7 +51,7 @@ class Other:
 
 
 # What --their-activation accepts: the activations a head of ours can end with, by their Keras names.
-STATED_ACTIVATIONS = tuple(a for a in arch.ACTIVATIONS if a is not None)
+STATED_ACTIVATIONS = tuple(a for a in head_schema.ACTIVATIONS if a is not None)
 
 
 def activation_name(name: str, what: str = "their_activation") -> str | None:

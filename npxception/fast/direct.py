@@ -54,6 +54,11 @@ LANES = 16  # float32 lanes of one zmm register
 # (rows of pixels, vectors of channels): MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers
 TILES = {64: (6, 4), 32: (12, 2)}  # NR -> (MR, NVEC)
 L2_FLOATS = 128 * 1024  # 512 KB: half a core's L2 on the machines measured, for inputs or weights
+LINE_FLOATS = 16  # float32 values in a 64-byte cache line
+# each thread, while it runs one panel of weights over its rows, asks for the next panel ahead (into L2): the
+# first rows of a panel otherwise wait on it from L3 or memory (docs/performance.md, "Issue 15, 2026-11-30");
+# False: no prefetch (the benchmarks' A/B)
+PREFETCH = True
 
 
 def _host_has_avx512() -> bool:
@@ -212,8 +217,44 @@ def _at(typingctx, arr, off):
     return types.CPointer(arr.dtype)(arr, off), codegen
 
 
+def _prefetch_suffix():
+    """The pointer part of ``llvm.prefetch``'s name, as the LLVM in use mangles ``i8*`` (see :func:`_masked_suffix`)."""
+    declared = str(ll.parse_assembly(f"declare void @probe({ir.IntType(8).as_pointer()})"))
+    return "p0" if "(ptr)" in declared else "p0i8"
+
+
+@intrinsic
+def _prefetch_l2(typingctx, arr, off):
+    """A hint: bring the cache line of element ``off`` of a C-contiguous array's flat data into L2 (x86
+    ``prefetcht1``). Computes nothing; a line past the array is never touched (a prefetch does not fault)."""
+    def codegen(context, builder, sig, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            f"llvm.prefetch.{_prefetch_suffix()}")
+        # read, locality 2 (prefetcht1: L2 and beyond), data cache
+        builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), i8p), ir.Constant(i32, 0),
+                          ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.void(arr, types.int64), codegen
+
+
+@njit(nogil=True, inline="always")
+def _prefetch_part(packed, q, part, parts):
+    """Prefetch the ``part``-th of ``parts`` slices of panel ``q`` of ``packed`` (nothing past the last panel)."""
+    p_, k_, nr = packed.shape
+    if q >= p_:
+        return
+    size = k_ * nr
+    step = -(-size // parts)
+    lo = q * size + part * step
+    hi = min(q * size + size, lo + step)
+    for off in range(lo, hi, LINE_FLOATS):
+        _prefetch_l2(packed, off)
+
+
 @njit(nogil=True)
-def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk):
+def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk, prefetch):
     """Thread t's share of :func:`conv_direct`: output rows (n, oh) numbered [a_t, b_t), MR pixels at a time.
 
     ``chunk`` rows at a time, each panel of weights over all of them in turn:
@@ -227,9 +268,12 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
     mr = _MR32 if nr == 32 else _MR64
     end = min(rows, (t + 1) * per)
     for r0 in range(t * per, end, chunk):
+        r1 = min(end, r0 + chunk)
         for q in range(p_):
             b = _at(packed, q * k_ * nr)
-            for r in range(r0, min(end, r0 + chunk)):
+            for r in range(r0, r1):
+                if prefetch:  # the next panel, a slice per row
+                    _prefetch_part(packed, q + 1, r - r0, r1 - r0)
                 n = r // ho
                 oh = r % ho
                 base = ((n * h_ + oh * stride) * w_) * c_
@@ -268,7 +312,8 @@ def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads)
     chunk = -(-rows // threads)  # every row of the share under each panel: weights over L2_FLOATS stream once
     if packed.size <= L2_FLOATS:  # the weights stay in L2 anyway: a chunk of inputs that stays there too
         chunk = max(1, min(chunk, L2_FLOATS // (kh * x.shape[2] * x.shape[3])))
-    in_parallel(_direct_part, threads, (threads, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk))
+    in_parallel(_direct_part, threads, (threads, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk,
+                                        PREFETCH))
 
 
 def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
@@ -286,7 +331,7 @@ def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
 
 
 @njit(nogil=True)
-def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
+def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch):
     """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``; a (M, K) C-contiguous.
 
     ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
@@ -296,10 +341,13 @@ def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
     p_, _, nr = packed.shape
     co = y.shape[1]
     mr = _MR32 if nr == 32 else _MR64
+    blocks = -(-m // mr)
     for q in range(p_):
         b = _at(packed, q * k_ * nr)
         for i0 in range(0, m, mr):
             rows = min(mr, m - i0)
+            if prefetch:  # the next panel, a slice per block of rows
+                _prefetch_part(packed, q + 1, i0 // mr, blocks)
             if nr == 32:
                 _micro32(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
                          min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
@@ -308,12 +356,13 @@ def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y):
                          min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
 
 
-def pointwise_tile(a, packed, offs, scale, shift, relu, add, y):
+def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
 
     a (M, K), y (M, C_out), C-contiguous float32; ``packed`` is
-    :func:`pack_kernel` of the (K, C_out) kernel. Called from kernels (an
-    overload below); as Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
+    :func:`pack_kernel` of the (K, C_out) kernel. ``prefetch`` asks for each
+    next panel ahead (a hint). Called from kernels (an overload below); as
+    Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
     """
     v = a @ unpack_panels(packed, y.shape[1]) * scale + shift
     if relu:
@@ -325,15 +374,15 @@ def pointwise_tile(a, packed, offs, scale, shift, relu, add, y):
 
 
 @overload(pointwise_tile)
-def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y):
+def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     if y.dtype != types.float32 or packed.dtype != types.float32:
         # float64 plans pack nothing; NO_MICROKERNEL packs nothing and must not compile the microkernel
-        def never(a, packed, offs, scale, shift, relu, add, y):
+        def never(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
             pass
         return never
 
-    def impl(a, packed, offs, scale, shift, relu, add, y):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y)
+    def impl(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch)
     return impl
 
 

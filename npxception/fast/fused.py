@@ -16,6 +16,7 @@ import numpy as np
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
+from . import direct
 from .direct import pointwise_tile
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
@@ -70,7 +71,7 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
     offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
-                                     tile_rows, saved, zero, packed, offs))
+                                     tile_rows, saved, zero, packed, offs, direct.PREFETCH))
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
@@ -107,7 +108,7 @@ def _save_halo_rows(x, nt, saved):
 
 @njit(nogil=True)
 def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
-                   packed, offs):
+                   packed, offs, prefetch):
     """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
@@ -143,7 +144,7 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
         m = (r1 - r0) * w_
         if packed.shape[0] > 0:
             dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
-            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, add, dest)
+            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, add, dest, prefetch)
             r0 = r1
             continue
         if add:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import architecture as arch
+from ... import head_schema
 from ... import ops
 from ...head import activation, flatten
 from .case import Candidate, Case, closest
@@ -74,7 +74,7 @@ def flatten_order(case: Case) -> Candidate | None:
     flatten output), from the map our fill of the flatten read (``case.skipped``): that layer run on the
     features in each other order. The order that reproduces their output is the fitted parameter.
     """
-    flat = arch.flatten_step(case.model.head)
+    flat = head_schema.flatten_step(case.model.head)
     if flat is None:
         return None
     if case.kind == "flatten":
@@ -92,7 +92,7 @@ def flatten_order(case: Case) -> Candidate | None:
             return case.model.run_layer(case.name, [features])
     if x is None or np.ndim(x) != 4:
         return None
-    found = closest(((order, run(flatten(x, order))) for order in arch.FLATTEN_ORDERS if order != flat["order"]),
+    found = closest(((order, run(flatten(x, order))) for order in head_schema.FLATTEN_ORDERS if order != flat["order"]),
                     case.theirs)
     if found is None:
         return None
@@ -106,7 +106,7 @@ def dense_rows_follow_flatten(case: Case) -> Candidate | None:
     """The Dense after a Flatten diagnosed :func:`flatten_order` has its kernel's rows permuted to match
     that order (a converter that did reorder the weights for ``x.view(N, -1)``): consistent, their output is
     Keras' once their features are put back in Keras' order. The flatten row still differs, by a permutation."""
-    flat = arch.flatten_step(case.model.head)
+    flat = head_schema.flatten_step(case.model.head)
     if (case.kind != "dense" or flat is None or case.input_names[0] != flat["name"]
             or (case.input_causes or {}).get(flat["name"]) != "flatten_order"):
         return None
@@ -118,7 +118,7 @@ def dense_rows_follow_flatten(case: Case) -> Candidate | None:
         return flatten(grid.transpose(0, *(1 + order.index(a) for a in "hwc")), flat["order"])
 
     found = closest(((order, case.model.run_layer(case.name, [undone(order)]))
-                     for order in arch.FLATTEN_ORDERS if order != flat["order"]), case.theirs)
+                     for order in head_schema.FLATTEN_ORDERS if order != flat["order"]), case.theirs)
     if found is None:
         return None
     order, y = found
