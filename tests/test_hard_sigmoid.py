@@ -24,7 +24,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 import weights_tools
 from weights_tools import ConversionError
@@ -73,12 +73,6 @@ def _backbone(fw):
     return base.input, base.output
 
 
-def _outputs(model, x):
-    """What ``model.predict(x)`` computes (the 4 inputs are one batch of it), called directly: predict traces a
-    graph per model, seconds of CPU for the same inference-mode arithmetic."""
-    return np.asarray(model(x, training=False))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     import keras
@@ -95,7 +89,7 @@ def files(tmp_path_factory):
     x = _x(5)
     _scaled(keras, k3, x, ["hs", "out"], 5)
     _formulas_differ(_pre_activations(keras, k3, x, "hs"))
-    expected = _outputs(k3, x)
+    expected = keras_predict(k3, x)
     k3.save(str(root / "k3.keras"))
     k3.save(str(root / "k3.h5"))
     k3.save_weights(str(root / "k3.weights.h5"))
@@ -114,7 +108,7 @@ def files(tmp_path_factory):
     x = _x(6)
     _scaled(tf_keras, tk, x, ["hs", "logits"], 6)
     _formulas_differ(_pre_activations(tf_keras, tk, x, "logits"))
-    expected = _outputs(tk, x)
+    expected = keras_predict(tk, x)
     tk.save(str(root / "tk.h5"))
     tk.save(str(root / "tk.keras"))
     # save_traces=False: the traced functions are most of a SavedModel save's CPU (~14-30 s against ~4 s, measured
@@ -139,7 +133,7 @@ def files(tmp_path_factory):
     _formulas_differ(_pre_activations(tf_keras, tw, x, "predictions"))
     tw.save_weights(str(root / "tw.h5"))
     out["tw.h5"] = (root / "tw.h5", {"variant": "keras", "pooling": "avg", "input_shape": (SIZE, SIZE),
-                                     "classifier_activation": "hard_sigmoid"}, x, _outputs(tw, x),
+                                     "classifier_activation": "hard_sigmoid"}, x, keras_predict(tw, x),
                     "hard_sigmoid_keras2")
 
     # the same classifier saved by Keras 3 as .weights.h5, which records no version (on k3's backbone layers: only
