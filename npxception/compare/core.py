@@ -379,5 +379,6 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, pr
         row.source = False
         why = (f"{row.diagnosis.explanation}" if row.diagnosis
                else "no hypothesis of the catalogue says why")
+        by = f" by {row.local_rel:.3g}" if row.local_rel is not None else f" in shape ({y.shape})"
         _add_note(row, f"not a source: its output agrees with ours, but ours run on their inputs as shown "
-                       f"differs by {row.local_rel:.3g}: {why}")
+                       f"differs{by}: {why}")
