@@ -17,11 +17,12 @@ from . import ops
 from .config import CONFIG
 
 
-def run_head(head, p, y, impl, captured=None, wanted=()):
+def run_head(head, p, y, impl, captured=None, wanted=(), dense_impl=None):
     """Run ``head`` (a validated list of layer dicts) on the last feature map ``y``.
 
     p: the model's weights by ``layer/variable``. With ``captured`` (a dict),
     the outputs of the layers named in ``wanted`` are stored into it.
+    ``dense_impl``: the dense layers' implementation, if not ``impl``.
     """
     for h in head:
         n, kind = h["name"], h["kind"]
@@ -32,7 +33,7 @@ def run_head(head, p, y, impl, captured=None, wanted=()):
         elif kind == "flatten":
             y = flatten(y, h["order"])
         elif kind == "dense":
-            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=impl)
+            y = ops.dense(y, p[f"{n}/kernel"], p.get(f"{n}/bias"), impl=dense_impl or impl)
             y = activation(y, h.get("activation"), impl)
         elif kind == "batch_norm":
             y = ops.batch_norm(y, p[f"{n}/gamma"], p[f"{n}/beta"], p[f"{n}/moving_mean"],

@@ -24,6 +24,7 @@ from keras_helpers import randomize
 
 from npxception import cli
 from npxception.compare import cli_input, compare
+from npxception.compare.inputs import MAX_NAME, MAX_NAME_SEGMENTS, MAX_NAMES_TEXT, MAX_SCOPE_DEPTH
 from weights_tools import from_keras
 
 SIZE = 150
@@ -156,6 +157,23 @@ def test_onnx_route(setup, tmp_path):
     # tf2onnx folds BN into the convolutions and leaves them unscoped; the ReLUs,
     # max-pools and named adds keep Keras' scopes: ~36 + 4 + a few, at least 30.
     assert len(report.rows) >= 30, str(report)
+    # The ONNX reader caps every name (npxception/compare/inputs.py); a real export stays 4x inside each cap
+    # (docs/security.md measures tf2onnx, its SavedModel and TFLite paths and Keras 3's export), so a new
+    # exporter version whose names grow towards a cap fails here before users' exports are refused.
+    figures = onnx_name_figures(path)
+    assert 4 * figures["longest"] <= MAX_NAME and 4 * figures["segments"] <= MAX_NAME_SEGMENTS, figures
+    assert 4 * figures["depth"] <= MAX_SCOPE_DEPTH + 2 and 4 * figures["total"] <= MAX_NAMES_TEXT, figures
+
+
+def onnx_name_figures(path) -> dict:
+    """What the ONNX reader's name caps measure, over every node's inputs, outputs and name: the longest name,
+    the most ';'-segments, the deepest segment ('/', ':' and '.' counted) and all names' characters."""
+    import onnx
+
+    names = [n for node in onnx.load(str(path)).graph.node for n in (*node.input, *node.output, node.name)]
+    return {"longest": max(map(len, names)), "segments": max(n.count(";") + 1 for n in names),
+            "depth": max(s.count("/") + s.count(":") + s.count(".") for n in names for s in n.split(";")),
+            "total": sum(map(len, names))}
 
 
 # ---- the float64 oracle --------------------------------------------------------------------

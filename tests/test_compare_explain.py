@@ -694,6 +694,21 @@ def test_exporter_scopes_to_module_paths():
     assert torch_module_paths("block2_pool/MaxPool:0") == []  # tf2onnx names are not module scopes
 
 
+def test_tf_op_names_are_not_scopes():
+    """tf_keras names each Add layer's op ``add`` (``model/add_1/add:0``, tf2onnx 1.17's export of a tf_keras
+    Xception): the op is no scope, else scope ``add``, Keras' auto-name of block2_add, would be the last Add
+    layer's output (block13's), and compare called a correct export wrong at block2_add."""
+    from onnx import helper
+
+    from npxception.compare.onnx_side import keras_scopes
+
+    nodes = [helper.make_node("Add", ["a", "b"], [f"model/{layer}/add:0"], name=f"model/{layer}/add")
+             for layer in ("add", "add_1", "add_2")]
+    scopes = keras_scopes(helper.make_graph(nodes, "g", [], []))
+    assert scopes["add"] == ("model/add/add:0", "Add") and scopes["add_2"] == ("model/add_2/add:0", "Add")
+    assert set(scopes) == {"model", "add", "add_1", "add_2"}
+
+
 def test_onnx_names_of_other_exporters(model, x, onnx_port, tmp_path):
     """torch >= 2.9's dynamo exporter keeps module paths only in node metadata, and a port held in a
     wrapper module has them under its name (model.block1...): both are found, every layer compared,

@@ -245,10 +245,11 @@ _MAX_SCOPES_TEXT = (MAX_SCOPE_DEPTH + 2) * (MAX_SCOPED_NAME + 4)
 # ("StatefulPartitionedCall/model/block2_pool/MaxPool:0", under 100 characters, 3-4 scopes); ``tf2onnx
 # --tflite`` of a TFLite model converted from Keras, a fused op's name joined from every op fused into it
 # (conv + BN + ReLU: 4 segments, ~130 characters in tests/onnx_port.py's tflite_named, each 3 scopes deep);
-# torch.onnx (timm's, tests/onnx_port.py) under 100 characters, 6 scopes. (A fresh tf2onnx export could not
-# be measured in review 18's session: the shared machine was too loaded.) The caps are 8-30 times those, and
-# bound the splitting of all names (MAX_NAMES_TEXT: at worst a part per 2 characters, ~30 bytes a character)
-# to ~150 MB.
+# torch.onnx (timm's, tests/onnx_port.py) under 100 characters, 6 scopes. Fresh exports of a fine-tuned
+# Xception (tf2onnx from tf_keras, nested or not, its SavedModel and TFLite, Keras 3's exports) measure at most
+# 115 characters, 3 segments, 5 separators deep, 46 K characters in all (docs/security.md, the names of real
+# exports). The caps are 7 (depth) to 90 times those, and bound the splitting of all names (MAX_NAMES_TEXT: at
+# worst a part per 2 characters, ~30 bytes a character) to ~150 MB.
 MAX_NAME = 4096  # characters
 MAX_NAME_SEGMENTS = 64  # ';'-joined segments
 MAX_NAMES_TEXT = 4 << 20  # characters, all nodes' names, inputs and outputs together

@@ -49,7 +49,17 @@ _KERAS_FINAL_OPS = {
 
 
 def _scopes(name: str) -> list[str]:
-    return name.replace(":", "/").split("/")[:-1]  # the last part is the op, not a scope
+    """The scopes of a TensorFlow-named tensor or node: ``model/add_1/add:0`` -> ``[model, add_1]``.
+
+    The op's own name, the last part before the output index ``:N``, is not a scope: tf_keras names
+    each Add layer's op ``add``, which as a scope would be every Add layer's, and the last of them
+    (``add_11``, block13's) was taken for Keras' first, auto-named ``add`` (block2_add), in tf2onnx's
+    export of a tf_keras Xception (measured, tf2onnx 1.17; docs/security.md, the names of real exports).
+    """
+    base, colon, index = name.rpartition(":")
+    if colon and index.isdigit():
+        name = base
+    return name.replace(":", "/").split("/")[:-1]
 
 
 _LAYER_OPS = set().union(*_KERAS_FINAL_OPS.values())

@@ -286,14 +286,19 @@ class FastPlan:
         maxpool_add(x, residual.reshape(n, ho, wo, c), k, s, pad_t, pad_l, out)
         return out
 
+    # the head's dense layers: "fast" is the op's NumPy matmul (BLAS); "reference" its einsum, which does not
+    # use BLAS and is slower from batch 8 (docs/performance.md, "Issue 15, 2026-11-30 02:00-03:40 UTC")
+    HEAD_DENSE = "fast"
+
     def run_head(self, step: Head, features):
         """The head, by npxception/head.py.
 
-        In NumPy (``impl="reference"``): at most a (N, H', W', 2048) pooling
-        and one small GEMM, under 0.5% of the time, where two more Numba
-        kernels would add their compile to the first call (docs/performance.md).
+        In NumPy: the ops' reference forms (``impl="reference"``), at most a
+        (N, H', W', 2048) pooling and a softmax, where two more Numba kernels
+        would add their compile to the first call (docs/performance.md); the
+        dense layers by the op's matmul, which is NumPy too.
         """
-        out = run_head(self.head, self.model_params, features, "reference")
+        out = run_head(self.head, self.model_params, features, "reference", dense_impl=self.HEAD_DENSE)
         if np.shares_memory(out, features):  # no head: the arena is reused by the next call
             out = out.copy()
         self._mark(step.label)
