@@ -35,7 +35,7 @@ import pytest
 
 from free_runner import run_jobs
 from keras_corpus import PHOTOS
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 RTOL = 1e-5
 SIZE = 71
@@ -90,7 +90,7 @@ def _record(fw, model, path, x):
     photos = np.stack([fw.utils.img_to_array(fw.utils.load_img(p, target_size=(SIZE, SIZE))) for p in PHOTOS])
     assert photos.shape[1] == 3, photos.shape  # the user's own arrays are NCHW
     both = fw.Model(model.input, [model.get_layer("pool").output, model.output])  # one predict, one trace
-    features, logits = both.predict(np.concatenate([_nchw(x), photos]), batch_size=len(x) + len(photos), verbose=0)
+    features, logits = keras_predict(both, np.concatenate([_nchw(x), photos]))
     kernel, bias = model.get_layer("dense").get_weights()
     terms = (np.abs(features) @ np.abs(kernel) + np.abs(bias)).max(axis=1)  # keras_corpus._logits_and_terms
     y, photos_y = logits[:len(x)], logits[len(x):]
@@ -213,7 +213,7 @@ def test_check_with_keras_golden_is_keras_own_output(corpus, tmp_path, name="k3_
     assert model.golden.source.startswith(("keras ", "tf_keras ")), model.golden.source
     kmodel = corpus["k3_model"]  # the model that wrote the file
     x = gold.model_input(model, model.golden.pixels, np.float32)  # (1, H, W, 3)
-    theirs = np.asarray(kmodel.predict(_nchw(x), verbose=0), np.float64).ravel()
+    theirs = np.asarray(keras_predict(kmodel, _nchw(x)), np.float64).ravel()
     digest = model.golden.digests[-1]
     assert digest.layer == "dense" and digest.shape == (1, 2)
     # Keras with oneDNN is not bit-reproducible between graphs: its predict and its call (the golden's) differ

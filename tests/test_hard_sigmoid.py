@@ -24,7 +24,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 import weights_tools
 from weights_tools import ConversionError
@@ -89,7 +89,7 @@ def files(tmp_path_factory):
     x = _x(5)
     _scaled(keras, k3, x, ["hs", "out"], 5)
     _formulas_differ(_pre_activations(keras, k3, x, "hs"))
-    expected = k3.predict(x, verbose=0)
+    expected = keras_predict(k3, x)
     k3.save(str(root / "k3.keras"))
     k3.save(str(root / "k3.h5"))
     k3.save_weights(str(root / "k3.weights.h5"))
@@ -100,18 +100,22 @@ def files(tmp_path_factory):
                                      "hard_sigmoid_keras3")
 
     # tf_keras: Dense(hard_sigmoid) -> Dense -> Activation(hard_sigmoid)
-    inp, y = _backbone(tf_keras)
-    y = tf_keras.layers.Dense(6, activation="hard_sigmoid", name="hs")(y)
+    tk_input, tk_pooled = _backbone(tf_keras)
+    y = tf_keras.layers.Dense(6, activation="hard_sigmoid", name="hs")(tk_pooled)
     y = tf_keras.layers.Dense(4, name="logits")(y)
     y = tf_keras.layers.Activation("hard_sigmoid", name="out")(y)
-    tk = randomize(tf_keras.Model(inp, y), seed=6)
+    tk = randomize(tf_keras.Model(tk_input, y), seed=6)
     x = _x(6)
     _scaled(tf_keras, tk, x, ["hs", "logits"], 6)
     _formulas_differ(_pre_activations(tf_keras, tk, x, "logits"))
-    expected = tk.predict(x, verbose=0)
+    expected = keras_predict(tk, x)
     tk.save(str(root / "tk.h5"))
     tk.save(str(root / "tk.keras"))
-    tk.save(str(root / "tk_savedmodel"))
+    # save_traces=False: the traced functions are most of a SavedModel save's CPU (~14-30 s against ~4 s, measured
+    # 2026-11-29) and carry nothing the converter reads; the version and the activations are in keras_metadata.pb
+    # either way (test_real_world_files::test_savedmodel_without_traces_reads_as_the_default_one: the same config,
+    # manifest and arrays, bit for bit, from both saves)
+    tk.save(str(root / "tk_savedmodel"), save_traces=False)
     tk.save_weights(str(root / "tk_ckpt"))
     (root / "tk.json").write_text(tk.to_json())
     for name, path, options in [("tk.h5", "tk.h5", {}), ("tk.keras", "tk.keras", {}),
@@ -119,21 +123,22 @@ def files(tmp_path_factory):
                                 ("tk_ckpt+tk.json", "tk_ckpt", {"config": str(root / "tk.json")})]:
         out[name] = (root / path, options, x, expected, "hard_sigmoid_keras2")
 
-    # weights-only legacy .h5 (tf_keras save_weights) of one Dense(hard_sigmoid) classifier: its head is given
-    inp, y = _backbone(tf_keras)
-    tw = randomize(tf_keras.Model(inp, tf_keras.layers.Dense(5, activation="hard_sigmoid", name="predictions")(y)),
-                   seed=7)
+    # weights-only legacy .h5 (tf_keras save_weights) of one Dense(hard_sigmoid) classifier: its head is given.
+    # Its backbone is tk's layers (tk's files are written): randomize() gives them new weights, and the file holds
+    # the same layers by the same names as a second Xception built for it would
+    tw = randomize(tf_keras.Model(tk_input, tf_keras.layers.Dense(5, activation="hard_sigmoid",
+                                                                  name="predictions")(tk_pooled)), seed=7)
     x = _x(7)
     _scaled(tf_keras, tw, x, ["predictions"], 7)
     _formulas_differ(_pre_activations(tf_keras, tw, x, "predictions"))
     tw.save_weights(str(root / "tw.h5"))
     out["tw.h5"] = (root / "tw.h5", {"variant": "keras", "pooling": "avg", "input_shape": (SIZE, SIZE),
-                                     "classifier_activation": "hard_sigmoid"}, x, tw.predict(x, verbose=0),
+                                     "classifier_activation": "hard_sigmoid"}, x, keras_predict(tw, x),
                     "hard_sigmoid_keras2")
 
-    # the same classifier saved by Keras 3 as .weights.h5, which records no version
-    inp, y = _backbone(keras)
-    kw = keras.Model(inp, keras.layers.Dense(5, activation="hard_sigmoid", name="predictions")(y))
+    # the same classifier saved by Keras 3 as .weights.h5, which records no version (on k3's backbone layers: only
+    # its head is read by the test)
+    kw = keras.Model(k3.input, keras.layers.Dense(5, activation="hard_sigmoid", name="predictions")(k3.get_layer("hs").input))
     kw.save_weights(str(root / "kw.weights.h5"))
     out["kw.weights.h5"] = (root / "kw.weights.h5",)
     return out

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from keras_corpus import _fit_one_step, _nested_classifier, _x
+from keras_helpers import keras_predict
 
 import weights_tools
 from weights_tools import ConversionError
@@ -54,7 +55,7 @@ def heads(tmp_path_factory):
     hidden = np.abs(np.asarray(keras.Model(model.input, model.get_layer("dense_swish").output)(x))).max()
     kernel, bias = model.get_layer("dense").get_weights()
     model.get_layer("dense").set_weights([kernel * (2.0 / (hidden * np.abs(kernel).sum(0).max())), bias * 0])
-    expected = model.predict(x, verbose=0)
+    expected = keras_predict(model, x)
     for ext in (".keras", ".h5"):
         model.save(str(root / f"softmax{ext}"))
         out[f"softmax{ext}"] = (str(root / f"softmax{ext}"), {}, x, expected)
@@ -67,7 +68,7 @@ def heads(tmp_path_factory):
     tk = _nested_classifier(tf_keras, 71, tf_keras.layers.Rescaling(1 / 127.5, offset=-1), tk_head, seed=42)
     _fit_one_step(tk, tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([1, 2]))
     x = _x(71, True, 42)
-    expected = tk.predict(x, verbose=0)
+    expected = keras_predict(tk, x)
     tk.save(str(root / "tk_head_bn.h5"))
     tk.save_weights(str(root / "tk_head_bn_ckpt"))
     (root / "tk_head_bn.json").write_text(tk.to_json())
