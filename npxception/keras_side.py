@@ -225,15 +225,22 @@ def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
     tf = _import("tensorflow")
     if child:
         status = tf.train.Checkpoint(**{child: kmodel}).restore(str(prefix))
-        # every variable of the model found: a model under another name would restore nothing, silently
-        status.assert_existing_objects_matched()
     else:
         # what tf_keras' load_weights does once it has decided on a checkpoint (Model._checkpoint.read)
         status = tf.train.Checkpoint(root=kmodel).read(str(prefix))
-        status.assert_nontrivial_match()
     # a checkpoint's optimizer state has no place in an uncompiled model, as with compile=False;
-    # without this, TensorFlow warns about every optimizer variable when the status is collected
+    # without this, TensorFlow warns about every variable left unrestored when the status is collected
+    # (a line per optimizer slot, even after a refusal below)
     status.expect_partial()
+    try:
+        if child:
+            # every variable of the model found: a model under another name would restore nothing, silently
+            status.assert_existing_objects_matched()
+        else:
+            status.assert_nontrivial_match()
+    except AssertionError as exc:  # TensorFlow's own words, cut to their first line
+        raise ValueError(f"{prefix}: TensorFlow could not restore the checkpoint into the model rebuilt for "
+                         f"it ({str(exc).splitlines()[0][:300]})") from None
     _finalize_nested(kmodel)
 
 

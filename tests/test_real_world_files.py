@@ -502,6 +502,10 @@ def test_unknown_layer_is_refused_with_the_way_out(recipe_layers, class_name):
     with pytest.raises(ConversionError, match=f"random_flip \\({class_name}\\).*{way_out}") as refused:
         _convert(edited)
     assert ("--skip-layer" in str(refused.value)) == (class_name != "Lambda")
+    if class_name == "Lambda":  # a Lambda computes its function: the user's word is refused for it too
+        with pytest.raises(ConversionError, match="--skip-layer random_flip: a Lambda layer computes"):
+            _convert(edited, skip_layers=("random_flip",))
+        return
     # the user's word that it is an identity at inference: then it converts, to the same model
     model = _convert(edited, skip_layers=("random_flip",))
     plain = _convert(recipe_layers)

@@ -24,10 +24,39 @@ from npxception.config import CONFIG
 
 from .errors import ConversionError
 from .graph import KLayer
-from .kinds import resolve_activation
+from .kinds import COMPUTING_LAYER, resolve_activation
 from .layer_checks import _layer_params
 
+def computing_layers(klayers) -> list[str]:
+    """The names among ``klayers`` (a weights-only file's, unwired) of layers that compute something a
+    weights-only file does not record (:data:`COMPUTING_LAYER`)."""
+    return [k.name for k in klayers if COMPUTING_LAYER.fullmatch(_base_name(k))]
+
+
+def _shown(names) -> str:
+    return ", ".join(n.rsplit("/", 1)[-1] for n in names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4
+                                                                  else "")
+
+
+def _refuse_computing(prep, dense, given, source) -> None:
+    """A weights-only file naming a layer that computes on the tensor: its parameters (a Rescaling's scale)
+    are in the model's config only. No flag gives them: refused even with the head flags, never guessed."""
+    layers = _shown(prep)
+    head = ("" if given or dense is None else
+            f", nor the head's pooling (average or max), the classifier's activation or the input size")
+    raise ConversionError(
+        f"{source}: a weights-only file does not determine the model: it does not record the input "
+        f"preprocessing (layer {layers}): it names the layer, which computes something (a Rescaling's scale "
+        f"and offset, a Normalization's axis, a function), but its parameters are in the model's config only"
+        f"{head}. No flag can give them{' (' + _flags(given) + ' describe the head only)' if given else ''}: pass "
+        "the model's config with --config config.json (model.to_json() of the model that saved the file, or "
+        "the config.json inside its .keras archive) or --config model.keras")
+
+
 def _match_by_order(klayers, variant, source, given, official_file=None, keras_version=None):
+    prep = computing_layers(klayers)
+    if prep:
+        klayers = [k for k in klayers if k.name not in set(prep)]  # a Normalization's weights: not the backbone's
     # Both variants have the same weighted layers in the same order with the same shapes (the article's
     # four departures change wiring and padding, no weight), so the shapes are checked against the
     # table first and which wiring the file holds is decided after (_file_variant).
@@ -68,6 +97,8 @@ def _match_by_order(klayers, variant, source, given, official_file=None, keras_v
         raise ConversionError(f"{source}: layer {k.name} after the Xception backbone (weights "
                               f"{[tuple(w.shape) for w in k.weights]}): a weights-only file records no head "
                               "beyond one (2048, classes) Dense; pass the model's --config model.keras|config.json")
+    if prep:
+        _refuse_computing(prep, dense, given, source)
     v = _file_variant(variant, names, official_file)
     head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v, keras_version)
     if v is None:

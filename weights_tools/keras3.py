@@ -53,7 +53,8 @@ from npxception.weights import weight_budget
 from .errors import ConversionError
 from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
-from .keras_config import MODEL_CLASSES, _unwrap, is_operation
+from .keras_config import MODEL_CLASSES, _unwrap, is_operation, subclassed_model
+from .kinds import COMPUTING_LAYER
 from .weight_store import ShardStore
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -376,6 +377,16 @@ def _find_backbone_prefix(store) -> str:
     candidates = [f"layers/{name}/" for name in layers
                   if "layers" in (store.members(f"layers/{name}") or [])
                   and "separable_conv2d" in (store.members(f"layers/{name}/layers") or [])]
+    if not candidates:
+        # a subclassed model's save_weights: each layer it holds as an attribute (self.backbone = ...) is saved
+        # under the attribute's name beside "layers", e.g. backbone/layers/separable_conv2d
+        attributes = sorted(name for name in store.members("") or [] if name not in ("layers", "vars", "optimizer"))
+        nested = [name for name in attributes
+                  if "separable_conv2d" in (store.members(f"{name}/layers") or [])]
+        if nested:
+            raise ConversionError(
+                f"{store.where}: the Xception backbone is under {nested[0]}/layers/, beside the root groups "
+                f"{', '.join(attributes[:8])}: the save_weights of {subclassed_model('its layers saved under its attributes ' + ', '.join(attributes[:8]), described=True)}")
     if len(candidates) != 1:
         raise ConversionError(f"{store.where}: cannot find an Xception backbone (no SeparableConv2D layers)"
                               if not candidates else f"{store.where}: several nested models hold "
@@ -419,6 +430,13 @@ def klayers_without_config(store) -> tuple[list[KLayer], dict[str, int]]:
         stored = stored if arrays else None
         klayers.append(KLayer(name=stored or key, class_name=cls, inbound=None, weights=arrays,
                               weight_names=names))
+    # Weightless layers that compute something, named by their groups (layers/rescaling): listed, without
+    # weights, for by_order to refuse; their parameters are in the config only
+    for group in dict.fromkeys(("layers", f"{prefix}layers")):
+        for name in store.members(group) or []:
+            if COMPUTING_LAYER.fullmatch(name) and f"{group}/{name}" not in dense_keys:
+                klayers.insert(0, KLayer(name=f"{group}/{name}", class_name=to_camel(name), inbound=None,
+                                         weights=[], weight_names=[]))
     return klayers, ignored
 
 

@@ -100,7 +100,39 @@ def _unwrap(config, source):
         return "Sequential", {"layers": inner}
     if isinstance(inner, dict) and "layers" in inner:
         return str(config.get("class_name", "Functional")), inner
+    name = subclass_name(config)
+    if name is not None:
+        raise ConversionError(f"{source}: {subclassed_model(name)}")
     raise ConversionError(f"{source}: not a Keras model config (no 'layers' list)")
+
+
+SUBCLASS_FIX = ("rebuild the same network as a Functional model (keras.Model(inputs, outputs) with the same "
+                "layers), copy the weights into it (set_weights(subclassed.get_weights()), or layer by "
+                "layer), save it (model.save('x.keras')), and convert that")
+
+
+def subclass_name(config) -> str | None:
+    """The class a model config names when it is no Functional or Sequential model and lists no layers:
+    a subclassed ``keras.Model`` (``registered_name`` "package>Class" in Keras 3, ``class_name`` in
+    tf_keras); None for anything else. Reads two strings, bounded."""
+    if not isinstance(config, dict) or "layers" in config:
+        return None
+    inner = config.get("config")
+    if isinstance(inner, list) or (isinstance(inner, dict) and "layers" in inner):
+        return None
+    cls = config.get("class_name")
+    if not isinstance(cls, str) or not cls or cls in MODEL_CLASSES:
+        return None
+    registered = config.get("registered_name")
+    return (registered if isinstance(registered, str) and registered else cls)[:200]
+
+
+def subclassed_model(name: str, described: bool = False) -> str:
+    """What to say of a subclassed model ``name`` (its class; or, ``described``, words that identify it):
+    its layers run in its call(), code no file holds."""
+    return (f"a subclassed Keras model ({name if described else repr(name)}): it lists no layers, and its "
+            "call(), which says how its "
+            f"layers run, is Python code the file does not hold, so its network is not determined; {SUBCLASS_FIX}")
 
 
 def _layer_name(entry: dict) -> str:

@@ -9,6 +9,8 @@ A class with no kind is refused by name, with the way out.
 
 from __future__ import annotations
 
+import re
+
 from npxception import head_schema
 
 from .errors import ConversionError
@@ -98,6 +100,16 @@ def kind_of(layer: KLayer) -> str:
     return "unsupported"
 
 
+# The names Keras gives the layers that compute something on the tensor and that a weights-only file
+# records only by name (tf_keras' layer_names, Keras 3's layers/<name> groups): Rescaling (scale and offset
+# in its config), Normalization (its weights, but how they apply: axis, invert, in the config), Resizing,
+# CenterCrop, a Lambda (code), tf_keras' TFOpLambda (preprocess_input on the symbolic tensor:
+# tf.math.truediv, tf.math.subtract, tf.__operators__.add...). A user-named one (Lambda(..., name="prep"))
+# is not recognisable in a weights-only file; every auto-named one is.
+COMPUTING_LAYER = re.compile(r"(rescaling|normalization|resizing|center_crop|lambda)(_\d+)?|tf\.[A-Za-z0-9_.]+")
+
+
+
 def _lambda_function(cfg) -> str | None:
     """The name a Lambda's config records for its function, or None (a lambda's bytecode, nothing).
     Keras 3: ``{"module": "builtins", "class_name": "function", "config": "preprocess_input", ...}``;
@@ -110,15 +122,37 @@ def _lambda_function(cfg) -> str | None:
     return function if isinstance(function, str) and len(function) < 200 else None
 
 
+# The module tf_keras records for a Lambda of keras.applications.xception.preprocess_input, whose function it
+# stores as marshalled bytecode ("function_type": "lambda"): "tf_keras.src.applications.xception" (Keras 2.x:
+# "keras.applications.xception", "keras.src.applications.xception"; tf.keras: "tensorflow.python.keras...").
+_XCEPTION_MODULE = re.compile(r"[A-Za-z0-9_.]*\bapplications\.xception")
+
+
+def _xception_lambda_module(cfg) -> str | None:
+    """The module a tf_keras Lambda's config records for its bytecode when it is Keras' applications xception
+    module (the function a user wraps from there is its preprocess_input); None otherwise. Only the config's
+    strings are read, bounded; the bytecode is never unmarshalled."""
+    module = (cfg or {}).get("module")
+    if (cfg or {}).get("function_type") == "lambda" and isinstance(module, str) and len(module) < 200 \
+            and _XCEPTION_MODULE.fullmatch(module):
+        return module
+    return None
+
+
 def _lambda_refusal(k: KLayer, source: str) -> ConversionError:
     """A Lambda's function is code: a file read as data holds at most its name. No --skip-layer hint: a Lambda's
     purpose is to compute something, and skipping preprocess_input ran raw pixels through the backbone."""
     name = _lambda_function(k.config)
-    if name is not None and name.rsplit(".", 1)[-1] == "preprocess_input":
+    module = _xception_lambda_module(k.config)
+    if module is not None or (name is not None and name.rsplit(".", 1)[-1] == "preprocess_input"):
+        recorded = (f"tf_keras records its function as Python bytecode from module {module!r} (Keras' "
+                    "xception.preprocess_input, wrapped in a Lambda), which a file read as data does not run "
+                    "(Keras runs it only outside its safe mode)" if module is not None else
+                    f"Keras records only its function's name, {name!r} (Keras 3 writes {{\"module\": "
+                    "\"builtins\", \"config\": \"preprocess_input\"}), not the function, so neither npxception "
+                    "nor Keras itself can load it from the file")
         return ConversionError(
-            f"{source}: unsupported layer {k.name} (Lambda): Keras records only its function's name, "
-            f"{name!r} (Keras 3 writes {{\"module\": \"builtins\", \"config\": \"preprocess_input\"}}), "
-            "not the function, so neither npxception nor Keras itself can load it from the file. Rebuild the "
+            f"{source}: unsupported layer {k.name} (Lambda): {recorded}. Rebuild the "
             "model with preprocess_input called on the tensor (x = keras.applications.xception."
             "preprocess_input(inputs)) or with layers.Rescaling(1 / 127.5, offset=-1) in its place, copy the "
             "weights into it (new_model.set_weights(model.get_weights()), or load_weights of the trained "

@@ -45,7 +45,8 @@ from npxception.untrusted import loads_json
 from .errors import ConversionError
 from .graph import KLayer
 from .hdf5 import GuardedH5
-from .keras_config import flatten_config
+from .keras_config import flatten_config, subclass_name, subclassed_model
+from .kinds import COMPUTING_LAYER
 
 _BN_VARS = {"gamma", "beta", "moving_mean", "moving_variance", "running_mean", "running_std"}
 
@@ -198,8 +199,8 @@ def read_legacy_h5(h5: GuardedH5, config=None) -> tuple[list[KLayer], tuple | No
         parts = _split_nested(name, weight_names, arrays)
         nested = len(parts) > 1
         for inner, wns, arr in parts:
-            if not arr:
-                continue
+            if not arr and not COMPUTING_LAYER.fullmatch(inner):
+                continue  # weightless and computing nothing by its name (kept: by_order refuses those)
             flat = f"{name}/{inner}" if nested else inner
             if flat in seen:
                 raise ConversionError(f"{h5.where}: layer {flat!r} appears twice")
@@ -219,6 +220,9 @@ def _in_load_weights_order(h5: GuardedH5, groups, config):
     pair them by name. The two agree when the file's weighted layers are config layers, in the
     config's order, which is what ``save_weights`` of the model the config describes writes.
     """
+    name = subclass_name(config)
+    if name is not None:
+        raise ConversionError(f"{h5.where}: the given config is that of {subclassed_model(name)}")
     model = config.get("config", config) if isinstance(config, dict) else config  # with or without the wrapper
     layers = model.get("layers") if isinstance(model, dict) else model  # Keras 1 Sequential: a bare list
     order = {}

@@ -277,15 +277,53 @@ def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     return names, [variables[n] for n in names], [bundle.tensor(variables[n].key) for n in names]
 
 
-def _beside_the_model(keys, prefix: str) -> dict[str, list[str]]:
-    """``{what: [keys]}`` of the entries hung from a tf.train.Checkpoint's root beside its model (tf_keras'
-    BackupAndRestore: ``ckpt_saved_epoch``, ``ckpt_saved_batch``, ``train_counter``): training state,
-    which ``tf.train.Checkpoint(model=m).restore`` leaves alone too."""
+# What tf_keras' BackupAndRestore hangs from its tf.train.Checkpoint's root beside the model
+# (tf_keras/src/distribute/worker_training_state.py): the epoch and batch it saved at, the train counter.
+BACKUP_STATE = ("ckpt_saved_epoch", "ckpt_saved_batch", "train_counter")
+CHECKPOINT_COUNTER = "save_counter"  # every tf.train.Checkpoint.save() hangs it from the root
+
+
+def _beside_the_model(keys, prefix: str, bundle: Bundle, root_children: dict[str, int]) -> dict[str, list[str]]:
+    """``{what: [keys]}`` of the entries hung from the root beside its model that are known checkpoint
+    state, which ``tf.train.Checkpoint(model=m).restore`` leaves alone too: tf_keras' BackupAndRestore's
+    (:data:`BACKUP_STATE`) and, in a ``tf.train.Checkpoint`` (its root holds ``save_counter``), scalar
+    counters of its own (``tf.train.Checkpoint(step=tf.Variable(1), model=m)``). Any other entry beside
+    the model (a Dense kernel of a subclassed model saved with ``save_weights``) is a weight of something
+    the file does not wire up, and :func:`_refuse_beside` refuses it rather than drop it."""
     out: dict[str, list[str]] = {}
+    checkpoint = CHECKPOINT_COUNTER in root_children
     for key in keys:
-        if not key.startswith(prefix):
-            out.setdefault(f"checkpoint state beside the model ({key.split('/')[0]})", []).append(key)
+        if key.startswith(prefix):
+            continue
+        top = key.split("/")[0]
+        entry = bundle.entries.get(key)
+        if top in BACKUP_STATE or (checkpoint and entry is not None and entry.shape == ()):
+            out.setdefault(f"checkpoint state beside the model ({top})", []).append(key)
     return out
+
+
+def _variable_name(key: str) -> str:
+    return key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")] if key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") else key
+
+
+def _refuse_beside(bundle: Bundle, stray: list[str], prefix: str, root_children: dict[str, int]) -> None:
+    """Refuse weights found beside the model under the root: name them, and what the root likely is."""
+    shown = ", ".join(f"{_variable_name(k)} {bundle.entries[k].shape if k in bundle.entries else ''}".rstrip()
+                      for k in stray[:4]) + (f", ... ({len(stray)} in all)" if len(stray) > 4 else "")
+    model = prefix[:-1]
+    if CHECKPOINT_COUNTER in root_children:
+        what = (f"a tf.train.Checkpoint holding the model as {model!r} and {shown} beside it, which is no "
+                "layer of that model")
+    else:
+        what = (f"its root is no tf.train.Checkpoint (no {CHECKPOINT_COUNTER}) but an object whose attributes "
+                f"({_names(root_children)}) hold the Keras model {model!r} and {shown}: it looks like a "
+                f"subclassed Keras model (class ...(keras.Model) with self.{model} = Xception(...)) saved with "
+                "save_weights, whose call() is Python code the file does not hold, so how those weights are "
+                "used is not determined")
+    raise ConversionError(f"{bundle.where}: {what}; refused rather than dropped. Rebuild the network as a "
+                          "Functional model (keras.Model(inputs, outputs) with the same layers), copy the "
+                          "weights into it (set_weights(subclassed.get_weights()), or layer by layer), save "
+                          "it (model.save('x.keras') or save_weights), and convert that")
 
 
 def _names(refs: dict[str, int], shown: int = 8) -> str:
@@ -302,9 +340,11 @@ def _refuse_modelless(graph: ObjectGraph) -> None:
                               "tf.train.Checkpoint(model=...) of one")
 
 
-def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, int]:
+def _leftovers(bundle: Bundle, used: set[str], prefix: str = "", root_children=None) -> dict[str, int]:
     """The training state among the entries no layer took; any other entry is refused. ``prefix``: the
-    model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state."""
+    model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state;
+    ``root_children``: the references of the object graph's root (what else it holds beside the model)."""
+    root_children = root_children or {}
     keys = sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY})
 
     def local(key):  # the key from the model, as save_weights would have written it
@@ -313,8 +353,11 @@ def _leftovers(bundle: Bundle, used: set[str], prefix: str = "") -> dict[str, in
     rest = set(rest)
     stray = [k for k in keys if local(k) in rest]
     if prefix:  # what else the Checkpoint holds at its root: tf_keras BackupAndRestore's epoch and batch...
-        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix))
+        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix, bundle, root_children))
         ignored.update(beside)
+        outside = [k for k in stray if not k.startswith(prefix)]
+        if outside:
+            _refuse_beside(bundle, outside, prefix, root_children)
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
@@ -351,7 +394,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
                                       "the model that wrote this checkpoint")
         k.weights, k.weight_names = tensors, [v.key for v in variables]
         used.update(k.weight_names)
-    return _leftovers(bundle, used, graph.prefix)
+    return _leftovers(bundle, used, graph.prefix, graph.children[0])
 
 
 def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], dict[str, int]]:
@@ -381,4 +424,4 @@ def klayers_by_order(bundle: Bundle, graph: ObjectGraph) -> tuple[list[KLayer], 
     if not klayers:
         raise ConversionError(f"{bundle.where}: no {WEIGHTED}0 in the checkpoint's object graph; "
                               "not the save_weights of a Keras model")
-    return klayers, _leftovers(bundle, used, graph.prefix)
+    return klayers, _leftovers(bundle, used, graph.prefix, graph.children[0])

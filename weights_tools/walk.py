@@ -18,7 +18,7 @@ from npxception import architecture as arch
 from .errors import ConversionError
 from .graph import KLayer
 from .keras_layers import not_identity_reason
-from .kinds import kind_of
+from .kinds import _lambda_function, _xception_lambda_module, kind_of
 from .layout import CHANNELS_LAST
 from .layer_checks import _check_config, _layer_params
 
@@ -29,6 +29,19 @@ def _candidate_variants(variant):
     others = [arch.Variant(**dict(zip(flags, bits))) for bits in itertools.product((False, True), repeat=4)]
     ordered = [arch.VARIANTS["keras"], arch.VARIANTS["article"]]
     return ordered + [o for o in others if o not in ordered]
+
+
+def _computes(k: KLayer) -> str | None:
+    """Why ``k`` computes something though it has no weights and no class :mod:`keras_layers` names: a
+    Lambda (its function's purpose is to compute; kinds._lambda_refusal: a file records its function as a
+    name or code, never as an identity). None otherwise: a custom layer, or an operation node, for which
+    operations.refusal offers --skip-layer as the user's word (only the user knows)."""
+    if k.class_name == "Lambda":
+        module = _xception_lambda_module(k.config)
+        name = _lambda_function(k.config) or (f"{module}.preprocess_input" if module else None)
+        return (f"a Lambda layer computes its function ({name!r})" if name else
+                "a Lambda layer computes its function (which the file records as code, or not at all)")
+    return None
 
 
 def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
@@ -48,6 +61,13 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
         if by_name[name].weights:
             raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
                                   f"({len(by_name[name].weights)} arrays), so it is not an identity")
+        computes = _computes(by_name[name])
+        if computes:
+            raise ConversionError(f"{source}: --skip-layer {name}: {computes}; skipping it would change the "
+                                  "model's output, so --skip-layer is refused for it. If it is Keras' "
+                                  "preprocess_input, rebuild the model with layers.Rescaling(1 / 127.5, offset=-1) "
+                                  "in its place (or preprocess_input called on the input tensor), copy the weights "
+                                  "into it (set_weights), save it and convert that")
         # a layer class's rule: an operation node (Keras 3's Multiply op shares the merge layer's class name)
         # reads one tensor when --skip-layer is offered for it (weights_tools.operations.refusal)
         why = not_identity_reason(by_name[name].class_name) if by_name[name].function is None else None
