@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import keras  # noqa: E402  (a test extra; imported, never skipped)
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 from npxception import cli
 from npxception.compare import compare
@@ -45,7 +45,7 @@ def setup(tmp_path_factory):
     batch = np.random.default_rng(4).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
     # the user's dump, as /tmp/review-out/dump_keras.py makes it
     names = [layer.name for layer in kmodel.layers if not isinstance(layer, keras.layers.InputLayer)]
-    outs = keras.Model(kmodel.inputs, [kmodel.get_layer(n).output for n in names]).predict(batch, verbose=0)
+    outs = keras_predict(keras.Model(kmodel.inputs, [kmodel.get_layer(n).output for n in names]), batch)
     dump = {n: o for n, o in zip(names, outs)}
     dump["__input__"] = batch
     root = tmp_path_factory.mktemp("keras_dump")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 import weights_tools
 from weights_tools.keras3 import training_state
@@ -40,14 +40,14 @@ def wrapped(tmp_path_factory):
     randomize(inner, seed=1)  # random BN statistics and kernels after the step (the optimizer state stays)
     last = inner.layers[-1]
     kernel, bias = last.get_weights()
-    features = keras.Model(inner.input, last.input).predict(x, verbose=0)
+    features = keras_predict(keras.Model(inner.input, last.input), x)
     # logits of standard deviation ~1: probabilities away from 0 and 1, so that an error shows in them
     last.set_weights([kernel / float(np.std(features @ kernel)), np.zeros_like(bias)])
     wrapper = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1), inner])
     path = tmp_path_factory.mktemp("nested_compiled") / "served.keras"
     wrapper.save(path)
     pixels = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-    return path, pixels, wrapper.predict(pixels, verbose=0)
+    return path, pixels, keras_predict(wrapper, pixels)
 
 
 def test_a_wrapped_compiled_model_converts_to_what_predict_gives(wrapped):

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from keras_corpus import _fit_one_step, _nested_classifier, _x
+from keras_helpers import keras_predict
 
 RTOL = 1e-5  # see the module docstring
 SHARD_BYTES = 16 * 1024**2  # above Xception's largest variable (block14_sepconv2's 1536x2048 kernel, 12.6 MB)
@@ -78,7 +79,7 @@ def written(tmp_path_factory):
     config = root / "config.json"
     config.write_text(model.to_json())
     x = _x(71, True, 11)
-    return prefixes, str(config), x, model.predict(x, verbose=0)
+    return prefixes, str(config), x, keras_predict(model, x)
 
 
 def _shards(prefix) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import weights_tools as wt
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 from test_hostile import assert_refused, run_limited
 
 RTOL = 1e-5
@@ -62,7 +62,7 @@ def files(tmp_path_factory):
     other = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
     tf.train.Checkpoint(model=tk, ema_model=other).write(str(root / "two_models" / "ckpt"))
     (root / "tk.json").write_text(tk.to_json())
-    out["tk_y"] = tk.predict(x, verbose=0)
+    out["tk_y"] = keras_predict(tk, x)
 
     k3 = randomize(keras.applications.Xception(weights=None, include_top=False, pooling="avg",
                                                input_shape=(71, 71, 3)), seed=4)
@@ -78,7 +78,7 @@ def files(tmp_path_factory):
         out["partial_raised"] = None
     except ValueError as exc:
         out["partial_raised"] = str(exc)
-    out["k3_y"] = k3.predict(x, verbose=0)
+    out["k3_y"] = keras_predict(k3, x)
     return out
 
 
