@@ -28,7 +28,8 @@ def exporter_scope(module_path: str) -> str:
 
 
 def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_bn=False, fold_bias=True,
-          bn=True, swap_hw=(), stem_pad=None, head="flatten", softmax=False, channel_order=None):
+          bn=True, swap_hw=(), stem_pad=None, head="flatten", softmax=False, channel_order=None, drop_relu=(),
+          kernel_bug=None, depthwise_bug=None, conv_pads=None):
     """Write the graph to ``path``; returns the final output's name. ``fold_bn``: as ``torch.onnx.export``
     in eval mode, each BN folded into the convolution before it (kernel * gamma / sqrt(var + eps) per
     output channel, plus a bias beta - mean * that), its weights named ``onnx::Conv_N``, no BN node.
@@ -40,7 +41,12 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
     the pooled tensor is (N, C, 1, 1)). ``pool_pads="same"``: TF SAME per pool at the model's input size;
     ``softmax``: a Softmax after the classifier, as Keras'. The input takes the model's channels;
     ``channel_order``: a port that reads its image in another channel order (its stem kernel's input
-    channels permuted so, as a port trained on BGR(A) images has them against our RGB(A))."""
+    channels permuted so, as a port trained on BGR(A) images has them against our RGB(A)). ``head="none"``:
+    timm's ``num_classes=0`` feature extractor, ``global_pool`` (pool, flatten) its output, no ``fc``.
+    ``drop_relu``: ReLU layers (ours) the port leaves out. ``kernel_bug``: ``(layer, fn)``, that layer's
+    kernel (HWIO; a separable convolution's pointwise one) passed through ``fn`` before it is written;
+    ``depthwise_bug`` the same for a depthwise kernel ((kh, kw, C, 1)); ``conv_pads``: ``{conv layer:
+    ONNX pads}`` replacing what that convolution pads (timm's residual 1x1 ``padding=`` bugs)."""
     module = {ours: theirs for theirs, ours in timm_legacy_xception().items()}
     w = model.weights
     nodes, inits = [], []
@@ -82,18 +88,25 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
             p = layer.kernel_size // 2 if layer.padding == "same" else 0
             p = p if stem_pad is None or n not in ("block1_conv1", "block1_conv2") else stem_pad
             kernel = w[f"{n}/kernel"].transpose(1, 0, 2, 3) if n in swap_hw else w[f"{n}/kernel"]
+            kernel = kernel_bug[1](kernel) if kernel_bug and kernel_bug[0] == n else kernel
             if channel_order is not None and layer.inputs == ("input",):
                 kernel = kernel[:, :, list(channel_order), :]
-            y = conv(ins[0], kernel, scope, layer.strides, (p, p, p, p), fold=fold)
+            pads = (conv_pads or {}).get(n, (p, p, p, p))
+            y = conv(ins[0], kernel, scope, layer.strides, pads, fold=fold)
         elif layer.kind == "sepconv":
             dw = w[f"{n}/depthwise_kernel"]  # (3, 3, C, 1) -> a grouped conv, one group per channel
+            dw = depthwise_bug[1](dw) if depthwise_bug and depthwise_bug[0] == n else dw
             d = conv(ins[0], dw.transpose(0, 1, 3, 2), scope + "/conv1", 1, (1, 1, 1, 1), group=dw.shape[2])
-            y = conv(d, w[f"{n}/pointwise_kernel"], scope + "/pointwise", 1, (0, 0, 0, 0), fold=fold)
+            pw = w[f"{n}/pointwise_kernel"]
+            pw = kernel_bug[1](pw) if kernel_bug and kernel_bug[0] == n else pw
+            y = conv(d, pw, scope + "/pointwise", 1, (0, 0, 0, 0), fold=fold)
         elif layer.kind == "bn" and (fold_bn or not bn):
             y = ins[0]  # already in the convolution before it
         elif layer.kind == "bn":
             args = [const(f"{scope}.{v}", w[f"{n}/{v}"]) for v in ("gamma", "beta", "moving_mean", "moving_variance")]
             y = node("BatchNormalization", [ins[0], *args], scope, epsilon=epsilon)
+        elif layer.kind == "relu" and n in drop_relu:
+            y = ins[0]
         elif layer.kind == "relu":
             y = node("Relu", ins, scope)
         elif layer.kind == "maxpool":
@@ -117,14 +130,18 @@ def build(model, path, *, epsilon=1e-5, pool_pads=(1, 1, 1, 1), opset=17, fold_b
     else:
         g = node("GlobalAveragePool", [acts["block14_sepconv2_act"]], "/global_pool/pool")
         g = node("Flatten", [g], "/global_pool/flatten", axis=1)
-    out = node("Gemm", [g, const("fc.weight", w["predictions/kernel"].T), const("fc.bias", w["predictions/bias"])],
-               "/fc", transB=1)
+    if head == "none":
+        out = g
+    else:
+        out = node("Gemm", [g, const("fc.weight", w["predictions/kernel"].T), const("fc.bias", w["predictions/bias"])],
+                   "/fc", transB=1)
     if softmax:
         out = node("Softmax", [out], "/softmax", axis=1)
     graph = helper.make_graph(
         nodes, "legacy_xception",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", model.channels, None, None])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", w["predictions/bias"].shape[0]])], inits)
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", w["predictions/bias"].shape[0]
+                                                                 if head != "none" else 2048])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))

@@ -15,7 +15,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import weights_tools  # noqa: E402
-from keras_helpers import randomize  # noqa: E402
+from keras_helpers import keras_predict, randomize  # noqa: E402
 from weights_tools import ConversionError  # noqa: E402
 
 SIZE = 40  # the article's SAME stem computes any size; small keeps the Keras build cheap
@@ -30,7 +30,7 @@ def article(tmp_path_factory):
     kmodel = randomize(build_article_xception((SIZE, SIZE, 3)), seed=15)  # BN statistics random too
     kmodel.save_weights(root / "article.weights.h5")
     x = np.random.default_rng(1).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
-    return root / "article.weights.h5", x, kmodel.predict(x, verbose=0)
+    return root / "article.weights.h5", x, keras_predict(kmodel, x)
 
 
 def test_article_weights_only_file_needs_its_variant(article):
@@ -76,12 +76,12 @@ def article_legacy_h5(tmp_path_factory):
     out = {}
     tk = randomize(build_article_xception((SIZE, SIZE, 3), keras=tf_keras), seed=16)
     tk.save_weights(str(root / "tk_article.h5"))
-    out["tf_keras"] = (root / "tk_article.h5", tk.predict(x, verbose=0),
+    out["tf_keras"] = (root / "tk_article.h5", keras_predict(tk, x),
                        [(k.name, type(k).__name__) for k in tk.layers if k.weights])
     k3 = randomize(build_article_xception((SIZE, SIZE, 3)), seed=17)
     with h5py.File(root / "k3_article.h5", "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, k3)
-    out["keras3"] = (root / "k3_article.h5", k3.predict(x, verbose=0),
+    out["keras3"] = (root / "k3_article.h5", keras_predict(k3, x),
                      [(k.name, type(k).__name__) for k in k3.layers if k.weights])
     return out, x
 

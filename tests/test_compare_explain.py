@@ -15,6 +15,8 @@ local error by > 2e-4 (BN epsilon 1e-5 vs 1e-3 with variances in [0.5, 2]:
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -264,7 +266,7 @@ def test_timm_module_names_and_nchw(model, x):
     from npxception.compare.names import timm_legacy_xception
 
     theirs = {v: k for k, v in timm_legacy_xception().items()}
-    acts = run_port(model, x, PYTORCH)
+    acts = run_port(model, x, dataclasses.replace(PYTORCH, logits=True))  # timm's fc returns logits
     dump = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
     dump[INPUT_KEY] = x.transpose(0, 3, 1, 2)
     with pytest.raises(ValueError, match="no layer in common.*names="):
@@ -272,6 +274,8 @@ def test_timm_module_names_and_nchw(model, x):
     report = compare(model, dump, names="timm.legacy_xception", layout="NCHW")
     assert [r.layer for r in report.sources] == [n for n in model.layer_names
                                                  if n in set(BN_LAYERS) | {"block3_pool"}]
+    # the port map says fc is logits: read so, the classifier row agrees (it was "FAIL SOURCE", output_logits)
+    assert report.rows[-1].passed and "softmax applied to their logits" in report.rows[-1].note
 
 
 def test_timm_map_covers_every_layer(model):
@@ -565,6 +569,8 @@ def test_every_hypothesis_has_a_test():
     # photos resized another way; a Flatten head's port (tests/test_compare_flatten.py)
     named |= {"add_input_overwritten", "weights_rounded", "input_resize", "flatten_order", "dense_rows_follow_flatten"}
     named |= {"bn_shift_missing"}  # a fold that dropped the fused bias (tests/test_onnx_exports.py)
+    # their graph's own weights and pads (tests/test_compare_timm.py::test_weight_bugs_are_named_from_their_weights)
+    named |= {"their_weights"}
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
@@ -572,9 +578,9 @@ def test_every_hypothesis_has_a_test():
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
                 "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", "depthwise_reshaped",
-                "global_max_for_avg", "pool_symmetric_zero_padding", *h.INPUT_TRANSFORMS}
+                "global_max_for_avg", "pool_symmetric_zero_padding", "their_weights", *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
-    functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST)
+    functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST) | {h.their_weights}
                  | set(h.INPUT_TRANSFORMS.values()))
     assert all(f.__doc__ for f in functions)
 
@@ -591,13 +597,16 @@ def onnx_port(model, tmp_path_factory):
 
 
 def test_onnx_nchw_export(model, x, onnx_port):
-    with pytest.raises(ValueError, match="layout='NCHW'"):
+    """Without names, timm's module paths are recognised and the port named; without --layout, its input
+    (N, 3, ?, ?) says NCHW (it was refused until --layout NCHW, though the README says the layout is read
+    from the input's shape), and every layer is compared as --layout NCHW compares it."""
+    with pytest.raises(ValueError, match="pass names='timm.legacy_xception'"):
         compare(model, onnx_port, x)
-    report = compare(model, onnx_port, x, layout="NCHW", names="timm.legacy_xception")
+    report = compare(model, onnx_port, x, names="timm.legacy_xception")
     # every module's tensor is found through its exporter scope: all 133 layers are compared
     assert len(report.rows) == len(model.layer_names), report.skipped
-    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
-                                                       "predictions": "output_logits"}  # timm has no softmax
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding"}
+    # timm has no softmax: the graph's final Gemm states logits, read as such (predictions agrees)
     assert causes(report) == expected, "\n".join(report.source_lines())
 
 
@@ -609,8 +618,7 @@ def test_onnx_batchnorm_folded_into_the_convolutions(model, x, tmp_path):
 
     build(model, tmp_path / "folded.onnx", fold_bn=True)
     report = compare(model, tmp_path / "folded.onnx", x, layout="NCHW", names="timm.legacy_xception")
-    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
-                                                       "predictions": "output_logits"}
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding"}
     assert causes(report) == expected, "\n".join(report.source_lines())
     assert all(r.diagnosis.parameter == pytest.approx(1e-5, rel=0.05) for r in report.sources
                if r.layer in BN_LAYERS)
@@ -633,7 +641,7 @@ def test_onnx_of_a_tflite_model(model, x, tmp_path, epsilon):
     path = tflite_named(tmp_path / "folded.onnx", tmp_path / "tflite.onnx")
     report = compare(model, path, x, layout="NCHW")
     # the graph's own planted causes: PyTorch's pool padding and a logits head (tests/onnx_port.build)
-    expected = {"block3_pool": "pool_symmetric_padding", "predictions": "output_logits"}
+    expected = {"block3_pool": "pool_symmetric_padding"}  # its logits are stated by its final Gemm: read so
     if epsilon != 1e-3:
         expected |= {n: "bn_epsilon" for n in BN_LAYERS}
     assert causes(report) == expected, "\n".join(report.source_lines())
@@ -718,8 +726,7 @@ def test_onnx_names_of_other_exporters(model, x, onnx_port, tmp_path):
     path = renamed(onnx_port, tmp_path / "dynamo.onnx", style="dynamo", wrapper="model")
     report = compare(model, path, x, layout="NCHW", names="timm.legacy_xception")
     assert len(report.rows) == len(model.layer_names), report.skipped
-    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding",
-                                                       "predictions": "output_logits"}
+    expected = {n: "bn_epsilon" for n in BN_LAYERS} | {"block3_pool": "pool_symmetric_padding"}
     assert causes(report) == expected, "\n".join(report.source_lines())
 
 
@@ -752,7 +759,7 @@ def cli_files(model, onnx_port, tmp_path_factory):
         Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
     x = cli_input(model)  # the seeded batch the CLI feeds without --image
     theirs = {v: k for k, v in timm_legacy_xception().items()}
-    acts = run_port(model, x, PYTORCH)
+    acts = run_port(model, x, dataclasses.replace(PYTORCH, logits=True))  # timm's fc returns logits
     nchw = {theirs[k]: (v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in acts.items()}
     np.savez(root / "timm.npz", **nchw, **{INPUT_KEY: x.transpose(0, 3, 1, 2)})
     np.savez(root / "no_input.npz", **run_port(model, x))
@@ -771,7 +778,9 @@ def test_cli_port_layout_tolerances(cli_files, capsys):
     assert "  block3_pool (local" in out and "explained by symmetric padding" in out
     assert cli.main(args + ["--names", str(cli_files / "map.json"), "--rtol", "5e-3", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
-    assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool"]
+    # a hand-written map states nothing of fc's output: the logits are a source there, named as such
+    assert data["rtol"] == 5e-3 and [s["layer"] for s in data["sources"]] == ["block3_pool", "predictions"]
+    assert data["sources"][1]["diagnosis"]["cause"] == "output_logits"
     with pytest.raises(SystemExit, match="^2$"):
         cli.main(args + ["--rtol", "-1"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
@@ -796,7 +805,8 @@ def test_cli_onnx_folder_summary(cli_files, onnx_port, capsys):
     out = capsys.readouterr().out
     # the graph ends in a Gemm: its logits get our head's softmax
     assert "predictions: 3 image(s): top-1 agreement" in out and "theirs logits, ours softmax: softmax applied" in out
-    assert "predictions (local" in out and "their output is logits" in out
+    # ... and its row compares that softmax with ours: no longer a source (it read "FAIL  SOURCE", exit 1)
+    assert "predictions (local" not in out and "softmax applied to their logits" in out
 
 
 def test_error_kernel_matches_its_numpy_twin():
@@ -816,12 +826,17 @@ def test_error_kernel_matches_its_numpy_twin():
 
 def test_add_whose_input_was_overwritten_in_place(model, x, port_acts):
     """``x += skip`` after a hook kept ``x`` without .clone(): the dumped pool holds the add's output
-    (named overwritten in place), and the add, one addend lost, is named for it (before: unexplained)."""
+    (named overwritten in place), and the add, one addend lost, is named for it (before: unexplained).
+    The add's own output agrees with ours: its row passes and is no source (it read "ok  SOURCE", against
+    the docs' "a passing row is never a source"); the row says why it cannot be checked locally."""
     acts = dict(port_acts)
     acts["block2_pool"] = acts["block2_add"]
     report = compare(model, acts, x)
-    assert causes(report) == {"block2_pool": "overwritten_in_place", "block2_add": "add_input_overwritten"}
-    assert report.sources[1].diagnosis.parameter == "block2_pool"
+    assert causes(report) == {"block2_pool": "overwritten_in_place"}
+    add = next(r for r in report.rows if r.layer == "block2_add")
+    assert add.passed and not add.source and add.diagnosis.cause == "add_input_overwritten"
+    assert add.diagnosis.parameter == "block2_pool" and "not a source: its output agrees with ours" in add.note
+    assert not any(r.passed and r.source for r in report.rows) and "ok  SOURCE" not in str(report)
 
 
 def test_add_overwritten_by_the_relu_after_it(model, x, port_acts):

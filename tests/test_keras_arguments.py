@@ -27,7 +27,7 @@ import pytest
 
 import npxception
 from npxception.golden import NoGoldenWarning
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 SIZE = 71
 CLASSES = 5
@@ -304,7 +304,7 @@ def test_a_pooled_top_is_built_at_the_size_asked_as_keras_builds_it(files):
     kmodel = _keras().applications.Xception(weights=None, classes=CLASSES, input_shape=(96, 96, 3),
                                             classifier_activation=None)
     kmodel.set_weights(weights)
-    theirs = kmodel.predict(x, verbose=0)
+    theirs = keras_predict(kmodel, x)
     ours = npxception.Xception(weights=paths["logits"][0], input_shape=(96, 96, 3))
     assert ours.input_shape == (96, 96, 3)
     _close_logits(ours(x), theirs, "96x96")
@@ -352,7 +352,7 @@ def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_p
         kmodel = keras.Model(logits_model.input, keras.layers.Activation(name, name="act")(logits_model.output))
         ours = from_keras(kmodel)
         assert ours.classifier_activation == name
-        theirs = kmodel.predict(x, verbose=0)
+        theirs = keras_predict(kmodel, x)
         err = np.abs(ours(x) - theirs).max()
         assert err <= 2 * LOGIT_RTOL * np.abs(theirs).max(), f"{name}: max |ours - keras| {err:.3g}"
 

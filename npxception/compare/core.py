@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pathlib
 from itertools import chain
 
 import numpy as np
 
 from ..blas import single_threaded
+from ..head import activation
 from ..model import XceptionModel
+from ..prediction import feed, load_photo
 from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
@@ -35,7 +38,8 @@ def compare(model, other, x=None, *, rtol=None, atol=None, oracle=False, layout=
             explain=True, config=None, images=None, their_activation=None) -> Report:
     """Compare ``model`` with ``other`` on input batch ``x``; see the package docstring.
 
-    ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``).
+    ``x`` may be None when ``other`` is a dump that carries its input (key ``"__input__"``), or when
+    ``images`` are given: they are then loaded as ``npxception compare --image`` loads them (:func:`photos_batch`).
     ``names``: ``{their name: our name}``, a JSON file, or a known port (``"timm.legacy_xception"``).
     ``explain``: compute local errors and test the hypothesis catalogue at every source.
     ``config``: the architecture (``.keras`` or ``config.json``) of a weights-only Keras file ``other``.
@@ -65,8 +69,11 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if side.no_names:  # an ONNX graph's final output is always found: alone, it says nothing of where
         raise ValueError(f"{side.label}: no layer in common with npxception's names but the final output: "
                          f"{side.no_names}")
+    if x is None and images:  # the photos, sized and preprocessed as `npxception compare --image` feeds them
+        x = photos_batch(model, images)
     if x is None and not side.fixed:
-        raise ValueError(f"x: an input batch is needed to run {side.label}")
+        raise ValueError(f"x: an input batch is needed to run {side.label}: pass x, or images=[photo paths] "
+                         "(or x=npxception.load_image(path, target_size=(H, W))[None], preprocessed)")
     raw = side(None if x is None else np.asarray(x))
     their_input = raw.pop(INPUT_KEY, None)
     if their_input is not None:
@@ -101,6 +108,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     unknown = [k for k in theirs if k not in ours]
     precision, how = their_precision(model.dtype, side.dtype, theirs, side.dtype_how)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
+    their_logits = _read_logits(model, ours, theirs, side.activation)
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
@@ -141,6 +149,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             continue
         a, b = ours[name], np.asarray(theirs[name])
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
+        if their_logits is not None and name == model.layer_names[-1]:
+            row.note = (f"{output_activation(model.head)} applied to their logits, which their side states: "
+                        "compared with ours as probabilities")
         if name in extra_ones:
             row.note = f"theirs {extra_ones[name]} compared as {a.shape} (their extra size-1 dimensions dropped)"
         if a.shape != b.shape:
@@ -160,7 +171,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         if explain:
             causes = {i: by_name[i].diagnosis.cause for i in loc.node.inputs if i in by_name and by_name[i].diagnosis}
             _judge_locally(model, row, loc, b, theirs, order, x_first, rtol, atol, precision, causes, images, x,
-                           roundoff)
+                           roundoff, side.convs)
         by_name[name] = row
         rows.append(row)
         if loc.node.kind in _WEIGHTED or loc.skipped:  # its weights, or a convolution's we filled (fused)
@@ -179,9 +190,45 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     last = model.layer_names[-1]
     if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
             and not non_finite(theirs[last])):
-        report.agreement = agreement(ours[last], theirs[last], ours_activation=output_activation(model.head),
+        report.agreement = agreement(ours[last], theirs[last] if their_logits is None else their_logits,
+                                     ours_activation=output_activation(model.head),
                                      theirs_activation=side.activation)
     return report
+
+
+def photos_batch(model, images) -> np.ndarray:
+    """``images=`` without ``x``: the photos as one batch, each loaded and preprocessed as ``npxception
+    compare --image`` and ``predict`` feed it (:func:`npxception.prediction.load_photo`, then ``feed``: the
+    model's fixed input size, else each at its own size). Photos of different sizes, for a model that takes
+    any size, do not stack: refused, naming the sizes."""
+    if isinstance(images, (str, pathlib.Path)):
+        images = [images]
+    photos = [load_photo(model, p)[None] for p in images]
+    sizes = sorted({ph.shape[1:3] for ph in photos})
+    if len(sizes) > 1:
+        raise ValueError(f"images: the photos are of different sizes ({', '.join(f'{h}x{w}' for h, w in sizes)}) "
+                         "and the model takes any size, so they do not stack into one batch: pass one size, "
+                         "x=npxception.load_image(path, target_size=(H, W))[None] preprocessed, or compare "
+                         "the photos one at a time")
+    return feed(model, np.concatenate(photos))
+
+
+def _read_logits(model, ours, theirs, their_activation):
+    """Their final output's logits, when their side states logits (a graph ending in Gemm, a known port's
+    classifier, ``their_activation="linear"``) and ours ends with softmax or sigmoid: ``theirs`` then holds
+    our activation of them, so a correct port's classifier row agrees (PyTorch ports return logits by
+    design: timm's ``fc``). None, ``theirs`` unchanged, otherwise: an output nothing states stays as it is,
+    and its row is tested for a missing softmax (hypotheses.output_logits)."""
+    last = model.layer_names[-1]
+    act = output_activation(model.head)
+    if (their_activation is not None or act not in ("softmax", "sigmoid") or last not in theirs
+            or theirs[last].shape != ours[last].shape or non_finite(theirs[last])):
+        return None
+    if act == "softmax" and theirs[last].shape[-1] == 1:  # a softmax over one unit is 1 whatever the logit
+        return None
+    logits = theirs[last]
+    theirs[last] = activation(logits.astype(np.float64), act, "reference").astype(np.float32)
+    return logits
 
 
 _WEIGHTED = ("conv", "sepconv", "dense")
@@ -275,7 +322,7 @@ def _add_note(row, text):
 
 
 def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, precision, input_causes,
-                   images=None, x_input=None, roundoff=None):
+                   images=None, x_input=None, roundoff=None, their_convs=None):
     """Local error of one layer; a source gets the catalogue's diagnosis.
 
     A source: its local error is over the tolerance or, on a row that fails, under it but over
@@ -323,5 +370,15 @@ def _judge_locally(model, row, loc, theirs_out, theirs, order, x, rtol, atol, pr
                            skipped=loc.skipped, gaps=loc.gaps, earlier=earlier, readers=readers,
                            reader_inputs=reader_inputs,
                            input_causes=input_causes,
-                           images=images, x_input=x_input)
+                           images=images, x_input=x_input, their_convs=their_convs)
     row.diagnosis = hypotheses.diagnose(case, rtol, atol)
+    if row.passed:
+        # Its output agrees with ours: this layer adds no error, and a passing row is never a source
+        # (docs/discrepancies.md). Ours run on their inputs as their side shows them does not agree: what
+        # they show is not what it read (a dump overwritten in place). Said on the row, with the cause.
+        row.source = False
+        why = (f"{row.diagnosis.explanation}" if row.diagnosis
+               else "no hypothesis of the catalogue says why")
+        by = f" by {row.local_rel:.3g}" if row.local_rel is not None else f" in shape ({y.shape})"
+        _add_note(row, f"not a source: its output agrees with ours, but ours run on their inputs as shown "
+                       f"differs{by}: {why}")

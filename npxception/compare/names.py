@@ -82,6 +82,68 @@ def timm_legacy_xception() -> dict[str, str]:
 KNOWN_PORTS = {
     "timm.legacy_xception": timm_legacy_xception,
 }
+# The head modules of a known port, by role: their target above is Keras' name for ImageNet's head
+# (avg_pool, predictions), which a headless or fine-tuned model names otherwise; port_names finds
+# the model's own layer of that role. timm's legacy_xception: ``global_pool`` is a
+# SelectAdaptivePool2d (the pooling, whatever kind), ``fc`` the Linear reading it (absent, an
+# Identity, with ``num_classes=0``).
+PORT_HEADS = {
+    "timm.legacy_xception": {"global_pool": "pool", "fc": "classifier"},
+}
+
+
+def _head_roles(head) -> tuple[dict, dict]:
+    """``({role: our layer name}, {role: why the model has none})`` for a head's pooling and the
+    classifier reading it directly (a Dense right after the pooling, the last layer)."""
+    pools = [h for h in head if h["kind"] in ("global_avg_pool", "global_max_pool")]
+    found, why = {}, {}
+    if len(pools) == 1:
+        found["pool"] = pools[0]["name"]
+    else:
+        why["pool"] = ("the model has no global pooling layer (pooling=None or a Flatten head)" if not pools
+                       else "the model has more than one global pooling layer")
+    if pools and len(head) == 2 and head[0] is pools[0] and head[1]["kind"] == "dense":
+        found["classifier"] = head[1]["name"]
+    elif len(head) <= 1:
+        why["classifier"] = "the model has no classifier after its pooling (include_top=False)"
+    else:
+        kinds = ", ".join(f"{h['name']} ({h['kind']})" for h in head)
+        why["classifier"] = f"the model's head is not one pooling then one Dense: {kinds}"
+    return found, why
+
+
+def port_names(port: str, model) -> tuple[dict, list[str]]:
+    """A known port's map fitted to ``model``: ``({their name: our name}, notes)``.
+
+    The built-in map is ours, not the user's: an entry whose layer the model lacks is no typo to refuse
+    but a layer not compared, and each note says which and why. Its head entries (:data:`PORT_HEADS`)
+    go to the model's own layer of that role, whatever its name: a headless model's
+    ``global_average_pooling2d``, a fine-tuned head's Dense."""
+    mapping = KNOWN_PORTS[port]()
+    ours = set(model.layer_names)
+    found, why = _head_roles(model.head)
+    out, notes = {}, []
+    for theirs, mine in mapping.items():
+        role = PORT_HEADS.get(port, {}).get(theirs)
+        if role is not None and role in found:
+            if found[role] != mine:
+                notes.append(f"{port}: their {theirs} is compared as our {found[role]} (the model's {role})")
+            out[theirs] = found[role]
+        elif role is not None:
+            notes.append(f"{port}: their {theirs} not compared: {why[role]}")
+        elif mine not in ours:
+            notes.append(f"{port}: their {theirs} not compared: the model has no layer {mine}")
+        else:
+            out[theirs] = mine
+    return out, notes
+
+
+def names_for(names, model) -> tuple[dict, list[str]]:
+    """``names`` as compare takes it -> ``({their name: our name}, notes)``: a known port's name fitted to
+    the model (:func:`port_names`), anything else by :func:`resolve_names` (a typo refused)."""
+    if isinstance(names, str) and names in KNOWN_PORTS:
+        return port_names(names, model)
+    return resolve_names(names, model.layer_names), []
 
 
 def resolve_names(names, our_names) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import folded_bn, onnx_work
+from . import folded_bn, onnx_work, their_convs
 from .inputs import MAX_SCOPE_DEPTH, NAME_SCOPES, input_layout, load_onnx, name_scopes
 from .names import KNOWN_PORTS
 from ..untrusted import short_repr
@@ -327,6 +327,7 @@ class OnnxRun:
     no_names: str  # why no intermediate tensor matched one of our layers (_no_names), or ""
     notes: list = field(default_factory=list)  # what the report should say about this graph
     activation: str | None = UNKNOWN  # what its final output ends with (final_activation)
+    convs: dict = field(default_factory=dict)  # {our conv layer: TheirConv}, their weights (their_convs.read)
 
 
 def onnx_runner(model, path, layout, mapping) -> OnnxRun:
@@ -379,19 +380,21 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     feed_dtype = onnx.helper.tensor_dtype_to_np_dtype(image.elem_type)  # float16 for a model.half() export
     precision = graph_precision(graph)
 
-    # the model's channel count says which dim of the declared input is the channels; both is refused
-    nchw_input = layout is None and input_layout(declared, model.channels, f"{path}: its input {inputs[0]!r}") == "NCHW"
-    if no_names and nchw_input:  # both are missing: say both at once
-        no_names += f"; and its input is NCHW {_dims(declared)}: pass layout='NCHW' (--layout NCHW)"
+    # The model's channel count says which dim of the declared input is the channels: (N, C, H, W) with only
+    # dim 1 the model's C is fed NCHW without --layout, as the README says; both dims C is refused by name
+    # (input_layout), neither (all dims unknown) is fed NHWC unless told. Only the feed follows it: their
+    # other tensors are still read one by one by shape (to_nhwc), as a graph may feed NCHW and compute NHWC
+    # (tf2onnx --inputs-as-nchw).
+    if layout is None:
+        layout_in = input_layout(declared, model.channels, f"{path}: its input {inputs[0]!r}") or "NHWC"
+    else:
+        layout_in = layout
 
     def run(x, final_only=False):
-        if nchw_input:
-            raise ValueError(f"{path}: its input is NCHW {_dims(declared)}; pass layout='NCHW' "
-                             "(--layout NCHW) to feed it")
-        feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
+        feed = x.transpose(0, 3, 1, 2) if layout_in == "NCHW" else x
         if image.HasField("shape") and not _fits(declared, feed.shape):  # as onnxruntime would, before its session
             raise ValueError(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
-                             f"{layout or 'NHWC'} {feed_dtype.name} input is {feed.shape}"
+                             f"{layout_in} {feed_dtype.name} input is {feed.shape}"
                              f"{_layout_hint(declared, feed.shape)}")
         seconds = work_deadline(feed, x.shape[1:3])
         sess = session()  # outside the try below: a graph onnxruntime cannot load is not an input refused
@@ -408,7 +411,7 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
                                  f"graph declares for a {feed.shape} input allows "
                                  f"({onnx_work.SLOWEST_MACS_PER_SECOND / 1e9:g} G multiply-adds a second, plus "
                                  f"{onnx_work.DEADLINE_FLOOR_SECONDS:.0f} s); stopped") from None
-            raise ValueError(f"{path}: onnxruntime refused the {layout or 'NHWC'} {feed_dtype.name} input "
+            raise ValueError(f"{path}: onnxruntime refused the {layout_in} {feed_dtype.name} input "
                              f"{feed.shape} (declared {_dims(declared)}): {str(exc).splitlines()[0]}"
                              f"{_layout_hint(declared, feed.shape)}") from None
         finally:
@@ -422,7 +425,8 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     if refused:
         notes.append(f"{len(refused)} tensor(s) named by TFLite's fused ops (';'-joined) say no one layer of ours "
                      f"and were not compared (e.g. {refused[0][:200]!r}); map them with names= if you know them")
-    return OnnxRun(run, precision, no_names, [n for n in notes if n], final_activation(graph))
+    return OnnxRun(run, precision, no_names, [n for n in notes if n], final_activation(graph),
+                   their_convs.read(model, graph, named))
 
 
 # The graph's final op -> the activation its output ends with; ops that only move data are looked through.

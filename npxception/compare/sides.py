@@ -22,7 +22,7 @@ import numpy as np
 from .. import head_schema
 from .. import keras_side
 from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
-from .names import resolve_names
+from .names import names_for
 from .onnx_side import onnx_runner
 from .report import UNKNOWN
 
@@ -45,6 +45,7 @@ class Other:
     # the activation its final output ends with ("softmax", "sigmoid", None for logits), as the model states
     # it; a dump states none (UNKNOWN), and the prediction agreement never guesses one (report.agreement)
     activation: str | None = UNKNOWN
+    convs: dict = field(default_factory=dict)  # {our conv layer: their weights and pads}, from an ONNX graph
 
     def __call__(self, x):
         return self.run(x)
@@ -108,7 +109,23 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
 
     ``config``: the architecture of a weights-only Keras file (``.keras`` or ``config.json``).
     """
-    mapping = resolve_names(names, model.layer_names)
+    mapping, name_notes = names_for(names, model)
+    side = _open_other(model, other, layout=layout, mapping=mapping, config=config)
+    if name_notes:
+        side = dataclasses.replace(side, notes=name_notes + list(side.notes))
+    logits = PORT_OUTPUTS.get(names) if isinstance(names, str) else None
+    if logits is not None and side.activation is UNKNOWN and logits in mapping:
+        # the port's own source says what its classifier returns (timm's fc: logits), as a graph's final op would
+        side = dataclasses.replace(side, activation=None)
+    return side
+
+
+# A known port whose classifier returns logits, by the module that is its classifier: the timm model's
+# forward ends at ``fc`` (no softmax; timm/models/xception.py, forward_head).
+PORT_OUTPUTS = {"timm.legacy_xception": "fc"}
+
+
+def _open_other(model, other, *, layout, mapping, config) -> Other:
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
                      *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
@@ -130,7 +147,7 @@ def open_other(model, other, *, layout=None, names=None, config=None) -> Other:
     if suffix == ".onnx":
         side = onnx_runner(model, path, layout, mapping)
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
-                     no_names=side.no_names, notes=side.notes, activation=side.activation,
+                     no_names=side.no_names, notes=side.notes, activation=side.activation, convs=side.convs,
                      final=lambda x: side.run(x, final_only=True)[model.layer_names[-1]])
     if keras_side.is_keras_save(path):
         # weights_tools imports npxception at import time, not the reverse: the file (and config) is vetted

@@ -17,8 +17,9 @@ docs/discrepancies.md shows each with the signature compare reports.
 
 One module per family, one small documented function per hypothesis:
 ``batchnorm``, ``fused`` (a convolution seen through the BN folded into it),
-``windows`` (pooling and convolution), ``wiring`` (activations, inputs, skipped
-layers, dumps overwritten in place), ``head`` (the classifier), ``inputs``
+``windows`` (pooling and convolution), ``their_weights`` (their graph's own
+weights and pads), ``wiring`` (activations, inputs, skipped layers, dumps
+overwritten in place), ``head`` (the classifier), ``inputs``
 (channel order, preprocessing, layout) and ``rounding`` (weights stored in
 float16 or bfloat16).
 """
@@ -38,12 +39,13 @@ from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follo
                    global_max_for_avg, output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
+from .their_weights import their_weights
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
                       conv_symmetric_padding, depthwise_channel_order, depthwise_reshaped_from_torch, pool_ceil_mode,
                       pool_stride_off_by_one, pool_symmetric_padding, pool_symmetric_zero_padding,
                       pool_window_off_by_one, pool_zero_padding)
 from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_input, overwritten_in_place, relu6,
-                     relu_missing, skipped_layer, wrong_input)
+                     relu_missing, skipped_behind_gap, skipped_layer, wrong_input)
 
 # ---- the catalogue ------------------------------------------------------------------------------
 
@@ -64,7 +66,7 @@ CATALOGUE: dict[str, list[Callable]] = {
     "activation": [output_logits],
     "global_avg_pool": [global_max_for_avg],
 }
-GENERIC = [skipped_layer, extra_relu_after, wrong_input]
+GENERIC = [skipped_layer, skipped_behind_gap, extra_relu_after, wrong_input]
 FIRST = [overwritten_in_place, add_input_overwritten]  # evidence about the dump itself, before any cause in the port
 
 
@@ -122,6 +124,11 @@ def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
         return found
     # a BN whose convolution their side does not expose (folded into it): that convolution's causes
     found = best_of(through_bn(case, CATALOGUE), case.theirs, rtol, atol)
+    if found:
+        return found
+    # their own weights and pads, read from their graph, when those reproduce their output: after the named
+    # causes (a kernel with height and width swapped is said so, not as "channels differ")
+    found = best_of([_tried(their_weights, case)], case.theirs, rtol, atol)
     if found:
         return found
     return best_of((_tried(h, case) for h in GENERIC), case.theirs, rtol, atol)

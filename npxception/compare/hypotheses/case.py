@@ -28,6 +28,7 @@ class Case:
     input_causes: dict | None = None  # {input layer: the cause diagnosed there}, for its inputs that are sources
     images: list | None = None  # the photo files the batch was made from, one per image, when known
     x_input: np.ndarray | None = None  # that batch as the model takes it (x_ours is after its input stage)
+    their_convs: dict | None = None  # {our conv layer: their_convs.TheirConv}, from their graph's weights
 
     @property
     def params(self) -> dict:

@@ -131,7 +131,15 @@ def conv_same_for_valid(case: Case) -> Candidate | None:
     """SAME padding where Keras pads VALID (the article's stem: 299 -> 150 -> 150)."""
     if case.spec.padding != "valid":
         return None
-    return Candidate("conv_same_padding", "SAME padding instead of VALID", _conv(case, padding="same"))
+    # in a PyTorch port's words too: SAME pads a stride-1 3x3 by 1 on every side (PyTorch's padding=1); at a
+    # stride of 2 it pads 0/1 or 1/1 by the size (ops.same_padding), padding=p only where it is even
+    (t, b), (left, r) = _same_pads(case.inputs[0], case.spec.kernel_size, case.spec.strides)
+    if t == b == left == r:
+        what = f"padding={t} (SAME at this size) instead of VALID"
+    else:
+        what = (f"SAME padding ({t}/{b} top/bottom, {left}/{r} left/right: no PyTorch padding= gives it) "
+                "instead of VALID")
+    return Candidate("conv_same_padding", what, _conv(case, padding="same"))
 
 
 def conv_kernel_hw_swapped(case: Case) -> Candidate | None:

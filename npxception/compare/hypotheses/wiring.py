@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import ops
+from .batchnorm import bn_epsilon
 from .case import Candidate, Case, closest
 
 
@@ -123,5 +124,39 @@ def skipped_layer(case: Case) -> Candidate | None:
         if y.shape == case.theirs.shape:
             return Candidate("skipped_layer", f"their port has no {gap}: this layer reads its input directly",
                              y, gap)
+    return None
+
+
+def skipped_behind_gap(case: Case) -> Candidate | None:
+    """Their port has no layer two steps up, behind a gap compare filled: the default BN-folded export
+    hides the convolution a BN row reads (``block8_sepconv2``, filled by ours), and a missing ReLU before it
+    (``block8_sepconv2_act``) is then a gap too, so :func:`skipped_layer`, which drops only the row's direct
+    input, cannot see it. The filled layer is run on the inner gap's own input instead (the ReLU left out),
+    then this layer; at a BN with the epsilon fitted from their output too, when that is not Keras'."""
+    if not case.skipped or not case.gaps:
+        return None
+    layers = {layer.name: layer for layer in case.model.layers}
+    for pos, (gap, _) in case.skipped.items():
+        outer = layers.get(gap)
+        if outer is None or len(outer.inputs) != 1 or outer.inputs[0] not in case.gaps:
+            continue
+        inner = layers.get(outer.inputs[0])
+        x = case.gaps[outer.inputs[0]]
+        if inner is None or len(inner.inputs) != 1 or x is None:
+            continue
+        filled = case.model.run_layer(gap, [x])
+        ins = list(case.inputs)
+        ins[pos] = filled
+        y = case.model.run_layer(case.name, ins)
+        if y.shape != case.theirs.shape:
+            continue
+        what = f"their port has no {inner.name}: {gap}, which their side does not expose, reads its input directly"
+        if case.kind == "bn":
+            eps = bn_epsilon(Case(case.model, case.name, case.kind, case.spec, case.input_names, ins,
+                                  case.theirs, y))
+            if eps is not None and np.abs(eps.output - case.theirs).max() < np.abs(y - case.theirs).max():
+                return Candidate("skipped_layer", f"{what}, and BN {eps.explanation}", eps.output.astype(y.dtype),
+                                 inner.name)
+        return Candidate("skipped_layer", what, y, inner.name)
     return None
 

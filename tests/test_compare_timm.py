@@ -1,0 +1,153 @@
+"""compare against timm legacy_xception ports as users have them (reviewer 20): headless and fine-tuned
+models under the built-in map, logits that timm returns by design, an NCHW graph's layout read from its
+input, and bugs inside a folded export located *and* named.
+
+The ports are NCHW ONNX graphs written with onnx.helper as ``torch.onnx.export`` writes timm's
+``legacy_xception`` (tests/onnx_port.py), of 75x75 models with random BN statistics.
+
+Tolerances: compare's float32 default (rtol 1e-4 of max|theirs|, tests/test_onnx_exports.py): a correct
+port's layers differ by float32 round-off (< 1e-6), a planted bug by > 1e-3 at its layer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from ports import PORT_SIZE
+
+import npxception
+from npxception.compare import compare
+from npxception.network import XceptionModel
+
+CORRECT = dict(epsilon=1e-3, pool_pads="same")  # Keras' conventions in a timm-shaped NCHW graph
+SHAPE = (PORT_SIZE, PORT_SIZE, 3)
+TIMM = "timm.legacy_xception"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = [os.path.join(REPO, "examples", name) for name in ("chelsea.png", "coffee.png")]
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(1).uniform(-1, 1, (1, *SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def top():
+    return npxception.Xception(input_shape=SHAPE, classes=10, seed=3)
+
+
+@pytest.fixture(scope="module")
+def port(top, tmp_path_factory):
+    """port(name, model=top, **build options) -> path of that graph, built once per module."""
+    from onnx_port import build
+
+    folder, built = tmp_path_factory.mktemp("timm"), {}
+
+    def make(name, model=None, **options):
+        if name not in built:
+            built[name] = folder / f"{name}.onnx"
+            build(model or top, built[name], **options)
+        return built[name]
+    return make
+
+
+def test_headless_model_under_the_builtin_map(port, x):
+    """A headless model (tf_keras' include_top=False, pooling="avg" names its pooling
+    global_average_pooling2d) against timm's num_classes=0 export: the built-in map was refused outright
+    ("'global_pool' maps to 'avg_pool', which is not one of our layer names"), a map the user never wrote.
+    Now timm's global_pool is compared as the model's own pooling, and fc is named as not compared, with
+    why. A hand-written map keeps its typo check."""
+    base = npxception.Xception(input_shape=SHAPE, include_top=False, pooling="avg", seed=3)
+    model = XceptionModel(dict(base.weights), head=[{"kind": "global_avg_pool", "name": "global_average_pooling2d"}],
+                          input_shape=SHAPE)
+    report = compare(model, port("notop", model=model, head="none", **CORRECT), x, layout="NCHW", names=TIMM)
+    assert report.ok and not report.sources, str(report)
+    assert report.rows[-1].layer == "global_average_pooling2d" and report.rows[-1].passed
+    text = str(report)
+    assert "their global_pool is compared as our global_average_pooling2d" in text
+    assert "their fc not compared: the model has no classifier after its pooling (include_top=False)" in text
+    with pytest.raises(ValueError, match="'global_pool' maps to 'avg_pool', which is not one of our layer names"):
+        compare(model, port("notop", model=model, head="none", **CORRECT), x, layout="NCHW",
+                names={"global_pool": "avg_pool"})
+
+
+def test_fine_tuned_head_and_logits(top, port):
+    """A fine-tuned head named otherwise (gap, dense_1) against timm's export, which returns logits by
+    design: the map re-targets global_pool and fc, and the classifier row compares softmax(theirs) with
+    ours, so a correct port passes (its predictions row was FAIL SOURCE, exit 1, even when stated linear)."""
+    w = {k.replace("predictions/", "dense_1/"): v for k, v in top.weights.items()}
+    model = XceptionModel(w, head=[{"kind": "global_avg_pool", "name": "gap"},
+                                   {"kind": "dense", "name": "dense_1", "units": 10, "activation": "softmax",
+                                    "use_bias": True}], input_shape=SHAPE)
+    # with images= and no x (it raised "x: an input batch is needed", though the docs say images= stands for
+    # --image): the two photos are loaded as --image loads them, one batch of two
+    report = compare(model, port("logits", **CORRECT), layout="NCHW", names=TIMM, images=PHOTOS)
+    assert report.ok and not report.sources and report.rows[0].shape_ours[0] == 2, str(report)
+    last = report.rows[-1]
+    assert last.layer == "dense_1" and last.passed and "softmax applied to their logits" in last.note, str(report)
+    assert report.agreement.images == 2 and report.agreement.max_dp < 1e-6
+
+
+def test_images_of_different_sizes_for_an_any_size_model_say_how():
+    """images= for a model that takes any size: each photo at its own size, which do not stack into one
+    batch; refused naming the sizes and what to pass (x from npxception.load_image)."""
+    from npxception.compare.core import photos_batch
+
+    model = npxception.Xception(input_shape=(None, None, 3), include_top=False, pooling="avg", seed=3)
+    assert photos_batch(model, PHOTOS[:1]).shape == (1, *npxception.load_image(PHOTOS[0]).shape)
+    with pytest.raises(ValueError, match=r"different sizes .*load_image\(path, target_size=\(H, W\)\)"):
+        photos_batch(model, [PHOTOS[0], PHOTOS[1]])
+
+
+def test_missing_relu_behind_a_folded_convolution_is_named(port, top, x):
+    """timm's default export folds each BN into its convolution, so compare fills the convolution a BN row
+    reads; a ReLU the port drops before it (block8_sepconv2_act) is then a gap behind that gap, and the
+    row was "unexplained" (explained only unfolded, where the convolution is exposed). Named now."""
+    path = port("norelu", fold_bn=True, drop_relu=("block8_sepconv2_act",), **CORRECT)
+    report = compare(top, path, x, layout="NCHW", names=TIMM)
+    assert [r.layer for r in report.sources] == ["block8_sepconv2_bn"], str(report)
+    d = report.sources[0].diagnosis
+    assert d is not None and d.cause == "skipped_layer" and d.parameter == "block8_sepconv2_act", str(report)
+    assert "their port has no block8_sepconv2_act: block8_sepconv2" in d.explanation
+
+
+def _swap_out(k):
+    """Output channels 3 and 4 of an HWIO kernel swapped."""
+    k = k.copy()
+    k[..., [3, 4]] = k[..., [4, 3]]
+    return k
+
+
+def _swap_taps(d):
+    """Taps (0, 1) and (1, 0) of a depthwise kernel's channel 5 swapped."""
+    d = d.copy()
+    d[0, 1, 5], d[1, 0, 5] = d[1, 0, 5].copy(), d[0, 1, 5].copy()
+    return d
+
+
+def test_weight_bugs_are_named_from_their_weights(port, top, x):
+    """Bugs in the weights a port map pairs with ours were located but "unexplained" (folded, the warning
+    only said "fused kernel is not ours times a per-channel scale"; unfolded, nothing). Their initializers,
+    read from the graph, are checked against ours directly, and named when our layer run with them
+    reproduces their output: output channels permuted, depthwise taps swapped, and a strided 1x1 residual
+    convolution padded [1, 1, 0, 0] (sampling the odd pixels of the 35x35 map, where SAME samples the even)."""
+    bugs = dict(kernel_bug=("block7_sepconv2", _swap_out), depthwise_bug=("block7_sepconv1", _swap_taps),
+                conv_pads={"block2_residual_conv": (1, 1, 0, 0)})
+    report = compare(top, port("weights", fold_bn=True, **bugs, **CORRECT), x, layout="NCHW", names=TIMM)
+    found = {r.layer: r.diagnosis for r in report.sources}
+    assert sorted(found) == ["block2_residual_bn", "block7_sepconv1_bn", "block7_sepconv2_bn"], str(report)
+    assert all(d is not None and d.cause == "their_weights" for d in found.values()), str(report)
+    assert ("differs from our block7_sepconv2 kernel (up to the per-channel scale of the BN folded into it): "
+            "output channels permuted (their 3 is our 4, their 4 is our 3)") in found["block7_sepconv2_bn"].explanation
+    assert "taps (0, 1) and (1, 0) swapped in channel 5 of our block7_sepconv1 depthwise kernel" in found[
+        "block7_sepconv1_bn"].explanation
+    assert ("pads 1/0 top/bottom and 1/0 left/right where ours pads 0/0 and 0/0 on the 35x35 map: it samples the "
+            "other pixel phase") in found["block2_residual_bn"].explanation
+    # unfolded, the convolution is exposed: its own row, named the same way (it had no weights check at all)
+    report = compare(top, port("swap_unfolded", kernel_bug=("block7_sepconv2", _swap_out), **CORRECT), x,
+                     layout="NCHW", names=TIMM)
+    assert [(r.layer, r.diagnosis and r.diagnosis.cause) for r in report.sources] == [
+        ("block7_sepconv2", "their_weights")], str(report)
+    assert "output channels permuted (their 3 is our 4, their 4 is our 3)" in report.sources[0].diagnosis.explanation
