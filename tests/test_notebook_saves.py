@@ -174,11 +174,11 @@ def test_weights_only_file_naming_a_preprocessing_layer_is_refused_even_with_the
     m.save_weights(path)
     flags = dict(pooling="avg", input_shape=(S, S), classifier_activation="linear")
     # it converted with the flags, ~15% off Keras (the Rescaling's 1/255 lost); never guess the scale
-    text = _refused(path, "does not record the input preprocessing (layer ", "rescaling", "normalization",
+    text = _refused(path, "does not record the input preprocessing (layers ", "rescaling", "normalization",
                     "--config", "model.to_json()", **flags)
     assert "describe the head only" in text, text
     # without flags, the list of what the file does not record names it beside the head's parts
-    _refused(path, "the input preprocessing (layer ", "rescaling", "nor the head's pooling", "--config")
+    _refused(path, "the input preprocessing (layers ", "rescaling", "nor the head's pooling", "--config")
 
 
 # --------------------------------------------------------------------------- F4, F5

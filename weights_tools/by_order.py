@@ -42,12 +42,14 @@ def _refuse_computing(prep, dense, given, source) -> None:
     """A weights-only file naming a layer that computes on the tensor: its parameters (a Rescaling's scale)
     are in the model's config only. No flag gives them: refused even with the head flags, never guessed."""
     layers = _shown(prep)
+    several = len(prep) > 1
     head = ("" if given or dense is None else
             f", nor the head's pooling (average or max), the classifier's activation or the input size")
     raise ConversionError(
         f"{source}: a weights-only file does not determine the model: it does not record the input "
-        f"preprocessing (layer {layers}): it names the layer, which computes something (a Rescaling's scale "
-        f"and offset, a Normalization's axis, a function), but its parameters are in the model's config only"
+        f"preprocessing (layer{'s' if several else ''} {layers}): it names {'them' if several else 'it'}, which "
+        f"compute{'' if several else 's'} something (a Rescaling's scale "
+        f"and offset, a Normalization's axis, a function), but the parameters are in the model's config only"
         f"{head}. No flag can give them{' (' + _flags(given) + ' describe the head only)' if given else ''}: pass "
         "the model's config with --config config.json (model.to_json() of the model that saved the file, or "
         "the config.json inside its .keras archive) or --config model.keras")
