@@ -32,7 +32,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_helpers import randomize
+from keras_helpers import keras_predict, randomize
 
 import npxception
 import weights_tools
@@ -55,10 +55,10 @@ def _train(fw, model, channels, pixels, seed):
     randomize(model, seed=seed)
     last = model.layers[-1]
     kernel, bias = last.get_weights()
-    features = fw.Model(model.input, last.input).predict(x, verbose=0)
+    features = keras_predict(fw.Model(model.input, last.input), x)
     last.set_weights([kernel / float(np.std(features @ kernel)), np.zeros_like(bias)])
     batch = rng.uniform(lo, hi, (2, SIZE, SIZE, channels)).astype(np.float32)
-    return batch, model.predict(batch, verbose=0)
+    return batch, keras_predict(model, batch)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_captured_layers_are_keras_layers(sources):
     model = weights_tools.read(str(files["keras"][0]))
     names = ["block1_conv1_act", "block4_add", "avg_pool"]
     keras_names = [model.source_layer_names.get(n, n) for n in names]
-    theirs = keras.Model(gray.input, [gray.get_layer(n).output for n in keras_names]).predict(x, verbose=0)
+    theirs = keras_predict(keras.Model(gray.input, [gray.get_layer(n).output for n in keras_names]), x)
     _, acts = model.forward(x, capture=names)
     for name, t in zip(names, theirs):
         # 1e-5 of the layer's scale: float32 sums in another order (see the module docstring)
@@ -299,7 +299,7 @@ def test_predict_and_the_cli_give_model_predict_of_keras_own_photo_arrays(source
     model = npxception.load(converted[source])
     arrays = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode=MODES[source],
                                                                        target_size=(SIZE, SIZE))) for p in photos])
-    expected = kmodel.predict(arrays if model.takes_pixels else arrays / 127.5 - 1, verbose=0)
+    expected = keras_predict(kmodel, arrays if model.takes_pixels else arrays / 127.5 - 1)
     classes = expected.shape[1]
     results = npxception.predict(photos, weights=converted[source], top=classes)
     for path, preds, want in zip(photos, results, expected):

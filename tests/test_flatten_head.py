@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from keras_corpus import PHOTOS
-from keras_helpers import random_keras_weights, randomize
+from keras_helpers import keras_predict, random_keras_weights, randomize
 
 import npxception
 import weights_tools
@@ -59,7 +59,7 @@ def _terms(fw, model, dense, x):
     """Keras' output on ``x`` and the size of the terms its last Dense ``dense`` sums."""
     layer = model.get_layer(dense)
     both = fw.Model(model.inputs, [layer.input, model.output])
-    features, y = both.predict(x, verbose=0)
+    features, y = keras_predict(both, x)
     kernel, bias = layer.get_weights()
     return y, float((np.abs(features) @ np.abs(kernel) + np.abs(bias)).max())
 
@@ -88,7 +88,7 @@ def files(tmp_path_factory):
     hidden = np.abs(np.asarray(keras.Model(k3.input, k3.get_layer("fc").output)(x))).max()
     kernel, bias = k3.get_layer("predictions").get_weights()  # logits of size ~2: probabilities not saturated
     k3.get_layer("predictions").set_weights([kernel * (2.0 / (hidden * np.abs(kernel).sum(0).max())), bias * 0])
-    expected = k3.predict(np.concatenate([x, photos]), verbose=0)
+    expected = keras_predict(k3, np.concatenate([x, photos]))
     k3.save(root / "k3.keras")
     k3.save(root / "k3.h5")
     k3.save_weights(root / "k3.weights.h5")
@@ -107,7 +107,7 @@ def files(tmp_path_factory):
     resized.save(root / "resized.keras")
     other = np.random.default_rng(2).uniform(-1, 1, (2, 100, 90, 3)).astype(np.float32)
     out["resized.keras"] = {"path": str(root / "resized.keras"), "x": other, "probabilities": True,
-                            "expected": resized.predict(other, verbose=0)}
+                            "expected": keras_predict(resized, other)}
 
     # -- the same backbone, flattened by a Flatten of the other data format: (W, C, H) order
     y = keras.layers.Flatten(data_format="channels_first", name="flatten_wch")(base.output)
