@@ -18,7 +18,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_helpers import randomize  # noqa: E402
+from keras_helpers import keras_predict, randomize  # noqa: E402
 
 
 @dataclass
@@ -47,7 +47,7 @@ def build_tf_keras(root) -> dict[str, Fixture]:
 
     model = randomize(tf_keras.applications.Xception(weights=None), seed=1)
     x = _input(299, 11)
-    expected = model.predict(x, verbose=0)
+    expected = keras_predict(model, x)
     weights_only, full = os.path.join(root, "tk_weights.h5"), os.path.join(root, "tk_full.h5")
     model.save_weights(weights_only)
     model.save(full)
@@ -68,7 +68,7 @@ def build_keras3(root) -> dict[str, Fixture]:
     base = randomize(keras.applications.Xception(weights=None, include_top=False,
                                                  input_shape=(96, 96, 3), pooling="avg"), seed=2)
     x = _input(96, 12)
-    expected = base.predict(x, verbose=0)
+    expected = keras_predict(base, x)
     base.save(os.path.join(root, "a_backbone.keras"))
     base.save_weights(os.path.join(root, "a_backbone.weights.h5"))
     out["a_keras"] = Fixture(os.path.join(root, "a_backbone.keras"), x, expected, "features")
@@ -94,7 +94,7 @@ def build_keras3(root) -> dict[str, Fixture]:
     inline = keras.Model(inline_base.input, head(inline_base.output, "c"), name="classifier_inline")
     randomize(inline, seed=4)
     for key, model in (("b", nested), ("c", inline)):
-        expected = model.predict(x150, verbose=0)
+        expected = keras_predict(model, x150)
         archive = os.path.join(root, f"{key}_classifier.keras")
         weights = os.path.join(root, f"{key}_classifier.weights.h5")
         model.save(archive)
