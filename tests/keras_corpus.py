@@ -57,7 +57,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_helpers import randomize  # noqa: E402
+from keras_helpers import keras_predict, randomize  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = [os.path.join(REPO, "examples", n) for n in ("chelsea.png", "coffee.png")]
@@ -118,13 +118,10 @@ def _logits_and_terms(fw, model):
     before the step), and float32 rounding, Keras' included, is relative to the terms: Keras' own
     batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|."""
     both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
-    # eager, as the models' own predict runs (compiled with run_eagerly in _fit_one_step): a traced predict
-    # retraces Xception for each new input size (measured ~0.4 s of CPU each: a small saving, not a large one)
-    both.run_eagerly = True
     kernel, bias = model.get_layer("dense").get_weights()
 
     def run(x):
-        features, logits = both.predict(x, verbose=0)
+        features, logits = keras_predict(both, x)
         return logits, float((np.abs(features) @ np.abs(kernel) + np.abs(bias)).max())
     return run
 
@@ -184,10 +181,11 @@ def _fit_one_step(model, loss, size, pixels, labels):
 
 
 def _case(fw, model, path, size, pixels, seed, **kw):
-    """One predict() call (one trace) for both the random batch and the photos."""
+    """One Keras run for both the random batch and the photos."""
     x = _x(size, pixels, seed)
     photos = _photo_batch(fw, size, pixels).astype(np.float32)
-    y = model.predict(np.concatenate([x, photos]), batch_size=len(x) + len(photos), verbose=0)
+    # keras_predict: Keras' predict's per-call set-up was ~33 s of the corpus' CPU (profiled 2026-11-29)
+    y = keras_predict(model, np.concatenate([x, photos]))
     return Case(path, size, pixels, x, y[:len(x)], PHOTOS, y[len(x):], **kw)
 
 
