@@ -25,7 +25,7 @@ from keras_helpers import keras_predict, randomize
 
 from npxception import cli
 from npxception.compare import compare
-from npxception.compare.report import compact_names
+from npxception.compare.layer_names_text import compact_names
 from weights_tools import from_keras
 
 SIZE = 71

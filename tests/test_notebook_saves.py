@@ -20,8 +20,10 @@ flags) is compared with the Keras model's output.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+
 import pytest
 
 import weights_tools as wt
@@ -34,8 +36,8 @@ S = 71
 RTOL = 1e-5
 
 
-def _refused(src, *fragments, **kw):
-    with pytest.raises(wt.ConversionError) as exc:
+def _refused(src, first, *fragments, **kw):
+    with pytest.raises(wt.ConversionError, match=re.escape(first)) as exc:
         wt.read(src, **kw)
     for fragment in fragments:
         assert fragment in str(exc.value), str(exc.value)

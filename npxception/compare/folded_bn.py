@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CONFIG
-from .report import compact_names
+from .layer_names_text import compact_names
 
 
 def is_folded(graph) -> bool:
