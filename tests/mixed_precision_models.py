@@ -63,6 +63,10 @@ def recipe(fw, last, classes, seed):
     calibrate_batchnorm(model.get_layer("xception"), rng.uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32), seed)
     # run_eagerly: tracing Xception's training graph costs seconds; one eager step at 71x71 does not
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    # the Dropout mask of the fit step is the framework's random draw: seeded, so every run trains the same
+    # weights (unseeded, which of the head's weights Adam moved varied by run, and with it the bfloat16
+    # head's rounding: CI measured 0.202 of max|x| at the dense layer once, against 0.2 allowed)
+    fw.utils.set_random_seed(seed)
     model.fit(rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32), np.array([0, classes - 1]), epochs=1,
               batch_size=2, verbose=0)
     return model
