@@ -20,7 +20,6 @@ flags) is compared with the Keras model's output.
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 
@@ -28,20 +27,13 @@ import pytest
 
 import weights_tools as wt
 from keras_helpers import randomize
+from weight_files import conversion_refused as _refused
 
 S = 71
 # Tolerance of the converted subclass against Keras' own call: 1e-5 of max|Keras| as the other converted-file
 # tests (tests/test_training_checkpoints.py): float32 sums in another order leave ~1e-6 here, a wrong or
 # missing weight moves the logits by far more
 RTOL = 1e-5
-
-
-def _refused(src, first, *fragments, **kw):
-    with pytest.raises(wt.ConversionError, match=re.escape(first)) as exc:
-        wt.read(src, **kw)
-    for fragment in fragments:
-        assert fragment in str(exc.value), str(exc.value)
-    return str(exc.value)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import pytest
 
 import weights_tools as wt
 from keras_helpers import keras_predict, randomize
+from weight_files import conversion_refused as _refused
 from test_hostile import assert_refused, run_limited
 
 RTOL = 1e-5
@@ -86,14 +87,6 @@ def _close(model, files, which):
     ours, theirs = model(files["x"]), files[which]
     err = float(np.abs(ours - theirs).max())
     assert err <= RTOL * float(np.abs(theirs).max()), f"max |ours - Keras| {err} vs max|Keras| {np.abs(theirs).max()}"
-
-
-def _refused(src, first, *fragments, **kw):
-    with pytest.raises(wt.ConversionError, match=re.escape(first)) as exc:
-        wt.read(src, **kw)
-    for fragment in fragments:
-        assert fragment in str(exc.value), str(exc.value)
-    return str(exc.value)
 
 
 # --------------------------------------------------------------------------- F3

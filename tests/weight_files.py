@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -18,3 +19,17 @@ def rewrite(src, dst, edit):
     arrays[wfile.MANIFEST_KEY] = np.array(json.dumps(manifest))
     np.savez(dst, **arrays)
     return dst
+
+
+def conversion_refused(src, first, *fragments, **kw):
+    """``weights_tools.read(src, **kw)``'s ConversionError text, which must contain ``first`` (the
+    ``pytest.raises`` match) and every one of ``fragments``."""
+    import pytest
+
+    import weights_tools
+
+    with pytest.raises(weights_tools.ConversionError, match=re.escape(first)) as exc:
+        weights_tools.read(src, **kw)
+    for fragment in fragments:
+        assert fragment in str(exc.value), str(exc.value)
+    return str(exc.value)
