@@ -101,7 +101,7 @@ import ctypes, sys, npxception
 from npxception.fast import direct, fused
 if sys.argv[2] == "nothing":  # what the GEMM did as Python before the fix: its output kept what it held
     fused.sgemm = fused.dgemm = lambda *args: None
-    # on AVX-512 the float32 plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
+    # on AVX-512 the plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
     fused.pointwise_tile = direct.conv_direct = lambda *args: None
 else:  # NaN, which is also what "nothing" leaves where the output buffer held NaN bit patterns
     def gemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):

@@ -40,7 +40,7 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance
+NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
 
 
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
@@ -60,7 +60,7 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     starts, and each tile's last input row before its GEMM, for the next tile.
 
     The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
-    ``packed`` is given (the kernel packed in advance, float32, AVX-512), the
+    ``packed`` is given (the kernel packed in advance, AVX-512), the
     microkernel of npxception/fast/direct.py with the epilogue from registers
     (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel");
     ``pw`` then has no rows (the model holds that kernel only packed) and is not read.

@@ -82,7 +82,7 @@ class FastPlan:
         # layer name -> (its kernel as a matrix, or None where only packed, *the folded BN), depthwise first
         self.folded = {}
         # layer name -> its kernel packed for the microkernel (npxception/fast/direct.py), which then runs it:
-        # float32 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
+        # float32 or float64 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
         self.packed = {}
         packs = direct.worth_packing(self.dtype)
         for step in self.steps:
@@ -104,7 +104,7 @@ class FastPlan:
                     self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
         # what a step with no packed kernel passes: NOT_PACKED shares the compiled kernel with the packed steps;
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
-        self.not_packed = NOT_PACKED if self.packed else direct.NO_MICROKERNEL
+        self.not_packed = NOT_PACKED.astype(self.dtype) if self.packed else direct.NO_MICROKERNEL
         self.arena: dict[str, np.ndarray] = {}
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
