@@ -154,8 +154,9 @@ def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
 
 
 @njit(nogil=True)
-def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch):
-    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``; a (M, K) C-contiguous.
+def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1):
+    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``, in the output panels
+    [q0, q1) only (channels [q0*NR, min(q1*NR, C_out))); a (M, K) C-contiguous.
 
     ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
     microkernel's taps are then the row's K values.
@@ -166,11 +167,11 @@ def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch):
     two = narrow(packed)
     mr = _MR_NARROW if two else _MR_WIDE
     blocks = -(-m // mr)
-    for q in range(p_):
+    for q in range(q0, q1):
         b = _at(packed, q * k_ * nr)
         for i0 in range(0, m, mr):
             rows = min(mr, m - i0)
-            if prefetch:  # the next panel, a slice per block of rows
+            if prefetch and q + 1 < q1:  # the next panel, a slice per block of rows
                 prefetch_part(packed, q + 1, i0 // mr, blocks)
             if two:
                 micro_narrow(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
@@ -188,25 +189,53 @@ def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     next panel ahead (a hint). Called from kernels (an overload below); as
     Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
     """
-    v = a @ unpack_panels(packed, y.shape[1]) * scale + shift
+    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, 0, packed.shape[0], prefetch)
+
+
+def pointwise_panels(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+    """:func:`pointwise_tile` in the output panels [q0, q1) of ``packed`` only: channels
+    [q0*NR, min(q1*NR, C_out)) of y, the others untouched. Called from kernels (an overload below); as Python
+    this body, its NumPy twin, runs."""
+    nr = packed.shape[2]
+    c0, c1 = q0 * nr, min(q1 * nr, y.shape[1])
+    if c1 <= c0:
+        return
+    v = a @ unpack_panels(packed[q0:q1], c1 - c0) * scale[c0:c1] + shift[c0:c1]
     if relu:
         v = np.maximum(v, 0)
     if add:
-        y += v
+        y[:, c0:c1] += v
     else:
-        y[...] = v
+        y[:, c0:c1] = v
+
+
+def _compiles_microkernel(packed, y):
+    """Whether an overload below runs the microkernel: float32 or float64, ``packed`` of y's dtype;
+    NO_MICROKERNEL (integers) packs nothing and must not compile it."""
+    return y.dtype in (types.float32, types.float64) and packed.dtype == y.dtype
 
 
 @overload(pointwise_tile)
 def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-    if y.dtype not in (types.float32, types.float64) or packed.dtype != y.dtype:
-        # NO_MICROKERNEL (integers) packs nothing and must not compile the microkernel
+    if not _compiles_microkernel(packed, y):
         def never(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
             pass
         return never
 
     def impl(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch)
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, 0, packed.shape[0])
+    return impl
+
+
+@overload(pointwise_panels)
+def _pointwise_panels_compiled(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+    if not _compiles_microkernel(packed, y):
+        def never(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+            pass
+        return never
+
+    def impl(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1)
     return impl
 
 

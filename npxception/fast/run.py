@@ -32,7 +32,7 @@ from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from . import direct, packing
-from .fused import NOT_PACKED, conv_fused, sep_conv_fused
+from .fused import NOT_PACKED, conv_fused, sep_conv_by_panels, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 
@@ -60,6 +60,13 @@ def reads_in_place(step: ConvBN, h: int, w: int) -> bool:
     ho, pad_t = window_geometry(h, kh, stride, step.padding)
     wo, pad_l = window_geometry(w, kh, stride, step.padding)
     return pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h and (wo - 1) * stride + kh <= w
+
+
+def shares_panels(pixels: int, c_out: int, threads: int) -> bool:
+    """Whether a separable convolution with a packed kernel shares its output channels between the threads
+    rather than its rows (fused.sep_conv_by_panels): where the kernel has more columns than the batch has
+    pixels, each thread then reads less. One rule for the plan and for photo_memory's estimate."""
+    return threads > 1 and c_out > pixels
 
 
 class FastPlan:
@@ -211,7 +218,11 @@ class FastPlan:
             target = x.reshape(rows * w, c)
         else:
             target = self._buffer(f"v{step.slot}", (rows * w, cout))
-        if self.fused:
+        packed = self.packed.get(step.sepconv)
+        if self.fused and packed is not None and shares_panels(rows * w, cout, numba.get_num_threads()):
+            sep_conv_by_panels(x, dw, scale, shift, step.relu_in, step.relu_out, target, step.residual is not None,
+                               self._buffer("dw0", (rows * w, c)), packed, numba.get_num_threads())
+        elif self.fused:
             threads = numba.get_num_threads()
             rows_per_tile = max(1, min(-(-rows // threads), self.FUSED_TILE_ELEMS // (w * max(c, cout))))
             scratch = self._buffer("dw0", (threads, rows_per_tile * w, c))
