@@ -16,7 +16,7 @@ The microkernel (npxception/fast/micro.py: LLVM IR through a Numba
 registers for the whole reduction over k, broadcasting each input against
 the weights' NR-wide row, and applies the affine map and the ReLU before its
 one masked store (or adds into a residual). The same microkernel runs the
-separable convolutions' pointwise GEMMs (:func:`pointwise_tile`), its left
+separable convolutions' pointwise GEMMs (npxception/fast/pointwise.py), its left
 operand the depthwise tile in the thread's cache. The weights are packed
 once, in NR-wide panels (npxception/fast/packing.py), when the plan is built, and
 the model then holds them only packed (npxception/params.py): 80 MB of
@@ -26,10 +26,11 @@ register-tiled microkernel" and "every kernel held only packed".
 
 float32 or float64 (16 or 8 lanes a vector), only on CPUs with AVX-512
 (:data:`AVAILABLE`) where the microkernel compiled and computed a small case
-right in that dtype (:func:`microkernel_ready`, once a process); elsewhere the plan keeps im2col + OpenBLAS
-(npxception/fast/fused.py). Under
-``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the body of
-:func:`pointwise_tile`) run instead, on the kernels unpacked from the same panels.
+right in that dtype (:func:`microkernel_ready`, once a process); elsewhere
+the plan keeps im2col + OpenBLAS (npxception/fast/fused.py). Under
+``NUMBA_DISABLE_JIT=1`` the twins (:func:`conv_direct_reference`, the
+pointwise functions' bodies) run instead, on the kernels unpacked from the
+same panels.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ import llvmlite
 import llvmlite.binding as ll
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from .._jit import njit
 from ..ops.padding import tap_view
-from .micro import LANES, ROWS, TILES, _make_micro, micro_narrow, micro_wide, narrow, prefetch_part
+from .micro import LANES, MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, TILES, _make_micro, half_panels as _half_panels
+from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .micro import at as _at
 from .packing import pack_kernel, unpack_panels
+from .pointwise import pointwise_panels, pointwise_tile  # noqa: F401 (the fused kernels' names for them)
 from .threads import in_parallel
 
 L2_BYTES = 512 * 1024  # half a core's L2 on the machines first measured, for inputs or weights
@@ -58,10 +59,9 @@ PREFETCH = True
 from .micro import AVAILABLE  # noqa: E402 (tests set direct.AVAILABLE: worth_packing reads it here)
 
 # passed as ``packed`` where the microkernel is not used: its type (an integer) keeps the microkernel out of
-# the compiled fused kernel (the overload of pointwise_tile below), so a microkernel that cannot compile is never
+# the compiled fused kernel (the overloads in npxception/fast/pointwise.py), so a microkernel that cannot compile is never
 # compiled; fused.NOT_PACKED (a float) keeps it in, for the steps of a plan that packs others
 NO_MICROKERNEL = np.empty((0, 0, 0), np.int8)
-_MR_WIDE, _MR_NARROW = ROWS[4], ROWS[2]
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what the microkernel computes in
 
 
@@ -88,7 +88,8 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
     rows = x.shape[0] * ho
     per = -(-rows // nt)
     two = narrow(packed)
-    mr = _MR_NARROW if two else _MR_WIDE
+    half = _half_panels(wo, two)
+    mr = _MR_NARROW if two or half else _MR_WIDE
     end = min(rows, (t + 1) * per)
     for r0 in range(t * per, end, chunk):
         r1 = min(end, r0 + chunk)
@@ -103,14 +104,20 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
                 for ow0 in range(0, wo, mr):
                     m = min(mr, wo - ow0)
                     a = _at(x, base + ow0 * stride * c_)
-                    dst = _at(out, (r * wo + ow0) * co + q * nr)
+                    dst = (r * wo + ow0) * co + q * nr
                     cols = min(nr, co - q * nr)
                     if two:
-                        micro_narrow(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
-                                     _at(shift, q * nr), relu, False)
+                        micro_narrow(a, stride * c_, m, _at(offs, 0), k_, b, nr, _at(out, dst), co, cols,
+                                     _at(scale, q * nr), _at(shift, q * nr), relu, False)
+                    elif half:  # each half of the panel: its first nr/2 columns, then the rest (rows nr apart)
+                        hn = nr // 2
+                        for c0 in range(0, min(nr, cols), hn):
+                            micro_narrow(a, stride * c_, m, _at(offs, 0), k_, _at(packed, q * k_ * nr + c0), nr,
+                                         _at(out, dst + c0), co, min(hn, cols - c0), _at(scale, q * nr + c0),
+                                         _at(shift, q * nr + c0), relu, False)
                     else:
-                        micro_wide(a, stride * c_, m, _at(offs, 0), k_, b, nr, dst, co, cols, _at(scale, q * nr),
-                                   _at(shift, q * nr), relu, False)
+                        micro_wide(a, stride * c_, m, _at(offs, 0), k_, b, nr, _at(out, dst), co, cols,
+                                   _at(scale, q * nr), _at(shift, q * nr), relu, False)
 
 
 def tap_offsets(kh, kw, w, c):
@@ -151,92 +158,6 @@ def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):
     return np.maximum(y, 0) if relu else y
 
 
-
-
-@njit(nogil=True)
-def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1):
-    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``, in the output panels
-    [q0, q1) only (channels [q0*NR, min(q1*NR, C_out))); a (M, K) C-contiguous.
-
-    ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
-    microkernel's taps are then the row's K values.
-    """
-    m, k_ = a.shape
-    p_, _, nr = packed.shape
-    co = y.shape[1]
-    two = narrow(packed)
-    mr = _MR_NARROW if two else _MR_WIDE
-    blocks = -(-m // mr)
-    for q in range(q0, q1):
-        b = _at(packed, q * k_ * nr)
-        for i0 in range(0, m, mr):
-            rows = min(mr, m - i0)
-            if prefetch and q + 1 < q1:  # the next panel, a slice per block of rows
-                prefetch_part(packed, q + 1, i0 // mr, blocks)
-            if two:
-                micro_narrow(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
-                             min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
-            else:
-                micro_wide(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
-                           min(nr, co - q * nr), _at(scale, q * nr), _at(shift, q * nr), relu, add)
-
-
-def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-    """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
-
-    a (M, K), y (M, C_out), C-contiguous float32 or float64; ``packed`` is
-    :func:`pack_kernel` of the (K, C_out) kernel. ``prefetch`` asks for each
-    next panel ahead (a hint). Called from kernels (an overload below); as
-    Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
-    """
-    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, 0, packed.shape[0], prefetch)
-
-
-def pointwise_panels(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-    """:func:`pointwise_tile` in the output panels [q0, q1) of ``packed`` only: channels
-    [q0*NR, min(q1*NR, C_out)) of y, the others untouched. Called from kernels (an overload below); as Python
-    this body, its NumPy twin, runs."""
-    nr = packed.shape[2]
-    c0, c1 = q0 * nr, min(q1 * nr, y.shape[1])
-    if c1 <= c0:
-        return
-    v = a @ unpack_panels(packed[q0:q1], c1 - c0) * scale[c0:c1] + shift[c0:c1]
-    if relu:
-        v = np.maximum(v, 0)
-    if add:
-        y[:, c0:c1] += v
-    else:
-        y[:, c0:c1] = v
-
-
-def _compiles_microkernel(packed, y):
-    """Whether an overload below runs the microkernel: float32 or float64, ``packed`` of y's dtype;
-    NO_MICROKERNEL (integers) packs nothing and must not compile it."""
-    return y.dtype in (types.float32, types.float64) and packed.dtype == y.dtype
-
-
-@overload(pointwise_tile)
-def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-    if not _compiles_microkernel(packed, y):
-        def never(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-            pass
-        return never
-
-    def impl(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, 0, packed.shape[0])
-    return impl
-
-
-@overload(pointwise_panels)
-def _pointwise_panels_compiled(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-    if not _compiles_microkernel(packed, y):
-        def never(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-            pass
-        return never
-
-    def impl(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1)
-    return impl
 
 
 # ---- whether the microkernel works in this process --------------------------------------------------------
@@ -283,7 +204,7 @@ def _probe(dtype=np.float32):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 4, 2 * _MR_NARROW + 3, 5)).astype(dtype)
     narrow_panel = 2 * 64 // np.dtype(dtype).itemsize  # two vectors of channels: 32 float32, 16 float64
-    for c_out in (narrow_panel - 12, 70):  # one narrow panel (12-row tiles); wide ones and a tail (6-row tiles)
+    for c_out in (narrow_panel - 12, 70):  # one narrow panel (10-row tiles); wide ones and a tail (6-row tiles)
         kernel = rng.standard_normal((3 * 3 * 5, c_out)).astype(dtype)
         scale = rng.uniform(0.5, 2, c_out).astype(dtype)
         shift = rng.standard_normal(c_out).astype(dtype)

@@ -17,7 +17,7 @@ from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from . import direct
-from .direct import pointwise_panels, pointwise_tile
+from .pointwise import pointwise_panels, pointwise_tile
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 

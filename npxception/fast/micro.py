@@ -25,9 +25,12 @@ from .._jit import njit
 
 LANES = 16  # float32 lanes of one zmm register (float64: 8)
 VECTOR_BYTES = 64  # a zmm register, and a cache line
-# vectors of channels -> rows of pixels: MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers
-ROWS = {4: 6, 2: 12}
-TILES = {64: (6, 4), 32: (12, 2)}  # float32 NR -> (MR, NVEC)
+# vectors of channels -> rows of pixels: MR * NVEC accumulators + NVEC weight vectors fit the 32 zmm registers;
+# two vectors take 10 rows, not 12: 12 row pointers left too few registers (10000x27x32, one thread: 95 against
+# 127 GFLOP/s; docs/performance.md, "Issue 15, 2026-11-30 04:50-06:30 UTC")
+ROWS = {4: 6, 2: 10}
+TILES = {64: (6, 4), 32: (10, 2)}  # float32 NR -> (MR, NVEC)
+MR_WIDE, MR_NARROW = ROWS[4], ROWS[2]
 
 
 def _host_has_avx512() -> bool:
@@ -217,5 +220,14 @@ def prefetch_part(packed, q, part, parts):
 
 @njit(nogil=True, inline="always")
 def narrow(packed):
-    """Whether ``packed``'s panels are two vectors wide (the 12-row tile), not four (the 6-row one)."""
+    """Whether ``packed``'s panels are two vectors wide (the 10-row tile), not four (the 6-row one)."""
     return packed.shape[2] * packed.itemsize == 2 * VECTOR_BYTES
+
+
+@njit(nogil=True, inline="always")
+def half_panels(m, two):
+    """Whether m rows run on the 10-row tile over each half of a wide panel rather than on the 6-row tile:
+    where 6-row blocks would waste more rows (19 pixels: 24 against 20; 10: 12 against 10). Measured on
+    block4's and block13's residual convolutions: 0.83 and 0.90 of the time (npxception/fast/direct.py; docs/performance.md, "Issue 15,
+    2026-11-30 04:50-06:30 UTC")."""
+    return not two and -(-m // MR_NARROW) * MR_NARROW < -(-m // MR_WIDE) * MR_WIDE
