@@ -55,7 +55,8 @@ import numpy as np
 from . import architecture as arch
 from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
 from .fast import direct
-from .fast.run import FastPlan, reads_in_place, shares_panels
+from .fast.direct import shares_panels
+from .fast.run import FastPlan, reads_in_place
 from .images import BAND_BYTES
 from .input_stage import output_size
 

@@ -143,6 +143,34 @@ def test_prefetch_changes_no_bit(monkeypatch):
     np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
 
 
+@needs_avx512
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_direct_shares_panels_or_rows_alike(monkeypatch, dtype):
+    """Where the kernel has more columns than the map has pixels the threads share the output panels
+    (direct.shares_panels), elsewhere the rows: the same bits either way (each output is the same sum in the
+    same order), on 1x1/2 and 3x3 kernels of several panels, the last one masked, rows of 10 and 19 pixels."""
+    rng = np.random.default_rng(0)
+    uint = {4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    rule = direct.shares_panels
+    for h, c, cout, k, stride in ((19, 40, 300, 1, 2), (37, 24, 400, 1, 2), (12, 8, 200, 3, 1)):
+        x = rng.normal(0, 1, (1, h, h, c)).astype(dtype)
+        packed = packing.pack_kernel(rng.normal(0, 1, (k * k * c, cout)).astype(dtype))
+        scale, shift = rng.uniform(0.5, 2, cout).astype(dtype), rng.normal(0, 1, cout).astype(dtype)
+        ho = (h - k) // stride + 1
+        assert rule(ho * ho, cout, 2)
+        outs = []
+        for panels in (True, False):
+            monkeypatch.setattr(direct, "shares_panels", lambda *args, panels=panels: panels)
+            outs.append(np.full((ho * ho, cout), np.nan, dtype))
+            direct.conv_direct(x, packed, k, stride, ho, ho, scale, shift, True, outs[-1], 2)
+        np.testing.assert_array_equal(outs[0].view(uint), outs[1].view(uint))
+        want = direct.conv_direct_reference(x, packing.unpack_panels(packed, cout), k, stride, ho, ho, scale, shift,
+                                            True)
+        # the same sums in another order (NumPy's): a few units of rounding of |x| |w| sums of at most 216 terms
+        np.testing.assert_allclose(outs[0], want, rtol=1e-3 if dtype == np.float32 else 1e-11,
+                                   atol=1e-3 if dtype == np.float32 else 1e-11)
+
+
 @pytest.mark.parametrize("dtype, widths", [(np.float32, (32, 64)), (np.float64, (16, 32))])
 def test_pack_kernel_round_trips(dtype, widths):
     """Panels of two or four vectors of channels (32 or 64 float32, 16 or 32 float64), zero past the last

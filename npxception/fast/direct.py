@@ -75,9 +75,18 @@ def worth_packing(dtype) -> bool:
     return AVAILABLE and np.dtype(dtype) in DTYPES and microkernel_ready(dtype)
 
 
+def shares_panels(pixels: int, c_out: int, threads: int) -> bool:
+    """Whether a convolution with a packed kernel shares its output panels between the threads rather than its
+    rows (:func:`conv_direct`, fused.sep_conv_by_panels): where the kernel has more columns than the batch has
+    pixels, each thread then reads less (half the kernel and all the input, against all the kernel and half
+    the input). One rule for the plan and for photo_memory's estimate."""
+    return threads > 1 and c_out > pixels
+
+
 @njit(nogil=True)
-def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk, prefetch):
-    """Thread t's share of :func:`conv_direct`: output rows (n, oh) numbered [a_t, b_t), MR pixels at a time.
+def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk, prefetch, panels):
+    """Thread t's share of :func:`conv_direct`, MR pixels at a time: output rows (n, oh) numbered [a_t, b_t),
+    or when ``panels`` every row in the output panels [q_t, q_t+1).
 
     ``chunk`` rows at a time, each panel of weights over all of them in turn:
     the chunk's inputs and one panel stay in L2 together.
@@ -86,17 +95,21 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
     p_, k_, nr = packed.shape
     co = out.shape[1]
     rows = x.shape[0] * ho
-    per = -(-rows // nt)
     two = narrow(packed)
     half = _half_panels(wo, two)
     mr = _MR_NARROW if two or half else _MR_WIDE
-    end = min(rows, (t + 1) * per)
-    for r0 in range(t * per, end, chunk):
+    if panels:
+        start, end = 0, rows
+        q0, q1 = t * -(-p_ // nt), min(p_, (t + 1) * -(-p_ // nt))
+    else:
+        start, end = t * -(-rows // nt), min(rows, (t + 1) * -(-rows // nt))
+        q0, q1 = 0, p_
+    for r0 in range(start, end, chunk):
         r1 = min(end, r0 + chunk)
-        for q in range(p_):
+        for q in range(q0, q1):
             b = _at(packed, q * k_ * nr)
             for r in range(r0, r1):
-                if prefetch:  # the next panel, a slice per row
+                if prefetch and q + 1 < q1:  # the next panel, a slice per row
                     prefetch_part(packed, q + 1, r - r0, r1 - r0)
                 n = r // ho
                 oh = r % ho
@@ -131,7 +144,8 @@ def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads)
     """out (N*Ho*Wo, C_out) = relu?(conv(x, kernel) * scale + shift), no padding; x (N, H, W, C) float32 or 64.
 
     ``packed`` is :func:`pack_kernel` of the (KH*KH*C, C_out) kernel. Output
-    rows are shared among ``threads`` threads (npxception/fast/threads.py).
+    rows, or where :func:`shares_panels` says the output panels, are shared among ``threads`` threads
+    (npxception/fast/threads.py).
     """
     if numba.config.DISABLE_JIT:  # the intrinsic cannot run as Python: its twin computes the same
         out[...] = conv_direct_reference(x, unpack_panels(packed, out.shape[1]), kh, stride, ho, wo, scale, shift,
@@ -139,11 +153,12 @@ def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads)
         return
     offs = tap_offsets(kh, kh, x.shape[2], x.shape[3])
     rows = x.shape[0] * ho
-    chunk = -(-rows // threads)  # every row of the share under each panel: weights over L2_BYTES stream once
-    if packed.nbytes <= L2_BYTES:  # the weights stay in L2 anyway: a chunk of inputs that stays there too
+    panels = shares_panels(rows * wo, out.shape[1], threads)
+    chunk = rows if panels else -(-rows // threads)  # every row of the share under each panel: weights over
+    if packed.nbytes <= L2_BYTES:  # L2_BYTES stream once; where they stay in L2 anyway, a chunk of inputs too
         chunk = max(1, min(chunk, L2_BYTES // (kh * x.shape[2] * x.strides[2])))
     in_parallel(_direct_part, threads, (threads, x, packed, offs, stride, ho, wo, scale, shift, relu, out, chunk,
-                                        PREFETCH))
+                                        PREFETCH, panels))
 
 
 def conv_direct_reference(x, kernel2d, kh, stride, ho, wo, scale, shift, relu):

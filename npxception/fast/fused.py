@@ -82,7 +82,7 @@ def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf,
     then the pointwise GEMM of every row, each thread taking its share of the packed kernel's output panels.
     Each thread so reads half of the kernel and all of the depthwise output, where sharing rows reads all of
     the kernel and half of the output: less where the kernel (C x Co) outweighs the map (N*H*W x C)
-    (:func:`npxception.fast.run.shares_panels`; docs/performance.md, "Issue 15, 2026-11-30 04:50-06:30 UTC").
+    (:func:`npxception.fast.direct.shares_panels`; docs/performance.md, "Issue 15, 2026-11-30 04:50-06:30 UTC").
     The first region ends before the second writes, so dest may be x.
     """
     bind_symbols(x.dtype)

@@ -32,6 +32,7 @@ from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from . import direct, packing
+from .direct import shares_panels
 from .fused import NOT_PACKED, conv_fused, sep_conv_by_panels, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
@@ -60,13 +61,6 @@ def reads_in_place(step: ConvBN, h: int, w: int) -> bool:
     ho, pad_t = window_geometry(h, kh, stride, step.padding)
     wo, pad_l = window_geometry(w, kh, stride, step.padding)
     return pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h and (wo - 1) * stride + kh <= w
-
-
-def shares_panels(pixels: int, c_out: int, threads: int) -> bool:
-    """Whether a separable convolution with a packed kernel shares its output channels between the threads
-    rather than its rows (fused.sep_conv_by_panels): where the kernel has more columns than the batch has
-    pixels, each thread then reads less. One rule for the plan and for photo_memory's estimate."""
-    return threads > 1 and c_out > pixels
 
 
 class FastPlan:
