@@ -225,6 +225,38 @@ def test_a_dump_naming_an_entry_twice_is_refused(small, dump, tmp_path):
         compare(model, path)
 
 
+
+def test_a_dump_entry_matching_no_layer_is_listed_never_read(small, dump, tmp_path):
+    """Review 23 F2: an entry named after none of our layers was inflated in full (2.24 GB declared in a 50 MB
+    dump: MemoryError) though compare never uses it. Here its data is cut short, so reading it fails: it is
+    listed as theirs only, from its name and header, and the rest compares; the same data under a layer's
+    name is read, and refused as truncated, which shows the header alone decided."""
+    model, acts = dump
+
+    def with_entry(path, name):
+        with zipfile.ZipFile(path, "w") as z:
+            for key in ("block1_conv1", INPUT_KEY):
+                buf = io.BytesIO()
+                np.save(buf, acts[key])
+                z.writestr(f"{key}.npy", buf.getvalue())
+            z.writestr(f"{name}.npy", _header((1, 35, 35, 32)) + b"\0" * 10)
+        return path
+
+    report = compare(model, with_entry(tmp_path / "junk.npz", "junk"))
+    assert report.theirs_only == ["junk"] and report.first_divergence is None, str(report)
+    with pytest.raises(ValueError, match="block1_conv1_bn"):
+        compare(model, with_entry(tmp_path / "bn.npz", "block1_conv1_bn"))
+
+
+def test_a_dump_entry_of_shape_nothing_under_a_layer_name_is_refused(small, dump, tmp_path):
+    """Review 23 F6: a single number under our layer's name was "tuple index out of range"."""
+    model, acts = dump
+    path = tmp_path / "scalar.npz"
+    np.savez(path, **{**acts, "block1_conv1_bn": np.float32(1.0)})
+    with pytest.raises(ValueError, match=f"{path}: entry 'block1_conv1_bn' has shape \\(\\), a single number; "
+                                         "expected our block1_conv1_bn's activations, a batch \\(N, ...\\) of them"):
+        compare(model, path)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):

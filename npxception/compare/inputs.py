@@ -110,8 +110,9 @@ def _input_geometry(shape, layout, channels, what) -> tuple[int, tuple[int, int]
     return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
 
 
-def read_dump(path, model, mapping=None, layout=None) -> dict:
-    """A ``.npz`` activation dump ``{their key: array}``, read within a budget known before its data.
+def read_dump(path, model, mapping=None, layout=None) -> tuple[dict, list[str]]:
+    """A ``.npz`` activation dump ``{their key: array}``, read within a budget known before its data, and
+    the keys it holds that compare can never match to a layer of ours (listed, never read).
 
     ``mapping``: ``{their name: our name}`` (compare's ``names=``); ``layout``: the dump's, if given.
     Refused, naming the file and the entry: a name listed twice in the zip, an entry that is no
@@ -159,16 +160,33 @@ def _read_members(z: zipfile.ZipFile, where, size, model, mapping, layout) -> di
             raise ValueError(f"{where}: entry {key!r} has dtype {dtype}; expected a numeric activation "
                              f"array{hint}")
         headers[key] = (tuple(shape), dtype)
-    _check_budget(headers, where, size, model, mapping, layout)
+    unread = _check_budget(headers, where, size, model, mapping, layout)
     return {key: _read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
                            max_bytes=math.prod(shape) * dtype.itemsize)
-            for key, (shape, dtype) in headers.items()}
+            for key, (shape, dtype) in headers.items() if key not in unread}, unread
 
 
-def _check_budget(headers, where, size, model, mapping, layout) -> None:
+def _scoped_layer(key: str, names: set, largest: dict) -> str | None:
+    """Our layer a TFLite-style key's scopes name (``model/block1_conv1_act/Relu;...``: any scope, its traced
+    ``_N`` suffix dropped or not, that is one of our names, or our largest layer of an auto-name's kind), as
+    compare's matcher (names.match_tflite_names) may take it; None when no scope does."""
+    for segment in key.split(";"):
+        for scope in segment.split("/")[:-1]:
+            for name in (scope, re.sub(r"_\d+$", "", scope)):
+                if name in names:
+                    return name
+                if (auto := AUTO_NAME_PATTERN.fullmatch(name)) and auto.group(1) in largest:
+                    return largest[auto.group(1)]
+    return None
+
+
+def _check_budget(headers, where, size, model, mapping, layout) -> list[str]:
     """Refuse, before any data is read, an entry larger than our layer of its name (or, for a Keras
     auto-name, our largest layer of that kind) for the dump's batch and input size, or arrays that
-    together exceed what the file's size can hold."""
+    together exceed what the file's size can hold. Returns the entries compare can never match to a layer
+    of ours, by name or (a TFLite-style scoped key, an auto-name) by shape: they are listed in the report
+    as theirs only and never read (review 23: an entry ``junk`` declaring 2.24 GB in a 50 MB dump was
+    inflated in full)."""
     batch, hw = None, None
     if INPUT_KEY in headers:
         geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels, f"{where}: entry {INPUT_KEY!r}")
@@ -185,18 +203,31 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         prefix = AUTO_NAMES.get(layer.kind)
         if prefix and ours.get(layer.name, 0) > ours.get(largest.get(prefix), -1):
             largest[prefix] = layer.name
-    total, largest_entry = 0, None
+    names = set(model.layer_names)
+    total, largest_entry, unread = 0, None, []
     for key, (shape, dtype) in headers.items():
         nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps (2**32, 2**32) to 0
+        target = mapping.get(key, key)
+        auto = AUTO_NAME_PATTERN.fullmatch(target)
+        name = target if target in names else largest.get(auto.group(1)) if auto else None
+        per_image = math.prod(shape[1:])
+        if key != INPUT_KEY and name is None:
+            # a scoped key is matched only when its shape agrees with its layer's: a larger one never is
+            scoped = _scoped_layer(target, names, largest)
+            if (scoped is None or not shape
+                    or (scoped in ours and per_image > SLACK_FACTOR * ours[scoped] + SLACK_VALUES)):
+                unread.append(key)
+                continue
         total += nbytes
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
-        target = mapping.get(key, key)
-        auto = AUTO_NAME_PATTERN.fullmatch(target)
-        name = target if target in ours else largest.get(auto.group(1)) if auto else None
-        if key == INPUT_KEY or name is None or not shape:
-            continue  # no layer of ours to measure it by: only the file's own budget below bounds it
-        per_image = math.prod(shape[1:])
+        if key == INPUT_KEY or name is None:
+            continue  # the input is checked by the caller; a scoped key is matched by its shape
+        if not shape:
+            raise ValueError(f"{where}: entry {key!r} has shape (), a single number; expected our {name}'s "
+                             "activations, a batch (N, ...) of them")
+        if name not in ours:
+            continue  # our input size is unknown: only the file's own budget below bounds it
         if per_image > SLACK_FACTOR * ours[name] + SLACK_VALUES or (batch is not None and shape[0] != batch):
             raise ValueError(f"{where}: entry {key!r} declares shape {shape}: {shape[0]:,} images of {per_image:,} "
                              f"values; our {name} holds {ours[name]:,} per image at {hw[0]}x{hw[1]}"
@@ -208,6 +239,7 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         raise ValueError(f"{where}: its arrays declare {total:,} bytes in all (the largest, entry {key!r}, "
                          f"shape {shape}: {nbytes:,} bytes), more than a dump of {size:,} bytes may unpack to "
                          f"({cap:,}: {MAX_INFLATION}x its size + 1 MiB; a zip bomb?); refused before reading them")
+    return unread
 
 
 # --------------------------------------------------------------------------- ONNX graphs

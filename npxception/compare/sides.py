@@ -46,6 +46,7 @@ class Other:
     # it; a dump states none (UNKNOWN), and the prediction agreement never guesses one (report.agreement)
     activation: str | None = UNKNOWN
     convs: dict = field(default_factory=dict)  # {our conv layer: their weights and pads}, from an ONNX graph
+    theirs_only: list = field(default_factory=list)  # their names matching none of ours, never read (a dump's)
 
     def __call__(self, x):
         return self.run(x)
@@ -141,9 +142,9 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
     check_other_path(path)  # a regular file or a TensorFlow save; a FIFO or a device is named, never read
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        acts = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
+        acts, unread = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
-                     names=mapping)
+                     names=mapping, theirs_only=[mapping.get(k, k) for k in unread])
     if suffix == ".onnx":
         side = onnx_runner(model, path, layout, mapping)
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
