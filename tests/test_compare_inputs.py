@@ -257,6 +257,19 @@ def test_a_dump_entry_of_shape_nothing_under_a_layer_name_is_refused(small, dump
                                          "expected our block1_conv1_bn's activations, a batch \\(N, ...\\) of them"):
         compare(model, path)
 
+
+def test_a_big_endian_dump_compares_as_its_little_endian_twin(small, dump, tmp_path):
+    """Review 23 F3: '>f4' arrays hold valid values, and reached the compiled error measures as they were
+    (a Numba typing failure naming no file); read in native order, the report is the little-endian one's,
+    the same for a dict of them."""
+    model, acts = dump
+    np.savez(tmp_path / "little.npz", **acts)
+    np.savez(tmp_path / "big.npz", **{k: v.astype(v.dtype.newbyteorder(">")) for k, v in acts.items()})
+    little = compare(model, tmp_path / "little.npz")
+    for other in (tmp_path / "big.npz", dict(np.load(tmp_path / "big.npz"))):
+        big = compare(model, other)
+        assert big.rows == little.rows and big.first_divergence is None, str(big)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):

@@ -28,6 +28,7 @@ import re
 import zipfile
 import zlib
 
+import numpy as np
 
 from .. import architecture as arch
 from .. import input_stage as stage
@@ -161,9 +162,16 @@ def _read_members(z: zipfile.ZipFile, where, size, model, mapping, layout) -> di
                              f"array{hint}")
         headers[key] = (tuple(shape), dtype)
     unread = _check_budget(headers, where, size, model, mapping, layout)
-    return {key: _read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
-                           max_bytes=math.prod(shape) * dtype.itemsize)
+    return {key: native_order(_read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
+                                        max_bytes=math.prod(shape) * dtype.itemsize))
             for key, (shape, dtype) in headers.items() if key not in unread}, unread
+
+
+def native_order(a):
+    """``a`` in the machine's byte order: a big-endian array (``>f4``: np.save on a big-endian machine, or
+    ``astype('>f4')`` wrote) holds valid values, and the compiled kernels take native arrays only."""
+    a = np.asarray(a)
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
 def _scoped_layer(key: str, names: set, largest: dict) -> str | None:

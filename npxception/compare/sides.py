@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import head_schema
 from .. import keras_side
-from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
+from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, native_order, read_dump
 from .names import names_for
 from .onnx_side import onnx_runner
 from .report import UNKNOWN
@@ -132,7 +132,7 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
                      *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
                      activation=keras_side.output_activation(model, other))
     if isinstance(other, dict):
-        acts = dict(other)
+        acts = {k: native_order(v) for k, v in other.items()}
         return Other("activation dict", lambda x: _renamed(acts, mapping), None, fixed=True,
                      layout=layout, names=mapping)
     if not isinstance(other, (str, pathlib.Path)):
