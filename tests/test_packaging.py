@@ -14,9 +14,12 @@ import contextlib
 import io
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import tomllib
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -88,3 +91,51 @@ def test_license_is_spdx_and_shipped():
     requires = PYPROJECT["build-system"]["requires"]
     # PEP 639's `license` string and `license-files` arrived in setuptools 77.0
     assert any(req.replace(" ", "") == "setuptools>=77" for req in requires), requires
+
+
+def _requirements(extra: str) -> set[str]:
+    return {req.replace(" ", "") for req in PYPROJECT["project"]["optional-dependencies"][extra]}
+
+
+def test_extras_are_named_for_what_they_enable_and_test_holds_them():
+    """Finding 4: compare against a Keras file and convert --check-with-keras asked for the `test` extra
+    (pytest, hypothesis, tf2onnx, matplotlib...), an ONNX compare for `bench`, and `bench` alone could not
+    run bench. Each feature's extra exists in pyproject, and CI's `test` installs every one of them."""
+    from npxception.extras import EXTRAS
+
+    defined = PYPROJECT["project"]["optional-dependencies"]
+    assert set(EXTRAS) <= set(defined), set(EXTRAS) - set(defined)
+    for extra in EXTRAS:
+        assert _requirements(extra) <= _requirements("test"), (extra, _requirements(extra) - _requirements("test"))
+    names = lambda extra: {re.split(r"[<>=!~\[]", req)[0].lower() for req in _requirements(extra)}  # noqa: E731
+    assert {"tensorflow", "tf_keras"} <= names("keras")  # Keras 3 files and Keras 2 (tf_keras) files
+    assert {"onnx", "onnxruntime"} <= names("onnx")
+    assert {"tensorflow", "onnxruntime", "tf2onnx"} <= names("bench")  # bench builds its model in Keras 3
+    assert not names("keras") & {"pytest", "hypothesis", "tf2onnx", "matplotlib"}
+    readme = (REPO / "README.md").read_text()
+    assert all(f"* `{extra}`: " in readme for extra in EXTRAS), "the README lists the extras"
+
+
+def test_every_install_hint_names_a_user_extra():
+    """Every `pip install 'npxception[...]'` in the package's messages names an extra pyproject defines,
+    and none sends a user to `test` (the test runner's)."""
+    from npxception.extras import EXTRAS, pip_install
+
+    found = []
+    for folder in ("npxception", "weights_tools"):
+        for path in set((REPO / folder).rglob("*.py")) - {REPO / "npxception" / "extras.py"}:  # its docstring
+            for extras in re.findall(r"npxception\[([\w,-]+)\]", path.read_text()):
+                found += [(path.name, extra) for extra in extras.split(",")]
+    assert found and all(extra in EXTRAS for _, extra in found), found
+    assert pip_install("keras") == "pip install 'npxception[keras]'"
+
+
+def test_messages_point_to_the_feature_extras(monkeypatch):
+    """The messages themselves, where the module is missing (a None in sys.modules makes import fail)."""
+    import sys
+
+    from npxception import keras_side
+
+    monkeypatch.setitem(sys.modules, "tf_keras", None)
+    with pytest.raises(ImportError, match=r"needs tf_keras \(pip install 'npxception\[keras\]'\)"):
+        keras_side._import("tf_keras")
