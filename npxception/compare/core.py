@@ -107,7 +107,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     theirs = to_nhwc(raw, {k: v.shape for k, v in ours.items()}, side.layout, model.channels)
     # compared, and fed to the next layer's local run, squeezed: a (N, C, 1, 1) pool is our (N, C)
     theirs, extra_ones = squeezed(theirs, {k: v.shape for k, v in ours.items()})
-    unknown = [k for k in theirs if k not in ours]
+    unknown = [k for k in theirs if k not in ours] + side.theirs_only
     precision, how = their_precision(model.dtype, side.dtype, theirs, side.dtype_how)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
