@@ -12,7 +12,7 @@ How it measures, because this machine (2 cores) is noisy:
   the ratio of ours to each peer within the same run;
 * peak RSS and start-up are measured in fresh processes.
 
-Peers are optional extras (``pip install 'npxception[test,bench]'``); missing
+Peers are the optional extra ``bench`` (``pip install 'npxception[bench]'``); missing
 ones are reported, not fatal. TensorFlow is imported here only, never by the
 rest of the package.
 """
@@ -31,6 +31,7 @@ import time
 import numba
 import numpy as np
 
+from .extras import pip_install
 from .fast import fast_forward
 from .untrusted import atomic_write, check_output_dir
 
@@ -58,7 +59,7 @@ def _peers(kmodel, against, size, batches):
     """{name: callable(x) -> output} for the peers that are installed, plus notes on the missing."""
     runners, missing = {}, []
     if "tf" in against:
-        import tensorflow as tf  # optional extra (test): the peer being timed
+        import tensorflow as tf  # optional extra (bench): the peer being timed
 
         fn = tf.function(lambda t: kmodel(t, training=False), reduce_retracing=True)
         runners["tf"] = lambda x: fn(tf.constant(x)).numpy()
@@ -67,14 +68,14 @@ def _peers(kmodel, against, size, batches):
             import onnxruntime as ort  # optional extra (bench): the peer being timed
             import tf2onnx  # noqa: F401 - optional extra (bench); checked here, used in _ort_runner
         except ImportError as exc:
-            missing.append(f"ort ({exc.name} not installed: pip install 'npxception[bench]')")
+            missing.append(f"ort ({exc.name} not installed: {pip_install('bench')})")
         else:
             runners["ort"] = _ort_runner(kmodel, size, ort)
     return runners, missing
 
 
 def _ort_runner(kmodel, size, ort):
-    import tensorflow as tf  # optional extra (test): exports the peer's graph
+    import tensorflow as tf  # optional extra (bench): exports the peer's graph
     import tf2onnx  # optional extra (bench)
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
@@ -183,7 +184,7 @@ def startup(weights_path: str, size: int) -> dict:
 
 def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", "ort"), repeats=15,
         reference=True, log=print) -> dict:
-    import keras  # optional extra (test): builds the model every system runs
+    import keras  # optional extra (bench): builds the model every system runs
 
     from weights_tools import from_keras  # weights_tools imports npxception at import time; not the reverse
 
@@ -262,10 +263,9 @@ def cli_bench(args) -> int:
     if args.json:  # before minutes of timing: a writable file name
         check_output_dir(args.json)
     try:
-        import keras  # noqa: F401 - optional extra (test); asked for here to name it in the error
+        import keras  # noqa: F401 - optional extra (bench); asked for here to name it in the error
     except ImportError:
-        raise ImportError("npxception bench builds its reference model with Keras: "
-                          "pip install 'npxception[test,bench]'") from None
+        raise ImportError(f"npxception bench builds its reference model with Keras: {pip_install('bench')}") from None
     res = run(args.batch, args.size, args.dtype, args.against, args.repeats, not args.no_reference,
               log=lambda s: print(s, file=sys.stderr))
     text = json.dumps(res, indent=2)

@@ -43,6 +43,7 @@ from . import __version__
 from . import architecture as arch
 from . import blas
 from . import forward
+from . import shell
 from .config import CONFIG
 from .head import run_head
 
@@ -478,7 +479,7 @@ def mismatch_message(where: str, golden: Golden, check: PathCheck, localised: Pa
     if localised is not None and localised.passed:
         text += (" Every layer agrees when run op by op, so the fused fast path miscomputes on this "
                  "machine.")
-    return f"{text} {advice.format(where=where)}"
+    return f"{text} {advice.format(where=shell.arg(where))}"  # {where} is in a command
 
 
 def check_on_load(model, golden: Golden, where: str) -> PathCheck:

@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from . import head_schema
+from .extras import pip_install
 
 @contextlib.contextmanager
 def _quiet():
@@ -134,7 +135,7 @@ def _import(name: str):
         with _quiet():
             return importlib.import_module(name)
     except ImportError:
-        raise ImportError(f"running this Keras file needs {name} (pip install 'npxception[test]'); without "
+        raise ImportError(f"running this Keras file needs {name} ({pip_install('keras')}); without "
                           "a framework, dump its activations to .npz and compare with that") from None
 
 

@@ -30,11 +30,11 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
-import shlex
 import subprocess
 import sys
 import urllib.parse
 
+from . import shell
 from .download import DownloadError, discard, file_hash, get_file
 from .paths import cache_home
 from .untrusted import atomic_write
@@ -125,8 +125,8 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
                       progress=progress, offline=offline, allow_file=True, max_bytes=spec.max_bytes)
     except DownloadError as exc:
         # The advice makes the folder first: `convert -o` makes none, so pasted alone it failed.
-        by_hand = (f"mkdir -p {shlex.quote(str(npz.parent))} && python -m weights_tools convert "
-                   f"{shlex.quote(spec.fname)} -o {shlex.quote(str(npz))}")
+        by_hand = (f"mkdir -p {shell.arg(npz.parent)} && python -m weights_tools convert "
+                   f"{shell.arg(spec.fname)} -o {shell.arg(npz)}")
         raise DownloadError(
             f"{exc}\nAlternatively place converted weights at {npz} (`{by_hand}`), or pass your own converted "
             f"file (npxception.Xception(weights=PATH), `npxception predict --weights PATH`); for a mirror, set "

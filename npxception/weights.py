@@ -49,6 +49,7 @@ import numpy as np
 
 from . import architecture as arch
 from . import head_schema
+from . import shell
 from . import golden as gold
 from .config import CONFIG
 from .untrusted import (IrregularFileError, atomic_write, check_zip_directory, loads_json,  # noqa: F401
@@ -217,7 +218,7 @@ def _tensorflow_save(path: pathlib.Path) -> tuple[str, str] | None:
 
 def _convert_first(where: str, what: str, extra: str = "") -> str:
     return (f"{where}: {what}, not an npxception .npz weight file; convert it first: "
-            f"npxception convert {where}{extra} -o model.npz")
+            f"npxception convert {shell.arg(where)}{extra} -o model.npz")
 
 
 def _read_members(z: zipfile.ZipFile, where: str):

@@ -184,7 +184,7 @@ def _case(fw, model, path, size, pixels, seed, **kw):
     """One Keras run for both the random batch and the photos."""
     x = _x(size, pixels, seed)
     photos = _photo_batch(fw, size, pixels).astype(np.float32)
-    # keras_predict: Keras' predict's per-call set-up was ~33 s of the corpus' CPU (profiled 2026-11-29)
+    # one predict for both: each predict call traces the model, ~33 s of the corpus' CPU over all cases (profiled 2026-11-29)
     y = keras_predict(model, np.concatenate([x, photos]))
     return Case(path, size, pixels, x, y[:len(x)], PHOTOS, y[len(x):], **kw)
 

@@ -21,6 +21,7 @@ import dataclasses
 from npxception import golden as gold
 from npxception import keras_side
 from npxception.dtype_policy import SIXTEEN_BIT, describe
+from npxception.extras import pip_install
 
 from .errors import ConversionError
 from .vetting import open_in_keras
@@ -61,7 +62,7 @@ def load_in_keras(src, model, *, config=None):
         raise
     except ImportError:
         raise ConversionError(f"{src}: --check-with-keras runs the file in Keras, which is not installed: "
-                              "pip install 'npxception[test]', or convert without --check-with-keras") from None
+                              f"{pip_install('keras')}, or convert without --check-with-keras") from None
     except (ValueError, OSError, KeyError, TypeError) as exc:  # Keras' own errors seldom name the file
         raise ConversionError(f"{src}: --check-with-keras: Keras could not open it: {exc}") from None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from npxception import shell
 from npxception.config import CONFIG
 from npxception.untrusted import check_zip_directory, open_regular
 from npxception.weights import MANIFEST_KEY
@@ -188,7 +189,7 @@ def _refuse_npxception_file(src, where: str) -> None:
     if ours:
         raise ConversionError(
             f"{where}: already an npxception weight file (it holds our manifest): nothing to convert; use it as "
-            f"it is: `npxception predict --weights {where} IMAGE`, npxception.Xception(weights=...), or "
+            f"it is: `npxception predict --weights {shell.arg(where)} IMAGE`, npxception.Xception(weights=...), or "
             "`npxception verify` to check it. convert turns a Keras save (.keras, .h5, .weights.h5, a SavedModel "
             "or a TensorFlow checkpoint) into such a file")
 

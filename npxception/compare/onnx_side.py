@@ -333,11 +333,11 @@ class OnnxRun:
 def onnx_runner(model, path, layout, mapping) -> OnnxRun:
     """The ONNX file at ``path``, run by onnxruntime, its tensors under our names."""
     try:
-        import onnx  # optional extra ('bench'): only an .onnx comparison needs it
-        import onnxruntime as ort  # optional extra ('bench'), as onnx
+        import onnx  # optional extra ('onnx'): only an .onnx comparison needs it
+        import onnxruntime as ort  # optional extra ('onnx'), as onnx
     except ImportError:
         raise ImportError("comparing against an ONNX file needs onnx and onnxruntime "
-                          "(pip install 'npxception[bench]')") from None
+                          "(pip install 'npxception[onnx]')") from None
     proto = load_onnx(path)  # bounded, self-contained, CNN operators only: checked before onnxruntime sees it
     graph = proto.graph
     inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
