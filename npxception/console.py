@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -41,9 +42,39 @@ class CLIError(Exception):
         self.code = code
 
 
+# Names printed from files (a layer name, a dump key, an HDF5 attribute, a path a checkpoint names): a Keras
+# name is under 100 characters and a file path rarely past a few hundred (Linux's PATH_MAX is 4,096), so a
+# word (a run without spaces) past MAX_SHOWN_WORD is cut, with its length; a 1 MB layer name once made a
+# 1,000,308-byte error line. A whole text past MAX_SHOWN_TEXT (a compare report of 134 layers is ~20 kB) is cut
+# in its middle.
+MAX_SHOWN_WORD = 1024  # characters
+MAX_SHOWN_TEXT = 256 * 1024  # characters
+_LONG_WORD = re.compile(rf"\S{{{MAX_SHOWN_WORD + 1},}}")
+
+
+def _cut(match) -> str:
+    word = match.group(0)
+    return f"{word[:400]}...{word[-100:]} ({len(word):,} characters)"
+
+
+def shown(text) -> str:
+    """``text`` as a terminal may show it: control and format characters escaped on each line (ANSI escapes,
+    carriage returns, bidi overrides: labels.printable; the line breaks kept), long words cut
+    (:data:`MAX_SHOWN_WORD`), the whole at most :data:`MAX_SHOWN_TEXT` characters. Text from files may be
+    hostile: an escape sequence in a layer name could rewrite the terminal, a carriage return forge a line."""
+    from .labels import printable  # numpy's import: this module stays light until text is shown
+
+    text = "\n".join(_LONG_WORD.sub(_cut, printable(line)) for line in str(text).split("\n"))
+    if len(text) > MAX_SHOWN_TEXT:
+        head, tail = MAX_SHOWN_TEXT // 2, MAX_SHOWN_TEXT // 4
+        text = f"{text[:head]} ... ({len(text) - head - tail:,} characters not shown) ... {text[-tail:]}"
+    return text
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception as the one line the CLI prints (long multi-part messages keep their lines)."""
-    text = str(exc).strip() or type(exc).__name__
+    """An exception as the one line the CLI prints (long multi-part messages keep their lines), made
+    :func:`shown`: every error of both programs passes here, whatever file its names came from."""
+    text = shown(str(exc).strip() or type(exc).__name__)
     return " ".join(text.split("\n")) if len(text) < 400 else text
 
 
@@ -71,7 +102,7 @@ def run(prog: str, command, args, *, debug: bool) -> int:
     except MemoryError as exc:  # a reader that should have refused first: still say which file, and why
         if debug:
             raise
-        detail = " ".join(str(exc).split())
+        detail = " ".join(shown(exc).split())
         print(f"{prog}: error: {_inputs(args)}: reading it needed more memory than this process may take"
               f"{f' ({detail})' if detail else ''}; a valid file of its kind fits in far less: a hostile or "
               "corrupt file? (please report it)", file=sys.stderr)
@@ -220,6 +251,13 @@ def interrupt_requested():
             signal.signal(s, h)
 
 
+class _ShownFormatter(logging.Formatter):
+    """Notices may quote a file's names: :func:`shown`, as errors are."""
+
+    def format(self, record):
+        return shown(super().format(record))
+
+
 class _notices:
     """While a command runs, npxception's notices (e.g. "compiling kernels once") reach stderr.
 
@@ -229,7 +267,7 @@ class _notices:
 
     def __init__(self, prog: str):
         self.handler = logging.StreamHandler(sys.stderr)
-        self.handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+        self.handler.setFormatter(_ShownFormatter(f"{prog}: %(message)s"))
         self.logger = logging.getLogger("npxception")
 
     def __enter__(self):

@@ -225,6 +225,51 @@ def test_a_dump_naming_an_entry_twice_is_refused(small, dump, tmp_path):
         compare(model, path)
 
 
+
+def test_a_dump_entry_matching_no_layer_is_listed_never_read(small, dump, tmp_path):
+    """Review 23 F2: an entry named after none of our layers was inflated in full (2.24 GB declared in a 50 MB
+    dump: MemoryError) though compare never uses it. Here its data is cut short, so reading it fails: it is
+    listed as theirs only, from its name and header, and the rest compares; the same data under a layer's
+    name is read, and refused as truncated, which shows the header alone decided."""
+    model, acts = dump
+
+    def with_entry(path, name):
+        with zipfile.ZipFile(path, "w") as z:
+            for key in ("block1_conv1", INPUT_KEY):
+                buf = io.BytesIO()
+                np.save(buf, acts[key])
+                z.writestr(f"{key}.npy", buf.getvalue())
+            z.writestr(f"{name}.npy", _header((1, 35, 35, 32)) + b"\0" * 10)
+        return path
+
+    report = compare(model, with_entry(tmp_path / "junk.npz", "junk"))
+    assert report.theirs_only == ["junk"] and report.first_divergence is None, str(report)
+    with pytest.raises(ValueError, match="block1_conv1_bn"):
+        compare(model, with_entry(tmp_path / "bn.npz", "block1_conv1_bn"))
+
+
+def test_a_dump_entry_of_shape_nothing_under_a_layer_name_is_refused(small, dump, tmp_path):
+    """Review 23 F6: a single number under our layer's name was "tuple index out of range"."""
+    model, acts = dump
+    path = tmp_path / "scalar.npz"
+    np.savez(path, **{**acts, "block1_conv1_bn": np.float32(1.0)})
+    with pytest.raises(ValueError, match=f"{path}: entry 'block1_conv1_bn' has shape \\(\\), a single number; "
+                                         "expected our block1_conv1_bn's activations, a batch \\(N, ...\\) of them"):
+        compare(model, path)
+
+
+def test_a_big_endian_dump_compares_as_its_little_endian_twin(small, dump, tmp_path):
+    """Review 23 F3: '>f4' arrays hold valid values, and reached the compiled error measures as they were
+    (a Numba typing failure naming no file); read in native order, the report is the little-endian one's,
+    the same for a dict of them."""
+    model, acts = dump
+    np.savez(tmp_path / "little.npz", **acts)
+    np.savez(tmp_path / "big.npz", **{k: v.astype(v.dtype.newbyteorder(">")) for k, v in acts.items()})
+    little = compare(model, tmp_path / "little.npz")
+    for other in (tmp_path / "big.npz", dict(np.load(tmp_path / "big.npz"))):
+        big = compare(model, other)
+        assert big.rows == little.rows and big.first_divergence is None, str(big)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
@@ -363,6 +408,69 @@ def test_onnx_names_longer_in_total_than_any_export_are_refused(small, tmp_path)
 
 
 
+
+def _counted(kind):
+    """Review 23 F1: graphs whose lists are each one item over this reader's caps (the review's were 20 M empty
+    inputs, 2 M initializers, 50 M ints, 300 MB of metadata: GBs once parsed by every reader after ours). The counts
+    are written out, as the caps in compare/inputs.py give them."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    nodes = [h.make_node("ReduceMean", ["x"], ["predictions"], axes=[1, 2], keepdims=0, name="mean")]
+    inits, model_meta = [], {}
+    if kind == "inputs":  # empty names cost nothing in the name budget
+        nodes.append(h.make_node("Sum", ["predictions"] + [""] * 64, ["junk"]))
+    elif kind == "initializers":
+        inits = [h.make_tensor(f"i{k}", T.FLOAT, [], [0.0]) for k in range(10_001)]
+    elif kind == "attributes":
+        nodes.append(h.make_node("Identity", ["predictions"], ["junk"],
+                                 **{f"a{k}": 1 for k in range(65)}))
+    elif kind == "attribute values":
+        nodes.append(h.make_node("Identity", ["predictions"], ["junk"], junk=[1] * (4_097)))
+    elif kind == "items":  # a value_info whose shape has a million dims: a list no other cap names
+        vi = h.make_tensor_value_info("deep", T.FLOAT, [1] * (1 << 20))
+    elif kind == "metadata":
+        model_meta = {"junk": "a" * (16 << 20)}
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 71, 71, 3])],
+                         [h.make_tensor_value_info("predictions", T.FLOAT, [1, 3])], initializer=inits,
+                         value_info=[vi] if kind == "items" else [])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    onnx.helper.set_model_props(model, model_meta)
+    return model
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("inputs", "node #1 ('Sum') has 65 inputs; an Xception export's nodes take at most 5, and this reader at most 64"),
+    ("initializers", "its graph has 10,001 initializers, more than the 10,000 this reader takes"),
+    ("attributes", "node #1 ('Identity') has 65 attributes"),
+    ("attribute values", "node #1 ('Identity')'s attribute 'junk' holds 4,097 values; an Xception export's hold at "
+     "most 4 (a window's pads), and this reader takes at most 4,096"),
+    ("items", "its lists hold more than 1,048,576 items in all"),
+    ("metadata", "its doc_string and metadata_props text totals more than 16,777,216 characters"),
+])
+def test_onnx_lists_longer_than_any_export_are_refused_by_count(tmp_path, kind, message):
+    """Each refused from its count, before a name is read or shape inference and onnxruntime copy the graph."""
+    import onnx
+
+    from npxception.compare.inputs import load_onnx
+
+    path = tmp_path / "counted.onnx"
+    onnx.save(_counted(kind), path)
+    with pytest.raises(ValueError) as info:
+        load_onnx(path)
+    assert str(info.value).startswith(f"{path}: {message}"), info.value
+
+
+def test_onnx_empty_inputs_are_refused_in_the_cli_under_a_memory_limit(small, tmp_path):
+    """The review's repro through the CLI: one line naming the file and the count, not a shape error."""
+    import onnx
+
+    path = tmp_path / "sum.onnx"
+    onnx.save(_counted("inputs"), path)
+    out = run_capped("compare", "--weights", small, "--against", path)
+    assert_refused(out, str(path), "node #1 ('Sum') has 65 inputs")
+
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
     """A tensor stored in another file (onnxruntime would read whatever path it names) and an operator of
     another domain are refused by name; an ONNX file as a FIFO is named, never opened for reading."""
@@ -495,14 +603,16 @@ def test_onnx_sizes_set_by_values_must_follow_from_the_input_shape(dump, tmp_pat
     for op, node, inits in (  # sizes set by values in the file: one tensor's bound, as the Resize above
             ("Pad", h.make_node("Pad", ["block1_conv1", "pads"], ["big"], name="grow"),
              [h.make_tensor("pads", T.INT64, [8], [0, 0, 5000, 5000, 0, 0, 5000, 5000])]),
-            ("Concat", h.make_node("Concat", ["block1_conv1"] * 2000, ["big"], axis=1, name="grow"), [])):
+            ("Concat", h.make_node("Concat", ["block1_conv1"] * 64, ["big"], axis=1, name="grow"), [])):  # 64: a node's cap
         path = _onnx(tmp_path / f"{op}.onnx", [ident, node, mean], inits)
         with pytest.raises(ValueError, match=f"{path}: node 'grow', a {op}, makes 'big' of shape"):
             compare(model, path, x)
     many = [ident, *(h.make_node("Resize", ["block1_conv1", "", "scales"], [f"r{i}"], mode="nearest")
-                     for i in range(300)), h.make_node("Sum", [f"r{i}" for i in range(300)], ["big"]), mean]
+                     for i in range(300)),  # summed 60 at a time: a node takes at most 64 inputs
+            *(h.make_node("Sum", [f"r{i}" for i in range(j, j + 60)], [f"s{j}"]) for j in range(0, 300, 60)),
+            h.make_node("Sum", [f"s{j}" for j in range(0, 300, 60)], ["big"]), mean]
     path = _onnx(tmp_path / "many.onnx", many, [h.make_tensor("scales", T.FLOAT, [4], [1, 1, 3, 3])])
-    with pytest.raises(ValueError, match=r"its tensors hold 40,9\d\d,\d{3} values in all for a 1x71x71x3 input"):
+    with pytest.raises(ValueError, match=r"its tensors hold 41,6\d\d,\d{3} values in all for a 1x71x71x3 input"):
         compare(model, path, x)
 
 

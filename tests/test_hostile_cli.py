@@ -243,3 +243,28 @@ def test_a_memory_error_no_reader_caught_names_the_input_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"npxception: error: {src}: reading it needed more memory than this process may take; "), err
     assert "MemoryError" not in err and "imagenet" not in err, err
+
+
+def test_names_from_files_reach_the_terminal_escaped_and_cut(small, tmp_path, capsys):
+    """Review 23 F4: a dump key holding an ANSI escape and a carriage return was printed raw in compare's
+    report ("theirs only"), and an error quoting a name from a file was printed as it came (a 1 MB layer name
+    made a 1,000,308-byte line): both go through console.shown, escaped, and a long name cut with its length."""
+    from npxception import console
+
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 71, 71, 3)).astype(np.float32)
+    hostile = "ok\x1b[2J\x1b[31m\rFORGED"
+    np.savez(tmp_path / "d.npz", __input__=x, block1_conv1=np.zeros((1, 35, 35, 32), np.float32),  # differs: FAIL
+             **{hostile: np.zeros(3, np.float32)})
+    cli.main(["compare", "--weights", str(small / "small.npz"), "--against", str(tmp_path / "d.npz")])
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\r" not in out + err
+    assert "ok\\x1b[2J\\x1b[31m\\rFORGED" in out, out + err
+
+    def fails(args):
+        raise ValueError(f"layer {'a' * 10**6} and {hostile}: expected a Keras name")
+
+    assert console.run("npxception", fails, None, debug=False) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and len(err) < 2000, len(err)
+    assert err.startswith("npxception: error: layer " + "a" * 400 + "..." + "a" * 100 + " (1,000,000 characters) "
+                          "and ok\\x1b[2J\\x1b[31m\\rFORGED: expected a Keras name"), err[:700]

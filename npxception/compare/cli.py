@@ -15,6 +15,7 @@ from ..images import image_suffixes
 from ..input_stage import output_size
 from ..model import Xception, load
 from ..prediction import check_size_option, expand, feed, load_photo, photo_size
+from ..console import shown
 from ..untrusted import check_output_dir
 from .core import compare
 from .inputs import check_other_path
@@ -217,8 +218,8 @@ def cli_compare(args) -> int:
         # stdout stays one JSON document; warnings and the verdict go to stderr
         print(report.to_json())
         for w in report.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        print(report.verdict, file=sys.stderr)
+            print(shown(f"warning: {w}"), file=sys.stderr)
+        print(shown(report.verdict), file=sys.stderr)
     else:
         print(report)  # its last line is the verdict
     return 0 if report.ok else 1

@@ -28,6 +28,7 @@ import re
 import zipfile
 import zlib
 
+import numpy as np
 
 from .. import architecture as arch
 from .. import input_stage as stage
@@ -110,8 +111,9 @@ def _input_geometry(shape, layout, channels, what) -> tuple[int, tuple[int, int]
     return shape[0], (shape[2], shape[3]) if nchw else (shape[1], shape[2])
 
 
-def read_dump(path, model, mapping=None, layout=None) -> dict:
-    """A ``.npz`` activation dump ``{their key: array}``, read within a budget known before its data.
+def read_dump(path, model, mapping=None, layout=None) -> tuple[dict, list[str]]:
+    """A ``.npz`` activation dump ``{their key: array}``, read within a budget known before its data, and
+    the keys it holds that compare can never match to a layer of ours (listed, never read).
 
     ``mapping``: ``{their name: our name}`` (compare's ``names=``); ``layout``: the dump's, if given.
     Refused, naming the file and the entry: a name listed twice in the zip, an entry that is no
@@ -159,16 +161,40 @@ def _read_members(z: zipfile.ZipFile, where, size, model, mapping, layout) -> di
             raise ValueError(f"{where}: entry {key!r} has dtype {dtype}; expected a numeric activation "
                              f"array{hint}")
         headers[key] = (tuple(shape), dtype)
-    _check_budget(headers, where, size, model, mapping, layout)
-    return {key: _read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
-                           max_bytes=math.prod(shape) * dtype.itemsize)
-            for key, (shape, dtype) in headers.items()}
+    unread = _check_budget(headers, where, size, model, mapping, layout)
+    return {key: native_order(_read_npy(z, members[key], where, repr(key), shape=shape, kinds="fiu",
+                                        max_bytes=math.prod(shape) * dtype.itemsize))
+            for key, (shape, dtype) in headers.items() if key not in unread}, unread
 
 
-def _check_budget(headers, where, size, model, mapping, layout) -> None:
+def native_order(a):
+    """``a`` in the machine's byte order: a big-endian array (``>f4``: np.save on a big-endian machine, or
+    ``astype('>f4')`` wrote) holds valid values, and the compiled kernels take native arrays only."""
+    a = np.asarray(a)
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _scoped_layer(key: str, names: set, largest: dict) -> str | None:
+    """Our layer a TFLite-style key's scopes name (``model/block1_conv1_act/Relu;...``: any scope, its traced
+    ``_N`` suffix dropped or not, that is one of our names, or our largest layer of an auto-name's kind), as
+    compare's matcher (names.match_tflite_names) may take it; None when no scope does."""
+    for segment in key.split(";"):
+        for scope in segment.split("/")[:-1]:
+            for name in (scope, re.sub(r"_\d+$", "", scope)):
+                if name in names:
+                    return name
+                if (auto := AUTO_NAME_PATTERN.fullmatch(name)) and auto.group(1) in largest:
+                    return largest[auto.group(1)]
+    return None
+
+
+def _check_budget(headers, where, size, model, mapping, layout) -> list[str]:
     """Refuse, before any data is read, an entry larger than our layer of its name (or, for a Keras
     auto-name, our largest layer of that kind) for the dump's batch and input size, or arrays that
-    together exceed what the file's size can hold."""
+    together exceed what the file's size can hold. Returns the entries compare can never match to a layer
+    of ours, by name or (a TFLite-style scoped key, an auto-name) by shape: they are listed in the report
+    as theirs only and never read (review 23: an entry ``junk`` declaring 2.24 GB in a 50 MB dump was
+    inflated in full)."""
     batch, hw = None, None
     if INPUT_KEY in headers:
         geometry = _input_geometry(headers[INPUT_KEY][0], layout, model.channels, f"{where}: entry {INPUT_KEY!r}")
@@ -185,18 +211,31 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         prefix = AUTO_NAMES.get(layer.kind)
         if prefix and ours.get(layer.name, 0) > ours.get(largest.get(prefix), -1):
             largest[prefix] = layer.name
-    total, largest_entry = 0, None
+    names = set(model.layer_names)
+    total, largest_entry, unread = 0, None, []
     for key, (shape, dtype) in headers.items():
         nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps (2**32, 2**32) to 0
+        target = mapping.get(key, key)
+        auto = AUTO_NAME_PATTERN.fullmatch(target)
+        name = target if target in names else largest.get(auto.group(1)) if auto else None
+        per_image = math.prod(shape[1:])
+        if key != INPUT_KEY and name is None:
+            # a scoped key is matched only when its shape agrees with its layer's: a larger one never is
+            scoped = _scoped_layer(target, names, largest)
+            if (scoped is None or not shape
+                    or (scoped in ours and per_image > SLACK_FACTOR * ours[scoped] + SLACK_VALUES)):
+                unread.append(key)
+                continue
         total += nbytes
         if largest_entry is None or nbytes > largest_entry[1]:
             largest_entry = (key, nbytes, shape)
-        target = mapping.get(key, key)
-        auto = AUTO_NAME_PATTERN.fullmatch(target)
-        name = target if target in ours else largest.get(auto.group(1)) if auto else None
-        if key == INPUT_KEY or name is None or not shape:
-            continue  # no layer of ours to measure it by: only the file's own budget below bounds it
-        per_image = math.prod(shape[1:])
+        if key == INPUT_KEY or name is None:
+            continue  # the input is checked by the caller; a scoped key is matched by its shape
+        if not shape:
+            raise ValueError(f"{where}: entry {key!r} has shape (), a single number; expected our {name}'s "
+                             "activations, a batch (N, ...) of them")
+        if name not in ours:
+            continue  # our input size is unknown: only the file's own budget below bounds it
         if per_image > SLACK_FACTOR * ours[name] + SLACK_VALUES or (batch is not None and shape[0] != batch):
             raise ValueError(f"{where}: entry {key!r} declares shape {shape}: {shape[0]:,} images of {per_image:,} "
                              f"values; our {name} holds {ours[name]:,} per image at {hw[0]}x{hw[1]}"
@@ -208,6 +247,7 @@ def _check_budget(headers, where, size, model, mapping, layout) -> None:
         raise ValueError(f"{where}: its arrays declare {total:,} bytes in all (the largest, entry {key!r}, "
                          f"shape {shape}: {nbytes:,} bytes), more than a dump of {size:,} bytes may unpack to "
                          f"({cap:,}: {MAX_INFLATION}x its size + 1 MiB; a zip bomb?); refused before reading them")
+    return unread
 
 
 # --------------------------------------------------------------------------- ONNX graphs
@@ -256,6 +296,27 @@ MAX_NAMES_TEXT = 4 << 20  # characters, all nodes' names, inputs and outputs tog
 # A node's outputs: an Xception export's nodes have 1 (BatchNormalization in training mode, Dropout with its
 # mask, Split: a few); each output's name is split as above.
 MAX_NODE_OUTPUTS = 64
+# Counts the protobuf parser turns into objects whatever their size in the file: an empty name is 2 bytes in the
+# file and a string object in every reader after ours (onnx's shape inference, onnxruntime), so each list is
+# capped by count, before its items are read (review 23: a Sum of 20 M empty inputs, 123 MB, took 1.74 GB and
+# 28.5 s; 2 M scalar initializers 2.2 GB and 99 s; one attribute of 50 M ints 1.9 GB). What an Xception export
+# holds: tf2onnx's 165 nodes take at most 5 inputs (Slice: data, starts, ends, axes, steps; Resize 4) and carry
+# at most 5 attributes (Conv: dilations, group, kernel_shape, pads, strides) of at most 4 values (pads of a 2-D
+# window); 219 initializers (236 weight arrays in Keras' model, fewer once BN is folded, a torch export ~280).
+MAX_NODE_INPUTS = 64  # a port's Concat or Sum joins a few branches
+MAX_NODE_ATTRIBUTES = 64
+MAX_ATTRIBUTE_VALUES = 4096  # an attribute's ints, floats, strings or tensors: a Constant's shape vector at most
+MAX_ONNX_TENSORS = MAX_ONNX_NODES  # initializers, and each of the graph's inputs, outputs and value_info lists
+# Every repeated item of the model together (nodes, their inputs, outputs and attributes, attribute values,
+# tensors' dims, opset imports, functions, training info...), tensors' stored values apart (they are weights,
+# charged by the file's size): tf2onnx's Xception has 2,410; this bounds any list the caps above do not name.
+MAX_ONNX_ITEMS = 1 << 20
+# doc_string and metadata_props (key and value) anywhere in the model: tf2onnx writes none, torch's dynamo
+# exporter a stack trace and module paths per node (a few kB each, under 1 MB for an Xception). A 300 MB
+# metadata_props was copied by every reader after ours (2.3 GB).
+MAX_METADATA_TEXT = 16 << 20  # characters
+# a tensor's stored values (its dims are charged as items)
+_TENSOR_VALUES = frozenset({"float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"})
 
 
 def _check_name(name: str, node, i: int, where: str) -> None:
@@ -316,6 +377,7 @@ def load_onnx(path):
     if len(graph.node) > MAX_ONNX_NODES:
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
+    _check_counts(proto, where)
     family = _foreign_family(graph)
     if family:
         raise ValueError(f"{where}: {family}")
@@ -370,6 +432,62 @@ def load_onnx(path):
             raise ValueError(f"{where}: tensor {t.name!r} declares shape {tuple(t.dims)} ({declared:,} values) and "
                              f"stores {stored:,}")
     return proto
+
+
+def _check_counts(proto, where: str) -> None:
+    """Refuse a model whose lists hold more items than any Xception export's (the caps above), by count alone:
+    ``len()`` of a parsed list reads none of its items, so this runs before any name is read or any reader after
+    ours (shape inference, onnxruntime) copies the graph."""
+    graph = proto.graph
+    for field, what in (("initializer", "initializers"), ("input", "inputs"), ("output", "outputs"),
+                        ("value_info", "value_info entries")):
+        n = len(getattr(graph, field))
+        if n > MAX_ONNX_TENSORS:
+            raise ValueError(f"{where}: its graph has {n:,} {what}, more than the {MAX_ONNX_TENSORS:,} this reader "
+                             "takes (an Xception export has a few hundred): refused before reading them")
+    for i, node in enumerate(graph.node):
+        if len(node.input) > MAX_NODE_INPUTS:
+            raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)}) has {len(node.input):,} inputs; an "
+                             f"Xception export's nodes take at most 5, and this reader at most {MAX_NODE_INPUTS}: "
+                             "refused before reading their names")
+        if len(node.attribute) > MAX_NODE_ATTRIBUTES:
+            raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)}) has {len(node.attribute):,} "
+                             f"attributes; an Xception export's nodes carry at most 5, and this reader at most "
+                             f"{MAX_NODE_ATTRIBUTES}: refused before reading them")
+        for a in node.attribute:
+            n = max(len(a.ints), len(a.floats), len(a.strings), len(a.tensors), len(a.graphs),
+                    len(a.sparse_tensors), len(a.type_protos))
+            if n > MAX_ATTRIBUTE_VALUES:
+                raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)})'s attribute "
+                                 f"{short_repr(a.name)} holds {n:,} values; an Xception export's hold at most 4 "
+                                 f"(a window's pads), and this reader takes at most {MAX_ATTRIBUTE_VALUES:,}: "
+                                 "refused before reading them")
+    items, text = 0, 0
+    stack = [proto]
+    while stack:  # every message of the model once, a list charged by its length before its items are pushed
+        msg = stack.pop()
+        if msg.DESCRIPTOR.name == "StringStringEntryProto":
+            text += len(msg.key) + len(msg.value)
+        for field, value in msg.ListFields():
+            if getattr(field, "is_repeated", None) or getattr(field, "label", None) == 3:
+                if msg.DESCRIPTOR.name == "TensorProto" and field.name in _TENSOR_VALUES:
+                    continue
+                items += len(value)
+                if items > MAX_ONNX_ITEMS:
+                    raise ValueError(f"{where}: its lists hold more than {MAX_ONNX_ITEMS:,} items in all (nodes, "
+                                     f"their inputs, outputs and attributes, tensors' dims...; at its "
+                                     f"{field.name!r} list); an Xception export's hold a few thousand: refused "
+                                     "before reading them")
+                if field.message_type is not None:
+                    stack.extend(value)
+            elif field.message_type is not None:
+                stack.append(value)
+            elif field.name == "doc_string":
+                text += len(value)
+        if text > MAX_METADATA_TEXT:
+            raise ValueError(f"{where}: its doc_string and metadata_props text totals more than "
+                             f"{MAX_METADATA_TEXT:,} characters; an Xception export's is under 1 MB (none from "
+                             "tf2onnx): refused before loading")
 
 
 _CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}

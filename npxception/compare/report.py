@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..console import shown
 from ..head import activation
 from ..untrusted import atomic_write
 from .hypotheses import Diagnosis
@@ -326,9 +327,9 @@ class Report:
             lines.append(f"not compared ({len(self.not_compared)} of our layers, no counterpart in theirs): "
                          f"{compact_names(self.not_compared)}")
         if self.theirs_only:
-            shown = ", ".join(self.theirs_only[:8]) + (f" and {len(self.theirs_only) - 8} more"
+            listed = ", ".join(self.theirs_only[:8]) + (f" and {len(self.theirs_only) - 8} more"
                                                         if len(self.theirs_only) > 8 else "")
-            lines.append(f"theirs only ({len(self.theirs_only)}, none of our names): {shown}")
+            lines.append(f"theirs only ({len(self.theirs_only)}, none of our names): {listed}")
         lines.append("per stage: " + "; ".join(
             f"{flow} {s['layers']} layers, {s['failing']} failing, {s['sources']} sources, max rel {s['max_rel']:.2g}"
             for flow, s in self.stages().items()))
@@ -338,7 +339,7 @@ class Report:
         lines.append(f"sources of error: {len(sources)}" + (":" if sources else ""))
         lines += self.source_lines()
         lines.append(self.verdict)
-        return "\n".join(lines)
+        return shown("\n".join(lines))  # their names (a dump's keys, a graph's tensors) come from a file
 
     def plot(self, path):
         """Accumulated and local error against depth on a log scale, sources marked and named

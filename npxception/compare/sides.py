@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import head_schema
 from .. import keras_side
-from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, read_dump
+from .inputs import INPUT_KEY, OTHER_FORMS, check_other_path, input_layout, native_order, read_dump
 from .names import names_for
 from .onnx_side import onnx_runner
 from .report import UNKNOWN
@@ -46,6 +46,7 @@ class Other:
     # it; a dump states none (UNKNOWN), and the prediction agreement never guesses one (report.agreement)
     activation: str | None = UNKNOWN
     convs: dict = field(default_factory=dict)  # {our conv layer: their weights and pads}, from an ONNX graph
+    theirs_only: list = field(default_factory=list)  # their names matching none of ours, never read (a dump's)
 
     def __call__(self, x):
         return self.run(x)
@@ -131,7 +132,7 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
                      *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
                      activation=keras_side.output_activation(model, other))
     if isinstance(other, dict):
-        acts = dict(other)
+        acts = {k: native_order(v) for k, v in other.items()}
         return Other("activation dict", lambda x: _renamed(acts, mapping), None, fixed=True,
                      layout=layout, names=mapping)
     if not isinstance(other, (str, pathlib.Path)):
@@ -141,9 +142,9 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
     check_other_path(path)  # a regular file or a TensorFlow save; a FIFO or a device is named, never read
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        acts = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
+        acts, unread = read_dump(path, model, mapping, layout)  # headers first, within a budget (inputs.py)
         return Other(str(path), lambda x: _renamed(acts, mapping), None, fixed=True, layout=layout,
-                     names=mapping)
+                     names=mapping, theirs_only=[mapping.get(k, k) for k in unread])
     if suffix == ".onnx":
         side = onnx_runner(model, path, layout, mapping)
         return Other(str(path), side.run, side.precision, layout=layout or None, names=mapping,
