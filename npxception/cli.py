@@ -172,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     be.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    for command in sub.choices.values():  # `npxception summary --version` too, as --debug is in both places
+        command.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
 
