@@ -113,6 +113,19 @@ def open_regular(path, *, follow_symlinks: bool = True):
     return os.fdopen(fd, "rb")  # from here the file object owns (and closes) the descriptor
 
 
+def read_capped(path, limit: int, f=None) -> bytes:
+    """A regular file's bytes, its size checked against ``limit`` on the open descriptor before a byte is read
+    (and the read capped: a file growing meanwhile is cut); ``f``: the file already opened with
+    :func:`open_regular`. A FIFO or device is an :class:`IrregularFileError`, a larger file a ValueError."""
+    if f is None:
+        with open_regular(path) as opened:
+            return read_capped(path, limit, opened)
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        raise ValueError(f"{path}: {size:,} bytes, over the {limit:,}-byte limit")
+    return f.read(limit + 1)[:limit]
+
+
 # --------------------------------------------------------------------------- messages
 
 def short_repr(value, limit: int = 80) -> str:

@@ -270,6 +270,26 @@ def test_a_big_endian_dump_compares_as_its_little_endian_twin(small, dump, tmp_p
         big = compare(model, other)
         assert big.rows == little.rows and big.first_divergence is None, str(big)
 
+
+def test_a_names_map_is_read_within_the_configs_limits(tmp_path):
+    """Review 23 F5: --names MAP.json was json.loads(path.read_text()): 100,000 levels deep was Python's
+    "maximum recursion depth exceeded" naming no file, and 600 MB of whitespace parsed at 1.41 GB. It is read
+    as a config is (8 MiB, checked on its size before reading; nesting a clear error naming the file)."""
+    from npxception.compare.names import resolve_names
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=f"^{deep}: not a readable JSON object \\(the JSON is nested too deeply"):
+        resolve_names(deep, ["block1_conv1"])
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:  # sparse: refused by its size before a byte is read
+        f.truncate(8 * 1024**2 + 1)
+    with pytest.raises(ValueError, match=f"^{big}: 8,388,609 bytes, over the 8,388,608-byte limit: a names map"):
+        resolve_names(big, ["block1_conv1"])
+    fine = tmp_path / "fine.json"
+    fine.write_text('{"conv1": "block1_conv1"}')
+    assert resolve_names(fine, ["block1_conv1"]) == {"conv1": "block1_conv1"}
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
