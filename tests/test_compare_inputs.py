@@ -290,6 +290,17 @@ def test_a_names_map_is_read_within_the_configs_limits(tmp_path):
     fine.write_text('{"conv1": "block1_conv1"}')
     assert resolve_names(fine, ["block1_conv1"]) == {"conv1": "block1_conv1"}
 
+
+def test_a_dump_input_holding_nan_is_named(small, dump, tmp_path):
+    """Review 23 F6: a NaN in the dump's __input__ was "x: contains NaN or Inf", naming neither file nor entry."""
+    model, acts = dump
+    x = acts[INPUT_KEY].copy()
+    x[0, 3, 4, 1] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, **{**acts, INPUT_KEY: x})
+    with pytest.raises(ValueError, match=f"^{path}: entry '__input__' contains NaN or Inf; expected the finite"):
+        compare(model, path)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
@@ -490,6 +501,21 @@ def test_onnx_empty_inputs_are_refused_in_the_cli_under_a_memory_limit(small, tm
     onnx.save(_counted("inputs"), path)
     out = run_capped("compare", "--weights", small, "--against", path)
     assert_refused(out, str(path), "node #1 ('Sum') has 65 inputs")
+
+
+def test_an_onnx_graph_without_outputs_is_refused_by_name(tmp_path):
+    """Review 23 F6: a graph declaring no output was "list index out of range"."""
+    import onnx
+
+    from npxception.compare.inputs import load_onnx
+
+    model = _counted("none")
+    del model.graph.output[:]
+    path = tmp_path / "no_output.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ValueError, match=f"^{path}: its graph declares no output; an exported model declares"):
+        load_onnx(path)
+
 
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
     """A tensor stored in another file (onnxruntime would read whatever path it names) and an operator of

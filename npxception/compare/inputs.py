@@ -378,6 +378,9 @@ def load_onnx(path):
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
     _check_counts(proto, where)
+    if not graph.output:  # compare reads the final output from the first
+        raise ValueError(f"{where}: its graph declares no output; an exported model declares its predictions "
+                         "(graph.output) at least")
     family = _foreign_family(graph)
     if family:
         raise ValueError(f"{where}: {family}")
