@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import warnings
@@ -701,3 +702,44 @@ def test_against_a_fifo_or_a_device_says_what_it_is(small, tmp_path, capsys, kin
     err = capsys.readouterr().err
     assert f"{path}: is {'a FIFO (named pipe)' if kind == 'fifo' else 'a character device'}" in err, err
     assert "expected a .keras, .h5, .onnx or .npz file" in err
+
+
+def test_irregular_photos_and_savedmodel_files_say_what_they_are(small, dump, tmp_path, capsys):
+    """Review 23 F7: `compare --image` given a FIFO or a symlink to /dev/zero said "no such file or folder", and
+    in a SavedModel directory an irregular keras_metadata.pb or saved_model.pb was described as missing. Each is
+    named for what it is (nothing waits on the FIFO)."""
+    from npxception import cli
+    from weights_tools.errors import ConversionError
+    from weights_tools.formats import detect_format
+
+    model, acts = dump
+    np.savez(tmp_path / "d.npz", **acts)
+    os.mkfifo(tmp_path / "cat.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    for photo, what in (("cat.jpg", "is a FIFO (named pipe)"), ("zero.jpg", "is a character device")):
+        assert cli.main(["compare", "--weights", str(small), "--against", str(tmp_path / "d.npz"),
+                         "--image", str(tmp_path / photo)]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / photo}: {what}, not a regular file; expected a photo or a folder of photos" in err, err
+
+    for name, kind, what in (("keras_metadata.pb", "fifo", "is a FIFO (named pipe)"),
+                             ("keras_metadata.pb", "zero", "is a character device"),
+                             ("keras_metadata.pb", "dir", "is a directory"),
+                             ("keras_metadata.pb", "loop", "cannot be opened (Too many levels of symbolic links)"),
+                             ("saved_model.pb", "fifo", "is a FIFO (named pipe)"),
+                             ("saved_model.pb", "urandom", "is a character device")):
+        sm = tmp_path / f"sm_{name}_{kind}"
+        sm.mkdir()
+        for other in {"saved_model.pb", "keras_metadata.pb"} - {name}:
+            (sm / other).write_bytes(b"\x08\x01")
+        target = sm / name
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "dir":
+            target.mkdir()
+        elif kind == "loop":
+            target.symlink_to(target)
+        else:
+            target.symlink_to(f"/dev/{kind}")
+        with pytest.raises(ConversionError, match=f"^{target}: {re.escape(what)}"):
+            detect_format(sm)
