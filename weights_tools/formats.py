@@ -32,7 +32,7 @@ import re
 import struct
 import zipfile
 
-from npxception.untrusted import IrregularFileError, check_regular
+from npxception.untrusted import NO_FILE, why_not_regular
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
@@ -102,14 +102,10 @@ def _holds_file(path: pathlib.Path) -> bool:
     called each of them absent, and the directory was then described as missing that file."""
     if not os.path.lexists(path):
         return False
-    try:
-        check_regular(path)
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: a symbolic link to nothing; expected a regular file") from None
-    except IrregularFileError as exc:
-        raise ConversionError(f"{exc}; expected a regular file") from None
-    except OSError as exc:  # ELOOP: a symbolic link loop
-        raise ConversionError(f"{path}: cannot be opened ({exc.strerror or exc}); expected a regular file") from None
+    why = why_not_regular(path)
+    if why:
+        raise ConversionError(f"{path}: {'a symbolic link to nothing' if why == NO_FILE else why}; expected a "
+                              "regular file")
     return True
 
 
