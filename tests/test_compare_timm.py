@@ -86,7 +86,7 @@ def test_fine_tuned_head_and_logits(top, port):
     report = compare(model, port("logits", **CORRECT), layout="NCHW", names=TIMM, images=PHOTOS)
     assert report.ok and not report.sources and report.rows[0].shape_ours[0] == 2, str(report)
     last = report.rows[-1]
-    assert last.layer == "dense_1" and last.passed and "softmax applied to their logits" in last.note, str(report)
+    assert last.layer == "dense_1" and last.passed and "compared as logits, which their side states" in last.note, str(report)
     assert report.agreement.images == 2 and report.agreement.max_dp < 1e-6
 
 
@@ -151,3 +151,94 @@ def test_weight_bugs_are_named_from_their_weights(port, top, x):
     assert [(r.layer, r.diagnosis and r.diagnosis.cause) for r in report.sources] == [
         ("block7_sepconv2", "their_weights")], str(report)
     assert "output channels permuted (their 3 is our 4, their 4 is our 3)" in report.sources[0].diagnosis.explanation
+
+
+# ---- a confident classifier returning logits (review 22, finding 1) --------------------------------
+
+@pytest.fixture(scope="module")
+def confident(top, x):
+    """``top`` with a realistic classifier: logits spread over ~10 units (top logit ~20 above the rest, p of
+    the top class 1 - 1e-9), where the seeded model's are near-uniform; rescaled as a trained head's are.
+    The suite missed finding 1 because a seeded head's softmax never saturates."""
+    model = XceptionModel(dict(top.weights), head=top.head, input_shape=SHAPE)
+    _, a = model.forward(x, capture=["avg_pool"])
+    k = model.get_layer("predictions").get_weights()[0]
+    k = (k - k.mean()) * (10.0 / (np.asarray(a["avg_pool"])[0] @ k).std())
+    model.get_layer("predictions").set_weights([k.astype(np.float32), np.zeros(10, np.float32)])
+    assert model(x).max() > 1 - 1e-6  # saturated: what hid the port's logits
+    return model
+
+
+def _edited(src, dst, edit):
+    """The ONNX graph at ``src`` with ``edit(name, array) -> array or None`` applied to its initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(src))
+    for i, t in enumerate(g.graph.initializer):
+        new = edit(t.name, numpy_helper.to_array(t).copy())
+        if new is not None:
+            g.graph.initializer[i].CopyFrom(numpy_helper.from_array(new, t.name))
+    onnx.save(g, str(dst))
+    return dst
+
+
+def test_confident_logits_are_compared_as_logits(confident, port, x, tmp_path):
+    """timm's fc returns logits; ours ends with softmax, saturated (p = 1 - 1e-9). Their logits were put
+    through our softmax before the row was compared and diagnosed: one class's bias off by 3.0 passed
+    ("no divergence: 133 layers agree", with top-5 overlap 80%), and permuted classes were "explained by
+    dense kernel (out, in) read as (in, out)". Compared as logits: the bias is the source, the permutation
+    is named with the permutation (classes_permuted, new). Tolerance: compare's float32 default; a correct port's logits differ
+    by float32 round-off (the correct graph passes, asserted first)."""
+    good = port("confident", model=confident, **CORRECT)
+    assert compare(confident, good, x, layout="NCHW", names=TIMM).ok
+    runner_up = int(np.argsort(-confident(x)[0])[1])
+
+    def bias_off(name, a):
+        if name == "fc.bias":
+            a[(runner_up + 1) % 10] += 3.0
+            return a
+
+    report = compare(confident, _edited(good, tmp_path / "bias.onnx", bias_off), x, layout="NCHW", names=TIMM)
+    assert not report.ok and [r.layer for r in report.sources] == ["predictions"], str(report)
+    assert "compared as logits" in report.rows[-1].note
+    perm = np.random.default_rng(0).permutation(10)
+
+    def permuted(name, a):
+        return a[perm] if name in ("fc.weight", "fc.bias") else None
+
+    report = compare(confident, _edited(good, tmp_path / "perm.onnx", permuted), x, layout="NCHW", names=TIMM)
+    d = report.sources[-1].diagnosis
+    assert [r.layer for r in report.sources] == ["predictions"] and d is not None, str(report)
+    assert d.cause == "classes_permuted" and d.parameter == perm.tolist(), str(report)
+
+
+def test_saturated_probabilities_with_other_rankings_do_not_pass(confident, port, x, tmp_path):
+    """Both sides softmax (their graph ends in Softmax), saturated: a non-top class's bias off by 3.0 moves
+    its probability by ~1e-8, within rtol 1e-4 of max|p| = 1, and reorders the top 5. A passing verdict
+    never coexists with rankings that differ: the row fails, saying so, and ok is False."""
+    good = port("confident_softmax", model=confident, softmax=True, **CORRECT)
+    assert compare(confident, good, x, layout="NCHW", names=TIMM).ok  # a correct port: no ranking flips
+    p = confident(x)[0].astype(np.float64)
+    order = np.argsort(-p)
+
+    def raised(name, a):  # the 7th class's logit 1.0 above the runner-up's: into the top 5, second
+        if name == "fc.bias":
+            a[order[6]] += np.log(p[order[1]]) - np.log(p[order[6]]) + 1.0
+            return a
+
+    report = compare(confident, _edited(good, tmp_path / "rank.onnx", raised), x, layout="NCHW", names=TIMM)
+    assert report.agreement.top5_overlap < 1
+    last = report.rows[-1]
+    assert not report.ok and not last.passed and "class rankings differ" in last.note, str(report)
+
+
+def test_our_logits_against_their_probabilities_are_compared_as_probabilities(top, port, x):
+    """Ours returns logits (classifier_activation=None), their graph ends in Softmax: the row compared
+    their probabilities with our logits and reported a source (output_probabilities). Now their activation
+    is applied to ours, as the row says, and a correct port passes."""
+    head = [dict(h) for h in top.head]
+    head[-1]["activation"] = None
+    model = XceptionModel(dict(top.weights), head=head, input_shape=SHAPE)
+    report = compare(model, port("softmax", softmax=True, **CORRECT), x, layout="NCHW", names=TIMM)
+    assert report.ok and "compared as probabilities" in report.rows[-1].note, str(report)

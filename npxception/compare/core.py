@@ -9,14 +9,14 @@ import numpy as np
 
 from ..blas import single_threaded
 from ..head import activation
-from ..model import XceptionModel
+from ..model import XceptionModel, _with_activation
 from ..prediction import feed, load_photo
 from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import AUTO_NAME_PATTERN, ByOrder, TfliteNames, by_counter, match_auto_names, match_tflite_names
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
-from .report import Report, Row, agreement, output_activation
+from .report import PROBABILITIES, UNKNOWN, Report, Row, agreement, output_activation
 from .roundoff import RoundOff
 from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
 
@@ -66,6 +66,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     side = other if isinstance(other, Other) else open_other(model, other, layout=layout, names=names,
                                                              config=config)
     side = stated_activation(side, their_activation)
+    own_act = output_activation(model.head)
+    model, reading = _on_their_terms(model, side.activation)
     if side.no_names:  # an ONNX graph's final output is always found: alone, it says nothing of where
         raise ValueError(f"{side.label}: no layer in common with npxception's names but the final output: "
                          f"{side.no_names}")
@@ -111,7 +113,6 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     unknown = [k for k in theirs if k not in ours] + side.theirs_only
     precision, how = their_precision(model.dtype, side.dtype, theirs, side.dtype_how)
     theirs = {k: as_float32(v) for k, v in theirs.items()}  # a float16 port is compared in float32
-    their_logits = _read_logits(model, ours, theirs, side.activation)
     rtol = DEFAULT_RTOL[precision] if rtol is None else float(rtol)
     atol = 0.0 if atol is None else float(atol)
     if rtol < 0 or atol < 0 or not np.isfinite(rtol + atol):
@@ -152,9 +153,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
             continue
         a, b = ours[name], np.asarray(theirs[name])
         row = Row(name, a.shape, b.shape, flow=loc.node.flow)
-        if their_logits is not None and name == model.layer_names[-1]:
-            row.note = (f"{output_activation(model.head)} applied to their logits, which their side states: "
-                        "compared with ours as probabilities")
+        if reading and name == model.layer_names[-1]:
+            row.note = reading
         if name in extra_ones:
             row.note = f"theirs {extra_ones[name]} compared as {a.shape} (their extra size-1 dimensions dropped)"
         if a.shape != b.shape:
@@ -193,9 +193,13 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     last = model.layer_names[-1]
     if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
             and not non_finite(theirs[last])):
-        report.agreement = agreement(ours[last], theirs[last] if their_logits is None else their_logits,
-                                     ours_activation=output_activation(model.head),
+        act = output_activation(model.head)  # what the row compared: ours put on their terms
+        ours_pred, ours_act = ours[last], act
+        if act is None and own_act in PROBABILITIES:  # ours read as logits: its predictions are its own probabilities
+            ours_pred, ours_act = activation(ours[last].astype(np.float64), own_act, "reference"), own_act
+        report.agreement = agreement(ours_pred, theirs[last], ours_activation=ours_act,
                                      theirs_activation=side.activation)
+        _rankings_must_agree(by_name.get(last), ours[last], theirs[last], act, rtol)
     return report
 
 
@@ -216,22 +220,81 @@ def photos_batch(model, images) -> np.ndarray:
     return feed(model, np.concatenate(photos))
 
 
-def _read_logits(model, ours, theirs, their_activation):
-    """Their final output's logits, when their side states logits (a graph ending in Gemm, a known port's
-    classifier, ``their_activation="linear"``) and ours ends with softmax or sigmoid: ``theirs`` then holds
-    our activation of them, so a correct port's classifier row agrees (PyTorch ports return logits by
-    design: timm's ``fc``). None, ``theirs`` unchanged, otherwise: an output nothing states stays as it is,
-    and its row is tested for a missing softmax (hypotheses.output_logits)."""
-    last = model.layer_names[-1]
-    act = output_activation(model.head)
-    if (their_activation is not None or act not in ("softmax", "sigmoid") or last not in theirs
-            or theirs[last].shape != ours[last].shape or non_finite(theirs[last])):
-        return None
-    if act == "softmax" and theirs[last].shape[-1] == 1:  # a softmax over one unit is 1 whatever the logit
-        return None
-    logits = theirs[last]
-    theirs[last] = activation(logits.astype(np.float64), act, "reference").astype(np.float32)
-    return logits
+def _on_their_terms(model, theirs):
+    """``(model, note)``: ours with its classifier read as their side states theirs, so that the two final
+    outputs are the same kind of values, and the note the classifier row carries; ``(model, "")`` unchanged
+    otherwise (a dump states nothing: its output is compared as it is, and tested for a missing softmax).
+
+    Their logits (a graph ending in Gemm, timm's ``fc``, ``their_activation="linear"``) against our softmax
+    or sigmoid: ours is compared *before* its activation, as logits, and so is every hypothesis tested at
+    the classifier. Never their logits put through our softmax: a confident classifier's softmax is 1 - 1e-9
+    for its top class, and a tolerance of 1e-4 of that hides any change of the other logits (a bias off by
+    3.0 passed; a permutation of the classes was "explained" by any cause that kept the top class).
+    Their probabilities against our logits: logits cannot be recovered from probabilities, so their
+    activation is applied to ours (the same weights, the head's last activation replaced, as Keras'
+    ``classifier_activation`` does)."""
+    ours = output_activation(model.head)
+    if theirs == UNKNOWN or theirs == ours or not model.classes:
+        return model, ""
+    if ours in PROBABILITIES and theirs is None:
+        if ours == "softmax" and model.classes == 1:  # a softmax over one unit is 1 whatever the logit
+            return model, ""
+        note = (f"compared as logits, which their side states: ours before its {ours} (a classifier's "
+                f"{ours} hides differences of its logits where it saturates)")
+    elif ours is None and theirs in PROBABILITIES:
+        note = f"compared as probabilities, which their side states: {theirs} applied to our logits"
+    else:
+        return model, ""
+    try:
+        head = _with_activation(model.head, theirs, "compare")
+    except ValueError:  # a head ending in a layer other than a Dense or an Activation: compared as it is
+        return model, ""
+    other = XceptionModel(model._params, variant=model.variant, head=head, input_shape=model.input_shape,
+                          labels=model.labels, source=model.source, input_stage=model.input_stage,
+                          source_input_shape=model.source_input_shape,
+                          source_data_format=model.source_data_format,
+                          source_dtype_policy=model.source_dtype_policy)
+    other.name, other.source_layer_names = model.name, dict(model.source_layer_names)
+    return other, note
+
+
+# A ranking differs only where both sides order two classes apart by more than this many rtol, in log
+# probability (or logit): a near-tie (two logits within float32 round-off) may rank either way in a correct
+# port; 10 rtol is 1e-3 in float32, a thousand times float32's round-off of a logit.
+_RANK_MARGIN = 10.0
+
+
+def _rankings_must_agree(row, ours, theirs, act, rtol) -> None:
+    """A classifier row within the tolerance whose class rankings differ does not pass: a saturated softmax
+    (1 - 1e-9 for the top class) or sigmoid hides, within rtol of max|p| = 1, a change of the other classes'
+    scores that reorders them. Compared in log probability (logits as they are), where that change shows;
+    near-ties are not counted (_RANK_MARGIN)."""
+    if row is None or not row.passed or ours.ndim != 2 or ours.shape[1] < 2:
+        return
+    tiny = np.finfo(np.float64).tiny
+
+    def scores(a):
+        a = np.asarray(a, dtype=np.float64)
+        return np.log(np.maximum(a, tiny)) if act in PROBABILITIES else a
+
+    s, t = scores(ours), scores(theirs)
+    k = min(5, s.shape[1])
+    margin = _RANK_MARGIN * max(rtol, DEFAULT_RTOL["float32"])
+    for n in range(s.shape[0]):
+        top_s, top_t = set(np.argsort(-s[n])[:k]), set(np.argsort(-t[n])[:k])
+        pairs = [(a, b) for a in top_s - top_t for b in top_t - top_s]
+        a0, b0 = int(np.argmax(s[n])), int(np.argmax(t[n]))
+        if a0 != b0:
+            pairs.append((a0, b0))
+        clear = [(a, b) for a, b in pairs if s[n, a] - s[n, b] > margin and t[n, b] - t[n, a] > margin]
+        if clear:
+            a, b = clear[0]
+            row.passed = False
+            what = "log probabilities" if act in PROBABILITIES else "values"
+            _add_note(row, f"within the tolerance, but the class rankings differ (image {n}: ours ranks class {a} "
+                           f"above class {b}, theirs below, by {s[n, a] - s[n, b]:.3g} and {t[n, b] - t[n, a]:.3g} "
+                           f"in {what}): a saturated output hides it")
+            return
 
 
 _WEIGHTED = ("conv", "sepconv", "dense")

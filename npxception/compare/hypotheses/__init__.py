@@ -35,7 +35,7 @@ from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing, bn_shift_missing
 from .case import Candidate, Case, Diagnosis
 from .fused import fused_weights_rounded, through_bn
-from .head import (dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
+from .head import (dense_classes_permuted, dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
                    global_max_for_avg, output_logits)
 from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
 from .rounding import weights_rounded
@@ -62,8 +62,9 @@ CATALOGUE: dict[str, list[Callable]] = {
     "relu": [relu6, relu_missing, fused_weights_rounded],
     "add": [extra_relu_on_input],
     "flatten": [flatten_order],
-    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_missing_bias, dense_kernel_transposed, weights_rounded],
-    "activation": [output_logits],
+    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_classes_permuted, dense_missing_bias,
+              dense_kernel_transposed, weights_rounded],
+    "activation": [output_logits, dense_classes_permuted],
     "global_avg_pool": [global_max_for_avg],
 }
 GENERIC = [skipped_layer, skipped_behind_gap, extra_relu_after, wrong_input]

@@ -59,6 +59,27 @@ def dense_kernel_transposed(case: Case) -> Candidate | None:
 
 
 
+def dense_classes_permuted(case: Case) -> Candidate | None:
+    """Their classes in another order: the classifier's rows (a PyTorch ``Linear``'s output rows, with its
+    bias) permuted, as a label file in another order or a re-indexed fine-tune leaves them. Each of their
+    classes is matched to the class of ours whose outputs, over the batch, are nearest; a match that is not
+    one to one is no permutation. The fitted parameter: ``perm``, their class ``j`` is our class ``perm[j]``."""
+    if case.kind not in ("dense", "activation") or case.local.ndim != 2 or case.local.shape != case.theirs.shape:
+        return None
+    ours, theirs = case.local.astype(np.float64), case.theirs.astype(np.float64)
+    if ours.shape[1] < 2:
+        return None
+    dist = ((theirs[:, :, None] - ours[:, None, :]) ** 2).sum(0)  # (their class, our class)
+    perm = dist.argmin(1)
+    if len(set(perm.tolist())) != len(perm) or (perm == np.arange(len(perm))).all():
+        return None
+    moved = [f"{j}<-{int(p)}" for j, p in enumerate(perm) if j != p]
+    shown = ", ".join(moved[:6]) + (" ..." if len(moved) > 6 else "")
+    return Candidate("classes_permuted", f"their classes in another order ({len(moved)} of {len(perm)} moved; their "
+                     f"class <- ours: {shown}): the classifier's rows permuted, a label order that differs",
+                     case.local[:, perm], [int(p) for p in perm])
+
+
 def _axes(order: str) -> str:
     """``"chw"`` -> ``"(C, H, W)"``."""
     return "(" + ", ".join(order.upper()) + ")"
