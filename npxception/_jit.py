@@ -6,6 +6,12 @@ install that fails with "cannot cache function ... no locator available"
 (numba#5566). So before numba is first imported we make sure the cache has a
 writable home: the user's ``NUMBA_CACHE_DIR`` if set, else the package folder
 if writable, else ``$NPXCEPTION_HOME/numba`` (default ``~/.cache/npxception``).
+Numba's default (next to the source) is kept when it works, not replaced by the user folder:
+the cache then belongs to its install (two versions never share one), a fresh NPXCEPTION_HOME
+(tests, CI, a per-project home) does not recompile, and NUMBA_CACHE_DIR, which moves every
+Numba library's cache in the process, is set only when needed. The cost, documented in
+docs/debugging.md ("Where the compiled kernels are cached"): ``pip uninstall`` leaves those
+cache files (~1.1 MB) in site-packages/npxception.
 
 Debugging a kernel: run with ``NUMBA_DISABLE_JIT=1`` and every ``@njit``
 function becomes plain Python, so ``pdb`` / breakpoints work inside it.

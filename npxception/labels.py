@@ -32,7 +32,7 @@ def _class_index() -> tuple[tuple[str, str], ...]:
     if not isinstance(raw, dict) or sorted(raw, key=lambda k: int(k) if k.isdigit() else -1) != [
             str(i) for i in range(N_CLASSES)]:
         raise RuntimeError(f"{source}: expected keys '0'..'{N_CLASSES - 1}'; reinstall npxception "
-                           "or run scripts/make_imagenet_labels.py")
+                           "or rebuild it with scripts/make_imagenet_labels.py (in npxception's source distribution)")
     out = []
     for i in range(N_CLASSES):
         entry = raw[str(i)]

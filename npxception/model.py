@@ -34,7 +34,7 @@ from . import input_stage as stage
 from .config import CONFIG
 from .network import XceptionModel, check_input_shape
 from .params import as_dtype, random_params
-from .pretrained import imagenet_weights
+from .pretrained import imagenet_source, imagenet_weights
 from .untrusted import short_repr
 from .weights import read as read_weights
 from .weights import split as split_golden
@@ -75,7 +75,9 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
       Keras defaults to "imagenet"; npxception deliberately does not, so that
       building a model never starts a download behind the caller's back (a
       test, an offline machine, a CI job). ``model.source`` and the repr say
-      where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` or the file.
+      where the weights came from: ``random(seed=0)``, ``imagenet (PATH)`` (or
+      ``unverified (PATH: ...)`` for an ``.npz`` placed in the cache by hand:
+      npxception.pretrained.imagenet_source) or the file.
     variant: "keras" (default; what real weights fit) or "article".
     include_top / pooling / classes: as in Keras; with a weight file, ``classes`` defaults to the file's.
     classifier_activation: as in Keras, by name: one of ``head_schema.ACTIVATIONS`` (None or "linear"
@@ -154,7 +156,7 @@ def Xception(weights=None, *, variant="keras", include_top=True, pooling=None, c
         if arch.resolve_variant(variant) != arch.VARIANTS["keras"]:
             raise ValueError(f"variant: the ImageNet weights fit variant='keras', found {variant!r}")
         weights = imagenet_weights(include_top=include_top)
-        source = f"imagenet ({weights})"
+        source = imagenet_source(include_top)  # "imagenet (PATH)" only for our conversion of the official file
     elif isinstance(weights, (str, os.PathLike)):
         source = None  # the file's own: what it was converted from, else its path
     else:

@@ -14,11 +14,16 @@ Cache layout under ``cache_home()`` (``NPXCEPTION_HOME``, default
 
     downloads/xception_weights_tf_dim_ordering_tf_kernels.h5      the official file, md5-checked on every use
     weights/xception_weights_tf_dim_ordering_tf_kernels.npz       its conversion (what npxception loads)
-    weights/xception_weights_tf_dim_ordering_tf_kernels.npz.sha256  the .npz's SHA-256, written at conversion
+    weights/xception_weights_tf_dim_ordering_tf_kernels.npz.sha256  the .npz's SHA-256, written at conversion,
+        and the official file's MD5 it was converted from ("# converted from NAME, md5 HEX", a comment to sha256sum)
 
-The ``.npz`` is re-hashed against its sidecar on every call. An ``.npz``
-without a sidecar was placed by hand; it is returned as is, and the loader
-validates every key, shape and value of it. Either way the conversion carries a
+The ``.npz`` is re-hashed against its sidecar on every call. Only an ``.npz``
+whose sidecar records the pinned MD5 (our conversion of the checked download)
+is called the official weights: ``model.source == "imagenet (PATH)"``. One
+without that record was placed by hand (any ``.npz`` can be put there): it is
+used as it is, the loader validates every key, shape and value of it, but
+:func:`imagenet_source` names it unverified and warns once per process
+(UnverifiedWeightsWarning). Either way the conversion carries a
 golden test case (our float64 oracle's output, docs/weights-format.md) that
 ``Xception(weights="imagenet")`` runs once per process, so kernels that
 miscompute on this machine are caught too.
@@ -32,14 +37,16 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import urllib.parse
+import warnings
 
 from . import shell
 from .download import DownloadError, discard, file_hash, get_file
 from .paths import cache_home
 from .untrusted import atomic_write
 
-__all__ = ["imagenet_weights", "weights_url", "official_include_top", "FILES", "WeightFile", "DEFAULT_BASE_URL",
+__all__ = ["imagenet_weights", "imagenet_source", "UnverifiedWeightsWarning", "weights_url", "official_include_top", "FILES", "WeightFile", "DEFAULT_BASE_URL",
            "BASE_URL_ENV"]
 
 # Where Keras itself downloads them from (keras/src/applications/xception.py).
@@ -128,12 +135,14 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
         by_hand = (f"mkdir -p {shell.arg(npz.parent)} && python -m weights_tools convert "
                    f"{shell.arg(spec.fname)} -o {shell.arg(npz)}")
         raise DownloadError(
-            f"{exc}\nAlternatively place converted weights at {npz} (`{by_hand}`), or pass your own converted "
+            f"{exc}\nAlternatively place converted weights at {npz} (`{by_hand}`; used, but named unverified: "
+            f"only a conversion of the MD5-checked download made here is called the official weights, so "
+            f"placing the official .h5 at {h5} is better), or pass your own converted "
             f"file (npxception.Xception(weights=PATH), `npxception predict --weights PATH`); for a mirror, set "
             f"{BASE_URL_ENV}.", url=url, path=exc.path) from None
 
     convert(h5, npz)
-    _write_sidecar(sidecar, file_hash(npz, "sha256"))
+    _write_sidecar(sidecar, file_hash(npz, "sha256"), spec)  # get_file checked the .h5 against spec.md5
     return npz
 
 
@@ -186,6 +195,50 @@ def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:
                         f"{done}", path=npz)
 
 
-def _write_sidecar(sidecar: pathlib.Path, digest: str) -> None:
-    line = f"{digest}  {sidecar.name[:-len('.sha256')]}\n"
-    atomic_write(sidecar, lambda f: f.write(line.encode("ascii")))
+def _write_sidecar(sidecar: pathlib.Path, digest: str, spec: WeightFile) -> None:
+    """The .npz's SHA-256 (sha256sum's format) and the record that it converts ``spec``'s MD5-checked file."""
+    text = f"{digest}  {sidecar.name[:-len('.sha256')]}\n# converted from {spec.fname}, md5 {spec.md5}\n"
+    atomic_write(sidecar, lambda f: f.write(text.encode("ascii")))
+
+
+def _recorded_md5(sidecar: pathlib.Path) -> str | None:
+    """The official file's MD5 the sidecar says the .npz was converted from, else None."""
+    try:
+        lines = sidecar.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        head, sep, md5 = line.rpartition(", md5 ")
+        if sep and head.startswith("# converted from "):
+            return md5.strip().lower()
+    return None
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """The cached ImageNet .npz carries no record of its conversion from the official file (placed by hand)."""
+
+
+_WARNED: set = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def imagenet_source(include_top: bool = True) -> str:
+    """What ``model.source`` says of the cached ImageNet ``.npz`` (call after :func:`imagenet_weights`).
+
+    ``imagenet (PATH)`` only when its sidecar records a conversion of the official file (the pinned MD5);
+    otherwise the file was placed by hand, which any ``.npz`` can be: named unverified, with a warning
+    once per file per process, never silently called the official weights.
+    """
+    spec = FILES[bool(include_top)]
+    h5, npz, sidecar = _paths(include_top)
+    if _recorded_md5(sidecar) == spec.md5:
+        return f"imagenet ({npz})"
+    with _WARNED_LOCK:
+        first = str(npz) not in _WARNED
+        _WARNED.add(str(npz))
+    if first:
+        warnings.warn(f"{npz}: placed by hand, not verified as the official ImageNet weights (no record of a "
+                      f"conversion of {spec.fname}, md5 {spec.md5}); used as it is. To have the official "
+                      f"weights, delete it (a run then downloads and converts them) or place the official "
+                      f"file at {h5}", UnverifiedWeightsWarning, stacklevel=3)
+    return f"unverified ({npz}: placed by hand, not converted here from the official {spec.fname})"

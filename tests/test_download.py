@@ -17,6 +17,7 @@ import subprocess
 import socket
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -472,6 +473,11 @@ def test_imagenet_download_convert_then_cache_hit(server, tmp_path, monkeypatch,
     assert files_under(tmp_path / "home") == sorted([
         f"downloads/{fname}", f"weights/{npz.name}", f"weights/{sidecar.name}"])
     assert sidecar.read_text().split()[0] == file_hash(npz, "sha256")
+    # the record that it converts the MD5-checked official file: what makes it "imagenet" (review 24, F7)
+    assert sidecar.read_text().splitlines()[1] == f"# converted from {fname}, md5 {GOOD_MD5}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UnverifiedWeightsWarning for our own conversion
+        assert pretrained.imagenet_source(False) == f"imagenet ({npz})"
 
     assert pretrained.imagenet_weights(include_top=False) == npz  # cache hit: no download, no conversion
     monkeypatch.setenv("NPXCEPTION_OFFLINE", "1")
@@ -496,6 +502,17 @@ def test_imagenet_hand_placed_npz_is_used(tmp_path, monkeypatch, fake_converter)
     npz.write_bytes(b"placed by hand")  # the loader validates its content
     assert pretrained.imagenet_weights(include_top=True) == npz
     assert fake_converter == []
+    # Review 24, F7: any .npz put there was called the official weights. It is used, but named unverified,
+    # with a warning once per process; a sidecar (a SHA-256 alone, or another file's MD5) does not change that.
+    with pytest.warns(pretrained.UnverifiedWeightsWarning, match=r"placed by hand, not verified as the official"):
+        source = pretrained.imagenet_source(True)
+    assert source.startswith(f"unverified ({npz}: placed by hand") and "imagenet (" not in source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pretrained.imagenet_source(True) == source  # warned once
+    other = pretrained.WeightFile(pretrained.FILES[True].fname, "0" * 32)
+    pretrained._write_sidecar(npz.with_name(npz.name + ".sha256"), file_hash(npz, "sha256"), other)
+    assert pretrained.imagenet_weights(include_top=True) == npz and pretrained.imagenet_source(True) == source
 
 
 # ---------------------------------------------------------------------------

@@ -169,12 +169,22 @@ def test_repr_and_source_say_where_the_weights_came_from(small_model, tmp_path, 
     assert repr(small_model).endswith(" weights=random(seed=5)>")
     path = small_model.save(tmp_path / "w.npz")
     assert npxception.Xception(weights=path, include_top=False).source == "random(seed=5)"  # kept by the file
-    # "imagenet": the cached conversion, named as such (placed by hand here: no download).
+    # "imagenet": the cached file, placed by hand here (no download): named unverified, with a warning
+    # (review 24, F7: any .npz there was called the official weights)
+    from npxception import pretrained
+    from npxception.download import file_hash
+
     home = tmp_path / "home"
     (home / "weights").mkdir(parents=True)
     monkeypatch.setenv("NPXCEPTION_HOME", str(home))
     cached = home / "weights" / "xception_weights_tf_dim_ordering_tf_kernels_notop.npz"
     npxception.Xception(include_top=False, seed=2).save(cached)
+    with pytest.warns(pretrained.UnverifiedWeightsWarning, match="placed by hand"):
+        model = npxception.Xception(weights="imagenet", include_top=False)
+    assert model.source.startswith(f"unverified ({cached}: placed by hand") and "imagenet (" not in repr(model)
+    # with the record the download-and-convert route writes (the official file's MD5): named as such
+    sidecar = cached.with_name(cached.name + ".sha256")
+    pretrained._write_sidecar(sidecar, file_hash(cached, "sha256"), pretrained.FILES[False])
     model = npxception.Xception(weights="imagenet", include_top=False)
     assert model.source == f"imagenet ({cached})" and f"weights=imagenet ({cached})>" in repr(model)
 

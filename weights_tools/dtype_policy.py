@@ -95,7 +95,7 @@ def source_policy(klayers, requested, source: str) -> str | None:
             f"{source}: {where} computes with the dtype policy {policy!r}: {describe(policy)}. npxception "
             f"computes in float32, the exact math of the weights, and this model's own predict differs from "
             f"that by its {dtype} rounding: measured up to {MEASURED[dtype]} of the output's largest value "
-            f"on {dtype} Xceptions (docs/keras-recipe.md#mixed-precision). To convert its weights to compute "
+            f"on {dtype} Xceptions (docs/keras-recipe.md, \"Mixed precision\", in npxception's source distribution). To convert its weights to compute "
             "in float32, say so: --dtype-policy float32 (dtype_policy='float32'); the converted file records the source's policy, "
             "and compare and --check-with-keras then judge Keras at its precision")
     return policy
