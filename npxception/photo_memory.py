@@ -55,6 +55,7 @@ import numpy as np
 from . import architecture as arch
 from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
 from .fast import direct
+from .fast.direct import shares_panels
 from .fast.run import FastPlan, reads_in_place
 from .images import BAND_BYTES
 from .input_stage import output_size
@@ -137,6 +138,8 @@ def fast_plan_bytes(model, h: int, w: int, batch: int = 1) -> int:
         elif isinstance(step, SepConvBN):  # FastPlan.sep_bn's tiles: FUSED_TILE_ELEMS or one row each
             tile = threads * max(FastPlan.FUSED_TILE_ELEMS, iw * max(ic, step.channels))
             role("dw0", tile)
+            if shares_panels(batch * ih * iw, step.channels, threads) and direct.worth_packing(model.dtype):
+                role("dw0", batch * ih * iw * ic)  # the whole depthwise output (FastPlan.sep_bn)
             role("rows", threads * 3 * iw * ic)
             if step.residual is not None:
                 role("tile", tile)

@@ -101,14 +101,16 @@ import ctypes, sys, npxception
 from npxception.fast import direct, fused
 if sys.argv[2] == "nothing":  # what the GEMM did as Python before the fix: its output kept what it held
     fused.sgemm = fused.dgemm = lambda *args: None
-    # on AVX-512 the float32 plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
-    fused.pointwise_tile = direct.conv_direct = lambda *args: None
+    # on AVX-512 the plan's GEMMs are the microkernel's (its twins, as Python): nothing there either
+    fused.pointwise_tile = fused.pointwise_panels = direct.conv_direct = lambda *args: None
 else:  # NaN, which is also what "nothing" leaves where the output buffer held NaN bit patterns
     def gemm(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         size = ctypes.sizeof(ctypes.c_float if isinstance(alpha, fused.np.float32) else ctypes.c_double)
         ctypes.memset(c, 0xFF, m * ldc * size)  # all-ones bits: a NaN in either float type
     fused.sgemm = fused.dgemm = gemm
     fused.pointwise_tile = lambda a, packed, offs, scale, shift, relu, add, y, prefetch=True: y.fill(float("nan"))
+    fused.pointwise_panels = lambda a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True: y.fill(
+        float("nan"))
     direct.conv_direct = lambda x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads: out.fill(
         float("nan"))
 try:

@@ -198,6 +198,63 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
 
 
 @fused_only
+@given(n=st.integers(1, 2), h=st.integers(1, 6), w=st.integers(1, 8), c=st.integers(1, 9),
+       cout=st.integers(1, 150), relu_in=st.booleans(), relu_out=st.booleans(),
+       mode=st.sampled_from(["out", "in_place", "residual"]), threads=st.integers(1, 3),
+       order=st.sampled_from(["parallel", "forward", "backward"]), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_sep_conv_by_panels(n, h, w, c, cout, relu_in, relu_out, mode, threads, order, dtype, seed):
+    """The threads sharing the packed kernel's output panels (up to 150 channels: several panels of 16-64, the
+    last one masked), in place, into a residual or out: the reference's answer, and the same bits as the
+    threads sharing the rows (the same microkernel sums each output in the same order). Each region's shares
+    in any order, as in_parallel may run them one after another."""
+    if not direct.worth_packing(dtype):
+        pytest.skip("no microkernel here: nothing is packed, and the plan never shares panels")
+    rng = np.random.default_rng(seed)
+    if mode == "in_place":
+        cout = c
+    x = rand(rng, (n, h, w, c), dtype)
+    dw, pw = rand(rng, (3, 3, c), dtype), rand(rng, (c, cout), dtype)
+    scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
+    packed = packing.pack_kernel(pw)
+    want = fast.sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out)
+    start = rand(rng, (n * h * w, cout), dtype)
+    if mode == "residual":
+        want = want + start
+
+    def dest_and_src():
+        if mode == "in_place":
+            dest = x.copy().reshape(n * h * w, c)
+            return dest, dest.reshape(n, h, w, c)
+        return (start.copy() if mode == "residual" else np.full((n * h * w, cout), np.nan, dtype)), x
+
+    dest, src = dest_and_src()
+    dwbuf = np.full((n * h * w, c), np.nan, dtype)
+    add = mode == "residual"
+    if order == "parallel":
+        fused.sep_conv_by_panels(src, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf, packed, threads)
+    else:
+        fused.bind_symbols(dtype)
+        ts = list(range(threads) if order == "forward" else reversed(range(threads)))
+        for t in ts:
+            fused._depthwise_part(t, threads, src, dw, relu_in, np.zeros((w, c), dtype), dwbuf)
+        for t in ts:
+            fused._panels_part(t, threads, dwbuf, packed, np.arange(c, dtype=np.int64), scale, shift, relu_out,
+                               add, dest, True)
+    np.testing.assert_allclose(dest, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
+    rows, rows_src = dest_and_src()
+    tile_rows = -(-n * h // threads)
+    scratch = np.empty((threads, tile_rows * w, c), dtype)
+    saved = np.empty((threads, 3, w, c), dtype)
+    residual, out = (rows, np.empty((threads * tile_rows * w, cout), dtype)) if add else (np.empty((0, cout), dtype),
+                                                                                            rows)
+    with blas.single_threaded():
+        fast.sep_conv_fused(rows_src, dw, np.empty((0, cout), dtype), scale, shift, relu_in, relu_out, out, residual,
+                            scratch, tile_rows, saved, packed)
+    bits = {4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    np.testing.assert_array_equal(dest.view(bits), rows.view(bits))
+
+
+@fused_only
 @given(n=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 5),
        cout=st.integers(1, 6), k=st.sampled_from([1, 3]), stride=st.integers(1, 2), same=st.booleans(),
        relu=st.booleans(), threads=st.integers(1, 3), tile_rows=st.integers(1, 4), dtype=dtypes,

@@ -25,13 +25,15 @@ from npxception import head_schema
 from npxception import fast
 from npxception.forward import run as _run
 from npxception.model import random_params
+from npxception.params import Params
 
 RTOL = 1e-10  # float64 on both sides (see the module docstring)
 
 
 def table_model(layers, head, seed=0):
-    """The pieces of a model the fast plan and the reference path read, for any table."""
-    return SimpleNamespace(layers=layers, head=head, _params=random_params(layers, head, "float64", seed),
+    """The pieces of a model the fast plan and the reference path read, for any table; the weights held as a
+    model holds them (npxception/params.py: a float64 plan on AVX-512 holds its kernels packed there)."""
+    return SimpleNamespace(layers=layers, head=head, _params=Params(random_params(layers, head, "float64", seed)),
                            dtype=np.dtype("float64"), channels=3, _fast=None, _lock=threading.Lock())
 
 

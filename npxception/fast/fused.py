@@ -17,7 +17,7 @@ from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from . import direct
-from .direct import pointwise_tile
+from .pointwise import pointwise_panels, pointwise_tile
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
@@ -40,7 +40,7 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance
+NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
 
 
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
@@ -60,7 +60,7 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     starts, and each tile's last input row before its GEMM, for the next tile.
 
     The GEMM and its epilogue: OpenBLAS then a pass over the tile, or, when
-    ``packed`` is given (the kernel packed in advance, float32, AVX-512), the
+    ``packed`` is given (the kernel packed in advance, AVX-512), the
     microkernel of npxception/fast/direct.py with the epilogue from registers
     (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel");
     ``pw`` then has no rows (the model holds that kernel only packed) and is not read.
@@ -72,6 +72,48 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
                                      tile_rows, saved, zero, packed, offs, direct.PREFETCH))
+
+
+def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf, packed, threads):
+    """:func:`sep_conv_fused`'s result, the threads sharing the output channels instead of the rows.
+
+    dest (N*H*W, Co) = relu?(depthwise(relu?(x)) @ pw * scale + shift), or dest += that when ``add``; dest may
+    be x itself. Two parallel regions: the depthwise of every row into dwbuf (N*H*W, C), the rows shared;
+    then the pointwise GEMM of every row, each thread taking its share of the packed kernel's output panels.
+    Each thread so reads half of the kernel and all of the depthwise output, where sharing rows reads all of
+    the kernel and half of the output: less where the kernel (C x Co) outweighs the map (N*H*W x C)
+    (:func:`npxception.fast.direct.shares_panels`; docs/performance.md, "Issue 15, 2026-11-30 04:50-06:30 UTC").
+    The first region ends before the second writes, so dest may be x.
+    """
+    bind_symbols(x.dtype)
+    zero = np.zeros(x.shape[2:], x.dtype)
+    in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf))
+    offs = np.arange(x.shape[3], dtype=np.int64)
+    in_parallel(_panels_part, threads, (threads, dwbuf, packed, offs, scale, shift, relu_out, add, dest,
+                                        direct.PREFETCH))
+
+
+@njit(nogil=True)
+def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
+    """Thread t's rows of :func:`sep_conv_by_panels`' depthwise: buf[(n, h) rows] = depthwise(relu?(x))."""
+    n_, h_, w_, c_ = x.shape
+    rows = n_ * h_
+    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
+    xr = x.reshape(rows, w_, c_)
+    per = -(-rows // nt)
+    for nh in range(t * per, min(rows, (t + 1) * per)):
+        h = nh % h_
+        top = zero if h == 0 else xr[nh - 1]
+        bot = zero if h == h_ - 1 else xr[nh + 1]
+        depthwise_row(top, xr[nh], bot, dw, lo, buf[nh * w_:(nh + 1) * w_])
+
+
+@njit(nogil=True)
+def _panels_part(t, nt, a, packed, offs, scale, shift, relu, add, y, prefetch):
+    """Thread t's panels of :func:`sep_conv_by_panels`' pointwise GEMM, over every row."""
+    per = -(-packed.shape[0] // nt)
+    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, t * per, min(packed.shape[0], (t + 1) * per),
+                     prefetch)
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):

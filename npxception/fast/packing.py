@@ -1,7 +1,8 @@
 """The microkernel's weight layout: a (K, C_out) kernel in NR-wide panels, and back, bit for bit.
 
-The microkernel (npxception/fast/direct.py) reads NR = 64 (or 32) output
-channels of one row of weights with four (two) aligned vector loads, so each
+The microkernel (npxception/fast/micro.py) reads NR output channels of one
+row of weights with four (or two) aligned vector loads: NR = 64 (32) float32
+or 32 (16) float64 channels. So each
 kernel is packed once into panels of NR channels, zero past C_out. A model
 holds a kernel its plan packed in this form only (:class:`PackedKernel`,
 npxception/params.py); whatever reads the weights gets them unpacked.
@@ -16,17 +17,19 @@ import numpy as np
 ALIGN = 64  # bytes: a zmm register, and a cache line
 
 
-def panel_width(c_out: int) -> int:
-    """NR for ``c_out`` channels: 32 when they fit one half-width panel, else 64."""
-    return 32 if c_out <= 32 else 64
+def panel_width(c_out: int, dtype=np.float32) -> int:
+    """NR for ``c_out`` channels: two vectors (32 float32, 16 float64) when they fit them, else four."""
+    lanes = ALIGN // np.dtype(dtype).itemsize
+    return 2 * lanes if c_out <= 2 * lanes else 4 * lanes
 
 
 def pack_kernel(kernel2d):
-    """(K, C_out) -> (P, K, NR) float32 panels of NR output channels, zero past C_out; 64-byte aligned."""
+    """(K, C_out) -> (P, K, NR) panels of NR output channels in the kernel's dtype, zero past C_out; 64-byte
+    aligned."""
     k, c_out = kernel2d.shape
-    nr = panel_width(c_out)
+    nr = panel_width(c_out, kernel2d.dtype)
     p = -(-c_out // nr)
-    packed = aligned(p * k * nr).reshape(p, k, nr)
+    packed = aligned(p * k * nr, kernel2d.dtype).reshape(p, k, nr)
     for q in range(p):
         cols = kernel2d[:, q * nr:(q + 1) * nr]
         packed[q, :, :cols.shape[1]] = cols
@@ -48,7 +51,7 @@ class PackedKernel:
     reads the weights (npxception/params.py: the reference path, capture, save).
     """
 
-    panels: np.ndarray  # (P, K, NR) float32, zero past C_out, 64-byte aligned
+    panels: np.ndarray  # (P, K, NR) float32 or float64, zero past C_out, 64-byte aligned
     shape: tuple  # the Keras kernel's: (KH, KW, C_in, C_out)
 
     @classmethod
@@ -63,8 +66,9 @@ class PackedKernel:
         return unpack_panels(self.panels, self.shape[-1]).reshape(self.shape)
 
 
-def aligned(size):
-    """A float32 array of ``size`` zeros whose data starts on an ALIGN-byte boundary."""
-    raw = np.zeros(size + ALIGN // 4, np.float32)
-    start = (-raw.ctypes.data % ALIGN) // 4  # floats to the next boundary
+def aligned(size, dtype=np.float32):
+    """An array of ``size`` zeros (float32 or float64) whose data starts on an ALIGN-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(size + ALIGN // item, dtype)
+    start = (-raw.ctypes.data % ALIGN) // item  # elements to the next boundary
     return raw[start:start + size]

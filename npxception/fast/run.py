@@ -32,7 +32,8 @@ from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from . import direct, packing
-from .fused import NOT_PACKED, conv_fused, sep_conv_fused
+from .direct import shares_panels
+from .fused import NOT_PACKED, conv_fused, sep_conv_by_panels, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
 
@@ -82,7 +83,7 @@ class FastPlan:
         # layer name -> (its kernel as a matrix, or None where only packed, *the folded BN), depthwise first
         self.folded = {}
         # layer name -> its kernel packed for the microkernel (npxception/fast/direct.py), which then runs it:
-        # float32 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
+        # float32 or float64 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
         self.packed = {}
         packs = direct.worth_packing(self.dtype)
         for step in self.steps:
@@ -104,7 +105,7 @@ class FastPlan:
                     self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
         # what a step with no packed kernel passes: NOT_PACKED shares the compiled kernel with the packed steps;
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
-        self.not_packed = NOT_PACKED if self.packed else direct.NO_MICROKERNEL
+        self.not_packed = NOT_PACKED.astype(self.dtype) if self.packed else direct.NO_MICROKERNEL
         self.arena: dict[str, np.ndarray] = {}
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
@@ -211,7 +212,11 @@ class FastPlan:
             target = x.reshape(rows * w, c)
         else:
             target = self._buffer(f"v{step.slot}", (rows * w, cout))
-        if self.fused:
+        packed = self.packed.get(step.sepconv)
+        if self.fused and packed is not None and shares_panels(rows * w, cout, numba.get_num_threads()):
+            sep_conv_by_panels(x, dw, scale, shift, step.relu_in, step.relu_out, target, step.residual is not None,
+                               self._buffer("dw0", (rows * w, c)), packed, numba.get_num_threads())
+        elif self.fused:
             threads = numba.get_num_threads()
             rows_per_tile = max(1, min(-(-rows // threads), self.FUSED_TILE_ELEMS // (w * max(c, cout))))
             scratch = self._buffer("dw0", (threads, rows_per_tile * w, c))
