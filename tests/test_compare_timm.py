@@ -242,3 +242,41 @@ def test_our_logits_against_their_probabilities_are_compared_as_probabilities(to
     model = XceptionModel(dict(top.weights), head=head, input_shape=SHAPE)
     report = compare(model, port("softmax", softmax=True, **CORRECT), x, layout="NCHW", names=TIMM)
     assert report.ok and "compared as probabilities" in report.rows[-1].note, str(report)
+
+
+# ---- tensors whose shape is neither reading of ours (review 22, finding 2) -------------------------
+
+@pytest.mark.parametrize("fold", [False, True], ids=["bn_nodes", "folded"])
+def test_stem_padded_by_pytorch_is_read_in_the_graph_layout(port, top, x, fold):
+    """``nn.Conv2d(3, 32, 3, 2, padding=1)`` for Keras' VALID stem: every map after it is one pixel larger,
+    so no tensor's shape is either reading of ours and each stayed NCHW: without --layout the row blamed
+    "channels differ (32 vs 38)" and then "gamma must have shape (38,)" (BN nodes), or compare crashed
+    with "operands could not be broadcast" (folded BN, torch.onnx.export's default). Read by their
+    channels now, as the graph's NCHW input says; the padding is named at the stem."""
+    path = port(f"stem_pad_{fold}", fold_bn=fold, conv_pads={"block1_conv1": (1, 1, 1, 1)}, **CORRECT)
+    report = compare(top, path, x, names=TIMM)  # no layout: detected
+    first = report.sources[0]
+    assert first.layer == ("block1_conv1_bn" if fold else "block1_conv1"), str(report)
+    assert first.shape_theirs == (1, 38, 38, 32) and "spatial size differs (37x37 vs 38x38)" in first.note
+    # at 75x75 padding 1/1 is what SAME pads here (conv_same_padding); at an even size, 1 on every side
+    assert first.diagnosis is not None and first.diagnosis.cause == "conv_same_padding", str(report)
+    assert first.diagnosis.explanation.startswith("padding=1 (SAME at this size) instead of VALID")
+
+
+def test_a_dump_made_on_another_size_is_named(x):
+    """A hook dump (NCHW) of a port fed its own pipeline's 83x83 crop, compared on a 75x75 batch: its
+    __input__ stayed NCHW (its shape fits neither reading of ours) and the user's x was blamed ("x:
+    expected shape (N, H, W, 3), found (1, 3, 83, 83)"). Now the input row says their side ran on another
+    size; for a fixed-size model, which cannot run the dump's input, the dump is named."""
+    model = npxception.Xception(input_shape=(None, None, 3), include_top=False, pooling="avg", seed=3)
+    xt = np.random.default_rng(2).uniform(-1, 1, (1, 83, 83, 3)).astype(np.float32)
+    _, acts = model.forward(xt, capture=["block1_conv1"])
+    dump = {"block1_conv1": np.asarray(acts["block1_conv1"]).transpose(0, 3, 1, 2), "__input__": xt.transpose(0, 3, 1, 2)}
+    report = compare(model, dump, x)
+    assert not report.ok and report.rows[0].layer == "input"
+    assert "their input is 83x83, ours 75x75: their side ran on another input size" in report.rows[0].note
+    assert "spatial size differs (37x37 vs 41x41)" in report.rows[1].note, str(report)
+    fixed = npxception.Xception(input_shape=SHAPE, include_top=False, pooling="avg", seed=3)
+    with pytest.raises(ValueError, match=r"activation dict: the input the dump carries \(key '__input__', "
+                                         r"\(1, 83, 83, 3\) as NHWC.*the dump was made on another input"):
+        compare(fixed, dump, x)

@@ -81,6 +81,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if their_input is not None:
         ours_in = {} if x is None else {INPUT_KEY: np.shape(x)}
         their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, ours_in, side.layout, model.channels)[INPUT_KEY])
+        if their_input.dtype.kind in "fc" and not np.isfinite(their_input).all():
+            raise ValueError(f"{side.label}: entry {INPUT_KEY!r} contains NaN or Inf; expected the finite input "
+                             "batch its activations were computed from")
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -137,7 +140,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     x_backbone = None if x is None else model.backbone_input(x)
     # What their first layer read: their own input when the dump carries it (a port that preprocesses
     # inside, handed the same batch as ours, shows its BGR or caffe input at that layer), else ours.
-    x_first = x_backbone if their_input is None else model.backbone_input(their_input)
+    x_first = x_backbone if their_input is None else _their_backbone_input(model, their_input, x, side.label)
     # on a failing row, a float32 layer under the tolerance is held to float32's round-off (roundoff.py),
     # unless the user loosened the tolerance (--rtol 5e-3 to accept PyTorch's BN epsilon): then that is
     # what a layer may add
@@ -347,11 +350,30 @@ def _attribute_rounding(rows, precision, rtol, warnings) -> None:
                     "layer")
 
 
+def _their_backbone_input(model, their_input, x, label):
+    """What their first layer read: their own input (the dump's) through our input stage. An input our model
+    refuses (a fixed-size model, a dump made on another size) is the dump's, named as such: the user's x
+    is not what is wrong."""
+    try:
+        return model.backbone_input(their_input)
+    except ValueError as exc:
+        ours = "" if x is None else f", where the batch compared is {np.shape(x)}"
+        raise ValueError(f"{label}: the input the dump carries (key {INPUT_KEY!r}, {their_input.shape} as NHWC"
+                         f"{ours}) is not one the model takes: {exc}; the dump was made on another input: "
+                         "dump the port on the batch compared") from None
+
+
 def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:
     """The input itself, when the other side says what it ran on."""
     row = Row("input", x.shape, their_input.shape, flow="input")
     if x.shape != their_input.shape:
         row.note = _explain_shapes(x.shape, their_input.shape)
+        if len(x.shape) == len(their_input.shape) == 4 and x.shape[3] == their_input.shape[3]:
+            row.note = (f"their input is {their_input.shape[1]}x{their_input.shape[2]}, ours "
+                        f"{x.shape[1]}x{x.shape[2]}: their side ran on another input size (their pipeline "
+                        "resizes or crops to it, or the dump was made on another image); every layer below "
+                        "differs in size for that reason: compare on the same input (x=None compares ours on "
+                        "the dump's own input)")
     elif bad := non_finite(their_input):
         row.non_finite = bad
         row.note = f"theirs holds {row.non_finite}: the input itself is broken"

@@ -281,6 +281,8 @@ class Report:
                        + r.note.removeprefix(f"theirs holds {r.non_finite}; "))
             else:
                 why = "unexplained: no hypothesis of the catalogue reproduces their output"
+                if r.shape_ours != r.shape_theirs and r.note:  # what the shapes themselves say
+                    why += f" ({r.note})"
             lines.append(f"  {r.layer} ({local}): {why}")
         return lines
 

@@ -177,8 +177,14 @@ def to_nhwc(acts, ours_shapes, layout, channels):
     """Their 4-D activations in NHWC. ``layout=None`` detects per tensor, only when unambiguous: by our
     layer's shape, and the input (:data:`INPUT_KEY`) by the model's ``channels`` where ``ours_shapes`` lacks
     it (:func:`~npxception.compare.inputs.input_layout`). A tensor both readings fit (a square map with as
-    many channels as pixels a side, ``(N, 128, 128, 128)``) is refused by name, never guessed."""
-    out = {}
+    many channels as pixels a side, ``(N, 128, 128, 128)``) is refused by name, never guessed.
+
+    A tensor whose shape is neither reading of ours (a stem padded otherwise: theirs ``(1, 32, 48, 48)``
+    where ours is ``(1, 47, 47, 32)``) is read by its channels, when only one of its dims 1 and 3 is our
+    layer's channel count; else by the layout every tensor that did fit showed, when they all showed one
+    (and their input agrees). Left as it is otherwise: its row then says the shapes differ. Before, such a
+    tensor stayed NCHW and its row blamed "channels differ (32 vs 48)", or a hypothesis crashed on it."""
+    out, pending, seen = {}, [], set()
     for name, a in acts.items():
         a = np.asarray(a)
         if a.ndim == 4:
@@ -190,11 +196,29 @@ def to_nhwc(acts, ours_shapes, layout, channels):
                     raise ValueError(f"their {name!r} {a.shape} reads as NCHW and as NHWC (our {name} is "
                                      f"{mine}); pass layout='NCHW' or layout='NHWC' (--layout) to say which")
                 lay = "NHWC" if nhwc else "NCHW" if nchw else None
+                if lay is None:
+                    pending.append(name)
+                elif not (nhwc and nchw):
+                    seen.add(lay)
             elif lay is None and name == INPUT_KEY:
                 lay = input_layout(a.shape, channels, f"their {INPUT_KEY!r}")
+                if lay is not None:
+                    seen.add(lay)
             if lay == "NCHW":
                 a = a.transpose(0, 2, 3, 1)
         out[name] = a
+    established = next(iter(seen)) if len(seen) == 1 else None
+    for name in pending:
+        a, c = out[name], ours_shapes[name][3]
+        by_channels = {"NCHW": a.shape[1] == c, "NHWC": a.shape[3] == c}
+        if name == INPUT_KEY:
+            lay = input_layout(a.shape, channels, f"their {INPUT_KEY!r}")
+        elif by_channels["NCHW"] != by_channels["NHWC"]:
+            lay = "NCHW" if by_channels["NCHW"] else "NHWC"
+        else:
+            lay = established
+        if lay == "NCHW":
+            out[name] = a.transpose(0, 2, 3, 1)
     return out
 
 
