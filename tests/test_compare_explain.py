@@ -573,7 +573,8 @@ def test_every_hypothesis_has_a_test():
     named |= {"bn_shift_missing"}  # a fold that dropped the fused bias (tests/test_onnx_exports.py)
     # their graph's own weights and pads (tests/test_compare_timm.py::test_weight_bugs_are_named_from_their_weights)
     named |= {"their_weights"}
-    named |= {"classes_permuted"}  # a confident head's rows permuted (test_compare_timm.py, confident logits)
+    named |= {"classes_permuted", "extra_class"}  # a confident head's rows permuted, a background class (test_compare_timm.py)
+    named |= {"input_affine"}  # pipelines fitted as an affine map (tests/test_compare_input_stage.py)
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
@@ -581,10 +582,12 @@ def test_every_hypothesis_has_a_test():
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
                 "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", "depthwise_reshaped",
-                "global_max_for_avg", "pool_symmetric_zero_padding", "their_weights", "classes_permuted",
+                "global_max_for_avg", "pool_symmetric_zero_padding", "their_weights", "classes_permuted", "extra_class",
+                "input_affine",
                 *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST) | {h.their_weights}
+                 | {h.input_affine}
                  | set(h.INPUT_TRANSFORMS.values()))
     assert all(f.__doc__ for f in functions)
 
