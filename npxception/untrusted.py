@@ -91,6 +91,25 @@ def check_regular(path) -> None:
         raise IrregularFileError(path, _kind(mode))
 
 
+NO_FILE = "no such file"
+
+
+def why_not_regular(path) -> str | None:
+    """None when ``path`` (symlinks followed) is a regular file; else what it is instead, for a refusal that
+    says so: :data:`NO_FILE` (a dangling link included), ``"is a FIFO (named pipe), not a regular file"`` (or
+    a device, a socket, a directory), ``"cannot be opened (Too many levels of symbolic links)"``. ``stat``
+    never blocks, even on a FIFO."""
+    try:
+        check_regular(path)
+    except FileNotFoundError:
+        return NO_FILE
+    except IrregularFileError as exc:
+        return f"is {exc.kind}, not a regular file"
+    except OSError as exc:  # ELOOP: a symbolic link loop; EACCES
+        return f"cannot be opened ({exc.strerror or exc})"
+    return None
+
+
 def open_regular(path, *, follow_symlinks: bool = True):
     """Open ``path`` for binary reading only if it is a regular file; never blocks.
 
@@ -111,6 +130,19 @@ def open_regular(path, *, follow_symlinks: bool = True):
         os.close(fd)
         raise
     return os.fdopen(fd, "rb")  # from here the file object owns (and closes) the descriptor
+
+
+def read_capped(path, limit: int, f=None) -> bytes:
+    """A regular file's bytes, its size checked against ``limit`` on the open descriptor before a byte is read
+    (and the read capped: a file growing meanwhile is cut); ``f``: the file already opened with
+    :func:`open_regular`. A FIFO or device is an :class:`IrregularFileError`, a larger file a ValueError."""
+    if f is None:
+        with open_regular(path) as opened:
+            return read_capped(path, limit, opened)
+    size = os.fstat(f.fileno()).st_size
+    if size > limit:
+        raise ValueError(f"{path}: {size:,} bytes, over the {limit:,}-byte limit")
+    return f.read(limit + 1)[:limit]
 
 
 # --------------------------------------------------------------------------- messages

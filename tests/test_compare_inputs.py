@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import warnings
@@ -270,6 +271,37 @@ def test_a_big_endian_dump_compares_as_its_little_endian_twin(small, dump, tmp_p
         big = compare(model, other)
         assert big.rows == little.rows and big.first_divergence is None, str(big)
 
+
+def test_a_names_map_is_read_within_the_configs_limits(tmp_path):
+    """Review 23 F5: --names MAP.json was json.loads(path.read_text()): 100,000 levels deep was Python's
+    "maximum recursion depth exceeded" naming no file, and 600 MB of whitespace parsed at 1.41 GB. It is read
+    as a config is (8 MiB, checked on its size before reading; nesting a clear error naming the file)."""
+    from npxception.compare.names import resolve_names
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=f"^{deep}: not a readable JSON object \\(the JSON is nested too deeply"):
+        resolve_names(deep, ["block1_conv1"])
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:  # sparse: refused by its size before a byte is read
+        f.truncate(8 * 1024**2 + 1)
+    with pytest.raises(ValueError, match=f"^{big}: 8,388,609 bytes, over the 8,388,608-byte limit: a names map"):
+        resolve_names(big, ["block1_conv1"])
+    fine = tmp_path / "fine.json"
+    fine.write_text('{"conv1": "block1_conv1"}')
+    assert resolve_names(fine, ["block1_conv1"]) == {"conv1": "block1_conv1"}
+
+
+def test_a_dump_input_holding_nan_is_named(small, dump, tmp_path):
+    """Review 23 F6: a NaN in the dump's __input__ was "x: contains NaN or Inf", naming neither file nor entry."""
+    model, acts = dump
+    x = acts[INPUT_KEY].copy()
+    x[0, 3, 4, 1] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, **{**acts, INPUT_KEY: x})
+    with pytest.raises(ValueError, match=f"^{path}: entry '__input__' contains NaN or Inf; expected the finite"):
+        compare(model, path)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
@@ -471,6 +503,21 @@ def test_onnx_empty_inputs_are_refused_in_the_cli_under_a_memory_limit(small, tm
     out = run_capped("compare", "--weights", small, "--against", path)
     assert_refused(out, str(path), "node #1 ('Sum') has 65 inputs")
 
+
+def test_an_onnx_graph_without_outputs_is_refused_by_name(tmp_path):
+    """Review 23 F6: a graph declaring no output was "list index out of range"."""
+    import onnx
+
+    from npxception.compare.inputs import load_onnx
+
+    model = _counted("none")
+    del model.graph.output[:]
+    path = tmp_path / "no_output.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ValueError, match=f"^{path}: its graph declares no output; an exported model declares"):
+        load_onnx(path)
+
+
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):
     """A tensor stored in another file (onnxruntime would read whatever path it names) and an operator of
     another domain are refused by name; an ONNX file as a FIFO is named, never opened for reading."""
@@ -655,3 +702,44 @@ def test_against_a_fifo_or_a_device_says_what_it_is(small, tmp_path, capsys, kin
     err = capsys.readouterr().err
     assert f"{path}: is {'a FIFO (named pipe)' if kind == 'fifo' else 'a character device'}" in err, err
     assert "expected a .keras, .h5, .onnx or .npz file" in err
+
+
+def test_irregular_photos_and_savedmodel_files_say_what_they_are(small, dump, tmp_path, capsys):
+    """Review 23 F7: `compare --image` given a FIFO or a symlink to /dev/zero said "no such file or folder", and
+    in a SavedModel directory an irregular keras_metadata.pb or saved_model.pb was described as missing. Each is
+    named for what it is (nothing waits on the FIFO)."""
+    from npxception import cli
+    from weights_tools.errors import ConversionError
+    from weights_tools.formats import detect_format
+
+    model, acts = dump
+    np.savez(tmp_path / "d.npz", **acts)
+    os.mkfifo(tmp_path / "cat.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    for photo, what in (("cat.jpg", "is a FIFO (named pipe)"), ("zero.jpg", "is a character device")):
+        assert cli.main(["compare", "--weights", str(small), "--against", str(tmp_path / "d.npz"),
+                         "--image", str(tmp_path / photo)]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / photo}: {what}, not a regular file; expected a photo or a folder of photos" in err, err
+
+    for name, kind, what in (("keras_metadata.pb", "fifo", "is a FIFO (named pipe)"),
+                             ("keras_metadata.pb", "zero", "is a character device"),
+                             ("keras_metadata.pb", "dir", "is a directory"),
+                             ("keras_metadata.pb", "loop", "cannot be opened (Too many levels of symbolic links)"),
+                             ("saved_model.pb", "fifo", "is a FIFO (named pipe)"),
+                             ("saved_model.pb", "urandom", "is a character device")):
+        sm = tmp_path / f"sm_{name}_{kind}"
+        sm.mkdir()
+        for other in {"saved_model.pb", "keras_metadata.pb"} - {name}:
+            (sm / other).write_bytes(b"\x08\x01")
+        target = sm / name
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "dir":
+            target.mkdir()
+        elif kind == "loop":
+            target.symlink_to(target)
+        else:
+            target.symlink_to(f"/dev/{kind}")
+        with pytest.raises(ConversionError, match=f"^{target}: {re.escape(what)}"):
+            detect_format(sm)

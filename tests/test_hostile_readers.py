@@ -17,6 +17,7 @@ kind still read:
 from __future__ import annotations
 
 import json
+import re
 import resource
 import struct
 import zipfile
@@ -289,3 +290,25 @@ def test_a_missing_objects_long_name_is_cut_in_the_error(tmp_path):
     assert_refused(out, "missing.h5", "missing HDF5 object '/block1_conv1/kkkk")
     line = [s for s in out.stderr.splitlines() if "missing HDF5 object" in s]
     assert len(line) == 1 and len(line[0]) < len(str(p)) + 300, out.stderr[:1000]
+
+
+@pytest.mark.parametrize("config, found", [
+    ({"class_name": ["XceptionClassifier"], "config": {}}, "class_name ['XceptionClassifier'] and no layer list"),
+    ([{"class_name": "XceptionClassifier"}], "a JSON list of no named layer"),
+])
+def test_a_config_naming_no_layers_says_what_it_is(tmp_path, config, found):
+    """Review 23 F8: a config whose class_name is a list, or a bare list of unnamed entries, was "its top-level
+    layers are , ..." for a weights-only .h5: the config is described instead, with the form expected."""
+    import weights_tools
+    from weights_tools.errors import ConversionError
+
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:  # a legacy weights-only file of one layer, as save_weights lays it out
+        f.attrs["layer_names"] = [b"block1_conv1"]
+        g = f.create_group("block1_conv1")
+        g.attrs["weight_names"] = [b"block1_conv1/kernel:0"]
+        g.create_dataset("block1_conv1/kernel:0", data=np.zeros((3, 3, 3, 32), np.float32))
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=f"^{path}: the given config names no layers "
+                                              rf"\({re.escape(found)}\); expected the config of the model"):
+        weights_tools.read(path, config=str(tmp_path / "c.json"))

@@ -32,6 +32,8 @@ import re
 import struct
 import zipfile
 
+from npxception.untrusted import NO_FILE, why_not_regular
+
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
 from .keras3 import ZIP_MAGIC
@@ -94,9 +96,22 @@ def _latest_checkpoint(path: pathlib.Path) -> pathlib.Path:
     return prefix
 
 
+def _holds_file(path: pathlib.Path) -> bool:
+    """Whether ``path`` exists, as a regular file (symlinks followed); a FIFO, a device (a symlink to
+    /dev/zero), a directory, a dangling link or a link loop is refused naming it and what it is: ``is_file()``
+    called each of them absent, and the directory was then described as missing that file."""
+    if not os.path.lexists(path):
+        return False
+    why = why_not_regular(path)
+    if why:
+        raise ConversionError(f"{path}: {'a symbolic link to nothing' if why == NO_FILE else why}; expected a "
+                              "regular file")
+    return True
+
+
 def _directory_format(path: pathlib.Path) -> tuple[str, pathlib.Path]:
-    if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
-        if not (path / "keras_metadata.pb").is_file():
+    if _holds_file(path / "saved_model.pb") or _holds_file(path / "saved_model.pbtxt"):
+        if not _holds_file(path / "keras_metadata.pb"):
             raise not_keras_savedmodel(path)
         return "savedmodel", path
     if os.path.lexists(path / "config.json") and os.path.lexists(path / "model.weights.h5"):

@@ -48,6 +48,7 @@ from npxception import architecture as arch
 from npxception.config import CONFIG
 from npxception.untrusted import (IrregularFileError, check_zip_directory, counter, loads_json, open_regular,
                                   short_repr)
+from npxception.untrusted import read_capped as read_regular_capped
 from npxception.weights import weight_budget
 
 from .errors import ConversionError
@@ -184,10 +185,10 @@ def open_checked(path: pathlib.Path):
 def read_capped(path, limit: int) -> bytes:
     """A regular file's bytes, its size checked against ``limit`` before reading (and the read capped)."""
     with open_checked(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise ConversionError(f"{path}: {size:,} bytes, over the {limit:,}-byte limit")
-        return f.read(limit + 1)[:limit]
+        try:
+            return read_regular_capped(path, limit, f)
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from None
 
 
 @contextlib.contextmanager

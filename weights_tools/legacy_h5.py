@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import h5py
 
-from npxception.untrusted import loads_json
+from npxception.untrusted import loads_json, short_repr
 
 from .errors import ConversionError
 from .graph import KLayer
@@ -231,6 +231,12 @@ def _in_load_weights_order(h5: GuardedH5, groups, config):
         if isinstance(name, str):
             order.setdefault(name, i)
     weighted = [name for name, _wns, arrays in groups if arrays]
+    if weighted and not order:  # nothing to list: say what the config is instead
+        found = (f"class_name {short_repr(config.get('class_name'))} and no layer list" if isinstance(config, dict)
+                 else f"a JSON {type(config).__name__} of no named layer")
+        raise ConversionError(f"{h5.where}: the given config names no layers ({found}); expected the config of the "
+                              'model that saved these weights, {"class_name": "Functional", "config": {"layers": '
+                              '[{"name": ..., ...}, ...]}} (model.to_json())')
     missing = [name for name in weighted if name not in order]
     if missing:
         raise ConversionError(f"{h5.where}: the file holds weights for {', '.join(missing[:5])}, which the given "

@@ -16,7 +16,7 @@ from ..input_stage import output_size
 from ..model import Xception, load
 from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..console import shown
-from ..untrusted import check_output_dir
+from ..untrusted import NO_FILE, check_output_dir, why_not_regular
 from .core import compare
 from .inputs import check_other_path
 from .sides import INPUT_KEY, activation_name, open_other, stated_activation
@@ -36,8 +36,13 @@ def image_paths(items) -> list[pathlib.Path]:
             out += found
         elif p.is_file():
             out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+        else:  # say what it is, as predict does: a FIFO (it would block), a device (/dev/zero never ends)...
+            why = why_not_regular(p)
+            if why == NO_FILE:
+                raise FileNotFoundError(f"{p}: no such file or folder")
+            if why:
+                raise ValueError(f"{p}: {why}; expected a photo or a folder of photos")
+            out.append(p)  # it became a regular file since is_file(): read as any photo
     return out
 
 

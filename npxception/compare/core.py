@@ -85,6 +85,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     if their_input is not None:
         ours_in = {} if x is None else {INPUT_KEY: np.shape(x)}
         their_input = as_float32(to_nhwc({INPUT_KEY: their_input}, ours_in, side.layout, model.channels)[INPUT_KEY])
+        if their_input.dtype.kind in "fc" and not np.isfinite(their_input).all():
+            raise ValueError(f"{side.label}: entry {INPUT_KEY!r} contains NaN or Inf; expected the finite input "
+                             "batch its activations were computed from")
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "

@@ -33,7 +33,7 @@ import numpy as np
 from .. import architecture as arch
 from .. import input_stage as stage
 from .. import keras_side
-from ..untrusted import IrregularFileError, check_regular, check_zip_directory, open_regular, short_repr
+from ..untrusted import NO_FILE, check_zip_directory, open_regular, short_repr, why_not_regular
 from ..weights import _read_npy, npy_header, weight_budget
 from .names import AUTO_NAME_PATTERN, AUTO_NAMES
 
@@ -64,12 +64,11 @@ def check_other_path(path: pathlib.Path) -> None:
     nor a regular file, saying what it is: a FIFO would block the reader, ``/dev/zero`` never ends."""
     if keras_side.is_multi_file_save(path):
         return
-    try:
-        check_regular(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except IrregularFileError as exc:
-        raise ValueError(f"{exc}; expected {OTHER_FORMS}") from None
+    why = why_not_regular(path)
+    if why == NO_FILE:
+        raise FileNotFoundError(f"{path}: no such file")
+    if why:
+        raise ValueError(f"{path}: {why}; expected {OTHER_FORMS}")
 
 
 # --------------------------------------------------------------------------- activation dumps
@@ -378,6 +377,9 @@ def load_onnx(path):
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
     _check_counts(proto, where)
+    if not graph.output:  # compare reads the final output from the first
+        raise ValueError(f"{where}: its graph declares no output; an exported model declares its predictions "
+                         "(graph.output) at least")
     family = _foreign_family(graph)
     if family:
         raise ValueError(f"{where}: {family}")

@@ -34,13 +34,13 @@ when the dump determines it; see its docstring.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 from dataclasses import dataclass, field
 
 from ..architecture import MIDDLE_FLOW_BLOCKS
-from ..untrusted import COUNTER, short_repr
+from ..config import CONFIG
+from ..untrusted import COUNTER, IrregularFileError, loads_json, read_capped, short_repr
 
 
 def _timm_rep(block: str, ours: list[str]) -> dict[str, str]:
@@ -160,12 +160,25 @@ def resolve_names(names, our_names) -> dict[str, str]:
         mapping = dict(names)
     elif isinstance(names, (str, pathlib.Path)):
         path = pathlib.Path(names)
-        if path.suffix.lower() != ".json" or not path.is_file():
+        if path.suffix.lower() != ".json":
             raise ValueError(f"names: expected a dict, a .json file or one of {sorted(KNOWN_PORTS)}, "
                              f"found {str(names)!r}")
+        try:  # a map names each of our ~134 layers once, two names of at most a few hundred characters: ~100 kB;
+            # read as a config is, under its cap (8 MiB), and its nesting a clear error
+            data = read_capped(path, CONFIG.max_config_bytes)
+        except FileNotFoundError:
+            raise ValueError(f"names: expected a dict, a .json file or one of {sorted(KNOWN_PORTS)}, "
+                             f"found {str(names)!r} (no such file)") from None
+        except IrregularFileError as exc:
+            raise ValueError(f"names: {exc}; expected a .json file") from None
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{exc}: a names map, {{their name: our name}} for each of our layers, is ~100 kB"
+                             ) from None
         try:
-            mapping = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            mapping = loads_json(data)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise ValueError(f"{path}: not a readable JSON object ({exc})") from None
         if not isinstance(mapping, dict):
             raise ValueError(f"{path}: expected a JSON object {{their name: our name}}, "
