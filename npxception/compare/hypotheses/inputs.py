@@ -3,6 +3,8 @@ to what the port would have fed its first layer."""
 
 from __future__ import annotations
 
+from itertools import permutations
+
 import numpy as np
 from PIL import Image
 
@@ -217,8 +219,6 @@ def input_affine(x, theirs, run=None, *, tf_mode=True, geometry=True, raw=False,
     ``raw / 127.5 - 1``, so the map is also said in raw pixels; ``raw``: ``x`` is raw pixels. ``what`` and
     ``var`` word it (an input-stage layer's map of its own input). The candidate is the fitted map's output;
     ``diagnose`` accepts it only when it reproduces theirs within the tolerance."""
-    from itertools import permutations
-
     if x is None or theirs is None or x.ndim != 4 or not 1 <= x.shape[-1] <= 4:
         return None
     c = x.shape[-1]
