@@ -302,6 +302,20 @@ def test_a_dump_input_holding_nan_is_named(small, dump, tmp_path):
     with pytest.raises(ValueError, match=f"^{path}: entry '__input__' contains NaN or Inf; expected the finite"):
         compare(model, path)
 
+
+def test_our_overflow_on_a_dumps_finite_input_names_the_dump(small, dump, tmp_path):
+    """Review 23 F9: a finite __input__ of 3e38 made our side compute NaN, with NumPy's RuntimeWarning lines
+    quoting our source; it is the ActivationOverflow predict raises, naming the dump's input, and no warning."""
+    from npxception import ActivationOverflow
+
+    model, acts = dump
+    path = tmp_path / "huge.npz"
+    np.savez(path, **{**acts, INPUT_KEY: np.full_like(acts[INPUT_KEY], 3e38)})
+    with warnings.catch_warnings(), pytest.raises(ActivationOverflow, match=f"^model: {path}'s '__input__' image 0: "
+                                                  "the output is NaN or Inf: activations overflowed"):
+        warnings.simplefilter("error", RuntimeWarning)
+        compare(model, path)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
@@ -516,6 +530,24 @@ def test_an_onnx_graph_without_outputs_is_refused_by_name(tmp_path):
     onnx.save(model, path)
     with pytest.raises(ValueError, match=f"^{path}: its graph declares no output; an exported model declares"):
         load_onnx(path)
+
+
+def test_an_onnx_initializer_named_twice_is_refused(tmp_path):
+    """Review 23 F9: two initializers of one name (invalid ONNX) were read, onnxruntime taking the first and
+    compare's weight reader (their_convs) the last."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from npxception.compare.inputs import load_onnx
+
+    model = _counted("none")
+    model.graph.initializer.extend([h.make_tensor("w", T.FLOAT, [1], [1.0]), h.make_tensor("w", T.FLOAT, [1], [2.0])])
+    path = tmp_path / "twice.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ValueError, match=f"^{path}: initializer 'w' appears twice; an ONNX graph names each"):
+        load_onnx(path)
+
 
 
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):

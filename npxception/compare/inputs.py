@@ -377,6 +377,12 @@ def load_onnx(path):
         raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
                          "(an Xception export has a few hundred)")
     _check_counts(proto, where)
+    seen = set()
+    for t in graph.initializer:  # invalid ONNX: onnxruntime uses the first, a reader by name the last
+        if t.name in seen:
+            raise ValueError(f"{where}: initializer {short_repr(t.name)} appears twice; an ONNX graph names each "
+                             "tensor once (which one is the weight?)")
+        seen.add(t.name)
     if not graph.output:  # compare reads the final output from the first
         raise ValueError(f"{where}: its graph declares no output; an exported model declares its predictions "
                          "(graph.output) at least")
