@@ -35,7 +35,9 @@ def message(dtype: str, no_cache: str | None) -> str:
     """The notice; ``no_cache`` is None when the cache works, else why not (npxception._jit says)."""
     kernels = "kernels" if dtype == "float32" else "float64 kernels"
     if no_cache is None:
-        return f"compiling {kernels} once (about 7 s); later runs start in under a second"
+        # Each command compiles the kernels it runs (predict's are not verify's or summary's), so a fresh
+        # install prints this once per command, and for the kernels of this run only (review 24, F11).
+        return f"compiling the {kernels} this run needs, once (up to about 7 s); later runs load them from the cache"
     return f"compiling {kernels} (about 7 s); every run compiles, because {no_cache}"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 
 from . import __version__
@@ -55,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=FORMATS, default="table",
                     help="table (default); json: one array; jsonl: one object per line; "
                          "csv: one row per (file, rank) with columns " + ",".join(_CSV_COLUMNS)
-                         + ". A file that failed has an 'error' field/column instead of predictions.")
+                         + ". A file that failed has an 'error' field/column instead of predictions; a name "
+                         "that is not UTF-8 is shown escaped (b\\xff.png), and json/jsonl add its bytes as "
+                         "'file_hex'.")
     pr.add_argument("--json", action="store_const", const="json", dest="format",
                     help="the same as --format json")
     pr.add_argument("-r", "--recursive", action="store_true",
@@ -172,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     be.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    for command in sub.choices.values():  # `npxception summary --version` too, as --debug is in both places
+        command.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
 
@@ -336,16 +341,21 @@ def _entry(result) -> dict:
     """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed.
 
     Every text is valid Unicode (labels.unicode_text): a file name that is not UTF-8 shows its
-    bytes escaped (``b\\xff.jpg``), as the table does, rather than lone surrogates.
+    bytes escaped (``b\\xff.jpg``), as the table does, rather than lone surrogates. That escape reads
+    the same as a file really named ``b\\xff.jpg``, so such a name also gets ``"file_hex"``, its
+    bytes in hex (``bytes.fromhex``), and only such a name (review 24, F10).
     """
     from .labels import unicode_text
 
     def text(value):
         return None if value is None else unicode_text(value)
 
+    file = {"file": text(result.path)}
+    if file["file"] != str(result.path):  # escaped: not UTF-8
+        file["file_hex"] = os.fsencode(result.path).hex()
     if result.error is not None:
-        return {"file": text(result.path), "error": text(result.error)}
-    return {"file": text(result.path), "predictions": [
+        return {**file, "error": text(result.error)}
+    return {**file, "predictions": [
         {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
         for p in result.predictions]}
 

@@ -5,8 +5,10 @@ The manners are those of the Unix tools people already pipe together:
 * an error is one line on stderr, ``PROG: error: <message>``, exit code 1
   (argparse's usage errors: 2); ``--debug`` shows the traceback instead;
 * a closed pipe (``npxception predict DIR | head -2``) ends the program quietly
-  with exit code 141, what a shell reports for a tool killed by SIGPIPE; so
-  does a closed stdout (``npxception ... >&-``);
+  with exit code 141, what a shell reports for a tool killed by SIGPIPE;
+* a stdout that cannot take the output is an error that names it, exit 1:
+  ``npxception: error: cannot write to stdout: No space left on device`` (a full
+  disk, ``> /dev/full``), ``...: it is closed`` (``>&-``, where the reader never existed);
 * text the stdout encoding cannot hold (a file name under ``LANG=C``) is
   printed escaped (``\\u72ac``), never an error that stops the run;
 * Ctrl-C keeps what was already printed and exits 130 (128 + SIGINT); SIGTERM
@@ -78,6 +80,49 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split("\n")) if len(text) < 400 else text
 
 
+class StdoutError(Exception):
+    """Writing the output to stdout failed (not a closed pipe): a full disk, ``/dev/full``, a closed fd 1.
+
+    Not an OSError, so that no command's handler for a file it reads takes it for that file's error.
+    """
+
+
+class _NamedStdout:
+    """``sys.stdout`` while a command runs: a write or flush that fails raises StdoutError, naming stdout.
+
+    Everything else (``buffer``, ``fileno``, ``isatty``...) is the stream's own.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _named(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            if not _closed_at_start:
+                raise  # the reader went away: quiet_pipe ends quietly
+            raise StdoutError("cannot write to stdout: it is closed") from None
+        except OSError as exc:
+            raise StdoutError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _stdout_failed(prog: str, exc: StdoutError) -> int:
+    """Say that stdout failed, then point fd 1 at /dev/null so that exiting does not fail on it again."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    _closed_pipe()
+    return EXIT_ERROR
+
+
 def run(prog: str, command, args, *, debug: bool) -> int:
     """Run ``command(args)`` with the CLI's contract; return the exit code.
 
@@ -91,6 +136,10 @@ def run(prog: str, command, args, *, debug: bool) -> int:
         return code
     except BrokenPipeError:
         raise  # not an error to report: quiet_pipe, around the whole main(), ends quietly
+    except StdoutError as exc:
+        if debug:
+            raise
+        return _stdout_failed(prog, exc)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -130,33 +179,47 @@ def _inputs(args) -> str:
 
 
 def quiet_pipe(main):
-    """Decorate a CLI's ``main``: a closed stdout anywhere (even in ``--help``) ends it quietly."""
+    """Decorate a CLI's ``main``: a closed pipe anywhere (even in ``--help``) ends it quietly; a stdout
+    that fails otherwise (full, closed) is named in an error, exit 1 (even for ``--version``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        prog = kwargs.get("prog") or main.__globals__.get("PROG", "npxception")
         try:
             if sys.stdout is None:  # started with stdout closed (`npxception ... >&-`)
                 _stdout_as_closed_pipe()
             errors = _escape_unencodable(sys.stdout)
+            real = sys.stdout
+            sys.stdout = named = _NamedStdout(real)
             try:
                 return main(*args, **kwargs)
             finally:  # also after argparse's SystemExit (--help): its output is still buffered
                 try:
-                    sys.stdout.flush()
+                    sys.stdout.flush()  # through the proxy: a failure names stdout
                 finally:
+                    if sys.stdout is named:
+                        sys.stdout = real
                     if errors is not None:  # restored for an in-process caller (tests)
                         _escape_unencodable(sys.stdout, errors)
         except BrokenPipeError:
+            if _closed_at_start:
+                return _stdout_failed(prog, StdoutError("cannot write to stdout: it is closed"))
             return _closed_pipe()
+        except StdoutError as exc:  # argparse's --help/--version output, outside run()
+            return _stdout_failed(prog, exc)
 
     return wrapper
+
+
+_closed_at_start = False  # stdout was closed when the program started (`>&-`): set once, never reset
 
 
 def _stdout_as_closed_pipe() -> None:
     """Give a closed stdout (Python then sets ``sys.stdout`` to None) a pipe whose reader is gone.
 
-    Every command then behaves as with ``| head -0``: its first write (or flush)
-    raises BrokenPipeError and it ends quietly with EXIT_SIGPIPE. Holding fd 1
+    Its first write (or flush) raises BrokenPipeError, which :class:`_NamedStdout` turns into
+    "cannot write to stdout: it is closed" (exit 1): no reader ever existed, so ending quietly
+    with EXIT_SIGPIPE, as after ``| head``, would hide that nothing was written. Holding fd 1
     also keeps a file we open later from becoming fd 1, where a stray write
     (ours or a child's) would land in it.
     """
@@ -166,6 +229,8 @@ def _stdout_as_closed_pipe() -> None:
         os.close(write_end)
     if read_end != 1:
         os.close(read_end)
+    global _closed_at_start
+    _closed_at_start = True
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
 
 

@@ -398,6 +398,7 @@ def test_imagenet_cache_conversion_carries_a_golden(tmp_path, monkeypatch, capsy
     assert manifest["golden"]["source"] == "npxception float64 oracle (impl='reference')"
     assert model.golden.pixels.shape == (1, SIZE, SIZE, 3)  # no fixed input size: 71x71
     assert gold.already_checked(gold.file_identity(npz), "float32")  # weights="imagenet" ran it
+    assert model.source == f"imagenet ({npz})"  # converted here from the MD5-checked file (review 24, F7)
     code, out = _verify(capsys, npz)
     assert code == 0, out
 

@@ -161,6 +161,10 @@ def test_predict_names_that_are_not_utf8(small, odd_names, capsys, monkeypatch, 
              "jsonl": lambda: [json.loads(line)["file"] for line in text.splitlines()],
              "table": lambda: [line for line in text.splitlines() if not line.startswith(" ")]}[fmt]()
     assert files == [os.path.join(str(odd_names), "a.png"), odd, os.path.join(str(odd_names), "c.png")], text
+    if fmt in ("json", "jsonl"):  # review 24, F10: the escape alone reads as a file named b\xff\xfe.png
+        entries = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+        assert [bytes.fromhex(e["file_hex"]) if "file_hex" in e else None for e in entries] == [
+            None, os.path.join(os.fsencode(odd_names), b"b\xff\xfe.png"), None]
 
 
 def edited(src, dst, edit, extra=None):

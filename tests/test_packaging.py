@@ -10,6 +10,7 @@ collects its tests with 0 errors; the wheel holds ``dist-info/licenses/LICENSE``
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -139,3 +140,31 @@ def test_messages_point_to_the_feature_extras(monkeypatch):
     monkeypatch.setitem(sys.modules, "tf_keras", None)
     with pytest.raises(ImportError, match=r"needs tf_keras \(pip install 'npxception\[keras\]'\)"):
         keras_side._import("tf_keras")
+
+
+def _message_texts(tree):
+    """The string literals of a module that are not docstrings (messages, help texts), as their constant text."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    inner = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+    for node in ast.walk(tree):
+        if id(node) in docstrings or id(node) in inner:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+        elif isinstance(node, ast.JoinedStr):
+            yield node.lineno, "".join(p.value for p in node.values if isinstance(p, ast.Constant))
+
+
+def test_messages_naming_source_files_say_where_they_are():
+    """Finding 8: a message cited docs/keras-recipe.md#mixed-precision or scripts/make_imagenet_labels.py,
+    which a wheel does not hold. A message naming a file of the source tree says it is in the source
+    distribution."""
+    bad = []
+    for folder in ("npxception", "weights_tools"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for line, text in _message_texts(ast.parse(path.read_text())):
+                if re.search(r"\b(docs|scripts|examples|benchmarks|tests)/\w", text) and "source distribution" not in text:
+                    bad.append(f"{path.relative_to(REPO)}:{line}: {text[:80]!r}")
+    assert bad == []

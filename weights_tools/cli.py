@@ -58,6 +58,8 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     i.add_argument("src", help="the Keras file to describe")
     i.add_argument("--debug", action="store_true", help="show tracebacks (the same as --debug before the command)")
     _model_options(i)
+    for command in sub.choices.values():  # `convert --version` too (also `npxception convert --version`)
+        command.add_argument("--version", action="version", version=f"npxception {__version__}")
     return p
 
 
