@@ -506,7 +506,7 @@ def test_onnx_lists_longer_than_any_export_are_refused_by_count(tmp_path, monkey
     model = _counted(kind)
     path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
     monkeypatch.setattr(onnx, "load_model_from_string", lambda data: pytest.fail("parsed before the counts"))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
         load_onnx(path)
     assert str(info.value).startswith(f"{path}: {message}"), info.value
 
