@@ -350,6 +350,17 @@ def test_tflite_dump(model, x, conventions):
     assert not compared & {"block1_conv1_bn", "block2_sepconv1", "predictions"}  # fused, a half, unnamed
 
 
+def test_a_tflite_dump_read_from_npz_compares_as_the_dict(model, x, tmp_path):
+    """Review 23 F2: a dump's entries that no layer can match are decided from their names and headers and never
+    read; the TFLite-scoped keys that can match are read, so the file compares the same layers as the dict."""
+    dump = _tflite_dump(model, run_port(model, x))
+    np.savez(tmp_path / "tflite.npz", **{**dump, "junk": np.zeros(3, np.float32)})
+    from_file = compare(model, tmp_path / "tflite.npz", x)
+    from_dict = compare(model, dump, x)
+    assert [r.layer for r in from_file.rows] == [r.layer for r in from_dict.rows]
+    assert "junk" in from_file.theirs_only and "junk" not in from_dict.theirs_only
+
+
 def test_names_map_to_keras_auto_names(model, x, port_acts):
     """A names map may name Keras' auto-names (what the Keras model called the layer), in any order:
     they are matched to ours by order as a Keras-named dump's are (before: "maps to

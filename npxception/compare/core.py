@@ -11,6 +11,7 @@ from ..blas import single_threaded
 from .. import input_stage as stage
 from ..head import activation
 from ..model import XceptionModel, _with_activation
+from ..network import ActivationOverflow
 from ..prediction import feed, load_photo
 from . import hypotheses
 from .local import Local, local_pass, nodes
@@ -88,6 +89,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         if their_input.dtype.kind in "fc" and not np.isfinite(their_input).all():
             raise ValueError(f"{side.label}: entry {INPUT_KEY!r} contains NaN or Inf; expected the finite input "
                              "batch its activations were computed from")
+    from_dump = x is None
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -95,7 +97,12 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         x = their_input
     x = np.asarray(x)
 
-    ours_out, ours = model.forward(x, capture="all")
+    try:
+        ours_out, ours = model.forward(x, capture="all")
+    except ActivationOverflow as exc:  # our side overflowed on their input: name where that input came from
+        if not from_dump:
+            raise
+        raise exc.naming([f"{side.label}'s {INPUT_KEY!r} image {r}" for r in range(len(x))]) from None
     by_order, tflite = ByOrder(), TfliteNames()
     if side.fixed:  # a TFLite dump's tensors are named by the fused op's scopes: its first one's output
         tflite = match_tflite_names({k: np.shape(v) for k, v in raw.items() if k not in ours},
