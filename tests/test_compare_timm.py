@@ -303,3 +303,30 @@ def test_one_extra_class_is_named_and_dropped_for_the_predictions(confident, por
     x2 = np.concatenate([npxception.load_image(p, SHAPE[:2])[None] for p in PHOTOS]) / 127.5 - 1
     summary = summarize(confident, path, x2.astype(np.float32), layout="NCHW", names=TIMM)  # the CLI's path
     assert summary.top1 == 1.0 and "read without their class 0" in summary.note
+
+
+def _fixed_input(src, dst, dims):
+    """The graph at ``src`` with its input declared ``dims`` (torch.onnx.export without dynamic_axes)."""
+    import onnx
+
+    g = onnx.load(str(src))
+    for d, v in zip(g.graph.input[0].type.tensor_type.shape.dim, dims):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    onnx.save(g, str(dst))
+    return dst
+
+
+def test_a_graph_of_batch_one_is_fed_one_image_at_a_time(port, top, tmp_path):
+    """torch.onnx.export without dynamic_axes (its default) fixes the batch at 1: with two photos compare
+    refused ("its input 'x' is declared (1, 3, 75, 75), and the NCHW float32 input is (2, 3, 75, 75)"). Fed
+    one image at a time now, as for any batch. An any-size model of ours against a graph of one size is
+    refused with the size to pass (--size HxW), which it did not say."""
+    path = _fixed_input(port("logits", **CORRECT), tmp_path / "fixed.onnx", (1, 3, *SHAPE[:2]))
+    report = compare(top, path, names=TIMM, images=PHOTOS)
+    assert report.ok and report.rows[0].shape_ours[0] == 2 and report.agreement.images == 2, str(report)
+    anysize = XceptionModel(dict(top.weights), head=top.head, input_shape=(None, None, 3))
+    x = np.zeros((1, 80, 80, 3), np.float32)
+    with pytest.raises(ValueError, match=r"declared \(1, 3, 75, 75\).*the graph takes 75x75 images only: "
+                                         r"compare at that size \(--size 75x75"):
+        compare(anysize, path, x, names=TIMM)
