@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     names = cm.add_mutually_exclusive_group()
     names.add_argument("--names", metavar="MAP.json",
                        help="JSON object mapping their layer names to ours")
-    names.add_argument("--port", metavar="NAME",
+    names.add_argument("--port", metavar="NAME", type=_known_port,
                        help="a known port whose module names are mapped to ours (timm.legacy_xception)")
     cm.add_argument("--photo-memory", metavar="SIZE", default=None,
                     help="refuse, before decoding it, a photo whose estimated memory exceeds SIZE: compare keeps "
@@ -225,6 +225,17 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected HxW with positive integers (e.g. 299x299), found {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _known_port(text: str) -> str:
+    """A known port's name (``timm.legacy_xception``): another is a bad command line (exit 2), named as
+    ``--port``, not as compare's Python parameter."""
+    from .compare.names import KNOWN_PORTS  # compare's module, loaded only when --port is given
+
+    if text not in KNOWN_PORTS:
+        raise argparse.ArgumentTypeError(f"not a known port: {text!r}; expected one of {', '.join(sorted(KNOWN_PORTS))} "
+                                         "(for another port, map its names with --names MAP.json)")
+    return text
 
 
 def _non_negative_float(text: str) -> float:

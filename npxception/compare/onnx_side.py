@@ -260,6 +260,11 @@ def _fits(declared, shape) -> bool:
     return len(declared) == len(shape) and all(d is None or d == s for d, s in zip(declared, shape))
 
 
+class InputRefused(ValueError):
+    """The graph's declared input refuses the batch for a reason the command line can fix (the layout or the
+    size given): ``npxception compare`` exits 2 on it, as for any value the model cannot take."""
+
+
 def _size_hint(declared, fed, layout) -> str:
     """What to pass when the graph takes one image size only and the batch is another (an any-size model of
     ours against a fixed 299x299 export): that size, by --size or an x at that size."""
@@ -411,7 +416,8 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
             parts = [run(x[i:i + 1], final_only) for i in range(len(x))]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if image.HasField("shape") and not _fits(declared, feed.shape):  # as onnxruntime would, before its session
-            raise ValueError(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
+            fixable = _layout_hint(declared, feed.shape) or _size_hint(declared, feed.shape, layout_in)
+            raise (InputRefused if fixable else ValueError)(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
                              f"{layout_in} {feed_dtype.name} input is {feed.shape}"
                              f"{_layout_hint(declared, feed.shape) or _size_hint(declared, feed.shape, layout_in)}")
         seconds = work_deadline(feed, x.shape[1:3])
