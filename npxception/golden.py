@@ -402,7 +402,7 @@ def _even_if_not_finite(model, x) -> np.ndarray:
     message blames the weights' float range."""
     try:
         return model(x)
-    except FloatingPointError as exc:  # network.ActivationOverflow (golden sits below network: no import)
+    except FloatingPointError as exc:  # overflow.ActivationOverflow (any FloatingPointError carrying .output)
         return exc.output
 
 
@@ -411,7 +411,7 @@ def _captured_even_if_not_finite(model, x, layers, impl) -> dict:
     :func:`_even_if_not_finite`): the digests then name the first checked layer that disagrees."""
     try:
         return model.forward(x, capture=layers, impl=impl)[1]
-    except FloatingPointError:  # network.ActivationOverflow: the same walk, without the finite check
+    except FloatingPointError:  # overflow.ActivationOverflow: the same walk, without the finite check
         return forward.run(model, model.backbone_input(x), set(layers), impl)[1]
 
 

@@ -16,6 +16,8 @@ re-exported here (``from npxception.model import XceptionModel`` works):
 
 * :mod:`npxception.network`: :class:`XceptionModel`: the weights, what they
   describe, ``model(x)``, ``forward``, ``run_layer``, ``astype``, ``save``;
+* :mod:`npxception.model_checks`: what a model is built from, checked (input shape, labels...);
+* :mod:`npxception.overflow`: :class:`ActivationOverflow`, a finite input with a non-finite output;
 * :mod:`npxception.forward`: the plain forward pass, one op per layer of the table;
 * :mod:`npxception.params`: the weights in memory, checked against the table, or seeded random;
 * :mod:`npxception.summary`: the Keras-like table ``model.summary()`` prints.
@@ -32,7 +34,8 @@ from . import head_schema
 from . import golden as gold
 from . import input_stage as stage
 from .config import CONFIG
-from .network import XceptionModel, check_input_shape
+from .model_checks import check_input_shape
+from .network import XceptionModel
 from .params import as_dtype, random_params
 from .pretrained import imagenet_source, imagenet_weights
 from .untrusted import short_repr
