@@ -32,6 +32,7 @@ import numpy as np
 from . import architecture as arch
 from . import head_schema
 from . import golden as gold
+from . import golden_file
 from . import input_stage as stage
 from .config import CONFIG
 from .model_checks import check_input_shape
@@ -327,7 +328,7 @@ def _from_file(path):
     manifest, arrays = read_weights(path)
     arrays, golden_arrays = split_golden(arrays)
     where = str(path)
-    golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
+    golden = golden_file.from_file(manifest.get("golden"), golden_arrays, where)
     for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
         arrays.pop(key, None)
     try:
