@@ -404,6 +404,28 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
     return {name: _to_ours(a, data_format) for name, a in acts.items()}
 
 
+def stage_activations(kmodel, x) -> list[tuple[str, np.ndarray]]:
+    """``[(layer name, its output)]`` of the Keras model's input-stage layers (Rescaling, Normalization,
+    Resizing..., the chain between its input and the backbone, as the converter finds it:
+    :func:`weights_tools.stage_chain._stage_chain`), in order, NHWC, on ``x``; empty when it has none.
+    compare compares them with our input stage's layers (:func:`npxception.compare.core._stage_rows`)."""
+    from weights_tools.kinds import kind_of  # the converter's reading, see _layers
+    from weights_tools.stage_chain import _stage_chain  # see _layers
+    from weights_tools.walk import _collapse  # see _layers
+
+    klayers, paths, data_format = _layers(kmodel)
+    _, inputs, live = _collapse(klayers, f"keras model {kmodel.name!r}")
+    roots = [k for k in live if kind_of(k) == "input"]
+    if len(roots) != 1:
+        return []
+    wanted = {k.name: paths[k.name] for k in _stage_chain(roots[0], live, inputs) if k.name in paths}
+    if not wanted:
+        return []
+    with _quiet():
+        acts = _capture(framework_of(kmodel), kmodel, wanted, _feed(kmodel, x, data_format))
+    return [(name.rsplit("/", 1)[-1], _to_ours(acts[name], data_format)) for name in wanted]
+
+
 def output_activation(model, kmodel) -> str | None:
     """The activation ending the Keras layer matched to our last one, read from its config as the
     converter reads a head (weights_tools.head): ``"softmax"``, ``"sigmoid"``..., None for none (a

@@ -379,13 +379,19 @@ class XceptionModel:
             y = fast_forward(self, x)
             if y is not None:  # None: the fused steps cannot express this table (npxception/fast/plan.py)
                 return check_finite_output(y, x, self._overflowed(x, impl)), {}
-        y, captured = forward.run(self, x, wanted, impl)
+        # an overflow is named by check_finite_output (ActivationOverflow, with its first layer), not left to
+        # NumPy's RuntimeWarning lines quoting our source
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, captured = forward.run(self, x, wanted, impl)
         return check_finite_output(y, x, self._overflowed(x, impl)), captured
 
     def _overflowed(self, x, impl):
         """For :func:`check_finite_output`: the first layer whose output is not finite for image ``row``
         of ``x``, found only once an output is (a second, layer-by-layer pass over that image)."""
-        return lambda row: forward.first_nonfinite(self, x[row:row + 1], impl)
+        def first(row):
+            with np.errstate(over="ignore", invalid="ignore"):  # what it looks for
+                return forward.first_nonfinite(self, x[row:row + 1], impl)
+        return first
 
     def backbone_input(self, x) -> np.ndarray:
         """``x`` checked and through the input stage: what ``block1_conv1`` reads."""

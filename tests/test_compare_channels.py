@@ -66,7 +66,8 @@ def test_a_convention_that_differs_is_named(case):
     """The grayscale port with PyTorch's BN epsilon, timm's pool padding and logits: every BN layer,
     block3_pool and the classifier named, and nothing else (the 3-channel port's signature,
     docs/discrepancies.md); a port fed twice our input is a source at its stem that no cause of RGB's
-    (BGR, caffe or torch preprocessing: three channels, three means) is tried on, or crashes on. The
+    (BGR, caffe or torch preprocessing: three channels, three means) is tried on, or crashes on: the
+    fitted affine map names it. The
     4-channel port reads its image as BGRA (OpenCV's order) and is fed RGBA: named at the stem."""
     model, x, port = case
     if model.channels == 1:
@@ -74,7 +75,10 @@ def test_a_convention_that_differs_is_named(case):
         assert causes(report) == {n: "bn_epsilon" for n in BN_LAYERS} | {
             "block3_pool": "pool_symmetric_padding"}, str(report)
         report = compare(model, run_port(model, 2 * x), x)
-        assert report.sources[0].layer == "block1_conv1" and report.sources[0].diagnosis is None, str(report)
+        # no cause of RGB's is tried; the fitted per-channel affine map (review 22) names the factor 2
+        d = report.sources[0].diagnosis
+        assert report.sources[0].layer == "block1_conv1" and d is not None and d.cause == "input_affine", str(report)
+        assert d.parameter["scale"] == pytest.approx([2.0], rel=1e-4) and "ours x -> x * 2" in d.explanation
         return
     report = run(model, port("bgra", channel_order=(2, 1, 0, 3), **CORRECT), x)
     assert causes(report) == {"block1_conv1": "input_bgr"}, str(report)

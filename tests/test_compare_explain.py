@@ -350,6 +350,17 @@ def test_tflite_dump(model, x, conventions):
     assert not compared & {"block1_conv1_bn", "block2_sepconv1", "predictions"}  # fused, a half, unnamed
 
 
+def test_a_tflite_dump_read_from_npz_compares_as_the_dict(model, x, tmp_path):
+    """Review 23 F2: a dump's entries that no layer can match are decided from their names and headers and never
+    read; the TFLite-scoped keys that can match are read, so the file compares the same layers as the dict."""
+    dump = _tflite_dump(model, run_port(model, x))
+    np.savez(tmp_path / "tflite.npz", **{**dump, "junk": np.zeros(3, np.float32)})
+    from_file = compare(model, tmp_path / "tflite.npz", x)
+    from_dict = compare(model, dump, x)
+    assert [r.layer for r in from_file.rows] == [r.layer for r in from_dict.rows]
+    assert "junk" in from_file.theirs_only and "junk" not in from_dict.theirs_only
+
+
 def test_names_map_to_keras_auto_names(model, x, port_acts):
     """A names map may name Keras' auto-names (what the Keras model called the layer), in any order:
     they are matched to ours by order as a Keras-named dump's are (before: "maps to
@@ -573,7 +584,8 @@ def test_every_hypothesis_has_a_test():
     named |= {"bn_shift_missing"}  # a fold that dropped the fused bias (tests/test_onnx_exports.py)
     # their graph's own weights and pads (tests/test_compare_timm.py::test_weight_bugs_are_named_from_their_weights)
     named |= {"their_weights"}
-    named |= {"classes_permuted"}  # a confident head's rows permuted (test_compare_timm.py, confident logits)
+    named |= {"classes_permuted", "extra_class"}  # a confident head's rows permuted, a background class (test_compare_timm.py)
+    named |= {"input_affine"}  # pipelines fitted as an affine map (tests/test_compare_input_stage.py)
     produced = {"bn_epsilon", "bn_batch_statistics", "bn_missing", "bn_gamma_beta_swapped",
                 "pool_symmetric_padding", "pool_zero_padding", "pool_ceil_mode", "pool_window", "pool_stride",
                 "conv_symmetric_padding", "conv_same_padding", "kernel_hw_swapped", "kernel_read_as_oihw",
@@ -581,10 +593,12 @@ def test_every_hypothesis_has_a_test():
                 "extra_relu_after", "wrong_input", "overwritten_in_place", "skipped_layer", "output_logits", "output_probabilities",
                 "dense_missing_bias", "dense_kernel_layout", "add_input_overwritten", "weights_rounded",
                 "input_resize", "flatten_order", "dense_rows_follow_flatten", "bn_shift_missing", "depthwise_reshaped",
-                "global_max_for_avg", "pool_symmetric_zero_padding", "their_weights", "classes_permuted",
+                "global_max_for_avg", "pool_symmetric_zero_padding", "their_weights", "classes_permuted", "extra_class",
+                "input_affine",
                 *h.INPUT_TRANSFORMS}
     assert produced <= named, produced - named
     functions = ({f for fs in h.CATALOGUE.values() for f in fs} | set(h.GENERIC) | set(h.FIRST) | {h.their_weights}
+                 | {h.input_affine}
                  | set(h.INPUT_TRANSFORMS.values()))
     assert all(f.__doc__ for f in functions)
 

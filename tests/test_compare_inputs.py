@@ -302,6 +302,20 @@ def test_a_dump_input_holding_nan_is_named(small, dump, tmp_path):
     with pytest.raises(ValueError, match=f"^{path}: entry '__input__' contains NaN or Inf; expected the finite"):
         compare(model, path)
 
+
+def test_our_overflow_on_a_dumps_finite_input_names_the_dump(small, dump, tmp_path):
+    """Review 23 F9: a finite __input__ of 3e38 made our side compute NaN, with NumPy's RuntimeWarning lines
+    quoting our source; it is the ActivationOverflow predict raises, naming the dump's input, and no warning."""
+    from npxception import ActivationOverflow
+
+    model, acts = dump
+    path = tmp_path / "huge.npz"
+    np.savez(path, **{**acts, INPUT_KEY: np.full_like(acts[INPUT_KEY], 3e38)})
+    with warnings.catch_warnings(), pytest.raises(ActivationOverflow, match=f"^model: {path}'s '__input__' image 0: "
+                                                  "the output is NaN or Inf: activations overflowed"):
+        warnings.simplefilter("error", RuntimeWarning)
+        compare(model, path)
+
 # --------------------------------------------------------------------------- F5: a folder of photos
 
 def test_compare_streams_a_folder_of_photos(small, tmp_path, monkeypatch, capsys):
@@ -460,36 +474,39 @@ def _counted(kind):
                                  **{f"a{k}": 1 for k in range(65)}))
     elif kind == "attribute values":
         nodes.append(h.make_node("Identity", ["predictions"], ["junk"], junk=[1] * (4_097)))
-    elif kind == "items":  # a value_info whose shape has a million dims: a list no other cap names
-        vi = h.make_tensor_value_info("deep", T.FLOAT, [1] * (1 << 20))
     elif kind == "metadata":
         model_meta = {"junk": "a" * (16 << 20)}
     graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 71, 71, 3])],
-                         [h.make_tensor_value_info("predictions", T.FLOAT, [1, 3])], initializer=inits,
-                         value_info=[vi] if kind == "items" else [])
+                         [h.make_tensor_value_info("predictions", T.FLOAT, [1, 3])], initializer=inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
     onnx.helper.set_model_props(model, model_meta)
+    if kind == "items":  # 2^20 empty opset_import entries appended to the protobuf: a list no other cap names
+        return model.SerializeToString() + b"\x42\x00" * (1 << 20)  # field 8, length-delimited, empty
     return model
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("inputs", "node #1 ('Sum') has 65 inputs; an Xception export's nodes take at most 5, and this reader at most 64"),
-    ("initializers", "its graph has 10,001 initializers, more than the 10,000 this reader takes"),
-    ("attributes", "node #1 ('Identity') has 65 attributes"),
-    ("attribute values", "node #1 ('Identity')'s attribute 'junk' holds 4,097 values; an Xception export's hold at "
-     "most 4 (a window's pads), and this reader takes at most 4,096"),
-    ("items", "its lists hold more than 1,048,576 items in all"),
+    ("inputs", "node #1 has more than 64 input entries; an Xception export's nodes take at most 5, and this reader "
+     "takes at most 64"),
+    ("initializers", "its graph has more than 10,000 initializer entries"),
+    ("attributes", "node #1 has more than 64 attribute entries"),
+    ("attribute values", "an attribute of node #1 has more than 4,096 ints entries; an Xception export's attributes "
+     "hold at most 4 (a window's pads), and this reader takes at most 4,096"),
+    ("items", "its protobuf holds more than 1,048,576 items in all"),
     ("metadata", "its doc_string and metadata_props text totals more than 16,777,216 characters"),
 ])
-def test_onnx_lists_longer_than_any_export_are_refused_by_count(tmp_path, kind, message):
-    """Each refused from its count, before a name is read or shape inference and onnxruntime copy the graph."""
+def test_onnx_lists_longer_than_any_export_are_refused_by_count(tmp_path, monkeypatch, kind, message):
+    """Each refused from its count in the protobuf's wire format, before the file is parsed (the parser is
+    replaced by one that fails the test)."""
     import onnx
 
     from npxception.compare.inputs import load_onnx
 
     path = tmp_path / "counted.onnx"
-    onnx.save(_counted(kind), path)
-    with pytest.raises(ValueError) as info:
+    model = _counted(kind)
+    path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    monkeypatch.setattr(onnx, "load_model_from_string", lambda data: pytest.fail("parsed before the counts"))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
         load_onnx(path)
     assert str(info.value).startswith(f"{path}: {message}"), info.value
 
@@ -501,7 +518,7 @@ def test_onnx_empty_inputs_are_refused_in_the_cli_under_a_memory_limit(small, tm
     path = tmp_path / "sum.onnx"
     onnx.save(_counted("inputs"), path)
     out = run_capped("compare", "--weights", small, "--against", path)
-    assert_refused(out, str(path), "node #1 ('Sum') has 65 inputs")
+    assert_refused(out, str(path), "node #1 has more than 64 input entries")
 
 
 def test_an_onnx_graph_without_outputs_is_refused_by_name(tmp_path):
@@ -516,6 +533,24 @@ def test_an_onnx_graph_without_outputs_is_refused_by_name(tmp_path):
     onnx.save(model, path)
     with pytest.raises(ValueError, match=f"^{path}: its graph declares no output; an exported model declares"):
         load_onnx(path)
+
+
+def test_an_onnx_initializer_named_twice_is_refused(tmp_path):
+    """Review 23 F9: two initializers of one name (invalid ONNX) were read, onnxruntime taking the first and
+    compare's weight reader (their_convs) the last."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from npxception.compare.inputs import load_onnx
+
+    model = _counted("none")
+    model.graph.initializer.extend([h.make_tensor("w", T.FLOAT, [1], [1.0]), h.make_tensor("w", T.FLOAT, [1], [2.0])])
+    path = tmp_path / "twice.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ValueError, match=f"^{path}: initializer 'w' appears twice; an ONNX graph names each"):
+        load_onnx(path)
+
 
 
 def test_onnx_external_data_and_foreign_operators_are_refused(dump, tmp_path):

@@ -280,3 +280,26 @@ def test_a_dump_made_on_another_size_is_named(x):
     with pytest.raises(ValueError, match=r"activation dict: the input the dump carries \(key '__input__', "
                                          r"\(1, 83, 83, 3\) as NHWC.*the dump was made on another input"):
         compare(fixed, dump, x)
+
+
+def test_one_extra_class_is_named_and_dropped_for_the_predictions(confident, port, tmp_path):
+    """Their classifier has a background class at index 0 (1001-style: 11 outputs for our 10). With several
+    images the predictions summary crashed ("operands could not be broadcast together with shapes (2,10)
+    (2,11)", exit 1); with one, the row said "channels differ (10 vs 11)", unexplained. Now the cause is
+    named with the index, and the predictions are compared with that class dropped, as the note says."""
+    from npxception.compare.summary import summarize
+
+    def background(name, a):
+        if name in ("fc.weight", "fc.bias"):  # Gemm with transB: weight rows are classes
+            return np.concatenate([np.zeros_like(a[:1]), a])
+
+    path = _edited(port("confident", model=confident, **CORRECT), tmp_path / "bg.onnx", background)
+    report = compare(confident, path, layout="NCHW", names=TIMM, images=PHOTOS)
+    d = report.sources[-1].diagnosis
+    assert report.sources[-1].layer == "predictions" and d is not None, str(report)
+    assert d.cause == "extra_class" and d.parameter == 0 and "(11 vs 10), at index 0" in d.explanation
+    assert report.agreement.images == 2 and report.agreement.top1 == 1.0, report.agreement
+    assert "read without their class 0" in report.agreement.note
+    x2 = np.concatenate([npxception.load_image(p, SHAPE[:2])[None] for p in PHOTOS]) / 127.5 - 1
+    summary = summarize(confident, path, x2.astype(np.float32), layout="NCHW", names=TIMM)  # the CLI's path
+    assert summary.top1 == 1.0 and "read without their class 0" in summary.note

@@ -8,8 +8,10 @@ from itertools import chain
 import numpy as np
 
 from ..blas import single_threaded
+from .. import input_stage as stage
 from ..head import activation
 from ..model import XceptionModel, _with_activation
+from ..network import ActivationOverflow
 from ..prediction import feed, load_photo
 from . import hypotheses
 from .local import Local, local_pass, nodes
@@ -18,6 +20,7 @@ from .names import AUTO_NAME_PATTERN, ByOrder, TfliteNames, by_counter, match_au
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import PROBABILITIES, UNKNOWN, Report, Row, agreement, output_activation
 from .roundoff import RoundOff
+from .summary import _agreement as summary_agreement
 from .sides import INPUT_KEY, Other, open_other, squeezed, stated_activation, to_nhwc
 
 
@@ -29,6 +32,8 @@ def _explain_shapes(ours, theirs) -> str:
     if len(ours) == len(theirs) == 4 and ours[-1] == theirs[-1] and ours[1:3] != theirs[1:3]:
         return (f"spatial size differs ({ours[1]}x{ours[2]} vs {theirs[1]}x{theirs[2]}): "
                 "different padding or stride, or a different input size")
+    if len(ours) == len(theirs) == 2 and ours[0] == theirs[0]:
+        return f"outputs differ ({ours[1]} vs {theirs[1]} per image): a classifier with other classes, or another layer"
     if ours[-1:] != theirs[-1:]:
         return f"channels differ ({ours[-1]} vs {theirs[-1]}): a different layer, or a different layout"
     return f"shape ours {ours} vs theirs {theirs}"
@@ -84,6 +89,7 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         if their_input.dtype.kind in "fc" and not np.isfinite(their_input).all():
             raise ValueError(f"{side.label}: entry {INPUT_KEY!r} contains NaN or Inf; expected the finite input "
                              "batch its activations were computed from")
+    from_dump = x is None
     if x is None:
         if their_input is None:
             raise ValueError(f"{side.label}: no input given and the dump carries none "
@@ -91,7 +97,12 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         x = their_input
     x = np.asarray(x)
 
-    ours_out, ours = model.forward(x, capture="all")
+    try:
+        ours_out, ours = model.forward(x, capture="all")
+    except ActivationOverflow as exc:  # our side overflowed on their input: name where that input came from
+        if not from_dump:
+            raise
+        raise exc.naming([f"{side.label}'s {INPUT_KEY!r} image {r}" for r in range(len(x))]) from None
     by_order, tflite = ByOrder(), TfliteNames()
     if side.fixed:  # a TFLite dump's tensors are named by the fused op's scopes: its first one's output
         tflite = match_tflite_names({k: np.shape(v) for k, v in raw.items() if k not in ours},
@@ -134,6 +145,10 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         rows.append(_input_row(model, x, their_input, rtol, atol, explain, images))
         if not rows[0].passed:
             warnings.append("the two sides' inputs differ: every accumulated error below includes that")
+    x_stage = None
+    if side.stage is not None and their_input is None and x is not None:  # their in-graph preprocessing
+        stage_rows, x_stage = _stage_rows(model, side.stage(x), x, rtol, atol, explain)
+        rows.extend(stage_rows)
     by_name, weighted = {}, set()
     order = {n: i for i, n in enumerate(model.layer_names)}
     # What the backbone's first layer reads: the input after the model's in-graph preprocessing.
@@ -141,6 +156,8 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
     # What their first layer read: their own input when the dump carries it (a port that preprocesses
     # inside, handed the same batch as ours, shows its BGR or caffe input at that layer), else ours.
     x_first = x_backbone if their_input is None else _their_backbone_input(model, their_input, x, side.label)
+    if x_stage is not None:  # what their backbone read: their input stage's output (their Rescaling...)
+        x_first = x_stage
     # on a failing row, a float32 layer under the tolerance is held to float32's round-off (roundoff.py),
     # unless the user loosened the tolerance (--rtol 5e-3 to accept PyTorch's BN epsilon): then that is
     # what a layer may add
@@ -191,6 +208,11 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
                     theirs_only=unknown, unmatched_names=by_order.refused,
                     matched_by_order={ours_name: key for key, ours_name in by_order.matched.items()})
     last = model.layer_names[-1]
+    if (model.classes and last in theirs and theirs[last].shape != ours[last].shape and not non_finite(theirs[last])
+            and by_name.get(last) and by_name[last].diagnosis and by_name[last].diagnosis.cause == "extra_class"):
+        act = output_activation(model.head)  # their one extra class dropped, as the row's diagnosis says
+        report.agreement = summary_agreement(ours[last], theirs[last], {"ours_activation": act,
+                                                                        "theirs_activation": side.activation})
     if (model.classes and last in theirs and theirs[last].shape == ours[last].shape
             and not non_finite(theirs[last])):
         act = output_activation(model.head)  # what the row compared: ours put on their terms
@@ -350,6 +372,81 @@ def _attribute_rounding(rows, precision, rtol, warnings) -> None:
                     "layer")
 
 
+def _merged(ours, theirs) -> list[str]:
+    """Two sequences of layer names as one, in order: common names once, each side's own where it sits."""
+    out, i, j = [], 0, 0
+    while i < len(ours) or j < len(theirs):
+        if i < len(ours) and j < len(theirs) and ours[i] == theirs[j]:
+            out.append(ours[i])
+            i, j = i + 1, j + 1
+        elif j < len(theirs) and theirs[j] not in ours:
+            out.append(theirs[j])
+            j += 1
+        elif i < len(ours):
+            out.append(ours[i])
+            i += 1
+        else:
+            out.append(theirs[j])
+            j += 1
+    return list(dict.fromkeys(out))
+
+
+def _stage_rows(model, theirs_stage, x, rtol, atol, explain) -> tuple[list[Row], np.ndarray | None]:
+    """Rows for the input-stage layers of both sides (their Keras model's Rescaling, Normalization...; ours
+    from the converted model's input stage), in order, and what their backbone read (their stage's
+    output; None when neither side has a stage). Before, local runs started from *our* stage's output and
+    the stage layers were no rows: a Rescaling that differs made block1_conv1 the unexplained source.
+
+    A layer one side lacks passes its input unchanged there, and its row says so; each row's local error is
+    our layer (or, for theirs only, the identity) on their input to it, and a source gets the catalogue's
+    input transforms and a fitted per-channel affine map of its own input (hypotheses.input_affine)."""
+    fed = model._check_input(x)
+    ours_list = [(step["name"], out) for step, out in stage.each_step(model.input_stage, fed)]
+    theirs_list = [(name, as_float32(np.asarray(a))) for name, a in theirs_stage]
+    if not ours_list and not theirs_list:
+        return [], None
+    steps = {step["name"]: step for step in model.input_stage}
+    renamed = {}
+    if len(ours_list) == len(theirs_list) and [n for n, _ in ours_list] != [n for n, _ in theirs_list]:
+        # as many layers on each side, named otherwise (Keras numbers a second Rescaling "rescaling_1"):
+        # paired in order, as the converter pairs a stage with the backbone it feeds
+        renamed = {o: t for (o, _), (t, _) in zip(ours_list, theirs_list)}
+        theirs_list = [(o, a) for (o, _), (_, a) in zip(ours_list, theirs_list)]
+    ov, tv = dict(ours_list), dict(theirs_list)
+    prev_o = prev_t = fed
+    rows = []
+    for i, name in enumerate(_merged(list(ov), list(tv))):
+        o, t = ov.get(name, prev_o), tv.get(name, prev_t)
+        row = Row(name, o.shape, t.shape, flow="input")
+        expected = stage.apply([steps[name]], prev_t) if name in ov else prev_t  # ours on their input to it
+        if o.shape != t.shape:
+            row.note = _explain_shapes(o.shape, t.shape)
+            row.source = expected.shape != t.shape
+        elif bad := non_finite(t):
+            row.non_finite, row.note, row.source = bad, f"theirs holds {bad}", True
+        else:
+            row.max_abs, row.max_rel, row.one_minus_cos, scale = errors(o, t)
+            row.passed = row.max_abs <= atol + rtol * scale
+            if expected.shape == t.shape:
+                max_abs, row.local_rel, _, scale = errors(expected, t)
+                row.source = max_abs > atol + rtol * scale
+        if renamed.get(name, name) != name:
+            _add_note(row, f"theirs {renamed[name]}, paired in order")
+        if name not in ov:
+            _add_note(row, "theirs only: our model has no such layer (its input passes unchanged)")
+        elif name not in tv:
+            _add_note(row, "ours only: their model has no such layer (their input passes unchanged)")
+        if row.source and explain and not row.non_finite and prev_t.shape == t.shape:
+            raw = model.takes_pixels and i == 0  # the first layer reads what both were fed: pixels
+            row.diagnosis = hypotheses.best_of(
+                [hypotheses.input_affine(prev_t, t, tf_mode=not model.takes_pixels and i == 0, geometry=False,
+                                         raw=raw, what=f"their {renamed.get(name, name)} maps its input", var="x")],
+                t, rtol, atol)
+        rows.append(row)
+        prev_o, prev_t = o, t
+    return rows, prev_t
+
+
 def _their_backbone_input(model, their_input, x, label):
     """What their first layer read: their own input (the dump's) through our input stage. An input our model
     refuses (a fixed-size model, a dump made on another size) is the dump's, named as such: the user's x
@@ -385,9 +482,11 @@ def _input_row(model, x, their_input, rtol, atol, explain, images) -> Row:
         row.local_rel = row.max_rel
     row.source = not row.passed
     if row.source and explain:
-        row.diagnosis = hypotheses.best_of(chain(hypotheses.input_candidates(x),
-                                                 hypotheses.resize_candidates(images, x, model)),
-                                           their_input, rtol, atol)
+        row.diagnosis = (hypotheses.best_of(chain(hypotheses.input_candidates(x),
+                                                  hypotheses.resize_candidates(images, x, model)),
+                                            their_input, rtol, atol)
+                         or hypotheses.best_of([hypotheses.input_affine(x, their_input, tf_mode=not model.takes_pixels)],
+                                               their_input, rtol, atol))
     return row
 
 

@@ -308,7 +308,8 @@ MAX_ATTRIBUTE_VALUES = 4096  # an attribute's ints, floats, strings or tensors: 
 MAX_ONNX_TENSORS = MAX_ONNX_NODES  # initializers, and each of the graph's inputs, outputs and value_info lists
 # Every repeated item of the model together (nodes, their inputs, outputs and attributes, attribute values,
 # tensors' dims, opset imports, functions, training info...), tensors' stored values apart (they are weights,
-# charged by the file's size): tf2onnx's Xception has 2,410; this bounds any list the caps above do not name.
+# charged by the file's size), every field counted: tf2onnx's Xception has 4,294; this bounds any list the caps
+# above do not name.
 MAX_ONNX_ITEMS = 1 << 20
 # doc_string and metadata_props (key and value) anywhere in the model: tf2onnx writes none, torch's dynamo
 # exporter a stack trace and module paths per node (a few kB each, under 1 MB for an Xception). A 300 MB
@@ -349,7 +350,9 @@ def load_onnx(path):
     """The ONNX model at ``path`` (an ``onnx.ModelProto``), checked before onnxruntime sees it.
 
     Refused, naming the file and the node or tensor: a file larger than the largest valid model's weights
-    (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, more than :data:`MAX_ONNX_NODES` nodes, a node
+    (``weights.weight_budget``) plus :data:`ONNX_MARGIN_BYTES`, lists longer than any export's, counted in the
+    protobuf before it is parsed (:func:`_check_counts`: nodes, their inputs, outputs and attributes,
+    initializers, attribute values, all items together, doc and metadata text), a node
     whose operator is not in :data:`ONNX_OPS` (or is in another domain, a local function's included; an
     int8-quantized or onnxruntime-optimized graph is named as such, with what to compare instead),
     a tensor stored outside the file (external data: it would be read from any path it names), a sparse
@@ -367,16 +370,19 @@ def load_onnx(path):
             raise ValueError(f"{where}: {size:,} bytes, more than the {cap:,} any Xception's weights in float64 "
                              "and its graph take; refused before parsing")
         data = f.read(size)
+    _check_counts(data, where)
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own types
         raise ValueError(f"{where}: not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     del data
     graph = proto.graph
-    if len(graph.node) > MAX_ONNX_NODES:
-        raise ValueError(f"{where}: {len(graph.node):,} nodes, more than the {MAX_ONNX_NODES:,} this reader takes "
-                         "(an Xception export has a few hundred)")
-    _check_counts(proto, where)
+    seen = set()
+    for t in graph.initializer:  # invalid ONNX: onnxruntime uses the first, a reader by name the last
+        if t.name in seen:
+            raise ValueError(f"{where}: initializer {short_repr(t.name)} appears twice; an ONNX graph names each "
+                             "tensor once (which one is the weight?)")
+        seen.add(t.name)
     if not graph.output:  # compare reads the final output from the first
         raise ValueError(f"{where}: its graph declares no output; an exported model declares its predictions "
                          "(graph.output) at least")
@@ -390,9 +396,6 @@ def load_onnx(path):
             raise ValueError(f"{where}: node {node_label(node, i)} is a {op} operator, which no Xception "
                              f"export holds{' (control flow: it could run for ever)' if op in _CONTROL_FLOW else ''};"
                              f" compare runs graphs of {', '.join(sorted(ONNX_OPS))}")
-        if len(node.output) > MAX_NODE_OUTPUTS:
-            raise ValueError(f"{where}: node {node_label(node, i)} has {len(node.output):,} outputs; an Xception "
-                             f"export's nodes have at most {MAX_NODE_OUTPUTS}: refused before reading their names")
         for name in (*node.input, *node.output, node.name):
             names_left -= len(name)
             if names_left < 0:
@@ -436,60 +439,115 @@ def load_onnx(path):
     return proto
 
 
-def _check_counts(proto, where: str) -> None:
-    """Refuse a model whose lists hold more items than any Xception export's (the caps above), by count alone:
-    ``len()`` of a parsed list reads none of its items, so this runs before any name is read or any reader after
-    ours (shape inference, onnxruntime) copies the graph."""
-    graph = proto.graph
-    for field, what in (("initializer", "initializers"), ("input", "inputs"), ("output", "outputs"),
-                        ("value_info", "value_info entries")):
-        n = len(getattr(graph, field))
-        if n > MAX_ONNX_TENSORS:
-            raise ValueError(f"{where}: its graph has {n:,} {what}, more than the {MAX_ONNX_TENSORS:,} this reader "
-                             "takes (an Xception export has a few hundred): refused before reading them")
-    for i, node in enumerate(graph.node):
-        if len(node.input) > MAX_NODE_INPUTS:
-            raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)}) has {len(node.input):,} inputs; an "
-                             f"Xception export's nodes take at most 5, and this reader at most {MAX_NODE_INPUTS}: "
-                             "refused before reading their names")
-        if len(node.attribute) > MAX_NODE_ATTRIBUTES:
-            raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)}) has {len(node.attribute):,} "
-                             f"attributes; an Xception export's nodes carry at most 5, and this reader at most "
-                             f"{MAX_NODE_ATTRIBUTES}: refused before reading them")
-        for a in node.attribute:
-            n = max(len(a.ints), len(a.floats), len(a.strings), len(a.tensors), len(a.graphs),
-                    len(a.sparse_tensors), len(a.type_protos))
-            if n > MAX_ATTRIBUTE_VALUES:
-                raise ValueError(f"{where}: node #{i} ({short_repr(node.op_type)})'s attribute "
-                                 f"{short_repr(a.name)} holds {n:,} values; an Xception export's hold at most 4 "
-                                 f"(a window's pads), and this reader takes at most {MAX_ATTRIBUTE_VALUES:,}: "
-                                 "refused before reading them")
+# The lists capped one by one, by (message, field): their refusals say which list of which node.
+_LIST_CAPS = {
+    ("GraphProto", "node"): MAX_ONNX_NODES,
+    ("GraphProto", "initializer"): MAX_ONNX_TENSORS, ("GraphProto", "input"): MAX_ONNX_TENSORS,
+    ("GraphProto", "output"): MAX_ONNX_TENSORS, ("GraphProto", "value_info"): MAX_ONNX_TENSORS,
+    ("NodeProto", "input"): MAX_NODE_INPUTS, ("NodeProto", "output"): MAX_NODE_OUTPUTS,
+    ("NodeProto", "attribute"): MAX_NODE_ATTRIBUTES,
+    **{("AttributeProto", f): MAX_ATTRIBUTE_VALUES
+       for f in ("floats", "ints", "strings", "tensors", "graphs", "sparse_tensors", "type_protos")},
+}
+# What a valid export's lists hold, for the refusals (tf2onnx's Xception).
+_LIST_NORMS = {("NodeProto", "input"): "take at most 5", ("NodeProto", "output"): "have 1 (a few for Split)",
+               ("NodeProto", "attribute"): "carry at most 5", ("AttributeProto", None): "hold at most 4 (a window's pads)"}
+_FIELDS: dict = {}  # message full name -> {field number: (name, message descriptor or None, charged)}
+
+
+def _fields(desc) -> dict:
+    if desc.full_name not in _FIELDS:
+        _FIELDS[desc.full_name] = {
+            f.number: (f.name, f.message_type, not (desc.name == "TensorProto" and f.name in _TENSOR_VALUES))
+            for f in desc.fields}
+    return _FIELDS[desc.full_name]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def _check_counts(data: bytes, where: str) -> None:
+    """Refuse, from the protobuf's wire format and before it is parsed, a model whose lists hold more items
+    than any Xception export's (the caps above): every field of every message is stepped over once, each
+    submessage's bytes entered but never copied, a list counted as its items are met, so the scan stops at
+    a cap after ~as many steps as the cap (1 s for 10^6). The parser would make an object of each (an empty
+    input name is 2 bytes in the file: 20 M took 1.34 GB parsed). A packed list counts one item per byte
+    (a varint's at most), tensors' stored values apart (weights: charged by the file's size)."""
+    import onnx  # see load_onnx
+
     items, text = 0, 0
-    stack = [proto]
-    while stack:  # every message of the model once, a list charged by its length before its items are pushed
-        msg = stack.pop()
-        if msg.DESCRIPTOR.name == "StringStringEntryProto":
-            text += len(msg.key) + len(msg.value)
-        for field, value in msg.ListFields():
-            if getattr(field, "is_repeated", None) or getattr(field, "label", None) == 3:
-                if msg.DESCRIPTOR.name == "TensorProto" and field.name in _TENSOR_VALUES:
-                    continue
-                items += len(value)
+    # (start, end, message descriptor, its node number in its graph or None)
+    stack = [(0, len(data), onnx.ModelProto.DESCRIPTOR, None)]
+    try:
+        while stack:
+            pos, end, desc, node = stack.pop()
+            fields, counts, nodes = _fields(desc), {}, 0
+            while pos < end:
+                tag, pos = _varint(data, pos)
+                number, wire = tag >> 3, tag & 7
+                name, sub, charged = fields.get(number, (None, None, True))
+                if wire == 0:
+                    _, pos = _varint(data, pos)
+                elif wire == 1:
+                    pos += 8
+                elif wire == 5:
+                    pos += 4
+                elif wire == 2:
+                    length, pos = _varint(data, pos)
+                    if sub is not None:
+                        stack.append((pos, pos + length, sub, nodes if (desc.name, name) == ("GraphProto", "node")
+                                      else node))
+                        nodes += (desc.name, name) == ("GraphProto", "node")
+                    elif name == "doc_string" or desc.name == "StringStringEntryProto":
+                        text += length
+                    elif charged and name is not None and desc.fields_by_name[name].type not in (9, 12):
+                        items += length - 1  # a packed list: at most a value per byte (strings, bytes: one)
+                    pos += length
+                else:
+                    raise ValueError(f"wire type {wire}, which ONNX's messages do not use")
+                if pos > end:
+                    raise ValueError("a field runs past its message")
+                items += charged
+                n = counts[name] = counts.get(name, 0) + 1
+                cap = _LIST_CAPS.get((desc.name, name))
+                if cap is not None and n > cap:
+                    _refuse_count(where, desc.name, name, cap, node)
                 if items > MAX_ONNX_ITEMS:
-                    raise ValueError(f"{where}: its lists hold more than {MAX_ONNX_ITEMS:,} items in all (nodes, "
-                                     f"their inputs, outputs and attributes, tensors' dims...; at its "
-                                     f"{field.name!r} list); an Xception export's hold a few thousand: refused "
-                                     "before reading them")
-                if field.message_type is not None:
-                    stack.extend(value)
-            elif field.message_type is not None:
-                stack.append(value)
-            elif field.name == "doc_string":
-                text += len(value)
-        if text > MAX_METADATA_TEXT:
-            raise ValueError(f"{where}: its doc_string and metadata_props text totals more than "
-                             f"{MAX_METADATA_TEXT:,} characters; an Xception export's is under 1 MB (none from "
-                             "tf2onnx): refused before loading")
+                    raise ValueError(f"{where}: its protobuf holds more than {MAX_ONNX_ITEMS:,} items in all "
+                                     f"(nodes, their inputs, outputs and attributes, tensors' dims...; at a "
+                                     f"{desc.name}'s {name or number!r} field); an Xception export's hold a few "
+                                     "thousand: refused before parsing it")
+                if text > MAX_METADATA_TEXT:
+                    raise ValueError(f"{where}: its doc_string and metadata_props text totals more than "
+                                     f"{MAX_METADATA_TEXT:,} characters; an Xception export's is under 1 MB (none "
+                                     "from tf2onnx): refused before parsing it")
+    except IndexError:
+        raise ValueError(f"{where}: not a readable ONNX model (its protobuf ends inside a field)") from None
+    except ValueError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ValueError(f"{where}: not a readable ONNX model ({exc})") from None
+
+
+def _refuse_count(where, message, field, cap, node):
+    owner = {"GraphProto": "its graph", "NodeProto": f"node #{node}",
+             "AttributeProto": f"an attribute of node #{node}"}[message]
+    if message == "NodeProto" and node is None:  # a node of a function or a subgraph
+        owner = "a node"
+    norm = _LIST_NORMS.get((message, field)) or _LIST_NORMS.get((message, None))
+    norm = f"an Xception export's {'nodes' if message == 'NodeProto' else 'attributes'} {norm}, and " if norm else ""
+    raise ValueError(f"{where}: {owner} has more than {cap:,} {field} entries; {norm}this reader takes at most "
+                     f"{cap:,} (an Xception export has a few hundred tensors and nodes): refused before parsing it")
 
 
 _CONTROL_FLOW = {"Loop", "Scan", "If", "SequenceMap"}

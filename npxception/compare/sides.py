@@ -46,6 +46,8 @@ class Other:
     # it; a dump states none (UNKNOWN), and the prediction agreement never guesses one (report.agreement)
     activation: str | None = UNKNOWN
     convs: dict = field(default_factory=dict)  # {our conv layer: their weights and pads}, from an ONNX graph
+    # x -> [(name, output)] of their input-stage layers in order (a Keras model's Rescaling...); None: unknown
+    stage: Callable | None = None
     theirs_only: list = field(default_factory=list)  # their names matching none of ours, never read (a dump's)
 
     def __call__(self, x):
@@ -130,7 +132,8 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
     if is_keras_model(other):
         return Other(f"keras model {other.name!r}", lambda x: keras_activations(model, other, x),
                      *keras_precision(other), layout="NHWC", final=_keras_final(model, other),
-                     activation=keras_side.output_activation(model, other))
+                     activation=keras_side.output_activation(model, other),
+                     stage=lambda x: keras_side.stage_activations(other, x))
     if isinstance(other, dict):
         acts = {k: native_order(v) for k, v in other.items()}
         return Other("activation dict", lambda x: _renamed(acts, mapping), None, fixed=True,
@@ -158,7 +161,8 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
         kmodel = open_in_keras(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), *keras_precision(kmodel),
                      layout="NHWC", final=_keras_final(model, kmodel),
-                     activation=keras_side.output_activation(model, kmodel))
+                     activation=keras_side.output_activation(model, kmodel),
+                     stage=lambda x: keras_side.stage_activations(kmodel, x))
     raise ValueError(f"{path}: expected {OTHER_FORMS}")
 
 

@@ -47,7 +47,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, th
             x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout, model.channels)[INPUT_KEY]
         if last not in acts:
             raise ValueError(f"{side.label}: holds no {last!r} output to compare predictions with")
-        return agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), **activations)
+        return _agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), activations)
     if x is None:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     ours, theirs = [], []
@@ -57,4 +57,45 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, th
             chunk = batch[i:i + batch_size]
             ours.append(model(chunk))
             theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
-    return agreement(np.concatenate(ours), np.concatenate(theirs), **activations)
+    return _agreement(np.concatenate(ours), np.concatenate(theirs), activations)
+
+
+def _agreement(ours, theirs, activations) -> Agreement:
+    """:func:`agreement`, with their one extra class dropped where theirs has one (:func:`without_extra_class`);
+    other shapes that differ are refused by name (it raised numpy's "operands could not be broadcast")."""
+    theirs = theirs.reshape(len(theirs), -1)
+    if theirs.shape == ours.shape:
+        return agreement(ours, theirs, **activations)
+    dropped = without_extra_class(ours, theirs, activations["ours_activation"], activations["theirs_activation"])
+    if dropped is None:
+        raise ValueError(f"predictions: ours has {ours.shape[1]} outputs per image, theirs {theirs.shape[1]}: "
+                         "not the same classifier, so their predictions cannot be compared")
+    kept, i = dropped
+    out = agreement(ours, kept, **activations)
+    out.note += (f"; their {theirs.shape[1]} classes read without their class {i}"
+                 + (" (a background class, as 1001-class ImageNet heads have it)" if i == 0 else "")
+                 + ": it fits ours better than dropping their " + ("last" if i == 0 else "first"))
+    return out
+
+
+def without_extra_class(ours, theirs, ours_activation, theirs_activation):
+    """``(theirs without one class, its index)`` when theirs has exactly one class more than ours: the
+    index, 0 (a 1001-class head's background) or the last, whose removal leaves theirs nearest ours
+    (probabilities renormalised over the classes kept; logits against our probabilities put through
+    softmax over them); None for any other difference. Never a guess: the fit decides, and the note says."""
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if ours.ndim != 2 or theirs.shape != (ours.shape[0], ours.shape[1] + 1):
+        return None
+    best = None
+    for i in (0, theirs.shape[1] - 1):
+        kept = np.delete(theirs, i, axis=1)
+        if theirs_activation == "softmax":
+            kept = kept / np.maximum(kept.sum(1, keepdims=True), np.finfo(np.float64).tiny)
+        seen = kept
+        if theirs_activation is None and ours_activation == "softmax":
+            seen = np.exp(kept - kept.max(1, keepdims=True))
+            seen /= seen.sum(1, keepdims=True)
+        err = np.abs(seen - ours).max()
+        if best is None or err < best[0]:
+            best = (err, kept, i)
+    return best[1], best[2]

@@ -35,9 +35,10 @@ from ..metrics import errors
 from .batchnorm import bn_batch_statistics, bn_epsilon, bn_gamma_beta_swapped, bn_missing, bn_shift_missing
 from .case import Candidate, Case, Diagnosis
 from .fused import fused_weights_rounded, through_bn
-from .head import (dense_classes_permuted, dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten, flatten_order,
-                   global_max_for_avg, output_logits)
-from .inputs import CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_candidates, resize_candidates
+from .head import (dense_classes_permuted, dense_kernel_transposed, dense_missing_bias, dense_rows_follow_flatten,
+                   extra_class, flatten_order, global_max_for_avg, output_logits)
+from .inputs import (CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_affine, input_candidates,
+                     resize_candidates)
 from .rounding import weights_rounded
 from .their_weights import their_weights
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
@@ -62,9 +63,9 @@ CATALOGUE: dict[str, list[Callable]] = {
     "relu": [relu6, relu_missing, fused_weights_rounded],
     "add": [extra_relu_on_input],
     "flatten": [flatten_order],
-    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_classes_permuted, dense_missing_bias,
-              dense_kernel_transposed, weights_rounded],
-    "activation": [output_logits, dense_classes_permuted],
+    "dense": [flatten_order, dense_rows_follow_flatten, output_logits, dense_classes_permuted, extra_class,
+              dense_missing_bias, dense_kernel_transposed, weights_rounded],
+    "activation": [output_logits, dense_classes_permuted, extra_class],
     "global_avg_pool": [global_max_for_avg],
 }
 GENERIC = [skipped_layer, skipped_behind_gap, extra_relu_after, wrong_input]
@@ -114,6 +115,12 @@ def diagnose(case: Case, rtol: float, atol: float) -> Diagnosis | None:
 
         found = best_of(chain(input_candidates(case.x_ours, run),
                               resize_candidates(case.images, case.x_input, case.model, run)),
+                        case.theirs, rtol, atol)
+        if found:
+            return found
+        # no listed pipeline: a per-channel affine map, channel order and flip fitted (the first layer is a
+        # convolution without bias, linear in its input: block1_conv1)
+        found = best_of([_tried(lambda c: input_affine(c.x_ours, c.theirs, run, tf_mode=not c.model.input_stage), case)],
                         case.theirs, rtol, atol)
         if found:
             return found

@@ -80,6 +80,31 @@ def dense_classes_permuted(case: Case) -> Candidate | None:
                      case.local[:, perm], [int(p) for p in perm])
 
 
+def extra_class(case: Case) -> Candidate | None:
+    """Their classifier has one class more than ours: a background class (TF-slim's and the original
+    Inception checkpoints' 1001 outputs: "background" at index 0), or one appended at the end. Ours, with
+    their extra column put back: probabilities renormalised (their softmax over 1001 classes is ours times
+    1 - p(extra)), logits as they are. The fitted parameter: the extra column's index."""
+    if case.kind not in ("dense", "activation") or case.local.ndim != 2 or case.theirs.ndim != 2:
+        return None
+    n, k = case.local.shape
+    if case.theirs.shape != (n, k + 1):
+        return None
+    act = case.spec.get("activation")
+    found = None
+    for i in (0, k):
+        extra = case.theirs[:, i:i + 1].astype(np.float64)
+        ours = case.local.astype(np.float64) * (1.0 - extra) if act == "softmax" else case.local.astype(np.float64)
+        y = np.insert(ours, i, extra[:, 0], axis=1)
+        err = np.abs(y - case.theirs).max()
+        if found is None or err < found[0]:
+            found = (err, i, y)
+    _, i, y = found
+    where = "at index 0 (a background class, as 1001-class ImageNet heads have it)" if i == 0 else f"at the end (index {i})"
+    return Candidate("extra_class", f"their classifier has one class more than ours ({k + 1} vs {k}), {where}: "
+                     "the other classes agree once it is dropped", y.astype(case.theirs.dtype), i)
+
+
 def _axes(order: str) -> str:
     """``"chw"`` -> ``"(C, H, W)"``."""
     return "(" + ", ".join(order.upper()) + ")"

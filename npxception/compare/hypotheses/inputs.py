@@ -3,6 +3,8 @@ to what the port would have fed its first layer."""
 
 from __future__ import annotations
 
+from itertools import permutations
+
 import numpy as np
 from PIL import Image
 
@@ -136,3 +138,130 @@ def resize_candidates(images, x, model, run=None):
         for text, xt in feeds:
             xt = xt.astype(x.dtype)
             yield Candidate("input_resize", text, xt if run is None else run(model.backbone_input(xt)), how)
+
+
+# ---- a per-channel affine map and a channel order, fitted (review 22, finding 6) --------------------
+
+# Known pipelines, as what they make of raw [0, 255] pixels: per channel (scale, offset), and whether
+# they reverse the channels. Compared with the fitted map once it is read in raw pixels.
+_KNOWN = {
+    "tf's x/127.5 - 1": ((1 / 127.5,) * 3, (-1.0,) * 3),
+    "x/255 ([0, 1])": ((1 / 255,) * 3, (0.0,) * 3),
+    "x/255 - 0.5 ([-0.5, 0.5])": ((1 / 255,) * 3, (-0.5,) * 3),
+    "raw 0..255 pixels": ((1.0,) * 3, (0.0,) * 3),
+    "torch's (x/255 - mean) / std": (tuple(1 / (255 * s) for s in TORCH_STD),
+                                     tuple(-m / s for m, s in zip(TORCH_MEAN, TORCH_STD))),
+    "caffe's means (103.9, 116.8, 123.7: B, G, R) subtracted": ((1.0,) * 3, tuple(-m for m in CAFFE_MEAN_BGR)),
+    "(x/127.5 - 1) * 255": ((2.0,) * 3, (-255.0,) * 3),
+}
+# ... and what they make of an input already preprocessed (ours x), the map read as it is
+_KNOWN_TWICE = {"tf's x/127.5 - 1 applied to an input already preprocessed (preprocessing twice)": (1 / 127.5, -1.0),
+                "x/255 applied to an input already preprocessed (preprocessing twice)": (1 / 255, 0.0)}
+# A fit that reproduces their values has 2 parameters per channel against every value of the layer; fewer
+# than this many values per parameter and a fit says nothing.
+_VALUES_PER_PARAMETER = 100
+_GEOMETRY = {"": lambda a: a, "flipped left-right, ": lambda a: a[:, :, ::-1],
+             "flipped upside down, ": lambda a: a[:, ::-1], "rotated 180 degrees, ": lambda a: a[:, ::-1, ::-1],
+             "rotated 90 degrees, ": lambda a: np.rot90(a, 1, (1, 2)), "rotated 270 degrees, ": lambda a: np.rot90(a, 3, (1, 2))}
+
+
+def _numbers(v):
+    v = np.asarray(v)
+    return f"{v[0]:.4g}" if np.allclose(v, v[0], rtol=1e-4, atol=1e-6) else "[" + ", ".join(f"{a:.4g}" for a in v) + "]"
+
+
+def _named(scale, offset, perm, tf_mode, raw=False, var="ours x"):
+    """The fitted map in words: ours x -> theirs x * scale + offset, channels ``perm``; and, when ours is
+    tf-mode (raw / 127.5 - 1), what it is of raw pixels, with a known pipeline's name when one matches."""
+    c = len(scale)
+    order = ""
+    if list(perm) != list(range(c)):
+        order = "channels reversed (BGR), " if list(perm) == list(range(c))[::-1] else f"channels in order {list(perm)}, "
+    text = f"{order}{var} -> {_affine(scale, offset)}"
+    if not raw:
+        for name, (s, o) in _KNOWN_TWICE.items():
+            if np.allclose(scale, s, rtol=2e-3) and np.allclose(offset, o, rtol=2e-3, atol=2e-3):
+                return f"{text}: {name}"
+    if not (tf_mode or raw) or c != 3:
+        return text
+    if raw:
+        raw_scale, raw_offset = np.asarray(scale), np.asarray(offset)
+    else:
+        raw_scale, raw_offset = np.asarray(scale) / 127.5, np.asarray(offset) - np.asarray(scale)
+        text += f"; of raw pixels, {_affine(raw_scale, raw_offset)}"
+    for name, (s, o) in _KNOWN.items():
+        if np.allclose(raw_scale, s, rtol=2e-3) and np.allclose(raw_offset, o, rtol=2e-3, atol=2e-3):
+            text += f": {name}"
+            if name.startswith("caffe") and list(perm) == list(range(c)):
+                text += ", without caffe's BGR flip (channels left RGB)"
+            break
+    return text
+
+
+def _affine(scale, offset):
+    """``x * a + b`` with its numbers, an offset that rounds to 0 left out."""
+    off = np.asarray(offset)
+    if np.abs(off).max() < 1e-5 * max(1.0, np.abs(scale).max()):
+        return f"x * {_numbers(scale)}"
+    if np.allclose(off, off[0], rtol=1e-4, atol=1e-6):
+        return f"x * {_numbers(scale)} {'-' if off[0] < 0 else '+'} {abs(off[0]):.4g}"
+    return f"x * {_numbers(scale)} + {_numbers(off)}"
+
+
+def input_affine(x, theirs, run=None, *, tf_mode=True, geometry=True, raw=False, what="their input is ours",
+                 var="ours x"):
+    """Their input is ours through a per-channel affine map (``x * a_c + b_c``), its channels possibly in
+    another order, and, with ``geometry``, the image flipped or rotated: fitted by least squares to their
+    output (their input itself with ``run`` None, or a layer ``run`` that is linear without bias, such as
+    ``block1_conv1``, on it: its output is linear in the ``2C`` constants). Names any preprocessing that is
+    such a map with its fitted constants (preprocessing twice, BGR with torch's mean and std, [-0.5, 0.5]),
+    where the catalogue's fixed transforms name only the pipelines it lists. ``tf_mode``: ours is
+    ``raw / 127.5 - 1``, so the map is also said in raw pixels; ``raw``: ``x`` is raw pixels. ``what`` and
+    ``var`` word it (an input-stage layer's map of its own input). The candidate is the fitted map's output;
+    ``diagnose`` accepts it only when it reproduces theirs within the tolerance."""
+    if x is None or theirs is None or x.ndim != 4 or not 1 <= x.shape[-1] <= 4:
+        return None
+    c = x.shape[-1]
+    t = np.asarray(theirs, dtype=np.float64).ravel()
+    if t.size < _VALUES_PER_PARAMETER * 2 * c or not np.isfinite(t).all():
+        return None
+    x64 = x.astype(np.float64)
+
+    def f(a):
+        return np.asarray(a, dtype=np.float64) if run is None else np.asarray(run(a.astype(x.dtype)), dtype=np.float64)
+
+    best = None
+    for where, move in _GEOMETRY.items():
+        if not geometry and where:
+            continue
+        xg = np.ascontiguousarray(move(x64))
+        if xg.shape != x.shape:  # a rotation of a non-square image
+            continue
+        unit = []
+        for at in range(c):
+            z = np.zeros_like(xg)
+            z[..., at] = 1.0
+            unit.append(f(z).ravel())
+        if unit[0].size != t.size:
+            return None
+        placed = {}
+        for src in range(c):
+            for at in range(c):
+                z = np.zeros_like(xg)
+                z[..., at] = xg[..., src]
+                placed[src, at] = f(z).ravel()
+        for perm in permutations(range(c)):  # their channel `at` reads our channel perm[at]
+            a = np.stack([placed[perm[at], at] for at in range(c)] + unit, 1)
+            coef = np.linalg.lstsq(a, t, rcond=None)[0]
+            fit = a @ coef
+            err = np.abs(fit - t).max()
+            if best is None or err < best[0]:
+                best = (err, where, perm, coef, fit)
+    _, where, perm, coef, fit = best
+    scale, offset = coef[:c], coef[c:]
+    if not where and list(perm) == list(range(c)) and np.allclose(scale, 1, atol=1e-6) and np.allclose(offset, 0, atol=1e-6):
+        return None  # the identity: no difference to name
+    text = f"{what} {where}through a per-channel affine map, fitted: " + _named(scale, offset, perm, tf_mode, raw, var)
+    return Candidate("input_affine", text, fit.reshape(np.shape(theirs)).astype(np.asarray(theirs).dtype),
+                     {"scale": [float(v) for v in scale], "offset": [float(v) for v in offset],
+                      "channels": [int(p) for p in perm], "geometry": where.strip(", ") or None})
