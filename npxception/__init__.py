@@ -33,7 +33,7 @@ _LAZY = {
     "decode_predictions": "npxception.labels",
     "get_file": "npxception.download",
     "compare": "npxception.compare",
-    "ActivationOverflow": "npxception.network",
+    "ActivationOverflow": "npxception.overflow",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -16,14 +16,12 @@ other way round) is loaded only by ``convert`` (tests/test_import.py).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import sys
 
 from . import __version__
 from .config import CONFIG
 from .console import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, Progress, interrupt_requested, quiet_pipe, run
+from .prediction_output import CSV_COLUMNS, WRITERS
 
 PROG = "npxception"
 # Shown in every subcommand's --help, as convert's (weights_tools) shows its own: both places work.
@@ -55,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=_positive_int, default=5, help="how many classes per image (default 5)")
     pr.add_argument("--format", choices=FORMATS, default="table",
                     help="table (default); json: one array; jsonl: one object per line; "
-                         "csv: one row per (file, rank) with columns " + ",".join(_CSV_COLUMNS)
+                         "csv: one row per (file, rank) with columns " + ",".join(CSV_COLUMNS)
                          + ". A file that failed has an 'error' field/column instead of predictions; a name "
                          "that is not UTF-8 is shown escaped (b\\xff.png), and json/jsonl add its bytes as "
                          "'file_hex'.")
@@ -117,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     names = cm.add_mutually_exclusive_group()
     names.add_argument("--names", metavar="MAP.json",
                        help="JSON object mapping their layer names to ours")
-    names.add_argument("--port", metavar="NAME",
+    names.add_argument("--port", metavar="NAME", type=_known_port,
                        help="a known port whose module names are mapped to ours (timm.legacy_xception)")
     cm.add_argument("--photo-memory", metavar="SIZE", default=None,
                     help="refuse, before decoding it, a photo whose estimated memory exceeds SIZE: compare keeps "
@@ -227,6 +225,17 @@ def _size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _known_port(text: str) -> str:
+    """A known port's name (``timm.legacy_xception``): another is a bad command line (exit 2), named as
+    ``--port``, not as compare's Python parameter."""
+    from .compare.names import KNOWN_PORTS  # compare's module, loaded only when --port is given
+
+    if text not in KNOWN_PORTS:
+        raise argparse.ArgumentTypeError(f"not a known port: {text!r}; expected one of {', '.join(sorted(KNOWN_PORTS))} "
+                                         "(for another port, map its names with --names MAP.json)")
+    return text
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -258,9 +267,6 @@ def _convert(rest) -> int:
 
 
 # ---- predict ------------------------------------------------------------------
-
-_CSV_COLUMNS = ("file", "rank", "index", "label", "name", "score", "error")
-
 
 def _shown(paths) -> str:
     from .labels import printable
@@ -302,7 +308,7 @@ def _cmd_predict(args) -> int:
     batches = predict_files(inputs.files, model, top=args.top, interpolation=args.interpolation,
                             batch_size=args.batch_size, target_size=args.size, exif_transpose=args.exif_transpose,
                             photo_memory=photo_memory)
-    out = _WRITERS[args.format]()
+    out = WRITERS[args.format]()
     progress = Progress(len(inputs.files), enabled=not args.no_progress)
     done = failed = 0
     out.start()
@@ -331,107 +337,6 @@ def _cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
-def _json(result) -> str:
-    # Strict JSON: predict_files reports non-finite scores as failures, and
-    # allow_nan=False makes sure no NaN/Infinity token is ever printed.
-    return json.dumps(_entry(result), allow_nan=False)
-
-
-def _entry(result) -> dict:
-    """One file's JSON object: ``{"file", "predictions"}``, or ``{"file", "error"}`` if it failed.
-
-    Every text is valid Unicode (labels.unicode_text): a file name that is not UTF-8 shows its
-    bytes escaped (``b\\xff.jpg``), as the table does, rather than lone surrogates. That escape reads
-    the same as a file really named ``b\\xff.jpg``, so such a name also gets ``"file_hex"``, its
-    bytes in hex (``bytes.fromhex``), and only such a name (review 24, F10).
-    """
-    from .labels import unicode_text
-
-    def text(value):
-        return None if value is None else unicode_text(value)
-
-    file = {"file": text(result.path)}
-    if file["file"] != str(result.path):  # escaped: not UTF-8
-        file["file_hex"] = os.fsencode(result.path).hex()
-    if result.error is not None:
-        return {**file, "error": text(result.error)}
-    return {**file, "predictions": [
-        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
-        for p in result.predictions]}
-
-
-class _Table:
-    def start(self):
-        pass
-
-    def write(self, result):
-        from .labels import printable
-
-        print(printable(result.path))
-        if result.error is not None:
-            print(f"  error: {printable(result.error)}")
-            return
-        for rank, p in enumerate(result.predictions, 1):
-            # Labels come from the weight file: escape control characters (ANSI, newlines).
-            tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
-            print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
-
-    def end(self):
-        pass
-
-
-class _JSONArray:
-    """One JSON array, written element by element so that it streams; closed even on Ctrl-C."""
-
-    def start(self):
-        self.first = True
-        print("[", end="")
-
-    def write(self, result):
-        print(("\n  " if self.first else ",\n  ") + _json(result), end="")
-        self.first = False
-
-    def end(self):
-        print("\n]")
-
-
-class _JSONLines:
-    def start(self):
-        pass
-
-    def write(self, result):
-        print(_json(result))
-
-    def end(self):
-        pass
-
-
-class _CSV:
-    """One row per (file, rank); a file that failed has one row with only ``file`` and ``error``."""
-
-    def start(self):
-        self.writer = csv.writer(sys.stdout, lineterminator="\n")
-        self.writer.writerow(_CSV_COLUMNS)
-
-    def write(self, result):
-        from .labels import printable
-
-        def text(value):  # control characters escaped, as the table does: no \x1b reaches the terminal
-            return "" if value is None else printable(value)
-
-        if result.error is not None:
-            self.writer.writerow([text(result.path), "", "", "", "", "", text(result.error)])
-            return
-        for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(float(p.score)), ""])
-
-    def end(self):
-        pass
-
-
-_WRITERS = {"table": _Table, "json": _JSONArray, "jsonl": _JSONLines, "csv": _CSV}
-
-
 # ---- summary ------------------------------------------------------------------
 
 def _cmd_summary(args) -> int:
@@ -445,44 +350,14 @@ def _cmd_summary(args) -> int:
     head = head_schema.keras_head(not args.no_top)
     shape = (args.input_size, args.input_size, 3)
     if args.format == "dot":
+        from .summary import to_dot
+
         print(to_dot(layers, head, shape, args.variant))
         return 0
     # zeros would do as well as random weights: summary only reads shapes
     model = XceptionModel(random_params(layers, head), variant=args.variant, head=head, input_shape=shape)
     model.summary()
     return 0
-
-
-def to_dot(layers, head, input_shape, variant="keras") -> str:
-    """The architecture as Graphviz DOT: one node per layer, clustered by flow, with output shapes."""
-    from . import architecture as arch
-
-    rows = arch.trace(layers, head, input_shape)
-    flows = {"entry": [], "middle": [], "exit": []}
-    for layer in layers:
-        block = int(layer.name.split("_")[0][5:])
-        flows["entry" if block <= 4 else "middle" if block <= 12 else "exit"].append(layer)
-    colors = {"conv": "lightblue", "sepconv": "lightskyblue", "bn": "lightyellow", "relu": "palegreen",
-              "maxpool": "lightpink", "add": "orange"}
-    out = [f'digraph xception_{variant} {{', '  rankdir=TB;', '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
-           f'  input [label="input\\n{input_shape}", fillcolor=white];']
-    for flow, members in flows.items():
-        out.append(f'  subgraph cluster_{flow} {{ label="{flow} flow"; style=dashed;')
-        for layer in members:
-            shape = rows[layer.name][0]
-            out.append(f'    "{layer.name}" [label="{layer.name}\\n{layer.kind}\\n{shape}", '
-                       f'fillcolor={colors[layer.kind]}];')
-        out.append("  }")
-    for layer in layers:
-        for i in layer.inputs:
-            out.append(f'  "{i}" -> "{layer.name}";')
-    prev = layers[-1].name
-    for h in head:
-        out.append(f'  "{h["name"]}" [label="{h["name"]}\\n{h["kind"]}\\n{rows[h["name"]][0]}", fillcolor=lavender];')
-        out.append(f'  "{prev}" -> "{h["name"]}";')
-        prev = h["name"]
-    out.append("}")
-    return "\n".join(out)
 
 
 # ---- compare / show / bench (defined in their own modules) ---------------------

@@ -32,6 +32,7 @@ import threading
 
 EXIT_ERROR = 1  # the command failed (a bad file, a bad value)
 EXIT_USAGE = 2  # argparse's code for a wrong command line; also "nothing to do"
+EXIT_DIFFER = 3  # compare ran and the two sides differ (1 is kept for "could not run", as for every command)
 EXIT_SIGPIPE = 128 + 13  # what a shell reports for `yes | head -1`'s `yes`
 EXIT_INTERRUPTED = 128 + 2  # 128 + SIGINT, as shells report Ctrl-C
 

@@ -16,6 +16,8 @@ re-exported here (``from npxception.model import XceptionModel`` works):
 
 * :mod:`npxception.network`: :class:`XceptionModel`: the weights, what they
   describe, ``model(x)``, ``forward``, ``run_layer``, ``astype``, ``save``;
+* :mod:`npxception.model_checks`: what a model is built from, checked (input shape, labels...);
+* :mod:`npxception.overflow`: :class:`ActivationOverflow`, a finite input with a non-finite output;
 * :mod:`npxception.forward`: the plain forward pass, one op per layer of the table;
 * :mod:`npxception.params`: the weights in memory, checked against the table, or seeded random;
 * :mod:`npxception.summary`: the Keras-like table ``model.summary()`` prints.
@@ -30,9 +32,11 @@ import numpy as np
 from . import architecture as arch
 from . import head_schema
 from . import golden as gold
+from . import golden_file
 from . import input_stage as stage
 from .config import CONFIG
-from .network import XceptionModel, check_input_shape
+from .model_checks import check_input_shape
+from .network import XceptionModel
 from .params import as_dtype, random_params
 from .pretrained import imagenet_source, imagenet_weights
 from .untrusted import short_repr
@@ -324,7 +328,7 @@ def _from_file(path):
     manifest, arrays = read_weights(path)
     arrays, golden_arrays = split_golden(arrays)
     where = str(path)
-    golden = gold.from_file(manifest.get("golden"), golden_arrays, where)
+    golden = golden_file.from_file(manifest.get("golden"), golden_arrays, where)
     for key in manifest.get("reserved") or {}:  # not weights (read() checked them)
         arrays.pop(key, None)
     try:

@@ -27,10 +27,12 @@ from .config import CONFIG
 from .dtype_policy import check_source_policy
 from .fast import fast_forward
 from .head import run_head
+from .model_checks import (check_data_format, check_flatten_size, check_input_shape, check_labels,
+                           check_positive_int, check_source_shape)
 from .ops._checks import check_impl
+from .overflow import check_finite_output
 from .params import Params, as_dtype, check_bn_divisors, check_params, new_weights
 from .summary import summary_table
-from .untrusted import short_repr
 from .weights import capturable_source_names
 from .weights import save as save_weights
 
@@ -76,7 +78,7 @@ class XceptionModel:
         # The 16-bit Keras dtype policy the source computed in ("mixed_float16"...), or None: ours computes
         # its weights in self.dtype whatever it says; compare and --check-with-keras judge Keras by it.
         self.source_dtype_policy = check_source_policy(source_dtype_policy)
-        self.labels = _check_labels(labels, self.classes)
+        self.labels = check_labels(labels, self.classes)
         expected = arch.param_shapes(self.layers, self.head, self.channels)
         if not isinstance(params, Params):
             params = dict(params)
@@ -272,7 +274,7 @@ class XceptionModel:
         raw pixels when the model preprocesses in-graph (``takes_pixels``).
         The whole batch runs at once, as Keras' ``model(x)`` does: its activations
         take ~23 MB per 299x299 image in float32 (docs/performance.md); use
-        :meth:`predict` for a large batch. Raises :class:`ActivationOverflow` when a
+        :meth:`predict` for a large batch. Raises :class:`npxception.overflow.ActivationOverflow` when a
         finite input gives a non-finite output.
         """
         return self.forward(x, impl=impl)[0]
@@ -537,132 +539,3 @@ class LayerView:
 
     def __repr__(self):
         return f"<LayerView {self.name} weights={[tuple(a.shape) for a in self.get_weights()]}>"
-
-
-class ActivationOverflow(FloatingPointError):
-    """A finite input gave a non-finite output: an activation overflowed the model's float range inside
-    the network (Keras returns the NaN silently). ``output`` holds the output anyway, ``rows`` the images
-    whose output is not finite, ``reason`` the message without the images' names (:meth:`naming`)."""
-
-    def __init__(self, reason, output, rows, names=None):
-        names = names if names is not None else [f"image {r}" for r in rows]
-        super().__init__(f"model: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}: the output is NaN "
-                         f"or Inf: {reason}")
-        self.reason, self.output, self.rows = reason, output, rows
-
-    def naming(self, names) -> "ActivationOverflow":
-        """The same error naming the images ``names[row]`` (their files) instead of their rows."""
-        return ActivationOverflow(self.reason, self.output, self.rows, [names[r] for r in self.rows])
-
-
-def check_finite_output(y, x, locate=None) -> np.ndarray:
-    """``y`` when it is all finite, else :class:`ActivationOverflow` saying so. ``x`` (finite: the inputs
-    are checked) is what the backbone read. The check reads the output only: N x classes numbers for a
-    classifier, a small fraction of the network's work for a feature map. ``locate(row)``: the first
-    layer whose output is not finite for image ``row`` (or None), called only once the output is not."""
-    if np.isfinite(y).all():
-        return y
-    rows = np.flatnonzero(~np.isfinite(y.reshape(y.shape[0], -1)).all(axis=1))
-    big = float(np.abs(x[rows]).max())
-    layer = locate(int(rows[0])) if locate is not None else None
-    raise ActivationOverflow(
-        f"activations overflowed the {y.dtype} range (largest {np.finfo(y.dtype).max:.4g}) inside the network, "
-        f"although the input is finite; the input the backbone read has values up "
-        f"to {big:.4g} (preprocess_input gives [-1, 1])"
-        + (f"; the first layer whose output is NaN or Inf is {layer} (the first such image run layer by layer: "
-           "check its weights and its input)" if layer is not None else "")
-        + ("; model.astype('float64') has a wider range" if y.dtype == np.float32 else ""), y, rows)
-
-
-def check_positive_int(value, what) -> int:
-    """``value`` as an int >= 1 (a bool is refused, as NumPy refuses it as an index count); ValueError
-    naming ``what`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what}: expected a positive int, found {short_repr(value)}")
-    return int(value)
-
-
-def check_input_shape(shape, min_size) -> tuple:
-    """(H, W, C) with min_size <= H, W <= max_input_size, or None for H and W (any size), and
-    1 <= C <= max_input_channels (3 for RGB; Keras builds Xception for any count without ImageNet weights).
-
-    ``min_size``: the network's (:func:`npxception.architecture.min_input_size`) for a model, Keras'
-    constructor rule (``CONFIG.constructor_min_size``) for :func:`npxception.Xception`.
-    """
-    try:
-        shape = tuple(None if d is None else _int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape: expected (H, W, C), found {shape!r}") from None
-    if len(shape) != 3 or not _channels_ok(shape[2]):
-        raise ValueError(f"input_shape: expected (H, W, C) with C, the channels, in "
-                         f"[1, {CONFIG.max_input_channels}] (3 for RGB), found {shape!r}")
-    if any(d is not None and not min_size <= d <= CONFIG.max_input_size for d in shape[:2]):
-        raise ValueError(f"input_shape: height and width must be at least {min_size} and at "
-                         f"most {CONFIG.max_input_size}, found {shape}")
-    return shape
-
-
-def check_flatten_size(layers, head, input_shape) -> None:
-    """Refuse a flatten head (:func:`npxception.head_schema.flatten_step`) on an input size other than
-    the one it was built for: its Dense has a row per feature of that map. Keras cannot build one on a
-    variable size either ("The last dimension of the inputs to a Dense layer should be defined")."""
-    flat = head_schema.flatten_step(head)
-    if flat is None:
-        return
-    built = arch.shape_text(flat["map_shape"])
-    if input_shape[0] is None or input_shape[1] is None:
-        raise ValueError(f"head: {flat['name']} (Flatten) is built for a {built} feature map, so the model "
-                         f"takes one input size; input_shape {input_shape} takes any size")
-    arch.trace(layers, head, input_shape)  # raises naming both maps when input_shape gives another
-
-
-# The data formats a Keras source can compute in (weights_tools.layout reads them from its layers).
-DATA_FORMATS = ("channels_last", "channels_first")
-
-
-def check_data_format(value):
-    """A source's recorded data format: one of DATA_FORMATS, or None (not recorded)."""
-    if value is not None and value not in DATA_FORMATS:
-        raise ValueError(f"source_data_format: expected one of {DATA_FORMATS} or None, found {short_repr(value)}")
-    return value
-
-
-def check_source_shape(shape, channels) -> tuple:
-    """The source model's (H, W, C) before its input stage: None (any size) or 1 <= H, W <= max_input_size,
-    and the backbone's ``channels`` (no input-stage step changes them).
-
-    Bounded as the backbone's size is: predict() loads photos at a fixed source size,
-    so a manifest must not be able to make it allocate more than a backbone input.
-    """
-    try:
-        shape = tuple(None if d is None else _int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"source_input_shape: expected (H, W, {channels}), found {short_repr(shape)}") from None
-    if len(shape) != 3 or shape[2] != channels or any(d is not None and not 1 <= d <= CONFIG.max_input_size
-                                                       for d in shape[:2]):
-        raise ValueError(f"source_input_shape: expected (H, W, {channels}) with H and W None (any size) or in "
-                         f"[1, {CONFIG.max_input_size}] and the backbone's {channels} channels, "
-                         f"found {short_repr(shape)}")
-    return shape
-
-
-def _channels_ok(c) -> bool:
-    return isinstance(c, int) and 1 <= c <= CONFIG.max_input_channels
-
-
-def _int(d) -> int:
-    """An int dimension; 299.0 or "299" (a hand-edited manifest) are not silently accepted."""
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-        raise TypeError(d)
-    return int(d)
-
-
-def _check_labels(labels, classes):
-    """None, or a list of exactly ``classes`` strings (a string is not a list of labels)."""
-    if labels is None:
-        return None
-    if not isinstance(labels, (list, tuple)) or not all(isinstance(s, str) for s in labels):
-        raise ValueError(f"labels: expected a list of strings, found {short_repr(labels)}")
-    if classes is None or len(labels) != classes:
-        raise ValueError(f"labels: expected {classes or 0} names, one per class, found {len(labels)}")
-    return list(labels)

@@ -44,7 +44,8 @@ from .images import (ImageError, _interpolation, _name, _target_size as _size_ar
 from .input_stage import GEOMETRY
 from .labels import imagenet_labels
 from .model import Xception, load
-from .network import ActivationOverflow, check_positive_int
+from .model_checks import check_positive_int
+from .overflow import ActivationOverflow
 from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process

@@ -1,4 +1,5 @@
-"""``model.summary()``: the network as a Keras-like table, read from the architecture table.
+"""``model.summary()``: the network as a Keras-like table, read from the architecture table;
+and :func:`to_dot`, the same network as a Graphviz DOT graph (``npxception summary --format dot``).
 
 One row per layer: name (Keras type), output shape, parameters and
 multiply-adds, all from :func:`npxception.architecture.trace`. Multiply-adds
@@ -80,3 +81,32 @@ def summary_table(model, input_shape=None) -> str:
         rule,
     ]
     return "\n".join(lines)
+
+
+def to_dot(layers, head, input_shape, variant="keras") -> str:
+    """The architecture as Graphviz DOT: one node per layer, clustered by flow, with output shapes."""
+    rows = arch.trace(layers, head, input_shape)
+    flows = {"entry": [], "middle": [], "exit": []}
+    for layer in layers:
+        flows[layer.flow].append(layer)  # the table's own stage, never read from the layer's name
+    colors = {"conv": "lightblue", "sepconv": "lightskyblue", "bn": "lightyellow", "relu": "palegreen",
+              "maxpool": "lightpink", "add": "orange"}
+    out = [f'digraph xception_{variant} {{', '  rankdir=TB;', '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+           f'  input [label="input\\n{input_shape}", fillcolor=white];']
+    for flow, members in flows.items():
+        out.append(f'  subgraph cluster_{flow} {{ label="{flow} flow"; style=dashed;')
+        for layer in members:
+            shape = rows[layer.name][0]
+            out.append(f'    "{layer.name}" [label="{layer.name}\\n{layer.kind}\\n{shape}", '
+                       f'fillcolor={colors[layer.kind]}];')
+        out.append("  }")
+    for layer in layers:
+        for i in layer.inputs:
+            out.append(f'  "{i}" -> "{layer.name}";')
+    prev = layers[-1].name
+    for h in head:
+        out.append(f'  "{h["name"]}" [label="{h["name"]}\\n{h["kind"]}\\n{rows[h["name"]][0]}", fillcolor=lavender];')
+        out.append(f'  "{prev}" -> "{h["name"]}";')
+        prev = h["name"]
+    out.append("}")
+    return "\n".join(out)

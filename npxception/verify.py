@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import sys
 import warnings
 
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+
+from . import __version__
+from . import blas
 from . import golden as gold
 from .model import load
 from .untrusted import atomic_write, check_output_dir
@@ -122,7 +129,7 @@ def cli_verify(args) -> int:
         results.append(result)
         print(describe(result), file=sys.stdout if result.passed else sys.stderr)
     if args.report:
-        report = {"environment": gold.environment(), "passed": all(r.passed for r in results),
+        report = {"environment": environment(), "passed": all(r.passed for r in results),
                   "files": [r.to_dict() for r in results]}
         text = json.dumps(report, indent=2) + "\n"
         atomic_write(args.report, lambda f: f.write(text.encode()))
@@ -132,3 +139,22 @@ def cli_verify(args) -> int:
         print(f"npxception verify: {len(failed)} of {len(results)} files failed: {', '.join(failed)}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def environment() -> dict:
+    """Versions, CPU, threading layer and BLAS: what a kernel bug report needs."""
+    env = {"npxception": __version__, "numpy": np.__version__, "numba": numba.__version__,
+           "python": sys.version.split()[0], "platform": platform.platform(),
+           "machine": platform.machine(), "numba_threads": numba.get_num_threads()}
+    try:
+        env["threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        env["threading_layer"] = None
+    try:
+        env["cpu"] = llvm.get_host_cpu_name()
+        env["cpu_flags"] = sorted(f[1:] for f in llvm.get_host_cpu_features().flatten().split(",")
+                                  if f.startswith("+"))
+    except Exception as exc:  # noqa: BLE001 - a report without CPU flags beats no report
+        env["cpu_flags"] = f"unavailable ({type(exc).__name__})"
+    env["gemm"] = blas.WHERE if blas.AVAILABLE else f"numpy.matmul ({blas.WHERE})"
+    return env

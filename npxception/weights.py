@@ -51,6 +51,7 @@ from . import architecture as arch
 from . import head_schema
 from . import shell
 from . import golden as gold
+from . import golden_file
 from .config import CONFIG
 from .untrusted import (IrregularFileError, atomic_write, check_zip_directory, loads_json,  # noqa: F401
                         open_regular, short_repr)
@@ -137,9 +138,9 @@ def save(model, path, *, golden=True) -> pathlib.Path:
     manifest = {"format": FORMAT, "format_version": version, **model.manifest()}
     arrays = dict(model.weights)
     if golden:
-        manifest["golden"], golden_arrays = gold.to_file(gold.golden_for(model))
+        manifest["golden"], golden_arrays = golden_file.to_file(gold.golden_for(model))
         try:  # what load checks: a file is never written that its own loader refuses
-            gold.parse(manifest["golden"], golden_arrays)
+            golden_file.parse(manifest["golden"], golden_arrays)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: not written: the model's golden test case (its "
                              f"{manifest['golden']['source']} output on the golden input) is unusable: "
@@ -430,5 +431,5 @@ def capturable_source_names(names: dict, layer_names: list[str]) -> dict[str, st
 
 def split(arrays: dict) -> tuple[dict, dict]:
     """``(weights, golden arrays)``: the reserved ``__golden__/`` keys apart."""
-    reserved = {k: a for k, a in arrays.items() if k.startswith(gold.KEY_PREFIX)}
+    reserved = {k: a for k, a in arrays.items() if k.startswith(golden_file.KEY_PREFIX)}
     return {k: a for k, a in arrays.items() if k not in reserved}, reserved

@@ -119,7 +119,7 @@ def test_compare_shows_a_flipped_binary_decision(recipe, capsys):
     """Ours with the logit negated against recipe.keras, over both photos (the multi-image summary)."""
     code, line = _predictions(capsys, "--against", recipe / "recipe.keras", "--weights", recipe / "altered.npz",
                               "--image", *PHOTOS)
-    assert code == 1
+    assert code == 3  # the sides differ
     # both photos' logits change sign: both decisions flip, whatever their size
     assert line.startswith("predictions: 2 image(s): decisions agree 0.0% (2 flipped), max |Δ| "), line
     assert "both logits; decided at z > 0" in line and "top-1" not in line
@@ -200,7 +200,7 @@ def test_cli_their_activation(logits_dump, capsys):
 
     model, dump, path, weights = logits_dump
     code, line = _predictions(capsys, "--against", path, "--weights", weights, "--their-activation", "linear")
-    assert code == 1 and "max |Δp| " in line and "softmax applied to theirs" in line, line
+    assert code == 3 and "max |Δp| " in line and "softmax applied to theirs" in line, line
     assert cli.main(["compare", "--against", str(path), "--weights", str(weights), "--their-activation", "softmx"]) != 0
     err = capsys.readouterr().err
     assert "--their-activation: unknown activation 'softmx'" in err and "linear" in err, err

@@ -303,3 +303,67 @@ def test_one_extra_class_is_named_and_dropped_for_the_predictions(confident, por
     x2 = np.concatenate([npxception.load_image(p, SHAPE[:2])[None] for p in PHOTOS]) / 127.5 - 1
     summary = summarize(confident, path, x2.astype(np.float32), layout="NCHW", names=TIMM)  # the CLI's path
     assert summary.top1 == 1.0 and "read without their class 0" in summary.note
+
+
+def _fixed_input(src, dst, dims):
+    """The graph at ``src`` with its input declared ``dims`` (torch.onnx.export without dynamic_axes)."""
+    import onnx
+
+    g = onnx.load(str(src))
+    for d, v in zip(g.graph.input[0].type.tensor_type.shape.dim, dims):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    onnx.save(g, str(dst))
+    return dst
+
+
+def test_a_graph_of_batch_one_is_fed_one_image_at_a_time(port, top, tmp_path):
+    """torch.onnx.export without dynamic_axes (its default) fixes the batch at 1: with two photos compare
+    refused ("its input 'x' is declared (1, 3, 75, 75), and the NCHW float32 input is (2, 3, 75, 75)"). Fed
+    one image at a time now, as for any batch. An any-size model of ours against a graph of one size is
+    refused with the size to pass (--size HxW), which it did not say."""
+    path = _fixed_input(port("logits", **CORRECT), tmp_path / "fixed.onnx", (1, 3, *SHAPE[:2]))
+    report = compare(top, path, names=TIMM, images=PHOTOS)
+    assert report.ok and report.rows[0].shape_ours[0] == 2 and report.agreement.images == 2, str(report)
+    anysize = XceptionModel(dict(top.weights), head=top.head, input_shape=(None, None, 3))
+    x = np.zeros((1, 80, 80, 3), np.float32)
+    with pytest.raises(ValueError, match=r"declared \(1, 3, 75, 75\).*the graph takes 75x75 images only: "
+                                         r"compare at that size \(--size 75x75"):
+        compare(anysize, path, x, names=TIMM)
+
+
+def test_command_line_codes_for_port_and_layout(port, top, tmp_path, capsys):
+    """`--port timm.nope` exited 1 naming compare's Python parameter ("names: expected..."): a value not one
+    of the choices is a bad command line, exit 2, named as --port. `--layout NHWC` on an NCHW graph exited 1:
+    a value the graph cannot take, exit 2. A comparison that runs and differs exits 3, not the 1 of
+    "could not run" (README's exit codes)."""
+    from npxception import cli
+
+    weights = top.save(tmp_path / "ours.npz")
+    graph = port("logits", **CORRECT)
+    base = ["compare", "--weights", str(weights), "--against", str(graph)]
+    with pytest.raises(SystemExit, match="^2$"):
+        cli.main([*base, "--port", "timm.nope"])
+    assert "argument --port: not a known port: 'timm.nope'; expected one of timm.legacy_xception" in capsys.readouterr().err
+    assert cli.main([*base, "--port", TIMM, "--layout", "NHWC"]) == 2
+    assert "its input is NCHW: pass layout='NCHW' (--layout NCHW)" in capsys.readouterr().err
+    pytorch = port("pytorch_eps", epsilon=1e-5, pool_pads="same")  # PyTorch's BN epsilon: the ports differ
+    assert cli.main(["compare", "--weights", str(weights), "--against", str(pytorch), "--port", TIMM]) == 3
+
+
+def test_bfloat16_weights_with_pytorchs_epsilon_are_named_together(port, top, x, tmp_path):
+    """A bfloat16 checkpoint loaded into a float32 port with BatchNorm2d's epsilon 1e-5: each fault alone
+    was named, together all BN layers were "unexplained" (each cause leaves the other's difference over
+    the tolerance). Named as both, the epsilon fitted on the rounded weights; the convolutions as rounded."""
+    from npxception.compare.hypotheses.rounding import rounded
+
+    def bf16(name, a):
+        return rounded(a, "bfloat16") if a.dtype == np.float32 else None
+
+    path = _edited(port("pytorch_eps_bn", epsilon=1e-5, pool_pads="same"), tmp_path / "bf16.onnx", bf16)
+    report = compare(top, path, x, layout="NCHW", names=TIMM)
+    bn = [r for r in report.sources if r.layer.endswith("_bn")]
+    assert len(bn) == 40 and all(r.diagnosis is not None for r in report.sources), "\n".join(report.source_lines())
+    assert {r.diagnosis.cause for r in bn} == {"bn_epsilon_weights_rounded"}
+    assert all(r.diagnosis.parameter["rounded_to"] == "bfloat16" for r in bn)
+    assert all(abs(r.diagnosis.parameter["epsilon"] - 1e-5) < 2e-6 for r in bn)  # the fit, to float32 noise

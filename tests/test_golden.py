@@ -20,6 +20,7 @@ import pytest
 import npxception
 from weight_files import rewrite as _rewrite
 from npxception import golden as gold
+from npxception import golden_file
 from npxception import weights as wfile
 from npxception.cli import main as cli
 from npxception.untrusted import short_repr
@@ -59,22 +60,22 @@ def test_saved_file_carries_a_golden_that_verify_passes_on_every_path(saved, cap
     assert list(section["layers"]) == gold.checked_layers(model)
     assert {"block1_conv1_act", "block4_add", "block13_add", "predictions"} <= set(section["layers"])
     # every reserved array is declared with its shape and dtype, and nothing else is reserved
-    declared = gold.expected_keys(section)
-    reserved = {k: a for k, a in arrays.items() if k.startswith(gold.KEY_PREFIX)}
+    declared = golden_file.expected_keys(section)
+    reserved = {k: a for k, a in arrays.items() if k.startswith(golden_file.KEY_PREFIX)}
     assert declared == {k: (a.shape, a.dtype.name) for k, a in reserved.items()}
-    assert reserved[gold.INPUT_KEY].shape == (1, SIZE, SIZE, 3) and reserved[gold.INPUT_KEY].dtype == np.uint8
+    assert reserved[golden_file.INPUT_KEY].shape == (1, SIZE, SIZE, 3) and reserved[golden_file.INPUT_KEY].dtype == np.uint8
     # "at most a few hundred kB": at 299x299 the uint8 input is 268 kB of it
     assert sum(a.nbytes for a in reserved.values()) < 30_000
 
     # The expectation is our float64 oracle's, independently recomputed here.
     oracle = model.astype("float64")
-    x = npxception.preprocess_input(reserved[gold.INPUT_KEY].astype(np.float64))
+    x = npxception.preprocess_input(reserved[golden_file.INPUT_KEY].astype(np.float64))
     _, acts = oracle.forward(x, capture=["block4_add"], impl="reference")
     a = acts["block4_add"].ravel()
-    np.testing.assert_allclose(reserved[gold.KEY_PREFIX + "block4_add/stats"],
+    np.testing.assert_allclose(reserved[golden_file.KEY_PREFIX + "block4_add/stats"],
                                [a.mean(), a.std(), np.abs(a).max()], rtol=1e-12)  # same float64 sums
-    np.testing.assert_array_equal(reserved[gold.KEY_PREFIX + "block4_add/sample"],
-                                  a[reserved[gold.KEY_PREFIX + "block4_add/index"]])
+    np.testing.assert_array_equal(reserved[golden_file.KEY_PREFIX + "block4_add/sample"],
+                                  a[reserved[golden_file.KEY_PREFIX + "block4_add/index"]])
 
     code, out = _verify(capsys, path)
     assert code == 0, out
@@ -143,9 +144,9 @@ TAMPER = {
         "block6_sepconv1/pointwise_kernel": a["block7_sepconv1/pointwise_kernel"],
         "block7_sepconv1/pointwise_kernel": a["block6_sepconv1/pointwise_kernel"]}), "block6_add", "block5_add"),
     # the golden itself: one digest's std, then its input
-    "golden digest altered": (lambda a, m: a[gold.KEY_PREFIX + "block9_add/stats"].__setitem__(
-        1, a[gold.KEY_PREFIX + "block9_add/stats"][1] * 1.01), "block9_add", "block8_add"),
-    "golden input altered": (lambda a, m: a[gold.INPUT_KEY].__setitem__((0, 3, 5, 1), 255 - a[gold.INPUT_KEY][0, 3, 5, 1]),
+    "golden digest altered": (lambda a, m: a[golden_file.KEY_PREFIX + "block9_add/stats"].__setitem__(
+        1, a[golden_file.KEY_PREFIX + "block9_add/stats"][1] * 1.01), "block9_add", "block8_add"),
+    "golden input altered": (lambda a, m: a[golden_file.INPUT_KEY].__setitem__((0, 3, 5, 1), 255 - a[golden_file.INPUT_KEY][0, 3, 5, 1]),
                              "its input", None),
 }
 
@@ -200,7 +201,7 @@ def test_old_format_loads_with_a_one_time_notice_and_verify_add(saved, tmp_path,
     path, model = saved
 
     def downgrade(arrays, manifest):
-        for key in [k for k in arrays if k.startswith(gold.KEY_PREFIX)]:
+        for key in [k for k in arrays if k.startswith(golden_file.KEY_PREFIX)]:
             del arrays[key]
         del manifest["golden"], manifest["reserved"]
         manifest["format_version"] = 1  # as npxception wrote files before the golden case
@@ -246,14 +247,14 @@ def test_report_json(saved, tmp_path, capsys):
 def test_malformed_golden_section_is_refused_clearly(saved, tmp_path):
     path, _ = saved
     undeclared = _rewrite(path, tmp_path / "u.npz",
-                          lambda a, m: a.update({gold.KEY_PREFIX + "extra": np.zeros(3)}))
+                          lambda a, m: a.update({golden_file.KEY_PREFIX + "extra": np.zeros(3)}))
     with pytest.raises(ValueError, match="unexpected weight '__golden__/extra'"):  # refused before reading
         npxception.load(undeclared)
-    missing = _rewrite(path, tmp_path / "m.npz", lambda a, m: a.pop(gold.KEY_PREFIX + "block4_add/index"))
+    missing = _rewrite(path, tmp_path / "m.npz", lambda a, m: a.pop(golden_file.KEY_PREFIX + "block4_add/index"))
     with pytest.raises(ValueError, match="missing weight '__golden__/block4_add/index'"):
         npxception.load(missing)
     undeclared_by_golden = _rewrite(path, tmp_path / "g.npz", lambda a, m: (
-        a.update({gold.KEY_PREFIX + "extra": np.zeros(3)}), m["reserved"].update({gold.KEY_PREFIX + "extra": [3]})))
+        a.update({golden_file.KEY_PREFIX + "extra": np.zeros(3)}), m["reserved"].update({golden_file.KEY_PREFIX + "extra": [3]})))
     with pytest.raises(ValueError, match="golden array '__golden__/extra' is not declared"):
         npxception.load(undeclared_by_golden)
     orphan = _rewrite(path, tmp_path / "o.npz", lambda a, m: m.pop("golden"))
@@ -303,10 +304,10 @@ def test_from_keras_golden_is_keras_own_output(keras_backbone, capsys):
     assert list(section["layers"])[-1] == pool
     # Keras' numbers, not ours: the stored digest is Keras' output on the stored input. Keras
     # with oneDNN is not bit-reproducible between graphs (measured 2e-7 of max|x|), so 1e-6.
-    x = gold.model_input(model, arrays[gold.INPUT_KEY])
+    x = gold.model_input(model, arrays[golden_file.INPUT_KEY])
     theirs = np.asarray(kmodel(x, training=False), np.float64).ravel()
-    np.testing.assert_allclose(arrays[f"{gold.KEY_PREFIX}{pool}/sample"],
-                               theirs[arrays[f"{gold.KEY_PREFIX}{pool}/index"]],
+    np.testing.assert_allclose(arrays[f"{golden_file.KEY_PREFIX}{pool}/sample"],
+                               theirs[arrays[f"{golden_file.KEY_PREFIX}{pool}/index"]],
                                rtol=0, atol=1e-6 * np.abs(theirs).max())
     code, out = _verify(capsys, path)
     assert code == 0, out

@@ -366,12 +366,12 @@ def _keras_model(case):
 
 
 def _assert_keras_digest(section, arrays, layer, theirs):
-    from npxception import golden as gold
+    from npxception import golden_file
 
     theirs = np.asarray(theirs, np.float64)
     assert section["layers"][layer] == list(theirs.shape), layer
     flat, scale = theirs.ravel(), np.abs(theirs).max()
-    stored = {p: arrays[f"{gold.KEY_PREFIX}{layer}/{p}"] for p in gold.PARTS}
+    stored = {p: arrays[f"{golden_file.KEY_PREFIX}{layer}/{p}"] for p in golden_file.PARTS}
     np.testing.assert_allclose(stored["sample"], flat[stored["index"]], rtol=0, atol=KERAS_REPEAT * scale,
                                err_msg=f"{layer}: golden (ours) vs keras (theirs)")
     np.testing.assert_allclose(stored["stats"], [flat.mean(), flat.std(), scale], rtol=0,
@@ -384,6 +384,7 @@ def test_nested_backbone_golden_digests_backbone_layers_with_keras_values(corpus
     and the load-time check verifies every one of them."""
     import npxception
     from npxception import golden as gold
+    from npxception import golden_file
     from npxception import weights as wfile
 
     manifest, arrays = wfile.read(keras_checked[name])
@@ -400,10 +401,10 @@ def test_nested_backbone_golden_digests_backbone_layers_with_keras_values(corpus
     base = kmodel.get_layer("xception")  # applications.Xception's name, called as one layer
     prep = next((layer for layer in kmodel.layers if type(layer).__name__ in ("Rescaling", "Normalization")),
                 fw.applications.xception.preprocess_input)  # the tutorial's: operation nodes, no layer
-    feed = prep(arrays[gold.INPUT_KEY].astype(np.float32))
+    feed = prep(arrays[golden_file.INPUT_KEY].astype(np.float32))
     if isinstance(prep, fw.layers.Layer):  # a preprocessing layer is captured by its Keras name too
         theirs = np.asarray(feed)
-        ours = model.forward(arrays[gold.INPUT_KEY].astype(np.float32), capture=[prep.name])[1][prep.name]
+        ours = model.forward(arrays[golden_file.INPUT_KEY].astype(np.float32), capture=[prep.name])[1][prep.name]
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=KERAS_REPEAT * np.abs(theirs).max(),
                                    err_msg=f"{prep.name}: captured (ours) vs keras (theirs)")
     # applications.Xception leaves its adds unnamed (add, add_1, ... in the order the process built
@@ -440,6 +441,7 @@ def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked
     import npxception
     import weights_tools
     from npxception import golden as gold
+    from npxception import golden_file
     from npxception import weights as wfile
 
     path = keras_checked["two_dense_keras"]
@@ -450,7 +452,7 @@ def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked
     assert list(section["layers"]) == layers and section["source"].startswith("keras ")
     fw, kmodel = _keras_model(corpus["two_dense_keras"])
     keras_names = weights_tools.read(corpus["two_dense_keras"].path).source_layer_names  # {ours: Keras'}
-    x = gold.model_input(model, arrays[gold.INPUT_KEY], np.float32)  # preprocess_input's output
+    x = gold.model_input(model, arrays[golden_file.INPUT_KEY], np.float32)  # preprocess_input's output
     probe = fw.Model(kmodel.inputs, [kmodel.get_layer(keras_names[n]).output for n in layers[:-1]])
     for layer, theirs in zip(layers, [*probe(x, training=False), kmodel(x, training=False)]):
         _assert_keras_digest(section, arrays, layer, theirs)

@@ -35,7 +35,7 @@ convolution, which no test here can reproduce, so it is refused by name.
 
 from __future__ import annotations
 
-from npxception.network import DATA_FORMATS
+from npxception.model_checks import DATA_FORMATS
 
 CHANNELS_LAST, CHANNELS_FIRST = DATA_FORMATS
 # Where each format puts the channels of a 4-D image batch.

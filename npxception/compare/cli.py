@@ -15,10 +15,11 @@ from ..images import image_suffixes
 from ..input_stage import output_size
 from ..model import Xception, load
 from ..prediction import check_size_option, expand, feed, load_photo, photo_size
-from ..console import shown
+from ..console import EXIT_DIFFER, EXIT_USAGE, CLIError, shown
 from ..untrusted import NO_FILE, check_output_dir, why_not_regular
 from .core import compare
 from .inputs import check_other_path
+from .onnx_side import InputRefused
 from .sides import INPUT_KEY, activation_name, open_other, stated_activation
 from .summary import summarize
 
@@ -211,8 +212,11 @@ def cli_compare(args) -> int:
                                                 "photo(s) the dump was made from, or --size HxW"), None
         check_batch_memory(model, x, limit)
     photos = None if x is None else (images if side.fixed else images[:1]) or None  # the files x was read from
-    report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
-                     images=photos)
+    try:
+        report = compare(model, side, x, rtol=args.rtol, atol=args.atol, oracle=args.oracle, layout=args.layout,
+                         images=photos)
+    except InputRefused as exc:  # --layout or --size contradicts the graph's declared input: a bad command line
+        raise CLIError(str(exc), EXIT_USAGE) from None
     report.warnings[:0] = warnings
     report.input = described
     if x_all is not None and len(images) > 1 and model.classes:
@@ -227,4 +231,4 @@ def cli_compare(args) -> int:
         print(shown(report.verdict), file=sys.stderr)
     else:
         print(report)  # its last line is the verdict
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_DIFFER

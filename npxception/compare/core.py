@@ -11,7 +11,7 @@ from ..blas import single_threaded
 from .. import input_stage as stage
 from ..head import activation
 from ..model import XceptionModel, _with_activation
-from ..network import ActivationOverflow
+from ..overflow import ActivationOverflow
 from ..prediction import feed, load_photo
 from . import hypotheses
 from .local import Local, local_pass, nodes

@@ -260,6 +260,24 @@ def _fits(declared, shape) -> bool:
     return len(declared) == len(shape) and all(d is None or d == s for d, s in zip(declared, shape))
 
 
+class InputRefused(ValueError):
+    """The graph's declared input refuses the batch for a reason the command line can fix (the layout or the
+    size given): ``npxception compare`` exits 2 on it, as for any value the model cannot take."""
+
+
+def _size_hint(declared, fed, layout) -> str:
+    """What to pass when the graph takes one image size only and the batch is another (an any-size model of
+    ours against a fixed 299x299 export): that size, by --size or an x at that size."""
+    if len(declared) != 4 or len(fed) != 4:
+        return ""
+    hw = declared[2:4] if layout == "NCHW" else declared[1:3]
+    got = fed[2:4] if layout == "NCHW" else fed[1:3]
+    if None in hw or tuple(hw) == tuple(got):
+        return ""
+    return (f"; the graph takes {hw[0]}x{hw[1]} images only: compare at that size "
+            f"(--size {hw[0]}x{hw[1]}, or an x of that size)")
+
+
 def _layout_hint(declared, fed) -> str:
     """What to pass instead, only when the layout is why the input was refused: the declared
     dims fit the fed batch transposed, and not as fed."""
@@ -392,10 +410,16 @@ def onnx_runner(model, path, layout, mapping) -> OnnxRun:
 
     def run(x, final_only=False):
         feed = x.transpose(0, 3, 1, 2) if layout_in == "NCHW" else x
+        if (image.HasField("shape") and len(x) > 1 and declared and declared[0] == 1
+                and _fits(declared, (1, *feed.shape[1:]))):
+            # a batch of one fixed (torch.onnx.export without dynamic_axes, its default): one image at a time
+            parts = [run(x[i:i + 1], final_only) for i in range(len(x))]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if image.HasField("shape") and not _fits(declared, feed.shape):  # as onnxruntime would, before its session
-            raise ValueError(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
+            fixable = _layout_hint(declared, feed.shape) or _size_hint(declared, feed.shape, layout_in)
+            raise (InputRefused if fixable else ValueError)(f"{path}: its input {inputs[0]!r} is declared {_dims(declared)}, and the "
                              f"{layout_in} {feed_dtype.name} input is {feed.shape}"
-                             f"{_layout_hint(declared, feed.shape)}")
+                             f"{_layout_hint(declared, feed.shape) or _size_hint(declared, feed.shape, layout_in)}")
         seconds = work_deadline(feed, x.shape[1:3])
         sess = session()  # outside the try below: a graph onnxruntime cannot load is not an input refused
         fetch = [final] if final_only else [o.name for o in sess.get_outputs()]

@@ -29,6 +29,15 @@ from .layer_names_text import compact_names
 
 @dataclass
 class Row:
+    """One layer compared (or the input, or an input-stage layer: ``flow == "input"``).
+
+    ``passed``: ours and theirs agree within ``atol + rtol * max|theirs|`` (accumulated: each side on its
+    own input). ``local_rel``: our layer run on *their* inputs against their output, relative: the error
+    this layer adds itself. ``source``: it introduces error (local error over the tolerance, or over
+    float32's round-off on a failing row); a source carries ``diagnosis`` (:class:`Diagnosis`: ``cause``,
+    ``explanation``, ``parameter``, ``residual``) or None, "unexplained". ``note``: what else the row
+    says (shapes that differ and why, how the classifier was read)."""
+
     layer: str
     shape_ours: tuple | None
     shape_theirs: tuple | None
@@ -172,6 +181,17 @@ def agreement(ours, theirs, *, ours_activation=UNKNOWN, theirs_activation=UNKNOW
 
 @dataclass
 class Report:
+    """What :func:`npxception.compare.compare` returns.
+
+    ``ok``: every layer compared agrees and no layer is a source (the command line exits 0, else 3).
+    ``verdict``: one line, the first divergence or none, and whether every layer of ours was compared.
+    ``rows``: a :class:`Row` per layer in network order; ``sources``: the rows that introduce error
+    themselves, each with its ``diagnosis``; ``first_divergence``: the first row that does not pass.
+    ``agreement``: the predictions' agreement (:class:`Agreement`) when the model has a classifier.
+    ``not_compared`` / ``theirs_only``: our layers their side lacks, and their names none of ours match.
+    ``warnings``: what the comparison could not judge. ``str(report)`` is the command line's table;
+    ``to_json()`` the same as JSON."""
+
     rows: list[Row]
     rtol: float
     atol: float

@@ -39,7 +39,7 @@ from .head import (dense_classes_permuted, dense_kernel_transposed, dense_missin
                    extra_class, flatten_order, global_max_for_avg, output_logits)
 from .inputs import (CAFFE_MEAN_BGR, INPUT_TRANSFORMS, TORCH_MEAN, TORCH_STD, input_affine, input_candidates,
                      resize_candidates)
-from .rounding import weights_rounded
+from .rounding import bn_epsilon_weights_rounded, weights_rounded
 from .their_weights import their_weights
 from .windows import (conv_extra_bias, conv_kernel_hw_swapped, conv_kernel_read_as_oihw, conv_same_for_valid,
                       conv_symmetric_padding, depthwise_channel_order, depthwise_reshaped_from_torch, pool_ceil_mode,
@@ -52,8 +52,8 @@ from .wiring import (add_input_overwritten, extra_relu_after, extra_relu_on_inpu
 
 CATALOGUE: dict[str, list[Callable]] = {
     "bn": [bn_epsilon, bn_batch_statistics, bn_missing, bn_gamma_beta_swapped, bn_shift_missing, weights_rounded,
-           fused_weights_rounded],
-    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded],
+           fused_weights_rounded, bn_epsilon_weights_rounded],
+    "batch_norm": [bn_epsilon, bn_missing, bn_gamma_beta_swapped, weights_rounded, bn_epsilon_weights_rounded],
     "maxpool": [pool_symmetric_padding, pool_zero_padding, pool_symmetric_zero_padding, pool_ceil_mode,
                 pool_window_off_by_one, pool_stride_off_by_one],
     "conv": [conv_same_for_valid, conv_symmetric_padding, conv_kernel_hw_swapped, conv_kernel_read_as_oihw,

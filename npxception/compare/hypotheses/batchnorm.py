@@ -25,6 +25,16 @@ def bn_epsilon(case: Case) -> Candidate | None:
     is the fit, robust to channels where x is nearly constant.
     """
     p = case.params
+    eps = _fitted_epsilon(case, p)
+    if eps is None:
+        return None
+    return Candidate("bn_epsilon", f"epsilon ≈ {eps:.2g} (Keras uses {CONFIG.bn_epsilon:g})",
+                     _bn(case.inputs[0], p, epsilon=eps), eps)
+
+
+def _fitted_epsilon(case: Case, p: dict) -> float | None:
+    """The epsilon that best explains their output with BN weights ``p`` (:func:`bn_epsilon`), or None when
+    none does or it is Keras' own."""
     c = case.inputs[0].shape[-1]
     # 4096 pixels per channel fix s to ~1e-9 against float32 round-off (eps to ~2e-9);
     # every pixel of a 147x147 map would only cost time.
@@ -41,8 +51,7 @@ def bn_epsilon(case: Case) -> Candidate | None:
     eps = float(np.median(1.0 / s[good] ** 2 - p["moving_variance"][good]))
     if not np.isfinite(eps) or eps < 0 or np.isclose(eps, CONFIG.bn_epsilon, rtol=1e-2):
         return None
-    return Candidate("bn_epsilon", f"epsilon ≈ {eps:.2g} (Keras uses {CONFIG.bn_epsilon:g})",
-                     _bn(case.inputs[0], p, epsilon=eps), eps)
+    return eps
 
 
 def bn_batch_statistics(case: Case) -> Candidate | None:

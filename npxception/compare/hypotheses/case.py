@@ -46,6 +46,15 @@ class Candidate:
 
 @dataclass
 class Diagnosis:
+    """Why a source layer differs: the catalogue's cause that reproduces their output within the tolerance,
+    with the smallest residual (docs/discrepancies.md lists the causes).
+
+    ``cause``: the hypothesis' name (``"bn_epsilon"``, ``"input_affine"``...), stable, for programs.
+    ``explanation``: what the user reads, with the fitted value (``"epsilon ≈ 1e-05 (Keras uses 0.001)"``).
+    ``parameter``: the fitted value itself (an epsilon, a permutation, an index, a dict of constants), or None.
+    ``residual``: max |their layer under this cause - their output| / max |their output|: what the cause
+    leaves unexplained (round-off when it is the whole story)."""
+
     cause: str
     explanation: str
     parameter: object

@@ -129,8 +129,9 @@ def resize_candidates(images, x, model, run=None):
     size = x.shape[1:3]
     for how in RESIZES:
         pixels = np.stack([_resized(p, size, how) for p in images])
-        what = ("timm's bicubic resize of the shorter side to 299 / 0.8975 then centre crop" if how == "timm"
-                else f"{how} resize") + " instead of Keras' nearest"
+        short = int(min(size) / TIMM_CROP_PCT)  # the size this batch's crop was taken from, not always 299's
+        what = (f"timm's bicubic resize of the shorter side to {short} ({min(size)} / {TIMM_CROP_PCT}) then centre crop"
+                if how == "timm" else f"{how} resize") + " instead of Keras' nearest"
         feeds = [(what, pixels if model.takes_pixels else preprocess_input(pixels))]
         if not model.takes_pixels and x.shape[-1] == 3:  # torch's means and stds are RGB's
             feeds.append((what + ", and torch preprocessing ((x/255 - mean) / std)",

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...head import activation
-from .batchnorm import _bn
+from ...config import CONFIG
+from .batchnorm import _bn, _fitted_epsilon
 from .case import Candidate, Case, closest
 from .windows import _conv
 
@@ -44,3 +45,24 @@ def weights_rounded(case: Case) -> Candidate | None:
         return None
     to, y = found
     return Candidate("weights_rounded", f"their weights rounded to {to} (the layer computed in float32)", y, to)
+
+
+def bn_epsilon_weights_rounded(case: Case) -> Candidate | None:
+    """Both at once at a BN: their weights rounded to float16 or bfloat16 *and* another epsilon (a PyTorch
+    checkpoint in bfloat16, loaded into a float32 model with BatchNorm2d's 1e-5). Each alone leaves the
+    other's difference, over the tolerance (review 22: all 40 BN layers were unexplained); the epsilon is
+    fitted on the rounded weights."""
+    if case.kind not in ("bn", "batch_norm") or not case.params:
+        return None
+    options = []
+    for to in ("float16", "bfloat16"):
+        p = {k: rounded(v, to) for k, v in case.params.items()}
+        eps = _fitted_epsilon(case, p)
+        if eps is not None:
+            options.append(((to, eps), np.asarray(_bn(case.inputs[0], p, epsilon=eps), case.local.dtype)))
+    found = closest(options, case.theirs)
+    if found is None:
+        return None
+    (to, eps), y = found
+    return Candidate("bn_epsilon_weights_rounded", f"their weights rounded to {to} and epsilon ≈ {eps:.2g} "
+                     f"(Keras uses {CONFIG.bn_epsilon:g})", y, {"rounded_to": to, "epsilon": eps})
