@@ -156,14 +156,20 @@ def test_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile
     check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed, pack)
 
 
-def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed,
-                         pack):
+def sep_conv_case(n, h, w, c, cout, mode, dtype, seed):
+    """A separable convolution's operands, drawn from ``seed``; in place, the output has the input's channels."""
     rng = np.random.default_rng(seed)
     if mode == "in_place":
         cout = c
     x = rand(rng, (n, h, w, c), dtype)
     dw, pw = rand(rng, (3, 3, c), dtype), rand(rng, (c, cout), dtype)
     scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
+    return rng, cout, x, dw, pw, scale, shift
+
+
+def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, tile_rows, order, dtype, seed,
+                         pack):
+    rng, cout, x, dw, pw, scale, shift = sep_conv_case(n, h, w, c, cout, mode, dtype, seed)
     want = fast.sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out)
     scratch = np.empty((threads, tile_rows * w, c), dtype)
     saved = np.full((threads, 3, w, c), np.nan, dtype)  # must never be read before it is written
@@ -209,12 +215,7 @@ def test_sep_conv_by_panels(n, h, w, c, cout, relu_in, relu_out, mode, threads, 
     in any order, as in_parallel may run them one after another."""
     if not direct.worth_packing(dtype):
         pytest.skip("no microkernel here: nothing is packed, and the plan never shares panels")
-    rng = np.random.default_rng(seed)
-    if mode == "in_place":
-        cout = c
-    x = rand(rng, (n, h, w, c), dtype)
-    dw, pw = rand(rng, (3, 3, c), dtype), rand(rng, (c, cout), dtype)
-    scale, shift = rand(rng, (cout,), dtype), rand(rng, (cout,), dtype)
+    rng, cout, x, dw, pw, scale, shift = sep_conv_case(n, h, w, c, cout, mode, dtype, seed)
     packed = packing.pack_kernel(pw)
     want = fast.sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out)
     start = rand(rng, (n * h * w, cout), dtype)
