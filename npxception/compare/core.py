@@ -147,8 +147,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         if not rows[0].passed:
             warnings.append("the two sides' inputs differ: every accumulated error below includes that")
     x_stage = None
-    if side.stage is not None and their_input is None and x is not None:  # their in-graph preprocessing
-        stage_rows, x_stage = _stage_rows(model, side.stage(x), x, rtol, atol, explain)
+    their_stage = side.stage(x) if side.stage is not None and their_input is None and x is not None else None
+    if their_stage is not None:  # their in-graph preprocessing, layer by layer
+        stage_rows, x_stage = _stage_rows(model, their_stage, x, rtol, atol, explain)
         rows.extend(stage_rows)
     by_name, weighted = {}, set()
     order = {n: i for i, n in enumerate(model.layer_names)}
