@@ -88,8 +88,7 @@ def to_dot(layers, head, input_shape, variant="keras") -> str:
     rows = arch.trace(layers, head, input_shape)
     flows = {"entry": [], "middle": [], "exit": []}
     for layer in layers:
-        block = int(layer.name.split("_")[0][5:])
-        flows["entry" if block <= 4 else "middle" if block <= 12 else "exit"].append(layer)
+        flows[layer.flow].append(layer)  # the table's own stage, never read from the layer's name
     colors = {"conv": "lightblue", "sepconv": "lightskyblue", "bn": "lightyellow", "relu": "palegreen",
               "maxpool": "lightpink", "add": "orange"}
     out = [f'digraph xception_{variant} {{', '  rankdir=TB;', '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',

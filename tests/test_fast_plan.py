@@ -130,3 +130,21 @@ def test_fast_path_runs_from_a_thread_that_outlives_the_main_thread():
     env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # two shares per layer, whatever the machine
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "same", proc.stdout + proc.stderr
+
+
+def test_the_dot_graph_clusters_a_renamed_table_by_the_tables_flows():
+    """summary.to_dot reads each layer's stage from the table (``Layer.flow``), as everything that walks the
+    network must (STYLE rule 12): a table whose layers are not named ``blockN_...`` is drawn, each layer in its
+    own flow's cluster (the stage was read from the name's block number, and this table raised ValueError)."""
+    from npxception.summary import to_dot
+
+    table = arch.backbone("keras")
+    new = {layer.name: f"layer{i}" for i, layer in enumerate(table)}
+    renamed = [dataclasses.replace(layer, name=new[layer.name], inputs=tuple(new.get(i, i) for i in layer.inputs))
+               for layer in table]
+    dot = to_dot(renamed, head_schema.keras_head(False, "avg"), (71, 71, 3))
+    clusters = {chunk.split(" ", 1)[0]: chunk for chunk in dot.split("subgraph cluster_")[1:]}
+    for layer in renamed:
+        here = [flow for flow, text in clusters.items() if f'"{layer.name}" [' in text.split("}")[0]]
+        assert here == [layer.flow], (layer.name, here, layer.flow)
+    assert {layer.flow for layer in renamed} == {"entry", "middle", "exit"}
