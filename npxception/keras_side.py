@@ -404,10 +404,11 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
     return {name: _to_ours(a, data_format) for name, a in acts.items()}
 
 
-def stage_activations(kmodel, x) -> list[tuple[str, np.ndarray]]:
+def stage_activations(kmodel, x) -> list[tuple[str, np.ndarray]] | None:
     """``[(layer name, its output)]`` of the Keras model's input-stage layers (Rescaling, Normalization,
     Resizing..., the chain between its input and the backbone, as the converter finds it:
-    :func:`weights_tools.stage_chain._stage_chain`), in order, NHWC, on ``x``; empty when it has none.
+    :func:`weights_tools.stage_chain._stage_chain`), in order, NHWC, on ``x``; empty when it has none; None
+    when a step of it is an operation node Keras cannot name as a layer (then not compared, as before).
     compare compares them with our input stage's layers (:func:`npxception.compare.core._stage_rows`)."""
     from weights_tools.kinds import kind_of  # the converter's reading, see _layers
     from weights_tools.stage_chain import _stage_chain  # see _layers
@@ -421,8 +422,11 @@ def stage_activations(kmodel, x) -> list[tuple[str, np.ndarray]]:
     wanted = {k.name: paths[k.name] for k in _stage_chain(roots[0], live, inputs) if k.name in paths}
     if not wanted:
         return []
-    with _quiet():
-        acts = _capture(framework_of(kmodel), kmodel, wanted, _feed(kmodel, x, data_format))
+    try:
+        with _quiet():
+            acts = _capture(framework_of(kmodel), kmodel, wanted, _feed(kmodel, x, data_format))
+    except ValueError:  # an operation node of the chain (preprocess_input's true_divide) is no layer to capture
+        return None
     return [(name.rsplit("/", 1)[-1], _to_ours(acts[name], data_format)) for name in wanted]
 
 

@@ -231,6 +231,15 @@ def test_saturated_probabilities_with_other_rankings_do_not_pass(confident, port
     assert report.agreement.top5_overlap < 1
     last = report.rows[-1]
     assert not report.ok and not last.passed and "class rankings differ" in last.note, str(report)
+    # the command line's summary over all its photos says so too, and a report carrying it never passes
+    from npxception.compare.summary import summarize
+
+    summary = summarize(confident, tmp_path / "rank.onnx", x, layout="NCHW", names=TIMM)
+    assert summary.rankings_differ.startswith("image 0: ours ranks class"), summary
+    assert not summarize(confident, good, x, layout="NCHW", names=TIMM).rankings_differ  # no near-tie flagged
+    passing = compare(confident, good, x, layout="NCHW", names=TIMM)
+    passing.agreement = summary
+    assert not passing.ok and passing.verdict.startswith("first divergence: predictions (class rankings differ)")
 
 
 def test_our_logits_against_their_probabilities_are_compared_as_probabilities(top, port, x):

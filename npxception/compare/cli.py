@@ -220,7 +220,7 @@ def cli_compare(args) -> int:
     report.warnings[:0] = warnings
     report.input = described
     if x_all is not None and len(images) > 1 and model.classes:
-        report.agreement = summarize(model, side, x_all)
+        report.agreement = summarize(model, side, x_all, rtol=report.rtol)
     if args.plot:
         report.plot(args.plot)
     if args.json:

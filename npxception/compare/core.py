@@ -17,6 +17,7 @@ from . import hypotheses
 from .local import Local, local_pass, nodes
 from .metrics import FLOAT16_MAX, errors, non_finite
 from .names import AUTO_NAME_PATTERN, ByOrder, TfliteNames, by_counter, match_auto_names, match_tflite_names
+from .ranking import ranking_difference, scores
 from .precision import DEFAULT_RTOL, HALF, UNIT_ROUNDOFF, as_float32, their_precision
 from .report import PROBABILITIES, UNKNOWN, Report, Row, agreement, output_activation
 from .roundoff import RoundOff
@@ -146,8 +147,9 @@ def _compare(model, other, x, *, rtol, atol, oracle, layout, names, explain, con
         if not rows[0].passed:
             warnings.append("the two sides' inputs differ: every accumulated error below includes that")
     x_stage = None
-    if side.stage is not None and their_input is None and x is not None:  # their in-graph preprocessing
-        stage_rows, x_stage = _stage_rows(model, side.stage(x), x, rtol, atol, explain)
+    their_stage = side.stage(x) if side.stage is not None and their_input is None and x is not None else None
+    if their_stage is not None:  # their in-graph preprocessing, layer by layer
+        stage_rows, x_stage = _stage_rows(model, their_stage, x, rtol, atol, explain)
         rows.extend(stage_rows)
     by_name, weighted = {}, set()
     order = {n: i for i, n in enumerate(model.layer_names)}
@@ -280,43 +282,16 @@ def _on_their_terms(model, theirs):
     return other, note
 
 
-# A ranking differs only where both sides order two classes apart by more than this many rtol, in log
-# probability (or logit): a near-tie (two logits within float32 round-off) may rank either way in a correct
-# port; 10 rtol is 1e-3 in float32, a thousand times float32's round-off of a logit.
-_RANK_MARGIN = 10.0
-
-
 def _rankings_must_agree(row, ours, theirs, act, rtol) -> None:
-    """A classifier row within the tolerance whose class rankings differ does not pass: a saturated softmax
-    (1 - 1e-9 for the top class) or sigmoid hides, within rtol of max|p| = 1, a change of the other classes'
-    scores that reorders them. Compared in log probability (logits as they are), where that change shows;
-    near-ties are not counted (_RANK_MARGIN)."""
-    if row is None or not row.passed or ours.ndim != 2 or ours.shape[1] < 2:
+    """A classifier row within the tolerance whose class rankings differ (beyond near-ties:
+    :mod:`npxception.compare.ranking`) does not pass: a saturated output hides it."""
+    if row is None or not row.passed:
         return
-    tiny = np.finfo(np.float64).tiny
-
-    def scores(a):
-        a = np.asarray(a, dtype=np.float64)
-        return np.log(np.maximum(a, tiny)) if act in PROBABILITIES else a
-
-    s, t = scores(ours), scores(theirs)
-    k = min(5, s.shape[1])
-    margin = _RANK_MARGIN * max(rtol, DEFAULT_RTOL["float32"])
-    for n in range(s.shape[0]):
-        top_s, top_t = set(np.argsort(-s[n])[:k]), set(np.argsort(-t[n])[:k])
-        pairs = [(a, b) for a in top_s - top_t for b in top_t - top_s]
-        a0, b0 = int(np.argmax(s[n])), int(np.argmax(t[n]))
-        if a0 != b0:
-            pairs.append((a0, b0))
-        clear = [(a, b) for a, b in pairs if s[n, a] - s[n, b] > margin and t[n, b] - t[n, a] > margin]
-        if clear:
-            a, b = clear[0]
-            row.passed = False
-            what = "log probabilities" if act in PROBABILITIES else "values"
-            _add_note(row, f"within the tolerance, but the class rankings differ (image {n}: ours ranks class {a} "
-                           f"above class {b}, theirs below, by {s[n, a] - s[n, b]:.3g} and {t[n, b] - t[n, a]:.3g} "
-                           f"in {what}): a saturated output hides it")
-            return
+    differs = ranking_difference(scores(ours, act), scores(theirs, act), max(rtol, DEFAULT_RTOL["float32"]))
+    if differs:
+        row.passed = False
+        _add_note(row, f"within the tolerance, but the class rankings differ ({differs}): a saturated output "
+                       "hides it")
 
 
 _WEIGHTED = ("conv", "sepconv", "dense")

@@ -91,6 +91,7 @@ class Agreement:
     flips: int | None = None  # how many of those decisions differ
     max_dz: float | None = None  # largest |Δ| of logits, or of values whose activation is not known
     per_label_dp: list | None = None  # a sigmoid multi-label head: max |Δp| of each label
+    rankings_differ: str = ""  # where the class rankings differ beyond near-ties (compare.ranking), else ""
 
     def __str__(self):
         parts = []
@@ -105,7 +106,8 @@ class Agreement:
             parts.append(f"max |Δp| {self.max_dp:.3g}")
         if self.max_dz is not None:
             parts.append(f"max |Δ| {self.max_dz:.3g}")
-        return f"{self.images} image(s): " + ", ".join(parts) + (f" ({self.note})" if self.note else "")
+        differ = f"; class rankings differ: {self.rankings_differ}" if self.rankings_differ else ""
+        return f"{self.images} image(s): " + ", ".join(parts) + (f" ({self.note})" if self.note else "") + differ
 
 
 def _describe(act) -> str:
@@ -239,6 +241,10 @@ class Report:
         for row in self.rows:
             if not row.passed:
                 return row.layer
+        if self.agreement is not None and self.agreement.rankings_differ:
+            # every row within the tolerance, but the predictions of the batch rank the classes otherwise (the
+            # command line's summary of all its photos): never a passing verdict (compare.ranking)
+            return "predictions (class rankings differ)"
         return None
 
     @property

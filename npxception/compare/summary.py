@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from .precision import DEFAULT_RTOL
+from .ranking import ranking_difference, scores
 from .report import Agreement, agreement, output_activation
 from .sides import INPUT_KEY, Other, open_other, stated_activation, to_nhwc
 
 
-def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, their_activation=None) -> Agreement:
+def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, their_activation=None,
+              rtol=DEFAULT_RTOL["float32"]) -> Agreement:
     """How the predictions of ``model`` and ``other`` agree (:func:`npxception.compare.agreement`: top-1,
     top-5 and max |Δp| for a softmax head, yes/no decisions for a one-unit or sigmoid one) over batch ``x``, or over a
     list or iterator of batches (photos at their own sizes, which do not stack; ``iter_cli_inputs``, read
     as they are used: a folder's photos are never held at once).
 
     For a dump, its final layer is compared with ours on ``x`` (or on the dump's input); ``their_activation``
-    states what its output ends with, as for :func:`~npxception.compare.compare`.
+    states what its output ends with, as for :func:`~npxception.compare.compare`. ``rankings_differ`` says
+    where the class rankings differ beyond near-ties (``rtol``, :mod:`npxception.compare.ranking`).
     """
     if not model.classes:
         raise ValueError("summarize: the model has no classifier (include_top=False); "
@@ -47,7 +51,7 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, th
             x = to_nhwc({INPUT_KEY: acts[INPUT_KEY]}, {}, side.layout, model.channels)[INPUT_KEY]
         if last not in acts:
             raise ValueError(f"{side.label}: holds no {last!r} output to compare predictions with")
-        return _agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), activations)
+        return _agreement(model(np.asarray(x)), np.asarray(acts[last]).reshape(len(x), -1), activations, rtol)
     if x is None:
         raise ValueError(f"x: an input batch is needed to run {side.label}")
     ours, theirs = [], []
@@ -57,15 +61,19 @@ def summarize(model, other, x=None, *, batch_size=8, layout=None, names=None, th
             chunk = batch[i:i + batch_size]
             ours.append(model(chunk))
             theirs.append(np.asarray(side.final(chunk) if side.final else side(chunk)[last]))
-    return _agreement(np.concatenate(ours), np.concatenate(theirs), activations)
+    return _agreement(np.concatenate(ours), np.concatenate(theirs), activations, rtol)
 
 
-def _agreement(ours, theirs, activations) -> Agreement:
+def _agreement(ours, theirs, activations, rtol=None) -> Agreement:
     """:func:`agreement`, with their one extra class dropped where theirs has one (:func:`without_extra_class`);
     other shapes that differ are refused by name (it raised numpy's "operands could not be broadcast")."""
     theirs = theirs.reshape(len(theirs), -1)
     if theirs.shape == ours.shape:
-        return agreement(ours, theirs, **activations)
+        out = agreement(ours, theirs, **activations)
+        if rtol is not None and "sigmoid" not in activations.values():  # a multi-label head: its decisions say
+            out.rankings_differ = ranking_difference(scores(ours, activations["ours_activation"]),
+                                                     scores(theirs, activations["theirs_activation"]), rtol)
+        return out
     dropped = without_extra_class(ours, theirs, activations["ours_activation"], activations["theirs_activation"])
     if dropped is None:
         raise ValueError(f"predictions: ours has {ours.shape[1]} outputs per image, theirs {theirs.shape[1]}: "

@@ -98,21 +98,27 @@ def input_candidates(x, run=None):
 # timm's legacy_xception default_cfg: input 299, crop_pct 0.8975, bicubic: the shorter side resized
 # to int(299 / 0.8975) = 333, then the centre 299x299 cropped (timm.data.transforms_factory).
 TIMM_CROP_PCT = 0.8975
-RESIZES = ("bilinear", "bicubic", "lanczos", "timm")
+# torchvision's and timm's default ImageNet eval crop (Resize(int(size / 0.875)) then CenterCrop(size)), with
+# its two filters: torchvision's Resize is bilinear, timm's default bicubic
+CROPS = {"timm": (TIMM_CROP_PCT, "bicubic"), "crop_0.875_bilinear": (0.875, "bilinear"),
+         "crop_0.875_bicubic": (0.875, "bicubic")}
+RESIZES = ("bilinear", "bicubic", "lanczos", *CROPS)
 
 
 def _resized(path, size, how):
-    """``path`` at ``size`` (H, W) as [0, 255] pixels: a Pillow filter, or timm's resize and centre crop."""
+    """``path`` at ``size`` (H, W) as [0, 255] pixels: a Pillow filter, or a resize of the shorter side and a
+    centre crop (:data:`CROPS`: timm's legacy_xception, torchvision's 0.875)."""
     from ...images import load_image, load_img  # Pillow's pipeline, loaded only when a photo is re-read
 
-    if how != "timm":
+    if how not in CROPS:
         return load_image(path, size, interpolation=how)
+    pct, filt = CROPS[how]
     img = load_img(path)
     h, w = size
-    short = int(min(h, w) / TIMM_CROP_PCT)
+    short = int(min(h, w) / pct)
     ih, iw = img.height, img.width
     new = (short, int(short * iw / ih)) if ih <= iw else (int(short * ih / iw), short)  # (H, W)
-    img = img.resize(new[::-1], resample=Image.Resampling.BICUBIC)
+    img = img.resize(new[::-1], resample=Image.Resampling.BICUBIC if filt == "bicubic" else Image.Resampling.BILINEAR)
     top, left = int(round((new[0] - h) / 2.0)), int(round((new[1] - w) / 2.0))
     return np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.float32)
 
@@ -129,9 +135,14 @@ def resize_candidates(images, x, model, run=None):
     size = x.shape[1:3]
     for how in RESIZES:
         pixels = np.stack([_resized(p, size, how) for p in images])
-        short = int(min(size) / TIMM_CROP_PCT)  # the size this batch's crop was taken from, not always 299's
-        what = (f"timm's bicubic resize of the shorter side to {short} ({min(size)} / {TIMM_CROP_PCT}) then centre crop"
-                if how == "timm" else f"{how} resize") + " instead of Keras' nearest"
+        if how in CROPS:
+            pct, filt = CROPS[how]
+            short = int(min(size) / pct)  # the size this batch's crop was taken from, not always 299's
+            who = "timm's " if how == "timm" else ""
+            what = f"{who}{filt} resize of the shorter side to {short} ({min(size)} / {pct}) then centre crop"
+        else:
+            what = f"{how} resize"
+        what += " instead of Keras' nearest"
         feeds = [(what, pixels if model.takes_pixels else preprocess_input(pixels))]
         if not model.takes_pixels and x.shape[-1] == 3:  # torch's means and stds are RGB's
             feeds.append((what + ", and torch preprocessing ((x/255 - mean) / std)",
