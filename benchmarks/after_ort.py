@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
+from profile_vs_ort import build, ort_session  # beside this script, on sys.path as its folder
 
 
 def _cpu_ms(tids):
@@ -39,26 +39,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--gap", type=float, default=0.02, help="seconds idle before each call (the bench's 20 ms)")
     args = ap.parse_args()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import onnxruntime as ort
-    from profile_vs_ort import build
-
     model, proto = build(299)
     x = np.random.default_rng(1).uniform(-1, 1, (1, 299, 299, 3)).astype(np.float32)
     model(x)
-
-    def session(spin):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def ms(values):
         return f"{1e3 * statistics.median(values):.1f}"
 
     for spin in (True, False):
-        s = session(spin)
+        s = ort_session(proto, spin=spin)
         name = s.get_inputs()[0].name
         calls = {"ort": lambda: s.run(None, {name: x}), "ours 1st": lambda: model(x),
                  "2nd": lambda: model(x), "3rd": lambda: model(x)}
@@ -74,7 +63,7 @@ def main():
         print(f"ONNX Runtime {'spinning' if spin else 'allow_spinning=0'}: "
               + ", ".join(f"{k} {ms(v)} ms" for k, v in times.items()), flush=True)
     before = set(os.listdir("/proc/self/task"))
-    s = session(True)
+    s = ort_session(proto, spin=True)
     name = s.get_inputs()[0].name
     s.run(None, {name: x})
     theirs = sorted(set(os.listdir("/proc/self/task")) - before)

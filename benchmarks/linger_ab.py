@@ -18,12 +18,10 @@ Results: docs/performance.md, "Issue 15, 2026-11-30 06:30-07:05 UTC".
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
+from profile_vs_ort import model_and_ort  # beside this script, on sys.path as its folder
 
-import npxception
 from npxception.bench import interleaved
 from npxception.fast import threads
 
@@ -36,18 +34,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ort", action="store_true", help="ONNX Runtime on the same weights in the loop")
     args = ap.parse_args()
-    if args.ort:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import onnxruntime as ort
-        from profile_vs_ort import build
-
-        model, proto = build(299)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-    else:
-        model = npxception.Xception(include_top=True, seed=0)
+    model, run_ort = model_and_ort(args.ort)
     x = np.random.default_rng(1).uniform(-1, 1, (args.batch, 299, 299, 3)).astype(np.float32)
     kept = threads.LINGER_CYCLES
 
@@ -57,7 +44,7 @@ def main():
 
     systems = {f"linger {lg}": (lambda _x, lg=lg: ours(lg)) for lg in args.lingers}
     if args.ort:
-        systems["ort"] = lambda _x: session.run(None, {name: x})
+        systems["ort"] = lambda _x: run_ort(x)
     try:
         first = systems[f"linger {args.lingers[0]}"](x).copy()
         for lg in args.lingers[1:]:

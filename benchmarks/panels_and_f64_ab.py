@@ -24,10 +24,9 @@ own whose autogroup has a higher priority
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
+from profile_vs_ort import model_and_ort  # beside this script, on sys.path as its folder
 
 import npxception
 from npxception.bench import interleaved
@@ -36,18 +35,7 @@ from npxception.fast.run import FastPlan
 
 
 def panels(batch, repeats, rounds, with_ort):
-    if with_ort:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import onnxruntime as ort
-        from profile_vs_ort import build
-
-        model, proto = build(299)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-    else:
-        model = npxception.Xception(include_top=True, seed=0)
+    model, run_ort = model_and_ort(with_ort)
     x = np.random.default_rng(1).uniform(-1, 1, (batch, 299, 299, 3)).astype(np.float32)
     rule = direct.shares_panels
 
@@ -58,7 +46,7 @@ def panels(batch, repeats, rounds, with_ort):
     assert np.array_equal(ours(False).copy(), ours(True).copy())  # the same sums in the same order: the same bits
     systems = {"rows": lambda _x: ours(False), "panels": lambda _x: ours(True)}
     if with_ort:
-        systems["ort"] = lambda _x: session.run(None, {name: x})
+        systems["ort"] = lambda _x: run_ort(x)
     try:
         for _ in range(rounds):
             ms = {k: 1e3 * v for k, v in interleaved(systems, x, repeats).items()}

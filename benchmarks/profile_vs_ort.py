@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+import npxception
+
 
 def build(size):
     """(npxception model, ONNX bytes), the same random weights."""
@@ -52,6 +54,32 @@ def build(size):
     fn = tf.function(lambda t: kmodel(t, training=False))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
     return from_keras(kmodel), proto
+
+
+def ort_session(proto, *, spin=True, profile_prefix=None):
+    """ONNX Runtime on every core, as ``npxception bench`` runs it; ``spin=False`` turns its pool's spin-wait off,
+    ``profile_prefix`` turns its per-node profile on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def model_and_ort(with_ort, size=299):
+    """(our model, ``run_ort(x)`` or None): with ONNX Runtime, both on the same random weights (:func:`build`);
+    without, our seeded model alone, no framework imported."""
+    if not with_ort:
+        return npxception.Xception(include_top=True, seed=0, input_shape=(size, size, 3)), None
+    model, proto = build(size)
+    session = ort_session(proto)
+    name = session.get_inputs()[0].name
+    return model, lambda x: session.run(None, {name: x})
 
 
 def block_of_tensors(proto) -> dict:
@@ -83,15 +111,9 @@ def block_of_tensors(proto) -> dict:
 
 def ort_profile(proto, x, repeats) -> dict:
     """{Keras block: median ms} from ONNX Runtime's per-node profile."""
-    import onnxruntime as ort
-
     blocks = block_of_tensors(proto)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = os.path.join(tmp, "ort")
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort_session(proto, profile_prefix=os.path.join(tmp, "ort"))
         name = session.get_inputs()[0].name
         for _ in range(2 + repeats):
             session.run(None, {name: x})
