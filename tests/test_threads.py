@@ -152,3 +152,40 @@ def test_the_spin_sees_another_threads_store_and_gives_up_without_it():
     timer.join()
     assert spin.post_then_spin_reference(flags, 8, 9, 0, 5, 1, 1) and flags[8] == 9
     assert not spin.post_then_spin_reference(flags, 8, 9, 0, 6, 1, 1)
+
+
+class _Muted:
+    """A stand-in for a worker's ``go`` lock whose release does nothing: the worker, asleep on the real one, stays
+    asleep, as one whose core another process holds."""
+
+    def release(self):
+        pass
+
+
+def test_a_share_its_worker_has_not_begun_is_run_by_the_caller(monkeypatch):
+    """The claim: the caller takes a share the worker has not begun, once; the worker, when it wakes, finds
+    nothing left to run and runs the next share as before."""
+    monkeypatch.setattr(threads, "SPIN", False)  # the worker sleeps on its lock at once
+    worker = threads._Worker()
+    deadline = time.monotonic() + 30
+    while not worker.sleeping:
+        assert time.monotonic() < deadline, "the worker never went to sleep"
+        time.sleep(0.001)
+    go, worker.go = worker.go, _Muted()
+    ran = []
+
+    def share(t, tag):
+        ran.append((tag, t, threading.get_ident()))
+    worker.start(share, 1, ("first",))
+    job = worker.take()
+    assert job is not None and worker.take() is None  # taken once
+    job[0](job[1], *job[2])
+    assert ran == [("first", 1, threading.get_ident())]
+    worker.go = go
+    go.release()  # the worker wakes late, to a share already run
+    while not worker.sleeping:
+        assert time.monotonic() < deadline, "the worker never went back to sleep"
+        time.sleep(0.001)
+    worker.start(share, 1, ("second",))
+    worker.wait()
+    assert ran[1][:2] == ("second", 1) and ran[1][2] != threading.get_ident() and len(ran) == 2

@@ -24,6 +24,12 @@ never slept needs no waking, which on the VM measured costs 30-175 us quiet and
 milliseconds under load, twice per hand-off (docs/performance.md, "Issue 15,
 2026-11-29 22:50-00:30 UTC: the idle gap"). The locks stay the protocol: a spin
 that gives up changes nothing but the time.
+
+A share the worker has not begun by the time the caller has finished its own
+is run by the caller (each share has a claim, :class:`_Worker`): a worker
+woken late, or whose core another process's thread holds (ONNX Runtime's pool
+spins ~25 ms after its run), no longer holds the step up (docs/performance.md,
+"Issue 15, 2026-11-30 07:30-09:15 UTC").
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ _pool_lock = threading.Lock()
 
 SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
 SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
+CLAIM = True  # the caller runs a share its worker has not begun (_Worker); False: waits for it (A/B)
 LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
 _GO, _DONE, _NOTHING = 0, 8, 15  # flag indices (GO and DONE a cache line apart); the caller's wait posts nothing
 
@@ -73,45 +80,78 @@ def _workers(n):
 
 
 class _Worker:
-    """A daemon thread that runs one share at a time: ``go`` released hands it a job, ``done`` hands it back."""
+    """A daemon thread that runs handed-out shares: :meth:`start` posts one, :meth:`take` lets the caller run it
+    instead while the worker has not begun it, :meth:`wait` waits for the worker's run of it.
+
+    Each share carries a claim (a lock taken without blocking): whoever takes it first runs the share, the
+    worker or the caller, so a worker that is late (asleep, or its core held by another process's spinning
+    thread) never holds the step up: the caller, its own share done, runs the worker's too
+    (docs/performance.md, "Issue 15, 2026-11-30 07:30-09:15 UTC"). Shares handed out are numbered; the
+    worker runs the latest one it finds unclaimed, so one it missed needs no answer.
+    """
 
     def __init__(self):
-        self.go = _thread.allocate_lock()
-        self.done = _thread.allocate_lock()
+        self.go = _thread.allocate_lock()  # released to wake the worker from its sleep (only then)
+        self.done = _thread.allocate_lock()  # released once for each share the worker ran
+        self.sleep_lock = _thread.allocate_lock()  # orders the worker's going to sleep against a post
         self.go.acquire()
         self.done.acquire()
-        self.job = None
+        self.sleeping = False
+        self.job = None  # (number, claim, part, t, args) of the latest share handed out
         self.error = None
-        # flags[_GO] = jobs handed out, flags[_DONE] = jobs finished: a spinning side reads them (spin.py)
+        # flags[_GO] = the latest share's number, flags[_DONE] = the last the worker ran: a spinning side reads
+        # them (spin.py)
         self.flags = np.zeros(16, np.int64)
         self.jobs = 0
         threading.Thread(target=self._loop, name="npxception", daemon=True).start()
 
     def _loop(self):
-        finished = 0
+        seen = ran = 0
         while True:
-            if SPIN:  # says this job is done (main may be spinning on it), then waits for the next
-                _post_then_spin(self.flags, _DONE, finished, _GO, finished + 1, SPIN_CYCLES, LINGER_CYCLES)
-            else:
-                self.flags[_DONE] = finished
-            self.go.acquire()
-            part, t, args = self.job
+            # says its last share is done (the caller may be spinning on it), then waits for a newer one
+            if not (SPIN and _post_then_spin(self.flags, _DONE, ran, _GO, seen + 1, SPIN_CYCLES, LINGER_CYCLES)):
+                self.flags[_DONE] = ran
+                with self.sleep_lock:
+                    asleep = self.flags[_GO] <= seen
+                    self.sleeping = asleep
+                if asleep:
+                    self.go.acquire()
+            job = self.job
+            if job is None or job[0] <= seen:  # taken by the caller (and cleared) meanwhile
+                seen = max(seen, int(self.flags[_GO]))
+                continue
+            number, claim, part, t, args = job
+            seen = number
+            if not claim.acquire(False):  # the caller runs it
+                continue
             try:
                 part(t, *args)
             except BaseException as exc:  # re-raised on the caller's thread
                 self.error = exc
             self.job = None
-            finished += 1
+            ran = number
             self.done.release()
 
     def start(self, part, t, args):
         self.error = None
-        self.job = (part, t, args)
         self.jobs += 1
-        self.go.release()
-        self.flags[_GO] = self.jobs  # after the release: a worker that saw it finds the lock free
+        self.job = (self.jobs, _thread.allocate_lock(), part, t, args)
+        self.flags[_GO] = self.jobs  # after the job: a worker that saw it finds it
+        with self.sleep_lock:
+            if self.sleeping:
+                self.sleeping = False
+                self.go.release()
+
+    def take(self):
+        """The latest share, if the worker has not begun it: (part, t, args), now the caller's to run; else None."""
+        job = self.job
+        if job is None or job[0] != self.jobs or not job[1].acquire(False):
+            return None
+        self.job = None
+        return job[2:]
 
     def wait(self):
+        """Wait until the worker has run the latest share (which it has claimed)."""
         if SPIN:
             _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.jobs, SPIN_CYCLES, 0)
         interrupted = None
@@ -150,18 +190,27 @@ def in_parallel(part, nt, args):
 
 def _with_workers(part, nt, args):
     started = []
+    errors = []
     try:
         for t in range(1, nt):
             _lock_workers[t - 1].start(part, t, args)
             started.append(_lock_workers[t - 1])
         part(0, *args)
-    finally:
-        errors = []
-        for w in started:  # every share is waited for: they write into the caller's arrays
-            try:
-                w.wait()
-            except BaseException as exc:
-                errors.append(exc)
+    except BaseException as exc:
+        errors.append(exc)
+    for w in started:  # every share the worker took is waited for: they write into the caller's arrays
+        job = w.take() if CLAIM or errors else None
+        if job is not None:  # not begun: run here (after an error, dropped)
+            if not errors:
+                try:
+                    job[0](job[1], *job[2])
+                except BaseException as exc:
+                    errors.append(exc)
+            continue
+        try:
+            w.wait()
+        except BaseException as exc:
+            errors.append(exc)
     if errors:
         raise errors[0]
 
