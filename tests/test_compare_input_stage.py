@@ -23,7 +23,7 @@ SHAPE = (71, 71, 3)
 def models(tmp_path_factory):
     """(tf_keras backbone, ours converted from it, a raw-pixel batch)."""
     import tf_keras as K
-    import weights_tools
+    from npxception import weights_tools
     from keras_helpers import randomize
 
     base = randomize(K.applications.Xception(weights=None, include_top=False, pooling="avg", input_shape=SHAPE), 7)
