@@ -38,7 +38,7 @@ def main() -> int:
     import keras
 
     from npxception.compare import compare
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     kmodel = keras.applications.Xception(weights=None, input_shape=(args.size, args.size, 3),
                                          include_top=args.size == 299)

@@ -43,7 +43,7 @@ def build(size):
     import tf2onnx
 
     from npxception.bench import _random_like
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(0)

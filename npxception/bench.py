@@ -186,7 +186,7 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
         reference=True, log=print) -> dict:
     import keras  # optional extra (bench): builds the model every system runs
 
-    from weights_tools import from_keras  # weights_tools imports npxception at import time; not the reverse
+    from npxception.weights_tools import from_keras  # weights_tools imports npxception at import time; not the reverse
 
     log(f"building Keras Xception {size}x{size} with random weights ...")
     kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))

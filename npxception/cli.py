@@ -5,7 +5,7 @@ Its manners (npxception/console.py): errors are one line on stderr,
 to label": 2); ``--debug`` shows the traceback instead; a closed pipe ends it
 quietly; Ctrl-C keeps what was printed and exits 130 (SIGTERM, in predict: 143).
 ``npxception convert`` is
-``python -m weights_tools convert`` under this program's name.
+``python -m npxception.weights_tools convert`` under this program's name.
 
 Function-level imports: each command imports its module when it runs, so that
 ``npxception --help``, ``--version`` and usage errors load neither NumPy nor
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     su.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
     co = sub.add_parser("convert", help="convert a Keras file to npxception .npz "
-                                        "(the same as python -m weights_tools convert)",
+                                        "(the same as python -m npxception.weights_tools convert)",
                         add_help=False)
     co.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
 
 
 def _convert(rest) -> int:
-    from weights_tools.cli import main as weights_tools_main
+    from npxception.weights_tools.cli import main as weights_tools_main
 
     return weights_tools_main(["convert", *rest], prog=PROG)
 

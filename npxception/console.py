@@ -1,4 +1,4 @@
-"""How both command-line programs behave, written once for ``npxception`` and ``python -m weights_tools``.
+"""How both command-line programs behave, written once for ``npxception`` and ``python -m npxception.weights_tools``.
 
 The manners are those of the Unix tools people already pipe together:
 

@@ -22,7 +22,7 @@ never a second reading of it here.
   backbone, the official ImageNet classifier) are rebuilt, with
   ``applications.Xception``.
 
-A channels_first model (``image_data_format`` "channels_first", weights_tools/layout.py)
+A channels_first model (``image_data_format`` "channels_first", npxception/weights_tools/layout.py)
 is fed NCHW: our NHWC batch is transposed on the way in, and its 4-D activations
 back to NHWC on the way out, so everything after this module sees NHWC.
 
@@ -88,7 +88,7 @@ def saved_by(path) -> tuple[str, bool]:
     only (a TensorFlow checkpoint, a ``.weights.h5``, a weights-only ``.h5``)."""
     # weights_tools imports npxception at import time, not the reverse: the converter's rule for what a path
     # holds (a checkpoint directory resolved to the prefix its checkpoint file names), not a second copy of it
-    from weights_tools.formats import resolve_source  # see above
+    from npxception.weights_tools.formats import resolve_source  # see above
 
     return _saved_by(*resolve_source(path))
 
@@ -151,10 +151,10 @@ def load(path, *, config=None, model=None):
     weights-only file without config which ``applications.Xception`` to build.
     """
     # weights_tools imports npxception at import time, not the reverse: the converter's reading of the path
-    from weights_tools.formats import resolve_source  # see above
-    from weights_tools.savedmodel import VARIABLES, read_metadata  # see above
-    from weights_tools.tf_bundle import bundle_prefix  # see above
-    from weights_tools.tf_checkpoint import model_child  # see above
+    from npxception.weights_tools.formats import resolve_source  # see above
+    from npxception.weights_tools.savedmodel import VARIABLES, read_metadata  # see above
+    from npxception.weights_tools.tf_bundle import bundle_prefix  # see above
+    from npxception.weights_tools.tf_checkpoint import model_child  # see above
 
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
@@ -359,8 +359,8 @@ def _layers(kmodel):
     """``(klayers, paths, data format)`` of a live Keras model, read from its config as the converter reads a file."""
     # weights_tools imports npxception at import time, not the reverse: the converter loads only when a
     # Keras model is matched to ours (at the top, importing npxception.compare would load weights_tools)
-    from weights_tools.keras_config import flatten_config  # the converter's config walk, see above
-    from weights_tools.layout import model_data_format  # the converter's data format rule, see above
+    from npxception.weights_tools.keras_config import flatten_config  # the converter's config walk, see above
+    from npxception.weights_tools.layout import model_data_format  # the converter's data format rule, see above
 
     source = f"keras model {kmodel.name!r}"
     config = json.loads(json.dumps(kmodel.get_config(), default=str))
@@ -370,7 +370,7 @@ def _layers(kmodel):
 
 def _feed(kmodel, x, data_format):
     """Our NHWC batch as the Keras model takes it: in its dtype, NCHW for a channels_first model."""
-    from weights_tools.layout import CHANNELS_FIRST, nchw  # see _layers
+    from npxception.weights_tools.layout import CHANNELS_FIRST, nchw  # see _layers
 
     x = np.asarray(x).astype(keras_dtype(kmodel))
     return nchw(x) if data_format == CHANNELS_FIRST else x
@@ -378,7 +378,7 @@ def _feed(kmodel, x, data_format):
 
 def _to_ours(a, data_format):
     """A Keras activation in our NHWC layout."""
-    from weights_tools.layout import CHANNELS_FIRST, nhwc  # see _layers
+    from npxception.weights_tools.layout import CHANNELS_FIRST, nhwc  # see _layers
 
     a = np.asarray(a)
     return nhwc(a) if data_format == CHANNELS_FIRST else a
@@ -391,7 +391,7 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
     ``x`` is what both models take (raw pixels when ``model.takes_pixels``), NHWC; a channels_first
     Keras model is fed it as NCHW, and its activations come back NHWC.
     """
-    from weights_tools.mapping import match_names  # the converter's name matching, see _layers
+    from npxception.weights_tools.mapping import match_names  # the converter's name matching, see _layers
 
     klayers, paths, data_format = _layers(kmodel)
     names = match_names(klayers, variant=model.variant)
@@ -407,12 +407,12 @@ def activations(model, kmodel, x, final_only=False, layers=None) -> dict[str, np
 def stage_activations(kmodel, x) -> list[tuple[str, np.ndarray]] | None:
     """``[(layer name, its output)]`` of the Keras model's input-stage layers (Rescaling, Normalization,
     Resizing..., the chain between its input and the backbone, as the converter finds it:
-    :func:`weights_tools.stage_chain._stage_chain`), in order, NHWC, on ``x``; empty when it has none; None
+    :func:`npxception.weights_tools.stage_chain._stage_chain`), in order, NHWC, on ``x``; empty when it has none; None
     when a step of it is an operation node Keras cannot name as a layer (then not compared, as before).
     compare compares them with our input stage's layers (:func:`npxception.compare.core._stage_rows`)."""
-    from weights_tools.kinds import kind_of  # the converter's reading, see _layers
-    from weights_tools.stage_chain import _stage_chain  # see _layers
-    from weights_tools.walk import _collapse  # see _layers
+    from npxception.weights_tools.kinds import kind_of  # the converter's reading, see _layers
+    from npxception.weights_tools.stage_chain import _stage_chain  # see _layers
+    from npxception.weights_tools.walk import _collapse  # see _layers
 
     klayers, paths, data_format = _layers(kmodel)
     _, inputs, live = _collapse(klayers, f"keras model {kmodel.name!r}")
@@ -435,8 +435,8 @@ def output_activation(model, kmodel) -> str | None:
     converter reads a head (weights_tools.head): ``"softmax"``, ``"sigmoid"``..., None for none (a
     Dense without one, a BatchNormalization), ``"unknown"`` (npxception.compare.report.UNKNOWN) when no
     layer matches or it is none of those."""
-    from weights_tools.kinds import _activation_name, kind_of  # the converter's reading of a layer, see _layers
-    from weights_tools.mapping import match_names  # see _layers
+    from npxception.weights_tools.kinds import _activation_name, kind_of  # the converter's reading of a layer, see _layers
+    from npxception.weights_tools.mapping import match_names  # see _layers
 
     klayers, _, _ = _layers(kmodel)
     name = match_names(klayers, variant=model.variant).get(model.layer_names[-1])

@@ -132,7 +132,7 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
                       progress=progress, offline=offline, allow_file=True, max_bytes=spec.max_bytes)
     except DownloadError as exc:
         # The advice makes the folder first: `convert -o` makes none, so pasted alone it failed.
-        by_hand = (f"mkdir -p {shell.arg(npz.parent)} && python -m weights_tools convert "
+        by_hand = (f"mkdir -p {shell.arg(npz.parent)} && python -m npxception.weights_tools convert "
                    f"{shell.arg(spec.fname)} -o {shell.arg(npz)}")
         raise DownloadError(
             f"{exc}\nAlternatively place converted weights at {npz} (`{by_hand}`; used, but named unverified: "
@@ -147,7 +147,7 @@ def imagenet_weights(include_top: bool = True, *, progress: bool = True, offline
 
 
 def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
-    """Convert the official ``.h5`` to ``npz`` with ``python -m weights_tools convert``, in a child process.
+    """Convert the official ``.h5`` to ``npz`` with ``python -m npxception.weights_tools convert``, in a child process.
 
     A process rather than an import, for two reasons: the converter depends on
     npxception (``weights_tools -> npxception``), never the other way round, so
@@ -156,14 +156,14 @@ def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
     child writes ``npz`` atomically. Raises ValueError with the converter's message.
     """
     roots = []
-    for package in ("weights_tools", "npxception"):
+    for package in ("npxception",):
         spec = importlib.util.find_spec(package)  # finds the package without importing it
         if spec is not None and spec.origin:
             roots.append(str(pathlib.Path(spec.origin).resolve().parent.parent))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p]))
-    cmd = [sys.executable, "-m", "weights_tools", "convert", str(h5), "-o", str(npz), "--variant", "keras"]
+    cmd = [sys.executable, "-m", "npxception.weights_tools", "convert", str(h5), "-o", str(npz), "--variant", "keras"]
     npz.parent.mkdir(parents=True, exist_ok=True)  # our cache's folder: `convert -o` makes no directories
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0 or not npz.is_file():
@@ -173,7 +173,7 @@ def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
             raise ValueError(f"{h5}: converting the official weights failed ({reason}); the download is "
                              f"intact: free space in {npz.parent}, or set NPXCEPTION_HOME to a writable folder")
         raise ValueError(f"{h5}: converting the official weights failed ({reason}); delete it to download "
-                         "it again, or convert a copy by hand with `python -m weights_tools convert`")
+                         "it again, or convert a copy by hand with `python -m npxception.weights_tools convert`")
 
 
 def _check_npz(npz: pathlib.Path, sidecar: pathlib.Path) -> None:

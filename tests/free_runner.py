@@ -27,7 +27,7 @@ RUNNER = BLOCKER + textwrap.dedent("""
     import numpy as np
     import npxception
     from npxception.cli import main as npxception_cli
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     def quietly(cli, argv):
         out, err = io.StringIO(), io.StringIO()

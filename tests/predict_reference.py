@@ -62,7 +62,7 @@ def keras_reference(tmp_path_factory) -> KerasReference:
     import keras
 
     from keras_helpers import randomize
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     model = randomize(keras.applications.Xception(weights=None, input_shape=(SIZE, SIZE, 3)), seed=SEED)
     # Keras' documented pipeline, step by step.

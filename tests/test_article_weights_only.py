@@ -14,9 +14,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-import weights_tools  # noqa: E402
+from npxception import weights_tools  # noqa: E402
 from keras_helpers import keras_predict, randomize  # noqa: E402
-from weights_tools import ConversionError  # noqa: E402
+from npxception.weights_tools import ConversionError  # noqa: E402
 
 SIZE = 40  # the article's SAME stem computes any size; small keeps the Keras build cheap
 HEAD = dict(pooling="avg", input_shape=(SIZE, SIZE), classifier_activation="softmax")

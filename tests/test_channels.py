@@ -35,7 +35,7 @@ import pytest
 from keras_helpers import keras_predict, randomize
 
 import npxception
-import weights_tools
+from npxception import weights_tools
 from npxception import weights as wfile
 
 SIZE = 71
@@ -152,7 +152,7 @@ def test_a_weights_only_h5_of_a_non_rgb_model_is_refused_without_its_config(sour
     would build an RGB stem. Refused, naming the stem's kernel, its channels and --config (the way out,
     with which it converts: test_converted_files_compute_what_model_predict_gives[tf_gray-weights_only_h5]),
     by the API and by the command line (one line, no output file)."""
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     path = sources["tf_gray"][1]["weights_only_h5"][0]
     message = (f"{path}: layer #0 (block1_conv1 / xception/block1_conv1 in the file) has a kernel (3, 3, 1, 32): "

@@ -190,7 +190,7 @@ def test_data_format_is_recorded_and_shown(converted):
 # tf_keras' .h5 are the other two ways keras_side opens a file
 @pytest.mark.parametrize("name", ["k3_weights_h5", "tfk_h5"])
 def test_compare_feeds_keras_nchw_and_finds_no_divergence(corpus, name):
-    import weights_tools
+    from npxception import weights_tools
     from npxception.compare import compare
 
     case = corpus[name]
@@ -205,7 +205,7 @@ def test_check_with_keras_golden_is_keras_own_output(corpus, tmp_path, name="k3_
     """convert --check-with-keras feeds Keras the golden input as NCHW: the output digest it stores is Keras'
     model.predict on that input, and the file loads (its golden check passes on our NHWC model)."""
     import npxception
-    import weights_tools
+    from npxception import weights_tools
     from npxception import golden as gold
 
     case = corpus[name]
@@ -228,7 +228,7 @@ def test_nchw_dump_of_a_channels_first_model_compares_with_layout_nchw(corpus, t
     with layout='NCHW', as a PyTorch port's dump does."""
     import keras
 
-    import weights_tools
+    from npxception import weights_tools
     from npxception.compare import compare
 
     case, kmodel = corpus["k3_keras"], corpus["k3_model"]
@@ -248,13 +248,13 @@ def test_nchw_dump_of_a_channels_first_model_compares_with_layout_nchw(corpus, t
 
 @pytest.fixture(scope="module")
 def k3_layers(corpus):
-    import weights_tools
+    from npxception import weights_tools
 
     return weights_tools.read_layers(corpus["k3_keras"]["path"]).klayers
 
 
 def _convert(klayers, edit, keras_version=None):
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools.mapping import to_npxception
 
     layers = copy.deepcopy(klayers)
     edit({k.name: k for k in layers})
@@ -314,7 +314,7 @@ def test_geometry_stage_of_a_channels_first_model_is_keras_own(k3_layers, layer)
     ([0.1, 0.2, 0.3], 0.0, None, r"a per-channel scale .*the file records no Keras version"),
 ])
 def test_per_channel_rescaling_keras_cannot_compute_is_refused(k3_layers, scale, offset, version, message):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     with pytest.raises(ConversionError, match=r"layer normalization \(Rescaling\): " + message):
         _convert(k3_layers, _rescaling(scale, offset), keras_version=version)
@@ -339,14 +339,14 @@ def _set(name, **cfg):
     (_set("block1_conv1", data_format="channels_middle"), r"block1_conv1 \(Conv2D\): data_format 'channels_middle'"),
 ])
 def test_inconsistent_layouts_are_refused_by_name(k3_layers, edit, message):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     with pytest.raises(ConversionError, match=message):
         _convert(k3_layers, edit)
 
 
 def test_theano_dim_ordering_is_refused(k3_layers):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     def theano(by):
         cfg = by["block1_conv1"].config
@@ -378,8 +378,8 @@ def test_manifest_without_the_field_reads_as_not_recorded(converted, tmp_path):
 def test_nchw_input_in_a_channels_last_model_names_the_layout_it_was_read_in(k3_layers):
     """The report that started this: an input of (None, 3, 71, 71) read as NHWC. The message says which layout
     the shape was read in, and why (every layer that depends on a data format says channels_last)."""
-    from weights_tools import ConversionError
-    from weights_tools.layout import DEPENDS
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.layout import DEPENDS
 
     def channels_last(by):
         for k in by.values():

@@ -410,11 +410,11 @@ def closed_pipe_run(argv, env) -> subprocess.CompletedProcess:
 
 
 def test_closed_pipe_is_quiet_in_both_programs(exe, env, ref):
-    for argv in ([*exe, "summary"], [sys.executable, "-m", "weights_tools", "inspect", str(ref.keras_file())]):
+    for argv in ([*exe, "summary"], [sys.executable, "-m", "npxception.weights_tools", "inspect", str(ref.keras_file())]):
         proc = closed_pipe_run(argv, env)
         assert (proc.returncode, messages(proc.stderr)) == (141, []), (argv, proc.stderr)
     # --help: argparse itself ignores a failed write of the help text and exits 0; quiet either way.
-    for argv in ([*exe, "--help"], [sys.executable, "-m", "weights_tools", "--help"]):
+    for argv in ([*exe, "--help"], [sys.executable, "-m", "npxception.weights_tools", "--help"]):
         proc = closed_pipe_run(argv, env)
         assert proc.returncode in (0, 141) and proc.stderr == "", (argv, proc.stderr)
 
@@ -560,7 +560,7 @@ def all_actions(parser, path=()):
             yield path, action
 
 
-@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+@pytest.mark.parametrize("module", ["npxception.cli", "npxception.weights_tools.cli"])
 def test_every_flag_has_help(module):
     parser = importlib.import_module(module)._parser()
     actions = list(all_actions(parser))
@@ -570,7 +570,7 @@ def test_every_flag_has_help(module):
     assert missing == []
 
 
-@pytest.mark.parametrize("module", ["npxception.cli", "weights_tools.cli"])
+@pytest.mark.parametrize("module", ["npxception.cli", "npxception.weights_tools.cli"])
 def test_every_subcommand_help_has_a_description(module):
     """Review 17, finding 7: only predict's --help said what the command does."""
     parser = importlib.import_module(module)._parser()
@@ -583,7 +583,7 @@ def test_every_subcommand_help_has_a_description(module):
 
 
 def test_version_in_both_programs(exe, env):
-    for argv in ([*exe, "--version"], [sys.executable, "-m", "weights_tools", "--version"]):
+    for argv in ([*exe, "--version"], [sys.executable, "-m", "npxception.weights_tools", "--version"]):
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         assert (proc.returncode, proc.stdout.strip()) == (0, f"npxception {npxception.__version__}"), argv
 
@@ -677,7 +677,7 @@ def test_closed_stdout_is_named(exe, env, ref):
     existed, so every command now says stdout is closed, exit 1."""
     for argv, prog in (([*exe, "--version"], "npxception"), ([*exe, "predict", "--help"], "npxception"),
                        ([*exe, "predict", "--format", "json", "--weights", ref.npz, SAMPLES[0]], "npxception"),
-                       ([sys.executable, "-m", "weights_tools", "--help"], "python -m weights_tools")):
+                       ([sys.executable, "-m", "npxception.weights_tools", "--help"], "python -m npxception.weights_tools")):
         proc = subprocess.run(argv, env=env, stderr=subprocess.PIPE, text=True, timeout=300,
                               preexec_fn=lambda: os.close(1))
         assert_no_traceback(proc.stderr)

@@ -25,7 +25,7 @@ from keras_helpers import randomize
 from npxception import cli
 from npxception.compare import cli_input, compare
 from npxception.compare.inputs import MAX_NAME, MAX_NAME_SEGMENTS, MAX_NAMES_TEXT, MAX_SCOPE_DEPTH
-from weights_tools import from_keras
+from npxception.weights_tools import from_keras
 
 SIZE = 150
 PLANTED = "block7_sepconv2_bn"

@@ -81,7 +81,7 @@ def test_our_output_activation_comes_from_the_head():
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     """examples/finetune_recipe.py's recipe.keras (one logit), its conversion, and a copy whose logit is negated."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception.network import XceptionModel
 
     work = tmp_path_factory.mktemp("recipe")

@@ -23,7 +23,7 @@ SHAPE = (71, 71, 3)
 def models(tmp_path_factory):
     """(tf_keras backbone, ours converted from it, a raw-pixel batch)."""
     import tf_keras as K
-    import weights_tools
+    from npxception import weights_tools
     from keras_helpers import randomize
 
     base = randomize(K.applications.Xception(weights=None, include_top=False, pooling="avg", input_shape=SHAPE), 7)
@@ -93,6 +93,11 @@ PIPELINES = {  # what the port fed its first layer, of raw pixels r; and the wor
     "caffe_without_flip": (lambda r: r - np.array([103.939, 116.779, 123.68]), "without caffe's BGR flip"),
     "minus_half": (lambda r: r / 255 - 0.5, "x/255 - 0.5 ([-0.5, 0.5])"),
     "hflip": (lambda r: r[:, :, ::-1] / 127.5 - 1, "their input is ours flipped left-right"),
+    "vflip": (lambda r: r[:, ::-1] / 127.5 - 1, "their input is ours flipped upside down"),
+    "rot180": (lambda r: r[:, ::-1, ::-1] / 127.5 - 1, "their input is ours rotated 180 degrees"),
+    # a photo loaded with its EXIF orientation applied by one side only: a quarter turn each way
+    "rot90_ccw": (lambda r: np.rot90(r, 1, (1, 2)) / 127.5 - 1, "their input is ours rotated 90 degrees counter-clockwise"),
+    "rot90_cw": (lambda r: np.rot90(r, -1, (1, 2)) / 127.5 - 1, "their input is ours rotated 90 degrees clockwise"),
 }
 
 

@@ -98,7 +98,7 @@ def test_compare_and_check_with_keras_refuse_a_planted_lambda_in_every_form_befo
     here). convert --check-with-keras: its conversion refuses it, before Keras is asked for (in this process,
     with the framework import made to fail loudly), and nothing is written."""
     from npxception import keras_side
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     config, named = PLANTED_FORMS[against]
     given = ["--config", str(evil / config)] if config else []
@@ -119,7 +119,7 @@ def test_compare_and_check_with_keras_refuse_a_planted_lambda_in_every_form_befo
 
 def test_a_config_is_vetted_too(evil):
     """A weights-only file's --config is rebuilt by Keras (compare, convert --check-with-keras): vetted as well."""
-    from weights_tools.vetting import open_in_keras
+    from npxception.weights_tools.vetting import open_in_keras
 
     with pytest.raises(ValueError, match=r"config\.json: refused before Keras opens it: unsupported layer "
                                          r"evil \(Lambda\)"):
@@ -131,11 +131,11 @@ def test_a_config_is_vetted_too(evil):
 def test_keras_opens_files_in_safe_mode(evil, against, monkeypatch):
     """Should the vetting miss a layer, the framework's safe mode still refuses the lambda, and a SavedModel
     is rebuilt from its config, never revived from its stored graph (which would call tf.io.write_file)."""
-    import weights_tools.vetting
+    from npxception.weights_tools import vetting
 
     from npxception import keras_side
 
-    monkeypatch.setattr(weights_tools.vetting, "check_layers", lambda klayers, source: None)
+    monkeypatch.setattr(vetting, "check_layers", lambda klayers, source: None)
     with pytest.raises(ValueError, match="Lambda"):
         kmodel = keras_side.load(evil / against)
         kmodel(np.zeros((1, 71, 71, 3), "float32"))  # a revived graph would run here
@@ -744,8 +744,8 @@ def test_irregular_photos_and_savedmodel_files_say_what_they_are(small, dump, tm
     in a SavedModel directory an irregular keras_metadata.pb or saved_model.pb was described as missing. Each is
     named for what it is (nothing waits on the FIFO)."""
     from npxception import cli
-    from weights_tools.errors import ConversionError
-    from weights_tools.formats import detect_format
+    from npxception.weights_tools.errors import ConversionError
+    from npxception.weights_tools.formats import detect_format
 
     model, acts = dump
     np.savez(tmp_path / "d.npz", **acts)

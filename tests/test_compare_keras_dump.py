@@ -26,7 +26,7 @@ from keras_helpers import keras_predict, randomize
 from npxception import cli
 from npxception.compare import compare
 from npxception.compare.layer_names_text import compact_names
-from weights_tools import from_keras
+from npxception.weights_tools import from_keras
 
 SIZE = 71
 AUTO = re.compile(r"(conv2d|batch_normalization|add)(_\d+)?")

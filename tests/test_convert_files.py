@@ -27,9 +27,9 @@ from free_runner import run_jobs
 from keras_fixtures import OFFICIAL_HEAD, build_bad_files, build_keras3, build_tf_keras
 from npxception._jit_notice import message
 
-from weights_tools import ConversionError
-from weights_tools.hdf5 import GuardedH5
-from weights_tools.keras_config import read_keras_config
+from npxception.weights_tools import ConversionError
+from npxception.weights_tools.hdf5 import GuardedH5
+from npxception.weights_tools.keras_config import read_keras_config
 
 PROB_ATOL = 1e-5
 FEATURE_RTOL = 1e-4
@@ -249,7 +249,7 @@ def test_hdf5_guards(tmp_path):
 
 def test_legacy_keras1_names_and_chunked_layer_names(tmp_path):
     """Keras-1 auto-names and split layer_names attributes: classes come from the arrays."""
-    from weights_tools.legacy_h5 import read_legacy_h5
+    from npxception.weights_tools.legacy_h5 import read_legacy_h5
 
     p = tmp_path / "keras1.h5"
     rng = np.random.default_rng(0)
@@ -278,7 +278,7 @@ def test_legacy_keras1_names_and_chunked_layer_names(tmp_path):
 
 
 def test_archive_member_size_limit(tmp_path, monkeypatch):
-    from weights_tools import keras3
+    from npxception.weights_tools import keras3
 
     p = tmp_path / "big.keras"
     with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -292,7 +292,7 @@ def test_archive_member_size_limit(tmp_path, monkeypatch):
 
 def test_pretrained_converts_in_a_child_process_and_only_the_official_file_gets_its_head(files, tmp_path):
     # npxception.pretrained converts the downloaded official .h5 by running
-    # `python -m weights_tools convert` in a child (the package never imports the
+    # `python -m npxception.weights_tools convert` in a child (the package never imports the
     # converter). The child decides the head by the file's MD5 like any conversion:
     # the tf_keras stand-in has the official layout but not the official bytes, so
     # it is refused, naming what to give; test_golden's notop test converts through it.
@@ -344,7 +344,7 @@ def test_official_file_by_its_md5_gets_keras_softmax_head(files, monkeypatch):
     """The rule itself: the stand-in made the official file by pinning its MD5 (as if Keras had
     published these bytes) converts with Keras' head and matches Keras; unpinned, the same bytes are
     refused (Xception(classifier_activation=None) saves the same layout), naming the options."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception import pretrained
     from npxception.download import file_hash
 
@@ -380,7 +380,7 @@ def _without_compile_notice(stderr: str) -> str:
 def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted):
     """A weights-only backbone converts unpooled at any size (the documented policy), with a one-line
     notice on stderr naming the pooling and input size it does not record and the flags that give them."""
-    import weights_tools
+    from npxception import weights_tools
 
     _, results = converted
     res = results["a_weights_h5"]

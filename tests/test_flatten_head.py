@@ -36,8 +36,8 @@ from keras_corpus import PHOTOS
 from keras_helpers import keras_predict, random_keras_weights, randomize
 
 import npxception
-import weights_tools
-from weights_tools import ConversionError
+from npxception import weights_tools
+from npxception.weights_tools import ConversionError
 
 SIZE = 71
 MAP = [3, 3, 2048]  # 71 -> 35 -> 33 -> 17 -> 9 -> 5 -> 3 (architecture.trace)
@@ -296,7 +296,7 @@ def test_inspect_lists_the_flatten(files):
 # ---- refusals: what Keras does not compute, or the file does not determine --------------------------------
 
 def _edited(path, edit, **kw):
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools.mapping import to_npxception
 
     klayers = [dataclasses.replace(k, config=json.loads(json.dumps(k.config)) if k.config else k.config)
                for k in weights_tools.read_layers(path).klayers]

@@ -50,7 +50,7 @@ JOB = BLOCKER + textwrap.dedent("""
 
     import numpy as np
     import npxception
-    import weights_tools
+    from npxception import weights_tools
     from npxception.cli import main
 
     samples = job["samples"]

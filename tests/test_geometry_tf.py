@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from npxception import input_stage as stage
 from npxception.ops.resize import aspect_pad, pad_and_resize, resize
-from weights_tools.graph import KLayer
-from weights_tools.preprocessing import StageError, input_stage
+from npxception.weights_tools.graph import KLayer
+from npxception.weights_tools.preprocessing import StageError, input_stage
 
 ATOL = 4 * float(np.spacing(np.float32(255)))  # see the module docstring
 sides = st.integers(1, 48)

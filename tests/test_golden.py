@@ -290,7 +290,7 @@ def keras_backbone(tmp_path_factory):
 def test_from_keras_golden_is_keras_own_output(keras_backbone, capsys):
     import keras
 
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     kmodel, root = keras_backbone
     model = from_keras(kmodel)
@@ -319,7 +319,7 @@ def test_sequential_around_a_nested_backbone_digests_its_layers(keras_backbone):
     its layers are digested from Keras like a top-level backbone's."""
     import keras
 
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     kmodel, _ = keras_backbone
     logits = keras.layers.Dense(4, name="logits")
@@ -340,10 +340,10 @@ def test_sequential_around_a_nested_backbone_digests_its_layers(keras_backbone):
 
 
 def test_convert_writes_a_golden_and_check_with_keras_records_keras(keras_backbone, tmp_path, capsys, monkeypatch):
-    import weights_tools
-    from weights_tools import ConversionError
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
 
-    from weights_tools import keras_golden
+    from npxception.weights_tools import keras_golden
 
     kmodel, root = keras_backbone
     src = root / "backbone.keras"

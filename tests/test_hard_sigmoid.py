@@ -26,9 +26,9 @@ import pytest
 
 from keras_helpers import keras_predict, randomize
 
-import weights_tools
-from weights_tools import ConversionError
-from weights_tools.kinds import resolve_activation
+from npxception import weights_tools
+from npxception.weights_tools import ConversionError
+from npxception.weights_tools.kinds import resolve_activation
 
 from npxception.head import activation
 

@@ -26,8 +26,8 @@ import pytest
 from keras_corpus import _fit_one_step, _nested_classifier, _x
 from keras_helpers import keras_predict
 
-import weights_tools
-from weights_tools import ConversionError
+from npxception import weights_tools
+from npxception.weights_tools import ConversionError
 
 PROB_ATOL = 1e-5
 LOGIT_RTOL = 1e-4
@@ -115,7 +115,7 @@ def test_skip_layer_is_refused_for_a_softmax(heads):
 
 
 def _edited_read(path, name, class_name, **config):
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools.mapping import to_npxception
 
     klayers = [dataclasses.replace(k, class_name=class_name, config={**(k.config or {}), **config})
                if k.name == name else k for k in weights_tools.read_layers(path).klayers]

@@ -69,7 +69,7 @@ HEAD_FLAGS = ("--pooling", "avg", "--input-shape", "299,299", "--classifier-acti
 
 
 def convert_refused(tmp_path, src, *fragments, options=()):
-    out = run_limited("weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz", *options)
+    out = run_limited("npxception.weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz", *options)
     assert_refused(out, os.path.basename(src), *fragments)
     assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
 
@@ -192,8 +192,8 @@ def test_head_beyond_the_read_budget(tmp_path):
 
 def test_no_dataset_is_read_twice_or_before_its_shape_is_checked(tmp_path, monkeypatch):
     """In process: count every data read of a whole conversion."""
-    import weights_tools
-    from weights_tools import hdf5
+    from npxception import weights_tools
+    from npxception.weights_tools import hdf5
 
     reads: list[str] = []
     real = hdf5.GuardedH5._read_data
@@ -245,9 +245,9 @@ def test_chunk_larger_than_its_dataset(tmp_path):
 def test_chunked_reads_are_charged_whole_chunks(tmp_path):
     """Chunks within the shape, but each read inflates whole chunks: (2048, 100) in chunks of
     (2047, 1) touches 2 x 100 chunks, twice the values; the budget is charged that."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception.untrusted import ReadBudget
-    from weights_tools import hdf5
+    from npxception.weights_tools import hdf5
 
     p = tmp_path / "grid.h5"
     with h5py.File(p, "w") as f:
@@ -332,7 +332,7 @@ def test_archive_member_inflating_beyond_its_declared_size(tmp_path):
 def test_archive_with_an_entry_named_twice(tmp_path):
     """zipfile reads the last of two same-named entries, another reader (or a scanner) the first: refused
     (review 18)."""
-    import weights_tools as wt
+    from npxception import weights_tools as wt
 
     p = keras_archive(tmp_path / "twice.keras", "{}")
     with warnings.catch_warnings():
@@ -375,7 +375,7 @@ def test_config_with_too_many_layers(tmp_path):
 
 def test_config_at_the_nesting_bound_flattens():
     """30 nested Sequentials of 200 layers each: within the bounds, flattened in full."""
-    from weights_tools.keras_config import flatten_config
+    from npxception.weights_tools.keras_config import flatten_config
 
     width, depth = 200, 30
     inner = {"class_name": "Sequential", "config": {"name": "leaf", "layers": [
@@ -629,7 +629,7 @@ def test_config_many_sibling_models_flatten():
     """Up to the layer bound, nested models side by side (the old walk copied every name seen
     at each one: quadratic, 51-93 s for 20,000) flatten in one linear pass."""
     from npxception.config import CONFIG
-    from weights_tools.keras_config import flatten_config
+    from npxception.weights_tools.keras_config import flatten_config
 
     n = CONFIG.max_config_layers // 3
     config = {"class_name": "Sequential", "config": {"name": "top", "layers": [
@@ -663,9 +663,9 @@ def test_weights_h5_variable_claiming_more_than_its_layer(tmp_path):
 
 
 def test_config_json_that_is_a_fifo_or_too_big(tmp_path):
-    import weights_tools
-    from weights_tools import keras3
-    from weights_tools.reading import _config_from
+    from npxception import weights_tools
+    from npxception.weights_tools import keras3
+    from npxception.weights_tools.reading import _config_from
 
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
@@ -679,7 +679,7 @@ def test_config_json_that_is_a_fifo_or_too_big(tmp_path):
 
 def test_config_json_that_parses_into_millions_of_objects(tmp_path):
     """A config at the size cap made of empty objects: parsed within the memory limit, then refused."""
-    from weights_tools import keras3
+    from npxception.weights_tools import keras3
 
     n = (keras3.MAX_JSON_BYTES - 2) // 3
     p = keras_archive(tmp_path / "wide.keras", "[" + "{}," * (n - 1) + "{}]")

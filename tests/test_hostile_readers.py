@@ -29,7 +29,7 @@ import pytest
 from npxception.config import CONFIG
 from npxception.untrusted import address_space_cap, check_zip_directory
 from test_hostile import assert_refused, convert_refused, legacy_xception, run_limited
-from weights_tools.hdf5 import VLEN_READ_BYTES, GuardedH5
+from npxception.weights_tools.hdf5 import VLEN_READ_BYTES, GuardedH5
 
 TINY_CONFIG = {"class_name": "Functional", "config": {"name": "m", "layers": [
     {"class_name": "InputLayer", "name": "input_layer", "inbound_nodes": [],
@@ -135,7 +135,7 @@ def test_many_small_groups_are_refused_by_the_walks_total(tmp_path):
             for j in range(100):
                 if i or j:
                     f[f"optimizer_weights/g{i}/{j}"] = d
-    out = run_limited("weights_tools.cli", "inspect", p)
+    out = run_limited("npxception.weights_tools.cli", "inspect", p)
     assert_refused(out, "full.h5", "of the 10,000 group members that reading one Xception file may list",
                    "group /optimizer_weights/g")
 
@@ -143,7 +143,7 @@ def test_many_small_groups_are_refused_by_the_walks_total(tmp_path):
 def test_a_valid_files_walk_fits_its_listing_budget(tmp_path):
     """A legacy Xception with Adam state of the real size (2 slots per weight, in per-layer groups)
     is read and its state counted."""
-    from weights_tools import open_layers
+    from npxception.weights_tools import open_layers
 
     p = legacy_xception(tmp_path / "full.h5")
     with h5py.File(p, "r+") as f:
@@ -267,8 +267,8 @@ def test_an_object_of_another_module_inside_an_allowed_layer_never_reaches_keras
 
 
 def test_keras_built_in_objects_pass_the_vetting(tmp_path):
-    from weights_tools import open_layers
-    from weights_tools.vetting import check_layers
+    from npxception.weights_tools import open_layers
+    from npxception.weights_tools.vetting import check_layers
 
     p = conv_archive(tmp_path / "fine.keras", {"module": "keras.initializers", "class_name": "GlorotUniform",
                                                "config": {"seed": None}, "registered_name": None})
@@ -286,7 +286,7 @@ def test_a_missing_objects_long_name_is_cut_in_the_error(tmp_path):
         f.attrs["layer_names"] = [b"block1_conv1"]
         g = f.create_group("block1_conv1")  # variable-length: the text lives in the heap, past 64 kB
         g.attrs.create("weight_names", np.array(["k" * 1_000_000], dtype=object), dtype=h5py.string_dtype())
-    out = run_limited("weights_tools.cli", "convert", p, "-o", tmp_path / "out.npz")
+    out = run_limited("npxception.weights_tools.cli", "convert", p, "-o", tmp_path / "out.npz")
     assert_refused(out, "missing.h5", "missing HDF5 object '/block1_conv1/kkkk")
     line = [s for s in out.stderr.splitlines() if "missing HDF5 object" in s]
     assert len(line) == 1 and len(line[0]) < len(str(p)) + 300, out.stderr[:1000]
@@ -299,8 +299,8 @@ def test_a_missing_objects_long_name_is_cut_in_the_error(tmp_path):
 def test_a_config_naming_no_layers_says_what_it_is(tmp_path, config, found):
     """Review 23 F8: a config whose class_name is a list, or a bare list of unnamed entries, was "its top-level
     layers are , ..." for a weights-only .h5: the config is described instead, with the form expected."""
-    import weights_tools
-    from weights_tools.errors import ConversionError
+    from npxception import weights_tools
+    from npxception.weights_tools.errors import ConversionError
 
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as f:  # a legacy weights-only file of one layer, as save_weights lays it out

@@ -1,6 +1,6 @@
 """Hostile Keras 3 sharded weights (``x.weights.json`` and its ``x_0000N.weights.h5`` shards).
 
-Each set is generated here in Keras' layout (weights_tools/keras3_shards.py: the index's weight_map,
+Each set is generated here in Keras' layout (npxception/weights_tools/keras3_shards.py: the index's weight_map,
 a layer's variables straddling a shard boundary, unallocated datasets so that nothing big is on disk),
 checked to read as a valid set first, then broken one way. ``convert`` must refuse each with one line
 naming the offending file or shard and the expected form, and write nothing. The sets that could make a
@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 import pytest
 
-import weights_tools as wt
+from npxception import weights_tools as wt
 from npxception import architecture as arch
 from npxception.weights import weight_budget
 from test_hostile import HEAD_FLAGS, _lazy, assert_refused, run_limited
-from weights_tools.keras3_shards import max_shards
+from npxception.weights_tools.keras3_shards import max_shards
 
 _CLASS_KEY = {"conv": "conv2d", "sepconv": "separable_conv2d", "bn": "batch_normalization"}
 
@@ -93,7 +93,7 @@ def test_a_generated_set_reads_as_keras_lays_it_out(valid_set):
 
 def _refused_limited(tmp_path, index, *fragments):
     """``convert`` in a child under RLIMIT_AS: for the cases that could make a reader allocate or wait."""
-    out = run_limited("weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz", *HEAD_FLAGS)
+    out = run_limited("npxception.weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz", *HEAD_FLAGS)
     assert_refused(out, os.path.basename(index), *fragments)
     assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
 
@@ -270,7 +270,7 @@ def test_a_weight_map_value_listing_more_shards_than_a_valid_save_is_refused_by_
     index = folder / "x.weights.json"
     names = [f"x_{i % 1000:05d}.weights.h5" for i in range(300_000)]  # every name listed 300 times
     index.write_text(json.dumps({"weight_map": {"/layers/dense/vars": names}}))
-    out = run_limited("weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz", *HEAD_FLAGS, cpu=30)
+    out = run_limited("npxception.weights_tools.cli", "convert", index, "-o", tmp_path / "out.npz", *HEAD_FLAGS, cpu=30)
     assert_refused(out, "x.weights.json", "weight_map['/layers/dense/vars'] lists 300,000 shards; a valid Xception "
                    f"save has at most {max_shards()}")
 

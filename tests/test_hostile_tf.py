@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from test_hostile import LIMIT, assert_refused, run_limited
-from weights_tools.crc32c import crc32c, crc32c_reference, mask, unmask
+from npxception.weights_tools.crc32c import crc32c, crc32c_reference, mask, unmask
 
 DT = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 9}
 GRAPH_KEY = b"_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -119,8 +119,8 @@ WEIGHTS = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(1
 READ_ALL = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-from weights_tools.errors import ConversionError
-from weights_tools.tf_bundle import Bundle
+from npxception.weights_tools.errors import ConversionError
+from npxception.weights_tools.tf_bundle import Bundle
 try:
     with Bundle(sys.argv[1]) as b:
         for key, e in b.entries.items():
@@ -146,7 +146,7 @@ def read_refused(prefix, *fragments):
 def convert_refused(tmp_path, src, *fragments):
     config = tmp_path / "config.json"
     config.write_text(CONFIG)
-    out = run_limited("weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz", "--config", config)
+    out = run_limited("npxception.weights_tools.cli", "convert", src, "-o", tmp_path / "out.npz", "--config", config)
     assert_refused(out, os.path.basename(str(src)), *fragments)
     assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
 
@@ -163,7 +163,7 @@ def test_crc32c_kernel_matches_its_reference():
 
 def test_a_forged_bundle_reads_back(tmp_path):
     """The writer below is sound: what it writes, the reader returns, checksums included."""
-    from weights_tools.tf_bundle import Bundle
+    from npxception.weights_tools.tf_bundle import Bundle
 
     prefix = write_bundle(tmp_path / "ok", WEIGHTS)
     with Bundle(prefix) as b:
@@ -382,7 +382,7 @@ def test_an_object_graph_fanning_into_one_node_is_walked_once(tmp_path, root, co
         (tmp_path / "config.json").write_text(json.dumps({"class_name": "Sequential",
                                                           "config": {"name": "m", "layers": layers}}))
         options = ("--config", tmp_path / "config.json")
-    out = run_limited("weights_tools.cli", "convert", prefix, "-o", tmp_path / "out.npz", *options, cpu=CPU_SECONDS)
+    out = run_limited("npxception.weights_tools.cli", "convert", prefix, "-o", tmp_path / "out.npz", *options, cpu=CPU_SECONDS)
     assert_refused(out, "ckpt", message)
     assert not list(tmp_path.glob("out.npz*")), "a refused conversion left a file"
 
@@ -426,7 +426,7 @@ def two_shards(prefix, **kw):
 
 
 def test_a_forged_two_shard_bundle_reads_back(tmp_path):
-    from weights_tools.tf_bundle import Bundle
+    from npxception.weights_tools.tf_bundle import Bundle
 
     prefix = two_shards(tmp_path / "ok")
     assert (tmp_path / "ok.data-00001-of-00002").stat().st_size == 32
@@ -491,7 +491,7 @@ def sliced(prefix, parts, *, extra=(), listed=None, shards=1, shard_of=lambda ke
     """KERNEL (VALUE) saved as the slices ``parts`` (``((start, length), ...)`` each, -1: whole dimension),
     each slice an entry keyed as TensorFlow keys it; ``listed``: the slices KERNEL's entry lists
     (default ``parts``); ``extra``: slice entries ``(extents, array)`` stored but not derived from VALUE."""
-    from weights_tools.tensor_slices import region, slice_key
+    from npxception.weights_tools.tensor_slices import region, slice_key
 
     tensors = {KERNEL: np.zeros(0, np.float32)}  # the partitioned tensor's own entry holds no bytes
     for extents in parts:
@@ -507,8 +507,8 @@ ROWS = (((0, 1), (0, -1)), ((1, 2), (0, -1)))  # rows 0 and 1-2, whole columns: 
 
 
 def test_a_forged_partitioned_tensor_reads_back_from_slices_in_two_shards(tmp_path):
-    from weights_tools.tensor_slices import slice_key
-    from weights_tools.tf_bundle import Bundle
+    from npxception.weights_tools.tensor_slices import slice_key
+    from npxception.weights_tools.tf_bundle import Bundle
 
     second = slice_key(KERNEL, ROWS[1]).decode("latin-1")
     prefix = sliced(tmp_path / "ok", ROWS, shards=2, shard_of=lambda k: int(k == second))
@@ -560,7 +560,7 @@ def test_slices_listed_beyond_the_tables_slice_entries_are_refused_before_decodi
     (tmp_path / "ckpt.index").write_bytes(finish_table(table, handles))
     (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"\0" * 16)
     assert os.path.getsize(tmp_path / "ckpt.index") < 4 << 20
-    out = run_limited("weights_tools.cli", "convert", tmp_path / "ckpt", "-o", tmp_path / "out.npz",
+    out = run_limited("npxception.weights_tools.cli", "convert", tmp_path / "ckpt", "-o", tmp_path / "out.npz",
                       cpu=CPU_SECONDS)
     assert_refused(out, "ckpt.index", "entry 'a00000' holds more than 1,000 fields",
                    "the table's 0 slice entries")

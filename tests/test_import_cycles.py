@@ -1,4 +1,4 @@
-"""The import graph of npxception and weights_tools has no cycle (scripts/check_import_cycles.py),
+"""The import graph of npxception (its converters, npxception.weights_tools, included) has no cycle (scripts/check_import_cycles.py),
 and every function-level import says why it is not at the top (dependencies point one way, and a
 function-level import exists only to keep a start-up light or an optional extra optional).
 
@@ -36,22 +36,23 @@ def _checker():
 def test_no_import_cycles():
     check = _checker()
     graph = check.graph()
-    assert "npxception.model" in graph and "weights_tools.mapping" in graph  # the walk found the packages
+    assert "npxception.model" in graph and "npxception.weights_tools.mapping" in graph  # the walk found the packages
     assert "npxception.ops" in graph["npxception.forward"]  # and reads imports
     assert check.cycles(graph) == []
 
 
 def test_checker_finds_a_planted_cycle(tmp_path):
     check = _checker()
-    for package in check.PACKAGES:
+    assert check.PACKAGES == ("npxception",)
+    for package in ("npxception", "npxception/weights_tools"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "npxception" / "a.py").write_text("from . import b\n")
     (tmp_path / "npxception" / "b.py").write_text("def f():\n    from .c import g  # function-level\n")
-    (tmp_path / "npxception" / "c.py").write_text("import weights_tools.d\n")
-    (tmp_path / "weights_tools" / "d.py").write_text("from npxception.a import x\n")
+    (tmp_path / "npxception" / "c.py").write_text("import npxception.weights_tools.d\n")
+    (tmp_path / "npxception" / "weights_tools" / "d.py").write_text("from npxception.a import x\n")
     assert check.cycles(check.graph(tmp_path)) == [["npxception.a", "npxception.b", "npxception.c",
-                                                    "weights_tools.d"]]
+                                                    "npxception.weights_tools.d"]]
 
 
 def _function_level_imports(tree):
@@ -74,7 +75,7 @@ def _is_reason(comment: str) -> bool:
     return len(re.findall(r"[A-Za-z]{2,}", text)) >= 2
 
 
-def unexplained_imports(root=ROOT, packages=("npxception", "weights_tools"), pending=PENDING) -> list[str]:
+def unexplained_imports(root=ROOT, packages=("npxception",), pending=PENDING) -> list[str]:
     """``path:line: statement`` for each function-level import with no reason on its lines,
     in a module whose docstring states no function-level import policy."""
     out = []
@@ -128,9 +129,9 @@ def test_import_check_flags_a_planted_import(tmp_path):
         "pkg/half.py:3: import json"]
 
 
-def borrowed_conversion_errors(root=ROOT, package="weights_tools") -> list[str]:
+def borrowed_conversion_errors(root=ROOT, package="npxception/weights_tools") -> list[str]:
     """``path:line: statement`` for each import of ``ConversionError`` inside ``package`` that does not
-    take it from its home, ``errors.py`` (weights_tools/errors.py: it lives alone so that the readers
+    take it from its home, ``errors.py`` (npxception/weights_tools/errors.py: it lives alone so that the readers
     need not import the matcher; importing it through ``mapping`` made every reader depend on it)."""
     out = []
     for path in sorted((root / package).rglob("*.py")):
@@ -140,7 +141,7 @@ def borrowed_conversion_errors(root=ROOT, package="weights_tools") -> list[str]:
             if not isinstance(node, ast.ImportFrom) or "ConversionError" not in {a.name for a in node.names}:
                 continue
             home = (node.level == 1 and node.module == "errors") or (
-                node.level == 0 and node.module == f"{package}.errors")
+                node.level == 0 and node.module == package.replace("/", ".") + ".errors")
             if not home:
                 out.append(f"{name}:{node.lineno}: from {'.' * node.level}{node.module or ''} import ...")
     return out

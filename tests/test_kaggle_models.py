@@ -25,7 +25,7 @@ import pytest
 
 from keras_helpers import keras_predict, randomize
 
-import weights_tools
+from npxception import weights_tools
 from npxception.network import XceptionModel
 from npxception.untrusted import short_repr
 
@@ -174,7 +174,7 @@ def _edited(src, dst, epsilon, variance=None):
 def test_a_bad_batch_norm_epsilon_in_the_config_is_refused_naming_the_file_and_layer(map_bn, tmp_path, epsilon):
     """Keras 3 and tf_keras take any float: 1e308 is inf in the float32 they compute in, and the layer
     then outputs beta whatever its input (measured); no trained model does that, so it is refused too."""
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     bad = _edited(map_bn[1]["GlobalAveragePooling2D"][0], tmp_path / "bad.keras", epsilon)
     with pytest.raises(ConversionError,

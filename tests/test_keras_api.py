@@ -12,7 +12,7 @@ import pytest
 from keras_helpers import randomize
 
 import npxception
-import weights_tools
+from npxception import weights_tools
 
 
 @pytest.fixture(scope="module", params=["keras", "tf_keras"])

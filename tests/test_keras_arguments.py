@@ -62,7 +62,7 @@ def files(tmp_path_factory):
 
     The files are saved without a golden case (npxception.golden): its Keras run costs seconds a file
     and is not what is measured here; Keras' own outputs are computed below."""
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     keras = _keras()
     root = tmp_path_factory.mktemp("heads")
@@ -247,7 +247,7 @@ def test_the_article_model_has_no_71x71_rule():
     """The article's model (tests/article_model.py) computes any size down to 1x1 (its stem is SAME):
     Xception(variant="article", input_shape=...) takes it, where the keras variant keeps Keras' rule."""
     from article_model import build_article_xception
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     from npxception.model import XceptionModel
 
@@ -343,7 +343,7 @@ def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_p
     model.predict; the last Dense scaled to logits of a few units, so every activation is away from its
     saturation. Tolerance: LOGIT_RTOL of the largest output (the logits' float32 reordering, through a
     Lipschitz-1..1.76 activation: selu's scale)."""
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     keras = _keras()
     paths, weights, x, _ = files

@@ -91,7 +91,7 @@ def test_converted_on_request_is_the_float32_math_of_the_weights(cases, converte
     assert _rel(ours, case.exact) <= RTOL, f"ours vs the float32 twin: {_rel(ours, case.exact):.3g}"
     # the source computed in 16 bits: its predict is not the twin's, and ours differs from it by that rounding
     assert _rel(case.expected, case.exact) > FLOAT32_ROUNDOFF
-    from weights_tools.keras_golden import SIXTEEN_BIT_RTOL
+    from npxception.weights_tools.keras_golden import SIXTEEN_BIT_RTOL
     from npxception.dtype_policy import SIXTEEN_BIT
 
     assert _rel(ours, case.expected) <= SIXTEEN_BIT_RTOL[SIXTEEN_BIT[case.policy]], _rel(ours, case.expected)
@@ -140,9 +140,9 @@ def _wrong(model, factor):
 def test_check_with_keras_judges_keras_at_its_precision(cases, tmp_path, name, fmt):
     """--check-with-keras passes within the 16-bit tolerance, keeps our oracle's golden (naming the check), and
     fails a model that computes something else (WRONG)."""
-    import weights_tools
-    from weights_tools import ConversionError
-    from weights_tools.keras_golden import load_in_keras, sixteen_bit_golden
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.keras_golden import load_in_keras, sixteen_bit_golden
 
     import npxception
 
@@ -160,7 +160,7 @@ def test_check_with_keras_judges_keras_at_its_precision(cases, tmp_path, name, f
 def test_compare_attributes_the_differences_to_the_sources_precision(cases, name):
     """compare says the Keras model computes in 16 bits, judges it at that precision, and calls the accumulated
     difference its rounding: no layer introduces error and ours is float32-exact; a wrong kernel is found."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception.compare import compare
 
     case = cases[name]
@@ -187,9 +187,9 @@ def test_compare_command_converts_the_file_itself_and_says_why(cases, capsys):
 
 
 def test_the_option_on_a_model_that_computes_in_float32_is_refused(cases):
-    import weights_tools
-    from weights_tools import ConversionError
-    from weights_tools.keras3 import read_archive_config
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.keras3 import read_archive_config
 
     case = cases["keras_mixed_float16"]
     text = json.dumps(read_archive_config(case.files["keras"], "k16.keras")).replace('"mixed_float16"', '"float32"')
@@ -202,8 +202,8 @@ def test_float16_weights_without_a_config_say_their_policy(tmp_path):
     """A weights-only file records no policy, but float16 arrays are what a "float16" policy stores (mixed
     precision stores float32): refused as that policy, converted exactly (float16 values are float32 values)
     on request."""
-    import weights_tools
-    from weights_tools import ConversionError
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
 
     path = legacy_xception(tmp_path / "f16.h5", dtype="f2")  # datasets never written: zeros
     with pytest.raises(ConversionError, match=r"layer block1_conv1 \(.*\) \(its weights are float16\) computes with "
@@ -216,8 +216,8 @@ def test_float16_weights_without_a_config_say_their_policy(tmp_path):
 def test_bfloat16_weights_are_refused_naming_the_dataset(tmp_path):
     """Keras 3 stores a "bfloat16" policy's variables as opaque 2-byte records with the attribute
     dtype="bfloat16" (measured on a Keras 3 .keras archive): named, not "not floating point"."""
-    import weights_tools
-    from weights_tools import ConversionError
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
 
     path = legacy_xception(tmp_path / "bf16.h5", dtype="V2", attrs={"dtype": "bfloat16"})
     with pytest.raises(ConversionError, match=r"dataset /block1_conv1/block1_conv1/kernel:0 holds bfloat16 weights"):
@@ -226,9 +226,9 @@ def test_bfloat16_weights_are_refused_naming_the_dataset(tmp_path):
 
 def test_an_unknown_policy_is_named_cut_short():
     """Reviewer 14: a dtype policy of 100,000 characters was printed whole in the refusal."""
-    from weights_tools import ConversionError
-    from weights_tools.dtype_policy import check_known
-    from weights_tools.graph import KLayer
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.dtype_policy import check_known
+    from npxception.weights_tools.graph import KLayer
 
     layer = KLayer(name="block1_conv1", class_name="Conv2D", config={"dtype": "float" + "7" * 100_000})
     with pytest.raises(ConversionError, match=r"^f\.keras: layer block1_conv1 \(Conv2D\) computes with the dtype "

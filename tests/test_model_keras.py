@@ -24,7 +24,7 @@ from keras_helpers import first_divergence, randomize
 import keras  # noqa: E402  (a test extra; imported, never skipped)
 
 import npxception  # noqa: E402
-from weights_tools import from_keras  # noqa: E402
+from npxception.weights_tools import from_keras  # noqa: E402
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 

@@ -39,7 +39,7 @@ def keras_model():
 
 @pytest.fixture(scope="module")
 def model(keras_model):
-    from weights_tools import from_keras
+    from npxception.weights_tools import from_keras
 
     return from_keras(keras_model)
 

@@ -17,8 +17,8 @@ import pytest
 
 from keras_helpers import keras_predict, randomize
 
-import weights_tools
-from weights_tools.keras3 import training_state
+from npxception import weights_tools
+from npxception.weights_tools.keras3 import training_state
 
 SIZE = 71
 PROB_ATOL = 1e-5
@@ -60,7 +60,7 @@ def test_a_wrapped_compiled_model_converts_to_what_predict_gives(wrapped):
 
 
 def test_the_inner_optimizer_state_is_reported_as_ignored(wrapped, capsys):
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     path, _, _ = wrapped
     assert main(["inspect", str(path)]) == 0

@@ -25,7 +25,7 @@ import numpy as np
 
 import pytest
 
-import weights_tools as wt
+from npxception import weights_tools as wt
 from keras_helpers import randomize
 from weight_files import conversion_refused as _refused
 
@@ -92,7 +92,7 @@ def test_subclass_checkpoint_is_refused_naming_the_head_not_converted_without_it
 
 
 def test_compare_opening_the_subclass_checkpoint_refuses_before_tensorflow(tk_subclass):
-    from weights_tools.vetting import open_in_keras
+    from npxception.weights_tools.vetting import open_in_keras
 
     with pytest.raises(wt.ConversionError, match=r"head/kernel \(2048, 3\).*subclassed Keras model"):
         open_in_keras(tk_subclass["root"] / "ckpt")
@@ -182,8 +182,8 @@ def test_tf_keras_lambda_of_preprocess_input_gets_its_own_message_and_no_skip():
     converter reads a file's: a small model, since the Lambda is refused before any backbone is matched."""
     import tf_keras as keras
 
-    from weights_tools.keras_config import read_keras_config
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools.keras_config import read_keras_config
+    from npxception.weights_tools.mapping import to_npxception
 
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Lambda(keras.applications.xception.preprocess_input, name="prep")(inp)

@@ -134,7 +134,7 @@ def sandbox(tmp_path_factory):
     # The official file's layout: a legacy weights-only HDF5 (layer_names at the root),
     # written from the Keras model, then converted to where weights="imagenet" looks.
     import h5py
-    import weights_tools
+    from npxception import weights_tools
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
     h5 = root / FILES[True].fname
@@ -222,7 +222,7 @@ def test_referenced_documents_exist():
     (as a path from the root, or next to the file that names it)."""
     missing = []
     for folder, suffix in [(".", "*.md"), ("docs", "*.md"), ("tests", "*.py"), ("npxception", "**/*.py"),
-                           ("weights_tools", "*.py"), ("benchmarks", "*.py")]:
+                           ("benchmarks", "*.py")]:
         for path in (REPO / folder).glob(suffix):
             for name in set(re.findall(r"[\w./-]+\.md\b", path.read_text(encoding="utf-8"))):
                 if not ((REPO / name).is_file() or (path.parent / name).is_file()):

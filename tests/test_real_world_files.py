@@ -300,7 +300,7 @@ def test_inspect_reports_training_state_and_what_is_determined(converted):
 @pytest.fixture(scope="module")
 def compare_reports(corpus):
     """`npxception compare --against SRC` for every source file, in this process (it runs Keras)."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception.compare import compare
 
     reports = {}
@@ -349,7 +349,7 @@ KERAS_REPEAT = 1e-6
 @pytest.fixture(scope="module")
 def keras_checked(corpus, tmp_path_factory):
     """Nested-backbone files and the flat two_dense, converted with Keras' own golden, in this process."""
-    import weights_tools
+    from npxception import weights_tools
 
     work = tmp_path_factory.mktemp("keras_checked")
     return {name: weights_tools.convert(corpus[name].path, work / f"{name}.npz", config=corpus[name].config,
@@ -440,7 +440,7 @@ def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked
     """A flat (inline) backbone's Keras golden: every checked layer, probed at the model's top level
     (as keras_golden did before it reached into nested backbones)."""
     import npxception
-    import weights_tools
+    from npxception import weights_tools
     from npxception import golden as gold
     from npxception import golden_file
     from npxception import weights as wfile
@@ -462,7 +462,7 @@ def test_flat_model_golden_is_every_layer_at_the_top_level(corpus, keras_checked
 def test_weights_only_file_is_not_rebuilt_as_an_architecture_it_is_not(corpus):
     """Without a config, keras_side rebuilds only applications.Xception (+ pooling + Dense): never a
     guess at another head, for compare --against or a Keras golden alike."""
-    import weights_tools
+    from npxception import weights_tools
     from npxception import keras_side
 
     two_dense = weights_tools.read(corpus["two_dense_keras"].path)  # GAP, Dense, BN, Dense
@@ -479,7 +479,7 @@ def test_weights_only_file_is_not_rebuilt_as_an_architecture_it_is_not(corpus):
 
 @pytest.fixture(scope="module")
 def recipe_layers(corpus):
-    import weights_tools
+    from npxception import weights_tools
 
     return weights_tools.read_layers(corpus["recipe_keras"].path).klayers
 
@@ -497,14 +497,14 @@ def _edited(klayers, name, class_name=None, **config):
 
 
 def _convert(klayers, **kw):
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools.mapping import to_npxception
 
     return to_npxception(klayers, source="recipe", input_shape=(71, 71, 3), **kw)
 
 
 @pytest.mark.parametrize("class_name", ["Lambda", "MyAugment"])
 def test_unknown_layer_is_refused_with_the_way_out(recipe_layers, class_name):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     edited = _edited(recipe_layers, "random_flip", class_name)
     # a Lambda's way out is a rebuild (its function is code, or only a name, in the file), never
@@ -524,7 +524,7 @@ def test_unknown_layer_is_refused_with_the_way_out(recipe_layers, class_name):
 
 
 def test_skip_layer_must_name_a_weightless_layer(recipe_layers):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     with pytest.raises(ConversionError, match="--skip-layer no_such_layer: no such layer"):
         _convert(recipe_layers, skip_layers=("no_such_layer",))
@@ -533,7 +533,7 @@ def test_skip_layer_must_name_a_weightless_layer(recipe_layers):
 
 
 def test_preprocessing_after_the_backbone_is_refused_not_dropped(recipe_layers):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     edited = _edited(recipe_layers, "dropout", "Rescaling", scale=2.0, offset=0.0)
     with pytest.raises(ConversionError, match="dropout \\(Rescaling\\)"):
@@ -544,7 +544,7 @@ def _with_operation(klayers, before, reads):
     """The layer list with `x * 2.0` (a Keras 3 operation node) inserted where layer ``before`` reads ``reads``."""
     import dataclasses
 
-    from weights_tools.graph import Argument, KLayer
+    from npxception.weights_tools.graph import Argument, KLayer
 
     op = KLayer(name="multiply", class_name="Multiply", function="keras.src.ops.numpy.Multiply", inbound=[reads],
                 arguments=[Argument("#0", tensor=reads, dtype="float32"), Argument("#1", value=2.0)])
@@ -560,8 +560,8 @@ def _with_operation(klayers, before, reads):
 def test_operation_in_the_head_or_the_backbone_is_refused_by_name_or_skipped(corpus):
     """The tutorial's model with `x * 2.0` after its pooling, or between two backbone blocks: refused, naming
     the operation, its call and where it sits; the user's --skip-layer converts it to the tutorial's model."""
-    import weights_tools
-    from weights_tools import ConversionError
+    from npxception import weights_tools
+    from npxception.weights_tools import ConversionError
 
     klayers = weights_tools.read_layers(corpus["preprocess_input_keras"].path).klayers
     plain = _convert(klayers)
@@ -580,8 +580,8 @@ def test_operation_in_the_head_or_the_backbone_is_refused_by_name_or_skipped(cor
 def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):
     """The stage's output size is the backbone's; the source's input size is kept; what the Keras that
     wrote the layer does not determine is refused (data_format in a config marks Keras 3's layers)."""
-    from weights_tools import ConversionError
-    from weights_tools.mapping import to_npxception
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.mapping import to_npxception
 
     keras3 = {"data_format": "channels_last"}
     same = _convert(_edited(recipe_layers, "rescaling", "Resizing", height=71, width=71, **keras3))
@@ -623,7 +623,7 @@ def test_geometry_layers_size_the_backbone_or_are_refused(recipe_layers):
 
 
 def test_normalization_that_depends_on_an_unrecorded_epsilon_is_refused(recipe_layers):
-    from weights_tools import ConversionError
+    from npxception.weights_tools import ConversionError
 
     edited = _edited(recipe_layers, "rescaling", "Normalization", mean=[0.0, 0.0, 0.0], variance=[1.0, 1e-16, 1.0],
                      axis=-1)
@@ -632,7 +632,7 @@ def test_normalization_that_depends_on_an_unrecorded_epsilon_is_refused(recipe_l
 
 
 def test_training_state_paths():
-    from weights_tools.keras3 import training_state
+    from npxception.weights_tools.keras3 import training_state
 
     found = training_state(["optimizer/vars/0", "optimizer/vars/1", "vars/0", "metrics/0/vars/0",
                             "layers/random_flip/seed_generator/vars/0", "layers/dense/vars/0", "extra/x"])
@@ -652,8 +652,8 @@ def test_a_dtype_policy_npxception_does_not_know_is_refused_by_name(corpus, poli
     while the config is read, naming the layer and the policy."""
     import zipfile
 
-    from weights_tools import ConversionError
-    from weights_tools.keras_config import read_keras_config
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.keras_config import read_keras_config
 
     with zipfile.ZipFile(corpus["recipe_keras"].path) as archive:
         config = json.loads(archive.read("config.json"))
@@ -694,7 +694,7 @@ def test_bundle_reader_matches_tensorflow_on_every_entry(corpus, name, prefix):
     """Every entry of a real bundle, read without TensorFlow, is bit for bit what TensorFlow reads."""
     import tensorflow as tf
 
-    from weights_tools.tf_bundle import DT_STRING, Bundle
+    from npxception.weights_tools.tf_bundle import DT_STRING, Bundle
 
     path = os.path.join(corpus[name].path, prefix) if prefix else corpus[name].path
     theirs = tf.train.load_checkpoint(path)
@@ -714,7 +714,7 @@ def test_bundle_reader_matches_tensorflow_on_every_entry(corpus, name, prefix):
 def test_tf_formats_convert_exactly_as_the_same_models_h5(corpus):
     """A SavedModel and a checkpoint + config give the model a full-model .h5 of it gives: the same
     manifest (but its source) and the same arrays, bit for bit."""
-    import weights_tools
+    from npxception import weights_tools
 
     saved = corpus["tf_keras_savedmodel"].path
     h5 = weights_tools.read(os.path.join(os.path.dirname(saved), "tf_keras_same.h5"))
@@ -736,9 +736,9 @@ def test_savedmodel_without_traces_reads_as_the_default_one(corpus):
     Keras-to-object paths, and the same manifest and arrays, bit for bit, as from the default save."""
     import pathlib
 
-    import weights_tools
-    from weights_tools.savedmodel import read_metadata
-    from weights_tools.tf_bundle import Bundle
+    from npxception import weights_tools
+    from npxception.weights_tools.savedmodel import read_metadata
+    from npxception.weights_tools.tf_bundle import Bundle
 
     default = pathlib.Path(corpus["tf_keras_savedmodel"].path)
     lean = default.parent / "tf_keras_savedmodel_no_traces"
@@ -765,7 +765,7 @@ def test_savedmodel_without_traces_reads_as_the_default_one(corpus):
 def test_tf_formats_convert_with_keras_golden(corpus, tmp_path):
     """--check-with-keras opens a SavedModel and a checkpoint (+ config) in tf_keras, which wrote them."""
     import npxception
-    import weights_tools
+    from npxception import weights_tools
 
     for name in ("tf_keras_savedmodel", "tf_keras_ckpt_index"):
         case = corpus[name]
@@ -778,7 +778,7 @@ def test_tf_format_parts_are_refused_with_the_path_to_give(corpus, tmp_path):
     """detect_format on the pieces of a SavedModel or checkpoint names the file and what to give instead."""
     import shutil
 
-    from weights_tools import ConversionError, detect_format
+    from npxception.weights_tools import ConversionError, detect_format
 
     saved = corpus["tf_keras_savedmodel"].path
     ckpt = corpus["tf_keras_ckpt"].path
@@ -819,7 +819,7 @@ def test_keras3_export_is_refused_with_what_to_save_instead(tmp_path):
     """Keras 3's model.export(): a real SavedModel with a serving graph and no keras_metadata.pb."""
     import keras
 
-    from weights_tools import ConversionError, read
+    from npxception.weights_tools import ConversionError, read
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.export(str(tmp_path / "exported"), verbose=False)
@@ -836,7 +836,7 @@ def test_every_format_records_the_keras_version_that_wrote_it(corpus):
     import keras
     import tf_keras
 
-    import weights_tools
+    from npxception import weights_tools
 
     expected = {"recipe_keras": keras.__version__, "recipe_h5": keras.__version__,
                 "tf_keras_recipe_h5": tf_keras.__version__, "tf_keras_savedmodel": tf_keras.__version__,

@@ -92,7 +92,7 @@ def _shards(prefix) -> int:
 @pytest.mark.parametrize("name, suffix", [("whole", ""), ("sliced", ".index"),  # given by prefix or index
                                           ("tf.train.Checkpoint", "")])
 def test_sharded_checkpoint_converts_to_what_keras_predicts(written, name, suffix):
-    import weights_tools
+    from npxception import weights_tools
 
     prefixes, config, x, expected = written
     assert _shards(prefixes[name]) > 4  # ~83 MB of weights in 16 MiB shards
@@ -108,7 +108,7 @@ def test_bundle_reader_matches_tensorflow_on_every_entry_of_every_shard(written,
     MaxShardSizePolicy's file has variables in slices across shards, the other none."""
     import tensorflow as tf
 
-    from weights_tools.tf_bundle import DT_STRING, Bundle
+    from npxception.weights_tools.tf_bundle import DT_STRING, Bundle
 
     prefix = written[0][name]
     theirs = tf.train.load_checkpoint(prefix)
@@ -129,7 +129,7 @@ def test_a_checkpoint_of_two_models_is_refused_not_guessed(tmp_path):
     import tensorflow as tf
     import tf_keras
 
-    import weights_tools
+    from npxception import weights_tools
 
     models = [tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]) for _ in range(2)]
     prefix = str(tmp_path / "ckpt")

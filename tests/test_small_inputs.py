@@ -53,7 +53,7 @@ def _framework(name):
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     """{framework: (the saved file, Keras' run: x -> (logits, terms), our float32 and float64 models)}."""
-    import weights_tools
+    from npxception import weights_tools
 
     root = tmp_path_factory.mktemp("small")
     out = {}
@@ -140,7 +140,7 @@ def photos(sources, tmp_path_factory):
     converted Keras 3 model as a file; Keras on each photo at its own size, one predict call per photo
     as a Keras user makes it: img_to_array(load_img(path))."""
     import keras
-    import weights_tools
+    from npxception import weights_tools
 
     root = tmp_path_factory.mktemp("small_photos")
     sizes = {"wide.png": (50, 80), "tiny.jpg": (9, 7), "strip.png": (7, 61), "flat.png": (6, 40)}

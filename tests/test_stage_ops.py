@@ -1,4 +1,4 @@
-"""Operation nodes on the input path (weights_tools/operations.py): ``preprocess_input`` and hand-written
+"""Operation nodes on the input path (npxception/weights_tools/operations.py): ``preprocess_input`` and hand-written
 arithmetic on a symbolic tensor, read from the configs that Keras 3 and tf_keras write, computed as they compute it.
 
 Each form is a small model ``Input -> form`` built by each Keras; its config is read as the converter reads
@@ -67,14 +67,14 @@ TF_KERAS_FORMS = {
 
 
 def _klayers(model):
-    from weights_tools.keras_config import read_keras_config
+    from npxception.weights_tools.keras_config import read_keras_config
 
     return read_keras_config(model.to_json(), source="test model")[0]
 
 
 def _stage_of(model):
     """The stage the converter builds from the model's config: its operation nodes, in order."""
-    from weights_tools.preprocessing import input_stage
+    from npxception.weights_tools.preprocessing import input_stage
 
     chain = [k for k in _klayers(model) if k.function is not None]
     return input_stage(chain, (None, None))[0]
@@ -183,7 +183,7 @@ SKIPPABLE = {"divide_by_zero", "vector_constant", "power", "cast_float16", "resi
 @pytest.fixture(scope="module")
 def refused():
     """{(flavour, case): (the op node's name, the ConversionError's text)}, from each Keras' config."""
-    from weights_tools.mapping import ConversionError, to_npxception
+    from npxception.weights_tools.mapping import ConversionError, to_npxception
 
     out = {}
     for flavour in FLAVOURS:
@@ -215,7 +215,7 @@ def test_keras3_float64_constant_is_refused_not_computed_in_float32():
     import keras
     import tensorflow as tf
 
-    from weights_tools.mapping import ConversionError, to_npxception
+    from npxception.weights_tools.mapping import ConversionError, to_npxception
 
     inputs = keras.Input((8, 8, 3))
     klayers = _klayers(keras.Model(inputs, _conv(keras, inputs / tf.constant(127.5, tf.float64))))
@@ -230,7 +230,7 @@ def test_keras3_float64_constant_is_refused_not_computed_in_float32():
 def test_float64_layer_before_an_operation_is_refused(flavour, refusal):
     """Rescaling(dtype="float64") -> preprocess_input: Keras divides in float64 (tf_keras records no dtype on
     the op's tensor, only the layer's policy); npxception would divide in float32, differing in the last bits."""
-    from weights_tools.mapping import ConversionError, to_npxception
+    from npxception.weights_tools.mapping import ConversionError, to_npxception
 
     fw, tf = _frameworks(flavour)
     inputs = fw.Input((8, 8, 3))
@@ -260,7 +260,7 @@ def saved_power(tmp_path_factory):
 @pytest.mark.parametrize("flavour, op", [("keras", "power"), ("tf_keras", "tf.math.pow")])
 def test_saved_files_are_refused_naming_the_operation(saved_power, flavour, op):
     """Through each file reader (the .keras archive has no weights group for an operation: skipped)."""
-    import weights_tools
+    from npxception import weights_tools
 
     # auto-named: power_3 when this process built other powers first
     with pytest.raises(weights_tools.ConversionError, match=f"operation {op}(_\\d+)? \\(.*pow.*it is not elementwise"):
@@ -269,7 +269,7 @@ def test_saved_files_are_refused_naming_the_operation(saved_power, flavour, op):
 
 def test_cli_refusal_is_one_line(saved_power, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "weights_tools", "convert", str(saved_power["keras"]), "-o",
+    proc = subprocess.run([sys.executable, "-m", "npxception.weights_tools", "convert", str(saved_power["keras"]), "-o",
                            str(tmp_path / "out.npz")], env=env, capture_output=True, text=True, timeout=300)
     err = proc.stderr.strip()
     assert proc.returncode == 1 and "\n" not in err and "Traceback" not in err, proc.stderr
@@ -286,7 +286,7 @@ def _hand_written(n, edit=lambda layer: None):
     entry passed to ``edit`` (no Keras needed)."""
     import json
 
-    from weights_tools.keras_config import read_keras_config
+    from npxception.weights_tools.keras_config import read_keras_config
 
     layers = [{"class_name": "InputLayer", "name": "input_layer", "inbound_nodes": [],
                "config": {"batch_shape": [None, 8, 8, 3], "dtype": "float32", "name": "input_layer"}}]
@@ -303,7 +303,7 @@ def _hand_written(n, edit=lambda layer: None):
 def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
     """MAX_STEPS + 1 divisions after the input: refused by the converter with the model's own wording,
     before the backbone is looked for."""
-    from weights_tools.mapping import ConversionError, to_npxception
+    from npxception.weights_tools.mapping import ConversionError, to_npxception
 
     klayers = _hand_written(stage.MAX_STEPS + 1)
     with pytest.raises(ConversionError, match=rf"^m: input_stage: at most {stage.MAX_STEPS} steps, found "
@@ -316,7 +316,7 @@ def test_a_chain_longer_than_the_stage_limit_is_refused_at_conversion():
 def test_malformed_operation_entries_get_readable_refusals():
     """A tensor whose config is a list, a node written as a list, a 5,000-character class name: each refusal
     names the file and the layer, in words and at a readable length."""
-    from weights_tools.mapping import ConversionError, to_npxception
+    from npxception.weights_tools.mapping import ConversionError, to_npxception
 
     def list_config(layer):
         layer["inbound_nodes"][0]["args"][0]["config"] = [1]
@@ -352,7 +352,7 @@ def test_uint8_input_cast_to_float32_then_preprocess_input(flavour):
     def cast(x):
         return tf.cast(x, tf.float32) if flavour == "tf_keras" else fw.ops.cast(x, "float32")
 
-    from weights_tools.preprocessing import StageError, input_stage
+    from npxception.weights_tools.preprocessing import StageError, input_stage
 
     inputs = fw.Input((None, None, 3), dtype="uint8", name="pixels")
     model = fw.Model(inputs, fw.applications.xception.preprocess_input(cast(inputs)))

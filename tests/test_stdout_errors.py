@@ -17,7 +17,7 @@ import pytest
 from npxception import __version__
 
 NPX = [sys.executable, "-m", "npxception"]
-WT = [sys.executable, "-m", "weights_tools"]
+WT = [sys.executable, "-m", "npxception.weights_tools"]
 FULL = "cannot write to stdout: No space left on device"
 
 
@@ -32,7 +32,7 @@ def test_a_full_stdout_is_named(unbuffered):
     with open("/dev/full", "w") as full:
         for argv, prog in ((NPX + ["--version"], "npxception"), (NPX + ["summary"], "npxception"),
                            (NPX + ["summary", "--version"], "npxception"),
-                           (WT + ["--version"], "python -m weights_tools")):
+                           (WT + ["--version"], "python -m npxception.weights_tools")):
             proc = run(argv, full, PYTHONUNBUFFERED=unbuffered)
             assert (proc.returncode, proc.stderr) == (1, f"{prog}: error: {FULL}\n"), (argv, proc.stderr)
 
@@ -60,7 +60,7 @@ def test_every_command_takes_version(argv, capsys):
 
 @pytest.mark.parametrize("command", ["convert", "inspect"])
 def test_weights_tools_commands_take_version(command, capsys):
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     with pytest.raises(SystemExit, match="^0$"):
         main([command, "--version"])

@@ -53,7 +53,7 @@ def test_cli_predict_convert_it_first_quotes_the_path(tmp_path, capsys, monkeypa
 
 
 def test_already_converted_suggests_predict_with_the_path_quoted(tmp_path):
-    from weights_tools import ConversionError, convert
+    from npxception.weights_tools import ConversionError, convert
 
     path = tmp_path / "my weights.npz"
     npxception.Xception(include_top=False, input_shape=(71, 71, 3), seed=1).save(path, golden=False)  # no golden: faster, not read here

@@ -28,7 +28,7 @@ import shutil
 import numpy as np
 import pytest
 
-import weights_tools as wt
+from npxception import weights_tools as wt
 from keras_helpers import keras_predict, randomize
 from weight_files import conversion_refused as _refused
 from test_hostile import assert_refused, run_limited
@@ -227,7 +227,7 @@ def test_hostile_checkpoint_state_is_refused_within_bounds(tmp_path, case):
         state.write_bytes(b'model_checkpoint_path: "a\\"b"\n')
     expected = {"huge": "over the 65,536-byte limit", "binary": "not a TensorFlow checkpoint state file",
                 "fifo": "FIFO", "escaped": "not a TensorFlow checkpoint state file"}[case]
-    out = run_limited("weights_tools.cli", "convert", d, "-o", tmp_path / "out.npz")
+    out = run_limited("npxception.weights_tools.cli", "convert", d, "-o", tmp_path / "out.npz")
     assert_refused(out, "checkpoint", expected)
     assert not list(tmp_path.glob("out.npz*"))
 
@@ -290,7 +290,7 @@ def test_check_with_keras_passes_on_each_form(files, form, tmp_path):
     """`npxception convert FORM --check-with-keras`: Keras' own output is the golden, and the converted model
     gives model.predict of the model that wrote the file."""
     import npxception
-    from weights_tools.cli import main
+    from npxception.weights_tools.cli import main
 
     path, config, framework = _form(files, form)
     out = tmp_path / "m.npz"
@@ -365,7 +365,7 @@ def _checkpoint_copy(files, tmp_path, prefix: str):
 def test_checkpoint_prefix_named_like_an_hdf5_file_is_restored_as_the_checkpoint(files, tmp_path):
     """A checkpoint saved as ``ckpt.h5``: tf_keras' load_weights takes the name for an HDF5 file; Keras is
     given the checkpoint that was vetted, by TensorFlow's checkpoint API (it was "Unable to open file")."""
-    from weights_tools.vetting import open_in_keras
+    from npxception.weights_tools.vetting import open_in_keras
 
     d = _checkpoint_copy(files, tmp_path, "ckpt.h5")
     for path in (d, d / "ckpt.h5", d / "ckpt.h5.index"):
@@ -398,7 +398,7 @@ def test_checkpoint_state_setting_its_path_twice_names_what_tensorflow_takes(tmp
     format keeps the last (npxception took the first)."""
     import tensorflow as tf
 
-    from weights_tools.formats import resolve_source
+    from npxception.weights_tools.formats import resolve_source
 
     d = tmp_path / "dup"
     d.mkdir()
@@ -419,7 +419,7 @@ def test_keras_is_not_given_a_file_whose_name_says_another_format(tmp_path, monk
     import h5py
 
     from npxception import keras_side
-    from weights_tools.formats import resolve_source
+    from npxception.weights_tools.formats import resolve_source
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:

@@ -4,7 +4,7 @@ tf_keras records ``base(x, training=True)``, Monte-Carlo ``Dropout(0.5)(x, train
 ``BatchNormalization()(x, training=True)`` in the layer's inbound node and honours the flag in
 ``predict``; Keras 3 records it too and honours it in eager ``model(x)`` (not in ``predict``). The
 converter computes inference only, so it refuses such a file, naming the layers
-(weights_tools/training_mode.py). The refusal is structural (it happens while the config is read,
+(npxception/weights_tools/training_mode.py). The refusal is structural (it happens while the config is read,
 before any weight is matched), so a small nested model shows it in each format; the measured
 premise (the framework's training mode differs from its inference mode) is asserted on it.
 
@@ -25,8 +25,8 @@ import pytest
 from keras_corpus import _fit_one_step, _x
 from keras_helpers import randomize
 
-import weights_tools
-from weights_tools import ConversionError
+from npxception import weights_tools
+from npxception.weights_tools import ConversionError
 
 LOGIT_RTOL = 1e-4
 

@@ -26,7 +26,7 @@ def conversion_refused(src, first, *fragments, **kw):
     ``pytest.raises`` match) and every one of ``fragments``."""
     import pytest
 
-    import weights_tools
+    from npxception import weights_tools
 
     with pytest.raises(weights_tools.ConversionError, match=re.escape(first)) as exc:
         weights_tools.read(src, **kw)

@@ -166,7 +166,7 @@ def cli_compare(args) -> int:
     if args.weights:
         model = Xception("imagenet") if args.weights == "imagenet" else load(args.weights)
     elif keras_file:
-        import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
+        from npxception import weights_tools  # imports npxception at import time, not the reverse: loaded to convert a Keras --against
 
         config = getattr(args, "config", None)
         # compare runs the source in Keras and judges it at its precision: a 16-bit model's weights are

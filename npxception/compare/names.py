@@ -28,7 +28,7 @@ A Keras dump keyed by Keras' own layer names matches ours by name except where
 BatchNormalization of blocks 2, 3, 4 and 13 and every Add, which Keras calls
 ``conv2d_60``, ``batch_normalization_62``, ``add_180`` (the counters depend on
 what the process built before). :func:`match_auto_names` maps those by order,
-as the converter maps a weights-only file (weights_tools/by_order.py), but only
+as the converter maps a weights-only file (npxception/weights_tools/by_order.py), but only
 when the dump determines it; see its docstring.
 """
 

@@ -156,7 +156,7 @@ def _open_other(model, other, *, layout, mapping, config) -> Other:
     if keras_side.is_keras_save(path):
         # weights_tools imports npxception at import time, not the reverse: the file (and config) is vetted
         # as the converter reads it, a Lambda refused by name, before Keras opens it in its safe mode
-        from weights_tools.vetting import open_in_keras  # see above
+        from npxception.weights_tools.vetting import open_in_keras  # see above
 
         kmodel = open_in_keras(path, config=config, model=model)
         return Other(str(path), lambda x: keras_activations(model, kmodel, x), *keras_precision(kmodel),

@@ -174,7 +174,9 @@ _KNOWN_TWICE = {"tf's x/127.5 - 1 applied to an input already preprocessed (prep
 _VALUES_PER_PARAMETER = 100
 _GEOMETRY = {"": lambda a: a, "flipped left-right, ": lambda a: a[:, :, ::-1],
              "flipped upside down, ": lambda a: a[:, ::-1], "rotated 180 degrees, ": lambda a: a[:, ::-1, ::-1],
-             "rotated 90 degrees, ": lambda a: np.rot90(a, 1, (1, 2)), "rotated 270 degrees, ": lambda a: np.rot90(a, 3, (1, 2))}
+             # np.rot90 turns from the first axis (H) towards the second (W): counter-clockwise as the image is seen
+             "rotated 90 degrees counter-clockwise, ": lambda a: np.rot90(a, 1, (1, 2)),
+             "rotated 90 degrees clockwise, ": lambda a: np.rot90(a, 3, (1, 2))}
 
 
 def _numbers(v):

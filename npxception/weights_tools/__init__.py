@@ -1,19 +1,21 @@
-"""weights_tools: convert Keras weights to npxception without TensorFlow.
+"""npxception.weights_tools: convert Keras weights to npxception without TensorFlow.
 
 Reads, with h5py, zipfile and json only (no framework import):
 
 * legacy Keras 1/2 and tf_keras HDF5: weights-only (the official ImageNet
-  download) and full-model saves (:mod:`weights_tools.legacy_h5`);
-* Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`weights_tools.keras3`), and sharded
-  weights by their ``.weights.json`` index (:mod:`weights_tools.keras3_shards`);
-* tf_keras SavedModel directories (:mod:`weights_tools.savedmodel`) and TensorFlow
-  checkpoints from ``save_weights("ckpt")`` (:mod:`weights_tools.tf_checkpoint`),
-  read without TensorFlow (:mod:`weights_tools.tf_bundle`);
+  download) and full-model saves (:mod:`npxception.weights_tools.legacy_h5`);
+* Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`npxception.weights_tools.keras3`), and sharded
+  weights by their ``.weights.json`` index (:mod:`npxception.weights_tools.keras3_shards`);
+* tf_keras SavedModel directories (:mod:`npxception.weights_tools.savedmodel`) and TensorFlow
+  checkpoints from ``save_weights("ckpt")`` (:mod:`npxception.weights_tools.tf_checkpoint`),
+  read without TensorFlow (:mod:`npxception.weights_tools.tf_bundle`);
 * a live ``keras.Model`` / ``tf_keras.Model`` (:func:`from_keras`).
 
 The format is detected from the file's first bytes, never its extension. Every
-reader yields a :class:`~weights_tools.graph.KLayer` list;
-:func:`weights_tools.mapping.to_npxception` matches it to npxception's table.
+reader yields a :class:`~npxception.weights_tools.graph.KLayer` list;
+:func:`npxception.weights_tools.mapping.to_npxception` matches it to npxception's table.
+
+    from npxception import weights_tools
 
     weights_tools.convert("fine_tuned.keras", "fine_tuned.npz")
     model = weights_tools.read("xception_weights_tf_dim_ordering_tf_kernels.h5")
@@ -48,7 +50,7 @@ __all__ = ["from_keras", "convert", "read", "read_layers", "open_layers", "inspe
 
 def sixteen_bit_policy(src, *, config=None) -> str | None:
     """The 16-bit dtype policy ``src``'s model computes with (``"mixed_float16"``...), or None: what
-    :func:`read` refuses without ``dtype_policy="float32"`` (:mod:`weights_tools.dtype_policy`)."""
+    :func:`read` refuses without ``dtype_policy="float32"`` (:mod:`npxception.weights_tools.dtype_policy`)."""
     with open_layers(src, config=config) as reading:
         found = sixteen_bit(reading.klayers)
     return found[0] if found else None
@@ -74,7 +76,7 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     needs these options. A model whose layers computed in 16 bits (Keras' mixed precision,
     ``"mixed_float16"``, ``"mixed_bfloat16"``; ``"float16"``, ``"bfloat16"``) is refused, naming the
     layer, its policy and the difference to expect, unless ``dtype_policy="float32"`` asks for its
-    weights computed in float32 (:mod:`weights_tools.dtype_policy`).
+    weights computed in float32 (:mod:`npxception.weights_tools.dtype_policy`).
     """
     with open_layers(src, config=config) as reading:
         try:

@@ -1,13 +1,13 @@
 """Open any Keras file the converter reads as a :class:`Reading`: its layers, wiring and weights, not yet matched.
 
-The format comes from the file's bytes (:mod:`weights_tools.formats`); each reader
-(:mod:`~weights_tools.legacy_h5`, :mod:`~weights_tools.keras3` (one file, or the shards
-:mod:`~weights_tools.keras3_shards` merges), :mod:`~weights_tools.savedmodel`,
-:mod:`~weights_tools.tf_checkpoint`) yields :class:`~weights_tools.graph.KLayer` lists whose
+The format comes from the file's bytes (:mod:`npxception.weights_tools.formats`); each reader
+(:mod:`~npxception.weights_tools.legacy_h5`, :mod:`~npxception.weights_tools.keras3` (one file, or the shards
+:mod:`~npxception.weights_tools.keras3_shards` merges), :mod:`~npxception.weights_tools.savedmodel`,
+:mod:`~npxception.weights_tools.tf_checkpoint`) yields :class:`~npxception.weights_tools.graph.KLayer` lists whose
 weights are read on first use, against the file's read budget.
 
 Its own module, below the package's ``__init__`` (which matches a Reading to Xception and
-converts it), so that what must read a file before Keras opens it (:mod:`weights_tools.vetting`,
+converts it), so that what must read a file before Keras opens it (:mod:`npxception.weights_tools.vetting`,
 for ``compare`` and ``convert --check-with-keras`` alike) can, with no import cycle.
 """
 
@@ -96,7 +96,7 @@ def open_layers(src, *, config=None):
     wiring of a Keras-3 ``.weights.h5`` file or a TensorFlow checkpoint, which record none.
 
     Within the block the file stays open and each KLayer's ``weights`` are
-    :class:`~weights_tools.hdf5.StoredArray`: shape and dtype known, data read
+    :class:`~npxception.weights_tools.hdf5.StoredArray`: shape and dtype known, data read
     on first use, once, against the file's read budget. Converters check
     shapes before touching the data.
     """

@@ -1,9 +1,9 @@
 """Wiring known (live models, ``.keras`` archives, full-model ``.h5``): the whole graph matched.
 
 :func:`_match_graph` checks the input and its data format, reads the input-stage
-chain (:mod:`weights_tools.stage_chain`), refuses operation nodes outside it,
-walks the backbone for each candidate variant (:mod:`weights_tools.walk`) and
-follows the head (:mod:`weights_tools.head`). :func:`match_names` does the same
+chain (:mod:`npxception.weights_tools.stage_chain`), refuses operation nodes outside it,
+walks the backbone for each candidate variant (:mod:`npxception.weights_tools.walk`) and
+follows the head (:mod:`npxception.weights_tools.head`). :func:`match_names` does the same
 walk without checking configuration values, for compare().
 """
 

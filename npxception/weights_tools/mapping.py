@@ -1,4 +1,4 @@
-"""Match a Keras model (as a :class:`~weights_tools.graph.KLayer` list) to npxception's table.
+"""Match a Keras model (as a :class:`~npxception.weights_tools.graph.KLayer` list) to npxception's table.
 
 Two rules, as Keras itself uses them:
 
@@ -18,9 +18,9 @@ Two rules, as Keras itself uses them:
 
 Layers that are identities at inference (Dropout, augmentation) are routed
 around; preprocessing between the input and the backbone becomes the model's
-input stage (:mod:`weights_tools.preprocessing`); any other layer is refused by
+input stage (:mod:`npxception.weights_tools.preprocessing`); any other layer is refused by
 name, with the way out (``--skip-layer`` only for classes not known to compute
-something: :mod:`weights_tools.keras_layers`). A weights-only file's head is taken
+something: :mod:`npxception.weights_tools.keras_layers`). A weights-only file's head is taken
 from the file only when the file determines it (a bare backbone, by documented
 policy and with a notice; Keras' official ImageNet file, by its MD5), else from
 the user's ``head_spec``, else refused: never guessed.
@@ -28,18 +28,18 @@ the user's ``head_spec``, else refused: never guessed.
 Explicit list of transforms: none. Keras' kernel layouts are npxception's
 layouts ((KH, KW, C_in, C_out), depthwise (KH, KW, C_in, M), dense (C_in, units)),
 so every array is copied as it is; channels_first files too, whose kernels Keras
-stores in the same layouts (:mod:`weights_tools.layout`): only their input
+stores in the same layouts (:mod:`npxception.weights_tools.layout`): only their input
 shape and BN axis are read the other way round.
 
 This module is the entry point, :func:`to_npxception`, which picks the rule and
 builds the model. The rules live one concept to a file, each importing only the
-ones listed after it: :mod:`~weights_tools.graph_match` (wiring known, the whole
-graph), :mod:`~weights_tools.head` (the classifier head after the backbone),
-:mod:`~weights_tools.stage_chain` (the input and the input-stage chain behind it),
-:mod:`~weights_tools.walk` (the backbone walk), :mod:`~weights_tools.by_order`
-(wiring unknown, with the official-head rule), :mod:`~weights_tools.layer_checks`
-(configuration, BatchNormalization and shape checks), :mod:`~weights_tools.kinds`
-(Keras class -> our kind) and :mod:`~weights_tools.errors` (:class:`ConversionError`).
+ones listed after it: :mod:`~npxception.weights_tools.graph_match` (wiring known, the whole
+graph), :mod:`~npxception.weights_tools.head` (the classifier head after the backbone),
+:mod:`~npxception.weights_tools.stage_chain` (the input and the input-stage chain behind it),
+:mod:`~npxception.weights_tools.walk` (the backbone walk), :mod:`~npxception.weights_tools.by_order`
+(wiring unknown, with the official-head rule), :mod:`~npxception.weights_tools.layer_checks`
+(configuration, BatchNormalization and shape checks), :mod:`~npxception.weights_tools.kinds`
+(Keras class -> our kind) and :mod:`~npxception.weights_tools.errors` (:class:`ConversionError`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     the top, checked by the caller against the pinned MD5 of its whole bytes), whose
     head ``keras.applications.Xception`` defines; None for any other file. ``dtype_policy``: ``"float32"`` to
     convert a model that computed in 16 bits (mixed precision) to compute in float32, which it records
-    (:mod:`weights_tools.dtype_policy`); such a model is refused without it.
+    (:mod:`npxception.weights_tools.dtype_policy`); such a model is refused without it.
 
     The model's ``notices`` lists what was decided by documented policy rather than
     read from the file (a weights-only backbone's pooling and input size), one line each.

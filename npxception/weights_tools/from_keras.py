@@ -1,7 +1,7 @@
 """Convert a live, in-memory Keras model (Keras 3 or tf_keras) to npxception.
 
 The wiring comes from ``keras_model.get_config()`` read as plain data
-(:func:`weights_tools.keras_config.read_keras_config`), the arrays from each
+(:func:`npxception.weights_tools.keras_config.read_keras_config`), the arrays from each
 live layer's ``get_weights()``, nested models walked recursively. This module
 imports no framework: it only calls methods on the object it is given, so it
 works the same for ``keras`` and ``tf_keras`` models.
@@ -9,7 +9,7 @@ works the same for ``keras`` and ``tf_keras`` models.
 The Keras model's dtype is kept: a float64 Keras model gives a float64
 npxception model (the arrays are passed through as they are). A file saved from
 the result carries Keras' own output as its golden test case
-(:mod:`weights_tools.keras_golden`).
+(:mod:`npxception.weights_tools.keras_golden`).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def from_keras(keras_model, variant=None, *, dtype_policy=None):
     the article's model), nested or inline, plus an optional classifier head.
     ``variant`` ("keras", "article" or None to detect it) fixes the architecture.
     ``dtype_policy="float32"`` converts a model that computes in 16 bits (mixed precision), refused without
-    it (:mod:`weights_tools.dtype_policy`).
-    Raises :class:`~weights_tools.errors.ConversionError` naming the first
+    it (:mod:`npxception.weights_tools.dtype_policy`).
+    Raises :class:`~npxception.weights_tools.errors.ConversionError` naming the first
     layer that does not fit.
     """
     source = f"keras model {getattr(keras_model, 'name', '?')!r}"

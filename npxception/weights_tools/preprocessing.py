@@ -10,7 +10,7 @@ offset=-1)``, then the backbone). They are sorted here into:
   wherever they sit.
 * **the input stage** (:data:`STAGE`): ``Rescaling`` and ``Normalization``
   (affine), arithmetic with a scalar on the input tensor (``preprocess_input``'s
-  ``x / 127.5 - 1``: operation nodes, :mod:`weights_tools.operations`), ``Resizing``, ``CenterCrop`` and ``RandomCrop`` (geometry: they bring
+  ``x / 127.5 - 1``: operation nodes, :mod:`npxception.weights_tools.operations`), ``Resizing``, ``CenterCrop`` and ``RandomCrop`` (geometry: they bring
   the source's input size to the backbone's, as the Keras that wrote them does at
   inference), all applied by ``model(x)``. They must form a chain between the
   model's input and the backbone; :func:`input_stage` turns that chain into
@@ -22,7 +22,7 @@ Which Keras wrote a geometry layer is read from its config: Keras 3's
 tf_keras' (and Keras 2's) never do (tf_keras/layers/preprocessing/image_preprocessing.py).
 
 Anything else (``Lambda``, custom classes, other augmentation layers) is refused
-by :mod:`weights_tools.kinds`, naming the layer and the way out.
+by :mod:`npxception.weights_tools.kinds`, naming the layer and the way out.
 """
 
 from __future__ import annotations
@@ -199,10 +199,10 @@ def input_stage(chain: list[KLayer], input_hw, keras_version=None, data_format=C
     that input becomes the backbone's (:func:`npxception.input_stage.output_size`).
     ``keras_version`` is the version the file records (``"2.15.0"``; None when it
     records none), which decides what an old tf_keras RandomCrop computes.
-    ``data_format`` is the model's (:mod:`weights_tools.layout`): where a Normalization's channels are.
+    ``data_format`` is the model's (:mod:`npxception.weights_tools.layout`): where a Normalization's channels are.
     ``channels``: the input's (3 for RGB), the length of a per-channel Rescaling or Normalization.
     ``input_dtype``: the input's recorded dtype (None: float32), which operation nodes
-    (:mod:`weights_tools.operations`) compute in. An integer one is the stage's first step, a cast
+    (:mod:`npxception.weights_tools.operations`) compute in. An integer one is the stage's first step, a cast
     named ``input_name`` (the Input layer's): Keras casts whatever it is fed to it, truncating.
     Raises :class:`StageError` for what Keras does not compute reliably.
     """

@@ -9,10 +9,10 @@ Layout, as ``keras/engine/saving.py`` (Keras 2) and tf_keras' ``hdf5_format.py``
 
 A full-model save (``model.save("x.h5")``) puts that tree under ``/model_weights``
 and the architecture in the root attribute ``model_config`` (JSON), which gives
-the wiring through :func:`weights_tools.keras_config.flatten_config`. A
+the wiring through :func:`npxception.weights_tools.keras_config.flatten_config`. A
 weights-only file (``save_weights``, and the official ImageNet download) has no
 wiring: its layers come out with ``inbound=None`` in file order, and
-:mod:`weights_tools.by_order` applies Keras' by-order rule, checking every shape.
+:mod:`npxception.weights_tools.by_order` applies Keras' by-order rule, checking every shape.
 
 Names are never trusted. Official files carry auto-names (``conv2d_1``, or in
 Keras-1 files ``convolution2d_N``, ``separableconvolution2d_N``,

@@ -2,7 +2,7 @@
 
 Preprocessing layers and operation nodes between the input and the backbone
 (Rescaling, Normalization, Resizing, CenterCrop, preprocess_input's arithmetic)
-form a chain that :func:`weights_tools.preprocessing.input_stage` turns into
+form a chain that :func:`npxception.weights_tools.preprocessing.input_stage` turns into
 the model's input stage; the backbone walk starts where the chain ends.
 """
 

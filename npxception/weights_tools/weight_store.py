@@ -1,17 +1,17 @@
 """The tree of a Keras 3 weight file, by path: one ``.weights.h5`` (or an archive's ``model.weights.h5``),
 or the shards of ``save_weights("x.weights.json", max_shard_size=...)`` merged into one tree.
 
-:mod:`weights_tools.keras3` reads a Keras 3 file through this small interface only, so that a sharded
+:mod:`npxception.weights_tools.keras3` reads a Keras 3 file through this small interface only, so that a sharded
 file is read exactly as the same model's single file (the same paths, the same checks, the same
 errors); paths are relative to the root, without a leading slash (``layers/dense/vars/0``):
 
 * ``members(path)``: the names in the group at ``path`` (``""`` is the root), None if it is no group;
 * ``name_attr(path)``: the ``name`` attribute Keras 3.x writes on a ``vars`` group, or None;
-* ``stored(path)``: the dataset at ``path`` as a :class:`~weights_tools.hdf5.StoredArray` (headers
+* ``stored(path)``: the dataset at ``path`` as a :class:`~npxception.weights_tools.hdf5.StoredArray` (headers
   checked, data read on first use against the read budget);
 * ``datasets()``: every dataset's path.
 
-:class:`H5Store` answers from one :class:`~weights_tools.hdf5.GuardedH5`, looking paths up as they are
+:class:`H5Store` answers from one :class:`~npxception.weights_tools.hdf5.GuardedH5`, looking paths up as they are
 asked for. :class:`ShardStore` walks each shard once, when it is added (every group listed once,
 against one listing budget for all shards), and answers from the merged tree: a dataset found in two
 shards, or a path that is a group in one shard and a dataset in another, is refused by name.

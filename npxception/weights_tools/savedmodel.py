@@ -21,7 +21,7 @@ they are read back as lists, as tf_keras' own decoder reads them back as tuples.
 The metadata is read as plain JSON data only, never deserialised.
 
 Each layer's ``node_path`` is its path in the checkpoint's object graph too
-(:mod:`weights_tools.tf_checkpoint`), so a layer's weights are found by where
+(:mod:`npxception.weights_tools.tf_checkpoint`), so a layer's weights are found by where
 the SavedModel put the layer, never by guessing an order; its ``node_id`` is
 checked against the node that path reaches.
 

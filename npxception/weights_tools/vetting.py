@@ -13,9 +13,9 @@ So a file reaches Keras only after the converter's guarded reading of it (header
 only: links, external and virtual datasets, sizes; docs/security.md) and after
 every layer of every config that Keras will rebuild (the file's own, and the one
 given with ``config``) is one the converter knows, refused by name otherwise, as
-``convert`` refuses it: a Keras layer class of :mod:`weights_tools.mapping`'s
+``convert`` refuses it: a Keras layer class of :mod:`npxception.weights_tools.mapping`'s
 table, or an operation node calling the elementwise arithmetic of
-:mod:`weights_tools.operations`. Nothing here imports a framework.
+:mod:`npxception.weights_tools.operations`. Nothing here imports a framework.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def vet(src, *, config=None) -> bool:
     """Read ``src`` (and ``config``, a ``.keras`` archive or ``config.json``) as the converter reads them,
     headers only, and refuse any layer Keras must not rebuild; True when ``src`` records its own config.
 
-    Raises :class:`~weights_tools.mapping.ConversionError` naming the file and the layer.
+    Raises :class:`~npxception.weights_tools.mapping.ConversionError` naming the file and the layer.
     """
     where = str(src)
     if config is not None and not isinstance(config, dict):

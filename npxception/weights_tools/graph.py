@@ -4,7 +4,7 @@ Every reader in weights_tools (a live ``keras.Model``, a ``.keras`` archive, a
 legacy ``.h5`` full-model or weights-only file) produces a list of
 :class:`KLayer` in the model's layer order, with nested sub-models flattened
 (a nested model's consumers read from its output layer, its input layer reads
-from what fed the nested model). :mod:`weights_tools.mapping` turns that list
+from what fed the nested model). :mod:`npxception.weights_tools.mapping` turns that list
 into an npxception model. Nothing here imports TensorFlow or Keras.
 """
 

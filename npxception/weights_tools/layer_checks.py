@@ -2,8 +2,8 @@
 arithmetic (filters, kernel, strides, padding, bias, activation, BatchNormalization's
 axis and epsilon), and its weights, counted and shape-checked before any is read.
 
-Used by both rules, the graph walk (:mod:`weights_tools.walk`) and Keras' by-order
-rule (:mod:`weights_tools.by_order`), and by the head (:mod:`weights_tools.head`).
+Used by both rules, the graph walk (:mod:`npxception.weights_tools.walk`) and Keras' by-order
+rule (:mod:`npxception.weights_tools.by_order`), and by the head (:mod:`npxception.weights_tools.head`).
 """
 
 from __future__ import annotations

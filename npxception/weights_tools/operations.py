@@ -15,7 +15,7 @@ records each operation as a node of the functional config, with no weights:
   ``[1.0, <tensor>]`` for ``1.0 - x``) and ``kwargs``. A constant is a number or
   ``{"class_name": "__tensor__" | "__numpy__", "config": {"value", "dtype"}}``.
 
-:mod:`weights_tools.keras_config` reads both into a KLayer's ``function`` and
+:mod:`npxception.weights_tools.keras_config` reads both into a KLayer's ``function`` and
 ``arguments``. Here, add, subtract, multiply and divide of a float32 tensor by
 a scalar become :mod:`npxception.input_stage` ``arithmetic`` steps, with the
 operands in the order the config gives them. A cast of a float32 tensor to

@@ -30,7 +30,7 @@ against the layer the config puts there.
 
 The object path of a layer comes from the config's layer order
 (:func:`object_paths_from_config`, for ``save_weights`` files) or from a
-SavedModel's ``keras_metadata.pb`` (:mod:`weights_tools.savedmodel`). Without
+SavedModel's ``keras_metadata.pb`` (:mod:`npxception.weights_tools.savedmodel`). Without
 a config, a checkpoint of ``applications.Xception`` (the layout the official
 weights have) is read by Keras' by-order rule (:func:`klayers_by_order`): its
 ``layer_with_weights-0``, ``-1``, ... are the weighted layers in order; a nested
@@ -208,7 +208,7 @@ def model_child(prefix) -> str:
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
     """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
 
-    The Keras path is :func:`weights_tools.keras_config.flatten_config`'s (nested
+    The Keras path is :func:`npxception.weights_tools.keras_config.flatten_config`'s (nested
     model names, then the layer name); the object path, the local names from
     the model to that layer (``("layer-3", "layer-1")``). A walk with an explicit
     stack, linear in the config, nesting bounded as the config reader bounds it.

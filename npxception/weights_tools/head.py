@@ -55,7 +55,7 @@ def _head(matched, live, inputs, v, source, before=(), map_shape=None, data_form
     backbone's output ``(H', W', C)`` at the model's input size (None per side the model leaves open),
     which a Flatten records; ``data_format``: the backbone's, which orders a Flatten's features;
     ``keras_version``: the version the file records, which says what "hard_sigmoid" computes
-    (:func:`~weights_tools.kinds.resolve_activation`).
+    (:func:`~npxception.weights_tools.kinds.resolve_activation`).
     """
     consumers = _consumers(live, inputs)
     last = matched[arch.backbone(v)[-1].name]

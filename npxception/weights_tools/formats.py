@@ -11,7 +11,7 @@
   ``tf.train.latest_checkpoint`` does, within that directory only.
 
 * ``"keras_sharded"``: Keras 3 sharded weights (``save_weights("x.weights.json", max_shard_size=...)``),
-  given by their JSON index (size-capped, parsed as plain data; :mod:`weights_tools.keras3_shards`).
+  given by their JSON index (size-capped, parsed as plain data; :mod:`npxception.weights_tools.keras3_shards`).
   A shard ``x_00001.weights.h5`` given alone with its index beside it is refused, naming the index.
 
 The parts of these formats that are not the model (``saved_model.pb``,

@@ -1,10 +1,10 @@
-"""``python -m weights_tools``: convert Keras files to npxception ``.npz`` and inspect them.
+"""``python -m npxception.weights_tools``: convert Keras files to npxception ``.npz`` and inspect them.
 
-    python -m weights_tools convert SRC -o DST.npz [--variant keras|article] [--config CONFIG]
+    python -m npxception.weights_tools convert SRC -o DST.npz [--variant keras|article] [--config CONFIG]
                                    [--skip-layer NAME ...] [--pooling avg|max --input-shape H,W
                                     --classifier-activation softmax|sigmoid|linear|...]
                                    [--dtype-policy float32]
-    python -m weights_tools inspect SRC [the same options]
+    python -m npxception.weights_tools inspect SRC [the same options]
 
 Bad files get one line on stderr and exit code 1, never a traceback (``--debug``
 shows it); the rest of the command-line manners (closed pipes, Ctrl-C) are
@@ -22,10 +22,10 @@ from npxception import __version__
 from npxception.console import EXIT_USAGE, quiet_pipe, run
 from npxception.model import load
 
-import weights_tools
-from weights_tools.dtype_policy import TARGETS
+from npxception import weights_tools
+from npxception.weights_tools.dtype_policy import TARGETS
 
-PROG = "python -m weights_tools"
+PROG = "python -m npxception.weights_tools"
 
 
 def _parser(prog: str = PROG) -> argparse.ArgumentParser:

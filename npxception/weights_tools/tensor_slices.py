@@ -31,7 +31,7 @@ def decode_slice(raw: bytes, shape: tuple[int, ...], budget: pw.FieldBudget) -> 
     """A TensorSliceProto as ``((start, length), ...)`` per dimension of ``shape`` (length
     :data:`FULL_EXTENT` where the proto gives none: the whole dimension), checked to lie inside it.
 
-    Raises :class:`~weights_tools.protowire.WireError` naming what is wrong.
+    Raises :class:`~npxception.weights_tools.protowire.WireError` naming what is wrong.
     """
     extents = pw.message(raw, _SLICE, budget).get("extent", [])
     if len(extents) != len(shape):

@@ -1,9 +1,9 @@
 """Our kind for each Keras layer class, and the refusal of the classes we have none for.
 
-The matcher (:mod:`weights_tools.graph_match`, :mod:`weights_tools.head`) compares
+The matcher (:mod:`npxception.weights_tools.graph_match`, :mod:`npxception.weights_tools.head`) compares
 kinds, never names or classes: ``Conv2D`` and Keras 1's ``Convolution2D`` are one
 kind, ``Dropout`` and augmentation are identities at inference, and the
-preprocessing layers are the input stage (:mod:`weights_tools.preprocessing`).
+preprocessing layers are the input stage (:mod:`npxception.weights_tools.preprocessing`).
 A class with no kind is refused by name, with the way out.
 """
 

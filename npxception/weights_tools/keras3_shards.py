@@ -22,12 +22,12 @@ Read here (against hostile files: the budget rule, docs/security.md):
   another save, mixed in);
 * each shard, before any weight is read: a regular file (no FIFO or device) inside the directory (a
   symlink is followed only to a file of the same directory), not the same file as another shard,
-  opened once and walked once (:class:`~weights_tools.weight_store.ShardStore`), all shards sharing one
+  opened once and walked once (:class:`~npxception.weights_tools.weight_store.ShardStore`), all shards sharing one
   read budget and one listing budget (what one valid Xception file may take);
 * consistency: every weight in a shard the index lists for its group, every shard the index lists
   for a group holding some of its weights, no weight in two shards.
 
-Then the merged tree is read as a single ``.weights.h5`` is (:mod:`weights_tools.keras3`).
+Then the merged tree is read as a single ``.weights.h5`` is (:mod:`npxception.weights_tools.keras3`).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def _check_placement(store: ShardStore, groups: dict[str, list[str]], shard_of: 
 @contextlib.contextmanager
 def open_shards(path):
     """``(store, shard count)``: the shards of the index at ``path`` merged into one
-    :class:`~weights_tools.weight_store.ShardStore`, every header checked (module docstring); the shards
+    :class:`~npxception.weights_tools.weight_store.ShardStore`, every header checked (module docstring); the shards
     stay open within the block, their weights read on first use against one read budget."""
     path = pathlib.Path(path)
     where = str(path)

@@ -217,7 +217,7 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
     size from the user: guessing them changes the answer silently (a
     GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
     A given "hard_sigmoid" is read with the Keras version the file records (``keras_version``;
-    :func:`~weights_tools.kinds.resolve_activation`), as a head's would be.
+    :func:`~npxception.weights_tools.kinds.resolve_activation`), as a head's would be.
     """
     pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
     if act is not None:

@@ -5,7 +5,7 @@ TensorFlow's copy is ``tsl/lib/io/table*``): the table's last 48 bytes are the
 footer: two BlockHandles (varint64 offset, varint64 size; padded to 40 bytes)
 for the metaindex and index blocks, then the magic ``0xdb4775248b80fb57`` as a
 little-endian fixed64. Each block is followed by a 5-byte trailer: its
-compression type (0: none) and the masked CRC32C (:mod:`weights_tools.crc32c`)
+compression type (0: none) and the masked CRC32C (:mod:`npxception.weights_tools.crc32c`)
 of the block and that type byte. A block is a run of prefix-compressed entries
 (varint32 shared key bytes, varint32 unshared key bytes, varint32 value length,
 the unshared key bytes, the value) then the restart offsets (fixed32 each) and

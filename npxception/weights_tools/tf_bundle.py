@@ -3,12 +3,12 @@
 A bundle with prefix ``P`` (``save_weights("ckpt")`` gives ``P = ckpt``; a
 SavedModel has ``P = variables/variables``) is two files:
 
-* ``P.index``: a LevelDB-format SSTable (:mod:`weights_tools.sstable`) which
+* ``P.index``: a LevelDB-format SSTable (:mod:`npxception.weights_tools.sstable`) which
   holds, in key order, ``"" -> BundleHeaderProto`` and ``tensor key ->
   BundleEntryProto`` (tensorflow/core/protobuf/tensor_bundle.proto);
 * ``P.data-00000-of-0000N`` ... ``P.data-0000{N-1}-of-0000N``: the tensors' raw bytes,
   little-endian, C order, at ``[offset, offset + size)`` of the shard the entry
-  names. ``crc32c`` is the masked CRC32C (:mod:`weights_tools.crc32c`) of those
+  names. ``crc32c`` is the masked CRC32C (:mod:`npxception.weights_tools.crc32c`) of those
   bytes (tensor_bundle.cc, ``BundleWriter::Add``), which TensorFlow verifies when
   it reads a tensor, and so do we.
 
@@ -24,21 +24,21 @@ this reader:
 
 * opens regular files only (a FIFO blocks ``open()`` forever) and caps the
   index at :data:`MAX_INDEX_BYTES` (and the table's entries, see
-  :mod:`weights_tools.sstable`), far above any Keras model's;
+  :mod:`npxception.weights_tools.sstable`), far above any Keras model's;
 * checks the table (footer, block trailers and CRCs, blocks disjoint and in
   order) before any tensor;
 * checks every shard before reading data from any: each of the header's shards
   (at most one per entry) exists and is a regular file, every entry names one of
   them and lies inside it, entries of one shard do not overlap (no byte is read
   twice), and an entry's size is ``prod(shape) * itemsize``;
-* reads a partitioned (sliced) tensor from its slices (:mod:`weights_tools.tensor_slices`):
+* reads a partitioned (sliced) tensor from its slices (:mod:`npxception.weights_tools.tensor_slices`):
   every slice it lists has an entry of its dtype and shape, the slices hold as
   many values as the tensor and none overlaps another, and no slice entry is
   left that no tensor lists;
 * refuses big-endian bundles;
 * reads a tensor only when the converter has checked its shape and dtype
   (:class:`BundleTensor`), each once, charged against the converter's read budget
-  (:func:`npxception.weights.weight_budget`, as :mod:`weights_tools.hdf5`),
+  (:func:`npxception.weights.weight_budget`, as :mod:`npxception.weights_tools.hdf5`),
   and verifies its CRC32C.
 """
 

@@ -254,7 +254,7 @@ def weight_keys(config, where: str) -> dict[tuple, str]:
 
 def _read_vars(store, key: str, expected_name: str | None):
     """The arrays under ``key/vars`` in index order, with their paths, and the layer name the group records;
-    ``(None, [], None)`` when there is no group ``key``. ``store``: :mod:`weights_tools.weight_store`'s."""
+    ``(None, [], None)`` when there is no group ``key``. ``store``: :mod:`npxception.weights_tools.weight_store`'s."""
     members = store.members(key)
     if members is None:
         return None, [], None
@@ -300,7 +300,7 @@ def _missing_group(k, klayers, paths, keys, store) -> str:
 
 
 def fill_weights(klayers, paths, config, store) -> dict[str, int]:
-    """Put the arrays of ``store`` (a Keras 3 file or its shards, :mod:`weights_tools.weight_store`) into the
+    """Put the arrays of ``store`` (a Keras 3 file or its shards, :mod:`npxception.weights_tools.weight_store`) into the
     flattened config's KLayers.
 
     Returns ``{what: array count}`` of the training state that was ignored

@@ -7,7 +7,7 @@ carry: it was computed by the framework that trained the weights, not by us.
   golden input and digests its output and every checked layer, reached by its
   Keras name through :mod:`npxception.keras_side`: inside a nested backbone
   (the keras.io recipe's ``base_model(inputs)``) as at the top level.
-* :func:`check_with_keras` opens a source file with :func:`weights_tools.vetting.open_in_keras`
+* :func:`check_with_keras` opens a source file with :func:`npxception.weights_tools.vetting.open_in_keras`
   (vetted, then the framework that wrote it; TensorFlow needed) for ``convert --check-with-keras``.
 
 No framework is imported here: ``keras_side`` imports it when a file is opened,

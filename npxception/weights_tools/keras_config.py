@@ -66,7 +66,7 @@ def flatten_config(config, *, source: str = "model config", keras3_legacy_h5: bo
     """Like :func:`read_keras_config`, plus ``{flat name: (nested model, ..., layer name)}``.
 
     The path names each layer inside the nested models it sits in, which is how
-    :mod:`weights_tools.from_keras` and the archive readers find its weights.
+    :mod:`npxception.weights_tools.from_keras` and the archive readers find its weights.
     ``keras3_legacy_h5``: the config of a legacy ``.h5`` that Keras 3 wrote, whose
     operations (``x / 127.5``) lost their module there and are refused by name.
     """
