@@ -1,0 +1,91 @@
+"""A switch of the fast path A/B-tested under ``npxception bench``'s own conditions: both arms of our model,
+TensorFlow and ONNX Runtime on the same weights, interleaved in Williams order, 20 ms idle before each call.
+
+    python benchmarks/bench_conditions_ab.py MODULE NAME A B [--rounds 24] [--blocks 5] [--batch 1] [--no-tf]
+
+e.g. ``npxception.fast.threads CLAIM True False``: before each call of an arm, ``MODULE.NAME`` is set to
+that arm's value (a Python literal). For each block of ``--rounds`` rounds, the median of each system,
+A/B and each arm's ratio to ONNX Runtime, and each arm's median over its calls just after ONNX Runtime's
+(whose pool spins ~25 ms after its run). The two arms' outputs are checked to be the same bits first.
+Run it in an autogroup of its own at -20 (``setsid bash -c 'echo -20 > /proc/self/autogroup; exec python
+...'``). Needs the bench extras. Results: docs/performance.md, "Issue 15, 2026-11-30 07:30-09:15 UTC".
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import importlib
+import os
+import statistics
+import time
+
+import numpy as np
+
+from npxception import bench
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("module")
+    ap.add_argument("name")
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--rounds", type=int, default=24)
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--no-tf", action="store_true", help="ONNX Runtime alone beside the two arms")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    module = importlib.import_module(args.module)
+    import keras  # bench extra: builds the model every system runs
+
+    from npxception.weights_tools import from_keras
+
+    kmodel = keras.applications.Xception(weights=None, input_shape=(299, 299, 3))
+    rng = np.random.default_rng(0)
+    for layer in kmodel.layers:  # random kernels and BN statistics, as npxception bench sets them
+        if layer.weights:
+            layer.set_weights([bench._random_like(w, layer, rng) for w in layer.weights])
+    model = from_keras(kmodel)
+    peers, _ = bench._peers(kmodel, ("ort",) if args.no_tf else ("tf", "ort"), 299, (args.batch,))
+    x = np.random.default_rng(args.batch).uniform(-1, 1, (args.batch, 299, 299, 3)).astype(np.float32)
+
+    def arm(value):
+        def call(x):
+            setattr(module, args.name, value)
+            return model(x)
+        return call
+    systems = {"A": arm(ast.literal_eval(args.a)), "B": arm(ast.literal_eval(args.b)), **peers}
+    bits = systems["B"](x).copy()
+    assert np.array_equal(systems["A"](x), bits), "the two arms' outputs differ"
+    names = list(systems)
+    orders = bench.round_orders(len(names))
+    for _ in range(args.blocks):
+        for fn in systems.values():
+            for _ in range(2):
+                fn(x)
+        times, after = collections.defaultdict(list), collections.defaultdict(list)
+        prev = None
+        for r in range(args.rounds):
+            for i in orders[r % len(orders)]:
+                name = names[i]
+                time.sleep(bench.GAP_S)
+                t = time.perf_counter()
+                systems[name](x)
+                dt = time.perf_counter() - t
+                times[name].append(dt)
+                if prev == "ort":
+                    after[name].append(dt)
+                prev = name
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        print(f"{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f} | "
+              + " ".join(f"{k} {v:.1f}" for k, v in med.items())
+              + f" ms | A/B {med['A'] / med['B']:.3f}, A/ORT {med['A'] / med['ort']:.3f}, "
+              f"B/ORT {med['B'] / med['ort']:.3f} | just after ORT: A {1e3 * statistics.median(after['A']):.1f}, "
+              f"B {1e3 * statistics.median(after['B']):.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
