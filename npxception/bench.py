@@ -183,7 +183,10 @@ def startup(weights_path: str, size: int) -> dict:
 
 
 def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", "ort"), repeats=15,
-        reference=True, log=print) -> dict:
+        reference=True, log=print, gap=None) -> dict:
+    """Every system on the same weights, interleaved (:func:`interleaved`), ``gap`` seconds idle before
+    each timed call (None: :data:`GAP_S`); medians, ratios, a per-step profile and start-up figures."""
+    gap = GAP_S if gap is None else gap
     import keras  # optional extra (bench): builds the model every system runs
 
     from npxception.weights_tools import from_keras  # weights_tools imports npxception at import time; not the reverse
@@ -195,7 +198,7 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
         if layer.weights:
             layer.set_weights([_random_like(w, layer, rng) for w in layer.weights])
     ours32 = from_keras(kmodel)
-    results = {"machine": machine(), "size": size, "runs": [], "missing": []}
+    results = {"machine": machine(), "size": size, "gap_s": gap, "runs": [], "missing": []}
     runners, missing = _peers(kmodel, against, size, batches)
     results["missing"] = missing
     for note in missing:
@@ -207,7 +210,7 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
             ours64 = ours32.astype("float64")
             x64 = x32.astype(np.float64)
             systems["npxception_f64"] = lambda _x, m=ours64, xx=x64: m(xx)
-        med = interleaved(systems, x32, repeats)
+        med = interleaved(systems, x32, repeats, gap=gap)
         row = {"batch": batch, "median_s": med, "per_image_ms": {k: 1e3 * v / batch for k, v in med.items()}}
         row["ratios"] = {f"ours/{p}": med["npxception"] / med[p] for p in runners}
         if "npxception_f64" in med:
@@ -267,7 +270,7 @@ def cli_bench(args) -> int:
     except ImportError:
         raise ImportError(f"npxception bench builds its reference model with Keras: {pip_install('bench')}") from None
     res = run(args.batch, args.size, args.dtype, args.against, args.repeats, not args.no_reference,
-              log=lambda s: print(s, file=sys.stderr))
+              log=lambda s: print(s, file=sys.stderr), gap=getattr(args, "gap", None))
     text = json.dumps(res, indent=2)
     if args.json:
         atomic_write(args.json, lambda f: f.write(text.encode()))

@@ -171,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=_positive_int, default=15,
                     help="timed runs per configuration; medians are reported (default 15)")
     be.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
+    be.add_argument("--gap", type=_gap_ms, default=None, metavar="MS",
+                    help="idle milliseconds before each timed call, so that the previous system's thread "
+                         "pool has stopped spinning (default: bench.GAP_S; 0 to 1000)")
     be.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     be.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     for command in sub.choices.values():  # `npxception summary --version` too, as --debug is in both places
@@ -202,6 +205,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
     return value
+
+
+def _gap_ms(text: str) -> float:
+    """bench's idle gap, in milliseconds as typed, returned in seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, found {text!r}") from None
+    if not 0 <= value <= 1000:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 1000, found {text!r}")
+    return value / 1e3
 
 
 def _bench_size(text: str) -> int:

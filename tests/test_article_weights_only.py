@@ -38,9 +38,10 @@ def test_article_weights_only_file_needs_its_variant(article):
     with pytest.raises(ConversionError, match=r"does not determine the model's wiring.*conv2d.*"
                                               r"--variant keras\|article.*--config"):
         weights_tools.read(path, **HEAD)
-    # without the head options either, one message names everything missing, --variant included
+    # without the head options either, one message names everything missing, --variant included (not the
+    # pooling: its layers/global_average_pooling2d group records it, by_order._recorded_pooling)
     with pytest.raises(ConversionError, match=r"nor which Xception's wiring.*give --variant keras\|article "
-                                              r"--pooling"):
+                                              r"--input-shape"):
         weights_tools.read(path)
 
     model = weights_tools.read(path, variant="article", **HEAD)

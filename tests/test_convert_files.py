@@ -349,8 +349,10 @@ def test_official_file_by_its_md5_gets_keras_softmax_head(files, monkeypatch):
     from npxception.download import file_hash
 
     fx = files[1]["tf_keras_weights_h5"]
-    with pytest.raises(ConversionError, match=r"official ImageNet layout, but it is not Keras' official file.*"
-                                              r"--config.*--pooling.*--input-shape.*--classifier-activation"):
+    # its avg_pool layer (tf_keras' layer_names) records the pooling: only the size and activation are asked for
+    with pytest.raises(ConversionError, match=r"after avg_pool \(avg pooling\).*official ImageNet layout, but it "
+                                              r"is not Keras' official file.*--config.*--input-shape.*"
+                                              r"--classifier-activation"):
         weights_tools.read(fx.path)
     official = pretrained.FILES[True]
     monkeypatch.setitem(pretrained.FILES, True, pretrained.WeightFile(official.fname, file_hash(fx.path, "md5")))
@@ -378,8 +380,9 @@ def _without_compile_notice(stderr: str) -> str:
 
 
 def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted):
-    """A weights-only backbone converts unpooled at any size (the documented policy), with a one-line
-    notice on stderr naming the pooling and input size it does not record and the flags that give them."""
+    """A weights-only backbone converts at any size (the documented policy), with the pooling its file
+    records (layers/global_average_pooling2d), and a one-line notice on stderr naming the input size it does
+    not record and the flag that gives it (the unpooled policy: tests/test_weights_only_pooling.py)."""
     from npxception import weights_tools
 
     _, results = converted
@@ -387,9 +390,10 @@ def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted
     assert res["rc"] == 0
     notice = _without_compile_notice(res["stderr"]).strip()
     assert "\n" not in notice and "Traceback" not in notice, notice
-    for needed in ("a_backbone.weights.h5", "does not record", "pooling", "input shape", "unpooled",
-                   "--pooling avg|max", "--input-shape H,W"):
+    for needed in ("a_backbone.weights.h5", "does not record", "input shape", "with avg pooling",
+                   "global_average_pooling2d", "--input-shape H,W"):
         assert needed in notice, (needed, notice)
+    assert "--pooling" not in notice, notice
     inspected = results["inspect_backbone"]
     assert inspected["rc"] == 0 and notice in inspected["stdout"], inspected["stdout"]
     # given, nothing is left to policy: no notice

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+import types
 import zipfile
 
 import numpy as np
@@ -125,6 +126,24 @@ def test_bench_json_and_size_are_checked_before_tensorflow(tmp_path, capsys, mon
     assert code == 1 and "the directory" in err and "does not exist" in err, err
     code, out, err = run_cli(capsys, "bench", "--against", "--json", tmp_path)
     assert code == 1 and "it is a directory" in err, err
+
+
+def test_bench_gap_is_checked_and_passed_in_seconds(capsys, monkeypatch):
+    """--gap MS: the idle time before each timed call, refused outside 0..1000 ms (a NaN included) before
+    anything is built, and handed to the run in seconds; the run records it in its results."""
+    from npxception import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("bench ran"))
+    for gap in ("-1", "1001", "nan", "soon"):
+        with pytest.raises(SystemExit, match="^2$"):
+            cli.main(["bench", "--gap", gap])
+        assert f"--gap: expected milliseconds from 0 to 1000, found '{gap}'" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda *a, **k: seen.update(k) or {"runs": []})
+    monkeypatch.setitem(sys.modules, "keras", sys.modules.get("keras") or types.ModuleType("keras"))
+    assert cli.main(["bench", "--gap", "50"]) == 0
+    assert seen["gap"] == pytest.approx(0.05)
+    assert cli.main(["bench"]) == 0 and seen["gap"] is None  # the run's own default, bench.GAP_S
 
 
 # --------------------------------------------------------------------------- F7: names that are not UTF-8

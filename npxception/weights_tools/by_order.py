@@ -24,7 +24,7 @@ from npxception.config import CONFIG
 
 from .errors import ConversionError
 from .graph import KLayer
-from .kinds import COMPUTING_LAYER, resolve_activation
+from .kinds import COMPUTING_LAYER, POOLING_CLASS, resolve_activation
 from .layer_checks import _layer_params
 
 def computing_layers(klayers) -> list[str]:
@@ -102,7 +102,8 @@ def _match_by_order(klayers, variant, source, given, official_file=None, keras_v
     if prep:
         _refuse_computing(prep, dense, given, source)
     v = _file_variant(variant, names, official_file)
-    head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v, keras_version)
+    head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v, keras_version,
+                                                    _recorded_pooling(klayers))
     if v is None:
         sample = ", ".join(list(names.values())[:3])
         raise ConversionError(
@@ -200,12 +201,22 @@ def _flags(given) -> str:
     return " ".join(_HEAD_FLAGS[k].split()[0] for k in given)
 
 
+def _recorded_pooling(klayers) -> tuple[str, str] | None:
+    """``(pooling, layer name)`` when the file names exactly one global pooling layer (weightless, kept by
+    its Keras name: ``avg_pool``, ``global_max_pooling2d``...; kinds.POOLING_LAYER), else None: the file
+    does not say. ``keras.applications.Xception(include_top=True, pooling="max")`` ignores its pooling and
+    builds ``avg_pool``: the name, not what the user remembers passing, is what the model computed."""
+    kinds = {cls: kind for kind, cls in POOLING_CLASS.items()}
+    found = [(kinds[k.class_name], k.name) for k in klayers if not k.weights and k.class_name in kinds]
+    return found[0] if len(found) == 1 else None
+
+
 def _official_layout(dense: KLayer) -> bool:
     return dense.name.rsplit("/", 1)[-1] == "predictions" and dense.weights[0].shape[1] == IMAGENET_CLASSES
 
 
 def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_file=None, variant=None,
-                       keras_version=None):
+                       keras_version=None, recorded=None):
     """``(head, input_shape, notices)`` of a weights-only file: what it determines, plus ``given``; else refuse.
 
     A bare backbone converts by documented policy as the unpooled backbone at any
@@ -218,8 +229,18 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
     GlobalMaxPooling head converted as average pooling, a linear classifier given a softmax).
     A given "hard_sigmoid" is read with the Keras version the file records (``keras_version``;
     :func:`~npxception.weights_tools.kinds.resolve_activation`), as a head's would be.
+    ``recorded``: ``(pooling, layer name)`` of the global pooling layer the file names
+    (:func:`_recorded_pooling`), which decides the pooling; a ``given`` one that contradicts it is refused.
     """
     pooling, shape, act = (given.get(k) for k in ("pooling", "input_shape", "classifier_activation"))
+    if recorded is not None:
+        if pooling is not None and pooling != recorded[0]:
+            raise ConversionError(
+                f"{source}: --pooling {pooling} contradicts the file: it records the layer {recorded[1]} "
+                f"({POOLING_CLASS[recorded[0]]}), {recorded[0]} pooling; Keras computed with that layer "
+                f"(keras.applications.Xception ignores pooling= when include_top=True). Give --pooling "
+                f"{recorded[0]}, or leave it out")
+        pooling = recorded[0]
     if act is not None:
         act = resolve_activation(act, keras_version, f"{source}: --classifier-activation")
     if pooling not in (None, "avg", "max"):
@@ -238,12 +259,13 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         if act is not None:
             raise ConversionError(f"{source}: --classifier-activation: the file holds no classifier "
                                   "(a bare backbone)")
-        unknown = [flag for key, flag in _HEAD_FLAGS.items() if key != "classifier_activation" and given.get(key)
-                   is None]
+        unknown = [flag for key, flag in _HEAD_FLAGS.items() if key != "classifier_activation"
+                   and {"pooling": pooling, "input_shape": shape}[key] is None]
         notices = [] if official_file is False or not unknown else [
             f"note: {source}: a weights-only backbone does not record the model's "
             f"{' or '.join(f.split()[0].lstrip('-').replace('-', ' ') for f in unknown)}; converted "
-            + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling")
+            + ("unpooled (Keras' pooling=None)" if pooling is None else f"with {pooling} pooling"
+               + (f" (its layer {recorded[1]})" if recorded else ""))
             + (" for any input size" if shape is None else f" at {shape[0]}x{shape[1]}")
             + f". If the model had them, give {' '.join(unknown)}"]
         return head_schema.keras_head(False, pooling), shape, notices
@@ -259,12 +281,18 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
         layout = (" It has the official ImageNet layout, but it is not Keras' official file (whose MD5 "
                   "decides its softmax head), and the layout is also what Xception(classifier_activation=None) "
                   "or a fine-tuned copy saves." if _official_layout(dense) else "")
+        what = [text for key, text in (("pooling", "the head's pooling (average or max)"),
+                                       ("classifier_activation", "the classifier's activation"),
+                                       ("input_shape", "the input size it was trained at"))
+                if _HEAD_FLAGS[key] in missing]
         raise ConversionError(
             f"{source}: a weights-only file does not determine the model: it holds the backbone and a "
-            f"{units}-unit Dense ({dense.name}), but not the head's pooling (average or max), the "
-            f"classifier's activation or the input size it was trained at"
-            + ("" if variant is not None else ", nor which Xception's wiring (Keras' or the article's) the "
-               "weights belong to") + f".{layout} Pass the model's "
+            f"{units}-unit Dense ({dense.name})"
+            + (f" after {recorded[1]} ({recorded[0]} pooling)" if recorded else "")
+            + (f", but not {', '.join(what[:-1])} or {what[-1]}" if len(what) > 1 else
+               f", but not {what[0]}" if what else "")
+            + ("" if variant is not None else f", {'nor' if what else 'but not'} which Xception's wiring "
+               "(Keras' or the article's) the weights belong to") + f".{layout} Pass the model's "
             f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
     head = head_schema.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),

@@ -55,7 +55,7 @@ from .errors import ConversionError
 from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap, is_operation, subclassed_model
-from .kinds import COMPUTING_LAYER
+from .kinds import COMPUTING_LAYER, POOLING_CLASS, pooling_of
 from .weight_store import ShardStore
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -438,6 +438,10 @@ def klayers_without_config(store) -> tuple[list[KLayer], dict[str, int]]:
             if COMPUTING_LAYER.fullmatch(name) and f"{group}/{name}" not in dense_keys:
                 klayers.insert(0, KLayer(name=f"{group}/{name}", class_name=to_camel(name), inbound=None,
                                          weights=[], weight_names=[]))
+            elif pooling_of(name) and f"{group}/{name}" not in dense_keys:
+                # a global pooling layer (weightless), kept by its group's name: the head's pooling (by_order)
+                klayers.append(KLayer(name=f"{group}/{name}", class_name=POOLING_CLASS[pooling_of(name)],
+                                      inbound=None, weights=[], weight_names=[]))
     return klayers, ignored
 
 

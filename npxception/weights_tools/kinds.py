@@ -108,6 +108,19 @@ def kind_of(layer: KLayer) -> str:
 # is not recognisable in a weights-only file; every auto-named one is.
 COMPUTING_LAYER = re.compile(r"(rescaling|normalization|resizing|center_crop|lambda)(_\d+)?|tf\.[A-Za-z0-9_.]+")
 
+# The names Keras gives the global pooling layers, which a weights-only file records (weightless) by name:
+# tf_keras' layer_names ("avg_pool", the name keras.applications gives it with include_top, or the auto-name
+# "global_average_pooling2d"), Keras 3's layers/<class> groups ("global_max_pooling2d_1"). Which pooling a
+# head has is what they say; the user's --pooling is checked against it (by_order._recorded_pooling).
+POOLING_LAYER = re.compile(r"(?P<avg>avg_pool|global_average_pooling2d(_\d+)?)|(?P<max>max_pool|global_max_pooling2d(_\d+)?)")
+POOLING_CLASS = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}
+
+
+def pooling_of(name: str) -> str | None:
+    """"avg" or "max" for a global pooling layer's Keras name (:data:`POOLING_LAYER`), else None."""
+    m = POOLING_LAYER.fullmatch(name)
+    return None if m is None else "avg" if m.group("avg") else "max"
+
 
 
 def _lambda_function(cfg) -> str | None:

@@ -331,8 +331,32 @@ def _names(refs: dict[str, int], shown: int = 8) -> str:
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
 
 
+# Keras 3 (TensorFlow backend) tracks a Functional model's layers as the list _operations (and a Sequential's as
+# _layers): tf.train.Checkpoint(model=model) keys them model/_operations/10/depthwise_kernel, not tf_keras'
+# layer-N/layer_with_weights-N. Recognised by name only, to refuse it as what it is (review 26, F1).
+KERAS3_LAYER_LISTS = ("_operations", "_layers")
+
+
+def _keras3_model(graph: ObjectGraph) -> str | None:
+    """The path (``model``, or ``""`` for the root) of a Keras 3 model in a checkpoint: a node among the root
+    and its children holding a layer list (:data:`KERAS3_LAYER_LISTS`) whose children are numbered; else None."""
+    for name, node in [("", 0), *sorted(graph.children[0].items())]:
+        for attr in KERAS3_LAYER_LISTS:
+            listed = graph.children[node].get(attr)
+            if listed is not None and graph.children[listed] and all(k.isdigit() for k in graph.children[listed]):
+                return f"{name}/{attr}" if name else attr
+    return None
+
+
 def _refuse_modelless(graph: ObjectGraph) -> None:
     """A root that references no layer, with no child that does: say what it holds instead."""
+    keras3 = _keras3_model(graph) if graph.root == 0 and not graph.is_model(0) else None
+    if keras3 is not None:
+        raise ConversionError(
+            f"{graph.where}: a Keras 3 model's tf.train.Checkpoint (its layers under {keras3}/N, Keras 3's "
+            "TensorFlow-backend tracking): not supported, only tf_keras' (layer-N, layer_with_weights-N) are. "
+            "Save the model with model.save('x.keras'), or its weights with save_weights('x.weights.h5') and "
+            "convert that with --config x.keras|config.json")
     if graph.root == 0 and not graph.is_model(0):
         raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
                               f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
