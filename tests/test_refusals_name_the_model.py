@@ -61,3 +61,11 @@ def test_subclassed_models_weights_h5_is_named(saved, with_config):
     # the given config is consulted first: its class is named; without it, the attribute groups are
     assert ("'review26>Wrap'" if with_config else "its attributes base, head") in msg, msg
 
+
+def test_time_distributed_is_named_before_its_weights(saved):
+    with pytest.raises(ConversionError) as err:
+        weights_tools.read(saved / "td.keras")
+    msg = str(err.value)
+    assert "belong to no layer" not in msg, msg
+    assert "per_frame (TimeDistributed)" in msg and "model.get_layer('per_frame').layer.save(" in msg, msg
+
