@@ -69,3 +69,10 @@ def test_time_distributed_is_named_before_its_weights(saved):
     assert "belong to no layer" not in msg, msg
     assert "per_frame (TimeDistributed)" in msg and "model.get_layer('per_frame').layer.save(" in msg, msg
 
+
+def test_extra_input_names_the_inputs_and_a_remedy(saved):
+    with pytest.raises(ConversionError) as err:
+        weights_tools.read(saved / "two.keras")
+    msg = str(err.value)
+    assert "found 2 input layers (image (None, 8, 8, 3), meta (None, 2))" in msg, msg
+    assert "model.get_layer('image').output" in msg and "image_branch.keras" in msg, msg
