@@ -13,14 +13,15 @@ logging, and the CLI attaches a stderr handler (npxception/console.py).
 from __future__ import annotations
 
 import logging
-import threading
 
 from numba.core import event, types
+
+from . import _fork
 
 log = logging.getLogger("npxception")
 
 _announced: set[str] = set()
-_lock = threading.Lock()
+_lock = _fork.lock()
 
 
 def _dtype_of(args) -> str:

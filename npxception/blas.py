@@ -116,6 +116,20 @@ _users = 0
 _saved = 1
 
 
+def _reset_in_child():
+    """A child forked during a pass of another thread (review 25) has none of its users, the lock maybe held by
+    one, and OpenBLAS on the 1 thread that pass set: the count those passes would have restored is restored."""
+    global _state_lock, _users
+    _state_lock = threading.Lock()
+    if _users:
+        _users = 0
+        if _saved != 1:
+            _set_threads(_saved)
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
 @contextlib.contextmanager
 def single_threaded():
     """OpenBLAS on one thread while we run: our threads each call it on their own rows.

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import warnings
 
 import numba
 import numpy as np
 
 from . import __version__
+from . import _fork
 from . import architecture as arch
 from . import forward
 from . import shell
@@ -390,7 +390,7 @@ def check_on_load(model, golden: Golden, where: str) -> PathCheck:
 
 # ---- once per file per process, and the notice for files without a golden -----
 
-_LOCK = threading.Lock()
+_LOCK = _fork.lock()
 _CHECKED: set = set()
 _NOTIFIED: set = set()
 

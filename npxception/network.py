@@ -7,6 +7,10 @@ optional in-graph input stage (:mod:`npxception.input_stage`) and the weights
 runs the plain forward pass (:mod:`npxception.forward`), which names every
 activation. Build one with :func:`npxception.Xception` or :func:`npxception.load`
 (npxception/model.py), not directly.
+
+A process forked while another thread was inside ``model(x)`` finds the
+model's lock released (review 25: the child waited forever on it; see
+``_unlock_in_child``), and threads.py's pool and OpenBLAS' thread count reset.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import difflib
 import os
 import threading
 import types
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -38,6 +43,24 @@ from .weights import save as save_weights
 
 
 SET_WEIGHTS = " + set_weights"  # appended to model.source once weights were set by hand
+
+# Every model, for a forked child (review 25): a thread of the parent inside model(x) or set_weights at the fork
+# leaves the model's lock held in the child by a thread the child does not have, and its next model(x) waited
+# forever. A set of the models, each given a new lock in the child, rather than a fork count checked on each
+# use: the child runs one thread when the hook runs, so nothing can hold or race for the new locks, and the
+# per-call path stays as it was. A model whose lock was held also drops its plan: it may have been between
+# set_weights' stores (the pass's own state, the plan's arena, is scratch rewritten by the next call).
+_MODELS: "weakref.WeakSet[XceptionModel]" = weakref.WeakSet()
+
+
+def _unlock_in_child():
+    for model in list(_MODELS):
+        if model._lock.locked():
+            model._fast = None
+        model._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 class XceptionModel:
@@ -98,6 +121,7 @@ class XceptionModel:
         self.golden_factory = None  # a deferred golden (from_keras: Keras runs only if the model is saved)
         self._fast = None  # the BN-folded plan, built on first use (npxception/fast/)
         self._lock = threading.Lock()
+        _MODELS.add(self)
 
     # ---- description ----------------------------------------------------
     @property

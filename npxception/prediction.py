@@ -31,12 +31,12 @@ import dataclasses
 import functools
 import os
 import pathlib
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from . import _fork
 from .config import CONFIG
 from .console import EXIT_USAGE, CLIError
 from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, color_mode, image_suffixes,
@@ -49,7 +49,7 @@ from .overflow import ActivationOverflow
 from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process
-_MODELS_LOCK = threading.Lock()
+_MODELS_LOCK = _fork.lock()  # held for a load: a child forked meanwhile loads again
 
 
 @dataclass(frozen=True)

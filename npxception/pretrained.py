@@ -37,10 +37,10 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
 import urllib.parse
 import warnings
 
+from . import _fork
 from . import shell
 from .download import DownloadError, discard, file_hash, get_file
 from .paths import cache_home
@@ -219,7 +219,7 @@ class UnverifiedWeightsWarning(UserWarning):
 
 
 _WARNED: set = set()
-_WARNED_LOCK = threading.Lock()
+_WARNED_LOCK = _fork.lock()
 
 
 def imagenet_source(include_top: bool = True) -> str:

@@ -13,7 +13,6 @@ with the ops (npxception/ops/), which are tested against TensorFlow.
 
 from __future__ import annotations
 
-import threading
 
 import llvmlite.binding as ll
 import numba
@@ -21,6 +20,7 @@ import numpy as np
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
+from .. import _fork
 from .._jit import cfunc, njit, prange
 from .threads import in_parallel
 from ..ops.conv import _im2col
@@ -120,7 +120,7 @@ def _row_signature(dtype):
 
 _ROW_EXTERNAL = {dt: types.ExternalFunction(name, _row_signature(dt)) for dt, name in _ROW_SYMBOL.items()}
 _bound: set = set()  # the dtypes whose symbol is bound
-_bind_lock = threading.Lock()
+_bind_lock = _fork.lock()  # held for a compile: a child forked meanwhile binds again
 
 
 def _row_c(top, mid, bot, k, lo, o, w, c):
