@@ -388,20 +388,28 @@ def test_weights_only_backbone_notice_says_what_is_not_recorded(files, converted
     _, results = converted
     res = results["a_weights_h5"]
     assert res["rc"] == 0
-    notice = _without_compile_notice(res["stderr"]).strip()
-    assert "\n" not in notice and "Traceback" not in notice, notice
+    lines = _without_compile_notice(res["stderr"]).strip().splitlines()
+    assert "Traceback" not in res["stderr"], res["stderr"]
+    # one line for the head, one for the dtype policy no weights-only file records (review 26, F3)
+    assert len(lines) == 2 and DTYPE_NOTICE in lines[1], lines
+    notice = lines[0]
     for needed in ("a_backbone.weights.h5", "does not record", "input shape", "with avg pooling",
                    "global_average_pooling2d", "--input-shape H,W"):
         assert needed in notice, (needed, notice)
     assert "--pooling" not in notice, notice
     inspected = results["inspect_backbone"]
     assert inspected["rc"] == 0 and notice in inspected["stdout"], inspected["stdout"]
-    # given, nothing is left to policy: no notice
+    # given, nothing of the head is left to policy: only the dtype policy's notice
     model = weights_tools.read(files[1]["a_weights_h5"].path, pooling="avg", input_shape=(96, 96))
-    assert model.notices == [] and [h["kind"] for h in model.head] == ["global_avg_pool"]
-    # files that record their head, and the classifier stand-in given its head, print nothing
+    assert len(model.notices) == 1 and DTYPE_NOTICE in model.notices[0], model.notices
+    assert [h["kind"] for h in model.head] == ["global_avg_pool"]
+    # files that record their model print nothing; the classifier stand-in given its head, the dtype notice only
     assert _without_compile_notice(results["a_keras"]["stderr"]) == ""
-    assert _without_compile_notice(results["tf_keras_weights_h5"]["stderr"]) == ""
+    stand_in = _without_compile_notice(results["tf_keras_weights_h5"]["stderr"]).strip().splitlines()
+    assert len(stand_in) == 1 and DTYPE_NOTICE in stand_in[0], stand_in
+
+
+DTYPE_NOTICE = "a weights-only file does not record the dtype policy"
 
 
 def test_nested_file_captures_by_the_names_keras_shows(files, converted):

@@ -5,6 +5,10 @@
 converted so, the output was 2e-2 of its largest value off ``model.predict``, without a word. The file
 says which: tf_keras' ``layer_names`` lists the weightless ``avg_pool``, a Keras 3 ``.weights.h5`` has a
 ``layers/global_average_pooling2d`` group. The recorded pooling is used; a contradicting flag is refused.
+
+What such a file never records is its dtype policy (review 26, F3): a mixed_float16 model keeps float32
+weights, and one converted with the head flags was 1.65e-4 off its predict without a word. Every
+weights-only conversion now says so in a notice, and the refusal offering the head flags says they do not give it.
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ def test_bare_backbone_pooling_is_read_from_the_file(files):
     assert [h["kind"] for h in model.head] == ["global_max_pool"]
     _close(model, fx)
     # the notice names only what the file does not record: the input size
-    assert len(model.notices) == 1 and "max pooling" in model.notices[0], model.notices
-    assert "--pooling" not in model.notices[0] and "--input-shape" in model.notices[0], model.notices
+    head_notice = [n for n in model.notices if "dtype policy" not in n]
+    assert len(head_notice) == 1 and "max pooling" in head_notice[0], model.notices
+    assert "--pooling" not in head_notice[0] and "--input-shape" in head_notice[0], model.notices
     with pytest.raises(ConversionError, match="--pooling avg contradicts"):
         weights_tools.read(fx["path"], pooling="avg")
 
@@ -104,3 +109,22 @@ def test_backbone_without_pooling_layer_converts_unpooled_with_a_notice(files):
     notice = " ".join(model.notices)
     for needed in ("does not record", "pooling", "input shape", "unpooled", "--pooling avg|max", "--input-shape H,W"):
         assert needed in notice, (needed, notice)
+
+
+def _dtype_notice(model):
+    found = [n for n in model.notices if "does not record the dtype policy" in n]
+    assert len(found) == 1, model.notices
+    return found[0]
+
+
+@pytest.mark.parametrize("name", ["tf_keras", "keras3", "backbone"])
+def test_weights_only_conversion_says_the_dtype_policy_is_not_recorded(files, name):
+    fx = files[name]
+    head = {} if name == "backbone" else dict(input_shape=(SIZE, SIZE), classifier_activation="linear")
+    notice = _dtype_notice(weights_tools.read(fx["path"], **head))
+    for needed in ("mixed_float16", "float32 weights", "--config", fx["path"]):
+        assert needed in notice, (needed, notice)
+    if name != "backbone":
+        with pytest.raises(ConversionError, match=r"--classifier-activation.*dtype policy.*mixed-precision "
+                                                  r"model needs --config"):
+            weights_tools.read(fx["path"])

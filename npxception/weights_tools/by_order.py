@@ -111,6 +111,8 @@ def _match_by_order(klayers, variant, source, given, official_file=None, keras_v
             f"Xception variants (Keras' and the article's, whose four departures change no weight shape), "
             f"and its layer names ({sample}, ...) are not Keras Xception's block names. Give "
             f"{_VARIANT_FLAG} (variant=...), or the model's architecture with --config model.keras|config.json")
+    if official_file is None and any(str(a.dtype) == "float32" for a in params.values()):
+        notices = [*notices, dtype_policy_notice(source)]
     if dense is not None:
         name = head[-1]["name"]
         names[name] = dense.name
@@ -123,6 +125,19 @@ def _match_by_order(klayers, variant, source, given, official_file=None, keras_v
 
 
 _VARIANT_FLAG = "--variant keras|article"
+
+# What no head flag gives: a mixed_float16/mixed_bfloat16 model keeps float32 weights, so a weights-only
+# file's float32 arrays do not say that its model computed in 16 bits (review 26, F3: 1.65e-4 off, silent);
+# the config records the policy, which the converter then refuses without --dtype-policy float32.
+_DTYPE_POLICY = ("the dtype policy its model computed with (a mixed_float16 or mixed_bfloat16 model saves "
+                 "float32 weights too)")
+
+
+def dtype_policy_notice(source: str) -> str:
+    return (f"note: {source}: a weights-only file does not record {_DTYPE_POLICY}; converted to compute in "
+            f"float32, as a float32 model does. A model trained under mixed precision differs from that by its "
+            f"16-bit rounding (measured up to 5e-3 of the output); if it was, give --config "
+            f"model.keras|config.json, whose policy is then read (and converted with --dtype-policy float32)")
 
 
 def _base_name(k: KLayer) -> str:
@@ -293,7 +308,8 @@ def _weights_only_head(dense: KLayer | None, given: dict, source: str, official_
                f", but not {what[0]}" if what else "")
             + ("" if variant is not None else f", {'nor' if what else 'but not'} which Xception's wiring "
                "(Keras' or the article's) the weights belong to") + f".{layout} Pass the model's "
-            f"architecture with --config model.keras|config.json, or give {' '.join(missing)}")
+            f"architecture with --config model.keras|config.json, or give {' '.join(missing)} (which do not "
+            f"give {_DTYPE_POLICY}: a mixed-precision model needs --config)")
     head = head_schema.keras_head(False, pooling) + [
         {"kind": "dense", "name": "predictions", "units": int(dense.weights[0].shape[1]),
          "activation": None if act == "linear" else act, "use_bias": True}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from npxception import architecture as arch
 from npxception.input_stage import MAX_STEPS
+from npxception.untrusted import short_repr
 
 from . import operations
 from .errors import ConversionError
@@ -22,6 +23,27 @@ from .preprocessing import StageError, input_stage
 from .stage_chain import _input_shape, _stage_chain
 from .walk import _candidate_variants, _collapse, _walk, _where
 
+def _one_input(roots, source) -> None:
+    """Refuse a model with other inputs than the image (a metadata vector merged into the head), naming them
+    and the model that does convert: the image branch (review 26, F6)."""
+    if len(roots) == 1:
+        return
+    shown = ", ".join(f"{k.name} {_shape(k)}" for k in roots[:6]) + (", ..." if len(roots) > 6 else "")
+    first = roots[0].name if roots else "input_layer"
+    raise ConversionError(
+        f"{source}: expected one image input, found {len(roots)} input layers ({shown}); npxception converts a "
+        "model whose only input is the image. Save the image branch as a model of its own and convert that: "
+        f"keras.Model(model.get_layer({first!r}).output, model.get_layer('<the layer before the inputs "
+        "merge, e.g. the pooling>').output).save('image_branch.keras'); the layers after it take the other "
+        "inputs and run in Keras")
+
+
+def _shape(k) -> str:
+    cfg = k.config or {}
+    shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
+    return short_repr(tuple(shape), 60) if isinstance(shape, list) and len(shape) <= 8 else "(shape not recorded)"
+
+
 def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, keras_version=None):
     """``(params, variant, head, backbone input shape, source input shape, names, stage steps, data format)``."""
     by_name, inputs, live = _collapse(klayers, source, skip_layers)
@@ -30,8 +52,7 @@ def _match_graph(klayers, variant, source, skip_layers=(), recorded_shape=None, 
     except LayoutError as exc:
         raise ConversionError(str(exc)) from None
     roots = [k for k in live if kind_of(k) == "input"]
-    if len(roots) != 1:
-        raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    _one_input(roots, source)
     unsupported = [k for k in live if kind_of(k) == "unsupported"]
     if unsupported:
         raise _unsupported(unsupported[0], source)
@@ -89,8 +110,7 @@ def match_names(klayers: list[KLayer], *, variant=None, source="model") -> dict[
     """
     _, inputs, live = _collapse(klayers, source)
     roots = [k for k in live if kind_of(k) == "input"]
-    if len(roots) != 1:
-        raise ConversionError(f"{source}: expected one image input, found {len(roots)} input layers")
+    _one_input(roots, source)
     chain = _stage_chain(roots[0], live, inputs)
     failures = []
     for v in _candidate_variants(variant):

@@ -55,7 +55,7 @@ from .errors import ConversionError
 from .graph import KLayer, set_aside, to_snake_case
 from .hdf5 import HDF5_MAGIC, GuardedH5
 from .keras_config import MODEL_CLASSES, _unwrap, is_operation, subclassed_model
-from .kinds import COMPUTING_LAYER, POOLING_CLASS, pooling_of
+from .kinds import COMPUTING_LAYER, POOLING_CLASS, _unsupported, pooling_of
 from .weight_store import ShardStore
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -326,9 +326,35 @@ def fill_weights(klayers, paths, config, store) -> dict[str, int]:
     ignored, stray = set_aside(sorted(set(store.datasets()) - used),
                                lambda names: training_state(names, models))
     if stray:
+        _refuse_wrapper(stray, klayers, paths, keys, store.where)
         raise ConversionError(f"{store.where}: weights {stray[0]} belong to no layer of the model config "
                               f"({len(stray)} unexpected array(s))")
     return ignored
+
+
+# Wrappers that run the layer or model they hold on each step of a sequence: their weights are the inner
+# layers', under layers/<wrapper>/layer/... (review 26, F5: refused as "belong to no layer", like a damaged file).
+WRAPPERS = ("TimeDistributed", "Bidirectional")
+
+
+def _refuse_wrapper(stray, klayers, paths, keys, where: str) -> None:
+    """Refuse arrays under a config layer that is no model (a TimeDistributed holding the Xception) as that
+    layer, by name and class, before they are called weights of no layer: the layer class is what is not
+    converted."""
+    owners = [(len(keys[paths[k.name]]), k) for k in klayers
+              if paths.get(k.name) in keys and stray[0].startswith(keys[paths[k.name]] + "/")
+              and k.class_name not in MODEL_CLASSES]
+    if not owners:
+        return
+    k = max(owners, key=lambda pair: pair[0])[1]
+    held = f"it holds {len(stray)} array(s) of layers inside it ({stray[0]}, ...)"
+    if k.class_name in WRAPPERS:
+        raise ConversionError(
+            f"{where}: unsupported layer {k.name} ({k.class_name}): it wraps a layer or model and applies it to "
+            f"each step of a sequence ({held}); npxception converts an Xception applied to images, not a "
+            f"{k.class_name} of one. Convert the wrapped model on its own: "
+            f"model.get_layer({k.name!r}).layer.save('inner.keras')")
+    raise ConversionError(f"{_unsupported(k, where)} ({held})")
 
 
 # Groups of a Keras 3 weight file that hold training state, not model state:

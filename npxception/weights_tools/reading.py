@@ -18,6 +18,7 @@ import pathlib
 import zipfile
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 
 from npxception import shell
@@ -31,7 +32,7 @@ from .formats import _open_checked, resolve_source
 from .graph import KLayer
 from .hdf5 import GuardedH5
 from .keras3 import ZIP_MAGIC
-from .keras_config import flatten_config
+from .keras_config import flatten_config, subclass_name, subclassed_model
 from .tf_bundle import Bundle
 from .weight_store import H5Store
 
@@ -157,8 +158,30 @@ def open_layers(src, *, config=None):
                 reading = _keras3_weights(H5Store(h5), config, where, "Keras 3 .weights.h5 file", config_version)
             yield reading
             return
+        _refuse_subclassed_weights(h5, names, config, where)
     raise keras3_shards.lone_shard_error(src, ConversionError(
         f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
+
+
+def _refuse_subclassed_weights(h5: GuardedH5, names: list[str], config, where: str) -> None:
+    """A Keras 3 ``save_weights`` of a subclassed model (review 26, F4): no top-level ``layers`` group, but
+    the layers it holds as attributes saved under their names (``base/layers/...``, ``head/vars/0``) beside
+    the model's ``vars`` (and ``optimizer``). Named as such, the given config first (its class, when it is
+    a subclassed model's), rather than called an HDF5 file without Keras weights."""
+    name = subclass_name(config) if config is not None else None
+    if name is not None:
+        raise ConversionError(f"{where}: the given config is that of {subclassed_model(name)}")
+    attributes = sorted(n for n in names if n not in keras3.TRAINING_STATE)
+    shown = attributes[:8]  # at most 8 groups looked into: a hostile file's thousand groups cost nothing
+    if "vars" not in names or not attributes:
+        return
+    for n in shown:
+        obj = h5.get(h5.file, n)
+        if not isinstance(obj, h5py.Group) or not {"layers", "vars"} & set(h5.keys(obj)):
+            return
+    raise ConversionError(f"{where}: a Keras 3 weights file of " + subclassed_model(
+        "its layers saved under its attributes " + ", ".join(shown)
+        + (f", ... ({len(attributes)} in all)" if len(attributes) > len(shown) else ""), described=True))
 
 
 def _keras3_weights(store, config, where: str, kind: str, version=None) -> Reading:
