@@ -201,6 +201,7 @@ class _Shares:
     def __init__(self, nt, wait_for_worker):
         self.active, self.counts, self.where = np.zeros(nt, int), np.zeros(nt, int), [None] * nt
         self.begun, self.wait_for_worker = threading.Event(), wait_for_worker
+        self.hold = None  # an Event share 1 waits for before it finishes, if set
 
     def __call__(self, t):
         self.active[t] = 1
@@ -208,6 +209,8 @@ class _Shares:
         if t == 1:
             self.begun.set()
             time.sleep(0.002)  # still running when the caller has finished its own share
+            if self.hold is not None:
+                assert self.hold.wait(30), "share 1 was never let go"  # 30 s: a safety net only
         elif t == 0 and self.wait_for_worker:
             assert self.begun.wait(30), "no worker began share 1"  # 30 s: a safety net on a loaded host
         self.counts[t] += 1
@@ -329,3 +332,48 @@ def test_real_ctrl_cs_during_passes_leave_the_model_exact_and_its_workers_alive(
     assert counts["interrupted"] >= 30, proc.stdout  # most SIGINTs fall inside a pass (1.2 pass lengths)
     assert counts["workers"] >= 1 and counts["alive"] == counts["workers"], proc.stdout
     assert "Exception in thread" not in proc.stderr, proc.stderr
+
+
+class _Interrupted:
+    """A worker's ``done`` lock whose first ``n`` waits are interrupted, as by Ctrl-Cs in a row."""
+
+    def __init__(self, lock, n):
+        self.lock, self.n, self.raised, self.all_raised = lock, n, 0, threading.Event()
+
+    def acquire(self):
+        if self.raised < self.n:
+            self.raised += 1
+            raise KeyboardInterrupt
+        self.all_raised.set()
+        return self.lock.acquire()
+
+    def release(self):
+        self.lock.release()
+
+
+@pytest.mark.parametrize("interrupts", [2, 5])
+def test_ctrl_cs_in_a_row_while_waiting_leave_once_the_share_has_finished(monkeypatch, interrupts):
+    """A second (and later) Ctrl-C while the caller waits for a worker's share is folded into the first: the
+    caller leaves with one KeyboardInterrupt once the share has finished, and the pool works after it. The first
+    lands just after the spin (review 25's case), the others in the lock wait that follows."""
+    died = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    monkeypatch.setattr(threads, "SPIN_CYCLES", 1)  # the spin gives up: the wait goes on to the lock
+    _check_the_pool_works(2)
+    worker = threads._lock_workers[0]
+    monkeypatch.setattr(worker, "done", _Interrupted(worker.done, interrupts - 1))
+    line = next(n for n in _lines(threads._Worker.wait) if "interrupted = None" in
+                open(threads.__file__).read().split("\n")[n - 1])
+    tracer, fired = _interrupt_at(threads._Worker.wait.__code__, line)
+    shares = _Shares(2, wait_for_worker=True)
+    shares.hold = worker.done.all_raised  # the worker's share runs until every interrupt was raised
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            threads.in_parallel(lambda t: shares(t), 2, ())
+    finally:
+        sys.settrace(None)
+    assert fired and worker.done.raised == interrupts - 1
+    assert not shares.active.any() and shares.counts.tolist() == [1, 1]
+    _check_the_pool_works(2)
+    assert not died, died
