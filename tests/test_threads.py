@@ -189,3 +189,143 @@ def test_a_share_its_worker_has_not_begun_is_run_by_the_caller(monkeypatch):
     worker.start(share, 1, ("second",))
     worker.wait()
     assert ran[1][:2] == ("second", 1) and ran[1][2] != threading.get_ident() and len(ran) == 2
+
+
+# ---- Ctrl-C during a pass (review 25) ----------------------------------------------------------------------------
+
+class _Shares:
+    """Shares that say when they run: ``active[t]`` while share t runs, ``counts[t]`` once it has, ``where[t]`` the
+    thread. With ``wait_for_worker`` share 0 (the caller's) first waits until share 1 has begun on a worker, so the
+    caller then waits for the worker rather than taking its share."""
+
+    def __init__(self, nt, wait_for_worker):
+        self.active, self.counts, self.where = np.zeros(nt, int), np.zeros(nt, int), [None] * nt
+        self.begun, self.wait_for_worker = threading.Event(), wait_for_worker
+
+    def __call__(self, t):
+        self.active[t] = 1
+        self.where[t] = threading.get_ident()
+        if t == 1:
+            self.begun.set()
+            time.sleep(0.002)  # still running when the caller has finished its own share
+        elif t == 0 and self.wait_for_worker:
+            assert self.begun.wait(30), "no worker began share 1"  # 30 s: a safety net on a loaded host
+        self.counts[t] += 1
+        self.active[t] = 0
+
+
+def _lines(fn):
+    import dis
+    return sorted({line for _, line in dis.findlinestarts(fn.__code__) if line is not None})
+
+
+def _interrupt_at(code, line):
+    """A trace function raising KeyboardInterrupt once, as a Ctrl-C would, when ``code`` reaches ``line``."""
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == line and not fired:
+            fired.append(1)
+            raise KeyboardInterrupt
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is code else None
+    return tracer, fired
+
+
+def _check_the_pool_works(nt):
+    """The next call runs every share once, share 1 on a live worker thread, not the caller."""
+    shares = _Shares(nt, wait_for_worker=True)
+    threads.in_parallel(lambda t: shares(t), nt, ())
+    assert shares.counts.tolist() == [1] * nt and shares.where[1] != threading.get_ident()
+    assert all(w.thread.is_alive() for w in threads._lock_workers)
+
+
+@pytest.mark.parametrize("wait_for_worker", [True, False])
+def test_a_ctrl_c_anywhere_in_the_hand_off_waits_for_the_shares_and_leaves_the_workers_alive(
+        monkeypatch, wait_for_worker):
+    """Review 25: a Ctrl-C raised just after the caller's spin (before its lock wait) left the worker's 'done'
+    release untaken; the worker's next release raised 'release unlocked lock' and killed it, and a later wait
+    could take the stale release while the worker still wrote. Here a KeyboardInterrupt is raised at each line
+    of the caller's side of the hand-off in turn: it must reach the caller only when no share is running, and
+    the pool must work after it."""
+    died = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    nt = 3
+    _check_the_pool_works(nt)
+    targets = [threads._Worker.start, threads._Worker.take, threads._Worker.busy, threads._Worker.wait,
+               threads._with_workers]
+    fired_total = 0
+    for fn in targets:
+        for line in _lines(fn):
+            shares = _Shares(nt, wait_for_worker)
+            tracer, fired = _interrupt_at(fn.__code__, line)
+            sys.settrace(tracer)
+            try:
+                threads.in_parallel(lambda t: shares(t), nt, ())
+            except KeyboardInterrupt:
+                sys.settrace(None)
+                assert fired, f"{fn.__qualname__} line {line}: an interrupt nobody raised"
+                assert not shares.active.any(), f"{fn.__qualname__} line {line}: a share still ran"
+            finally:
+                sys.settrace(None)
+            if not fired:  # the line is not reached on this path (an error's handler, the executor's)
+                assert shares.counts.tolist() == [1] * nt
+            fired_total += bool(fired)
+            _check_the_pool_works(nt)
+    assert fired_total > 30  # the check above ran at that many places (the lines reached on this path)
+    assert not died, died
+
+
+_REAL_SIGINT = r"""
+import os, signal, sys, threading, time
+import numpy as np
+import npxception
+from npxception.fast import threads
+
+signal.alarm(240)  # a hang ends the process without an answer
+died = []
+threading.excepthook = died.append
+m = npxception.Xception(include_top=False, pooling=None, seed=1)
+rng = np.random.default_rng(0)
+X = rng.uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+want = m(X)
+t0 = time.perf_counter(); m(X); dur = time.perf_counter() - t0
+interrupted = wrong = 0
+for i in range(40):
+    timer = threading.Timer(rng.uniform(0, dur * 1.2), os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        m(X)
+        timer.join()
+    except KeyboardInterrupt:
+        interrupted += 1
+    while timer.is_alive():  # a SIGINT after the pass lands here, or nowhere
+        try:
+            timer.join()
+        except KeyboardInterrupt:
+            interrupted += 1
+    time.sleep(0.01)
+    try:
+        wrong += not np.array_equal(m(X), want)
+    except KeyboardInterrupt:  # the signal sent just as the pass ended
+        interrupted += 1
+        wrong += not np.array_equal(m(X), want)
+alive = sum(w.thread.is_alive() for w in threads._lock_workers)
+print("interrupted", interrupted, "wrong", wrong, "workers", len(threads._lock_workers), "alive", alive,
+      "died", len(died))
+"""
+
+
+def test_real_ctrl_cs_during_passes_leave_the_model_exact_and_its_workers_alive():
+    """40 SIGINTs at random points of a pass (sigint_rounds.py of review 25, which hung or lost the worker)."""
+    proc = subprocess.run([sys.executable, "-c", _REAL_SIGINT], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    words = proc.stdout.split()
+    assert proc.returncode == 0 and len(words) == 10, proc.stdout + proc.stderr
+    counts = dict(zip(words[::2], map(int, words[1::2])))
+    assert counts["wrong"] == 0 and counts["died"] == 0, proc.stdout + proc.stderr
+    assert counts["interrupted"] >= 30, proc.stdout  # most SIGINTs fall inside a pass (1.2 pass lengths)
+    assert counts["workers"] >= 1 and counts["alive"] == counts["workers"], proc.stdout
+    assert "Exception in thread" not in proc.stderr, proc.stderr

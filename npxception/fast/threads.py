@@ -30,6 +30,17 @@ is run by the caller (each share has a claim, :class:`_Worker`): a worker
 woken late, or whose core another process's thread holds (ONNX Runtime's pool
 spins ~25 ms after its run), no longer holds the step up (docs/performance.md,
 "Issue 15, 2026-11-30 07:30-09:15 UTC").
+
+A Ctrl-C (or any exception) during a call reaches the caller only once every
+share begun has finished, since they write into the caller's arrays; a second
+Ctrl-C while it waits is folded into the first, and the wait is bounded by the
+shares (or by the worker's death). Review 25 found that a Ctrl-C raised just
+after the caller's spin returned killed the worker thread ("release unlocked
+lock") and could let a later wait return while a share still ran; the hand-off
+now waits on facts (:class:`_Worker`) and retries its whole wait after an
+interrupt (:func:`_with_workers`). The window left: a second interrupt in the
+one line of its handler, or one just as ``in_parallel`` takes the workers
+(later calls then use the executor: exact, slower).
 """
 
 from __future__ import annotations
@@ -79,33 +90,63 @@ def _workers(n):
         return _pool
 
 
+_WORKER, _CALLER = "worker", "caller"  # a share's claim: a list each side appends its name to; the first one wins
+
+
+def _token(lock):
+    """Release ``lock`` as a wake-up token: one already pending is left as it is (a second wake changes nothing)."""
+    try:
+        lock.release()
+    except RuntimeError:  # "release unlocked lock": a token was already there
+        pass
+
+
 class _Worker:
     """A daemon thread that runs handed-out shares: :meth:`start` posts one, :meth:`take` lets the caller run it
     instead while the worker has not begun it, :meth:`wait` waits for the worker's run of it.
 
-    Each share carries a claim (a lock taken without blocking): whoever takes it first runs the share, the
-    worker or the caller, so a worker that is late (asleep, or its core held by another process's spinning
-    thread) never holds the step up: the caller, its own share done, runs the worker's too
-    (docs/performance.md, "Issue 15, 2026-11-30 07:30-09:15 UTC"). Shares handed out are numbered; the
-    worker runs the latest one it finds unclaimed, so one it missed needs no answer.
+    Each share carries a claim: whoever claims it first runs the share, the worker or the caller, so a worker
+    that is late (asleep, or its core held by another process's spinning thread) never holds the step up: the
+    caller, its own share done, runs the worker's too (docs/performance.md, "Issue 15, 2026-11-30 07:30-09:15
+    UTC"). Shares handed out are numbered; the worker runs the latest one it finds unclaimed, so one it missed
+    needs no answer.
+
+    What the caller waits for is a fact, not a lock's state: ``finished`` (the last share the worker ran) has
+    reached the share's number, or the worker claimed nothing, or it is gone. The ``go`` and ``done`` locks are
+    only wake-up tokens, released at most once pending (:func:`_token`). The claim is a list appended to in one
+    step, so who won stays readable. Before review 25 ``done`` was released once per share and each release had
+    to be taken: a Ctrl-C raised just after the caller's spin returned (before its lock wait) left one untaken,
+    the worker's next release raised "release unlocked lock" and killed the thread (later calls ran on one
+    thread), and a wait that found the stale release returned while the worker was still writing. Neither can
+    happen now: a stale token only costs the waiter one more look at ``finished``.
     """
 
     def __init__(self):
-        self.go = _thread.allocate_lock()  # released to wake the worker from its sleep (only then)
-        self.done = _thread.allocate_lock()  # released once for each share the worker ran
+        self.go = _thread.allocate_lock()  # a token released to wake the worker from its sleep
+        self.done = _thread.allocate_lock()  # a token released after each share the worker ran
         self.sleep_lock = _thread.allocate_lock()  # orders the worker's going to sleep against a post
         self.go.acquire()
         self.done.acquire()
         self.sleeping = False
-        self.job = None  # (number, claim, part, t, args) of the latest share handed out
+        self.job = None  # (number, claim, part, t, args) of the latest share handed out (kept once run)
         self.error = None
+        self.finished = 0  # the number of the last share the worker ran (set before ``done`` is released)
+        self.alive = True  # False once the thread has ended (a bug; a caller must not wait for it then)
         # flags[_GO] = the latest share's number, flags[_DONE] = the last the worker ran: a spinning side reads
         # them (spin.py)
         self.flags = np.zeros(16, np.int64)
         self.jobs = 0
-        threading.Thread(target=self._loop, name="npxception", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="npxception", daemon=True)
+        self.thread.start()
 
     def _loop(self):
+        try:
+            self._serve()
+        finally:
+            self.alive = False
+            _token(self.done)
+
+    def _serve(self):
         seen = ran = 0
         while True:
             # says its last share is done (the caller may be spinning on it), then waits for a newer one
@@ -117,47 +158,59 @@ class _Worker:
                 if asleep:
                     self.go.acquire()
             job = self.job
-            if job is None or job[0] <= seen:  # taken by the caller (and cleared) meanwhile
+            if job is None or job[0] <= seen:  # taken by the caller meanwhile, or a stale token
                 seen = max(seen, int(self.flags[_GO]))
                 continue
             number, claim, part, t, args = job
             seen = number
-            if not claim.acquire(False):  # the caller runs it
+            claim.append(_WORKER)
+            if claim[0] is not _WORKER:  # the caller runs it
                 continue
             try:
                 part(t, *args)
             except BaseException as exc:  # re-raised on the caller's thread
                 self.error = exc
-            self.job = None
-            ran = number
-            self.done.release()
+            ran = self.finished = number
+            _token(self.done)
 
     def start(self, part, t, args):
         self.error = None
-        self.jobs += 1
-        self.job = (self.jobs, _thread.allocate_lock(), part, t, args)
-        self.flags[_GO] = self.jobs  # after the job: a worker that saw it finds it
+        number = self.jobs + 1
+        self.job = (number, [], part, t, args)
+        self.jobs = number
+        self.flags[_GO] = number  # after the job: a worker that saw it finds it
         with self.sleep_lock:
             if self.sleeping:
+                _token(self.go)  # first: if a Ctrl-C lands between, the flag says to wake it again
                 self.sleeping = False
-                self.go.release()
 
     def take(self):
-        """The latest share, if the worker has not begun it: (part, t, args), now the caller's to run; else None."""
+        """The latest share, if the worker has not begun it: (part, t, args), now the caller's to run; else None
+        (also for a share already taken: it is handed out once)."""
         job = self.job
-        if job is None or job[0] != self.jobs or not job[1].acquire(False):
+        if job is None or job[1]:
             return None
-        self.job = None
-        return job[2:]
+        job[1].append(_CALLER)
+        return job[2:] if job[1][0] is _CALLER else None
+
+    def busy(self):
+        """Whether the latest share is the worker's (or may still become so) and not yet run."""
+        job = self.job
+        if job is None or not self.alive:
+            return False
+        claim = job[1]
+        return (not claim or claim[0] is _WORKER) and self.finished < job[0]
 
     def wait(self):
-        """Wait until the worker has run the latest share (which it has claimed)."""
-        if SPIN:
-            _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.jobs, SPIN_CYCLES, 0)
+        """Wait until the worker has run the latest share (unless the caller took it). A Ctrl-C meanwhile is raised
+        after that. Returns at once when called again for the same share; raises the share's error once."""
+        if SPIN and self.busy():
+            _post_then_spin(self.flags, _NOTHING, 0, _DONE, self.job[0], SPIN_CYCLES, 0)
         interrupted = None
-        while True:  # a Ctrl-C must not leave ``done`` to be released into the next call's wait
+        while True:  # a Ctrl-C must not leave the worker writing into the caller's arrays
             try:
-                self.done.acquire()
+                while self.busy():
+                    self.done.acquire()
                 break
             except BaseException as exc:
                 interrupted = exc
@@ -172,9 +225,15 @@ _post_then_spin = spin.post_then_spin_reference if numba.config.DISABLE_JIT else
 
 
 def in_parallel(part, nt, args):
-    """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads."""
+    """``part(t, *args)`` for t in 0..nt-1 at once: t = 0 on this thread, the others on worker threads.
+
+    A Ctrl-C (or any exception) is raised once every share begun has finished: they write into the caller's
+    arrays. A second Ctrl-C while waiting for them is not lost either: the caller leaves when they have
+    finished (bounded: a share is a slice of one step) with the first, as one KeyboardInterrupt.
+    """
     if nt > 1 and _workers_busy.acquire(blocking=False):
         try:
+            _lock_workers[:] = [w for w in _lock_workers if w.alive]  # a worker that died is replaced
             while len(_lock_workers) < nt - 1:
                 _lock_workers.append(_Worker())
         except RuntimeError:  # "can't create new thread at interpreter shutdown": the executor's fallbacks
@@ -189,26 +248,25 @@ def in_parallel(part, nt, args):
 
 
 def _with_workers(part, nt, args):
-    started = []
+    workers = _lock_workers[:nt - 1]
     errors = []
-    try:
-        for t in range(1, nt):
-            _lock_workers[t - 1].start(part, t, args)
-            started.append(_lock_workers[t - 1])
-        part(0, *args)
-    except BaseException as exc:
-        errors.append(exc)
-    for w in started:  # every share the worker took is waited for: they write into the caller's arrays
-        job = w.take() if CLAIM or errors else None
-        if job is not None:  # not begun: run here (after an error, dropped)
-            if not errors:
-                try:
-                    job[0](job[1], *job[2])
-                except BaseException as exc:
-                    errors.append(exc)
-            continue
+    started = False
+    # One try, retried whole after any exception (a Ctrl-C can land between any two steps; the shares are handed
+    # out once, every other step is safe to repeat): only after every share begun has finished does an exception
+    # leave. The loop's only way out other than that is a second interrupt inside the handler's one line.
+    while True:
         try:
-            w.wait()
+            if not started:
+                started = True
+                for t, w in enumerate(workers, 1):
+                    w.start(part, t, args)
+                part(0, *args)
+            for w in workers:
+                job = w.take() if CLAIM or errors else None
+                if job is not None and not errors:  # not begun: run here (after an error, dropped)
+                    job[0](job[1], *job[2])
+                w.wait()
+            break
         except BaseException as exc:
             errors.append(exc)
     if errors:
@@ -216,18 +274,29 @@ def _with_workers(part, nt, args):
 
 
 def _with_executor(part, nt, args):
-    """:func:`in_parallel` on ``concurrent.futures``' pool (a concurrent caller, or no new thread to be had)."""
+    """:func:`in_parallel` on ``concurrent.futures``' pool (a concurrent caller, or no new thread to be had).
+    An exception leaves, as from :func:`_with_workers`, once every share submitted has finished."""
     futures = []
-    try:
-        if nt > 1:
-            pool = _workers(nt - 1)
-            for t in range(1, nt):
-                futures.append(pool.submit(part, t, *args))
-    except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
-        for t in range(len(futures) + 1, nt):  # the shares no worker took, here, one after another
-            part(t, *args)
-    try:
-        part(0, *args)
-    finally:
-        for f in futures:
-            f.result()
+    errors = []
+    started = False
+    while True:  # retried whole after an exception, as in _with_workers
+        try:
+            if not started:
+                started = True
+                try:
+                    if nt > 1:
+                        pool = _workers(nt - 1)
+                        for t in range(1, nt):
+                            futures.append(pool.submit(part, t, *args))
+                except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+                    for t in range(len(futures) + 1, nt):  # the shares no worker took, here, one after another
+                        part(t, *args)
+                part(0, *args)
+            for f in futures:
+                if not f.cancelled() and f.exception() is not None and not errors:  # waits; the share's error
+                    errors.append(f.exception())
+            break
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
