@@ -80,9 +80,12 @@ def read(src, *, variant=None, config=None, skip_layers=(), pooling=None, input_
     """
     with open_layers(src, config=config) as reading:
         try:
-            return _model(reading, str(src), variant=variant, skip_layers=skip_layers, pooling=pooling,
-                          input_shape=input_shape, classifier_activation=classifier_activation,
-                          dtype_policy=dtype_policy)
+            model = _model(reading, str(src), variant=variant, skip_layers=skip_layers, pooling=pooling,
+                           input_shape=input_shape, classifier_activation=classifier_activation,
+                           dtype_policy=dtype_policy)
+            if reading.name is not None:  # Keras' model.name (an outer model's, not its nested Xception's)
+                model.name = reading.name
+            return model
         except ConversionError as exc:
             if "no config" in reading.kind and "--config" not in str(exc):
                 raise ConversionError(f"{exc} (a {reading.kind.split(' (')[0]} records no architecture; pass "

@@ -171,8 +171,9 @@ def h5_version(h5: GuardedH5) -> str | None:
         return None
 
 
-def read_legacy_h5(h5: GuardedH5, config=None) -> tuple[list[KLayer], tuple | None, bool]:
-    """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file.
+def read_legacy_h5(h5: GuardedH5, config=None, used=None) -> tuple[list[KLayer], tuple | None, bool]:
+    """``(klayers, input_shape, wired)`` from an open legacy Keras HDF5 file; ``used`` (a dict), if given,
+    gets the config the layers were read with as ``used["config"]`` (the model's name is in it).
 
     ``config``: the model config (a dict) given for a weights-only file (``save_weights("w.h5")``,
     ``ModelCheckpoint(save_weights_only=True)``); a full-model save records its own and is refused one.
@@ -186,12 +187,16 @@ def read_legacy_h5(h5: GuardedH5, config=None) -> tuple[list[KLayer], tuple | No
                                   "is for weights-only files (.weights.h5, save_weights). Convert the file "
                                   "without --config")
         _in_load_weights_order(h5, groups, config)
+        if used is not None:
+            used["config"] = config
         return _with_config(h5, groups, config)
     if config_text:
         try:
             config = loads_json(config_text)
         except ValueError as exc:
             raise ConversionError(f"{h5.where}: the model_config attribute is not valid JSON ({exc})") from None
+        if used is not None:
+            used["config"] = config
         return _with_config(h5, groups, config)
     klayers = []
     seen = set()

@@ -24,7 +24,7 @@ import numpy as np
 from npxception import shell
 from npxception.config import CONFIG
 from npxception.untrusted import check_zip_directory, open_regular
-from npxception.weights import MANIFEST_KEY
+from npxception.weights import MANIFEST_KEY, name_from_manifest
 
 from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
@@ -68,6 +68,7 @@ class Reading:
     kind: str  # the format, for messages and inspect
     ignored: dict[str, int] = field(default_factory=dict)  # training state left out: {"optimizer state": 10}
     keras_version: str | None = None  # the version of Keras that wrote it, where the file records one
+    name: str | None = None  # the Keras model's name (model.name), where a config records it
 
     @property
     def wired(self) -> bool:
@@ -110,7 +111,7 @@ def open_layers(src, *, config=None):
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
             yield Reading(klayers, input_shape, "tf_keras SavedModel directory", ignored,
-                          _recorded_version(cfg))
+                          _recorded_version(cfg), model_name(cfg))
         return
     if fmt == "tf_checkpoint":
         with Bundle(src) as bundle:
@@ -124,7 +125,7 @@ def open_layers(src, *, config=None):
             object_paths = tf_checkpoint.object_paths_from_config(config, where)
             ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
             yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
-                          ignored, config_version)
+                          ignored, config_version, model_name(config))
         return
     if fmt == "keras_sharded":
         with keras3_shards.open_shards(src) as (store, count):
@@ -141,17 +142,18 @@ def open_layers(src, *, config=None):
             _refuse_given_config(config, where, kind)
             klayers, paths, input_shape = flatten_config(cfg, source=where)
             ignored = keras3.fill_weights(klayers, paths, cfg, H5Store(h5))
-            yield Reading(klayers, input_shape, kind, ignored, version)
+            yield Reading(klayers, input_shape, kind, ignored, version, model_name(cfg))
         return
     with GuardedH5(src, where) as h5:
         names = h5.keys(h5.file)
         is_legacy = "model_weights" in names or h5.attr_strings(h5.file, "layer_names") is not None
         if is_legacy:
-            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config)
+            used: dict = {}
+            klayers, input_shape, wired = legacy_h5.read_legacy_h5(h5, config, used)
             kind = ("legacy Keras HDF5 weights-only file (with a given config)" if config is not None
                     else "legacy Keras HDF5 full-model save" if wired else _LEGACY_WEIGHTS_ONLY)
             yield Reading(klayers, input_shape, kind, legacy_h5.training_state(h5),
-                          legacy_h5.h5_version(h5) or config_version)
+                          legacy_h5.h5_version(h5) or config_version, model_name(used.get("config")))
             return
         if "layers" in names:
             with keras3_shards.shard_named(src):
@@ -161,6 +163,18 @@ def open_layers(src, *, config=None):
         _refuse_subclassed_weights(h5, names, config, where)
     raise keras3_shards.lone_shard_error(src, ConversionError(
         f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
+
+
+def model_name(config) -> str | None:
+    """The model's name a config records (``{"class_name": "Functional", "config": {"name": ...}}``), or None:
+    a Keras 1 Sequential's bare list, or a name that is no string of 1 to ``MAX_SOURCE_NAME`` characters
+    (weights.name_from_manifest's rule: the name is saved in the converted file's manifest)."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    name = inner.get("name") if isinstance(inner, dict) else None
+    try:
+        return name_from_manifest(name) if name is not None else None
+    except ValueError:
+        return None
 
 
 def _refuse_subclassed_weights(h5: GuardedH5, names: list[str], config, where: str) -> None:
@@ -190,7 +204,7 @@ def _keras3_weights(store, config, where: str, kind: str, version=None) -> Readi
     if config is not None:
         klayers, paths, input_shape = flatten_config(config, source=where)
         ignored = keras3.fill_weights(klayers, paths, config, store)
-        return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, version)
+        return Reading(klayers, input_shape, f"{kind} (with a given config)", ignored, version, model_name(config))
     klayers, ignored = keras3.klayers_without_config(store)
     return Reading(klayers, None, f"{kind} (no config)", ignored)
 
