@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("with_config", [False, True])
 def test_keras3_tf_checkpoint_is_refused_by_name(checkpoint, with_config):
     prefix, config = checkpoint
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(ConversionError, match="Keras 3 model's tf.train.Checkpoint") as err:
         weights_tools.read(prefix, config=config if with_config else None)
     msg = str(err.value)
     assert "Keras 3 model's tf.train.Checkpoint" in msg and "model/_operations/N" in msg, msg

@@ -53,7 +53,7 @@ def saved(tmp_path_factory):
 
 @pytest.mark.parametrize("with_config", [False, True])
 def test_subclassed_models_weights_h5_is_named(saved, with_config):
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(ConversionError, match="subclassed Keras model") as err:
         weights_tools.read(saved / "sub.weights.h5", config=saved / "sub.keras" if with_config else None)
     msg = str(err.value)
     assert "without Keras weights" not in msg, msg
@@ -63,7 +63,7 @@ def test_subclassed_models_weights_h5_is_named(saved, with_config):
 
 
 def test_time_distributed_is_named_before_its_weights(saved):
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(ConversionError, match=r"per_frame \(TimeDistributed\)") as err:
         weights_tools.read(saved / "td.keras")
     msg = str(err.value)
     assert "belong to no layer" not in msg, msg
@@ -71,7 +71,7 @@ def test_time_distributed_is_named_before_its_weights(saved):
 
 
 def test_extra_input_names_the_inputs_and_a_remedy(saved):
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(ConversionError, match="found 2 input layers") as err:
         weights_tools.read(saved / "two.keras")
     msg = str(err.value)
     assert "found 2 input layers (image (None, 8, 8, 3), meta (None, 2))" in msg, msg
