@@ -155,11 +155,8 @@ def convert(h5: pathlib.Path, npz: pathlib.Path) -> None:
     the child, so a crash on a damaged file cannot take the caller down. The
     child writes ``npz`` atomically. Raises ValueError with the converter's message.
     """
-    roots = []
-    for package in ("npxception",):
-        spec = importlib.util.find_spec(package)  # finds the package without importing it
-        if spec is not None and spec.origin:
-            roots.append(str(pathlib.Path(spec.origin).resolve().parent.parent))
+    spec = importlib.util.find_spec("npxception")  # the converters are its subpackage: one root to pass on
+    roots = [str(pathlib.Path(spec.origin).resolve().parent.parent)] if spec is not None and spec.origin else []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p]))

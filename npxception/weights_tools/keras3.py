@@ -464,9 +464,9 @@ def klayers_without_config(store) -> tuple[list[KLayer], dict[str, int]]:
             if COMPUTING_LAYER.fullmatch(name) and f"{group}/{name}" not in dense_keys:
                 klayers.insert(0, KLayer(name=f"{group}/{name}", class_name=to_camel(name), inbound=None,
                                          weights=[], weight_names=[]))
-            elif pooling_of(name) and f"{group}/{name}" not in dense_keys:
+            elif (pooling := pooling_of(name)) and f"{group}/{name}" not in dense_keys:
                 # a global pooling layer (weightless), kept by its group's name: the head's pooling (by_order)
-                klayers.append(KLayer(name=f"{group}/{name}", class_name=POOLING_CLASS[pooling_of(name)],
+                klayers.append(KLayer(name=f"{group}/{name}", class_name=POOLING_CLASS[pooling],
                                       inbound=None, weights=[], weight_names=[]))
     return klayers, ignored
 

@@ -46,7 +46,7 @@ from .errors import ConversionError
 from .graph import KLayer
 from .hdf5 import GuardedH5
 from .keras_config import flatten_config, subclass_name, subclassed_model
-from .kinds import COMPUTING_LAYER, POOLING_CLASS, POOLING_LAYER, pooling_of
+from .kinds import COMPUTING_LAYER, POOLING_CLASS, pooling_of
 
 _BN_VARS = {"gamma", "beta", "moving_mean", "moving_variance", "running_mean", "running_std"}
 
@@ -204,7 +204,7 @@ def read_legacy_h5(h5: GuardedH5, config=None, used=None) -> tuple[list[KLayer],
         parts = _split_nested(name, weight_names, arrays)
         nested = len(parts) > 1
         for inner, wns, arr in parts:
-            pooling = POOLING_LAYER.fullmatch(inner) if not arr else None
+            pooling = pooling_of(inner) if not arr else None  # "avg", "max" or None
             if not arr and not COMPUTING_LAYER.fullmatch(inner) and not pooling:
                 continue  # weightless and computing nothing by its name (kept: by_order refuses those)
             flat = f"{name}/{inner}" if nested else inner
@@ -212,7 +212,7 @@ def read_legacy_h5(h5: GuardedH5, config=None, used=None) -> tuple[list[KLayer],
                 raise ConversionError(f"{h5.where}: layer {flat!r} appears twice")
             seen.add(flat)
             # a global pooling layer, kept by its name: what by_order reads the head's pooling from
-            cls = POOLING_CLASS[pooling_of(inner)] if pooling else infer_class(wns, arr)
+            cls = POOLING_CLASS[pooling] if pooling else infer_class(wns, arr)
             klayers.append(KLayer(name=flat, class_name=cls, config=None, inbound=None,
                                   weights=arr, weight_names=wns))
     if not klayers:
