@@ -18,6 +18,8 @@ float8 policy...) is refused by name at reading, with or without the opt-in.
 
 from __future__ import annotations
 
+import re
+
 from npxception.dtype_policy import SIXTEEN_BIT, describe
 from npxception.untrusted import short_repr
 
@@ -26,6 +28,9 @@ from .graph import KLayer, dtype_policy
 
 # The policies a layer may compute with: ours (float32, float64) and the 16-bit ones we convert on request.
 KNOWN = ("float32", "float64", *SIXTEEN_BIT)
+# Keras 3's quantized policies, named f"{mode}_from_{source}" (keras/src/dtype_policies/dtype_policy.py): int8, int4
+# (its mode "int4/128" with a block size in newer Keras), float8, gptq, awq.
+QUANTIZED = re.compile(r"^(int8|int4|float8|gptq|awq)(/\w+)?_from_\w+$")
 # What the opt-in accepts: the dtype the converted model computes in.
 TARGETS = ("float32",)
 # max |Keras' predict - the float32 math of its weights| / max|output| on 71x71 Xceptions fit one step under
@@ -44,6 +49,13 @@ def layer_policy(k: KLayer) -> str | None:
 def check_known(k: KLayer, source: str) -> None:
     """Refuse a layer whose dtype policy is none of :data:`KNOWN`, by name."""
     policy = layer_policy(k)
+    if k.class_name != "InputLayer" and isinstance(policy, str) and QUANTIZED.match(policy):
+        raise ConversionError(
+            f"{source}: layer {k.name} ({k.class_name}) computes with the dtype policy {short_repr(policy)}: the "
+            f"model was quantized by Keras' model.quantize({policy.split('_from_')[0].split('/')[0]!r}), which "
+            "replaces its float kernels with low-precision ones and their scales. npxception does not compute "
+            "quantized layers, and the float weights cannot be recovered from them: convert the float model, "
+            "saved before quantize() was called")
     if k.class_name != "InputLayer" and policy not in (None, *KNOWN):
         raise ConversionError(
             f"{source}: layer {k.name} ({k.class_name}) computes with the dtype policy {short_repr(policy)}; npxception "

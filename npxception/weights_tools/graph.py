@@ -50,6 +50,10 @@ def dtype_policy(config) -> str | None:
         return dtype
     inner = dtype.get("config") if isinstance(dtype, dict) else None
     name = inner.get("name") if isinstance(inner, dict) else None
+    if name is None and isinstance(inner, dict) and isinstance(inner.get("mode"), str):
+        # Keras 3's quantized policies (QuantizedDTypePolicy, Int4DTypePolicy, QuantizedFloat8DTypePolicy, GPTQ,
+        # AWQ) record mode and source_name; Keras names the policy f"{mode}_from_{source_name}" (dtype_policy.py)
+        name = f"{inner['mode']}_from_{inner.get('source_name') or 'float32'}"
     return name if isinstance(name, str) else repr(dtype)[:80]
 
 

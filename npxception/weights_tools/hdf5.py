@@ -252,8 +252,16 @@ class GuardedH5:
                     "'bfloat16'); npxception reads float16, float32 and float64 weights. Rebuild the model under "
                     "keras.config.set_dtype_policy('mixed_bfloat16') (float32 variables), load its weights, save "
                     "it again and convert that with --dtype-policy float32")
+            quantized = ""
+            if dset.dtype.kind in "iu" and dset.dtype.itemsize == 1:
+                # Keras 3's model.quantize("int8"/"int4") stores each kernel as int8 (int4 packed two to a byte)
+                # beside a float kernel_scale (keras/src/layers/core/dense.py, _int8_build/_int4_build)
+                quantized = (". This looks like a layer quantized by Keras' model.quantize('int8') or ('int4'): an "
+                             "integer kernel beside its float kernel_scale. npxception does not compute quantized "
+                             "layers, and the float weights cannot be recovered from them: convert the float "
+                             "model, saved before quantize() was called")
             raise ConversionError(f"{self.where}: dataset {name} has dtype {dset.dtype}; weights must be "
-                                  "floating point")
+                                  "floating point" + quantized)
         claimed = math.prod(int(d) for d in dset.shape) * dset.dtype.itemsize
         if claimed > MAX_EXPANSION * self.size + (1 << 16):
             raise ConversionError(f"{self.where}: dataset {name} claims {claimed} bytes, far more than "

@@ -157,8 +157,7 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
                                           "Keras writes each once (which one is the model's?)")
                 names.add(name)
             if "config.json" not in names or "model.weights.h5" not in names:
-                raise ConversionError(f"{where}: a zip archive without config.json and model.weights.h5; "
-                                      "not a Keras .keras file")
+                raise ConversionError(_not_h5_archive(names, where))
             config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
             version = None
             if "metadata.json" in names:
@@ -168,6 +167,24 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
     return config, GuardedH5(io.BytesIO(blob), f"{where} (model.weights.h5)"), version
+
+
+def _not_h5_archive(names: set[str], where: str) -> str:
+    """Why a zip without config.json and model.weights.h5 is refused, naming what it holds."""
+    held = ", ".join(short_repr(n) for n in sorted(names)[:6]) + (f" and {len(names) - 6} more" if len(names) > 6
+                                                                  else "")
+    if "config.json" in names and "model.weights.npz" in names:
+        # keras.src.saving.saving_lib.save_model(model, path, weights_format="npz"): loadable by load_model
+        return (f"{where}: a .keras archive whose weights are model.weights.npz (saved with weights_format=\"npz\"); "
+                "npxception reads Keras' default, model.weights.h5. Load it with keras.saving.load_model and save "
+                "it again with model.save(\"model.keras\"), then convert that")
+    if "config.json" in names:
+        return (f"{where}: a zip archive holding {held}, with no model.weights.h5: a .keras file without its weights "
+                "(Keras leaves one so when model.save fails partway, as it does for a model quantized to float8). "
+                "Convert a complete save: one whose model.save finished, and for a quantized model the float model "
+                "saved before quantize() was called")
+    return (f"{where}: a zip archive holding {held or 'nothing'}; not a Keras .keras file, which holds config.json "
+            "and model.weights.h5")
 
 
 def open_checked(path: pathlib.Path):
