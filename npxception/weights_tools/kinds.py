@@ -181,8 +181,10 @@ def _unsupported(k: KLayer, source: str) -> ConversionError:
     if k.class_name == "Lambda":
         return _lambda_refusal(k, source)
     why = ("npxception converts an Xception backbone; before it the "
-           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation and noise "
-           "layers and arithmetic with a number (preprocess_input's); after it a head of "
+           "layers Rescaling, Normalization, Resizing, CenterCrop, RandomCrop, Keras' augmentation layers that "
+           "return their input at inference (" + ", ".join(sorted(c for c in IDENTITY if c.startswith("Rand")
+                                                                   or c in ("AugMix", "Solarization", "MixUp", "CutMix")))
+           + "), Dropout and noise layers, and arithmetic with a number (preprocess_input's); after it a head of "
            "GlobalAverage/MaxPooling2D or Flatten, Dense, Dropout, Activation, ReLU, Softmax and BatchNormalization")
     if not_identity_reason(k.class_name):  # a known computation: --skip-layer would change the answer
         return ConversionError(f"{source}: unsupported layer {k.name} ({k.class_name}): {why}. A "

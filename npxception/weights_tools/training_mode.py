@@ -48,9 +48,14 @@ _IGNORES_TRAINING = frozenset({
 # Keras 3 records that default in every node (`RandomFlip()(x)` writes "training": true; tf_keras writes no
 # kwargs): the flag is there whether the user wrote it or not, and means what an unflagged tf_keras
 # augmentation layer means (predict: the identity; eager model(x): augment). Not a flag the user set.
+# The same holds for every BaseImagePreprocessingLayer (the newer augmentation layers, RandomColorJitter ... CutMix)
+# and for keras.layers.Pipeline, whose `call(inputs, training=True)` passes the flag on to each of its layers.
 _KERAS3_DEFAULT_TRUE = frozenset({
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
-    "RandomCrop"})
+    "RandomCrop", "RandomColorJitter", "RandomGrayscale", "RandomErasing", "RandomGaussianBlur", "RandomPerspective",
+    "RandomShear", "RandomHue", "RandomSaturation", "RandomSharpness", "RandomInvert", "RandomPosterization",
+    "RandomColorDegeneration", "RandomElasticTransform", "RandAugment", "AugMix", "Solarization", "MixUp", "CutMix",
+    "Pipeline"})
 
 
 def training_flag(node, class_name=None) -> bool | None:

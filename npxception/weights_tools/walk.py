@@ -54,6 +54,14 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
         by_name[k.name] = k
     skip = set(skip_layers)
     for name in sorted(skip):
+        nested_input = by_name.get(f"{name}_input")
+        if name not in by_name and nested_input is not None and nested_input.class_name == "InputLayer":
+            # weights_tools.keras_config reads a nested Sequential or Pipeline as its layers, after an InputLayer
+            # it names "<model>_input"; its layers are judged one by one (a Rescaling in it is applied)
+            raise ConversionError(
+                f"{source}: --skip-layer {name}: a nested model (a Sequential or Pipeline), not one layer: "
+                "npxception reads the layers inside it in turn, converting the preprocessing and augmentation it "
+                "knows, and refusing the rest by name. Name a layer inside it to skip that one")
         if name not in by_name:
             hint = [k.name for k in klayers if k.name.rsplit("/", 1)[-1] == name]
             raise ConversionError(f"{source}: --skip-layer {name}: no such layer"
