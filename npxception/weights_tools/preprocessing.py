@@ -42,9 +42,10 @@ from .layout import CHANNEL_AXES, CHANNELS_LAST
 # Keras and tf_keras class names whose inference path is `return inputs`. Keras 3's image augmentation layers
 # (keras/src/layers/preprocessing/image_preprocessing/*.py, Keras 3.15) transform only under `if training:` (or
 # with a transformation get_random_transformation returns only in training), whatever their config: at
-# inference they cast to the compute dtype (float32 here) and return the images. Each is also measured: a
-# model of the layer alone, under model.predict, returns its input exactly, with every factor at its maximum
-# (tests/test_keras3_saves.py). AutoContrast and Equalization transform at inference too (keras_layers).
+# inference they cast to the compute dtype (float32 here) and return the images. Measured too: with every factor
+# at its maximum, each alone under model.predict returned its input exactly (review 27's helper), and a model with
+# all of them before an Xception converts to what predict gives (tests/test_keras3_saves.py). AutoContrast and
+# Equalization transform at inference (keras_layers).
 IDENTITY = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianDropout", "AlphaDropout", "GaussianNoise",
     "ActivityRegularization", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
