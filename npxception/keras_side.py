@@ -230,7 +230,9 @@ def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
     root (``save_weights``, ``ModelCheckpoint``, a SavedModel's variables)."""
     tf = _import("tensorflow")
     if child:
-        status = tf.train.Checkpoint(**{child: kmodel}).restore(str(prefix))
+        # read(), not restore(): a checkpoint written by write() holds no save_counter, which restore() then
+        # reports as an object left unmatched; the model's variables are what must match
+        status = tf.train.Checkpoint(**{child: kmodel}).read(str(prefix))
     else:
         # what tf_keras' load_weights does once it has decided on a checkpoint (Model._checkpoint.read)
         status = tf.train.Checkpoint(root=kmodel).read(str(prefix))

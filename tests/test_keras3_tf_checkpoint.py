@@ -28,7 +28,7 @@ import pytest
 
 from npxception import weights_tools as wt
 from keras_helpers import keras_predict, randomize
-from test_hostile_tf import f_bytes, f_varint, ref, write_bundle
+from test_hostile_tf import f_bytes, ref, write_bundle
 from weight_files import conversion_refused as _refused
 
 RTOL = 1e-5  # of the logits' terms: see the module docstring
@@ -160,6 +160,27 @@ def test_a_config_of_another_model_is_refused(saved):
              "the config does not describe the model that wrote this checkpoint", config=root / "flat.json")
     _refused(root / "manager", "no object model/_operations/1/_functional/_operations/1 for layer random_flip",
              "the config does not describe the model that wrote this checkpoint", config=root / "tuned.keras")
+
+
+@pytest.mark.parametrize("src, options", [
+    ("manager", ["--config", "flat.json"]),  # Keras 3 builds it from the config, restores under "model"
+    ("net/ckpt", ["--pooling", "avg", "--input-shape", "71,71", "--classifier-activation", "linear"]),
+], ids=["manager_with_config", "written_net_without_config"])
+def test_check_with_keras_opens_it_in_keras_3(saved, tmp_path, src, options):
+    """``convert --check-with-keras``: Keras 3 (not tf_keras) builds the model (from the config, or as
+    applications.Xception with the converted head) and restores the checkpoint under the name its root gives
+    the model (``read()``: a ``write()`` holds no save_counter); its output is the golden, and ours is
+    model.predict's."""
+    import npxception
+    from npxception.weights_tools.cli import main
+
+    root = saved["root"]
+    out = tmp_path / "m.npz"
+    argv = ["convert", str(root / src), "-o", str(out), "--check-with-keras"]
+    assert main(argv + [str(root / o) if o.endswith(".json") else o for o in options]) == 0
+    model = npxception.load(out)  # the load-time check against Keras' digests passes
+    assert model.golden.source.startswith("keras "), model.golden.source
+    _close(model(saved["x"]), saved["flat"], src)
 
 
 # --------------------------------------------------------------------------- what the file does not say

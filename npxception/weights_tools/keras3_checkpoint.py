@@ -36,11 +36,12 @@ from npxception.config import CONFIG
 
 from .errors import ConversionError
 from .graph import UNRECORDED, KLayer
-from .keras_config import MODEL_CLASSES, _unwrap, is_operation
+from .keras_config import is_operation
 from .legacy_h5 import infer_class
 from .tf_bundle import Bundle
-from .tf_checkpoint import ObjectGraph, _layer_arrays, _leftovers, _owner, read_object_graph
+from .tf_checkpoint import ObjectGraph, _layer_arrays, _leftovers, _owner, layer_nodes, read_object_graph
 from .tf_checkpoint import find_model as tf_find_model
+from .tf_checkpoint import object_paths_from_config as tf_object_paths
 
 OPERATIONS = "_operations"  # Functional: self._operations, every layer and operation of the model
 SEQUENTIAL = "_functional"  # Sequential: the Functional it builds from its layers
@@ -151,53 +152,29 @@ def _leftovers_of(bundle: Bundle, graph: ObjectGraph, used) -> dict[str, int]:
                       optimizers=optimizers)
 
 
+def keras3_places(cls: str, entries: list[dict]):
+    """``(entry, local names)`` of a model's config entries in Keras 3's layout: the i-th entry of a
+    Functional's ``layers`` is ``_operations/i``, of a Sequential's ``_functional/_operations/i`` (shifted by one
+    when the config does not list the InputLayer its Functional starts with); an operation has no object."""
+    base = (SEQUENTIAL, OPERATIONS) if cls == "Sequential" else (OPERATIONS,)
+    shift = 1 if cls == "Sequential" and entries and entries[0].get("class_name") != "InputLayer" else 0
+    for index, entry in enumerate(entries):
+        if not is_operation(entry):  # an operation is untracked: no object, no weights
+            yield entry, base + (str(index + shift),)
+
+
 def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
-    """``{Keras path: object path}`` from a model config, in Keras 3's layout: the i-th entry of a
-    Functional's ``layers`` is ``_operations/i``, of a Sequential's ``_functional/_operations/i`` (shifted by
-    one when the config does not list the InputLayer its Functional starts with). Operations have no object.
-    An explicit stack, linear in the config, nesting bounded as the config reader bounds it."""
-    class_name, cfg = _unwrap(config, where)
-    out: dict[tuple, tuple] = {}
-    stack = [(class_name, cfg, (), ())]
-    while stack:
-        cls, cfg, kpath, opath = stack.pop()
-        if len(kpath) > CONFIG.max_model_nesting:
-            raise ConversionError(f"{where}: models nest more than {CONFIG.max_model_nesting} levels deep")
-        entries = [e for e in cfg.get("layers", []) if isinstance(e, dict)] if isinstance(cfg.get("layers"), list) \
-            else []
-        base = opath + ((SEQUENTIAL, OPERATIONS) if cls == "Sequential" else (OPERATIONS,))
-        shift = 1 if cls == "Sequential" and entries and entries[0].get("class_name") != "InputLayer" else 0
-        for index, entry in enumerate(entries):
-            inner = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-            if is_operation(entry):
-                continue  # untracked: no object in the checkpoint, no weights
-            here = (kpath + (entry.get("name") or inner.get("name"),), base + (str(index + shift),))
-            out[here[0]] = here[1]
-            if entry.get("class_name") in MODEL_CLASSES or "layers" in inner:
-                stack.append((entry.get("class_name"), inner, *here))
-    return out
+    """``{Keras path: object path}`` from a model config, in Keras 3's layout (:func:`keras3_places`)."""
+    return tf_object_paths(config, where, keras3_places)
 
 
 def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], bundle: Bundle,
                  graph: ObjectGraph) -> dict[str, int]:
     """Put the bundle's tensors (checked, not yet read) into the flattened config's KLayers, as
-    :func:`tf_checkpoint.fill_weights` does for tf_keras' layout; returns the training state ignored."""
-    where = bundle.where
+    :func:`tf_checkpoint.fill_weights` does for tf_keras' layout, each variable's path checked against its
+    layer and taken once; returns the training state ignored."""
     used: dict[str, str] = {}
-    for k in klayers:
-        kpath = paths.get(k.name)
-        if k.class_name == "InputLayer" or kpath is None or k.function is not None:
-            continue
-        opath = object_paths.get(kpath)
-        node = graph.node(opath) if opath is not None else None
-        if node is None:
-            if opath is None or k.class_name in MODEL_CLASSES:
-                continue
-            raise ConversionError(f"{where}: no object {graph.prefix}{'/'.join(opath)} for layer {k.name} "
-                                  f"({k.class_name}); the config does not describe the model that wrote this "
-                                  "checkpoint")
-        if k.class_name in MODEL_CLASSES:
-            continue  # its layers are read each at its own path
+    for k, kpath, opath, node in layer_nodes(klayers, paths, object_paths, graph):
         what = f"{graph.prefix}{'/'.join(opath)} (layer {k.name}, {k.class_name})"
         _, variables, tensors = _variables_of(bundle, graph, node, what, kpath[-1])
         k.weights, k.weight_names = tensors, [v.key for v in variables]

@@ -204,8 +204,20 @@ def find_model(graph: ObjectGraph) -> ObjectGraph:
     return replace(graph, root=graph.children[0][models[0]], prefix=models[0] + "/")
 
 
-def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
-    """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
+def tf_keras_places(cls: str, entries: list[dict]):
+    """``(entry, local names)`` of a model's config entries in tf_keras' layout: ``model.layers[i]`` is
+    ``layer-i`` (a Sequential's ``layers`` leave out its InputLayer)."""
+    index = 0
+    for entry in entries:
+        if entry.get("class_name") == "InputLayer" and cls == "Sequential":
+            continue
+        yield entry, (f"layer-{index}",)
+        index += 1
+
+
+def object_paths_from_config(config, where: str, places=tf_keras_places) -> dict[tuple, tuple]:
+    """``{Keras path: object path}`` from a model config: with ``places`` (tf_keras' by default:
+    :func:`tf_keras_places`), ``model.layers[i]`` is ``layer-i``.
 
     The Keras path is :func:`npxception.weights_tools.keras_config.flatten_config`'s (nested
     model names, then the layer name); the object path, the local names from
@@ -219,19 +231,13 @@ def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
         cls, cfg, kpath, opath = stack.pop()
         if len(kpath) > CONFIG.max_model_nesting:
             raise ConversionError(f"{where}: models nest more than {CONFIG.max_model_nesting} levels deep")
-        index = 0
-        for entry in cfg.get("layers", []) if isinstance(cfg.get("layers"), list) else []:
-            if not isinstance(entry, dict):
-                continue
-            entry_cls = entry.get("class_name")
+        layers = cfg.get("layers") if isinstance(cfg.get("layers"), list) else []
+        for entry, local in places(cls, [e for e in layers if isinstance(e, dict)]):
             inner = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-            if entry_cls == "InputLayer" and cls == "Sequential":
-                continue  # Sequential.layers leaves out its InputLayer
-            here = (kpath + (entry.get("name") or inner.get("name"),), opath + (f"layer-{index}",))
+            here = (kpath + (entry.get("name") or inner.get("name"),), opath + local)
             out[here[0]] = here[1]
-            index += 1
-            if entry_cls in MODEL_CLASSES or "layers" in inner:
-                stack.append((entry_cls, inner, *here))
+            if entry.get("class_name") in MODEL_CLASSES or "layers" in inner:
+                stack.append((entry.get("class_name"), inner, *here))
     return out
 
 
@@ -374,6 +380,25 @@ def _leftovers(bundle: Bundle, used: set[str], prefix: str = "", root_children=N
     return ignored
 
 
+def layer_nodes(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], graph: ObjectGraph):
+    """``(klayer, Keras path, object path, node)`` of each of a flattened config's layers that has an object
+    (not an InputLayer, an operation or a nested model); a layer whose object is missing is refused."""
+    for k in klayers:
+        kpath = paths.get(k.name)
+        if k.class_name == "InputLayer" or kpath is None or k.function is not None:
+            continue
+        opath = object_paths.get(kpath)
+        node = graph.node(opath) if opath is not None else None
+        if node is None:
+            if opath is None or k.class_name in MODEL_CLASSES:
+                continue
+            raise ConversionError(f"{graph.where}: no object {graph.prefix}{'/'.join(opath)} for layer {k.name} "
+                                  f"({k.class_name}); the config does not describe the model that wrote this "
+                                  "checkpoint")
+        if k.class_name not in MODEL_CLASSES:  # a nested model's layers are each at their own path
+            yield k, kpath, opath, node
+
+
 def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], bundle: Bundle,
                  graph: ObjectGraph) -> dict[str, int]:
     """Put the bundle's tensors (checked, not yet read) into the flattened config's KLayers.
@@ -385,17 +410,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     where = bundle.where
     _refuse_modelless(graph)
     used: set[str] = set()
-    for k in klayers:
-        kpath = paths.get(k.name)
-        if k.class_name == "InputLayer" or kpath is None:
-            continue
-        opath = object_paths.get(kpath)
-        node = graph.node(opath) if opath is not None else None
-        if node is None:
-            if opath is None or k.class_name in MODEL_CLASSES:
-                continue
-            raise ConversionError(f"{where}: no object {'/'.join(opath)} for layer {k.name} ({k.class_name}); "
-                                  "the config does not describe the model that wrote this checkpoint")
+    for k, kpath, opath, node in layer_nodes(klayers, paths, object_paths, graph):
         _, variables, tensors = _layer_arrays(bundle, graph, node, f"layer {k.name} ({k.class_name})")
         for v in variables:
             if _owner(v) not in (None, kpath[-1]):
