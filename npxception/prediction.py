@@ -141,7 +141,7 @@ def load_photo(model, image, target_size=None, interpolation=None, *, exif_trans
     size = photo_size(model, target_size)
     mode = color_mode(model.channels)
     check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
-                          gathered=False, capture=capture)  # load_image converts the whole photo
+                          gathered=False, capture=capture, transposed=exif_transpose)  # load_image converts the whole photo
     pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
                         exif_transpose=exif_transpose, check_size=check, color_mode=mode)
     try:
@@ -157,9 +157,9 @@ def _budget_check(model, size, image, limit=None, **how):
     limit = memory_budget(limit)
     how = {"gathered": size is None, **how}  # predict stages a photo at its own size from the pixels it reads
 
-    def check(h, w):
+    def check(h, w, mode=None):  # mode: the decoded image's, from a file's header (images.load_img gives it)
         try:
-            check_memory(model, (h, w), size or (h, w), limit, **how)
+            check_memory(model, (h, w), size or (h, w), limit, decoded_mode=mode, **how)
         except PhotoTooLarge as exc:
             raise ImageError(_label(image, 0), str(exc)) from None
     return check
@@ -287,7 +287,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         chunk = items[start:start + batch_size]
 
         def pixels(i, im):
-            check = _budget_check(model, size, _label(im, start + i), limit)
+            check = _budget_check(model, size, _label(im, start + i), limit, transposed=exif_transpose)
             return _to_pixels(im, size, interpolation, exif_transpose, check, mode)
 
         try:
