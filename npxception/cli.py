@@ -310,7 +310,10 @@ def _cmd_predict(args) -> int:
         print(f"{PROG}: note: {len(inputs.other)} file{'s' * (len(inputs.other) != 1)} in the folders skipped for "
               f"their suffix (not an image suffix; name a file to read it anyway): {_shown(inputs.other)}",
               file=sys.stderr)
-    if not inputs.files:
+    if inputs.repeated:
+        print(f"{PROG}: note: linked folders skipped, walked already (a loop, or a second way to a folder): "
+              f"{_shown(inputs.repeated)}", file=sys.stderr)
+    if len(inputs.files) == len(inputs.empty):  # nothing but folders without images (each would be an error row)
         raise CLIError(f"no images to label in {' '.join(map(printable, args.images))} (image suffixes: "
                        f"{' '.join(sorted(image_suffixes()))})", code=EXIT_USAGE)
     photo_memory = photo_memory_option(args)
