@@ -283,9 +283,9 @@ def _convert(rest) -> int:
 # ---- predict ------------------------------------------------------------------
 
 def _shown(paths) -> str:
-    from .labels import printable
+    from .labels import printable_name
 
-    return ", ".join(map(printable, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return ", ".join(map(printable_name, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def photo_memory_option(args):
@@ -300,7 +300,7 @@ def photo_memory_option(args):
 
 def _cmd_predict(args) -> int:
     from .images import image_suffixes
-    from .labels import printable
+    from .labels import printable, printable_name
     from .prediction import check_size_option, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
@@ -336,7 +336,7 @@ def _cmd_predict(args) -> int:
                 for result in batch:
                     if result.error is not None:
                         failed += 1
-                        print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
+                        print(f"{PROG}: {printable_name(result.path)}: {printable(result.error)}", file=sys.stderr)
                     out.write(result)
                 sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
                 done += len(batch)
