@@ -24,8 +24,11 @@ Pillow's decompression-bomb limits are kept as Pillow sets them (a warning on
 stderr above ``MAX_IMAGE_PIXELS``, a refusal above twice that), pixels are
 decoded eagerly so truncation is found here, and every failure is one
 ``ImageError`` whose message is ``"<file>: <reason>"``. Notices (a photo near the
-bomb limit, a 16-bit image that saturates) are logged to the ``npxception``
-logger at WARNING, so they reach stderr, as Pillow's own warning would.
+bomb limit, a 16-bit image that saturates, a float image in [0, 1] that turns black,
+an EXIF orientation left unapplied, Pillow's own warnings while it reads the file) are
+logged to the ``npxception`` logger at WARNING, naming the file, so they reach stderr,
+as Pillow's own warning would. Bytes are a path, as in Keras; bytes holding an image's
+content are refused with the ``io.BytesIO(data)`` hint.
 """
 
 from __future__ import annotations

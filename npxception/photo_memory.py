@@ -9,9 +9,10 @@ exceeds the budget (the project's reliability rule: a MemoryError reaching the u
 
 The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
 
-* Pillow's decoded image and its RGB conversion: ``DECODE_BYTES_PER_PIXEL`` per
-  decoded pixel (an RGB image is stored as RGBX, 4 bytes; a non-RGB mode holds its
-  own pixels, at most 4 bytes, while the RGB copy is made);
+* Pillow's decoded image and its RGB conversion, by the mode its header declares
+  (:func:`decode_bytes_per_pixel`: an RGB image is stored as RGBX, 4 bytes; another mode
+  holds its own pixels, 1 to 4 bytes, while the RGB copy is made); ``DECODE_BYTES_PER_PIXEL``,
+  8, when no header gave a mode;
 * the pixels fed: ``np.asarray``'s uint8 (3 bytes per pixel), ``img_to_array``'s
   float32 (12), ``preprocess_input``'s result (12) and the model's input in its
   dtype (3 x itemsize): ``feed_bytes``;
@@ -30,7 +31,7 @@ The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
 For Keras' table in float32 the plan's arena is ~225 bytes per input pixel at
 large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, is 64
 bytes per pixel; block2_sepconv1's 128 channels, 128; the block-2 residual, 32, as
-the slots are assigned), the input side 47 (8 decoded + 39 fed) and ``OVERHEAD``
+the slots are assigned), the input side 43 to 47 (4 to 8 decoded + 39 fed) and ``OVERHEAD``
 10% over all: ~300 bytes per pixel, 3.6 GB for a 12-megapixel photo. Measured peak
 RSS growth stays below it: 795 MB against 901 MB at 2000x1500 (docs/performance.md,
 "A photo's memory, estimated before it is decoded"; tests/test_photo_budget.py

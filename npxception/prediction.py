@@ -511,8 +511,10 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
         except ActivationOverflow as exc:  # its own size, run as it was read
             pending.append((path, None, f"the model gave non-finite scores (NaN or Inf) for this image: {exc.reason}"))
         except MemoryError as exc:  # the estimate was under the budget, but the machine had less: this file's
+            smaller = ("resize it with --size HxW" if size is None  # its own size: a smaller feed helps
+                       else "shrink the file beforehand (it is decoded whole before it is resized)")
             pending.append((path, None, f"out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
-                                        "resize it with --size HxW, or lower --photo-memory / "
+                                        f"{smaller}, or lower --photo-memory / "
                                         "NPXCEPTION_PHOTO_MEMORY to refuse such photos before decoding them"))
         if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
             yield flush()
