@@ -4,6 +4,7 @@
   (``int8_from_float32``, which Keras 3 records as mode and source_name) and the remedy (the float model
   saved before quantize()); its ``.weights.h5`` read with the float model's config says it looks quantized.
 * F3: a ``.keras`` archive written with ``weights_format="npz"`` is refused naming ``model.weights.npz``.
+* F5: the ``variables/variables.index`` of a ``model.export()`` SavedModel says so, and points to ``.keras``.
 * F4: Keras 3's newer augmentation layers (RandomColorJitter ... CutMix) and a ``Pipeline`` of them
   are identities at inference and convert to what ``model.predict`` gives; a Pipeline holding
   preprocessing (Resizing, Rescaling) converts as the input stage it is, and ``--skip-layer`` on it is refused.
@@ -72,6 +73,7 @@ def files(tmp_path_factory):
     tiny = randomize(keras.Model(inp, L.Dense(3, name="head")(L.Dense(8, name="dense")(inp))), seed=31)
     tiny.save(str(root / "float.keras"))
     saving_lib.save_model(tiny, str(root / "npzfmt.keras"), weights_format="npz")
+    tiny.export(str(root / "exported"), verbose=False)  # a SavedModel: saved_model.pb, variables/
     for mode in ("int8", "int4"):
         q = keras.models.clone_model(tiny)
         q.set_weights(tiny.get_weights())
@@ -122,3 +124,9 @@ def test_a_keras_archive_with_npz_weights_is_named_as_such(files):
     root = files[0]
     with pytest.raises(ConversionError, match=r"model\.weights\.npz \(saved with weights_format=\"npz\"\).*model\.save"):
         weights_tools.read(str(root / "npzfmt.keras"))
+
+
+def test_an_exported_savedmodels_variables_say_what_they_are(files):
+    with pytest.raises(ConversionError, match=r"the variables of a TensorFlow SavedModel .*model\.export\(\).*"
+                                              r"model\.save\('model\.keras'\)"):
+        weights_tools.read(str(files[0] / "exported" / "variables" / "variables.index"))

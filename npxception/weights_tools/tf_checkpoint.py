@@ -345,6 +345,14 @@ def _names(refs: dict[str, int], shown: int = 8) -> str:
 
 def _refuse_modelless(graph: ObjectGraph) -> None:
     """A root that references no layer, with no child that does: say what it holds instead."""
+    if graph.root == 0 and not graph.is_model(0) and "signatures" in graph.children[0]:
+        # tf.saved_model.save tracks the exported functions as the root's "signatures" (Keras 3's model.export()
+        # too, beside serve, _all_variables...): these are a SavedModel's variables/, no Keras save
+        raise ConversionError(
+            f"{graph.where}: the variables of a TensorFlow SavedModel (its root holds {_names(graph.children[0])}): "
+            "a serving graph written by Keras 3's model.export() or tf.saved_model.save, which records no Keras "
+            "layers or config, so nothing says which weight is which layer's. Save the model itself instead: "
+            "model.save('model.keras') (Keras 3), or model.save('model') / model.save('model.h5') in tf_keras")
     if graph.root == 0 and not graph.is_model(0):
         raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
                               f"{_names(graph.children[0])}, and none of them references layers (tf_keras' layer-0, "
