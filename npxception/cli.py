@@ -283,9 +283,9 @@ def _convert(rest) -> int:
 # ---- predict ------------------------------------------------------------------
 
 def _shown(paths) -> str:
-    from .labels import printable
+    from .labels import printable_name
 
-    return ", ".join(map(printable, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return ", ".join(map(printable_name, paths[:5])) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def photo_memory_option(args):
@@ -300,7 +300,7 @@ def photo_memory_option(args):
 
 def _cmd_predict(args) -> int:
     from .images import image_suffixes
-    from .labels import printable
+    from .labels import printable, printable_name
     from .prediction import check_size_option, expand, get_model, predict_files
 
     inputs = expand(args.images, recursive=args.recursive)
@@ -310,7 +310,10 @@ def _cmd_predict(args) -> int:
         print(f"{PROG}: note: {len(inputs.other)} file{'s' * (len(inputs.other) != 1)} in the folders skipped for "
               f"their suffix (not an image suffix; name a file to read it anyway): {_shown(inputs.other)}",
               file=sys.stderr)
-    if not inputs.files:
+    if inputs.repeated:
+        print(f"{PROG}: note: linked folders skipped, walked already (a loop, or a second way to a folder): "
+              f"{_shown(inputs.repeated)}", file=sys.stderr)
+    if len(inputs.files) == len(inputs.empty):  # nothing but folders without images (each would be an error row)
         raise CLIError(f"no images to label in {' '.join(map(printable, args.images))} (image suffixes: "
                        f"{' '.join(sorted(image_suffixes()))})", code=EXIT_USAGE)
     photo_memory = photo_memory_option(args)
@@ -333,7 +336,7 @@ def _cmd_predict(args) -> int:
                 for result in batch:
                     if result.error is not None:
                         failed += 1
-                        print(f"{PROG}: {printable(result.path)}: {printable(result.error)}", file=sys.stderr)
+                        print(f"{PROG}: {printable_name(result.path)}: {printable(result.error)}", file=sys.stderr)
                     out.write(result)
                 sys.stdout.flush()  # stream: a reader of the pipe sees each batch as it finishes
                 done += len(batch)

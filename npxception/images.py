@@ -24,8 +24,11 @@ Pillow's decompression-bomb limits are kept as Pillow sets them (a warning on
 stderr above ``MAX_IMAGE_PIXELS``, a refusal above twice that), pixels are
 decoded eagerly so truncation is found here, and every failure is one
 ``ImageError`` whose message is ``"<file>: <reason>"``. Notices (a photo near the
-bomb limit, a 16-bit image that saturates) are logged to the ``npxception``
-logger at WARNING, so they reach stderr, as Pillow's own warning would.
+bomb limit, a 16-bit image that saturates, a float image in [0, 1] that turns black,
+an EXIF orientation left unapplied, Pillow's own warnings while it reads the file) are
+logged to the ``npxception`` logger at WARNING, naming the file, so they reach stderr,
+as Pillow's own warning would. Bytes are a path, as in Keras; bytes holding an image's
+content are refused with the ``io.BytesIO(data)`` hint.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import errno
 import functools
 import io
 import importlib
+import inspect
 import logging
 import os
 import warnings
@@ -138,14 +142,58 @@ def color_mode(channels: int) -> str:
     return modes[channels]
 
 
+# A name longer than this is shown cut in the middle (an ellipsis): a message stays one readable line.
+NAME_LIMIT = 200
+
+# Signatures of the image formats a bytes object may hold when a caller passes a file's content where a
+# path goes (``predict(open(f, "rb").read())``, ``requests.get(url).content``): none is a plausible path.
+_CONTENT_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+                  (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"))
+
+
+def _bounded(text: str, limit: int = NAME_LIMIT) -> str:
+    """``text`` at most ``limit`` characters: a longer one keeps its start and end around an ellipsis."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[:limit - tail - 1]}\u2026{text[-tail:]}"
+
+
 def _name(source) -> str:
-    """How the error names the input: the path as given, a file object's name, or a placeholder."""
+    """How the error names the input: the path as given (a NUL byte shown as ``\\x00``, at most
+    ``NAME_LIMIT`` characters), a file object's name, or a placeholder (``<bytes>`` for image content)."""
+    if isinstance(source, bytes) and _bytes_content(source):
+        return "<bytes>"
     if isinstance(source, (str, bytes, os.PathLike)):
-        return os.fsdecode(source)
+        return _bounded(os.fsdecode(source).replace("\0", "\\x00"))
     if isinstance(source, Image.Image):
-        return getattr(source, "filename", "") or "<PIL image>"
+        return _bounded(getattr(source, "filename", "") or "<PIL image>")
     name = getattr(source, "name", None)
-    return os.fsdecode(name) if isinstance(name, (str, bytes)) else f"<{type(source).__name__}>"
+    return _bounded(os.fsdecode(name)) if isinstance(name, (str, bytes)) else f"<{type(source).__name__}>"
+
+
+def _bytes_content(data: bytes) -> str | None:
+    """Why ``data``, given where a path goes, is no path but image content: its format's signature, or a NUL
+    byte (no path holds one); None for a plausible path."""
+    for magic, fmt in _CONTENT_MAGIC:
+        if data.startswith(magic):
+            return f"start like a {fmt} image"
+    if data[8:12] == b"WEBP" and data.startswith(b"RIFF"):
+        return "start like a WebP image"
+    return "contain a NUL byte, which no file path can" if b"\0" in data else None
+
+
+def _check_path(path) -> None:
+    """Refuse, before any file is opened, a str or bytes path that cannot be one: bytes holding an image's content
+    (Keras' load_img reads bytes as a path too), or a NUL byte (the system's open() cannot take it)."""
+    if isinstance(path, bytes):
+        why = _bytes_content(path)
+        if why:
+            raise ImageError(_name(path), f"bytes are read as a file path (as Keras' load_img reads them), and these "
+                                          f"{len(path):,} bytes {why}; to read image content, pass io.BytesIO(data)")
+    elif "\0" in os.fsdecode(path):
+        raise ImageError(_name(path), "the path contains a NUL byte (\\x00), which no file path can hold; "
+                                      "check how it was built")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -206,12 +254,12 @@ def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
                 if limit and pixels > 2 * limit:
                     raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of "
                                                        f"{2 * limit} pixels")
+                if check_size is not None:  # first: a photo refused here is not "read" (the warning below)
+                    _check_header(check_size, img)
                 if limit and pixels > limit:
                     log.warning(f"warning: {name}: {img.width}x{img.height} is {pixels:,} pixels, more than "
                                 f"Pillow's MAX_IMAGE_PIXELS ({limit:,}) but not twice that, where Pillow "
                                 "refuses it as a possible decompression bomb; reading it")
-                if check_size is not None:
-                    check_size(img.height, img.width)
                 img.load()  # decode now so that truncation is found here, not later
                 return img
     except ImageError:
@@ -231,6 +279,9 @@ def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
         if _is_empty(source):
             raise ImageError(name, "empty file (0 bytes)") from None
         # Pillow may well read it (ICO, TGA...): the decoders are restricted on purpose (FORMATS).
+        refused = _unread_format(source, name)
+        if refused:
+            raise ImageError(name, f"{refused}; convert it to PNG first (npxception reads {_FORMAT_NAMES})") from None
         raise ImageError(name, f"not a {_FORMAT_NAMES} file (npxception reads only these)") from None
     except Image.DecompressionBombError as exc:
         detail = " ".join(str(exc).split()).split(",")[0]
@@ -241,10 +292,45 @@ def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
         if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # the system's, not Pillow's
             raise ImageError(name, "is a loop of symbolic links (too many levels), not an image file; "
                                    "expected a path that leads to a file") from None
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:  # open()'s, e.g. ENAMETOOLONG:
+            raise ImageError(name, f"cannot open: {exc.strerror}") from None  # not the data's; the path is the name
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated"),
         # SyntaxError ("broken PNG file"), ValueError ("Decompressed data too large") or EOFError.
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(name, f"truncated or corrupt image data ({detail})") from None
+
+
+# Formats Keras' load_img reads (Pillow opens them) that npxception refuses, and why (review 28, F9).
+_REFUSED = {
+    "ICO": "an ICO icon: ICO is not read because its directory declares each image's size (at most 256x256) while "
+           "the PNG or BMP inside may be larger, found only as it is decoded, after the memory check "
+           "(a photo's size must be known before its data is)",
+    "TGA": "a TGA (Targa) file, by its suffix: TGA is not read because it has no signature, so a TGA reader takes "
+           "any file whose first bytes happen to fit for a picture of noise instead of refusing it",
+}
+
+
+def _unread_format(f, name: str) -> str:
+    """Why a format Keras' load_img reads and npxception does not is refused (TGA, which has no signature, by its
+    suffix; ICO by its signature); "" for any other file."""
+    if os.path.splitext(name)[1].lower() in (".tga", ".icb", ".vda", ".vst"):  # Pillow's TGA suffixes
+        return _REFUSED["TGA"]
+    try:
+        f.seek(0)
+        head = f.read(4)
+    except (AttributeError, OSError, ValueError):
+        head = b""
+    return _REFUSED["ICO"] if head == b"\x00\x00\x01\x00" else ""
+
+
+def _check_header(check_size, img) -> None:
+    """``check_size(height, width)``, given ``mode=`` (Pillow's mode, from the header) too when it takes one:
+    predict's memory estimate counts the decoded image's bytes by its mode (npxception.photo_memory)."""
+    try:
+        takes_mode = "mode" in inspect.signature(check_size).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_mode = False
+    check_size(img.height, img.width, **({"mode": img.mode} if takes_mode else {}))
 
 
 def _is_empty(f) -> bool:
@@ -265,6 +351,8 @@ def _convert(img: Image.Image, mode: str, size, resample, exif_transpose: bool, 
             img = ImageOps.exif_transpose(img)
         except Exception:  # noqa: BLE001 - malformed EXIF tags crash exif_transpose; keep the pixels
             pass
+    else:
+        _note_orientation(img, name)
     target = {"rgb": "RGB", "rgba": "RGBA", "grayscale": "L"}[mode]
     keep = _KEPT_GRAYSCALE if mode == "grayscale" else (target,)
     if img.mode not in keep:
@@ -302,7 +390,42 @@ def saturated_share(img: Image.Image) -> float:
     return 1.0 - np.count_nonzero(inside) / a.size
 
 
+# EXIF orientation (tag 0x0112) -> how the stored pixels lie against the photo as taken (EXIF 2.32, 4.6.5).
+ORIENTATIONS = {2: "mirrored", 3: "upside down", 4: "upside down and mirrored", 5: "on its side and mirrored",
+                6: "on its side (a 90-degree clockwise turn makes it upright)", 7: "on its side and mirrored",
+                8: "on its side (a 90-degree counter-clockwise turn makes it upright)"}
+
+
+def exif_orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation tag of ``img`` (1 to 8), or None when absent or unreadable (malformed EXIF data is
+    ignored, as exif_transpose's crash is). Reads only the EXIF block Pillow already holds (bounded by the file)."""
+    try:
+        value = img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - malformed EXIF: Pillow raises many kinds; the pixels are unaffected
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _note_orientation(img, name) -> None:
+    """A note, naming the file, when its EXIF orientation says it is stored turned and it is fed as stored."""
+    orientation = exif_orientation(img)
+    if orientation in ORIENTATIONS:
+        log.warning(f"note: {name or '<image>'}: EXIF orientation {orientation}: the photo is stored "
+                    f"{ORIENTATIONS[orientation]} and is fed as stored, as Keras' load_img feeds it; "
+                    "--exif-transpose (exif_transpose=True in Python) turns it upright first")
+
+
 def _warn_saturation(img, name, target="RGB") -> None:
+    if img.mode == "F":
+        lo, hi = img.getextrema()
+        if 0 <= lo and 0 < hi <= 1:
+            # A float image scaled to [0, 1] (a scientific TIFF, skimage's img_as_float saved as is): Keras feeds it
+            # too, black; to_array refuses the same values in an array.
+            log.warning(f"warning: {name or '<image>'}: this 32-bit float (F) image's values all lie in [0, 1] "
+                        f"(max {hi:g}): converted to 8-bit {target} it is black or nearly so (as Keras' load_img "
+                        "feeds it: Pillow clips, it does not scale); multiply it by 255 first for a meaningful "
+                        "prediction")
+            return
     share = saturated_share(img)
     if share > SATURATION_WARNING:
         log.warning(f"warning: {name or '<image>'}: {share:.0%} of this {img.mode} image's pixels are outside "
@@ -316,7 +439,8 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
 
     Arguments, errors and the pipeline as :func:`load_image`, which is
     ``np.asarray(load_img(...), dtype=np.float32)``. ``check_size(height, width)`` (for files) runs
-    before the pixels are decoded and may raise ImageError to refuse the photo. The image holds the photo
+    before the pixels are decoded and may raise ImageError to refuse the photo; it is given ``mode=``, the
+    decoded image's Pillow mode, when it takes that keyword. The image holds the photo
     at one byte per pixel and channel (Pillow stores RGB in 4 bytes per pixel);
     :func:`read_pixels` converts parts of it.
     """
@@ -326,16 +450,46 @@ def load_img(path, target_size=None, interpolation="nearest", *, exif_transpose=
     if not isinstance(keep_aspect_ratio, (bool, np.bool_)):
         raise TypeError(f"keep_aspect_ratio: expected True or False, found {short_repr(keep_aspect_ratio)}")
     name = _name(path)
+    with _pillow_warnings(name):
+        return _load_img(path, name, size, resample, mode, exif_transpose, check_size, bool(keep_aspect_ratio))
+
+
+@contextlib.contextmanager
+def _pillow_warnings(name):
+    """Pillow's warnings while an image is decoded and converted (e.g. "Palette images with Transparency expressed
+    in bytes should be converted to RGBA images"), each re-issued once as a notice naming the file: Python shows
+    a raw UserWarning once per process, without saying which file it concerns. Deprecation warnings go on as
+    they came (they concern code, not the file)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield  # a file that fails says so in its error alone
+        shown, deferred = set(), []
+        for w in caught:
+            if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+                deferred.append(w)
+                continue
+            text = " ".join(str(w.message).split())
+            if text not in shown:
+                shown.add(text)
+                log.warning(f"warning: {name or '<image>'}: {text} (Pillow's {w.category.__name__} "
+                            "while reading it)")
+    for w in deferred:  # outside the recording: they reach the caller's filters
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _load_img(path, name, size, resample, mode, exif_transpose, check_size, keep_aspect_ratio) -> Image.Image:
     if isinstance(path, Image.Image):
         img = path
     elif isinstance(path, (str, bytes, os.PathLike)) or isinstance(path, io.IOBase) or hasattr(path, "read"):
+        if isinstance(path, (str, bytes, os.PathLike)):
+            _check_path(path)
         img = _open(path, name, check_size)
     else:
         raise TypeError(f"path: expected a file path, a binary file object or a PIL image, "
                         f"found {type(path).__name__}")
     try:
         img.load()  # a lazily opened PIL image passed in fails here, named, rather than where it is read
-        return _convert(img, mode, size, resample, exif_transpose, name, bool(keep_aspect_ratio))
+        return _convert(img, mode, size, resample, exif_transpose, name, keep_aspect_ratio)
     except (OSError, ValueError) as exc:
         raise ImageError(name, f"cannot convert to {mode} ({' '.join(str(exc).split())})") from None
 

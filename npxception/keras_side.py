@@ -98,7 +98,12 @@ def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
     if fmt == "savedmodel":
         return "tf_keras", True  # tf_keras writes (and reads) those with keras_metadata.pb
     if fmt == "tf_checkpoint":
-        return "tf_keras", False  # save_weights("ckpt"), ModelCheckpoint, tf.train.Checkpoint(model=...)
+        # tf_keras' save_weights("ckpt"), ModelCheckpoint, tf.train.Checkpoint(model=...); Keras 3's
+        # tf.train.Checkpoint(model=...), by its object graph (keras3_checkpoint)
+        from npxception.weights_tools.keras3_checkpoint import checkpoint_model  # see saved_by
+        from npxception.weights_tools.tf_bundle import bundle_prefix  # see saved_by
+
+        return checkpoint_model(bundle_prefix(path))[0], False
     if fmt in ("zip", "keras_dir"):
         return "keras", True  # a .keras archive, or model.save(dir, zipped=False): Keras 3 only
     if fmt == "keras_sharded":
@@ -154,7 +159,7 @@ def load(path, *, config=None, model=None):
     from npxception.weights_tools.formats import resolve_source  # see above
     from npxception.weights_tools.savedmodel import VARIABLES, read_metadata  # see above
     from npxception.weights_tools.tf_bundle import bundle_prefix  # see above
-    from npxception.weights_tools.tf_checkpoint import model_child  # see above
+    from npxception.weights_tools.keras3_checkpoint import checkpoint_model  # see above
 
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
@@ -197,7 +202,7 @@ def load(path, *, config=None, model=None):
                              ".keras archive or config.json as config")
         if fmt == "tf_checkpoint":  # loaded by its prefix, from where the checkpoint holds the model
             source = bundle_prefix(source)
-            _restore_checkpoint(kmodel, source, model_child(source))
+            _restore_checkpoint(kmodel, source, checkpoint_model(source)[1])
         else:
             # an HDF5 file (legacy .h5, Keras 3 .weights.h5): resolve_source refused one with a checkpoint's
             # .index beside it, which tf_keras' load_weights would read instead
@@ -225,7 +230,9 @@ def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
     root (``save_weights``, ``ModelCheckpoint``, a SavedModel's variables)."""
     tf = _import("tensorflow")
     if child:
-        status = tf.train.Checkpoint(**{child: kmodel}).restore(str(prefix))
+        # read(), not restore(): a checkpoint written by write() holds no save_counter, which restore() then
+        # reports as an object left unmatched; the model's variables are what must match
+        status = tf.train.Checkpoint(**{child: kmodel}).read(str(prefix))
     else:
         # what tf_keras' load_weights does once it has decided on a checkpoint (Model._checkpoint.read)
         status = tf.train.Checkpoint(root=kmodel).read(str(prefix))

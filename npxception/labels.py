@@ -97,6 +97,13 @@ def unicode_text(text) -> str:
         return "".join(_escape_surrogate(c) if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
+def printable_name(name) -> str:
+    """A file name as the table, CSV and stderr show it: :func:`printable`, with every backslash doubled first,
+    so that the escapes are unambiguous: a name holding a newline shows ``new\\nline.jpg`` (one backslash), a
+    name holding a backslash and an ``n`` shows ``new\\\\nline.jpg`` (two), as Python's repr tells them apart."""
+    return printable(str(name).replace("\\", "\\\\"))
+
+
 def printable(text) -> str:
     """``text`` safe for a terminal: control and format characters escaped (``\\x1b``, ``\\n``, ``\\u202e``),
     and lone surrogates as :func:`unicode_text` escapes them.

@@ -9,9 +9,10 @@ exceeds the budget (the project's reliability rule: a MemoryError reaching the u
 
 The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
 
-* Pillow's decoded image and its RGB conversion: ``DECODE_BYTES_PER_PIXEL`` per
-  decoded pixel (an RGB image is stored as RGBX, 4 bytes; a non-RGB mode holds its
-  own pixels, at most 4 bytes, while the RGB copy is made);
+* Pillow's decoded image and its RGB conversion, by the mode its header declares
+  (:func:`decode_bytes_per_pixel`: an RGB image is stored as RGBX, 4 bytes; another mode
+  holds its own pixels, 1 to 4 bytes, while the RGB copy is made); ``DECODE_BYTES_PER_PIXEL``,
+  8, when no header gave a mode;
 * the pixels fed: ``np.asarray``'s uint8 (3 bytes per pixel), ``img_to_array``'s
   float32 (12), ``preprocess_input``'s result (12) and the model's input in its
   dtype (3 x itemsize): ``feed_bytes``;
@@ -30,7 +31,7 @@ The estimate, for one photo decoded at ``H0 x W0`` and fed at ``H x W``:
 For Keras' table in float32 the plan's arena is ~225 bytes per input pixel at
 large sizes (block1_conv2's output, 64 channels at a quarter of the pixels, is 64
 bytes per pixel; block2_sepconv1's 128 channels, 128; the block-2 residual, 32, as
-the slots are assigned), the input side 47 (8 decoded + 39 fed) and ``OVERHEAD``
+the slots are assigned), the input side 43 to 47 (4 to 8 decoded + 39 fed) and ``OVERHEAD``
 10% over all: ~300 bytes per pixel, 3.6 GB for a 12-megapixel photo. Measured peak
 RSS growth stays below it: 795 MB against 901 MB at 2000x1500 (docs/performance.md,
 "A photo's memory, estimated before it is decoded"; tests/test_photo_budget.py
@@ -63,8 +64,26 @@ from .input_stage import output_size
 DEFAULT_BUDGET = 4 * 10**9
 ENV = "NPXCEPTION_PHOTO_MEMORY"
 # Pillow's RGB image is RGBX (4 bytes per pixel); a non-RGB image's own pixels (at most 4 bytes: I, F) are
-# held while convert("RGB") makes that copy.
+# held while convert("RGB") makes that copy. The bound when the decoded mode is not known (an array's size).
 DECODE_BYTES_PER_PIXEL = 8
+# Pillow's storage per pixel of the modes it keeps in fewer than 4 bytes (every other mode: 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_bytes_per_pixel(mode=None, channels: int = 3, transposed: bool = False) -> int:
+    """Bytes per decoded pixel while a photo of Pillow mode ``mode`` (from its header) becomes the image a model of
+    ``channels`` channels is fed: its own pixels (1 for L, P, 1; 2 for I;16; 4 else), a second copy when
+    ``transposed`` (exif_transpose rotates it while the original is held), and the converted image (4 bytes
+    for RGB or RGBA, 1 for L) plus 1 for the 8-bit step Pillow takes from some modes (F and I;16B to RGB:
+    5 bytes measured, 4 for every other mode; docs/performance.md). ``mode`` None: :data:`DECODE_BYTES_PER_PIXEL`
+    (plus 4 when transposed)."""
+    if mode is None:
+        return DECODE_BYTES_PER_PIXEL + (4 if transposed else 0)
+    own = _MODE_BYTES.get(mode, 4)
+    target = {1: "L", 4: "RGBA"}.get(channels, "RGB")
+    kept = ("L", "I;16", "I") if channels == 1 else (target,)  # images.load_img keeps these as they are
+    converted = 0 if mode in kept else (1 if target == "L" else 4) + 1
+    return own * (2 if transposed else 1) + converted
 # What the buffers counted here miss: transient masks (isfinite's bool, 1 byte per pixel), libjpeg's
 # buffers, the allocator's rounding. Measured peak RSS growth exceeded the plain count by 2.4% for a
 # 1200x900 photo (306 MB against 299 MB, tests/test_photo_budget.py); 10% covers that with room.
@@ -204,14 +223,16 @@ def feed_bytes(model, h: int, w: int) -> int:
     return h * w * model.channels * (1 + 4 + 4 + model.dtype.itemsize)
 
 
-def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False, capture=0) -> int:
+def photo_bytes(model, decoded_hw, fed_hw, *, stop_after=None, plain=False, gathered=False, capture=0,
+                decoded_mode=None, transposed=False) -> int:
     """The estimated bytes of one photo decoded at ``decoded_hw`` and fed at ``fed_hw`` (see the module
     docstring): ``plain`` (or ``stop_after``) for the plain forward pass, ``capture`` (the number of sides
     that keep every layer: 1 or 2) for ``compare``'s (:func:`capture_bytes`), else the fused plan. ``gathered``:
     predict's path for a photo at its own size, where only the pixels the stage's first geometry step
     reads are fed (``input_stage.apply_gathered``: at most twice the backbone's size per axis, read in
-    bands of ``images.BAND_BYTES``), not the whole photo."""
-    decoded = DECODE_BYTES_PER_PIXEL * decoded_hw[0] * decoded_hw[1]
+    bands of ``images.BAND_BYTES``), not the whole photo. ``decoded_mode`` (Pillow's mode from the header) and
+    ``transposed`` (exif_transpose): the decoded image's bytes per pixel, :func:`decode_bytes_per_pixel`."""
+    decoded = decode_bytes_per_pixel(decoded_mode, model.channels, transposed) * decoded_hw[0] * decoded_hw[1]
     try:
         model.check_image_size(*fed_hw)
     except ValueError:  # a size the model refuses: its own error names the photo once it is read (a few bytes)
@@ -240,15 +261,22 @@ class PhotoTooLarge(ValueError):
 
 
 def check(model, decoded_hw, fed_hw, limit: int, *, stop_after=None, plain=False, gathered=False,
-          capture=0) -> None:
+          capture=0, decoded_mode=None, transposed=False) -> None:
     """Raise :class:`PhotoTooLarge` when :func:`photo_bytes` exceeds ``limit``; the message is the reason
-    (without the file's name) and names ``--size HxW`` and the budget's settings."""
+    (without the file's name) and names the budget's settings and, for a model that takes photos at their own
+    size, ``--size HxW``: any other photo is decoded whole before it is resized, so only a smaller file helps."""
     need = photo_bytes(model, decoded_hw, fed_hw, stop_after=stop_after, plain=plain, gathered=gathered,
-                       capture=capture)
+                       capture=capture, decoded_mode=decoded_mode, transposed=transposed)
     if need <= limit:
         return
     h, w = decoded_hw
-    at = "at its own size" if tuple(fed_hw) == tuple(decoded_hw) else f"fed at {fed_hw[0]}x{fed_hw[1]}"
+    own = tuple(fed_hw) == tuple(decoded_hw)
+    at = "at its own size" if own else f"fed at {fed_hw[0]}x{fed_hw[1]}"
+    raise_it = f"raise the budget with --photo-memory or {ENV} (e.g. {human(need * 1.1)})"
+    if own and None in tuple(model.source_input_shape[:2]):  # a model of any size: a smaller feed helps
+        advice = f"resize it with --size HxW (target_size=(h, w) in Python), or {raise_it}"
+    else:  # the file is decoded whole before any resize: only a smaller file helps
+        advice = (f"the file is decoded at its own size before it is resized, so only a smaller file helps: shrink "
+                  f"it beforehand (e.g. with an image editor), or {raise_it}")
     raise PhotoTooLarge(f"a {h}x{w} photo (height x width) {at} would need about {human(need)}, over the photo "
-                        f"memory budget of {human(limit)}; resize it with --size HxW (target_size=(h, w) in "
-                        f"Python), or raise the budget with --photo-memory or {ENV} (e.g. {human(need * 1.1)})")
+                        f"memory budget of {human(limit)}; {advice}")

@@ -141,7 +141,7 @@ def load_photo(model, image, target_size=None, interpolation=None, *, exif_trans
     size = photo_size(model, target_size)
     mode = color_mode(model.channels)
     check = _budget_check(model, size, image, photo_memory_limit, stop_after=stop_after, plain=True,
-                          gathered=False, capture=capture)  # load_image converts the whole photo
+                          gathered=False, capture=capture, transposed=exif_transpose)  # load_image converts the whole photo
     pixels = load_image(image, target_size=size, interpolation=_resize_filter(model, size, interpolation),
                         exif_transpose=exif_transpose, check_size=check, color_mode=mode)
     try:
@@ -157,9 +157,9 @@ def _budget_check(model, size, image, limit=None, **how):
     limit = memory_budget(limit)
     how = {"gathered": size is None, **how}  # predict stages a photo at its own size from the pixels it reads
 
-    def check(h, w):
+    def check(h, w, mode=None):  # mode: the decoded image's, from a file's header (images.load_img gives it)
         try:
-            check_memory(model, (h, w), size or (h, w), limit, **how)
+            check_memory(model, (h, w), size or (h, w), limit, decoded_mode=mode, **how)
         except PhotoTooLarge as exc:
             raise ImageError(_label(image, 0), str(exc)) from None
     return check
@@ -266,8 +266,9 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         if not _is_folder(item):
             items.append(item)
             continue
-        files = expand([item]).files
-        if not files:
+        inputs = expand([item])
+        files = inputs.files
+        if inputs.empty:
             raise ValueError(f"images: {os.fsdecode(item)} holds no image files "
                              f"(expected suffixes: {', '.join(sorted(image_suffixes()))})")
         items += files
@@ -287,7 +288,7 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
         chunk = items[start:start + batch_size]
 
         def pixels(i, im):
-            check = _budget_check(model, size, _label(im, start + i), limit)
+            check = _budget_check(model, size, _label(im, start + i), limit, transposed=exif_transpose)
             return _to_pixels(im, size, interpolation, exif_transpose, check, mode)
 
         try:
@@ -374,9 +375,11 @@ def _finish(model, parts) -> np.ndarray:
 class Inputs:
     """What a list of paths expands to: the image files, in order, and the folders left out."""
 
-    files: list[str]  # the paths as given, folders replaced by their images (sorted)
+    files: list[str]  # the paths as given, folders replaced by their images (sorted); an empty folder stays itself
     skipped: list[str]  # sub-folders not descended into (without ``recursive``)
     other: list[str] = dataclasses.field(default_factory=list)  # folders' files without an image suffix
+    empty: list[str] = dataclasses.field(default_factory=list)  # folders named that hold no image file (in files)
+    repeated: list[str] = dataclasses.field(default_factory=list)  # with ``recursive``: links to a folder walked already
 
 
 def expand(paths, *, recursive: bool = False) -> Inputs:
@@ -386,23 +389,38 @@ def expand(paths, *, recursive: bool = False) -> Inputs:
     Pillow registers for the formats npxception decodes, ``.jfif`` and ``.pnm`` included); the others
     are listed in ``Inputs.other``; its sub-folders are searched too with ``recursive=True``, else listed in
     ``Inputs.skipped`` so that the caller can say so. Files named explicitly
-    are kept whatever their suffix: the decoder will judge them.
+    are kept whatever their suffix: the decoder will judge them. A folder named that contributes no image
+    keeps its place in ``files`` (and is listed in ``Inputs.empty``): its caller reports it where it stands.
+    With ``recursive``, symbolic links to folders are followed, each real folder walked once: a link to one
+    walked already (a loop back to a parent, or a second way to a folder) is listed in ``Inputs.repeated``,
+    so the walk ends and visits at most every folder once.
     """
-    files, skipped, other = [], [], []
+    files, skipped, other, empty, repeated = [], [], [], [], []
     suffixes = image_suffixes()
     for p in paths:
         path = pathlib.Path(os.fsdecode(p))
         if not path.is_dir():
             files.append(os.fsdecode(p))
             continue
-        for dirpath, dirnames, filenames in os.walk(path):
+        before = len(files)
+        seen = {os.path.realpath(path)}
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=recursive):
             dirnames.sort()
             if not recursive:
                 skipped += [os.path.join(dirpath, d) for d in dirnames]
                 dirnames.clear()
+            for d in list(dirnames):
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real in seen:  # a loop, or a folder reached another way: walked once
+                    repeated.append(os.path.join(dirpath, d))
+                    dirnames.remove(d)
+                seen.add(real)
             for f in sorted(filenames):
                 (files if pathlib.PurePath(f).suffix.lower() in suffixes else other).append(os.path.join(dirpath, f))
-    return Inputs(files, skipped, other)
+        if len(files) == before:
+            files.append(os.fsdecode(p))
+            empty.append(os.fsdecode(p))
+    return Inputs(files, skipped, other, empty, repeated)
 
 
 @dataclass(frozen=True)
@@ -468,7 +486,15 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
 
     mode = color_mode(model.channels)
     for path in files:
-        check = _budget_check(model, size, path, limit)
+        check = _budget_check(model, size, path, limit, transposed=exif_transpose)
+        if _is_folder(path):  # a folder named on the command line that holds no image (expand keeps its place)
+            empty = expand([path]).empty
+            pending.append((path, None, f"a folder with no image files in it (image suffixes: "
+                                        f"{' '.join(sorted(image_suffixes()))})" if empty else
+                                        "is a folder, not an image file (expand() lists its images)"))
+            if loaded == 0:
+                yield flush()
+            continue
         try:
             if size is None:  # its own size, which the model may refuse (too small, a stage layer): this file's error
                 pixels = _own_size(model, load_img(path, exif_transpose=exif_transpose, check_size=check,
@@ -485,8 +511,10 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
         except ActivationOverflow as exc:  # its own size, run as it was read
             pending.append((path, None, f"the model gave non-finite scores (NaN or Inf) for this image: {exc.reason}"))
         except MemoryError as exc:  # the estimate was under the budget, but the machine had less: this file's
+            smaller = ("resize it with --size HxW" if size is None  # its own size: a smaller feed helps
+                       else "shrink the file beforehand (it is decoded whole before it is resized)")
             pending.append((path, None, f"out of memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
-                                        "resize it with --size HxW, or lower --photo-memory / "
+                                        f"{smaller}, or lower --photo-memory / "
                                         "NPXCEPTION_PHOTO_MEMORY to refuse such photos before decoding them"))
         if loaded >= batch_size or loaded == 0:  # a full batch, or only failures so far: report now
             yield flush()

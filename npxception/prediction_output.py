@@ -4,7 +4,9 @@ Each writer streams: ``start()``, ``write(result)`` per file as its batch finish
 (called even on Ctrl-C, so that a JSON array stays valid). A file that failed keeps its place,
 with its error instead of predictions. Every text a weight file or a file name brings is escaped
 (:func:`npxception.labels.printable`, :func:`~npxception.labels.unicode_text`): no control
-character reaches the terminal, no lone surrogate a JSON reader.
+character reaches the terminal, no lone surrogate a JSON reader. File names in the table and CSV
+also have their backslashes doubled (:func:`~npxception.labels.printable_name`), so that a name
+holding a newline and one holding a backslash and an ``n`` print differently.
 
 Function-level imports: npxception.labels (NumPy) is imported when a result is written, so that
 the command's ``--help``, which names the CSV columns, stays light (tests/test_import.py).
@@ -54,9 +56,9 @@ class _Table:
         pass
 
     def write(self, result):
-        from .labels import printable
+        from .labels import printable, printable_name
 
-        print(printable(result.path))
+        print(printable_name(result.path))
         if result.error is not None:
             print(f"  error: {printable(result.error)}")
             return
@@ -103,16 +105,17 @@ class _CSV:
         self.writer.writerow(CSV_COLUMNS)
 
     def write(self, result):
-        from .labels import printable
+        from .labels import printable, printable_name
 
         def text(value):  # control characters escaped, as the table does: no \x1b reaches the terminal
             return "" if value is None else printable(value)
 
+        name = printable_name(result.path)  # backslashes doubled: every escape reads one way
         if result.error is not None:
-            self.writer.writerow([text(result.path), "", "", "", "", "", text(result.error)])
+            self.writer.writerow([name, "", "", "", "", "", text(result.error)])
             return
         for rank, p in enumerate(result.predictions, 1):
-            self.writer.writerow([text(result.path), rank, p.index, text(p.label), text(p.name), repr(float(p.score)), ""])
+            self.writer.writerow([name, rank, p.index, text(p.label), text(p.name), repr(float(p.score)), ""])
 
     def end(self):
         pass

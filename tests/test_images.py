@@ -271,8 +271,8 @@ def test_format_outside_the_allowed_decoders(tmp_path, fmt):
     Image.new("RGB", (16, 16), (200, 10, 10)).save(path, fmt)
     with Image.open(path) as img:
         assert img.format == fmt  # Pillow reads it
-    with pytest.raises(ImageError, match=r"not a JPEG, .* file \(npxception reads only these\)") as info:
-        load_image(path)
+    with pytest.raises(ImageError, match=rf"{fmt} is not read because .* \(npxception reads JPEG, .*\)") as info:
+        load_image(path)  # why: tests/test_user_image_files.py
     assert "Pillow can read" not in _assert_one_line_naming(info, path)
 
 

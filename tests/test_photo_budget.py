@@ -108,7 +108,7 @@ def test_a_photo_over_the_budget_is_its_own_error_and_the_run_goes_on(files):
     data = json.loads(body)
     assert [d["file"] for d in data] == [str(files["good"]), str(files["big"]), str(files["gray"])]
     assert "predictions" in data[0] and "predictions" in data[2], data
-    need = photo_memory.photo_bytes(files["model"], (6000, 8000), (6000, 8000))
+    need = photo_memory.photo_bytes(files["model"], (6000, 8000), (6000, 8000), decoded_mode="RGB")  # its header
     reason = (f"a 6000x8000 photo (height x width) at its own size would need about {photo_memory.human(need)}, "
               "over the photo memory budget of 4.0 GB; resize it with --size HxW")
     assert data[1]["error"].startswith(reason), data[1]
@@ -198,7 +198,8 @@ def test_show_stops_after_its_layer_and_is_budgeted(files, tmp_path):
     out = subprocess.run([sys.executable, "-m", "npxception", "show", "--weights", str(files["anysize"]), "--layer",
                           "block2_sepconv2_act", str(files["big"]), "-o", str(tmp_path / "no.png")],
                          capture_output=True, text=True, env=env)
-    need = photo_memory.photo_bytes(model, (6000, 8000), (6000, 8000), stop_after="block2_sepconv2_act")
+    need = photo_memory.photo_bytes(model, (6000, 8000), (6000, 8000), stop_after="block2_sepconv2_act",
+                                    decoded_mode="RGB")  # the header's mode
     assert out.returncode == 1 and out.stderr.strip().endswith(
         f"npxception: error: {files['big']}: a 6000x8000 photo (height x width) at its own size would need about "
         f"{photo_memory.human(need)}, over the photo memory budget of 4.0 GB; resize it with --size HxW "

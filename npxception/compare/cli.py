@@ -31,8 +31,9 @@ def image_paths(items) -> list[pathlib.Path]:
     for item in items or []:
         p = pathlib.Path(item)
         if p.is_dir():
-            found = [pathlib.Path(f) for f in expand([p]).files]
-            if not found:
+            inputs = expand([p])
+            found = [pathlib.Path(f) for f in inputs.files]
+            if inputs.empty:
                 raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(image_suffixes()))}) in this folder")
             out += found
         elif p.is_file():

@@ -7,8 +7,10 @@ Reads, with h5py, zipfile and json only (no framework import):
 * Keras 3 ``.keras`` archives and ``.weights.h5`` files (:mod:`npxception.weights_tools.keras3`), and sharded
   weights by their ``.weights.json`` index (:mod:`npxception.weights_tools.keras3_shards`);
 * tf_keras SavedModel directories (:mod:`npxception.weights_tools.savedmodel`) and TensorFlow
-  checkpoints from ``save_weights("ckpt")`` (:mod:`npxception.weights_tools.tf_checkpoint`),
-  read without TensorFlow (:mod:`npxception.weights_tools.tf_bundle`);
+  checkpoints: tf_keras' ``save_weights("ckpt")`` and ``tf.train.Checkpoint(model=...)``
+  (:mod:`npxception.weights_tools.tf_checkpoint`), Keras 3's ``tf.train.Checkpoint(model=...)``
+  (:mod:`npxception.weights_tools.keras3_checkpoint`), read without TensorFlow
+  (:mod:`npxception.weights_tools.tf_bundle`);
 * a live ``keras.Model`` / ``tf_keras.Model`` (:func:`from_keras`).
 
 The format is detected from the file's first bytes, never its extension. Every

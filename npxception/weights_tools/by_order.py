@@ -26,6 +26,7 @@ from .errors import ConversionError
 from .graph import KLayer
 from .kinds import COMPUTING_LAYER, POOLING_CLASS, resolve_activation
 from .layer_checks import _layer_params
+from .unrecorded import refuse_unrecorded
 
 def computing_layers(klayers) -> list[str]:
     """The names among ``klayers`` (a weights-only file's, unwired) of layers that compute something a
@@ -102,6 +103,8 @@ def _match_by_order(klayers, variant, source, given, official_file=None, keras_v
     if prep:
         _refuse_computing(prep, dense, given, source)
     v = _file_variant(variant, names, official_file)
+    if v is not None:  # a Keras 3 checkpoint's weightless layers, counted where the variant puts them
+        refuse_unrecorded(klayers, theirs[:len(ours)], dense, v, given, source)
     head, input_shape, notices = _weights_only_head(dense, given, source, official_file, v, keras_version,
                                                     _recorded_pooling(klayers))
     if v is None:

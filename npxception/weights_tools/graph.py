@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# The class of a layer a file lists without saying what it is: a Keras 3 checkpoint read without config
+# references each layer of its model's list, but records nothing of a layer without weights (an Activation,
+# a pooling, a Rescaling); weights_tools.by_order counts them against the table.
+UNRECORDED = "(class not recorded)"
+
+
 @dataclass(frozen=True)
 class Argument:
     """One argument of an operation node (tf_keras' ``TFOpLambda``, a Keras 3 operation), as its config records it."""

@@ -26,7 +26,7 @@ from npxception.config import CONFIG
 from npxception.untrusted import check_zip_directory, open_regular
 from npxception.weights import MANIFEST_KEY, name_from_manifest
 
-from . import keras3, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
+from . import keras3, keras3_checkpoint, keras3_shards, legacy_h5, savedmodel, tf_checkpoint
 from .errors import ConversionError
 from .formats import _open_checked, resolve_source
 from .graph import KLayer
@@ -115,17 +115,7 @@ def open_layers(src, *, config=None):
         return
     if fmt == "tf_checkpoint":
         with Bundle(src) as bundle:
-            graph = tf_checkpoint.find_model(tf_checkpoint.read_object_graph(bundle))
-            writer = f"tf.train.Checkpoint, its {graph.prefix[:-1]}" if graph.prefix else "save_weights"
-            if config is None:  # Keras' by-order rule, as for a weights-only .h5
-                klayers, ignored = tf_checkpoint.klayers_by_order(bundle, graph)
-                yield Reading(klayers, None, f"TensorFlow checkpoint ({writer}, no config)", ignored)
-                return
-            klayers, paths, input_shape = flatten_config(config, source=where)
-            object_paths = tf_checkpoint.object_paths_from_config(config, where)
-            ignored = tf_checkpoint.fill_weights(klayers, paths, object_paths, bundle, graph)
-            yield Reading(klayers, input_shape, f"TensorFlow checkpoint ({writer}, with a given config)",
-                          ignored, config_version, model_name(config))
+            yield _checkpoint_reading(bundle, config, config_version, where)
         return
     if fmt == "keras_sharded":
         with keras3_shards.open_shards(src) as (store, count):
@@ -163,6 +153,33 @@ def open_layers(src, *, config=None):
         _refuse_subclassed_weights(h5, names, config, where)
     raise keras3_shards.lone_shard_error(src, ConversionError(
         f"{where}: an HDF5 file without Keras weights (no layer_names, model_weights or layers group)"))
+
+
+def _checkpoint_reading(bundle: Bundle, config, config_version, where: str) -> Reading:
+    """A TensorFlow checkpoint: a Keras 3 model's (its layers under ``_operations``,
+    :mod:`~npxception.weights_tools.keras3_checkpoint`) or tf_keras' (``layer-N``,
+    :mod:`~npxception.weights_tools.tf_checkpoint`), by what its object graph references."""
+    graph = tf_checkpoint.read_object_graph(bundle)
+    keras3_graph = keras3_checkpoint.find_model(graph)
+    if keras3_graph is not None:
+        if not keras3_graph.prefix:
+            writer = "tf.train.Checkpoint(root=model)"
+        else:
+            writer = f"tf.train.Checkpoint({keras3_graph.prefix[:-1]}=model)"
+        module, graph, framework = keras3_checkpoint, keras3_graph, "Keras 3"
+    else:
+        graph = tf_checkpoint.find_model(graph)
+        writer = f"tf.train.Checkpoint, its {graph.prefix[:-1]}" if graph.prefix else "save_weights"
+        module, framework = tf_checkpoint, "tf_keras"
+    kind = f"TensorFlow checkpoint of a {framework} model ({writer}"
+    if config is None:  # Keras' by-order rule, as for a weights-only .h5
+        klayers, ignored = module.klayers_by_order(bundle, graph)
+        return Reading(klayers, None, f"{kind}, no config)", ignored)
+    klayers, paths, input_shape = flatten_config(config, source=where)
+    object_paths = module.object_paths_from_config(config, where)
+    ignored = module.fill_weights(klayers, paths, object_paths, bundle, graph)
+    return Reading(klayers, input_shape, f"{kind}, with a given config)", ignored, config_version,
+                   model_name(config))
 
 
 def model_name(config) -> str | None:

@@ -93,6 +93,9 @@ class ObjectGraph:
     # the Keras model's node: 0 for save_weights; a tf.train.Checkpoint(model=...) holds it as a child
     root: int = 0
     prefix: str = ""  # the keys' path to the model: "" or "model/" (find_model)
+    # {local name: variable name} of the layers' attributes that are not their variables' names: Keras 3's
+    # Dense and Conv2D hold the kernel as `_kernel` (keras3_checkpoint.KERAS3_ALIASES); none in tf_keras
+    aliases: dict = field(default_factory=dict)
     # Each node's children are scanned once, whatever number of references reach it (the budget rule:
     # a node with 100,000 children referenced 100,000 times must not cost 10^10 steps): what a scan
     # finds is kept here by node id, shared by the graphs find_model derives.
@@ -120,11 +123,15 @@ class ObjectGraph:
         names: dict[int, list[str]] = {}
         for name, child in self.children[node].items():
             if child in self.values:
-                names.setdefault(child, []).append(name)
+                names.setdefault(child, []).append(self.aliases.get(name, name))
         out = {}
         for child, aliases in names.items():
             known = [a for a in aliases if a in WEIGHT_ORDER]
-            out[(known or aliases)[0]] = self.values[child]
+            name = (known or aliases)[0]
+            if name in out:  # `kernel` and `_kernel` both: which one the layer computes with is not recorded
+                raise ConversionError(f"{self.where}: object {node} holds two variables named {name!r} (nodes "
+                                      f"{[c for c, a in names.items() if name in a][:2]}); a layer has one")
+            out[name] = self.values[child]
         self._variables[node] = out
         return out
 
@@ -197,16 +204,20 @@ def find_model(graph: ObjectGraph) -> ObjectGraph:
     return replace(graph, root=graph.children[0][models[0]], prefix=models[0] + "/")
 
 
-def model_child(prefix) -> str:
-    """The name under which the checkpoint at ``prefix`` holds its Keras model: ``"model"`` for
-    ``tf.train.Checkpoint(model=model)`` (TensorFlow restores it as ``tf.train.Checkpoint(model=m)``),
-    ``""`` when the model is the root (``save_weights``, ``ModelCheckpoint``: ``model.load_weights``)."""
-    with Bundle(prefix) as bundle:
-        return find_model(read_object_graph(bundle)).prefix[:-1]
+def tf_keras_places(cls: str, entries: list[dict]):
+    """``(entry, local names)`` of a model's config entries in tf_keras' layout: ``model.layers[i]`` is
+    ``layer-i`` (a Sequential's ``layers`` leave out its InputLayer)."""
+    index = 0
+    for entry in entries:
+        if entry.get("class_name") == "InputLayer" and cls == "Sequential":
+            continue
+        yield entry, (f"layer-{index}",)
+        index += 1
 
 
-def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
-    """``{Keras path: object path}`` from a model config: ``model.layers[i]`` is ``layer-i``.
+def object_paths_from_config(config, where: str, places=tf_keras_places) -> dict[tuple, tuple]:
+    """``{Keras path: object path}`` from a model config: with ``places`` (tf_keras' by default:
+    :func:`tf_keras_places`), ``model.layers[i]`` is ``layer-i``.
 
     The Keras path is :func:`npxception.weights_tools.keras_config.flatten_config`'s (nested
     model names, then the layer name); the object path, the local names from
@@ -220,19 +231,13 @@ def object_paths_from_config(config, where: str) -> dict[tuple, tuple]:
         cls, cfg, kpath, opath = stack.pop()
         if len(kpath) > CONFIG.max_model_nesting:
             raise ConversionError(f"{where}: models nest more than {CONFIG.max_model_nesting} levels deep")
-        index = 0
-        for entry in cfg.get("layers", []) if isinstance(cfg.get("layers"), list) else []:
-            if not isinstance(entry, dict):
-                continue
-            entry_cls = entry.get("class_name")
+        layers = cfg.get("layers") if isinstance(cfg.get("layers"), list) else []
+        for entry, local in places(cls, [e for e in layers if isinstance(e, dict)]):
             inner = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-            if entry_cls == "InputLayer" and cls == "Sequential":
-                continue  # Sequential.layers leaves out its InputLayer
-            here = (kpath + (entry.get("name") or inner.get("name"),), opath + (f"layer-{index}",))
+            here = (kpath + (entry.get("name") or inner.get("name"),), opath + local)
             out[here[0]] = here[1]
-            index += 1
-            if entry_cls in MODEL_CLASSES or "layers" in inner:
-                stack.append((entry_cls, inner, *here))
+            if entry.get("class_name") in MODEL_CLASSES or "layers" in inner:
+                stack.append((entry.get("class_name"), inner, *here))
     return out
 
 
@@ -283,21 +288,27 @@ BACKUP_STATE = ("ckpt_saved_epoch", "ckpt_saved_batch", "train_counter")
 CHECKPOINT_COUNTER = "save_counter"  # every tf.train.Checkpoint.save() hangs it from the root
 
 
-def _beside_the_model(keys, prefix: str, bundle: Bundle, root_children: dict[str, int]) -> dict[str, list[str]]:
+def _beside_the_model(keys, prefix: str, bundle: Bundle, root_children: dict[str, int],
+                      checkpoint: bool | None = None, optimizers=()) -> dict[str, list[str]]:
     """``{what: [keys]}`` of the entries hung from the root beside its model that are known checkpoint
     state, which ``tf.train.Checkpoint(model=m).restore`` leaves alone too: tf_keras' BackupAndRestore's
-    (:data:`BACKUP_STATE`) and, in a ``tf.train.Checkpoint`` (its root holds ``save_counter``), scalar
-    counters of its own (``tf.train.Checkpoint(step=tf.Variable(1), model=m)``). Any other entry beside
-    the model (a Dense kernel of a subclassed model saved with ``save_weights``) is a weight of something
-    the file does not wire up, and :func:`_refuse_beside` refuses it rather than drop it."""
+    (:data:`BACKUP_STATE`) and, in a ``tf.train.Checkpoint`` (its root holds ``save_counter``, or the
+    caller knows it is one: ``checkpoint``), scalar counters of its own (``tf.train.Checkpoint(step=
+    tf.Variable(1), model=m)``); ``optimizers``: the names under which the root holds the model's own
+    optimizer (``tf.train.Checkpoint(opt=model.optimizer, ...)``), whose entries are its state. Any other
+    entry beside the model (a Dense kernel of a subclassed model saved with ``save_weights``) is a weight of
+    something the file does not wire up, and :func:`_refuse_beside` refuses it rather than drop it."""
     out: dict[str, list[str]] = {}
-    checkpoint = CHECKPOINT_COUNTER in root_children
+    if checkpoint is None:
+        checkpoint = CHECKPOINT_COUNTER in root_children
     for key in keys:
         if key.startswith(prefix):
             continue
         top = key.split("/")[0]
         entry = bundle.entries.get(key)
-        if top in BACKUP_STATE or (checkpoint and entry is not None and entry.shape == ()):
+        if top in optimizers:
+            out.setdefault("optimizer state", []).append(key)
+        elif top in BACKUP_STATE or (checkpoint and entry is not None and entry.shape == ()):
             out.setdefault(f"checkpoint state beside the model ({top})", []).append(key)
     return out
 
@@ -306,12 +317,13 @@ def _variable_name(key: str) -> str:
     return key[: -len("/.ATTRIBUTES/VARIABLE_VALUE")] if key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") else key
 
 
-def _refuse_beside(bundle: Bundle, stray: list[str], prefix: str, root_children: dict[str, int]) -> None:
+def _refuse_beside(bundle: Bundle, stray: list[str], prefix: str, root_children: dict[str, int],
+                   checkpoint: bool | None = None) -> None:
     """Refuse weights found beside the model under the root: name them, and what the root likely is."""
     shown = ", ".join(f"{_variable_name(k)} {bundle.entries[k].shape if k in bundle.entries else ''}".rstrip()
                       for k in stray[:4]) + (f", ... ({len(stray)} in all)" if len(stray) > 4 else "")
     model = prefix[:-1]
-    if CHECKPOINT_COUNTER in root_children:
+    if checkpoint or (checkpoint is None and CHECKPOINT_COUNTER in root_children):
         what = (f"a tf.train.Checkpoint holding the model as {model!r} and {shown} beside it, which is no "
                 "layer of that model")
     else:
@@ -331,43 +343,21 @@ def _names(refs: dict[str, int], shown: int = 8) -> str:
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") or "nothing"
 
 
-# Keras 3 (TensorFlow backend) tracks a Functional model's layers as the list _operations (and a Sequential's as
-# _layers): tf.train.Checkpoint(model=model) keys them model/_operations/10/depthwise_kernel, not tf_keras'
-# layer-N/layer_with_weights-N. Recognised by name only, to refuse it as what it is (review 26, F1).
-KERAS3_LAYER_LISTS = ("_operations", "_layers")
-
-
-def _keras3_model(graph: ObjectGraph) -> str | None:
-    """The path (``model``, or ``""`` for the root) of a Keras 3 model in a checkpoint: a node among the root
-    and its children holding a layer list (:data:`KERAS3_LAYER_LISTS`) whose children are numbered; else None."""
-    for name, node in [("", 0), *sorted(graph.children[0].items())]:
-        for attr in KERAS3_LAYER_LISTS:
-            listed = graph.children[node].get(attr)
-            if listed is not None and graph.children[listed] and all(k.isdigit() for k in graph.children[listed]):
-                return f"{name}/{attr}" if name else attr
-    return None
-
-
 def _refuse_modelless(graph: ObjectGraph) -> None:
     """A root that references no layer, with no child that does: say what it holds instead."""
-    keras3 = _keras3_model(graph) if graph.root == 0 and not graph.is_model(0) else None
-    if keras3 is not None:
-        raise ConversionError(
-            f"{graph.where}: a Keras 3 model's tf.train.Checkpoint (its layers under {keras3}/N, Keras 3's "
-            "TensorFlow-backend tracking): not supported, only tf_keras' (layer-N, layer_with_weights-N) are. "
-            "Save the model with model.save('x.keras'), or its weights with save_weights('x.weights.h5') and "
-            "convert that with --config x.keras|config.json")
     if graph.root == 0 and not graph.is_model(0):
         raise ConversionError(f"{graph.where}: no Keras model in the checkpoint's object graph: its root holds "
-                              f"{_names(graph.children[0])}, and none of them references layers (layer-0, "
-                              "layer_with_weights-0); not the save_weights of a Keras model, nor a "
-                              "tf.train.Checkpoint(model=...) of one")
+                              f"{_names(graph.children[0])}, and none of them references layers (tf_keras' layer-0, "
+                              "layer_with_weights-0, or Keras 3's _operations); not the save_weights of a "
+                              "Keras model, nor a tf.train.Checkpoint(model=...) of one")
 
 
-def _leftovers(bundle: Bundle, used: set[str], prefix: str = "", root_children=None) -> dict[str, int]:
+def _leftovers(bundle: Bundle, used: set[str], prefix: str = "", root_children=None, *,
+               checkpoint: bool | None = None, optimizers=()) -> dict[str, int]:
     """The training state among the entries no layer took; any other entry is refused. ``prefix``: the
     model's path in the keys (``model/`` in a tf.train.Checkpoint), read past for the model's own state;
-    ``root_children``: the references of the object graph's root (what else it holds beside the model)."""
+    ``root_children``: the references of the object graph's root (what else it holds beside the model);
+    ``checkpoint`` and ``optimizers``: :func:`_beside_the_model`'s."""
     root_children = root_children or {}
     keys = sorted(set(bundle.entries) - used - {OBJECT_GRAPH_KEY})
 
@@ -377,15 +367,36 @@ def _leftovers(bundle: Bundle, used: set[str], prefix: str = "", root_children=N
     rest = set(rest)
     stray = [k for k in keys if local(k) in rest]
     if prefix:  # what else the Checkpoint holds at its root: tf_keras BackupAndRestore's epoch and batch...
-        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix, bundle, root_children))
-        ignored.update(beside)
+        beside, stray = set_aside(stray, lambda keys: _beside_the_model(keys, prefix, bundle, root_children,
+                                                                        checkpoint, optimizers))
+        for what, count in beside.items():
+            ignored[what] = ignored.get(what, 0) + count
         outside = [k for k in stray if not k.startswith(prefix)]
         if outside:
-            _refuse_beside(bundle, outside, prefix, root_children)
+            _refuse_beside(bundle, outside, prefix, root_children, checkpoint)
     if stray:
         raise ConversionError(f"{bundle.where}: entry {stray[0]!r} belongs to no layer of the model "
                               f"({len(stray)} unexpected entr{'y' if len(stray) == 1 else 'ies'})")
     return ignored
+
+
+def layer_nodes(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], graph: ObjectGraph):
+    """``(klayer, Keras path, object path, node)`` of each of a flattened config's layers that has an object
+    (not an InputLayer, an operation or a nested model); a layer whose object is missing is refused."""
+    for k in klayers:
+        kpath = paths.get(k.name)
+        if k.class_name == "InputLayer" or kpath is None or k.function is not None:
+            continue
+        opath = object_paths.get(kpath)
+        node = graph.node(opath) if opath is not None else None
+        if node is None:
+            if opath is None or k.class_name in MODEL_CLASSES:
+                continue
+            raise ConversionError(f"{graph.where}: no object {graph.prefix}{'/'.join(opath)} for layer {k.name} "
+                                  f"({k.class_name}); the config does not describe the model that wrote this "
+                                  "checkpoint")
+        if k.class_name not in MODEL_CLASSES:  # a nested model's layers are each at their own path
+            yield k, kpath, opath, node
 
 
 def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tuple], bundle: Bundle,
@@ -399,17 +410,7 @@ def fill_weights(klayers, paths: dict[str, tuple], object_paths: dict[tuple, tup
     where = bundle.where
     _refuse_modelless(graph)
     used: set[str] = set()
-    for k in klayers:
-        kpath = paths.get(k.name)
-        if k.class_name == "InputLayer" or kpath is None:
-            continue
-        opath = object_paths.get(kpath)
-        node = graph.node(opath) if opath is not None else None
-        if node is None:
-            if opath is None or k.class_name in MODEL_CLASSES:
-                continue
-            raise ConversionError(f"{where}: no object {'/'.join(opath)} for layer {k.name} ({k.class_name}); "
-                                  "the config does not describe the model that wrote this checkpoint")
+    for k, kpath, opath, node in layer_nodes(klayers, paths, object_paths, graph):
         _, variables, tensors = _layer_arrays(bundle, graph, node, f"layer {k.name} ({k.class_name})")
         for v in variables:
             if _owner(v) not in (None, kpath[-1]):
