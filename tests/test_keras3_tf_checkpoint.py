@@ -77,10 +77,11 @@ def saved(tmp_path_factory):
     # keras.io "Transfer learning & fine-tuning": the base frozen, run in inference mode, behind augmentation
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
-    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)],
-                               name="data_augmentation")
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal", name="random_flip"),
+                                keras.layers.RandomRotation(0.1)], name="data_augmentation")
     h = keras.layers.Rescaling(1 / 127.5, offset=-1)(augment(inputs))
-    tuned_pool, tuned_dense = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)
+    tuned_pool, tuned_dense = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, name="dense")
+    # named: an unnamed layer takes the next free auto-name in its worker (dense_8 after other modules)
     tuned = keras.Model(inputs, tuned_dense(keras.layers.Dropout(0.2)(tuned_pool(base(h, training=False)))))
     _fit_once(tuned, pixels, np.ones((2, 1), np.float32), keras.losses.BinaryCrossentropy(from_logits=True))
     tf.train.CheckpointManager(tf.train.Checkpoint(model=tuned, optimizer=tuned.optimizer),
