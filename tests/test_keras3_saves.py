@@ -62,7 +62,7 @@ def files(tmp_path_factory):
     expected = aug.predict(pixels, verbose=0)
 
     inp = keras.Input((80, 80, 3), name="image")
-    x = L.Pipeline([L.Resizing(71, 71), L.Rescaling(1 / 127.5, offset=-1)], name="prep")(inp)
+    x = L.Pipeline([L.Resizing(71, 71), L.Rescaling(1 / 127.5, offset=-1, name="rescaling")], name="prep")(inp)
     x = L.GlobalAveragePooling2D(name="pool")(base(x, training=False))
     prep = randomize(keras.Model(inp, L.Dense(3, name="logits")(x)), seed=32)
     prep.save(str(root / "pipe_prep.keras"))
@@ -107,7 +107,7 @@ def test_skip_layer_never_drops_a_pipeline_that_preprocesses(files):
 def test_a_quantized_model_is_refused_naming_its_policy_and_the_float_model(files, mode, policy):
     root = files[0]
     for path, config in ((f"{mode}.keras", None), (f"{mode}.weights.h5", f"{mode}.keras")):
-        with pytest.raises(ConversionError) as err:
+        with pytest.raises(ConversionError, match="dtype policy") as err:
             weights_tools.read(str(root / path), config=config and str(root / config))
         text = str(err.value)
         assert f"dtype policy '{policy}" in text and f"model.quantize('{mode}')" in text, text

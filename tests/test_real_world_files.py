@@ -670,7 +670,7 @@ def test_a_dtype_policy_npxception_does_not_know_is_refused_by_name(corpus, poli
     dense["config"]["dtype"] = policy
     name = policy if isinstance(policy, str) else policy["config"]["name"]
     with pytest.raises(ConversionError, match=rf"layer {dense['config']['name']} \(Dense\) computes with "
-                                              rf"the dtype policy '{name}'.*set_global_policy\('float32'\)"):
+                                              rf"the dtype policy '{name}'.*model.quantize\('int8'\)"):
         read_keras_config(config, source="recipe.keras")
 
 
