@@ -259,7 +259,8 @@ def test_the_article_model_has_no_71x71_rule():
         shaped = npxception.Xception(variant="article", include_top=False, pooling="avg",
                                      input_shape=(size, size + 1, 3))  # refused below 71x71 before
         assert shaped.input_shape == (size, size + 1, 3)
-        ours = XceptionModel({k: source.weights[k] for k in shaped.weights}, variant="article", head=shaped.head,
+        source_weights = source.weights  # a new dict per read: once, not once per key
+        ours = XceptionModel({k: source_weights[k] for k in shaped.weights}, variant="article", head=shaped.head,
                              input_shape=shaped.input_shape)  # the Keras model's weights, that shape
         x = np.random.default_rng(size).uniform(-1, 1, (2, size, size + 1, 3)).astype(np.float32)
         expected = np.asarray(features(x, training=False))
@@ -348,11 +349,18 @@ def test_converted_heads_with_keras_activations_match_model_predict(files, tmp_p
     keras = _keras()
     paths, weights, x, _ = files
     logits_model = _asked(None, weights)
-    for name in CONVERTED:
-        kmodel = keras.Model(logits_model.input, keras.layers.Activation(name, name="act")(logits_model.output))
+    kmodels = {name: keras.Model(logits_model.input,
+                                 keras.layers.Activation(name, name=f"act_{name}")(logits_model.output))
+               for name in CONVERTED}
+    # Keras' answers from one predict of a model with the four converted models' outputs (the same layer
+    # objects, so the same computation): one trace of the Xception instead of one per activation
+    all_heads = keras.Model(logits_model.input, [kmodels[name].output for name in CONVERTED])
+    predicted = dict(zip(CONVERTED, keras_predict(all_heads, x)))
+    for name, kmodel in kmodels.items():
         ours = from_keras(kmodel)
         assert ours.classifier_activation == name
-        theirs = keras_predict(kmodel, x)
+        theirs = predicted[name]
+        assert theirs.shape == (len(x), CLASSES)
         err = np.abs(ours(x) - theirs).max()
         assert err <= 2 * LOGIT_RTOL * np.abs(theirs).max(), f"{name}: max |ours - keras| {err:.3g}"
 
