@@ -22,6 +22,7 @@ unpacked view of it.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numba
@@ -107,6 +108,8 @@ class FastPlan:
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
         self.not_packed = NOT_PACKED.astype(self.dtype) if self.packed else direct.NO_MICROKERNEL
         self.arena: dict[str, np.ndarray] = {}
+        self._views: dict = {}  # (role, shape) -> (the arena slot, its view): _buffer's answers, reused
+        self.threads = numba.get_num_threads()  # read once a pass (_forward): the threads every step shares
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
 
@@ -124,12 +127,31 @@ class FastPlan:
         "dw0"/"dw1" depthwise tiles, "tile" a GEMM tile added into a residual,
         "cols" im2col chunks, "rows" the fused kernel's saved input rows.
         """
+        if direct.LEAN:
+            buf = self.arena.get(role)
+            key = (role, shape)
+            hit = self._views.get(key)
+            if hit is not None and hit[0] is buf:
+                return hit[1]
+            size = math.prod(shape)
+            if buf is None or buf.size < size:
+                buf = np.empty(size, self.dtype)
+                self.arena[role] = buf
+                self._views = {k: v for k, v in self._views.items() if k[0] != role}  # the old slot freed
+            if len(self._views) > 256:
+                self._views.clear()
+            view = buf[:size].reshape(shape)
+            self._views[key] = (buf, view)
+            return view
         size = int(np.prod(shape))
         buf = self.arena.get(role)
         if buf is None or buf.size < size:
             buf = np.empty(size, self.dtype)
             self.arena[role] = buf
         return buf[:size].reshape(shape)
+
+    def _nt(self):
+        return self.threads if direct.LEAN else numba.get_num_threads()
 
     # ---- the network ----------------------------------------------------
     def __call__(self, x):
@@ -141,6 +163,7 @@ class FastPlan:
 
     def _forward(self, x):
         self._t = time.perf_counter()
+        self.threads = numba.get_num_threads()
         values = {INPUT: x}
         for step in self.steps:
             if isinstance(step, ConvBN):
@@ -172,12 +195,12 @@ class FastPlan:
         out = self._buffer(f"v{step.slot}", (n * ho * wo, cout))
         if step.conv in self.packed and reads_in_place(step, h, w):
             direct.conv_direct(x, self.packed[step.conv], kh, stride, ho, wo, scale, shift, step.relu_out, out,
-                               numba.get_num_threads())
+                               self._nt())
             return out.reshape(n, ho, wo, cout)
         if w2 is None:  # held only packed, and padded taps at this size: unpacked for this call
             w2 = self.model_params[f"{step.conv}/kernel"].reshape(-1, cout)
         if self.fused:
-            threads = numba.get_num_threads()
+            threads = self._nt()
             cols = self._buffer("cols", self.cols_shape(n, ho, wo, kh * kh * c, threads))
             rows_per_tile = cols.shape[1] // wo
             conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, step.relu_out, out, cols,
@@ -213,11 +236,11 @@ class FastPlan:
         else:
             target = self._buffer(f"v{step.slot}", (rows * w, cout))
         packed = self.packed.get(step.sepconv)
-        if self.fused and packed is not None and shares_panels(rows * w, cout, numba.get_num_threads()):
+        if self.fused and packed is not None and shares_panels(rows * w, cout, self._nt()):
             sep_conv_by_panels(x, dw, scale, shift, step.relu_in, step.relu_out, target, step.residual is not None,
-                               self._buffer("dw0", (rows * w, c)), packed, numba.get_num_threads())
+                               self._buffer("dw0", (rows * w, c)), packed, self._nt())
         elif self.fused:
-            threads = numba.get_num_threads()
+            threads = self._nt()
             rows_per_tile = max(1, min(-(-rows // threads), self.FUSED_TILE_ELEMS // (w * max(c, cout))))
             scratch = self._buffer("dw0", (threads, rows_per_tile * w, c))
             saved = self._buffer("rows", (threads, 3, w, c))
@@ -288,7 +311,7 @@ class FastPlan:
         ho, pad_t = window_geometry(h, k, s, step.padding)
         wo, pad_l = window_geometry(w, k, s, step.padding)
         out = self._buffer(f"v{step.slot}", (n, ho, wo, c))
-        maxpool_add(x, residual.reshape(n, ho, wo, c), k, s, pad_t, pad_l, out)
+        maxpool_add(x, residual.reshape(n, ho, wo, c), k, s, pad_t, pad_l, out, self._nt() if direct.LEAN else None)
         return out
 
     # the head's dense layers: "fast" is the op's NumPy matmul (BLAS); "reference" its einsum, which does not
