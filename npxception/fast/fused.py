@@ -50,8 +50,6 @@ _CONSTANTS: dict = {}
 
 def _zero_row(shape, dtype):
     """A zero (W, C) row of ``dtype``: the depthwise kernels' padding row."""
-    if not direct.LEAN:
-        return np.zeros(shape, dtype)
     key = ("zero", shape, np.dtype(dtype))
     a = _CONSTANTS.get(key)
     if a is None:
@@ -61,8 +59,6 @@ def _zero_row(shape, dtype):
 
 def _taps(n):
     """``arange(n)`` as int64: the microkernel's taps over a row of n values."""
-    if not direct.LEAN:
-        return np.arange(n, dtype=np.int64)
     a = _CONSTANTS.get(("taps", n))
     if a is None:
         a = _CONSTANTS[("taps", n)] = np.arange(n, dtype=np.int64)
