@@ -17,6 +17,7 @@ offset, mean and variance are scalars or length-``C`` vectors broadcast over the
 
     rescaling:      y = x * scale + offset                                   (keras.layers.Rescaling)
     normalization:  y = (x - mean) / max(sqrt(variance), epsilon)           (keras.layers.Normalization)
+                    y = mean + x * max(sqrt(variance), epsilon)    with "invert": true (Normalization(invert=True))
     arithmetic:     y = x <op> scalar, or scalar <op> x when scalar_first    (preprocess_input's x / 127.5, x - 1.0
                     <op>: + (add), - (subtract), * (multiply), / (divide)     on a symbolic tensor: operation nodes)
 
@@ -210,8 +211,11 @@ def validate(steps, channels: int) -> list[dict]:
             eps = float(step.get("epsilon", KERAS_EPSILON))
             if min(np.atleast_1d(var)) < 0:
                 raise ValueError(f"{where}.variance: negative variance {var!r}")
+            invert = step.get("invert", False)
+            if not isinstance(invert, bool):
+                raise ValueError(f"{where}.invert: expected true or false, found {invert!r}")
             out.append({"kind": kind, "name": step["name"], "mean": _vector(step.get("mean"), f"{where}.mean", channels),
-                        "variance": var, "epsilon": eps})
+                        "variance": var, "epsilon": eps, **({"invert": True} if invert else {})})
         elif kind == "arithmetic":
             out.append(_arithmetic(step, where))
         elif kind == "cast":
@@ -373,6 +377,8 @@ def _pixelwise_apply(step, x: np.ndarray) -> np.ndarray:
         return x * np.asarray(step["scale"], dt) + np.asarray(step["offset"], dt)
     if step["kind"] == "normalization":
         std = np.maximum(np.sqrt(np.asarray(step["variance"], dt)), dt.type(step["epsilon"]))
+        if step.get("invert"):  # Keras: mean + x * std, a multiply then an add (no fused multiply-add)
+            return np.asarray(step["mean"], dt) + x * std
         return (x - np.asarray(step["mean"], dt)) / std
     if step["kind"] == "arithmetic":
         c = np.asarray(step["scalar"], dt)
@@ -475,8 +481,10 @@ def describe(step) -> str:
         a, b = operands if step["scalar_first"] else operands[::-1]
         return f"{step['name']} ({step['keras_class']}): {a} {SYMBOL[step['op']]} {b}"
     if step["kind"] == "normalization":
-        return (f"{step['name']} (Normalization): (x - {num(step['mean'])}) / max(sqrt({num(step['variance'])}), "
-                f"{step['epsilon']:g})")
+        std = f"max(sqrt({num(step['variance'])}), {step['epsilon']:g})"
+        if step.get("invert"):
+            return f"{step['name']} (Normalization, invert=True): {num(step['mean'])} + x * {std}"
+        return f"{step['name']} (Normalization): (x - {num(step['mean'])}) / {std}"
     text = f"{step['name']} ({CLASS[step['kind']]}): {step['height']}x{step['width']}"
     if step["kind"] == "resizing":
         text += f", interpolation={step['interpolation']}"

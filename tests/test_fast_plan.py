@@ -148,3 +148,17 @@ def test_the_dot_graph_clusters_a_renamed_table_by_the_tables_flows():
         here = [flow for flow, text in clusters.items() if f'"{layer.name}" [' in text.split("}")[0]]
         assert here == [layer.flow], (layer.name, here, layer.flow)
     assert {layer.flow for layer in renamed} == {"entry", "middle", "exit"}
+
+
+def test_arena_views_follow_a_slot_that_grows():
+    # The plan reuses its arena views per (slot, shape) (FastPlan._buffer): a larger input grows the slots,
+    # and a later call at the first size must read the grown slots, not views of the freed ones, and no cached
+    # view may keep a freed slot alive (the peak RSS budget, docs/performance.md).
+    model = table_model(arch.backbone("keras"), [])
+    small, large = (np.random.default_rng(s).uniform(-1, 1, (1, n, n, 3)) for s, n in ((1, 71), (2, 80)))
+    first = fast.fast_forward(model, small).copy()
+    fast.fast_forward(model, large)
+    again = fast.fast_forward(model, small)
+    assert np.array_equal(first, again)
+    plan = model._fast
+    assert plan._views and all(buf is plan.arena[role] for (role, _), (buf, _) in plan._views.items())

@@ -55,11 +55,18 @@ def _fit(model, loss, x, labels):
     model.fit(x, labels, epochs=1, batch_size=len(x), verbose=0)
 
 
-def _terms(fw, model, dense, x):
+def _keras(model, x):
+    """Keras' answer on ``x``: ``model(x, training=False)``, the layers predict runs, in inference mode, on the
+    same batch, without the graph ``predict`` traces for every model (seconds of CPU each; one batch here)."""
+    out = model(x, training=False)
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
+
+
+def _terms(fw, model, dense, x, run=_keras):
     """Keras' output on ``x`` and the size of the terms its last Dense ``dense`` sums."""
     layer = model.get_layer(dense)
     both = fw.Model(model.inputs, [layer.input, model.output])
-    features, y = keras_predict(both, x)
+    features, y = run(both, x)
     kernel, bias = layer.get_weights()
     return y, float((np.abs(features) @ np.abs(kernel) + np.abs(bias)).max())
 
@@ -88,7 +95,7 @@ def files(tmp_path_factory):
     hidden = np.abs(np.asarray(keras.Model(k3.input, k3.get_layer("fc").output)(x))).max()
     kernel, bias = k3.get_layer("predictions").get_weights()  # logits of size ~2: probabilities not saturated
     k3.get_layer("predictions").set_weights([kernel * (2.0 / (hidden * np.abs(kernel).sum(0).max())), bias * 0])
-    expected = keras_predict(k3, np.concatenate([x, photos]))
+    expected = _keras(k3, np.concatenate([x, photos]))
     k3.save(root / "k3.keras")
     k3.save(root / "k3.h5")
     k3.save_weights(root / "k3.weights.h5")
@@ -107,7 +114,7 @@ def files(tmp_path_factory):
     resized.save(root / "resized.keras")
     other = np.random.default_rng(2).uniform(-1, 1, (2, 100, 90, 3)).astype(np.float32)
     out["resized.keras"] = {"path": str(root / "resized.keras"), "x": other, "probabilities": True,
-                            "expected": keras_predict(resized, other)}
+                            "expected": _keras(resized, other)}
 
     # -- the same backbone, flattened by a Flatten of the other data format: (W, C, H) order
     y = keras.layers.Flatten(data_format="channels_first", name="flatten_wch")(base.output)
@@ -135,7 +142,8 @@ def files(tmp_path_factory):
         y = keras.layers.Flatten(name="flatten")(base.output)
         cf = randomize(keras.Model(base.input, keras.layers.Dense(3, name="logits")(y)), 54)
         cf.save(root / "cf.keras")  # no fit(): the fitted files above hold the training state; this one the layout
-        y, scale = _terms(keras, cf, "logits", x.transpose(0, 3, 1, 2))
+        # predict: its graph runs the NCHW model on this CPU (tests/test_channels_first.py)
+        y, scale = _terms(keras, cf, "logits", x.transpose(0, 3, 1, 2), run=keras_predict)
     out["cf.keras"] = {"path": str(root / "cf.keras"), "x": x, "expected": y, "scale": scale}
     return out
 

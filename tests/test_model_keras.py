@@ -47,23 +47,23 @@ class floatx:
 
 
 def keras_activations(kmodel, names_by_ours: dict, x):
-    """{our name: Keras activation} for every layer, in one Keras call."""
+    """``(kmodel(x, training=False), {our name: Keras activation} for every layer)``, in one Keras call: the
+    model's output is one more output of the probe, rather than a second whole-network Keras call."""
     ours = list(names_by_ours)
     outputs = [kmodel.get_layer(names_by_ours[n]).output for n in ours]
-    probe = keras.Model(kmodel.inputs, outputs)
-    values = probe(x, training=False)
-    return {n: np.asarray(v) for n, v in zip(ours, values)}
+    probe = keras.Model(kmodel.inputs, [kmodel.output, *outputs])
+    expected, *values = probe(x, training=False)
+    return np.asarray(expected), {n: np.asarray(v) for n, v in zip(ours, values)}
 
 
 def check_against_keras(kmodel, x, dtype, variant=None):
     model = from_keras(kmodel, variant=variant)
     assert model.dtype == np.dtype(dtype)
-    expected = np.asarray(kmodel(x, training=False))
     out, acts = model.forward(x, capture="all")
     assert out.dtype == np.dtype(dtype)
     names = model.source_layer_names
     assert set(names) == set(model.layer_names), "every layer must have a Keras twin"
-    theirs = keras_activations(kmodel, names, x)
+    expected, theirs = keras_activations(kmodel, names, x)
     problem = first_divergence(acts, theirs, model.layer_names, RTOL[dtype])
     assert problem is None, f"first divergent layer: {problem}"
     # captured by the names Keras' model.summary() shows, its auto-names included (conv2d, add_3...)

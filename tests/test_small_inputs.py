@@ -12,6 +12,12 @@ One Keras 3 and one tf_keras model per module: the brief's layout (applications.
 the top, GlobalAveragePooling2D, Dense(3) logits), random kernels and BN statistics, one fit() step
 (on 23x23 images: the model takes any size, and a small step is cheap), saved as .keras / .h5.
 
+Keras' answer at each size comes from one graph per model, ``tf.function`` of ``model(x, training=False)``
+traced once for ``(None, None, None, 3)``: ``predict`` traces a new graph for every input size (~3.6 s of
+CPU each, measured 2026-11-30, and each hypothesis example is a new size), for the same layers in
+inference mode on the same batch. Where that graph gives no finite answer, Keras' ``predict`` decides
+(it raises below 7x7, where ours must refuse).
+
 Tolerance: 1e-5 of the size of the terms the Dense logits sum (keras_corpus._logits_and_terms:
 random BN statistics and a fit() step leave logits far smaller than their terms, 12x to 57x here,
 so rounding is relative to the terms). Keras computes in float32 (unit round-off 6e-8); our float32
@@ -52,7 +58,8 @@ def _framework(name):
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """{framework: (the saved file, Keras' run: x -> (logits, terms), our float32 and float64 models)}."""
+    """{framework: (the saved file, Keras' run: x -> (logits, terms), our float32 and float64 models, and
+    {dtype: the same weights in a model whose plan runs np.matmul between kernels} (_between_kernels))}."""
     from npxception import weights_tools
 
     root = tmp_path_factory.mktemp("small")
@@ -66,8 +73,33 @@ def sources(tmp_path_factory):
         path = str(root / ("variable.keras" if name == "keras" else "variable_tf_keras.h5"))
         model.save(path)
         ours = weights_tools.read(path)
-        out[name] = (path, _logits_and_terms(fw, model), ours, ours.astype("float64"))
+        ours64 = ours.astype("float64")
+        between = {m.dtype.name: _between_kernels(m) for m in (ours, ours64)}
+        out[name] = (path, _one_graph(fw, model), ours, ours64, between)
     return out
+
+
+def _one_graph(fw, model):
+    """``x -> (logits, terms)`` as keras_corpus._logits_and_terms gives them, from one graph traced once for
+    every size; ``_logits_and_terms`` (``model.predict``) where the graph raises or its logits are not finite,
+    so that a size Keras refuses still raises Keras' own error (the test's refusal branch)."""
+    import tensorflow as tf
+
+    both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
+    kernel, bias = model.get_layer("dense").get_weights()
+    graph = tf.function(lambda x: both(x, training=False),
+                        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    predict = _logits_and_terms(fw, model)
+
+    def run(x):
+        try:
+            features, logits = (np.asarray(t) for t in graph(x))
+        except (ValueError, tf.errors.InvalidArgumentError):
+            return predict(x)
+        if not (np.isfinite(logits).all() and np.isfinite(features).all()):
+            return predict(x)
+        return logits, float((np.abs(features) @ np.abs(kernel) + np.abs(bias)).max())
+    return run
 
 
 def _close(ours, theirs, scale, what):
@@ -83,7 +115,7 @@ def _refusal(h, w) -> str:
 
 
 def test_the_network_minimum_is_the_tables_and_the_converted_model_takes_any_size(sources):
-    for _, _, ours, _ in sources.values():
+    for _, _, ours, _, _ in sources.values():
         assert ours.input_shape == ours.source_input_shape == (None, None, 3)
         assert ours.min_input_size == MIN
     # the article's SAME stem never empties a map: any size
@@ -103,7 +135,7 @@ def test_small_inputs_match_keras_predict_or_are_refused_as_keras_refuses(source
     Keras raises (measured: below 7 rows or columns), model(x) refuses naming the size and the minimum."""
     import tensorflow as tf
 
-    _, keras_run, ours32, ours64 = sources[name]
+    _, keras_run, ours32, ours64, between = sources[name]
     x = np.random.default_rng(h * 100 + w).uniform(-1, 1, (2, h, w, 3)).astype(np.float32)
     try:
         expected, scale = keras_run(x)
@@ -118,27 +150,34 @@ def test_small_inputs_match_keras_predict_or_are_refused_as_keras_refuses(source
     for model in (ours32, ours64):
         for impl in ("fast", "reference"):
             _close(model(x, impl=impl), expected, scale, f"{name} {h}x{w} {model.dtype.name} {impl}")
-        _close(_between_kernels(model, x), expected, scale, f"{name} {h}x{w} {model.dtype.name} between kernels")
+        _close(between[model.dtype.name](x), expected, scale, f"{name} {h}x{w} {model.dtype.name} between kernels")
 
 
-def _between_kernels(model, x):
-    """The fast plan's other way to run its steps, np.matmul between Numba kernels in row tiles (what any
-    BLAS but NumPy's bundled OpenBLAS, or NPXCEPTION_GEMM=numpy, runs): its tiles at 1x1 and 2x2 maps too."""
+def _between_kernels(model):
+    """``model``'s weights (a copy: ``astype``) in a model whose fast plan runs its steps the other way,
+    np.matmul between Numba kernels in row tiles, built as it is where NumPy's bundled OpenBLAS is not found
+    (any other BLAS, or NPXCEPTION_GEMM=numpy: blas.AVAILABLE False): its tiles at 1x1 and 2x2 maps too.
+
+    Its own plan rather than the fused plan switched off after the fused call (tests/test_model_keras.py
+    still does that): the fused plan holds the pointwise kernels only packed, and unpacks every one of them
+    at each call switched off, ~0.9 s of CPU a call at these sizes (measured 2026-11-30), for the same
+    np.matmul on the same kernels."""
     from npxception import blas
+    from npxception.fast.run import FastPlan
 
-    plan = model._fast  # built by the fast call before
-    plan.fused = False
-    try:
-        return model(x)
-    finally:
-        plan.fused = blas.AVAILABLE
+    twin = model.astype(model.dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blas, "AVAILABLE", False)
+        twin._fast = FastPlan(twin)
+    assert not twin._fast.fused
+    return twin
 
 
 @pytest.fixture(scope="module")
 def photos(sources, tmp_path_factory):
     """Photos smaller than 71x71 cut from examples/chelsea.png (PNG and JPEG), one below 7 rows, and the
-    converted Keras 3 model as a file; Keras on each photo at its own size, one predict call per photo
-    as a Keras user makes it: img_to_array(load_img(path))."""
+    converted Keras 3 model as a file; Keras on each photo at its own size, fed as a Keras user feeds it:
+    img_to_array(load_img(path)) (one call per photo, through the module's one graph: _one_graph)."""
     import keras
     from npxception import weights_tools
 
@@ -148,7 +187,7 @@ def photos(sources, tmp_path_factory):
         rgb = im.convert("RGB")
         for i, (file, (h, w)) in enumerate(sizes.items()):
             rgb.crop((100 + 20 * i, 60, 100 + 20 * i + w, 60 + h)).save(root / file)
-    path, keras_run, _, _ = sources["keras"]
+    path, keras_run, _, _, _ = sources["keras"]
     files = [str(root / f) for f in sizes]
     expected = {}
     for f in files[:-1]:

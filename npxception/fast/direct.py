@@ -56,6 +56,7 @@ L2_BYTES = 512 * 1024  # half a core's L2 on the machines first measured, for in
 # first rows of a panel otherwise wait on it from L3 or memory (docs/performance.md, "Issue 15, 2026-11-30");
 # False: no prefetch (the benchmarks' A/B)
 PREFETCH = True
+_OFFSETS: dict = {}  # (kh, W, C) -> tap_offsets(kh, kh, W, C), made once (never written; see fused._CONSTANTS)
 from .micro import AVAILABLE  # noqa: E402 (tests set direct.AVAILABLE: worth_packing reads it here)
 
 # passed as ``packed`` where the microkernel is not used: its type (an integer) keeps the microkernel out of
@@ -151,7 +152,10 @@ def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads)
         out[...] = conv_direct_reference(x, unpack_panels(packed, out.shape[1]), kh, stride, ho, wo, scale, shift,
                                          relu)
         return
-    offs = tap_offsets(kh, kh, x.shape[2], x.shape[3])
+    key = (kh, x.shape[2], x.shape[3])
+    offs = _OFFSETS.get(key)
+    if offs is None:
+        offs = _OFFSETS[key] = tap_offsets(kh, kh, x.shape[2], x.shape[3])
     rows = x.shape[0] * ho
     panels = shares_panels(rows * wo, out.shape[1], threads)
     chunk = rows if panels else -(-rows // threads)  # every row of the share under each panel: weights over

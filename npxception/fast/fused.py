@@ -42,6 +42,28 @@ def _gemm(a, b, c):
 
 NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
 
+# The small constant arrays the kernels read, made once: a call's Python costs 5-30 us under load for each
+# one made anew, ~45 steps a pass (docs/performance.md, "Issue 15, 2026-11-30 14:00-15:30 UTC"). Never
+# written: every kernel only reads them.
+_CONSTANTS: dict = {}
+
+
+def _zero_row(shape, dtype):
+    """A zero (W, C) row of ``dtype``: the depthwise kernels' padding row."""
+    key = ("zero", shape, np.dtype(dtype))
+    a = _CONSTANTS.get(key)
+    if a is None:
+        a = _CONSTANTS[key] = np.zeros(shape, dtype)
+    return a
+
+
+def _taps(n):
+    """``arange(n)`` as int64: the microkernel's taps over a row of n values."""
+    a = _CONSTANTS.get(("taps", n))
+    if a is None:
+        a = _CONSTANTS[("taps", n)] = np.arange(n, dtype=np.int64)
+    return a
+
 
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
                    packed=NOT_PACKED):
@@ -68,8 +90,8 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     bind_symbols(x.dtype)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
-    zero = np.zeros(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
-    offs = np.arange(x.shape[3] if packed.shape[0] else 0, dtype=np.int64)  # the microkernel's taps: a row
+    zero = _zero_row(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
+    offs = _taps(x.shape[3] if packed.shape[0] else 0)  # the microkernel's taps: a row
     in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
                                      tile_rows, saved, zero, packed, offs, direct.PREFETCH))
 
@@ -86,9 +108,9 @@ def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf,
     The first region ends before the second writes, so dest may be x.
     """
     bind_symbols(x.dtype)
-    zero = np.zeros(x.shape[2:], x.dtype)
+    zero = _zero_row(x.shape[2:], x.dtype)
     in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf))
-    offs = np.arange(x.shape[3], dtype=np.int64)
+    offs = _taps(x.shape[3])
     in_parallel(_panels_part, threads, (threads, dwbuf, packed, offs, scale, shift, relu_out, add, dest,
                                         direct.PREFETCH))
 

@@ -22,6 +22,7 @@ unpacked view of it.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numba
@@ -107,6 +108,11 @@ class FastPlan:
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
         self.not_packed = NOT_PACKED.astype(self.dtype) if self.packed else direct.NO_MICROKERNEL
         self.arena: dict[str, np.ndarray] = {}
+        # (role, shape) -> (the arena slot, its view): _buffer's answers, reused. Each step's Python (np.prod, a new
+        # view, numba.get_num_threads()) cost ~0.1 ms a step under load (docs/performance.md, "Issue 15,
+        # 2026-11-30 14:00-15:30 UTC")
+        self._views: dict = {}
+        self.threads = numba.get_num_threads()  # the threads every step shares: read once a pass, in _forward
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
 
@@ -124,12 +130,21 @@ class FastPlan:
         "dw0"/"dw1" depthwise tiles, "tile" a GEMM tile added into a residual,
         "cols" im2col chunks, "rows" the fused kernel's saved input rows.
         """
-        size = int(np.prod(shape))
         buf = self.arena.get(role)
+        key = (role, shape)
+        hit = self._views.get(key)
+        if hit is not None and hit[0] is buf:  # the same view as last time: no arithmetic, no new array object
+            return hit[1]
+        size = math.prod(shape)
         if buf is None or buf.size < size:
             buf = np.empty(size, self.dtype)
             self.arena[role] = buf
-        return buf[:size].reshape(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != role}  # none keeps the old slot alive
+        if len(self._views) > 256:  # inputs of many sizes (photos at their own size): start again
+            self._views.clear()
+        view = buf[:size].reshape(shape)
+        self._views[key] = (buf, view)
+        return view
 
     # ---- the network ----------------------------------------------------
     def __call__(self, x):
@@ -141,6 +156,7 @@ class FastPlan:
 
     def _forward(self, x):
         self._t = time.perf_counter()
+        self.threads = numba.get_num_threads()
         values = {INPUT: x}
         for step in self.steps:
             if isinstance(step, ConvBN):
@@ -172,12 +188,12 @@ class FastPlan:
         out = self._buffer(f"v{step.slot}", (n * ho * wo, cout))
         if step.conv in self.packed and reads_in_place(step, h, w):
             direct.conv_direct(x, self.packed[step.conv], kh, stride, ho, wo, scale, shift, step.relu_out, out,
-                               numba.get_num_threads())
+                               self.threads)
             return out.reshape(n, ho, wo, cout)
         if w2 is None:  # held only packed, and padded taps at this size: unpacked for this call
             w2 = self.model_params[f"{step.conv}/kernel"].reshape(-1, cout)
         if self.fused:
-            threads = numba.get_num_threads()
+            threads = self.threads
             cols = self._buffer("cols", self.cols_shape(n, ho, wo, kh * kh * c, threads))
             rows_per_tile = cols.shape[1] // wo
             conv_fused(x, w2, kh, stride, pad_t, pad_l, ho, wo, scale, shift, step.relu_out, out, cols,
@@ -213,11 +229,11 @@ class FastPlan:
         else:
             target = self._buffer(f"v{step.slot}", (rows * w, cout))
         packed = self.packed.get(step.sepconv)
-        if self.fused and packed is not None and shares_panels(rows * w, cout, numba.get_num_threads()):
+        if self.fused and packed is not None and shares_panels(rows * w, cout, self.threads):
             sep_conv_by_panels(x, dw, scale, shift, step.relu_in, step.relu_out, target, step.residual is not None,
-                               self._buffer("dw0", (rows * w, c)), packed, numba.get_num_threads())
+                               self._buffer("dw0", (rows * w, c)), packed, self.threads)
         elif self.fused:
-            threads = numba.get_num_threads()
+            threads = self.threads
             rows_per_tile = max(1, min(-(-rows // threads), self.FUSED_TILE_ELEMS // (w * max(c, cout))))
             scratch = self._buffer("dw0", (threads, rows_per_tile * w, c))
             saved = self._buffer("rows", (threads, 3, w, c))
@@ -288,7 +304,7 @@ class FastPlan:
         ho, pad_t = window_geometry(h, k, s, step.padding)
         wo, pad_l = window_geometry(w, k, s, step.padding)
         out = self._buffer(f"v{step.slot}", (n, ho, wo, c))
-        maxpool_add(x, residual.reshape(n, ho, wo, c), k, s, pad_t, pad_l, out)
+        maxpool_add(x, residual.reshape(n, ho, wo, c), k, s, pad_t, pad_l, out, self.threads)
         return out
 
     # the head's dense layers: "fast" is the op's NumPy matmul (BLAS); "reference" its einsum, which does not

@@ -114,8 +114,9 @@ def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None, channels=3) 
             _channels_first_rescaling(step, what, keras_version)
         return step
     if kind == "normalization":
-        if cfg.get("invert"):
-            raise StageError(f"{what}: invert=True (de-normalisation) is not an input preprocessing")
+        invert = cfg.get("invert", False)
+        if not isinstance(invert, bool):
+            raise StageError(f"{what}: invert {invert!r}; expected true or false")
         if not _axis_is_channels(cfg.get("axis", -1), data_format):
             axes = " or ".join(map(str, CHANNEL_AXES[data_format]))
             raise StageError(f"{what}: axis {cfg.get('axis')!r}; only per-channel statistics convert (axis {axes} "
@@ -134,7 +135,9 @@ def _step(k: KLayer, data_format=CHANNELS_LAST, keras_version=None, channels=3) 
         if np.min(np.sqrt(np.maximum(var, 0))) <= KERAS_EPSILON:
             raise StageError(f"{what}: a variance of {np.min(var):g} makes the output depend on Keras' "
                              "epsilon setting, which the file does not record")
-        return {"kind": kind, "name": k.name, "mean": mean, "variance": var, "epsilon": KERAS_EPSILON}
+        # invert=True maps normalised input back (mean + x * std): as affine as the forward direction
+        return {"kind": kind, "name": k.name, "mean": mean, "variance": var, "epsilon": KERAS_EPSILON,
+                **({"invert": True} if invert else {})}
     h, w = cfg.get("height"), cfg.get("width")
     if not all(isinstance(d, int) and d > 0 for d in (h, w)):
         raise StageError(f"{what}: expected int height and width in its config, found {h!r}, {w!r}")
