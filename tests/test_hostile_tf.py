@@ -18,7 +18,8 @@ import struct
 import numpy as np
 import pytest
 
-from test_hostile import LIMIT, assert_refused, run_limited
+import limited_runner
+from test_hostile import LIMIT, REPO, assert_refused
 from npxception.weights_tools.crc32c import crc32c, crc32c_reference, mask, unmask
 
 DT = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 9}
@@ -115,32 +116,22 @@ def write_bundle(prefix, tensors: dict, *, graph=b"\x0a\x00", shards=1, endianne
 CONFIG = '{"class_name": "Sequential", "config": {"name": "m", "layers": []}}'
 WEIGHTS = {"layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(12, dtype=np.float32).reshape(3, 4)}
 
-# A child that opens a bundle and reads every numeric entry, as the converter does once it has checked shapes.
-READ_ALL = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-from npxception.weights_tools.errors import ConversionError
-from npxception.weights_tools.tf_bundle import Bundle
-try:
-    with Bundle(sys.argv[1]) as b:
-        for key, e in b.entries.items():
-            b.string(key) if e.dtype == 7 else b.tensor(key).read()
-except ConversionError as exc:
-    print(exc, file=sys.stderr)
-    sys.exit(1)
-"""
+
+def run_limited(module: str, *args, cpu: int = 0):
+    """test_hostile.run_limited's child (``main(args)`` of ``module`` forked by tests/limited_runner.py under
+    RLIMIT_AS ``LIMIT``, and RLIMIT_CPU ``cpu`` seconds when given), from one server per module for this file:
+    the environment without pytest's PYTEST_CURRENT_TEST, which names each test and would start a server (and
+    its ~1.5 s of imports) per test; tests/ on the path for read_all_bundle."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env["PYTHONPATH"] = os.pathsep.join([REPO, os.path.dirname(os.path.abspath(__file__)),
+                                         os.environ.get("PYTHONPATH", "")])
+    return limited_runner.run(module, args, limit=LIMIT, cpu=cpu, env=env)
 
 
 def read_refused(prefix, *fragments):
-    import subprocess
-    import sys
-
-    from test_hostile import REPO
-
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", READ_ALL.format(limit=LIMIT), str(prefix)], capture_output=True,
-                         text=True, env=env, cwd=REPO)
-    assert_refused(out, os.path.basename(str(prefix)), *fragments)
+    """A child that opens the bundle and reads every numeric entry, as the converter does once it has checked
+    shapes (tests/read_all_bundle.py), under RLIMIT_AS ``LIMIT``."""
+    assert_refused(run_limited("read_all_bundle", prefix), os.path.basename(str(prefix)), *fragments)
 
 
 def convert_refused(tmp_path, src, *fragments):

@@ -59,6 +59,9 @@ def files(tmp_path_factory):
     aug = randomize(keras.Model(inp, L.Dense(3, name="logits")(x)), seed=30)
     aug.save(str(root / "aug.keras"))
     pixels = np.random.default_rng(30).uniform(0, 255, (2, 71, 71, 3)).astype(np.float32)
+    # predict run eagerly (as keras_corpus' compiled models predict): the same layers in inference mode without
+    # tracing predict's graph through 18 augmentation layers and Xception (measured 3.1 s of CPU vs 0.9 s eager)
+    aug.run_eagerly = True
     expected = aug.predict(pixels, verbose=0)
 
     inp = keras.Input((80, 80, 3), name="image")
@@ -67,6 +70,7 @@ def files(tmp_path_factory):
     prep = randomize(keras.Model(inp, L.Dense(3, name="logits")(x)), seed=32)
     prep.save(str(root / "pipe_prep.keras"))
     pixels80 = np.random.default_rng(32).uniform(0, 255, (2, 80, 80, 3)).astype(np.float32)
+    prep.run_eagerly = True
     expected80 = prep.predict(pixels80, verbose=0)
 
     inp = keras.Input((4,))

@@ -269,6 +269,15 @@ def weight_keys(config, where: str) -> dict[tuple, str]:
     return out
 
 
+def _both_auto_names(key: str, *names: str) -> bool:
+    """Whether every name is an auto-name of the class whose place ``key`` is (``conv2d``, ``conv2d_12``, for
+    ``layers/conv2d_2``): Keras' loader places weights by that path, never by name, and the counters behind
+    auto-names depend on what the process built before (a notebook that rebuilds the model to save its
+    config: ``conv2d_12`` where the training run said ``conv2d_8``). Names a user gave are compared."""
+    auto = re.compile(re.escape(re.sub(r"_[0-9]+$", "", key.rsplit("/", 1)[-1])) + r"(_[0-9]{1,9})?")
+    return all(auto.fullmatch(n) for n in names)
+
+
 def _read_vars(store, key: str, expected_name: str | None):
     """The arrays under ``key/vars`` in index order, with their paths, and the layer name the group records;
     ``(None, [], None)`` when there is no group ``key``. ``store``: :mod:`npxception.weights_tools.weight_store`'s."""
@@ -282,7 +291,8 @@ def _read_vars(store, key: str, expected_name: str | None):
     if indices is None:
         raise ConversionError(f"{store.where}: {vpath} is a dataset where a group was expected")
     stored = store.name_attr(vpath)
-    if expected_name is not None and stored is not None and stored != expected_name:
+    if expected_name is not None and stored is not None and stored != expected_name \
+            and not _both_auto_names(key, stored, expected_name):
         raise ConversionError(f"{store.where}: {key} holds the weights of layer {stored!r}, but the config "
                               f"puts layer {expected_name!r} there")
     indices = sorted(indices, key=lambda s: -1 if counter(s) is None else counter(s))

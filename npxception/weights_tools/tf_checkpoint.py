@@ -270,10 +270,21 @@ def _owner(variable: Variable) -> str | None:
     return variable.full_name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in variable.full_name else None
 
 
+# Keras 3's LoRA adapters (keras/src/layers/core/dense.py, convolutional/base_conv.py: enable_lora): the layer
+# computes with kernel + (lora_alpha / lora_rank) * lora_kernel_a @ lora_kernel_b, merged only when saved to .keras
+LORA_VARIABLES = ("lora_kernel_a", "lora_kernel_b")
+
+
 def _layer_arrays(bundle: Bundle, graph: ObjectGraph, node: int, what: str):
     """``(variable names, variables, tensors)`` of a layer's node, in ``get_weights()`` order."""
     variables = graph.variables(node)
     unknown = sorted(set(variables) - set(WEIGHT_ORDER))
+    lora = [n for n in unknown if n in LORA_VARIABLES]
+    if lora:
+        raise ConversionError(f"{bundle.where}: {what} holds {' and '.join(lora)}: LoRA (Keras 3's "
+                              "layer.enable_lora(rank)), which a checkpoint keeps beside the kernel, unmerged, and "
+                              "npxception does not merge; save the model with model.save('model.keras') or "
+                              "model.save_weights('model.weights.h5'), which store the merged kernel, and convert that")
     if unknown:
         raise ConversionError(f"{bundle.where}: {what} holds variable {unknown[0]!r}, which no layer the "
                               "converter knows has")
