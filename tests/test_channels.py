@@ -32,7 +32,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_helpers import keras_predict, randomize
+from keras_helpers import randomize
 
 import npxception
 from npxception import weights_tools
@@ -42,6 +42,13 @@ SIZE = 71
 PROB_ATOL = 1e-5
 # {source: channels}
 CHANNELS = {"gray": 1, "rgba": 4, "tf_gray": 1}
+
+
+def _keras(model, x):
+    """Keras' answer on ``x``: ``model(x, training=False)``, the layers predict runs, in inference mode, on the
+    same batch, without the graph ``predict`` traces for every model (seconds of CPU each; one batch here)."""
+    out = model(x, training=False)
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
 
 
 def _train(fw, model, channels, pixels, seed):
@@ -55,10 +62,10 @@ def _train(fw, model, channels, pixels, seed):
     randomize(model, seed=seed)
     last = model.layers[-1]
     kernel, bias = last.get_weights()
-    features = keras_predict(fw.Model(model.input, last.input), x)
+    features = _keras(fw.Model(model.input, last.input), x)
     last.set_weights([kernel / float(np.std(features @ kernel)), np.zeros_like(bias)])
     batch = rng.uniform(lo, hi, (2, SIZE, SIZE, channels)).astype(np.float32)
-    return batch, keras_predict(model, batch)
+    return batch, _keras(model, batch)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +220,7 @@ def test_captured_layers_are_keras_layers(sources):
     model = weights_tools.read(str(files["keras"][0]))
     names = ["block1_conv1_act", "block4_add", "avg_pool"]
     keras_names = [model.source_layer_names.get(n, n) for n in names]
-    theirs = keras_predict(keras.Model(gray.input, [gray.get_layer(n).output for n in keras_names]), x)
+    theirs = _keras(keras.Model(gray.input, [gray.get_layer(n).output for n in keras_names]), x)
     _, acts = model.forward(x, capture=names)
     for name, t in zip(names, theirs):
         # 1e-5 of the layer's scale: float32 sums in another order (see the module docstring)
@@ -288,9 +295,9 @@ def test_photos_are_read_as_keras_load_img_reads_them_for_the_models_channels(ph
 @pytest.mark.parametrize("source", list(MODES))
 def test_predict_and_the_cli_give_model_predict_of_keras_own_photo_arrays(sources, converted, photos, source,
                                                                           capsys):
-    """predict() and `npxception predict` on photo files: Keras' model.predict of
-    img_to_array(load_img(photo, color_mode=..., target_size=(71, 71))), preprocess_input'ed unless the model
-    rescales in-graph."""
+    """predict() and `npxception predict` on photo files: the Keras model (_keras: in inference mode, as its
+    predict) on img_to_array(load_img(photo, color_mode=..., target_size=(71, 71))), preprocess_input'ed unless
+    the model rescales in-graph."""
     import keras
 
     from npxception.cli import main
@@ -299,7 +306,7 @@ def test_predict_and_the_cli_give_model_predict_of_keras_own_photo_arrays(source
     model = npxception.load(converted[source])
     arrays = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode=MODES[source],
                                                                        target_size=(SIZE, SIZE))) for p in photos])
-    expected = keras_predict(kmodel, arrays if model.takes_pixels else arrays / 127.5 - 1)
+    expected = _keras(kmodel, arrays if model.takes_pixels else arrays / 127.5 - 1)
     classes = expected.shape[1]
     results = npxception.predict(photos, weights=converted[source], top=classes)
     for path, preds, want in zip(photos, results, expected):
