@@ -127,6 +127,9 @@ def run(module: str, args, *, limit: int, cpu: int, env: dict) -> subprocess.Com
     """``sys.exit(main(args))`` of ``module`` in a forked child under the limits: a CompletedProcess as
     ``subprocess.run(..., capture_output=True, text=True)`` gives."""
     args = [str(a) for a in args]
+    # pytest names the running test in PYTEST_CURRENT_TEST: kept, it would key a new server (its imports, and a
+    # process left idle until exit) for every test; no module run here reads it
+    env = {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
     with _lock:
         proc = _server(module, env)
         proc.stdin.write(json.dumps({"args": args, "limit": limit, "cpu": cpu}) + "\n")
