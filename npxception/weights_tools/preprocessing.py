@@ -68,7 +68,8 @@ class StageError(ValueError):
 
 def _axis_is_channels(axis, data_format=CHANNELS_LAST) -> bool:
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    return axis in CHANNEL_AXES[data_format] or axis is None  # None: one mean and variance for every value
+    # None (tf_keras) or [] (Keras 3 writes axis=None as an empty tuple): one mean and variance for every value
+    return axis in CHANNEL_AXES[data_format] or axis is None or axis == []
 
 
 def _per_channel(a, what, channels) -> float | list[float]:

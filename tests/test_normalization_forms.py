@@ -1,4 +1,5 @@
-"""``Normalization(invert=True)`` in front of the backbone (review 29, F1: refused until now).
+"""``Normalization(invert=True)`` and ``Normalization(axis=None)`` in front of the backbone (review 29: both
+were refused; Keras 3 writes ``axis=None`` as ``[]``).
 
 Keras 3 and tf_keras compute the inverted layer as ``mean + x * max(sqrt(variance), epsilon)`` (keras/src/
 layers/preprocessing/normalization.py, tf_keras/src/layers/preprocessing/normalization.py): a pipeline that
@@ -57,6 +58,27 @@ def test_inverted_normalization_step_is_the_frameworks_own_call(framework, adapt
     # the forward direction is untouched: the same layer without invert is the other formula
     forward = input_stage.validate([{k: v for k, v in step.items() if k != "invert"}], channels=3)
     assert not np.allclose(input_stage.apply(forward, x), theirs)
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+@pytest.mark.parametrize("adapted", [False, True])
+def test_one_mean_and_variance_for_every_value_is_the_frameworks_own_call(framework, adapted):
+    """axis=None: scalar statistics, broadcast over the channels, bit for bit as the layer's own call."""
+    fw = importlib.import_module(framework)
+    x = _pixels(4)
+    if adapted:
+        layer = fw.layers.Normalization(axis=None, name="scalar_norm")
+        layer.adapt(np.random.default_rng(6).normal(100.0, 40.0, (8, 5, 5, 3)).astype(np.float32))
+        weights = [np.asarray(w) for w in layer.get_weights()]
+        assert [w.shape for w in weights[:2]] == [(), ()], [w.shape for w in weights]
+    else:
+        layer = fw.layers.Normalization(axis=None, mean=120.0, variance=3600.0, name="scalar_norm")
+        weights = []
+    theirs = np.asarray(layer(x))
+    config = json.loads(json.dumps(layer.get_config()))  # as a saved file holds it
+    step = _step(KLayer(name="scalar_norm", class_name="Normalization", config=config, weights=weights))
+    ours = input_stage.apply(input_stage.validate([step], channels=3), x)
+    assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
 
 
 def test_invert_must_be_a_boolean():
