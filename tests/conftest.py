@@ -38,9 +38,11 @@ SHARED_BUILDS = {
     "predict_reference": ("test_cli.py", "test_framework_free.py", "test_predict.py", "test_readme.py"),
 }
 # Started first, longest first (xdist orders by test count): a long file started last would leave the
-# other worker idle at the end. test_real_world_files alone is a third of the suite (its Keras corpus).
-LONGEST = ("test_real_world_files.py", "test_convert_files.py", "predict_reference", "test_channels_first.py",
-           "test_model_keras.py", "test_compare.py")
+# other worker idle at the end. By the clean-clone run of 2026-11-30 13:50 UTC (setup + call + teardown of
+# its tests, load 10-20): test_training_checkpoints 707 s, test_real_world_files 576, test_mixed_precision 339.
+LONGEST = ("test_training_checkpoints.py", "test_real_world_files.py", "test_mixed_precision.py",
+           "test_convert_files.py", "predict_reference", "test_channels_first.py", "test_model_keras.py",
+           "test_compare.py")
 
 
 @pytest.hookimpl(optionalhook=True)
