@@ -33,24 +33,28 @@ def _pixels(seed, n=2):
     return np.random.default_rng(seed).normal(0.0, 1.0, (n, S, S, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
-@pytest.mark.parametrize("adapted", [False, True])
-def test_inverted_normalization_step_is_the_frameworks_own_call(framework, adapted):
-    fw = importlib.import_module(framework)
-    x = _pixels(1)
+def _layer_step(fw, adapted, x, **kw):
+    """``(the layer's own call on x, our step from its saved config and weights)`` of a Normalization made with
+    ``kw``, its statistics ``adapted`` on pixels or given as mean/variance (``kw``'s, when not adapted)."""
+    given = {k: kw.pop(k) for k in ("mean", "variance") if k in kw}
+    layer = fw.layers.Normalization(**kw, **({} if adapted else given), name="norm")
+    weights = []
     if adapted:
-        layer = fw.layers.Normalization(invert=True, name="unnormalize")
         layer.adapt(np.random.default_rng(2).normal(100.0, 40.0, (8, 5, 5, 3)).astype(np.float32))
         weights = [np.asarray(w) for w in layer.get_weights()]
         assert len(weights) == 3, [w.shape for w in weights]  # mean, variance, count: what a saved file holds
-    else:
-        layer = fw.layers.Normalization(mean=MEAN, variance=VARIANCE, invert=True, name="unnormalize")
-        weights = []
-    theirs = np.asarray(layer(x))
     config = json.loads(json.dumps(layer.get_config()))  # as a saved file holds it (axis a list)
-    assert config["invert"] is True, config  # what the converter reads
-    step = _step(KLayer(name="unnormalize", class_name="Normalization", config=config, weights=weights))
-    assert step["invert"] is True, step
+    return np.asarray(layer(x)), _step(KLayer(name="norm", class_name="Normalization", config=config,
+                                              weights=weights))
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+@pytest.mark.parametrize("adapted", [False, True])
+def test_inverted_normalization_step_is_the_frameworks_own_call(framework, adapted):
+    x = _pixels(1)
+    theirs, step = _layer_step(importlib.import_module(framework), adapted, x, invert=True, mean=MEAN,
+                               variance=VARIANCE)
+    assert step["invert"] is True, step  # read from the config
     stage = input_stage.validate([step], channels=3)
     ours = input_stage.apply(stage, x)
     assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
@@ -64,19 +68,10 @@ def test_inverted_normalization_step_is_the_frameworks_own_call(framework, adapt
 @pytest.mark.parametrize("adapted", [False, True])
 def test_one_mean_and_variance_for_every_value_is_the_frameworks_own_call(framework, adapted):
     """axis=None: scalar statistics, broadcast over the channels, bit for bit as the layer's own call."""
-    fw = importlib.import_module(framework)
     x = _pixels(4)
-    if adapted:
-        layer = fw.layers.Normalization(axis=None, name="scalar_norm")
-        layer.adapt(np.random.default_rng(6).normal(100.0, 40.0, (8, 5, 5, 3)).astype(np.float32))
-        weights = [np.asarray(w) for w in layer.get_weights()]
-        assert [w.shape for w in weights[:2]] == [(), ()], [w.shape for w in weights]
-    else:
-        layer = fw.layers.Normalization(axis=None, mean=120.0, variance=3600.0, name="scalar_norm")
-        weights = []
-    theirs = np.asarray(layer(x))
-    config = json.loads(json.dumps(layer.get_config()))  # as a saved file holds it
-    step = _step(KLayer(name="scalar_norm", class_name="Normalization", config=config, weights=weights))
+    theirs, step = _layer_step(importlib.import_module(framework), adapted, x, axis=None, mean=120.0,
+                               variance=3600.0)
+    assert np.ndim(step["mean"]) == 0 and np.ndim(step["variance"]) == 0, step
     ours = input_stage.apply(input_stage.validate([step], channels=3), x)
     assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
 
