@@ -35,6 +35,7 @@ same panels.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import llvmlite
@@ -56,7 +57,6 @@ L2_BYTES = 512 * 1024  # half a core's L2 on the machines first measured, for in
 # first rows of a panel otherwise wait on it from L3 or memory (docs/performance.md, "Issue 15, 2026-11-30");
 # False: no prefetch (the benchmarks' A/B)
 PREFETCH = True
-_OFFSETS: dict = {}  # (kh, W, C) -> tap_offsets(kh, kh, W, C), made once (never written; see fused._CONSTANTS)
 from .micro import AVAILABLE  # noqa: E402 (tests set direct.AVAILABLE: worth_packing reads it here)
 
 # passed as ``packed`` where the microkernel is not used: its type (an integer) keeps the microkernel out of
@@ -134,6 +134,9 @@ def _direct_part(t, nt, x, packed, offs, stride, ho, wo, scale, shift, relu, out
                                    _at(scale, q * nr), _at(shift, q * nr), relu, False)
 
 
+# made once per geometry (a call's Python under load costs 5-30 us for each array made anew: docs/performance.md,
+# "Issue 15, 2026-11-30 14:00-15:30 UTC"); bounded, as photos at their own size bring new widths; never written
+@functools.lru_cache(maxsize=64)
 def tap_offsets(kh, kw, w, c):
     """off[(i*KW + j)*C + c] = (i*W + j)*C + c: where tap k sits from its pixel's first input, in elements."""
     i = np.arange(kh)[:, None, None]
@@ -152,10 +155,7 @@ def conv_direct(x, packed, kh, stride, ho, wo, scale, shift, relu, out, threads)
         out[...] = conv_direct_reference(x, unpack_panels(packed, out.shape[1]), kh, stride, ho, wo, scale, shift,
                                          relu)
         return
-    key = (kh, x.shape[2], x.shape[3])
-    offs = _OFFSETS.get(key)
-    if offs is None:
-        offs = _OFFSETS[key] = tap_offsets(kh, kh, x.shape[2], x.shape[3])
+    offs = tap_offsets(kh, kh, x.shape[2], x.shape[3])
     rows = x.shape[0] * ho
     panels = shares_panels(rows * wo, out.shape[1], threads)
     chunk = rows if panels else -(-rows // threads)  # every row of the share under each panel: weights over

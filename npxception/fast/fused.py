@@ -11,6 +11,8 @@ twins in npxception/fast/kernels.py; tests/test_fast_kernels.py compares them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .._jit import njit
@@ -43,26 +45,18 @@ def _gemm(a, b, c):
 NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
 
 # The small constant arrays the kernels read, made once: a call's Python costs 5-30 us under load for each
-# one made anew, ~45 steps a pass (docs/performance.md, "Issue 15, 2026-11-30 14:00-15:30 UTC"). Never
-# written: every kernel only reads them.
-_CONSTANTS: dict = {}
-
-
+# one made anew, ~45 steps a pass (docs/performance.md, "Issue 15, 2026-11-30 14:00-15:30 UTC"). Bounded (photos at
+# their own size bring new widths); never written: every kernel only reads them.
+@functools.lru_cache(maxsize=64)
 def _zero_row(shape, dtype):
     """A zero (W, C) row of ``dtype``: the depthwise kernels' padding row."""
-    key = ("zero", shape, np.dtype(dtype))
-    a = _CONSTANTS.get(key)
-    if a is None:
-        a = _CONSTANTS[key] = np.zeros(shape, dtype)
-    return a
+    return np.zeros(shape, dtype)
 
 
+@functools.lru_cache(maxsize=64)
 def _taps(n):
     """``arange(n)`` as int64: the microkernel's taps over a row of n values."""
-    a = _CONSTANTS.get(("taps", n))
-    if a is None:
-        a = _CONSTANTS[("taps", n)] = np.arange(n, dtype=np.int64)
-    return a
+    return np.arange(n, dtype=np.int64)
 
 
 def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved,
