@@ -5,8 +5,8 @@ keras.io recipe (Rescaling, the nested frozen backbone, a head whose last layer 
 ``Activation("softmax", dtype="float32")`` or ``Dense(..., dtype="float32")``), BN statistics
 randomised around the data's (keras_helpers.calibrate_batchnorm: randomize()'s alone overflow float16),
 one step of ``fit()``, saved in each format its Keras writes. Each case records the model's own
-``predict`` and its float32 twin's: the same weights in the same graph with every policy float32, read
-back from the model's JSON (``model_from_json``), i.e. the exact float32 math of the weights.
+``predict`` and its float32 twin's answer: the same weights in the same graph with every layer's policy
+set to float32 (:func:`float32_math`), i.e. the exact float32 math of the weights.
 """
 
 from __future__ import annotations
@@ -61,8 +61,14 @@ def recipe(fw, last, classes, seed):
     model = randomize(fw.Model(inputs, outputs), seed=seed)
     rng = np.random.default_rng(seed)
     calibrate_batchnorm(model.get_layer("xception"), rng.uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32), seed)
-    # run_eagerly: tracing Xception's training graph costs seconds; one eager step at 71x71 does not
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    # run_eagerly under bfloat16: one eager step at 71x71 (~0.7 s of CPU) costs less than tracing the training
+    # graph (~3 s). Not under float16: the tape watches the frozen backbone's variables too (freezing is Keras',
+    # their tf.Variables stay trainable), so an eager step computes every float16 convolution's gradient on the
+    # CPU's slow float16 kernels (~13 s of CPU a step), which the traced graph prunes as unused (~3 s with its
+    # tracing). Measured 2026-11-30 on both frameworks; either way it is the same fit() of the same model.
+    policy = fw.config.dtype_policy() if fw.__name__ == "keras" else fw.mixed_precision.global_policy()
+    eager = policy.name == "mixed_bfloat16"
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=eager)
     # the Dropout mask of the fit step is the framework's random draw: seeded, so every run trains the same
     # weights (unseeded, which of the head's weights Adam moved varied by run, and with it the bfloat16
     # head's rounding: CI measured 0.202 of max|x| at the dense layer once, against 0.2 allowed)
@@ -72,20 +78,29 @@ def recipe(fw, last, classes, seed):
     return model
 
 
-def float32_twin(fw, model):
-    """The same graph and weights with every dtype policy float32."""
-    text = model.to_json()
-    for name in ("mixed_float16", "mixed_bfloat16"):
-        text = text.replace(f'"{name}"', '"float32"')
-    twin = fw.models.model_from_json(text)
-    twin.set_weights(model.get_weights())
-    return twin
+def float32_math(fw, model, x):
+    """``model(x)`` with every layer's dtype policy float32: the same graph and weights (mixed precision keeps
+    float32 variables) computing in float32, i.e. the exact float32 math of the weights. The policies are set
+    in place (Keras 3's ``dtype_policy`` setter, tf_keras' ``_set_dtype_policy``), so call it last. It was a
+    second model read back from ``model.to_json()`` with the policies replaced (``model_from_json``): ~1.4 s
+    of CPU a model to build, and its answers agree with these within 2e-6 of max|p| (measured 2026-11-30).
+    A layer left computing in 16 bits would fail the tests: RTOL (1e-5) against ours, FLOAT32_ROUNDOFF (1e-4)
+    against the 16-bit predict."""
+    def walk(layer):
+        if fw.__name__ == "keras":
+            layer.dtype_policy = "float32"
+        else:
+            layer._set_dtype_policy("float32")
+        for inner in getattr(layer, "layers", []):
+            walk(inner)
+    walk(model)
+    return np.asarray(model(x, training=False))
 
 
 def _case(fw, model, policy, files, seed, **kw):
     x = np.random.default_rng(seed).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
     expected = keras_predict(model, x)
-    exact = keras_predict(float32_twin(fw, model), x)
+    exact = float32_math(fw, model, x)
     return Case(policy, files, x, expected, exact, **kw)
 
 

@@ -136,41 +136,62 @@ def _wrong(model, factor):
                        input_stage=model.input_stage, source_dtype_policy=model.source_dtype_policy)
 
 
+def _opened_in_keras(monkeypatch) -> list:
+    """The Keras models the code under test opens (``keras_side.load``, which compare and --check-with-keras
+    both reach once the file is vetted), kept so that a second check of the same file asks that model again
+    instead of loading the file again (a load is most of a check's CPU: Xception rebuilt, weights read)."""
+    from npxception import keras_side
+
+    opened, load = [], keras_side.load
+
+    def recording(*args, **kwargs):
+        opened.append(load(*args, **kwargs))
+        return opened[-1]
+    monkeypatch.setattr(keras_side, "load", recording)
+    return opened
+
+
 @pytest.mark.parametrize("name, fmt", [("keras_mixed_float16", "keras"), ("tf_keras_mixed_bfloat16", "h5")])
-def test_check_with_keras_judges_keras_at_its_precision(cases, tmp_path, name, fmt):
+def test_check_with_keras_judges_keras_at_its_precision(cases, tmp_path, monkeypatch, name, fmt):
     """--check-with-keras passes within the 16-bit tolerance, keeps our oracle's golden (naming the check), and
-    fails a model that computes something else (WRONG)."""
+    fails a model that computes something else (WRONG) against the Keras model the check opened."""
     from npxception import weights_tools
     from npxception.weights_tools import ConversionError
-    from npxception.weights_tools.keras_golden import load_in_keras, sixteen_bit_golden
+    from npxception.weights_tools.keras_golden import sixteen_bit_golden
 
     import npxception
 
     src = cases[name].files[fmt]
+    opened = _opened_in_keras(monkeypatch)
     out = weights_tools.convert(src, tmp_path / "checked.npz", check_with_keras=True, dtype_policy="float32")
+    assert len(opened) == 1, opened
     golden = npxception.load(out).golden
     assert golden.source.startswith("npxception float64 oracle"), golden.source
     assert f"which computes in {cases[name].policy}: agreed within" in golden.source, golden.source
     wrong = _wrong(weights_tools.read(src, dtype_policy="float32"), WRONG[name])
     with pytest.raises(ConversionError, match=rf"fails at layer block\d+_add.*computes in {cases[name].policy}"):
-        sixteen_bit_golden(load_in_keras(src, wrong), wrong, src)
+        sixteen_bit_golden(opened[0], wrong, src)
 
 
 @pytest.mark.parametrize("name", ["keras_mixed_float16", "keras_mixed_bfloat16"])
-def test_compare_attributes_the_differences_to_the_sources_precision(cases, name):
+def test_compare_attributes_the_differences_to_the_sources_precision(cases, monkeypatch, name):
     """compare says the Keras model computes in 16 bits, judges it at that precision, and calls the accumulated
-    difference its rounding: no layer introduces error and ours is float32-exact; a wrong kernel is found."""
+    difference its rounding: no layer introduces error and ours is float32-exact; a wrong kernel is found,
+    compared with the Keras model the first compare opened from the file."""
     from npxception import weights_tools
     from npxception.compare import compare
 
     case = cases[name]
     src = case.files["keras"]
     model = weights_tools.read(src, dtype_policy="float32")
+    opened = _opened_in_keras(monkeypatch)
     report = compare(model, src, case.x[:1])
     assert report.ok, str(report)
     text = str(report)
     assert f"the Keras model computes with the dtype policy '{case.policy}'" in text, text
-    report = compare(_wrong(model, 1.5), src, case.x[:1])
+    assert len(opened) == 1, opened
+    report = compare(_wrong(model, 1.5), opened[0], case.x[:1])
+    assert f"the Keras model computes with the dtype policy '{case.policy}'" in str(report), str(report)
     assert not report.ok and [r.layer for r in report.sources][:1] == ["block7_sepconv2"], str(report)
 
 
