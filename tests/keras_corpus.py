@@ -111,13 +111,20 @@ def own_size_photos(root) -> list[str]:
     return PHOTOS + [os.path.join(root, "cat.jpg"), os.path.join(root, "small.png")]
 
 
-def _logits_and_terms(fw, model):
+def _logits_and_terms(fw, model, eager=False):
     """``x -> (model.predict(x), terms)`` in one Keras run, where ``terms`` is ``max_k sum_j |f_j W_jk| + |b_k|``
     over the batch: the size of the terms the Dense logits sum, from Keras' own pooled features. A fit()
     step can leave logits far smaller than their terms (measured on the resizing case: 5.1e3 against ~5e4
     before the step), and float32 rounding, Keras' included, is relative to the terms: Keras' own
-    batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|."""
+    batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|.
+
+    ``eager``: ``predict`` runs eagerly, as the corpus' compiled models' own ``predict`` does (_fit_one_step):
+    the same layers in inference mode, without a predict graph traced for each new input size and photo
+    (measured 2026-11-30 on the any_size model: ~1.0 s of CPU a traced call at 71x71 to 141x173, 0.2-0.3 s
+    eager, the same logits to float32 rounding; the corpus makes 45 such calls)."""
     both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
+    if eager:
+        both.run_eagerly = True
     kernel, bias = model.get_layer("dense").get_weights()
 
     def run(x):
@@ -130,7 +137,7 @@ def _variable_case(fw, model, path, seed, photos, refuses, sizes=SIZES):
     """A variable-size source: the 71x71 case, plus Keras on other ``sizes`` and on each photo at its own
     size; ``refuses(h, w)`` marks the sizes the converted model must refuse (no Keras answer recorded)."""
     case = _case(fw, model, path, 71, True, seed)
-    run = _logits_and_terms(fw, model)
+    run = _logits_and_terms(fw, model, eager=True)
     case.scale = run(case.x)[1]
     rng = np.random.default_rng(seed + 100)
     for h, w in sizes:
@@ -164,13 +171,13 @@ def _geometry_classifier(fw, geometry, path, seed, labels, case_seed, photos, re
     return _variable_case(fw, model, path, case_seed, photos, refuses)
 
 
-def _logits_case(fw, model, path, seed):
+def _logits_case(fw, model, path, seed, **kw):
     """A case whose model ends in logits: Keras' predictions and the size of their terms
     (_logits_and_terms) on the random batch and the photos, in one predict call."""
     x = _x(71, True, seed)
     photos = _photo_batch(fw, 71, True).astype(np.float32)
-    y, terms = _logits_and_terms(fw, model)(np.concatenate([x, photos]))
-    return Case(path, 71, True, x, y[:len(x)], PHOTOS, y[len(x):], scale=terms, photos_scale=terms)
+    y, terms = _logits_and_terms(fw, model, eager=True)(np.concatenate([x, photos]))
+    return Case(path, 71, True, x, y[:len(x)], PHOTOS, y[len(x):], scale=terms, photos_scale=terms, **kw)
 
 
 def _fit_one_step(model, loss, size, pixels, labels):
@@ -329,7 +336,7 @@ def build(root) -> dict[str, Case]:
         f.write(tfs.to_json())
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
     # its 2 logits nearly cancel (measured: up to 2.4e4 with one of -1.8e3): rounding is relative to the terms
-    run = _logits_and_terms(tf_keras, tfs)
+    run = _logits_and_terms(tf_keras, tfs, eager=True)
     case.scale = run(case.x)[1]
     case.photos_scale = run(_photo_batch(tf_keras, 71, True).astype(np.float32))[1]
     scales = dict(scale=case.scale, photos_scale=case.photos_scale)
