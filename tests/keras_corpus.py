@@ -83,6 +83,9 @@ class Case:
     resized_photos: list[str] = field(default_factory=list)
     resized_expected: np.ndarray | None = None
     resized_scale: float | None = None
+    # the live Keras model that wrote the file, kept for the cases whose tests probe its layers (the golden
+    # tests: Keras' values from the writing model, not from the file opened again); None for the others
+    keras_model: object = field(default=None, repr=False)
 
 
 def _x(size, pixels, seed):
@@ -239,7 +242,7 @@ def build(root) -> dict[str, Case]:
     recipe.save_weights(path("recipe.weights.h5"))
     with open(path("recipe.config.json"), "w") as f:
         f.write(recipe.to_json())
-    out["recipe_keras"] = case = _case(keras, recipe, path("recipe.keras"), 71, True, 1)
+    out["recipe_keras"] = case = _case(keras, recipe, path("recipe.keras"), 71, True, 1, keras_model=recipe)
     out["recipe_h5"] = _same_model(case, path("recipe.h5"))
     out["recipe_weights_h5"] = _same_model(case, path("recipe.weights.h5"), config=path("recipe.config.json"))
 
@@ -249,7 +252,8 @@ def build(root) -> dict[str, Case]:
     norm.adapt(_x(71, True, 5) * np.array([0.5, 0.8, 1.0], np.float32))
     _fit_one_step(normalization, "sparse_categorical_crossentropy", 71, True, np.array([0, 2]))
     normalization.save(path("normalization.keras"))
-    out["normalization_keras"] = _case(keras, normalization, path("normalization.keras"), 71, True, 2)
+    out["normalization_keras"] = _case(keras, normalization, path("normalization.keras"), 71, True, 2,
+                                       keras_model=normalization)
 
     # two Dense layers with BatchNormalization and Dropout between them, Adam, 6 classes
     base = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
@@ -260,7 +264,7 @@ def build(root) -> dict[str, Case]:
     two_dense = randomize(keras.Model(base.input, keras.layers.Dense(6, activation="softmax")(y)), seed=23)
     _fit_one_step(two_dense, "sparse_categorical_crossentropy", 71, False, np.array([1, 5]))
     two_dense.save(path("two_dense.keras"))
-    out["two_dense_keras"] = _case(keras, two_dense, path("two_dense.keras"), 71, False, 3)
+    out["two_dense_keras"] = _case(keras, two_dense, path("two_dense.keras"), 71, False, 3, keras_model=two_dense)
 
     # GlobalMaxPooling at 160x160, saved as weights only (plus its config.json)
     base = keras.applications.Xception(weights=None, include_top=False, input_shape=(160, 160, 3))
@@ -306,7 +310,7 @@ def build(root) -> dict[str, Case]:
                             tf_keras.layers.Dense(3, activation="softmax"), seed=25)
     _fit_one_step(tk, "sparse_categorical_crossentropy", 71, True, np.array([0, 1]))
     tk.save(path("tf_keras_recipe.h5"))
-    out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5)
+    out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5, keras_model=tk)
 
     # the tensorflow.org tutorial: preprocess_input on the symbolic input, 3 logits
     # (not also as a tf_keras SavedModel: saving one takes ~30 s here; the reader is tf_keras_savedmodel's)
@@ -316,7 +320,7 @@ def build(root) -> dict[str, Case]:
                                    fw.layers.Dense(3, name="dense"), seed=seed)
         _fit_one_step(model, fw.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 2]))
         model.save(path(file))
-        out[name] = _logits_case(fw, model, path(file), seed - 20)
+        out[name] = _logits_case(fw, model, path(file), seed - 20, keras_model=model)
 
     # tf_keras' own formats: 2 logits, a Sequential preprocessing model holding weights (Normalization)
     norm = tf_keras.layers.Normalization(name="normalization")
