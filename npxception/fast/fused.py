@@ -19,7 +19,7 @@ from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from . import direct
-from .pointwise import pointwise_panels, pointwise_tile
+from .pointwise import pointwise_panels, pointwise_tile, span_start
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
@@ -126,10 +126,11 @@ def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
 
 @njit(nogil=True)
 def _panels_part(t, nt, a, packed, offs, scale, shift, relu, add, y, prefetch):
-    """Thread t's panels of :func:`sep_conv_by_panels`' pointwise GEMM, over every row."""
-    per = -(-packed.shape[0] // nt)
-    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, t * per, min(packed.shape[0], (t + 1) * per),
-                     prefetch)
+    """Thread t's span of :func:`sep_conv_by_panels`' pointwise GEMM: its output panels over every row, the
+    panels cut where the threads' work is equal (:func:`~npxception.fast.pointwise.span_start`)."""
+    m, co = a.shape[0], y.shape[1]
+    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, span_start(t, nt, m, packed, co),
+                     span_start(t + 1, nt, m, packed, co), prefetch)
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):
