@@ -237,7 +237,8 @@ def test_sep_conv_by_panels(n, h, w, c, cout, relu_in, relu_out, mode, threads, 
         fused.bind_symbols(dtype)
         ts = list(range(threads) if order == "forward" else reversed(range(threads)))
         for t in ts:
-            fused._depthwise_part(t, threads, src, dw, relu_in, np.zeros((w, c), dtype), dwbuf)
+            fused._depthwise_part(t, threads, src, dw, relu_in, np.zeros((w, c), dtype), dwbuf, packed, cout,
+                                  False)
         for t in ts:
             fused._panels_part(t, threads, dwbuf, packed, np.arange(c, dtype=np.int64), scale, shift, relu_out,
                                add, dest, True)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from . import direct
+from .micro import prefetch_part
 from .pointwise import pointwise_panels, pointwise_tile, span_start
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
@@ -103,15 +105,20 @@ def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf,
     """
     bind_symbols(x.dtype)
     zero = _zero_row(x.shape[2:], x.dtype)
-    in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf))
+    # while the depthwise runs, each thread asks for the first panel of its span of the GEMM ahead (a hint; the
+    # prefetch is an intrinsic, so not as Python): 0.989 of the pass (docs/performance.md, "Issue 15,
+    # 2026-11-30 17:00-18:40 UTC")
+    first = direct.PREFETCH and not numba.config.DISABLE_JIT
+    in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf, packed, dest.shape[1], first))
     offs = _taps(x.shape[3])
     in_parallel(_panels_part, threads, (threads, dwbuf, packed, offs, scale, shift, relu_out, add, dest,
                                         direct.PREFETCH))
 
 
 @njit(nogil=True)
-def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
-    """Thread t's rows of :func:`sep_conv_by_panels`' depthwise: buf[(n, h) rows] = depthwise(relu?(x))."""
+def _depthwise_part(t, nt, x, dw, relu_in, zero, buf, packed, co, prefetch):
+    """Thread t's rows of :func:`sep_conv_by_panels`' depthwise: buf[(n, h) rows] = depthwise(relu?(x)); and,
+    when ``prefetch``, the first panel of thread t's span of the pointwise GEMM that follows asked for ahead."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
     lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
@@ -122,6 +129,8 @@ def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
         top = zero if h == 0 else xr[nh - 1]
         bot = zero if h == h_ - 1 else xr[nh + 1]
         depthwise_row(top, xr[nh], bot, dw, lo, buf[nh * w_:(nh + 1) * w_])
+    if prefetch:
+        prefetch_part(packed, span_start(t, nt, rows * w_, packed, co) // (rows * w_), 0, 1)
 
 
 @njit(nogil=True)
