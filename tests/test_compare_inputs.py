@@ -13,8 +13,6 @@ import io
 import os
 import pathlib
 import re
-import subprocess
-import sys
 import warnings
 import zipfile
 
@@ -25,7 +23,7 @@ from hypothesis import strategies as st
 
 from npxception import Xception
 from npxception.compare import INPUT_KEY, compare
-from test_hostile import LIMIT, REPO, assert_refused, run_limited
+from test_hostile import LIMIT, assert_refused, run_limited
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +144,12 @@ def test_keras_opens_files_in_safe_mode(evil, against, monkeypatch):
 
 # --------------------------------------------------------------------------- shared by the cases below
 
-RUNNER_CPU = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
-from npxception.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def run_capped(*args, limit=LIMIT, cpu=60):
-    """The CLI in a subprocess under RLIMIT_AS and RLIMIT_CPU: a loop that never ends is killed by the kernel
-    (SIGXCPU, a non-1 exit status) after ``cpu`` seconds of CPU, a resource limit rather than a timed assertion."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", RUNNER_CPU.format(limit=limit, cpu=cpu), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+    """The CLI in a child process under RLIMIT_AS and RLIMIT_CPU (tests/limited_runner.py: forked from a server
+    that imported the CLI once, with the state, limits and captured output of a fresh ``python -c``): a loop that
+    never ends is killed by the kernel (SIGXCPU, a non-1 exit status) after ``cpu`` seconds of CPU, a resource
+    limit rather than a timed assertion."""
+    return run_limited("npxception.cli", *args, limit=limit, cpu=cpu)
 
 
 def _header(shape, dtype="<f4") -> bytes:
