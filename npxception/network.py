@@ -132,7 +132,9 @@ class XceptionModel:
     def weights(self) -> dict[str, np.ndarray]:
         """``{"block1_conv1/kernel": array, ...}`` in Keras' order (read-only arrays), a new dict.
 
-        Kernels the fast plan holds packed are unpacked for it, bit for bit (npxception/params.py).
+        Kernels the fast plan holds packed are unpacked for it, bit for bit (npxception/params.py), so
+        each read costs a pass over every kernel once the model has run: read it once, then index the dict
+        (``w = model.weights; w[k]``), not ``model.weights[k]`` in a loop.
         """
         return dict(self._params)
 

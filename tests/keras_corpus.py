@@ -83,6 +83,9 @@ class Case:
     resized_photos: list[str] = field(default_factory=list)
     resized_expected: np.ndarray | None = None
     resized_scale: float | None = None
+    # the live Keras model that wrote the file, kept for the cases whose tests probe its layers (the golden
+    # tests: Keras' values from the writing model, not from the file opened again); None for the others
+    keras_model: object = field(default=None, repr=False)
 
 
 def _x(size, pixels, seed):
@@ -111,13 +114,20 @@ def own_size_photos(root) -> list[str]:
     return PHOTOS + [os.path.join(root, "cat.jpg"), os.path.join(root, "small.png")]
 
 
-def _logits_and_terms(fw, model):
+def _logits_and_terms(fw, model, eager=False):
     """``x -> (model.predict(x), terms)`` in one Keras run, where ``terms`` is ``max_k sum_j |f_j W_jk| + |b_k|``
     over the batch: the size of the terms the Dense logits sum, from Keras' own pooled features. A fit()
     step can leave logits far smaller than their terms (measured on the resizing case: 5.1e3 against ~5e4
     before the step), and float32 rounding, Keras' included, is relative to the terms: Keras' own
-    batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|."""
+    batch-of-2 and batch-of-4 predictions then differ by 1.3e-5 of max|logit|.
+
+    ``eager``: ``predict`` runs eagerly, as the corpus' compiled models' own ``predict`` does (_fit_one_step):
+    the same layers in inference mode, without a predict graph traced for each new input size and photo
+    (measured 2026-11-30 on the any_size model: ~1.0 s of CPU a traced call at 71x71 to 141x173, 0.2-0.3 s
+    eager, the same logits to float32 rounding; the corpus makes 45 such calls)."""
     both = fw.Model(model.input, [model.get_layer("pool").output, model.output])
+    if eager:
+        both.run_eagerly = True
     kernel, bias = model.get_layer("dense").get_weights()
 
     def run(x):
@@ -130,7 +140,7 @@ def _variable_case(fw, model, path, seed, photos, refuses, sizes=SIZES):
     """A variable-size source: the 71x71 case, plus Keras on other ``sizes`` and on each photo at its own
     size; ``refuses(h, w)`` marks the sizes the converted model must refuse (no Keras answer recorded)."""
     case = _case(fw, model, path, 71, True, seed)
-    run = _logits_and_terms(fw, model)
+    run = _logits_and_terms(fw, model, eager=True)
     case.scale = run(case.x)[1]
     rng = np.random.default_rng(seed + 100)
     for h, w in sizes:
@@ -164,13 +174,13 @@ def _geometry_classifier(fw, geometry, path, seed, labels, case_seed, photos, re
     return _variable_case(fw, model, path, case_seed, photos, refuses)
 
 
-def _logits_case(fw, model, path, seed):
+def _logits_case(fw, model, path, seed, **kw):
     """A case whose model ends in logits: Keras' predictions and the size of their terms
     (_logits_and_terms) on the random batch and the photos, in one predict call."""
     x = _x(71, True, seed)
     photos = _photo_batch(fw, 71, True).astype(np.float32)
-    y, terms = _logits_and_terms(fw, model)(np.concatenate([x, photos]))
-    return Case(path, 71, True, x, y[:len(x)], PHOTOS, y[len(x):], scale=terms, photos_scale=terms)
+    y, terms = _logits_and_terms(fw, model, eager=True)(np.concatenate([x, photos]))
+    return Case(path, 71, True, x, y[:len(x)], PHOTOS, y[len(x):], scale=terms, photos_scale=terms, **kw)
 
 
 def _fit_one_step(model, loss, size, pixels, labels):
@@ -232,7 +242,7 @@ def build(root) -> dict[str, Case]:
     recipe.save_weights(path("recipe.weights.h5"))
     with open(path("recipe.config.json"), "w") as f:
         f.write(recipe.to_json())
-    out["recipe_keras"] = case = _case(keras, recipe, path("recipe.keras"), 71, True, 1)
+    out["recipe_keras"] = case = _case(keras, recipe, path("recipe.keras"), 71, True, 1, keras_model=recipe)
     out["recipe_h5"] = _same_model(case, path("recipe.h5"))
     out["recipe_weights_h5"] = _same_model(case, path("recipe.weights.h5"), config=path("recipe.config.json"))
 
@@ -242,7 +252,8 @@ def build(root) -> dict[str, Case]:
     norm.adapt(_x(71, True, 5) * np.array([0.5, 0.8, 1.0], np.float32))
     _fit_one_step(normalization, "sparse_categorical_crossentropy", 71, True, np.array([0, 2]))
     normalization.save(path("normalization.keras"))
-    out["normalization_keras"] = _case(keras, normalization, path("normalization.keras"), 71, True, 2)
+    out["normalization_keras"] = _case(keras, normalization, path("normalization.keras"), 71, True, 2,
+                                       keras_model=normalization)
 
     # two Dense layers with BatchNormalization and Dropout between them, Adam, 6 classes
     base = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
@@ -253,7 +264,7 @@ def build(root) -> dict[str, Case]:
     two_dense = randomize(keras.Model(base.input, keras.layers.Dense(6, activation="softmax")(y)), seed=23)
     _fit_one_step(two_dense, "sparse_categorical_crossentropy", 71, False, np.array([1, 5]))
     two_dense.save(path("two_dense.keras"))
-    out["two_dense_keras"] = _case(keras, two_dense, path("two_dense.keras"), 71, False, 3)
+    out["two_dense_keras"] = _case(keras, two_dense, path("two_dense.keras"), 71, False, 3, keras_model=two_dense)
 
     # GlobalMaxPooling at 160x160, saved as weights only (plus its config.json)
     base = keras.applications.Xception(weights=None, include_top=False, input_shape=(160, 160, 3))
@@ -299,7 +310,7 @@ def build(root) -> dict[str, Case]:
                             tf_keras.layers.Dense(3, activation="softmax"), seed=25)
     _fit_one_step(tk, "sparse_categorical_crossentropy", 71, True, np.array([0, 1]))
     tk.save(path("tf_keras_recipe.h5"))
-    out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5)
+    out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5, keras_model=tk)
 
     # the tensorflow.org tutorial: preprocess_input on the symbolic input, 3 logits
     # (not also as a tf_keras SavedModel: saving one takes ~30 s here; the reader is tf_keras_savedmodel's)
@@ -309,7 +320,7 @@ def build(root) -> dict[str, Case]:
                                    fw.layers.Dense(3, name="dense"), seed=seed)
         _fit_one_step(model, fw.losses.SparseCategoricalCrossentropy(from_logits=True), 71, True, np.array([0, 2]))
         model.save(path(file))
-        out[name] = _logits_case(fw, model, path(file), seed - 20)
+        out[name] = _logits_case(fw, model, path(file), seed - 20, keras_model=model)
 
     # tf_keras' own formats: 2 logits, a Sequential preprocessing model holding weights (Normalization)
     norm = tf_keras.layers.Normalization(name="normalization")
@@ -329,7 +340,7 @@ def build(root) -> dict[str, Case]:
         f.write(tfs.to_json())
     out["tf_keras_savedmodel"] = case = _case(tf_keras, tfs, path("tf_keras_savedmodel"), 71, True, 7)
     # its 2 logits nearly cancel (measured: up to 2.4e4 with one of -1.8e3): rounding is relative to the terms
-    run = _logits_and_terms(tf_keras, tfs)
+    run = _logits_and_terms(tf_keras, tfs, eager=True)
     case.scale = run(case.x)[1]
     case.photos_scale = run(_photo_batch(tf_keras, 71, True).astype(np.float32))[1]
     scales = dict(scale=case.scale, photos_scale=case.photos_scale)

@@ -13,17 +13,17 @@ import io
 import os
 import pathlib
 import re
-import subprocess
-import sys
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npxception import Xception
 from npxception.compare import INPUT_KEY, compare
-from test_hostile import LIMIT, REPO, assert_refused, run_limited
+from test_hostile import LIMIT, assert_refused, run_limited
 
 
 @pytest.fixture(scope="module")
@@ -144,21 +144,12 @@ def test_keras_opens_files_in_safe_mode(evil, against, monkeypatch):
 
 # --------------------------------------------------------------------------- shared by the cases below
 
-RUNNER_CPU = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
-from npxception.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def run_capped(*args, limit=LIMIT, cpu=60):
-    """The CLI in a subprocess under RLIMIT_AS and RLIMIT_CPU: a loop that never ends is killed by the kernel
-    (SIGXCPU, a non-1 exit status) after ``cpu`` seconds of CPU, a resource limit rather than a timed assertion."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", RUNNER_CPU.format(limit=limit, cpu=cpu), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+    """The CLI in a child process under RLIMIT_AS and RLIMIT_CPU (tests/limited_runner.py: forked from a server
+    that imported the CLI once, with the state, limits and captured output of a fresh ``python -c``): a loop that
+    never ends is killed by the kernel (SIGXCPU, a non-1 exit status) after ``cpu`` seconds of CPU, a resource
+    limit rather than a timed assertion."""
+    return run_limited("npxception.cli", *args, limit=limit, cpu=cpu)
 
 
 def _header(shape, dtype="<f4") -> bytes:
@@ -509,6 +500,40 @@ def test_onnx_lists_longer_than_any_export_are_refused_by_count(tmp_path, monkey
     with pytest.raises(ValueError, match=re.escape(message)) as info:
         load_onnx(path)
     assert str(info.value).startswith(f"{path}: {message}"), info.value
+
+
+@settings(max_examples=200)
+@given(data=st.data())
+def test_a_damaged_onnx_protobuf_is_refused_by_its_count_scan_as_unreadable(data):
+    """The wire-format scan meets every byte of the file before the parser does: a valid model's bytes cut short,
+    overwritten or spliced give the scan's own one-line refusal naming the file, or pass it (the bytes still
+    read as a protobuf), and never another exception (an IndexError past the end, a KeyError on a field)."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from npxception.compare.inputs import _check_counts
+
+    sub = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "sub", [], [h.make_tensor_value_info("y", T.FLOAT, [1])])
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[0, 0, 1, 1], name="conv"),
+             h.make_node("If", ["cond"], ["predictions"], then_branch=sub, else_branch=sub, name="if")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                         [h.make_tensor_value_info("predictions", T.FLOAT, [1, 3])],
+                         initializer=[h.make_tensor("w", T.FLOAT, [3, 3, 1, 1], [0.5] * 9)])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], doc_string="d")
+    onnx.helper.set_model_props(model, {"k": "v"})
+    valid = model.SerializeToString()
+    _check_counts(valid, "m.onnx")  # the undamaged model passes
+    cut = data.draw(st.integers(0, len(valid) - 1), label="cut at")
+    damaged = data.draw(st.sampled_from([
+        valid[:cut],
+        valid[:cut] + bytes([data.draw(st.integers(0, 255), label="byte")]) + valid[cut + 1:],
+        valid[:cut] + data.draw(st.binary(min_size=1, max_size=12), label="spliced") + valid[cut:],
+    ]), label="damage")
+    try:
+        _check_counts(damaged, "m.onnx")
+    except ValueError as exc:
+        assert str(exc).startswith("m.onnx: ") and "\n" not in str(exc), exc
 
 
 def test_onnx_empty_inputs_are_refused_in_the_cli_under_a_memory_limit(small, tmp_path):

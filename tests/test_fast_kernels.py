@@ -237,7 +237,8 @@ def test_sep_conv_by_panels(n, h, w, c, cout, relu_in, relu_out, mode, threads, 
         fused.bind_symbols(dtype)
         ts = list(range(threads) if order == "forward" else reversed(range(threads)))
         for t in ts:
-            fused._depthwise_part(t, threads, src, dw, relu_in, np.zeros((w, c), dtype), dwbuf)
+            fused._depthwise_part(t, threads, src, dw, relu_in, np.zeros((w, c), dtype), dwbuf, packed, cout,
+                                  False)
         for t in ts:
             fused._panels_part(t, threads, dwbuf, packed, np.arange(c, dtype=np.int64), scale, shift, relu_out,
                                add, dest, True)
@@ -253,6 +254,33 @@ def test_sep_conv_by_panels(n, h, w, c, cout, relu_in, relu_out, mode, threads, 
                             scratch, tile_rows, saved, packed)
     bits = {4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
     np.testing.assert_array_equal(dest.view(bits), rows.view(bits))
+
+
+@fused_only
+def test_panels_split_the_middle_flow_evenly():
+    """The middle flow's step at batch 1 (19x19 pixels, 728 -> 728 channels: 11 full panels of 64 and one of
+    24, which runs on half a panel): two threads' spans tile the (panel, row) line once, cut inside panel 5
+    on a whole tile of rows, each thread 5.75 panels' work; and the step gives the same bits as the threads
+    sharing the rows."""
+    if not direct.worth_packing(np.float32):
+        pytest.skip("no microkernel here: nothing is packed, and the plan never shares panels")
+    from npxception.fast.pointwise import span_start
+
+    m, c = 361, 728
+    rng, cout, x, dw, pw, scale, shift = sep_conv_case(1, 19, 19, c, c, "out", np.float32, 0)
+    packed = packing.pack_kernel(pw)
+    cuts = [span_start(t, 2, m, packed, cout) for t in range(3)]
+    assert cuts == [0, 5 * m + 270, 12 * m]  # 270 rows of panel 5: 5.75 of the 11.5 panels' work, 45 tiles
+    dest = np.full((m, cout), np.nan, np.float32)
+    fused.sep_conv_by_panels(x, dw, scale, shift, True, True, dest, False, np.empty((m, c), np.float32), packed, 2)
+    rows = np.full((m, cout), np.nan, np.float32)
+    with blas.single_threaded():
+        fast.sep_conv_fused(x, dw, np.empty((0, cout), np.float32), scale, shift, True, True, rows,
+                            np.empty((0, cout), np.float32), np.empty((2, 181 * 19, c), np.float32), 181,
+                            np.empty((2, 3, 19, c), np.float32), packed)
+    np.testing.assert_array_equal(dest.view(np.uint32), rows.view(np.uint32))
+    want = fast.sep_conv_fused_reference(x, dw, pw, scale, shift, True, True)
+    np.testing.assert_allclose(dest, want, rtol=TOL[np.float32], atol=TOL[np.float32] * 9 * c)
 
 
 @fused_only

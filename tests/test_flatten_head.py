@@ -195,11 +195,12 @@ def test_fast_and_reference_paths_in_both_dtypes(files, converted):
     from npxception import architecture as arch
 
     case, model = files["tfk.h5"], converted["tfk.h5"]
-    backbone = {k: model.weights[k] for k in arch.param_shapes(model.layers, [], model.channels)}
+    weights = model.weights  # read once: each read unpacks every kernel the fast plan holds packed
+    backbone = {k: weights[k] for k in arch.param_shapes(model.layers, [], model.channels)}
     features = npxception.model.XceptionModel(backbone, input_shape=model.input_shape)(case["x"])  # (2, 3, 3, 2048)
     assert features.shape == (2, *MAP)
     for dtype in (np.float32, np.float64):
-        params = {k: a.astype(dtype) for k, a in model.weights.items()}
+        params = {k: a.astype(dtype) for k, a in weights.items()}
         for impl in ("fast", "reference"):
             _close(run_head(model.head, params, features.astype(dtype), impl), case, f"head {impl} {dtype.__name__}")
     _close(model.astype("float64")(case["x"]), case, "float64 model")

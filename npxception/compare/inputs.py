@@ -27,6 +27,7 @@ import pathlib
 import re
 import zipfile
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -452,13 +453,30 @@ _LIST_CAPS = {
 # What a valid export's lists hold, for the refusals (tf2onnx's Xception).
 _LIST_NORMS = {("NodeProto", "input"): "take at most 5", ("NodeProto", "output"): "have 1 (a few for Split)",
                ("NodeProto", "attribute"): "carry at most 5", ("AttributeProto", None): "hold at most 4 (a window's pads)"}
-_FIELDS: dict = {}  # message full name -> {field number: (name, message descriptor or None, charged)}
+_FIELDS: dict = {}  # message full name -> {field number: _Field}
+
+
+class _Field(NamedTuple):
+    name: str | None
+    sub: object  # the submessage's descriptor, or None
+    charged: bool  # counted as an item (a tensor's stored values are not: weights, charged by the file's size)
+    packed_items: bool  # a length-delimited scalar list: at most a value per byte
+    cap: int | None  # _LIST_CAPS' cap on this list
+    is_node: bool  # GraphProto.node: its items are numbered for the refusals
+
+
+_UNKNOWN = _Field(None, None, True, False, None, False)
 
 
 def _fields(desc) -> dict:
+    """Everything the scan asks of a message's field, worked out once per message type (the scan meets each
+    field up to ~10^6 times)."""
     if desc.full_name not in _FIELDS:
         _FIELDS[desc.full_name] = {
-            f.number: (f.name, f.message_type, not (desc.name == "TensorProto" and f.name in _TENSOR_VALUES))
+            f.number: _Field(f.name, f.message_type,
+                             not (desc.name == "TensorProto" and f.name in _TENSOR_VALUES),
+                             f.message_type is None and f.type not in (9, 12),  # 9, 12: string, bytes
+                             _LIST_CAPS.get((desc.name, f.name)), (desc.name, f.name) == ("GraphProto", "node"))
             for f in desc.fields}
     return _FIELDS[desc.full_name]
 
@@ -493,40 +511,46 @@ def _check_counts(data: bytes, where: str) -> None:
             pos, end, desc, node = stack.pop()
             fields, counts, nodes = _fields(desc), {}, 0
             while pos < end:
-                tag, pos = _varint(data, pos)
+                tag = data[pos]  # a one-byte varint for every field number ONNX uses below 16
+                pos += 1
+                if tag >= 0x80:
+                    tag, pos = _varint(data, pos - 1)
                 number, wire = tag >> 3, tag & 7
-                name, sub, charged = fields.get(number, (None, None, True))
-                if wire == 0:
+                field = fields.get(number, _UNKNOWN)
+                if wire == 2:
+                    length = data[pos]
+                    pos += 1
+                    if length >= 0x80:
+                        length, pos = _varint(data, pos - 1)
+                    if field.sub is not None:
+                        if length:  # an empty message holds nothing to scan (it is still an item, below)
+                            stack.append((pos, pos + length, field.sub, nodes if field.is_node else node))
+                        nodes += field.is_node
+                    elif field.name == "doc_string" or desc.name == "StringStringEntryProto":
+                        text += length
+                    elif field.charged and field.packed_items:
+                        items += length - 1  # a packed list: at most a value per byte (strings, bytes: one)
+                    pos += length
+                elif wire == 0:
                     _, pos = _varint(data, pos)
                 elif wire == 1:
                     pos += 8
                 elif wire == 5:
                     pos += 4
-                elif wire == 2:
-                    length, pos = _varint(data, pos)
-                    if sub is not None:
-                        stack.append((pos, pos + length, sub, nodes if (desc.name, name) == ("GraphProto", "node")
-                                      else node))
-                        nodes += (desc.name, name) == ("GraphProto", "node")
-                    elif name == "doc_string" or desc.name == "StringStringEntryProto":
-                        text += length
-                    elif charged and name is not None and desc.fields_by_name[name].type not in (9, 12):
-                        items += length - 1  # a packed list: at most a value per byte (strings, bytes: one)
-                    pos += length
                 else:
                     raise ValueError(f"wire type {wire}, which ONNX's messages do not use")
                 if pos > end:
                     raise ValueError("a field runs past its message")
-                items += charged
-                n = counts[name] = counts.get(name, 0) + 1
-                cap = _LIST_CAPS.get((desc.name, name))
-                if cap is not None and n > cap:
-                    _refuse_count(where, desc.name, name, cap, node)
+                items += field.charged
+                if field.cap is not None:
+                    n = counts[number] = counts.get(number, 0) + 1
+                    if n > field.cap:
+                        _refuse_count(where, desc.name, field.name, field.cap, node)
                 if items > MAX_ONNX_ITEMS:
                     raise ValueError(f"{where}: its protobuf holds more than {MAX_ONNX_ITEMS:,} items in all "
                                      f"(nodes, their inputs, outputs and attributes, tensors' dims...; at a "
-                                     f"{desc.name}'s {name or number!r} field); an Xception export's hold a few "
-                                     "thousand: refused before parsing it")
+                                     f"{desc.name}'s {field.name or number!r} field); an Xception export's hold a "
+                                     "few thousand: refused before parsing it")
                 if text > MAX_METADATA_TEXT:
                     raise ValueError(f"{where}: its doc_string and metadata_props text totals more than "
                                      f"{MAX_METADATA_TEXT:,} characters; an Xception export's is under 1 MB (none "

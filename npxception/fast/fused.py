@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
 from . import direct
-from .pointwise import pointwise_panels, pointwise_tile
+from .micro import prefetch_part
+from .pointwise import pointwise_panels, pointwise_tile, span_start
 from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
@@ -103,15 +105,20 @@ def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf,
     """
     bind_symbols(x.dtype)
     zero = _zero_row(x.shape[2:], x.dtype)
-    in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf))
+    # while the depthwise runs, each thread asks for the first panel of its span of the GEMM ahead (a hint; the
+    # prefetch is an intrinsic, so not as Python): 0.989 of the pass (docs/performance.md, "Issue 15,
+    # 2026-11-30 17:00-18:40 UTC")
+    first = direct.PREFETCH and not numba.config.DISABLE_JIT
+    in_parallel(_depthwise_part, threads, (threads, x, dw, relu_in, zero, dwbuf, packed, dest.shape[1], first))
     offs = _taps(x.shape[3])
     in_parallel(_panels_part, threads, (threads, dwbuf, packed, offs, scale, shift, relu_out, add, dest,
                                         direct.PREFETCH))
 
 
 @njit(nogil=True)
-def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
-    """Thread t's rows of :func:`sep_conv_by_panels`' depthwise: buf[(n, h) rows] = depthwise(relu?(x))."""
+def _depthwise_part(t, nt, x, dw, relu_in, zero, buf, packed, co, prefetch):
+    """Thread t's rows of :func:`sep_conv_by_panels`' depthwise: buf[(n, h) rows] = depthwise(relu?(x)); and,
+    when ``prefetch``, the first panel of thread t's span of the pointwise GEMM that follows asked for ahead."""
     n_, h_, w_, c_ = x.shape
     rows = n_ * h_
     lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
@@ -122,14 +129,17 @@ def _depthwise_part(t, nt, x, dw, relu_in, zero, buf):
         top = zero if h == 0 else xr[nh - 1]
         bot = zero if h == h_ - 1 else xr[nh + 1]
         depthwise_row(top, xr[nh], bot, dw, lo, buf[nh * w_:(nh + 1) * w_])
+    if prefetch:
+        prefetch_part(packed, span_start(t, nt, rows * w_, packed, co) // (rows * w_), 0, 1)
 
 
 @njit(nogil=True)
 def _panels_part(t, nt, a, packed, offs, scale, shift, relu, add, y, prefetch):
-    """Thread t's panels of :func:`sep_conv_by_panels`' pointwise GEMM, over every row."""
-    per = -(-packed.shape[0] // nt)
-    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, t * per, min(packed.shape[0], (t + 1) * per),
-                     prefetch)
+    """Thread t's span of :func:`sep_conv_by_panels`' pointwise GEMM: its output panels over every row, the
+    panels cut where the threads' work is equal (:func:`~npxception.fast.pointwise.span_start`)."""
+    m, co = a.shape[0], y.shape[1]
+    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, span_start(t, nt, m, packed, co),
+                     span_start(t + 1, nt, m, packed, co), prefetch)
 
 
 def sep_conv_fused_reference(x, dw, pw, scale, shift, relu_in, relu_out):

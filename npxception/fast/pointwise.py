@@ -23,32 +23,43 @@ from .packing import unpack_panels
 
 
 @njit(nogil=True)
-def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1):
-    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``, in the output panels
-    [q0, q1) only (channels [q0*NR, min(q1*NR, C_out))); a (M, K) C-contiguous.
+def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, g0, g1):
+    """y (M, C_out) = relu?(a @ kernel * scale + shift), or y += that when ``add``, over the span [g0, g1) of
+    the panel-major line of (output panel, row) pairs only: g = q * M + i is row i under panel q (channels
+    [q*NR, min((q+1)*NR, C_out))); the rest of y untouched. a (M, K) C-contiguous.
 
     ``packed`` is :func:`pack_kernel` (kernel); ``offs`` is ``arange(K)``: the
-    microkernel's taps are then the row's K values.
+    microkernel's taps are then the row's K values. A last panel at most half
+    full (728 = 11 x 64 + 24 channels) runs on the 10-row tile over its first
+    half only: the 6-row tile computes all four vectors whatever the store
+    keeps, so it cost a full panel. Each output is the same sum in the same
+    order on either tile: the same bits.
     """
     m, k_ = a.shape
     p_, _, nr = packed.shape
     co = y.shape[1]
+    if m == 0 or g1 <= g0:
+        return
     two = narrow(packed)
     half = _half_panels(m, two)
-    mr = _MR_NARROW if two or half else _MR_WIDE
-    blocks = -(-m // mr)
-    for q in range(q0, q1):
+    hn = nr // 2
+    q_end = min(p_, -(-g1 // m))
+    for q in range(g0 // m, q_end):
+        lo = max(g0 - q * m, 0)
+        hi = min(g1 - q * m, m)
         b = _at(packed, q * k_ * nr)
         cols = min(nr, co - q * nr)
-        for i0 in range(0, m, mr):
-            rows = min(mr, m - i0)
-            if prefetch and q + 1 < q1:  # the next panel, a slice per block of rows
-                prefetch_part(packed, q + 1, i0 // mr, blocks)
+        halves = half or (not two and cols <= hn)
+        mr = _MR_NARROW if two or halves else _MR_WIDE
+        blocks = -(-(hi - lo) // mr)
+        for i0 in range(lo, hi, mr):
+            rows = min(mr, hi - i0)
+            if prefetch and q + 1 < q_end:  # the next panel, a slice per block of rows
+                prefetch_part(packed, q + 1, (i0 - lo) // mr, blocks)
             if two:
                 micro_narrow(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
                              cols, _at(scale, q * nr), _at(shift, q * nr), relu, add)
-            elif half:  # each half of the panel (see _direct_part)
-                hn = nr // 2
+            elif halves:  # each half of the panel that holds channels (see _direct_part)
                 for c0 in range(0, cols, hn):
                     micro_narrow(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, _at(packed, q * k_ * nr + c0), nr,
                                  _at(y, i0 * co + q * nr + c0), co, min(hn, cols - c0), _at(scale, q * nr + c0),
@@ -56,6 +67,35 @@ def _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0,
             else:
                 micro_wide(_at(a, i0 * k_), k_, rows, _at(offs, 0), k_, b, nr, _at(y, i0 * co + q * nr), co,
                            cols, _at(scale, q * nr), _at(shift, q * nr), relu, add)
+
+
+@njit(nogil=True)
+def span_start(t, nt, m, packed, co):
+    """Where thread t of nt starts on :func:`_pointwise_packed`'s panel-major line of M rows under each of
+    ``packed``'s panels (t = nt: the line's end), the line cut into spans of equal cost.
+
+    A row under a full panel costs two, under a last panel at most half full one (it runs on half a panel);
+    a cut inside a panel falls on a whole tile of rows. At batch 1 the middle flow's 728 channels are 11
+    full panels and one of 24 channels: each thread 5.75 panels' work, where whole panels gave one 6 and the
+    other 5 and the partial one, which cost a full panel (docs/performance.md, "Issue 15, 2026-11-30
+    17:00-18:40 UTC").
+    """
+    p_, _, nr = packed.shape
+    if t <= 0 or m == 0:
+        return 0
+    if t >= nt:
+        return p_ * m
+    two = narrow(packed)
+    cheap = p_ > 0 and not two and co - (p_ - 1) * nr <= nr // 2
+    full = p_ - 1 if cheap else p_
+    c = m * (2 * full + (1 if cheap else 0)) * t // nt
+    if c <= 2 * full * m:
+        q, i = divmod(c // 2, m)
+        mr = _MR_NARROW if two or _half_panels(m, two) else _MR_WIDE
+    else:
+        q, i = full, c - 2 * full * m
+        mr = _MR_NARROW
+    return q * m + min(m, (i + mr // 2) // mr * mr)
 
 
 def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
@@ -66,24 +106,30 @@ def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     next panel ahead (a hint). Called from kernels (an overload below); as
     Python (``NUMBA_DISABLE_JIT=1``) this body, its NumPy twin, runs.
     """
-    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, 0, packed.shape[0], prefetch)
+    pointwise_panels(a, packed, offs, scale, shift, relu, add, y, 0, packed.shape[0] * a.shape[0], prefetch)
 
 
-def pointwise_panels(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-    """:func:`pointwise_tile` in the output panels [q0, q1) of ``packed`` only: channels
-    [q0*NR, min(q1*NR, C_out)) of y, the others untouched. Called from kernels (an overload below); as Python
-    this body, its NumPy twin, runs."""
+def pointwise_panels(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
+    """:func:`pointwise_tile` over the span [g0, g1) of the panel-major line of (output panel, row) pairs
+    only: g = q * M + i is row i of a under panel q of ``packed`` (channels [q*NR, min((q+1)*NR, C_out)) of
+    y); the rest of y untouched. Called from kernels (an overload below); as Python this body, its NumPy
+    twin, runs."""
+    m = a.shape[0]
     nr = packed.shape[2]
-    c0, c1 = q0 * nr, min(q1 * nr, y.shape[1])
-    if c1 <= c0:
+    if m == 0:
         return
-    v = a @ unpack_panels(packed[q0:q1], c1 - c0) * scale[c0:c1] + shift[c0:c1]
-    if relu:
-        v = np.maximum(v, 0)
-    if add:
-        y[:, c0:c1] += v
-    else:
-        y[:, c0:c1] = v
+    for q in range(g0 // m, min(packed.shape[0], -(-g1 // m))):
+        lo, hi = max(g0 - q * m, 0), min(g1 - q * m, m)
+        c0, c1 = q * nr, min((q + 1) * nr, y.shape[1])
+        if c1 <= c0 or hi <= lo:
+            continue
+        v = a[lo:hi] @ unpack_panels(packed[q:q + 1], c1 - c0) * scale[c0:c1] + shift[c0:c1]
+        if relu:
+            v = np.maximum(v, 0)
+        if add:
+            y[lo:hi, c0:c1] += v
+        else:
+            y[lo:hi, c0:c1] = v
 
 
 def _compiles_microkernel(packed, y):
@@ -100,17 +146,17 @@ def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y, prefet
         return never
 
     def impl(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, 0, packed.shape[0])
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, 0, packed.shape[0] * a.shape[0])
     return impl
 
 
 @overload(pointwise_panels)
-def _pointwise_panels_compiled(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+def _pointwise_panels_compiled(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
     if not _compiles_microkernel(packed, y):
-        def never(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
+        def never(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
             pass
         return never
 
-    def impl(a, packed, offs, scale, shift, relu, add, y, q0, q1, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, q0, q1)
+    def impl(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
+        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, g0, g1)
     return impl
