@@ -16,7 +16,6 @@ others at load 8).
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import statistics
 import time
@@ -31,42 +30,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=48)
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras  # bench extra: builds the model every system runs
-
     from npxception.weights_tools import from_keras
 
-    kmodel = keras.applications.Xception(weights=None, input_shape=(299, 299, 3))
-    rng = np.random.default_rng(0)
-    for layer in kmodel.layers:  # random kernels and BN statistics, as npxception bench sets them
-        if layer.weights:
-            layer.set_weights([bench._random_like(w, layer, rng) for w in layer.weights])
+    kmodel = bench.random_keras_xception(299)  # bench extra: the model every system runs, as npxception bench sets it
     model = from_keras(kmodel)
     peers, _ = bench._peers(kmodel, ("tf", "ort"), 299, (1,))
     x = np.random.default_rng(1).uniform(-1, 1, (1, 299, 299, 3)).astype(np.float32)
     systems = {"ours": model, **peers}
-    names = list(systems)
-    orders = bench.round_orders(len(names))
-    for fn in systems.values():
-        for _ in range(2):
-            fn(x)
-    after, every = collections.defaultdict(list), collections.defaultdict(list)
-    prev = None
-    for r in range(args.rounds):
-        for i in orders[r % len(orders)]:
-            name = names[i]
-            time.sleep(bench.GAP_S)
-            t = time.perf_counter()
-            systems[name](x)
-            dt = time.perf_counter() - t
-            every[name].append(dt)
-            if prev is not None:
-                after[name, prev].append(dt)
-            prev = name
+    calls = bench.interleaved_calls(systems, x, args.rounds)
     print(f"{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}, medians in ms")
-    for name in names:
-        cells = [f"after {p} {1e3 * statistics.median(after[name, p]):.1f} ({len(after[name, p])} calls)"
-                 for p in names if (name, p) in after]
-        print(f"{name}: all {1e3 * statistics.median(every[name]):.1f}; " + ", ".join(cells))
+    for name in systems:
+        every = [t for n, _, t in calls if n == name]
+        cells = []
+        for p in systems:
+            after = [t for n, q, t in calls if n == name and q == p]
+            if after:
+                cells.append(f"after {p} {1e3 * statistics.median(after):.1f} ({len(after)} calls)")
+        print(f"{name}: all {1e3 * statistics.median(every):.1f}; " + ", ".join(cells))
 
 
 if __name__ == "__main__":

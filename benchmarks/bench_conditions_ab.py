@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import collections
 import importlib
 import os
 import statistics
@@ -47,15 +46,9 @@ def main():
     module = importlib.import_module(path)
     if cls:
         module = getattr(module, cls)
-    import keras  # bench extra: builds the model every system runs
-
     from npxception.weights_tools import from_keras
 
-    kmodel = keras.applications.Xception(weights=None, input_shape=(299, 299, 3))
-    rng = np.random.default_rng(0)
-    for layer in kmodel.layers:  # random kernels and BN statistics, as npxception bench sets them
-        if layer.weights:
-            layer.set_weights([bench._random_like(w, layer, rng) for w in layer.weights])
+    kmodel = bench.random_keras_xception(299)  # bench extra: the model every system runs, as npxception bench sets it
     model = from_keras(kmodel)
     peers, _ = bench._peers(kmodel, ("ort",) if args.no_tf else ("tf", "ort"), 299, (args.batch,))
     x = np.random.default_rng(args.batch).uniform(-1, 1, (args.batch, 299, 299, 3)).astype(np.float32)
@@ -76,24 +69,9 @@ def main():
     for block in range(args.blocks):
         order = ("A", "B") if block % 2 == 0 else ("B", "A")
         systems = {k: arms[k] for k in order} | peers
-        names = list(systems)
-        orders = bench.round_orders(len(names))
-        for fn in systems.values():
-            for _ in range(2):
-                fn(x)
-        times, after = collections.defaultdict(list), collections.defaultdict(list)
-        prev = None
-        for r in range(args.rounds):
-            for i in orders[r % len(orders)]:
-                name = names[i]
-                time.sleep(bench.GAP_S)
-                t = time.perf_counter()
-                systems[name](x)
-                dt = time.perf_counter() - t
-                times[name].append(dt)
-                if prev == "ort":
-                    after[name].append(dt)
-                prev = name
+        calls = bench.interleaved_calls(systems, x, args.rounds)
+        times = {k: [t for n, _, t in calls if n == k] for k in systems}
+        after = {k: [t for n, q, t in calls if n == k and q == "ort"] for k in ("A", "B")}
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         ratios.append(med["A"] / med["B"])
         print(f"{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f} | "

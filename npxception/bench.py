@@ -108,8 +108,9 @@ def round_orders(n: int) -> list[list[int]]:
     return rows + [row[::-1] for row in rows] if n % 2 else rows
 
 
-def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GAP_S) -> dict:
-    """Median seconds per call for each system, measured in rounds of one call each.
+def interleaved_calls(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GAP_S) -> list:
+    """Every timed call, ``[(system, the system timed just before it or None, seconds), ...]``, in rounds of
+    one call each.
 
     The rounds' orders cycle through a Williams design (:func:`round_orders`), so every
     system follows every other equally often: a pass is slower just after another system's
@@ -119,7 +120,7 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GA
     for fn in systems.values():
         for _ in range(warmup):
             fn(x)
-    times = {name: [] for name in systems}
+    calls, prev = [], None
     names = list(systems)
     orders = round_orders(len(names))
     for r in range(repeats):
@@ -128,8 +129,28 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GA
             time.sleep(gap)
             t = time.perf_counter()
             fn(x)
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            calls.append((name, prev, time.perf_counter() - t))
+            prev = name
+    return calls
+
+
+def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GAP_S) -> dict:
+    """Median seconds per call for each system, measured as :func:`interleaved_calls` says."""
+    calls = interleaved_calls(systems, x, repeats, warmup, gap)
+    return {name: statistics.median(t for n, _, t in calls if n == name) for name in systems}
+
+
+def random_keras_xception(size: int = 299):
+    """``keras.applications.Xception(weights=None)`` at ``size``, with random kernels and BN statistics: the
+    model every system of the bench runs (needs the bench extra)."""
+    import keras
+
+    kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
+    rng = np.random.default_rng(0)
+    for layer in kmodel.layers:
+        if layer.weights:
+            layer.set_weights([_random_like(w, layer, rng) for w in layer.weights])
+    return kmodel
 
 
 def _fresh(code: str, env=None) -> str:
@@ -187,16 +208,10 @@ def run(batches=(1, 8), size=299, dtypes=("float32", "float64"), against=("tf", 
     """Every system on the same weights, interleaved (:func:`interleaved`), ``gap`` seconds idle before
     each timed call (None: :data:`GAP_S`); medians, ratios, a per-step profile and start-up figures."""
     gap = GAP_S if gap is None else gap
-    import keras  # optional extra (bench): builds the model every system runs
-
     from npxception.weights_tools import from_keras  # weights_tools imports npxception at import time; not the reverse
 
     log(f"building Keras Xception {size}x{size} with random weights ...")
-    kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
-    rng = np.random.default_rng(0)
-    for layer in kmodel.layers:
-        if layer.weights:
-            layer.set_weights([_random_like(w, layer, rng) for w in layer.weights])
+    kmodel = random_keras_xception(size)  # Keras: an optional extra (bench)
     ours32 = from_keras(kmodel)
     results = {"machine": machine(), "size": size, "gap_s": gap, "runs": [], "missing": []}
     runners, missing = _peers(kmodel, against, size, batches)

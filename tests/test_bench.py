@@ -28,3 +28,15 @@ def test_each_system_follows_each_other_equally_often(names):
     pairs = [(a, b) for a in names for b in names if a != b]
     counts = {p: follows[p] for p in pairs}
     assert min(counts.values()) == max(counts.values()) > 0, counts
+
+
+def test_each_call_records_the_system_timed_before_it():
+    """benchmarks/after_each.py and bench_conditions_ab.py file each call under its predecessor: the record
+    must be the call order itself (the first timed call has none; warm-up calls are not predecessors)."""
+    order = []
+    systems = {name: (lambda _x, n=name: order.append(n)) for name in ("ours", "tf", "ort")}
+    calls = bench.interleaved_calls(systems, None, repeats=12, warmup=1, gap=0.0)
+    timed = order[len(systems):]
+    assert [n for n, _, _ in calls] == timed
+    assert [p for _, p, _ in calls] == [None, *timed[:-1]]
+    assert all(t >= 0 for _, _, t in calls)
