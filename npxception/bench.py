@@ -143,7 +143,7 @@ def interleaved(systems: dict, x, repeats: int, warmup: int = 2, gap: float = GA
 def random_keras_xception(size: int = 299):
     """``keras.applications.Xception(weights=None)`` at ``size``, with random kernels and BN statistics: the
     model every system of the bench runs (needs the bench extra)."""
-    import keras
+    import keras  # optional extra (bench): only the bench builds a Keras model
 
     kmodel = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(0)
