@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--no-tf", action="store_true", help="ONNX Runtime alone beside the two arms")
     ap.add_argument("--not-same-bits", action="store_true", help="the arms may differ: report by how much")
+    ap.add_argument("--model-per-arm", action="store_true",
+                    help="each arm its own model (same weights), its plan built with the arm's value: for a switch "
+                         "read when the plan is built (npxception.fast.packing SLAB)")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     path, _, cls = args.module.partition(":")
@@ -49,16 +52,17 @@ def main():
     from npxception.weights_tools import from_keras
 
     kmodel = bench.random_keras_xception(299)  # bench extra: the model every system runs, as npxception bench sets it
-    model = from_keras(kmodel)
+    models = {"A": from_keras(kmodel), "B": from_keras(kmodel)} if args.model_per_arm else None
+    model = from_keras(kmodel) if models is None else None
     peers, _ = bench._peers(kmodel, ("ort",) if args.no_tf else ("tf", "ort"), 299, (args.batch,))
     x = np.random.default_rng(args.batch).uniform(-1, 1, (args.batch, 299, 299, 3)).astype(np.float32)
 
-    def arm(value):
+    def arm(value, own):
         def call(x):
             setattr(module, args.name, value)
-            return model(x)
+            return (own or model)(x)
         return call
-    arms = {"A": arm(ast.literal_eval(args.a)), "B": arm(ast.literal_eval(args.b))}
+    arms = {k: arm(ast.literal_eval(v), models and models[k]) for k, v in (("A", args.a), ("B", args.b))}
     bits = arms["B"](x).copy()
     a_out = arms["A"](x)
     if args.not_same_bits:

@@ -128,6 +128,12 @@ class Params(Mapping):
             array.flags.writeable = False
         return out
 
+    def is_packed(self, key) -> bool:
+        """Whether weight ``key`` is held packed (:meth:`packed`), not as an array."""
+        if key not in self._keys:
+            raise KeyError(key)
+        return not isinstance(self._store[key], np.ndarray)
+
     def packed(self, key, pack):
         """Weight ``key`` held as ``pack(array)`` from now on (its array released), or as already packed.
 

@@ -150,3 +150,70 @@ def test_a_loaded_model_shares_what_its_golden_check_packed(case, tmp_path):
     assert headless._params._store is store
     for key in headless.weights:
         assert_same_bits(headless._params[key], before[key], key)
+
+
+def _root(a):
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
+
+
+def _vm_flags(address):
+    """The VmFlags of the mapping holding ``address`` in /proc/self/smaps (Linux), or None."""
+    flags = None
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                flags = line.split()[1:]
+    return flags
+
+
+@packs
+def test_a_plan_packs_its_kernels_in_one_slab(case):
+    """A plan cuts every kernel it packs from one block (packing.Slab): 64-byte aligned, no two overlapping,
+    asked for in 2 MB pages (``madvise(MADV_HUGEPAGE)``: the mapping's ``hg`` flag, where Linux shows it);
+    the model's output is the same bits as a model whose kernels are packed one allocation each."""
+    model, before, _, x, _ = case
+    panels = list(model._fast.packed.values())
+    roots = {id(_root(p)) for p in panels}
+    assert len(roots) == 1, "the packed kernels are not in one block"
+    spans = sorted((p.ctypes.data, p.ctypes.data + p.nbytes) for p in panels)
+    assert all(lo % packing.ALIGN == 0 for lo, _ in spans)
+    assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:])), "two packed kernels overlap"
+    if hasattr(__import__("mmap"), "MADV_HUGEPAGE") and __import__("os").path.exists("/proc/self/smaps"):
+        assert spans[0][0] % packing.HUGE_PAGE == 0  # the block starts on a huge page
+        assert "hg" in _vm_flags(spans[0][0])
+    one_each = XceptionModel({k: a.copy() for k, a in before.items()}, head=model.head,
+                             input_shape=model.input_shape)
+    packing.SLAB = False
+    try:
+        want = one_each(x)
+    finally:
+        packing.SLAB = True
+    assert _root(next(iter(one_each._fast.packed.values()))) is not _root(panels[0])
+    assert_same_bits(model(x), want, "output, one slab against one allocation a kernel")
+
+
+def test_slab_cuts_zeroed_aligned_arrays_and_refuses_past_its_end(monkeypatch):
+    """Slab.take gives zeroed ALIGN-aligned arrays of the dtype asked, each rounded up to ALIGN, and refuses a
+    request past the bytes it was made for; without MADV_HUGEPAGE (not Linux) it is ordinary memory, the same."""
+    import mmap
+
+    for huge in (True, False):
+        if not huge:
+            monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
+        sizes = [(5, np.float32), (16, np.float64), (1, np.float32)]
+        slab = packing.Slab(sum(packing.Slab.room(n, d) for n, d in sizes))
+        got = [slab.take(n, d) for n, d in sizes]
+        for a, (n, d) in zip(got, sizes):
+            assert a.dtype == d and a.shape == (n,) and a.ctypes.data % packing.ALIGN == 0
+            assert not a.any()
+            a[...] = 1  # writable
+        assert [a.ctypes.data - got[0].ctypes.data for a in got] == [0, 64, 192]
+        with pytest.raises(ValueError, match="no room"):
+            slab.take(1, np.float32)

@@ -10,11 +10,16 @@ npxception/params.py); whatever reads the weights gets them unpacked.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
 
 ALIGN = 64  # bytes: a zmm register, and a cache line
+HUGE_PAGE = 2 << 20  # bytes: an x86-64 transparent huge page
+# Whether a plan's packed kernels go into one Slab (2 MB pages where the OS offers them); False: one allocation
+# each, as before (benchmarks' A/B)
+SLAB = True
 
 
 def panel_width(c_out: int, dtype=np.float32) -> int:
@@ -23,13 +28,20 @@ def panel_width(c_out: int, dtype=np.float32) -> int:
     return 2 * lanes if c_out <= 2 * lanes else 4 * lanes
 
 
-def pack_kernel(kernel2d):
+def packed_size(k: int, c_out: int, dtype=np.float32) -> int:
+    """The elements :func:`pack_kernel` of a (K, C_out) kernel holds: P * K * NR."""
+    nr = panel_width(c_out, dtype)
+    return -(-c_out // nr) * k * nr
+
+
+def pack_kernel(kernel2d, slab=None):
     """(K, C_out) -> (P, K, NR) panels of NR output channels in the kernel's dtype, zero past C_out; 64-byte
-    aligned."""
+    aligned; in ``slab`` (a :class:`Slab`) when given, else in an allocation of its own."""
     k, c_out = kernel2d.shape
     nr = panel_width(c_out, kernel2d.dtype)
     p = -(-c_out // nr)
-    packed = aligned(p * k * nr, kernel2d.dtype).reshape(p, k, nr)
+    size = p * k * nr
+    packed = (aligned(size, kernel2d.dtype) if slab is None else slab.take(size, kernel2d.dtype)).reshape(p, k, nr)
     for q in range(p):
         cols = kernel2d[:, q * nr:(q + 1) * nr]
         packed[q, :, :cols.shape[1]] = cols
@@ -55,8 +67,8 @@ class PackedKernel:
     shape: tuple  # the Keras kernel's: (KH, KW, C_in, C_out)
 
     @classmethod
-    def of(cls, kernel):
-        return cls(pack_kernel(kernel.reshape(-1, kernel.shape[-1])), kernel.shape)
+    def of(cls, kernel, slab=None):
+        return cls(pack_kernel(kernel.reshape(-1, kernel.shape[-1]), slab), kernel.shape)
 
     @property
     def dtype(self):
@@ -72,3 +84,52 @@ def aligned(size, dtype=np.float32):
     raw = np.zeros(size + ALIGN // item, dtype)
     start = (-raw.ctypes.data % ALIGN) // item  # elements to the next boundary
     return raw[start:start + size]
+
+
+class Slab:
+    """One block of zeroed memory that many packed kernels are cut from, in 2 MB pages where the OS offers them.
+
+    A forward pass streams every packed kernel (85 MB for Xception) through the
+    caches once. In 4 KB pages that is ~21 000 TLB misses a pass, each a
+    two-level page walk on a VM; in one block asked for with
+    ``madvise(MADV_HUGEPAGE)`` (Linux transparent huge pages in ``madvise``
+    mode, this host's setting) it is ~43 pages: the middle flow's steps 4-7%
+    faster (docs/performance.md, "Issue 15, 2026-11-30 19:35-21:05 UTC"). Each
+    kernel alone, at 2.2 MB, is under the 4 MB from which NumPy asks for huge
+    pages itself, and rounding each up to whole huge pages would cost memory.
+    The block is mapped private and anonymous (zero-filled, as pack_kernel
+    needs past C_out), 2 MB more than asked so that it can start on a 2 MB
+    boundary; pages never written are never resident. Elsewhere (no
+    ``MADV_HUGEPAGE``, or a mapping refused) it is ordinary memory.
+    """
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
+        self.offset = 0
+        raw = None
+        if nbytes > 0 and hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS"):
+            try:
+                block = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                block.madvise(mmap.MADV_HUGEPAGE)
+            except (OSError, ValueError):  # refused (a memory limit, a kernel without THP): ordinary memory
+                pass
+            else:
+                raw = np.frombuffer(block, np.uint8)  # holds the mapping for as long as any kernel cut from it
+                start = -raw.ctypes.data % HUGE_PAGE
+                raw = raw[start:start + nbytes]
+        self.raw = raw if raw is not None else aligned(nbytes, np.uint8)
+
+    @staticmethod
+    def room(size, dtype) -> int:
+        """The bytes :meth:`take` uses for ``size`` elements of ``dtype`` (rounded up to ALIGN)."""
+        return -(-size * np.dtype(dtype).itemsize // ALIGN) * ALIGN
+
+    def take(self, size, dtype):
+        """The next ``size`` zero elements of ``dtype``, ALIGN-byte aligned."""
+        item = np.dtype(dtype).itemsize
+        nbytes = size * item
+        if self.offset + nbytes > self.raw.size:
+            raise ValueError(f"slab of {self.nbytes} bytes: no room for {nbytes} more at {self.offset}")
+        out = self.raw[self.offset:self.offset + nbytes].view(dtype)
+        self.offset += self.room(size, dtype)
+        return out

@@ -87,11 +87,12 @@ class FastPlan:
         # float32 or float64 on AVX-512; the model then holds that kernel only packed (p.packed), not twice
         self.packed = {}
         packs = direct.worth_packing(self.dtype)
+        pack = self._packer(p, packs)
         for step in self.steps:
             if isinstance(step, ConvBN):
                 key = f"{step.conv}/kernel"
                 if packs:
-                    self.packed[step.conv] = p.packed(key, packing.PackedKernel.of).panels
+                    self.packed[step.conv] = p.packed(key, pack).panels
                     self.folded[step.conv] = (None, *_bn(p, step.bn))
                 else:
                     k = p[key]
@@ -100,7 +101,7 @@ class FastPlan:
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 key = f"{step.sepconv}/pointwise_kernel"
                 if packs and self.fused:
-                    self.packed[step.sepconv] = p.packed(key, packing.PackedKernel.of).panels
+                    self.packed[step.sepconv] = p.packed(key, pack).panels
                     self.folded[step.sepconv] = (dw, None, *_bn(p, step.bn))
                 else:
                     self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
@@ -115,6 +116,22 @@ class FastPlan:
         self.threads = numba.get_num_threads()  # the threads every step shares: read once a pass, in _forward
         self.profile = None  # {step label: seconds} when set to a dict (npxception bench)
         self._t = 0.0
+
+    def _packer(self, p, packs):
+        """How this plan packs a kernel (``Params.packed``'s ``pack``): into one :class:`~npxception.fast.packing.Slab`
+        sized for every kernel it will pack that is not packed yet (in 2 MB pages where the OS offers them)."""
+        if not packs or not packing.SLAB:
+            return packing.PackedKernel.of
+        keys = [f"{s.conv}/kernel" for s in self.steps if isinstance(s, ConvBN)]
+        if self.fused:
+            keys += [f"{s.sepconv}/pointwise_kernel" for s in self.steps if isinstance(s, SepConvBN)]
+        nbytes = 0
+        for key in keys:
+            if not p.is_packed(key):
+                k = p[key]
+                nbytes += packing.Slab.room(packing.packed_size(k.size // k.shape[-1], k.shape[-1], k.dtype), k.dtype)
+        slab = packing.Slab(nbytes)
+        return lambda kernel: packing.PackedKernel.of(kernel, slab)
 
     def _mark(self, label):
         """Charge the time since the last mark to ``label`` (only while profiling)."""
