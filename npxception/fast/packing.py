@@ -86,6 +86,26 @@ def aligned(size, dtype=np.float32):
     return raw[start:start + size]
 
 
+def huge_block(nbytes: int) -> np.ndarray:
+    """``nbytes`` zero bytes starting on a 2 MB boundary, its whole 2 MB pages asked for as huge pages
+    (``madvise(MADV_HUGEPAGE)``: Linux's transparent huge pages in ``madvise`` mode), the tail past the last
+    whole one in 4 KB pages, so that nothing unused becomes resident: a private anonymous mapping 2 MB longer
+    than asked, so that it can start on a boundary. Elsewhere (no ``MADV_HUGEPAGE``, or a mapping refused)
+    an ordinary ALIGN-aligned array. The array holds the mapping."""
+    if nbytes > 0 and hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS"):
+        try:
+            block = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            raw = np.frombuffer(block, np.uint8)
+            start = -raw.ctypes.data % HUGE_PAGE
+            if nbytes >= HUGE_PAGE:
+                block.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
+        except (OSError, ValueError):  # refused (a memory limit, a kernel without THP): ordinary memory
+            pass
+        else:
+            return raw[start:start + nbytes]
+    return aligned(nbytes, np.uint8)
+
+
 class Slab:
     """One block of zeroed memory that many packed kernels are cut from, in 2 MB pages where the OS offers them.
 
@@ -93,31 +113,17 @@ class Slab:
     caches once. In 4 KB pages that is ~21 000 TLB misses a pass, each a
     two-level page walk on a VM; in one block asked for with
     ``madvise(MADV_HUGEPAGE)`` (Linux transparent huge pages in ``madvise``
-    mode, this host's setting) it is ~43 pages: the middle flow's steps 4-7%
-    faster (docs/performance.md, "Issue 15, 2026-11-30 19:35-21:05 UTC"). Each
+    mode, this host's setting) it is ~43 pages: a batch-1 pass ~2% faster
+    (docs/performance.md, "Issue 15, 2026-11-30 19:35-21:05 UTC"). Each
     kernel alone, at 2.2 MB, is under the 4 MB from which NumPy asks for huge
     pages itself, and rounding each up to whole huge pages would cost memory.
-    The block is mapped private and anonymous (zero-filled, as pack_kernel
-    needs past C_out), 2 MB more than asked so that it can start on a 2 MB
-    boundary; pages never written are never resident. Elsewhere (no
-    ``MADV_HUGEPAGE``, or a mapping refused) it is ordinary memory.
+    The block is :func:`huge_block`'s (zero-filled, as pack_kernel needs past C_out).
     """
 
     def __init__(self, nbytes: int):
         self.nbytes = nbytes
         self.offset = 0
-        raw = None
-        if nbytes > 0 and hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS"):
-            try:
-                block = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-                block.madvise(mmap.MADV_HUGEPAGE)
-            except (OSError, ValueError):  # refused (a memory limit, a kernel without THP): ordinary memory
-                pass
-            else:
-                raw = np.frombuffer(block, np.uint8)  # holds the mapping for as long as any kernel cut from it
-                start = -raw.ctypes.data % HUGE_PAGE
-                raw = raw[start:start + nbytes]
-        self.raw = raw if raw is not None else aligned(nbytes, np.uint8)
+        self.raw = huge_block(nbytes)
 
     @staticmethod
     def room(size, dtype) -> int:
