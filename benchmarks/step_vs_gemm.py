@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from npxception import blas
-from npxception.fast.fused import NOT_PACKED, _sep_conv_part, sep_conv_fused
+from npxception.fast.fused import NOT_PACKED, _sep_conv_blas, sep_conv_fused
 from npxception.fast.kernels import bind_symbols
 
 H, C = 19, 728
@@ -92,7 +92,7 @@ def main():
             lambda: sep_conv_fused(x, dw, pw, scale, shift, True, False, out, none, scratch, tile_rows, saved),
             repeats)
         rows["one thread's share alone (190 rows)"] = median_ms(
-            lambda: _sep_conv_part(0, x, dw, pw, scale, shift, True, False, out, none, scratch, tile_rows,
+            lambda: _sep_conv_blas(0, x, dw, pw, scale, shift, True, False, out, none, scratch, tile_rows,
                                    saved, zero, NOT_PACKED, np.arange(0, dtype=np.int64), True), repeats)
         rows["OpenBLAS GEMM of 190 rows, 1 thread"] = median_ms(lambda: np.matmul(a[:190], pw, out=c[:190]),
                                                                   repeats)

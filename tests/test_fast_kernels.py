@@ -197,8 +197,9 @@ def check_sep_conv_fused(n, h, w, c, cout, relu_in, relu_out, mode, threads, til
             # place, each share must survive its neighbours having written first
             fused.bind_symbols(dtype)  # what the public wrapper does first
             fused._save_halo_rows(src, threads, saved)
+            part = fused._sep_conv_packed if packed.shape[0] else fused._sep_conv_blas  # as sep_conv_fused picks
             for t in (range(threads) if order == "forward" else reversed(range(threads))):
-                fused._sep_conv_part(t, *args, np.zeros((w, c), dtype), *packed_args, direct.PREFETCH)
+                part(t, *args, np.zeros((w, c), dtype), *packed_args, direct.PREFETCH)
     got = residual if mode == "residual" else out
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * 9 * c)
 

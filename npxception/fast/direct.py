@@ -49,6 +49,7 @@ from .micro import LANES, MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, TILES, _
 from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .micro import at as _at
 from .packing import pack_kernel, unpack_panels
+from . import pointwise
 from .pointwise import pointwise_panels, pointwise_tile  # noqa: F401 (the fused kernels' names for them)
 from .threads import in_parallel
 
@@ -237,3 +238,4 @@ def _probe(dtype=np.float32):
         if not np.allclose(out, want, rtol=1e-4, atol=1e-4):
             raise ArithmeticError(f"a {ho}x{wo}x5 -> {c_out} convolution differs from its NumPy twin by up to "
                                   f"{np.nanmax(np.abs(out - want)):.3g}")
+    pointwise.bind(dtype)  # the fused kernels' pointwise GEMM (the same microkernel), compiled once a dtype

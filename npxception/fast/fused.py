@@ -19,10 +19,10 @@ import numpy as np
 from .._jit import njit
 from ..blas import NO_TRANS, ROW_MAJOR, dgemm, sgemm
 from ..ops.conv import _im2col_row
-from . import direct
+from . import direct, kernels, pointwise
 from .micro import prefetch_part
 from .pointwise import pointwise_panels, pointwise_tile, span_start
-from .kernels import _epilogue, bind_symbols, depthwise3x3_same_reference, depthwise_row, im2col_reference
+from .kernels import _epilogue, depthwise3x3_same_reference, depthwise_row, im2col_reference
 from .threads import in_parallel
 
 
@@ -42,6 +42,21 @@ def _gemm(a, b, c):
     else:
         dgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, k,
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
+
+
+_BOUND: set = set()  # the dtypes bind_symbols has bound (a set lookup: it runs before every step)
+
+
+def bind_symbols(dtype):
+    """Bind the symbols the fused kernels of ``dtype`` call: the depthwise row, and the pointwise GEMM where
+    the microkernel runs (:func:`npxception.fast.direct.worth_packing`). Before any such kernel is called: one
+    loaded from the cache needs them bound."""
+    if dtype in _BOUND:
+        return
+    kernels.bind_symbols(dtype)
+    if direct.worth_packing(dtype):
+        pointwise.bind(dtype)
+    _BOUND.add(np.dtype(dtype))
 
 
 NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
@@ -88,7 +103,8 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     _save_halo_rows(x, nt, saved)
     zero = _zero_row(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
     offs = _taps(x.shape[3] if packed.shape[0] else 0)  # the microkernel's taps: a row
-    in_parallel(_sep_conv_part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
+    part = _sep_conv_packed if packed.shape[0] else _sep_conv_blas
+    in_parallel(part, nt, (x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch,
                                      tile_rows, saved, zero, packed, offs, direct.PREFETCH))
 
 
@@ -175,46 +191,71 @@ def _save_halo_rows(x, nt, saved):
 
 
 @njit(nogil=True)
-def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
-                   packed, offs, prefetch):
-    """Thread t's share of :func:`sep_conv_fused`: its rows, tile by tile. Correct in any order of t."""
-    n_, h_, w_, c_ = x.shape
-    rows = n_ * h_
+def _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1):
+    """Thread t's depthwise rows [r0, r1) of its rows [a, b) into buf; then saves row r1-1 for the next tile."""
+    h_, w_ = x.shape[1], x.shape[2]
+    xr = x.reshape(x.shape[0] * h_, w_, x.shape[3])
+    for nh in range(r0, r1):
+        h = nh % h_
+        if h == 0:
+            top = zero
+        elif nh - 1 < a:
+            top = saved[t, 0]
+        elif nh - 1 < r0:
+            top = saved[t, 2]  # the previous tile's last row
+        else:
+            top = xr[nh - 1]
+        if h == h_ - 1:
+            bot = zero
+        elif nh + 1 >= b:
+            bot = saved[t, 1]
+        else:
+            bot = xr[nh + 1]
+        depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
+    _copy_row(saved[t, 2], xr[r1 - 1])
+
+
+# Thread t's share of sep_conv_fused, in two kernels: with the kernel packed (the microkernel) and without
+# (OpenBLAS, then the epilogue). One kernel holding both compiled both, where a plan runs one (AVX-512: every
+# kernel packed); each compiled the other's code for nothing (~0.3-1 s of the cold compile).
+
+@njit(nogil=True)
+def _sep_conv_packed(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
+                     packed, offs, prefetch):
+    """Thread t's share of :func:`sep_conv_fused` with ``packed``: its rows, tile by tile. Correct in any order
+    of t."""
+    rows, w_ = x.shape[0] * x.shape[1], x.shape[2]
     nt = scratch.shape[0]
     lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
     add = residual.shape[0] > 0
-    xr = x.reshape(rows, w_, c_)
     per = -(-rows // nt)
     a = t * per
     b = min(rows, a + per)
     buf = scratch[t]
-    r0 = a
-    while r0 < b:
+    for r0 in range(a, b, tile_rows):
         r1 = min(b, r0 + tile_rows)
-        for nh in range(r0, r1):
-            h = nh % h_
-            if h == 0:
-                top = zero
-            elif nh - 1 < a:
-                top = saved[t, 0]
-            elif nh - 1 < r0:
-                top = saved[t, 2]  # the previous tile's last row
-            else:
-                top = xr[nh - 1]
-            if h == h_ - 1:
-                bot = zero
-            elif nh + 1 >= b:
-                bot = saved[t, 1]
-            else:
-                bot = xr[nh + 1]
-            depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
-        _copy_row(saved[t, 2], xr[r1 - 1])
+        _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1)
+        dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
+        pointwise_tile(buf[:(r1 - r0) * w_], packed, offs, scale, shift, relu_out, add, dest, prefetch)
+
+
+@njit(nogil=True)
+def _sep_conv_blas(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual, scratch, tile_rows, saved, zero,
+                   packed, offs, prefetch):
+    """Thread t's share of :func:`sep_conv_fused` with ``pw`` (nothing packed): its rows, tile by tile,
+    OpenBLAS then the epilogue. Correct in any order of t."""
+    rows, w_ = x.shape[0] * x.shape[1], x.shape[2]
+    nt = scratch.shape[0]
+    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
+    add = residual.shape[0] > 0
+    per = -(-rows // nt)
+    a = t * per
+    b = min(rows, a + per)
+    buf = scratch[t]
+    for r0 in range(a, b, tile_rows):
+        r1 = min(b, r0 + tile_rows)
+        _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1)
         m = (r1 - r0) * w_
-        if packed.shape[0] > 0:
-            dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
-            pointwise_tile(buf[:m], packed, offs, scale, shift, relu_out, add, dest, prefetch)
-            r0 = r1
-            continue
         if add:
             y = out[t * buf.shape[0]:t * buf.shape[0] + m]
             res = residual[r0 * w_:r1 * w_]
@@ -223,7 +264,6 @@ def _sep_conv_part(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
             res = residual[:0]
         _gemm(buf[:m], pw, y)
         _epilogue(y, scale, shift, relu_out, res)
-        r0 = r1
 
 
 def conv_fused(x, kernel, kh, stride, pad_t, pad_l, ho, wo, scale, shift, relu_out, out, cols, tiles):

@@ -119,7 +119,7 @@ def _row_signature(dtype):
 
 
 _ROW_EXTERNAL = {dt: types.ExternalFunction(name, _row_signature(dt)) for dt, name in _ROW_SYMBOL.items()}
-_bound: set = set()  # the dtypes whose symbol is bound
+_bound: set = set()  # the symbols bound in this process
 _bind_lock = _fork.lock()  # held for a compile: a child forked meanwhile binds again
 
 
@@ -129,6 +129,19 @@ def _row_c(top, mid, bot, k, lo, o, w, c):
                    carray(o, (w, c)))
 
 
+def bind_symbol(symbol, signature, func, **options):
+    """Compile (or load from the cache) ``func`` as a C-callable of ``signature`` and bind it to ``symbol``,
+    once a process; idempotent. A kernel that calls the symbol (a ``types.ExternalFunction``) can only be
+    compiled or loaded from the cache once it is bound: the Python wrapper of each such kernel binds first."""
+    if symbol in _bound or numba.config.DISABLE_JIT:
+        return
+    with _bind_lock:
+        if symbol not in _bound:
+            fn = cfunc(signature, func, **options)
+            ll.add_symbol(symbol, fn.address)
+            _bound.add(symbol)
+
+
 def bind_symbols(dtype):
     """Compile (or load from the cache) the row kernel for ``dtype`` and bind its symbol; idempotent.
 
@@ -136,13 +149,7 @@ def bind_symbols(dtype):
     wrapper calls it. Not done at import, so that importing compiles nothing.
     """
     dt = np.dtype(dtype)
-    if dt in _bound or numba.config.DISABLE_JIT:
-        return
-    with _bind_lock:
-        if dt not in _bound:
-            fn = cfunc(_row_signature(dt), _row_c, fastmath={"contract"})
-            ll.add_symbol(_ROW_SYMBOL[dt], fn.address)
-            _bound.add(dt)
+    bind_symbol(_ROW_SYMBOL[dt], _row_signature(dt), _row_c, fastmath={"contract"})
 
 
 @intrinsic

@@ -12,11 +12,13 @@ microkernel is used at all: npxception/fast/direct.py, ``worth_packing``.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import types
+from numba import carray, types
 from numba.extending import overload
 
 from .._jit import njit
+from .kernels import bind_symbol
 from .micro import MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, at as _at, half_panels as _half_panels
 from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .packing import unpack_panels
@@ -98,6 +100,39 @@ def span_start(t, nt, m, packed, co):
     return q * m + min(m, (i + mr // 2) // mr * mr)
 
 
+# ---- the pointwise GEMM, compiled once a dtype and called by name ------------
+# As the depthwise row (npxception/fast/kernels.py): Numba links a callee's LLVM IR into each caller and
+# optimizes and generates it again there, and the microkernel's three call sites are most of a fused kernel's
+# compile. So _pointwise_packed is compiled once per dtype as a C-callable function bound to a symbol, and the
+# fused kernels call that name (docs/performance.md, "Cold compile").
+
+_SYMBOL = {np.dtype(np.float32): "npxception_pointwise_f32", np.dtype(np.float64): "npxception_pointwise_f64"}
+
+
+def _signature(dtype):
+    """a, M, K, packed, panels, NR, offs, scale, shift, relu, add, y, C_out, prefetch, g0, g1: the arrays as
+    pointers to C-contiguous data, the flags as integers (0 or 1)."""
+    p, i = types.CPointer(numba.from_dtype(dtype)), types.int64
+    return types.void(p, i, i, p, i, i, types.CPointer(i), p, p, i, i, p, i, i, i, i)
+
+
+_EXTERNAL = {dt: types.ExternalFunction(name, _signature(dt)) for dt, name in _SYMBOL.items()}
+
+
+def _pointwise_c(a, m, k, packed, panels, nr, offs, scale, shift, relu, add, y, co, prefetch, g0, g1):
+    """:func:`_pointwise_packed` on raw pointers."""
+    _pointwise_packed(carray(a, (m, k)), carray(packed, (panels, k, nr)), carray(offs, (k,)), carray(scale, (co,)),
+                      carray(shift, (co,)), relu != 0, add != 0, carray(y, (m, co)), prefetch != 0, g0, g1)
+
+
+def bind(dtype):
+    """Compile (or load from the cache) the pointwise GEMM for ``dtype`` and bind its symbol; idempotent. Every
+    kernel compiled with a packed kernel of ``dtype`` calls it: its Python wrapper binds first
+    (npxception/fast/fused.py, ``bind_symbols``)."""
+    dt = np.dtype(dtype)
+    bind_symbol(_SYMBOL[dt], _signature(dt), _pointwise_c)
+
+
 def pointwise_tile(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     """y = relu?(a @ kernel * scale + shift), or y += that when ``add``, by the microkernel.
 
@@ -138,15 +173,29 @@ def _compiles_microkernel(packed, y):
     return y.dtype in (types.float32, types.float64) and packed.dtype == y.dtype
 
 
+def _by_symbol(a, packed, offs, scale, shift, y):
+    """The overloads' call of the bound symbol for these argument types; None where a kernel must not call it."""
+    if any(arr.layout != "C" for arr in (a, packed, offs, scale, shift, y)):
+        return None  # pointers need C-contiguous arrays; every caller passes them
+    dt = np.dtype(str(y.dtype))
+    bind(dt)  # a kernel compiled now links the symbol; one loaded from the cache has its wrapper bind it
+    return _EXTERNAL[dt]
+
+
 @overload(pointwise_tile)
 def _pointwise_tile_compiled(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
     if not _compiles_microkernel(packed, y):
         def never(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
             pass
         return never
+    fn = _by_symbol(a, packed, offs, scale, shift, y)
+    if fn is None:
+        return None
 
     def impl(a, packed, offs, scale, shift, relu, add, y, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, 0, packed.shape[0] * a.shape[0])
+        fn(_at(a, 0), a.shape[0], a.shape[1], _at(packed, 0), packed.shape[0], packed.shape[2], _at(offs, 0),
+           _at(scale, 0), _at(shift, 0), 1 if relu else 0, 1 if add else 0, _at(y, 0), y.shape[1],
+           1 if prefetch else 0, 0, packed.shape[0] * a.shape[0])
     return impl
 
 
@@ -156,7 +205,12 @@ def _pointwise_panels_compiled(a, packed, offs, scale, shift, relu, add, y, g0, 
         def never(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
             pass
         return never
+    fn = _by_symbol(a, packed, offs, scale, shift, y)
+    if fn is None:
+        return None
 
     def impl(a, packed, offs, scale, shift, relu, add, y, g0, g1, prefetch=True):
-        _pointwise_packed(a, packed, offs, scale, shift, relu, add, y, prefetch, g0, g1)
+        fn(_at(a, 0), a.shape[0], a.shape[1], _at(packed, 0), packed.shape[0], packed.shape[2], _at(offs, 0),
+           _at(scale, 0), _at(shift, 0), 1 if relu else 0, 1 if add else 0, _at(y, 0), y.shape[1],
+           1 if prefetch else 0, g0, g1)
     return impl
