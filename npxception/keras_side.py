@@ -5,7 +5,15 @@ Correctness is measured against the framework that wrote the file, so the file
 is run by that framework, never by a guess:
 
 * a ``.keras`` archive (zipped, or the directory ``model.save(dir, zipped=False)``
-  writes), a Keras 3 ``.weights.h5`` or sharded weights (their ``.weights.json`` index): Keras 3;
+  writes): the ``keras_version`` its ``metadata.json`` records (``2.x``: tf_keras, whose
+  ``model.save("m.keras")`` writes the same layout; ``3.x``: Keras 3); without one, the
+  package its ``config.json`` names as the model's ``module`` (Keras 3 reads no metadata.json
+  either: ``tf_keras.src...``, or Keras 3's ``keras...``); refused when neither says;
+* a new-layout ``.weights.h5`` (``layers/.../vars``, which tf_keras' ``save_weights("m.weights.h5")``
+  writes too) with a config: the ``keras_version`` the config records (a ``.keras`` archive's
+  metadata.json, a tf_keras ``to_json()``), else its ``module`` as above; refused when neither
+  says. Without a config (rebuilt as ``applications.Xception``) and sharded weights (their
+  ``.weights.json`` index, which only Keras 3 writes): Keras 3;
 * a legacy HDF5 file: the ``keras_version`` it records (``2.x``: tf_keras, which
   reads tf_keras' and Keras 2's files; ``3.x``: Keras 3's legacy ``.h5`` save);
 * a SavedModel directory with ``keras_metadata.pb``, or a TensorFlow checkpoint
@@ -81,19 +89,93 @@ def _quiet():
             os.close(saved)
 
 
-def saved_by(path) -> tuple[str, bool]:
+def saved_by(path, config=None) -> tuple[str, bool]:
     """``(framework, full_model)`` for the file at ``path``: ``"keras"`` (Keras 3) or ``"tf_keras"``,
     the framework that wrote it, and whether it records its architecture (a ``.keras`` archive, zipped or
     not, a SavedModel, or a legacy full-model ``.h5``, whose root holds ``model_config``) or holds weights
-    only (a TensorFlow checkpoint, a ``.weights.h5``, a weights-only ``.h5``)."""
+    only (a TensorFlow checkpoint, a ``.weights.h5``, a weights-only ``.h5``). ``config``: a weights-only
+    file's architecture (a ``.keras`` archive or ``config.json``), which says who wrote a ``.weights.h5``.
+
+    ValueError, naming what is missing, when nothing the files record says which of the two wrote them."""
     # weights_tools imports npxception at import time, not the reverse: the converter's rule for what a path
     # holds (a checkpoint directory resolved to the prefix its checkpoint file names), not a second copy of it
     from npxception.weights_tools.formats import resolve_source  # see above
 
-    return _saved_by(*resolve_source(path))
+    return _saved_by(*resolve_source(path), config=config)
 
 
-def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
+def _framework_of_version(version) -> str | None:
+    """``"tf_keras"`` for a recorded ``keras_version`` 2.x (tf_keras reads tf_keras' and Keras 2's saves),
+    ``"keras"`` for 3.x or later; None for no version or one that is not a version."""
+    from npxception.weights_tools.preprocessing import version_tuple  # see saved_by
+
+    found = version_tuple(version)
+    if found is None or found[0] < 2:
+        return None
+    return "tf_keras" if found[0] == 2 else "keras"
+
+
+def _framework_of_module(config) -> str | None:
+    """The framework a model config names as the package that deserialises it (its top-level ``module``,
+    which Keras 3's and tf_keras' serialisation write): ``tf_keras.src.engine.functional`` -> tf_keras;
+    Keras 3's ``keras`` or ``keras.src.models...`` -> keras; Keras 2's ``keras(.src).engine...`` -> tf_keras
+    (Keras 3 has no ``engine`` package); None when the config names none."""
+    module = config.get("module") if isinstance(config, dict) else None
+    if not isinstance(module, str) or not module:
+        return None
+    parts = module.split(".")
+    if parts[0] == "tf_keras":
+        return "tf_keras"
+    if parts[0] == "keras":
+        return "tf_keras" if "engine" in parts else "keras"
+    return None
+
+
+def _archive_writer(fmt: str, path: pathlib.Path) -> str:
+    """Who wrote the ``.keras`` archive (or its unzipped directory) at ``path``, from its metadata.json's
+    ``keras_version`` (read within the archive's size limits), else its config.json's ``module``."""
+    from npxception.weights_tools import keras3  # see saved_by
+
+    where = str(path)
+    if fmt == "zip":  # a missing metadata.json, or one without a string keras_version: None
+        config, version = keras3.read_archive_config(path, where, with_version=True)
+    else:
+        config = keras3._json(keras3.read_capped(path / "config.json", keras3.MAX_JSON_BYTES), "config.json", where)
+        version = None
+        if os.path.lexists(path / "metadata.json"):
+            found = keras3._json(keras3.read_capped(path / "metadata.json", keras3.MAX_JSON_BYTES),
+                                 "metadata.json", where)
+            version = found.get("keras_version") if isinstance(found, dict) else None
+            version = version if isinstance(version, str) else None
+    name = _framework_of_version(version) or _framework_of_module(config)
+    if name is None:
+        said = ("has no metadata.json recording a \"keras_version\"" if version is None
+                else f"records keras_version {version[:40]!r} in metadata.json, which is not Keras 2 or 3's")
+        raise ValueError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .keras archive: it {said}, "
+                         "and its config.json names no framework \"module\"; save it again with "
+                         "model.save(\"model.keras\") in the Keras that made it, which writes metadata.json")
+    return name
+
+
+def _weights_writer(path: pathlib.Path, config) -> str:
+    """Who wrote the new-layout ``.weights.h5`` at ``path``: what its ``config`` records (a ``.keras``
+    archive's metadata.json or the config's ``keras_version``, else its ``module``); Keras 3 without a config,
+    which is rebuilt as ``applications.Xception`` (``load``)."""
+    if config is None:
+        return "keras"
+    from npxception.weights_tools.reading import _config_from  # see saved_by
+
+    found, version = _config_from(config, str(config), with_version=True)
+    name = _framework_of_version(version) or _framework_of_module(found)
+    if name is None:
+        raise ValueError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .weights.h5 (the same "
+                         f"layout from both): its config {config} records no \"keras_version\" and names no "
+                         "framework \"module\"; give as config the model's .keras archive, or the to_json() of "
+                         "the Keras that saved it (tf_keras' records keras_version, Keras 3's its module)")
+    return name
+
+
+def _saved_by(fmt: str, path: pathlib.Path, config=None) -> tuple[str, bool]:
     """:func:`saved_by` of ``resolve_source``'s ``(format, path)``."""
     if fmt == "savedmodel":
         return "tf_keras", True  # tf_keras writes (and reads) those with keras_metadata.pb
@@ -105,7 +187,8 @@ def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
 
         return checkpoint_model(bundle_prefix(path))[0], False
     if fmt in ("zip", "keras_dir"):
-        return "keras", True  # a .keras archive, or model.save(dir, zipped=False): Keras 3 only
+        # a .keras archive, or Keras 3's model.save(dir, zipped=False): tf_keras 2.x writes the archive too
+        return _archive_writer(fmt, path), True
     if fmt == "keras_sharded":
         return "keras", False  # save_weights("x.weights.json", max_shard_size=...): Keras 3's load_weights reads it
     with h5py.File(path, "r") as f:
@@ -113,7 +196,8 @@ def _saved_by(fmt: str, path: pathlib.Path) -> tuple[str, bool]:
         legacy = "model_weights" in f or "layer_names" in f.attrs
         full_model = "model_weights" in f and "model_config" in f.attrs
     if not legacy:
-        return "keras", False  # a Keras 3 .weights.h5 (layers/<class key>/vars/<i>)
+        # layers/<class key>/vars/<i>: Keras 3's save_weights("m.weights.h5"), and tf_keras 2.x's
+        return _weights_writer(path, config), False
     version = version.decode() if isinstance(version, bytes) else str(version or "")
     return ("keras" if version.startswith("3.") else "tf_keras"), full_model
 
@@ -163,7 +247,7 @@ def load(path, *, config=None, model=None):
 
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
-    name, full_model = _saved_by(fmt, source)
+    name, full_model = _saved_by(fmt, source, config=config)
     if fmt == "zip" and not source.name.endswith(".keras"):
         # Keras picks the archive loader by the name (an .h5 name gets its HDF5 loader, which finds an HDF5
         # superblock wherever one is planted): what it would open is not the archive read and vetted
