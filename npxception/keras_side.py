@@ -96,7 +96,8 @@ def saved_by(path, config=None) -> tuple[str, bool]:
     only (a TensorFlow checkpoint, a ``.weights.h5``, a weights-only ``.h5``). ``config``: a weights-only
     file's architecture (a ``.keras`` archive or ``config.json``), which says who wrote a ``.weights.h5``.
 
-    ValueError, naming what is missing, when nothing the files record says which of the two wrote them."""
+    ConversionError (a ValueError), naming what is missing, when nothing the files record says which of the
+    two wrote them."""
     # weights_tools imports npxception at import time, not the reverse: the converter's rule for what a path
     # holds (a checkpoint directory resolved to the prefix its checkpoint file names), not a second copy of it
     from npxception.weights_tools.formats import resolve_source  # see above
@@ -135,6 +136,7 @@ def _archive_writer(fmt: str, path: pathlib.Path) -> str:
     """Who wrote the ``.keras`` archive (or its unzipped directory) at ``path``, from its metadata.json's
     ``keras_version`` (read within the archive's size limits), else its config.json's ``module``."""
     from npxception.weights_tools import keras3  # see saved_by
+    from npxception.weights_tools.errors import ConversionError  # see saved_by
 
     where = str(path)
     if fmt == "zip":  # a missing metadata.json, or one without a string keras_version: None
@@ -151,9 +153,9 @@ def _archive_writer(fmt: str, path: pathlib.Path) -> str:
     if name is None:
         said = ("has no metadata.json recording a \"keras_version\"" if version is None
                 else f"records keras_version {version[:40]!r} in metadata.json, which is not Keras 2 or 3's")
-        raise ValueError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .keras archive: it {said}, "
-                         "and its config.json names no framework \"module\"; save it again with "
-                         "model.save(\"model.keras\") in the Keras that made it, which writes metadata.json")
+        raise ConversionError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .keras archive: "
+                              f"it {said}, and its config.json names no framework \"module\"; save it again with "
+                              "model.save(\"model.keras\") in the Keras that made it, which writes metadata.json")
     return name
 
 
@@ -163,15 +165,17 @@ def _weights_writer(path: pathlib.Path, config) -> str:
     which is rebuilt as ``applications.Xception`` (``load``)."""
     if config is None:
         return "keras"
+    from npxception.weights_tools.errors import ConversionError  # see saved_by
     from npxception.weights_tools.reading import _config_from  # see saved_by
 
     found, version = _config_from(config, str(config), with_version=True)
     name = _framework_of_version(version) or _framework_of_module(found)
     if name is None:
-        raise ValueError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .weights.h5 (the same "
-                         f"layout from both): its config {config} records no \"keras_version\" and names no "
-                         "framework \"module\"; give as config the model's .keras archive, or the to_json() of "
-                         "the Keras that saved it (tf_keras' records keras_version, Keras 3's its module)")
+        given = "the config given as a dict" if isinstance(config, dict) else f"its config {config}"
+        raise ConversionError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .weights.h5 (the same "
+                              f"layout from both): {given} records no \"keras_version\" and names no framework "
+                              "\"module\"; give as config the model's .keras archive, or the to_json() of the "
+                              "Keras that saved it (tf_keras' records keras_version, Keras 3's its module)")
     return name
 
 
@@ -219,6 +223,33 @@ def is_keras_save(path) -> bool:
             or is_multi_file_save(path))
 
 
+class FrameworkError(ValueError):
+    """Keras or TensorFlow failed to open a file: its own words (``detail``), cut to one bounded line
+    (:func:`framework_message`), after the file's name and the framework's (``framework``, with its version)."""
+
+    def __init__(self, path, framework: str, detail: str):
+        self.path, self.framework, self.detail = path, framework, detail
+        super().__init__(f"{path}: {framework} could not open it ({detail})")
+
+
+class _Refused(ValueError):
+    """A refusal of ours while the framework opens a file: passed on as it is, never taken for the framework's."""
+
+
+# How much of a framework's error reaches our one-line error: its first line, cut here. Keras 3's "Could not
+# locate class" ends its first line with the whole model config (~109 KB for an Xception, review 30 F1); the
+# class, module and the start of the config that say what failed fit in far less.
+FRAMEWORK_MESSAGE_CHARS = 300
+
+
+def framework_message(exc: BaseException, limit: int = FRAMEWORK_MESSAGE_CHARS) -> str:
+    """``"TypeError: <its first non-empty line>"``, that line cut to ``limit`` characters with "..."."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if len(first) > limit:
+        first = first[:limit].rstrip() + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _import(name: str):
     try:
         with _quiet():
@@ -240,10 +271,8 @@ def load(path, *, config=None, model=None):
     weights-only file without config which ``applications.Xception`` to build.
     """
     # weights_tools imports npxception at import time, not the reverse: the converter's reading of the path
+    from npxception.weights_tools.errors import ConversionError  # see above
     from npxception.weights_tools.formats import resolve_source  # see above
-    from npxception.weights_tools.savedmodel import VARIABLES, read_metadata  # see above
-    from npxception.weights_tools.tf_bundle import bundle_prefix  # see above
-    from npxception.weights_tools.keras3_checkpoint import checkpoint_model  # see above
 
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
@@ -254,43 +283,59 @@ def load(path, *, config=None, model=None):
         raise ValueError(f"{path}: a .keras zip archive (by its bytes) that Keras would not open as one under "
                          f"the name {source.name!r}: give it the .keras suffix")
     fw = _import(name)
-    with _quiet(), _safe_mode(name):
-        if fmt == "savedmodel":
-            # Rebuilt from the config just vetted and loaded with the checkpoint under variables/: tf_keras'
-            # own SavedModel loader revives a layer it cannot rebuild from the graph saved beside it, which
-            # can call any TensorFlow op (docs/security.md)
-            config_json = json.dumps(read_metadata(source)[0])
-            kmodel = fw.models.model_from_json(config_json)
-            _restore_checkpoint(kmodel, source / VARIABLES)
-            return kmodel
-        if full_model:
-            return _load_model(fw, name, source)  # Keras 3 loads model.save(dir, zipped=False) as its archive
-        if config is not None:
-            cpath = pathlib.Path(config)
-            if cpath.suffix == ".keras":
-                kmodel = _load_model(fw, name, cpath)
-            else:
-                kmodel = fw.models.model_from_json(cpath.read_text())
-        elif model is not None:
-            _check_rebuildable(path, model)
-            pooling = next((h["kind"][7:10] for h in model.head if h["kind"].startswith("global_")), None)
-            kmodel = fw.applications.Xception(
-                weights=None, include_top=False, pooling=pooling,
-                input_shape=model.input_shape if model.input_shape[0] else None)
-            if model.include_top:
-                y = fw.layers.Dense(model.classes, activation=_keras_activation(name, model.classifier_activation),
-                                    name="predictions")(kmodel.output)
-                kmodel = fw.Model(kmodel.input, y)
+    try:
+        with _quiet(), _safe_mode(name):
+            return _open(fw, name, fmt, source, path, full_model, config, model)
+    except (_Refused, ConversionError):
+        raise
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything the framework raises, in one bounded line
+        raise FrameworkError(path, f"{name} {getattr(fw, '__version__', '?')}", framework_message(exc)) from None
+
+
+def _open(fw, name, fmt, source, path, full_model, config, model):
+    """:func:`load`'s model, once the framework ``fw`` (named ``name``) is imported."""
+    from npxception.weights_tools.savedmodel import VARIABLES, read_metadata  # see load
+    from npxception.weights_tools.tf_bundle import bundle_prefix  # see load
+    from npxception.weights_tools.keras3_checkpoint import checkpoint_model  # see load
+
+    if fmt == "savedmodel":
+        # Rebuilt from the config just vetted and loaded with the checkpoint under variables/: tf_keras'
+        # own SavedModel loader revives a layer it cannot rebuild from the graph saved beside it, which
+        # can call any TensorFlow op (docs/security.md)
+        config_json = json.dumps(read_metadata(source)[0])
+        kmodel = fw.models.model_from_json(config_json)
+        _restore_checkpoint(kmodel, source / VARIABLES)
+        return kmodel
+    if full_model:
+        return _load_model(fw, name, source)  # Keras 3 loads model.save(dir, zipped=False) as its archive
+    if config is not None:
+        cpath = pathlib.Path(config)
+        if cpath.suffix == ".keras":
+            kmodel = _load_model(fw, name, cpath)
         else:
-            raise ValueError(f"{path}: a weights-only file records no architecture; pass the model's "
-                             ".keras archive or config.json as config")
-        if fmt == "tf_checkpoint":  # loaded by its prefix, from where the checkpoint holds the model
-            source = bundle_prefix(source)
-            _restore_checkpoint(kmodel, source, checkpoint_model(source)[1])
-        else:
-            # an HDF5 file (legacy .h5, Keras 3 .weights.h5): resolve_source refused one with a checkpoint's
-            # .index beside it, which tf_keras' load_weights would read instead
-            kmodel.load_weights(source)
+            kmodel = fw.models.model_from_json(cpath.read_text())
+    elif model is not None:
+        _check_rebuildable(path, model)
+        pooling = next((h["kind"][7:10] for h in model.head if h["kind"].startswith("global_")), None)
+        kmodel = fw.applications.Xception(
+            weights=None, include_top=False, pooling=pooling,
+            input_shape=model.input_shape if model.input_shape[0] else None)
+        if model.include_top:
+            y = fw.layers.Dense(model.classes, activation=_keras_activation(name, model.classifier_activation),
+                                name="predictions")(kmodel.output)
+            kmodel = fw.Model(kmodel.input, y)
+    else:
+        raise _Refused(f"{path}: a weights-only file records no architecture; pass the model's "
+                       ".keras archive or config.json as config")
+    if fmt == "tf_checkpoint":  # loaded by its prefix, from where the checkpoint holds the model
+        source = bundle_prefix(source)
+        _restore_checkpoint(kmodel, source, checkpoint_model(source)[1])
+    else:
+        # an HDF5 file (legacy .h5, Keras 3 .weights.h5): resolve_source refused one with a checkpoint's
+        # .index beside it, which tf_keras' load_weights would read instead
+        kmodel.load_weights(source)
     return kmodel
 
 
@@ -300,7 +345,7 @@ def _keras_activation(framework: str, ours) -> str:
     for keras_name, (keras2, keras3) in head_schema.VERSIONED_ACTIVATIONS.items():
         if ours in (keras2, keras3):
             if (ours == keras3) != (framework == "keras"):
-                raise ValueError(f"the model's classifier computes {ours!r}, which {framework}'s {keras_name!r} "
+                raise _Refused(f"the model's classifier computes {ours!r}, which {framework}'s {keras_name!r} "
                                  "is not: this file cannot run as that model there")
             return keras_name
     return ours or "linear"
@@ -331,7 +376,7 @@ def _restore_checkpoint(kmodel, prefix, child: str = "") -> None:
         else:
             status.assert_nontrivial_match()
     except AssertionError as exc:  # TensorFlow's own words, cut to their first line
-        raise ValueError(f"{prefix}: TensorFlow could not restore the checkpoint into the model rebuilt for "
+        raise _Refused(f"{prefix}: TensorFlow could not restore the checkpoint into the model rebuilt for "
                          f"it ({str(exc).splitlines()[0][:300]})") from None
     _finalize_nested(kmodel)
 
@@ -388,7 +433,7 @@ def _check_rebuildable(path, model) -> None:
     elif any(not h.get("use_bias", True) for h in model.head if h["kind"] == "dense"):
         why = "a Dense layer without bias"
     if why:
-        raise ValueError(f"{path}: a weights-only file records no architecture, and this one is not "
+        raise _Refused(f"{path}: a weights-only file records no architecture, and this one is not "
                          f"keras.applications.Xception's ({why}); pass the model's .keras archive or "
                          "config.json as config")
 

@@ -12,7 +12,8 @@ before saving, so every file holds optimizer state like a real trained model:
 * ``normalization``: the same with an adapted ``Normalization`` instead of Rescaling.
 * ``two_dense``: inline backbone, GAP, Dense(32, relu), BatchNormalization,
   Dropout, Dense(6, softmax), trained with Adam; takes preprocess_input's output.
-* ``tf_keras``: the recipe in tf_keras (3 softmax classes), a full-model ``.h5``.
+* ``tf_keras``: the recipe in tf_keras (3 softmax classes), a full-model ``.h5``, and the same model as
+  tf_keras writes a ``.keras`` archive and a ``.weights.h5`` (+ its ``to_json()``): Keras 3's layouts.
 * ``tf_keras_savedmodel`` / ``tf_keras_ckpt``: the recipe in tf_keras with 2 logits and a
   Sequential preprocessing model (Rescaling, then an adapted Normalization: weights inside a
   nested Sequential), saved in TensorFlow's formats: a SavedModel directory (``model.save(dir)``)
@@ -310,7 +311,16 @@ def build(root) -> dict[str, Case]:
                             tf_keras.layers.Dense(3, activation="softmax"), seed=25)
     _fit_one_step(tk, "sparse_categorical_crossentropy", 71, True, np.array([0, 1]))
     tk.save(path("tf_keras_recipe.h5"))
-    out["tf_keras_recipe_h5"] = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5, keras_model=tk)
+    out["tf_keras_recipe_h5"] = case = _case(tf_keras, tk, path("tf_keras_recipe.h5"), 71, True, 5, keras_model=tk)
+    # tf_keras' model.save("m.keras") and save_weights("m.weights.h5") write Keras 3's layouts (the archive's
+    # metadata.json says keras_version 2.x, the to_json() config too): run in tf_keras, not Keras 3 (review 30 F1)
+    tk.save(path("tf_keras_recipe.keras"))
+    tk.save_weights(path("tf_keras_recipe.weights.h5"))
+    with open(path("tf_keras_recipe.config.json"), "w") as f:
+        f.write(tk.to_json())
+    out["tf_keras_recipe_keras"] = _same_model(case, path("tf_keras_recipe.keras"))
+    out["tf_keras_recipe_weights_h5"] = _same_model(case, path("tf_keras_recipe.weights.h5"),
+                                                    config=path("tf_keras_recipe.config.json"))
 
     # the tensorflow.org tutorial: preprocess_input on the symbolic input, 3 logits
     # (not also as a tf_keras SavedModel: saving one takes ~30 s here; the reader is tf_keras_savedmodel's)

@@ -67,10 +67,12 @@ def converted(corpus, tmp_path_factory):
 
 
 CASES = ["recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "two_dense_keras",
-         "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "center_crop_keras",
+         "gmp160_weights_h5", "gmp160_weights_h5_flags", "tf_keras_recipe_h5", "tf_keras_recipe_keras",
+         "tf_keras_recipe_weights_h5", "center_crop_keras",
          "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "tf_keras_flat_ckpt_flags", "resizing_keras",
          "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5", "any_size_keras"]
 PIXEL_CASES = {"recipe_keras", "recipe_h5", "recipe_weights_h5", "normalization_keras", "tf_keras_recipe_h5",
+               "tf_keras_recipe_keras", "tf_keras_recipe_weights_h5",
                "center_crop_keras", "tf_keras_savedmodel", "tf_keras_ckpt", "tf_keras_ckpt_index", "resizing_keras",
                "tf_keras_center_crop_h5", "preprocess_input_keras", "tf_keras_preprocess_input_h5", "any_size_keras"}
 # Input((None, None, 3)) then a geometry layer: the converted model takes any size Keras takes;
@@ -772,15 +774,86 @@ def test_savedmodel_without_traces_reads_as_the_default_one(corpus):
 
 
 def test_tf_formats_convert_with_keras_golden(corpus, tmp_path):
-    """--check-with-keras opens a SavedModel and a checkpoint (+ config) in tf_keras, which wrote them."""
+    """--check-with-keras opens a SavedModel, a checkpoint (+ config), a .keras archive and a .weights.h5
+    (+ to_json config) in tf_keras, which wrote them (the last two in Keras 3's layouts: review 30 F1)."""
     import npxception
     from npxception import weights_tools
 
-    for name in ("tf_keras_savedmodel", "tf_keras_ckpt_index"):
+    for name in ("tf_keras_savedmodel", "tf_keras_ckpt_index", "tf_keras_recipe_keras",
+                 "tf_keras_recipe_weights_h5"):
         case = corpus[name]
         out = weights_tools.convert(case.path, tmp_path / f"{name}.npz", config=case.config, check_with_keras=True)
         model = npxception.load(out)  # the load-time check against Keras' digests passes
         assert model.golden.source.startswith("tf_keras "), model.golden.source
+
+
+def _rezipped(src, dst, *, drop=(), metadata=None, config_edit=None):
+    """A copy of the .keras archive ``src`` at ``dst``: members in ``drop`` left out, ``metadata.json``
+    replaced by ``metadata`` (a dict), ``config.json`` passed through ``config_edit``."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename in drop:
+                continue
+            data = zin.read(info.filename)
+            if info.filename == "metadata.json" and metadata is not None:
+                data = json.dumps(metadata).encode()
+            if info.filename == "config.json" and config_edit is not None:
+                data = json.dumps(config_edit(json.loads(data))).encode()
+            zout.writestr(info, data)
+    return str(dst)
+
+
+def test_undetermined_writer_is_refused_by_name(corpus, tmp_path, capsys):
+    """A .keras archive without metadata.json's keras_version and without a framework "module" in its config,
+    or a .weights.h5 whose config records neither: Keras 3 and tf_keras write both layouts, so compare refuses,
+    in one line, naming what is missing, before any framework opens it. With only the metadata gone, the
+    config's module still says who wrote it (a tf_keras archive; a Keras 3 one)."""
+    from npxception import cli, keras_side
+
+    tfk = corpus["tf_keras_recipe_keras"].path
+    no_metadata = _rezipped(tfk, tmp_path / "no_metadata.keras", drop=("metadata.json",))
+    assert keras_side.saved_by(no_metadata) == ("tf_keras", True)  # its config's module: tf_keras.src...
+    k3 = _rezipped(corpus["recipe_keras"].path, tmp_path / "k3_no_metadata.keras", drop=("metadata.json",))
+    assert keras_side.saved_by(k3) == ("keras", True)  # Keras 3's module: keras.src.models.functional
+    unsaid = _rezipped(tfk, tmp_path / "unsaid.keras", drop=("metadata.json",),
+                       config_edit=lambda c: {k: v for k, v in c.items() if k != "module"})
+    assert cli.main(["compare", "--against", unsaid]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot tell whether Keras 3 or tf_keras wrote this .keras" in err, err
+    assert "metadata.json" in err and "keras_version" in err, err
+
+    weights = corpus["tf_keras_recipe_weights_h5"]
+    config = json.loads(open(weights.config).read())
+    del config["keras_version"]  # tf_keras' to_json() names no module: nothing else says
+    (tmp_path / "bare.json").write_text(json.dumps(config))
+    assert cli.main(["compare", "--against", weights.path, "--config", str(tmp_path / "bare.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot tell whether Keras 3 or tf_keras wrote this .weights.h5" in err
+    assert "keras_version" in err and "bare.json" in err, err
+
+
+def test_a_frameworks_huge_error_is_one_bounded_line(corpus, tmp_path, capsys):
+    """A tf_keras archive whose metadata.json claims Keras 3: Keras 3 opens it (as the file says) and fails with
+    "Could not locate class 'Functional'" followed by the whole config (~100 KB on one line, review 30 F1).
+    compare and convert --check-with-keras print its first line cut to keras_side.FRAMEWORK_MESSAGE_CHARS."""
+    from npxception import cli, keras_side
+    from npxception.weights_tools.cli import main as convert_main
+
+    lying = _rezipped(corpus["tf_keras_recipe_keras"].path, tmp_path / "lying.keras",
+                      metadata={"keras_version": "3.15.1", "date_saved": "2026-11-30@20:00:00"})
+    # the whole message is what the bound is for: our line is the path, the framework, and at most the cut line
+    bound = len(lying) + 200 + keras_side.FRAMEWORK_MESSAGE_CHARS
+    assert cli.main(["compare", "--against", lying]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < bound, err[:2000]
+    assert "keras 3." in err and "Could not locate class" in err and err.endswith("...)"), err
+    assert convert_main(["convert", lying, "-o", str(tmp_path / "x.npz"), "--check-with-keras"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < bound, err[:2000]
+    assert "--check-with-keras: keras 3." in err and "Could not locate class" in err, err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_tf_format_parts_are_refused_with_the_path_to_give(corpus, tmp_path):

@@ -60,6 +60,9 @@ def load_in_keras(src, model, *, config=None):
         return open_in_keras(src, config=config, model=model)
     except ConversionError:  # refused before Keras opened it (weights_tools.vetting): the message says why
         raise
+    except keras_side.FrameworkError as exc:  # the framework's own words, one bounded line, after the file's name
+        raise ConversionError(f"{src}: --check-with-keras: {exc.framework} could not open it "
+                              f"({exc.detail})") from None
     except ImportError:
         raise ConversionError(f"{src}: --check-with-keras runs the file in Keras, which is not installed: "
                               f"{pip_install('keras')}, or convert without --check-with-keras") from None
