@@ -484,6 +484,66 @@ def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_
     assert not (tmp_path / "m.png").exists()
 
 
+@pytest.fixture(scope="module")
+def one_unit_heads(tmp_path_factory):
+    """{activation: a 71x71 one-unit head's .npz} whose logit is z = +6 on SAMPLES[0] and -6 on SAMPLES[1]: the
+    kernel is k = 12 d / |d|^2 and the bias -k.(f0 + f1) / 2, for d = f0 - f1 of the photos' pooled features
+    (as predict feeds them), so that z = k.f + b = +-6 up to float32 round-off (|z| ~ 1e-5 off)."""
+    from npxception.prediction import feed, load_photo
+
+    folder = tmp_path_factory.mktemp("one_unit")
+    out = {}
+    for act in (None, "sigmoid", "tanh"):
+        model = npxception.Xception(classes=1, classifier_activation=act, input_shape=(71, 71, 3), seed=5)
+        x = feed(model, np.stack([load_photo(model, path) for path in SAMPLES]))
+        f = model.forward(x, capture=["avg_pool"])[1]["avg_pool"].astype(np.float64)
+        d = f[0] - f[1]
+        k = 12 * d / (d @ d)
+        model.get_layer("predictions").set_weights([k[:, None].astype(np.float32),
+                                                    np.array([-k @ (f[0] + f[1]) / 2], np.float32)])
+        out[act] = model.save(folder / f"{act}.npz", golden=False)  # a golden case costs ~25 s here
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: see one_unit_heads
+@pytest.mark.parametrize("act, output, threshold, values", [(None, "logit", "0", (6.0, -6.0)),
+                                                            ("sigmoid", "probability", "0.5", (0.997527, 0.002473))])
+def test_predict_one_unit_head_prints_the_class_keras_decides(one_unit_heads, act, output, threshold, values, capsys):
+    """Review 30, F3: a one-unit head (the keras.io recipe's Dense(1), a logit) printed "(class 0)" whatever its
+    sign. Keras decides label 1 when the logit is > 0 (a sigmoid's p > 0.5), as compare does
+    (head_schema.decision_rule); the table and the JSON say the value, what it is and the decided class.
+    The logits are +6 and -6 (one_unit_heads): p = sigmoid(+-6) = 0.997527, 0.002473."""
+    from npxception.cli import main
+
+    argv = ["predict", "--weights", str(one_unit_heads[act]), *map(str, SAMPLES)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line, value, decided in zip(lines[1::2], values, (1, 0)):
+        assert line == (f"  {output} {value:.4f} -> class {decided}  "
+                        f"(one-unit head: class 1 when {output} > {threshold}, else class 0)")
+    assert main([*argv, "--format", "json"]) == 0
+    for entry, value, decided in zip(json.loads(capsys.readouterr().out), values, (1, 0)):
+        [p] = entry["predictions"]
+        assert (p["index"], p["output"], p["class_1_when"]) == (decided, output, f"{output} > {threshold}")
+        assert p["score"] == pytest.approx(value, abs=1e-4)  # float32 round-off of k.f + b (docstring)
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: see one_unit_heads
+def test_one_unit_head_without_a_yes_no_rule_is_not_called_a_class(one_unit_heads, capsys):
+    """A one-unit tanh head has no threshold Keras decides by: its value is printed as it is, no "class 0";
+    and predict() names the decided class of a binary head by ``labels=[class 0, class 1]``."""
+    from npxception.cli import main
+
+    assert main(["predict", "--weights", str(one_unit_heads["tanh"]), str(SAMPLES[0])]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == f"  tanh output {np.tanh(6.0):.4f}  (one-unit head: no yes/no rule for this activation; the value as it is)"
+    model = npxception.load(one_unit_heads[None])
+    assert npxception.predict(SAMPLES, model=model, labels=["coffee", "cat"]) == [
+        [(1, "cat", pytest.approx(6.0, abs=1e-4))], [(0, "coffee", pytest.approx(-6.0, abs=1e-4))]]
+    with pytest.raises(ValueError, match="expected 1 names \\(or 2: class 0's and class 1's"):
+        npxception.predict(SAMPLES[0], model=model, labels=["a", "b", "c"])
+
+
 def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):
     """Review 17, finding 5: a bad option value is a usage error (2, as argparse's), whether argparse or the
     model refuses it, and the message names the option as typed. A file that cannot be read stays 1."""
