@@ -480,8 +480,46 @@ def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_
     err = capsys.readouterr().err
     assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
     assert main([*argv, "nosuchlayer"]) == 1
-    assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
+    assert "Every layer's name: `npxception summary --weights FILE`" in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: a second's work
+def test_show_and_summary_take_the_input_stage_names_capture_takes(small_npz, tmp_path, capsys, monkeypatch):
+    """Review 30, F4: `show --layer rescaling` on a model with a Rescaling input stage said "unknown layer name
+    'rescaling'; did you mean ['rescaling']?" while forward(capture=['rescaling']) takes it, and its hint,
+    `npxception summary`, could not list a converted file's names. show draws the step's output now (what
+    the backbone is fed: pixels / 127.5 - 1), and `summary --weights FILE` lists the file's own layers."""
+    from npxception import show
+    from npxception.cli import main
+    from npxception.model import XceptionModel
+    from npxception.prediction import load_photo
+
+    plain = npxception.load(small_npz)
+    model = XceptionModel(plain.weights, head=plain.head, input_shape=plain.input_shape, input_stage=[
+        {"kind": "rescaling", "name": "rescaling", "scale": 1 / 127.5, "offset": -1.0}])
+    staged = model.save(tmp_path / "staged.npz", golden=False)
+    drawn = []
+    monkeypatch.setattr(show, "feature_grid", lambda act, maps: drawn.append((act, maps)) or Image.new("L", (8, 8)))
+    argv = ["show", str(SAMPLES[0]), "--weights", str(staged), "-o", str(tmp_path / "r.png"), "--layer"]
+    assert main([*argv, "rescaling"]) == 0 and (tmp_path / "r.png").exists()
+    [(act, maps)] = drawn
+    pixels = load_photo(model, SAMPLES[0])
+    assert maps == 3  # every channel of the step's RGB output (16 is the default for wider layers)
+    np.testing.assert_allclose(act, pixels / 127.5 - 1, rtol=0, atol=1e-6)  # float32 of x * (1/127.5) - 1
+    np.testing.assert_array_equal(act, model.forward(pixels[None], capture=["rescaling"])[1]["rescaling"][0])
+    capsys.readouterr()
+    assert main([*argv, "rescalin"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean ['rescaling']" in err and "`npxception summary --weights FILE`" in err
+    with pytest.raises(ValueError) as refused:  # get_layer takes no stage name: none is suggested
+        model.get_layer("rescaling")
+    assert "'rescaling'; see model.layer_names" in str(refused.value)
+    assert main(["summary", "--weights", str(staged)]) == 0
+    out = capsys.readouterr().out
+    assert "input stage: rescaling (Rescaling)" in out and "predictions (Dense)" in out and "(None, 3)" in out
+    assert main(["summary", "--weights", str(staged), "--no-top"]) == 2
+    assert "--no-top: not with --weights, whose file says its variant and head" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
