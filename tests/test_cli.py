@@ -582,6 +582,55 @@ def test_one_unit_head_without_a_yes_no_rule_is_not_called_a_class(one_unit_head
         npxception.predict(SAMPLES[0], model=model, labels=["a", "b", "c"])
 
 
+def test_weights_that_are_no_npz_say_what_to_do_instead(small_npz, tmp_path, capsys):
+    """Review 30, F6: predict --weights of a model.export() directory said "convert it first", which convert
+    then refused; an .onnx file was "not a zip archive"; a URL given as the image was "no such file"."""
+    from npxception.cli import main
+
+    export = tmp_path / "exported"  # what Keras 3's model.export() writes: a serving graph, no keras_metadata.pb
+    export.mkdir()
+    (export / "saved_model.pb").write_bytes(b"\x12\x00")
+    photo = str(SAMPLES[0])
+    assert main(["predict", "--weights", str(export), photo]) == 1
+    err = capsys.readouterr().err
+    assert "a serving graph" in err and "convert cannot read it either" in err and "convert it first" not in err
+    assert "model.save('model.keras')" in err and len(messages(err)) == 1
+    assert main(["convert", str(export), "-o", str(tmp_path / "x.npz")]) == 1  # convert says the same
+    assert "which convert cannot read" in capsys.readouterr().err
+    onnx = tmp_path / "port.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX ModelProto's first fields (ir_version, producer)
+    assert main(["predict", "--weights", str(onnx), photo]) == 1
+    assert messages(capsys.readouterr().err) == [
+        f"npxception: error: {onnx}: an ONNX model, not an npxception .npz weight file; npxception reads ONNX only "
+        f"as the other side of a comparison: npxception compare --against {onnx} --weights model.npz (the .npz "
+        "converted from the Keras file it was exported from)"]
+    assert main(["predict", "--no-progress", "--weights", str(small_npz), "https://example.com/cat.jpg"]) == 1
+    out = capsys.readouterr().out
+    assert "error: no such file: npxception reads local files only, not URLs; download it first" in out
+
+
+def test_convert_head_flags_and_skip_layer_messages():
+    """Review 30, F6: "--pooling describe the head" (one flag: describes), and "--skip-layer nonexistent: no
+    such layer" named no candidates: the close names now (difflib), and where the file's layers are listed."""
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.graph import KLayer
+    from npxception.weights_tools.mapping import to_npxception
+    from npxception.weights_tools.walk import _collapse
+
+    wired = [KLayer("input_layer", "InputLayer", {}, []), KLayer("random_flip", "RandomFlip", {}, ["input_layer"]),
+             KLayer("dense", "Dense", {}, ["random_flip"])]
+    with pytest.raises(ConversionError, match=r"^m\.keras: --pooling describes the head of a weights-only file"):
+        to_npxception(wired, source="m.keras", head_spec={"pooling": "max"})
+    with pytest.raises(ConversionError, match=r"^m\.keras: --pooling --input-shape describe the head"):
+        to_npxception(wired, source="m.keras", head_spec={"pooling": "max", "input_shape": (71, 71)})
+    with pytest.raises(ConversionError, match=r"^my m\.keras: --skip-layer random_flp: no such layer; did you mean "
+                                              r"random_flip\? \(`python -m npxception\.weights_tools inspect "
+                                              r"'my m\.keras'` lists the file's layers\)$"):
+        _collapse(wired, "my m.keras", skip_layers=("random_flp",))
+    with pytest.raises(ConversionError, match=r"--skip-layer zzz: no such layer \(`python -m"):  # nothing close
+        _collapse(wired, "m.keras", skip_layers=("zzz",))
+
+
 def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):
     """Review 17, finding 5: a bad option value is a usage error (2, as argparse's), whether argparse or the
     model refuses it, and the message names the option as typed. A file that cannot be read stays 1."""
