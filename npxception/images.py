@@ -382,7 +382,10 @@ def aspect_crop_box(size, target) -> tuple[int, int, int, int]:
 
 def saturated_share(img: Image.Image) -> float:
     """The share of a 16-bit / 32-bit (I, F) image's pixels outside 0..255, which convert("RGB") clips."""
-    lo, hi = img.getextrema()
+    try:
+        lo, hi = img.getextrema()
+    except ValueError:  # Pillow has none for I;16B, I;16L, I;16N ("image has wrong mode"): the pixels tell
+        lo, hi = -1, 256
     if 0 <= lo and hi <= 255:  # no copy for the common case of 8-bit values
         return 0.0
     a = np.asarray(img)
