@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import shlex
 
 import numpy as np
 from PIL import Image
@@ -54,7 +55,7 @@ def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
 
 
 def render(model, image_path, layer: str, out_path, maps: int | None = None, *, target_size=None, interpolation=None,
-           exif_transpose=False, photo_memory=None):
+           exif_transpose=False, photo_memory=None, weights=None):
     """Write the input image beside the feature-map grid of ``layer`` to ``out_path``.
 
     The photo is what :func:`npxception.predict` feeds the model (:func:`~npxception.prediction.load_photo`):
@@ -65,7 +66,8 @@ def render(model, image_path, layer: str, out_path, maps: int | None = None, *, 
     ``out_path`` (``SUFFIX_FORMATS``); ``maps`` (default 16, or all of a layer with fewer channels) may not
     exceed the layer's channel count. The forward pass stops after ``layer``, and a photo whose pass up to it would
     exceed the photo memory budget (``photo_memory``, :mod:`npxception.photo_memory`) is refused before
-    it is decoded.
+    it is decoded. ``weights``: the file the model came from, named in the command an unknown layer's
+    message suggests (None or "imagenet": ``npxception summary`` lists the ImageNet model's names).
     """
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
     staged = layer in model.stage_names()  # an input-stage step (rescaling...), as capture takes it
@@ -73,7 +75,9 @@ def render(model, image_path, layer: str, out_path, maps: int | None = None, *, 
         try:  # ours, or the source file's (Keras') name of one of ours, as capture takes
             layer = model._our_name("--layer", layer, stage=True)
         except ValueError as exc:  # review 17, finding 4: the message gave no way to find a valid name
-            raise ValueError(f"{exc}. Every layer's name: `npxception summary --weights FILE` "
+            listing = ("npxception summary" if weights in (None, "imagenet")
+                       else f"npxception summary --weights {shlex.quote(str(weights))}")
+            raise ValueError(f"{exc}. Every layer's name: `{listing}` "
                              "(model.layer_names, and the input stage's model.stage_names())") from None
     # a step of the input stage runs before the backbone's first layer: the photo's budget up to that layer
     pixels = load_photo(model, image_path, target_size, interpolation, exif_transpose=exif_transpose,
@@ -123,6 +127,7 @@ def cli_show(args) -> int:
     model = get_model(args.weights)
     check_size_option(model, args.size, args.interpolation)  # in the CLI's terms, before the photo is read
     render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
-           interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory)
+           interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory,
+           weights=args.weights)
     print(args.output)
     return 0

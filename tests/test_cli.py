@@ -480,7 +480,9 @@ def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_
     err = capsys.readouterr().err
     assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
     assert main([*argv, "nosuchlayer"]) == 1
-    assert "Every layer's name: `npxception summary --weights FILE`" in capsys.readouterr().err
+    # the command names the file given (quoted for the shell), so it runs as printed
+    assert f"Every layer's name: `npxception summary --weights {shlex.quote(str(small_npz))}`" in \
+        capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
 
 
@@ -511,7 +513,7 @@ def test_show_and_summary_take_the_input_stage_names_capture_takes(small_npz, tm
     capsys.readouterr()
     assert main([*argv, "rescalin"]) == 1
     err = capsys.readouterr().err
-    assert "did you mean ['rescaling']" in err and "`npxception summary --weights FILE`" in err
+    assert "did you mean ['rescaling']" in err and f"`npxception summary --weights {shlex.quote(str(staged))}`" in err
     with pytest.raises(ValueError) as refused:  # get_layer takes no stage name: none is suggested
         model.get_layer("rescaling")
     assert "'rescaling'; see model.layer_names" in str(refused.value)
