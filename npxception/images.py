@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import CONFIG
-from .untrusted import IrregularFileError, open_regular, short_repr
+from .untrusted import IrregularFileError, no_such_file, open_regular, short_repr
 
 # Keras' names (keras/src/utils/image_utils.py PIL_INTERPOLATION_METHODS).
 INTERPOLATIONS = {
@@ -268,7 +268,7 @@ def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
         if name == "-":
             raise ImageError(name, "reading an image from standard input is not supported; "
                                    "save it to a file and give its path") from None
-        raise ImageError(name, "no such file") from None
+        raise ImageError(name, no_such_file(source)) from None
     except IsADirectoryError:
         raise ImageError(name, "is a directory, not an image file") from None
     except IrregularFileError as exc:

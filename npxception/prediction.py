@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import os
 import pathlib
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,6 @@ from .model import Xception, load
 from .model_checks import check_positive_int
 from .overflow import ActivationOverflow
 from .photo_memory import PhotoTooLarge, budget as memory_budget, check as check_memory
-from .untrusted import NO_FILE
 
 _MODELS: dict = {}  # weights key -> model: weights are loaded once per process
 _MODELS_LOCK = _fork.lock()  # held for a load: a child forked meanwhile loads again
@@ -484,17 +482,6 @@ def predict_files(files, model, *, top=5, interpolation=None, batch_size=8, targ
                          exif_transpose, limit)
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # a scheme and "//" (RFC 3986): https://, file://, s3://
-
-
-def _not_a_url(path, reason: str) -> str:
-    """``reason`` for a file that could not be read, saying that only local files are read when ``path``, which
-    is no file, is spelled as a URL (review 30, F6)."""
-    if reason == NO_FILE and _URL.match(os.fsdecode(path)):
-        return f"{NO_FILE}: npxception reads local files only, not URLs; download it first (curl -O URL)"
-    return reason
-
-
 def _file_batches(files, model, top, size, interpolation, batch_size, exif_transpose, limit):
     pending: list = []  # (path, pixels or None, error or None), in input order
     loaded = 0
@@ -546,7 +533,7 @@ def _file_batches(files, model, top, size, interpolation, batch_size, exif_trans
             pending.append((path, pixels, None))
             loaded += 1
         except ImageError as exc:
-            pending.append((path, None, _not_a_url(path, exc.reason)))
+            pending.append((path, None, exc.reason))
         except ValueError as exc:
             pending.append((path, None, str(exc).removeprefix("x: ")))
         except ActivationOverflow as exc:  # its own size, run as it was read

@@ -609,6 +609,14 @@ def test_weights_that_are_no_npz_say_what_to_do_instead(small_npz, tmp_path, cap
     assert main(["predict", "--no-progress", "--weights", str(small_npz), "https://example.com/cat.jpg"]) == 1
     out = capsys.readouterr().out
     assert "error: no such file: npxception reads local files only, not URLs; download it first" in out
+    # the same reason wherever a photo is read: show, and compare's --image (images.py, compare/cli.py)
+    url = "https://example.com/cat.jpg"
+    show = ["show", url, "--weights", str(small_npz), "-o", str(tmp_path / "m.png"), "--layer", "block1_conv1"]
+    assert main(show) == 1
+    assert "reads local files only, not URLs; download it first" in capsys.readouterr().err
+    from npxception.compare.cli import image_paths
+    with pytest.raises(FileNotFoundError, match=f"^{url}: no such file: npxception reads local files only"):
+        image_paths([url])
 
 
 def test_convert_head_flags_and_skip_layer_messages():
