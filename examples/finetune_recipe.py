@@ -43,7 +43,7 @@ def build(size: int, imagenet: bool):
     x = base_model(x, training=False)  # BatchNormalization stays in inference mode
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(1)(x)  # a logit: > 0 means the first class
+    outputs = keras.layers.Dense(1)(x)  # a logit: > 0 means label 1, the second class folder by name
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(), loss=keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.BinaryAccuracy()])

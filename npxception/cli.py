@@ -72,14 +72,18 @@ def _parser() -> argparse.ArgumentParser:
                         description="Print the architecture, layer by layer, with output shapes and parameter "
                                     "counts, as Keras' model.summary() does, or as a Graphviz DOT graph. The layer "
                                     "names are the ones show --layer and capture take.")
-    su.add_argument("--variant", default="keras", choices=["keras", "article"],
+    su.add_argument("--weights", default=None, metavar="FILE.npz",
+                    help="a converted weight file: its own layers (head, input stage such as rescaling) and "
+                         "input size, the names show --layer and capture take for it")
+    su.add_argument("--variant", default=None, choices=["keras", "article"],
                     help="keras (default; what keras.applications.Xception builds) or article "
-                         "(the seed article's model)")
-    su.add_argument("--input-size", type=int, default=299, metavar="N",
-                    help="square input size for the output shapes (default 299; at least 71, as keras.applications.Xception requires)")
+                         "(the seed article's model); not with --weights, whose file says it")
+    su.add_argument("--input-size", type=int, default=None, metavar="N",
+                    help="square input size for the output shapes (default 299, or the --weights file's; at least "
+                         "71, as keras.applications.Xception requires)")
     su.add_argument("--format", default="table", choices=["table", "dot"],
                     help="table (default, like Keras' model.summary()) or dot (Graphviz)")
-    su.add_argument("--no-top", action="store_true", help="without the classifier")
+    su.add_argument("--no-top", action="store_true", help="without the classifier; not with --weights")
     su.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
     co = sub.add_parser("convert", help="convert a Keras file to npxception .npz "
@@ -136,12 +140,15 @@ def _parser() -> argparse.ArgumentParser:
                         description="Run a photo up to one layer and draw the photo beside that layer's most "
                                     "active feature maps, into one picture.")
     sh.add_argument("image", metavar="IMG", help="the photo to run")
-    sh.add_argument("--layer", required=True, help="a Keras layer name, e.g. block3_sepconv2_act")
+    sh.add_argument("--layer", required=True,
+                    help="a Keras layer name, e.g. block3_sepconv2_act, or an input-stage step such as rescaling "
+                         "(`npxception summary --weights FILE` lists a file's)")
     sh.add_argument("-o", "--output", required=True, metavar="OUT.png",
                     help="the picture to write; its suffix names the format (.png, .jpg, .webp, ...)")
     sh.add_argument("--weights", default="imagenet", help="'imagenet' (default) or a converted .npz")
-    sh.add_argument("--maps", type=_positive_int, default=16,
-                    help="how many channels to draw, the most active first (default 16)")
+    sh.add_argument("--maps", type=_positive_int, default=None,
+                    help="how many channels to draw, the most active first (default 16, or every channel "
+                         "of a layer with fewer)")
     _photo_size_options(sh, "the photo")
     sh.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
 
@@ -361,18 +368,37 @@ def _cmd_summary(args) -> int:
     from . import head_schema
     from .model import XceptionModel, random_params
 
-    if args.input_size < CONFIG.constructor_min_size:  # the table of what keras.applications.Xception builds
+    if args.input_size is not None and args.input_size < CONFIG.constructor_min_size:  # as Keras' Xception builds
         raise CLIError(f"--input-size must be at least {CONFIG.constructor_min_size}, found {args.input_size}")
-    layers = arch.backbone(args.variant)
-    head = head_schema.keras_head(not args.no_top)
-    shape = (args.input_size, args.input_size, 3)
+    if args.weights is not None:  # a converted file's own layers: the names show --layer takes (review 30, F4)
+        given = [flag for flag, on in (("--variant", args.variant is not None), ("--no-top", args.no_top)) if on]
+        if given:
+            raise CLIError(f"{' and '.join(given)}: not with --weights, whose file says its variant and head",
+                           code=EXIT_USAGE)
+        from .prediction import get_model
+
+        model = get_model(args.weights)
+        size = args.input_size
+        if args.format == "table":
+            model.summary(input_shape=None if size is None else (size, size, model.channels))
+            return 0
+        layers, head, variant = model.layers, model.head, model.variant_name
+        h, w = (size, size) if size is not None else model.input_shape[:2]
+        default = CONFIG.default_input_shape  # a model of any size: drawn at Keras' default, as summary counts it
+        shape = (h or default[0], w or default[1], model.channels)
+    else:
+        variant = args.variant or "keras"
+        layers = arch.backbone(variant)
+        head = head_schema.keras_head(not args.no_top)
+        size = args.input_size or 299
+        shape = (size, size, 3)
     if args.format == "dot":
         from .summary import to_dot
 
-        print(to_dot(layers, head, shape, args.variant))
+        print(to_dot(layers, head, shape, variant))
         return 0
     # zeros would do as well as random weights: summary only reads shapes
-    model = XceptionModel(random_params(layers, head), variant=args.variant, head=head, input_shape=shape)
+    model = XceptionModel(random_params(layers, head), variant=variant, head=head, input_shape=shape)
     model.summary()
     return 0
 

@@ -14,6 +14,8 @@ table reads as the paper's figure and the head's rules live here.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .untrusted import short_repr
 
 # A head is a short list of plain dicts (it is stored as JSON in weight files):
@@ -153,6 +155,38 @@ def _check_flatten(i, layer) -> None:
     if layer.get("order") not in FLATTEN_ORDERS:
         raise ValueError(f"head[{i}] ({layer['name']}): flatten order must be one of {FLATTEN_ORDERS}, "
                          f"found {layer.get('order')!r}")
+
+
+def output_activation(head) -> str | None:
+    """What a head's last layer outputs: its activation (``"softmax"``, ``"sigmoid"``...), None for plain
+    values (a Dense without one: logits; a BatchNormalization; a head that is only pooling)."""
+    last = head[-1] if head else {}
+    act = last.get("activation") if last.get("kind") in ("dense", "activation") else None
+    return None if act == "linear" else act
+
+
+class DecisionRule(NamedTuple):
+    """Keras' yes/no decision on one output unit: ``value > threshold`` means class 1, else class 0."""
+
+    threshold: float
+    value: str  # what the number is: "logit" or "probability"
+    text: str  # the rule as compare and predict print it: "z > 0" or "p > 0.5"
+
+
+def decision_rule(activation) -> DecisionRule | None:
+    """The yes/no rule for an output unit whose activation is ``activation`` (a head's
+    :func:`output_activation`): a logit (None, "linear") is class 1 when z > 0, a sigmoid's probability
+    when p > 0.5, as Keras reads a ``Dense(1)`` head trained on ``label_mode="binary"`` labels (the keras.io
+    recipe's ``BinaryCrossentropy(from_logits=True)``: the probability of label 1 is sigmoid(z), over 0.5
+    exactly when z > 0; with a sigmoid head, ``binary_accuracy``'s 0.5). None for any other activation: its threshold is the
+    user's choice (tanh, relu...), and a softmax over one unit is always 1. Both ``compare`` (the
+    agreement of two heads' decisions) and ``predict`` (the class it prints) decide with this rule."""
+    act = None if activation == "linear" else activation
+    if act is None:
+        return DecisionRule(0.0, "logit", "z > 0")
+    if act == "sigmoid":
+        return DecisionRule(0.5, "probability", "p > 0.5")
+    return None
 
 
 def flatten_step(head) -> dict | None:

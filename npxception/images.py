@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import CONFIG
-from .untrusted import IrregularFileError, open_regular, short_repr
+from .untrusted import IrregularFileError, no_such_file, open_regular, short_repr
 
 # Keras' names (keras/src/utils/image_utils.py PIL_INTERPOLATION_METHODS).
 INTERPOLATIONS = {
@@ -268,7 +268,7 @@ def _decode(source, name, formats, limit, stack, check_size) -> Image.Image:
         if name == "-":
             raise ImageError(name, "reading an image from standard input is not supported; "
                                    "save it to a file and give its path") from None
-        raise ImageError(name, "no such file") from None
+        raise ImageError(name, no_such_file(source)) from None
     except IsADirectoryError:
         raise ImageError(name, "is a directory, not an image file") from None
     except IrregularFileError as exc:
@@ -382,7 +382,10 @@ def aspect_crop_box(size, target) -> tuple[int, int, int, int]:
 
 def saturated_share(img: Image.Image) -> float:
     """The share of a 16-bit / 32-bit (I, F) image's pixels outside 0..255, which convert("RGB") clips."""
-    lo, hi = img.getextrema()
+    try:
+        lo, hi = img.getextrema()
+    except ValueError:  # Pillow has none for I;16B, I;16L, I;16N ("image has wrong mode"): the pixels tell
+        lo, hi = -1, 256
     if 0 <= lo and hi <= 255:  # no copy for the common case of 8-bit values
         return 0.0
     a = np.asarray(img)

@@ -375,7 +375,7 @@ class XceptionModel:
         asked = [capture] if isinstance(capture, str) and capture != "all" else capture
         if asked is None or isinstance(asked, str):
             return []
-        steps = {s["name"] for s in self.input_stage} - set(self.layer_names)
+        steps = set(self.stage_names())
         return [name for name in asked if name in steps]
 
     def _stage_captured(self, x, staged) -> tuple[np.ndarray, dict]:
@@ -489,16 +489,25 @@ class XceptionModel:
                              f"{arch.vanishing_layer(self.layers, min(h, w))} would have no output pixel "
                              "(Keras raises on it too)")
 
-    def _our_name(self, what: str, name) -> str:
+    def stage_names(self) -> list[str]:
+        """The input stage's steps that ``forward(capture=...)`` and ``show --layer`` take by name (``rescaling``,
+        ``normalization``, ``center_crop``): they compute before the backbone, so they are not ``layer_names``."""
+        ours = set(self.layer_names)
+        return [s["name"] for s in self.input_stage if s["name"] not in ours]
+
+    def _our_name(self, what: str, name, *, stage=False) -> str:
         """Our layer name for ``name``: one of ``layer_names``, or the source file's name of one of them
-        (``source_layer_names``: Keras' auto-names such as ``conv2d_2`` for ``block2_residual_conv``)."""
+        (``source_layer_names``: Keras' auto-names such as ``conv2d_2`` for ``block2_residual_conv``).
+        ``stage``: the caller takes the input stage's names too (:meth:`stage_names`; capture, show): a close
+        one is suggested. Otherwise none is, since this returns none of them (review 30, F4: show suggested
+        'rescaling' for 'rescaling')."""
         names = self.layer_names
         if name in names:
             return name
         theirs = {src: ours for ours, src in capturable_source_names(self.source_layer_names or {}, names).items()}
         if name in theirs and theirs[name] in names:
             return theirs[name]
-        steps = [s["name"] for s in self.input_stage]  # capturable too (_staged)
+        steps = self.stage_names() if stage else []
         hint = difflib.get_close_matches(str(name), [*names, *theirs, *steps], n=3)  # Keras' names too
         where = ("; the source model's layers that compute nothing at inference (Dropout, augmentation "
                  "layers) or that hold others (a nested model's own name) have no output of their own here: "
@@ -518,7 +527,7 @@ class XceptionModel:
             if capture == "all":
                 return set(self.layer_names), {}
             capture = [capture]
-        ours = {name: self._our_name("capture", name) for name in capture if name not in skip}
+        ours = {name: self._our_name("capture", name, stage=True) for name in capture if name not in skip}
         return set(ours.values()), {name: our for name, our in ours.items() if name != our}
 
     def run_layer(self, name, inputs, *, impl="fast"):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import _fork
+from . import _fork, head_schema
 from .config import CONFIG
 from .console import EXIT_USAGE, CLIError
 from .images import (ImageError, _interpolation, _name, _target_size as _size_arg, color_mode, image_suffixes,
@@ -58,6 +58,13 @@ class Prediction:
     label: str | None  # ImageNet wnid ('n01484850'), or None
     name: str | None  # human-readable name ('great_white_shark'), or None
     score: np.floating  # the output's numpy scalar (np.float32), as Keras' decode_predictions gives
+    # A one-unit head (a binary classifier, the keras.io recipe's Dense(1)): ``index`` is the class Keras
+    # decides (head_schema.decision_rule: 1 when the logit z > 0, or a sigmoid's p > 0.5, else 0), ``score``
+    # the unit's value, ``output`` what that value is ("logit", "probability") and ``rule`` the decision
+    # ("logit > 0": when class 1). An activation with no yes/no rule (tanh...): ``index`` 0 (the unit),
+    # ``output`` "tanh output", ``rule`` None. Both None for a head of several units (``index``: the unit, best first).
+    output: str | None = None
+    rule: str | None = None
 
     def as_tuple(self):
         """Keras' ``decode_predictions`` tuple, or ``(index, name, score)`` for other heads."""
@@ -211,8 +218,10 @@ def _is_folder(item) -> bool:
 
 
 def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
-    top = min(int(top), probs.shape[1])
     names = labels if labels is not None else model.labels
+    if probs.shape[1] == 1:
+        return [[_decide(model, row[0], names)] for row in probs]
+    top = min(int(top), probs.shape[1])
     wnids = None
     if names is None and probs.shape[1] == 1000:
         wnids = imagenet_labels()
@@ -230,6 +239,19 @@ def _decode(model, probs, top, labels=None) -> list[list[Prediction]]:
     return out
 
 
+def _decide(model, value, names) -> Prediction:
+    """A one-unit head's prediction: the class Keras decides for ``value`` (head_schema.decision_rule), named
+    by ``names`` when it holds two names (class 0's, class 1's); see :class:`Prediction`."""
+    act = head_schema.output_activation(model.head)
+    rule = head_schema.decision_rule(act)
+    if rule is None:  # no yes/no rule for this activation: the unit's value, as it is
+        return Prediction(0, None, names[0] if names is not None and len(names) == 1 else None, value,
+                          f"{act} output", None)
+    index = int(value > rule.threshold)
+    return Prediction(index, None, names[index] if names is not None and len(names) == 2 else None, value,
+                      rule.value, f"{rule.value} > {rule.threshold:g}")
+
+
 def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None, labels=None,
             batch_size=8, target_size=None, exif_transpose=False, photo_memory=None):
     """Label one image or a list of images.
@@ -243,6 +265,9 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     1000 ImageNet classes exactly Keras' ``decode_predictions`` tuples
     (``('n01484850', 'great_white_shark', 0.93)``); for other heads ``label`` is
     the class index and ``name`` comes from ``labels=`` or the weight file, else None.
+    A one-unit head (a binary classifier's ``Dense(1)``) gives one tuple: the class Keras decides
+    (1 when its logit is > 0, or its sigmoid's probability > 0.5, else 0), named by ``labels=[name of
+    class 0, name of class 1]`` if given, and the unit's value (the logit or the probability).
     A single image gives a single list; a folder or a list gives one list per image.
 
     Photos are fed as the Keras user of the model feeds them: resized to its fixed
@@ -277,8 +302,11 @@ def predict(images, *, weights="imagenet", top=5, model=None, interpolation=None
     model = model if model is not None else get_model(weights)
     if model.classes is None:
         raise ValueError("model: predict needs a classifier; this model has no top (include_top=False)")
-    if labels is not None and len(labels) != model.classes:
-        raise ValueError(f"labels: expected {model.classes} names, found {len(labels)}")
+    binary = model.classes == 1 and head_schema.decision_rule(head_schema.output_activation(model.head)) is not None
+    if labels is not None and len(labels) != model.classes and not (binary and len(labels) == 2):
+        raise ValueError(f"labels: expected {model.classes} names"
+                         + (" (or 2: class 0's and class 1's, the decided classes of a one-unit head)"
+                            if binary else "") + f", found {len(labels)}")
     size = photo_size(model, target_size)
     interpolation = _resize_filter(model, size, interpolation)
     mode = color_mode(model.channels)  # Keras' load_img color mode whose arrays have the model's channels

@@ -46,9 +46,17 @@ def _entry(result) -> dict:
         file["file_hex"] = os.fsencode(result.path).hex()
     if result.error is not None:
         return {**file, "error": text(result.error)}
-    return {**file, "predictions": [
-        {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
-        for p in result.predictions]}
+    return {**file, "predictions": [_prediction(p, text) for p in result.predictions]}
+
+
+def _prediction(p, text) -> dict:
+    """One prediction's JSON object. A one-unit head's (prediction.Prediction: ``index`` is the decided
+    class) also says what ``score`` is (``"output"``: "logit", "probability") and when the class is 1
+    (``"class_1_when"``: "logit > 0"; null for an activation with no yes/no rule)."""
+    out = {"index": p.index, "label": text(p.label), "name": text(p.name), "score": float(p.score)}  # JSON: a float
+    if p.output is not None:
+        out.update(output=p.output, class_1_when=p.rule)
+    return out
 
 
 class _Table:
@@ -65,7 +73,14 @@ class _Table:
         for rank, p in enumerate(result.predictions, 1):
             # Labels come from the weight file: escape control characters (ANSI, newlines).
             tag = " ".join(printable(t) for t in (p.label, p.name) if t is not None and t != p.index)
-            print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
+            if p.rule is not None:  # a one-unit head: its value, and the class Keras decides by it
+                print(f"  {p.output} {p.score:.4f} -> class {p.index}{' ' + tag if tag else ''}  "
+                      f"(one-unit head: class 1 when {p.rule}, else class 0)")
+            elif p.output is not None:  # one unit whose activation has no yes/no rule
+                print(f"  {p.output} {p.score:.4f}{'  ' + tag if tag else ''}  "
+                      f"(one-unit head: no yes/no rule for this activation; the value as it is)")
+            else:
+                print(f"  {rank}. {p.score:8.4f}  {tag or p.index}  (class {p.index})")
 
     def end(self):
         pass

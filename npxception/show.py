@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import shlex
 
 import numpy as np
 from PIL import Image
@@ -53,36 +54,52 @@ def feature_grid(activation: np.ndarray, maps: int = 16, tile: int = 96):
     return grid
 
 
-def render(model, image_path, layer: str, out_path, maps: int = 16, *, target_size=None, interpolation=None,
-           exif_transpose=False, photo_memory=None):
+def render(model, image_path, layer: str, out_path, maps: int | None = None, *, target_size=None, interpolation=None,
+           exif_transpose=False, photo_memory=None, weights=None):
     """Write the input image beside the feature-map grid of ``layer`` to ``out_path``.
 
     The photo is what :func:`npxception.predict` feeds the model (:func:`~npxception.prediction.load_photo`):
     resized to ``target_size`` (``--size HxW``) or to the model's fixed input size, else, for a model whose
     source takes any size, at its own size; raw pixels or ``preprocess_input``'s output as the model takes
-    them. The format follows the suffix of ``out_path`` (``SUFFIX_FORMATS``); ``maps`` may not exceed the
-    layer's channel count. The forward pass stops after ``layer``, and a photo whose pass up to it would
+    them. ``layer``: a name ``model.forward(capture=...)`` takes (ours, the source file's, or an input-stage
+    step's such as ``rescaling``, which shows what the backbone is fed). The format follows the suffix of
+    ``out_path`` (``SUFFIX_FORMATS``); ``maps`` (default 16, or all of a layer with fewer channels) may not
+    exceed the layer's channel count. The forward pass stops after ``layer``, and a photo whose pass up to it would
     exceed the photo memory budget (``photo_memory``, :mod:`npxception.photo_memory`) is refused before
-    it is decoded.
+    it is decoded. ``weights``: the file the model came from, named in the command an unknown layer's
+    message suggests (None or "imagenet": ``npxception summary`` lists the ImageNet model's names).
     """
     fmt = output_format(out_path)  # before the forward pass: a bad name costs nothing
-    try:  # ours, or the source file's (Keras') name of one of ours, as capture takes
-        layer = model._our_name("--layer", layer)
-    except ValueError as exc:  # review 17, finding 4: the message gave no way to find a valid name
-        raise ValueError(f"{exc}. Every layer's name: `npxception summary` (model.layer_names)") from None
+    staged = layer in model.stage_names()  # an input-stage step (rescaling...), as capture takes it
+    if not staged:
+        try:  # ours, or the source file's (Keras') name of one of ours, as capture takes
+            layer = model._our_name("--layer", layer, stage=True)
+        except ValueError as exc:  # review 17, finding 4: the message gave no way to find a valid name
+            listing = ("npxception summary" if weights in (None, "imagenet")
+                       else f"npxception summary --weights {shlex.quote(str(weights))}")
+            raise ValueError(f"{exc}. Every layer's name: `{listing}` "
+                             "(model.layer_names, and the input stage's model.stage_names())") from None
+    # a step of the input stage runs before the backbone's first layer: the photo's budget up to that layer
     pixels = load_photo(model, image_path, target_size, interpolation, exif_transpose=exif_transpose,
-                        photo_memory_limit=photo_memory, stop_after=layer)
-    # The layer's output shape from the table at the size the backbone gets (after the input stage's
-    # geometry), so that both checks come before the forward pass.
-    h, w = output_size(model.input_stage, pixels.shape[:2])
-    shape = arch.trace(model.layers, model.head, (h, w, model.channels))[layer][0]
+                        photo_memory_limit=photo_memory, stop_after=model.layers[0].name if staged else layer)
+    if staged:  # the step's output, (H, W, C) at the stage's size at that step: checked once computed
+        _, acts = model._stage_captured(feed(model, pixels[None]), [layer])
+        shape = acts[layer].shape[1:]
+    else:
+        # The layer's output shape from the table at the size the backbone gets (after the input stage's
+        # geometry), so that both checks come before the forward pass.
+        h, w = output_size(model.input_stage, pixels.shape[:2])
+        shape = arch.trace(model.layers, model.head, (h, w, model.channels))[layer][0]
     if len(shape) != 3:
         raise ValueError(f"--layer: {layer} outputs a vector {shape}, not feature maps; "
                          "pick a convolutional layer")
+    if maps is None:  # 16, or every channel of a layer with fewer (an RGB input stage's 3)
+        maps = min(16, shape[-1])
     if maps > shape[-1]:
         raise ValueError(f"--maps: {layer} has {shape[-1]} channels; expected at most that, found {maps}")
-    x = model.backbone_input(feed(model, pixels[None]))
-    _, acts = forward.run(model, x, {layer}, "fast", stop_early=True)  # model.forward, up to the layer
+    if not staged:
+        x = model.backbone_input(feed(model, pixels[None]))
+        _, acts = forward.run(model, x, {layer}, "fast", stop_early=True)  # model.forward, up to the layer
     act = acts[layer][0]
     grid = feature_grid(act, maps)
     photo = photo_panel(pixels).resize((grid.height, grid.height))
@@ -110,6 +127,7 @@ def cli_show(args) -> int:
     model = get_model(args.weights)
     check_size_option(model, args.size, args.interpolation)  # in the CLI's terms, before the photo is read
     render(model, args.image, args.layer, args.output, args.maps, target_size=args.size,
-           interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory)
+           interpolation=args.interpolation, exif_transpose=args.exif_transpose, photo_memory=args.photo_memory,
+           weights=args.weights)
     print(args.output)
     return 0

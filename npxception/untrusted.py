@@ -92,6 +92,15 @@ def check_regular(path) -> None:
 
 
 NO_FILE = "no such file"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # a scheme and "//" (RFC 3986): https://, file://, s3://
+
+
+def no_such_file(path) -> str:
+    """:data:`NO_FILE`, saying that only local files are read when ``path`` (which is no file) is spelled as a
+    URL (review 30, F6): the reason predict, show and compare give for a photo that is not there."""
+    if isinstance(path, (str, bytes, os.PathLike)) and _URL.match(os.fsdecode(path)):
+        return f"{NO_FILE}: npxception reads local files only, not URLs; download it first (curl -O URL)"
+    return NO_FILE
 
 
 def why_not_regular(path) -> str | None:

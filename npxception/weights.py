@@ -176,6 +176,9 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
     A zip CRC mismatch names the array whose bytes changed.
     """
     where = str(path)
+    if serving_graph(pathlib.Path(path)):  # convert refuses it too: say what to save instead (review 30, F6)
+        raise ValueError(serving_graph_refusal(where, "not an npxception .npz weight file, and convert cannot read it "
+                                                      "either"))
     tf_save = _tensorflow_save(pathlib.Path(path))
     if tf_save:
         raise ValueError(_convert_first(where, *tf_save))
@@ -189,6 +192,11 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         magic = f.read(4)
         if magic == b"\x89HDF":
             raise ValueError(_convert_first(where, "a Keras HDF5 file"))
+        if magic != b"PK\x03\x04" and magic and where.lower().endswith(".onnx"):  # a hint: the name says ONNX
+            raise ValueError(f"{where}: an ONNX model, not an npxception .npz weight file; npxception reads ONNX "
+                             f"only as the other side of a comparison: npxception compare --against "
+                             f"{shell.arg(where)} --weights model.npz (the .npz converted from the Keras file "
+                             "it was exported from)")
         if magic != b"PK\x03\x04":  # an .npz is a zip archive
             raise ValueError(f"{where}: not a readable .npz weight file (it is not a zip archive"
                              + (", it is empty)" if not magic else ")"))
@@ -200,6 +208,22 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
             raise ValueError(_damaged(where, exc)) from None
         except (OSError, EOFError, zlib.error) as exc:
             raise ValueError(f"{where}: not a readable .npz weight file ({exc})") from None
+
+
+def serving_graph(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a SavedModel directory without ``keras_metadata.pb``: a serving graph (Keras 3's
+    ``model.export()``, ``tf.saved_model.save``), which records no Keras layers, so that no reader of
+    npxception's can tell which weight is which layer's."""
+    return (path / "saved_model.pb").is_file() and not (path / "keras_metadata.pb").exists()
+
+
+def serving_graph_refusal(where: str, what: str) -> str:
+    """The refusal of a :func:`serving_graph` directory, ``what`` saying who refuses it; convert's too
+    (weights_tools.formats), so that predict and convert say the same thing to save instead."""
+    return (f"{where}: a TensorFlow SavedModel without keras_metadata.pb: a serving graph (Keras 3's "
+            f"model.export() or tf.saved_model.save), {what}: it records no Keras layers or config, so nothing "
+            "says which weight is which layer's. Save the model itself instead: model.save('model.keras') "
+            "(Keras 3), or model.save('model') / model.save('model.h5') in tf_keras; then npxception convert it")
 
 
 def _tensorflow_save(path: pathlib.Path) -> tuple[str, str] | None:

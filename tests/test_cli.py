@@ -480,8 +480,165 @@ def test_show_unknown_layer_offers_close_names_and_the_full_list(small_npz, tmp_
     err = capsys.readouterr().err
     assert "did you mean ['block3_sepconv2_act'," in err and "npxception summary" in err
     assert main([*argv, "nosuchlayer"]) == 1
-    assert "Every layer's name: `npxception summary`" in capsys.readouterr().err
+    # the command names the file given (quoted for the shell), so it runs as printed
+    assert f"Every layer's name: `npxception summary --weights {shlex.quote(str(small_npz))}`" in \
+        capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: a second's work
+def test_show_and_summary_take_the_input_stage_names_capture_takes(small_npz, tmp_path, capsys, monkeypatch):
+    """Review 30, F4: `show --layer rescaling` on a model with a Rescaling input stage said "unknown layer name
+    'rescaling'; did you mean ['rescaling']?" while forward(capture=['rescaling']) takes it, and its hint,
+    `npxception summary`, could not list a converted file's names. show draws the step's output now (what
+    the backbone is fed: pixels / 127.5 - 1), and `summary --weights FILE` lists the file's own layers."""
+    from npxception import show
+    from npxception.cli import main
+    from npxception.model import XceptionModel
+    from npxception.prediction import load_photo
+
+    plain = npxception.load(small_npz)
+    model = XceptionModel(plain.weights, head=plain.head, input_shape=plain.input_shape, input_stage=[
+        {"kind": "rescaling", "name": "rescaling", "scale": 1 / 127.5, "offset": -1.0}])
+    staged = model.save(tmp_path / "staged.npz", golden=False)
+    drawn = []
+    monkeypatch.setattr(show, "feature_grid", lambda act, maps: drawn.append((act, maps)) or Image.new("L", (8, 8)))
+    argv = ["show", str(SAMPLES[0]), "--weights", str(staged), "-o", str(tmp_path / "r.png"), "--layer"]
+    assert main([*argv, "rescaling"]) == 0 and (tmp_path / "r.png").exists()
+    [(act, maps)] = drawn
+    pixels = load_photo(model, SAMPLES[0])
+    assert maps == 3  # every channel of the step's RGB output (16 is the default for wider layers)
+    np.testing.assert_allclose(act, pixels / 127.5 - 1, rtol=0, atol=1e-6)  # float32 of x * (1/127.5) - 1
+    np.testing.assert_array_equal(act, model.forward(pixels[None], capture=["rescaling"])[1]["rescaling"][0])
+    capsys.readouterr()
+    assert main([*argv, "rescalin"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean ['rescaling']" in err and f"`npxception summary --weights {shlex.quote(str(staged))}`" in err
+    with pytest.raises(ValueError) as refused:  # get_layer takes no stage name: none is suggested
+        model.get_layer("rescaling")
+    assert "'rescaling'; see model.layer_names" in str(refused.value)
+    assert main(["summary", "--weights", str(staged)]) == 0
+    out = capsys.readouterr().out
+    assert "input stage: rescaling (Rescaling)" in out and "predictions (Dense)" in out and "(None, 3)" in out
+    assert main(["summary", "--weights", str(staged), "--no-top"]) == 2
+    assert "--no-top: not with --weights, whose file says its variant and head" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def one_unit_heads(tmp_path_factory):
+    """{activation: a 71x71 one-unit head's .npz} whose logit is z = +6 on SAMPLES[0] and -6 on SAMPLES[1]: the
+    kernel is k = 12 d / |d|^2 and the bias -k.(f0 + f1) / 2, for d = f0 - f1 of the photos' pooled features
+    (as predict feeds them), so that z = k.f + b = +-6 up to float32 round-off (|z| ~ 1e-5 off)."""
+    from npxception.prediction import feed, load_photo
+
+    folder = tmp_path_factory.mktemp("one_unit")
+    out = {}
+    for act in (None, "sigmoid", "tanh"):
+        model = npxception.Xception(classes=1, classifier_activation=act, input_shape=(71, 71, 3), seed=5)
+        x = feed(model, np.stack([load_photo(model, path) for path in SAMPLES]))
+        f = model.forward(x, capture=["avg_pool"])[1]["avg_pool"].astype(np.float64)
+        d = f[0] - f[1]
+        k = 12 * d / (d @ d)
+        model.get_layer("predictions").set_weights([k[:, None].astype(np.float32),
+                                                    np.array([-k @ (f[0] + f[1]) / 2], np.float32)])
+        out[act] = model.save(folder / f"{act}.npz", golden=False)  # a golden case costs ~25 s here
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: see one_unit_heads
+@pytest.mark.parametrize("act, output, threshold, values", [(None, "logit", "0", (6.0, -6.0)),
+                                                            ("sigmoid", "probability", "0.5", (0.997527, 0.002473))])
+def test_predict_one_unit_head_prints_the_class_keras_decides(one_unit_heads, act, output, threshold, values, capsys):
+    """Review 30, F3: a one-unit head (the keras.io recipe's Dense(1), a logit) printed "(class 0)" whatever its
+    sign. Keras decides label 1 when the logit is > 0 (a sigmoid's p > 0.5), as compare does
+    (head_schema.decision_rule); the table and the JSON say the value, what it is and the decided class.
+    The logits are +6 and -6 (one_unit_heads): p = sigmoid(+-6) = 0.997527, 0.002473."""
+    from npxception.cli import main
+
+    argv = ["predict", "--weights", str(one_unit_heads[act]), *map(str, SAMPLES)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line, value, decided in zip(lines[1::2], values, (1, 0)):
+        assert line == (f"  {output} {value:.4f} -> class {decided}  "
+                        f"(one-unit head: class 1 when {output} > {threshold}, else class 0)")
+    assert main([*argv, "--format", "json"]) == 0
+    for entry, value, decided in zip(json.loads(capsys.readouterr().out), values, (1, 0)):
+        [p] = entry["predictions"]
+        assert (p["index"], p["output"], p["class_1_when"]) == (decided, output, f"{output} > {threshold}")
+        assert p["score"] == pytest.approx(value, abs=1e-4)  # float32 round-off of k.f + b (docstring)
+
+
+@pytest.mark.filterwarnings("ignore::npxception.golden.NoGoldenWarning")  # saved without one: see one_unit_heads
+def test_one_unit_head_without_a_yes_no_rule_is_not_called_a_class(one_unit_heads, capsys):
+    """A one-unit tanh head has no threshold Keras decides by: its value is printed as it is, no "class 0";
+    and predict() names the decided class of a binary head by ``labels=[class 0, class 1]``."""
+    from npxception.cli import main
+
+    assert main(["predict", "--weights", str(one_unit_heads["tanh"]), str(SAMPLES[0])]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == f"  tanh output {np.tanh(6.0):.4f}  (one-unit head: no yes/no rule for this activation; the value as it is)"
+    model = npxception.load(one_unit_heads[None])
+    assert npxception.predict(SAMPLES, model=model, labels=["coffee", "cat"]) == [
+        [(1, "cat", pytest.approx(6.0, abs=1e-4))], [(0, "coffee", pytest.approx(-6.0, abs=1e-4))]]
+    with pytest.raises(ValueError, match="expected 1 names \\(or 2: class 0's and class 1's"):
+        npxception.predict(SAMPLES[0], model=model, labels=["a", "b", "c"])
+
+
+def test_weights_that_are_no_npz_say_what_to_do_instead(small_npz, tmp_path, capsys):
+    """Review 30, F6: predict --weights of a model.export() directory said "convert it first", which convert
+    then refused; an .onnx file was "not a zip archive"; a URL given as the image was "no such file"."""
+    from npxception.cli import main
+
+    export = tmp_path / "exported"  # what Keras 3's model.export() writes: a serving graph, no keras_metadata.pb
+    export.mkdir()
+    (export / "saved_model.pb").write_bytes(b"\x12\x00")
+    photo = str(SAMPLES[0])
+    assert main(["predict", "--weights", str(export), photo]) == 1
+    err = capsys.readouterr().err
+    assert "a serving graph" in err and "convert cannot read it either" in err and "convert it first" not in err
+    assert "model.save('model.keras')" in err and len(messages(err)) == 1
+    assert main(["convert", str(export), "-o", str(tmp_path / "x.npz")]) == 1  # convert says the same
+    assert "which convert cannot read" in capsys.readouterr().err
+    onnx = tmp_path / "port.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX ModelProto's first fields (ir_version, producer)
+    assert main(["predict", "--weights", str(onnx), photo]) == 1
+    assert messages(capsys.readouterr().err) == [
+        f"npxception: error: {onnx}: an ONNX model, not an npxception .npz weight file; npxception reads ONNX only "
+        f"as the other side of a comparison: npxception compare --against {onnx} --weights model.npz (the .npz "
+        "converted from the Keras file it was exported from)"]
+    assert main(["predict", "--no-progress", "--weights", str(small_npz), "https://example.com/cat.jpg"]) == 1
+    out = capsys.readouterr().out
+    assert "error: no such file: npxception reads local files only, not URLs; download it first" in out
+    # the same reason wherever a photo is read: show, and compare's --image (images.py, compare/cli.py)
+    url = "https://example.com/cat.jpg"
+    show = ["show", url, "--weights", str(small_npz), "-o", str(tmp_path / "m.png"), "--layer", "block1_conv1"]
+    assert main(show) == 1
+    assert "reads local files only, not URLs; download it first" in capsys.readouterr().err
+    from npxception.compare.cli import image_paths
+    with pytest.raises(FileNotFoundError, match=f"^{url}: no such file: npxception reads local files only"):
+        image_paths([url])
+
+
+def test_convert_head_flags_and_skip_layer_messages():
+    """Review 30, F6: "--pooling describe the head" (one flag: describes), and "--skip-layer nonexistent: no
+    such layer" named no candidates: the close names now (difflib), and where the file's layers are listed."""
+    from npxception.weights_tools import ConversionError
+    from npxception.weights_tools.graph import KLayer
+    from npxception.weights_tools.mapping import to_npxception
+    from npxception.weights_tools.walk import _collapse
+
+    wired = [KLayer("input_layer", "InputLayer", {}, []), KLayer("random_flip", "RandomFlip", {}, ["input_layer"]),
+             KLayer("dense", "Dense", {}, ["random_flip"])]
+    with pytest.raises(ConversionError, match=r"^m\.keras: --pooling describes the head of a weights-only file"):
+        to_npxception(wired, source="m.keras", head_spec={"pooling": "max"})
+    with pytest.raises(ConversionError, match=r"^m\.keras: --pooling --input-shape describe the head"):
+        to_npxception(wired, source="m.keras", head_spec={"pooling": "max", "input_shape": (71, 71)})
+    with pytest.raises(ConversionError, match=r"^my m\.keras: --skip-layer random_flp: no such layer; did you mean "
+                                              r"random_flip\? \(`python -m npxception\.weights_tools inspect "
+                                              r"'my m\.keras'` lists the file's layers\)$"):
+        _collapse(wired, "my m.keras", skip_layers=("random_flp",))
+    with pytest.raises(ConversionError, match=r"--skip-layer zzz: no such layer \(`python -m"):  # nothing close
+        _collapse(wired, "m.keras", skip_layers=("zzz",))
 
 
 def test_option_values_this_model_cannot_take_exit_2(small_npz, capsys):

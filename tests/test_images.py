@@ -41,6 +41,7 @@ CASES = [
     ("l.png", "L", "PNG"),
     ("l.jpg", "L", "JPEG"),
     ("i16.png", "I;16", "PNG"),
+    ("i16b.tif", "I;16B", "TIFF"),  # big-endian 16-bit: ImageJ's, many microscopes' and scanners' TIFFs (review 30)
     ("p.png", "P", "PNG"),
     ("p.gif", "P", "GIF"),
     ("la.png", "LA", "PNG"),
@@ -50,9 +51,10 @@ SIZES = [None, (299, 299), (20, 31), (80, 120), 64]  # keep, square, down, up (n
 
 
 def _random_image(mode, rng):
-    if mode == "I;16":
+    if mode in ("I;16", "I;16B"):
         # Full 16-bit range: convert("RGB") clips (Pillow#2574), and both sides must agree.
-        return Image.fromarray(rng.integers(0, 65536, (H, W), dtype=np.uint16))
+        return Image.fromarray(rng.integers(0, 65536, (H, W), dtype=np.uint16).astype(
+            "<u2" if mode == "I;16" else ">u2"))
     if mode == "P":
         img = Image.fromarray(rng.integers(0, 256, (H, W), dtype=np.uint8), mode="L").convert("P")
         img.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
@@ -121,6 +123,19 @@ def test_i16_is_clipped_like_convert_rgb(image_files):
     ours = load_image(image_files["i16.png"])
     np.testing.assert_array_equal(ours[:, :, 0], np.clip(raw, 0, 255))
     np.testing.assert_array_equal(ours[:, :, 0], ours[:, :, 2])
+
+
+def test_a_big_endian_16_bit_tiff_reads_as_keras_reads_it_and_is_warned_about(image_files, caplog):
+    """Pillow has no getextrema() for I;16B: the saturation check must read the pixels instead of refusing the
+    file (review 30 found it refused as "cannot convert to rgb (image has wrong mode)"). Keras converts it to
+    L for grayscale (not a kept 16-bit mode) and to RGB, clipped."""
+    keras = _keras()
+    path = image_files["i16b.tif"]
+    with caplog.at_level("WARNING", logger="npxception"):
+        ours = load_image(path, color_mode="grayscale")
+    theirs = keras.utils.img_to_array(keras.utils.load_img(str(path), color_mode="grayscale"))
+    np.testing.assert_array_equal(ours, theirs)
+    assert "of this I;16B image's pixels are outside 0..255" in caplog.text, caplog.text
 
 
 def test_a_16_bit_image_that_saturates_is_warned_about(tmp_path, caplog):

@@ -16,7 +16,7 @@ from ..input_stage import output_size
 from ..model import Xception, load
 from ..prediction import check_size_option, expand, feed, load_photo, photo_size
 from ..console import EXIT_DIFFER, EXIT_USAGE, CLIError, shown
-from ..untrusted import NO_FILE, check_output_dir, why_not_regular
+from ..untrusted import NO_FILE, check_output_dir, no_such_file, why_not_regular
 from .core import compare
 from .inputs import check_other_path
 from .onnx_side import InputRefused
@@ -41,7 +41,8 @@ def image_paths(items) -> list[pathlib.Path]:
         else:  # say what it is, as predict does: a FIFO (it would block), a device (/dev/zero never ends)...
             why = why_not_regular(p)
             if why == NO_FILE:
-                raise FileNotFoundError(f"{p}: no such file or folder")
+                why = no_such_file(item)  # the item as given: Path() collapses a URL's "//"
+                raise FileNotFoundError(f"{p}: no such file or folder" if why == NO_FILE else f"{item}: {why}")
             if why:
                 raise ValueError(f"{p}: {why}; expected a photo or a folder of photos")
             out.append(p)  # it became a regular file since is_file(): read as any photo

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..console import shown
 from ..head import activation
+from ..head_schema import decision_rule, output_activation  # noqa: F401 (output_activation: compare's own name for it)
 from ..untrusted import atomic_write
 from .hypotheses import Diagnosis
 from .layer_names_text import compact_names
@@ -63,14 +64,6 @@ class Row:
 
 UNKNOWN = "unknown"  # a side whose output activation nothing states (a bare dump): never guessed
 PROBABILITIES = ("softmax", "sigmoid")
-
-
-def output_activation(head) -> str | None:
-    """What our model's last layer outputs: its activation (``"softmax"``, ``"sigmoid"``...), None for
-    plain values (a Dense without one: logits; a BatchNormalization)."""
-    last = head[-1] if head else {}
-    act = last.get("activation") if last.get("kind") in ("dense", "activation") else None
-    return None if act == "linear" else act
 
 
 @dataclass
@@ -167,11 +160,11 @@ def agreement(ours, theirs, *, ours_activation=UNKNOWN, theirs_activation=UNKNOW
         top_p, top_q = np.argsort(-p, -1)[:, :k], np.argsort(-q, -1)[:, :k]
         out.top1 = float(np.mean(top_p[:, 0] == top_q[:, 0]))
         out.top5_overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_p, top_q)]))
-    threshold = {"sigmoid": 0.5, None: 0.0}.get(act) if (width == 1 or act == "sigmoid") else None
-    if threshold is not None:
-        same = (p > threshold) == (q > threshold)
+    rule = decision_rule(act) if act != UNKNOWN and (width == 1 or act == "sigmoid") else None
+    if rule is not None:  # the rule predict decides by too (head_schema.decision_rule)
+        same = (p > rule.threshold) == (q > rule.threshold)
         out.decisions, out.flips = float(same.mean()), int((~same).sum())
-        out.note += f"; decided at {'p > 0.5' if act == 'sigmoid' else 'z > 0'}"
+        out.note += f"; decided at {rule.text}"
         if width > 1:
             out.per_label_dp = [float(d) for d in diff.max(0)]
     elif width == 1 and act == "softmax":

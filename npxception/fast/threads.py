@@ -17,13 +17,19 @@ when its share is done (:class:`_Worker`): about half the cost of
 speed part"). One caller at a time uses those workers; a second, concurrent
 caller (two models in two threads) takes the executor.
 
-Before each lock wait, the waiting side first spins for about a millisecond,
+Before each lock wait, the waiting side first spins for about 11 ms,
 GIL released, on a counter the other side posts (npxception/fast/spin.py):
 within a forward pass the next share comes sooner than that, and a thread that
 never slept needs no waking, which on the VM measured costs 30-175 us quiet and
 milliseconds under load, twice per hand-off (docs/performance.md, "Issue 15,
-2026-11-29 22:50-00:30 UTC: the idle gap"). The locks stay the protocol: a spin
-that gives up changes nothing but the time.
+2026-11-29 22:50-00:30 UTC: the idle gap"). Under load a thread that sleeps
+can lose its core when woken, and the other thread waits for it. With a 1 ms
+spin, while another process's TensorFlow ran, our worker slept ~50 times a pass
+and our threads waited 25-97 ms each a slow pass for a core, against ONNX
+Runtime's ~4 ms (docs/performance.md, "Issue 15, 2026-11-30 19:35-21:05 UTC"). So the worker spins on for up to ~11 ms after a pass's
+last share before it sleeps, as ONNX Runtime's pool spins ~25 ms after its
+run. The locks stay the protocol: a spin that gives up changes nothing but the
+time.
 
 A share the worker has not begun by the time the caller has finished its own
 is run by the caller (each share has a claim, :class:`_Worker`): a worker
@@ -60,7 +66,8 @@ _pool_lock = threading.Lock()
 
 
 SPIN = True  # spin (GIL-free, bounded) before sleeping on a lock; False: the locks alone (benchmarks' A/B)
-SPIN_CYCLES = 3_000_000  # ~1 ms at 3 GHz: longer than a pass's gaps between steps, short after its last
+SPIN_CYCLES = 30_000_000  # ~11.5 ms at this host's 2.6 GHz: never a sleep within a pass, even under load; shorter
+# than the bench's 20 ms gap. A/B 30 M / 3 M: medians 0.855 and 0.922 (docs/performance.md, module docstring)
 CLAIM = True  # the caller runs a share its worker has not begun (_Worker); False: waits for it (A/B)
 LINGER_CYCLES = 50_000  # ~20 us: the worker, its job seen, waits for the caller to let the GIL go (spin.py)
 _GO, _DONE, _NOTHING = 0, 8, 15  # flag indices (GO and DONE a cache line apart); the caller's wait posts nothing

@@ -51,7 +51,7 @@ def _refuse_computing(prep, dense, given, source) -> None:
         f"preprocessing (layer{'s' if several else ''} {layers}): it names {'them' if several else 'it'}, which "
         f"compute{'' if several else 's'} something (a Rescaling's scale "
         f"and offset, a Normalization's axis, a function), but the parameters are in the model's config only"
-        f"{head}. No flag can give them{' (' + _flags(given) + ' describe the head only)' if given else ''}: pass "
+        f"{head}. No flag can give them{' (' + _flags(given) + (' describes' if len(given) == 1 else ' describe') + ' the head only)' if given else ''}: pass "
         "the model's config with --config config.json (model.to_json() of the model that saved the file, or "
         "the config.json inside its .keras archive) or --config model.keras")
 

@@ -33,6 +33,7 @@ import struct
 import zipfile
 
 from npxception.untrusted import NO_FILE, why_not_regular
+from npxception.weights import serving_graph_refusal
 
 from .errors import ConversionError
 from .hdf5 import HDF5_MAGIC
@@ -53,11 +54,7 @@ _SAVEDMODEL_PARTS = {
 
 def not_keras_savedmodel(path) -> ConversionError:
     """The error for a SavedModel directory without ``keras_metadata.pb``."""
-    return ConversionError(
-        f"{path}: a TensorFlow SavedModel without keras_metadata.pb: a serving graph (Keras 3's "
-        "model.export() or tf.saved_model.save) that records no Keras layers or config, so nothing says "
-        "which weight is which layer's. Save the model itself instead: model.save('model.keras') (Keras 3), "
-        "or model.save('model') / model.save('model.h5') in tf_keras")
+    return ConversionError(serving_graph_refusal(str(path), "which convert cannot read"))
 
 
 # TensorFlow's `checkpoint` file (a CheckpointState in protobuf text format) is ~100 bytes:

@@ -88,7 +88,8 @@ def to_npxception(klayers: list[KLayer], *, variant=None, source: str, input_sha
     steps, source_shape, notices = [], None, []
     if wired:
         if given:
-            raise ConversionError(f"{source}: {_flags(given)} describe the head of a weights-only file; this "
+            verb = "describes" if len(given) == 1 else "describe"
+            raise ConversionError(f"{source}: {_flags(given)} {verb} the head of a weights-only file; this "
                                   "file records its own head and input size")
         params, v, head, input_shape, source_shape, names, steps, data_format = _match_graph(
             klayers, variant, source, skip_layers, input_shape, keras_version)

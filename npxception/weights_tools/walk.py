@@ -11,9 +11,11 @@ The variants are tried in :func:`_candidate_variants`' order: ``keras``,
 
 from __future__ import annotations
 
+import difflib
 import itertools
 
 from npxception import architecture as arch
+from npxception import shell
 
 from .errors import ConversionError
 from .graph import KLayer
@@ -64,8 +66,11 @@ def _collapse(klayers: list[KLayer], source: str, skip_layers=()):
                 "knows, and refusing the rest by name. Name a layer inside it to skip that one")
         if name not in by_name:
             hint = [k.name for k in klayers if k.name.rsplit("/", 1)[-1] == name]
+            close = hint[:1] or difflib.get_close_matches(name, list(by_name), n=3)
             raise ConversionError(f"{source}: --skip-layer {name}: no such layer"
-                                  + (f" (did you mean {hint[0]}?)" if hint else ""))
+                                  + (f"; did you mean {', '.join(close)}?" if close else "")
+                                  + f" (`python -m npxception.weights_tools inspect {shell.arg(str(source))}` lists "
+                                  "the file's layers)")
         if by_name[name].weights:
             raise ConversionError(f"{source}: --skip-layer {name}: it has weights "
                                   f"({len(by_name[name].weights)} arrays), so it is not an identity")
