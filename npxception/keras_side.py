@@ -190,6 +190,11 @@ def _saved_by(fmt: str, path: pathlib.Path, config=None) -> tuple[str, bool]:
         from npxception.weights_tools.tf_bundle import bundle_prefix  # see saved_by
 
         return checkpoint_model(bundle_prefix(path))[0], False
+    if fmt == "zip" and not path.name.endswith(".keras"):
+        # Keras picks the archive loader by the name (an .h5 name gets its HDF5 loader, which finds an HDF5
+        # superblock wherever one is planted): what it would open is not the archive read and vetted
+        raise ValueError(f"{path}: a .keras zip archive (by its bytes) that Keras would not open as one under "
+                         f"the name {path.name!r}: give it the .keras suffix")
     if fmt in ("zip", "keras_dir"):
         # a .keras archive, or Keras 3's model.save(dir, zipped=False): tf_keras 2.x writes the archive too
         return _archive_writer(fmt, path), True
@@ -277,11 +282,6 @@ def load(path, *, config=None, model=None):
     path = pathlib.Path(path)
     fmt, source = resolve_source(path)  # a checkpoint directory: the prefix its checkpoint file names
     name, full_model = _saved_by(fmt, source, config=config)
-    if fmt == "zip" and not source.name.endswith(".keras"):
-        # Keras picks the archive loader by the name (an .h5 name gets its HDF5 loader, which finds an HDF5
-        # superblock wherever one is planted): what it would open is not the archive read and vetted
-        raise ValueError(f"{path}: a .keras zip archive (by its bytes) that Keras would not open as one under "
-                         f"the name {source.name!r}: give it the .keras suffix")
     fw = _import(name)
     try:
         with _quiet(), _safe_mode(name):
