@@ -191,10 +191,24 @@ def _save_halo_rows(x, nt, saved):
 
 
 @njit(nogil=True)
-def _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1):
-    """Thread t's depthwise rows [r0, r1) of its rows [a, b) into buf; then saves row r1-1 for the next tile."""
+def _thread_rows(t, x, nt):
+    """Thread t's image rows (n, h), numbered n*H + h, of nt threads' equal shares: [a, b)."""
+    rows = x.shape[0] * x.shape[1]
+    per = -(-rows // nt)
+    return t * per, min(rows, t * per + per)
+
+
+@njit(nogil=True)
+def _depthwise_tile(t, x, dw, relu_in, saved, zero, scratch, r0, tile_rows):
+    """Thread t's depthwise rows from r0, ``tile_rows`` of them or to the end of its share, into scratch[t];
+    then saves the tile's last input row for the next tile (which its GEMM may overwrite in place). Returns
+    the row after the tile's last."""
+    a, b = _thread_rows(t, x, scratch.shape[0])
+    r1 = min(b, r0 + tile_rows)
     h_, w_ = x.shape[1], x.shape[2]
+    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
     xr = x.reshape(x.shape[0] * h_, w_, x.shape[3])
+    buf = scratch[t]
     for nh in range(r0, r1):
         h = nh % h_
         if h == 0:
@@ -213,6 +227,7 @@ def _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1):
             bot = xr[nh + 1]
         depthwise_row(top, xr[nh], bot, dw, lo, buf[(nh - r0) * w_:(nh - r0 + 1) * w_])
     _copy_row(saved[t, 2], xr[r1 - 1])
+    return r1
 
 
 # Thread t's share of sep_conv_fused, in two kernels: with the kernel packed (the microkernel) and without
@@ -224,19 +239,12 @@ def _sep_conv_packed(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residua
                      packed, offs, prefetch):
     """Thread t's share of :func:`sep_conv_fused` with ``packed``: its rows, tile by tile. Correct in any order
     of t."""
-    rows, w_ = x.shape[0] * x.shape[1], x.shape[2]
-    nt = scratch.shape[0]
-    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
-    add = residual.shape[0] > 0
-    per = -(-rows // nt)
-    a = t * per
-    b = min(rows, a + per)
-    buf = scratch[t]
+    w_, add = x.shape[2], residual.shape[0] > 0
+    a, b = _thread_rows(t, x, scratch.shape[0])
     for r0 in range(a, b, tile_rows):
-        r1 = min(b, r0 + tile_rows)
-        _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1)
+        r1 = _depthwise_tile(t, x, dw, relu_in, saved, zero, scratch, r0, tile_rows)
         dest = residual[r0 * w_:r1 * w_] if add else out[r0 * w_:r1 * w_]
-        pointwise_tile(buf[:(r1 - r0) * w_], packed, offs, scale, shift, relu_out, add, dest, prefetch)
+        pointwise_tile(scratch[t][:(r1 - r0) * w_], packed, offs, scale, shift, relu_out, add, dest, prefetch)
 
 
 @njit(nogil=True)
@@ -244,25 +252,19 @@ def _sep_conv_blas(t, x, dw, pw, scale, shift, relu_in, relu_out, out, residual,
                    packed, offs, prefetch):
     """Thread t's share of :func:`sep_conv_fused` with ``pw`` (nothing packed): its rows, tile by tile,
     OpenBLAS then the epilogue. Correct in any order of t."""
-    rows, w_ = x.shape[0] * x.shape[1], x.shape[2]
-    nt = scratch.shape[0]
-    lo = x.dtype.type(0) if relu_in else x.dtype.type(-np.inf)
-    add = residual.shape[0] > 0
-    per = -(-rows // nt)
-    a = t * per
-    b = min(rows, a + per)
-    buf = scratch[t]
+    w_, add = x.shape[2], residual.shape[0] > 0
+    a, b = _thread_rows(t, x, scratch.shape[0])
+    tile = scratch.shape[1]
     for r0 in range(a, b, tile_rows):
-        r1 = min(b, r0 + tile_rows)
-        _depthwise_tile(t, x, dw, lo, saved, zero, buf, a, b, r0, r1)
+        r1 = _depthwise_tile(t, x, dw, relu_in, saved, zero, scratch, r0, tile_rows)
         m = (r1 - r0) * w_
         if add:
-            y = out[t * buf.shape[0]:t * buf.shape[0] + m]
+            y = out[t * tile:t * tile + m]
             res = residual[r0 * w_:r1 * w_]
         else:
             y = out[r0 * w_:r1 * w_]
             res = residual[:0]
-        _gemm(buf[:m], pw, y)
+        _gemm(scratch[t][:m], pw, y)
         _epilogue(y, scale, shift, relu_out, res)
 
 
