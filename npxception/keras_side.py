@@ -117,19 +117,31 @@ def _framework_of_version(version) -> str | None:
 
 
 def _framework_of_module(config) -> str | None:
-    """The framework a model config names as the package that deserialises it (its top-level ``module``,
-    which Keras 3's and tf_keras' serialisation write): ``tf_keras.src.engine.functional`` -> tf_keras;
-    Keras 3's ``keras`` or ``keras.src.models...`` -> keras; Keras 2's ``keras(.src).engine...`` -> tf_keras
-    (Keras 3 has no ``engine`` package); None when the config names none."""
-    module = config.get("module") if isinstance(config, dict) else None
-    if not isinstance(module, str) or not module:
-        return None
-    parts = module.split(".")
-    if parts[0] == "tf_keras":
-        return "tf_keras"
-    if parts[0] == "keras":
-        return "tf_keras" if "engine" in parts else "keras"
-    return None
+    """The framework a model config's ``module`` strings name, or None when they name none or both.
+
+    Both serialisations write each object's ``module``: its public name where it has one (``keras``,
+    ``keras.layers``: tf_keras writes those too, review 31 B1: a tf_keras Sequential records ``"module":
+    "keras"``, as Keras 3's does), else its class's own module. Only the latter tells: ``tf_keras.*`` and
+    Keras 2's ``keras(.src).engine.*`` -> tf_keras (Keras 3 has no ``engine`` package); ``keras.src.*`` ->
+    keras (Keras 3's Functional: ``keras.src.models.functional``). So every object of the config is looked at
+    (a Sequential wrapping Xception names the Functional inside it), iteratively: the config is already
+    within its size and nesting limits."""
+    found = set()
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            module = item.get("module")
+            if isinstance(module, str):
+                parts = module.split(".")
+                if parts[0] == "tf_keras" or (parts[0] == "keras" and "engine" in parts):
+                    found.add("tf_keras")
+                elif parts[:2] == ["keras", "src"]:
+                    found.add("keras")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found.pop() if len(found) == 1 else None
 
 
 def _archive_writer(fmt: str, path: pathlib.Path) -> str:
@@ -154,7 +166,7 @@ def _archive_writer(fmt: str, path: pathlib.Path) -> str:
         said = ("has no metadata.json recording a \"keras_version\"" if version is None
                 else f"records keras_version {version[:40]!r} in metadata.json, which is not Keras 2 or 3's")
         raise ConversionError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .keras archive: "
-                              f"it {said}, and its config.json names no framework \"module\"; save it again with "
+                              f"it {said}, and its config.json's \"module\" names neither alone; save it again with "
                               "model.save(\"model.keras\") in the Keras that made it, which writes metadata.json")
     return name
 
@@ -173,8 +185,8 @@ def _weights_writer(path: pathlib.Path, config) -> str:
     if name is None:
         given = "the config given as a dict" if isinstance(config, dict) else f"its config {config}"
         raise ConversionError(f"{path}: cannot tell whether Keras 3 or tf_keras wrote this .weights.h5 (the same "
-                              f"layout from both): {given} records no \"keras_version\" and names no framework "
-                              "\"module\"; give as config the model's .keras archive, or the to_json() of the "
+                              f"layout from both): {given} records no \"keras_version\" and its \"module\" "
+                              "names neither alone; give as config the model's .keras archive, or the to_json() of the "
                               "Keras that saved it (tf_keras' records keras_version, Keras 3's its module)")
     return name
 
@@ -291,7 +303,7 @@ def load(path, *, config=None, model=None):
     except (MemoryError, RecursionError):
         raise
     except Exception as exc:  # noqa: BLE001 - anything the framework raises, in one bounded line
-        raise FrameworkError(path, f"{name} {getattr(fw, '__version__', '?')}", framework_message(exc)) from None
+        raise FrameworkError(path, f"{name} {getattr(fw, '__version__', '?')}", framework_message(exc)) from exc
 
 
 def _open(fw, name, fmt, source, path, full_model, config, model):
@@ -315,7 +327,10 @@ def _open(fw, name, fmt, source, path, full_model, config, model):
         if cpath.suffix == ".keras":
             kmodel = _load_model(fw, name, cpath)
         else:
-            kmodel = fw.models.model_from_json(cpath.read_text())
+            from npxception.weights_tools.reading import _config_from  # see load
+
+            # read within its size cap again (review 31, R8: the file may have changed since it was vetted)
+            kmodel = fw.models.model_from_json(json.dumps(_config_from(cpath, str(cpath))))
     elif model is not None:
         _check_rebuildable(path, model)
         pooling = next((h["kind"][7:10] for h in model.head if h["kind"].startswith("global_")), None)

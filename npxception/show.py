@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import pathlib
-import shlex
 
 import numpy as np
 from PIL import Image
 
 from . import architecture as arch
-from . import forward
+from . import forward, shell
 from .input_stage import output_size
 from .prediction import check_size_option, feed, get_model, load_photo
 from .untrusted import atomic_write, check_output_dir
@@ -76,7 +75,7 @@ def render(model, image_path, layer: str, out_path, maps: int | None = None, *, 
             layer = model._our_name("--layer", layer, stage=True)
         except ValueError as exc:  # review 17, finding 4: the message gave no way to find a valid name
             listing = ("npxception summary" if weights in (None, "imagenet")
-                       else f"npxception summary --weights {shlex.quote(str(weights))}")
+                       else f"npxception summary --weights {shell.arg(weights)}")
             raise ValueError(f"{exc}. Every layer's name: `{listing}` "
                              "(model.layer_names, and the input stage's model.stage_names())") from None
     # a step of the input stage runs before the backbone's first layer: the photo's budget up to that layer

@@ -70,8 +70,6 @@ def pytest_xdist_make_scheduler(config, log):
     return FilesAndSharedBuilds(config, log)
 
 
-# Disk: a whole run used to leave 5-10 GB under /tmp/pytest-of-<user> (Keras corpora, SavedModels,
-# converted .npz), and pytest keeps the last three runs; a CI run once failed with ENOSPC. pyproject's
 # The fast path's threads spin up to ~11 ms before they sleep (npxception/fast/threads.py, SPIN_CYCLES: under
 # another process's load a thread that sleeps within a pass loses its core). The suite calls the kernels in
 # bursts between Python work, on 2 xdist workers on 2 cores: each burst's spin afterwards would take the other
@@ -81,6 +79,8 @@ from npxception.fast import threads as _threads  # noqa: E402
 
 _threads.SPIN_CYCLES = 3_000_000
 
+# Disk: a whole run used to leave 5-10 GB under /tmp/pytest-of-<user> (Keras corpora, SavedModels,
+# converted .npz), and pytest keeps the last three runs; a CI run once failed with ENOSPC. pyproject's
 # tmp_path_retention_policy = "failed" deletes each passing test's tmp_path and, after a green run, the
 # whole base directory. The module-scoped corpora (up to 1.8 GB each) are deleted here when their file is
 # done, so that the peak is one file's worth per worker, not the suite's. A directory that must outlive

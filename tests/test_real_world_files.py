@@ -813,11 +813,25 @@ def _rezipped(src, dst, *, drop=(), metadata=None, config_edit=None):
     return str(dst)
 
 
+def _modules(config, keep):
+    """``config`` with every object's ``module`` passed through ``keep(module)`` (dropped where it returns None)."""
+    if isinstance(config, list):
+        return [_modules(c, keep) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {k: _modules(v, keep) for k, v in config.items() if k != "module"}
+    if isinstance(config.get("module"), str) and keep(config["module"]) is not None:
+        out["module"] = keep(config["module"])
+    return out
+
+
 def test_undetermined_writer_is_refused_by_name(corpus, tmp_path, capsys):
     """A .keras archive without metadata.json's keras_version and without a framework "module" in its config,
     or a .weights.h5 whose config records neither: Keras 3 and tf_keras write both layouts, so compare refuses,
     in one line, naming what is missing, before any framework opens it. With only the metadata gone, the
-    config's module still says who wrote it (a tf_keras archive; a Keras 3 one)."""
+    config's modules still say who wrote it (a tf_keras archive; a Keras 3 one), also where the top-level one
+    is a public name both write (review 31 B1: a tf_keras Sequential records "module": "keras", as Keras 3's
+    does): the Functional inside names its own package."""
     from npxception import cli, keras_side
 
     tfk = corpus["tf_keras_recipe_keras"].path
@@ -825,8 +839,16 @@ def test_undetermined_writer_is_refused_by_name(corpus, tmp_path, capsys):
     assert keras_side.saved_by(no_metadata) == ("tf_keras", True)  # its config's module: tf_keras.src...
     k3 = _rezipped(corpus["recipe_keras"].path, tmp_path / "k3_no_metadata.keras", drop=("metadata.json",))
     assert keras_side.saved_by(k3) == ("keras", True)  # Keras 3's module: keras.src.models.functional
+    for src, writer in ((tfk, "tf_keras"), (corpus["recipe_keras"].path, "keras")):
+        public_top = _rezipped(src, tmp_path / f"{writer}_public_top.keras", drop=("metadata.json",),
+                               config_edit=lambda c: {**c, "module": "keras"})
+        assert keras_side.saved_by(public_top) == (writer, True)  # the nested Functional's module decides
+    # only public names, which both write: nothing says
+    def public(module):  # a public name: "keras", "keras.layers"
+        return module if module.split(".")[:2] in (["keras"], ["keras", "layers"]) else None
+
     unsaid = _rezipped(tfk, tmp_path / "unsaid.keras", drop=("metadata.json",),
-                       config_edit=lambda c: {k: v for k, v in c.items() if k != "module"})
+                       config_edit=lambda c: _modules(c, public))
     assert cli.main(["compare", "--against", unsaid]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot tell whether Keras 3 or tf_keras wrote this .keras" in err, err
@@ -834,8 +856,10 @@ def test_undetermined_writer_is_refused_by_name(corpus, tmp_path, capsys):
 
     weights = corpus["tf_keras_recipe_weights_h5"]
     config = json.loads(open(weights.config).read())
-    del config["keras_version"]  # tf_keras' to_json() names no module: nothing else says
-    (tmp_path / "bare.json").write_text(json.dumps(config))
+    del config["keras_version"]  # the nested objects' modules still say: tf_keras
+    (tmp_path / "versionless.json").write_text(json.dumps(config))
+    assert keras_side.saved_by(weights.path, str(tmp_path / "versionless.json")) == ("tf_keras", False)
+    (tmp_path / "bare.json").write_text(json.dumps(_modules(config, public)))  # public names only: nothing says
     assert cli.main(["compare", "--against", weights.path, "--config", str(tmp_path / "bare.json")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot tell whether Keras 3 or tf_keras wrote this .weights.h5" in err

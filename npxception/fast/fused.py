@@ -44,19 +44,23 @@ def _gemm(a, b, c):
               b.ctypes.data, n, 0.0, c.ctypes.data, n)
 
 
-_BOUND: set = set()  # the dtypes bind_symbols has bound (a set lookup: it runs before every step)
+_BOUND: set = set()  # the (dtype, pointwise_too) pairs bound: a set lookup, as it runs before every step
 
 
-def bind_symbols(dtype):
-    """Bind the symbols the fused kernels of ``dtype`` call: the depthwise row, and the pointwise GEMM where
-    the microkernel runs (:func:`npxception.fast.direct.worth_packing`). Before any such kernel is called: one
-    loaded from the cache needs them bound."""
-    if dtype in _BOUND:
+def bind_symbols(dtype, pointwise_too=None):
+    """Bind the symbols the fused kernels of ``dtype`` call: the depthwise row, and the pointwise GEMM when
+    ``pointwise_too`` (the step has a packed kernel; None: wherever the microkernel runs,
+    :func:`npxception.fast.direct.worth_packing`). Before any such kernel is called: one loaded from Numba's
+    cache needs its symbols bound, or LLVM ends the process (review 31, R2: the wrappers say what their step
+    needs rather than rely on the probe having bound it)."""
+    key = (dtype, pointwise_too)
+    if key in _BOUND:
         return
-    kernels.bind_symbols(dtype)
-    if direct.worth_packing(dtype):
-        pointwise.bind(dtype)
-    _BOUND.add(np.dtype(dtype))
+    dt = np.dtype(dtype)
+    kernels.bind_symbols(dt)
+    if direct.worth_packing(dt) if pointwise_too is None else pointwise_too:
+        pointwise.bind(dt)
+    _BOUND.add(key)
 
 
 NOT_PACKED = np.empty((0, 0, 32), np.float32)  # no pointwise kernel packed in advance (a float32 plan's)
@@ -98,7 +102,7 @@ def sep_conv_fused(x, dw, pw, scale, shift, relu_in, relu_out, out, residual, sc
     (docs/performance.md, "Issue 15, 2026-11-29 17:10-18:50 UTC: the register-tiled microkernel");
     ``pw`` then has no rows (the model holds that kernel only packed) and is not read.
     """
-    bind_symbols(x.dtype)
+    bind_symbols(x.dtype, packed.shape[0] > 0)
     nt = scratch.shape[0]
     _save_halo_rows(x, nt, saved)
     zero = _zero_row(x.shape[2:], x.dtype)  # the padding row; made here, as np.zeros in a kernel compiles for ~0.4 s
@@ -119,7 +123,7 @@ def sep_conv_by_panels(x, dw, scale, shift, relu_in, relu_out, dest, add, dwbuf,
     (:func:`npxception.fast.direct.shares_panels`; docs/performance.md, "Issue 15, 2026-11-30 04:50-06:30 UTC").
     The first region ends before the second writes, so dest may be x.
     """
-    bind_symbols(x.dtype)
+    bind_symbols(x.dtype, True)
     zero = _zero_row(x.shape[2:], x.dtype)
     # while the depthwise runs, each thread asks for the first panel of its span of the GEMM ahead (a hint; the
     # prefetch is an intrinsic, so not as Python): 0.989 of the pass (docs/performance.md, "Issue 15,

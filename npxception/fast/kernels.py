@@ -14,6 +14,8 @@ with the ops (npxception/ops/), which are tested against TensorFlow.
 from __future__ import annotations
 
 
+import zlib
+
 import llvmlite.binding as ll
 import numba
 import numpy as np
@@ -108,14 +110,22 @@ def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
 # "Cold compile"). So it is compiled once per dtype as a C-callable function,
 # bound to a symbol name, and the kernels call that name, as they call BLAS.
 
-_ROW_SYMBOL = {np.dtype(np.float32): "npxception_depthwise_row_f32",
-               np.dtype(np.float64): "npxception_depthwise_row_f64"}
+def symbol_name(base, signature) -> str:
+    """``base`` tagged with a checksum of the C ``signature`` its function is bound with. Numba re-validates a
+    cached kernel against its own file only: a caller cached before an edit of the callee's signature in
+    another file would call the new function with the old arguments; tagged, it names a symbol that no longer
+    exists, which LLVM refuses when it loads the caller, instead of computing wrong (review 31, R1)."""
+    return f"{base}_{zlib.crc32(str(signature).encode()):08x}"
 
 
 def _row_signature(dtype):
     real = numba.from_dtype(dtype)
     p = types.CPointer(real)
     return types.void(p, p, p, p, real, p, types.int64, types.int64)
+
+
+_ROW_SYMBOL = {dt: symbol_name(f"npxception_depthwise_row_{dt.name}", _row_signature(dt))
+               for dt in (np.dtype(np.float32), np.dtype(np.float64))}
 
 
 _ROW_EXTERNAL = {dt: types.ExternalFunction(name, _row_signature(dt)) for dt, name in _ROW_SYMBOL.items()}

@@ -113,7 +113,8 @@ class Slab:
     caches once. In 4 KB pages that is ~21 000 TLB misses a pass, each a
     two-level page walk on a VM; in one block asked for with
     ``madvise(MADV_HUGEPAGE)`` (Linux transparent huge pages in ``madvise``
-    mode, this host's setting) it is ~43 pages: a batch-1 pass ~2% faster
+    mode, this host's setting) it is ~43 pages: a batch-1 pass ~2% faster in
+    three A/Bs of four (medians 0.969-0.979; 1.037 in one under heavy interference)
     (docs/performance.md, "Issue 15, 2026-11-30 19:35-21:05 UTC"). Each
     kernel alone, at 2.2 MB, is under the 4 MB from which NumPy asks for huge
     pages itself, and rounding each up to whole huge pages would cost memory.

@@ -18,7 +18,7 @@ from numba import carray, types
 from numba.extending import overload
 
 from .._jit import njit
-from .kernels import bind_symbol
+from .kernels import bind_symbol, symbol_name
 from .micro import MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, at as _at, half_panels as _half_panels
 from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .packing import unpack_panels
@@ -106,9 +106,6 @@ def span_start(t, nt, m, packed, co):
 # compile. So _pointwise_packed is compiled once per dtype as a C-callable function bound to a symbol, and the
 # fused kernels call that name (docs/performance.md, "Cold compile").
 
-_SYMBOL = {np.dtype(np.float32): "npxception_pointwise_f32", np.dtype(np.float64): "npxception_pointwise_f64"}
-
-
 def _signature(dtype):
     """a, M, K, packed, panels, NR, offs, scale, shift, relu, add, y, C_out, prefetch, g0, g1: the arrays as
     pointers to C-contiguous data, the flags as integers (0 or 1)."""
@@ -116,6 +113,8 @@ def _signature(dtype):
     return types.void(p, i, i, p, i, i, types.CPointer(i), p, p, i, i, p, i, i, i, i)
 
 
+_SYMBOL = {dt: symbol_name(f"npxception_pointwise_{dt.name}", _signature(dt))
+           for dt in (np.dtype(np.float32), np.dtype(np.float64))}
 _EXTERNAL = {dt: types.ExternalFunction(name, _signature(dt)) for dt, name in _SYMBOL.items()}
 
 
