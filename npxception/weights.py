@@ -193,8 +193,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         if magic == b"\x89HDF":
             raise ValueError(_convert_first(where, "a Keras HDF5 file"))
         if magic != b"PK\x03\x04" and magic and where.lower().endswith(".onnx"):  # a hint: the name says ONNX
-            raise ValueError(f"{where}: an ONNX model, not an npxception .npz weight file; npxception reads ONNX "
-                             f"only as the other side of a comparison: npxception compare --against "
+            raise ValueError(f"{where}: named as an ONNX model, not an npxception .npz weight file; npxception "
+                             f"reads ONNX only as the other side of a comparison: npxception compare --against "
                              f"{shell.arg(where)} --weights model.npz (the .npz converted from the Keras file "
                              "it was exported from)")
         if magic != b"PK\x03\x04":  # an .npz is a zip archive

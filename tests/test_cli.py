@@ -602,8 +602,8 @@ def test_weights_that_are_no_npz_say_what_to_do_instead(small_npz, tmp_path, cap
     onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX ModelProto's first fields (ir_version, producer)
     assert main(["predict", "--weights", str(onnx), photo]) == 1
     assert messages(capsys.readouterr().err) == [
-        f"npxception: error: {onnx}: an ONNX model, not an npxception .npz weight file; npxception reads ONNX only "
-        f"as the other side of a comparison: npxception compare --against {onnx} --weights model.npz (the .npz "
+        f"npxception: error: {onnx}: named as an ONNX model, not an npxception .npz weight file; npxception reads "
+        f"ONNX only as the other side of a comparison: npxception compare --against {onnx} --weights model.npz (the .npz "
         "converted from the Keras file it was exported from)"]
     assert main(["predict", "--no-progress", "--weights", str(small_npz), "https://example.com/cat.jpg"]) == 1
     out = capsys.readouterr().out
