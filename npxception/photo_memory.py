@@ -57,7 +57,8 @@ from . import architecture as arch
 from .fast.plan import Head, SepConvBN, ConvBN, PoolAdd, Unsupported, compile_plan
 from .fast import direct
 from .fast.direct import shares_panels
-from .fast.run import FastPlan, reads_in_place
+from .fast.direct import reads_in_place
+from .fast.run import FastPlan
 from .images import BAND_BYTES
 from .input_stage import output_size
 

@@ -83,8 +83,8 @@ def test_a_child_forked_mid_pass_answers_as_the_parent():
 _LOCKS = r"""
 import os, threading
 from npxception import _fork, prediction
-from npxception.fast import kernels
-locks = [_fork.lock(), prediction._MODELS_LOCK, kernels._bind_lock]
+from npxception.fast import symbols
+locks = [_fork.lock(), prediction._MODELS_LOCK, symbols._bind_lock]
 held, leave = threading.Event(), threading.Event()
 
 def hold():

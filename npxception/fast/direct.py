@@ -44,7 +44,7 @@ import numba
 import numpy as np
 
 from .._jit import njit
-from ..ops.padding import tap_view
+from ..ops.padding import tap_view, window_geometry
 from .micro import LANES, MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, TILES, _make_micro, half_panels as _half_panels
 from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .micro import at as _at
@@ -75,6 +75,15 @@ def worth_packing(dtype) -> bool:
     (docs/performance.md, "every kernel held only packed").
     """
     return AVAILABLE and np.dtype(dtype) in DTYPES and microkernel_ready(dtype)
+
+
+def reads_in_place(step, h: int, w: int) -> bool:
+    """Whether ``step`` (a plan's ``ConvBN``) on an (h, w) map has no padded tap, so that the direct kernel (npxception/fast/direct.py)
+    reads its input in place, with no im2col buffer. One rule for the plan and for photo_memory's estimate."""
+    kh, stride = step.kernel_size, step.strides
+    ho, pad_t = window_geometry(h, kh, stride, step.padding)
+    wo, pad_l = window_geometry(w, kh, stride, step.padding)
+    return pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h and (wo - 1) * stride + kh <= w
 
 
 def shares_panels(pixels: int, c_out: int, threads: int) -> bool:

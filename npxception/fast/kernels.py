@@ -14,16 +14,13 @@ with the ops (npxception/ops/), which are tested against TensorFlow.
 from __future__ import annotations
 
 
-import zlib
-
-import llvmlite.binding as ll
 import numba
 import numpy as np
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
-from .. import _fork
-from .._jit import cfunc, njit, prange
+from .._jit import njit, prange
+from .symbols import bind_symbol, symbol_name
 from .threads import in_parallel
 from ..ops.conv import _im2col
 from ..ops.padding import tap_view
@@ -102,21 +99,10 @@ def _depthwise_cols(top, mid, bot, k, lo, o, w0, w1):
                 ow[c] += max(t2[c], lo) * k[0, 2, c] + max(m2[c], lo) * k[1, 2, c] + max(b2[c], lo) * k[2, 2, c]
 
 
-# ---- the depthwise row, compiled once and called by name ---------------------
-# Numba links a callee's LLVM IR into each caller, then optimizes and generates
-# machine code for it again there (numba/core/codegen.py, CPUCodeLibrary.finalize).
-# The row above, unrolled four columns at a time, was so rebuilt in each of its
-# callers, parallel gufuncs included: most of the cold compile (docs/performance.md,
-# "Cold compile"). So it is compiled once per dtype as a C-callable function,
-# bound to a symbol name, and the kernels call that name, as they call BLAS.
-
-def symbol_name(base, signature) -> str:
-    """``base`` tagged with a checksum of the C ``signature`` its function is bound with. Numba re-validates a
-    cached kernel against its own file only: a caller cached before an edit of the callee's signature in
-    another file would call the new function with the old arguments; tagged, it names a symbol that no longer
-    exists, which LLVM refuses when it loads the caller, instead of computing wrong (review 31, R1)."""
-    return f"{base}_{zlib.crc32(str(signature).encode()):08x}"
-
+# ---- the depthwise row, compiled once and called by name (npxception/fast/symbols.py) ----
+# The row above, unrolled four columns at a time, was rebuilt in each of its callers, parallel gufuncs
+# included: most of the cold compile. So it is compiled once per dtype as a C-callable function bound to a
+# symbol name, and the kernels call that name.
 
 def _row_signature(dtype):
     real = numba.from_dtype(dtype)
@@ -126,30 +112,13 @@ def _row_signature(dtype):
 
 _ROW_SYMBOL = {dt: symbol_name(f"npxception_depthwise_row_{dt.name}", _row_signature(dt))
                for dt in (np.dtype(np.float32), np.dtype(np.float64))}
-
-
 _ROW_EXTERNAL = {dt: types.ExternalFunction(name, _row_signature(dt)) for dt, name in _ROW_SYMBOL.items()}
-_bound: set = set()  # the symbols bound in this process
-_bind_lock = _fork.lock()  # held for a compile: a child forked meanwhile binds again
 
 
 def _row_c(top, mid, bot, k, lo, o, w, c):
     """depthwise_row on raw pointers: rows (W, C), taps (3, 3, C), all C-contiguous."""
     _depthwise_row(carray(top, (w, c)), carray(mid, (w, c)), carray(bot, (w, c)), carray(k, (3, 3, c)), lo,
                    carray(o, (w, c)))
-
-
-def bind_symbol(symbol, signature, func, **options):
-    """Compile (or load from the cache) ``func`` as a C-callable of ``signature`` and bind it to ``symbol``,
-    once a process; idempotent. A kernel that calls the symbol (a ``types.ExternalFunction``) can only be
-    compiled or loaded from the cache once it is bound: the Python wrapper of each such kernel binds first."""
-    if symbol in _bound or numba.config.DISABLE_JIT:
-        return
-    with _bind_lock:
-        if symbol not in _bound:
-            fn = cfunc(signature, func, **options)
-            ll.add_symbol(symbol, fn.address)
-            _bound.add(symbol)
 
 
 def bind_symbols(dtype):

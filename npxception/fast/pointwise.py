@@ -18,7 +18,7 @@ from numba import carray, types
 from numba.extending import overload
 
 from .._jit import njit
-from .kernels import bind_symbol, symbol_name
+from .symbols import bind_symbol, symbol_name
 from .micro import MR_NARROW as _MR_NARROW, MR_WIDE as _MR_WIDE, at as _at, half_panels as _half_panels
 from .micro import micro_narrow, micro_wide, narrow, prefetch_part
 from .packing import unpack_panels

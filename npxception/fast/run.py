@@ -29,39 +29,14 @@ import numba
 import numpy as np
 
 from .. import blas
-from ..config import CONFIG
 from ..head import run_head
 from ..ops.padding import window_geometry
 from . import direct, packing
-from .direct import shares_panels
+from .direct import reads_in_place, shares_panels
+from .folding import folded_bn
 from .fused import NOT_PACKED, conv_fused, sep_conv_by_panels, sep_conv_fused
 from .kernels import affine_act, affine_add_residual, depthwise3x3_same_rows, im2col, maxpool_add
 from .plan import INPUT, ConvBN, Head, PoolAdd, SepConvBN, Unsupported, compile_plan
-
-
-def fold_bn(gamma, beta, mean, var, eps):
-    """An inference BN as a per-channel affine map: BN(z) = z * scale + shift.
-
-    scale = gamma / sqrt(var + eps), shift = beta - scale * mean. Applied to a
-    convolution's output channels it is the convolution with its kernel's last
-    axis multiplied by ``scale``, plus a bias ``shift``.
-    """
-    scale = gamma / np.sqrt(var + gamma.dtype.type(eps))
-    return scale.astype(gamma.dtype), (beta - scale * mean).astype(gamma.dtype)
-
-
-def _bn(p, name):
-    return fold_bn(*(p[f"{name}/{k}"] for k in ("gamma", "beta", "moving_mean", "moving_variance")),
-                   CONFIG.bn_epsilon)
-
-
-def reads_in_place(step: ConvBN, h: int, w: int) -> bool:
-    """Whether ``step`` on an (h, w) map has no padded tap, so that the direct kernel (npxception/fast/direct.py)
-    reads its input in place, with no im2col buffer. One rule for the plan and for photo_memory's estimate."""
-    kh, stride = step.kernel_size, step.strides
-    ho, pad_t = window_geometry(h, kh, stride, step.padding)
-    wo, pad_l = window_geometry(w, kh, stride, step.padding)
-    return pad_t == pad_l == 0 and (ho - 1) * stride + kh <= h and (wo - 1) * stride + kh <= w
 
 
 class FastPlan:
@@ -93,18 +68,18 @@ class FastPlan:
                 key = f"{step.conv}/kernel"
                 if packs:
                     self.packed[step.conv] = p.packed(key, pack).panels
-                    self.folded[step.conv] = (None, *_bn(p, step.bn))
+                    self.folded[step.conv] = (None, *folded_bn(p, step.bn))
                 else:
                     k = p[key]
-                    self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *_bn(p, step.bn))  # a view, no copy
+                    self.folded[step.conv] = (k.reshape(-1, k.shape[-1]), *folded_bn(p, step.bn))  # a view, no copy
             elif isinstance(step, SepConvBN):
                 dw = np.ascontiguousarray(p[f"{step.sepconv}/depthwise_kernel"][:, :, :, 0])  # (3, 3, C): a view
                 key = f"{step.sepconv}/pointwise_kernel"
                 if packs and self.fused:
                     self.packed[step.sepconv] = p.packed(key, pack).panels
-                    self.folded[step.sepconv] = (dw, None, *_bn(p, step.bn))
+                    self.folded[step.sepconv] = (dw, None, *folded_bn(p, step.bn))
                 else:
-                    self.folded[step.sepconv] = (dw, p[key][0, 0], *_bn(p, step.bn))
+                    self.folded[step.sepconv] = (dw, p[key][0, 0], *folded_bn(p, step.bn))
         # what a step with no packed kernel passes: NOT_PACKED shares the compiled kernel with the packed steps;
         # a plan that packs nothing (no AVX-512, float64, a microkernel that failed) never compiles the microkernel
         self.not_packed = NOT_PACKED.astype(self.dtype) if self.packed else direct.NO_MICROKERNEL
