@@ -170,7 +170,8 @@ class DecisionRule(NamedTuple):
 
     threshold: float
     value: str  # what the number is: "logit" or "probability"
-    text: str  # the rule as compare and predict print it: "z > 0" or "p > 0.5"
+    text: str  # the rule as compare prints it, of two heads' values: "z > 0" or "p > 0.5" (predict names the
+    # one value it prints: "logit > 0")
 
 
 def decision_rule(activation) -> DecisionRule | None:

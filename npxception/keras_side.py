@@ -151,16 +151,9 @@ def _archive_writer(fmt: str, path: pathlib.Path) -> str:
     from npxception.weights_tools.errors import ConversionError  # see saved_by
 
     where = str(path)
-    if fmt == "zip":  # a missing metadata.json, or one without a string keras_version: None
-        config, version = keras3.read_archive_config(path, where, with_version=True)
-    else:
-        config = keras3._json(keras3.read_capped(path / "config.json", keras3.MAX_JSON_BYTES), "config.json", where)
-        version = None
-        if os.path.lexists(path / "metadata.json"):
-            found = keras3._json(keras3.read_capped(path / "metadata.json", keras3.MAX_JSON_BYTES),
-                                 "metadata.json", where)
-            version = found.get("keras_version") if isinstance(found, dict) else None
-            version = version if isinstance(version, str) else None
+    # a missing metadata.json, or one without a string keras_version: None
+    config, version = (keras3.read_archive_config(path, where, with_version=True) if fmt == "zip"
+                       else keras3.read_directory_config(path, where))
     name = _framework_of_version(version) or _framework_of_module(config)
     if name is None:
         said = ("has no metadata.json recording a \"keras_version\"" if version is None

@@ -128,11 +128,28 @@ def read_archive_config(src, where: str, *, with_version=False):
                 return config
             version = None
             if "metadata.json" in set(z.namelist()):
-                metadata = _json(_member(z, "metadata.json", MAX_JSON_BYTES, where), "metadata.json", where)
-                version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-            return config, version if isinstance(version, str) else None
+                version = _keras_version(_member(z, "metadata.json", MAX_JSON_BYTES, where), where)
+            return config, version
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
+
+
+def read_directory_config(directory, where: str) -> tuple[dict, str | None]:
+    """``(config, keras_version)`` of ``model.save("dir", zipped=False)``, as :func:`read_archive_config`: its
+    JSON files read as regular files under the archive's limits."""
+    directory = pathlib.Path(directory)
+    config = _json(read_capped(directory / "config.json", MAX_JSON_BYTES), "config.json", where)
+    version = None
+    if os.path.lexists(directory / "metadata.json"):
+        version = _keras_version(read_capped(directory / "metadata.json", MAX_JSON_BYTES), where)
+    return config, version
+
+
+def _keras_version(metadata: bytes, where: str) -> str | None:
+    """The ``keras_version`` a ``metadata.json`` records, None when it records no string."""
+    found = _json(metadata, "metadata.json", where)
+    version = found.get("keras_version") if isinstance(found, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _json(data: bytes, name: str, where: str):
@@ -161,8 +178,7 @@ def open_archive(src, where: str) -> tuple[dict, GuardedH5, str | None]:
             config = _json(_member(z, "config.json", MAX_JSON_BYTES, where), "config.json", where)
             version = None
             if "metadata.json" in names:
-                metadata = _json(_member(z, "metadata.json", MAX_JSON_BYTES, where), "metadata.json", where)
-                version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+                version = _keras_version(_member(z, "metadata.json", MAX_JSON_BYTES, where), where)
             blob = _member(z, "model.weights.h5", max_weights_bytes(), where, magic=HDF5_MAGIC)
     except zipfile.BadZipFile as exc:
         raise ConversionError(f"{where}: not a readable zip archive ({exc})") from None
@@ -213,13 +229,7 @@ def open_directory(directory, where: str):
     """``(config, weights, keras_version)`` of ``model.save("dir", zipped=False)``, as :func:`open_archive`:
     each file a regular file, the JSON files and ``model.weights.h5`` under the archive's limits."""
     directory = pathlib.Path(directory)
-    config = _json(read_capped(directory / "config.json", MAX_JSON_BYTES),
-                   "config.json", where)
-    version = None
-    if os.path.lexists(directory / "metadata.json"):
-        metadata = _json(read_capped(directory / "metadata.json", MAX_JSON_BYTES),
-                         "metadata.json", where)
-        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    config, version = read_directory_config(directory, where)
     name = f"{where}/model.weights.h5"
     with open_checked(directory / "model.weights.h5") as f:
         size = os.fstat(f.fileno()).st_size
